@@ -1,0 +1,276 @@
+"""Tests for s2dc.data.volumes: listing, checked loading, preprocessing and caching."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from s2dc.data.volumes import (
+    CachedVolumes,
+    DataError,
+    PreprocessConfig,
+    list_volumes,
+    preprocess_transforms,
+)
+
+SHAPE = (40, 36, 20)
+AFFINE = np.diag([1.5, 1.5, 1.5, 1.0])
+
+
+def save(path: Path, array: np.ndarray, affine: np.ndarray = AFFINE) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(array, dtype=np.float32), affine), str(path))
+    return path
+
+
+def box_volume(shape=SHAPE, value=500.0) -> np.ndarray:
+    """Bright box foreground inside a zero background."""
+    a = np.zeros(shape, np.float32)
+    a[10:30, 8:28, 5:15] = value
+    return a
+
+
+def get(path: Path, cfg: PreprocessConfig = PreprocessConfig(), min_size=(8, 8, 8), cache_root=None) -> torch.Tensor:
+    return CachedVolumes([path], cfg, min_size, cache_root)[0]
+
+
+# ----------------------------------------------------------------------------- 1. listing
+
+
+def test_list_volumes_dataset_json_and_folder(tmp_path):
+    a = save(tmp_path / "imagesTr" / "a.nii.gz", box_volume())
+    b = save(tmp_path / "imagesTr" / "b.nii", box_volume())
+    save(tmp_path / "imagesTr" / "sub" / "c.nii.gz", box_volume())  # not listed: non-recursive
+    (tmp_path / "imagesTr" / "notes.txt").write_text("ignore me")
+    spec = {
+        "training": [{"image": "./imagesTr/b.nii", "label": "./labelsTr/b.nii"}, "imagesTr/a.nii.gz"],
+        "test": ["./imagesTr/a.nii.gz"],
+    }
+    js = tmp_path / "dataset.json"
+    js.write_text(json.dumps(spec))
+
+    assert list_volumes(js) == [b, a]  # json order, dict and plain-string entries
+    assert list_volumes(js, key="test") == [a]
+    assert list_volumes(tmp_path / "imagesTr") == [a, b]  # sorted, *.nii and *.nii.gz only
+
+
+def test_list_volumes_errors(tmp_path):
+    js = tmp_path / "dataset.json"
+    js.write_text(json.dumps({"training": [{"image": "./imagesTr/missing.nii.gz"}], "test": []}))
+
+    with pytest.raises(DataError, match="'validation'") as exc:
+        list_volumes(js, key="validation")
+    assert str(js) in str(exc.value) and "training" in str(exc.value)  # names json and available keys
+
+    with pytest.raises(DataError) as exc:
+        list_volumes(js)
+    assert str(tmp_path / "imagesTr" / "missing.nii.gz") in str(exc.value)
+    assert str(js) in str(exc.value)
+
+    with pytest.raises(DataError, match="lists no images"):
+        list_volumes(js, key="test")
+    with pytest.raises(DataError, match="does not exist"):
+        list_volumes(tmp_path / "nope.json")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no .nii"):
+        list_volumes(tmp_path / "empty")
+
+
+# ----------------------------------------------------------------------------- 2./3. checked loading
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_truncated_file_raises_data_error(tmp_path, cached):
+    path = save(tmp_path / "trunc.nii.gz", box_volume())
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match="trunc.nii.gz") as exc:
+        get(path, cache_root=tmp_path / "cache" if cached else None)
+    assert "expected a readable NIfTI volume" in str(exc.value)
+    assert exc.value.__cause__ is not None  # raised from the original nibabel/gzip error
+
+
+def test_data_error_survives_dataloader_worker(tmp_path):
+    path = tmp_path / "garbage.nii.gz"
+    path.write_bytes(b"not a nifti file at all")
+    ds = CachedVolumes([path], PreprocessConfig(), (8, 8, 8), tmp_path / "cache")
+    batches = iter(torch.utils.data.DataLoader(ds, num_workers=1))
+    # The re-raised exception's traceback forms a reference cycle through the iterator; left to the
+    # garbage collector, torch's worker shutdown then waits 5 s. Drop the traceback so `del batches`
+    # shuts the worker down at once.
+    try:
+        next(batches)
+    except DataError as exc:
+        message = str(exc)
+        exc.__traceback__ = None
+    else:
+        pytest.fail("DataLoader did not raise DataError")
+    del batches
+    assert "garbage.nii.gz" in message and "expected a readable NIfTI volume" in message
+
+
+def test_non_3d_and_degenerate_volumes(tmp_path):
+    two_d = save(tmp_path / "slice.nii.gz", np.ones((64, 64)), np.eye(4))
+    with pytest.raises(DataError, match=r"slice\.nii\.gz.*\(64, 64\).*3-D"):
+        get(two_d)
+
+    thin = save(tmp_path / "thin.nii.gz", np.ones((64, 64, 1)), np.eye(4))
+    with pytest.raises(DataError, match=r"thin\.nii\.gz.*at least 2 voxels"):
+        get(thin)
+
+    flat = save(tmp_path / "flat.nii.gz", np.full(SHAPE, 7.0))
+    with pytest.raises(DataError, match=r"flat\.nii\.gz.*no foreground"):
+        get(flat)
+
+    # a 4-D image with a trailing singleton axis is accepted as 3-D
+    four_d = save(tmp_path / "four.nii.gz", box_volume()[..., None])
+    out = get(four_d, PreprocessConfig(crop_foreground=False))
+    assert out.shape == (1, *SHAPE)
+
+
+# ----------------------------------------------------------------------------- 4. padding
+
+
+def test_small_volume_is_padded_to_min_size(tmp_path):
+    a = box_volume()
+    path = save(tmp_path / "small.nii.gz", a)
+    out = get(path, PreprocessConfig(crop_foreground=False), min_size=(16, 48, 32))
+    assert out.dtype == torch.float32 and type(out) is torch.Tensor
+    assert tuple(out.shape) == (1, 40, 48, 32)  # x already large enough: unchanged
+
+    expected = np.clip((a + 1000.0) / 2000.0, 0.0, 1.0)
+    # symmetric constant padding: (48 - 36) / 2 = 6 and (32 - 20) / 2 = 6 on each side
+    np.testing.assert_allclose(out[0, :, 6:42, 6:26].numpy(), expected, atol=1e-6)
+    assert torch.all(out[0, :, :6] == 0) and torch.all(out[0, :, :, 26:] == 0)
+
+
+def test_crop_foreground_then_pad(tmp_path):
+    path = save(tmp_path / "box.nii.gz", box_volume())
+    out = get(path, min_size=(8, 8, 16))
+    # the 20 x 20 x 10 box is cropped, then z is padded 10 -> 16
+    assert tuple(out.shape) == (1, 20, 20, 16)
+    np.testing.assert_allclose(out[0, :, :, 3:13].numpy(), 0.75, atol=1e-6)  # (500 + 1000) / 2000
+    assert torch.all(out[0, :, :, :3] == 0)
+
+
+# ----------------------------------------------------------------------------- 5. intensity
+
+
+def test_ct_window_and_clipping(tmp_path):
+    a = np.full(SHAPE, -1000.0, np.float32)
+    a[1, 1, 1], a[2, 2, 2], a[3, 3, 3], a[4, 4, 4], a[5, 5, 5] = 1000.0, 0.0, 3000.0, -2000.0, 250.0
+    out = get(save(tmp_path / "ct.nii.gz", a), PreprocessConfig(crop_foreground=False))[0]
+    expected = {(0, 0, 0): 0.0, (1, 1, 1): 1.0, (2, 2, 2): 0.5, (3, 3, 3): 1.0, (4, 4, 4): 0.0, (5, 5, 5): 0.625}
+    for idx, value in expected.items():
+        assert out[idx].item() == pytest.approx(value, abs=1e-6), idx
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_zscore_over_nonzero_voxels(tmp_path):
+    rng = np.random.default_rng(0)
+    a = np.zeros(SHAPE, np.float32)
+    a[5:35, 5:30, 3:17] = rng.uniform(50.0, 400.0, size=(30, 25, 14))
+    out = get(save(tmp_path / "mr.nii.gz", a), PreprocessConfig(intensity="zscore", crop_foreground=False))[0]
+    out = out.numpy()
+    mask = a != 0
+    assert abs(out[mask].mean()) < 1e-4
+    assert out[mask].std() == pytest.approx(1.0, abs=1e-4)
+    assert np.all(out[~mask] == 0)
+    expected = (a[mask] - a[mask].mean()) / a[mask].std()
+    np.testing.assert_allclose(out[mask], expected, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- 6. orientation
+
+
+def test_lps_volume_is_reoriented_to_ras(tmp_path):
+    a = np.full(SHAPE, -1000.0, np.float32)
+    a[3, 4, 5] = 1000.0
+    lps = save(tmp_path / "lps.nii.gz", a, np.diag([-1.5, -1.5, 2.0, 1.0]))
+    ras = save(tmp_path / "ras.nii.gz", a, np.diag([1.5, 1.5, 2.0, 1.0]))
+    cfg = PreprocessConfig(crop_foreground=False)
+
+    out = get(lps, cfg)
+    assert tuple(out.shape) == (1, *SHAPE)
+    # x and y point left/posterior in the file: RAS flips them, z is kept
+    assert torch.nonzero(out[0] == 1.0).tolist() == [[40 - 1 - 3, 36 - 1 - 4, 5]]
+    assert torch.nonzero(get(ras, cfg)[0] == 1.0).tolist() == [[3, 4, 5]]
+
+
+def test_resampling_to_spacing(tmp_path):
+    path = save(tmp_path / "sp.nii.gz", box_volume())
+    out = get(path, PreprocessConfig(spacing=(3.0, 3.0, 1.5), crop_foreground=False))
+    assert tuple(out.shape) == (1, 20, 18, 20)
+
+
+# ----------------------------------------------------------------------------- 7. cache and config
+
+
+def test_cache_is_used_and_keyed_by_config(tmp_path):
+    path = save(tmp_path / "vol.nii.gz", box_volume())
+    cfg = PreprocessConfig()
+    ds = CachedVolumes([path], cfg, (8, 8, 8), tmp_path / "cache")
+    first = ds[0]
+    cache_dir = tmp_path / "cache" / cfg.cache_key()
+    files = list(cache_dir.iterdir())
+    assert [f.suffix for f in files] == [".pt"]  # one entry, no temp files left behind
+
+    path.unlink()  # second access must come from disk
+    torch.testing.assert_close(ds[0], first)
+
+    other = PreprocessConfig(a_max=500.0)
+    assert other.cache_key() != cfg.cache_key()
+    save(path, box_volume())
+    CachedVolumes([path], other, (8, 8, 8), tmp_path / "cache")[0]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([cfg.cache_key(), other.cache_key()])
+
+
+def test_corrupt_cache_entry_is_recomputed(tmp_path):
+    path = save(tmp_path / "vol.nii.gz", box_volume())
+    ds = CachedVolumes([path], PreprocessConfig(), (8, 8, 8), tmp_path / "cache")
+    first = ds[0]
+    (entry,) = ds.cache_dir.glob("*.pt")
+    raw = entry.read_bytes()
+    entry.write_bytes(raw[: len(raw) // 2])
+    with pytest.warns(UserWarning, match="unreadable cache file"):
+        torch.testing.assert_close(ds[0], first)
+    torch.testing.assert_close(ds[0], first)  # rewritten entry loads cleanly
+
+
+def test_cache_key_stable_and_normalised():
+    key = PreprocessConfig().cache_key()
+    assert len(key) == 12 and all(c in "0123456789abcdef" for c in key)
+    assert PreprocessConfig(a_min=-1000, a_max=1000).cache_key() == key
+    assert PreprocessConfig(orientation="ras").cache_key() == key
+    assert PreprocessConfig(spacing=[1, 1, 2]).spacing == (1.0, 1.0, 2.0)
+    assert PreprocessConfig(crop_foreground=False).cache_key() != key
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"intensity": "x"}, "preprocess.intensity"),
+        ({"a_min": 100.0, "a_max": 0.0}, "preprocess.a_min"),
+        ({"a_max": float("nan")}, "preprocess.a_max"),
+        ({"spacing": (1.0, -1.0, 1.0)}, "preprocess.spacing"),
+        ({"spacing": (1.0, 1.0)}, "preprocess.spacing"),
+        ({"orientation": "RAX"}, "preprocess.orientation"),
+        ({"orientation": "RLS"}, "preprocess.orientation"),
+        ({"crop_foreground": "yes"}, "preprocess.crop_foreground"),
+    ],
+)
+def test_config_validation_names_key(kwargs, key):
+    with pytest.raises(ValueError, match=key):
+        PreprocessConfig(**kwargs)
+
+
+def test_min_size_validation():
+    with pytest.raises(ValueError, match="min_size"):
+        preprocess_transforms(PreprocessConfig(), (8, 8))
+    with pytest.raises(ValueError, match="min_size"):
+        preprocess_transforms(PreprocessConfig(), (8, 0, 8))
