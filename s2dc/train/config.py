@@ -1,0 +1,334 @@
+"""Pretraining configuration: typed sections, one help text per option, YAML and CLI overrides.
+
+Every option is addressed as ``section.field`` — the same name on the command line
+(``--loss.assignment sinkhorn``) and in a YAML file (``loss: {assignment: sinkhorn}``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..data.volumes import PreprocessConfig
+from ..losses.matching import SCOPES
+from ..losses.p2p import ASSIGNMENTS, P2P_FORMS
+from ..losses.p2s import P2S_FORMS, SPREADS
+from ..models.encoder import EncoderConfig
+from ..views import ViewConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = ""
+    key: str = "training"
+    cache_dir: str | None = None
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError(f"data.workers must be >= 0, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    hidden_dim: int = 2048
+    embed_dim: int = 512
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    weight_global: float = 0.5
+    weight_p2p: float = 0.5
+    weight_p2s: float = 0.5
+    matching: str = "volume"
+    assignment: str = "dual_softmax"
+    p2p_form: str = "positive_negative"
+    match_temperature: float = 1.0
+    bin_score: float = 1.0
+    sinkhorn_iters: int = 100
+    p2s_form: str = "release"
+    p2s_spread: str = "std"
+    detach_weights: bool = False
+    global_temperature: float = 0.9
+    global_normalize: bool = True
+    queue_size: int = 90
+
+    def __post_init__(self) -> None:
+        for name, allowed in [
+            ("matching", SCOPES), ("assignment", ASSIGNMENTS), ("p2p_form", P2P_FORMS),
+            ("p2s_form", P2S_FORMS), ("p2s_spread", SPREADS),
+        ]:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"loss.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        for name in ("weight_global", "weight_p2p", "weight_p2s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+        if self.weight_global + self.weight_p2p + self.weight_p2s == 0:
+            raise ValueError("loss weights are all zero: nothing to train")
+        if self.match_temperature <= 0 or self.global_temperature <= 0:
+            raise ValueError("loss.match_temperature and loss.global_temperature must be > 0")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    steps: int = 100_000
+    batch_size: int = 1
+    lr: float = 3e-4
+    weight_decay: float = 0.1
+    warmup_steps: int = 500
+    grad_clip: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"optim.steps and optim.batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+
+
+@dataclass(frozen=True)
+class EMAConfig:
+    momentum: float = 0.999
+    schedule: str = "constant"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.momentum <= 1:
+            raise ValueError(f"ema.momentum must be in [0, 1], got {self.momentum}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"ema.schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out_dir: str = "runs/pretrain"
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    log_every: int = 10
+    resume: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.amp not in ("auto", "bf16", "off"):
+            raise ValueError(f"run.amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
+        if self.checkpoint_every < 1 or self.keep_last < 1 or self.log_every < 1:
+            raise ValueError("run.checkpoint_every, run.keep_last and run.log_every must be >= 1")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    views: ViewConfig = field(default_factory=ViewConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        if self.views.token_stride != self.encoder.token_stride:
+            raise ValueError(
+                f"views.token_stride ({self.views.token_stride}) must equal the encoder's stride at "
+                f"encoder.token_stage={self.encoder.token_stage} ({self.encoder.token_stride}); it is set automatically"
+            )
+        for size in self.views.crop_size:
+            if size % self.encoder.min_input_multiple:
+                raise ValueError(
+                    f"crop size {self.views.crop_size} (views.roi_size / views.grid) must be a multiple of "
+                    f"{self.encoder.min_input_multiple} (encoder.patch_size * 16)"
+                )
+
+    def to_dict(self) -> dict:
+        return {f.name: _section_dict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+HELP = {
+    "data.source": "MSD-style dataset.json or a folder of NIfTI volumes (required)",
+    "data.key": "section of dataset.json listing the volumes",
+    "data.cache_dir": "preprocessed-volume cache root (a subfolder per preprocessing hash); default <run.out_dir>/cache",
+    "data.workers": "DataLoader worker processes",
+    "preprocess.intensity": "'ct': window [a_min, a_max] -> [0, 1]; 'zscore': z-score over nonzero voxels (MRI/PET)",
+    "preprocess.a_min": "CT window low (HU)",
+    "preprocess.a_max": "CT window high (HU)",
+    "preprocess.spacing": "resample to this voxel spacing in mm (three values), or 'none' to keep",
+    "preprocess.orientation": "axis codes to reorient to",
+    "preprocess.crop_foreground": "crop to the bounding box of voxels above the volume minimum",
+    "encoder.in_channels": "input channels",
+    "encoder.feature_size": "Swin embedding width (48 = SwinViT-B of SwinUNETR); multiple of 12",
+    "encoder.depths": "blocks per Swin stage (4 values)",
+    "encoder.num_heads": "attention heads per Swin stage (4 values)",
+    "encoder.window_size": "attention window (voxels of tokens)",
+    "encoder.patch_size": "patch-embedding stride",
+    "encoder.token_stage": "hidden state used as matching tokens, 0 (patch embedding) .. 4 (last stage)",
+    "encoder.drop_path_rate": "stochastic depth rate",
+    "encoder.use_checkpoint": "gradient checkpointing in the encoder (saves memory)",
+    "views.roi_size": "large ROI (X Y Z) cut from each volume",
+    "views.grid": "P: the ROI is split into P x P in-plane sub-crops",
+    "views.token_stride": "voxels per token (derived from the encoder; do not set)",
+    "views.rotation_deg": "patch branch: max rotation about the depth axis (degrees)",
+    "views.scale_range": "patch branch: isotropic scale range (low high)",
+    "views.translation_frac": "patch branch: max in-plane shift, fraction of the crop size",
+    "views.crop_rotation_deg": "global branch: max rotation about each axis per crop (degrees)",
+    "views.crop_scale_jitter": "global branch: per-axis scale 1 +/- this",
+    "views.crop_translation_frac": "global branch: max in-plane shift per crop, fraction of the crop size",
+    "views.intensity_shift": "global branch: max additive intensity shift per crop",
+    "head.hidden_dim": "projection-head hidden width",
+    "head.embed_dim": "embedding width of token and global heads",
+    "loss.weight_global": "weight of L_g (0 disables it)",
+    "loss.weight_p2p": "weight of L_p2p (0 disables it)",
+    "loss.weight_p2s": "weight of L_p2s (0 disables it)",
+    "loss.matching": "'volume': match over the whole 3-D token set; 'slice': per depth slice (release)",
+    "loss.assignment": "'dual_softmax' (Eq. 2) or 'sinkhorn' (optimal transport with dustbin)",
+    "loss.p2p_form": "'positive' (poster Eq. 3) or 'positive_negative' (release: + -log(1-M) on negatives)",
+    "loss.match_temperature": "tau in M_t = q k^T / tau (release: 1)",
+    "loss.bin_score": "Sinkhorn dustbin score alpha",
+    "loss.sinkhorn_iters": "Sinkhorn iterations",
+    "loss.p2s_form": "'release' or 'poster' (Eqs. 4-6) form of L_p2s",
+    "loss.p2s_spread": "sharpness spread: 'std' (release) or 'variance' (poster)",
+    "loss.detach_weights": "detach the sharpness weights of L_p2s (the release does not)",
+    "loss.global_temperature": "InfoNCE temperature of L_g",
+    "loss.global_normalize": "L2-normalise global embeddings in L_g (the release does not)",
+    "loss.queue_size": "FIFO queue of past keys for L_g (0 disables it)",
+    "optim.steps": "total optimisation steps",
+    "optim.batch_size": "ROIs per process and step",
+    "optim.lr": "AdamW peak learning rate",
+    "optim.weight_decay": "AdamW weight decay",
+    "optim.warmup_steps": "linear warm-up steps before the cosine decay",
+    "optim.grad_clip": "clip the global gradient norm to this (0 disables)",
+    "ema.momentum": "teacher EMA momentum (start value for the cosine schedule)",
+    "ema.schedule": "'constant' (release) or 'cosine' (momentum -> 1 at the end)",
+    "run.out_dir": "output folder: checkpoints/, dvclive/, summary.json",
+    "run.seed": "random seed (model init, ROI sampling, augmentations)",
+    "run.device": "'auto' (CUDA if available, else CPU), 'cpu' or 'cuda'",
+    "run.amp": "'auto' (bf16 autocast on CUDA), 'bf16' or 'off'",
+    "run.checkpoint_every": "write a checkpoint every N steps (and at the end)",
+    "run.keep_last": "keep the newest K checkpoints",
+    "run.log_every": "log losses and learning rate every N steps",
+    "run.resume": "'auto' (latest checkpoint in run.out_dir/checkpoints, if any), 'never', or a checkpoint path",
+    "run.progress": "show a progress bar",
+}
+
+
+def _section_dict(section) -> dict:
+    return {f.name: _plain(getattr(section, f.name)) for f in dataclasses.fields(section)}
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _section_types() -> dict[str, type]:
+    hints = typing.get_type_hints(PretrainConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(PretrainConfig)}
+
+
+def build_config(values: dict) -> PretrainConfig:
+    """Nested ``{section: {field: value}}`` -> validated :class:`PretrainConfig`; unknown keys are errors."""
+    sections = _section_types()
+    unknown = set(values) - set(sections)
+    if unknown:
+        raise ValueError(f"unknown config section(s) {sorted(unknown)}; expected {sorted(sections)}")
+    built = {}
+    for name, cls in sections.items():
+        given = dict(values.get(name) or {})
+        fields = {f.name for f in dataclasses.fields(cls)}
+        bad = set(given) - fields
+        if bad:
+            raise ValueError(f"unknown option(s) {[f'{name}.{k}' for k in sorted(bad)]}; '{name}' has {sorted(fields)}")
+        if name == "views":
+            encoder = built["encoder"]
+            given.setdefault("token_stride", encoder.token_stride)
+        try:
+            built[name] = cls(**{k: _coerce(f"{name}.{k}", v, _field_type(cls, k)) for k, v in given.items()})
+        except TypeError as err:
+            raise ValueError(f"bad value in section '{name}': {err}") from err
+    return PretrainConfig(**built)
+
+
+def _field_type(cls, name: str):
+    return typing.get_type_hints(cls)[name]
+
+
+def _coerce(key: str, value, annotation):
+    """Check and convert one option value to its declared type, naming ``key`` on error."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args:
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            return None
+        annotation = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key} must be a list, got {value!r}")
+        elem = args[0]
+        if args[-1] is not Ellipsis and len(args) != len(value):
+            raise ValueError(f"{key} must have {len(args)} values, got {list(value)}")
+        return tuple(_coerce(key, v, elem) for v in value)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, str) and not value.lstrip("-").isdigit()):
+            raise ValueError(f"{key} must be an integer, got {value!r}")
+        return int(value)
+    if annotation is float:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key} must be a number, got {value!r}") from None
+    if annotation is str:
+        if not isinstance(value, (str, Path)):
+            raise ValueError(f"{key} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--section.field`` option per config field, grouped by section, with its help and default."""
+    defaults = PretrainConfig(views=ViewConfig(token_stride=EncoderConfig().token_stride)).to_dict()
+    parser.add_argument("--config", type=Path, help="YAML file with {section: {field: value}}; command-line options override it")
+    for section, cls in _section_types().items():
+        group = parser.add_argument_group(section)
+        for f in dataclasses.fields(cls):
+            key = f"{section}.{f.name}"
+            annotation = _field_type(cls, f.name)
+            is_seq = typing.get_origin(annotation) is tuple or any(
+                typing.get_origin(a) is tuple for a in typing.get_args(annotation)
+            )
+            group.add_argument(
+                f"--{key}", dest=key, nargs="+" if is_seq else None, default=argparse.SUPPRESS,
+                metavar=f.name.upper(), help=f"{HELP[key]} (default: {defaults[section][f.name]})",
+            )
+
+
+def config_from_args(args: argparse.Namespace) -> PretrainConfig:
+    """YAML file (if any) overlaid with the command-line options -> validated config."""
+    values: dict = {}
+    if getattr(args, "config", None):
+        path = Path(args.config)
+        if not path.is_file():
+            raise ValueError(f"config file '{path}' does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config file '{path}' must hold a mapping of sections, got {type(loaded).__name__}")
+        values = {k: dict(v or {}) for k, v in loaded.items()}
+    for key, value in vars(args).items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            if isinstance(value, list) and len(value) == 1 and value[0].lower() == "none":
+                value = None
+            values.setdefault(section, {})[name] = value
+    return build_config(values)

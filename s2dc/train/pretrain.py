@@ -1,0 +1,303 @@
+"""S²DC pretraining engine: one process or DDP under ``torchrun`` (gloo on CPU, NCCL on GPU).
+
+Every random draw of step ``t`` on rank ``r`` (which volumes, where the ROI is cut, the view
+augmentations, the L_g crop) comes from a generator seeded with ``(seed, t, r)``, so a run resumed
+from a checkpoint continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from ..data.volumes import CachedVolumes, list_volumes
+from ..losses.global_contrast import global_infonce, split_chosen_crop
+from ..losses.matching import scoped
+from ..losses.p2p import assignment_log, p2p_from_assignment
+from ..losses.p2s import p2s_loss
+from ..models.queue import KeyQueue
+from ..models.s2dc_net import EMATeacher, S2DCNet, momentum_at
+from ..views import make_views
+from .checkpoint import atomic_save, checkpoint_path, list_checkpoints, load_checkpoint, prune, rng_state, set_rng_state
+from .config import LossConfig, PretrainConfig
+from .schedule import warmup_cosine
+
+
+def step_generator(seed: int, step: int, rank: int, stream: int = 0) -> torch.Generator:
+    """CPU generator for the random draws of one step on one rank (``stream`` separates uses)."""
+    state = np.random.SeedSequence([seed, step, rank, stream]).generate_state(2, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+
+
+class RoiStream(torch.utils.data.Dataset):
+    """Item ``t`` = the (B, C, X, Y, Z) batch of ROIs of step ``t`` on this rank, drawn from cached volumes."""
+
+    def __init__(self, volumes: CachedVolumes, roi_size, batch_size: int, seed: int, rank: int) -> None:
+        self.volumes, self.roi_size, self.batch_size, self.seed, self.rank = volumes, tuple(roi_size), batch_size, seed, rank
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, step: int) -> torch.Tensor:
+        gen = step_generator(self.seed, step, self.rank, stream=1)
+        picks = torch.randint(len(self.volumes), (self.batch_size,), generator=gen).tolist()
+        rois = []
+        for i in picks:
+            vol = self.volumes[i]
+            start = [int(torch.randint(s - r + 1, (1,), generator=gen)) for s, r in zip(vol.shape[1:], self.roi_size)]
+            x, y, z = (slice(a, a + r) for a, r in zip(start, self.roi_size))
+            rois.append(vol[:, x, y, z])
+        return torch.stack(rois)
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str) -> Distributed:
+    """Join the ``torchrun`` process group if one is described by the environment; pick the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("run.device='cuda' but CUDA is not available")
+    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return Distributed(rank=rank, world_size=world, device=dev)
+
+
+def compute_losses(cfg: LossConfig, token_slices: int, student_tokens, teacher_tokens, gt, query, keys, chosen, queue):
+    """Weighted S²DC loss terms (fp32). Returns {"loss", "loss_global", "loss_p2p", "loss_p2s"}."""
+    zero = student_tokens.new_zeros(()) if student_tokens is not None else query.new_zeros(())
+    terms = {"loss_global": zero, "loss_p2p": zero, "loss_p2s": zero}
+    if cfg.weight_p2p or cfg.weight_p2s:
+        q, k, m = scoped(student_tokens.float(), teacher_tokens.float(), gt, cfg.matching, token_slices)
+        log_assign = None
+        if cfg.weight_p2p or cfg.p2s_form == "poster":
+            log_assign = assignment_log(torch.einsum("bnd,bmd->bnm", q, k) / cfg.match_temperature,
+                                        cfg.assignment, cfg.bin_score, cfg.sinkhorn_iters)
+        if cfg.weight_p2p:
+            terms["loss_p2p"] = p2p_from_assignment(log_assign, m, cfg.p2p_form)
+        if cfg.weight_p2s:
+            terms["loss_p2s"] = p2s_loss(q, k, m, cfg.p2s_form, cfg.p2s_spread, cfg.detach_weights,
+                                         p2p_form=cfg.p2p_form, log_assign=log_assign)
+    if cfg.weight_global:
+        b = chosen.shape[0]
+        positive, others = split_chosen_crop(keys.float().view(b, -1, keys.shape[-1]), chosen)
+        terms["loss_global"] = global_infonce(query.float(), positive, others, queue.negatives(),
+                                              cfg.global_temperature, cfg.global_normalize)
+    terms["loss"] = cfg.weight_global * terms["loss_global"] + cfg.weight_p2p * terms["loss_p2p"] + cfg.weight_p2s * terms["loss_p2s"]
+    return terms
+
+
+def state_fingerprint(module: nn.Module) -> str:
+    """SHA-256 of every parameter and buffer (exact bitwise identity check across ranks or runs)."""
+    h = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class Pretrainer:
+    """Holds model, teacher, queue, optimiser and schedule; ``run()`` trains to ``optim.steps``."""
+
+    def __init__(self, cfg: PretrainConfig) -> None:
+        self.cfg = cfg
+        self.dist = setup_distributed(cfg.run.device)
+        self.out = Path(cfg.run.out_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+        torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
+        device = self.dist.device
+        self.model = S2DCNet(cfg.encoder, cfg.head.hidden_dim, cfg.head.embed_dim).to(device)
+        self.teacher = EMATeacher(self.model).to(device)
+        self.queue = KeyQueue(cfg.loss.queue_size, cfg.head.embed_dim).to(device)
+        self.ddp = None
+        if self.dist.world_size > 1:
+            unused = not (cfg.loss.weight_global and (cfg.loss.weight_p2p or cfg.loss.weight_p2s))
+            self.ddp = DistributedDataParallel(self.model, find_unused_parameters=unused,
+                                               device_ids=[device.index] if device.type == "cuda" else None)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: warmup_cosine(s, cfg.optim.warmup_steps, cfg.optim.steps))
+        self.step = 0
+        use_bf16 = cfg.run.amp == "bf16" or (cfg.run.amp == "auto" and device.type == "cuda")
+        self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "config": self.cfg.to_dict(),
+            "world_size": self.dist.world_size,
+            "student": self.model.state_dict(),
+            "teacher": self.teacher.net.state_dict(),
+            "queue": self.queue.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["student"])
+        self.teacher.net.load_state_dict(state["teacher"])
+        self.queue.load_state_dict(state["queue"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+
+    def maybe_resume(self) -> Path | None:
+        choice = self.cfg.run.resume
+        if choice == "never":
+            return None
+        if choice == "auto":
+            found = list_checkpoints(self.ckpt_dir)
+            if not found:
+                return None
+            path = found[-1]
+        else:
+            path = Path(choice)
+        self.load_state_dict(load_checkpoint(path, map_location=self.dist.device))
+        return path
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            atomic_save(self.state_dict(), checkpoint_path(self.ckpt_dir, self.step))
+            prune(self.ckpt_dir, self.cfg.run.keep_last)
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, roi: torch.Tensor) -> dict[str, float]:
+        cfg, device = self.cfg, self.dist.device
+        gen = step_generator(cfg.run.seed, self.step, self.dist.rank, stream=2)
+        views = make_views(roi.to(device, non_blocking=True), cfg.views, gen)
+        b, p = roi.shape[0], cfg.views.grid
+        need_tokens = bool(cfg.loss.weight_p2p or cfg.loss.weight_p2s)
+        need_global = bool(cfg.loss.weight_global)
+        chosen = torch.randint(p * p, (b,), generator=gen).to(device)
+        student = self.ddp or self.model
+        with self.autocast():
+            s_tokens, s_global = student(views.student, p, tokens=need_tokens, pooled=need_global)
+            t_tokens = self.teacher(views.patch, p, pooled=False)[0] if need_tokens else None
+            t_keys = queue_keys = None
+            if need_global:
+                # The queue takes the teacher's embedding of the un-augmented chosen crop (as in the release);
+                # it rides along with the global-branch crops so that BatchNorm never sees a batch of one.
+                clean = views.student.view(b, p * p, *views.student.shape[1:])[torch.arange(b, device=device), chosen]
+                t_keys = self.teacher(torch.cat([views.crops, clean]), p, tokens=False)[1]
+                t_keys, queue_keys = t_keys[: b * p * p], t_keys[b * p * p :]
+        query = s_global.view(b, p * p, -1)[torch.arange(b, device=device), chosen] if need_global else None
+        terms = compute_losses(cfg.loss, cfg.views.token_grid[2], s_tokens, t_tokens, views.correspondence,
+                               query, t_keys, chosen, self.queue)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.teacher.update(self.model, momentum_at(self.step, cfg.optim.steps, cfg.ema.momentum, cfg.ema.schedule))
+        if need_global:
+            self.queue.push(queue_keys.float())
+        self.step += 1
+        out = {k: float(v.detach()) for k, v in terms.items()}
+        out["lr"] = lr
+        return out
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        resumed_from = self.maybe_resume()
+        paths = list_volumes(cfg.data.source, cfg.data.key)
+        cache_root = cfg.data.cache_dir or self.out / "cache"
+        volumes = CachedVolumes(paths, cfg.preprocess, cfg.views.roi_size, cache_root)
+        stream = RoiStream(volumes, cfg.views.roi_size, cfg.optim.batch_size, cfg.run.seed, self.dist.rank)
+        loader = torch.utils.data.DataLoader(
+            stream, batch_size=None, sampler=range(self.step, cfg.optim.steps), num_workers=cfg.data.workers,
+            pin_memory=self.dist.device.type == "cuda", persistent_workers=False,
+        )
+        live = self._open_log(resumed_from is not None)
+        bar = tqdm(total=cfg.optim.steps, initial=self.step, desc="pretrain", unit="step",
+                   disable=not (cfg.run.progress and self.dist.is_main), dynamic_ncols=True)
+        history = []
+        self.model.train()
+        self.teacher.net.train()
+        for roi in loader:
+            metrics = self.train_step(roi)
+            history.append(metrics["loss"])
+            if not all(np.isfinite(v) for v in metrics.values()):
+                raise FloatingPointError(f"non-finite loss at step {self.step}: {metrics}")
+            if live is not None and (self.step % cfg.run.log_every == 0 or self.step == cfg.optim.steps):
+                live.step = self.step
+                for name, value in metrics.items():
+                    live.log_metric(f"pretrain/{name}", value)
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+            if self.step % cfg.run.checkpoint_every == 0 or self.step == cfg.optim.steps:
+                self.save()
+        bar.close()
+        summary = self._summary(history, resumed_from)
+        if live is not None:
+            live.end()
+        if dist.is_initialized():
+            dist.barrier()
+        return summary
+
+    def _open_log(self, resume: bool):
+        if not self.dist.is_main:
+            return None
+        from dvclive import Live
+
+        return Live(str(self.out / "dvclive"), resume=resume, save_dvc_exp=False, dvcyaml=False)
+
+    def _summary(self, history: list[float], resumed_from: Path | None) -> dict:
+        fingerprints = [state_fingerprint(self.teacher.net)]
+        if dist.is_initialized():
+            gathered = [None] * self.dist.world_size
+            dist.all_gather_object(gathered, fingerprints[0])
+            fingerprints = gathered
+        summary = {
+            "steps": self.step,
+            "world_size": self.dist.world_size,
+            "resumed_from": str(resumed_from) if resumed_from else None,
+            "losses_this_run": history,
+            "teacher_fingerprint_per_rank": fingerprints,
+            "checkpoint": str(checkpoint_path(self.ckpt_dir, self.step)),
+        }
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            tmp = self.out / "summary.json.tmp"
+            tmp.write_text(json.dumps(summary, indent=2))
+            os.replace(tmp, self.out / "summary.json")
+        return summary
+
+
+def pretrain(cfg: PretrainConfig) -> dict:
+    """Train S²DC as configured; returns the run summary (also written to ``run.out_dir/summary.json``)."""
+    trainer = Pretrainer(cfg)
+    try:
+        return trainer.run()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
