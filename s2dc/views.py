@@ -58,13 +58,18 @@ class ViewConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "roi_size", tuple(int(s) for s in self.roi_size))
         object.__setattr__(self, "scale_range", tuple(float(s) for s in self.scale_range))
-        x, y, z = self.roi_size
-        if len(self.roi_size) != 3 or self.grid < 1 or x % self.grid or y % self.grid:
-            raise ValueError(f"views.roi_size {self.roi_size} must be 3-D with X and Y divisible by views.grid={self.grid}")
+        if len(self.roi_size) != 3 or len(self.scale_range) != 2:
+            raise ValueError(f"views.roi_size needs 3 values and views.scale_range 2, got {self.roi_size}, {self.scale_range}")
+        if self.token_stride < 1:
+            raise ValueError(f"views.token_stride must be >= 1, got {self.token_stride}")
+        x, y, _ = self.roi_size
+        if self.grid < 1 or x % self.grid or y % self.grid:
+            raise ValueError(f"views.roi_size {self.roi_size} must have X and Y divisible by views.grid={self.grid}")
         for size, name in zip(self.crop_size, "XYZ"):
             if size % self.token_stride:
                 raise ValueError(
-                    f"crop size {self.crop_size} along {name} is not a multiple of the token stride {self.token_stride}"
+                    f"crop size {self.crop_size} (views.roi_size / views.grid) along {name} is not a multiple "
+                    f"of views.token_stride={self.token_stride}"
                 )
         lo, hi = self.scale_range
         if not 0 < lo <= hi:
@@ -157,16 +162,15 @@ def token_centres(shape: Shape3, stride: int, device=None, dtype=torch.float32) 
 def token_index(points: torch.Tensor, shape: Shape3, stride: int) -> torch.Tensor:
     """Token id (in (z, x, y) order) of the voxel nearest to each grid point (B, N, 3); -1 outside.
 
-    Voxel ``round(u)`` is what nearest-neighbour resampling reads at a point whose voxel coordinate is
-    ``u``; it lies in token ``floor((u + 0.5) / stride)``.
+    Nearest-neighbour resampling reads voxel ``round(u)`` (ties to even, like ``nearbyint``) at a
+    point whose voxel coordinate is ``u``; that voxel lies in token ``round(u) // stride``.
     """
     sx, sy, sz = shape
     idx, inside = [], torch.ones(points.shape[:-1], dtype=torch.bool, device=points.device)
     for k, size in zip((2, 1, 0), shape):  # x, y, z are grid components 2, 1, 0
-        u = (points[..., k] + 1) / 2 * (size - 1)
-        t = torch.floor((u + 0.5) / stride)
-        inside &= (u >= -0.5) & (u < size - 0.5)
-        idx.append(t.long())
+        voxel = torch.round((points[..., k] + 1) / 2 * (size - 1))
+        inside &= (voxel >= 0) & (voxel <= size - 1)
+        idx.append(torch.div(voxel, stride, rounding_mode="floor").long())
     tx, ty, tz = idx
     nx, ny = sx // stride, sy // stride
     flat = (tz * nx + tx) * ny + ty
