@@ -3,9 +3,9 @@
 The sharpness of an anchor token is ``sr = (max D − mean D) / spread(D)`` over its similarity row D
 to all tokens of the other view (Eq. 4); anchors of small distinct structures have one sharp
 peak (high sr), anchors of large homogeneous structures a flat row (low sr). ``softmax(sr)``
-over anchors gives the weights. The spread is ``"std"`` (release, unbiased) or ``"variance"``
-(poster); it is clamped away from zero so that a collapsed row gives weight, loss and gradient
-that are finite.
+over anchors gives the weights. D is the cosine similarity (no matching temperature). The spread
+is ``"std"`` (release) or ``"variance"`` (poster), both unbiased; it is clamped away from zero so
+that a collapsed row gives weight, loss and gradient that are finite.
 
 Forms:
 * ``"poster"``: l_nm = (w_n + w_m)/2 · ℓ(n, m), L = Σ l_nm / N², with ℓ(n, m) the per-pair term of
@@ -14,6 +14,8 @@ Forms:
 * ``"release"``: s = (1 + cos)/2; row weights w_r (anchor = source token) and column weights w_c
   (anchor = augmented token); per sample ½(Σ_pos −log s_ij·w_c[j] + Σ_pos −log s_ij·w_r[i]) plus
   the mean of −log(1 − s_ij) over non-positives, s clamped to [1e-6, 1 − 1e-6] for the logs only.
+  The weighted positive sums are averaged over all samples (a sample without positives adds 0, as in
+  the release); the negative mean over the samples that have negatives.
 """
 
 from __future__ import annotations
