@@ -24,9 +24,10 @@ def write_volume(path, rng, shape=(72, 70, 40)):
     """A CT-like volume: air outside a soft-tissue body holding two bright, randomly placed structures."""
     vol = np.full(shape, -1000.0, np.float32)
     vol[6:-6, 6:-6, 3:-3] = rng.normal(40, 25, (shape[0] - 12, shape[1] - 12, shape[2] - 6))
+    size = (16, 14, 8)
     for value in (300.0, -200.0):
-        x, y, z = (int(rng.integers(8, s - 24)) for s in (shape[0], shape[1], shape[2] - 10))
-        vol[x : x + 16, y : y + 14, z : z + 10] = value
+        x, y, z = (int(rng.integers(4, max(5, s - d - 4))) for s, d in zip(shape, size))
+        vol[x : x + size[0], y : y + size[1], z : z + size[2]] = value
     nib.save(nib.Nifti1Image(vol, np.diag([1.5, 1.5, 2.0, 1.0])), str(path))
     return path
 

@@ -1,0 +1,207 @@
+"""End-to-end pretraining: the CLI, loss going down, exact resume, DDP under torchrun, export, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from s2dc.cli import main
+from s2dc.export import load_pretrained_encoder, swinunetr_for
+from s2dc.models.encoder import EncoderConfig
+from s2dc.train.config import HELP, PretrainConfig
+
+from conftest import TINY, write_volume
+
+
+@pytest.fixture(autouse=True)
+def _outside_the_repo(tmp_path, monkeypatch):
+    """Run from a scratch folder (DVCLive would otherwise `dvc init` the enclosing Git repository)."""
+    monkeypatch.chdir(tmp_path)
+
+
+def pretrain(tiny_config, source, out_dir, *extra):
+    return main(["pretrain", "--config", str(tiny_config), "--data.source", str(source),
+                 "--run.out_dir", str(out_dir), *extra])
+
+
+def sha256_of(state: dict) -> str:
+    h = hashlib.sha256()
+    for name, tensor in state.items():
+        h.update(name.encode())
+        h.update(tensor.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_total_loss_falls(tiny_config, volumes_dir, tmp_path):
+    """A short CPU run on test-made volumes lowers the total loss (first 8 steps vs last 8)."""
+    assert pretrain(tiny_config, volumes_dir / "dataset.json", tmp_path / "run", "--optim.steps", "40",
+                    "--optim.warmup_steps", "0", "--optim.lr", "3e-3", "--loss.match_temperature", "0.1",
+                    "--loss.queue_size", "0", "--run.checkpoint_every", "100") == 0
+    losses = json.loads((tmp_path / "run" / "summary.json").read_text())["losses_this_run"]
+    assert len(losses) == 40 and np.isfinite(losses).all()
+    first, last = np.mean(losses[:8]), np.mean(losses[-8:])
+    assert last < 0.95 * first, (first, last)
+    logged = json.loads((tmp_path / "run" / "dvclive" / "metrics.json").read_text())["pretrain"]
+    assert set(logged) == {"loss", "loss_global", "loss_p2p", "loss_p2s", "lr"}
+
+
+def test_resume_gives_the_same_weights(tiny_config, volumes_dir, tmp_path):
+    """Stopping at step 3 and resuming from its checkpoint ends bit-identical to an uninterrupted run."""
+    cache = ["--data.cache_dir", str(tmp_path / "cache")]
+    assert pretrain(tiny_config, volumes_dir / "imagesTr", tmp_path / "full", *cache) == 0
+    interrupted = tmp_path / "full" / "checkpoints" / "step_00000003.pt"
+    assert pretrain(tiny_config, volumes_dir / "imagesTr", tmp_path / "resumed", *cache, "--run.resume", str(interrupted)) == 0
+    full = torch.load(tmp_path / "full" / "checkpoints" / "step_00000006.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "step_00000006.pt", weights_only=True)
+    assert json.loads((tmp_path / "resumed" / "summary.json").read_text())["resumed_from"] == str(interrupted)
+    for part in ("student", "teacher", "queue"):
+        for key, value in full[part].items():
+            assert torch.equal(value, resumed[part][key]), f"{part}.{key} differs after resume"
+    for key, value in full["optimizer"]["state"].items():
+        for name in value:
+            assert torch.equal(value[name], resumed["optimizer"]["state"][key][name])
+    assert full["scheduler"] == resumed["scheduler"]
+
+
+def test_resume_auto_continues_and_keeps_last_k(tiny_config, volumes_dir, tmp_path):
+    """run.resume=auto picks up the newest checkpoint of the same out_dir; only keep_last files remain."""
+    out = tmp_path / "run"
+    assert pretrain(tiny_config, volumes_dir / "imagesTr", out, "--optim.steps", "4", "--run.checkpoint_every", "1",
+                    "--run.keep_last", "2") == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000003.pt", "step_00000004.pt"]
+    assert pretrain(tiny_config, volumes_dir / "imagesTr", out, "--optim.steps", "5", "--run.checkpoint_every", "1",
+                    "--run.keep_last", "2") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resumed_from"].endswith("step_00000004.pt") and len(summary["losses_this_run"]) == 1
+
+
+def test_torchrun_two_ranks_end_with_identical_teachers(tiny_config, volumes_dir, tmp_path):
+    """2-process torchrun (gloo): both ranks finish with bit-identical EMA teachers, equal to the checkpoint's."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "s2dc.cli", "pretrain", "--config", str(tiny_config), "--data.source", str(volumes_dir / "dataset.json"),
+           "--run.out_dir", str(out), "--optim.steps", "3", "--run.device", "cpu"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    ranks = summary["teacher_fingerprint_per_rank"]
+    assert len(ranks) == 2 and ranks[0] == ranks[1]
+    ckpt = torch.load(out / "checkpoints" / "step_00000003.pt", weights_only=True)
+    assert sha256_of(ckpt["teacher"]) == ranks[0]
+    assert ckpt["queue"]["count"] == 2 * 3  # one key per rank and step, gathered from both ranks
+
+
+def test_export_encoder_loads_strictly_into_swinunetr(tiny_config, volumes_dir, tmp_path, capsys):
+    """export-encoder writes swinViT.* weights that load strictly into SwinUNETR(use_v2=True), with a report."""
+    assert pretrain(tiny_config, volumes_dir / "imagesTr", tmp_path / "run", "--optim.steps", "1") == 0
+    ckpt_path = tmp_path / "run" / "checkpoints" / "step_00000001.pt"
+    out = tmp_path / "encoder.pt"
+    assert main(["export-encoder", str(ckpt_path), str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "missing keys: none; unexpected keys: none" in printed
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    cfg = EncoderConfig(**ckpt["config"]["encoder"])
+    model = swinunetr_for(cfg, out_channels=3)
+    report = load_pretrained_encoder(model, out)
+    assert "SwinUNETR.swinViT" in report
+    teacher = {k[len("encoder."):]: v for k, v in ckpt["teacher"].items() if k.startswith("encoder.")}
+    loaded = model.swinViT.state_dict()
+    assert teacher.keys() == loaded.keys()
+    assert all(torch.equal(teacher[k], loaded[k]) for k in teacher)
+    other = swinunetr_for(EncoderConfig(feature_size=24, num_heads=(1, 2, 3, 4), window_size=4))
+    with pytest.raises(ValueError, match="shape mismatch"):
+        load_pretrained_encoder(other, out)
+
+
+def test_help_documents_every_option(capsys):
+    """`s2dc pretrain --help` lists every config field with its help text."""
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    text = capsys.readouterr().out
+    fields = PretrainConfig().to_dict()
+    keys = {f"{section}.{name}" for section, values in fields.items() for name in values}
+    assert keys == set(HELP)
+    for key in keys:
+        assert f"--{key}" in text, key
+
+
+def _bad_dataset(tmp_path, name, writer):
+    folder = tmp_path / name
+    folder.mkdir()
+    writer(folder)
+    return folder
+
+
+def test_truncated_nifti_is_named(tiny_config, tmp_path, capsys):
+    """A truncated .nii.gz fails with an error naming the file."""
+    def writer(folder):
+        path = write_volume(folder / "broken.nii.gz", np.random.default_rng(1))
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+
+    assert pretrain(tiny_config, _bad_dataset(tmp_path, "trunc", writer), tmp_path / "r", "--optim.steps", "1") == 2
+    err = capsys.readouterr().err
+    assert "broken.nii.gz" in err and "could not read" in err
+    assert not list((tmp_path / "r").glob("checkpoints/*.pt"))
+
+
+def test_two_dimensional_image_is_refused(tiny_config, tmp_path, capsys):
+    """A 2-D image fails with an error naming the file and asking for a 3-D volume."""
+    def writer(folder):
+        nib.save(nib.Nifti1Image(np.ones((64, 64), np.float32), np.eye(4)), str(folder / "slice.nii.gz"))
+
+    assert pretrain(tiny_config, _bad_dataset(tmp_path, "flat", writer), tmp_path / "r", "--optim.steps", "1") == 2
+    err = capsys.readouterr().err
+    assert "slice.nii.gz" in err and "3-D" in err
+
+
+def test_missing_file_in_dataset_json_is_named(tiny_config, tmp_path, capsys):
+    """A dataset.json entry pointing at a missing file fails before training, naming file and json."""
+    def writer(folder):
+        (folder / "dataset.json").write_text(json.dumps({"training": [{"image": "./imagesTr/ghost.nii.gz"}]}))
+
+    folder = _bad_dataset(tmp_path, "ghost", writer)
+    assert pretrain(tiny_config, folder / "dataset.json", tmp_path / "r", "--optim.steps", "1") == 2
+    err = capsys.readouterr().err
+    assert "ghost.nii.gz" in err and "dataset.json" in err
+
+
+def test_volume_smaller_than_roi_is_padded(tiny_config, tmp_path):
+    """A volume smaller than the ROI (40x36x20 < 64x64x32) is zero-padded and trains."""
+    def writer(folder):
+        write_volume(folder / "small.nii.gz", np.random.default_rng(2), shape=(40, 36, 20))
+
+    assert pretrain(tiny_config, _bad_dataset(tmp_path, "small", writer), tmp_path / "r", "--optim.steps", "1") == 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--loss.assignment", "hungarian"], "loss.assignment"),
+        (["--optim.steps", "ten"], "optim.steps must be an integer"),
+        (["--views.roi_size", "64", "64", "30"], "views.roi_size"),
+        (["--encoder.feature_size", "10"], "encoder.feature_size"),
+    ],
+)
+def test_bad_options_name_the_key(tiny_config, volumes_dir, tmp_path, capsys, args, message):
+    """A wrong option value fails at start with a message naming the option."""
+    assert pretrain(tiny_config, volumes_dir / "imagesTr", tmp_path / "r", *args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_yaml_key_is_named(volumes_dir, tmp_path, capsys):
+    """An unknown key in the YAML config is reported by name."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("loss:\n  weight_p2q: 1.0\n")
+    assert main(["pretrain", "--config", str(bad), "--data.source", str(volumes_dir)]) == 2
+    assert "loss.weight_p2q" in capsys.readouterr().err
