@@ -552,3 +552,28 @@ def test_per_slice_drops_cross_slice_pairs():
     gt[0, 2 * per + 3, 2 * per + 1] = True  # same slice 2: local (3, 1)
     _, _, gts = per_slice(q, q, gt, z_n)
     assert gts.sum() == 1 and bool(gts[2, 3, 1])
+
+
+def test_sinkhorn_wide_score_range_uses_log_domain_and_keeps_marginals():
+    """Scores too wide for fp32 exp (range > 50) take the log-domain path; marginals still hold."""
+    from s2dc.losses import p2p
+
+    gen = torch.Generator().manual_seed(7)
+    scores = 60.0 * torch.randn(2, 6, 9, generator=gen)
+    plan = p2p.sinkhorn_log(scores, 1.0, 200).exp()
+    assert torch.isfinite(plan).all()
+    torch.testing.assert_close(plan[:, :-1, :].sum(2), torch.ones(2, 6), atol=1e-4, rtol=0)
+    torch.testing.assert_close(plan[:, :, :-1].sum(1), torch.ones(2, 9), atol=1e-4, rtol=0)
+
+
+def test_sinkhorn_scaling_and_log_domain_iterations_agree():
+    """The mat-vec (scaling) iteration equals the log-domain iteration on moderate scores."""
+    from s2dc.losses import p2p
+
+    gen = torch.Generator().manual_seed(8)
+    scores = 4.0 * torch.randn(3, 7, 5, generator=gen)
+    fast = p2p.sinkhorn_log(scores, 0.5, 100)
+    z = torch.cat([torch.cat([scores, torch.full((3, 7, 1), 0.5)], 2), torch.full((3, 1, 6), 0.5)], 1)
+    log_mu = torch.log(torch.tensor([1.0] * 7 + [5.0])).expand(3, -1)
+    log_nu = torch.log(torch.tensor([1.0] * 5 + [7.0])).expand(3, -1)
+    torch.testing.assert_close(fast, p2p._sinkhorn_log_domain(z, log_mu, log_nu, 100), atol=1e-4, rtol=1e-5)
