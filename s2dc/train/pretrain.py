@@ -32,6 +32,7 @@ from ..views import make_views
 from .checkpoint import atomic_save, checkpoint_path, list_checkpoints, load_checkpoint, prune, rng_state, set_rng_state
 from .config import LossConfig, PretrainConfig
 from .schedule import warmup_cosine
+from .timing import PhaseTimer
 
 
 def step_generator(seed: int, step: int, rank: int, stream: int = 0) -> torch.Generator:
@@ -145,6 +146,7 @@ class Pretrainer:
         self.step = 0
         use_bf16 = cfg.run.amp == "bf16" or (cfg.run.amp == "auto" and device.type == "cuda")
         self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+        self.timer = PhaseTimer(enabled=False, device=device)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -190,37 +192,43 @@ class Pretrainer:
 
     # ------------------------------------------------------------------ training
     def train_step(self, roi: torch.Tensor) -> dict[str, float]:
-        cfg, device = self.cfg, self.dist.device
+        cfg, device, timer = self.cfg, self.dist.device, self.timer
         gen = step_generator(cfg.run.seed, self.step, self.dist.rank, stream=2)
-        views = make_views(roi.to(device, non_blocking=True), cfg.views, gen)
         b, p = roi.shape[0], cfg.views.grid
         need_tokens = bool(cfg.loss.weight_p2p or cfg.loss.weight_p2s)
         need_global = bool(cfg.loss.weight_global)
-        chosen = torch.randint(p * p, (b,), generator=gen).to(device)
+        with timer("views"):
+            views = make_views(roi.to(device, non_blocking=True), cfg.views, gen)
+            chosen = torch.randint(p * p, (b,), generator=gen).to(device)
         student = self.ddp or self.model
         with self.autocast():
-            s_tokens, s_global = student(views.student, p, tokens=need_tokens, pooled=need_global)
-            t_tokens = self.teacher(views.patch, p, pooled=False)[0] if need_tokens else None
-            t_keys = queue_keys = None
+            with timer("student_forward"):
+                s_tokens, s_global = student(views.student, p, tokens=need_tokens, pooled=need_global)
+            with timer("teacher_forward"):
+                t_tokens = self.teacher(views.patch, p, pooled=False)[0] if need_tokens else None
+                t_keys = queue_keys = None
+                if need_global:
+                    # The queue takes the teacher's embedding of the un-augmented chosen crop (as in the
+                    # release); it rides along with the global-branch crops so BatchNorm never sees one row.
+                    clean = views.student.view(b, p * p, *views.student.shape[1:])[torch.arange(b, device=device), chosen]
+                    t_keys = self.teacher(torch.cat([views.crops, clean]), p, tokens=False)[1]
+                    t_keys, queue_keys = t_keys[: b * p * p], t_keys[b * p * p :]
+        with timer("losses_forward"):
+            query = s_global.view(b, p * p, -1)[torch.arange(b, device=device), chosen] if need_global else None
+            terms = compute_losses(cfg.loss, cfg.views.token_grid[2], s_tokens, t_tokens, views.correspondence,
+                                   query, t_keys, chosen, self.queue)
+        with timer("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+        with timer("optimizer_ema_queue"):
+            if cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.optimizer.step()
+            self.scheduler.step()
+            self.teacher.update(self.model, momentum_at(self.step, cfg.optim.steps, cfg.ema.momentum, cfg.ema.schedule))
             if need_global:
-                # The queue takes the teacher's embedding of the un-augmented chosen crop (as in the release);
-                # it rides along with the global-branch crops so that BatchNorm never sees a batch of one.
-                clean = views.student.view(b, p * p, *views.student.shape[1:])[torch.arange(b, device=device), chosen]
-                t_keys = self.teacher(torch.cat([views.crops, clean]), p, tokens=False)[1]
-                t_keys, queue_keys = t_keys[: b * p * p], t_keys[b * p * p :]
-        query = s_global.view(b, p * p, -1)[torch.arange(b, device=device), chosen] if need_global else None
-        terms = compute_losses(cfg.loss, cfg.views.token_grid[2], s_tokens, t_tokens, views.correspondence,
-                               query, t_keys, chosen, self.queue)
-        self.optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        if cfg.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.optimizer.step()
-        self.scheduler.step()
-        self.teacher.update(self.model, momentum_at(self.step, cfg.optim.steps, cfg.ema.momentum, cfg.ema.schedule))
-        if need_global:
-            self.queue.push(queue_keys.float())
+                self.queue.push(queue_keys.float())
         self.step += 1
         out = {k: float(v.detach()) for k, v in terms.items()}
         out["lr"] = lr
