@@ -85,4 +85,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from s2dc.runtime import reexec_with_tuned_malloc
+
+    reexec_with_tuned_malloc()
     main()

@@ -65,5 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """Console-script entry: tune the CPU allocator (see :mod:`s2dc.runtime`), then run :func:`main`."""
+    from .runtime import reexec_with_tuned_malloc
+
+    reexec_with_tuned_malloc()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
