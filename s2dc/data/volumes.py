@@ -348,7 +348,7 @@ class _AtomicPersistentDataset(PersistentDataset):
         hashfile = self.cache_dir / f"{name}.pt"
         if hashfile.is_file():
             try:
-                return torch.load(hashfile, weights_only=self.weights_only)
+                return torch.load(hashfile, weights_only=True)
             except Exception as exc:  # corrupt / truncated / incompatible entry: recompute it
                 warnings.warn(f"unreadable cache file '{hashfile}' ({type(exc).__name__}); deleting and recomputing")
                 hashfile.unlink(missing_ok=True)
