@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,7 +261,7 @@ def _field_type(cls, name: str):
 def _coerce(key: str, value, annotation):
     """Check and convert one option value to its declared type, naming ``key`` on error."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args:
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
         if value is None or (isinstance(value, str) and value.lower() == "none"):
             return None
         annotation = next(a for a in args if a is not type(None))
