@@ -1,20 +1,11 @@
-"""Pretraining configuration: typed sections, one help text per option, YAML and CLI overrides.
-
-Every option is addressed as ``section.field`` — the same name on the command line
-(``--loss.assignment sinkhorn``) and in a YAML file (``loss: {assignment: sinkhorn}``).
-"""
+"""Pretraining configuration: typed sections and one help text per option (see :mod:`s2dc.config`)."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import yaml
-
+from .. import config as cfgtools
 from ..data.volumes import PreprocessConfig
 from ..losses.matching import SCOPES
 from ..losses.p2p import ASSIGNMENTS, P2P_FORMS
@@ -148,7 +139,7 @@ class PretrainConfig:
                 )
 
     def to_dict(self) -> dict:
-        return {f.name: _section_dict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return cfgtools.to_dict(self)
 
 
 HELP = {
@@ -218,118 +209,21 @@ HELP = {
 }
 
 
-def _section_dict(section) -> dict:
-    return {f.name: _plain(getattr(section, f.name)) for f in dataclasses.fields(section)}
-
-
-def _plain(value):
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _section_types() -> dict[str, type]:
-    hints = typing.get_type_hints(PretrainConfig)
-    return {f.name: hints[f.name] for f in dataclasses.fields(PretrainConfig)}
+def _derived_views(built: dict) -> dict:
+    return {"token_stride": built["encoder"].token_stride}
 
 
 def build_config(values: dict) -> PretrainConfig:
     """Nested ``{section: {field: value}}`` -> validated :class:`PretrainConfig`; unknown keys are errors."""
-    sections = _section_types()
-    unknown = set(values) - set(sections)
-    if unknown:
-        raise ValueError(f"unknown config section(s) {sorted(unknown)}; expected {sorted(sections)}")
-    built = {}
-    for name, cls in sections.items():
-        given = dict(values.get(name) or {})
-        fields = {f.name for f in dataclasses.fields(cls)}
-        bad = set(given) - fields
-        if bad:
-            raise ValueError(f"unknown option(s) {[f'{name}.{k}' for k in sorted(bad)]}; '{name}' has {sorted(fields)}")
-        if name == "views":
-            encoder = built["encoder"]
-            given.setdefault("token_stride", encoder.token_stride)
-        try:
-            built[name] = cls(**{k: _coerce(f"{name}.{k}", v, _field_type(cls, k)) for k, v in given.items()})
-        except TypeError as err:
-            raise ValueError(f"bad value in section '{name}': {err}") from err
-    return PretrainConfig(**built)
-
-
-def _field_type(cls, name: str):
-    return typing.get_type_hints(cls)[name]
-
-
-def _coerce(key: str, value, annotation):
-    """Check and convert one option value to its declared type, naming ``key`` on error."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType) and type(None) in args:
-        if value is None or (isinstance(value, str) and value.lower() == "none"):
-            return None
-        annotation = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{key} must be a list, got {value!r}")
-        elem = args[0]
-        if args[-1] is not Ellipsis and len(args) != len(value):
-            raise ValueError(f"{key} must have {len(args)} values, got {list(value)}")
-        return tuple(_coerce(key, v, elem) for v in value)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ValueError(f"{key} must be true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, str) and not value.lstrip("-").isdigit()):
-            raise ValueError(f"{key} must be an integer, got {value!r}")
-        return int(value)
-    if annotation is float:
-        try:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{key} must be a number, got {value!r}") from None
-    if annotation is str:
-        if not isinstance(value, (str, Path)):
-            raise ValueError(f"{key} must be a string, got {value!r}")
-        return str(value)
-    return value
+    return cfgtools.build_config(PretrainConfig, values, derived={"views": _derived_views})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One ``--section.field`` option per config field, grouped by section, with its help and default."""
+    """``--config`` and one ``--section.field`` option per pretraining option."""
     defaults = PretrainConfig(views=ViewConfig(token_stride=EncoderConfig().token_stride)).to_dict()
-    parser.add_argument("--config", type=Path, help="YAML file with {section: {field: value}}; command-line options override it")
-    for section, cls in _section_types().items():
-        group = parser.add_argument_group(section)
-        for f in dataclasses.fields(cls):
-            key = f"{section}.{f.name}"
-            annotation = _field_type(cls, f.name)
-            is_seq = typing.get_origin(annotation) is tuple or any(
-                typing.get_origin(a) is tuple for a in typing.get_args(annotation)
-            )
-            group.add_argument(
-                f"--{key}", dest=key, nargs="+" if is_seq else None, default=argparse.SUPPRESS,
-                metavar=f.name.upper(), help=f"{HELP[key]} (default: {defaults[section][f.name]})",
-            )
+    cfgtools.add_arguments(parser, PretrainConfig, HELP, defaults)
 
 
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:
     """YAML file (if any) overlaid with the command-line options -> validated config."""
-    values: dict = {}
-    if getattr(args, "config", None):
-        path = Path(args.config)
-        if not path.is_file():
-            raise ValueError(f"config file '{path}' does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"config file '{path}' must hold a mapping of sections, got {type(loaded).__name__}")
-        values = {k: dict(v or {}) for k, v in loaded.items()}
-    for key, value in vars(args).items():
-        if "." in key:
-            section, name = key.split(".", 1)
-            if isinstance(value, list) and len(value) == 1 and value[0].lower() == "none":
-                value = None
-            values.setdefault(section, {})[name] = value
-    return build_config(values)
+    return build_config(cfgtools.values_from_args(args))

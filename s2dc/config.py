@@ -1,0 +1,139 @@
+"""Typed, sectioned configurations: YAML files, ``--section.field`` command-line options, validation.
+
+A configuration is a frozen dataclass whose fields are *sections* (frozen dataclasses of plain
+fields). Every option is addressed as ``section.field`` — the same name on the command line
+(``--loss.assignment sinkhorn``) and in YAML (``loss: {assignment: sinkhorn}``); values are checked
+against the declared types and unknown keys are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+
+def section_types(config_cls) -> dict[str, type]:
+    """{section name: section dataclass} of a configuration class."""
+    hints = typing.get_type_hints(config_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
+
+
+def to_dict(config) -> dict:
+    """Nested plain dict (tuples as lists) of a configuration."""
+    return {
+        f.name: {g.name: _plain(getattr(getattr(config, f.name), g.name)) for g in dataclasses.fields(getattr(config, f.name))}
+        for f in dataclasses.fields(config)
+    }
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def build_config(config_cls, values: dict, derived: dict | None = None):
+    """Nested ``{section: {field: value}}`` -> validated ``config_cls``; unknown keys are errors.
+
+    ``derived`` maps a section name to a function of the sections built so far that returns
+    defaults for it (e.g. the views' token stride from the encoder).
+    """
+    sections = section_types(config_cls)
+    unknown = set(values) - set(sections)
+    if unknown:
+        raise ValueError(f"unknown config section(s) {sorted(unknown)}; expected {sorted(sections)}")
+    built: dict = {}
+    for name, cls in sections.items():
+        given = dict(values.get(name) or {})
+        fields = {f.name for f in dataclasses.fields(cls)}
+        bad = set(given) - fields
+        if bad:
+            raise ValueError(f"unknown option(s) {[f'{name}.{k}' for k in sorted(bad)]}; '{name}' has {sorted(fields)}")
+        if derived and name in derived:
+            for key, value in derived[name](built).items():
+                given.setdefault(key, value)
+        hints = typing.get_type_hints(cls)
+        try:
+            built[name] = cls(**{k: coerce(f"{name}.{k}", v, hints[k]) for k, v in given.items()})
+        except TypeError as err:
+            raise ValueError(f"bad value in section '{name}': {err}") from err
+    return config_cls(**built)
+
+
+def coerce(key: str, value, annotation):
+    """Check and convert one option value to its declared type, naming ``key`` on error."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            return None
+        annotation = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key} must be a list, got {value!r}")
+        if args[-1] is not Ellipsis and len(args) != len(value):
+            raise ValueError(f"{key} must have {len(args)} values, got {list(value)}")
+        return tuple(coerce(key, v, args[0]) for v in value)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, str) and not value.lstrip("-").isdigit()):
+            raise ValueError(f"{key} must be an integer, got {value!r}")
+        return int(value)
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{key} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key} must be a number, got {value!r}") from None
+    if annotation is str:
+        if not isinstance(value, (str, Path)):
+            raise ValueError(f"{key} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser, config_cls, help_texts: dict[str, str], defaults: dict) -> None:
+    """``--config`` plus one ``--section.field`` option per field, grouped by section, with help and default."""
+    parser.add_argument("--config", type=Path, help="YAML file with {section: {field: value}}; command-line options override it")
+    for section, cls in section_types(config_cls).items():
+        group = parser.add_argument_group(section)
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            key = f"{section}.{f.name}"
+            annotation = hints[f.name]
+            is_seq = typing.get_origin(annotation) is tuple or any(
+                typing.get_origin(a) is tuple for a in typing.get_args(annotation)
+            )
+            group.add_argument(
+                f"--{key}", dest=key, nargs="+" if is_seq else None, default=argparse.SUPPRESS,
+                metavar=f.name.upper(), help=f"{help_texts[key]} (default: {defaults[section][f.name]})",
+            )
+
+
+def values_from_args(args: argparse.Namespace) -> dict:
+    """Nested values: the ``--config`` YAML file (if any) overlaid with the ``--section.field`` options."""
+    values: dict = {}
+    if getattr(args, "config", None):
+        path = Path(args.config)
+        if not path.is_file():
+            raise ValueError(f"config file '{path}' does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict) or not all(isinstance(v, (dict, type(None))) for v in loaded.values()):
+            raise ValueError(f"config file '{path}' must hold a mapping of sections to mappings of options")
+        values = {k: dict(v or {}) for k, v in loaded.items()}
+    for key, value in vars(args).items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            if isinstance(value, list) and len(value) == 1 and value[0].lower() == "none":
+                value = None
+            values.setdefault(section, {})[name] = value
+    return values
