@@ -29,6 +29,55 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from .train.finetune import finetune
+    from .train.finetune_config import config_from_args
+
+    result = finetune(config_from_args(args))
+    print(f"fine-tuned {result['steps']} steps ({result['method']}, label ratio {result['label_ratio']}, "
+          f"{result['train_cases']} training cases): mean Dice {result['dice_mean']}")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    import json
+
+    from .data.synthetic import BTCV_LABELS, SynthParamError, write_dataset
+
+    try:
+        path = write_dataset(args.out, args.kind, args.cases, args.seed, shape=tuple(args.shape),
+                             spacing=tuple(args.spacing), val_fraction=args.val_fraction, progress=True)
+    except SynthParamError as err:  # name the command-line option, not the Python parameter
+        option = {"out_dir": "out"}.get(err.param, err.param).replace("_", "-")
+        raise ValueError(f"--{option}: {err}") from err
+    print(path)
+    meta = json.loads(path.read_text())["synthetic"]
+    summary = f"{args.kind}: {args.cases} cases of {'x'.join(map(str, meta['shape']))} voxels " \
+              f"at {'x'.join(f'{s:g}' for s in meta['spacing'])} mm"
+    if "mean_voxels" in meta:
+        counts = ", ".join(f"{BTCV_LABELS[k]} {meta['mean_voxels'][BTCV_LABELS[k]]:.0f}" for k in range(1, 14))
+        summary += f"; mean voxels per organ: {counts}"
+    print(summary)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .report import write_report
+
+    table = write_report([Path(p) for p in args.metrics], Path(args.out))
+    print(f"{len(table)} rows from {len(args.metrics)} runs -> {args.out}/benchmark.csv, benchmark.md, metrics.json")
+    return 0
+
+
+def _download_msd(args: argparse.Namespace) -> int:
+    from .data.download import download_msd
+
+    print(download_msd(args.task, args.root))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train.config import add_arguments
 
@@ -46,11 +95,56 @@ def build_parser() -> argparse.ArgumentParser:
         description="Extract the encoder of a pretraining checkpoint as SwinUNETR 'swinViT.*' weights, "
                     "check that they load strictly into SwinUNETR(use_v2=True) and print the report.",
     )
-    exp.add_argument("checkpoint", help="pretraining checkpoint (run.out_dir/checkpoints/step_XXXXXXXX.pt)")
+    exp.add_argument("checkpoint", help="pretraining checkpoint (run.out_dir/checkpoints/step_XXXXXXXX.pt), "
+                                        "or a run.out_dir, whose newest checkpoint is used")
     exp.add_argument("output", help="output .pt file")
     exp.add_argument("--which", choices=("teacher", "student"), default="teacher",
                      help="export the EMA teacher (default) or the student encoder")
     exp.set_defaults(func=_export)
+    syn = sub.add_parser(
+        "synth", help="write a synthetic abdominal CT dataset (NIfTI + dataset.json)",
+        description="Write deterministic synthetic abdominal CT phantoms as NIfTI volumes with an MSD-style "
+                    "dataset.json: an unlabelled pretraining pool (ct_pool) or a 13-organ BTCV twin (btcv). "
+                    "The output folder is written atomically and replaced if it exists.",
+    )
+    syn.add_argument("--kind", choices=("ct_pool", "btcv"), required=True, help="dataset kind")
+    syn.add_argument("--out", required=True, help="output folder (gets imagesTr/, labelsTr/ and dataset.json)")
+    syn.add_argument("--cases", type=int, required=True, help="number of volumes (btcv: >= 2)")
+    syn.add_argument("--seed", type=int, required=True, help="dataset seed (non-negative)")
+    syn.add_argument("--shape", type=int, nargs=3, default=(96, 96, 64), metavar=("X", "Y", "Z"),
+                     help="grid in voxels (default: 96 96 64)")
+    syn.add_argument("--spacing", type=float, nargs=3, default=(1.5, 1.5, 2.0), metavar=("SX", "SY", "SZ"),
+                     help="voxel size in mm (default: 1.5 1.5 2.0)")
+    syn.add_argument("--val-fraction", type=float, default=0.25,
+                     help="btcv: fraction of cases listed under 'validation' (default: 0.25)")
+    syn.set_defaults(func=_synth)
+    from .train.finetune_config import add_arguments as add_finetune_arguments
+
+    fin = sub.add_parser(
+        "finetune", help="fine-tune SwinUNETR(use_v2=True) for segmentation, from scratch or a pretrained encoder",
+        description="Fine-tune MONAI SwinUNETR(use_v2=True) on an MSD-style dataset.json with image/label pairs; "
+                    "writes metrics.json (Dice per class), model.pt, split.json and dvclive/ to run.out_dir. "
+                    "Options are --section.field; a --config YAML with the same sections can hold them.",
+    )
+    add_finetune_arguments(fin)
+    fin.set_defaults(func=_finetune)
+    rep = sub.add_parser(
+        "report", help="aggregate fine-tuning metrics into the benchmark table",
+        description="Read fine-tuning metrics.json files and write benchmark.csv, benchmark.md (mean ± std over "
+                    "seeds per dataset, method and label ratio, beside the paper's numbers) and metrics.json "
+                    "(nested, for `dvc metrics diff`) into --out.",
+    )
+    rep.add_argument("metrics", nargs="+", help="metrics.json files written by `s2dc finetune`")
+    rep.add_argument("--out", required=True, help="output folder")
+    rep.set_defaults(func=_report)
+    dl = sub.add_parser(
+        "download-msd", help="download a Medical Segmentation Decathlon task (MONAI's URL and MD5)",
+        description="Download <task>.tar from the URL MONAI records, check its MD5, extract it to ROOT/<task>/ "
+                    "(staged, so an interrupted run leaves nothing half-extracted) and print its dataset.json.",
+    )
+    dl.add_argument("--task", required=True, help="e.g. Task09_Spleen")
+    dl.add_argument("--root", required=True, help="folder that receives <task>/")
+    dl.set_defaults(func=_download_msd)
     return parser
 
 

@@ -8,7 +8,7 @@ import torch
 from monai.networks.nets import SwinUNETR
 
 from .models.encoder import EncoderConfig
-from .train.checkpoint import atomic_save, load_checkpoint
+from .train.checkpoint import atomic_save, list_checkpoints, load_checkpoint
 
 PREFIX = "swinViT."
 
@@ -34,8 +34,12 @@ def load_pretrained_encoder(model: SwinUNETR, path: str | Path) -> str:
     foreign = [k for k in weights if not k.startswith(PREFIX)]
     if foreign:
         raise ValueError(f"'{path}' has keys outside '{PREFIX}*': {foreign[:5]}")
+    return _load_swinvit_strictly(model, {k[len(PREFIX):]: v for k, v in weights.items()}, path)
+
+
+def _load_swinvit_strictly(model: SwinUNETR, encoder: dict, path: str | Path) -> str:
+    """``model.swinViT.load_state_dict(encoder, strict=True)`` after a check that lists every mismatch."""
     target = model.swinViT.state_dict()
-    encoder = {k[len(PREFIX):]: v for k, v in weights.items()}
     missing = sorted(set(target) - set(encoder))
     unexpected = sorted(set(encoder) - set(target))
     shape = sorted(k for k in set(target) & set(encoder) if target[k].shape != encoder[k].shape)
@@ -49,11 +53,71 @@ def load_pretrained_encoder(model: SwinUNETR, path: str | Path) -> str:
     return f"loaded {len(encoder)} tensors ({count:,} values) into SwinUNETR.swinViT; missing keys: none; unexpected keys: none"
 
 
+# Encoder options that change the encoder's weights (names and shapes).
+SIZE_FIELDS = ("in_channels", "feature_size", "depths", "num_heads", "window_size", "patch_size")
+
+
+def _check_sizes(found: dict | None, expected: EncoderConfig | None, path: str | Path) -> None:
+    """Raise ``ValueError`` naming both sides when the encoder sizes ``found`` in a file differ from ``expected``."""
+    if found is None or expected is None:
+        return
+    want = expected.to_dict()
+    differ = [f for f in SIZE_FIELDS if f in found and _as_list(found[f]) != _as_list(want[f])]
+    if differ:
+        have = ", ".join(f"{f}={_as_list(found[f])}" for f in differ)
+        need = ", ".join(f"{f}={_as_list(want[f])}" for f in differ)
+        raise ValueError(f"encoder sizes in '{path}' ({have}) differ from the model's ({need}); "
+                         "set the model sizes to the checkpoint's")
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def load_encoder_weights(model: SwinUNETR, path: str | Path, which: str = "teacher",
+                         expected: EncoderConfig | None = None) -> str:
+    """Load the encoder of ``path`` into ``model.swinViT`` strictly; returns a one-line report.
+
+    ``path`` is either an ``s2dc pretrain`` checkpoint (the ``which`` = ``"teacher"`` or ``"student"``
+    encoder is taken) or an ``s2dc export-encoder`` file; which one is detected from its contents.
+    With ``expected``, the encoder sizes recorded in the file must equal it (``ValueError`` naming both);
+    any missing, unexpected or differently shaped key is an error too (never a silent partial load).
+    """
+    if which not in ("teacher", "student"):
+        raise ValueError(f"which must be 'teacher' or 'student', got {which!r}")
+    blob = load_checkpoint(Path(path))
+    if not isinstance(blob, dict):
+        raise ValueError(f"'{path}' is neither an s2dc pretraining checkpoint nor an exported encoder")
+    if "state_dict" in blob:
+        _check_sizes(blob.get("encoder"), expected, path)
+        report = load_pretrained_encoder(model, path)
+        return f"exported encoder '{path}' ({blob.get('which', '?')}, step {blob.get('step', '?')}): strict load, {report}"
+    if "config" in blob and ("teacher" in blob or "student" in blob):
+        if which not in blob:
+            raise ValueError(f"pretraining checkpoint '{path}' has no '{which}' weights")
+        _check_sizes(blob["config"].get("encoder"), expected, path)
+        encoder = {k[len("encoder."):]: v for k, v in blob[which].items() if k.startswith("encoder.")}
+        if not encoder:
+            raise ValueError(f"pretraining checkpoint '{path}' has no 'encoder.*' weights under '{which}'")
+        report = _load_swinvit_strictly(model, encoder, path)
+        return f"pretraining checkpoint '{path}' ({which}, step {blob.get('step', '?')}): strict load, {report}"
+    raise ValueError(
+        f"'{path}' is neither an s2dc pretraining checkpoint (no 'config' and 'teacher'/'student') "
+        "nor an exported encoder (no 'state_dict')"
+    )
+
+
 def export_encoder(checkpoint: str | Path, output: str | Path, which: str = "teacher") -> str:
     """Write the ``which`` encoder of a pretraining checkpoint as ``{"state_dict": {swinViT.*}, "encoder": cfg}``,
     then verify it loads strictly into a fresh ``SwinUNETR(use_v2=True)``; returns the report."""
     if which not in ("teacher", "student"):
         raise ValueError(f"which must be 'teacher' or 'student', got {which!r}")
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        found = list_checkpoints(checkpoint / "checkpoints")
+        if not found:
+            raise FileNotFoundError(f"no checkpoint in '{checkpoint / 'checkpoints'}'")
+        checkpoint = found[-1]
     state = load_checkpoint(Path(checkpoint))
     if which not in state or "config" not in state:
         raise ValueError(f"'{checkpoint}' is not an s2dc pretraining checkpoint (no '{which}' or 'config')")

@@ -31,6 +31,11 @@ PAPER = {
 SCORE_KEYS = {"segmentation": "dice_mean"}
 
 
+def paper_name(dataset: str) -> str:
+    """The real dataset a (possibly synthetic) dataset stands for: 'synthetic_btcv' -> 'btcv'."""
+    return dataset.lower().removeprefix("synthetic_")
+
+
 def collect(metric_files: list[Path]) -> pd.DataFrame:
     """One row per fine-tuning run: dataset, task, method, label_ratio, seed, score (%), train_cases, seconds."""
     rows = []
@@ -58,14 +63,14 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         train_cases=("train_cases", "first"), minutes=("seconds", lambda s: s.sum() / 60),
     ).reset_index()
     table["std"] = table["std"].fillna(0.0)
-    table["paper"] = [PAPER.get((d, m, r), math.nan) for d, m, r in zip(table.dataset, table.method, table.label_ratio)]
+    table["paper"] = [PAPER.get((paper_name(d), m, r), math.nan) for d, m, r in zip(table.dataset, table.method, table.label_ratio)]
     return table
 
 
 def markdown(table: pd.DataFrame) -> str:
     """The benchmark as a Markdown table (score: Dice % for segmentation)."""
     lines = [
-        "| dataset | task | method | labels | score (mean ± std) | seeds | train cases | paper |",
+        "| dataset | task | method | labels | score (mean ± std) | seeds | train cases | paper (real data) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in table.itertuples():

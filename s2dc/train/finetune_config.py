@@ -1,0 +1,232 @@
+"""Fine-tuning configuration (segmentation with MONAI SwinUNETR(use_v2=True)): typed sections and one
+help text per option, built with the same machinery as the pretraining options (see :mod:`s2dc.config`)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+from .. import config as cfgtools
+from ..data.volumes import PreprocessConfig
+from ..models.encoder import EncoderConfig
+
+
+@dataclass(frozen=True)
+class FinetuneDataConfig:
+    source: str = ""
+    train_key: str = "training"
+    val_key: str = "validation"
+    label_ratio: float = 1.0
+    cache_dir: str | None = None
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.label_ratio <= 1.0:
+            raise ValueError(f"data.label_ratio must be in (0, 1], got {self.label_ratio}")
+        if self.workers < 0:
+            raise ValueError(f"data.workers must be >= 0, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class FinetunePreprocessConfig(PreprocessConfig):
+    """:class:`PreprocessConfig` with the release's BTCV fine-tuning window (HU [-175, 250] -> [0, 1]).
+
+    The release also resamples to 1.5 mm (``spacing: [1.5, 1.5, 1.5]``); the default here keeps the
+    native spacing. Labels follow the image through orientation, spacing (nearest), foreground crop
+    and padding.
+    """
+
+    intensity: str = "ct"
+    a_min: float = -175.0
+    a_max: float = 250.0
+    spacing: tuple[float, float, float] | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    feature_size: int = 48
+    depths: tuple[int, ...] = (2, 2, 2, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: int = 7
+    patch_size: int = 2
+    drop_path_rate: float = 0.0
+    use_checkpoint: bool = False
+    init: str = "scratch"
+    init_which: str = "teacher"
+
+    def __post_init__(self) -> None:
+        try:
+            self.encoder_config()
+        except ValueError as err:  # EncoderConfig names its options encoder.*; here they are model.*
+            raise ValueError(str(err).replace("encoder.", "model.")) from None
+        if self.init_which not in ("teacher", "student"):
+            raise ValueError(f"model.init_which must be 'teacher' or 'student', got {self.init_which!r}")
+        if not self.init:
+            raise ValueError("model.init must be 'scratch' or a checkpoint path, got ''")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"model.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+
+    def encoder_config(self) -> EncoderConfig:
+        """The encoder sizes as an :class:`EncoderConfig` (single input channel)."""
+        return EncoderConfig(
+            in_channels=1, feature_size=self.feature_size, depths=self.depths, num_heads=self.num_heads,
+            window_size=self.window_size, patch_size=self.patch_size, drop_path_rate=self.drop_path_rate,
+            use_checkpoint=self.use_checkpoint,
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 30_000
+    batch_size: int = 1
+    roi_size: tuple[int, int, int] = (96, 96, 96)
+    samples_per_volume: int = 4
+    flip_prob: float = 0.1
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    warmup_steps: int = 500
+    amp: str = "auto"
+    grad_clip: float = 0.0
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.samples_per_volume < 1:
+            raise ValueError(
+                "train.steps, train.batch_size and train.samples_per_volume must be >= 1, got "
+                f"{self.steps}, {self.batch_size}, {self.samples_per_volume}"
+            )
+        if self.warmup_steps < 0 or self.log_every < 1:
+            raise ValueError(f"train.warmup_steps must be >= 0 and train.log_every >= 1, got {self.warmup_steps}, {self.log_every}")
+        if any(s < 1 for s in self.roi_size):
+            raise ValueError(f"train.roi_size must be 3 positive integers, got {list(self.roi_size)}")
+        if not 0.0 <= self.flip_prob <= 1.0:
+            raise ValueError(f"train.flip_prob must be in [0, 1], got {self.flip_prob}")
+        if self.amp not in ("auto", "bf16", "off"):
+            raise ValueError(f"train.amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("train.lr must be > 0, train.weight_decay and train.grad_clip >= 0")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every: int = 500
+    overlap: float = 0.5
+    sw_batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        if self.every < 0:
+            raise ValueError(f"eval.every must be >= 0 (0: only at the end), got {self.every}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"eval.overlap must be in [0, 1), got {self.overlap}")
+        if self.sw_batch_size < 1:
+            raise ValueError(f"eval.sw_batch_size must be >= 1, got {self.sw_batch_size}")
+
+
+@dataclass(frozen=True)
+class FinetuneRunConfig:
+    out_dir: str = "runs/finetune"
+    seed: int = 0
+    device: str = "auto"
+    method: str = ""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"run.device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
+    preprocess: FinetunePreprocessConfig = field(default_factory=FinetunePreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: FinetuneRunConfig = field(default_factory=FinetuneRunConfig)
+
+    def __post_init__(self) -> None:
+        # SwinUNETR refuses inputs not divisible by patch_size**5, and its bottleneck InstanceNorm needs
+        # more than one voxel at the last stage (stride patch_size * 16) while training.
+        multiple = self.model.patch_size**5
+        if any(s % multiple for s in self.train.roi_size):
+            raise ValueError(
+                f"train.roi_size {list(self.train.roi_size)} must be a multiple of {multiple} "
+                f"(model.patch_size**5, required by SwinUNETR) along every axis"
+            )
+        stride = self.model.patch_size * 16
+        if all(s // stride <= 1 for s in self.train.roi_size):
+            raise ValueError(
+                f"train.roi_size {list(self.train.roi_size)} leaves a 1x1x1 bottleneck (stride {stride}); "
+                f"SwinUNETR's InstanceNorm needs at least one axis >= {2 * stride}"
+            )
+
+    @property
+    def method(self) -> str:
+        """Label of the initialisation recorded in metrics.json."""
+        return self.run.method or ("scratch" if self.model.init == "scratch" else "pretrained")
+
+    def to_dict(self) -> dict:
+        return cfgtools.to_dict(self)
+
+
+HELP = {
+    "data.source": "MSD-style dataset.json with image/label pairs and a 'labels' dict giving the classes (required)",
+    "data.train_key": "section of dataset.json with the training cases",
+    "data.val_key": "section of dataset.json with the validation cases",
+    "data.label_ratio": "fraction in (0, 1] of the training cases used: round(ratio * n) (>= 1) drawn with run.seed",
+    "data.cache_dir": "preprocessed image/label cache root (a subfolder per preprocessing hash); default <run.out_dir>/cache",
+    "data.workers": "DataLoader worker processes",
+    "preprocess.intensity": "'ct': window [a_min, a_max] -> [0, 1]; 'zscore': z-score over nonzero voxels (MRI/PET)",
+    "preprocess.a_min": "CT window low (HU; release BTCV: -175)",
+    "preprocess.a_max": "CT window high (HU; release BTCV: 250)",
+    "preprocess.spacing": "resample to this voxel spacing in mm (three values; release BTCV: 1.5 1.5 1.5; labels nearest), or 'none' to keep",
+    "preprocess.orientation": "axis codes to reorient image and label to",
+    "preprocess.crop_foreground": "crop image and label to the bounding box of image voxels above the volume minimum",
+    "model.feature_size": "SwinUNETR feature size (48 = SwinViT-B); multiple of 12; must match a pretrained encoder",
+    "model.depths": "blocks per Swin stage (4 values); must match a pretrained encoder",
+    "model.num_heads": "attention heads per Swin stage (4 values); must match a pretrained encoder",
+    "model.window_size": "attention window (voxels of tokens); must match a pretrained encoder",
+    "model.patch_size": "patch-embedding stride; must match a pretrained encoder",
+    "model.drop_path_rate": "stochastic depth rate of the Swin encoder",
+    "model.use_checkpoint": "gradient checkpointing in SwinUNETR (saves memory)",
+    "model.init": "'scratch', an `s2dc pretrain` checkpoint (run.out_dir/checkpoints/step_*.pt) or an "
+                  "`s2dc export-encoder` file; the encoder is loaded strictly",
+    "model.init_which": "encoder taken from a pretraining checkpoint: 'teacher' (EMA) or 'student'",
+    "train.steps": "total optimisation steps",
+    "train.batch_size": "volumes per step; each gives train.samples_per_volume crops",
+    "train.roi_size": "training crop and sliding-window size (X Y Z), multiples of 32",
+    "train.samples_per_volume": "random crops per loaded volume, centred on foreground or background with equal odds (pos=1, neg=1)",
+    "train.flip_prob": "probability of a flip along each axis (release: 0.1)",
+    "train.lr": "AdamW peak learning rate",
+    "train.weight_decay": "AdamW weight decay",
+    "train.warmup_steps": "linear warm-up steps before the cosine decay",
+    "train.amp": "'auto' (bf16 autocast on CUDA), 'bf16' or 'off'",
+    "train.grad_clip": "clip the global gradient norm to this (0 disables)",
+    "train.log_every": "log loss and learning rate every N steps",
+    "eval.every": "validate every N steps (0: only at the end; always at the end)",
+    "eval.overlap": "sliding-window overlap (release: 0.75; 0.5 here for speed)",
+    "eval.sw_batch_size": "windows per forward pass in sliding-window inference",
+    "run.out_dir": "output folder: metrics.json, model.pt, split.json, dvclive/",
+    "run.seed": "random seed (label-ratio subset, model init, data order, crops, flips)",
+    "run.device": "'auto' (CUDA if available, else CPU), 'cpu' or 'cuda'",
+    "run.method": "label of the method recorded in metrics.json as 'method' (e.g. s2dc); "
+                  "default 'scratch' if model.init is scratch, else 'pretrained'",
+    "run.progress": "show a progress bar",
+}
+
+
+def build_config(values: dict) -> FinetuneConfig:
+    """Nested ``{section: {field: value}}`` -> validated :class:`FinetuneConfig`; unknown keys are errors."""
+    return cfgtools.build_config(FinetuneConfig, values)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and one ``--section.field`` option per fine-tuning option."""
+    defaults = FinetuneConfig().to_dict()
+    defaults["run"]["method"] = "'scratch' or 'pretrained' from model.init"
+    cfgtools.add_arguments(parser, FinetuneConfig, HELP, defaults)
+
+
+def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
+    """YAML file (if any) overlaid with the command-line options -> validated config."""
+    return build_config(cfgtools.values_from_args(args))

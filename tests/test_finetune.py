@@ -1,0 +1,256 @@
+"""Segmentation fine-tuning: a run that learns, label-ratio subsets, initialisation from S²DC, Dice, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from s2dc.cli import main
+from s2dc.export import load_encoder_weights, swinunetr_for
+from s2dc.train.finetune import choose_subset, dice_per_class, list_cases, summarize_dice
+from s2dc.train.finetune_config import HELP, FinetuneConfig, ModelConfig
+
+from conftest import TINY
+
+SHAPE = (64, 48, 32)
+MODEL = {"feature_size": 12, "num_heads": [1, 2, 3, 4], "window_size": 4}
+TINY_FT = {
+    "model": MODEL,
+    "train": {"steps": 30, "batch_size": 1, "roi_size": [64, 32, 32], "samples_per_volume": 2, "lr": 5e-3,
+              "warmup_steps": 3, "log_every": 5},
+    "eval": {"every": 0, "overlap": 0.25, "sw_batch_size": 2},
+    "data": {"workers": 0},
+    "run": {"progress": False},
+}
+NAMES = {"0": "background", "1": "bright", "2": "dark"}
+
+
+@pytest.fixture(autouse=True)
+def _outside_the_repo(tmp_path, monkeypatch):
+    """Run from a scratch folder (DVCLive would otherwise `dvc init` the enclosing Git repository)."""
+    monkeypatch.chdir(tmp_path)
+
+
+def write_case(folder, name, rng, shape=SHAPE):
+    """CT-like image (air, soft-tissue body) with a bright (class 1) and a dark (class 2) box, and its label."""
+    image = np.full(shape, -1000.0, np.float32)
+    label = np.zeros(shape, np.uint8)
+    image[4:-4, 4:-4, 2:-2] = rng.normal(40, 20, (shape[0] - 8, shape[1] - 8, shape[2] - 4))
+    for cls, value, size in ((1, 200.0, (16, 14, 10)), (2, -100.0, (14, 12, 8))):
+        for _ in range(100):  # place the boxes inside the body without overlap
+            x, y, z = (int(rng.integers(5, s - d - 5)) for s, d in zip(shape, size))
+            box = (slice(x, x + size[0]), slice(y, y + size[1]), slice(z, z + size[2]))
+            if not label[box].any():
+                break
+        image[box] = rng.normal(value, 20, size)
+        label[box] = cls
+    affine = np.diag([1.5, 1.5, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(image, affine), str(folder / "imagesTr" / f"{name}.nii.gz"))
+    nib.save(nib.Nifti1Image(label, affine), str(folder / "labelsTr" / f"{name}.nii.gz"))
+    return {"image": f"./imagesTr/{name}.nii.gz", "label": f"./labelsTr/{name}.nii.gz"}
+
+
+@pytest.fixture(scope="module")
+def seg_dir(tmp_path_factory):
+    """Five training and two validation cases with an MSD-style dataset.json."""
+    root = tmp_path_factory.mktemp("seg")
+    (root / "imagesTr").mkdir()
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    spec = {"name": "Boxes", "labels": NAMES,
+            "training": [write_case(root, f"train{i}", rng) for i in range(5)],
+            "validation": [write_case(root, f"val{i}", rng) for i in range(2)]}
+    (root / "dataset.json").write_text(json.dumps(spec))
+    return root
+
+
+@pytest.fixture
+def ft_config(tmp_path):
+    path = tmp_path / "ft.yaml"
+    path.write_text(yaml.safe_dump(TINY_FT))
+    return path
+
+
+def finetune(config, source, out_dir, *extra):
+    return main(["finetune", "--config", str(config), "--data.source", str(source), "--run.out_dir", str(out_dir), *extra])
+
+
+def test_short_run_learns_the_boxes(ft_config, seg_dir, tmp_path):
+    """30 steps from scratch segment the two boxes well above chance; metrics.json, model.pt, split.json, dvclive."""
+    out = tmp_path / "run"
+    assert finetune(ft_config, seg_dir / "dataset.json", out) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "segmentation" and metrics["dataset"] == "Boxes" and metrics["method"] == "scratch"
+    assert (metrics["train_cases"], metrics["val_cases"], metrics["steps"], metrics["label_ratio"]) == (5, 2, 30, 1.0)
+    per_class = metrics["dice_per_class"]
+    assert set(per_class) == {"bright", "dark"}
+    assert all(0.0 <= v <= 1.0 for v in per_class.values())
+    assert metrics["dice_mean"] == pytest.approx(np.nanmean(list(per_class.values())))
+    assert metrics["dice_mean"] > 0.5, metrics  # chance (a constant or random map) is < 0.05 on these boxes
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert state["out.conv.conv.weight"].shape[0] == 3
+    logged = json.loads((out / "dvclive" / "metrics.json").read_text())
+    assert {"loss", "lr"} <= set(logged["train"]) and "dice_mean" in logged["val"]
+    assert len(json.loads((out / "split.json").read_text())["cases"]) == 5
+
+
+def test_label_ratio_subsets(ft_config, seg_dir, tmp_path):
+    """ratio 0.4 of 5 cases -> 2; the same seed gives the same cases (nested in larger ratios) and, run twice, the
+    same weights (the second run reads the first one's cache); split.json records the cases."""
+    cases = list_cases(seg_dir / "dataset.json", "training")
+    assert [c["image"].name for c in cases] == [f"train{i}.nii.gz" for i in range(5)]
+    first = choose_subset(cases, 0.4, seed=0)
+    assert len(first) == 2 and first == choose_subset(cases, 0.4, seed=0)
+    assert any(choose_subset(cases, 0.4, seed=s) != first for s in range(1, 6))
+    assert all(c in choose_subset(cases, 0.6, seed=0) for c in first)
+    assert len(choose_subset(cases, 0.01, seed=3)) == 1 and choose_subset(cases, 1.0, seed=3) == cases
+
+    weights = []
+    for out in (tmp_path / "a", tmp_path / "b"):
+        assert finetune(ft_config, seg_dir / "dataset.json", out, "--data.label_ratio", "0.4", "--run.seed", "0",
+                        "--train.steps", "2", "--data.cache_dir", str(tmp_path / "cache")) == 0
+        split = json.loads((out / "split.json").read_text())
+        assert (split["seed"], split["label_ratio"], split["available"]) == (0, 0.4, 5)
+        assert split["cases"] == [{k: str(v) for k, v in c.items()} for c in first]
+        assert json.loads((out / "metrics.json").read_text())["train_cases"] == 2
+        weights.append(torch.load(out / "model.pt", weights_only=True))
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # same seed: same data, crops, init
+
+
+def test_init_from_pretraining_checkpoint(ft_config, seg_dir, tmp_path, capsys):
+    """Fine-tuning starts from the S²DC teacher encoder, loaded strictly; other sizes fail naming both."""
+    pre = {**TINY, "encoder": {**TINY["encoder"], **MODEL}, "optim": {"steps": 1, "warmup_steps": 0}}
+    (tmp_path / "pre.yaml").write_text(yaml.safe_dump(pre))
+    assert main(["pretrain", "--config", str(tmp_path / "pre.yaml"), "--data.source", str(seg_dir / "imagesTr"),
+                 "--run.out_dir", str(tmp_path / "pre")]) == 0
+    ckpt = tmp_path / "pre" / "checkpoints" / "step_00000001.pt"
+
+    sizes = ModelConfig(**MODEL).encoder_config()
+    model = swinunetr_for(sizes, out_channels=3)
+    report = load_encoder_weights(model, ckpt, "teacher", expected=sizes)
+    assert "strict" in report and "missing keys: none; unexpected keys: none" in report
+    blob = torch.load(ckpt, weights_only=True)
+    teacher = {k[len("encoder."):]: v for k, v in blob["teacher"].items() if k.startswith("encoder.")}
+    loaded = model.swinViT.state_dict()
+    assert teacher.keys() == loaded.keys() and all(torch.equal(teacher[k], loaded[k]) for k in teacher)
+    student = {k[len("encoder."):]: v for k, v in blob["student"].items() if k.startswith("encoder.")}
+    assert any(not torch.equal(teacher[k], student[k]) for k in teacher)  # teacher != student: the choice matters
+    assert main(["export-encoder", str(ckpt), str(tmp_path / "encoder.pt")]) == 0  # the exported form is detected too
+    exported = swinunetr_for(sizes, out_channels=3)
+    assert "exported encoder" in load_encoder_weights(exported, tmp_path / "encoder.pt", expected=sizes)
+    assert all(torch.equal(teacher[k], v) for k, v in exported.swinViT.state_dict().items())
+
+    capsys.readouterr()
+    out = tmp_path / "ft"
+    assert finetune(ft_config, seg_dir / "dataset.json", out, "--model.init", str(ckpt), "--train.steps", "2",
+                    "--run.method", "s2dc") == 0
+    printed = capsys.readouterr().out
+    assert "strict load" in printed and "missing keys: none; unexpected keys: none" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "s2dc" and metrics["init_from"] == str(ckpt)
+
+    bigger = ModelConfig(**{**MODEL, "feature_size": 24}).encoder_config()
+    with pytest.raises(ValueError, match=r"in '.*step_00000001.pt' \(feature_size=12\) differ from the model's \(feature_size=24\)"):
+        load_encoder_weights(swinunetr_for(bigger, 3), ckpt, expected=bigger)
+    with pytest.raises(ValueError, match=r"feature_size=12\).*feature_size=24"):
+        load_encoder_weights(swinunetr_for(bigger, 3), tmp_path / "encoder.pt", expected=bigger)
+    assert finetune(ft_config, seg_dir / "dataset.json", tmp_path / "bad", "--model.init", str(ckpt),
+                    "--model.feature_size", "24") == 2
+    err = capsys.readouterr().err
+    assert "feature_size=12" in err and "feature_size=24" in err
+    assert not (tmp_path / "bad" / "metrics.json").exists()
+
+
+def test_dice_matches_numpy():
+    """Per-class Dice equals an independent numpy Dice; a class absent from the ground truth is NaN and left out."""
+    rng = np.random.default_rng(5)
+    label = rng.integers(0, 3, (1, 10, 9, 8))  # classes 0..2; class 3 absent from the ground truth
+    pred = np.where(rng.random(label.shape) < 0.3, rng.integers(0, 4, label.shape), label)
+    pred[0, 0, 0, 0] = 3  # predicted somewhere, still absent from the ground truth
+
+    def numpy_dice(c):
+        p, g = pred == c, label == c
+        return 2 * (p & g).sum() / (p.sum() + g.sum()) if g.any() else np.nan
+
+    got = dice_per_class(torch.as_tensor(pred), torch.as_tensor(label), num_classes=4)
+    want = np.array([numpy_dice(c) for c in (1, 2, 3)])
+    assert np.isnan(got[2]) and np.isnan(want[2])
+    np.testing.assert_allclose(got[:2], want[:2], rtol=1e-6)
+
+    other = dice_per_class(torch.as_tensor(label), torch.as_tensor(label), num_classes=4)
+    per_class, mean = summarize_dice([got, other], ["bg", "a", "b", "c"])
+    assert per_class["a"] == pytest.approx((want[0] + 1) / 2) and per_class["b"] == pytest.approx((want[1] + 1) / 2)
+    assert np.isnan(per_class["c"])
+    assert mean == pytest.approx((per_class["a"] + per_class["b"]) / 2)
+
+
+def _copy_dataset(seg_dir, tmp_path, edit):
+    """A copy of the dataset's json in tmp_path pointing at seg_dir's files, changed by edit(spec, folder)."""
+    folder = tmp_path / "bad"
+    (folder / "labelsTr").mkdir(parents=True)
+    spec = json.loads((seg_dir / "dataset.json").read_text())
+    for section in ("training", "validation"):
+        for entry in spec[section]:
+            for role in ("image", "label"):
+                entry[role] = str(seg_dir / entry[role])
+    edit(spec, folder)
+    (folder / "dataset.json").write_text(json.dumps(spec))
+    return folder / "dataset.json"
+
+
+def test_missing_label_is_named(ft_config, seg_dir, tmp_path, capsys):
+    """A label listed in dataset.json that does not exist fails at start, naming it and the json."""
+    def edit(spec, folder):
+        spec["training"][1]["label"] = "./labelsTr/ghost.nii.gz"
+
+    source = _copy_dataset(seg_dir, tmp_path, edit)
+    assert finetune(ft_config, source, tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert "ghost.nii.gz" in err and "dataset.json" in err and "label" in err
+    assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_label_shape_mismatch_names_both_files(ft_config, seg_dir, tmp_path, capsys):
+    """A label whose shape differs from its image's fails before training, naming both files."""
+    def edit(spec, folder):
+        nib.save(nib.Nifti1Image(np.zeros((64, 48, 30), np.uint8), np.eye(4)), str(folder / "labelsTr" / "short.nii.gz"))
+        spec["validation"][0]["label"] = str(folder / "labelsTr" / "short.nii.gz")
+
+    source = _copy_dataset(seg_dir, tmp_path, edit)
+    assert finetune(ft_config, source, tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert "short.nii.gz" in err and "val0.nii.gz" in err and "(64, 48, 30)" in err and "(64, 48, 32)" in err
+    assert not (tmp_path / "r" / "metrics.json").exists() and not (tmp_path / "r" / "model.pt").exists()
+
+
+def test_help_documents_every_option(capsys):
+    """`s2dc finetune --help` lists every config field with its help text."""
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    text = capsys.readouterr().out
+    fields = FinetuneConfig().to_dict()
+    keys = {f"{section}.{name}" for section, values in fields.items() for name in values}
+    assert keys == set(HELP)
+    for key in keys:
+        assert f"--{key}" in text, key
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data.label_ratio", "0"], "data.label_ratio"),
+        (["--train.roi_size", "64", "32", "30"], "train.roi_size"),
+        (["--train.roi_size", "32", "32", "32"], "bottleneck"),
+        (["--model.num_heads", "5", "2", "3", "4"], "model.num_heads"),
+        (["--model.init_which", "both"], "model.init_which"),
+    ],
+)
+def test_bad_options_name_the_key(ft_config, seg_dir, tmp_path, capsys, args, message):
+    """A wrong option value fails at start with a message naming the option."""
+    assert finetune(ft_config, seg_dir / "dataset.json", tmp_path / "r", *args) == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,32 @@
+# Pretraining: one S²DC encoder per modality, on that modality's unlabelled pool.
+
+
+def pretrain_workdir(modality: str) -> str:
+    # Checkpoints live in a folder named after the parameters, so `run.resume auto` only ever
+    # continues a run with the same parameters (an interrupted job resumes; a changed one restarts).
+    return f"{RESULTS}/pretrain/{modality}/runs/{short_hash(P['pretrain'])}"
+
+
+rule pretrain:
+    input:
+        lambda w: dataset_json(P["pretrain"]["pools"][w.modality]),
+    output:
+        encoder=f"{RESULTS}/pretrain/{{modality}}/encoder.pt",
+        summary=f"{RESULTS}/pretrain/{{modality}}/summary.json",
+    params:
+        launcher=P["pretrain"]["launcher"],
+        options=cli_options(P["pretrain"]["options"]),
+        workdir=lambda w: pretrain_workdir(w.modality),
+    threads: workflow.cores
+    resources:
+        gpu=P["pretrain"].get("gpus", 0),
+    log:
+        f"logs/{SCALE}/pretrain/{{modality}}.log",
+    benchmark:
+        f"benchmarks/{SCALE}/pretrain/{{modality}}.tsv"
+    shell:
+        "(export OMP_NUM_THREADS={threads};"
+        " {params.launcher} pretrain {params.options} --data.source {input} --run.out_dir {params.workdir}"
+        " --run.progress false"
+        " && s2dc export-encoder {params.workdir} {output.encoder}"
+        " && cp {params.workdir}/summary.json {output.summary}) > {log} 2>&1"
