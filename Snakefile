@@ -18,3 +18,15 @@ rule all:
         f"{RESULTS}/benchmark.md",
         f"{RESULTS}/metrics.json",
     default_target: True
+
+
+rule data:
+    # Every dataset of the active scale (generated, downloaded or checked).
+    input:
+        [dataset_json(d) for d in sorted(set(EXP["datasets"]) | set(P["pretrain"]["pools"].values()))],
+
+
+rule pretrained:
+    # One pretrained encoder per modality of the active scale.
+    input:
+        [f"{RESULTS}/pretrain/{m}/encoder.pt" for m in sorted(P["pretrain"]["pools"])],

@@ -10,6 +10,8 @@ rule synthetic_dataset:
         shape=lambda w: " ".join(map(str, P["datasets"][w.dataset]["shape"])),
     wildcard_constraints:
         dataset="|".join(n for n, s in P["datasets"].items() if s["source"] == "synthetic") or "(?!)",
+    conda:
+        "../envs/s2dc.yaml"
     log:
         f"logs/{SCALE}/data/{{dataset}}.log",
     benchmark:
@@ -26,6 +28,8 @@ rule download_msd:
         "resources/msd/{task}/dataset.json",
     wildcard_constraints:
         task="Task0[1-9]_[A-Za-z]+|Task10_[A-Za-z]+",
+    conda:
+        "../envs/s2dc.yaml"
     log:
         "logs/download/msd_{task}.log",
     benchmark:

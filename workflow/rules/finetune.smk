@@ -1,24 +1,6 @@
 # Fine-tuning: every dataset × method × label ratio × seed of the experiment grid.
 
 
-def finetune_dir(dataset, method, pct, seed) -> str:
-    return f"{RESULTS}/finetune/{dataset}/{method}/labels{pct}pct/seed{seed}"
-
-
-def finetune_targets() -> list[str]:
-    return [
-        f"{finetune_dir(d, m, ratio_percent(r), s)}/metrics.json"
-        for d in EXP["datasets"] for m in EXP["methods"] for r in EXP["label_ratios"] for s in EXP["seeds"]
-    ]
-
-
-def encoder_for(w) -> list[str]:
-    """The pretrained encoder a method starts from (none for training from scratch)."""
-    if w.method == "scratch":
-        return []
-    return [f"{RESULTS}/pretrain/{modality_of(w.dataset)}/encoder.pt"]
-
-
 rule finetune:
     input:
         data=lambda w: dataset_json(w.dataset),
@@ -37,6 +19,8 @@ rule finetune:
     threads: workflow.cores
     resources:
         gpu=P["finetune"].get("gpus", 0),
+    conda:
+        "../envs/s2dc.yaml"
     log:
         f"logs/{SCALE}/finetune/{{dataset}}_{{method}}_labels{{pct}}pct_seed{{seed}}.log",
     benchmark:

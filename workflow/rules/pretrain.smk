@@ -1,12 +1,6 @@
 # Pretraining: one S²DC encoder per modality, on that modality's unlabelled pool.
 
 
-def pretrain_workdir(modality: str) -> str:
-    # Checkpoints live in a folder named after the parameters, so `run.resume auto` only ever
-    # continues a run with the same parameters (an interrupted job resumes; a changed one restarts).
-    return f"{RESULTS}/pretrain/{modality}/runs/{short_hash(P['pretrain'])}"
-
-
 rule pretrain:
     input:
         lambda w: dataset_json(P["pretrain"]["pools"][w.modality]),
@@ -20,6 +14,8 @@ rule pretrain:
     threads: workflow.cores
     resources:
         gpu=P["pretrain"].get("gpus", 0),
+    conda:
+        "../envs/s2dc.yaml"
     log:
         f"logs/{SCALE}/pretrain/{{modality}}.log",
     benchmark:
