@@ -1,0 +1,146 @@
+"""The Snakemake DAG at the smoke scale, its agreement with dvc.yaml, and params.yaml validation."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from s2dc.export import load_pretrained_encoder, swinunetr_for
+from s2dc.models.encoder import EncoderConfig
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path | None = None, timeout: int = 240):
+    """Run this repository's Snakefile with its working directory in ``workdir``."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--configfile", str(configfile or REPO / "params.yaml"), *args]
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run -> {rule: count}."""
+    counts = {}
+    table = dry_run_output.split("Job stats:")[1].split("\n\n")[0]
+    for line in table.splitlines()[3:]:
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def write_params(path: Path, params: dict) -> Path:
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def test_smoke_dag_runs_is_incremental_and_reruns_only_what_changed(tmp_path):
+    """The smoke DAG runs end to end; a rerun does nothing; a fine-tuning change reruns only fine-tuning and after."""
+    done = snakemake(tmp_path, "--cores", "2", "--config", "scale=smoke")
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = tmp_path / "results" / "smoke"
+    table = pd.read_csv(results / "benchmark.csv")
+    assert sorted(table.method) == ["s2dc", "scratch"]
+    assert (table.seeds == 1).all() and table["mean"].between(0, 100).all()
+    assert "| synthetic_btcv | segmentation |" in (results / "benchmark.md").read_text()
+    nested = json.loads((results / "metrics.json").read_text())
+    for method in ("scratch", "s2dc"):
+        run = json.loads((results / "finetune/btcv" / method / "labels50pct/seed0/metrics.json").read_text())
+        assert run["method"] == method and 0 <= run["dice_mean"] <= 1
+        assert nested["synthetic_btcv"][method]["labels_50%"]["mean"] == pytest.approx(100 * run["dice_mean"], abs=1e-3)
+    assert run["init_from"].endswith("results/smoke/pretrain/CT/encoder.pt")
+    smoke = PARAMS["scales"]["smoke"]
+    sizes = {k: v for k, v in smoke["pretrain"]["options"]["encoder"].items() if k != "token_stage"}
+    report = load_pretrained_encoder(swinunetr_for(EncoderConfig(**sizes), out_channels=14), results / "pretrain/CT/encoder.pt")
+    assert "missing keys: none" in report
+    for log in ("data/btcv.log", "pretrain/CT.log", "finetune/btcv_s2dc_labels50pct_seed0.log", "benchmark_table.log"):
+        assert (tmp_path / "logs" / "smoke" / log).is_file(), log
+    assert (tmp_path / "benchmarks" / "smoke" / "pretrain" / "CT.tsv").is_file()
+
+    again = snakemake(tmp_path, "--cores", "2", "--config", "scale=smoke", "-n")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+    changed = copy.deepcopy(PARAMS)
+    changed["scales"]["smoke"]["finetune"]["options"]["train"]["steps"] += 1
+    dry = snakemake(tmp_path, "--cores", "2", "--config", "scale=smoke", "-n",
+                    configfile=write_params(tmp_path / "changed.yaml", changed))
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert job_counts(dry.stdout) == {"finetune": 2, "benchmark_table": 1, "all": 1}
+
+
+def _dvc_paths(stage: dict, scale: str) -> list[str]:
+    paths = []
+    for kind in ("outs", "metrics", "plots"):
+        for entry in stage.get(kind, []):
+            path = next(iter(entry)) if isinstance(entry, dict) else entry
+            paths.append(path.replace("${scale}", scale))
+    return paths
+
+
+def test_dvc_outputs_are_snakemake_targets(tmp_path):
+    """Every output of every dvc.yaml stage is made by the Snakemake target that stage runs."""
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert list(dvc) == ["data", "pretrain", "benchmark"]
+    for name, stage in dvc.items():
+        match = re.fullmatch(r"snakemake --cores all (\w+)", stage["cmd"])
+        assert match, f"stage {name}: cmd must run one Snakemake target, got {stage['cmd']!r}"
+        summary = snakemake(tmp_path, "--cores", "1", "--config", "scale=smoke", "--summary", match.group(1))
+        assert summary.returncode == 0, summary.stderr[-3000:]
+        made = [line.split("\t")[0] for line in summary.stdout.splitlines()[1:] if "\t" in line]
+        for path in _dvc_paths(stage, "smoke"):
+            assert any(f == path or f.startswith(path.rstrip("/") + "/") for f in made), (name, path, made)
+        assert "scale" in stage["params"]
+        for entry in stage.get("outs", []):
+            options = next(iter(entry.values()))
+            assert options.get("persist") or options.get("cache") is False, entry
+
+
+def _bad(params: dict, edit) -> dict:
+    bad = copy.deepcopy(params)
+    edit(bad)
+    return bad
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda p: p["scales"]["smoke"].__setitem__("epochs", 3), "epochs"),
+        (lambda p: p["scales"]["smoke"]["datasets"]["btcv"].__setitem__("cases", "many"), "many"),
+        (lambda p: p["scales"]["smoke"]["experiments"].__setitem__("methods", ["voco"]), "voco"),
+        (lambda p: p["scales"]["smoke"]["pretrain"]["options"]["loss"].__setitem__("weight_p2q", 1.0), "loss.weight_p2q"),
+        (lambda p: p["scales"]["smoke"]["finetune"]["options"]["train"].__setitem__("steps", "ten"), "train.steps"),
+        (lambda p: p["scales"]["smoke"]["experiments"].__setitem__("datasets", ["lits"]), "lits"),
+    ],
+)
+def test_bad_params_fail_before_any_job(tmp_path, edit, message):
+    """A wrong key, type or value in params.yaml stops the workflow at start, naming it."""
+    bad = write_params(tmp_path / "bad.yaml", _bad(PARAMS, edit))
+    run = snakemake(tmp_path, "-n", "--cores", "1", "--config", "scale=smoke", configfile=bad)
+    assert run.returncode != 0
+    assert message in run.stdout + run.stderr
+    assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
+
+
+def test_unknown_scale_is_named(tmp_path):
+    """`--config scale=huge` fails at start, naming the bad value."""
+    run = snakemake(tmp_path, "-n", "--cores", "1", "--config", "scale=huge")
+    assert run.returncode != 0 and "huge" in run.stdout + run.stderr
+
+
+def test_missing_real_dataset_is_named_with_instructions(tmp_path):
+    """At the paper scale a missing user-provided dataset fails at start with its path and what to do."""
+    run = snakemake(tmp_path, "-n", "--cores", "1", "--config", "scale=paper")
+    assert run.returncode != 0
+    out = run.stdout + run.stderr
+    assert "resources/paper/ct_pool/dataset.json" in out and "does not exist" in out
