@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
+
+from .train.checkpoint import atomic_write_text
 
 # Numbers printed in the poster (method.md §7): (dataset, method, label ratio) -> score in %.
 # Table 2 is the full-label ablation on BTCV (Dice); Table 1 is CC-CCII accuracy.
@@ -91,17 +92,11 @@ def nested_metrics(table: pd.DataFrame) -> dict:
     return out
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_report(metric_files: list[Path], out_dir: Path) -> pd.DataFrame:
     """Aggregate ``metric_files`` and write benchmark.csv, benchmark.md and metrics.json into ``out_dir``."""
     table = summarise(collect(metric_files))
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write(out_dir / "benchmark.csv", table.to_csv(index=False, float_format="%.4f"))
-    _write(out_dir / "benchmark.md", markdown(table))
-    _write(out_dir / "metrics.json", json.dumps(nested_metrics(table), indent=2) + "\n")
+    atomic_write_text(out_dir / "benchmark.csv", table.to_csv(index=False, float_format="%.4f"))
+    atomic_write_text(out_dir / "benchmark.md", markdown(table))
+    atomic_write_text(out_dir / "metrics.json", json.dumps(nested_metrics(table), indent=2) + "\n")
     return table

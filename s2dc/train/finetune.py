@@ -52,7 +52,7 @@ from tqdm import tqdm
 
 from ..data.volumes import DataError, LoadVolumed, PreprocessConfig, _above_min, _AtomicPersistentDataset, _find_data_error
 from ..export import load_encoder_weights, swinunetr_for
-from .checkpoint import atomic_save
+from .checkpoint import atomic_save, atomic_write_text
 from .finetune_config import FinetuneConfig
 from .schedule import warmup_cosine
 
@@ -319,13 +319,7 @@ def _json_number(x: float):
 
 
 def _atomic_json(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_text(path, json.dumps(obj, indent=2))
 
 
 # --------------------------------------------------------------------------- engine

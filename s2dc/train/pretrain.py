@@ -29,7 +29,7 @@ from ..losses.p2s import p2s_loss
 from ..models.queue import KeyQueue
 from ..models.s2dc_net import EMATeacher, S2DCNet, momentum_at
 from ..views import make_views
-from .checkpoint import atomic_save, checkpoint_path, list_checkpoints, load_checkpoint, prune, rng_state, set_rng_state
+from .checkpoint import atomic_save, atomic_write_text, checkpoint_path, list_checkpoints, load_checkpoint, prune, rng_state, set_rng_state
 from .config import LossConfig, PretrainConfig
 from .schedule import warmup_cosine
 from .timing import PhaseTimer
@@ -294,10 +294,7 @@ class Pretrainer:
             "checkpoint": str(checkpoint_path(self.ckpt_dir, self.step)),
         }
         if self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            tmp = self.out / "summary.json.tmp"
-            tmp.write_text(json.dumps(summary, indent=2))
-            os.replace(tmp, self.out / "summary.json")
+            atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
         return summary
 
 
