@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from monai.networks.nets import SwinUNETR
 
 from .models.encoder import EncoderConfig
