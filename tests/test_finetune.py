@@ -248,6 +248,7 @@ def test_help_documents_every_option(capsys):
         (["--train.roi_size", "32", "32", "32"], "bottleneck"),
         (["--model.num_heads", "5", "2", "3", "4"], "model.num_heads"),
         (["--model.init_which", "both"], "model.init_which"),
+        (["--run.device", "cpu", "--train.amp", "bf16"], "train.amp=bf16 is not supported on the CPU"),
     ],
 )
 def test_bad_options_name_the_key(ft_config, seg_dir, tmp_path, capsys, args, message):

@@ -191,6 +191,7 @@ def test_volume_smaller_than_roi_is_padded(tiny_config, tmp_path):
         (["--optim.steps", "ten"], "optim.steps must be an integer"),
         (["--views.roi_size", "64", "64", "30"], "views.roi_size"),
         (["--encoder.feature_size", "10"], "encoder.feature_size"),
+        (["--run.device", "cpu", "--run.amp", "bf16"], "run.amp=bf16 is not supported on the CPU"),
     ],
 )
 def test_bad_options_name_the_key(tiny_config, volumes_dir, tmp_path, capsys, args, message):

@@ -54,6 +54,7 @@ from ..data.volumes import DataError, LoadVolumed, PreprocessConfig, _above_min,
 from ..export import load_encoder_weights, swinunetr_for
 from .checkpoint import atomic_save, atomic_write_text
 from .finetune_config import FinetuneConfig
+from .precision import autocast_for
 from .schedule import warmup_cosine
 
 # Bump when the labelled preprocessing changes its output: part of the cache folder name.
@@ -362,9 +363,7 @@ class Finetuner:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: warmup_cosine(s, cfg.train.warmup_steps, cfg.train.steps))
-        use_bf16 = cfg.train.amp == "bf16" or (cfg.train.amp == "auto" and self.device.type == "cuda")
-        dev = self.device.type
-        self.autocast = (lambda: torch.autocast(dev, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+        self.autocast = autocast_for(self.device, cfg.train.amp, "train.amp")
         self.step = 0
 
     # ------------------------------------------------------------------ data

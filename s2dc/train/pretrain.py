@@ -7,7 +7,6 @@ from a checkpoint continues exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -31,6 +30,7 @@ from ..models.s2dc_net import EMATeacher, S2DCNet, momentum_at
 from ..views import make_views
 from .checkpoint import atomic_save, atomic_write_text, checkpoint_path, list_checkpoints, load_checkpoint, prune, rng_state, set_rng_state
 from .config import LossConfig, PretrainConfig
+from .precision import autocast_for
 from .schedule import warmup_cosine
 from .timing import PhaseTimer
 
@@ -144,8 +144,7 @@ class Pretrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: warmup_cosine(s, cfg.optim.warmup_steps, cfg.optim.steps))
         self.step = 0
-        use_bf16 = cfg.run.amp == "bf16" or (cfg.run.amp == "auto" and device.type == "cuda")
-        self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
+        self.autocast = autocast_for(device, cfg.run.amp, "run.amp")
         self.timer = PhaseTimer(enabled=False, device=device)
 
     # ------------------------------------------------------------------ state
