@@ -71,6 +71,18 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe(args: argparse.Namespace) -> int:
+    from .eval.probe import markdown, probe, write_probe
+
+    result = probe(args.source, args.encoders, stage=args.stage, seed=args.seed, cache_dir=args.cache_dir,
+                   device=args.device)
+    write_probe(result, args.out)
+    print(f"stage {result['stage']} tokens ({result['stride']}-voxel blocks): {result['train_tokens']} training, "
+          f"{result['val_tokens']} validation; recall in %")
+    print(markdown(result))
+    return 0
+
+
 def _download_msd(args: argparse.Namespace) -> int:
     from .data.download import download_msd
 
@@ -137,6 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("metrics", nargs="+", help="metrics.json files written by `s2dc finetune`")
     rep.add_argument("--out", required=True, help="output folder")
     rep.set_defaults(func=_report)
+    prb = sub.add_parser(
+        "probe", help="linear probe: how well frozen encoder tokens separate the labelled structures",
+        description="Embed every whole volume of a labelled dataset with each frozen encoder, give each token of "
+                    "one Swin stage the majority label of its voxel block, fit a class-balanced linear classifier "
+                    "on the training cases' tokens and report per-class recall on the validation cases'. "
+                    "Writes OUT (.json) and OUT with .md (the table).",
+    )
+    prb.add_argument("encoders", nargs="+", help="exported encoders or pretraining checkpoints, and/or 'random' "
+                                                 "(a randomly initialised encoder of the first file's sizes)")
+    prb.add_argument("--source", required=True, help="labelled dataset.json (training and validation cases)")
+    prb.add_argument("--out", required=True, help="output .json file")
+    prb.add_argument("--stage", type=int, default=2, help="Swin stage whose tokens are probed (0-4; default 2)")
+    prb.add_argument("--seed", type=int, default=0, help="seed of the random encoder (default 0)")
+    prb.add_argument("--cache-dir", default=None, help="preprocessing cache folder (default: none)")
+    prb.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (default cpu)")
+    prb.set_defaults(func=_probe)
     dl = sub.add_parser(
         "download-msd", help="download a Medical Segmentation Decathlon task (MONAI's URL and MD5)",
         description="Download <task>.tar from the URL MONAI records, check its MD5, extract it to ROOT/<task>/ "

@@ -7,12 +7,10 @@ the package: the package is only the side under test.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from s2dc.losses.global_contrast import global_infonce, split_chosen_crop
 from s2dc.losses.matching import per_slice

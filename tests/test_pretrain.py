@@ -18,7 +18,7 @@ from s2dc.export import load_pretrained_encoder, swinunetr_for
 from s2dc.models.encoder import EncoderConfig
 from s2dc.train.config import HELP, PretrainConfig
 
-from conftest import TINY, write_volume
+from conftest import write_volume
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,109 @@
+"""Structure probe: token targets, the linear probe's maths, and the `s2dc probe` command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from s2dc.cli import main
+from s2dc.data.synthetic import write_dataset
+from s2dc.eval.probe import fit_linear_probe, pad_to_multiple, per_class_recall, token_targets
+from s2dc.export import swinunetr_for
+from s2dc.models.encoder import EncoderConfig
+
+SIZES = EncoderConfig(feature_size=12, num_heads=(1, 2, 3, 4), window_size=4)
+
+
+def test_token_targets_are_block_majorities():
+    """Against a loop over the blocks with numpy's bincount (ties to the lower class)."""
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 4, (8, 6, 4))
+    label[:4, :2, :2] = 3  # one pure block
+    got = token_targets(torch.from_numpy(label), 2, 4).numpy()
+    want = []
+    for i in range(4):
+        for j in range(3):
+            for k in range(2):
+                block = label[2 * i : 2 * i + 2, 2 * j : 2 * j + 2, 2 * k : 2 * k + 2]
+                want.append(np.bincount(block.ravel(), minlength=4).argmax())
+    np.testing.assert_array_equal(got, want)
+    assert got[0] == 3
+
+
+def test_pad_to_multiple():
+    x = torch.ones(1, 33, 64, 10)
+    y = pad_to_multiple(x, 32)
+    assert y.shape == (1, 64, 64, 32)
+    assert y.sum() == x.sum() and torch.equal(y[:, :33, :, :10], x)
+
+
+def test_per_class_recall_by_hand():
+    y = torch.tensor([0, 0, 0, 1, 1, 2])
+    pred = torch.tensor([0, 1, 0, 1, 0, 2])
+    recall = per_class_recall(pred, y, 4)
+    np.testing.assert_allclose(recall[:3], [2 / 3, 1 / 2, 1.0])
+    assert np.isnan(recall[3])
+
+
+def test_probe_separates_informative_features_and_not_noise():
+    """Features that carry the class (plus noise) are separated; pure noise stays near chance (1/3)."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(3, (3000,), generator=g)
+    y_val = torch.randint(3, (1500,), generator=g)
+    centres = torch.randn(3, 8, generator=g) * 3
+    informative = centres[y] + torch.randn(3000, 8, generator=g)
+    layer = fit_linear_probe(informative, y, 3)
+    val = centres[y_val] + torch.randn(1500, 8, generator=g)
+    with torch.no_grad():
+        good = per_class_recall(layer(val.double()).argmax(1), y_val, 3)
+    assert good.min() > 0.95
+    noise = fit_linear_probe(torch.randn(3000, 8, generator=g), y, 3)
+    with torch.no_grad():
+        chance = per_class_recall(noise(torch.randn(1500, 8, generator=g).double()).argmax(1), y_val, 3)
+    assert 0.15 < chance.mean() < 0.5
+
+
+def test_probe_balances_classes():
+    """A rare class is still found: the loss weights classes by inverse frequency."""
+    g = torch.Generator().manual_seed(1)
+    y = (torch.rand(4000, generator=g) < 0.02).long()  # 2 % positives
+    x = torch.randn(4000, 4, generator=g) + 1.5 * y[:, None]
+    layer = fit_linear_probe(x, y, 2)
+    with torch.no_grad():
+        recall = per_class_recall(layer(x.double()).argmax(1), y, 2)
+    assert recall[1] > 0.7 and recall[0] > 0.7  # an unweighted fit predicts almost only class 0
+
+
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("twin") / "btcv", "btcv", cases=4, seed=3, shape=(64, 64, 32),
+                         val_fraction=0.5)
+
+
+def test_probe_command(twin, tmp_path, capsys):
+    """`s2dc probe random FILE` writes a row per encoder; the file's weights change the result."""
+    torch.manual_seed(5)
+    model = swinunetr_for(SIZES)
+    exported = tmp_path / "enc.pt"
+    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in model.swinViT.state_dict().items()},
+                "encoder": SIZES.to_dict()}, exported)
+    out = tmp_path / "probe" / "probe.json"
+    assert main(["probe", "random", str(exported), "--source", str(twin), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["stride"] == 8 and result["train_tokens"] == 2 * 8 * 8 * 4
+    rows = result["encoders"]
+    assert set(rows) == {"random", str(exported)}
+    for row in rows.values():
+        assert 0.0 <= row["balanced_accuracy"] <= 1.0
+        assert row["recall"]["background"] is not None
+    assert rows["random"] != rows[str(exported)]
+    assert "| random |" in out.with_suffix(".md").read_text()
+    assert "balanced accuracy" in capsys.readouterr().out
+
+
+def test_probe_needs_an_encoder_file(twin, tmp_path, capsys):
+    assert main(["probe", "random", "--source", str(twin), "--out", str(tmp_path / "p.json")]) == 2
+    assert "at least one encoder file" in capsys.readouterr().err
