@@ -7,7 +7,6 @@ the package: the package is only the side under test.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
