@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Writes OUT (.json) and OUT with .md (the table).",
     )
     prb.add_argument("encoders", nargs="+", help="exported encoders or pretraining checkpoints, and/or 'random' "
-                                                 "(a randomly initialised encoder of the first file's sizes)")
+                                                 "(a randomly initialised encoder of the first file's sizes) and "
+                                                 "'voxels' (each block's raw voxels: a no-encoder baseline)")
     prb.add_argument("--source", required=True, help="labelled dataset.json (training and validation cases)")
     prb.add_argument("--out", required=True, help="output .json file")
     prb.add_argument("--stage", type=int, default=2, help="Swin stage whose tokens are probed (0-4; default 2)")

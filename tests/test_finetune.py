@@ -12,8 +12,8 @@ import yaml
 
 from s2dc.cli import main
 from s2dc.export import load_encoder_weights, swinunetr_for
-from s2dc.train.finetune import choose_subset, dice_per_class, list_cases, summarize_dice
-from s2dc.train.finetune_config import HELP, FinetuneConfig, ModelConfig
+from s2dc.train.finetune import Finetuner, choose_subset, dice_per_class, list_cases, summarize_dice
+from s2dc.train.finetune_config import HELP, FinetuneConfig, ModelConfig, build_config
 
 from conftest import TINY
 
@@ -164,6 +164,26 @@ def test_init_from_pretraining_checkpoint(ft_config, seg_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "feature_size=12" in err and "feature_size=24" in err
     assert not (tmp_path / "bad" / "metrics.json").exists()
+
+
+def test_encoder_lr_scale(ft_config, seg_dir, tmp_path):
+    """train.encoder_lr_scale 0 freezes swinViT (the decoder still learns); 0.5 halves the encoder's rate."""
+    frozen = tmp_path / "frozen"
+    assert finetune(ft_config, seg_dir / "dataset.json", frozen, "--train.steps", "3",
+                    "--train.encoder_lr_scale", "0") == 0
+    torch.manual_seed(0)  # the fine-tuner's initial weights (seed 0)
+    initial = swinunetr_for(ModelConfig(**MODEL).encoder_config(), out_channels=3).state_dict()
+    final = torch.load(frozen / "model.pt", weights_only=True)
+    encoder = [k for k in final if k.startswith("swinViT.")]
+    assert encoder and all(torch.equal(final[k], initial[k]) for k in encoder)
+    assert any(not torch.equal(final[k], initial[k]) for k in final if k.startswith("decoder"))
+
+    cfg = build_config({**TINY_FT, "data": {"source": str(seg_dir / "dataset.json"), "workers": 0},
+                                    "train": {**TINY_FT["train"], "lr": 0.01, "warmup_steps": 0,
+                                              "encoder_lr_scale": 0.5},
+                                    "run": {"out_dir": str(tmp_path / "half"), "progress": False}})
+    groups = Finetuner(cfg).optimizer.param_groups
+    assert [g["lr"] for g in groups] == pytest.approx([0.005, 0.01])
 
 
 def test_dice_matches_numpy():

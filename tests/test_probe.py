@@ -10,7 +10,7 @@ import torch
 
 from s2dc.cli import main
 from s2dc.data.synthetic import write_dataset
-from s2dc.eval.probe import fit_linear_probe, pad_to_multiple, per_class_recall, token_targets
+from s2dc.eval.probe import fit_linear_probe, pad_to_multiple, per_class_recall, token_targets, voxel_blocks
 from s2dc.export import swinunetr_for
 from s2dc.models.encoder import EncoderConfig
 
@@ -31,6 +31,18 @@ def test_token_targets_are_block_majorities():
                 want.append(np.bincount(block.ravel(), minlength=4).argmax())
     np.testing.assert_array_equal(got, want)
     assert got[0] == 3
+
+
+def test_voxel_blocks_follow_the_token_order():
+    """On a label map made of pure 2³ blocks, every row of voxel_blocks is constant and equals its token's target."""
+    rng = np.random.default_rng(1)
+    coarse = rng.integers(0, 5, (3, 4, 2))
+    label = torch.from_numpy(np.kron(coarse, np.ones((2, 2, 2), dtype=np.int64)))
+    rows = voxel_blocks(label[None].float(), 2)
+    assert rows.shape == (24, 8)
+    assert torch.equal(rows, rows[:, :1].expand(-1, 8))
+    assert torch.equal(rows[:, 0].long(), token_targets(label, 2, 5))
+    assert torch.equal(rows[:, 0].long(), torch.from_numpy(coarse.ravel()))
 
 
 def test_pad_to_multiple():
@@ -91,11 +103,11 @@ def test_probe_command(twin, tmp_path, capsys):
     torch.save({"state_dict": {f"swinViT.{k}": v for k, v in model.swinViT.state_dict().items()},
                 "encoder": SIZES.to_dict()}, exported)
     out = tmp_path / "probe" / "probe.json"
-    assert main(["probe", "random", str(exported), "--source", str(twin), "--out", str(out)]) == 0
+    assert main(["probe", "voxels", "random", str(exported), "--source", str(twin), "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["stride"] == 8 and result["train_tokens"] == 2 * 8 * 8 * 4
     rows = result["encoders"]
-    assert set(rows) == {"random", str(exported)}
+    assert set(rows) == {"voxels", "random", str(exported)}
     for row in rows.values():
         assert 0.0 <= row["balanced_accuracy"] <= 1.0
         assert row["recall"]["background"] is not None

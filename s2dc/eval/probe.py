@@ -24,6 +24,7 @@ from ..train.finetune import SegmentationCases, _plain, class_names, list_cases,
 from ..train.finetune_config import FinetunePreprocessConfig
 
 RANDOM = "random"
+VOXELS = "voxels"
 
 
 def token_targets(label: torch.Tensor, stride: int, num_classes: int) -> torch.Tensor:
@@ -39,6 +40,15 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     for size in reversed(x.shape[-3:]):
         pad += [0, -size % multiple]
     return F.pad(x, pad)
+
+
+def voxel_blocks(image: torch.Tensor, stride: int) -> torch.Tensor:
+    """The raw voxels of each ``stride³`` block as features: image (1, X, Y, Z) -> (X/s · Y/s · Z/s, s³),
+    blocks in the C order of :func:`token_targets`."""
+    _, x, y, z = image.shape
+    s = stride
+    blocks = image.reshape(x // s, s, y // s, s, z // s, s).permute(0, 2, 4, 1, 3, 5)
+    return blocks.reshape(-1, s**3)
 
 
 @torch.no_grad()
@@ -96,14 +106,15 @@ def encoder_sizes(path: str | Path) -> EncoderConfig:
 
 def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0,
           cache_dir: str | Path | None = None, device: str = "cpu") -> dict:
-    """Probe each of ``encoders`` (checkpoint paths or ``"random"``) on the labelled dataset ``source``.
+    """Probe each of ``encoders`` (checkpoint paths, ``"random"``, or ``"voxels"``: the raw voxels of each
+    token's block, a baseline with no encoder) on the labelled dataset ``source``.
 
     Returns ``{"stage", "stride", "classes", "train_tokens", "val_tokens", "encoders": {name: {
     "balanced_accuracy", "organ_recall", "recall": {class: value}}}}``; ``balanced_accuracy`` averages
     the recall over every class present in the validation tokens, ``organ_recall`` over the foreground
     ones.
     """
-    files = [e for e in encoders if e != RANDOM]
+    files = [e for e in encoders if e not in (RANDOM, VOXELS)]
     if not files:
         raise ValueError("give at least one encoder file: the probe takes the encoder sizes from it")
     if not 0 <= stage <= 4:
@@ -132,6 +143,10 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
 
     results = {}
     for name in encoders:
+        if name == VOXELS:
+            x = {role: torch.cat([voxel_blocks(v[0], stride) for v in vols]) for role, vols in volumes.items()}
+            results[name] = _score(x, y, names)
+            continue
         torch.manual_seed(seed)
         model = swinunetr_for(sizes)
         if name != RANDOM:
@@ -139,18 +154,23 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
         swin = model.swinViT.to(device).eval()
         x = {role: torch.cat([stage_tokens(swin, v.to(device), stage).cpu() for v in vols])
              for role, vols in volumes.items()}
-        layer = fit_linear_probe(x["training"], y["training"], len(names))
-        with torch.no_grad():
-            pred = layer(x["validation"].double()).argmax(1)
-        recall = per_class_recall(pred, y["validation"], len(names))
-        results[name] = {
-            "balanced_accuracy": float(np.nanmean(recall)),
-            "organ_recall": float(np.nanmean(recall[1:])) if np.isfinite(recall[1:]).any() else None,
-            "recall": {names[c]: (None if np.isnan(r) else float(r)) for c, r in enumerate(recall)},
-        }
+        results[name] = _score(x, y, names)
     return {"source": str(source), "stage": stage, "stride": stride, "classes": names,
             "train_tokens": int(y["training"].numel()), "val_tokens": int(y["validation"].numel()),
             "encoders": results}
+
+
+def _score(x: dict, y: dict, names: list[str]) -> dict:
+    """Fit on ``x["training"]``, score on ``x["validation"]``: balanced accuracy, organ recall, recall per class."""
+    layer = fit_linear_probe(x["training"], y["training"], len(names))
+    with torch.no_grad():
+        pred = layer(x["validation"].double()).argmax(1)
+    recall = per_class_recall(pred, y["validation"], len(names))
+    return {
+        "balanced_accuracy": float(np.nanmean(recall)),
+        "organ_recall": float(np.nanmean(recall[1:])) if np.isfinite(recall[1:]).any() else None,
+        "recall": {names[c]: (None if np.isnan(r) else float(r)) for c, r in enumerate(recall)},
+    }
 
 
 def markdown(result: dict) -> str:

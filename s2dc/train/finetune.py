@@ -360,7 +360,12 @@ class Finetuner:
                                                     expected=cfg.model.encoder_config())
         self.model.to(self.device)
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        encoder = list(self.model.swinViT.parameters())
+        ids = {id(p) for p in encoder}
+        rest = [p for p in self.model.parameters() if id(p) not in ids]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": encoder, "lr": cfg.train.lr * cfg.train.encoder_lr_scale}, {"params": rest, "lr": cfg.train.lr}],
+            weight_decay=cfg.train.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: warmup_cosine(s, cfg.train.warmup_steps, cfg.train.steps))
         self.autocast = autocast_for(self.device, cfg.train.amp, "train.amp")
@@ -402,7 +407,7 @@ class Finetuner:
         loss.backward()
         if self.cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.optimizer.param_groups[1]["lr"]
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1

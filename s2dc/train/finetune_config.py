@@ -83,6 +83,7 @@ class TrainConfig:
     samples_per_volume: int = 4
     flip_prob: float = 0.1
     lr: float = 1e-4
+    encoder_lr_scale: float = 1.0
     weight_decay: float = 1e-5
     warmup_steps: int = 500
     amp: str = "auto"
@@ -105,6 +106,8 @@ class TrainConfig:
             raise ValueError(f"train.amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
         if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("train.lr must be > 0, train.weight_decay and train.grad_clip >= 0")
+        if self.encoder_lr_scale < 0:
+            raise ValueError(f"train.encoder_lr_scale must be >= 0, got {self.encoder_lr_scale}")
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,8 @@ HELP = {
     "train.samples_per_volume": "random crops per loaded volume, centred on foreground or background with equal odds (pos=1, neg=1)",
     "train.flip_prob": "probability of a flip along each axis (release: 0.1)",
     "train.lr": "AdamW peak learning rate",
+    "train.encoder_lr_scale": "learning rate of the Swin encoder (swinViT) as a fraction of train.lr "
+                              "(1: one rate for all; 0: frozen encoder)",
     "train.weight_decay": "AdamW weight decay",
     "train.warmup_steps": "linear warm-up steps before the cosine decay",
     "train.amp": "'auto' (bf16 autocast on CUDA), 'bf16' or 'off'",
