@@ -1,4 +1,4 @@
-# s2dc benchmark: data -> pretrain (one encoder per modality) -> fine-tune -> benchmark table.
+# s2dc benchmark: data -> pretrain (one encoder per modality) -> fine-tune and probe -> benchmark table.
 # Parameters: params.yaml (validated by workflow/schemas/params.schema.yaml); switch scale with
 # `snakemake --config scale=smoke|quick|paper`. Every rule calls the `s2dc` command line.
 
@@ -9,6 +9,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/finetune.smk"
+include: "workflow/rules/probe.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -66,8 +66,9 @@ def _report(args: argparse.Namespace) -> int:
 
     from .report import write_report
 
-    table = write_report([Path(p) for p in args.metrics], Path(args.out))
-    print(f"{len(table)} rows from {len(args.metrics)} runs -> {args.out}/benchmark.csv, benchmark.md, metrics.json")
+    table = write_report([Path(p) for p in args.metrics], Path(args.out), [Path(p) for p in args.probe])
+    probes = f" and {len(args.probe)} probe results" if args.probe else ""
+    print(f"{len(table)} rows from {len(args.metrics)} runs{probes} -> {args.out}/benchmark.csv, benchmark.md, metrics.json")
     return 0
 
 
@@ -148,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("metrics", nargs="+", help="metrics.json files written by `s2dc finetune`")
     rep.add_argument("--out", required=True, help="output folder")
+    rep.add_argument("--probe", nargs="*", default=[], metavar="JSON",
+                     help="`s2dc probe` results to add as a second table (and under 'probe' in metrics.json)")
     rep.set_defaults(func=_report)
     prb = sub.add_parser(
         "probe", help="linear probe: how well frozen encoder tokens separate the labelled structures",
@@ -158,13 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prb.add_argument("encoders", nargs="+", help="exported encoders or pretraining checkpoints, and/or 'random' "
                                                  "(a randomly initialised encoder of the first file's sizes) and "
-                                                 "'voxels' (each block's raw voxels: a no-encoder baseline)")
+                                                 "'voxels' (each block's raw voxels: a no-encoder baseline); "
+                                                 "NAME=WHAT names a row (e.g. s2dc=encoder.pt)")
     prb.add_argument("--source", required=True, help="labelled dataset.json (training and validation cases)")
     prb.add_argument("--out", required=True, help="output .json file")
     prb.add_argument("--stage", type=int, default=2, help="Swin stage whose tokens are probed (0-4; default 2)")
     prb.add_argument("--seed", type=int, default=0, help="seed of the random encoder (default 0)")
     prb.add_argument("--cache-dir", default=None, help="preprocessing cache folder (default: none)")
-    prb.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (default cpu)")
+    prb.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                     help="'auto' (CUDA if available, else CPU; default), 'cpu' or 'cuda'")
     prb.set_defaults(func=_probe)
     dl = sub.add_parser(
         "download-msd", help="download a Medical Segmentation Decathlon task (MONAI's URL and MD5)",

@@ -1,7 +1,8 @@
 """Benchmark table: every fine-tuning ``metrics.json`` -> mean ± std over seeds, beside the paper's numbers.
 
 Writes ``<out>/benchmark.csv`` (one row per dataset × method × label ratio), ``<out>/benchmark.md``
-(the same as a Markdown table) and ``<out>/metrics.json`` (nested, for ``dvc metrics diff``).
+(the same as a Markdown table, then the structure-probe table when ``s2dc probe`` results are given)
+and ``<out>/metrics.json`` (nested, for ``dvc metrics diff``; the probe under ``"probe"``).
 """
 
 from __future__ import annotations
@@ -92,11 +93,50 @@ def nested_metrics(table: pd.DataFrame) -> dict:
     return out
 
 
-def write_report(metric_files: list[Path], out_dir: Path) -> pd.DataFrame:
-    """Aggregate ``metric_files`` and write benchmark.csv, benchmark.md and metrics.json into ``out_dir``."""
+def collect_probes(probe_files: list[Path]) -> pd.DataFrame:
+    """One row per (dataset, encoder) of ``s2dc probe`` results: stage, balanced accuracy and organ recall (%)."""
+    rows = []
+    for path in probe_files:
+        try:
+            p = json.loads(Path(path).read_text())
+            for encoder, r in p["encoders"].items():
+                organ = r["organ_recall"]
+                rows.append({"dataset": p["dataset"], "stage": int(p["stage"]), "encoder": encoder,
+                             "balanced_accuracy": 100.0 * float(r["balanced_accuracy"]),
+                             "organ_recall": math.nan if organ is None else 100.0 * float(organ)})
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"bad probe file '{path}': {err!r}") from err
+    return pd.DataFrame(rows, columns=["dataset", "stage", "encoder", "balanced_accuracy", "organ_recall"])
+
+
+def probe_markdown(probes: pd.DataFrame) -> str:
+    """The structure probe as a Markdown table (recall of a linear probe on frozen tokens, %)."""
+    lines = [
+        "| dataset | stage | encoder | balanced accuracy | organ recall |",
+        "|---|---|---|---|---|",
+    ]
+    for row in probes.itertuples():
+        organ = "—" if math.isnan(row.organ_recall) else f"{row.organ_recall:.1f}"
+        lines.append(f"| {row.dataset} | {row.stage} | {row.encoder} | {row.balanced_accuracy:.1f} | {organ} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(metric_files: list[Path], out_dir: Path, probe_files: list[Path] = ()) -> pd.DataFrame:
+    """Aggregate ``metric_files`` (and ``probe_files``) and write benchmark.csv, benchmark.md and
+    metrics.json into ``out_dir``."""
     table = summarise(collect(metric_files))
+    probes = collect_probes(list(probe_files))
+    text, nested = markdown(table), nested_metrics(table)
+    if len(probes):
+        text += ("\nStructure probe: linear classifier on frozen encoder tokens (`s2dc probe`), recall on the "
+                 "validation cases, %.\n\n" + probe_markdown(probes))
+        nested["probe"] = {}
+        for row in probes.itertuples():
+            nested["probe"].setdefault(row.dataset, {})[row.encoder] = {
+                "balanced_accuracy": round(row.balanced_accuracy, 4),
+                "organ_recall": None if math.isnan(row.organ_recall) else round(row.organ_recall, 4)}
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "benchmark.csv", table.to_csv(index=False, float_format="%.4f"))
-    atomic_write_text(out_dir / "benchmark.md", markdown(table))
-    atomic_write_text(out_dir / "metrics.json", json.dumps(nested_metrics(table), indent=2) + "\n")
+    atomic_write_text(out_dir / "benchmark.md", text)
+    atomic_write_text(out_dir / "metrics.json", json.dumps(nested, indent=2) + "\n")
     return table

@@ -60,11 +60,17 @@ def test_smoke_dag_runs_is_incremental_and_reruns_only_what_changed(tmp_path):
         assert run["method"] == method and 0 <= run["dice_mean"] <= 1
         assert nested["synthetic_btcv"][method]["labels_50%"]["mean"] == pytest.approx(100 * run["dice_mean"], abs=1e-3)
     assert run["init_from"].endswith("results/smoke/pretrain/CT/encoder.pt")
+    probe = json.loads((results / "probe" / "btcv.json").read_text())
+    stage = PARAMS["scales"]["smoke"]["probe"]["stage"]
+    assert probe["stage"] == stage and set(probe["encoders"]) == {"voxels", "random", "s2dc"}
+    assert set(nested["probe"]["synthetic_btcv"]) == {"voxels", "random", "s2dc"}
+    assert f"| synthetic_btcv | {stage} | s2dc |" in (results / "benchmark.md").read_text()
     smoke = PARAMS["scales"]["smoke"]
     sizes = {k: v for k, v in smoke["pretrain"]["options"]["encoder"].items() if k != "token_stage"}
     report = load_pretrained_encoder(swinunetr_for(EncoderConfig(**sizes), out_channels=14), results / "pretrain/CT/encoder.pt")
     assert "missing keys: none" in report
-    for log in ("data/btcv.log", "pretrain/CT.log", "finetune/btcv_s2dc_labels50pct_seed0.log", "benchmark_table.log"):
+    for log in ("data/btcv.log", "pretrain/CT.log", "finetune/btcv_s2dc_labels50pct_seed0.log", "probe/btcv.log",
+                "benchmark_table.log"):
         assert (tmp_path / "logs" / "smoke" / log).is_file(), log
     assert (tmp_path / "benchmarks" / "smoke" / "pretrain" / "CT.tsv").is_file()
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..export import load_encoder_weights, swinunetr_for
 from ..models.encoder import EncoderConfig
 from ..train.checkpoint import atomic_write_text, load_checkpoint
-from ..train.finetune import SegmentationCases, _plain, class_names, list_cases, read_dataset
+from ..train.finetune import SegmentationCases, _plain, class_names, list_cases, pick_device, read_dataset
 from ..train.finetune_config import FinetunePreprocessConfig
 
 RANDOM = "random"
@@ -105,21 +105,26 @@ def encoder_sizes(path: str | Path) -> EncoderConfig:
 
 
 def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0,
-          cache_dir: str | Path | None = None, device: str = "cpu") -> dict:
+          cache_dir: str | Path | None = None, device: str = "auto") -> dict:
     """Probe each of ``encoders`` (checkpoint paths, ``"random"``, or ``"voxels"``: the raw voxels of each
-    token's block, a baseline with no encoder) on the labelled dataset ``source``.
+    token's block, a baseline with no encoder) on the labelled dataset ``source``. An entry
+    ``NAME=WHAT`` names its row NAME (e.g. ``s2dc=runs/ct/encoder.pt``); otherwise the row is named WHAT.
 
     Returns ``{"stage", "stride", "classes", "train_tokens", "val_tokens", "encoders": {name: {
     "balanced_accuracy", "organ_recall", "recall": {class: value}}}}``; ``balanced_accuracy`` averages
     the recall over every class present in the validation tokens, ``organ_recall`` over the foreground
     ones.
     """
-    files = [e for e in encoders if e not in (RANDOM, VOXELS)]
+    labelled = dict(_label(e) for e in encoders)
+    if len(labelled) != len(encoders):
+        raise ValueError(f"encoder names must be distinct, got {encoders}")
+    files = [e for e in labelled.values() if e not in (RANDOM, VOXELS)]
     if not files:
         raise ValueError("give at least one encoder file: the probe takes the encoder sizes from it")
     if not 0 <= stage <= 4:
         raise ValueError(f"--stage must be in 0..4 (0 = patch embedding, 4 = last Swin stage), got {stage}")
     sizes = encoder_sizes(files[0])
+    device = pick_device(device)
     stride = sizes.patch_size * 2**stage
     spec = read_dataset(source)
     names = class_names(spec, source)
@@ -142,20 +147,20 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
     y = {role: torch.cat(t) for role, t in targets.items()}
 
     results = {}
-    for name in encoders:
-        if name == VOXELS:
+    for name, what in labelled.items():
+        if what == VOXELS:
             x = {role: torch.cat([voxel_blocks(v[0], stride) for v in vols]) for role, vols in volumes.items()}
             results[name] = _score(x, y, names)
             continue
         torch.manual_seed(seed)
         model = swinunetr_for(sizes)
-        if name != RANDOM:
-            load_encoder_weights(model, name, expected=sizes)
+        if what != RANDOM:
+            load_encoder_weights(model, what, expected=sizes)
         swin = model.swinViT.to(device).eval()
         x = {role: torch.cat([stage_tokens(swin, v.to(device), stage).cpu() for v in vols])
              for role, vols in volumes.items()}
         results[name] = _score(x, y, names)
-    return {"source": str(source), "stage": stage, "stride": stride, "classes": names,
+    return {"source": str(source), "dataset": str(spec.get("name") or Path(source).parent.name), "stage": stage, "stride": stride, "classes": names,
             "train_tokens": int(y["training"].numel()), "val_tokens": int(y["validation"].numel()),
             "encoders": results}
 
@@ -171,6 +176,11 @@ def _score(x: dict, y: dict, names: list[str]) -> dict:
         "organ_recall": float(np.nanmean(recall[1:])) if np.isfinite(recall[1:]).any() else None,
         "recall": {names[c]: (None if np.isnan(r) else float(r)) for c, r in enumerate(recall)},
     }
+
+
+def _label(entry: str) -> tuple[str, str]:
+    name, sep, what = entry.partition("=")
+    return (name, what) if sep and name and what else (entry, entry)
 
 
 def markdown(result: dict) -> str:

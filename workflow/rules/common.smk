@@ -64,6 +64,11 @@ def finetune_targets() -> list[str]:
     ]
 
 
+def probe_targets() -> list[str]:
+    """Probe results of every experiment dataset whose modality has an encoder."""
+    return [f"{RESULTS}/probe/{d}.json" for d in EXP["datasets"] if modality_of(d) in P["pretrain"]["pools"]]
+
+
 def encoder_for(w) -> list[str]:
     """The pretrained encoder a method starts from (none for training from scratch)."""
     if w.method == "scratch":

@@ -1,9 +1,11 @@
-# The benchmark table: mean ± std over seeds of every fine-tuning metric, beside the paper's numbers.
+# The benchmark table: mean ± std over seeds of every fine-tuning metric, beside the paper's numbers,
+# then the structure probe.
 
 
 rule benchmark_table:
     input:
-        finetune_targets(),
+        runs=finetune_targets(),
+        probes=probe_targets(),
     output:
         csv=f"{RESULTS}/benchmark.csv",
         md=f"{RESULTS}/benchmark.md",
@@ -17,4 +19,4 @@ rule benchmark_table:
     benchmark:
         f"benchmarks/{SCALE}/benchmark_table.tsv"
     shell:
-        "s2dc report --out {params.out} {input} > {log} 2>&1"
+        "s2dc report --out {params.out} {input.runs} --probe {input.probes} > {log} 2>&1"

@@ -1,0 +1,25 @@
+# Structure probe: does the pretrained encoder separate the organs better than a random encoder and
+# than the raw voxels? A linear classifier on frozen tokens (`s2dc probe`), per segmentation dataset.
+
+
+rule probe:
+    input:
+        data=lambda w: dataset_json(w.dataset),
+        encoder=lambda w: f"{RESULTS}/pretrain/{modality_of(w.dataset)}/encoder.pt",
+    output:
+        json=f"{RESULTS}/probe/{{dataset}}.json",
+        md=f"{RESULTS}/probe/{{dataset}}.md",
+    params:
+        stage=lambda w: P["probe"]["stage"],
+        cache=f"{RESULTS}/cache/probe",
+    threads: workflow.cores
+    conda:
+        "../envs/s2dc.yaml"
+    log:
+        f"logs/{SCALE}/probe/{{dataset}}.log",
+    benchmark:
+        f"benchmarks/{SCALE}/probe/{{dataset}}.tsv"
+    shell:
+        "(export OMP_NUM_THREADS={threads};"
+        " s2dc probe voxels random s2dc={input.encoder} --source {input.data} --stage {params.stage}"
+        " --cache-dir {params.cache} --out {output.json}) > {log} 2>&1"
