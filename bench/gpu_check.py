@@ -237,20 +237,15 @@ def main() -> None:
     print("step:", json.dumps(RESULTS["step"]), flush=True)
     save(out)
 
-    RESULTS["pretrain_timing"], RESULTS["finetune_timing"] = [], []
     amps = ("bf16", "off") if device.type == "cuda" else ("off",)  # bf16 is refused on the CPU
-    for amp in amps:
-        RESULTS["pretrain_timing"].append(time_pretrain(device, amp, args.small, args.repeats))
-        print("pretrain:", json.dumps(RESULTS["pretrain_timing"][-1]), flush=True)
-        save(out)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    for amp in amps:
-        RESULTS["finetune_timing"].append(time_finetune(device, amp, args.small, args.repeats))
-        print("finetune:", json.dumps(RESULTS["finetune_timing"][-1]), flush=True)
-        save(out)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    for what, timer in (("pretrain", time_pretrain), ("finetune", time_finetune)):
+        RESULTS[f"{what}_timing"] = []
+        for amp in amps:
+            RESULTS[f"{what}_timing"].append(timer(device, amp, args.small, args.repeats))
+            print(f"{what}:", json.dumps(RESULTS[f"{what}_timing"][-1]), flush=True)
+            save(out)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
 
     print("\n| what | amp | step (s) | peak memory (GiB) |\n|---|---|---|---|")
     for r in RESULTS["pretrain_timing"]:
