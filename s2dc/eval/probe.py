@@ -132,16 +132,16 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
     for role, found in cases.items():
         if not found:
             raise ValueError(f"'{source}' lists no '{role}' cases; the probe fits on training and scores on validation")
-    minimum = (sizes.patch_size * 16,) * 3
-    data = {role: SegmentationCases(c, FinetunePreprocessConfig(), minimum, len(names), cache_dir)
+    multiple = sizes.patch_size * 16  # total downsampling of the Swin encoder
+    data = {role: SegmentationCases(c, FinetunePreprocessConfig(), (multiple,) * 3, len(names), cache_dir)
             for role, c in cases.items()}
     targets = {role: [] for role in data}
     volumes = {role: [] for role in data}
     for role, ds in data.items():
         for i in range(len(ds)):
             item = ds[i]
-            image = pad_to_multiple(_plain(item["image"]).float(), sizes.patch_size * 16)
-            label = pad_to_multiple(_plain(item["label"]).long(), sizes.patch_size * 16)[0]
+            image = pad_to_multiple(_plain(item["image"]).float(), multiple)
+            label = pad_to_multiple(_plain(item["label"]).long(), multiple)[0]
             volumes[role].append(image[None])
             targets[role].append(token_targets(label, stride, len(names)))
     y = {role: torch.cat(t) for role, t in targets.items()}
