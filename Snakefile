@@ -13,6 +13,16 @@ include: "workflow/rules/probe.smk"
 include: "workflow/rules/report.smk"
 
 
+# Jobs that are quick or need the internet (a cluster's login node has it): never sent to a cluster.
+localrules:
+    all,
+    data,
+    pretrained,
+    synthetic_dataset,
+    download_msd,
+    benchmark_table,
+
+
 rule all:
     input:
         f"{RESULTS}/benchmark.csv",

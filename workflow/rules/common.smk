@@ -31,6 +31,11 @@ def short_hash(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
 
+def stage_resources(stage: str) -> dict:
+    """Snakemake resources of one job of a stage (params.yaml `<stage>.resources`, threads aside)."""
+    return {k: v for k, v in P[stage]["resources"].items() if k != "threads"}
+
+
 def dataset_json(name: str) -> str:
     """dataset.json of a dataset: generated (synthetic) or provided (real data, checked at start)."""
     spec = P["datasets"][name]

@@ -17,9 +17,9 @@ rule synthetic_dataset:
     benchmark:
         f"benchmarks/{SCALE}/data/{{dataset}}.tsv"
     shell:
-        "s2dc synth --kind {params.spec[kind]} --out {params.folder} --cases {params.spec[cases]}"
+        "s2dc synth --kind {params.spec[kind]} --out {params.folder:q} --cases {params.spec[cases]}"
         " --seed {params.spec[seed]} --shape {params.shape} --val-fraction {params.spec[val_fraction]}"
-        " > {log} 2>&1"
+        " > {log:q} 2>&1"
 
 
 rule download_msd:
@@ -35,4 +35,4 @@ rule download_msd:
     benchmark:
         "benchmarks/download/msd_{task}.tsv"
     shell:
-        "s2dc download-msd --task {wildcards.task} --root resources/msd > {log} 2>&1"
+        "s2dc download-msd --task {wildcards.task} --root resources/msd > {log:q} 2>&1"

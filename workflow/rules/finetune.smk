@@ -16,9 +16,9 @@ rule finetune:
         method="scratch|s2dc",
         pct=r"\d+",
         seed=r"\d+",
-    threads: workflow.cores
+    threads: P["finetune"]["resources"]["threads"]
     resources:
-        gpu=P["finetune"].get("gpus", 0),
+        **stage_resources("finetune"),
     conda:
         "../envs/s2dc.yaml"
     log:
@@ -27,6 +27,6 @@ rule finetune:
         f"benchmarks/{SCALE}/finetune/{{dataset}}_{{method}}_labels{{pct}}pct_seed{{seed}}.tsv"
     shell:
         "(export OMP_NUM_THREADS={threads};"
-        " s2dc finetune {params.options} --data.source {input.data} --model.init {params.init}"
+        " s2dc finetune {params.options} --data.source {input.data:q} --model.init {params.init:q}"
         " --data.label_ratio {params.ratio} --run.seed {wildcards.seed} --run.method {wildcards.method}"
-        " --run.out_dir {params.outdir} --run.progress false) > {log} 2>&1"
+        " --run.out_dir {params.outdir:q} --run.progress false) > {log:q} 2>&1"

@@ -11,9 +11,9 @@ rule pretrain:
         launcher=P["pretrain"]["launcher"],
         options=cli_options(P["pretrain"]["options"]),
         workdir=lambda w: pretrain_workdir(w.modality),
-    threads: workflow.cores
+    threads: P["pretrain"]["resources"]["threads"]
     resources:
-        gpu=P["pretrain"].get("gpus", 0),
+        **stage_resources("pretrain"),
     conda:
         "../envs/s2dc.yaml"
     log:
@@ -22,7 +22,7 @@ rule pretrain:
         f"benchmarks/{SCALE}/pretrain/{{modality}}.tsv"
     shell:
         "(export OMP_NUM_THREADS={threads};"
-        " {params.launcher} pretrain {params.options} --data.source {input} --run.out_dir {params.workdir}"
+        " {params.launcher} pretrain {params.options} --data.source {input:q} --run.out_dir {params.workdir:q}"
         " --run.progress false"
-        " && s2dc export-encoder {params.workdir} {output.encoder}"
-        " && cp {params.workdir}/summary.json {output.summary}) > {log} 2>&1"
+        " && s2dc export-encoder {params.workdir:q} {output.encoder:q}"
+        " && cp {params.workdir:q}/summary.json {output.summary:q}) > {log:q} 2>&1"

@@ -12,7 +12,9 @@ rule probe:
     params:
         stage=lambda w: P["probe"]["stage"],
         cache=f"{RESULTS}/cache/probe",
-    threads: workflow.cores
+    threads: P["probe"]["resources"]["threads"]
+    resources:
+        **stage_resources("probe"),
     conda:
         "../envs/s2dc.yaml"
     log:
@@ -21,5 +23,5 @@ rule probe:
         f"benchmarks/{SCALE}/probe/{{dataset}}.tsv"
     shell:
         "(export OMP_NUM_THREADS={threads};"
-        " s2dc probe voxels random s2dc={input.encoder} --source {input.data} --stage {params.stage}"
-        " --cache-dir {params.cache} --out {output.json}) > {log} 2>&1"
+        " s2dc probe voxels random s2dc={input.encoder:q} --source {input.data:q} --stage {params.stage}"
+        " --cache-dir {params.cache:q} --out {output.json:q}) > {log:q} 2>&1"

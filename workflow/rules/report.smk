@@ -19,4 +19,4 @@ rule benchmark_table:
     benchmark:
         f"benchmarks/{SCALE}/benchmark_table.tsv"
     shell:
-        "s2dc report --out {params.out} {input.runs} --probe {input.probes} > {log} 2>&1"
+        "s2dc report --out {params.out:q} {input.runs:q} --probe {input.probes:q} > {log:q} 2>&1"
