@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .fp32 import in_fp32
+
 
 def split_chosen_crop(crops: torch.Tensor, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Split per-ROI crop embeddings (B, P², D) at ``chosen`` (B,) -> (B, D) chosen, (B, P² − 1, D) others."""
@@ -18,6 +20,7 @@ def split_chosen_crop(crops: torch.Tensor, chosen: torch.Tensor) -> tuple[torch.
     return crops[is_chosen], crops[~is_chosen].view(b, p2 - 1, d)
 
 
+@in_fp32
 def global_infonce(
     query: torch.Tensor,
     positive: torch.Tensor,

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .fp32 import in_fp32
+
 ASSIGNMENTS = ("dual_softmax", "sinkhorn")
 P2P_FORMS = ("positive", "positive_negative")
 CLAMP = 1e-6
@@ -98,6 +100,7 @@ def pair_losses(log_assign: torch.Tensor, gt: torch.Tensor, form: str) -> tuple[
     raise ValueError(f"loss.p2p_form must be one of {P2P_FORMS}, got {form!r}")
 
 
+@in_fp32
 def p2p_loss(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -113,6 +116,7 @@ def p2p_loss(
     return p2p_from_assignment(assignment_log(scores, assignment, bin_score, iters), gt, form)
 
 
+@in_fp32
 def p2p_from_assignment(log_assign: torch.Tensor, gt: torch.Tensor, form: str) -> torch.Tensor:
     """L_p2p from a precomputed log M̂ (B, N, M) (so that L_p2s can reuse the same assignment)."""
     positive, negative = pair_losses(log_assign, gt, form)

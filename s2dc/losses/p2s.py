@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from .fp32 import in_fp32
 from .p2p import CLAMP, assignment_log, masked_mean, pair_losses
 
 P2S_FORMS = ("release", "poster")
@@ -38,6 +39,7 @@ def sharpness(sim: torch.Tensor, dim: int, spread: str = "std") -> torch.Tensor:
     return (sim.amax(dim=dim) - sim.mean(dim=dim)) / denom
 
 
+@in_fp32
 def p2s_loss(
     q: torch.Tensor,
     k: torch.Tensor,
