@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -91,14 +92,23 @@ def coerce(key: str, value, annotation):
         if isinstance(value, bool):
             raise ValueError(f"{key} must be a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"{key} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{key} must be a finite number, got {value!r}")
+        return number
     if annotation is str:
         if not isinstance(value, (str, Path)):
             raise ValueError(f"{key} must be a string, got {value!r}")
         return str(value)
     return value
+
+
+def check(ok: bool, key: str, expected: str, value) -> None:
+    """Raise ``ValueError("<key> must be <expected>, got <value>")`` unless ``ok`` (write ``ok`` so that NaN fails it)."""
+    if not ok:
+        raise ValueError(f"{key} must be {expected}, got {value!r}")
 
 
 def add_arguments(parser: argparse.ArgumentParser, config_cls, help_texts: dict[str, str], defaults: dict) -> None:

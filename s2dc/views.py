@@ -72,10 +72,15 @@ class ViewConfig:
                     f"of views.token_stride={self.token_stride}"
                 )
         lo, hi = self.scale_range
-        if not 0 < lo <= hi:
+        if not 0 < lo <= hi < math.inf:
             raise ValueError(f"views.scale_range must satisfy 0 < low <= high, got {self.scale_range}")
         if not 0 <= self.crop_scale_jitter < 1:
             raise ValueError(f"views.crop_scale_jitter must be in [0, 1), got {self.crop_scale_jitter}")
+        for name, top in (("rotation_deg", 180), ("crop_rotation_deg", 180), ("translation_frac", 1),
+                          ("crop_translation_frac", 1), ("intensity_shift", math.inf)):
+            value = getattr(self, name)
+            if not 0 <= value <= top or math.isinf(value):  # NaN fails the comparison
+                raise ValueError(f"views.{name} must be a finite number in [0, {top}], got {value!r}")
 
     @property
     def crop_size(self) -> Shape3:

@@ -42,6 +42,8 @@ class EncoderConfig:
             )
         if self.feature_size % 12 != 0:
             raise ValueError(f"encoder.feature_size must be divisible by 12 (SwinUNETR), got {self.feature_size}")
+        if not 0 <= self.drop_path_rate < 1:
+            raise ValueError(f"encoder.drop_path_rate must be in [0, 1), got {self.drop_path_rate!r}")
         if not 0 <= self.token_stage <= 4:
             raise ValueError(f"encoder.token_stage must be in 0..4, got {self.token_stage}")
         for stage, heads in enumerate(self.num_heads):

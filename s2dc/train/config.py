@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass, field
 
 from .. import config as cfgtools
@@ -14,6 +15,10 @@ from ..models.encoder import EncoderConfig
 from ..views import ViewConfig
 
 
+DEVICES = ("auto", "cpu", "cuda")
+RESUME_MODES = ("auto", "if_unchanged", "never")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     source: str = ""
@@ -22,14 +27,18 @@ class DataConfig:
     workers: int = 2
 
     def __post_init__(self) -> None:
-        if self.workers < 0:
-            raise ValueError(f"data.workers must be >= 0, got {self.workers}")
+        cfgtools.check(self.workers >= 0, "data.workers", ">= 0", self.workers)
+        cfgtools.check(bool(self.key), "data.key", "a section name of dataset.json", self.key)
 
 
 @dataclass(frozen=True)
 class HeadConfig:
     hidden_dim: int = 2048
     embed_dim: int = 512
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_dim", "embed_dim"):
+            cfgtools.check(getattr(self, name) >= 1, f"head.{name}", ">= 1", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -58,12 +67,16 @@ class LossConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"loss.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
         for name in ("weight_global", "weight_p2p", "weight_p2s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            cfgtools.check(0 <= value < math.inf, f"loss.{name}", "a finite number >= 0", value)
         if self.weight_global + self.weight_p2p + self.weight_p2s == 0:
             raise ValueError("loss weights are all zero: nothing to train")
-        if self.match_temperature <= 0 or self.global_temperature <= 0:
-            raise ValueError("loss.match_temperature and loss.global_temperature must be > 0")
+        for name in ("match_temperature", "global_temperature"):
+            value = getattr(self, name)
+            cfgtools.check(0 < value < math.inf, f"loss.{name}", "a finite number > 0", value)
+        cfgtools.check(math.isfinite(self.bin_score), "loss.bin_score", "a finite number", self.bin_score)
+        cfgtools.check(self.sinkhorn_iters >= 1, "loss.sinkhorn_iters", ">= 1", self.sinkhorn_iters)
+        cfgtools.check(self.queue_size >= 0, "loss.queue_size", ">= 0", self.queue_size)
 
 
 @dataclass(frozen=True)
@@ -76,10 +89,12 @@ class OptimConfig:
     grad_clip: float = 3.0
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"optim.steps and optim.batch_size must be >= 1, got {self.steps}, {self.batch_size}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        cfgtools.check(self.steps >= 1, "optim.steps", ">= 1", self.steps)
+        cfgtools.check(self.batch_size >= 1, "optim.batch_size", ">= 1", self.batch_size)
+        cfgtools.check(self.warmup_steps >= 0, "optim.warmup_steps", ">= 0", self.warmup_steps)
+        cfgtools.check(0 < self.lr < math.inf, "optim.lr", "a finite number > 0", self.lr)
+        cfgtools.check(0 <= self.weight_decay < math.inf, "optim.weight_decay", "a finite number >= 0", self.weight_decay)
+        cfgtools.check(0 <= self.grad_clip < math.inf, "optim.grad_clip", "a finite number >= 0 (0 disables)", self.grad_clip)
 
 
 @dataclass(frozen=True)
@@ -88,8 +103,7 @@ class EMAConfig:
     schedule: str = "constant"
 
     def __post_init__(self) -> None:
-        if not 0 <= self.momentum <= 1:
-            raise ValueError(f"ema.momentum must be in [0, 1], got {self.momentum}")
+        cfgtools.check(0 <= self.momentum <= 1, "ema.momentum", "in [0, 1]", self.momentum)
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"ema.schedule must be 'constant' or 'cosine', got {self.schedule!r}")
 
@@ -107,10 +121,12 @@ class RunConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.amp not in ("auto", "bf16", "off"):
-            raise ValueError(f"run.amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
-        if self.checkpoint_every < 1 or self.keep_last < 1 or self.log_every < 1:
-            raise ValueError("run.checkpoint_every, run.keep_last and run.log_every must be >= 1")
+        cfgtools.check(bool(self.out_dir), "run.out_dir", "a folder path", self.out_dir)
+        cfgtools.check(self.device in DEVICES, "run.device", f"one of {list(DEVICES)}", self.device)
+        cfgtools.check(self.amp in ("auto", "bf16", "off"), "run.amp", "'auto', 'bf16' or 'off'", self.amp)
+        for name in ("checkpoint_every", "keep_last", "log_every"):
+            cfgtools.check(getattr(self, name) >= 1, f"run.{name}", ">= 1", getattr(self, name))
+        cfgtools.check(bool(self.resume), "run.resume", f"one of {list(RESUME_MODES)} or a checkpoint path", self.resume)
 
 
 @dataclass(frozen=True)
@@ -199,12 +215,15 @@ HELP = {
     "ema.schedule": "'constant' (release) or 'cosine' (momentum -> 1 at the end)",
     "run.out_dir": "output folder: checkpoints/, dvclive/, summary.json",
     "run.seed": "random seed (model init, ROI sampling, augmentations)",
-    "run.device": "'auto' (CUDA if available, else CPU), 'cpu' or 'cuda'",
+    "run.device": "'auto' (CUDA if available, else CPU), 'cpu' or 'cuda' (the GPU of LOCAL_RANK under torchrun)",
     "run.amp": "'auto' (bf16 autocast on CUDA), 'bf16' or 'off'",
     "run.checkpoint_every": "write a checkpoint every N steps (and at the end)",
     "run.keep_last": "keep the newest K checkpoints",
     "run.log_every": "log losses and learning rate every N steps",
-    "run.resume": "'auto' (latest checkpoint in run.out_dir/checkpoints, if any), 'never', or a checkpoint path",
+    "run.resume": "'auto': continue the newest checkpoint in run.out_dir if it is the same run (options, data and "
+                  "code), refuse if not; 'if_unchanged': continue it if it is the same run, else move the old run to "
+                  "run.out_dir/previous/ and start afresh; 'never': start afresh (an old run is moved to previous/); "
+                  "or a checkpoint path (must be the same run)",
     "run.progress": "show a progress bar",
 }
 

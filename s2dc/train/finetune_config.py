@@ -4,6 +4,7 @@ help text per option, built with the same machinery as the pretraining options (
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass, field
 
 from .. import config as cfgtools
@@ -104,10 +105,10 @@ class TrainConfig:
             raise ValueError(f"train.flip_prob must be in [0, 1], got {self.flip_prob}")
         if self.amp not in ("auto", "bf16", "off"):
             raise ValueError(f"train.amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("train.lr must be > 0, train.weight_decay and train.grad_clip >= 0")
-        if self.encoder_lr_scale < 0:
-            raise ValueError(f"train.encoder_lr_scale must be >= 0, got {self.encoder_lr_scale}")
+        cfgtools.check(0 < self.lr < math.inf, "train.lr", "a finite number > 0", self.lr)
+        for name in ("weight_decay", "grad_clip", "encoder_lr_scale"):
+            value = getattr(self, name)
+            cfgtools.check(0 <= value < math.inf, f"train.{name}", "a finite number >= 0", value)
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,8 @@ class FinetuneRunConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"run.device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        cfgtools.check(bool(self.out_dir), "run.out_dir", "a folder path", self.out_dir)
+        cfgtools.check(self.device in ("auto", "cpu", "cuda"), "run.device", "'auto', 'cpu' or 'cuda'", self.device)
 
 
 @dataclass(frozen=True)
