@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 
@@ -183,12 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a user's mistake (bad option, bad file) exits with 2 and a diverged run with 1,
+    each with a message and no traceback."""
     args = build_parser().parse_args(argv)
-    from .data.volumes import DataError
+    from .train.finite import NonFiniteError
 
     try:
         return args.func(args)
-    except (DataError, ValueError, FileNotFoundError) as err:
+    except NonFiniteError as err:
+        print(f"s2dc {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as err:  # DataError is a ValueError
         print(f"s2dc {args.command}: error: {err}", file=sys.stderr)
         return 2
 
@@ -198,6 +204,8 @@ def entry() -> None:
     from .runtime import reexec_with_tuned_malloc
 
     reexec_with_tuned_malloc()
+    # SIGTERM (Snakemake, SLURM, kill) unwinds like Ctrl-C, so that temporary files are removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     sys.exit(main())
 
 

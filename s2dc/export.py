@@ -8,6 +8,7 @@ from monai.networks.nets import SwinUNETR
 
 from .models.encoder import EncoderConfig
 from .train.checkpoint import atomic_save, list_checkpoints, load_checkpoint
+from .train.finite import require_finite
 
 PREFIX = "swinViT."
 
@@ -47,6 +48,7 @@ def _load_swinvit_strictly(model: SwinUNETR, encoder: dict, path: str | Path) ->
             f"encoder weights in '{path}' do not match this SwinUNETR: missing {missing[:5]} ({len(missing)}), "
             f"unexpected {unexpected[:5]} ({len(unexpected)}), shape mismatch {shape[:5]} ({len(shape)})"
         )
+    require_finite(encoder, f"encoder weights in '{path}'")
     model.swinViT.load_state_dict(encoder, strict=True)
     count = sum(v.numel() for v in encoder.values())
     return f"loaded {len(encoder)} tensors ({count:,} values) into SwinUNETR.swinViT; missing keys: none; unexpected keys: none"
@@ -117,12 +119,16 @@ def export_encoder(checkpoint: str | Path, output: str | Path, which: str = "tea
         if not found:
             raise FileNotFoundError(f"no checkpoint in '{checkpoint / 'checkpoints'}'")
         checkpoint = found[-1]
+    output = Path(output)
+    if output.exists() and output.resolve() == checkpoint.resolve():
+        raise ValueError(f"the output '{output}' is the checkpoint itself; write the encoder to another file")
     state = load_checkpoint(Path(checkpoint))
-    if which not in state or "config" not in state:
+    if not isinstance(state, dict) or which not in state or "config" not in state:
         raise ValueError(f"'{checkpoint}' is not an s2dc pretraining checkpoint (no '{which}' or 'config')")
+    _require_replaceable(output)
     cfg = EncoderConfig(**state["config"]["encoder"])
     weights = {PREFIX + k[len("encoder."):]: v for k, v in state[which].items() if k.startswith("encoder.")}
-    output = Path(output)
+    require_finite(weights, f"the {which} encoder weights of '{checkpoint}'")
     atomic_save({"state_dict": weights, "encoder": cfg.to_dict(), "source": str(checkpoint),
                  "step": int(state["step"]), "which": which}, output)
     try:
@@ -131,3 +137,16 @@ def export_encoder(checkpoint: str | Path, output: str | Path, which: str = "tea
         output.unlink(missing_ok=True)
         raise
     return f"{output}: {which} encoder at step {state['step']}; {report}"
+
+
+def _require_replaceable(output: Path) -> None:
+    """Refuse to overwrite an existing file unless it is an earlier export (never a checkpoint or a user's file)."""
+    if not output.exists():
+        return
+    try:
+        blob = load_checkpoint(output)
+    except ValueError:
+        blob = None
+    if not (isinstance(blob, dict) and "state_dict" in blob and "encoder" in blob and "config" not in blob):
+        raise ValueError(f"'{output}' exists and is not an exported encoder; refusing to overwrite it "
+                         "(remove it or write the encoder elsewhere)")

@@ -51,3 +51,53 @@ def tiny_config(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(TINY))
     return path
+
+
+# --------------------------------------------------------------------------- segmentation cases
+
+SHAPE = (64, 48, 32)
+MODEL = {"feature_size": 12, "num_heads": [1, 2, 3, 4], "window_size": 4}
+TINY_FT = {
+    "model": MODEL,
+    "train": {"steps": 30, "batch_size": 1, "roi_size": [64, 32, 32], "samples_per_volume": 2, "lr": 5e-3,
+              "warmup_steps": 3, "log_every": 5},
+    "eval": {"every": 0, "overlap": 0.25, "sw_batch_size": 2},
+    "data": {"workers": 0},
+    "run": {"progress": False},
+}
+NAMES = {"0": "background", "1": "bright", "2": "dark"}
+
+
+def write_case(folder, name, rng, shape=SHAPE):
+    """CT-like image (air, soft-tissue body) with a bright (class 1) and a dark (class 2) box, and its label."""
+    image = np.full(shape, -1000.0, np.float32)
+    label = np.zeros(shape, np.uint8)
+    image[4:-4, 4:-4, 2:-2] = rng.normal(40, 20, (shape[0] - 8, shape[1] - 8, shape[2] - 4))
+    for cls, value, size in ((1, 200.0, (16, 14, 10)), (2, -100.0, (14, 12, 8))):
+        for _ in range(100):  # place the boxes inside the body without overlap
+            x, y, z = (int(rng.integers(5, s - d - 5)) for s, d in zip(shape, size))
+            box = (slice(x, x + size[0]), slice(y, y + size[1]), slice(z, z + size[2]))
+            if not label[box].any():
+                break
+        image[box] = rng.normal(value, 20, size)
+        label[box] = cls
+    affine = np.diag([1.5, 1.5, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(image, affine), str(folder / "imagesTr" / f"{name}.nii.gz"))
+    nib.save(nib.Nifti1Image(label, affine), str(folder / "labelsTr" / f"{name}.nii.gz"))
+    return {"image": f"./imagesTr/{name}.nii.gz", "label": f"./labelsTr/{name}.nii.gz"}
+
+
+@pytest.fixture(scope="module")
+def seg_dir(tmp_path_factory):
+    """Five training and two validation cases with an MSD-style dataset.json."""
+    root = tmp_path_factory.mktemp("seg")
+    (root / "imagesTr").mkdir()
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    spec = {"name": "Boxes", "labels": NAMES,
+            "training": [write_case(root, f"train{i}", rng) for i in range(5)],
+            "validation": [write_case(root, f"val{i}", rng) for i in range(2)]}
+    (root / "dataset.json").write_text(json.dumps(spec))
+    return root
+
+

@@ -77,10 +77,11 @@ def test_resume_auto_continues_and_keeps_last_k(tiny_config, volumes_dir, tmp_pa
     assert pretrain(tiny_config, volumes_dir / "imagesTr", out, "--optim.steps", "4", "--run.checkpoint_every", "1",
                     "--run.keep_last", "2") == 0
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000003.pt", "step_00000004.pt"]
-    assert pretrain(tiny_config, volumes_dir / "imagesTr", out, "--optim.steps", "5", "--run.checkpoint_every", "1",
+    (out / "checkpoints" / "step_00000004.pt").unlink()  # as if stopped after step 3
+    assert pretrain(tiny_config, volumes_dir / "imagesTr", out, "--optim.steps", "4", "--run.checkpoint_every", "1",
                     "--run.keep_last", "2") == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["resumed_from"].endswith("step_00000004.pt") and len(summary["losses_this_run"]) == 1
+    assert summary["resumed_from"].endswith("step_00000003.pt") and len(summary["losses_this_run"]) == 1
 
 
 def test_torchrun_two_ranks_end_with_identical_teachers(tiny_config, volumes_dir, tmp_path):

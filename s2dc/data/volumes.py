@@ -432,3 +432,37 @@ class CachedVolumes(torch.utils.data.Dataset):
             image = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
             return image.to(torch.float32).contiguous()
         raise err  # outside the except block: keeps the DataError's own cause, no extra context
+
+
+class _ErrorOf(torch.utils.data.Dataset):
+    """Item ``i`` = ``""`` when ``dataset[i]`` loads, else its :class:`DataError` message (nothing else is sent back)."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> str:
+        try:
+            self.dataset[i]
+        except Exception as exc:  # noqa: BLE001 - only DataErrors are turned into messages
+            err = _find_data_error(exc)
+            if err is None:
+                raise
+            return str(err)
+        return ""
+
+
+def check_all(dataset, workers: int, desc: str, progress: bool, indices=None) -> None:
+    """Load (and so preprocess and cache) every item of ``dataset`` — or of ``indices`` — before training,
+    with ``workers`` loader processes; raise one :class:`DataError` naming the bad file(s), never a worker
+    traceback."""
+    from tqdm import tqdm
+
+    subset = _ErrorOf(dataset) if indices is None else torch.utils.data.Subset(_ErrorOf(dataset), list(indices))
+    loader = torch.utils.data.DataLoader(subset, batch_size=None, num_workers=workers)
+    errors = [e for e in tqdm(loader, total=len(subset), desc=desc, disable=not progress, leave=False) if e]
+    if errors:
+        more = f" (and {len(errors) - 1} more bad file(s))" if len(errors) > 1 else ""
+        raise DataError(errors[0] + more)

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from ..export import load_encoder_weights, swinunetr_for
 from ..models.encoder import EncoderConfig
 from ..train.checkpoint import atomic_write_text, load_checkpoint
-from ..train.finetune import SegmentationCases, _plain, class_names, list_cases, pick_device, read_dataset
+from ..train.device import pick_device
+from ..train.finetune import SegmentationCases, _plain, class_names, list_cases, read_dataset
 from ..train.finetune_config import FinetunePreprocessConfig
 
 RANDOM = "random"
@@ -124,7 +125,7 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
     if not 0 <= stage <= 4:
         raise ValueError(f"--stage must be in 0..4 (0 = patch embedding, 4 = last Swin stage), got {stage}")
     sizes = encoder_sizes(files[0])
-    device = pick_device(device)
+    device = pick_device(device, key="--device")
     stride = sizes.patch_size * 2**stage
     spec = read_dataset(source)
     names = class_names(spec, source)

@@ -41,6 +41,15 @@ def atomic_write_text(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def remove_stale_temp_files(*folders: Path) -> None:
+    """Delete the temporary files (``.<name>.<...>.tmp``) that an interrupted atomic write left in ``folders``."""
+    for folder in folders:
+        if Path(folder).is_dir():
+            for path in Path(folder).iterdir():
+                if path.is_file() and path.name.startswith(".") and path.name.endswith(".tmp"):
+                    path.unlink(missing_ok=True)
+
+
 def checkpoint_path(folder: Path, step: int) -> Path:
     return folder / f"step_{step:08d}.pt"
 

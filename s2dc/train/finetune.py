@@ -48,12 +48,22 @@ from monai.transforms import (
     Spacingd,
     SpatialPadd,
 )
-from tqdm import tqdm
 
-from ..data.volumes import DataError, LoadVolumed, PreprocessConfig, _above_min, _AtomicPersistentDataset, _find_data_error
+from ..data.volumes import (
+    DataError,
+    LoadVolumed,
+    PreprocessConfig,
+    _above_min,
+    _AtomicPersistentDataset,
+    _find_data_error,
+    check_all,
+)
 from ..export import load_encoder_weights, swinunetr_for
 from .checkpoint import atomic_save, atomic_write_text
+from .device import pick_device
 from .finetune_config import FinetuneConfig
+from .finite import NonFiniteError, describe_step, require_finite, step_is_finite
+from .live import MetricLog, Progress
 from .precision import autocast_for
 from .schedule import warmup_cosine
 
@@ -185,9 +195,13 @@ class LoadImageLabeld(MapTransform):
             raise DataError(f"label '{path}' has shape {shape} but its image '{image_path}' has shape {image_shape}; "
                             "a label must be on the image's voxel grid")
         if not np.isfinite(array).all() or (array != np.round(array)).any() or array.min() < 0 or array.max() >= num_classes:
-            found = np.unique(array[np.isfinite(array)])[:10].tolist()
+            finite = array[np.isfinite(array)]
+            bad = np.unique(finite[(finite != np.round(finite)) | (finite < 0) | (finite >= num_classes)])
+            shown = [int(v) if v == round(v) else float(v) for v in bad[:10]] + (["..."] if len(bad) > 10 else [])
+            nonfinite = int(array.size - finite.size)
             raise DataError(f"label '{path}' of image '{image_path}' must hold the integers 0..{num_classes - 1} "
-                            f"of the dataset json's 'labels', found values {found}")
+                            f"of the dataset json's 'labels'; it holds {len(bad)} other value(s): {shown}"
+                            + (f" and {nonfinite} NaN/Inf voxel(s)" if nonfinite else ""))
         image_affine = image.affine.numpy()
         if not np.allclose(affine, image_affine, atol=1e-3):
             warnings.warn(f"label '{path}' has another affine than its image '{image_path}'; using the image's")
@@ -278,10 +292,6 @@ class SegmentationCases(_Checked):
         return item
 
 
-def _discard(_item):
-    return None
-
-
 def _plain(x) -> torch.Tensor:
     return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
 
@@ -324,12 +334,6 @@ def _atomic_json(obj, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- engine
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("run.device='cuda' but CUDA is not available")
-    return torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 class Finetuner:
@@ -380,9 +384,7 @@ class Finetuner:
         val = SegmentationCases(self.val_cases, cfg.preprocess, roi, self.num_classes, cache_root)
         # Preprocess (and check) every case before training: bad files fail now, naming them.
         for name, ds in (("train", train), ("val", val)):
-            loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=cfg.data.workers, collate_fn=_discard)
-            for _ in tqdm(loader, total=len(ds), desc=f"preprocess {name}", disable=not cfg.run.progress, leave=False):
-                pass
+            check_all(ds, cfg.data.workers, f"preprocess {name}", cfg.run.progress)
         return train, val
 
     def _train_loader(self, train: SegmentationCases) -> DataLoader:
@@ -405,8 +407,13 @@ class Finetuner:
         loss = self.loss_fn(logits.float(), label)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm(grads)
+        if not step_is_finite(loss, grad_norm):
+            raise NonFiniteError(describe_step(self.step + 1, {"loss": float(loss.detach())}, float(grad_norm),
+                                               f"Try a lower train.lr (now {self.cfg.train.lr:g}) or train.grad_clip > 0."))
         if self.cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+            torch.nn.utils.clip_grads_with_norm_(grads, self.cfg.train.grad_clip, grad_norm)
         lr = self.optimizer.param_groups[1]["lr"]
         self.optimizer.step()
         self.scheduler.step()
@@ -433,7 +440,9 @@ class Finetuner:
     # ------------------------------------------------------------------ run
     def run(self) -> dict:
         cfg = self.cfg
-        (self.out / "metrics.json").unlink(missing_ok=True)  # written last: present only for a finished run
+        # A rerun replaces the earlier run's outputs (metrics.json, written last, goes first); DVCLive clears dvclive/.
+        for name in ("metrics.json", "model.pt", "split.json"):
+            (self.out / name).unlink(missing_ok=True)
         print(f"model.init: {self.init_report}", flush=True)
         train, val = self._datasets()
         _atomic_json({
@@ -443,36 +452,27 @@ class Finetuner:
         }, self.out / "split.json")
         batches = _forever(self._train_loader(train))
 
-        from dvclive import Live
-
-        live = Live(str(self.out / "dvclive"), save_dvc_exp=False, dvcyaml=False)
-        bar = tqdm(total=cfg.train.steps, desc="finetune", unit="step", disable=not cfg.run.progress, dynamic_ncols=True)
+        live = MetricLog(self.out / "dvclive")
+        progress = Progress("finetune", cfg.train.steps, 0, cfg.train.log_every, bar=cfg.run.progress)
         history, losses, dice = [], [], ({}, float("nan"))
         while self.step < cfg.train.steps:
             metrics = self.train_step(next(batches))
-            if not math.isfinite(metrics["loss"]):
-                raise FloatingPointError(f"non-finite loss at step {self.step}: {metrics}")
             losses.append(metrics["loss"])
-            live.step = self.step
             if self.step % cfg.train.log_every == 0 or self.step == cfg.train.steps:
-                live.log_metric("train/loss", metrics["loss"])
-                live.log_metric("train/lr", metrics["lr"])
+                live.log(self.step, {"train/loss": metrics["loss"], "train/lr": metrics["lr"]})
             if (cfg.eval.every and self.step % cfg.eval.every == 0) or self.step == cfg.train.steps:
                 dice = summarize_dice(self.evaluate(val), self.names)
                 history.append({"step": self.step, "dice_mean": _json_number(dice[1])})
-                if math.isfinite(dice[1]):
-                    live.log_metric("val/dice_mean", dice[1])
-                for name, value in dice[0].items():
-                    if math.isfinite(value):
-                        live.log_metric(f"val/dice/{name}", value)
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", dice=f"{dice[1]:.3f}")
-            else:
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-            bar.update(1)
-        bar.close()
-        live.end()
+                scores = {"val/dice_mean": dice[1], **{f"val/dice/{name}": v for name, v in dice[0].items()}}
+                live.log(self.step, {k: v for k, v in scores.items() if math.isfinite(v)})
+                metrics["dice"] = dice[1]
+            progress.update(self.step, metrics)
+        progress.close()
+        live.close()
 
-        atomic_save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, self.out / "model.pt")
+        weights = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        require_finite(weights, "the fine-tuned weights")
+        atomic_save(weights, self.out / "model.pt")
         per_class, mean = dice
         result = {
             "task": "segmentation",

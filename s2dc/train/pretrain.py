@@ -10,17 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import monai
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
-from ..data.volumes import CachedVolumes, list_volumes
+from ..data.volumes import CachedVolumes, DataError, check_all, list_volumes
 from ..losses.global_contrast import global_infonce, split_chosen_crop
 from ..losses.matching import scoped
 from ..losses.p2p import assignment_log, p2p_from_assignment
@@ -28,8 +31,22 @@ from ..losses.p2s import p2s_loss
 from ..models.queue import KeyQueue
 from ..models.s2dc_net import EMATeacher, S2DCNet, momentum_at
 from ..views import make_views
-from .checkpoint import atomic_save, atomic_write_text, checkpoint_path, list_checkpoints, load_checkpoint, prune, rng_state, set_rng_state
-from .config import LossConfig, PretrainConfig
+from .checkpoint import (
+    atomic_save,
+    atomic_write_text,
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    prune,
+    remove_stale_temp_files,
+    rng_state,
+    set_rng_state,
+)
+from .config import RESUME_MODES, LossConfig, PretrainConfig
+from .device import pick_device
+from .finite import NonFiniteError, describe_step, non_finite_tensors, step_is_finite
+from .identity import code_fingerprint, data_fingerprint, differences, result_options
+from .live import MetricLog, Progress
 from .precision import autocast_for
 from .schedule import warmup_cosine
 from .timing import PhaseTimer
@@ -76,15 +93,11 @@ class Distributed:
 def setup_distributed(device: str) -> Distributed:
     """Join the ``torchrun`` process group if one is described by the environment; pick the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("run.device='cuda' but CUDA is not available")
-    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    if use_cuda:
+    dev = pick_device(device, int(os.environ.get("LOCAL_RANK", "0")))
+    if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     return Distributed(rank=rank, world_size=world, device=dev)
 
@@ -144,6 +157,7 @@ class Pretrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: warmup_cosine(s, cfg.optim.warmup_steps, cfg.optim.steps))
         self.step = 0
+        self.identity: dict = {}
         self.autocast = autocast_for(device, cfg.run.amp, "run.amp")
         self.timer = PhaseTimer(enabled=False, device=device)
 
@@ -152,6 +166,7 @@ class Pretrainer:
         return {
             "step": self.step,
             "config": self.cfg.to_dict(),
+            "identity": self.identity,
             "world_size": self.dist.world_size,
             "student": self.model.state_dict(),
             "teacher": self.teacher.net.state_dict(),
@@ -170,24 +185,108 @@ class Pretrainer:
         set_rng_state(state["rng"])
         self.step = int(state["step"])
 
-    def maybe_resume(self) -> Path | None:
+    def run_identity(self, paths: list[Path]) -> dict:
+        """Options, data and code of this run (see :mod:`s2dc.train.identity`)."""
+        return {
+            "options": result_options(self.cfg.to_dict()),
+            "world_size": self.dist.world_size,
+            "data": data_fingerprint(self.cfg.data.source, paths),
+            "code": code_fingerprint(__name__),
+            "libraries": {"torch": torch.__version__.split("+")[0], "monai": monai.__version__},
+        }
+
+    def prepare_out_dir(self) -> Path | None:
+        """Resume, start afresh or refuse, as ``run.resume`` says; returns the checkpoint resumed from.
+
+        Raises ``ValueError`` listing the differences when the run found in ``run.out_dir`` (or the checkpoint
+        given) is not this run. An earlier run that is not continued is moved to ``run.out_dir/previous/``.
+        """
         choice = self.cfg.run.resume
-        if choice == "never":
-            return None
-        if choice == "auto":
-            found = list_checkpoints(self.ckpt_dir)
-            if not found:
-                return None
-            path = found[-1]
-        else:
+        if self.dist.is_main:
+            remove_stale_temp_files(self.out, self.ckpt_dir)
+        self._barrier()
+        state, path, set_aside = None, None, False
+        here = self._identity_in_out_dir()
+        if choice not in RESUME_MODES:  # an explicit checkpoint: it and any run in out_dir must be this run
             path = Path(choice)
-        self.load_state_dict(load_checkpoint(path, map_location=self.dist.device))
+            state = load_checkpoint(path, map_location=self.dist.device)
+            self._require_same_run(state.get("identity"), f"checkpoint '{path}'", explicit=True)
+            if here is not None:
+                self._require_same_run(here, f"run.out_dir '{self.out}'", explicit=True)
+        elif choice == "never":
+            set_aside = True
+        elif self._run_files():
+            if self._differences(here):
+                if choice == "auto":
+                    self._require_same_run(here, f"run.out_dir '{self.out}'")
+                set_aside = True
+            elif found := list_checkpoints(self.ckpt_dir):
+                path = found[-1]
+                state = load_checkpoint(path, map_location=self.dist.device)
+        self._barrier()  # every rank has read out_dir before it changes
+        if set_aside:
+            self._set_aside()
+        if state is not None:
+            self.load_state_dict(state)
         return path
 
+    def _identity_in_out_dir(self) -> dict | None:
+        path = self.out / "run.json"
+        if path.is_file():
+            return json.loads(path.read_text()).get("identity")
+        found = list_checkpoints(self.ckpt_dir)
+        return load_checkpoint(found[-1]).get("identity") if found else None
+
+    def _differences(self, found: dict | None) -> list[str]:
+        if found is None:
+            return ["it was made by an earlier s2dc that did not record its options, data and code"]
+        return differences(found, self.identity)
+
+    def _require_same_run(self, found: dict | None, where: str, explicit: bool = False) -> None:
+        lines = self._differences(found)
+        if explicit:  # an explicitly named checkpoint may come from other code: say so, continue
+            code = [line for line in lines if line.startswith(("code:", "libraries:"))]
+            for line in code:
+                print(f"warning: resuming {where} although {line}", file=sys.stderr)
+            lines = [line for line in lines if line not in code]
+        if lines:
+            listed = "".join(f"\n  - {line}" for line in lines)
+            raise ValueError(
+                f"{where} holds another run than this one, so it cannot be resumed:{listed}\n"
+                f"Resuming only continues the same run. To start afresh, pass --run.resume never (the old run is "
+                f"moved to {self.out / 'previous'}/) or another --run.out_dir; --run.resume if_unchanged does this "
+                "whenever the run changed (as the pipeline does).")
+
+    def _run_files(self) -> list[Path]:
+        """The files and folders of a run in ``run.out_dir`` (never the preprocessing cache or previous/)."""
+        files = [self.out / n for n in ("dvclive", "summary.json", "run.json") if (self.out / n).exists()]
+        return files + ([self.ckpt_dir] if list_checkpoints(self.ckpt_dir) else [])
+
+    def _set_aside(self) -> None:
+        """Move an earlier run's files to ``run.out_dir/previous/<UTC time>/`` (nothing is deleted)."""
+        files = self._run_files()
+        if not files or not self.dist.is_main:
+            return
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        dest = self.out / "previous" / stamp
+        n = 1
+        while dest.exists():
+            n += 1
+            dest = self.out / "previous" / f"{stamp}-{n}"
+        dest.mkdir(parents=True)
+        for path in files:
+            shutil.move(str(path), str(dest / path.name))
+        print(f"an earlier run in {self.out} was moved to {dest}", file=sys.stderr)
+
     def save(self) -> None:
-        if self.dist.is_main:
-            atomic_save(self.state_dict(), checkpoint_path(self.ckpt_dir, self.step))
-            prune(self.ckpt_dir, self.cfg.run.keep_last)
+        if not self.dist.is_main:
+            return
+        state = self.state_dict()
+        bad = non_finite_tensors(state["student"]) + non_finite_tensors(state["teacher"])
+        if bad:
+            raise NonFiniteError(f"weights at step {self.step} are not finite ({bad[:3]}); not saved")
+        atomic_save(state, checkpoint_path(self.ckpt_dir, self.step))
+        prune(self.ckpt_dir, self.cfg.run.keep_last)
 
     # ------------------------------------------------------------------ training
     def train_step(self, roi: torch.Tensor) -> dict[str, float]:
@@ -220,8 +319,13 @@ class Pretrainer:
             self.optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
         with timer("optimizer_ema_queue"):
+            grads = [q.grad for q in self.model.parameters() if q.grad is not None]
+            grad_norm = torch.nn.utils.get_total_norm(grads)
+            if not step_is_finite(terms["loss"], grad_norm):
+                raise NonFiniteError(describe_step(self.step + 1, {k: float(v.detach()) for k, v in terms.items()},
+                                                   float(grad_norm), self._divergence_hint()))
             if cfg.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+                torch.nn.utils.clip_grads_with_norm_(grads, cfg.optim.grad_clip, grad_norm)
             lr = self.optimizer.param_groups[0]["lr"]
             self.optimizer.step()
             self.scheduler.step()
@@ -233,50 +337,71 @@ class Pretrainer:
         out["lr"] = lr
         return out
 
+    def _divergence_hint(self) -> str:
+        found = list_checkpoints(self.ckpt_dir)
+        last = f"The newest checkpoint, {found[-1]}, holds finite weights. " if found else ""
+        return f"{last}Try a lower optim.lr (now {self.cfg.optim.lr:g}) or optim.grad_clip > 0."
+
     def run(self) -> dict:
         cfg = self.cfg
-        resumed_from = self.maybe_resume()
         paths = list_volumes(cfg.data.source, cfg.data.key)
+        self.identity = self.run_identity(paths)
+        resumed_from = self.prepare_out_dir()
+        self._barrier()
+        if self.dist.is_main:
+            atomic_write_text(self.out / "run.json", json.dumps({"identity": self.identity}, indent=1))
         cache_root = cfg.data.cache_dir or self.out / "cache"
         volumes = CachedVolumes(paths, cfg.preprocess, cfg.views.roi_size, cache_root)
+        if self.step < cfg.optim.steps:
+            self._check_volumes(volumes)
         stream = RoiStream(volumes, cfg.views.roi_size, cfg.optim.batch_size, cfg.run.seed, self.dist.rank)
         loader = torch.utils.data.DataLoader(
             stream, batch_size=None, sampler=range(self.step, cfg.optim.steps), num_workers=cfg.data.workers,
             pin_memory=self.dist.device.type == "cuda", persistent_workers=False,
         )
-        live = self._open_log(resumed_from is not None)
-        bar = tqdm(total=cfg.optim.steps, initial=self.step, desc="pretrain", unit="step",
-                   disable=not (cfg.run.progress and self.dist.is_main), dynamic_ncols=True)
+        live = MetricLog(self.out / "dvclive", self.step if resumed_from else None) if self.dist.is_main else None
+        progress = Progress("pretrain", cfg.optim.steps, self.step, cfg.run.log_every,
+                            bar=cfg.run.progress and self.dist.is_main) if self.dist.is_main else None
         history = []
         self.model.train()
         self.teacher.net.train()
         for roi in loader:
             metrics = self.train_step(roi)
             history.append(metrics["loss"])
-            if not all(np.isfinite(v) for v in metrics.values()):
-                raise FloatingPointError(f"non-finite loss at step {self.step}: {metrics}")
             if live is not None and (self.step % cfg.run.log_every == 0 or self.step == cfg.optim.steps):
-                live.step = self.step
-                for name, value in metrics.items():
-                    live.log_metric(f"pretrain/{name}", value)
-            bar.update(1)
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+                live.log(self.step, {f"pretrain/{k}": v for k, v in metrics.items()})
+            if progress is not None:
+                progress.update(self.step, {"loss": metrics["loss"], **{k.removeprefix("loss_"): v for k, v in metrics.items() if k != "loss"}})
             if self.step % cfg.run.checkpoint_every == 0 or self.step == cfg.optim.steps:
                 self.save()
-        bar.close()
+        if progress is not None:
+            progress.close()
         summary = self._summary(history, resumed_from)
         if live is not None:
-            live.end()
-        if dist.is_initialized():
-            dist.barrier()
+            live.close()
+        self._barrier()
         return summary
 
-    def _open_log(self, resume: bool):
-        if not self.dist.is_main:
-            return None
-        from dvclive import Live
+    def _check_volumes(self, volumes: CachedVolumes) -> None:
+        """Read and preprocess every volume before step 1 (each rank a share); a bad file stops every rank,
+        named in one DataError."""
+        rank, world = self.dist.rank, self.dist.world_size
+        try:
+            check_all(volumes, self.cfg.data.workers, "check volumes", self.cfg.run.progress and self.dist.is_main,
+                      indices=range(rank, len(volumes), world))
+            error = ""
+        except DataError as err:
+            error = str(err)
+        if dist.is_initialized():
+            errors = [None] * world
+            dist.all_gather_object(errors, error)
+            error = next((e for e in errors if e), "")
+        if error:
+            raise DataError(error)
 
-        return Live(str(self.out / "dvclive"), resume=resume, save_dvc_exp=False, dvcyaml=False)
+    def _barrier(self) -> None:
+        if dist.is_initialized():
+            dist.barrier()
 
     def _summary(self, history: list[float], resumed_from: Path | None) -> dict:
         fingerprints = [state_fingerprint(self.teacher.net)]

@@ -1,0 +1,146 @@
+"""What makes two runs the same run: their options, their data and their code.
+
+A pretraining run records its identity in ``run.json`` and in every checkpoint; a run is only resumed
+from a checkpoint whose identity equals the current one, so a run never mixes two configurations, two
+datasets or two versions of the training code.
+
+* options: every option that changes what is computed (not where it is written, how often it is logged
+  or how many loader processes read the data);
+* data: the dataset.json's bytes and each listed volume's path, size and modification time (as make and
+  Snakemake judge files; a rewritten file counts as changed even with the same bytes);
+* code: a hash of the s2dc modules that training imports (their syntax trees without docstrings, so
+  comments and documentation do not count), and the torch and MONAI versions.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+from pathlib import Path
+
+# Options that do not change what a run computes.
+RUN_LOCAL = {
+    "data": {"source", "cache_dir", "workers"},
+    "encoder": {"use_checkpoint"},
+    "run": {"out_dir", "resume", "progress", "log_every", "checkpoint_every", "keep_last", "device"},
+}
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def digest(obj) -> str:
+    """SHA-256 of a JSON-able object (keys sorted)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def result_options(config: dict) -> dict[str, object]:
+    """``{"section.field": value}`` of the options that change what a run computes."""
+    return {f"{section}.{name}": value for section, fields in config.items() for name, value in fields.items()
+            if name not in RUN_LOCAL.get(section, ())}
+
+
+def data_fingerprint(source: str | Path, paths: list[Path]) -> dict:
+    """``{"dataset_json": sha256 or None, "files": [[path relative to the source, size, mtime_ns], ...]}``."""
+    source = Path(source)
+    base = source if source.is_dir() else source.parent
+    files = []
+    for path in paths:
+        st = Path(path).stat()
+        rel = Path(path).relative_to(base) if Path(path).is_relative_to(base) else Path(path)
+        files.append([str(rel), st.st_size, st.st_mtime_ns])
+    dataset_json = None if source.is_dir() else hashlib.sha256(source.read_bytes()).hexdigest()
+    return {"dataset_json": dataset_json, "files": files}
+
+
+def code_fingerprint(*modules: str) -> str:
+    """Hash of the s2dc modules that ``modules`` (e.g. ``"s2dc.train.pretrain"``) import, directly or not,
+    read statically from their source; docstrings, comments and formatting do not count."""
+    trees: dict[str, str] = {}
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        path = _module_file(name)
+        if name in trees or path is None:
+            continue
+        tree = ast.parse(path.read_text())
+        trees[name] = ast.dump(_without_docstrings(tree))
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        todo += _parents(name) + _imported(tree, package)
+    return digest(sorted(trees.items()))
+
+
+def _module_file(name: str) -> Path | None:
+    if name != "s2dc" and not name.startswith("s2dc."):
+        return None
+    parts = name.split(".")[1:]
+    if not parts:
+        return PACKAGE_ROOT / "__init__.py"
+    for path in (PACKAGE_ROOT.joinpath(*parts[:-1], parts[-1] + ".py"), PACKAGE_ROOT.joinpath(*parts, "__init__.py")):
+        if path.is_file():
+            return path
+    return None
+
+
+def _parents(name: str) -> list[str]:
+    """Packages executed on import: ``a.b.c`` -> ``[a, a.b]``."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _imported(tree: ast.Module, package: str) -> list[str]:
+    """Module names an AST imports (``from x import y`` gives both ``x`` and ``x.y``: y may be a module)."""
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            names += [module] + [f"{module}.{alias.name}" for alias in node.names]
+    return names
+
+
+def _without_docstrings(tree: ast.Module) -> ast.Module:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def differences(old: dict, new: dict, limit: int = 5) -> list[str]:
+    """Human-readable differences between two identities (``{"options", "world_size", "data", "code",
+    "libraries"}``), each line naming what changed and how."""
+    lines = []
+    old_opts, new_opts = old.get("options", {}), new.get("options", {})
+    for key in sorted(set(old_opts) | set(new_opts)):
+        if old_opts.get(key, "(absent)") != new_opts.get(key, "(absent)"):
+            lines.append(f"{key}: {old_opts.get(key, '(absent)')!r} in the run, {new_opts.get(key, '(absent)')!r} now")
+    if old.get("world_size") != new.get("world_size"):
+        lines.append(f"processes (world size): {old.get('world_size')} in the run, {new.get('world_size')} now")
+    lines += _data_differences(old.get("data") or {}, new.get("data") or {}, limit)
+    if old.get("code") != new.get("code"):
+        lines.append("code: the s2dc training code changed since the run started")
+    if old.get("libraries") != new.get("libraries"):
+        lines.append(f"libraries: {old.get('libraries')} in the run, {new.get('libraries')} now")
+    return lines
+
+
+def _data_differences(old: dict, new: dict, limit: int) -> list[str]:
+    lines = []
+    if old.get("dataset_json") != new.get("dataset_json"):
+        lines.append("data: the dataset.json changed")
+    before = {f[0]: f[1:] for f in old.get("files", [])}
+    after = {f[0]: f[1:] for f in new.get("files", [])}
+    for label, names in (("added", sorted(set(after) - set(before))), ("removed", sorted(set(before) - set(after))),
+                         ("changed (size or time)", sorted(k for k in set(before) & set(after) if before[k] != after[k]))):
+        if names:
+            shown = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+            lines.append(f"data: {len(names)} volume(s) {label}: {shown}")
+    return lines

@@ -1,0 +1,310 @@
+"""Runs a user can trust: no non-finite weights saved, no resume across a changed configuration, data or
+code, no overwritten inputs, every option value checked, bad volumes found before step 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from s2dc.cli import main
+from s2dc.export import load_encoder_weights, swinunetr_for
+from s2dc.losses.p2p import p2p_loss
+from s2dc.models.encoder import EncoderConfig
+
+from conftest import TINY, TINY_FT, write_volume
+
+
+@pytest.fixture(autouse=True)
+def _outside_the_repo(tmp_path, monkeypatch):
+    """Run from a scratch folder (DVCLive would otherwise `dvc init` the enclosing Git repository)."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def pool(tmp_path):
+    """A private copy of three CT-like volumes with a dataset.json (tests may change its files)."""
+    root = tmp_path / "pool"
+    (root / "imagesTr").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"case{i}.nii.gz" for i in range(3)]
+    for name in names:
+        write_volume(root / "imagesTr" / name, rng)
+    (root / "dataset.json").write_text(json.dumps({"training": [{"image": f"./imagesTr/{n}"} for n in names]}))
+    return root
+
+
+def pretrain(tiny_config, source, out_dir, *extra):
+    return main(["pretrain", "--config", str(tiny_config), "--data.source", str(source),
+                 "--run.out_dir", str(out_dir), *extra])
+
+
+def checkpoints(out_dir):
+    return sorted(p.name for p in (out_dir / "checkpoints").glob("step_*.pt"))
+
+
+def all_finite(state: dict) -> bool:
+    return all(torch.isfinite(v).all() for v in state.values() if torch.is_tensor(v) and v.is_floating_point())
+
+
+# --------------------------------------------------------------------------- 1. non-finite values
+
+
+def test_divergence_stops_the_run_and_keeps_the_last_finite_checkpoint(tiny_config, pool, tmp_path, capsys):
+    """lr 1e4 makes the second update non-finite: the run stops (exit 1) before applying it, naming the
+    step, and the step-1 checkpoint survives even with keep_last 1."""
+    out = tmp_path / "run"
+    code = pretrain(tiny_config, pool / "dataset.json", out, "--optim.lr", "1e4", "--optim.steps", "3",
+                    "--optim.warmup_steps", "0", "--run.checkpoint_every", "1", "--run.keep_last", "1")
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "non-finite" in err and "step 2" in err and "Traceback" not in err
+    assert checkpoints(out) == ["step_00000001.pt"]
+    state = torch.load(out / "checkpoints" / "step_00000001.pt", weights_only=True)
+    assert all_finite(state["student"]) and all_finite(state["teacher"])
+
+
+@pytest.fixture
+def poisoned(tiny_config, pool, tmp_path):
+    """A finished one-step checkpoint, and a copy of it with one encoder weight set to NaN."""
+    assert pretrain(tiny_config, pool / "dataset.json", tmp_path / "good", "--optim.steps", "1") == 0
+    state = torch.load(tmp_path / "good" / "checkpoints" / "step_00000001.pt", weights_only=True)
+    key = next(k for k in state["teacher"] if k.startswith("encoder.") and k.endswith("weight"))
+    state["teacher"][key][0] = float("nan")
+    path = tmp_path / "poisoned.pt"
+    torch.save(state, path)
+    return path, key
+
+
+def test_export_refuses_non_finite_weights(poisoned, tmp_path, capsys):
+    path, key = poisoned
+    assert main(["export-encoder", str(path), str(tmp_path / "encoder.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "not finite" in err and key.removeprefix("encoder.") in err
+    assert not (tmp_path / "encoder.pt").exists()
+
+
+def test_loading_non_finite_weights_is_refused(poisoned, tmp_path):
+    """Fine-tuning initialisation and the probe load encoders through load_encoder_weights."""
+    path, _ = poisoned
+    sizes = {k: v for k, v in TINY["encoder"].items() if k != "token_stage"}
+    with pytest.raises(ValueError, match="not finite"):
+        load_encoder_weights(swinunetr_for(EncoderConfig(**sizes)), path)
+    exported = torch.load(path, weights_only=True)  # the same weights as an export file
+    blob = {"state_dict": {"swinViT." + k[len("encoder."):]: v for k, v in exported["teacher"].items()
+                           if k.startswith("encoder.")}, "encoder": EncoderConfig(**sizes).to_dict()}
+    torch.save(blob, tmp_path / "exported.pt")
+    with pytest.raises(ValueError, match="not finite"):
+        load_encoder_weights(swinunetr_for(EncoderConfig(**sizes)), tmp_path / "exported.pt")
+
+
+def test_finetune_divergence_fails_without_outputs(seg_dir, tmp_path, capsys):
+    config = tmp_path / "ft.yaml"
+    config.write_text(yaml.safe_dump(TINY_FT))
+    out = tmp_path / "ft"
+    code = main(["finetune", "--config", str(config), "--data.source", str(seg_dir / "dataset.json"),
+                 "--run.out_dir", str(out), "--train.lr", "1e30", "--train.steps", "4", "--train.warmup_steps", "0"])
+    err = capsys.readouterr().err
+    assert code == 1 and "non-finite" in err and "Traceback" not in err
+    assert not (out / "metrics.json").exists() and not (out / "model.pt").exists()
+
+
+# --------------------------------------------------------------------------- 2-3. run identity and resume
+
+
+def test_changed_data_is_never_resumed(tiny_config, pool, tmp_path, capsys):
+    """A finished run whose pool changed: `auto` refuses naming the file; `if_unchanged` starts afresh and
+    moves the old run aside (nothing lost); an unchanged pool resumes (no new step)."""
+    out = tmp_path / "run"
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2") == 0
+    old = torch.load(out / "checkpoints" / "step_00000002.pt", weights_only=True)["teacher"]
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2") == 0  # same data: finished
+    assert json.loads((out / "summary.json").read_text())["losses_this_run"] == []
+    capsys.readouterr()
+
+    write_volume(pool / "imagesTr" / "case1.nii.gz", np.random.default_rng(7))
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2") == 2
+    err = capsys.readouterr().err
+    assert "case1.nii.gz" in err and "--run.resume never" in err and "Traceback" not in err
+
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2", "--run.resume", "if_unchanged") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resumed_from"] is None and len(summary["losses_this_run"]) == 2
+    new = torch.load(out / "checkpoints" / "step_00000002.pt", weights_only=True)["teacher"]
+    assert any(not torch.equal(new[k], old[k]) for k in old)
+    (previous,) = (out / "previous").iterdir()
+    kept = torch.load(previous / "checkpoints" / "step_00000002.pt", weights_only=True)["teacher"]
+    assert all(torch.equal(kept[k], old[k]) for k in old)
+
+
+@pytest.mark.parametrize("change, key", [
+    (["--optim.lr", "0.5"], "optim.lr"),
+    (["--encoder.feature_size", "24"], "encoder.feature_size"),
+    (["--optim.steps", "9"], "optim.steps"),
+])
+def test_resume_refuses_a_changed_configuration(tiny_config, pool, tmp_path, capsys, change, key):
+    out = tmp_path / "run"
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2") == 0
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2", *change) == 2
+    err = capsys.readouterr().err
+    assert key in err and "--run.resume never" in err and "Traceback" not in err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    # an explicit checkpoint path is checked the same way
+    assert pretrain(tiny_config, pool / "dataset.json", tmp_path / "other", "--optim.steps", "2", *change,
+                    "--run.resume", str(out / "checkpoints" / "step_00000002.pt")) == 2
+    assert key in capsys.readouterr().err
+
+
+def test_resume_never_moves_the_old_run_aside(tiny_config, pool, tmp_path):
+    """Starting afresh in a used folder leaves no mix: the old files move to previous/<stamp>/."""
+    out = tmp_path / "run"
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "4", "--run.checkpoint_every", "1",
+                    "--run.keep_last", "5") == 0
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2", "--run.checkpoint_every", "1",
+                    "--run.resume", "never") == 0
+    assert checkpoints(out) == ["step_00000001.pt", "step_00000002.pt"]
+    (previous,) = (out / "previous").iterdir()
+    assert checkpoints(previous) == [f"step_0000000{i}.pt" for i in range(1, 5)]
+    assert json.loads((previous / "summary.json").read_text())["steps"] == 4
+
+
+def test_resume_does_not_repeat_logged_steps(tiny_config, pool, tmp_path):
+    """A run that logged steps past its last checkpoint and resumes logs each step once."""
+    out = tmp_path / "run"
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "4", "--run.checkpoint_every", "2") == 0
+    (out / "checkpoints" / "step_00000004.pt").unlink()  # as if killed between logging step 4 and saving it
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "4", "--run.checkpoint_every", "2") == 0
+    assert json.loads((out / "summary.json").read_text())["resumed_from"].endswith("step_00000002.pt")
+    for tsv in (out / "dvclive" / "plots" / "metrics").rglob("*.tsv"):
+        steps = [int(line.split("\t")[0]) for line in tsv.read_text().splitlines()[1:]]
+        assert steps == [1, 2, 3, 4], (tsv, steps)
+
+
+# --------------------------------------------------------------------------- 4. export never overwrites its input
+
+
+def test_export_never_overwrites_a_file_that_is_not_an_export(tiny_config, pool, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "1") == 0
+    ckpt = out / "checkpoints" / "step_00000001.pt"
+    digest = ckpt.read_bytes()
+    assert main(["export-encoder", str(ckpt), str(ckpt)]) == 2
+    assert "itself" in capsys.readouterr().err and ckpt.read_bytes() == digest
+    other = tmp_path / "notes.pt"
+    other.write_text("my notes")
+    assert main(["export-encoder", str(ckpt), str(other)]) == 2
+    assert "not an exported encoder" in capsys.readouterr().err and other.read_text() == "my notes"
+    shutil.copy(ckpt, tmp_path / "copy.pt")
+    assert main(["export-encoder", str(ckpt), str(tmp_path / "copy.pt")]) == 2
+    encoder = tmp_path / "encoder.pt"
+    assert main(["export-encoder", str(ckpt), str(encoder)]) == 0
+    assert main(["export-encoder", str(ckpt), str(encoder)]) == 0  # an earlier export may be replaced
+
+
+# --------------------------------------------------------------------------- 6. option values
+
+
+@pytest.mark.parametrize("option, value", [
+    ("optim.lr", "nan"), ("optim.lr", "-1e-3"), ("optim.lr", "inf"), ("optim.lr", "0"),
+    ("optim.weight_decay", "-0.1"), ("optim.grad_clip", "-1"), ("optim.grad_clip", "nan"),
+    ("loss.match_temperature", "nan"), ("loss.global_temperature", "0"), ("loss.weight_p2p", "nan"),
+    ("loss.weight_global", "inf"), ("loss.bin_score", "nan"), ("loss.sinkhorn_iters", "0"),
+    ("views.rotation_deg", "nan"), ("views.rotation_deg", "-5"), ("views.translation_frac", "-0.1"),
+    ("views.crop_rotation_deg", "nan"), ("views.crop_translation_frac", "-1"), ("views.intensity_shift", "nan"),
+    ("ema.momentum", "nan"), ("encoder.drop_path_rate", "1.5"), ("run.device", "gpu"), ("run.out_dir", ""),
+    ("preprocess.a_min", "nan"),
+])
+def test_bad_pretrain_option_values_are_named(tiny_config, pool, tmp_path, capsys, option, value):
+    argv = ["pretrain", "--config", str(tiny_config), "--data.source", str(pool / "dataset.json"),
+            "--run.out_dir", str(tmp_path / "run"), f"--{option}={value}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert option in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("option, value", [
+    ("train.lr", "nan"), ("train.weight_decay", "inf"), ("train.grad_clip", "-1"), ("train.encoder_lr_scale", "nan"),
+    ("eval.overlap", "nan"), ("run.device", "gpu"), ("run.out_dir", ""), ("data.label_ratio", "nan"),
+])
+def test_bad_finetune_option_values_are_named(seg_dir, tmp_path, capsys, option, value):
+    argv = ["finetune", "--data.source", str(seg_dir / "dataset.json"), "--run.out_dir", str(tmp_path / "ft"),
+            f"--{option}={value}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert option in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_cuda_without_a_gpu_is_a_clear_error(tiny_config, pool, seg_dir, tmp_path, capsys, command):
+    source = pool / "dataset.json" if command == "pretrain" else seg_dir / "dataset.json"
+    extra = ["--config", str(tiny_config)] if command == "pretrain" else []
+    assert main([command, *extra, "--data.source", str(source), "--run.out_dir", str(tmp_path / "x"),
+                 "--run.device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "run.device" in err and "CUDA" in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- 7. volumes checked before step 1
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_bad_volume_among_good_ones_fails_before_training(tiny_config, pool, tmp_path, capsys, workers):
+    (pool / "imagesTr" / "case2.nii.gz").write_bytes(b"not a nifti")
+    out = tmp_path / "run"
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--data.workers", str(workers)) == 2
+    err = capsys.readouterr().err
+    assert "case2.nii.gz" in err and "Traceback" not in err and len(err.strip().splitlines()) <= 3
+    assert not (out / "checkpoints").exists() or checkpoints(out) == []
+
+
+def test_out_of_range_label_values_are_shown(seg_dir, tmp_path, capsys):
+    """A label with values beyond the json's classes names exactly those values (not the first few found)."""
+    import nibabel as nib
+
+    folder = tmp_path / "seg"
+    shutil.copytree(seg_dir, folder)
+    label = nib.load(str(folder / "labelsTr" / "train2.nii.gz"))
+    values = np.asarray(label.dataobj).copy()
+    values.flat[:13] = np.arange(13)  # classes 0..2 are declared; 3..12 are not
+    nib.save(nib.Nifti1Image(values, label.affine), str(folder / "labelsTr" / "train2.nii.gz"))
+    config = tmp_path / "ft.yaml"
+    config.write_text(yaml.safe_dump(TINY_FT))
+    assert main(["finetune", "--config", str(config), "--data.source", str(folder / "dataset.json"),
+                 "--run.out_dir", str(tmp_path / "ft")]) == 2
+    err = capsys.readouterr().err
+    assert "train2.nii.gz" in err and "[3, 4, 5, 6, 7, 8, 9, 10, 11, 12]" in err
+
+
+def test_interrupted_checkpoint_writes_leave_no_temp_files(tiny_config, pool, tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    stale = out / "checkpoints" / ".step_00000002.pt.k3j2l1.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2") == 0
+    assert not stale.exists()
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_00000002.pt"]
+
+
+# --------------------------------------------------------------------------- 8. half-precision L_p2p
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("temperature", [0.01, 0.005])
+def test_p2p_loss_in_half_precision_is_finite_and_matches_fp32(dtype, temperature):
+    gen = torch.Generator().manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(2, 27, 16, generator=gen), dim=-1)
+    k = torch.nn.functional.normalize(q + 0.05 * torch.randn(2, 27, 16, generator=gen), dim=-1)
+    gt = torch.eye(27, dtype=torch.bool).expand(2, -1, -1)
+    reference = p2p_loss(q, k, gt, "dual_softmax", "positive_negative", temperature)
+    half = p2p_loss(q.to(dtype), k.to(dtype), gt, "dual_softmax", "positive_negative", temperature)
+    assert torch.isfinite(half) and half.dtype == torch.float32
+    assert half.item() == pytest.approx(reference.item(), rel=0.05)
