@@ -7,6 +7,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from s2dc.train.identity import code_fingerprint
+
 validate(config, "../schemas/params.schema.yaml")
 
 SCALE = config["scale"]
@@ -53,9 +55,24 @@ def ratio_percent(ratio: float) -> int:
 
 
 def pretrain_workdir(modality: str) -> str:
-    # Checkpoints live in a folder named after the parameters, so `run.resume auto` only ever
-    # continues a run with the same parameters (an interrupted job resumes; a changed one restarts).
-    return f"{RESULTS}/pretrain/{modality}/runs/{short_hash(P['pretrain'])}"
+    # One folder per set of pretraining options (switching options back finds the finished run again).
+    # Inside it `s2dc pretrain --run.resume if_unchanged` continues an interrupted run only if options,
+    # data and code are unchanged; otherwise it moves the old run to previous/ and starts afresh.
+    return f"{RESULTS}/pretrain/{modality}/runs/{short_hash([P['pretrain']['launcher'], P['pretrain']['options']])}"
+
+
+# The s2dc code each kind of job runs, as a hash (docstrings and comments do not count): a rule param,
+# so that Snakemake reruns a job whose code changed (`--rerun-triggers params`, on by default).
+CODE = {
+    stage: code_fingerprint(*modules)
+    for stage, modules in {
+        "synth": ["s2dc.data.synthetic"],
+        "pretrain": ["s2dc.train.pretrain", "s2dc.export"],
+        "finetune": ["s2dc.train.finetune"],
+        "probe": ["s2dc.eval.probe"],
+        "report": ["s2dc.report"],
+    }.items()
+}
 
 
 def finetune_dir(dataset, method, pct, seed) -> str:

@@ -8,6 +8,7 @@ rule synthetic_dataset:
         folder=lambda w: f"{RESOURCES}/{w.dataset}",
         spec=lambda w: P["datasets"][w.dataset],
         shape=lambda w: " ".join(map(str, P["datasets"][w.dataset]["shape"])),
+        code=CODE["synth"],
     wildcard_constraints:
         dataset="|".join(n for n, s in P["datasets"].items() if s["source"] == "synthetic") or "(?!)",
     conda:

@@ -12,6 +12,7 @@ rule finetune:
         init=lambda w, input: input.encoder[0] if input.encoder else "scratch",
         ratio=lambda w: int(w.pct) / 100,
         outdir=lambda w: finetune_dir(w.dataset, w.method, w.pct, w.seed),
+        code=CODE["finetune"],
     wildcard_constraints:
         method="scratch|s2dc",
         pct=r"\d+",

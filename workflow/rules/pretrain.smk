@@ -11,6 +11,7 @@ rule pretrain:
         launcher=P["pretrain"]["launcher"],
         options=cli_options(P["pretrain"]["options"]),
         workdir=lambda w: pretrain_workdir(w.modality),
+        code=CODE["pretrain"],
     threads: P["pretrain"]["resources"]["threads"]
     resources:
         **stage_resources("pretrain"),
@@ -23,6 +24,6 @@ rule pretrain:
     shell:
         "(export OMP_NUM_THREADS={threads};"
         " {params.launcher} pretrain {params.options} --data.source {input:q} --run.out_dir {params.workdir:q}"
-        " --run.progress false"
+        " --run.resume if_unchanged --run.progress false"
         " && s2dc export-encoder {params.workdir:q} {output.encoder:q}"
         " && cp {params.workdir:q}/summary.json {output.summary:q}) > {log:q} 2>&1"

@@ -12,6 +12,7 @@ rule probe:
     params:
         stage=lambda w: P["probe"]["stage"],
         cache=f"{RESULTS}/cache/probe",
+        code=CODE["probe"],
     threads: P["probe"]["resources"]["threads"]
     resources:
         **stage_resources("probe"),

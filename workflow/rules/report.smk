@@ -12,6 +12,7 @@ rule benchmark_table:
         metrics=f"{RESULTS}/metrics.json",
     params:
         out=lambda w, output: os.path.dirname(output.csv),
+        code=CODE["report"],
     conda:
         "../envs/s2dc.yaml"
     log:
