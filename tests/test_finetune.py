@@ -15,7 +15,7 @@ from s2dc.export import load_encoder_weights, swinunetr_for
 from s2dc.train.finetune import Finetuner, choose_subset, dice_per_class, list_cases, summarize_dice
 from s2dc.train.finetune_config import HELP, FinetuneConfig, ModelConfig, build_config
 
-from conftest import MODEL, NAMES, SHAPE, TINY, TINY_FT, write_case
+from conftest import MODEL, TINY, TINY_FT
 
 
 @pytest.fixture(autouse=True)

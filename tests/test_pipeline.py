@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -45,10 +50,35 @@ def write_params(path: Path, params: dict) -> Path:
     return path
 
 
-def test_smoke_dag_runs_is_incremental_and_reruns_only_what_changed(tmp_path):
-    """The smoke DAG runs end to end; a rerun does nothing; a fine-tuning change reruns only fine-tuning and after."""
-    done = snakemake(tmp_path, "--cores", "2", "--config", "scale=smoke")
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """A folder in which the whole smoke DAG ran once (shared by the tests that read or copy it)."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    done = snakemake(workdir, "--cores", "2", "--config", "scale=smoke")
     assert done.returncode == 0, done.stderr[-4000:]
+    return workdir
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy of a workflow folder with its modification times and Snakemake's metadata."""
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def results_of(workdir: Path) -> dict:
+    """Every number the smoke DAG reports: the nested benchmark metrics and each run's Dice and probe."""
+    results = workdir / "results" / "smoke"
+    out = {"benchmark": json.loads((results / "metrics.json").read_text())}
+    for path in sorted(results.glob("finetune/*/*/*/*/metrics.json")):
+        run = json.loads(path.read_text())
+        out[str(path.relative_to(results))] = [run["dice_mean"], run["dice_per_class"], run["train_loss_first_last"]]
+    out["probe"] = json.loads((results / "probe" / "btcv.json").read_text())["encoders"]
+    return out
+
+
+def test_smoke_dag_runs_is_incremental_and_reruns_only_what_changed(smoke_run):
+    """The smoke DAG runs end to end; a rerun does nothing; a fine-tuning change reruns only fine-tuning and after."""
+    tmp_path = smoke_run
     results = tmp_path / "results" / "smoke"
     table = pd.read_csv(results / "benchmark.csv")
     assert sorted(table.method) == ["s2dc", "scratch"]
@@ -83,6 +113,84 @@ def test_smoke_dag_runs_is_incremental_and_reruns_only_what_changed(tmp_path):
                     configfile=write_params(tmp_path / "changed.yaml", changed))
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert job_counts(dry.stdout) == {"finetune": 2, "benchmark_table": 1, "all": 1}
+
+
+def test_job_logs_show_progress(smoke_run):
+    """Pretraining and fine-tuning jobs log a progress line every log_every steps (1 at the smoke scale)."""
+    logs = smoke_run / "logs" / "smoke"
+    pretrain = (logs / "pretrain" / "CT.log").read_text()
+    steps = PARAMS["scales"]["smoke"]["pretrain"]["options"]["optim"]["steps"]
+    for step in range(1, steps + 1):
+        assert f"pretrain step {step}/{steps} loss " in pretrain
+    finetune = (logs / "finetune" / "btcv_s2dc_labels50pct_seed0.log").read_text()
+    steps = PARAMS["scales"]["smoke"]["finetune"]["options"]["train"]["steps"]
+    assert all(f"finetune step {step}/{steps} loss " in finetune for step in range(1, steps + 1))
+    assert "left" in finetune
+
+
+def test_pool_change_reruns_pretraining_with_a_new_encoder(smoke_run, tmp_path):
+    """Another seed for the pretraining pool regenerates it and reruns pretraining (afresh: the old run is set
+    aside, not resumed) and everything that reads the encoder; the encoder changes."""
+    workdir = copy_run(smoke_run, tmp_path / "w")
+    encoder = workdir / "results/smoke/pretrain/CT/encoder.pt"
+    before = hashlib.sha256(encoder.read_bytes()).hexdigest()
+    changed = copy.deepcopy(PARAMS)
+    changed["scales"]["smoke"]["datasets"]["ct_pool"]["seed"] += 5
+    params = write_params(tmp_path / "changed.yaml", changed)
+    dry = snakemake(workdir, "--cores", "2", "--config", "scale=smoke", "-n", configfile=params)
+    assert job_counts(dry.stdout) == {"synthetic_dataset": 1, "pretrain": 1, "finetune": 1, "probe": 1,
+                                      "benchmark_table": 1, "all": 1}
+    done = snakemake(workdir, "--cores", "2", "--config", "scale=smoke", configfile=params)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert hashlib.sha256(encoder.read_bytes()).hexdigest() != before
+    (run,) = (workdir / "results/smoke/pretrain/CT/runs").iterdir()
+    assert len(list((run / "previous").iterdir())) == 1
+    assert json.loads((run / "summary.json").read_text())["resumed_from"] is None
+
+
+def test_kill_minus_nine_then_a_plain_rerun_recovers(smoke_run, tmp_path):
+    """SIGKILL of the whole Snakemake session during pretraining; a plain rerun (no --unlock) finishes and
+    gives the same numbers as the uninterrupted run."""
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile",
+           str(REPO / "params.yaml"), "--cores", "2", "--config", "scale=smoke"]
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    log = workdir / "logs/smoke/pretrain/CT.log"
+    deadline = time.monotonic() + 180
+    while not log.is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert log.is_file() and proc.poll() is None, "pretraining never started"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert any((workdir / ".snakemake" / "locks").glob("*.lock")), "the killed run should have left its lock"
+    assert not (workdir / "results/smoke/metrics.json").exists()
+
+    rerun = snakemake(workdir, "--cores", "2", "--config", "scale=smoke")  # the same command: no --unlock
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "Removing the lock of a Snakemake run that no longer exists" in rerun.stderr
+    assert results_of(workdir) == results_of(smoke_run)
+
+
+def test_paths_with_spaces_are_quoted(tmp_path, smoke_run):
+    """A provided dataset in a folder whose name has spaces reaches every command as one argument."""
+    folder = tmp_path / "my data" / "btcv twin"
+    shutil.copytree(smoke_run / "resources/smoke/btcv", folder)
+    changed = copy.deepcopy(PARAMS)
+    changed["scales"]["smoke"]["datasets"]["btcv"] = {"source": str(folder / "dataset.json"), "modality": "CT",
+                                                      "task": "segmentation"}
+    dry = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--config", "scale=smoke",
+                    configfile=write_params(tmp_path / "spaces.yaml", changed))
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    commands = [line.split("Shell command:", 1)[1].strip() for line in dry.stdout.splitlines() if "Shell command:" in line]
+    reading = [c for c in commands if "btcv twin" in c]
+    assert len(reading) == 3  # two fine-tuning runs and the probe
+    for command in reading:
+        words = shlex.split(command.split(";", 1)[-1])
+        flag = "--data.source" if "--data.source" in words else "--source"
+        assert words[words.index(flag) + 1] == str(folder / "dataset.json")
 
 
 def _dvc_paths(stage: dict, scale: str) -> list[str]:
@@ -127,6 +235,11 @@ def _bad(params: dict, edit) -> dict:
         (lambda p: p["scales"]["smoke"]["pretrain"]["options"]["loss"].__setitem__("weight_p2q", 1.0), "loss.weight_p2q"),
         (lambda p: p["scales"]["smoke"]["finetune"]["options"]["train"].__setitem__("steps", "ten"), "train.steps"),
         (lambda p: p["scales"]["smoke"]["experiments"].__setitem__("datasets", ["lits"]), "lits"),
+        (lambda p: p["scales"]["smoke"]["pretrain"]["options"]["loss"].__setitem__("match_temperature", float("nan")),
+         "loss.match_temperature"),
+        (lambda p: p["scales"]["smoke"]["pretrain"]["options"]["views"].__setitem__("rotation_deg", -10), "views.rotation_deg"),
+        (lambda p: p["scales"]["smoke"]["finetune"]["options"]["train"].__setitem__("lr", float("inf")), "train.lr"),
+        (lambda p: p["scales"]["smoke"]["pretrain"]["options"]["run"].__setitem__("device", "gpu"), "run.device"),
     ],
 )
 def test_bad_params_fail_before_any_job(tmp_path, edit, message):

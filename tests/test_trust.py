@@ -4,7 +4,6 @@ code, no overwritten inputs, every option value checked, bad volumes found befor
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import numpy as np

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import re
@@ -39,6 +40,26 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def lock_folder(folder: Path):
+    """Hold an exclusive lock on ``folder`` (``folder/.lock``) for as long as the returned file stays open, so
+    that two processes never write one run folder; raises ``ValueError`` naming the holder if it is taken."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".lock", "a+")  # noqa: SIM115 - kept open: the lock lives as long as the file
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ValueError(f"'{folder}' is in use by {holder}; wait for it to finish or stop it first") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"s2dc pid {os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def remove_stale_temp_files(*folders: Path) -> None:

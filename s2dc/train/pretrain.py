@@ -37,6 +37,7 @@ from .checkpoint import (
     checkpoint_path,
     list_checkpoints,
     load_checkpoint,
+    lock_folder,
     prune,
     remove_stale_temp_files,
     rng_state,
@@ -158,6 +159,7 @@ class Pretrainer:
             self.optimizer, lambda s: warmup_cosine(s, cfg.optim.warmup_steps, cfg.optim.steps))
         self.step = 0
         self.identity: dict = {}
+        self._lock = None  # the run folder's lock (main rank), held until the process ends
         self.autocast = autocast_for(device, cfg.run.amp, "run.amp")
         self.timer = PhaseTimer(enabled=False, device=device)
 
@@ -346,6 +348,8 @@ class Pretrainer:
         cfg = self.cfg
         paths = list_volumes(cfg.data.source, cfg.data.key)
         self.identity = self.run_identity(paths)
+        if self.dist.is_main:
+            self._lock = lock_folder(self.out)
         resumed_from = self.prepare_out_dir()
         self._barrier()
         if self.dist.is_main:

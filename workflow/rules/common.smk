@@ -1,8 +1,9 @@
 # Helpers shared by the rules: the active scale, paths, and turning parameter sections into CLI options.
 import hashlib
-import os
 import json
+import os
 import shlex
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate

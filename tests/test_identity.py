@@ -1,0 +1,80 @@
+"""Run identity: the code fingerprint (static import closure, blind to docstrings and comments), the data
+fingerprint and the human-readable differences; the run-folder lock."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from s2dc.cli import main
+from s2dc.train import identity
+from s2dc.train.checkpoint import lock_folder
+
+
+@pytest.fixture
+def package(tmp_path, monkeypatch):
+    """A throw-away package tree named s2dc: a imports b (relative), b imports c.d (absolute), e is not imported."""
+    root = tmp_path / "s2dc"
+    (root / "c").mkdir(parents=True)
+    files = {
+        "__init__.py": "",
+        "a.py": '"""Module a."""\nfrom .b import f\n\n\ndef g():\n    return f() + 1\n',
+        "b.py": "from s2dc.c import d\n\n\ndef f():\n    return d.VALUE\n",
+        "c/__init__.py": "",
+        "c/d.py": "VALUE = 1\n",
+        "e.py": "OTHER = 2\n",
+    }
+    for name, text in files.items():
+        (root / name).write_text(text)
+    monkeypatch.setattr(identity, "PACKAGE_ROOT", root)
+    return root
+
+
+def test_code_fingerprint_follows_imports_and_ignores_documentation(package):
+    before = identity.code_fingerprint("s2dc.a")
+    (package / "e.py").write_text("OTHER = 3\n")  # not imported by a
+    assert identity.code_fingerprint("s2dc.a") == before
+    (package / "a.py").write_text('"""Module a, documented again."""\nfrom .b import f  # a comment\n\n\n'
+                                  'def g():\n    """Docstring."""\n    return f() + 1\n')
+    assert identity.code_fingerprint("s2dc.a") == before
+    (package / "c" / "d.py").write_text("VALUE = 2\n")  # imported through b
+    changed = identity.code_fingerprint("s2dc.a")
+    assert changed != before
+    (package / "c" / "__init__.py").write_text("X = 1\n")  # a parent package runs on import too
+    assert identity.code_fingerprint("s2dc.a") != changed
+
+
+def test_data_fingerprint_and_differences(tmp_path):
+    (tmp_path / "img").mkdir()
+    paths = []
+    for i in range(3):
+        path = tmp_path / "img" / f"v{i}.nii.gz"
+        path.write_bytes(b"x" * (10 + i))
+        paths.append(path)
+    source = tmp_path / "dataset.json"
+    source.write_text(json.dumps({"training": [{"image": f"img/v{i}.nii.gz"} for i in range(3)]}))
+    old = {"options": {"optim.lr": 0.001, "loss.weight_p2p": 0.5}, "world_size": 1, "code": "a",
+           "data": identity.data_fingerprint(source, paths)}
+    assert [f[0] for f in old["data"]["files"]] == ["img/v0.nii.gz", "img/v1.nii.gz", "img/v2.nii.gz"]
+    assert identity.differences(old, json.loads(json.dumps(old))) == []
+    paths[1].write_bytes(b"y" * 99)
+    new = {**old, "options": {"optim.lr": 0.5, "loss.weight_p2p": 0.5}, "world_size": 2, "code": "b",
+           "data": identity.data_fingerprint(source, paths)}
+    lines = identity.differences(old, new)
+    assert "optim.lr: 0.001 in the run, 0.5 now" in lines
+    assert any("world size" in line for line in lines)
+    assert any(line.startswith("code:") for line in lines)
+    assert any("img/v1.nii.gz" in line and "changed" in line for line in lines)
+
+
+def test_a_run_folder_has_one_writer(tmp_path, tiny_config, volumes_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    held = lock_folder(tmp_path / "run")
+    with pytest.raises(ValueError, match="in use"):
+        lock_folder(tmp_path / "run")
+    assert main(["pretrain", "--config", str(tiny_config), "--data.source", str(volumes_dir / "dataset.json"),
+                 "--run.out_dir", str(tmp_path / "run")]) == 2
+    assert "s2dc pid" in capsys.readouterr().err
+    held.close()
+    lock_folder(tmp_path / "run").close()
