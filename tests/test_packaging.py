@@ -1,0 +1,89 @@
+"""Packaging: the library works without the pipeline's packages; pins, conda env and licence agree."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+REPO = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+PIPELINE_ONLY = ["snakemake", "dvc", "dvclive", "optuna", "matplotlib", "jsonschema"]
+
+
+def constraints() -> dict[str, Version]:
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[_norm(name)] = Version(version)
+    return pins
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_library_trains_without_the_pipeline_packages(tmp_path, tiny_config, volumes_dir):
+    """With snakemake, dvc, dvclive, optuna, matplotlib and jsonschema unimportable, every command module imports
+    and a pretraining run works (without curves, saying so)."""
+    code = f"""
+import sys
+for name in {PIPELINE_ONLY!r}:
+    sys.modules[name] = None  # import fails
+import s2dc.cli, s2dc.export, s2dc.report, s2dc.eval.probe, s2dc.train.finetune, s2dc.data.synthetic
+sys.exit(s2dc.cli.main(["pretrain", "--config", {str(tiny_config)!r}, "--data.source",
+                        {str(volumes_dir / "dataset.json")!r}, "--run.out_dir", "run", "--optim.steps", "1"]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "dvclive is not installed" in done.stderr
+    assert (tmp_path / "run" / "checkpoints" / "step_00000001.pt").is_file()
+
+
+def test_constraints_pin_every_dependency_inside_its_range():
+    pins = constraints()
+    requirements = [Requirement(r) for r in PYPROJECT["dependencies"]]
+    for extra in PYPROJECT["optional-dependencies"].values():
+        requirements += [Requirement(r) for r in extra]
+    for req in requirements:
+        assert _norm(req.name) in pins, f"constraints.txt does not pin {req.name}"
+        assert req.specifier.contains(pins[_norm(req.name)], prereleases=True), (req, pins[_norm(req.name)])
+    assert pins["torch"] == Version("2.13.0")
+
+
+def test_the_rules_conda_env_pins_what_the_constraints_pin():
+    env = yaml.safe_load((REPO / "workflow/envs/s2dc.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    pinned = dict(line.split("==") for line in pip if "==" in line)
+    pins = constraints()
+    direct = [Requirement(r).name for r in PYPROJECT["dependencies"] + PYPROJECT["optional-dependencies"]["pipeline"]]
+    assert sorted(_norm(n) for n in pinned) == sorted(_norm(n) for n in direct)
+    for name, version in pinned.items():
+        assert Version(version) == pins[_norm(name)], name
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
+    assert python == f"python={sys.version_info.major}.{sys.version_info.minor}"
+
+
+def test_licence_file_matches_pyproject():
+    assert PYPROJECT["license"] == "Apache-2.0" and PYPROJECT["license-files"] == ["LICENSE"]
+    text = (REPO / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+
+
+def test_ci_installs_exactly_as_the_readme_says():
+    readme = (REPO / "README.md").read_text()
+    ci = (REPO / ".ci" / "run").read_text()
+    setup = re.search(r"```bash\n(python3 -m venv .venv .*?)\n```", readme).group(1)
+    install = setup.split(" && snakemake")[0]
+    assert "-c constraints.txt" in install and ".[pipeline,dev]" in install
+    assert install in ci
+    tests = re.search(r"one runs the tests.*?```bash\n(.*?)\n```", readme, re.S).group(1)
+    assert tests in ci
