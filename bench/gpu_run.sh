@@ -5,9 +5,8 @@
 #   bash bench/gpu_run.sh OUT_DIR [PRETRAIN_STEPS] [FINETUNE_STEPS]
 #
 # Meant for a lent GPU machine whose Python has torch but not MONAI / nibabel: wheels of those
-# (pure Python) are installed from .whl/ when present (see docs/benchmarks.md). DVCLive is not
-# installable there; when it is missing, a no-op stand-in is put on the path so that the training
-# code runs unchanged (curves are simply not logged on that machine).
+# (pure Python) are installed from .whl/ when present (see docs/benchmarks.md). DVCLive is optional:
+# without it the training commands write no curves and say so.
 set -euo pipefail
 out=${1:?usage: gpu_run.sh OUT_DIR [PRETRAIN_STEPS] [FINETUNE_STEPS]}
 pre_steps=${2:-300}
@@ -18,22 +17,6 @@ export PYTHONUNBUFFERED=1
 site=/tmp/s2dc_site
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl
-fi
-if ! python3 -c "import dvclive" 2>/dev/null; then
-  mkdir -p "$site/dvclive"
-  cat > "$site/dvclive/__init__.py" <<'EOF'
-"""No-op stand-in for DVCLive on a machine where it cannot be installed (bench/gpu_run.sh)."""
-
-
-class Live:
-    step = 0
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
-EOF
 fi
 export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
