@@ -1,8 +1,13 @@
-"""Shared fixtures: tiny NIfTI volumes and a tiny pretraining configuration."""
+"""Shared fixtures: tiny NIfTI volumes, tiny configurations, labelled cases, and one smoke-DAG run."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -101,3 +106,29 @@ def seg_dir(tmp_path_factory):
     return root
 
 
+# --------------------------------------------------------------------------- the workflow
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path | None = None, timeout: int = 300):
+    """Run this repository's Snakefile with its working directory in ``workdir``."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--configfile", str(configfile or REPO / "params.yaml"), *args]
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """A folder in which the whole smoke DAG ran once (shared: tests read it or copy it, never change it)."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    done = snakemake(workdir, "--cores", "2", "--config", "scale=smoke")
+    assert done.returncode == 0, done.stderr[-4000:]
+    return workdir
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy of a workflow folder with its modification times and Snakemake's metadata."""
+    shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
+    return dst

@@ -22,16 +22,9 @@ import yaml
 from s2dc.export import load_pretrained_encoder, swinunetr_for
 from s2dc.models.encoder import EncoderConfig
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, copy_run, snakemake
+
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
-
-
-def snakemake(workdir: Path, *args: str, configfile: Path | None = None, timeout: int = 240):
-    """Run this repository's Snakefile with its working directory in ``workdir``."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-           "--configfile", str(configfile or REPO / "params.yaml"), *args]
-    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:
@@ -48,21 +41,6 @@ def job_counts(dry_run_output: str) -> dict[str, int]:
 def write_params(path: Path, params: dict) -> Path:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """A folder in which the whole smoke DAG ran once (shared by the tests that read or copy it)."""
-    workdir = tmp_path_factory.mktemp("smoke")
-    done = snakemake(workdir, "--cores", "2", "--config", "scale=smoke")
-    assert done.returncode == 0, done.stderr[-4000:]
-    return workdir
-
-
-def copy_run(src: Path, dst: Path) -> Path:
-    """A copy of a workflow folder with its modification times and Snakemake's metadata."""
-    shutil.copytree(src, dst, symlinks=True)
-    return dst
 
 
 def results_of(workdir: Path) -> dict:
@@ -128,50 +106,57 @@ def test_job_logs_show_progress(smoke_run):
     assert "left" in finetune
 
 
-def test_pool_change_reruns_pretraining_with_a_new_encoder(smoke_run, tmp_path):
-    """Another seed for the pretraining pool regenerates it and reruns pretraining (afresh: the old run is set
-    aside, not resumed) and everything that reads the encoder; the encoder changes."""
-    workdir = copy_run(smoke_run, tmp_path / "w")
-    encoder = workdir / "results/smoke/pretrain/CT/encoder.pt"
-    before = hashlib.sha256(encoder.read_bytes()).hexdigest()
+@pytest.fixture(scope="module")
+def pool_changed(smoke_run, tmp_path_factory):
+    """The smoke run, copied, then rerun with another seed for the pretraining pool: (folder, params file)."""
+    root = tmp_path_factory.mktemp("pool")
     changed = copy.deepcopy(PARAMS)
     changed["scales"]["smoke"]["datasets"]["ct_pool"]["seed"] += 5
-    params = write_params(tmp_path / "changed.yaml", changed)
+    params = write_params(root / "changed.yaml", changed)
+    workdir = copy_run(smoke_run, root / "w")
     dry = snakemake(workdir, "--cores", "2", "--config", "scale=smoke", "-n", configfile=params)
     assert job_counts(dry.stdout) == {"synthetic_dataset": 1, "pretrain": 1, "finetune": 1, "probe": 1,
                                       "benchmark_table": 1, "all": 1}
     done = snakemake(workdir, "--cores", "2", "--config", "scale=smoke", configfile=params)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert hashlib.sha256(encoder.read_bytes()).hexdigest() != before
+    return workdir, params
+
+
+def test_pool_change_reruns_pretraining_with_a_new_encoder(smoke_run, pool_changed):
+    """Another seed for the pretraining pool regenerates it and reruns pretraining (afresh: the old run is set
+    aside, not resumed) and everything that reads the encoder; the encoder changes."""
+    workdir, _ = pool_changed
+    encoder = "results/smoke/pretrain/CT/encoder.pt"
+    assert hashlib.sha256((workdir / encoder).read_bytes()).digest() != hashlib.sha256((smoke_run / encoder).read_bytes()).digest()
     (run,) = (workdir / "results/smoke/pretrain/CT/runs").iterdir()
     assert len(list((run / "previous").iterdir())) == 1
     assert json.loads((run / "summary.json").read_text())["resumed_from"] is None
+    assert results_of(workdir)["probe"] != results_of(smoke_run)["probe"]
 
 
-def test_kill_minus_nine_then_a_plain_rerun_recovers(smoke_run, tmp_path):
-    """SIGKILL of the whole Snakemake session during pretraining; a plain rerun (no --unlock) finishes and
-    gives the same numbers as the uninterrupted run."""
-    workdir = tmp_path / "w"
-    workdir.mkdir()
+def test_kill_minus_nine_then_a_plain_rerun_recovers(smoke_run, pool_changed, tmp_path):
+    """SIGKILL of the whole Snakemake session during pretraining (of a changed pool); the same command again
+    (no --unlock) finishes and gives the same numbers as the run that was not interrupted."""
+    reference, params = pool_changed
+    workdir = copy_run(smoke_run, tmp_path / "w")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile",
-           str(REPO / "params.yaml"), "--cores", "2", "--config", "scale=smoke"]
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile", str(params),
+           "--cores", "2", "--config", "scale=smoke"]
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    log = workdir / "logs/smoke/pretrain/CT.log"
+    runs = workdir / "results/smoke/pretrain/CT/runs"
     deadline = time.monotonic() + 180
-    while not log.is_file() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert log.is_file() and proc.poll() is None, "pretraining never started"
+    while not list(runs.glob("*/previous")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)  # the new pretraining job sets the old run aside as it starts
+    assert proc.poll() is None and list(runs.glob("*/previous")), "pretraining never started"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert any((workdir / ".snakemake" / "locks").glob("*.lock")), "the killed run should have left its lock"
-    assert not (workdir / "results/smoke/metrics.json").exists()
 
-    rerun = snakemake(workdir, "--cores", "2", "--config", "scale=smoke")  # the same command: no --unlock
+    rerun = snakemake(workdir, "--cores", "2", "--config", "scale=smoke", configfile=params)  # no --unlock
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Removing the lock of a Snakemake run that no longer exists" in rerun.stderr
-    assert results_of(workdir) == results_of(smoke_run)
+    assert results_of(workdir) == results_of(reference)
 
 
 def test_paths_with_spaces_are_quoted(tmp_path, smoke_run):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from test_pipeline import REPO, snakemake
+from conftest import REPO, snakemake
 
 
 def test_bare_snakemake_reads_the_default_profile(tmp_path):

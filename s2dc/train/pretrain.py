@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import sys
 import time
@@ -145,6 +146,8 @@ class Pretrainer:
         self.out = Path(cfg.run.out_dir)
         self.ckpt_dir = self.out / "checkpoints"
         torch.manual_seed(cfg.run.seed)  # identical initial weights on every rank
+        random.seed(cfg.run.seed)  # unused by training, but saved in checkpoints: seeded, they are reproducible
+        np.random.seed(cfg.run.seed)
         device = self.dist.device
         self.model = S2DCNet(cfg.encoder, cfg.head.hidden_dim, cfg.head.embed_dim).to(device)
         self.teacher = EMATeacher(self.model).to(device)

@@ -1,0 +1,138 @@
+"""DVC over Snakemake: after a Snakemake run, DVC redoes nothing and deletes nothing that Snakemake made.
+
+The smoke DAG's outputs (the shared run, copied) in a `git init`-ed copy of the tracked files (DVC needs
+a Git repository, and `dvc exp run` a commit), then `dvc exp run -S scale=smoke` (params.yaml stays at
+its default scale), a second, unchanged `dvc exp run`, and `dvc exp apply` of the first experiment.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import REPO, copy_run, snakemake
+
+SCRATCH = ("/runs/", "/cache/")  # pretraining run folders and preprocessing caches; fine-tuned model.pt below
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "DVC_NO_ANALYTICS": "1"}
+
+
+def _run(workdir: Path, *cmd: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    done = subprocess.run(list(cmd), cwd=workdir, env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(cmd)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def dvc(workdir: Path, *args: str) -> str:
+    done = _run(workdir, sys.executable, "-m", "dvc", *args)
+    return done.stdout + done.stderr
+
+
+def git(workdir: Path, *args: str) -> str:
+    return _run(workdir, "git", *args).stdout
+
+
+def tracked_copy(dest: Path) -> Path:
+    """This repository's tracked files (as in the working tree), committed to a new Git repository."""
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for name in filter(None, names.split("\0")):
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    git(dest, "init", "-q")
+    git(dest, "config", "user.name", "test")
+    git(dest, "config", "user.email", "test@example.com")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "base")
+    return dest
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
+    """Every file under resources/ and results/ -> (inode, mtime in ns, size)."""
+    files = {}
+    for top in ("resources", "results"):
+        for path in sorted((root / top).rglob("*")):
+            if path.is_file():
+                st = path.stat()
+                files[str(path.relative_to(root))] = (st.st_ino, st.st_mtime_ns, st.st_size)
+    return files
+
+
+def is_scratch(path: str) -> bool:
+    return any(s in path for s in SCRATCH) or path.endswith("/model.pt")
+
+
+def test_dvc_after_snakemake_redoes_and_deletes_nothing(tmp_path, smoke_run):
+    work = copy_run(smoke_run, tracked_copy(tmp_path / "repo"))
+    dry = snakemake(work, "-n", "--config", "scale=smoke")
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout + dry.stderr
+    made = snapshot(work)
+    assert any(is_scratch(f) for f in made) and "results/smoke/pretrain/CT/encoder.pt" in made
+
+    # 1. The first experiment finds nothing to do: DVC deletes nothing and every Snakemake call is a no-op.
+    out = dvc(work, "exp", "run", "-n", "first", "-S", "scale=smoke")
+    assert "No file hash info found" not in out, out[-3000:]
+    assert out.count("Nothing to be done") == 3 and "Job stats" not in out, out[-6000:]
+    assert snapshot(work) == made
+
+    # 2. Unchanged, a second one: DVC itself sees nothing changed and runs no stage.
+    out = dvc(work, "exp", "run", "-n", "second", "-S", "scale=smoke")
+    assert out.count("didn't change, skipping") == 3 and "Running stage" not in out, out[-3000:]
+    assert snapshot(work) == made
+
+    # 3. dvc.lock hashes the data, encoders, per-run metrics and tables, not the scratch inside their folders.
+    outs = {o["path"]: o for stage in yaml.safe_load((work / "dvc.lock").read_text())["stages"].values()
+            for o in stage["outs"]}
+    for folder in ("resources/smoke", "results/smoke/pretrain", "results/smoke/finetune", "results/smoke/probe"):
+        kept = [f for f in made if f.startswith(folder + "/") and not is_scratch(f)]
+        assert outs[folder]["nfiles"] == len(kept), (folder, outs[folder], kept)
+    assert outs["results/smoke/pretrain"]["nfiles"] == 2  # encoder.pt, summary.json
+    for table in ("benchmark.csv", "benchmark.md", "metrics.json"):
+        assert outs[f"results/smoke/{table}"]["md5"]
+
+    # 4. Applying an experiment brings back its Git-tracked files and leaves Snakemake's outputs alone.
+    dvc(work, "exp", "apply", "first")
+    after = snapshot(work)
+    untracked = git(work, "ls-files", "--others", "--exclude-standard", "results").splitlines()
+    for path, stat in made.items():
+        assert path in after, f"dvc exp apply deleted {path}"
+        if path not in untracked:  # the tables are rewritten from the experiment commit, with the same content
+            assert after[path] == stat, path
+    assert "Data and pipelines are up to date" in dvc(work, "status")
+
+
+def test_dvcignore_leaves_out_scratch_of_every_scale(tmp_path):
+    """Checkpoints, caches and fine-tuned weights are outside DVC's hashes; what DVC versions is not."""
+    ignored = [
+        "results/quick/pretrain/CT/runs/0123456789/checkpoints/step_00000200.pt",
+        "results/quick/pretrain/CT/runs/0123456789/dvclive/metrics.json",
+        "results/quick/cache/finetune/seg1-0123/a.pt",
+        "results/smoke/finetune/btcv/s2dc/labels50pct/seed0/cache/seg1-0123/a.pt",
+        "results/paper/finetune/btcv/s2dc/labels10pct/seed0/model.pt",
+    ]
+    versioned = [
+        "resources/quick/btcv/imagesTr/case_0000.nii.gz",
+        "results/quick/pretrain/CT/encoder.pt",
+        "results/quick/pretrain/CT/summary.json",
+        "results/quick/finetune/btcv/s2dc/labels10pct/seed0/metrics.json",
+        "results/quick/finetune/btcv/s2dc/labels10pct/seed0/split.json",
+        "results/quick/finetune/btcv/s2dc/labels10pct/seed0/dvclive/metrics.json",
+        "results/quick/probe/btcv.json",
+    ]
+    shutil.copytree(REPO / ".dvc", tmp_path / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    shutil.copy2(REPO / ".dvcignore", tmp_path / ".dvcignore")
+    git(tmp_path, "init", "-q")
+    for name in ignored + versioned:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    checked = subprocess.run([sys.executable, "-m", "dvc", "check-ignore", *ignored, *versioned], cwd=tmp_path,
+                             env=_env(), capture_output=True, text=True)
+    assert sorted(checked.stdout.split()) == sorted(ignored), checked.stdout + checked.stderr
