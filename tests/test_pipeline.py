@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -180,10 +181,16 @@ def test_dvc_outputs_are_snakemake_targets(tmp_path):
     """Every output of every dvc.yaml stage is made by the Snakemake target that stage runs."""
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert list(dvc) == ["data", "pretrain", "benchmark"]
+    targets = {}
     for name, stage in dvc.items():
         match = re.fullmatch(r"snakemake --cores all (\w+)", stage["cmd"])
         assert match, f"stage {name}: cmd must run one Snakemake target, got {stage['cmd']!r}"
-        summary = snakemake(tmp_path, "--cores", "1", "--config", "scale=smoke", "--summary", match.group(1))
+        targets[name] = match.group(1)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        summaries = {name: pool.submit(snakemake, tmp_path, "--cores", "1", "--config", "scale=smoke", "--summary",
+                                       target) for name, target in targets.items()}
+    for name, stage in dvc.items():
+        summary = summaries[name].result()
         assert summary.returncode == 0, summary.stderr[-3000:]
         made = [line.split("\t")[0] for line in summary.stdout.splitlines()[1:] if "\t" in line]
         for path in _dvc_paths(stage, "smoke"):
@@ -200,36 +207,39 @@ def _bad(params: dict, edit) -> dict:
     return bad
 
 
-@pytest.mark.parametrize(
-    "edit, message",
-    [
-        (lambda p: p["scales"]["smoke"].__setitem__("epochs", 3), "epochs"),
-        (lambda p: p["scales"]["smoke"]["datasets"]["btcv"].__setitem__("cases", "many"), "many"),
-        (lambda p: p["scales"]["smoke"]["pretrain"]["options"]["loss"].__setitem__("weight_p2q", 1.0), "loss.weight_p2q"),
-        (lambda p: p["scales"]["smoke"]["experiments"].__setitem__("datasets", ["lits"]), "lits"),
-        (lambda p: p["scales"]["smoke"]["pretrain"]["options"]["loss"].__setitem__("match_temperature", float("nan")),
-         "loss.match_temperature"),
-        (lambda p: p["scales"]["smoke"]["pretrain"]["options"]["run"].__setitem__("device", "gpu"), "run.device"),
-    ],
-)
-def test_bad_params_fail_before_any_job(tmp_path, edit, message):
-    """A wrong key, type or value in params.yaml stops the workflow at start, naming it."""
-    bad = write_params(tmp_path / "bad.yaml", _bad(PARAMS, edit))
-    run = snakemake(tmp_path, "-n", "--cores", "1", "--config", "scale=smoke", configfile=bad)
-    assert run.returncode != 0
-    assert message in run.stdout + run.stderr
-    assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
+BAD_PARAMS = {  # what is wrong -> what the message must name
+    "unknown key": (lambda p: p["scales"]["smoke"].__setitem__("epochs", 3), "epochs"),
+    "wrong type": (lambda p: p["scales"]["smoke"]["datasets"]["btcv"].__setitem__("cases", "many"), "many"),
+    "unknown option": (lambda p: p["scales"]["smoke"]["pretrain"]["options"]["loss"].__setitem__("weight_p2q", 1.0),
+                       "loss.weight_p2q"),
+    "unknown dataset": (lambda p: p["scales"]["smoke"]["experiments"].__setitem__("datasets", ["lits"]), "lits"),
+    "NaN option": (lambda p: p["scales"]["smoke"]["pretrain"]["options"]["loss"].__setitem__("match_temperature",
+                                                                                              float("nan")),
+                   "loss.match_temperature"),
+    "unknown device": (lambda p: p["scales"]["smoke"]["pretrain"]["options"]["run"].__setitem__("device", "gpu"),
+                       "run.device"),
+}
 
 
-def test_unknown_scale_is_named(tmp_path):
-    """`--config scale=huge` fails at start, naming the bad value."""
-    run = snakemake(tmp_path, "-n", "--cores", "1", "--config", "scale=huge")
-    assert run.returncode != 0 and "huge" in run.stdout + run.stderr
-
-
-def test_missing_real_dataset_is_named_with_instructions(tmp_path):
-    """At the paper scale a missing user-provided dataset fails at start with its path and what to do."""
-    run = snakemake(tmp_path, "-n", "--cores", "1", "--config", "scale=paper")
-    assert run.returncode != 0
-    out = run.stdout + run.stderr
-    assert "resources/paper/ct_pool/dataset.json" in out and "does not exist" in out
+def test_bad_params_fail_before_any_job(tmp_path):
+    """A wrong key, type or value in params.yaml, an unknown scale or a missing real dataset stops the workflow
+    at start, naming it (the dry runs run side by side: each one is mostly start-up)."""
+    cases = {}
+    for name, (edit, message) in BAD_PARAMS.items():
+        folder = tmp_path / name.replace(" ", "_")
+        folder.mkdir()
+        cases[name] = (folder, ("-n", "--cores", "1", "--config", "scale=smoke"),
+                       write_params(folder / "bad.yaml", _bad(PARAMS, edit)), [message])
+    for scale, messages in (("huge", ["huge"]), ("paper", ["resources/paper/ct_pool/dataset.json", "does not exist"])):
+        folder = tmp_path / scale
+        folder.mkdir()
+        cases[f"scale {scale}"] = (folder, ("-n", "--cores", "1", "--config", f"scale={scale}"), None, messages)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        runs = {name: pool.submit(snakemake, folder, *args, configfile=config)
+                for name, (folder, args, config, _) in cases.items()}
+    for name, (folder, _, _, messages) in cases.items():
+        run = runs[name].result()
+        out = run.stdout + run.stderr
+        assert run.returncode != 0, name
+        assert all(m in out for m in messages), (name, out[-2000:])
+        assert not (folder / "resources").exists() and not (folder / "results").exists(), name
