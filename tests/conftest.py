@@ -37,17 +37,27 @@ def write_volume(path, rng, shape=(72, 70, 40)):
     return path
 
 
-@pytest.fixture(scope="session")
-def volumes_dir(tmp_path_factory):
-    """A folder of four small CT-like volumes and an MSD-style dataset.json pointing at them."""
-    root = tmp_path_factory.mktemp("volumes")
-    (root / "imagesTr").mkdir()
+def write_pool(root, count: int):
+    """``count`` CT-like volumes in ``root/imagesTr`` and an MSD-style ``root/dataset.json`` listing them."""
+    (root / "imagesTr").mkdir(parents=True)
     rng = np.random.default_rng(0)
-    names = [f"case{i}.nii.gz" for i in range(4)]
+    names = [f"case{i}.nii.gz" for i in range(count)]
     for name in names:
         write_volume(root / "imagesTr" / name, rng)
     (root / "dataset.json").write_text(json.dumps({"training": [{"image": f"./imagesTr/{n}"} for n in names]}))
     return root
+
+
+@pytest.fixture(scope="session")
+def volumes_dir(tmp_path_factory):
+    """A folder of four small CT-like volumes and an MSD-style dataset.json pointing at them."""
+    return write_pool(tmp_path_factory.mktemp("volumes"), 4)
+
+
+@pytest.fixture
+def in_tmp_path(tmp_path, monkeypatch):
+    """Run from a scratch folder (DVCLive would otherwise `dvc init` the enclosing Git repository)."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture

@@ -18,10 +18,7 @@ from s2dc.train.finetune_config import HELP, FinetuneConfig, ModelConfig, build_
 from conftest import MODEL, TINY, TINY_FT
 
 
-@pytest.fixture(autouse=True)
-def _outside_the_repo(tmp_path, monkeypatch):
-    """Run from a scratch folder (DVCLive would otherwise `dvc init` the enclosing Git repository)."""
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("in_tmp_path")  # DVCLive would otherwise `dvc init` the repository
 
 
 @pytest.fixture

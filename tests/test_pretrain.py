@@ -21,10 +21,7 @@ from s2dc.train.config import HELP, PretrainConfig
 from conftest import write_volume
 
 
-@pytest.fixture(autouse=True)
-def _outside_the_repo(tmp_path, monkeypatch):
-    """Run from a scratch folder (DVCLive would otherwise `dvc init` the enclosing Git repository)."""
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("in_tmp_path")  # DVCLive would otherwise `dvc init` the repository
 
 
 def pretrain(tiny_config, source, out_dir, *extra):

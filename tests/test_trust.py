@@ -16,26 +16,16 @@ from s2dc.export import load_encoder_weights, swinunetr_for
 from s2dc.losses.p2p import p2p_loss
 from s2dc.models.encoder import EncoderConfig
 
-from conftest import TINY, TINY_FT, write_volume
+from conftest import TINY, TINY_FT, write_pool, write_volume
 
 
-@pytest.fixture(autouse=True)
-def _outside_the_repo(tmp_path, monkeypatch):
-    """Run from a scratch folder (DVCLive would otherwise `dvc init` the enclosing Git repository)."""
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("in_tmp_path")  # DVCLive would otherwise `dvc init` the repository
 
 
 @pytest.fixture
 def pool(tmp_path):
     """A private copy of three CT-like volumes with a dataset.json (tests may change its files)."""
-    root = tmp_path / "pool"
-    (root / "imagesTr").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    names = [f"case{i}.nii.gz" for i in range(3)]
-    for name in names:
-        write_volume(root / "imagesTr" / name, rng)
-    (root / "dataset.json").write_text(json.dumps({"training": [{"image": f"./imagesTr/{n}"} for n in names]}))
-    return root
+    return write_pool(tmp_path / "pool", 3)
 
 
 def pretrain(tiny_config, source, out_dir, *extra):
