@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from s2dc.cli import main
 from s2dc.train import identity
@@ -78,3 +79,21 @@ def test_a_run_folder_has_one_writer(tmp_path, tiny_config, volumes_dir, capsys,
     assert "s2dc pid" in capsys.readouterr().err
     held.close()
     lock_folder(tmp_path / "run").close()
+
+
+@pytest.mark.parametrize("clip", [0.0, 0.5, 1e6])
+def test_gradient_norm_clips_to_the_limit(clip):
+    """The norm is the L2 norm of all gradients together (by hand); with a limit, gradients are scaled to it."""
+    from s2dc.train.finite import gradient_norm
+
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.zeros(shape)) for shape in ((3, 4), (5,), (2, 2, 2))]
+    params.append(torch.nn.Parameter(torch.zeros(2)))  # no gradient: ignored
+    for p in params[:3]:
+        p.grad = torch.randn(p.shape, generator=gen)
+    before = [p.grad.clone() for p in params[:3]]
+    by_hand = sum(float((g.double() ** 2).sum()) for g in before) ** 0.5
+    assert float(gradient_norm(params, clip)) == pytest.approx(by_hand, rel=1e-6)
+    scale = min(1.0, clip / by_hand) if clip > 0 else 1.0
+    for p, g in zip(params[:3], before):
+        torch.testing.assert_close(p.grad, g * scale, rtol=1e-5, atol=1e-7)

@@ -62,7 +62,7 @@ from ..export import load_encoder_weights, swinunetr_for
 from .checkpoint import atomic_save, atomic_write_text
 from .device import pick_device
 from .finetune_config import FinetuneConfig
-from .finite import NonFiniteError, describe_step, require_finite, step_is_finite
+from .finite import NonFiniteError, describe_step, gradient_norm, require_finite, step_is_finite
 from .live import MetricLog, Progress
 from .precision import autocast_for
 from .schedule import warmup_cosine
@@ -407,13 +407,10 @@ class Finetuner:
         loss = self.loss_fn(logits.float(), label)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        grad_norm = torch.nn.utils.get_total_norm(grads)
+        grad_norm = gradient_norm(self.model.parameters(), self.cfg.train.grad_clip)
         if not step_is_finite(loss, grad_norm):
             raise NonFiniteError(describe_step(self.step + 1, {"loss": float(loss.detach())}, float(grad_norm),
                                                f"Try a lower train.lr (now {self.cfg.train.lr:g}) or train.grad_clip > 0."))
-        if self.cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grads_with_norm_(grads, self.cfg.train.grad_clip, grad_norm)
         lr = self.optimizer.param_groups[1]["lr"]
         self.optimizer.step()
         self.scheduler.step()

@@ -10,6 +10,15 @@ class NonFiniteError(FloatingPointError):
     """A training step produced NaN/Inf; the update was not applied (the command exits with 1)."""
 
 
+def gradient_norm(parameters, clip: float) -> torch.Tensor:
+    """Global L2 norm of the parameters' gradients, before clipping; with ``clip > 0`` the gradients are then
+    scaled to a norm of at most ``clip`` (``torch.nn.utils.clip_grad_norm_``)."""
+    parameters = [p for p in parameters if p.grad is not None]
+    if clip > 0:
+        return torch.nn.utils.clip_grad_norm_(parameters, clip)
+    return torch.nn.utils.get_total_norm([p.grad for p in parameters])
+
+
 def step_is_finite(loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
     """Whether the loss and the global gradient norm are finite on every rank (one all-reduce under DDP,
     so that all ranks stop together)."""

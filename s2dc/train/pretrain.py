@@ -46,7 +46,7 @@ from .checkpoint import (
 )
 from .config import RESUME_MODES, LossConfig, PretrainConfig
 from .device import pick_device
-from .finite import NonFiniteError, describe_step, non_finite_tensors, step_is_finite
+from .finite import NonFiniteError, describe_step, gradient_norm, non_finite_tensors, step_is_finite
 from .identity import code_fingerprint, data_fingerprint, differences, result_options
 from .live import MetricLog, Progress
 from .precision import autocast_for
@@ -324,13 +324,10 @@ class Pretrainer:
             self.optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
         with timer("optimizer_ema_queue"):
-            grads = [q.grad for q in self.model.parameters() if q.grad is not None]
-            grad_norm = torch.nn.utils.get_total_norm(grads)
+            grad_norm = gradient_norm(self.model.parameters(), cfg.optim.grad_clip)
             if not step_is_finite(terms["loss"], grad_norm):
                 raise NonFiniteError(describe_step(self.step + 1, {k: float(v.detach()) for k, v in terms.items()},
                                                    float(grad_norm), self._divergence_hint()))
-            if cfg.optim.grad_clip > 0:
-                torch.nn.utils.clip_grads_with_norm_(grads, cfg.optim.grad_clip, grad_norm)
             lr = self.optimizer.param_groups[0]["lr"]
             self.optimizer.step()
             self.scheduler.step()
