@@ -20,6 +20,7 @@ localrules:
     data,
     pretrained,
     synthetic_dataset,
+    prepared_dataset,
     download_msd,
     benchmark_table,
 
@@ -35,10 +36,10 @@ rule all:
 rule data:
     # Every dataset of the active scale (generated, downloaded or checked).
     input:
-        [dataset_json(d) for d in sorted(set(EXP["datasets"]) | set(P["pretrain"]["pools"].values()))],
+        [dataset_json(d) for d in sorted(P["datasets"])],
 
 
 rule pretrained:
     # One pretrained encoder per modality of the active scale.
     input:
-        [f"{RESULTS}/pretrain/{m}/encoder.pt" for m in sorted(P["pretrain"]["pools"])],
+        [f"{RESULTS}/pretrain/{m}/encoder.pt" for m in MODALITIES],

@@ -1,4 +1,4 @@
-"""Command line: ``s2dc pretrain`` and ``s2dc export-encoder``."""
+"""Command line: ``s2dc <command>``; each command is one stage of the pipeline (``s2dc --help`` lists them)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _finetune(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     import json
 
-    from .data.synthetic import BTCV_LABELS, SynthParamError, write_dataset
+    from .data.synthetic import SynthParamError, write_dataset
 
     try:
         path = write_dataset(args.out, args.kind, args.cases, args.seed, shape=tuple(args.shape),
@@ -56,7 +56,7 @@ def _synth(args: argparse.Namespace) -> int:
     summary = f"{args.kind}: {args.cases} cases of {'x'.join(map(str, meta['shape']))} voxels " \
               f"at {'x'.join(f'{s:g}' for s in meta['spacing'])} mm"
     if "mean_voxels" in meta:
-        counts = ", ".join(f"{BTCV_LABELS[k]} {meta['mean_voxels'][BTCV_LABELS[k]]:.0f}" for k in range(1, 14))
+        counts = ", ".join(f"{organ} {voxels:.0f}" for organ, voxels in meta["mean_voxels"].items())
         summary += f"; mean voxels per organ: {counts}"
     print(summary)
     return 0
@@ -82,6 +82,35 @@ def _probe(args: argparse.Namespace) -> int:
     print(f"stage {result['stage']} tokens ({result['stride']}-voxel blocks): {result['train_tokens']} training, "
           f"{result['val_tokens']} validation; recall in %")
     print(markdown(result))
+    return 0
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from .data.registry import REGISTRY, get
+
+    if args.name:
+        spec = get(args.name)
+        print(f"{spec.title} ({spec.name}): {spec.task}, {spec.modality}, channels {', '.join(spec.channels)}")
+        if spec.outputs:
+            print(f"predicts: {', '.join(spec.outputs)}; metrics: {', '.join(spec.metrics)}")
+        print(f"intensity preset: {spec.preset}")
+        for p in spec.paper:
+            print(f"paper: {p.method} at {p.label_ratio:.0%} labels: {p.score} ({p.table})")
+        if spec.notes:
+            print(f"notes: {spec.notes}")
+        print(spec.instructions(f"data/raw/{spec.name}"))
+        return 0
+    print("| name | dataset | task | modality | channels | access |\n|---|---|---|---|---|---|")
+    for s in REGISTRY.values():
+        print(f"| {s.name} | {s.title} | {s.task} | {s.modality} | {', '.join(s.channels)} | {s.access} |")
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from .data.sources import prepare
+
+    path = prepare(args.name, args.raw, args.out)
+    print(path)
     return 0
 
 
@@ -121,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "dataset.json: an unlabelled pretraining pool (ct_pool) or a 13-organ BTCV twin (btcv). "
                     "The output folder is written atomically and replaced if it exists.",
     )
-    syn.add_argument("--kind", choices=("ct_pool", "btcv"), required=True, help="dataset kind")
+    from .data.synthetic import KINDS
+
+    syn.add_argument("--kind", choices=KINDS, required=True, help="the registry dataset whose twin is written")
     syn.add_argument("--out", required=True, help="output folder (gets imagesTr/, labelsTr/ and dataset.json)")
     syn.add_argument("--cases", type=int, required=True, help="number of volumes (btcv: >= 2)")
     syn.add_argument("--seed", type=int, required=True, help="dataset seed (non-negative)")
@@ -172,6 +203,24 @@ def build_parser() -> argparse.ArgumentParser:
     prb.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                      help="'auto' (CUDA if available, else CPU; default), 'cpu' or 'cuda'")
     prb.set_defaults(func=_probe)
+    dsl = sub.add_parser(
+        "datasets", help="list the benchmark's datasets (the registry), or describe one",
+        description="Without NAME: a Markdown table of the registry (ten downstream datasets, three pretraining "
+                    "pools). With NAME: its task, channels, outputs, metrics, the paper's numbers and where to get "
+                    "the real data and put it.",
+    )
+    dsl.add_argument("name", nargs="?", help="a registry name, e.g. btcv")
+    dsl.set_defaults(func=_datasets)
+    pre_ = sub.add_parser(
+        "prepare", help="turn a dataset's official release layout into the common dataset.json",
+        description="Check a real dataset in its official release layout (see `s2dc datasets NAME`) and write "
+                    "OUT/dataset.json, whose paths point at the release's files (nothing is copied). A missing "
+                    "folder stops with where to get the data and where to put it.",
+    )
+    pre_.add_argument("name", help="registry name, e.g. btcv")
+    pre_.add_argument("--raw", required=True, help="folder that holds the official release")
+    pre_.add_argument("--out", required=True, help="output folder (gets dataset.json)")
+    pre_.set_defaults(func=_prepare)
     dl = sub.add_parser(
         "download-msd", help="download a Medical Segmentation Decathlon task (MONAI's URL and MD5)",
         description="Download <task>.tar from the URL MONAI records, check its MD5, extract it to ROOT/<task>/ "

@@ -13,29 +13,22 @@ from pathlib import Path
 
 import pandas as pd
 
+from .data.registry import REGISTRY
 from .train.checkpoint import atomic_write_text
-
-# Numbers printed in the poster (method.md §7): (dataset, method, label ratio) -> score in %.
-# Table 2 is the full-label ablation on BTCV (Dice); Table 1 is CC-CCII accuracy.
-PAPER = {
-    ("btcv", "s2dc", 1.0): 84.14,
-    ("btcv", "s2dc_lg", 1.0): 83.43,
-    ("btcv", "s2dc_lg_p2p", 1.0): 83.98,
-    ("btcv", "s2dc_lg_p2s", 1.0): 84.02,
-    ("cc-ccii", "scratch", 0.1): 77.15,
-    ("cc-ccii", "scratch", 0.5): 92.28,
-    ("cc-ccii", "scratch", 1.0): 94.15,
-    ("cc-ccii", "s2dc", 0.1): 88.29,
-    ("cc-ccii", "s2dc", 0.5): 93.89,
-    ("cc-ccii", "s2dc", 1.0): 95.34,
-}
 
 SCORE_KEYS = {"segmentation": "dice_mean"}
 
 
 def paper_name(dataset: str) -> str:
-    """The real dataset a (possibly synthetic) dataset stands for: 'synthetic_btcv' -> 'btcv'."""
+    """The registry dataset a (possibly synthetic) dataset stands for: 'synthetic_btcv' -> 'btcv'."""
     return dataset.lower().removeprefix("synthetic_")
+
+
+def paper_score(dataset: str, method: str, label_ratio: float) -> float:
+    """The poster's number for this row (the registry's), NaN where it prints none."""
+    spec = REGISTRY.get(paper_name(dataset))
+    score = spec.paper_score(method, label_ratio) if spec is not None else None
+    return math.nan if score is None else score
 
 
 def collect(metric_files: list[Path]) -> pd.DataFrame:
@@ -65,7 +58,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         train_cases=("train_cases", "first"), minutes=("seconds", lambda s: s.sum() / 60),
     ).reset_index()
     table["std"] = table["std"].fillna(0.0)
-    table["paper"] = [PAPER.get((paper_name(d), m, r), math.nan) for d, m, r in zip(table.dataset, table.method, table.label_ratio)]
+    table["paper"] = [paper_score(d, m, r) for d, m, r in zip(table.dataset, table.method, table.label_ratio)]
     return table
 
 

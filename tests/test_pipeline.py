@@ -149,23 +149,34 @@ def test_kill_minus_nine_then_a_plain_rerun_recovers(smoke_run, tmp_path):
     assert losses[0] == losses[1] and len(losses[0]) == PARAMS["scales"]["smoke"]["pretrain"]["options"]["optim"]["steps"]
 
 
-def test_paths_with_spaces_are_quoted(tmp_path, smoke_run):
-    """A provided dataset in a folder whose name has spaces reaches every command as one argument."""
-    folder = tmp_path / "my data" / "btcv twin"
-    shutil.copytree(smoke_run / "resources/smoke/btcv", folder)
+def test_paths_with_spaces_are_quoted(tmp_path):
+    """A real dataset's release in a folder whose name has spaces reaches its converter as one argument, and
+    the prepared dataset.json points into it."""
+    from test_registry import btcv_release
+
+    raw = tmp_path / "my data"
+    btcv_release(raw / "btcv")
     changed = copy.deepcopy(PARAMS)
-    changed["scales"]["smoke"]["datasets"]["btcv"] = {"source": str(folder / "dataset.json"), "modality": "CT",
-                                                      "task": "segmentation"}
-    dry = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--config", "scale=smoke",
+    changed["scales"]["smoke"]["raw"] = str(raw)
+    changed["scales"]["smoke"]["datasets"]["btcv"] = {"source": "real"}
+    run = snakemake(tmp_path, "--cores", "1", "resources/smoke/btcv/dataset.json", "--config", "scale=smoke",
                     configfile=write_params(tmp_path / "spaces.yaml", changed))
+    assert run.returncode == 0, run.stderr[-3000:]
+    doc = json.loads((tmp_path / "resources/smoke/btcv/dataset.json").read_text())
+    image = (tmp_path / "resources/smoke/btcv" / doc["training"][0]["image"]).resolve()
+    assert image == (raw / "btcv/RawData/Training/img/img0001.nii.gz").resolve()
+
+
+def test_paper_scale_plans_without_data_and_a_missing_dataset_fails_in_its_own_job(tmp_path):
+    """`snakemake -n` at scale paper lists the jobs with none of the data present; running them stops in the
+    job that needs the missing release, with where to get it and where to put it, writing nothing."""
+    dry = snakemake(tmp_path, "-n", "--config", "scale=paper")
     assert dry.returncode == 0, dry.stderr[-3000:]
-    commands = [line.split("Shell command:", 1)[1].strip() for line in dry.stdout.splitlines() if "Shell command:" in line]
-    reading = [c for c in commands if "btcv twin" in c]
-    assert len(reading) == 3  # two fine-tuning runs and the probe
-    for command in reading:
-        words = shlex.split(command.split(";", 1)[-1])
-        flag = "--data.source" if "--data.source" in words else "--source"
-        assert words[words.index(flag) + 1] == str(folder / "dataset.json")
+    assert re.search(r"prepared_dataset\s+2", dry.stdout) and re.search(r"finetune\s+18", dry.stdout), dry.stdout[-2000:]
+    run = snakemake(tmp_path, "--cores", "1", "resources/paper/btcv/dataset.json", "--config", "scale=paper")
+    assert run.returncode != 0
+    assert "needs a registration" in run.stderr and "data/raw/btcv" in run.stderr, run.stderr[-3000:]
+    assert not (tmp_path / "resources/paper/btcv/dataset.json").exists()
 
 
 def _dvc_paths(stage: dict, scale: str) -> list[str]:
@@ -213,6 +224,11 @@ BAD_PARAMS = {  # what is wrong -> what the message must name
     "unknown option": (lambda p: p["scales"]["smoke"]["pretrain"]["options"]["loss"].__setitem__("weight_p2q", 1.0),
                        "loss.weight_p2q"),
     "unknown dataset": (lambda p: p["scales"]["smoke"]["experiments"].__setitem__("datasets", ["lits"]), "lits"),
+    "not in the registry": (lambda p: p["scales"]["smoke"]["datasets"].__setitem__("lits", {"source": "real"}),
+                            "not a registry dataset"),
+    "no twin": (lambda p: p["scales"]["smoke"]["datasets"].__setitem__(
+        "adni", {"source": "synthetic", "cases": 2, "seed": 0, "shape": [64, 64, 32], "val_fraction": 0.5}),
+        "no synthetic twin of adni"),
     "NaN option": (lambda p: p["scales"]["smoke"]["pretrain"]["options"]["loss"].__setitem__("match_temperature",
                                                                                               float("nan")),
                    "loss.match_temperature"),
@@ -222,15 +238,15 @@ BAD_PARAMS = {  # what is wrong -> what the message must name
 
 
 def test_bad_params_fail_before_any_job(tmp_path):
-    """A wrong key, type or value in params.yaml, an unknown scale or a missing real dataset stops the workflow
-    at start, naming it (the dry runs run side by side: each one is mostly start-up)."""
+    """A wrong key, type or value in params.yaml or an unknown scale stops the workflow at start, naming it
+    (the dry runs run side by side: each one is mostly start-up)."""
     cases = {}
     for name, (edit, message) in BAD_PARAMS.items():
         folder = tmp_path / name.replace(" ", "_")
         folder.mkdir()
         cases[name] = (folder, ("-n", "--cores", "1", "--config", "scale=smoke"),
                        write_params(folder / "bad.yaml", _bad(PARAMS, edit)), [message])
-    for scale, messages in (("huge", ["huge"]), ("paper", ["resources/paper/ct_pool/dataset.json", "does not exist"])):
+    for scale, messages in (("huge", ["huge"]),):
         folder = tmp_path / scale
         folder.mkdir()
         cases[f"scale {scale}"] = (folder, ("-n", "--cores", "1", "--config", f"scale={scale}"), None, messages)

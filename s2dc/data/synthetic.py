@@ -80,6 +80,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .registry import get
+
 __all__ = [
     "BTCV_LABELS",
     "KINDS",
@@ -91,22 +93,7 @@ __all__ = [
     "write_dataset",
 ]
 
-BTCV_LABELS = {
-    0: "background",
-    1: "spleen",
-    2: "right kidney",
-    3: "left kidney",
-    4: "gallbladder",
-    5: "esophagus",
-    6: "liver",
-    7: "stomach",
-    8: "aorta",
-    9: "inferior vena cava",
-    10: "portal and splenic veins",
-    11: "pancreas",
-    12: "right adrenal gland",
-    13: "left adrenal gland",
-}
+BTCV_LABELS: dict[int, str] = dict(get("btcv").labels)
 
 #: Organ tissue intensity: label -> (mean HU, texture sd HU), before per-case offsets and noise.
 ORGAN_HU: dict[int, tuple[float, float]] = {

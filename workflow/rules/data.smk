@@ -1,4 +1,5 @@
-# Data: synthetic datasets are generated; the real ones are downloaded (MSD) or provided by the user.
+# Data: synthetic twins are generated; real datasets are downloaded (open archives: MSD) or converted
+# from their official release layout in RAW/<name> (registration-only ones, which the user puts there).
 
 
 rule synthetic_dataset:
@@ -10,7 +11,7 @@ rule synthetic_dataset:
         shape=lambda w: " ".join(map(str, P["datasets"][w.dataset]["shape"])),
         code=CODE["synth"],
     wildcard_constraints:
-        dataset="|".join(n for n, s in P["datasets"].items() if s["source"] == "synthetic") or "(?!)",
+        dataset="|".join(datasets_of("synthetic")) or "(?!)",
     conda:
         "../envs/s2dc.yaml"
     log:
@@ -18,9 +19,32 @@ rule synthetic_dataset:
     benchmark:
         f"benchmarks/{SCALE}/data/{{dataset}}.tsv"
     shell:
-        "s2dc synth --kind {params.spec[kind]} --out {params.folder:q} --cases {params.spec[cases]}"
+        "s2dc synth --kind {wildcards.dataset} --out {params.folder:q} --cases {params.spec[cases]}"
         " --seed {params.spec[seed]} --shape {params.shape} --val-fraction {params.spec[val_fraction]}"
         " > {log:q} 2>&1"
+
+
+rule prepared_dataset:
+    # A registration-only dataset, checked in its official layout under RAW/<name> and listed in the common
+    # dataset.json (nothing is copied). A missing release stops this job with where to get it and where to
+    # put it. The release is not an input (it may be absent when the DAG is built): after changing it, rerun
+    # with `snakemake -R prepared_dataset`.
+    output:
+        f"{RESOURCES}/{{dataset}}/dataset.json",
+    params:
+        raw=lambda w: f"{RAW}/{w.dataset}",
+        folder=lambda w: f"{RESOURCES}/{w.dataset}",
+        code=CODE["prepare"],
+    wildcard_constraints:
+        dataset="|".join(datasets_of("prepared")) or "(?!)",
+    conda:
+        "../envs/s2dc.yaml"
+    log:
+        f"logs/{SCALE}/data/{{dataset}}.log",
+    shell:
+        # On failure the message (where to get the data, where to put it) is shown, not only logged.
+        "s2dc prepare {wildcards.dataset} --raw {params.raw:q} --out {params.folder:q} > {log:q} 2>&1"
+        " || {{ cat {log:q} >&2; exit 1; }}"
 
 
 rule download_msd:

@@ -3,7 +3,7 @@
 
 rule pretrain:
     input:
-        lambda w: dataset_json(P["pretrain"]["pools"][w.modality]),
+        lambda w: pool_json(w.modality),
     output:
         encoder=f"{RESULTS}/pretrain/{{modality}}/encoder.pt",
         summary=f"{RESULTS}/pretrain/{{modality}}/summary.json",

@@ -1,0 +1,27 @@
+"""Real data: each dataset's official release layout -> the common layout (``dataset.json``), once.
+
+``prepare(name, raw, out_dir)`` runs the converter of a registry dataset on the folder that holds
+its official release; a missing folder or file stops with the registry's instructions (where to get
+the data, where to put it). Open archives are downloaded by :mod:`s2dc.data.download`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..registry import get, names
+from ..volumes import DataError
+from . import btcv, pool
+
+CONVERTERS = {
+    "btcv": btcv.convert,
+    **{n: (lambda raw, out, _n=n: pool.convert(_n, raw, out)) for n in names(task="pretraining")},
+}
+
+
+def prepare(name: str, raw: str | Path, out_dir: str | Path) -> Path:
+    """Convert dataset ``name`` from ``raw`` (its official layout) into ``out_dir/dataset.json``."""
+    spec = get(name)
+    if name not in CONVERTERS:
+        raise DataError(f"no converter for {spec.title} ({name}) yet; converters exist for {sorted(CONVERTERS)}")
+    return CONVERTERS[name](Path(raw), Path(out_dir))

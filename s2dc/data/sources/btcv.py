@@ -1,0 +1,47 @@
+"""BTCV: Synapse's ``RawData/Training/img|label`` -> the common layout with SwinUNETR's split.
+
+Official layout (``Abdomen/RawData.zip``, registry ``btcv``)::
+
+    RawData/Training/img/img0001.nii.gz ...     RawData/Training/label/label0001.nii.gz ...
+
+Split of SwinUNETR's ``dataset_0.json`` (the release's BTCV protocol): cases 1-10 and 21-34 for
+training, 35-40 for validation.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..registry import get
+from ..volumes import DataError
+from .common import nifti_shape, require_folder, write_common
+
+TRAINING_IDS = (*range(1, 11), *range(21, 35))
+VALIDATION_IDS = tuple(range(35, 41))
+_IMAGE = re.compile(r"img(\d{4})\.nii(\.gz)?")
+
+
+def convert(raw: Path, out_dir: Path) -> Path:
+    """Check every listed case (image and label exist, NIfTI headers readable, same shape) and write the json."""
+    spec = get("btcv")
+    raw = Path(raw)
+    require_folder(raw, spec, "RawData/Training/img")
+    require_folder(raw, spec, "RawData/Training/label")
+    images = {int(m.group(1)): p for p in (raw / "RawData/Training/img").iterdir() if (m := _IMAGE.fullmatch(p.name))}
+    missing = [i for i in (*TRAINING_IDS, *VALIDATION_IDS) if i not in images]
+    if missing:
+        raise DataError(f"'{raw / 'RawData/Training/img'}' lacks " + ", ".join(f"img{i:04d}.nii.gz" for i in missing)
+                        + " of SwinUNETR's BTCV split (cases 1-10 and 21-40)")
+
+    def case(i: int) -> dict[str, Path]:
+        image = images[i]
+        label = raw / "RawData/Training/label" / image.name.replace("img", "label", 1)
+        if not label.is_file():
+            raise DataError(f"label '{label}' of image '{image}' does not exist")
+        if nifti_shape(image) != nifti_shape(label):
+            raise DataError(f"label '{label}' has shape {nifti_shape(label)}, its image '{image}' {nifti_shape(image)}")
+        return {"image": image, "label": label}
+
+    return write_common(out_dir, spec, [case(i) for i in TRAINING_IDS], [case(i) for i in VALIDATION_IDS],
+                        raw, "s2dc.data.sources.btcv")

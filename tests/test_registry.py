@@ -1,0 +1,178 @@
+"""The dataset registry and the converters from official release layouts (issue 8, slice 1)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from s2dc.data import registry
+from s2dc.data.sources import prepare
+from s2dc.data.volumes import DataError
+
+from conftest import REPO
+
+
+def test_registry_holds_the_papers_ten_datasets_and_three_pools():
+    """method.md §6: ten downstream datasets over four tasks and three modalities, one pool per modality."""
+    downstream = [registry.get(n) for n in registry.downstream_names()]
+    assert len(downstream) == 10
+    by_task = {t: sorted(s.name for s in downstream if s.task == t) for t in registry.TASK_METRICS}
+    assert by_task == {
+        "segmentation": ["autopet", "brats21", "btcv", "msd_liver", "msd_lung", "msd_spleen"],
+        "classification": ["adni", "cc_ccii"],
+        "reconstruction": ["udpet"],
+        "translation": ["brats23"],
+    }
+    assert {m: registry.pool_for(m) for m in registry.MODALITIES} == {"CT": "ct_pool", "MRI": "mri_pool", "PET": "pet_pool"}
+    assert {s.modality for s in downstream} == {"CT", "MRI", "PET"}
+    assert registry.get("brats21").channels == ("t1", "t1ce", "t2", "flair")
+    assert len(registry.get("btcv").outputs) == 13 and registry.get("btcv").labels[13] == "left adrenal gland"
+    assert registry.get("cc_ccii").metrics[0] == "accuracy" and registry.get("udpet").metrics[0] == "psnr"
+
+
+def test_msd_archives_are_the_ones_monai_records():
+    """The registry's MSD URLs and MD5s equal MONAI's own table (an independent source)."""
+    from monai.apps import DecathlonDataset
+
+    for name, task in (("msd_liver", "Task03_Liver"), ("msd_lung", "Task06_Lung"), ("msd_spleen", "Task09_Spleen")):
+        (archive,) = registry.get(name).archives
+        assert (archive.url, archive.md5) == (DecathlonDataset.resource[task], DecathlonDataset.md5[task])
+
+
+def test_paper_numbers_are_the_posters():
+    """Poster Table 1 (CC-CCII accuracy at 10/50/100 %) and Table 2 (BTCV / AutoPET Dice), as method.md §7 quotes them."""
+    table1 = {"scratch": (77.15, 92.28, 94.15), "swinmm": (87.87, 93.50, 94.80), "voco": (86.73, 92.43, 94.60),
+              "s2dc": (88.29, 93.89, 95.34)}
+    for method, scores in table1.items():
+        assert [registry.get("cc_ccii").paper_score(method, r) for r in (0.1, 0.5, 1.0)] == list(scores)
+    table2 = {"s2dc_lg": (83.43, 45.72), "s2dc_lg_p2p": (83.98, 45.85), "s2dc_lg_p2s": (84.02, 46.23), "s2dc": (84.14, 46.47)}
+    for method, (btcv, autopet) in table2.items():
+        assert registry.get("btcv").paper_score(method, 1.0) == btcv
+        assert registry.get("autopet").paper_score(method, 1.0) == autopet
+    assert registry.get("btcv").paper_score("scratch", 0.1) is None
+    assert dict(registry.PAPER_AVERAGE) == {"scratch": 77.93, "voco": 80.65, "s2dc": 81.43}
+
+
+def test_unknown_dataset_names_the_known_ones():
+    with pytest.raises(registry.UnknownDatasetError, match="unknown dataset 'lits'.*'btcv'"):
+        registry.get("lits")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(task="detection"), "task must be one of"),
+    (dict(modality="US"), "modality must be one of"),
+    (dict(preset="hu"), "preset must be one of"),
+    (dict(outputs=()), "names what it predicts"),
+    (dict(labels={1: "spleen"}), "0 to 'background'"),
+])
+def test_a_bad_spec_is_refused_naming_the_dataset(bad, message):
+    spec = dict(name="x", title="X", task="segmentation", modality="CT", channels=("CT",), outputs=("spleen",),
+                labels={0: "background", 1: "spleen"}, preset="ct_abdomen", access="open", where="w", licence="l",
+                layout="x/", layout_source="s")
+    with pytest.raises(ValueError, match=f"dataset 'x'.*{re.escape(message)}"):
+        registry.DatasetSpec(**{**spec, **bad})
+
+
+def _string_constants(path: Path) -> set[str]:
+    if path.suffix == ".py":
+        return {n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    return set(re.findall(r"[A-Za-z0-9_]+", path.read_text()))
+
+
+def test_no_module_but_the_registry_names_a_dataset():
+    """Rules, CLI, report and schema read the registry; only it, the converters (one per dataset) and the
+    synthetic twins (keyed by registry name) spell a dataset's name."""
+    allowed = {REPO / "s2dc/data/registry.py", REPO / "s2dc/data/synthetic.py"}
+    files = [p for p in (*REPO.glob("s2dc/**/*.py"), *REPO.glob("workflow/**/*.smk"), *REPO.glob("workflow/**/*.yaml"),
+                         REPO / "Snakefile")
+             if p not in allowed and "sources" not in p.parts]
+    assert len(files) > 20
+    offenders = {str(p.relative_to(REPO)): sorted(_string_constants(p) & set(registry.REGISTRY)) for p in files}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+# --------------------------------------------------------------------------- converters
+
+
+def _nifti(path: Path, shape=(4, 4, 3), dtype=np.float32) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.zeros(shape, dtype), np.eye(4)), str(path))
+    return path
+
+
+def btcv_release(root: Path) -> Path:
+    """Synapse's BTCV layout with the 30 labelled training cases (ids 1-10, 21-40), 4x4x3 voxels each."""
+    for i in (*range(1, 11), *range(21, 41)):
+        _nifti(root / f"RawData/Training/img/img{i:04d}.nii.gz")
+        _nifti(root / f"RawData/Training/label/label{i:04d}.nii.gz", dtype=np.uint8)
+    _nifti(root / "RawData/Testing/img/img0061.nii.gz")
+    return root
+
+
+def test_btcv_release_becomes_swinunetrs_split(tmp_path):
+    raw = btcv_release(tmp_path / "raw")
+    out = prepare("btcv", raw, tmp_path / "prepared")
+    doc = json.loads(out.read_text())
+    assert (doc["name"], doc["task"], doc["modality"]) == ("btcv", "segmentation", {"0": "CT"})
+    assert doc["labels"]["6"] == "liver" and len(doc["labels"]) == 14
+
+    def ids(section):
+        return [int(re.search(r"img(\d+)", e["image"]).group(1)) for e in doc[section]]
+
+    assert ids("training") == [*range(1, 11), *range(21, 35)] and ids("validation") == list(range(35, 41))
+    for entry in doc["training"] + doc["validation"]:  # relative to the json, pointing into the release
+        image, label = ((out.parent / entry[k]).resolve() for k in ("image", "label"))
+        assert image.is_file() and label.is_file() and raw.resolve() in image.parents
+        assert label.name == image.name.replace("img", "label")
+
+
+@pytest.mark.parametrize("damage, named", [
+    (lambda raw: (raw / "RawData/Training/label/label0035.nii.gz").unlink(), "label0035.nii.gz"),
+    (lambda raw: (raw / "RawData/Training/img/img0007.nii.gz").unlink(), "img0007.nii.gz"),
+    (lambda raw: (raw / "RawData/Training/img/img0022.nii.gz").write_bytes(b"not a nifti"), "img0022.nii.gz"),
+    (lambda raw: _nifti(raw / "RawData/Training/label/label0003.nii.gz", shape=(4, 4, 2)), "label0003.nii.gz"),
+])
+def test_a_broken_btcv_release_is_refused_naming_the_file(tmp_path, damage, named):
+    raw = btcv_release(tmp_path / "raw")
+    damage(raw)
+    with pytest.raises(DataError, match=re.escape(named)):
+        prepare("btcv", raw, tmp_path / "prepared")
+    assert not (tmp_path / "prepared" / "dataset.json").exists()
+
+
+def test_a_missing_release_says_where_to_get_it_and_where_to_put_it(tmp_path):
+    with pytest.raises(DataError) as err:
+        prepare("btcv", tmp_path / "nowhere", tmp_path / "prepared")
+    text = str(err.value)
+    assert "needs a registration" in text and "synapse.org" in text and str(tmp_path / "nowhere") in text
+    assert "RawData/" in text and "Training/img/img0001.nii.gz" in text
+
+
+def test_a_pool_list_is_checked_file_by_file(tmp_path):
+    raw = tmp_path / "pool"
+    for i in range(3):
+        _nifti(raw / "volumes" / f"v{i}.nii.gz")
+    (raw / "dataset.json").write_text(json.dumps({"training": [{"image": f"volumes/v{i}.nii.gz"} for i in range(3)]}))
+    doc = json.loads(prepare("ct_pool", raw, tmp_path / "out").read_text())
+    assert [(tmp_path / "out" / e["image"]).resolve() for e in doc["training"]] == \
+        [(raw / "volumes" / f"v{i}.nii.gz").resolve() for i in range(3)]
+    (raw / "volumes" / "v1.nii.gz").write_bytes(b"\x00" * 10)
+    with pytest.raises(DataError, match="v1.nii.gz"):
+        prepare("ct_pool", raw, tmp_path / "out2")
+
+
+def test_cli_lists_the_registry_and_refuses_an_unknown_name():
+    run = subprocess.run([sys.executable, "-m", "s2dc.cli", "datasets"], capture_output=True, text=True)
+    assert run.returncode == 0
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert sorted(r.split("|")[1].strip() for r in rows) == sorted(registry.REGISTRY)
+    bad = subprocess.run([sys.executable, "-m", "s2dc.cli", "datasets", "lits"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown dataset 'lits'" in bad.stderr and "Traceback" not in bad.stderr
