@@ -5,8 +5,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -79,6 +77,20 @@ def test_a_bad_spec_is_refused_naming_the_dataset(bad, message):
                 layout="x/", layout_source="s")
     with pytest.raises(ValueError, match=f"dataset 'x'.*{re.escape(message)}"):
         registry.DatasetSpec(**{**spec, **bad})
+
+
+@pytest.mark.parametrize("datasets, experiments, modalities, message", [
+    ({"lits": {"source": "real"}}, [], [], "scales.x.datasets.lits: not a registry dataset"),
+    ({"adni": {"source": "synthetic"}}, [], [], "no synthetic twin of adni"),
+    ({"btcv": {"source": "real"}}, ["spleen"], [], "experiments.datasets names 'spleen'"),
+    ({"ct_pool": {"source": "real"}}, ["ct_pool"], [], "names the pretraining pool 'ct_pool'"),
+    ({"btcv": {"source": "real"}}, ["btcv"], ["MRI"], "has MRI, but its pool 'mri_pool'"),
+])
+def test_a_scales_dataset_choice_is_checked(datasets, experiments, modalities, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        registry.check_selection("scales.x", datasets, experiments, modalities, twins=("btcv",))
+    registry.check_selection("scales.x", {"btcv": {"source": "synthetic"}, "ct_pool": {"source": "real"}},
+                             ["btcv"], ["CT"], twins=("btcv",))
 
 
 def _string_constants(path: Path) -> set[str]:
@@ -169,10 +181,11 @@ def test_a_pool_list_is_checked_file_by_file(tmp_path):
         prepare("ct_pool", raw, tmp_path / "out2")
 
 
-def test_cli_lists_the_registry_and_refuses_an_unknown_name():
-    run = subprocess.run([sys.executable, "-m", "s2dc.cli", "datasets"], capture_output=True, text=True)
-    assert run.returncode == 0
-    rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+def test_cli_lists_the_registry_and_refuses_an_unknown_name(capsys):
+    from s2dc.cli import main
+
+    assert main(["datasets"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert sorted(r.split("|")[1].strip() for r in rows) == sorted(registry.REGISTRY)
-    bad = subprocess.run([sys.executable, "-m", "s2dc.cli", "datasets", "lits"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "unknown dataset 'lits'" in bad.stderr and "Traceback" not in bad.stderr
+    assert main(["datasets", "lits"]) == 2
+    assert "unknown dataset 'lits'" in capsys.readouterr().err

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import re
+from concurrent.futures import ThreadPoolExecutor
+
 from conftest import REPO, snakemake
 
 
-def test_bare_snakemake_reads_the_default_profile(tmp_path):
-    """`snakemake` with no --profile picks up profiles/default beside the Snakefile (rerun-incomplete etc.)."""
-    run = snakemake(tmp_path, "-n", "--config", "scale=smoke")
+def test_bare_snakemake_reads_the_default_profile_and_plans_the_paper_scale_without_data(tmp_path):
+    """`snakemake` with no --profile picks up profiles/default beside the Snakefile (rerun-incomplete etc.);
+    at scale paper it plans every job with none of the real data present (each release is checked in its
+    own job: test_pipeline.py)."""
+    run = snakemake(tmp_path, "-n", "--config", "scale=paper")
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-3000:]
     assert f"workflow specific profile {REPO / 'profiles/default'}" in out
+    assert re.search(r"prepared_dataset\s+2", run.stdout) and re.search(r"finetune\s+18", run.stdout), run.stdout[-2000:]
 
 
 def test_dag_and_report_need_no_cores(tmp_path):
     """`--dag` and `--report` work without --cores and without the default profile (which sets cores)."""
-    dag = snakemake(tmp_path, "--dag", "--workflow-profile", "none", "--config", "scale=smoke")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        drawn = pool.submit(snakemake, tmp_path, "--dag", "--workflow-profile", "none", "--config", "scale=smoke")
+        report = snakemake(tmp_path, "--report", "report.html", "--workflow-profile", "none", "--config", "scale=smoke")
+    dag = drawn.result()
     assert dag.returncode == 0, dag.stderr[-3000:]
     assert dag.stdout.lstrip().startswith("digraph") and "pretrain" in dag.stdout
-    report = snakemake(tmp_path, "--report", "report.html", "--workflow-profile", "none", "--config", "scale=smoke")
     assert report.returncode == 0, report.stderr[-3000:]
     assert (tmp_path / "report.html").stat().st_size > 1000

@@ -407,3 +407,25 @@ def pool_for(modality: str) -> str:
     if len(pools) != 1:
         raise UnknownDatasetError(f"no pretraining pool for modality {modality!r}; modalities are {MODALITIES}")
     return pools[0]
+
+
+def check_selection(where: str, datasets: Mapping[str, Mapping], experiments: list[str], modalities: list[str],
+                    twins: tuple[str, ...]) -> None:
+    """Check a scale's choice of datasets (params.yaml ``scales.<scale>``, named ``where``): every dataset is a
+    registry name, a synthetic one has a twin (``twins``), the experiments name downstream datasets of the
+    scale and each modality's pool is among them. Raises ``ValueError`` naming the key."""
+    for name, choice in datasets.items():
+        if name not in REGISTRY:
+            raise ValueError(f"{where}.datasets.{name}: not a registry dataset; `s2dc datasets` lists them: {sorted(REGISTRY)}")
+        if choice.get("source") == "synthetic" and name not in twins:
+            raise ValueError(f"{where}.datasets.{name}: there is no synthetic twin of {name} yet "
+                             f"(twins: {list(twins)}); use source: real")
+    for name in experiments:
+        if name not in datasets:
+            raise ValueError(f"{where}.experiments.datasets names '{name}', which is not in {where}.datasets {sorted(datasets)}")
+        if not get(name).downstream:
+            raise ValueError(f"{where}.experiments.datasets names the pretraining pool '{name}'")
+    for modality in modalities:
+        if pool_for(modality) not in datasets:
+            raise ValueError(f"{where}.pretrain.modalities has {modality}, but its pool '{pool_for(modality)}' "
+                             f"is not in {where}.datasets")

@@ -124,26 +124,12 @@ def _check_options(where: str, build, options: dict) -> None:
 
 
 def _check_datasets() -> None:
-    """Every dataset is a registry name; experiments and pools name datasets of this scale."""
     from s2dc.data.synthetic import KINDS as TWINS
 
-    for name, spec in P["datasets"].items():
-        if name not in registry.REGISTRY:
-            raise WorkflowError(f"params.yaml: scales.{SCALE}.datasets.{name}: not a registry dataset; "
-                                f"`s2dc datasets` lists them: {sorted(registry.REGISTRY)}")
-        if spec["source"] == "synthetic" and name not in TWINS:
-            raise WorkflowError(f"params.yaml: scales.{SCALE}.datasets.{name}: there is no synthetic twin of "
-                                f"{name} yet (twins: {list(TWINS)}); use source: real")
-    for name in EXP["datasets"]:
-        if name not in P["datasets"]:
-            raise WorkflowError(f"params.yaml: scales.{SCALE}.experiments.datasets names '{name}', "
-                                f"which is not in scales.{SCALE}.datasets {sorted(P['datasets'])}")
-        if not registry.get(name).downstream:
-            raise WorkflowError(f"params.yaml: scales.{SCALE}.experiments.datasets names the pretraining pool '{name}'")
-    for modality in MODALITIES:
-        if registry.pool_for(modality) not in P["datasets"]:
-            raise WorkflowError(f"params.yaml: scales.{SCALE}.pretrain.modalities has {modality}, but its pool "
-                                f"'{registry.pool_for(modality)}' is not in scales.{SCALE}.datasets")
+    try:
+        registry.check_selection(f"scales.{SCALE}", P["datasets"], EXP["datasets"], MODALITIES, TWINS)
+    except ValueError as err:
+        raise WorkflowError(f"params.yaml: {err}") from None
 
 
 from s2dc.train.config import build_config as _pretrain_config
