@@ -166,6 +166,21 @@ _MSD_LAYOUT = """
 """
 _MSD_SOURCE = ("MONAI monai/apps/datasets.py (DecathlonDataset resource and md5); "
                "http://medicaldecathlon.com/ (licence)")
+
+
+def _msd(name: str, task: str, md5: str, outputs: tuple[str, ...], preset: str, notes: str) -> DatasetSpec:
+    """A Medical Segmentation Decathlon task: open, CC-BY-SA 4.0, one CT channel, MONAI's archive."""
+    labels = {0: "background", **dict(enumerate(outputs, start=1))}
+    number, organ = task[4:6], task[7:]
+    return DatasetSpec(
+        name=name, title=f"MSD Task{number} {organ}", task="segmentation", modality="CT", channels=("CT",),
+        labels=labels, outputs=outputs, preset=preset, access="open", where="http://medicaldecathlon.com/",
+        licence="CC-BY-SA 4.0", layout_source=_MSD_SOURCE,
+        layout=_MSD_LAYOUT.format(task=task, labels=", ".join(f"{k} {v}" for k, v in labels.items()), case=organ.lower()),
+        archives=(Archive(f"{_MSD}/{task}.tar", md5),), notes=notes,
+    )
+
+
 _BRATS21_LABELS = {0: "background", 1: "necrotic tumour core", 2: "peritumoral edema", 4: "enhancing tumour"}
 
 _SPECS = (
@@ -238,33 +253,12 @@ RawData/
                PaperScore("s2dc_lg_p2p", 1.0, 83.98, "poster Table 2"),
                PaperScore("s2dc_lg_p2s", 1.0, 84.02, "poster Table 2")),
     ),
-    DatasetSpec(
-        name="msd_liver", title="MSD Task03 Liver", task="segmentation", modality="CT", channels=("CT",),
-        labels={0: "background", 1: "liver", 2: "cancer"}, outputs=("liver", "cancer"),
-        preset="ct_abdomen", access="open", where="http://medicaldecathlon.com/", licence="CC-BY-SA 4.0",
-        layout=_MSD_LAYOUT.format(task="Task03_Liver", labels="0 background, 1 liver, 2 cancer", case="liver"),
-        layout_source=_MSD_SOURCE,
-        archives=(Archive(f"{_MSD}/Task03_Liver.tar", "a90ec6c4aa7f6a3d087205e23d4e6397"),),
-        notes="131 training and 70 test cases (not verified against the tar).",
-    ),
-    DatasetSpec(
-        name="msd_lung", title="MSD Task06 Lung", task="segmentation", modality="CT", channels=("CT",),
-        labels={0: "background", 1: "cancer"}, outputs=("cancer",),
-        preset="ct_lung", access="open", where="http://medicaldecathlon.com/", licence="CC-BY-SA 4.0",
-        layout=_MSD_LAYOUT.format(task="Task06_Lung", labels="0 background, 1 cancer", case="lung"),
-        layout_source=_MSD_SOURCE,
-        archives=(Archive(f"{_MSD}/Task06_Lung.tar", "8afd997733c7fc0432f71255ba4e52dc"),),
-        notes="63 training and 32 test cases; the tar also holds macOS '._' files, which are skipped.",
-    ),
-    DatasetSpec(
-        name="msd_spleen", title="MSD Task09 Spleen", task="segmentation", modality="CT", channels=("CT",),
-        labels={0: "background", 1: "spleen"}, outputs=("spleen",),
-        preset="ct_abdomen", access="open", where="http://medicaldecathlon.com/", licence="CC-BY-SA 4.0",
-        layout=_MSD_LAYOUT.format(task="Task09_Spleen", labels="0 background, 1 spleen", case="spleen"),
-        layout_source=_MSD_SOURCE,
-        archives=(Archive(f"{_MSD}/Task09_Spleen.tar", "410d4a301da4e5b2f6f86ec3ddba524e"),),
-        notes="41 training and 20 test cases.",
-    ),
+    _msd("msd_liver", "Task03_Liver", "a90ec6c4aa7f6a3d087205e23d4e6397", ("liver", "cancer"), "ct_abdomen",
+         "131 training and 70 test cases (not verified against the tar)."),
+    _msd("msd_lung", "Task06_Lung", "8afd997733c7fc0432f71255ba4e52dc", ("cancer",), "ct_lung",
+         "63 training and 32 test cases; a third party reports macOS '._' files in the tar (not verified)."),
+    _msd("msd_spleen", "Task09_Spleen", "410d4a301da4e5b2f6f86ec3ddba524e", ("spleen",), "ct_abdomen",
+         "41 training and 20 test cases."),
     DatasetSpec(
         name="cc_ccii", title="CC-CCII", task="classification", modality="CT", channels=("CT",),
         outputs=("Normal", "CP", "NCP"), preset="ct_8bit", access="open",
