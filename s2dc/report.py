@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from .data.registry import REGISTRY
-from .train.checkpoint import atomic_write_text
+from .files import atomic_write_text
 
 SCORE_KEYS = {"segmentation": "dice_mean"}
 

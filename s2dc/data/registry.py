@@ -168,6 +168,16 @@ _MSD_SOURCE = ("MONAI monai/apps/datasets.py (DecathlonDataset resource and md5)
                "http://medicaldecathlon.com/ (licence)")
 
 
+def _foreground(labels: dict[int, str]) -> tuple[str, ...]:
+    """Names of a segmentation's classes without the background, in label order."""
+    return tuple(name for value, name in sorted(labels.items()) if value != 0)
+
+
+_BTCV_LABELS = {0: "background", 1: "spleen", 2: "right kidney", 3: "left kidney", 4: "gallbladder", 5: "esophagus",
+                6: "liver", 7: "stomach", 8: "aorta", 9: "inferior vena cava", 10: "portal and splenic veins",
+                11: "pancreas", 12: "right adrenal gland", 13: "left adrenal gland"}
+
+
 def _msd(name: str, task: str, md5: str, outputs: tuple[str, ...], preset: str, notes: str) -> DatasetSpec:
     """A Medical Segmentation Decathlon task: open, CC-BY-SA 4.0, one CT channel, MONAI's archive."""
     labels = {0: "background", **dict(enumerate(outputs, start=1))}
@@ -229,13 +239,7 @@ pet_pool/
     # ---------------------------------------------------------------- CT downstream
     DatasetSpec(
         name="btcv", title="BTCV", task="segmentation", modality="CT", channels=("CT",),
-        labels={0: "background", 1: "spleen", 2: "right kidney", 3: "left kidney", 4: "gallbladder",
-                5: "esophagus", 6: "liver", 7: "stomach", 8: "aorta", 9: "inferior vena cava",
-                10: "portal and splenic veins", 11: "pancreas", 12: "right adrenal gland",
-                13: "left adrenal gland"},
-        outputs=("spleen", "right kidney", "left kidney", "gallbladder", "esophagus", "liver", "stomach",
-                 "aorta", "inferior vena cava", "portal and splenic veins", "pancreas",
-                 "right adrenal gland", "left adrenal gland"),
+        labels=_BTCV_LABELS, outputs=_foreground(_BTCV_LABELS),
         preset="ct_abdomen", access="registration",
         where="https://www.synapse.org/#!Synapse:syn3193805/wiki/89480 (join the challenge, Abdomen/RawData.zip)",
         licence="Synapse terms of use (not verified)",

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from ..export import load_encoder_weights, swinunetr_for
 from ..models.encoder import EncoderConfig
-from ..train.checkpoint import atomic_write_text, load_checkpoint
+from ..files import atomic_write_text
+from ..train.checkpoint import load_checkpoint
 from ..train.device import pick_device
 from ..train.finetune import SegmentationCases, _plain, class_names, list_cases, read_dataset
 from ..train.finetune_config import FinetunePreprocessConfig

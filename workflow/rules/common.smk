@@ -42,19 +42,24 @@ def stage_resources(stage: str) -> dict:
     return {k: v for k, v in P[stage]["resources"].items() if k != "threads"}
 
 
+def made_by(name: str) -> str:
+    """How a dataset of the active scale is made: 'synthetic' (its twin), 'downloaded' (an open archive) or
+    'prepared' (converted from RAW/<name>)."""
+    if P["datasets"][name]["source"] == "synthetic":
+        return "synthetic"
+    return "downloaded" if registry.get(name).archives else "prepared"
+
+
 def dataset_json(name: str) -> str:
     """dataset.json of a dataset: its synthetic twin, a downloaded MSD task, or converted from RAW/<name>."""
-    spec = registry.get(name)
-    if P["datasets"][name]["source"] == "real" and spec.archives:
-        return f"resources/msd/{Path(spec.archives[0].url).stem}/dataset.json"
+    if made_by(name) == "downloaded":
+        return f"resources/msd/{Path(registry.get(name).archives[0].url).stem}/dataset.json"
     return f"{RESOURCES}/{name}/dataset.json"
 
 
-def datasets_of(source: str) -> list[str]:
-    """Datasets of the active scale made by one kind of rule: 'synthetic', 'prepared' (from RAW) or 'downloaded'."""
-    kinds = {n: "synthetic" if s["source"] == "synthetic" else "downloaded" if registry.get(n).archives else "prepared"
-             for n, s in P["datasets"].items()}
-    return sorted(n for n, k in kinds.items() if k == source)
+def datasets_of(kind: str) -> list[str]:
+    """Datasets of the active scale made by one kind of rule (see made_by)."""
+    return sorted(n for n in P["datasets"] if made_by(n) == kind)
 
 
 def modality_of(dataset: str) -> str:

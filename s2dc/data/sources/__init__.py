@@ -7,6 +7,7 @@ the data, where to put it). Open archives are downloaded by :mod:`s2dc.data.down
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from ..registry import get, names
@@ -15,7 +16,7 @@ from . import btcv, pool
 
 CONVERTERS = {
     "btcv": btcv.convert,
-    **{n: (lambda raw, out, _n=n: pool.convert(_n, raw, out)) for n in names(task="pretraining")},
+    **{n: partial(pool.convert, n) for n in names(task="pretraining")},
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import nibabel as nib
 
+from ...files import atomic_write_text
 from ..registry import DatasetSpec
 from ..volumes import DataError
 
@@ -71,10 +72,5 @@ def write_common(out_dir: Path, spec: DatasetSpec, training: list[dict[str, Any]
         doc["validation"] = [rel(e) for e in validation]
     doc["source"] = {"raw": str(Path(raw).resolve()), "converter": converter}
     path = out_dir / "dataset.json"
-    tmp = path.with_name(f".dataset.json.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
     return path
