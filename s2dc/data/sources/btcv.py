@@ -41,7 +41,7 @@ def convert(raw: Path, out_dir: Path) -> Path:
             raise DataError(f"label '{label}' of image '{image}' does not exist")
         if nifti_shape(image) != nifti_shape(label):
             raise DataError(f"label '{label}' has shape {nifti_shape(label)}, its image '{image}' {nifti_shape(image)}")
-        return {"image": image, "label": label}
+        return {"id": f"{i:04d}", "image": image, "label": label}
 
     return write_common(out_dir, spec, [case(i) for i in TRAINING_IDS], [case(i) for i in VALIDATION_IDS],
                         raw, "s2dc.data.sources.btcv")

@@ -1,14 +1,31 @@
-"""What every converter shares: header checks of NIfTI files and the atomic write of the common layout.
+"""What every converter shares: header checks of NIfTI files, a fixed split and the atomic write of the common layout.
 
 The common layout of a prepared dataset is one MSD-style ``dataset.json`` in the output folder whose
 paths point (relative to that folder) at the files of the user's official release, which are never
-copied or modified: ``name``, ``task``, ``modality`` {"0": ...}, ``labels`` (segmentation),
-``training`` and ``validation`` lists, and a ``source`` section saying what was converted from where.
+copied or modified (a converter that must make new files, e.g. volumes from CC-CCII's slices, writes
+them under the output folder). Its keys: ``name``, ``description``, ``task``, ``modality``
+{"0": channel, ...}, ``labels`` (segmentation: {"0": "background", ...} with the values of the
+release's label files), ``classes`` (classification: the names of class 0..K-1), ``training`` and
+``validation`` lists of entries, and a ``source`` section saying what was converted from where.
+
+One entry is one case; its roles by task:
+
+================  ==============================================================================
+``id``            every task: the case's identifier in the release (a string)
+``image``         every task: one path, or a list of paths in the order of the spec's ``channels``
+``label``         segmentation: the label volume (same grid as the image)
+``class``         classification: an int in 0..K-1, indexing the spec's ``outputs``
+``target``        reconstruction: the volume to predict (e.g. the full-dose PET)
+================  ==============================================================================
+
+Translation (BraTS 2023) lists every sequence as ``image`` channels; the task picks the input one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -38,6 +55,21 @@ def require_folder(raw: Path, spec: DatasetSpec, what: str) -> None:
         raise DataError(f"'{raw / what}' does not exist. " + spec.instructions(str(raw)))
 
 
+def fixed_split(ids: list[str], val_fraction: float = 0.2) -> tuple[list[str], list[str]]:
+    """(training, validation) ids for a release that publishes no split: the ``ceil(val_fraction * n)`` ids
+    whose SHA-1 is largest go to validation, so a case's side does not depend on which other cases exist
+    or on their order. Both lists come back sorted."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if len(set(ids)) != len(ids):
+        raise DataError(f"case ids are not unique: {sorted({i for i in ids if ids.count(i) > 1})}")
+    if len(ids) < 2:
+        raise DataError(f"a split needs at least 2 cases, got {len(ids)}: {ids}")
+    order = sorted(ids, key=lambda i: hashlib.sha1(i.encode("utf-8")).hexdigest())
+    n_val = min(len(ids) - 1, max(1, math.ceil(val_fraction * len(ids))))
+    return sorted(order[:-n_val]), sorted(order[-n_val:])
+
+
 def relative(path: Path, out_dir: Path) -> str:
     """``path`` relative to the folder of the dataset.json (the form MSD-style lists use)."""
     return os.path.relpath(Path(path).resolve(), Path(out_dir).resolve())
@@ -47,14 +79,17 @@ def write_common(out_dir: Path, spec: DatasetSpec, training: list[dict[str, Any]
                  validation: list[dict[str, Any]], raw: Path, converter: str) -> Path:
     """Write ``out_dir/dataset.json`` of ``spec`` atomically; returns its path.
 
-    ``training`` / ``validation`` hold entries with absolute paths (``image``, ``label``, ...), which
-    are stored relative to ``out_dir``.
+    ``training`` / ``validation`` hold entries (roles in the module docstring) whose :class:`Path` values
+    (alone or in a list) are stored relative to ``out_dir``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    def rel1(v: Any) -> Any:
+        return relative(v, out_dir) if isinstance(v, Path) else v
+
     def rel(entry: dict[str, Any]) -> dict[str, Any]:
-        return {k: relative(v, out_dir) if isinstance(v, Path) else v for k, v in entry.items()}
+        return {k: [rel1(x) for x in v] if isinstance(v, list) else rel1(v) for k, v in entry.items()}
 
     doc: dict[str, Any] = {
         "name": spec.name,
@@ -67,6 +102,8 @@ def write_common(out_dir: Path, spec: DatasetSpec, training: list[dict[str, Any]
     }
     if spec.labels:
         doc["labels"] = {str(k): v for k, v in sorted(spec.labels.items())}
+    if spec.task == "classification":
+        doc["classes"] = list(spec.outputs)
     doc["training"] = [rel(e) for e in training]
     if validation:
         doc["validation"] = [rel(e) for e in validation]

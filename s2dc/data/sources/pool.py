@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..registry import get
 from ..volumes import list_volumes
-from .common import nifti_shape, require_folder, write_common
+from .common import nifti_shape, relative, require_folder, write_common
 
 
 def convert(name: str, raw: Path, out_dir: Path) -> Path:
@@ -23,4 +23,4 @@ def convert(name: str, raw: Path, out_dir: Path) -> Path:
     volumes = list_volumes(raw / "dataset.json", "training")
     for path in volumes:
         nifti_shape(path)
-    return write_common(out_dir, spec, [{"image": p} for p in volumes], [], raw, "s2dc.data.sources.pool")
+    return write_common(out_dir, spec, [{"id": relative(p, raw), "image": p} for p in volumes], [], raw, "s2dc.data.sources.pool")

@@ -1,0 +1,33 @@
+"""The helpers every converter shares: the fixed split of releases that publish none."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from s2dc.data.sources.common import fixed_split
+from s2dc.data.volumes import DataError
+
+
+def test_fixed_split_partitions_with_the_asked_fraction_and_ignores_order():
+    ids = [f"case{i:03d}" for i in range(23)]
+    train, val = fixed_split(ids, 0.2)
+    assert len(val) == math.ceil(0.2 * 23) == 5
+    assert set(train).isdisjoint(val) and set(train) | set(val) == set(ids)
+    assert train == sorted(train) and val == sorted(val)
+    shuffled = ids[:]
+    random.Random(0).shuffle(shuffled)
+    assert fixed_split(shuffled, 0.2) == (train, val)
+    # More cases: a validation case stays in validation (its place depends on itself, not on the others).
+    _, val_more = fixed_split(ids + [f"extra{i}" for i in range(5)], 0.2)
+    assert set(val) <= set(val_more)
+
+
+def test_fixed_split_refuses_duplicates_and_too_few_cases():
+    with pytest.raises(DataError, match="not unique.*'a'"):
+        fixed_split(["a", "b", "a"])
+    with pytest.raises(DataError, match="at least 2 cases"):
+        fixed_split(["a"])
+    assert fixed_split(["a", "b"], 0.2)[1] and fixed_split(["a", "b"], 0.9)[0]
