@@ -57,8 +57,8 @@ def require_folder(raw: Path, spec: DatasetSpec, what: str) -> None:
 
 def fixed_split(ids: list[str], val_fraction: float = 0.2) -> tuple[list[str], list[str]]:
     """(training, validation) ids for a release that publishes no split: the ``ceil(val_fraction * n)`` ids
-    whose SHA-1 is largest go to validation, so a case's side does not depend on which other cases exist
-    or on their order. Both lists come back sorted."""
+    whose SHA-1 is largest go to validation, so the split depends on the set of ids, not on their order
+    (nor on the file system's listing order). Both lists come back sorted."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if len(set(ids)) != len(ids):
