@@ -77,7 +77,7 @@ def _probe(args: argparse.Namespace) -> int:
     from .eval.probe import markdown, probe, write_probe
 
     result = probe(args.source, args.encoders, stage=args.stage, seed=args.seed, cache_dir=args.cache_dir,
-                   device=args.device)
+                   device=args.device, preset=args.preset)
     write_probe(result, args.out)
     print(f"stage {result['stage']} tokens ({result['stride']}-voxel blocks): {result['train_tokens']} training, "
           f"{result['val_tokens']} validation; recall in %")
@@ -200,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     prb.add_argument("--stage", type=int, default=2, help="Swin stage whose tokens are probed (0-4; default 2)")
     prb.add_argument("--seed", type=int, default=0, help="seed of the random encoder (default 0)")
     prb.add_argument("--cache-dir", default=None, help="preprocessing cache folder (default: none)")
+    from .data.registry import PRESETS
+
+    prb.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                     help="intensity preset (default: the registry preset of the dataset the json names)")
     prb.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                      help="'auto' (CUDA if available, else CPU; default), 'cpu' or 'cuda'")
     prb.set_defaults(func=_probe)

@@ -13,20 +13,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from .data.registry import REGISTRY
+from .data.datalist import registry_spec
 from .files import atomic_write_text
 
 SCORE_KEYS = {"segmentation": "dice_mean"}
 
 
-def paper_name(dataset: str) -> str:
-    """The registry dataset a (possibly synthetic) dataset stands for: 'synthetic_btcv' -> 'btcv'."""
-    return dataset.lower().removeprefix("synthetic_")
-
-
 def paper_score(dataset: str, method: str, label_ratio: float) -> float:
     """The poster's number for this row (the registry's), NaN where it prints none."""
-    spec = REGISTRY.get(paper_name(dataset))
+    spec = registry_spec({"name": dataset})
     score = spec.paper_score(method, label_ratio) if spec is not None else None
     return math.nan if score is None else score
 

@@ -10,13 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from s2dc.data.volumes import (
-    CachedVolumes,
-    DataError,
-    PreprocessConfig,
-    list_volumes,
-    preprocess_transforms,
-)
+from s2dc.data.datalist import list_volumes
+from s2dc.data.errors import DataError
+from s2dc.data.preprocess import PreprocessConfig, preprocess_transforms
+from s2dc.data.volumes import CachedVolumes
 
 SHAPE = (40, 36, 20)
 AFFINE = np.diag([1.5, 1.5, 1.5, 1.0])
@@ -29,8 +26,8 @@ def save(path: Path, array: np.ndarray, affine: np.ndarray = AFFINE) -> Path:
 
 
 def box_volume(shape=SHAPE, value=500.0) -> np.ndarray:
-    """Bright box foreground inside a zero background."""
-    a = np.zeros(shape, np.float32)
+    """Bright box foreground inside an air background (HU -1000), like CT."""
+    a = np.full(shape, -1000.0, np.float32)
     a[10:30, 8:28, 5:15] = value
     return a
 

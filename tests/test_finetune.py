@@ -12,7 +12,9 @@ import yaml
 
 from s2dc.cli import main
 from s2dc.export import load_encoder_weights, swinunetr_for
-from s2dc.train.finetune import Finetuner, choose_subset, dice_per_class, list_cases, summarize_dice
+from s2dc.data.datalist import list_cases
+from s2dc.data.splits import choose_subset
+from s2dc.train.finetune import Finetuner, dice_per_class, summarize_dice
 from s2dc.train.finetune_config import HELP, FinetuneConfig, ModelConfig, build_config
 
 from conftest import MODEL, TINY, TINY_FT
@@ -54,7 +56,7 @@ def test_short_run_learns_the_boxes(ft_config, seg_dir, tmp_path):
 def test_label_ratio_subsets(ft_config, seg_dir, tmp_path):
     """ratio 0.4 of 5 cases -> 2; the same seed gives the same cases (nested in larger ratios) and, run twice, the
     same weights (the second run reads the first one's cache); split.json records the cases."""
-    cases = list_cases(seg_dir / "dataset.json", "training")
+    cases = list_cases(seg_dir / "dataset.json", "training", ("image", "label"))
     assert [c["image"].name for c in cases] == [f"train{i}.nii.gz" for i in range(5)]
     first = choose_subset(cases, 0.4, seed=0)
     assert len(first) == 2 and first == choose_subset(cases, 0.4, seed=0)

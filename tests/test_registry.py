@@ -13,7 +13,7 @@ import pytest
 
 from s2dc.data import registry
 from s2dc.data.sources import prepare
-from s2dc.data.volumes import DataError
+from s2dc.data.errors import DataError
 
 from conftest import REPO
 

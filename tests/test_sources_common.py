@@ -8,7 +8,7 @@ import random
 import pytest
 
 from s2dc.data.sources.common import fixed_split
-from s2dc.data.volumes import DataError
+from s2dc.data.errors import DataError
 
 
 def test_fixed_split_partitions_with_the_asked_fraction_and_ignores_order():

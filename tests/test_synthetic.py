@@ -10,7 +10,9 @@ import pytest
 
 from s2dc.data import synthetic
 from s2dc.data.synthetic import BTCV_LABELS, ORGAN_HU, PRIORITY, case_seed, ct_phantom, write_dataset
-from s2dc.data.volumes import CachedVolumes, PreprocessConfig, list_volumes
+from s2dc.data.datalist import list_volumes
+from s2dc.data.preprocess import PreprocessConfig
+from s2dc.data.volumes import CachedVolumes
 
 DEFAULT = (96, 96, 64)
 SMALL = (64, 64, 40)

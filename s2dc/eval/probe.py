@@ -22,8 +22,9 @@ from ..models.encoder import EncoderConfig
 from ..files import atomic_write_text
 from ..train.checkpoint import load_checkpoint
 from ..train.device import pick_device
-from ..train.finetune import SegmentationCases, _plain, class_names, list_cases, read_dataset
-from ..train.finetune_config import FinetunePreprocessConfig
+from ..data.datalist import class_names, list_cases, read_datalist, registry_spec
+from ..data.preprocess import PreprocessConfig
+from ..data.volumes import LabelledCases, plain
 
 RANDOM = "random"
 VOXELS = "voxels"
@@ -107,7 +108,7 @@ def encoder_sizes(path: str | Path) -> EncoderConfig:
 
 
 def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0,
-          cache_dir: str | Path | None = None, device: str = "auto") -> dict:
+          cache_dir: str | Path | None = None, device: str = "auto", preset: str | None = None) -> dict:
     """Probe each of ``encoders`` (checkpoint paths, ``"random"``, or ``"voxels"``: the raw voxels of each
     token's block, a baseline with no encoder) on the labelled dataset ``source``. An entry
     ``NAME=WHAT`` names its row NAME (e.g. ``s2dc=runs/ct/encoder.pt``); otherwise the row is named WHAT.
@@ -115,7 +116,8 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
     Returns ``{"stage", "stride", "classes", "train_tokens", "val_tokens", "encoders": {name: {
     "balanced_accuracy", "organ_recall", "recall": {class: value}}}}``; ``balanced_accuracy`` averages
     the recall over every class present in the validation tokens, ``organ_recall`` over the foreground
-    ones.
+    ones. ``preset``: the intensity preset (``s2dc datasets``); None takes the registry preset of the
+    dataset the json names.
     """
     labelled = dict(_label(e) for e in encoders)
     if len(labelled) != len(encoders):
@@ -128,22 +130,30 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
     sizes = encoder_sizes(files[0])
     device = pick_device(device, key="--device")
     stride = sizes.patch_size * 2**stage
-    spec = read_dataset(source)
+    spec = read_datalist(source)
     names = class_names(spec, source)
-    cases = {role: list_cases(source, role, spec) for role in ("training", "validation")}
+    if preset is None:
+        known = registry_spec(spec)
+        if known is None:
+            raise ValueError(f"'{source}' names dataset {spec.get('name')!r}, which the registry does not know; "
+                             "give the intensity preset (--preset, `s2dc datasets` lists them)")
+        preset = known.preset
+    cfg = PreprocessConfig.from_preset(preset)
+    cases = {role: sorted(list_cases(source, role, ("image", "label"), spec), key=lambda c: str(c["image"]))
+             for role in ("training", "validation")}
     for role, found in cases.items():
         if not found:
             raise ValueError(f"'{source}' lists no '{role}' cases; the probe fits on training and scores on validation")
     multiple = sizes.patch_size * 16  # total downsampling of the Swin encoder
-    data = {role: SegmentationCases(c, FinetunePreprocessConfig(), (multiple,) * 3, len(names), cache_dir)
+    data = {role: LabelledCases(c, cfg, (multiple,) * 3, len(names), cache_dir)
             for role, c in cases.items()}
     targets = {role: [] for role in data}
     volumes = {role: [] for role in data}
     for role, ds in data.items():
         for i in range(len(ds)):
             item = ds[i]
-            image = pad_to_multiple(_plain(item["image"]).float(), multiple)
-            label = pad_to_multiple(_plain(item["label"]).long(), multiple)[0]
+            image = pad_to_multiple(plain(item["image"]).float(), multiple)
+            label = pad_to_multiple(plain(item["label"]).long(), multiple)[0]
             volumes[role].append(image[None])
             targets[role].append(token_targets(label, stride, len(names)))
     y = {role: torch.cat(t) for role, t in targets.items()}

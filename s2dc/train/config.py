@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from .. import config as cfgtools
-from ..data.volumes import PreprocessConfig
+from ..data.preprocess import PreprocessConfig
 from ..losses.matching import SCOPES
 from ..losses.p2p import ASSIGNMENTS, P2P_FORMS
 from ..losses.p2s import P2S_FORMS, SPREADS

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 
 from .. import config as cfgtools
-from ..data.volumes import PreprocessConfig
+from ..data.preprocess import PreprocessConfig
 from ..models.encoder import EncoderConfig
 
 

@@ -24,7 +24,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data.volumes import CachedVolumes, DataError, check_all, list_volumes
+from ..data.datalist import list_volumes
+from ..data.errors import DataError
+from ..data.volumes import CachedVolumes, check_all
 from ..losses.global_contrast import global_infonce, split_chosen_crop
 from ..losses.matching import scoped
 from ..losses.p2p import assignment_log, p2p_from_assignment

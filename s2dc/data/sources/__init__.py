@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from ..registry import get, names
-from ..volumes import DataError
+from ..errors import DataError
 from . import btcv, pool
 
 CONVERTERS = {

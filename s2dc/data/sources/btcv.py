@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from ..registry import get
-from ..volumes import DataError
+from ..errors import DataError
 from .common import nifti_shape, require_folder, write_common
 
 TRAINING_IDS = (*range(1, 11), *range(21, 35))

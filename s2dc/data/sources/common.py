@@ -34,7 +34,7 @@ import nibabel as nib
 
 from ...files import atomic_write_text
 from ..registry import DatasetSpec
-from ..volumes import DataError
+from ..errors import DataError
 
 
 def nifti_shape(path: Path) -> tuple[int, ...]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..registry import get
-from ..volumes import list_volumes
+from ..datalist import list_volumes
 from .common import nifti_shape, relative, require_folder, write_common
 
 

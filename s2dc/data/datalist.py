@@ -1,0 +1,138 @@
+"""One reader of dataset lists: an MSD-style ``dataset.json`` (or a folder of NIfTI files) -> cases.
+
+A case is a dict of roles (the common layout of :mod:`s2dc.data.sources.common`): ``image`` (a
+path, or a list of paths, one per channel), ``label`` / ``target`` (paths), ``class`` (an int) and
+``id``. Relative paths are resolved against the json's folder; every listed file must exist.
+Pretraining, the four downstream tasks and the probe all read their data through this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import DataError
+from .registry import REGISTRY, DatasetSpec
+
+#: The roles a case of each task must have.
+TASK_ROLES = {
+    "pretraining": ("image",),
+    "segmentation": ("image", "label"),
+    "classification": ("image", "class"),
+    "reconstruction": ("image", "target"),
+    "translation": ("image",),
+}
+_PATH_ROLES = ("image", "label", "target")
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def read_datalist(source: str | Path) -> dict:
+    """Parse a dataset.json; returns the dict. Raises :class:`DataError` naming the file."""
+    source = Path(source)
+    if not source.is_file():
+        raise DataError(f"dataset source '{source}' is not a file; expected an MSD-style dataset.json")
+    try:
+        doc = json.loads(source.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"could not read dataset json '{source}': {exc}") from exc
+    if not isinstance(doc, dict):
+        raise DataError(f"dataset json '{source}' must hold a JSON object")
+    return doc
+
+
+def registry_spec(doc: dict) -> DatasetSpec | None:
+    """The registry dataset a dataset.json stands for (its ``name``; a synthetic twin's ``synthetic_<name>``
+    too), or None for a dataset the registry does not know."""
+    name = str(doc.get("name", "")).lower().removeprefix("synthetic_")
+    return REGISTRY.get(name)
+
+
+def class_names(doc: dict, source: str | Path) -> list[str]:
+    """Names of classes 0..C-1 from the json's ``labels`` dict (``{"0": "background", "1": "spleen", ...}``)."""
+    labels = doc.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        raise DataError(f"dataset json '{source}' has no 'labels' dict (e.g. {{\"0\": \"background\", \"1\": \"organ\"}})")
+    try:
+        by_index = {int(k): str(v) for k, v in labels.items()}
+    except (TypeError, ValueError):
+        raise DataError(f"'labels' of dataset json '{source}' must have integer keys, got {sorted(labels)}") from None
+    if sorted(by_index) != list(range(len(by_index))) or len(by_index) < 2:
+        raise DataError(f"'labels' of dataset json '{source}' must number the classes 0..C-1 (C >= 2, 0 = background), "
+                        f"got {sorted(by_index)}")
+    return [by_index[i] for i in range(len(by_index))]
+
+
+def _resolve(rel: Any, role: str, i: int, listed: str, source: Path) -> Path:
+    if not isinstance(rel, str) or not rel:
+        raise DataError(f"entry {i} of {listed} has no {role} path; expected a path string, got {rel!r}")
+    path = Path(os.path.normpath(rel if Path(rel).is_absolute() else source.parent / rel))
+    if not path.is_file():
+        raise DataError(f"{role} '{path}' of entry {i} listed in {listed} does not exist")
+    return path
+
+
+def list_cases(source: str | Path, key: str, roles: tuple[str, ...] = ("image",), doc: dict | None = None) -> list[dict]:
+    """The cases of section ``key`` in json order, each with ``roles`` and ``id`` (other roles are left out).
+
+    An entry is a dict of roles, or (when only ``image`` is asked for) a plain path string. Raises
+    :class:`DataError` for a missing section (listing the available ones), an entry without a role
+    asked for, a ``class`` that is not an integer, or a file that does not exist (naming it, its role and
+    the json).
+    """
+    source = Path(source)
+    doc = read_datalist(source) if doc is None else doc
+    if key not in doc:
+        raise DataError(f"dataset json '{source}' has no section '{key}'; available sections: {sorted(doc)}")
+    entries = doc[key]
+    if not isinstance(entries, list):
+        raise DataError(f"section '{key}' of dataset json '{source}' must be a list, got {type(entries).__name__}")
+    cases = []
+    for i, entry in enumerate(entries):
+        listed = f"section '{key}' of dataset json '{source}'"
+        where = f"entry {i} of {listed}"
+        if isinstance(entry, str) and roles == ("image",):
+            entry = {"image": entry}
+        if not isinstance(entry, dict) or any(role not in entry for role in roles):
+            raise DataError(f"{where} must be a dict with {', '.join(map(repr, roles))}, got {entry!r}")
+        case: dict[str, Any] = {}
+        for role in roles:
+            value = entry[role]
+            if role in _PATH_ROLES:
+                if isinstance(value, list) and role == "image" and value:
+                    case[role] = [_resolve(v, f"{role} channel {c}", i, listed, source) for c, v in enumerate(value)]
+                else:
+                    case[role] = _resolve(value, role, i, listed, source)
+            elif role == "class":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise DataError(f"{where}: 'class' must be a class index (an int >= 0), got {value!r}")
+                case[role] = value
+            else:
+                case[role] = value
+        image = case["image"][0] if isinstance(case.get("image"), list) else case.get("image")
+        case["id"] = str(entry["id"]) if "id" in entry else image.name if isinstance(image, Path) else str(i)
+        cases.append(case)
+    if not cases:
+        raise DataError(f"section '{key}' of dataset json '{source}' lists no images")
+    return cases
+
+
+def list_volumes(source: str | Path, key: str = "training") -> list[Path]:
+    """Image paths of a one-channel dataset: the ``image`` of each case of section ``key`` of a dataset.json
+    (json order), or every ``*.nii`` / ``*.nii.gz`` in a folder (sorted, not recursive)."""
+    source = Path(source)
+    if not source.exists():
+        raise DataError(f"dataset source '{source}' does not exist; expected a dataset.json or a folder of NIfTI files")
+    if source.is_dir():
+        paths = sorted(p for p in source.iterdir() if p.is_file() and p.name.endswith(_NIFTI_SUFFIXES))
+        if not paths:
+            raise DataError(f"folder '{source}' contains no .nii or .nii.gz files")
+        return paths
+    paths = []
+    for case in list_cases(source, key):
+        if isinstance(case["image"], list):
+            raise DataError(f"case '{case['id']}' of section '{key}' of dataset json '{source}' has "
+                            f"{len(case['image'])} channels; expected one image per case")
+        paths.append(case["image"])
+    return paths

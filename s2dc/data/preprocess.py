@@ -1,0 +1,338 @@
+"""Checked loading and the one deterministic preprocessing chain of every stage.
+
+Pipeline (deterministic, so its output can be cached on disk)::
+
+    load + check -> intensity fits the preset? -> Orientationd -> [Spacingd] -> [CropForegroundd]
+    -> intensity (CT window or z-score) -> SpatialPadd [-> label cast]
+
+Images come out as ``float32`` tensors of shape ``(C, X, Y, Z)`` (C channels: one per listed path)
+whose spatial size is at least ``min_size`` (smaller volumes are zero-padded, not rejected); with
+``num_classes`` a ``label`` follows the image through every spatial step. The intensity settings
+come from a modality preset of the registry (:meth:`PreprocessConfig.from_preset`), and a preset
+that plainly does not fit the data (a HU window on volumes that are not HU) is reported as a
+:class:`DataError`, not applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import (
+    CastToTyped,
+    Compose,
+    CropForegroundd,
+    MapTransform,
+    NormalizeIntensityd,
+    Orientationd,
+    ScaleIntensityRanged,
+    Spacingd,
+    SpatialPadd,
+)
+
+from .errors import DataError
+from .registry import PRESETS
+
+# Bump when the preprocessing code changes in a way that alters its output (or what it accepts): it is
+# part of PreprocessConfig.cache_key(), so old on-disk caches are then no longer reused.
+_PIPELINE_VERSION = 2
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Deterministic preprocessing parameters (the ``preprocess`` section of the config).
+
+    Attributes
+    ----------
+    intensity : {"ct", "zscore"}
+        ``"ct"``: window ``[a_min, a_max]`` (HU) linearly mapped to ``[0, 1]`` and clipped.
+        ``"zscore"``: per-channel z-score over the nonzero voxels (MRI / PET); zeros stay 0.
+    a_min, a_max : float
+        CT window, ``a_min < a_max`` (ignored for ``"zscore"``).
+    spacing : tuple of 3 float or None
+        Target voxel spacing in mm (bilinear resampling); ``None`` keeps the native spacing.
+    orientation : str
+        Target axis codes, e.g. ``"RAS"``.
+    crop_foreground : bool
+        Crop to the bounding box of voxels above the volume minimum (before intensity scaling).
+    """
+
+    intensity: str = "ct"
+    a_min: float = -1000.0
+    a_max: float = 1000.0
+    spacing: tuple[float, float, float] | None = None
+    orientation: str = "RAS"
+    crop_foreground: bool = True
+
+    def __post_init__(self) -> None:
+        if self.intensity not in ("ct", "zscore"):
+            raise ValueError(f"preprocess.intensity must be 'ct' or 'zscore', got {self.intensity!r}")
+        for name in ("a_min", "a_max"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"preprocess.{name} must be a finite number, got {value!r}")
+            object.__setattr__(self, name, float(value))  # -1000 and -1000.0 give the same cache key
+        if not self.a_min < self.a_max:
+            raise ValueError(f"preprocess.a_min must be < preprocess.a_max, got a_min={self.a_min}, a_max={self.a_max}")
+        if self.spacing is not None:
+            sp = self.spacing
+            ok = isinstance(sp, (list, tuple)) and len(sp) == 3 and all(
+                isinstance(s, numbers.Real) and not isinstance(s, bool) and math.isfinite(s) and s > 0 for s in sp
+            )
+            if not ok:
+                raise ValueError(f"preprocess.spacing must be None or 3 positive numbers (mm), got {sp!r}")
+            object.__setattr__(self, "spacing", tuple(float(s) for s in sp))
+        codes = self.orientation.upper() if isinstance(self.orientation, str) else ""
+        axes = sorted(next((i for i, pair in enumerate(("LR", "AP", "SI")) if c in pair), -1) for c in codes)
+        if axes != [0, 1, 2]:
+            raise ValueError(
+                "preprocess.orientation must be 3 axis codes with one each of L/R, A/P, S/I (e.g. 'RAS'), "
+                f"got {self.orientation!r}"
+            )
+        object.__setattr__(self, "orientation", codes)
+        if not isinstance(self.crop_foreground, bool):
+            raise ValueError(f"preprocess.crop_foreground must be true or false, got {self.crop_foreground!r}")
+
+    @classmethod
+    def from_preset(cls, name: str, **geometry: Any) -> "PreprocessConfig":
+        """The intensity settings of registry preset ``name`` (``s2dc datasets`` lists them) with ``geometry``
+        (``spacing``, ``orientation``, ``crop_foreground``). A ``scale`` preset (8-bit / 255) is the window
+        ``[0, a_max]``."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown intensity preset {name!r}; presets: {sorted(PRESETS)}")
+        preset = PRESETS[name]
+        if preset.kind == "zscore":
+            return cls(intensity="zscore", **geometry)
+        a_min = 0.0 if preset.kind == "scale" else preset.a_min
+        return cls(intensity="ct", a_min=a_min, a_max=preset.a_max, **geometry)
+
+    def check_fits(self, array: np.ndarray, path: Path) -> None:
+        """Raise :class:`DataError` when the window plainly does not fit the volume's intensities.
+
+        A window reaching below 0 (a HU window) needs a volume with negative values (air, fat): a
+        volume without any is not HU (MR, PET, 8-bit or raw-stored CT). A window from 0 up (8-bit images)
+        needs no negative value. Any window needs some voxel inside it (else all is clipped to a constant).
+        z-scoring fits any volume.
+        """
+        if self.intensity != "ct":
+            return
+        lo, hi = float(array.min()), float(array.max())
+        window = f"the window [{self.a_min:g}, {self.a_max:g}]"
+        fix = ("; choose the dataset's preset (`s2dc datasets NAME` shows it) or preprocess.intensity: zscore "
+               "for data that is not in the window's units")
+        if self.a_min < 0 <= lo:
+            raise DataError(f"'{path}' has intensities in [{lo:g}, {hi:g}], no negative value: it is not CT in HU, "
+                            f"but {window} is a HU window" + fix)
+        if self.a_min >= 0 > lo:
+            raise DataError(f"'{path}' has intensities in [{lo:g}, {hi:g}], with negative values, but {window} "
+                            f"expects non-negative intensities (e.g. 8-bit images)" + fix)
+        if hi < self.a_min or lo > self.a_max:
+            raise DataError(f"'{path}' has intensities in [{lo:g}, {hi:g}], all outside {window}: it would "
+                            "become a constant image" + fix)
+
+    def cache_key(self) -> str:
+        """Short stable hash (12 hex chars) of all fields and the pipeline version."""
+        payload = json.dumps({**asdict(self), "_pipeline": _PIPELINE_VERSION}, sort_keys=True)
+        return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:12]
+
+
+
+# --------------------------------------------------------------------------- checked loading
+
+
+class LoadVolumed(MapTransform):
+    """Load NIfTI images with nibabel and check them (and, given ``cfg``, that its intensity window fits them).
+
+    For each key, replaces ``data[key]`` -- one path, or a list of paths (one per channel, all on one
+    grid) -- with a :class:`monai.data.MetaTensor` of shape ``(C, X, Y, Z)`` (float32) carrying the first
+    file's affine, so that ``Orientationd`` / ``Spacingd`` work on it.
+
+    Raises
+    ------
+    DataError
+        * the file cannot be read (missing, not NIfTI, truncated / corrupt gzip or data);
+        * the image is not 3-D (a 4-D image with a trailing singleton axis is squeezed first);
+        * an axis has fewer than 2 voxels, values are NaN/inf, or there is no foreground
+          (all voxels equal); channels of differing shapes;
+        * ``cfg``'s window plainly does not fit (:meth:`PreprocessConfig.check_fits`).
+    """
+
+    def __init__(self, keys: KeysCollection = "image", cfg: PreprocessConfig | None = None) -> None:
+        super().__init__(keys)
+        self.cfg = cfg
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.load(d[key], self.cfg)
+        return d
+
+    @staticmethod
+    def load(path: str | Path | list, cfg: PreprocessConfig | None = None) -> MetaTensor:
+        """Load and check one image (a path or a list of channel paths); returns a ``(C, X, Y, Z)`` MetaTensor."""
+        paths = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
+        arrays, affine = [], None
+        for p in paths:
+            array, aff = read_volume(p)
+            if arrays and array.shape != arrays[0].shape:
+                raise DataError(f"channel '{p}' has shape {array.shape}, channel '{paths[0]}' {arrays[0].shape}; "
+                                "the channels of an image must share one voxel grid")
+            if cfg is not None:
+                cfg.check_fits(array, p)
+            arrays.append(array)
+            affine = aff if affine is None else affine
+        meta = {"filename_or_obj": str(paths[0]), "space": "RAS", "original_channel_dim": "no_channel"}
+        tensor = torch.from_numpy(np.ascontiguousarray(np.stack(arrays)))  # (C, X, Y, Z)
+        return MetaTensor(tensor, affine=torch.as_tensor(affine), meta=meta)
+
+
+def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(array (X, Y, Z) float32, affine (4, 4))`` of a checked 3-D NIfTI file (see :class:`LoadVolumed`)."""
+    try:
+        img = nib.load(str(path))
+        shape = tuple(int(s) for s in img.shape)
+        while len(shape) > 3 and shape[-1] == 1:  # (X, Y, Z, 1) -> (X, Y, Z)
+            shape = shape[:-1]
+        if len(shape) != 3:
+            raise DataError(f"'{path}' has shape {tuple(int(s) for s in img.shape)}; expected a 3-D volume")
+        array = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
+        affine = np.asarray(img.affine, dtype=np.float64)
+    except DataError:
+        raise
+    except Exception as exc:  # nibabel, gzip, zlib, EOFError, OSError, ... anywhere in header or data
+        raise DataError(
+            f"could not read '{path}': {type(exc).__name__}: {exc}; "
+            "expected a readable NIfTI volume (.nii or .nii.gz)"
+        ) from exc
+    if min(shape) < 2:
+        raise DataError(f"'{path}' has shape {shape}; expected a 3-D volume with at least 2 voxels along every axis")
+    if not np.isfinite(array).all():
+        raise DataError(f"'{path}' contains NaN or infinite values; expected finite intensities")
+    if not array.max() > array.min():
+        raise DataError(f"'{path}' has no foreground (all voxels equal {float(array.min())}); expected a non-constant volume")
+    return array, affine
+
+
+class LoadLabeld(MapTransform):
+    """Load ``data["label"]`` and check it against the already loaded ``data["image"]``.
+
+    The label comes out as a float32 ``(1, X, Y, Z)`` MetaTensor carrying the *image's* affine, so that
+    every spatial transform treats both alike (a differing label affine only warns). Raises
+    :class:`DataError` naming the label and its image when the label cannot be read, is not 3-D, has
+    another shape than the image, or holds values other than the integers ``0 .. data["num_classes"]-1``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("label")
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        image = d["image"]
+        d["label"] = self.load_label(Path(d["label"]), Path(image.meta["filename_or_obj"]), image, int(d["num_classes"]))
+        return d
+
+    @staticmethod
+    def load_label(path: Path, image_path: Path, image: MetaTensor, num_classes: int) -> MetaTensor:
+        try:
+            img = nib.load(str(path))
+            shape = tuple(int(s) for s in img.shape)
+            while len(shape) > 3 and shape[-1] == 1:
+                shape = shape[:-1]
+            array = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
+            affine = np.asarray(img.affine, dtype=np.float64)
+        except Exception as exc:  # nibabel, gzip, zlib, EOFError, OSError, ...
+            raise DataError(f"could not read label '{path}' of image '{image_path}': {type(exc).__name__}: {exc}; "
+                            "expected a readable NIfTI volume (.nii or .nii.gz)") from exc
+        image_shape = tuple(image.shape[1:])
+        if shape != image_shape:
+            raise DataError(f"label '{path}' has shape {shape} but its image '{image_path}' has shape {image_shape}; "
+                            "a label must be on the image's voxel grid")
+        if not np.isfinite(array).all() or (array != np.round(array)).any() or array.min() < 0 or array.max() >= num_classes:
+            finite = array[np.isfinite(array)]
+            bad = np.unique(finite[(finite != np.round(finite)) | (finite < 0) | (finite >= num_classes)])
+            shown = [int(v) if v == round(v) else float(v) for v in bad[:10]] + (["..."] if len(bad) > 10 else [])
+            nonfinite = int(array.size - finite.size)
+            raise DataError(f"label '{path}' of image '{image_path}' must hold the integers 0..{num_classes - 1} "
+                            f"of the dataset json's 'labels'; it holds {len(bad)} other value(s): {shown}"
+                            + (f" and {nonfinite} NaN/Inf voxel(s)" if nonfinite else ""))
+        image_affine = image.affine.numpy()
+        if not np.allclose(affine, image_affine, atol=1e-3):
+            warnings.warn(f"label '{path}' has another affine than its image '{image_path}'; using the image's")
+        meta = {"filename_or_obj": str(path), "space": "RAS", "original_channel_dim": "no_channel"}
+        return MetaTensor(torch.from_numpy(np.ascontiguousarray(array))[None], affine=torch.as_tensor(image_affine), meta=meta)
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+def _above_min(x: torch.Tensor) -> torch.Tensor:
+    """Foreground mask for cropping: voxels above the volume minimum (module level: picklable)."""
+    return x > x.min()
+
+
+def check_min_size(min_size: Any) -> tuple[int, int, int]:
+    ok = isinstance(min_size, (list, tuple)) and len(min_size) == 3 and all(
+        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in min_size
+    )
+    if not ok:
+        raise ValueError(f"min_size must be 3 positive integers, got {min_size!r}")
+    return tuple(int(s) for s in min_size)  # type: ignore[return-value]
+
+
+def preprocess_transforms(cfg: PreprocessConfig, min_size: tuple[int, int, int], num_classes: int | None = None) -> Compose:
+    """The deterministic MONAI dict transforms of every stage.
+
+    Parameters
+    ----------
+    cfg : PreprocessConfig
+    min_size : tuple of 3 int
+        Minimum spatial size (normally the training ROI). Smaller volumes are **padded**
+        (constant 0, i.e. background after intensity scaling) rather than rejected, so small
+        scans still contribute; axes already large enough are left unchanged.
+    num_classes : int or None
+        Given: the items also carry a ``"label"`` path (and ``"num_classes"``), checked against the
+        image and carried through every spatial step (nearest neighbour), cast to integers at the end.
+
+    Returns
+    -------
+    monai.transforms.Compose
+        Maps ``{"image": path(s)[, "label": path]}`` to ``{"image": MetaTensor (C, X, Y, Z) float32
+        [, "label": (1, X, Y, Z) integers]}`` with ``X, Y, Z >= min_size``.
+
+    Notes
+    -----
+    Foreground cropping runs *before* intensity scaling with ``x > x.min()``, which works for
+    both CT (air / outside-FOV value is the minimum) and zero-background MRI / PET.
+    """
+    min_size = check_min_size(min_size)
+    labelled = num_classes is not None
+    keys = ["image", "label"] if labelled else ["image"]
+    transforms: list = [LoadVolumed("image", cfg), *([LoadLabeld()] if labelled else []),
+                        Orientationd(keys, axcodes=cfg.orientation, labels=None)]
+    if cfg.spacing is not None:
+        transforms.append(Spacingd(keys, pixdim=cfg.spacing, mode=("bilinear", "nearest")[:len(keys)]))
+    if cfg.crop_foreground:
+        transforms.append(
+            CropForegroundd(keys, source_key="image", select_fn=_above_min, start_coord_key=None, end_coord_key=None)
+        )
+    if cfg.intensity == "ct":
+        transforms.append(ScaleIntensityRanged("image", a_min=cfg.a_min, a_max=cfg.a_max, b_min=0.0, b_max=1.0, clip=True))
+    else:
+        transforms.append(NormalizeIntensityd("image", nonzero=True, channel_wise=True))
+    transforms.append(SpatialPadd(keys, spatial_size=min_size, mode="constant", value=0))
+    if labelled:
+        transforms.append(CastToTyped("label", dtype=torch.uint8 if num_classes <= 256 else torch.int16))
+    return Compose(transforms)

@@ -1,0 +1,100 @@
+"""The one data layer: dataset lists with every task's roles, intensity presets and the check that a preset fits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from s2dc.data.datalist import TASK_ROLES, list_cases, registry_spec
+from s2dc.data.errors import DataError
+from s2dc.data.preprocess import PreprocessConfig
+from s2dc.data.volumes import CachedVolumes, LabelledCases
+
+
+def save(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(array, np.float32), np.eye(4)), str(path))
+    return path
+
+
+def test_cases_of_every_task(tmp_path):
+    for name in ("t1", "t2", "seg", "low", "full"):
+        save(tmp_path / f"{name}.nii.gz", np.ones((4, 4, 4)))
+    doc = {"training": [{"id": "c1", "image": ["t1.nii.gz", "t2.nii.gz"], "label": "seg.nii.gz", "class": 2,
+                         "target": "full.nii.gz"}]}
+    js = tmp_path / "dataset.json"
+    js.write_text(json.dumps(doc))
+    seg = list_cases(js, "training", TASK_ROLES["segmentation"])
+    assert seg == [{"id": "c1", "image": [tmp_path / "t1.nii.gz", tmp_path / "t2.nii.gz"], "label": tmp_path / "seg.nii.gz"}]
+    assert list_cases(js, "training", TASK_ROLES["classification"])[0]["class"] == 2
+    assert list_cases(js, "training", TASK_ROLES["reconstruction"])[0]["target"] == tmp_path / "full.nii.gz"
+    # the id defaults to the image's file name
+    js.write_text(json.dumps({"training": [{"image": "low.nii.gz"}]}))
+    assert list_cases(js, "training") == [{"id": "low.nii.gz", "image": tmp_path / "low.nii.gz"}]
+
+
+@pytest.mark.parametrize("entry, roles, message", [
+    ({"image": "a.nii.gz"}, ("image", "label"), "must be a dict with 'image', 'label'"),
+    ({"image": "a.nii.gz", "class": "CP"}, ("image", "class"), "'class' must be a class index"),
+    ({"image": "a.nii.gz", "class": True}, ("image", "class"), "'class' must be a class index"),
+    ({"image": ["a.nii.gz", "gone.nii.gz"]}, ("image",), "image channel 1 '.*gone.nii.gz' of entry 0"),
+])
+def test_bad_entries_are_named(tmp_path, entry, roles, message):
+    save(tmp_path / "a.nii.gz", np.ones((4, 4, 4)))
+    js = tmp_path / "dataset.json"
+    js.write_text(json.dumps({"training": [entry]}))
+    with pytest.raises(DataError, match=message):
+        list_cases(js, "training", roles)
+
+
+def test_presets_map_to_intensity_settings():
+    assert PreprocessConfig.from_preset("ct_abdomen") == PreprocessConfig(intensity="ct", a_min=-175, a_max=250)
+    assert PreprocessConfig.from_preset("ct_8bit", crop_foreground=False) == PreprocessConfig(
+        intensity="ct", a_min=0, a_max=255, crop_foreground=False)
+    assert PreprocessConfig.from_preset("mri_zscore").intensity == "zscore"
+    with pytest.raises(ValueError, match="unknown intensity preset 'ct'"):
+        PreprocessConfig.from_preset("ct")
+    assert registry_spec({"name": "synthetic_btcv"}).preset == "ct_abdomen"
+    assert registry_spec({"name": "Task09_Spleen"}) is None
+
+
+def brain(shape=(12, 12, 12)) -> np.ndarray:
+    """MR-like: zero background, positive tissue."""
+    a = np.zeros(shape, np.float32)
+    a[3:9, 3:9, 3:9] = np.linspace(100, 900, 216).reshape(6, 6, 6)
+    return a
+
+
+def test_a_window_that_does_not_fit_is_reported_naming_the_file(tmp_path):
+    mr = save(tmp_path / "mr.nii.gz", brain())
+    with pytest.raises(DataError, match=r"mr.nii.gz' has intensities in \[0, 900\], no negative value: it is not CT in HU"):
+        CachedVolumes([mr], PreprocessConfig.from_preset("ct_abdomen"), (8, 8, 8), None)[0]
+    hu = save(tmp_path / "ct.nii.gz", brain() - 1000)
+    with pytest.raises(DataError, match=r"ct.nii.gz' has intensities in \[-1000, -100\], with negative values"):
+        CachedVolumes([hu], PreprocessConfig.from_preset("ct_8bit"), (8, 8, 8), None)[0]
+    lungs = save(tmp_path / "dark.nii.gz", np.where(brain() > 0, -900.0, -1000.0))
+    with pytest.raises(DataError, match=r"all outside the window \[-175, 250\]"):
+        CachedVolumes([lungs], PreprocessConfig.from_preset("ct_abdomen"), (8, 8, 8), None)[0]
+    # the presets that fit: z-score for MR, a HU window for HU, 8-bit for [0, 255]
+    out = CachedVolumes([mr], PreprocessConfig.from_preset("mri_zscore"), (8, 8, 8), None)[0]
+    tissue = out[out != 0]
+    assert abs(float(tissue.mean())) < 1e-5 and abs(float(tissue.std(unbiased=False)) - 1) < 1e-4
+    assert float(CachedVolumes([hu], PreprocessConfig.from_preset("ct_pretrain"), (8, 8, 8), None)[0].max()) == pytest.approx(0.45)
+
+
+def test_channels_are_stacked_and_must_share_a_grid(tmp_path):
+    t1, t2 = save(tmp_path / "t1.nii.gz", brain()), save(tmp_path / "t2.nii.gz", 2 * brain())
+    label = save(tmp_path / "seg.nii.gz", (brain() > 500).astype(np.float32))
+    cfg = PreprocessConfig.from_preset("mri_zscore", crop_foreground=False)
+    item = LabelledCases([{"image": [t1, t2], "label": label}], cfg, (8, 8, 8), 2, None)[0]
+    assert tuple(item["image"].shape) == (2, 12, 12, 12) and tuple(item["label"].shape) == (1, 12, 12, 12)
+    # z-score per channel: both channels (t2 = 2 * t1) become the same image
+    assert np.allclose(item["image"][0], item["image"][1], atol=1e-5)
+    assert int(item["label"].sum()) == int((brain() > 500).sum())
+    small = save(tmp_path / "small.nii.gz", brain((10, 12, 12)))
+    with pytest.raises(DataError, match=r"channel '.*small.nii.gz' has shape \(10, 12, 12\), channel '.*t1.nii.gz'"):
+        LabelledCases([{"image": [t1, small], "label": label}], cfg, (8, 8, 8), 2, None)[0]
