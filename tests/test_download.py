@@ -1,70 +1,332 @@
-"""MSD download against a local fixture archive (this machine cannot reach the real URL)."""
+"""Open downloads against a loopback HTTP server (this machine cannot reach the real URLs): fetch, resume,
+checksum, safe extraction and the MSD task built from them. Expected values come from hashlib and the
+bytes the tests write, never from the module under test."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import http.server
+import io
 import json
+import stat
 import tarfile
 import threading
+import zipfile
 
 import pytest
-from monai.apps import DecathlonDataset
 
 from s2dc.data import download
+from s2dc.data.registry import get
 from s2dc.data.volumes import DataError
+
+PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes: more than one read chunk
+
+
+class RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ``server.files`` (path -> bytes); honours ``Range: bytes=N-`` unless ``server.ranges`` is False;
+    ``server.cut`` > 0 makes the next full answer stop after that many bytes (a dropped connection)."""
+
+    def do_GET(self):
+        srv = self.server
+        srv.requests.append({"path": self.path, "range": self.headers.get("Range")})
+        data = srv.files.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        rng = self.headers.get("Range")
+        if rng and srv.ranges:
+            start = int(rng.removeprefix("bytes=").rstrip("-"))
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            body = data[start:]
+        else:
+            self.send_response(200)
+            body = data
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        srv.sent.append(len(body))
+        if srv.cut and self.command == "GET" and not rng:
+            self.wfile.write(body[:srv.cut])
+            srv.cut = 0
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
 
 
 @pytest.fixture
-def fake_spleen(tmp_path, monkeypatch):
-    """A Task09_Spleen.tar with a dataset.json, served over HTTP on the loopback address, with its real MD5."""
-    src = tmp_path / "src" / "Task09_Spleen"
-    (src / "imagesTr").mkdir(parents=True)
-    (src / "dataset.json").write_text(json.dumps({"name": "Spleen", "training": []}))
-    (src / "imagesTr" / "spleen_1.nii.gz").write_bytes(b"not really a volume")
-    archive = tmp_path / "served.tar"
-    with tarfile.open(archive, "w") as tar:
-        tar.add(src, arcname="Task09_Spleen")
-    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+def server():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    srv.files, srv.requests, srv.sent, srv.ranges, srv.cut = {}, [], [], True, 0
+    srv.url = f"http://127.0.0.1:{srv.server_port}"
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
-    monkeypatch.setitem(DecathlonDataset.resource, "Task09_Spleen", f"http://127.0.0.1:{server.server_port}/served.tar")
-    monkeypatch.setitem(DecathlonDataset.md5, "Task09_Spleen", md5)
-    yield archive
-    server.shutdown()
-    server.server_close()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
 
 
-def test_uses_monai_url_and_md5():
-    """The task's URL and MD5 are MONAI's own records."""
-    url, md5 = download.msd_resource("Task09_Spleen")
-    assert url.endswith("Task09_Spleen.tar") and len(md5) == 32
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
 
 
-def test_download_extracts_task(fake_spleen, tmp_path):
-    """Download + MD5 check + extraction yield root/Task09_Spleen/dataset.json and no staging folder."""
-    root = tmp_path / "msd"
-    path = download.download_msd("Task09_Spleen", root)
-    assert path == root / "Task09_Spleen" / "dataset.json"
-    assert json.loads(path.read_text())["name"] == "Spleen"
-    assert (root / "Task09_Spleen" / "imagesTr" / "spleen_1.nii.gz").is_file()
-    assert not (root / ".Task09_Spleen.extracting").exists()
-    assert download.download_msd("Task09_Spleen", root) == path  # already there: kept
+# ------------------------------------------------------------------------------------------------ fetch
 
 
-def test_md5_mismatch_is_an_error_and_leaves_nothing(fake_spleen, tmp_path, monkeypatch):
-    """A wrong checksum fails with the task, URL and file named, and no task folder appears."""
-    monkeypatch.setitem(DecathlonDataset.md5, "Task09_Spleen", "0" * 32)
-    root = tmp_path / "msd"
-    with pytest.raises(DataError, match="Task09_Spleen"):
-        download.download_msd("Task09_Spleen", root)
-    assert not (root / "Task09_Spleen").exists()
+def test_fetch_downloads_and_verifies(server, tmp_path):
+    server.files["/f.bin"] = PAYLOAD
+    dest = download.fetch(f"{server.url}/f.bin", tmp_path / "d" / "f.bin", md5(PAYLOAD))
+    assert dest == tmp_path / "d" / "f.bin" and dest.read_bytes() == PAYLOAD
+    assert not (tmp_path / "d" / "f.bin.part").exists()
+    assert [r["range"] for r in server.requests] == [None]
+
+
+def test_fetch_resumes_a_part_with_a_range_request(server, tmp_path):
+    server.files["/f.bin"] = PAYLOAD
+    dest = tmp_path / "f.bin"
+    (tmp_path / "f.bin.part").write_bytes(PAYLOAD[:1000])
+    download.fetch(f"{server.url}/f.bin", dest, md5(PAYLOAD))
+    assert dest.read_bytes() == PAYLOAD
+    assert [r["range"] for r in server.requests] == ["bytes=1000-"]
+    assert server.sent == [len(PAYLOAD) - 1000]  # only the rest travelled
+
+
+def test_fetch_resumes_after_a_dropped_connection(server, tmp_path):
+    server.files["/f.bin"] = PAYLOAD
+    server.cut = 300_000
+    dest = tmp_path / "f.bin"
+    with pytest.raises(DataError, match="run again to resume"):
+        download.fetch(f"{server.url}/f.bin", dest, md5(PAYLOAD))
+    part = tmp_path / "f.bin.part"
+    assert not dest.exists() and part.read_bytes() == PAYLOAD[:part.stat().st_size]
+    kept = part.stat().st_size
+    assert 0 < kept <= 300_000
+    download.fetch(f"{server.url}/f.bin", dest, md5(PAYLOAD))
+    assert dest.read_bytes() == PAYLOAD and not part.exists()
+    assert server.requests[-1]["range"] == f"bytes={kept}-"
+
+
+def test_fetch_restarts_when_the_server_ignores_the_range(server, tmp_path):
+    server.files["/f.bin"] = PAYLOAD
+    server.ranges = False
+    (tmp_path / "f.bin.part").write_bytes(b"x" * 5000)  # not even a prefix of the file
+    dest = download.fetch(f"{server.url}/f.bin", tmp_path / "f.bin", md5(PAYLOAD))
+    assert dest.read_bytes() == PAYLOAD
+    assert server.requests[0]["range"] == "bytes=5000-" and server.sent == [len(PAYLOAD)]
+
+
+def test_fetch_with_a_complete_part_finishes_it(server, tmp_path):
+    server.files["/f.bin"] = PAYLOAD
+    (tmp_path / "f.bin.part").write_bytes(PAYLOAD)  # the server answers 416
+    dest = download.fetch(f"{server.url}/f.bin", tmp_path / "f.bin", md5(PAYLOAD))
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_fetch_wrong_checksum_is_refused_and_leaves_nothing(server, tmp_path):
+    server.files["/f.bin"] = PAYLOAD
+    url, dest, wrong = f"{server.url}/f.bin", tmp_path / "f.bin", "0" * 32
+    with pytest.raises(DataError) as err:
+        download.fetch(url, dest, wrong)
+    message = str(err.value)
+    assert url in message and str(tmp_path / "f.bin.part") in message and wrong in message and md5(PAYLOAD) in message
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_fetch_keeps_a_verified_file_and_replaces_a_wrong_one(server, tmp_path):
+    server.files["/f.bin"] = PAYLOAD
+    dest = tmp_path / "f.bin"
+    dest.write_bytes(PAYLOAD)
+    download.fetch(f"{server.url}/f.bin", dest, md5(PAYLOAD))
+    assert server.requests == []  # nothing downloaded
+    dest.write_bytes(b"stale")
+    download.fetch(f"{server.url}/f.bin", dest, md5(PAYLOAD))
+    assert dest.read_bytes() == PAYLOAD and len(server.requests) == 1
+
+
+def test_fetch_http_error_names_the_url(server, tmp_path):
+    with pytest.raises(DataError, match=f"{server.url}/missing.bin"):
+        download.fetch(f"{server.url}/missing.bin", tmp_path / "m.bin", "0" * 32)
+    assert not (tmp_path / "m.bin").exists()
+
+
+# ------------------------------------------------------------------------------------------------ extract
+
+GOOD = {"top/a.txt": b"alpha", "top/sub/b.bin": bytes(range(100)), "c.txt": b""}
+
+
+def write_tar(path, members, mode="w"):
+    """A tar of ``members``: name -> bytes (a file) or a prepared TarInfo (anything else)."""
+    target = {"fileobj": path} if isinstance(path, io.BytesIO) else {"name": path}
+    with tarfile.open(mode=mode, **target) as tar:
+        for name, data in members.items():
+            if isinstance(data, tarfile.TarInfo):
+                tar.addfile(data)
+            else:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def tarinfo(name, kind, linkname=""):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, linkname
+    return info
+
+
+def write_zip(path, members):
+    """A zip of ``members``: name -> bytes, or (bytes, unix mode) for a member with an explicit file type."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name)
+            if isinstance(data, tuple):
+                data, mode = data
+                info.external_attr = mode << 16
+            zf.writestr(info, data)
+    return path
+
+
+def extracted(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("mode", ["w", "w:gz", "w:bz2", "w:xz"])
+def test_extract_good_tar(tmp_path, mode):
+    archive = write_tar(tmp_path / "a.tar", GOOD, mode)
+    target = download.extract(archive, tmp_path / "out")
+    assert target == tmp_path / "out" and extracted(target) == GOOD
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar", "out"]  # no staging left
+
+
+def test_extract_good_zip_replaces_an_old_target(tmp_path):
+    archive = write_zip(tmp_path / "a.zip", GOOD)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("old")
+    download.extract(archive, tmp_path / "out")
+    assert extracted(tmp_path / "out") == GOOD
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip", "out"]
+
+
+def refused(tmp_path, archive, member):
+    """Extraction of ``archive`` fails naming it and ``member``, and leaves neither target nor staging."""
+    with pytest.raises(DataError) as err:
+        download.extract(archive, tmp_path / "out")
+    assert str(archive) in str(err.value) and f"'{member}'" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [archive.name]
+    return str(err.value)
+
+
+@pytest.mark.parametrize("name", ["../evil", "top/../../evil", "top/sub/../a.txt"])
+def test_extract_refuses_a_tar_member_with_dotdot(tmp_path, name):
+    """Any '..' component is refused, even one that would stay inside the target."""
+    archive = write_tar(tmp_path / "a.tar", {"top/a.txt": b"alpha", name: b"pwned"})
+    assert "'..'" in refused(tmp_path, archive, name)
+    assert not (tmp_path.parent / "evil").exists()
+
+
+def test_extract_refuses_an_absolute_tar_member(tmp_path):
+    name = str(tmp_path / "abs" / "evil")
+    archive = write_tar(tmp_path / "a.tar", {"top/a.txt": b"alpha", name: b"pwned"})
+    with tarfile.open(archive) as tar:
+        assert tar.getnames()[1] == name  # the fixture really stores an absolute name
+    assert "absolute" in refused(tmp_path, archive, name)
+
+
+@pytest.mark.parametrize("info", [tarinfo("top/link", tarfile.SYMTYPE, "/etc/passwd"),
+                                  tarinfo("top/inside", tarfile.SYMTYPE, "a.txt"),
+                                  tarinfo("top/hard", tarfile.LNKTYPE, "top/a.txt"),
+                                  tarinfo("top/fifo", tarfile.FIFOTYPE),
+                                  tarinfo("top/dev", tarfile.CHRTYPE)],
+                         ids=["symlink", "symlink-inside", "hardlink", "fifo", "device"])
+def test_extract_refuses_tar_links_and_special_files(tmp_path, info):
+    archive = write_tar(tmp_path / "a.tar", {"top/a.txt": b"alpha", info.name: info})
+    refused(tmp_path, archive, info.name)
+
+
+@pytest.mark.parametrize("name,why", [("../evil", "'..'"), ("top/../../evil", "'..'"), ("/abs/evil", "absolute"),
+                                      ("..\\evil", "'..'")])
+def test_extract_refuses_unsafe_zip_members(tmp_path, name, why):
+    archive = write_zip(tmp_path / "a.zip", {"top/a.txt": b"alpha", name: b"pwned"})
+    assert why in refused(tmp_path, archive, name)
+
+
+def test_extract_refuses_a_zip_symlink(tmp_path):
+    archive = write_zip(tmp_path / "a.zip", {"top/a.txt": b"alpha", "top/link": (b"/etc/passwd", stat.S_IFLNK | 0o777)})
+    assert "link" in refused(tmp_path, archive, "top/link")
+
+
+def test_extract_refuses_what_is_no_archive(tmp_path):
+    archive = tmp_path / "a.tar"
+    archive.write_bytes(b"this is not an archive" * 100)
+    with pytest.raises(DataError, match="not a tar or zip"):
+        download.extract(archive, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar"]
+
+
+# ------------------------------------------------------------------------------------------------ MSD
+
+
+def test_msd_resource_is_the_registry_archive_and_agrees_with_monai():
+    """The URL and MD5 come from the registry; MONAI's own records (an independent source) agree."""
+    from monai.apps import DecathlonDataset
+
+    for name, task in (("msd_liver", "Task03_Liver"), ("msd_lung", "Task06_Lung"), ("msd_spleen", "Task09_Spleen")):
+        archive = get(name).archives[0]
+        assert download.msd_resource(task) == (archive.url, archive.md5)
+        assert (DecathlonDataset.resource[task], DecathlonDataset.md5[task]) == (archive.url, archive.md5)
 
 
 def test_unknown_task_is_named():
     with pytest.raises(ValueError, match="Task99_Nothing"):
         download.msd_resource("Task99_Nothing")
+
+
+@pytest.fixture
+def spleen_tar(server, tmp_path, monkeypatch):
+    """A Task09_Spleen.tar served on the loopback address; msd_resource points at it with its real MD5."""
+    data = io.BytesIO()
+    write_tar(data, {"Task09_Spleen/dataset.json": json.dumps({"name": "Spleen"}).encode(),
+                     "Task09_Spleen/imagesTr/spleen_1.nii.gz": b"not really a volume"})
+    server.files["/Task09_Spleen.tar"] = data.getvalue()
+    url = f"{server.url}/Task09_Spleen.tar"
+    monkeypatch.setattr(download, "msd_resource", lambda task: (url, md5(data.getvalue())))
+    return data.getvalue()
+
+
+def test_download_msd_extracts_task(spleen_tar, server, tmp_path):
+    root = tmp_path / "msd"
+    path = download.download_msd("Task09_Spleen", root)
+    assert path == root / "Task09_Spleen" / "dataset.json"
+    assert json.loads(path.read_text())["name"] == "Spleen"
+    assert (root / "Task09_Spleen" / "imagesTr" / "spleen_1.nii.gz").read_bytes() == b"not really a volume"
+    assert (root / "Task09_Spleen.tar").read_bytes() == spleen_tar
+    assert sorted(p.name for p in root.iterdir()) == ["Task09_Spleen", "Task09_Spleen.tar"]
+    assert download.download_msd("Task09_Spleen", root) == path and len(server.requests) == 1  # kept
+
+
+def test_download_msd_md5_mismatch_leaves_nothing(spleen_tar, server, tmp_path, monkeypatch):
+    url = f"{server.url}/Task09_Spleen.tar"
+    monkeypatch.setattr(download, "msd_resource", lambda task: (url, "0" * 32))
+    root = tmp_path / "msd"
+    with pytest.raises(DataError, match="Task09_Spleen"):
+        download.download_msd("Task09_Spleen", root)
+    assert list(root.iterdir()) == []
+
+
+def test_download_msd_refuses_an_archive_without_the_task(server, tmp_path, monkeypatch):
+    data = io.BytesIO()
+    write_tar(data, {"Other/dataset.json": b"{}"})
+    server.files["/t.tar"] = data.getvalue()
+    monkeypatch.setattr(download, "msd_resource", lambda task: (f"{server.url}/t.tar", md5(data.getvalue())))
+    root = tmp_path / "msd"
+    with pytest.raises(DataError, match="Task09_Spleen/dataset.json"):
+        download.download_msd("Task09_Spleen", root)
+    assert sorted(p.name for p in root.iterdir()) == ["Task09_Spleen.tar"]

@@ -1,49 +1,219 @@
-"""Real-data downloads: Medical Segmentation Decathlon tasks from the URLs and MD5s that MONAI records."""
+"""Open downloads: fetched by URL, verified by MD5, resumable, and extracted safely.
+
+:func:`fetch` downloads into ``<dest>.part`` (resumed with an HTTP Range request), checks the MD5 of
+the whole file and renames it to ``dest``. :func:`extract` unpacks a tar (any compression) or zip
+into a hidden staging folder and renames it into place, after refusing every member that could land
+outside the target (absolute paths, ``..``), links and special files. :func:`download_msd` builds a
+Medical Segmentation Decathlon task from the two, with the URL and MD5 that the registry records.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import http.client
+import os
 import shutil
+import stat
+import tarfile
+import urllib.error
+import urllib.request
+import zipfile
 from pathlib import Path
 
-from monai.apps import DecathlonDataset
-from monai.apps.utils import download_and_extract
+from tqdm import tqdm
 
+from .registry import REGISTRY
 from .volumes import DataError
+
+CHUNK = 1 << 20
+TIMEOUT_S = 60
+
+
+def md5sum(path: Path) -> str:
+    """MD5 hex digest of a file, read in chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _open(url: str, offset: int):
+    """The response to GET ``url`` from byte ``offset``, or None when the server says the range is past the end."""
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        return urllib.request.urlopen(request, timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and offset:
+            return None
+        raise
+
+
+def _resumed(response, offset: int) -> bool:
+    """Whether ``response`` continues a part of ``offset`` bytes (206 starting there), else it is the whole file."""
+    if offset == 0 or response.status != 206:
+        return False
+    content_range = response.headers.get("Content-Range", "")
+    return content_range.startswith(f"bytes {offset}-")
+
+
+def _download(url: str, part: Path, progress: bool) -> str:
+    """Complete ``part`` from ``url`` (resuming it when the server allows); returns the MD5 of the whole file."""
+    offset = part.stat().st_size if part.exists() else 0
+    response = _open(url, offset)
+    if response is None:  # 416: the part is already as long as the file (or longer: the MD5 check decides)
+        return md5sum(part)
+    if response.status == 206 and not _resumed(response, offset):  # a range other than the one asked: start over
+        response.close()
+        response = _open(url, 0)
+    with response:
+        resumed = _resumed(response, offset)
+        digest = hashlib.md5()
+        if resumed:
+            with open(part, "rb") as f:
+                for block in iter(lambda: f.read(CHUNK), b""):
+                    digest.update(block)
+        start = offset if resumed else 0
+        length = response.headers.get("Content-Length")
+        total = start + int(length) if length and length.isdigit() else None
+        with open(part, "ab" if resumed else "wb") as out, \
+                tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=part.name, disable=not progress) as bar:
+            for block in iter(lambda: response.read(CHUNK), b""):
+                out.write(block)
+                digest.update(block)
+                bar.update(len(block))
+    if total is not None and part.stat().st_size != total:  # http.client ends a short body silently
+        raise ConnectionError(f"connection closed after {part.stat().st_size} of {total} bytes")
+    return digest.hexdigest()
+
+
+def fetch(url: str, dest: str | Path, md5: str, progress: bool = False) -> Path:
+    """Download ``url`` to ``dest`` and check its MD5; returns ``dest``.
+
+    An existing ``dest`` with the right MD5 is kept. The download goes to ``<dest>.part``, which a later
+    call resumes after an interruption; a wrong MD5 deletes it and raises :class:`DataError`.
+    """
+    dest = Path(dest)
+    if dest.is_file() and md5sum(dest) == md5.lower():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    try:
+        actual = _download(url, part, progress)
+    except (OSError, http.client.HTTPException) as err:  # URLError is an OSError
+        raise DataError(f"could not download {url} into '{part}' ({err}); run again to resume it") from err
+    if actual != md5.lower():
+        part.unlink(missing_ok=True)
+        raise DataError(f"{url} downloaded into '{part}' has MD5 {actual}, expected {md5}; the file was deleted")
+    os.replace(part, dest)
+    return dest
+
+
+def _unsafe(name: str) -> str | None:
+    """Why member ``name`` could land outside the target folder, or None when it cannot."""
+    path = name.replace("\\", "/")
+    if path.startswith("/") or (path[:1].isalpha() and path[1:2] == ":"):
+        return "absolute path"
+    if ".." in path.split("/"):
+        return "'..' in the path (it could leave the target folder)"
+    return None
+
+
+def _tar_problem(member: tarfile.TarInfo) -> str | None:
+    if member.issym() or member.islnk():
+        return f"link to '{member.linkname}'"
+    if not (member.isreg() or member.isdir()):
+        return "device, fifo or other special file"
+    return _unsafe(member.name)
+
+
+def _zip_problem(info: zipfile.ZipInfo) -> str | None:
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "symbolic link"
+    return _unsafe(info.filename)
+
+
+def _unpack(archive: Path, into: Path) -> None:
+    """Check every member of ``archive``, then extract it into ``into``; :class:`DataError` naming a refused member."""
+    if tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for m in members:
+                if problem := _tar_problem(m):
+                    raise DataError(f"archive '{archive}' has an unsafe member '{m.name}': {problem}; nothing was extracted")
+            kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(into, members=members, **kwargs)
+    elif zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                if problem := _zip_problem(info):
+                    raise DataError(f"archive '{archive}' has an unsafe member '{info.filename}': {problem}; "
+                                    "nothing was extracted")
+            zf.extractall(into)
+    else:
+        raise DataError(f"'{archive}' is not a tar or zip archive")
+
+
+def extract(archive: str | Path, target: str | Path) -> Path:
+    """Extract ``archive`` (tar of any compression, or zip) so that its members lie under ``target``; returns it.
+
+    Every member is checked before anything is written. Extraction goes to a hidden staging folder next
+    to ``target``, renamed into place when complete (replacing an existing ``target``), so an interrupted
+    or refused extraction leaves no partial ``target``.
+    """
+    archive, target = Path(archive), Path(target)
+    staging = target.with_name(f".{target.name}.extracting")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        _unpack(archive, staging)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DataError(f"could not extract '{archive}' into '{target}': {err}") from err
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = target.with_name(f".{target.name}.replaced")
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
 def msd_resource(task: str) -> tuple[str, str]:
-    """(url, md5) of an MSD task, e.g. ``"Task09_Spleen"``."""
+    """(url, md5) of an MSD task, e.g. ``"Task09_Spleen"``: the registry's archive, else MONAI's record."""
+    for spec in REGISTRY.values():
+        for archive in spec.archives:
+            if archive.url.endswith(f"/{task}.tar"):
+                return archive.url, archive.md5
+    from monai.apps import (
+        DecathlonDataset,  # tasks outside the benchmark (heavy import, only when needed)
+    )
+
     if task not in DecathlonDataset.resource:
         raise ValueError(f"unknown MSD task {task!r}; expected one of {sorted(DecathlonDataset.resource)}")
     return DecathlonDataset.resource[task], DecathlonDataset.md5[task]
 
 
-def download_msd(task: str, root: str | Path) -> Path:
-    """Download ``<task>.tar`` into ``root``, check its MD5 and extract ``root/<task>/``; returns its dataset.json.
+def download_msd(task: str, root: str | Path, progress: bool = False) -> Path:
+    """Download ``root/<task>.tar``, check its MD5 and extract ``root/<task>/``; returns its dataset.json.
 
-    An existing, complete ``root/<task>/dataset.json`` is kept. The archive is extracted into a temporary
-    folder first and moved into place only when complete, so an interrupted run leaves no partial task.
+    An existing, complete ``root/<task>/dataset.json`` is kept; an interrupted download is resumed.
     """
     root = Path(root)
     target = root / task
     if (target / "dataset.json").is_file():
         return target / "dataset.json"
     url, md5 = msd_resource(task)
-    root.mkdir(parents=True, exist_ok=True)
-    archive = root / f"{task}.tar"
-    staging = root / f".{task}.extracting"
-    shutil.rmtree(staging, ignore_errors=True)
+    archive = fetch(url, root / f"{task}.tar", md5, progress=progress)
+    unpacked = extract(archive, root / f".{task}.unpacked")
     try:
-        download_and_extract(url, filepath=archive, output_dir=staging, hash_val=md5, hash_type="md5")
-    except Exception as err:  # noqa: BLE001 - MONAI raises bare Exception for URL errors; re-raised with context
-        shutil.rmtree(staging, ignore_errors=True)
-        archive.unlink(missing_ok=True)  # a retry downloads afresh
-        raise DataError(f"could not download or check {task} from {url} (md5 {md5}) into '{archive}': {err}") from err
-    extracted = staging / task
-    if not (extracted / "dataset.json").is_file():
-        shutil.rmtree(staging, ignore_errors=True)
-        raise DataError(f"archive '{archive}' did not contain {task}/dataset.json")
-    shutil.rmtree(target, ignore_errors=True)
-    extracted.rename(target)
-    shutil.rmtree(staging, ignore_errors=True)
+        if not (unpacked / task / "dataset.json").is_file():
+            raise DataError(f"archive '{archive}' ({url}) did not contain {task}/dataset.json")
+        shutil.rmtree(target, ignore_errors=True)
+        (unpacked / task).rename(target)
+    finally:
+        shutil.rmtree(unpacked, ignore_errors=True)
     return target / "dataset.json"

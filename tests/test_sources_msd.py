@@ -1,0 +1,130 @@
+"""MSD converter on a tiny fixture in the official layout (Task folder, MSD's dataset.json, imagesTr/labelsTr).
+Expected entries and the split are written out here (SHA-1 via hashlib), not taken from the converter."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from s2dc.data.sources import msd
+from s2dc.data.volumes import DataError
+
+CASES = (2, 3, 5, 7, 8)
+#: registry name -> (task folder, file prefix, labels as MSD's dataset.json writes them)
+TASKS = {
+    "msd_spleen": ("Task09_Spleen", "spleen", {"0": "background", "1": "spleen"}),
+    "msd_liver": ("Task03_Liver", "liver", {"0": "background", "1": "liver", "2": "cancer"}),
+    "msd_lung": ("Task06_Lung", "lung", {"0": "background", "1": "cancer"}),
+}
+
+
+def nifti(path, shape=(6, 6, 6), dtype=np.float32):
+    nib.save(nib.Nifti1Image(np.zeros(shape, dtype), np.eye(4)), str(path))
+
+
+def make_task(raw, name, labels=None):
+    """``raw/<Task>/`` with MSD's dataset.json, CASES in imagesTr/labelsTr, test images and a macOS '._' file."""
+    task, prefix, msd_labels = TASKS[name]
+    folder = raw / task
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        (folder / sub).mkdir(parents=True)
+    for i in CASES:
+        nifti(folder / "imagesTr" / f"{prefix}_{i}.nii.gz")
+        nifti(folder / "labelsTr" / f"{prefix}_{i}.nii.gz", dtype=np.uint8)
+    nifti(folder / "imagesTs" / f"{prefix}_1.nii.gz")
+    (folder / "imagesTr" / f"._{prefix}_2.nii.gz").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    doc = {"name": task, "labels": labels or msd_labels, "numTraining": len(CASES), "test": [f"./imagesTs/{prefix}_1.nii.gz"],
+           "training": [{"image": f"./imagesTr/{prefix}_{i}.nii.gz", "label": f"./labelsTr/{prefix}_{i}.nii.gz"}
+                        for i in CASES]}
+    (folder / "dataset.json").write_text(json.dumps(doc))
+    return folder
+
+
+@pytest.fixture
+def spleen(tmp_path):
+    return make_task(tmp_path / "raw", "msd_spleen")
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_convert_writes_the_listed_pairs_with_a_fixed_split(tmp_path, name):
+    task, prefix, _ = TASKS[name]
+    make_task(tmp_path / "raw", name)
+    path = msd.convert(name, tmp_path / "raw", tmp_path / "out")
+    assert path == tmp_path / "out" / "dataset.json"
+    doc = json.loads(path.read_text())
+    ids = [f"{prefix}_{i}" for i in CASES]
+    val = max(ids, key=lambda i: hashlib.sha1(i.encode()).hexdigest())  # ceil(0.2 * 5) = 1 case
+
+    def entry(i):
+        return {"id": i, "image": f"../raw/{task}/imagesTr/{i}.nii.gz", "label": f"../raw/{task}/labelsTr/{i}.nii.gz"}
+
+    assert doc["training"] == [entry(i) for i in sorted(ids) if i != val]
+    assert doc["validation"] == [entry(val)]
+    assert doc["labels"] == TASKS[name][2] and doc["task"] == "segmentation" and doc["name"] == name
+    assert doc["source"]["converter"] == "s2dc.data.sources.msd"
+    for e in doc["training"] + doc["validation"]:
+        for role, sub in (("image", "imagesTr"), ("label", "labelsTr")):
+            resolved = (tmp_path / "out" / e[role]).resolve()
+            assert resolved == (tmp_path / "raw" / task / sub / f"{e['id']}.nii.gz").resolve() and resolved.is_file()
+
+
+def test_labels_are_compared_case_insensitively(tmp_path):
+    make_task(tmp_path / "raw", "msd_spleen", labels={"0": "Background", "1": "Spleen"})
+    assert msd.convert("msd_spleen", tmp_path / "raw", tmp_path / "out").is_file()
+
+
+def test_missing_task_folder_says_where_to_get_it(tmp_path):
+    (tmp_path / "raw").mkdir()
+    with pytest.raises(DataError) as err:
+        msd.convert("msd_spleen", tmp_path / "raw", tmp_path / "out")
+    message = str(err.value)
+    assert str(tmp_path / "raw" / "Task09_Spleen") in message and "http://medicaldecathlon.com/" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_label_is_named(spleen, tmp_path):
+    label = spleen / "labelsTr" / "spleen_5.nii.gz"
+    label.unlink()
+    with pytest.raises(DataError, match=f"label '{label}'.*does not exist"):
+        msd.convert("msd_spleen", tmp_path / "raw", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_shape_mismatch_names_both_files(spleen, tmp_path):
+    nifti(spleen / "labelsTr" / "spleen_7.nii.gz", shape=(6, 6, 5), dtype=np.uint8)
+    with pytest.raises(DataError) as err:
+        msd.convert("msd_spleen", tmp_path / "raw", tmp_path / "out")
+    message = str(err.value)
+    assert str(spleen / "labelsTr" / "spleen_7.nii.gz") in message and str(spleen / "imagesTr" / "spleen_7.nii.gz") in message
+    assert "(6, 6, 5)" in message and "(6, 6, 6)" in message
+
+
+def test_corrupt_nifti_is_named(spleen, tmp_path):
+    image = spleen / "imagesTr" / "spleen_3.nii.gz"
+    image.write_bytes(b"not a NIfTI file at all")
+    with pytest.raises(DataError, match=f"'{image}' is not a readable NIfTI"):
+        msd.convert("msd_spleen", tmp_path / "raw", tmp_path / "out")
+
+
+@pytest.mark.parametrize("labels", [{"0": "background", "1": "liver"},
+                                    {"0": "background", "1": "spleen", "2": "cancer"},
+                                    {"0": "background"}])
+def test_labels_disagreeing_with_the_registry_are_refused(tmp_path, labels):
+    folder = make_task(tmp_path / "raw", "msd_spleen", labels=labels)
+    with pytest.raises(DataError, match=f"'{folder / 'dataset.json'}' has labels"):
+        msd.convert("msd_spleen", tmp_path / "raw", tmp_path / "out")
+
+
+def test_unreadable_msd_json_is_named(spleen, tmp_path):
+    (spleen / "dataset.json").write_text("{not json")
+    with pytest.raises(DataError, match=f"'{spleen / 'dataset.json'}' is not MSD's dataset.json"):
+        msd.convert("msd_spleen", tmp_path / "raw", tmp_path / "out")
+
+
+def test_a_dataset_that_is_not_msd_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="btcv"):
+        msd.convert("btcv", tmp_path, tmp_path / "out")
