@@ -1,0 +1,68 @@
+"""BraTS 2021: ``BraTS2021_Training_Data/<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz`` -> the common layout.
+
+Official layout (``BraTS2021_Training_Data.tar``, registry ``brats21``)::
+
+    BraTS2021_Training_Data/BraTS2021_00000/BraTS2021_00000_t1.nii.gz   ..._t1ce, _t2, _flair, _seg
+
+Entry: ``{"id": "BraTS2021_00000", "image": [t1, t1ce, t2, flair], "label": seg}`` (image in the spec's
+channel order). Split: :func:`fixed_split` (20 % validation). SwinUNETR's BraTS21 protocol uses the 5
+folds of ``brats21_folds.json``, which we do not ship; its fold 0 could be honoured later.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..registry import get
+from ..volumes import DataError
+from .common import fixed_split, nifti_shape, require_folder, write_common
+
+RELEASE = "BraTS2021_Training_Data"
+_CASE = re.compile(r"BraTS2021_\d{5}")
+
+
+def release_root(raw: Path, name: str, release: str) -> Path:
+    """``raw/release``, or ``raw`` itself when it is that folder; the spec's instructions when neither."""
+    if raw.name == release and raw.is_dir() and not (raw / release).exists():
+        return raw
+    require_folder(raw, get(name), release)
+    return raw / release
+
+
+def sequence(folder: Path, stem: str) -> Path:
+    """``folder/stem.nii.gz`` (or an uncompressed ``.nii``); :class:`DataError` naming the file if absent."""
+    for suffix in (".nii.gz", ".nii"):
+        if (path := folder / (stem + suffix)).is_file():
+            return path
+    raise DataError(f"'{folder / (stem + '.nii.gz')}' does not exist: every case folder needs this file")
+
+
+def read_cases(root: Path, case: re.Pattern[str], sep: str, names: tuple[str, ...]) -> dict[str, list[Path]]:
+    """{case id: [its file of each of ``names``]} for every case folder of ``root``, all files on one grid."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and case.fullmatch(p.name))
+    if not folders:
+        raise DataError(f"'{root}' holds no case folder named like '{case.pattern}'")
+    cases = {}
+    for folder in folders:
+        files = [sequence(folder, f"{folder.name}{sep}{n}") for n in names]
+        first = nifti_shape(files[0])
+        for path in files[1:]:
+            if (shape := nifti_shape(path)) != first:
+                raise DataError(f"'{path}' has shape {shape}, expected {first} as '{files[0].name}' of its case")
+        cases[folder.name] = files
+    return cases
+
+
+def convert(raw: Path, out_dir: Path) -> Path:
+    """Check every case (four sequences and seg present, headers readable, one shape) and write the json."""
+    spec = get("brats21")
+    raw = Path(raw)
+    cases = read_cases(release_root(raw, spec.name, RELEASE), _CASE, "_", (*spec.channels, "seg"))
+
+    def entry(i: str) -> dict:
+        return {"id": i, "image": cases[i][:-1], "label": cases[i][-1]}
+
+    training, validation = fixed_split(list(cases), 0.2)
+    return write_common(out_dir, spec, [entry(i) for i in training], [entry(i) for i in validation],
+                        raw, "s2dc.data.sources.brats21")

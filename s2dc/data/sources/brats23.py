@@ -1,0 +1,33 @@
+"""BraTS 2023 GLI (sequence translation): ``<case>/<case>-{t1n,t1c,t2w,t2f}.nii.gz`` -> the common layout.
+
+Official layout (``ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData.zip``, registry ``brats23``)::
+
+    ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData/BraTS-GLI-00000-000/BraTS-GLI-00000-000-t1n.nii.gz
+                                                     ...-t1c, -t2w, -t2f, -seg
+
+Entry: ``{"id": "BraTS-GLI-00000-000", "image": [t1n, t1c, t2w, t2f]}`` (the spec's channel order; the
+task picks the input sequence). The seg is not needed and not required. Split: :func:`fixed_split`
+(20 % validation); the release's ``BRATS23_GLI.json`` split is not public.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..registry import get
+from .brats21 import read_cases, release_root
+from .common import fixed_split, write_common
+
+RELEASE = "ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData"
+_CASE = re.compile(r"BraTS-GLI-\d{5}-\d{3}")
+
+
+def convert(raw: Path, out_dir: Path) -> Path:
+    """Check every case (four sequences present, headers readable, one shape) and write the json."""
+    spec = get("brats23")
+    raw = Path(raw)
+    cases = read_cases(release_root(raw, spec.name, RELEASE), _CASE, "-", spec.channels)
+    training, validation = fixed_split(list(cases), 0.2)
+    return write_common(out_dir, spec, [{"id": i, "image": cases[i]} for i in training],
+                        [{"id": i, "image": cases[i]} for i in validation], raw, "s2dc.data.sources.brats23")

@@ -1,0 +1,46 @@
+"""OASIS-3 (registry ``mri_pool``): the T1w scans fetched by ``download_oasis_scans.sh`` -> the common layout.
+
+Layout written by NrgXnat/oasis-scripts ``download_scans/download_oasis_scans.sh`` (it unzips each
+session and moves ``scans/<anatN-T1w>/resources/*/files/*`` to ``<session>/<anatN>/``)::
+
+    <directory_name>/OAS30001_MR_d0129/anat1/sub-OAS30001_ses-d0129_run-01_T1w.nii.gz  (+ .json sidecar)
+
+``raw`` is that ``<directory_name>`` or the folder holding it as ``OASIS3/``. Every T1w NIfTI becomes
+one training entry ``{"id": file name without .nii.gz, "image": path}``; a pool has no validation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+
+from ..registry import get
+from ..volumes import DataError
+from .common import nifti_shape, write_common
+
+PATTERNS = ("OAS3*_MR_d*/anat*/*_T1w.nii.gz", "OAS3*_MR_d*/anat*/*_T1w.nii")
+
+
+def _stem(path: Path) -> str:
+    return path.name.removesuffix(".gz").removesuffix(".nii")
+
+
+def convert(raw: Path, out_dir: Path) -> Path:
+    """Check every T1w volume (readable header, exactly 3-D, unique name) and write the pool's json."""
+    spec = get("mri_pool")
+    raw = Path(raw)
+    root = raw / "OASIS3" if (raw / "OASIS3").is_dir() else raw
+    volumes = sorted(p for pattern in PATTERNS for p in root.glob(pattern) if p.is_file())
+    if not volumes:
+        raise DataError(f"'{root}' holds no T1w NIfTI at {PATTERNS[0]}. " + spec.instructions(str(raw)))
+    seen: dict[str, Path] = {}
+    for path in volumes:
+        nifti_shape(path)
+        if len(shape := nib.load(str(path)).shape) != 3:
+            raise DataError(f"'{path}' is not a 3-D volume: shape {shape}, expected one T1w volume")
+        if (stem := _stem(path)) in seen:
+            raise DataError(f"'{path}' and '{seen[stem]}' have the same case id '{stem}'")
+        seen[stem] = path
+    return write_common(out_dir, spec, [{"id": s, "image": p} for s, p in seen.items()], [], raw,
+                        "s2dc.data.sources.oasis3")

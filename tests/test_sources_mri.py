@@ -1,0 +1,177 @@
+"""The MRI converters (BraTS 2021, BraTS 2023 GLI, OASIS-3) on tiny fixtures in each official layout."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from s2dc.data.sources import brats21, brats23, oasis3
+from s2dc.data.volumes import DataError
+
+B21 = ["BraTS2021_00000", "BraTS2021_00002", "BraTS2021_00003", "BraTS2021_01146"]
+B23 = ["BraTS-GLI-00000-000", "BraTS-GLI-00000-001", "BraTS-GLI-00002-000", "BraTS-GLI-01666-000"]
+OASIS = {"OAS30001_MR_d0129": ["anat1/sub-OAS30001_ses-d0129_run-01_T1w.nii.gz",
+                               "anat2/sub-OAS30001_ses-d0129_run-02_T1w.nii.gz",
+                               "anat4/sub-OAS30001_ses-d0129_T2w.nii.gz"],
+         "OAS30002_MR_d0371": ["anat3/sub-OAS30002_ses-d0371_T1w.nii.gz"]}
+
+
+def nii(path: Path, shape=(6, 6, 6)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), str(path))
+    return path
+
+
+def brats21_release(root: Path) -> Path:
+    for case in B21:
+        for s in ("t1", "t1ce", "t2", "flair", "seg"):
+            nii(root / "BraTS2021_Training_Data" / case / f"{case}_{s}.nii.gz")
+    (root / "BraTS2021_Training_Data" / "README.txt").write_text("not a case")
+    return root
+
+
+def brats23_release(root: Path, seg: bool = True) -> Path:
+    for case in B23:
+        for s in ("t1n", "t1c", "t2w", "t2f") + (("seg",) if seg else ()):
+            nii(root / "ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData" / case / f"{case}-{s}.nii.gz")
+    return root
+
+
+def oasis_release(root: Path) -> Path:
+    for session, files in OASIS.items():
+        for f in files:
+            nii(root / session / f)
+            (root / session / f.replace(".nii.gz", ".json")).parent.mkdir(parents=True, exist_ok=True)
+            (root / session / f.replace(".nii.gz", ".json")).write_text("{}")
+    return root
+
+
+def expected_validation(ids: list[str]) -> list[str]:
+    """Written independently of fixed_split: the ceil(20 %) ids with the largest SHA-1."""
+    n = math.ceil(0.2 * len(ids))
+    return sorted(sorted(ids, key=lambda i: hashlib.sha1(i.encode()).hexdigest())[-n:])
+
+
+def load(path: Path) -> dict:
+    assert path.name == "dataset.json"
+    return json.loads(path.read_text())
+
+
+def resolve(out: Path, rel: str) -> Path:
+    assert not Path(rel).is_absolute()
+    return (out / rel).resolve()
+
+
+def test_brats21_lists_every_case_in_channel_order_with_its_seg(tmp_path):
+    raw, out = brats21_release(tmp_path / "raw"), tmp_path / "out"
+    doc = load(brats21.convert(raw, out))
+    assert doc["task"] == "segmentation" and doc["modality"] == {"0": "t1", "1": "t1ce", "2": "t2", "3": "flair"}
+    assert doc["labels"] == {"0": "background", "1": "necrotic tumour core", "2": "peritumoral edema",
+                             "4": "enhancing tumour"}
+    entries = doc["training"] + doc["validation"]
+    assert sorted(e["id"] for e in entries) == B21
+    assert sorted(e["id"] for e in doc["validation"]) == expected_validation(B21)
+    assert (doc["numTraining"], doc["numValidation"]) == (3, 1)
+    for e in entries:
+        case = raw.resolve() / "BraTS2021_Training_Data" / e["id"]
+        want = [case / f"{e['id']}_{s}.nii.gz" for s in ("t1", "t1ce", "t2", "flair")]
+        assert [resolve(out, p) for p in e["image"]] == want
+        assert resolve(out, e["label"]) == case / f"{e['id']}_seg.nii.gz"
+    # raw may also be the release folder itself: same entries.
+    again = load(brats21.convert(raw / "BraTS2021_Training_Data", tmp_path / "out2"))
+    assert [e["id"] for e in again["training"]] == [e["id"] for e in doc["training"]]
+
+
+def test_brats23_lists_the_four_sequences_and_needs_no_seg(tmp_path):
+    raw, out = brats23_release(tmp_path / "raw", seg=False), tmp_path / "out"
+    doc = load(brats23.convert(raw, out))
+    assert doc["task"] == "translation" and doc["modality"] == {"0": "t1n", "1": "t1c", "2": "t2w", "3": "t2f"}
+    entries = doc["training"] + doc["validation"]
+    assert sorted(e["id"] for e in entries) == B23
+    assert sorted(e["id"] for e in doc["validation"]) == expected_validation(B23)
+    for e in entries:
+        assert set(e) == {"id", "image"}
+        case = raw.resolve() / "ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData" / e["id"]
+        want = [case / f"{e['id']}-{s}.nii.gz" for s in ("t1n", "t1c", "t2w", "t2f")]
+        assert [resolve(out, p) for p in e["image"]] == want
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_oasis3_takes_every_t1w_for_training(tmp_path, nested):
+    raw = tmp_path / "raw"
+    oasis_release(raw / "OASIS3" if nested else raw)
+    out = tmp_path / "out"
+    doc = load(oasis3.convert(raw, out))
+    assert doc["name"] == "mri_pool" and doc["task"] == "pretraining" and doc["modality"] == {"0": "T1w"}
+    assert "validation" not in doc and doc["numValidation"] == 0
+    base = (raw / "OASIS3" if nested else raw).resolve()
+    expected = {
+        "sub-OAS30001_ses-d0129_run-01_T1w": base / "OAS30001_MR_d0129/anat1/sub-OAS30001_ses-d0129_run-01_T1w.nii.gz",
+        "sub-OAS30001_ses-d0129_run-02_T1w": base / "OAS30001_MR_d0129/anat2/sub-OAS30001_ses-d0129_run-02_T1w.nii.gz",
+        "sub-OAS30002_ses-d0371_T1w": base / "OAS30002_MR_d0371/anat3/sub-OAS30002_ses-d0371_T1w.nii.gz",
+    }
+    assert {e["id"]: resolve(out, e["image"]) for e in doc["training"]} == expected
+
+
+# ---------------------------------------------------------------- refusals
+
+@pytest.mark.parametrize("module, where, layout", [
+    (brats21, "syn27046444", "BraTS2021_00000_t1ce.nii.gz"),
+    (brats23, "syn51156910", "BraTS-GLI-00000-000-t2f.nii.gz"),
+    (oasis3, "oasis-brains.org", "sub-OAS30001_ses-d0129_run-01_T1w.nii.gz"),
+])
+def test_a_missing_release_says_where_to_get_it_and_its_layout(tmp_path, module, where, layout):
+    (tmp_path / "raw").mkdir()
+    with pytest.raises(DataError) as err:
+        module.convert(tmp_path / "raw", tmp_path / "out")
+    assert where in str(err.value) and layout in str(err.value) and str(tmp_path / "raw") in str(err.value)
+    assert not (tmp_path / "out" / "dataset.json").exists()
+
+
+def test_brats_refuses_a_missing_sequence_naming_the_file(tmp_path):
+    raw = brats21_release(tmp_path / "raw")
+    gone = raw / "BraTS2021_Training_Data/BraTS2021_00003/BraTS2021_00003_t1ce.nii.gz"
+    gone.unlink()
+    with pytest.raises(DataError, match="BraTS2021_00003_t1ce.nii.gz' does not exist"):
+        brats21.convert(raw, tmp_path / "out")
+    raw = brats23_release(tmp_path / "raw23")
+    case = raw / "ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData/BraTS-GLI-00002-000"
+    (case / "BraTS-GLI-00002-000-t2w.nii.gz").unlink()
+    with pytest.raises(DataError, match="BraTS-GLI-00002-000-t2w.nii.gz' does not exist"):
+        brats23.convert(raw, tmp_path / "out")
+
+
+def test_brats_refuses_a_shape_mismatch_naming_the_file(tmp_path):
+    raw = brats21_release(tmp_path / "raw")
+    nii(raw / "BraTS2021_Training_Data/BraTS2021_00002/BraTS2021_00002_seg.nii.gz", (6, 6, 5))
+    with pytest.raises(DataError, match=r"BraTS2021_00002_seg.nii.gz' has shape \(6, 6, 5\), expected \(6, 6, 6\)"):
+        brats21.convert(raw, tmp_path / "out")
+    raw = brats23_release(tmp_path / "raw23")
+    case = raw / "ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData/BraTS-GLI-00000-001"
+    nii(case / "BraTS-GLI-00000-001-t1c.nii.gz", (5, 6, 6))
+    with pytest.raises(DataError, match=r"BraTS-GLI-00000-001-t1c.nii.gz' has shape \(5, 6, 6\)"):
+        brats23.convert(raw, tmp_path / "out")
+
+
+def test_corrupt_nifti_is_named(tmp_path):
+    raw = brats21_release(tmp_path / "raw")
+    (raw / "BraTS2021_Training_Data/BraTS2021_01146/BraTS2021_01146_flair.nii.gz").write_bytes(b"not a nifti")
+    with pytest.raises(DataError, match="BraTS2021_01146_flair.nii.gz' is not a readable NIfTI"):
+        brats21.convert(raw, tmp_path / "out")
+    raw = oasis_release(tmp_path / "oasis")
+    (raw / "OAS30002_MR_d0371" / OASIS["OAS30002_MR_d0371"][0]).write_bytes(b"\x1f\x8b broken")
+    with pytest.raises(DataError, match="sub-OAS30002_ses-d0371_T1w.nii.gz' is not a readable NIfTI"):
+        oasis3.convert(raw, tmp_path / "out")
+
+
+def test_oasis3_refuses_a_volume_that_is_not_3d(tmp_path):
+    raw = oasis_release(tmp_path / "raw")
+    nii(raw / "OAS30001_MR_d0129" / OASIS["OAS30001_MR_d0129"][1], (6, 6, 6, 2))
+    with pytest.raises(DataError, match=r"run-02_T1w.nii.gz' is not a 3-D volume: shape \(6, 6, 6, 2\)"):
+        oasis3.convert(raw, tmp_path / "out")
