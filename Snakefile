@@ -21,7 +21,7 @@ localrules:
     pretrained,
     synthetic_dataset,
     prepared_dataset,
-    download_msd,
+    download_archive,
     benchmark_table,
 
 

@@ -114,10 +114,10 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _download_msd(args: argparse.Namespace) -> int:
-    from .data.download import download_msd
+def _download(args: argparse.Namespace) -> int:
+    from .data.download import download
 
-    print(download_msd(args.task, args.root))
+    print(download(args.name, args.raw, progress=sys.stderr.isatty()))
     return 0
 
 
@@ -226,13 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     pre_.add_argument("--out", required=True, help="output folder (gets dataset.json)")
     pre_.set_defaults(func=_prepare)
     dl = sub.add_parser(
-        "download-msd", help="download a Medical Segmentation Decathlon task (MONAI's URL and MD5)",
-        description="Download <task>.tar from the URL MONAI records, check its MD5, extract it to ROOT/<task>/ "
-                    "(staged, so an interrupted run leaves nothing half-extracted) and print its dataset.json.",
+        "download", help="download an open dataset's archive (the MSD tasks) into its release folder",
+        description="Download the registry's archive of NAME (resuming a partial download), check its MD5, extract "
+                    "it into RAW (every member checked first: none may leave the folder, links are refused; staged, so "
+                    "an interrupted run leaves nothing half-extracted) and print the release's dataset.json. A release "
+                    "already there is kept. Then `s2dc prepare NAME --raw RAW --out FOLDER` converts it.",
     )
-    dl.add_argument("--task", required=True, help="e.g. Task09_Spleen")
-    dl.add_argument("--root", required=True, help="folder that receives <task>/")
-    dl.set_defaults(func=_download_msd)
+    dl.add_argument("name", help="registry name of an open dataset, e.g. msd_spleen")
+    dl.add_argument("--raw", required=True, help="release folder, e.g. data/raw/msd_spleen")
+    dl.set_defaults(func=_download)
     return parser
 
 

@@ -12,12 +12,13 @@ import stat
 import tarfile
 import threading
 import zipfile
+from pathlib import Path
 
 import pytest
 
 from s2dc.data import download
 from s2dc.data.registry import get
-from s2dc.data.volumes import DataError
+from s2dc.data.errors import DataError
 
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes: more than one read chunk
 
@@ -330,3 +331,29 @@ def test_download_msd_refuses_an_archive_without_the_task(server, tmp_path, monk
     with pytest.raises(DataError, match="Task09_Spleen/dataset.json"):
         download.download_msd("Task09_Spleen", root)
     assert sorted(p.name for p in root.iterdir()) == ["Task09_Spleen.tar"]
+
+
+def test_download_by_registry_name_then_prepare(server, tmp_path, monkeypatch):
+    """`s2dc download msd_spleen` puts the release where `s2dc prepare msd_spleen` reads it."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_sources_msd import make_task
+
+    make_task(tmp_path / "src", "msd_spleen")
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        tar.add(tmp_path / "src" / "Task09_Spleen", arcname="Task09_Spleen")
+    server.files["/Task09_Spleen.tar"] = data.getvalue()
+    monkeypatch.setattr(download, "msd_resource", lambda task: (f"{server.url}/{task}.tar", md5(data.getvalue())))
+    raw = tmp_path / "raw" / "msd_spleen"
+    assert download.download("msd_spleen", raw) == raw / "Task09_Spleen" / "dataset.json"
+    from s2dc.data.sources import prepare
+
+    doc = json.loads(prepare("msd_spleen", raw, tmp_path / "common").read_text())
+    assert doc["name"] == "msd_spleen" and len(doc["training"]) + len(doc["validation"]) > 0
+
+
+def test_a_registration_only_dataset_cannot_be_downloaded(tmp_path):
+    with pytest.raises(DataError, match="(?s)BTCV .btcv. has no open archive.*synapse.org.*RawData/"):
+        download.download("btcv", tmp_path / "raw")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from s2dc.data.sources import brats21, brats23, oasis3
-from s2dc.data.volumes import DataError
+from s2dc.data.errors import DataError
 
 B21 = ["BraTS2021_00000", "BraTS2021_00002", "BraTS2021_00003", "BraTS2021_01146"]
 B23 = ["BraTS-GLI-00000-000", "BraTS-GLI-00000-001", "BraTS-GLI-00002-000", "BraTS-GLI-01666-000"]

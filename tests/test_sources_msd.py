@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from s2dc.data.sources import msd
-from s2dc.data.volumes import DataError
+from s2dc.data.errors import DataError
 
 CASES = (2, 3, 5, 7, 8)
 #: registry name -> (task folder, file prefix, labels as MSD's dataset.json writes them)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .registry import REGISTRY
-from .volumes import DataError
+from .registry import REGISTRY, get
+from .errors import DataError
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60
@@ -217,3 +217,14 @@ def download_msd(task: str, root: str | Path, progress: bool = False) -> Path:
     finally:
         shutil.rmtree(unpacked, ignore_errors=True)
     return target / "dataset.json"
+
+
+def download(name: str, raw: str | Path, progress: bool = False) -> Path:
+    """Download and extract the open archive of registry dataset ``name`` into ``raw`` (its release folder, the
+    ``--raw`` of ``s2dc prepare``); returns the extracted folder's dataset.json. A registration-only dataset
+    raises :class:`DataError` with where to get it and where to put it."""
+    spec = get(name)
+    if not spec.archives:
+        raise DataError(f"{spec.title} ({name}) has no open archive to download. " + spec.instructions(str(raw)))
+    task = Path(spec.archives[0].url).name.split(".")[0]
+    return download_msd(task, raw, progress=progress)

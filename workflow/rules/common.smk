@@ -43,23 +43,32 @@ def stage_resources(stage: str) -> dict:
 
 
 def made_by(name: str) -> str:
-    """How a dataset of the active scale is made: 'synthetic' (its twin), 'downloaded' (an open archive) or
-    'prepared' (converted from RAW/<name>)."""
-    if P["datasets"][name]["source"] == "synthetic":
-        return "synthetic"
-    return "downloaded" if registry.get(name).archives else "prepared"
+    """How a dataset of the active scale is made: 'synthetic' (its twin) or 'prepared' (converted from its
+    official release in RAW/<name>, which the user puts there or, for an open archive, the download rule)."""
+    return "synthetic" if P["datasets"][name]["source"] == "synthetic" else "prepared"
 
 
 def dataset_json(name: str) -> str:
-    """dataset.json of a dataset: its synthetic twin, a downloaded MSD task, or converted from RAW/<name>."""
-    if made_by(name) == "downloaded":
-        return f"resources/msd/{Path(registry.get(name).archives[0].url).stem}/dataset.json"
+    """dataset.json (common layout) of a dataset of the active scale."""
     return f"{RESOURCES}/{name}/dataset.json"
 
 
 def datasets_of(kind: str) -> list[str]:
     """Datasets of the active scale made by one kind of rule (see made_by)."""
     return sorted(n for n in P["datasets"] if made_by(n) == kind)
+
+
+def archive_folder(name: str) -> str | None:
+    """The folder an open archive of dataset ``name`` extracts to (e.g. 'Task09_Spleen'); None without one."""
+    archives = registry.get(name).archives
+    return Path(archives[0].url).name.split(".")[0] if archives else None
+
+
+def release_of(w) -> list[str]:
+    """Input of a prepared dataset: the downloaded archive's marker file for an open download, nothing for a
+    registration-only release (absent until the user puts it there; its converter says so)."""
+    folder = archive_folder(w.dataset)
+    return [f"{RAW}/{w.dataset}/{folder}/dataset.json"] if folder else []
 
 
 def modality_of(dataset: str) -> str:

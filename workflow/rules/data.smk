@@ -25,10 +25,12 @@ rule synthetic_dataset:
 
 
 rule prepared_dataset:
-    # A registration-only dataset, checked in its official layout under RAW/<name> and listed in the common
-    # dataset.json (nothing is copied). A missing release stops this job with where to get it and where to
-    # put it. The release is not an input (it may be absent when the DAG is built): after changing it, rerun
-    # with `snakemake -R prepared_dataset`.
+    # A real dataset, checked in its official layout under RAW/<name> and listed in the common dataset.json
+    # (nothing is copied, except where a converter must build volumes, e.g. CC-CCII's slices). A missing
+    # release stops this job with where to get it and where to put it. A registration-only release is not an
+    # input (it may be absent when the DAG is built): after changing it, rerun with `snakemake -R prepared_dataset`.
+    input:
+        release_of,
     output:
         f"{RESOURCES}/{{dataset}}/dataset.json",
     params:
@@ -47,17 +49,22 @@ rule prepared_dataset:
         " || {{ cat {log:q} >&2; exit 1; }}"
 
 
-rule download_msd:
-    # A Medical Segmentation Decathlon task, from the URL and MD5 that MONAI records for it.
+rule download_archive:
+    # An open dataset's archive (the three MSD tasks): fetched from the registry's URL (resuming a partial
+    # download), checked against its MD5, extracted member by member into RAW/<name>/ (no member may leave the
+    # folder; links refused). A release already extracted there (e.g. by the user) is kept as it is.
     output:
-        "resources/msd/{task}/dataset.json",
+        f"{RAW}/{{dataset}}/{{folder}}/dataset.json",
+    params:
+        raw=lambda w: f"{RAW}/{w.dataset}",
     wildcard_constraints:
-        task="Task0[1-9]_[A-Za-z]+|Task10_[A-Za-z]+",
+        dataset="|".join(n for n in datasets_of("prepared") if archive_folder(n)) or "(?!)",
+        folder="Task[0-9][0-9]_[A-Za-z]+",
     conda:
         "../envs/s2dc.yaml"
     log:
-        "logs/download/msd_{task}.log",
+        f"logs/download/{{dataset}}/{{folder}}.log",
     benchmark:
-        "benchmarks/download/msd_{task}.tsv"
+        f"benchmarks/download/{{dataset}}/{{folder}}.tsv"
     shell:
-        "s2dc download-msd --task {wildcards.task} --root resources/msd > {log:q} 2>&1"
+        "s2dc download {wildcards.dataset} --raw {params.raw:q} > {log:q} 2>&1 || {{ cat {log:q} >&2; exit 1; }}"

@@ -10,13 +10,19 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from ..registry import get, names
 from ..errors import DataError
-from . import btcv, pool
+from ..registry import get
+from . import brats21, brats23, btcv, msd, oasis3, pool
 
+#: Registry name -> converter(raw, out_dir) of its official release layout.
 CONVERTERS = {
+    "ct_pool": partial(pool.convert, "ct_pool"),
+    "mri_pool": oasis3.convert,
+    "pet_pool": partial(pool.convert, "pet_pool"),
     "btcv": btcv.convert,
-    **{n: partial(pool.convert, n) for n in names(task="pretraining")},
+    **{n: partial(msd.convert, n) for n in ("msd_liver", "msd_lung", "msd_spleen")},
+    "brats21": brats21.convert,
+    "brats23": brats23.convert,
 }
 
 

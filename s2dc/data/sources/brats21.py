@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from ..registry import get
-from ..volumes import DataError
+from ..errors import DataError
 from .common import fixed_split, nifti_shape, require_folder, write_common
 
 RELEASE = "BraTS2021_Training_Data"

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from ..registry import DatasetSpec, get
-from ..volumes import DataError
+from ..errors import DataError
 from .common import fixed_split, nifti_shape, require_folder, write_common
 
 _TASK = re.compile(r"(Task\d\d_[A-Za-z]+)\.tar")

@@ -16,7 +16,7 @@ from pathlib import Path
 import nibabel as nib
 
 from ..registry import get
-from ..volumes import DataError
+from ..errors import DataError
 from .common import nifti_shape, write_common
 
 PATTERNS = ("OAS3*_MR_d*/anat*/*_T1w.nii.gz", "OAS3*_MR_d*/anat*/*_T1w.nii")
