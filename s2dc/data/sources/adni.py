@@ -1,0 +1,99 @@
+"""ADNI PET (LONI IDA download in NIfTI) + ADNIMERGE.csv -> the common layout (AD vs CN).
+
+Official layout (registry ``adni``)::
+
+    ADNI/<subject e.g. 002_S_0295>/<description>/<date e.g. 2006-04-18_08_20_30.0>/I<image id>/*.nii[.gz]
+    ADNIMERGE.csv      (or one ADNIMERGE_<date>.csv) with columns PTID, VISCODE, DX_bl
+
+Class from the baseline row (``VISCODE == "bl"``) of each subject: DX_bl CN -> 0, AD -> 1; subjects
+with another baseline diagnosis (SMC, EMCI, LMCI, none) are skipped. One volume per subject: its
+earliest acquisition (any description). Only NIfTI is read: an image folder holding DICOM only is
+refused (download the NIfTI collection from IDA, or convert with dcm2niix). Subjects are split with
+:func:`fixed_split`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from ..registry import get
+from ..volumes import DataError
+from .common import fixed_split, nifti_shape, require_folder, write_common
+
+COLUMNS = ("PTID", "VISCODE", "DX_bl")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}_\d{2}_\d{2}(\.\d+)?")
+
+
+def _dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def baseline_diagnosis(raw: Path) -> tuple[Path, dict[str, str]]:
+    """(csv path, PTID -> DX_bl of its baseline row) from ADNIMERGE.csv (or the one ADNIMERGE_*.csv)."""
+    path = raw / "ADNIMERGE.csv"
+    if not path.is_file():
+        dated = sorted(raw.glob("ADNIMERGE_*.csv"))
+        if len(dated) != 1:
+            raise DataError(f"'{path}' does not exist" + (f" and several dated copies do: {[p.name for p in dated]}"
+                            if dated else "") + ": download ADNIMERGE.csv from https://ida.loni.usc.edu "
+                            "(Study Data) into the folder that holds ADNI/")
+        path = dated[0]
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as exc:  # pandas raises many types for a bad csv
+        raise DataError(f"'{path}' is not a readable csv: {exc}") from exc
+    for column in COLUMNS:
+        if column not in table.columns:
+            raise DataError(f"'{path}' has no column '{column}' (expected {', '.join(COLUMNS)})")
+    base = table[table["VISCODE"].str.strip() == "bl"]
+    return path, {r.PTID.strip(): r.DX_bl.strip() for r in base.itertuples(index=False)}
+
+
+def _nifti(image: Path) -> Path | None:
+    """The NIfTI file of an image-id folder (None when it holds none and no DICOM either)."""
+    files = [p for p in image.iterdir() if p.is_file() and not p.name.startswith(".")]
+    nifti = sorted(p for p in files if p.name.endswith((".nii", ".nii.gz")))
+    if len(nifti) > 1:
+        raise DataError(f"image folder '{image}' holds {len(nifti)} NIfTI files, expected one: "
+                        f"{[p.name for p in nifti]}")
+    if not nifti and any(p.suffix.lower() == ".dcm" for p in files):
+        raise DataError(f"image folder '{image}' holds DICOM (*.dcm) only: download the image collection in "
+                        "NIfTI format from https://ida.loni.usc.edu, or convert the folder with dcm2niix")
+    return nifti[0] if nifti else None
+
+
+def earliest_volume(subject: Path) -> Path:
+    """The NIfTI of a subject's earliest acquisition (date folder name), over all its descriptions."""
+    found = []
+    for description in _dirs(subject):
+        for date in _dirs(description):
+            if not _DATE.fullmatch(date.name):
+                raise DataError(f"'{date}' is not an acquisition-date folder (expected e.g. 2006-04-18_08_20_30.0)")
+            found += [(date.name, str(p), p) for image in _dirs(date) if (p := _nifti(image)) is not None]
+    if not found:
+        raise DataError(f"subject folder '{subject}' holds no <description>/<date>/<image id>/*.nii[.gz] volume")
+    return min(found)[2]
+
+
+def convert(raw: Path, out_dir: Path) -> Path:
+    """Label CN/AD subjects from their baseline diagnosis, pick each one's earliest PET, write the json."""
+    spec = get("adni")
+    raw = Path(raw)
+    require_folder(raw, spec, "ADNI")
+    csv, diagnosis = baseline_diagnosis(raw)
+    entries = {}
+    for subject in _dirs(raw / "ADNI"):
+        if subject.name not in diagnosis:
+            raise DataError(f"subject '{subject.name}' ('{subject}') has no baseline row (VISCODE bl) in '{csv}'")
+        if diagnosis[subject.name] not in spec.outputs:
+            continue
+        volume = earliest_volume(subject)
+        nifti_shape(volume)
+        entries[subject.name] = {"id": subject.name, "image": volume,
+                                 "class": spec.outputs.index(diagnosis[subject.name])}
+    train, val = fixed_split(sorted(entries), 0.2)
+    return write_common(out_dir, spec, [entries[s] for s in train], [entries[s] for s in val],
+                        raw, "s2dc.data.sources.adni")

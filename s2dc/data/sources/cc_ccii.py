@@ -1,0 +1,115 @@
+"""CC-CCII: per-slice PNG/JPG scans -> one NIfTI volume per scan and the common layout.
+
+Official layout (registry ``cc_ccii``)::
+
+    NCP/<patient_id>/<scan_id>/<slice>.png|jpg     CP/...     Normal/...
+
+(a class folder nested once more, ``NCP/NCP/<patient_id>/...``, as some unzips leave it, is accepted).
+Each scan's slices, in natural numeric order of their names ("2.png" before "10.png"), are read as
+8-bit grey and stacked along the last axis: ``volume[:, :, k]`` is slice k as (rows, columns), unit
+spacing, no resizing. Volumes go to ``out_dir/volumes/<class>_<patient>_<scan>.nii.gz``. Class index
+= position in the spec's outputs (Normal=0, CP=1, NCP=2). The release publishes no split we use here:
+patients (``class/patient``) are split with :func:`fixed_split`, so no patient is on both sides.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..registry import get
+from ..volumes import DataError
+from .common import fixed_split, require_folder, write_common
+
+SLICE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_GREY_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")
+
+
+def _natural_key(stem: str) -> tuple:
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", stem) if t)
+
+
+def _dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _class_root(raw: Path, name: str) -> Path:
+    nested = raw / name / name
+    return nested if nested.is_dir() else raw / name
+
+
+def read_scan(scan: Path) -> np.ndarray:
+    """The slices of one scan folder stacked to a (rows, columns, slices) uint8 array."""
+    from PIL import Image
+
+    slices = [p for p in scan.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES
+              and not p.name.startswith(".")]
+    if not slices:
+        raise DataError(f"scan folder '{scan}' holds no slice images ({'/'.join(SLICE_SUFFIXES)})")
+    keys = [_natural_key(p.stem) for p in slices]
+    if len(set(keys)) != len(keys):
+        raise DataError(f"scan folder '{scan}' has two slices with the same number: "
+                        + ", ".join(sorted(p.name for p, k in zip(slices, keys) if keys.count(k) > 1)))
+    arrays: list[np.ndarray] = []
+    ordered = [p for _, p in sorted(zip(keys, slices))]
+    for path in ordered:
+        try:
+            with Image.open(path) as img:
+                if img.mode not in _GREY_MODES:
+                    raise DataError(f"slice '{path}' has image mode {img.mode}, expected an 8-bit image")
+                arr = np.asarray(img.convert("L"), dtype=np.uint8)
+        except DataError:
+            raise
+        except Exception as exc:  # Pillow raises many types for a bad file
+            raise DataError(f"slice '{path}' is not a readable image: {exc}") from exc
+        if arrays and arr.shape != arrays[0].shape:
+            raise DataError(f"slice '{path}' is {arr.shape[1]}x{arr.shape[0]} pixels, the scan's first slice "
+                            f"'{ordered[0]}' is {arrays[0].shape[1]}x{arrays[0].shape[0]}")
+        arrays.append(arr)
+    return np.stack(arrays, axis=-1)
+
+
+def convert(raw: Path, out_dir: Path) -> Path:
+    """Stack every scan into a NIfTI volume (staged, then renamed into place) and write the json."""
+    spec = get("cc_ccii")
+    raw, out_dir = Path(raw), Path(out_dir)
+    for name in spec.outputs:
+        require_folder(raw, spec, name)
+    scans = []  # (class index, class, patient, scan folder)
+    for index, name in enumerate(spec.outputs):
+        root = _class_root(raw, name)
+        found = [(index, name, patient.name, scan) for patient in _dirs(root) for scan in _dirs(patient)]
+        if not found:
+            raise DataError(f"class folder '{root}' holds no <patient_id>/<scan_id>/ scan folders")
+        scans.extend(found)
+    train_patients = set(fixed_split(sorted({f"{name}/{patient}" for _, name, patient, _ in scans}), 0.2)[0])
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / "volumes"
+    staging = out_dir / f".volumes.{os.getpid()}.tmp"
+    old = out_dir / f".volumes.{os.getpid()}.old"
+    for leftover in (staging, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging.mkdir()
+    training, validation = [], []
+    try:
+        for index, name, patient, scan in scans:
+            file = f"{name}_{patient}_{scan.name}.nii.gz"
+            if (staging / file).exists():
+                raise DataError(f"scan '{scan}' would be written as '{file}', which another scan already is")
+            nib.save(nib.Nifti1Image(read_scan(scan), np.eye(4)), str(staging / file))
+            entry = {"id": f"{name}/{patient}/{scan.name}", "image": final / file, "class": index}
+            (training if f"{name}/{patient}" in train_patients else validation).append(entry)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+    return write_common(out_dir, spec, training, validation, raw, "s2dc.data.sources.cc_ccii")

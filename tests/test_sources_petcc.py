@@ -1,0 +1,324 @@
+"""Converters of CC-CCII, AutoPET, ADNI and UDPET: tiny fixtures in each official layout."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from s2dc.data.sources import adni, autopet, cc_ccii, udpet
+from s2dc.data.volumes import DataError
+
+
+def nifti(path: Path, shape=(6, 6, 6), value: float = 1.0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.full(shape, value, np.float32), np.eye(4)), str(path))
+    return path
+
+
+def load(json_path: Path) -> tuple[dict, dict[str, dict]]:
+    doc = json.loads(json_path.read_text())
+    entries = {e["id"]: e for e in doc["training"] + doc.get("validation", [])}
+    assert len(entries) == doc["numTraining"] + doc["numValidation"]
+    return doc, entries
+
+
+def resolved(json_path: Path, rel: str) -> Path:
+    assert not os.path.isabs(rel)
+    return (json_path.parent / rel).resolve()
+
+
+def sides(doc: dict, group) -> tuple[set, set]:
+    return ({group(e["id"]) for e in doc["training"]}, {group(e["id"]) for e in doc.get("validation", [])})
+
+
+# ---------------------------------------------------------------- CC-CCII
+
+def png(path: Path, array: np.ndarray, fmt: str = "PNG") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format=fmt)
+
+
+def cc_ccii_release(root: Path) -> dict[str, tuple[int, list[np.ndarray]]]:
+    """Classes x patients x scans of 8x8 slices named 1, 2, 10 (natural order); returns id -> (class, slices)."""
+    rng = np.random.default_rng(0)
+    cases = {}
+    for cls, patients in (("Normal", ("11", "12")), ("CP", ("21", "22")), ("NCP", ("31", "32", "33"))):
+        for patient in patients:
+            for scan in ("100", "101"):
+                slices = [rng.integers(0, 256, (8, 8), dtype=np.uint8) for _ in range(3)]
+                for name, arr in zip(("1", "2", "10"), slices):
+                    png(root / cls / patient / scan / f"{name}.png", arr)
+                cases[f"{cls}/{patient}/{scan}"] = ({"Normal": 0, "CP": 1, "NCP": 2}[cls], slices)
+    return cases
+
+
+def test_cc_ccii_writes_volumes_in_numeric_slice_order_and_splits_by_patient(tmp_path):
+    raw = tmp_path / "CC-CCII"
+    cases = cc_ccii_release(raw)
+    (raw / "unzip_filenames.csv").write_text("zip_file,label,patient_id,scan_id,n_slice\n")
+    out = tmp_path / "prepared"
+    path = cc_ccii.convert(raw, out)
+    doc, entries = load(path)
+    assert doc["task"] == "classification" and doc["classes"] == ["Normal", "CP", "NCP"]
+    assert set(entries) == set(cases)
+    for case_id, (cls, slices) in cases.items():
+        entry = entries[case_id]
+        assert entry["class"] == cls
+        file = resolved(path, entry["image"])
+        assert file == (out / "volumes" / (case_id.replace("/", "_") + ".nii.gz")).resolve()
+        img = nib.load(str(file))
+        data = np.asanyarray(img.dataobj)
+        assert data.dtype == np.uint8 and data.shape == (8, 8, 3)
+        for k, arr in enumerate(slices):  # 1.png, 2.png, 10.png
+            np.testing.assert_array_equal(data[:, :, k], arr)
+        np.testing.assert_allclose(img.header.get_zooms(), (1, 1, 1))
+    train, val = sides(doc, lambda i: i.rsplit("/", 1)[0])
+    assert train and val and not train & val
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+def test_cc_ccii_accepts_a_class_folder_nested_once_more(tmp_path):
+    raw = tmp_path / "CC-CCII"
+    cases = cc_ccii_release(tmp_path / "flat")
+    for cls in ("Normal", "CP", "NCP"):
+        (raw / cls).mkdir(parents=True)
+        os.replace(tmp_path / "flat" / cls, raw / cls / cls)
+    _, entries = load(cc_ccii.convert(raw, tmp_path / "out"))
+    assert set(entries) == set(cases)
+
+
+def test_cc_ccii_refusals_name_the_folder_or_file(tmp_path):
+    raw = tmp_path / "CC-CCII"
+    cc_ccii_release(raw)
+    os.replace(raw / "CP", tmp_path / "CP")
+    with pytest.raises(DataError, match=r"CC-CCII/CP' does not exist.*ncov-ai\.big\.ac\.cn"):
+        cc_ccii.convert(raw, tmp_path / "out")
+    os.replace(tmp_path / "CP", raw / "CP")
+
+    odd = raw / "NCP" / "31" / "100" / "2.png"
+    png(odd, np.zeros((8, 9), np.uint8))
+    with pytest.raises(DataError, match=r"NCP/31/100/2\.png' is 9x8 pixels.*first slice .*1\.png' is 8x8"):
+        cc_ccii.convert(raw, tmp_path / "out")
+    png(odd, np.zeros((8, 8), np.uint8))
+
+    bad = raw / "CP" / "22" / "101" / "10.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"CP/22/101/10\.png' is not a readable image"):
+        cc_ccii.convert(raw, tmp_path / "out")
+    bad.unlink()
+
+    (raw / "Normal" / "12" / "102").mkdir()
+    with pytest.raises(DataError, match=r"Normal/12/102' holds no slice images"):
+        cc_ccii.convert(raw, tmp_path / "out")
+    assert not (tmp_path / "out" / "dataset.json").exists() and not (tmp_path / "out" / "volumes").exists()
+    assert not [p for p in (tmp_path / "out").iterdir()]  # staging removed after a failure
+
+
+def test_cc_ccii_reconversion_replaces_the_volumes(tmp_path):
+    raw = tmp_path / "CC-CCII"
+    cc_ccii_release(raw)
+    out = tmp_path / "out"
+    cc_ccii.convert(raw, out)
+    (out / "volumes" / "stale.nii.gz").write_text("old")
+    _, entries = load(cc_ccii.convert(raw, out))
+    assert sorted(p.name for p in (out / "volumes").iterdir()) == sorted(
+        i.replace("/", "_") + ".nii.gz" for i in entries)
+
+
+# ---------------------------------------------------------------- AutoPET
+
+def autopet_release(raw: Path) -> dict[str, str]:
+    """Three patients, one with two studies; returns study id -> patient."""
+    studies = {}
+    for patient, dates in (("PETCT_0011f3deaf", ("03-23-2003-NA-PET-CT Ganzkoerper-10445",)),
+                           ("PETCT_01140d52d8", ("08-13-2005-NA-PET-CT-1", "11-02-2006-NA-PET-CT-2")),
+                           ("PETCT_0223010e46", ("01-01-2010-NA-PET-CT-3",)),
+                           ("PETCT_0af7ffe12a", ("05-05-2012-NA-PET-CT-4",))):
+        for date in dates:
+            folder = raw / "FDG-PET-CT-Lesions" / patient / date
+            for name in ("SUV", "CTres", "CT", "PET", "SEG"):
+                nifti(folder / f"{name}.nii.gz")
+            studies[f"{patient}/{date}"] = patient
+    (raw / "FDG-PET-CT-Lesions" / "fdg_metadata.csv").write_text("Subject ID,Study UID\n")
+    return studies
+
+
+def test_autopet_lists_suv_and_seg_and_keeps_a_patients_studies_together(tmp_path):
+    raw = tmp_path / "autopet"
+    studies = autopet_release(raw)
+    for source in (raw, raw / "FDG-PET-CT-Lesions"):
+        path = autopet.convert(source, tmp_path / "out")
+        doc, entries = load(path)
+        assert doc["modality"] == {"0": "SUV"} and doc["labels"] == {"0": "background", "1": "lesion"}
+        assert set(entries) == set(studies)
+        for study_id, entry in entries.items():
+            folder = (raw / "FDG-PET-CT-Lesions" / study_id).resolve()
+            assert resolved(path, entry["image"]) == folder / "SUV.nii.gz"
+            assert resolved(path, entry["label"]) == folder / "SEG.nii.gz"
+        train, val = sides(doc, lambda i: studies[i])
+        assert train and val and not train & val
+
+
+def test_autopet_refusals(tmp_path):
+    with pytest.raises(DataError, match=r"FDG-PET-CT-Lesions' does not exist.*fdat\.uni-tuebingen\.de"):
+        autopet.convert(tmp_path / "empty", tmp_path / "out")
+    raw = tmp_path / "autopet"
+    autopet_release(raw)
+    seg = raw / "FDG-PET-CT-Lesions" / "PETCT_0223010e46" / "01-01-2010-NA-PET-CT-3" / "SEG.nii.gz"
+    seg.unlink()
+    with pytest.raises(DataError, match=r"01-01-2010-NA-PET-CT-3' lacks 'SEG\.nii\.gz'"):
+        autopet.convert(raw, tmp_path / "out")
+    nifti(seg, shape=(6, 6, 5))
+    with pytest.raises(DataError, match=r"SEG\.nii\.gz' has shape \(6, 6, 5\).*SUV\.nii\.gz' \(6, 6, 6\)"):
+        autopet.convert(raw, tmp_path / "out")
+    seg.write_bytes(b"garbage")
+    with pytest.raises(DataError, match=r"SEG\.nii\.gz' is not a readable NIfTI"):
+        autopet.convert(raw, tmp_path / "out")
+
+
+# ---------------------------------------------------------------- ADNI
+
+ADNIMERGE = [  # PTID, VISCODE, DX_bl
+    ("002_S_0295", "bl", "CN"), ("002_S_0295", "m06", "CN"),
+    ("005_S_0221", "bl", "AD"), ("005_S_0221", "m12", "AD"),
+    ("011_S_0002", "bl", "CN"), ("022_S_0543", "bl", "AD"),
+    ("033_S_0734", "bl", "LMCI"), ("941_S_1311", "bl", "EMCI"), ("123_S_0094", "bl", "SMC"),
+]
+
+
+def adni_release(raw: Path) -> dict[str, tuple[int, Path]]:
+    """Subjects with one or two descriptions / dates; returns subject -> (class, expected volume)."""
+    raw.mkdir(parents=True)
+    table = pd.DataFrame(ADNIMERGE, columns=["PTID", "VISCODE", "DX_bl"]).assign(RID=1, DX="CN")
+    table.to_csv(raw / "ADNIMERGE.csv", index=False)
+    coreg = "Coreg,_Avg,_Standardized_Image_and_Voxel_Size"
+    expected = {}
+    for subject, cls in (("002_S_0295", 0), ("005_S_0221", 1), ("011_S_0002", 0), ("022_S_0543", 1),
+                         ("033_S_0734", None), ("941_S_1311", None), ("123_S_0094", None)):
+        early = nifti(raw / "ADNI" / subject / f"AV45_{coreg}" / "2006-04-18_08_20_30.0" / "I26325" /
+                      f"ADNI_{subject}_PT_AV45_I26325.nii")
+        nifti(raw / "ADNI" / subject / coreg / "2008-05-02_10_00_00.0" / "I110000" / f"ADNI_{subject}_PT_I110000.nii")
+        if cls is not None:
+            expected[subject] = (cls, early)
+    # a subject whose later acquisition comes first in name order of the description folders
+    nifti(raw / "ADNI" / "011_S_0002" / "AAA_first_name" / "2010-01-01_00_00_00.0" / "I9" / "late.nii.gz")
+    return expected
+
+
+def test_adni_labels_cn_and_ad_from_baseline_and_takes_the_earliest_scan(tmp_path):
+    raw = tmp_path / "adni"
+    expected = adni_release(raw)
+    path = adni.convert(raw, tmp_path / "out")
+    doc, entries = load(path)
+    assert doc["classes"] == ["CN", "AD"] and doc["task"] == "classification"
+    assert set(entries) == set(expected)  # LMCI, EMCI, SMC skipped
+    for subject, (cls, volume) in expected.items():
+        assert entries[subject]["class"] == cls
+        assert resolved(path, entries[subject]["image"]) == volume.resolve()
+    train, val = sides(doc, lambda i: i)
+    assert train and val and not train & val
+
+
+def test_adni_refusals(tmp_path):
+    raw = tmp_path / "adni"
+    adni_release(raw)
+    dicom = raw / "ADNI" / "022_S_0543"
+    for nii in dicom.rglob("*.nii"):
+        (nii.parent / "ADNI_022_S_0543_PT_Br_1_S19643_I26325.dcm").write_bytes(b"\0" * 132 + b"DICM")
+        nii.unlink()
+    with pytest.raises(DataError, match=r"022_S_0543/.*' holds DICOM.*NIfTI.*ida\.loni\.usc\.edu.*dcm2niix"):
+        adni.convert(raw, tmp_path / "out")
+
+    table = pd.read_csv(raw / "ADNIMERGE.csv")
+    table.drop(columns="DX_bl").to_csv(raw / "ADNIMERGE.csv", index=False)
+    with pytest.raises(DataError, match=r"ADNIMERGE\.csv' has no column 'DX_bl'"):
+        adni.convert(raw, tmp_path / "out")
+    (raw / "ADNIMERGE.csv").unlink()
+    with pytest.raises(DataError, match=r"ADNIMERGE\.csv' does not exist"):
+        adni.convert(raw, tmp_path / "out")
+    with pytest.raises(DataError, match=r"nothing/ADNI' does not exist.*ida\.loni\.usc\.edu"):
+        adni.convert(tmp_path / "nothing", tmp_path / "out")
+
+
+# ---------------------------------------------------------------- UDPET
+
+def udpet_release(raw: Path) -> dict[str, str]:
+    """Two scanners, subject folders of one or two exams, NIfTI per dose folder; returns id -> group."""
+    ids = {}
+    for scanner, subject, exams in (("SiemensVisionQuadra", "Subject_1-6", ("30122021_5_20211230_170836", "e2")),
+                                    ("SiemensVisionQuadra", "Subject_7-12", ("e3",)),
+                                    ("uExplorer", "Subject_1-6", ("e4",)),
+                                    ("uExplorer", "Subject_13-18", ("e5", "e6"))):
+        for exam in exams:
+            folder = raw / scanner / subject / exam
+            for dose in ("Full_dose", "1-4 dose", "1-10 dose"):
+                nifti(folder / dose / f"{dose.replace(' ', '_')}.nii.gz")
+            ids[f"{scanner}/{subject}/{exam}"] = f"{scanner}/{subject}"
+    return ids
+
+
+def test_udpet_pairs_low_and_full_dose_and_splits_by_subject_folder(tmp_path):
+    raw = tmp_path / "udpet"
+    ids = udpet_release(raw)
+    for dose in (udpet.DEFAULT_DOSE, "1-10 dose"):
+        path = udpet.convert(raw, tmp_path / "out", **({} if dose == udpet.DEFAULT_DOSE else {"dose": dose}))
+        doc, entries = load(path)
+        assert doc["task"] == "reconstruction" and set(entries) == set(ids)
+        for case_id, entry in entries.items():
+            folder = (raw / case_id).resolve()
+            assert resolved(path, entry["image"]) == folder / dose / f"{dose.replace(' ', '_')}.nii.gz"
+            assert resolved(path, entry["target"]) == folder / "Full_dose" / "Full_dose.nii.gz"
+        train, val = sides(doc, lambda i: ids[i])
+        assert train and val and not train & val
+
+
+def test_udpet_refusals(tmp_path):
+    with pytest.raises(DataError, match=r"holds no <scanner>/<subject>/<exam>/.*udpet-challenge\.github\.io"):
+        udpet.convert(tmp_path / "empty", tmp_path / "out")
+    raw = tmp_path / "udpet"
+    udpet_release(raw)
+    low = raw / "uExplorer" / "Subject_13-18" / "e6" / "1-4 dose"
+    for f in low.iterdir():
+        f.unlink()
+    (low / "1.2.840.113619.IMA").write_bytes(b"\0" * 132 + b"DICM")
+    with pytest.raises(DataError, match=r"e6/1-4 dose' holds no NIfTI.*dcm2niix"):
+        udpet.convert(raw, tmp_path / "out")
+    (low / "1.2.840.113619.IMA").unlink()
+    nifti(low / "low.nii.gz", shape=(6, 6, 4))
+    with pytest.raises(DataError, match=r"low\.nii\.gz' has shape \(6, 6, 4\).*Full_dose\.nii\.gz' \(6, 6, 6\)"):
+        udpet.convert(raw, tmp_path / "out")
+    with pytest.raises(DataError, match=r"Subject_1-6/30122021_5_20211230_170836' lacks the dose folder '1-100 dose'"):
+        udpet.convert(raw, tmp_path / "out", dose="1-100 dose")
+
+
+def test_adni_reads_a_dated_adnimerge_and_refuses_a_subject_it_does_not_list(tmp_path):
+    raw = tmp_path / "adni"
+    expected = adni_release(raw)
+    os.replace(raw / "ADNIMERGE.csv", raw / "ADNIMERGE_27Mar2025.csv")
+    _, entries = load(adni.convert(raw, tmp_path / "out"))
+    assert set(entries) == set(expected)
+    nifti(raw / "ADNI" / "099_S_9999" / "FDG" / "2011-01-01_00_00_00.0" / "I1" / "x.nii")
+    with pytest.raises(DataError, match=r"'099_S_9999' .*no baseline row .*ADNIMERGE_27Mar2025\.csv"):
+        adni.convert(raw, tmp_path / "out")
+
+
+def test_udpet_accepts_one_nifti_file_per_dose_next_to_each_other(tmp_path):
+    raw = tmp_path / "udpet"
+    ids = {}
+    for subject, exam in (("Subject_1-6", "1"), ("Subject_7-12", "2"), ("Subject_13-18", "3")):
+        for dose in ("Full_dose", "1-4 dose"):
+            nifti(raw / "uExplorer" / subject / exam / f"{dose}.nii.gz")
+        ids[f"uExplorer/{subject}/{exam}"] = raw / "uExplorer" / subject / exam
+    path = udpet.convert(raw, tmp_path / "out")
+    _, entries = load(path)
+    assert set(entries) == set(ids)
+    for case_id, folder in ids.items():
+        assert resolved(path, entries[case_id]["image"]) == (folder / "1-4 dose.nii.gz").resolve()
+        assert resolved(path, entries[case_id]["target"]) == (folder / "Full_dose.nii.gz").resolve()
