@@ -32,3 +32,17 @@ def test_fixed_split_refuses_duplicates_and_too_few_cases():
     with pytest.raises(DataError, match="at least 2 cases"):
         fixed_split(["a"])
     assert fixed_split(["a", "b"], 0.2)[1] and fixed_split(["a", "b"], 0.9)[0]
+
+
+@pytest.mark.parametrize("name", sorted(__import__("s2dc.data.registry", fromlist=["REGISTRY"]).REGISTRY))
+def test_every_dataset_has_a_converter_and_a_missing_release_says_where_to_get_it(tmp_path, name):
+    from s2dc.data.registry import get
+    from s2dc.data.sources import prepare
+
+    (tmp_path / "raw").mkdir()
+    with pytest.raises(DataError) as err:
+        prepare(name, tmp_path / "raw", tmp_path / "out")
+    spec = get(name)
+    message = str(err.value)
+    assert spec.where in message and str(tmp_path / "raw") in message and spec.layout.strip().splitlines()[0] in message
+    assert not (tmp_path / "out").exists()

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from s2dc.data.sources import adni, autopet, cc_ccii, udpet
-from s2dc.data.volumes import DataError
+from s2dc.data.errors import DataError
 
 
 def nifti(path: Path, shape=(6, 6, 6), value: float = 1.0) -> Path:

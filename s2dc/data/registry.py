@@ -286,7 +286,8 @@ CC-CCII/
                PaperScore("s2dc", 0.1, 88.29, "poster Table 1"), PaperScore("s2dc", 0.5, 93.89, "poster Table 1"),
                PaperScore("s2dc", 1.0, 95.34, "poster Table 1")),
         notes="Open, but the portal has no stable per-file URL or checksum: download the zips by hand "
-              "(NCP-k.zip is served as COVID19-k.zip) and unzip them into the class folders.",
+              "(NCP-k.zip is served as COVID19-k.zip) and unzip them into the class folders (a class folder "
+              "nested once more, NCP/NCP/..., as the release reads it, is accepted too).",
     ),
     # ---------------------------------------------------------------- MRI downstream
     DatasetSpec(
@@ -353,10 +354,10 @@ FDG-PET-CT-Lesions/
         where="https://adni.loni.usc.edu (apply), then https://ida.loni.usc.edu (download)",
         licence="ADNI data use agreement (no redistribution)",
         layout="""
-ADNI/
-  002_S_0295/<series description>/<acquisition date>/I<image id>/*.dcm | *.nii
+ADNI/                (the PET collection only, downloaded from IDA as NIfTI; DICOM: convert with dcm2niix)
+  002_S_0295/<series description>/<acquisition date>/I<image id>/*.nii
   ...
-ADNIMERGE.csv      PTID, VISCODE, EXAMDATE, DX_bl (CN/SMC/EMCI/LMCI/AD), DX (CN/MCI/Dementia)
+ADNIMERGE.csv      (or ADNIMERGE_<date>.csv) PTID, VISCODE, DX_bl (CN/SMC/EMCI/LMCI/AD): the baseline row
 """,
         layout_source="LONI IDA download layout (ADNI/<subject>/<description>/<date>/<image id>); ADNIMERGE.csv",
         notes="The release has no ADNI fine-tuning code: classes CN vs AD from DX_bl are our reading.",
@@ -368,8 +369,9 @@ ADNIMERGE.csv      PTID, VISCODE, EXAMDATE, DX_bl (CN/SMC/EMCI/LMCI/AD), DX (CN/
         licence="challenge data agreement (not verified)",
         layout="""
 SiemensVisionQuadra/ (or uExplorer/)
-  Subject_115-117/<exam>/
-    Full_dose/   1-4 dose/   1-10 dose/   1-20 dose/   1-50 dose/   1-100 dose/   (DICOM or NIfTI)
+  Subject_115-117/<exam>/      (a Subject_a-b folder is a batch of patients; <exam> is one patient's exam)
+    Full_dose/   1-2 dose/   1-4 dose/   1-10 dose/   1-20 dose/   1-50 dose/   1-100 dose/
+                 (released as DICOM: convert each folder to one NIfTI with dcm2niix first)
 """,
         layout_source="third-party UDPET loaders (folder names not verified against the challenge's own page)",
         notes="Low dose = one dose-reduction folder (default 1-4 dose), target = Full_dose.",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..registry import get
-from . import brats21, brats23, btcv, msd, oasis3, pool
+from . import adni, autopet, brats21, brats23, btcv, cc_ccii, msd, oasis3, pool, udpet
 
 #: Registry name -> converter(raw, out_dir) of its official release layout.
 CONVERTERS = {
@@ -21,8 +21,12 @@ CONVERTERS = {
     "pet_pool": partial(pool.convert, "pet_pool"),
     "btcv": btcv.convert,
     **{n: partial(msd.convert, n) for n in ("msd_liver", "msd_lung", "msd_spleen")},
+    "cc_ccii": cc_ccii.convert,
     "brats21": brats21.convert,
     "brats23": brats23.convert,
+    "autopet": autopet.convert,
+    "adni": adni.convert,
+    "udpet": udpet.convert,
 }
 
 

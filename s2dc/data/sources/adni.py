@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..registry import get
-from ..volumes import DataError
+from ..errors import DataError
 from .common import fixed_split, nifti_shape, require_folder, write_common
 
 COLUMNS = ("PTID", "VISCODE", "DX_bl")

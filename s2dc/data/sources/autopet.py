@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..registry import get
-from ..volumes import DataError
+from ..errors import DataError
 from .common import fixed_split, nifti_shape, require_folder, write_common
 
 RELEASE = "FDG-PET-CT-Lesions"

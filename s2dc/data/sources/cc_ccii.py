@@ -23,7 +23,7 @@ import nibabel as nib
 import numpy as np
 
 from ..registry import get
-from ..volumes import DataError
+from ..errors import DataError
 from .common import fixed_split, require_folder, write_common
 
 SLICE_SUFFIXES = (".png", ".jpg", ".jpeg")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..registry import get
-from ..volumes import DataError
+from ..errors import DataError
 from .common import fixed_split, nifti_shape, write_common
 
 DEFAULT_DOSE = "1-4 dose"
