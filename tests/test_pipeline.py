@@ -6,7 +6,6 @@ import copy
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from s2dc.data import synthetic
+from s2dc.data.synthetic import abdomen, writer
 from s2dc.data.synthetic import BTCV_LABELS, ORGAN_HU, PRIORITY, case_seed, ct_phantom, write_dataset
 from s2dc.data.datalist import list_volumes
 from s2dc.data.preprocess import PreprocessConfig
@@ -24,7 +25,7 @@ def phantoms():
     """Five phantoms at the default shape (image, labels, body mask, cavity mask)."""
     out = []
     for seed in range(5):
-        p = synthetic._build(seed, DEFAULT)
+        p = abdomen._build(seed, DEFAULT)
         out.append((p.image, p.labels, p.body, p.cavity))
     return out
 
@@ -212,7 +213,7 @@ def test_write_pool_and_atomic_replacement(tmp_path, monkeypatch):
     before = {p.name: p.read_bytes() for p in (out / "imagesTr").iterdir()}
 
     # a failure half-way leaves the previous dataset untouched and no temp dir
-    real = synthetic.ct_phantom
+    real = writer.ct_phantom
     calls = []
 
     def failing(seed, shape):
@@ -221,7 +222,7 @@ def test_write_pool_and_atomic_replacement(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(seed, shape)
 
-    monkeypatch.setattr(synthetic, "ct_phantom", failing)
+    monkeypatch.setattr(writer, "ct_phantom", failing)
     with pytest.raises(KeyboardInterrupt):
         write_dataset(out, "ct_pool", 4, 5, shape=(32, 32, 24))
     assert {p.name: p.read_bytes() for p in (out / "imagesTr").iterdir()} == before

@@ -17,20 +17,16 @@ Outputs in ``run.out_dir``: ``split.json`` (the training cases drawn), ``dvclive
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import random
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
-from monai.data import DataLoader, Dataset, MetaTensor
+from monai.data import DataLoader, Dataset
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 from monai.metrics import DiceMetric
@@ -38,7 +34,6 @@ from monai.networks.utils import one_hot
 from monai.transforms import Compose, RandCropByPosNegLabeld, RandFlipd
 
 from ..data.datalist import class_names, list_cases, read_datalist
-from ..data.errors import DataError
 from ..data.splits import choose_subset
 from ..data.volumes import LabelledCases, check_all, plain
 from ..export import load_encoder_weights, swinunetr_for
