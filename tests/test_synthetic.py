@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from s2dc.data import synthetic
-from s2dc.data.synthetic import abdomen, writer
+from s2dc.data.synthetic import abdomen, twins
 from s2dc.data.synthetic import BTCV_LABELS, ORGAN_HU, PRIORITY, case_seed, ct_phantom, write_dataset
 from s2dc.data.datalist import list_volumes
 from s2dc.data.preprocess import PreprocessConfig
@@ -213,16 +213,16 @@ def test_write_pool_and_atomic_replacement(tmp_path, monkeypatch):
     before = {p.name: p.read_bytes() for p in (out / "imagesTr").iterdir()}
 
     # a failure half-way leaves the previous dataset untouched and no temp dir
-    real = writer.ct_phantom
+    real = twins.TWINS["ct_pool"]
     calls = []
 
-    def failing(seed, shape):
+    def failing(seed, shape, index):
         calls.append(seed)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(seed, shape)
+        return real.make(seed, shape, index)
 
-    monkeypatch.setattr(writer, "ct_phantom", failing)
+    monkeypatch.setitem(twins.TWINS, "ct_pool", twins.Twin(failing, real.description))
     with pytest.raises(KeyboardInterrupt):
         write_dataset(out, "ct_pool", 4, 5, shape=(32, 32, 24))
     assert {p.name: p.read_bytes() for p in (out / "imagesTr").iterdir()} == before

@@ -12,10 +12,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .abdomen import BTCV_LABELS, ct_phantom
+from ..registry import get
+from . import twins
 from .checks import SynthParamError, check_seed, check_shape
 
-KINDS = ("ct_pool", "btcv")
+KINDS = tuple(twins.TWINS)
 GENERATOR_VERSION = 1
 
 
@@ -28,7 +29,8 @@ def case_seed(seed: int, kind: str, index: int) -> int:
 def _check_params(kind: Any, cases: Any, seed: Any, shape: Any, spacing: Any, val_fraction: Any) -> None:
     if kind not in KINDS:
         raise SynthParamError("kind", f"kind must be one of {list(KINDS)}, got {kind!r}")
-    min_cases = 2 if kind == "btcv" else 1
+    spec = get(kind)
+    min_cases = 1 if spec.task == "pretraining" else max(2, len(spec.outputs) * 2 if spec.task == "classification" else 2)
     if isinstance(cases, bool) or not isinstance(cases, (int, np.integer)) or cases < min_cases:
         raise SynthParamError("cases", f"cases must be an integer >= {min_cases} for kind {kind!r}, got {cases!r}")
     check_seed(seed)
@@ -65,35 +67,35 @@ def write_dataset(
     *,
     progress: bool | Callable[[Any], Any] = False,
 ) -> Path:
-    """Write ``cases`` phantoms and an MSD-style ``dataset.json``; returns the json path.
+    """Write ``cases`` cases of the twin of registry dataset ``kind`` like its release; returns the json path.
 
     Parameters
     ----------
     out_dir : str or Path
         Output folder; written atomically (built in a hidden temporary sibling that is renamed to
         ``out_dir`` when complete; an existing ``out_dir`` is replaced only then).
-    kind : {"ct_pool", "btcv"}
-        ``"ct_pool"``: unlabelled pretraining pool, ``imagesTr/case_XXXX.nii.gz`` listed under
-        ``"training"``. ``"btcv"``: labelled 13-organ twin of BTCV, images plus
-        ``labelsTr/case_XXXX.nii.gz``; the last ``max(1, round(cases * val_fraction))`` cases are
-        listed under ``"validation"``, the others under ``"training"`` (as BTCV's dataset_0.json).
+    kind : str
+        A registry dataset with a twin (:data:`KINDS`). A pretraining pool lists every case under
+        ``"training"``; a downstream twin lists its last ``max(1, round(cases * val_fraction))`` cases
+        under ``"validation"`` (as BTCV's dataset_0.json). Files: ``imagesTr/case_XXXX.nii.gz`` (one
+        channel) or ``imagesTr/case_XXXX_<channel>.nii.gz``, ``labelsTr/``, ``targetsTr/``.
     cases : int
-        Number of volumes (>= 1; >= 2 for ``"btcv"``).
+        Number of cases (>= 1 for a pool, >= 2 for a downstream twin, >= 2 per class for a classifier).
     seed : int
-        Dataset seed; case ``i`` uses :func:`case_seed` ``(seed, kind, i)``, so a pool and a twin
-        never share a phantom even with the same seed.
+        Dataset seed; case ``i`` uses :func:`case_seed` ``(seed, kind, i)``, so two twins never share a
+        case even with the same seed.
     shape, spacing : 3-tuples
         Grid in voxels and voxel size in mm (affine ``diag(spacing)``, RAS+).
     val_fraction : float
-        Fraction of ``"btcv"`` cases used for validation, in (0, 1).
+        Fraction of a downstream twin's cases used for validation, in (0, 1).
     progress : bool or callable
         ``True``: tqdm progress bar over cases; a callable ``wrap(iterable)`` is used as is.
 
     Returns
     -------
     Path
-        ``out_dir / "dataset.json"``. Besides the MSD keys the json has a ``"synthetic"`` section
-        with the generator parameters and, for ``"btcv"``, the mean voxel count per organ.
+        ``out_dir / "dataset.json"``: the common layout (roles per task) plus a ``"synthetic"`` section
+        with the generator parameters and, for segmentation, the mean voxel count per label.
 
     Raises
     ------
@@ -108,13 +110,12 @@ def write_dataset(
         raise SynthParamError("out_dir", f"output '{out_dir}' exists and is not a directory")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     affine = np.diag([*spacing, 1.0])
-    labelled = kind == "btcv"
+    spec, twin = get(kind), twins.TWINS[kind]
+    label_values = sorted(spec.labels)
 
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         (tmp / "imagesTr").mkdir(parents=True)
-        if labelled:
-            (tmp / "labelsTr").mkdir()
         indices: Any = range(int(cases))
         if progress is True:
             from tqdm.auto import tqdm
@@ -123,48 +124,43 @@ def write_dataset(
         elif callable(progress):
             indices = progress(indices)
         entries = []
-        counts = np.zeros(14, np.int64)
+        counts = np.zeros(max(label_values, default=0) + 1, np.int64)
         for i in indices:
-            image, labels = ct_phantom(case_seed(seed, kind, i), shape)
-            name = f"case_{i:04d}.nii.gz"
-            save_nifti(tmp / "imagesTr" / name, image, affine, np.float32)
-            entry = {"image": f"./imagesTr/{name}"}
-            if labelled:
-                save_nifti(tmp / "labelsTr" / name, labels, affine, np.uint8)
-                entry["label"] = f"./labelsTr/{name}"
-                counts += np.bincount(labels.ravel(), minlength=14)[:14]
-            entries.append(entry)
+            case = twin.make(case_seed(seed, kind, i), shape, i)
+            entries.append(_write_case(tmp, f"case_{i:04d}", case, spec, affine))
+            if case.label is not None:
+                counts += np.bincount(case.label.ravel(), minlength=counts.size)[: counts.size]
 
         meta: dict[str, Any] = {
-            "generator": "s2dc.data.synthetic.ct_phantom", "version": GENERATOR_VERSION,
+            "generator": f"s2dc.data.synthetic.twins.{kind}", "version": GENERATOR_VERSION,
             "kind": kind, "seed": int(seed), "cases": int(cases), "shape": list(shape), "spacing": list(spacing),
         }
-        spec: dict[str, Any] = {
+        doc: dict[str, Any] = {
             "name": f"synthetic_{kind}",
-            "description": (
-                "Synthetic abdominal CT phantoms (unlabelled pretraining pool)" if not labelled
-                else "Synthetic abdominal CT phantoms with 13 BTCV organ labels (BTCV twin)"
-            ),
+            "description": twin.description,
             "reference": "s2dc synthetic benchmark",
             "licence": "CC0",
             "tensorImageSize": "3D",
-            "modality": {"0": "CT"},
+            "modality": {str(c): name for c, name in enumerate(spec.channels)},
         }
-        if labelled:
+        if spec.downstream:
             n_val = max(1, round(cases * val_fraction))
             n_val = min(n_val, cases - 1)
             meta["val_fraction"] = float(val_fraction)
-            meta["mean_voxels"] = {BTCV_LABELS[k]: round(float(counts[k]) / cases, 1) for k in range(1, 14)}
-            spec["labels"] = {str(k): v for k, v in BTCV_LABELS.items()}
-            spec["numTraining"] = cases - n_val
-            spec["numValidation"] = n_val
-            spec["training"] = entries[: cases - n_val]
-            spec["validation"] = entries[cases - n_val :]
+            if spec.labels:
+                meta["mean_voxels"] = {spec.labels[k]: round(float(counts[k]) / cases, 1) for k in label_values if k}
+                doc["labels"] = {str(k): v for k, v in sorted(spec.labels.items())}
+            if spec.task == "classification":
+                doc["classes"] = list(spec.outputs)
+            doc["numTraining"] = cases - n_val
+            doc["numValidation"] = n_val
+            doc["training"] = entries[: cases - n_val]
+            doc["validation"] = entries[cases - n_val :]
         else:
-            spec["numTraining"] = cases
-            spec["training"] = entries
-        spec["synthetic"] = meta
-        (tmp / "dataset.json").write_text(json.dumps(spec, indent=2) + "\n")
+            doc["numTraining"] = cases
+            doc["training"] = entries
+        doc["synthetic"] = meta
+        (tmp / "dataset.json").write_text(json.dumps(doc, indent=2) + "\n")
 
         old = None
         if out_dir.exists():
@@ -177,3 +173,29 @@ def write_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir / "dataset.json"
+
+
+def _write_case(folder: Path, name: str, case: twins.Case, spec, affine: np.ndarray) -> dict[str, Any]:
+    """Write one case's files under ``folder``; returns its dataset.json entry (paths relative to it)."""
+    if case.image.ndim != 4 or case.image.shape[0] != len(spec.channels):
+        raise ValueError(f"twin {spec.name}: image must be (C={len(spec.channels)}, X, Y, Z), got {case.image.shape}")
+    entry: dict[str, Any] = {}
+    if len(spec.channels) == 1:
+        save_nifti(folder / "imagesTr" / f"{name}.nii.gz", case.image[0], affine, np.float32)
+        entry["image"] = f"./imagesTr/{name}.nii.gz"
+    else:
+        entry["image"] = []
+        for channel, array in zip(spec.channels, case.image):
+            save_nifti(folder / "imagesTr" / f"{name}_{channel}.nii.gz", array, affine, np.float32)
+            entry["image"].append(f"./imagesTr/{name}_{channel}.nii.gz")
+    if spec.task == "segmentation":
+        (folder / "labelsTr").mkdir(exist_ok=True)
+        save_nifti(folder / "labelsTr" / f"{name}.nii.gz", case.label, affine, np.uint8)
+        entry["label"] = f"./labelsTr/{name}.nii.gz"
+    elif spec.task == "classification":
+        entry["class"] = int(case.klass)
+    elif spec.task == "reconstruction":
+        (folder / "targetsTr").mkdir(exist_ok=True)
+        save_nifti(folder / "targetsTr" / f"{name}.nii.gz", case.target, affine, np.float32)
+        entry["target"] = f"./targetsTr/{name}.nii.gz"
+    return entry
