@@ -31,12 +31,12 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from .train.finetune import finetune
+    from .downstream.engine import finetune
     from .train.finetune_config import config_from_args
 
     result = finetune(config_from_args(args))
     print(f"fine-tuned {result['steps']} steps ({result['method']}, label ratio {result['label_ratio']}, "
-          f"{result['train_cases']} training cases): mean Dice {result['dice_mean']}")
+          f"{result['train_cases']} training cases): {result['task']} {result['score']['name']} {result['score']['value']}")
     return 0
 
 

@@ -16,9 +16,6 @@ import pandas as pd
 from .data.datalist import registry_spec
 from .files import atomic_write_text
 
-SCORE_KEYS = {"segmentation": "dice_mean"}
-
-
 def paper_score(dataset: str, method: str, label_ratio: float) -> float:
     """The poster's number for this row (the registry's), NaN where it prints none."""
     spec = registry_spec({"name": dataset})
@@ -27,18 +24,19 @@ def paper_score(dataset: str, method: str, label_ratio: float) -> float:
 
 
 def collect(metric_files: list[Path]) -> pd.DataFrame:
-    """One row per fine-tuning run: dataset, task, method, label_ratio, seed, score (%), train_cases, seconds."""
+    """One row per fine-tuning run: dataset, task, metric, method, label_ratio, seed, score, train_cases, seconds.
+
+    The score is the task's first metric as the run recorded it (``score``: Dice or accuracy in %, PSNR in dB)."""
     rows = []
     for path in metric_files:
         try:
             m = json.loads(Path(path).read_text())
-            score = m[SCORE_KEYS[m["task"]]]
             rows.append({
-                "dataset": m["dataset"], "task": m["task"], "method": m["method"],
+                "dataset": m["dataset"], "task": m["task"], "metric": m["score"]["name"], "method": m["method"],
                 "label_ratio": float(m["label_ratio"]), "seed": int(m["seed"]),
-                "score": 100.0 * float(score), "train_cases": int(m["train_cases"]), "seconds": float(m["seconds"]),
+                "score": float(m["score"]["value"]), "train_cases": int(m["train_cases"]), "seconds": float(m["seconds"]),
             })
-        except (OSError, ValueError, KeyError) as err:
+        except (OSError, ValueError, KeyError, TypeError) as err:
             raise ValueError(f"bad metrics file '{path}': {err!r}") from err
     if not rows:
         raise ValueError("no metrics files to aggregate")
@@ -47,7 +45,7 @@ def collect(metric_files: list[Path]) -> pd.DataFrame:
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean ± sample std over seeds per (dataset, task, method, label_ratio), with the paper's number."""
-    grouped = runs.groupby(["dataset", "task", "method", "label_ratio"], sort=True)
+    grouped = runs.groupby(["dataset", "task", "metric", "method", "label_ratio"], sort=True)
     table = grouped.agg(
         mean=("score", "mean"), std=("score", "std"), seeds=("seed", "nunique"),
         train_cases=("train_cases", "first"), minutes=("seconds", lambda s: s.sum() / 60),
@@ -58,15 +56,15 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown(table: pd.DataFrame) -> str:
-    """The benchmark as a Markdown table (score: Dice % for segmentation)."""
+    """The benchmark as a Markdown table (score: the task's first metric)."""
     lines = [
-        "| dataset | task | method | labels | score (mean ± std) | seeds | train cases | paper (real data) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| dataset | task | metric | method | labels | score (mean ± std) | seeds | train cases | paper (real data) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table.itertuples():
         paper = "—" if math.isnan(row.paper) else f"{row.paper:.2f}"
         lines.append(
-            f"| {row.dataset} | {row.task} | {row.method} | {row.label_ratio:.0%} | {row.mean:.2f} ± {row.std:.2f} "
+            f"| {row.dataset} | {row.task} | {row.metric} | {row.method} | {row.label_ratio:.0%} | {row.mean:.2f} ± {row.std:.2f} "
             f"| {row.seeds} | {row.train_cases} | {paper} |"
         )
     return "\n".join(lines) + "\n"

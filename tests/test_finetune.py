@@ -14,7 +14,8 @@ from s2dc.cli import main
 from s2dc.export import load_encoder_weights, swinunetr_for
 from s2dc.data.datalist import list_cases
 from s2dc.data.splits import choose_subset
-from s2dc.train.finetune import Finetuner, dice_per_class, summarize_dice
+from s2dc.downstream.engine import Finetuner
+from s2dc.downstream.metrics import dice_per_class, summarize_dice
 from s2dc.train.finetune_config import HELP, FinetuneConfig, ModelConfig, build_config
 
 from conftest import MODEL, TINY, TINY_FT

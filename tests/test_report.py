@@ -13,7 +13,8 @@ from s2dc.cli import main
 def write_run(folder, method, seed, dice, dataset="synthetic_btcv", ratio=0.1):
     path = folder / f"{method}_{seed}_{ratio}.json"
     path.write_text(json.dumps({"task": "segmentation", "dataset": dataset, "method": method, "label_ratio": ratio,
-                                "seed": seed, "dice_mean": dice, "train_cases": 3, "seconds": 60.0}))
+                                "seed": seed, "dice_mean": dice, "train_cases": 3, "seconds": 60.0,
+                                "score": {"key": "dice_mean", "name": "Dice", "value": 100 * dice}}))
     return path
 
 
@@ -30,8 +31,8 @@ def test_mean_and_sample_std_over_seeds(tmp_path, capsys):
         assert cell["seeds"] == 3
     assert nested["synthetic_btcv"]["s2dc"]["labels_100%"] == {"mean": 90.0, "std": 0.0, "seeds": 1}
     table = (tmp_path / "out" / "benchmark.md").read_text()
-    assert "| synthetic_btcv | segmentation | s2dc | 100% | 90.00 ± 0.00 | 1 | 3 | 84.14 |" in table  # poster Table 2
-    assert "| synthetic_btcv | segmentation | scratch | 10% | 23.33 ± 15.28 | 3 | 3 | — |" in table
+    assert "| synthetic_btcv | segmentation | Dice | s2dc | 100% | 90.00 ± 0.00 | 1 | 3 | 84.14 |" in table  # poster Table 2
+    assert "| synthetic_btcv | segmentation | Dice | scratch | 10% | 23.33 ± 15.28 | 3 | 3 | — |" in table
     assert "Structure probe" not in table and "probe" not in nested
     assert "3 rows from 7 runs" in capsys.readouterr().out
 

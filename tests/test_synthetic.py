@@ -8,7 +8,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from s2dc.data import synthetic
 from s2dc.data.synthetic import abdomen, twins
 from s2dc.data.synthetic import BTCV_LABELS, ORGAN_HU, PRIORITY, case_seed, ct_phantom, write_dataset
 from s2dc.data.datalist import list_volumes

@@ -209,38 +209,56 @@ class _Checked(torch.utils.data.Dataset):
         raise err
 
 
-class LabelledCases(_Checked):
+class TransformedCases(_Checked):
+    """Cases (dicts of roles: paths, lists of channel paths, class indices) run through ``transform``, cached on
+    disk under ``cache_root/<cache_name>`` (``cache_root`` None: no cache).
+
+    Each cache entry is keyed by the case's values plus the size and mtime of each of its files, so replaced
+    files are recomputed; ``cache_name`` must change with anything else that changes the output.
+    """
+
+    def __init__(self, cases: list[dict[str, Any]], transform, cache_root: str | Path | None, cache_name: str,
+                 extra: dict[str, Any] | None = None) -> None:
+        items = [self._item(c, extra or {}) for c in cases]
+        if cache_root is None:
+            self.cache_dir = None
+            dataset = Dataset(items, transform=transform)
+        else:
+            self.cache_dir = Path(cache_root) / cache_name
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            dataset = _AtomicPersistentDataset(items, transform=transform, cache_dir=self.cache_dir)
+        super().__init__(dataset)
+
+    @staticmethod
+    def _item(case: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+        item: dict[str, Any] = {}
+        for role, value in case.items():
+            if role == "id":
+                continue
+            paths = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, Path) for v in paths):
+                item[role] = value
+                continue
+            item[role] = [str(p) for p in paths] if isinstance(value, list) else str(value)
+            for c, path in enumerate(paths):
+                suffix = f"{role}{c}" if c else role  # one channel: the keys of earlier caches
+                with contextlib.suppress(OSError):  # a vanished file is reported by the loader
+                    st = path.stat()
+                    item.update({f"{suffix}_size": st.st_size, f"{suffix}_mtime_ns": st.st_mtime_ns})
+        item.update(extra)
+        return item
+
+
+class LabelledCases(TransformedCases):
     """Preprocessed ``{"image", "label"}`` cases, cached on disk under ``cache_root/seg<v>-<hash>``.
 
     Each cache entry is keyed by both paths, their sizes and mtimes, ``min_size`` and the class count,
     so replaced files, another ROI or another class list are recomputed.
     """
 
-    def __init__(self, cases: list[dict[str, Path]], cfg: PreprocessConfig, min_size, num_classes: int,
+    def __init__(self, cases: list[dict[str, Any]], cfg: PreprocessConfig, min_size, num_classes: int,
                  cache_root: str | Path | None) -> None:
-        items = [self._item(c, min_size, num_classes) for c in cases]
-        transform = preprocess_transforms(cfg, tuple(min_size), num_classes)
-        if cache_root is None:
-            self.cache_dir = None
-            dataset = Dataset(items, transform=transform)
-        else:
-            self.cache_dir = Path(cache_root) / f"seg{_SEG_PIPELINE_VERSION}-{cfg.cache_key()}"
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            dataset = _AtomicPersistentDataset(items, transform=transform, cache_dir=self.cache_dir)
-        super().__init__(dataset)
-
-    @staticmethod
-    def _item(case: dict[str, Any], min_size, num_classes: int) -> dict[str, Any]:
-        image = [str(p) for p in case["image"]] if isinstance(case["image"], list) else str(case["image"])
-        item: dict[str, Any] = {"image": image, "label": str(case["label"]),
-                                "min_size": [int(s) for s in min_size], "num_classes": int(num_classes)}
-        for role in ("image", "label"):
-            paths = case[role] if isinstance(case[role], list) else [case[role]]
-            for c, path in enumerate(paths):
-                suffix = f"{role}{c}" if c else role  # one channel: the keys of earlier caches
-                with contextlib.suppress(OSError):  # a vanished file is reported by the loader
-                    st = Path(path).stat()
-                    item.update({f"{suffix}_size": st.st_size, f"{suffix}_mtime_ns": st.st_mtime_ns})
-        return item
-
-
+        pairs = [{"image": c["image"], "label": c["label"]} for c in cases]
+        super().__init__(pairs, preprocess_transforms(cfg, tuple(min_size), num_classes), cache_root,
+                         f"seg{_SEG_PIPELINE_VERSION}-{cfg.cache_key()}",
+                         {"min_size": [int(s) for s in min_size], "num_classes": int(num_classes)})

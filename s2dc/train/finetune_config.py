@@ -1,5 +1,5 @@
-"""Fine-tuning configuration (segmentation with MONAI SwinUNETR(use_v2=True)): typed sections and one
-help text per option, built with the same machinery as the pretraining options (see :mod:`s2dc.config`)."""
+"""Fine-tuning configuration (any downstream task; MONAI SwinUNETR(use_v2=True) or its encoder): typed sections
+and one help text per option, built with the same machinery as the pretraining options (see :mod:`s2dc.config`)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ class FinetuneDataConfig:
     label_ratio: float = 1.0
     cache_dir: str | None = None
     workers: int = 2
+    input_channel: str = ""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.label_ratio <= 1.0:
@@ -67,10 +68,10 @@ class ModelConfig:
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"model.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
 
-    def encoder_config(self) -> EncoderConfig:
-        """The encoder sizes as an :class:`EncoderConfig` (single input channel)."""
+    def encoder_config(self, in_channels: int = 1) -> EncoderConfig:
+        """The encoder sizes as an :class:`EncoderConfig` with ``in_channels`` input channels."""
         return EncoderConfig(
-            in_channels=1, feature_size=self.feature_size, depths=self.depths, num_heads=self.num_heads,
+            in_channels=in_channels, feature_size=self.feature_size, depths=self.depths, num_heads=self.num_heads,
             window_size=self.window_size, patch_size=self.patch_size, drop_path_rate=self.drop_path_rate,
             use_checkpoint=self.use_checkpoint,
         )
@@ -174,12 +175,16 @@ class FinetuneConfig:
 
 
 HELP = {
-    "data.source": "MSD-style dataset.json with image/label pairs and a 'labels' dict giving the classes (required)",
+    "data.source": "dataset.json in the common layout (required); its 'task' (or the registry dataset it names) "
+                   "picks the task: segmentation (image/label, 'labels'), classification (image/class, 'classes'), "
+                   "reconstruction (image/target) or translation (several image sequences)",
     "data.train_key": "section of dataset.json with the training cases",
     "data.val_key": "section of dataset.json with the validation cases",
     "data.label_ratio": "fraction in (0, 1] of the training cases used: round(ratio * n) (>= 1) drawn with run.seed",
     "data.cache_dir": "preprocessed image/label cache root (a subfolder per preprocessing hash); default <run.out_dir>/cache",
     "data.workers": "DataLoader worker processes",
+    "data.input_channel": "translation: the sequence given as input (a name of the json's 'modality'; default the "
+                          "first), the others are predicted",
     "preprocess.intensity": "'ct': window [a_min, a_max] -> [0, 1]; 'zscore': z-score over nonzero voxels (MRI/PET)",
     "preprocess.a_min": "CT window low (HU; release BTCV: -175)",
     "preprocess.a_max": "CT window high (HU; release BTCV: 250)",

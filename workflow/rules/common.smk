@@ -99,7 +99,7 @@ CODE = {
         "synth": ["s2dc.data.synthetic"],
         "prepare": ["s2dc.data.sources"],
         "pretrain": ["s2dc.train.pretrain", "s2dc.export"],
-        "finetune": ["s2dc.train.finetune"],
+        "finetune": ["s2dc.downstream.engine"],
         "probe": ["s2dc.eval.probe"],
         "report": ["s2dc.report"],
     }.items()

@@ -1,0 +1,217 @@
+"""Fine-tuning of any downstream task, from scratch or from an S²DC encoder: the task-independent loop.
+
+The task (:mod:`s2dc.downstream.tasks`, chosen by the dataset.json) supplies the data, the random
+augmentation, the network (a SwinUNETR, or its encoder with a head), the loss and the validation
+scores; this engine does the rest, the same for all four::
+
+    dataset.json --(label_ratio, seed)--> training cases --> split.json
+    preprocessing (deterministic, cached on disk) -> augmentation (random, per step)
+    network <- encoder weights (model.init) ; AdamW (encoder lr scaled) with warm-up + cosine
+    loop: loss -> finite? -> step ; DVCLive curves ; validation every eval.every steps and at the end
+
+Outputs in ``run.out_dir``: ``split.json`` (the training cases drawn), ``dvclive/``, ``model.pt``
+(final weights) and, last of all, ``metrics.json``: a run that fails leaves no ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import DataLoader, Dataset
+
+from ..data.datalist import list_cases, read_datalist
+from ..data.splits import choose_subset
+from ..data.volumes import check_all
+from ..export import load_encoder_weights
+from ..train.checkpoint import atomic_save, atomic_write_text
+from ..train.device import pick_device
+from ..train.finetune_config import FinetuneConfig
+from ..train.finite import NonFiniteError, describe_step, gradient_norm, require_finite, step_is_finite
+from ..train.live import MetricLog, Progress
+from ..train.precision import autocast_for
+from ..train.schedule import warmup_cosine
+from .tasks import TASKS, task_of
+from .tasks.common import Setting
+
+
+def _sorted(cases: list[dict]) -> list[dict]:
+    """Cases by image path: the label-ratio subset then does not depend on the json's order."""
+    return sorted(cases, key=lambda c: str(c["image"]))
+
+
+def _forever(loader):
+    while True:
+        yield from loader
+
+
+def _json_value(x):
+    """NaN/Inf -> None (JSON has no NaN), dicts recursively."""
+    if isinstance(x, dict):
+        return {k: _json_value(v) for k, v in x.items()}
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def _atomic_json(obj, path: Path) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2))
+
+
+class Finetuner:
+    """Data, network, loss, optimiser and schedule of one fine-tuning run; ``run()`` trains and evaluates."""
+
+    def __init__(self, cfg: FinetuneConfig) -> None:
+        self.started = time.perf_counter()
+        self.cfg = cfg
+        self.out = Path(cfg.run.out_dir)
+        self.device = pick_device(cfg.run.device)
+        source = Path(cfg.data.source)
+        self.spec = read_datalist(source)
+        self.task = TASKS[task_of(self.spec, source)](self.spec, source, cfg.data)
+        roles = self.task.roles
+        self.all_train = _sorted(list_cases(source, cfg.data.train_key, roles, self.spec))
+        self.train_cases = choose_subset(self.all_train, cfg.data.label_ratio, cfg.run.seed)
+        self.val_cases = _sorted(list_cases(source, cfg.data.val_key, roles, self.spec))
+        self.dataset_name = str(self.spec.get("name") or source.parent.name)
+        self.autocast = autocast_for(self.device, cfg.train.amp, "train.amp")
+        self.setting = Setting(cfg.preprocess, tuple(cfg.train.roi_size), cfg.train.samples_per_volume,
+                               cfg.train.flip_prob, cfg.eval.sw_batch_size, cfg.eval.overlap, self.device, self.autocast)
+
+        random.seed(cfg.run.seed)
+        np.random.seed(cfg.run.seed)
+        torch.manual_seed(cfg.run.seed)  # same initial decoder weights for scratch and pretrained runs
+        encoder = cfg.model.encoder_config(self._in_channels())
+        self.model = self.task.build_model(encoder, dropout_path_rate=cfg.model.drop_path_rate,
+                                           use_checkpoint=cfg.model.use_checkpoint)
+        self.init_report = "scratch: random initialisation"
+        if cfg.model.init != "scratch":
+            self.init_report = load_encoder_weights(self.model, cfg.model.init, cfg.model.init_which, expected=encoder)
+        self.model.to(self.device)
+        encoder_params = list(self.model.swinViT.parameters())
+        ids = {id(p) for p in encoder_params}
+        rest = [p for p in self.model.parameters() if id(p) not in ids]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": encoder_params, "lr": cfg.train.lr * cfg.train.encoder_lr_scale},
+             {"params": rest, "lr": cfg.train.lr}],
+            weight_decay=cfg.train.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: warmup_cosine(s, cfg.train.warmup_steps, cfg.train.steps))
+        self.step = 0
+
+    def _in_channels(self) -> int:
+        """Input channels of the network: the image channels of the cases (translation: one, its input)."""
+        if self.task.name == "translation":
+            return 1
+        image = self.all_train[0]["image"]
+        return len(image) if isinstance(image, list) else 1
+
+    # ------------------------------------------------------------------ data
+    def _datasets(self):
+        cfg = self.cfg
+        cache_root = cfg.data.cache_dir or self.out / "cache"
+        train, val = self.task.datasets(self.train_cases, self.val_cases, self.setting, cache_root)
+        # Preprocess (and check) every case before training: bad files fail now, naming them.
+        for name, ds in (("train", train), ("val", val)):
+            check_all(ds, cfg.data.workers, f"preprocess {name}", cfg.run.progress)
+        return train, val
+
+    def _train_loader(self, train) -> DataLoader:
+        cfg = self.cfg
+        augment = self.task.augment(self.setting)
+        augment.set_random_state(seed=cfg.run.seed)  # workers are re-seeded by MONAI's DataLoader from `generator`
+        return DataLoader(
+            Dataset(train, transform=augment), batch_size=cfg.train.batch_size, shuffle=True,
+            generator=torch.Generator().manual_seed(cfg.run.seed), num_workers=cfg.data.workers,
+            persistent_workers=cfg.data.workers > 0, pin_memory=self.device.type == "cuda",
+        )
+
+    # ------------------------------------------------------------------ steps
+    def train_step(self, batch: dict) -> dict[str, float]:
+        self.model.train()
+        loss = self.task.loss(self.model, batch, self.setting)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = gradient_norm(self.model.parameters(), self.cfg.train.grad_clip)
+        if not step_is_finite(loss, grad_norm):
+            raise NonFiniteError(describe_step(self.step + 1, {"loss": float(loss.detach())}, float(grad_norm),
+                                               f"Try a lower train.lr (now {self.cfg.train.lr:g}) or train.grad_clip > 0."))
+        lr = self.optimizer.param_groups[1]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return {"loss": float(loss.detach()), "lr": lr}
+
+    def evaluate(self, val) -> dict:
+        """The task's validation scores (the score under ``task.score_key``)."""
+        self.model.eval()
+        scores = self.task.evaluate(self.model, val, self.setting)
+        self.model.train()
+        return scores
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> dict:
+        cfg, key = self.cfg, self.task.score_key
+        # A rerun replaces the earlier run's outputs (metrics.json, written last, goes first); DVCLive clears dvclive/.
+        for name in ("metrics.json", "model.pt", "split.json"):
+            (self.out / name).unlink(missing_ok=True)
+        print(f"task: {self.task.name}; model.init: {self.init_report}", flush=True)
+        train, val = self._datasets()
+        _atomic_json({
+            "source": str(cfg.data.source), "train_key": cfg.data.train_key, "label_ratio": cfg.data.label_ratio,
+            "seed": cfg.run.seed, "available": len(self.all_train),
+            "cases": [{k: str(v) for k, v in c.items()} for c in self.train_cases],
+        }, self.out / "split.json")
+        batches = _forever(self._train_loader(train))
+
+        live = MetricLog(self.out / "dvclive")
+        progress = Progress("finetune", cfg.train.steps, 0, cfg.train.log_every, bar=cfg.run.progress)
+        history, losses, scores = [], [], {}
+        while self.step < cfg.train.steps:
+            metrics = self.train_step(next(batches))
+            losses.append(metrics["loss"])
+            if self.step % cfg.train.log_every == 0 or self.step == cfg.train.steps:
+                live.log(self.step, {"train/loss": metrics["loss"], "train/lr": metrics["lr"]})
+            if (cfg.eval.every and self.step % cfg.eval.every == 0) or self.step == cfg.train.steps:
+                scores = self.evaluate(val)
+                history.append({"step": self.step, key: _json_value(scores[key])})
+                flat = {f"val/{k}": v for k, v in scores.items() if not isinstance(v, dict)}
+                flat.update({f"val/{k}/{name}": v for k, d in scores.items() if isinstance(d, dict) for name, v in d.items()})
+                live.log(self.step, {k: v for k, v in flat.items() if math.isfinite(v)})
+                metrics[key] = scores[key]
+            progress.update(self.step, metrics)
+        progress.close()
+        live.close()
+
+        weights = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        require_finite(weights, "the fine-tuned weights")
+        atomic_save(weights, self.out / "model.pt")
+        result = {
+            "task": self.task.name,
+            "dataset": self.dataset_name,
+            "method": cfg.method,
+            "init_from": None if cfg.model.init == "scratch" else str(cfg.model.init),
+            "label_ratio": cfg.data.label_ratio,
+            "seed": cfg.run.seed,
+            "train_cases": len(self.train_cases),
+            "val_cases": len(self.val_cases),
+            "steps": self.step,
+            **_json_value(scores),
+            "score": {"key": key, "name": self.task.score_name,
+                      "value": _json_value(100 * scores[key] if self.task.percent else scores[key])},
+            "history": history,
+            "train_loss_first_last": [losses[0], losses[-1]],
+            "seconds": time.perf_counter() - self.started,
+        }
+        _atomic_json(result, self.out / "metrics.json")
+        return result
+
+
+def finetune(cfg: FinetuneConfig) -> dict:
+    """Fine-tune as configured; returns the metrics (also written to ``run.out_dir/metrics.json``)."""
+    if not cfg.data.source:
+        raise ValueError("data.source is required: pass --data.source <dataset.json>")
+    return Finetuner(cfg).run()

@@ -1,0 +1,93 @@
+"""The metrics of the four downstream tasks, on tensors of one case or one validation set.
+
+Segmentation: Dice per class (MONAI ``DiceMetric``, ``ignore_empty``). Classification: accuracy and
+macro one-vs-rest ROC AUC (MONAI ``compute_roc_auc``). Reconstruction and translation: PSNR (data
+range = the target's range), SSIM (MONAI ``SSIMMetric``), NRMSE (RMSE / RMS of the target) and MSE,
+each optionally inside a mask (translation: the brain).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from monai.metrics import DiceMetric, SSIMMetric, compute_roc_auc
+from monai.networks.utils import one_hot
+
+
+def dice_per_class(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> np.ndarray:
+    """Dice of classes 1..C-1 for one case from integer maps ``pred`` and ``label`` (same shape, e.g.
+    ``(1, X, Y, Z)``); ``NaN`` where the class is absent from the ground truth (MONAI ``ignore_empty``:
+    such a class is left out of the averages instead of counting as 0 or 1)."""
+    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
+    p = one_hot(pred.reshape(1, 1, *pred.shape[-3:]).long(), num_classes)
+    g = one_hot(label.reshape(1, 1, *label.shape[-3:]).long(), num_classes)
+    return metric(p, g)[0].float().cpu().numpy()
+
+
+def summarize_dice(per_case: list[np.ndarray], names: list[str]) -> tuple[dict[str, float], float]:
+    """Per-class Dice (``nanmean`` over cases) keyed by class name (background excluded) and their
+    ``nanmean``; classes absent from every case are ``NaN`` and left out of the mean."""
+    table = np.stack(per_case).astype(np.float64)  # (cases, C-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns -> NaN
+        per_class = np.nanmean(table, axis=0)
+        mean = float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")
+    return {name: float(v) for name, v in zip(names[1:], per_class)}, mean
+
+
+def accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
+    """Fraction of cases whose arg-max class equals ``target``; ``logits`` (N, K), ``target`` (N,)."""
+    return float((logits.argmax(dim=1) == target).float().mean())
+
+
+def roc_auc(logits: torch.Tensor, target: torch.Tensor) -> float:
+    """Macro one-vs-rest ROC AUC of the softmax scores; ``NaN`` when a class is absent from ``target``
+    (its AUC is undefined)."""
+    k = logits.shape[1]
+    if len(torch.unique(target)) < k:
+        return float("nan")
+    scores = torch.softmax(logits.float(), dim=1)
+    return float(compute_roc_auc(scores, one_hot(target.reshape(-1, 1).long(), k, dim=1), average="macro"))
+
+
+def _masked(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    if mask is None:
+        return pred.reshape(-1), target.reshape(-1)
+    m = mask.expand_as(target).bool()
+    return pred[m], target[m]
+
+
+def mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """Mean squared error over all voxels, or over those where ``mask`` is true (broadcast over channels)."""
+    p, t = _masked(pred.float(), target.float(), mask)
+    return float(((p - t) ** 2).mean())
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """``10 log10(R^2 / MSE)`` in dB with ``R`` = max - min of the target (inside ``mask``)."""
+    p, t = _masked(pred.float(), target.float(), mask)
+    err = float(((p - t) ** 2).mean())
+    data_range = float(t.max() - t.min())
+    return float("inf") if err == 0 else 10.0 * float(np.log10(data_range**2 / err))
+
+
+def nrmse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """RMSE divided by the root mean square of the target (inside ``mask``)."""
+    p, t = _masked(pred.float(), target.float(), mask)
+    return float(torch.sqrt(((p - t) ** 2).mean()) / torch.sqrt((t**2).mean()))
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """3-D SSIM (MONAI, Gaussian 7-voxel window) of ``(C, X, Y, Z)`` volumes with data range = the target's;
+    with ``mask`` both are set to the target's minimum outside it first. Mean over channels."""
+    pred, target = pred.float(), target.float()
+    if mask is not None:
+        m = mask.expand_as(target).bool()
+        low = target[m].min()
+        pred, target = torch.where(m, pred, low), torch.where(m, target, low)
+    data_range = float(target.max() - target.min()) or 1.0
+    win = max(3, min(7, *target.shape[-3:]) // 2 * 2 - 1)  # odd, no larger than the volume
+    metric = SSIMMetric(spatial_dims=3, data_range=data_range, win_size=win)
+    return float(metric(pred.reshape(-1, 1, *pred.shape[-3:]), target.reshape(-1, 1, *target.shape[-3:])).mean())

@@ -1,0 +1,78 @@
+"""Reconstruction: low-dose PET -> full-dose PET with SwinUNETR (one channel in, one out).
+
+Both volumes are divided by the mean of the low-dose image's non-zero voxels (the only scale known at
+inference), so prediction and target share units; training minimises the L1 error on random ROI
+crops, validation predicts whole volumes by sliding windows. Scores: PSNR, SSIM and NRMSE.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from monai.transforms import Compose, MapTransform, Orientationd, Spacingd, SpatialPadd
+
+from ...data.preprocess import LoadVolumed
+from ...data.volumes import TransformedCases, plain
+from ...export import swinunetr_for
+from ...models.encoder import EncoderConfig
+from ..metrics import nrmse, psnr, ssim
+from .common import Setting, infer, random_crops
+
+KEYS = ["image", "target"]
+_VERSION = 1  # bump when the preprocessing below changes its output
+
+
+class ScaleByImaged(MapTransform):
+    """Divide ``image`` and ``target`` by the mean of the image's non-zero voxels (shape unchanged)."""
+
+    def __init__(self) -> None:
+        super().__init__(KEYS)
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        image = d["image"]
+        scale = image[image != 0].abs().mean().clamp_min(1e-6)
+        d["image"], d["target"] = image / scale, d["target"] / scale
+        return d
+
+
+class Reconstruction:
+    name = "reconstruction"
+    roles = ("image", "target")
+    score_key, score_name, percent = "psnr", "PSNR dB", False
+
+    def __init__(self, doc: dict, source: Path, data) -> None:
+        self.loss_fn = torch.nn.L1Loss()
+
+    def datasets(self, train: list[dict], val: list[dict], s: Setting, cache_root: Path):
+        cfg = s.preprocess
+        steps: list = [LoadVolumed(KEYS), Orientationd(KEYS, axcodes=cfg.orientation, labels=None)]
+        if cfg.spacing is not None:
+            steps.append(Spacingd(KEYS, pixdim=cfg.spacing, mode="bilinear"))
+        steps += [SpatialPadd(KEYS, spatial_size=s.roi_size, mode="constant", value=0), ScaleByImaged()]
+        name, extra = f"rec{_VERSION}-{cfg.cache_key()}", {"min_size": list(s.roi_size)}
+        return (TransformedCases(train, Compose(steps), cache_root, name, extra),
+                TransformedCases(val, Compose(steps), cache_root, name, extra))
+
+    def augment(self, s: Setting) -> Compose:
+        return random_crops(KEYS, s)
+
+    def build_model(self, encoder: EncoderConfig, **kwargs) -> torch.nn.Module:
+        return swinunetr_for(encoder, out_channels=1, **kwargs)
+
+    def loss(self, model: torch.nn.Module, batch: dict, s: Setting) -> torch.Tensor:
+        image = plain(batch["image"]).to(s.device, torch.float32, non_blocking=True)
+        target = plain(batch["target"]).to(s.device, torch.float32, non_blocking=True)
+        with s.autocast():
+            pred = model(image)
+        return self.loss_fn(pred.float(), target)
+
+    def evaluate(self, model: torch.nn.Module, val, s: Setting) -> dict:
+        scores = []
+        for i in range(len(val)):
+            item = val[i]
+            pred, target = infer(model, item["image"], s)[0].cpu(), plain(item["target"]).float()
+            scores.append((psnr(pred, target), ssim(pred, target), nrmse(pred, target)))
+        psnr_, ssim_, nrmse_ = (sum(v) / len(v) for v in zip(*scores))
+        return {"psnr": psnr_, "ssim": ssim_, "nrmse": nrmse_}

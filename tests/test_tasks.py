@@ -1,0 +1,134 @@
+"""The downstream tasks: each metric against a small hand computation, each engine trains a few steps."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from s2dc.cli import main
+from s2dc.downstream import metrics
+
+from conftest import TINY_FT
+
+pytestmark = pytest.mark.usefixtures("in_tmp_path")  # DVCLive would otherwise `dvc init` the repository
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_accuracy_and_auc_against_hand_computations():
+    target = torch.tensor([0, 0, 1, 1])
+    perfect = torch.tensor([[2.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
+    assert metrics.accuracy(perfect, target) == 1.0 and metrics.roc_auc(perfect, target) == 1.0
+    assert metrics.accuracy(perfect.flip(1), target) == 0.0 and metrics.roc_auc(perfect.flip(1), target) == 0.0
+    # scores of class 1 (softmax is monotone in the logit difference): 0.1, 0.6, 0.4, 0.9 -> of the 4
+    # (negative, positive) pairs, 3 are ordered right: AUC 0.75 for class 1 and, mirrored, for class 0.
+    diff = torch.tensor([0.1, 0.6, 0.4, 0.9])
+    logits = torch.stack([torch.zeros(4), diff], dim=1)
+    assert metrics.roc_auc(logits, target) == pytest.approx(0.75)
+    assert metrics.accuracy(torch.stack([torch.full((4,), 0.5), diff], dim=1), target) == 0.5
+    assert math.isnan(metrics.roc_auc(logits, torch.tensor([1, 1, 1, 1])))  # undefined with one class
+
+
+def test_psnr_nrmse_mse_ssim_against_hand_computations():
+    target = torch.zeros(1, 8, 8, 8)
+    target[0, 2:6, 2:6, 2:6] = 1.0  # range 1
+    off = target + 0.1  # error 0.1 everywhere
+    assert metrics.mse(off, target) == pytest.approx(0.01)
+    assert metrics.psnr(off, target) == pytest.approx(20.0, abs=1e-4)  # 10 log10(1 / 0.01)
+    # RMS of the target = sqrt(64 / 512); RMSE 0.1
+    assert metrics.nrmse(off, target) == pytest.approx(0.1 / math.sqrt(64 / 512), rel=1e-5)
+    assert metrics.psnr(target, target) == math.inf and metrics.ssim(target, target) == pytest.approx(1.0, abs=1e-5)
+    assert metrics.ssim(torch.zeros_like(target), target) < 0.2
+    # inside a mask only: errors outside do not count
+    mask = target > 0
+    wrong_outside = torch.where(mask, target, torch.full_like(target, 5.0))
+    assert metrics.mse(wrong_outside, target, mask) == 0.0
+    assert metrics.mse(wrong_outside, target) == pytest.approx(25 * (512 - 64) / 512)
+    assert metrics.ssim(wrong_outside, target, mask) == pytest.approx(1.0, abs=1e-5)
+
+
+# ----------------------------------------------------------------------------- engines
+
+
+def _save(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(array, np.float32), np.eye(4)), str(path))
+    return path.name
+
+
+def _blob(rng, at, shape=(64, 32, 32)):
+    """A bright box at x-offset ``at`` in a dim, noisy volume (positive, zero border: MR/PET-like)."""
+    a = np.zeros(shape, np.float32)
+    a[4:-4, 4:-4, 4:-4] = 1.0 + 0.1 * rng.random((shape[0] - 8, shape[1] - 8, shape[2] - 8))
+    a[at : at + 12, 10:22, 10:22] += 3.0
+    return a
+
+
+def _run(tmp_path, doc, steps=3, *extra):
+    js = tmp_path / "data" / "dataset.json"
+    js.write_text(json.dumps(doc))
+    config = tmp_path / "ft.yaml"
+    config.write_text(yaml.safe_dump({**TINY_FT, "train": {**TINY_FT["train"], "steps": steps, "warmup_steps": 1}}))
+    out = tmp_path / "run"
+    rc = main(["finetune", "--config", str(config), "--data.source", str(js), "--run.out_dir", str(out),
+               "--preprocess.intensity", "zscore", "--preprocess.crop_foreground", "false", *extra])
+    assert rc == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_classification_engine_trains_and_scores(tmp_path):
+    rng = np.random.default_rng(0)
+    entries = []
+    for i in range(8):
+        name = _save(tmp_path / "data" / "img" / f"c{i}.nii.gz", _blob(rng, 6 if i % 2 == 0 else 40))
+        entries.append({"id": f"c{i}", "image": f"img/{name}", "class": i % 2})
+    doc = {"name": "blobs", "task": "classification", "classes": ["left", "right"],
+           "training": entries[:6], "validation": entries[6:]}
+    m = _run(tmp_path, doc)
+    assert m["task"] == "classification" and m["steps"] == 3 and m["val_cases"] == 2
+    assert 0.0 <= m["accuracy"] <= 1.0 and (m["auc"] is None or 0.0 <= m["auc"] <= 1.0)
+    assert m["score"] == {"key": "accuracy", "name": "accuracy", "value": pytest.approx(100 * m["accuracy"])}
+    assert math.isfinite(m["train_loss_first_last"][1])
+
+
+def test_reconstruction_engine_trains_and_scores(tmp_path):
+    rng = np.random.default_rng(1)
+    entries = []
+    for i in range(4):
+        full = _blob(rng, 10 + 6 * i)
+        low = rng.poisson(full * 4) / 4.0
+        entries.append({"id": f"r{i}", "image": f"img/{_save(tmp_path / 'data' / 'img' / f'low{i}.nii.gz', low)}",
+                        "target": f"img/{_save(tmp_path / 'data' / 'img' / f'full{i}.nii.gz', full)}"})
+    doc = {"name": "doses", "task": "reconstruction", "training": entries[:3], "validation": entries[3:]}
+    m = _run(tmp_path, doc)
+    assert m["task"] == "reconstruction" and set(m) >= {"psnr", "ssim", "nrmse"}
+    assert math.isfinite(m["psnr"]) and -1 <= m["ssim"] <= 1 and m["nrmse"] > 0
+    assert m["score"]["key"] == "psnr" and m["score"]["value"] == pytest.approx(m["psnr"])
+
+
+def test_translation_engine_trains_and_scores(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    entries = []
+    for i in range(4):
+        t1 = _blob(rng, 8 + 8 * i)
+        channels = {"t1": t1, "t2": np.where(t1 > 0, 5.0 - t1, 0.0), "flair": np.sqrt(t1)}
+        entries.append({"id": f"b{i}", "image": [
+            f"img/{_save(tmp_path / 'data' / 'img' / f'b{i}_{c}.nii.gz', a)}" for c, a in channels.items()]})
+    doc = {"name": "brains", "task": "translation", "modality": {"0": "t1", "1": "t2", "2": "flair"},
+           "training": entries[:3], "validation": entries[3:]}
+    m = _run(tmp_path, doc, 3, "--data.input_channel", "t2")
+    assert m["task"] == "translation" and set(m) >= {"psnr", "ssim", "mse"}
+    assert math.isfinite(m["psnr"]) and m["mse"] > 0
+    state = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert state["out.conv.conv.weight"].shape[0] == 2  # predicts the two other sequences
+    rc = main(["finetune", "--data.source", str(tmp_path / "data" / "dataset.json"), "--data.input_channel", "t1ce",
+               "--run.out_dir", str(tmp_path / "bad")])
+    assert rc == 2 and "data.input_channel must be one of the dataset's sequences ['t1', 't2', 'flair'], got 't1ce'" \
+        in capsys.readouterr().err
