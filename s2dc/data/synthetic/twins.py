@@ -15,6 +15,8 @@ from typing import Callable
 import numpy as np
 
 from .abdomen import ct_phantom
+from .brain_pet import brain_pet
+from .torso_pet import torso_pet
 
 
 @dataclass
@@ -46,7 +48,32 @@ def _btcv(seed: int, shape: tuple[int, int, int], index: int) -> Case:
     return Case(image[None], label=labels)
 
 
+def _pet_pool(seed: int, shape: tuple[int, int, int], index: int) -> Case:
+    if index % 4 == 3:  # a quarter of the pool: brain PET (ADNI), class drawn from the seed
+        return Case(brain_pet(seed, shape).scan.image[None])
+    return Case(torso_pet(seed, shape, lesions=(0, 3)).scans[0].image[None])
+
+
+def _autopet(seed: int, shape: tuple[int, int, int], index: int) -> Case:
+    pet = torso_pet(seed, shape, lesions=(1, 4))
+    return Case(pet.scans[0].image[None], label=pet.lesions)
+
+
+def _adni(seed: int, shape: tuple[int, int, int], index: int) -> Case:
+    klass = index % 2  # ("CN", "AD")
+    return Case(brain_pet(seed, shape, ad=bool(klass)).scan.image[None], klass=klass)
+
+
+def _udpet(seed: int, shape: tuple[int, int, int], index: int) -> Case:
+    pet = torso_pet(seed, shape, lesions=(0, 2), dose_fractions=(0.25, 1.0))
+    return Case(pet.scans[0].image[None], target=pet.scans[1].image)
+
+
 TWINS: dict[str, Twin] = {
     "ct_pool": Twin(_ct_pool, "Synthetic abdominal CT phantoms (unlabelled pretraining pool)"),
     "btcv": Twin(_btcv, "Synthetic abdominal CT phantoms with 13 BTCV organ labels (BTCV twin)"),
+    "pet_pool": Twin(_pet_pool, "Synthetic FDG-PET pool: torso phantoms at full dose (3 in 4) and brain PET (1 in 4)"),
+    "autopet": Twin(_autopet, "Synthetic torso FDG-PET (SUV) with 1-4 hot lesions among physiological uptake (AutoPET twin)"),
+    "adni": Twin(_adni, "Synthetic brain FDG-PET, CN vs AD (temporo-parietal / posterior cingulate hypometabolism) (ADNI twin)"),
+    "udpet": Twin(_udpet, "Synthetic torso FDG-PET at 1/4 dose (image) and full dose (target) (UDPET twin)"),
 }
