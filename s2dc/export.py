@@ -37,9 +37,25 @@ def load_pretrained_encoder(model: SwinUNETR, path: str | Path) -> str:
     return _load_swinvit_strictly(model, {k[len(PREFIX):]: v for k, v in weights.items()}, path)
 
 
+_PATCH = "patch_embed.proj.weight"
+
+
+def _inflate_channels(encoder: dict, target: dict) -> tuple[dict, str]:
+    """A one-channel encoder for a C-channel model: the patch embedding ``(F, 1, p, p, p)`` repeated over the C
+    channels and divided by C, so an image whose channels are all equal gives the one-channel features."""
+    have, want = encoder.get(_PATCH), target.get(_PATCH)
+    if have is None or want is None or have.shape[1] != 1 or want.shape[1] == 1 or have.shape[0] != want.shape[0]:
+        return encoder, ""
+    channels = want.shape[1]
+    inflated = {**encoder, _PATCH: have.repeat(1, channels, 1, 1, 1) / channels}
+    return inflated, f"; input channels 1 -> {channels} (patch embedding repeated and divided by {channels})"
+
+
 def _load_swinvit_strictly(model: SwinUNETR, encoder: dict, path: str | Path) -> str:
-    """``model.swinViT.load_state_dict(encoder, strict=True)`` after a check that lists every mismatch."""
+    """``model.swinViT.load_state_dict(encoder, strict=True)`` after a check that lists every mismatch (a
+    one-channel encoder is first inflated to a multi-channel model's input, see :func:`_inflate_channels`)."""
     target = model.swinViT.state_dict()
+    encoder, inflated = _inflate_channels(encoder, target)
     missing = sorted(set(target) - set(encoder))
     unexpected = sorted(set(encoder) - set(target))
     shape = sorted(k for k in set(target) & set(encoder) if target[k].shape != encoder[k].shape)
@@ -51,7 +67,8 @@ def _load_swinvit_strictly(model: SwinUNETR, encoder: dict, path: str | Path) ->
     require_finite(encoder, f"encoder weights in '{path}'")
     model.swinViT.load_state_dict(encoder, strict=True)
     count = sum(v.numel() for v in encoder.values())
-    return f"loaded {len(encoder)} tensors ({count:,} values) into SwinUNETR.swinViT; missing keys: none; unexpected keys: none"
+    return (f"loaded {len(encoder)} tensors ({count:,} values) into SwinUNETR.swinViT; missing keys: none; "
+            f"unexpected keys: none{inflated}")
 
 
 # Encoder options that change the encoder's weights (names and shapes).
@@ -63,7 +80,8 @@ def _check_sizes(found: dict | None, expected: EncoderConfig | None, path: str |
     if found is None or expected is None:
         return
     want = expected.to_dict()
-    differ = [f for f in SIZE_FIELDS if f in found and _as_list(found[f]) != _as_list(want[f])]
+    differ = [f for f in SIZE_FIELDS if f in found and _as_list(found[f]) != _as_list(want[f])
+              and not (f == "in_channels" and found[f] == 1)]  # one channel is inflated to several
     if differ:
         have = ", ".join(f"{f}={_as_list(found[f])}" for f in differ)
         need = ", ".join(f"{f}={_as_list(want[f])}" for f in differ)

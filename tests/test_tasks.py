@@ -132,3 +132,66 @@ def test_translation_engine_trains_and_scores(tmp_path, capsys):
                "--run.out_dir", str(tmp_path / "bad")])
     assert rc == 2 and "data.input_channel must be one of the dataset's sequences ['t1', 't2', 'flair'], got 't1ce'" \
         in capsys.readouterr().err
+
+
+def test_a_one_channel_encoder_is_inflated_for_several_channels(tmp_path):
+    """A four-sequence model starts from a one-channel (e.g. T1w-pretrained) encoder: on an image whose four
+    channels are equal, its encoder gives exactly the one-channel encoder's features."""
+    from s2dc.export import load_encoder_weights, swinunetr_for
+    from s2dc.models.encoder import EncoderConfig
+
+    one = EncoderConfig(in_channels=1, feature_size=12, num_heads=(1, 2, 3, 4), window_size=4)
+    torch.manual_seed(0)
+    source = swinunetr_for(one)
+    path = tmp_path / "enc.pt"
+    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in source.swinViT.state_dict().items()},
+                "encoder": one.to_dict()}, path)
+    four = EncoderConfig(**{**one.to_dict(), "in_channels": 4})
+    target = swinunetr_for(four)
+    report = load_encoder_weights(target, path, expected=four)
+    assert "input channels 1 -> 4" in report
+    x = torch.rand(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        want = source.swinViT(x)[-1]
+        got = target.swinViT(x.repeat(1, 4, 1, 1, 1))[-1]
+    assert torch.allclose(got, want, atol=1e-5)
+    # two channels in the file and four in the model stay an error
+    two = EncoderConfig(**{**one.to_dict(), "in_channels": 2})
+    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in swinunetr_for(two).swinViT.state_dict().items()},
+                "encoder": two.to_dict()}, path)
+    with pytest.raises(ValueError, match="in_channels=2"):
+        load_encoder_weights(swinunetr_for(four), path, expected=four)
+
+
+def test_dice_per_region_against_a_hand_computation():
+    target = torch.zeros(1, 2, 4, 4, 4)
+    target[0, 0, :2] = 1  # region 0: 32 voxels
+    pred = torch.zeros_like(target)
+    pred[0, 0, :1] = 1  # 16 voxels, all inside: Dice = 2 * 16 / (16 + 32)
+    pred[0, 1, 0, 0, 0] = 1  # region 1 absent from the ground truth: NaN (left out of means)
+    got = metrics.dice_per_region(pred, target)
+    assert got[0] == pytest.approx(2 * 16 / 48) and math.isnan(got[1])
+
+
+def test_region_segmentation_trains_on_brats_like_labels(tmp_path):
+    """Labels {0, 1, 2, 4} with BraTS regions: one sigmoid channel per region, Dice per region."""
+    rng = np.random.default_rng(3)
+    entries = []
+    for i in range(4):
+        image = _blob(rng, 10 + 8 * i)
+        label = np.zeros(image.shape, np.float32)
+        label[10 + 8 * i - 2 : 10 + 8 * i + 14, 8:24, 8:24] = 2  # edema around
+        label[10 + 8 * i : 10 + 8 * i + 12, 10:22, 10:22] = 4  # enhancing
+        label[10 + 8 * i + 4 : 10 + 8 * i + 8, 14:18, 14:18] = 1  # necrotic core
+        entries.append({"id": f"t{i}", "image": [f"img/{_save(tmp_path / 'data' / 'img' / f't{i}_{c}.nii.gz', image * (c + 1))}"
+                                                 for c in range(2)],
+                        "label": f"img/{_save(tmp_path / 'data' / 'img' / f't{i}_seg.nii.gz', label)}"})
+    doc = {"name": "tumours", "task": "segmentation",
+           "labels": {"0": "background", "1": "necrosis", "2": "edema", "4": "enhancing"},
+           "regions": {"tumour core": [1, 4], "whole tumour": [1, 2, 4], "enhancing tumour": [4]},
+           "training": entries[:3], "validation": entries[3:]}
+    m = _run(tmp_path, doc)
+    assert set(m["dice_per_class"]) == {"tumour core", "whole tumour", "enhancing tumour"}
+    assert all(0 <= v <= 1 for v in m["dice_per_class"].values())
+    state = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert state["out.conv.conv.weight"].shape[0] == 3 and state["swinViT.patch_embed.proj.weight"].shape[1] == 2

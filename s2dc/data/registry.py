@@ -103,6 +103,7 @@ class DatasetSpec:
     layout: str
     layout_source: str
     labels: Mapping[int, str] = field(default_factory=dict)
+    regions: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     archives: tuple[Archive, ...] = ()
     paper: tuple[PaperScore, ...] = ()
     notes: str = ""
@@ -127,7 +128,11 @@ class DatasetSpec:
             raise ValueError(f"{where}: classification needs at least two classes")
         if self.task == "segmentation" and self.labels.get(0) != "background":
             raise ValueError(f"{where}: segmentation labels must map 0 to 'background'")
+        if self.regions and (tuple(self.regions) != self.outputs
+                             or not all(set(v) <= set(self.labels) - {0} for v in self.regions.values())):
+            raise ValueError(f"{where}: regions must be the outputs, each a set of non-background label values")
         object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
+        object.__setattr__(self, "regions", MappingProxyType(dict(self.regions)))
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -293,7 +298,8 @@ CC-CCII/
     DatasetSpec(
         name="brats21", title="BraTS 2021", task="segmentation", modality="MRI",
         channels=("t1", "t1ce", "t2", "flair"), labels=_BRATS21_LABELS,
-        outputs=("tumour core", "whole tumour", "enhancing tumour"), preset="mri_zscore", access="registration",
+        outputs=("tumour core", "whole tumour", "enhancing tumour"),
+        regions={"tumour core": (1, 4), "whole tumour": (1, 2, 4), "enhancing tumour": (4,)}, preset="mri_zscore", access="registration",
         where="https://www.synapse.org/#!Synapse:syn27046444/wiki/616992 (RSNA-ASNR-MICCAI BraTS 2021)",
         licence="BraTS 2021 data terms (not verified)",
         layout="""

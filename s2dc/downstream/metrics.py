@@ -26,6 +26,13 @@ def dice_per_class(pred: torch.Tensor, label: torch.Tensor, num_classes: int) ->
     return metric(p, g)[0].float().cpu().numpy()
 
 
+def dice_per_region(pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    """Dice of each region channel for one case from boolean/0-1 maps ``pred`` and ``target`` ``(1, R, ...)``;
+    ``NaN`` where the region is absent from the ground truth (``ignore_empty``)."""
+    metric = DiceMetric(include_background=True, reduction="none", ignore_empty=True)
+    return metric(pred.float(), target.float())[0].float().cpu().numpy()
+
+
 def summarize_dice(per_case: list[np.ndarray], names: list[str]) -> tuple[dict[str, float], float]:
     """Per-class Dice (``nanmean`` over cases) keyed by class name (background excluded) and their
     ``nanmean``; classes absent from every case are ``NaN`` and left out of the mean."""

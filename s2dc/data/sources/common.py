@@ -6,7 +6,8 @@ copied or modified (a converter that must make new files, e.g. volumes from CC-C
 them under the output folder). Its keys: ``name``, ``description``, ``task``, ``modality``
 {"0": channel, ...}, ``labels`` (segmentation: {"0": "background", ...} with the values of the
 release's label files), ``classes`` (classification: the names of class 0..K-1), ``training`` and
-``validation`` lists of entries, and a ``source`` section saying what was converted from where.
+``validation`` lists of entries, ``regions`` (segmentation into overlapping regions, e.g. BraTS:
+{"whole tumour": [1, 2, 4], ...}), and a ``source`` section saying what was converted from where.
 
 One entry is one case; its roles by task:
 
@@ -102,6 +103,8 @@ def write_common(out_dir: Path, spec: DatasetSpec, training: list[dict[str, Any]
     }
     if spec.labels:
         doc["labels"] = {str(k): v for k, v in sorted(spec.labels.items())}
+    if spec.regions:
+        doc["regions"] = {name: list(values) for name, values in spec.regions.items()}
     if spec.task == "classification":
         doc["classes"] = list(spec.outputs)
     doc["training"] = [rel(e) for e in training]

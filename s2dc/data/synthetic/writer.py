@@ -150,6 +150,8 @@ def write_dataset(
             if spec.labels:
                 meta["mean_voxels"] = {spec.labels[k]: round(float(counts[k]) / cases, 1) for k in label_values if k}
                 doc["labels"] = {str(k): v for k, v in sorted(spec.labels.items())}
+            if spec.regions:
+                doc["regions"] = {name: list(values) for name, values in spec.regions.items()}
             if spec.task == "classification":
                 doc["classes"] = list(spec.outputs)
             doc["numTraining"] = cases - n_val

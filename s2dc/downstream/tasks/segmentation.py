@@ -1,8 +1,10 @@
-"""Segmentation: SwinUNETR, DiceCE loss, Dice per class (the release's BTCV protocol).
+"""Segmentation: SwinUNETR, DiceCE loss, Dice per class (the release's BTCV protocol) or per region.
 
 Training crops are centred on foreground or background with equal odds (``RandCropByPosNegLabeld``),
 then flipped; validation is sliding-window inference, arg-max, Dice per class (``ignore_empty``) and
-its mean over the classes.
+its mean over the classes. A dataset.json with ``regions`` (BraTS: tumour core = labels {1, 4}, whole
+tumour = {1, 2, 4}, enhancing tumour = {4}) is segmented into those overlapping regions instead: one
+sigmoid channel each, Dice + binary cross-entropy, Dice per region of the thresholded (> 0.5) maps.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from monai.losses import DiceCELoss
 from monai.transforms import Compose, RandCropByPosNegLabeld, RandFlipd
 
 from ...data.datalist import class_names
+from ...data.errors import DataError
 from ...data.volumes import LabelledCases, plain
 from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
-from ..metrics import dice_per_class, summarize_dice
+from ..metrics import dice_per_class, dice_per_region, summarize_dice
 from .common import Setting, infer
 
 KEYS = ["image", "label"]
@@ -29,9 +32,23 @@ class Segmentation:
     score_key, score_name, percent = "dice_mean", "Dice", True
 
     def __init__(self, doc: dict, source: Path, data) -> None:
-        self.names = class_names(doc, source)
-        self.num_classes = len(self.names)
-        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+        regions = doc.get("regions")
+        if regions:
+            self.regions = _regions(regions, doc, source)
+            self.names = ["background", *self.regions]
+            self.num_classes = max(v for values in self.regions.values() for v in values) + 1  # label values
+            self.out_channels = len(self.regions)
+            self.loss_fn = DiceCELoss(sigmoid=True)
+        else:
+            self.regions = {}
+            self.names = class_names(doc, source)
+            self.num_classes = self.out_channels = len(self.names)
+            self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+
+    def region_maps(self, label: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, ...)`` label values -> ``(B, R, ...)`` float masks of the regions."""
+        return torch.cat([torch.isin(label, torch.tensor(v, device=label.device)) for v in self.regions.values()],
+                         dim=1).float()
 
     def datasets(self, train: list[dict], val: list[dict], s: Setting, cache_root: Path):
         return (LabelledCases(train, s.preprocess, s.roi_size, self.num_classes, cache_root),
@@ -46,20 +63,34 @@ class Segmentation:
         ])
 
     def build_model(self, encoder: EncoderConfig, **kwargs) -> torch.nn.Module:
-        return swinunetr_for(encoder, out_channels=self.num_classes, **kwargs)
+        return swinunetr_for(encoder, out_channels=self.out_channels, **kwargs)
 
     def loss(self, model: torch.nn.Module, batch: dict, s: Setting) -> torch.Tensor:
         image = plain(batch["image"]).to(s.device, torch.float32, non_blocking=True)
         label = plain(batch["label"]).to(s.device, non_blocking=True).long()
         with s.autocast():
             logits = model(image)
-        return self.loss_fn(logits.float(), label)
+        return self.loss_fn(logits.float(), self.region_maps(label) if self.regions else label)
 
     def evaluate(self, model: torch.nn.Module, val, s: Setting) -> dict:
         per_case = []
         for i in range(len(val)):
             item = val[i]
-            pred = infer(model, item["image"], s).argmax(dim=1)
-            per_case.append(dice_per_class(pred.cpu(), plain(item["label"]), self.num_classes))
+            logits, label = infer(model, item["image"], s).cpu(), plain(item["label"])
+            if self.regions:
+                per_case.append(dice_per_region(logits > 0, self.region_maps(label[None].long())))
+            else:
+                per_case.append(dice_per_class(logits.argmax(dim=1), label, self.num_classes))
         per_class, mean = summarize_dice(per_case, self.names)
         return {"dice_mean": mean, "dice_per_class": per_class}
+
+
+def _regions(regions, doc: dict, source: Path) -> dict[str, tuple[int, ...]]:
+    """``{"name": [label values]}`` of a dataset.json, checked against its ``labels``."""
+    labels = {int(k) for k in doc.get("labels", {})}
+    ok = isinstance(regions, dict) and all(
+        isinstance(v, list) and v and all(isinstance(x, int) and x in labels - {0} for x in v) for v in regions.values())
+    if not ok:
+        raise DataError(f"'regions' of dataset json '{source}' must map each region to a list of its non-background "
+                        f"label values {sorted(labels - {0})}, got {regions!r}")
+    return {str(k): tuple(v) for k, v in regions.items()}
