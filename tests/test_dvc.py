@@ -115,16 +115,16 @@ def test_dvcignore_leaves_out_scratch_of_every_scale(tmp_path):
         "results/quick/pretrain/CT/runs/0123456789/checkpoints/step_00000200.pt",
         "results/quick/pretrain/CT/runs/0123456789/dvclive/metrics.json",
         "results/quick/cache/finetune/seg1-0123/a.pt",
-        "results/smoke/finetune/btcv/s2dc/labels50pct/seed0/cache/seg1-0123/a.pt",
-        "results/paper/finetune/btcv/s2dc/labels10pct/seed0/model.pt",
+        "results/smoke/finetune/segmentation/btcv/s2dc/labels50pct/seed0/cache/seg1-0123/a.pt",
+        "results/paper/finetune/segmentation/btcv/s2dc/labels10pct/seed0/model.pt",
     ]
     versioned = [
         "resources/quick/btcv/imagesTr/case_0000.nii.gz",
         "results/quick/pretrain/CT/encoder.pt",
         "results/quick/pretrain/CT/summary.json",
-        "results/quick/finetune/btcv/s2dc/labels10pct/seed0/metrics.json",
-        "results/quick/finetune/btcv/s2dc/labels10pct/seed0/split.json",
-        "results/quick/finetune/btcv/s2dc/labels10pct/seed0/dvclive/metrics.json",
+        "results/quick/finetune/segmentation/btcv/s2dc/labels10pct/seed0/metrics.json",
+        "results/quick/finetune/segmentation/btcv/s2dc/labels10pct/seed0/split.json",
+        "results/quick/finetune/segmentation/btcv/s2dc/labels10pct/seed0/dvclive/metrics.json",
         "results/quick/probe/btcv.json",
     ]
     shutil.copytree(REPO / ".dvc", tmp_path / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))

@@ -46,7 +46,7 @@ def results_of(workdir: Path) -> dict:
     """Every number the smoke DAG reports: the nested benchmark metrics and each run's Dice and probe."""
     results = workdir / "results" / "smoke"
     out = {"benchmark": json.loads((results / "metrics.json").read_text())}
-    for path in sorted(results.glob("finetune/*/*/*/*/metrics.json")):
+    for path in sorted(results.glob("finetune/*/*/*/*/*/metrics.json")):
         run = json.loads(path.read_text())
         out[str(path.relative_to(results))] = [run["dice_mean"], run["dice_per_class"], run["train_loss_first_last"]]
     out["probe"] = json.loads((results / "probe" / "btcv.json").read_text())["encoders"]
@@ -60,10 +60,10 @@ def test_smoke_dag_runs_is_incremental_and_reruns_only_what_changed(smoke_run):
     table = pd.read_csv(results / "benchmark.csv")
     assert sorted(table.method) == ["s2dc", "scratch"]
     assert (table.seeds == 1).all() and table["mean"].between(0, 100).all()
-    assert "| synthetic_btcv | segmentation |" in (results / "benchmark.md").read_text()
+    assert "| synthetic_btcv | segmentation | Dice |" in (results / "benchmark.md").read_text()
     nested = json.loads((results / "metrics.json").read_text())
     for method in ("scratch", "s2dc"):
-        run = json.loads((results / "finetune/btcv" / method / "labels50pct/seed0/metrics.json").read_text())
+        run = json.loads((results / "finetune/segmentation/btcv" / method / "labels50pct/seed0/metrics.json").read_text())
         assert run["method"] == method and 0 <= run["dice_mean"] <= 1
         assert nested["synthetic_btcv"][method]["labels_50%"]["mean"] == pytest.approx(100 * run["dice_mean"], abs=1e-3)
     assert run["init_from"].endswith("results/smoke/pretrain/CT/encoder.pt")
@@ -76,7 +76,7 @@ def test_smoke_dag_runs_is_incremental_and_reruns_only_what_changed(smoke_run):
     sizes = {k: v for k, v in smoke["pretrain"]["options"]["encoder"].items() if k != "token_stage"}
     report = load_pretrained_encoder(swinunetr_for(EncoderConfig(**sizes), out_channels=14), results / "pretrain/CT/encoder.pt")
     assert "missing keys: none" in report
-    for log in ("data/btcv.log", "pretrain/CT.log", "finetune/btcv_s2dc_labels50pct_seed0.log", "probe/btcv.log",
+    for log in ("data/btcv.log", "pretrain/CT.log", "finetune/segmentation/btcv_s2dc_labels50pct_seed0.log", "probe/btcv.log",
                 "benchmark_table.log"):
         assert (tmp_path / "logs" / "smoke" / log).is_file(), log
     assert (tmp_path / "benchmarks" / "smoke" / "pretrain" / "CT.tsv").is_file()
@@ -99,7 +99,7 @@ def test_job_logs_show_progress(smoke_run):
     steps = PARAMS["scales"]["smoke"]["pretrain"]["options"]["optim"]["steps"]
     for step in range(1, steps + 1):
         assert f"pretrain step {step}/{steps} loss " in pretrain
-    finetune = (logs / "finetune" / "btcv_s2dc_labels50pct_seed0.log").read_text()
+    finetune = (logs / "finetune" / "segmentation" / "btcv_s2dc_labels50pct_seed0.log").read_text()
     steps = PARAMS["scales"]["smoke"]["finetune"]["options"]["train"]["steps"]
     assert all(f"finetune step {step}/{steps} loss " in finetune for step in range(1, steps + 1))
     assert "left" in finetune

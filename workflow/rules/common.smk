@@ -75,6 +75,22 @@ def modality_of(dataset: str) -> str:
     return registry.get(dataset).modality
 
 
+def task_of(dataset: str) -> str:
+    return registry.get(dataset).task
+
+
+def preset_options(dataset: str) -> str:
+    """The intensity options of a dataset's registry preset (CT window, 8-bit scale or z-score), e.g.
+    '--preprocess.intensity ct --preprocess.a_min -175.0 --preprocess.a_max 250.0'; params.yaml options that
+    follow them on the command line override them."""
+    from s2dc.data.preprocess import PreprocessConfig
+
+    cfg = PreprocessConfig.from_preset(registry.get(dataset).preset)
+    fields = {"intensity": cfg.intensity} if cfg.intensity == "zscore" else {
+        "intensity": cfg.intensity, "a_min": cfg.a_min, "a_max": cfg.a_max}
+    return cli_options({"preprocess": fields})
+
+
 def pool_json(modality: str) -> str:
     """dataset.json of the pretraining pool of a modality."""
     return dataset_json(registry.pool_for(modality))
@@ -107,7 +123,7 @@ CODE = {
 
 
 def finetune_dir(dataset, method, pct, seed) -> str:
-    return f"{RESULTS}/finetune/{dataset}/{method}/labels{pct}pct/seed{seed}"
+    return f"{RESULTS}/finetune/{task_of(dataset)}/{dataset}/{method}/labels{pct}pct/seed{seed}"
 
 
 def finetune_targets() -> list[str]:
@@ -118,8 +134,10 @@ def finetune_targets() -> list[str]:
 
 
 def probe_targets() -> list[str]:
-    """Probe results of every experiment dataset whose modality has an encoder."""
-    return [f"{RESULTS}/probe/{d}.json" for d in EXP["datasets"] if modality_of(d) in MODALITIES]
+    """Probe results of every experiment segmentation dataset (into classes, not overlapping regions) whose
+    modality has an encoder."""
+    return [f"{RESULTS}/probe/{d}.json" for d in EXP["datasets"]
+            if modality_of(d) in MODALITIES and task_of(d) == "segmentation" and not registry.get(d).regions]
 
 
 def encoder_for(w) -> list[str]:

@@ -1,4 +1,5 @@
-# Fine-tuning: every dataset × method × label ratio × seed of the experiment grid.
+# Fine-tuning: every dataset × method × label ratio × seed of the experiment grid; the task (the dataset's, from
+# the registry) is part of the path, and the dataset's intensity preset comes before params.yaml's options.
 
 
 rule finetune:
@@ -6,14 +7,15 @@ rule finetune:
         data=lambda w: dataset_json(w.dataset),
         encoder=encoder_for,
     output:
-        f"{RESULTS}/finetune/{{dataset}}/{{method}}/labels{{pct}}pct/seed{{seed}}/metrics.json",
+        f"{RESULTS}/finetune/{{task}}/{{dataset}}/{{method}}/labels{{pct}}pct/seed{{seed}}/metrics.json",
     params:
-        options=cli_options(P["finetune"]["options"]),
+        options=lambda w: f"{preset_options(w.dataset)} {cli_options(P['finetune']['options'])}",
         init=lambda w, input: input.encoder[0] if input.encoder else "scratch",
         ratio=lambda w: int(w.pct) / 100,
         outdir=lambda w: finetune_dir(w.dataset, w.method, w.pct, w.seed),
         code=CODE["finetune"],
     wildcard_constraints:
+        task="|".join(registry.TASKS),
         method="scratch|s2dc",
         pct=r"\d+",
         seed=r"\d+",
@@ -23,9 +25,9 @@ rule finetune:
     conda:
         "../envs/s2dc.yaml"
     log:
-        f"logs/{SCALE}/finetune/{{dataset}}_{{method}}_labels{{pct}}pct_seed{{seed}}.log",
+        f"logs/{SCALE}/finetune/{{task}}/{{dataset}}_{{method}}_labels{{pct}}pct_seed{{seed}}.log",
     benchmark:
-        f"benchmarks/{SCALE}/finetune/{{dataset}}_{{method}}_labels{{pct}}pct_seed{{seed}}.tsv"
+        f"benchmarks/{SCALE}/finetune/{{task}}/{{dataset}}_{{method}}_labels{{pct}}pct_seed{{seed}}.tsv"
     shell:
         "(export OMP_NUM_THREADS={threads};"
         " s2dc finetune {params.options} --data.source {input.data:q} --model.init {params.init:q}"

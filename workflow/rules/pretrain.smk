@@ -9,7 +9,7 @@ rule pretrain:
         summary=f"{RESULTS}/pretrain/{{modality}}/summary.json",
     params:
         launcher=P["pretrain"]["launcher"],
-        options=cli_options(P["pretrain"]["options"]),
+        options=lambda w: f"{preset_options(registry.pool_for(w.modality))} {cli_options(P['pretrain']['options'])}",
         workdir=lambda w: pretrain_workdir(w.modality),
         code=CODE["pretrain"],
     threads: P["pretrain"]["resources"]["threads"]
