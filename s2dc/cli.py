@@ -79,8 +79,9 @@ def _probe(args: argparse.Namespace) -> int:
     result = probe(args.source, args.encoders, stage=args.stage, seed=args.seed, cache_dir=args.cache_dir,
                    device=args.device, preset=args.preset)
     write_probe(result, args.out)
-    print(f"stage {result['stage']} tokens ({result['stride']}-voxel blocks): {result['train_tokens']} training, "
-          f"{result['val_tokens']} validation; recall in %")
+    unit = "tokens" if "train_tokens" in result else "volumes"
+    print(f"{result['task']}: stage {result['stage']} tokens ({result['stride']}-voxel blocks); "
+          f"{result[f'train_{unit}']} training and {result[f'val_{unit}']} validation {unit}; {result['metric']}")
     print(markdown(result))
     return 0
 

@@ -80,30 +80,33 @@ def nested_metrics(table: pd.DataFrame) -> dict:
 
 
 def collect_probes(probe_files: list[Path]) -> pd.DataFrame:
-    """One row per (dataset, encoder) of ``s2dc probe`` results: stage, balanced accuracy and organ recall (%)."""
+    """One row per (dataset, encoder) of ``s2dc probe`` results: task, stage, metric, score (balanced accuracy in
+    %, or R²) and organ recall (%, segmentation)."""
     rows = []
     for path in probe_files:
         try:
             p = json.loads(Path(path).read_text())
+            percent = p["metric"] != "R²"
             for encoder, r in p["encoders"].items():
-                organ = r["organ_recall"]
-                rows.append({"dataset": p["dataset"], "stage": int(p["stage"]), "encoder": encoder,
-                             "balanced_accuracy": 100.0 * float(r["balanced_accuracy"]),
+                organ = r.get("organ_recall")
+                rows.append({"dataset": p["dataset"], "task": p["task"], "stage": int(p["stage"]), "encoder": encoder,
+                             "metric": p["metric"], "score": (100.0 if percent else 1.0) * float(r["score"]),
                              "organ_recall": math.nan if organ is None else 100.0 * float(organ)})
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ValueError(f"bad probe file '{path}': {err!r}") from err
-    return pd.DataFrame(rows, columns=["dataset", "stage", "encoder", "balanced_accuracy", "organ_recall"])
+    return pd.DataFrame(rows, columns=["dataset", "task", "stage", "encoder", "metric", "score", "organ_recall"])
 
 
 def probe_markdown(probes: pd.DataFrame) -> str:
-    """The structure probe as a Markdown table (recall of a linear probe on frozen tokens, %)."""
+    """The frozen-encoder protocol as a Markdown table (balanced accuracy %, or R², of a linear model)."""
     lines = [
-        "| dataset | stage | encoder | balanced accuracy | organ recall |",
-        "|---|---|---|---|---|",
+        "| dataset | stage | encoder | task | metric | score | organ recall |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in probes.itertuples():
         organ = "—" if math.isnan(row.organ_recall) else f"{row.organ_recall:.1f}"
-        lines.append(f"| {row.dataset} | {row.stage} | {row.encoder} | {row.balanced_accuracy:.1f} | {organ} |")
+        score = f"{row.score:.1f}" if row.metric != "R²" else f"{row.score:.3f}"
+        lines.append(f"| {row.dataset} | {row.stage} | {row.encoder} | {row.task} | {row.metric} | {score} | {organ} |")
     return "\n".join(lines) + "\n"
 
 
@@ -114,12 +117,13 @@ def write_report(metric_files: list[Path], out_dir: Path, probe_files: list[Path
     probes = collect_probes(list(probe_files))
     text, nested = markdown(table), nested_metrics(table)
     if len(probes):
-        text += ("\nStructure probe: linear classifier on frozen encoder tokens (`s2dc probe`), recall on the "
-                 "validation cases, %.\n\n" + probe_markdown(probes))
+        text += ("\nFrozen-encoder protocol (`s2dc probe`): a linear model on the frozen encoder's features, "
+                 "scored on the validation cases.\n\n" + probe_markdown(probes))
         nested["probe"] = {}
         for row in probes.itertuples():
+            key = "r2" if row.metric == "R²" else "balanced_accuracy"
             nested["probe"].setdefault(row.dataset, {})[row.encoder] = {
-                "balanced_accuracy": round(row.balanced_accuracy, 4),
+                key: round(row.score, 4),
                 "organ_recall": None if math.isnan(row.organ_recall) else round(row.organ_recall, 4)}
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "benchmark.csv", table.to_csv(index=False, float_format="%.4f"))

@@ -119,3 +119,39 @@ def test_probe_command(twin, tmp_path, capsys):
 def test_probe_needs_an_encoder_file(twin, tmp_path, capsys):
     assert main(["probe", "random", "--source", str(twin), "--out", str(tmp_path / "p.json")]) == 2
     assert "at least one encoder file" in capsys.readouterr().err
+
+
+def test_ridge_and_r_squared_against_numpy():
+    from s2dc.eval.probe import fit_ridge, r_squared
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 5)) * [1, 2, 3, 4, 5] + 7
+    y = x @ rng.normal(size=(5, 2)) + [1.0, -2.0] + 0.1 * rng.normal(size=(200, 2))
+    predict = fit_ridge(torch.from_numpy(x), torch.from_numpy(y), alpha=3.0)
+    z = (x - x.mean(0)) / x.std(0, ddof=1)  # independent closed form on standardised features
+    w = np.linalg.solve(z.T @ z + 3.0 * np.eye(5), z.T @ (y - y.mean(0)))
+    np.testing.assert_allclose(predict(torch.from_numpy(x)).numpy(), z @ w + y.mean(0), rtol=1e-9, atol=1e-9)
+    yt = torch.from_numpy(y)
+    assert r_squared(yt.double(), yt) == 1.0
+    assert r_squared(yt.mean(0).expand_as(yt).double(), yt) == pytest.approx(0.0, abs=1e-12)
+    sse = ((y - y.mean(0)) ** 2).sum()
+    assert r_squared(yt.double() + 1.0, yt) == pytest.approx(1 - y.size / sse)
+
+
+@pytest.mark.parametrize("name, metric, unit", [("adni", "balanced accuracy", "volumes"), ("udpet", "R²", "tokens")])
+def test_frozen_protocol_for_classification_and_reconstruction(tmp_path, name, metric, unit):
+    """Classification: one pooled vector per volume; reconstruction: ridge from tokens to target block means."""
+    cases = 8 if name == "adni" else 4
+    source = write_dataset(tmp_path / name, name, cases=cases, seed=1, shape=(48, 48, 32), val_fraction=0.5)
+    torch.manual_seed(5)
+    exported = tmp_path / "enc.pt"
+    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in swinunetr_for(SIZES).swinViT.state_dict().items()},
+                "encoder": SIZES.to_dict()}, exported)
+    out = tmp_path / "probe.json"
+    assert main(["probe", "voxels", f"enc={exported}", "--source", str(source), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["metric"] == metric and result[f"train_{unit}"] > 0 and set(result["encoders"]) == {"voxels", "enc"}
+    for row in result["encoders"].values():
+        assert np.isfinite(row["score"]) and (row["score"] <= 1.0)
+    if name == "adni":
+        assert result["train_volumes"] == 4 and result["classes"] == ["CN", "AD"]

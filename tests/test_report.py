@@ -33,23 +33,29 @@ def test_mean_and_sample_std_over_seeds(tmp_path, capsys):
     table = (tmp_path / "out" / "benchmark.md").read_text()
     assert "| synthetic_btcv | segmentation | Dice | s2dc | 100% | 90.00 ± 0.00 | 1 | 3 | 84.14 |" in table  # poster Table 2
     assert "| synthetic_btcv | segmentation | Dice | scratch | 10% | 23.33 ± 15.28 | 3 | 3 | — |" in table
-    assert "Structure probe" not in table and "probe" not in nested
+    assert "Frozen-encoder protocol" not in table and "probe" not in nested
     assert "3 rows from 7 runs" in capsys.readouterr().out
 
 
 def test_probe_results_become_a_second_table(tmp_path):
     run = write_run(tmp_path, "s2dc", 0, 0.5)
     probe = tmp_path / "probe.json"
-    probe.write_text(json.dumps({"dataset": "synthetic_btcv", "stage": 2, "encoders": {
-        "voxels": {"balanced_accuracy": 0.406, "organ_recall": 0.375, "recall": {}},
-        "s2dc": {"balanced_accuracy": 0.75, "organ_recall": None, "recall": {}}}}))
-    assert main(["report", "--out", str(tmp_path / "out"), str(run), "--probe", str(probe)]) == 0
+    probe.write_text(json.dumps({"dataset": "synthetic_btcv", "task": "segmentation", "metric": "balanced accuracy",
+                                 "stage": 2, "encoders": {
+        "voxels": {"score": 0.406, "balanced_accuracy": 0.406, "organ_recall": 0.375, "recall": {}},
+        "s2dc": {"score": 0.75, "balanced_accuracy": 0.75, "organ_recall": None, "recall": {}}}}))
+    regression = tmp_path / "probe_udpet.json"
+    regression.write_text(json.dumps({"dataset": "synthetic_udpet", "task": "reconstruction", "metric": "R²",
+                                      "stage": 2, "encoders": {"s2dc": {"score": 0.8123}}}))
+    assert main(["report", "--out", str(tmp_path / "out"), str(run), "--probe", str(probe), str(regression)]) == 0
     table = (tmp_path / "out" / "benchmark.md").read_text()
-    assert "| synthetic_btcv | 2 | voxels | 40.6 | 37.5 |" in table
-    assert "| synthetic_btcv | 2 | s2dc | 75.0 | — |" in table
+    assert "| synthetic_btcv | 2 | voxels | segmentation | balanced accuracy | 40.6 | 37.5 |" in table
+    assert "| synthetic_btcv | 2 | s2dc | segmentation | balanced accuracy | 75.0 | — |" in table
+    assert "| synthetic_udpet | 2 | s2dc | reconstruction | R² | 0.812 | — |" in table
     nested = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert nested["probe"]["synthetic_btcv"]["voxels"] == {"balanced_accuracy": 40.6, "organ_recall": 37.5}
     assert nested["probe"]["synthetic_btcv"]["s2dc"]["organ_recall"] is None
+    assert nested["probe"]["synthetic_udpet"]["s2dc"] == {"r2": 0.8123, "organ_recall": None}
 
 
 def test_bad_files_are_named(tmp_path, capsys):

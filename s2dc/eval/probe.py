@@ -1,11 +1,20 @@
-"""Structure probe: how well an encoder's token features tell the labelled structures apart.
+"""The frozen-encoder protocol: a linear model on an encoder's features, fitted on the training cases and
+scored on the validation cases, with no decoder that could learn around the encoder.
 
-A frozen encoder (``SwinUNETR.swinViT``) embeds every whole volume of a labelled dataset; each token
-of one Swin stage gets the majority label of the voxel block it covers; a linear classifier
-(class-balanced softmax regression) is fitted on the ``training`` cases' tokens and scored on the
-``validation`` cases' by per-class recall. Comparing a pretrained encoder with a randomly initialised
-one of the same sizes tells whether pretraining put structure into the features, apart from any
-fine-tuning schedule.
+A frozen encoder (``SwinUNETR.swinViT``) embeds every whole volume; the linear model depends on the task:
+
+* segmentation: each token of one Swin stage gets the majority label of the voxel block it covers; a
+  class-balanced softmax regression on the tokens, scored by balanced accuracy (mean per-class recall);
+* classification: the tokens averaged over the volume give one feature vector per case; a class-balanced
+  softmax regression on the cases (the release evaluates CC-CCII with a linear/SVM head on pooled
+  features), scored by balanced accuracy;
+* reconstruction and translation: each token predicts the mean of the target (full-dose PET, the other
+  MR sequences) over its voxel block; ridge regression on the tokens, scored by R² on the validation
+  tokens. A per-block linear read-out is what a decoder's last layer would need: it shows whether the
+  tokens hold the target's local content, which a full fine-tuned decoder could otherwise supply itself.
+
+Baselines: ``random`` (an untrained encoder of the same sizes) and ``voxels`` (the raw voxels of each
+token's block; for classification the volume averaged to a 4³ grid).
 """
 
 from __future__ import annotations
@@ -22,9 +31,14 @@ from ..models.encoder import EncoderConfig
 from ..files import atomic_write_text
 from ..train.checkpoint import load_checkpoint
 from ..train.device import pick_device
-from ..data.datalist import class_names, list_cases, read_datalist, registry_spec
+from contextlib import nullcontext
+from types import SimpleNamespace
+
+from ..data.datalist import list_cases, read_datalist, registry_spec
 from ..data.preprocess import PreprocessConfig
-from ..data.volumes import LabelledCases, plain
+from ..data.volumes import plain
+from ..downstream.tasks import TASKS, task_of
+from ..downstream.tasks.common import Setting
 
 RANDOM = "random"
 VOXELS = "voxels"
@@ -46,12 +60,34 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 def voxel_blocks(image: torch.Tensor, stride: int) -> torch.Tensor:
-    """The raw voxels of each ``stride³`` block as features: image (1, X, Y, Z) -> (X/s · Y/s · Z/s, s³),
+    """The raw voxels of each ``stride³`` block as features: image (C, X, Y, Z) -> (X/s · Y/s · Z/s, C s³),
     blocks in the C order of :func:`token_targets`."""
-    _, x, y, z = image.shape
+    c, x, y, z = image.shape
     s = stride
-    blocks = image.reshape(x // s, s, y // s, s, z // s, s).permute(0, 2, 4, 1, 3, 5)
-    return blocks.reshape(-1, s**3)
+    blocks = image.reshape(c, x // s, s, y // s, s, z // s, s).permute(1, 3, 5, 0, 2, 4, 6)
+    return blocks.reshape(-1, c * s**3)
+
+
+def block_means(target: torch.Tensor, stride: int) -> torch.Tensor:
+    """Mean of each channel over each ``stride³`` block: (T, X, Y, Z) -> (X/s · Y/s · Z/s, T), token order."""
+    return F.avg_pool3d(target[None].float(), stride)[0].flatten(1).T
+
+
+def fit_ridge(x: torch.Tensor, y: torch.Tensor, alpha: float = 1.0):
+    """Ridge regression on standardised features, closed form: x (N, D), y (N, T) -> predict(x') (N', T)."""
+    x, y = x.double(), y.double()
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    z = (x - mean) / std
+    y_mean = y.mean(0)
+    gram = z.T @ z + alpha * torch.eye(z.shape[1], dtype=torch.float64)
+    w = torch.linalg.solve(gram, z.T @ (y - y_mean))
+    return lambda xv: ((xv.double() - mean) / std) @ w + y_mean
+
+
+def r_squared(pred: torch.Tensor, y: torch.Tensor) -> float:
+    """Coefficient of determination over all tokens and channels: 1 - SS_res / SS_tot (per channel means)."""
+    y = y.double()
+    return float(1 - ((pred - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
 
 
 @torch.no_grad()
@@ -130,64 +166,101 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
     sizes = encoder_sizes(files[0])
     device = pick_device(device, key="--device")
     stride = sizes.patch_size * 2**stage
-    spec = read_datalist(source)
-    names = class_names(spec, source)
+    doc = read_datalist(source)
     if preset is None:
-        known = registry_spec(spec)
+        known = registry_spec(doc)
         if known is None:
-            raise ValueError(f"'{source}' names dataset {spec.get('name')!r}, which the registry does not know; "
+            raise ValueError(f"'{source}' names dataset {doc.get('name')!r}, which the registry does not know; "
                              "give the intensity preset (--preset, `s2dc datasets` lists them)")
         preset = known.preset
-    cfg = PreprocessConfig.from_preset(preset)
-    cases = {role: sorted(list_cases(source, role, ("image", "label"), spec), key=lambda c: str(c["image"]))
-             for role in ("training", "validation")}
-    for role, found in cases.items():
-        if not found:
-            raise ValueError(f"'{source}' lists no '{role}' cases; the probe fits on training and scores on validation")
     multiple = sizes.patch_size * 16  # total downsampling of the Swin encoder
-    data = {role: LabelledCases(c, cfg, (multiple,) * 3, len(names), cache_dir)
-            for role, c in cases.items()}
-    targets = {role: [] for role in data}
-    volumes = {role: [] for role in data}
+    task = TASKS[task_of(doc, source)](doc, source, SimpleNamespace(input_channel=""))
+    if getattr(task, "regions", None):
+        raise ValueError(f"'{source}' is segmented into overlapping regions {list(task.regions)}; the probe's "
+                         "token classes need one label per voxel")
+    setting = Setting(PreprocessConfig.from_preset(preset), (multiple,) * 3, 1, 0.0, 1, 0.0, device, nullcontext)
+    cases = {role: sorted(list_cases(source, role, task.roles, doc), key=lambda c: str(c["image"]))
+             for role in ("training", "validation")}
+    data = dict(zip(cases, task.datasets(cases["training"], cases["validation"], setting, cache_dir)))
+    volumes, targets = {role: [] for role in data}, {role: [] for role in data}
     for role, ds in data.items():
         for i in range(len(ds)):
-            item = ds[i]
-            image = pad_to_multiple(plain(item["image"]).float(), multiple)
-            label = pad_to_multiple(plain(item["label"]).long(), multiple)[0]
+            image, target = _image_and_target(task, ds[i], stride, multiple)
             volumes[role].append(image[None])
-            targets[role].append(token_targets(label, stride, len(names)))
-    y = {role: torch.cat(t) for role, t in targets.items()}
+            targets[role].append(target)
+    y = {role: torch.cat(t) if task.name != "classification" else torch.tensor(t) for role, t in targets.items()}
+    pooled = task.name == "classification"
 
     results = {}
     for name, what in labelled.items():
         if what == VOXELS:
-            x = {role: torch.cat([voxel_blocks(v[0], stride) for v in vols]) for role, vols in volumes.items()}
-            results[name] = _score(x, y, names)
-            continue
-        torch.manual_seed(seed)
-        model = swinunetr_for(sizes)
-        if what != RANDOM:
-            load_encoder_weights(model, what, expected=sizes)
-        swin = model.swinViT.to(device).eval()
-        x = {role: torch.cat([stage_tokens(swin, v.to(device), stage).cpu() for v in vols])
-             for role, vols in volumes.items()}
-        results[name] = _score(x, y, names)
-    return {"source": str(source), "dataset": str(spec.get("name") or Path(source).parent.name), "stage": stage, "stride": stride, "classes": names,
-            "train_tokens": int(y["training"].numel()), "val_tokens": int(y["validation"].numel()),
-            "encoders": results}
+            x = {role: torch.cat([_voxel_features(v[0], stride, pooled) for v in vols]) for role, vols in volumes.items()}
+        else:
+            torch.manual_seed(seed)
+            in_channels = volumes["training"][0].shape[1]
+            model = swinunetr_for(model_sizes(sizes, in_channels))
+            if what != RANDOM:
+                load_encoder_weights(model, what, expected=model_sizes(sizes, in_channels))
+            swin = model.swinViT.to(device).eval()
+            x = {role: torch.cat([_token_features(swin, v.to(device), stage, pooled).cpu() for v in vols])
+                 for role, vols in volumes.items()}
+        results[name] = _score(task, x, y)
+    metric = "R²" if task.name in ("reconstruction", "translation") else "balanced accuracy"
+    unit = "volumes" if pooled else "tokens"
+    return {"source": str(source), "dataset": str(doc.get("name") or Path(source).parent.name), "task": task.name,
+            "metric": metric, "stage": stage, "stride": stride, "classes": getattr(task, "names", []),
+            f"train_{unit}": int(len(y["training"])), f"val_{unit}": int(len(y["validation"])), "encoders": results}
 
 
-def _score(x: dict, y: dict, names: list[str]) -> dict:
-    """Fit on ``x["training"]``, score on ``x["validation"]``: balanced accuracy, organ recall, recall per class."""
+def model_sizes(sizes: EncoderConfig, in_channels: int) -> EncoderConfig:
+    """The encoder's sizes for an input of ``in_channels`` (a one-channel encoder is inflated on loading)."""
+    return EncoderConfig(**{**sizes.to_dict(), "in_channels": in_channels})
+
+
+def _image_and_target(task, item: dict, stride: int, multiple: int) -> tuple[torch.Tensor, object]:
+    """The encoder's input ``(C, X, Y, Z)`` (padded to the encoder's multiple) and what the linear model predicts."""
+    image = plain(item["image"]).float()
+    if task.name == "segmentation":
+        label = pad_to_multiple(plain(item["label"]).long(), multiple)[0]
+        return pad_to_multiple(image, multiple), token_targets(label, stride, task.num_classes)
+    if task.name == "classification":
+        return pad_to_multiple(image, multiple), int(item["class"])
+    if task.name == "translation":
+        image, target, _ = task.split(image)
+    else:
+        target = plain(item["target"]).float()
+    return pad_to_multiple(image, multiple), block_means(pad_to_multiple(target, multiple), stride)
+
+
+def _voxel_features(image: torch.Tensor, stride: int, pooled: bool) -> torch.Tensor:
+    """The no-encoder baseline: each block's voxels, or (pooled) the volume averaged to a 4³ grid ``(1, 64 C)``."""
+    if pooled:
+        return F.adaptive_avg_pool3d(image[None], 4).flatten()[None]
+    return voxel_blocks(image, stride)
+
+
+@torch.no_grad()
+def _token_features(swin: torch.nn.Module, image: torch.Tensor, stage: int, pooled: bool) -> torch.Tensor:
+    tokens = stage_tokens(swin, image, stage)
+    return tokens.mean(0, keepdim=True) if pooled else tokens
+
+
+def _score(task, x: dict, y: dict) -> dict:
+    """Fit on ``x["training"]``, score on ``x["validation"]``: R² for a regression; else balanced accuracy,
+    organ recall (segmentation) and recall per class."""
+    if task.name in ("reconstruction", "translation"):
+        predict = fit_ridge(x["training"], y["training"])
+        return {"score": r_squared(predict(x["validation"]), y["validation"])}
+    names = task.names if task.name == "classification" else [*task.names, *[""] * (task.num_classes - len(task.names))]
     layer = fit_linear_probe(x["training"], y["training"], len(names))
     with torch.no_grad():
         pred = layer(x["validation"].double()).argmax(1)
     recall = per_class_recall(pred, y["validation"], len(names))
-    return {
-        "balanced_accuracy": float(np.nanmean(recall)),
-        "organ_recall": float(np.nanmean(recall[1:])) if np.isfinite(recall[1:]).any() else None,
-        "recall": {names[c]: (None if np.isnan(r) else float(r)) for c, r in enumerate(recall)},
-    }
+    result = {"score": float(np.nanmean(recall)), "balanced_accuracy": float(np.nanmean(recall)),
+              "recall": {names[c]: (None if np.isnan(r) else float(r)) for c, r in enumerate(recall) if names[c]}}
+    if task.name == "segmentation":
+        result["organ_recall"] = float(np.nanmean(recall[1:])) if np.isfinite(recall[1:]).any() else None
+    return result
 
 
 def _label(entry: str) -> tuple[str, str]:
@@ -196,13 +269,17 @@ def _label(entry: str) -> tuple[str, str]:
 
 
 def markdown(result: dict) -> str:
-    """A table: one row per encoder, balanced accuracy, organ recall and each class's recall (%)."""
+    """A table: one row per encoder, balanced accuracy, organ recall and each class's recall (%); R² for a
+    regression."""
+    if result["metric"] == "R²":
+        rows = ["| encoder | R² |", "|---|---|"]
+        return "\n".join(rows + [f"| {name} | {r['score']:.3f} |" for name, r in result["encoders"].items()])
     classes = result["classes"]
     head = "| encoder | balanced accuracy | organ recall | " + " | ".join(classes) + " |"
     rows = [head, "|" + "---|" * (len(classes) + 3)]
     pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
     for name, r in result["encoders"].items():
-        rows.append(f"| {name} | {pct(r['balanced_accuracy'])} | {pct(r['organ_recall'])} | "
+        rows.append(f"| {name} | {pct(r['balanced_accuracy'])} | {pct(r.get('organ_recall'))} | "
                     + " | ".join(pct(r["recall"][c]) for c in classes) + " |")
     return "\n".join(rows)
 
