@@ -134,10 +134,10 @@ def finetune_targets() -> list[str]:
 
 
 def probe_targets() -> list[str]:
-    """Probe results of every experiment segmentation dataset (into classes, not overlapping regions) whose
-    modality has an encoder."""
+    """Frozen-encoder results of every experiment dataset whose modality has an encoder (not of a segmentation into
+    overlapping regions: the probe's token classes need one label per voxel)."""
     return [f"{RESULTS}/probe/{d}.json" for d in EXP["datasets"]
-            if modality_of(d) in MODALITIES and task_of(d) == "segmentation" and not registry.get(d).regions]
+            if modality_of(d) in MODALITIES and not registry.get(d).regions]
 
 
 def encoder_for(w) -> list[str]:

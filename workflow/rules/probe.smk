@@ -1,5 +1,6 @@
-# Structure probe: does the pretrained encoder separate the organs better than a random encoder and
-# than the raw voxels? A linear classifier on frozen tokens (`s2dc probe`), per segmentation dataset.
+# The frozen-encoder protocol (`s2dc probe`): a linear model on the frozen encoder's features, per dataset (token
+# classes for segmentation, pooled features for classification, token-to-block regression for reconstruction and
+# translation), against a random encoder and the raw voxels.
 
 
 rule probe:
