@@ -35,3 +35,29 @@ def test_dag_and_report_need_no_cores(tmp_path):
     assert dag.stdout.lstrip().startswith("digraph") and "pretrain" in dag.stdout
     assert report.returncode == 0, report.stderr[-3000:]
     assert (tmp_path / "report.html").stat().st_size > 1000
+
+
+def test_a_user_with_one_real_dataset_runs_just_its_rows(tmp_path):
+    """`--config only=... methods=...` plans only those rows and what they need: MSD Spleen from scratch needs
+    its download and conversion; BTCV with S²DC also the CT pool and its encoder; a wrong name is refused."""
+    runs = {
+        "spleen": ("only=msd_spleen", "methods=scratch"),
+        "btcv": ("only=btcv",),
+        "wrong": ("only=btcv,spleen",),
+    }
+    for name in runs:
+        (tmp_path / name).mkdir()
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        done = {k: pool.submit(snakemake, tmp_path / k, "-n", "--config", "scale=paper", *v) for k, v in runs.items()}
+    counts = {}
+    for name in ("spleen", "btcv"):
+        run = done[name].result()
+        assert run.returncode == 0, run.stderr[-2000:]
+        counts[name] = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M)}
+    assert counts["spleen"] == {"download_archive": 1, "prepared_dataset": 1, "finetune": 9, "benchmark_table": 1,
+                                "all": 1, "total": 13}
+    assert counts["btcv"] == {"prepared_dataset": 2, "pretrain": 1, "finetune": 18, "probe": 1, "benchmark_table": 1,
+                              "all": 1, "total": 24}
+    wrong = done["wrong"].result()
+    out = wrong.stdout + wrong.stderr
+    assert wrong.returncode != 0 and "--config only=btcv,spleen" in out and "got ['spleen']" in out

@@ -136,6 +136,8 @@ def finetune_targets() -> list[str]:
 def probe_targets() -> list[str]:
     """Frozen-encoder results of every experiment dataset whose modality has an encoder (not of a segmentation into
     overlapping regions: the probe's token classes need one label per voxel)."""
+    if "s2dc" not in EXP["methods"]:
+        return []  # the probe reads the S²DC encoder
     return [f"{RESULTS}/probe/{d}.json" for d in EXP["datasets"]
             if modality_of(d) in MODALITIES and not registry.get(d).regions]
 
@@ -155,6 +157,16 @@ def _check_options(where: str, build, options: dict) -> None:
         raise WorkflowError(f"params.yaml: scales.{SCALE}.{where}: {err}") from None
 
 
+def _restrict(key: str, allowed: list[str]) -> list[str]:
+    """The comma-separated names of `--config <key>=...`, each one of ``allowed`` (the scale's experiments)."""
+    names = [n.strip() for n in str(config[key]).split(",") if n.strip()]
+    wrong = [n for n in names if n not in allowed]
+    if not names or wrong:
+        raise WorkflowError(f"--config {key}={config[key]}: expected a comma-separated choice of {allowed} "
+                            f"(scales.{SCALE}.experiments), got {wrong or 'nothing'}")
+    return names
+
+
 def _check_datasets() -> None:
     from s2dc.data.synthetic import KINDS as TWINS
 
@@ -170,3 +182,7 @@ from s2dc.train.finetune_config import build_config as _finetune_config
 _check_options("pretrain.options", _pretrain_config, P["pretrain"]["options"])
 _check_options("finetune.options", _finetune_config, P["finetune"]["options"])
 _check_datasets()
+if "only" in config:
+    EXP = {**EXP, "datasets": _restrict("only", EXP["datasets"])}
+if "methods" in config:
+    EXP = {**EXP, "methods": _restrict("methods", EXP["methods"])}
