@@ -78,7 +78,8 @@ def cc_ccii_case(seed: int, shape: tuple[int, int, int], index: int) -> tuple[Ca
         opacity = lesions.pneumonia(c, CC_CCII_CLASSES[klass], fraction)
     else:
         opacity = np.zeros(shape, bool)
-    image = chest.to_8bit(chest.render_ct(c))
+    level, width = -600.0 + float(c.rng.uniform(-60, 60)), 1500.0 * float(c.rng.uniform(0.9, 1.1))  # scanner/export
+    image = chest.to_8bit(chest.render_ct(c), (level - width / 2, level + width / 2))
     return Case(image[None], klass=klass), c, opacity
 
 
