@@ -2,7 +2,8 @@
 
 Split by concern: :mod:`.fields` (smooth random fields, blurs), :mod:`.geometry` (rotations, boxed
 masks, deformed ellipsoids, tubes), :mod:`.abdomen` (the abdominal CT phantom and its 13 BTCV organs),
-:mod:`.checks` (parameter checks) and :mod:`.writer` (NIfTI + dataset.json, atomically).
+:mod:`.chest` (the chest CT phantom, CT and 8-bit renderings), :mod:`.lesions` (liver tumours, lung
+nodule, pneumonia patterns), :mod:`.twins` (one case of each registry twin), :mod:`.checks` (parameter checks) and :mod:`.writer` (NIfTI + dataset.json, atomically).
 """
 
 from .abdomen import BTCV_LABELS, ORGAN_HU, PRIORITY, ct_phantom

@@ -79,7 +79,7 @@ from .checks import check_seed, check_shape
 from .fields import noise_field, smooth_field
 from .geometry import Mask, ellipsoid, grid, normal, rotation, tube, uniform, union
 
-__all__ = ["BTCV_LABELS", "ORGAN_HU", "PRIORITY", "ct_phantom"]
+__all__ = ["BTCV_LABELS", "ORGAN_HU", "PRIORITY", "Phantom", "ct_phantom", "phantom"]
 
 BTCV_LABELS: dict[int, str] = dict(get("btcv").labels)
 
@@ -290,14 +290,19 @@ def _draw_organs(rng: np.random.Generator, shape: Sequence[int], body: _Body, sp
 
 
 @dataclass
-class _Phantom:
+class Phantom:
+    """One abdominal phantom: ``image`` (HU) and BTCV ``labels`` as :func:`ct_phantom`, the ``body`` and
+    abdominal ``cavity`` masks (bool, ``(X, Y, Z)``) and the case's generator ``rng``, positioned after
+    the phantom, so a twin can draw more of the same case (lesions) from the same stream."""
+
     image: np.ndarray
     labels: np.ndarray
     body: np.ndarray
     cavity: np.ndarray
+    rng: np.random.Generator
 
 
-def _build(seed: int, shape: tuple[int, int, int]) -> _Phantom:
+def _build(seed: int, shape: tuple[int, int, int]) -> Phantom:
     rng = np.random.default_rng(seed)
     nx, ny, nz = shape
     x, y, z = grid(shape)
@@ -431,7 +436,7 @@ def _build(seed: int, shape: tuple[int, int, int]) -> _Phantom:
     noise = noise_field(rng, shape, 0.5)
     image = tissue + tissue_sd * tex + np.where(inside, offset, np.float32(0)) + noise_sd * noise
     image = np.rint(np.clip(image, _HU_MIN, _HU_MAX)).astype(np.float32)
-    return _Phantom(image=image, labels=labels, body=inside, cavity=cavity)
+    return Phantom(image=image, labels=labels, body=inside, cavity=cavity, rng=rng)
 
 
 def ct_phantom(seed: int, shape: tuple[int, int, int] = (96, 96, 64)) -> tuple[np.ndarray, np.ndarray]:
@@ -456,3 +461,8 @@ def ct_phantom(seed: int, shape: tuple[int, int, int] = (96, 96, 64)) -> tuple[n
     return phantom.image, phantom.labels
 
 
+
+
+def phantom(seed: int, shape: tuple[int, int, int] = (96, 96, 64)) -> Phantom:
+    """:func:`ct_phantom` with its body and cavity masks and its generator (see :class:`Phantom`)."""
+    return _build(check_seed(seed), check_shape(shape))

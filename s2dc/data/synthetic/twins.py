@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import abdomen, chest, lesions
 from .abdomen import ct_phantom
 from .brain_pet import brain_pet
 from .torso_pet import torso_pet
@@ -69,6 +70,46 @@ def _udpet(seed: int, shape: tuple[int, int, int], index: int) -> Case:
     return Case(pet.scans[0].image[None], target=pet.scans[1].image)
 
 
+def _msd_spleen(seed: int, shape: tuple[int, int, int], index: int) -> Case:
+    image, labels = ct_phantom(seed, shape)
+    return Case(image[None], label=(labels == 1).astype(np.uint8))
+
+
+def _msd_liver(seed: int, shape: tuple[int, int, int], index: int) -> Case:
+    ph = abdomen.phantom(seed, shape)
+    liver = ph.labels == 6
+    image, tumour = lesions.liver_tumours(ph.rng, ph.image, liver)
+    label = np.where(tumour, np.uint8(2), np.where(liver, np.uint8(1), np.uint8(0)))
+    return Case(image[None], label=label)
+
+
+def _msd_lung(seed: int, shape: tuple[int, int, int], index: int) -> Case:
+    c = chest.chest_anatomy(np.random.default_rng(seed), shape)
+    nodule = lesions.lung_nodule(c)
+    return Case(chest.render_ct(c)[None], label=nodule.astype(np.uint8))
+
+
+CC_CCII_CLASSES = ("Normal", "CP", "NCP")
+
+
+def cc_ccii_case(seed: int, shape: tuple[int, int, int], index: int) -> tuple[Case, chest.Chest, np.ndarray]:
+    """A CC-CCII case (class ``index % 3``) with its chest and opacity mask (empty for Normal)."""
+    c = chest.chest_anatomy(np.random.default_rng(seed), shape)
+    klass = index % 3
+    fraction = float(c.rng.uniform(0.04, 0.20))
+    if klass:
+        opacity = lesions.pneumonia(c, CC_CCII_CLASSES[klass], fraction)
+    else:
+        opacity = np.zeros(shape, bool)
+    level, width = -600.0 + float(c.rng.uniform(-60, 60)), 1500.0 * float(c.rng.uniform(0.9, 1.1))  # scanner/export
+    image = chest.to_8bit(chest.render_ct(c), (level - width / 2, level + width / 2))
+    return Case(image[None], klass=klass), c, opacity
+
+
+def _cc_ccii(seed: int, shape: tuple[int, int, int], index: int) -> Case:
+    return cc_ccii_case(seed, shape, index)[0]
+
+
 TWINS: dict[str, Twin] = {
     "ct_pool": Twin(_ct_pool, "Synthetic abdominal CT phantoms (unlabelled pretraining pool)"),
     "btcv": Twin(_btcv, "Synthetic abdominal CT phantoms with 13 BTCV organ labels (BTCV twin)"),
@@ -76,4 +117,11 @@ TWINS: dict[str, Twin] = {
     "autopet": Twin(_autopet, "Synthetic torso FDG-PET (SUV) with 1-4 hot lesions among physiological uptake (AutoPET twin)"),
     "adni": Twin(_adni, "Synthetic brain FDG-PET, CN vs AD (temporo-parietal / posterior cingulate hypometabolism) (ADNI twin)"),
     "udpet": Twin(_udpet, "Synthetic torso FDG-PET at 1/4 dose (image) and full dose (target) (UDPET twin)"),
+    "msd_spleen": Twin(_msd_spleen, "Synthetic abdominal CT phantoms with the spleen labelled (MSD Task09 twin)"),
+    "msd_liver": Twin(_msd_liver, "Synthetic abdominal CT phantoms with 1-3 hypo-dense liver tumours; labels "
+                      "liver / cancer (MSD Task03 twin)"),
+    "msd_lung": Twin(_msd_lung, "Synthetic chest CT phantoms with a soft-tissue lung nodule among vessels of the "
+                     "same density (MSD Task06 twin)"),
+    "cc_ccii": Twin(_cc_ccii, "Synthetic chest CT, 8-bit lung window: Normal / CP (lobar consolidation, one lung) / "
+                    "NCP (bilateral peripheral ground glass) (CC-CCII twin)"),
 }
