@@ -146,30 +146,34 @@ def build_parser() -> argparse.ArgumentParser:
                      help="export the EMA teacher (default) or the student encoder")
     exp.set_defaults(func=_export)
     syn = sub.add_parser(
-        "synth", help="write a synthetic abdominal CT dataset (NIfTI + dataset.json)",
-        description="Write deterministic synthetic abdominal CT phantoms as NIfTI volumes with an MSD-style "
-                    "dataset.json: an unlabelled pretraining pool (ct_pool) or a 13-organ BTCV twin (btcv). "
-                    "The output folder is written atomically and replaced if it exists.",
+        "synth", help="write the synthetic twin of a registry dataset (NIfTI + dataset.json)",
+        description="Write deterministic synthetic cases of a registry dataset's twin as NIfTI volumes with a "
+                    "dataset.json in the common layout (a pool lists them all under 'training'; a downstream twin "
+                    "lists its last cases under 'validation'). The output folder is written atomically and "
+                    "replaced if it exists.",
     )
     from .data.synthetic import KINDS
 
     syn.add_argument("--kind", choices=KINDS, required=True, help="the registry dataset whose twin is written")
-    syn.add_argument("--out", required=True, help="output folder (gets imagesTr/, labelsTr/ and dataset.json)")
-    syn.add_argument("--cases", type=int, required=True, help="number of volumes (btcv: >= 2)")
+    syn.add_argument("--out", required=True, help="output folder (gets imagesTr/, labelsTr/ or targetsTr/, dataset.json)")
+    syn.add_argument("--cases", type=int, required=True,
+                     help="number of cases (a pool: >= 1; a downstream twin: >= 2, a classifier's: >= 2 per class)")
     syn.add_argument("--seed", type=int, required=True, help="dataset seed (non-negative)")
     syn.add_argument("--shape", type=int, nargs=3, default=(96, 96, 64), metavar=("X", "Y", "Z"),
                      help="grid in voxels (default: 96 96 64)")
     syn.add_argument("--spacing", type=float, nargs=3, default=(1.5, 1.5, 2.0), metavar=("SX", "SY", "SZ"),
                      help="voxel size in mm (default: 1.5 1.5 2.0)")
     syn.add_argument("--val-fraction", type=float, default=0.25,
-                     help="btcv: fraction of cases listed under 'validation' (default: 0.25)")
+                     help="a downstream twin: fraction of cases listed under 'validation' (default: 0.25)")
     syn.set_defaults(func=_synth)
     from .train.finetune_config import add_arguments as add_finetune_arguments
 
     fin = sub.add_parser(
-        "finetune", help="fine-tune SwinUNETR(use_v2=True) for segmentation, from scratch or a pretrained encoder",
-        description="Fine-tune MONAI SwinUNETR(use_v2=True) on an MSD-style dataset.json with image/label pairs; "
-                    "writes metrics.json (Dice per class), model.pt, split.json and dvclive/ to run.out_dir. "
+        "finetune", help="fine-tune for the dataset's task (segmentation, classification, reconstruction, "
+                         "translation), from scratch or a pretrained encoder",
+        description="Fine-tune on a dataset.json in the common layout; its task picks the network (SwinUNETR(use_v2=True), "
+                    "or its encoder with a linear head for classification), loss and scores. Writes metrics.json (the "
+                    "task's scores), model.pt, split.json and dvclive/ to run.out_dir. "
                     "Options are --section.field; a --config YAML with the same sections can hold them.",
     )
     add_finetune_arguments(fin)
