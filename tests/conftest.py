@@ -12,7 +12,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 import yaml
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n 2` (pyproject's addopts): two workers share the cores, so each computes with one thread, and so
+    # do the commands it starts (OpenMP threads of two processes fighting for two cores slow both tenfold).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 TINY = {
     "encoder": {"feature_size": 12, "num_heads": [1, 2, 3, 4], "window_size": 4, "token_stage": 3},
@@ -131,10 +138,23 @@ def snakemake(workdir: Path, *args: str, configfile: Path | None = None, timeout
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """A folder in which the whole smoke DAG ran once (shared: tests read it or copy it, never change it)."""
-    workdir = tmp_path_factory.mktemp("smoke")
-    done = snakemake(workdir, "--cores", "2", "--config", "scale=smoke")
-    assert done.returncode == 0, done.stderr[-4000:]
+    """A folder in which the whole smoke DAG ran once (shared: tests read it or copy it, never change it).
+
+    Shared by the pytest-xdist workers too: the first one to need it runs the DAG under a file lock in their
+    common temporary folder, the others wait for it and reuse it."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    workdir = root / "smoke-shared"
+    with FileLock(str(root / "smoke-shared.lock")):
+        if not (root / "smoke-shared.complete").exists():
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir()
+            done = snakemake(workdir, "--cores", "2", "--config", "scale=smoke")
+            assert done.returncode == 0, done.stderr[-4000:]
+            (root / "smoke-shared.complete").touch()
     return workdir
 
 
