@@ -157,9 +157,10 @@ def brain_anatomy(rng: np.random.Generator, shape: Sequence[int], tumour: bool) 
     tissue[cortex] = GM
     tissue[sulci | fissure] = CSF
     # veins in some sulci, superior sagittal sinus along the top of the midline
-    veins = sulci & (smooth_field(rng, (6, 6, 5), shape) > f32(0.5)) & (outer > 0.02)
+    veins = mask & (ag < f32(sulcus_w + 0.05)) & (outer < f32(depth)) & (outer > 0.02) \
+        & (smooth_field(rng, (6, 6, 5), shape) > f32(0.6))
     sinus = mask & (np.abs(u) < f32(0.06)) & (outer < f32(0.08)) & (w > f32(0.15)) & (v > -0.85)
-    falx = fissure & (np.abs(au + f32(0.02) * av) < f32(0.012))  # the dura of the falx enhances too
+    falx = fissure & (np.abs(au + f32(0.02) * av) < f32(0.02))  # the dura of the falx enhances too
     tissue[veins | sinus | falx] = VESSEL
 
     # ---- deep grey nuclei, ventricles, choroid plexus (warped by the tumour)
@@ -216,9 +217,9 @@ def brain_anatomy(rng: np.random.Generator, shape: Sequence[int], tumour: bool) 
         label[edema] = BRATS_LABEL_OF[EDEMA]
         label[core] = BRATS_LABEL_OF[ENHANCING]
         label[nec] = BRATS_LABEL_OF[NECROSIS]
-        # edema fades from the core (1) to its margin (0); the rim enhances patchily (0.25-1)
+        # edema fades from the core (1) to its margin (0); the rim enhances patchily (0.35-1)
         fade = np.clip((f32(r_ed) * (1 + f32(0.35) * f_ed) - r) / f32(max(r_ed - r_core, 1e-3)), 0, 1)
         grade = np.where(edema, fade, grade)
-        patch = np.clip(f32(0.65) + f32(0.3) * smooth_field(rng, (6, 6, 6), shape), 0.25, 1.0)
+        patch = np.clip(f32(0.75) + f32(0.25) * smooth_field(rng, (6, 6, 6), shape), 0.35, 1.0)
         grade = np.where(core & ~nec, patch, grade).astype(np.float32)
     return Brain(tissue=tissue, mask=mask, label=label, tumour=bool(tumour), grade=grade)
