@@ -2,7 +2,9 @@
 
 Split by concern: :mod:`.fields` (smooth random fields, blurs), :mod:`.geometry` (rotations, boxed
 masks, deformed ellipsoids, tubes), :mod:`.abdomen` (the abdominal CT phantom and its 13 BTCV organs),
-:mod:`.checks` (parameter checks) and :mod:`.writer` (NIfTI + dataset.json, atomically).
+:mod:`.brain` (skull-stripped brains: tissue maps and a glioma with BraTS sub-regions),
+:mod:`.render_mri` (MRI sequences from a brain's tissue map), :mod:`.twins` (one case of each registry
+dataset's twin), :mod:`.checks` (parameter checks) and :mod:`.writer` (NIfTI + dataset.json, atomically).
 """
 
 from .abdomen import BTCV_LABELS, ORGAN_HU, PRIORITY, ct_phantom

@@ -36,14 +36,16 @@ Anatomy (local coordinates)
 
 Tumour (glioma, optional)
 -------------------------
-A deformed core in one hemisphere's white matter (radius 0.12-0.28 of the brain radius, centre
-anywhere with ``|u|`` 0.15-0.55): an **enhancing** rim (BraTS label 4) around a **necrotic** core (label
-1, 0.45-0.8 of the core radius, its own deformation), inside a **peritumoral edema** (label 2) 1.4-2.6
-times the core radius, irregular, spreading only through white matter / deep grey / WMH (it spares the
-cortex and CSF); the edema fades from the core to its margin and the rim enhances patchily
-(``Brain.grade``), so their intensities run into those of grey matter / deep grey. The tumour displaces the anatomy: the inner structures are sampled through a radial
-mass-effect warp around the tumour (ventricles compressed, midline shifted), and the core replaces
-whatever lies under it.
+A deformed core in one hemisphere's white matter (radius 0.15-0.28 of the brain radius, centre
+anywhere with ``|u|`` 0.15-0.55): an **enhancing** rim (BraTS label 4) around a **necrotic** core
+(label 1, 0.45-0.8 of the core radius, its own deformation, always inside a rim), inside a
+**peritumoral edema** (label 2) reaching 1.4-2.6 times the core radius (at most 0.5 of the brain
+radius; an irregular margin of 30-200 % of its mean width) that spreads only through white matter /
+deep grey / WMH (it spares the cortex and CSF). The edema fades from the core to its margin and the
+rim enhances patchily (``Brain.grade``), so their intensities run into those of grey matter / deep
+grey. The tumour displaces the anatomy: the inner structures (sulci, nuclei, ventricles, WMH) are
+sampled through a radial mass-effect warp around the tumour (ventricles compressed, midline
+shifted), and the core replaces whatever lies under it.
 
 Tissue codes (:data:`TISSUES`): 0 outside, 1 CSF, 2 GM, 3 WM, 4 deep GM, 5 vessel/choroid, 6 WMH,
 7 necrosis, 8 edema, 9 enhancing tumour. BraTS labels (:data:`BRATS_LABEL_OF`): 7 -> 1, 8 -> 2, 9 -> 4.
@@ -205,12 +207,16 @@ def brain_anatomy(rng: np.random.Generator, shape: Sequence[int], tumour: bool) 
         f_core = np.clip(smooth_field(rng, (4, 4, 4), shape), -2, 2)
         f_nec = np.clip(smooth_field(rng, (4, 4, 4), shape), -2, 2)
         f_ed = np.clip(smooth_field(rng, (5, 5, 5), shape), -2, 2)
-        r_nec = r_core * uniform(rng, 0.45, 0.8)
+        nec_frac = uniform(rng, 0.45, 0.8)
         r_ed = min(r_core * uniform(rng, 1.4, 2.6), 0.5)
         inner = mask & (rho < 0.95)
-        core = inner & (r <= f32(r_core) * (1 + f32(0.15) * f_core))
-        nec = core & (r <= f32(r_nec) * (1 + f32(0.3) * f_nec))
-        edema = inner & (r <= f32(r_ed) * (1 + f32(0.35) * f_ed)) & np.isin(tissue, (WM, DEEP, WMH)) & ~core
+        core_r = f32(r_core) * (1 + f32(0.15) * f_core)  # core boundary (local radius per direction)
+        core = inner & (r <= core_r)
+        # necrosis 20-85 % of the core radius: the enhancing rim never vanishes
+        nec = core & (r <= core_r * np.clip(f32(nec_frac) * (1 + f32(0.3) * f_nec), 0.2, 0.85))
+        # edema: a margin of irregular width (30-200 % of the mean) around the core
+        margin = f32(r_ed - r_core) * np.clip(1 + f32(0.5) * f_ed, 0.3, 2.0)
+        edema = inner & (r <= core_r + margin) & np.isin(tissue, (WM, DEEP, WMH)) & ~core
         tissue[edema] = EDEMA
         tissue[core] = ENHANCING
         tissue[nec] = NECROSIS
@@ -218,7 +224,7 @@ def brain_anatomy(rng: np.random.Generator, shape: Sequence[int], tumour: bool) 
         label[core] = BRATS_LABEL_OF[ENHANCING]
         label[nec] = BRATS_LABEL_OF[NECROSIS]
         # edema fades from the core (1) to its margin (0); the rim enhances patchily (0.35-1)
-        fade = np.clip((f32(r_ed) * (1 + f32(0.35) * f_ed) - r) / f32(max(r_ed - r_core, 1e-3)), 0, 1)
+        fade = np.clip(1 - (r - core_r) / margin, 0, 1)
         grade = np.where(edema, fade, grade)
         patch = np.clip(f32(0.75) + f32(0.25) * smooth_field(rng, (6, 6, 6), shape), 0.35, 1.0)
         grade = np.where(core & ~nec, patch, grade).astype(np.float32)
