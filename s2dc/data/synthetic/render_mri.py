@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .brain import Brain
+from .brain import Brain, brain_anatomy
+from .checks import check_seed, check_shape
 from .fields import blur, noise_field, smooth_field
 from .geometry import normal, uniform
 
@@ -95,9 +96,6 @@ def mri_case(seed: int, shape, channels, tumour_probability: float = 1.0) -> tup
 
     Returns the float32 ``(C, X, Y, Z)`` image (channels in the given order) and the :class:`Brain`.
     """
-    from .brain import brain_anatomy
-    from .checks import check_seed, check_shape
-
     rng = np.random.default_rng(check_seed(seed))
     shape = check_shape(shape)
     tumour = bool(rng.random() < tumour_probability)
