@@ -196,3 +196,27 @@ def test_region_segmentation_trains_on_brats_like_labels(tmp_path):
     assert all(0 <= v <= 1 for v in m["dice_per_class"].values())
     state = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     assert state["out.conv.conv.weight"].shape[0] == 3 and state["swinViT.patch_embed.proj.weight"].shape[1] == 2
+
+
+@pytest.mark.parametrize("name", ["btcv", "msd_liver", "msd_lung", "msd_spleen", "cc_ccii", "brats21", "brats23",
+                                  "autopet", "adni", "udpet"])
+def test_every_engine_trains_on_its_twin(tmp_path, name):
+    """Each downstream twin, written as its release would be, fine-tunes for two steps with its registry preset."""
+    from s2dc.data.preprocess import PreprocessConfig
+    from s2dc.data.registry import get
+    from s2dc.data.synthetic import write_dataset
+
+    spec = get(name)
+    cases = 6 if spec.task == "classification" else 3
+    js = write_dataset(tmp_path / "data", name, cases, seed=0, shape=(64, 32, 32), val_fraction=0.34)
+    preset = PreprocessConfig.from_preset(spec.preset)
+    intensity = ["--preprocess.intensity", preset.intensity, "--preprocess.a_min", str(preset.a_min),
+                 "--preprocess.a_max", str(preset.a_max)]
+    config = tmp_path / "ft.yaml"
+    config.write_text(yaml.safe_dump({**TINY_FT, "train": {**TINY_FT["train"], "steps": 2, "warmup_steps": 1,
+                                                           "samples_per_volume": 1}}))
+    out = tmp_path / "run"
+    assert main(["finetune", "--config", str(config), "--data.source", str(js), "--run.out_dir", str(out),
+                 *intensity]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["task"] == spec.task and m["score"]["key"] in m and m["steps"] == 2

@@ -3,7 +3,11 @@
 Split by concern: :mod:`.fields` (smooth random fields, blurs), :mod:`.geometry` (rotations, boxed
 masks, deformed ellipsoids, tubes), :mod:`.abdomen` (the abdominal CT phantom and its 13 BTCV organs),
 :mod:`.chest` (the chest CT phantom, CT and 8-bit renderings), :mod:`.lesions` (liver tumours, lung
-nodule, pneumonia patterns), :mod:`.twins` (one case of each registry twin), :mod:`.checks` (parameter checks) and :mod:`.writer` (NIfTI + dataset.json, atomically).
+nodule, pneumonia patterns), :mod:`.brain` (skull-stripped brains: tissue maps and a glioma with BraTS
+sub-regions), :mod:`.render_mri` (MRI sequences from a brain's tissue map), :mod:`.torso_pet` and
+:mod:`.brain_pet` (FDG uptake maps), :mod:`.render_pet` (PET counts at a dose), :mod:`.twins` (one case of
+each registry dataset's twin), :mod:`.checks` (parameter checks) and :mod:`.writer` (NIfTI + dataset.json,
+atomically).
 """
 
 from .abdomen import BTCV_LABELS, ORGAN_HU, PRIORITY, ct_phantom

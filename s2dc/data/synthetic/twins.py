@@ -14,9 +14,11 @@ from typing import Callable
 
 import numpy as np
 
+from ..registry import get
 from . import abdomen, chest, lesions
 from .abdomen import ct_phantom
 from .brain_pet import brain_pet
+from .render_mri import mri_case
 from .torso_pet import torso_pet
 
 
@@ -110,6 +112,21 @@ def _cc_ccii(seed: int, shape: tuple[int, int, int], index: int) -> Case:
     return cc_ccii_case(seed, shape, index)[0]
 
 
+def _mri_pool(seed: int, shape: tuple[int, int, int], index: int) -> Case:
+    image, _ = mri_case(seed, shape, get("mri_pool").channels, tumour_probability=0.25)
+    return Case(image)
+
+
+def _brats21(seed: int, shape: tuple[int, int, int], index: int) -> Case:
+    image, brain = mri_case(seed, shape, get("brats21").channels)
+    return Case(image, label=brain.label)
+
+
+def _brats23(seed: int, shape: tuple[int, int, int], index: int) -> Case:
+    image, _ = mri_case(seed, shape, get("brats23").channels)
+    return Case(image)
+
+
 TWINS: dict[str, Twin] = {
     "ct_pool": Twin(_ct_pool, "Synthetic abdominal CT phantoms (unlabelled pretraining pool)"),
     "btcv": Twin(_btcv, "Synthetic abdominal CT phantoms with 13 BTCV organ labels (BTCV twin)"),
@@ -124,4 +141,10 @@ TWINS: dict[str, Twin] = {
                      "same density (MSD Task06 twin)"),
     "cc_ccii": Twin(_cc_ccii, "Synthetic chest CT, 8-bit lung window: Normal / CP (lobar consolidation, one lung) / "
                     "NCP (bilateral peripheral ground glass) (CC-CCII twin)"),
+    "mri_pool": Twin(_mri_pool, "Synthetic skull-stripped brain T1w MRI, healthy (some with a glioma; unlabelled "
+                                "pretraining pool)"),
+    "brats21": Twin(_brats21, "Synthetic brain MRI with a glioma, t1/t1ce/t2/flair rendered from shared tissue maps, "
+                              "BraTS labels 1 necrosis, 2 edema, 4 enhancing (BraTS 2021 twin)"),
+    "brats23": Twin(_brats23, "Synthetic brain MRI with a glioma, t1n/t1c/t2w/t2f rendered from shared tissue maps "
+                              "(BraTS 2023 sequence-translation twin)"),
 }

@@ -12,11 +12,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..registry import get
+from ..registry import get, names
 from . import twins
 from .checks import SynthParamError, check_seed, check_shape
 
-KINDS = tuple(twins.TWINS)
+KINDS = tuple(n for n in names() if n in twins.TWINS)  # registry order
 GENERATOR_VERSION = 1
 
 
