@@ -17,20 +17,51 @@ from s2dc.models.encoder import EncoderConfig
 SIZES = EncoderConfig(feature_size=12, num_heads=(1, 2, 3, 4), window_size=4)
 
 
-def test_token_targets_are_block_majorities():
-    """Against a loop over the blocks with numpy's bincount (ties to the lower class)."""
+def _dominant_structure(block: np.ndarray, num_classes: int) -> int:
+    """The reference rule, block by block: the most frequent foreground class (ties to the lower) when
+    foreground fills at least an eighth of the block, else background (0)."""
+    counts = np.bincount(block.ravel(), minlength=num_classes)
+    if counts[1:].sum() * 8 < block.size:
+        return 0
+    return int(counts[1:].argmax()) + 1
+
+
+def test_token_targets_name_the_structure_in_each_block():
+    """Against a loop over the blocks with numpy's bincount."""
     rng = np.random.default_rng(0)
-    label = rng.integers(0, 4, (8, 6, 4))
+    label = rng.choice(4, (8, 6, 4), p=[0.85, 0.05, 0.05, 0.05])
     label[:4, :2, :2] = 3  # one pure block
     got = token_targets(torch.from_numpy(label), 2, 4).numpy()
     want = []
     for i in range(4):
         for j in range(3):
             for k in range(2):
-                block = label[2 * i : 2 * i + 2, 2 * j : 2 * j + 2, 2 * k : 2 * k + 2]
-                want.append(np.bincount(block.ravel(), minlength=4).argmax())
+                want.append(_dominant_structure(label[2 * i : 2 * i + 2, 2 * j : 2 * j + 2, 2 * k : 2 * k + 2], 4))
     np.testing.assert_array_equal(got, want)
-    assert got[0] == 3
+    assert got[0] == 3 and 0 < (got == 0).sum() < len(got)
+
+
+def test_a_lesion_smaller_than_half_a_block_still_labels_its_token():
+    """A majority rule would call every block background here and the probe would score a vacuous 100 %."""
+    label = torch.zeros(8, 8, 8, dtype=torch.long)
+    label[0:2, 0:2, 0:1] = 1  # 4 of the 64 voxels of the first 4³ block: under an eighth
+    label[4:6, 4:6, 4:6] = 1  # 8 of 64: an eighth
+    got = token_targets(label, 4, 2)
+    assert got.tolist() == [0, 0, 0, 0, 0, 0, 0, 1]
+
+
+def test_a_probe_with_no_foreground_token_to_score_fails():
+    """Balanced accuracy over background alone would read 100 %: the probe refuses instead, naming the stage."""
+    from types import SimpleNamespace
+
+    from s2dc.data.errors import DataError
+    from s2dc.eval.probe import _score
+
+    task = SimpleNamespace(name="segmentation", names=["background", "lesion"], num_classes=2)
+    x = {"training": torch.randn(40, 3), "validation": torch.randn(10, 3)}
+    y = {"training": torch.tensor([0, 1] * 20), "validation": torch.zeros(10, dtype=torch.long)}
+    with pytest.raises(DataError, match="no validation token.*lesion"):
+        _score(task, x, y)
 
 
 def test_voxel_blocks_follow_the_token_order():

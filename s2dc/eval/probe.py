@@ -3,7 +3,8 @@ scored on the validation cases, with no decoder that could learn around the enco
 
 A frozen encoder (``SwinUNETR.swinViT``) embeds every whole volume; the linear model depends on the task:
 
-* segmentation: each token of one Swin stage gets the majority label of the voxel block it covers; a
+* segmentation: each token of one Swin stage gets the structure in the voxel block it covers (its most
+  frequent foreground class when foreground fills an eighth of the block, else background); a
   class-balanced softmax regression on the tokens, scored by balanced accuracy (mean per-class recall);
 * classification: the tokens averaged over the volume give one feature vector per case; a class-balanced
   softmax regression on the cases (the release evaluates CC-CCII with a linear/SVM head on pooled
@@ -20,35 +21,43 @@ token's block; for classification the volume averaged to a 4³ grid).
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..export import load_encoder_weights, swinunetr_for
-from ..models.encoder import EncoderConfig
-from ..files import atomic_write_text
-from ..train.checkpoint import load_checkpoint
-from ..train.device import pick_device
-from contextlib import nullcontext
-from types import SimpleNamespace
-
 from ..data.datalist import list_cases, read_datalist, registry_spec
+from ..data.errors import DataError
 from ..data.preprocess import PreprocessConfig
 from ..data.volumes import plain
 from ..downstream.tasks import TASKS, task_of
 from ..downstream.tasks.common import Setting
+from ..export import load_encoder_weights, swinunetr_for
+from ..files import atomic_write_text
+from ..models.encoder import EncoderConfig
+from ..train.checkpoint import load_checkpoint
+from ..train.device import pick_device
 
 RANDOM = "random"
 VOXELS = "voxels"
 
 
+#: A block is labelled with a structure when foreground fills at least this fraction of it (one octant).
+MIN_FOREGROUND = 1 / 8
+
+
 def token_targets(label: torch.Tensor, stride: int, num_classes: int) -> torch.Tensor:
-    """Majority label of each ``stride³`` block: label (X, Y, Z) int -> (X/s · Y/s · Z/s,) long,
-    in the C order of the blocks (ties go to the lower class)."""
+    """The structure in each ``stride³`` block: label (X, Y, Z) int -> (X/s · Y/s · Z/s,) long, in the C order
+    of the blocks. A block is its most frequent foreground class (ties to the lower) when foreground fills at
+    least :data:`MIN_FOREGROUND` of it, else background (0): a majority rule would call every block of a
+    lesion smaller than half a block background, and the probe would never see the lesion."""
     onehot = F.one_hot(label.long(), num_classes).permute(3, 0, 1, 2).float()[None]
-    return F.avg_pool3d(onehot, stride)[0].argmax(0).flatten()
+    fractions = F.avg_pool3d(onehot, stride)[0].flatten(1)  # (classes, blocks)
+    structure = fractions[1:].argmax(0) + 1
+    return torch.where(fractions[1:].sum(0) >= MIN_FOREGROUND - 1e-6, structure, torch.zeros_like(structure))
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -251,11 +260,15 @@ def _score(task, x: dict, y: dict) -> dict:
     if task.name in ("reconstruction", "translation"):
         predict = fit_ridge(x["training"], y["training"])
         return {"score": r_squared(predict(x["validation"]), y["validation"])}
-    names = task.names if task.name == "classification" else [*task.names, *[""] * (task.num_classes - len(task.names))]
+    names = task.names
     layer = fit_linear_probe(x["training"], y["training"], len(names))
     with torch.no_grad():
         pred = layer(x["validation"].double()).argmax(1)
     recall = per_class_recall(pred, y["validation"], len(names))
+    if task.name == "segmentation" and not np.isfinite(recall[1:]).any():
+        raise DataError(f"no validation token carries a structure ({', '.join(names[1:])}): every block is "
+                        "background at this stage, and a score over background alone would read 100 %; probe an "
+                        "earlier --stage (smaller blocks) or larger structures")
     result = {"score": float(np.nanmean(recall)), "balanced_accuracy": float(np.nanmean(recall)),
               "recall": {names[c]: (None if np.isnan(r) else float(r)) for c, r in enumerate(recall) if names[c]}}
     if task.name == "segmentation":

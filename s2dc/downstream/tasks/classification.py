@@ -12,12 +12,11 @@ import torch
 from monai.transforms import CenterSpatialCrop, Compose
 
 from ...data.errors import DataError
-from ...data.preprocess import preprocess_transforms
-from ...data.volumes import TransformedCases, plain
+from ...data.volumes import plain
 from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
 from ..metrics import accuracy, roc_auc
-from .common import Setting, random_crops
+from .common import Setting, cached_pair, random_crops
 
 
 class SwinClassifier(torch.nn.Module):
@@ -54,10 +53,7 @@ class Classification:
             if not 0 <= case["class"] < len(self.names):
                 raise DataError(f"case '{case['id']}' has class {case['class']}; the dataset's classes are "
                                 f"0..{len(self.names) - 1} {self.names}")
-        transform = preprocess_transforms(s.preprocess, s.roi_size)
-        name, extra = f"cls1-{s.preprocess.cache_key()}", {"min_size": list(s.roi_size)}
-        return (TransformedCases(train, transform, cache_root, name, extra),
-                TransformedCases(val, transform, cache_root, name, extra))
+        return cached_pair(train, val, s, cache_root, "cls1")
 
     def augment(self, s: Setting) -> Compose:
         return random_crops(["image"], s)

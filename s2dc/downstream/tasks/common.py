@@ -9,7 +9,8 @@ import torch
 from monai.inferers import sliding_window_inference
 from monai.transforms import Compose, RandFlipd, RandSpatialCropSamplesd
 
-from ...data.volumes import plain
+from ...data.preprocess import preprocess_transforms
+from ...data.volumes import TransformedCases, plain
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,16 @@ class Setting:
     overlap: float
     device: torch.device
     autocast: Callable
+
+
+def cached_pair(train: list[dict], val: list[dict], s: Setting, cache_root, tag: str, transform=None):
+    """Training and validation cases through one preprocessing ``transform`` (default: the image chain of
+    ``s.preprocess``, padded to the crop size), cached under ``cache_root`` in a folder named after ``tag``
+    and the preprocessing; returns the two datasets."""
+    transform = transform or preprocess_transforms(s.preprocess, s.roi_size)
+    name, extra = f"{tag}-{s.preprocess.cache_key()}", {"min_size": list(s.roi_size)}
+    return (TransformedCases(train, transform, cache_root, name, extra),
+            TransformedCases(val, transform, cache_root, name, extra))
 
 
 def random_crops(keys: list[str], s: Setting) -> Compose:

@@ -13,11 +13,11 @@ import torch
 from monai.transforms import Compose, MapTransform, Orientationd, Spacingd, SpatialPadd
 
 from ...data.preprocess import LoadVolumed
-from ...data.volumes import TransformedCases, plain
+from ...data.volumes import plain
 from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
 from ..metrics import nrmse, psnr, ssim
-from .common import Setting, infer, random_crops
+from .common import Setting, cached_pair, infer, random_crops
 
 KEYS = ["image", "target"]
 _VERSION = 1  # bump when the preprocessing below changes its output
@@ -51,9 +51,7 @@ class Reconstruction:
         if cfg.spacing is not None:
             steps.append(Spacingd(KEYS, pixdim=cfg.spacing, mode="bilinear"))
         steps += [SpatialPadd(KEYS, spatial_size=s.roi_size, mode="constant", value=0), ScaleByImaged()]
-        name, extra = f"rec{_VERSION}-{cfg.cache_key()}", {"min_size": list(s.roi_size)}
-        return (TransformedCases(train, Compose(steps), cache_root, name, extra),
-                TransformedCases(val, Compose(steps), cache_root, name, extra))
+        return cached_pair(train, val, s, cache_root, f"rec{_VERSION}", Compose(steps))
 
     def augment(self, s: Setting) -> Compose:
         return random_crops(KEYS, s)

@@ -14,12 +14,11 @@ import torch
 from monai.transforms import Compose
 
 from ...data.errors import DataError
-from ...data.preprocess import preprocess_transforms
-from ...data.volumes import TransformedCases, plain
+from ...data.volumes import plain
 from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
 from ..metrics import mse, psnr, ssim
-from .common import Setting, infer, random_crops
+from .common import Setting, cached_pair, infer, random_crops
 
 
 class Translation:
@@ -44,10 +43,7 @@ class Translation:
             if not isinstance(case["image"], list) or len(case["image"]) != len(self.channels):
                 raise DataError(f"case '{case['id']}' must list {len(self.channels)} sequences {self.channels} as "
                                 f"'image', got {case['image']!r}")
-        transform = preprocess_transforms(s.preprocess, s.roi_size)
-        name, extra = f"trans1-{s.preprocess.cache_key()}", {"min_size": list(s.roi_size)}
-        return (TransformedCases(train, transform, cache_root, name, extra),
-                TransformedCases(val, transform, cache_root, name, extra))
+        return cached_pair(train, val, s, cache_root, "trans1")
 
     def augment(self, s: Setting) -> Compose:
         return random_crops(["image"], s)
