@@ -94,7 +94,8 @@ def test_dvc_after_snakemake_redoes_and_deletes_nothing(tmp_path, smoke_run):
     for folder in ("resources/smoke", "results/smoke/pretrain", "results/smoke/finetune", "results/smoke/probe"):
         kept = [f for f in made if f.startswith(folder + "/") and not is_scratch(f)]
         assert outs[folder]["nfiles"] == len(kept), (folder, outs[folder], kept)
-    assert outs["results/smoke/pretrain"]["nfiles"] == 2  # encoder.pt, summary.json
+    modalities = yaml.safe_load((REPO / "params.yaml").read_text())["scales"]["smoke"]["pretrain"]["modalities"]
+    assert outs["results/smoke/pretrain"]["nfiles"] == 2 * len(modalities)  # encoder.pt, summary.json each
     for table in ("benchmark.csv", "benchmark.md", "metrics.json"):
         assert outs[f"results/smoke/{table}"]["md5"]
 

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from s2dc.data import registry
 from s2dc.export import load_pretrained_encoder, swinunetr_for
 from s2dc.models.encoder import EncoderConfig
 
@@ -58,7 +59,9 @@ def test_smoke_dag_runs_is_incremental_and_reruns_only_what_changed(smoke_run):
     tmp_path = smoke_run
     results = tmp_path / "results" / "smoke"
     table = pd.read_csv(results / "benchmark.csv")
-    assert sorted(table.method) == ["s2dc", "scratch"]
+    smoke_datasets = PARAMS["scales"]["smoke"]["experiments"]["datasets"]
+    assert sorted(table.method) == sorted(["s2dc", "scratch"] * len(smoke_datasets))
+    assert set(table.task) == {"segmentation", "classification", "reconstruction", "translation"}  # every task
     assert (table.seeds == 1).all() and table["mean"].between(0, 100).all()
     assert "| synthetic_btcv | segmentation | Dice |" in (results / "benchmark.md").read_text()
     nested = json.loads((results / "metrics.json").read_text())
@@ -89,7 +92,7 @@ def test_smoke_dag_runs_is_incremental_and_reruns_only_what_changed(smoke_run):
     dry = snakemake(tmp_path, "--cores", "2", "--config", "scale=smoke", "-n",
                     configfile=write_params(tmp_path / "changed.yaml", changed))
     assert dry.returncode == 0, dry.stderr[-3000:]
-    assert job_counts(dry.stdout) == {"finetune": 2, "benchmark_table": 1, "all": 1}
+    assert job_counts(dry.stdout) == {"finetune": 2 * len(smoke_datasets), "benchmark_table": 1, "all": 1}
 
 
 def test_job_logs_show_progress(smoke_run):
@@ -113,7 +116,9 @@ def test_pool_change_reruns_pretraining_and_everything_after(smoke_run, tmp_path
     changed["scales"]["smoke"]["datasets"]["ct_pool"]["seed"] += 5
     dry = snakemake(smoke_run, "--cores", "2", "--config", "scale=smoke", "-n",
                     configfile=write_params(tmp_path / "changed.yaml", changed))
-    assert job_counts(dry.stdout) == {"synthetic_dataset": 1, "pretrain": 1, "finetune": 1, "probe": 1,
+    ct = [d for d in PARAMS["scales"]["smoke"]["experiments"]["datasets"] if registry.get(d).modality == "CT"]
+    assert len(ct) == 2  # btcv and cc_ccii: their S²DC runs and probes read the CT encoder
+    assert job_counts(dry.stdout) == {"synthetic_dataset": 1, "pretrain": 1, "finetune": len(ct), "probe": len(ct),
                                       "benchmark_table": 1, "all": 1}
 
 

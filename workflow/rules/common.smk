@@ -182,6 +182,10 @@ from s2dc.train.finetune_config import build_config as _finetune_config
 _check_options("pretrain.options", _pretrain_config, P["pretrain"]["options"])
 _check_options("finetune.options", _finetune_config, P["finetune"]["options"])
 _check_datasets()
+_stray = sorted(set(P["probe"].get("stage_of", {})) - set(EXP["datasets"]))
+if _stray:
+    raise WorkflowError(f"params.yaml: scales.{SCALE}.probe.stage_of names {_stray}: expected datasets of "
+                        f"scales.{SCALE}.experiments.datasets {EXP['datasets']}")
 if "only" in config:
     EXP = {**EXP, "datasets": _restrict("only", EXP["datasets"])}
 if "methods" in config:

@@ -11,7 +11,7 @@ rule probe:
         json=f"{RESULTS}/probe/{{dataset}}.json",
         md=f"{RESULTS}/probe/{{dataset}}.md",
     params:
-        stage=lambda w: P["probe"]["stage"],
+        stage=lambda w: P["probe"].get("stage_of", {}).get(w.dataset, P["probe"]["stage"]),
         cache=f"{RESULTS}/cache/probe",
         code=CODE["probe"],
     threads: P["probe"]["resources"]["threads"]
