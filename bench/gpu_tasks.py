@@ -90,7 +90,8 @@ def mean_sd(values: list[float]) -> str:
 
 
 def summary(jobs: list[dict]) -> str:
-    rows = ["| dataset | task | metric | scratch | S²DC | probe voxels / random / S²DC |", "|---|---|---|---|---|---|"]
+    rows = ["| dataset | task | fine-tuning metric | scratch | S²DC | frozen-encoder probe (balanced accuracy or R², %): "
+            "voxels / random / S²DC |", "|---|---|---|---|---|---|"]
     for name in registry.downstream_names():
         spec = registry.get(name)
         scores = {m: [j["metrics"]["score"]["value"] for j in jobs if j["name"].startswith(f"ft_{name}_{m}_") and "metrics" in j]

@@ -61,3 +61,32 @@ def test_a_user_with_one_real_dataset_runs_just_its_rows(tmp_path):
     wrong = done["wrong"].result()
     out = wrong.stdout + wrong.stderr
     assert wrong.returncode != 0 and "--config only=btcv,spleen" in out and "got ['spleen']" in out
+
+
+def test_quick_spans_the_benchmark_and_smoke_every_task_and_modality():
+    """The embedded default has all ten rows and one encoder per modality; the smoke DAG the tests run has every
+    task and every modality at least once (its end-to-end run: test_pipeline.py)."""
+    import yaml
+
+    from s2dc.data import registry
+
+    scales = yaml.safe_load((REPO / "params.yaml").read_text())["scales"]
+    quick = scales["quick"]
+    assert sorted(quick["experiments"]["datasets"]) == sorted(registry.downstream_names())
+    assert sorted(quick["pretrain"]["modalities"]) == sorted(registry.MODALITIES)
+    smoke = scales["smoke"]["experiments"]["datasets"]
+    assert {registry.get(d).task for d in smoke} == set(registry.TASK_METRICS)
+    assert {registry.get(d).modality for d in smoke} == set(registry.MODALITIES)
+    assert sorted(scales["smoke"]["pretrain"]["modalities"]) == sorted(registry.MODALITIES)
+
+
+def test_probe_stage_of_must_name_an_experiment_dataset(tmp_path):
+    """probe.stage_of is checked when the workflow is parsed, naming the stray key."""
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["scales"]["smoke"]["probe"]["stage_of"] = {"msd_lung": 1}  # not a smoke experiment
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(params))
+    run = snakemake(tmp_path, "-n", "--config", "scale=smoke", configfile=tmp_path / "bad.yaml")
+    assert run.returncode != 0
+    assert "probe.stage_of names ['msd_lung']" in run.stdout + run.stderr
