@@ -186,3 +186,31 @@ def test_frozen_protocol_for_classification_and_reconstruction(tmp_path, name, m
         assert np.isfinite(row["score"]) and (row["score"] <= 1.0)
     if name == "adni":
         assert result["train_volumes"] == 4 and result["classes"] == ["CN", "AD"]
+
+
+def test_pooled_features_keep_the_layout_of_the_volume():
+    """Against numpy: each channel averaged over each cell of a grid³ partition, channel-major, cells in C order."""
+    from s2dc.eval.probe import pooled_features
+
+    rng = np.random.default_rng(3)
+    fmap = rng.normal(size=(1, 3, 4, 6, 2))
+    got = pooled_features(torch.from_numpy(fmap), 2).numpy()
+    want = [fmap[0, c, 2 * i : 2 * i + 2, 3 * j : 3 * j + 3, k : k + 1].mean()
+            for c in range(3) for i in range(2) for j in range(2) for k in range(2)]
+    np.testing.assert_allclose(got, np.array(want)[None], rtol=1e-12)
+
+
+def test_classification_probe_reads_tokens_on_a_grid(monkeypatch):
+    """The pooled classification features of an encoder are its stage map averaged on a 2³ grid, not over the
+    whole volume (a class that is a regional pattern is lost by a global mean; the voxel baseline keeps a 4³ grid)."""
+    from s2dc.eval import probe as probe_module
+
+    swin = swinunetr_for(SIZES).swinViT.eval()
+    image = torch.rand(1, 1, 64, 64, 64)
+    got = probe_module._token_features(swin, image, 2, pooled=True)
+    with torch.no_grad():
+        fmap = swin(image, True)[2]  # (1, C, 8, 8, 8)
+    c = fmap.shape[1]
+    assert got.shape == (1, c * 8)
+    first_cell = fmap[0, :, :4, :4, :4].mean((1, 2, 3))
+    torch.testing.assert_close(got[0].reshape(c, 8)[:, 0], first_cell)

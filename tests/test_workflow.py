@@ -90,3 +90,21 @@ def test_probe_stage_of_must_name_an_experiment_dataset(tmp_path):
     run = snakemake(tmp_path, "-n", "--config", "scale=smoke", configfile=tmp_path / "bad.yaml")
     assert run.returncode != 0
     assert "probe.stage_of names ['msd_lung']" in run.stdout + run.stderr
+
+
+def test_the_architecture_is_written_once(tmp_path):
+    """Fine-tuning takes the network's sizes from pretrain.options.encoder (the scratch run too); a size repeated
+    under finetune.options.model is refused, naming the key."""
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    encoder = params["scales"]["smoke"]["pretrain"]["options"]["encoder"]
+    plan = snakemake(tmp_path, "-n", "-p", "--config", "scale=smoke", "--forceall")
+    commands = [line for line in plan.stdout.splitlines() if "s2dc finetune" in line]
+    assert commands and all(f"--model.feature_size {encoder['feature_size']} " in c for c in commands)
+    assert all("--model.num_heads " + " ".join(map(str, encoder["num_heads"])) in c for c in commands)
+    params["scales"]["smoke"]["finetune"]["options"]["model"] = {"feature_size": 24}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(params))
+    run = snakemake(tmp_path, "-n", "--config", "scale=smoke", configfile=tmp_path / "bad.yaml")
+    assert run.returncode != 0
+    assert "finetune.options.model.feature_size: the architecture is set once" in run.stdout + run.stderr

@@ -6,7 +6,7 @@ A frozen encoder (``SwinUNETR.swinViT``) embeds every whole volume; the linear m
 * segmentation: each token of one Swin stage gets the structure in the voxel block it covers (its most
   frequent foreground class when foreground fills an eighth of the block, else background); a
   class-balanced softmax regression on the tokens, scored by balanced accuracy (mean per-class recall);
-* classification: the tokens averaged over the volume give one feature vector per case; a class-balanced
+* classification: the stage map averaged on a 2³ grid gives one feature vector per case; a class-balanced
   softmax regression on the cases (the release evaluates CC-CCII with a linear/SVM head on pooled
   features), scored by balanced accuracy;
 * reconstruction and translation: each token predicts the mean of the target (full-dose PET, the other
@@ -15,7 +15,7 @@ A frozen encoder (``SwinUNETR.swinViT``) embeds every whole volume; the linear m
   tokens hold the target's local content, which a full fine-tuned decoder could otherwise supply itself.
 
 Baselines: ``random`` (an untrained encoder of the same sizes) and ``voxels`` (the raw voxels of each
-token's block; for classification the volume averaged to a 4³ grid).
+token's block; for classification the volume averaged on a 4³ grid).
 """
 
 from __future__ import annotations
@@ -241,17 +241,29 @@ def _image_and_target(task, item: dict, stride: int, multiple: int) -> tuple[tor
     return pad_to_multiple(image, multiple), block_means(pad_to_multiple(target, multiple), stride)
 
 
+#: Classification reads features pooled on a grid, so that a class told by a regional pattern is not averaged
+#: away: the raw voxels on a 4³ grid (64 values per channel), an encoder's stage map on a 2³ grid (8 per channel).
+VOXEL_GRID, TOKEN_GRID = 4, 2
+
+
+def pooled_features(fmap: torch.Tensor, grid: int) -> torch.Tensor:
+    """(1, C, X, Y, Z) -> (1, C · grid³): each channel averaged over each cell of a grid³ partition."""
+    return F.adaptive_avg_pool3d(fmap, grid).flatten()[None]
+
+
 def _voxel_features(image: torch.Tensor, stride: int, pooled: bool) -> torch.Tensor:
-    """The no-encoder baseline: each block's voxels, or (pooled) the volume averaged to a 4³ grid ``(1, 64 C)``."""
+    """The no-encoder baseline: each block's voxels ``(blocks, stride³ C)``, or (pooled) the volume on a grid."""
     if pooled:
-        return F.adaptive_avg_pool3d(image[None], 4).flatten()[None]
+        return pooled_features(image[None], VOXEL_GRID)
     return voxel_blocks(image, stride)
 
 
 @torch.no_grad()
 def _token_features(swin: torch.nn.Module, image: torch.Tensor, stage: int, pooled: bool) -> torch.Tensor:
-    tokens = stage_tokens(swin, image, stage)
-    return tokens.mean(0, keepdim=True) if pooled else tokens
+    """An encoder's tokens ``(tokens, C)``, or (pooled) its stage map on a grid ``(1, C · TOKEN_GRID³)``."""
+    if pooled:
+        return pooled_features(swin(image, True)[stage], TOKEN_GRID)
+    return stage_tokens(swin, image, stage)
 
 
 def _score(task, x: dict, y: dict) -> dict:

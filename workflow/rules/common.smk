@@ -37,6 +37,25 @@ def short_hash(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
 
+#: Encoder options that fix the network's shape: written once, under pretrain.options.encoder; fine-tuning (from
+#: scratch too) builds the same network.
+ARCHITECTURE = ("feature_size", "depths", "num_heads", "window_size", "patch_size")
+
+
+def finetune_options() -> dict:
+    """scales.<scale>.finetune.options with model.{feature_size, depths, num_heads, window_size, patch_size} taken
+    from pretrain.options.encoder, so that the scratch baseline and the S²DC run share one architecture."""
+    options = P["finetune"]["options"]
+    model = options.get("model", {})
+    repeated = sorted(k for k in model if k in ARCHITECTURE)
+    if repeated:
+        raise WorkflowError(f"params.yaml: scales.{SCALE}.finetune.options.model.{repeated[0]}: the architecture is "
+                            f"set once, in scales.{SCALE}.pretrain.options.encoder ({', '.join(ARCHITECTURE)})")
+    encoder = P["pretrain"]["options"].get("encoder", {})
+    return {"model": {**{k: v for k, v in encoder.items() if k in ARCHITECTURE}, **model},
+            **{k: v for k, v in options.items() if k != "model"}}
+
+
 def stage_resources(stage: str) -> dict:
     """Snakemake resources of one job of a stage (params.yaml `<stage>.resources`, threads aside)."""
     return {k: v for k, v in P[stage]["resources"].items() if k != "threads"}
@@ -180,7 +199,7 @@ from s2dc.train.config import build_config as _pretrain_config
 from s2dc.train.finetune_config import build_config as _finetune_config
 
 _check_options("pretrain.options", _pretrain_config, P["pretrain"]["options"])
-_check_options("finetune.options", _finetune_config, P["finetune"]["options"])
+_check_options("finetune.options", _finetune_config, finetune_options())
 _check_datasets()
 _stray = sorted(set(P["probe"].get("stage_of", {})) - set(EXP["datasets"]))
 if _stray:

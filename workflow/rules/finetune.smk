@@ -9,7 +9,7 @@ rule finetune:
     output:
         f"{RESULTS}/finetune/{{task}}/{{dataset}}/{{method}}/labels{{pct}}pct/seed{{seed}}/metrics.json",
     params:
-        options=lambda w: f"{preset_options(w.dataset)} {cli_options(P['finetune']['options'])}",
+        options=lambda w: f"{preset_options(w.dataset)} {cli_options(finetune_options())}",
         init=lambda w, input: input.encoder[0] if input.encoder else "scratch",
         ratio=lambda w: int(w.pct) / 100,
         outdir=lambda w: finetune_dir(w.dataset, w.method, w.pct, w.seed),
