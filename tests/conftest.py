@@ -162,3 +162,11 @@ def copy_run(src: Path, dst: Path) -> Path:
     """A copy of a workflow folder with its modification times and Snakemake's metadata."""
     shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
     return dst
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that reads the shared smoke-DAG run goes to one pytest-xdist worker (`--dist loadgroup`, in
+    pyproject.toml): the others keep running the rest of the suite instead of waiting for the DAG's lock."""
+    for item in items:
+        if "smoke_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("smoke"))
