@@ -163,11 +163,3 @@ def copy_run(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
     return dst
 
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(config, items):
-    """Every test that reads the shared smoke-DAG run goes to one pytest-xdist worker (`--dist loadgroup`, in
-    pyproject.toml): the others keep running the rest of the suite instead of waiting for the DAG's lock."""
-    for item in items:
-        if "smoke_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("smoke"))
