@@ -43,11 +43,8 @@ MODEL = ["--model.feature_size", "12", "--model.num_heads", "1", "2", "3", "4", 
 
 def preset_options(name: str) -> list[str]:
     """The intensity options of a dataset's registry preset (as the workflow passes them)."""
-    cfg = PreprocessConfig.from_preset(registry.get(name).preset)
-    if cfg.intensity == "zscore":
-        return ["--preprocess.intensity", "zscore"]
-    return ["--preprocess.intensity", cfg.intensity, "--preprocess.a_min", str(cfg.a_min),
-            "--preprocess.a_max", str(cfg.a_max)]
+    fields = PreprocessConfig.from_preset(registry.get(name).preset).intensity_fields()
+    return [part for key, value in fields.items() for part in (f"--preprocess.{key}", str(value))]
 
 
 class Runner:

@@ -162,4 +162,3 @@ def copy_run(src: Path, dst: Path) -> Path:
     """A copy of a workflow folder with its modification times and Snakemake's metadata."""
     shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
     return dst
-

@@ -119,6 +119,13 @@ class PreprocessConfig:
         a_min = 0.0 if preset.kind == "scale" else preset.a_min
         return cls(intensity="ct", a_min=a_min, a_max=preset.a_max, **geometry)
 
+    def intensity_fields(self) -> dict[str, Any]:
+        """The intensity options that define this normalisation, as ``preprocess.*`` fields: ``intensity``, and
+        the window ``a_min`` / ``a_max`` unless z-scoring (what the workflow passes for a registry preset)."""
+        if self.intensity == "zscore":
+            return {"intensity": self.intensity}
+        return {"intensity": self.intensity, "a_min": self.a_min, "a_max": self.a_max}
+
     def check_fits(self, array: np.ndarray, path: Path) -> None:
         """Raise :class:`DataError` when the window plainly does not fit the volume's intensities.
 

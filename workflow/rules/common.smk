@@ -104,10 +104,7 @@ def preset_options(dataset: str) -> str:
     follow them on the command line override them."""
     from s2dc.data.preprocess import PreprocessConfig
 
-    cfg = PreprocessConfig.from_preset(registry.get(dataset).preset)
-    fields = {"intensity": cfg.intensity} if cfg.intensity == "zscore" else {
-        "intensity": cfg.intensity, "a_min": cfg.a_min, "a_max": cfg.a_max}
-    return cli_options({"preprocess": fields})
+    return cli_options({"preprocess": PreprocessConfig.from_preset(registry.get(dataset).preset).intensity_fields()})
 
 
 def pool_json(modality: str) -> str:
@@ -193,6 +190,10 @@ def _check_datasets() -> None:
         registry.check_selection(f"scales.{SCALE}", P["datasets"], EXP["datasets"], MODALITIES, TWINS)
     except ValueError as err:
         raise WorkflowError(f"params.yaml: {err}") from None
+    stray = sorted(set(P["probe"].get("stage_of", {})) - set(EXP["datasets"]))
+    if stray:
+        raise WorkflowError(f"params.yaml: scales.{SCALE}.probe.stage_of names {stray}: expected datasets of "
+                            f"scales.{SCALE}.experiments.datasets {EXP['datasets']}")
 
 
 from s2dc.train.config import build_config as _pretrain_config
@@ -201,10 +202,6 @@ from s2dc.train.finetune_config import build_config as _finetune_config
 _check_options("pretrain.options", _pretrain_config, P["pretrain"]["options"])
 _check_options("finetune.options", _finetune_config, finetune_options())
 _check_datasets()
-_stray = sorted(set(P["probe"].get("stage_of", {})) - set(EXP["datasets"]))
-if _stray:
-    raise WorkflowError(f"params.yaml: scales.{SCALE}.probe.stage_of names {_stray}: expected datasets of "
-                        f"scales.{SCALE}.experiments.datasets {EXP['datasets']}")
 if "only" in config:
     EXP = {**EXP, "datasets": _restrict("only", EXP["datasets"])}
 if "methods" in config:
