@@ -122,11 +122,9 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_pretrain(sub) -> None:
     from .train.config import add_arguments
 
-    parser = argparse.ArgumentParser(prog="s2dc", description="S²DC self-supervised pretraining for 3-D medical images")
-    sub = parser.add_subparsers(dest="command", required=True)
     pre = sub.add_parser(
         "pretrain", help="pretrain a Swin encoder with S²DC",
         description="Pretrain a SwinUNETR encoder with S²DC. Options are --section.field; a --config YAML "
@@ -134,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_arguments(pre)
     pre.set_defaults(func=_pretrain)
+
+
+def _add_export_encoder(sub) -> None:
     exp = sub.add_parser(
         "export-encoder", help="write encoder weights loadable into monai SwinUNETR(use_v2=True)",
         description="Extract the encoder of a pretraining checkpoint as SwinUNETR 'swinViT.*' weights, "
@@ -145,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--which", choices=("teacher", "student"), default="teacher",
                      help="export the EMA teacher (default) or the student encoder")
     exp.set_defaults(func=_export)
+
+
+def _add_synth(sub) -> None:
     syn = sub.add_parser(
         "synth", help="write the synthetic twin of a registry dataset (NIfTI + dataset.json)",
         description="Write deterministic synthetic cases of a registry dataset's twin as NIfTI volumes with a "
@@ -166,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--val-fraction", type=float, default=0.25,
                      help="a downstream twin: fraction of cases listed under 'validation' (default: 0.25)")
     syn.set_defaults(func=_synth)
+
+
+def _add_finetune(sub) -> None:
     from .train.finetune_config import add_arguments as add_finetune_arguments
 
     fin = sub.add_parser(
@@ -178,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_finetune_arguments(fin)
     fin.set_defaults(func=_finetune)
+
+
+def _add_report(sub) -> None:
     rep = sub.add_parser(
         "report", help="aggregate fine-tuning metrics into the benchmark table",
         description="Read fine-tuning metrics.json files and write benchmark.csv, benchmark.md (mean ± std over "
@@ -189,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--probe", nargs="*", default=[], metavar="JSON",
                      help="`s2dc probe` results to add as a second table (and under 'probe' in metrics.json)")
     rep.set_defaults(func=_report)
+
+
+def _add_probe(sub) -> None:
     prb = sub.add_parser(
         "probe", help="linear probe: how well frozen encoder tokens separate the labelled structures",
         description="Embed every whole volume of a labelled dataset with each frozen encoder, give each token of "
@@ -212,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     prb.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                      help="'auto' (CUDA if available, else CPU; default), 'cpu' or 'cuda'")
     prb.set_defaults(func=_probe)
+
+
+def _add_datasets(sub) -> None:
     dsl = sub.add_parser(
         "datasets", help="list the benchmark's datasets (the registry), or describe one",
         description="Without NAME: a Markdown table of the registry (ten downstream datasets, three pretraining "
@@ -220,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dsl.add_argument("name", nargs="?", help="a registry name, e.g. btcv")
     dsl.set_defaults(func=_datasets)
+
+
+def _add_prepare(sub) -> None:
     pre_ = sub.add_parser(
         "prepare", help="turn a dataset's official release layout into the common dataset.json",
         description="Check a real dataset in its official release layout (see `s2dc datasets NAME`) and write "
@@ -230,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     pre_.add_argument("--raw", required=True, help="folder that holds the official release")
     pre_.add_argument("--out", required=True, help="output folder (gets dataset.json)")
     pre_.set_defaults(func=_prepare)
+
+
+def _add_download(sub) -> None:
     dl = sub.add_parser(
         "download", help="download an open dataset's archive (the MSD tasks) into its release folder",
         description="Download the registry's archive of NAME (resuming a partial download), check its MD5, extract "
@@ -240,18 +262,41 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("name", help="registry name of an open dataset, e.g. msd_spleen")
     dl.add_argument("--raw", required=True, help="release folder, e.g. data/raw/msd_spleen")
     dl.set_defaults(func=_download)
+
+
+#: Each command and the function that adds its subparser.
+COMMANDS = {
+    "pretrain": _add_pretrain,
+    "export-encoder": _add_export_encoder,
+    "synth": _add_synth,
+    "finetune": _add_finetune,
+    "report": _add_report,
+    "probe": _add_probe,
+    "datasets": _add_datasets,
+    "prepare": _add_prepare,
+    "download": _add_download,
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``s2dc`` parser; with ``command`` (a key of :data:`COMMANDS`) only that command's, so that a light
+    command (``synth``, ``datasets``, ``prepare``, ``download``, ``report``) starts without importing torch or MONAI."""
+    parser = argparse.ArgumentParser(prog="s2dc", description="S²DC self-supervised pretraining for 3-D medical images")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, add in COMMANDS.items():
+        if command in (None, name):
+            add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a user's mistake (bad option, bad file) exits with 2 and a diverged run with 1,
     each with a message and no traceback."""
-    args = build_parser().parse_args(argv)
-    from .train.finite import NonFiniteError
-
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
     try:
         return args.func(args)
-    except NonFiniteError as err:
+    except FloatingPointError as err:  # train.finite.NonFiniteError: a diverged run
         print(f"s2dc {args.command}: error: {err}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError) as err:  # DataError is a ValueError
