@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-SCOPES = ("volume", "slice")
+from .options import SCOPES
 
 
 def per_slice(q: torch.Tensor, k: torch.Tensor, gt: torch.Tensor, slices: int):

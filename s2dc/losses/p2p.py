@@ -17,9 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from .fp32 import in_fp32
+from .options import ASSIGNMENTS, P2P_FORMS
 
-ASSIGNMENTS = ("dual_softmax", "sinkhorn")
-P2P_FORMS = ("positive", "positive_negative")
 CLAMP = 1e-6
 
 

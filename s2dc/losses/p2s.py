@@ -23,10 +23,9 @@ from __future__ import annotations
 import torch
 
 from .fp32 import in_fp32
+from .options import P2S_FORMS, SPREADS
 from .p2p import CLAMP, assignment_log, masked_mean, pair_losses
 
-P2S_FORMS = ("release", "poster")
-SPREADS = ("std", "variance")
 EPS = 1e-6
 
 

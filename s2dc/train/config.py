@@ -7,12 +7,10 @@ import math
 from dataclasses import dataclass, field
 
 from .. import config as cfgtools
-from ..data.preprocess import PreprocessConfig
-from ..losses.matching import SCOPES
-from ..losses.p2p import ASSIGNMENTS, P2P_FORMS
-from ..losses.p2s import P2S_FORMS, SPREADS
-from ..models.encoder import EncoderConfig
-from ..views import ViewConfig
+from ..data.preprocess_config import PreprocessConfig
+from ..losses.options import ASSIGNMENTS, P2P_FORMS, P2S_FORMS, SCOPES, SPREADS
+from ..models.encoder_config import EncoderConfig
+from ..view_config import ViewConfig
 
 
 DEVICES = ("auto", "cpu", "cuda")

@@ -8,8 +8,8 @@ import math
 from dataclasses import dataclass, field
 
 from .. import config as cfgtools
-from ..data.preprocess import PreprocessConfig
-from ..models.encoder import EncoderConfig
+from ..data.preprocess_config import PreprocessConfig
+from ..models.encoder_config import EncoderConfig
 
 
 @dataclass(frozen=True)

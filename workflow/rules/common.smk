@@ -102,7 +102,7 @@ def preset_options(dataset: str) -> str:
     """The intensity options of a dataset's registry preset (CT window, 8-bit scale or z-score), e.g.
     '--preprocess.intensity ct --preprocess.a_min -175.0 --preprocess.a_max 250.0'; params.yaml options that
     follow them on the command line override them."""
-    from s2dc.data.preprocess import PreprocessConfig
+    from s2dc.data.preprocess_config import PreprocessConfig
 
     return cli_options({"preprocess": PreprocessConfig.from_preset(registry.get(dataset).preset).intensity_fields()})
 

@@ -1,0 +1,126 @@
+"""The ``preprocess`` options (:class:`PreprocessConfig`): plain values, checked, with no torch or MONAI import, so
+that the workflow validates parameters quickly; :mod:`.preprocess` applies them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError
+from .registry import PRESETS
+
+# Bump when the preprocessing code (:mod:`.preprocess`) changes in a way that alters its output (or what it accepts): it is
+# part of PreprocessConfig.cache_key(), so old on-disk caches are then no longer reused.
+_PIPELINE_VERSION = 2
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Deterministic preprocessing parameters (the ``preprocess`` section of the config).
+
+    Attributes
+    ----------
+    intensity : {"ct", "zscore"}
+        ``"ct"``: window ``[a_min, a_max]`` (HU) linearly mapped to ``[0, 1]`` and clipped.
+        ``"zscore"``: per-channel z-score over the nonzero voxels (MRI / PET); zeros stay 0.
+    a_min, a_max : float
+        CT window, ``a_min < a_max`` (ignored for ``"zscore"``).
+    spacing : tuple of 3 float or None
+        Target voxel spacing in mm (bilinear resampling); ``None`` keeps the native spacing.
+    orientation : str
+        Target axis codes, e.g. ``"RAS"``.
+    crop_foreground : bool
+        Crop to the bounding box of voxels above the volume minimum (before intensity scaling).
+    """
+
+    intensity: str = "ct"
+    a_min: float = -1000.0
+    a_max: float = 1000.0
+    spacing: tuple[float, float, float] | None = None
+    orientation: str = "RAS"
+    crop_foreground: bool = True
+
+    def __post_init__(self) -> None:
+        if self.intensity not in ("ct", "zscore"):
+            raise ValueError(f"preprocess.intensity must be 'ct' or 'zscore', got {self.intensity!r}")
+        for name in ("a_min", "a_max"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"preprocess.{name} must be a finite number, got {value!r}")
+            object.__setattr__(self, name, float(value))  # -1000 and -1000.0 give the same cache key
+        if not self.a_min < self.a_max:
+            raise ValueError(f"preprocess.a_min must be < preprocess.a_max, got a_min={self.a_min}, a_max={self.a_max}")
+        if self.spacing is not None:
+            sp = self.spacing
+            ok = isinstance(sp, (list, tuple)) and len(sp) == 3 and all(
+                isinstance(s, numbers.Real) and not isinstance(s, bool) and math.isfinite(s) and s > 0 for s in sp
+            )
+            if not ok:
+                raise ValueError(f"preprocess.spacing must be None or 3 positive numbers (mm), got {sp!r}")
+            object.__setattr__(self, "spacing", tuple(float(s) for s in sp))
+        codes = self.orientation.upper() if isinstance(self.orientation, str) else ""
+        axes = sorted(next((i for i, pair in enumerate(("LR", "AP", "SI")) if c in pair), -1) for c in codes)
+        if axes != [0, 1, 2]:
+            raise ValueError(
+                "preprocess.orientation must be 3 axis codes with one each of L/R, A/P, S/I (e.g. 'RAS'), "
+                f"got {self.orientation!r}"
+            )
+        object.__setattr__(self, "orientation", codes)
+        if not isinstance(self.crop_foreground, bool):
+            raise ValueError(f"preprocess.crop_foreground must be true or false, got {self.crop_foreground!r}")
+
+    @classmethod
+    def from_preset(cls, name: str, **geometry: Any) -> "PreprocessConfig":
+        """The intensity settings of registry preset ``name`` (``s2dc datasets`` lists them) with ``geometry``
+        (``spacing``, ``orientation``, ``crop_foreground``). A ``scale`` preset (8-bit / 255) is the window
+        ``[0, a_max]``."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown intensity preset {name!r}; presets: {sorted(PRESETS)}")
+        preset = PRESETS[name]
+        if preset.kind == "zscore":
+            return cls(intensity="zscore", **geometry)
+        a_min = 0.0 if preset.kind == "scale" else preset.a_min
+        return cls(intensity="ct", a_min=a_min, a_max=preset.a_max, **geometry)
+
+    def intensity_fields(self) -> dict[str, Any]:
+        """The intensity options that define this normalisation, as ``preprocess.*`` fields: ``intensity``, and
+        the window ``a_min`` / ``a_max`` unless z-scoring (what the workflow passes for a registry preset)."""
+        if self.intensity == "zscore":
+            return {"intensity": self.intensity}
+        return {"intensity": self.intensity, "a_min": self.a_min, "a_max": self.a_max}
+
+    def check_fits(self, array: np.ndarray, path: Path) -> None:
+        """Raise :class:`DataError` when the window plainly does not fit the volume's intensities.
+
+        A window reaching below 0 (a HU window) needs a volume with negative values (air, fat): a
+        volume without any is not HU (MR, PET, 8-bit or raw-stored CT). A window from 0 up (8-bit images)
+        needs no negative value. Any window needs some voxel inside it (else all is clipped to a constant).
+        z-scoring fits any volume.
+        """
+        if self.intensity != "ct":
+            return
+        lo, hi = float(array.min()), float(array.max())
+        window = f"the window [{self.a_min:g}, {self.a_max:g}]"
+        fix = ("; choose the dataset's preset (`s2dc datasets NAME` shows it) or preprocess.intensity: zscore "
+               "for data that is not in the window's units")
+        if self.a_min < 0 <= lo:
+            raise DataError(f"'{path}' has intensities in [{lo:g}, {hi:g}], no negative value: it is not CT in HU, "
+                            f"but {window} is a HU window" + fix)
+        if self.a_min >= 0 > lo:
+            raise DataError(f"'{path}' has intensities in [{lo:g}, {hi:g}], with negative values, but {window} "
+                            f"expects non-negative intensities (e.g. 8-bit images)" + fix)
+        if hi < self.a_min or lo > self.a_max:
+            raise DataError(f"'{path}' has intensities in [{lo:g}, {hi:g}], all outside {window}: it would "
+                            "become a constant image" + fix)
+
+    def cache_key(self) -> str:
+        """Short stable hash (12 hex chars) of all fields and the pipeline version."""
+        payload = json.dumps({**asdict(self), "_pipeline": _PIPELINE_VERSION}, sort_keys=True)
+        return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:12]

@@ -1,0 +1,72 @@
+"""The encoder's sizes (:class:`EncoderConfig`): plain values, checked, with no torch or MONAI import (the workflow
+validates them at start); :mod:`.encoder` builds the network from them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Sizes of the Swin encoder (release values by default: SwinViT-B of SwinUNETR v2).
+
+    ``token_stage`` selects which of the five hidden states (0 = patch embedding, 4 = last stage)
+    gives the tokens used for patch matching; stage ``s`` has ``feature_size * 2**s`` channels and
+    a stride of ``patch_size * 2**s`` voxels.
+    """
+
+    in_channels: int = 1
+    feature_size: int = 48
+    depths: tuple[int, ...] = (2, 2, 2, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: int = 7
+    patch_size: int = 2
+    token_stage: int = 4
+    drop_path_rate: float = 0.0
+    use_checkpoint: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
+        object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
+        if len(self.depths) != 4 or len(self.num_heads) != 4:
+            raise ValueError(
+                f"encoder.depths and encoder.num_heads need 4 entries (one per Swin stage), "
+                f"got {list(self.depths)} and {list(self.num_heads)}"
+            )
+        if self.feature_size % 12 != 0:
+            raise ValueError(f"encoder.feature_size must be divisible by 12 (SwinUNETR), got {self.feature_size}")
+        if not 0 <= self.drop_path_rate < 1:
+            raise ValueError(f"encoder.drop_path_rate must be in [0, 1), got {self.drop_path_rate!r}")
+        if not 0 <= self.token_stage <= 4:
+            raise ValueError(f"encoder.token_stage must be in 0..4, got {self.token_stage}")
+        for stage, heads in enumerate(self.num_heads):
+            if (self.feature_size * 2**stage) % heads:
+                raise ValueError(
+                    f"encoder.num_heads[{stage}]={heads} does not divide the stage width "
+                    f"{self.feature_size * 2**stage}"
+                )
+
+    @property
+    def token_dim(self) -> int:
+        """Channels of the matching tokens."""
+        return self.feature_size * 2**self.token_stage
+
+    @property
+    def global_dim(self) -> int:
+        """Channels of the last stage (pooled for the global embedding)."""
+        return self.feature_size * 2**4
+
+    @property
+    def token_stride(self) -> int:
+        """Voxels per token along each axis at ``token_stage``."""
+        return self.patch_size * 2**self.token_stage
+
+    @property
+    def min_input_multiple(self) -> int:
+        """Every spatial size of an encoder input must be a multiple of this."""
+        return self.patch_size * 2**4
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["depths"], d["num_heads"] = list(self.depths), list(self.num_heads)
+        return d
