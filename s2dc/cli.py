@@ -31,10 +31,15 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
+    from .config import values_from_args
+    from .downstream.defaults import fill_finetune_defaults
     from .downstream.engine import finetune
-    from .train.finetune_config import config_from_args
+    from .train.finetune_config import build_config
 
-    result = finetune(config_from_args(args))
+    values, notes = fill_finetune_defaults(values_from_args(args))
+    for note in notes:
+        print(note)
+    result = finetune(build_config(values))
     print(f"fine-tuned {result['steps']} steps ({result['method']}, label ratio {result['label_ratio']}, "
           f"{result['train_cases']} training cases): {result['task']} {result['score']['name']} {result['score']['value']}")
     return 0

@@ -126,6 +126,19 @@ def load_encoder_weights(model: SwinUNETR, path: str | Path, which: str = "teach
     )
 
 
+def encoder_plan(path: str | Path) -> dict:
+    """What an encoder file says about the network that reads it: ``{"encoder": sizes (EncoderConfig fields,
+    token_stage included), "preprocess": the pretraining's preprocess options or None}``, from an exported
+    encoder or a pretraining checkpoint; ``ValueError`` naming the file when it records no sizes."""
+    blob = load_checkpoint(Path(path))
+    if isinstance(blob, dict) and "state_dict" in blob and "encoder" in blob:
+        return {"encoder": dict(blob["encoder"]), "preprocess": blob.get("preprocess")}
+    if isinstance(blob, dict) and isinstance(blob.get("config"), dict) and "encoder" in blob["config"]:
+        return {"encoder": dict(blob["config"]["encoder"]), "preprocess": blob["config"].get("preprocess")}
+    raise ValueError(f"'{path}' records no encoder sizes (expected `s2dc export-encoder` output or a "
+                     "pretraining checkpoint)")
+
+
 def export_encoder(checkpoint: str | Path, output: str | Path, which: str = "teacher") -> str:
     """Write the ``which`` encoder of a pretraining checkpoint as ``{"state_dict": {swinViT.*}, "encoder": cfg}``,
     then verify it loads strictly into a fresh ``SwinUNETR(use_v2=True)``; returns the report."""
@@ -147,8 +160,8 @@ def export_encoder(checkpoint: str | Path, output: str | Path, which: str = "tea
     cfg = EncoderConfig(**state["config"]["encoder"])
     weights = {PREFIX + k[len("encoder."):]: v for k, v in state[which].items() if k.startswith("encoder.")}
     require_finite(weights, f"the {which} encoder weights of '{checkpoint}'")
-    atomic_save({"state_dict": weights, "encoder": cfg.to_dict(), "source": str(checkpoint),
-                 "step": int(state["step"]), "which": which}, output)
+    atomic_save({"state_dict": weights, "encoder": cfg.to_dict(), "preprocess": state["config"].get("preprocess"),
+                 "source": str(checkpoint), "step": int(state["step"]), "which": which}, output)
     try:
         report = load_pretrained_encoder(swinunetr_for(cfg), output)
     except Exception:

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from s2dc.cli import main
-from s2dc.export import load_encoder_weights, swinunetr_for
+from s2dc.export import encoder_plan, load_encoder_weights, swinunetr_for
 from s2dc.data.datalist import list_cases
 from s2dc.data.splits import choose_subset
 from s2dc.downstream.engine import Finetuner
@@ -108,6 +108,19 @@ def test_init_from_pretraining_checkpoint(ft_config, seg_dir, tmp_path, capsys):
     assert "strict load" in printed and "missing keys: none; unexpected keys: none" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"] == "s2dc" and metrics["init_from"] == str(ckpt)
+
+    # The encoder file carries what fine-tuning needs: the sizes (token stage too) and the pretraining's preprocessing.
+    plan = encoder_plan(tmp_path / "encoder.pt")
+    assert plan == encoder_plan(ckpt)
+    assert plan["encoder"]["feature_size"] == 12 and plan["encoder"]["token_stage"] == TINY["encoder"]["token_stage"]
+    assert plan["preprocess"] == blob["config"]["preprocess"]
+    bare = tmp_path / "bare.yaml"  # no model sizes: they come from the file
+    bare.write_text(yaml.safe_dump({k: v for k, v in TINY_FT.items() if k != "model"}))
+    assert finetune(bare, seg_dir / "dataset.json", tmp_path / "from_file", "--model.init", str(tmp_path / "encoder.pt"),
+                    "--train.steps", "1") == 0
+    printed = capsys.readouterr().out
+    assert "network sizes from" in printed and "feature_size=12" in printed and "window_size=4" in printed
+    assert "intensity: the pretraining's" in printed  # 'Boxes' is no registry dataset
 
     bigger = ModelConfig(**{**MODEL, "feature_size": 24}).encoder_config()
     with pytest.raises(ValueError, match=r"in '.*step_00000001.pt' \(feature_size=12\) differ from the model's \(feature_size=24\)"):
@@ -230,3 +243,26 @@ def test_bad_options_name_the_key(ft_config, seg_dir, tmp_path, capsys, args, me
     """A wrong option value fails at start with a message naming the option."""
     assert finetune(ft_config, seg_dir / "dataset.json", tmp_path / "r", *args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_finetune_defaults_to_the_registry_preset_and_keeps_given_options(tmp_path):
+    """With no intensity option, a registry dataset's json gets its preset (BraTS: z-score; BTCV: the abdomen
+    window), whatever the encoder was pretrained with; options the user gave are never replaced."""
+    from s2dc.data.registry import PRESETS, get
+    from s2dc.downstream.defaults import fill_finetune_defaults
+
+    def json_named(name):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"name": name, "training": []}))
+        return str(path)
+
+    values, notes = fill_finetune_defaults({"data": {"source": json_named("synthetic_brats23")}})
+    assert values["preprocess"] == {"intensity": "zscore"} and "brats23" in notes[0]
+    btcv = PRESETS[get("btcv").preset]
+    values, _ = fill_finetune_defaults({"data": {"source": json_named("btcv")}})
+    assert values["preprocess"] == {"intensity": "ct", "a_min": btcv.a_min, "a_max": btcv.a_max}
+    given = {"data": {"source": json_named("btcv")}, "preprocess": {"a_max": 400.0}, "model": {"feature_size": 24}}
+    values, notes = fill_finetune_defaults(given)
+    assert values["preprocess"] == {"a_max": 400.0} and values["model"] == {"feature_size": 24} and notes == []
+    values, notes = fill_finetune_defaults({"data": {"source": json_named("my_own")}})
+    assert values["preprocess"] == {} and notes == []  # neither source knows: the options' defaults stand

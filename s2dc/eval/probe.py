@@ -35,10 +35,9 @@ from ..data.preprocess import PreprocessConfig
 from ..data.volumes import plain
 from ..downstream.tasks import TASKS, task_of
 from ..downstream.tasks.common import Setting
-from ..export import load_encoder_weights, swinunetr_for
+from ..export import encoder_plan, load_encoder_weights, swinunetr_for
 from ..files import atomic_write_text
 from ..models.encoder import EncoderConfig
-from ..train.checkpoint import load_checkpoint
 from ..train.device import pick_device
 
 RANDOM = "random"
@@ -142,14 +141,7 @@ def per_class_recall(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> n
 
 def encoder_sizes(path: str | Path) -> EncoderConfig:
     """Encoder sizes recorded in an exported encoder or a pretraining checkpoint."""
-    blob = load_checkpoint(Path(path))
-    found = blob.get("encoder") if isinstance(blob, dict) else None
-    if found is None and isinstance(blob, dict) and "config" in blob:
-        found = blob["config"].get("encoder")
-    if found is None:
-        raise ValueError(f"'{path}' records no encoder sizes (expected `s2dc export-encoder` output or a "
-                         "pretraining checkpoint)")
-    return EncoderConfig(**found)
+    return EncoderConfig(**encoder_plan(path)["encoder"])
 
 
 def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0,

@@ -44,6 +44,10 @@ class FinetunePreprocessConfig(PreprocessConfig):
     spacing: tuple[float, float, float] | None = None
 
 
+#: ``model.*`` options that fix the encoder's weight shapes: they must equal a pretrained encoder's.
+ARCHITECTURE = ("feature_size", "depths", "num_heads", "window_size", "patch_size")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     feature_size: int = 48
@@ -185,13 +189,16 @@ HELP = {
     "data.workers": "DataLoader worker processes",
     "data.input_channel": "translation: the sequence given as input (a name of the json's 'modality'; default the "
                           "first), the others are predicted",
-    "preprocess.intensity": "'ct': window [a_min, a_max] -> [0, 1]; 'zscore': z-score over nonzero voxels (MRI/PET)",
+    "preprocess.intensity": "'ct': window [a_min, a_max] -> [0, 1]; 'zscore': z-score over nonzero voxels (MRI/PET). "
+                            "If no intensity option is given: the registry preset of the dataset data.source names "
+                            "(`s2dc datasets NAME`), else the pretraining's of the model.init file, else the values below",
     "preprocess.a_min": "CT window low (HU; release BTCV: -175)",
     "preprocess.a_max": "CT window high (HU; release BTCV: 250)",
     "preprocess.spacing": "resample to this voxel spacing in mm (three values; release BTCV: 1.5 1.5 1.5; labels nearest), or 'none' to keep",
     "preprocess.orientation": "axis codes to reorient image and label to",
     "preprocess.crop_foreground": "crop image and label to the bounding box of image voxels above the volume minimum",
-    "model.feature_size": "SwinUNETR feature size (48 = SwinViT-B); multiple of 12; must match a pretrained encoder",
+    "model.feature_size": "SwinUNETR feature size (48 = SwinViT-B); multiple of 12; must match a pretrained encoder "
+                          "(default with model.init a file: the file's, like the other sizes)",
     "model.depths": "blocks per Swin stage (4 values); must match a pretrained encoder",
     "model.num_heads": "attention heads per Swin stage (4 values); must match a pretrained encoder",
     "model.window_size": "attention window (voxels of tokens); must match a pretrained encoder",
@@ -236,8 +243,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = FinetuneConfig().to_dict()
     defaults["run"]["method"] = "'scratch' or 'pretrained' from model.init"
     cfgtools.add_arguments(parser, FinetuneConfig, HELP, defaults)
-
-
-def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
-    """YAML file (if any) overlaid with the command-line options -> validated config."""
-    return build_config(cfgtools.values_from_args(args))

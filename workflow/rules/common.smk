@@ -37,9 +37,9 @@ def short_hash(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
 
-#: Encoder options that fix the network's shape: written once, under pretrain.options.encoder; fine-tuning (from
-#: scratch too) builds the same network.
-ARCHITECTURE = ("feature_size", "depths", "num_heads", "window_size", "patch_size")
+# Encoder options that fix the network's shape (ARCHITECTURE) are written once, under pretrain.options.encoder;
+# fine-tuning (from scratch too) builds the same network.
+from s2dc.train.finetune_config import ARCHITECTURE
 
 
 def finetune_options() -> dict:
