@@ -210,7 +210,7 @@ def _add_probe(sub) -> None:
     prb = sub.add_parser(
         "probe", help="linear probe: how well frozen encoder tokens separate the labelled structures",
         description="Embed every whole volume of a labelled dataset with each frozen encoder, give each token of "
-                    "one Swin stage the majority label of its voxel block, fit a class-balanced linear classifier "
+                    "one Swin stage the structure filling at least 1/8 of its voxel block (else background), fit a class-balanced linear classifier "
                     "on the training cases' tokens and report per-class recall on the validation cases'. "
                     "Writes OUT (.json) and OUT with .md (the table).",
     )

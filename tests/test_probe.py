@@ -57,11 +57,11 @@ def test_a_probe_with_no_foreground_token_to_score_fails():
     from s2dc.data.errors import DataError
     from s2dc.eval.probe import _score
 
-    task = SimpleNamespace(name="segmentation", names=["background", "lesion"], num_classes=2)
+    task = SimpleNamespace(name="segmentation")
     x = {"training": torch.randn(40, 3), "validation": torch.randn(10, 3)}
     y = {"training": torch.tensor([0, 1] * 20), "validation": torch.zeros(10, dtype=torch.long)}
     with pytest.raises(DataError, match="no validation token.*lesion"):
-        _score(task, x, y)
+        _score(task, ["background", "lesion"], x, y)
 
 
 def test_voxel_blocks_follow_the_token_order():
@@ -214,3 +214,21 @@ def test_classification_probe_reads_tokens_on_a_grid(monkeypatch):
     assert got.shape == (1, c * 8)
     first_cell = fmap[0, :, :4, :4, :4].mean((1, 2, 3))
     torch.testing.assert_close(got[0].reshape(c, 8)[:, 0], first_cell)
+
+
+def test_region_segmentation_is_probed_by_its_per_voxel_labels(tmp_path):
+    """BraTS 2021 is segmented into overlapping regions (tumour core, whole tumour, enhancing); a token takes one
+    class, so the probe reads the json's per-voxel labels (values 1, 2, 4: value 3 is no class and not scored)."""
+    source = write_dataset(tmp_path / "brats21", "brats21", cases=4, seed=1, shape=(64, 64, 32), val_fraction=0.5)
+    labels = json.loads(source.read_text())["labels"]
+    torch.manual_seed(5)
+    exported = tmp_path / "enc.pt"
+    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in swinunetr_for(SIZES).swinViT.state_dict().items()},
+                "encoder": SIZES.to_dict()}, exported)
+    out = tmp_path / "probe.json"
+    assert main(["probe", "voxels", f"enc={exported}", "--source", str(source), "--stage", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["classes"] == [labels[k] for k in ("0", "1", "2", "4")]
+    for row in result["encoders"].values():
+        assert set(row["recall"]) == set(result["classes"]) and 0.0 <= row["balanced_accuracy"] <= 1.0
+        assert row["recall"]["peritumoral edema"] is not None  # the edema fills blocks of every validation case

@@ -17,12 +17,12 @@ def test_bare_snakemake_reads_the_default_profile_and_plans_the_paper_scale_with
     assert run.returncode == 0, out[-3000:]
     assert f"workflow specific profile {REPO / 'profiles/default'}" in out
     # The full benchmark: 13 releases (3 of them open archives, downloaded first), one encoder per modality,
-    # 10 datasets x {scratch, s2dc} x 3 label ratios x 3 seeds, the frozen-encoder protocol on the 9 datasets
-    # that are not segmented into overlapping regions (all but BraTS 2021), one table.
+    # 10 datasets x {scratch, s2dc} x 3 label ratios x 3 seeds, the frozen-encoder protocol on the 10 datasets,
+    # one table.
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M))
     assert {k: int(v) for k, v in counts.items()} == {
-        "download_archive": 3, "prepared_dataset": 13, "pretrain": 3, "finetune": 180, "probe": 9,
-        "benchmark_table": 1, "all": 1, "total": 210}, run.stdout[-2000:]
+        "download_archive": 3, "prepared_dataset": 13, "pretrain": 3, "finetune": 180, "probe": 10,
+        "benchmark_table": 1, "all": 1, "total": 211}, run.stdout[-2000:]
 
 
 def test_dag_and_report_need_no_cores(tmp_path):

@@ -176,9 +176,7 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
         preset = known.preset
     multiple = sizes.patch_size * 16  # total downsampling of the Swin encoder
     task = TASKS[task_of(doc, source)](doc, source, SimpleNamespace(input_channel=""))
-    if getattr(task, "regions", None):
-        raise ValueError(f"'{source}' is segmented into overlapping regions {list(task.regions)}; the probe's "
-                         "token classes need one label per voxel")
+    names = label_names(task, doc)
     setting = Setting(PreprocessConfig.from_preset(preset), (multiple,) * 3, 1, 0.0, 1, 0.0, device, nullcontext)
     cases = {role: sorted(list_cases(source, role, task.roles, doc), key=lambda c: str(c["image"]))
              for role in ("training", "validation")}
@@ -186,7 +184,7 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
     volumes, targets = {role: [] for role in data}, {role: [] for role in data}
     for role, ds in data.items():
         for i in range(len(ds)):
-            image, target = _image_and_target(task, ds[i], stride, multiple)
+            image, target = _image_and_target(task, ds[i], stride, multiple, len(names))
             volumes[role].append(image[None])
             targets[role].append(target)
     y = {role: torch.cat(t) if task.name != "classification" else torch.tensor(t) for role, t in targets.items()}
@@ -205,11 +203,11 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
             swin = model.swinViT.to(device).eval()
             x = {role: torch.cat([_token_features(swin, v.to(device), stage, pooled).cpu() for v in vols])
                  for role, vols in volumes.items()}
-        results[name] = _score(task, x, y)
+        results[name] = _score(task, names, x, y)
     metric = "R²" if task.name in ("reconstruction", "translation") else "balanced accuracy"
     unit = "volumes" if pooled else "tokens"
     return {"source": str(source), "dataset": str(doc.get("name") or Path(source).parent.name), "task": task.name,
-            "metric": metric, "stage": stage, "stride": stride, "classes": getattr(task, "names", []),
+            "metric": metric, "stage": stage, "stride": stride, "classes": [n for n in names if n],
             f"train_{unit}": int(len(y["training"])), f"val_{unit}": int(len(y["validation"])), "encoders": results}
 
 
@@ -218,12 +216,22 @@ def model_sizes(sizes: EncoderConfig, in_channels: int) -> EncoderConfig:
     return EncoderConfig(**{**sizes.to_dict(), "in_channels": in_channels})
 
 
-def _image_and_target(task, item: dict, stride: int, multiple: int) -> tuple[torch.Tensor, object]:
+def label_names(task, doc: dict) -> list[str]:
+    """The probe's class names by label value (``""`` for a value no class has): the task's classes, or for a
+    dataset segmented into overlapping regions (BraTS) the json's per-voxel labels (e.g. necrosis, edema,
+    enhancing tumour at values 1, 2, 4), since a token takes one class."""
+    if not getattr(task, "regions", None):
+        return list(getattr(task, "names", []))
+    labels = {int(k): str(v) for k, v in doc["labels"].items()}
+    return [labels.get(value, "") for value in range(max(labels) + 1)]
+
+
+def _image_and_target(task, item: dict, stride: int, multiple: int, num_classes: int) -> tuple[torch.Tensor, object]:
     """The encoder's input ``(C, X, Y, Z)`` (padded to the encoder's multiple) and what the linear model predicts."""
     image = plain(item["image"]).float()
     if task.name == "segmentation":
         label = pad_to_multiple(plain(item["label"]).long(), multiple)[0]
-        return pad_to_multiple(image, multiple), token_targets(label, stride, task.num_classes)
+        return pad_to_multiple(image, multiple), token_targets(label, stride, num_classes)
     if task.name == "classification":
         return pad_to_multiple(image, multiple), int(item["class"])
     if task.name == "translation":
@@ -258,19 +266,18 @@ def _token_features(swin: torch.nn.Module, image: torch.Tensor, stage: int, pool
     return stage_tokens(swin, image, stage)
 
 
-def _score(task, x: dict, y: dict) -> dict:
+def _score(task, names: list[str], x: dict, y: dict) -> dict:
     """Fit on ``x["training"]``, score on ``x["validation"]``: R² for a regression; else balanced accuracy,
-    organ recall (segmentation) and recall per class."""
+    organ recall (segmentation) and recall per class (``names`` by class index; ``""``: no such class)."""
     if task.name in ("reconstruction", "translation"):
         predict = fit_ridge(x["training"], y["training"])
         return {"score": r_squared(predict(x["validation"]), y["validation"])}
-    names = task.names
     layer = fit_linear_probe(x["training"], y["training"], len(names))
     with torch.no_grad():
         pred = layer(x["validation"].double()).argmax(1)
     recall = per_class_recall(pred, y["validation"], len(names))
     if task.name == "segmentation" and not np.isfinite(recall[1:]).any():
-        raise DataError(f"no validation token carries a structure ({', '.join(names[1:])}): every block is "
+        raise DataError(f"no validation token carries a structure ({', '.join(n for n in names[1:] if n)}): every block is "
                         "background at this stage, and a score over background alone would read 100 %; probe an "
                         "earlier --stage (smaller blocks) or larger structures")
     result = {"score": float(np.nanmean(recall)), "balanced_accuracy": float(np.nanmean(recall)),

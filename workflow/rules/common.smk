@@ -150,12 +150,10 @@ def finetune_targets() -> list[str]:
 
 
 def probe_targets() -> list[str]:
-    """Frozen-encoder results of every experiment dataset whose modality has an encoder (not of a segmentation into
-    overlapping regions: the probe's token classes need one label per voxel)."""
+    """Frozen-encoder results of every experiment dataset whose modality has an encoder."""
     if "s2dc" not in EXP["methods"]:
         return []  # the probe reads the S²DC encoder
-    return [f"{RESULTS}/probe/{d}.json" for d in EXP["datasets"]
-            if modality_of(d) in MODALITIES and not registry.get(d).regions]
+    return [f"{RESULTS}/probe/{d}.json" for d in EXP["datasets"] if modality_of(d) in MODALITIES]
 
 
 def encoder_for(w) -> list[str]:
