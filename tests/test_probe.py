@@ -232,3 +232,39 @@ def test_region_segmentation_is_probed_by_its_per_voxel_labels(tmp_path):
     for row in result["encoders"].values():
         assert set(row["recall"]) == set(result["classes"]) and 0.0 <= row["balanced_accuracy"] <= 1.0
         assert row["recall"]["peritumoral edema"] is not None  # the edema fills blocks of every validation case
+
+
+def test_structure_scores_on_a_hand_made_feature_map():
+    """Three structures whose tokens are known unit vectors: A = e1, B = e2, C = (e1 + e2)/sqrt 2 (scaled copies:
+    cosine ignores length). Within each: cosine 1; between: A-B 0, A-C and B-C 1/sqrt 2."""
+    from s2dc.eval.probe import structure_scores
+
+    e1, e2 = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])
+    features = torch.stack([e1, 2 * e1, 3 * e1, e2, 5 * e2, e1 + e2, 4 * (e1 + e2)])
+    labels = torch.tensor([0, 0, 0, 3, 3, 7, 7])  # class ids need not be contiguous
+    got = structure_scores(features, labels)
+    inter = (0 + 2 / np.sqrt(2)) / 3
+    assert got["consistency"] == pytest.approx(1.0)
+    assert got["inter"] == pytest.approx(inter) and got["discrepancy"] == pytest.approx(1 - inter)
+    assert got["ratio"] > 1e6  # no spread within: the structures are perfectly separated
+
+
+def test_structure_scores_against_every_pair():
+    """Random tokens in four classes (one with a single token, which has no pair): against a double loop."""
+    from s2dc.eval.probe import structure_scores
+
+    rng = np.random.default_rng(4)
+    features = rng.normal(size=(40, 6)) + 0.5
+    labels = np.array([0] * 15 + [1] * 12 + [2] * 12 + [5])
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    cos = unit @ unit.T
+    classes = [0, 1, 2, 5]
+    within = [np.mean([cos[i, j] for i in np.flatnonzero(labels == c) for j in np.flatnonzero(labels == c) if i != j])
+              for c in classes if (labels == c).sum() > 1]
+    between = [cos[np.ix_(labels == a, labels == b)].mean() for ia, a in enumerate(classes) for b in classes[ia + 1:]]
+    got = structure_scores(torch.from_numpy(features), torch.from_numpy(labels))
+    assert got["consistency"] == pytest.approx(np.mean(within), rel=1e-12)
+    assert got["inter"] == pytest.approx(np.mean(between), rel=1e-12)
+    assert got["ratio"] == pytest.approx((1 - np.mean(between)) / (1 - np.mean(within)), rel=1e-12)
+    with pytest.raises(ValueError, match="two structures"):
+        structure_scores(torch.from_numpy(features), torch.zeros(40, dtype=torch.long))

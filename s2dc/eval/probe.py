@@ -284,7 +284,32 @@ def _score(task, names: list[str], x: dict, y: dict) -> dict:
               "recall": {names[c]: (None if np.isnan(r) else float(r)) for c, r in enumerate(recall) if names[c]}}
     if task.name == "segmentation":
         result["organ_recall"] = float(np.nanmean(recall[1:])) if np.isfinite(recall[1:]).any() else None
+        result["structure"] = structure_scores(x["validation"], y["validation"])
     return result
+
+
+def structure_scores(features: torch.Tensor, labels: torch.Tensor) -> dict:
+    """How the tokens group by structure: features (N, D), labels (N,) -> ``consistency`` (mean cosine of token
+    pairs within one structure, averaged over the structures), ``inter`` (mean cosine of token pairs from two
+    different structures, averaged over the pairs of structures), ``discrepancy`` = 1 - inter and ``ratio`` =
+    discrepancy / (1 - consistency): the cosine distance between structures over that within (> 1: tokens of one
+    structure are closer to each other than to other structures). Every labelled class counts as a structure
+    (background too); a class with a single token has no pair and is left out of the consistency. Exact, from the
+    per-class sums of the unit vectors (no N x N matrix)."""
+    unit = F.normalize(features.double(), dim=1)
+    classes, labels = torch.unique(labels, return_inverse=True)
+    if len(classes) < 2:
+        raise DataError(f"structure scores need tokens of two structures, got only class {classes.tolist()}")
+    sums = torch.zeros(len(classes), unit.shape[1], dtype=torch.float64).index_add_(0, labels, unit)  # (K, D)
+    counts = torch.bincount(labels, minlength=len(classes)).double()  # (K,)
+    gram = sums @ sums.T  # (K, K): sum of cosines over all token pairs (i in k, j in l), i = j included
+    paired = counts > 1
+    within = (gram.diagonal()[paired] - counts[paired]) / (counts[paired] * (counts[paired] - 1))
+    k, l = torch.triu_indices(len(classes), len(classes), offset=1)
+    between = gram[k, l] / (counts[k] * counts[l])
+    consistency, inter = float(within.mean()), float(between.mean())
+    return {"consistency": consistency, "inter": inter, "discrepancy": 1.0 - inter,
+            "ratio": (1.0 - inter) / max(1.0 - consistency, 1e-12)}
 
 
 def _label(entry: str) -> tuple[str, str]:
@@ -293,8 +318,8 @@ def _label(entry: str) -> tuple[str, str]:
 
 
 def markdown(result: dict) -> str:
-    """A table: one row per encoder, balanced accuracy, organ recall and each class's recall (%); R² for a
-    regression."""
+    """A table: one row per encoder, balanced accuracy, organ recall and each class's recall (%), and for a
+    segmentation the structure scores (:func:`structure_scores`); R² for a regression."""
     if result["metric"] == "R²":
         rows = ["| encoder | R² |", "|---|---|"]
         return "\n".join(rows + [f"| {name} | {r['score']:.3f} |" for name, r in result["encoders"].items()])
@@ -305,6 +330,13 @@ def markdown(result: dict) -> str:
     for name, r in result["encoders"].items():
         rows.append(f"| {name} | {pct(r['balanced_accuracy'])} | {pct(r.get('organ_recall'))} | "
                     + " | ".join(pct(r["recall"][c]) for c in classes) + " |")
+    if all("structure" in r for r in result["encoders"].values()):
+        rows += ["", "Structure awareness of the validation tokens (cosine; ratio: distance between structures over "
+                 "distance within):", "", "| encoder | consistency (within) | cosine between | discrepancy | ratio |",
+                 "|---|---|---|---|---|"]
+        for name, r in result["encoders"].items():
+            t = r["structure"]
+            rows.append(f"| {name} | {t['consistency']:.3f} | {t['inter']:.3f} | {t['discrepancy']:.3f} | {t['ratio']:.2f} |")
     return "\n".join(rows)
 
 
