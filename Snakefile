@@ -30,6 +30,7 @@ rule all:
         f"{RESULTS}/benchmark.csv",
         f"{RESULTS}/benchmark.md",
         f"{RESULTS}/metrics.json",
+        figure_targets(),
     default_target: True
 
 

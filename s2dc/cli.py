@@ -91,6 +91,15 @@ def _probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _figures(args: argparse.Namespace) -> int:
+    from .eval.figures import draw
+
+    for path in draw(args.source, args.encoders, args.structure, args.out_dir, stage=args.stage, seed=args.seed,
+                     cache_dir=args.cache_dir, device=args.device, preset=args.preset):
+        print(path)
+    return 0
+
+
 def _datasets(args: argparse.Namespace) -> int:
     from .data.registry import REGISTRY, get
 
@@ -232,6 +241,30 @@ def _add_probe(sub) -> None:
     prb.set_defaults(func=_probe)
 
 
+def _add_figures(sub) -> None:
+    fig = sub.add_parser(
+        "figures", help="draw what frozen tokens say about the structures: anchor similarity map and t-SNE",
+        description="For the validation cases of a segmentation dataset, draw (1) the cosine similarity of every "
+                    "token of one axial slice to an anchor token inside STRUCTURE (the poster's Figure 1), one panel "
+                    "per encoder, and (2) a t-SNE of the tokens coloured by structure (Figure 6). Writes "
+                    "OUT_DIR/similarity.png and OUT_DIR/tsne.png.",
+    )
+    fig.add_argument("encoders", nargs="+", help="as for `s2dc probe`: encoder files, 'random', 'voxels'; NAME=WHAT "
+                                                 "names a panel")
+    fig.add_argument("--source", required=True, help="labelled segmentation dataset.json (its validation cases)")
+    fig.add_argument("--structure", required=True, help="class name of the anchor's structure, e.g. liver")
+    fig.add_argument("--out-dir", required=True, help="output folder")
+    fig.add_argument("--stage", type=int, default=2, help="Swin stage whose tokens are drawn (0-4; default 2)")
+    fig.add_argument("--seed", type=int, default=0, help="seed of the random encoder and the t-SNE (default 0)")
+    fig.add_argument("--cache-dir", default=None, help="preprocessing cache folder (default: none)")
+    from .data.registry import PRESETS
+
+    fig.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                     help="intensity preset (default: the registry preset of the dataset the json names)")
+    fig.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="'auto' (default), 'cpu' or 'cuda'")
+    fig.set_defaults(func=_figures)
+
+
 def _add_datasets(sub) -> None:
     dsl = sub.add_parser(
         "datasets", help="list the benchmark's datasets (the registry), or describe one",
@@ -277,6 +310,7 @@ COMMANDS = {
     "finetune": _add_finetune,
     "report": _add_report,
     "probe": _add_probe,
+    "figures": _add_figures,
     "datasets": _add_datasets,
     "prepare": _add_prepare,
     "download": _add_download,

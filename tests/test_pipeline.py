@@ -119,7 +119,7 @@ def test_pool_change_reruns_pretraining_and_everything_after(smoke_run, tmp_path
     ct = [d for d in PARAMS["scales"]["smoke"]["experiments"]["datasets"] if registry.get(d).modality == "CT"]
     assert len(ct) == 2  # btcv and cc_ccii: their S²DC runs and probes read the CT encoder
     assert job_counts(dry.stdout) == {"synthetic_dataset": 1, "pretrain": 1, "finetune": len(ct), "probe": len(ct),
-                                      "benchmark_table": 1, "all": 1}
+                                      "structure_figures": 1, "benchmark_table": 1, "all": 1}  # BTCV's figures
 
 
 def test_kill_minus_nine_then_a_plain_rerun_recovers(smoke_run, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import REPO, snakemake
+from conftest import copy_run, REPO, snakemake
 
 
 def test_bare_snakemake_reads_the_default_profile_and_plans_the_paper_scale_without_data(tmp_path):
@@ -18,23 +18,27 @@ def test_bare_snakemake_reads_the_default_profile_and_plans_the_paper_scale_with
     assert f"workflow specific profile {REPO / 'profiles/default'}" in out
     # The full benchmark: 13 releases (3 of them open archives, downloaded first), one encoder per modality,
     # 10 datasets x {scratch, s2dc} x 3 label ratios x 3 seeds, the frozen-encoder protocol on the 10 datasets,
-    # one table.
+    # the structure figures of BTCV, one table.
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M))
     assert {k: int(v) for k, v in counts.items()} == {
         "download_archive": 3, "prepared_dataset": 13, "pretrain": 3, "finetune": 180, "probe": 10,
-        "benchmark_table": 1, "all": 1, "total": 211}, run.stdout[-2000:]
+        "structure_figures": 1, "benchmark_table": 1, "all": 1, "total": 212}, run.stdout[-2000:]
 
 
-def test_dag_and_report_need_no_cores(tmp_path):
-    """`--dag` and `--report` work without --cores and without the default profile (which sets cores)."""
+def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
+    """`--dag` and `--report` work without --cores and without the default profile (which sets cores); the report
+    of the smoke run holds its structure figures with their captions."""
+    work = copy_run(smoke_run, tmp_path / "work")
     with ThreadPoolExecutor(max_workers=2) as pool:
         drawn = pool.submit(snakemake, tmp_path, "--dag", "--workflow-profile", "none", "--config", "scale=smoke")
-        report = snakemake(tmp_path, "--report", "report.html", "--workflow-profile", "none", "--config", "scale=smoke")
+        report = snakemake(work, "--report", "report.html", "--workflow-profile", "none", "--config", "scale=smoke")
     dag = drawn.result()
     assert dag.returncode == 0, dag.stderr[-3000:]
     assert dag.stdout.lstrip().startswith("digraph") and "pretrain" in dag.stdout
     assert report.returncode == 0, report.stderr[-3000:]
-    assert (tmp_path / "report.html").stat().st_size > 1000
+    html = (work / "report.html").read_text()
+    assert "Structure awareness" in html and "similarity.png" in html and "tsne.png" in html
+    assert "white cross" in html  # the caption of the similarity map
 
 
 def test_a_user_with_one_real_dataset_runs_just_its_rows(tmp_path):
@@ -56,8 +60,8 @@ def test_a_user_with_one_real_dataset_runs_just_its_rows(tmp_path):
         counts[name] = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M)}
     assert counts["spleen"] == {"download_archive": 1, "prepared_dataset": 1, "finetune": 9, "benchmark_table": 1,
                                 "all": 1, "total": 13}
-    assert counts["btcv"] == {"prepared_dataset": 2, "pretrain": 1, "finetune": 18, "probe": 1, "benchmark_table": 1,
-                              "all": 1, "total": 24}
+    assert counts["btcv"] == {"prepared_dataset": 2, "pretrain": 1, "finetune": 18, "probe": 1,
+                              "structure_figures": 1, "benchmark_table": 1, "all": 1, "total": 25}
     wrong = done["wrong"].result()
     out = wrong.stdout + wrong.stderr
     assert wrong.returncode != 0 and "--config only=btcv,spleen" in out and "got ['spleen']" in out

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -156,15 +157,57 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
     ones. ``preset``: the intensity preset (``s2dc datasets``); None takes the registry preset of the
     dataset the json names.
     """
+    labelled = named_encoders(encoders)
+    data = load_labelled(source, labelled, stage, cache_dir, device, preset)
+    task, names, stride = data.task, data.names, data.stride
+    y = {role: torch.cat(t) if task.name != "classification" else torch.tensor(t) for role, t in data.targets.items()}
+    pooled = task.name == "classification"
+    results = {}
+    for name, what in labelled.items():
+        encoder = None if what == VOXELS else frozen_encoder(what, data, seed)
+        x = {role: torch.cat([features(data, encoder, v, stage, pooled) for v in vols])
+             for role, vols in data.volumes.items()}
+        results[name] = _score(task, names, x, y)
+    metric = "R²" if task.name in ("reconstruction", "translation") else "balanced accuracy"
+    unit = "volumes" if pooled else "tokens"
+    return {"source": str(source), "dataset": data.dataset, "task": task.name,
+            "metric": metric, "stage": stage, "stride": stride, "classes": [n for n in names if n],
+            f"train_{unit}": int(len(y["training"])), f"val_{unit}": int(len(y["validation"])), "encoders": results}
+
+
+def named_encoders(encoders: list[str]) -> dict[str, str]:
+    """``["voxels", "s2dc=enc.pt"]`` -> ``{"voxels": "voxels", "s2dc": "enc.pt"}``; at least one file, names distinct."""
     labelled = dict(_label(e) for e in encoders)
     if len(labelled) != len(encoders):
         raise ValueError(f"encoder names must be distinct, got {encoders}")
-    files = [e for e in labelled.values() if e not in (RANDOM, VOXELS)]
-    if not files:
+    if not [e for e in labelled.values() if e not in (RANDOM, VOXELS)]:
         raise ValueError("give at least one encoder file: the probe takes the encoder sizes from it")
+    return labelled
+
+
+@dataclass
+class Labelled:
+    """A dataset ready for frozen encoders: ``volumes[role]`` images (1, C, X, Y, Z) padded to the encoder's
+    multiple and ``targets[role]`` what the linear model predicts (token classes, a class, block means) per
+    volume, for role ``training`` / ``validation``; ``names`` the class names by value; the encoders' sizes."""
+
+    task: object
+    dataset: str
+    names: list[str]
+    sizes: EncoderConfig
+    stride: int
+    device: torch.device
+    volumes: dict[str, list[torch.Tensor]]
+    targets: dict[str, list]
+
+
+def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cache_dir: str | Path | None,
+                  device: str, preset: str | None, roles: tuple[str, ...] = ("training", "validation")) -> Labelled:
+    """Read and preprocess every case of ``roles`` of ``source`` once, for the encoders ``labelled`` (sizes from
+    the first file) at Swin ``stage``; ``preset`` None takes the registry preset of the dataset the json names."""
     if not 0 <= stage <= 4:
         raise ValueError(f"--stage must be in 0..4 (0 = patch embedding, 4 = last Swin stage), got {stage}")
-    sizes = encoder_sizes(files[0])
+    sizes = encoder_sizes(next(e for e in labelled.values() if e not in (RANDOM, VOXELS)))
     device = pick_device(device, key="--device")
     stride = sizes.patch_size * 2**stage
     doc = read_datalist(source)
@@ -180,35 +223,36 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
     setting = Setting(PreprocessConfig.from_preset(preset), (multiple,) * 3, 1, 0.0, 1, 0.0, device, nullcontext)
     cases = {role: sorted(list_cases(source, role, task.roles, doc), key=lambda c: str(c["image"]))
              for role in ("training", "validation")}
-    data = dict(zip(cases, task.datasets(cases["training"], cases["validation"], setting, cache_dir)))
+    data = {role: ds for role, ds in zip(cases, task.datasets(cases["training"], cases["validation"], setting,
+                                                              cache_dir)) if role in roles}
     volumes, targets = {role: [] for role in data}, {role: [] for role in data}
     for role, ds in data.items():
         for i in range(len(ds)):
             image, target = _image_and_target(task, ds[i], stride, multiple, len(names))
             volumes[role].append(image[None])
             targets[role].append(target)
-    y = {role: torch.cat(t) if task.name != "classification" else torch.tensor(t) for role, t in targets.items()}
-    pooled = task.name == "classification"
+    return Labelled(task, str(doc.get("name") or Path(source).parent.name), names, sizes, stride, device,
+                    volumes, targets)
 
-    results = {}
-    for name, what in labelled.items():
-        if what == VOXELS:
-            x = {role: torch.cat([_voxel_features(v[0], stride, pooled) for v in vols]) for role, vols in volumes.items()}
-        else:
-            torch.manual_seed(seed)
-            in_channels = volumes["training"][0].shape[1]
-            model = swinunetr_for(model_sizes(sizes, in_channels))
-            if what != RANDOM:
-                load_encoder_weights(model, what, expected=model_sizes(sizes, in_channels))
-            swin = model.swinViT.to(device).eval()
-            x = {role: torch.cat([_token_features(swin, v.to(device), stage, pooled).cpu() for v in vols])
-                 for role, vols in volumes.items()}
-        results[name] = _score(task, names, x, y)
-    metric = "R²" if task.name in ("reconstruction", "translation") else "balanced accuracy"
-    unit = "volumes" if pooled else "tokens"
-    return {"source": str(source), "dataset": str(doc.get("name") or Path(source).parent.name), "task": task.name,
-            "metric": metric, "stage": stage, "stride": stride, "classes": [n for n in names if n],
-            f"train_{unit}": int(len(y["training"])), f"val_{unit}": int(len(y["validation"])), "encoders": results}
+
+def frozen_encoder(what: str, data: Labelled, seed: int) -> torch.nn.Module:
+    """The frozen ``SwinUNETR.swinViT`` of an encoder file, or (``"random"``) a random one drawn with ``seed``,
+    for ``data``'s channels and on its device."""
+    torch.manual_seed(seed)
+    sizes = model_sizes(data.sizes, next(iter(data.volumes.values()))[0].shape[1])
+    model = swinunetr_for(sizes)
+    if what != RANDOM:
+        load_encoder_weights(model, what, expected=sizes)
+    return model.swinViT.to(data.device).eval()
+
+
+def features(data: Labelled, encoder: torch.nn.Module | None, volume: torch.Tensor, stage: int,
+             pooled: bool) -> torch.Tensor:
+    """One volume's features for the linear model: the encoder's tokens (``None``: the raw voxel blocks)
+    ``(tokens, D)``, or pooled on a grid ``(1, D')`` for classification."""
+    if encoder is None:
+        return _voxel_features(volume[0], data.stride, pooled)
+    return _token_features(encoder, volume.to(data.device), stage, pooled).cpu()
 
 
 def model_sizes(sizes: EncoderConfig, in_channels: int) -> EncoderConfig:

@@ -133,6 +133,7 @@ CODE = {
         "pretrain": ["s2dc.train.pretrain", "s2dc.export"],
         "finetune": ["s2dc.downstream.engine"],
         "probe": ["s2dc.eval.probe"],
+        "figures": ["s2dc.eval.figures"],
         "report": ["s2dc.report"],
     }.items()
 }
@@ -147,6 +148,14 @@ def finetune_targets() -> list[str]:
         f"{finetune_dir(d, m, ratio_percent(r), s)}/metrics.json"
         for d in EXP["datasets"] for m in EXP["methods"] for r in EXP["label_ratios"] for s in EXP["seeds"]
     ]
+
+
+def figure_targets() -> list[str]:
+    """The structure figures of `probe.figures` ({dataset: structure}) among the experiment datasets."""
+    if "s2dc" not in EXP["methods"]:
+        return []
+    return [f"{RESULTS}/figures/{d}/{name}.png" for d in P["probe"].get("figures", {})
+            if d in EXP["datasets"] and modality_of(d) in MODALITIES for name in ("similarity", "tsne")]
 
 
 def probe_targets() -> list[str]:
@@ -188,10 +197,16 @@ def _check_datasets() -> None:
         registry.check_selection(f"scales.{SCALE}", P["datasets"], EXP["datasets"], MODALITIES, TWINS)
     except ValueError as err:
         raise WorkflowError(f"params.yaml: {err}") from None
-    stray = sorted(set(P["probe"].get("stage_of", {})) - set(EXP["datasets"]))
-    if stray:
-        raise WorkflowError(f"params.yaml: scales.{SCALE}.probe.stage_of names {stray}: expected datasets of "
-                            f"scales.{SCALE}.experiments.datasets {EXP['datasets']}")
+    for key in ("stage_of", "figures"):
+        stray = sorted(set(P["probe"].get(key, {})) - set(EXP["datasets"]))
+        if stray:
+            raise WorkflowError(f"params.yaml: scales.{SCALE}.probe.{key} names {stray}: expected datasets of "
+                                f"scales.{SCALE}.experiments.datasets {EXP['datasets']}")
+    for dataset, structure in P["probe"].get("figures", {}).items():
+        spec = registry.get(dataset)
+        if spec.task != "segmentation" or structure not in spec.labels.values():
+            raise WorkflowError(f"params.yaml: scales.{SCALE}.probe.figures.{dataset}: {structure!r} is not a class "
+                                f"of {dataset} ({spec.task}; classes: {sorted(spec.labels.values())})")
 
 
 from s2dc.train.config import build_config as _pretrain_config

@@ -27,3 +27,36 @@ rule probe:
         "(export OMP_NUM_THREADS={threads};"
         " s2dc probe voxels random s2dc={input.encoder:q} --source {input.data:q} --stage {params.stage}"
         " --cache-dir {params.cache:q} --out {output.json:q}) > {log:q} 2>&1"
+
+
+# The method's claim drawn (the poster's Figures 1 and 6): for the datasets of `probe.figures` ({dataset:
+# structure}), the cosine similarity of a slice's tokens to an anchor token in that structure and a t-SNE of the
+# validation tokens, for the raw voxels, a random encoder and the S²DC encoder.
+rule structure_figures:
+    input:
+        data=lambda w: dataset_json(w.dataset),
+        encoder=lambda w: f"{RESULTS}/pretrain/{modality_of(w.dataset)}/encoder.pt",
+    output:
+        similarity=report(f"{RESULTS}/figures/{{dataset}}/similarity.png", caption="../report/similarity.rst",
+                          category="Structure awareness", subcategory="{dataset}"),
+        tsne=report(f"{RESULTS}/figures/{{dataset}}/tsne.png", caption="../report/tsne.rst",
+                    category="Structure awareness", subcategory="{dataset}"),
+    params:
+        stage=lambda w: P["probe"].get("stage_of", {}).get(w.dataset, P["probe"]["stage"]),
+        structure=lambda w: P["probe"]["figures"][w.dataset],
+        out=lambda w, output: os.path.dirname(output.similarity),
+        cache=f"{RESULTS}/cache/probe",
+        code=CODE["figures"],
+    threads: P["probe"]["resources"]["threads"]
+    resources:
+        **stage_resources("probe"),
+    conda:
+        "../envs/s2dc.yaml"
+    log:
+        f"logs/{SCALE}/figures/{{dataset}}.log",
+    benchmark:
+        f"benchmarks/{SCALE}/figures/{{dataset}}.tsv"
+    shell:
+        "(export OMP_NUM_THREADS={threads};"
+        " s2dc figures voxels random s2dc={input.encoder:q} --source {input.data:q} --structure {params.structure:q}"
+        " --stage {params.stage} --cache-dir {params.cache:q} --out-dir {params.out:q}) > {log:q} 2>&1"

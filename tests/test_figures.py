@@ -1,0 +1,81 @@
+"""Structure figures: the anchor, the similarity map and the token subset against small hand computations; the
+`s2dc figures` command writes both PNGs and refuses what it cannot draw."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from s2dc.cli import main
+from s2dc.data.synthetic import write_dataset
+from s2dc.eval.figures import anchor_similarity, anchor_token, balanced_subset
+from s2dc.export import swinunetr_for
+from s2dc.models.encoder import EncoderConfig
+
+SIZES = EncoderConfig(feature_size=12, num_heads=(1, 2, 3, 4), window_size=4)
+
+
+def test_the_anchor_is_the_structure_token_nearest_its_centroid():
+    target = torch.zeros(6, 5, 4, dtype=torch.long)
+    target[1:4, 1:4, 0:3] = 2  # a 3 x 3 x 3 block: centroid (2, 2, 1)
+    target[5, 4, 3] = 2  # one stray token pulls the centroid a little, not off the block's centre
+    assert anchor_token(target, 2) == (2, 2, 1)
+    with pytest.raises(ValueError, match="structure 7"):
+        anchor_token(target, 7)
+
+
+def test_anchor_similarity_is_the_cosine_to_the_anchor():
+    rng = np.random.default_rng(1)
+    tokens = rng.normal(size=(3, 4, 2, 5))
+    got = anchor_similarity(torch.from_numpy(tokens), (1, 2, 0)).numpy()
+    a = tokens[1, 2, 0]
+    want = (tokens @ a) / (np.linalg.norm(tokens, axis=-1) * np.linalg.norm(a))
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert got[1, 2, 0] == pytest.approx(1.0)
+
+
+def test_balanced_subset_shares_the_count_among_the_classes():
+    labels = torch.tensor([0] * 100 + [1] * 5 + [2] * 40)
+    keep = balanced_subset(labels, 60, seed=3)
+    counts = torch.bincount(labels[keep], minlength=3).tolist()
+    assert counts == [28, 5, 27] or counts == [27, 5, 28]  # the small class whole, the rest split evenly
+    assert torch.equal(keep, balanced_subset(labels, 60, seed=3)) and torch.equal(keep, keep.sort().values)
+    assert len(balanced_subset(labels, 1000, seed=0)) == len(labels)
+
+
+@pytest.fixture(scope="module")
+def twin_and_encoder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("figures")
+    source = write_dataset(root / "btcv", "btcv", cases=4, seed=3, shape=(64, 64, 32), val_fraction=0.5)
+    torch.manual_seed(5)
+    encoder = root / "enc.pt"
+    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in swinunetr_for(SIZES).swinViT.state_dict().items()},
+                "encoder": SIZES.to_dict()}, encoder)
+    return source, encoder
+
+
+def test_figures_command_writes_both_pngs(twin_and_encoder, tmp_path, capsys):
+    source, encoder = twin_and_encoder
+    out = tmp_path / "fig"
+    assert main(["figures", "random", f"s2dc={encoder}", "--source", str(source), "--structure", "liver",
+                 "--out-dir", str(out)]) == 0
+    for name in ("similarity.png", "tsne.png"):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.width > 300 and image.height > 200
+    assert sorted(p.name for p in out.iterdir()) == ["similarity.png", "tsne.png"]  # no temporary file left
+    assert str(out / "tsne.png") in capsys.readouterr().out
+
+
+def test_figures_refuse_an_unknown_structure_and_a_classification_dataset(twin_and_encoder, tmp_path, capsys):
+    source, encoder = twin_and_encoder
+    assert main(["figures", str(encoder), "--source", str(source), "--structure", "brain",
+                 "--out-dir", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "'brain' is not a class" in err and "liver" in err
+    cls = write_dataset(tmp_path / "cc", "cc_ccii", cases=6, seed=1, shape=(32, 32, 32), val_fraction=0.5)
+    assert main(["figures", str(encoder), "--source", str(cls), "--structure", "CP",
+                 "--out-dir", str(tmp_path / "b")]) == 2
+    assert "classification dataset" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
