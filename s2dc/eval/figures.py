@@ -92,9 +92,9 @@ def tsne_figure(features: dict[str, torch.Tensor], labels: torch.Tensor, names: 
     for ax, (name, x) in zip(axes[0], features.items()):
         points = TSNE(n_components=2, init="pca", perplexity=min(30.0, (len(keep) - 1) / 3), random_state=seed
                       ).fit_transform(F.normalize(x[keep].double(), dim=1).numpy())
-        for c in torch.unique(labels[keep]).tolist():
+        for c in torch.unique(labels[keep]).tolist():  # a colour per class value (20 before any repeats)
             mine = (labels[keep] == c).numpy()
-            ax.scatter(points[mine, 0], points[mine, 1], s=3, label=names[c])
+            ax.scatter(points[mine, 0], points[mine, 1], s=3, label=names[c], color=plt.get_cmap("tab20")(c % 20))
         ax.set_title(name), ax.set_xticks([]), ax.set_yticks([])
     axes[0][-1].legend(markerscale=4, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(title)
