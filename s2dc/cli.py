@@ -219,8 +219,9 @@ def _add_probe(sub) -> None:
     prb = sub.add_parser(
         "probe", help="linear probe: how well frozen encoder tokens separate the labelled structures",
         description="Embed every whole volume of a labelled dataset with each frozen encoder, give each token of "
-                    "one Swin stage the structure filling at least 1/8 of its voxel block (else background), fit a class-balanced linear classifier "
-                    "on the training cases' tokens and report per-class recall on the validation cases'. "
+                    "one Swin stage the structure filling at least 1/8 of its voxel block (else background), fit a "
+                    "class-balanced linear classifier on the training cases' tokens and report per-class recall on the "
+                    "validation cases'. "
                     "Writes OUT (.json) and OUT with .md (the table).",
     )
     prb.add_argument("encoders", nargs="+", help="exported encoders or pretraining checkpoints, and/or 'random' "
@@ -229,15 +230,7 @@ def _add_probe(sub) -> None:
                                                  "NAME=WHAT names a row (e.g. s2dc=encoder.pt)")
     prb.add_argument("--source", required=True, help="labelled dataset.json (training and validation cases)")
     prb.add_argument("--out", required=True, help="output .json file")
-    prb.add_argument("--stage", type=int, default=2, help="Swin stage whose tokens are probed (0-4; default 2)")
-    prb.add_argument("--seed", type=int, default=0, help="seed of the random encoder (default 0)")
-    prb.add_argument("--cache-dir", default=None, help="preprocessing cache folder (default: none)")
-    from .data.registry import PRESETS
-
-    prb.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                     help="intensity preset (default: the registry preset of the dataset the json names)")
-    prb.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                     help="'auto' (CUDA if available, else CPU; default), 'cpu' or 'cuda'")
+    _add_frozen_token_options(prb, "probed", "seed of the random encoder (default 0)")
     prb.set_defaults(func=_probe)
 
 
@@ -254,15 +247,21 @@ def _add_figures(sub) -> None:
     fig.add_argument("--source", required=True, help="labelled segmentation dataset.json (its validation cases)")
     fig.add_argument("--structure", required=True, help="class name of the anchor's structure, e.g. liver")
     fig.add_argument("--out-dir", required=True, help="output folder")
-    fig.add_argument("--stage", type=int, default=2, help="Swin stage whose tokens are drawn (0-4; default 2)")
-    fig.add_argument("--seed", type=int, default=0, help="seed of the random encoder and the t-SNE (default 0)")
-    fig.add_argument("--cache-dir", default=None, help="preprocessing cache folder (default: none)")
+    _add_frozen_token_options(fig, "drawn", "seed of the random encoder and the t-SNE (default 0)")
+    fig.set_defaults(func=_figures)
+
+
+def _add_frozen_token_options(parser: argparse.ArgumentParser, verb: str, seed_help: str) -> None:
+    """The options of the commands that read a dataset's tokens through frozen encoders (probe, figures)."""
     from .data.registry import PRESETS
 
-    fig.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                     help="intensity preset (default: the registry preset of the dataset the json names)")
-    fig.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="'auto' (default), 'cpu' or 'cuda'")
-    fig.set_defaults(func=_figures)
+    parser.add_argument("--stage", type=int, default=2, help=f"Swin stage whose tokens are {verb} (0-4; default 2)")
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
+    parser.add_argument("--cache-dir", default=None, help="preprocessing cache folder (default: none)")
+    parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                        help="intensity preset (default: the registry preset of the dataset the json names)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="'auto' (CUDA if available, else CPU; default), 'cpu' or 'cuda'")
 
 
 def _add_datasets(sub) -> None:
