@@ -78,4 +78,7 @@ def test_figures_refuse_an_unknown_structure_and_a_classification_dataset(twin_a
     assert main(["figures", str(encoder), "--source", str(cls), "--structure", "CP",
                  "--out-dir", str(tmp_path / "b")]) == 2
     assert "classification dataset" in capsys.readouterr().err
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert main(["figures", str(encoder), "--source", str(source), "--structure", "left adrenal gland", "--stage", "4",
+                 "--out-dir", str(tmp_path / "c")]) == 2  # 32-voxel blocks: no adrenal gland fills an eighth of one
+    assert "carries 'left adrenal gland' at stage 4" in capsys.readouterr().err
+    assert not any((tmp_path / d).exists() for d in "abc")

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.errors import DataError
 from ..files import atomic_write_bytes
 from .probe import VOXELS, features, frozen_encoder, load_labelled, named_encoders
 
@@ -144,6 +145,9 @@ def draw(source: str | Path, encoders: list[str], structure: str, out_dir: str |
     target = data.names.index(structure)
     volumes, labels = data.volumes["validation"], data.targets["validation"]
     best = max(range(len(volumes)), key=lambda i: int((labels[i] == target).sum()))
+    if not (labels[best] == target).any():
+        raise DataError(f"no validation token of '{source}' carries {structure!r} at stage {stage} ({data.stride}-voxel "
+                        "blocks): draw an earlier --stage (smaller blocks) or another structure")
     grid = [s // data.stride for s in volumes[best].shape[2:]]
     maps, tokens = {}, {}
     for name, what in labelled.items():
