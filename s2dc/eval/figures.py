@@ -47,10 +47,7 @@ def similarity_figure(image: torch.Tensor, label_tokens: torch.Tensor, maps: dic
     """Poster Figure 1: ``image`` (C, X, Y, Z), ``label_tokens`` (x, y, z) token classes, ``maps`` {encoder:
     tokens (x, y, z, C)}; the anchor is the ``structure`` token nearest its centroid; one panel per encoder with
     the cosine similarity over the anchor's axial slice (upsampled to voxels), the structure outlined."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     anchor = anchor_token(label_tokens, structure)
     i, j, k = anchor
@@ -82,10 +79,7 @@ def tsne_figure(features: dict[str, torch.Tensor], labels: torch.Tensor, names: 
     """Poster Figure 6: a 2-D t-SNE (scikit-learn) of each encoder's tokens ``features`` {encoder: (N, D)}
     coloured by ``labels`` (N,) -> ``names``; at most ``max_tokens`` tokens, the same ones for every encoder,
     drawn with equal shares per structure where there are enough."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     from sklearn.manifold import TSNE
 
     keep = balanced_subset(labels, max_tokens, seed)
@@ -117,15 +111,23 @@ def balanced_subset(labels: torch.Tensor, count: int, seed: int) -> torch.Tensor
     return torch.cat(chosen).sort().values
 
 
+def _pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (imported here: matplotlib is a pipeline extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _save(fig, out: Path) -> Path:
     """Write the figure as PNG (atomically) and close it."""
     import io
 
-    import matplotlib.pyplot as plt
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _pyplot().close(fig)
     atomic_write_bytes(Path(out), buffer.getvalue())
     return Path(out)
 

@@ -150,6 +150,11 @@ def finetune_targets() -> list[str]:
     ]
 
 
+def probe_stage(dataset: str) -> int:
+    """The Swin stage whose tokens the probe and the figures read for ``dataset`` (probe.stage_of, else probe.stage)."""
+    return P["probe"].get("stage_of", {}).get(dataset, P["probe"]["stage"])
+
+
 def figure_targets() -> list[str]:
     """The structure figures of `probe.figures` ({dataset: structure}) among the experiment datasets."""
     if "s2dc" not in EXP["methods"]:

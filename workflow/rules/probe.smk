@@ -11,7 +11,7 @@ rule probe:
         json=f"{RESULTS}/probe/{{dataset}}.json",
         md=f"{RESULTS}/probe/{{dataset}}.md",
     params:
-        stage=lambda w: P["probe"].get("stage_of", {}).get(w.dataset, P["probe"]["stage"]),
+        stage=lambda w: probe_stage(w.dataset),
         cache=f"{RESULTS}/cache/probe",
         code=CODE["probe"],
     threads: P["probe"]["resources"]["threads"]
@@ -42,7 +42,7 @@ rule structure_figures:
         tsne=report(f"{RESULTS}/figures/{{dataset}}/tsne.png", caption="../report/tsne.rst",
                     category="Structure awareness", subcategory="{dataset}"),
     params:
-        stage=lambda w: P["probe"].get("stage_of", {}).get(w.dataset, P["probe"]["stage"]),
+        stage=lambda w: probe_stage(w.dataset),
         structure=lambda w: P["probe"]["figures"][w.dataset],
         out=lambda w, output: os.path.dirname(output.similarity),
         cache=f"{RESULTS}/cache/probe",
