@@ -23,7 +23,8 @@ from common import machine, median_time  # noqa: E402
 
 from s2dc.models.queue import KeyQueue  # noqa: E402
 from s2dc.train.config import build_config  # noqa: E402
-from s2dc.train.pretrain import Pretrainer, compute_losses  # noqa: E402
+from s2dc.losses.s2dc_loss import S2DCLoss  # noqa: E402
+from s2dc.train.pretrain import Pretrainer  # noqa: E402
 
 SMALL = {
     "encoder": {"feature_size": 24, "num_heads": [3, 6, 12, 24]},
@@ -68,8 +69,8 @@ def main() -> None:
     chosen = torch.zeros(b, dtype=torch.long, device=device)
 
     def losses():
-        compute_losses(cfg.loss, cfg.views.token_grid[2], F.normalize(s_tok, dim=-1), t_tok, gt, query, keys,
-                       chosen, queue)["loss"].backward()
+        S2DCLoss(cfg.loss)(F.normalize(s_tok, dim=-1), t_tok, gt, cfg.views.token_grid[2], query, keys,
+                           chosen, queue.negatives())["loss"].backward()
 
     loss_fb = median_time(losses, 5, device=device)
     print(f"# bench_step on {machine()}, device {device}, median of {args.steps} steps")

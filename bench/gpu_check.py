@@ -5,7 +5,7 @@
 1. Correctness on the device, against the CPU (the reference the test-suite pins):
    - views: ``make_views`` from the same generator gives the same correspondences (exactly) and the
      same crops (to float32 rounding) on the device as on the CPU, at the release geometry;
-   - losses: ``compute_losses`` on the device vs the CPU, same inputs (fp32 both);
+   - losses: ``S2DCLoss`` on the device vs the CPU, same inputs (fp32 both);
    - one whole pretraining step (ROI 128x128x64, feature size 24) from the same initial weights and
      ROI: loss on the device in fp32
      and under bf16 autocast vs the CPU's fp32 loss; then 30 bf16 steps stay finite (bf16 is refused
@@ -37,7 +37,8 @@ from s2dc.export import swinunetr_for  # noqa: E402
 from s2dc.models.encoder import EncoderConfig  # noqa: E402
 from s2dc.models.queue import KeyQueue  # noqa: E402
 from s2dc.train.config import build_config  # noqa: E402
-from s2dc.train.pretrain import Pretrainer, compute_losses  # noqa: E402
+from s2dc.losses.s2dc_loss import S2DCLoss  # noqa: E402
+from s2dc.train.pretrain import Pretrainer  # noqa: E402
 from s2dc.views import ViewConfig, make_views  # noqa: E402
 
 RESULTS: dict = {}
@@ -68,7 +69,7 @@ def check_views(device: torch.device, cfg: ViewConfig, warps: int) -> dict:
 
 
 def check_losses(device: torch.device, cfg) -> dict:
-    """compute_losses on the device vs the CPU on the same random inputs (fp32 both)."""
+    """S2DCLoss on the device vs the CPU on the same random inputs (fp32 both)."""
     g = torch.Generator().manual_seed(1)
     b, p2, e, n = cfg.optim.batch_size, cfg.views.grid**2, cfg.head.embed_dim, cfg.views.num_tokens
     inputs = {
@@ -82,14 +83,14 @@ def check_losses(device: torch.device, cfg) -> dict:
     negatives = torch.randn(cfg.loss.queue_size, e, generator=g)
     out = {}
     for assignment in ("dual_softmax", "sinkhorn"):
-        loss_cfg = type(cfg.loss)(**{**cfg.loss.__dict__, "assignment": assignment})
+        loss = S2DCLoss(cfg.loss, assignment=assignment)
         values = []
         for dev in (torch.device("cpu"), device):
             queue = KeyQueue(cfg.loss.queue_size, e).to(dev)
             queue.push(negatives.to(dev), gather=False)
             moved = {k: v.to(dev) for k, v in inputs.items()}
-            terms = compute_losses(loss_cfg, cfg.views.token_grid[2], moved["student_tokens"], moved["teacher_tokens"],
-                                   moved["gt"], moved["query"], moved["keys"], moved["chosen"], queue)
+            terms = loss(moved["student_tokens"], moved["teacher_tokens"], moved["gt"], cfg.views.token_grid[2],
+                         moved["query"], moved["keys"], moved["chosen"], queue.negatives())
             values.append(torch.stack([terms[k] for k in ("loss", "loss_global", "loss_p2p", "loss_p2s")]))
         out[assignment] = {"cpu": values[0].tolist(), "device": values[1].cpu().tolist(),
                            "rel_err": rel_err(values[1], values[0])}

@@ -575,3 +575,82 @@ def test_sinkhorn_scaling_and_log_domain_iterations_agree():
     log_mu = torch.log(torch.tensor([1.0] * 7 + [5.0])).expand(3, -1)
     log_nu = torch.log(torch.tensor([1.0] * 5 + [7.0])).expand(3, -1)
     torch.testing.assert_close(fast, p2p._sinkhorn_log_domain(z, log_mu, log_nu, 100), atol=1e-4, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------
+# the combined objective (S2DCLoss): weights checked, terms returned, an ablation = a weight of 0
+# --------------------------------------------------------------------------------------------------
+
+
+def combined_inputs(seed: int = 3, b: int = 2, n: int = 6, d: int = 5, p2: int = 4, queue: int = 3):
+    q, k, gt = make_inputs(b, n, n, d, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    keys = torch.randn(b * p2, d, generator=g, dtype=DT)
+    return {"student_tokens": q, "teacher_tokens": k, "correspondence": gt, "token_slices": 1,
+            "query": torch.randn(b, d, generator=g, dtype=DT), "keys": keys,
+            "chosen": torch.tensor([1, 3][:b]), "negatives": torch.randn(queue, d, generator=g, dtype=DT)}
+
+
+def ref_terms(x: dict, temperature: float, global_temperature: float) -> dict:
+    """The three terms from the loop references (release L_p2s, dual-softmax, positive+negative L_p2p)."""
+    b = x["query"].shape[0]
+    crops = x["keys"].view(b, -1, x["keys"].shape[-1])
+    positive = torch.stack([crops[s, int(x["chosen"][s])] for s in range(b)])
+    others = torch.stack([torch.stack([crops[s, c] for c in range(crops.shape[1]) if c != int(x["chosen"][s])])
+                          for s in range(b)])
+    q, k, gt = x["student_tokens"], x["teacher_tokens"], x["correspondence"]
+    return {"loss_global": ref_infonce(x["query"], positive, others, x["negatives"], global_temperature, True),
+            "loss_p2p": ref_p2p(q, k, gt, "dual_softmax", "positive_negative", temperature),
+            "loss_p2s": ref_p2s_release(q, k, gt, "std")}
+
+
+@pytest.mark.parametrize("weights", [(0.5, 0.5, 0.5), (1.0, 0.0, 0.0), (0.3, 0.7, 0.0), (0.2, 0.0, 1.5), (0.0, 1.0, 1.0)])
+def test_s2dc_loss_is_the_weighted_sum_and_a_zero_weight_drops_its_term(weights):
+    from s2dc.losses.s2dc_loss import S2DCLoss
+
+    w_g, w_p2p, w_p2s = weights
+    x = combined_inputs()
+    loss = S2DCLoss(weight_global=w_g, weight_p2p=w_p2p, weight_p2s=w_p2s, match_temperature=0.5, global_temperature=0.9)
+    terms = loss(**x)
+    ref = ref_terms(x, 0.5, 0.9)
+    for name, w in zip(("loss_global", "loss_p2p", "loss_p2s"), weights):
+        assert terms[name].dtype == torch.float32
+        close(terms[name].double(), ref[name] if w else torch.zeros((), dtype=DT), rtol=1e-5, atol=1e-6)
+    expected = w_g * ref["loss_global"] + w_p2p * ref["loss_p2p"] + w_p2s * ref["loss_p2s"]
+    close(terms["loss"].double(), expected, rtol=1e-5, atol=1e-6)
+    assert loss.needs_global == bool(w_g) and loss.needs_tokens == bool(w_p2p or w_p2s)
+
+
+def test_s2dc_loss_does_not_compute_a_term_of_weight_zero():
+    """An ablated term's inputs are not read: NaN tokens under zero token weights leave a finite loss."""
+    from s2dc.losses.s2dc_loss import S2DCLoss
+
+    x = combined_inputs()
+    x["student_tokens"] = torch.full_like(x["student_tokens"], float("nan"))
+    terms = S2DCLoss(weight_global=1.0, weight_p2p=0.0, weight_p2s=0.0)(**x)
+    assert torch.isfinite(terms["loss"]) and float(terms["loss_p2p"]) == 0.0 == float(terms["loss_p2s"])
+    global_only = S2DCLoss(weight_global=1.0, weight_p2p=0.0, weight_p2s=0.0)(None, None, None, 1, x["query"], x["keys"],
+                                                                               x["chosen"], x["negatives"])
+    assert float(global_only["loss"]) == float(terms["loss"])
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("weight_p2p", -0.5, "loss.weight_p2p must be a finite number >= 0"),
+    ("weight_global", float("nan"), "loss.weight_global must be a finite number >= 0"),
+    ("weight_p2s", float("inf"), "loss.weight_p2s must be a finite number >= 0"),
+    ("assignment", "hungarian", "loss.assignment must be one of"),
+    ("weight_of_everything", 1.0, "loss.weight_of_everything: not a loss option"),
+])
+def test_s2dc_loss_checks_its_options(field, value, message):
+    from s2dc.losses.s2dc_loss import S2DCLoss
+
+    with pytest.raises(ValueError, match=message):
+        S2DCLoss(**{field: value})
+
+
+def test_s2dc_loss_refuses_all_weights_zero():
+    from s2dc.losses.options import LossConfig
+    from s2dc.losses.s2dc_loss import S2DCLoss
+
+    with pytest.raises(ValueError, match="loss weights are all zero"):
+        S2DCLoss(LossConfig(weight_global=0.0), weight_p2p=0.0, weight_p2s=0.0)

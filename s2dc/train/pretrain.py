@@ -27,10 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data.datalist import list_volumes
 from ..data.errors import DataError
 from ..data.volumes import CachedVolumes, check_all
-from ..losses.global_contrast import global_infonce, split_chosen_crop
-from ..losses.matching import scoped
-from ..losses.p2p import assignment_log, p2p_from_assignment
-from ..losses.p2s import p2s_loss
+from ..losses.s2dc_loss import S2DCLoss
 from ..models.queue import KeyQueue
 from ..models.s2dc_net import EMATeacher, S2DCNet, momentum_at
 from ..views import make_views
@@ -46,7 +43,7 @@ from .checkpoint import (
     rng_state,
     set_rng_state,
 )
-from .config import RESUME_MODES, LossConfig, PretrainConfig
+from .config import RESUME_MODES, PretrainConfig
 from .device import pick_device
 from .finite import NonFiniteError, describe_step, gradient_norm, non_finite_tensors, step_is_finite
 from .identity import code_fingerprint, data_fingerprint, differences, result_options
@@ -106,30 +103,6 @@ def setup_distributed(device: str) -> Distributed:
     return Distributed(rank=rank, world_size=world, device=dev)
 
 
-def compute_losses(cfg: LossConfig, token_slices: int, student_tokens, teacher_tokens, gt, query, keys, chosen, queue):
-    """Weighted S²DC loss terms (fp32). Returns {"loss", "loss_global", "loss_p2p", "loss_p2s"}."""
-    zero = student_tokens.new_zeros(()) if student_tokens is not None else query.new_zeros(())
-    terms = {"loss_global": zero, "loss_p2p": zero, "loss_p2s": zero}
-    if cfg.weight_p2p or cfg.weight_p2s:
-        q, k, m = scoped(student_tokens.float(), teacher_tokens.float(), gt, cfg.matching, token_slices)
-        log_assign = None
-        if cfg.weight_p2p or cfg.p2s_form == "poster":
-            log_assign = assignment_log(torch.einsum("bnd,bmd->bnm", q, k) / cfg.match_temperature,
-                                        cfg.assignment, cfg.bin_score, cfg.sinkhorn_iters)
-        if cfg.weight_p2p:
-            terms["loss_p2p"] = p2p_from_assignment(log_assign, m, cfg.p2p_form)
-        if cfg.weight_p2s:
-            terms["loss_p2s"] = p2s_loss(q, k, m, cfg.p2s_form, cfg.p2s_spread, cfg.detach_weights,
-                                         p2p_form=cfg.p2p_form, log_assign=log_assign)
-    if cfg.weight_global:
-        b = chosen.shape[0]
-        positive, others = split_chosen_crop(keys.float().view(b, -1, keys.shape[-1]), chosen)
-        terms["loss_global"] = global_infonce(query.float(), positive, others, queue.negatives(),
-                                              cfg.global_temperature, cfg.global_normalize)
-    terms["loss"] = cfg.weight_global * terms["loss_global"] + cfg.weight_p2p * terms["loss_p2p"] + cfg.weight_p2s * terms["loss_p2s"]
-    return terms
-
-
 def state_fingerprint(module: nn.Module) -> str:
     """SHA-256 of every parameter and buffer (exact bitwise identity check across ranks or runs)."""
     h = hashlib.sha256()
@@ -154,9 +127,10 @@ class Pretrainer:
         self.model = S2DCNet(cfg.encoder, cfg.head.hidden_dim, cfg.head.embed_dim).to(device)
         self.teacher = EMATeacher(self.model).to(device)
         self.queue = KeyQueue(cfg.loss.queue_size, cfg.head.embed_dim).to(device)
+        self.loss = S2DCLoss(cfg.loss)
         self.ddp = None
         if self.dist.world_size > 1:
-            unused = not (cfg.loss.weight_global and (cfg.loss.weight_p2p or cfg.loss.weight_p2s))
+            unused = not (self.loss.needs_global and self.loss.needs_tokens)
             self.ddp = DistributedDataParallel(self.model, find_unused_parameters=unused,
                                                device_ids=[device.index] if device.type == "cuda" else None)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -300,8 +274,7 @@ class Pretrainer:
         cfg, device, timer = self.cfg, self.dist.device, self.timer
         gen = step_generator(cfg.run.seed, self.step, self.dist.rank, stream=2)
         b, p = roi.shape[0], cfg.views.grid
-        need_tokens = bool(cfg.loss.weight_p2p or cfg.loss.weight_p2s)
-        need_global = bool(cfg.loss.weight_global)
+        need_tokens, need_global = self.loss.needs_tokens, self.loss.needs_global
         with timer("views"):
             views = make_views(roi.to(device, non_blocking=True), cfg.views, gen)
             chosen = torch.randint(p * p, (b,), generator=gen).to(device)
@@ -320,8 +293,8 @@ class Pretrainer:
                     t_keys, queue_keys = t_keys[: b * p * p], t_keys[b * p * p :]
         with timer("losses_forward"):
             query = s_global.view(b, p * p, -1)[torch.arange(b, device=device), chosen] if need_global else None
-            terms = compute_losses(cfg.loss, cfg.views.token_grid[2], s_tokens, t_tokens, views.correspondence,
-                                   query, t_keys, chosen, self.queue)
+            terms = self.loss(s_tokens, t_tokens, views.correspondence, cfg.views.token_grid[2],
+                              query, t_keys, chosen, self.queue.negatives())
         with timer("backward"):
             self.optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
