@@ -16,6 +16,7 @@ Outputs in ``run.out_dir``: ``split.json`` (the training cases drawn), ``dvclive
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 import math
 import random
 import time
@@ -153,7 +154,10 @@ class Finetuner:
         return scores
 
     # ------------------------------------------------------------------ run
-    def run(self) -> dict:
+    def run(self, on_score: Callable[[int, float], None] | None = None) -> dict:
+        """Train to ``train.steps``, evaluating every ``eval.every`` steps and at the end; ``on_score(step, value)``
+        receives each validation score (the task's ``score_key``, unscaled) and may raise to stop the run
+        (an Optuna pruner does)."""
         cfg, key = self.cfg, self.task.score_key
         # A rerun replaces the earlier run's outputs (metrics.json, written last, goes first); DVCLive clears dvclive/.
         for name in ("metrics.json", "model.pt", "split.json"):
@@ -182,6 +186,8 @@ class Finetuner:
                 flat.update({f"val/{k}/{name}": v for k, d in scores.items() if isinstance(d, dict) for name, v in d.items()})
                 live.log(self.step, {k: v for k, v in flat.items() if math.isfinite(v)})
                 metrics[key] = scores[key]
+                if on_score is not None:
+                    on_score(self.step, float(scores[key]))
             progress.update(self.step, metrics)
         progress.close()
         live.close()
@@ -210,8 +216,9 @@ class Finetuner:
         return result
 
 
-def finetune(cfg: FinetuneConfig) -> dict:
-    """Fine-tune as configured; returns the metrics (also written to ``run.out_dir/metrics.json``)."""
+def finetune(cfg: FinetuneConfig, on_score: Callable[[int, float], None] | None = None) -> dict:
+    """Fine-tune as configured; returns the metrics (also written to ``run.out_dir/metrics.json``).
+    ``on_score(step, value)``: see :meth:`Finetuner.run`."""
     if not cfg.data.source:
         raise ValueError("data.source is required: pass --data.source <dataset.json>")
-    return Finetuner(cfg).run()
+    return Finetuner(cfg).run(on_score)
