@@ -12,6 +12,7 @@ include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/ablation.smk"
 
 
 # Jobs that are quick or need the internet (a cluster's login node has it): never sent to a cluster.
@@ -23,6 +24,8 @@ localrules:
     prepared_dataset,
     download_archive,
     benchmark_table,
+    ablation_table,
+    ablation,
 
 
 rule all:
@@ -41,6 +44,6 @@ rule data:
 
 
 rule pretrained:
-    # One pretrained encoder per modality of the active scale.
+    # The benchmark's pretrained encoders: one per modality of the active scale and variant of its methods.
     input:
-        [f"{RESULTS}/pretrain/{m}/encoder.pt" for m in MODALITIES],
+        [encoder_path(m, v) for m in MODALITIES for v in BENCHMARK_METHODS if v != "scratch"],

@@ -78,6 +78,24 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ablation_table(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .report import write_ablation
+
+    terms = {}
+    for item in args.terms:
+        name, sep, value = item.partition("=")
+        if not sep or not name or ":" not in value:
+            raise ValueError(f"--terms {item!r}: expected VARIANT=TERMS:ASSIGNMENT, e.g. lg=global:dual_softmax")
+        terms[name] = value
+    table = write_ablation([Path(p) for p in args.metrics], terms, Path(args.out))
+    print(f"{table.method.nunique()} variants x {table.dataset.nunique()} datasets from {len(args.metrics)} runs "
+          f"-> {args.out}/ablation.csv, ablation.md, ablation.json")
+    print((Path(args.out) / "ablation.md").read_text())
+    return 0
+
+
 def _probe(args: argparse.Namespace) -> int:
     from .eval.probe import markdown, probe, write_probe
 
@@ -215,6 +233,20 @@ def _add_report(sub) -> None:
     rep.set_defaults(func=_report)
 
 
+def _add_ablation_table(sub) -> None:
+    abl = sub.add_parser(
+        "ablation-table", help="the loss ablation table (poster Table 2) from the variants' fine-tuning metrics",
+        description="Read the fine-tuning metrics.json of each pretraining variant (run.method = the variant's name) "
+                    "and write ablation.csv, ablation.md (mean ± std over seeds per dataset and variant, beside the "
+                    "poster's Table 2, with both orderings and Kendall's tau) and ablation.json into --out.",
+    )
+    abl.add_argument("metrics", nargs="+", help="metrics.json files written by `s2dc finetune`")
+    abl.add_argument("--terms", nargs="+", required=True, metavar="VARIANT=TERMS:ASSIGNMENT",
+                     help="each variant's loss terms and assignment, e.g. lg=global:dual_softmax s2dc=global+p2p+p2s:dual_softmax")
+    abl.add_argument("--out", required=True, help="output folder")
+    abl.set_defaults(func=_ablation_table)
+
+
 def _add_probe(sub) -> None:
     prb = sub.add_parser(
         "probe", help="linear probe: how well frozen encoder tokens separate the labelled structures",
@@ -308,6 +340,7 @@ COMMANDS = {
     "synth": _add_synth,
     "finetune": _add_finetune,
     "report": _add_report,
+    "ablation-table": _add_ablation_table,
     "probe": _add_probe,
     "figures": _add_figures,
     "datasets": _add_datasets,

@@ -143,3 +143,83 @@ def write_report(metric_files: list[Path], out_dir: Path, probe_files: list[Path
     atomic_write_text(out_dir / "benchmark.md", text)
     atomic_write_text(out_dir / "metrics.json", json.dumps(nested, indent=2) + "\n")
     return table
+
+
+#: The label ratio of the poster's Table 2 (loss ablation; our reading: fine-tuned on all labels).
+ABLATION_PAPER_RATIO = 1.0
+
+
+def ablation_table(metric_files: list[Path], terms: dict[str, str]) -> pd.DataFrame:
+    """The loss ablation (poster Table 2): mean ± std over seeds per (dataset, variant), the variant's loss terms
+    (``terms``: {variant: 'global+p2p:dual_softmax'}), the poster's number and both rankings within each dataset."""
+    table = summarise(collect(metric_files))
+    missing = sorted(set(table.method) - set(terms))
+    if missing:
+        raise ValueError(f"no loss terms given for variant(s) {missing} (expected --terms NAME=TERMS for each)")
+    table["terms"] = table.method.map(terms)
+    table["paper"] = [paper_score(d, m, ABLATION_PAPER_RATIO) for d, m in zip(table.dataset, table.method)]
+    table["rank"] = table.groupby("dataset")["mean"].rank(ascending=False, method="min").astype(int)
+    table["paper_rank"] = table.groupby("dataset")["paper"].rank(ascending=False, method="min")
+    return table
+
+
+def ordering(table: pd.DataFrame, dataset: str) -> dict:
+    """Our order and the poster's of the variants the poster prints, best first, and Kendall's tau between them."""
+    from scipy.stats import kendalltau
+
+    rows = table[(table.dataset == dataset) & table.paper.notna()]
+    ours = list(rows.sort_values("mean", ascending=False).method)
+    poster = list(rows.sort_values("paper", ascending=False).method)
+    tau = float(kendalltau(rows["mean"], rows["paper"]).statistic) if len(rows) >= 2 else math.nan
+    return {"ours": ours, "poster": poster, "kendall_tau": tau, "same_best": bool(ours and ours[0] == poster[0])}
+
+
+def ablation_markdown(table: pd.DataFrame) -> str:
+    """One row per variant, two columns per dataset (ours at the run's label ratio on its data; the poster's Table 2),
+    then the orderings compared."""
+    datasets = sorted(table.dataset.unique())
+    head = "| variant | losses | assignment | " + " | ".join(
+        f"{d} {table[table.dataset == d].metric.iloc[0]} (ours, {table[table.dataset == d].label_ratio.iloc[0]:.0%} labels) "
+        f"| {d} poster" for d in datasets) + " |"
+    lines = [head, "|---|---|---|" + "---|---|" * len(datasets)]
+    for variant in table.drop_duplicates("method").method:
+        losses, assignment = table[table.method == variant].terms.iloc[0].split(":")
+        cells = []
+        for d in datasets:
+            row = table[(table.dataset == d) & (table.method == variant)]
+            if row.empty:
+                cells += ["—", "—"]
+                continue
+            r = row.iloc[0]
+            cells += [f"{r['mean']:.2f} ± {r['std']:.2f} (#{r['rank']})",
+                      "—" if math.isnan(r.paper) else f"{r.paper:.2f} (#{int(r.paper_rank)})"]
+        pretty = " + ".join({"global": "L_g", "p2p": "L_p2p", "p2s": "L_p2s"}[t] for t in losses.split("+"))
+        lines.append(f"| {variant} | {pretty} | {assignment} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for d in datasets:
+        o = ordering(table, d)
+        tau = "—" if math.isnan(o["kendall_tau"]) else f"{o['kendall_tau']:+.2f}"
+        lines.append(f"- {d}: ours {' > '.join(o['ours']) or '—'}; poster {' > '.join(o['poster']) or '—'}; "
+                     f"Kendall τ {tau}; same best: {'yes' if o['same_best'] else 'no'}")
+    return "\n".join(lines) + "\n"
+
+
+def write_ablation(metric_files: list[Path], terms: dict[str, str], out_dir: Path) -> pd.DataFrame:
+    """Write ablation.csv, ablation.md and ablation.json (nested, with the orderings, for ``dvc metrics``) into ``out_dir``."""
+    table = ablation_table(metric_files, terms)
+    nested = {d: {"variants": {r.method: {"mean": round(r.mean, 4), "std": round(r.std, 4), "seeds": int(r.seeds)}
+                               for r in table[table.dataset == d].itertuples()},
+                  "ordering": _finite(ordering(table, d))} for d in sorted(table.dataset.unique())}
+    text = ("Loss ablation (poster Table 2): each pretraining variant's encoder fine-tuned on the same cases; ours is the "
+            "mean ± std over seeds (rank among the variants), the poster's is Dice % on the real data at "
+            f"{ABLATION_PAPER_RATIO:.0%} labels (our reading of its table).\n\n" + ablation_markdown(table))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "ablation.csv", table.to_csv(index=False, float_format="%.4f"))
+    atomic_write_text(out_dir / "ablation.md", text)
+    atomic_write_text(out_dir / "ablation.json", json.dumps(nested, indent=2) + "\n")
+    return table
+
+
+def _finite(d: dict) -> dict:
+    """NaN -> None (JSON has no NaN)."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in d.items()}

@@ -75,7 +75,7 @@ def test_dvc_after_snakemake_redoes_and_deletes_nothing(tmp_path, smoke_run):
     dry = snakemake(work, "-n", "--config", "scale=smoke")
     assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout + dry.stderr
     made = snapshot(work)
-    assert any(is_scratch(f) for f in made) and "results/smoke/pretrain/CT/encoder.pt" in made
+    assert any(is_scratch(f) for f in made) and "results/smoke/pretrain/CT/s2dc/encoder.pt" in made
 
     # 1. The first experiment finds nothing to do: DVC deletes nothing and every Snakemake call is a no-op.
     out = dvc(work, "exp", "run", "-n", "first", "-S", "scale=smoke")
@@ -113,16 +113,21 @@ def test_dvc_after_snakemake_redoes_and_deletes_nothing(tmp_path, smoke_run):
 def test_dvcignore_leaves_out_scratch_of_every_scale(tmp_path):
     """Checkpoints, caches and fine-tuned weights are outside DVC's hashes; what DVC versions is not."""
     ignored = [
-        "results/quick/pretrain/CT/runs/0123456789/checkpoints/step_00000200.pt",
-        "results/quick/pretrain/CT/runs/0123456789/dvclive/metrics.json",
+        "results/quick/pretrain/CT/s2dc/runs/0123456789/checkpoints/step_00000200.pt",
+        "results/quick/pretrain/CT/s2dc/runs/0123456789/dvclive/metrics.json",
+        "results/quick/ablation/pretrain/PET/lg/runs/0123456789/checkpoints/step_00000200.pt",
+        "results/quick/ablation/finetune/segmentation/autopet/lg/labels20pct/seed0/model.pt",
         "results/quick/cache/finetune/seg1-0123/a.pt",
         "results/smoke/finetune/segmentation/btcv/s2dc/labels50pct/seed0/cache/seg1-0123/a.pt",
         "results/paper/finetune/segmentation/btcv/s2dc/labels10pct/seed0/model.pt",
     ]
     versioned = [
         "resources/quick/btcv/imagesTr/case_0000.nii.gz",
-        "results/quick/pretrain/CT/encoder.pt",
-        "results/quick/pretrain/CT/summary.json",
+        "results/quick/pretrain/CT/s2dc/encoder.pt",
+        "results/quick/pretrain/CT/s2dc/summary.json",
+        "results/quick/ablation/pretrain/PET/lg/encoder.pt",
+        "results/quick/ablation/finetune/segmentation/autopet/lg/labels20pct/seed0/metrics.json",
+        "results/quick/ablation/ablation.csv",
         "results/quick/finetune/segmentation/btcv/s2dc/labels10pct/seed0/metrics.json",
         "results/quick/finetune/segmentation/btcv/s2dc/labels10pct/seed0/split.json",
         "results/quick/finetune/segmentation/btcv/s2dc/labels10pct/seed0/dvclive/metrics.json",

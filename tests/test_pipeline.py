@@ -69,7 +69,7 @@ def test_smoke_dag_runs_is_incremental_and_reruns_only_what_changed(smoke_run):
         run = json.loads((results / "finetune/segmentation/btcv" / method / "labels50pct/seed0/metrics.json").read_text())
         assert run["method"] == method and 0 <= run["dice_mean"] <= 1
         assert nested["synthetic_btcv"][method]["labels_50%"]["mean"] == pytest.approx(100 * run["dice_mean"], abs=1e-3)
-    assert run["init_from"].endswith("results/smoke/pretrain/CT/encoder.pt")
+    assert run["init_from"].endswith("results/smoke/pretrain/CT/s2dc/encoder.pt")
     probe = json.loads((results / "probe" / "btcv.json").read_text())
     stage = PARAMS["scales"]["smoke"]["probe"]["stage"]
     assert probe["stage"] == stage and set(probe["encoders"]) == {"voxels", "random", "s2dc"}
@@ -77,12 +77,12 @@ def test_smoke_dag_runs_is_incremental_and_reruns_only_what_changed(smoke_run):
     assert f"| synthetic_btcv | {stage} | s2dc |" in (results / "benchmark.md").read_text()
     smoke = PARAMS["scales"]["smoke"]
     sizes = {k: v for k, v in smoke["pretrain"]["options"]["encoder"].items() if k != "token_stage"}
-    report = load_pretrained_encoder(swinunetr_for(EncoderConfig(**sizes), out_channels=14), results / "pretrain/CT/encoder.pt")
+    report = load_pretrained_encoder(swinunetr_for(EncoderConfig(**sizes), out_channels=14), results / "pretrain/CT/s2dc/encoder.pt")
     assert "missing keys: none" in report
-    for log in ("data/btcv.log", "pretrain/CT.log", "finetune/segmentation/btcv_s2dc_labels50pct_seed0.log", "probe/btcv.log",
+    for log in ("data/btcv.log", "pretrain/CT_s2dc.log", "finetune/segmentation/btcv_s2dc_labels50pct_seed0.log", "probe/btcv.log",
                 "benchmark_table.log"):
         assert (tmp_path / "logs" / "smoke" / log).is_file(), log
-    assert (tmp_path / "benchmarks" / "smoke" / "pretrain" / "CT.tsv").is_file()
+    assert (tmp_path / "benchmarks" / "smoke" / "pretrain" / "CT_s2dc.tsv").is_file()
 
     again = snakemake(tmp_path, "--cores", "2", "--config", "scale=smoke", "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
@@ -127,7 +127,7 @@ def test_kill_minus_nine_then_a_plain_rerun_recovers(smoke_run, tmp_path):
     finishes, with the very encoder and losses of the run that was not interrupted (so the same metrics
     downstream: fine-tuning and the probe are deterministic given the encoder)."""
     workdir = copy_run(smoke_run, tmp_path / "w")
-    pretrain = workdir / "results/smoke/pretrain/CT"
+    pretrain = workdir / "results/smoke/pretrain/CT/s2dc"
     shutil.rmtree(pretrain)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     command = ("--config", "scale=smoke", "--cores", "2", "pretrained")
@@ -147,7 +147,7 @@ def test_kill_minus_nine_then_a_plain_rerun_recovers(smoke_run, tmp_path):
     rerun = snakemake(workdir, *command)  # the same command: no --unlock
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Removing the lock of a Snakemake run that no longer exists" in rerun.stderr
-    reference = smoke_run / "results/smoke/pretrain/CT"
+    reference = smoke_run / "results/smoke/pretrain/CT/s2dc"
     assert (pretrain / "encoder.pt").read_bytes() == (reference / "encoder.pt").read_bytes()
     losses = [json.loads((p / "summary.json").read_text())["losses_this_run"] for p in (pretrain, reference)]
     assert losses[0] == losses[1] and len(losses[0]) == PARAMS["scales"]["smoke"]["pretrain"]["options"]["optim"]["steps"]

@@ -20,6 +20,9 @@ RESULTS = f"results/{SCALE}"
 EXP = P["experiments"]
 RAW = P.get("raw", "data/raw")
 MODALITIES = P["pretrain"]["modalities"]
+VARIANTS = config["variants"]  # {name: loss.* overrides}; a method is 'scratch' or a variant's name
+ABLATION = P["ablation"]
+BENCHMARK_METHODS = P["experiments"]["methods"]  # before --config methods=... narrows EXP
 
 
 def cli_options(sections: dict) -> str:
@@ -116,11 +119,29 @@ def ratio_percent(ratio: float) -> int:
     return int(round(100 * ratio))
 
 
-def pretrain_workdir(modality: str) -> str:
+def variant_options(variant: str) -> dict:
+    """scales.<scale>.pretrain.options with the variant's loss.* overrides on top."""
+    options = P["pretrain"]["options"]
+    return {**options, "loss": {**options.get("loss", {}), **VARIANTS[variant]}}
+
+
+def tree(kind: str, method: str) -> str:
+    """Where the runs of a method live: '<kind>' (pretrain or finetune) for the benchmark's methods, 'ablation/<kind>'
+    for variants only the ablation uses (so `dvc repro`'s outputs are never touched by the ablation target)."""
+    return kind if method in BENCHMARK_METHODS else f"ablation/{kind}"
+
+
+def encoder_path(modality: str, variant: str) -> str:
+    """The exported encoder of a pretraining variant: results/<scale>/[ablation/]pretrain/<modality>/<variant>/encoder.pt."""
+    return f"{RESULTS}/{tree('pretrain', variant)}/{modality}/{variant}/encoder.pt"
+
+
+def pretrain_workdir(modality: str, variant: str) -> str:
     # One folder per set of pretraining options (switching options back finds the finished run again).
     # Inside it `s2dc pretrain --run.resume if_unchanged` continues an interrupted run only if options,
     # data and code are unchanged; otherwise it moves the old run to previous/ and starts afresh.
-    return f"{RESULTS}/pretrain/{modality}/runs/{short_hash([P['pretrain']['launcher'], P['pretrain']['options']])}"
+    folder = os.path.dirname(encoder_path(modality, variant))
+    return f"{folder}/runs/{short_hash([P['pretrain']['launcher'], variant_options(variant)])}"
 
 
 # The s2dc code each kind of job runs, as a hash (docstrings and comments do not count): a rule param,
@@ -140,7 +161,7 @@ CODE = {
 
 
 def finetune_dir(dataset, method, pct, seed) -> str:
-    return f"{RESULTS}/finetune/{task_of(dataset)}/{dataset}/{method}/labels{pct}pct/seed{seed}"
+    return f"{RESULTS}/{tree('finetune', method)}/{task_of(dataset)}/{dataset}/{method}/labels{pct}pct/seed{seed}"
 
 
 def finetune_targets() -> list[str]:
@@ -148,6 +169,24 @@ def finetune_targets() -> list[str]:
         f"{finetune_dir(d, m, ratio_percent(r), s)}/metrics.json"
         for d in EXP["datasets"] for m in EXP["methods"] for r in EXP["label_ratios"] for s in EXP["seeds"]
     ]
+
+
+def ablation_targets() -> list[str]:
+    """Fine-tuning runs of the loss ablation: each variant of `ablation.variants` on each of `ablation.datasets`, at
+    `ablation.label_ratio` and every seed of the experiments (the benchmark's own s2dc runs are reused)."""
+    pct = ratio_percent(ABLATION["label_ratio"])
+    return [f"{finetune_dir(d, v, pct, s)}/metrics.json"
+            for d in ABLATION["datasets"] for v in ABLATION["variants"] for s in EXP["seeds"]]
+
+
+def variant_terms(variant: str) -> str:
+    """The loss terms a variant trains with and its assignment, e.g. 'global+p2p:dual_softmax' (the ablation table
+    matches a variant to the poster's Table 2 row by them)."""
+    from s2dc.losses.options import LossConfig
+
+    loss = LossConfig(**variant_options(variant).get("loss", {}))
+    terms = [t for t in ("global", "p2p", "p2s") if getattr(loss, f"weight_{t}")]
+    return f"{'+'.join(terms)}:{loss.assignment}"
 
 
 def probe_stage(dataset: str) -> int:
@@ -171,10 +210,15 @@ def probe_targets() -> list[str]:
 
 
 def encoder_for(w) -> list[str]:
-    """The pretrained encoder a method starts from (none for training from scratch)."""
+    """The pretrained encoder a method starts from (none for training from scratch; else the variant's)."""
     if w.method == "scratch":
         return []
-    return [f"{RESULTS}/pretrain/{modality_of(w.dataset)}/encoder.pt"]
+    return [encoder_path(modality_of(w.dataset), w.method)]
+
+
+def s2dc_encoder(w) -> str:
+    """The benchmark's S²DC encoder of a dataset's modality (read by the probe and the figures)."""
+    return encoder_path(modality_of(w.dataset), "s2dc")
 
 
 def _check_options(where: str, build, options: dict) -> None:
@@ -193,6 +237,19 @@ def _restrict(key: str, allowed: list[str]) -> list[str]:
         raise WorkflowError(f"--config {key}={config[key]}: expected a comma-separated choice of {allowed} "
                             f"(scales.{SCALE}.experiments), got {wrong or 'nothing'}")
     return names
+
+
+def _check_methods() -> None:
+    methods = {"experiments.methods": BENCHMARK_METHODS, "ablation.variants": ABLATION["variants"]}
+    for key, names in methods.items():
+        wrong = [m for m in names if m != "scratch" and m not in VARIANTS]
+        if wrong or (key == "ablation.variants" and "scratch" in names):
+            raise WorkflowError(f"params.yaml: scales.{SCALE}.{key}: {wrong or ['scratch']} is not a pretraining variant "
+                                f"(expected names of `variants`: {sorted(VARIANTS)}{'' if 'ablation' in key else ', or scratch'})")
+    stray = sorted(set(ABLATION["datasets"]) - set(EXP["datasets"]))
+    if stray:
+        raise WorkflowError(f"params.yaml: scales.{SCALE}.ablation.datasets names {stray}: expected datasets of "
+                            f"scales.{SCALE}.experiments.datasets {EXP['datasets']}")
 
 
 def _check_datasets() -> None:
@@ -217,8 +274,10 @@ def _check_datasets() -> None:
 from s2dc.train.config import build_config as _pretrain_config
 from s2dc.train.finetune_config import build_config as _finetune_config
 
-_check_options("pretrain.options", _pretrain_config, P["pretrain"]["options"])
+for _variant in VARIANTS:
+    _check_options(f"pretrain.options with variants.{_variant}", _pretrain_config, variant_options(_variant))
 _check_options("finetune.options", _finetune_config, finetune_options())
+_check_methods()
 _check_datasets()
 if "only" in config:
     EXP = {**EXP, "datasets": _restrict("only", EXP["datasets"])}

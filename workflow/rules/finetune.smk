@@ -1,4 +1,5 @@
-# Fine-tuning: every dataset × method × label ratio × seed of the experiment grid; the task (the dataset's, from
+# Fine-tuning: every dataset × method × label ratio × seed of the experiment grid (and the ablation's variants);
+# a method is `scratch` or a pretraining variant; the task (the dataset's, from
 # the registry) is part of the path, and the dataset's intensity preset comes before params.yaml's options.
 
 
@@ -7,7 +8,7 @@ rule finetune:
         data=lambda w: dataset_json(w.dataset),
         encoder=encoder_for,
     output:
-        f"{RESULTS}/finetune/{{task}}/{{dataset}}/{{method}}/labels{{pct}}pct/seed{{seed}}/metrics.json",
+        f"{RESULTS}/{{tree}}/{{task}}/{{dataset}}/{{method}}/labels{{pct}}pct/seed{{seed}}/metrics.json",
     params:
         options=lambda w: f"{preset_options(w.dataset)} {cli_options(finetune_options())}",
         init=lambda w, input: input.encoder[0] if input.encoder else "scratch",
@@ -15,8 +16,9 @@ rule finetune:
         outdir=lambda w: finetune_dir(w.dataset, w.method, w.pct, w.seed),
         code=CODE["finetune"],
     wildcard_constraints:
+        tree="finetune|ablation/finetune",
         task="|".join(registry.TASKS),
-        method="scratch|s2dc",
+        method="|".join(["scratch", *VARIANTS]),
         pct=r"\d+",
         seed=r"\d+",
     threads: P["finetune"]["resources"]["threads"]
@@ -25,9 +27,9 @@ rule finetune:
     conda:
         "../envs/s2dc.yaml"
     log:
-        f"logs/{SCALE}/finetune/{{task}}/{{dataset}}_{{method}}_labels{{pct}}pct_seed{{seed}}.log",
+        f"logs/{SCALE}/{{tree}}/{{task}}/{{dataset}}_{{method}}_labels{{pct}}pct_seed{{seed}}.log",
     benchmark:
-        f"benchmarks/{SCALE}/finetune/{{task}}/{{dataset}}_{{method}}_labels{{pct}}pct_seed{{seed}}.tsv"
+        f"benchmarks/{SCALE}/{{tree}}/{{task}}/{{dataset}}_{{method}}_labels{{pct}}pct_seed{{seed}}.tsv"
     shell:
         "(export OMP_NUM_THREADS={threads};"
         " s2dc finetune {params.options} --data.source {input.data:q} --model.init {params.init:q}"

@@ -1,29 +1,38 @@
-# Pretraining: one S²DC encoder per modality, on that modality's unlabelled pool.
+# Pretraining: one S²DC encoder per modality and pretraining variant (params.yaml `variants`: loss.* overrides), on
+# that modality's unlabelled pool. The benchmark's variants live under pretrain/, the ablation's others under
+# ablation/pretrain/ (common.smk: tree); changing one variant's overrides reruns only its own jobs. Beside the
+# encoder: the run's summary and its DVCLive curves (loss terms, learning rate), which `dvc plots` draws.
 
 
 rule pretrain:
     input:
         lambda w: pool_json(w.modality),
     output:
-        encoder=f"{RESULTS}/pretrain/{{modality}}/encoder.pt",
-        summary=f"{RESULTS}/pretrain/{{modality}}/summary.json",
+        encoder=f"{RESULTS}/{{tree}}/{{modality}}/{{variant}}/encoder.pt",
+        summary=f"{RESULTS}/{{tree}}/{{modality}}/{{variant}}/summary.json",
+        live=directory(f"{RESULTS}/{{tree}}/{{modality}}/{{variant}}/dvclive"),
     params:
         launcher=P["pretrain"]["launcher"],
-        options=lambda w: f"{preset_options(registry.pool_for(w.modality))} {cli_options(P['pretrain']['options'])}",
-        workdir=lambda w: pretrain_workdir(w.modality),
+        options=lambda w: f"{preset_options(registry.pool_for(w.modality))} {cli_options(variant_options(w.variant))}",
+        workdir=lambda w: pretrain_workdir(w.modality, w.variant),
         code=CODE["pretrain"],
+    wildcard_constraints:
+        tree="pretrain|ablation/pretrain",
+        modality="CT|MRI|PET",
+        variant="|".join(VARIANTS),
     threads: P["pretrain"]["resources"]["threads"]
     resources:
         **stage_resources("pretrain"),
     conda:
         "../envs/s2dc.yaml"
     log:
-        f"logs/{SCALE}/pretrain/{{modality}}.log",
+        f"logs/{SCALE}/{{tree}}/{{modality}}_{{variant}}.log",
     benchmark:
-        f"benchmarks/{SCALE}/pretrain/{{modality}}.tsv"
+        f"benchmarks/{SCALE}/{{tree}}/{{modality}}_{{variant}}.tsv"
     shell:
         "(export OMP_NUM_THREADS={threads};"
         " {params.launcher} pretrain {params.options} --data.source {input:q} --run.out_dir {params.workdir:q}"
         " --run.resume if_unchanged --run.progress false"
         " && s2dc export-encoder {params.workdir:q} {output.encoder:q}"
+        " && cp -r {params.workdir:q}/dvclive {output.live:q}"
         " && cp {params.workdir:q}/summary.json {output.summary:q}) > {log:q} 2>&1"

@@ -6,7 +6,7 @@
 rule probe:
     input:
         data=lambda w: dataset_json(w.dataset),
-        encoder=lambda w: f"{RESULTS}/pretrain/{modality_of(w.dataset)}/encoder.pt",
+        encoder=s2dc_encoder,
     output:
         json=f"{RESULTS}/probe/{{dataset}}.json",
         md=f"{RESULTS}/probe/{{dataset}}.md",
@@ -35,7 +35,7 @@ rule probe:
 rule structure_figures:
     input:
         data=lambda w: dataset_json(w.dataset),
-        encoder=lambda w: f"{RESULTS}/pretrain/{modality_of(w.dataset)}/encoder.pt",
+        encoder=s2dc_encoder,
     output:
         similarity=report(f"{RESULTS}/figures/{{dataset}}/similarity.png", caption="../report/similarity.rst",
                           category="Structure awareness", subcategory="{dataset}"),
