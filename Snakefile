@@ -24,6 +24,7 @@ localrules:
     prepared_dataset,
     download_archive,
     benchmark_table,
+    benchmark_plots,
     ablation_table,
     ablation,
 
@@ -33,6 +34,7 @@ rule all:
         f"{RESULTS}/benchmark.csv",
         f"{RESULTS}/benchmark.md",
         f"{RESULTS}/metrics.json",
+        rules.benchmark_plots.output,
         figure_targets(),
     default_target: True
 

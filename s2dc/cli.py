@@ -70,7 +70,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .report import write_report
+    from .report.tables import write_report
 
     table = write_report([Path(p) for p in args.metrics], Path(args.out), [Path(p) for p in args.probe])
     probes = f" and {len(args.probe)} probe results" if args.probe else ""
@@ -78,10 +78,24 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plots(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .report.curves import write_curves
+    from .report.figures import draw_benchmark
+    from .report.runs import read_runs
+
+    runs, rows = read_runs([Path(p) for p in args.metrics])
+    figures = draw_benchmark(rows, Path(args.figures))
+    curves = write_curves(runs, Path(args.curves))
+    print(f"{len(runs)} runs -> {len(figures)} figures in {args.figures}, {len(curves)} curve tables in {args.curves}")
+    return 0
+
+
 def _ablation_table(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .report import write_ablation
+    from .report.tables import write_ablation
 
     terms = {}
     for item in args.terms:
@@ -233,6 +247,21 @@ def _add_report(sub) -> None:
     rep.set_defaults(func=_report)
 
 
+def _add_plots(sub) -> None:
+    plo = sub.add_parser(
+        "plots", help="figures and curve tables of the fine-tuning runs (per-class bars, label-ratio curves)",
+        description="Read fine-tuning metrics.json files (and the DVCLive curves beside them) and write, into "
+                    "--figures, per_class/<dataset>.png (grouped bars per class or metric, one bar per method, mean ± "
+                    "std over seeds) and label_ratio.png (score vs %% labels per method, the poster's numbers beside); "
+                    "into --curves, train_loss/<dataset>.tsv and val_score/<dataset>.tsv (step, one column per "
+                    "method: the mean over seeds) for `dvc plots show`.",
+    )
+    plo.add_argument("metrics", nargs="+", help="metrics.json files written by `s2dc finetune`")
+    plo.add_argument("--figures", required=True, help="output folder of the PNGs")
+    plo.add_argument("--curves", required=True, help="output folder of the curve tables")
+    plo.set_defaults(func=_plots)
+
+
 def _add_ablation_table(sub) -> None:
     abl = sub.add_parser(
         "ablation-table", help="the loss ablation table (poster Table 2) from the variants' fine-tuning metrics",
@@ -333,6 +362,48 @@ def _add_download(sub) -> None:
     dl.set_defaults(func=_download)
 
 
+def _add_sweep(sub) -> None:
+    swp = sub.add_parser(
+        "sweep", help="Optuna hyper-parameter sweep: run one worker of a study, or export a finished study",
+        description="A trial is a short S²DC pretraining plus a short fine-tuning from its encoder, scored by the "
+                    "fine-tuning's validation score (maximised). Start N `sweep work` processes (on any machines) with "
+                    "the same --storage, --study, --budget and --spec: together they finish exactly BUDGET trials; "
+                    "a trial of a killed worker is failed and retried. Then `sweep export` writes the results. "
+                    "See docs/sweeps.md.",
+    )
+    actions = swp.add_subparsers(dest="action", required=True)
+    work = actions.add_parser(
+        "work", help="run trials until the study has BUDGET finished (complete or pruned) trials",
+        description="Run trials until the study holds BUDGET complete or pruned trials, waiting for other workers' "
+                    "running trials when they fill the rest; one line per trial. Exits 0 when the budget is met, "
+                    "1 when a trial's objective raised (the trial is recorded as failed), 2 on a bad option.",
+    )
+    export = actions.add_parser(
+        "export", help="write trials.csv, best.yaml and figures of a study that reached its budget",
+        description="Write OUT/trials.csv, OUT/best.yaml (best value, trial and parameters nested as in params.yaml) "
+                    "and OUT/{history,parallel_coordinate,param_importances}.png. Refuses a study that has not reached "
+                    "its budget unless --force.",
+    )
+    for parser in (work, export):
+        parser.add_argument("--storage", required=True,
+                            help="journal file path (the default kind; created if absent) or database URL, e.g. "
+                                 "postgresql+psycopg2://user@host:5432/db (SQLite only with one worker)")
+        parser.add_argument("--study", required=True, help="study name")
+    work.add_argument("--budget", type=int, required=True, help="finished trials the whole study runs (all workers)")
+    work.add_argument("--spec", required=True,
+                      help="the sweep's settings: a JSON object, or a .json/.yaml file (search space, base options, "
+                           "datasets, trial folder, workers, pruner, seed)")
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--force", action="store_true", help="export a study that has not reached its budget")
+
+    def run_sweep(args: argparse.Namespace) -> int:
+        from .tune.command import run
+
+        return run(args)
+
+    swp.set_defaults(func=run_sweep)
+
+
 #: Each command and the function that adds its subparser.
 COMMANDS = {
     "pretrain": _add_pretrain,
@@ -341,11 +412,13 @@ COMMANDS = {
     "finetune": _add_finetune,
     "report": _add_report,
     "ablation-table": _add_ablation_table,
+    "plots": _add_plots,
     "probe": _add_probe,
     "figures": _add_figures,
     "datasets": _add_datasets,
     "prepare": _add_prepare,
     "download": _add_download,
+    "sweep": _add_sweep,
 }
 
 

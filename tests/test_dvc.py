@@ -7,6 +7,7 @@ its default scale), a second, unchanged `dvc exp run`, and `dvc exp apply` of th
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -95,7 +96,9 @@ def test_dvc_after_snakemake_redoes_and_deletes_nothing(tmp_path, smoke_run):
         kept = [f for f in made if f.startswith(folder + "/") and not is_scratch(f)]
         assert outs[folder]["nfiles"] == len(kept), (folder, outs[folder], kept)
     modalities = yaml.safe_load((REPO / "params.yaml").read_text())["scales"]["smoke"]["pretrain"]["modalities"]
-    assert outs["results/smoke/pretrain"]["nfiles"] == 2 * len(modalities)  # encoder.pt, summary.json each
+    for modality in modalities:  # beside each encoder: its summary and its DVCLive curves
+        for name in ("encoder.pt", "summary.json", "dvclive/plots/metrics/pretrain/loss_p2s.tsv"):
+            assert f"results/smoke/pretrain/{modality}/s2dc/{name}" in made
     for table in ("benchmark.csv", "benchmark.md", "metrics.json"):
         assert outs[f"results/smoke/{table}"]["md5"]
 
@@ -107,7 +110,21 @@ def test_dvc_after_snakemake_redoes_and_deletes_nothing(tmp_path, smoke_run):
         assert path in after, f"dvc exp apply deleted {path}"
         if path not in untracked:  # the tables are rewritten from the experiment commit, with the same content
             assert after[path] == stat, path
-    assert "Data and pipelines are up to date" in dvc(work, "status")
+    assert "Data and pipelines are up to date" in dvc(work, "status", "dvc.yaml")  # experiments/dvc.yaml never ran
+
+    # 5. `dvc plots show` draws the declared curves: each encoder's loss terms, each dataset's two methods.
+    plots = json.loads(_run(work, sys.executable, "-m", "dvc", "plots", "show", "--json").stdout)["data"]
+    fields = {name: {v.get("field") or v.get("filename", "").rsplit("/", 1)[-1] for p in plot
+                     for v in p["content"]["data"]["values"]} for name, plot in plots.items()}
+    for modality in modalities:
+        assert fields[f"pretrain_{modality}"] == {"loss.tsv", "loss_global.tsv", "loss_p2p.tsv", "loss_p2s.tsv"}, fields
+    datasets = yaml.safe_load((REPO / "params.yaml").read_text())["scales"]["smoke"]["experiments"]["datasets"]
+    for kind in ("train_loss", "val_score"):
+        for dataset in datasets:
+            assert fields[f"results/smoke/curves/{kind}/synthetic_{dataset}.tsv"] == {"scratch", "s2dc"}, fields
+    html = _run(work, sys.executable, "-m", "dvc", "plots", "show", "-o", str(tmp_path / "plots")).stdout
+    page = (tmp_path / "plots" / "index.html").read_text()
+    assert "index.html" in html and "pretrain_CT" in page and "curves/val_score/synthetic_btcv.tsv" in page
 
 
 def test_dvcignore_leaves_out_scratch_of_every_scale(tmp_path):

@@ -38,7 +38,7 @@ def test_the_library_trains_without_the_pipeline_packages(tmp_path, tiny_config,
 import sys
 for name in {PIPELINE_ONLY!r}:
     sys.modules[name] = None  # import fails
-import s2dc.cli, s2dc.export, s2dc.report, s2dc.eval.probe, s2dc.eval.figures, s2dc.downstream.engine, s2dc.data.synthetic
+import s2dc.cli, s2dc.export, s2dc.report.tables, s2dc.eval.probe, s2dc.eval.figures, s2dc.downstream.engine, s2dc.data.synthetic
 sys.exit(s2dc.cli.main(["pretrain", "--config", {str(tiny_config)!r}, "--data.source",
                         {str(volumes_dir / "dataset.json")!r}, "--run.out_dir", "run", "--optim.steps", "1"]))
 """

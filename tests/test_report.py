@@ -68,3 +68,62 @@ def test_bad_files_are_named(tmp_path, capsys):
     run = write_run(tmp_path, "s2dc", 0, 0.5)
     assert main(["report", "--out", str(tmp_path / "out"), str(run), "--probe", str(bad)]) == 2
     assert f"bad probe file '{bad}'" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_ablation_table_sets_variants_beside_the_poster_and_compares_the_orderings(tmp_path, capsys):
+    """Means over seeds per variant, the poster's Table 2 beside, ranks, and Kendall's tau by hand: on BTCV ours
+    swaps the poster's top two (1 discordant pair of 6: tau = 4/6), on AutoPET the two printed rows agree."""
+    btcv = {"lg": [0.10, 0.12], "lg_p2p": [0.20, 0.22], "lg_p2s": [0.40, 0.44], "s2dc": [0.30, 0.36]}
+    autopet = {"lg": [0.05, 0.07], "s2dc": [0.50, 0.52], "sinkhorn": [0.60, 0.60]}
+    files = [write_run(tmp_path / d, m, s, v, dataset=d, ratio=0.2)
+             for d, runs in (("btcv", btcv), ("autopet", autopet)) if (tmp_path / d).mkdir() is None
+             for m, values in runs.items() for s, v in enumerate(values)]
+    terms = ["lg=global:dual_softmax", "lg_p2p=global+p2p:dual_softmax", "lg_p2s=global+p2s:dual_softmax",
+             "s2dc=global+p2p+p2s:dual_softmax", "sinkhorn=global+p2p+p2s:sinkhorn"]
+    assert main(["ablation-table", *map(str, files), "--terms", *terms, "--out", str(tmp_path / "out")]) == 0
+    table = (tmp_path / "out" / "ablation.md").read_text()
+    rows = [line.split(" | ")[0].lstrip("| ") for line in table.splitlines() if line.startswith("| ") and "±" in line]
+    assert rows == ["lg", "lg_p2p", "lg_p2s", "s2dc", "sinkhorn"]  # the order of --terms; datasets sorted: autopet first
+    assert "| lg_p2s | L_g + L_p2s | dual_softmax | — | — | 42.00 ± 2.83 (#1) | 84.02 (#2) |" in table
+    assert "| sinkhorn | L_g + L_p2p + L_p2s | sinkhorn | 60.00 ± 0.00 (#1) | — | — | — |" in table
+    assert "- btcv: ours lg_p2s > s2dc > lg_p2p > lg; poster s2dc > lg_p2s > lg_p2p > lg; Kendall τ +0.67; same best: no" in table
+    assert "- autopet: ours s2dc > lg; poster s2dc > lg; Kendall τ +1.00; same best: yes" in table
+    nested = json.loads((tmp_path / "out" / "ablation.json").read_text())
+    assert nested["btcv"]["ordering"]["kendall_tau"] == pytest.approx(4 / 6)
+    assert nested["autopet"]["variants"]["s2dc"] == {"mean": 51.0, "std": pytest.approx(100 * statistics.stdev([0.5, 0.52]), abs=1e-4), "seeds": 2}
+    assert "5 variants x 2 datasets from 14 runs" in capsys.readouterr().out
+    assert main(["ablation-table", *map(str, files), "--terms", *terms[:-1], "--out", str(tmp_path / "o2")]) == 2
+    assert "no loss terms given for variant(s) ['sinkhorn']" in capsys.readouterr().err
+
+
+def test_plots_draw_the_runs_and_gather_their_curves_per_method(tmp_path, capsys):
+    """per_class/<dataset>.png and label_ratio.png are PNGs; train_loss/<dataset>.tsv holds, per step, the mean over
+    seeds of each method's DVCLive loss, and val_score/<dataset>.tsv the validation history in % (Dice)."""
+    losses = {("scratch", 0): [3.0, 2.0], ("scratch", 1): [3.2, 2.4], ("s2dc", 0): [2.8, 1.6], ("s2dc", 1): [2.6, 1.2]}
+    files = []
+    for (method, seed), values in losses.items():
+        run = tmp_path / f"{method}{seed}"
+        (run / "dvclive/plots/metrics/train").mkdir(parents=True)
+        (run / "dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n" + "".join(
+            f"{10 * (i + 1)}\t{v}\n" for i, v in enumerate(values)))
+        dice = 0.1 * (seed + 1) + (0.2 if method == "s2dc" else 0.0)
+        (run / "metrics.json").write_text(json.dumps({
+            "task": "segmentation", "dataset": "synthetic_btcv", "method": method, "label_ratio": 0.2, "seed": seed,
+            "dice_mean": dice, "dice_per_class": {"liver": dice, "spleen": 0.0}, "train_cases": 3, "seconds": 1.0,
+            "score": {"key": "dice_mean", "name": "Dice", "value": 100 * dice},
+            "history": [{"step": 20, "dice_mean": dice}]}))
+        files.append(run / "metrics.json")
+    out = tmp_path / "out"
+    assert main(["plots", *map(str, files), "--figures", str(out / "figures"), "--curves", str(out / "curves")]) == 0
+    for png in ("per_class/synthetic_btcv.png", "label_ratio.png"):
+        data = (out / "figures" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
+    loss = (out / "curves/train_loss/synthetic_btcv.tsv").read_text().splitlines()
+    assert loss[0].split("\t") == ["step", "scratch", "s2dc"]
+    assert [[float(x) for x in line.split("\t")] for line in loss[1:]] == [[10, 3.1, 2.7], [20, 2.2, 1.4]]
+    val = (out / "curves/val_score/synthetic_btcv.tsv").read_text().splitlines()
+    assert [float(x) for x in val[1].split("\t")] == pytest.approx([20, 15.0, 35.0])
+    assert "4 runs -> 2 figures" in capsys.readouterr().out
+    (tmp_path / "s2dc1/dvclive/plots/metrics/train/loss.tsv").unlink()
+    assert main(["plots", *map(str, files), "--figures", str(out / "f2"), "--curves", str(out / "c2")]) == 2
+    assert f"bad DVCLive curve '{tmp_path / 's2dc1'}/dvclive/plots/metrics/train/loss.tsv'" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,11 +28,17 @@ def test_bare_snakemake_reads_the_default_profile_and_plans_the_paper_scale_with
 
 def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
     """`--dag` and `--report` work without --cores and without the default profile (which sets cores); the report
-    of the smoke run holds its structure figures with their captions."""
+    of the smoke run with its ablation target holds the benchmark figures, the structure figures and the ablation
+    table with their captions; then changing one variant's loss overrides replans only that variant's jobs."""
+    import yaml
+
     work = copy_run(smoke_run, tmp_path / "work")
     with ThreadPoolExecutor(max_workers=2) as pool:
         drawn = pool.submit(snakemake, tmp_path, "--dag", "--workflow-profile", "none", "--config", "scale=smoke")
-        report = snakemake(work, "--report", "report.html", "--workflow-profile", "none", "--config", "scale=smoke")
+        ablation = snakemake(work, "--cores", "2", "--config", "scale=smoke", "ablation")
+    assert ablation.returncode == 0, ablation.stderr[-3000:]
+    report = snakemake(work, "--report", "report.html", "--workflow-profile", "none", "--config", "scale=smoke",
+                       "all", "ablation")
     dag = drawn.result()
     assert dag.returncode == 0, dag.stderr[-3000:]
     assert dag.stdout.lstrip().startswith("digraph") and "pretrain" in dag.stdout
@@ -39,6 +46,17 @@ def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
     html = (work / "report.html").read_text()
     assert "Structure awareness" in html and "similarity.png" in html and "tsne.png" in html
     assert "white cross" in html  # the caption of the similarity map
+    assert "Loss ablation" in html and "ablation.csv" in html and "Kendall" in html
+    assert "label_ratio.png" in html and "synthetic_btcv.png" in html and "hollow on the right-hand axis" in html
+    table = (work / "results/smoke/ablation/ablation.md").read_text()
+    assert "| lg | L_g | dual_softmax |" in table and "83.43 (#2)" in table and "84.14 (#1)" in table
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["variants"]["lg"] = {**params["variants"]["lg"], "global_temperature": 0.5}
+    (tmp_path / "changed.yaml").write_text(yaml.safe_dump(params))
+    replan = snakemake(work, "-n", "--config", "scale=smoke", "ablation", configfile=tmp_path / "changed.yaml")
+    jobs = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", replan.stdout, flags=re.M)}
+    assert jobs == {"pretrain": 1, "finetune": 1, "ablation_table": 1, "ablation": 1, "total": 4}, replan.stdout[-3000:]
 
 
 def test_a_user_with_one_real_dataset_runs_just_its_rows(tmp_path):
@@ -59,9 +77,9 @@ def test_a_user_with_one_real_dataset_runs_just_its_rows(tmp_path):
         assert run.returncode == 0, run.stderr[-2000:]
         counts[name] = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M)}
     assert counts["spleen"] == {"download_archive": 1, "prepared_dataset": 1, "finetune": 9, "benchmark_table": 1,
-                                "all": 1, "total": 13}
-    assert counts["btcv"] == {"prepared_dataset": 2, "pretrain": 1, "finetune": 18, "probe": 1,
-                              "structure_figures": 1, "benchmark_table": 1, "all": 1, "total": 25}
+                                "benchmark_plots": 1, "all": 1, "total": 14}
+    assert counts["btcv"] == {"prepared_dataset": 2, "pretrain": 1, "finetune": 18, "probe": 1, "structure_figures": 1,
+                              "benchmark_table": 1, "benchmark_plots": 1, "all": 1, "total": 26}
     wrong = done["wrong"].result()
     out = wrong.stdout + wrong.stderr
     assert wrong.returncode != 0 and "--config only=btcv,spleen" in out and "got ['spleen']" in out
@@ -112,3 +130,43 @@ def test_the_architecture_is_written_once(tmp_path):
     run = snakemake(tmp_path, "-n", "--config", "scale=smoke", configfile=tmp_path / "bad.yaml")
     assert run.returncode != 0
     assert "finetune.options.model.feature_size: the architecture is set once" in run.stdout + run.stderr
+
+
+def test_variants_are_planned_in_their_own_folders_and_checked(tmp_path):
+    """The ablation target pretrains only the variants the benchmark lacks, under ablation/, with the variant's loss
+    overrides on the command line; a method that is no variant, a bad loss override and an ablation dataset outside
+    the experiments are refused, naming the key."""
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    cases = {
+        "method": (("scales", "smoke", "experiments", "methods"), ["scratch", "s2dc", "nope"],
+                   "scales.smoke.experiments.methods: ['nope'] is not a pretraining variant"),
+        "override": (("variants", "lg"), {"weight_p2p": -1.0},
+                     "pretrain.options with variants.lg: loss.weight_p2p must be a finite number >= 0"),
+        "dataset": (("scales", "smoke", "ablation", "datasets"), ["autopet"],
+                    "scales.smoke.ablation.datasets names ['autopet']"),
+    }
+    for name, (keys, value, message) in cases.items():
+        bad = copy.deepcopy(params)
+        node = bad
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = value
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(bad))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        refused = {name: pool.submit(snakemake, tmp_path, "-n", "--config", "scale=smoke",
+                                     configfile=tmp_path / f"{name}.yaml") for name in cases}
+        plan = snakemake(tmp_path, "-n", "-p", "--config", "scale=smoke", "--forceall", "ablation")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    jobs = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, flags=re.M)}
+    # lg on CT (s2dc's encoder is the benchmark's), both variants fine-tuned on BTCV
+    assert jobs["pretrain"] == 2 and jobs["finetune"] == 2 and jobs["ablation_table"] == 1, jobs
+    pretrain = [line for line in plan.stdout.splitlines() if " pretrain " in line and "--run.out_dir" in line]
+    lg = [c for c in pretrain if "results/smoke/ablation/pretrain/CT/lg/runs/" in c]
+    assert len(lg) == 1 and "--loss.weight_p2p 0.0 --loss.weight_p2s 0.0" in lg[0]
+    assert any("results/smoke/pretrain/CT/s2dc/runs/" in c and "--loss.weight_p2p" not in c for c in pretrain)
+    assert "--terms lg=global:dual_softmax s2dc=global+p2p+p2s:dual_softmax" in plan.stdout
+    for name, (_, _, message) in cases.items():
+        run = refused[name].result()
+        assert run.returncode != 0 and message in run.stdout + run.stderr, (name, (run.stdout + run.stderr)[-2000:])

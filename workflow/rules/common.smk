@@ -155,7 +155,8 @@ CODE = {
         "finetune": ["s2dc.downstream.engine"],
         "probe": ["s2dc.eval.probe"],
         "figures": ["s2dc.eval.figures"],
-        "report": ["s2dc.report"],
+        "report": ["s2dc.report.tables"],
+        "plots": ["s2dc.report.figures", "s2dc.report.curves"],
     }.items()
 }
 

@@ -21,3 +21,24 @@ rule benchmark_table:
         f"benchmarks/{SCALE}/benchmark_table.tsv"
     shell:
         "s2dc report --out {params.out:q} {input.runs:q} --probe {input.probes:q} > {log:q} 2>&1"
+
+
+# Figures of the fine-tuning runs (per-class bars per dataset, score vs label ratio) and their curves gathered per
+# dataset for `dvc plots show` (dvc.yaml `plots:`).
+rule benchmark_plots:
+    input:
+        finetune_targets(),
+    output:
+        figures=report(directory(f"{RESULTS}/figures/benchmark"), patterns=["{name}.png"],
+                       caption="../report/benchmark_figures.rst", category="Benchmark"),
+        curves=directory(f"{RESULTS}/curves"),
+    params:
+        code=CODE["plots"],
+    conda:
+        "../envs/s2dc.yaml"
+    log:
+        f"logs/{SCALE}/benchmark_plots.log",
+    benchmark:
+        f"benchmarks/{SCALE}/benchmark_plots.tsv"
+    shell:
+        "s2dc plots {input:q} --figures {output.figures:q} --curves {output.curves:q} > {log:q} 2>&1"

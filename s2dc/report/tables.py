@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .data.datalist import registry_spec
-from .files import atomic_write_text
+from ..data.datalist import registry_spec
+from ..files import atomic_write_text
 
 def paper_score(dataset: str, method: str, label_ratio: float) -> float:
     """The poster's number for this row (the registry's), NaN where it prints none."""
@@ -157,6 +157,7 @@ def ablation_table(metric_files: list[Path], terms: dict[str, str]) -> pd.DataFr
     if missing:
         raise ValueError(f"no loss terms given for variant(s) {missing} (expected --terms NAME=TERMS for each)")
     table["terms"] = table.method.map(terms)
+    table["order"] = table.method.map({v: i for i, v in enumerate(terms)})  # rows in the order the terms were given
     table["paper"] = [paper_score(d, m, ABLATION_PAPER_RATIO) for d, m in zip(table.dataset, table.method)]
     table["rank"] = table.groupby("dataset")["mean"].rank(ascending=False, method="min").astype(int)
     table["paper_rank"] = table.groupby("dataset")["paper"].rank(ascending=False, method="min")
@@ -182,7 +183,7 @@ def ablation_markdown(table: pd.DataFrame) -> str:
         f"{d} {table[table.dataset == d].metric.iloc[0]} (ours, {table[table.dataset == d].label_ratio.iloc[0]:.0%} labels) "
         f"| {d} poster" for d in datasets) + " |"
     lines = [head, "|---|---|---|" + "---|---|" * len(datasets)]
-    for variant in table.drop_duplicates("method").method:
+    for variant in table.sort_values("order", kind="stable").drop_duplicates("method").method:
         losses, assignment = table[table.method == variant].terms.iloc[0].split(":")
         cells = []
         for d in datasets:

@@ -1,0 +1,128 @@
+"""Figures of the fine-tuning runs: a per-class bar chart per dataset and the label-ratio curves (score vs % labels
+per method, the poster's numbers beside on their own axis)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..data.datalist import registry_spec
+from ..pyplot import pyplot, save_png
+from .runs import TASK_METRICS
+
+#: One colour per method, stable across figures (scratch grey, s2dc blue, the ablation variants after).
+COLOURS = {"scratch": "#8c8c8c", "s2dc": "#1f77b4", "lg": "#ff7f0e", "lg_p2p": "#2ca02c", "lg_p2s": "#d62728",
+           "sinkhorn": "#9467bd"}
+
+
+def colour(method: str, index: int) -> str:
+    return COLOURS.get(method, f"C{index % 10}")
+
+
+def summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sample std (0 for one seed) over seeds per dataset, task, method, label ratio and metric."""
+    grouped = rows.groupby(["dataset", "task", "method", "label_ratio", "metric"], sort=False)["value"]
+    out = grouped.agg(mean="mean", std="std", seeds="count").reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def per_class_figure(table: pd.DataFrame, dataset: str):
+    """Grouped bars of one dataset: a row of panels per label ratio; segmentation shows every class's Dice (and the
+    mean), other tasks one panel per metric; one bar per method, the seeds' std as error bars."""
+    plt = pyplot()
+    rows = table[table.dataset == dataset]
+    task = rows.task.iloc[0]
+    ratios = sorted(rows.label_ratio.unique())
+    methods = list(dict.fromkeys(rows.method))
+    if task == "segmentation":
+        metrics = [[m for m in dict.fromkeys(rows.metric) if m.startswith("Dice % ")] + ["Dice %"]]
+    else:
+        metrics = [[label] for _, label, _ in TASK_METRICS[task]]
+    width = max(4.0, 0.45 * len(metrics[0]) * len(methods)) if task == "segmentation" else 2.6
+    fig, axes = plt.subplots(len(ratios), len(metrics), figsize=(width * len(metrics), 2.8 * len(ratios)),
+                             squeeze=False)
+    for r, ratio in enumerate(ratios):
+        for c, group in enumerate(metrics):
+            ax = axes[r][c]
+            x = np.arange(len(group))
+            step = 0.8 / len(methods)
+            for i, method in enumerate(methods):
+                cell = rows[(rows.label_ratio == ratio) & (rows.method == method)].set_index("metric")
+                means = [cell["mean"].get(m, math.nan) for m in group]
+                stds = [cell["std"].get(m, 0.0) for m in group]
+                ax.bar(x - 0.4 + step * (i + 0.5), means, step, yerr=stds, capsize=2, color=colour(method, i),
+                       label=method)
+            names = [m.removeprefix("Dice % ") if m != "Dice %" else "mean" for m in group]
+            ax.set_xticks(x, names, rotation=45 if len(group) > 3 else 0, ha="right" if len(group) > 3 else "center")
+            ax.set_ylabel(group[0] if task != "segmentation" else "Dice %")
+            ax.set_title(f"{ratio:.0%} labels", fontsize=9)
+            ax.grid(axis="y", alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="best")
+    fig.suptitle(f"{dataset}: per-class scores (mean ± std over seeds)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def paper_points(dataset: str, methods: list[str]) -> dict[str, list[tuple[float, float]]]:
+    """The poster's (label ratio, score) points of each method for a dataset (the registry's numbers)."""
+    spec = registry_spec({"name": dataset})
+    points: dict[str, list[tuple[float, float]]] = {}
+    for p in spec.paper if spec is not None else ():
+        if p.method in methods:
+            points.setdefault(p.method, []).append((p.label_ratio, p.score))
+    return {m: sorted(v) for m, v in points.items()}
+
+
+def label_ratio_figure(table: pd.DataFrame):
+    """One panel per dataset: the task's score vs % labels, mean ± std over seeds per method (solid); the poster's
+    numbers for the same methods on the real data as hollow markers on the right axis (its own scale)."""
+    plt = pyplot()
+    first = {task: metrics[0][1] for task, metrics in TASK_METRICS.items()}
+    scores = table[table.metric == table.task.map(first)]
+    datasets = list(dict.fromkeys(scores.dataset))
+    cols = min(5, len(datasets))
+    rows_n = math.ceil(len(datasets) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.3 * cols, 2.9 * rows_n), squeeze=False)
+    for k, dataset in enumerate(datasets):
+        ax = axes[k // cols][k % cols]
+        rows = scores[scores.dataset == dataset]
+        methods = list(dict.fromkeys(rows.method))
+        for i, method in enumerate(methods):
+            line = rows[rows.method == method].sort_values("label_ratio")
+            ax.errorbar(100 * line.label_ratio, line["mean"], yerr=line["std"], marker="o", capsize=3,
+                        color=colour(method, i), label=method)
+        poster = paper_points(dataset, methods)
+        if poster:
+            twin = ax.twinx()
+            for i, method in enumerate(methods):
+                if method in poster:
+                    xs, ys = zip(*poster[method])
+                    twin.plot([100 * x for x in xs], ys, linestyle=":", marker="o", markerfacecolor="none",
+                              color=colour(method, i), label=f"{method} (poster)")
+            twin.set_ylabel("poster, real data", fontsize=8)
+            twin.tick_params(labelsize=7)
+        ax.set_title(dataset, fontsize=9)
+        ax.set_xlabel("% labels", fontsize=8)
+        ax.set_ylabel(rows.metric.iloc[0], fontsize=8)
+        ax.set_xlim(0, 105)
+        ax.grid(alpha=0.3)
+    for k in range(len(datasets), rows_n * cols):
+        axes[k // cols][k % cols].axis("off")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", fontsize=8)
+    fig.suptitle("Score vs label ratio (ours: solid, mean ± std over seeds; the poster: hollow, right axis)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def draw_benchmark(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Write per_class/<dataset>.png for every dataset and label_ratio.png into ``out_dir``."""
+    table = summary(rows)
+    written = [save_png(per_class_figure(table, d), Path(out_dir) / "per_class" / f"{d}.png")
+               for d in dict.fromkeys(table.dataset)]
+    written.append(save_png(label_ratio_figure(table), Path(out_dir) / "label_ratio.png"))
+    return written
