@@ -58,6 +58,8 @@ def test_probe_results_become_a_second_table(tmp_path):
                                                            "consistency": 0.9, "discrepancy": 0.2, "ratio": 2.0}
     assert nested["probe"]["synthetic_btcv"]["s2dc"]["organ_recall"] is None
     assert nested["probe"]["synthetic_udpet"]["s2dc"] == {"r2": 0.8123, "organ_recall": None}
+    rows = (tmp_path / "out" / "probe.csv").read_text().splitlines()  # the report's probe table
+    assert len(rows) == 4 and rows[1].startswith("synthetic_btcv,segmentation,2,voxels,balanced accuracy,40.6000,37.5000")
 
 
 def test_bad_files_are_named(tmp_path, capsys):

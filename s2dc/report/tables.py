@@ -120,8 +120,8 @@ def probe_markdown(probes: pd.DataFrame) -> str:
 
 
 def write_report(metric_files: list[Path], out_dir: Path, probe_files: list[Path] = ()) -> pd.DataFrame:
-    """Aggregate ``metric_files`` (and ``probe_files``) and write benchmark.csv, benchmark.md and
-    metrics.json into ``out_dir``."""
+    """Aggregate ``metric_files`` (and ``probe_files``) and write benchmark.csv, benchmark.md, metrics.json and
+    probe.csv (the probe table; only its header without probe files) into ``out_dir``."""
     table = summarise(collect(metric_files))
     probes = collect_probes(list(probe_files))
     text, nested = markdown(table), nested_metrics(table)
@@ -142,6 +142,7 @@ def write_report(metric_files: list[Path], out_dir: Path, probe_files: list[Path
     atomic_write_text(out_dir / "benchmark.csv", table.to_csv(index=False, float_format="%.4f"))
     atomic_write_text(out_dir / "benchmark.md", text)
     atomic_write_text(out_dir / "metrics.json", json.dumps(nested, indent=2) + "\n")
+    atomic_write_text(out_dir / "probe.csv", probes.to_csv(index=False, float_format="%.4f"))
     return table
 
 

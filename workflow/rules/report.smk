@@ -7,9 +7,10 @@ rule benchmark_table:
         runs=finetune_targets(),
         probes=probe_targets(),
     output:
-        csv=f"{RESULTS}/benchmark.csv",
+        csv=report(f"{RESULTS}/benchmark.csv", caption="../report/benchmark.rst", category="Benchmark"),
         md=f"{RESULTS}/benchmark.md",
         metrics=f"{RESULTS}/metrics.json",
+        probe=report(f"{RESULTS}/probe.csv", caption="../report/probe.rst", category="Structure awareness"),
     params:
         out=lambda w, output: os.path.dirname(output.csv),
         code=CODE["report"],
