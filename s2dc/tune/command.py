@@ -1,0 +1,60 @@
+"""``s2dc sweep work`` and ``s2dc sweep export``: what the command line runs (its parser is in :mod:`s2dc.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from .worker import TrialError
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sweep action of ``args``; 0 when done, 1 when a trial's objective raised (with its traceback)."""
+    if args.action == "export":
+        return _export(args)
+    try:
+        return _work(args)
+    except TrialError as err:
+        traceback.print_exception(err.__cause__ or err, file=sys.stderr)
+        print(f"s2dc sweep work: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _work(args: argparse.Namespace) -> int:
+    import optuna
+
+    from .spec import load_spec
+    from .storage import open_sweep
+    from .worker import bind_study, run_worker
+
+    spec = load_spec(args.spec)
+    if args.budget < 1:
+        raise ValueError(f"--budget must be >= 1, got {args.budget}")
+    if spec.objective == "toy":
+        from .toy import make_toy_objective
+
+        objective = make_toy_objective(spec.toy, spec.dims)
+    else:
+        from .objective import make_objective
+
+        objective = make_objective(spec)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the worker prints one line per trial instead
+    study, liveness = open_sweep(
+        args.storage, args.study, workers=spec.workers, sampler=spec.make_sampler(), pruner=spec.make_pruner(),
+        heartbeat_interval=spec.heartbeat["interval"], grace_period=spec.heartbeat["grace"], max_retry=spec.max_retry,
+    )
+    bind_study(study, args.budget, spec.space)
+    report = run_worker(study, objective, spec.dims, args.budget, liveness, max_failures=spec.max_failures,
+                        log=lambda line: print(line, flush=True))
+    print(f"this worker: {report.complete} complete, {report.pruned} pruned, {report.failed} failed, "
+          f"{report.surplus} surplus; dead workers' trials retried: {report.dead_retried}", flush=True)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_study
+
+    for path in export_study(args.storage, args.study, args.out, force=args.force).values():
+        print(path)
+    return 0

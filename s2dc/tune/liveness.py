@@ -1,0 +1,186 @@
+"""Dead workers: a trial whose worker died (SIGKILL, lost node) is failed and retried with the same parameters.
+
+While a trial runs, a thread beats every ``interval`` seconds. Before a worker counts the budget it fails the
+RUNNING trials whose worker is dead and enqueues one retry of each (a WAITING trial with the same parameters, at
+most ``max_retry`` times per original trial, so a trial that kills its worker, e.g. out of memory, stops coming back).
+
+- Database storage: Optuna's own heartbeat (``RDBStorage(heartbeat_interval, grace_period,
+  heartbeat_stale_trial_callback)``); a trial is dead when its last beat is older than ``grace`` seconds.
+- Journal file: ``JournalStorage`` has no heartbeat in Optuna 4.9 (it is not a ``BaseHeartbeat``), so this module
+  does the same through trial user attributes: ``worker`` = ``{host, pid}`` and ``heartbeat`` = the time of the
+  last beat. A trial is dead when its last sign of life (beat or start) is older than ``grace`` seconds, or at once
+  when its worker ran on this host and that process no longer exists.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+WORKER_ATTR, BEAT_ATTR, RETRY_ATTR = "worker", "heartbeat", "retry_of"
+
+
+def this_worker() -> dict:
+    """Identity of this process as recorded on its trials."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def enqueue_retry(study: optuna.Study, failed: optuna.trial.FrozenTrial, max_retry: int | None) -> int | None:
+    """Add a WAITING copy of ``failed`` (same parameters and distributions) that the next ``ask()`` picks up;
+    returns its number, or ``None`` when the original trial was already retried ``max_retry`` times."""
+    history = [*failed.system_attrs.get("retry_history", []), failed.number]
+    if max_retry is not None and len(history) > max_retry:
+        print(f"trial {failed.number}: not retried again (its parameters were tried {len(history)} times)", flush=True)
+        return None
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=failed.params, distributions=failed.distributions,
+        user_attrs={RETRY_ATTR: failed.number},
+        system_attrs={"failed_trial": history[0], "retry_history": history},
+    ))
+    return max(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+@dataclass
+class Liveness:
+    """Heartbeats and dead-trial recovery of one storage (see the module docstring)."""
+
+    interval: int
+    grace: int
+    max_retry: int | None
+
+    def claim(self, trial: optuna.Trial) -> None:
+        """Record this process as ``trial``'s worker (right after its first beat)."""
+        trial.set_user_attr(WORKER_ATTR, this_worker())
+
+    def record(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        """One beat for ``trial``."""
+        raise NotImplementedError
+
+    def fail_stale(self, study: optuna.Study) -> list[int]:
+        """Fail the RUNNING trials of dead workers and enqueue their retries; returns their numbers."""
+        raise NotImplementedError
+
+    def retry_callback(self, study: optuna.Study, failed: optuna.trial.FrozenTrial) -> None:
+        """What runs for each trial failed as stale: enqueue its retry."""
+        self.retry(study, failed, "its worker died")
+
+    def retry(self, study: optuna.Study, failed: optuna.trial.FrozenTrial, why: str) -> None:
+        """Enqueue a retry of ``failed`` (see :func:`enqueue_retry`) and say so."""
+        number = enqueue_retry(study, failed, self.max_retry)
+        if number is not None:
+            print(f"trial {failed.number}: {why}; retried as trial {number} with the same parameters", flush=True)
+
+    @contextmanager
+    def heartbeat(self, study: optuna.Study, trial: optuna.Trial):
+        """Beat for ``trial`` once now, then from a daemon thread every ``interval`` seconds while the block runs.
+        (The first beat comes before :meth:`claim`: Optuna ignores a trial that never beat, and a trial that has no
+        worker recorded is judged by its start, so a worker killed at any point is found.)"""
+        stop = threading.Event()
+        self.record(study, trial)
+
+        def beat() -> None:
+            while not stop.wait(self.interval):
+                try:
+                    self.record(study, trial)
+                except Exception as err:  # a missed beat is not fatal; the next one may get through
+                    print(f"warning: heartbeat of trial {trial.number} failed: {err}", flush=True)
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=self.interval + 5)
+
+
+class JournalLiveness(Liveness):
+    """Heartbeats as trial user attributes, for storages without Optuna heartbeats (the journal file)."""
+
+    def record(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        trial.set_user_attr(BEAT_ATTR, time.time())
+
+    def fail_stale(self, study: optuna.Study) -> list[int]:
+        return self._fail_dead(study, beats=True)
+
+    def _fail_dead(self, study: optuna.Study, beats: bool) -> list[int]:
+        """Fail (and retry) the RUNNING trials that :func:`is_dead` finds dead."""
+        failed = []
+        now, host = time.time(), socket.gethostname()
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not is_dead(trial, now, self.grace, host, beats=beats):
+                continue
+            try:
+                study.tell(trial.number, state=TrialState.FAIL)
+            except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+                continue  # finished meanwhile, or another worker failed it first (and retries it)
+            failed.append(trial.number)
+            self.retry_callback(study, study.get_trials(deepcopy=False)[trial.number])
+        return failed
+
+
+class RDBLiveness(JournalLiveness):
+    """Optuna's heartbeat of ``RDBStorage`` (its stale-trial callback is :meth:`Liveness.retry_callback`), plus
+    what it cannot see: a worker on this host whose process is gone, and a trial killed before its first beat
+    (Optuna's heartbeat table has no row for it, so it would stay RUNNING for ever)."""
+
+    def record(self, study: optuna.Study, trial: optuna.Trial) -> None:
+        study._storage.record_heartbeat(trial._trial_id)  # what Optuna's own optimize() loop does
+
+    def fail_stale(self, study: optuna.Study) -> list[int]:
+        before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+        failed = [n for n in before if states[n] == TrialState.FAIL]
+        return sorted(failed + self._fail_dead(study, beats=False))
+
+
+def journal_liveness(interval: int, grace: int, max_retry: int | None) -> Liveness:
+    return JournalLiveness(interval, grace, max_retry)
+
+
+def rdb_liveness(interval: int, grace: int, max_retry: int | None) -> Liveness:
+    return RDBLiveness(interval, grace, max_retry)
+
+
+def is_dead(trial: optuna.trial.FrozenTrial, now: float, grace: float, host: str, beats: bool = True) -> bool:
+    """Whether the worker of a RUNNING ``trial`` is gone: its process no longer exists on this host, or its last
+    sign of life is more than ``grace`` seconds old: its ``heartbeat`` attribute or its start (``beats``), or its
+    start alone when it never recorded its worker (a worker records itself at once, so it died right away)."""
+    worker = trial.user_attrs.get(WORKER_ATTR)
+    if isinstance(worker, dict):
+        if worker.get("host") == host and not pid_alive(int(worker.get("pid", -1))):
+            return True
+        if not beats:
+            return False
+    beat = trial.user_attrs.get(BEAT_ATTR)
+    start = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+    last = max(float(beat) if isinstance(beat, (int, float)) else 0.0, start)
+    return now - last > grace
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host and is not a zombie (killed but not yet reaped)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

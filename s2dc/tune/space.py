@@ -1,0 +1,185 @@
+"""The search space of a sweep: ``{"pretrain.<section>.<field>" | "finetune.<section>.<field>": range or choices}``.
+
+A range is ``{low, high}`` (floats; integers when both bounds are integers) with optional ``log`` and ``step``;
+choices are ``{choices: [...]}``. Every key is checked against the option classes before a trial runs, and so is
+every bound and choice (each one must make a valid configuration on top of the sweep's base options).
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import dataclass
+
+from .. import config as cfgtools
+from ..train import config as pretrain_config
+from ..train import finetune_config
+
+#: The two stages a key can address, with their option class and the function that builds it.
+STAGES = {
+    "pretrain": (pretrain_config.PretrainConfig, pretrain_config.build_config),
+    "finetune": (finetune_config.FinetuneConfig, finetune_config.build_config),
+}
+
+#: Options the sweep sets itself for every trial: never searched.
+RESERVED = ("pretrain.data.source", "pretrain.run.out_dir", "finetune.data.source", "finetune.run.out_dir",
+            "finetune.model.init")
+
+_RANGE_KEYS = {"low", "high", "log", "step"}
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched option; ``key`` (e.g. ``pretrain.loss.weight_p2p``) is also its Optuna parameter name."""
+
+    key: str
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    choices: tuple | None = None
+
+    @property
+    def stage(self) -> str:
+        return self.key.split(".")[0]
+
+    @property
+    def section(self) -> str:
+        return self.key.split(".")[1]
+
+    @property
+    def field(self) -> str:
+        return self.key.split(".")[2]
+
+    @property
+    def is_int(self) -> bool:
+        return self.choices is None and all(_is_int(v) for v in (self.low, self.high))
+
+    def candidates(self) -> list:
+        """Values that must each make a valid configuration: the bounds, or every choice."""
+        return list(self.choices) if self.choices is not None else [self.low, self.high]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_space(space: dict) -> tuple[Dimension, ...]:
+    """``space`` (a plain dict, e.g. from params.yaml) -> dimensions; ``ValueError`` naming the key if malformed.
+
+    Checks the form only; :func:`check_space` checks the keys and values against the option classes."""
+    if not isinstance(space, dict) or not space:
+        raise ValueError(f"the search space must be a non-empty mapping of 'pretrain.<section>.<field>' or "
+                         f"'finetune.<section>.<field>' to a range or choices, got {space!r}")
+    return tuple(_parse_dimension(key, value) for key, value in space.items())
+
+
+def _parse_dimension(key, value) -> Dimension:
+    if not isinstance(key, str) or len(key.split(".")) != 3 or not all(key.split(".")):
+        raise ValueError(f"space key {key!r}: expected 'pretrain.<section>.<field>' or 'finetune.<section>.<field>'")
+    if key.split(".")[0] not in STAGES:
+        raise ValueError(f"space key {key!r}: unknown prefix {key.split('.')[0]!r}; expected 'pretrain' or 'finetune'")
+    if key in RESERVED:
+        raise ValueError(f"space key {key!r}: set by the sweep for every trial, it cannot be searched")
+    if not isinstance(value, dict):
+        raise ValueError(f"space key {key!r}: expected {{low: .., high: ..}} or {{choices: [..]}}, got {value!r}")
+    if "choices" in value:
+        if set(value) != {"choices"}:
+            raise ValueError(f"space key {key!r}: 'choices' cannot be combined with {sorted(set(value) - {'choices'})}")
+        choices = value["choices"]
+        if not isinstance(choices, (list, tuple)) or not choices:
+            raise ValueError(f"space key {key!r}: choices must be a non-empty list, got {choices!r}")
+        bad = [c for c in choices if not (c is None or isinstance(c, (bool, int, float, str)))]
+        if bad:
+            raise ValueError(f"space key {key!r}: choices must be numbers, strings, booleans or null, got {bad}")
+        if len(set(map(repr, choices))) != len(choices):
+            raise ValueError(f"space key {key!r}: choices repeat a value: {list(choices)}")
+        return Dimension(key, choices=tuple(choices))
+    unknown = set(value) - _RANGE_KEYS
+    if unknown or not {"low", "high"} <= set(value):
+        raise ValueError(f"space key {key!r}: a range takes low, high and optionally log, step; got {sorted(value)}")
+    low, high, log, step = value["low"], value["high"], value.get("log", False), value.get("step")
+    if not (_is_number(low) and _is_number(high)):
+        raise ValueError(f"space key {key!r}: low and high must be finite numbers, got {low!r} and {high!r}")
+    if not low < high:
+        raise ValueError(f"space key {key!r}: low must be < high, got low={low!r}, high={high!r}")
+    if not isinstance(log, bool):
+        raise ValueError(f"space key {key!r}: log must be true or false, got {log!r}")
+    if log and low <= 0:
+        raise ValueError(f"space key {key!r}: a log range needs low > 0, got {low!r}")
+    if step is not None:
+        if log:
+            raise ValueError(f"space key {key!r}: step cannot be combined with log")
+        if not _is_number(step) or step <= 0:
+            raise ValueError(f"space key {key!r}: step must be a number > 0, got {step!r}")
+        if _is_int(low) and _is_int(high) and not _is_int(step):
+            raise ValueError(f"space key {key!r}: an integer range needs an integer step, got {step!r}")
+    return Dimension(key, low=low, high=high, log=log, step=step)
+
+
+def check_space(dims: tuple[Dimension, ...], base: dict[str, dict]) -> None:
+    """Check each dimension against the option classes, on top of ``base`` (``{"pretrain": nested options,
+    "finetune": nested options}``): the section and field exist, integer ranges go to integer options, and every
+    bound or choice makes a valid configuration. ``ValueError`` names the key."""
+    for stage, (cls, build) in STAGES.items():
+        try:
+            build(base.get(stage) or {})
+        except ValueError as err:
+            raise ValueError(f"the sweep's base {stage} options are not valid: {err}") from None
+    for dim in dims:
+        cls, build = STAGES[dim.stage]
+        sections = cfgtools.section_types(cls)
+        if dim.section not in sections:
+            raise ValueError(f"space key {dim.key!r}: {dim.stage} options have no section {dim.section!r}; "
+                             f"expected one of {sorted(sections)}")
+        hints = typing.get_type_hints(sections[dim.section])
+        if dim.field not in hints:
+            raise ValueError(f"space key {dim.key!r}: section {dim.section!r} has no option {dim.field!r}; "
+                             f"it has {sorted(hints)}")
+        if dim.is_int and hints[dim.field] is float:
+            raise ValueError(f"space key {dim.key!r}: {dim.section}.{dim.field} is a real number but low and high are "
+                             f"integers, which would search integers only; write them as {float(dim.low)} and "
+                             f"{float(dim.high)}")
+        for value in dim.candidates():
+            values = merge_options(base.get(dim.stage) or {}, {dim.section: {dim.field: value}})
+            try:
+                build(values)
+            except ValueError as err:
+                raise ValueError(f"space key {dim.key!r}: the value {value!r} is not a valid option: {err}") from None
+
+
+def suggest(trial, dims: tuple[Dimension, ...]) -> dict:
+    """Ask ``trial`` (an ``optuna.Trial``) for one value per dimension; returns ``{key: value}``. A retried or
+    enqueued trial that already holds a value gets that value back."""
+    params = {}
+    for dim in dims:
+        if dim.choices is not None:
+            params[dim.key] = trial.suggest_categorical(dim.key, list(dim.choices))
+        elif dim.is_int:
+            params[dim.key] = trial.suggest_int(dim.key, dim.low, dim.high, step=dim.step or 1, log=dim.log)
+        else:
+            params[dim.key] = trial.suggest_float(dim.key, dim.low, dim.high, step=dim.step, log=dim.log)
+    return params
+
+
+def nest(params: dict) -> dict[str, dict]:
+    """``{"pretrain.loss.weight_p2p": v, ...}`` -> ``{"pretrain": {"loss": {"weight_p2p": v}}, "finetune": {...}}``
+    (the layout of params.yaml's options)."""
+    nested: dict[str, dict] = {stage: {} for stage in STAGES}
+    for key, value in params.items():
+        stage, section, field = key.split(".")
+        nested[stage].setdefault(section, {})[field] = value
+    return nested
+
+
+def merge_options(base: dict, override: dict) -> dict:
+    """Nested options ``base`` overlaid with ``override`` (section by section; a new dict)."""
+    merged = {section: dict(fields or {}) for section, fields in base.items()}
+    for section, fields in override.items():
+        merged.setdefault(section, {}).update(fields)
+    return merged
+

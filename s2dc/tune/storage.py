@@ -1,0 +1,114 @@
+"""Where a study lives: a journal file (a path; the default) or a database (an SQLAlchemy URL).
+
+A journal file (``optuna.storages.JournalStorage`` over ``JournalFileBackend``) needs no server; its writers take
+a lock file beside it (``<file>.lock``, a symlink made atomically, which works on NFS too; a lock left by a killed
+writer is broken after 30 s). A database URL (``postgresql+psycopg2://user@host:port/db``, ``mysql+pymysql://...``)
+goes through ``optuna.storages.RDBStorage`` with Optuna's heartbeat. SQLite is refused for more than one worker.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+
+from .liveness import Liveness, journal_liveness, rdb_liveness
+
+#: Tries at opening a database whose tables another worker may be creating at the same moment.
+_SCHEMA_ATTEMPTS = 5
+
+
+def is_url(storage: str) -> bool:
+    """A database URL (``scheme://...``) rather than a journal file path."""
+    return "://" in storage
+
+
+def open_storage(storage: str, *, workers: int = 1, heartbeat_interval: int = 10, grace_period: int = 60,
+                 max_retry: int | None = 2, must_exist: bool = False) -> tuple[optuna.storages.BaseStorage, Liveness]:
+    """The Optuna storage behind ``storage`` and how its dead workers are found (see :mod:`.liveness`).
+
+    ``workers``: how many workers will share the study (SQLite is refused for more than one).
+    ``must_exist``: refuse a journal file that does not exist (reading a study) instead of creating it."""
+    if not isinstance(storage, str) or not storage:
+        raise ValueError(f"storage must be a journal file path or a database URL, got {storage!r}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if heartbeat_interval < 1 or grace_period <= heartbeat_interval:
+        raise ValueError(f"heartbeat: interval must be >= 1 s and grace > interval, got interval {heartbeat_interval}, "
+                         f"grace {grace_period}")
+    if is_url(storage):
+        return _rdb(storage, workers, heartbeat_interval, grace_period, max_retry)
+    path = Path(storage)
+    if path.is_dir():
+        raise ValueError(f"storage '{storage}' is a folder; give a journal file path (e.g. {path / 'study.journal'})")
+    if must_exist and not path.is_file():
+        raise FileNotFoundError(f"journal file '{storage}' does not exist")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    backend = optuna.storages.journal.JournalFileBackend(str(path))
+    return optuna.storages.JournalStorage(backend), journal_liveness(heartbeat_interval, grace_period, max_retry)
+
+
+def _rdb(url: str, workers: int, interval: int, grace: int, max_retry: int | None):
+    scheme = url.split("://", 1)[0]
+    if scheme.split("+")[0] == "sqlite" and workers > 1:
+        raise ValueError(
+            f"storage '{url}': SQLite cannot be shared by {workers} workers: it locks the whole database for every "
+            "write, so concurrent workers fail with 'database is locked', and its file locks are unreliable on NFS. "
+            "Use a journal file (a path such as sweeps/study.journal) or a PostgreSQL/MySQL URL "
+            "(postgresql+psycopg2://user@host:port/db) instead"
+        )
+    liveness = rdb_liveness(interval, grace, max_retry)
+    engine_kwargs = {} if scheme.startswith("sqlite") else {"pool_pre_ping": True}
+    import sqlalchemy.exc
+
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # the heartbeat arguments are 'experimental' since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                rdb = optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=grace,
+                    heartbeat_stale_trial_callback=liveness.retry_callback,
+                )
+            return rdb, liveness
+        except ModuleNotFoundError as err:
+            raise ValueError(f"storage '{url}' needs the database driver '{err.name}' (for PostgreSQL: "
+                             "pip install psycopg2-binary)") from None
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # Workers starting together on an empty database all create Optuna's tables; PostgreSQL lets one
+            # win and fails the others ('duplicate key ... pg_type_typname_nsp_index'). Try again: the tables
+            # are there now.
+            if attempt == _SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0.2, 1.0))
+    raise AssertionError("unreachable")
+
+
+def open_study(storage: str, study_name: str, *, workers: int = 1, create: bool = True, sampler=None, pruner=None,
+               heartbeat_interval: int = 10, grace_period: int = 60, max_retry: int | None = 2) -> optuna.Study:
+    """The study ``study_name`` (maximised) in ``storage`` (journal file path or database URL); created if absent
+    and ``create``. A worker also needs the study's :class:`~.liveness.Liveness`: see :func:`open_sweep`."""
+    return open_sweep(storage, study_name, workers=workers, create=create, sampler=sampler, pruner=pruner,
+                      heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry)[0]
+
+
+def open_sweep(storage: str, study_name: str, *, workers: int = 1, create: bool = True, sampler=None, pruner=None,
+               heartbeat_interval: int = 10, grace_period: int = 60,
+               max_retry: int | None = 2) -> tuple[optuna.Study, Liveness]:
+    """:func:`open_study` and the study's :class:`~.liveness.Liveness` (heartbeats and dead-worker recovery)."""
+    backend, liveness = open_storage(storage, workers=workers, heartbeat_interval=heartbeat_interval,
+                                     grace_period=grace_period, max_retry=max_retry, must_exist=not create)
+    if create:
+        study = optuna.create_study(storage=backend, study_name=study_name, direction="maximize",
+                                    sampler=sampler, pruner=pruner, load_if_exists=True)
+    else:
+        try:
+            study = optuna.load_study(study_name=study_name, storage=backend, sampler=sampler, pruner=pruner)
+        except KeyError:
+            names = [s.study_name for s in optuna.get_all_study_summaries(backend)]
+            raise ValueError(f"storage '{storage}' has no study named {study_name!r}; it has {names}") from None
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise ValueError(f"study {study_name!r} in '{storage}' minimises; a sweep maximises the validation score")
+    return study, liveness

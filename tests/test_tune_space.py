@@ -1,0 +1,105 @@
+"""Sweep settings are checked before any trial runs: the search space against the option classes, the spec's
+keys, and the storage (SQLite refused for parallel workers)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from s2dc.tune.space import check_space, nest, parse_space
+from s2dc.tune.spec import load_spec, spec_from_dict
+from s2dc.tune.storage import open_storage
+
+SPACE = {
+    "pretrain.loss.weight_p2p": {"low": 0.0, "high": 1.0},
+    "pretrain.loss.match_temperature": {"low": 0.05, "high": 1.0, "log": True},
+    "pretrain.ema.momentum": {"low": 0.9, "high": 0.999},
+    "pretrain.ema.schedule": {"choices": ["constant", "cosine"]},
+    "pretrain.optim.warmup_steps": {"low": 0, "high": 4},
+    "finetune.train.lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True},
+}
+
+
+def _check(space: dict) -> None:
+    check_space(parse_space(space), {"pretrain": {}, "finetune": {}})
+
+
+def test_the_example_space_is_valid_and_typed():
+    dims = {d.key: d for d in parse_space(SPACE)}
+    _check(SPACE)
+    assert dims["pretrain.optim.warmup_steps"].is_int and not dims["pretrain.loss.weight_p2p"].is_int
+    assert dims["pretrain.ema.schedule"].choices == ("constant", "cosine")
+    assert dims["finetune.train.lr"].log
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("model.loss.weight_p2p", {"low": 0.0, "high": 1.0}, "unknown prefix 'model'"),
+    ("pretrain.weight_p2p", {"low": 0.0, "high": 1.0}, "expected 'pretrain.<section>.<field>'"),
+    ("pretrain.losses.weight_p2p", {"low": 0.0, "high": 1.0}, "no section 'losses'"),
+    ("pretrain.loss.weight_pp", {"low": 0.0, "high": 1.0}, "no option 'weight_pp'"),
+    ("finetune.train.lr", {"low": 0.01, "high": 0.001}, "low must be < high"),
+    ("finetune.train.lr", {"low": 0.01, "high": 0.01}, "low must be < high"),
+    ("pretrain.ema.schedule", {"choices": []}, "non-empty list"),
+    ("pretrain.loss.weight_p2p", {"low": 0, "high": 1}, "real number but low and high are integers"),
+    ("pretrain.ema.momentum", {"low": 0.9, "high": 1.5}, "the value 1.5 is not a valid option"),
+    ("pretrain.ema.schedule", {"choices": ["constant", "linear"]}, "the value 'linear' is not a valid option"),
+    ("pretrain.optim.steps", {"low": 1.5, "high": 4.0}, "the value 1.5 is not a valid option"),
+    ("finetune.train.lr", {"low": 0.0, "high": 0.1, "log": True}, "log range needs low > 0"),
+    ("finetune.train.lr", {"low": 1e-4, "hi": 0.1}, "a range takes low, high"),
+    ("finetune.model.init", {"choices": ["scratch"]}, "set by the sweep"),
+])
+def test_a_bad_space_entry_is_refused_naming_its_key(key, value, message):
+    with pytest.raises(ValueError, match=message) as err:
+        _check({**SPACE, key: value})
+    assert repr(key) in str(err.value)
+
+
+def test_nest_gives_params_yaml_layout():
+    params = {"pretrain.loss.weight_p2p": 0.5, "pretrain.ema.schedule": "cosine", "finetune.train.lr": 0.001}
+    assert nest(params) == {"pretrain": {"loss": {"weight_p2p": 0.5}, "ema": {"schedule": "cosine"}},
+                            "finetune": {"train": {"lr": 0.001}}}
+
+
+def test_spec_from_json_string_or_yaml_file(tmp_path):
+    values = {"objective": "toy", "space": SPACE, "workers": 3, "pruner": {"n_startup_trials": 2}}
+    from_json = load_spec(json.dumps(values))
+    path = tmp_path / "spec.yaml"
+    path.write_text(json.dumps(values))  # JSON is YAML
+    from_yaml = load_spec(str(path))
+    assert from_json.dims == from_yaml.dims and from_json.workers == 3
+    assert from_json.pruner == {"n_startup_trials": 2, "n_warmup_steps": 0, "interval_steps": 1}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"budgets": 3}, r"unknown key\(s\) \['budgets'\]"),
+    ({"pretrain": {"data": {"source": "x.json"}}}, "pretrain.data.source is set by the sweep"),
+    ({"pretrain": {"optim": {"stepz": 3}}}, r"base pretrain options are not valid.*optim.stepz"),
+    ({"objective": "s2dc"}, "data must give the two dataset.json files"),
+    ({"pruner": {"n_warmup": 2}}, "pruner must be null or a mapping"),
+    ({"heartbeat": {"interval": 10, "grace": 5}}, "grace > interval"),
+    ({"workers": 0}, "workers and max_failures must be >= 1"),
+])
+def test_a_bad_spec_is_refused_naming_its_key(change, message):
+    with pytest.raises(ValueError, match=message):
+        spec_from_dict({"objective": "toy", "space": SPACE, **change})
+
+
+def test_sqlite_is_refused_for_parallel_workers_and_allowed_for_one(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    with pytest.raises(ValueError, match="SQLite cannot be shared by 3 workers") as err:
+        open_storage(url, workers=3)
+    assert "journal file" in str(err.value) and "postgresql" in str(err.value).lower()
+    assert not (tmp_path / "study.db").exists()
+    storage, liveness = open_storage(url, workers=1)
+    assert type(storage).__name__ == "RDBStorage" and type(liveness).__name__ == "RDBLiveness"
+
+
+def test_a_path_is_a_journal_file_and_a_missing_one_is_not_created_for_reading(tmp_path):
+    storage, liveness = open_storage(str(tmp_path / "sub" / "study.journal"), workers=4)
+    assert type(storage).__name__ == "JournalStorage" and type(liveness).__name__ == "JournalLiveness"
+    assert (tmp_path / "sub" / "study.journal").is_file()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        open_storage(str(tmp_path / "missing.journal"), must_exist=True)
+    with pytest.raises(ValueError, match="is a folder"):
+        open_storage(str(tmp_path))

@@ -1,0 +1,122 @@
+"""The global trial budget holds exactly with one worker and with three concurrent worker processes; a worker that
+finds the budget met leaves at once; the median pruner prunes; an objective that raises stops its worker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import optuna
+from optuna.trial import TrialState
+
+from s2dc.tune.spec import spec_from_dict
+from s2dc.tune.storage import open_study, open_sweep
+from s2dc.tune.toy import make_toy_objective
+from s2dc.tune.worker import bind_study, is_surplus, run_worker
+
+SPACE = {
+    "pretrain.loss.weight_p2p": {"low": 0.0, "high": 1.0},
+    "pretrain.ema.schedule": {"choices": ["constant", "cosine"]},
+    "finetune.train.lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True},
+}
+
+
+def toy_spec(**change) -> dict:
+    """A sweep spec with the toy objective; ``change`` overrides its keys."""
+    return {"objective": "toy", "space": SPACE, "toy": {"steps": 3, "sleep": 0.01}, "pruner": None,
+            "heartbeat": {"interval": 1, "grace": 30}, **change}
+
+
+def sweep_work(storage, study: str, budget: int, spec: dict, **popen):
+    """Start ``s2dc sweep work`` as its own process (as a Snakemake job would)."""
+    cmd = [sys.executable, "-m", "s2dc.cli", "sweep", "work", "--storage", str(storage), "--study", study,
+           "--budget", str(budget), "--spec", json.dumps(spec)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def states(storage, study: str) -> Counter:
+    return Counter(t.state for t in open_study(str(storage), study, create=False).get_trials(deepcopy=False))
+
+
+def run_in_process(storage, study_name: str, budget: int, spec: dict, lines: list | None = None):
+    """One worker in this process (what `s2dc sweep work` does, without starting Python)."""
+    sweep = spec_from_dict(spec)
+    study, liveness = open_sweep(str(storage), study_name, workers=sweep.workers, pruner=sweep.make_pruner(),
+                                 sampler=sweep.make_sampler(), heartbeat_interval=sweep.heartbeat["interval"],
+                                 grace_period=sweep.heartbeat["grace"])
+    bind_study(study, budget, sweep.space)
+    objective = make_toy_objective(sweep.toy, sweep.dims)
+    log = lines.append if lines is not None else print
+    report = run_worker(study, objective, sweep.dims, budget, liveness, log=log)
+    return study, report
+
+
+def test_one_worker_finishes_exactly_the_budget_and_a_late_worker_leaves_at_once(tmp_path):
+    storage = tmp_path / "study.journal"
+    study, report = run_in_process(storage, "one", 5, toy_spec())
+    assert report.complete == 5 and report.surplus == 0
+    assert states(storage, "one") == Counter({TrialState.COMPLETE: 5})
+    # a worker started when the budget is met exits 0 at once, adding no trial
+    late = sweep_work(storage, "one", 5, toy_spec(), cwd=tmp_path)
+    out, err = late.communicate(timeout=60)
+    assert late.returncode == 0, err[-2000:]
+    assert "budget met: 5/5" in out and "trial " not in out.replace("trials", "")
+    assert len(open_study(str(storage), "one", create=False).trials) == 5
+
+
+def test_three_concurrent_worker_processes_finish_exactly_the_budget(tmp_path):
+    storage, budget = tmp_path / "study.journal", 7
+    spec = toy_spec(workers=3, toy={"steps": 3, "sleep": 0.25})  # 0.75 s a trial: the workers overlap
+    workers = [sweep_work(storage, "par", budget, spec, cwd=tmp_path) for _ in range(3)]
+    outputs = [w.communicate(timeout=120) for w in workers]
+    for worker, (out, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-3000:]
+        assert f"budget met: {budget}/{budget}" in out
+    trials = open_study(str(storage), "par", create=False).get_trials(deepcopy=False)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == budget
+    assert all(t.state == TrialState.COMPLETE or t.user_attrs.get("surplus") for t in trials)
+    assert len({t.user_attrs["worker"]["pid"] for t in trials if t.state == TrialState.COMPLETE}) >= 2, \
+        "the workers did not run concurrently"
+    assert len({tuple(sorted(t.params.items())) for t in trials if t.params}) == budget  # distinct proposals
+
+
+def test_a_trial_is_surplus_when_the_budget_is_claimed_below_it(tmp_path):
+    study = optuna.create_study(storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "s.journal"))), direction="maximize")
+    first, second, third = study.ask(), study.ask(), study.ask()  # three workers asked at once, budget 2
+    assert not is_surplus(study, first.number, 2) and not is_surplus(study, second.number, 2)
+    assert is_surplus(study, third.number, 2)
+    study.tell(first, state=TrialState.FAIL)  # a failed trial frees its place
+    assert not is_surplus(study, third.number, 2)
+
+
+def test_the_median_pruner_prunes_trials_with_bad_intermediate_values(tmp_path):
+    lines = []
+    spec = toy_spec(pruner={"n_startup_trials": 3, "n_warmup_steps": 0}, toy={"steps": 4, "sleep": 0.0}, seed=3)
+    study, report = run_in_process(tmp_path / "study.journal", "prune", 12, spec, lines)
+    trials = study.get_trials(deepcopy=False)
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert report.pruned == len(pruned) > 0 and report.complete + report.pruned == 12
+    assert all(len(t.intermediate_values) < 4 for t in pruned)
+    assert all(len(t.intermediate_values) == 4 for t in trials if t.state == TrialState.COMPLETE)
+    assert any("PRUNED" in line for line in lines)
+
+
+def test_an_objective_that_raises_fails_its_trial_and_the_worker(tmp_path):
+    storage = tmp_path / "study.journal"
+    worker = sweep_work(storage, "bad", 3, toy_spec(toy={"steps": 2, "sleep": 0.0, "error": "boom"}), cwd=tmp_path)
+    out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 1
+    assert "RuntimeError: boom" in err and "trial 0 failed" in err
+    (trial,) = open_study(str(storage), "bad", create=False).get_trials(deepcopy=False)
+    assert trial.state == TrialState.FAIL and "boom" in trial.user_attrs["error"]
+
+
+def test_workers_must_agree_on_budget_and_space(tmp_path):
+    storage = tmp_path / "study.journal"
+    run_in_process(storage, "agree", 2, toy_spec(), [])
+    worker = sweep_work(storage, "agree", 3, toy_spec(), cwd=tmp_path)
+    out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 2 and "was started with budget 2, this worker has 3" in err
