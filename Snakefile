@@ -13,6 +13,7 @@ include: "workflow/rules/finetune.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/ablation.smk"
+include: "workflow/rules/sweep.smk"
 
 
 # Jobs that are quick or need the internet (a cluster's login node has it): never sent to a cluster.
@@ -27,6 +28,8 @@ localrules:
     benchmark_plots,
     ablation_table,
     ablation,
+    sweep_export,
+    sweep,
 
 
 rule all:

@@ -28,17 +28,18 @@ def test_bare_snakemake_reads_the_default_profile_and_plans_the_paper_scale_with
 
 def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
     """`--dag` and `--report` work without --cores and without the default profile (which sets cores); the report
-    of the smoke run with its ablation target holds the benchmark figures, the structure figures and the ablation
-    table with their captions; then changing one variant's loss overrides replans only that variant's jobs."""
+    of the smoke run with its two second targets (ablation, sweep) holds the benchmark table and figures, the probe
+    table and structure figures, the ablation table and the sweep's table and figures, with their captions; then
+    changing one variant's loss overrides replans only that variant's jobs."""
     import yaml
 
     work = copy_run(smoke_run, tmp_path / "work")
     with ThreadPoolExecutor(max_workers=2) as pool:
         drawn = pool.submit(snakemake, tmp_path, "--dag", "--workflow-profile", "none", "--config", "scale=smoke")
-        ablation = snakemake(work, "--cores", "2", "--config", "scale=smoke", "ablation")
-    assert ablation.returncode == 0, ablation.stderr[-3000:]
+        second = snakemake(work, "--cores", "2", "--config", "scale=smoke", "ablation", "sweep")
+    assert second.returncode == 0, second.stderr[-3000:]
     report = snakemake(work, "--report", "report.html", "--workflow-profile", "none", "--config", "scale=smoke",
-                       "all", "ablation")
+                       "all", "ablation", "sweep")
     dag = drawn.result()
     assert dag.returncode == 0, dag.stderr[-3000:]
     assert dag.stdout.lstrip().startswith("digraph") and "pretrain" in dag.stdout
@@ -48,6 +49,11 @@ def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
     assert "white cross" in html  # the caption of the similarity map
     assert "Loss ablation" in html and "ablation.csv" in html and "Kendall" in html
     assert "label_ratio.png" in html and "synthetic_btcv.png" in html and "hollow on the right-hand axis" in html
+    assert "benchmark.csv" in html and "probe.csv" in html and "frozen-encoder protocol" in html
+    assert "Sweep" in html and "trials.csv" in html and "parallel_coordinate.png" in html and "median pruner" in html
+    budget = yaml.safe_load((REPO / "params.yaml").read_text())["scales"]["smoke"]["sweep"]["budget"]
+    best = yaml.safe_load((work / "results/smoke/sweep/best.yaml").read_text())
+    assert best["budget"] == best["finished"] == budget and set(best["best"]["params"]) == {"pretrain"}
     table = (work / "results/smoke/ablation/ablation.md").read_text()
     assert "| lg | L_g | dual_softmax |" in table and "83.43 (#2)" in table and "84.14 (#1)" in table
 

@@ -23,6 +23,7 @@ MODALITIES = P["pretrain"]["modalities"]
 VARIANTS = config["variants"]  # {name: loss.* overrides}; a method is 'scratch' or a variant's name
 ABLATION = P["ablation"]
 BENCHMARK_METHODS = P["experiments"]["methods"]  # before --config methods=... narrows EXP
+SWEEP = P["sweep"]
 
 
 def cli_options(sections: dict) -> str:
@@ -62,6 +63,46 @@ def finetune_options() -> dict:
 def stage_resources(stage: str) -> dict:
     """Snakemake resources of one job of a stage (params.yaml `<stage>.resources`, threads aside)."""
     return {k: v for k, v in P[stage]["resources"].items() if k != "threads"}
+
+
+def merge(base: dict, over: dict) -> dict:
+    """{section: {field: value}} ``base`` with ``over``'s fields on top (a new dict)."""
+    return {s: {**base.get(s, {}), **over.get(s, {})} for s in {**base, **over}}
+
+
+def sweep_spec(pool: str, data: str) -> str:
+    """The spec of the sweep's study (s2dc sweep work --spec), as JSON: the scale's pretraining and fine-tuning options
+    with each dataset's intensity preset, the trial's overrides (sweep.trial) on top, the search space and pruner."""
+    from s2dc.data.preprocess_config import PreprocessConfig
+
+    def preset(name):
+        return {"preprocess": PreprocessConfig.from_preset(registry.get(name).preset).intensity_fields()}
+
+    dataset = SWEEP["dataset"]
+    spec = {
+        "space": SWEEP["space"],
+        "pretrain": merge(merge(preset(registry.pool_for(modality_of(dataset))), P["pretrain"]["options"]),
+                          SWEEP["trial"].get("pretrain", {})),
+        "finetune": merge(merge(preset(dataset), finetune_options()), SWEEP["trial"].get("finetune", {})),
+        "data": {"pretrain": pool, "finetune": data},
+        "out_dir": f"{RESULTS}/sweep/work",
+        "workers": SWEEP["workers"],
+        "seed": SWEEP.get("seed", 0),
+        "pruner": SWEEP.get("pruner"),
+    }
+    return json.dumps(spec, sort_keys=True)
+
+
+def sweep_storage() -> str:
+    """Where the study lives: a journal file in the scale's sweep folder, or sweep.storage (a database URL)."""
+    where = SWEEP.get("storage", "journal")
+    return f"{RESULTS}/sweep/study.journal" if where == "journal" else where
+
+
+def sweep_study() -> str:
+    """The study's name: the scale and a hash of what defines it (spec and budget), so that a changed sweep starts a
+    new study in the same storage instead of mixing trials that are not comparable."""
+    return f"s2dc-{SCALE}-{short_hash([sweep_spec(pool_json(modality_of(SWEEP['dataset'])), dataset_json(SWEEP['dataset'])), SWEEP['budget']])}"
 
 
 def made_by(name: str) -> str:
@@ -157,6 +198,7 @@ CODE = {
         "figures": ["s2dc.eval.figures"],
         "report": ["s2dc.report.tables"],
         "plots": ["s2dc.report.figures", "s2dc.report.curves"],
+        "sweep": ["s2dc.tune.command"],
     }.items()
 }
 
@@ -247,6 +289,9 @@ def _check_methods() -> None:
         if wrong or (key == "ablation.variants" and "scratch" in names):
             raise WorkflowError(f"params.yaml: scales.{SCALE}.{key}: {wrong or ['scratch']} is not a pretraining variant "
                                 f"(expected names of `variants`: {sorted(VARIANTS)}{'' if 'ablation' in key else ', or scratch'})")
+    if SWEEP["dataset"] not in EXP["datasets"] or modality_of(SWEEP["dataset"]) not in MODALITIES:
+        raise WorkflowError(f"params.yaml: scales.{SCALE}.sweep.dataset: {SWEEP['dataset']!r} must be one of "
+                            f"scales.{SCALE}.experiments.datasets {EXP['datasets']} whose modality has an encoder")
     stray = sorted(set(ABLATION["datasets"]) - set(EXP["datasets"]))
     if stray:
         raise WorkflowError(f"params.yaml: scales.{SCALE}.ablation.datasets names {stray}: expected datasets of "
@@ -278,8 +323,19 @@ from s2dc.train.finetune_config import build_config as _finetune_config
 for _variant in VARIANTS:
     _check_options(f"pretrain.options with variants.{_variant}", _pretrain_config, variant_options(_variant))
 _check_options("finetune.options", _finetune_config, finetune_options())
+def _check_sweep() -> None:
+    from s2dc.tune.spec import spec_from_dict
+
+    spec = sweep_spec(pool_json(modality_of(SWEEP["dataset"])), dataset_json(SWEEP["dataset"]))
+    try:
+        spec_from_dict(json.loads(spec), where=f"scales.{SCALE}.sweep (with the scale's options)")
+    except ValueError as err:
+        raise WorkflowError(f"params.yaml: {err}") from None
+
+
 _check_methods()
 _check_datasets()
+_check_sweep()
 if "only" in config:
     EXP = {**EXP, "datasets": _restrict("only", EXP["datasets"])}
 if "methods" in config:
