@@ -103,7 +103,7 @@ def _ablation_table(args: argparse.Namespace) -> int:
         if not sep or not name or ":" not in value:
             raise ValueError(f"--terms {item!r}: expected VARIANT=TERMS:ASSIGNMENT, e.g. lg=global:dual_softmax")
         terms[name] = value
-    table = write_ablation([Path(p) for p in args.metrics], terms, Path(args.out))
+    table = write_ablation([Path(p) for p in args.metrics], terms, Path(args.out), [Path(p) for p in args.probe])
     print(f"{table.method.nunique()} variants x {table.dataset.nunique()} datasets from {len(args.metrics)} runs "
           f"-> {args.out}/ablation.csv, ablation.md, ablation.json")
     print((Path(args.out) / "ablation.md").read_text())
@@ -273,6 +273,8 @@ def _add_ablation_table(sub) -> None:
     abl.add_argument("--terms", nargs="+", required=True, metavar="VARIANT=TERMS:ASSIGNMENT",
                      help="each variant's loss terms and assignment, e.g. lg=global:dual_softmax s2dc=global+p2p+p2s:dual_softmax")
     abl.add_argument("--out", required=True, help="output folder")
+    abl.add_argument("--probe", nargs="*", default=[], metavar="JSON",
+                     help="`s2dc probe` results of the variants' encoders, added as a second table")
     abl.set_defaults(func=_ablation_table)
 
 

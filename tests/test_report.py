@@ -82,7 +82,13 @@ def test_ablation_table_sets_variants_beside_the_poster_and_compares_the_orderin
              for m, values in runs.items() for s, v in enumerate(values)]
     terms = ["lg=global:dual_softmax", "lg_p2p=global+p2p:dual_softmax", "lg_p2s=global+p2s:dual_softmax",
              "s2dc=global+p2p+p2s:dual_softmax", "sinkhorn=global+p2p+p2s:sinkhorn"]
-    assert main(["ablation-table", *map(str, files), "--terms", *terms, "--out", str(tmp_path / "out")]) == 0
+    probe = tmp_path / "probe.json"
+    probe.write_text(json.dumps({"dataset": "btcv", "task": "segmentation", "metric": "balanced accuracy", "stage": 2,
+                                 "encoders": {"lg": {"score": 0.5, "structure": {"consistency": 0.5, "inter": 0.4,
+                                                                                   "discrepancy": 0.6, "ratio": 1.2}},
+                                              "s2dc": {"score": 0.625}}}))
+    assert main(["ablation-table", *map(str, files), "--terms", *terms, "--out", str(tmp_path / "out"),
+                 "--probe", str(probe)]) == 0
     table = (tmp_path / "out" / "ablation.md").read_text()
     rows = [line.split(" | ")[0].lstrip("| ") for line in table.splitlines() if line.startswith("| ") and "±" in line]
     assert rows == ["lg", "lg_p2p", "lg_p2s", "s2dc", "sinkhorn"]  # the order of --terms; datasets sorted: autopet first
@@ -90,8 +96,11 @@ def test_ablation_table_sets_variants_beside_the_poster_and_compares_the_orderin
     assert "| sinkhorn | L_g + L_p2p + L_p2s | sinkhorn | 60.00 ± 0.00 (#1) | — | — | — |" in table
     assert "- btcv: ours lg_p2s > s2dc > lg_p2p > lg; poster s2dc > lg_p2s > lg_p2p > lg; Kendall τ +0.67; same best: no" in table
     assert "- autopet: ours s2dc > lg; poster s2dc > lg; Kendall τ +1.00; same best: yes" in table
+    assert "| btcv | 2 | lg | segmentation | balanced accuracy | 50.0 | — | 0.500 | 0.600 | 1.20 |" in table
     nested = json.loads((tmp_path / "out" / "ablation.json").read_text())
     assert nested["btcv"]["ordering"]["kendall_tau"] == pytest.approx(4 / 6)
+    assert nested["btcv"]["probe"] == {"lg": {"score": 50.0, "consistency": 0.5, "discrepancy": 0.6, "ratio": 1.2},
+                                       "s2dc": {"score": 62.5}}
     assert nested["autopet"]["variants"]["s2dc"] == {"mean": 51.0, "std": pytest.approx(100 * statistics.stdev([0.5, 0.52]), abs=1e-4), "seeds": 2}
     assert "5 variants x 2 datasets from 14 runs" in capsys.readouterr().out
     assert main(["ablation-table", *map(str, files), "--terms", *terms[:-1], "--out", str(tmp_path / "o2")]) == 2

@@ -206,15 +206,26 @@ def ablation_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_ablation(metric_files: list[Path], terms: dict[str, str], out_dir: Path) -> pd.DataFrame:
-    """Write ablation.csv, ablation.md and ablation.json (nested, with the orderings, for ``dvc metrics``) into ``out_dir``."""
+def write_ablation(metric_files: list[Path], terms: dict[str, str], out_dir: Path,
+                   probe_files: list[Path] = ()) -> pd.DataFrame:
+    """Write ablation.csv, ablation.md and ablation.json (nested, with the orderings, for ``dvc metrics``) into
+    ``out_dir``; ``probe_files`` (``s2dc probe`` of every variant's encoder) add the frozen-encoder table."""
     table = ablation_table(metric_files, terms)
+    probes = collect_probes(list(probe_files))
     nested = {d: {"variants": {r.method: {"mean": round(r.mean, 4), "std": round(r.std, 4), "seeds": int(r.seeds)}
                                for r in table[table.dataset == d].itertuples()},
                   "ordering": _finite(ordering(table, d))} for d in sorted(table.dataset.unique())}
     text = ("Loss ablation (poster Table 2): each pretraining variant's encoder fine-tuned on the same cases; ours is the "
             "mean ± std over seeds (rank among the variants), the poster's is Dice % on the real data at "
             f"{ABLATION_PAPER_RATIO:.0%} labels (our reading of its table).\n\n" + ablation_markdown(table))
+    if len(probes):
+        text += ("\nThe variants' encoders read directly (`s2dc probe`: a linear model on the frozen features, beside a "
+                 "random encoder and the raw voxels; consistency, discrepancy and their ratio as in the benchmark's "
+                 "probe table):\n\n" + probe_markdown(probes))
+        for row in probes.itertuples():
+            nested.setdefault(row.dataset, {}).setdefault("probe", {})[row.encoder] = {
+                "score": round(row.score, 4), **{k: round(getattr(row, k), 4) for k in STRUCTURE
+                                                 if not math.isnan(getattr(row, k))}}
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "ablation.csv", table.to_csv(index=False, float_format="%.4f"))
     atomic_write_text(out_dir / "ablation.md", text)

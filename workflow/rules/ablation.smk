@@ -1,12 +1,41 @@
 # The loss ablation (poster Table 2), a second target: `snakemake --cores N ablation`. Each variant of
 # `ablation.variants` is pretrained (the benchmark's own s2dc encoders are reused) and fine-tuned on each of
 # `ablation.datasets` at `ablation.label_ratio` with every seed of the experiments; the table sets the variants
-# side by side with the poster's numbers and compares the orderings.
+# side by side with the poster's numbers and compares the orderings, and probes every variant's frozen encoder.
+
+
+rule ablation_probe:
+    # The frozen-encoder protocol of every variant's encoder (and a random encoder and the raw voxels).
+    input:
+        data=lambda w: dataset_json(w.dataset),
+        encoders=lambda w: [encoder_path(modality_of(w.dataset), v) for v in ABLATION["variants"]],
+    output:
+        json=f"{RESULTS}/ablation/probe/{{dataset}}.json",
+        md=f"{RESULTS}/ablation/probe/{{dataset}}.md",
+    params:
+        encoders=lambda w, input: " ".join(f"{v}={shlex.quote(e)}" for v, e in zip(ABLATION["variants"], input.encoders)),
+        stage=lambda w: probe_stage(w.dataset),
+        cache=f"{RESULTS}/cache/probe",
+        code=CODE["probe"],
+    threads: P["probe"]["resources"]["threads"]
+    resources:
+        **stage_resources("probe"),
+    conda:
+        "../envs/s2dc.yaml"
+    log:
+        f"logs/{SCALE}/ablation/probe/{{dataset}}.log",
+    benchmark:
+        f"benchmarks/{SCALE}/ablation/probe/{{dataset}}.tsv"
+    shell:
+        "(export OMP_NUM_THREADS={threads};"
+        " s2dc probe voxels random {params.encoders} --source {input.data:q} --stage {params.stage}"
+        " --cache-dir {params.cache:q} --out {output.json:q}) > {log:q} 2>&1"
 
 
 rule ablation_table:
     input:
-        ablation_targets(),
+        runs=ablation_targets(),
+        probes=[f"{RESULTS}/ablation/probe/{d}.json" for d in ABLATION["datasets"]],
     output:
         csv=report(f"{RESULTS}/ablation/ablation.csv", caption="../report/ablation.rst", category="Loss ablation"),
         md=f"{RESULTS}/ablation/ablation.md",
@@ -22,7 +51,8 @@ rule ablation_table:
     benchmark:
         f"benchmarks/{SCALE}/ablation_table.tsv"
     shell:
-        "s2dc ablation-table {input:q} --terms {params.terms} --out {params.out:q} > {log:q} 2>&1"
+        "s2dc ablation-table {input.runs:q} --terms {params.terms} --probe {input.probes:q} --out {params.out:q}"
+        " > {log:q} 2>&1"
 
 rule ablation:
     # The second target: the loss-ablation table of the active scale.
