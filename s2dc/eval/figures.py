@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.errors import DataError
-from ..files import atomic_write_bytes
+from ..pyplot import pyplot, save_png
 from .probe import VOXELS, features, frozen_encoder, load_labelled, named_encoders
 
 
@@ -47,7 +47,7 @@ def similarity_figure(image: torch.Tensor, label_tokens: torch.Tensor, maps: dic
     """Poster Figure 1: ``image`` (C, X, Y, Z), ``label_tokens`` (x, y, z) token classes, ``maps`` {encoder:
     tokens (x, y, z, C)}; the anchor is the ``structure`` token nearest its centroid; one panel per encoder with
     the cosine similarity over the anchor's axial slice (upsampled to voxels), the structure outlined."""
-    plt = _pyplot()
+    plt = pyplot()
 
     anchor = anchor_token(label_tokens, structure)
     i, j, k = anchor
@@ -71,7 +71,7 @@ def similarity_figure(image: torch.Tensor, label_tokens: torch.Tensor, maps: dic
         ax.set_xticks([]), ax.set_yticks([])
     fig.colorbar(shown, ax=list(axes), shrink=0.8, label="cosine to the anchor")
     fig.suptitle(title)
-    return _save(fig, out)
+    return save_png(fig, out)
 
 
 def tsne_figure(features: dict[str, torch.Tensor], labels: torch.Tensor, names: list[str], out: Path, title: str,
@@ -79,7 +79,7 @@ def tsne_figure(features: dict[str, torch.Tensor], labels: torch.Tensor, names: 
     """Poster Figure 6: a 2-D t-SNE (scikit-learn) of each encoder's tokens ``features`` {encoder: (N, D)}
     coloured by ``labels`` (N,) -> ``names``; at most ``max_tokens`` tokens, the same ones for every encoder,
     drawn with equal shares per structure where there are enough."""
-    plt = _pyplot()
+    plt = pyplot()
     from sklearn.manifold import TSNE
 
     keep = balanced_subset(labels, max_tokens, seed)
@@ -93,7 +93,7 @@ def tsne_figure(features: dict[str, torch.Tensor], labels: torch.Tensor, names: 
         ax.set_title(name), ax.set_xticks([]), ax.set_yticks([])
     axes[0][-1].legend(markerscale=4, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(title)
-    return _save(fig, out)
+    return save_png(fig, out)
 
 
 def balanced_subset(labels: torch.Tensor, count: int, seed: int) -> torch.Tensor:
@@ -109,27 +109,6 @@ def balanced_subset(labels: torch.Tensor, count: int, seed: int) -> torch.Tensor
         where = torch.nonzero(labels == c).flatten()
         chosen.append(where[torch.randperm(len(where), generator=generator)[: share[c]]])
     return torch.cat(chosen).sort().values
-
-
-def _pyplot():
-    """matplotlib.pyplot on the file-only Agg backend (imported here: matplotlib is a pipeline extra)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, out: Path) -> Path:
-    """Write the figure as PNG (atomically) and close it."""
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    atomic_write_bytes(Path(out), buffer.getvalue())
-    return Path(out)
 
 
 def draw(source: str | Path, encoders: list[str], structure: str, out_dir: str | Path, stage: int = 2, seed: int = 0,

@@ -1,0 +1,51 @@
+"""Screenshots of `snakemake --report` in headless Chromium: the start page, then each category of results opened.
+
+    python scripts/report_screenshots.py report.html OUT_DIR [--chromium /usr/bin/chromium]
+
+Needs the `playwright` Python package (its browser download is not needed: it drives the system's Chromium,
+Debian's `chromium` package). Prints each screenshot's path and the categories it found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import tempfile
+from pathlib import Path
+
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("report", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
+        browser = pw.chromium.launch_persistent_context(profile, executable_path=args.chromium, headless=True,
+                                                        args=FLAGS, viewport={"width": 1500, "height": 1000})
+        page = browser.new_page()
+        page.goto(args.report.resolve().as_uri())
+        page.wait_for_timeout(2000)
+        shot = args.out / "00_start.png"
+        page.screenshot(path=str(shot), full_page=True)
+        print(shot)
+        texts = [t.strip() for t in page.locator("a, button, li, span").all_inner_texts() if t.strip()]
+        categories = [t for t in dict.fromkeys(texts) if t in ("Benchmark", "Structure awareness", "Loss ablation", "Sweep")]
+        print("categories:", categories)
+        for i, name in enumerate(categories, 1):
+            page.get_by_text(name, exact=True).first.click()
+            page.wait_for_timeout(1000)
+            shot = args.out / f"{i:02d}_{re.sub(r'\\W+', '_', name.lower())}.png"
+            page.screenshot(path=str(shot), full_page=True)
+            print(shot)
+        browser.close()
+
+
+if __name__ == "__main__":
+    main()
