@@ -166,14 +166,17 @@ def ablation_table(metric_files: list[Path], terms: dict[str, str]) -> pd.DataFr
 
 
 def ordering(table: pd.DataFrame, dataset: str) -> dict:
-    """Our order and the poster's of the variants the poster prints, best first, and Kendall's tau between them."""
+    """Our order and the poster's of the variants the poster prints, best first, Kendall's tau between them, and
+    whether ours is resolved: the range of our means exceeds the mean of the seeds' std (else it is noise)."""
     from scipy.stats import kendalltau
 
     rows = table[(table.dataset == dataset) & table.paper.notna()]
     ours = list(rows.sort_values("mean", ascending=False).method)
     poster = list(rows.sort_values("paper", ascending=False).method)
     tau = float(kendalltau(rows["mean"], rows["paper"]).statistic) if len(rows) >= 2 else math.nan
-    return {"ours": ours, "poster": poster, "kendall_tau": tau, "same_best": bool(ours and ours[0] == poster[0])}
+    spread, noise = float(rows["mean"].max() - rows["mean"].min()), float(rows["std"].mean())
+    return {"ours": ours, "poster": poster, "kendall_tau": tau, "same_best": bool(ours and ours[0] == poster[0]),
+            "range": spread, "seed_std": noise, "resolved": bool(len(rows) >= 2 and spread > noise)}
 
 
 def ablation_markdown(table: pd.DataFrame) -> str:
@@ -202,7 +205,9 @@ def ablation_markdown(table: pd.DataFrame) -> str:
         o = ordering(table, d)
         tau = "—" if math.isnan(o["kendall_tau"]) else f"{o['kendall_tau']:+.2f}"
         lines.append(f"- {d}: ours {' > '.join(o['ours']) or '—'}; poster {' > '.join(o['poster']) or '—'}; "
-                     f"Kendall τ {tau}; same best: {'yes' if o['same_best'] else 'no'}")
+                     f"Kendall τ {tau}; same best: {'yes' if o['same_best'] else 'no'}; range of our means "
+                     f"{o['range']:.2f} against a mean seed std of {o['seed_std']:.2f}"
+                     f"{'' if o['resolved'] else ' (not resolved: the order is within the seeds’ noise)'}")
     return "\n".join(lines) + "\n"
 
 
