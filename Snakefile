@@ -37,6 +37,7 @@ rule all:
         f"{RESULTS}/benchmark.csv",
         f"{RESULTS}/benchmark.md",
         f"{RESULTS}/metrics.json",
+        rules.benchmark_table.output,
         rules.benchmark_plots.output,
         figure_targets(),
     default_target: True

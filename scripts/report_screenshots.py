@@ -1,4 +1,4 @@
-"""Screenshots of `snakemake --report` in headless Chromium: the start page, then each category of results opened.
+"""Screenshots of `snakemake --report` in headless Chromium: the start page, then the first items of each category.
 
     python scripts/report_screenshots.py report.html OUT_DIR [--chromium /usr/bin/chromium]
 
@@ -22,6 +22,7 @@ def main() -> None:
     parser.add_argument("report", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--items", type=int, default=2, help="items opened per category")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -39,11 +40,20 @@ def main() -> None:
         categories = [t for t in dict.fromkeys(texts) if t in ("Benchmark", "Structure awareness", "Loss ablation", "Sweep")]
         print("categories:", categories)
         for i, name in enumerate(categories, 1):
+            page.goto(args.report.resolve().as_uri())  # back to the start page
+            page.wait_for_timeout(1500)
             page.get_by_text(name, exact=True).first.click()
             page.wait_for_timeout(1000)
-            shot = args.out / f"{i:02d}_{re.sub(r'\\W+', '_', name.lower())}.png"
-            page.screenshot(path=str(shot), full_page=True)
-            print(shot)
+            slug = re.sub(r"\W+", "_", name.lower())
+            files = [t for t in page.locator("td").all_inner_texts() if t.strip().startswith("results/")]
+            print(f"{name}: {len(dict.fromkeys(files))} items")
+            for j, item in enumerate(list(dict.fromkeys(f.strip() for f in files))[: args.items]):
+                row = page.locator("tr").filter(has_text=item).first
+                row.locator("a[iconname=eye]").click()  # shows the item (a table, an image) with its caption
+                page.wait_for_timeout(1500)
+                shot = args.out / f"{i:02d}_{slug}_{j}.png"
+                page.screenshot(path=str(shot))
+                print(shot, item)
         browser.close()
 
 

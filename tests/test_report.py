@@ -35,6 +35,8 @@ def test_mean_and_sample_std_over_seeds(tmp_path, capsys):
     assert "| synthetic_btcv | segmentation | Dice | scratch | 10% | 23.33 ± 15.28 | 3 | 3 | — |" in table
     assert "Frozen-encoder protocol" not in table and "probe" not in nested
     assert "3 rows from 7 runs" in capsys.readouterr().out
+    page = (tmp_path / "out" / "benchmark.html").read_text()  # the report's view: the same table as HTML
+    assert "<td>synthetic_btcv</td>" in page and "<td>23.33 ± 15.28</td>" in page and page.count("<tr>") == 4
 
 
 def test_probe_results_become_a_second_table(tmp_path):
@@ -97,6 +99,7 @@ def test_ablation_table_sets_variants_beside_the_poster_and_compares_the_orderin
     assert "- btcv: ours lg_p2s > s2dc > lg_p2p > lg; poster s2dc > lg_p2s > lg_p2p > lg; Kendall τ +0.67; same best: no; range of our means 31.00 against a mean seed std of 2.47" in table
     assert "- autopet: ours s2dc > lg; poster s2dc > lg; Kendall τ +1.00; same best: yes; range of our means 45.00" in table
     assert "not resolved" not in table
+    assert "<td>lg_p2s</td>" in (tmp_path / "out" / "ablation.html").read_text()
     assert "| btcv | 2 | lg | segmentation | balanced accuracy | 50.0 | — | 0.500 | 0.600 | 1.20 |" in table
     nested = json.loads((tmp_path / "out" / "ablation.json").read_text())
     assert nested["btcv"]["ordering"]["kendall_tau"] == pytest.approx(4 / 6)

@@ -40,13 +40,15 @@ def test_export_writes_the_table_best_parameters_and_figures(tmp_path, capsys):
     study.tell(study.ask(), state=TrialState.FAIL)
     run_worker(study, make_toy_objective({"steps": 2, "sleep": 0.0}, dims), dims, 5, liveness, log=lambda _: None)
     written = export_study(str(storage), "done", tmp_path / "out")
-    assert sorted(p.name for p in written.values()) == sorted(["trials.csv", "best.yaml", *FIGURES])
+    assert sorted(p.name for p in written.values()) == sorted(["trials.csv", "trials.html", "best.yaml", *FIGURES])
 
     table = pd.read_csv(tmp_path / "out" / "trials.csv")
     assert len(table) == 7 and table["counted"].sum() == 5
     assert {"params_pretrain.loss.weight_p2p", "params_finetune.train.lr", "failure", "retried_as"} <= set(table)
     assert table.loc[table["state"] == "FAIL", "failure"].tolist() == ["surplus", "killed"]
     assert table.loc[table["state"] != "FAIL", "failure"].isna().all()
+    page = (tmp_path / "out" / "trials.html").read_text()  # the report's view of the same trials
+    assert page.count("<tr") == 1 + 7 and "<th>pretrain.loss.weight_p2p</th>" in page and "<td>surplus</td>" in page
 
     best = yaml.safe_load((tmp_path / "out" / "best.yaml").read_text())
     assert best["budget"] == 5 and best["finished"] == 5

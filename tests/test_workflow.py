@@ -47,10 +47,10 @@ def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
     html = (work / "report.html").read_text()
     assert "Structure awareness" in html and "similarity.png" in html and "tsne.png" in html
     assert "white cross" in html  # the caption of the similarity map
-    assert "Loss ablation" in html and "ablation.csv" in html and "Kendall" in html
+    assert "Loss ablation" in html and "ablation.html" in html and "Kendall" in html
     assert "label_ratio.png" in html and "synthetic_btcv.png" in html and "hollow on the right-hand axis" in html
-    assert "benchmark.csv" in html and "probe.csv" in html and "frozen-encoder protocol" in html
-    assert "Sweep" in html and "trials.csv" in html and "parallel_coordinate.png" in html and "median pruner" in html
+    assert "benchmark.html" in html and "frozen-encoder protocol" in html
+    assert "Sweep" in html and "trials.html" in html and "parallel_coordinate.png" in html and "median pruner" in html
     budget = yaml.safe_load((REPO / "params.yaml").read_text())["scales"]["smoke"]["sweep"]["budget"]
     best = yaml.safe_load((work / "results/smoke/sweep/best.yaml").read_text())
     assert best["budget"] == best["finished"] == budget and set(best["best"]["params"]) == {"pretrain"}

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..data.datalist import registry_spec
 from ..files import atomic_write_text
+from .html import markdown_page
 
 def paper_score(dataset: str, method: str, label_ratio: float) -> float:
     """The poster's number for this row (the registry's), NaN where it prints none."""
@@ -120,8 +121,8 @@ def probe_markdown(probes: pd.DataFrame) -> str:
 
 
 def write_report(metric_files: list[Path], out_dir: Path, probe_files: list[Path] = ()) -> pd.DataFrame:
-    """Aggregate ``metric_files`` (and ``probe_files``) and write benchmark.csv, benchmark.md, metrics.json and
-    probe.csv (the probe table; only its header without probe files) into ``out_dir``."""
+    """Aggregate ``metric_files`` (and ``probe_files``) and write benchmark.csv, benchmark.md (and .html), metrics.json
+    and probe.csv (the probe table; only its header without probe files) into ``out_dir``."""
     table = summarise(collect(metric_files))
     probes = collect_probes(list(probe_files))
     text, nested = markdown(table), nested_metrics(table)
@@ -143,6 +144,7 @@ def write_report(metric_files: list[Path], out_dir: Path, probe_files: list[Path
     atomic_write_text(out_dir / "benchmark.md", text)
     atomic_write_text(out_dir / "metrics.json", json.dumps(nested, indent=2) + "\n")
     atomic_write_text(out_dir / "probe.csv", probes.to_csv(index=False, float_format="%.4f"))
+    atomic_write_text(out_dir / "benchmark.html", markdown_page("The benchmark", text))
     return table
 
 
@@ -213,7 +215,7 @@ def ablation_markdown(table: pd.DataFrame) -> str:
 
 def write_ablation(metric_files: list[Path], terms: dict[str, str], out_dir: Path,
                    probe_files: list[Path] = ()) -> pd.DataFrame:
-    """Write ablation.csv, ablation.md and ablation.json (nested, with the orderings, for ``dvc metrics``) into
+    """Write ablation.csv, ablation.md (and .html) and ablation.json (nested, with the orderings, for ``dvc metrics``) into
     ``out_dir``; ``probe_files`` (``s2dc probe`` of every variant's encoder) add the frozen-encoder table."""
     table = ablation_table(metric_files, terms)
     probes = collect_probes(list(probe_files))
@@ -234,6 +236,7 @@ def write_ablation(metric_files: list[Path], terms: dict[str, str], out_dir: Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "ablation.csv", table.to_csv(index=False, float_format="%.4f"))
     atomic_write_text(out_dir / "ablation.md", text)
+    atomic_write_text(out_dir / "ablation.html", markdown_page("The loss ablation", text))
     atomic_write_text(out_dir / "ablation.json", json.dumps(nested, indent=2) + "\n")
     return table
 

@@ -1,4 +1,4 @@
-"""Outputs of a finished study: ``trials.csv``, ``best.yaml`` and three figures (optimisation history, parallel
+"""Outputs of a finished study: ``trials.csv`` (and as HTML, ``trials.html``), ``best.yaml`` and three figures (optimisation history, parallel
 coordinates, parameter importances), each written atomically. A figure that cannot be drawn (e.g. importances need
 two completed trials whose parameters differ) becomes a PNG saying why, with a warning."""
 
@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from ..files import atomic_write_text
 from ..pyplot import pyplot, save_png
+from ..report.html import STYLE
 from .liveness import RETRY_ATTR
 from .space import nest
 from .storage import open_study
@@ -54,11 +55,23 @@ def export_study(storage: str, study_name: str, out_dir: str | Path, *, force: b
                          f"{budget}: run its workers to the end first (or export anyway with --force)")
     out = Path(out_dir)
     written = {"trials.csv": out / "trials.csv", "best.yaml": out / "best.yaml"}
-    atomic_write_text(written["trials.csv"], _trials_table(study, trials).to_csv(index=False))
+    table = _trials_table(study, trials)
+    atomic_write_text(written["trials.csv"], table.to_csv(index=False))
+    written["trials.html"] = out / "trials.html"
+    atomic_write_text(written["trials.html"], _trials_page(study_name, table))
     atomic_write_text(written["best.yaml"], yaml.safe_dump(_best(study, trials, budget, finished), sort_keys=False))
     for name, function in FIGURES.items():
         written[name] = _figure(study, out / name, function)
     return written
+
+
+def _trials_page(study_name: str, table) -> str:
+    """The trials as an HTML page (the report shows it in place): number, state, value, parameters, failure."""
+    keep = [c for c in table.columns if c in ("number", "state", "value", "duration", "failure", "retried_as", "counted")
+            or c.startswith("params_")]
+    shown = table[keep].rename(columns=lambda c: c.removeprefix("params_"))
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><style>{STYLE}</style></head><body>"
+            f"<h3>Sweep {study_name}: {len(table)} trials</h3>{shown.to_html(index=False, float_format='%.4g')}</body></html>\n")
 
 
 def _trials_table(study: optuna.Study, trials: list):

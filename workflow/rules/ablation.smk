@@ -37,8 +37,9 @@ rule ablation_table:
         runs=ablation_targets(),
         probes=[f"{RESULTS}/ablation/probe/{d}.json" for d in ABLATION["datasets"]],
     output:
-        csv=report(f"{RESULTS}/ablation/ablation.csv", caption="../report/ablation.rst", category="Loss ablation"),
+        csv=f"{RESULTS}/ablation/ablation.csv",
         md=f"{RESULTS}/ablation/ablation.md",
+        html=report(f"{RESULTS}/ablation/ablation.html", caption="../report/ablation.rst", category="Loss ablation"),
         metrics=f"{RESULTS}/ablation/ablation.json",
     params:
         terms=" ".join(f"{v}={variant_terms(v)}" for v in ABLATION["variants"]),

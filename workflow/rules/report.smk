@@ -7,10 +7,11 @@ rule benchmark_table:
         runs=finetune_targets(),
         probes=probe_targets(),
     output:
-        csv=report(f"{RESULTS}/benchmark.csv", caption="../report/benchmark.rst", category="Benchmark"),
+        csv=f"{RESULTS}/benchmark.csv",
         md=f"{RESULTS}/benchmark.md",
+        html=report(f"{RESULTS}/benchmark.html", caption="../report/benchmark.rst", category="Benchmark"),
         metrics=f"{RESULTS}/metrics.json",
-        probe=report(f"{RESULTS}/probe.csv", caption="../report/probe.rst", category="Structure awareness"),
+        probe=f"{RESULTS}/probe.csv",
     params:
         out=lambda w, output: os.path.dirname(output.csv),
         code=CODE["report"],

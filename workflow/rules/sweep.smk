@@ -37,7 +37,8 @@ rule sweep_export:
     input:
         [f"{RESULTS}/sweep/workers/{w}.done" for w in range(SWEEP["workers"])],
     output:
-        trials=report(f"{RESULTS}/sweep/trials.csv", caption="../report/sweep.rst", category="Sweep"),
+        trials=f"{RESULTS}/sweep/trials.csv",
+        table=report(f"{RESULTS}/sweep/trials.html", caption="../report/sweep.rst", category="Sweep"),
         best=f"{RESULTS}/sweep/best.yaml",
         history=report(f"{RESULTS}/sweep/history.png", caption="../report/sweep_figures.rst", category="Sweep"),
         parallel=report(f"{RESULTS}/sweep/parallel_coordinate.png", caption="../report/sweep_figures.rst",
