@@ -114,7 +114,7 @@ def test_dvc_after_snakemake_redoes_and_deletes_nothing(tmp_path, smoke_run):
 
     # 5. `dvc plots show` draws the declared curves: each encoder's loss terms, each dataset's two methods.
     plots = json.loads(_run(work, sys.executable, "-m", "dvc", "plots", "show", "--json").stdout)["data"]
-    fields = {name: {v.get("field") or v.get("filename", "").rsplit("/", 1)[-1] for p in plot
+    fields = {name: {v.get("field") or v.get("filename::field", "").split("::")[0].rsplit("/", 1)[-1] for p in plot
                      for v in p["content"]["data"]["values"]} for name, plot in plots.items()}
     for modality in modalities:
         assert fields[f"pretrain_{modality}"] == {"loss.tsv", "loss_global.tsv", "loss_p2p.tsv", "loss_p2s.tsv"}, fields

@@ -92,13 +92,14 @@ def test_smoke_dag_runs_is_incremental_and_reruns_only_what_changed(smoke_run):
     dry = snakemake(tmp_path, "--cores", "2", "--config", "scale=smoke", "-n",
                     configfile=write_params(tmp_path / "changed.yaml", changed))
     assert dry.returncode == 0, dry.stderr[-3000:]
-    assert job_counts(dry.stdout) == {"finetune": 2 * len(smoke_datasets), "benchmark_table": 1, "all": 1}
+    assert job_counts(dry.stdout) == {"finetune": 2 * len(smoke_datasets), "benchmark_table": 1, "benchmark_plots": 1,
+                                      "all": 1}
 
 
 def test_job_logs_show_progress(smoke_run):
     """Pretraining and fine-tuning jobs log a progress line every log_every steps (1 at the smoke scale)."""
     logs = smoke_run / "logs" / "smoke"
-    pretrain = (logs / "pretrain" / "CT.log").read_text()
+    pretrain = (logs / "pretrain" / "CT_s2dc.log").read_text()
     steps = PARAMS["scales"]["smoke"]["pretrain"]["options"]["optim"]["steps"]
     for step in range(1, steps + 1):
         assert f"pretrain step {step}/{steps} loss " in pretrain
@@ -119,7 +120,8 @@ def test_pool_change_reruns_pretraining_and_everything_after(smoke_run, tmp_path
     ct = [d for d in PARAMS["scales"]["smoke"]["experiments"]["datasets"] if registry.get(d).modality == "CT"]
     assert len(ct) == 2  # btcv and cc_ccii: their S²DC runs and probes read the CT encoder
     assert job_counts(dry.stdout) == {"synthetic_dataset": 1, "pretrain": 1, "finetune": len(ct), "probe": len(ct),
-                                      "structure_figures": 1, "benchmark_table": 1, "all": 1}  # BTCV's figures
+                                      "structure_figures": 1, "benchmark_table": 1, "benchmark_plots": 1,
+                                      "all": 1}  # BTCV's figures
 
 
 def test_kill_minus_nine_then_a_plain_rerun_recovers(smoke_run, tmp_path):

@@ -23,7 +23,7 @@ def test_bare_snakemake_reads_the_default_profile_and_plans_the_paper_scale_with
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M))
     assert {k: int(v) for k, v in counts.items()} == {
         "download_archive": 3, "prepared_dataset": 13, "pretrain": 3, "finetune": 180, "probe": 10,
-        "structure_figures": 1, "benchmark_table": 1, "all": 1, "total": 212}, run.stdout[-2000:]
+        "structure_figures": 1, "benchmark_table": 1, "benchmark_plots": 1, "all": 1, "total": 213}, run.stdout[-2000:]
 
 
 def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
@@ -36,10 +36,10 @@ def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
     work = copy_run(smoke_run, tmp_path / "work")
     with ThreadPoolExecutor(max_workers=2) as pool:
         drawn = pool.submit(snakemake, tmp_path, "--dag", "--workflow-profile", "none", "--config", "scale=smoke")
-        second = snakemake(work, "--cores", "2", "--config", "scale=smoke", "ablation", "sweep")
+        second = snakemake(work, "--config", "scale=smoke", "--cores", "2", "ablation", "sweep")
     assert second.returncode == 0, second.stderr[-3000:]
-    report = snakemake(work, "--report", "report.html", "--workflow-profile", "none", "--config", "scale=smoke",
-                       "all", "ablation", "sweep")
+    report = snakemake(work, "--config", "scale=smoke", "--report", "report.html", "--workflow-profile", "none",
+                       "all", "ablation", "sweep")  # targets after an option of one value: --config takes several
     dag = drawn.result()
     assert dag.returncode == 0, dag.stderr[-3000:]
     assert dag.stdout.lstrip().startswith("digraph") and "pretrain" in dag.stdout
@@ -59,10 +59,11 @@ def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["variants"]["lg"] = {**params["variants"]["lg"], "global_temperature": 0.5}
-    (tmp_path / "changed.yaml").write_text(yaml.safe_dump(params))
-    replan = snakemake(work, "-n", "--config", "scale=smoke", "ablation", configfile=tmp_path / "changed.yaml")
+    (tmp_path / "changed.yaml").write_text(yaml.safe_dump(params, sort_keys=False))  # same order: same params
+    replan = snakemake(work, "--config", "scale=smoke", "-n", "ablation", configfile=tmp_path / "changed.yaml")
     jobs = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", replan.stdout, flags=re.M)}
-    assert jobs == {"pretrain": 1, "finetune": 1, "ablation_table": 1, "ablation": 1, "total": 4}, replan.stdout[-3000:]
+    assert jobs == {"pretrain": 1, "finetune": 1, "ablation_probe": 1, "ablation_table": 1, "ablation": 1, "total": 5}, \
+        replan.stdout[-3000:]
 
 
 def test_a_user_with_one_real_dataset_runs_just_its_rows(tmp_path):
@@ -163,7 +164,7 @@ def test_variants_are_planned_in_their_own_folders_and_checked(tmp_path):
     with ThreadPoolExecutor(max_workers=4) as pool:
         refused = {name: pool.submit(snakemake, tmp_path, "-n", "--config", "scale=smoke",
                                      configfile=tmp_path / f"{name}.yaml") for name in cases}
-        plan = snakemake(tmp_path, "-n", "-p", "--config", "scale=smoke", "--forceall", "ablation")
+        plan = snakemake(tmp_path, "--config", "scale=smoke", "-n", "-p", "--forceall", "ablation")
     assert plan.returncode == 0, plan.stderr[-3000:]
     jobs = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, flags=re.M)}
     # lg on CT (s2dc's encoder is the benchmark's), both variants fine-tuned on BTCV
