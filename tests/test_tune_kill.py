@@ -111,8 +111,8 @@ def test_sigterm_fails_the_running_trial_and_enqueues_its_retry(tmp_path):
         assert time.monotonic() < deadline and worker.poll() is None, worker.communicate()[1][-3000:]
         time.sleep(0.05)
     worker.terminate()
-    out, _ = worker.communicate(timeout=30)
-    assert worker.returncode == 128 + signal.SIGTERM
+    out, err = worker.communicate(timeout=30)
+    assert worker.returncode == 128 + signal.SIGTERM, err[-3000:]
     assert "trial 0: interrupted" in out
     interrupted, retry = _trials(storage)
     assert interrupted.state == TrialState.FAIL and interrupted.user_attrs["interrupted"] is True

@@ -16,7 +16,10 @@ Ctrl-C or SIGTERM is FAILED and retried by the next worker.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 import traceback
 import warnings
@@ -81,10 +84,42 @@ def is_surplus(study: optuna.Study, number: int, budget: int) -> bool:
     return sum(t.number < number and t.state in LIVE for t in study.get_trials(deepcopy=False)) >= budget
 
 
+#: Set when this process got SIGTERM: an exception that a library raises while handling the signal's SystemExit
+#: (it may arrive inside any call) is then an interruption, not the parameters' fault.
+TERMINATED = threading.Event()
+
+
+@contextlib.contextmanager
+def noting_sigterm():
+    """While running: SIGTERM sets :data:`TERMINATED`, then does what it did before (the command line's handler
+    exits with 143; with none, SystemExit(143)). Only the main thread can install handlers; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        TERMINATED.set()
+        if callable(previous):
+            previous(signum, frame)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_worker(study: optuna.Study, objective: Objective, dims: tuple[Dimension, ...], budget: int,
                liveness: Liveness, *, max_failures: int = 3, poll: float | None = None,
                log: Callable[[str], None] = print) -> WorkerReport:
     """Run trials of ``study`` until it holds ``budget`` finished trials (see the module docstring)."""
+    with noting_sigterm():
+        return _run_worker(study, objective, dims, budget, liveness, max_failures, poll, log)
+
+
+def _run_worker(study, objective, dims, budget, liveness, max_failures, poll, log) -> WorkerReport:
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
     poll = liveness.interval if poll is None else poll
@@ -142,8 +177,12 @@ def _run_trial(study, trial, objective, dims, liveness, budget, log) -> TrialSta
         except FloatingPointError as err:  # a diverged run: a bad region of the space, not a bug
             trial.set_user_attr(ERROR_ATTR, f"diverged: {err}")
         except Exception as err:
-            trial.set_user_attr(ERROR_ATTR, "".join(traceback.format_exception_only(err)).strip())
-            error = err
+            if TERMINATED.is_set():  # SIGTERM's SystemExit turned into another exception by a library
+                trial.set_user_attr(INTERRUPTED_ATTR, True)
+                interrupted = SystemExit(128 + signal.SIGTERM)
+            else:
+                trial.set_user_attr(ERROR_ATTR, "".join(traceback.format_exception_only(err)).strip())
+                error = err
         except BaseException as err:  # Ctrl-C, SIGTERM: not the parameters' fault, so they run again
             trial.set_user_attr(INTERRUPTED_ATTR, True)
             interrupted = err
