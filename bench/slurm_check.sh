@@ -375,8 +375,8 @@ if [ "${DVC_CHECK:-0}" = 1 ]; then
     [ "$(cut -d'|' -f3 <<<"$line")" = COMPLETED ] || die "SLURM job $id of dvc repro is not COMPLETED"
   done
   grep -q '^  pretrain:' "$WD/dvc.lock" || die "dvc.lock has no pretrain stage"
-  e1=$(sha256sum <"$WD/results/$SCALE/pretrain/CT/encoder.pt" | cut -c1-16)
-  e2=$(sha256sum <"$WS/results/$SCALE/pretrain/CT/encoder.pt" | cut -c1-16)
+  e1=$(sha256sum <"$WD/results/$SCALE/pretrain/CT/s2dc/encoder.pt" | cut -c1-16)
+  e2=$(sha256sum <"$WS/results/$SCALE/pretrain/CT/s2dc/encoder.pt" | cut -c1-16)
   say "dvc repro done in $(( $(date +%s) - t0 )) s; dvc.lock records the pretrain stage; encoder.pt sha256 $e1 (the snakemake SLURM run's: $e2)"
   [ "$e1" = "$e2" ] || die "the encoder of dvc repro differs from the SLURM run's"
 fi
