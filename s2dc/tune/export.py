@@ -126,7 +126,10 @@ def _figure(study: optuna.Study, path: Path, function: str) -> Path:
                 varying = [k for k in complete[0].params if len({repr(t.params.get(k)) for t in complete}) > 1]
                 if len(complete) < 2 or not varying:
                     raise ValueError("parameter importances need at least two completed trials whose parameters differ")
-            axes = getattr(optuna_plots, function)(study)
+            # fANOVA fits a random forest: seeded, the same study draws the same importances
+            extra = ({"evaluator": optuna.importance.FanovaImportanceEvaluator(seed=0)}
+                     if function == "plot_param_importances" else {})
+            axes = getattr(optuna_plots, function)(study, **extra)
         figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
         figure.set_size_inches(max(figure.get_size_inches()[0], 10), max(figure.get_size_inches()[1], 6))
     except Exception as err:  # a study too small or too uniform for this figure: say why in the picture
