@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..data.datalist import registry_spec
 from ..files import atomic_write_text
-from .html import markdown_page
+from ..pages import markdown_page
 
 def paper_score(dataset: str, method: str, label_ratio: float) -> float:
     """The poster's number for this row (the registry's), NaN where it prints none."""

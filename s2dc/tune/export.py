@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from ..files import atomic_write_text
 from ..pyplot import pyplot, save_png
-from ..report.html import STYLE
+from ..pages import page
 from .liveness import RETRY_ATTR
 from .space import nest
 from .storage import open_study
@@ -70,8 +70,7 @@ def _trials_page(study_name: str, table) -> str:
     keep = [c for c in table.columns if c in ("number", "state", "value", "duration", "failure", "retried_as", "counted")
             or c.startswith("params_")]
     shown = table[keep].rename(columns=lambda c: c.removeprefix("params_"))
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><style>{STYLE}</style></head><body>"
-            f"<h3>Sweep {study_name}: {len(table)} trials</h3>{shown.to_html(index=False, float_format='%.4g')}</body></html>\n")
+    return page(f"Sweep {study_name}: {len(table)} trials", shown.to_html(index=False, float_format="%.4g"))
 
 
 def _trials_table(study: optuna.Study, trials: list):

@@ -65,15 +65,11 @@ def stage_resources(stage: str) -> dict:
     return {k: v for k, v in P[stage]["resources"].items() if k != "threads"}
 
 
-def merge(base: dict, over: dict) -> dict:
-    """{section: {field: value}} ``base`` with ``over``'s fields on top (a new dict)."""
-    return {s: {**base.get(s, {}), **over.get(s, {})} for s in {**base, **over}}
-
-
-def sweep_spec(pool: str, data: str) -> str:
+def sweep_spec() -> str:
     """The spec of the sweep's study (s2dc sweep work --spec), as JSON: the scale's pretraining and fine-tuning options
     with each dataset's intensity preset, the trial's overrides (sweep.trial) on top, the search space and pruner."""
     from s2dc.data.preprocess_config import PreprocessConfig
+    from s2dc.tune.space import merge_options as merge
 
     def preset(name):
         return {"preprocess": PreprocessConfig.from_preset(registry.get(name).preset).intensity_fields()}
@@ -84,7 +80,7 @@ def sweep_spec(pool: str, data: str) -> str:
         "pretrain": merge(merge(preset(registry.pool_for(modality_of(dataset))), P["pretrain"]["options"]),
                           SWEEP["trial"].get("pretrain", {})),
         "finetune": merge(merge(preset(dataset), finetune_options()), SWEEP["trial"].get("finetune", {})),
-        "data": {"pretrain": pool, "finetune": data},
+        "data": {"pretrain": pool_json(modality_of(dataset)), "finetune": dataset_json(dataset)},
         "out_dir": f"{RESULTS}/sweep/work",
         "workers": SWEEP["workers"],
         "seed": SWEEP.get("seed", 0),
@@ -102,7 +98,7 @@ def sweep_storage() -> str:
 def sweep_study() -> str:
     """The study's name: the scale and a hash of what defines it (spec and budget), so that a changed sweep starts a
     new study in the same storage instead of mixing trials that are not comparable."""
-    return f"s2dc-{SCALE}-{short_hash([sweep_spec(pool_json(modality_of(SWEEP['dataset'])), dataset_json(SWEEP['dataset'])), SWEEP['budget']])}"
+    return f"s2dc-{SCALE}-{short_hash([sweep_spec(), SWEEP['budget']])}"
 
 
 def made_by(name: str) -> str:
@@ -326,9 +322,8 @@ _check_options("finetune.options", _finetune_config, finetune_options())
 def _check_sweep() -> None:
     from s2dc.tune.spec import spec_from_dict
 
-    spec = sweep_spec(pool_json(modality_of(SWEEP["dataset"])), dataset_json(SWEEP["dataset"]))
     try:
-        spec_from_dict(json.loads(spec), where=f"scales.{SCALE}.sweep (with the scale's options)")
+        spec_from_dict(json.loads(sweep_spec()), where=f"scales.{SCALE}.sweep (with the scale's options)")
     except ValueError as err:
         raise WorkflowError(f"params.yaml: {err}") from None
 

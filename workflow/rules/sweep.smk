@@ -15,7 +15,7 @@ rule sweep_worker:
         storage=sweep_storage(),
         study=sweep_study(),
         budget=SWEEP["budget"],
-        spec=lambda w, input: sweep_spec(input.pool, input.data),
+        spec=sweep_spec(),
     wildcard_constraints:
         worker=r"\d+",
     threads: SWEEP["resources"]["threads"]
