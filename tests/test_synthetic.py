@@ -262,3 +262,16 @@ def test_cli_synth(tmp_path, capsys):
     assert rc == 2
     assert "--shape" in capsys.readouterr().err
     assert not (tmp_path / "pool").exists()
+
+
+def test_a_third_of_the_ct_pool_is_chest_ct():
+    """The CT pool mixes abdominal phantoms with chest scans (the release pools BTCV and TCIA-COVID19): case i % 3 == 2
+    is a chest, told by its lungs (parenchyma at -900..-700 HU fills a tenth of the volume; the abdomen has no lung)."""
+    shape = (48, 48, 32)
+
+    def lung_fraction(index):
+        image = twins.TWINS["ct_pool"].make(case_seed(0, "ct_pool", index), shape, index).image[0]
+        return float(((image > -900) & (image < -700)).mean())
+
+    fractions = [lung_fraction(i) for i in range(6)]
+    assert [f > 0.1 for f in fractions] == [False, False, True, False, False, True], fractions

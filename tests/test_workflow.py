@@ -29,7 +29,8 @@ def test_bare_snakemake_reads_the_default_profile_and_plans_the_paper_scale_with
 def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
     """`--dag` and `--report` work without --cores and without the default profile (which sets cores); the report
     of the smoke run with its two second targets (ablation, sweep) holds the benchmark table and figures, the probe
-    table and structure figures, the ablation table and the sweep's table and figures, with their captions; then
+    table and structure figures, the ablation table and every variant's structure figures, the sweep's table and
+    figures, with their captions; then
     changing one variant's loss overrides replans only that variant's jobs."""
     import yaml
 
@@ -54,6 +55,9 @@ def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
     budget = yaml.safe_load((REPO / "params.yaml").read_text())["scales"]["smoke"]["sweep"]["budget"]
     best = yaml.safe_load((work / "results/smoke/sweep/best.yaml").read_text())
     assert best["budget"] == best["finished"] == budget and set(best["best"]["params"]) == {"pretrain"}
+    figures = work / "results/smoke/ablation/figures/btcv"
+    assert (figures / "similarity.png").stat().st_size > 0 and (figures / "tsne.png").stat().st_size > 0
+    assert html.count("similarity.png") >= 2  # the benchmark's and the variants' structure figures
     table = (work / "results/smoke/ablation/ablation.md").read_text()
     assert "| lg | L_g | dual_softmax |" in table and "83.43 (#2)" in table and "84.14 (#1)" in table
 
@@ -62,7 +66,8 @@ def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
     (tmp_path / "changed.yaml").write_text(yaml.safe_dump(params, sort_keys=False))  # same order: same params
     replan = snakemake(work, "--config", "scale=smoke", "-n", "ablation", configfile=tmp_path / "changed.yaml")
     jobs = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", replan.stdout, flags=re.M)}
-    assert jobs == {"pretrain": 1, "finetune": 1, "ablation_probe": 1, "ablation_table": 1, "ablation": 1, "total": 5}, \
+    assert jobs == {"pretrain": 1, "finetune": 1, "ablation_probe": 1, "ablation_figures": 1, "ablation_table": 1,
+                    "ablation": 1, "total": 6}, \
         replan.stdout[-3000:]
 
 

@@ -1,7 +1,8 @@
 # The loss ablation (poster Table 2), a second target: `snakemake --cores N ablation`. Each variant of
 # `ablation.variants` is pretrained (the benchmark's own s2dc encoders are reused) and fine-tuned on each of
 # `ablation.datasets` at `ablation.label_ratio` with every seed of the experiments; the table sets the variants
-# side by side with the poster's numbers and compares the orderings, and probes every variant's frozen encoder.
+# side by side with the poster's numbers and compares the orderings, and probes and draws every variant's frozen
+# encoder (the structure figures for the ablation datasets of `probe.figures`).
 
 
 rule ablation_probe:
@@ -32,6 +33,38 @@ rule ablation_probe:
         " --cache-dir {params.cache:q} --out {output.json:q}) > {log:q} 2>&1"
 
 
+rule ablation_figures:
+    # The structure figures (similarity to an anchor token, t-SNE) of every variant's encoder side by side.
+    input:
+        data=lambda w: dataset_json(w.dataset),
+        encoders=lambda w: [encoder_path(modality_of(w.dataset), v) for v in ABLATION["variants"]],
+    output:
+        similarity=report(f"{RESULTS}/ablation/figures/{{dataset}}/similarity.png", caption="../report/similarity.rst",
+                          category="Loss ablation", subcategory="{dataset}"),
+        tsne=report(f"{RESULTS}/ablation/figures/{{dataset}}/tsne.png", caption="../report/tsne.rst",
+                    category="Loss ablation", subcategory="{dataset}"),
+    params:
+        encoders=lambda w, input: " ".join(f"{v}={shlex.quote(e)}" for v, e in zip(ABLATION["variants"], input.encoders)),
+        stage=lambda w: probe_stage(w.dataset),
+        structure=lambda w: P["probe"]["figures"][w.dataset],
+        out=lambda w, output: os.path.dirname(output.similarity),
+        cache=f"{RESULTS}/cache/probe",
+        code=CODE["figures"],
+    threads: P["probe"]["resources"]["threads"]
+    resources:
+        **stage_resources("probe"),
+    conda:
+        "../envs/s2dc.yaml"
+    log:
+        f"logs/{SCALE}/ablation/figures/{{dataset}}.log",
+    benchmark:
+        f"benchmarks/{SCALE}/ablation/figures/{{dataset}}.tsv"
+    shell:
+        "(export OMP_NUM_THREADS={threads};"
+        " s2dc figures voxels random {params.encoders} --source {input.data:q} --structure {params.structure:q}"
+        " --stage {params.stage} --cache-dir {params.cache:q} --out-dir {params.out:q}) > {log:q} 2>&1"
+
+
 rule ablation_table:
     input:
         runs=ablation_targets(),
@@ -56,6 +89,7 @@ rule ablation_table:
         " > {log:q} 2>&1"
 
 rule ablation:
-    # The second target: the loss-ablation table of the active scale.
+    # The second target: the loss-ablation table of the active scale and the variants' structure figures.
     input:
         rules.ablation_table.output,
+        ablation_figure_targets(),

@@ -241,6 +241,12 @@ def figure_targets() -> list[str]:
             if d in EXP["datasets"] and modality_of(d) in MODALITIES for name in ("similarity", "tsne")]
 
 
+def ablation_figure_targets() -> list[str]:
+    """The structure figures of every ablation variant's encoder, for the ablation datasets of `probe.figures`."""
+    return [f"{RESULTS}/ablation/figures/{d}/{name}.png" for d in ABLATION["datasets"]
+            if d in P["probe"].get("figures", {}) for name in ("similarity", "tsne")]
+
+
 def probe_targets() -> list[str]:
     """Frozen-encoder results of every experiment dataset whose modality has an encoder."""
     if "s2dc" not in EXP["methods"]:

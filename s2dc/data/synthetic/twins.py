@@ -41,9 +41,24 @@ class Twin:
     description: str
 
 
+CC_CCII_CLASSES = ("Normal", "CP", "NCP")
+
+
 def _ct_pool(seed: int, shape: tuple[int, int, int], index: int) -> Case:
+    if index % 3 == 2:  # a third of the pool: chest CT (the release pools BTCV with TCIA-COVID19 chest scans)
+        return Case(chest_pool_ct(seed, shape)[None])
     image, _ = ct_phantom(seed, shape)
     return Case(image[None])
+
+
+def chest_pool_ct(seed: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """An unlabelled chest CT in HU ``(X, Y, Z)`` like TCIA-COVID19's: normal, or with a CP or NCP pattern (a third
+    each, from the seed) over 4-20 % of the lung parenchyma."""
+    c = chest.chest_anatomy(np.random.default_rng(seed), shape)
+    kind = int(c.rng.integers(3))
+    if kind:
+        lesions.pneumonia(c, CC_CCII_CLASSES[kind], float(c.rng.uniform(0.04, 0.20)))
+    return chest.render_ct(c)
 
 
 def _btcv(seed: int, shape: tuple[int, int, int], index: int) -> Case:
@@ -91,8 +106,6 @@ def _msd_lung(seed: int, shape: tuple[int, int, int], index: int) -> Case:
     return Case(chest.render_ct(c)[None], label=nodule.astype(np.uint8))
 
 
-CC_CCII_CLASSES = ("Normal", "CP", "NCP")
-
 
 def cc_ccii_case(seed: int, shape: tuple[int, int, int], index: int) -> tuple[Case, chest.Chest, np.ndarray]:
     """A CC-CCII case (class ``index % 3``) with its chest and opacity mask (empty for Normal)."""
@@ -128,7 +141,8 @@ def _brats23(seed: int, shape: tuple[int, int, int], index: int) -> Case:
 
 
 TWINS: dict[str, Twin] = {
-    "ct_pool": Twin(_ct_pool, "Synthetic abdominal CT phantoms (unlabelled pretraining pool)"),
+    "ct_pool": Twin(_ct_pool, "Synthetic CT in HU, unlabelled pretraining pool: abdominal phantoms (2 in 3, like BTCV) "
+                    "and chest phantoms, normal or with pneumonia (1 in 3, like TCIA-COVID19)"),
     "btcv": Twin(_btcv, "Synthetic abdominal CT phantoms with 13 BTCV organ labels (BTCV twin)"),
     "pet_pool": Twin(_pet_pool, "Synthetic FDG-PET pool: torso phantoms at full dose (3 in 4) and brain PET (1 in 4)"),
     "autopet": Twin(_autopet, "Synthetic torso FDG-PET (SUV) with 1-4 hot lesions among physiological uptake (AutoPET twin)"),
