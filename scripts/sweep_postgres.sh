@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Proves the database path of `s2dc sweep` against a real PostgreSQL: a throw-away cluster on 127.0.0.1 and a free
 # port, two concurrent workers of a small sweep (the toy objective) sharing one study to the same budget, then the
-# export and the trial counts; then a worker killed mid-trial (SIGKILL) and the next run, which retries its trial.
+# export and the trial counts; then a worker killed mid-trial (SIGKILL) and the next run, which retries its trial;
+# then the pipeline's own smoke sweep through Snakemake (`snakemake sweep`: its two worker jobs and the export, the
+# real objective), with `sweep.storage` set to the database by a second configfile, in a scratch working folder.
 # The cluster and its folder are removed on exit, whatever happens.
 #
 # Needs (installs nothing itself):
@@ -131,4 +133,29 @@ for t in trials:
     print(f"trial {t.number}: {t.state.name}; retry of {t.user_attrs.get('retry_of', '-')}; params {t.params}")
 assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 3 and trials[1].state.name == "FAIL"
 assert trials[2].params == trials[1].params
+EOF
+
+echo "== the smoke sweep through Snakemake, sweep.storage = the database"
+wf="$work/snakemake"
+mkdir -p "$wf"
+printf 'scales:\n  smoke:\n    sweep:\n      storage: "%s"\n' "$url" > "$wf/storage.yaml"
+(cd "$wf" && PATH="$(dirname "$PYTHON"):$PATH" "$PYTHON" -m snakemake --snakefile "$REPO/Snakefile" \
+    --configfile "$REPO/params.yaml" "$wf/storage.yaml" --config scale=smoke --cores 2 --quiet rules sweep)
+"$PYTHON" - "$url" "$wf/results/smoke/sweep/best.yaml" <<'EOF'
+import sys
+
+import optuna
+import yaml
+
+from s2dc.tune.storage import open_study
+
+url, best = sys.argv[1], yaml.safe_load(open(sys.argv[2]))
+names = [s.study_name for s in optuna.get_all_study_summaries(url) if s.study_name.startswith("s2dc-smoke-")]
+assert len(names) == 1, f"expected one pipeline study in the database, found {names}"
+trials = open_study(url, names[0], create=False).get_trials(deepcopy=False)
+finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+workers = {t.user_attrs["worker"]["pid"] for t in trials if "worker" in t.user_attrs}
+print(f"study {names[0]} in the database: {len(trials)} trials, {finished} finished of budget {best['budget']}, "
+      f"run by {len(workers)} worker process(es); best.yaml: finished {best['finished']}, best value {best['best']['value']}")
+assert finished == best["budget"] == best["finished"]
 EOF
