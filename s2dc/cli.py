@@ -127,7 +127,7 @@ def _figures(args: argparse.Namespace) -> int:
     from .eval.figures import draw
 
     for path in draw(args.source, args.encoders, args.structure, args.out_dir, stage=args.stage, seed=args.seed,
-                     cache_dir=args.cache_dir, device=args.device, preset=args.preset):
+                     cache_dir=args.cache_dir, device=args.device, preset=args.preset, labels=args.labels):
         print(path)
     return 0
 
@@ -309,6 +309,10 @@ def _add_figures(sub) -> None:
                                                  "names a panel")
     fig.add_argument("--source", required=True, help="labelled segmentation dataset.json (its validation cases)")
     fig.add_argument("--structure", required=True, help="class name of the anchor's structure, e.g. liver")
+    fig.add_argument("--labels", default="label",
+                     help="the per-voxel map the structures come from: 'label' (the dataset's labels; default) or "
+                          "another map its cases carry with names in the json, e.g. 'anatomy' (a twin's tissues: "
+                          "--structure 'white matter' on the BraTS twins)")
     fig.add_argument("--out-dir", required=True, help="output folder")
     _add_frozen_token_options(fig, "drawn", "seed of the random encoder and the t-SNE (default 0)")
     fig.set_defaults(func=_figures)

@@ -82,3 +82,24 @@ def test_figures_refuse_an_unknown_structure_and_a_classification_dataset(twin_a
                  "--out-dir", str(tmp_path / "c")]) == 2  # 32-voxel blocks: no adrenal gland fills an eighth of one
     assert "carries 'left adrenal gland' at stage 4" in capsys.readouterr().err
     assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_figures_anchor_on_a_tissue_of_the_twins_anatomy_map(twin_and_encoder, tmp_path, capsys):
+    """`--labels anatomy`: the BraTS twin's tissue map gives the structures (white matter, which BraTS does not
+    label); a dataset whose cases carry no such map is refused, naming the maps it has."""
+    _, encoder = twin_and_encoder
+    brats = write_dataset(tmp_path / "brats", "brats21", cases=2, seed=2, shape=(32, 32, 32), val_fraction=0.5)
+    out = tmp_path / "fig"
+    assert main(["figures", "voxels", f"s2dc={encoder}", "--source", str(brats), "--labels", "anatomy",
+                 "--structure", "white matter", "--stage", "1", "--out-dir", str(out)]) == 0
+    with Image.open(out / "similarity.png") as image:
+        assert image.format == "PNG" and image.width > 300
+    capsys.readouterr()
+    assert main(["figures", str(encoder), "--source", str(brats), "--structure", "white matter", "--stage", "1",
+                 "--out-dir", str(tmp_path / "a")]) == 2  # not a BraTS label
+    assert "'white matter' is not a class of the 'label' map" in capsys.readouterr().err
+    btcv, _ = twin_and_encoder
+    assert main(["figures", str(encoder), "--source", str(btcv), "--labels", "anatomy", "--structure", "liver",
+                 "--out-dir", str(tmp_path / "b")]) == 2
+    assert "has no per-voxel map 'anatomy'" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -222,3 +222,24 @@ def test_written_dataset_loads_with_the_preset(tmp_path, name):
     for ch in image:
         inside = ch[ch != 0]
         assert abs(inside.mean()) < 0.05 and abs(inside.std() - 1) < 0.05 and 0.15 < inside.size / ch.size < 0.6
+
+
+def test_brats21_twin_writes_its_tissue_map_beside_the_labels(tmp_path):
+    """The BraTS 2021 twin also writes each case's tissue map (role `anatomy`, names in `anatomy_labels`) for the
+    structure figures: the tumour labels are exactly its necrosis / edema / enhancing voxels, and it is zero exactly
+    outside the brain (where every sequence is zero); the other MRI twins write none."""
+    import nibabel as nib
+
+    path = write_dataset(tmp_path / "b21", "brats21", 2, 5, shape=(48, 48, 32), val_fraction=0.5)
+    doc = json.loads(path.read_text())
+    assert doc["anatomy_labels"]["3"] == "white matter" and doc["anatomy_labels"][str(EDEMA)] == "edema"
+    for case in list_cases(path, "training", ("image", "label", "anatomy")):
+        anatomy = np.asarray(nib.load(str(case["anatomy"])).dataobj)
+        label = np.asarray(nib.load(str(case["label"])).dataobj)
+        image = np.stack([np.asarray(nib.load(str(p)).dataobj) for p in case["image"]])
+        for value, tissue in ((1, NECROSIS), (2, EDEMA), (4, ENHANCING)):
+            assert np.array_equal(label == value, anatomy == tissue), value
+        assert np.array_equal(anatomy == 0, (image == 0).all(0))
+        assert (anatomy == WM).sum() > (anatomy == GM).sum() > 0
+    other = write_dataset(tmp_path / "b23", "brats23", 2, 5, shape=(48, 48, 32), val_fraction=0.5)
+    assert "anatomy_labels" not in json.loads(other.read_text()) and not (tmp_path / "b23" / "anatomyTr").exists()

@@ -126,6 +126,25 @@ def test_probe_stage_of_must_name_an_experiment_dataset(tmp_path):
     assert "probe.stage_of names ['msd_lung']" in run.stdout + run.stderr
 
 
+def test_structure_figures_anchor_on_a_label_or_on_a_twins_anatomy(tmp_path):
+    """probe.figures names a class of the dataset's labels, or {structure, labels: anatomy} a tissue of its twin's
+    anatomy map (quick: white matter on the BraTS 2021 twin); anything else stops the parse, naming the key."""
+    import yaml
+
+    plan = snakemake(tmp_path, "-n", "-p", "--forceall", "--config", "scale=quick")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert "--structure 'white matter' --labels anatomy" in plan.stdout
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    bad = {"tissue": ({"structure": "liver", "labels": "tissue"}, "probe.figures.btcv.labels: 'tissue' is not a map of btcv's cases"),
+           "not_drawn": ({"structure": "white matter", "labels": "anatomy"}, "'anatomy' is not a map of btcv's cases"),
+           "not_a_label": ("white matter", "'white matter' is not a class of btcv's 'label' map")}
+    for name, (entry, message) in bad.items():
+        params["scales"]["smoke"]["probe"]["figures"] = {"btcv": entry}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(params))
+        run = snakemake(tmp_path, "-n", "--config", "scale=smoke", configfile=tmp_path / f"{name}.yaml")
+        assert run.returncode != 0 and message in run.stdout + run.stderr, (name, run.stderr[-2000:])
+
+
 def test_the_architecture_is_written_once(tmp_path):
     """Fine-tuning takes the network's sizes from pretrain.options.encoder (the scratch run too); a size repeated
     under finetune.options.model is refused, naming the key."""

@@ -24,7 +24,7 @@ TASK_ROLES = {
     "reconstruction": ("image", "target"),
     "translation": ("image",),
 }
-_PATH_ROLES = ("image", "label", "target")
+_PATH_ROLES = ("image", "label", "target", "anatomy")  # anatomy: a per-voxel tissue map beside the labels
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 

@@ -112,17 +112,21 @@ def balanced_subset(labels: torch.Tensor, count: int, seed: int) -> torch.Tensor
 
 
 def draw(source: str | Path, encoders: list[str], structure: str, out_dir: str | Path, stage: int = 2, seed: int = 0,
-         cache_dir: str | Path | None = None, device: str = "auto", preset: str | None = None) -> list[Path]:
+         cache_dir: str | Path | None = None, device: str = "auto", preset: str | None = None,
+         labels: str = "label") -> list[Path]:
     """Both figures for the validation cases of the segmentation dataset ``source``: ``similarity.png`` (anchor in
     ``structure``, a class name of the json, on the validation case where that structure has most tokens) and
-    ``tsne.png`` (tokens of every validation case) in ``out_dir``; ``encoders`` as for ``s2dc probe``."""
+    ``tsne.png`` (tokens of every validation case) in ``out_dir``; ``encoders`` as for ``s2dc probe``. ``labels``:
+    the per-voxel map the structures come from, the dataset's ``label`` or e.g. a twin's ``anatomy`` (tissues the
+    labels leave out, such as white matter)."""
     labelled = named_encoders(encoders)
-    data = load_labelled(source, labelled, stage, cache_dir, device, preset, roles=("validation",))
+    data = load_labelled(source, labelled, stage, cache_dir, device, preset, roles=("validation",), labels=labels)
     if data.task.name != "segmentation":
         raise ValueError(f"'{source}' is a {data.task.name} dataset; the structure figures need token labels "
                          "(a segmentation dataset)")
     if structure not in data.names:
-        raise ValueError(f"structure {structure!r} is not a class of '{source}': {[n for n in data.names if n]}")
+        raise ValueError(f"structure {structure!r} is not a class of the {labels!r} map of '{source}': "
+                         f"{[n for n in data.names if n]}")
     target = data.names.index(structure)
     volumes, labels = data.volumes["validation"], data.targets["validation"]
     best = max(range(len(volumes)), key=lambda i: int((labels[i] == target).sum()))

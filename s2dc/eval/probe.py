@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from ..data.datalist import list_cases, read_datalist, registry_spec
 from ..data.errors import DataError
 from ..data.preprocess import PreprocessConfig
-from ..data.volumes import plain
+from ..data.volumes import LabelledCases, plain
 from ..downstream.tasks import TASKS, task_of
 from ..downstream.tasks.common import Setting
 from ..export import encoder_plan, load_encoder_weights, swinunetr_for
@@ -202,9 +202,12 @@ class Labelled:
 
 
 def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cache_dir: str | Path | None,
-                  device: str, preset: str | None, roles: tuple[str, ...] = ("training", "validation")) -> Labelled:
+                  device: str, preset: str | None, roles: tuple[str, ...] = ("training", "validation"),
+                  labels: str = "label") -> Labelled:
     """Read and preprocess every case of ``roles`` of ``source`` once, for the encoders ``labelled`` (sizes from
-    the first file) at Swin ``stage``; ``preset`` None takes the registry preset of the dataset the json names."""
+    the first file) at Swin ``stage``; ``preset`` None takes the registry preset of the dataset the json names.
+    ``labels``: the per-voxel map the token classes come from: the dataset's ``label``, or another path role of a
+    segmentation dataset's cases with its names under ``"<role>_labels"`` in the json (a twin's ``anatomy``)."""
     if not 0 <= stage <= 4:
         raise ValueError(f"--stage must be in 0..4 (0 = patch embedding, 4 = last Swin stage), got {stage}")
     sizes = encoder_sizes(next(e for e in labelled.values() if e not in (RANDOM, VOXELS)))
@@ -219,12 +222,18 @@ def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cach
         preset = known.preset
     multiple = sizes.patch_size * 16  # total downsampling of the Swin encoder
     task = TASKS[task_of(doc, source)](doc, source, SimpleNamespace(input_channel=""))
-    names = label_names(task, doc)
     setting = Setting(PreprocessConfig.from_preset(preset), (multiple,) * 3, 1, 0.0, 1, 0.0, device, nullcontext)
-    cases = {role: sorted(list_cases(source, role, task.roles, doc), key=lambda c: str(c["image"]))
-             for role in ("training", "validation")}
-    data = {role: ds for role, ds in zip(cases, task.datasets(cases["training"], cases["validation"], setting,
-                                                              cache_dir)) if role in roles}
+    if labels == "label":
+        names = label_names(task, doc)
+        cases = {role: sorted(list_cases(source, role, task.roles, doc), key=lambda c: str(c["image"]))
+                 for role in ("training", "validation")}
+        data = {role: ds for role, ds in zip(cases, task.datasets(cases["training"], cases["validation"], setting,
+                                                                  cache_dir)) if role in roles}
+    else:
+        names = map_names(doc, labels, source, task.name)
+        data = {role: LabelledCases([{"image": c["image"], "label": c[labels]} for c in sorted(
+                    list_cases(source, role, ("image", labels), doc), key=lambda c: str(c["image"]))],
+                    setting.preprocess, setting.roi_size, len(names), cache_dir) for role in roles}
     volumes, targets = {role: [] for role in data}, {role: [] for role in data}
     for role, ds in data.items():
         for i in range(len(ds)):
@@ -258,6 +267,19 @@ def features(data: Labelled, encoder: torch.nn.Module | None, volume: torch.Tens
 def model_sizes(sizes: EncoderConfig, in_channels: int) -> EncoderConfig:
     """The encoder's sizes for an input of ``in_channels`` (a one-channel encoder is inflated on loading)."""
     return EncoderConfig(**{**sizes.to_dict(), "in_channels": in_channels})
+
+
+def map_names(doc: dict, role: str, source: str | Path, task: str) -> list[str]:
+    """The class names by value (``""`` for an unnamed value) of the per-voxel map ``role`` of a segmentation
+    dataset, from the json's ``"<role>_labels"`` ({value: name}); :class:`DataError` if the json has none."""
+    table = doc.get(f"{role}_labels")
+    if task != "segmentation" or not isinstance(table, dict) or not table:
+        have = ["label", *sorted(k[: -len("_labels")] for k in doc if k.endswith("_labels"))] \
+            if task == "segmentation" else []
+        raise DataError(f"'{source}' ({task}) has no per-voxel map {role!r} named in '{role}_labels'; "
+                        f"the per-voxel maps it has: {have}")
+    named = {int(k): str(v) for k, v in table.items()}
+    return [named.get(value, "") for value in range(max(named) + 1)]
 
 
 def label_names(task, doc: dict) -> list[str]:

@@ -46,7 +46,8 @@ rule ablation_figures:
     params:
         encoders=lambda w, input: " ".join(f"{v}={shlex.quote(e)}" for v, e in zip(ABLATION["variants"], input.encoders)),
         stage=lambda w: probe_stage(w.dataset),
-        structure=lambda w: P["probe"]["figures"][w.dataset],
+        structure=lambda w: figure_anchor(w.dataset)[0],
+        labels=lambda w: figure_anchor(w.dataset)[1],
         out=lambda w, output: os.path.dirname(output.similarity),
         cache=f"{RESULTS}/cache/probe",
         code=CODE["figures"],
@@ -62,6 +63,7 @@ rule ablation_figures:
     shell:
         "(export OMP_NUM_THREADS={threads};"
         " s2dc figures voxels random {params.encoders} --source {input.data:q} --structure {params.structure:q}"
+        " --labels {params.labels:q}"
         " --stage {params.stage} --cache-dir {params.cache:q} --out-dir {params.out:q}) > {log:q} 2>&1"
 
 

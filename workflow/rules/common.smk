@@ -241,6 +241,13 @@ def figure_targets() -> list[str]:
             if d in EXP["datasets"] and modality_of(d) in MODALITIES for name in ("similarity", "tsne")]
 
 
+def figure_anchor(dataset: str) -> tuple[str, str]:
+    """(structure, per-voxel map) of the structure figures of ``dataset``: `probe.figures.<dataset>` is a class name
+    of its labels, or {structure, labels} naming another map of its cases (a twin's `anatomy`)."""
+    entry = P["probe"]["figures"][dataset]
+    return (entry, "label") if isinstance(entry, str) else (entry["structure"], entry["labels"])
+
+
 def ablation_figure_targets() -> list[str]:
     """The structure figures of every ablation variant's encoder, for the ablation datasets of `probe.figures`."""
     return [f"{RESULTS}/ablation/figures/{d}/{name}.png" for d in ABLATION["datasets"]
@@ -301,10 +308,11 @@ def _check_methods() -> None:
 
 
 def _check_datasets() -> None:
-    from s2dc.data.synthetic import KINDS as TWINS
+    from s2dc.data.synthetic import KINDS
+    from s2dc.data.synthetic.twins import TWINS
 
     try:
-        registry.check_selection(f"scales.{SCALE}", P["datasets"], EXP["datasets"], MODALITIES, TWINS)
+        registry.check_selection(f"scales.{SCALE}", P["datasets"], EXP["datasets"], MODALITIES, KINDS)
     except ValueError as err:
         raise WorkflowError(f"params.yaml: {err}") from None
     for key in ("stage_of", "figures"):
@@ -312,11 +320,19 @@ def _check_datasets() -> None:
         if stray:
             raise WorkflowError(f"params.yaml: scales.{SCALE}.probe.{key} names {stray}: expected datasets of "
                                 f"scales.{SCALE}.experiments.datasets {EXP['datasets']}")
-    for dataset, structure in P["probe"].get("figures", {}).items():
-        spec = registry.get(dataset)
-        if spec.task != "segmentation" or structure not in spec.labels.values():
-            raise WorkflowError(f"params.yaml: scales.{SCALE}.probe.figures.{dataset}: {structure!r} is not a class "
-                                f"of {dataset} ({spec.task}; classes: {sorted(spec.labels.values())})")
+    for dataset in P["probe"].get("figures", {}):
+        structure, labels = figure_anchor(dataset)
+        spec, key = registry.get(dataset), f"scales.{SCALE}.probe.figures.{dataset}"
+        if labels == "label":
+            names = spec.labels.values() if spec.task == "segmentation" else []
+        elif labels == "anatomy" and made_by(dataset) == "synthetic" and TWINS[dataset].anatomy:
+            names = TWINS[dataset].anatomy.values()
+        else:
+            raise WorkflowError(f"params.yaml: {key}.labels: {labels!r} is not a map of {dataset}'s cases: expected "
+                                "'label', or 'anatomy' for a synthetic twin that draws one")
+        if structure not in names:
+            raise WorkflowError(f"params.yaml: {key}: {structure!r} is not a class of {dataset}'s {labels!r} map "
+                                f"({spec.task}; classes: {sorted(names)})")
 
 
 from s2dc.train.config import build_config as _pretrain_config

@@ -43,7 +43,8 @@ rule structure_figures:
                     category="Structure awareness", subcategory="{dataset}"),
     params:
         stage=lambda w: probe_stage(w.dataset),
-        structure=lambda w: P["probe"]["figures"][w.dataset],
+        structure=lambda w: figure_anchor(w.dataset)[0],
+        labels=lambda w: figure_anchor(w.dataset)[1],
         out=lambda w, output: os.path.dirname(output.similarity),
         cache=f"{RESULTS}/cache/probe",
         code=CODE["figures"],
@@ -59,4 +60,5 @@ rule structure_figures:
     shell:
         "(export OMP_NUM_THREADS={threads};"
         " s2dc figures voxels random s2dc={input.encoder:q} --source {input.data:q} --structure {params.structure:q}"
+        " --labels {params.labels:q}"
         " --stage {params.stage} --cache-dir {params.cache:q} --out-dir {params.out:q}) > {log:q} 2>&1"

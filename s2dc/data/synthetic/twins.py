@@ -3,7 +3,9 @@
 A twin's ``make(seed, shape, index)`` returns one :class:`Case` in the roles of its registry
 dataset's task (the common layout of :mod:`s2dc.data.sources.common`): ``image`` channels in the
 order of the spec's ``channels``, and a ``label`` (segmentation), a ``klass`` (classification) or a
-``target`` (reconstruction). ``index`` is the case's place in the dataset, so a classification twin
+``target`` (reconstruction). A twin may also give an ``anatomy`` map, the tissue of every voxel (names in
+:attr:`Twin.anatomy`), which its release does not have: the structure figures can anchor on a tissue that
+the dataset's labels leave out (e.g. white matter on the BraTS twin). ``index`` is the case's place in the dataset, so a classification twin
 can balance its classes (class ``index % K``). Everything derives from ``seed``.
 """
 
@@ -17,6 +19,7 @@ import numpy as np
 from ..registry import get
 from . import abdomen, chest, lesions
 from .abdomen import ct_phantom
+from .brain import TISSUES
 from .brain_pet import brain_pet
 from .render_mri import mri_case
 from .torso_pet import torso_pet
@@ -25,12 +28,14 @@ from .torso_pet import torso_pet
 @dataclass
 class Case:
     """One synthetic case. ``image``: float32 ``(C, X, Y, Z)``; ``label``: uint8 ``(X, Y, Z)`` with the
-    registry's label values; ``klass``: class index; ``target``: float32 ``(X, Y, Z)``."""
+    registry's label values; ``klass``: class index; ``target``: float32 ``(X, Y, Z)``; ``anatomy``: uint8
+    ``(X, Y, Z)`` tissue codes (:attr:`Twin.anatomy`)."""
 
     image: np.ndarray
     label: np.ndarray | None = None
     klass: int | None = None
     target: np.ndarray | None = None
+    anatomy: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class Twin:
 
     make: Callable[[int, tuple[int, int, int], int], Case]
     description: str
+    anatomy: dict[int, str] | None = None  # names of the values of Case.anatomy, for twins that draw one
 
 
 CC_CCII_CLASSES = ("Normal", "CP", "NCP")
@@ -132,7 +138,7 @@ def _mri_pool(seed: int, shape: tuple[int, int, int], index: int) -> Case:
 
 def _brats21(seed: int, shape: tuple[int, int, int], index: int) -> Case:
     image, brain = mri_case(seed, shape, get("brats21").channels)
-    return Case(image, label=brain.label)
+    return Case(image, label=brain.label, anatomy=brain.tissue)
 
 
 def _brats23(seed: int, shape: tuple[int, int, int], index: int) -> Case:
@@ -158,7 +164,7 @@ TWINS: dict[str, Twin] = {
     "mri_pool": Twin(_mri_pool, "Synthetic skull-stripped brain T1w MRI, healthy (some with a glioma; unlabelled "
                                 "pretraining pool)"),
     "brats21": Twin(_brats21, "Synthetic brain MRI with a glioma, t1/t1ce/t2/flair rendered from shared tissue maps, "
-                              "BraTS labels 1 necrosis, 2 edema, 4 enhancing (BraTS 2021 twin)"),
+                              "BraTS labels 1 necrosis, 2 edema, 4 enhancing (BraTS 2021 twin)", anatomy=TISSUES),
     "brats23": Twin(_brats23, "Synthetic brain MRI with a glioma, t1n/t1c/t2w/t2f rendered from shared tissue maps "
                               "(BraTS 2023 sequence-translation twin)"),
 }

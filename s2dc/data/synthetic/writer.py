@@ -78,7 +78,8 @@ def write_dataset(
         A registry dataset with a twin (:data:`KINDS`). A pretraining pool lists every case under
         ``"training"``; a downstream twin lists its last ``max(1, round(cases * val_fraction))`` cases
         under ``"validation"`` (as BTCV's dataset_0.json). Files: ``imagesTr/case_XXXX.nii.gz`` (one
-        channel) or ``imagesTr/case_XXXX_<channel>.nii.gz``, ``labelsTr/``, ``targetsTr/``.
+        channel) or ``imagesTr/case_XXXX_<channel>.nii.gz``, ``labelsTr/``, ``targetsTr/``; for a twin that
+        draws an anatomy map, ``anatomyTr/`` too (role ``anatomy``, names under ``"anatomy_labels"``).
     cases : int
         Number of cases (>= 1 for a pool, >= 2 for a downstream twin, >= 2 per class for a classifier).
     seed : int
@@ -154,6 +155,8 @@ def write_dataset(
                 doc["regions"] = {name: list(values) for name, values in spec.regions.items()}
             if spec.task == "classification":
                 doc["classes"] = list(spec.outputs)
+            if twin.anatomy:
+                doc["anatomy_labels"] = {str(k): v for k, v in sorted(twin.anatomy.items())}
             doc["numTraining"] = cases - n_val
             doc["numValidation"] = n_val
             doc["training"] = entries[: cases - n_val]
@@ -200,4 +203,8 @@ def _write_case(folder: Path, name: str, case: twins.Case, spec, affine: np.ndar
         (folder / "targetsTr").mkdir(exist_ok=True)
         save_nifti(folder / "targetsTr" / f"{name}.nii.gz", case.target, affine, np.float32)
         entry["target"] = f"./targetsTr/{name}.nii.gz"
+    if case.anatomy is not None:
+        (folder / "anatomyTr").mkdir(exist_ok=True)
+        save_nifti(folder / "anatomyTr" / f"{name}.nii.gz", case.anatomy, affine, np.uint8)
+        entry["anatomy"] = f"./anatomyTr/{name}.nii.gz"
     return entry
