@@ -131,7 +131,8 @@ def test_structure_figures_anchor_on_a_label_or_on_a_twins_anatomy(tmp_path):
     anatomy map (quick: white matter on the BraTS 2021 twin); anything else stops the parse, naming the key."""
     import yaml
 
-    plan = snakemake(tmp_path, "-n", "-p", "--forceall", "--config", "scale=quick")
+    plan = snakemake(tmp_path, "-n", "-p", "--forceall", "--config", "scale=quick", "--cores", "1",
+                     "results/quick/figures/brats21/similarity.png")
     assert plan.returncode == 0, plan.stderr[-3000:]
     assert "--structure 'white matter' --labels anatomy" in plan.stdout
     params = yaml.safe_load((REPO / "params.yaml").read_text())
