@@ -153,3 +153,26 @@ def test_an_ablation_order_within_the_seed_noise_is_said_to_be_unresolved(tmp_pa
     table = (tmp_path / "out" / "ablation.md").read_text()
     assert "range of our means 0.50 against a mean seed std of 0.71 (not resolved" in table
     assert json.loads((tmp_path / "out" / "ablation.json").read_text())["btcv"]["ordering"]["resolved"] is False
+
+
+def test_the_label_ratio_curve_joins_each_methods_ratios_with_their_seed_spread(tmp_path):
+    """label_ratio.png's panel holds one line per method through its label ratios (x in %), at the mean over seeds
+    with the sample std as error bars, computed here by hand from the runs."""
+    from s2dc.report.figures import label_ratio_figure, summary
+    from s2dc.report.runs import read_runs
+
+    dice = {("scratch", 0.1): [0.20, 0.30], ("scratch", 1.0): [0.60, 0.64], ("s2dc", 0.1): [0.30, 0.34],
+            ("s2dc", 1.0): [0.70, 0.80]}
+    files = [write_run(tmp_path, m, s, d, ratio=r) for (m, r), ds in dice.items() for s, d in enumerate(ds)]
+    fig = label_ratio_figure(summary(read_runs(files)[1]))
+    panel = fig.axes[0]
+    assert panel.get_title() == "synthetic_btcv"
+    lines = {c.get_label(): c for c in panel.containers}  # one errorbar container per method
+    for method in ("scratch", "s2dc"):
+        xs, ys = lines[method].lines[0].get_data()
+        assert list(xs) == [10.0, 100.0]
+        want = [statistics.mean(100 * d for d in dice[(method, r)]) for r in (0.1, 1.0)]
+        assert list(ys) == pytest.approx(want)
+        (bars,) = lines[method].lines[2]
+        spans = [seg[1][1] - seg[0][1] for seg in bars.get_segments()]
+        assert spans == pytest.approx([2 * statistics.stdev(100 * d for d in dice[(method, r)]) for r in (0.1, 1.0)])
