@@ -146,6 +146,28 @@ def test_structure_figures_anchor_on_a_label_or_on_a_twins_anatomy(tmp_path):
         assert run.returncode != 0 and message in run.stdout + run.stderr, (name, run.stderr[-2000:])
 
 
+def test_the_sweep_study_changes_with_the_data_it_runs_on(tmp_path):
+    """A sweep never reuses trials run on other data: changing how the pool or the sweep's dataset is made names a
+    new study (the workers and the export all get it); changing a dataset the sweep does not read keeps the name."""
+    import yaml
+
+    def study(name, change=None):
+        params = yaml.safe_load((REPO / "params.yaml").read_text())
+        if change:
+            params["scales"]["smoke"]["datasets"][change]["seed"] += 1
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        plan = snakemake(tmp_path, "-n", "-p", "--forceall", "--config", "scale=smoke", "--cores", "1", "sweep",
+                         configfile=tmp_path / f"{name}.yaml")
+        assert plan.returncode == 0, plan.stderr[-3000:]
+        names = set(re.findall(r"--study '?(s2dc-smoke-\w+)", plan.stdout))
+        assert len(names) == 1 and plan.stdout.count(next(iter(names))) >= 3, plan.stdout[-3000:]  # 2 workers, export
+        return names.pop()
+
+    same = study("same")
+    assert study("pool", "ct_pool") != same and study("data", "btcv") != same
+    assert study("other", "udpet") == same
+
+
 def test_the_architecture_is_written_once(tmp_path):
     """Fine-tuning takes the network's sizes from pretrain.options.encoder (the scratch run too); a size repeated
     under finetune.options.model is refused, naming the key."""

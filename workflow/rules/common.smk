@@ -96,9 +96,14 @@ def sweep_storage() -> str:
 
 
 def sweep_study() -> str:
-    """The study's name: the scale and a hash of what defines it (spec and budget), so that a changed sweep starts a
-    new study in the same storage instead of mixing trials that are not comparable."""
-    return f"s2dc-{SCALE}-{short_hash([sweep_spec(), SWEEP['budget']])}"
+    """The study's name: the scale and a hash of what defines its trials (spec and budget; how the pool and the
+    dataset are made: their params.yaml entries and the code of their twin or converter; the pretraining and
+    fine-tuning code), so that a changed sweep or changed data starts a new study in the same storage instead of
+    mixing, or silently reusing, trials that are not comparable."""
+    dataset = SWEEP["dataset"]
+    made = {name: [P["datasets"][name], CODE["synth" if made_by(name) == "synthetic" else "prepare"]]
+            for name in (registry.pool_for(modality_of(dataset)), dataset)}
+    return f"s2dc-{SCALE}-{short_hash([sweep_spec(), SWEEP['budget'], made, CODE['pretrain'], CODE['finetune']])}"
 
 
 def made_by(name: str) -> str:
