@@ -140,7 +140,7 @@ wf="$work/snakemake"
 mkdir -p "$wf"
 printf 'scales:\n  smoke:\n    sweep:\n      storage: "%s"\n' "$url" > "$wf/storage.yaml"
 (cd "$wf" && PATH="$(dirname "$PYTHON"):$PATH" "$PYTHON" -m snakemake --snakefile "$REPO/Snakefile" \
-    --configfile "$REPO/params.yaml" "$wf/storage.yaml" --config scale=smoke --cores 2 --quiet rules sweep)
+    --configfile "$REPO/params.yaml" "$wf/storage.yaml" --quiet rules --config scale=smoke --cores 2 sweep)
 "$PYTHON" - "$url" "$wf/results/smoke/sweep/best.yaml" <<'EOF'
 import sys
 
