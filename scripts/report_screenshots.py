@@ -1,4 +1,5 @@
-"""Screenshots of `snakemake --report` in headless Chromium: the start page, then the first items of each category.
+"""Screenshots of `snakemake --report` in headless Chromium: the start page, then the first items of each category
+(of each subcategory, where a category has some).
 
     python scripts/report_screenshots.py report.html OUT_DIR [--chromium /usr/bin/chromium]
 
@@ -40,21 +41,36 @@ def main() -> None:
         categories = [t for t in dict.fromkeys(texts) if t in ("Benchmark", "Structure awareness", "Loss ablation", "Sweep")]
         print("categories:", categories)
         for i, name in enumerate(categories, 1):
-            page.goto(args.report.resolve().as_uri())  # back to the start page
-            page.wait_for_timeout(1500)
-            page.get_by_text(name, exact=True).first.click()
-            page.wait_for_timeout(1000)
-            slug = re.sub(r"\W+", "_", name.lower())
-            files = [t for t in page.locator("td").all_inner_texts() if t.strip().startswith("results/")]
-            print(f"{name}: {len(dict.fromkeys(files))} items")
-            for j, item in enumerate(list(dict.fromkeys(f.strip() for f in files))[: args.items]):
-                row = page.locator("tr").filter(has_text=item).first
-                row.locator("a[iconname=eye]").click()  # shows the item (a table, an image) with its caption
-                page.wait_for_timeout(1500)
-                shot = args.out / f"{i:02d}_{slug}_{j}.png"
-                page.screenshot(path=str(shot))
-                print(shot, item)
+            _open(page, args.report, [name])
+            subcategories = [t for t in dict.fromkeys(_texts(page)) if t not in texts and t != "Results"]
+            for k, sub in enumerate(subcategories or [None]):
+                path = [name] if sub is None else [name, sub]
+                _open(page, args.report, path)
+                slug = re.sub(r"\W+", "_", "_".join(path).lower())
+                files = list(dict.fromkeys(t.strip() for t in page.locator("td").all_inner_texts()
+                                           if t.strip().startswith("results/")))
+                print(f"{' / '.join(path)}: {len(files)} items")
+                for j, item in enumerate(files[: args.items]):
+                    row = page.locator("tr").filter(has_text=item).first
+                    row.locator("a[iconname=eye]").click()  # shows the item (a table, an image) with its caption
+                    page.wait_for_timeout(1500)
+                    shot = args.out / f"{i:02d}{chr(97 + k) if sub else ''}_{slug}_{j}.png"
+                    page.screenshot(path=str(shot))
+                    print(shot, item)
         browser.close()
+
+
+def _texts(page) -> list[str]:
+    return [t.strip() for t in page.locator("a, button, li, span").all_inner_texts() if t.strip()]
+
+
+def _open(page, report: Path, path: list[str]) -> None:
+    """From the start page, click through a category (and a subcategory) of the menu."""
+    page.goto(report.resolve().as_uri())
+    page.wait_for_timeout(1500)
+    for name in path:
+        page.get_by_text(name, exact=True).first.click()
+        page.wait_for_timeout(1000)
 
 
 if __name__ == "__main__":
