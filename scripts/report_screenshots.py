@@ -37,7 +37,7 @@ def main() -> None:
         shot = args.out / "00_start.png"
         page.screenshot(path=str(shot), full_page=True)
         print(shot)
-        texts = [t.strip() for t in page.locator("a, button, li, span").all_inner_texts() if t.strip()]
+        texts = _texts(page)
         categories = [t for t in dict.fromkeys(texts) if t in ("Benchmark", "Structure awareness", "Loss ablation", "Sweep")]
         print("categories:", categories)
         for i, name in enumerate(categories, 1):

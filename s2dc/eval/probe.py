@@ -223,17 +223,16 @@ def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cach
     multiple = sizes.patch_size * 16  # total downsampling of the Swin encoder
     task = TASKS[task_of(doc, source)](doc, source, SimpleNamespace(input_channel=""))
     setting = Setting(PreprocessConfig.from_preset(preset), (multiple,) * 3, 1, 0.0, 1, 0.0, device, nullcontext)
+    names = label_names(task, doc) if labels == "label" else map_names(doc, labels, source, task.name)
+    keys = task.roles if labels == "label" else ("image", labels)
+    cases = {role: sorted(list_cases(source, role, keys, doc), key=lambda c: str(c["image"]))
+             for role in ("training", "validation")}
     if labels == "label":
-        names = label_names(task, doc)
-        cases = {role: sorted(list_cases(source, role, task.roles, doc), key=lambda c: str(c["image"]))
-                 for role in ("training", "validation")}
         data = {role: ds for role, ds in zip(cases, task.datasets(cases["training"], cases["validation"], setting,
                                                                   cache_dir)) if role in roles}
-    else:
-        names = map_names(doc, labels, source, task.name)
-        data = {role: LabelledCases([{"image": c["image"], "label": c[labels]} for c in sorted(
-                    list_cases(source, role, ("image", labels), doc), key=lambda c: str(c["image"]))],
-                    setting.preprocess, setting.roi_size, len(names), cache_dir) for role in roles}
+    else:  # another map of the cases as their labels, through the segmentation task's own preprocessing
+        data = {role: LabelledCases([{"image": c["image"], "label": c[labels]} for c in cases[role]],
+                                    setting.preprocess, setting.roi_size, len(names), cache_dir) for role in roles}
     volumes, targets = {role: [] for role in data}, {role: [] for role in data}
     for role, ds in data.items():
         for i in range(len(ds)):
@@ -274,10 +273,14 @@ def map_names(doc: dict, role: str, source: str | Path, task: str) -> list[str]:
     dataset, from the json's ``"<role>_labels"`` ({value: name}); :class:`DataError` if the json has none."""
     table = doc.get(f"{role}_labels")
     if task != "segmentation" or not isinstance(table, dict) or not table:
-        have = ["label", *sorted(k[: -len("_labels")] for k in doc if k.endswith("_labels"))] \
-            if task == "segmentation" else []
+        have = ["label", *sorted(k.removesuffix("_labels") for k in doc if k.endswith("_labels"))]
         raise DataError(f"'{source}' ({task}) has no per-voxel map {role!r} named in '{role}_labels'; "
-                        f"the per-voxel maps it has: {have}")
+                        f"the per-voxel maps it has: {have if task == 'segmentation' else []}")
+    return names_by_value(table)
+
+
+def names_by_value(table: dict) -> list[str]:
+    """A json ``{value: name}`` table as names indexed by value, ``""`` for a value without a name."""
     named = {int(k): str(v) for k, v in table.items()}
     return [named.get(value, "") for value in range(max(named) + 1)]
 
@@ -288,8 +291,7 @@ def label_names(task, doc: dict) -> list[str]:
     enhancing tumour at values 1, 2, 4), since a token takes one class."""
     if not getattr(task, "regions", None):
         return list(getattr(task, "names", []))
-    labels = {int(k): str(v) for k, v in doc["labels"].items()}
-    return [labels.get(value, "") for value in range(max(labels) + 1)]
+    return names_by_value(doc["labels"])
 
 
 def _image_and_target(task, item: dict, stride: int, multiple: int, num_classes: int) -> tuple[torch.Tensor, object]:

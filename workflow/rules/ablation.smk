@@ -61,10 +61,7 @@ rule ablation_figures:
     benchmark:
         f"benchmarks/{SCALE}/ablation/figures/{{dataset}}.tsv"
     shell:
-        "(export OMP_NUM_THREADS={threads};"
-        " s2dc figures voxels random {params.encoders} --source {input.data:q} --structure {params.structure:q}"
-        " --labels {params.labels:q}"
-        " --stage {params.stage} --cache-dir {params.cache:q} --out-dir {params.out:q}) > {log:q} 2>&1"
+        STRUCTURE_FIGURES
 
 
 rule ablation_table:

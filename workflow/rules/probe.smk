@@ -32,6 +32,16 @@ rule probe:
 # The method's claim drawn (the poster's Figures 1 and 6): for the datasets of `probe.figures` ({dataset:
 # structure}), the cosine similarity of a slice's tokens to an anchor token in that structure and a t-SNE of the
 # validation tokens, for the raw voxels, a random encoder and the S²DC encoder.
+# The command of the structure figures (here and in the loss ablation): params.encoders names the panels after the
+# raw voxels and a random encoder.
+STRUCTURE_FIGURES = (
+    "(export OMP_NUM_THREADS={threads};"
+    " s2dc figures voxels random {params.encoders} --source {input.data:q} --structure {params.structure:q}"
+    " --labels {params.labels:q}"
+    " --stage {params.stage} --cache-dir {params.cache:q} --out-dir {params.out:q}) > {log:q} 2>&1"
+)
+
+
 rule structure_figures:
     input:
         data=lambda w: dataset_json(w.dataset),
@@ -42,6 +52,7 @@ rule structure_figures:
         tsne=report(f"{RESULTS}/figures/{{dataset}}/tsne.png", caption="../report/tsne.rst",
                     category="Structure awareness", subcategory="{dataset}"),
     params:
+        encoders=lambda w, input: f"s2dc={shlex.quote(input.encoder)}",
         stage=lambda w: probe_stage(w.dataset),
         structure=lambda w: figure_anchor(w.dataset)[0],
         labels=lambda w: figure_anchor(w.dataset)[1],
@@ -58,7 +69,4 @@ rule structure_figures:
     benchmark:
         f"benchmarks/{SCALE}/figures/{{dataset}}.tsv"
     shell:
-        "(export OMP_NUM_THREADS={threads};"
-        " s2dc figures voxels random s2dc={input.encoder:q} --source {input.data:q} --structure {params.structure:q}"
-        " --labels {params.labels:q}"
-        " --stage {params.stage} --cache-dir {params.cache:q} --out-dir {params.out:q}) > {log:q} 2>&1"
+        STRUCTURE_FIGURES

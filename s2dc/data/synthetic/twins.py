@@ -3,10 +3,12 @@
 A twin's ``make(seed, shape, index)`` returns one :class:`Case` in the roles of its registry
 dataset's task (the common layout of :mod:`s2dc.data.sources.common`): ``image`` channels in the
 order of the spec's ``channels``, and a ``label`` (segmentation), a ``klass`` (classification) or a
-``target`` (reconstruction). A twin may also give an ``anatomy`` map, the tissue of every voxel (names in
-:attr:`Twin.anatomy`), which its release does not have: the structure figures can anchor on a tissue that
-the dataset's labels leave out (e.g. white matter on the BraTS twin). ``index`` is the case's place in the dataset, so a classification twin
+``target`` (reconstruction). ``index`` is the case's place in the dataset, so a classification twin
 can balance its classes (class ``index % K``). Everything derives from ``seed``.
+
+A twin may also give an ``anatomy`` map, the tissue of every voxel (names in :attr:`Twin.anatomy`), which
+its release does not have: the structure figures can anchor on a tissue that the dataset's labels leave
+out (e.g. white matter on the BraTS twin).
 """
 
 from __future__ import annotations
@@ -110,7 +112,6 @@ def _msd_lung(seed: int, shape: tuple[int, int, int], index: int) -> Case:
     c = chest.chest_anatomy(np.random.default_rng(seed), shape)
     nodule = lesions.lung_nodule(c)
     return Case(chest.render_ct(c)[None], label=nodule.astype(np.uint8))
-
 
 
 def cc_ccii_case(seed: int, shape: tuple[int, int, int], index: int) -> tuple[Case, chest.Chest, np.ndarray]:
