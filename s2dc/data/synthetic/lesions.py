@@ -9,12 +9,18 @@ unlabelled tissue shares, so the shape and the place decide, not the intensity:
   adrenals (32);
 * :func:`lung_nodule`: one deformed ellipsoid in a lung (radius 3-9 % of the grid), soft tissue at
   30 HU like the pulmonary vessels and the heart (40 HU);
-* :func:`pneumonia`: the two CC-CCII patterns with the same opacified volume fraction of the lung
-  parenchyma (drawn by the caller). ``"CP"`` (common pneumonia): one contiguous lobar/segmental
-  consolidation (-100...+20 HU) grown from a point deep in one lung (70 % of cases only that lung,
-  else a minor focus of 10-20 % of the volume in the other); ``"NCP"`` (COVID-19): multifocal
-  ground-glass patches (-620...-420 HU, vessels kept visible) in both lungs (35-65 % each),
-  peripheral/subpleural and posterior-basal.
+* :func:`pneumonia`: the two CC-CCII patterns adding the same *excess density* to the lungs: the
+  caller draws a budget ``excess`` (the parenchyma's mean HU increase, the same distribution for
+  both), each pattern draws its opacity HU and opacifies ``excess / (opacity HU - mean parenchyma
+  HU)`` of the lung parenchyma (at most 60 %). ``"CP"`` (common pneumonia): one contiguous
+  lobar/segmental consolidation (-100...+20 HU) grown from a point deep in one lung (70 % of cases
+  only that lung, else a minor focus of 10-20 % of the volume in the other); ``"NCP"`` (COVID-19):
+  multifocal ground-glass patches (-620...-420 HU, vessels kept visible) in both lungs (35-65 %
+  each), peripheral/subpleural and posterior-basal. Ground glass is about 2.5 x less dense above
+  the parenchyma than consolidation, so NCP opacifies about 2-2.5 x the volume of CP (as COVID-19
+  ground glass is typically more extensive than a bacterial lobar consolidation), and the lungs'
+  mean intensity does not tell CP from NCP: the pattern and texture (compact dense lobar
+  consolidation in one lung vs. widespread faint peripheral ground glass in both) do.
 
 Shapes: all masks are bool ``(X, Y, Z)`` on the phantom's grid. Each function draws from the case's
 generator only, so a case stays deterministic from its seed.
@@ -28,7 +34,7 @@ from .chest import LESION, LUNG, Chest
 from .fields import blur, noise_field, smooth_field
 from .geometry import ellipsoid, grid, normal, rotation, uniform
 
-__all__ = ["liver_tumours", "lung_nodule", "pneumonia"]
+__all__ = ["MAX_OPACIFIED", "liver_tumours", "lung_nodule", "pneumonia"]
 
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -104,18 +110,35 @@ def _top(score: np.ndarray, mask: np.ndarray, count: int) -> np.ndarray:
     return mask & (score >= threshold)
 
 
-def pneumonia(chest: Chest, kind: str, fraction: float) -> np.ndarray:
-    """Opacify ``fraction`` of the lung parenchyma of ``chest`` with pattern ``kind`` ("CP" or "NCP").
+MAX_OPACIFIED = 0.6  #: at most this fraction of the lung parenchyma is opacified
 
-    Edits ``chest.mean``/``sd``/``tissue`` in place; returns the opacity mask (bool ``(X, Y, Z)``).
+
+def pneumonia(chest: Chest, kind: str, excess: float) -> np.ndarray:
+    """Opacify the lung parenchyma of ``chest`` with pattern ``kind`` ("CP" or "NCP") adding ``excess`` HU.
+
+    ``excess`` is the budget of excess density: the increase of the parenchyma's mean HU, opacified
+    fraction x (opacity HU - mean parenchyma HU). The pattern draws its opacity HU (CP -100...+20,
+    NCP -620...-420), then opacifies ``excess / (opacity HU - mean parenchyma HU)`` of the parenchyma
+    (clipped to [0, :data:`MAX_OPACIFIED`]), so both classes add the same mean density for the same
+    budget and only the pattern tells them apart. Edits ``chest.mean``/``sd``/``tissue`` in place;
+    returns the opacity mask (bool ``(X, Y, Z)``).
     """
+    if kind not in ("CP", "NCP"):
+        raise ValueError(f"pneumonia kind must be 'CP' or 'NCP', got {kind!r}")
     rng, shape = chest.rng, chest.tissue.shape
     parenchyma = chest.tissue == LUNG
     total = int(parenchyma.sum())
     x, y, z = grid(shape)
     opacity = np.zeros(shape, bool)
+    base = float(chest.mean[parenchyma].mean()) if total else -850.0
     first = 1 + int(rng.integers(2))  # the main (CP) or first (NCP) lung
+
+    def opacified(value: float) -> float:
+        return float(np.clip(excess / max(value - base, 1.0), 0.0, MAX_OPACIFIED))
+
     if kind == "CP":
+        value, sd = uniform(rng, -100.0, 20.0), 15.0
+        fraction = opacified(value)
         minor = uniform(rng, 0.1, 0.2) if rng.random() < 0.3 else 0.0
         for label, share in ((first, 1 - minor), (3 - first, minor)):
             lung = parenchyma & (chest.side == label)
@@ -131,8 +154,9 @@ def pneumonia(chest: Chest, kind: str, fraction: float) -> np.ndarray:
                 d2 = d2 + (local / np.float32(semi[j] * shape[0])) ** 2
             score = -np.sqrt(d2) + np.float32(0.08) * smooth_field(rng, (4, 4, 4), shape)
             opacity |= _top(score, lung, round(share * fraction * total))
-        value, sd = uniform(rng, -100.0, 20.0), 15.0
-    elif kind == "NCP":
+    else:  # NCP
+        value, sd = uniform(rng, -620.0, -420.0), 40.0
+        fraction = opacified(value)
         share = uniform(rng, 0.35, 0.65)
         periphery = np.clip(2 * (1 - chest.depth), 0, 1)
         t = z / np.float32(max(shape[2] - 1, 1))
@@ -143,9 +167,6 @@ def pneumonia(chest: Chest, kind: str, fraction: float) -> np.ndarray:
             patches = smooth_field(rng, (max(3, shape[0] // 10), max(3, shape[1] // 10), max(3, shape[2] // 8)), shape)
             score = patches + np.float32(3.0) * periphery + np.float32(0.4) * np.clip(-chest.v, 0, 1) + np.float32(0.3) * (1 - t)
             opacity |= _top(score, lung, round(part * fraction * total))
-        value, sd = uniform(rng, -620.0, -420.0), 40.0
-    else:
-        raise ValueError(f"pneumonia kind must be 'CP' or 'NCP', got {kind!r}")
     chest.mean[opacity] = np.float32(value)
     chest.sd[opacity] = np.float32(sd)
     chest.tissue[opacity] = LESION

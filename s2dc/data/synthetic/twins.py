@@ -50,6 +50,13 @@ class Twin:
 
 
 CC_CCII_CLASSES = ("Normal", "CP", "NCP")
+#: Excess density budget of a pneumonia (HU, uniform): the lung parenchyma's mean HU increase, drawn alike for
+#: CP and NCP (:func:`.lesions.pneumonia`). CP opacifies about 4-22 % of the parenchyma, NCP about 2-2.5 x that.
+PNEUMONIA_EXCESS_HU = (30.0, 160.0)
+
+
+def _pneumonia_excess(rng: np.random.Generator) -> float:
+    return float(rng.uniform(*PNEUMONIA_EXCESS_HU))
 
 
 def _ct_pool(seed: int, shape: tuple[int, int, int], index: int) -> Case:
@@ -61,11 +68,11 @@ def _ct_pool(seed: int, shape: tuple[int, int, int], index: int) -> Case:
 
 def chest_pool_ct(seed: int, shape: tuple[int, int, int]) -> np.ndarray:
     """An unlabelled chest CT in HU ``(X, Y, Z)`` like TCIA-COVID19's: normal, or with a CP or NCP pattern (a third
-    each, from the seed) over 4-20 % of the lung parenchyma."""
+    each, from the seed) adding the same excess density as in :func:`cc_ccii_case` (:data:`PNEUMONIA_EXCESS_HU`)."""
     c = chest.chest_anatomy(np.random.default_rng(seed), shape)
     kind = int(c.rng.integers(3))
     if kind:
-        lesions.pneumonia(c, CC_CCII_CLASSES[kind], float(c.rng.uniform(0.04, 0.20)))
+        lesions.pneumonia(c, CC_CCII_CLASSES[kind], _pneumonia_excess(c.rng))
     return chest.render_ct(c)
 
 
@@ -115,12 +122,18 @@ def _msd_lung(seed: int, shape: tuple[int, int, int], index: int) -> Case:
 
 
 def cc_ccii_case(seed: int, shape: tuple[int, int, int], index: int) -> tuple[Case, chest.Chest, np.ndarray]:
-    """A CC-CCII case (class ``index % 3``) with its chest and opacity mask (empty for Normal)."""
+    """A CC-CCII case (class ``index % 3``) with its chest and opacity mask (empty for Normal).
+
+    CP and NCP draw the same excess density budget (:data:`PNEUMONIA_EXCESS_HU`, the lung's mean HU increase):
+    the dense consolidation covers less of the lung than the faint ground glass, so the lung's mean intensity
+    does not tell CP from NCP; the pattern does (compact lobar consolidation in one lung vs. widespread
+    peripheral ground glass in both), which averaging raw voxels destroys.
+    """
     c = chest.chest_anatomy(np.random.default_rng(seed), shape)
     klass = index % 3
-    fraction = float(c.rng.uniform(0.04, 0.20))
+    excess = _pneumonia_excess(c.rng)  # drawn for every class: a Normal case keeps its random stream
     if klass:
-        opacity = lesions.pneumonia(c, CC_CCII_CLASSES[klass], fraction)
+        opacity = lesions.pneumonia(c, CC_CCII_CLASSES[klass], excess)
     else:
         opacity = np.zeros(shape, bool)
     level, width = -600.0 + float(c.rng.uniform(-60, 60)), 1500.0 * float(c.rng.uniform(0.9, 1.1))  # scanner/export
@@ -161,7 +174,8 @@ TWINS: dict[str, Twin] = {
     "msd_lung": Twin(_msd_lung, "Synthetic chest CT phantoms with a soft-tissue lung nodule among vessels of the "
                      "same density (MSD Task06 twin)"),
     "cc_ccii": Twin(_cc_ccii, "Synthetic chest CT, 8-bit lung window: Normal / CP (lobar consolidation, one lung) / "
-                    "NCP (bilateral peripheral ground glass) (CC-CCII twin)"),
+                    "NCP (bilateral peripheral ground glass); CP and NCP add the same mean density to the lungs, "
+                    "so the pattern tells them apart, not the lungs' mean intensity (CC-CCII twin)"),
     "mri_pool": Twin(_mri_pool, "Synthetic skull-stripped brain T1w MRI, healthy (some with a glioma; unlabelled "
                                 "pretraining pool)"),
     "brats21": Twin(_brats21, "Synthetic brain MRI with a glioma, t1/t1ce/t2/flair rendered from shared tissue maps, "
