@@ -10,7 +10,7 @@ roll ~5 deg sd) and a smooth random deformation (~4 %). In the brain's own norma
 * cortical grey matter: the outer ribbon ``r >= 1 - t`` (``t`` ~0.11, thinner with atrophy) and the medial
   cortex along the interhemispheric fissure (a CSF gap ``|u|`` < 0.5-1.7 voxels, wider with atrophy,
   above the corpus callosum and at the poles); sulci are CSF speckles of the ribbon (10-25 %, more with
-  atrophy);
+  atrophy); focal atrophy (see Classes) turns more of the cortex into CSF in the AD pattern's region;
 * deep grey matter (basal ganglia / thalamus): a paramedian ellipsoid on each side;
 * lateral ventricles: paramedian ellipsoids, larger with atrophy; white matter: the rest of the cerebrum;
 * cerebellum: an ellipsoid below the occipital lobe (centre v -0.45, w -0.80), brainstem: a column under the
@@ -24,13 +24,30 @@ smooth per-case field (2 % sd) and a multiplicative texture (~5 %).
 
 Classes
 -------
-CN: the normal pattern. AD: the cortex reduced by 30-50 % times ``max(W_tp, W_pc)``, Gaussian weights
-centred on the lateral temporo-parietal cortex (``|u|`` 0.85, v -0.3, w 0.05) and on the posterior cingulate
-(medial, v -0.35, w 0.3); sensorimotor, occipital, frontal cortex, deep grey and cerebellum are spared.
-Atrophy ``a`` (uniform 0-1 in both classes: age-related, a nuisance) thins the cortex and widens sulci,
-fissure and ventricles, lowering the mean further. The global factor (log-uniform 0.65-1.5) dwarfs the
-few-percent loss of the mean that hypometabolism causes, so the brain's mean uptake does not tell the
-classes apart; the regional ratio (temporo-parietal / sensorimotor cortex) does.
+Both classes act on one region, ``W = max(W_tp, W_pc)``: Gaussian weights centred on the lateral
+temporo-parietal cortex (``|u|`` 0.85, v -0.3, w 0.05) and on the posterior cingulate (medial, v -0.35,
+w 0.3); sensorimotor, occipital, frontal cortex, deep grey and cerebellum lie outside it.
+
+* AD, hypometabolism: the cortex's uptake reduced by ``s W`` (``s`` uniform 0.30-0.50), the ribbon in place
+  but uniformly dim; little focal atrophy (``f`` uniform 0-0.10).
+* CN, focal atrophy (a nuisance, as the atrophy of ageing or of other disease is): ``f`` uniform 0.31-0.57,
+  a fraction ``f W`` of the cortex becomes CSF: a quarter of it by thinning the ribbon from the pial side,
+  the rest by widening sulci, bands around the zero-level sheets of a smooth field (sigma 4 voxels at 96,
+  scaled with the grid: ~7.5 voxels apart at 64 x 64 x 48, the widened sulci there ~2-4 voxels wide at the
+  pattern's peak, so they stay visible through the PET blur). Uptake per unit cortex is normal: bright
+  cortex fragments between dark CSF gaps.
+
+What does not tell the classes: the regional mean uptake. Replacing cortex by CSF (0.04 g) lowers a region's
+uptake by ``0.96 f W`` in CN; hypometabolism with its little atrophy by ``s W + f W (0.96 - s W)`` in AD; the
+ranges are matched (0.30-0.55 at the peak in both), so the mean of a temporo-parietal block, even relative to
+a sensorimotor one, is alike in the two classes: the partial-volume confound of FDG-PET (atrophy lowers the
+apparent uptake) made the twin's nuisance. Nor does the brain's mean: the global factor (log-uniform
+0.65-1.5) dwarfs the few-percent loss that either causes. Atrophy ``a`` (uniform 0-1 in both classes,
+age-related) thins the cortex and widens sulci, fissure and ventricles everywhere.
+
+What tells them: the local texture in the region, the uptake per unit cortex: near normal in CN (relative to
+sensorimotor cortex; large contrast between cortex and gaps), reduced in AD (a continuous dim ribbon, low
+contrast).
 
 The activity map is acquired with :mod:`.render_pet` (dose 15-30 counts per SUV per voxel). Everything
 derives from ``default_rng([seed, STREAM])``.
@@ -51,6 +68,11 @@ __all__ = ["CLASSES", "REGION", "BrainPET", "brain_pet"]
 
 STREAM = 0x50455432  # "PET2"
 CLASSES = ("CN", "AD")
+#: Focal-atrophy level (the fraction of the cortex turned into CSF at the pattern's peak) per class.
+FOCAL_CN = (0.31, 0.57)
+FOCAL_AD = (0.0, 0.10)
+#: Smoothness (voxels at 96) of the field whose zero-level sheets are the sulci that focal atrophy widens.
+SHEET_SIGMA = 4.0
 #: Region ids of :attr:`BrainPET.regions`.
 REGION: dict[int, str] = {0: "outside", 1: "cortex", 2: "white_matter", 3: "deep_grey", 4: "csf",
                           5: "cerebellum", 6: "brainstem"}
@@ -61,7 +83,8 @@ class BrainPET:
     """One brain phantom. ``activity`` float32 ``(X, Y, Z)`` (noise-free, unblurred); ``regions`` uint8
     :data:`REGION` ids; ``scan`` the full-dose :class:`PetScan`; ``ad`` the class (True: AD); pose of the
     cerebrum: ``centre`` (3,) voxels, ``semi`` (3,) voxels, ``rot`` (3, 3) (column j = local axis j);
-    ``atrophy`` in [0, 1], ``severity`` the AD reduction (0 for CN), ``global_factor``."""
+    ``atrophy`` in [0, 1], ``focal_atrophy`` the focal-atrophy level ``f`` (the fraction of the cortex turned into
+    CSF at the peak of the AD pattern's region), ``severity`` the AD reduction (0 for CN), ``global_factor``."""
 
     activity: np.ndarray
     regions: np.ndarray
@@ -71,6 +94,7 @@ class BrainPET:
     semi: np.ndarray
     rot: np.ndarray
     atrophy: float
+    focal_atrophy: float
     severity: float
     global_factor: float
 
@@ -118,6 +142,13 @@ def brain_pet(seed: int, shape: tuple[int, int, int] = (96, 96, 64), ad: bool | 
         sulci = cortex & (fold > thr)
     else:
         sulci = np.zeros(shape, bool)
+    # focal atrophy in the AD pattern's region: the ribbon thins from the pial side and sulci widen
+    w_tp = np.exp(-(((np.abs(u) - 0.85) / 0.35) ** 2 + ((v + 0.30) / 0.40) ** 2 + ((w - 0.05) / 0.45) ** 2))
+    w_pc = np.exp(-((u / 0.20) ** 2 + ((v + 0.35) / 0.22) ** 2 + ((w - 0.30) / 0.25) ** 2))
+    weight = np.maximum(w_tp, w_pc)
+    focal = uniform(rng, *(FOCAL_AD if ad else FOCAL_CN))
+    sheets = noise_field(rng, shape, max(0.5, SHEET_SIGMA * scale))  # sulcal fundi: its zero-level sheets
+    widened = _focal_atrophy(cortex & ~sulci, ribbon, r, thick, np.float32(focal) * weight, sheets)
     vs = 1 + a
     ventricles = np.zeros(shape, bool)
     deep = np.zeros(shape, bool)
@@ -129,7 +160,7 @@ def brain_pet(seed: int, shape: tuple[int, int, int] = (96, 96, 64), ad: bool | 
     regions[cerebrum] = 2
     regions[cerebrum & deep] = 3
     regions[cortex] = 1
-    regions[cerebrum & (fissure | sulci | ventricles)] = 4
+    regions[cerebrum & (fissure | sulci | widened | ventricles)] = 4
     regions[cerebellum] = 5
     regions[stem] = 6
 
@@ -146,9 +177,7 @@ def brain_pet(seed: int, shape: tuple[int, int, int] = (96, 96, 64), ad: bool | 
     activity = lut[regions]
     regional = 1 + np.float32(0.02) * np.clip(smooth_field(rng, (3, 3, 3), shape), -2.5, 2.5)
     severity = uniform(rng, 0.30, 0.50) if ad else 0.0
-    w_tp = np.exp(-(((np.abs(u) - 0.85) / 0.35) ** 2 + ((v + 0.30) / 0.40) ** 2 + ((w - 0.05) / 0.45) ** 2))
-    w_pc = np.exp(-((u / 0.20) ** 2 + ((v + 0.35) / 0.22) ** 2 + ((w - 0.30) / 0.25) ** 2))
-    pattern = regional * (1 - np.float32(severity) * np.maximum(w_tp, w_pc))
+    pattern = regional * (1 - np.float32(severity) * weight)
     activity = np.where(regions == 1, activity * pattern, activity)
     tex = noise_field(rng, shape, max(0.5, 1.2 * scale))
     activity = np.maximum(activity * (1 + np.float32(0.05) * np.clip(tex, -3, 3)), np.float32(0)).astype(np.float32)
@@ -156,4 +185,24 @@ def brain_pet(seed: int, shape: tuple[int, int, int] = (96, 96, 64), ad: bool | 
     sigma = resolution_sigma(rng, shape)
     dose = float(np.exp(uniform(rng, np.log(15.0), np.log(30.0))))
     scan = acquire(rng, activity, dose, sigma)
-    return BrainPET(activity, regions, scan, bool(ad), centre, semi, rot, float(a), float(severity), gf)
+    return BrainPET(activity, regions, scan, bool(ad), centre, semi, rot, float(a), float(focal), float(severity), gf)
+
+
+def _focal_atrophy(cortex: np.ndarray, ribbon: np.ndarray, r: np.ndarray, thick: float, loss: np.ndarray,
+                   sheets: np.ndarray) -> np.ndarray:
+    """The cortex voxels that focal atrophy turns into CSF: a fraction ``loss`` (per voxel, expected) of
+    ``cortex``. On the outer ribbon a quarter of it by thinning (the pial surface recedes by ``loss / 4`` of the
+    thickness ``thick``), the rest (all of it on the medial cortex) by widening sulci: bands around the
+    zero-level sheets of ``sheets`` (a smooth unit-sd field), a voxel falling in the band when the rank of
+    ``|sheets|`` among the cortex voxels is below the fraction still to be lost. Draws nothing."""
+    out = np.zeros(cortex.shape, bool)
+    if not cortex.any():
+        return out
+    thinning = np.where(ribbon, loss / np.float32(4), np.float32(0))
+    pial = ribbon & (r > 1 - thick * thinning)
+    band = 1 - (1 - loss) / (1 - thinning)  # of the voxels left after thinning
+    depth = np.abs(sheets[cortex])
+    rank = np.empty(depth.size, np.float32)
+    rank[np.argsort(depth, kind="stable")] = (np.arange(depth.size, dtype=np.float32) + 0.5) / depth.size
+    out[cortex] = pial[cortex] | (rank < band[cortex])
+    return out

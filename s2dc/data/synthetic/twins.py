@@ -166,7 +166,10 @@ TWINS: dict[str, Twin] = {
     "btcv": Twin(_btcv, "Synthetic abdominal CT phantoms with 13 BTCV organ labels (BTCV twin)"),
     "pet_pool": Twin(_pet_pool, "Synthetic FDG-PET pool: torso phantoms at full dose (3 in 4) and brain PET (1 in 4)"),
     "autopet": Twin(_autopet, "Synthetic torso FDG-PET (SUV) with 1-4 hot lesions among physiological uptake (AutoPET twin)"),
-    "adni": Twin(_adni, "Synthetic brain FDG-PET, CN vs AD (temporo-parietal / posterior cingulate hypometabolism) (ADNI twin)"),
+    "adni": Twin(_adni, "Synthetic brain FDG-PET, CN vs AD: AD temporo-parietal / posterior cingulate "
+                 "hypometabolism (a uniformly dim ribbon), CN focal atrophy there (thin cortex, wide sulci) that "
+                 "lowers the regional mean as much; the local texture, not the regional mean, tells the classes "
+                 "(ADNI twin)"),
     "udpet": Twin(_udpet, "Synthetic torso FDG-PET at 1/4 dose (image) and full dose (target) (UDPET twin)"),
     "msd_spleen": Twin(_msd_spleen, "Synthetic abdominal CT phantoms with the spleen labelled (MSD Task09 twin)"),
     "msd_liver": Twin(_msd_liver, "Synthetic abdominal CT phantoms with 1-3 hypo-dense liver tumours; labels "
