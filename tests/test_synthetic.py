@@ -275,3 +275,26 @@ def test_a_third_of_the_ct_pool_is_chest_ct():
 
     fractions = [lung_fraction(i) for i in range(6)]
     assert [f > 0.1 for f in fractions] == [False, False, True, False, False, True], fractions
+
+
+def test_the_json_changes_with_the_images_and_only_with_them(tmp_path, monkeypatch):
+    """The same twin written twice gives the same dataset.json bytes (no needless rerun downstream); other images
+    under the same names give another json, whose content_sha256 is the hash of the listed files' hashes."""
+    import hashlib
+
+    first = write_dataset(tmp_path / "a", "ct_pool", 2, 0, shape=(32, 32, 24)).read_bytes()
+    assert write_dataset(tmp_path / "b", "ct_pool", 2, 0, shape=(32, 32, 24)).read_bytes() == first
+    real = twins.TWINS["ct_pool"]
+
+    def brighter(seed, shape, index):
+        case = real.make(seed, shape, index)
+        case.image = case.image + 1.0
+        return case
+
+    monkeypatch.setitem(twins.TWINS, "ct_pool", twins.Twin(brighter, real.description))
+    changed = write_dataset(tmp_path / "c", "ct_pool", 2, 0, shape=(32, 32, 24))
+    doc, old = json.loads(changed.read_text()), json.loads(first)
+    assert doc["training"] == old["training"] and doc["content_sha256"] != old["content_sha256"]
+    lines = "".join(f"image:{e['image']}:{hashlib.sha256((changed.parent / e['image']).read_bytes()).hexdigest()}\n"
+                    for e in doc["training"])
+    assert doc["content_sha256"] == hashlib.sha256(lines.encode()).hexdigest()

@@ -8,6 +8,7 @@ Pretraining, the four downstream tasks and the probe all read their data through
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -116,6 +117,24 @@ def list_cases(source: str | Path, key: str, roles: tuple[str, ...] = ("image",)
     if not cases:
         raise DataError(f"section '{key}' of dataset json '{source}' lists no images")
     return cases
+
+
+def content_sha256(folder: str | Path, entries: list[dict[str, Any]]) -> str:
+    """SHA-256 over the bytes of every file that ``entries`` (dataset.json entries, paths relative to ``folder``)
+    list, in listing order: a dataset.json that records it changes whenever a listed file does, so a job that
+    reads the json (Snakemake compares its checksum) reruns when the data changes under the same names."""
+    digest = hashlib.sha256()
+    for entry in entries:
+        for role in _PATH_ROLES:
+            for rel in (entry[role] if isinstance(entry.get(role), list) else [entry.get(role)]):
+                if rel is None:
+                    continue
+                file_hash = hashlib.sha256()
+                with open(Path(folder) / rel, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        file_hash.update(block)
+                digest.update(f"{role}:{rel}:{file_hash.hexdigest()}\n".encode())
+    return digest.hexdigest()
 
 
 def list_volumes(source: str | Path, key: str = "training") -> list[Path]:

@@ -15,6 +15,7 @@ datasets or two versions of the training code.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -62,11 +63,20 @@ def code_fingerprint(*modules: str) -> str:
         path = _module_file(name)
         if name in trees or path is None:
             continue
-        tree = ast.parse(path.read_text())
-        trees[name] = ast.dump(_without_docstrings(tree))
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        todo += _parents(name) + _imported(tree, package)
+        stat = path.stat()
+        trees[name], imported = _read_module(name, path, stat.st_mtime_ns, stat.st_size)
+        todo += _parents(name) + list(imported)
     return digest(sorted(trees.items()))
+
+
+@functools.lru_cache(maxsize=None)
+def _read_module(name: str, path: Path, mtime_ns: int, size: int) -> tuple[str, tuple[str, ...]]:
+    """A module's syntax tree without docstrings (dumped) and the names it imports; parsed once per process and
+    version of the file (the workflow fingerprints several stages that share most modules)."""
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    imported = tuple(_imported(tree, package))
+    return ast.dump(_without_docstrings(tree)), imported
 
 
 def _module_file(name: str) -> Path | None:

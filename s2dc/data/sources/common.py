@@ -7,7 +7,9 @@ them under the output folder). Its keys: ``name``, ``description``, ``task``, ``
 {"0": channel, ...}, ``labels`` (segmentation: {"0": "background", ...} with the values of the
 release's label files), ``classes`` (classification: the names of class 0..K-1), ``training`` and
 ``validation`` lists of entries, ``regions`` (segmentation into overlapping regions, e.g. BraTS:
-{"whole tumour": [1, 2, 4], ...}), and a ``source`` section saying what was converted from where.
+{"whole tumour": [1, 2, 4], ...}), a ``source`` section saying what was converted from where, and
+``content_sha256``, a hash of the bytes of every listed file (so the json, which the workflow's jobs read,
+changes whenever the data does; conversion reads each file once to compute it).
 
 One entry is one case; its roles by task:
 
@@ -34,6 +36,7 @@ from typing import Any
 import nibabel as nib
 
 from ...files import atomic_write_text
+from ..datalist import content_sha256
 from ..registry import DatasetSpec
 from ..errors import DataError
 
@@ -111,6 +114,7 @@ def write_common(out_dir: Path, spec: DatasetSpec, training: list[dict[str, Any]
     if validation:
         doc["validation"] = [rel(e) for e in validation]
     doc["source"] = {"raw": str(Path(raw).resolve()), "converter": converter}
+    doc["content_sha256"] = content_sha256(out_dir, doc["training"] + doc.get("validation", []))
     path = out_dir / "dataset.json"
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
     return path

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..datalist import content_sha256
 from ..registry import get, names
 from . import twins
 from .checks import SynthParamError, check_seed, check_shape
@@ -96,7 +97,8 @@ def write_dataset(
     -------
     Path
         ``out_dir / "dataset.json"``: the common layout (roles per task) plus a ``"synthetic"`` section
-        with the generator parameters and, for segmentation, the mean voxel count per label.
+        with the generator parameters and, for segmentation, the mean voxel count per label, and the
+        ``"content_sha256"`` of the files it lists (:func:`s2dc.data.datalist.content_sha256`).
 
     Raises
     ------
@@ -165,6 +167,7 @@ def write_dataset(
             doc["numTraining"] = cases
             doc["training"] = entries
         doc["synthetic"] = meta
+        doc["content_sha256"] = content_sha256(tmp, entries)
         (tmp / "dataset.json").write_text(json.dumps(doc, indent=2) + "\n")
 
         old = None
