@@ -72,6 +72,19 @@ def test_convert_writes_the_listed_pairs_with_a_fixed_split(tmp_path, name):
             assert resolved == (tmp_path / "raw" / task / sub / f"{e['id']}.nii.gz").resolve() and resolved.is_file()
 
 
+def test_the_json_changes_when_a_release_file_does(spleen, tmp_path):
+    """A release file replaced under the same name (a corrected label) changes the converted json, so every job that
+    reads it reruns: its content_sha256 hashes the bytes of the files it lists."""
+    first = json.loads(msd.convert("msd_spleen", tmp_path / "raw", tmp_path / "out").read_text())
+    label = spleen / "labelsTr" / "spleen_3.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((6, 6, 6), np.uint8), np.eye(4)), str(label))
+    second = json.loads(msd.convert("msd_spleen", tmp_path / "raw", tmp_path / "out").read_text())
+    assert second["training"] == first["training"] and second["content_sha256"] != first["content_sha256"]
+    lines = "".join(f"{role}:{e[role]}:{hashlib.sha256((tmp_path / 'out' / e[role]).read_bytes()).hexdigest()}\n"
+                    for e in second["training"] + second["validation"] for role in ("image", "label"))
+    assert second["content_sha256"] == hashlib.sha256(lines.encode()).hexdigest()
+
+
 def test_labels_are_compared_case_insensitively(tmp_path):
     make_task(tmp_path / "raw", "msd_spleen", labels={"0": "Background", "1": "Spleen"})
     assert msd.convert("msd_spleen", tmp_path / "raw", tmp_path / "out").is_file()
