@@ -158,6 +158,25 @@ def smoke_run(tmp_path_factory):
     return workdir
 
 
+#: Readers of the smoke run that take longest, scheduled first among the readers (the suite's tail).
+LONG_SMOKE_READERS = ("test_dag_and_report_need_no_cores", "test_kill_minus_nine_then_a_plain_rerun_recovers",
+                      "test_dvc_after_snakemake_redoes_and_deletes_nothing")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order for two workers on two cores: one reader of the smoke run first (its worker builds the smoke DAG at
+    once), then every test that does not read it (the other worker runs them meanwhile instead of waiting on the
+    DAG's lock), then the other readers, the longest first. Every worker sorts alike (xdist requires it)."""
+    readers = [item for item in items if "smoke_run" in getattr(item, "fixturenames", ())]
+    if not readers:
+        return
+    first = next((item for item in readers if item.originalname not in LONG_SMOKE_READERS), readers[0])
+    others = [item for item in items if "smoke_run" not in getattr(item, "fixturenames", ())]
+    rank = {name: i for i, name in enumerate(LONG_SMOKE_READERS)}
+    rest = sorted((item for item in readers if item is not first), key=lambda item: rank.get(item.originalname, 99))
+    items[:] = [first, *others, *rest]
+
+
 def copy_run(src: Path, dst: Path) -> Path:
     """A copy of a workflow folder with its modification times and Snakemake's metadata."""
     shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
