@@ -268,3 +268,44 @@ def test_structure_scores_against_every_pair():
     assert got["ratio"] == pytest.approx((1 - np.mean(between)) / (1 - np.mean(within)), rel=1e-12)
     with pytest.raises(ValueError, match="two structures"):
         structure_scores(torch.from_numpy(features), torch.zeros(40, dtype=torch.long))
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_a_one_channel_encoder_reads_each_sequence_alone(pooled):
+    """A pool's encoder was pretrained on one sequence at a time: frozen, it reads each channel of a multi-channel
+    volume on its own and the features of the channels are concatenated (channel-major), not the mean of the
+    sequences that an inflated patch embedding would see. Against the encoder run on each channel by hand."""
+    from s2dc.eval import probe as probe_module
+    from s2dc.eval.probe import pooled_features
+
+    torch.manual_seed(2)
+    swin = swinunetr_for(SIZES).swinViT.eval()
+    image = torch.rand(1, 3, 64, 64, 32)
+    got = probe_module._token_features(swin, image, 1, pooled=pooled)
+    with torch.no_grad():
+        maps = [swin(image[:, k : k + 1], True)[1] for k in range(3)]  # each (1, C, 16, 16, 8)
+    if pooled:
+        want = torch.cat([pooled_features(m, 2) for m in maps], dim=1)
+    else:
+        want = torch.cat([m[0].flatten(1).T for m in maps], dim=1)  # (tokens, 3 C)
+    assert got.shape == want.shape == ((1, 3 * 24 * 8) if pooled else (16 * 16 * 8, 3 * 24))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_probe_builds_a_one_channel_encoder_for_a_multi_channel_dataset(tmp_path):
+    """The frozen model keeps the encoder file's one input channel (no inflation) for BraTS's four sequences, and
+    its weights are the file's."""
+    from types import SimpleNamespace
+
+    from s2dc.eval.probe import frozen_encoder
+
+    torch.manual_seed(4)
+    weights = swinunetr_for(SIZES).swinViT.state_dict()
+    exported = tmp_path / "enc.pt"
+    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in weights.items()}, "encoder": SIZES.to_dict()}, exported)
+    data = SimpleNamespace(sizes=SIZES, volumes={"training": [torch.zeros(1, 4, 64, 64, 32)]}, device=torch.device("cpu"))
+    for what in (str(exported), "random"):
+        swin = frozen_encoder(what, data, seed=0)
+        assert swin.patch_embed.proj.weight.shape[1] == 1
+    torch.testing.assert_close(frozen_encoder(str(exported), data, 0).patch_embed.proj.weight,
+                               weights["patch_embed.proj.weight"])

@@ -14,8 +14,13 @@ A frozen encoder (``SwinUNETR.swinViT``) embeds every whole volume; the linear m
   tokens. A per-block linear read-out is what a decoder's last layer would need: it shows whether the
   tokens hold the target's local content, which a full fine-tuned decoder could otherwise supply itself.
 
-Baselines: ``random`` (an untrained encoder of the same sizes) and ``voxels`` (the raw voxels of each
-token's block; for classification the volume averaged on a 4³ grid).
+A one-channel encoder (a pool's: pretrained on one sequence or modality at a time) reads each channel of a
+multi-channel volume (BraTS's four sequences) on its own, as it was pretrained, and its tokens of the channels are
+concatenated: inflating its patch embedding to the channels (what fine-tuning starts from) would feed a frozen
+encoder the mean of the sequences, which erases the contrast between them that tells the tumour regions apart.
+
+Baselines: ``random`` (an untrained encoder of the same sizes, read the same way) and ``voxels`` (the raw voxels
+of each token's block, every channel; for classification the volume averaged on a 4³ grid).
 """
 
 from __future__ import annotations
@@ -97,13 +102,6 @@ def r_squared(pred: torch.Tensor, y: torch.Tensor) -> float:
     """Coefficient of determination over all tokens and channels: 1 - SS_res / SS_tot (per channel means)."""
     y = y.double()
     return float(1 - ((pred - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
-
-
-@torch.no_grad()
-def stage_tokens(swin: torch.nn.Module, image: torch.Tensor, stage: int) -> torch.Tensor:
-    """Layer-normalised features of one Swin stage: image (1, 1, X, Y, Z) -> (X/s · Y/s · Z/s, C_stage)."""
-    hidden = swin(image, True)[stage]
-    return hidden[0].flatten(1).T
 
 
 def fit_linear_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float = 1e-3,
@@ -244,10 +242,12 @@ def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cach
 
 
 def frozen_encoder(what: str, data: Labelled, seed: int) -> torch.nn.Module:
-    """The frozen ``SwinUNETR.swinViT`` of an encoder file, or (``"random"``) a random one drawn with ``seed``,
-    for ``data``'s channels and on its device."""
+    """The frozen ``SwinUNETR.swinViT`` of an encoder file, or (``"random"``) a random one drawn with ``seed``, on
+    ``data``'s device: with the file's input channels when it has one (it reads ``data``'s channels one by one,
+    see :func:`_token_features`), else with ``data``'s."""
     torch.manual_seed(seed)
-    sizes = model_sizes(data.sizes, next(iter(data.volumes.values()))[0].shape[1])
+    channels = next(iter(data.volumes.values()))[0].shape[1]
+    sizes = model_sizes(data.sizes, 1 if data.sizes.in_channels == 1 else channels)
     model = swinunetr_for(sizes)
     if what != RANDOM:
         load_encoder_weights(model, what, expected=sizes)
@@ -328,10 +328,17 @@ def _voxel_features(image: torch.Tensor, stride: int, pooled: bool) -> torch.Ten
 
 @torch.no_grad()
 def _token_features(swin: torch.nn.Module, image: torch.Tensor, stage: int, pooled: bool) -> torch.Tensor:
-    """An encoder's tokens ``(tokens, C)``, or (pooled) its stage map on a grid ``(1, C · TOKEN_GRID³)``."""
+    """An encoder's tokens ``(tokens, C)``, or (pooled) its stage map on a grid ``(1, C · TOKEN_GRID³)``. A
+    one-channel encoder reads each of the K channels of ``image`` (1, K, X, Y, Z) alone (the channels folded into
+    the batch) and the features of the channels are concatenated: ``(tokens, K C)`` or ``(1, K C · TOKEN_GRID³)``."""
+    if swin.patch_embed.proj.in_channels == 1 and image.shape[1] > 1:
+        fmap = swin(image.transpose(0, 1), True)[stage]  # (K, C, x, y, z): each channel alone
+        fmap = fmap.reshape(1, -1, *fmap.shape[2:])  # (1, K C, x, y, z): channel k's features at [k C, (k + 1) C)
+    else:
+        fmap = swin(image, True)[stage]
     if pooled:
-        return pooled_features(swin(image, True)[stage], TOKEN_GRID)
-    return stage_tokens(swin, image, stage)
+        return pooled_features(fmap, TOKEN_GRID)
+    return fmap[0].flatten(1).T
 
 
 def _score(task, names: list[str], x: dict, y: dict) -> dict:
