@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -19,6 +20,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     if losses:
         print(f"pretrained to step {summary['steps']}: loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
               f"checkpoint {summary['checkpoint']}")
+    if args.export_encoder and os.environ.get("RANK", "0") == "0":  # under torchrun, one process writes it
+        from .export import export_encoder
+
+        print(export_encoder(cfg.run.out_dir, args.export_encoder))
     return 0
 
 
@@ -177,6 +182,9 @@ def _add_pretrain(sub) -> None:
                     "with the same sections can hold them. Under torchrun every process runs this command.",
     )
     add_arguments(pre)
+    pre.add_argument("--export-encoder", metavar="OUTPUT", default="",
+                     help="when pretraining ends, also write its teacher encoder to OUTPUT as `s2dc export-encoder` "
+                          "does (one process instead of two; not part of the run's options)")
     pre.set_defaults(func=_pretrain)
 
 

@@ -204,3 +204,19 @@ def test_unknown_yaml_key_is_named(volumes_dir, tmp_path, capsys):
     bad.write_text("loss:\n  weight_p2q: 1.0\n")
     assert main(["pretrain", "--config", str(bad), "--data.source", str(volumes_dir)]) == 2
     assert "loss.weight_p2q" in capsys.readouterr().err
+
+
+def test_pretrain_can_write_its_encoder_itself(tiny_config, volumes_dir, tmp_path, capsys):
+    """`s2dc pretrain --export-encoder OUT` (the pipeline's one process per pretraining job) writes the teacher
+    encoder of its last checkpoint, the very weights `s2dc export-encoder` writes, and the flag is no run option:
+    the run's identity (and so its resume) does not see it."""
+    out = tmp_path / "encoder.pt"
+    assert pretrain(tiny_config, volumes_dir / "imagesTr", tmp_path / "run", "--optim.steps", "1",
+                    "--export-encoder", str(out)) == 0
+    assert "missing keys: none; unexpected keys: none" in capsys.readouterr().out
+    assert main(["export-encoder", str(tmp_path / "run"), str(tmp_path / "separate.pt")]) == 0
+    mine, separate = (torch.load(p, weights_only=True) for p in (out, tmp_path / "separate.pt"))
+    assert mine["state_dict"].keys() == separate["state_dict"].keys() and mine["step"] == separate["step"] == 1
+    assert all(torch.equal(mine["state_dict"][k], separate["state_dict"][k]) for k in mine["state_dict"])
+    run = (tmp_path / "run" / "run.json").read_text()
+    assert "encoder.pt" not in run and "export_encoder" not in run

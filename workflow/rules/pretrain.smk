@@ -32,7 +32,6 @@ rule pretrain:
     shell:
         "(export OMP_NUM_THREADS={threads};"
         " {params.launcher} pretrain {params.options} --data.source {input:q} --run.out_dir {params.workdir:q}"
-        " --run.resume if_unchanged --run.progress false"
-        " && s2dc export-encoder {params.workdir:q} {output.encoder:q}"
+        " --run.resume if_unchanged --run.progress false --export-encoder {output.encoder:q}"
         " && cp -r {params.workdir:q}/dvclive {output.live:q}"
         " && cp {params.workdir:q}/summary.json {output.summary:q}) > {log:q} 2>&1"
