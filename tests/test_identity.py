@@ -29,6 +29,8 @@ def package(tmp_path, monkeypatch):
     for name, text in files.items():
         (root / name).write_text(text)
     monkeypatch.setattr(identity, "PACKAGE_ROOT", root)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    identity._read_module.cache_clear()
     return root
 
 
@@ -44,6 +46,23 @@ def test_code_fingerprint_follows_imports_and_ignores_documentation(package):
     assert changed != before
     (package / "c" / "__init__.py").write_text("X = 1\n")  # a parent package runs on import too
     assert identity.code_fingerprint("s2dc.a") != changed
+
+
+def test_parsed_modules_are_cached_on_disk_by_content(package, tmp_path):
+    """A second process reads each module's parse from the cache; a corrupt cache entry is parsed again, never
+    trusted; the same source gives the same fingerprint with or without the cache."""
+    first = identity.code_fingerprint("s2dc.a")
+    entries = sorted((tmp_path / "cache" / "s2dc" / "code").glob("*.json"))
+    assert len(entries) == 5  # s2dc, s2dc.a, s2dc.b, s2dc.c, s2dc.c.d (not e: a does not import it)
+    identity._read_module.cache_clear()  # as a new process
+    for entry in entries:
+        entry.write_text("{not json")
+    assert identity.code_fingerprint("s2dc.a") == first
+    assert all(json.loads(e.read_text()) for e in entries)  # rewritten
+    identity._read_module.cache_clear()
+    (package / "c" / "d.py").write_text("VALUE = 2\n")  # a new source is a new entry, not a stale hit
+    assert identity.code_fingerprint("s2dc.a") != first
+    assert len(list((tmp_path / "cache" / "s2dc" / "code").glob("*.json"))) == 6
 
 
 def test_data_fingerprint_and_differences(tmp_path):

@@ -18,6 +18,8 @@ import ast
 import functools
 import hashlib
 import json
+import os
+import sys
 from pathlib import Path
 
 # Options that do not change what a run computes.
@@ -63,20 +65,44 @@ def code_fingerprint(*modules: str) -> str:
         path = _module_file(name)
         if name in trees or path is None:
             continue
-        stat = path.stat()
-        trees[name], imported = _read_module(name, path, stat.st_mtime_ns, stat.st_size)
+        trees[name], imported = _read_module(name, path.name == "__init__.py", path.read_bytes())
         todo += _parents(name) + list(imported)
     return digest(sorted(trees.items()))
 
 
+#: Parsed modules are kept in ``$XDG_CACHE_HOME/s2dc/code`` (default ``~/.cache/s2dc/code``), one small json per
+#: module source, named by the hash of the source, the module name and the Python version (whose ``ast`` it used):
+#: every Snakemake start fingerprints the code of each stage, and parsing ~100 modules costs more than half a second.
+CACHE_FORMAT = "1"
+
+
 @functools.lru_cache(maxsize=None)
-def _read_module(name: str, path: Path, mtime_ns: int, size: int) -> tuple[str, tuple[str, ...]]:
-    """A module's syntax tree without docstrings (dumped) and the names it imports; parsed once per process and
-    version of the file (the workflow fingerprints several stages that share most modules)."""
-    tree = ast.parse(path.read_text())
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+def _read_module(name: str, is_package: bool, source: bytes) -> tuple[str, tuple[str, ...]]:
+    """A module's syntax tree without docstrings (its hash) and the names it imports; parsed once per version of
+    the file (cached in this process and on disk, :data:`CACHE_FORMAT`)."""
+    key = hashlib.sha256(f"{CACHE_FORMAT}\n{sys.version}\n{name}\n{is_package}\n".encode() + source).hexdigest()
+    cached = _cache_dir() / f"{key}.json"
+    try:
+        tree, imported = json.loads(cached.read_text())
+        return tree, tuple(imported)
+    except (OSError, ValueError):
+        pass
+    tree = ast.parse(source)
+    package = name if is_package else name.rpartition(".")[0]
     imported = tuple(_imported(tree, package))
-    return ast.dump(_without_docstrings(tree)), imported
+    result = hashlib.sha256(ast.dump(_without_docstrings(tree)).encode()).hexdigest(), imported
+    try:  # a cache that cannot be written only costs time
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(result))
+        os.replace(partial, cached)
+    except OSError:
+        pass
+    return result
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "s2dc" / "code"
 
 
 def _module_file(name: str) -> Path | None:
