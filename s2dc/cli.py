@@ -462,11 +462,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+#: The commands that train, probe or draw with torch and MONAI (the others start without either).
+MONAI_COMMANDS = ("pretrain", "export-encoder", "finetune", "probe", "figures", "sweep")
+
+
 def entry() -> None:
-    """Console-script entry: tune the CPU allocator (see :mod:`s2dc.runtime`), then run :func:`main`."""
-    from .runtime import reexec_with_tuned_malloc
+    """Console-script entry: tune the CPU allocator and import MONAI lean (see :mod:`s2dc.runtime`), then run
+    :func:`main`."""
+    from .runtime import import_monai_lean, reexec_with_tuned_malloc
 
     reexec_with_tuned_malloc()
+    if len(sys.argv) > 1 and sys.argv[1] in MONAI_COMMANDS:
+        import_monai_lean()
     # SIGTERM (Snakemake, SLURM, kill) unwinds like Ctrl-C, so that temporary files are removed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     sys.exit(main())

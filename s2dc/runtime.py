@@ -1,10 +1,14 @@
-"""Process-level set-up for CPU training: glibc malloc tuning.
+"""Process-level set-up of the command-line entry points: glibc malloc tuning, a lean MONAI import.
 
 glibc hands every freed block above its mmap threshold back to the OS, so each large CPU tensor is
 then re-faulted page by page by the kernel; on a 2-core machine this made a Swin encoder forward
 pass about 3× slower (``bench/bench_step.py``, docs/benchmarks.md). glibc reads its tuning only at
 process start, so the command-line entry points re-execute themselves once with mmap disabled and
 trimming off. Values already in the environment are kept; ``S2DC_MALLOC_TUNING=0`` turns this off.
+
+MONAI's ``__init__`` imports every submodule, and with them, through ``optional_import``, libraries that only
+features s2dc never calls through MONAI need (:data:`MONAI_UNUSED_EXTRAS`); a command that trains or probes
+imports MONAI without them, about 2 s less per process (``bench/bench_startup.py``).
 """
 
 from __future__ import annotations
@@ -25,3 +29,27 @@ def reexec_with_tuned_malloc() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+#: Imported eagerly by MONAI for features s2dc does not use through MONAI: scipy.signal (and the scipy.stats it
+#: loads) for the ultrasound confidence map, matplotlib for ``monai.visualize`` and the Jupyter helpers, pandas for
+#: the profiling helpers. MONAI keeps a stand-in for each that raises if called; s2dc imports them itself where it
+#: needs them (figures, tables), normally, after MONAI.
+MONAI_UNUSED_EXTRAS = ("scipy.signal", "scipy.stats", "matplotlib", "pandas")
+
+
+def import_monai_lean() -> None:
+    """Import MONAI with :data:`MONAI_UNUSED_EXTRAS` hidden (each seen as not installed), then unhide them."""
+    if "monai" in sys.modules:
+        return
+    import torch  # noqa: F401  (first and unhindered: only MONAI's optional imports are meant)
+
+    hidden = [name for name in MONAI_UNUSED_EXTRAS if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # `import name` now raises ImportError
+    try:
+        import monai  # noqa: F401
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]

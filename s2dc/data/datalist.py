@@ -129,11 +129,9 @@ def content_sha256(folder: str | Path, entries: list[dict[str, Any]]) -> str:
             for rel in (entry[role] if isinstance(entry.get(role), list) else [entry.get(role)]):
                 if rel is None:
                     continue
-                file_hash = hashlib.sha256()
                 with open(Path(folder) / rel, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
-                        file_hash.update(block)
-                digest.update(f"{role}:{rel}:{file_hash.hexdigest()}\n".encode())
+                    file_hash = hashlib.file_digest(f, "sha256").hexdigest()
+                digest.update(f"{role}:{rel}:{file_hash}\n".encode())
     return digest.hexdigest()
 
 

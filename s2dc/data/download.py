@@ -31,11 +31,8 @@ TIMEOUT_S = 60
 
 def md5sum(path: Path) -> str:
     """MD5 hex digest of a file, read in chunks."""
-    digest = hashlib.md5()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def _open(url: str, offset: int):
@@ -69,10 +66,9 @@ def _download(url: str, part: Path, progress: bool) -> str:
     with response:
         resumed = _resumed(response, offset)
         digest = hashlib.md5()
-        if resumed:
+        if resumed:  # the digest goes on from the bytes already there
             with open(part, "rb") as f:
-                for block in iter(lambda: f.read(CHUNK), b""):
-                    digest.update(block)
+                digest = hashlib.file_digest(f, "md5")
         start = offset if resumed else 0
         length = response.headers.get("Content-Length")
         total = start + int(length) if length and length.isdigit() else None

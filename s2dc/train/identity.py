@@ -22,6 +22,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..files import atomic_write_text
+
 # Options that do not change what a run computes.
 RUN_LOCAL = {
     "data": {"source", "cache_dir", "workers"},
@@ -92,10 +94,7 @@ def _read_module(name: str, is_package: bool, source: bytes) -> tuple[str, tuple
     imported = tuple(_imported(tree, package))
     result = hashlib.sha256(ast.dump(_without_docstrings(tree)).encode()).hexdigest(), imported
     try:  # a cache that cannot be written only costs time
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
-        partial.write_text(json.dumps(result))
-        os.replace(partial, cached)
+        atomic_write_text(cached, json.dumps(result))
     except OSError:
         pass
     return result

@@ -1,0 +1,47 @@
+"""What a training or probing process pays before it computes: importing torch and MONAI.
+
+    python bench/bench_startup.py [--repeats 5]
+
+Each variant runs in a fresh interpreter (``python -c ...``), alternated, ``--repeats`` times; the median
+wall-clock seconds are printed. ``lean`` is what ``s2dc pretrain|finetune|probe|...`` does
+(:func:`s2dc.runtime.import_monai_lean`); ``plain`` is ``import monai``; ``torch`` is the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+VARIANTS = {
+    "torch": "import torch",
+    "plain": "import torch, monai",
+    "lean": "from s2dc.runtime import import_monai_lean; import_monai_lean()",
+}
+
+
+def seconds(code: str) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    seconds(VARIANTS["plain"])  # warm the file cache
+    for _ in range(args.repeats):
+        for name, code in VARIANTS.items():
+            times[name].append(seconds(code))
+    print(f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, {args.repeats} repeats")
+    for name, code in VARIANTS.items():
+        print(f"{name:6s} {statistics.median(times[name]):5.2f} s   ({code})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Process set-up of the command-line entry points: the lean MONAI import."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+LEAN = """
+import json, sys
+from s2dc.runtime import MONAI_UNUSED_EXTRAS, import_monai_lean
+import_monai_lean()
+loaded_after_monai = [name for name in MONAI_UNUSED_EXTRAS if name in sys.modules]
+import torch
+from monai.losses import DiceCELoss
+from monai.utils import OptionalImportError
+from monai.data import ultrasound_confidence_map as ucm
+loss = float(DiceCELoss(to_onehot_y=True, softmax=True)(torch.zeros(1, 2, 4, 4, 4), torch.zeros(1, 1, 4, 4, 4)))
+try:
+    ucm.hilbert([1.0, 0.0])
+    stand_in_raises = False
+except OptionalImportError:
+    stand_in_raises = True
+import pandas, matplotlib.pyplot, scipy.signal  # s2dc's own later imports are normal
+print(json.dumps({"loaded_after_monai": loaded_after_monai, "loss": loss, "stand_in_raises": stand_in_raises,
+                  "pandas": pandas.DataFrame({"a": [1, 2]})["a"].sum().item(),
+                  "hilbert": float(abs(scipy.signal.hilbert([1.0, 0.0, -1.0, 0.0])).sum())}))
+"""
+
+
+def test_monai_imports_without_its_unused_extras_and_they_import_normally_after():
+    """While MONAI imports, scipy.signal, scipy.stats, matplotlib and pandas are not loaded; the MONAI features s2dc
+    calls work, MONAI's stand-in for a hidden one raises if used, and each imports normally afterwards."""
+    done = subprocess.run([sys.executable, "-c", LEAN], capture_output=True, text=True, check=True)
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["loaded_after_monai"] == []
+    # zero logits: p = 1/2 for both classes, all 64 voxels are class 0. CE = ln 2; Dice loss of class 0 is
+    # 1 - 2·32/(64 + 32) = 1/3, of class 1 (absent) 1 - 1e-5/(32 + 1e-5) ~ 1; mean over the classes, plus CE.
+    assert abs(out["loss"] - ((1 / 3 + 1 - 1e-5 / (32 + 1e-5)) / 2 + math.log(2))) < 1e-5
+    assert out["stand_in_raises"] is True
+    assert out["pandas"] == 3
+    assert abs(out["hilbert"] - 4.0) < 1e-9  # analytic signal of cos at Nyquist/2 has |.| = 1 at each of 4 samples
