@@ -18,7 +18,7 @@ from s2dc.downstream.engine import Finetuner
 from s2dc.downstream.metrics import dice_per_class, summarize_dice
 from s2dc.train.finetune_config import HELP, FinetuneConfig, ModelConfig, build_config
 
-from conftest import MODEL, TINY, TINY_FT
+from conftest import MODEL, NAMES, TINY, TINY_FT, write_case
 
 
 pytestmark = pytest.mark.usefixtures("in_tmp_path")  # DVCLive would otherwise `dvc init` the repository
@@ -35,10 +35,27 @@ def finetune(config, source, out_dir, *extra):
     return main(["finetune", "--config", str(config), "--data.source", str(source), "--run.out_dir", str(out_dir), *extra])
 
 
-def test_short_run_learns_the_boxes(ft_config, seg_dir, tmp_path):
+@pytest.fixture(scope="module")
+def boxes_dir(tmp_path_factory):
+    """Like ``seg_dir`` (five training, two validation cases) on volumes of 64x32x32, the training crop's size, so
+    that every crop holds both boxes."""
+    root = tmp_path_factory.mktemp("boxes")
+    (root / "imagesTr").mkdir()
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    spec = {"name": "Boxes", "labels": NAMES,
+            "training": [write_case(root, f"train{i}", rng, (64, 32, 32)) for i in range(5)],
+            "validation": [write_case(root, f"val{i}", rng, (64, 32, 32)) for i in range(2)]}
+    (root / "dataset.json").write_text(json.dumps(spec))
+    return root
+
+
+def test_short_run_learns_the_boxes(ft_config, boxes_dir, tmp_path):
     """30 steps from scratch segment the two boxes well above chance; metrics.json, model.pt, split.json, dvclive."""
     out = tmp_path / "run"
-    assert finetune(ft_config, seg_dir / "dataset.json", out) == 0
+    # one crop per step, of the whole volume (measured, seeds 0-4 on the AMD EPYC machine: mean Dice 0.92, 0.90,
+    # 0.44, 0.95 and 0.94 after 30 steps; seed 2 never separates the dark box from the body in this budget)
+    assert finetune(ft_config, boxes_dir / "dataset.json", out, "--train.samples_per_volume", "1") == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == "segmentation" and metrics["dataset"] == "Boxes" and metrics["method"] == "scratch"
     assert (metrics["train_cases"], metrics["val_cases"], metrics["steps"], metrics["label_ratio"]) == (5, 2, 30, 1.0)
