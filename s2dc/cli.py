@@ -462,8 +462,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-#: The commands that train, probe or draw with torch and MONAI (the others start without either).
-MONAI_COMMANDS = ("pretrain", "export-encoder", "finetune", "probe", "figures", "sweep")
+#: The commands that always train, probe or draw with torch and MONAI (``sweep`` does only for the ``s2dc``
+#: objective, and its workers import MONAI once; the others start without either).
+MONAI_COMMANDS = ("pretrain", "export-encoder", "finetune", "probe", "figures")
 
 
 def entry() -> None:
