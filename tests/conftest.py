@@ -109,18 +109,22 @@ def write_case(folder, name, rng, shape=SHAPE):
     return {"image": f"./imagesTr/{name}.nii.gz", "label": f"./labelsTr/{name}.nii.gz"}
 
 
-@pytest.fixture(scope="module")
-def seg_dir(tmp_path_factory):
-    """Five training and two validation cases with an MSD-style dataset.json."""
-    root = tmp_path_factory.mktemp("seg")
+def write_boxes(root, shape=SHAPE):
+    """Five training and two validation cases of ``shape`` (:func:`write_case`) with an MSD-style dataset.json."""
     (root / "imagesTr").mkdir()
     (root / "labelsTr").mkdir()
     rng = np.random.default_rng(0)
     spec = {"name": "Boxes", "labels": NAMES,
-            "training": [write_case(root, f"train{i}", rng) for i in range(5)],
-            "validation": [write_case(root, f"val{i}", rng) for i in range(2)]}
+            "training": [write_case(root, f"train{i}", rng, shape) for i in range(5)],
+            "validation": [write_case(root, f"val{i}", rng, shape) for i in range(2)]}
     (root / "dataset.json").write_text(json.dumps(spec))
     return root
+
+
+@pytest.fixture(scope="module")
+def seg_dir(tmp_path_factory):
+    """Five training and two validation cases with an MSD-style dataset.json."""
+    return write_boxes(tmp_path_factory.mktemp("seg"))
 
 
 # --------------------------------------------------------------------------- the workflow

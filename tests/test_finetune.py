@@ -18,7 +18,7 @@ from s2dc.downstream.engine import Finetuner
 from s2dc.downstream.metrics import dice_per_class, summarize_dice
 from s2dc.train.finetune_config import HELP, FinetuneConfig, ModelConfig, build_config
 
-from conftest import MODEL, NAMES, TINY, TINY_FT, write_case
+from conftest import MODEL, TINY, TINY_FT, write_boxes
 
 
 pytestmark = pytest.mark.usefixtures("in_tmp_path")  # DVCLive would otherwise `dvc init` the repository
@@ -39,15 +39,7 @@ def finetune(config, source, out_dir, *extra):
 def boxes_dir(tmp_path_factory):
     """Like ``seg_dir`` (five training, two validation cases) on volumes of 64x32x32, the training crop's size, so
     that every crop holds both boxes."""
-    root = tmp_path_factory.mktemp("boxes")
-    (root / "imagesTr").mkdir()
-    (root / "labelsTr").mkdir()
-    rng = np.random.default_rng(0)
-    spec = {"name": "Boxes", "labels": NAMES,
-            "training": [write_case(root, f"train{i}", rng, (64, 32, 32)) for i in range(5)],
-            "validation": [write_case(root, f"val{i}", rng, (64, 32, 32)) for i in range(2)]}
-    (root / "dataset.json").write_text(json.dumps(spec))
-    return root
+    return write_boxes(tmp_path_factory.mktemp("boxes"), (64, 32, 32))
 
 
 def test_short_run_learns_the_boxes(ft_config, boxes_dir, tmp_path):
