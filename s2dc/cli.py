@@ -132,7 +132,8 @@ def _figures(args: argparse.Namespace) -> int:
     from .eval.figures import draw
 
     for path in draw(args.source, args.encoders, args.structure, args.out_dir, stage=args.stage, seed=args.seed,
-                     cache_dir=args.cache_dir, device=args.device, preset=args.preset, labels=args.labels):
+                     cache_dir=args.cache_dir, device=args.device, preset=args.preset, labels=args.labels,
+                     tsne_tokens=args.tsne_tokens):
         print(path)
     return 0
 
@@ -322,6 +323,9 @@ def _add_figures(sub) -> None:
                           "another map its cases carry with names in the json, e.g. 'anatomy' (a twin's tissues: "
                           "--structure 'white matter' on the BraTS twins)")
     fig.add_argument("--out-dir", required=True, help="output folder")
+    fig.add_argument("--tsne-tokens", type=int, default=2000,
+                     help="at most this many validation tokens in the t-SNE, shared equally among the structures "
+                          "(default 2000; the t-SNE's time grows a little faster than the count)")
     _add_frozen_token_options(fig, "drawn", "seed of the random encoder and the t-SNE (default 0)")
     fig.set_defaults(func=_figures)
 

@@ -60,7 +60,7 @@ def test_figures_command_writes_both_pngs(twin_and_encoder, tmp_path, capsys):
     source, encoder = twin_and_encoder
     out = tmp_path / "fig"
     assert main(["figures", "random", f"s2dc={encoder}", "--source", str(source), "--structure", "liver",
-                 "--out-dir", str(out)]) == 0
+                 "--tsne-tokens", "200", "--out-dir", str(out)]) == 0
     for name in ("similarity.png", "tsne.png"):
         with Image.open(out / name) as image:
             assert image.format == "PNG" and image.width > 300 and image.height > 200
@@ -81,7 +81,10 @@ def test_figures_refuse_an_unknown_structure_and_a_classification_dataset(twin_a
     assert main(["figures", str(encoder), "--source", str(source), "--structure", "left adrenal gland", "--stage", "4",
                  "--out-dir", str(tmp_path / "c")]) == 2  # 32-voxel blocks: no adrenal gland fills an eighth of one
     assert "carries 'left adrenal gland' at stage 4" in capsys.readouterr().err
-    assert not any((tmp_path / d).exists() for d in "abc")
+    assert main(["figures", str(encoder), "--source", str(source), "--structure", "liver", "--tsne-tokens", "1",
+                 "--out-dir", str(tmp_path / "d")]) == 2
+    assert "--tsne-tokens must be at least 2" in capsys.readouterr().err
+    assert not any((tmp_path / d).exists() for d in "abcd")
 
 
 def test_figures_anchor_on_a_tissue_of_the_twins_anatomy_map(twin_and_encoder, tmp_path, capsys):
@@ -91,7 +94,7 @@ def test_figures_anchor_on_a_tissue_of_the_twins_anatomy_map(twin_and_encoder, t
     brats = write_dataset(tmp_path / "brats", "brats21", cases=2, seed=2, shape=(32, 32, 32), val_fraction=0.5)
     out = tmp_path / "fig"
     assert main(["figures", "voxels", f"s2dc={encoder}", "--source", str(brats), "--labels", "anatomy",
-                 "--structure", "white matter", "--stage", "1", "--out-dir", str(out)]) == 0
+                 "--structure", "white matter", "--stage", "1", "--tsne-tokens", "200", "--out-dir", str(out)]) == 0
     with Image.open(out / "similarity.png") as image:
         assert image.format == "PNG" and image.width > 300
     capsys.readouterr()

@@ -113,12 +113,14 @@ def balanced_subset(labels: torch.Tensor, count: int, seed: int) -> torch.Tensor
 
 def draw(source: str | Path, encoders: list[str], structure: str, out_dir: str | Path, stage: int = 2, seed: int = 0,
          cache_dir: str | Path | None = None, device: str = "auto", preset: str | None = None,
-         labels: str = "label") -> list[Path]:
+         labels: str = "label", tsne_tokens: int = 2000) -> list[Path]:
     """Both figures for the validation cases of the segmentation dataset ``source``: ``similarity.png`` (anchor in
     ``structure``, a class name of the json, on the validation case where that structure has most tokens) and
     ``tsne.png`` (tokens of every validation case) in ``out_dir``; ``encoders`` as for ``s2dc probe``. ``labels``:
     the per-voxel map the structures come from, the dataset's ``label`` or e.g. a twin's ``anatomy`` (tissues the
-    labels leave out, such as white matter)."""
+    labels leave out, such as white matter). ``tsne_tokens``: at most this many tokens in the t-SNE."""
+    if tsne_tokens < 2:
+        raise ValueError(f"--tsne-tokens must be at least 2 (a t-SNE of {tsne_tokens} tokens is not drawn)")
     labelled = named_encoders(encoders)
     data = load_labelled(source, labelled, stage, cache_dir, device, preset, roles=("validation",), labels=labels)
     if data.task.name != "segmentation":
@@ -146,5 +148,5 @@ def draw(source: str | Path, encoders: list[str], structure: str, out_dir: str |
         similarity_figure(volumes[best][0], labels[best].reshape(grid), maps, target, structure, data.stride,
                           out_dir / "similarity.png", f"{title}: cosine to a {structure} token"),
         tsne_figure(tokens, torch.cat(labels), data.names, out_dir / "tsne.png", f"{title}: t-SNE of the tokens",
-                    seed=seed),
+                    max_tokens=tsne_tokens, seed=seed),
     ]

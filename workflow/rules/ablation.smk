@@ -49,6 +49,7 @@ rule ablation_figures:
         structure=lambda w: figure_anchor(w.dataset)[0],
         labels=lambda w: figure_anchor(w.dataset)[1],
         out=lambda w, output: os.path.dirname(output.similarity),
+        tsne=TSNE_OPTION,
         cache=f"{RESULTS}/cache/probe",
         code=CODE["figures"],
     threads: P["probe"]["resources"]["threads"]

@@ -33,11 +33,12 @@ rule probe:
 # structure}), the cosine similarity of a slice's tokens to an anchor token in that structure and a t-SNE of the
 # validation tokens, for the raw voxels, a random encoder and the S²DC encoder.
 # The command of the structure figures (here and in the loss ablation): params.encoders names the panels after the
-# raw voxels and a random encoder.
+# raw voxels and a random encoder; probe.tsne_tokens, where the scale sets it, caps the t-SNE's tokens.
+TSNE_OPTION = f" --tsne-tokens {P['probe']['tsne_tokens']}" if "tsne_tokens" in P["probe"] else ""
 STRUCTURE_FIGURES = (
     "(export OMP_NUM_THREADS={threads};"
     " s2dc figures voxels random {params.encoders} --source {input.data:q} --structure {params.structure:q}"
-    " --labels {params.labels:q}"
+    " --labels {params.labels:q}{params.tsne}"
     " --stage {params.stage} --cache-dir {params.cache:q} --out-dir {params.out:q}) > {log:q} 2>&1"
 )
 
@@ -57,6 +58,7 @@ rule structure_figures:
         structure=lambda w: figure_anchor(w.dataset)[0],
         labels=lambda w: figure_anchor(w.dataset)[1],
         out=lambda w, output: os.path.dirname(output.similarity),
+        tsne=TSNE_OPTION,
         cache=f"{RESULTS}/cache/probe",
         code=CODE["figures"],
     threads: P["probe"]["resources"]["threads"]
