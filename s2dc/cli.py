@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: The commands that always train, probe or draw with torch and MONAI (``sweep`` does only for the ``s2dc``
-#: objective, and its workers import MONAI once; the others start without either).
+#: objective, whose workers import MONAI lean themselves; the others start without either).
 MONAI_COMMANDS = ("pretrain", "export-encoder", "finetune", "probe", "figures")
 
 

@@ -119,9 +119,11 @@ def _ddp_queue_worker(rank: int, world: int, init_file: str, out_dir: str) -> No
     os._exit(0)
 
 
-@pytest.mark.parametrize("world", [1, 3, 8])
+@pytest.mark.parametrize("world", [1, 3, 4])
 def test_queue_identical_across_ranks_under_ddp(world, tmp_path):
-    """Under gloo DDP every rank ends with the same (keys, ptr, count), equal to a deque fed rank-major."""
+    """Under gloo DDP every rank ends with the same (keys, ptr, count), equal to a deque fed rank-major. Each
+    step gathers world · BATCH keys into a queue of 7: 2 (one rank), 6 (a push that does not divide the queue),
+    8 (a push larger than the queue)."""
     mp.spawn(_ddp_queue_worker, args=(world, str(tmp_path / "init"), str(tmp_path)), nprocs=world, join=True)
     states = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
     for state in states[1:]:

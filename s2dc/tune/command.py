@@ -35,7 +35,10 @@ def _work(args: argparse.Namespace) -> int:
         from .toy import make_toy_objective
 
         objective = make_toy_objective(spec.toy, spec.dims)
-    else:
+    else:  # pretraining and fine-tuning in this process: MONAI as the training commands import it
+        from ..runtime import import_monai_lean
+
+        import_monai_lean()
         from .objective import make_objective
 
         objective = make_objective(spec)
