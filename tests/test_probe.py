@@ -61,7 +61,7 @@ def test_a_probe_with_no_foreground_token_to_score_fails():
     x = {"training": torch.randn(40, 3), "validation": torch.randn(10, 3)}
     y = {"training": torch.tensor([0, 1] * 20), "validation": torch.zeros(10, dtype=torch.long)}
     with pytest.raises(DataError, match="no validation token.*lesion"):
-        _score(task, ["background", "lesion"], x, y)
+        _score(task, ["background", "lesion"], x, y, torch.arange(10) // 5, 2)
 
 
 def test_voxel_blocks_follow_the_token_order():
@@ -142,8 +142,12 @@ def test_probe_command(twin, tmp_path, capsys):
     for row in rows.values():
         assert 0.0 <= row["balanced_accuracy"] <= 1.0
         assert row["recall"]["background"] is not None
+        assert 0.0 < row["se"] < 0.5 and len(row["versus"]) == 2  # two validation cases, resampled
+    assert rows["random"]["versus"]["voxels"]["difference"] == pytest.approx(
+        rows["random"]["score"] - rows["voxels"]["score"])
     assert rows["random"] != rows[str(exported)]
-    assert "| random |" in out.with_suffix(".md").read_text()
+    md = out.with_suffix(".md").read_text()
+    assert "| random |" in md and "Paired differences (row minus column" in md and "2 validation cases" in md
     assert "balanced accuracy" in capsys.readouterr().out
 
 

@@ -44,7 +44,7 @@ def test_probe_results_become_a_second_table(tmp_path):
     probe = tmp_path / "probe.json"
     probe.write_text(json.dumps({"dataset": "synthetic_btcv", "task": "segmentation", "metric": "balanced accuracy",
                                  "stage": 2, "encoders": {
-        "voxels": {"score": 0.406, "balanced_accuracy": 0.406, "organ_recall": 0.375, "recall": {},
+        "voxels": {"score": 0.406, "balanced_accuracy": 0.406, "se": 0.021, "organ_recall": 0.375, "recall": {},
                    "structure": {"consistency": 0.9, "inter": 0.8, "discrepancy": 0.2, "ratio": 2.0}},
         "s2dc": {"score": 0.75, "balanced_accuracy": 0.75, "organ_recall": None, "recall": {}}}}))
     regression = tmp_path / "probe_udpet.json"
@@ -52,16 +52,17 @@ def test_probe_results_become_a_second_table(tmp_path):
                                       "stage": 2, "encoders": {"s2dc": {"score": 0.8123}}}))
     assert main(["report", "--out", str(tmp_path / "out"), str(run), "--probe", str(probe), str(regression)]) == 0
     table = (tmp_path / "out" / "benchmark.md").read_text()
-    assert "| synthetic_btcv | 2 | voxels | segmentation | balanced accuracy | 40.6 | 37.5 | 0.900 | 0.200 | 2.00 |" in table
+    assert "| synthetic_btcv | 2 | voxels | segmentation | balanced accuracy | 40.6 ± 2.1 | 37.5 | 0.900 | 0.200 | 2.00 |" in table
     assert "| synthetic_btcv | 2 | s2dc | segmentation | balanced accuracy | 75.0 | — | — | — | — |" in table
     assert "| synthetic_udpet | 2 | s2dc | reconstruction | R² | 0.812 | — | — | — | — |" in table
     nested = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert nested["probe"]["synthetic_btcv"]["voxels"] == {"balanced_accuracy": 40.6, "organ_recall": 37.5,
-                                                           "consistency": 0.9, "discrepancy": 0.2, "ratio": 2.0}
+    assert nested["probe"]["synthetic_btcv"]["voxels"] == {"balanced_accuracy": 40.6, "balanced_accuracy_se": 2.1,
+                                                           "organ_recall": 37.5, "consistency": 0.9, "discrepancy": 0.2,
+                                                           "ratio": 2.0}
     assert nested["probe"]["synthetic_btcv"]["s2dc"]["organ_recall"] is None
     assert nested["probe"]["synthetic_udpet"]["s2dc"] == {"r2": 0.8123, "organ_recall": None}
     rows = (tmp_path / "out" / "probe.csv").read_text().splitlines()  # the report's probe table
-    assert len(rows) == 4 and rows[1].startswith("synthetic_btcv,segmentation,2,voxels,balanced accuracy,40.6000,37.5000")
+    assert len(rows) == 4 and rows[1].startswith("synthetic_btcv,segmentation,2,voxels,balanced accuracy,40.6000,2.1000,37.5000")
 
 
 def test_bad_files_are_named(tmp_path, capsys):

@@ -45,6 +45,8 @@ from ..export import encoder_plan, load_encoder_weights, swinunetr_for
 from ..files import atomic_write_text
 from ..models.encoder import EncoderConfig
 from ..train.device import pick_device
+from .bootstrap import RESAMPLES, balanced_accuracy, bootstrap, case_index, confusion_by_case, r_squared_from_sums, \
+    regression_sums
 
 RANDOM = "random"
 VOXELS = "voxels"
@@ -150,9 +152,11 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
     ``NAME=WHAT`` names its row NAME (e.g. ``s2dc=runs/ct/encoder.pt``); otherwise the row is named WHAT.
 
     Returns ``{"stage", "stride", "classes", "train_tokens", "val_tokens", "encoders": {name: {
-    "balanced_accuracy", "organ_recall", "recall": {class: value}}}}``; ``balanced_accuracy`` averages
-    the recall over every class present in the validation tokens, ``organ_recall`` over the foreground
-    ones. ``preset``: the intensity preset (``s2dc datasets``); None takes the registry preset of the
+    "balanced_accuracy", "organ_recall", "recall": {class: value}, "se", "versus": {other: {"difference",
+    "se"}}}}}``; ``balanced_accuracy`` averages the recall over every class present in the validation tokens,
+    ``organ_recall`` over the foreground ones; ``se`` is the score's bootstrap standard error over the validation
+    cases and ``versus`` this encoder's score minus each other's with the standard error of that paired difference
+    (:mod:`s2dc.eval.bootstrap`). ``preset``: the intensity preset (``s2dc datasets``); None takes the registry preset of the
     dataset the json names.
     """
     labelled = named_encoders(encoders)
@@ -160,17 +164,24 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
     task, names, stride = data.task, data.names, data.stride
     y = {role: torch.cat(t) if task.name != "classification" else torch.tensor(t) for role, t in data.targets.items()}
     pooled = task.name == "classification"
-    results = {}
+    cases = len(data.targets["validation"])
+    case = torch.arange(cases) if pooled else case_index([len(t) for t in data.targets["validation"]])
+    results, stats = {}, {}
     for name, what in labelled.items():
         encoder = None if what == VOXELS else frozen_encoder(what, data, seed)
         x = {role: torch.cat([features(data, encoder, v, stage, pooled) for v in vols])
              for role, vols in data.volumes.items()}
-        results[name] = _score(task, names, x, y)
-    metric = "R²" if task.name in ("reconstruction", "translation") else "balanced accuracy"
+        results[name], stats[name] = _score(task, names, x, y, case, cases)
+    regression = task.name in ("reconstruction", "translation")
+    metric_of = r_squared_from_sums if regression else (lambda c: balanced_accuracy(c, len(names)))
+    for name, spread in bootstrap(stats, metric_of, seed=seed).items():
+        results[name].update(spread)
+    metric = "R²" if regression else "balanced accuracy"
     unit = "volumes" if pooled else "tokens"
     return {"source": str(source), "dataset": data.dataset, "task": task.name,
             "metric": metric, "stage": stage, "stride": stride, "classes": [n for n in names if n],
-            f"train_{unit}": int(len(y["training"])), f"val_{unit}": int(len(y["validation"])), "encoders": results}
+            f"train_{unit}": int(len(y["training"])), f"val_{unit}": int(len(y["validation"])), "val_cases": cases,
+            "resamples": RESAMPLES, "encoders": results}
 
 
 def named_encoders(encoders: list[str]) -> dict[str, str]:
@@ -341,12 +352,15 @@ def _token_features(swin: torch.nn.Module, image: torch.Tensor, stage: int, pool
     return fmap[0].flatten(1).T
 
 
-def _score(task, names: list[str], x: dict, y: dict) -> dict:
-    """Fit on ``x["training"]``, score on ``x["validation"]``: R² for a regression; else balanced accuracy,
-    organ recall (segmentation) and recall per class (``names`` by class index; ``""``: no such class)."""
+def _score(task, names: list[str], x: dict, y: dict, case: torch.Tensor, cases: int) -> tuple[dict, torch.Tensor]:
+    """Fit on ``x["training"]``, score on ``x["validation"]`` (rows of validation case ``case``, of ``cases``): R²
+    for a regression; else balanced accuracy, organ recall (segmentation) and recall per class (``names`` by class
+    index; ``""``: no such class). Also the validation cases' statistics the score is made of, (cases, F), for
+    :func:`s2dc.eval.bootstrap.bootstrap`."""
     if task.name in ("reconstruction", "translation"):
-        predict = fit_ridge(x["training"], y["training"])
-        return {"score": r_squared(predict(x["validation"]), y["validation"])}
+        pred = fit_ridge(x["training"], y["training"])(x["validation"])
+        return ({"score": r_squared(pred, y["validation"])},
+                regression_sums(pred, y["validation"], case, cases))
     layer = fit_linear_probe(x["training"], y["training"], len(names))
     with torch.no_grad():
         pred = layer(x["validation"].double()).argmax(1)
@@ -360,7 +374,7 @@ def _score(task, names: list[str], x: dict, y: dict) -> dict:
     if task.name == "segmentation":
         result["organ_recall"] = float(np.nanmean(recall[1:])) if np.isfinite(recall[1:]).any() else None
         result["structure"] = structure_scores(x["validation"], y["validation"])
-    return result
+    return result, confusion_by_case(pred, y["validation"], case, cases, len(names))
 
 
 def structure_scores(features: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -393,18 +407,21 @@ def _label(entry: str) -> tuple[str, str]:
 
 
 def markdown(result: dict) -> str:
-    """A table: one row per encoder, balanced accuracy, organ recall and each class's recall (%), and for a
-    segmentation the structure scores (:func:`structure_scores`); R² for a regression."""
+    """A table: one row per encoder, balanced accuracy ± its bootstrap standard error, organ recall and each class's
+    recall (%), and for a segmentation the structure scores (:func:`structure_scores`); R² ± SE for a regression;
+    then the paired differences between the encoders (:func:`differences_markdown`)."""
     if result["metric"] == "R²":
         rows = ["| encoder | R² |", "|---|---|"]
-        return "\n".join(rows + [f"| {name} | {r['score']:.3f} |" for name, r in result["encoders"].items()])
+        rows += [f"| {name} | {r['score']:.3f} ± {r['se']:.3f} |" for name, r in result["encoders"].items()]
+        return "\n".join(rows + differences_markdown(result))
     classes = result["classes"]
     head = "| encoder | balanced accuracy | organ recall | " + " | ".join(classes) + " |"
     rows = [head, "|" + "---|" * (len(classes) + 3)]
     pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
     for name, r in result["encoders"].items():
-        rows.append(f"| {name} | {pct(r['balanced_accuracy'])} | {pct(r.get('organ_recall'))} | "
+        rows.append(f"| {name} | {pct(r['balanced_accuracy'])} ± {pct(r['se'])} | {pct(r.get('organ_recall'))} | "
                     + " | ".join(pct(r["recall"][c]) for c in classes) + " |")
+    rows += differences_markdown(result)
     if all("structure" in r for r in result["encoders"].values()):
         rows += ["", "Structure awareness of the validation tokens (cosine; ratio: distance between structures over "
                  "distance within):", "", "| encoder | consistency (within) | cosine between | discrepancy | ratio |",
@@ -413,6 +430,21 @@ def markdown(result: dict) -> str:
             t = r["structure"]
             rows.append(f"| {name} | {t['consistency']:.3f} | {t['inter']:.3f} | {t['discrepancy']:.3f} | {t['ratio']:.2f} |")
     return "\n".join(rows)
+
+
+def differences_markdown(result: dict) -> list[str]:
+    """Lines of a table: each encoder's score minus each other's on the same validation cases, ± the bootstrap
+    standard error of that difference (%, or R²)."""
+    names = list(result["encoders"])
+    scale, digits = (1, 3) if result["metric"] == "R²" else (100, 1)
+    rows = ["", f"Paired differences (row minus column; ± bootstrap standard error over the {result['val_cases']} "
+            f"validation cases, {result['resamples']} resamples):", "",
+            "| encoder | " + " | ".join(f"− {n}" for n in names) + " |", "|---|" + "---|" * len(names)]
+    for name, r in result["encoders"].items():
+        cells = ["" if other == name else f"{scale * r['versus'][other]['difference']:+.{digits}f} ± "
+                 f"{scale * r['versus'][other]['se']:.{digits}f}" for other in names]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return rows
 
 
 def write_probe(result: dict, out: str | Path) -> None:

@@ -86,7 +86,8 @@ STRUCTURE = ("consistency", "discrepancy", "ratio")
 
 def collect_probes(probe_files: list[Path]) -> pd.DataFrame:
     """One row per (dataset, encoder) of ``s2dc probe`` results: task, stage, metric, score (balanced accuracy in
-    %, or R²), organ recall (%) and the structure scores (segmentation; NaN otherwise)."""
+    %, or R²) and its bootstrap standard error ``se`` (NaN in a file without one), organ recall (%) and the
+    structure scores (segmentation; NaN otherwise)."""
     rows = []
     for path in probe_files:
         try:
@@ -97,23 +98,26 @@ def collect_probes(probe_files: list[Path]) -> pd.DataFrame:
                 structure = r.get("structure") or {}
                 rows.append({"dataset": p["dataset"], "task": p["task"], "stage": int(p["stage"]), "encoder": encoder,
                              "metric": p["metric"], "score": (100.0 if percent else 1.0) * float(r["score"]),
+                             "se": (100.0 if percent else 1.0) * float(r.get("se", math.nan)),
                              "organ_recall": math.nan if organ is None else 100.0 * float(organ),
                              **{k: float(structure.get(k, math.nan)) for k in STRUCTURE}})
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ValueError(f"bad probe file '{path}': {err!r}") from err
-    return pd.DataFrame(rows, columns=["dataset", "task", "stage", "encoder", "metric", "score", "organ_recall",
-                                       *STRUCTURE])
+    return pd.DataFrame(rows, columns=["dataset", "task", "stage", "encoder", "metric", "score", "se",
+                                       "organ_recall", *STRUCTURE])
 
 
 def probe_markdown(probes: pd.DataFrame) -> str:
-    """The frozen-encoder protocol as a Markdown table (balanced accuracy %, or R², of a linear model)."""
+    """The frozen-encoder protocol as a Markdown table (balanced accuracy %, or R², of a linear model, ± its
+    bootstrap standard error over the validation cases where the probe gives one)."""
     lines = [
         "| dataset | stage | encoder | task | metric | score | organ recall | consistency | discrepancy | ratio |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     dash = lambda v, fmt: "—" if math.isnan(v) else format(v, fmt)  # noqa: E731
     for row in probes.itertuples():
-        score = f"{row.score:.1f}" if row.metric != "R²" else f"{row.score:.3f}"
+        digits = 1 if row.metric != "R²" else 3
+        score = f"{row.score:.{digits}f}" + ("" if math.isnan(row.se) else f" ± {row.se:.{digits}f}")
         lines.append(f"| {row.dataset} | {row.stage} | {row.encoder} | {row.task} | {row.metric} | {score} | "
                      f"{dash(row.organ_recall, '.1f')} | {dash(row.consistency, '.3f')} | {dash(row.discrepancy, '.3f')} | "
                      f"{dash(row.ratio, '.2f')} |")
@@ -128,7 +132,8 @@ def write_report(metric_files: list[Path], out_dir: Path, probe_files: list[Path
     text, nested = markdown(table), nested_metrics(table)
     if len(probes):
         text += ("\nFrozen-encoder protocol (`s2dc probe`): a linear model on the frozen encoder's features, "
-                 "scored on the validation cases. Segmentation also gives the structure awareness of the validation "
+                 "scored on the validation cases (± the bootstrap standard error over the cases; the paired differences "
+                 "between encoders are in each dataset's probe table). Segmentation also gives the structure awareness of the validation "
                  "tokens: consistency = mean cosine of token pairs within one structure, discrepancy = 1 - mean "
                  "cosine between structures, ratio = discrepancy / (1 - consistency) (> 1: a structure's tokens are "
                  "closer to each other than to other structures').\n\n" + probe_markdown(probes))
@@ -136,7 +141,7 @@ def write_report(metric_files: list[Path], out_dir: Path, probe_files: list[Path
         for row in probes.itertuples():
             key = "r2" if row.metric == "R²" else "balanced_accuracy"
             nested["probe"].setdefault(row.dataset, {})[row.encoder] = {
-                key: round(row.score, 4),
+                key: round(row.score, 4), **({} if math.isnan(row.se) else {f"{key}_se": round(row.se, 4)}),
                 "organ_recall": None if math.isnan(row.organ_recall) else round(row.organ_recall, 4),
                 **{k: round(getattr(row, k), 4) for k in STRUCTURE if not math.isnan(getattr(row, k))}}
     out_dir.mkdir(parents=True, exist_ok=True)
