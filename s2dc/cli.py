@@ -293,8 +293,10 @@ def _add_probe(sub) -> None:
         description="Embed every whole volume of a labelled dataset with each frozen encoder, give each token of "
                     "one Swin stage the structure filling at least 1/8 of its voxel block (else background), fit a "
                     "class-balanced linear classifier on the training cases' tokens and report per-class recall on the "
-                    "validation cases'. "
-                    "Writes OUT (.json) and OUT with .md (the table).",
+                    "validation cases' (classification: on pooled features; reconstruction and translation: R² of a "
+                    "ridge regression of each block's target), each score with its bootstrap standard error over the "
+                    "validation cases and the paired differences between the encoders. "
+                    "Writes OUT (.json) and OUT with .md (the tables).",
     )
     prb.add_argument("encoders", nargs="+", help="exported encoders or pretraining checkpoints, and/or 'random' "
                                                  "(a randomly initialised encoder of the first file's sizes) and "
