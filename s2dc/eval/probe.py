@@ -156,8 +156,8 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
     "se"}}}}}``; ``balanced_accuracy`` averages the recall over every class present in the validation tokens,
     ``organ_recall`` over the foreground ones; ``se`` is the score's bootstrap standard error over the validation
     cases and ``versus`` this encoder's score minus each other's with the standard error of that paired difference
-    (:mod:`s2dc.eval.bootstrap`). ``preset``: the intensity preset (``s2dc datasets``); None takes the registry preset of the
-    dataset the json names.
+    (:mod:`s2dc.eval.bootstrap`). ``preset``: the intensity preset (``s2dc datasets``); None takes the registry
+    preset of the dataset the json names.
     """
     labelled = named_encoders(encoders)
     data = load_labelled(source, labelled, stage, cache_dir, device, preset)

@@ -132,9 +132,9 @@ def write_report(metric_files: list[Path], out_dir: Path, probe_files: list[Path
     text, nested = markdown(table), nested_metrics(table)
     if len(probes):
         text += ("\nFrozen-encoder protocol (`s2dc probe`): a linear model on the frozen encoder's features, "
-                 "scored on the validation cases (± the bootstrap standard error over the cases; the paired differences "
-                 "between encoders are in each dataset's probe table). Segmentation also gives the structure awareness of the validation "
-                 "tokens: consistency = mean cosine of token pairs within one structure, discrepancy = 1 - mean "
+                 "scored on the validation cases (± the bootstrap standard error over the cases; the paired "
+                 "differences between encoders are in each dataset's probe table). Segmentation also gives the "
+                 "structure awareness of the validation tokens: consistency = mean cosine of token pairs within one structure, discrepancy = 1 - mean "
                  "cosine between structures, ratio = discrepancy / (1 - consistency) (> 1: a structure's tokens are "
                  "closer to each other than to other structures').\n\n" + probe_markdown(probes))
         nested["probe"] = {}
