@@ -1,10 +1,12 @@
-"""What a training or probing process pays before it computes: importing torch and MONAI.
+"""What a training or probing process pays before it computes: importing torch and MONAI, the optimiser's first step.
 
     python bench/bench_startup.py [--repeats 5]
 
 Each variant runs in a fresh interpreter (``python -c ...``), alternated, ``--repeats`` times; the median
 wall-clock seconds are printed. ``lean`` is what ``s2dc pretrain|finetune|probe|...`` does
-(:func:`s2dc.runtime.import_monai_lean`); ``plain`` is ``import monai``; ``torch`` is the floor.
+(:func:`s2dc.runtime.import_monai_lean`); ``plain`` is ``import monai``; ``torch`` is the floor. ``adamw`` is one
+step of torch's AdamW (its first call imports ``torch._dynamo``), ``eager`` one step of
+:class:`s2dc.train.optim.EagerAdamW`, which the training commands use.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ VARIANTS = {
     "torch": "import torch",
     "plain": "import torch, monai",
     "lean": "from s2dc.runtime import import_monai_lean; import_monai_lean()",
+    "adamw": "import torch; p = torch.nn.Parameter(torch.ones(1)); torch.optim.AdamW([p]).step()",
+    "eager": "import torch; from s2dc.train.optim import EagerAdamW; p = torch.nn.Parameter(torch.ones(1)); "
+             "EagerAdamW([p]).step()",
 }
 
 

@@ -35,6 +35,7 @@ from ..train.device import pick_device
 from ..train.finetune_config import FinetuneConfig
 from ..train.finite import NonFiniteError, describe_step, gradient_norm, require_finite, step_is_finite
 from ..train.live import MetricLog, Progress
+from ..train.optim import EagerAdamW
 from ..train.precision import autocast_for
 from ..train.schedule import warmup_cosine
 from .tasks import TASKS, task_of
@@ -95,7 +96,7 @@ class Finetuner:
         encoder_params = list(self.model.swinViT.parameters())
         ids = {id(p) for p in encoder_params}
         rest = [p for p in self.model.parameters() if id(p) not in ids]
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = EagerAdamW(
             [{"params": encoder_params, "lr": cfg.train.lr * cfg.train.encoder_lr_scale},
              {"params": rest, "lr": cfg.train.lr}],
             weight_decay=cfg.train.weight_decay)

@@ -48,6 +48,7 @@ from .device import pick_device
 from .finite import NonFiniteError, describe_step, gradient_norm, non_finite_tensors, step_is_finite
 from .identity import code_fingerprint, data_fingerprint, differences, result_options
 from .live import MetricLog, Progress
+from .optim import EagerAdamW
 from .precision import autocast_for
 from .schedule import warmup_cosine
 from .timing import PhaseTimer
@@ -133,7 +134,7 @@ class Pretrainer:
             unused = not (self.loss.needs_global and self.loss.needs_tokens)
             self.ddp = DistributedDataParallel(self.model, find_unused_parameters=unused,
                                                device_ids=[device.index] if device.type == "cuda" else None)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.optimizer = EagerAdamW(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: warmup_cosine(s, cfg.optim.warmup_steps, cfg.optim.steps))
         self.step = 0
