@@ -45,6 +45,7 @@ from ..export import encoder_plan, load_encoder_weights, swinunetr_for
 from ..files import atomic_write_text
 from ..models.encoder import EncoderConfig
 from ..train.device import pick_device
+from ..train.optim import EagerLBFGS
 from .bootstrap import RESAMPLES, balanced_accuracy, bootstrap, case_index, confusion_by_case, r_squared_from_sums, \
     regression_sums
 
@@ -118,7 +119,7 @@ def fit_linear_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_
     layer = torch.nn.Linear(x.shape[1], num_classes, dtype=torch.float64)
     torch.nn.init.zeros_(layer.weight)
     torch.nn.init.zeros_(layer.bias)
-    optimiser = torch.optim.LBFGS(layer.parameters(), max_iter=iterations, line_search_fn="strong_wolfe")
+    optimiser = EagerLBFGS(layer.parameters(), max_iter=iterations, line_search_fn="strong_wolfe")
 
     def closure():
         optimiser.zero_grad()
