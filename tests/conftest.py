@@ -195,11 +195,13 @@ def pytest_collection_modifyitems(config, items):
     if not readers:
         return
     first = next((item for item in readers if item.originalname not in LONG_SMOKE_READERS), readers[0])
-    others = [item for item in items if "smoke_run" not in getattr(item, "fixturenames", ())]
-    filler = [item for item in others if item.module.__name__ in FILLER_MODULES]
+    others, filler = [], []
+    for item in items:
+        if "smoke_run" not in getattr(item, "fixturenames", ()):
+            (filler if item.module.__name__ in FILLER_MODULES else others).append(item)
     rank = {name: i for i, name in enumerate(LONG_SMOKE_READERS)}
     rest = sorted((item for item in readers if item is not first), key=lambda item: rank.get(item.originalname, 99))
-    items[:] = [first, *(item for item in others if item not in filler), *rest, *filler]
+    items[:] = [first, *others, *rest, *filler]
 
 
 def copy_run(src: Path, dst: Path) -> Path:
