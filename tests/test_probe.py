@@ -120,6 +120,36 @@ def test_probe_balances_classes():
     assert recall[1] > 0.7 and recall[0] > 0.7  # an unweighted fit predicts almost only class 0
 
 
+def test_stratified_folds_deal_each_class_evenly():
+    from s2dc.eval.probe import stratified_folds
+
+    y = torch.tensor([0] * 7 + [1] * 3 + [2] * 5)
+    fold = stratified_folds(y, 3)
+    for c, n in ((0, 7), (1, 3), (2, 5)):
+        per_fold = torch.bincount(fold[y == c], minlength=3)
+        assert per_fold.sum() == n and per_fold.max() - per_fold.min() <= 1
+
+
+def test_cross_validation_regularises_noise_and_not_signal():
+    """Few samples, many pure-noise features: the held-out loss is lowest for the strongest decay (a near-uniform
+    prediction); many samples of well-separated classes: a weak decay (confident, correct predictions)."""
+    from s2dc.eval.probe import WEIGHT_DECAYS, cross_validated_weight_decay
+
+    g = torch.Generator().manual_seed(3)
+    y = torch.arange(40) % 2
+    assert cross_validated_weight_decay(torch.randn(40, 300, generator=g), y, 2) == max(WEIGHT_DECAYS)
+    y = torch.arange(300) % 3
+    x = torch.randn(3, 4, generator=g)[y] * 4 + torch.randn(300, 4, generator=g)
+    assert cross_validated_weight_decay(x, y, 3) <= 1e-2
+
+
+def test_cross_validation_needs_two_samples_per_class():
+    from s2dc.eval.probe import cross_validated_weight_decay
+
+    y = torch.tensor([0, 0, 0, 1])  # class 1 cannot be held out and still trained on
+    assert cross_validated_weight_decay(torch.randn(4, 3), y, 2) == 1e-3
+
+
 @pytest.fixture(scope="module")
 def twin(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("twin") / "btcv", "btcv", cases=4, seed=3, shape=(64, 64, 32),
@@ -190,6 +220,10 @@ def test_frozen_protocol_for_classification_and_reconstruction(tmp_path, name, m
         assert np.isfinite(row["score"]) and (row["score"] <= 1.0)
     if name == "adni":
         assert result["train_volumes"] == 4 and result["classes"] == ["CN", "AD"]
+        from s2dc.eval.probe import WEIGHT_DECAYS
+
+        assert all(row["weight_decay"] in WEIGHT_DECAYS for row in result["encoders"].values())
+        assert "chosen by 5-fold cross-validation" in out.with_suffix(".md").read_text()
 
 
 def test_pooled_features_keep_the_layout_of_the_volume():

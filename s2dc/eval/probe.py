@@ -8,7 +8,10 @@ A frozen encoder (``SwinUNETR.swinViT``) embeds every whole volume; the linear m
   class-balanced softmax regression on the tokens, scored by balanced accuracy (mean per-class recall);
 * classification: the stage map averaged on a 2³ grid gives one feature vector per case; a class-balanced
   softmax regression on the cases (the release evaluates CC-CCII with a linear/SVM head on pooled
-  features), scored by balanced accuracy;
+  features), scored by balanced accuracy. Tens of training volumes against hundreds of features: a fixed
+  weight decay would let the fit memorise the volumes, so each encoder's weight decay is chosen by 5-fold
+  stratified cross-validation on the training volumes (:func:`cross_validated_weight_decay`; the validation
+  volumes are not seen). Segmentation fits tens of thousands of tokens, where the decay hardly matters: fixed;
 * reconstruction and translation: each token predicts the mean of the target (full-dose PET, the other
   MR sequences) over its voxel block; ridge regression on the tokens, scored by R² on the validation
   tokens. A per-block linear read-out is what a decoder's last layer would need: it shows whether the
@@ -107,6 +110,13 @@ def r_squared(pred: torch.Tensor, y: torch.Tensor) -> float:
     return float(1 - ((pred - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
 
 
+def class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights (num_classes,) float64 of the labels y (N,): every present class weighs the same in
+    total (mean weight per sample 1); an absent class 0."""
+    counts = torch.bincount(y, minlength=num_classes).double()
+    return torch.where(counts > 0, counts.sum() / (counts.clamp_min(1) * (counts > 0).sum()), 0.0)
+
+
 def fit_linear_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float = 1e-3,
                      iterations: int = 200) -> torch.nn.Linear:
     """Class-balanced softmax regression on standardised features; x (N, D), y (N,) -> fitted layer
@@ -114,8 +124,7 @@ def fit_linear_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_
     x = x.double()
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     z = (x - mean) / std
-    counts = torch.bincount(y, minlength=num_classes).double()
-    weights = torch.where(counts > 0, counts.sum() / (counts.clamp_min(1) * (counts > 0).sum()), 0.0)
+    weights = class_weights(y, num_classes)
     layer = torch.nn.Linear(x.shape[1], num_classes, dtype=torch.float64)
     torch.nn.init.zeros_(layer.weight)
     torch.nn.init.zeros_(layer.bias)
@@ -132,6 +141,42 @@ def fit_linear_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_
         layer.weight /= std
         layer.bias -= layer.weight @ mean
     return layer
+
+
+#: The regulariser grid of the pooled (classification) probe, and its number of cross-validation folds.
+WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+FOLDS = 5
+
+
+def stratified_folds(y: torch.Tensor, folds: int) -> torch.Tensor:
+    """The fold (N,) of each sample of y (N,): each class's samples, in order, dealt to folds 0, 1, ... in turn."""
+    fold = torch.empty_like(y)
+    for c in y.unique():
+        members = (y == c).nonzero().flatten()
+        fold[members] = torch.arange(len(members)) % folds
+    return fold
+
+
+def cross_validated_weight_decay(x: torch.Tensor, y: torch.Tensor, num_classes: int,
+                                 grid: tuple[float, ...] = WEIGHT_DECAYS, folds: int = FOLDS) -> float:
+    """The weight decay of :func:`fit_linear_probe` that predicts held-out samples best: x (N, D), y (N,). For each
+    value of ``grid``, a probe per stratified fold is fitted on the other folds; the score is the class-weighted
+    cross-entropy of all held-out predictions (weights of the whole y); a tie goes to the stronger decay. With
+    fewer samples than ``folds`` in some class, as many folds as its samples; under 2: the default 1e-3."""
+    counts = torch.bincount(y)
+    k = min(folds, int(counts[counts > 0].min()))
+    if k < 2:
+        return 1e-3
+    fold, weights = stratified_folds(y, k), class_weights(y, num_classes)
+    losses = []
+    for decay in grid:
+        held_out = torch.empty(len(y), num_classes, dtype=torch.float64)
+        for f in range(k):
+            rows = fold == f
+            with torch.no_grad():
+                held_out[rows] = fit_linear_probe(x[~rows], y[~rows], num_classes, decay)(x[rows].double())
+        losses.append(float(F.cross_entropy(held_out, y, weight=weights)))
+    return grid[min(range(len(grid)), key=lambda i: (losses[i], -grid[i]))]
 
 
 def per_class_recall(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> np.ndarray:
@@ -362,7 +407,10 @@ def _score(task, names: list[str], x: dict, y: dict, case: torch.Tensor, cases: 
         pred = fit_ridge(x["training"], y["training"])(x["validation"])
         return ({"score": r_squared(pred, y["validation"])},
                 regression_sums(pred, y["validation"], case, cases))
-    layer = fit_linear_probe(x["training"], y["training"], len(names))
+    decay = 1e-3
+    if task.name == "classification":  # tens of volumes against hundreds of features: the regulariser decides
+        decay = cross_validated_weight_decay(x["training"], y["training"], len(names))
+    layer = fit_linear_probe(x["training"], y["training"], len(names), decay)
     with torch.no_grad():
         pred = layer(x["validation"].double()).argmax(1)
     recall = per_class_recall(pred, y["validation"], len(names))
@@ -372,6 +420,8 @@ def _score(task, names: list[str], x: dict, y: dict, case: torch.Tensor, cases: 
                         "earlier --stage (smaller blocks) or larger structures")
     result = {"score": float(np.nanmean(recall)), "balanced_accuracy": float(np.nanmean(recall)),
               "recall": {names[c]: (None if np.isnan(r) else float(r)) for c, r in enumerate(recall) if names[c]}}
+    if task.name == "classification":
+        result["weight_decay"] = decay
     if task.name == "segmentation":
         result["organ_recall"] = float(np.nanmean(recall[1:])) if np.isfinite(recall[1:]).any() else None
         result["structure"] = structure_scores(x["validation"], y["validation"])
@@ -423,6 +473,9 @@ def markdown(result: dict) -> str:
         rows.append(f"| {name} | {pct(r['balanced_accuracy'])} ± {pct(r['se'])} | {pct(r.get('organ_recall'))} | "
                     + " | ".join(pct(r["recall"][c]) for c in classes) + " |")
     rows += differences_markdown(result)
+    if all("weight_decay" in r for r in result["encoders"].values()):
+        rows += ["", "Weight decay of each probe, chosen by 5-fold cross-validation on the training volumes: "
+                 + ", ".join(f"{name} {r['weight_decay']:g}" for name, r in result["encoders"].items()) + "."]
     if all("structure" in r for r in result["encoders"].values()):
         rows += ["", "Structure awareness of the validation tokens (cosine; ratio: distance between structures over "
                  "distance within):", "", "| encoder | consistency (within) | cosine between | discrepancy | ratio |",
