@@ -60,7 +60,7 @@ def test_figures_command_writes_both_pngs(twin_and_encoder, tmp_path, capsys):
     source, encoder = twin_and_encoder
     out = tmp_path / "fig"
     assert main(["figures", "random", f"s2dc={encoder}", "--source", str(source), "--structure", "liver",
-                 "--tsne-tokens", "200", "--out-dir", str(out)]) == 0
+                 "--tsne-tokens", "100", "--out-dir", str(out)]) == 0
     for name in ("similarity.png", "tsne.png"):
         with Image.open(out / name) as image:
             assert image.format == "PNG" and image.width > 300 and image.height > 200
@@ -94,7 +94,7 @@ def test_figures_anchor_on_a_tissue_of_the_twins_anatomy_map(twin_and_encoder, t
     brats = write_dataset(tmp_path / "brats", "brats21", cases=2, seed=2, shape=(32, 32, 32), val_fraction=0.5)
     out = tmp_path / "fig"
     assert main(["figures", "voxels", f"s2dc={encoder}", "--source", str(brats), "--labels", "anatomy",
-                 "--structure", "white matter", "--stage", "1", "--tsne-tokens", "200", "--out-dir", str(out)]) == 0
+                 "--structure", "white matter", "--stage", "1", "--tsne-tokens", "100", "--out-dir", str(out)]) == 0
     with Image.open(out / "similarity.png") as image:
         assert image.format == "PNG" and image.width > 300
     capsys.readouterr()
