@@ -117,7 +117,11 @@ def class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.where(counts > 0, counts.sum() / (counts.clamp_min(1) * (counts > 0).sum()), 0.0)
 
 
-def fit_linear_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float = 1e-3,
+#: The probe's weight decay where it is not cross-validated (segmentation: tens of thousands of tokens).
+WEIGHT_DECAY = 1e-3
+
+
+def fit_linear_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float = WEIGHT_DECAY,
                      iterations: int = 200) -> torch.nn.Linear:
     """Class-balanced softmax regression on standardised features; x (N, D), y (N,) -> fitted layer
     (standardisation folded into its weights). Full-batch L-BFGS: deterministic for given inputs."""
@@ -162,11 +166,11 @@ def cross_validated_weight_decay(x: torch.Tensor, y: torch.Tensor, num_classes: 
     """The weight decay of :func:`fit_linear_probe` that predicts held-out samples best: x (N, D), y (N,). For each
     value of ``grid``, a probe per stratified fold is fitted on the other folds; the score is the class-weighted
     cross-entropy of all held-out predictions (weights of the whole y); a tie goes to the stronger decay. With
-    fewer samples than ``folds`` in some class, as many folds as its samples; under 2: the default 1e-3."""
+    fewer samples than ``folds`` in some class, as many folds as its samples; under 2: :data:`WEIGHT_DECAY`."""
     counts = torch.bincount(y)
     k = min(folds, int(counts[counts > 0].min()))
     if k < 2:
-        return 1e-3
+        return WEIGHT_DECAY
     fold, weights = stratified_folds(y, k), class_weights(y, num_classes)
     losses = []
     for decay in grid:
@@ -407,9 +411,9 @@ def _score(task, names: list[str], x: dict, y: dict, case: torch.Tensor, cases: 
         pred = fit_ridge(x["training"], y["training"])(x["validation"])
         return ({"score": r_squared(pred, y["validation"])},
                 regression_sums(pred, y["validation"], case, cases))
-    decay = 1e-3
-    if task.name == "classification":  # tens of volumes against hundreds of features: the regulariser decides
-        decay = cross_validated_weight_decay(x["training"], y["training"], len(names))
+    # tens of volumes against hundreds of features: the regulariser decides
+    classify = task.name == "classification"
+    decay = cross_validated_weight_decay(x["training"], y["training"], len(names)) if classify else WEIGHT_DECAY
     layer = fit_linear_probe(x["training"], y["training"], len(names), decay)
     with torch.no_grad():
         pred = layer(x["validation"].double()).argmax(1)
@@ -420,7 +424,7 @@ def _score(task, names: list[str], x: dict, y: dict, case: torch.Tensor, cases: 
                         "earlier --stage (smaller blocks) or larger structures")
     result = {"score": float(np.nanmean(recall)), "balanced_accuracy": float(np.nanmean(recall)),
               "recall": {names[c]: (None if np.isnan(r) else float(r)) for c, r in enumerate(recall) if names[c]}}
-    if task.name == "classification":
+    if classify:
         result["weight_decay"] = decay
     if task.name == "segmentation":
         result["organ_recall"] = float(np.nanmean(recall[1:])) if np.isfinite(recall[1:]).any() else None
@@ -474,7 +478,8 @@ def markdown(result: dict) -> str:
                     + " | ".join(pct(r["recall"][c]) for c in classes) + " |")
     rows += differences_markdown(result)
     if all("weight_decay" in r for r in result["encoders"].values()):
-        rows += ["", "Weight decay of each probe, chosen by 5-fold cross-validation on the training volumes: "
+        rows += ["", f"Weight decay of each probe, chosen by {FOLDS}-fold cross-validation on the training volumes (fewer "
+                 f"folds where a class has fewer than {FOLDS} volumes): "
                  + ", ".join(f"{name} {r['weight_decay']:g}" for name, r in result["encoders"].items()) + "."]
     if all("structure" in r for r in result["encoders"].values()):
         rows += ["", "Structure awareness of the validation tokens (cosine; ratio: distance between structures over "
