@@ -179,6 +179,31 @@ def test_resume_does_not_repeat_logged_steps(tiny_config, pool, tmp_path):
         assert steps == [1, 2, 3, 4], (tsv, steps)
 
 
+def test_training_inside_a_users_git_repository_leaves_it_untouched(tiny_config, pool, seg_dir, tmp_path,
+                                                                       monkeypatch):
+    """Pretraining and fine-tuning started inside a Git repository without DVC write their run folders and nothing
+    else: no `.dvc/` is initialised and nothing is staged in the user's index (DVCLive 3 runs `dvc init` and stages
+    its files wherever it starts)."""
+    import subprocess
+
+    repo = tmp_path / "project"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "start"], check=True)
+    monkeypatch.chdir(repo)
+    assert pretrain(tiny_config, pool / "dataset.json", repo / "pre", "--optim.steps", "2") == 0
+    ft = {**TINY_FT, "train": {**TINY_FT["train"], "steps": 2}}
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(ft))
+    assert main(["finetune", "--config", str(tmp_path / "ft.yaml"), "--data.source", str(seg_dir / "dataset.json"),
+                 "--run.out_dir", str(repo / "ft")]) == 0
+    assert sorted(p.name for p in repo.iterdir()) == [".git", "ft", "pre"]
+    status = subprocess.run([*git, "status", "--porcelain"], check=True, capture_output=True, text=True).stdout
+    assert status.splitlines() == ["?? ft/", "?? pre/"]
+    assert (repo / "pre" / "dvclive" / "plots" / "metrics" / "pretrain" / "loss.tsv").exists()
+    assert (repo / "ft" / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv").exists()
+
+
 # --------------------------------------------------------------------------- 4. export never overwrites its input
 
 
