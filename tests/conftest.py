@@ -73,12 +73,6 @@ def volumes_dir(tmp_path_factory):
 
 
 @pytest.fixture
-def in_tmp_path(tmp_path, monkeypatch):
-    """Run from a scratch folder (DVCLive would otherwise `dvc init` the enclosing Git repository)."""
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture
 def tiny_config(tmp_path):
     """Write the tiny YAML config; returns its path."""
     path = tmp_path / "tiny.yaml"

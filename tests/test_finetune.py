@@ -23,7 +23,6 @@ from conftest import MODEL, REPO, TINY, TINY_FT, write_boxes
 QUICK_TRAIN = yaml.safe_load((REPO / "params.yaml").read_text())["scales"]["quick"]["finetune"]["options"]["train"]
 
 
-pytestmark = pytest.mark.usefixtures("in_tmp_path")  # DVCLive would otherwise `dvc init` the repository
 
 
 @pytest.fixture

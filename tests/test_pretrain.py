@@ -21,7 +21,6 @@ from s2dc.train.config import HELP, PretrainConfig
 from conftest import write_volume
 
 
-pytestmark = pytest.mark.usefixtures("in_tmp_path")  # DVCLive would otherwise `dvc init` the repository
 
 
 def pretrain(tiny_config, source, out_dir, *extra):

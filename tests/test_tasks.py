@@ -19,7 +19,6 @@ from conftest import REPO, TINY_FT
 
 REPO_PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
-pytestmark = pytest.mark.usefixtures("in_tmp_path")  # DVCLive would otherwise `dvc init` the repository
 
 
 # ----------------------------------------------------------------------------- metrics

@@ -19,7 +19,6 @@ from s2dc.models.encoder import EncoderConfig
 from conftest import TINY, TINY_FT, write_pool, write_volume
 
 
-pytestmark = pytest.mark.usefixtures("in_tmp_path")  # DVCLive would otherwise `dvc init` the repository
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ scores; this engine does the rest, the same for all four::
     dataset.json --(label_ratio, seed)--> training cases --> split.json
     preprocessing (deterministic, cached on disk) -> augmentation (random, per step)
     network <- encoder weights (model.init) ; AdamW (encoder lr scaled) with warm-up + cosine
-    loop: loss -> finite? -> step ; DVCLive curves ; validation every eval.every steps and at the end
+    loop: loss -> finite? -> step ; training curves ; validation every eval.every steps and at the end
 
 Outputs in ``run.out_dir``: ``split.json`` (the training cases drawn), ``dvclive/``, ``model.pt``
 (final weights) and, last of all, ``metrics.json``: a run that fails leaves no ``metrics.json``.
@@ -160,7 +160,7 @@ class Finetuner:
         receives each validation score (the task's ``score_key``, unscaled) and may raise to stop the run
         (an Optuna pruner does)."""
         cfg, key = self.cfg, self.task.score_key
-        # A rerun replaces the earlier run's outputs (metrics.json, written last, goes first); DVCLive clears dvclive/.
+        # A rerun replaces the earlier run's outputs (metrics.json, written last, goes first); MetricLog clears dvclive/.
         for name in ("metrics.json", "model.pt", "split.json"):
             (self.out / name).unlink(missing_ok=True)
         print(f"task: {self.task.name}; model.init: {self.init_report}", flush=True)

@@ -1,8 +1,12 @@
-"""Training curves and progress: DVCLive when it is installed, a progress bar or plain progress lines."""
+"""Training curves and progress: curves in DVCLive's file layout, a progress bar or plain progress lines."""
 
 from __future__ import annotations
 
-import sys
+import csv
+import json
+import math
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -10,40 +14,66 @@ from tqdm import tqdm
 
 
 class MetricLog:
-    """Curves of one run in ``folder`` (DVCLive's layout: ``plots/metrics/<name>.tsv``, ``metrics.json``).
+    """Curves of one run in ``folder``, in DVCLive's layout (``plots/metrics/<name>.tsv`` with a ``step`` column,
+    ``metrics.json`` with the last value of each name, nested at its ``/``), so that ``dvc plots`` and
+    ``dvc metrics`` read them.
 
-    ``resume_step``: continue an earlier log, first dropping the rows it wrote after that step (a run
-    killed between logging and checkpointing would otherwise log those steps twice). Without DVCLive
-    (``pip install s2dc[pipeline]``) nothing is written and a notice says so.
+    Written here rather than by DVCLive, whose ``Live()`` runs ``dvc init`` in whatever Git repository it starts
+    in and stages its files in the user's index (treeverse/dvclive#539), and costs ~1.3 s of start-up per run.
+    ``resume_step``: continue an earlier log, first dropping the rows it wrote after that step (a run killed
+    between logging and checkpointing would otherwise log those steps twice); without it, an earlier log in
+    ``folder`` is replaced.
     """
 
     def __init__(self, folder: str | Path, resume_step: int | None = None) -> None:
         self.folder = Path(folder)
-        try:
-            from dvclive import Live
-        except ImportError:
-            print("note: dvclive is not installed, so no training curves are written "
-                  "(pip install 's2dc[pipeline]')", file=sys.stderr)
-            self.live = None
-            return
-        if resume_step is not None:
+        self.curves = self.folder / "plots" / "metrics"
+        self.summary_file = self.folder / "metrics.json"
+        self.summary: dict = {}
+        self.step: int | None = None
+        if resume_step is None:
+            shutil.rmtree(self.curves, ignore_errors=True)
+            self.summary_file.unlink(missing_ok=True)
+        else:
             truncate_history(self.folder, resume_step)
-        self.live = Live(str(self.folder), resume=resume_step is not None, save_dvc_exp=False, dvcyaml=False)
+            if self.summary_file.exists():
+                self.summary = json.loads(self.summary_file.read_text())
+        self.curves.mkdir(parents=True, exist_ok=True)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        if self.live is None:
-            return
-        self.live.step = step
+        """Append ``step`` and each value to the curve of its name (``train/loss`` -> ``train/loss.tsv``)."""
         for name, value in metrics.items():
-            self.live.log_metric(name, value)
+            value = value.item() if hasattr(value, "item") else value  # a numpy or torch scalar
+            if isinstance(value, float) and not math.isfinite(value):
+                value = str(value)  # DVCLive's spelling: 'nan', 'inf'
+            path = self.curves / f"{name}.tsv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            existed = path.exists()
+            with open(path, "a", encoding="utf-8", newline="") as handle:
+                writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+                if not existed:
+                    writer.writerow(["step", os.path.basename(name)])
+                writer.writerow([step, value])
+            *parents, leaf = name.split("/")
+            node = self.summary
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = value
+        self.step = step
 
     def close(self) -> None:
-        if self.live is not None:
-            self.live.end()
+        """Write ``metrics.json`` (atomically: a killed run leaves the earlier one or none)."""
+        if self.step is None:
+            return
+        self.summary.pop("step", None)
+        self.summary["step"] = self.step  # last, as DVCLive writes it
+        partial = self.summary_file.with_name(self.summary_file.name + ".partial")
+        partial.write_text(json.dumps(self.summary, indent=4) + "\n", encoding="utf-8")
+        os.replace(partial, self.summary_file)
 
 
 def truncate_history(folder: Path, step: int) -> None:
-    """Drop the rows after ``step`` from every DVCLive curve (``*.tsv`` with a ``step`` column) in ``folder``."""
+    """Drop the rows after ``step`` from every curve (``*.tsv`` with a ``step`` column) in ``folder``."""
     for tsv in (Path(folder) / "plots" / "metrics").rglob("*.tsv"):
         lines = tsv.read_text().splitlines(keepends=True)
         if not lines or not lines[0].startswith("step\t"):
