@@ -8,7 +8,7 @@ trimming off. Values already in the environment are kept; ``S2DC_MALLOC_TUNING=0
 
 MONAI's ``__init__`` imports every submodule, and with them, through ``optional_import``, libraries that only
 features s2dc never calls through MONAI need (:data:`MONAI_UNUSED_EXTRAS`); a command that trains or probes
-imports MONAI without them, about 2 s less per process (``bench/bench_startup.py``).
+imports MONAI without them, about 2.5 s less per process (``bench/bench_startup.py``).
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ def reexec_with_tuned_malloc() -> None:
 
 #: Imported eagerly by MONAI for features s2dc does not use through MONAI: scipy.signal (and the scipy.stats it
 #: loads) for the ultrasound confidence map, matplotlib for ``monai.visualize`` and the Jupyter helpers, pandas for
-#: the profiling helpers. MONAI keeps a stand-in for each that raises if called; s2dc imports them itself where it
-#: needs them (figures, tables), normally, after MONAI.
-MONAI_UNUSED_EXTRAS = ("scipy.signal", "scipy.stats", "matplotlib", "pandas")
+#: the profiling helpers, scikit-learn for the embedding-collapse metric, scipy.optimize for panoptic quality,
+#: Optuna for Auto3DSeg's tuning and requests for the TCIA downloads. MONAI keeps a stand-in for each that raises if
+#: called; s2dc imports them itself where it needs them (figures, tables, sweeps), normally, after MONAI.
+MONAI_UNUSED_EXTRAS = ("scipy.signal", "scipy.stats", "matplotlib", "pandas", "sklearn", "scipy.optimize", "optuna",
+                       "requests")
 
 
 def import_monai_lean() -> None:
