@@ -23,8 +23,6 @@ from conftest import MODEL, REPO, TINY, TINY_FT, write_boxes
 QUICK_TRAIN = yaml.safe_load((REPO / "params.yaml").read_text())["scales"]["quick"]["finetune"]["options"]["train"]
 
 
-
-
 @pytest.fixture
 def ft_config(tmp_path):
     path = tmp_path / "ft.yaml"

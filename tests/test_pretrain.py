@@ -21,8 +21,6 @@ from s2dc.train.config import HELP, PretrainConfig
 from conftest import write_volume
 
 
-
-
 def pretrain(tiny_config, source, out_dir, *extra):
     return main(["pretrain", "--config", str(tiny_config), "--data.source", str(source),
                  "--run.out_dir", str(out_dir), *extra])

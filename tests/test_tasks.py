@@ -20,7 +20,6 @@ from conftest import REPO, TINY_FT
 REPO_PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
-
 # ----------------------------------------------------------------------------- metrics
 
 

@@ -19,8 +19,6 @@ from s2dc.models.encoder import EncoderConfig
 from conftest import TINY, TINY_FT, write_pool, write_volume
 
 
-
-
 @pytest.fixture
 def pool(tmp_path):
     """A private copy of three CT-like volumes with a dataset.json (tests may change its files)."""
