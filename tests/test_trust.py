@@ -190,10 +190,9 @@ def test_training_inside_a_users_git_repository_leaves_it_untouched(tiny_config,
     subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "start"], check=True)
     monkeypatch.chdir(repo)
     assert pretrain(tiny_config, pool / "dataset.json", repo / "pre", "--optim.steps", "2") == 0
-    ft = {**TINY_FT, "train": {**TINY_FT["train"], "steps": 2}}
-    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(ft))
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(TINY_FT))
     assert main(["finetune", "--config", str(tmp_path / "ft.yaml"), "--data.source", str(seg_dir / "dataset.json"),
-                 "--run.out_dir", str(repo / "ft")]) == 0
+                 "--run.out_dir", str(repo / "ft"), "--train.steps", "2"]) == 0
     assert sorted(p.name for p in repo.iterdir()) == [".git", "ft", "pre"]
     status = subprocess.run([*git, "status", "--porcelain"], check=True, capture_output=True, text=True).stdout
     assert status.splitlines() == ["?? ft/", "?? pre/"]
