@@ -11,19 +11,38 @@ from conftest import copy_run, REPO, snakemake
 
 def test_bare_snakemake_reads_the_default_profile_and_plans_the_paper_scale_without_data(tmp_path):
     """`snakemake` with no --profile picks up profiles/default beside the Snakefile (rerun-incomplete etc.);
-    at scale paper it plans every job with none of the real data present (each release is checked in its
-    own job: test_pipeline.py)."""
-    run = snakemake(tmp_path, "-n", "--config", "scale=paper")
+    at scale paper it plans every job of the benchmark and of the two second targets with none of the real data
+    present (each release is checked in its own job: test_pipeline.py); profiles/slurm sends every job that asks
+    for a GPU to its GPU partition."""
+    import yaml
+
+    run = snakemake(tmp_path, "-n", "all", "ablation", "sweep", "--config", "scale=paper")
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-3000:]
     assert f"workflow specific profile {REPO / 'profiles/default'}" in out
     # The full benchmark: 13 releases (3 of them open archives, downloaded first), one encoder per modality,
     # 10 datasets x {scratch, s2dc} x 3 label ratios x 3 seeds, the frozen-encoder protocol on the 10 datasets,
-    # the structure figures of BTCV, one table.
+    # the structure figures of BTCV, one table. The loss ablation: 4 more variants pretrained on 2 pools (CT, PET)
+    # and fine-tuned on BTCV and AutoPET at 100 % x 3 seeds, probed on both, drawn on BTCV (the one dataset of
+    # probe.figures among them). The sweep: 4 workers and the export.
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M))
     assert {k: int(v) for k, v in counts.items()} == {
-        "download_archive": 3, "prepared_dataset": 13, "pretrain": 3, "finetune": 180, "probe": 10,
-        "structure_figures": 1, "benchmark_table": 1, "benchmark_plots": 1, "all": 1, "total": 213}, run.stdout[-2000:]
+        "download_archive": 3, "prepared_dataset": 13, "pretrain": 3 + 8, "finetune": 180 + 24, "probe": 10,
+        "structure_figures": 1, "benchmark_table": 1, "benchmark_plots": 1, "all": 1,
+        "ablation_probe": 2, "ablation_figures": 1, "ablation_table": 1, "ablation": 1,
+        "sweep_worker": 4, "sweep_export": 1, "sweep": 1, "total": 256}, run.stdout[-2000:]
+
+    # On a cluster a job that asks for GPUs (sbatch --gpus, from its `gpu` resource) must go to a partition that has
+    # them: sbatch refuses `--gpus` on a partition without GPUs.
+    gpu_rules = set(re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: .*\bgpu=[1-9]", run.stdout, flags=re.M))
+    assert {"pretrain", "finetune", "probe", "ablation_probe", "ablation_figures", "sweep_worker"} <= gpu_rules
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+
+    def partition(rule):
+        return profile.get("set-resources", {}).get(rule, {}).get("slurm_partition",
+                                                                   profile["default-resources"]["slurm_partition"])
+
+    assert {rule: partition(rule) for rule in gpu_rules} == {rule: "gpu" for rule in gpu_rules}
 
 
 def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
