@@ -12,8 +12,9 @@
 # Needs (nothing is installed here; what is missing is named and the script exits 2):
 #   apt-get install -y slurm-wlm munge
 #   pip install -e ".[pipeline,slurm,dev]" -c constraints.txt   (in .venv/, used when present)
-# Environment: SCALE (smoke), SLURMCTLD_PORT (16817), SLURMD_PORT (16818), KEEP_TMP=1 keeps the
-# temporary folder (it is kept anyway when the check fails), RUN_TIMEOUT (1800 s per DAG run),
+# Environment: SCALE (smoke), TARGETS ("all ablation sweep": the benchmark and the two second targets),
+# SLURMCTLD_PORT (16817), SLURMD_PORT (16818), KEEP_TMP=1 keeps the temporary folder (it is kept anyway when
+# the check fails), RUN_TIMEOUT (1800 s per DAG run),
 # DVC_CHECK=1 also runs `dvc repro pretrain` through SLURM via $SNAKEMAKE_PROFILE (a third copy).
 #
 # Everything lives in one temporary folder: a fresh munge key and socket, slurm.conf, the
@@ -26,6 +27,7 @@
 set -euo pipefail
 
 SCALE=${SCALE:-smoke}
+read -r -a TARGETS <<<"${TARGETS:-all ablation sweep}"
 CTLD_PORT=${SLURMCTLD_PORT:-16817}
 SLURMD_PORT=${SLURMD_PORT:-16818}
 RUN_TIMEOUT=${RUN_TIMEOUT:-1800}
@@ -257,7 +259,7 @@ chmod +x "$T/bin/srun"
 #   --slurm-status-command squeue  sacct is disabled without slurmdbd; squeue sees the jobs for
 #                                MinJobAge (3600 s here) after they end;
 #   --slurm-keep-successful-logs only for the evidence: keep the SLURM log of every job.
-smk_slurm=(snakemake --profile profiles/slurm --config "scale=$SCALE"
+smk_slurm=(snakemake --profile profiles/slurm "${TARGETS[@]}" --config "scale=$SCALE"
   --slurm-status-command squeue --slurm-keep-successful-logs)
 say "SLURM run in $WS:"
 echo "    ${smk_slurm[*]}"
@@ -382,7 +384,7 @@ if [ "${DVC_CHECK:-0}" = 1 ]; then
 fi
 
 # ---------------------------------------------------------------- (d) the same DAG locally
-smk_local=(snakemake --cores 2 --config "scale=$SCALE")
+smk_local=(snakemake --cores 2 "${TARGETS[@]}" --config "scale=$SCALE")
 say "local run in $WL:"
 echo "    ${smk_local[*]}"
 t0=$(date +%s)
