@@ -15,6 +15,10 @@
 # Environment: SCALE (smoke), TARGETS ("all ablation sweep": the benchmark and the two second targets),
 # SLURMCTLD_PORT (16817), SLURMD_PORT (16818), KEEP_TMP=1 keeps the temporary folder (it is kept anyway when
 # the check fails), RUN_TIMEOUT (1800 s per DAG run),
+# GPUS=N (0) gives the node N counted GPUs (GRES without devices: jobs run on the CPU), makes `cpu` a partition
+# without GPUs (a node that never comes up: sbatch refuses --gpus there, as a site's CPU partition does) and
+# sets every stage of the SLURM copy's scale to ask for one GPU, as scale paper does: a job that the profile
+# sends to the wrong partition is refused at submission and the run fails.
 # DVC_CHECK=1 also runs `dvc repro pretrain` through SLURM via $SNAKEMAKE_PROFILE (a third copy).
 #
 # Everything lives in one temporary folder: a fresh munge key and socket, slurm.conf, the
@@ -27,6 +31,7 @@
 set -euo pipefail
 
 SCALE=${SCALE:-smoke}
+GPUS=${GPUS:-0}
 read -r -a TARGETS <<<"${TARGETS:-all ablation sweep}"
 CTLD_PORT=${SLURMCTLD_PORT:-16817}
 SLURMD_PORT=${SLURMD_PORT:-16818}
@@ -209,12 +214,31 @@ MinJobAge=3600
 MailProg=/bin/true
 ReturnToService=2
 SlurmdTimeout=300
+EOF
+if [ "$GPUS" -gt 0 ]; then
+  # GPUS=N: the node has N GPUs as GRES (slurmd counts a GPU only with a device file of its own: /dev/null,
+  # /dev/zero, ... stand in; nothing is bound, the jobs compute on the CPU) and is the 'gpu' partition; 'cpu' is
+  # a node like it but without GPUs, which never comes up (State=FUTURE).
+  devices=(/dev/null /dev/zero /dev/full /dev/random /dev/urandom)
+  [ "$GPUS" -le ${#devices[@]} ] || die "GPUS=$GPUS: at most ${#devices[@]} stand-in devices"
+  { echo "AutoDetect=off"; for dev in "${devices[@]:0:$GPUS}"; do echo "NodeName=$NODE Name=gpu File=$dev"; done; } \
+    >"$T/gres.conf"
+  cat >>"$SLURM_CONF" <<EOF
+GresTypes=gpu
+$node_line Gres=gpu:$GPUS NodeAddr=127.0.0.1 State=UNKNOWN
+${node_line/NodeName=$NODE/NodeName=cpuonly} NodeAddr=127.0.0.2 State=FUTURE
+PartitionName=cpu Nodes=cpuonly Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=$NODE Default=NO MaxTime=INFINITE State=UP
+EOF
+else
+  cat >>"$SLURM_CONF" <<EOF
 $node_line NodeAddr=127.0.0.1 State=UNKNOWN
-# The project's profile sends pretrain/finetune/probe to 'gpu' and the rest to 'cpu': both are
-# this node. No GRES: there is no GPU here, and the smoke scale asks for none (gpu: 0).
+# The project's profile names a partition per rule, 'gpu' or 'cpu': both are this node. No GRES: there is no
+# GPU here, and the smoke scale asks for none (gpu: 0).
 PartitionName=cpu Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=$NODE Default=NO MaxTime=INFINITE State=UP
 EOF
+fi
 : >"$T/plugstack.conf"
 slurmctld -D -f "$SLURM_CONF" >"$T/log/slurmctld.stdout" 2>&1 &
 CTLD_PID=$!
@@ -241,6 +265,18 @@ WS=$T/wd-slurm WL=$T/wd-local
 copy_repo "$WS"
 copy_repo "$WL"
 say "copied $(git -C "$REPO" ls-files | wc -l) tracked files to $WS and $WL (from $REPO, $(git -C "$REPO" rev-parse --short HEAD))"
+if [ "$GPUS" -gt 0 ]; then  # the SLURM copy's stages ask for a GPU each, as at scale paper (results are unchanged)
+  python3 - "$WS/params.yaml" "$SCALE" <<'EOF'
+import sys, yaml
+path, scale = sys.argv[1], sys.argv[2]
+params = yaml.safe_load(open(path))
+stages = params["scales"][scale]
+for stage in ("pretrain", "finetune", "probe", "sweep"):
+    stages[stage]["resources"]["gpu"] = 1
+yaml.safe_dump(params, open(path, "w"), sort_keys=False)
+EOF
+  say "GPUS=$GPUS: every stage of scale $SCALE in the SLURM copy asks for one GPU (its params.yaml)"
+fi
 
 # The SLURM jobs run `snakemake --executor slurm-jobstep`, which starts each rule with a nested
 # `srun`, but first drops every SLURM_* variable but a few job ids from that srun's environment,
@@ -344,6 +380,12 @@ if not bad:
           "each on the partition profiles/slurm gives its rule; every non-local rule went through SLURM")
 sys.exit(1 if bad else 0)
 EOF
+if [ "$GPUS" -gt 0 ]; then  # each job's step asked for its GPU (the nested srun of every SLURM job, logged by the shim)
+  n_jobs=$(grep -c 'submitted with SLURM jobid' "$T/snakemake_slurm.log")
+  n_gpu=$(grep -c -- ' --gpus=1 ' "$T/log/srun_calls.log" || true)
+  [ "$n_gpu" = "$n_jobs" ] || die "GPUS=$GPUS: $n_gpu of the $n_jobs SLURM jobs ran their step with --gpus=1"
+  echo "  check: the step of each of the $n_jobs SLURM jobs ran with --gpus=1 (srun calls), on partition gpu"
+fi
 
 # ---------------------------------------------------------------- (optional) dvc repro through SLURM
 # DVC_CHECK=1: a dvc.yaml stage (`snakemake --cores all pretrained`) sent to SLURM through
@@ -401,8 +443,11 @@ python3 - "$WS/results/$SCALE" "$WL/results/$SCALE" <<'EOF' || cmp_rc=$?
 # Every JSON under results/<scale> (metrics.json of the table, of each fine-tuning run and its
 # DVCLive log, the probe, the pretraining summaries, the splits), leaf by leaf; benchmark.csv cell
 # by cell; the Markdown tables (benchmark.md, probe/*.md) byte for byte; the encoder and the pretraining
-# checkpoints by SHA-256. Caches (cache/ folders, named after absolute paths) are not results.
+# checkpoints by SHA-256. Caches (cache/ folders, named after absolute paths) are not results. The sweep's
+# trials are not compared value by value: which of its workers samples which trial depends on timing, so a
+# study of several workers is reproducible only in its bookkeeping (docs/sweeps.md), which is compared instead.
 import csv, hashlib, json, math, re, sys
+import yaml
 from pathlib import Path
 import torch
 
@@ -415,7 +460,8 @@ FILE_TIME = re.compile(r"identity\.data\.files\[\d+\]\[2\]$")
 def files(pattern):
     found = set()
     for r in roots:
-        found |= {p.relative_to(r) for p in r.rglob(pattern) if "cache" not in p.relative_to(r).parts}
+        found |= {p.relative_to(r) for p in r.rglob(pattern)
+                  if "cache" not in p.relative_to(r).parts and p.relative_to(r).parts[0] != "sweep"}
     return sorted(found)
 
 def leaves(o, p=""):
@@ -479,6 +525,20 @@ for pattern in ("*.md", "*.pt"):
         if verdict.startswith("DIFFERENT"):
             diffs.append(f"{f}: sha256 {ha} vs {hb} ({verdict})")
         rows.append((str(f), "sha256[:16]", ha, hb, verdict))
+
+if any((r / "sweep/best.yaml").exists() for r in roots):
+    books = []
+    for r in roots:
+        best = yaml.safe_load((r / "sweep/best.yaml").read_text()) if (r / "sweep/best.yaml").exists() else {}
+        books.append({k: best.get(k) for k in ("study", "budget", "finished")})
+    for k in books[0]:
+        va, vb = books[0][k], books[1][k]
+        verdict = "=" if va == vb and va is not None else "DIFFERENT"
+        if verdict != "=":
+            diffs.append(f"sweep/best.yaml: {k}: {va!r} vs {vb!r}")
+        rows.append(("sweep/best.yaml", k, show(va), show(vb), verdict))
+    if books[0]["budget"] != books[0]["finished"] or books[1]["budget"] != books[1]["finished"]:
+        diffs.append(f"sweep: a run did not finish its budget ({books})")
 
 wk = min(max(len(r[1]) for r in rows), 56)
 print(f"  {'key':<{wk}}  {'SLURM run':>24}  {'local run':>24}  same?")
