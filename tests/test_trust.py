@@ -221,6 +221,45 @@ def test_export_never_overwrites_a_file_that_is_not_an_export(tiny_config, pool,
     assert main(["export-encoder", str(ckpt), str(encoder)]) == 0  # an earlier export may be replaced
 
 
+def test_synth_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):
+    """`s2dc synth --out DIR` replaces DIR only when it holds nothing but a synthetic dataset that s2dc synth wrote
+    (its dataset.json, which Snakemake deletes before rerunning the job, and its case files); a folder with anything
+    else (a user's data, a file added to a twin) is refused, named with a file, and left as it was."""
+
+    def files(folder):
+        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    args = ["--kind", "btcv", "--cases", "2", "--shape", "32", "32", "16"]
+    users = tmp_path / "mydata"
+    (users / "imagesTr").mkdir(parents=True)
+    (users / "notes.txt").write_text("my notes")
+    (users / "imagesTr" / "patient1.nii.gz").write_bytes(b"a scan of mine")
+    before = files(users)
+    assert main(["synth", "--out", str(users), "--seed", "0", *args]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and str(users) in err and "notes.txt" in err, err
+    assert files(users) == before and sorted(p.name for p in tmp_path.iterdir()) == ["mydata"]
+
+    msd = tmp_path / "msd"  # a real dataset.json beside files named like the twin's: not s2dc synth's
+    (msd / "imagesTr").mkdir(parents=True)
+    (msd / "imagesTr" / "case_0000.nii.gz").write_bytes(b"a scan of mine")
+    (msd / "dataset.json").write_text('{"name": "Spleen", "training": [{"image": "./imagesTr/case_0000.nii.gz"}]}')
+    assert main(["synth", "--out", str(msd), "--seed", "0", *args]) == 2
+    assert "dataset.json" in capsys.readouterr().err and (msd / "imagesTr" / "case_0000.nii.gz").exists()
+
+    twin = tmp_path / "twin"
+    twin.mkdir()  # an empty folder may be written
+    assert main(["synth", "--out", str(twin), "--seed", "0", *args]) == 0
+    first = files(twin)
+    assert main(["synth", "--out", str(twin), "--seed", "1", *args]) == 0  # its own dataset is replaced
+    (twin / "dataset.json").unlink()  # as Snakemake does before it reruns the job
+    assert main(["synth", "--out", str(twin), "--seed", "0", *args]) == 0 and files(twin) == first
+    (twin / "labelsTr" / "extra.nii.gz").write_bytes(b"added by hand")
+    assert main(["synth", "--out", str(twin), "--seed", "1", *args]) == 2
+    assert "extra.nii.gz" in capsys.readouterr().err
+    assert files(twin) == {**first, "labelsTr/extra.nii.gz": b"added by hand"}
+
+
 # --------------------------------------------------------------------------- 6. option values
 
 
