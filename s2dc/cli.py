@@ -209,7 +209,8 @@ def _add_synth(sub) -> None:
         description="Write deterministic synthetic cases of a registry dataset's twin as NIfTI volumes with a "
                     "dataset.json in the common layout (a pool lists them all under 'training'; a downstream twin "
                     "lists its last cases under 'validation'). The output folder is written atomically and "
-                    "replaced if it exists.",
+                    "replaced if it holds nothing but a synthetic dataset that s2dc synth wrote (a folder with other "
+                    "files is refused).",
     )
     from .data.synthetic import KINDS
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 import zlib
@@ -74,7 +75,8 @@ def write_dataset(
     ----------
     out_dir : str or Path
         Output folder; written atomically (built in a hidden temporary sibling that is renamed to
-        ``out_dir`` when complete; an existing ``out_dir`` is replaced only then).
+        ``out_dir`` when complete; an existing ``out_dir`` is replaced only then, and only if it holds nothing but
+        a synthetic dataset written here: a folder with other files is refused, :class:`SynthParamError`).
     kind : str
         A registry dataset with a twin (:data:`KINDS`). A pretraining pool lists every case under
         ``"training"``; a downstream twin lists its last ``max(1, round(cases * val_fraction))`` cases
@@ -111,6 +113,7 @@ def write_dataset(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise SynthParamError("out_dir", f"output '{out_dir}' exists and is not a directory")
+    _check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     affine = np.diag([*spacing, 1.0])
     spec, twin = get(kind), twins.TWINS[kind]
@@ -181,6 +184,37 @@ def write_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir / "dataset.json"
+
+
+#: The files :func:`write_dataset` puts in its folder beside dataset.json (paths relative to the folder).
+OWN_FILE = re.compile(r"(imagesTr|labelsTr|targetsTr|anatomyTr)/case_\d{4,}(_\w+)?\.nii\.gz")
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """Refuse an existing ``out_dir`` that holds anything but a synthetic dataset written here: its dataset.json
+    (one with the ``synthetic`` block of this writer; Snakemake deletes it before it reruns the job, so it may be
+    missing) and case files (:data:`OWN_FILE`). A user's folder is never replaced."""
+    if not out_dir.is_dir():
+        return
+    found = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_symlink() or not p.is_dir())
+    foreign = [f for f in found if f != "dataset.json" and not OWN_FILE.fullmatch(f)]
+    if "dataset.json" in found and not _written_here(out_dir / "dataset.json"):
+        foreign.insert(0, "dataset.json (not one that s2dc synth wrote)")
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise SynthParamError("out_dir", f"output '{out_dir}' holds files that s2dc synth did not write "
+                                         f"({', '.join(foreign[:3])}{more}); they are never replaced: give a new "
+                                         f"or empty folder, or move them away")
+
+
+def _written_here(path: Path) -> bool:
+    """Whether ``path`` is a dataset.json that :func:`write_dataset` wrote."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    meta = doc.get("synthetic") if isinstance(doc, dict) else None
+    return isinstance(meta, dict) and str(meta.get("generator", "")).startswith("s2dc.data.synthetic.twins.")
 
 
 def _write_case(folder: Path, name: str, case: twins.Case, spec, affine: np.ndarray) -> dict[str, Any]:
