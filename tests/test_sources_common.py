@@ -46,3 +46,27 @@ def test_every_dataset_has_a_converter_and_a_missing_release_says_where_to_get_i
     message = str(err.value)
     assert spec.where in message and str(tmp_path / "raw") in message and spec.layout.strip().splitlines()[0] in message
     assert not (tmp_path / "out").exists()
+
+
+def test_a_dataset_json_that_s2dc_did_not_write_is_never_replaced(tmp_path):
+    """`s2dc prepare NAME RAW OUT` writes OUT/dataset.json; a dataset.json already there that s2dc did not write (here
+    OUT is the MSD task folder, whose own dataset.json the converter reads) is refused, named, and left as it was,
+    before anything is written; an earlier output of s2dc (prepare or synth) is replaced."""
+    from test_sources_msd import make_task
+
+    from s2dc.data.sources import prepare
+    from s2dc.data.synthetic import write_dataset
+
+    task = make_task(tmp_path / "raw", "msd_spleen")
+    official = (task / "dataset.json").read_bytes()
+    before = sorted(p.relative_to(task) for p in task.rglob("*"))
+    with pytest.raises(DataError, match="dataset.json.*not written by s2dc"):
+        prepare("msd_spleen", tmp_path / "raw", task)
+    assert (task / "dataset.json").read_bytes() == official and sorted(p.relative_to(task) for p in task.rglob("*")) == before
+
+    out = tmp_path / "out"
+    first = prepare("msd_spleen", tmp_path / "raw", out).read_bytes()
+    assert prepare("msd_spleen", tmp_path / "raw", out).read_bytes() == first
+    twin = tmp_path / "twin"
+    write_dataset(twin, "msd_spleen", 2, 0, shape=(32, 32, 16))
+    assert prepare("msd_spleen", tmp_path / "raw", twin).read_bytes() == first  # same place beside raw/
