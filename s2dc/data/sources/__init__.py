@@ -7,6 +7,7 @@ the data, where to put it). Open archives are downloaded by :mod:`s2dc.data.down
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from pathlib import Path
 
@@ -31,8 +32,27 @@ CONVERTERS = {
 
 
 def prepare(name: str, raw: str | Path, out_dir: str | Path) -> Path:
-    """Convert dataset ``name`` from ``raw`` (its official layout) into ``out_dir/dataset.json``."""
+    """Convert dataset ``name`` from ``raw`` (its official layout) into ``out_dir/dataset.json``. A dataset.json
+    already in ``out_dir`` is replaced only if s2dc wrote it (this function or ``s2dc synth``)."""
     spec = get(name)
     if name not in CONVERTERS:
         raise DataError(f"no converter for {spec.title} ({name}) yet; converters exist for {sorted(CONVERTERS)}")
+    existing = Path(out_dir) / "dataset.json"
+    if existing.exists() and not _written_by_s2dc(existing):
+        raise DataError(f"'{existing}' exists and was not written by s2dc (prepare or synth): it is never replaced; "
+                        f"give an output folder of its own (not the one that holds the release's files)")
     return CONVERTERS[name](Path(raw), Path(out_dir))
+
+
+def _written_by_s2dc(path: Path) -> bool:
+    """Whether ``path`` is a dataset.json written by a converter here or by ``s2dc synth`` (their marks: the
+    ``source.converter`` or the ``synthetic.generator`` that wrote it)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(doc, dict):
+        return False
+    source, synthetic = doc.get("source"), doc.get("synthetic")
+    return (isinstance(source, dict) and str(source.get("converter", "")).startswith("s2dc.data.sources.")) or \
+        (isinstance(synthetic, dict) and str(synthetic.get("generator", "")).startswith("s2dc.data.synthetic."))
