@@ -361,8 +361,9 @@ def _add_prepare(sub) -> None:
     pre_ = sub.add_parser(
         "prepare", help="turn a dataset's official release layout into the common dataset.json",
         description="Check a real dataset in its official release layout (see `s2dc datasets NAME`) and write "
-                    "OUT/dataset.json, whose paths point at the release's files (nothing is copied). A missing "
-                    "folder stops with where to get the data and where to put it.",
+                    "OUT/dataset.json, whose paths point at the release's files (nothing is copied; CC-CCII's "
+                    "slices become volumes in OUT/volumes). A missing folder stops with where to get the data and "
+                    "where to put it; a dataset.json in OUT that s2dc did not write is never replaced.",
     )
     pre_.add_argument("name", help="registry name, e.g. btcv")
     pre_.add_argument("--raw", required=True, help="folder that holds the official release")
