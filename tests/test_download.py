@@ -313,6 +313,23 @@ def test_download_msd_extracts_task(spleen_tar, server, tmp_path):
     assert download.download_msd("Task09_Spleen", root) == path and len(server.requests) == 1  # kept
 
 
+def test_download_msd_never_replaces_a_task_folder_it_did_not_extract(spleen_tar, server, tmp_path):
+    """A task folder without its dataset.json holds files s2dc did not extract (e.g. a copy being made by hand): the
+    download refuses it before fetching anything, naming it, and leaves it as it was; an empty one is filled."""
+    root = tmp_path / "msd"
+    mine = root / "Task09_Spleen" / "imagesTr" / "spleen_1.nii.gz"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"my own copy")
+    with pytest.raises(DataError, match="Task09_Spleen.*without its dataset.json"):
+        download.download_msd("Task09_Spleen", root)
+    assert mine.read_bytes() == b"my own copy" and server.requests == []
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == [
+        "Task09_Spleen", "Task09_Spleen/imagesTr", "Task09_Spleen/imagesTr/spleen_1.nii.gz"]
+    mine.unlink()
+    mine.parent.rmdir()
+    assert download.download_msd("Task09_Spleen", root) == root / "Task09_Spleen" / "dataset.json"
+
+
 def test_download_msd_md5_mismatch_leaves_nothing(spleen_tar, server, tmp_path, monkeypatch):
     url = f"{server.url}/Task09_Spleen.tar"
     monkeypatch.setattr(download, "msd_resource", lambda task: (url, "0" * 32))
