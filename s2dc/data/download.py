@@ -196,12 +196,16 @@ def msd_resource(task: str) -> tuple[str, str]:
 def download_msd(task: str, root: str | Path, progress: bool = False) -> Path:
     """Download ``root/<task>.tar``, check its MD5 and extract ``root/<task>/``; returns its dataset.json.
 
-    An existing, complete ``root/<task>/dataset.json`` is kept; an interrupted download is resumed.
+    An existing, complete ``root/<task>/dataset.json`` is kept; an interrupted download is resumed. A non-empty
+    ``root/<task>/`` without its dataset.json holds files that were not extracted here: it is refused, never replaced.
     """
     root = Path(root)
     target = root / task
     if (target / "dataset.json").is_file():
         return target / "dataset.json"
+    if target.is_dir() and any(target.iterdir()):
+        raise DataError(f"'{target}' exists without its dataset.json, so s2dc did not extract it (an extracted task "
+                        f"always has one): it is never replaced; complete it by hand or move it away to download {task}")
     url, md5 = msd_resource(task)
     archive = fetch(url, root / f"{task}.tar", md5, progress=progress)
     unpacked = extract(archive, root / f".{task}.unpacked")
