@@ -200,6 +200,29 @@ def test_training_inside_a_users_git_repository_leaves_it_untouched(tiny_config,
     assert (repo / "ft" / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv").exists()
 
 
+def test_finetune_never_clears_a_folder_that_is_not_a_fine_tuning_run(tiny_config, pool, seg_dir, tmp_path, capsys):
+    """`s2dc finetune --run.out_dir DIR` replaces an earlier fine-tuning run's outputs in DIR; a DIR that holds
+    anything else (here the pretraining run whose checkpoint it starts from: its curves would be deleted, its
+    dvclive/metrics.json replaced) is refused before anything is written, naming the option and a file."""
+
+    def files(folder):
+        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    pre = tmp_path / "pre"
+    assert pretrain(tiny_config, pool / "dataset.json", pre, "--optim.steps", "1") == 0
+    before = files(pre)
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(TINY_FT))
+    argv = ["finetune", "--config", str(tmp_path / "ft.yaml"), "--data.source", str(seg_dir / "dataset.json"),
+            "--train.steps", "1", "--model.init", str(pre / "checkpoints" / "step_00000001.pt")]
+    capsys.readouterr()
+    assert main([*argv, "--run.out_dir", str(pre)]) == 2
+    err = capsys.readouterr().err
+    assert "run.out_dir" in err and str(pre) in err and "run.json" in err, err
+    assert files(pre) == before
+    assert main([*argv, "--run.out_dir", str(tmp_path / "ft")]) == 0
+    assert main([*argv, "--run.out_dir", str(tmp_path / "ft")]) == 0  # its own earlier run is replaced
+
+
 # --------------------------------------------------------------------------- 4. export never overwrites its input
 
 
