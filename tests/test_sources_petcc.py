@@ -132,6 +132,27 @@ def test_cc_ccii_reconversion_replaces_the_volumes(tmp_path):
         i.replace("/", "_") + ".nii.gz" for i in entries)
 
 
+def test_cc_ccii_never_replaces_a_volumes_folder_it_did_not_make(tmp_path):
+    """OUT/volumes/ is replaced only if this converter made it (its mark inside, which the listing skips): a user's
+    own folder of that name is refused before any slice is read, named, and left as it was; the volumes of an
+    interrupted conversion (no dataset.json yet) are replaced."""
+    raw = tmp_path / "CC-CCII"
+    cc_ccii_release(raw)
+    out = tmp_path / "out"
+    mine = out / "volumes" / "my_scan.nii.gz"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"a scan of mine")
+    with pytest.raises(DataError, match="volumes.*not made by"):
+        cc_ccii.convert(raw, out)
+    assert mine.read_bytes() == b"a scan of mine" and [p.name for p in out.iterdir()] == ["volumes"]
+    assert [p.name for p in mine.parent.iterdir()] == ["my_scan.nii.gz"]
+    mine.unlink()
+    mine.parent.rmdir()
+    first = cc_ccii.convert(raw, out).read_bytes()
+    (out / "dataset.json").unlink()  # as if killed between the volumes and the json
+    assert cc_ccii.convert(raw, out).read_bytes() == first
+
+
 # ---------------------------------------------------------------- AutoPET
 
 def autopet_release(raw: Path) -> dict[str, str]:
