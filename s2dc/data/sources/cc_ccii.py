@@ -74,10 +74,19 @@ def read_scan(scan: Path) -> np.ndarray:
     return np.stack(arrays, axis=-1)
 
 
+#: The mark of a volumes/ folder this converter made (inside it): only such a folder is ever replaced.
+MADE_HERE = ".made-by-s2dc-cc_ccii"
+
+
 def convert(raw: Path, out_dir: Path) -> Path:
-    """Stack every scan into a NIfTI volume (staged, then renamed into place) and write the json."""
+    """Stack every scan into a NIfTI volume (staged, then renamed into place) and write the json. An existing
+    ``out_dir/volumes/`` is replaced only if this converter made it (:data:`MADE_HERE` inside)."""
     spec = get("cc_ccii")
     raw, out_dir = Path(raw), Path(out_dir)
+    final = out_dir / "volumes"
+    if final.exists() and not (final / MADE_HERE).is_file():
+        raise DataError(f"'{final}' exists and was not made by s2dc's CC-CCII converter (no {MADE_HERE} in it): it is "
+                        f"never replaced; move it away or give another output folder")
     for name in spec.outputs:
         require_folder(raw, spec, name)
     scans = []  # (class index, class, patient, scan folder)
@@ -90,12 +99,12 @@ def convert(raw: Path, out_dir: Path) -> Path:
     train_patients = set(fixed_split(sorted({f"{name}/{patient}" for _, name, patient, _ in scans}), 0.2)[0])
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / "volumes"
     staging = out_dir / f".volumes.{os.getpid()}.tmp"
     old = out_dir / f".volumes.{os.getpid()}.old"
     for leftover in (staging, old):
         shutil.rmtree(leftover, ignore_errors=True)
     staging.mkdir()
+    (staging / MADE_HERE).write_text("CT volumes stacked from CC-CCII's slice images by s2dc.data.sources.cc_ccii\n")
     training, validation = [], []
     try:
         for index, name, patient, scan in scans:
