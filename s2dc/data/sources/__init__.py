@@ -7,11 +7,11 @@ the data, where to put it). Open archives are downloaded by :mod:`s2dc.data.down
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 
 from ..errors import DataError
+from ..provenance import writer_of
 from ..registry import get
 from . import adni, autopet, brats21, brats23, btcv, cc_ccii, msd, oasis3, pool, udpet
 
@@ -38,21 +38,7 @@ def prepare(name: str, raw: str | Path, out_dir: str | Path) -> Path:
     if name not in CONVERTERS:
         raise DataError(f"no converter for {spec.title} ({name}) yet; converters exist for {sorted(CONVERTERS)}")
     existing = Path(out_dir) / "dataset.json"
-    if existing.exists() and not _written_by_s2dc(existing):
+    if existing.exists() and writer_of(existing) is None:
         raise DataError(f"'{existing}' exists and was not written by s2dc (prepare or synth): it is never replaced; "
                         f"give an output folder of its own (not the one that holds the release's files)")
     return CONVERTERS[name](Path(raw), Path(out_dir))
-
-
-def _written_by_s2dc(path: Path) -> bool:
-    """Whether ``path`` is a dataset.json written by a converter here or by ``s2dc synth`` (their marks: the
-    ``source.converter`` or the ``synthetic.generator`` that wrote it)."""
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(doc, dict):
-        return False
-    source, synthetic = doc.get("source"), doc.get("synthetic")
-    return (isinstance(source, dict) and str(source.get("converter", "")).startswith("s2dc.data.sources.")) or \
-        (isinstance(synthetic, dict) and str(synthetic.get("generator", "")).startswith("s2dc.data.synthetic."))

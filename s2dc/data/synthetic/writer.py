@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..datalist import content_sha256
+from ..provenance import writer_of
 from ..registry import get, names
 from . import twins
 from .checks import SynthParamError, check_seed, check_shape
@@ -198,23 +199,13 @@ def _check_replaceable(out_dir: Path) -> None:
         return
     found = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_symlink() or not p.is_dir())
     foreign = [f for f in found if f != "dataset.json" and not OWN_FILE.fullmatch(f)]
-    if "dataset.json" in found and not _written_here(out_dir / "dataset.json"):
+    if "dataset.json" in found and writer_of(out_dir / "dataset.json") != "synth":
         foreign.insert(0, "dataset.json (not one that s2dc synth wrote)")
     if foreign:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         raise SynthParamError("out_dir", f"output '{out_dir}' holds files that s2dc synth did not write "
                                          f"({', '.join(foreign[:3])}{more}); they are never replaced: give a new "
                                          f"or empty folder, or move them away")
-
-
-def _written_here(path: Path) -> bool:
-    """Whether ``path`` is a dataset.json that :func:`write_dataset` wrote."""
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    meta = doc.get("synthetic") if isinstance(doc, dict) else None
-    return isinstance(meta, dict) and str(meta.get("generator", "")).startswith("s2dc.data.synthetic.twins.")
 
 
 def _write_case(folder: Path, name: str, case: twins.Case, spec, affine: np.ndarray) -> dict[str, Any]:
