@@ -171,9 +171,7 @@ def smoke_run(tmp_path_factory):
 LONG_SMOKE_READERS = ("test_dag_and_report_need_no_cores", "test_kill_minus_nine_then_a_plain_rerun_recovers",
                       "test_dvc_after_snakemake_redoes_and_deletes_nothing")
 
-#: Modules of small unit tests (each well under a second; ~500 tests, ~45 s in all), run last: the suite's tail is
-#: then many short tests that the two workers share evenly, not one long reader that keeps one worker busy while the
-#: other has finished (measured: 40 s of one idle worker at the end of a 309 s run).
+#: Modules of small unit tests (each well under a second; ~430 tests, ~45 s in all), placed last.
 FILLER_MODULES = ("test_losses", "test_download", "test_views", "test_tune_space", "test_registry",
                   "test_data_volumes", "test_data_layer", "test_sources_common", "test_sources_msd",
                   "test_sources_mri", "test_sources_petcc", "test_bootstrap", "test_identity", "test_synthetic",
@@ -181,10 +179,13 @@ FILLER_MODULES = ("test_losses", "test_download", "test_views", "test_tune_space
 
 
 def pytest_collection_modifyitems(config, items):
-    """Order for two workers on two cores: one reader of the smoke run first (its worker builds the smoke DAG at
-    once), then the other tests that do not read it (the other worker runs them meanwhile instead of waiting on the
-    DAG's lock), then the other readers, the longest first, then the small unit tests of :data:`FILLER_MODULES`.
-    Every worker sorts alike (xdist requires it)."""
+    """Order for two workers on two cores under ``--dist worksteal`` (pyproject's addopts), which hands the first
+    half of this list to one worker and the second half to the other, and lets a worker that runs dry take the back
+    half of the other's queue: one reader of the smoke run first (its worker builds the smoke DAG at once), then
+    the other tests that do not read it, then the other readers, the longest first, then the small unit tests of
+    :data:`FILLER_MODULES`. So the second worker starts on small unit tests while the first builds the DAG, and takes
+    the other readers when it has run dry (measured: the DAG done before it reached them). Every worker sorts
+    alike (xdist requires it)."""
     readers = [item for item in items if "smoke_run" in getattr(item, "fixturenames", ())]
     if not readers:
         return
