@@ -223,6 +223,27 @@ def test_finetune_never_clears_a_folder_that_is_not_a_fine_tuning_run(tiny_confi
     assert main([*argv, "--run.out_dir", str(tmp_path / "ft")]) == 0  # its own earlier run is replaced
 
 
+def test_the_fine_tuning_engine_itself_never_clears_a_folder_of_something_else(seg_dir, tmp_path):
+    """The library call (`s2dc.downstream.engine.finetune`, which the sweep's workers make) refuses as the command
+    does: a run.out_dir holding a user's file is left as it was, the error naming the option and the file."""
+    from s2dc.downstream.engine import finetune
+    from s2dc.train.finetune_config import build_config
+
+    out = tmp_path / "mine"
+    (out / "dvclive").mkdir(parents=True)
+    (out / "notes.txt").write_text("my notes")
+    (out / "dvclive" / "metrics.json").write_text("{}")
+    values = {**TINY_FT, "train": {**TINY_FT["train"], "steps": 1},
+              "data": {**TINY_FT["data"], "source": str(seg_dir / "dataset.json")},
+              "run": {**TINY_FT["run"], "out_dir": str(out)}}
+    with pytest.raises(ValueError, match="run.out_dir") as refused:
+        finetune(build_config(values))
+    assert "notes.txt" in str(refused.value) and str(out) in str(refused.value)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["dvclive", "dvclive/metrics.json",
+                                                                             "notes.txt"]
+    assert (out / "dvclive" / "metrics.json").read_text() == "{}"
+
+
 # --------------------------------------------------------------------------- 4. export never overwrites its input
 
 
