@@ -6,7 +6,6 @@ import argparse
 import os
 import signal
 import sys
-from pathlib import Path
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -45,31 +44,10 @@ def _finetune(args: argparse.Namespace) -> int:
     values, notes = fill_finetune_defaults(values_from_args(args))
     for note in notes:
         print(note)
-    config = build_config(values)
-    _refuse_a_folder_of_something_else(Path(config.run.out_dir))
-    result = finetune(config)
+    result = finetune(build_config(values))  # refuses a run.out_dir holding anything a run does not write
     print(f"fine-tuned {result['steps']} steps ({result['method']}, label ratio {result['label_ratio']}, "
           f"{result['train_cases']} training cases): {result['task']} {result['score']['name']} {result['score']['value']}")
     return 0
-
-
-#: What a fine-tuning run writes in its run.out_dir (s2dc.downstream.engine): a rerun replaces them, and keeps
-#: the preprocessing cache (cache/, where data.cache_dir is not set).
-FINETUNE_OUTPUTS = frozenset({"metrics.json", "model.pt", "split.json", "dvclive", "cache"})
-
-
-def _refuse_a_folder_of_something_else(out: Path) -> None:
-    """A fine-tuning run clears its folder's earlier outputs: refuse a folder that holds anything else (a
-    pretraining run, a user's files), before anything is written. Temporary files of an interrupted write are
-    its own."""
-    if not out.is_dir():
-        return
-    other = sorted(p.name for p in out.iterdir()
-                   if p.name not in FINETUNE_OUTPUTS and not (p.name.startswith(".") and p.name.endswith(".tmp")))
-    if other:
-        raise ValueError(f"run.out_dir: '{out}' holds {', '.join(other[:4])}{', ...' if len(other) > 4 else ''}, "
-                         f"which a fine-tuning run does not write; it never clears such a folder: give a folder of "
-                         f"its own")
 
 
 def _synth(args: argparse.Namespace) -> int:

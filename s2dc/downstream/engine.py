@@ -63,6 +63,24 @@ def _atomic_json(obj, path: Path) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2))
 
 
+#: What a run writes in its ``run.out_dir``. A rerun replaces them (keeping the preprocessing cache, ``cache/``, used
+#: where ``data.cache_dir`` is not set); a folder holding anything else is refused, never cleared.
+OUTPUTS = frozenset({"metrics.json", "model.pt", "split.json", "dvclive", "cache"})
+
+
+def refuse_a_folder_of_something_else(out: Path) -> None:
+    """Raise ValueError, naming ``run.out_dir`` and what it holds, if the folder ``out`` holds anything but
+    :data:`OUTPUTS` (a pretraining run, a user's files); temporary files of an interrupted write are a run's own."""
+    if not out.is_dir():
+        return
+    other = sorted(p.name for p in out.iterdir()
+                   if p.name not in OUTPUTS and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+    if other:
+        raise ValueError(f"run.out_dir: '{out}' holds {', '.join(other[:4])}{', ...' if len(other) > 4 else ''}, "
+                         f"which a fine-tuning run does not write; it never clears such a folder: give a folder of "
+                         f"its own")
+
+
 class Finetuner:
     """Data, network, loss, optimiser and schedule of one fine-tuning run; ``run()`` trains and evaluates."""
 
@@ -70,6 +88,7 @@ class Finetuner:
         self.started = time.perf_counter()
         self.cfg = cfg
         self.out = Path(cfg.run.out_dir)
+        refuse_a_folder_of_something_else(self.out)  # before anything is read, built or written
         self.device = pick_device(cfg.run.device)
         source = Path(cfg.data.source)
         self.spec = read_datalist(source)
@@ -160,7 +179,8 @@ class Finetuner:
         receives each validation score (the task's ``score_key``, unscaled) and may raise to stop the run
         (an Optuna pruner does)."""
         cfg, key = self.cfg, self.task.score_key
-        # A rerun replaces the earlier run's outputs (metrics.json, written last, goes first); MetricLog clears dvclive/.
+        # A rerun replaces the earlier run's outputs (metrics.json, written last, goes first); MetricLog clears dvclive/;
+        # the folder holds nothing else (checked in __init__).
         for name in ("metrics.json", "model.pt", "split.json"):
             (self.out / name).unlink(missing_ok=True)
         print(f"task: {self.task.name}; model.init: {self.init_report}", flush=True)
