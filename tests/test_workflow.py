@@ -90,6 +90,19 @@ def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
         replan.stdout[-3000:]
 
 
+def test_converting_a_release_is_a_cluster_job_not_a_login_node_one():
+    """On a cluster the `localrules` run on the submit (login) node: only jobs that are quick or need the internet
+    belong there. Converting a release is neither (CC-CCII: the slices of ~4,000 scans stacked into volumes), so
+    `prepared_dataset` is sent to the cluster like the other stages, with its own memory and run time."""
+    snakefile = (REPO / "Snakefile").read_text()
+    block = re.search(r"^localrules:\n((?:    \w+,\n)+)", snakefile, flags=re.M)
+    local = set(re.findall(r"(\w+),", block.group(1)))
+    assert "download_archive" in local and "all" in local  # the internet; nothing to compute
+    assert "prepared_dataset" not in local, sorted(local)
+    rule = (REPO / "workflow/rules/data.smk").read_text().split("rule prepared_dataset:")[1].split("\nrule ")[0]
+    assert re.search(r"resources:\n\s+mem_mb=\d+,\n\s+runtime=\d+", rule), rule
+
+
 def test_a_user_with_one_real_dataset_runs_just_its_rows(tmp_path):
     """`--config only=... methods=...` plans only those rows and what they need: MSD Spleen from scratch needs
     its download and conversion; BTCV with S²DC also the CT pool and its encoder; a wrong name is refused."""
