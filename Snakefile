@@ -16,13 +16,13 @@ include: "workflow/rules/ablation.smk"
 include: "workflow/rules/sweep.smk"
 
 
-# Jobs that are quick or need the internet (a cluster's login node has it): never sent to a cluster.
+# Jobs that are quick or need the internet (a cluster's login node has it): never sent to a cluster. Converting a
+# real release is neither (prepared_dataset: CC-CCII stacks the slices of ~4,000 scans): a cluster job.
 localrules:
     all,
     data,
     pretrained,
     synthetic_dataset,
-    prepared_dataset,
     download_archive,
     benchmark_table,
     benchmark_plots,

@@ -39,6 +39,9 @@ rule prepared_dataset:
         code=CODE["prepare"],
     wildcard_constraints:
         dataset="|".join(datasets_of("prepared")) or "(?!)",
+    resources:
+        mem_mb=8000,
+        runtime=240,
     conda:
         "../envs/s2dc.yaml"
     log:
