@@ -347,3 +347,23 @@ def test_the_probe_builds_a_one_channel_encoder_for_a_multi_channel_dataset(tmp_
         assert swin.patch_embed.proj.weight.shape[1] == 1
     torch.testing.assert_close(frozen_encoder(str(exported), data, 0).patch_embed.proj.weight,
                                weights["patch_embed.proj.weight"])
+
+
+def test_the_readout_diagnostic_reads_the_probes_blocks_in_token_order():
+    """scripts/probe_readouts.py: a block's mean and sd per channel, in the order of the probe's voxel blocks (whose
+    C s³ values are channel-major), and a grid cell's mean and sd per channel, as numpy computes them."""
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("probe_readouts", REPO / "scripts" / "probe_readouts.py")
+    readouts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readouts)
+    image = torch.randn(3, 8, 12, 4, generator=torch.Generator().manual_seed(0))
+    blocks = voxel_blocks(image, 4).reshape(-1, 3, 64).numpy()
+    np.testing.assert_allclose(readouts.block_means(image, 4).numpy(), blocks.mean(-1), atol=1e-6)
+    both = readouts.block_means_and_sds(image, 4).numpy()
+    np.testing.assert_allclose(both, np.concatenate([blocks.mean(-1), blocks.std(-1)], 1), atol=1e-5)
+    cells = image.numpy().reshape(3, 2, 4, 2, 6, 2, 2).transpose(0, 1, 3, 5, 2, 4, 6).reshape(3, 8, -1)
+    pooled = readouts.pooled_means_and_sds(image[None], 2).numpy()[0]
+    np.testing.assert_allclose(pooled, np.concatenate([cells.mean(-1).ravel(), cells.std(-1).ravel()]), atol=1e-5)

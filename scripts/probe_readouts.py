@@ -1,0 +1,80 @@
+"""What do the frozen-encoder protocol's rows read? An `s2dc` command run with one read-out or twin swapped.
+
+A diagnostic of the probe rows where S²DC does not win (BraTS 2021, ADNI); the pipeline never runs it. Options
+before the `s2dc` command line:
+
+* ``--blocks means|meansd``: the ``voxels`` row of a segmentation probe reads each token block's mean (``meansd``:
+  and standard deviation) per channel instead of its raw voxels: intensity alone, no pattern inside the block;
+* ``--pooling meansd``: classification features are each grid cell's mean and standard deviation per channel (every
+  row alike: the voxels' 4³ grid, the encoders' 2³ grid), so that a spread within a cell (a texture) is linear;
+* ``--alike``: the MRI twins render the necrotic core exactly as CSF and the edema exactly as white-matter
+  hyperintensities in all four sequences (for ``s2dc synth``).
+
+Usage::
+
+    python scripts/probe_readouts.py --blocks means probe voxels s2dc=results/quick/pretrain/MRI/s2dc/encoder.pt \\
+        --source resources/quick/brats21/dataset.json --stage 1 --out /tmp/means.json
+    python scripts/probe_readouts.py --alike synth --kind brats21 --out /tmp/alike --cases 40 --seed 1 \\
+        --shape 64 64 48 --val-fraction 0.625
+    python scripts/probe_readouts.py --pooling meansd probe voxels random s2dc=results/quick/pretrain/PET/s2dc/encoder.pt \\
+        --source resources/quick/adni/dataset.json --stage 2 --out /tmp/adni.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import ExitStack
+from unittest import mock
+
+import torch
+import torch.nn.functional as F
+
+
+def block_means(image: torch.Tensor, stride: int) -> torch.Tensor:
+    """(C, X, Y, Z) -> (blocks, C): each ``stride³`` block's mean per channel, in the probe's token order."""
+    return F.avg_pool3d(image[None].float(), stride)[0].flatten(1).T
+
+
+def block_means_and_sds(image: torch.Tensor, stride: int) -> torch.Tensor:
+    """(C, X, Y, Z) -> (blocks, 2 C): each block's mean, then its standard deviation, per channel."""
+    mean = F.avg_pool3d(image[None].float(), stride)[0]
+    sd = (F.avg_pool3d(image[None].float() ** 2, stride)[0] - mean**2).clamp_min(0).sqrt()
+    return torch.cat([mean, sd]).flatten(1).T
+
+
+def pooled_means_and_sds(fmap: torch.Tensor, grid: int) -> torch.Tensor:
+    """(1, C, X, Y, Z) -> (1, 2 C grid³): each cell's mean per channel, then its standard deviation."""
+    mean = F.adaptive_avg_pool3d(fmap, grid)
+    sd = (F.adaptive_avg_pool3d(fmap * fmap, grid) - mean * mean).clamp_min(0).sqrt()
+    return torch.cat([mean.flatten(), sd.flatten()])[None]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--blocks", choices=("means", "meansd"))
+    parser.add_argument("--pooling", choices=("meansd",))
+    parser.add_argument("--alike", action="store_true")
+    options, command = parser.parse_known_args(argv)
+
+    from s2dc.runtime import import_monai_lean
+
+    import_monai_lean()
+    import s2dc.data.synthetic.render_mri as render_mri
+    import s2dc.eval.probe as probe
+    from s2dc.cli import main as s2dc
+
+    with ExitStack() as swaps:
+        if options.blocks:
+            read = block_means if options.blocks == "means" else block_means_and_sds
+            swaps.enter_context(mock.patch.object(probe, "voxel_blocks", read))
+        if options.pooling:
+            swaps.enter_context(mock.patch.object(probe, "pooled_features", pooled_means_and_sds))
+        if options.alike:
+            tables = {seq: {**table, 7: table[1], 8: table[6]} for seq, table in render_mri.CONTRAST.items()}
+            swaps.enter_context(mock.patch.dict(render_mri.CONTRAST, tables))
+        return s2dc(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
