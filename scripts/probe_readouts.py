@@ -31,13 +31,9 @@ import torch
 import torch.nn.functional as F
 
 
-def block_means(image: torch.Tensor, stride: int) -> torch.Tensor:
-    """(C, X, Y, Z) -> (blocks, C): each ``stride³`` block's mean per channel, in the probe's token order."""
-    return F.avg_pool3d(image[None].float(), stride)[0].flatten(1).T
-
-
 def block_means_and_sds(image: torch.Tensor, stride: int) -> torch.Tensor:
-    """(C, X, Y, Z) -> (blocks, 2 C): each block's mean, then its standard deviation, per channel."""
+    """(C, X, Y, Z) -> (blocks, 2 C): each ``stride³`` block's mean per channel (:func:`s2dc.eval.probe.block_means`,
+    the probe's token order), then its standard deviation."""
     mean = F.avg_pool3d(image[None].float(), stride)[0]
     sd = (F.avg_pool3d(image[None].float() ** 2, stride)[0] - mean**2).clamp_min(0).sqrt()
     return torch.cat([mean, sd]).flatten(1).T
@@ -66,7 +62,7 @@ def main(argv: list[str]) -> int:
 
     with ExitStack() as swaps:
         if options.blocks:
-            read = block_means if options.blocks == "means" else block_means_and_sds
+            read = probe.block_means if options.blocks == "means" else block_means_and_sds
             swaps.enter_context(mock.patch.object(probe, "voxel_blocks", read))
         if options.pooling:
             swaps.enter_context(mock.patch.object(probe, "pooled_features", pooled_means_and_sds))

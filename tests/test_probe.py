@@ -355,13 +355,14 @@ def test_the_readout_diagnostic_reads_the_probes_blocks_in_token_order():
     import importlib.util
 
     from conftest import REPO
+    from s2dc.eval.probe import block_means
 
     spec = importlib.util.spec_from_file_location("probe_readouts", REPO / "scripts" / "probe_readouts.py")
     readouts = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(readouts)
     image = torch.randn(3, 8, 12, 4, generator=torch.Generator().manual_seed(0))
     blocks = voxel_blocks(image, 4).reshape(-1, 3, 64).numpy()
-    np.testing.assert_allclose(readouts.block_means(image, 4).numpy(), blocks.mean(-1), atol=1e-6)
+    np.testing.assert_allclose(block_means(image, 4).numpy(), blocks.mean(-1), atol=1e-6)  # what --blocks means reads
     both = readouts.block_means_and_sds(image, 4).numpy()
     np.testing.assert_allclose(both, np.concatenate([blocks.mean(-1), blocks.std(-1)], 1), atol=1e-5)
     cells = image.numpy().reshape(3, 2, 4, 2, 6, 2, 2).transpose(0, 1, 3, 5, 2, 4, 6).reshape(3, 8, -1)
