@@ -8,7 +8,9 @@ before the `s2dc` command line:
 * ``--pooling meansd``: classification features are each grid cell's mean and standard deviation per channel (every
   row alike: the voxels' 4³ grid, the encoders' 2³ grid), so that a spread within a cell (a texture) is linear;
 * ``--alike``: the MRI twins render the necrotic core exactly as CSF and the edema exactly as white-matter
-  hyperintensities in all four sequences (for ``s2dc synth``).
+  hyperintensities in all four sequences (for ``s2dc synth``);
+* ``--brain-share N``: the PET pool holds a brain PET (ADNI-like) in 1 of every N cases, a torso PET in the others
+  (the twin's own share: 1 in 4; for ``s2dc synth --kind pet_pool``).
 
 Usage::
 
@@ -18,6 +20,12 @@ Usage::
         --shape 64 64 48 --val-fraction 0.625
     python scripts/probe_readouts.py --pooling meansd probe voxels random s2dc=results/quick/pretrain/PET/s2dc/encoder.pt \\
         --source resources/quick/adni/dataset.json --stage 2 --out /tmp/adni.json
+    python scripts/probe_readouts.py --brain-share 2 synth --kind pet_pool --out /tmp/pool2 --cases 16 --seed 0 \\
+        --shape 96 96 64 --val-fraction 0.25
+
+then the quick PET pretraining (``snakemake -n -p --forcerun results/quick/pretrain/PET/s2dc/encoder.pt`` prints it)
+with ``--data.source /tmp/pool2/dataset.json`` and another ``--run.out_dir`` and ``--export-encoder``, and
+``s2dc probe`` on ADNI with that encoder.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import ExitStack
+from dataclasses import replace
 from unittest import mock
 
 import torch
@@ -46,17 +55,27 @@ def pooled_means_and_sds(fmap: torch.Tensor, grid: int) -> torch.Tensor:
     return torch.cat([mean.flatten(), sd.flatten()])[None]
 
 
+def with_brain_share(pet_pool_case, every: int):
+    """The PET pool's case function ``(seed, shape, index) -> Case`` with a brain PET in 1 of every ``every`` cases:
+    the twin's own function, told an index of its brain (3) or torso (0) kind; its seed draws the rest."""
+    if every < 1:
+        raise ValueError(f"--brain-share must be at least 1, not {every}")
+    return lambda seed, shape, index: pet_pool_case(seed, shape, 3 if index % every == every - 1 else 0)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--blocks", choices=("means", "meansd"))
     parser.add_argument("--pooling", choices=("meansd",))
     parser.add_argument("--alike", action="store_true")
+    parser.add_argument("--brain-share", type=int, metavar="N")
     options, command = parser.parse_known_args(argv)
 
     from s2dc.runtime import import_monai_lean
 
     import_monai_lean()
     import s2dc.data.synthetic.render_mri as render_mri
+    import s2dc.data.synthetic.twins as twins
     import s2dc.eval.probe as probe
     from s2dc.cli import main as s2dc
 
@@ -69,6 +88,11 @@ def main(argv: list[str]) -> int:
         if options.alike:
             tables = {seq: {**table, 7: table[1], 8: table[6]} for seq, table in render_mri.CONTRAST.items()}
             swaps.enter_context(mock.patch.dict(render_mri.CONTRAST, tables))
+        if options.brain_share is not None:
+            pool = twins.TWINS["pet_pool"]
+            twin = replace(pool, make=with_brain_share(pool.make, options.brain_share),
+                           description=f"{pool.description}; here brain PET in 1 of every {options.brain_share} cases")
+            swaps.enter_context(mock.patch.dict(twins.TWINS, {"pet_pool": twin}))
         return s2dc(command)
 
 

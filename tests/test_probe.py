@@ -368,3 +368,29 @@ def test_the_readout_diagnostic_reads_the_probes_blocks_in_token_order():
     cells = image.numpy().reshape(3, 2, 4, 2, 6, 2, 2).transpose(0, 1, 3, 5, 2, 4, 6).reshape(3, 8, -1)
     pooled = readouts.pooled_means_and_sds(image[None], 2).numpy()[0]
     np.testing.assert_allclose(pooled, np.concatenate([cells.mean(-1).ravel(), cells.std(-1).ravel()]), atol=1e-5)
+
+
+def test_the_readout_diagnostic_puts_a_brain_in_one_of_every_n_pool_cases():
+    """scripts/probe_readouts.py --brain-share N: the PET pool's own case function is asked for its brain kind in
+    1 of every N cases (N = 4: the twin's own pool, whose brains are the indices 3, 7, ...), seed and shape passed on;
+    a share below 1 is refused."""
+    import importlib.util
+
+    from conftest import REPO
+    from s2dc.data.synthetic.twins import TWINS
+
+    spec = importlib.util.spec_from_file_location("probe_readouts", REPO / "scripts" / "probe_readouts.py")
+    readouts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readouts)
+    calls = []
+    kinds = {}
+    for every in (4, 2, 1):
+        case = readouts.with_brain_share(lambda seed, shape, index: calls.append((seed, shape, index)), every)
+        for index in range(8):
+            case(100 + index, (8, 8, 8), index)
+        kinds[every] = ["brain" if i % 4 == 3 else "torso" for *_, i in calls[-8:]]
+    assert kinds[4] == ["torso", "torso", "torso", "brain"] * 2
+    assert kinds[2] == ["torso", "brain"] * 4 and kinds[1] == ["brain"] * 8
+    assert [(seed, shape) for seed, shape, _ in calls[:8]] == [(100 + i, (8, 8, 8)) for i in range(8)]
+    with pytest.raises(ValueError, match="brain-share"):
+        readouts.with_brain_share(TWINS["pet_pool"].make, 0)
