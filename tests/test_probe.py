@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -394,3 +395,52 @@ def test_the_readout_diagnostic_puts_a_brain_in_one_of_every_n_pool_cases():
     assert [(seed, shape) for seed, shape, _ in calls[:8]] == [(100 + i, (8, 8, 8)) for i in range(8)]
     with pytest.raises(ValueError, match="brain-share"):
         readouts.with_brain_share(TWINS["pet_pool"].make, 0)
+
+
+def test_each_encoder_file_keeps_its_own_input_channels_whatever_the_order(tmp_path):
+    """The probe takes the shared sizes from the first file; a one-channel file listed after a four-channel one
+    still reads each sequence alone (its own input channel, its weights unchanged), as it does when listed first."""
+    from types import SimpleNamespace
+
+    from s2dc.eval.probe import frozen_encoder
+
+    four = EncoderConfig(**{**SIZES.to_dict(), "in_channels": 4})
+    torch.manual_seed(4)
+    weights = swinunetr_for(SIZES).swinViT.state_dict()
+    one = tmp_path / "one.pt"
+    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in weights.items()}, "encoder": SIZES.to_dict()}, one)
+    volumes = {"training": [torch.zeros(1, 4, 64, 64, 32)]}
+    for first in (SIZES, four):  # the sizes of the first file listed
+        data = SimpleNamespace(sizes=first, volumes=volumes, device=torch.device("cpu"))
+        swin = frozen_encoder(str(one), data, seed=0)
+        torch.testing.assert_close(swin.patch_embed.proj.weight, weights["patch_embed.proj.weight"])
+
+
+def test_the_probe_never_overwrites_a_file_that_is_not_a_probe_result(twin, tmp_path, capsys):
+    """`--out` naming the dataset's own json, a user's file, or a .md (the table's name: the json would be lost) is
+    refused before the probe runs, naming the file; a user's notes beside the json (its .md) likewise; an earlier
+    probe result is replaced."""
+    torch.manual_seed(5)
+    exported = tmp_path / "enc.pt"
+    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in swinunetr_for(SIZES).swinViT.state_dict().items()},
+                "encoder": SIZES.to_dict()}, exported)
+    source = tmp_path / "data"
+    shutil.copytree(twin.parent, source)
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"my": "results"}')
+    notes = tmp_path / "fresh.md"
+    notes.write_text("my notes")
+    before = {p: p.read_bytes() for p in (source / "dataset.json", mine, notes)}
+    for out, named in ((source / "dataset.json", "dataset.json"), (mine, "mine.json"), (tmp_path / "p.md", "p.md"),
+                       (tmp_path / "fresh.json", "fresh.md")):
+        capsys.readouterr()
+        assert main(["probe", "voxels", str(exported), "--source", str(source / "dataset.json"), "--out",
+                     str(out)]) == 2, out
+        err = capsys.readouterr().err
+        assert named in err and "Traceback" not in err, err
+    assert {p: p.read_bytes() for p in before} == before and not (tmp_path / "p.md").exists()
+    out = tmp_path / "probe.json"
+    for _ in range(2):  # the second run replaces the first one's result and table
+        assert main(["probe", "voxels", str(exported), "--source", str(source / "dataset.json"), "--out",
+                     str(out)]) == 0
+    assert json.loads(out.read_text())["encoders"] and out.with_suffix(".md").read_text().startswith("|")

@@ -100,6 +100,74 @@ def test_finetune_divergence_fails_without_outputs(seg_dir, tmp_path, capsys):
     assert not (out / "metrics.json").exists() and not (out / "model.pt").exists()
 
 
+def finetune_argv(tmp_path, source, out, *extra):
+    """`s2dc finetune` with the tiny fine-tuning options, one step."""
+    config = tmp_path / "ft.yaml"
+    config.write_text(yaml.safe_dump(TINY_FT))
+    return ["finetune", "--config", str(config), "--data.source", str(source), "--run.out_dir", str(out),
+            "--train.steps", "1", *extra]
+
+
+def test_a_validation_with_nothing_to_score_fails_without_outputs(seg_dir, tmp_path, capsys):
+    """Validation cases that hold none of the classes give no Dice at all (each class NaN): the run fails (exit 1)
+    naming the score and the validation cases, and writes neither model.pt nor metrics.json; a class absent from
+    the validation cases alone is left out of the mean and recorded as null, as documented."""
+    import nibabel as nib
+
+    source = tmp_path / "data"
+    shutil.copytree(seg_dir, source)
+    doc = json.loads((source / "dataset.json").read_text())
+    for case in doc["validation"]:
+        label = nib.load(source / case["label"])
+        nib.save(nib.Nifti1Image(np.zeros(label.shape, np.uint8), label.affine), str(source / case["label"]))
+    out = tmp_path / "ft"
+    assert main(finetune_argv(tmp_path, source / "dataset.json", out)) == 1
+    err = capsys.readouterr().err
+    assert "dice_mean" in err and "validation" in err and "Traceback" not in err, err
+    assert not (out / "metrics.json").exists() and not (out / "model.pt").exists()
+
+
+def test_finetune_never_replaces_a_users_file_named_like_its_outputs(seg_dir, tmp_path, capsys):
+    """A run folder is a fine-tuning run's only if an earlier run wrote it (its split.json): a user's model.pt (here
+    the very encoder the run starts from) or metrics.json in run.out_dir is refused, the file left as it was."""
+    torch.manual_seed(0)
+    sizes = EncoderConfig(**{k: v for k, v in TINY_FT["model"].items() if k in ("feature_size", "num_heads",
+                                                                              "window_size")})
+    blob = {"state_dict": {f"swinViT.{k}": v for k, v in swinunetr_for(sizes).swinViT.state_dict().items()},
+            "encoder": sizes.to_dict()}
+    for name in ("model.pt", "metrics.json"):
+        out = tmp_path / name.replace(".", "_")
+        out.mkdir()
+        torch.save(blob, out / "model.pt") if name == "model.pt" else (out / name).write_text('{"mine": 1}')
+        before = (out / name).read_bytes()
+        init = ["--model.init", str(out / "model.pt")] if name == "model.pt" else []
+        capsys.readouterr()
+        assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", out, *init)) == 2, name
+        err = capsys.readouterr().err
+        assert "run.out_dir" in err and name in err, err
+        assert (out / name).read_bytes() == before and sorted(p.name for p in out.iterdir()) == [name]
+
+
+def test_two_fine_tuning_runs_never_share_a_folder(seg_dir, tmp_path, capsys):
+    """While a run holds run.out_dir, another run into it is refused (exit 2), naming the folder; nothing of the
+    holder's is touched."""
+    from s2dc.train.checkpoint import lock_folder
+
+    out = tmp_path / "ft"
+    assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", out)) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+    held = lock_folder(out)
+    try:
+        capsys.readouterr()
+        assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", out, "--run.seed", "1")) == 2
+        err = capsys.readouterr().err
+        assert "in use" in err and str(out) in err, err
+    finally:
+        held.close()
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == before
+    assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", out, "--run.seed", "1")) == 0  # free again
+
+
 # --------------------------------------------------------------------------- 2-3. run identity and resume
 
 
