@@ -177,3 +177,21 @@ def test_the_label_ratio_curve_joins_each_methods_ratios_with_their_seed_spread(
         (bars,) = lines[method].lines[2]
         spans = [seg[1][1] - seg[0][1] for seg in bars.get_segments()]
         assert spans == pytest.approx([2 * statistics.stdev(100 * d for d in dice[(method, r)]) for r in (0.1, 1.0)])
+
+
+def test_a_class_absent_from_the_validation_cases_is_left_out_not_an_error(tmp_path):
+    """A fine-tuning run records a class that no validation case holds (and a classification's AUC with one class
+    in its validation cases) as null: the runs are read without it, the scored classes and metrics kept."""
+    from s2dc.report.runs import read_runs
+
+    seg = write_run(tmp_path, "s2dc", 0, 0.5)
+    doc = json.loads(seg.read_text())
+    seg.write_text(json.dumps({**doc, "dice_per_class": {"bright": 0.5, "dark": None}}))
+    cls = tmp_path / "cls.json"
+    cls.write_text(json.dumps({"task": "classification", "dataset": "synthetic_adni", "method": "s2dc",
+                               "label_ratio": 0.1, "seed": 0, "accuracy": 0.75, "auc": None, "train_cases": 3,
+                               "score": {"key": "accuracy", "name": "accuracy", "value": 75.0}}))
+    _, rows = read_runs([seg, cls])
+    got = {(r.dataset, r.metric): r.value for r in rows.itertuples()}
+    assert got == {("synthetic_btcv", "Dice %"): 50.0, ("synthetic_btcv", "Dice % bright"): 50.0,
+                   ("synthetic_adni", "accuracy %"): 75.0}
