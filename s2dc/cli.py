@@ -116,8 +116,9 @@ def _ablation_table(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from .eval.probe import markdown, probe, write_probe
+    from .eval.probe import check_probe_out, markdown, probe, write_probe
 
+    check_probe_out(args.out, args.source)  # before the work, not after it
     result = probe(args.source, args.encoders, stage=args.stage, seed=args.seed, cache_dir=args.cache_dir,
                    device=args.device, preset=args.preset)
     write_probe(result, args.out)

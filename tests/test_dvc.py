@@ -18,7 +18,8 @@ import yaml
 
 from conftest import REPO, copy_run
 
-SCRATCH = ("/runs/", "/cache/")  # pretraining run folders and preprocessing caches; fine-tuned model.pt below
+SCRATCH = ("/runs/", "/cache/")  # pretraining run folders and preprocessing caches; fine-tuned model.pt and a
+# fine-tuning run's lock below
 
 
 def _env() -> dict[str, str]:
@@ -68,7 +69,7 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
 
 
 def is_scratch(path: str) -> bool:
-    return any(s in path for s in SCRATCH) or path.endswith("/model.pt")
+    return any(s in path for s in SCRATCH) or path.endswith(("/model.pt", "/.lock"))
 
 
 def test_dvc_after_snakemake_redoes_and_deletes_nothing(tmp_path, smoke_run):
@@ -135,6 +136,8 @@ def test_dvcignore_leaves_out_scratch_of_every_scale(tmp_path):
         "results/quick/cache/finetune/seg1-0123/a.pt",
         "results/smoke/finetune/segmentation/btcv/s2dc/labels50pct/seed0/cache/seg1-0123/a.pt",
         "results/paper/finetune/segmentation/btcv/s2dc/labels10pct/seed0/model.pt",
+        "results/quick/finetune/segmentation/btcv/s2dc/labels10pct/seed0/.lock",
+        "results/quick/ablation/finetune/segmentation/autopet/lg/labels20pct/seed0/.lock",
     ]
     versioned = [
         "resources/quick/btcv/imagesTr/case_0000.nii.gz",

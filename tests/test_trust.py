@@ -129,7 +129,8 @@ def test_a_validation_with_nothing_to_score_fails_without_outputs(seg_dir, tmp_p
 
 def test_finetune_never_replaces_a_users_file_named_like_its_outputs(seg_dir, tmp_path, capsys):
     """A run folder is a fine-tuning run's only if an earlier run wrote it (its split.json): a user's model.pt (here
-    the very encoder the run starts from) or metrics.json in run.out_dir is refused, the file left as it was."""
+    the very encoder the run starts from) or metrics.json in run.out_dir is refused, the file left as it was; so is
+    an encoder to start from inside an earlier run's folder (the run would replace it)."""
     torch.manual_seed(0)
     sizes = EncoderConfig(**{k: v for k, v in TINY_FT["model"].items() if k in ("feature_size", "num_heads",
                                                                               "window_size")})
@@ -146,6 +147,13 @@ def test_finetune_never_replaces_a_users_file_named_like_its_outputs(seg_dir, tm
         err = capsys.readouterr().err
         assert "run.out_dir" in err and name in err, err
         assert (out / name).read_bytes() == before and sorted(p.name for p in out.iterdir()) == [name]
+    out = tmp_path / "run"  # an earlier run's own folder, but the encoder to start from lies in it: refused
+    assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", out)) == 0
+    torch.save(blob, out / "model.pt")  # an encoder saved over the run's model
+    before = (out / "model.pt").read_bytes()
+    capsys.readouterr()
+    assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", out, "--model.init", str(out / "model.pt"))) == 2
+    assert "model.init" in capsys.readouterr().err and (out / "model.pt").read_bytes() == before
 
 
 def test_two_fine_tuning_runs_never_share_a_folder(seg_dir, tmp_path, capsys):

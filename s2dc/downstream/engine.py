@@ -19,6 +19,7 @@ import json
 from collections.abc import Callable
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from ..data.datalist import list_cases, read_datalist
 from ..data.splits import choose_subset
 from ..data.volumes import check_all
 from ..export import load_encoder_weights
-from ..train.checkpoint import atomic_save, atomic_write_text
+from ..train.checkpoint import atomic_save, atomic_write_text, lock_folder
 from ..train.device import pick_device
 from ..train.finetune_config import FinetuneConfig
 from ..train.finite import NonFiniteError, describe_step, gradient_norm, require_finite, step_is_finite
@@ -66,19 +67,46 @@ def _atomic_json(obj, path: Path) -> None:
 #: What a run writes in its ``run.out_dir``. A rerun replaces them (keeping the preprocessing cache, ``cache/``, used
 #: where ``data.cache_dir`` is not set); a folder holding anything else is refused, never cleared.
 OUTPUTS = frozenset({"metrics.json", "model.pt", "split.json", "dvclive", "cache"})
+#: Of :data:`OUTPUTS`, those a run writes after ``split.json`` (and a rerun deletes before it): where one of them is,
+#: a run's ``split.json`` is too, or the folder is not a fine-tuning run's (a user's ``model.pt``).
+AFTER_SPLIT = frozenset({"metrics.json", "model.pt", "dvclive"})
+
+
+def _is_scratch(name: str) -> bool:
+    """The run folder's lock (``.lock``) and the temporary file of an interrupted atomic write (``.<name>.<pid>.tmp``)."""
+    return name == ".lock" or (name.startswith(".") and name.endswith(".tmp"))
+
+
+def _is_split(path: Path) -> bool:
+    """Is ``path`` a fine-tuning run's ``split.json``?"""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and {"source", "label_ratio", "seed", "cases"} <= set(doc)
 
 
 def refuse_a_folder_of_something_else(out: Path) -> None:
-    """Raise ValueError, naming ``run.out_dir`` and what it holds, if the folder ``out`` holds anything but
-    :data:`OUTPUTS` (a pretraining run, a user's files); temporary files of an interrupted write are a run's own."""
+    """Raise ValueError, naming ``run.out_dir`` and what it holds, if the folder ``out`` is not an earlier fine-tuning
+    run's: it holds anything but :data:`OUTPUTS` (a pretraining run, a user's files), or one of :data:`AFTER_SPLIT`
+    without the run's ``split.json`` (a user's ``model.pt``); its lock and temporary files are a run's own."""
     if not out.is_dir():
         return
-    other = sorted(p.name for p in out.iterdir()
-                   if p.name not in OUTPUTS and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+    names = {p.name for p in out.iterdir() if not _is_scratch(p.name)}
+    other = sorted(names - OUTPUTS)
+    if not other and names & AFTER_SPLIT and not _is_split(out / "split.json"):
+        other = sorted(names & AFTER_SPLIT)
     if other:
         raise ValueError(f"run.out_dir: '{out}' holds {', '.join(other[:4])}{', ...' if len(other) > 4 else ''}, "
-                         f"which a fine-tuning run does not write; it never clears such a folder: give a folder of "
-                         f"its own")
+                         f"which no earlier fine-tuning run wrote there; it never clears such a folder: give a folder "
+                         f"of its own")
+
+
+def refuse_an_init_inside(out: Path, init: str) -> None:
+    """Raise ValueError if the encoder file ``model.init`` lies inside ``run.out_dir`` (the run replaces its files)."""
+    if init != "scratch" and Path(init).resolve().is_relative_to(out.resolve()):
+        raise ValueError(f"model.init: '{init}' lies inside run.out_dir '{out}', whose files the run replaces; "
+                         "copy the encoder elsewhere first")
 
 
 class Finetuner:
@@ -88,7 +116,10 @@ class Finetuner:
         self.started = time.perf_counter()
         self.cfg = cfg
         self.out = Path(cfg.run.out_dir)
-        refuse_a_folder_of_something_else(self.out)  # before anything is read, built or written
+        refuse_a_folder_of_something_else(self.out)  # before anything is read, built or written ...
+        refuse_an_init_inside(self.out, cfg.model.init)
+        self.lock = lock_folder(self.out)  # ... then held for the whole run (a second run into it is refused)
+        refuse_a_folder_of_something_else(self.out)  # as another run may have left it before the lock was ours
         self.device = pick_device(cfg.run.device)
         source = Path(cfg.data.source)
         self.spec = read_datalist(source)
@@ -173,16 +204,28 @@ class Finetuner:
         self.model.train()
         return scores
 
+    def _require_a_score(self, value: float) -> None:
+        """Raise NonFiniteError if the validation score is NaN or infinite (a segmentation's Dice is NaN when no
+        validation case holds any of the classes): such a run is not a result."""
+        if not math.isfinite(value):
+            raise NonFiniteError(
+                f"validation at step {self.step} gave {self.task.score_key} = {value} on the {len(self.val_cases)} "
+                f"validation cases of {self.cfg.data.source} (a Dice is NaN where no validation case holds a class); "
+                "no model.pt or metrics.json is written: check the validation cases and their labels")
+
     # ------------------------------------------------------------------ run
     def run(self, on_score: Callable[[int, float], None] | None = None) -> dict:
         """Train to ``train.steps``, evaluating every ``eval.every`` steps and at the end; ``on_score(step, value)``
         receives each validation score (the task's ``score_key``, unscaled) and may raise to stop the run
         (an Optuna pruner does)."""
         cfg, key = self.cfg, self.task.score_key
-        # A rerun replaces the earlier run's outputs (metrics.json, written last, goes first); MetricLog clears dvclive/;
-        # the folder holds nothing else (checked in __init__).
-        for name in ("metrics.json", "model.pt", "split.json"):
+        # A rerun replaces the earlier run's outputs in the reverse order of their writing (metrics.json first,
+        # split.json last: an interrupted rerun leaves a folder still recognised as a run's); the folder holds nothing
+        # else (checked in __init__).
+        for name in ("metrics.json", "model.pt"):
             (self.out / name).unlink(missing_ok=True)
+        shutil.rmtree(self.out / "dvclive", ignore_errors=True)
+        (self.out / "split.json").unlink(missing_ok=True)
         print(f"task: {self.task.name}; model.init: {self.init_report}", flush=True)
         train, val = self._datasets()
         _atomic_json({
@@ -202,6 +245,7 @@ class Finetuner:
                 live.log(self.step, {"train/loss": metrics["loss"], "train/lr": metrics["lr"]})
             if (cfg.eval.every and self.step % cfg.eval.every == 0) or self.step == cfg.train.steps:
                 scores = self.evaluate(val)
+                self._require_a_score(scores[key])
                 history.append({"step": self.step, key: _json_value(scores[key])})
                 flat = {f"val/{k}": v for k, v in scores.items() if not isinstance(v, dict)}
                 flat.update({f"val/{k}/{name}": v for k, d in scores.items() if isinstance(d, dict) for name, v in d.items()})
@@ -242,4 +286,8 @@ def finetune(cfg: FinetuneConfig, on_score: Callable[[int, float], None] | None 
     ``on_score(step, value)``: see :meth:`Finetuner.run`."""
     if not cfg.data.source:
         raise ValueError("data.source is required: pass --data.source <dataset.json>")
-    return Finetuner(cfg).run(on_score)
+    tuner = Finetuner(cfg)
+    try:
+        return tuner.run(on_score)
+    finally:
+        tuner.lock.close()

@@ -305,10 +305,11 @@ def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cach
 def frozen_encoder(what: str, data: Labelled, seed: int) -> torch.nn.Module:
     """The frozen ``SwinUNETR.swinViT`` of an encoder file, or (``"random"``) a random one drawn with ``seed``, on
     ``data``'s device: with the file's input channels when it has one (it reads ``data``'s channels one by one,
-    see :func:`_token_features`), else with ``data``'s."""
+    see :func:`_token_features`), else with ``data``'s; ``"random"`` takes the input channels of the first file."""
     torch.manual_seed(seed)
     channels = next(iter(data.volumes.values()))[0].shape[1]
-    sizes = model_sizes(data.sizes, 1 if data.sizes.in_channels == 1 else channels)
+    own = data.sizes if what == RANDOM else encoder_sizes(what)  # a file keeps its own input channels
+    sizes = model_sizes(data.sizes, 1 if own.in_channels == 1 else channels)
     model = swinunetr_for(sizes)
     if what != RANDOM:
         load_encoder_weights(model, what, expected=sizes)
@@ -506,8 +507,35 @@ def differences_markdown(result: dict) -> list[str]:
     return rows
 
 
+def _is_probe_result(path: Path) -> bool:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and {"source", "metric", "stage", "encoders"} <= set(doc)
+
+
+def check_probe_out(out: str | Path, source: str | Path) -> None:
+    """Raise ValueError, naming the file, unless ``out`` is a new ``.json`` (or an earlier probe result) whose ``.md``
+    sibling is new too (or that result's table): never the dataset's json, a user's file or notes."""
+    out = Path(out)
+    if out.suffix != ".json":
+        raise ValueError(f"--out '{out}': give a .json file (the table goes beside it, as {out.stem}.md)")
+    if out.resolve() == Path(source).resolve():
+        raise ValueError(f"--out '{out}' is the dataset's own json (--source); give another file")
+    table = out.with_suffix(".md")
+    earlier = out.exists() and _is_probe_result(out)
+    if out.exists() and not earlier:
+        raise ValueError(f"--out '{out}' exists and is not a probe result; refusing to overwrite it")
+    if table.exists() and not earlier:
+        raise ValueError(f"'{table}' (where --out's table goes) exists beside no probe result; refusing to "
+                         "overwrite it")
+
+
 def write_probe(result: dict, out: str | Path) -> None:
-    """``out`` (.json) gets the result; the same name with .md gets :func:`markdown`."""
+    """``out`` (.json) gets the result; the same name with .md gets :func:`markdown` (:func:`check_probe_out`
+    first)."""
+    check_probe_out(out, result["source"])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(result, indent=2))
