@@ -262,6 +262,8 @@ BAD_PARAMS = {  # what is wrong -> what the message must name
                        "loss.weight_p2q"),
     "not in the registry": (lambda p: p["scales"]["smoke"]["datasets"].__setitem__("lits", {"source": "real"}),
                             "not a registry dataset"),  # the other dataset choices: test_registry.py
+    "ratio not a whole percent": (lambda p: p["scales"]["smoke"]["experiments"].__setitem__("label_ratios", [0.5, 0.125]),
+                                  "experiments.label_ratios"),  # its folder (labels12pct) and row would say 12 %
 }  # a NaN or a wrong device goes through the option validators as "unknown option" does (each: test_trust.py)
 
 

@@ -200,6 +200,33 @@ def test_the_sweep_study_changes_with_the_data_it_runs_on(tmp_path):
     assert study("other", "udpet") == same
 
 
+def test_the_rules_pass_every_option_that_changes_a_probe_or_figure(tmp_path):
+    """The probe's and the figures' seed and the t-SNE's token cap come from params.yaml through the rule's command
+    (never from a command-line default that no code hash covers), so that changing one reruns the jobs."""
+    plan = snakemake(tmp_path, "-n", "-p", "--config", "scale=quick", "--forceall", "--cores", "1",
+                     "results/quick/probe/btcv.json", "results/quick/figures/btcv/tsne.png")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    probes = [line for line in plan.stdout.splitlines() if "s2dc probe" in line]
+    figures = [line for line in plan.stdout.splitlines() if "s2dc figures" in line]
+    assert probes and figures
+    assert all(" --seed 0 " in c for c in probes + figures), probes + figures
+    assert all(re.search(r" --tsne-tokens \d+ ", c) for c in figures), figures
+
+
+def test_dvc_tracks_every_variant_the_benchmark_may_pretrain():
+    """experiments.methods may name any variant; its loss options then shape the benchmark's encoders, so DVC's
+    pretraining stage tracks all of `variants` (not only variants.s2dc), as the loss ablation's does; the fine-tuning
+    code hash covers the defaults it fills in, and the sweep's study name its own code."""
+    import yaml
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert "variants" in stages["pretrain"]["params"], stages["pretrain"]["params"]
+    common = (REPO / "workflow/rules/common.smk").read_text()
+    assert re.search(r'"finetune": \[[^]]*"s2dc.downstream.defaults"', common)
+    study = common.split("def sweep_study")[1].split("\ndef ")[0]
+    assert "CODE['sweep']" in study, study
+
+
 def test_the_architecture_is_written_once(tmp_path):
     """Fine-tuning takes the network's sizes from pretrain.options.encoder (the scratch run too); a size repeated
     under finetune.options.model is refused, naming the key."""
