@@ -16,6 +16,7 @@ rule ablation_probe:
     params:
         encoders=lambda w, input: " ".join(f"{v}={shlex.quote(e)}" for v, e in zip(ABLATION["variants"], input.encoders)),
         stage=lambda w: probe_stage(w.dataset),
+        seed=P["probe"]["seed"],
         cache=f"{RESULTS}/cache/probe",
         code=CODE["probe"],
     threads: P["probe"]["resources"]["threads"]
@@ -30,7 +31,7 @@ rule ablation_probe:
     shell:
         "(export OMP_NUM_THREADS={threads};"
         " s2dc probe voxels random {params.encoders} --source {input.data:q} --stage {params.stage}"
-        " --cache-dir {params.cache:q} --out {output.json:q}) > {log:q} 2>&1"
+        " --seed {params.seed} --cache-dir {params.cache:q} --out {output.json:q}) > {log:q} 2>&1"
 
 
 rule ablation_figures:
@@ -46,6 +47,7 @@ rule ablation_figures:
     params:
         encoders=lambda w, input: " ".join(f"{v}={shlex.quote(e)}" for v, e in zip(ABLATION["variants"], input.encoders)),
         stage=lambda w: probe_stage(w.dataset),
+        seed=P["probe"]["seed"],
         structure=lambda w: figure_anchor(w.dataset)[0],
         labels=lambda w: figure_anchor(w.dataset)[1],
         out=lambda w, output: os.path.dirname(output.similarity),

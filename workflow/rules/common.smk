@@ -97,13 +97,14 @@ def sweep_storage() -> str:
 
 def sweep_study() -> str:
     """The study's name: the scale and a hash of what defines its trials (spec and budget; how the pool and the
-    dataset are made: their params.yaml entries and the code of their twin or converter; the pretraining and
-    fine-tuning code), so that a changed sweep or changed data starts a new study in the same storage instead of
+    dataset are made: their params.yaml entries and the code of their twin or converter; the pretraining,
+    fine-tuning and sweep code), so that a changed sweep or changed data starts a new study in the same storage instead of
     mixing, or silently reusing, trials that are not comparable."""
     dataset = SWEEP["dataset"]
     made = {name: [P["datasets"][name], CODE["synth" if made_by(name) == "synthetic" else "prepare"]]
             for name in (registry.pool_for(modality_of(dataset)), dataset)}
-    return f"s2dc-{SCALE}-{short_hash([sweep_spec(), SWEEP['budget'], made, CODE['pretrain'], CODE['finetune']])}"
+    code = [CODE['pretrain'], CODE['finetune'], CODE['sweep']]
+    return f"s2dc-{SCALE}-{short_hash([sweep_spec(), SWEEP['budget'], made, *code])}"
 
 
 def made_by(name: str) -> str:
@@ -194,7 +195,7 @@ CODE = {
         "synth": ["s2dc.data.synthetic"],
         "prepare": ["s2dc.data.sources"],
         "pretrain": ["s2dc.train.pretrain", "s2dc.export"],
-        "finetune": ["s2dc.downstream.engine"],
+        "finetune": ["s2dc.downstream.engine", "s2dc.downstream.defaults"],
         "probe": ["s2dc.eval.probe"],
         "figures": ["s2dc.eval.figures"],
         "report": ["s2dc.report.tables"],
@@ -312,6 +313,16 @@ def _check_methods() -> None:
                             f"scales.{SCALE}.experiments.datasets {EXP['datasets']}")
 
 
+def _check_label_ratios() -> None:
+    """Each label ratio names its folder and row in whole percents (labels20pct): one that is not a whole percent
+    would be rounded there (0.125 -> 12 %) and two that round alike would share a folder; both stop the parse."""
+    for key, ratios in (("experiments.label_ratios", EXP["label_ratios"]), ("ablation.label_ratio", [ABLATION["label_ratio"]])):
+        wrong = [r for r in ratios if abs(100 * r - ratio_percent(r)) > 1e-9 or ratio_percent(r) < 1]
+        if wrong or len({ratio_percent(r) for r in ratios}) != len(ratios):
+            raise WorkflowError(f"params.yaml: scales.{SCALE}.{key}: {wrong or ratios}: expected distinct whole "
+                                "percents (0.01, 0.1, 0.25, ..., 1.0): each names its folder, e.g. labels20pct")
+
+
 def _check_datasets() -> None:
     from s2dc.data.synthetic import KINDS
     from s2dc.data.synthetic.twins import TWINS
@@ -356,6 +367,7 @@ def _check_sweep() -> None:
 
 
 _check_methods()
+_check_label_ratios()
 _check_datasets()
 _check_sweep()
 if "only" in config:

@@ -12,6 +12,7 @@ rule probe:
         md=f"{RESULTS}/probe/{{dataset}}.md",
     params:
         stage=lambda w: probe_stage(w.dataset),
+        seed=P["probe"]["seed"],
         cache=f"{RESULTS}/cache/probe",
         code=CODE["probe"],
     threads: P["probe"]["resources"]["threads"]
@@ -26,20 +27,20 @@ rule probe:
     shell:
         "(export OMP_NUM_THREADS={threads};"
         " s2dc probe voxels random s2dc={input.encoder:q} --source {input.data:q} --stage {params.stage}"
-        " --cache-dir {params.cache:q} --out {output.json:q}) > {log:q} 2>&1"
+        " --seed {params.seed} --cache-dir {params.cache:q} --out {output.json:q}) > {log:q} 2>&1"
 
 
 # The method's claim drawn (the poster's Figures 1 and 6): for the datasets of `probe.figures` ({dataset:
 # structure}), the cosine similarity of a slice's tokens to an anchor token in that structure and a t-SNE of the
 # validation tokens, for the raw voxels, a random encoder and the S²DC encoder.
 # The command of the structure figures (here and in the loss ablation): params.encoders names the panels after the
-# raw voxels and a random encoder; probe.tsne_tokens, where the scale sets it, caps the t-SNE's tokens.
-TSNE_OPTION = f" --tsne-tokens {P['probe']['tsne_tokens']}" if "tsne_tokens" in P["probe"] else ""
+# raw voxels and a random encoder; probe.tsne_tokens caps the t-SNE's tokens.
+TSNE_OPTION = f" --tsne-tokens {P['probe']['tsne_tokens']}"
 STRUCTURE_FIGURES = (
     "(export OMP_NUM_THREADS={threads};"
     " s2dc figures voxels random {params.encoders} --source {input.data:q} --structure {params.structure:q}"
     " --labels {params.labels:q}{params.tsne}"
-    " --stage {params.stage} --cache-dir {params.cache:q} --out-dir {params.out:q}) > {log:q} 2>&1"
+    " --stage {params.stage} --seed {params.seed} --cache-dir {params.cache:q} --out-dir {params.out:q}) > {log:q} 2>&1"
 )
 
 
@@ -55,6 +56,7 @@ rule structure_figures:
     params:
         encoders=lambda w, input: f"s2dc={shlex.quote(input.encoder)}",
         stage=lambda w: probe_stage(w.dataset),
+        seed=P["probe"]["seed"],
         structure=lambda w: figure_anchor(w.dataset)[0],
         labels=lambda w: figure_anchor(w.dataset)[1],
         out=lambda w, output: os.path.dirname(output.similarity),
