@@ -92,6 +92,68 @@ def test_truncated_file_raises_data_error(tmp_path, cached):
     assert exc.value.__cause__ is not None  # raised from the original nibabel/gzip error
 
 
+@pytest.mark.parametrize("damage", ["trailer cut", "byte flipped"])
+def test_a_gzip_stream_that_fails_its_own_check_is_refused(tmp_path, damage):
+    """nibabel reads a .nii.gz only as far as the voxels go, so the gzip trailer (CRC-32 and length) that tells a
+    truncated download or a flipped byte is never checked: such a file must not be read as a volume."""
+    import gzip
+    import zlib
+
+    path = save(tmp_path / "vol.nii.gz", box_volume())
+    raw = bytearray(path.read_bytes())
+    if damage == "trailer cut":
+        raw = raw[:-8]
+    else:  # a byte inside the compressed voxels: find one whose flip still inflates (so only the CRC can tell)
+        for i in range(len(raw) // 2, len(raw) - 8):
+            trial = bytearray(raw)
+            trial[i] ^= 0x01
+            try:
+                data = zlib.decompress(bytes(trial[10:]), -15)
+            except zlib.error:
+                continue
+            if len(data) == len(gzip.decompress(bytes(raw))):
+                raw = trial
+                break
+        else:
+            pytest.skip("no flip inflated to the same length")
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="vol.nii.gz") as exc:
+        get(path)
+    assert "expected a readable NIfTI volume" in str(exc.value)
+
+
+@pytest.mark.parametrize("affine", ["nan", "singular"])
+def test_an_affine_that_places_no_voxel_is_refused_naming_the_file(tmp_path, affine):
+    """A NaN in the header's affine, or an axis of zero length, leaves no orientation or spacing to resample by."""
+    path = save(tmp_path / "vol.nii", box_volume())
+    header = nib.load(str(path)).header.copy()
+    header.set_qform(None, code=0)
+    header.set_sform(None, code=0)  # the affine from pixdim alone, as an old or hand-made header has it
+    header["pixdim"][1:4] = [1.5, np.nan, 1.5] if affine == "nan" else [1.5, 0.0, 1.5]
+    nib.save(nib.Nifti1Image(box_volume(), None, header), str(path))
+    assert not np.isfinite(nib.load(str(path)).affine).all() or affine == "singular"
+    with pytest.raises(DataError, match="vol.nii") as exc:
+        get(path)
+    assert "affine" in str(exc.value)
+
+
+def test_a_rewritten_file_with_its_old_size_and_time_is_not_read_from_the_cache(tmp_path):
+    """`cp -p`, `tar x` or a coarse clock can give a changed file its old size and modification time: the cache
+    entry is keyed by what changes with any write (as Git's index is: inode and status-change time too)."""
+    import os
+
+    path = save(tmp_path / "vol.nii", box_volume(value=500.0))
+    first = get(path, cache_root=tmp_path / "cache")
+    stat = path.stat()
+    replacement = save(tmp_path / "other.nii", box_volume(value=300.0))
+    os.replace(replacement, path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    fresh = get(path)
+    assert not torch.equal(fresh, first)
+    torch.testing.assert_close(get(path, cache_root=tmp_path / "cache"), fresh)
+
+
 def test_data_error_survives_dataloader_worker(tmp_path):
     path = tmp_path / "garbage.nii.gz"
     path.write_bytes(b"not a nifti file at all")
