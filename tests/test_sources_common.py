@@ -70,3 +70,25 @@ def test_a_dataset_json_that_s2dc_did_not_write_is_never_replaced(tmp_path):
     twin = tmp_path / "twin"
     write_dataset(twin, "msd_spleen", 2, 0, shape=(32, 32, 16))
     assert prepare("msd_spleen", tmp_path / "raw", twin).read_bytes() == first  # same place beside raw/
+
+
+def test_a_converter_refuses_a_volume_whose_affine_has_an_axis_of_no_length(tmp_path):
+    """`s2dc prepare` reads each converted volume's header (nifti_shape): a degenerate sform is named there, at
+    conversion, not later inside a resampler."""
+    import nibabel as nib
+    import numpy as np
+
+    from s2dc.data.errors import DataError
+    from s2dc.data.sources.common import nifti_shape
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((8, 8, 8))
+    header.set_qform(None, code=0)
+    header.set_sform(np.diag([1.0, 1.0, 0.0, 1.0]), code=1)
+    path = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.float32), None, header), str(path))
+    with pytest.raises(DataError, match="flat.nii.gz.*affine"):
+        nifti_shape(path)
+    good = tmp_path / "good.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4)), str(good))
+    assert nifti_shape(good) == (8, 8, 8)

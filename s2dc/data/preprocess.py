@@ -19,7 +19,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.config import KeysCollection
@@ -37,6 +36,7 @@ from monai.transforms import (
 )
 
 from .errors import DataError
+from .nifti import check_affine, load_nifti
 from .preprocess_config import PreprocessConfig
 
 # --------------------------------------------------------------------------- checked loading
@@ -91,7 +91,7 @@ class LoadVolumed(MapTransform):
 def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """``(array (X, Y, Z) float32, affine (4, 4))`` of a checked 3-D NIfTI file (see :class:`LoadVolumed`)."""
     try:
-        img = nib.load(str(path))
+        img = load_nifti(path)
         shape = tuple(int(s) for s in img.shape)
         while len(shape) > 3 and shape[-1] == 1:  # (X, Y, Z, 1) -> (X, Y, Z)
             shape = shape[:-1]
@@ -106,6 +106,7 @@ def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"could not read '{path}': {type(exc).__name__}: {exc}; "
             "expected a readable NIfTI volume (.nii or .nii.gz)"
         ) from exc
+    check_affine(path, affine)
     if min(shape) < 2:
         raise DataError(f"'{path}' has shape {shape}; expected a 3-D volume with at least 2 voxels along every axis")
     if not np.isfinite(array).all():
@@ -136,7 +137,7 @@ class LoadLabeld(MapTransform):
     @staticmethod
     def load_label(path: Path, image_path: Path, image: MetaTensor, num_classes: int) -> MetaTensor:
         try:
-            img = nib.load(str(path))
+            img = load_nifti(path)
             shape = tuple(int(s) for s in img.shape)
             while len(shape) > 3 and shape[-1] == 1:
                 shape = shape[:-1]

@@ -45,6 +45,14 @@ def _find_data_error(exc: BaseException) -> DataError | None:
     return None
 
 
+def file_stamp(path: Path) -> dict[str, int]:
+    """What changes with any write of ``path`` (as in Git's index): its size and modification time, which ``cp -p``,
+    ``tar x`` or a coarse clock can give a changed file back, and its inode and status-change time, which they cannot.
+    Part of a cache entry's key; raises OSError for a missing file."""
+    st = Path(path).stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "ctime_ns": st.st_ctime_ns}
+
+
 class _AtomicPersistentDataset(PersistentDataset):
     """PersistentDataset whose cache files are written atomically and self-heal when corrupt.
 
@@ -127,8 +135,7 @@ class CachedVolumes(torch.utils.data.Dataset):
     def _item(self, path: Path) -> dict[str, Any]:
         item: dict[str, Any] = {"image": str(path), "min_size": list(self.min_size)}
         try:  # part of the cache hash: a rewritten file gets a new cache entry
-            st = path.stat()
-            item.update(file_size=st.st_size, file_mtime_ns=st.st_mtime_ns)
+            item.update(file_stamp(path))
         except OSError:
             pass  # reported as a DataError by LoadVolumed when the item is read
         return item
@@ -243,8 +250,7 @@ class TransformedCases(_Checked):
             for c, path in enumerate(paths):
                 suffix = f"{role}{c}" if c else role  # one channel: the keys of earlier caches
                 with contextlib.suppress(OSError):  # a vanished file is reported by the loader
-                    st = path.stat()
-                    item.update({f"{suffix}_size": st.st_size, f"{suffix}_mtime_ns": st.st_mtime_ns})
+                    item.update({f"{suffix}_{k}": v for k, v in file_stamp(path).items()})
         item.update(extra)
         return item
 

@@ -39,17 +39,21 @@ from ...files import atomic_write_text
 from ..datalist import content_sha256
 from ..registry import DatasetSpec
 from ..errors import DataError
+from ..nifti import check_affine
 
 
 def nifti_shape(path: Path) -> tuple[int, ...]:
-    """Spatial shape of a NIfTI file from its header only; :class:`DataError` naming it if unreadable."""
+    """Spatial shape of a NIfTI file from its header only; :class:`DataError` naming it if unreadable or if its
+    affine is degenerate (:func:`s2dc.data.nifti.check_affine`)."""
     try:
         img = nib.load(str(path))
         shape = tuple(int(s) for s in img.shape[:3])
+        affine = img.affine
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for a bad header
         raise DataError(f"'{path}' is not a readable NIfTI file: {exc}") from exc
     if len(shape) != 3 or min(shape) < 1:
         raise DataError(f"'{path}' is not a 3-D volume: shape {shape}")
+    check_affine(path, affine)
     return shape
 
 
