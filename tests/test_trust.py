@@ -343,8 +343,9 @@ def test_export_never_overwrites_a_file_that_is_not_an_export(tiny_config, pool,
 
 def test_synth_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):
     """`s2dc synth --out DIR` replaces DIR only when it holds nothing but a synthetic dataset that s2dc synth wrote
-    (its dataset.json, which Snakemake deletes before rerunning the job, and its case files); a folder with anything
-    else (a user's data, a file added to a twin) is refused, named with a file, and left as it was."""
+    (its mark, its dataset.json, which Snakemake deletes before rerunning the job, and its case files); a folder with
+    anything else (a user's data, a file added to a twin), or with case files named like the twin's but no mark of
+    s2dc synth, is refused, named with a file, and left as it was."""
 
     def files(folder):
         return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
@@ -366,6 +367,15 @@ def test_synth_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):
     (msd / "dataset.json").write_text('{"name": "Spleen", "training": [{"image": "./imagesTr/case_0000.nii.gz"}]}')
     assert main(["synth", "--out", str(msd), "--seed", "0", *args]) == 2
     assert "dataset.json" in capsys.readouterr().err and (msd / "imagesTr" / "case_0000.nii.gz").exists()
+
+    nnunet = tmp_path / "kits"  # no dataset.json, and files named as the twin's (nnU-Net's own naming): a user's
+    (nnunet / "imagesTr").mkdir(parents=True)
+    (nnunet / "labelsTr").mkdir()
+    (nnunet / "imagesTr" / "case_0001_0000.nii.gz").write_bytes(b"a scan of mine")
+    (nnunet / "labelsTr" / "case_0001.nii.gz").write_bytes(b"my segmentation")
+    before = files(nnunet)
+    assert main(["synth", "--out", str(nnunet), "--seed", "0", *args]) == 2
+    assert str(nnunet) in capsys.readouterr().err and files(nnunet) == before
 
     twin = tmp_path / "twin"
     twin.mkdir()  # an empty folder may be written
