@@ -123,6 +123,7 @@ def write_dataset(
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         (tmp / "imagesTr").mkdir(parents=True)
+        (tmp / MARK).write_text("Written by `s2dc synth`: this folder is replaced whenever its dataset is drawn again.\n")
         indices: Any = range(int(cases))
         if progress is True:
             from tqdm.auto import tqdm
@@ -189,18 +190,24 @@ def write_dataset(
 
 #: The files :func:`write_dataset` puts in its folder beside dataset.json (paths relative to the folder).
 OWN_FILE = re.compile(r"(imagesTr|labelsTr|targetsTr|anatomyTr)/case_\d{4,}(_\w+)?\.nii\.gz")
+#: The mark :func:`write_dataset` leaves in its folder: case files named as :data:`OWN_FILE` are its own only beside
+#: it (nnU-Net-style conversions name theirs alike).
+MARK = ".s2dc-synth"
 
 
 def _check_replaceable(out_dir: Path) -> None:
-    """Refuse an existing ``out_dir`` that holds anything but a synthetic dataset written here: its dataset.json
-    (one with the ``synthetic`` block of this writer; Snakemake deletes it before it reruns the job, so it may be
-    missing) and case files (:data:`OWN_FILE`). A user's folder is never replaced."""
+    """Refuse an existing ``out_dir`` that holds anything but a synthetic dataset written here: its mark
+    (:data:`MARK`), its dataset.json (one with the ``synthetic`` block of this writer; Snakemake deletes it before it
+    reruns the job, so it may be missing) and case files (:data:`OWN_FILE`). A user's folder is never replaced."""
     if not out_dir.is_dir():
         return
     found = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_symlink() or not p.is_dir())
-    foreign = [f for f in found if f != "dataset.json" and not OWN_FILE.fullmatch(f)]
+    foreign = [f for f in found if f not in ("dataset.json", MARK) and not OWN_FILE.fullmatch(f)]
     if "dataset.json" in found and writer_of(out_dir / "dataset.json") != "synth":
         foreign.insert(0, "dataset.json (not one that s2dc synth wrote)")
+    if not foreign and found and MARK not in found and "dataset.json" not in found:
+        foreign = [f"{found[0]} (case files with neither a dataset.json nor the mark {MARK} of s2dc synth: an "
+                   "older s2dc synth's folder may be deleted)"]
     if foreign:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         raise SynthParamError("out_dir", f"output '{out_dir}' holds files that s2dc synth did not write "
