@@ -132,6 +132,28 @@ def test_cc_ccii_reconversion_replaces_the_volumes(tmp_path):
         i.replace("/", "_") + ".nii.gz" for i in entries)
 
 
+def test_an_interrupted_cc_ccii_reconversion_leaves_no_dataset_json_that_lists_other_volumes(tmp_path, monkeypatch):
+    """The volumes and the dataset.json that lists them (with their content hash) change together: a reconversion
+    stopped between the two (here while the json's hash is computed) leaves no dataset.json, never the old one
+    beside the new volumes (Snakemake would see an unchanged output and rerun nothing downstream)."""
+    from s2dc.data.sources import common
+
+    raw = tmp_path / "CC-CCII"
+    cc_ccii_release(raw)
+    out = tmp_path / "out"
+    first = cc_ccii.convert(raw, out)
+    assert first.exists()
+    png(raw / "CP" / "21" / "100" / "1.png", np.zeros((8, 8), np.uint8))  # one slice of one scan changed
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(common, "content_sha256", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cc_ccii.convert(raw, out)
+    assert not first.exists()
+
+
 def test_cc_ccii_never_replaces_a_volumes_folder_it_did_not_make(tmp_path):
     """OUT/volumes/ is replaced only if this converter made it (its mark inside, which the listing skips): a user's
     own folder of that name is refused before any slice is read, named, and left as it was; the volumes of an
