@@ -114,6 +114,9 @@ def convert(raw: Path, out_dir: Path) -> Path:
             nib.save(nib.Nifti1Image(read_scan(scan), np.eye(4)), str(staging / file))
             entry = {"id": f"{name}/{patient}/{scan.name}", "image": final / file, "class": index}
             (training if f"{name}/{patient}" in train_patients else validation).append(entry)
+        # The old dataset.json goes before its volumes do: stopped before the new one is written, the folder holds
+        # no json at all, never one that lists (and hashes) other volumes.
+        (out_dir / "dataset.json").unlink(missing_ok=True)
         if final.exists():
             os.replace(final, old)
         os.replace(staging, final)
