@@ -227,6 +227,17 @@ def test_dvc_tracks_every_variant_the_benchmark_may_pretrain():
     assert "CODE['sweep']" in study, study
 
 
+def test_the_sweeps_dvc_outputs_are_made_whatever_the_study_storage():
+    """sweep.storage may be a database URL (a cluster's sweep); DVC's sweep stage then must not expect a journal
+    file: its outputs are what the export writes (the study's storage is the workers', not an output)."""
+    import yaml
+
+    stage = yaml.safe_load((REPO / "experiments/dvc.yaml").read_text())["stages"]["sweep"]
+    outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]]
+    assert outs and not [o for o in outs if "journal" in o], outs
+    assert {"results/${scale}/sweep/trials.csv", "results/${scale}/sweep/best.yaml"} <= set(outs)
+
+
 def test_the_architecture_is_written_once(tmp_path):
     """Fine-tuning takes the network's sizes from pretrain.options.encoder (the scratch run too); a size repeated
     under finetune.options.model is refused, naming the key."""
