@@ -3,12 +3,14 @@ finds the budget met leaves at once; the median pruner prunes; an objective that
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
 from collections import Counter
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from s2dc.tune.spec import spec_from_dict
@@ -120,3 +122,29 @@ def test_workers_must_agree_on_budget_and_space(tmp_path):
     worker = sweep_work(storage, "agree", 3, toy_spec(), cwd=tmp_path)
     out, err = worker.communicate(timeout=60)
     assert worker.returncode == 2 and "was started with budget 2, this worker has 3" in err
+
+
+def test_a_study_is_bound_to_the_data_its_trials_ran_on(tmp_path):
+    """A worker of the s2dc objective whose datasets differ from those the study was started on (another release
+    converted into the same dataset.json path: its content hash differs) is refused, naming the study and the way
+    out; the same data joins it. The data's identity is each dataset.json's SHA-256 (which holds the hash of its
+    files)."""
+    from s2dc.tune.command import data_identity
+    from s2dc.tune.spec import spec_from_dict
+
+    pool, btcv = tmp_path / "pool.json", tmp_path / "btcv.json"
+    pool.write_text('{"content_sha256": "aaa"}')
+    btcv.write_text('{"content_sha256": "bbb"}')
+    spec = spec_from_dict({"space": {"pretrain.optim.lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+                           "data": {"pretrain": str(pool), "finetune": str(btcv)}})
+    first = data_identity(spec)
+    assert first == {"pretrain": hashlib.sha256(pool.read_bytes()).hexdigest(),
+                     "finetune": hashlib.sha256(btcv.read_bytes()).hexdigest()}
+    assert data_identity(spec_from_dict({"objective": "toy", "space": spec.space, "toy": {"steps": 2}})) is None
+    study = optuna.create_study(study_name="bound", storage=None)
+    bind_study(study, 2, spec.space, first)
+    bind_study(study, 2, spec.space, first)  # the same data: joins
+    btcv.write_text('{"content_sha256": "ccc"}')
+    with pytest.raises(ValueError, match="'bound' was started with data") as refused:
+        bind_study(study, 2, spec.space, data_identity(spec))
+    assert "delete-study" in str(refused.value)
