@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import traceback
+from pathlib import Path
 
 from .worker import TrialError
 
@@ -47,12 +49,20 @@ def _work(args: argparse.Namespace) -> int:
         args.storage, args.study, workers=spec.workers, sampler=spec.make_sampler(), pruner=spec.make_pruner(),
         heartbeat_interval=spec.heartbeat["interval"], grace_period=spec.heartbeat["grace"], max_retry=spec.max_retry,
     )
-    bind_study(study, args.budget, spec.space)
+    bind_study(study, args.budget, spec.space, data_identity(spec))
     report = run_worker(study, objective, spec.dims, args.budget, liveness, max_failures=spec.max_failures,
                         log=lambda line: print(line, flush=True))
     print(f"this worker: {report.complete} complete, {report.pruned} pruned, {report.failed} failed, "
           f"{report.surplus} surplus; dead workers' trials retried: {report.dead_retried}", flush=True)
     return 0
+
+
+def data_identity(spec) -> dict[str, str] | None:
+    """What the trials of the s2dc objective read, ``{stage: SHA-256 of its dataset.json}`` (a json holds the hash
+    of its dataset's files, so another release converted into the same path differs); None for the toy objective."""
+    if spec.objective == "toy":
+        return None
+    return {stage: hashlib.sha256(Path(path).read_bytes()).hexdigest() for stage, path in sorted(spec.data.items())}
 
 
 def _export(args: argparse.Namespace) -> int:

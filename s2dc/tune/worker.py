@@ -36,7 +36,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 SURPLUS_ATTR, ERROR_ATTR, INTERRUPTED_ATTR = "surplus", "error", "interrupted"
 #: Study user attributes fixed by the first worker; later workers must agree.
-BUDGET_ATTR, SPACE_ATTR = "budget", "space"
+BUDGET_ATTR, SPACE_ATTR, DATA_ATTR = "budget", "space", "data"
 
 #: ``objective(trial, params) -> value``: ``params`` are the trial's ``{space key: value}``; it may report
 #: intermediate values and raise ``optuna.TrialPruned``.
@@ -64,18 +64,23 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def bind_study(study: optuna.Study, budget: int, space: dict) -> None:
-    """Record the budget and search space on a new study; refuse a worker whose budget or space differ from
-    what the study was started with (its trials would not be comparable, or the budget would be ambiguous)."""
+def bind_study(study: optuna.Study, budget: int, space: dict, data: dict | None = None) -> None:
+    """Record the budget, search space and (``data``, when the objective reads datasets) the data's identity on a
+    new study; refuse a worker whose budget, space or data differ from what the study was started with (its
+    trials would not be comparable, or the budget would be ambiguous)."""
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
-    for key, value in ((BUDGET_ATTR, budget), (SPACE_ATTR, space)):
+    bound = ((BUDGET_ATTR, budget), (SPACE_ATTR, space)) + (((DATA_ATTR, data),) if data is not None else ())
+    for key, value in bound:
         if key not in study.user_attrs:
             study.set_user_attr(key, value)
         recorded = study.user_attrs[key]
         if recorded != value:
+            way_out = (f"its trials ran on other data: delete that study (optuna delete-study --study-name "
+                       f"{study.study_name} --storage <the storage>) or use a new study name" if key == DATA_ATTR
+                       else f"use the same {key} for every worker, or a new study name")
             raise ValueError(f"study {study.study_name!r} was started with {key} {recorded!r}, this worker has "
-                             f"{value!r}; use the same {key} for every worker, or a new study name")
+                             f"{value!r}; {way_out}")
 
 
 def is_surplus(study: optuna.Study, number: int, budget: int) -> bool:
