@@ -298,3 +298,23 @@ def test_the_json_changes_with_the_images_and_only_with_them(tmp_path, monkeypat
     lines = "".join(f"image:{e['image']}:{hashlib.sha256((changed.parent / e['image']).read_bytes()).hexdigest()}\n"
                     for e in doc["training"])
     assert doc["content_sha256"] == hashlib.sha256(lines.encode()).hexdigest()
+
+
+def test_the_command_leaves_the_twins_defaults_to_the_writer(tmp_path, monkeypatch):
+    """`s2dc synth` without --shape, --spacing or --val-fraction takes the writer's own defaults (which the workflow's
+    code hash of the twins covers), not a second copy of them in the command line; given ones are passed on."""
+    import s2dc.data.synthetic as synthetic
+    from s2dc.cli import main
+
+    calls = []
+
+    def recording(out, kind, cases, seed, **options):
+        calls.append(options)
+        return write_dataset(out, kind, cases, seed, **options)
+
+    monkeypatch.setattr(synthetic, "write_dataset", recording)
+    assert main(["synth", "--kind", "ct_pool", "--out", str(tmp_path / "a"), "--cases", "1", "--seed", "0"]) == 0
+    assert main(["synth", "--kind", "ct_pool", "--out", str(tmp_path / "b"), "--cases", "1", "--seed", "0",
+                 "--shape", "32", "32", "16", "--spacing", "1", "1", "1"]) == 0
+    assert [set(c) - {"progress"} for c in calls] == [set(), {"shape", "spacing"}]
+    assert calls[1]["shape"] == (32, 32, 16) and calls[1]["spacing"] == (1.0, 1.0, 1.0)
