@@ -56,8 +56,9 @@ def _synth(args: argparse.Namespace) -> int:
     from .data.synthetic import SynthParamError, write_dataset
 
     try:
-        path = write_dataset(args.out, args.kind, args.cases, args.seed, shape=tuple(args.shape),
-                             spacing=tuple(args.spacing), val_fraction=args.val_fraction, progress=True)
+        given = {"shape": args.shape, "spacing": args.spacing, "val_fraction": args.val_fraction}
+        options = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None}
+        path = write_dataset(args.out, args.kind, args.cases, args.seed, **options, progress=True)
     except SynthParamError as err:  # name the command-line option, not the Python parameter
         option = {"out_dir": "out"}.get(err.param, err.param).replace("_", "-")
         raise ValueError(f"--{option}: {err}") from err
@@ -220,12 +221,13 @@ def _add_synth(sub) -> None:
     syn.add_argument("--cases", type=int, required=True,
                      help="number of cases (a pool: >= 1; a downstream twin: >= 2, a classifier's: >= 2 per class)")
     syn.add_argument("--seed", type=int, required=True, help="dataset seed (non-negative)")
-    syn.add_argument("--shape", type=int, nargs=3, default=(96, 96, 64), metavar=("X", "Y", "Z"),
-                     help="grid in voxels (default: 96 96 64)")
-    syn.add_argument("--spacing", type=float, nargs=3, default=(1.5, 1.5, 2.0), metavar=("SX", "SY", "SZ"),
-                     help="voxel size in mm (default: 1.5 1.5 2.0)")
-    syn.add_argument("--val-fraction", type=float, default=0.25,
-                     help="a downstream twin: fraction of cases listed under 'validation' (default: 0.25)")
+    # No defaults here: the writer's own (s2dc.data.synthetic.write_dataset) hold, under the twins' code hash.
+    syn.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                     help="grid in voxels (default: the writer's, 96 96 64)")
+    syn.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
+                     help="voxel size in mm (default: the writer's, 1.5 1.5 2.0)")
+    syn.add_argument("--val-fraction", type=float,
+                     help="a downstream twin: fraction of cases listed under 'validation' (default: the writer's, 0.25)")
     syn.set_defaults(func=_synth)
 
 
