@@ -11,11 +11,21 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def temporary_sibling(path: Path) -> Path:
+    """Where an atomic write of ``path`` writes first: ``.<name>.<pid>.tmp`` beside it."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def is_temporary(name: str) -> bool:
+    """Is ``name`` that of a :func:`temporary_sibling` (one an interrupted write may leave behind)?"""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary sibling and a rename (never a half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_sibling(path)
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)

@@ -31,6 +31,7 @@ from ..data.datalist import list_cases, read_datalist
 from ..data.splits import choose_subset
 from ..data.volumes import check_all
 from ..export import load_encoder_weights
+from ..files import is_temporary
 from ..train.checkpoint import atomic_save, atomic_write_text, lock_folder
 from ..train.device import pick_device
 from ..train.finetune_config import FinetuneConfig
@@ -74,7 +75,7 @@ AFTER_SPLIT = frozenset({"metrics.json", "model.pt", "dvclive"})
 
 def _is_scratch(name: str) -> bool:
     """The run folder's lock (``.lock``) and the temporary file of an interrupted atomic write (``.<name>.<pid>.tmp``)."""
-    return name == ".lock" or (name.startswith(".") and name.endswith(".tmp"))
+    return name == ".lock" or is_temporary(name)
 
 
 def _is_split(path: Path) -> bool:

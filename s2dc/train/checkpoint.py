@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..files import atomic_write_text  # noqa: F401 - re-exported: the checkpoint writers' text sibling
+from ..files import is_temporary
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -57,7 +58,7 @@ def remove_stale_temp_files(*folders: Path) -> None:
     for folder in folders:
         if Path(folder).is_dir():
             for path in Path(folder).iterdir():
-                if path.is_file() and path.name.startswith(".") and path.name.endswith(".tmp"):
+                if path.is_file() and is_temporary(path.name):
                     path.unlink(missing_ok=True)
 
 
