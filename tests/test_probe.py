@@ -18,6 +18,12 @@ from s2dc.models.encoder import EncoderConfig
 SIZES = EncoderConfig(feature_size=12, num_heads=(1, 2, 3, 4), window_size=4)
 
 
+def save_encoder(path, weights: dict) -> dict:
+    """An exported encoder file of :data:`SIZES` holding ``weights`` (a swinViT state dict); returns the weights."""
+    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in weights.items()}, "encoder": SIZES.to_dict()}, path)
+    return weights
+
+
 def _dominant_structure(block: np.ndarray, num_classes: int) -> int:
     """The reference rule, block by block: the most frequent foreground class (ties to the lower) when
     foreground fills at least an eighth of the block, else background (0)."""
@@ -162,8 +168,7 @@ def test_probe_command(twin, tmp_path, capsys):
     torch.manual_seed(5)
     model = swinunetr_for(SIZES)
     exported = tmp_path / "enc.pt"
-    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in model.swinViT.state_dict().items()},
-                "encoder": SIZES.to_dict()}, exported)
+    save_encoder(exported, model.swinViT.state_dict())
     out = tmp_path / "probe" / "probe.json"
     assert main(["probe", "voxels", "random", str(exported), "--source", str(twin), "--out", str(out)]) == 0
     result = json.loads(out.read_text())
@@ -211,8 +216,7 @@ def test_frozen_protocol_for_classification_and_reconstruction(tmp_path, name, m
     source = write_dataset(tmp_path / name, name, cases=cases, seed=1, shape=(48, 48, 32), val_fraction=0.5)
     torch.manual_seed(5)
     exported = tmp_path / "enc.pt"
-    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in swinunetr_for(SIZES).swinViT.state_dict().items()},
-                "encoder": SIZES.to_dict()}, exported)
+    save_encoder(exported, swinunetr_for(SIZES).swinViT.state_dict())
     out = tmp_path / "probe.json"
     assert main(["probe", "voxels", f"enc={exported}", "--source", str(source), "--out", str(out)]) == 0
     result = json.loads(out.read_text())
@@ -262,8 +266,7 @@ def test_region_segmentation_is_probed_by_its_per_voxel_labels(tmp_path):
     labels = json.loads(source.read_text())["labels"]
     torch.manual_seed(5)
     exported = tmp_path / "enc.pt"
-    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in swinunetr_for(SIZES).swinViT.state_dict().items()},
-                "encoder": SIZES.to_dict()}, exported)
+    save_encoder(exported, swinunetr_for(SIZES).swinViT.state_dict())
     out = tmp_path / "probe.json"
     assert main(["probe", "voxels", f"enc={exported}", "--source", str(source), "--stage", "1", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
@@ -341,7 +344,7 @@ def test_the_probe_builds_a_one_channel_encoder_for_a_multi_channel_dataset(tmp_
     torch.manual_seed(4)
     weights = swinunetr_for(SIZES).swinViT.state_dict()
     exported = tmp_path / "enc.pt"
-    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in weights.items()}, "encoder": SIZES.to_dict()}, exported)
+    save_encoder(exported, weights)
     data = SimpleNamespace(sizes=SIZES, volumes={"training": [torch.zeros(1, 4, 64, 64, 32)]}, device=torch.device("cpu"))
     for what in (str(exported), "random"):
         swin = frozen_encoder(what, data, seed=0)
@@ -408,7 +411,7 @@ def test_each_encoder_file_keeps_its_own_input_channels_whatever_the_order(tmp_p
     torch.manual_seed(4)
     weights = swinunetr_for(SIZES).swinViT.state_dict()
     one = tmp_path / "one.pt"
-    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in weights.items()}, "encoder": SIZES.to_dict()}, one)
+    save_encoder(one, weights)
     volumes = {"training": [torch.zeros(1, 4, 64, 64, 32)]}
     for first in (SIZES, four):  # the sizes of the first file listed
         data = SimpleNamespace(sizes=first, volumes=volumes, device=torch.device("cpu"))
@@ -422,8 +425,7 @@ def test_the_probe_never_overwrites_a_file_that_is_not_a_probe_result(twin, tmp_
     probe result is replaced."""
     torch.manual_seed(5)
     exported = tmp_path / "enc.pt"
-    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in swinunetr_for(SIZES).swinViT.state_dict().items()},
-                "encoder": SIZES.to_dict()}, exported)
+    save_encoder(exported, swinunetr_for(SIZES).swinViT.state_dict())
     source = tmp_path / "data"
     shutil.copytree(twin.parent, source)
     mine = tmp_path / "mine.json"
