@@ -68,6 +68,30 @@ def test_figures_command_writes_both_pngs(twin_and_encoder, tmp_path, capsys):
     assert str(out / "tsne.png") in capsys.readouterr().out
 
 
+def test_figures_never_overwrite_a_png_they_did_not_draw(twin_and_encoder, tmp_path, capsys):
+    """--out-dir may be any folder: a similarity.png or tsne.png there that s2dc did not draw (a user's picture, or
+    not a PNG at all) is refused before any token is read, naming it, and left as it was; the command's own figures
+    are redrawn in place."""
+    source, encoder = twin_and_encoder
+    out = tmp_path / "fig"
+    out.mkdir()
+    theirs = out / "tsne.png"
+    Image.new("RGB", (8, 8), "red").save(theirs)  # a PNG, but not one of s2dc's figures
+    before = theirs.read_bytes()
+    command = ["figures", str(encoder), "--source", str(source), "--structure", "liver", "--tsne-tokens", "50",
+               "--out-dir", str(out)]
+    assert main(command) == 2
+    assert f"'{theirs}' exists and is not a figure s2dc drew" in capsys.readouterr().err
+    assert theirs.read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["tsne.png"]
+    theirs.write_text("my notes")  # not a PNG at all
+    assert main(command) == 2 and theirs.read_text() == "my notes"
+    theirs.unlink()
+    assert main(command) == 0
+    drawn = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(command) == 0  # its own figures: redrawn
+    assert sorted(drawn) == ["similarity.png", "tsne.png"] and sorted(p.name for p in out.iterdir()) == sorted(drawn)
+
+
 def test_figures_refuse_an_unknown_structure_and_a_classification_dataset(twin_and_encoder, tmp_path, capsys):
     source, encoder = twin_and_encoder
     assert main(["figures", str(encoder), "--source", str(source), "--structure", "brain",

@@ -140,6 +140,12 @@ def test_plots_draw_the_runs_and_gather_their_curves_per_method(tmp_path, capsys
     val = (out / "curves/val_score/synthetic_btcv.tsv").read_text().splitlines()
     assert [float(x) for x in val[1].split("\t")] == pytest.approx([20, 15.0, 35.0])
     assert "4 runs -> 2 figures" in capsys.readouterr().out
+    assert main(["plots", *map(str, files), "--figures", str(out / "figures"), "--curves", str(out / "curves")]) == 0
+    mine = out / "figures/label_ratio.png"  # a user's file where a figure goes is never replaced
+    mine.write_bytes(b"\x89PNG\r\n\x1a\n not drawn by s2dc")
+    assert main(["plots", *map(str, files), "--figures", str(out / "figures"), "--curves", str(out / "curves")]) == 2
+    assert f"'{mine}' exists and is not a figure s2dc drew" in capsys.readouterr().err
+    assert mine.read_bytes() == b"\x89PNG\r\n\x1a\n not drawn by s2dc"
     (tmp_path / "s2dc1/dvclive/plots/metrics/train/loss.tsv").unlink()
     assert main(["plots", *map(str, files), "--figures", str(out / "f2"), "--curves", str(out / "c2")]) == 2
     assert f"bad DVCLive curve '{tmp_path / 's2dc1'}/dvclive/plots/metrics/train/loss.tsv'" in capsys.readouterr().err
