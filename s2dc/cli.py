@@ -267,7 +267,8 @@ def _add_plots(sub) -> None:
                     "--figures, per_class/<dataset>.png (grouped bars per class or metric, one bar per method, mean ± "
                     "std over seeds) and label_ratio.png (score vs %% labels per method, the poster's numbers beside); "
                     "into --curves, train_loss/<dataset>.tsv and val_score/<dataset>.tsv (step, one column per "
-                    "method: the mean over seeds) for `dvc plots show`.",
+                    "method: the mean over seeds) for `dvc plots show`. A file where a PNG goes that s2dc did not draw is "
+                    "refused, never replaced.",
     )
     plo.add_argument("metrics", nargs="+", help="metrics.json files written by `s2dc finetune`")
     plo.add_argument("--figures", required=True, help="output folder of the PNGs")
@@ -318,7 +319,8 @@ def _add_figures(sub) -> None:
         description="For the validation cases of a segmentation dataset, draw (1) the cosine similarity of every "
                     "token of one axial slice to an anchor token inside STRUCTURE (the poster's Figure 1), one panel "
                     "per encoder, and (2) a t-SNE of the tokens coloured by structure (Figure 6). Writes "
-                    "OUT_DIR/similarity.png and OUT_DIR/tsne.png.",
+                    "OUT_DIR/similarity.png and OUT_DIR/tsne.png; a file of those names that s2dc did not draw is "
+                    "refused before any token is read, never replaced.",
     )
     fig.add_argument("encoders", nargs="+", help="as for `s2dc probe`: encoder files, 'random', 'voxels'; NAME=WHAT "
                                                  "names a panel")
@@ -407,7 +409,8 @@ def _add_sweep(sub) -> None:
         "export", help="write trials.csv, best.yaml and figures of a study that reached its budget",
         description="Write OUT/trials.csv, OUT/best.yaml (best value, trial and parameters nested as in params.yaml) "
                     "and OUT/{history,parallel_coordinate,param_importances}.png. Refuses a study that has not reached "
-                    "its budget unless --force.",
+                    "its budget unless --force; a file where a PNG goes that s2dc did not draw is refused before "
+                    "anything is written.",
     )
     for parser in (work, export):
         parser.add_argument("--storage", required=True,

@@ -1,4 +1,5 @@
-"""matplotlib for every figure of the package: pyplot on the file-only Agg backend, and an atomic PNG writer."""
+"""matplotlib for every figure of the package: pyplot on the file-only Agg backend, and an atomic PNG writer that
+marks its PNGs and never replaces a file it did not write."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import io
 from pathlib import Path
 
 from .files import atomic_write_bytes
+
+#: The PNG text chunk (keyword, value) that marks a figure as drawn by s2dc.
+MARK = ("Software", "s2dc")
 
 
 def pyplot():
@@ -18,10 +22,34 @@ def pyplot():
     return plt
 
 
+def is_s2dc_png(path: str | Path) -> bool:
+    """Whether ``path`` is a PNG that :func:`save_png` wrote (it carries :data:`MARK`)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.text.get(MARK[0]) == MARK[1]
+    except (OSError, ValueError, SyntaxError):  # not an image, a broken one, a folder
+        return False
+
+
+def check_png_out(out: str | Path) -> None:
+    """Raise ValueError, naming the file, if ``out`` exists and is not a figure s2dc drew (a user's picture, notes,
+    a folder): the figures of a command go to fixed names in a folder the user chooses."""
+    out = Path(out)
+    if (out.exists() or out.is_symlink()) and not is_s2dc_png(out):
+        raise ValueError(f"'{out}' exists and is not a figure s2dc drew; refusing to overwrite it (move it, or give "
+                         "another folder; a figure of an s2dc older than 2026-11-30 carries no mark: delete it)")
+
+
 def save_png(fig, out: str | Path, dpi: int = 110) -> Path:
-    """Write ``fig`` as a PNG at ``out`` (atomically: nothing half-written is left) and close it."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    pyplot().close(fig)
+    """Write ``fig`` as a PNG at ``out`` (atomically: nothing half-written is left; marked, see :func:`check_png_out`)
+    and close it."""
+    try:
+        check_png_out(out)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={MARK[0]: MARK[1]})
+    finally:
+        pyplot().close(fig)
     atomic_write_bytes(Path(out), buffer.getvalue())
     return Path(out)

@@ -63,6 +63,13 @@ def test_export_writes_the_table_best_parameters_and_figures(tmp_path, capsys):
         assert data.startswith(PNG) and len(data) > 5000, name
     assert "warning" not in capsys.readouterr().err
     assert not list((tmp_path / "out").glob(".*.tmp"))  # atomic writes leave no temporary file
+    assert export_study(str(storage), "done", tmp_path / "out")  # its own files: written again
+    mine = tmp_path / "out" / next(iter(FIGURES))
+    mine.write_text("a user's file named like a figure")  # never replaced, and nothing else is written first
+    (tmp_path / "out" / "trials.csv").unlink()
+    with pytest.raises(ValueError, match=f"'{mine}' exists and is not a figure s2dc drew"):
+        export_study(str(storage), "done", tmp_path / "out")
+    assert mine.read_text() == "a user's file named like a figure" and not (tmp_path / "out" / "trials.csv").exists()
 
 
 def test_export_refuses_an_unfinished_study_unless_forced(tmp_path, capsys):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.errors import DataError
-from ..pyplot import pyplot, save_png
+from ..pyplot import check_png_out, pyplot, save_png
 from .probe import VOXELS, features, frozen_encoder, load_labelled, named_encoders
 
 
@@ -121,6 +121,9 @@ def draw(source: str | Path, encoders: list[str], structure: str, out_dir: str |
     labels leave out, such as white matter). ``tsne_tokens``: at most this many tokens in the t-SNE."""
     if tsne_tokens < 2:
         raise ValueError(f"--tsne-tokens must be at least 2 (a t-SNE of {tsne_tokens} tokens is not drawn)")
+    out_dir = Path(out_dir)
+    for name in ("similarity.png", "tsne.png"):
+        check_png_out(out_dir / name)  # before any token is read
     labelled = named_encoders(encoders)
     data = load_labelled(source, labelled, stage, cache_dir, device, preset, roles=("validation",), labels=labels)
     if data.task.name != "segmentation":
@@ -142,7 +145,6 @@ def draw(source: str | Path, encoders: list[str], structure: str, out_dir: str |
         per_volume = [features(data, encoder, v, stage, pooled=False) for v in volumes]
         maps[name] = per_volume[best].reshape(*grid, -1)
         tokens[name] = torch.cat(per_volume)
-    out_dir = Path(out_dir)
     title = f"{data.dataset}, stage {stage} ({data.stride}-voxel tokens)"
     return [
         similarity_figure(volumes[best][0], labels[best].reshape(grid), maps, target, structure, data.stride,

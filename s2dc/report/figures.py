@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.datalist import registry_spec
-from ..pyplot import pyplot, save_png
+from ..pyplot import check_png_out, pyplot, save_png
 from .runs import TASK_METRICS
 
 #: One colour per method, stable across figures (scratch grey, s2dc blue, the ablation variants after).
@@ -122,7 +122,9 @@ def label_ratio_figure(table: pd.DataFrame):
 def draw_benchmark(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Write per_class/<dataset>.png for every dataset and label_ratio.png into ``out_dir``."""
     table = summary(rows)
-    written = [save_png(per_class_figure(table, d), Path(out_dir) / "per_class" / f"{d}.png")
-               for d in dict.fromkeys(table.dataset)]
+    paths = {d: Path(out_dir) / "per_class" / f"{d}.png" for d in dict.fromkeys(table.dataset)}
+    for path in [*paths.values(), Path(out_dir) / "label_ratio.png"]:
+        check_png_out(path)  # all before the first is drawn
+    written = [save_png(per_class_figure(table, d), path) for d, path in paths.items()]
     written.append(save_png(label_ratio_figure(table), Path(out_dir) / "label_ratio.png"))
     return written

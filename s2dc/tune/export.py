@@ -14,7 +14,7 @@ import yaml
 from optuna.trial import TrialState
 
 from ..files import atomic_write_text
-from ..pyplot import pyplot, save_png
+from ..pyplot import check_png_out, pyplot, save_png
 from ..pages import page
 from .liveness import RETRY_ATTR
 from .space import nest
@@ -54,6 +54,8 @@ def export_study(storage: str, study_name: str, out_dir: str | Path, *, force: b
         raise ValueError(f"study {study_name!r} in '{storage}' has {finished} finished trials of its budget of "
                          f"{budget}: run its workers to the end first (or export anyway with --force)")
     out = Path(out_dir)
+    for name in FIGURES:
+        check_png_out(out / name)  # before anything is written
     written = {"trials.csv": out / "trials.csv", "best.yaml": out / "best.yaml"}
     table = _trials_table(study, trials)
     atomic_write_text(written["trials.csv"], table.to_csv(index=False))
