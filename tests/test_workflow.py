@@ -220,6 +220,17 @@ def test_dvc_tracks_every_variant_the_benchmark_may_pretrain():
     assert "CODE['sweep']" in study, study
 
 
+def test_dvcs_data_stage_tracks_where_the_releases_are_read_from():
+    """A dataset converted from its release is read from scales.<scale>.raw (a Snakemake param of the conversion):
+    DVC's data stage tracks that key, and every scale sets it (DVC refuses a params entry that params.yaml lacks)."""
+    import yaml
+
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["data"]
+    assert "scales.${scale}.raw" in stage["params"], stage["params"]
+    scales = yaml.safe_load((REPO / "params.yaml").read_text())["scales"]
+    assert all(isinstance(scales[s].get("raw"), str) for s in scales), {s: scales[s].get("raw") for s in scales}
+
+
 def test_the_sweeps_dvc_outputs_are_made_whatever_the_study_storage():
     """sweep.storage may be a database URL (a cluster's sweep); DVC's sweep stage then must not expect a journal
     file: its outputs are what the export writes (the study's storage is the workers', not an output)."""
