@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -31,3 +32,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def is_json_with(path: Path, keys: set[str]) -> bool:
+    """Is ``path`` a JSON object holding every one of ``keys``? (How a command tells a file it wrote, e.g. an earlier
+    run's, from a user's file of the same name, before it replaces it.)"""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and set(keys) <= set(doc)

@@ -31,7 +31,7 @@ from ..data.datalist import list_cases, read_datalist
 from ..data.splits import choose_subset
 from ..data.volumes import check_all
 from ..export import load_encoder_weights
-from ..files import is_temporary
+from ..files import is_json_with, is_temporary
 from ..train.checkpoint import atomic_save, atomic_write_text, lock_folder
 from ..train.device import pick_device
 from ..train.finetune_config import FinetuneConfig
@@ -80,11 +80,7 @@ def _is_scratch(name: str) -> bool:
 
 def _is_split(path: Path) -> bool:
     """Is ``path`` a fine-tuning run's ``split.json``?"""
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(doc, dict) and {"source", "label_ratio", "seed", "cases"} <= set(doc)
+    return is_json_with(path, {"source", "label_ratio", "seed", "cases"})
 
 
 def refuse_a_folder_of_something_else(out: Path) -> None:

@@ -45,7 +45,7 @@ from ..data.volumes import LabelledCases, plain
 from ..downstream.tasks import TASKS, task_of
 from ..downstream.tasks.common import Setting
 from ..export import encoder_plan, load_encoder_weights, swinunetr_for
-from ..files import atomic_write_text
+from ..files import atomic_write_text, is_json_with
 from ..models.encoder import EncoderConfig
 from ..train.device import pick_device
 from ..train.optim import EagerLBFGS
@@ -508,11 +508,7 @@ def differences_markdown(result: dict) -> list[str]:
 
 
 def _is_probe_result(path: Path) -> bool:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(doc, dict) and {"source", "metric", "stage", "encoders"} <= set(doc)
+    return is_json_with(path, {"source", "metric", "stage", "encoders"})
 
 
 def check_probe_out(out: str | Path, source: str | Path) -> None:
