@@ -10,11 +10,12 @@ import pytest
 from s2dc.cli import main
 
 
-def write_run(folder, method, seed, dice, dataset="synthetic_btcv", ratio=0.1):
-    path = folder / f"{method}_{seed}_{ratio}.json"
+def write_run(folder, method, seed, dice, dataset="synthetic_btcv", ratio=0.1, name=None, **extra):
+    path = folder / (name or f"{method}_{seed}_{ratio}.json")
     path.write_text(json.dumps({"task": "segmentation", "dataset": dataset, "method": method, "label_ratio": ratio,
                                 "seed": seed, "dice_mean": dice, "train_cases": 3, "seconds": 60.0,
-                                "score": {"key": "dice_mean", "name": "Dice", "value": 100 * dice}}))
+                                "score": {"key": "dice_mean", "name": "Dice", "value": 100 * dice},
+                                "history": [{"step": 1, "dice_mean": dice}], **extra}))
     return path
 
 
@@ -29,9 +30,9 @@ def test_mean_and_sample_std_over_seeds(tmp_path, capsys):
         assert cell["mean"] == pytest.approx(100 * statistics.mean(values), abs=1e-4)
         assert cell["std"] == pytest.approx(100 * statistics.stdev(values), abs=1e-4)
         assert cell["seeds"] == 3
-    assert nested["synthetic_btcv"]["s2dc"]["labels_100%"] == {"mean": 90.0, "std": 0.0, "seeds": 1}
+    assert nested["synthetic_btcv"]["s2dc"]["labels_100%"] == {"mean": 90.0, "std": None, "seeds": 1}  # one seed
     table = (tmp_path / "out" / "benchmark.md").read_text()
-    assert "| synthetic_btcv | segmentation | Dice | s2dc | 100% | 90.00 ± 0.00 | 1 | 3 | 84.14 |" in table  # poster Table 2
+    assert "| synthetic_btcv | segmentation | Dice | s2dc | 100% | 90.00 ± — | 1 | 3 | 84.14 |" in table  # poster Table 2
     assert "| synthetic_btcv | segmentation | Dice | scratch | 10% | 23.33 ± 15.28 | 3 | 3 | — |" in table
     assert "Frozen-encoder protocol" not in table and "probe" not in nested
     assert "3 rows from 7 runs" in capsys.readouterr().out
@@ -196,8 +197,143 @@ def test_a_class_absent_from_the_validation_cases_is_left_out_not_an_error(tmp_p
     cls = tmp_path / "cls.json"
     cls.write_text(json.dumps({"task": "classification", "dataset": "synthetic_adni", "method": "s2dc",
                                "label_ratio": 0.1, "seed": 0, "accuracy": 0.75, "auc": None, "train_cases": 3,
-                               "score": {"key": "accuracy", "name": "accuracy", "value": 75.0}}))
+                               "seconds": 1.0, "score": {"key": "accuracy", "name": "accuracy", "value": 75.0},
+                               "history": []}))
     _, rows = read_runs([seg, cls])
     got = {(r.dataset, r.metric): r.value for r in rows.itertuples()}
     assert got == {("synthetic_btcv", "Dice %"): 50.0, ("synthetic_btcv", "Dice % bright"): 50.0,
                    ("synthetic_adni", "accuracy %"): 75.0}
+
+
+def test_a_run_counts_once_and_a_row_holds_seeds_of_one_setting(tmp_path, capsys):
+    """A seed given twice (the same file, or a copy), two label ratios that name one percent, and seeds of one row
+    run with other settings (another scale's cases and encoder) are refused by every table and figure command,
+    naming the files, before anything is written: averaging them prints a number no experiment gave."""
+    a, b = write_run(tmp_path, "s2dc", 0, 0.2), write_run(tmp_path, "s2dc", 1, 0.4)
+    copy = write_run(tmp_path, "s2dc", 1, 0.4, name="copy.json")
+    near = write_run(tmp_path, "s2dc", 2, 0.3, ratio=0.104, name="near.json")
+    other = write_run(tmp_path, "s2dc", 2, 0.6, name="other.json", train_cases=15, init_from="results/quick/CT.pt")
+    terms = ["--terms", "s2dc=global+p2p+p2s:dual_softmax"]
+    cases = {(a, b, copy): f"'{b}' and '{copy}' are both seed 1 of s2dc on synthetic_btcv at 10 % labels",
+             (a, b, b): f"'{b}' and '{b}' are both seed 1",
+             (a, b, near): f"label ratios 0.1 ('{a}') and 0.104 ('{near}') of synthetic_btcv both round to 10 %",
+             (a, b, other): f"the seeds of s2dc on synthetic_btcv at 10 % labels differ in train_cases ('{a}': 3, "
+                            f"'{other}': 15)"}
+    for files, message in cases.items():
+        out = tmp_path / "out"
+        for command in (["report", "--out", str(out)], ["plots", "--figures", str(out), "--curves", str(out)],
+                        ["ablation-table", *terms, "--out", str(out)]):
+            assert main([*command, *map(str, files)]) == 2, (command, files)
+            assert message in capsys.readouterr().err, (command, message)
+            assert not out.exists()
+
+
+def test_a_score_that_is_not_finite_or_missing_is_refused_naming_the_key(tmp_path, capsys):
+    """metrics.json with a NaN or infinite score, a null accuracy as the score, or (for the curves) no validation
+    history: exit 2 naming the file and the key; never a row whose seeds column counts a run it did not average."""
+    good = write_run(tmp_path, "s2dc", 0, 0.2)
+    nan = write_run(tmp_path, "s2dc", 1, float("nan"))  # json.dumps writes NaN
+    inf = write_run(tmp_path, "s2dc", 1, float("inf"), name="inf.json")
+    for bad, key in ((nan, "score.value is nan"), (inf, "score.value is inf")):
+        for command in (["report", "--out", str(tmp_path / "out")],
+                        ["plots", "--figures", str(tmp_path / "f"), "--curves", str(tmp_path / "c")],
+                        ["ablation-table", "--terms", "s2dc=global+p2p+p2s:dual_softmax", "--out", str(tmp_path / "o")]):
+            assert main([*command, str(good), str(bad)]) == 2
+            assert f"bad metrics file '{bad}': {key}; expected a finite number" in capsys.readouterr().err
+    no_history = write_run(tmp_path, "s2dc", 1, 0.3, name="nohist.json")
+    doc = json.loads(no_history.read_text())
+    del doc["history"]
+    no_history.write_text(json.dumps(doc))
+    assert main(["report", "--out", str(tmp_path / "out"), str(good), str(no_history)]) == 0  # the table needs none
+    assert main(["plots", "--figures", str(tmp_path / "f"), "--curves", str(tmp_path / "c"), str(good),
+                 str(no_history)]) == 2
+    assert f"bad metrics file '{no_history}': history is None" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists() and not (tmp_path / "c").exists()
+
+
+def test_the_tables_never_overwrite_an_input_or_a_users_file(tmp_path, capsys):
+    """--out may be any folder: a run's own metrics.json, a user's notes named benchmark.md or ablation.md, and a
+    hand-made curve table are refused before anything is written; a file as --out is a clear error; the commands'
+    own outputs are replaced on a rerun."""
+    run = tmp_path / "run"
+    run.mkdir()
+    a, b = write_run(run, "s2dc", 0, 0.2, name="metrics.json"), write_run(tmp_path, "s2dc", 1, 0.4)
+    (run / "dvclive/plots/metrics/train").mkdir(parents=True)
+    (run / "dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n1\t2.0\n")
+    before = a.read_bytes()
+    assert main(["report", "--out", str(run), str(a), str(b)]) == 2
+    assert f"'{a}' exists and is not the metrics.json s2dc writes" in capsys.readouterr().err
+    assert a.read_bytes() == before and sorted(p.name for p in run.iterdir()) == ["dvclive", "metrics.json"]
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for name in ("benchmark.md", "ablation.md"):
+        (notes / name).write_text("# my own notes\n")
+    assert main(["report", "--out", str(notes), str(a), str(b)]) == 2
+    assert main(["ablation-table", "--terms", "s2dc=global+p2p+p2s:dual_softmax", "--out", str(notes), str(a),
+                 str(b)]) == 2
+    assert sorted(p.name for p in notes.iterdir()) == ["ablation.md", "benchmark.md"]
+    assert {(notes / n).read_text() for n in ("benchmark.md", "ablation.md")} == {"# my own notes\n"}
+    capsys.readouterr()
+    for option in ("--out", "--figures"):
+        command = ["report", "--out"] if option == "--out" else ["plots", "--curves", str(tmp_path / "c"), "--figures"]
+        assert main([*command, str(notes / "benchmark.md"), str(a)]) == 2
+        assert f"{option} '{notes / 'benchmark.md'}' is a file, not a folder" in capsys.readouterr().err
+    out = tmp_path / "out"
+    for _ in range(2):  # its own files: replaced
+        assert main(["report", "--out", str(out), str(a), str(b)]) == 0
+        assert main(["ablation-table", "--terms", "s2dc=global+p2p+p2s:dual_softmax", "--out", str(out), str(a),
+                     str(b)]) == 0
+    curves = tmp_path / "curves"
+    (curves / "train_loss").mkdir(parents=True)
+    (curves / "train_loss/synthetic_btcv.tsv").write_text("my hand-made loss table\n")
+    (b.parent / "dvclive/plots/metrics/train").mkdir(parents=True)
+    (b.parent / "dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n1\t3.0\n")
+    assert main(["plots", "--figures", str(tmp_path / "figs"), "--curves", str(curves), str(a), str(b)]) == 2
+    assert "exists and is not a curve table s2dc wrote" in capsys.readouterr().err
+    assert (curves / "train_loss/synthetic_btcv.tsv").read_text() == "my hand-made loss table\n"
+    assert not (tmp_path / "figs").exists()  # nothing drawn before the refusal
+
+
+def test_the_ablation_compares_one_label_ratio_and_takes_the_posters_row_by_its_terms(tmp_path, capsys):
+    """Runs of a dataset at two label ratios, a --terms item that is no loss term or has two assignments, and a
+    variant in --terms without runs are refused naming them; the poster's number is that of the Table 2 row that
+    trains with the variant's terms (none for a name of the poster's rows with other terms, none from Table 1);
+    one seed per variant gives no seed std, so the order is not called resolved."""
+    runs = [write_run(tmp_path, m, 0, v, dataset="btcv", ratio=1.0) for m, v in (("lg", 0.5), ("s2dc", 0.6))]
+    mixed = write_run(tmp_path, "lg", 1, 0.9, dataset="btcv", ratio=0.2)
+    good = ["lg=global:dual_softmax", "s2dc=global+p2p+p2s:dual_softmax"]
+    out = str(tmp_path / "out")
+    assert main(["ablation-table", *map(str, runs), str(mixed), "--terms", *good, "--out", out]) == 2
+    assert "the ablation compares its variants at one label ratio, but btcv has runs at [0.2, 1.0]" in capsys.readouterr().err
+    for item in ("lg=global+p2x:dual_softmax", "lg=global:dual:softmax", "lg=global+global:dual_softmax"):
+        assert main(["ablation-table", *map(str, runs), "--terms", item, good[1], "--out", out]) == 2
+        assert f"--terms {item!r}: expected VARIANT=TERMS:ASSIGNMENT" in capsys.readouterr().err
+    assert main(["ablation-table", *map(str, runs), "--terms", *good, "lg_p2p=global+p2p:dual_softmax",
+                 "--out", out]) == 2
+    assert "--terms names ['lg_p2p'], of which no metrics file was given" in capsys.readouterr().err
+    assert main(["ablation-table", *map(str, runs), "--terms", "lg=global+p2p+p2s:sinkhorn", good[1],
+                 "--out", out]) == 0
+    table = (tmp_path / "out" / "ablation.md").read_text()
+    assert "| lg | L_g + L_p2p + L_p2s | sinkhorn | 50.00 ± — (#2) | — |" in table  # not the poster's L_g row
+    assert "| s2dc | L_g + L_p2p + L_p2s | dual_softmax | 60.00 ± — (#1) | 84.14 (#1) |" in table
+    assert "not resolved: a variant has one seed" in table
+    assert json.loads((tmp_path / "out" / "ablation.json").read_text())["btcv"]["ordering"]["resolved"] is False
+    cls = [write_run(tmp_path, "s2dc", s, 0.6, dataset="cc_ccii", ratio=1.0, name=f"cc{s}.json") for s in (0, 1)]
+    assert main(["ablation-table", *map(str, cls), "--terms", good[1], "--out", str(tmp_path / "cc")]) == 0
+    assert "95.34" not in (tmp_path / "cc" / "ablation.md").read_text()  # Table 1's number is no Table 2 row
+
+
+def test_one_probe_result_per_dataset_and_encoder_and_no_raw_html(tmp_path, capsys):
+    """Two probe files giving one encoder on one dataset (say two stages) are refused naming both (the tables key on
+    dataset and encoder); a method name carrying HTML is shown as text on the HTML page, not run."""
+    run = write_run(tmp_path, "<img src=x onerror=alert(1)>", 0, 0.5)
+    probes = []
+    for stage in (2, 3):
+        probes.append(tmp_path / f"probe{stage}.json")
+        probes[-1].write_text(json.dumps({"dataset": "synthetic_btcv", "task": "segmentation", "stage": stage,
+                                          "metric": "balanced accuracy", "encoders": {"s2dc": {"score": 0.4}}}))
+    assert main(["report", "--out", str(tmp_path / "out"), str(run), "--probe", *map(str, probes)]) == 2
+    assert f"bad probe file '{probes[1]}': '{probes[0]}' gives the s2dc encoder on synthetic_btcv too" in capsys.readouterr().err
+    assert main(["report", "--out", str(tmp_path / "out"), str(run)]) == 0
+    page = (tmp_path / "out" / "benchmark.html").read_text()
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
