@@ -87,13 +87,18 @@ def _report(args: argparse.Namespace) -> int:
 def _plots(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .report.curves import write_curves
+    from .report.curves import check_curves_out, curve_tables, write_curves
     from .report.figures import draw_benchmark
     from .report.runs import read_runs
+    from .report.tables import check_out_dir
 
     runs, rows = read_runs([Path(p) for p in args.metrics])
+    tables = curve_tables(runs)  # every input read and every output checked before the first file is written
+    check_out_dir(Path(args.figures), "--figures")
+    check_out_dir(Path(args.curves), "--curves")
+    check_curves_out(Path(args.curves), list(tables))
     figures = draw_benchmark(rows, Path(args.figures))
-    curves = write_curves(runs, Path(args.curves))
+    curves = write_curves(tables, Path(args.curves))
     print(f"{len(runs)} runs -> {len(figures)} figures in {args.figures}, {len(curves)} curve tables in {args.curves}")
     return 0
 
@@ -103,12 +108,9 @@ def _ablation_table(args: argparse.Namespace) -> int:
 
     from .report.tables import write_ablation
 
-    terms = {}
-    for item in args.terms:
-        name, sep, value = item.partition("=")
-        if not sep or not name or ":" not in value:
-            raise ValueError(f"--terms {item!r}: expected VARIANT=TERMS:ASSIGNMENT, e.g. lg=global:dual_softmax")
-        terms[name] = value
+    from .report.tables import parse_terms
+
+    terms = parse_terms(args.terms)
     table = write_ablation([Path(p) for p in args.metrics], terms, Path(args.out), [Path(p) for p in args.probe])
     print(f"{table.method.nunique()} variants x {table.dataset.nunique()} datasets from {len(args.metrics)} runs "
           f"-> {args.out}/ablation.csv, ablation.md, ablation.json")

@@ -19,4 +19,4 @@ def markdown_page(title: str, text: str) -> str:
     """``text`` (Markdown with pipe tables, as the .md tables are written) as a standalone HTML page."""
     from markdown_it import MarkdownIt
 
-    return page(title, MarkdownIt("commonmark").enable("table").render(text))
+    return page(title, MarkdownIt("commonmark", {"html": False}).enable("table").render(text))  # raw HTML: text

@@ -36,9 +36,11 @@ def by_method(runs: list[dict], read, column: str) -> pd.DataFrame:
     return wide[order].reset_index()
 
 
-def write_curves(runs: list[dict], out_dir: Path) -> list[Path]:
-    """For each dataset (and label ratio after the first: ``<dataset>_labels<N>pct``) the two tables, as TSV."""
-    written = []
+def curve_tables(runs: list[dict]) -> dict[str, pd.DataFrame]:
+    """For each dataset (and label ratio after the first: ``<dataset>_labels<N>pct``) the two tables, by their path
+    under the curves folder (``train_loss/<name>.tsv``, ``val_score/<name>.tsv``); every DVCLive file read here,
+    before anything is written."""
+    tables = {}
     groups: dict[tuple[str, float], list[dict]] = {}
     for r in runs:
         groups.setdefault((r["dataset"], float(r["label_ratio"])), []).append(r)
@@ -46,7 +48,30 @@ def write_curves(runs: list[dict], out_dir: Path) -> list[Path]:
     for (dataset, ratio), members in groups.items():
         name = dataset if ratio == lowest[dataset] else f"{dataset}_labels{round(100 * ratio)}pct"
         for stem, read, column in (("train_loss", train_loss, "loss"), ("val_score", val_score, "score")):
-            path = Path(out_dir) / stem / f"{name}.tsv"
-            atomic_write_text(path, by_method(members, read, column).to_csv(sep="\t", index=False, float_format="%.6g"))
-            written.append(path)
+            tables[f"{stem}/{name}.tsv"] = by_method(members, read, column)
+    return tables
+
+
+def check_curves_out(out_dir: Path, names: list[str]) -> None:
+    """Raise ValueError, naming the file, if a table's path under ``out_dir`` holds a file that is not a curve table
+    (its first line is not a ``step`` column header): a user's file is never replaced."""
+    for name in names:
+        path = Path(out_dir) / name
+        if path.exists() or path.is_symlink():
+            try:
+                ours = path.is_file() and path.read_text().startswith("step\t")
+            except (OSError, UnicodeDecodeError):
+                ours = False
+            if not ours:
+                raise ValueError(f"'{path}' exists and is not a curve table s2dc wrote; refusing to overwrite it")
+
+
+def write_curves(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
+    """Write :func:`curve_tables` as TSV under ``out_dir`` (:func:`check_curves_out` first)."""
+    check_curves_out(out_dir, list(tables))
+    written = []
+    for name, table in tables.items():
+        path = Path(out_dir) / name
+        atomic_write_text(path, table.to_csv(sep="\t", index=False, float_format="%.6g"))
+        written.append(path)
     return written

@@ -1,8 +1,17 @@
-"""Fine-tuning runs read once for the figures and curves: every ``metrics.json`` as rows of (run, metric, value)."""
+"""Fine-tuning runs, read and checked once for every table and figure: each ``metrics.json`` as a checked dict, and
+the runs as long rows of (run, metric, value).
+
+A run is one seed of one row (dataset, task, method, label ratio in whole percent). Two files that are the same
+seed of one row (a copied run, a file given twice), two label ratios that share a percent, and the seeds of one row
+with different training settings (cases, steps, starting encoder: runs of two scales) are refused, naming the files:
+averaging them would print a number no experiment gave.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import reprlib
 from pathlib import Path
 
 import pandas as pd
@@ -15,27 +24,110 @@ TASK_METRICS = {
     "translation": (("psnr", "PSNR dB", 1.0), ("ssim", "SSIM", 1.0), ("mse", "MSE", 1.0)),
 }
 
+#: What the seeds of one row share (a run of other settings is no seed of it).
+SETTINGS = ("train_cases", "steps", "init_from")
 
-def read_runs(metric_files: list[Path]) -> tuple[list[dict], pd.DataFrame]:
-    """The runs' metrics.json contents, and long rows: dataset, task, method, label_ratio, seed, metric, value
-    (segmentation: one row per class, metric 'Dice % <class>', beside the mean); a null value (not scorable on the
-    run's validation cases) gives no row."""
-    runs, rows = [], []
-    for path in metric_files:
-        try:
-            m = json.loads(Path(path).read_text())
-            base = {"dataset": m["dataset"], "task": m["task"], "method": m["method"],
-                    "label_ratio": float(m["label_ratio"]), "seed": int(m["seed"])}
-            # null: not scorable on these validation cases (a class none of them holds; an AUC with one class)
-            for key, label, scale in TASK_METRICS[m["task"]]:
-                if m[key] is not None:
-                    rows.append({**base, "metric": label, "value": scale * float(m[key])})
-            for name, value in (m.get("dice_per_class") or {}).items():
-                if value is not None:
-                    rows.append({**base, "metric": f"Dice % {name}", "value": 100.0 * float(value)})
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"bad metrics file '{path}': {err!r}") from err
-        runs.append({**m, "_path": str(path)})
+
+def is_number(value) -> bool:
+    """A finite JSON number (not a bool, NaN or Infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _get(doc: dict, key: str):
+    value = doc
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+CHECKS = {  # key: (test, what is expected)
+    "dataset": (lambda v: isinstance(v, str) and v != "", "a dataset name"),
+    "task": (lambda v: v in TASK_METRICS, f"one of {sorted(TASK_METRICS)}"),
+    "method": (lambda v: isinstance(v, str) and v != "", "a method name"),
+    "label_ratio": (lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
+    "train_cases": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+    "seconds": (lambda v: is_number(v) and v >= 0, "the run's time in seconds, a number >= 0"),
+    "score.key": (lambda v: isinstance(v, str) and v != "", "the name of the score's metric"),
+    "score.name": (lambda v: isinstance(v, str) and v != "", "the score's label"),
+    "score.value": (is_number, "a finite number (a run whose score is not finite fails, it writes no metrics.json)"),
+}
+
+
+def read_run(path: Path, history: bool = False) -> dict:
+    """One ``metrics.json`` of ``s2dc finetune``, checked (:data:`CHECKS`; the task's metrics finite or null; with
+    ``history``, its validation history too), as a dict with its ``_path``. ValueError names the file and the key."""
+    try:
+        run = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"bad metrics file '{path}': {err}") from err
+    if not isinstance(run, dict):
+        raise ValueError(f"bad metrics file '{path}': expected a JSON object, got {type(run).__name__}")
+    checks = dict(CHECKS)
+    if checks["task"][0](run.get("task")):
+        for key, _, _ in TASK_METRICS[run["task"]]:
+            checks[key] = (lambda v: v is None or is_number(v), "a finite number, or null where it cannot be scored")
+    for key, (test, expected) in checks.items():
+        if not test(_get(run, key)):
+            raise ValueError(f"bad metrics file '{path}': {key} is {_get(run, key)!r}; expected {expected}")
+    if history:
+        entries = run.get("history")
+        score = run["score"]["key"]
+        if not isinstance(entries, list) or not all(
+                isinstance(h, dict) and isinstance(h.get("step"), int) and (h.get(score) is None or is_number(h[score]))
+                for h in entries):
+            raise ValueError(f"bad metrics file '{path}': history is {reprlib.repr(entries)}; expected a list of "
+                             f"{{step: integer, {score}: finite number or null}}")
+    return {**run, "_path": str(path)}
+
+
+def check_runs(runs: list[dict]) -> None:
+    """Raise ValueError, naming the files, unless every run is its own seed of its row, each percent of labels of a
+    dataset is one label ratio, and the seeds of each row share :data:`SETTINGS`."""
     if not runs:
         raise ValueError("no metrics files given")
+    seen: dict[tuple, dict] = {}
+    ratios: dict[tuple, dict] = {}
+    rows: dict[tuple, dict] = {}
+    for run in runs:
+        percent = round(100 * run["label_ratio"])
+        row = (run["dataset"], run["task"], run["method"], percent)
+        where = f"{run['method']} on {run['dataset']} at {percent} % labels"
+        first = seen.setdefault((*row, run["seed"]), run)
+        if first is not run:
+            raise ValueError(f"'{first['_path']}' and '{run['_path']}' are both seed {run['seed']} of {where}: a run "
+                             "counts once (remove the copy, or give each file once)")
+        other = ratios.setdefault((run["dataset"], percent), run)
+        if abs(other["label_ratio"] - run["label_ratio"]) > 1e-9:
+            raise ValueError(f"label ratios {other['label_ratio']} ('{other['_path']}') and {run['label_ratio']} "
+                             f"('{run['_path']}') of {run['dataset']} both round to {percent} %, the rows' and files' "
+                             "names: give ratios in distinct whole percents")
+        first = rows.setdefault(row, run)
+        for key in SETTINGS:
+            if first.get(key) != run.get(key):
+                raise ValueError(f"the seeds of {where} differ in {key} ('{first['_path']}': {first.get(key)!r}, "
+                                 f"'{run['_path']}': {run.get(key)!r}): runs of other settings (another scale, "
+                                 "another encoder) are not seeds of one row")
+
+
+def read_runs(metric_files: list[Path]) -> tuple[list[dict], pd.DataFrame]:
+    """The runs' metrics.json contents (:func:`read_run` with the history, :func:`check_runs`), and long rows:
+    dataset, task, method, label_ratio, seed, metric, value (segmentation: one row per class, metric
+    'Dice % <class>', beside the mean); a null value (not scorable on the run's validation cases) gives no row."""
+    runs = [read_run(path, history=True) for path in metric_files]
+    check_runs(runs)
+    rows = []
+    for m in runs:
+        base = {k: m[k] for k in ("dataset", "task", "method", "label_ratio", "seed")}
+        # null: not scorable on these validation cases (a class none of them holds; an AUC with one class)
+        for key, label, scale in TASK_METRICS[m["task"]]:
+            if m[key] is not None:
+                rows.append({**base, "metric": label, "value": scale * float(m[key])})
+        per_class = m.get("dice_per_class") or {}
+        for name, value in per_class.items():
+            if value is not None and not is_number(value):
+                raise ValueError(f"bad metrics file '{m['_path']}': dice_per_class.{name} is {value!r}; expected a "
+                                 "finite number or null")
+            if value is not None:
+                rows.append({**base, "metric": f"Dice % {name}", "value": 100.0 * float(value)})
     return runs, pd.DataFrame(rows)

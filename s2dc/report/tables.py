@@ -16,6 +16,7 @@ import pandas as pd
 from ..data.datalist import registry_spec
 from ..files import atomic_write_text
 from ..pages import markdown_page
+from .runs import check_runs, is_number, read_run
 
 def paper_score(dataset: str, method: str, label_ratio: float) -> float:
     """The poster's number for this row (the registry's), NaN where it prints none."""
@@ -25,33 +26,28 @@ def paper_score(dataset: str, method: str, label_ratio: float) -> float:
 
 
 def collect(metric_files: list[Path]) -> pd.DataFrame:
-    """One row per fine-tuning run: dataset, task, metric, method, label_ratio, seed, score, train_cases, seconds.
+    """One row per fine-tuning run: dataset, task, metric, method, label_ratio, seed, score, train_cases, seconds, path
+    (each file checked by :func:`~s2dc.report.runs.read_run`, the runs together by
+    :func:`~s2dc.report.runs.check_runs`).
 
     The score is the task's first metric as the run recorded it (``score``: Dice or accuracy in %, PSNR in dB)."""
-    rows = []
-    for path in metric_files:
-        try:
-            m = json.loads(Path(path).read_text())
-            rows.append({
-                "dataset": m["dataset"], "task": m["task"], "metric": m["score"]["name"], "method": m["method"],
-                "label_ratio": float(m["label_ratio"]), "seed": int(m["seed"]),
-                "score": float(m["score"]["value"]), "train_cases": int(m["train_cases"]), "seconds": float(m["seconds"]),
-            })
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"bad metrics file '{path}': {err!r}") from err
-    if not rows:
-        raise ValueError("no metrics files to aggregate")
-    return pd.DataFrame(rows)
+    runs = [read_run(path) for path in metric_files]
+    check_runs(runs)
+    return pd.DataFrame([{
+        "dataset": m["dataset"], "task": m["task"], "metric": m["score"]["name"], "method": m["method"],
+        "label_ratio": float(m["label_ratio"]), "seed": m["seed"], "score": float(m["score"]["value"]),
+        "train_cases": m["train_cases"], "seconds": float(m["seconds"]), "path": m["_path"],
+    } for m in runs])
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± sample std over seeds per (dataset, task, method, label_ratio), with the paper's number."""
+    """Mean ± sample std over seeds per (dataset, task, method, label_ratio), with the paper's number (the std is NaN
+    for one seed: it has none)."""
     grouped = runs.groupby(["dataset", "task", "metric", "method", "label_ratio"], sort=True)
     table = grouped.agg(
         mean=("score", "mean"), std=("score", "std"), seeds=("seed", "nunique"),
         train_cases=("train_cases", "first"), minutes=("seconds", lambda s: s.sum() / 60),
     ).reset_index()
-    table["std"] = table["std"].fillna(0.0)
     table["paper"] = [paper_score(d, m, r) for d, m, r in zip(table.dataset, table.method, table.label_ratio)]
     return table
 
@@ -65,10 +61,19 @@ def markdown(table: pd.DataFrame) -> str:
     for row in table.itertuples():
         paper = "—" if math.isnan(row.paper) else f"{row.paper:.2f}"
         lines.append(
-            f"| {row.dataset} | {row.task} | {row.metric} | {row.method} | {row.label_ratio:.0%} | {row.mean:.2f} ± {row.std:.2f} "
+            f"| {row.dataset} | {row.task} | {row.metric} | {row.method} | {row.label_ratio:.0%} | {_mean_std(row.mean, row.std)} "
             f"| {row.seeds} | {row.train_cases} | {paper} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _mean_std(mean: float, std: float) -> str:
+    """'mean ± std', or 'mean ± —' for one seed (no spread to give)."""
+    return f"{mean:.2f} ± " + ("—" if math.isnan(std) else f"{std:.2f}")
+
+
+def _round(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 4)
 
 
 def nested_metrics(table: pd.DataFrame) -> dict:
@@ -76,7 +81,7 @@ def nested_metrics(table: pd.DataFrame) -> dict:
     out: dict = {}
     for row in table.itertuples():
         cell = out.setdefault(row.dataset, {}).setdefault(row.method, {})
-        cell[f"labels_{row.label_ratio:.0%}"] = {"mean": round(row.mean, 4), "std": round(row.std, 4), "seeds": int(row.seeds)}
+        cell[f"labels_{row.label_ratio:.0%}"] = {"mean": round(row.mean, 4), "std": _round(row.std), "seeds": int(row.seeds)}
     return out
 
 
@@ -88,11 +93,18 @@ def collect_probes(probe_files: list[Path]) -> pd.DataFrame:
     """One row per (dataset, encoder) of ``s2dc probe`` results: task, stage, metric, score (balanced accuracy in
     %, or R²) and its bootstrap standard error ``se`` (NaN in a file without one), organ recall (%) and the
     structure scores (segmentation; NaN otherwise)."""
-    rows = []
+    rows, first = [], {}
     for path in probe_files:
         try:
             p = json.loads(Path(path).read_text())
             percent = p["metric"] != "R²"
+            for encoder, r in p["encoders"].items():
+                if not is_number(r["score"]):
+                    raise ValueError(f"encoders.{encoder}.score is {r['score']!r}; expected a finite number")
+                other = first.setdefault((p["dataset"], encoder), path)
+                if other != path:
+                    raise ValueError(f"'{other}' gives the {encoder} encoder on {p['dataset']} too: one probe result "
+                                     "per dataset and encoder (the tables key on them)")
             for encoder, r in p["encoders"].items():
                 organ = r.get("organ_recall")
                 structure = r.get("structure") or {}
@@ -101,8 +113,8 @@ def collect_probes(probe_files: list[Path]) -> pd.DataFrame:
                              "se": (100.0 if percent else 1.0) * float(r.get("se", math.nan)),
                              "organ_recall": math.nan if organ is None else 100.0 * float(organ),
                              **{k: float(structure.get(k, math.nan)) for k in STRUCTURE}})
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"bad probe file '{path}': {err!r}") from err
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"bad probe file '{path}': {err}") from err
     return pd.DataFrame(rows, columns=["dataset", "task", "stage", "encoder", "metric", "score", "se",
                                        "organ_recall", *STRUCTURE])
 
@@ -122,6 +134,66 @@ def probe_markdown(probes: pd.DataFrame) -> str:
                      f"{dash(row.organ_recall, '.1f')} | {dash(row.consistency, '.3f')} | {dash(row.discrepancy, '.3f')} | "
                      f"{dash(row.ratio, '.2f')} |")
     return "\n".join(lines) + "\n"
+
+
+def _html_of(title: str):
+    return lambda text: text.startswith(markdown_page(title, "").split("<style>")[0])
+
+
+def _json_of(test):
+    def recognise(text: str) -> bool:
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return False
+        return isinstance(doc, dict) and all(isinstance(v, dict) and test(k, v) for k, v in doc.items())
+    return recognise
+
+
+#: How each file the two table commands write is recognised (by its start or its shape), so that a rerun replaces
+#: its own files and never a user's (an input metrics.json, notes named benchmark.md) in the folder given as --out.
+OWN_OUTPUTS = {
+    "benchmark.csv": lambda text: text.startswith("dataset,task,metric,method,label_ratio,"),
+    "benchmark.md": lambda text: text.startswith("| dataset | task | metric | method | labels |"),
+    "benchmark.html": _html_of("The benchmark"),
+    "probe.csv": lambda text: text.startswith("dataset,task,stage,encoder,"),
+    "metrics.json": _json_of(lambda k, v: k == "probe" or all(
+        isinstance(c, dict) and all(isinstance(x, dict) and "mean" in x for x in c.values()) for c in v.values())),
+    "ablation.csv": lambda text: text.startswith("dataset,task,metric,method,label_ratio,"),
+    "ablation.md": lambda text: text.startswith("Loss ablation (poster Table 2)"),
+    "ablation.html": _html_of("The loss ablation"),
+    "ablation.json": _json_of(lambda k, v: "variants" in v or "probe" in v),
+}
+
+
+def check_out_dir(out_dir: Path, option: str = "--out") -> None:
+    """Raise ValueError unless ``out_dir`` is a folder or does not exist yet."""
+    if (out_dir.exists() or out_dir.is_symlink()) and not out_dir.is_dir():
+        raise ValueError(f"{option} '{out_dir}' is a file, not a folder; give the folder the tables go to")
+
+
+def check_tables_out(out_dir: Path, names: list[str]) -> None:
+    """Raise ValueError, naming the file, if one of ``names`` in ``out_dir`` exists and is not that table as s2dc
+    writes it (:data:`OWN_OUTPUTS`): an input, a user's file."""
+    check_out_dir(out_dir)
+    for name in names:
+        path = out_dir / name
+        if path.exists() or path.is_symlink():
+            try:
+                ours = path.is_file() and OWN_OUTPUTS[name](path.read_text())
+            except (OSError, UnicodeDecodeError):
+                ours = False
+            if not ours:
+                raise ValueError(f"'{path}' exists and is not the {name} s2dc writes; refusing to overwrite it (give "
+                                 "--out a folder of its own)")
+
+
+def _write_all(out_dir: Path, texts: dict[str, str]) -> None:
+    """Every text made before the first is written, every name checked (:func:`check_tables_out`)."""
+    check_tables_out(out_dir, list(texts))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in texts.items():
+        atomic_write_text(out_dir / name, text)
 
 
 def write_report(metric_files: list[Path], out_dir: Path, probe_files: list[Path] = ()) -> pd.DataFrame:
@@ -144,29 +216,70 @@ def write_report(metric_files: list[Path], out_dir: Path, probe_files: list[Path
                 key: round(row.score, 4), **({} if math.isnan(row.se) else {f"{key}_se": round(row.se, 4)}),
                 "organ_recall": None if math.isnan(row.organ_recall) else round(row.organ_recall, 4),
                 **{k: round(getattr(row, k), 4) for k in STRUCTURE if not math.isnan(getattr(row, k))}}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "benchmark.csv", table.to_csv(index=False, float_format="%.4f"))
-    atomic_write_text(out_dir / "benchmark.md", text)
-    atomic_write_text(out_dir / "metrics.json", json.dumps(nested, indent=2) + "\n")
-    atomic_write_text(out_dir / "probe.csv", probes.to_csv(index=False, float_format="%.4f"))
-    atomic_write_text(out_dir / "benchmark.html", markdown_page("The benchmark", text))
+    _write_all(out_dir, {
+        "benchmark.csv": table.to_csv(index=False, float_format="%.4f"),
+        "benchmark.md": text,
+        "metrics.json": json.dumps(nested, indent=2) + "\n",
+        "probe.csv": probes.to_csv(index=False, float_format="%.4f"),
+        "benchmark.html": markdown_page("The benchmark", text),
+    })
     return table
 
 
 #: The label ratio of the poster's Table 2 (loss ablation; our reading: fine-tuned on all labels).
 ABLATION_PAPER_RATIO = 1.0
+#: The poster's Table 2 rows (the registry's names for them) by the loss terms and assignment they pretrain with: a
+#: variant gets the poster's number of the row that trains as it does, whatever params.yaml names it.
+POSTER_TABLE2 = {"global:dual_softmax": "lg", "global+p2p:dual_softmax": "lg_p2p",
+                 "global+p2s:dual_softmax": "lg_p2s", "global+p2p+p2s:dual_softmax": "s2dc"}
+#: The loss terms, in the order a variant's terms are written.
+TERMS = ("global", "p2p", "p2s")
+
+
+def parse_terms(items: list[str]) -> dict[str, str]:
+    """``['lg=global:dual_softmax', ...]`` (``--terms``) -> {variant: 'global:dual_softmax'}, the terms in
+    :data:`TERMS` order; ValueError naming the item otherwise."""
+    terms = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        losses, colon, assignment = value.partition(":")
+        parts = losses.split("+")
+        if (not sep or not name or not colon or not assignment or ":" in assignment or len(set(parts)) != len(parts)
+                or not set(parts) <= set(TERMS) or name in terms):
+            raise ValueError(f"--terms {item!r}: expected VARIANT=TERMS:ASSIGNMENT once per variant, TERMS one or more "
+                             f"of {'+'.join(TERMS)} (e.g. lg=global:dual_softmax)")
+        terms[name] = "+".join(t for t in TERMS if t in parts) + ":" + assignment
+    return terms
+
+
+def table2_score(dataset: str, terms: str) -> float:
+    """The poster's Table 2 number on ``dataset`` of the row that pretrains with ``terms``, NaN where it prints none."""
+    spec, row = registry_spec({"name": dataset}), POSTER_TABLE2.get(terms)
+    scores = [p.score for p in (spec.paper if spec is not None else ()) if p.method == row
+              and p.table == "poster Table 2" and abs(p.label_ratio - ABLATION_PAPER_RATIO) < 1e-9]
+    return scores[0] if scores else math.nan
 
 
 def ablation_table(metric_files: list[Path], terms: dict[str, str]) -> pd.DataFrame:
     """The loss ablation (poster Table 2): mean ± std over seeds per (dataset, variant), the variant's loss terms
     (``terms``: {variant: 'global+p2p:dual_softmax'}), the poster's number and both rankings within each dataset."""
-    table = summarise(collect(metric_files))
-    missing = sorted(set(table.method) - set(terms))
+    runs = collect(metric_files)
+    missing = sorted(set(runs.method) - set(terms))
     if missing:
         raise ValueError(f"no loss terms given for variant(s) {missing} (expected --terms NAME=TERMS for each)")
+    absent = [v for v in terms if v not in set(runs.method)]
+    if absent:
+        raise ValueError(f"--terms names {absent}, of which no metrics file was given")
+    for dataset, ratios in runs.groupby("dataset").label_ratio.unique().items():
+        if len(ratios) > 1:
+            ratios = sorted(float(r) for r in ratios)
+            files = [runs[(runs.dataset == dataset) & (runs.label_ratio == r)].path.iloc[0] for r in ratios]
+            raise ValueError(f"the ablation compares its variants at one label ratio, but {dataset} has runs at "
+                             f"{ratios} (e.g. {', '.join(repr(f) for f in files)})")
+    table = summarise(runs)
     table["terms"] = table.method.map(terms)
     table["order"] = table.method.map({v: i for i, v in enumerate(terms)})  # rows in the order the terms were given
-    table["paper"] = [paper_score(d, m, ABLATION_PAPER_RATIO) for d, m in zip(table.dataset, table.method)]
+    table["paper"] = [table2_score(d, t) for d, t in zip(table.dataset, table.terms)]
     table["rank"] = table.groupby("dataset")["mean"].rank(ascending=False, method="min").astype(int)
     table["paper_rank"] = table.groupby("dataset")["paper"].rank(ascending=False, method="min")
     return table
@@ -181,7 +294,8 @@ def ordering(table: pd.DataFrame, dataset: str) -> dict:
     ours = list(rows.sort_values("mean", ascending=False).method)
     poster = list(rows.sort_values("paper", ascending=False).method)
     tau = float(kendalltau(rows["mean"], rows["paper"]).statistic) if len(rows) >= 2 else math.nan
-    spread, noise = float(rows["mean"].max() - rows["mean"].min()), float(rows["std"].mean())
+    spread = float(rows["mean"].max() - rows["mean"].min()) if len(rows) else math.nan
+    noise = float(rows["std"].mean()) if len(rows) and rows["std"].notna().all() else math.nan  # NaN: a row of one seed
     return {"ours": ours, "poster": poster, "kendall_tau": tau, "same_best": bool(ours and ours[0] == poster[0]),
             "range": spread, "seed_std": noise, "resolved": bool(len(rows) >= 2 and spread > noise)}
 
@@ -203,7 +317,7 @@ def ablation_markdown(table: pd.DataFrame) -> str:
                 cells += ["—", "—"]
                 continue
             r = row.iloc[0]
-            cells += [f"{r['mean']:.2f} ± {r['std']:.2f} (#{r['rank']})",
+            cells += [f"{_mean_std(r['mean'], r['std'])} (#{r['rank']})",
                       "—" if math.isnan(r.paper) else f"{r.paper:.2f} (#{int(r.paper_rank)})"]
         pretty = " + ".join({"global": "L_g", "p2p": "L_p2p", "p2s": "L_p2s"}[t] for t in losses.split("+"))
         lines.append(f"| {variant} | {pretty} | {assignment} | " + " | ".join(cells) + " |")
@@ -212,10 +326,18 @@ def ablation_markdown(table: pd.DataFrame) -> str:
         o = ordering(table, d)
         tau = "—" if math.isnan(o["kendall_tau"]) else f"{o['kendall_tau']:+.2f}"
         lines.append(f"- {d}: ours {' > '.join(o['ours']) or '—'}; poster {' > '.join(o['poster']) or '—'}; "
-                     f"Kendall τ {tau}; same best: {'yes' if o['same_best'] else 'no'}; range of our means "
-                     f"{o['range']:.2f} against a mean seed std of {o['seed_std']:.2f}"
-                     f"{'' if o['resolved'] else ' (not resolved: the order is within the seeds’ noise)'}")
+                     f"Kendall τ {tau}; same best: {'yes' if o['same_best'] else 'no'}; " + _resolution(o))
     return "\n".join(lines) + "\n"
+
+
+def _resolution(o: dict) -> str:
+    """Whether the order of our means stands out of the seeds' noise, in words."""
+    if math.isnan(o["range"]):
+        return "no variant the poster prints"
+    if math.isnan(o["seed_std"]):
+        return f"range of our means {o['range']:.2f} (not resolved: a variant has one seed, so no seed std)"
+    return (f"range of our means {o['range']:.2f} against a mean seed std of {o['seed_std']:.2f}"
+            f"{'' if o['resolved'] else ' (not resolved: the order is within the seeds’ noise)'}")
 
 
 def write_ablation(metric_files: list[Path], terms: dict[str, str], out_dir: Path,
@@ -224,7 +346,7 @@ def write_ablation(metric_files: list[Path], terms: dict[str, str], out_dir: Pat
     ``out_dir``; ``probe_files`` (``s2dc probe`` of every variant's encoder) add the frozen-encoder table."""
     table = ablation_table(metric_files, terms)
     probes = collect_probes(list(probe_files))
-    nested = {d: {"variants": {r.method: {"mean": round(r.mean, 4), "std": round(r.std, 4), "seeds": int(r.seeds)}
+    nested = {d: {"variants": {r.method: {"mean": round(r.mean, 4), "std": _round(r.std), "seeds": int(r.seeds)}
                                for r in table[table.dataset == d].itertuples()},
                   "ordering": _finite(ordering(table, d))} for d in sorted(table.dataset.unique())}
     text = ("Loss ablation (poster Table 2): each pretraining variant's encoder fine-tuned on the same cases; ours is the "
@@ -238,11 +360,12 @@ def write_ablation(metric_files: list[Path], terms: dict[str, str], out_dir: Pat
             nested.setdefault(row.dataset, {}).setdefault("probe", {})[row.encoder] = {
                 "score": round(row.score, 4), **{k: round(getattr(row, k), 4) for k in STRUCTURE
                                                  if not math.isnan(getattr(row, k))}}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "ablation.csv", table.to_csv(index=False, float_format="%.4f"))
-    atomic_write_text(out_dir / "ablation.md", text)
-    atomic_write_text(out_dir / "ablation.html", markdown_page("The loss ablation", text))
-    atomic_write_text(out_dir / "ablation.json", json.dumps(nested, indent=2) + "\n")
+    _write_all(out_dir, {
+        "ablation.csv": table.to_csv(index=False, float_format="%.4f"),
+        "ablation.md": text,
+        "ablation.html": markdown_page("The loss ablation", text),
+        "ablation.json": json.dumps(nested, indent=2) + "\n",
+    })
     return table
 
 
