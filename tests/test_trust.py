@@ -490,3 +490,91 @@ def test_p2p_loss_in_half_precision_is_finite_and_matches_fp32(dtype, temperatur
     half = p2p_loss(q.to(dtype), k.to(dtype), gt, "dual_softmax", "positive_negative", temperature)
     assert torch.isfinite(half) and half.dtype == torch.float32
     assert half.item() == pytest.approx(reference.item(), rel=0.05)
+
+
+# --------------------------------------------------------------------------- 9. pretraining folders and exports
+
+
+def test_export_refuses_a_run_that_stopped_short_unless_asked(tiny_config, pool, tmp_path, capsys):
+    """A run that diverged (or was stopped, or still runs) holds a checkpoint short of optim.steps: exporting its
+    folder is refused, naming the step; --partial exports it and the file says so. A running run's folder is
+    locked: its export waits for no one and is refused. The output is checked before any work: a folder there is
+    named as such, and `pretrain --export-encoder` refuses a user's file before it trains."""
+    out = tmp_path / "run"
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.lr", "1e4", "--optim.steps", "3",
+                    "--optim.warmup_steps", "0", "--run.checkpoint_every", "1") == 1
+    capsys.readouterr()
+    assert main(["export-encoder", str(out), str(tmp_path / "enc.pt")]) == 2
+    assert "stopped at step 1 of its 3" in capsys.readouterr().err and not (tmp_path / "enc.pt").exists()
+    assert main(["export-encoder", str(out), str(tmp_path / "enc.pt"), "--partial"]) == 0
+    assert torch.load(tmp_path / "enc.pt", weights_only=True)["partial"] == {"step": 1, "steps": 3}
+    from s2dc.train.checkpoint import lock_folder
+
+    held = lock_folder(out)  # as a run in progress holds it
+    try:
+        assert main(["export-encoder", str(out), str(tmp_path / "enc2.pt"), "--partial"]) == 2
+        assert "is in use by" in capsys.readouterr().err
+    finally:
+        held.close()
+    (tmp_path / "folder.pt").mkdir()
+    assert main(["export-encoder", str(out), str(tmp_path / "folder.pt"), "--partial"]) == 2
+    assert f"'{tmp_path / 'folder.pt'}' is a folder" in capsys.readouterr().err
+    notes = tmp_path / "notes.pt"
+    notes.write_text("my notes")
+    assert pretrain(tiny_config, pool / "dataset.json", tmp_path / "fresh", "--export-encoder", str(notes)) == 2
+    assert "not an exported encoder" in capsys.readouterr().err and not (tmp_path / "fresh").exists()
+
+
+def test_resume_is_bit_identical_with_stochastic_depth(tiny_config, pool, tmp_path):
+    """Drop-path draws from torch's global generator; the data loader must not (its iterator drew a seed from it at
+    every start, so a resumed run was one draw off the uninterrupted one)."""
+    common = ["--optim.steps", "4", "--run.checkpoint_every", "2", "--encoder.drop_path_rate", "0.2"]
+    assert pretrain(tiny_config, pool / "dataset.json", tmp_path / "a", *common) == 0
+    assert pretrain(tiny_config, pool / "dataset.json", tmp_path / "b", *common, "--run.resume",
+                    str(tmp_path / "a" / "checkpoints" / "step_00000002.pt")) == 0
+    a, b = (torch.load(tmp_path / r / "checkpoints" / "step_00000004.pt", weights_only=True) for r in "ab")
+    assert all(torch.equal(a["teacher"][k], b["teacher"][k]) for k in a["teacher"])
+
+
+def test_a_checkpoint_of_other_code_is_never_resumed_silently(tiny_config, pool, tmp_path, capsys):
+    """run.json says what the run is now, but each checkpoint records what made it: a checkpoint whose identity
+    differs (older code) is not continued by a plain rerun."""
+    out = tmp_path / "run"
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2") == 0
+    ckpt = out / "checkpoints" / "step_00000002.pt"
+    state = torch.load(ckpt, weights_only=False)
+    state["identity"] = {**state["identity"], "code": "0" * 64}
+    torch.save(state, ckpt)
+    capsys.readouterr()
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2") == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint '{ckpt}'" in err and "code" in err and "Traceback" not in err
+
+
+def test_pretraining_never_takes_a_users_files_for_an_earlier_run(tiny_config, pool, tmp_path, capsys):
+    """A user's summary.json, dvclive/, run.json (even one that is no JSON object) or `.draft.tmp` in run.out_dir
+    are never moved, deleted or reused: the run refuses the folder naming the file; a file as run.out_dir and a
+    resume checkpoint that is no checkpoint are clear errors."""
+    cases = {"summary.json": '{"accuracy": 0.93}', "run.json": "not json, my notes", "dvclive": None}
+    for name, text in cases.items():
+        folder = tmp_path / name.replace(".", "_")
+        folder.mkdir()
+        if text is None:
+            (folder / name).mkdir()
+            (folder / name / "metrics.json").write_text('{"my": "experiment"}')
+        else:
+            (folder / name).write_text(text)
+        (folder / ".draft.tmp").write_text("my draft")
+        before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+        for mode in ("auto", "if_unchanged", "never"):
+            assert pretrain(tiny_config, pool / "dataset.json", folder, "--run.resume", mode) == 2, (name, mode)
+            err = capsys.readouterr().err
+            assert f"'{folder}' holds {name}, which no pretraining run wrote" in err and "Traceback" not in err, err
+        assert sorted(p.relative_to(folder) for p in folder.rglob("*") if p.name != ".lock") == before
+    afile = tmp_path / "afile.txt"
+    afile.write_text("my file")
+    assert pretrain(tiny_config, pool / "dataset.json", afile) == 2
+    assert f"run.out_dir '{afile}' is a file" in capsys.readouterr().err and afile.read_text() == "my file"
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    assert pretrain(tiny_config, pool / "dataset.json", tmp_path / "new", "--run.resume", str(tmp_path / "list.pt")) == 2
+    assert f"'{tmp_path / 'list.pt'}' is not an s2dc pretraining checkpoint" in capsys.readouterr().err
