@@ -15,6 +15,12 @@ def _pretrain(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if not cfg.data.source:
         raise ValueError("data.source is required: pass --data.source <dataset.json or folder of NIfTI volumes>")
+    if args.export_encoder:
+        from pathlib import Path
+
+        from .export import check_export_output
+
+        check_export_output(Path(args.export_encoder))  # before the training, not after it
     summary = pretrain(cfg)
     losses = summary["losses_this_run"]
     if losses:
@@ -30,7 +36,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .export import export_encoder
 
-    report = export_encoder(args.checkpoint, args.output, which=args.which)
+    report = export_encoder(args.checkpoint, args.output, which=args.which, partial=args.partial)
     print(report)
     return 0
 
@@ -204,6 +210,9 @@ def _add_export_encoder(sub) -> None:
     exp.add_argument("output", help="output .pt file")
     exp.add_argument("--which", choices=("teacher", "student"), default="teacher",
                      help="export the EMA teacher (default) or the student encoder")
+    exp.add_argument("--partial", action="store_true",
+                     help="export a checkpoint short of its run's optim.steps (a run that diverged or was stopped; "
+                          "refused without this flag); the file records the step and the steps")
     exp.set_defaults(func=_export)
 
 

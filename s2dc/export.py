@@ -7,7 +7,7 @@ from pathlib import Path
 from monai.networks.nets import SwinUNETR
 
 from .models.encoder import EncoderConfig
-from .train.checkpoint import atomic_save, list_checkpoints, load_checkpoint
+from .train.checkpoint import atomic_save, list_checkpoints, load_checkpoint, lock_folder
 from .train.finite import require_finite
 
 PREFIX = "swinViT."
@@ -139,39 +139,55 @@ def encoder_plan(path: str | Path) -> dict:
                      "pretraining checkpoint)")
 
 
-def export_encoder(checkpoint: str | Path, output: str | Path, which: str = "teacher") -> str:
-    """Write the ``which`` encoder of a pretraining checkpoint as ``{"state_dict": {swinViT.*}, "encoder": cfg}``,
-    then verify it loads strictly into a fresh ``SwinUNETR(use_v2=True)``; returns the report."""
+def export_encoder(checkpoint: str | Path, output: str | Path, which: str = "teacher", partial: bool = False) -> str:
+    """Write the ``which`` encoder of a pretraining checkpoint (or of a run folder's newest) as
+    ``{"state_dict": {swinViT.*}, "encoder": cfg, ...}``, then verify it loads strictly into a fresh
+    ``SwinUNETR(use_v2=True)``; returns the report. A checkpoint short of its run's ``optim.steps`` (a run that
+    diverged, was stopped or still runs) is refused unless ``partial`` (the file then records ``partial``); the run
+    folder's lock is held while it is read, so a running run's folder is refused."""
     if which not in ("teacher", "student"):
         raise ValueError(f"which must be 'teacher' or 'student', got {which!r}")
-    checkpoint = Path(checkpoint)
-    if checkpoint.is_dir():
-        found = list_checkpoints(checkpoint / "checkpoints")
-        if not found:
-            raise FileNotFoundError(f"no checkpoint in '{checkpoint / 'checkpoints'}'")
-        checkpoint = found[-1]
-    output = Path(output)
+    checkpoint, output = Path(checkpoint), Path(output)
     if output.exists() and output.resolve() == checkpoint.resolve():
         raise ValueError(f"the output '{output}' is the checkpoint itself; write the encoder to another file")
-    state = load_checkpoint(Path(checkpoint))
-    if not isinstance(state, dict) or which not in state or "config" not in state:
-        raise ValueError(f"'{checkpoint}' is not an s2dc pretraining checkpoint (no '{which}' or 'config')")
-    _require_replaceable(output)
-    cfg = EncoderConfig(**state["config"]["encoder"])
-    weights = {PREFIX + k[len("encoder."):]: v for k, v in state[which].items() if k.startswith("encoder.")}
-    require_finite(weights, f"the {which} encoder weights of '{checkpoint}'")
-    atomic_save({"state_dict": weights, "encoder": cfg.to_dict(), "preprocess": state["config"].get("preprocess"),
-                 "source": str(checkpoint), "step": int(state["step"]), "which": which}, output)
+    check_export_output(output)
+    run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent.parent
+    lock = lock_folder(run_dir) if (run_dir / "run.json").is_file() else None  # a pretraining run's folder
+    try:
+        if checkpoint.is_dir():
+            found = list_checkpoints(checkpoint / "checkpoints")
+            if not found:
+                raise FileNotFoundError(f"no checkpoint in '{checkpoint / 'checkpoints'}'")
+            checkpoint = found[-1]
+        state = load_checkpoint(Path(checkpoint))
+        if not isinstance(state, dict) or which not in state or "config" not in state:
+            raise ValueError(f"'{checkpoint}' is not an s2dc pretraining checkpoint (no '{which}' or 'config')")
+        step, steps = int(state["step"]), int(state["config"]["optim"]["steps"])
+        if step < steps and not partial:
+            raise ValueError(f"'{checkpoint}': the run stopped at step {step} of its {steps} (it diverged, was "
+                             "stopped, or still runs); export it anyway with --partial")
+        cfg = EncoderConfig(**state["config"]["encoder"])
+        weights = {PREFIX + k[len("encoder."):]: v for k, v in state[which].items() if k.startswith("encoder.")}
+        require_finite(weights, f"the {which} encoder weights of '{checkpoint}'")
+        short = {"partial": {"step": step, "steps": steps}} if step < steps else {}
+        atomic_save({"state_dict": weights, "encoder": cfg.to_dict(), "preprocess": state["config"].get("preprocess"),
+                     "source": str(checkpoint), "step": step, "which": which, **short}, output)
+    finally:
+        if lock is not None:
+            lock.close()
     try:
         report = load_pretrained_encoder(swinunetr_for(cfg), output)
     except Exception:
         output.unlink(missing_ok=True)
         raise
-    return f"{output}: {which} encoder at step {state['step']}; {report}"
+    return f"{output}: {which} encoder at step {step}{' of ' + str(steps) if short else ''}; {report}"
 
 
-def _require_replaceable(output: Path) -> None:
-    """Refuse to overwrite an existing file unless it is an earlier export (never a checkpoint or a user's file)."""
+def check_export_output(output: Path) -> None:
+    """Refuse a folder, or an existing file unless it is an earlier export (never a checkpoint or a user's file)."""
+    output = Path(output)
+    if output.is_dir():
+        raise ValueError(f"'{output}' is a folder; give the .pt file the encoder is written to")
     if not output.exists():
         return
     try:

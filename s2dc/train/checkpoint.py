@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import fnmatch
 import os
 import random
 import re
@@ -37,6 +38,8 @@ def lock_folder(folder: Path):
     """Hold an exclusive lock on ``folder`` (``folder/.lock``) for as long as the returned file stays open, so
     that two processes never write one run folder; raises ``ValueError`` naming the holder if it is taken."""
     folder = Path(folder)
+    if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
+        raise ValueError(f"run.out_dir '{folder}' is a file, not a folder; give the folder the run writes to")
     folder.mkdir(parents=True, exist_ok=True)
     handle = open(folder / ".lock", "a+")  # noqa: SIM115 - kept open: the lock lives as long as the file
     try:
@@ -53,13 +56,16 @@ def lock_folder(folder: Path):
     return handle
 
 
-def remove_stale_temp_files(*folders: Path) -> None:
-    """Delete the temporary files (``.<name>.<...>.tmp``) that an interrupted atomic write left in ``folders``."""
-    for folder in folders:
-        if Path(folder).is_dir():
-            for path in Path(folder).iterdir():
-                if path.is_file() and is_temporary(path.name):
-                    path.unlink(missing_ok=True)
+def remove_stale_temp_files(folder: Path, *written: str) -> None:
+    """Delete the temporary files that an interrupted atomic write of one of ``written`` (file names, or glob
+    patterns such as ``step_????????.pt``) left in ``folder``: ``.<name>.<...>.tmp``; nothing else, so a user's
+    ``.draft.tmp`` stays."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.is_file() and is_temporary(path.name) and any(
+                    fnmatch.fnmatchcase(path.name, f".{name}.*.tmp") for name in written):
+                path.unlink(missing_ok=True)
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data.datalist import list_volumes
 from ..data.errors import DataError
 from ..data.volumes import CachedVolumes, check_all
+from ..files import is_json_with
 from ..losses.s2dc_loss import S2DCLoss
 from ..models.queue import KeyQueue
 from ..models.s2dc_net import EMATeacher, S2DCNet, momentum_at
@@ -139,7 +140,8 @@ class Pretrainer:
             self.optimizer, lambda s: warmup_cosine(s, cfg.optim.warmup_steps, cfg.optim.steps))
         self.step = 0
         self.identity: dict = {}
-        self._lock = None  # the run folder's lock (main rank), held until the process ends
+        self._lock = None  # the run folder's lock (main rank), held until pretrain() returns
+        self._rng = None  # generator states of a resumed checkpoint, set before its first step
         self.autocast = autocast_for(device, cfg.run.amp, "run.amp")
         self.timer = PhaseTimer(enabled=False, device=device)
 
@@ -164,7 +166,7 @@ class Pretrainer:
         self.queue.load_state_dict(state["queue"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
+        self._rng = state["rng"]  # restored just before the first step: setting up may draw (preprocessing, checks)
         self.step = int(state["step"])
 
     def run_identity(self, paths: list[Path]) -> dict:
@@ -184,14 +186,19 @@ class Pretrainer:
         given) is not this run. An earlier run that is not continued is moved to ``run.out_dir/previous/``.
         """
         choice = self.cfg.run.resume
+        self._refuse_a_users_files()
         if self.dist.is_main:
-            remove_stale_temp_files(self.out, self.ckpt_dir)
+            remove_stale_temp_files(self.out, "run.json", "summary.json")
+            remove_stale_temp_files(self.ckpt_dir, "step_????????.pt")
         self._barrier()
         state, path, set_aside = None, None, False
         here = self._identity_in_out_dir()
         if choice not in RESUME_MODES:  # an explicit checkpoint: it and any run in out_dir must be this run
             path = Path(choice)
             state = load_checkpoint(path, map_location=self.dist.device)
+            if not isinstance(state, dict) or "student" not in state:
+                raise ValueError(f"run.resume: '{path}' is not an s2dc pretraining checkpoint (expected a "
+                                 "run.out_dir/checkpoints/step_XXXXXXXX.pt)")
             self._require_same_run(state.get("identity"), f"checkpoint '{path}'", explicit=True)
             if here is not None:
                 self._require_same_run(here, f"run.out_dir '{self.out}'", explicit=True)
@@ -205,6 +212,10 @@ class Pretrainer:
             elif found := list_checkpoints(self.ckpt_dir):
                 path = found[-1]
                 state = load_checkpoint(path, map_location=self.dist.device)
+                if self._differences(state.get("identity")):  # run.json is this run, the checkpoint is not
+                    if choice == "auto":
+                        self._require_same_run(state.get("identity"), f"checkpoint '{path}'")
+                    state, path, set_aside = None, None, True
         self._barrier()  # every rank has read out_dir before it changes
         if set_aside:
             self._set_aside()
@@ -212,10 +223,27 @@ class Pretrainer:
             self.load_state_dict(state)
         return path
 
+    #: What each file of a run in run.out_dir holds (a file of that name without it is a user's, never a run's).
+    RUN_FILES = {"run.json": {"identity"}, "summary.json": {"steps", "losses_this_run", "checkpoint"}}
+
+    def _refuse_a_users_files(self) -> None:
+        """Raise ValueError, naming the file, if run.out_dir holds a run.json, summary.json or dvclive/ that no
+        pretraining run wrote (a user's results): they are never moved aside, replaced or taken for a run."""
+        for name, keys in self.RUN_FILES.items():
+            if (self.out / name).exists() and not is_json_with(self.out / name, keys):
+                self._refuse(name)
+        live, ours = self.out / "dvclive", (self.out / "run.json").exists()  # run.json is written before dvclive/
+        if live.exists() and not ours and not (live / "plots" / "metrics" / "pretrain").is_dir():
+            self._refuse("dvclive")
+
+    def _refuse(self, name: str) -> None:
+        raise ValueError(f"run.out_dir '{self.out}' holds {name}, which no pretraining run wrote there; it never "
+                         "moves, replaces or resumes from such a file: give the run a folder of its own")
+
     def _identity_in_out_dir(self) -> dict | None:
         path = self.out / "run.json"
         if path.is_file():
-            return json.loads(path.read_text()).get("identity")
+            return json.loads(path.read_text())["identity"]  # checked by _refuse_a_users_files
         found = list_checkpoints(self.ckpt_dir)
         return load_checkpoint(found[-1]).get("identity") if found else None
 
@@ -335,9 +363,10 @@ class Pretrainer:
         if self.step < cfg.optim.steps:
             self._check_volumes(volumes)
         stream = RoiStream(volumes, cfg.views.roi_size, cfg.optim.batch_size, cfg.run.seed, self.dist.rank)
-        loader = torch.utils.data.DataLoader(
+        loader = torch.utils.data.DataLoader(  # its own generator: torch's global one is drop-path's (resume)
             stream, batch_size=None, sampler=range(self.step, cfg.optim.steps), num_workers=cfg.data.workers,
             pin_memory=self.dist.device.type == "cuda", persistent_workers=False,
+            generator=torch.Generator().manual_seed(cfg.run.seed),
         )
         live = MetricLog(self.out / "dvclive", self.step if resumed_from else None) if self.dist.is_main else None
         progress = Progress("pretrain", cfg.optim.steps, self.step, cfg.run.log_every,
@@ -345,6 +374,8 @@ class Pretrainer:
         history = []
         self.model.train()
         self.teacher.net.train()
+        if self._rng is not None:
+            set_rng_state(self._rng)
         for roi in loader:
             metrics = self.train_step(roi)
             history.append(metrics["loss"])
@@ -408,5 +439,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     try:
         return trainer.run()
     finally:
+        if trainer._lock is not None:
+            trainer._lock.close()  # the folder is free when this returns (e.g. for the export that follows)
         if dist.is_initialized():
             dist.destroy_process_group()
