@@ -337,3 +337,15 @@ def test_one_probe_result_per_dataset_and_encoder_and_no_raw_html(tmp_path, caps
     assert main(["report", "--out", str(tmp_path / "out"), str(run)]) == 0
     page = (tmp_path / "out" / "benchmark.html").read_text()
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_variants_with_equal_means_are_shown_tied_not_ordered(tmp_path):
+    """Every variant at the same Dice (all at 0, as on a twin none of them learns in the budget) is a tie: the
+    ablation prints `lg = s2dc`, names no best, and calls nothing resolved."""
+    files = [write_run(tmp_path, m, s, 0.0, dataset="autopet", ratio=0.2) for m in ("lg", "s2dc") for s in (0, 1)]
+    assert main(["ablation-table", *map(str, files), "--terms", "lg=global:dual_softmax",
+                 "s2dc=global+p2p+p2s:dual_softmax", "--out", str(tmp_path / "out")]) == 0
+    table = (tmp_path / "out" / "ablation.md").read_text()
+    assert "- autopet: ours lg = s2dc; poster s2dc > lg; Kendall τ —; same best: no;" in table, table
+    order = json.loads((tmp_path / "out" / "ablation.json").read_text())["autopet"]["ordering"]
+    assert order["ours"] == [["lg", "s2dc"]] and order["same_best"] is False and order["resolved"] is False
