@@ -286,17 +286,26 @@ def ablation_table(metric_files: list[Path], terms: dict[str, str]) -> pd.DataFr
 
 
 def ordering(table: pd.DataFrame, dataset: str) -> dict:
-    """Our order and the poster's of the variants the poster prints, best first, Kendall's tau between them, and
-    whether ours is resolved: the range of our means exceeds the mean of the seeds' std (else it is noise)."""
+    """Our order of the variants the poster prints, best first, as groups of equal means (ties), and the poster's;
+    Kendall's tau between them, and whether ours is resolved: the range of our means exceeds the mean of the seeds'
+    std (else it is noise)."""
     from scipy.stats import kendalltau
 
     rows = table[(table.dataset == dataset) & table.paper.notna()]
-    ours = list(rows.sort_values("mean", ascending=False).method)
+    ours: list[list[str]] = []
+    last = math.nan
+    for method, mean in zip(*rows.sort_values("mean", ascending=False, kind="stable")[["method", "mean"]].T.values):
+        if ours and abs(mean - last) < 1e-9:
+            ours[-1].append(method)
+        else:
+            ours.append([method])
+        last = mean
     poster = list(rows.sort_values("paper", ascending=False).method)
     tau = float(kendalltau(rows["mean"], rows["paper"]).statistic) if len(rows) >= 2 else math.nan
     spread = float(rows["mean"].max() - rows["mean"].min()) if len(rows) else math.nan
     noise = float(rows["std"].mean()) if len(rows) and rows["std"].notna().all() else math.nan  # NaN: a row of one seed
-    return {"ours": ours, "poster": poster, "kendall_tau": tau, "same_best": bool(ours and ours[0] == poster[0]),
+    return {"ours": ours, "poster": poster, "kendall_tau": tau,
+            "same_best": bool(ours and len(ours[0]) == 1 and ours[0][0] == poster[0]),
             "range": spread, "seed_std": noise, "resolved": bool(len(rows) >= 2 and spread > noise)}
 
 
@@ -325,7 +334,8 @@ def ablation_markdown(table: pd.DataFrame) -> str:
     for d in datasets:
         o = ordering(table, d)
         tau = "—" if math.isnan(o["kendall_tau"]) else f"{o['kendall_tau']:+.2f}"
-        lines.append(f"- {d}: ours {' > '.join(o['ours']) or '—'}; poster {' > '.join(o['poster']) or '—'}; "
+        ours = " > ".join(" = ".join(tied) for tied in o["ours"])
+        lines.append(f"- {d}: ours {ours or '—'}; poster {' > '.join(o['poster']) or '—'}; "
                      f"Kendall τ {tau}; same best: {'yes' if o['same_best'] else 'no'}; " + _resolution(o))
     return "\n".join(lines) + "\n"
 
