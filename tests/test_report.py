@@ -349,3 +349,18 @@ def test_variants_with_equal_means_are_shown_tied_not_ordered(tmp_path):
     assert "- autopet: ours lg = s2dc; poster s2dc > lg; Kendall τ —; same best: no;" in table, table
     order = json.loads((tmp_path / "out" / "ablation.json").read_text())["autopet"]["ordering"]
     assert order["ours"] == [["lg", "s2dc"]] and order["same_best"] is False and order["resolved"] is False
+
+
+def test_a_null_in_the_validation_history_is_left_out_of_the_curve(tmp_path, capsys):
+    """A validation step whose score could not be computed is recorded as null: the curve table leaves that step
+    out (it was a TypeError traceback after the figures were written)."""
+    files = [write_run(tmp_path, "s2dc", s, 0.2 + 0.1 * s, history=[{"step": 1, "dice_mean": None},
+                                                                   {"step": 2, "dice_mean": 0.2 + 0.1 * s}])
+             for s in (0, 1)]
+    (tmp_path / "dvclive/plots/metrics/train").mkdir(parents=True)
+    (tmp_path / "dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n1\t2.0\n")
+    out = tmp_path / "out"
+    assert main(["plots", *map(str, files), "--figures", str(out / "f"), "--curves", str(out / "c")]) == 0
+    rows = (out / "c/val_score/synthetic_btcv.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["step", "s2dc"] and [r.split("\t")[0] for r in rows[1:]] == ["2"]
+    assert float(rows[1].split("\t")[1]) == pytest.approx(25.0)
