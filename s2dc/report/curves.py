@@ -21,10 +21,12 @@ def train_loss(run: dict) -> pd.DataFrame:
 
 
 def val_score(run: dict) -> pd.DataFrame:
-    """step, score of one run, from metrics.json's validation history (the task's score, as the table shows it)."""
+    """step, score of one run, from metrics.json's validation history (the task's score, as the table shows it); a
+    step whose score is null (not scorable on the validation cases) is left out."""
     key = run["score"]["key"]
     scale = dict((k, s) for k, _, s in TASK_METRICS[run["task"]])[key]  # 100 for a score shown in %
-    return pd.DataFrame([{"step": h["step"], "score": scale * h[key]} for h in run["history"]])
+    return pd.DataFrame([{"step": h["step"], "score": scale * h[key]} for h in run["history"] if h[key] is not None],
+                        columns=["step", "score"])
 
 
 def by_method(runs: list[dict], read, column: str) -> pd.DataFrame:
