@@ -25,7 +25,7 @@ def val_score(run: dict) -> pd.DataFrame:
     step whose score is null (not scorable on the validation cases) is left out."""
     key = run["score"]["key"]
     scale = dict((k, s) for k, _, s in TASK_METRICS[run["task"]])[key]  # 100 for a score shown in %
-    return pd.DataFrame([{"step": h["step"], "score": scale * h[key]} for h in run["history"] if h[key] is not None],
+    return pd.DataFrame([{"step": h["step"], "score": scale * h[key]} for h in run["history"] if h.get(key) is not None],
                         columns=["step", "score"])
 
 
