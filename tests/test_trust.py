@@ -578,3 +578,4 @@ def test_pretraining_never_takes_a_users_files_for_an_earlier_run(tiny_config, p
     torch.save([1, 2, 3], tmp_path / "list.pt")
     assert pretrain(tiny_config, pool / "dataset.json", tmp_path / "new", "--run.resume", str(tmp_path / "list.pt")) == 2
     assert f"'{tmp_path / 'list.pt'}' is not an s2dc pretraining checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # a refused run leaves no folder it made (not even its lock file)
