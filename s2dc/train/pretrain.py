@@ -142,6 +142,7 @@ class Pretrainer:
         self.identity: dict = {}
         self._lock = None  # the run folder's lock (main rank), held until pretrain() returns
         self._rng = None  # generator states of a resumed checkpoint, set before its first step
+        self._made_out = False  # whether this run made run.out_dir (a refused run removes it again if still empty)
         self.autocast = autocast_for(device, cfg.run.amp, "run.amp")
         self.timer = PhaseTimer(enabled=False, device=device)
 
@@ -353,6 +354,7 @@ class Pretrainer:
         paths = list_volumes(cfg.data.source, cfg.data.key)
         self.identity = self.run_identity(paths)
         if self.dist.is_main:
+            self._made_out = not self.out.exists()
             self._lock = lock_folder(self.out)
         resumed_from = self.prepare_out_dir()
         self._barrier()
@@ -438,6 +440,11 @@ def pretrain(cfg: PretrainConfig) -> dict:
     trainer = Pretrainer(cfg)
     try:
         return trainer.run()
+    except BaseException:
+        if trainer._made_out and [p.name for p in trainer.out.iterdir()] == [".lock"]:  # refused before writing
+            (trainer.out / ".lock").unlink()
+            trainer.out.rmdir()
+        raise
     finally:
         if trainer._lock is not None:
             trainer._lock.close()  # the folder is free when this returns (e.g. for the export that follows)
