@@ -96,7 +96,7 @@ def _plots(args: argparse.Namespace) -> int:
     from .report.curves import check_curves_out, curve_tables, write_curves
     from .report.figures import draw_benchmark
     from .report.runs import read_runs
-    from .report.tables import check_out_dir
+    from .report.outputs import check_out_dir
 
     runs, rows = read_runs([Path(p) for p in args.metrics])
     tables = curve_tables(runs)  # every input read and every output checked before the first file is written

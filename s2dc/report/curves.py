@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..files import atomic_write_text
+from .outputs import refuse_unless_own
 from .runs import TASK_METRICS
 
 
@@ -58,14 +59,7 @@ def check_curves_out(out_dir: Path, names: list[str]) -> None:
     """Raise ValueError, naming the file, if a table's path under ``out_dir`` holds a file that is not a curve table
     (its first line is not a ``step`` column header): a user's file is never replaced."""
     for name in names:
-        path = Path(out_dir) / name
-        if path.exists() or path.is_symlink():
-            try:
-                ours = path.is_file() and path.read_text().startswith("step\t")
-            except (OSError, UnicodeDecodeError):
-                ours = False
-            if not ours:
-                raise ValueError(f"'{path}' exists and is not a curve table s2dc wrote; refusing to overwrite it")
+        refuse_unless_own(Path(out_dir) / name, lambda text: text.startswith("step\t"), "a curve table s2dc wrote")
 
 
 def write_curves(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:

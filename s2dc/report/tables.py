@@ -16,6 +16,7 @@ import pandas as pd
 from ..data.datalist import registry_spec
 from ..files import atomic_write_text
 from ..pages import markdown_page
+from .outputs import check_out_dir, refuse_unless_own
 from .runs import check_runs, is_number, read_run
 
 def paper_score(dataset: str, method: str, label_ratio: float) -> float:
@@ -166,26 +167,13 @@ OWN_OUTPUTS = {
 }
 
 
-def check_out_dir(out_dir: Path, option: str = "--out") -> None:
-    """Raise ValueError unless ``out_dir`` is a folder or does not exist yet."""
-    if (out_dir.exists() or out_dir.is_symlink()) and not out_dir.is_dir():
-        raise ValueError(f"{option} '{out_dir}' is a file, not a folder; give the folder the tables go to")
-
-
 def check_tables_out(out_dir: Path, names: list[str]) -> None:
     """Raise ValueError, naming the file, if one of ``names`` in ``out_dir`` exists and is not that table as s2dc
     writes it (:data:`OWN_OUTPUTS`): an input, a user's file."""
     check_out_dir(out_dir)
     for name in names:
-        path = out_dir / name
-        if path.exists() or path.is_symlink():
-            try:
-                ours = path.is_file() and OWN_OUTPUTS[name](path.read_text())
-            except (OSError, UnicodeDecodeError):
-                ours = False
-            if not ours:
-                raise ValueError(f"'{path}' exists and is not the {name} s2dc writes; refusing to overwrite it (give "
-                                 "--out a folder of its own)")
+        refuse_unless_own(out_dir / name, OWN_OUTPUTS[name], f"the {name} s2dc writes",
+                          " (give --out a folder of its own)")
 
 
 def _write_all(out_dir: Path, texts: dict[str, str]) -> None:

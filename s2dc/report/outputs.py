@@ -1,0 +1,26 @@
+"""Where the report commands write: a folder the user names (checked to be one), and files there that they
+recognise as their own (a rerun replaces its own outputs, never a user's file or an input)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+
+def check_out_dir(out_dir: Path, option: str = "--out") -> None:
+    """Raise ValueError unless ``out_dir`` is a folder or does not exist yet."""
+    if (out_dir.exists() or out_dir.is_symlink()) and not out_dir.is_dir():
+        raise ValueError(f"{option} '{out_dir}' is a file, not a folder; give the folder the tables go to")
+
+
+def refuse_unless_own(path: Path, recognise: Callable[[str], bool], what: str, hint: str = "") -> None:
+    """Raise ValueError, naming ``path``, if it exists and is not a text file whose text ``recognise`` accepts
+    (``what`` says what it should have been, e.g. 'a curve table s2dc wrote')."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    try:
+        own = path.is_file() and recognise(path.read_text())
+    except (OSError, UnicodeDecodeError):
+        own = False
+    if not own:
+        raise ValueError(f"'{path}' exists and is not {what}; refusing to overwrite it{hint}")
