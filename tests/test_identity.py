@@ -116,3 +116,17 @@ def test_gradient_norm_clips_to_the_limit(clip):
     scale = min(1.0, clip / by_hand) if clip > 0 else 1.0
     for p, g in zip(params[:3], before):
         torch.testing.assert_close(p.grad, g * scale, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("device, amp, expected", [
+    ("cpu", "auto", "fp32"), ("cpu", "off", "fp32"), ("cuda", "auto", "bf16"), ("cuda", "off", "fp32"),
+    ("cuda", "bf16", "bf16"),
+])
+def test_the_precision_a_run_computes_in(device, amp, expected):
+    from s2dc.train.precision import precision_for
+    assert precision_for(torch.device(device), amp, "run.amp") == expected
+
+
+def test_precision_differences_are_named():
+    old = {"options": {}, "world_size": 1, "precision": "bf16"}
+    assert identity.differences(old, {**old, "precision": "fp32"}) == ["precision: 'bf16' in the run, 'fp32' now"]

@@ -579,3 +579,24 @@ def test_pretraining_never_takes_a_users_files_for_an_earlier_run(tiny_config, p
     assert pretrain(tiny_config, pool / "dataset.json", tmp_path / "new", "--run.resume", str(tmp_path / "list.pt")) == 2
     assert f"'{tmp_path / 'list.pt'}' is not an s2dc pretraining checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()  # a refused run leaves no folder it made (not even its lock file)
+
+
+def test_a_run_computed_in_another_precision_is_never_resumed_silently(tiny_config, pool, tmp_path, capsys):
+    """`run.amp auto` is bf16 on a GPU and fp32 on the CPU: the identity records the precision a run computed in,
+    not the option, so a checkpoint made in bf16 (here: recorded so) is not continued in fp32 on the CPU, and
+    `off` and `auto` on the CPU (both fp32) are one run."""
+    out = tmp_path / "run"
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2", "--run.amp", "off") == 0
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2", "--run.amp", "auto") == 0
+    assert json.loads((out / "summary.json").read_text())["losses_this_run"] == []  # finished: nothing to redo
+    ckpt = out / "checkpoints" / "step_00000002.pt"
+    state = torch.load(ckpt, weights_only=False)
+    assert state["identity"]["precision"] == "fp32"
+    state["identity"] = {**state["identity"], "precision": "bf16"}  # as `auto` records it on a GPU
+    torch.save(state, ckpt)
+    run_json = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({"identity": {**run_json["identity"], "precision": "bf16"}}))
+    capsys.readouterr()
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2") == 2
+    err = capsys.readouterr().err
+    assert "precision: 'bf16' in the run, 'fp32' now" in err and "Traceback" not in err
