@@ -5,7 +5,9 @@ from a checkpoint whose identity equals the current one, so a run never mixes tw
 datasets or two versions of the training code.
 
 * options: every option that changes what is computed (not where it is written, how often it is logged
-  or how many loader processes read the data);
+  or how many loader processes read the data), with the number of processes and the precision the forward
+  passes compute in (``run.amp: auto`` is bf16 on a GPU and fp32 on the CPU: the precision counts, not the
+  option; the device does not, like the machine);
 * data: the dataset.json's bytes and each listed volume's path, size and modification time (as make and
   Snakemake judge files; a rewritten file counts as changed even with the same bytes);
 * code: a hash of the s2dc modules that training imports (their syntax trees without docstrings, so
@@ -28,7 +30,7 @@ from ..files import atomic_write_text
 RUN_LOCAL = {
     "data": {"source", "cache_dir", "workers"},
     "encoder": {"use_checkpoint"},
-    "run": {"out_dir", "resume", "progress", "log_every", "checkpoint_every", "keep_last", "device"},
+    "run": {"out_dir", "resume", "progress", "log_every", "checkpoint_every", "keep_last", "device", "amp"},
 }
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,8 +152,8 @@ def _without_docstrings(tree: ast.Module) -> ast.Module:
 
 
 def differences(old: dict, new: dict, limit: int = 5) -> list[str]:
-    """Human-readable differences between two identities (``{"options", "world_size", "data", "code",
-    "libraries"}``), each line naming what changed and how."""
+    """Human-readable differences between two identities (``{"options", "world_size", "precision", "data",
+    "code", "libraries"}``), each line naming what changed and how."""
     lines = []
     old_opts, new_opts = old.get("options", {}), new.get("options", {})
     for key in sorted(set(old_opts) | set(new_opts)):
@@ -159,6 +161,8 @@ def differences(old: dict, new: dict, limit: int = 5) -> list[str]:
             lines.append(f"{key}: {old_opts.get(key, '(absent)')!r} in the run, {new_opts.get(key, '(absent)')!r} now")
     if old.get("world_size") != new.get("world_size"):
         lines.append(f"processes (world size): {old.get('world_size')} in the run, {new.get('world_size')} now")
+    if old.get("precision") != new.get("precision"):
+        lines.append(f"precision: {old.get('precision')!r} in the run, {new.get('precision')!r} now")
     lines += _data_differences(old.get("data") or {}, new.get("data") or {}, limit)
     if old.get("code") != new.get("code"):
         lines.append("code: the s2dc training code changed since the run started")

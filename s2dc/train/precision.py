@@ -8,8 +8,8 @@ from typing import Callable, ContextManager
 import torch
 
 
-def autocast_for(device: torch.device, amp: str, key: str) -> Callable[[], ContextManager]:
-    """Context factory for the forward passes: bf16 autocast or nothing.
+def precision_for(device: torch.device, amp: str, key: str) -> str:
+    """The precision the forward passes compute in, ``"bf16"`` or ``"fp32"``.
 
     ``amp``: ``"auto"`` (bf16 on CUDA, fp32 elsewhere), ``"bf16"`` or ``"off"``; ``key`` names the
     option in errors. bf16 on the CPU is refused: PyTorch's oneDNN bf16 ``conv3d`` returns wrong,
@@ -22,6 +22,11 @@ def autocast_for(device: torch.device, amp: str, key: str) -> Callable[[], Conte
     if amp == "bf16" and device.type == "cpu":
         raise ValueError(f"{key}=bf16 is not supported on the CPU (PyTorch's oneDNN bf16 conv3d gives wrong "
                          "weight gradients for small feature maps); use 'auto' or 'off' there")
-    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+    return "bf16" if amp == "bf16" or (amp == "auto" and device.type == "cuda") else "fp32"
+
+
+def autocast_for(device: torch.device, amp: str, key: str) -> Callable[[], ContextManager]:
+    """Context factory for the forward passes: bf16 autocast or nothing (:func:`precision_for`)."""
+    if precision_for(device, amp, key) == "bf16":
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext

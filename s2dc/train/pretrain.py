@@ -50,7 +50,7 @@ from .finite import NonFiniteError, describe_step, gradient_norm, non_finite_ten
 from .identity import code_fingerprint, data_fingerprint, differences, result_options
 from .live import MetricLog, Progress
 from .optim import EagerAdamW
-from .precision import autocast_for
+from .precision import autocast_for, precision_for
 from .schedule import warmup_cosine
 from .timing import PhaseTimer
 
@@ -144,6 +144,7 @@ class Pretrainer:
         self._rng = None  # generator states of a resumed checkpoint, set before its first step
         self._made_out = False  # whether this run made run.out_dir (a refused run removes it again if still empty)
         self.autocast = autocast_for(device, cfg.run.amp, "run.amp")
+        self.precision = precision_for(device, cfg.run.amp, "run.amp")
         self.timer = PhaseTimer(enabled=False, device=device)
 
     # ------------------------------------------------------------------ state
@@ -175,6 +176,7 @@ class Pretrainer:
         return {
             "options": result_options(self.cfg.to_dict()),
             "world_size": self.dist.world_size,
+            "precision": self.precision,
             "data": data_fingerprint(self.cfg.data.source, paths),
             "code": code_fingerprint(__name__),
             "libraries": {"torch": torch.__version__.split("+")[0], "monai": monai.__version__},
