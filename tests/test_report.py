@@ -364,3 +364,51 @@ def test_a_null_in_the_validation_history_is_left_out_of_the_curve(tmp_path, cap
     rows = (out / "c/val_score/synthetic_btcv.tsv").read_text().splitlines()
     assert rows[0].split("\t") == ["step", "s2dc"] and [r.split("\t")[0] for r in rows[1:]] == ["2"]
     assert float(rows[1].split("\t")[1]) == pytest.approx(25.0)
+
+
+def test_a_users_table_that_looks_like_a_curve_table_is_never_replaced(tmp_path, capsys):
+    """The curve tables are recognised by what `s2dc plots` wrote (their SHA-256 in the folder's record), not by a
+    `step` header: a user's step/loss table, or a table of ours the user edited, is refused naming it; our own
+    tables are replaced on a rerun, also after a rerun interrupted between writes."""
+    from s2dc.report import curves as curves_module
+    files = []
+    for method, seed in (("scratch", 0), ("s2dc", 0)):
+        run = tmp_path / f"{method}{seed}"
+        (run / "dvclive/plots/metrics/train").mkdir(parents=True)
+        (run / "dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n10\t3.0\n20\t2.0\n")
+        files.append(write_run(run, method, seed, 0.3, name="metrics.json"))
+    figures, out = tmp_path / "figures", tmp_path / "curves"
+    command = ["plots", *map(str, files), "--figures", str(figures), "--curves", str(out)]
+    users = out / "train_loss/synthetic_btcv.tsv"
+    users.parent.mkdir(parents=True)
+    users.write_text("step\tloss\n1\t0.5\n")  # the user's own table, same header shape
+    assert main(command) == 2
+    assert f"'{users}' exists and is not a curve table s2dc wrote" in capsys.readouterr().err
+    assert users.read_text() == "step\tloss\n1\t0.5\n"
+    users.unlink()
+    assert main(command) == 0 and main(command) == 0  # its own tables: replaced
+    val = out / "val_score/synthetic_btcv.tsv"
+    val.write_text(val.read_text() + "99\t1\t2\n")  # a table of ours, edited by the user
+    assert main(command) == 2
+    assert f"'{val}' exists and is not a curve table s2dc wrote" in capsys.readouterr().err
+    val.unlink()
+    real_write = curves_module.atomic_write_text
+    calls = []
+
+    def dies_on_the_second_table(path, text):
+        calls.append(path)
+        if str(path).endswith(".tsv") and sum(str(p).endswith(".tsv") for p in calls) == 2:
+            raise KeyboardInterrupt
+        real_write(path, text)
+    curves_module.atomic_write_text = dies_on_the_second_table
+    try:
+        run = tmp_path / "s2dc1"  # a new run: both tables change; the first is written, the second is not
+        (run / "dvclive/plots/metrics/train").mkdir(parents=True)
+        (run / "dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n10\t1.0\n20\t0.5\n")
+        files.append(write_run(run, "s2dc", 1, 0.5, name="metrics.json"))
+        command = ["plots", *map(str, files), "--figures", str(figures), "--curves", str(out)]
+        with pytest.raises(KeyboardInterrupt):
+            main(command)
+    finally:
+        curves_module.atomic_write_text = real_write
+    assert main(command) == 0  # one table new, one old: both its own
