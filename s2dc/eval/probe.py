@@ -447,11 +447,11 @@ def structure_scores(features: torch.Tensor, labels: torch.Tensor) -> dict:
         raise DataError(f"structure scores need tokens of two structures, got only class {classes.tolist()}")
     sums = torch.zeros(len(classes), unit.shape[1], dtype=torch.float64).index_add_(0, labels, unit)  # (K, D)
     counts = torch.bincount(labels, minlength=len(classes)).double()  # (K,)
-    gram = sums @ sums.T  # (K, K): sum of cosines over all token pairs (i in k, j in l), i = j included
+    gram = sums @ sums.T  # (K, K): sum of cosines over all token pairs (i in class a, j in class b), i = j included
     paired = counts > 1
     within = (gram.diagonal()[paired] - counts[paired]) / (counts[paired] * (counts[paired] - 1))
-    k, l = torch.triu_indices(len(classes), len(classes), offset=1)
-    between = gram[k, l] / (counts[k] * counts[l])
+    a, b = torch.triu_indices(len(classes), len(classes), offset=1)  # each pair of classes once
+    between = gram[a, b] / (counts[a] * counts[b])
     consistency, inter = float(within.mean()), float(between.mean())
     return {"consistency": consistency, "inter": inter, "discrepancy": 1.0 - inter,
             "ratio": (1.0 - inter) / max(1.0 - consistency, 1e-12)}
