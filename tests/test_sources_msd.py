@@ -85,6 +85,24 @@ def test_the_json_changes_when_a_release_file_does(spleen, tmp_path):
     assert second["content_sha256"] == hashlib.sha256(lines.encode()).hexdigest()
 
 
+def test_release_files_that_are_symlinks_are_listed_by_their_release_path(spleen, tmp_path):
+    """A release whose files are symbolic links (a DVC or annex cache: blobs named by hash, with no .nii.gz) is listed
+    by the release's own paths, which keep the NIfTI suffix that readers go by, not by where the links point."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for sub in ("imagesTr", "labelsTr"):
+        for path in (spleen / sub).glob("spleen_*.nii.gz"):
+            blob = cache / hashlib.md5(f"{sub}/{path.name}".encode()).hexdigest()
+            path.rename(blob)
+            path.symlink_to(blob)
+    out = tmp_path / "out"
+    doc = json.loads(msd.convert("msd_spleen", tmp_path / "raw", out).read_text())
+    for e in doc["training"] + doc["validation"]:
+        for role, sub in (("image", "imagesTr"), ("label", "labelsTr")):
+            assert e[role] == f"../raw/Task09_Spleen/{sub}/{e['id']}.nii.gz"
+            assert nib.load(str(out / e[role])).shape == (6, 6, 6)
+
+
 def test_labels_are_compared_case_insensitively(tmp_path):
     make_task(tmp_path / "raw", "msd_spleen", labels={"0": "Background", "1": "Spleen"})
     assert msd.convert("msd_spleen", tmp_path / "raw", tmp_path / "out").is_file()
