@@ -79,8 +79,11 @@ def fixed_split(ids: list[str], val_fraction: float = 0.2) -> tuple[list[str], l
 
 
 def relative(path: Path, out_dir: Path) -> str:
-    """``path`` relative to the folder of the dataset.json (the form MSD-style lists use)."""
-    return os.path.relpath(Path(path).resolve(), Path(out_dir).resolve())
+    """``path`` relative to the folder of the dataset.json (the form MSD-style lists use). Its folders are resolved
+    but not the file itself: a release file that is a symbolic link (e.g. into a DVC cache, whose blobs have no
+    ``.nii.gz``) is listed by its name in the release."""
+    path = Path(path)
+    return os.path.relpath(path.parent.resolve() / path.name, Path(out_dir).resolve())
 
 
 def write_common(out_dir: Path, spec: DatasetSpec, training: list[dict[str, Any]],
