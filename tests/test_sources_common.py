@@ -92,3 +92,23 @@ def test_a_converter_refuses_a_volume_whose_affine_has_an_axis_of_no_length(tmp_
     good = tmp_path / "good.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4)), str(good))
     assert nifti_shape(good) == (8, 8, 8)
+
+
+def test_btcv_refuses_two_image_files_of_one_case(tmp_path):
+    """BTCV's images are found by name (img0001.nii.gz); a case present twice (also as an uncompressed img0001.nii,
+    other voxels) is refused naming both files, not settled by the order in which the folder happens to be listed."""
+    import nibabel as nib
+    import numpy as np
+
+    from s2dc.data.sources import btcv
+
+    img, lab = tmp_path / "raw/RawData/Training/img", tmp_path / "raw/RawData/Training/label"
+    img.mkdir(parents=True)
+    lab.mkdir(parents=True)
+    for i, suffix in [(i, ".nii.gz") for i in (*range(1, 11), *range(21, 41))] + [(1, ".nii")]:
+        volume = nib.Nifti1Image(np.full((4, 4, 4), float(len(suffix)), np.float32), np.eye(4))
+        nib.save(volume, str(img / f"img{i:04d}{suffix}"))
+        nib.save(volume, str(lab / f"label{i:04d}{suffix}"))
+    with pytest.raises(DataError, match=r"img0001\.nii(\.gz)?' and '.*img0001\.nii(\.gz)?'"):
+        btcv.convert(tmp_path / "raw", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
