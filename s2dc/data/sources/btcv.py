@@ -22,13 +22,24 @@ VALIDATION_IDS = tuple(range(35, 41))
 _IMAGE = re.compile(r"img(\d{4})\.nii(\.gz)?")
 
 
+def _images(folder: Path) -> dict[int, Path]:
+    """{case number: its image} of ``folder``; :class:`DataError` naming both files of a case found twice."""
+    images: dict[int, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if match := _IMAGE.fullmatch(path.name):
+            if (i := int(match.group(1))) in images:
+                raise DataError(f"'{images[i]}' and '{path}' are both the image of case {i:04d}: keep one of them")
+            images[i] = path
+    return images
+
+
 def convert(raw: Path, out_dir: Path) -> Path:
     """Check every listed case (image and label exist, NIfTI headers readable, same shape) and write the json."""
     spec = get("btcv")
     raw = Path(raw)
     require_folder(raw, spec, "RawData/Training/img")
     require_folder(raw, spec, "RawData/Training/label")
-    images = {int(m.group(1)): p for p in (raw / "RawData/Training/img").iterdir() if (m := _IMAGE.fullmatch(p.name))}
+    images = _images(raw / "RawData/Training/img")
     missing = [i for i in (*TRAINING_IDS, *VALIDATION_IDS) if i not in images]
     if missing:
         raise DataError(f"'{raw / 'RawData/Training/img'}' lacks " + ", ".join(f"img{i:04d}.nii.gz" for i in missing)
