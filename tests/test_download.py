@@ -330,6 +330,22 @@ def test_download_msd_never_replaces_a_task_folder_it_did_not_extract(spleen_tar
     assert download.download_msd("Task09_Spleen", root) == root / "Task09_Spleen" / "dataset.json"
 
 
+@pytest.mark.parametrize("points_at", ["an empty folder", "nothing"])
+def test_download_msd_refuses_a_task_folder_that_is_a_symlink(spleen_tar, server, tmp_path, points_at):
+    """A task folder that is a symbolic link (to an empty folder on another disk, or dangling) is not replaced by the
+    extracted folder (nor followed): the download stops with a message naming it, before fetching, leaving it as it was."""
+    root, elsewhere = tmp_path / "msd", tmp_path / "disk" / "Task09_Spleen"
+    root.mkdir()
+    if points_at == "an empty folder":
+        elsewhere.mkdir(parents=True)
+    (root / "Task09_Spleen").symlink_to(elsewhere)
+    with pytest.raises(DataError, match="Task09_Spleen' is a symbolic link"):
+        download.download_msd("Task09_Spleen", root)
+    assert server.requests == [] and [p.name for p in root.iterdir()] == ["Task09_Spleen"]
+    assert (root / "Task09_Spleen").readlink() == elsewhere
+    assert (list(elsewhere.iterdir()) == []) if points_at == "an empty folder" else not elsewhere.exists()
+
+
 def test_download_msd_md5_mismatch_leaves_nothing(spleen_tar, server, tmp_path, monkeypatch):
     url = f"{server.url}/Task09_Spleen.tar"
     monkeypatch.setattr(download, "msd_resource", lambda task: (url, "0" * 32))
