@@ -197,12 +197,17 @@ def download_msd(task: str, root: str | Path, progress: bool = False) -> Path:
     """Download ``root/<task>.tar``, check its MD5 and extract ``root/<task>/``; returns its dataset.json.
 
     An existing, complete ``root/<task>/dataset.json`` is kept; an interrupted download is resumed. A non-empty
-    ``root/<task>/`` without its dataset.json holds files that were not extracted here: it is refused, never replaced.
+    ``root/<task>/`` without its dataset.json holds files that were not extracted here, and a ``root/<task>`` that is
+    a symbolic link is not s2dc's either: both are refused, never replaced.
     """
     root = Path(root)
     target = root / task
     if (target / "dataset.json").is_file():
         return target / "dataset.json"
+    if target.is_symlink():
+        raise DataError(f"'{target}' is a symbolic link (to '{os.readlink(target)}') without a dataset.json: s2dc "
+                        f"extracts {task} as a folder of its own and never replaces a link; remove the link (or link "
+                        f"'{root}' itself) to download {task}")
     if target.is_dir() and any(target.iterdir()):
         raise DataError(f"'{target}' exists without its dataset.json, so s2dc did not extract it (an extracted task "
                         f"always has one): it is never replaced; complete it by hand or move it away to download {task}")
