@@ -72,6 +72,22 @@ def test_a_dataset_json_that_s2dc_did_not_write_is_never_replaced(tmp_path):
     assert prepare("msd_spleen", tmp_path / "raw", twin).read_bytes() == first  # same place beside raw/
 
 
+@pytest.mark.parametrize("out", ["notes.txt", "notes.txt/prepared"])
+def test_an_output_folder_that_is_a_file_is_refused_naming_it(tmp_path, out):
+    """`s2dc prepare NAME --out OUT` where OUT (or a folder above it) is a user's file: a DataError naming it (the
+    CLI's exit 2 and message), not an OSError traceback from mkdir, and the file is left as it was."""
+    from test_sources_msd import make_task
+
+    from s2dc.data.sources import prepare
+
+    make_task(tmp_path / "raw", "msd_spleen")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    with pytest.raises(DataError, match="notes.txt' is a file"):
+        prepare("msd_spleen", tmp_path / "raw", tmp_path / out)
+    assert notes.read_text() == "my notes"
+
+
 def test_a_converter_refuses_a_volume_whose_affine_has_an_axis_of_no_length(tmp_path):
     """`s2dc prepare` reads each converted volume's header (nifti_shape): a degenerate sform is named there, at
     conversion, not later inside a resampler."""
