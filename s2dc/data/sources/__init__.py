@@ -31,12 +31,23 @@ CONVERTERS = {
 }
 
 
+def check_output_folder(out_dir: Path) -> None:
+    """:class:`DataError` naming the file in the way when ``out_dir``, or the nearest existing folder above it, is not
+    a folder."""
+    for folder in (out_dir, *out_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise DataError(f"output folder '{out_dir}': '{folder}' is a file, expected a folder (or nothing)")
+            return
+
+
 def prepare(name: str, raw: str | Path, out_dir: str | Path) -> Path:
     """Convert dataset ``name`` from ``raw`` (its official layout) into ``out_dir/dataset.json``. A dataset.json
     already in ``out_dir`` is replaced only if s2dc wrote it (this function or ``s2dc synth``)."""
     spec = get(name)
     if name not in CONVERTERS:
         raise DataError(f"no converter for {spec.title} ({name}) yet; converters exist for {sorted(CONVERTERS)}")
+    check_output_folder(Path(out_dir))
     existing = Path(out_dir) / "dataset.json"
     if existing.exists() and writer_of(existing) is None:
         raise DataError(f"'{existing}' exists and was not written by s2dc (prepare or synth): it is never replaced; "
