@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -119,6 +120,21 @@ def test_cc_ccii_refusals_name_the_folder_or_file(tmp_path):
         cc_ccii.convert(raw, tmp_path / "out")
     assert not (tmp_path / "out" / "dataset.json").exists() and not (tmp_path / "out" / "volumes").exists()
     assert not [p for p in (tmp_path / "out").iterdir()]  # staging removed after a failure
+
+
+def test_cc_ccii_refuses_a_patient_folder_without_scan_folders(tmp_path):
+    """A patient whose slices lie in the patient folder itself (no <scan_id>/ level, as a flattened unzip leaves
+    it) is named, not silently left out of the dataset."""
+    raw = tmp_path / "CC-CCII"
+    cc_ccii_release(raw)
+    patient = raw / "NCP" / "33"
+    shutil.rmtree(patient / "101")
+    for path in (patient / "100").iterdir():
+        path.rename(patient / path.name)
+    (patient / "100").rmdir()
+    with pytest.raises(DataError, match=r"patient folder '.*NCP/33' holds no <scan_id>/ folder"):
+        cc_ccii.convert(raw, tmp_path / "out")
+    assert not (tmp_path / "out" / "dataset.json").exists()
 
 
 def test_cc_ccii_reconversion_replaces_the_volumes(tmp_path):
