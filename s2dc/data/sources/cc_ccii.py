@@ -38,6 +38,14 @@ def _dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _scans(patient: Path) -> list[Path]:
+    """The scan folders of a patient folder; :class:`DataError` naming it when it holds none."""
+    if not (scans := _dirs(patient)):
+        raise DataError(f"patient folder '{patient}' holds no <scan_id>/ folder (expected "
+                        f"{patient}/<scan_id>/<slice>.png|jpg)")
+    return scans
+
+
 def _class_root(raw: Path, name: str) -> Path:
     nested = raw / name / name
     return nested if nested.is_dir() else raw / name
@@ -92,7 +100,7 @@ def convert(raw: Path, out_dir: Path) -> Path:
     scans = []  # (class index, class, patient, scan folder)
     for index, name in enumerate(spec.outputs):
         root = _class_root(raw, name)
-        found = [(index, name, patient.name, scan) for patient in _dirs(root) for scan in _dirs(patient)]
+        found = [(index, name, patient.name, scan) for patient in _dirs(root) for scan in _scans(patient)]
         if not found:
             raise DataError(f"class folder '{root}' holds no <patient_id>/<scan_id>/ scan folders")
         scans.extend(found)
