@@ -357,6 +357,21 @@ def test_udpet_refusals(tmp_path):
         udpet.convert(raw, tmp_path / "out", dose="1-100 dose")
 
 
+def test_adni_refuses_a_subject_with_two_different_baseline_diagnoses(tmp_path):
+    """Two baseline rows of one subject that disagree (CN and AD) are refused naming the subject and the csv, not
+    settled by whichever row comes last; a repeated row that agrees is accepted."""
+    raw = tmp_path / "adni"
+    expected = adni_release(raw)
+    with open(raw / "ADNIMERGE.csv", "a") as f:
+        f.write("002_S_0295,bl,CN,1,CN\n")
+    _, entries = load(adni.convert(raw, tmp_path / "out"))
+    assert entries["002_S_0295"]["class"] == expected["002_S_0295"][0] == 0
+    with open(raw / "ADNIMERGE.csv", "a") as f:
+        f.write("002_S_0295,bl,AD,1,AD\n")
+    with pytest.raises(DataError, match=r"'002_S_0295' has baseline rows .*AD.*CN.* in '.*ADNIMERGE\.csv'"):
+        adni.convert(raw, tmp_path / "out")
+
+
 def test_adni_reads_a_dated_adnimerge_and_refuses_a_subject_it_does_not_list(tmp_path):
     raw = tmp_path / "adni"
     expected = adni_release(raw)
