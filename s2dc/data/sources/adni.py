@@ -49,7 +49,14 @@ def baseline_diagnosis(raw: Path) -> tuple[Path, dict[str, str]]:
         if column not in table.columns:
             raise DataError(f"'{path}' has no column '{column}' (expected {', '.join(COLUMNS)})")
     base = table[table["VISCODE"].str.strip() == "bl"]
-    return path, {r.PTID.strip(): r.DX_bl.strip() for r in base.itertuples(index=False)}
+    diagnoses: dict[str, set[str]] = {}
+    for row in base.itertuples(index=False):
+        diagnoses.setdefault(row.PTID.strip(), set()).add(row.DX_bl.strip())
+    for subject, found in diagnoses.items():
+        if len(found) > 1:
+            raise DataError(f"subject '{subject}' has baseline rows (VISCODE bl) with different DX_bl {sorted(found)} "
+                            f"in '{path}', expected one diagnosis")
+    return path, {subject: found.pop() for subject, found in diagnoses.items()}
 
 
 def _nifti(image: Path) -> Path | None:
