@@ -264,6 +264,16 @@ def test_extract_refuses_a_zip_symlink(tmp_path):
     assert "link" in refused(tmp_path, archive, "top/link")
 
 
+@pytest.mark.parametrize("kind", [stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK], ids=["fifo", "chr", "blk", "sock"])
+def test_extract_refuses_zip_special_files(tmp_path, kind):
+    """A zip member whose unix mode says fifo, device or socket is refused like the tar one, not written as a file;
+    members with no unix mode (most zips) or a regular-file mode are extracted."""
+    archive = write_zip(tmp_path / "a.zip", {"top/a.txt": b"alpha", "top/dev": (b"", kind | 0o644)})
+    assert "special" in refused(tmp_path, archive, "top/dev")
+    good = write_zip(tmp_path / "good.zip", {"top/a.txt": (b"alpha", stat.S_IFREG | 0o644), "top/b.txt": b"beta"})
+    assert extracted(download.extract(good, tmp_path / "ok")) == {"top/a.txt": b"alpha", "top/b.txt": b"beta"}
+
+
 def test_extract_refuses_what_is_no_archive(tmp_path):
     archive = tmp_path / "a.tar"
     archive.write_bytes(b"this is not an archive" * 100)
