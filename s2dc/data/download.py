@@ -124,8 +124,11 @@ def _tar_problem(member: tarfile.TarInfo) -> str | None:
 
 
 def _zip_problem(info: zipfile.ZipInfo) -> str | None:
-    if stat.S_ISLNK(info.external_attr >> 16):
+    kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when the zip records no unix mode
+    if kind == stat.S_IFLNK:
         return "symbolic link"
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+        return "device, fifo or other special file"
     return _unsafe(info.filename)
 
 
