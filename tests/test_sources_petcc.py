@@ -396,3 +396,37 @@ def test_udpet_accepts_one_nifti_file_per_dose_next_to_each_other(tmp_path):
     for case_id, folder in ids.items():
         assert resolved(path, entries[case_id]["image"]) == (folder / "1-4 dose.nii.gz").resolve()
         assert resolved(path, entries[case_id]["target"]) == (folder / "Full_dose.nii.gz").resolve()
+
+
+def test_cc_ccii_removes_the_staging_folders_of_a_killed_conversion_not_a_running_ones(tmp_path):
+    """A conversion killed with SIGKILL leaves its staging folders (named by host and process id): the next
+    conversion on this host removes those whose process is gone, and keeps one whose process still runs (and a
+    folder without the converter's mark)."""
+    import socket
+    import subprocess
+    import sys
+
+    raw = tmp_path / "CC-CCII"
+    cc_ccii_release(raw)
+    out = tmp_path / "out"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead = int(gone.stdout)
+    host = socket.gethostname()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        folders = {}
+        for key, name in {"dead_tmp": f".volumes.{host}.{dead}.tmp", "dead_old": f".volumes.{host}.{dead}.old",
+                          "alive": f".volumes.{host}.{alive.pid}.tmp", "other_host": f".volumes.elsewhere.{dead}.tmp",
+                          "unmarked": f".volumes.{host}.{dead + 1 if dead + 1 != alive.pid else dead + 2}.tmp"}.items():
+            folders[key] = out / name
+            folders[key].mkdir(parents=True)
+            (folders[key] / "scan.nii.gz").write_bytes(b"x" * 1000)
+            if key != "unmarked":
+                (folders[key] / cc_ccii.MADE_HERE).write_text("made here\n")
+        cc_ccii.convert(raw, out)
+        left = {key for key, folder in folders.items() if folder.exists()}
+        assert left == {"alive", "other_host", "unmarked"}
+    finally:
+        alive.kill()
+        alive.wait()
