@@ -400,3 +400,15 @@ def test_download_by_registry_name_then_prepare(server, tmp_path, monkeypatch):
 def test_a_registration_only_dataset_cannot_be_downloaded(tmp_path):
     with pytest.raises(DataError, match="(?s)BTCV .btcv. has no open archive.*synapse.org.*RawData/"):
         download.download("btcv", tmp_path / "raw")
+
+
+def test_fetch_into_a_folder_is_refused_before_downloading(server, tmp_path):
+    """The archive's destination (root/<task>.tar) being a folder is named before any byte is fetched (was an
+    IsADirectoryError traceback after the whole download)."""
+    server.files["/f.bin"] = PAYLOAD
+    dest = tmp_path / "f.bin"
+    (dest / "notes").mkdir(parents=True)
+    with pytest.raises(DataError, match=f"'{dest}' is a folder"):
+        download.fetch(f"{server.url}/f.bin", dest, md5(PAYLOAD))
+    assert server.requests == [] and sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+    assert (dest / "notes").is_dir()
