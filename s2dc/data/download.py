@@ -92,6 +92,8 @@ def fetch(url: str, dest: str | Path, md5: str, progress: bool = False) -> Path:
     dest = Path(dest)
     if dest.is_file() and md5sum(dest) == md5.lower():
         return dest
+    if dest.is_dir():
+        raise DataError(f"'{dest}' is a folder, where the download of {url} goes: move it away to download it")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     try:
