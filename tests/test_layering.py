@@ -13,6 +13,7 @@ STAGES = {
     "views": 1, "view_config": 1, "models": 2, "losses": 3,
     "train": 4, "export": 4,  # pretraining, its checkpoints and the encoder export
     "downstream": 5, "eval": 6, "report": 7, "tune": 7, "cli": 8,
+    "workflow_checks": 8,  # the workflow's checks of params.yaml (workflow/rules/common.smk), on top like the CLI
 }
 
 

@@ -10,6 +10,7 @@ from snakemake.utils import validate
 
 from s2dc.data import registry
 from s2dc.train.identity import code_fingerprint
+import s2dc.workflow_checks as checks
 
 validate(config, "../schemas/params.schema.yaml")
 
@@ -41,23 +42,9 @@ def short_hash(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
 
-# Encoder options that fix the network's shape (ARCHITECTURE) are written once, under pretrain.options.encoder;
-# fine-tuning (from scratch too) builds the same network.
-from s2dc.train.finetune_config import ARCHITECTURE
-
-
 def finetune_options() -> dict:
-    """scales.<scale>.finetune.options with model.{feature_size, depths, num_heads, window_size, patch_size} taken
-    from pretrain.options.encoder, so that the scratch baseline and the S²DC run share one architecture."""
-    options = P["finetune"]["options"]
-    model = options.get("model", {})
-    repeated = sorted(k for k in model if k in ARCHITECTURE)
-    if repeated:
-        raise WorkflowError(f"params.yaml: scales.{SCALE}.finetune.options.model.{repeated[0]}: the architecture is "
-                            f"set once, in scales.{SCALE}.pretrain.options.encoder ({', '.join(ARCHITECTURE)})")
-    encoder = P["pretrain"]["options"].get("encoder", {})
-    return {"model": {**{k: v for k, v in encoder.items() if k in ARCHITECTURE}, **model},
-            **{k: v for k, v in options.items() if k != "model"}}
+    """scales.<scale>.finetune.options with the architecture of pretrain.options.encoder (s2dc.workflow_checks)."""
+    return checks.finetune_options(config)
 
 
 def stage_resources(stage: str) -> dict:
@@ -66,27 +53,8 @@ def stage_resources(stage: str) -> dict:
 
 
 def sweep_spec() -> str:
-    """The spec of the sweep's study (s2dc sweep work --spec), as JSON: the scale's pretraining and fine-tuning options
-    with each dataset's intensity preset, the trial's overrides (sweep.trial) on top, the search space and pruner."""
-    from s2dc.data.preprocess_config import PreprocessConfig
-    from s2dc.tune.space import merge_options as merge
-
-    def preset(name):
-        return {"preprocess": PreprocessConfig.from_preset(registry.get(name).preset).intensity_fields()}
-
-    dataset = SWEEP["dataset"]
-    spec = {
-        "space": SWEEP["space"],
-        "pretrain": merge(merge(preset(registry.pool_for(modality_of(dataset))), P["pretrain"]["options"]),
-                          SWEEP["trial"].get("pretrain", {})),
-        "finetune": merge(merge(preset(dataset), finetune_options()), SWEEP["trial"].get("finetune", {})),
-        "data": {"pretrain": pool_json(modality_of(dataset)), "finetune": dataset_json(dataset)},
-        "out_dir": f"{RESULTS}/sweep/work",
-        "workers": SWEEP["workers"],
-        "seed": SWEEP.get("seed", 0),
-        "pruner": SWEEP.get("pruner"),
-    }
-    return json.dumps(spec, sort_keys=True)
+    """The spec of the sweep's study (s2dc sweep work --spec), as JSON (s2dc.workflow_checks)."""
+    return checks.sweep_spec(config)
 
 
 def sweep_storage() -> str:
@@ -110,12 +78,12 @@ def sweep_study() -> str:
 def made_by(name: str) -> str:
     """How a dataset of the active scale is made: 'synthetic' (its twin) or 'prepared' (converted from its
     official release in RAW/<name>, which the user puts there or, for an open archive, the download rule)."""
-    return "synthetic" if P["datasets"][name]["source"] == "synthetic" else "prepared"
+    return checks.made_by(config, name)
 
 
 def dataset_json(name: str) -> str:
     """dataset.json (common layout) of a dataset of the active scale."""
-    return f"{RESOURCES}/{name}/dataset.json"
+    return checks.dataset_json(config, name)
 
 
 def datasets_of(kind: str) -> list[str]:
@@ -158,14 +126,12 @@ def pool_json(modality: str) -> str:
     return dataset_json(registry.pool_for(modality))
 
 
-def ratio_percent(ratio: float) -> int:
-    return int(round(100 * ratio))
+ratio_percent = checks.ratio_percent
 
 
 def variant_options(variant: str) -> dict:
     """scales.<scale>.pretrain.options with the variant's loss.* overrides on top."""
-    options = P["pretrain"]["options"]
-    return {**options, "loss": {**options.get("loss", {}), **VARIANTS[variant]}}
+    return checks.variant_options(config, variant)
 
 
 def tree(kind: str, method: str) -> str:
@@ -248,10 +214,8 @@ def figure_targets() -> list[str]:
 
 
 def figure_anchor(dataset: str) -> tuple[str, str]:
-    """(structure, per-voxel map) of the structure figures of ``dataset``: `probe.figures.<dataset>` is a class name
-    of its labels, or {structure, labels} naming another map of its cases (a twin's `anatomy`)."""
-    entry = P["probe"]["figures"][dataset]
-    return (entry, "label") if isinstance(entry, str) else (entry["structure"], entry["labels"])
+    """(structure, per-voxel map) of the structure figures of ``dataset`` (`probe.figures.<dataset>`)."""
+    return checks.figure_anchor(config, dataset)
 
 
 def ablation_figure_targets() -> list[str]:
@@ -279,98 +243,8 @@ def s2dc_encoder(w) -> str:
     return encoder_path(modality_of(w.dataset), "s2dc")
 
 
-def _check_options(where: str, build, options: dict) -> None:
-    """Validate an s2dc option block with the command line's own validators (names the key on error)."""
-    try:
-        build({**options, "data": {**options.get("data", {}), "source": "params.yaml"}})
-    except ValueError as err:
-        raise WorkflowError(f"params.yaml: scales.{SCALE}.{where}: {err}") from None
-
-
-def _restrict(key: str, allowed: list[str]) -> list[str]:
-    """The comma-separated names of `--config <key>=...`, each one of ``allowed`` (the scale's experiments)."""
-    names = [n.strip() for n in str(config[key]).split(",") if n.strip()]
-    wrong = [n for n in names if n not in allowed]
-    if not names or wrong:
-        raise WorkflowError(f"--config {key}={config[key]}: expected a comma-separated choice of {allowed} "
-                            f"(scales.{SCALE}.experiments), got {wrong or 'nothing'}")
-    return names
-
-
-def _check_methods() -> None:
-    methods = {"experiments.methods": BENCHMARK_METHODS, "ablation.variants": ABLATION["variants"]}
-    for key, names in methods.items():
-        wrong = [m for m in names if m != "scratch" and m not in VARIANTS]
-        if wrong or (key == "ablation.variants" and "scratch" in names):
-            raise WorkflowError(f"params.yaml: scales.{SCALE}.{key}: {wrong or ['scratch']} is not a pretraining variant "
-                                f"(expected names of `variants`: {sorted(VARIANTS)}{'' if 'ablation' in key else ', or scratch'})")
-    if SWEEP["dataset"] not in EXP["datasets"] or modality_of(SWEEP["dataset"]) not in MODALITIES:
-        raise WorkflowError(f"params.yaml: scales.{SCALE}.sweep.dataset: {SWEEP['dataset']!r} must be one of "
-                            f"scales.{SCALE}.experiments.datasets {EXP['datasets']} whose modality has an encoder")
-    stray = sorted(set(ABLATION["datasets"]) - set(EXP["datasets"]))
-    if stray:
-        raise WorkflowError(f"params.yaml: scales.{SCALE}.ablation.datasets names {stray}: expected datasets of "
-                            f"scales.{SCALE}.experiments.datasets {EXP['datasets']}")
-
-
-def _check_label_ratios() -> None:
-    """Each label ratio names its folder and row in whole percents (labels20pct): one that is not a whole percent
-    would be rounded there (0.125 -> 12 %) and two that round alike would share a folder; both stop the parse."""
-    for key, ratios in (("experiments.label_ratios", EXP["label_ratios"]), ("ablation.label_ratio", [ABLATION["label_ratio"]])):
-        wrong = [r for r in ratios if abs(100 * r - ratio_percent(r)) > 1e-9 or ratio_percent(r) < 1]
-        if wrong or len({ratio_percent(r) for r in ratios}) != len(ratios):
-            raise WorkflowError(f"params.yaml: scales.{SCALE}.{key}: {wrong or ratios}: expected distinct whole "
-                                "percents (0.01, 0.1, 0.25, ..., 1.0): each names its folder, e.g. labels20pct")
-
-
-def _check_datasets() -> None:
-    from s2dc.data.synthetic import KINDS
-    from s2dc.data.synthetic.twins import TWINS
-
-    try:
-        registry.check_selection(f"scales.{SCALE}", P["datasets"], EXP["datasets"], MODALITIES, KINDS)
-    except ValueError as err:
-        raise WorkflowError(f"params.yaml: {err}") from None
-    for key in ("stage_of", "figures"):
-        stray = sorted(set(P["probe"].get(key, {})) - set(EXP["datasets"]))
-        if stray:
-            raise WorkflowError(f"params.yaml: scales.{SCALE}.probe.{key} names {stray}: expected datasets of "
-                                f"scales.{SCALE}.experiments.datasets {EXP['datasets']}")
-    for dataset in P["probe"].get("figures", {}):
-        structure, labels = figure_anchor(dataset)
-        spec, key = registry.get(dataset), f"scales.{SCALE}.probe.figures.{dataset}"
-        if labels == "label":
-            names = spec.labels.values() if spec.task == "segmentation" else []
-        elif labels == "anatomy" and made_by(dataset) == "synthetic" and TWINS[dataset].anatomy:
-            names = TWINS[dataset].anatomy.values()
-        else:
-            raise WorkflowError(f"params.yaml: {key}.labels: {labels!r} is not a map of {dataset}'s cases: expected "
-                                "'label', or 'anatomy' for a synthetic twin that draws one")
-        if structure not in names:
-            raise WorkflowError(f"params.yaml: {key}: {structure!r} is not a class of {dataset}'s {labels!r} map "
-                                f"({spec.task}; classes: {sorted(names)})")
-
-
-from s2dc.train.config import build_config as _pretrain_config
-from s2dc.train.finetune_config import build_config as _finetune_config
-
-for _variant in VARIANTS:
-    _check_options(f"pretrain.options with variants.{_variant}", _pretrain_config, variant_options(_variant))
-_check_options("finetune.options", _finetune_config, finetune_options())
-def _check_sweep() -> None:
-    from s2dc.tune.spec import spec_from_dict
-
-    try:
-        spec_from_dict(json.loads(sweep_spec()), where=f"scales.{SCALE}.sweep (with the scale's options)")
-    except ValueError as err:
-        raise WorkflowError(f"params.yaml: {err}") from None
-
-
-_check_methods()
-_check_label_ratios()
-_check_datasets()
-_check_sweep()
-if "only" in config:
-    EXP = {**EXP, "datasets": _restrict("only", EXP["datasets"])}
-if "methods" in config:
-    EXP = {**EXP, "methods": _restrict("methods", EXP["methods"])}
+# The checks of params.yaml beyond its schema (each names the key it refuses), and --config only=/methods=.
+try:
+    EXP = checks.check_params(config)
+except checks.ParamsError as err:
+    raise WorkflowError(str(err)) from None

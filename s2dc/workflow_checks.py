@@ -1,0 +1,199 @@
+"""The parse-time checks of params.yaml that the Snakemake workflow runs (workflow/rules/common.smk), and the
+option blocks they check, as plain functions of the workflow's config (params.yaml, already validated against
+workflow/schemas/params.schema.yaml): the workflow turns a :class:`ParamsError` into its WorkflowError, and the
+tests run the checks in-process.
+
+Only the workflow imports this module, so it enters no job's code hash (common.smk: CODE)."""
+
+from __future__ import annotations
+
+import json
+
+from s2dc.data import registry
+from s2dc.train.finetune_config import ARCHITECTURE
+
+
+class ParamsError(ValueError):
+    """A params.yaml entry (or a `--config` value) the workflow refuses; the message names the key."""
+
+
+def _scale(config: dict) -> tuple[str, dict]:
+    return config["scale"], config["scales"][config["scale"]]
+
+
+def ratio_percent(ratio: float) -> int:
+    return int(round(100 * ratio))
+
+
+def dataset_json(config: dict, name: str) -> str:
+    """dataset.json (common layout) of a dataset of the active scale."""
+    return f"resources/{config['scale']}/{name}/dataset.json"
+
+
+def made_by(config: dict, name: str) -> str:
+    """How a dataset of the active scale is made: 'synthetic' (its twin) or 'prepared' (converted from its
+    official release in RAW/<name>, which the user puts there or, for an open archive, the download rule)."""
+    return "synthetic" if _scale(config)[1]["datasets"][name]["source"] == "synthetic" else "prepared"
+
+
+def variant_options(config: dict, variant: str) -> dict:
+    """scales.<scale>.pretrain.options with the variant's loss.* overrides on top."""
+    options = _scale(config)[1]["pretrain"]["options"]
+    return {**options, "loss": {**options.get("loss", {}), **config["variants"][variant]}}
+
+
+def finetune_options(config: dict) -> dict:
+    """scales.<scale>.finetune.options with model.{feature_size, depths, num_heads, window_size, patch_size} taken
+    from pretrain.options.encoder, so that the scratch baseline and the S²DC run share one architecture."""
+    scale, p = _scale(config)
+    options = p["finetune"]["options"]
+    model = options.get("model", {})
+    repeated = sorted(k for k in model if k in ARCHITECTURE)
+    if repeated:
+        raise ParamsError(f"params.yaml: scales.{scale}.finetune.options.model.{repeated[0]}: the architecture is "
+                          f"set once, in scales.{scale}.pretrain.options.encoder ({', '.join(ARCHITECTURE)})")
+    encoder = p["pretrain"]["options"].get("encoder", {})
+    return {"model": {**{k: v for k, v in encoder.items() if k in ARCHITECTURE}, **model},
+            **{k: v for k, v in options.items() if k != "model"}}
+
+
+def sweep_spec(config: dict) -> str:
+    """The spec of the sweep's study (s2dc sweep work --spec), as JSON: the scale's pretraining and fine-tuning options
+    with each dataset's intensity preset, the trial's overrides (sweep.trial) on top, the search space and pruner."""
+    from s2dc.data.preprocess_config import PreprocessConfig
+    from s2dc.tune.space import merge_options as merge
+
+    def preset(name):
+        return {"preprocess": PreprocessConfig.from_preset(registry.get(name).preset).intensity_fields()}
+
+    scale, p = _scale(config)
+    sweep = p["sweep"]
+    dataset = sweep["dataset"]
+    pool = registry.pool_for(registry.get(dataset).modality)
+    spec = {
+        "space": sweep["space"],
+        "pretrain": merge(merge(preset(pool), p["pretrain"]["options"]), sweep["trial"].get("pretrain", {})),
+        "finetune": merge(merge(preset(dataset), finetune_options(config)), sweep["trial"].get("finetune", {})),
+        "data": {"pretrain": dataset_json(config, pool), "finetune": dataset_json(config, dataset)},
+        "out_dir": f"results/{scale}/sweep/work",
+        "workers": sweep["workers"],
+        "seed": sweep.get("seed", 0),
+        "pruner": sweep.get("pruner"),
+    }
+    return json.dumps(spec, sort_keys=True)
+
+
+def figure_anchor(config: dict, dataset: str) -> tuple[str, str]:
+    """(structure, per-voxel map) of the structure figures of ``dataset``: `probe.figures.<dataset>` is a class name
+    of its labels, or {structure, labels} naming another map of its cases (a twin's `anatomy`)."""
+    entry = _scale(config)[1]["probe"]["figures"][dataset]
+    return (entry, "label") if isinstance(entry, str) else (entry["structure"], entry["labels"])
+
+
+def check_params(config: dict) -> dict:
+    """Every check of the active scale's entries that the workflow makes when it is parsed (after the schema's);
+    returns its `experiments` narrowed by `--config only=...` and `--config methods=...`."""
+    from s2dc.train.config import build_config as pretrain_config
+    from s2dc.train.finetune_config import build_config as finetune_config
+
+    for variant in config["variants"]:
+        _check_options(config, f"pretrain.options with variants.{variant}", pretrain_config,
+                       variant_options(config, variant))
+    _check_options(config, "finetune.options", finetune_config, finetune_options(config))
+    _check_methods(config)
+    _check_label_ratios(config)
+    _check_datasets(config)
+    _check_sweep(config)
+    experiments = _scale(config)[1]["experiments"]
+    if "only" in config:
+        experiments = {**experiments, "datasets": _restrict(config, "only", experiments["datasets"])}
+    if "methods" in config:
+        experiments = {**experiments, "methods": _restrict(config, "methods", experiments["methods"])}
+    return experiments
+
+
+def _check_options(config: dict, where: str, build, options: dict) -> None:
+    """Validate an s2dc option block with the command line's own validators (names the key on error)."""
+    try:
+        build({**options, "data": {**options.get("data", {}), "source": "params.yaml"}})
+    except ValueError as err:
+        raise ParamsError(f"params.yaml: scales.{config['scale']}.{where}: {err}") from None
+
+
+def _restrict(config: dict, key: str, allowed: list[str]) -> list[str]:
+    """The comma-separated names of `--config <key>=...`, each one of ``allowed`` (the scale's experiments)."""
+    names = [n.strip() for n in str(config[key]).split(",") if n.strip()]
+    wrong = [n for n in names if n not in allowed]
+    if not names or wrong:
+        raise ParamsError(f"--config {key}={config[key]}: expected a comma-separated choice of {allowed} "
+                          f"(scales.{config['scale']}.experiments), got {wrong or 'nothing'}")
+    return names
+
+
+def _check_methods(config: dict) -> None:
+    scale, p = _scale(config)
+    variants, exp, ablation, sweep = config["variants"], p["experiments"], p["ablation"], p["sweep"]
+    methods = {"experiments.methods": exp["methods"], "ablation.variants": ablation["variants"]}
+    for key, names in methods.items():
+        wrong = [m for m in names if m != "scratch" and m not in variants]
+        if wrong or (key == "ablation.variants" and "scratch" in names):
+            raise ParamsError(f"params.yaml: scales.{scale}.{key}: {wrong or ['scratch']} is not a pretraining variant "
+                              f"(expected names of `variants`: {sorted(variants)}{'' if 'ablation' in key else ', or scratch'})")
+    if sweep["dataset"] not in exp["datasets"] or registry.get(sweep["dataset"]).modality not in p["pretrain"]["modalities"]:
+        raise ParamsError(f"params.yaml: scales.{scale}.sweep.dataset: {sweep['dataset']!r} must be one of "
+                          f"scales.{scale}.experiments.datasets {exp['datasets']} whose modality has an encoder")
+    stray = sorted(set(ablation["datasets"]) - set(exp["datasets"]))
+    if stray:
+        raise ParamsError(f"params.yaml: scales.{scale}.ablation.datasets names {stray}: expected datasets of "
+                          f"scales.{scale}.experiments.datasets {exp['datasets']}")
+
+
+def _check_label_ratios(config: dict) -> None:
+    """Each label ratio names its folder and row in whole percents (labels20pct): one that is not a whole percent
+    would be rounded there (0.125 -> 12 %) and two that round alike would share a folder; both stop the parse."""
+    scale, p = _scale(config)
+    for key, ratios in (("experiments.label_ratios", p["experiments"]["label_ratios"]),
+                        ("ablation.label_ratio", [p["ablation"]["label_ratio"]])):
+        wrong = [r for r in ratios if abs(100 * r - ratio_percent(r)) > 1e-9 or ratio_percent(r) < 1]
+        if wrong or len({ratio_percent(r) for r in ratios}) != len(ratios):
+            raise ParamsError(f"params.yaml: scales.{scale}.{key}: {wrong or ratios}: expected distinct whole "
+                              "percents (0.01, 0.1, 0.25, ..., 1.0): each names its folder, e.g. labels20pct")
+
+
+def _check_datasets(config: dict) -> None:
+    from s2dc.data.synthetic import KINDS
+    from s2dc.data.synthetic.twins import TWINS
+
+    scale, p = _scale(config)
+    datasets = p["experiments"]["datasets"]
+    try:
+        registry.check_selection(f"scales.{scale}", p["datasets"], datasets, p["pretrain"]["modalities"], KINDS)
+    except ValueError as err:
+        raise ParamsError(f"params.yaml: {err}") from None
+    for key in ("stage_of", "figures"):
+        stray = sorted(set(p["probe"].get(key, {})) - set(datasets))
+        if stray:
+            raise ParamsError(f"params.yaml: scales.{scale}.probe.{key} names {stray}: expected datasets of "
+                              f"scales.{scale}.experiments.datasets {datasets}")
+    for dataset in p["probe"].get("figures", {}):
+        structure, labels = figure_anchor(config, dataset)
+        spec, key = registry.get(dataset), f"scales.{scale}.probe.figures.{dataset}"
+        if labels == "label":
+            names = spec.labels.values() if spec.task == "segmentation" else []
+        elif labels == "anatomy" and made_by(config, dataset) == "synthetic" and TWINS[dataset].anatomy:
+            names = TWINS[dataset].anatomy.values()
+        else:
+            raise ParamsError(f"params.yaml: {key}.labels: {labels!r} is not a map of {dataset}'s cases: expected "
+                              "'label', or 'anatomy' for a synthetic twin that draws one")
+        if structure not in names:
+            raise ParamsError(f"params.yaml: {key}: {structure!r} is not a class of {dataset}'s {labels!r} map "
+                              f"({spec.task}; classes: {sorted(names)})")
+
+
+def _check_sweep(config: dict) -> None:
+    from s2dc.tune.spec import spec_from_dict
+
+    try:
+        spec_from_dict(json.loads(sweep_spec(config)), where=f"scales.{config['scale']}.sweep (with the scale's options)")
+    except ValueError as err:
+        raise ParamsError(f"params.yaml: {err}") from None
