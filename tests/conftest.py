@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -143,6 +144,24 @@ def snakemake(workdir: Path, *args: str, configfile: Path | None = None, timeout
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
            "--configfile", str(configfile or REPO / "params.yaml"), *args]
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def params_error(params: dict, **config: str) -> str:
+    """The message with which parsing the workflow refuses ``params`` (params.yaml's content, with ``config`` as from
+    `--config key=value`), found in-process: the schema's validation, then s2dc.workflow_checks.check_params, as
+    workflow/rules/common.smk runs them at start (test_pipeline.py starts Snakemake on a case of each); '' if none."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    from s2dc.workflow_checks import ParamsError, check_params
+
+    full = {**copy.deepcopy(params), **config}
+    try:
+        validate(full, str(REPO / "workflow/schemas/params.schema.yaml"))
+        check_params(full)
+    except (WorkflowError, ParamsError) as err:
+        return str(err)
+    return ""
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from s2dc.data import registry
 from s2dc.export import load_pretrained_encoder, swinunetr_for
 from s2dc.models.encoder import EncoderConfig
 
-from conftest import REPO, copy_run, snakemake
+from conftest import REPO, copy_run, params_error, snakemake
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
@@ -268,24 +268,32 @@ BAD_PARAMS = {  # what is wrong -> what the message must name
 
 
 def test_bad_params_fail_before_any_job(tmp_path):
-    """A wrong key, type or value in params.yaml or an unknown scale stops the workflow at start, naming it
-    (the dry runs run side by side: each one is mostly start-up)."""
-    cases = {}
-    for name, (edit, message) in BAD_PARAMS.items():
-        folder = tmp_path / name.replace(" ", "_")
-        folder.mkdir()
-        cases[name] = (folder, ("-n", "--cores", "1", "--config", "scale=smoke"),
-                       write_params(folder / "bad.yaml", _bad(PARAMS, edit)), [message])
+    """A wrong key, type or value in params.yaml or an unknown scale stops the workflow at start, naming it: every
+    case through the checks the workflow runs when it is parsed (in-process: conftest.params_error), and two cases
+    of the schema (a key; the scale from --config) and one of s2dc's own checks through Snakemake itself, which
+    starts no job (the dry runs run side by side: each one is mostly start-up)."""
+    for scale in ("smoke", "quick", "paper"):
+        assert params_error(PARAMS, scale=scale) == "", scale
+    cases = {name: (_bad(PARAMS, edit), {"scale": "smoke"}, [message]) for name, (edit, message) in BAD_PARAMS.items()}
     for scale, messages in (("huge", ["huge"]),):
-        folder = tmp_path / scale
-        folder.mkdir()
-        cases[f"scale {scale}"] = (folder, ("-n", "--cores", "1", "--config", f"scale={scale}"), None, messages)
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        runs = {name: pool.submit(snakemake, folder, *args, configfile=config)
-                for name, (folder, args, config, _) in cases.items()}
-    for name, (folder, _, _, messages) in cases.items():
-        run = runs[name].result()
+        cases[f"scale {scale}"] = (PARAMS, {"scale": scale}, messages)
+    for name, (params, config, messages) in cases.items():
+        out = params_error(params, **config)
+        assert out and all(m in out for m in messages), (name, out[-2000:])
+
+    started = {}
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        # the schema's, s2dc.workflow_checks', and the schema's with the scale from the command line
+        for name in ("unknown key", "ratio not a whole percent", "scale huge"):
+            folder = tmp_path / name.replace(" ", "_")
+            folder.mkdir()
+            params, config, _ = cases[name]
+            bad = None if params is PARAMS else write_params(folder / "bad.yaml", params)
+            started[name] = folder, pool.submit(snakemake, folder, "-n", "--cores", "1", "--config",
+                                                f"scale={config['scale']}", configfile=bad)
+    for name, (folder, run) in started.items():
+        run = run.result()
         out = run.stdout + run.stderr
         assert run.returncode != 0, name
-        assert all(m in out for m in messages), (name, out[-2000:])
+        assert all(m in out for m in cases[name][2]), (name, out[-2000:])
         assert not (folder / "resources").exists() and not (folder / "results").exists(), name
