@@ -412,3 +412,26 @@ def test_a_users_table_that_looks_like_a_curve_table_is_never_replaced(tmp_path,
     finally:
         curves_module.atomic_write_text = real_write
     assert main(command) == 0  # one table new, one old: both its own
+
+
+def test_a_posters_number_stands_only_beside_a_row_of_its_task_and_metric(tmp_path):
+    """The poster's numbers are CC-CCII *accuracy* (Table 1: S²DC 88.29 at 10 % labels) and BTCV / AutoPET *Dice*
+    (Table 2: all three losses 84.14 / 46.47; seed-poster.txt, method.md §7): a row of another task and metric on
+    a dataset of that name (a user's segmentation data named cc_ccii, a classification one named btcv) gets none,
+    in the benchmark table and in the ablation table."""
+    runs = [write_run(tmp_path, "s2dc", 0, 0.5, dataset="cc_ccii", ratio=0.1, name="cc.json"),
+            write_run(tmp_path, "s2dc", 0, 0.5, dataset="synthetic_cc_ccii", ratio=0.5, name="cc_twin.json")]
+    classification = tmp_path / "btcv_cls.json"
+    classification.write_text(json.dumps({
+        "task": "classification", "dataset": "btcv", "method": "s2dc", "label_ratio": 1.0, "seed": 0,
+        "accuracy": 0.5, "auc": 0.5, "train_cases": 3, "seconds": 60.0,
+        "score": {"key": "accuracy", "name": "accuracy", "value": 50.0}, "history": [{"step": 1, "accuracy": 0.5}]}))
+    assert main(["report", "--out", str(tmp_path / "out"), *map(str, runs), str(classification)]) == 0
+    table = (tmp_path / "out" / "benchmark.md").read_text()
+    assert "| cc_ccii | segmentation | Dice | s2dc | 10% | 50.00 ± — | 1 | 3 | — |" in table
+    assert "| synthetic_cc_ccii | segmentation | Dice | s2dc | 50% | 50.00 ± — | 1 | 3 | — |" in table
+    assert "| btcv | classification | accuracy | s2dc | 100% | 50.00 ± — | 1 | 3 | — |" in table
+    assert not any(n in table for n in ("88.29", "93.89", "84.14"))
+    assert main(["ablation-table", str(classification), "--terms", "s2dc=global+p2p+p2s:dual_softmax",
+                 "--out", str(tmp_path / "ablation")]) == 0
+    assert "84.14" not in (tmp_path / "ablation" / "ablation.md").read_text()
