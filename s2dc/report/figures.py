@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.datalist import registry_spec
 from ..pyplot import check_png_out, pyplot, save_png
 from .runs import TASK_METRICS
+from .tables import poster_spec
 
 #: One colour per method, stable across figures (scratch grey, s2dc blue, the ablation variants after).
 COLOURS = {"scratch": "#8c8c8c", "s2dc": "#1f77b4", "lg": "#ff7f0e", "lg_p2p": "#2ca02c", "lg_p2s": "#d62728",
@@ -67,9 +67,10 @@ def per_class_figure(table: pd.DataFrame, dataset: str):
     return fig
 
 
-def paper_points(dataset: str, methods: list[str]) -> dict[str, list[tuple[float, float]]]:
-    """The poster's (label ratio, score) points of each method for a dataset (the registry's numbers)."""
-    spec = registry_spec({"name": dataset})
+def paper_points(dataset: str, methods: list[str], task: str) -> dict[str, list[tuple[float, float]]]:
+    """The poster's (label ratio, score) points of each method for a dataset (the registry's numbers; none for runs
+    of another task than the dataset's, whose score is another metric)."""
+    spec = poster_spec(dataset, task)
     points: dict[str, list[tuple[float, float]]] = {}
     for p in spec.paper if spec is not None else ():
         if p.method in methods:
@@ -95,7 +96,7 @@ def label_ratio_figure(table: pd.DataFrame):
             line = rows[rows.method == method].sort_values("label_ratio")
             ax.errorbar(100 * line.label_ratio, line["mean"], yerr=line["std"], marker="o", capsize=3,
                         color=colour(method, i), label=method)
-        poster = paper_points(dataset, methods)
+        poster = paper_points(dataset, methods, rows.task.iloc[0])
         if poster:
             twin = ax.twinx()
             for i, method in enumerate(methods):

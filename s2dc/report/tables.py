@@ -19,9 +19,17 @@ from ..pages import markdown_page
 from .outputs import check_out_dir, refuse_unless_own
 from .runs import check_runs, is_number, read_run
 
-def paper_score(dataset: str, method: str, label_ratio: float) -> float:
-    """The poster's number for this row (the registry's), NaN where it prints none."""
+def poster_spec(dataset: str, task: str):
+    """The registry spec whose poster numbers may stand beside a row of ``dataset`` and ``task``: None unless the
+    registry knows the dataset and the row is of its task (the poster's numbers are that task's score: CC-CCII
+    accuracy, BTCV and AutoPET Dice), so that no number is set beside a score of another metric."""
     spec = registry_spec({"name": dataset})
+    return spec if spec is not None and spec.task == task else None
+
+
+def paper_score(dataset: str, method: str, label_ratio: float, task: str) -> float:
+    """The poster's number for this row (the registry's), NaN where it prints none (or the row is of another task)."""
+    spec = poster_spec(dataset, task)
     score = spec.paper_score(method, label_ratio) if spec is not None else None
     return math.nan if score is None else score
 
@@ -49,7 +57,8 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         mean=("score", "mean"), std=("score", "std"), seeds=("seed", "nunique"),
         train_cases=("train_cases", "first"), minutes=("seconds", lambda s: s.sum() / 60),
     ).reset_index()
-    table["paper"] = [paper_score(d, m, r) for d, m, r in zip(table.dataset, table.method, table.label_ratio)]
+    table["paper"] = [paper_score(d, m, r, t) for d, m, r, t in zip(table.dataset, table.method, table.label_ratio,
+                                                                     table.task)]
     return table
 
 
@@ -240,9 +249,10 @@ def parse_terms(items: list[str]) -> dict[str, str]:
     return terms
 
 
-def table2_score(dataset: str, terms: str) -> float:
-    """The poster's Table 2 number on ``dataset`` of the row that pretrains with ``terms``, NaN where it prints none."""
-    spec, row = registry_spec({"name": dataset}), POSTER_TABLE2.get(terms)
+def table2_score(dataset: str, terms: str, task: str) -> float:
+    """The poster's Table 2 number on ``dataset`` of the row that pretrains with ``terms``, NaN where it prints none
+    (or the row is of another task than the dataset's)."""
+    spec, row = poster_spec(dataset, task), POSTER_TABLE2.get(terms)
     scores = [p.score for p in (spec.paper if spec is not None else ()) if p.method == row
               and p.table == "poster Table 2" and abs(p.label_ratio - ABLATION_PAPER_RATIO) < 1e-9]
     return scores[0] if scores else math.nan
@@ -267,7 +277,7 @@ def ablation_table(metric_files: list[Path], terms: dict[str, str]) -> pd.DataFr
     table = summarise(runs)
     table["terms"] = table.method.map(terms)
     table["order"] = table.method.map({v: i for i, v in enumerate(terms)})  # rows in the order the terms were given
-    table["paper"] = [table2_score(d, t) for d, t in zip(table.dataset, table.terms)]
+    table["paper"] = [table2_score(d, t, k) for d, t, k in zip(table.dataset, table.terms, table.task)]
     table["rank"] = table.groupby("dataset")["mean"].rank(ascending=False, method="min").astype(int)
     table["paper_rank"] = table.groupby("dataset")["paper"].rank(ascending=False, method="min")
     return table
