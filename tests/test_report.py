@@ -435,3 +435,20 @@ def test_a_posters_number_stands_only_beside_a_row_of_its_task_and_metric(tmp_pa
     assert main(["ablation-table", str(classification), "--terms", "s2dc=global+p2p+p2s:dual_softmax",
                  "--out", str(tmp_path / "ablation")]) == 0
     assert "84.14" not in (tmp_path / "ablation" / "ablation.md").read_text()
+
+
+def test_the_benchmark_says_which_poster_table_each_number_comes_from(tmp_path):
+    """Table 1 prints CC-CCII accuracy at 10/50/100 % of the labels; Table 2 prints BTCV/AutoPET Dice of the loss
+    ablation without a label ratio, and its row markers were lost (seed-poster.txt; method.md §7: "this order is our
+    reading"). The benchmark's paper column must say so under the table instead of passing a Table 2 number off as
+    printed at 100 % labels; a table without a poster number (the quick scale's 20 % rows) has no such note."""
+    runs = [write_run(tmp_path, "s2dc", 0, 0.5, dataset="btcv", ratio=1.0, name="btcv.json"),
+            write_run(tmp_path, "s2dc", 0, 0.5, dataset="synthetic_btcv", ratio=0.2, name="twin.json")]
+    assert main(["report", "--out", str(tmp_path / "out"), *map(str, runs)]) == 0
+    table = (tmp_path / "out" / "benchmark.md").read_text()
+    assert "| btcv | segmentation | Dice | s2dc | 100% | 50.00 ± — | 1 | 3 | 84.14 |" in table
+    note = table.split("| synthetic_btcv |")[1]
+    assert "poster Table 2" in note and "no label ratio" in note and "our reading" in note
+    assert "poster Table 1" not in note
+    assert main(["report", "--out", str(tmp_path / "twin"), str(runs[1])]) == 0
+    assert "poster Table" not in (tmp_path / "twin" / "benchmark.md").read_text()
