@@ -62,8 +62,28 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+#: What each poster table beside the benchmark is (seed-poster.txt; method.md §7), said under the table when one of
+#: its numbers is shown: the label ratio a number stands at is the poster's only where it prints one.
+POSTER_TABLES = {
+    "poster Table 1": "CC-CCII accuracy (%) at the 10 / 50 / 100 % of the training labels it prints; its Swin-UNETR "
+                      "row stands beside scratch",
+    "poster Table 2": "BTCV and AutoPET Dice (%) of the loss ablation (L_g, + L_p2p, + L_p2s, all three = s2dc); the "
+                      "poster prints no label ratio for it, so 100 % is our reading, as is the order of its rows "
+                      "(their markers were lost in the poster text)",
+}
+
+
+def paper_table(dataset: str, method: str, label_ratio: float, task: str) -> str | None:
+    """The poster table this row's paper number comes from (the registry's), None where it prints none."""
+    spec = poster_spec(dataset, task)
+    for p in spec.paper if spec is not None else ():
+        if p.method == method and abs(p.label_ratio - label_ratio) < 1e-9:
+            return p.table
+    return None
+
+
 def markdown(table: pd.DataFrame) -> str:
-    """The benchmark as a Markdown table (score: the task's first metric)."""
+    """The benchmark as a Markdown table (score: the task's first metric), then where its paper numbers come from."""
     lines = [
         "| dataset | task | metric | method | labels | score (mean ± std) | seeds | train cases | paper (real data) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -74,6 +94,10 @@ def markdown(table: pd.DataFrame) -> str:
             f"| {row.dataset} | {row.task} | {row.metric} | {row.method} | {row.label_ratio:.0%} | {_mean_std(row.mean, row.std)} "
             f"| {row.seeds} | {row.train_cases} | {paper} |"
         )
+    sources = {paper_table(r.dataset, r.method, r.label_ratio, r.task) for r in table.itertuples() if not math.isnan(r.paper)}
+    notes = [f"- {name}: {what}." for name, what in POSTER_TABLES.items() if name in sources]
+    if notes:
+        lines += ["", "The paper column (the poster's numbers on the real data):", *notes]
     return "\n".join(lines) + "\n"
 
 
