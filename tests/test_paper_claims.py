@@ -15,7 +15,7 @@ def test_the_readmes_ablation_table_quotes_poster_table_2():
     terms (L_g 83.43 / 45.72, + L_p2p 83.98 / 45.85, + L_p2s 84.02 / 46.23, all three 84.14 / 46.47), none for
     Sinkhorn (the poster prints no such row)."""
     rows = re.findall(r"^  \| (\w+) \| [^|]+ \| [^|]+ \| ([\d.—]+)(?: \(#\d\))? \| [^|]+ \| ([\d.—]+)(?: \(#\d\))? \|$",
-                      (REPO / "README.md").read_text(), flags=re.M)
+                      (REPO / "README.md").read_text(), flags=re.MULTILINE)
     quoted = {name: (btcv, autopet) for name, btcv, autopet in rows}
     assert set(quoted) == {"lg", "lg_p2p", "lg_p2s", "s2dc", "sinkhorn"}
     for name, (btcv, autopet) in quoted.items():

@@ -19,6 +19,7 @@ from ..pages import markdown_page
 from .outputs import check_out_dir, refuse_unless_own
 from .runs import check_runs, is_number, read_run
 
+
 def poster_spec(dataset: str, task: str):
     """The registry spec whose poster numbers may stand beside a row of ``dataset`` and ``task``: None unless the
     registry knows the dataset and the row is of its task (the poster's numbers are that task's score: CC-CCII
@@ -66,7 +67,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
 #: its numbers is shown: the label ratio a number stands at is the poster's only where it prints one.
 POSTER_TABLES = {
     "poster Table 1": "CC-CCII accuracy (%) at the 10 / 50 / 100 % of the training labels it prints; its Swin-UNETR "
-                      "row stands beside scratch",
+                      "row stands beside scratch (our reading: the poster does not say that row was trained from scratch)",
     "poster Table 2": "BTCV and AutoPET Dice (%) of the loss ablation (L_g, + L_p2p, + L_p2s, all three = s2dc); the "
                       "poster prints no label ratio for it, so 100 % is our reading, as is the order of its rows "
                       "(their markers were lost in the poster text)",
