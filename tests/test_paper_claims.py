@@ -25,9 +25,3 @@ def test_the_readmes_ablation_table_quotes_poster_table_2():
         else:
             assert [float(btcv), float(autopet)] == expected, name
 
-
-def test_release_values_are_not_attributed_to_the_paper():
-    """method.md §5 gives AdamW lr 3e-4 as the release's pretraining value (the paper body was not available), so
-    README must not call it the paper's."""
-    text = " ".join((REPO / "README.md").read_text().split())
-    assert "(the paper's AdamW rate)" not in text
