@@ -452,3 +452,53 @@ def test_the_benchmark_says_which_poster_table_each_number_comes_from(tmp_path):
     assert "poster Table 1" not in note
     assert main(["report", "--out", str(tmp_path / "twin"), str(runs[1])]) == 0
     assert "poster Table" not in (tmp_path / "twin" / "benchmark.md").read_text()
+
+
+def _task_run(folder, dataset, task, method, seed, value, ratio=0.2, ssim=None):
+    """A metrics.json of one fine-tuning run of ``task`` (value: the task's fraction, or PSNR in dB)."""
+    key, name, scale = {"segmentation": ("dice_mean", "Dice", 100.0), "classification": ("accuracy", "accuracy", 100.0),
+                        "reconstruction": ("psnr", "PSNR dB", 1.0)}[task]
+    path = folder / f"{dataset}_{method}_{seed}_{ratio}.json"
+    extra = {"ssim": ssim} if ssim is not None else {}
+    path.write_text(json.dumps({"task": task, "dataset": dataset, "method": method, "label_ratio": ratio, "seed": seed,
+                                key: value, **extra, "train_cases": 3, "seconds": 1.0,
+                                "score": {"key": key, "name": name, "value": scale * value}}))
+    return path
+
+
+def test_the_benchmark_averages_each_task_and_all_datasets_beside_the_posters_averages(tmp_path, capsys):
+    """Per task: the mean over its datasets of each dataset's mean (the task's metric), ± the sample std over seeds of
+    the per-seed average; over all datasets: the mean of a score in % (Dice, accuracy, SSIM x 100 for the image
+    tasks), beside the poster's ten-dataset averages (scratch 77.93, S²DC 81.43; VoCo 80.65 listed). A method that
+    lacks a dataset of a group gets no average for it (it would average other datasets)."""
+    runs = {  # dataset, task, method -> per-seed values (ssim for the reconstruction)
+        ("btcv", "segmentation", "s2dc"): [0.30, 0.50], ("btcv", "segmentation", "scratch"): [0.20, 0.40],
+        ("msd_spleen", "segmentation", "s2dc"): [0.70, 0.90], ("msd_spleen", "segmentation", "scratch"): [0.60, 0.60],
+        ("cc_ccii", "classification", "s2dc"): [0.50, 0.70], ("cc_ccii", "classification", "scratch"): [0.40, 0.40],
+        ("udpet", "reconstruction", "s2dc"): [30.0, 32.0], ("udpet", "reconstruction", "scratch"): [29.0, 29.0],
+    }
+    ssim = {"s2dc": [0.80, 0.90], "scratch": [0.70, 0.70]}
+    files = [_task_run(tmp_path, d, t, m, s, v, ssim=ssim[m][s] if t == "reconstruction" else None)
+             for (d, t, m), values in runs.items() for s, v in enumerate(values)]
+    files.append(_task_run(tmp_path, "btcv", "segmentation", "lg", 0, 0.1))  # lg: one dataset of two, one seed
+    files.append(_task_run(tmp_path, "btcv", "segmentation", "lg", 1, 0.3))
+    out = tmp_path / "out"
+    assert main(["report", "--out", str(out), *map(str, files)]) == 0
+    nested = json.loads((out / "metrics.json").read_text())["averages"]
+    # segmentation, s2dc: seed 0 (30 + 70) / 2 = 50, seed 1 (50 + 90) / 2 = 70 -> 60 ± stdev(50, 70)
+    assert nested["segmentation"]["s2dc"]["labels_20%"] == {"mean": 60.0, "std": pytest.approx(statistics.stdev([50, 70])),
+                                                           "seeds": 2, "datasets": 2}
+    assert nested["segmentation"]["scratch"]["labels_20%"]["mean"] == pytest.approx(45.0)
+    assert "lg" not in nested["segmentation"]  # btcv only: no average over the task's two datasets
+    assert nested["reconstruction"]["s2dc"]["labels_20%"]["mean"] == pytest.approx(31.0)  # its own metric, PSNR dB
+    # all datasets, s2dc: seed 0 (30 + 70 + 50 + 80) / 4 = 57.5, seed 1 (50 + 90 + 70 + 90) / 4 = 75
+    overall = nested["all datasets"]["s2dc"]["labels_20%"]
+    assert overall["mean"] == pytest.approx(66.25) and overall["std"] == pytest.approx(statistics.stdev([57.5, 75.0]))
+    assert overall["datasets"] == 4
+    assert nested["all datasets"]["scratch"]["labels_20%"]["mean"] == pytest.approx((30 + 60 + 40 + 70) / 4)
+    text = (out / "benchmark.md").read_text()
+    assert "| all datasets | score % (Dice, accuracy, SSIM × 100) | s2dc | 20% | 4 | 66.25 ± 12.37 | 81.43 |" in text
+    assert "| all datasets | score % (Dice, accuracy, SSIM × 100) | scratch | 20% | 4 | 50.00 ± 3.54 | 77.93 |" in text
+    assert "| segmentation | Dice | s2dc | 20% | 2 | 60.00 ± 14.14 | — |" in text
+    assert "VoCo 80.65" in text and "SwinMM 87.87 / 93.50 / 94.80" in text  # the poster's numbers, all of them
+    assert main(["report", "--out", str(out), *map(str, files)]) == 0  # its own metrics.json: replaced on a rerun
