@@ -16,6 +16,7 @@ import pandas as pd
 from ..data.datalist import registry_spec
 from ..files import atomic_write_text
 from ..pages import markdown_page
+from .averages import averages, averages_markdown, nested_averages, percent_score
 from .outputs import check_out_dir, refuse_unless_own
 from .runs import check_runs, is_number, read_run
 
@@ -40,13 +41,14 @@ def collect(metric_files: list[Path]) -> pd.DataFrame:
     (each file checked by :func:`~s2dc.report.runs.read_run`, the runs together by
     :func:`~s2dc.report.runs.check_runs`).
 
-    The score is the task's first metric as the run recorded it (``score``: Dice or accuracy in %, PSNR in dB)."""
+    The score is the task's first metric as the run recorded it (``score``: Dice or accuracy in %, PSNR in dB);
+    ``percent`` is the score in % that the average over all datasets takes (:func:`~s2dc.report.averages.percent_score`)."""
     runs = [read_run(path) for path in metric_files]
     check_runs(runs)
     return pd.DataFrame([{
         "dataset": m["dataset"], "task": m["task"], "metric": m["score"]["name"], "method": m["method"],
         "label_ratio": float(m["label_ratio"]), "seed": m["seed"], "score": float(m["score"]["value"]),
-        "train_cases": m["train_cases"], "seconds": float(m["seconds"]), "path": m["_path"],
+        "train_cases": m["train_cases"], "seconds": float(m["seconds"]), "path": m["_path"], "percent": percent_score(m),
     } for m in runs])
 
 
@@ -192,7 +194,7 @@ OWN_OUTPUTS = {
     "benchmark.md": lambda text: text.startswith("| dataset | task | metric | method | labels |"),
     "benchmark.html": _html_of("The benchmark"),
     "probe.csv": lambda text: text.startswith("dataset,task,stage,encoder,"),
-    "metrics.json": _json_of(lambda k, v: k == "probe" or all(
+    "metrics.json": _json_of(lambda k, v: k in ("probe", "averages") or all(
         isinstance(c, dict) and all(isinstance(x, dict) and "mean" in x for x in c.values()) for c in v.values())),
     "ablation.csv": lambda text: text.startswith("dataset,task,metric,method,label_ratio,"),
     "ablation.md": lambda text: text.startswith("Loss ablation (poster Table 2)"),
@@ -219,11 +221,14 @@ def _write_all(out_dir: Path, texts: dict[str, str]) -> None:
 
 
 def write_report(metric_files: list[Path], out_dir: Path, probe_files: list[Path] = ()) -> pd.DataFrame:
-    """Aggregate ``metric_files`` (and ``probe_files``) and write benchmark.csv, benchmark.md (and .html), metrics.json
-    and probe.csv (the probe table; only its header without probe files) into ``out_dir``."""
-    table = summarise(collect(metric_files))
+    """Aggregate ``metric_files`` (and ``probe_files``) and write benchmark.csv, benchmark.md (and .html: the table,
+    the averages per task and over all datasets beside the poster's, the probe table), metrics.json (with
+    ``averages``) and probe.csv (the probe table; only its header without probe files) into ``out_dir``."""
+    runs = collect(metric_files)
+    table, means = summarise(runs), averages(runs)
     probes = collect_probes(list(probe_files))
-    text, nested = markdown(table), nested_metrics(table)
+    text, nested = markdown(table) + "\n" + averages_markdown(means), nested_metrics(table)
+    nested["averages"] = nested_averages(means)
     if len(probes):
         text += ("\nFrozen-encoder protocol (`s2dc probe`): a linear model on the frozen encoder's features, "
                  "scored on the validation cases (± the bootstrap standard error over the cases; the paired "

@@ -1,0 +1,110 @@
+"""Per-task and overall averages of the benchmark, beside the poster's ten-dataset averages.
+
+The poster averages one "score" (%) over its ten datasets: from scratch 77.93, VoCo 80.65, S²DC 81.43
+(method.md §7). Here, for each method and label ratio:
+
+* per task: the mean over the task's datasets of each dataset's mean over seeds, in the task's own metric
+  (Dice %, accuracy %, PSNR dB);
+* over all datasets: the same mean of a score in % — Dice, accuracy, and SSIM × 100 for reconstruction and
+  translation, whose PSNR in dB is no percentage. This is our reading of the poster's average, which states
+  neither a label ratio nor how it scored its two image tasks.
+
+An average is given only for a method that has every dataset of the group (a partial one would average other
+datasets); its std is the sample std over seeds of the per-seed average, when every dataset has the same seeds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from ..data.registry import PAPER_AVERAGE, REGISTRY
+
+#: The score in % of each task for the average over all datasets: (metrics.json key, scale).
+PERCENT_SCORE = {"segmentation": ("dice_mean", 100.0), "classification": ("accuracy", 100.0),
+                 "reconstruction": ("ssim", 100.0), "translation": ("ssim", 100.0)}
+ALL = "all datasets"
+ALL_METRIC = "score % (Dice, accuracy, SSIM × 100)"
+#: How the poster names the methods of its averages and of its Table 1 (CC-CCII), by the registry's names (its
+#: Table 1 row Swin-UNETR stands beside scratch: our reading).
+AVERAGE_NAMES = {"scratch": "from scratch", "voco": "VoCo", "s2dc": "S²DC"}
+TABLE1_NAMES = {"scratch": "Swin-UNETR", "swinmm": "SwinMM", "voco": "VoCo", "s2dc": "S²DC"}
+
+
+def percent_score(run: dict) -> float:
+    """A run's score in % for the overall average (:data:`PERCENT_SCORE`); NaN where the run recorded none."""
+    key, scale = PERCENT_SCORE[run["task"]]
+    value = run.get(key)
+    return math.nan if value is None else scale * float(value)
+
+
+def averages(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` (one row per run: dataset, task, metric, method, label_ratio, seed, score, percent) -> one row per
+    scope (a task, or :data:`ALL`), method and label ratio: metric, datasets, mean, std, seeds, poster (the poster's
+    average beside the overall rows, NaN elsewhere)."""
+    rows = []
+    for ratio, at_ratio in runs.groupby("label_ratio", sort=True):
+        scopes = [(task, at_ratio[at_ratio.task == task], "score") for task in sorted(at_ratio.task.unique())]
+        for scope, scoped, column in [*scopes, (ALL, at_ratio, "percent")]:
+            datasets = set(scoped.dataset)
+            metrics = set(scoped.metric)
+            for method, mine in scoped.groupby("method", sort=True):
+                if set(mine.dataset) != datasets or mine[column].isna().any():
+                    continue
+                per_seed = mine.pivot_table(index="seed", columns="dataset", values=column)
+                same_seeds = not per_seed.isna().any().any()
+                mean = float(mine.groupby("dataset")[column].mean().mean())
+                std = float(per_seed.mean(axis=1).std()) if same_seeds and len(per_seed) > 1 else math.nan
+                rows.append({"scope": scope, "metric": ALL_METRIC if scope == ALL else " / ".join(sorted(metrics)),
+                             "method": method, "label_ratio": float(ratio), "datasets": len(datasets), "mean": mean,
+                             "std": std, "seeds": len(per_seed) if same_seeds else 0,
+                             "poster": PAPER_AVERAGE.get(method, math.nan) if scope == ALL else math.nan})
+    order = {**{task: i for i, task in enumerate(PERCENT_SCORE)}, ALL: len(PERCENT_SCORE)}
+    table = pd.DataFrame(rows, columns=["scope", "metric", "method", "label_ratio", "datasets", "mean", "std",
+                                        "seeds", "poster"])
+    return table.sort_values(["scope", "label_ratio", "method"], key=lambda c: c.map(order) if c.name == "scope"
+                             else c, kind="stable").reset_index(drop=True)
+
+
+def averages_markdown(table: pd.DataFrame) -> str:
+    """The averages as a Markdown table, then every number of the poster's averages and Table 1 (methods not run
+    here included, so that they stand beside ours in every report)."""
+    lines = [
+        "Averages over the datasets: each dataset's mean over seeds, the datasets weighted alike (± the sample std over "
+        "seeds of the per-seed average). Over all datasets, a score in % (Dice, accuracy, and SSIM × 100 for "
+        "reconstruction and translation, whose PSNR in dB is no percentage): our reading of the poster's average "
+        "over its ten datasets, which states neither its label ratio nor how it scored the two image tasks. A "
+        "method without every dataset of a row's group has no average there.",
+        "",
+        "| scope | metric | method | labels | datasets | average (mean ± std) | poster average (real data) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in table.itertuples():
+        spread = "—" if math.isnan(row.std) else f"{row.std:.2f}"
+        poster = "—" if math.isnan(row.poster) else f"{row.poster:.2f}"
+        lines.append(f"| {row.scope} | {row.metric} | {row.method} | {row.label_ratio:.0%} | {row.datasets} | "
+                     f"{row.mean:.2f} ± {spread} | {poster} |")
+    lines += ["", "The poster's numbers (real data): average over its ten datasets "
+              + ", ".join(f"{AVERAGE_NAMES.get(m, m)} {v:.2f}" for m, v in PAPER_AVERAGE.items())
+              + "; Table 1, CC-CCII accuracy (%) at 10 / 50 / 100 % of the labels: " + _table1() + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _table1() -> str:
+    by_method: dict[str, list[tuple[float, float]]] = {}
+    for p in REGISTRY["cc_ccii"].paper:
+        if p.table == "poster Table 1":
+            by_method.setdefault(p.method, []).append((p.label_ratio, p.score))
+    return "; ".join(f"{TABLE1_NAMES.get(m, m)} " + " / ".join(f"{s:.2f}" for _, s in sorted(points))
+                     for m, points in by_method.items())
+
+
+def nested_averages(table: pd.DataFrame) -> dict:
+    """{scope: {method: {"labels_20%": {"mean", "std", "seeds", "datasets"}}}} for ``dvc metrics``."""
+    out: dict = {}
+    for row in table.itertuples():
+        out.setdefault(row.scope, {}).setdefault(row.method, {})[f"labels_{row.label_ratio:.0%}"] = {
+            "mean": round(row.mean, 4), "std": None if math.isnan(row.std) else round(row.std, 4),
+            "seeds": int(row.seeds), "datasets": int(row.datasets)}
+    return out
