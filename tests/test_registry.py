@@ -189,3 +189,16 @@ def test_cli_lists_the_registry_and_refuses_an_unknown_name(capsys):
     assert sorted(r.split("|")[1].strip() for r in rows) == sorted(registry.REGISTRY)
     assert main(["datasets", "lits"]) == 2
     assert "unknown dataset 'lits'" in capsys.readouterr().err
+
+
+def test_the_datasets_command_says_which_label_ratio_of_the_poster_is_our_reading(capsys):
+    """Table 1 prints its label ratios (CC-CCII at 10 / 50 / 100 %); Table 2 prints none (seed-poster.txt), so `s2dc
+    datasets btcv` must not show its 84.14 as printed at 100 % labels."""
+    from s2dc.cli import main
+
+    assert main(["datasets", "btcv"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "84.14" in x)
+    assert "our reading" in line
+    assert main(["datasets", "cc_ccii"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "88.29" in x)
+    assert line == "paper: s2dc at 10% labels: 88.29 (poster Table 1)"
