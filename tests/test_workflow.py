@@ -290,3 +290,32 @@ def test_variants_are_planned_in_their_own_folders_and_checked(tmp_path):
     assert "--terms lg=global:dual_softmax s2dc=global+p2p+p2s:dual_softmax" in plan.stdout
     for name, (_, _, message) in cases.items():
         assert message in refused[name], (name, refused[name][-2000:])
+
+
+def test_a_users_file_where_a_table_or_plot_job_writes_stops_the_workflow_before_snakemake_deletes_it(tmp_path):
+    """Snakemake deletes a job's outputs before it runs the job (a directory() output with everything in it), so the
+    refusal of a user's file by `s2dc report`, `s2dc ablation-table` and `s2dc plots` (notes named benchmark.md, a
+    curve table of one's own) never sees it: the file was gone without a word. The workflow refuses at start instead,
+    naming the file, and leaves it as it was; the committed tables, curves and figures of the quick scale are its own."""
+    import shutil
+
+    results = "results/smoke"
+    cases = {  # a user's file where a table or plot job writes
+        "notes": (f"{results}/benchmark.md", "my notes on the benchmark\n"),
+        "ablation": (f"{results}/ablation/ablation.md", "my notes on the ablation\n"),
+        "curve": (f"{results}/curves/val_score/my_baseline.tsv", "step\tmine\n1\t0.5\n"),
+        "figure": (f"{results}/figures/benchmark/notes.txt", "which figure goes in the paper\n"),
+    }
+    for name, (path, text) in cases.items():
+        (tmp_path / name / path).parent.mkdir(parents=True)
+        (tmp_path / name / path).write_text(text)
+    shutil.copytree(REPO / "results/quick", tmp_path / "own/results/quick")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        plans = {name: pool.submit(snakemake, tmp_path / name, "-n", "--config", "scale=smoke") for name in cases}
+        own = snakemake(tmp_path / "own", "-n", "--config", "scale=quick")
+    for name, (path, text) in cases.items():
+        plan = plans[name].result()
+        out = plan.stdout + plan.stderr
+        assert plan.returncode != 0 and path in out and "Snakemake deletes" in out, (name, out[-3000:])
+        assert (tmp_path / name / path).read_text() == text, name
+    assert own.returncode == 0, (own.stdout + own.stderr)[-3000:]
