@@ -17,6 +17,10 @@ class ParamsError(ValueError):
     """A params.yaml entry (or a `--config` value) the workflow refuses; the message names the key."""
 
 
+class ForeignOutputError(ValueError):
+    """A file that is not s2dc's own where a table or plot job of the workflow writes; the message names it."""
+
+
 def _scale(config: dict) -> tuple[str, dict]:
     return config["scale"], config["scales"][config["scale"]]
 
@@ -197,3 +201,66 @@ def _check_sweep(config: dict) -> None:
         spec_from_dict(json.loads(sweep_spec(config)), where=f"scales.{config['scale']}.sweep (with the scale's options)")
     except ValueError as err:
         raise ParamsError(f"params.yaml: {err}") from None
+
+
+#: The outputs of the table and plot jobs under results/<scale>/ (workflow/rules/report.smk and ablation.smk): each
+#: file's name (as `s2dc.report.tables.OWN_OUTPUTS` recognises it) by the rule that writes it, and the folders that a
+#: rule writes as a whole (Snakemake's directory() outputs).
+REPORT_FILES = {"benchmark_table": ("benchmark.csv", "benchmark.md", "benchmark.html", "metrics.json", "probe.csv"),
+                "ablation_table": ("ablation/ablation.csv", "ablation/ablation.md", "ablation/ablation.html",
+                                   "ablation/ablation.json")}
+REPORT_FOLDERS = {"benchmark_plots": ("figures/benchmark", "curves")}
+#: The file Snakemake leaves in a directory() output it made.
+SNAKEMAKE_TIMESTAMP = ".snakemake_timestamp"
+
+
+def check_report_outputs(results: str) -> None:
+    """Raise :class:`ForeignOutputError`, naming the file, if a table or plot job's output under ``results`` (the
+    scale's results folder) holds a file that s2dc did not write there: notes named benchmark.md, a curve table or a
+    figure of one's own in curves/ or figures/benchmark/. Snakemake deletes a job's outputs before it runs it (a
+    directory() output with all it holds), so the refusal of `s2dc report`, `s2dc ablation-table` and `s2dc plots`
+    would never see such a file, and it would be lost without a word."""
+    from pathlib import Path
+
+    from s2dc.pyplot import is_s2dc_png
+    from s2dc.report.curves import RECORD, _record, _sha256
+    from s2dc.report.tables import OWN_OUTPUTS
+
+    root = Path(results)
+
+    def refuse(path: Path, what: str, rule: str, output: str) -> None:
+        raise ForeignOutputError(
+            f"'{path}' is not {what}: Snakemake deletes the outputs of rule {rule} ('{root / output}') before it runs "
+            "it, so this file would be lost; move it out of there (nothing was run)")
+
+    for rule, names in REPORT_FILES.items():
+        for name in names:
+            path = root / name
+            if not (path.exists() or path.is_symlink()):
+                continue
+            try:
+                own = path.is_file() and not path.is_symlink() and OWN_OUTPUTS[Path(name).name](path.read_text())
+            except (OSError, UnicodeDecodeError):
+                own = False
+            if not own:
+                refuse(path, f"the {Path(name).name} s2dc writes", rule, name)
+    for rule, folders in REPORT_FOLDERS.items():
+        for folder in folders:
+            top = root / folder
+            if top.is_symlink() or (top.exists() and not top.is_dir()):
+                refuse(top, "the folder s2dc plots writes", rule, folder)
+            record = _record(top) if folder == "curves" else {}
+            for path in sorted(top.rglob("*")) if top.is_dir() else []:
+                name = path.relative_to(top).as_posix()
+                if path.is_dir() and not path.is_symlink():
+                    continue
+                if name == SNAKEMAKE_TIMESTAMP or (folder == "curves" and name == RECORD):
+                    continue
+                if folder == "curves":
+                    own = path.is_file() and not path.is_symlink() and _sha256(path) in record.get(name, [])
+                    what = f"a curve table s2dc plots wrote (one recorded in {RECORD}, unchanged since)"
+                else:
+                    own = path.is_file() and not path.is_symlink() and path.suffix == ".png" and is_s2dc_png(path)
+                    what = "a figure s2dc plots drew"
+                if not own:
+                    refuse(path, what, rule, folder)

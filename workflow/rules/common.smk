@@ -248,3 +248,11 @@ try:
     EXP = checks.check_params(config)
 except checks.ParamsError as err:
     raise WorkflowError(str(err)) from None
+
+# A user's file where a table or plot job writes stops the run before Snakemake deletes it with the job's outputs
+# (the main process only: a cluster job's own Snakemake runs one job, while the tables may be half-written).
+if workflow.is_main_process:
+    try:
+        checks.check_report_outputs(RESULTS)
+    except checks.ForeignOutputError as err:
+        raise WorkflowError(str(err)) from None
