@@ -319,3 +319,27 @@ def test_a_users_file_where_a_table_or_plot_job_writes_stops_the_workflow_before
         assert plan.returncode != 0 and path in out and "Snakemake deletes" in out, (name, out[-3000:])
         assert (tmp_path / name / path).read_text() == text, name
     assert own.returncode == 0, (own.stdout + own.stderr)[-3000:]
+
+
+def test_probe_results_and_figures_of_datasets_no_longer_in_the_experiments_are_named_as_left_over(tmp_path):
+    """A dataset removed from the experiments (or from probe.figures, or the ablation) leaves its probe result and
+    structure figures in results/<scale>/probe/ and figures/<dataset>/, beside the current ones and committed with
+    them as a baseline (`git add dvc.lock results/<scale>`): the tables leave them out, but nothing said they are not
+    of this params.yaml. The workflow names them at start (and deletes nothing); current ones are not named."""
+    import shutil
+
+    results = tmp_path / "results/smoke"
+    left = ["probe/msd_lung.json", "probe/msd_lung.md", "figures/brats21/similarity.png",
+            "ablation/probe/cc_ccii.json"]
+    current = ["probe/btcv.json", "probe/btcv.md", "ablation/probe/btcv.json"]
+    for name in left + current:
+        (results / name).parent.mkdir(parents=True, exist_ok=True)
+        (results / name).write_text("{}\n")
+    shutil.copy(REPO / "results/quick/figures/btcv/similarity.png", results / "figures/btcv/similarity.png")
+    plan = snakemake(tmp_path, "-n", "--config", "scale=smoke")
+    out = plan.stdout + plan.stderr
+    assert plan.returncode == 0, out[-3000:]
+    assert "not outputs of the current params.yaml" in out, out[-3000:]
+    assert all(f"results/smoke/{name}" in out for name in left), out[-3000:]
+    assert not [name for name in [*current, "figures/btcv"] if f"results/smoke/{name}" in out], out[-3000:]
+    assert all((results / name).exists() for name in left + current)
