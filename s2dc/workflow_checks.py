@@ -264,3 +264,27 @@ def check_report_outputs(results: str) -> None:
                     what = "a figure s2dc plots drew"
                 if not own:
                     refuse(path, what, rule, folder)
+
+
+def left_over_outputs(config: dict) -> list[str]:
+    """The probe results and structure figures under results/<scale>/ that no job of the current params.yaml makes
+    (left by an earlier run of other experiments, figures or ablation datasets): the tables leave them out, but they
+    lie beside the current ones and would go into a committed baseline. `--config only=/methods=` do not count: the
+    scale's full experiments do."""
+    from pathlib import Path
+
+    scale, p = _scale(config)
+    root = Path(f"results/{scale}")
+    datasets = p["experiments"]["datasets"]
+    probed = {d for d in datasets if registry.get(d).modality in p["pretrain"]["modalities"]}
+    if "s2dc" not in p["experiments"]["methods"]:
+        probed = set()  # the benchmark's probe and figures read its S²DC encoder (common.smk: probe_targets)
+    figures = probed & set(p["probe"].get("figures", {}))
+    ablation = set(p["ablation"]["datasets"])
+    ablation_figures = ablation & set(p["probe"].get("figures", {}))
+    left = []
+    for folder, keep in (("probe", probed), ("ablation/probe", ablation)):
+        left += [str(f) for f in sorted((root / folder).glob("*")) if f.suffix in (".json", ".md") and f.stem not in keep]
+    for folder, keep in (("figures", figures | {"benchmark"}), ("ablation/figures", ablation_figures)):
+        left += [str(f) for f in sorted((root / folder).glob("*")) if f.is_dir() and f.name not in keep]
+    return left

@@ -256,3 +256,8 @@ if workflow.is_main_process:
         checks.check_report_outputs(RESULTS)
     except checks.ForeignOutputError as err:
         raise WorkflowError(str(err)) from None
+    LEFT_OVER = checks.left_over_outputs(config)
+    if LEFT_OVER:
+        print(f"Note: {', '.join(LEFT_OVER)} are not outputs of the current params.yaml (left by an earlier run of other "
+              "experiments, figures or ablation datasets): the tables leave them out; move them away before committing "
+              f"{RESULTS} as a baseline.", file=sys.stderr)
