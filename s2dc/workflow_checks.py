@@ -223,7 +223,7 @@ def check_report_outputs(results: str) -> None:
     from pathlib import Path
 
     from s2dc.pyplot import is_s2dc_png
-    from s2dc.report.curves import RECORD, _record, _sha256
+    from s2dc.report.curves import RECORD, is_own_table
     from s2dc.report.tables import OWN_OUTPUTS
 
     root = Path(results)
@@ -249,7 +249,6 @@ def check_report_outputs(results: str) -> None:
             top = root / folder
             if top.is_symlink() or (top.exists() and not top.is_dir()):
                 refuse(top, "the folder s2dc plots writes", rule, folder)
-            record = _record(top) if folder == "curves" else {}
             for path in sorted(top.rglob("*")) if top.is_dir() else []:
                 name = path.relative_to(top).as_posix()
                 if path.is_dir() and not path.is_symlink():
@@ -257,7 +256,7 @@ def check_report_outputs(results: str) -> None:
                 if name == SNAKEMAKE_TIMESTAMP or (folder == "curves" and name == RECORD):
                     continue
                 if folder == "curves":
-                    own = path.is_file() and not path.is_symlink() and _sha256(path) in record.get(name, [])
+                    own = is_own_table(top, name)
                     what = f"a curve table s2dc plots wrote (one recorded in {RECORD}, unchanged since)"
                 else:
                     own = path.is_file() and not path.is_symlink() and path.suffix == ".png" and is_s2dc_png(path)

@@ -75,15 +75,18 @@ def _record(out_dir: Path) -> dict[str, list[str]]:
     return record if isinstance(record, dict) else {}
 
 
+def is_own_table(out_dir: Path, name: str) -> bool:
+    """Whether ``out_dir/name`` is a curve table this command wrote there, unchanged since (:data:`RECORD`)."""
+    path = Path(out_dir) / name
+    return path.is_file() and not path.is_symlink() and _sha256(path) in _record(out_dir).get(name, [])
+
+
 def check_curves_out(out_dir: Path, names: list[str]) -> None:
     """Raise ValueError, naming the file, if a table's path under ``out_dir`` holds a file that is not a curve table
     this command wrote there (:data:`RECORD`): a user's file is never replaced."""
-    record = _record(out_dir)
     for name in names:
-        path = Path(out_dir) / name
-        own = path.is_file() and not path.is_symlink() and _sha256(path) in record.get(name, [])
-        if not own:
-            refuse_unless_own(path, lambda text: False, "a curve table s2dc wrote",
+        if not is_own_table(out_dir, name):
+            refuse_unless_own(Path(out_dir) / name, lambda text: False, "a curve table s2dc wrote",
                               " (or it was changed since; move it away to let s2dc plots write its own)")
 
 
