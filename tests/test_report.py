@@ -505,3 +505,22 @@ def test_the_benchmark_averages_each_task_and_all_datasets_beside_the_posters_av
     assert "| segmentation | Dice | s2dc | 20% | 2 | 60.00 ± 14.14 | — |" in text
     assert "VoCo 80.65" in text and "SwinMM 87.87 / 93.50 / 94.80" in text  # the poster's numbers, all of them
     assert main(["report", "--out", str(out), *map(str, files)]) == 0  # its own metrics.json: replaced on a rerun
+
+
+def test_seeds_of_one_row_fine_tuned_with_other_options_are_refused_naming_the_option(tmp_path, capsys):
+    """metrics.json records the options that change a fine-tuning's result: two seeds of one row at other learning
+    rates (one rerun after params.yaml changed, under `--rerun-triggers mtime`) are refused naming train.lr, not
+    averaged; a file without the record beside one with it is refused too."""
+    options = {"train.lr": 0.01, "train.steps": 32, "precision": "fp32"}
+    a = write_run(tmp_path, "s2dc", 0, 0.2, options=options)
+    b = write_run(tmp_path, "s2dc", 1, 0.4, options={**options, "train.lr": 0.001})
+    same = write_run(tmp_path, "s2dc", 1, 0.4, name="same.json", options=dict(options))
+    old = write_run(tmp_path, "s2dc", 1, 0.4, name="old.json")
+    assert main(["report", "--out", str(tmp_path / "ok"), str(a), str(same)]) == 0
+    for files, message in {(a, b): f"differ in train.lr ('{a}': 0.01, '{b}': 0.001)",
+                           (a, old): f"differ in the options they record ('{a}': 3 options, '{old}': none)"}.items():
+        for command in (["report", "--out", str(tmp_path / "out")],
+                        ["plots", "--figures", str(tmp_path / "out"), "--curves", str(tmp_path / "out")]):
+            assert main([*command, *map(str, files)]) == 2
+            assert message in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
