@@ -38,7 +38,7 @@ from ..train.finetune_config import FinetuneConfig
 from ..train.finite import NonFiniteError, describe_step, gradient_norm, require_finite, step_is_finite
 from ..train.live import MetricLog, Progress
 from ..train.optim import EagerAdamW
-from ..train.precision import autocast_for
+from ..train.precision import autocast_for, precision_for
 from ..train.schedule import warmup_cosine
 from .tasks import TASKS, task_of
 from .tasks.common import Setting
@@ -127,6 +127,7 @@ class Finetuner:
         self.val_cases = _sorted(list_cases(source, cfg.data.val_key, roles, self.spec))
         self.dataset_name = str(self.spec.get("name") or source.parent.name)
         self.autocast = autocast_for(self.device, cfg.train.amp, "train.amp")
+        self.precision = precision_for(self.device, cfg.train.amp, "train.amp")
         self.setting = Setting(cfg.preprocess, tuple(cfg.train.roi_size), cfg.train.samples_per_volume,
                                cfg.train.flip_prob, cfg.eval.sw_batch_size, cfg.eval.overlap, self.device, self.autocast)
 
@@ -267,6 +268,7 @@ class Finetuner:
             "train_cases": len(self.train_cases),
             "val_cases": len(self.val_cases),
             "steps": self.step,
+            "options": self.cfg.result_options(self.precision),
             **_json_value(scores),
             "score": {"key": key, "name": self.task.score_name,
                       "value": _json_value(100 * scores[key] if self.task.percent else scores[key])},

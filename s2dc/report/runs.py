@@ -24,7 +24,7 @@ TASK_METRICS = {
     "translation": (("psnr", "PSNR dB", 1.0), ("ssim", "SSIM", 1.0), ("mse", "MSE", 1.0)),
 }
 
-#: What the seeds of one row share (a run of other settings is no seed of it).
+#: What the seeds of one row share (a run of other settings is no seed of it), besides the ``options`` each records.
 SETTINGS = ("train_cases", "steps", "init_from")
 
 
@@ -108,6 +108,21 @@ def check_runs(runs: list[dict]) -> None:
                 raise ValueError(f"the seeds of {where} differ in {key} ('{first['_path']}': {first.get(key)!r}, "
                                  f"'{run['_path']}': {run.get(key)!r}): runs of other settings (another scale, "
                                  "another encoder) are not seeds of one row")
+        if (differ := _option_difference(first, run)) is not None:
+            raise ValueError(f"the seeds of {where} differ in {differ}: runs of other options are not seeds of one row "
+                             "(rerun every seed with the current options)")
+
+
+def _option_difference(first: dict, run: dict) -> str | None:
+    """How the ``options`` two runs record differ (the first option that does, with both values), or None."""
+    a, b = first.get("options"), run.get("options")
+    if a == b:
+        return None
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        count = lambda o: f"{len(o)} options" if isinstance(o, dict) else "none"  # noqa: E731
+        return f"the options they record ('{first['_path']}': {count(a)}, '{run['_path']}': {count(b)})"
+    key = min(k for k in set(a) | set(b) if a.get(k, "(absent)") != b.get(k, "(absent)"))
+    return f"{key} ('{first['_path']}': {a.get(key, '(absent)')!r}, '{run['_path']}': {b.get(key, '(absent)')!r})"
 
 
 def read_runs(metric_files: list[Path]) -> tuple[list[dict], pd.DataFrame]:

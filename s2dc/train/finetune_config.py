@@ -177,6 +177,27 @@ class FinetuneConfig:
     def to_dict(self) -> dict:
         return cfgtools.to_dict(self)
 
+    def result_options(self, precision: str) -> dict[str, object]:
+        """``{"section.field": value}`` of the options that change what the run computes (:data:`RUN_LOCAL` left
+        out), with the ``precision`` its forward passes computed in; metrics.json records them, and the tables
+        refuse to average seeds of one row that differ in them."""
+        options = {f"{section}.{name}": value for section, fields in self.to_dict().items()
+                   for name, value in fields.items() if name not in RUN_LOCAL.get(section, ())}
+        return {**options, "precision": precision}
+
+
+#: Options that do not change what a fine-tuning computes (where it reads, writes and caches, how it logs, the
+#: device, loader processes, the sliding window's batch, activation checkpointing; ``train.amp`` gives way to the
+#: precision it resolves to), and the row's own keys, which metrics.json records as such (seed, label ratio,
+#: method, the starting encoder as ``init_from``).
+RUN_LOCAL = {
+    "data": {"source", "cache_dir", "workers", "label_ratio"},
+    "model": {"use_checkpoint", "init"},
+    "train": {"log_every", "amp"},
+    "eval": {"sw_batch_size"},
+    "run": {"out_dir", "seed", "device", "method", "progress"},
+}
+
 
 HELP = {
     "data.source": "dataset.json in the common layout (required); its 'task' (or the registry dataset it names) "
