@@ -224,6 +224,7 @@ def check_report_outputs(results: str) -> None:
 
     from s2dc.pyplot import is_s2dc_png
     from s2dc.report.curves import RECORD, is_own_table
+    from s2dc.report.outputs import is_own
     from s2dc.report.tables import OWN_OUTPUTS
 
     root = Path(results)
@@ -238,11 +239,7 @@ def check_report_outputs(results: str) -> None:
             path = root / name
             if not (path.exists() or path.is_symlink()):
                 continue
-            try:
-                own = path.is_file() and not path.is_symlink() and OWN_OUTPUTS[Path(name).name](path.read_text())
-            except (OSError, UnicodeDecodeError):
-                own = False
-            if not own:
+            if path.is_symlink() or not is_own(path, OWN_OUTPUTS[Path(name).name]):
                 refuse(path, f"the {Path(name).name} s2dc writes", rule, name)
     for rule, folders in REPORT_FOLDERS.items():
         for folder in folders:

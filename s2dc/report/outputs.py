@@ -13,14 +13,16 @@ def check_out_dir(out_dir: Path, option: str = "--out") -> None:
         raise ValueError(f"{option} '{out_dir}' is a file, not a folder; give the folder the tables go to")
 
 
+def is_own(path: Path, recognise: Callable[[str], bool]) -> bool:
+    """Whether ``path`` is a text file whose text ``recognise`` accepts (a report command's own output)."""
+    try:
+        return path.is_file() and recognise(path.read_text())
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def refuse_unless_own(path: Path, recognise: Callable[[str], bool], what: str, hint: str = "") -> None:
     """Raise ValueError, naming ``path``, if it exists and is not a text file whose text ``recognise`` accepts
     (``what`` says what it should have been, e.g. 'a curve table s2dc wrote')."""
-    if not (path.exists() or path.is_symlink()):
-        return
-    try:
-        own = path.is_file() and recognise(path.read_text())
-    except (OSError, UnicodeDecodeError):
-        own = False
-    if not own:
+    if (path.exists() or path.is_symlink()) and not is_own(path, recognise):
         raise ValueError(f"'{path}' exists and is not {what}; refusing to overwrite it{hint}")
