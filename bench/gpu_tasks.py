@@ -1,18 +1,24 @@
-"""Device check of every task's training path: the three encoders, all ten downstream twins, both protocols.
+"""Device check of every task's training path, with the options of a params.yaml scale (default `quick`).
 
-    python bench/gpu_tasks.py --out DIR [--device cuda] [--pretrain-steps 600] [--finetune-steps 300]
-                              [--seeds 0 1] [--parallel 8] [--budget-s 480]
+    python bench/gpu_tasks.py --out DIR [--scale quick] [--device cuda] [--encoders DIR]
+                              [--pretrain-steps 500] [--finetune-steps 32 160] [--seeds 0 1 2]
+                              [--parallel 12] [--budget-s 480] [--no-probe]
 
-What the `quick` scale's DAG does, with the `s2dc` command line, but on one GPU and with longer budgets:
-synthetic twins of the three pools and the ten datasets (registry order), one S²DC encoder per modality
-(`s2dc pretrain`, then `export-encoder`), every dataset fine-tuned from scratch and from its modality's encoder
-for each seed (`s2dc finetune`, the dataset's registry preset), and the frozen-encoder protocol (`s2dc probe`).
-Jobs run ``--parallel`` at a time (the quick models do not fill a GPU). A job still running when
-``--budget-s`` is spent is stopped and reported as such; whatever finished is summarised.
+What the scale's DAG does, with the `s2dc` command line and the scale's own options (params.yaml, read
+through `s2dc.workflow_checks`, as the workflow reads them), but on one device and at one or several
+fine-tuning budgets: the scale's synthetic twins (cases, shape, seed and validation share of params.yaml),
+one S²DC encoder per modality (`s2dc pretrain` + `export-encoder`; or `--encoders DIR` holding
+`encoder_<MODALITY>.pt`, e.g. the CPU pipeline's, and then `--pretrain-steps` runs one short pretraining
+on the CT pool only, to check that path), every dataset fine-tuned from scratch and from its modality's
+encoder for each seed and each budget of `--finetune-steps` (at the scale's lowest label ratio), and
+the frozen-encoder protocol (`s2dc probe` at the scale's stages). Jobs run `--parallel` at a time (the
+small models do not fill a GPU); a job still running when `--budget-s` is spent is stopped and
+reported; whatever finished is summarised.
 
-Writes ``DIR/gpu_tasks.json`` (per job: command, wall seconds, return code, metrics) and ``DIR/gpu_tasks.md``
-(one row per dataset: scratch and S²DC fine-tuning scores, mean ± sd over seeds; probe scores), and the logs
-under ``DIR/logs``. ``--device cpu --tiny`` tries the plumbing on a CPU in a minute or two.
+Writes DIR/gpu_tasks.json (per job: command, wall seconds, return code, metrics), DIR/gpu_tasks.md
+(per dataset and budget: scratch and S²DC, mean ± sample sd over seeds, and whether S²DC is above
+scratch by more than the larger of the two sds; the probes) and the logs under DIR/logs.
+`--device cpu --scale smoke` tries the plumbing on a CPU in a minute or two.
 """
 
 from __future__ import annotations
@@ -28,23 +34,27 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from s2dc.data import registry  # noqa: E402
-from s2dc.data.preprocess import PreprocessConfig  # noqa: E402
+import yaml
 
-ENCODER = ["--encoder.feature_size", "12", "--encoder.num_heads", "1", "2", "3", "4", "--encoder.window_size", "4",
-           "--encoder.token_stage", "2", "--views.roi_size", "64", "64", "32", "--views.grid", "2",
-           "--head.hidden_dim", "512", "--head.embed_dim", "128", "--loss.queue_size", "64",
-           "--loss.match_temperature", "0.1", "--optim.warmup_steps", "50", "--optim.lr", "1e-3"]
-MODEL = ["--model.feature_size", "12", "--model.num_heads", "1", "2", "3", "4", "--model.window_size", "4",
-         "--train.roi_size", "64", "64", "32", "--train.samples_per_volume", "2", "--train.lr", "3e-3",
-         "--eval.sw_batch_size", "4"]
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from s2dc import workflow_checks as checks  # noqa: E402
+from s2dc.data import registry  # noqa: E402
+from s2dc.data.preprocess_config import PreprocessConfig  # noqa: E402
+
+
+def cli(sections: dict) -> list[str]:
+    """{section: {field: value}} -> ['--section.field', 'value', ...] (as workflow/rules/common.smk)."""
+    out = []
+    for section, fields in sections.items():
+        for name, value in fields.items():
+            out += [f"--{section}.{name}", *map(str, value if isinstance(value, list) else [value])]
+    return out
 
 
 def preset_options(name: str) -> list[str]:
     """The intensity options of a dataset's registry preset (as the workflow passes them)."""
-    fields = PreprocessConfig.from_preset(registry.get(name).preset).intensity_fields()
-    return [part for key, value in fields.items() for part in (f"--preprocess.{key}", str(value))]
+    return cli({"preprocess": PreprocessConfig.from_preset(registry.get(name).preset).intensity_fields()})
 
 
 class Runner:
@@ -59,7 +69,8 @@ class Runner:
         left = self.deadline - time.monotonic()
         if left < 5:
             job.update(rc=None, status="not started (budget spent)")
-            self.jobs.append(job)
+            with self.lock:
+                self.jobs.append(job)
             return job
         t0 = time.monotonic()
         with open(self.out / "logs" / f"{name}.log", "w") as log:
@@ -75,107 +86,130 @@ class Runner:
         with self.lock:  # the record so far, in case the machine is taken back before the end
             self.jobs.append(job)
             (self.out / "jobs.json").write_text(json.dumps(self.jobs, indent=1))
-        print(f"{name}: {status} in {job['wall_s']} s", flush=True)
+        print(f"{name}: {status} in {job.get('wall_s')} s", flush=True)
         return job
 
 
-def mean_sd(values: list[float]) -> str:
-    if not values:
-        return "—"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} ± {sd:.2f} (n={len(values)})"
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
 
 
-def summary(jobs: list[dict]) -> str:
-    rows = ["| dataset | task | fine-tuning metric | scratch | S²DC | frozen-encoder probe (balanced accuracy or R², %): "
-            "voxels / random / S²DC |", "|---|---|---|---|---|---|"]
-    for name in registry.downstream_names():
+def summary(jobs: list[dict], datasets: list[str], budgets: list[int]) -> str:
+    rows = ["| dataset | task | metric | steps | scratch | S²DC | S²DC − scratch | above by more than the larger sd |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name in datasets:
         spec = registry.get(name)
-        scores = {m: [j["metrics"]["score"]["value"] for j in jobs if j["name"].startswith(f"ft_{name}_{m}_") and "metrics" in j]
-                  for m in ("scratch", "s2dc")}
+        for steps in budgets:
+            scores = {m: [j["metrics"]["score"]["value"] for j in jobs
+                          if j["name"].startswith(f"ft{steps}_{name}_{m}_") and "metrics" in j] for m in ("scratch", "s2dc")}
+            if not all(scores.values()):
+                rows.append(f"| {name} | {spec.task} | {spec.metrics[0]} | {steps} | — | — | — | — |")
+                continue
+            (ms, ss), (mp, sp) = mean_sd(scores["scratch"]), mean_sd(scores["s2dc"])
+            n = min(len(v) for v in scores.values())
+            above = "—" if n < 2 else ("yes" if mp - ms > max(ss, sp) else "no")
+            rows.append(f"| {name} | {spec.task} | {spec.metrics[0]} | {steps} | {ms:.2f} ± {ss:.2f} (n={len(scores['scratch'])}) "
+                        f"| {mp:.2f} ± {sp:.2f} (n={len(scores['s2dc'])}) | {mp - ms:+.2f} | {above} |")
+    rows += ["", "| dataset | stage | probe: voxels / random / S²DC (balanced accuracy or R², %) |", "|---|---|---|"]
+    for name in datasets:
         probe = next((j["metrics"] for j in jobs if j["name"] == f"probe_{name}" and "metrics" in j), None)
-        probe_text = " / ".join(f"{100 * probe['encoders'][e]['score']:.1f}" for e in ("voxels", "random", "s2dc")
-                                ) if probe else "—"
-        rows.append(f"| {name} | {spec.task} | {spec.metrics[0]} | {mean_sd(scores['scratch'])} | "
-                    f"{mean_sd(scores['s2dc'])} | {probe_text} |")
+        if probe:
+            text = " / ".join(f"{100 * probe['encoders'][e]['score']:.1f}" for e in ("voxels", "random", "s2dc"))
+            rows.append(f"| {name} | {probe.get('stage', '—')} | {text} |")
     return "\n".join(rows)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--scale", default="quick", help="the params.yaml scale whose datasets and options are used")
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--pretrain-steps", type=int, default=600)
-    ap.add_argument("--finetune-steps", type=int, default=300)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--label-ratio", type=float, default=0.2)
+    ap.add_argument("--encoders", type=Path, help="folder with encoder_<MODALITY>.pt: no pretraining of the three")
+    ap.add_argument("--pretrain-steps", type=int, help="pretraining steps (default: the scale's)")
+    ap.add_argument("--finetune-steps", type=int, nargs="+", help="fine-tuning budgets (default: the scale's)")
+    ap.add_argument("--seeds", type=int, nargs="+", help="default: the scale's experiments.seeds")
     ap.add_argument("--parallel", type=int, default=8)
     ap.add_argument("--budget-s", type=float, default=480)
-    ap.add_argument("--encoders", type=Path, help="folder with encoder_<MODALITY>.pt of an earlier run: no pretraining")
-    ap.add_argument("--skip-finetune", action="store_true", help="only the frozen-encoder protocol")
-    ap.add_argument("--tiny", action="store_true", help="few cases and steps: the plumbing on a CPU")
+    ap.add_argument("--no-probe", action="store_true", help="leave out the frozen-encoder protocol")
     a = ap.parse_args()
+    config = yaml.safe_load((ROOT / "params.yaml").read_text())
+    config["scale"] = a.scale
+    p = config["scales"][a.scale]
     out, data = a.out.resolve(), a.out.resolve() / "data"
     run = Runner(out, a.budget_s)
-    pool_cases, cases = (4, 6) if a.tiny else (16, 20)
     device = ["--run.device", a.device]
+    pretrain_options = checks.variant_options(config, "s2dc")
+    pretrain_options["data"] = {k: v for k, v in pretrain_options.get("data", {}).items() if k != "workers"}
+    finetune_options = checks.finetune_options(config)
+    finetune_options["data"] = {k: v for k, v in finetune_options.get("data", {}).items() if k not in ("cache_dir", "workers")}
+    scale_steps = finetune_options["train"]["steps"]
+    budgets = a.finetune_steps or [scale_steps]
+    seeds = a.seeds if a.seeds is not None else p["experiments"]["seeds"]
+    ratio = min(p["experiments"]["label_ratios"])
+    datasets = [n for n in p["experiments"]["datasets"]]
+    modalities = sorted({registry.get(n).modality for n in datasets})
+    pools = [registry.pool_for(m) for m in modalities]
+    probe = p["probe"]
 
     def synth(name: str) -> dict:
-        shape = ["96", "96", "64"] if registry.get(name).task == "pretraining" else ["64", "64", "48"]
-        return run(f"synth_{name}", ["synth", "--kind", name, "--out", str(data / name), "--seed", "1",
-                                     "--cases", str(pool_cases if registry.get(name).task == "pretraining" else cases),
-                                     "--shape", *shape])
+        spec = p["datasets"][name]
+        return run(f"synth_{name}", ["synth", "--kind", name, "--out", str(data / name), "--seed", str(spec["seed"]),
+                                     "--cases", str(spec["cases"]), "--shape", *map(str, spec["shape"]),
+                                     "--val-fraction", str(spec["val_fraction"])])
 
-    def pretrain(modality: str) -> dict:
+    def pretrain(modality: str, steps: int | None, export_to: Path) -> dict:
         pool, workdir = registry.pool_for(modality), out / "pretrain" / modality
-        job = run(f"pretrain_{modality}", ["pretrain", *ENCODER, *preset_options(pool), *device,
-                                           "--optim.steps", str(a.pretrain_steps), "--run.checkpoint_every", "100000",
+        extra = ["--optim.steps", str(steps)] if steps else []
+        job = run(f"pretrain_{modality}", ["pretrain", *preset_options(pool), *cli(pretrain_options), *device, *extra,
                                            "--run.progress", "false", "--data.workers", "2",
                                            "--data.source", str(data / pool / "dataset.json"),
                                            "--run.out_dir", str(workdir)], workdir / "summary.json")
         if job["rc"] == 0:
-            run(f"export_{modality}", ["export-encoder", str(workdir), str(out / f"encoder_{modality}.pt")])
+            run(f"export_{modality}", ["export-encoder", str(workdir), str(export_to)])
         return job
 
-    def finetune(name: str, method: str, seed: int) -> dict:
-        init = "scratch" if method == "scratch" else str((a.encoders or out) / f"encoder_{registry.get(name).modality}.pt")
-        ft = out / "finetune" / f"{name}_{method}_{seed}"
-        return run(f"ft_{name}_{method}_{seed}", [
-            "finetune", *MODEL, *preset_options(name), *device, "--train.steps", str(a.finetune_steps),
-            "--train.warmup_steps", str(max(1, a.finetune_steps // 10)), "--eval.every", "100000",
-            "--data.workers", "2", "--data.label_ratio", str(a.label_ratio), "--run.seed", str(seed),
-            "--run.method", method, "--run.progress", "false", "--model.init", init,
+    encoders = a.encoders.resolve() if a.encoders else out
+
+    def finetune(name: str, method: str, seed: int, steps: int) -> dict:
+        init = "scratch" if method == "scratch" else str(encoders / f"encoder_{registry.get(name).modality}.pt")
+        ft = out / "finetune" / f"{steps}_{name}_{method}_{seed}"
+        warmup = max(1, round(finetune_options["train"].get("warmup_steps", 1) * steps / scale_steps))
+        return run(f"ft{steps}_{name}_{method}_{seed}", [
+            "finetune", *preset_options(name), *cli(finetune_options), *device, "--train.steps", str(steps),
+            "--train.warmup_steps", str(warmup), "--data.workers", "2", "--data.label_ratio", str(ratio),
+            "--run.seed", str(seed), "--run.method", method, "--run.progress", "false", "--model.init", init,
             "--data.source", str(data / name / "dataset.json"), "--run.out_dir", str(ft)], ft / "metrics.json")
 
-    def probe(name: str) -> dict:
-        encoder = (a.encoders or out) / f"encoder_{registry.get(name).modality}.pt"
+    def frozen(name: str) -> dict:
+        stage = probe.get("stage_of", {}).get(name, probe["stage"])
+        encoder = encoders / f"encoder_{registry.get(name).modality}.pt"
         return run(f"probe_{name}", ["probe", "voxels", "random", f"s2dc={encoder}", "--device", a.device,
-                                     "--source", str(data / name / "dataset.json"), "--stage", "2",
+                                     "--source", str(data / name / "dataset.json"), "--stage", str(stage),
+                                     "--seed", str(probe.get("seed", 0)),
                                      "--out", str(out / "probe" / f"{name}.json")], out / "probe" / f"{name}.json")
 
-    if a.tiny:
-        global ENCODER  # noqa: PLW0603
-        ENCODER = [*ENCODER, "--head.hidden_dim", "64", "--head.embed_dim", "32", "--loss.queue_size", "8",
-                   "--optim.warmup_steps", "1"]
     t0 = time.monotonic()
     with ThreadPoolExecutor(a.parallel) as pool:
-        downstream = registry.downstream_names()
-        list(pool.map(synth, downstream if a.encoders else registry.names()))
-        if not a.encoders:
-            list(pool.map(pretrain, ["CT", "MRI", "PET"]))
-        futures = [pool.submit(probe, n) for n in downstream if not registry.get(n).regions]  # cheap: first
-        if not a.skip_finetune:
-            jobs = [(n, m, s) for s in a.seeds for n in downstream for m in ("s2dc", "scratch")]
-            futures += [pool.submit(finetune, *j) for j in jobs]
+        list(pool.map(synth, datasets + ([] if a.encoders and not a.pretrain_steps else pools)))
+        if a.encoders:  # the given encoders; a short pretraining on the first pool checks that path
+            checked = [pool.submit(pretrain, modalities[0], a.pretrain_steps, out / "encoder_check.pt")] \
+                if a.pretrain_steps else []
+        else:
+            list(pool.map(lambda m: pretrain(m, a.pretrain_steps, out / f"encoder_{m}.pt"), modalities))
+            checked = []
+        jobs = [(n, m, s, b) for b in budgets for s in seeds for n in datasets for m in ("s2dc", "scratch")]
+        futures = checked + [pool.submit(finetune, *j) for j in jobs]
+        if not a.no_probe:
+            futures += [pool.submit(frozen, n) for n in datasets]
         for f in futures:
             f.result()
-    table = summary(run.jobs)
+    table = summary(run.jobs, datasets, budgets)
     wall = time.monotonic() - t0
     (out / "gpu_tasks.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()},
                                                      "wall_s": round(wall, 1), "jobs": run.jobs}, indent=1))
     (out / "gpu_tasks.md").write_text(table + "\n")
     print(table)
-    bad = [j["name"] for j in run.jobs if j["rc"] not in (0,)]
+    bad = [j["name"] for j in run.jobs if j["rc"] != 0]
     print(f"{len(run.jobs)} jobs in {wall:.0f} s; not ok: {bad or 'none'}")
     return 1 if bad else 0
 
