@@ -372,7 +372,7 @@ def test_a_users_table_that_looks_like_a_curve_table_is_never_replaced(tmp_path,
     """The curve tables are recognised by what `s2dc plots` wrote (their SHA-256 in the folder's record), not by a
     `step` header: a user's step/loss table, or a table of ours the user edited, is refused naming it; our own
     tables are replaced on a rerun, also after a rerun interrupted between writes."""
-    from s2dc.report import curves as curves_module
+    from s2dc import recorded  # where the tables are written and recorded
     files = []
     for method, seed in (("scratch", 0), ("s2dc", 0)):
         run = tmp_path / f"{method}{seed}"
@@ -394,7 +394,7 @@ def test_a_users_table_that_looks_like_a_curve_table_is_never_replaced(tmp_path,
     assert main(command) == 2
     assert f"'{val}' exists and is not a curve table s2dc wrote" in capsys.readouterr().err
     val.unlink()
-    real_write = curves_module.atomic_write_text
+    real_write = recorded.atomic_write_text
     calls = []
 
     def dies_on_the_second_table(path, text):
@@ -402,7 +402,7 @@ def test_a_users_table_that_looks_like_a_curve_table_is_never_replaced(tmp_path,
         if str(path).endswith(".tsv") and sum(str(p).endswith(".tsv") for p in calls) == 2:
             raise KeyboardInterrupt
         real_write(path, text)
-    curves_module.atomic_write_text = dies_on_the_second_table
+    recorded.atomic_write_text = dies_on_the_second_table
     try:
         run = tmp_path / "s2dc1"  # a new run: both tables change; the first is written, the second is not
         (run / "dvclive/plots/metrics/train").mkdir(parents=True)
@@ -412,7 +412,7 @@ def test_a_users_table_that_looks_like_a_curve_table_is_never_replaced(tmp_path,
         with pytest.raises(KeyboardInterrupt):
             main(command)
     finally:
-        curves_module.atomic_write_text = real_write
+        recorded.atomic_write_text = real_write
     assert main(command) == 0  # one table new, one old: both its own
 
 

@@ -100,3 +100,30 @@ def test_export_names_a_missing_study_or_file(tmp_path):
     _sweep(tmp_path / "study.journal", "there", 2)
     with pytest.raises(ValueError, match=r"no study named 'other'; it has \['there'\]"):
         export_study(str(tmp_path / "study.journal"), "other", tmp_path / "out")
+
+
+def test_export_never_replaces_a_users_file_or_a_best_yaml_edited_by_hand(tmp_path):
+    """trials.csv, trials.html and best.yaml were written over whatever --out held: a user's file of that name, or
+    best.yaml with a value tuned by hand, was lost without a word. Export now replaces only the tables it wrote there,
+    unchanged since, and refuses anything else, naming the file, before it writes anything."""
+    storage = tmp_path / "study.journal"
+    study, liveness, dims = _sweep(storage, "done", 2)
+    run_worker(study, make_toy_objective({"steps": 2, "sleep": 0.0}, dims), dims, 2, liveness, log=lambda _: None)
+    out = tmp_path / "out"
+    export_study(str(storage), "done", out)
+    export_study(str(storage), "done", out)  # its own files, unchanged: replaced
+    best = out / "best.yaml"
+    edited = best.read_text().replace("budget: 2", "budget: 2  # tuned by hand")
+    assert edited != best.read_text()
+    best.write_text(edited)
+    (out / "history.png").unlink()
+    with pytest.raises(ValueError, match=f"'{best}' exists and is not a table s2dc sweep export wrote"):
+        export_study(str(storage), "done", out)
+    assert best.read_text() == edited and not (out / "history.png").exists()
+    for name in ("trials.csv", "trials.html", "best.yaml"):
+        fresh = tmp_path / f"fresh_{name}"
+        fresh.mkdir()
+        (fresh / name).write_text("a user's file")
+        with pytest.raises(ValueError, match=f"'{fresh / name}' exists"):
+            export_study(str(storage), "done", fresh)
+        assert [p.name for p in fresh.iterdir()] == [name] and (fresh / name).read_text() == "a user's file"

@@ -4,14 +4,11 @@ recorded by their SHA-256 in the folder's ``.s2dc-curves.json`` (the only tables
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from ..files import atomic_write_text
-from .outputs import refuse_unless_own
+from ..recorded import check_recorded, is_recorded, write_recorded
 from .runs import TASK_METRICS
 
 
@@ -58,36 +55,21 @@ def curve_tables(runs: list[dict]) -> dict[str, pd.DataFrame]:
     return tables
 
 
-#: The record of the tables a folder holds from ``s2dc plots``: ``{"<path under the folder>": [sha256, ...]}``. A table
-#: is replaced only while its bytes are those recorded (a user's table, or one of ours the user edited, never is).
+#: The record of the tables a folder holds from ``s2dc plots`` (:mod:`s2dc.recorded`). A table is replaced only while
+#: its bytes are those recorded (a user's table, or one of ours the user edited, never is).
 RECORD = ".s2dc-curves.json"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _record(out_dir: Path) -> dict[str, list[str]]:
-    try:
-        record = json.loads((Path(out_dir) / RECORD).read_text())
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
 
 
 def is_own_table(out_dir: Path, name: str) -> bool:
     """Whether ``out_dir/name`` is a curve table this command wrote there, unchanged since (:data:`RECORD`)."""
-    path = Path(out_dir) / name
-    return path.is_file() and not path.is_symlink() and _sha256(path) in _record(out_dir).get(name, [])
+    return is_recorded(out_dir, name, RECORD)
 
 
 def check_curves_out(out_dir: Path, names: list[str]) -> None:
     """Raise ValueError, naming the file, if a table's path under ``out_dir`` holds a file that is not a curve table
     this command wrote there (:data:`RECORD`): a user's file is never replaced."""
-    for name in names:
-        if not is_own_table(out_dir, name):
-            refuse_unless_own(Path(out_dir) / name, lambda text: False, "a curve table s2dc wrote",
-                              " (or it was changed since; move it away to let s2dc plots write its own)")
+    check_recorded(out_dir, names, RECORD, "a curve table s2dc wrote",
+                   "; move it away to let s2dc plots write its own")
 
 
 def write_curves(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
@@ -95,16 +77,5 @@ def write_curves(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
     record lists the old and the new bytes of each table while they are replaced (an interrupted rerun leaves only
     tables of ours), then the new ones."""
     check_curves_out(out_dir, list(tables))
-    out_dir = Path(out_dir)
     texts = {name: table.to_csv(sep="\t", index=False, float_format="%.6g") for name, table in tables.items()}
-    new = {name: hashlib.sha256(text.encode()).hexdigest() for name, text in texts.items()}
-    record = _record(out_dir)
-    during = {**record, **{name: sorted({new[name], *record.get(name, [])}) for name in texts}}
-    atomic_write_text(out_dir / RECORD, json.dumps(during, indent=1, sort_keys=True))
-    written = []
-    for name, text in texts.items():
-        atomic_write_text(out_dir / name, text)
-        written.append(out_dir / name)
-    atomic_write_text(out_dir / RECORD, json.dumps({**record, **{n: [h] for n, h in new.items()}}, indent=1,
-                                                   sort_keys=True))
-    return written
+    return write_recorded(Path(out_dir), texts, RECORD)

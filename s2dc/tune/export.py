@@ -1,6 +1,8 @@
 """Outputs of a finished study: ``trials.csv`` (and as HTML, ``trials.html``), ``best.yaml`` and three figures (optimisation history, parallel
 coordinates, parameter importances), each written atomically. A figure that cannot be drawn (e.g. importances need
-two completed trials whose parameters differ) becomes a PNG saying why, with a warning."""
+two completed trials whose parameters differ) becomes a PNG saying why, with a warning. A rerun replaces only its own
+files as it left them (the tables recorded in ``.s2dc-sweep.json``, the figures by their mark): never a user's file,
+nor a best.yaml edited by hand."""
 
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from ..files import atomic_write_text
-from ..pyplot import check_png_out, pyplot, save_png
 from ..pages import page
+from ..pyplot import check_png_out, pyplot, save_png
+from ..recorded import check_recorded, write_recorded
 from .liveness import RETRY_ATTR
 from .space import nest
 from .storage import open_study
@@ -26,6 +28,19 @@ FIGURES = {
     "parallel_coordinate.png": "plot_parallel_coordinate",
     "param_importances.png": "plot_param_importances",
 }
+
+#: The record of the tables an export wrote into its folder (:mod:`s2dc.recorded`).
+RECORD = ".s2dc-sweep.json"
+TABLES = ("trials.csv", "trials.html", "best.yaml")
+
+
+def check_export_out(out: Path) -> None:
+    """Raise ValueError, naming the file, if ``out`` holds a file where an export writes that is not one this command
+    wrote there, unchanged since: a user's file, a best.yaml edited by hand, a picture (nothing is written first)."""
+    check_recorded(out, list(TABLES), RECORD, "a table s2dc sweep export wrote",
+                   "; move it away (an export of an s2dc older than 2026-11-30 is not recorded: delete it)")
+    for name in FIGURES:
+        check_png_out(out / name)
 
 
 def failure_kind(trial: optuna.trial.FrozenTrial) -> str:
@@ -54,14 +69,11 @@ def export_study(storage: str, study_name: str, out_dir: str | Path, *, force: b
         raise ValueError(f"study {study_name!r} in '{storage}' has {finished} finished trials of its budget of "
                          f"{budget}: run its workers to the end first (or export anyway with --force)")
     out = Path(out_dir)
-    for name in FIGURES:
-        check_png_out(out / name)  # before anything is written
-    written = {"trials.csv": out / "trials.csv", "best.yaml": out / "best.yaml"}
+    check_export_out(out)  # before anything is written
     table = _trials_table(study, trials)
-    atomic_write_text(written["trials.csv"], table.to_csv(index=False))
-    written["trials.html"] = out / "trials.html"
-    atomic_write_text(written["trials.html"], _trials_page(study_name, table))
-    atomic_write_text(written["best.yaml"], yaml.safe_dump(_best(study, trials, budget, finished), sort_keys=False))
+    texts = {"trials.csv": table.to_csv(index=False), "trials.html": _trials_page(study_name, table),
+             "best.yaml": yaml.safe_dump(_best(study, trials, budget, finished), sort_keys=False)}
+    written = dict(zip(TABLES, write_recorded(out, {name: texts[name] for name in TABLES}, RECORD)))
     for name, function in FIGURES.items():
         written[name] = _figure(study, out / name, function)
     return written

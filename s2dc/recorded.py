@@ -1,0 +1,56 @@
+"""Files a command writes into a folder the user chooses, recorded there by their SHA-256 (a record file such as
+``.s2dc-curves.json``: ``{"<path under the folder>": [sha256, ...]}``), so that a rerun replaces exactly its own
+files as it left them: a user's file of the same name, or one of ours the user edited, never is."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .files import atomic_write_text
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_record(folder: Path, record: str) -> dict[str, list[str]]:
+    """The record ``folder/record`` (empty when it is missing or unreadable)."""
+    try:
+        found = json.loads((Path(folder) / record).read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def is_recorded(folder: Path, name: str, record: str) -> bool:
+    """Whether ``folder/name`` is a plain file whose bytes the record lists for that name."""
+    path = Path(folder) / name
+    return path.is_file() and not path.is_symlink() and _sha256(path.read_bytes()) in read_record(folder, record).get(name, [])
+
+
+def check_recorded(folder: Path, names: list[str], record: str, what: str, hint: str = "") -> None:
+    """Raise ValueError, naming the file, if one of ``names`` under ``folder`` exists (or is a link) and is not
+    recorded there (``what`` says what it should have been, e.g. 'a curve table s2dc wrote')."""
+    for name in names:
+        path = Path(folder) / name
+        if (path.exists() or path.is_symlink()) and not is_recorded(folder, name, record):
+            raise ValueError(f"'{path}' exists and is not {what} (or it was changed since); refusing to overwrite "
+                             f"it{hint}")
+
+
+def write_recorded(folder: Path, texts: dict[str, str], record: str) -> list[Path]:
+    """Write each text to ``folder/<name>`` atomically and record it. While they are replaced the record lists the
+    old and the new bytes of each (an interrupted rerun leaves only files of ours), then only the new ones. Call
+    :func:`check_recorded` first."""
+    folder = Path(folder)
+    new = {name: _sha256(text.encode()) for name, text in texts.items()}
+    before = read_record(folder, record)
+    during = {**before, **{name: sorted({new[name], *before.get(name, [])}) for name in texts}}
+    atomic_write_text(folder / record, json.dumps(during, indent=1, sort_keys=True))
+    for name, text in texts.items():
+        atomic_write_text(folder / name, text)
+    atomic_write_text(folder / record, json.dumps({**before, **{n: [h] for n, h in new.items()}}, indent=1,
+                                                  sort_keys=True))
+    return [folder / name for name in texts]
