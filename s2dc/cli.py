@@ -125,7 +125,8 @@ def _ablation_table(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from .eval.probe import check_probe_out, markdown, probe, write_probe
+    from .eval.outputs import check_probe_out
+    from .eval.probe import markdown, probe, write_probe
 
     check_probe_out(args.out, args.source)  # before the work, not after it
     result = probe(args.source, args.encoders, stage=args.stage, seed=args.seed, cache_dir=args.cache_dir,

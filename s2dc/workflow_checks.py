@@ -214,26 +214,48 @@ REPORT_FOLDERS = {"benchmark_plots": ("figures/benchmark", "curves")}
 SNAKEMAKE_TIMESTAMP = ".snakemake_timestamp"
 
 
-def check_report_outputs(results: str) -> None:
-    """Raise :class:`ForeignOutputError`, naming the file, if a table or plot job's output under ``results`` (the
-    scale's results folder) holds a file that s2dc did not write there: notes named benchmark.md, a curve table or a
-    figure of one's own in curves/ or figures/benchmark/. Snakemake deletes a job's outputs before it runs it (a
-    directory() output with all it holds), so the refusal of `s2dc report`, `s2dc ablation-table` and `s2dc plots`
-    would never see such a file, and it would be lost without a word."""
+def check_job_outputs(config: dict) -> None:
+    """Raise :class:`ForeignOutputError`, naming the file, if a job's output under results/<scale>/ holds a file that
+    s2dc did not write there (or, for a recorded table, changed since): notes named benchmark.md or probe/btcv.md, a
+    curve table or a figure of one's own in curves/ or figures/, a best.yaml edited by hand. Snakemake deletes a job's
+    outputs before it runs it (a directory() output with all it holds), so the refusal of the s2dc command the job
+    runs (`s2dc report`, `ablation-table`, `plots`, `probe`, `figures`, `sweep export`) would never see such a file,
+    and it would be lost without a word. The outputs of pretraining and fine-tuning runs are not checked here."""
     from pathlib import Path
 
-    from s2dc.pyplot import is_s2dc_png
+    from s2dc.eval.outputs import check_probe_out
+    from s2dc.pyplot import check_png_out, is_s2dc_png
     from s2dc.report.curves import RECORD, is_own_table
     from s2dc.report.outputs import is_own
     from s2dc.report.tables import OWN_OUTPUTS
+    from s2dc.tune.export import check_export_out
 
-    root = Path(results)
+    root = Path(f"results/{config['scale']}")
 
     def refuse(path: Path, what: str, rule: str, output: str) -> None:
         raise ForeignOutputError(
             f"'{path}' is not {what}: Snakemake deletes the outputs of rule {rule} ('{root / output}') before it runs "
             "it, so this file would be lost; move it out of there (nothing was run)")
 
+    def refuse_unless(rule: str, output: Path, check) -> None:
+        """Run a command's own check of where it writes (it raises ValueError naming the file) on a job's output."""
+        try:
+            check()
+        except ValueError as err:
+            raise ForeignOutputError(f"{err}: Snakemake deletes the outputs of rule {rule} ('{output}') before it runs "
+                                     "it, so this file would be lost; move it out of there (nothing was run)") from None
+
+    for tree, names, figures in _probe_outputs(config):
+        rule = "probe" if tree == "" else "ablation_probe"
+        for dataset in sorted(names):
+            out = root / tree / "probe" / f"{dataset}.json"
+            refuse_unless(rule, out, lambda: check_probe_out(out, dataset_json(config, dataset)))
+        rule = "structure_figures" if tree == "" else "ablation_figures"
+        for dataset in sorted(figures):
+            for name in FIGURE_FILES:
+                out = root / tree / "figures" / dataset / name
+                refuse_unless(rule, out, lambda: check_png_out(out))
+    refuse_unless("sweep_export", root / "sweep", lambda: check_export_out(root / "sweep"))
     for rule, names in REPORT_FILES.items():
         for name in names:
             path = root / name
@@ -269,18 +291,28 @@ def left_over_outputs(config: dict) -> list[str]:
     scale's full experiments do."""
     from pathlib import Path
 
-    scale, p = _scale(config)
-    root = Path(f"results/{scale}")
-    datasets = p["experiments"]["datasets"]
-    probed = {d for d in datasets if registry.get(d).modality in p["pretrain"]["modalities"]}
+    root = Path(f"results/{config['scale']}")
+    left = []
+    for tree, probed, figures in _probe_outputs(config):
+        keep_figures = figures | ({"benchmark"} if tree == "" else set())
+        left += [str(f) for f in sorted((root / tree / "probe").glob("*"))
+                 if f.suffix in (".json", ".md") and f.stem not in probed]
+        left += [str(f) for f in sorted((root / tree / "figures").glob("*")) if f.is_dir() and f.name not in keep_figures]
+    return left
+
+
+#: The files of a structure-figures job (workflow/rules/probe.smk and ablation.smk) in figures/<dataset>/.
+FIGURE_FILES = ("similarity.png", "tsne.png")
+
+
+def _probe_outputs(config: dict) -> list[tuple[str, set[str], set[str]]]:
+    """(folder under results/<scale>/, datasets probed, datasets with structure figures) of the benchmark ('') and
+    of the ablation ('ablation'), as the workflow plans them whatever `--config only=/methods=` say (common.smk:
+    probe_targets, figure_targets and their ablation twins)."""
+    _, p = _scale(config)
+    anchored = set(p["probe"].get("figures", {}))
+    probed = {d for d in p["experiments"]["datasets"] if registry.get(d).modality in p["pretrain"]["modalities"]}
     if "s2dc" not in p["experiments"]["methods"]:
         probed = set()  # the benchmark's probe and figures read its S²DC encoder (common.smk: probe_targets)
-    figures = probed & set(p["probe"].get("figures", {}))
     ablation = set(p["ablation"]["datasets"])
-    ablation_figures = ablation & set(p["probe"].get("figures", {}))
-    left = []
-    for folder, keep in (("probe", probed), ("ablation/probe", ablation)):
-        left += [str(f) for f in sorted((root / folder).glob("*")) if f.suffix in (".json", ".md") and f.stem not in keep]
-    for folder, keep in (("figures", figures | {"benchmark"}), ("ablation/figures", ablation_figures)):
-        left += [str(f) for f in sorted((root / folder).glob("*")) if f.is_dir() and f.name not in keep]
-    return left
+    return [("", probed, probed & anchored), ("ablation", ablation, ablation & anchored)]

@@ -294,9 +294,10 @@ def test_variants_are_planned_in_their_own_folders_and_checked(tmp_path):
 
 def test_a_users_file_where_a_table_or_plot_job_writes_stops_the_workflow_before_snakemake_deletes_it(tmp_path):
     """Snakemake deletes a job's outputs before it runs the job (a directory() output with everything in it), so the
-    refusal of a user's file by `s2dc report`, `s2dc ablation-table` and `s2dc plots` (notes named benchmark.md, a
-    curve table of one's own) never sees it: the file was gone without a word. The workflow refuses at start instead,
-    naming the file, and leaves it as it was; the committed tables, curves and figures of the quick scale are its own."""
+    refusal of a user's file by `s2dc report`, `ablation-table`, `plots`, `probe`, `figures` and `sweep export` (notes
+    named benchmark.md or probe/btcv.md, a curve table or a picture of one's own, a best.yaml edited by hand) never sees
+    it: the file was gone without a word. The workflow refuses at start instead, naming the file, and leaves it as it
+    was; the committed tables, curves, probe results, figures and sweep export of the quick scale are its own."""
     import shutil
 
     results = "results/smoke"
@@ -305,6 +306,10 @@ def test_a_users_file_where_a_table_or_plot_job_writes_stops_the_workflow_before
         "ablation": (f"{results}/ablation/ablation.md", "my notes on the ablation\n"),
         "curve": (f"{results}/curves/val_score/my_baseline.tsv", "step\tmine\n1\t0.5\n"),
         "figure": (f"{results}/figures/benchmark/notes.txt", "which figure goes in the paper\n"),
+        "probe notes": (f"{results}/probe/btcv.md", "my notes on the probe\n"),
+        "ablation probe": (f"{results}/ablation/probe/btcv.json", '{"my": "results"}\n'),
+        "structure figure": (f"{results}/figures/btcv/tsne.png", "my own picture\n"),
+        "best options": (f"{results}/sweep/best.yaml", "best:\n  value: 0.5  # tuned by hand\n"),
     }
     for name, (path, text) in cases.items():
         (tmp_path / name / path).parent.mkdir(parents=True)
@@ -332,9 +337,10 @@ def test_probe_results_and_figures_of_datasets_no_longer_in_the_experiments_are_
     left = ["probe/msd_lung.json", "probe/msd_lung.md", "figures/brats21/similarity.png",
             "ablation/probe/cc_ccii.json"]
     current = ["probe/btcv.json", "probe/btcv.md", "ablation/probe/btcv.json"]
+    probe_result = '{"source": "dataset.json", "metric": "balanced accuracy", "stage": 2, "encoders": {}}\n'
     for name in left + current:
         (results / name).parent.mkdir(parents=True, exist_ok=True)
-        (results / name).write_text("{}\n")
+        (results / name).write_text(probe_result if name.endswith(".json") else "| encoder |\n")
     (results / "figures/btcv").mkdir()
     shutil.copy(REPO / "results/quick/figures/btcv/similarity.png", results / "figures/btcv/similarity.png")
     plan = snakemake(tmp_path, "-n", "--config", "scale=smoke")

@@ -45,12 +45,13 @@ from ..data.volumes import LabelledCases, plain
 from ..downstream.tasks import TASKS, task_of
 from ..downstream.tasks.common import Setting
 from ..export import encoder_plan, load_encoder_weights, swinunetr_for
-from ..files import atomic_write_text, is_json_with
+from ..files import atomic_write_text
 from ..models.encoder import EncoderConfig
 from ..train.device import pick_device
 from ..train.optim import EagerLBFGS
 from .bootstrap import RESAMPLES, balanced_accuracy, bootstrap, case_index, confusion_by_case, r_squared_from_sums, \
     regression_sums
+from .outputs import check_probe_out
 
 RANDOM = "random"
 VOXELS = "voxels"
@@ -505,27 +506,6 @@ def differences_markdown(result: dict) -> list[str]:
                  f"{scale * r['versus'][other]['se']:.{digits}f}" for other in names]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return rows
-
-
-def _is_probe_result(path: Path) -> bool:
-    return is_json_with(path, {"source", "metric", "stage", "encoders"})
-
-
-def check_probe_out(out: str | Path, source: str | Path) -> None:
-    """Raise ValueError, naming the file, unless ``out`` is a new ``.json`` (or an earlier probe result) whose ``.md``
-    sibling is new too (or that result's table): never the dataset's json, a user's file or notes."""
-    out = Path(out)
-    if out.suffix != ".json":
-        raise ValueError(f"--out '{out}': give a .json file (the table goes beside it, as {out.stem}.md)")
-    if out.resolve() == Path(source).resolve():
-        raise ValueError(f"--out '{out}' is the dataset's own json (--source); give another file")
-    table = out.with_suffix(".md")
-    earlier = out.exists() and _is_probe_result(out)
-    if out.exists() and not earlier:
-        raise ValueError(f"--out '{out}' exists and is not a probe result; refusing to overwrite it")
-    if table.exists() and not earlier:
-        raise ValueError(f"'{table}' (where --out's table goes) exists beside no probe result; refusing to "
-                         "overwrite it")
 
 
 def write_probe(result: dict, out: str | Path) -> None:

@@ -249,11 +249,12 @@ try:
 except checks.ParamsError as err:
     raise WorkflowError(str(err)) from None
 
-# A user's file where a table or plot job writes stops the run before Snakemake deletes it with the job's outputs
-# (the main process only: a cluster job's own Snakemake runs one job, while the tables may be half-written).
+# A user's file where a table, plot, probe, figure or sweep-export job writes stops the run before Snakemake deletes
+# it with the job's outputs (the main process only: a cluster job's own Snakemake runs one job, while the outputs may
+# be half-written).
 if workflow.is_main_process:
     try:
-        checks.check_report_outputs(RESULTS)
+        checks.check_job_outputs(config)
     except checks.ForeignOutputError as err:
         raise WorkflowError(str(err)) from None
     LEFT_OVER = checks.left_over_outputs(config)
