@@ -297,3 +297,39 @@ def test_bad_params_fail_before_any_job(tmp_path):
         assert run.returncode != 0, name
         assert all(m in out for m in cases[name][2]), (name, out[-2000:])
         assert not (folder / "resources").exists() and not (folder / "results").exists(), name
+
+
+def test_a_release_changed_in_place_is_converted_again_not_silently_reused(tmp_path):
+    """A registration-only release is no Snakemake input (it may be absent when the DAG is built), so a release
+    changed in place (a label corrected, a case added) left its dataset.json, and every result after it, as they
+    were: `snakemake` had nothing to do. Its conversion job now carries a fingerprint of the release's files (path,
+    size, modification time) as a param, so such a change is converted again; an unchanged release is not."""
+    import nibabel as nib
+    import numpy as np
+
+    from test_registry import btcv_release
+
+    raw = tmp_path / "raw"
+    btcv_release(raw / "btcv")
+    changed = copy.deepcopy(PARAMS)
+    changed["scales"]["smoke"]["raw"] = str(raw)
+    changed["scales"]["smoke"]["datasets"]["btcv"] = {"source": "real"}
+    config = write_params(tmp_path / "real_btcv.yaml", changed)
+    target, json_path = "resources/smoke/btcv/dataset.json", tmp_path / "resources/smoke/btcv/dataset.json"
+
+    def run(*args):
+        done = snakemake(tmp_path, *args, target, "--config", "scale=smoke", configfile=config)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout + done.stderr
+
+    run("--cores", "1")
+    before = json.loads(json_path.read_text())["content_sha256"]
+    assert "Nothing to be done" in run("-n")
+    label = raw / "btcv/RawData/Training/label/label0001.nii.gz"
+    corrected = np.zeros((4, 4, 3), np.uint8)
+    corrected[1:3, 1:3, 1] = 1
+    nib.save(nib.Nifti1Image(corrected, np.eye(4)), str(label))
+    assert "prepared_dataset" in run("-n")
+    run("--cores", "1")
+    assert json.loads(json_path.read_text())["content_sha256"] != before
+    assert "Nothing to be done" in run("-n")

@@ -104,6 +104,29 @@ def release_of(w) -> list[str]:
     return [f"{RAW}/{w.dataset}/{folder}/dataset.json"] if folder else []
 
 
+def release_stamp(w) -> str:
+    """A registration-only release's fingerprint: SHA-1 over the path, size and modification time of every file under
+    RAW/<dataset> ('absent' while there is none; '' for an open archive, whose download marker is the job's input). A
+    param of its conversion, so that a release changed in place (a label corrected, a case added) is converted again,
+    and everything after it rerun, instead of being reused without a word; stat only, no file is read."""
+    if archive_folder(w.dataset):
+        return ""
+    root = Path(RAW) / w.dataset
+    if not root.is_dir():
+        return "absent"
+    digest = hashlib.sha1()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(folder) / name
+            try:
+                stat = path.stat()
+            except OSError:  # a broken link: the converter names it
+                continue
+            digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def modality_of(dataset: str) -> str:
     return registry.get(dataset).modality
 

@@ -28,7 +28,8 @@ rule prepared_dataset:
     # A real dataset, checked in its official layout under RAW/<name> and listed in the common dataset.json
     # (nothing is copied, except where a converter must build volumes, e.g. CC-CCII's slices). A missing
     # release stops this job with where to get it and where to put it. A registration-only release is not an
-    # input (it may be absent when the DAG is built): after changing it, rerun with `snakemake -R prepared_dataset`.
+    # input (it may be absent when the DAG is built): its files' fingerprint (release_stamp) is a param instead,
+    # so that a release changed in place is converted again.
     input:
         release_of,
     output:
@@ -36,6 +37,7 @@ rule prepared_dataset:
     params:
         raw=lambda w: f"{RAW}/{w.dataset}",
         folder=lambda w: f"{RESOURCES}/{w.dataset}",
+        release=release_stamp,
         code=CODE["prepare"],
     wildcard_constraints:
         dataset="|".join(datasets_of("prepared")) or "(?!)",
