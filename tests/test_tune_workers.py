@@ -148,3 +148,19 @@ def test_a_study_is_bound_to_the_data_its_trials_ran_on(tmp_path):
     with pytest.raises(ValueError, match="'bound' was started with data") as refused:
         bind_study(study, 2, spec.space, data_identity(spec))
     assert "delete-study" in str(refused.value)
+
+
+def test_workers_must_agree_on_the_trials_base_options(tmp_path):
+    """A worker whose spec runs its trials otherwise (other base fine-tuning options, another objective) than the
+    study was started with is refused before it runs a trial: its scores would be mixed with incomparable ones."""
+    storage = tmp_path / "study.journal"
+    first = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40}}), cwd=tmp_path)
+    assert first.wait(timeout=120) == 0
+    other = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 400}}), cwd=tmp_path)
+    out, err = other.communicate(timeout=120)
+    assert other.returncode == 2, (out, err)
+    assert "'mixed' was started with options" in err and "400" in err
+    assert states(storage, "mixed") == Counter({TrialState.COMPLETE: 2})
+    same = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40}}), cwd=tmp_path)
+    out, err = same.communicate(timeout=120)
+    assert same.returncode == 0 and "budget met" in out, (out, err)

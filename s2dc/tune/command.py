@@ -49,12 +49,17 @@ def _work(args: argparse.Namespace) -> int:
         args.storage, args.study, workers=spec.workers, sampler=spec.make_sampler(), pruner=spec.make_pruner(),
         heartbeat_interval=spec.heartbeat["interval"], grace_period=spec.heartbeat["grace"], max_retry=spec.max_retry,
     )
-    bind_study(study, args.budget, spec.space, data_identity(spec))
+    bind_study(study, args.budget, spec.space, data_identity(spec), trial_options(spec))
     report = run_worker(study, objective, spec.dims, args.budget, liveness, max_failures=spec.max_failures,
                         log=lambda line: print(line, flush=True))
     print(f"this worker: {report.complete} complete, {report.pruned} pruned, {report.failed} failed, "
           f"{report.surplus} surplus; dead workers' trials retried: {report.dead_retried}", flush=True)
     return 0
+
+
+def trial_options(spec) -> dict:
+    """What defines a trial besides its parameters and data: the objective and the base options of its stages."""
+    return {"objective": spec.objective, "pretrain": spec.pretrain, "finetune": spec.finetune, "toy": spec.toy}
 
 
 def data_identity(spec) -> dict[str, str] | None:

@@ -36,7 +36,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 SURPLUS_ATTR, ERROR_ATTR, INTERRUPTED_ATTR = "surplus", "error", "interrupted"
 #: Study user attributes fixed by the first worker; later workers must agree.
-BUDGET_ATTR, SPACE_ATTR, DATA_ATTR = "budget", "space", "data"
+BUDGET_ATTR, SPACE_ATTR, DATA_ATTR, OPTIONS_ATTR = "budget", "space", "data", "options"
 
 #: ``objective(trial, params) -> value``: ``params`` are the trial's ``{space key: value}``; it may report
 #: intermediate values and raise ``optuna.TrialPruned``.
@@ -64,13 +64,16 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def bind_study(study: optuna.Study, budget: int, space: dict, data: dict | None = None) -> None:
-    """Record the budget, search space and (``data``, when the objective reads datasets) the data's identity on a
-    new study; refuse a worker whose budget, space or data differ from what the study was started with (its
-    trials would not be comparable, or the budget would be ambiguous)."""
+def bind_study(study: optuna.Study, budget: int, space: dict, data: dict | None = None,
+               options: dict | None = None) -> None:
+    """Record the budget, search space, (``data``, when the objective reads datasets) the data's identity and
+    (``options``) what else defines a trial (objective, base options) on a new study; refuse a worker whose budget,
+    space, data or options differ from what the study was started with (its trials would not be comparable, or the
+    budget would be ambiguous)."""
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
-    bound = ((BUDGET_ATTR, budget), (SPACE_ATTR, space)) + (((DATA_ATTR, data),) if data is not None else ())
+    bound = ((BUDGET_ATTR, budget), (SPACE_ATTR, space)) + (((DATA_ATTR, data),) if data is not None else ()) \
+        + (((OPTIONS_ATTR, options),) if options is not None else ())
     for key, value in bound:
         if key not in study.user_attrs:
             study.set_user_attr(key, value)
