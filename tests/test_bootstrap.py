@@ -69,3 +69,12 @@ def test_an_encoder_against_itself_differs_by_nothing():
     stats = torch.rand(6, 4, dtype=torch.float64) * 10
     out = bootstrap({"x": stats, "y": stats.clone()}, lambda c: balanced_accuracy(c, 2), resamples=100)
     assert out["x"]["se"] > 0 and out["x"]["versus"]["y"] == {"difference": 0.0, "se": 0.0}
+
+
+def test_one_case_has_no_standard_error():
+    """Every resample of one case is that case: no spread can be estimated, so none is given (not 0)."""
+    stats = torch.rand(1, 4, dtype=torch.float64) * 10
+    out = bootstrap({"x": stats, "y": stats.flip(1)}, lambda c: balanced_accuracy(c, 2), resamples=100)
+    assert out["x"]["se"] is None and out["x"]["versus"]["y"]["se"] is None
+    assert out["x"]["versus"]["y"]["difference"] == pytest.approx(
+        float(balanced_accuracy(stats[0], 2) - balanced_accuracy(stats[0].flip(0), 2)))

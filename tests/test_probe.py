@@ -446,3 +446,27 @@ def test_the_probe_never_overwrites_a_file_that_is_not_a_probe_result(twin, tmp_
         assert main(["probe", "voxels", str(exported), "--source", str(source / "dataset.json"), "--out",
                      str(out)]) == 0
     assert json.loads(out.read_text())["encoders"] and out.with_suffix(".md").read_text().startswith("|")
+
+
+def test_one_validation_case_gives_no_standard_error(twin, tmp_path):
+    """With a single validation case every bootstrap resample is that case: the spread cannot be estimated, so the
+    probe records no standard error (null) instead of a spread of 0, and its table shows none ("± 0.0" would claim
+    an exact score); the report's probe table reads such a file."""
+    from s2dc.report.tables import collect_probes
+
+    torch.manual_seed(5)
+    exported = tmp_path / "enc.pt"
+    save_encoder(exported, swinunetr_for(SIZES).swinViT.state_dict())
+    source = tmp_path / "data"
+    shutil.copytree(twin.parent, source)
+    doc = json.loads((source / "dataset.json").read_text())
+    doc["validation"], doc["numValidation"] = doc["validation"][:1], 1
+    (source / "dataset.json").write_text(json.dumps(doc))
+    out = tmp_path / "probe.json"
+    assert main(["probe", "voxels", str(exported), "--source", str(source / "dataset.json"), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["val_cases"] == 1
+    for row in result["encoders"].values():
+        assert row["se"] is None and all(v["se"] is None for v in row["versus"].values())
+    assert "± 0.0" not in out.with_suffix(".md").read_text()
+    assert collect_probes([out])["se"].isna().all()

@@ -67,11 +67,14 @@ def resample_weights(cases: int, resamples: int = RESAMPLES, seed: int = 0) -> t
 def bootstrap(stats: dict[str, torch.Tensor], metric, resamples: int = RESAMPLES, seed: int = 0) -> dict:
     """Standard errors of each encoder's score and of every paired difference, over the same resamples of the
     cases: ``stats`` {encoder: (cases, F)}, ``metric`` (..., F) -> (...,) -> {encoder: {"se", "versus": {other:
-    {"difference", "se"}}}} (``difference``: this encoder's score minus the other's, on all cases)."""
-    weights = resample_weights(len(next(iter(stats.values()))), resamples, seed)
+    {"difference", "se"}}}} (``difference``: this encoder's score minus the other's, on all cases). With one case
+    every resample is that case: no spread can be estimated, ``se`` is None."""
+    cases = len(next(iter(stats.values())))
+    weights = resample_weights(cases, resamples, seed)
     full = {name: float(metric(s.sum(0))) for name, s in stats.items()}
     draws = {name: metric(weights @ s) for name, s in stats.items()}  # (B,)
-    out = {name: {"se": float(draws[name].std()), "versus": {}} for name in stats}
+    se = (lambda d: float(d.std())) if cases > 1 else (lambda d: None)
+    out = {name: {"se": se(draws[name]), "versus": {}} for name in stats}
     for a, b in itertools.permutations(stats, 2):
-        out[a]["versus"][b] = {"difference": full[a] - full[b], "se": float((draws[a] - draws[b]).std())}
+        out[a]["versus"][b] = {"difference": full[a] - full[b], "se": se(draws[a] - draws[b])}
     return out

@@ -469,7 +469,8 @@ def markdown(result: dict) -> str:
     then the paired differences between the encoders (:func:`differences_markdown`)."""
     if result["metric"] == "R²":
         rows = ["| encoder | R² |", "|---|---|"]
-        rows += [f"| {name} | {r['score']:.3f} ± {r['se']:.3f} |" for name, r in result["encoders"].items()]
+        rows += [f"| {name} | {r['score']:.3f} ± {'–' if r['se'] is None else format(r['se'], '.3f')} |"
+                 for name, r in result["encoders"].items()]
         return "\n".join(rows + differences_markdown(result))
     classes = result["classes"]
     head = "| encoder | balanced accuracy | organ recall | " + " | ".join(classes) + " |"
@@ -502,8 +503,9 @@ def differences_markdown(result: dict) -> list[str]:
             f"validation cases, {result['resamples']} resamples):", "",
             "| encoder | " + " | ".join(f"− {n}" for n in names) + " |", "|---|" + "---|" * len(names)]
     for name, r in result["encoders"].items():
+        se = {other: v["se"] for other, v in r["versus"].items()}
         cells = ["" if other == name else f"{scale * r['versus'][other]['difference']:+.{digits}f} ± "
-                 f"{scale * r['versus'][other]['se']:.{digits}f}" for other in names]
+                 + ("–" if se[other] is None else f"{scale * se[other]:.{digits}f}") for other in names]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return rows
 

@@ -147,7 +147,7 @@ def collect_probes(probe_files: list[Path]) -> pd.DataFrame:
                 structure = r.get("structure") or {}
                 rows.append({"dataset": p["dataset"], "task": p["task"], "stage": int(p["stage"]), "encoder": encoder,
                              "metric": p["metric"], "score": (100.0 if percent else 1.0) * float(r["score"]),
-                             "se": (100.0 if percent else 1.0) * float(r.get("se", math.nan)),
+                             "se": (100.0 if percent else 1.0) * float(math.nan if r.get("se") is None else r["se"]),
                              "organ_recall": math.nan if organ is None else 100.0 * float(organ),
                              **{k: float(structure.get(k, math.nan)) for k in STRUCTURE}})
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
