@@ -470,3 +470,23 @@ def test_one_validation_case_gives_no_standard_error(twin, tmp_path):
         assert row["se"] is None and all(v["se"] is None for v in row["versus"].values())
     assert "± 0.0" not in out.with_suffix(".md").read_text()
     assert collect_probes([out])["se"].isna().all()
+
+
+@pytest.mark.parametrize("role", ["training", "validation"])
+def test_a_classification_split_of_one_class_is_refused(tmp_path, capsys, role):
+    """Training cases of one class leave the linear model nothing to learn, and over validation cases of one class
+    the balanced accuracy is that class's recall, which a model always predicting it reads as 100 %: either is
+    refused, naming the split and the file, and nothing is written."""
+    torch.manual_seed(5)
+    exported = tmp_path / "enc.pt"
+    save_encoder(exported, swinunetr_for(SIZES).swinViT.state_dict())
+    source = write_dataset(tmp_path / "cc", "cc_ccii", cases=6, seed=1, shape=(32, 32, 16), val_fraction=0.5)
+    doc = json.loads(source.read_text())
+    assert len({c["class"] for c in doc[role]}) > 1
+    doc[role] = [{**c, "class": 0} for c in doc[role]]
+    source.write_text(json.dumps(doc))
+    out = tmp_path / "probe.json"
+    assert main(["probe", "voxels", str(exported), "--source", str(source), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"the {role} cases of '{source}'" in err and "one class" in err, err
+    assert not out.exists() and not out.with_suffix(".md").exists()

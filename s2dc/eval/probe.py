@@ -215,6 +215,12 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
     task, names, stride = data.task, data.names, data.stride
     y = {role: torch.cat(t) if task.name != "classification" else torch.tensor(t) for role, t in data.targets.items()}
     pooled = task.name == "classification"
+    for role, labels in y.items() if pooled else ():
+        if len(labels.unique()) < 2:
+            why = ("a linear model fitted on one class learns nothing" if role == "training" else
+                   "balanced accuracy over one class is its recall, which a model always predicting it reads as 100 %")
+            raise DataError(f"the {role} cases of '{source}' hold one class only ({names[int(labels[0])]!r}): {why}; "
+                            f"list cases of at least two classes under '{role}'")
     cases = len(data.targets["validation"])
     case = torch.arange(cases) if pooled else case_index([len(t) for t in data.targets["validation"]])
     results, stats = {}, {}
