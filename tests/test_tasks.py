@@ -241,3 +241,31 @@ def test_every_engine_trains_on_its_twin(tmp_path, name):
                  *intensity]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["task"] == spec.task and m["score"]["key"] in m and m["steps"] == 2
+
+
+def test_a_label_value_outside_the_json_labels_is_refused_with_regions(tmp_path, capsys):
+    """With ``regions`` (labels {0, 1, 2, 4}) a label holding 3 (BraTS 2023's enhancing tumour, which BraTS 2021 calls 4)
+    is no class of the dataset: the run fails naming the file and the value, instead of taking 3 for background."""
+    rng = np.random.default_rng(4)
+    entries = []
+    for i in range(3):
+        image = _blob(rng, 10 + 8 * i)
+        label = np.zeros(image.shape, np.float32)
+        label[10 + 8 * i : 10 + 8 * i + 12, 10:22, 10:22] = 2
+        label[10 + 8 * i + 4 : 10 + 8 * i + 8, 14:18, 14:18] = 3 if i == 2 else 4
+        entries.append({"id": f"t{i}", "image": f"img/{_save(tmp_path / 'data' / 'img' / f't{i}.nii.gz', image)}",
+                        "label": f"img/{_save(tmp_path / 'data' / 'img' / f't{i}_seg.nii.gz', label)}"})
+    doc = {"name": "tumours", "task": "segmentation",
+           "labels": {"0": "background", "1": "necrosis", "2": "edema", "4": "enhancing"},
+           "regions": {"tumour core": [1, 4], "whole tumour": [1, 2, 4], "enhancing tumour": [4]},
+           "training": entries[:2], "validation": entries[2:]}
+    js = tmp_path / "data" / "dataset.json"
+    js.write_text(json.dumps(doc))
+    config = tmp_path / "ft.yaml"
+    config.write_text(yaml.safe_dump({**TINY_FT, "train": {**TINY_FT["train"], "steps": 1, "warmup_steps": 0}}))
+    out = tmp_path / "run"
+    rc = main(["finetune", "--config", str(config), "--data.source", str(js), "--run.out_dir", str(out),
+               "--preprocess.intensity", "zscore", "--preprocess.crop_foreground", "false"])
+    err = capsys.readouterr().err
+    assert rc != 0 and not (out / "metrics.json").exists()
+    assert "t2_seg.nii.gz" in err and "[3]" in err

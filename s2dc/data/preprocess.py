@@ -122,7 +122,8 @@ class LoadLabeld(MapTransform):
     The label comes out as a float32 ``(1, X, Y, Z)`` MetaTensor carrying the *image's* affine, so that
     every spatial transform treats both alike (a differing label affine only warns). Raises
     :class:`DataError` naming the label and its image when the label cannot be read, is not 3-D, has
-    another shape than the image, or holds values other than the integers ``0 .. data["num_classes"]-1``.
+    another shape than the image, or holds values other than the integers ``0 .. data["num_classes"]-1`` (or, where
+    the item has them, ``data["label_values"]``: a dataset.json's ``labels`` that skip a value, as BraTS's {0, 1, 2, 4}).
     """
 
     def __init__(self) -> None:
@@ -131,11 +132,12 @@ class LoadLabeld(MapTransform):
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         d = dict(data)
         image = d["image"]
-        d["label"] = self.load_label(Path(d["label"]), Path(image.meta["filename_or_obj"]), image, int(d["num_classes"]))
+        d["label"] = self.load_label(Path(d["label"]), Path(image.meta["filename_or_obj"]), image, int(d["num_classes"]),
+                                     d.get("label_values"))
         return d
 
     @staticmethod
-    def load_label(path: Path, image_path: Path, image: MetaTensor, num_classes: int) -> MetaTensor:
+    def load_label(path: Path, image_path: Path, image: MetaTensor, num_classes: int, values=None) -> MetaTensor:
         try:
             img = load_nifti(path)
             shape = tuple(int(s) for s in img.shape)
@@ -150,12 +152,14 @@ class LoadLabeld(MapTransform):
         if shape != image_shape:
             raise DataError(f"label '{path}' has shape {shape} but its image '{image_path}' has shape {image_shape}; "
                             "a label must be on the image's voxel grid")
-        if not np.isfinite(array).all() or (array != np.round(array)).any() or array.min() < 0 or array.max() >= num_classes:
+        allowed = np.arange(num_classes) if values is None else np.asarray(sorted(values))
+        if not np.isin(array, allowed).all():
             finite = array[np.isfinite(array)]
-            bad = np.unique(finite[(finite != np.round(finite)) | (finite < 0) | (finite >= num_classes)])
+            bad = np.unique(finite[~np.isin(finite, allowed)])
             shown = [int(v) if v == round(v) else float(v) for v in bad[:10]] + (["..."] if len(bad) > 10 else [])
             nonfinite = int(array.size - finite.size)
-            raise DataError(f"label '{path}' of image '{image_path}' must hold the integers 0..{num_classes - 1} "
+            expected = f"0..{num_classes - 1}" if values is None else str(allowed.tolist())
+            raise DataError(f"label '{path}' of image '{image_path}' must hold the integers {expected} "
                             f"of the dataset json's 'labels'; it holds {len(bad)} other value(s): {shown}"
                             + (f" and {nonfinite} NaN/Inf voxel(s)" if nonfinite else ""))
         image_affine = image.affine.numpy()

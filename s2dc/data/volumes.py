@@ -259,12 +259,15 @@ class LabelledCases(TransformedCases):
     """Preprocessed ``{"image", "label"}`` cases, cached on disk under ``cache_root/seg<v>-<hash>``.
 
     Each cache entry is keyed by both paths, their sizes and mtimes, ``min_size`` and the class count,
-    so replaced files, another ROI or another class list are recomputed.
+    so replaced files, another ROI or another class list are recomputed. ``values``: the label values allowed where
+    they are not all of ``0..num_classes-1`` (a dataset.json's ``labels`` {0, 1, 2, 4}).
     """
 
     def __init__(self, cases: list[dict[str, Any]], cfg: PreprocessConfig, min_size, num_classes: int,
-                 cache_root: str | Path | None) -> None:
+                 cache_root: str | Path | None, values: list[int] | None = None) -> None:
         pairs = [{"image": c["image"], "label": c["label"]} for c in cases]
+        extra = {"min_size": [int(s) for s in min_size], "num_classes": int(num_classes)}
+        if values is not None:
+            extra["label_values"] = sorted(int(v) for v in values)
         super().__init__(pairs, preprocess_transforms(cfg, tuple(min_size), num_classes), cache_root,
-                         f"seg{_SEG_PIPELINE_VERSION}-{cfg.cache_key()}",
-                         {"min_size": [int(s) for s in min_size], "num_classes": int(num_classes)})
+                         f"seg{_SEG_PIPELINE_VERSION}-{cfg.cache_key()}", extra)

@@ -37,12 +37,14 @@ class Segmentation:
             self.regions = _regions(regions, doc, source)
             self.names = ["background", *self.regions]
             self.num_classes = max(v for values in self.regions.values() for v in values) + 1  # label values
+            self.values = sorted(int(k) for k in doc["labels"])  # those of the json's labels only (not 3 of 0..4)
             self.out_channels = len(self.regions)
             self.loss_fn = DiceCELoss(sigmoid=True)
         else:
             self.regions = {}
             self.names = class_names(doc, source)
             self.num_classes = self.out_channels = len(self.names)
+            self.values = None  # 0..C-1
             self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
 
     def region_maps(self, label: torch.Tensor) -> torch.Tensor:
@@ -51,8 +53,8 @@ class Segmentation:
                          dim=1).float()
 
     def datasets(self, train: list[dict], val: list[dict], s: Setting, cache_root: Path):
-        return (LabelledCases(train, s.preprocess, s.roi_size, self.num_classes, cache_root),
-                LabelledCases(val, s.preprocess, s.roi_size, self.num_classes, cache_root))
+        return (LabelledCases(train, s.preprocess, s.roi_size, self.num_classes, cache_root, self.values),
+                LabelledCases(val, s.preprocess, s.roi_size, self.num_classes, cache_root, self.values))
 
     def augment(self, s: Setting) -> Compose:
         """Random crops centred on foreground or background with equal odds, then flips along each axis."""
