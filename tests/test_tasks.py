@@ -269,3 +269,27 @@ def test_a_label_value_outside_the_json_labels_is_refused_with_regions(tmp_path,
     err = capsys.readouterr().err
     assert rc != 0 and not (out / "metrics.json").exists()
     assert "t2_seg.nii.gz" in err and "[3]" in err
+
+
+def test_a_reconstruction_target_on_another_grid_than_its_image_is_refused(tmp_path, capsys):
+    """A full-dose target with fewer slices than its low-dose image was zero-padded to the image's size and scored:
+    the run must fail naming both files and their shapes, and write no metrics.json."""
+    rng = np.random.default_rng(1)
+    entries = []
+    for i in range(3):
+        full = _blob(rng, 10 + 6 * i)
+        low = rng.poisson(full * 4) / 4.0
+        target = full[:, :, :24] if i == 2 else full
+        entries.append({"id": f"r{i}", "image": f"img/{_save(tmp_path / 'data' / 'img' / f'low{i}.nii.gz', low)}",
+                        "target": f"img/{_save(tmp_path / 'data' / 'img' / f'full{i}.nii.gz', target)}"})
+    js = tmp_path / "data" / "dataset.json"
+    js.write_text(json.dumps({"name": "doses", "task": "reconstruction", "training": entries[:2],
+                              "validation": entries[2:]}))
+    config = tmp_path / "ft.yaml"
+    config.write_text(yaml.safe_dump({**TINY_FT, "train": {**TINY_FT["train"], "steps": 1, "warmup_steps": 0}}))
+    out = tmp_path / "run"
+    rc = main(["finetune", "--config", str(config), "--data.source", str(js), "--run.out_dir", str(out),
+               "--preprocess.intensity", "zscore", "--preprocess.crop_foreground", "false"])
+    err = capsys.readouterr().err
+    assert rc != 0 and not (out / "metrics.json").exists()
+    assert "full2.nii.gz" in err and "low2.nii.gz" in err and "(64, 32, 24)" in err

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from monai.transforms import Compose, MapTransform, Orientationd, Spacingd, SpatialPadd
 
+from ...data.errors import DataError
 from ...data.preprocess import LoadVolumed
 from ...data.volumes import plain
 from ...export import swinunetr_for
@@ -20,7 +21,7 @@ from ..metrics import nrmse, psnr, ssim
 from .common import Setting, cached_pair, infer, random_crops
 
 KEYS = ["image", "target"]
-_VERSION = 1  # bump when the preprocessing below changes its output
+_VERSION = 2  # bump when the preprocessing below changes its output (2: targets on another grid are refused)
 
 
 class ScaleByImaged(MapTransform):
@@ -37,6 +38,22 @@ class ScaleByImaged(MapTransform):
         return d
 
 
+class SameGridd(MapTransform):
+    """Raise DataError naming both files unless ``image`` and ``target`` have one spatial shape (after reorientation
+    and resampling; padding would otherwise hide the mismatch and score a misaligned target)."""
+
+    def __init__(self) -> None:
+        super().__init__(KEYS)
+
+    def __call__(self, data: dict) -> dict:
+        image, target = data["image"], data["target"]
+        if image.shape[1:] != target.shape[1:]:
+            raise DataError(f"target '{target.meta['filename_or_obj']}' has shape {tuple(target.shape[1:])} but its "
+                            f"image '{image.meta['filename_or_obj']}' has shape {tuple(image.shape[1:])} (in RAS, "
+                            "after resampling); a target must be on its image's voxel grid")
+        return data
+
+
 class Reconstruction:
     name = "reconstruction"
     roles = ("image", "target")
@@ -50,7 +67,7 @@ class Reconstruction:
         steps: list = [LoadVolumed(KEYS), Orientationd(KEYS, axcodes=cfg.orientation, labels=None)]
         if cfg.spacing is not None:
             steps.append(Spacingd(KEYS, pixdim=cfg.spacing, mode="bilinear"))
-        steps += [SpatialPadd(KEYS, spatial_size=s.roi_size, mode="constant", value=0), ScaleByImaged()]
+        steps += [SameGridd(), SpatialPadd(KEYS, spatial_size=s.roi_size, mode="constant", value=0), ScaleByImaged()]
         return cached_pair(train, val, s, cache_root, f"rec{_VERSION}", Compose(steps))
 
     def augment(self, s: Setting) -> Compose:
