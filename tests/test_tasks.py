@@ -293,3 +293,29 @@ def test_a_reconstruction_target_on_another_grid_than_its_image_is_refused(tmp_p
     err = capsys.readouterr().err
     assert rc != 0 and not (out / "metrics.json").exists()
     assert "full2.nii.gz" in err and "low2.nii.gz" in err and "(64, 32, 24)" in err
+
+
+@pytest.mark.parametrize("odd", ["training", "validation"])
+def test_a_case_with_another_channel_count_is_refused_before_training(tmp_path, capsys, odd):
+    """The network's input channels are the first training case's; a case listing another number of channels failed
+    with a bare conv3d RuntimeError (a validation case only after all the training steps). It must be refused before
+    anything is written, naming the case."""
+    rng = np.random.default_rng(5)
+    entries = []
+    for i in range(3):
+        image = _blob(rng, 10 + 8 * i)
+        n = 1 if i == (1 if odd == "training" else 2) else 2
+        paths = [f"img/{_save(tmp_path / 'data' / 'img' / f'c{i}_{c}.nii.gz', image * (c + 1))}" for c in range(n)]
+        entries.append({"id": f"c{i}", "image": paths,
+                        "label": f"img/{_save(tmp_path / 'data' / 'img' / f'c{i}_seg.nii.gz', image > 3)}"})
+    js = tmp_path / "data" / "dataset.json"
+    js.write_text(json.dumps({"name": "boxes", "task": "segmentation", "labels": {"0": "background", "1": "box"},
+                              "training": entries[:2], "validation": entries[2:]}))
+    config = tmp_path / "ft.yaml"
+    config.write_text(yaml.safe_dump({**TINY_FT, "train": {**TINY_FT["train"], "steps": 1, "warmup_steps": 0}}))
+    out = tmp_path / "run"
+    rc = main(["finetune", "--config", str(config), "--data.source", str(js), "--run.out_dir", str(out),
+               "--preprocess.intensity", "zscore", "--preprocess.crop_foreground", "false"])
+    err = capsys.readouterr().err
+    assert rc != 0 and not (out / "split.json").exists() and not (out / "metrics.json").exists()
+    assert f"'c{1 if odd == 'training' else 2}'" in err and "1 image channel" in err and "2" in err

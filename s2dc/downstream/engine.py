@@ -28,6 +28,7 @@ import torch
 from monai.data import DataLoader, Dataset
 
 from ..data.datalist import list_cases, read_datalist
+from ..data.errors import DataError
 from ..data.splits import choose_subset
 from ..data.volumes import check_all
 from ..export import load_encoder_weights
@@ -153,11 +154,18 @@ class Finetuner:
         self.step = 0
 
     def _in_channels(self) -> int:
-        """Input channels of the network: the image channels of the cases (translation: one, its input)."""
+        """Input channels of the network: the image channels of the cases (translation: one, its input). Raises
+        DataError naming a training or validation case that lists another number of channels than the first."""
         if self.task.name == "translation":
             return 1
-        image = self.all_train[0]["image"]
-        return len(image) if isinstance(image, list) else 1
+        cases = (*self.all_train, *self.val_cases)
+        channels = [len(c["image"]) if isinstance(c["image"], list) else 1 for c in cases]
+        odd = next((i for i, n in enumerate(channels) if n != channels[0]), None)
+        if odd is not None:
+            raise DataError(f"case '{cases[odd]['id']}' of dataset json '{self.cfg.data.source}' lists {channels[odd]} "
+                            f"image channel(s), case '{cases[0]['id']}' {channels[0]}; every training and validation "
+                            "case must list the same channels")
+        return channels[0]
 
     # ------------------------------------------------------------------ data
     def _datasets(self):
