@@ -243,6 +243,19 @@ def test_every_engine_trains_on_its_twin(tmp_path, name):
     assert m["task"] == spec.task and m["score"]["key"] in m and m["steps"] == 2
 
 
+def _one_step_finetune(tmp_path, capsys, doc: dict):
+    """Write ``doc`` as tmp_path/data/dataset.json and fine-tune it for one step with TINY_FT (z-score, no crop):
+    (return code, what it printed on stderr, the run folder)."""
+    js = tmp_path / "data" / "dataset.json"
+    js.write_text(json.dumps(doc))
+    config = tmp_path / "ft.yaml"
+    config.write_text(yaml.safe_dump({**TINY_FT, "train": {**TINY_FT["train"], "steps": 1, "warmup_steps": 0}}))
+    out = tmp_path / "run"
+    rc = main(["finetune", "--config", str(config), "--data.source", str(js), "--run.out_dir", str(out),
+               "--preprocess.intensity", "zscore", "--preprocess.crop_foreground", "false"])
+    return rc, capsys.readouterr().err, out
+
+
 def test_a_label_value_outside_the_json_labels_is_refused_with_regions(tmp_path, capsys):
     """With ``regions`` (labels {0, 1, 2, 4}) a label holding 3 (BraTS 2023's enhancing tumour, which BraTS 2021 calls 4)
     is no class of the dataset: the run fails naming the file and the value, instead of taking 3 for background."""
@@ -259,14 +272,7 @@ def test_a_label_value_outside_the_json_labels_is_refused_with_regions(tmp_path,
            "labels": {"0": "background", "1": "necrosis", "2": "edema", "4": "enhancing"},
            "regions": {"tumour core": [1, 4], "whole tumour": [1, 2, 4], "enhancing tumour": [4]},
            "training": entries[:2], "validation": entries[2:]}
-    js = tmp_path / "data" / "dataset.json"
-    js.write_text(json.dumps(doc))
-    config = tmp_path / "ft.yaml"
-    config.write_text(yaml.safe_dump({**TINY_FT, "train": {**TINY_FT["train"], "steps": 1, "warmup_steps": 0}}))
-    out = tmp_path / "run"
-    rc = main(["finetune", "--config", str(config), "--data.source", str(js), "--run.out_dir", str(out),
-               "--preprocess.intensity", "zscore", "--preprocess.crop_foreground", "false"])
-    err = capsys.readouterr().err
+    rc, err, out = _one_step_finetune(tmp_path, capsys, doc)
     assert rc != 0 and not (out / "metrics.json").exists()
     assert "t2_seg.nii.gz" in err and "[3]" in err
 
@@ -282,15 +288,8 @@ def test_a_reconstruction_target_on_another_grid_than_its_image_is_refused(tmp_p
         target = full[:, :, :24] if i == 2 else full
         entries.append({"id": f"r{i}", "image": f"img/{_save(tmp_path / 'data' / 'img' / f'low{i}.nii.gz', low)}",
                         "target": f"img/{_save(tmp_path / 'data' / 'img' / f'full{i}.nii.gz', target)}"})
-    js = tmp_path / "data" / "dataset.json"
-    js.write_text(json.dumps({"name": "doses", "task": "reconstruction", "training": entries[:2],
-                              "validation": entries[2:]}))
-    config = tmp_path / "ft.yaml"
-    config.write_text(yaml.safe_dump({**TINY_FT, "train": {**TINY_FT["train"], "steps": 1, "warmup_steps": 0}}))
-    out = tmp_path / "run"
-    rc = main(["finetune", "--config", str(config), "--data.source", str(js), "--run.out_dir", str(out),
-               "--preprocess.intensity", "zscore", "--preprocess.crop_foreground", "false"])
-    err = capsys.readouterr().err
+    rc, err, out = _one_step_finetune(tmp_path, capsys, {"name": "doses", "task": "reconstruction",
+                                                         "training": entries[:2], "validation": entries[2:]})
     assert rc != 0 and not (out / "metrics.json").exists()
     assert "full2.nii.gz" in err and "low2.nii.gz" in err and "(64, 32, 24)" in err
 
@@ -308,14 +307,7 @@ def test_a_case_with_another_channel_count_is_refused_before_training(tmp_path, 
         paths = [f"img/{_save(tmp_path / 'data' / 'img' / f'c{i}_{c}.nii.gz', image * (c + 1))}" for c in range(n)]
         entries.append({"id": f"c{i}", "image": paths,
                         "label": f"img/{_save(tmp_path / 'data' / 'img' / f'c{i}_seg.nii.gz', image > 3)}"})
-    js = tmp_path / "data" / "dataset.json"
-    js.write_text(json.dumps({"name": "boxes", "task": "segmentation", "labels": {"0": "background", "1": "box"},
-                              "training": entries[:2], "validation": entries[2:]}))
-    config = tmp_path / "ft.yaml"
-    config.write_text(yaml.safe_dump({**TINY_FT, "train": {**TINY_FT["train"], "steps": 1, "warmup_steps": 0}}))
-    out = tmp_path / "run"
-    rc = main(["finetune", "--config", str(config), "--data.source", str(js), "--run.out_dir", str(out),
-               "--preprocess.intensity", "zscore", "--preprocess.crop_foreground", "false"])
-    err = capsys.readouterr().err
+    rc, err, out = _one_step_finetune(tmp_path, capsys, {"name": "boxes", "task": "segmentation", "training": entries[:2],
+                                                         "labels": {"0": "background", "1": "box"}, "validation": entries[2:]})
     assert rc != 0 and not (out / "split.json").exists() and not (out / "metrics.json").exists()
     assert f"'c{1 if odd == 'training' else 2}'" in err and "1 image channel" in err and "2" in err
