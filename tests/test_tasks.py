@@ -243,16 +243,16 @@ def test_every_engine_trains_on_its_twin(tmp_path, name):
     assert m["task"] == spec.task and m["score"]["key"] in m and m["steps"] == 2
 
 
-def _one_step_finetune(tmp_path, capsys, doc: dict):
-    """Write ``doc`` as tmp_path/data/dataset.json and fine-tune it for one step with TINY_FT (z-score, no crop):
-    (return code, what it printed on stderr, the run folder)."""
+def _one_step_finetune(tmp_path, capsys, doc: dict, *options: str):
+    """Write ``doc`` as tmp_path/data/dataset.json and fine-tune it for one step with TINY_FT (z-score, no crop, then
+    ``options``): (return code, what it printed on stderr, the run folder)."""
     js = tmp_path / "data" / "dataset.json"
     js.write_text(json.dumps(doc))
     config = tmp_path / "ft.yaml"
     config.write_text(yaml.safe_dump({**TINY_FT, "train": {**TINY_FT["train"], "steps": 1, "warmup_steps": 0}}))
     out = tmp_path / "run"
     rc = main(["finetune", "--config", str(config), "--data.source", str(js), "--run.out_dir", str(out),
-               "--preprocess.intensity", "zscore", "--preprocess.crop_foreground", "false"])
+               "--preprocess.intensity", "zscore", "--preprocess.crop_foreground", "false", *options])
     return rc, capsys.readouterr().err, out
 
 
@@ -311,3 +311,25 @@ def test_a_case_with_another_channel_count_is_refused_before_training(tmp_path, 
                                                          "labels": {"0": "background", "1": "box"}, "validation": entries[2:]})
     assert rc != 0 and not (out / "split.json").exists() and not (out / "metrics.json").exists()
     assert f"'c{1 if odd == 'training' else 2}'" in err and "1 image channel" in err and "2" in err
+
+
+@pytest.mark.parametrize("how", ["a case in both sections", "one section for both"])
+def test_validation_cases_that_are_training_cases_are_refused(tmp_path, capsys, how):
+    """A validation case that the run also trains on (listed in both sections, or `--data.val_key training`) was
+    scored like any other and the run exited 0: the score measured memory, not generalisation. It must be refused
+    before anything is written, naming the case and both sections."""
+    rng = np.random.default_rng(7)
+    entries = []
+    for i in range(3):
+        image = _blob(rng, 10 + 8 * i)
+        entries.append({"id": f"b{i}", "image": f"img/{_save(tmp_path / 'data' / 'img' / f'b{i}.nii.gz', image)}",
+                        "label": f"img/{_save(tmp_path / 'data' / 'img' / f'b{i}_seg.nii.gz', image > 3)}"})
+    doc = {"name": "boxes", "task": "segmentation", "labels": {"0": "background", "1": "box"},
+           "training": entries[:2], "validation": [entries[2], entries[0]]}
+    extra = []
+    if how == "one section for both":
+        doc["validation"] = entries[2:]
+        extra = ["--data.val_key", "training"]
+    rc, err, out = _one_step_finetune(tmp_path, capsys, doc, *extra)
+    assert rc != 0 and not (out / "split.json").exists() and not (out / "metrics.json").exists()
+    assert "b0.nii.gz" in err and "'training'" in err and "Traceback" not in err, err
