@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -490,3 +491,21 @@ def test_a_classification_split_of_one_class_is_refused(tmp_path, capsys, role):
     err = capsys.readouterr().err
     assert f"the {role} cases of '{source}'" in err and "one class" in err, err
     assert not out.exists() and not out.with_suffix(".md").exists()
+
+
+def test_a_validation_case_that_is_a_training_case_is_refused(twin, tmp_path, capsys):
+    """A case listed under both 'training' and 'validation' was fitted and scored: the probe exited 0 with a score
+    that measured memory. It is refused, naming the case, before any encoder runs (as `s2dc finetune` refuses it)."""
+    torch.manual_seed(5)
+    exported = tmp_path / "enc.pt"
+    save_encoder(exported, swinunetr_for(SIZES).swinViT.state_dict())
+    source = tmp_path / "data"
+    shutil.copytree(twin.parent, source)
+    doc = json.loads((source / "dataset.json").read_text())
+    doc["validation"].append(doc["training"][0])
+    (source / "dataset.json").write_text(json.dumps(doc))
+    out = tmp_path / "probe.json"
+    assert main(["probe", "voxels", str(exported), "--source", str(source / "dataset.json"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert Path(doc["training"][0]["image"]).name in err and "'training'" in err and "Traceback" not in err, err
+    assert not out.exists()
