@@ -449,22 +449,32 @@ def test_the_probe_never_overwrites_a_file_that_is_not_a_probe_result(twin, tmp_
     assert json.loads(out.read_text())["encoders"] and out.with_suffix(".md").read_text().startswith("|")
 
 
-def test_one_validation_case_gives_no_standard_error(twin, tmp_path):
-    """With a single validation case every bootstrap resample is that case: the spread cannot be estimated, so the
-    probe records no standard error (null) instead of a spread of 0, and its table shows none ("± 0.0" would claim
-    an exact score); the report's probe table reads such a file."""
-    from s2dc.report.tables import collect_probes
-
+def _probe_inputs(twin, tmp_path, edit):
+    """A random exported encoder and a copy of the twin whose dataset.json ``edit(doc)`` changed in place:
+    (encoder file, dataset.json, the edited doc)."""
     torch.manual_seed(5)
     exported = tmp_path / "enc.pt"
     save_encoder(exported, swinunetr_for(SIZES).swinViT.state_dict())
     source = tmp_path / "data"
     shutil.copytree(twin.parent, source)
     doc = json.loads((source / "dataset.json").read_text())
-    doc["validation"], doc["numValidation"] = doc["validation"][:1], 1
+    edit(doc)
     (source / "dataset.json").write_text(json.dumps(doc))
+    return exported, source / "dataset.json", doc
+
+
+def test_one_validation_case_gives_no_standard_error(twin, tmp_path):
+    """With a single validation case every bootstrap resample is that case: the spread cannot be estimated, so the
+    probe records no standard error (null) instead of a spread of 0, and its table shows none ("± 0.0" would claim
+    an exact score); the report's probe table reads such a file."""
+    from s2dc.report.tables import collect_probes
+
+    def one_case(doc):
+        doc["validation"], doc["numValidation"] = doc["validation"][:1], 1
+
+    exported, source, doc = _probe_inputs(twin, tmp_path, one_case)
     out = tmp_path / "probe.json"
-    assert main(["probe", "voxels", str(exported), "--source", str(source / "dataset.json"), "--out", str(out)]) == 0
+    assert main(["probe", "voxels", str(exported), "--source", str(source), "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["val_cases"] == 1
     for row in result["encoders"].values():
@@ -496,16 +506,9 @@ def test_a_classification_split_of_one_class_is_refused(tmp_path, capsys, role):
 def test_a_validation_case_that_is_a_training_case_is_refused(twin, tmp_path, capsys):
     """A case listed under both 'training' and 'validation' was fitted and scored: the probe exited 0 with a score
     that measured memory. It is refused, naming the case, before any encoder runs (as `s2dc finetune` refuses it)."""
-    torch.manual_seed(5)
-    exported = tmp_path / "enc.pt"
-    save_encoder(exported, swinunetr_for(SIZES).swinViT.state_dict())
-    source = tmp_path / "data"
-    shutil.copytree(twin.parent, source)
-    doc = json.loads((source / "dataset.json").read_text())
-    doc["validation"].append(doc["training"][0])
-    (source / "dataset.json").write_text(json.dumps(doc))
+    exported, source, doc = _probe_inputs(twin, tmp_path, lambda doc: doc["validation"].append(doc["training"][0]))
     out = tmp_path / "probe.json"
-    assert main(["probe", "voxels", str(exported), "--source", str(source / "dataset.json"), "--out", str(out)]) == 2
+    assert main(["probe", "voxels", str(exported), "--source", str(source), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert Path(doc["training"][0]["image"]).name in err and "'training'" in err and "Traceback" not in err, err
     assert not out.exists()
