@@ -39,22 +39,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from s2dc import workflow_checks as checks  # noqa: E402
+from s2dc.workflow_checks import cli_arguments as cli  # noqa: E402
 from s2dc.data import registry  # noqa: E402
-from s2dc.data.preprocess_config import PreprocessConfig  # noqa: E402
-
-
-def cli(sections: dict) -> list[str]:
-    """{section: {field: value}} -> ['--section.field', 'value', ...] (as workflow/rules/common.smk)."""
-    out = []
-    for section, fields in sections.items():
-        for name, value in fields.items():
-            out += [f"--{section}.{name}", *map(str, value if isinstance(value, list) else [value])]
-    return out
-
-
-def preset_options(name: str) -> list[str]:
-    """The intensity options of a dataset's registry preset (as the workflow passes them)."""
-    return cli({"preprocess": PreprocessConfig.from_preset(registry.get(name).preset).intensity_fields()})
 
 
 class Runner:
@@ -146,7 +132,7 @@ def main() -> int:
     budgets = a.finetune_steps or [scale_steps]
     seeds = a.seeds if a.seeds is not None else p["experiments"]["seeds"]
     ratio = min(p["experiments"]["label_ratios"])
-    datasets = [n for n in p["experiments"]["datasets"]]
+    datasets = list(p["experiments"]["datasets"])
     modalities = sorted({registry.get(n).modality for n in datasets})
     pools = [registry.pool_for(m) for m in modalities]
     probe = p["probe"]
@@ -160,7 +146,7 @@ def main() -> int:
     def pretrain(modality: str, steps: int | None, export_to: Path) -> dict:
         pool, workdir = registry.pool_for(modality), out / "pretrain" / modality
         extra = ["--optim.steps", str(steps)] if steps else []
-        job = run(f"pretrain_{modality}", ["pretrain", *preset_options(pool), *cli(pretrain_options), *device, *extra,
+        job = run(f"pretrain_{modality}", ["pretrain", *cli(checks.preset_sections(pool)), *cli(pretrain_options), *device, *extra,
                                            "--run.progress", "false", "--data.workers", "2",
                                            "--data.source", str(data / pool / "dataset.json"),
                                            "--run.out_dir", str(workdir)], workdir / "summary.json")
@@ -175,7 +161,7 @@ def main() -> int:
         ft = out / "finetune" / f"{steps}_{name}_{method}_{seed}"
         warmup = max(1, round(finetune_options["train"].get("warmup_steps", 1) * steps / scale_steps))
         return run(f"ft{steps}_{name}_{method}_{seed}", [
-            "finetune", *preset_options(name), *cli(finetune_options), *device, "--train.steps", str(steps),
+            "finetune", *cli(checks.preset_sections(name)), *cli(finetune_options), *device, "--train.steps", str(steps),
             "--train.warmup_steps", str(warmup), "--data.workers", "2", "--data.label_ratio", str(ratio),
             "--run.seed", str(seed), "--run.method", method, "--run.progress", "false", "--model.init", init,
             "--data.source", str(data / name / "dataset.json"), "--run.out_dir", str(ft)], ft / "metrics.json")

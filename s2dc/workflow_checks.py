@@ -61,14 +61,25 @@ def finetune_options(config: dict) -> dict:
             **{k: v for k, v in options.items() if k != "model"}}
 
 
+def preset_sections(dataset: str) -> dict:
+    """The intensity options of a dataset's registry preset (CT window, 8-bit scale or z-score) as an option block,
+    ``{"preprocess": {...}}``; the scale's options given after them override them."""
+    from s2dc.data.preprocess_config import PreprocessConfig
+
+    return {"preprocess": PreprocessConfig.from_preset(registry.get(dataset).preset).intensity_fields()}
+
+
+def cli_arguments(sections: dict) -> list[str]:
+    """{section: {field: value}} -> ['--section.field', 'value', ...], a list value giving several values (the
+    command line of an s2dc command; the workflow quotes it for its shell)."""
+    return [part for section, fields in sections.items() for name, value in fields.items()
+            for part in (f"--{section}.{name}", *map(str, value if isinstance(value, list) else [value]))]
+
+
 def sweep_spec(config: dict) -> str:
     """The spec of the sweep's study (s2dc sweep work --spec), as JSON: the scale's pretraining and fine-tuning options
     with each dataset's intensity preset, the trial's overrides (sweep.trial) on top, the search space and pruner."""
-    from s2dc.data.preprocess_config import PreprocessConfig
     from s2dc.tune.space import merge_options as merge
-
-    def preset(name):
-        return {"preprocess": PreprocessConfig.from_preset(registry.get(name).preset).intensity_fields()}
 
     scale, p = _scale(config)
     sweep = p["sweep"]
@@ -76,8 +87,8 @@ def sweep_spec(config: dict) -> str:
     pool = registry.pool_for(registry.get(dataset).modality)
     spec = {
         "space": sweep["space"],
-        "pretrain": merge(merge(preset(pool), p["pretrain"]["options"]), sweep["trial"].get("pretrain", {})),
-        "finetune": merge(merge(preset(dataset), finetune_options(config)), sweep["trial"].get("finetune", {})),
+        "pretrain": merge(merge(preset_sections(pool), p["pretrain"]["options"]), sweep["trial"].get("pretrain", {})),
+        "finetune": merge(merge(preset_sections(dataset), finetune_options(config)), sweep["trial"].get("finetune", {})),
         "data": {"pretrain": dataset_json(config, pool), "finetune": dataset_json(config, dataset)},
         "out_dir": f"results/{scale}/sweep/work",
         "workers": sweep["workers"],

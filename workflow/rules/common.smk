@@ -28,13 +28,8 @@ SWEEP = P["sweep"]
 
 
 def cli_options(sections: dict) -> str:
-    """{section: {field: value}} -> '--section.field value ...' (lists become several values)."""
-    parts = []
-    for section, fields in sections.items():
-        for name, value in fields.items():
-            values = value if isinstance(value, list) else [value]
-            parts.append(f"--{section}.{name} " + " ".join(shlex.quote(str(v)) for v in values))
-    return " ".join(parts)
+    """{section: {field: value}} -> '--section.field value ...' (lists become several values), quoted for the shell."""
+    return shlex.join(checks.cli_arguments(sections))
 
 
 def short_hash(obj) -> str:
@@ -139,9 +134,7 @@ def preset_options(dataset: str) -> str:
     """The intensity options of a dataset's registry preset (CT window, 8-bit scale or z-score), e.g.
     '--preprocess.intensity ct --preprocess.a_min -175.0 --preprocess.a_max 250.0'; params.yaml options that
     follow them on the command line override them."""
-    from s2dc.data.preprocess_config import PreprocessConfig
-
-    return cli_options({"preprocess": PreprocessConfig.from_preset(registry.get(dataset).preset).intensity_fields()})
+    return cli_options(checks.preset_sections(dataset))
 
 
 def pool_json(modality: str) -> str:
