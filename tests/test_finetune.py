@@ -292,3 +292,94 @@ def test_metrics_record_the_options_that_change_the_result(ft_config, seg_dir, t
     for local in ("run.out_dir", "run.seed", "run.progress", "run.device", "data.workers", "data.cache_dir",
                   "train.log_every", "train.amp", "data.label_ratio", "run.method"):
         assert local not in options, local
+
+
+def _weights(folder):
+    return torch.load(folder / "model.pt", weights_only=True)
+
+
+def _same_weights(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_loader_processes_do_not_change_the_result(ft_config, seg_dir, tmp_path):
+    """``data.workers`` is recorded as an option that changes nothing the run computes (it is left out of metrics.json's
+    options, so the tables average runs that differ in it): 0 and 2 loader processes must draw the same crops and flips
+    and end with the same weights, bit for bit."""
+    runs = []
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        assert finetune(ft_config, seg_dir / "dataset.json", out, "--train.steps", "3", "--train.flip_prob", "0.5",
+                        "--data.workers", str(workers), "--data.cache_dir", str(tmp_path / "cache")) == 0
+        runs.append(_weights(out))
+    assert _same_weights(*runs)
+
+
+def test_an_interrupted_finetuning_resumes_bit_identically(ft_config, seg_dir, tmp_path):
+    """A run stopped after its step-4 checkpoint, run again with the same command, continues from step 4 (it does not
+    start afresh) and ends with the weights, validation history and curves of the run that was never stopped."""
+    common = ["--train.steps", "6", "--train.flip_prob", "0.5", "--eval.every", "2", "--model.drop_path_rate", "0.1",
+              "--data.cache_dir", str(tmp_path / "cache")]
+    whole = tmp_path / "whole"
+    assert finetune(ft_config, seg_dir / "dataset.json", whole, *common, "--run.checkpoint_every", "0") == 0
+
+    out = tmp_path / "stopped"
+    values = yaml.safe_load(ft_config.read_text())
+    args = dict(values)
+    cfg = build_config({**args, "data": {**args["data"], "source": str(seg_dir / "dataset.json"),
+                                         "cache_dir": str(tmp_path / "cache")},
+                        "train": {**args["train"], "steps": 6, "flip_prob": 0.5},
+                        "eval": {**args["eval"], "every": 2}, "model": {**args["model"], "drop_path_rate": 0.1},
+                        "run": {**args["run"], "out_dir": str(out), "checkpoint_every": 2}})
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_the_last_step(step, value):
+        if step == 6:
+            raise Stop
+
+    from s2dc.downstream.engine import finetune as run_finetune
+    with pytest.raises(Stop):
+        run_finetune(cfg, on_score=stop_at_the_last_step)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000004.pt"]
+    assert not (out / "metrics.json").exists()
+
+    assert finetune(ft_config, seg_dir / "dataset.json", out, *common, "--run.checkpoint_every", "2") == 0
+    assert _same_weights(_weights(whole), _weights(out))
+    a, b = (json.loads((f / "metrics.json").read_text()) for f in (whole, out))
+    assert a["history"] == b["history"] and a["dice_mean"] == b["dice_mean"]
+    assert a["train_loss_first_last"] == b["train_loss_first_last"]
+    assert b["resumed_from_step"] == 4 and a["resumed_from_step"] is None
+    for name in ("train/loss.tsv", "val/dice_mean.tsv"):
+        assert (whole / "dvclive/plots/metrics" / name).read_text() == (out / "dvclive/plots/metrics" / name).read_text()
+    assert not (out / "checkpoints").exists()  # a finished run keeps model.pt, not its checkpoints
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed(ft_config, seg_dir, tmp_path, capsys):
+    """A checkpoint left by a run with another learning rate: ``run.resume auto`` (the default) refuses, naming the
+    option and both values, and leaves the checkpoint; ``if_unchanged`` (the pipeline's) starts afresh."""
+    out = tmp_path / "run"
+    common = ["--train.steps", "4", "--data.cache_dir", str(tmp_path / "cache")]
+    values = yaml.safe_load(ft_config.read_text())
+    cfg = build_config({**values, "data": {**values["data"], "source": str(seg_dir / "dataset.json"),
+                                           "cache_dir": str(tmp_path / "cache")},
+                        "train": {**values["train"], "steps": 4},
+                        "eval": {**values["eval"], "every": 2},
+                        "run": {**values["run"], "out_dir": str(out), "checkpoint_every": 2}})
+
+    def stop(step, value):
+        if step == 4:  # after the step-2 checkpoint
+            raise KeyboardInterrupt
+
+    from s2dc.downstream.engine import finetune as run_finetune
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(cfg, on_score=stop)
+    capsys.readouterr()
+    assert finetune(ft_config, seg_dir / "dataset.json", out, *common, "--train.lr", "0.001") != 0
+    err = capsys.readouterr().err
+    assert "train.lr" in err and "0.005" in err and "0.001" in err
+    assert (out / "checkpoints" / "step_00000002.pt").exists() and not (out / "metrics.json").exists()
+    assert finetune(ft_config, seg_dir / "dataset.json", out, *common, "--train.lr", "0.001",
+                    "--run.resume", "if_unchanged") == 0
+    assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] is None

@@ -8,9 +8,15 @@ scores; this engine does the rest, the same for all four::
     preprocessing (deterministic, cached on disk) -> augmentation (random, per step)
     network <- encoder weights (model.init) ; AdamW (encoder lr scaled) with warm-up + cosine
     loop: loss -> finite? -> step ; training curves ; validation every eval.every steps and at the end
+    checkpoint every run.checkpoint_every steps ; a run started again continues the newest (run.resume)
 
-Outputs in ``run.out_dir``: ``split.json`` (the training cases drawn), ``dvclive/``, ``model.pt``
-(final weights) and, last of all, ``metrics.json``: a run that fails leaves no ``metrics.json``.
+The batch of step ``t`` (which cases, where the crops are cut, the flips) is a function of ``(seed, t)``
+alone (:class:`StepBatches`): loader processes do not change it, and a resumed run draws what the
+uninterrupted one drew, so it ends with the same weights, bit for bit.
+
+Outputs in ``run.out_dir``: ``split.json`` (the training cases drawn), ``dvclive/``, ``checkpoints/``
+(while the run lasts), ``model.pt`` (final weights) and, last of all, ``metrics.json``: a run that
+fails leaves no ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ import shutil
 import time
 from pathlib import Path
 
+import monai
 import numpy as np
 import torch
-from monai.data import DataLoader, Dataset
+from monai.data import list_data_collate
 
 from ..data.datalist import list_cases, read_datalist
 from ..data.errors import DataError
@@ -33,14 +40,27 @@ from ..data.splits import choose_subset
 from ..data.volumes import check_all
 from ..export import load_encoder_weights
 from ..files import is_json_with, is_temporary
-from ..train.checkpoint import atomic_save, atomic_write_text, lock_folder
+from ..train.checkpoint import (
+    atomic_save,
+    atomic_write_text,
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    lock_folder,
+    prune,
+    remove_stale_temp_files,
+    rng_state,
+    set_rng_state,
+)
 from ..train.device import pick_device
 from ..train.finetune_config import FinetuneConfig
 from ..train.finite import NonFiniteError, describe_step, gradient_norm, require_finite, step_is_finite
+from ..train.identity import code_fingerprint, data_fingerprint, differences
 from ..train.live import MetricLog, Progress
 from ..train.optim import EagerAdamW
 from ..train.precision import autocast_for, precision_for
 from ..train.schedule import warmup_cosine
+from ..train.seeding import step_generator, step_seed
 from .tasks import TASKS, task_of
 from .tasks.common import Setting
 
@@ -66,9 +86,32 @@ def refuse_training_cases_in_validation(train: list[dict], val: list[dict], sour
                         "list each case in one section only")
 
 
-def _forever(loader):
-    while True:
-        yield from loader
+class StepBatches(torch.utils.data.Dataset):
+    """Item ``t`` = the collated training batch of step ``t`` (0-based): ``batch_size`` cases, each through the random
+    ``augment`` (``samples_per_volume`` crops, flips). Case ``k = t * batch_size + j`` is position ``k % n`` of
+    epoch ``k // n``'s permutation of the ``n`` cases, and its augmentation is seeded with ``(seed, t, j)``: the batch
+    depends on nothing else (not on the loader processes, nor on the steps before)."""
+
+    ORDER, AUGMENT = 3, 4  # streams of :func:`step_seed`
+
+    def __init__(self, cases, augment, batch_size: int, seed: int) -> None:
+        self.cases, self.augment, self.batch_size, self.seed = cases, augment, batch_size, seed
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, step: int) -> dict:
+        n, samples = len(self.cases), []
+        for j in range(self.batch_size):
+            epoch, position = divmod(step * self.batch_size + j, n)
+            order = torch.randperm(n, generator=step_generator(self.seed, epoch, 0, self.ORDER))
+            self.augment.set_random_state(seed=step_seed(self.seed, step, j, self.AUGMENT) % 2**32)
+            samples.append(self.augment(self.cases[int(order[position])]))
+        return list_data_collate(samples)
+
+
+def _as_is(batch):
+    return batch
 
 
 def _json_value(x):
@@ -84,10 +127,12 @@ def _atomic_json(obj, path: Path) -> None:
 
 #: What a run writes in its ``run.out_dir``. A rerun replaces them (keeping the preprocessing cache, ``cache/``, used
 #: where ``data.cache_dir`` is not set); a folder holding anything else is refused, never cleared.
-OUTPUTS = frozenset({"metrics.json", "model.pt", "split.json", "dvclive", "cache"})
+OUTPUTS = frozenset({"metrics.json", "model.pt", "split.json", "dvclive", "checkpoints", "cache"})
 #: Of :data:`OUTPUTS`, those a run writes after ``split.json`` (and a rerun deletes before it): where one of them is,
 #: a run's ``split.json`` is too, or the folder is not a fine-tuning run's (a user's ``model.pt``).
-AFTER_SPLIT = frozenset({"metrics.json", "model.pt", "dvclive"})
+AFTER_SPLIT = frozenset({"metrics.json", "model.pt", "dvclive", "checkpoints"})
+#: ``kind`` of a fine-tuning checkpoint (a pretraining checkpoint in the folder is not one).
+CHECKPOINT_KIND = "s2dc-finetune"
 
 
 def _is_scratch(name: str) -> bool:
@@ -114,6 +159,15 @@ def refuse_a_folder_of_something_else(out: Path) -> None:
         raise ValueError(f"run.out_dir: '{out}' holds {', '.join(other[:4])}{', ...' if len(other) > 4 else ''}, "
                          f"which no earlier fine-tuning run wrote there; it never clears such a folder: give a folder "
                          f"of its own")
+
+
+def _case_files(cases: list[dict]) -> list[Path]:
+    """Every file the cases list (images, labels, targets), in order."""
+    files = []
+    for case in cases:
+        for value in case.values():
+            files += [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, Path)]
+    return files
 
 
 def refuse_an_init_inside(out: Path, init: str) -> None:
@@ -169,6 +223,22 @@ class Finetuner:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: warmup_cosine(s, cfg.train.warmup_steps, cfg.train.steps))
         self.step = 0
+        self.ckpt_dir = self.out / "checkpoints"
+        self.identity = self._identity(source)
+
+    def _identity(self, source: Path) -> dict:
+        """What makes a checkpoint this run's (see :mod:`s2dc.train.identity`): the options that change what it
+        computes (its seed and label ratio too), the precision, the dataset.json, every case's file and the
+        encoder file (path, size, time), and the fine-tuning code."""
+        cfg = self.cfg
+        init = [] if cfg.model.init == "scratch" else [Path(cfg.model.init)]
+        return {
+            "options": {**cfg.result_options(self.precision), "data.label_ratio": cfg.data.label_ratio,
+                        "run.seed": cfg.run.seed, "model.init": cfg.model.init},
+            "data": data_fingerprint(source, _case_files(self.all_train + self.val_cases) + init),
+            "code": code_fingerprint(__name__),
+            "libraries": {"torch": torch.__version__.split("+")[0], "monai": monai.__version__},
+        }
 
     def _in_channels(self) -> int:
         """Input channels of the network: the image channels of the cases (translation: one, its input). Raises
@@ -194,15 +264,48 @@ class Finetuner:
             check_all(ds, cfg.data.workers, f"preprocess {name}", cfg.run.progress)
         return train, val
 
-    def _train_loader(self, train) -> DataLoader:
+    def _batches(self, train):
+        """The training batches of steps ``self.step`` .. ``train.steps - 1`` (:class:`StepBatches`)."""
         cfg = self.cfg
-        augment = self.task.augment(self.setting)
-        augment.set_random_state(seed=cfg.run.seed)  # workers are re-seeded by MONAI's DataLoader from `generator`
-        return DataLoader(
-            Dataset(train, transform=augment), batch_size=cfg.train.batch_size, shuffle=True,
-            generator=torch.Generator().manual_seed(cfg.run.seed), num_workers=cfg.data.workers,
-            persistent_workers=cfg.data.workers > 0, pin_memory=self.device.type == "cuda",
-        )
+        batches = StepBatches(train, self.task.augment(self.setting), cfg.train.batch_size, cfg.run.seed)
+        return iter(torch.utils.data.DataLoader(  # its own generator: torch's global one is drop-path's (resume)
+            batches, batch_size=None, sampler=range(self.step, cfg.train.steps), collate_fn=_as_is,
+            num_workers=cfg.data.workers, generator=torch.Generator().manual_seed(cfg.run.seed),
+            pin_memory=self.device.type == "cuda"))
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_to_resume(self) -> tuple[dict | None, Path | None]:
+        """The newest checkpoint in ``run.out_dir/checkpoints`` and its path if this run continues it (``run.resume``);
+        raises ValueError naming the file if it is no fine-tuning checkpoint, or (``auto``) listing the
+        differences if it is another run's."""
+        remove_stale_temp_files(self.ckpt_dir, "step_????????.pt")
+        found = list_checkpoints(self.ckpt_dir)
+        if not found or self.cfg.run.resume == "never":
+            return None, None
+        path = found[-1]
+        state = load_checkpoint(path)
+        if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
+            raise ValueError(f"'{path}' is not an s2dc fine-tuning checkpoint; a run never resumes from or deletes such "
+                             "a file: give run.out_dir a folder of its own")
+        lines = differences(state.get("identity") or {}, self.identity)
+        if not lines:
+            return state, path
+        if self.cfg.run.resume == "auto":
+            listed = "".join(f"\n  - {line}" for line in lines)
+            raise ValueError(f"checkpoint '{path}' is another run's than this one, so it cannot be resumed:{listed}\n"
+                             "Resuming only continues the same run. To start afresh (the checkpoint is deleted), pass "
+                             "--run.resume if_unchanged (as the pipeline does) or never, or give another --run.out_dir.")
+        print(f"the checkpoint {path} is another run's ({lines[0]}); starting afresh", flush=True)
+        return None, None
+
+    def _save_checkpoint(self, history: list[dict], first_loss: float) -> None:
+        weights = self.model.state_dict()
+        require_finite(weights, f"the weights at step {self.step}")
+        atomic_save({"kind": CHECKPOINT_KIND, "step": self.step, "identity": self.identity, "model": weights,
+                     "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                     "rng": rng_state(), "history": history, "first_loss": first_loss},
+                    checkpoint_path(self.ckpt_dir, self.step))
+        prune(self.ckpt_dir, keep_last=1)
 
     # ------------------------------------------------------------------ steps
     def train_step(self, batch: dict) -> dict[str, float]:
@@ -242,28 +345,40 @@ class Finetuner:
         receives each validation score (the task's ``score_key``, unscaled) and may raise to stop the run
         (an Optuna pruner does)."""
         cfg, key = self.cfg, self.task.score_key
+        state, resumed_from = self._checkpoint_to_resume()
         # A rerun replaces the earlier run's outputs in the reverse order of their writing (metrics.json first,
         # split.json last: an interrupted rerun leaves a folder still recognised as a run's); the folder holds nothing
-        # else (checked in __init__).
+        # else (checked in __init__). A resumed run keeps its checkpoint and curves.
         for name in ("metrics.json", "model.pt"):
             (self.out / name).unlink(missing_ok=True)
-        shutil.rmtree(self.out / "dvclive", ignore_errors=True)
-        (self.out / "split.json").unlink(missing_ok=True)
+        if state is None:
+            shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+            shutil.rmtree(self.out / "dvclive", ignore_errors=True)
+            (self.out / "split.json").unlink(missing_ok=True)
         print(f"task: {self.task.name}; model.init: {self.init_report}", flush=True)
+        history, first_loss = [], None
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.step, history, first_loss = int(state["step"]), list(state["history"]), state["first_loss"]
+            print(f"resuming {resumed_from} at step {self.step} of {cfg.train.steps}", flush=True)
         train, val = self._datasets()
         _atomic_json({
             "source": str(cfg.data.source), "train_key": cfg.data.train_key, "label_ratio": cfg.data.label_ratio,
             "seed": cfg.run.seed, "available": len(self.all_train),
             "cases": [{k: str(v) for k, v in c.items()} for c in self.train_cases],
         }, self.out / "split.json")
-        batches = _forever(self._train_loader(train))
+        batches = self._batches(train)
 
-        live = MetricLog(self.out / "dvclive")
-        progress = Progress("finetune", cfg.train.steps, 0, cfg.train.log_every, bar=cfg.run.progress)
-        history, losses, scores = [], [], {}
+        live = MetricLog(self.out / "dvclive", self.step if state is not None else None)
+        progress = Progress("finetune", cfg.train.steps, self.step, cfg.train.log_every, bar=cfg.run.progress)
+        if state is not None:
+            set_rng_state(state["rng"])  # after setting up, which may draw (stochastic depth draws from it)
+        scores, every = {}, cfg.run.checkpoint_every
         while self.step < cfg.train.steps:
             metrics = self.train_step(next(batches))
-            losses.append(metrics["loss"])
+            first_loss = metrics["loss"] if first_loss is None else first_loss
             if self.step % cfg.train.log_every == 0 or self.step == cfg.train.steps:
                 live.log(self.step, {"train/loss": metrics["loss"], "train/lr": metrics["lr"]})
             if (cfg.eval.every and self.step % cfg.eval.every == 0) or self.step == cfg.train.steps:
@@ -276,6 +391,9 @@ class Finetuner:
                 metrics[key] = scores[key]
                 if on_score is not None:
                     on_score(self.step, float(scores[key]))
+            if every and self.step % every == 0 and self.step < cfg.train.steps:
+                live.close()  # the curves' summary as of the checkpoint
+                self._save_checkpoint(history, first_loss)
             progress.update(self.step, metrics)
         progress.close()
         live.close()
@@ -293,15 +411,17 @@ class Finetuner:
             "train_cases": len(self.train_cases),
             "val_cases": len(self.val_cases),
             "steps": self.step,
+            "resumed_from_step": None if state is None else int(state["step"]),
             "options": self.cfg.result_options(self.precision),
             **_json_value(scores),
             "score": {"key": key, "name": self.task.score_name,
                       "value": _json_value(100 * scores[key] if self.task.percent else scores[key])},
             "history": history,
-            "train_loss_first_last": [losses[0], losses[-1]],
+            "train_loss_first_last": [first_loss, metrics["loss"]],
             "seconds": time.perf_counter() - self.started,
         }
         _atomic_json(result, self.out / "metrics.json")
+        shutil.rmtree(self.ckpt_dir, ignore_errors=True)  # model.pt is the result; a finished run is not resumed
         return result
 
 

@@ -138,10 +138,20 @@ class FinetuneRunConfig:
     device: str = "auto"
     method: str = ""
     progress: bool = True
+    checkpoint_every: int = 1000
+    resume: str = "auto"
 
     def __post_init__(self) -> None:
         cfgtools.check(bool(self.out_dir), "run.out_dir", "a folder path", self.out_dir)
         cfgtools.check(self.device in ("auto", "cpu", "cuda"), "run.device", "'auto', 'cpu' or 'cuda'", self.device)
+        cfgtools.check(self.checkpoint_every >= 0, "run.checkpoint_every", "an integer >= 0 (0: no checkpoints)",
+                       self.checkpoint_every)
+        cfgtools.check(self.resume in RESUME_CHOICES, "run.resume", " or ".join(map(repr, RESUME_CHOICES)), self.resume)
+
+
+#: ``run.resume``: continue the newest checkpoint in run.out_dir if it is this run's, refusing one of another run
+#: (``auto``) or starting afresh from it (``if_unchanged``, the pipeline's); or always start afresh (``never``).
+RESUME_CHOICES = ("auto", "if_unchanged", "never")
 
 
 @dataclass(frozen=True)
@@ -195,7 +205,7 @@ RUN_LOCAL = {
     "model": {"use_checkpoint", "init"},
     "train": {"log_every", "amp"},
     "eval": {"sw_batch_size"},
-    "run": {"out_dir", "seed", "device", "method", "progress"},
+    "run": {"out_dir", "seed", "device", "method", "progress", "checkpoint_every", "resume"},
 }
 
 
@@ -245,12 +255,17 @@ HELP = {
     "eval.every": "validate every N steps (0: only at the end; always at the end)",
     "eval.overlap": "sliding-window overlap (release: 0.75; 0.5 here for speed)",
     "eval.sw_batch_size": "windows per forward pass in sliding-window inference",
-    "run.out_dir": "output folder: metrics.json, model.pt, split.json, dvclive/",
+    "run.out_dir": "output folder: metrics.json, model.pt, split.json, dvclive/, checkpoints/ (while the run lasts)",
     "run.seed": "random seed (label-ratio subset, model init, data order, crops, flips)",
     "run.device": "'auto' (CUDA if available, else CPU), 'cpu' or 'cuda'",
     "run.method": "label of the method recorded in metrics.json as 'method' (e.g. s2dc); "
                   "default 'scratch' if model.init is scratch, else 'pretrained'",
     "run.progress": "show a progress bar",
+    "run.checkpoint_every": "write run.out_dir/checkpoints/step_XXXXXXXX.pt every N steps (the newest kept; deleted when "
+                            "the run ends; 0: none); a run started again continues from it (run.resume)",
+    "run.resume": "'auto': continue the newest checkpoint in run.out_dir if it is this run's (same options, data, "
+                  "encoder file and code), refuse one of another run listing the differences; 'if_unchanged': start "
+                  "afresh instead of refusing (the pipeline's); 'never': always start afresh",
 }
 
 

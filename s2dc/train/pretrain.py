@@ -52,13 +52,8 @@ from .live import MetricLog, Progress
 from .optim import EagerAdamW
 from .precision import autocast_for, precision_for
 from .schedule import warmup_cosine
+from .seeding import step_generator
 from .timing import PhaseTimer
-
-
-def step_generator(seed: int, step: int, rank: int, stream: int = 0) -> torch.Generator:
-    """CPU generator for the random draws of one step on one rank (``stream`` separates uses)."""
-    state = np.random.SeedSequence([seed, step, rank, stream]).generate_state(2, dtype=np.uint64)
-    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
 
 
 class RoiStream(torch.utils.data.Dataset):

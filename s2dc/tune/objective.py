@@ -23,7 +23,7 @@ from .space import merge_options, nest
 from .spec import SweepSpec
 
 #: What a finished trial leaves behind only at great size: deleted, the rest of its folder is kept.
-HEAVY = ("pretrain/checkpoints", "finetune/model.pt")
+HEAVY = ("pretrain/checkpoints", "finetune/checkpoints", "finetune/model.pt")
 
 
 def make_objective(spec: SweepSpec):

@@ -34,4 +34,4 @@ rule finetune:
         "(export OMP_NUM_THREADS={threads};"
         " s2dc finetune {params.options} --data.source {input.data:q} --model.init {params.init:q}"
         " --data.label_ratio {params.ratio} --run.seed {wildcards.seed} --run.method {wildcards.method}"
-        " --run.out_dir {params.outdir:q} --run.progress false) > {log:q} 2>&1"
+        " --run.out_dir {params.outdir:q} --run.resume if_unchanged --run.progress false) > {log:q} 2>&1"
