@@ -383,3 +383,17 @@ def test_a_checkpoint_of_another_run_is_not_resumed(ft_config, seg_dir, tmp_path
     assert finetune(ft_config, seg_dir / "dataset.json", out, *common, "--train.lr", "0.001",
                     "--run.resume", "if_unchanged") == 0
     assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] is None
+
+
+@pytest.mark.parametrize("content", [b"encoder notes\n", b"", b"PK\x05\x06" + bytes(18)])
+def test_a_file_that_is_no_checkpoint_is_refused_as_such(ft_config, seg_dir, tmp_path, capsys, content):
+    """A text file, an empty file or an empty zip given as ``model.init`` read "could not read checkpoint ...: pop from
+    empty list", "...: " or torch's advice to load with weights_only=False (which runs arbitrary code): the message
+    must name the file and say what it is not, and give no such advice."""
+    bad = tmp_path / "encoder.pt"
+    bad.write_bytes(content)
+    assert finetune(ft_config, seg_dir / "dataset.json", tmp_path / "run", "--train.steps", "1",
+                    "--model.init", str(bad)) != 0
+    err = capsys.readouterr().err
+    assert str(bad) in err and "torch.save" in err, err
+    assert "weights_only" not in err and "pop from empty list" not in err, err

@@ -8,6 +8,7 @@ import os
 import random
 import re
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -84,15 +85,33 @@ def prune(folder: Path, keep_last: int) -> None:
         old.unlink(missing_ok=True)
 
 
+def _is_torch_archive(path: Path) -> bool:
+    """Is ``path`` a zip archive with a ``<name>/data.pkl``, as ``torch.save`` writes?"""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    """Load a training checkpoint (tensors and plain Python only: ``weights_only=True``)."""
+    """Load a training checkpoint (tensors and plain Python only: ``weights_only=True``); raises ValueError naming
+    the file if it is not one (another kind of file, a damaged one, or one holding other objects)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint '{path}' does not exist")
+    if not _is_torch_archive(path):
+        raise ValueError(f"'{path}' is not a checkpoint: not a file written by torch.save (a zip archive holding a "
+                         "data.pkl); expected an s2dc pretraining checkpoint, an exported encoder or a fine-tuning "
+                         "checkpoint")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"could not read checkpoint '{path}': {err}") from err
+    except Exception as err:  # noqa: BLE001 - re-raised with the file name, without torch's advice to unpickle it
+        reason = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+        if "weights_only" in reason or "Weights only" in reason:
+            reason = "it holds objects other than tensors and plain Python, which s2dc never writes"
+        raise ValueError(f"could not read checkpoint '{path}' (a zip archive, but not one torch.save wrote as s2dc "
+                         f"does): {reason}") from err
 
 
 def rng_state() -> dict:
