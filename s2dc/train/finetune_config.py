@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from .. import config as cfgtools
 from ..data.preprocess_config import PreprocessConfig
 from ..models.encoder_config import EncoderConfig
+from . import identity
 
 
 @dataclass(frozen=True)
@@ -191,9 +192,7 @@ class FinetuneConfig:
         """``{"section.field": value}`` of the options that change what the run computes (:data:`RUN_LOCAL` left
         out), with the ``precision`` its forward passes computed in; metrics.json records them, and the tables
         refuse to average seeds of one row that differ in them."""
-        options = {f"{section}.{name}": value for section, fields in self.to_dict().items()
-                   for name, value in fields.items() if name not in RUN_LOCAL.get(section, ())}
-        return {**options, "precision": precision}
+        return {**identity.result_options(self.to_dict(), RUN_LOCAL), "precision": precision}
 
 
 #: Options that do not change what a fine-tuning computes (where it reads, writes and caches, how it logs, the

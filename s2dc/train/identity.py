@@ -40,10 +40,11 @@ def digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
-def result_options(config: dict) -> dict[str, object]:
-    """``{"section.field": value}`` of the options that change what a run computes."""
+def result_options(config: dict, run_local: dict[str, set[str]] = RUN_LOCAL) -> dict[str, object]:
+    """``{"section.field": value}`` of the options that change what a run computes: those of ``config``
+    (``{section: {field: value}}``) not in ``run_local`` (default: the pretraining's, :data:`RUN_LOCAL`)."""
     return {f"{section}.{name}": value for section, fields in config.items() for name, value in fields.items()
-            if name not in RUN_LOCAL.get(section, ())}
+            if name not in run_local.get(section, ())}
 
 
 def data_fingerprint(source: str | Path, paths: list[Path]) -> dict:
