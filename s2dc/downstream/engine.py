@@ -36,7 +36,7 @@ from monai.data import list_data_collate
 
 from ..data.datalist import list_cases, read_datalist
 from ..data.errors import DataError
-from ..data.splits import choose_subset
+from ..data.splits import choose_subset, refuse_training_cases_in_validation
 from ..data.volumes import check_all
 from ..export import load_encoder_weights
 from ..files import is_json_with, is_temporary
@@ -68,22 +68,6 @@ from .tasks.common import Setting
 def _sorted(cases: list[dict]) -> list[dict]:
     """Cases by image path: the label-ratio subset then does not depend on the json's order."""
     return sorted(cases, key=lambda c: str(c["image"]))
-
-
-def refuse_training_cases_in_validation(train: list[dict], val: list[dict], source: Path, data) -> None:
-    """Raise DataError naming a validation case whose image(s) a training case lists too (the same case in both
-    sections, or one section given for both): its score would measure memory, not generalisation."""
-    def key(case: dict) -> tuple[str, ...]:
-        images = case["image"] if isinstance(case["image"], list) else [case["image"]]
-        return tuple(str(Path(i).resolve()) for i in images)
-
-    trained = {key(c) for c in train}
-    shared = [c for c in val if key(c) in trained]
-    if shared:
-        raise DataError(f"dataset json '{source}': {len(shared)} of the {len(val)} validation cases of section "
-                        f"'{data.val_key}' are training cases of section '{data.train_key}' too (e.g. "
-                        f"'{Path(key(shared[0])[0]).name}'); a score on them measures memory, not generalisation: "
-                        "list each case in one section only")
 
 
 class StepBatches(torch.utils.data.Dataset):
@@ -196,7 +180,8 @@ class Finetuner:
         self.all_train = _sorted(list_cases(source, cfg.data.train_key, roles, self.spec))
         self.train_cases = choose_subset(self.all_train, cfg.data.label_ratio, cfg.run.seed)
         self.val_cases = _sorted(list_cases(source, cfg.data.val_key, roles, self.spec))
-        refuse_training_cases_in_validation(self.all_train, self.val_cases, source, cfg.data)
+        refuse_training_cases_in_validation(self.all_train, self.val_cases, source, cfg.data.train_key,
+                                            cfg.data.val_key)
         self.dataset_name = str(self.spec.get("name") or source.parent.name)
         self.autocast = autocast_for(self.device, cfg.train.amp, "train.amp")
         self.precision = precision_for(self.device, cfg.train.amp, "train.amp")

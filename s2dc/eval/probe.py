@@ -41,8 +41,8 @@ import torch.nn.functional as F
 from ..data.datalist import list_cases, read_datalist, registry_spec
 from ..data.errors import DataError
 from ..data.preprocess import PreprocessConfig
+from ..data.splits import refuse_training_cases_in_validation
 from ..data.volumes import LabelledCases, plain
-from ..downstream.engine import refuse_training_cases_in_validation
 from ..downstream.tasks import TASKS, task_of
 from ..downstream.tasks.common import Setting
 from ..export import encoder_plan, load_encoder_weights, swinunetr_for
@@ -294,8 +294,7 @@ def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cach
     keys = task.roles if labels == "label" else ("image", labels)
     cases = {role: sorted(list_cases(source, role, keys, doc), key=lambda c: str(c["image"]))
              for role in ("training", "validation")}
-    refuse_training_cases_in_validation(cases["training"], cases["validation"], source,
-                                        SimpleNamespace(train_key="training", val_key="validation"))
+    refuse_training_cases_in_validation(cases["training"], cases["validation"], source, "training", "validation")
     if labels == "label":
         data = {role: ds for role, ds in zip(cases, task.datasets(cases["training"], cases["validation"], setting,
                                                                   cache_dir)) if role in roles}
