@@ -73,7 +73,7 @@ def export_study(storage: str, study_name: str, out_dir: str | Path, *, force: b
     table = _trials_table(study, trials)
     texts = {"trials.csv": table.to_csv(index=False), "trials.html": _trials_page(study_name, table),
              "best.yaml": yaml.safe_dump(_best(study, trials, budget, finished), sort_keys=False)}
-    written = dict(zip(TABLES, write_recorded(out, {name: texts[name] for name in TABLES}, RECORD)))
+    written = dict(zip(texts, write_recorded(out, texts, RECORD)))
     for name, function in FIGURES.items():
         written[name] = _figure(study, out / name, function)
     return written
