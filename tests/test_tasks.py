@@ -294,6 +294,26 @@ def test_a_reconstruction_target_on_another_grid_than_its_image_is_refused(tmp_p
     assert "full2.nii.gz" in err and "low2.nii.gz" in err and "(64, 32, 24)" in err
 
 
+@pytest.mark.parametrize("affine, shown", [(np.diag([2.0, 2.0, 2.0, 1.0]), "2.0"),
+                                           (np.array([[1, 0, 0, 5.0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]), "5.0")])
+def test_a_reconstruction_target_of_another_voxel_size_or_origin_is_refused(tmp_path, capsys, affine, shown):
+    """A full-dose target with its image's shape but 2 mm voxels where the image has 1 mm, or shifted by 5 mm, covers
+    another part of the body: it was scored voxel by voxel against a misaligned prediction, exit 0. The run must
+    fail naming both files and both grids."""
+    rng = np.random.default_rng(2)
+    entries = []
+    for i in range(3):
+        full = _blob(rng, 10 + 6 * i)
+        low = rng.poisson(full * 4) / 4.0
+        _save(tmp_path / "data" / "img" / f"low{i}.nii.gz", low)
+        nib.save(nib.Nifti1Image(full, affine if i == 2 else np.eye(4)), str(tmp_path / "data" / "img" / f"full{i}.nii.gz"))
+        entries.append({"id": f"r{i}", "image": f"img/low{i}.nii.gz", "target": f"img/full{i}.nii.gz"})
+    rc, err, out = _one_step_finetune(tmp_path, capsys, {"name": "doses", "task": "reconstruction",
+                                                         "training": entries[:2], "validation": entries[2:]})
+    assert rc != 0 and not (out / "metrics.json").exists()
+    assert "full2.nii.gz" in err and "low2.nii.gz" in err and shown in err, err
+
+
 @pytest.mark.parametrize("odd", ["training", "validation"])
 def test_a_case_with_another_channel_count_is_refused_before_training(tmp_path, capsys, odd):
     """The network's input channels are the first training case's; a case listing another number of channels failed

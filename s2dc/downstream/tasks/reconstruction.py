@@ -21,7 +21,8 @@ from ..metrics import nrmse, psnr, ssim
 from .common import Setting, cached_pair, infer, random_crops
 
 KEYS = ["image", "target"]
-_VERSION = 2  # bump when the preprocessing below changes its output (2: targets on another grid are refused)
+_VERSION = 3  # bump when the preprocessing below changes its output (2: targets on another grid are refused,
+#               3: ... of other voxel sizes or origin too)
 
 
 class ScaleByImaged(MapTransform):
@@ -39,18 +40,27 @@ class ScaleByImaged(MapTransform):
 
 
 class SameGridd(MapTransform):
-    """Raise DataError naming both files unless ``image`` and ``target`` have one spatial shape (after reorientation
-    and resampling; padding would otherwise hide the mismatch and score a misaligned target)."""
+    """Raise DataError naming both files unless ``image`` and ``target`` lie on one voxel grid: one spatial shape and
+    one affine to 0.01 mm (after reorientation and resampling; padding would otherwise hide a shape mismatch, and a
+    target of other voxel sizes or origin covers another part of the body, scored against a misaligned prediction)."""
 
     def __init__(self) -> None:
         super().__init__(KEYS)
 
     def __call__(self, data: dict) -> dict:
         image, target = data["image"], data["target"]
+        where = (f"target '{target.meta['filename_or_obj']}' and its image '{image.meta['filename_or_obj']}' lie on "
+                 "other voxel grids (in RAS, after resampling): ")
         if image.shape[1:] != target.shape[1:]:
-            raise DataError(f"target '{target.meta['filename_or_obj']}' has shape {tuple(target.shape[1:])} but its "
-                            f"image '{image.meta['filename_or_obj']}' has shape {tuple(image.shape[1:])} (in RAS, "
-                            "after resampling); a target must be on its image's voxel grid")
+            raise DataError(f"{where}shape {tuple(target.shape[1:])} against {tuple(image.shape[1:])}; a target must "
+                            "be on its image's voxel grid")
+        a, b = (torch.as_tensor(x.affine, dtype=torch.float64) for x in (target, image))
+        if not torch.allclose(a, b, rtol=0.0, atol=1e-2):
+            def grid(m: torch.Tensor) -> str:
+                return f"voxel sizes {[round(float(v), 3) for v in m[:3, :3].norm(dim=0)]} mm, origin " \
+                       f"{[round(float(v), 2) for v in m[:3, 3]]} mm"
+            raise DataError(f"{where}the target has {grid(a)}, the image {grid(b)}; resample the target onto the "
+                            "image's grid")
         return data
 
 
