@@ -229,6 +229,33 @@ def test_label_shape_mismatch_names_both_files(ft_config, seg_dir, tmp_path, cap
     assert not (tmp_path / "r" / "metrics.json").exists() and not (tmp_path / "r" / "model.pt").exists()
 
 
+@pytest.mark.parametrize("change, refused", [("voxels", True), ("shift", True), ("rounding", False)])
+def test_a_label_on_another_grid_than_its_image_is_refused(ft_config, seg_dir, tmp_path, capsys, change, refused):
+    """A label of its image's shape whose header puts it elsewhere (twice the voxel size, or 6 mm away: another part
+    of the body) only warned, and the run trained and scored on it, exit 0; it must fail naming both files and both
+    grids. A difference of a header's rounding (0.01 mm) is no other grid: it warns and the run goes on."""
+    def edit(spec, folder):
+        name = spec["validation"][0]["label"]
+        img = nib.load(name)
+        affine = img.affine.copy()
+        if change == "voxels":
+            affine[:3, :3] *= 2
+        else:
+            affine[0, 3] += 6.0 if change == "shift" else 0.01
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj), affine), str(folder / "labelsTr" / "moved.nii.gz"))
+        spec["validation"][0]["label"] = str(folder / "labelsTr" / "moved.nii.gz")
+
+    source = _copy_dataset(seg_dir, tmp_path, edit)
+    rc = finetune(ft_config, source, tmp_path / "r", "--train.steps", "1", "--preprocess.crop_foreground", "false")
+    err = capsys.readouterr().err
+    if refused:
+        assert rc == 2 and "moved.nii.gz" in err and "val0.nii.gz" in err, err
+        assert ("3.0" in err) if change == "voxels" else ("6.0" in err), err
+        assert not (tmp_path / "r" / "metrics.json").exists()
+    else:
+        assert rc == 0, err
+
+
 def test_help_documents_every_option(capsys):
     """`s2dc finetune --help` lists every config field with its help text."""
     with pytest.raises(SystemExit):

@@ -116,13 +116,27 @@ def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return array, affine
 
 
+def _other_grid(a: np.ndarray, b: np.ndarray) -> bool:
+    """Do the 4x4 affines ``a`` and ``b`` put voxels elsewhere: voxel sizes differing by over 1 %, axes turned by
+    over ~0.06°, or origins over half the smallest voxel apart (less is a header's rounding)?"""
+    size_a, size_b = np.linalg.norm(a[:3, :3], axis=0), np.linalg.norm(b[:3, :3], axis=0)
+    turned = np.abs(a[:3, :3] / size_a - b[:3, :3] / size_b).max() > 1e-3
+    moved = np.linalg.norm(a[:3, 3] - b[:3, 3]) > 0.5 * min(size_a.min(), size_b.min())
+    return bool(turned or moved or (np.abs(size_a - size_b) > 0.01 * size_b).any())
+
+
+def _grid(affine: np.ndarray) -> str:
+    sizes = [round(float(v), 3) for v in np.linalg.norm(affine[:3, :3], axis=0)]
+    return f"voxel sizes {sizes} mm, origin {[round(float(v), 2) for v in affine[:3, 3]]} mm"
+
+
 class LoadLabeld(MapTransform):
     """Load ``data["label"]`` and check it against the already loaded ``data["image"]``.
 
     The label comes out as a float32 ``(1, X, Y, Z)`` MetaTensor carrying the *image's* affine, so that
-    every spatial transform treats both alike (a differing label affine only warns). Raises
+    every spatial transform treats both alike (an affine differing by a header's rounding only warns). Raises
     :class:`DataError` naming the label and its image when the label cannot be read, is not 3-D, has
-    another shape than the image, or holds values other than the integers ``0 .. data["num_classes"]-1`` (or, where
+    another shape or grid than the image (:func:`_other_grid`), or holds values other than the integers ``0 .. data["num_classes"]-1`` (or, where
     the item has them, ``data["label_values"]``: a dataset.json's ``labels`` that skip a value, as BraTS's {0, 1, 2, 4}).
     """
 
@@ -164,7 +178,11 @@ class LoadLabeld(MapTransform):
                             + (f" and {nonfinite} NaN/Inf voxel(s)" if nonfinite else ""))
         image_affine = image.affine.numpy()
         if not np.allclose(affine, image_affine, atol=1e-3):
-            warnings.warn(f"label '{path}' has another affine than its image '{image_path}'; using the image's")
+            if _other_grid(affine, image_affine):
+                raise DataError(f"label '{path}' lies on another voxel grid than its image '{image_path}': "
+                                f"{_grid(affine)} against {_grid(image_affine)}; a label must be on its image's grid")
+            warnings.warn(f"label '{path}' has another affine than its image '{image_path}' (by a header's rounding: "
+                          f"{_grid(affine)} against {_grid(image_affine)}); using the image's")
         meta = {"filename_or_obj": str(path), "space": "RAS", "original_channel_dim": "no_channel"}
         return MetaTensor(torch.from_numpy(np.ascontiguousarray(array))[None], affine=torch.as_tensor(image_affine), meta=meta)
 
