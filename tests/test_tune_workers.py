@@ -164,3 +164,26 @@ def test_workers_must_agree_on_the_trials_base_options(tmp_path):
     same = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40}}), cwd=tmp_path)
     out, err = same.communicate(timeout=120)
     assert same.returncode == 0 and "budget met" in out, (out, err)
+
+
+def test_two_storages_with_one_study_name_do_not_share_trial_folders(tmp_path):
+    """Two sweeps whose storages each hold a study named ``s`` and that share ``out_dir``: the second's workers
+    deleted the first's ``<out_dir>/s/trial_NNNN`` folders (metrics, curves) as leftovers of "an earlier study of
+    the same name". The second must be refused before any trial starts, naming the folder and the other storage;
+    the first's folders stay, and its own storage may go on using them."""
+    from s2dc.tune.objective import make_objective
+
+    for name in ("pool.json", "task.json"):
+        (tmp_path / name).write_text("{}")
+    spec = spec_from_dict({"space": {"finetune.train.lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}},
+                           "data": {"pretrain": str(tmp_path / "pool.json"), "finetune": str(tmp_path / "task.json")},
+                           "out_dir": str(tmp_path / "sweeps")})
+    make_objective(spec, str(tmp_path / "a.journal"), "s")
+    kept = tmp_path / "sweeps" / "s" / "trial_0000" / "finetune" / "metrics.json"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("{}")
+    with pytest.raises(ValueError) as err:
+        make_objective(spec, str(tmp_path / "b.journal"), "s")
+    assert str(tmp_path / "sweeps" / "s") in str(err.value) and "a.journal" in str(err.value)
+    make_objective(spec, str(tmp_path / "a.journal"), "s")  # the study's own storage again
+    assert kept.exists()

@@ -43,7 +43,7 @@ def _work(args: argparse.Namespace) -> int:
         import_monai_lean()
         from .objective import make_objective
 
-        objective = make_objective(spec)
+        objective = make_objective(spec, args.storage, args.study)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the worker prints one line per trial instead
     study, liveness = open_sweep(
         args.storage, args.study, workers=spec.workers, sampler=spec.make_sampler(), pruner=spec.make_pruner(),

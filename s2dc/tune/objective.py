@@ -9,6 +9,8 @@ concurrent workers can share them) unless the base options set ``data.cache_dir`
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import optuna
 
 from ..downstream.defaults import fill_finetune_defaults
 from ..downstream.engine import finetune
+from ..files import atomic_write_text, is_json_with
 from ..train.config import build_config as build_pretrain_config
 from ..train.finetune_config import build_config as build_finetune_config
 from ..train.pretrain import pretrain
@@ -26,18 +29,51 @@ from .spec import SweepSpec
 HEAVY = ("pretrain/checkpoints", "finetune/checkpoints", "finetune/model.pt")
 
 
-def make_objective(spec: SweepSpec):
-    """``objective(trial, params) -> score`` for :func:`~.worker.run_worker`."""
+#: In ``<out_dir>/<study>/``: the storage whose study of that name the trial folders belong to.
+OWNER = ".s2dc-storage.json"
+
+
+def storage_label(storage: str) -> str:
+    """A storage as recorded: a journal file's absolute path, a database URL without its password."""
+    if "://" not in storage:
+        return str(Path(storage).resolve())
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1@", storage)
+
+
+def claim_study_folder(folder: Path, storage: str) -> None:
+    """Record in ``folder`` (``<out_dir>/<study>``) that its trial folders are those of the study in ``storage``;
+    raise ValueError naming the folder and the other storage if a study of the same name in another storage (or an
+    older s2dc, which recorded none) holds it: the trials of one would delete the other's folders."""
+    label, record = storage_label(storage), folder / OWNER
+    if is_json_with(record, {"storage"}):
+        owner = json.loads(record.read_text())["storage"]
+        if owner != label:
+            raise ValueError(f"sweep out_dir: '{folder}' holds the trial folders of study {folder.name!r} in the "
+                             f"storage '{owner}', not in '{label}'; its trials would delete them: give this sweep "
+                             "another study name or another out_dir")
+        return
+    if folder.is_dir() and any(folder.iterdir()):
+        raise ValueError(f"sweep out_dir: '{folder}' holds files but no {OWNER} saying which storage's study of that "
+                         "name they belong to (an older s2dc's trials, or not a sweep's): its trials would delete "
+                         "them; move them away, or give this sweep another study name or out_dir")
+    atomic_write_text(record, json.dumps({"storage": label}))
+
+
+def make_objective(spec: SweepSpec, storage: str, study_name: str):
+    """``objective(trial, params) -> score`` for :func:`~.worker.run_worker` on the study ``study_name`` in
+    ``storage`` (which claims ``<out_dir>/<study_name>``, :func:`claim_study_folder`)."""
     for stage in ("pretrain", "finetune"):
         path = Path(spec.data[stage])
         if not path.is_file():
             raise FileNotFoundError(f"spec data.{stage}: '{path}' is not a file (a dataset.json is expected)")
-    out_dir = Path(spec.out_dir)
+    study_dir = Path(spec.out_dir) / study_name
+    claim_study_folder(study_dir, storage)
 
     def objective(trial: optuna.Trial, params: dict) -> float:
-        folder = out_dir / trial.study.study_name / f"trial_{trial.number:04d}"
+        folder = study_dir / f"trial_{trial.number:04d}"
         trial.set_user_attr("folder", str(folder))
-        shutil.rmtree(folder, ignore_errors=True)  # left by an earlier study of the same name: a trial is never rerun
+        shutil.rmtree(folder, ignore_errors=True)  # left by an earlier study of the same name and storage: a trial
+        # is never rerun
         searched = nest(params)
         try:
             summary = pretrain(build_pretrain_config(_stage_options(spec, "pretrain", searched, folder)))
