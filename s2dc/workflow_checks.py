@@ -231,7 +231,9 @@ def check_job_outputs(config: dict) -> None:
     curve table or a figure of one's own in curves/ or figures/, a best.yaml edited by hand. Snakemake deletes a job's
     outputs before it runs it (a directory() output with all it holds), so the refusal of the s2dc command the job
     runs (`s2dc report`, `ablation-table`, `plots`, `probe`, `figures`, `sweep export`) would never see such a file,
-    and it would be lost without a word. The outputs of pretraining and fine-tuning runs are not checked here."""
+    and it would be lost without a word. So are the outputs of the pretraining and fine-tuning jobs (an encoder.pt,
+    summary.json or dvclive/ file, a run's metrics.json of one's own), recognised without torch
+    (:mod:`s2dc.train.outputs`)."""
     from pathlib import Path
 
     from s2dc.eval.outputs import check_probe_out
@@ -239,6 +241,7 @@ def check_job_outputs(config: dict) -> None:
     from s2dc.report.curves import RECORD, is_own_table
     from s2dc.report.outputs import is_own
     from s2dc.report.tables import OWN_OUTPUTS
+    from s2dc.train import outputs as runs
     from s2dc.tune.export import check_export_out
 
     root = Path(f"results/{config['scale']}")
@@ -267,6 +270,23 @@ def check_job_outputs(config: dict) -> None:
                 out = root / tree / "figures" / dataset / name
                 refuse_unless(rule, out, lambda: check_png_out(out))
     refuse_unless("sweep_export", root / "sweep", lambda: check_export_out(root / "sweep"))
+    for tree in ("pretrain", "ablation/pretrain"):
+        for folder in sorted(p for p in root.glob(f"{tree}/*/*") if p.is_dir()):
+            here = folder.relative_to(root).as_posix()
+            for name, own, what in (("encoder.pt", runs.is_exported_encoder, "an encoder s2dc exported"),
+                                    ("summary.json", runs.is_pretrain_summary, "a pretraining run's summary")):
+                path = folder / name
+                if path.is_symlink() or (path.exists() and not own(path)):
+                    refuse(path, what, "pretrain", f"{here}/{name}")
+            live = folder / "dvclive"
+            if live.is_symlink() or (live.exists() and not live.is_dir()):
+                refuse(live, "the curves folder a pretraining run writes", "pretrain", f"{here}/dvclive")
+            for path in runs.foreign_curve_files(live) if live.is_dir() else []:
+                refuse(path, "a curve file s2dc writes", "pretrain", f"{here}/dvclive")
+    for tree in ("finetune", "ablation/finetune"):
+        for path in sorted(root.glob(f"{tree}/*/*/*/labels*pct/seed*/metrics.json")):
+            if path.is_symlink() or not runs.is_finetune_metrics(path):
+                refuse(path, "a fine-tuning run's metrics.json", "finetune", path.relative_to(root).as_posix())
     for rule, names in REPORT_FILES.items():
         for name in names:
             path = root / name

@@ -292,11 +292,12 @@ def test_variants_are_planned_in_their_own_folders_and_checked(tmp_path):
         assert message in refused[name], (name, refused[name][-2000:])
 
 
-def test_a_users_file_where_a_table_or_plot_job_writes_stops_the_workflow_before_snakemake_deletes_it(tmp_path):
+def test_a_users_file_where_a_job_writes_stops_the_workflow_before_snakemake_deletes_it(tmp_path):
     """Snakemake deletes a job's outputs before it runs the job (a directory() output with everything in it), so the
-    refusal of a user's file by `s2dc report`, `ablation-table`, `plots`, `probe`, `figures` and `sweep export` (notes
-    named benchmark.md or probe/btcv.md, a curve table or a picture of one's own, a best.yaml edited by hand) never sees
-    it: the file was gone without a word. The workflow refuses at start instead, naming the file, and leaves it as it
+    refusal of a user's file by `s2dc report`, `ablation-table`, `plots`, `probe`, `figures`, `sweep export`,
+    `pretrain` and `finetune` (notes named benchmark.md or probe/btcv.md, a curve table or a picture of one's own, a
+    best.yaml edited by hand, one's own encoder.pt, summary.json, dvclive/ note or metrics.json) never sees it: the file
+    was gone without a word. The workflow refuses at start instead, naming the file, and leaves it as it
     was; the committed tables, curves, probe results, figures and sweep export of the quick scale are its own."""
     import shutil
 
@@ -310,6 +311,10 @@ def test_a_users_file_where_a_table_or_plot_job_writes_stops_the_workflow_before
         "ablation probe": (f"{results}/ablation/probe/btcv.json", '{"my": "results"}\n'),
         "structure figure": (f"{results}/figures/btcv/tsne.png", "my own picture\n"),
         "best options": (f"{results}/sweep/best.yaml", "best:\n  value: 0.5  # tuned by hand\n"),
+        "run metrics": (f"{results}/finetune/segmentation/btcv/s2dc/labels50pct/seed0/metrics.json", '{"dice": 0.5}\n'),
+        "encoder": (f"{results}/pretrain/CT/s2dc/encoder.pt", "which encoder this was\n"),
+        "summary": (f"{results}/pretrain/CT/s2dc/summary.json", '{"my": "summary"}\n'),
+        "curves": (f"{results}/pretrain/MRI/s2dc/dvclive/notes.txt", "the loss looked odd at step 40\n"),
     }
     for name, (path, text) in cases.items():
         (tmp_path / name / path).parent.mkdir(parents=True)

@@ -1,0 +1,70 @@
+"""How the workflow's start check tells the files that pretraining and fine-tuning jobs wrote from a user's files of
+the same names, without torch (s2dc/workflow_checks.py): an exported encoder, a pretraining summary, its DVCLive
+curves, a fine-tuning metrics.json."""
+
+from __future__ import annotations
+
+import pickletools
+import zipfile
+from pathlib import Path
+
+from ..files import is_json_with
+
+#: Keys of the dict `s2dc export-encoder` saves (s2dc/export.py), and the prefix of its weights' names.
+ENCODER_KEYS = frozenset({"state_dict", "encoder", "preprocess", "source", "step", "which"})
+WEIGHT_PREFIX = "swinViT."
+#: Keys every pretraining summary.json and every fine-tuning metrics.json holds.
+SUMMARY_KEYS = {"steps", "losses_this_run", "checkpoint"}
+FINETUNE_KEYS = {"method", "label_ratio", "seed", "train_cases", "val_cases", "steps"}
+
+
+def is_exported_encoder(path: Path) -> bool:
+    """Is ``path`` a torch.save archive whose pickle names every key of :data:`ENCODER_KEYS` and a ``swinViT.*``
+    weight (read from the archive's small ``data.pkl``, the weights themselves untouched)?"""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
+            if name is None:
+                return False
+            strings = {arg for op, arg, _ in pickletools.genops(archive.read(name)) if isinstance(arg, str)}
+    except (zipfile.BadZipFile, OSError, ValueError):  # not a zip, unreadable, or a damaged pickle
+        return False
+    return ENCODER_KEYS <= strings and any(s.startswith(WEIGHT_PREFIX) for s in strings)
+
+
+def is_pretrain_summary(path: Path) -> bool:
+    return is_json_with(path, SUMMARY_KEYS)
+
+
+def is_finetune_metrics(path: Path) -> bool:
+    return is_json_with(path, FINETUNE_KEYS)
+
+
+def foreign_curve_files(folder: Path) -> list[Path]:
+    """The files in a DVCLive folder that s2dc's curve log (s2dc/train/live.py) does not write: anything but its
+    ``metrics.json`` (a JSON object), ``plots/metrics/**/*.tsv`` tables with a ``step`` column and Snakemake's
+    ``.snakemake_timestamp``."""
+    foreign = []
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            continue
+        rel = path.relative_to(folder).as_posix()
+        if path.is_symlink():
+            ours = False
+        elif rel == ".snakemake_timestamp":
+            ours = True
+        elif rel == "metrics.json":
+            ours = is_json_with(path, set())
+        else:
+            ours = rel.startswith("plots/metrics/") and path.suffix == ".tsv" and _starts_with_step(path)
+        if not ours:
+            foreign.append(path)
+    return foreign
+
+
+def _starts_with_step(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.readline().startswith("step\t")
+    except (OSError, UnicodeDecodeError):
+        return False
