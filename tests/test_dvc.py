@@ -116,14 +116,16 @@ def test_dvc_after_snakemake_redoes_and_deletes_nothing(tmp_path, smoke_run):
     fields = {name: {v.get("field") or v.get("filename::field", "").split("::")[0].rsplit("/", 1)[-1] for p in plot
                      for v in p["content"]["data"]["values"]} for name, plot in plots.items()}
     for modality in modalities:
-        assert fields[f"pretrain_{modality}"] == {"loss.tsv", "loss_global.tsv", "loss_p2p.tsv", "loss_p2s.tsv"}, fields
+        terms = fields[f"results/smoke/curves/pretrain_loss/{modality}_s2dc.tsv"]
+        assert terms == {"loss", "loss_global", "loss_p2p", "loss_p2s"}, fields
+    assert not [name for name in fields if "pretrain_loss" in name and name.split("/")[-1].split("_")[0] not in modalities]
     datasets = yaml.safe_load((REPO / "params.yaml").read_text())["scales"]["smoke"]["experiments"]["datasets"]
     for kind in ("train_loss", "val_score"):
         for dataset in datasets:
             assert fields[f"results/smoke/curves/{kind}/synthetic_{dataset}.tsv"] == {"scratch", "s2dc"}, fields
     html = _run(work, sys.executable, "-m", "dvc", "plots", "show", "-o", str(tmp_path / "plots")).stdout
     page = (tmp_path / "plots" / "index.html").read_text()
-    assert "index.html" in html and "pretrain_CT" in page and "curves/val_score/synthetic_btcv.tsv" in page
+    assert "index.html" in html and "curves/pretrain_loss/CT_s2dc.tsv" in page and "curves/val_score/synthetic_btcv.tsv" in page
 
 
 def test_dvcignore_leaves_out_scratch_of_every_scale(tmp_path):

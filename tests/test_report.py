@@ -119,6 +119,11 @@ def test_plots_draw_the_runs_and_gather_their_curves_per_method(tmp_path, capsys
     """per_class/<dataset>.png and label_ratio.png are PNGs; train_loss/<dataset>.tsv holds, per step, the mean over
     seeds of each method's DVCLive loss, and val_score/<dataset>.tsv the validation history in % (Dice)."""
     losses = {("scratch", 0): [3.0, 2.0], ("scratch", 1): [3.2, 2.4], ("s2dc", 0): [2.8, 1.6], ("s2dc", 1): [2.6, 1.2]}
+    encoder = tmp_path / "pretrain" / "CT" / "s2dc" / "encoder.pt"  # its pretraining's curves beside it
+    terms = encoder.parent / "dvclive/plots/metrics/pretrain"
+    terms.mkdir(parents=True)
+    (terms / "loss.tsv").write_text("step\tloss\n10\t5.0\n20\t4.0\n")
+    (terms / "loss_p2p.tsv").write_text("step\tloss_p2p\n10\t1.5\n20\t1.25\n")
     files = []
     for (method, seed), values in losses.items():
         run = tmp_path / f"{method}{seed}"
@@ -130,7 +135,7 @@ def test_plots_draw_the_runs_and_gather_their_curves_per_method(tmp_path, capsys
             "task": "segmentation", "dataset": "synthetic_btcv", "method": method, "label_ratio": 0.2, "seed": seed,
             "dice_mean": dice, "dice_per_class": {"liver": dice, "spleen": 0.0}, "train_cases": 3, "seconds": 1.0,
             "score": {"key": "dice_mean", "name": "Dice", "value": 100 * dice},
-            "history": [{"step": 20, "dice_mean": dice}]}))
+            "history": [{"step": 20, "dice_mean": dice}], "init_from": str(encoder) if method == "s2dc" else None}))
         files.append(run / "metrics.json")
     out = tmp_path / "out"
     assert main(["plots", *map(str, files), "--figures", str(out / "figures"), "--curves", str(out / "curves")]) == 0
@@ -140,6 +145,8 @@ def test_plots_draw_the_runs_and_gather_their_curves_per_method(tmp_path, capsys
     loss = (out / "curves/train_loss/synthetic_btcv.tsv").read_text().splitlines()
     assert loss[0].split("\t") == ["step", "scratch", "s2dc"]
     assert [[float(x) for x in line.split("\t")] for line in loss[1:]] == [[10, 3.1, 2.7], [20, 2.2, 1.4]]
+    pretrain = (out / "curves/pretrain_loss/CT_s2dc.tsv").read_text().splitlines()  # the terms the run logged
+    assert pretrain == ["step\tloss\tloss_p2p", "10\t5\t1.5", "20\t4\t1.25"]
     val = (out / "curves/val_score/synthetic_btcv.tsv").read_text().splitlines()
     assert [float(x) for x in val[1].split("\t")] == pytest.approx([20, 15.0, 35.0])
     assert "4 runs -> 2 figures" in capsys.readouterr().out

@@ -1,6 +1,8 @@
 """DVCLive curves of the fine-tuning runs gathered per dataset, one column per method (mean over seeds), so that
-``dvc plots show`` draws S²DC and scratch on one chart: ``train_loss/<dataset>.tsv`` and ``val_score/<dataset>.tsv``,
-recorded by their SHA-256 in the folder's ``.s2dc-curves.json`` (the only tables a rerun replaces)."""
+``dvc plots show`` draws S²DC and scratch on one chart: ``train_loss/<dataset>.tsv`` and ``val_score/<dataset>.tsv``;
+and the loss terms of each encoder the runs started from, ``pretrain_loss/<modality>_<variant>.tsv`` (so the charts
+follow the modalities and variants of params.yaml). Recorded by their SHA-256 in the folder's ``.s2dc-curves.json``
+(the only tables a rerun replaces)."""
 
 from __future__ import annotations
 
@@ -39,11 +41,36 @@ def by_method(runs: list[dict], read, column: str) -> pd.DataFrame:
     return wide[order].reset_index()
 
 
+#: The pretraining's loss terms, as its DVCLive folder names them (``plots/metrics/pretrain/<term>.tsv``).
+PRETRAIN_TERMS = ("loss", "loss_global", "loss_p2p", "loss_p2s")
+
+
+def pretrain_loss(encoder: Path) -> pd.DataFrame:
+    """step, then each loss term the pretraining run that exported ``encoder`` logged (its DVCLive folder beside it,
+    as the workflow keeps it); ValueError naming the file if the total loss is missing or a table is bad."""
+    folder = Path(encoder).parent / "dvclive" / "plots" / "metrics" / "pretrain"
+    table = None
+    for term in PRETRAIN_TERMS:
+        path = folder / f"{term}.tsv"
+        if term != "loss" and not path.exists():
+            continue  # a term the variant does not compute
+        try:
+            curve = pd.read_csv(path, sep="\t")[["step", term]]
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(f"bad DVCLive curve '{path}' of encoder '{encoder}': expected a tab-separated step/{term} "
+                             f"table ({err})") from err
+        table = curve if table is None else table.merge(curve, on="step", how="outer")
+    return table
+
+
 def curve_tables(runs: list[dict]) -> dict[str, pd.DataFrame]:
     """For each dataset (and label ratio after the first: ``<dataset>_labels<N>pct``) the two tables, by their path
-    under the curves folder (``train_loss/<name>.tsv``, ``val_score/<name>.tsv``); every DVCLive file read here,
-    before anything is written."""
+    under the curves folder (``train_loss/<name>.tsv``, ``val_score/<name>.tsv``), and for each encoder the runs
+    started from (``init_from``, ``.../<modality>/<variant>/encoder.pt``) ``pretrain_loss/<modality>_<variant>.tsv``;
+    every DVCLive file read here, before anything is written."""
     tables = {}
+    for encoder in dict.fromkeys(Path(r["init_from"]) for r in runs if r.get("init_from")):
+        tables[f"pretrain_loss/{encoder.parent.parent.name}_{encoder.parent.name}.tsv"] = pretrain_loss(encoder)
     groups: dict[tuple[str, float], list[dict]] = {}
     for r in runs:
         groups.setdefault((r["dataset"], float(r["label_ratio"])), []).append(r)
