@@ -131,14 +131,20 @@ def _is_split(path: Path) -> bool:
 
 def refuse_a_folder_of_something_else(out: Path) -> None:
     """Raise ValueError, naming ``run.out_dir`` and what it holds, if the folder ``out`` is not an earlier fine-tuning
-    run's: it holds anything but :data:`OUTPUTS` (a pretraining run, a user's files), or one of :data:`AFTER_SPLIT`
-    without the run's ``split.json`` (a user's ``model.pt``); its lock and temporary files are a run's own."""
+    run's: it holds anything but :data:`OUTPUTS` (a pretraining run, a user's files), one of :data:`AFTER_SPLIT`
+    without the run's ``split.json`` (a user's ``model.pt``), or a ``checkpoints/`` holding anything but checkpoints;
+    its lock and temporary files are a run's own."""
     if not out.is_dir():
         return
     names = {p.name for p in out.iterdir() if not _is_scratch(p.name)}
     other = sorted(names - OUTPUTS)
     if not other and names & AFTER_SPLIT and not _is_split(out / "split.json"):
         other = sorted(names & AFTER_SPLIT)
+    checkpoints = out / "checkpoints"
+    if not other and checkpoints.is_dir():  # it holds a run's checkpoints only (and their interrupted writes)
+        own = set(list_checkpoints(checkpoints))
+        other = [f"checkpoints/{p.name}" for p in sorted(checkpoints.iterdir()) if p not in own and not (
+            p.is_file() and is_temporary(p.name) and p.name.startswith(".step_"))]
     if other:
         raise ValueError(f"run.out_dir: '{out}' holds {', '.join(other[:4])}{', ...' if len(other) > 4 else ''}, "
                          f"which no earlier fine-tuning run wrote there; it never clears such a folder: give a folder "
@@ -265,13 +271,15 @@ class Finetuner:
         differences if it is another run's."""
         remove_stale_temp_files(self.ckpt_dir, "step_????????.pt")
         found = list_checkpoints(self.ckpt_dir)
-        if not found or self.cfg.run.resume == "never":
+        if not found:
             return None, None
         path = found[-1]
         state = load_checkpoint(path)
         if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
             raise ValueError(f"'{path}' is not an s2dc fine-tuning checkpoint; a run never resumes from or deletes such "
                              "a file: give run.out_dir a folder of its own")
+        if self.cfg.run.resume == "never":
+            return None, None
         lines = differences(state.get("identity") or {}, self.identity)
         if not lines:
             return state, path
