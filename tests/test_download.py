@@ -319,7 +319,7 @@ def test_download_msd_extracts_task(spleen_tar, server, tmp_path):
     assert json.loads(path.read_text())["name"] == "Spleen"
     assert (root / "Task09_Spleen" / "imagesTr" / "spleen_1.nii.gz").read_bytes() == b"not really a volume"
     assert (root / "Task09_Spleen.tar").read_bytes() == spleen_tar
-    assert sorted(p.name for p in root.iterdir()) == ["Task09_Spleen", "Task09_Spleen.tar"]
+    assert sorted(p.name for p in root.iterdir()) == [".Task09_Spleen.extracted.json", "Task09_Spleen", "Task09_Spleen.tar"]
     assert download.download_msd("Task09_Spleen", root) == path and len(server.requests) == 1  # kept
 
 
@@ -412,3 +412,33 @@ def test_fetch_into_a_folder_is_refused_before_downloading(server, tmp_path):
         download.fetch(f"{server.url}/f.bin", dest, md5(PAYLOAD))
     assert server.requests == [] and sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
     assert (dest / "notes").is_dir()
+
+
+def test_a_release_s2dc_extracted_is_fingerprinted_by_what_changed_since(spleen_tar, server, tmp_path):
+    """The conversion job's fingerprint of an open release (a Snakemake param): '' while its download is pending and
+    right after s2dc extracted it (the same, so the first run's DAG, built before the download, and the next run's
+    agree: no conversion rerun for nothing); a file edited, added or removed in place since gives another
+    fingerprint (so the release is converted again), the same one on every later start."""
+    root = tmp_path / "msd_spleen"
+    assert download.release_fingerprint(root, pending=True) == ""
+    download.download_msd("Task09_Spleen", root)
+    assert download.release_fingerprint(root) == ""
+    volume = root / "Task09_Spleen" / "imagesTr" / "spleen_1.nii.gz"
+    volume.write_bytes(b"corrected in place")
+    edited = download.release_fingerprint(root)
+    assert edited != "" and download.release_fingerprint(root) == edited
+    (root / "Task09_Spleen" / "imagesTr" / "spleen_2.nii.gz").write_bytes(b"added")
+    assert download.release_fingerprint(root) not in ("", edited)
+
+
+def test_a_release_no_one_recorded_is_fingerprinted_whole(tmp_path):
+    """A release the user put in place (registration-only, or an open one extracted by hand): every file counts;
+    'absent' without the folder."""
+    root = tmp_path / "btcv"
+    assert download.release_fingerprint(root) == "absent"
+    (root / "RawData").mkdir(parents=True)
+    (root / "RawData" / "img0001.nii.gz").write_bytes(b"a volume")
+    first = download.release_fingerprint(root)
+    assert first not in ("", "absent") and download.release_fingerprint(root) == first
+    (root / "RawData" / "img0001.nii.gz").write_bytes(b"another volume")
+    assert download.release_fingerprint(root) != first

@@ -333,3 +333,39 @@ def test_a_release_changed_in_place_is_converted_again_not_silently_reused(tmp_p
     run("--cores", "1")
     assert json.loads(json_path.read_text())["content_sha256"] != before
     assert "Nothing to be done" in run("-n")
+
+
+def test_an_open_release_changed_in_place_is_converted_again(tmp_path):
+    """An open archive's release (MSD Spleen, extracted by the user in its official layout) was fingerprinted as ''
+    (its download marker, the job's input, stands for it), so a label corrected in place left its dataset.json and
+    every result after it as they were. Its conversion now carries the fingerprint of its files too."""
+    import nibabel as nib
+    import numpy as np
+
+    from test_sources_msd import make_task
+
+    raw = tmp_path / "raw"
+    make_task(raw / "msd_spleen", "msd_spleen")
+    changed = copy.deepcopy(PARAMS)
+    changed["scales"]["smoke"]["raw"] = str(raw)
+    changed["scales"]["smoke"]["datasets"]["msd_spleen"] = {"source": "real"}
+    config = write_params(tmp_path / "real_spleen.yaml", changed)
+    target, json_path = "resources/smoke/msd_spleen/dataset.json", tmp_path / "resources/smoke/msd_spleen/dataset.json"
+
+    def run(*args):
+        done = snakemake(tmp_path, *args, target, "--config", "scale=smoke", configfile=config)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout + done.stderr
+
+    run("--cores", "1")
+    before = json.loads(json_path.read_text())["content_sha256"]
+    assert "Nothing to be done" in run("-n")
+    label = next((raw / "msd_spleen" / "Task09_Spleen" / "labelsTr").glob("*.nii.gz"))
+    corrected = np.asarray(nib.load(str(label)).dataobj).copy()
+    corrected[...] = 0
+    corrected[1:3, 1:3, 1] = 1
+    nib.save(nib.Nifti1Image(corrected, nib.load(str(label)).affine), str(label))
+    assert "prepared_dataset" in run("-n")
+    run("--cores", "1")
+    assert json.loads(json_path.read_text())["content_sha256"] != before
+    assert "Nothing to be done" in run("-n")

@@ -4,13 +4,16 @@
 the whole file and renames it to ``dest``. :func:`extract` unpacks a tar (any compression) or zip
 into a hidden staging folder and renames it into place, after refusing every member that could land
 outside the target (absolute paths, ``..``), links and special files. :func:`download_msd` builds a
-Medical Segmentation Decathlon task from the two, with the URL and MD5 that the registry records.
+Medical Segmentation Decathlon task from the two, with the URL and MD5 that the registry records, and records
+what it extracted (``.<task>.extracted.json``: each file's size and modification time), so that
+:func:`release_fingerprint` tells a release changed in place from one as extracted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import shutil
 import stat
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..files import atomic_write_text
 from .registry import REGISTRY, get
 from .errors import DataError
 
@@ -226,7 +230,58 @@ def download_msd(task: str, root: str | Path, progress: bool = False) -> Path:
         (unpacked / task).rename(target)
     finally:
         shutil.rmtree(unpacked, ignore_errors=True)
+    files = {rel: stamp for rel, stamp in _file_stamps(root) if rel == archive.name or rel.startswith(f"{task}/")}
+    atomic_write_text(root / f".{task}{EXTRACTED}", json.dumps({"files": files}))
     return target / "dataset.json"
+
+
+#: Suffix of the record :func:`download_msd` leaves beside what it extracted (``.<task>.extracted.json``).
+EXTRACTED = ".extracted.json"
+
+
+def _file_stamps(root: Path):
+    """``(path relative to root, [size, mtime_ns])`` of every file under ``root`` (links followed, sorted), but the
+    extraction records; stat only, no file is read."""
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(folder) / name
+            if name.startswith(".") and name.endswith(EXTRACTED) and Path(folder) == root:
+                continue
+            try:
+                st = path.stat()
+            except OSError:  # a broken link: the converter names it
+                continue
+            yield path.relative_to(root).as_posix(), [st.st_size, st.st_mtime_ns]
+
+
+def release_fingerprint(root: str | Path, pending: bool = False) -> str:
+    """A release folder's fingerprint, from its files' sizes and modification times: '' while its download is
+    ``pending``; 'absent' without the folder; else a SHA-1 over the files that differ from what :func:`download_msd`
+    recorded extracting (files edited, added or removed since; '' when none) — or, for a release no download
+    recorded, over every file. The conversion job's param, so that a release changed in place is converted again
+    and an unchanged one never is (not even after the first run, whose DAG was built before the download)."""
+    root = Path(root)
+    if pending:
+        return ""
+    if not root.is_dir():
+        return "absent"
+    recorded: dict = {}
+    for record in sorted(root.glob(f".*{EXTRACTED}")):
+        try:
+            recorded.update(json.loads(record.read_text())["files"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # an unreadable record records nothing: its files count as changed
+    digest, changed, seen = hashlib.sha1(), False, set()
+    for rel, stamp in _file_stamps(root):
+        seen.add(rel)
+        if recorded.get(rel) != stamp:
+            digest.update(f"{rel}\0{stamp[0]}\0{stamp[1]}\n".encode())
+            changed = True
+    for rel in sorted(set(recorded) - seen):
+        digest.update(f"-{rel}\n".encode())
+        changed = True
+    return digest.hexdigest() if changed else ""
 
 
 def download(name: str, raw: str | Path, progress: bool = False) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from s2dc.data import registry
+from s2dc.data.download import release_fingerprint
 from s2dc.train.identity import code_fingerprint
 import s2dc.workflow_checks as checks
 
@@ -100,26 +101,13 @@ def release_of(w) -> list[str]:
 
 
 def release_stamp(w) -> str:
-    """A registration-only release's fingerprint: SHA-1 over the path, size and modification time of every file under
-    RAW/<dataset> ('absent' while there is none; '' for an open archive, whose download marker is the job's input). A
-    param of its conversion, so that a release changed in place (a label corrected, a case added) is converted again,
-    and everything after it rerun, instead of being reused without a word; stat only, no file is read."""
-    if archive_folder(w.dataset):
-        return ""
-    root = Path(RAW) / w.dataset
-    if not root.is_dir():
-        return "absent"
-    digest = hashlib.sha1()
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs.sort()
-        for name in sorted(files):
-            path = Path(folder) / name
-            try:
-                stat = path.stat()
-            except OSError:  # a broken link: the converter names it
-                continue
-            digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+    """A release's fingerprint (`s2dc.data.download.release_fingerprint`: sizes and modification times, no file read):
+    a param of its conversion, so that a release changed in place (a label corrected, a case added) is converted
+    again, and everything after it rerun, instead of being reused without a word. An open archive's counts only the
+    files changed since s2dc extracted it ('' before its download, whose marker is the job's input)."""
+    folder = archive_folder(w.dataset)
+    pending = bool(folder) and not (Path(RAW) / w.dataset / folder / "dataset.json").is_file()
+    return release_fingerprint(Path(RAW) / w.dataset, pending=pending)
 
 
 def modality_of(dataset: str) -> str:
