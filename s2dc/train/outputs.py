@@ -15,7 +15,7 @@ ENCODER_KEYS = frozenset({"state_dict", "encoder", "preprocess", "source", "step
 WEIGHT_PREFIX = "swinViT."
 #: Keys every pretraining summary.json and every fine-tuning metrics.json holds.
 SUMMARY_KEYS = {"steps", "losses_this_run", "checkpoint"}
-FINETUNE_KEYS = {"method", "label_ratio", "seed", "train_cases", "val_cases", "steps"}
+FINETUNE_KEYS = {"method", "label_ratio", "seed", "train_cases", "steps"}
 
 
 def is_exported_encoder(path: Path) -> bool:
