@@ -91,6 +91,7 @@ def sweep_spec(config: dict) -> str:
         "finetune": merge(merge(preset_sections(dataset), finetune_options(config)), sweep["trial"].get("finetune", {})),
         "data": {"pretrain": dataset_json(config, pool), "finetune": dataset_json(config, dataset)},
         "out_dir": f"results/{scale}/sweep/work",
+        "finetune_seeds": sweep.get("finetune_seeds", [0]),
         "workers": sweep["workers"],
         "seed": sweep.get("seed", 0),
         "pruner": sweep.get("pruner"),

@@ -79,6 +79,9 @@ def test_spec_from_json_string_or_yaml_file(tmp_path):
     ({"pruner": {"n_warmup": 2}}, "pruner must be null or a mapping"),
     ({"heartbeat": {"interval": 10, "grace": 5}}, "grace > interval"),
     ({"workers": 0}, "workers and max_failures must be >= 1"),
+    ({"finetune_seeds": []}, "finetune_seeds must be a non-empty list of distinct integers >= 0"),
+    ({"finetune_seeds": [0, 0]}, "finetune_seeds must be a non-empty list of distinct integers >= 0"),
+    ({"finetune": {"run": {"seed": 3}}}, "finetune.run.seed is set by the sweep.*finetune_seeds"),
 ])
 def test_a_bad_spec_is_refused_naming_its_key(change, message):
     with pytest.raises(ValueError, match=message):

@@ -187,3 +187,46 @@ def test_two_storages_with_one_study_name_do_not_share_trial_folders(tmp_path):
     assert str(tmp_path / "sweeps" / "s") in str(err.value) and "a.journal" in str(err.value)
     make_objective(spec, str(tmp_path / "a.journal"), "s")  # the study's own storage again
     assert kept.exists()
+
+
+def test_a_trial_fine_tunes_once_per_seed_and_its_value_is_their_mean(tmp_path, monkeypatch):
+    """With ``finetune_seeds: [3, 5]`` a trial fine-tunes its encoder with seed 3 and seed 5 (each in a folder of its
+    own), reports the first seed's validation scores to the pruner, and is worth the mean of the two last scores:
+    one seed's order of crops alone set every trial's value at the quick budget. With one seed the layout is as
+    before (``trial_NNNN/finetune``)."""
+    from types import SimpleNamespace
+
+    from s2dc.tune import objective as objective_module
+
+    for name in ("pool.json", "task.json"):
+        (tmp_path / name).write_text("{}")
+    runs, reported = [], []
+
+    def pretrain(cfg):
+        return {"checkpoint": str(tmp_path / "encoder.pt"), "losses_this_run": [1.0]}
+
+    def finetune(cfg, on_score):
+        runs.append((cfg.run.seed, cfg.run.out_dir, cfg.model.init))
+        last = {3: 0.2, 5: 0.4}[cfg.run.seed]
+        for step, value in ((8, last / 2), (16, last)):
+            on_score(step, value)
+        return {"score": {"key": "dice_mean", "value": 100 * last}}
+
+    monkeypatch.setattr(objective_module, "pretrain", pretrain)
+    monkeypatch.setattr(objective_module, "finetune", finetune)
+    monkeypatch.setattr(objective_module, "fill_finetune_defaults", lambda values: (values, []))
+    trial = SimpleNamespace(number=7, user_attrs={}, report=lambda value, step: reported.append((step, value)),
+                            should_prune=lambda: False)
+    trial.set_user_attr = trial.user_attrs.__setitem__
+    for seeds, value, folders in (([3, 5], 0.3, ["finetune_seed3", "finetune_seed5"]), ([3], 0.2, ["finetune"])):
+        runs.clear(), reported.clear()
+        spec = spec_from_dict({"space": {"finetune.train.lr": {"low": 1.0e-4, "high": 1.0e-2}}, "finetune_seeds": seeds,
+                               "data": {"pretrain": str(tmp_path / "pool.json"), "finetune": str(tmp_path / "task.json")},
+                               "out_dir": str(tmp_path / "sweeps")})
+        objective = objective_module.make_objective(spec, str(tmp_path / "a.journal"), "s")
+        assert objective(trial, {"finetune.train.lr": 1e-3}) == pytest.approx(value)
+        trial_dir = tmp_path / "sweeps" / "s" / "trial_0007"
+        assert runs == [(s, str(trial_dir / f), str(tmp_path / "encoder.pt")) for s, f in zip(seeds, folders)]
+        assert reported == [(8, 0.1), (16, 0.2)]  # the first seed's scores only
+        assert trial.user_attrs["seed_scores"] == [100 * {3: 0.2, 5: 0.4}[s] for s in seeds]
+        assert trial.user_attrs["score"]["value"] == pytest.approx(100 * value)

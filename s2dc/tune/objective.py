@@ -1,7 +1,9 @@
-"""The real trial: a short S²DC pretraining, then a short fine-tuning from its encoder; the value is the fine-tuning's
-last validation score (the task's score key, e.g. mean Dice), reported at every validation for the pruner.
+"""The real trial: a short S²DC pretraining, then a short fine-tuning from its encoder per seed of ``finetune_seeds``;
+the value is the mean of their last validation scores (the task's score key, e.g. mean Dice); the first seed's are
+reported at every validation for the pruner.
 
-Each trial works in ``<out_dir>/<study>/trial_NNNN/{pretrain,finetune}`` (the user attribute ``folder``);
+Each trial works in ``<out_dir>/<study>/trial_NNNN/{pretrain,finetune}`` (the user attribute ``folder``;
+``finetune_seed<s>`` per seed when there are several);
 its checkpoints and ``model.pt`` are deleted when it ends, its metrics, curves and summaries are kept. The
 preprocessing caches are shared by all trials (``<out_dir>/cache/{pretrain,finetune}``, written atomically, so
 concurrent workers can share them) unless the base options set ``data.cache_dir``.
@@ -26,7 +28,7 @@ from .space import merge_options, nest
 from .spec import SweepSpec
 
 #: What a finished trial leaves behind only at great size: deleted, the rest of its folder is kept.
-HEAVY = ("pretrain/checkpoints", "finetune/checkpoints", "finetune/model.pt")
+HEAVY = ("pretrain/checkpoints", "finetune*/checkpoints", "finetune*/model.pt")
 
 
 #: In ``<out_dir>/<study>/``: the storage whose study of that name the trial folders belong to.
@@ -79,29 +81,41 @@ def make_objective(spec: SweepSpec, storage: str, study_name: str):
             summary = pretrain(build_pretrain_config(_stage_options(spec, "pretrain", searched, folder)))
             values = _stage_options(spec, "finetune", searched, folder)
             values, _ = fill_finetune_defaults(merge_options(values, {"model": {"init": summary["checkpoint"]}}))
-            scores = []
-
-            def on_score(step: int, value: float) -> None:
-                scores.append(value)
-                trial.report(value, step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at fine-tuning step {step} (score {value:.4g})")
-
-            result = finetune(build_finetune_config(values), on_score=on_score)
-            trial.set_user_attr("score", result["score"])
+            finals, results = [], []
+            for seed in spec.finetune_seeds:  # the pruner reads the first seed's scores; the value is their mean
+                scores: list[float] = []
+                stage = "finetune" if len(spec.finetune_seeds) == 1 else f"finetune_seed{seed}"
+                run = merge_options(values, {"run": {"seed": seed, "out_dir": str(folder / stage)}})
+                results.append(finetune(build_finetune_config(run),
+                                        on_score=_scorer(trial, scores, report=not results)))
+                finals.append(scores[-1])
+            seed_scores = [r["score"]["value"] for r in results]  # as the table shows them (Dice in %)
+            trial.set_user_attr("score", {**results[0]["score"], "value": sum(seed_scores) / len(seed_scores)})
+            trial.set_user_attr("seed_scores", seed_scores)
             losses = summary["losses_this_run"]
             if losses:
                 trial.set_user_attr("pretrain_loss_last", float(losses[-1]))
-            return scores[-1]
+            return sum(finals) / len(finals)
         finally:
-            for heavy in HEAVY:
-                path = folder / heavy
+            for path in (p for heavy in HEAVY for p in folder.glob(heavy)):
                 if path.is_dir():
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
 
     return objective
+
+
+def _scorer(trial: optuna.Trial, scores: list[float], report: bool):
+    """``on_score(step, value)`` of one fine-tuning: keeps each validation score in ``scores`` and, if ``report``,
+    reports it to the pruner (raising ``TrialPruned`` when it says so)."""
+    def on_score(step: int, value: float) -> None:
+        scores.append(value)
+        if report:
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at fine-tuning step {step} (score {value:.4g})")
+    return on_score
 
 
 def _stage_options(spec: SweepSpec, stage: str, searched: dict, folder: Path) -> dict:

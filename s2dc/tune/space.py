@@ -23,7 +23,7 @@ STAGES = {
 
 #: Options the sweep sets itself for every trial: never searched.
 RESERVED = ("pretrain.data.source", "pretrain.run.out_dir", "finetune.data.source", "finetune.run.out_dir",
-            "finetune.model.init")
+            "finetune.model.init", "finetune.run.seed")
 
 _RANGE_KEYS = {"low", "high", "log", "step"}
 

@@ -8,6 +8,8 @@ pretrain: {optim: {steps: 200}, ...}     # base pretraining options ({section: {
 finetune: {train: {steps: 40}, ...}      # base fine-tuning options
 data: {pretrain: data/ct_pool/dataset.json, finetune: data/btcv/dataset.json}
 out_dir: results/sweeps        # trials in <out_dir>/<study>/trial_0000/{pretrain,finetune}
+finetune_seeds: [0, 1]       # a trial fine-tunes once per seed (finetune_seed<s>/) and is worth the mean of their
+                             # last scores; the pruner reads the first seed's (default [0]: trial_0000/finetune)
 workers: 3                   # workers sharing the study (SQLite is refused for more than one)
 seed: 0                      # sampler seed (one worker: reproducible)
 pruner: {n_startup_trials: 5, n_warmup_steps: 0, interval_steps: 1}   # MedianPruner; null: no pruning
@@ -45,6 +47,7 @@ class SweepSpec:
     finetune: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
     out_dir: str = "sweeps"
+    finetune_seeds: tuple[int, ...] = (0,)
     workers: int = 1
     seed: int = 0
     pruner: dict | None = field(default_factory=lambda: dict(DEFAULT_PRUNER))
@@ -119,6 +122,11 @@ def spec_from_dict(values, where: str = "spec") -> SweepSpec:
         if not isinstance(data, dict) or set(data) != {"pretrain", "finetune"}:
             raise ValueError(f"{where}: data must give the two dataset.json files, {{pretrain: .., finetune: ..}}, "
                              f"got {data!r}")
+    seeds = kwargs.get("finetune_seeds", [0])
+    if not (isinstance(seeds, (list, tuple)) and seeds and all(_is_int(x) and x >= 0 for x in seeds)
+            and len(set(seeds)) == len(seeds)):
+        raise ValueError(f"{where}: finetune_seeds must be a non-empty list of distinct integers >= 0, got {seeds!r}")
+    kwargs["finetune_seeds"] = tuple(seeds)
     for name in ("workers", "seed", "max_failures"):
         if name in kwargs and not _is_int(kwargs[name]):
             raise ValueError(f"{where}: {name} must be an integer, got {kwargs[name]!r}")
@@ -149,7 +157,7 @@ def _options(options, stage: str, where: str) -> dict:
         prefix, section, name = key.split(".")
         if prefix == stage and name in options.get(section, {}):
             raise ValueError(f"{where}: {stage}.{section}.{name} is set by the sweep for every trial; remove it "
-                             "(datasets go under 'data', trial folders under 'out_dir')")
+                             "(datasets go under 'data', trial folders under 'out_dir', fine-tuning seeds under 'finetune_seeds')")
     return options
 
 
