@@ -299,23 +299,19 @@ def test_bad_params_fail_before_any_job(tmp_path):
         assert not (folder / "resources").exists() and not (folder / "results").exists(), name
 
 
-def test_a_release_changed_in_place_is_converted_again_not_silently_reused(tmp_path):
-    """A registration-only release is no Snakemake input (it may be absent when the DAG is built), so a release
-    changed in place (a label corrected, a case added) left its dataset.json, and every result after it, as they
-    were: `snakemake` had nothing to do. Its conversion job now carries a fingerprint of the release's files (path,
-    size, modification time) as a param, so such a change is converted again; an unchanged release is not."""
+def _a_label_corrected_in_place_is_converted_again(tmp_path, dataset: str, label_path: str) -> None:
+    """With the release of ``dataset`` under tmp_path/raw/<dataset>: converting it, then nothing to do; a label
+    (``label_path`` under the release) rewritten in place, then its conversion is planned again and gives another
+    dataset.json; then nothing to do again."""
     import nibabel as nib
     import numpy as np
 
-    from test_registry import btcv_release
-
     raw = tmp_path / "raw"
-    btcv_release(raw / "btcv")
     changed = copy.deepcopy(PARAMS)
     changed["scales"]["smoke"]["raw"] = str(raw)
-    changed["scales"]["smoke"]["datasets"]["btcv"] = {"source": "real"}
-    config = write_params(tmp_path / "real_btcv.yaml", changed)
-    target, json_path = "resources/smoke/btcv/dataset.json", tmp_path / "resources/smoke/btcv/dataset.json"
+    changed["scales"]["smoke"]["datasets"][dataset] = {"source": "real"}
+    config = write_params(tmp_path / f"real_{dataset}.yaml", changed)
+    target = f"resources/smoke/{dataset}/dataset.json"
 
     def run(*args):
         done = snakemake(tmp_path, *args, target, "--config", "scale=smoke", configfile=config)
@@ -323,49 +319,35 @@ def test_a_release_changed_in_place_is_converted_again_not_silently_reused(tmp_p
         return done.stdout + done.stderr
 
     run("--cores", "1")
-    before = json.loads(json_path.read_text())["content_sha256"]
+    before = json.loads((tmp_path / target).read_text())["content_sha256"]
     assert "Nothing to be done" in run("-n")
-    label = raw / "btcv/RawData/Training/label/label0001.nii.gz"
-    corrected = np.zeros((4, 4, 3), np.uint8)
+    label = raw / dataset / label_path
+    corrected = np.zeros(nib.load(str(label)).shape, np.uint8)
     corrected[1:3, 1:3, 1] = 1
-    nib.save(nib.Nifti1Image(corrected, np.eye(4)), str(label))
+    nib.save(nib.Nifti1Image(corrected, nib.load(str(label)).affine), str(label))
     assert "prepared_dataset" in run("-n")
     run("--cores", "1")
-    assert json.loads(json_path.read_text())["content_sha256"] != before
+    assert json.loads((tmp_path / target).read_text())["content_sha256"] != before
     assert "Nothing to be done" in run("-n")
+
+
+def test_a_release_changed_in_place_is_converted_again_not_silently_reused(tmp_path):
+    """A registration-only release is no Snakemake input (it may be absent when the DAG is built), so a release
+    changed in place (a label corrected, a case added) left its dataset.json, and every result after it, as they
+    were: `snakemake` had nothing to do. Its conversion job now carries a fingerprint of the release's files (path,
+    size, modification time) as a param, so such a change is converted again; an unchanged release is not."""
+    from test_registry import btcv_release
+
+    btcv_release(tmp_path / "raw" / "btcv")
+    _a_label_corrected_in_place_is_converted_again(tmp_path, "btcv", "RawData/Training/label/label0001.nii.gz")
 
 
 def test_an_open_release_changed_in_place_is_converted_again(tmp_path):
     """An open archive's release (MSD Spleen, extracted by the user in its official layout) was fingerprinted as ''
     (its download marker, the job's input, stands for it), so a label corrected in place left its dataset.json and
     every result after it as they were. Its conversion now carries the fingerprint of its files too."""
-    import nibabel as nib
-    import numpy as np
+    from test_sources_msd import CASES, TASKS, make_task
 
-    from test_sources_msd import make_task
-
-    raw = tmp_path / "raw"
-    make_task(raw / "msd_spleen", "msd_spleen")
-    changed = copy.deepcopy(PARAMS)
-    changed["scales"]["smoke"]["raw"] = str(raw)
-    changed["scales"]["smoke"]["datasets"]["msd_spleen"] = {"source": "real"}
-    config = write_params(tmp_path / "real_spleen.yaml", changed)
-    target, json_path = "resources/smoke/msd_spleen/dataset.json", tmp_path / "resources/smoke/msd_spleen/dataset.json"
-
-    def run(*args):
-        done = snakemake(tmp_path, *args, target, "--config", "scale=smoke", configfile=config)
-        assert done.returncode == 0, done.stderr[-3000:]
-        return done.stdout + done.stderr
-
-    run("--cores", "1")
-    before = json.loads(json_path.read_text())["content_sha256"]
-    assert "Nothing to be done" in run("-n")
-    label = next((raw / "msd_spleen" / "Task09_Spleen" / "labelsTr").glob("*.nii.gz"))
-    corrected = np.asarray(nib.load(str(label)).dataobj).copy()
-    corrected[...] = 0
-    corrected[1:3, 1:3, 1] = 1
-    nib.save(nib.Nifti1Image(corrected, nib.load(str(label)).affine), str(label))
-    assert "prepared_dataset" in run("-n")
-    run("--cores", "1")
-    assert json.loads(json_path.read_text())["content_sha256"] != before
-    assert "Nothing to be done" in run("-n")
+    make_task(tmp_path / "raw" / "msd_spleen", "msd_spleen")
+    task, prefix, _ = TASKS["msd_spleen"]
+    _a_label_corrected_in_place_is_converted_again(tmp_path, "msd_spleen", f"{task}/labelsTr/{prefix}_{CASES[0]}.nii.gz")
