@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import nibabel as nib
 import numpy as np
@@ -246,8 +247,12 @@ def test_a_label_on_another_grid_than_its_image_is_refused(ft_config, seg_dir, t
         spec["validation"][0]["label"] = str(folder / "labelsTr" / "moved.nii.gz")
 
     source = _copy_dataset(seg_dir, tmp_path, edit)
-    rc = finetune(ft_config, source, tmp_path / "r", "--train.steps", "1", "--preprocess.crop_foreground", "false")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc = finetune(ft_config, source, tmp_path / "r", "--train.steps", "1", "--preprocess.crop_foreground", "false")
     err = capsys.readouterr().err
+    rounding = [w for w in caught if "by a header's rounding" in str(w.message)]
+    assert bool(rounding) == (not refused), [str(w.message) for w in caught]
     if refused:
         assert rc == 2 and "moved.nii.gz" in err and "val0.nii.gz" in err, err
         assert ("3.0" in err) if change == "voxels" else ("6.0" in err), err
