@@ -98,3 +98,27 @@ def test_channels_are_stacked_and_must_share_a_grid(tmp_path):
     small = save(tmp_path / "small.nii.gz", brain((10, 12, 12)))
     with pytest.raises(DataError, match=r"channel '.*small.nii.gz' has shape \(10, 12, 12\), channel '.*t1.nii.gz'"):
         LabelledCases([{"image": [t1, small], "label": label}], cfg, (8, 8, 8), 2, None)[0]
+
+
+@pytest.mark.parametrize("change, refused", [("voxels", True), ("shift", True), ("rounding", False)])
+def test_a_channel_of_the_shape_but_not_the_grid_of_the_first_is_refused(tmp_path, change, refused):
+    """Channels were stacked when their shapes agreed, whatever their headers: a T2 of twice the voxel size or 6 mm
+    away (another part of the head) was read as if aligned with the T1, exit 0. It must be refused naming both
+    channels and both grids; a difference of a header's rounding (0.01 mm) warns and is stacked."""
+    t1, label = save(tmp_path / "t1.nii.gz", brain()), save(tmp_path / "seg.nii.gz", (brain() > 500).astype(np.float32))
+    affine = np.eye(4)
+    if change == "voxels":
+        affine[:3, :3] *= 2
+    else:
+        affine[0, 3] = 6.0 if change == "shift" else 0.01
+    t2 = tmp_path / "t2.nii.gz"
+    nib.save(nib.Nifti1Image(2 * brain(), affine), str(t2))
+    cfg = PreprocessConfig.from_preset("mri_zscore", crop_foreground=False)
+    cases = LabelledCases([{"image": [t1, t2], "label": label}], cfg, (8, 8, 8), 2, None)
+    if refused:
+        with pytest.raises(DataError, match=r"t2.nii.gz.*t1.nii.gz") as caught:
+            cases[0]
+        assert ("2.0" in str(caught.value)) if change == "voxels" else ("6.0" in str(caught.value))
+    else:
+        with pytest.warns(UserWarning, match="by a header's rounding"):
+            assert tuple(cases[0]["image"].shape) == (2, 12, 12, 12)

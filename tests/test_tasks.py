@@ -314,6 +314,49 @@ def test_a_reconstruction_target_of_another_voxel_size_or_origin_is_refused(tmp_
     assert "full2.nii.gz" in err and "low2.nii.gz" in err and shown in err, err
 
 
+def test_a_reconstruction_target_off_by_a_headers_rounding_is_scored_with_a_warning(tmp_path, capsys):
+    """A full-dose target whose header puts it 0.02 mm from its low-dose image (a header's rounding, as two programs
+    writing one scan's two reconstructions give) was refused as another grid, where a label so off only warns: both
+    roles must be held to one rule, the run goes on with a warning."""
+    rng = np.random.default_rng(3)
+    entries = []
+    for i in range(3):
+        full = _blob(rng, 10 + 6 * i)
+        low = rng.poisson(full * 4) / 4.0
+        _save(tmp_path / "data" / "img" / f"low{i}.nii.gz", low)
+        affine = np.eye(4)
+        affine[0, 3] = 0.02 if i == 2 else 0.0
+        nib.save(nib.Nifti1Image(full, affine), str(tmp_path / "data" / "img" / f"full{i}.nii.gz"))
+        entries.append({"id": f"r{i}", "image": f"img/low{i}.nii.gz", "target": f"img/full{i}.nii.gz"})
+    with pytest.warns(UserWarning, match="by a header's rounding"):
+        rc, err, out = _one_step_finetune(tmp_path, capsys, {"name": "doses", "task": "reconstruction",
+                                                             "training": entries[:2], "validation": entries[2:]})
+    assert rc == 0 and (out / "metrics.json").exists(), err
+
+
+def test_a_translation_sequence_on_another_grid_is_refused(tmp_path, capsys):
+    """A sequence of its case's shape but 5 mm away was stacked with the others as if aligned and the translation
+    scored against it, exit 0: the run must fail naming both sequences."""
+    rng = np.random.default_rng(4)
+    folder = tmp_path / "data" / "img"
+    folder.mkdir(parents=True)
+    entries = []
+    for i in range(3):
+        brain = _blob(rng, 10 + 6 * i)
+        paths = []
+        for c in range(3):
+            affine = np.eye(4)
+            affine[1, 3] = 5.0 if (i == 2 and c == 1) else 0.0
+            nib.save(nib.Nifti1Image(brain * (c + 1), affine), str(folder / f"b{i}_{c}.nii.gz"))
+            paths.append(f"img/b{i}_{c}.nii.gz")
+        entries.append({"id": f"b{i}", "image": paths})
+    rc, err, out = _one_step_finetune(tmp_path, capsys, {"name": "sequences", "task": "translation",
+                                                         "modality": {"0": "T1", "1": "T2", "2": "FLAIR"},
+                                                         "training": entries[:2], "validation": entries[2:]})
+    assert rc != 0 and not (out / "metrics.json").exists()
+    assert "b2_1.nii.gz" in err and "b2_0.nii.gz" in err and "5.0" in err, err
+
+
 @pytest.mark.parametrize("odd", ["training", "validation"])
 def test_a_case_with_another_channel_count_is_refused_before_training(tmp_path, capsys, odd):
     """The network's input channels are the first training case's; a case listing another number of channels failed

@@ -15,7 +15,6 @@ that plainly does not fit the data (a HU window on volumes that are not HU) is r
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from monai.transforms import (
 )
 
 from .errors import DataError
+from .grids import check_on_grid
 from .nifti import check_affine, load_nifti
 from .preprocess_config import PreprocessConfig
 
@@ -55,7 +55,8 @@ class LoadVolumed(MapTransform):
         * the file cannot be read (missing, not NIfTI, truncated / corrupt gzip or data);
         * the image is not 3-D (a 4-D image with a trailing singleton axis is squeezed first);
         * an axis has fewer than 2 voxels, values are NaN/inf, or there is no foreground
-          (all voxels equal); channels of differing shapes;
+          (all voxels equal); channels on differing voxel grids (:func:`.grids.check_on_grid`; a header's
+          rounding warns);
         * ``cfg``'s window plainly does not fit (:meth:`PreprocessConfig.check_fits`).
     """
 
@@ -76,9 +77,8 @@ class LoadVolumed(MapTransform):
         arrays, affine = [], None
         for p in paths:
             array, aff = read_volume(p)
-            if arrays and array.shape != arrays[0].shape:
-                raise DataError(f"channel '{p}' has shape {array.shape}, channel '{paths[0]}' {arrays[0].shape}; "
-                                "the channels of an image must share one voxel grid")
+            if arrays:
+                check_on_grid(p, array.shape, aff, "channel", paths[0], arrays[0].shape, affine, "channel")
             if cfg is not None:
                 cfg.check_fits(array, p)
             arrays.append(array)
@@ -116,18 +116,25 @@ def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return array, affine
 
 
-def _other_grid(a: np.ndarray, b: np.ndarray) -> bool:
-    """Do the 4x4 affines ``a`` and ``b`` put voxels elsewhere: voxel sizes differing by over 1 %, axes turned by
-    over ~0.06°, or origins over half the smallest voxel apart (less is a header's rounding)?"""
-    size_a, size_b = np.linalg.norm(a[:3, :3], axis=0), np.linalg.norm(b[:3, :3], axis=0)
-    turned = np.abs(a[:3, :3] / size_a - b[:3, :3] / size_b).max() > 1e-3
-    moved = np.linalg.norm(a[:3, 3] - b[:3, 3]) > 0.5 * min(size_a.min(), size_b.min())
-    return bool(turned or moved or (np.abs(size_a - size_b) > 0.01 * size_b).any())
+class LoadOnImageGridd(MapTransform):
+    """Load ``data[key]`` (one NIfTI path, a role read voxel by voxel against the image: a reconstruction target) as
+    :func:`read_volume` checks it, on the grid of the already loaded ``data["image"]`` (:func:`.grids.check_on_grid`);
+    it comes out a float32 ``(1, X, Y, Z)`` MetaTensor carrying the *image's* affine, so that every spatial
+    transform treats both alike."""
 
+    def __init__(self, key: str, role: str) -> None:
+        super().__init__(key)
+        self.key, self.role = key, role
 
-def _grid(affine: np.ndarray) -> str:
-    sizes = [round(float(v), 3) for v in np.linalg.norm(affine[:3, :3], axis=0)]
-    return f"voxel sizes {sizes} mm, origin {[round(float(v), 2) for v in affine[:3, 3]]} mm"
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        image, path = d["image"], Path(d[self.key])
+        array, affine = read_volume(path)
+        image_path = Path(image.meta["filename_or_obj"])
+        check_on_grid(path, array.shape, affine, self.role, image_path, image.shape[1:], image.affine.numpy(), "its image")
+        meta = {"filename_or_obj": str(path), "space": "RAS", "original_channel_dim": "no_channel"}
+        d[self.key] = MetaTensor(torch.from_numpy(np.ascontiguousarray(array))[None], affine=image.affine.clone(), meta=meta)
+        return d
 
 
 class LoadLabeld(MapTransform):
@@ -136,7 +143,7 @@ class LoadLabeld(MapTransform):
     The label comes out as a float32 ``(1, X, Y, Z)`` MetaTensor carrying the *image's* affine, so that
     every spatial transform treats both alike (an affine differing by a header's rounding only warns). Raises
     :class:`DataError` naming the label and its image when the label cannot be read, is not 3-D, has
-    another shape or grid than the image (:func:`_other_grid`), or holds values other than the integers ``0 .. data["num_classes"]-1`` (or, where
+    another shape or grid than the image (:func:`.grids.check_on_grid`), or holds values other than the integers ``0 .. data["num_classes"]-1`` (or, where
     the item has them, ``data["label_values"]``: a dataset.json's ``labels`` that skip a value, as BraTS's {0, 1, 2, 4}).
     """
 
@@ -162,10 +169,8 @@ class LoadLabeld(MapTransform):
         except Exception as exc:  # nibabel, gzip, zlib, EOFError, OSError, ...
             raise DataError(f"could not read label '{path}' of image '{image_path}': {type(exc).__name__}: {exc}; "
                             "expected a readable NIfTI volume (.nii or .nii.gz)") from exc
-        image_shape = tuple(image.shape[1:])
-        if shape != image_shape:
-            raise DataError(f"label '{path}' has shape {shape} but its image '{image_path}' has shape {image_shape}; "
-                            "a label must be on the image's voxel grid")
+        image_affine = image.affine.numpy()
+        check_on_grid(path, shape, affine, "label", image_path, image.shape[1:], image_affine, "its image")
         allowed = np.arange(num_classes) if values is None else np.asarray(sorted(values))
         if not np.isin(array, allowed).all():
             finite = array[np.isfinite(array)]
@@ -176,13 +181,6 @@ class LoadLabeld(MapTransform):
             raise DataError(f"label '{path}' of image '{image_path}' must hold the integers {expected} "
                             f"of the dataset json's 'labels'; it holds {len(bad)} other value(s): {shown}"
                             + (f" and {nonfinite} NaN/Inf voxel(s)" if nonfinite else ""))
-        image_affine = image.affine.numpy()
-        if not np.allclose(affine, image_affine, atol=1e-3):
-            if _other_grid(affine, image_affine):
-                raise DataError(f"label '{path}' lies on another voxel grid than its image '{image_path}': "
-                                f"{_grid(affine)} against {_grid(image_affine)}; a label must be on its image's grid")
-            warnings.warn(f"label '{path}' has another affine than its image '{image_path}' (by a header's rounding: "
-                          f"{_grid(affine)} against {_grid(image_affine)}); using the image's")
         meta = {"filename_or_obj": str(path), "space": "RAS", "original_channel_dim": "no_channel"}
         return MetaTensor(torch.from_numpy(np.ascontiguousarray(array))[None], affine=torch.as_tensor(image_affine), meta=meta)
 

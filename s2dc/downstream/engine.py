@@ -29,7 +29,6 @@ import shutil
 import time
 from pathlib import Path
 
-import monai
 import numpy as np
 import torch
 from monai.data import list_data_collate
@@ -55,7 +54,7 @@ from ..train.checkpoint import (
 from ..train.device import pick_device
 from ..train.finetune_config import FinetuneConfig
 from ..train.finite import NonFiniteError, describe_step, gradient_norm, require_finite, step_is_finite
-from ..train.identity import code_fingerprint, data_fingerprint, differences
+from ..train.identity import code_fingerprint, data_fingerprint, differences, libraries
 from ..train.live import MetricLog, Progress
 from ..train.optim import EagerAdamW
 from ..train.precision import autocast_for, precision_for
@@ -228,7 +227,7 @@ class Finetuner:
                         "run.seed": cfg.run.seed, "model.init": cfg.model.init},
             "data": data_fingerprint(source, _case_files(self.all_train + self.val_cases) + init),
             "code": code_fingerprint(__name__),
-            "libraries": {"torch": torch.__version__.split("+")[0], "monai": monai.__version__},
+            "libraries": libraries(),
         }
 
     def _in_channels(self) -> int:

@@ -47,6 +47,15 @@ def result_options(config: dict, run_local: dict[str, set[str]] = RUN_LOCAL) -> 
             if name not in run_local.get(section, ())}
 
 
+def libraries() -> dict[str, str]:
+    """The versions of the libraries whose kernels a run computes with: ``{"torch": "2.13.0", "monai": ...}`` (a
+    build's local tag, ``+cpu``, left off: the device does not count)."""
+    import monai
+    import torch
+
+    return {"torch": torch.__version__.split("+")[0], "monai": monai.__version__}
+
+
 def data_fingerprint(source: str | Path, paths: list[Path]) -> dict:
     """``{"dataset_json": sha256 or None, "files": [[path relative to the source, size, mtime_ns], ...]}``."""
     source = Path(source)

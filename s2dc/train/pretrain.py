@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import monai
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -47,7 +46,7 @@ from .checkpoint import (
 from .config import RESUME_MODES, PretrainConfig
 from .device import pick_device
 from .finite import NonFiniteError, describe_step, gradient_norm, non_finite_tensors, step_is_finite
-from .identity import code_fingerprint, data_fingerprint, differences, result_options
+from .identity import code_fingerprint, data_fingerprint, differences, libraries, result_options
 from .live import MetricLog, Progress
 from .optim import EagerAdamW
 from .precision import autocast_for, precision_for
@@ -174,7 +173,7 @@ class Pretrainer:
             "precision": self.precision,
             "data": data_fingerprint(self.cfg.data.source, paths),
             "code": code_fingerprint(__name__),
-            "libraries": {"torch": torch.__version__.split("+")[0], "monai": monai.__version__},
+            "libraries": libraries(),
         }
 
     def prepare_out_dir(self) -> Path | None:

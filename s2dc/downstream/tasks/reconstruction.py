@@ -12,8 +12,7 @@ from pathlib import Path
 import torch
 from monai.transforms import Compose, MapTransform, Orientationd, Spacingd, SpatialPadd
 
-from ...data.errors import DataError
-from ...data.preprocess import LoadVolumed
+from ...data.preprocess import LoadOnImageGridd, LoadVolumed
 from ...data.volumes import plain
 from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
@@ -21,8 +20,8 @@ from ..metrics import nrmse, psnr, ssim
 from .common import Setting, cached_pair, infer, random_crops
 
 KEYS = ["image", "target"]
-_VERSION = 3  # bump when the preprocessing below changes its output (2: targets on another grid are refused,
-#               3: ... of other voxel sizes or origin too)
+_VERSION = 4  # bump when the preprocessing below changes its output (2: targets on another grid are refused,
+#               3: ... of other voxel sizes or origin too, 4: the one grid rule of s2dc.data.grids, rounding warns)
 
 
 class ScaleByImaged(MapTransform):
@@ -39,31 +38,6 @@ class ScaleByImaged(MapTransform):
         return d
 
 
-class SameGridd(MapTransform):
-    """Raise DataError naming both files unless ``image`` and ``target`` lie on one voxel grid: one spatial shape and
-    one affine to 0.01 mm (after reorientation and resampling; padding would otherwise hide a shape mismatch, and a
-    target of other voxel sizes or origin covers another part of the body, scored against a misaligned prediction)."""
-
-    def __init__(self) -> None:
-        super().__init__(KEYS)
-
-    def __call__(self, data: dict) -> dict:
-        image, target = data["image"], data["target"]
-        where = (f"target '{target.meta['filename_or_obj']}' and its image '{image.meta['filename_or_obj']}' lie on "
-                 "other voxel grids (in RAS, after resampling): ")
-        if image.shape[1:] != target.shape[1:]:
-            raise DataError(f"{where}shape {tuple(target.shape[1:])} against {tuple(image.shape[1:])}; a target must "
-                            "be on its image's voxel grid")
-        a, b = (torch.as_tensor(x.affine, dtype=torch.float64) for x in (target, image))
-        if not torch.allclose(a, b, rtol=0.0, atol=1e-2):
-            def grid(m: torch.Tensor) -> str:
-                return f"voxel sizes {[round(float(v), 3) for v in m[:3, :3].norm(dim=0)]} mm, origin " \
-                       f"{[round(float(v), 2) for v in m[:3, 3]]} mm"
-            raise DataError(f"{where}the target has {grid(a)}, the image {grid(b)}; resample the target onto the "
-                            "image's grid")
-        return data
-
-
 class Reconstruction:
     name = "reconstruction"
     roles = ("image", "target")
@@ -74,10 +48,11 @@ class Reconstruction:
 
     def datasets(self, train: list[dict], val: list[dict], s: Setting, cache_root: Path):
         cfg = s.preprocess
-        steps: list = [LoadVolumed(KEYS), Orientationd(KEYS, axcodes=cfg.orientation, labels=None)]
+        steps: list = [LoadVolumed("image"), LoadOnImageGridd("target", "target"),
+                       Orientationd(KEYS, axcodes=cfg.orientation, labels=None)]
         if cfg.spacing is not None:
             steps.append(Spacingd(KEYS, pixdim=cfg.spacing, mode="bilinear"))
-        steps += [SameGridd(), SpatialPadd(KEYS, spatial_size=s.roi_size, mode="constant", value=0), ScaleByImaged()]
+        steps += [SpatialPadd(KEYS, spatial_size=s.roi_size, mode="constant", value=0), ScaleByImaged()]
         return cached_pair(train, val, s, cache_root, f"rec{_VERSION}", Compose(steps))
 
     def augment(self, s: Setting) -> Compose:
