@@ -294,20 +294,27 @@ def test_a_reconstruction_target_on_another_grid_than_its_image_is_refused(tmp_p
     assert "full2.nii.gz" in err and "low2.nii.gz" in err and "(64, 32, 24)" in err
 
 
+def _doses(tmp_path, rng, last_target_affine: np.ndarray) -> list[dict]:
+    """Three low-dose / full-dose pairs under tmp_path/data/img, all on the identity grid but the third full dose,
+    written with ``last_target_affine``; their dataset.json entries."""
+    entries = []
+    for i in range(3):
+        full = _blob(rng, 10 + 6 * i)
+        low = rng.poisson(full * 4) / 4.0
+        _save(tmp_path / "data" / "img" / f"low{i}.nii.gz", low)
+        affine = last_target_affine if i == 2 else np.eye(4)
+        nib.save(nib.Nifti1Image(full, affine), str(tmp_path / "data" / "img" / f"full{i}.nii.gz"))
+        entries.append({"id": f"r{i}", "image": f"img/low{i}.nii.gz", "target": f"img/full{i}.nii.gz"})
+    return entries
+
+
 @pytest.mark.parametrize("affine, shown", [(np.diag([2.0, 2.0, 2.0, 1.0]), "2.0"),
                                            (np.array([[1, 0, 0, 5.0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]), "5.0")])
 def test_a_reconstruction_target_of_another_voxel_size_or_origin_is_refused(tmp_path, capsys, affine, shown):
     """A full-dose target with its image's shape but 2 mm voxels where the image has 1 mm, or shifted by 5 mm, covers
     another part of the body: it was scored voxel by voxel against a misaligned prediction, exit 0. The run must
     fail naming both files and both grids."""
-    rng = np.random.default_rng(2)
-    entries = []
-    for i in range(3):
-        full = _blob(rng, 10 + 6 * i)
-        low = rng.poisson(full * 4) / 4.0
-        _save(tmp_path / "data" / "img" / f"low{i}.nii.gz", low)
-        nib.save(nib.Nifti1Image(full, affine if i == 2 else np.eye(4)), str(tmp_path / "data" / "img" / f"full{i}.nii.gz"))
-        entries.append({"id": f"r{i}", "image": f"img/low{i}.nii.gz", "target": f"img/full{i}.nii.gz"})
+    entries = _doses(tmp_path, np.random.default_rng(2), affine)
     rc, err, out = _one_step_finetune(tmp_path, capsys, {"name": "doses", "task": "reconstruction",
                                                          "training": entries[:2], "validation": entries[2:]})
     assert rc != 0 and not (out / "metrics.json").exists()
@@ -318,16 +325,9 @@ def test_a_reconstruction_target_off_by_a_headers_rounding_is_scored_with_a_warn
     """A full-dose target whose header puts it 0.02 mm from its low-dose image (a header's rounding, as two programs
     writing one scan's two reconstructions give) was refused as another grid, where a label so off only warns: both
     roles must be held to one rule, the run goes on with a warning."""
-    rng = np.random.default_rng(3)
-    entries = []
-    for i in range(3):
-        full = _blob(rng, 10 + 6 * i)
-        low = rng.poisson(full * 4) / 4.0
-        _save(tmp_path / "data" / "img" / f"low{i}.nii.gz", low)
-        affine = np.eye(4)
-        affine[0, 3] = 0.02 if i == 2 else 0.0
-        nib.save(nib.Nifti1Image(full, affine), str(tmp_path / "data" / "img" / f"full{i}.nii.gz"))
-        entries.append({"id": f"r{i}", "image": f"img/low{i}.nii.gz", "target": f"img/full{i}.nii.gz"})
+    affine = np.eye(4)
+    affine[0, 3] = 0.02
+    entries = _doses(tmp_path, np.random.default_rng(3), affine)
     with pytest.warns(UserWarning, match="by a header's rounding"):
         rc, err, out = _one_step_finetune(tmp_path, capsys, {"name": "doses", "task": "reconstruction",
                                                              "training": entries[:2], "validation": entries[2:]})
