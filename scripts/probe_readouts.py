@@ -10,7 +10,11 @@ before the `s2dc` command line:
 * ``--alike``: the MRI twins render the necrotic core exactly as CSF and the edema exactly as white-matter
   hyperintensities in all four sequences (for ``s2dc synth``);
 * ``--brain-share N``: the PET pool holds a brain PET (ADNI-like) in 1 of every N cases, a torso PET in the others
-  (the twin's own share: 1 in 4; for ``s2dc synth --kind pet_pool``).
+  (the twin's own share: 1 in 4; for ``s2dc synth --kind pet_pool``);
+* ``--core-radius LOW HIGH``: the MRI twins' glioma core (enhancing rim and necrosis) has a radius drawn from LOW-HIGH
+  of the brain's radius instead of the twin's 0.15-0.28 (for ``s2dc synth --kind brats21`` and ``mri_pool``);
+* ``--pool-sequences``: the MRI pool's cases are rendered as T1w, T2w and FLAIR in turn (OASIS-3's sessions hold all
+  three), not all as T1w (for ``s2dc synth --kind mri_pool``).
 
 Usage::
 
@@ -22,10 +26,13 @@ Usage::
         --source resources/quick/adni/dataset.json --stage 2 --out /tmp/adni.json
     python scripts/probe_readouts.py --brain-share 2 synth --kind pet_pool --out /tmp/pool2 --cases 16 --seed 0 \\
         --shape 96 96 64 --val-fraction 0.25
+    python scripts/probe_readouts.py --core-radius 0.24 0.38 synth --kind brats21 --out /tmp/big --cases 40 --seed 1 \\
+        --shape 64 64 48 --val-fraction 0.625
 
 then the quick PET pretraining (``snakemake -n -p --forcerun results/quick/pretrain/PET/s2dc/encoder.pt`` prints it)
 with ``--data.source /tmp/pool2/dataset.json`` and another ``--run.out_dir`` and ``--export-encoder``, and
-``s2dc probe`` on ADNI with that encoder.
+``s2dc probe`` on ADNI with that encoder (likewise the MRI pretraining on a pool drawn with ``--core-radius`` or
+``--pool-sequences``, and ``s2dc probe`` on BraTS 2021).
 """
 
 from __future__ import annotations
@@ -63,17 +70,47 @@ def with_brain_share(pet_pool_case, every: int):
     return lambda seed, shape, index: pet_pool_case(seed, shape, 3 if index % every == every - 1 else 0)
 
 
+#: The twin's own range of the glioma core's radius, a fraction of the brain's (``brain.brain_anatomy``).
+CORE_RADIUS = (0.15, 0.28)
+#: The sequences the MRI pool's cases are rendered as in turn with ``--pool-sequences`` (registry channel names).
+POOL_SEQUENCES = ("T1w", "t2", "flair")
+
+
+def with_core_radius(uniform, low: float, high: float):
+    """``geometry.uniform(rng, a, b)`` as ``brain.brain_anatomy`` calls it, but the draw of the core's radius (the one
+    with the bounds :data:`CORE_RADIUS`) taken from ``low``-``high``; every other draw unchanged."""
+    if not 0 < low <= high < 0.5:
+        raise ValueError(f"--core-radius needs 0 < LOW <= HIGH < 0.5 (of the brain's radius), not {low} {high}")
+    return lambda rng, a, b: uniform(rng, low, high) if (a, b) == CORE_RADIUS else uniform(rng, a, b)
+
+
+def in_sequences(mri_pool_case, mri_case):
+    """The MRI pool's case function ``(seed, shape, index) -> Case`` with case ``index`` rendered as the sequence
+    ``POOL_SEQUENCES[index % 3]``: the twin's own function, its ``mri_case`` told another channel."""
+    from s2dc.data.synthetic import twins
+
+    def case(seed, shape, index):
+        sequence = [POOL_SEQUENCES[index % len(POOL_SEQUENCES)]]
+        with mock.patch.object(twins, "mri_case", lambda s, sh, channels, **kw: mri_case(s, sh, sequence, **kw)):
+            return mri_pool_case(seed, shape, index)
+
+    return case
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--blocks", choices=("means", "meansd"))
     parser.add_argument("--pooling", choices=("meansd",))
     parser.add_argument("--alike", action="store_true")
     parser.add_argument("--brain-share", type=int, metavar="N")
+    parser.add_argument("--core-radius", type=float, nargs=2, metavar=("LOW", "HIGH"))
+    parser.add_argument("--pool-sequences", action="store_true")
     options, command = parser.parse_known_args(argv)
 
     from s2dc.runtime import import_monai_lean
 
     import_monai_lean()
+    import s2dc.data.synthetic.brain as brain
     import s2dc.data.synthetic.render_mri as render_mri
     import s2dc.data.synthetic.twins as twins
     import s2dc.eval.probe as probe
@@ -93,6 +130,13 @@ def main(argv: list[str]) -> int:
             twin = replace(pool, make=with_brain_share(pool.make, options.brain_share),
                            description=f"{pool.description}; here brain PET in 1 of every {options.brain_share} cases")
             swaps.enter_context(mock.patch.dict(twins.TWINS, {"pet_pool": twin}))
+        if options.core_radius is not None:
+            swaps.enter_context(mock.patch.object(brain, "uniform", with_core_radius(brain.uniform, *options.core_radius)))
+        if options.pool_sequences:
+            pool = twins.TWINS["mri_pool"]
+            twin = replace(pool, make=in_sequences(pool.make, twins.mri_case),
+                           description=f"{pool.description}; here rendered as {', '.join(POOL_SEQUENCES)} in turn")
+            swaps.enter_context(mock.patch.dict(twins.TWINS, {"mri_pool": twin}))
         return s2dc(command)
 
 

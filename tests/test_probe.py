@@ -354,17 +354,23 @@ def test_the_probe_builds_a_one_channel_encoder_for_a_multi_channel_dataset(tmp_
                                weights["patch_embed.proj.weight"])
 
 
-def test_the_readout_diagnostic_reads_the_probes_blocks_in_token_order():
-    """scripts/probe_readouts.py: a block's mean and sd per channel, in the order of the probe's voxel blocks (whose
-    C s³ values are channel-major), and a grid cell's mean and sd per channel, as numpy computes them."""
+def _readouts():
     import importlib.util
 
     from conftest import REPO
-    from s2dc.eval.probe import block_means
 
     spec = importlib.util.spec_from_file_location("probe_readouts", REPO / "scripts" / "probe_readouts.py")
     readouts = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(readouts)
+    return readouts
+
+
+def test_the_readout_diagnostic_reads_the_probes_blocks_in_token_order():
+    """scripts/probe_readouts.py: a block's mean and sd per channel, in the order of the probe's voxel blocks (whose
+    C s³ values are channel-major), and a grid cell's mean and sd per channel, as numpy computes them."""
+    from s2dc.eval.probe import block_means
+
+    readouts = _readouts()
     image = torch.randn(3, 8, 12, 4, generator=torch.Generator().manual_seed(0))
     blocks = voxel_blocks(image, 4).reshape(-1, 3, 64).numpy()
     np.testing.assert_allclose(block_means(image, 4).numpy(), blocks.mean(-1), atol=1e-6)  # what --blocks means reads
@@ -379,14 +385,9 @@ def test_the_readout_diagnostic_puts_a_brain_in_one_of_every_n_pool_cases():
     """scripts/probe_readouts.py --brain-share N: the PET pool's own case function is asked for its brain kind in
     1 of every N cases (N = 4: the twin's own pool, whose brains are the indices 3, 7, ...), seed and shape passed on;
     a share below 1 is refused."""
-    import importlib.util
-
-    from conftest import REPO
     from s2dc.data.synthetic.twins import TWINS
 
-    spec = importlib.util.spec_from_file_location("probe_readouts", REPO / "scripts" / "probe_readouts.py")
-    readouts = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(readouts)
+    readouts = _readouts()
     calls = []
     kinds = {}
     for every in (4, 2, 1):
@@ -399,6 +400,55 @@ def test_the_readout_diagnostic_puts_a_brain_in_one_of_every_n_pool_cases():
     assert [(seed, shape) for seed, shape, _ in calls[:8]] == [(100 + i, (8, 8, 8)) for i in range(8)]
     with pytest.raises(ValueError, match="brain-share"):
         readouts.with_brain_share(TWINS["pet_pool"].make, 0)
+
+
+def test_the_readout_diagnostic_swaps_only_the_glioma_cores_radius():
+    """scripts/probe_readouts.py --core-radius: the brain twin draws the core's radius once, with the bounds the script
+    knows (so the swap stays tied to the twin), and only that draw is taken from the new range: the same seed gives a
+    larger core (enhancing + necrosis voxels) and the same brain outline; a range outside (0, 0.5) is refused."""
+    from unittest import mock
+
+    import s2dc.data.synthetic.brain as brain
+
+    readouts = _readouts()
+    bounds, uniform = [], brain.uniform
+    spy = lambda rng, a, b: bounds.append((a, b)) or uniform(rng, a, b)  # noqa: E731
+    with mock.patch.object(brain, "uniform", spy):
+        before = brain.brain_anatomy(np.random.default_rng(3), (40, 40, 32), tumour=True)
+    assert bounds.count(readouts.CORE_RADIUS) == 1
+    with mock.patch.object(brain, "uniform", readouts.with_core_radius(brain.uniform, 0.40, 0.40)):
+        after = brain.brain_anatomy(np.random.default_rng(3), (40, 40, 32), tumour=True)
+    core = lambda b: int(np.isin(b.label, (1, 4)).sum())  # noqa: E731
+    assert core(after) > 2 * core(before) > 0
+    np.testing.assert_array_equal(after.mask, before.mask)
+    for low, high in ((0.0, 0.3), (0.3, 0.2), (0.2, 0.5)):
+        with pytest.raises(ValueError, match="core-radius"):
+            readouts.with_core_radius(brain.uniform, low, high)
+
+
+def test_the_readout_diagnostic_renders_the_mri_pool_in_three_sequences_in_turn():
+    """scripts/probe_readouts.py --pool-sequences: the MRI pool's own case function renders case ``index`` as T1w, T2w,
+    FLAIR in turn (indices 0, 1, 2, 3, ...), with the twin's own tumour probability and the seed and shape passed on;
+    the images differ from the T1w ones in the sequence's contrast (CSF bright on T2w, dark on T1w and FLAIR)."""
+    from s2dc.data.synthetic import brain, render_mri, twins
+
+    readouts = _readouts()
+    calls = []
+
+    def mri_case(seed, shape, channels, **options):
+        calls.append((seed, shape, list(channels), options))
+        return render_mri.mri_case(seed, shape, channels, **options)
+
+    case = readouts.in_sequences(twins.TWINS["mri_pool"].make, mri_case)
+    images = [case(7, (32, 32, 24), index).image for index in range(4)]
+    assert [c[2] for c in calls] == [["T1w"], ["t2"], ["flair"], ["T1w"]]
+    assert {(c[0], c[1]) for c in calls} == {(7, (32, 32, 24))}
+    assert all(c[3] == {"tumour_probability": 0.25} for c in calls)
+    _, anatomy = render_mri.mri_case(7, (32, 32, 24), ["T1w"], tumour_probability=0.25)
+    csf, wm = anatomy.tissue == brain.CSF, anatomy.tissue == brain.WM
+    ratio = [float(image[0][csf].mean() / image[0][wm].mean()) for image in images]
+    assert ratio[1] > 1.2 > 0.6 > ratio[0] and ratio[2] < 0.6 and ratio[3] == ratio[0]
+    np.testing.assert_array_equal(images[0], twins.TWINS["mri_pool"].make(7, (32, 32, 24), 0).image)
 
 
 def test_each_encoder_file_keeps_its_own_input_channels_whatever_the_order(tmp_path):
