@@ -129,14 +129,15 @@ def test_a_validation_with_nothing_to_score_fails_without_outputs(seg_dir, tmp_p
 
 def test_finetune_never_replaces_a_users_file_named_like_its_outputs(seg_dir, tmp_path, capsys):
     """A run folder is a fine-tuning run's only if an earlier run wrote it (its split.json): a user's model.pt (here
-    the very encoder the run starts from) or metrics.json in run.out_dir is refused, the file left as it was; so is
-    an encoder to start from inside an earlier run's folder (the run would replace it)."""
+    the very encoder the run starts from), metrics.json or split.json (a user's own folds, alone in the folder) in
+    run.out_dir is refused, the file left as it was; so is an encoder to start from inside an earlier run's folder
+    (the run would replace it)."""
     torch.manual_seed(0)
     sizes = EncoderConfig(**{k: v for k, v in TINY_FT["model"].items() if k in ("feature_size", "num_heads",
                                                                               "window_size")})
     blob = {"state_dict": {f"swinViT.{k}": v for k, v in swinunetr_for(sizes).swinViT.state_dict().items()},
             "encoder": sizes.to_dict()}
-    for name in ("model.pt", "metrics.json"):
+    for name in ("model.pt", "metrics.json", "split.json"):
         out = tmp_path / name.replace(".", "_")
         out.mkdir()
         torch.save(blob, out / "model.pt") if name == "model.pt" else (out / name).write_text('{"mine": 1}')

@@ -130,15 +130,16 @@ def _is_split(path: Path) -> bool:
 
 def refuse_a_folder_of_something_else(out: Path) -> None:
     """Raise ValueError, naming ``run.out_dir`` and what it holds, if the folder ``out`` is not an earlier fine-tuning
-    run's: it holds anything but :data:`OUTPUTS` (a pretraining run, a user's files), one of :data:`AFTER_SPLIT`
-    without the run's ``split.json`` (a user's ``model.pt``), or a ``checkpoints/`` holding anything but checkpoints;
+    run's: it holds anything but :data:`OUTPUTS` (a pretraining run, a user's files), a ``split.json`` that is not a
+    run's or one of :data:`AFTER_SPLIT` without the run's (a user's ``model.pt``), or a ``checkpoints/`` holding
+    anything but checkpoints;
     its lock and temporary files are a run's own."""
     if not out.is_dir():
         return
     names = {p.name for p in out.iterdir() if not _is_scratch(p.name)}
     other = sorted(names - OUTPUTS)
-    if not other and names & AFTER_SPLIT and not _is_split(out / "split.json"):
-        other = sorted(names & AFTER_SPLIT)
+    if not other and names & (AFTER_SPLIT | {"split.json"}) and not _is_split(out / "split.json"):
+        other = sorted(names & (AFTER_SPLIT | {"split.json"}))
     checkpoints = out / "checkpoints"
     if not other and checkpoints.is_dir():  # it holds a run's checkpoints only (and their interrupted writes)
         own = set(list_checkpoints(checkpoints))

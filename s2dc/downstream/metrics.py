@@ -87,7 +87,8 @@ def nrmse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = 
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
-    """3-D SSIM (MONAI, Gaussian 7-voxel window) of ``(C, X, Y, Z)`` volumes with data range = the target's;
+    """3-D SSIM (MONAI, Gaussian 7-voxel window, sd 1.5; on a smaller volume the largest odd window it holds) of
+    ``(C, X, Y, Z)`` volumes with data range = the target's;
     with ``mask`` both are set to the target's minimum outside it first. Mean over channels."""
     pred, target = pred.float(), target.float()
     if mask is not None:
@@ -95,6 +96,6 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = N
         low = target[m].min()
         pred, target = torch.where(m, pred, low), torch.where(m, target, low)
     data_range = float(target.max() - target.min()) or 1.0
-    win = max(3, min(7, *target.shape[-3:]) // 2 * 2 - 1)  # odd, no larger than the volume
+    win = max(3, (min(7, *target.shape[-3:]) - 1) // 2 * 2 + 1)  # 7, or the largest odd size the volume holds
     metric = SSIMMetric(spatial_dims=3, data_range=data_range, win_size=win)
     return float(metric(pred.reshape(-1, 1, *pred.shape[-3:]), target.reshape(-1, 1, *target.shape[-3:])).mean())
