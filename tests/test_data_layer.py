@@ -100,6 +100,24 @@ def test_channels_are_stacked_and_must_share_a_grid(tmp_path):
         LabelledCases([{"image": [t1, small], "label": label}], cfg, (8, 8, 8), 2, None)[0]
 
 
+def test_a_label_whose_header_gives_no_finite_affine_is_refused(tmp_path):
+    """A label whose pixdim holds NaN (no qform, no sform) has an affine of NaNs: every comparison with its image's was
+    False, so it passed as "a header's rounding" (a warning), even when its x axis ran the other way. Images are
+    refused for this when read; the label must be too, naming it."""
+    image = save(tmp_path / "ct.nii.gz", brain())
+    label = np.flip((brain() > 500).astype(np.float32), 0).copy()
+    header = nib.Nifti1Image(label, np.diag([-1.0, 1.0, 1.0, 1.0])).header.copy()
+    header.set_qform(None, code=0)
+    header.set_sform(None, code=0)
+    header["pixdim"][1:4] = [1.0, np.nan, 1.0]
+    nib.save(nib.Nifti1Image(label, None, header), str(tmp_path / "seg.nii.gz"))
+    assert not np.isfinite(nib.load(str(tmp_path / "seg.nii.gz")).affine).all()
+    cfg = PreprocessConfig.from_preset("mri_zscore", crop_foreground=False)
+    cases = LabelledCases([{"image": image, "label": tmp_path / "seg.nii.gz"}], cfg, (8, 8, 8), 2, None)
+    with pytest.raises(DataError, match=r"seg.nii.gz' has the affine .*nan.*expected finite voxel axes"):
+        cases[0]
+
+
 @pytest.mark.parametrize("change, refused", [("voxels", True), ("shift", True), ("rounding", False)])
 def test_a_channel_of_the_shape_but_not_the_grid_of_the_first_is_refused(tmp_path, change, refused):
     """Channels were stacked when their shapes agreed, whatever their headers: a T2 of twice the voxel size or 6 mm

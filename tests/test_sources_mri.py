@@ -15,7 +15,8 @@ from s2dc.data.sources import brats21, brats23, oasis3
 from s2dc.data.errors import DataError
 
 B21 = ["BraTS2021_00000", "BraTS2021_00002", "BraTS2021_00003", "BraTS2021_01146"]
-B23 = ["BraTS-GLI-00000-000", "BraTS-GLI-00000-001", "BraTS-GLI-00002-000", "BraTS-GLI-01666-000"]
+B23 = ["BraTS-GLI-00000-000", "BraTS-GLI-00000-001", "BraTS-GLI-00002-000", "BraTS-GLI-00003-000", "BraTS-GLI-00003-001",
+       "BraTS-GLI-01666-000"]  # 00003: split case by case, its time points would fall on both sides
 OASIS = {"OAS30001_MR_d0129": ["anat1/sub-OAS30001_ses-d0129_run-01_T1w.nii.gz",
                                "anat2/sub-OAS30001_ses-d0129_run-02_T1w.nii.gz",
                                "anat4/sub-OAS30001_ses-d0129_T2w.nii.gz"],
@@ -89,12 +90,18 @@ def test_brats21_lists_every_case_in_channel_order_with_its_seg(tmp_path):
 
 
 def test_brats23_lists_the_four_sequences_and_needs_no_seg(tmp_path):
+    """Every case with its four sequences; the split is by patient (``BraTS-GLI-XXXXX``; ``-YYY`` is the time
+    point): a patient's two time points stay on one side (they were split as two cases, so a patient's scan could be
+    validated against a model trained on its other one)."""
     raw, out = brats23_release(tmp_path / "raw", seg=False), tmp_path / "out"
     doc = load(brats23.convert(raw, out))
     assert doc["task"] == "translation" and doc["modality"] == {"0": "t1n", "1": "t1c", "2": "t2w", "3": "t2f"}
     entries = doc["training"] + doc["validation"]
     assert sorted(e["id"] for e in entries) == B23
-    assert sorted(e["id"] for e in doc["validation"]) == expected_validation(B23)
+    patient = lambda i: i.rsplit("-", 1)[0]  # noqa: E731
+    held_out = expected_validation(sorted({patient(i) for i in B23}))
+    assert sorted(e["id"] for e in doc["validation"]) == [i for i in B23 if patient(i) in held_out]
+    assert not {patient(e["id"]) for e in doc["training"]} & {patient(e["id"]) for e in doc["validation"]}
     for e in entries:
         assert set(e) == {"id", "image"}
         case = raw.resolve() / "ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData" / e["id"]

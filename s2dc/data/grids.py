@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import DataError
+from .nifti import check_affine
 
 
 def other_grid(a: np.ndarray, b: np.ndarray) -> bool:
@@ -36,7 +37,10 @@ def check_on_grid(path: Path, shape: Sequence[int], affine: np.ndarray, role: st
                   ref_path: Path, ref_shape: Sequence[int], ref_affine: np.ndarray, ref_role: str) -> None:
     """Raise :class:`DataError` naming both files unless the volume at ``path`` (the case's ``role``: "label",
     "target", "channel") lies on the voxel grid of the one at ``ref_path`` (its ``ref_role``: "its image",
-    "channel"); warn when their affines differ by a header's rounding only (the caller then uses the reference's)."""
+    "channel"); warn when their affines differ by a header's rounding only (the caller then uses the reference's).
+    An affine that is not finite or has an axis of no length is refused first (it compares equal to nothing)."""
+    check_affine(path, np.asarray(affine, np.float64))
+    check_affine(ref_path, np.asarray(ref_affine, np.float64))
     shape, ref_shape = tuple(int(s) for s in shape), tuple(int(s) for s in ref_shape)
     if shape != ref_shape:
         raise DataError(f"{role} '{path}' has shape {shape}, {ref_role} '{ref_path}' {ref_shape}; a {role} must lie "

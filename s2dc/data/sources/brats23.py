@@ -7,7 +7,8 @@ Official layout (``ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData.zip``, regis
 
 Entry: ``{"id": "BraTS-GLI-00000-000", "image": [t1n, t1c, t2w, t2f]}`` (the spec's channel order; the
 task picks the input sequence). The seg is not needed and not required. Split: :func:`fixed_split`
-(20 % validation); the release's ``BRATS23_GLI.json`` split is not public.
+(20 % validation) of the patients ``BraTS-GLI-XXXXX`` (a case id's ``-YYY`` is its time point), so a patient's
+time points stay on one side; the release's ``BRATS23_GLI.json`` split is not public.
 """
 
 from __future__ import annotations
@@ -23,11 +24,18 @@ RELEASE = "ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData"
 _CASE = re.compile(r"BraTS-GLI-\d{5}-\d{3}")
 
 
+def patient_of(case: str) -> str:
+    """``BraTS-GLI-XXXXX-YYY`` -> ``BraTS-GLI-XXXXX`` (the patient; ``YYY`` is the time point)."""
+    return case.rsplit("-", 1)[0]
+
+
 def convert(raw: Path, out_dir: Path) -> Path:
     """Check every case (four sequences present, headers readable, one shape) and write the json."""
     spec = get("brats23")
     raw = Path(raw)
     cases = read_cases(release_root(raw, spec.name, RELEASE), _CASE, "-", spec.channels)
-    training, validation = fixed_split(list(cases), 0.2)
+    train_patients = set(fixed_split(sorted({patient_of(i) for i in cases}), 0.2)[0])
+    training = [i for i in sorted(cases) if patient_of(i) in train_patients]
+    validation = [i for i in sorted(cases) if patient_of(i) not in train_patients]
     return write_common(out_dir, spec, [{"id": i, "image": cases[i]} for i in training],
                         [{"id": i, "image": cases[i]} for i in validation], raw, "s2dc.data.sources.brats23")
