@@ -62,6 +62,34 @@ def test_presets_map_to_intensity_settings():
     assert registry_spec({"name": "Task09_Spleen"}) is None
 
 
+def test_a_listed_path_is_the_file_the_file_system_opens_behind_a_link(tmp_path):
+    """`s2dc prepare --out resources/...` where ``resources`` links to a scratch disk: the json lists each release file
+    relative to the folder the link leads to (``sources.common.relative``), so its ``..`` climb from there, as the
+    file system reads them. The reader climbed from the link's own path instead: it named a file that does not
+    exist ("does not exist" while the release was there) or, where one did, read that other file, exit 0."""
+    import os
+
+    from s2dc.data.sources.common import relative
+
+    project, scratch = tmp_path / "p" / "q" / "r" / "proj", tmp_path / "s"
+    release = save(project / "data" / "raw" / "case.nii.gz", brain())
+    scratch.mkdir()
+    (project / "resources").symlink_to(scratch, target_is_directory=True)
+    out = project / "resources" / "ds"
+    out.mkdir()
+    listed = relative(release, out)
+    assert os.path.samefile(out / listed, release)  # what the file system opens
+    doc = {"labels": {"0": "background", "1": "organ"}, "training": [{"image": listed}]}
+    (out / "dataset.json").write_text(json.dumps(doc))
+    assert os.path.samefile(list_cases(out / "dataset.json", "training")[0]["image"], release)
+    decoy = save(Path(os.path.normpath(out / listed)), 2 * brain())  # where climbing from the link's path leads
+    assert not os.path.samefile(decoy, release)
+    assert os.path.samefile(list_cases(out / "dataset.json", "training")[0]["image"], release)
+    plain = save(tmp_path / "plain" / "imagesTr" / "a.nii.gz", brain())  # no link: listed as before, relative kept
+    (tmp_path / "plain" / "dataset.json").write_text(json.dumps({**doc, "training": [{"image": "imagesTr/a.nii.gz"}]}))
+    assert list_cases(tmp_path / "plain" / "dataset.json", "training")[0]["image"] == plain
+
+
 def brain(shape=(12, 12, 12)) -> np.ndarray:
     """MR-like: zero background, positive tissue."""
     a = np.zeros(shape, np.float32)

@@ -68,7 +68,11 @@ def class_names(doc: dict, source: str | Path) -> list[str]:
 def _resolve(rel: Any, role: str, i: int, listed: str, source: Path) -> Path:
     if not isinstance(rel, str) or not rel:
         raise DataError(f"entry {i} of {listed} has no {role} path; expected a path string, got {rel!r}")
-    path = Path(os.path.normpath(rel if Path(rel).is_absolute() else source.parent / rel))
+    joined = Path(rel) if Path(rel).is_absolute() else source.parent / rel  # what the file system opens
+    path = Path(os.path.normpath(joined))  # the same file without '..', unless a '..' climbs out of a link:
+    folder = joined.parent.resolve()  # then its real folder (the file keeps its name: it may be a link itself)
+    if path.parent.resolve() != folder:
+        path = folder / joined.name
     if not path.is_file():
         raise DataError(f"{role} '{path}' of entry {i} listed in {listed} does not exist")
     return path
