@@ -128,3 +128,28 @@ def test_btcv_refuses_two_image_files_of_one_case(tmp_path):
     with pytest.raises(DataError, match=r"img0001\.nii(\.gz)?' and '.*img0001\.nii(\.gz)?'"):
         btcv.convert(tmp_path / "raw", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_pool_listing_one_volume_twice_is_refused_naming_both_entries(tmp_path):
+    """A pool's own dataset.json (CT and PET pools) listing a volume twice ('a.nii.gz' and './sub/../a.nii.gz')
+    was converted with it twice (double weight in pretraining, two equal ids); refused, naming both entries and
+    the json; a pool of distinct volumes converts, each once."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    from s2dc.data.sources import prepare
+
+    raw = tmp_path / "raw"
+    (raw / "sub").mkdir(parents=True)
+    for name in ("a", "b"):
+        nib.save(nib.Nifti1Image(np.full((8, 8, 8), 100.0, np.float32), np.eye(4)), str(raw / f"{name}.nii.gz"))
+    (raw / "dataset.json").write_text(json.dumps({"training": ["a.nii.gz", "b.nii.gz", {"image": "./sub/../a.nii.gz"}]}))
+    twice = r"dataset.json' lists the volume '.*a.nii.gz' twice \(entries 0 and 2"
+    with pytest.raises(DataError, match=twice) as refused:
+        prepare("ct_pool", raw, tmp_path / "out")
+    assert "twice" in str(refused.value) and not (tmp_path / "out" / "dataset.json").exists()
+    (raw / "dataset.json").write_text(json.dumps({"training": ["a.nii.gz", {"image": "b.nii.gz"}]}))
+    doc = json.loads(prepare("ct_pool", raw, tmp_path / "out").read_text())
+    assert [e["id"] for e in doc["training"]] == ["a.nii.gz", "b.nii.gz"]

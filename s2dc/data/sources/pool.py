@@ -2,8 +2,8 @@
 
 The release reads each pool from MSD-style jsons whose ``training`` section lists the volumes
 (``{"image": path}`` or a plain path, relative to the json). A pool's official layout is therefore
-``<raw>/dataset.json`` plus the volumes it lists; every listed file must exist and be a readable
-3-D NIfTI.
+``<raw>/dataset.json`` plus the volumes it lists; every listed file must exist, be a readable 3-D NIfTI and be
+listed once.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..registry import get
 from ..datalist import list_volumes
+from ..errors import DataError
 from .common import nifti_shape, relative, require_folder, write_common
 
 
@@ -21,6 +22,10 @@ def convert(name: str, raw: Path, out_dir: Path) -> Path:
     raw = Path(raw)
     require_folder(raw, spec, "dataset.json")
     volumes = list_volumes(raw / "dataset.json", "training")
-    for path in volumes:
+    first: dict[Path, int] = {}
+    for i, path in enumerate(volumes):
+        if (j := first.setdefault(path.resolve(), i)) != i:
+            raise DataError(f"'{raw / 'dataset.json'}' lists the volume '{path}' twice (entries {j} and {i} of "
+                            "'training'); expected each volume once")
         nifti_shape(path)
     return write_common(out_dir, spec, [{"id": relative(p, raw), "image": p} for p in volumes], [], raw, "s2dc.data.sources.pool")
