@@ -161,6 +161,28 @@ def test_plots_draw_the_runs_and_gather_their_curves_per_method(tmp_path, capsys
     assert f"bad DVCLive curve '{tmp_path / 's2dc1'}/dvclive/plots/metrics/train/loss.tsv'" in capsys.readouterr().err
 
 
+def test_two_encoders_whose_curves_would_share_a_table_are_refused(tmp_path):
+    """Runs started from two encoders whose folders end alike (``quick/CT/s2dc/encoder.pt`` and
+    ``paper/CT/s2dc/encoder.pt``) map to one ``pretrain_loss/CT_s2dc.tsv``: one pretraining's curve silently replaced
+    the other's. Refused, naming both encoders."""
+    from s2dc.report.curves import curve_tables
+
+    runs = []
+    for scale, loss in (("quick", 1.0), ("paper", 9.0)):
+        encoder = tmp_path / scale / "CT" / "s2dc" / "encoder.pt"
+        (encoder.parent / "dvclive/plots/metrics/pretrain").mkdir(parents=True)
+        (encoder.parent / "dvclive/plots/metrics/pretrain/loss.tsv").write_text(f"step\tloss\n1\t{loss}\n")
+        run = tmp_path / f"ft_{scale}"
+        (run / "dvclive/plots/metrics/train").mkdir(parents=True)
+        (run / "dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n1\t0.5\n")
+        runs.append({"_path": str(run / "metrics.json"), "init_from": str(encoder), "dataset": f"d_{scale}",
+                     "label_ratio": 0.1, "method": "s2dc", "task": "segmentation", "score": {"key": "dice_mean"},
+                     "history": [{"step": 1, "dice_mean": 0.5}]})
+    with pytest.raises(ValueError, match=r"quick/CT/s2dc/encoder.pt' and '.*paper/CT/s2dc/encoder.pt'.*CT_s2dc.tsv"):
+        curve_tables(runs)
+    assert set(curve_tables(runs[:1])) == {"pretrain_loss/CT_s2dc.tsv", "train_loss/d_quick.tsv", "val_score/d_quick.tsv"}
+
+
 def test_an_ablation_order_within_the_seed_noise_is_said_to_be_unresolved(tmp_path):
     """Means 1.0 and 1.5 with seed std 0.71 each: the range (0.5) is below the noise, so the order is not resolved."""
     files = [write_run(tmp_path, m, s, v, dataset="btcv", ratio=0.2)

@@ -68,9 +68,13 @@ def curve_tables(runs: list[dict]) -> dict[str, pd.DataFrame]:
     under the curves folder (``train_loss/<name>.tsv``, ``val_score/<name>.tsv``), and for each encoder the runs
     started from (``init_from``, ``.../<modality>/<variant>/encoder.pt``) ``pretrain_loss/<modality>_<variant>.tsv``;
     every DVCLive file read here, before anything is written."""
-    tables = {}
+    tables, encoder_of = {}, {}
     for encoder in dict.fromkeys(Path(r["init_from"]) for r in runs if r.get("init_from")):
-        tables[f"pretrain_loss/{encoder.parent.parent.name}_{encoder.parent.name}.tsv"] = pretrain_loss(encoder)
+        name = f"pretrain_loss/{encoder.parent.parent.name}_{encoder.parent.name}.tsv"
+        if name in encoder_of:
+            raise ValueError(f"the curves of encoders '{encoder_of[name]}' and '{encoder}' would both be {name}: "
+                             "give the runs of one pretraining tree at a time")
+        encoder_of[name], tables[name] = encoder, pretrain_loss(encoder)
     groups: dict[tuple[str, float], list[dict]] = {}
     for r in runs:
         groups.setdefault((r["dataset"], float(r["label_ratio"])), []).append(r)
