@@ -1,4 +1,5 @@
-"""File writes that never leave a half-written file (used by every stage, so it sits below all of them)."""
+"""File writes that never leave a half-written file, and what tells a file changed (used by every stage, so it sits
+below all of them)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,11 @@ def is_json_with(path: Path, keys: set[str]) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(doc, dict) and set(keys) <= set(doc)
+
+
+def file_stamp(path: Path) -> dict[str, int]:
+    """What changes with any write of ``path`` (as in Git's index): its size and modification time, which ``cp -p``,
+    ``tar x`` or a coarse clock can give a changed file back, and its inode and status-change time, which they cannot.
+    The key of a preprocessing cache entry and of a run's data; raises OSError for a missing file."""
+    st = Path(path).stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "ctime_ns": st.st_ctime_ns}

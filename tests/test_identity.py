@@ -88,6 +88,32 @@ def test_data_fingerprint_and_differences(tmp_path):
     assert any("img/v1.nii.gz" in line and "changed" in line for line in lines)
 
 
+def test_a_volume_replaced_with_its_size_and_time_is_a_changed_volume(tmp_path):
+    """`cp -p` (or `tar x`) of another volume of the same size gives it the old modification time: the run identity
+    (size, mtime) took it for the same file and a resume went on with other data, exit 0, while the preprocessing
+    cache (size, mtime, inode, ctime) preprocessed the new one. Both must see it changed."""
+    import os
+    import shutil
+
+    from s2dc.files import file_stamp
+
+    (tmp_path / "img").mkdir()
+    path, other = tmp_path / "img" / "v0.nii", tmp_path / "other.nii"
+    path.write_bytes(b"x" * 64)
+    other.write_bytes(b"y" * 64)
+    source = tmp_path / "dataset.json"
+    source.write_text(json.dumps({"training": [{"image": "img/v0.nii"}]}))
+    old, stamp = identity.data_fingerprint(source, [path]), file_stamp(path)
+    st = path.stat()
+    os.unlink(path)
+    shutil.copy2(other, path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # what cp -p of a file of that time gives
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert file_stamp(path) != stamp  # the cache sees it
+    lines = identity.differences({"data": old}, {"data": identity.data_fingerprint(source, [path])})
+    assert any("img/v0.nii" in line and "changed" in line for line in lines), lines
+
+
 def test_a_run_folder_has_one_writer(tmp_path, tiny_config, volumes_dir, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     held = lock_folder(tmp_path / "run")

@@ -21,6 +21,7 @@ import torch
 from monai.data import Dataset, MetaTensor, PersistentDataset
 from monai.utils import convert_to_tensor
 
+from ..files import file_stamp
 from .errors import DataError
 from .preprocess import PreprocessConfig, check_min_size, preprocess_transforms
 
@@ -43,14 +44,6 @@ def _find_data_error(exc: BaseException) -> DataError | None:
         seen.add(id(cur))
         cur = cur.__cause__ or cur.__context__
     return None
-
-
-def file_stamp(path: Path) -> dict[str, int]:
-    """What changes with any write of ``path`` (as in Git's index): its size and modification time, which ``cp -p``,
-    ``tar x`` or a coarse clock can give a changed file back, and its inode and status-change time, which they cannot.
-    Part of a cache entry's key; raises OSError for a missing file."""
-    st = Path(path).stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "ctime_ns": st.st_ctime_ns}
 
 
 class _AtomicPersistentDataset(PersistentDataset):

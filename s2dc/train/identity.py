@@ -24,7 +24,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..files import atomic_write_text
+from ..files import atomic_write_text, file_stamp
 
 # Options that do not change what a run computes.
 RUN_LOCAL = {
@@ -57,14 +57,14 @@ def libraries() -> dict[str, str]:
 
 
 def data_fingerprint(source: str | Path, paths: list[Path]) -> dict:
-    """``{"dataset_json": sha256 or None, "files": [[path relative to the source, size, mtime_ns], ...]}``."""
+    """``{"dataset_json": sha256 or None, "files": [[path relative to the source, size, mtime_ns, inode, ctime_ns],
+    ...]}``: each file's :func:`~s2dc.files.file_stamp`, as the preprocessing cache keys it."""
     source = Path(source)
     base = source if source.is_dir() else source.parent
     files = []
     for path in paths:
-        st = Path(path).stat()
         rel = Path(path).relative_to(base) if Path(path).is_relative_to(base) else Path(path)
-        files.append([str(rel), st.st_size, st.st_mtime_ns])
+        files.append([str(rel), *file_stamp(path).values()])
     dataset_json = None if source.is_dir() else hashlib.sha256(source.read_bytes()).hexdigest()
     return {"dataset_json": dataset_json, "files": files}
 
@@ -188,7 +188,7 @@ def _data_differences(old: dict, new: dict, limit: int) -> list[str]:
     before = {f[0]: f[1:] for f in old.get("files", [])}
     after = {f[0]: f[1:] for f in new.get("files", [])}
     for label, names in (("added", sorted(set(after) - set(before))), ("removed", sorted(set(before) - set(after))),
-                         ("changed (size or time)", sorted(k for k in set(before) & set(after) if before[k] != after[k]))):
+                         ("changed (size, time or inode)", sorted(k for k in set(before) & set(after) if before[k] != after[k]))):
         if names:
             shown = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
             lines.append(f"data: {len(names)} volume(s) {label}: {shown}")
