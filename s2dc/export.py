@@ -98,7 +98,8 @@ def load_encoder_weights(model: SwinUNETR, path: str | Path, which: str = "teach
     """Load the encoder of ``path`` into ``model.swinViT`` strictly; returns a one-line report.
 
     ``path`` is either an ``s2dc pretrain`` checkpoint (the ``which`` = ``"teacher"`` or ``"student"``
-    encoder is taken) or an ``s2dc export-encoder`` file; which one is detected from its contents.
+    encoder is taken) or an ``s2dc export-encoder`` file (which must hold the ``which`` encoder, when it says);
+    which one is detected from its contents.
     With ``expected``, the encoder sizes recorded in the file must equal it (``ValueError`` naming both);
     any missing, unexpected or differently shaped key is an error too (never a silent partial load).
     """
@@ -109,6 +110,9 @@ def load_encoder_weights(model: SwinUNETR, path: str | Path, which: str = "teach
         raise ValueError(f"'{path}' is neither an s2dc pretraining checkpoint nor an exported encoder")
     if "state_dict" in blob:
         _check_sizes(blob.get("encoder"), expected, path)
+        if blob.get("which", which) != which:
+            raise ValueError(f"model.init_which '{which}', but '{path}' holds the {blob['which']} encoder (exported "
+                             f"so); give --model.init_which {blob['which']}, or export the {which}")
         report = load_pretrained_encoder(model, path)
         return f"exported encoder '{path}' ({blob.get('which', '?')}, step {blob.get('step', '?')}): strict load, {report}"
     if "config" in blob and ("teacher" in blob or "student" in blob):

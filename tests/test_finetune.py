@@ -113,6 +113,9 @@ def test_init_from_pretraining_checkpoint(ft_config, seg_dir, tmp_path, capsys):
     exported = swinunetr_for(sizes, out_channels=3)
     assert "exported encoder" in load_encoder_weights(exported, tmp_path / "encoder.pt", expected=sizes)
     assert all(torch.equal(teacher[k], v) for k, v in exported.swinViT.state_dict().items())
+    # the student asked of the exported teacher: refused, naming both (it loaded the teacher and recorded "student")
+    with pytest.raises(ValueError, match=r"model.init_which 'student'.*encoder.pt' holds the teacher encoder"):
+        load_encoder_weights(swinunetr_for(sizes, out_channels=3), tmp_path / "encoder.pt", "student", expected=sizes)
 
     capsys.readouterr()
     out = tmp_path / "ft"
