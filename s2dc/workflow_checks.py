@@ -112,6 +112,9 @@ def check_params(config: dict) -> dict:
     from s2dc.train.config import build_config as pretrain_config
     from s2dc.train.finetune_config import build_config as finetune_config
 
+    scale, p = _scale(config)
+    for stage in ("pretrain", "finetune"):
+        _refuse_options_of_the_rules(scale, stage, p[stage]["options"])
     for variant in config["variants"]:
         _check_options(config, f"pretrain.options with variants.{variant}", pretrain_config,
                        variant_options(config, variant))
@@ -126,6 +129,27 @@ def check_params(config: dict) -> dict:
     if "methods" in config:
         experiments = {**experiments, "methods": _restrict(config, "methods", experiments["methods"])}
     return experiments
+
+
+#: The options each rule gives itself, after those of params.yaml (which the command line's last value would
+#: silently override), with where params.yaml sets them instead.
+RULE_OPTIONS = {
+    "pretrain": {"data.source": "to the pool of its modality (datasets)", "run.out_dir": "to its folder",
+                 "run.resume": "to if_unchanged", "run.progress": "to false"},
+    "finetune": {"data.source": "to its dataset (datasets)", "model.init": "to its method's encoder",
+                 "data.label_ratio": "to each of experiments.label_ratios", "run.seed": "to each of experiments.seeds",
+                 "run.method": "to each of experiments.methods", "run.out_dir": "to its folder",
+                 "run.resume": "to if_unchanged", "run.progress": "to false"},
+}
+
+
+def _refuse_options_of_the_rules(scale: str, stage: str, options: dict) -> None:
+    """Raise ParamsError naming the key if ``scales.<scale>.<stage>.options`` sets an option its rule sets itself."""
+    for key, where in RULE_OPTIONS[stage].items():
+        section, name = key.split(".")
+        if name in (options.get(section) or {}):
+            raise ParamsError(f"params.yaml: scales.{scale}.{stage}.options.{key}: the workflow's {stage} rule sets it "
+                              f"{where} for every job, after these options; remove it")
 
 
 def _check_options(config: dict, where: str, build, options: dict) -> None:
@@ -155,6 +179,14 @@ def _check_methods(config: dict) -> None:
         if wrong or (key == "ablation.variants" and "scratch" in names):
             raise ParamsError(f"params.yaml: scales.{scale}.{key}: {wrong or ['scratch']} is not a pretraining variant "
                               f"(expected names of `variants`: {sorted(variants)}{'' if 'ablation' in key else ', or scratch'})")
+    if any(m != "scratch" for m in exp["methods"]):
+        orphans = [d for d in exp["datasets"] if registry.get(d).modality not in p["pretrain"]["modalities"]]
+        if orphans:
+            raise ParamsError(f"params.yaml: scales.{scale}.experiments.datasets {orphans} are fine-tuned from "
+                              f"pretrained encoders ({[m for m in exp['methods'] if m != 'scratch']}) but their "
+                              f"modality {sorted({registry.get(d).modality for d in orphans})} is not in "
+                              f"scales.{scale}.pretrain.modalities {p['pretrain']['modalities']}: add it (and its "
+                              "pool to datasets), or leave those datasets out")
     if sweep["dataset"] not in exp["datasets"] or registry.get(sweep["dataset"]).modality not in p["pretrain"]["modalities"]:
         raise ParamsError(f"params.yaml: scales.{scale}.sweep.dataset: {sweep['dataset']!r} must be one of "
                           f"scales.{scale}.experiments.datasets {exp['datasets']} whose modality has an encoder")

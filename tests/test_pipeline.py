@@ -247,6 +247,9 @@ def test_dvc_outputs_are_snakemake_targets(tmp_path):
         for entry in stage.get("outs", []):
             options = next(iter(entry.values()))
             assert options.get("persist") or options.get("cache") is False, entry
+    # which encoders exist decides the benchmark's probe rows and figures: changing it must rerun that stage
+    # (it was skipped and the table kept the removed modality's rows)
+    assert "scales.${scale}.pretrain.modalities" in dvc["benchmark"]["params"]
 
 
 def _bad(params: dict, edit) -> dict:
@@ -264,6 +267,22 @@ BAD_PARAMS = {  # what is wrong -> what the message must name
                             "not a registry dataset"),  # the other dataset choices: test_registry.py
     "ratio not a whole percent": (lambda p: p["scales"]["smoke"]["experiments"].__setitem__("label_ratios", [0.5, 0.125]),
                                   "experiments.label_ratios"),  # its folder (labels12pct) and row would say 12 %
+    # an S²DC run on a dataset whose modality has no encoder: it was planned from an encoder of no pool's choosing
+    "modality without an encoder": (lambda p: p["scales"]["smoke"]["pretrain"].__setitem__("modalities", ["CT", "PET"]),
+                                     "pretrain.modalities"),
+    # the rules set these themselves, after the options: the value in params.yaml was silently overridden
+    "label ratio among the options": (lambda p: p["scales"]["smoke"]["finetune"]["options"]["data"].__setitem__(
+        "label_ratio", 0.1), "finetune.options.data.label_ratio"),
+    "method among the options": (lambda p: p["scales"]["smoke"]["finetune"]["options"].__setitem__(
+        "run", {"method": "mine"}), "finetune.options.run.method"),
+    "resume among the options": (lambda p: p["scales"]["smoke"]["pretrain"]["options"]["run"].__setitem__(
+        "resume", "never"), "pretrain.options.run.resume"),
+    "seed among the options": (lambda p: p["scales"]["smoke"]["finetune"]["options"].__setitem__(
+        "run", {"seed": 3}), "experiments.seeds"),
+    # a repeated seed or dataset: found only by the table job, after every fine-tuning ("remove the copy")
+    "seed twice": (lambda p: p["scales"]["smoke"]["experiments"].__setitem__("seeds", [0, 0]), "seeds"),
+    "dataset twice": (lambda p: p["scales"]["smoke"]["experiments"].__setitem__("datasets", ["btcv", "btcv"]),
+                      "datasets"),
 }  # a NaN or a wrong device goes through the option validators as "unknown option" does (each: test_trust.py)
 
 
