@@ -215,7 +215,8 @@ def _scaling(scale: torch.Tensor) -> torch.Tensor:
     return torch.diag_embed(torch.cat([scale, torch.ones_like(scale[:, :1])], dim=1))
 
 
-def _uniform(n: int, low: float, high: float, generator: torch.Generator, cols: int = 1) -> torch.Tensor:
+def _uniform(n: int, low, high, generator: torch.Generator, cols: int = 1) -> torch.Tensor:
+    """(n, cols) draws of U(low, high); ``low`` and ``high`` are numbers or (cols,) tensors (one range per column)."""
     return low + (high - low) * torch.rand(n, cols, generator=generator, dtype=torch.float64)
 
 
@@ -224,7 +225,7 @@ def random_roi_affine(batch: int, cfg: ViewConfig, generator: torch.Generator) -
     centre = torch.tensor([(s - 1) / 2 for s in cfg.roi_size], dtype=torch.float64).expand(batch, 3)
     angle = torch.deg2rad(_uniform(batch, -cfg.rotation_deg, cfg.rotation_deg, generator)[:, 0])
     scale = _uniform(batch, *cfg.scale_range, generator).expand(batch, 3)
-    max_shift = cfg.translation_frac * cfg.crop_size[0]
+    max_shift = cfg.translation_frac * torch.tensor(cfg.crop_size[:2], dtype=torch.float64)  # per in-plane axis
     shift = torch.cat([_uniform(batch, -max_shift, max_shift, generator, 2), torch.zeros(batch, 1, dtype=torch.float64)], 1)
     return _translation(centre + shift) @ _rotation(angle, 2) @ _scaling(scale) @ _translation(-centre)
 
@@ -236,7 +237,7 @@ def random_crop_affines(count: int, cfg: ViewConfig, generator: torch.Generator)
     angles = torch.deg2rad(_uniform(count, -r, r, generator, 3))
     rot = _rotation(angles[:, 2], 2) @ _rotation(angles[:, 1], 1) @ _rotation(angles[:, 0], 0)
     scale = 1 + _uniform(count, -cfg.crop_scale_jitter, cfg.crop_scale_jitter, generator, 3)
-    max_shift = cfg.crop_translation_frac * cfg.crop_size[0]
+    max_shift = cfg.crop_translation_frac * torch.tensor(cfg.crop_size[:2], dtype=torch.float64)  # per in-plane axis
     shift = torch.cat([_uniform(count, -max_shift, max_shift, generator, 2), torch.zeros(count, 1, dtype=torch.float64)], 1)
     return _translation(centre + shift) @ rot @ _scaling(scale) @ _translation(-centre)
 

@@ -413,6 +413,27 @@ def test_bad_pretrain_option_values_are_named(tiny_config, pool, tmp_path, capsy
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("options, named", [
+    # a pool volume is one channel: a two-channel encoder crashed in its first convolution (traceback, exit 1)
+    (["--encoder.in_channels", "2"], ["encoder.in_channels"]),
+    # one crop per volume and no queue: L_g had no negative, was 0 with no gradient at every step (exit 0)
+    (["--views.grid", "1", "--loss.queue_size", "0", "--optim.batch_size", "2"],
+     ["loss.weight_global", "views.grid", "loss.queue_size"]),
+    # one crop a step: torch's "Expected more than 1 value per channel", naming no option
+    (["--views.grid", "1"], ["views.grid", "optim.batch_size"]),
+    # one token per matching set: L_p2s's spread over one token was NaN ("try a lower optim.lr", exit 1)
+    (["--views.roi_size", "32", "32", "32", "--views.grid", "1", "--encoder.token_stage", "4", "--optim.batch_size",
+      "2"], ["views.roi_size", "encoder.token_stage"]),
+])
+def test_pretrain_options_that_cannot_train_are_named(tiny_config, pool, tmp_path, capsys, options, named):
+    argv = ["pretrain", "--config", str(tiny_config), "--data.source", str(pool / "dataset.json"),
+            "--run.out_dir", str(tmp_path / "run"), *options]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert all(name in err for name in named) and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("option, value", [
     ("train.lr", "nan"), ("train.weight_decay", "inf"), ("train.grad_clip", "-1"), ("train.encoder_lr_scale", "nan"),
     ("eval.overlap", "nan"), ("run.device", "gpu"), ("run.out_dir", ""), ("data.label_ratio", "nan"),

@@ -404,3 +404,17 @@ def test_correspondences_exact_for_odd_stride_random_warps():
     theta = theta_of(h, cfg.roi_size)  # (a float32 x-coordinate of exactly 20.5 at 4 token centres)
     m_gt, _, _ = ground_truth(theta, cfg.roi_size, cfg.token_stride)
     assert torch.equal(views.correspondences(theta, cfg.roi_size, cfg.token_stride), m_gt)
+
+
+def test_in_plane_shifts_scale_with_each_axis_of_the_crop():
+    """translation_frac · crop size, per axis: on a crop of 64 × 32 voxels in-plane the patch branch's and the global
+    branch's shifts reach ±frac·64 along X but only ±frac·32 along Y (both used the X size, ±frac·64 along Y too). The
+    shift is the warp's translation with rotation and scale removed (identity rotation and scale here)."""
+    cfg = ViewConfig(roi_size=(128, 64, 32), grid=2, token_stride=16, rotation_deg=0.0, scale_range=(1.0, 1.0),
+                     translation_frac=0.25, crop_rotation_deg=0.0, crop_scale_jitter=0.0, crop_translation_frac=0.25)
+    assert cfg.crop_size == (64, 32, 32)
+    gen = torch.Generator().manual_seed(0)
+    patch = views.random_roi_affine(4000, cfg, gen)[:, :2, 3].abs().amax(0)
+    crop = views.random_crop_affines(4000, cfg, gen)[:, :2, 3].abs().amax(0)
+    for shift in (patch, crop):
+        assert 0.95 * 16 < shift[0] <= 16 and 0.95 * 8 < shift[1] <= 8, shift

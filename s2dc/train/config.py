@@ -113,6 +113,24 @@ class PretrainConfig:
                     f"crop size {self.views.crop_size} (views.roi_size / views.grid) must be a multiple of "
                     f"{self.encoder.min_input_multiple} (encoder.patch_size * 16)"
                 )
+        if self.encoder.in_channels != 1:
+            raise ValueError(f"encoder.in_channels must be 1 for pretraining (each pool volume is one channel), got "
+                             f"{self.encoder.in_channels}; a multi-channel dataset reads it downstream")
+        loss, views = self.loss, self.views
+        if loss.weight_global and views.grid == 1 and self.optim.batch_size == 1:
+            raise ValueError("loss.weight_global > 0 with views.grid 1 and optim.batch_size 1: one crop a step, and "
+                             "the global head's batch normalisation needs two; raise views.grid or optim.batch_size")
+        if loss.weight_global and views.grid == 1 and loss.queue_size == 0:
+            raise ValueError("loss.weight_global > 0 with views.grid 1 and loss.queue_size 0: a crop has no negative "
+                             "(no other crop of its volume, no queue), so L_g is 0 at every step; raise views.grid or "
+                             "loss.queue_size, or set loss.weight_global 0")
+        tx, ty, tz = views.token_grid
+        per_set = tx * ty * tz if loss.matching == "volume" else tx * ty
+        if (loss.weight_p2p or loss.weight_p2s) and per_set < 2:
+            raise ValueError(f"views.roi_size {views.roi_size} in tokens of {views.token_stride} voxels "
+                             f"(encoder.token_stage {self.encoder.token_stage}) gives {per_set} token per matching set "
+                             f"(loss.matching {loss.matching}); L_p2p and L_p2s need at least 2: a larger "
+                             "views.roi_size or an earlier encoder.token_stage")
 
     def to_dict(self) -> dict:
         return cfgtools.to_dict(self)
