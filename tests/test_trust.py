@@ -622,3 +622,14 @@ def test_a_run_computed_in_another_precision_is_never_resumed_silently(tiny_conf
     assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2") == 2
     err = capsys.readouterr().err
     assert "precision: 'bf16' in the run, 'fp32' now" in err and "Traceback" not in err
+
+
+def test_a_run_folder_given_as_the_checkpoint_to_resume_is_named_a_folder(tiny_config, pool, tmp_path, capsys):
+    """`--run.resume <the run's folder>` said the folder "does not exist"; it must say it is a folder and show where
+    the checkpoints lie."""
+    run = tmp_path / "run"
+    assert pretrain(tiny_config, pool / "dataset.json", run, "--optim.steps", "2") == 0
+    capsys.readouterr()
+    assert pretrain(tiny_config, pool / "dataset.json", tmp_path / "again", "--run.resume", str(run)) == 2
+    err = capsys.readouterr().err
+    assert f"'{run}' is a folder" in err and "checkpoints" in err and "does not exist" not in err, err

@@ -98,6 +98,9 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     """Load a training checkpoint (tensors and plain Python only: ``weights_only=True``); raises ValueError naming
     the file if it is not one (another kind of file, a damaged one, or one holding other objects)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint '{path}' is a folder; expected a checkpoint file in it, e.g. "
+                         f"'{path / 'checkpoints' / 'step_00001000.pt'}'")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint '{path}' does not exist")
     if not _is_torch_archive(path):
