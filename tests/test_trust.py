@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -633,3 +634,17 @@ def test_a_run_folder_given_as_the_checkpoint_to_resume_is_named_a_folder(tiny_c
     assert pretrain(tiny_config, pool / "dataset.json", tmp_path / "again", "--run.resume", str(run)) == 2
     err = capsys.readouterr().err
     assert f"'{run}' is a folder" in err and "checkpoints" in err and "does not exist" not in err, err
+
+
+def test_a_run_resumed_at_its_last_step_elsewhere_names_a_checkpoint_that_exists(tiny_config, pool, tmp_path):
+    """Resuming a finished run's last checkpoint into a new folder trains no step and saves nothing there; its
+    summary.json named `<new folder>/checkpoints/step_<last>.pt`, which does not exist (the sweep fine-tunes from that
+    field). It must name the checkpoint that holds the weights."""
+    first = tmp_path / "run"
+    assert pretrain(tiny_config, pool / "dataset.json", first, "--optim.steps", "2") == 0
+    last = first / "checkpoints" / "step_00000002.pt"
+    again = tmp_path / "again"
+    assert pretrain(tiny_config, pool / "dataset.json", again, "--optim.steps", "2", "--run.resume", str(last)) == 0
+    summary = json.loads((again / "summary.json").read_text())
+    assert Path(summary["checkpoint"]).is_file(), summary["checkpoint"]
+    assert Path(summary["checkpoint"]).resolve() == last.resolve()

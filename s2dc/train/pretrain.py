@@ -412,6 +412,11 @@ class Pretrainer:
         if dist.is_initialized():
             dist.barrier()
 
+    def _last_checkpoint(self, resumed_from: Path | None) -> Path:
+        """The checkpoint of the weights at ``self.step``: this run's, or (no step trained here) the one resumed."""
+        path = checkpoint_path(self.ckpt_dir, self.step)
+        return resumed_from if resumed_from is not None and not path.is_file() else path
+
     def _summary(self, history: list[float], resumed_from: Path | None) -> dict:
         fingerprints = [state_fingerprint(self.teacher.net)]
         if dist.is_initialized():
@@ -424,7 +429,7 @@ class Pretrainer:
             "resumed_from": str(resumed_from) if resumed_from else None,
             "losses_this_run": history,
             "teacher_fingerprint_per_rank": fingerprints,
-            "checkpoint": str(checkpoint_path(self.ckpt_dir, self.step)),
+            "checkpoint": str(self._last_checkpoint(resumed_from)),
         }
         if self.dist.is_main:
             atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
