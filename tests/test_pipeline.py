@@ -286,6 +286,20 @@ BAD_PARAMS = {  # what is wrong -> what the message must name
 }  # a NaN or a wrong device goes through the option validators as "unknown option" does (each: test_trust.py)
 
 
+def test_the_options_refused_in_params_are_those_the_rules_set():
+    """s2dc.workflow_checks.RULE_OPTIONS (refused in scales.<scale>.<stage>.options) lists exactly the --section.field
+    options that the pretrain and finetune rules' shell commands give after params.yaml's, read from the rules."""
+    import itertools
+
+    from s2dc.workflow_checks import RULE_OPTIONS
+
+    for stage in ("pretrain", "finetune"):
+        lines = (REPO / "workflow" / "rules" / f"{stage}.smk").read_text().splitlines()
+        start = lines.index("    shell:") + 1
+        shell = " ".join(itertools.takewhile(lambda line: line.strip().startswith('"'), lines[start:]))
+        assert set(re.findall(r"--(\w+\.\w+)", shell)) == set(RULE_OPTIONS[stage]), stage
+
+
 def test_bad_params_fail_before_any_job(tmp_path):
     """A wrong key, type or value in params.yaml or an unknown scale stops the workflow at start, naming it: every
     case through the checks the workflow runs when it is parsed (in-process: conftest.params_error), and two cases
