@@ -168,3 +168,12 @@ def test_a_channel_of_the_shape_but_not_the_grid_of_the_first_is_refused(tmp_pat
     else:
         with pytest.warns(UserWarning, match="by a header's rounding"):
             assert tuple(cases[0]["image"].shape) == (2, 12, 12, 12)
+
+
+@pytest.mark.parametrize("labels", [{"0": "background", "1": "liver", "01": "tumour"},
+                                    {"0": "background", "1": "liver", " 1": "tumour"}])
+def test_two_labels_keys_that_name_one_class_are_refused(labels):
+    from s2dc.data.datalist import class_names
+
+    with pytest.raises(DataError, match=r"'1'.*'0?1'|name class 1 twice"):
+        class_names({"labels": labels}, "dataset.json")

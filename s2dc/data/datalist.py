@@ -59,6 +59,11 @@ def class_names(doc: dict, source: str | Path) -> list[str]:
         by_index = {int(k): str(v) for k, v in labels.items()}
     except (TypeError, ValueError):
         raise DataError(f"'labels' of dataset json '{source}' must have integer keys, got {sorted(labels)}") from None
+    if len(by_index) < len(labels):
+        index = next(i for i in by_index if sum(int(k) == i for k in labels) > 1)
+        keys = [repr(k) for k in labels if int(k) == index]
+        raise DataError(f"'labels' of dataset json '{source}' name class {index} twice ({', '.join(keys)}); "
+                        "expected one key per class")
     if sorted(by_index) != list(range(len(by_index))) or len(by_index) < 2:
         raise DataError(f"'labels' of dataset json '{source}' must number the classes 0..C-1 (C >= 2, 0 = background), "
                         f"got {sorted(by_index)}")
