@@ -141,15 +141,17 @@ def test_fetch_wrong_checksum_is_refused_and_leaves_nothing(server, tmp_path):
     assert sorted(tmp_path.iterdir()) == []
 
 
-def test_fetch_keeps_a_verified_file_and_replaces_a_wrong_one(server, tmp_path):
+def test_fetch_keeps_a_verified_file_and_never_replaces_one_it_did_not_verify(server, tmp_path):
     server.files["/f.bin"] = PAYLOAD
     dest = tmp_path / "f.bin"
     dest.write_bytes(PAYLOAD)
     download.fetch(f"{server.url}/f.bin", dest, md5(PAYLOAD))
     assert server.requests == []  # nothing downloaded
-    dest.write_bytes(b"stale")
-    download.fetch(f"{server.url}/f.bin", dest, md5(PAYLOAD))
-    assert dest.read_bytes() == PAYLOAD and len(server.requests) == 1
+    theirs = b"a user's own copy"
+    dest.write_bytes(theirs)  # fetch only ever moves a verified download to dest: this one is not s2dc's
+    with pytest.raises(DataError, match=rf"'{dest}' exists with MD5 {md5(theirs)}, expected {md5(PAYLOAD)}"):
+        download.fetch(f"{server.url}/f.bin", dest, md5(PAYLOAD))
+    assert dest.read_bytes() == theirs and server.requests == []
 
 
 def test_fetch_http_error_names_the_url(server, tmp_path):

@@ -90,12 +90,18 @@ def _download(url: str, part: Path, progress: bool) -> str:
 def fetch(url: str, dest: str | Path, md5: str, progress: bool = False) -> Path:
     """Download ``url`` to ``dest`` and check its MD5; returns ``dest``.
 
-    An existing ``dest`` with the right MD5 is kept. The download goes to ``<dest>.part``, which a later
-    call resumes after an interruption; a wrong MD5 deletes it and raises :class:`DataError`.
+    An existing ``dest`` with the right MD5 is kept; one with another MD5 was not put there by this function (it
+    moves only a verified download to ``dest``), so it is refused, never replaced. The download goes to
+    ``<dest>.part``, which a later call resumes after an interruption; a wrong MD5 deletes it and raises
+    :class:`DataError`.
     """
     dest = Path(dest)
-    if dest.is_file() and md5sum(dest) == md5.lower():
-        return dest
+    if dest.is_file():
+        found = md5sum(dest)
+        if found == md5.lower():
+            return dest
+        raise DataError(f"'{dest}' exists with MD5 {found}, expected {md5} (the archive at {url}): s2dc did not put "
+                        "it there and never replaces it; move it away (or delete it) to download the archive")
     if dest.is_dir():
         raise DataError(f"'{dest}' is a folder, where the download of {url} goes: move it away to download it")
     dest.parent.mkdir(parents=True, exist_ok=True)
