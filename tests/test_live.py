@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from s2dc.train.live import MetricLog
 
 
@@ -46,3 +48,30 @@ def test_a_fresh_log_replaces_an_earlier_one_and_a_resumed_one_continues_it(tmp_
     fresh.close()
     assert (folder / "plots/metrics/train/loss.tsv").read_text() == "step\tloss\n1\t0.9\n"
     assert json.loads((folder / "metrics.json").read_text()) == {"train": {"loss": 0.9}, "step": 1}
+
+
+def test_a_resume_killed_while_cutting_the_curves_back_leaves_them_whole(tmp_path, monkeypatch):
+    """Cutting the rows after the resumed step goes through a temporary file: a kill in the middle of that write
+    leaves the curve as it was (never a header-less stub that later rows are appended to)."""
+    from pathlib import Path
+
+    folder = tmp_path / "live"
+    log = MetricLog(folder)
+    for step in (1, 2, 3):
+        log.log(step, {"train/loss": step / 10})
+    log.close()
+    curve = folder / "plots/metrics/train/loss.tsv"
+    before = curve.read_text()
+
+    def half_then_killed(self, data, *args, **kwargs):
+        with open(self, "wb" if isinstance(data, bytes) else "w") as handle:
+            handle.write(data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", half_then_killed)
+    monkeypatch.setattr(Path, "write_bytes", half_then_killed)
+    with pytest.raises(KeyboardInterrupt):
+        MetricLog(folder, resume_step=2)
+    monkeypatch.undo()
+    assert curve.read_text() == before
+    assert [p.name for p in curve.parent.iterdir()] == ["loss.tsv"]

@@ -217,3 +217,27 @@ def test_pretrain_can_write_its_encoder_itself(tiny_config, volumes_dir, tmp_pat
     assert all(torch.equal(mine["state_dict"][k], separate["state_dict"][k]) for k in mine["state_dict"])
     run = (tmp_path / "run" / "run.json").read_text()
     assert "encoder.pt" not in run and "export_encoder" not in run
+
+
+def test_a_run_killed_after_its_last_checkpoint_resumes_with_the_curves_summary(tiny_config, volumes_dir, tmp_path,
+                                                                                  monkeypatch):
+    """Killed between the last checkpoint and the end, the resumed run (no step left to take) still leaves
+    dvclive/metrics.json, equal to an uninterrupted run's (the rule copies dvclive/ as a DVC output)."""
+    from s2dc.train import pretrain as pretraining
+
+    args = ["--optim.steps", "3", "--run.checkpoint_every", "1", "--data.cache_dir", str(tmp_path / "cache")]
+    assert pretrain(tiny_config, volumes_dir / "imagesTr", tmp_path / "full", *args) == 0
+    save = pretraining.Pretrainer.save
+
+    def save_then_die(self):
+        save(self)
+        if self.step == 3:
+            raise KeyboardInterrupt  # as a SIGINT right after the final checkpoint
+
+    monkeypatch.setattr(pretraining.Pretrainer, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny_config, volumes_dir / "imagesTr", tmp_path / "killed", *args)
+    monkeypatch.undo()
+    assert pretrain(tiny_config, volumes_dir / "imagesTr", tmp_path / "killed", *args) == 0
+    full, killed = (json.loads((tmp_path / r / "dvclive" / "metrics.json").read_text()) for r in ("full", "killed"))
+    assert killed == full and killed["step"] == 3

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from s2dc.files import atomic_write_text
+
 
 class MetricLog:
     """Curves of one run in ``folder``, in DVCLive's layout (``plots/metrics/<name>.tsv`` with a ``step`` column,
@@ -80,7 +82,7 @@ def truncate_history(folder: Path, step: int) -> None:
             continue
         kept = [lines[0]] + [row for row in lines[1:] if int(row.split("\t", 1)[0]) <= step]
         if len(kept) != len(lines):
-            tsv.write_text("".join(kept))
+            atomic_write_text(tsv, "".join(kept))  # a kill mid-write must not leave a cut-off curve
 
 
 class Progress:

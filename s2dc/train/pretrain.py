@@ -382,6 +382,8 @@ class Pretrainer:
             if progress is not None:
                 progress.update(self.step, {"loss": metrics["loss"], **{k.removeprefix("loss_"): v for k, v in metrics.items() if k != "loss"}})
             if self.step % cfg.run.checkpoint_every == 0 or self.step == cfg.optim.steps:
+                if live is not None:
+                    live.close()  # the curves' summary as of the checkpoint (a run resumed after it logs nothing)
                 self.save()
         if progress is not None:
             progress.close()
