@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import socket
 from pathlib import Path
 
 
@@ -51,3 +54,58 @@ def file_stamp(path: Path) -> dict[str, int]:
     The key of a preprocessing cache entry and of a run's data; raises OSError for a missing file."""
     st = Path(path).stat()
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "ctime_ns": st.st_ctime_ns}
+
+
+def work_sibling(target: Path, what: str) -> Path:
+    """Where work in progress on ``target`` goes: ``.<name>.<host>.<pid>.<what>`` beside it (``what``: ``tmp`` for
+    what is being written, ``old`` for what it replaces), named after this process so that a later run can tell
+    one that a killed process left behind (:func:`remove_abandoned`)."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.{socket.gethostname()}.{os.getpid()}.{what}")
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Rename folder ``new`` to ``target``, replacing a folder there: the old one is renamed aside, ``new`` renamed
+    in, then the old one removed. Stopped between the two renames by a signal, the old folder is put back; killed
+    there, it waits beside ``target`` for :func:`remove_abandoned` to put it back."""
+    new, target = Path(new), Path(target)
+    old = work_sibling(target, "old")
+    try:
+        if target.exists() or target.is_symlink():
+            os.replace(target, old)
+        os.replace(new, target)
+    except BaseException:
+        if old.exists() and not (target.exists() or target.is_symlink()):
+            os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_abandoned(folder: Path, mark: str | None = None) -> None:
+    """Clean up the work siblings (:func:`work_sibling`) in ``folder`` of processes of this host that are gone (killed before
+    their own clean-up): a ``tmp`` one is removed; an ``old`` one is put back where its target is missing (killed
+    inside :func:`replace_folder`), else removed. ``mark``: only folders holding a file of that name are touched."""
+    host = socket.gethostname()
+    name = re.compile(rf"\.(?P<target>.+)\.{re.escape(host)}\.(?P<pid>\d+)\.(?P<what>tmp|old)")
+    for path in Path(folder).glob(".*"):
+        found = name.fullmatch(path.name)
+        if not found or _running(int(found["pid"])) or (mark is not None and not (path / mark).is_file()):
+            continue
+        target = path.with_name(found["target"])
+        if found["what"] == "old" and not (target.exists() or target.is_symlink()):
+            os.replace(path, target)
+        elif path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    """Is process ``pid`` of this host running (or another user's)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

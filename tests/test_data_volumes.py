@@ -337,3 +337,31 @@ def test_min_size_validation():
         preprocess_transforms(PreprocessConfig(), (8, 8))
     with pytest.raises(ValueError, match="min_size"):
         preprocess_transforms(PreprocessConfig(), (8, 0, 8))
+
+
+def test_the_half_written_cache_entry_of_a_killed_process_is_removed_at_the_next_start(tmp_path):
+    """SIGKILL runs no clean-up: a cache entry being written stays as a hidden temporary file, which the next run
+    that opens the cache removes (not a running process's, e.g. another rank writing the same entry)."""
+    import socket
+    import subprocess
+    import sys
+
+    path = save(tmp_path / "vol.nii.gz", box_volume())
+    cfg = PreprocessConfig()
+    cache_dir = tmp_path / "cache" / cfg.cache_key()
+    cache_dir.mkdir(parents=True)
+    host = socket.gethostname()
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        killed = cache_dir / f".0123abcd.pt.{host}.{dead}.tmp"
+        writing = cache_dir / f".4567cdef.pt.{host}.{alive.pid}.tmp"
+        for half in (killed, writing):
+            half.write_bytes(b"half an entry")
+        CachedVolumes([path], cfg, (8, 8, 8), tmp_path / "cache")[0]
+        assert not killed.exists() and writing.exists()
+        assert len(list(cache_dir.glob("*.pt"))) == 1
+    finally:
+        alive.kill()
+        alive.wait()

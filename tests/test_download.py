@@ -444,3 +444,35 @@ def test_a_release_no_one_recorded_is_fingerprinted_whole(tmp_path):
     assert first not in ("", "absent") and download.release_fingerprint(root) == first
     (root / "RawData" / "img0001.nii.gz").write_bytes(b"another volume")
     assert download.release_fingerprint(root) != first
+
+
+def test_a_signal_between_the_renames_of_an_extraction_puts_the_old_target_back(tmp_path, monkeypatch):
+    import os
+
+    target = download.extract(write_tar(tmp_path / "a.tar", {"old.txt": b"old"}), tmp_path / "out")
+    calls = []
+
+    def interrupted_after_the_first(real):
+        def rename(src, dst):
+            calls.append(dst)
+            if len(calls) == 2:
+                raise KeyboardInterrupt  # the signal's handler runs as the second rename begins
+            return real(src, dst)
+        return rename
+
+    monkeypatch.setattr(os, "replace", interrupted_after_the_first(os.replace))
+    monkeypatch.setattr(os, "rename", interrupted_after_the_first(os.rename))
+    with pytest.raises(KeyboardInterrupt):
+        download.extract(write_tar(tmp_path / "b.tar", {"new.txt": b"new"}), target)
+    monkeypatch.undo()
+    assert (target / "old.txt").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar", "b.tar", "out"]
+
+
+def test_download_msd_refuses_a_file_where_the_task_folder_goes_before_fetching(spleen_tar, server, tmp_path):
+    root = tmp_path / "msd"
+    root.mkdir()
+    (root / "Task09_Spleen").write_text("a user's notes")
+    with pytest.raises(DataError, match=rf"'{root / 'Task09_Spleen'}' is a file"):
+        download.download_msd("Task09_Spleen", root)
+    assert server.requests == [] and (root / "Task09_Spleen").read_text() == "a user's notes"

@@ -318,3 +318,57 @@ def test_the_command_leaves_the_twins_defaults_to_the_writer(tmp_path, monkeypat
                  "--shape", "32", "32", "16", "--spacing", "1", "1", "1"]) == 0
     assert [set(c) - {"progress"} for c in calls] == [set(), {"shape", "spacing"}]
     assert calls[1]["shape"] == (32, 32, 16) and calls[1]["spacing"] == (1.0, 1.0, 1.0)
+
+
+def test_a_signal_between_the_two_renames_puts_the_earlier_dataset_back(tmp_path, monkeypatch):
+    """The new folder replaces the old one by two renames (old aside, new in); a SIGTERM or Ctrl-C between them
+    must leave the earlier dataset where it was, never no dataset at all."""
+    import os
+
+    out = tmp_path / "pool"
+    write_dataset(out, "ct_pool", 2, 0, shape=(32, 32, 24))
+    before = (out / "dataset.json").read_text()
+    real, calls = os.replace, []
+
+    def interrupted_after_the_first(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the signal's handler runs as the second rename begins
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", interrupted_after_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(out, "ct_pool", 3, 1, shape=(32, 32, 24))
+    monkeypatch.undo()
+    assert (out / "dataset.json").read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["pool"]
+
+
+def test_what_a_killed_synth_left_is_cleaned_up_or_put_back(tmp_path):
+    """SIGKILL runs no clean-up: the next `s2dc synth` into the same folder removes the staging folder of a process
+    that is gone and the earlier dataset it had renamed aside, and leaves a running process's alone (that the
+    earlier dataset is put back when nothing replaced it: tests/test_trust.py)."""
+    import socket
+    import subprocess
+    import sys
+
+    host = socket.gethostname()
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    out = tmp_path / "pool"
+    write_dataset(out, "ct_pool", 2, 0, shape=(32, 32, 24))
+    before = (out / "dataset.json").read_text()
+    out.rename(tmp_path / f".pool.{host}.{dead}.old")  # killed between the two renames
+    staging = tmp_path / f".pool.{host}.{dead}.tmp"
+    (staging / "imagesTr").mkdir(parents=True)
+    (staging / ".s2dc-synth").write_text("x")
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        running = tmp_path / f".pool.{host}.{alive.pid}.tmp"
+        running.mkdir()
+        (running / ".s2dc-synth").write_text("x")
+        assert write_dataset(out, "ct_pool", 2, 0, shape=(32, 32, 24)).read_text() == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["pool", running.name])
+    finally:
+        alive.kill()
+        alive.wait()

@@ -648,3 +648,41 @@ def test_a_run_resumed_at_its_last_step_elsewhere_names_a_checkpoint_that_exists
     summary = json.loads((again / "summary.json").read_text())
     assert Path(summary["checkpoint"]).is_file(), summary["checkpoint"]
     assert Path(summary["checkpoint"]).resolve() == last.resolve()
+
+
+def test_work_left_by_a_killed_process_is_removed_and_a_folder_renamed_aside_put_back(tmp_path):
+    """`files.remove_abandoned`: of the work siblings of a process of this host that is gone, a `.tmp` goes and an
+    `.old` (what `replace_folder` had renamed aside when it was killed) is put back where nothing replaced it; a
+    running process's are kept, and with a mark only folders that hold it are touched."""
+    import socket
+    import subprocess
+    import sys
+
+    from s2dc.files import remove_abandoned
+
+    host = socket.gethostname()
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        made = {}
+        for name in (f".data.{host}.{dead}.old", f".data.{host}.{dead}.tmp", f".kept.{host}.{dead}.old",
+                     f".data.{host}.{alive.pid}.tmp", f".data.elsewhere.{dead}.tmp", f".x.pt.{host}.{dead}.tmp"):
+            made[name] = tmp_path / name
+            if name.endswith(".pt." + f"{host}.{dead}.tmp"):
+                made[name].write_bytes(b"half a cache entry")
+            else:
+                made[name].mkdir()
+                (made[name] / "what.txt").write_text(name)
+        (tmp_path / "kept").mkdir()  # replaced after all: its .old is stale
+        remove_abandoned(tmp_path)
+        assert (tmp_path / "data" / "what.txt").read_text() == f".data.{host}.{dead}.old"
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            ["data", "kept", f".data.{host}.{alive.pid}.tmp", f".data.elsewhere.{dead}.tmp"])
+
+        (tmp_path / f".y.{host}.{dead}.tmp").mkdir()
+        remove_abandoned(tmp_path, mark="MADE_HERE")  # unmarked: not ours to remove
+        assert (tmp_path / f".y.{host}.{dead}.tmp").is_dir()
+    finally:
+        alive.kill()
+        alive.wait()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..files import atomic_write_text
+from ..files import atomic_write_text, replace_folder
 from .registry import REGISTRY, get
 from .errors import DataError
 
@@ -184,12 +184,10 @@ def extract(archive: str | Path, target: str | Path) -> Path:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    old = target.with_name(f".{target.name}.replaced")
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    try:
+        replace_folder(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already unless the rename was stopped
     return target
 
 
@@ -219,6 +217,9 @@ def download_msd(task: str, root: str | Path, progress: bool = False) -> Path:
     target = root / task
     if (target / "dataset.json").is_file():
         return target / "dataset.json"
+    if target.exists() and not target.is_dir():
+        raise DataError(f"'{target}' is a file, where s2dc extracts {task}'s folder: it is never replaced; move it "
+                        f"away to download {task}")
     if target.is_symlink():
         raise DataError(f"'{target}' is a symbolic link (to '{os.readlink(target)}') without a dataset.json: s2dc "
                         f"extracts {task} as a folder of its own and never replaces a link; remove the link (or link "

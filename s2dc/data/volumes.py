@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 import warnings
 from copy import deepcopy
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from monai.data import Dataset, MetaTensor, PersistentDataset
 from monai.utils import convert_to_tensor
 
-from ..files import file_stamp
+from ..files import file_stamp, remove_abandoned, work_sibling
 from .errors import DataError
 from .preprocess import PreprocessConfig, check_min_size, preprocess_transforms
 
@@ -58,6 +57,11 @@ class _AtomicPersistentDataset(PersistentDataset):
     on POSIX), and any cache file that fails to load is deleted and recomputed.
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.cache_dir is not None:
+            remove_abandoned(self.cache_dir)  # what a killed process was writing
+
     def _cachecheck(self, item_transformed):
         if self.cache_dir is None:
             return super()._cachecheck(item_transformed)
@@ -71,7 +75,7 @@ class _AtomicPersistentDataset(PersistentDataset):
                 hashfile.unlink(missing_ok=True)
 
         out = self._pre_transform(deepcopy(item_transformed))
-        tmp = self.cache_dir / f".{name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        tmp = work_sibling(hashfile, "tmp")
         try:
             obj = convert_to_tensor(out, convert_numeric=False, track_meta=self.track_meta)
             torch.save(obj, tmp, pickle_protocol=self.pickle_protocol)

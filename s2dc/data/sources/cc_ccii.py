@@ -14,16 +14,14 @@ patients (``class/patient``) are split with :func:`fixed_split`, so no patient i
 
 from __future__ import annotations
 
-import glob
-import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from ...files import remove_abandoned, replace_folder, work_sibling
 from ..registry import get
 from ..errors import DataError
 from .common import fixed_split, require_folder, write_common
@@ -46,27 +44,6 @@ def _scans(patient: Path) -> list[Path]:
         raise DataError(f"patient folder '{patient}' holds no <scan_id>/ folder (expected "
                         f"{patient}/<scan_id>/<slice>.png|jpg)")
     return scans
-
-
-def remove_abandoned_staging(out_dir: Path) -> None:
-    """Remove ``out_dir/.volumes.<host>.<pid>.tmp|.old`` folders of this converter (its mark inside) left by a
-    conversion on this host whose process is gone (killed: its ``finally`` never ran)."""
-    host = socket.gethostname()
-    for folder in out_dir.glob(f".volumes.{glob.escape(host)}.*"):
-        pid = folder.name[len(f".volumes.{host}."):].rpartition(".")[0]
-        if pid.isdigit() and folder.suffix in (".tmp", ".old") and (folder / MADE_HERE).is_file() \
-                and not _running(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _class_root(raw: Path, name: str) -> Path:
@@ -130,9 +107,8 @@ def convert(raw: Path, out_dir: Path) -> Path:
     train_patients = set(fixed_split(sorted({f"{name}/{patient}" for _, name, patient, _ in scans}), 0.2)[0])
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_abandoned_staging(out_dir)
-    staging = out_dir / f".volumes.{socket.gethostname()}.{os.getpid()}.tmp"
-    old = staging.with_suffix(".old")
+    remove_abandoned(out_dir, mark=MADE_HERE)  # what a killed conversion on this host left
+    staging = work_sibling(final, "tmp")
     staging.mkdir()
     (staging / MADE_HERE).write_text("CT volumes stacked from CC-CCII's slice images by s2dc.data.sources.cc_ccii\n")
     training, validation = [], []
@@ -147,11 +123,8 @@ def convert(raw: Path, out_dir: Path) -> Path:
         # The old dataset.json goes before its volumes do: stopped before the new one is written, the folder holds
         # no json at all, never one that lists (and hashes) other volumes.
         (out_dir / "dataset.json").unlink(missing_ok=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(staging, final)
+        replace_folder(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
     return write_common(out_dir, spec, training, validation, raw, "s2dc.data.sources.cc_ccii")

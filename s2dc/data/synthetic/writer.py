@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import uuid
 import zlib
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from ...files import remove_abandoned, replace_folder, work_sibling
 from ..datalist import content_sha256
 from ..provenance import writer_of
 from ..registry import get, names
@@ -120,10 +119,12 @@ def write_dataset(
     spec, twin = get(kind), twins.TWINS[kind]
     label_values = sorted(spec.labels)
 
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    remove_abandoned(out_dir.parent, mark=MARK)  # what a killed draw left (its staging, or the dataset it set aside)
+    tmp = work_sibling(out_dir, "tmp")
     try:
-        (tmp / "imagesTr").mkdir(parents=True)
+        tmp.mkdir()
         (tmp / MARK).write_text("Written by `s2dc synth`: this folder is replaced whenever its dataset is drawn again.\n")
+        (tmp / "imagesTr").mkdir()
         indices: Any = range(int(cases))
         if progress is True:
             from tqdm.auto import tqdm
@@ -175,13 +176,7 @@ def write_dataset(
         doc["content_sha256"] = content_sha256(tmp, entries)
         (tmp / "dataset.json").write_text(json.dumps(doc, indent=2) + "\n")
 
-        old = None
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
