@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from s2dc.cli import main
 from s2dc.data.synthetic import write_dataset
@@ -562,3 +563,28 @@ def test_a_validation_case_that_is_a_training_case_is_refused(twin, tmp_path, ca
     err = capsys.readouterr().err
     assert Path(doc["training"][0]["image"]).name in err and "'training'" in err and "Traceback" not in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name, shape, inside", [("btcv", (64, 64, 40), 8 * 8 * 5), ("udpet", (48, 48, 32), 6 * 6 * 4)])
+def test_the_tokens_of_the_zero_padding_are_neither_fitted_nor_scored(tmp_path, name, shape, inside):
+    """The encoder reads volumes zero-padded to a multiple of 32 voxels; a token whose 8³ block (stage 2) holds no
+    voxel of the image is no case of background (or of a zero target) to fit or score: 64×64×40 holds 8·8·5
+    blocks of image, 48×48×32 holds 6·6·4."""
+    source = write_dataset(tmp_path / name, name, cases=4, seed=1, shape=shape, val_fraction=0.5)
+    torch.manual_seed(5)
+    exported = tmp_path / "enc.pt"
+    save_encoder(exported, swinunetr_for(SIZES).swinViT.state_dict())
+    out = tmp_path / "probe.json"
+    assert main(["probe", "voxels", f"enc={exported}", "--source", str(source), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["stride"] == 8
+    assert result["train_tokens"] == 2 * inside and result["val_tokens"] == 2 * inside
+
+
+def test_inside_tokens_against_the_blocks_of_a_padded_volume_of_ones():
+    from s2dc.eval.probe import inside_tokens, pad_to_multiple
+
+    for shape, stride in (((20, 32, 7), 4), ((33, 64, 40), 8), ((32, 32, 32), 16)):
+        ones = pad_to_multiple(torch.ones(1, *shape), 32)
+        expected = F.avg_pool3d(ones[None], stride)[0, 0].flatten() > 0
+        assert torch.equal(inside_tokens(shape, stride, 32), expected)

@@ -133,7 +133,7 @@ def draw(source: str | Path, encoders: list[str], structure: str, out_dir: str |
         raise ValueError(f"structure {structure!r} is not a class of the {labels!r} map of '{source}': "
                          f"{[n for n in data.names if n]}")
     target = data.names.index(structure)
-    volumes, labels = data.volumes["validation"], data.targets["validation"]
+    volumes, labels, inside = data.volumes["validation"], data.targets["validation"], data.inside["validation"]
     best = max(range(len(volumes)), key=lambda i: int((labels[i] == target).sum()))
     if not (labels[best] == target).any():
         raise DataError(f"no validation token of '{source}' carries {structure!r} at stage {stage} ({data.stride}-voxel "
@@ -144,11 +144,11 @@ def draw(source: str | Path, encoders: list[str], structure: str, out_dir: str |
         encoder = None if what == VOXELS else frozen_encoder(what, data, seed)
         per_volume = [features(data, encoder, v, stage, pooled=False) for v in volumes]
         maps[name] = per_volume[best].reshape(*grid, -1)
-        tokens[name] = torch.cat(per_volume)
+        tokens[name] = torch.cat([f[m] for f, m in zip(per_volume, inside)])  # no token of the zero padding
     title = f"{data.dataset}, stage {stage} ({data.stride}-voxel tokens)"
     return [
         similarity_figure(volumes[best][0], labels[best].reshape(grid), maps, target, structure, data.stride,
                           out_dir / "similarity.png", f"{title}: cosine to a {structure} token"),
-        tsne_figure(tokens, torch.cat(labels), data.names, out_dir / "tsne.png", f"{title}: t-SNE of the tokens",
+        tsne_figure(tokens, torch.cat([t[m] for t, m in zip(labels, inside)]), data.names, out_dir / "tsne.png", f"{title}: t-SNE of the tokens",
                     max_tokens=tsne_tokens, seed=seed),
     ]

@@ -81,6 +81,14 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, pad)
 
 
+def inside_tokens(shape: tuple[int, ...], stride: int, multiple: int) -> torch.Tensor:
+    """Which ``stride³`` blocks of a volume of ``shape`` (X, Y, Z) zero-padded by :func:`pad_to_multiple` hold a voxel
+    of the image: ``(X'/s · Y'/s · Z'/s,)`` bool in the C order of :func:`token_targets`. The others are padding,
+    neither fitted nor scored."""
+    axes = [torch.arange((n + -n % multiple) // stride) * stride < n for n in shape]
+    return (axes[0][:, None, None] & axes[1][None, :, None] & axes[2][None, None, :]).flatten()
+
+
 def voxel_blocks(image: torch.Tensor, stride: int) -> torch.Tensor:
     """The raw voxels of each ``stride³`` block as features: image (C, X, Y, Z) -> (X/s · Y/s · Z/s, C s³),
     blocks in the C order of :func:`token_targets`."""
@@ -214,21 +222,23 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
     labelled = named_encoders(encoders)
     data = load_labelled(source, labelled, stage, cache_dir, device, preset)
     task, names, stride = data.task, data.names, data.stride
-    y = {role: torch.cat(t) if task.name != "classification" else torch.tensor(t) for role, t in data.targets.items()}
     pooled = task.name == "classification"
+    targets = data.targets if pooled else {role: [t[m] for t, m in zip(ts, data.inside[role])]
+                                           for role, ts in data.targets.items()}  # no padding token
+    y = {role: torch.tensor(t) if pooled else torch.cat(t) for role, t in targets.items()}
     for role, labels in y.items() if pooled else ():
         if len(labels.unique()) < 2:
             why = ("a linear model fitted on one class learns nothing" if role == "training" else
                    "balanced accuracy over one class is its recall, which a model always predicting it reads as 100 %")
             raise DataError(f"the {role} cases of '{source}' hold one class only ({names[int(labels[0])]!r}): {why}; "
                             f"list cases of at least two classes under '{role}'")
-    cases = len(data.targets["validation"])
-    case = torch.arange(cases) if pooled else case_index([len(t) for t in data.targets["validation"]])
+    cases = len(targets["validation"])
+    case = torch.arange(cases) if pooled else case_index([len(t) for t in targets["validation"]])
     results, stats = {}, {}
     for name, what in labelled.items():
         encoder = None if what == VOXELS else frozen_encoder(what, data, seed)
-        x = {role: torch.cat([features(data, encoder, v, stage, pooled) for v in vols])
-             for role, vols in data.volumes.items()}
+        x = {role: torch.cat([features(data, encoder, v, stage, pooled)[slice(None) if pooled else m]
+                              for v, m in zip(vols, data.inside[role])]) for role, vols in data.volumes.items()}
         results[name], stats[name] = _score(task, names, x, y, case, cases)
     regression = task.name in ("reconstruction", "translation")
     metric_of = r_squared_from_sums if regression else (lambda c: balanced_accuracy(c, len(names)))
@@ -266,6 +276,7 @@ class Labelled:
     device: torch.device
     volumes: dict[str, list[torch.Tensor]]
     targets: dict[str, list]
+    inside: dict[str, list]  # per volume, its tokens that hold image voxels (:func:`inside_tokens`; None: pooled)
 
 
 def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cache_dir: str | Path | None,
@@ -301,14 +312,17 @@ def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cach
     else:  # another map of the cases as their labels, through the segmentation task's own preprocessing
         data = {role: LabelledCases([{"image": c["image"], "label": c[labels]} for c in cases[role]],
                                     setting.preprocess, setting.roi_size, len(names), cache_dir) for role in roles}
-    volumes, targets = {role: [] for role in data}, {role: [] for role in data}
+    volumes, targets, inside = ({role: [] for role in data} for _ in range(3))
     for role, ds in data.items():
         for i in range(len(ds)):
-            image, target = _image_and_target(task, ds[i], stride, multiple, len(names))
+            item = ds[i]
+            image, target = _image_and_target(task, item, stride, multiple, len(names))
             volumes[role].append(image[None])
             targets[role].append(target)
+            dense = task.name != "classification"
+            inside[role].append(inside_tokens(plain(item["image"]).shape[-3:], stride, multiple) if dense else None)
     return Labelled(task, str(doc.get("name") or Path(source).parent.name), names, sizes, stride, device,
-                    volumes, targets)
+                    volumes, targets, inside)
 
 
 def frozen_encoder(what: str, data: Labelled, seed: int) -> torch.nn.Module:
