@@ -485,3 +485,23 @@ def test_a_finetuning_killed_with_sigkill_resumes_bit_identically(ft_config, seg
     assert subprocess.run(command, capture_output=True, text=True).returncode == 0
     assert json.loads((killed / "metrics.json").read_text())["resumed_from_step"] >= 4
     assert _same_weights(_weights(whole), _weights(killed))
+
+
+def test_label_ratio_subsets_round_the_exact_product_half_up():
+    """0.29 × 50 is 14.5 (floating point: 14.499999999999998) -> 15 cases; 0.35 × 90 = 31.5 -> 32."""
+    assert len(choose_subset(list(range(50)), 0.29, seed=0)) == 15
+    assert len(choose_subset(list(range(90)), 0.35, seed=0)) == 32
+    assert len(choose_subset(list(range(25)), 0.58, seed=0)) == 15
+
+
+def test_a_classification_subset_draws_each_class_at_the_ratio():
+    """Stratified by class: 3 classes of 20 cases at 10 % give 2 of each for every seed (a plain draw of 6 of the
+    60 misses a class for about a quarter of the seeds), nested in the 20 % subset of the same seed."""
+    cases = [{"image": f"c{i}.nii.gz", "class": i % 3} for i in range(60)]
+    for seed in range(100):
+        small = choose_subset(cases, 0.1, seed, stratify_by="class")
+        assert sorted(c["class"] for c in small) == [0, 0, 1, 1, 2, 2]
+        assert all(c in choose_subset(cases, 0.2, seed, stratify_by="class") for c in small)
+    assert small == [c for c in cases if c in small]  # in their original order
+    rare = [{"image": f"r{i}", "class": int(i == 0)} for i in range(30)]  # one case of class 1: always drawn
+    assert [c["class"] for c in choose_subset(rare, 0.1, 4, stratify_by="class")].count(1) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import math
 
 import nibabel as nib
@@ -426,3 +427,25 @@ def test_validation_cases_that_are_training_cases_are_refused(tmp_path, capsys, 
     rc, err, out = _one_step_finetune(tmp_path, capsys, doc, *extra)
     assert rc != 0 and not (out / "split.json").exists() and not (out / "metrics.json").exists()
     assert "b0.nii.gz" in err and "'training'" in err and "Traceback" not in err, err
+
+
+def test_classification_fine_tuning_draws_its_labelled_cases_per_class(tmp_path):
+    """At 25 % of 8 training volumes (4 of each class) a classification run labels one volume of each class
+    (split.json), where a plain draw of 2 of the 8 leaves one class out for 3 seeds in 7."""
+    rng = np.random.default_rng(0)
+    entries = [{"id": f"c{i}", "image": f"img/{_save(tmp_path / 'data' / 'img' / f'c{i}.nii.gz', _blob(rng, None))}",
+                "class": i % 2} for i in range(10)]
+    doc = {"name": "halves", "task": "classification", "classes": ["a", "b"], "training": entries[:8],
+           "validation": entries[8:]}
+    for seed in range(4):
+        shutil.rmtree(tmp_path / "run", ignore_errors=True)
+        _run(tmp_path, doc, 1, "--data.label_ratio", "0.25", "--run.seed", str(seed))
+        split = json.loads((tmp_path / "run" / "split.json").read_text())
+        assert sorted(c["class"] for c in split["cases"]) == ["0", "1"]
+
+
+def test_roc_auc_ranks_confident_logits_apart():
+    """Margins of 18, 20 and 25 round to a softmax of exactly 1.0 in float32: the cases must still rank by margin
+    (AUC 1.0, as the margins themselves give), not tie (0.875)."""
+    logits = torch.tensor([[0.0, 20.0], [0.0, 25.0], [0.0, 18.0], [0.0, -5.0]])
+    assert metrics.roc_auc(logits, torch.tensor([1, 1, 0, 0])) == 1.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -10,23 +11,36 @@ import numpy as np
 from .errors import DataError
 
 
-def round_half_up(x: float) -> int:
-    return int(math.floor(x + 0.5))
+def round_half_up(x: float | Fraction) -> int:
+    return int(math.floor(x + Fraction(1, 2)))
 
 
-def choose_subset(cases: list, ratio: float, seed: int) -> list:
-    """The first ``round(ratio * n)`` (>= 1) cases of a permutation drawn by ``numpy.random.default_rng(seed)``,
-    in their original order.
+def subset_size(ratio: float, n: int) -> int:
+    """``round(ratio * n)`` half up, at least 1, at most ``n``; on the exact product of the ratio as written (0.29 ×
+    50 = 14.5 -> 15, where the floating-point product is 14.499999999999998)."""
+    return min(n, max(1, round_half_up(Fraction(str(ratio)) * n)))
+
+
+def choose_subset(cases: list, ratio: float, seed: int, stratify_by: str | None = None) -> list:
+    """The first :func:`subset_size` cases of a permutation drawn by ``numpy.random.default_rng(seed)``, in their
+    original order; ``stratify_by`` (a key of each case, e.g. ``"class"``): so drawn within each of its values
+    in turn (in sorted order), so that every class keeps its share (and at least one case).
 
     The same ``(cases, ratio, seed)`` always gives the same subset, and for one seed the subsets are
     nested: every case drawn at a ratio is also drawn at any larger ratio.
     """
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"label ratio must be in (0, 1], got {ratio}")
-    n = len(cases)
-    k = min(n, max(1, round_half_up(ratio * n)))
-    order = np.random.default_rng(seed).permutation(n)
-    return [cases[i] for i in sorted(order[:k].tolist())]
+    rng = np.random.default_rng(seed)
+    groups = [list(range(len(cases)))]
+    if stratify_by is not None:
+        values = [case[stratify_by] for case in cases]
+        groups = [[i for i, v in enumerate(values) if v == value] for value in sorted(set(values))]
+    chosen = []
+    for group in groups:
+        order = rng.permutation(len(group))
+        chosen += [group[j] for j in order[: subset_size(ratio, len(group))]]
+    return [cases[i] for i in sorted(chosen)]
 
 
 def refuse_training_cases_in_validation(train: list[dict], val: list[dict], source: Path, train_key: str,

@@ -184,7 +184,8 @@ class Finetuner:
         self.task = TASKS[task_of(self.spec, source)](self.spec, source, cfg.data)
         roles = self.task.roles
         self.all_train = _sorted(list_cases(source, cfg.data.train_key, roles, self.spec))
-        self.train_cases = choose_subset(self.all_train, cfg.data.label_ratio, cfg.run.seed)
+        self.train_cases = choose_subset(self.all_train, cfg.data.label_ratio, cfg.run.seed,
+                                         stratify_by="class" if self.task.name == "classification" else None)
         self.val_cases = _sorted(list_cases(source, cfg.data.val_key, roles, self.spec))
         refuse_training_cases_in_validation(self.all_train, self.val_cases, source, cfg.data.train_key,
                                             cfg.data.val_key)

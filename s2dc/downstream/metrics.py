@@ -55,7 +55,7 @@ def roc_auc(logits: torch.Tensor, target: torch.Tensor) -> float:
     k = logits.shape[1]
     if len(torch.unique(target)) < k:
         return float("nan")
-    scores = torch.softmax(logits.float(), dim=1)
+    scores = torch.softmax(logits.double(), dim=1)  # float32 rounds margins over ~17 to 1.0: ties
     return float(compute_roc_auc(scores, one_hot(target.reshape(-1, 1).long(), k, dim=1), average="macro"))
 
 
