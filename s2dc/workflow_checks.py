@@ -167,6 +167,10 @@ def _restrict(config: dict, key: str, allowed: list[str]) -> list[str]:
     if not names or wrong:
         raise ParamsError(f"--config {key}={config[key]}: expected a comma-separated choice of {allowed} "
                           f"(scales.{config['scale']}.experiments), got {wrong or 'nothing'}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ParamsError(f"--config {key}={config[key]}: names {twice[0]!r} twice: expected each name once (a run "
+                          "counts once in the tables)")
     return names
 
 
@@ -269,6 +273,7 @@ def check_job_outputs(config: dict) -> None:
     (:mod:`s2dc.train.outputs`)."""
     from pathlib import Path
 
+    from s2dc.data.provenance import writer_of
     from s2dc.eval.outputs import check_probe_out
     from s2dc.pyplot import check_png_out, is_s2dc_png
     from s2dc.report.curves import RECORD, is_own_table
@@ -303,6 +308,14 @@ def check_job_outputs(config: dict) -> None:
                 out = root / tree / "figures" / dataset / name
                 refuse_unless(rule, out, lambda: check_png_out(out))
     refuse_unless("sweep_export", root / "sweep", lambda: check_export_out(root / "sweep"))
+    for name in sorted(_scale(config)[1]["datasets"]):
+        path = Path(dataset_json(config, name))
+        if path.is_symlink() or (path.exists() and writer_of(path) is None):
+            rule = "synthetic_dataset" if made_by(config, name) == "synthetic" else "prepared_dataset"
+            raise ForeignOutputError(
+                f"'{path}' is not a dataset.json s2dc wrote (`s2dc synth` or `s2dc prepare`): Snakemake deletes the "
+                f"output of rule {rule} ('{path}') before it runs it, so this file would be lost; move it out of "
+                "there (nothing was run)")
     for tree in ("pretrain", "ablation/pretrain"):
         for folder in sorted(p for p in root.glob(f"{tree}/*/*") if p.is_dir()):
             here = folder.relative_to(root).as_posix()

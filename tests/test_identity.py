@@ -156,3 +156,15 @@ def test_the_precision_a_run_computes_in(device, amp, expected):
 def test_precision_differences_are_named():
     old = {"options": {}, "world_size": 1, "precision": "bf16"}
     assert identity.differences(old, {**old, "precision": "fp32"}) == ["precision: 'bf16' in the run, 'fp32' now"]
+
+
+def test_a_shallow_module_counts_without_the_modules_it_imports(package):
+    """The command line (s2dc.cli) runs every job and imports every stage: its own code counts for each job
+    (`shallow`), the stages it imports do not (a job reruns when its own stage changes, not another's)."""
+    (package / "cli.py").write_text("from . import e\n\n\ndef main():\n    return e.OTHER\n")
+    before = identity.code_fingerprint("s2dc.a", shallow=("s2dc.cli",))
+    assert before != identity.code_fingerprint("s2dc.a")
+    (package / "e.py").write_text("OTHER = 3\n")  # imported by cli only
+    assert identity.code_fingerprint("s2dc.a", shallow=("s2dc.cli",)) == before
+    (package / "cli.py").write_text("from . import e\n\n\ndef main():\n    return e.OTHER + 1\n")
+    assert identity.code_fingerprint("s2dc.a", shallow=("s2dc.cli",)) != before

@@ -295,8 +295,9 @@ def test_variants_are_planned_in_their_own_folders_and_checked(tmp_path):
 def test_a_users_file_where_a_job_writes_stops_the_workflow_before_snakemake_deletes_it(tmp_path):
     """Snakemake deletes a job's outputs before it runs the job (a directory() output with everything in it), so the
     refusal of a user's file by `s2dc report`, `ablation-table`, `plots`, `probe`, `figures`, `sweep export`,
-    `pretrain` and `finetune` (notes named benchmark.md or probe/btcv.md, a curve table or a picture of one's own, a
-    best.yaml edited by hand, one's own encoder.pt, summary.json, dvclive/ note or metrics.json) never sees it: the file
+    `pretrain`, `finetune`, `synth` and `prepare` (notes named benchmark.md or probe/btcv.md, a curve table or a picture
+    of one's own, a best.yaml edited by hand, one's own encoder.pt, summary.json, dvclive/ note, metrics.json or
+    dataset.json) never sees it: the file
     was gone without a word. The workflow refuses at start instead, naming the file, and leaves it as it
     was; the committed tables, curves, probe results, figures and sweep export of the quick scale are its own."""
     import shutil
@@ -315,6 +316,7 @@ def test_a_users_file_where_a_job_writes_stops_the_workflow_before_snakemake_del
         "encoder": (f"{results}/pretrain/CT/s2dc/encoder.pt", "which encoder this was\n"),
         "summary": (f"{results}/pretrain/CT/s2dc/summary.json", '{"my": "summary"}\n'),
         "curves": (f"{results}/pretrain/MRI/s2dc/dvclive/notes.txt", "the loss looked odd at step 40\n"),
+        "dataset json": ("resources/smoke/btcv/dataset.json", '{"name": "my own list of the cases"}\n'),
     }
     for name, (path, text) in cases.items():
         (tmp_path / name / path).parent.mkdir(parents=True)
@@ -356,3 +358,24 @@ def test_probe_results_and_figures_of_datasets_no_longer_in_the_experiments_are_
     assert all(f"results/smoke/{name.removesuffix('/similarity.png')}" in note[0] for name in left), note  # a folder
     assert not [name for name in [*current, "figures/btcv"] if f"results/smoke/{name}" in note[0]], note
     assert all((results / name).exists() for name in left + current)
+
+
+def test_a_name_given_twice_in_only_or_methods_is_refused_at_parse():
+    """`--config only=btcv,btcv` passed each run twice to the table job, which refused them ("a run counts once")
+    after Snakemake had deleted the tables: refused when the workflow is parsed instead, naming the name."""
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    out = params_error(params, scale="smoke", only="btcv, btcv")
+    assert "--config only=btcv, btcv" in out and "'btcv' twice" in out
+    out = params_error(params, scale="smoke", methods="s2dc,scratch,s2dc")
+    assert "--config methods=s2dc,scratch,s2dc" in out and "'s2dc' twice" in out
+
+
+def test_dvcs_ablation_stage_tracks_the_methods_that_place_its_runs():
+    """experiments.methods decides whether the ablation reuses the benchmark's encoder of a variant or pretrains its
+    own under ablation/ (`tree` in common.smk): DVC's ablation stage tracks it, as Snakemake's plan does."""
+    import yaml
+
+    stage = yaml.safe_load((REPO / "experiments/dvc.yaml").read_text())["stages"]["ablation"]
+    assert "scales.${scale}.experiments.methods" in stage["params"], stage["params"]

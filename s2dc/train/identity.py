@@ -69,10 +69,15 @@ def data_fingerprint(source: str | Path, paths: list[Path]) -> dict:
     return {"dataset_json": dataset_json, "files": files}
 
 
-def code_fingerprint(*modules: str) -> str:
+def code_fingerprint(*modules: str, shallow: tuple[str, ...] = ()) -> str:
     """Hash of the s2dc modules that ``modules`` (e.g. ``"s2dc.train.pretrain"``) import, directly or not,
-    read statically from their source; docstrings, comments and formatting do not count."""
+    read statically from their source; docstrings, comments and formatting do not count. ``shallow``: modules
+    that count without what they import (``s2dc.cli``, which imports every stage)."""
     trees: dict[str, str] = {}
+    for name in shallow:
+        path = _module_file(name)
+        if path is not None:
+            trees[f"{name} (shallow)"] = _read_module(name, path.name == "__init__.py", path.read_bytes())[0]
     todo = list(modules)
     while todo:
         name = todo.pop()
