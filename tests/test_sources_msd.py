@@ -159,3 +159,27 @@ def test_unreadable_msd_json_is_named(spleen, tmp_path):
 def test_a_dataset_that_is_not_msd_is_refused(tmp_path):
     with pytest.raises(ValueError, match="btcv"):
         msd.convert("btcv", tmp_path, tmp_path / "out")
+
+
+def test_a_label_on_another_voxel_grid_is_refused_at_conversion(spleen, tmp_path):
+    """Same shape, another grid (3 mm voxels, shifted origin): `s2dc prepare` refuses it naming both files, as
+    training would only much later."""
+    label = spleen / "labelsTr" / "spleen_5.nii.gz"
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    affine[:3, 3] = 50.0
+    nib.save(nib.Nifti1Image(np.zeros((6, 6, 6), np.uint8), affine), str(label))
+    with pytest.raises(DataError, match=rf"'{label}' lies on another voxel grid than its image "
+                                        rf"'{spleen / 'imagesTr' / 'spleen_5.nii.gz'}'"):
+        msd.convert("msd_spleen", tmp_path / "raw", tmp_path / "out")
+
+
+@pytest.mark.parametrize("shape, refused", [((6, 6, 6, 2), True), ((6, 6, 6, 1), False)])
+def test_a_volume_of_four_axes_is_refused_at_conversion_unless_the_fourth_is_one(spleen, tmp_path, shape, refused):
+    image = spleen / "imagesTr" / "spleen_8.nii.gz"
+    nifti(image, shape=shape)
+    nifti(spleen / "labelsTr" / "spleen_8.nii.gz", shape=shape, dtype=np.uint8)
+    if refused:
+        with pytest.raises(DataError, match=rf"spleen_8.nii.gz' is not a 3-D volume: shape \(6, 6, 6, 2\)"):
+            msd.convert("msd_spleen", tmp_path / "raw", tmp_path / "out")
+    else:
+        msd.convert("msd_spleen", tmp_path / "raw", tmp_path / "out")

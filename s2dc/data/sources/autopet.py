@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..registry import get
 from ..errors import DataError
-from .common import fixed_split, nifti_shape, require_folder, write_common
+from .common import fixed_split, require_folder, require_on_grid, write_common
 
 RELEASE = "FDG-PET-CT-Lesions"
 
@@ -45,8 +45,7 @@ def convert(raw: Path, out_dir: Path) -> Path:
             for path in (suv, seg):
                 if not path.is_file():
                     raise DataError(f"study '{study}' lacks '{path.name}' (expected SUV.nii.gz and SEG.nii.gz)")
-            if nifti_shape(suv) != nifti_shape(seg):
-                raise DataError(f"label '{seg}' has shape {nifti_shape(seg)}, its image '{suv}' {nifti_shape(suv)}")
+            require_on_grid(seg, "label", suv, "its image")
             entry = {"id": f"{patient.name}/{study.name}", "image": suv, "label": seg}
             studies.setdefault(patient.name, []).append(entry)
     if not studies:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..registry import get
 from ..errors import DataError
-from .common import fixed_split, nifti_shape, require_folder, write_common
+from .common import fixed_split, nifti_shape, require_folder, require_on_grid, write_common
 
 RELEASE = "BraTS2021_Training_Data"
 _CASE = re.compile(r"BraTS2021_\d{5}")
@@ -50,6 +50,7 @@ def read_cases(root: Path, case: re.Pattern[str], sep: str, names: tuple[str, ..
         for path in files[1:]:
             if (shape := nifti_shape(path)) != first:
                 raise DataError(f"'{path}' has shape {shape}, expected {first} as '{files[0].name}' of its case")
+            require_on_grid(path, "sequence", files[0], "the first of its case")
         cases[folder.name] = files
     return cases
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..registry import get
 from ..errors import DataError
-from .common import nifti_shape, require_folder, write_common
+from .common import require_folder, require_on_grid, write_common
 
 TRAINING_IDS = (*range(1, 11), *range(21, 35))
 VALIDATION_IDS = tuple(range(35, 41))
@@ -50,8 +50,7 @@ def convert(raw: Path, out_dir: Path) -> Path:
         label = raw / "RawData/Training/label" / image.name.replace("img", "label", 1)
         if not label.is_file():
             raise DataError(f"label '{label}' of image '{image}' does not exist")
-        if nifti_shape(image) != nifti_shape(label):
-            raise DataError(f"label '{label}' has shape {nifti_shape(label)}, its image '{image}' {nifti_shape(image)}")
+        require_on_grid(label, "label", image, "its image")
         return {"id": f"{i:04d}", "image": image, "label": label}
 
     return write_common(out_dir, spec, [case(i) for i in TRAINING_IDS], [case(i) for i in VALIDATION_IDS],

@@ -34,27 +34,45 @@ from pathlib import Path
 from typing import Any
 
 import nibabel as nib
+import numpy as np
 
 from ...files import atomic_write_text
 from ..datalist import content_sha256
 from ..registry import DatasetSpec
 from ..errors import DataError
+from ..grids import check_on_grid
 from ..nifti import check_affine
 
 
-def nifti_shape(path: Path) -> tuple[int, ...]:
-    """Spatial shape of a NIfTI file from its header only; :class:`DataError` naming it if unreadable or if its
-    affine is degenerate (:func:`s2dc.data.nifti.check_affine`)."""
+def nifti_grid(path: Path) -> tuple[tuple[int, int, int], np.ndarray]:
+    """(spatial shape, affine) of a NIfTI file from its header only; :class:`DataError` naming it if unreadable, if
+    it is not 3-D (a trailing axis of length 1 aside, as training reads it) or if its affine is degenerate
+    (:func:`s2dc.data.nifti.check_affine`)."""
     try:
         img = nib.load(str(path))
-        shape = tuple(int(s) for s in img.shape[:3])
+        shape = tuple(int(s) for s in img.shape)
         affine = img.affine
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for a bad header
         raise DataError(f"'{path}' is not a readable NIfTI file: {exc}") from exc
-    if len(shape) != 3 or min(shape) < 1:
+    spatial = shape
+    while len(spatial) > 3 and spatial[-1] == 1:  # (X, Y, Z, 1) -> (X, Y, Z)
+        spatial = spatial[:-1]
+    if len(spatial) != 3 or min(spatial) < 1:
         raise DataError(f"'{path}' is not a 3-D volume: shape {shape}")
     check_affine(path, affine)
-    return shape
+    return spatial, affine
+
+
+def nifti_shape(path: Path) -> tuple[int, int, int]:
+    """Spatial shape of a NIfTI file, checked as by :func:`nifti_grid`."""
+    return nifti_grid(path)[0]
+
+
+def require_on_grid(path: Path, role: str, ref_path: Path, ref_role: str) -> None:
+    """:class:`DataError` naming both files unless the NIfTI ``path`` (the case's ``role``, e.g. "label") lies on the
+    voxel grid of ``ref_path`` (its ``ref_role``, e.g. "its image"): shape and affine, from their headers
+    (:func:`s2dc.data.grids.check_on_grid`, as training checks them)."""
+    check_on_grid(path, *nifti_grid(path), role, ref_path, *nifti_grid(ref_path), ref_role)
 
 
 def require_folder(raw: Path, spec: DatasetSpec, what: str) -> None:

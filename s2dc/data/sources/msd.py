@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..registry import DatasetSpec, get
 from ..errors import DataError
-from .common import fixed_split, nifti_shape, require_folder, write_common
+from .common import fixed_split, require_folder, require_on_grid, write_common
 
 _TASK = re.compile(r"(Task\d\d_[A-Za-z]+)\.tar")
 _NIFTI = re.compile(r"\.nii(\.gz)?$")
@@ -64,8 +64,7 @@ def convert(name: str, raw: Path, out_dir: Path) -> Path:
         for role, path in (("image", image), ("label", label)):
             if not path.is_file():
                 raise DataError(f"{role} '{path}' listed in '{source}' does not exist")
-        if nifti_shape(image) != nifti_shape(label):
-            raise DataError(f"label '{label}' has shape {nifti_shape(label)}, its image '{image}' {nifti_shape(image)}")
+        require_on_grid(label, "label", image, "its image")
         return {"id": _NIFTI.sub("", image.name), "image": image, "label": label}
 
     cases = [case(e) for e in _read(source, spec)]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..registry import get
 from ..errors import DataError
-from .common import fixed_split, nifti_shape, write_common
+from .common import fixed_split, require_on_grid, write_common
 
 DEFAULT_DOSE = "1-4 dose"
 FULL_DOSE = "Full_dose"
@@ -63,8 +63,7 @@ def convert(raw: Path, out_dir: Path, dose: str = DEFAULT_DOSE) -> Path:
         if not (_present(exam, FULL_DOSE) or _present(exam, dose)):
             continue
         low, full = dose_volume(exam, dose), dose_volume(exam, FULL_DOSE)
-        if nifti_shape(low) != nifti_shape(full):
-            raise DataError(f"'{low}' has shape {nifti_shape(low)}, its full dose '{full}' {nifti_shape(full)}")
+        require_on_grid(low, "low-dose image", full, "its full dose")
         scanner, subject = exam.parent.parent.name, exam.parent.name
         groups.setdefault(f"{scanner}/{subject}", []).append(
             {"id": f"{scanner}/{subject}/{exam.name}", "image": low, "target": full})
