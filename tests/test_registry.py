@@ -202,3 +202,22 @@ def test_the_datasets_command_says_which_label_ratio_of_the_poster_is_our_readin
     assert main(["datasets", "cc_ccii"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if "88.29" in x)
     assert line == "paper: s2dc at 10% labels: 88.29 (poster Table 1)"
+
+
+def test_a_btcv_label_may_be_gzipped_or_not_whatever_its_image():
+    """img0001.nii.gz beside label0001.nii (or the other way round) is one case: the suffix is not the case's."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = btcv_release(Path(tmp) / "raw")
+        label = raw / "RawData/Training/label/label0001.nii.gz"
+        plain = label.with_name("label0001.nii")
+        nib.save(nib.load(str(label)), str(plain))
+        label.unlink()
+        image = raw / "RawData/Training/img/img0002.nii.gz"
+        nib.save(nib.load(str(image)), str(image.with_name("img0002.nii")))
+        image.unlink()
+        doc = json.loads(prepare("btcv", raw, Path(tmp) / "prepared").read_text())
+        first, second = doc["training"][:2]
+        assert first["label"].endswith("label0001.nii") and second["image"].endswith("img0002.nii")
+        assert second["label"].endswith("label0002.nii.gz")

@@ -19,18 +19,17 @@ from .common import require_folder, require_on_grid, write_common
 
 TRAINING_IDS = (*range(1, 11), *range(21, 35))
 VALIDATION_IDS = tuple(range(35, 41))
-_IMAGE = re.compile(r"img(\d{4})\.nii(\.gz)?")
-
-
-def _images(folder: Path) -> dict[int, Path]:
-    """{case number: its image} of ``folder``; :class:`DataError` naming both files of a case found twice."""
-    images: dict[int, Path] = {}
+def _files(folder: Path, prefix: str) -> dict[int, Path]:
+    """{case number: its file} of ``folder``, files named ``<prefix>NNNN.nii[.gz]`` (``img``, ``label``);
+    :class:`DataError` naming both files of a case found twice."""
+    name = re.compile(rf"{prefix}(\d{{4}})\.nii(\.gz)?")
+    files: dict[int, Path] = {}
     for path in sorted(folder.iterdir()):
-        if match := _IMAGE.fullmatch(path.name):
-            if (i := int(match.group(1))) in images:
-                raise DataError(f"'{images[i]}' and '{path}' are both the image of case {i:04d}: keep one of them")
-            images[i] = path
-    return images
+        if match := name.fullmatch(path.name):
+            if (i := int(match.group(1))) in files:
+                raise DataError(f"'{files[i]}' and '{path}' are both the {prefix} file of case {i:04d}: keep one of them")
+            files[i] = path
+    return files
 
 
 def convert(raw: Path, out_dir: Path) -> Path:
@@ -39,7 +38,8 @@ def convert(raw: Path, out_dir: Path) -> Path:
     raw = Path(raw)
     require_folder(raw, spec, "RawData/Training/img")
     require_folder(raw, spec, "RawData/Training/label")
-    images = _images(raw / "RawData/Training/img")
+    images = _files(raw / "RawData/Training/img", "img")
+    labels = _files(raw / "RawData/Training/label", "label")
     missing = [i for i in (*TRAINING_IDS, *VALIDATION_IDS) if i not in images]
     if missing:
         raise DataError(f"'{raw / 'RawData/Training/img'}' lacks " + ", ".join(f"img{i:04d}.nii.gz" for i in missing)
@@ -47,9 +47,10 @@ def convert(raw: Path, out_dir: Path) -> Path:
 
     def case(i: int) -> dict[str, Path]:
         image = images[i]
-        label = raw / "RawData/Training/label" / image.name.replace("img", "label", 1)
-        if not label.is_file():
-            raise DataError(f"label '{label}' of image '{image}' does not exist")
+        label = labels.get(i)
+        if label is None:
+            raise DataError(f"label '{raw / 'RawData/Training/label' / f'label{i:04d}.nii.gz'}' (or .nii) of image "
+                            f"'{image}' does not exist")
         require_on_grid(label, "label", image, "its image")
         return {"id": f"{i:04d}", "image": image, "label": label}
 
