@@ -106,3 +106,28 @@ def test_a_path_is_a_journal_file_and_a_missing_one_is_not_created_for_reading(t
         open_storage(str(tmp_path / "missing.journal"), must_exist=True)
     with pytest.raises(ValueError, match="is a folder"):
         open_storage(str(tmp_path))
+
+
+@pytest.mark.parametrize("text", ["my notes on the sweep\n", '{"a": "json line, not a journal record"}\n', "\x00\x01"])
+def test_a_file_that_is_not_an_optuna_journal_is_refused_and_left_as_it_was(tmp_path, text):
+    """Opened as a journal, a user's file got a record appended, then the read failed with a bare JSON error."""
+    from s2dc.tune.storage import open_study
+
+    path = tmp_path / "notes.txt"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"storage '{path}' is not an Optuna journal file"):
+        open_study(str(path), "a")
+    assert path.read_text() == text
+    journal = tmp_path / "study.journal"
+    open_study(str(journal), "a")  # a journal s2dc made is opened again
+    open_study(str(journal), "b")
+    (tmp_path / "empty.journal").write_text("")
+    open_study(str(tmp_path / "empty.journal"), "a")  # as a first writer leaves it before its first record
+
+
+@pytest.mark.parametrize("url", ["foo://bar", "postgresql+nodriver://u@localhost/db"])
+def test_a_database_url_sqlalchemy_cannot_read_is_refused_naming_it(url):
+    import re
+
+    with pytest.raises(ValueError, match=re.escape(f"storage '{url}' is no database URL")):
+        open_storage(url)

@@ -8,6 +8,7 @@ goes through ``optuna.storages.RDBStorage`` with Optuna's heartbeat. SQLite is r
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import warnings
@@ -46,9 +47,27 @@ def open_storage(storage: str, *, workers: int = 1, heartbeat_interval: int = 10
         raise ValueError(f"storage '{storage}' is a folder; give a journal file path (e.g. {path / 'study.journal'})")
     if must_exist and not path.is_file():
         raise FileNotFoundError(f"journal file '{storage}' does not exist")
+    if path.is_file():
+        _require_journal(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     backend = optuna.storages.journal.JournalFileBackend(str(path))
     return optuna.storages.JournalStorage(backend), journal_liveness(heartbeat_interval, grace_period, max_retry)
+
+
+def _require_journal(path: Path) -> None:
+    """ValueError naming ``path`` unless it is empty or its first line is a journal record (a JSON object with an
+    ``op_code``): Optuna would append its records to any file, and then fail reading it."""
+    with open(path, "rb") as handle:
+        first = handle.readline()
+    if not first:
+        return
+    try:
+        record = json.loads(first)
+    except ValueError:
+        record = None
+    if not (isinstance(record, dict) and "op_code" in record):
+        raise ValueError(f"storage '{path}' is not an Optuna journal file (its first line is no journal record): it "
+                         "is left as it is; give the path of a new file, or of a journal a sweep wrote")
 
 
 def _rdb(url: str, workers: int, interval: int, grace: int, max_retry: int | None):
@@ -76,6 +95,9 @@ def _rdb(url: str, workers: int, interval: int, grace: int, max_retry: int | Non
         except ModuleNotFoundError as err:
             raise ValueError(f"storage '{url}' needs the database driver '{err.name}' (for PostgreSQL: "
                              "pip install psycopg2-binary)") from None
+        except (sqlalchemy.exc.NoSuchModuleError, sqlalchemy.exc.ArgumentError) as err:
+            raise ValueError(f"storage '{url}' is no database URL SQLAlchemy can open ({err}); expected e.g. "
+                             "postgresql+psycopg2://user@host:port/db, or a journal file path") from None
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             # Workers starting together on an empty database all create Optuna's tables; PostgreSQL lets one
             # win and fails the others ('duplicate key ... pg_type_typname_nsp_index'). Try again: the tables
