@@ -241,3 +241,18 @@ def test_a_run_killed_after_its_last_checkpoint_resumes_with_the_curves_summary(
     assert pretrain(tiny_config, volumes_dir / "imagesTr", tmp_path / "killed", *args) == 0
     full, killed = (json.loads((tmp_path / r / "dvclive" / "metrics.json").read_text()) for r in ("full", "killed"))
     assert killed == full and killed["step"] == 3
+
+
+def test_a_run_refused_for_its_data_starts_afresh_once_the_data_is_fixed(tiny_config, tmp_path, capsys):
+    """No step was taken: the folder holds no run to resume, so the rerun on the repaired volume trains (it was
+    refused as "another run than this one ... 1 volume(s) changed")."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    good = write_volume(folder / "a.nii.gz", np.random.default_rng(1))
+    broken = folder / "b.nii.gz"
+    broken.write_bytes(good.read_bytes()[:200])
+    assert pretrain(tiny_config, folder, tmp_path / "r", "--optim.steps", "1") == 2
+    assert "b.nii.gz" in capsys.readouterr().err
+    write_volume(broken, np.random.default_rng(2))
+    assert pretrain(tiny_config, folder, tmp_path / "r", "--optim.steps", "1") == 0
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["resumed_from"] is None

@@ -354,12 +354,12 @@ class Pretrainer:
             self._lock = lock_folder(self.out)
         resumed_from = self.prepare_out_dir()
         self._barrier()
-        if self.dist.is_main:
-            atomic_write_text(self.out / "run.json", json.dumps({"identity": self.identity}, indent=1))
         cache_root = cfg.data.cache_dir or self.out / "cache"
         volumes = CachedVolumes(paths, cfg.preprocess, cfg.views.roi_size, cache_root)
         if self.step < cfg.optim.steps:
             self._check_volumes(volumes)
+        if self.dist.is_main:  # only now: a run refused for its data is no run to resume once the data is fixed
+            atomic_write_text(self.out / "run.json", json.dumps({"identity": self.identity}, indent=1))
         stream = RoiStream(volumes, cfg.views.roi_size, cfg.optim.batch_size, cfg.run.seed, self.dist.rank)
         loader = torch.utils.data.DataLoader(  # its own generator: torch's global one is drop-path's (resume)
             stream, batch_size=None, sampler=range(self.step, cfg.optim.steps), num_workers=cfg.data.workers,
