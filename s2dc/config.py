@@ -105,6 +105,10 @@ def coerce(key: str, value, annotation):
     return value
 
 
+#: The largest ``run.seed``: NumPy's legacy seeding (``np.random.seed``) takes 0..2**32 - 1.
+SEED_MAX = 2**32 - 1
+
+
 def check(ok: bool, key: str, expected: str, value) -> None:
     """Raise ``ValueError("<key> must be <expected>, got <value>")`` unless ``ok`` (write ``ok`` so that NaN fails it)."""
     if not ok:

@@ -284,6 +284,9 @@ def test_help_documents_every_option(capsys):
         (["--train.roi_size", "32", "32", "32"], "bottleneck"),
         (["--model.num_heads", "5", "2", "3", "4"], "model.num_heads"),
         (["--model.init_which", "both"], "model.init_which"),
+        (["--model.window_size", "0"], "model.window_size must be >= 1"),
+        (["--model.num_heads", "0", "2", "3", "4"], "model.num_heads must be >= 1 each"),
+        (["--run.seed", "-3"], "run.seed must be in 0..4294967295"),
         (["--run.device", "cpu", "--train.amp", "bf16"], "train.amp=bf16 is not supported on the CPU"),
     ],
 )
@@ -291,6 +294,7 @@ def test_bad_options_name_the_key(ft_config, seg_dir, tmp_path, capsys, args, me
     """A wrong option value fails at start with a message naming the option."""
     assert finetune(ft_config, seg_dir / "dataset.json", tmp_path / "r", *args) == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # refused before anything is made
 
 
 def test_finetune_defaults_to_the_registry_preset_and_keeps_given_options(tmp_path):

@@ -186,6 +186,13 @@ def test_volume_smaller_than_roi_is_padded(tiny_config, tmp_path):
         (["--optim.steps", "ten"], "optim.steps must be an integer"),
         (["--views.roi_size", "64", "64", "30"], "views.roi_size"),
         (["--encoder.feature_size", "10"], "encoder.feature_size"),
+        (["--encoder.feature_size", "0"], "encoder.feature_size must be a positive multiple of 12"),
+        (["--encoder.window_size", "0"], "encoder.window_size must be >= 1"),
+        (["--encoder.patch_size", "0"], "encoder.patch_size must be >= 1"),
+        (["--encoder.num_heads", "0", "2", "3", "4"], "encoder.num_heads must be >= 1 each"),
+        (["--encoder.depths", "-1", "2", "2", "2"], "encoder.depths must be >= 1 each"),
+        (["--run.seed", "-3"], "run.seed must be in 0..4294967295"),
+        (["--run.seed", "99999999999"], "run.seed must be in 0..4294967295"),
         (["--run.device", "cpu", "--run.amp", "bf16"], "run.amp=bf16 is not supported on the CPU"),
     ],
 )

@@ -176,7 +176,18 @@ class Finetuner:
         self.out = Path(cfg.run.out_dir)
         refuse_a_folder_of_something_else(self.out)  # before anything is read, built or written ...
         refuse_an_init_inside(self.out, cfg.model.init)
+        made = not (self.out.exists() or self.out.is_symlink())
         self.lock = lock_folder(self.out)  # ... then held for the whole run (a second run into it is refused)
+        try:
+            self._set_up(cfg)
+        except BaseException:  # refused or failed before training: a folder this run made goes again
+            self.lock.close()
+            if made and {p.name for p in self.out.iterdir()} <= {".lock", "cache"}:
+                shutil.rmtree(self.out, ignore_errors=True)
+            raise
+
+    def _set_up(self, cfg: FinetuneConfig) -> None:
+        """Everything ``__init__`` does once the folder is locked (data, task, network, optimiser)."""
         refuse_a_folder_of_something_else(self.out)  # as another run may have left it before the lock was ours
         self.device = pick_device(cfg.run.device)
         source = Path(cfg.data.source)
@@ -217,6 +228,7 @@ class Finetuner:
         self.step = 0
         self.ckpt_dir = self.out / "checkpoints"
         self.identity = self._identity(source)
+
 
     def _identity(self, source: Path) -> dict:
         """What makes a checkpoint this run's (see :mod:`s2dc.train.identity`): the options that change what it

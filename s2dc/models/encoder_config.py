@@ -33,8 +33,15 @@ class EncoderConfig:
                 f"encoder.depths and encoder.num_heads need 4 entries (one per Swin stage), "
                 f"got {list(self.depths)} and {list(self.num_heads)}"
             )
-        if self.feature_size % 12 != 0:
-            raise ValueError(f"encoder.feature_size must be divisible by 12 (SwinUNETR), got {self.feature_size}")
+        if self.feature_size < 12 or self.feature_size % 12 != 0:
+            raise ValueError(f"encoder.feature_size must be a positive multiple of 12 (SwinUNETR: divisible by 12), "
+                             f"got {self.feature_size}")
+        for name in ("in_channels", "window_size", "patch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"encoder.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("depths", "num_heads"):
+            if min(getattr(self, name)) < 1:
+                raise ValueError(f"encoder.{name} must be >= 1 each, got {list(getattr(self, name))}")
         if not 0 <= self.drop_path_rate < 1:
             raise ValueError(f"encoder.drop_path_rate must be in [0, 1), got {self.drop_path_rate!r}")
         if not 0 <= self.token_stage <= 4:

@@ -82,6 +82,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         cfgtools.check(bool(self.out_dir), "run.out_dir", "a folder path", self.out_dir)
+        cfgtools.check(0 <= self.seed <= cfgtools.SEED_MAX, "run.seed", f"in 0..{cfgtools.SEED_MAX} (NumPy's seeds)", self.seed)
         cfgtools.check(self.device in DEVICES, "run.device", f"one of {list(DEVICES)}", self.device)
         cfgtools.check(self.amp in ("auto", "bf16", "off"), "run.amp", "'auto', 'bf16' or 'off'", self.amp)
         for name in ("checkpoint_every", "keep_last", "log_every"):
