@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 
 import pytest
@@ -553,3 +554,13 @@ def test_seeds_of_one_row_fine_tuned_with_other_options_are_refused_naming_the_o
             assert main([*command, *map(str, files)]) == 2
             assert message in capsys.readouterr().err
         assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("item", ["s2dc=global+p2p+p2s:dual_sofmax", "lg=global:hungarian"])
+def test_a_terms_assignment_that_is_no_assignment_is_refused_naming_it(item):
+    """A misspelt assignment matched no poster row: the poster column went blank with exit 0."""
+    from s2dc.report.tables import parse_terms
+
+    with pytest.raises(ValueError, match=rf"--terms '{re.escape(item)}'.*'dual_softmax', 'sinkhorn'"):
+        parse_terms([item])
+    assert parse_terms(["lg=global:sinkhorn"]) == {"lg": "global:sinkhorn"}

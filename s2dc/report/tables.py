@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..data.datalist import registry_spec
 from ..files import atomic_write_text
+from ..losses.options import ASSIGNMENTS
 from ..pages import markdown_page
 from .averages import averages, averages_markdown, nested_averages, percent_score
 from .outputs import check_out_dir, refuse_unless_own
@@ -275,6 +276,9 @@ def parse_terms(items: list[str]) -> dict[str, str]:
                 or not set(parts) <= set(TERMS) or name in terms):
             raise ValueError(f"--terms {item!r}: expected VARIANT=TERMS:ASSIGNMENT once per variant, TERMS one or more "
                              f"of {'+'.join(TERMS)} (e.g. lg=global:dual_softmax)")
+        if assignment not in ASSIGNMENTS:
+            raise ValueError(f"--terms {item!r}: the assignment {assignment!r} is none of {ASSIGNMENTS} "
+                             "(loss.assignment)")
         terms[name] = "+".join(t for t in TERMS if t in parts) + ":" + assignment
     return terms
 
