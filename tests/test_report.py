@@ -564,3 +564,19 @@ def test_a_terms_assignment_that_is_no_assignment_is_refused_naming_it(item):
     with pytest.raises(ValueError, match=rf"--terms '{re.escape(item)}'.*'dual_softmax', 'sinkhorn'"):
         parse_terms([item])
     assert parse_terms(["lg=global:sinkhorn"]) == {"lg": "global:sinkhorn"}
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda doc: doc.pop("dice_mean"), "dice_mean is missing; expected a finite number or null"),
+    (lambda doc: doc.update(dice_mean="high"), "dice_mean is 'high'; expected a finite number"),
+    (lambda doc: doc.update(dice_per_class="x"), "dice_per_class is 'x'; expected {class: Dice}"),
+])
+def test_the_plots_refuse_a_metrics_file_without_its_tasks_metric_naming_the_key(tmp_path, capsys, edit, message):
+    """`s2dc plots` read the task's metrics unchecked: a KeyError or AttributeError traceback, exit 1."""
+    good = write_run(tmp_path, "s2dc", 0, 0.2)
+    bad = write_run(tmp_path, "s2dc", 1, 0.3)
+    doc = json.loads(bad.read_text())
+    edit(doc)
+    bad.write_text(json.dumps(doc))
+    assert main(["plots", "--figures", str(tmp_path / "f"), "--curves", str(tmp_path / "c"), str(good), str(bad)]) == 2
+    assert f"bad metrics file '{bad}': {message}" in capsys.readouterr().err

@@ -136,9 +136,16 @@ def read_runs(metric_files: list[Path]) -> tuple[list[dict], pd.DataFrame]:
         base = {k: m[k] for k in ("dataset", "task", "method", "label_ratio", "seed")}
         # null: not scorable on these validation cases (a class none of them holds; an AUC with one class)
         for key, label, scale in TASK_METRICS[m["task"]]:
-            if m[key] is not None:
-                rows.append({**base, "metric": label, "value": scale * float(m[key])})
+            value = m.get(key, "missing")
+            if value is not None and not is_number(value):
+                shown = "missing" if key not in m else repr(value)
+                raise ValueError(f"bad metrics file '{m['_path']}': {key} is {shown}; expected a finite number or null")
+            if value is not None:
+                rows.append({**base, "metric": label, "value": scale * float(value)})
         per_class = m.get("dice_per_class") or {}
+        if not isinstance(per_class, dict):
+            raise ValueError(f"bad metrics file '{m['_path']}': dice_per_class is {per_class!r}; expected "
+                             "{class: Dice}")
         for name, value in per_class.items():
             if value is not None and not is_number(value):
                 raise ValueError(f"bad metrics file '{m['_path']}': dice_per_class.{name} is {value!r}; expected a "
