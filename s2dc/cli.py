@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as err:  # train.finite.NonFiniteError: a diverged run
         print(f"s2dc {args.command}: error: {err}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError) as err:  # DataError is a ValueError
+    except (ValueError, OSError) as err:  # DataError is a ValueError; OSError: a path that cannot be (e.g. under a file)
         print(f"s2dc {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -166,11 +166,17 @@ def export_encoder(checkpoint: str | Path, output: str | Path, which: str = "tea
         state = load_checkpoint(Path(checkpoint))
         if not isinstance(state, dict) or which not in state or "config" not in state:
             raise ValueError(f"'{checkpoint}' is not an s2dc pretraining checkpoint (no '{which}' or 'config')")
-        step, steps = int(state["step"]), int(state["config"]["optim"]["steps"])
+        if "step" not in state:
+            raise ValueError(f"'{checkpoint}' is not an s2dc pretraining checkpoint (no step)")
+        try:
+            steps = int(state["config"]["optim"]["steps"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"'{checkpoint}' is not an s2dc pretraining checkpoint (no config.optim.steps)") from None
+        step = int(state["step"])
         if step < steps and not partial:
             raise ValueError(f"'{checkpoint}': the run stopped at step {step} of its {steps} (it diverged, was "
                              "stopped, or still runs); export it anyway with --partial")
-        cfg = EncoderConfig(**state["config"]["encoder"])
+        cfg = EncoderConfig.recorded(state["config"].get("encoder"), f"config.encoder of '{checkpoint}'")
         weights = {PREFIX + k[len("encoder."):]: v for k, v in state[which].items() if k.startswith("encoder.")}
         require_finite(weights, f"the {which} encoder weights of '{checkpoint}'")
         short = {"partial": {"step": step, "steps": steps}} if step < steps else {}

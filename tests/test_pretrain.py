@@ -263,3 +263,30 @@ def test_a_run_refused_for_its_data_starts_afresh_once_the_data_is_fixed(tiny_co
     write_volume(broken, np.random.default_rng(2))
     assert pretrain(tiny_config, folder, tmp_path / "r", "--optim.steps", "1") == 0
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["resumed_from"] is None
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda c: c.pop("step"), "no step"),
+    (lambda c: c["config"].pop("optim"), "no config.optim.steps"),
+    (lambda c: c["config"]["encoder"].update(heads=3), "holds unknown key(s) ['heads']"),
+])
+def test_a_checkpoint_missing_what_export_needs_is_refused_naming_it(tiny_config, volumes_dir, tmp_path, capsys,
+                                                                     damage, message):
+    """A dict checkpoint short of its step, its optim.steps or with unknown encoder sizes gave a KeyError or
+    TypeError traceback (exit 1), in export-encoder and in probe alike."""
+    assert pretrain(tiny_config, volumes_dir / "imagesTr", tmp_path / "run", "--optim.steps", "1") == 0
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "step_00000001.pt", weights_only=True)
+    damage(ckpt)
+    bad = tmp_path / "bad.pt"
+    torch.save(ckpt, bad)
+    assert main(["export-encoder", str(bad), str(tmp_path / "enc.pt")]) == 2
+    assert f"'{bad}'" in (err := capsys.readouterr().err) and message in err, err
+    assert not (tmp_path / "enc.pt").exists()
+
+
+def test_an_output_path_under_a_file_is_an_error_naming_it_not_a_traceback(tmp_path, capsys):
+    """An OSError (a file where a folder must be) is a user's mistake: exit 2 with a message naming the path."""
+    (tmp_path / "afile").write_text("x")
+    assert main(["synth", "--kind", "btcv", "--out", str(tmp_path / "afile" / "sub"), "--cases", "2", "--seed", "0",
+                 "--shape", "16", "16", "16"]) == 2
+    assert str(tmp_path / "afile") in capsys.readouterr().err

@@ -202,7 +202,7 @@ def per_class_recall(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> n
 
 def encoder_sizes(path: str | Path) -> EncoderConfig:
     """Encoder sizes recorded in an exported encoder or a pretraining checkpoint."""
-    return EncoderConfig(**encoder_plan(path)["encoder"])
+    return EncoderConfig.recorded(encoder_plan(path)["encoder"], f"the encoder sizes of '{path}'")
 
 
 def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0,

@@ -53,6 +53,18 @@ class EncoderConfig:
                     f"{self.feature_size * 2**stage}"
                 )
 
+    @classmethod
+    def recorded(cls, sizes, where: str) -> "EncoderConfig":
+        """The sizes a file records (``where``: the file and key, for the message); ValueError naming unknown keys
+        or a record that is no mapping."""
+        if not isinstance(sizes, dict):
+            raise ValueError(f"{where} is {type(sizes).__name__}; expected the encoder sizes as a mapping")
+        unknown = sorted(set(sizes) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"{where} holds unknown key(s) {unknown}; expected encoder sizes "
+                             f"{sorted(cls.__dataclass_fields__)}")
+        return cls(**sizes)
+
     @property
     def token_dim(self) -> int:
         """Channels of the matching tokens."""
