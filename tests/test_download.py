@@ -476,3 +476,26 @@ def test_download_msd_refuses_a_file_where_the_task_folder_goes_before_fetching(
     with pytest.raises(DataError, match=rf"'{root / 'Task09_Spleen'}' is a file"):
         download.download_msd("Task09_Spleen", root)
     assert server.requests == [] and (root / "Task09_Spleen").read_text() == "a user's notes"
+
+
+def test_a_pools_fingerprint_covers_the_volumes_its_list_names_outside_its_folder(tmp_path):
+    """A pool is its dataset.json and the volumes it lists, wherever they lie (`../vols/...`): replacing one of those
+    changes the fingerprint, so the conversion and the pretraining after it run again."""
+    import os
+
+    vols, pool = tmp_path / "vols", tmp_path / "ct_pool"
+    vols.mkdir()
+    pool.mkdir()
+    for i in range(2):
+        (vols / f"case_{i}.nii.gz").write_bytes(b"volume %d" % i)
+    (pool / "inside.nii.gz").write_bytes(b"inside")
+    (pool / "dataset.json").write_text(json.dumps({"training": [
+        {"image": "../vols/case_0.nii.gz"}, "../vols/case_1.nii.gz", {"image": "inside.nii.gz"}]}))
+    before = download.release_fingerprint(pool)
+    assert download.release_fingerprint(pool) == before
+    (vols / "unlisted.nii.gz").write_bytes(b"not in the pool")
+    assert download.release_fingerprint(pool) == before
+    target = vols / "case_1.nii.gz"
+    target.write_bytes(b"another volume")
+    os.utime(target, ns=(1, 1))
+    assert download.release_fingerprint(pool) != before

@@ -288,7 +288,34 @@ def release_fingerprint(root: str | Path, pending: bool = False) -> str:
     for rel in sorted(set(recorded) - seen):
         digest.update(f"-{rel}\n".encode())
         changed = True
+    for path, stamp in _listed_outside(root):
+        digest.update(f"+{path}\0{stamp[0]}\0{stamp[1]}\n".encode())
+        changed = True
     return digest.hexdigest() if changed else ""
+
+
+def _listed_outside(root: Path):
+    """(path, [size, mtime_ns]) of each file that ``root/dataset.json`` (a pool's list) names outside ``root``
+    (``../vols/case.nii.gz``): part of the release, though no walk of the folder finds it. A list that cannot be
+    read yields nothing here (its converter names the problem)."""
+    try:
+        doc = json.loads((root / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return
+    entries = doc.get("training") if isinstance(doc, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        images = entry.get("image") if isinstance(entry, dict) else entry
+        for name in images if isinstance(images, list) else [images]:
+            if not isinstance(name, str):
+                continue
+            path = Path(os.path.normpath(root / name))
+            if root in path.parents:
+                continue  # the walk of the folder has it
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            yield path.as_posix(), [st.st_size, st.st_mtime_ns]
 
 
 def download(name: str, raw: str | Path, progress: bool = False) -> Path:
