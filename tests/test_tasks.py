@@ -449,3 +449,20 @@ def test_roc_auc_ranks_confident_logits_apart():
     (AUC 1.0, as the margins themselves give), not tie (0.875)."""
     logits = torch.tensor([[0.0, 20.0], [0.0, 25.0], [0.0, 18.0], [0.0, -5.0]])
     assert metrics.roc_auc(logits, torch.tensor([1, 1, 0, 0])) == 1.0
+
+
+def test_an_input_channel_given_to_a_task_that_has_none_is_refused(tmp_path, capsys):
+    """data.input_channel names the input sequence of a translation; given for a reconstruction it was ignored with
+    exit 0, as if it had taken effect."""
+    rng = np.random.default_rng(1)
+    entries = [{"id": f"r{i}", "image": f"img/{_save(tmp_path / 'data' / 'img' / f'low{i}.nii.gz', _blob(rng, None))}",
+                "target": f"img/{_save(tmp_path / 'data' / 'img' / f'full{i}.nii.gz', _blob(rng, None))}"}
+               for i in range(3)]
+    (tmp_path / "data" / "dataset.json").write_text(json.dumps(
+        {"name": "doses", "task": "reconstruction", "training": entries[:2], "validation": entries[2:]}))
+    config = tmp_path / "ft.yaml"
+    config.write_text(yaml.safe_dump(TINY_FT))
+    assert main(["finetune", "--config", str(config), "--data.source", str(tmp_path / "data" / "dataset.json"),
+                 "--run.out_dir", str(tmp_path / "run"), "--data.input_channel", "T1"]) == 2
+    assert "data.input_channel is for translation; this dataset's task is reconstruction" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

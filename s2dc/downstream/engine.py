@@ -193,6 +193,9 @@ class Finetuner:
         source = Path(cfg.data.source)
         self.spec = read_datalist(source)
         self.task = TASKS[task_of(self.spec, source)](self.spec, source, cfg.data)
+        if cfg.data.input_channel and self.task.name != "translation":
+            raise ValueError(f"data.input_channel is for translation; this dataset's task is {self.task.name} "
+                             f"('{source}'): leave it unset")
         roles = self.task.roles
         self.all_train = _sorted(list_cases(source, cfg.data.train_key, roles, self.spec))
         self.train_cases = choose_subset(self.all_train, cfg.data.label_ratio, cfg.run.seed,
