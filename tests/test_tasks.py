@@ -466,3 +466,21 @@ def test_an_input_channel_given_to_a_task_that_has_none_is_refused(tmp_path, cap
                  "--run.out_dir", str(tmp_path / "run"), "--data.input_channel", "T1"]) == 2
     assert "data.input_channel is for translation; this dataset's task is reconstruction" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("task", ["reconstruction", "segmentation"])
+def test_fine_tuning_resamples_to_a_given_spacing(tmp_path, task):
+    """--preprocess.spacing (the paper scale sets 1.5 × 1.5 × 2 mm for every fine-tuning job) crashed every task in
+    MONAI's Spacingd, which took the cases' file-stamp keys (image_size, label_ino) for metadata."""
+    rng = np.random.default_rng(4)
+    entries = []
+    for i in range(3):
+        image = f"img/{_save(tmp_path / 'data' / 'img' / f'a{i}.nii.gz', _blob(rng, None))}"
+        other = _blob(rng, 10) if task == "reconstruction" else (_blob(rng, 10) > 2.0).astype(np.uint8)
+        role = "target" if task == "reconstruction" else "label"
+        entries.append({"id": f"c{i}", "image": image, role: f"img/{_save(tmp_path / 'data' / 'img' / f'b{i}.nii.gz', other)}"})
+    doc = {"name": "spaced", "task": task, "training": entries[:2], "validation": entries[2:]}
+    if task == "segmentation":
+        doc["labels"] = {"0": "background", "1": "box"}
+    m = _run(tmp_path, doc, 1, "--preprocess.spacing", "1.5", "1.5", "2.0")
+    assert m["task"] == task and m["val_cases"] == 1

@@ -245,9 +245,10 @@ class TransformedCases(_Checked):
                 continue
             item[role] = [str(p) for p in paths] if isinstance(value, list) else str(value)
             for c, path in enumerate(paths):
-                suffix = f"{role}{c}" if c else role  # one channel: the keys of earlier caches
+                suffix = f"{role}{c}" if c else role
                 with contextlib.suppress(OSError):  # a vanished file is reported by the loader
-                    item.update({f"{suffix}_{k}": v for k, v in file_stamp(path).items()})
+                    # "stamp_" first: MONAI's spatial transforms take any "<role>_..." key for that role's metadata
+                    item.update({f"stamp_{suffix}_{k}": v for k, v in file_stamp(path).items()})
         item.update(extra)
         return item
 
