@@ -484,3 +484,38 @@ def test_fine_tuning_resamples_to_a_given_spacing(tmp_path, task):
         doc["labels"] = {"0": "background", "1": "box"}
     m = _run(tmp_path, doc, 1, "--preprocess.spacing", "1.5", "1.5", "2.0")
     assert m["task"] == task and m["val_cases"] == 1
+
+
+def test_reconstruction_is_scored_on_the_targets_own_voxels_not_the_padding(tmp_path):
+    """A volume smaller than the crop is zero-padded to it for training; its score must come from its own voxels
+    (where prediction and target are both zero in the padding, PSNR and SSIM rose with the crop size alone).
+    Checked against PSNR, NRMSE computed here on the unpadded arrays."""
+    from contextlib import nullcontext
+
+    from s2dc.data.preprocess import PreprocessConfig
+    from s2dc.downstream.tasks.common import Setting
+    from s2dc.downstream.tasks.reconstruction import Reconstruction
+
+    rng = np.random.default_rng(7)
+    low = 1.0 + rng.random((20, 18, 6)).astype(np.float32)
+    full = (2.0 * low * (1.0 + 0.1 * rng.standard_normal(low.shape))).astype(np.float32)
+    case = {"image": _save(tmp_path / "low.nii.gz", low), "target": _save(tmp_path / "full.nii.gz", full)}
+    case = {k: tmp_path / v for k, v in case.items()}
+
+    class Twice(torch.nn.Module):
+        def forward(self, x):
+            return 2.0 * x
+
+    scores = {}
+    for roi in (8, 32):
+        s = Setting(PreprocessConfig(intensity="zscore"), (roi,) * 3, 1, 0.0, 1, 0.0, torch.device("cpu"), nullcontext)
+        task = Reconstruction({}, tmp_path / "dataset.json", None)
+        _, val = task.datasets([case], [case], s, None)
+        scores[roi] = task.evaluate(Twice(), val, s)
+    scale = np.abs(low).mean()
+    p, t = 2.0 * low / scale, full / scale
+    expected_psnr = 10 * np.log10((t.max() - t.min()) ** 2 / np.mean((p - t) ** 2))
+    for roi, m in scores.items():
+        assert m["psnr"] == pytest.approx(expected_psnr, abs=1e-3), roi
+        assert m["nrmse"] == pytest.approx(np.sqrt(np.mean((p - t) ** 2) / np.mean(t**2)), rel=1e-4), roi
+    assert scores[8]["ssim"] == pytest.approx(scores[32]["ssim"], abs=1e-6)

@@ -2,7 +2,8 @@
 
 Both volumes are divided by the mean of the low-dose image's non-zero voxels (the only scale known at
 inference), so prediction and target share units; training minimises the L1 error on random ROI
-crops, validation predicts whole volumes by sliding windows. Scores: PSNR, SSIM and NRMSE.
+crops, validation predicts whole volumes by sliding windows. Scores: PSNR, SSIM and NRMSE, on the volume's own
+voxels (a volume smaller than the crop is zero-padded at its far ends; the padding is not scored).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from ..metrics import nrmse, psnr, ssim
 from .common import Setting, cached_pair, infer, random_crops
 
 KEYS = ["image", "target"]
-_VERSION = 4  # bump when the preprocessing below changes its output (2: targets on another grid are refused,
-#               3: ... of other voxel sizes or origin too, 4: the one grid rule of s2dc.data.grids, rounding warns)
+_VERSION = 5  # bump when the preprocessing below changes its output (2: targets on another grid are refused,
+#               3: ... of other voxel sizes or origin too, 4: the one grid rule of s2dc.data.grids, rounding warns,
+#               5: padded at the far ends, the unpadded extent kept for scoring)
 
 
 class ScaleByImaged(MapTransform):
@@ -38,6 +40,16 @@ class ScaleByImaged(MapTransform):
         return d
 
 
+class RecordExtentd(MapTransform):
+    """Keep the image's spatial size (before padding) as ``extent``: the voxels a prediction is scored on."""
+
+    def __init__(self) -> None:
+        super().__init__(["image"])
+
+    def __call__(self, data: dict) -> dict:
+        return {**data, "extent": torch.tensor(data["image"].shape[-3:])}
+
+
 class Reconstruction:
     name = "reconstruction"
     roles = ("image", "target")
@@ -52,7 +64,8 @@ class Reconstruction:
                        Orientationd(KEYS, axcodes=cfg.orientation, labels=None)]
         if cfg.spacing is not None:
             steps.append(Spacingd(KEYS, pixdim=cfg.spacing, mode="bilinear"))
-        steps += [SpatialPadd(KEYS, spatial_size=s.roi_size, mode="constant", value=0), ScaleByImaged()]
+        steps += [RecordExtentd(), SpatialPadd(KEYS, spatial_size=s.roi_size, method="end", mode="constant", value=0),
+                  ScaleByImaged()]
         return cached_pair(train, val, s, cache_root, f"rec{_VERSION}", Compose(steps))
 
     def augment(self, s: Setting) -> Compose:
@@ -72,7 +85,9 @@ class Reconstruction:
         scores = []
         for i in range(len(val)):
             item = val[i]
-            pred, target = infer(model, item["image"], s)[0].cpu(), plain(item["target"]).float()
+            x, y, z = (int(n) for n in item["extent"])  # the padding (at the far ends) is not the target's
+            pred = infer(model, item["image"], s)[0].cpu()[..., :x, :y, :z]
+            target = plain(item["target"]).float()[..., :x, :y, :z]
             scores.append((psnr(pred, target), ssim(pred, target), nrmse(pred, target)))
         psnr_, ssim_, nrmse_ = (sum(v) / len(v) for v in zip(*scores))
         return {"psnr": psnr_, "ssim": ssim_, "nrmse": nrmse_}
