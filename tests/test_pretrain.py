@@ -290,3 +290,43 @@ def test_an_output_path_under_a_file_is_an_error_naming_it_not_a_traceback(tmp_p
     assert main(["synth", "--kind", "btcv", "--out", str(tmp_path / "afile" / "sub"), "--cases", "2", "--seed", "0",
                  "--shape", "16", "16", "16"]) == 2
     assert str(tmp_path / "afile") in capsys.readouterr().err
+
+
+def _as_if_older_code(run):
+    """Mark a run folder (run.json and its checkpoints) as made by other s2dc code."""
+    doc = json.loads((run / "run.json").read_text())
+    doc["identity"]["code"] = "older-code"
+    (run / "run.json").write_text(json.dumps(doc))
+    for path in (run / "checkpoints").glob("step_*.pt"):
+        state = torch.load(path, weights_only=True)
+        state["identity"]["code"] = "older-code"
+        torch.save(state, path)
+
+
+def test_an_explicit_resume_never_overwrites_a_run_of_other_code_in_the_folder(tiny_config, volumes_dir, tmp_path):
+    """Resuming a named checkpoint of other code is allowed (with a warning), but the folder's finished run of that
+    code is moved to previous/, not overwritten in place and mixed with the new steps."""
+    args = ["--optim.steps", "2", "--run.checkpoint_every", "1", "--data.cache_dir", str(tmp_path / "cache")]
+    run = tmp_path / "run"
+    assert pretrain(tiny_config, volumes_dir / "imagesTr", run, *args) == 0
+    _as_if_older_code(run)
+    old = {p.name: p.read_bytes() for p in (run / "checkpoints").glob("step_*.pt")}
+    old_summary = (run / "summary.json").read_text()
+    assert pretrain(tiny_config, volumes_dir / "imagesTr", run, *args,
+                    "--run.resume", str(run / "checkpoints" / "step_00000001.pt")) == 0
+    (aside,) = (run / "previous").iterdir()
+    assert {p.name: p.read_bytes() for p in (aside / "checkpoints").glob("step_*.pt")} == old
+    assert (aside / "summary.json").read_text() == old_summary
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed_from"] == str(aside / "checkpoints" / "step_00000001.pt")
+    assert len(summary["losses_this_run"]) == 1
+
+
+def test_rerunning_a_finished_pretraining_keeps_its_summary(tiny_config, volumes_dir, tmp_path):
+    """The same command again trains nothing: the finished run's summary.json (its losses) stays as it was."""
+    args = ["--optim.steps", "2", "--data.cache_dir", str(tmp_path / "cache")]
+    assert pretrain(tiny_config, volumes_dir / "imagesTr", tmp_path / "run", *args) == 0
+    before = (tmp_path / "run" / "summary.json").read_text()
+    assert len(json.loads(before)["losses_this_run"]) == 2
+    assert pretrain(tiny_config, volumes_dir / "imagesTr", tmp_path / "run", *args) == 0
+    assert (tmp_path / "run" / "summary.json").read_text() == before

@@ -187,8 +187,11 @@ def test_changed_data_is_never_resumed(tiny_config, pool, tmp_path, capsys):
     out = tmp_path / "run"
     assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2") == 0
     old = torch.load(out / "checkpoints" / "step_00000002.pt", weights_only=True)["teacher"]
+    finished = (out / "summary.json").read_text()
     assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2") == 0  # same data: finished
-    assert json.loads((out / "summary.json").read_text())["losses_this_run"] == []
+    assert (out / "summary.json").read_text() == finished  # nothing trained: the run's summary stands
+    assert torch.equal(torch.load(out / "checkpoints" / "step_00000002.pt", weights_only=True)["teacher"][
+        next(iter(old))], old[next(iter(old))]) and not (out / "previous").exists()
     capsys.readouterr()
 
     write_volume(pool / "imagesTr" / "case1.nii.gz", np.random.default_rng(7))
@@ -610,8 +613,10 @@ def test_a_run_computed_in_another_precision_is_never_resumed_silently(tiny_conf
     `off` and `auto` on the CPU (both fp32) are one run."""
     out = tmp_path / "run"
     assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2", "--run.amp", "off") == 0
+    finished = (out / "summary.json").read_text()
     assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2", "--run.amp", "auto") == 0
-    assert json.loads((out / "summary.json").read_text())["losses_this_run"] == []  # finished: nothing to redo
+    assert (out / "summary.json").read_text() == finished  # finished: nothing to redo, the summary stands
+    assert not (out / "previous").exists()
     ckpt = out / "checkpoints" / "step_00000002.pt"
     state = torch.load(ckpt, weights_only=False)
     assert state["identity"]["precision"] == "fp32"

@@ -199,6 +199,7 @@ class Pretrainer:
             self._require_same_run(state.get("identity"), f"checkpoint '{path}'", explicit=True)
             if here is not None:
                 self._require_same_run(here, f"run.out_dir '{self.out}'", explicit=True)
+                set_aside = bool(self._differences(here))  # a run of other code: kept in previous/, not overwritten
         elif choice == "never":
             set_aside = True
         elif self._run_files():
@@ -215,7 +216,9 @@ class Pretrainer:
                     state, path, set_aside = None, None, True
         self._barrier()  # every rank has read out_dir before it changes
         if set_aside:
-            self._set_aside()
+            dest = self._set_aside()
+            if path is not None and dest is not None and self.out.resolve() in path.resolve().parents:
+                path = dest / path.resolve().relative_to(self.out.resolve())  # the checkpoint moved with its run
         if state is not None:
             self.load_state_dict(state)
         return path
@@ -269,11 +272,12 @@ class Pretrainer:
         files = [self.out / n for n in ("dvclive", "summary.json", "run.json") if (self.out / n).exists()]
         return files + ([self.ckpt_dir] if list_checkpoints(self.ckpt_dir) else [])
 
-    def _set_aside(self) -> None:
-        """Move an earlier run's files to ``run.out_dir/previous/<UTC time>/`` (nothing is deleted)."""
+    def _set_aside(self) -> Path | None:
+        """Move an earlier run's files to ``run.out_dir/previous/<UTC time>/`` (nothing is deleted); returns that
+        folder (None on other ranks or with nothing to move)."""
         files = self._run_files()
         if not files or not self.dist.is_main:
-            return
+            return None
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         dest = self.out / "previous" / stamp
         n = 1
@@ -284,6 +288,7 @@ class Pretrainer:
         for path in files:
             shutil.move(str(path), str(dest / path.name))
         print(f"an earlier run in {self.out} was moved to {dest}", file=sys.stderr)
+        return dest
 
     def save(self) -> None:
         if not self.dist.is_main:
@@ -425,6 +430,11 @@ class Pretrainer:
             gathered = [None] * self.dist.world_size
             dist.all_gather_object(gathered, fingerprints[0])
             fingerprints = gathered
+        kept = self.out / "summary.json"
+        if not history and resumed_from is not None and is_json_with(kept, set(self.RUN_FILES["summary.json"])):
+            earlier = json.loads(kept.read_text())
+            if earlier["steps"] == self.step:  # a finished run run again: nothing trained, its summary stands
+                return earlier
         summary = {
             "steps": self.step,
             "world_size": self.dist.world_size,
