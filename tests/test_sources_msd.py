@@ -179,7 +179,7 @@ def test_a_volume_of_four_axes_is_refused_at_conversion_unless_the_fourth_is_one
     nifti(image, shape=shape)
     nifti(spleen / "labelsTr" / "spleen_8.nii.gz", shape=shape, dtype=np.uint8)
     if refused:
-        with pytest.raises(DataError, match=rf"spleen_8.nii.gz' is not a 3-D volume: shape \(6, 6, 6, 2\)"):
+        with pytest.raises(DataError, match=r"spleen_8.nii.gz' is not a 3-D volume: shape \(6, 6, 6, 2\)"):
             msd.convert("msd_spleen", tmp_path / "raw", tmp_path / "out")
     else:
         msd.convert("msd_spleen", tmp_path / "raw", tmp_path / "out")
