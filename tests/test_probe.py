@@ -211,17 +211,22 @@ def test_ridge_and_r_squared_against_numpy():
     assert r_squared(yt.double() + 1.0, yt) == pytest.approx(1 - y.size / sse)
 
 
-@pytest.mark.parametrize("name, metric, unit", [("adni", "balanced accuracy", "volumes"), ("udpet", "R²", "tokens")])
-def test_frozen_protocol_for_classification_and_reconstruction(tmp_path, name, metric, unit):
-    """Classification: one pooled vector per volume; reconstruction: ridge from tokens to target block means."""
-    cases = 8 if name == "adni" else 4
-    source = write_dataset(tmp_path / name, name, cases=cases, seed=1, shape=(48, 48, 32), val_fraction=0.5)
+def _probe_a_twin(tmp_path, name, cases, shape, out):
+    """`s2dc probe voxels enc=...` on a fresh twin of ``name`` (half of its cases validate) with a random encoder
+    file; returns the result json."""
+    source = write_dataset(tmp_path / name, name, cases=cases, seed=1, shape=shape, val_fraction=0.5)
     torch.manual_seed(5)
     exported = tmp_path / "enc.pt"
     save_encoder(exported, swinunetr_for(SIZES).swinViT.state_dict())
-    out = tmp_path / "probe.json"
     assert main(["probe", "voxels", f"enc={exported}", "--source", str(source), "--out", str(out)]) == 0
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("name, metric, unit", [("adni", "balanced accuracy", "volumes"), ("udpet", "R²", "tokens")])
+def test_frozen_protocol_for_classification_and_reconstruction(tmp_path, name, metric, unit):
+    """Classification: one pooled vector per volume; reconstruction: ridge from tokens to target block means."""
+    out = tmp_path / "probe.json"
+    result = _probe_a_twin(tmp_path, name, 8 if name == "adni" else 4, (48, 48, 32), out)
     assert result["metric"] == metric and result[f"train_{unit}"] > 0 and set(result["encoders"]) == {"voxels", "enc"}
     for row in result["encoders"].values():
         assert np.isfinite(row["score"]) and (row["score"] <= 1.0)
@@ -570,13 +575,7 @@ def test_the_tokens_of_the_zero_padding_are_neither_fitted_nor_scored(tmp_path, 
     """The encoder reads volumes zero-padded to a multiple of 32 voxels; a token whose 8³ block (stage 2) holds no
     voxel of the image is no case of background (or of a zero target) to fit or score: 64×64×40 holds 8·8·5
     blocks of image, 48×48×32 holds 6·6·4."""
-    source = write_dataset(tmp_path / name, name, cases=4, seed=1, shape=shape, val_fraction=0.5)
-    torch.manual_seed(5)
-    exported = tmp_path / "enc.pt"
-    save_encoder(exported, swinunetr_for(SIZES).swinViT.state_dict())
-    out = tmp_path / "probe.json"
-    assert main(["probe", "voxels", f"enc={exported}", "--source", str(source), "--out", str(out)]) == 0
-    result = json.loads(out.read_text())
+    result = _probe_a_twin(tmp_path, name, 4, shape, tmp_path / "probe.json")
     assert result["stride"] == 8
     assert result["train_tokens"] == 2 * inside and result["val_tokens"] == 2 * inside
 
