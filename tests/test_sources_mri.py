@@ -154,6 +154,15 @@ def test_brats_refuses_a_missing_sequence_naming_the_file(tmp_path):
         brats23.convert(raw, tmp_path / "out")
 
 
+def test_a_sequence_whose_name_differs_only_in_case_is_named_not_called_missing(tmp_path):
+    """`BraTS2021_00003_T1CE.NII.GZ` beside a missing `..._t1ce.nii.gz`: the error names the file that is there."""
+    raw = brats21_release(tmp_path / "raw")
+    case = raw / "BraTS2021_Training_Data/BraTS2021_00003"
+    (case / "BraTS2021_00003_t1ce.nii.gz").rename(case / "BraTS2021_00003_T1CE.NII.GZ")
+    with pytest.raises(DataError, match=r"BraTS2021_00003_T1CE.NII.GZ' .*rename it to 'BraTS2021_00003_t1ce.nii.gz'"):
+        brats21.convert(raw, tmp_path / "out")
+
+
 def test_brats_refuses_a_shape_mismatch_naming_the_file(tmp_path):
     raw = brats21_release(tmp_path / "raw")
     nii(raw / "BraTS2021_Training_Data/BraTS2021_00002/BraTS2021_00002_seg.nii.gz", (6, 6, 5))

@@ -32,10 +32,15 @@ def release_root(raw: Path, name: str, release: str) -> Path:
 
 def sequence(folder: Path, stem: str) -> Path:
     """``folder/stem.nii.gz`` (or an uncompressed ``.nii``); :class:`DataError` naming the file if absent."""
-    for suffix in (".nii.gz", ".nii"):
-        if (path := folder / (stem + suffix)).is_file():
+    names = [stem + suffix for suffix in (".nii.gz", ".nii")]
+    for name in names:
+        if (path := folder / name).is_file():
             return path
-    raise DataError(f"'{folder / (stem + '.nii.gz')}' does not exist: every case folder needs this file")
+    for other in sorted(folder.iterdir()):
+        for name in names:
+            if other.name.lower() == name.lower():
+                raise DataError(f"'{other}' is named in other letter case than the release's: rename it to '{name}'")
+    raise DataError(f"'{folder / names[0]}' does not exist: every case folder needs this file")
 
 
 def read_cases(root: Path, case: re.Pattern[str], sep: str, names: tuple[str, ...]) -> dict[str, list[Path]]:
