@@ -300,7 +300,9 @@ def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cach
         preset = known.preset
     multiple = sizes.patch_size * 16  # total downsampling of the Swin encoder
     task = TASKS[task_of(doc, source)](doc, source, SimpleNamespace(input_channel=""))
-    setting = Setting(PreprocessConfig.from_preset(preset), (multiple,) * 3, 1, 0.0, 1, 0.0, device, nullcontext)
+    # Crop size 1: the preprocessing pads nothing, so every voxel it returns is the image's, and the only padding
+    # is the probe's own at the far ends (pad_to_multiple), which inside_tokens leaves out.
+    setting = Setting(PreprocessConfig.from_preset(preset), (1, 1, 1), 1, 0.0, 1, 0.0, device, nullcontext)
     names = label_names(task, doc) if labels == "label" else map_names(doc, labels, source, task.name)
     keys = task.roles if labels == "label" else ("image", labels)
     cases = {role: sorted(list_cases(source, role, keys, doc), key=lambda c: str(c["image"]))
