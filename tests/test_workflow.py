@@ -379,3 +379,25 @@ def test_dvcs_ablation_stage_tracks_the_methods_that_place_its_runs():
 
     stage = yaml.safe_load((REPO / "experiments/dvc.yaml").read_text())["stages"]["ablation"]
     assert "scales.${scale}.experiments.methods" in stage["params"], stage["params"]
+
+
+def test_the_ablation_never_writes_into_the_benchmarks_tree(tmp_path):
+    """`dvc repro`'s outputs (results/<scale>/finetune) are the benchmark's runs alone: an ablation run of a method
+    the benchmark also has (s2dc) goes under ablation/finetune unless it is one of the benchmark's own runs (its
+    dataset, label ratio and seed), which the ablation reuses. Here the ablation's 20 % is no ratio of the
+    benchmark's (50 %): both variants' runs are under ablation/, and the table reads them there."""
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["scales"]["smoke"]["ablation"]["label_ratio"] = 0.2
+    (tmp_path / "changed.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    plan = snakemake(tmp_path, "--config", "scale=smoke", "-n", "-p", "--forceall", "ablation",
+                     configfile=tmp_path / "changed.yaml")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    outdirs = re.findall(r"--run\.out_dir (\S+)", "\n".join(line for line in plan.stdout.splitlines()
+                                                             if "s2dc finetune" in line))
+    assert sorted(outdirs) == [f"results/smoke/ablation/finetune/segmentation/btcv/{v}/labels20pct/seed0"
+                               for v in ("lg", "s2dc")], outdirs
+    table = [line for line in plan.stdout.splitlines() if "ablation-table" in line]
+    assert table and "results/smoke/ablation/finetune/segmentation/btcv/s2dc/labels20pct/seed0/metrics.json" in table[0]
+    assert "results/smoke/finetune/" not in plan.stdout.split("ablation-table", 1)[1].split("\n")[0]

@@ -25,6 +25,7 @@ MODALITIES = P["pretrain"]["modalities"]
 VARIANTS = config["variants"]  # {name: loss.* overrides}; a method is 'scratch' or a variant's name
 ABLATION = P["ablation"]
 BENCHMARK_METHODS = P["experiments"]["methods"]  # before --config methods=... narrows EXP
+BENCHMARK_GRID = dict(P["experiments"])  # likewise: which fine-tuning runs are the benchmark's (`tree`)
 SWEEP = P["sweep"]
 
 
@@ -138,10 +139,18 @@ def variant_options(variant: str) -> dict:
     return checks.variant_options(config, variant)
 
 
-def tree(kind: str, method: str) -> str:
-    """Where the runs of a method live: '<kind>' (pretrain or finetune) for the benchmark's methods, 'ablation/<kind>'
-    for variants only the ablation uses (so `dvc repro`'s outputs are never touched by the ablation target)."""
-    return kind if method in BENCHMARK_METHODS else f"ablation/{kind}"
+def tree(kind: str, method: str, run: tuple | None = None) -> str:
+    """Where a run lives: '<kind>' (pretrain or finetune) for the benchmark's own, 'ablation/<kind>' for the others (so
+    `dvc repro`'s outputs are never touched by the ablation target): a pretraining of a benchmark method, a fine-tuning
+    ``run`` = (dataset, label percent, seed) of a benchmark method on the benchmark's grid."""
+    if method not in BENCHMARK_METHODS:
+        return f"ablation/{kind}"
+    if run is not None:
+        dataset, pct, seed = run
+        ours = (dataset in BENCHMARK_GRID["datasets"] and int(seed) in BENCHMARK_GRID["seeds"]
+                and int(pct) in {ratio_percent(r) for r in BENCHMARK_GRID["label_ratios"]})
+        return kind if ours else f"ablation/{kind}"
+    return kind
 
 
 def encoder_path(modality: str, variant: str) -> str:
@@ -176,7 +185,8 @@ CODE = {
 
 
 def finetune_dir(dataset, method, pct, seed) -> str:
-    return f"{RESULTS}/{tree('finetune', method)}/{task_of(dataset)}/{dataset}/{method}/labels{pct}pct/seed{seed}"
+    return (f"{RESULTS}/{tree('finetune', method, (dataset, pct, seed))}/{task_of(dataset)}/{dataset}/{method}"
+            f"/labels{pct}pct/seed{seed}")
 
 
 def finetune_targets() -> list[str]:

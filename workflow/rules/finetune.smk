@@ -13,7 +13,7 @@ rule finetune:
         options=lambda w: f"{preset_options(w.dataset)} {cli_options(finetune_options())}",
         init=lambda w, input: input.encoder[0] if input.encoder else "scratch",
         ratio=lambda w: int(w.pct) / 100,
-        outdir=lambda w: finetune_dir(w.dataset, w.method, w.pct, w.seed),
+        outdir=lambda w, output: os.path.dirname(output[0]),
         code=CODE["finetune"],
     wildcard_constraints:
         tree="finetune|ablation/finetune",
