@@ -319,6 +319,29 @@ def test_structure_scores_against_every_pair():
         structure_scores(torch.from_numpy(features), torch.zeros(40, dtype=torch.long))
 
 
+def test_structure_scores_without_a_pair_within_a_structure_have_no_consistency_and_write_no_nan(tmp_path):
+    """Every structure with one token (a coarse stage on a small volume): no pair within, so no consistency and no
+    ratio (None, shown as a dash), not a NaN that strict JSON readers refuse; the cosine between is still defined."""
+    from s2dc.eval.probe import markdown, structure_scores
+
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    got = structure_scores(features, torch.tensor([0, 1, 2]))
+    assert got["consistency"] is None and got["ratio"] is None
+    assert got["inter"] == pytest.approx((0 + 2 / np.sqrt(2)) / 3)
+    result = {"metric": "balanced accuracy", "classes": ["a"], "val_cases": 1, "resamples": 1,
+              "encoders": {"e": {"balanced_accuracy": 0.5, "se": None, "recall": {"a": 0.5}, "versus": {},
+                                 "structure": got}}}
+    table = markdown(result)
+    assert "| e | – |" in table and "nan" not in table.lower()
+    from s2dc.report.tables import collect_probes
+
+    result.update(dataset="d", task="segmentation", stage=4)
+    result["encoders"]["e"]["score"] = 0.5
+    (tmp_path / "p.json").write_text(json.dumps(result))
+    row = collect_probes([tmp_path / "p.json"]).iloc[0]  # the report's probe table reads it: no consistency, no ratio
+    assert np.isnan(row["consistency"]) and np.isnan(row["ratio"]) and row["discrepancy"] == pytest.approx(1 - got["inter"])
+
+
 @pytest.mark.parametrize("pooled", [False, True])
 def test_a_one_channel_encoder_reads_each_sequence_alone(pooled):
     """A pool's encoder was pretrained on one sequence at a time: frozen, it reads each channel of a multi-channel

@@ -477,7 +477,10 @@ def structure_scores(features: torch.Tensor, labels: torch.Tensor) -> dict:
     within = (gram.diagonal()[paired] - counts[paired]) / (counts[paired] * (counts[paired] - 1))
     a, b = torch.triu_indices(len(classes), len(classes), offset=1)  # each pair of classes once
     between = gram[a, b] / (counts[a] * counts[b])
-    consistency, inter = float(within.mean()), float(between.mean())
+    inter = float(between.mean())
+    if not paired.any():  # no structure with two tokens: nothing within to compare (None, not NaN)
+        return {"consistency": None, "inter": inter, "discrepancy": 1.0 - inter, "ratio": None}
+    consistency = float(within.mean())
     return {"consistency": consistency, "inter": inter, "discrepancy": 1.0 - inter,
             "ratio": (1.0 - inter) / max(1.0 - consistency, 1e-12)}
 
@@ -514,7 +517,9 @@ def markdown(result: dict) -> str:
                  "|---|---|---|---|---|"]
         for name, r in result["encoders"].items():
             t = r["structure"]
-            rows.append(f"| {name} | {t['consistency']:.3f} | {t['inter']:.3f} | {t['discrepancy']:.3f} | {t['ratio']:.2f} |")
+            num = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
+            rows.append(f"| {name} | {num(t['consistency'], '.3f')} | {t['inter']:.3f} | {t['discrepancy']:.3f} | "
+                        f"{num(t['ratio'], '.2f')} |")
     return "\n".join(rows)
 
 
@@ -540,5 +545,5 @@ def write_probe(result: dict, out: str | Path) -> None:
     check_probe_out(out, result["source"])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(result, indent=2))
+    atomic_write_text(out, json.dumps(result, indent=2, allow_nan=False))  # a NaN is a bug here, not a score
     atomic_write_text(out.with_suffix(".md"), markdown(result) + "\n")

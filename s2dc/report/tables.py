@@ -150,7 +150,7 @@ def collect_probes(probe_files: list[Path]) -> pd.DataFrame:
                              "metric": p["metric"], "score": (100.0 if percent else 1.0) * float(r["score"]),
                              "se": (100.0 if percent else 1.0) * float(math.nan if r.get("se") is None else r["se"]),
                              "organ_recall": math.nan if organ is None else 100.0 * float(organ),
-                             **{k: float(structure.get(k, math.nan)) for k in STRUCTURE}})
+                             **{k: math.nan if structure.get(k) is None else float(structure[k]) for k in STRUCTURE}})
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"bad probe file '{path}': {err}") from err
     return pd.DataFrame(rows, columns=["dataset", "task", "stage", "encoder", "metric", "score", "se",
