@@ -519,3 +519,24 @@ def test_reconstruction_is_scored_on_the_targets_own_voxels_not_the_padding(tmp_
         assert m["psnr"] == pytest.approx(expected_psnr, abs=1e-3), roi
         assert m["nrmse"] == pytest.approx(np.sqrt(np.mean((p - t) ** 2) / np.mean(t**2)), rel=1e-4), roi
     assert scores[8]["ssim"] == pytest.approx(scores[32]["ssim"], abs=1e-6)
+
+
+@pytest.mark.parametrize("how", ["validation of one class", "a class without a case"])
+def test_classification_refuses_classes_it_cannot_score(tmp_path, capsys, how):
+    """Validation cases of one class: a model that always predicts it scores 100 % accuracy (the run exited 0 with
+    100 % and no AUC). A declared class without a single case: nothing learns or scores it (AUC null, exit 0).
+    Both are refused before training, naming the json and the class, and no run folder is left."""
+    rng = np.random.default_rng(0)
+    entries = [{"id": f"c{i}", "image": f"img/{_save(tmp_path / 'data' / 'img' / f'c{i}.nii.gz', _blob(rng, None))}",
+                "class": i % 2} for i in range(7)]
+    classes, validation = ["none", "box"], entries[4:]
+    if how == "validation of one class":
+        validation = [{**c, "class": 0} for c in validation]
+    else:
+        classes = ["none", "box", "other"]
+    doc = {"name": "boxes", "task": "classification", "classes": classes, "training": entries[:4],
+           "validation": validation}
+    rc, err, out = _one_step_finetune(tmp_path, capsys, doc)
+    assert rc == 2 and "Traceback" not in err and str(tmp_path / "data" / "dataset.json") in err, err
+    assert ("validation cases" in err and "'none'" in err) if how == "validation of one class" else "'other'" in err, err
+    assert not out.exists()

@@ -176,15 +176,20 @@ class Finetuner:
         self.out = Path(cfg.run.out_dir)
         refuse_a_folder_of_something_else(self.out)  # before anything is read, built or written ...
         refuse_an_init_inside(self.out, cfg.model.init)
-        made = not (self.out.exists() or self.out.is_symlink())
+        self.made = not (self.out.exists() or self.out.is_symlink())
         self.lock = lock_folder(self.out)  # ... then held for the whole run (a second run into it is refused)
         try:
             self._set_up(cfg)
-        except BaseException:  # refused or failed before training: a folder this run made goes again
-            self.lock.close()
-            if made and {p.name for p in self.out.iterdir()} <= {".lock", "cache"}:
-                shutil.rmtree(self.out, ignore_errors=True)
+        except BaseException:
+            self.close()
             raise
+
+    def close(self) -> None:
+        """Release the folder; one this run made that holds nothing but its lock and cache (the run was refused or
+        failed before its first checkpoint or output) goes again."""
+        self.lock.close()
+        if self.made and self.out.is_dir() and {p.name for p in self.out.iterdir()} <= {".lock", "cache"}:
+            shutil.rmtree(self.out, ignore_errors=True)
 
     def _set_up(self, cfg: FinetuneConfig) -> None:
         """Everything ``__init__`` does once the folder is locked (data, task, network, optimiser)."""
@@ -443,4 +448,4 @@ def finetune(cfg: FinetuneConfig, on_score: Callable[[int, float], None] | None 
     try:
         return tuner.run(on_score)
     finally:
-        tuner.lock.close()
+        tuner.close()

@@ -46,6 +46,7 @@ class Classification:
             raise DataError(f"dataset json '{source}' has no 'classes' list of at least two class names "
                             "(e.g. [\"CN\", \"AD\"]) for classification")
         self.names = [str(c) for c in classes]
+        self.source = source
         self.loss_fn = torch.nn.CrossEntropyLoss()
 
     def datasets(self, train: list[dict], val: list[dict], s: Setting, cache_root: Path):
@@ -53,6 +54,14 @@ class Classification:
             if not 0 <= case["class"] < len(self.names):
                 raise DataError(f"case '{case['id']}' has class {case['class']}; the dataset's classes are "
                                 f"0..{len(self.names) - 1} {self.names}")
+        held = {case["class"] for case in (*train, *val)}
+        if missing := [name for k, name in enumerate(self.names) if k not in held]:
+            raise DataError(f"dataset json '{self.source}' declares classes {missing} that no case holds: nothing "
+                            "learns or scores them; list their cases or leave them out of 'classes'")
+        if len(seen := {case["class"] for case in val}) < 2:
+            raise DataError(f"the validation cases of '{self.source}' hold one class only "
+                            f"({[self.names[k] for k in seen]}): a model that always predicts it scores 100 % "
+                            "accuracy; give validation cases of at least two classes")
         return cached_pair(train, val, s, cache_root, "cls1")
 
     def augment(self, s: Setting) -> Compose:
