@@ -540,3 +540,25 @@ def test_classification_refuses_classes_it_cannot_score(tmp_path, capsys, how):
     assert rc == 2 and "Traceback" not in err and str(tmp_path / "data" / "dataset.json") in err, err
     assert ("validation cases" in err and "'none'" in err) if how == "validation of one class" else "'other'" in err, err
     assert not out.exists()
+
+
+def test_segmentation_crops_are_centred_on_background_inside_a_z_scored_body():
+    """Crops are centred on foreground or background with equal odds, background anywhere in the body: on a
+    z-scored volume (MRI/PET presets) the body's voxels are negative below its mean, and `image > 0` as the test of
+    "inside" left no background centre at all (MONAI then centres every crop on foreground, with a warning).
+    Outside the body (exactly 0) stays no centre, as for CT (window scaled to 0..1, air 0)."""
+    from types import SimpleNamespace
+
+    from s2dc.data.volumes import plain
+    from s2dc.downstream.tasks.segmentation import Segmentation
+
+    image = np.zeros((1, 32, 32, 32), np.float32)
+    image[:, 4:28, 4:28, 4:28] = -1.0  # the body, below its mean after z-scoring
+    image[:, 12:16, 12:16, 12:16] = 2.0  # the structure
+    label = (image > 0).astype(np.uint8)
+    s = SimpleNamespace(roi_size=(4, 4, 4), samples_per_volume=40, flip_prob=0.0)
+    augment = Segmentation.augment(None, s)
+    augment.set_random_state(0)
+    crops = augment({"image": torch.from_numpy(image), "label": torch.from_numpy(label)})
+    centres = [plain(c["image"])[0, 2, 2, 2].item() for c in crops]
+    assert 10 <= centres.count(-1.0) <= 30 and centres.count(-1.0) + centres.count(2.0) == 40, centres

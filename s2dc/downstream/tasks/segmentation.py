@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from monai.losses import DiceCELoss
-from monai.transforms import Compose, RandCropByPosNegLabeld, RandFlipd
+from monai.transforms import Compose, DeleteItemsd, RandCropByPosNegLabeld, RandFlipd, Transform
 
 from ...data.datalist import class_names
 from ...data.errors import DataError
@@ -24,6 +24,15 @@ from ..metrics import dice_per_class, dice_per_region, summarize_dice
 from .common import Setting, infer
 
 KEYS = ["image", "label"]
+
+
+class BodyMaskd(Transform):
+    """``d["body"]`` = (1, X, Y, Z) float, 1 where any channel of ``d["image"]`` is non-zero: inside the body after
+    either intensity preset (a CT window scaled to 0..1 puts air at 0, z-scoring keeps the zero background at 0 and
+    makes half the body negative), where a background crop may be centred."""
+
+    def __call__(self, d: dict) -> dict:
+        return {**d, "body": (plain(d["image"]) != 0).any(0, keepdim=True).float()}
 
 
 class Segmentation:
@@ -57,10 +66,13 @@ class Segmentation:
                 LabelledCases(val, s.preprocess, s.roi_size, self.num_classes, cache_root, self.values))
 
     def augment(self, s: Setting) -> Compose:
-        """Random crops centred on foreground or background with equal odds, then flips along each axis."""
+        """Random crops centred on foreground or background (inside the body) with equal odds, then flips along each
+        axis."""
         return Compose([
+            BodyMaskd(),
             RandCropByPosNegLabeld(KEYS, label_key="label", spatial_size=tuple(s.roi_size), pos=1, neg=1,
-                                   num_samples=s.samples_per_volume, image_key="image", image_threshold=0),
+                                   num_samples=s.samples_per_volume, image_key="body", image_threshold=0),
+            DeleteItemsd("body"),
             *(RandFlipd(KEYS, prob=s.flip_prob, spatial_axis=axis) for axis in range(3)),
         ])
 
