@@ -97,6 +97,19 @@ def brain(shape=(12, 12, 12)) -> np.ndarray:
     return a
 
 
+def test_z_scoring_a_volume_of_one_value_inside_is_refused_naming_the_file(tmp_path):
+    """z-scoring over the non-zero voxels makes a volume with one value on all of them all 0 (std 0): the network
+    saw nothing and the run exited 0 with a score. Refused, naming the file; a one-voxel variation is enough."""
+    flat = save(tmp_path / "flat.nii.gz", np.where(brain() > 0, 5.0, 0.0))
+    with pytest.raises(DataError, match=r"flat.nii.gz' has one value \(5\) on every non-zero voxel"):
+        CachedVolumes([flat], PreprocessConfig.from_preset("mri_zscore"), (8, 8, 8), None)[0]
+    almost = np.where(brain() > 0, 5.0, 0.0)
+    almost[4, 4, 4] = 6.0
+    out = CachedVolumes([save(tmp_path / "almost.nii.gz", almost)], PreprocessConfig.from_preset("mri_zscore"),
+                        (8, 8, 8), None)[0]
+    assert float(out.abs().max()) > 0
+
+
 def test_a_window_that_does_not_fit_is_reported_naming_the_file(tmp_path):
     mr = save(tmp_path / "mr.nii.gz", brain())
     with pytest.raises(DataError, match=r"mr.nii.gz' has intensities in \[0, 900\], no negative value: it is not CT in HU"):

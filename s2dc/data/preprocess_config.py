@@ -102,9 +102,13 @@ class PreprocessConfig:
         A window reaching below 0 (a HU window) needs a volume with negative values (air, fat): a
         volume without any is not HU (MR, PET, 8-bit or raw-stored CT). A window from 0 up (8-bit images)
         needs no negative value. Any window needs some voxel inside it (else all is clipped to a constant).
-        z-scoring fits any volume.
+        z-scoring (over the non-zero voxels) needs two values among them: one value would become all 0.
         """
         if self.intensity != "ct":
+            inside = array[array != 0]
+            if inside.size and inside.min() == inside.max():
+                raise DataError(f"'{path}' has one value ({float(inside[0]):g}) on every non-zero voxel: z-scoring "
+                                "over them would make it all 0 (nothing for the network to see)")
             return
         lo, hi = float(array.min()), float(array.max())
         window = f"the window [{self.a_min:g}, {self.a_max:g}]"
