@@ -562,3 +562,19 @@ def test_segmentation_crops_are_centred_on_background_inside_a_z_scored_body():
     crops = augment({"image": torch.from_numpy(image), "label": torch.from_numpy(label)})
     centres = [plain(c["image"])[0, 2, 2, 2].item() for c in crops]
     assert 10 <= centres.count(-1.0) <= 30 and centres.count(-1.0) + centres.count(2.0) == 40, centres
+
+
+def test_a_reconstruction_volume_too_thin_for_ssim_is_refused_before_training(tmp_path, capsys):
+    """SSIM's smallest window is 3 voxels: a 64×32×2 pair (read_volume accepts 2 voxels) trained, then stopped with
+    a traceback at its first validation. Refused before training, naming the file and its size."""
+    rng = np.random.default_rng(1)
+    entries = []
+    for i in range(3):
+        full = _blob(rng, 10 + 6 * i)[:, :, 15:17] if i == 2 else _blob(rng, 10 + 6 * i)
+        low = rng.poisson(full * 4) / 4.0
+        entries.append({"id": f"r{i}", "image": f"img/{_save(tmp_path / 'data' / 'img' / f'low{i}.nii.gz', low)}",
+                        "target": f"img/{_save(tmp_path / 'data' / 'img' / f'full{i}.nii.gz', full)}"})
+    rc, err, out = _one_step_finetune(tmp_path, capsys, {"name": "doses", "task": "reconstruction",
+                                                         "training": entries[:2], "validation": entries[2:]})
+    assert rc == 2 and "Traceback" not in err and "low2.nii.gz" in err and "(64, 32, 2)" in err, err
+    assert not out.exists()

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from monai.transforms import Compose, MapTransform, Orientationd, Spacingd, SpatialPadd
 
+from ...data.errors import DataError
 from ...data.preprocess import LoadOnImageGridd, LoadVolumed
 from ...data.volumes import plain
 from ...export import swinunetr_for
@@ -47,7 +48,12 @@ class RecordExtentd(MapTransform):
         super().__init__(["image"])
 
     def __call__(self, data: dict) -> dict:
-        return {**data, "extent": torch.tensor(data["image"].shape[-3:])}
+        shape = tuple(data["image"].shape[-3:])
+        if min(shape) < 3:  # SSIM's smallest window
+            name = getattr(data["image"], "meta", {}).get("filename_or_obj", "a volume")
+            raise DataError(f"'{name}' is {shape} voxels: scoring it (SSIM, whose smallest window is 3 voxels) needs "
+                            "at least 3 along every axis")
+        return {**data, "extent": torch.tensor(shape)}
 
 
 class Reconstruction:
