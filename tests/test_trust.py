@@ -51,6 +51,8 @@ def test_divergence_stops_the_run_and_keeps_the_last_finite_checkpoint(tiny_conf
     err = capsys.readouterr().err
     assert code == 1
     assert "non-finite" in err and "step 2" in err and "Traceback" not in err
+    clip = yaml.safe_load(tiny_config.read_text()).get("optim", {}).get("grad_clip", 3.0)  # the default clips
+    assert ("a lower optim.grad_clip (now" in err) == (clip > 0) and ("optim.grad_clip > 0" in err) == (clip == 0), err
     assert checkpoints(out) == ["step_00000001.pt"]
     state = torch.load(out / "checkpoints" / "step_00000001.pt", weights_only=True)
     assert all_finite(state["student"]) and all_finite(state["teacher"])
@@ -98,7 +100,13 @@ def test_finetune_divergence_fails_without_outputs(seg_dir, tmp_path, capsys):
                  "--run.out_dir", str(out), "--train.lr", "1e30", "--train.steps", "4", "--train.warmup_steps", "0"])
     err = capsys.readouterr().err
     assert code == 1 and "non-finite" in err and "Traceback" not in err
+    assert "or train.grad_clip > 0" in err  # fine-tuning does not clip by default
     assert not (out / "metrics.json").exists() and not (out / "model.pt").exists()
+    code = main(["finetune", "--config", str(config), "--data.source", str(seg_dir / "dataset.json"),
+                 "--run.out_dir", str(out), "--train.lr", "1e30", "--train.steps", "4", "--train.warmup_steps", "0",
+                 "--train.grad_clip", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "a lower train.grad_clip (now 1)" in err and "grad_clip > 0" not in err, err
 
 
 def finetune_argv(tmp_path, source, out, *extra):

@@ -167,6 +167,15 @@ def refuse_an_init_inside(out: Path, init: str) -> None:
                          "copy the encoder elsewhere first")
 
 
+#: What makes a task's validation score NaN or infinite, for the error that stops such a run.
+WHY_NOT_FINITE = {
+    "segmentation": "a Dice is NaN where no validation case holds a class of its labels",
+    "classification": "the model's outputs were not finite",
+    "reconstruction": "PSNR is infinite where a target is constant or a prediction exact",
+    "translation": "PSNR is infinite where a target sequence is constant inside the brain mask, or a prediction exact",
+}
+
+
 class Finetuner:
     """Data, network, loss, optimiser and schedule of one fine-tuning run; ``run()`` trains and evaluates."""
 
@@ -329,8 +338,10 @@ class Finetuner:
         loss.backward()
         grad_norm = gradient_norm(self.model.parameters(), self.cfg.train.grad_clip)
         if not step_is_finite(loss, grad_norm):
-            raise NonFiniteError(describe_step(self.step + 1, {"loss": float(loss.detach())}, float(grad_norm),
-                                               f"Try a lower train.lr (now {self.cfg.train.lr:g}) or train.grad_clip > 0."))
+            clip = self.cfg.train.grad_clip
+            hint = f"Try a lower train.lr (now {self.cfg.train.lr:g})" + (
+                f" or a lower train.grad_clip (now {clip:g})." if clip > 0 else " or train.grad_clip > 0.")
+            raise NonFiniteError(describe_step(self.step + 1, {"loss": float(loss.detach())}, float(grad_norm), hint))
         lr = self.optimizer.param_groups[1]["lr"]
         self.optimizer.step()
         self.scheduler.step()
@@ -350,8 +361,8 @@ class Finetuner:
         if not math.isfinite(value):
             raise NonFiniteError(
                 f"validation at step {self.step} gave {self.task.score_key} = {value} on the {len(self.val_cases)} "
-                f"validation cases of {self.cfg.data.source} (a Dice is NaN where no validation case holds a class); "
-                "no model.pt or metrics.json is written: check the validation cases and their labels")
+                f"validation cases of {self.cfg.data.source} ({WHY_NOT_FINITE.get(self.task.name, 'a diverged model')}); "
+                "no model.pt or metrics.json is written: check the validation cases")
 
     # ------------------------------------------------------------------ run
     def run(self, on_score: Callable[[int, float], None] | None = None) -> dict:

@@ -348,7 +348,9 @@ class Pretrainer:
     def _divergence_hint(self) -> str:
         found = list_checkpoints(self.ckpt_dir)
         last = f"The newest checkpoint, {found[-1]}, holds finite weights. " if found else ""
-        return f"{last}Try a lower optim.lr (now {self.cfg.optim.lr:g}) or optim.grad_clip > 0."
+        clip = self.cfg.optim.grad_clip
+        return (f"{last}Try a lower optim.lr (now {self.cfg.optim.lr:g})"
+                + (f" or a lower optim.grad_clip (now {clip:g})." if clip > 0 else " or optim.grad_clip > 0."))
 
     def run(self) -> dict:
         cfg = self.cfg
