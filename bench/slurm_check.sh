@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The SLURM path, proved on a real one-node SLURM cluster started on this machine from Debian's
 # packages (slurm-wlm, munge): the smoke DAG is run once through the project's profile
-# (`snakemake --profile profiles/slurm`) and once locally (`snakemake --cores 2`), each in its own
+# (`snakemake --workflow-profile profiles/slurm`) and once locally (`snakemake --cores 2`), each in its own
 # copy of the repository's tracked files, and the results of the two runs are compared: every JSON
 # leaf by leaf, benchmark.csv cell by cell (run times aside), the Markdown tables and the encoder
 # byte for byte, the pretraining checkpoint entry by entry.
@@ -295,7 +295,7 @@ chmod +x "$T/bin/srun"
 #   --slurm-status-command squeue  sacct is disabled without slurmdbd; squeue sees the jobs for
 #                                MinJobAge (3600 s here) after they end;
 #   --slurm-keep-successful-logs only for the evidence: keep the SLURM log of every job.
-smk_slurm=(snakemake --profile profiles/slurm "${TARGETS[@]}" --config "scale=$SCALE"
+smk_slurm=(snakemake --workflow-profile profiles/slurm "${TARGETS[@]}" --config "scale=$SCALE"
   --slurm-status-command squeue --slurm-keep-successful-logs)
 say "SLURM run in $WS:"
 echo "    ${smk_slurm[*]}"
@@ -391,7 +391,8 @@ fi
 # DVC_CHECK=1: a dvc.yaml stage (`snakemake --cores all pretrained`) sent to SLURM through
 # $SNAKEMAKE_PROFILE, in a third copy (a git repository of its own; params.yaml set to $SCALE).
 # SNAKEMAKE_PROFILE takes a list: the project's profile unchanged, then an overlay with the one
-# setting this cluster needs (on a site with accounting, SNAKEMAKE_PROFILE=profiles/slurm alone).
+# setting this cluster needs (on a site with accounting, SNAKEMAKE_PROFILE=profiles/slurm alone). This route loads
+# profiles/default too, whose `cores: all` caps each job's threads at this machine's cores (the smoke scale asks 1).
 if [ "${DVC_CHECK:-0}" = 1 ]; then
   WD=$T/wd-dvc
   copy_repo "$WD"

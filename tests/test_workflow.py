@@ -401,3 +401,17 @@ def test_the_ablation_never_writes_into_the_benchmarks_tree(tmp_path):
     table = [line for line in plan.stdout.splitlines() if "ablation-table" in line]
     assert table and "results/smoke/ablation/finetune/segmentation/btcv/s2dc/labels20pct/seed0/metrics.json" in table[0]
     assert "results/smoke/finetune/" not in plan.stdout.split("ablation-table", 1)[1].split("\n")[0]
+
+
+def test_the_cluster_profile_is_given_as_the_workflow_profile():
+    """Given with --profile, profiles/slurm is loaded beside profiles/default, whose `cores: all` wins and caps every
+    job's threads (its sbatch --cpus-per-task) at the login node's cores; as --workflow-profile it replaces it. No
+    command the project documents gives it with --profile (checked with the SLURM plugin and a recording sbatch:
+    docs/slurm.md)."""
+    import yaml
+
+    assert yaml.safe_load((REPO / "profiles/default/config.yaml").read_text())["cores"] == "all"
+    assert "cores" not in yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    for name in ("README.md", "bench/slurm_check.sh", "profiles/slurm/config.yaml"):
+        text = (REPO / name).read_text()
+        assert "snakemake --workflow-profile profiles/slurm" in text and "snakemake --profile profiles/slurm" not in text
