@@ -78,6 +78,9 @@ def test_a_killed_worker_loses_no_trial_and_its_trial_is_retried(tmp_path):
     assert retry.state == TrialState.COMPLETE and retry.user_attrs["retry_of"] == 1
     assert retry.params == killed.params and retry.system_attrs["retry_history"] == [1]
     assert len(after) == 4 and after[3].state == TrialState.COMPLETE
+    # the rerun's sampler goes on with the search: one worker's restarted sampler replayed its first draws (trial 3
+    # repeated trial 0's parameters, a budget spent twice on one point; a crashing draw came back on every rerun)
+    assert after[3].params != after[0].params
 
 
 def test_a_silent_worker_on_another_host_is_found_by_its_old_heartbeat(tmp_path):

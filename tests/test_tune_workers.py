@@ -164,6 +164,13 @@ def test_workers_must_agree_on_the_trials_base_options(tmp_path):
     same = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40}}), cwd=tmp_path)
     out, err = same.communicate(timeout=120)
     assert same.returncode == 0 and "budget met" in out, (out, err)
+    # what a trial's value means (the fine-tuning seeds it averages), what pruning means, the sampler's seed
+    for key, value in (("finetune_seeds", [0, 1]), ("pruner", {"n_startup_trials": 1, "n_warmup_steps": 0}),
+                       ("seed", 5)):
+        other = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40}}, **{key: value}),
+                           cwd=tmp_path)
+        out, err = other.communicate(timeout=120)
+        assert other.returncode == 2 and "'mixed' was started with options" in err and key in err, (key, out, err)
 
 
 def test_two_storages_with_one_study_name_do_not_share_trial_folders(tmp_path):

@@ -50,6 +50,8 @@ def _work(args: argparse.Namespace) -> int:
         heartbeat_interval=spec.heartbeat["interval"], grace_period=spec.heartbeat["grace"], max_retry=spec.max_retry,
     )
     bind_study(study, args.budget, spec.space, data_identity(spec), trial_options(spec))
+    if spec.workers == 1 and (so_far := len(study.get_trials(deepcopy=False))):
+        study.sampler = spec.make_sampler(so_far)  # a rerun goes on with the search instead of replaying it
     report = run_worker(study, objective, spec.dims, args.budget, liveness, max_failures=spec.max_failures,
                         log=lambda line: print(line, flush=True))
     print(f"this worker: {report.complete} complete, {report.pruned} pruned, {report.failed} failed, "
@@ -58,8 +60,10 @@ def _work(args: argparse.Namespace) -> int:
 
 
 def trial_options(spec) -> dict:
-    """What defines a trial besides its parameters and data: the objective and the base options of its stages."""
-    return {"objective": spec.objective, "pretrain": spec.pretrain, "finetune": spec.finetune, "toy": spec.toy}
+    """What defines a trial besides its parameters and data: the objective, the base options of its stages, the
+    fine-tuning seeds its value averages, the pruner that may stop it and the sampler's seed."""
+    return {"objective": spec.objective, "pretrain": spec.pretrain, "finetune": spec.finetune, "toy": spec.toy,
+            "finetune_seeds": list(spec.finetune_seeds), "pruner": spec.pruner, "seed": spec.seed}
 
 
 def data_identity(spec) -> dict[str, str] | None:

@@ -64,15 +64,19 @@ class SweepSpec:
             return optuna.pruners.NopPruner()
         return optuna.pruners.MedianPruner(**self.pruner)
 
-    def make_sampler(self):
+    def make_sampler(self, trials_so_far: int = 0):
         """TPE seeded with ``seed``; with several workers each gets its own seed (else they would all propose the
-        same first parameters), so a parallel sweep is not reproducible."""
+        same first parameters), so a parallel sweep is not reproducible. One worker that joins a study holding
+        ``trials_so_far`` trials (a rerun after a stop) seeds from that count too: from ``seed`` alone it would
+        replay the first run's draws (the same parameters twice; a crashing draw on every rerun)."""
         import optuna
 
         seed = self.seed
         if self.workers > 1:
             digest = hashlib.sha256(f"{self.seed}/{socket.gethostname()}/{os.getpid()}".encode()).digest()
             seed = int.from_bytes(digest[:4], "little")
+        elif trials_so_far:
+            seed = int.from_bytes(hashlib.sha256(f"{self.seed}/{trials_so_far}".encode()).digest()[:4], "little")
         return optuna.samplers.TPESampler(seed=seed)
 
 
