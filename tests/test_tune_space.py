@@ -4,6 +4,7 @@ keys, and the storage (SQLite refused for parallel workers)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -130,4 +131,17 @@ def test_a_database_url_sqlalchemy_cannot_read_is_refused_naming_it(url):
     import re
 
     with pytest.raises(ValueError, match=re.escape(f"storage '{url}' is no database URL")):
+        open_storage(url)
+
+
+@pytest.mark.parametrize("url, driver", [("postgresql+psycopg2://u@127.0.0.1:1/db", "psycopg2"),
+                                         ("mysql+pymysql://u@127.0.0.1:1/db", "pymysql")])
+def test_a_database_url_whose_driver_is_not_installed_names_the_driver(url, driver):
+    """Optuna re-raises the missing driver's ModuleNotFoundError as a plain ImportError: that was a traceback with
+    exit 1 (the code of a failed trial); it is a ValueError (exit 2) naming the URL and the driver to install."""
+    import importlib.util
+
+    if importlib.util.find_spec(driver) is not None:
+        pytest.skip(f"{driver} is installed here")
+    with pytest.raises(ValueError, match=f"storage '{re.escape(url)}' needs the database driver '{driver}'"):
         open_storage(url)

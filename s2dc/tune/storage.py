@@ -92,9 +92,11 @@ def _rdb(url: str, workers: int, interval: int, grace: int, max_retry: int | Non
                     heartbeat_stale_trial_callback=liveness.retry_callback,
                 )
             return rdb, liveness
-        except ModuleNotFoundError as err:
-            raise ValueError(f"storage '{url}' needs the database driver '{err.name}' (for PostgreSQL: "
-                             "pip install psycopg2-binary)") from None
+        except ImportError as err:  # Optuna re-raises the driver's ModuleNotFoundError as an ImportError
+            missing = err if isinstance(err, ModuleNotFoundError) else err.__cause__ or err.__context__
+            name = getattr(missing, "name", None) or scheme.partition("+")[2] or scheme
+            raise ValueError(f"storage '{url}' needs the database driver '{name}' (for PostgreSQL: "
+                             "pip install psycopg2-binary; for MySQL: pip install pymysql)") from None
         except (sqlalchemy.exc.NoSuchModuleError, sqlalchemy.exc.ArgumentError) as err:
             raise ValueError(f"storage '{url}' is no database URL SQLAlchemy can open ({err}); expected e.g. "
                              "postgresql+psycopg2://user@host:port/db, or a journal file path") from None
