@@ -162,6 +162,36 @@ def test_plots_draw_the_runs_and_gather_their_curves_per_method(tmp_path, capsys
     assert f"bad DVCLive curve '{tmp_path / 's2dc1'}/dvclive/plots/metrics/train/loss.tsv'" in capsys.readouterr().err
 
 
+def test_plots_of_runs_from_an_encoder_exported_by_hand(tmp_path, capsys):
+    """README's own flow: `s2dc export-encoder run/checkpoints/step_N.pt encoder.pt`, fine-tune from encoder.pt (or
+    from the checkpoint), then `s2dc plots`: it was refused for want of a DVCLive folder beside the encoder. The
+    checkpoint's run keeps its curves one level up (run/dvclive); an exported file has none beside it, so its runs are
+    drawn without a pretraining curve, and the command says so."""
+    run = tmp_path / "ct"
+    (run / "dvclive/plots/metrics/pretrain").mkdir(parents=True)
+    (run / "dvclive/plots/metrics/pretrain/loss.tsv").write_text("step\tloss\n1\t5.0\n2\t4.0\n")
+    for init, curve in ((run / "checkpoints" / "step_00000002.pt", True), (tmp_path / "exported" / "enc.pt", False)):
+        ft = tmp_path / f"ft_{init.stem}"
+        (ft / "dvclive/plots/metrics/train").mkdir(parents=True)
+        (ft / "dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n1\t3.0\n")
+        (ft / "metrics.json").write_text(json.dumps({
+            "task": "segmentation", "dataset": "synthetic_btcv", "method": "s2dc", "label_ratio": 0.2, "seed": 0,
+            "dice_mean": 0.5, "dice_per_class": {"liver": 0.5}, "train_cases": 3, "seconds": 1.0,
+            "score": {"key": "dice_mean", "name": "Dice", "value": 50.0},
+            "history": [{"step": 1, "dice_mean": 0.5}], "init_from": str(init)}))
+        out = tmp_path / f"out_{init.stem}"
+        assert main(["plots", str(ft / "metrics.json"), "--figures", str(out / "figures"),
+                     "--curves", str(out / "curves")]) == 0, capsys.readouterr().err
+        tables = sorted(p.relative_to(out / "curves").as_posix() for p in (out / "curves").rglob("*.tsv"))
+        printed = capsys.readouterr()
+        if curve:
+            assert f"pretrain_loss/ct_checkpoints.tsv" in tables, tables
+        else:
+            assert not [t for t in tables if t.startswith("pretrain_loss/")], tables
+            assert f"no DVCLive curves of the pretraining that made '{init}'" in printed.err, printed.err
+        assert "train_loss/synthetic_btcv.tsv" in tables
+
+
 def test_two_encoders_whose_curves_would_share_a_table_are_refused(tmp_path):
     """Runs started from two encoders whose folders end alike (``quick/CT/s2dc/encoder.pt`` and
     ``paper/CT/s2dc/encoder.pt``) map to one ``pretrain_loss/CT_s2dc.tsv``: one pretraining's curve silently replaced

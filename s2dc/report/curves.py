@@ -6,6 +6,8 @@ follow the modalities and variants of params.yaml). Recorded by their SHA-256 in
 
 from __future__ import annotations
 
+import sys
+
 from pathlib import Path
 
 import pandas as pd
@@ -45,10 +47,16 @@ def by_method(runs: list[dict], read, column: str) -> pd.DataFrame:
 PRETRAIN_TERMS = ("loss", "loss_global", "loss_p2p", "loss_p2s")
 
 
-def pretrain_loss(encoder: Path) -> pd.DataFrame:
-    """step, then each loss term the pretraining run that exported ``encoder`` logged (its DVCLive folder beside it,
-    as the workflow keeps it); ValueError naming the file if the total loss is missing or a table is bad."""
-    folder = Path(encoder).parent / "dvclive" / "plots" / "metrics" / "pretrain"
+def pretrain_loss(encoder: Path) -> pd.DataFrame | None:
+    """step, then each loss term the pretraining run that made ``encoder`` logged: its DVCLive folder beside it (the
+    workflow's encoder.pt), or its run's for a checkpoint in ``<run>/checkpoints/``; None when there is none (an
+    encoder exported elsewhere by hand); ValueError naming the file if the total loss is missing or a table is bad."""
+    encoder = Path(encoder)
+    runs = [encoder.parent] + ([encoder.parent.parent] if encoder.parent.name == "checkpoints" else [])
+    found = [run / "dvclive" for run in runs if (run / "dvclive").is_dir()]
+    if not found:
+        return None
+    folder = found[0] / "plots" / "metrics" / "pretrain"
     table = None
     for term in PRETRAIN_TERMS:
         path = folder / f"{term}.tsv"
@@ -74,7 +82,12 @@ def curve_tables(runs: list[dict]) -> dict[str, pd.DataFrame]:
         if name in encoder_of:
             raise ValueError(f"the curves of encoders '{encoder_of[name]}' and '{encoder}' would both be {name}: "
                              "give the runs of one pretraining tree at a time")
-        encoder_of[name], tables[name] = encoder, pretrain_loss(encoder)
+        encoder_of[name] = encoder
+        if (table := pretrain_loss(encoder)) is None:
+            print(f"note: no DVCLive curves of the pretraining that made '{encoder}' (no dvclive/ folder beside it or "
+                  "its run): its runs are drawn without a pretraining curve", file=sys.stderr)
+        else:
+            tables[name] = table
     groups: dict[tuple[str, float], list[dict]] = {}
     for r in runs:
         groups.setdefault((r["dataset"], float(r["label_ratio"])), []).append(r)
