@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The device check: bench/gpu_check.py (correctness, step speed and memory), then the command-line
-# training path on the GPU at the quick scale's sizes (synth -> pretrain -> export -> finetune x2).
+# training path on the GPU at the quick scale's network sizes (synth -> pretrain -> export -> finetune x2).
 #
 #   bash bench/gpu_run.sh OUT_DIR [PRETRAIN_STEPS] [FINETUNE_STEPS]
 #
 # Meant for a lent GPU machine whose Python has torch but not MONAI / nibabel: wheels of those
-# (pure Python) are installed from .whl/ when present (see docs/benchmarks.md). DVCLive is optional:
-# without it the training commands write no curves and say so.
+# (pure Python) are installed from .whl/ when present (see docs/benchmarks.md). The training commands write
+# their DVCLive-format curves themselves (no dvclive package needed).
 set -euo pipefail
 out=${1:?usage: gpu_run.sh OUT_DIR [PRETRAIN_STEPS] [FINETUNE_STEPS]}
 pre_steps=${2:-300}
@@ -24,7 +24,9 @@ python3 -c "import torch, monai; print('torch', torch.__version__, 'monai', mona
 
 python3 bench/gpu_check.py --device "$device" --out "$out" ${GPU_CHECK_ARGS:-} 2>&1 | tee "$out/gpu_check.log"
 
-# The command-line path at the quick scale's sizes (params.yaml, scales.quick), on the GPU.
+# The command-line path with the quick scale's network and pretraining sizes (params.yaml, scales.quick), on the GPU
+# (or on DEVICE); its fine-tuning keeps the options of an earlier quick scale (lr 3e-3, 2 crops per volume, a 16-case
+# BTCV twin), not params.yaml's current ones.
 d=/tmp/s2dc_quick
 rm -rf "$d"
 s2dc() { python3 -m s2dc.cli "$@"; }

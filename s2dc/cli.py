@@ -86,7 +86,8 @@ def _report(args: argparse.Namespace) -> int:
 
     table = write_report([Path(p) for p in args.metrics], Path(args.out), [Path(p) for p in args.probe])
     probes = f" and {len(args.probe)} probe results" if args.probe else ""
-    print(f"{len(table)} rows from {len(args.metrics)} runs{probes} -> {args.out}/benchmark.csv, benchmark.md, metrics.json")
+    print(f"{len(table)} rows from {len(args.metrics)} runs{probes} -> {args.out}/benchmark.csv, benchmark.md, "
+          f"benchmark.html, metrics.json, probe.csv")
     return 0
 
 
@@ -263,8 +264,9 @@ def _add_report(sub) -> None:
     rep = sub.add_parser(
         "report", help="aggregate fine-tuning metrics into the benchmark table",
         description="Read fine-tuning metrics.json files and write benchmark.csv, benchmark.md (mean ± std over "
-                    "seeds per dataset, method and label ratio, beside the paper's numbers) and metrics.json "
-                    "(nested, for `dvc metrics diff`) into --out.",
+                    "seeds per dataset, method and label ratio, beside the paper's numbers), benchmark.html (both "
+                    "tables as a page), metrics.json (nested, for `dvc metrics diff`) and probe.csv (the --probe "
+                    "results; its header alone without them) into --out.",
     )
     rep.add_argument("metrics", nargs="+", help="metrics.json files written by `s2dc finetune`")
     rep.add_argument("--out", required=True, help="output folder")
@@ -294,7 +296,7 @@ def _add_ablation_table(sub) -> None:
         "ablation-table", help="the loss ablation table (poster Table 2) from the variants' fine-tuning metrics",
         description="Read the fine-tuning metrics.json of each pretraining variant (run.method = the variant's name) "
                     "and write ablation.csv, ablation.md (mean ± std over seeds per dataset and variant, beside the "
-                    "poster's Table 2, with both orderings and Kendall's tau) and ablation.json into --out.",
+                    "poster's Table 2, with both orderings and Kendall's tau), ablation.html and ablation.json into --out.",
     )
     abl.add_argument("metrics", nargs="+", help="metrics.json files written by `s2dc finetune`")
     abl.add_argument("--terms", nargs="+", required=True, metavar="VARIANT=TERMS:ASSIGNMENT",
@@ -419,8 +421,8 @@ def _add_sweep(sub) -> None:
                     "1 when a trial's objective raised (the trial is recorded as failed), 2 on a bad option.",
     )
     export = actions.add_parser(
-        "export", help="write trials.csv, best.yaml and figures of a study that reached its budget",
-        description="Write OUT/trials.csv, OUT/best.yaml (best value, trial and parameters nested as in params.yaml) "
+        "export", help="write trials.csv, trials.html, best.yaml and figures of a study that reached its budget",
+        description="Write OUT/trials.csv (and as a page, OUT/trials.html), OUT/best.yaml (best value, trial and parameters nested as in params.yaml) "
                     "and OUT/{history,parallel_coordinate,param_importances}.png. Refuses a study that has not reached "
                     "its budget unless --force; a file where a PNG goes that s2dc did not draw is refused before "
                     "anything is written.",

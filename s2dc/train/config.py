@@ -192,7 +192,7 @@ HELP = {
     "optim.grad_clip": "clip the global gradient norm to this (0 disables)",
     "ema.momentum": "teacher EMA momentum (start value for the cosine schedule)",
     "ema.schedule": "'constant' (release) or 'cosine' (momentum -> 1 at the end)",
-    "run.out_dir": "output folder: checkpoints/, dvclive/, summary.json",
+    "run.out_dir": "output folder: run.json, checkpoints/, dvclive/, summary.json",
     "run.seed": "random seed (model init, ROI sampling, augmentations)",
     "run.device": "'auto' (CUDA if available, else CPU), 'cpu' or 'cuda' (the GPU of LOCAL_RANK under torchrun)",
     "run.amp": "'auto' (bf16 autocast on CUDA), 'bf16' or 'off'",
