@@ -314,8 +314,14 @@ def test_finetune_defaults_to_the_registry_preset_and_keeps_given_options(tmp_pa
     values, _ = fill_finetune_defaults({"data": {"source": json_named("btcv")}})
     assert values["preprocess"] == {"intensity": "ct", "a_min": btcv.a_min, "a_max": btcv.a_max}
     given = {"data": {"source": json_named("btcv")}, "preprocess": {"a_max": 400.0}, "model": {"feature_size": 24}}
-    values, notes = fill_finetune_defaults(given)
-    assert values["preprocess"] == {"a_max": 400.0} and values["model"] == {"feature_size": 24} and notes == []
+    values, notes = fill_finetune_defaults(given)  # one intensity option given: the preset's fill the others
+    assert values["preprocess"] == {"intensity": "ct", "a_min": btcv.a_min, "a_max": 400.0}
+    assert values["model"] == {"feature_size": 24} and notes == [
+        f"intensity: intensity=ct, a_min={btcv.a_min:g} from preset 'ct_abdomen' of registry dataset btcv (given: a_max)"]
+    # a CT window's bound on a z-scored dataset (BraTS): it made a CT window of the MRI without a word; refused
+    with pytest.raises(ValueError, match=r"preprocess.a_min sets a CT window, but the intensity is zscore \(preset "
+                                         r"'mri_zscore' of registry dataset brats23\).*--preprocess.intensity ct"):
+        fill_finetune_defaults({"data": {"source": json_named("synthetic_brats23")}, "preprocess": {"a_min": 0.0}})
     values, notes = fill_finetune_defaults({"data": {"source": json_named("my_own")}})
     assert values["preprocess"] == {} and notes == []  # neither source knows: the options' defaults stand
 

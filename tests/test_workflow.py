@@ -415,3 +415,20 @@ def test_the_cluster_profile_is_given_as_the_workflow_profile():
     for name in ("README.md", "bench/slurm_check.sh", "profiles/slurm/config.yaml"):
         text = (REPO / name).read_text()
         assert "snakemake --workflow-profile profiles/slurm" in text and "snakemake --profile profiles/slurm" not in text
+
+
+def test_a_missing_run_under_existing_tables_is_made_again(tmp_path, smoke_run):
+    """A job interrupted after its output went (a forced rerun killed, Ctrl-C's clean-up) leaves the tables built on a
+    metrics.json or encoder that no longer exists: Snakemake redoes a job for a missing file only when a target needs
+    it, and the tables were up to date, so a rerun said "Nothing to be done", exit 0. The default target asks for
+    every run, encoder and probe itself, so the rerun makes the missing ones and the tables after them again."""
+    work = copy_run(smoke_run, tmp_path / "work")
+    run = next((work / "results/smoke/finetune").rglob("metrics.json"))
+    run.unlink()
+    (work / "results/smoke/pretrain/PET/s2dc/encoder.pt").unlink()
+    plan = snakemake(work, "-n", "--config", "scale=smoke")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    jobs = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, flags=re.M)}
+    assert jobs.get("finetune", 0) >= 1 and jobs.get("pretrain") == 1 and jobs.get("benchmark_table") == 1, \
+        plan.stdout[-3000:]
+    assert str(run.relative_to(work)) in plan.stdout
