@@ -33,7 +33,12 @@ localrules:
 
 
 rule all:
+    # Every run, encoder and probe result itself, not only the tables made of them: a run whose output went after
+    # the tables were made (a killed forced rerun) would otherwise be left missing under tables still up to date.
     input:
+        finetune_targets(),
+        [encoder_path(m, v) for m in MODALITIES for v in EXP["methods"] if v != "scratch"],
+        probe_targets(),
         f"{RESULTS}/benchmark.csv",
         f"{RESULTS}/benchmark.md",
         f"{RESULTS}/metrics.json",

@@ -91,7 +91,10 @@ rule ablation_table:
         " > {log:q} 2>&1"
 
 rule ablation:
-    # The second target: the loss-ablation table of the active scale and the variants' structure figures.
+    # The second target: the loss-ablation table of the active scale and the variants' structure figures, and (as for
+    # `all`) every run and probe result they are made of, so that one gone missing is made again.
     input:
+        ablation_targets(),
+        [f"{RESULTS}/ablation/probe/{d}.json" for d in ABLATION["datasets"]],
         rules.ablation_table.output,
         ablation_figure_targets(),
