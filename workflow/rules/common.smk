@@ -185,8 +185,8 @@ CODE = {
 
 
 def finetune_dir(dataset, method, pct, seed) -> str:
-    return (f"{RESULTS}/{tree('finetune', method, (dataset, pct, seed))}/{task_of(dataset)}/{dataset}/{method}"
-            f"/labels{pct}pct/seed{seed}")
+    where = tree("finetune", method, (dataset, pct, seed))
+    return f"{RESULTS}/{where}/{task_of(dataset)}/{dataset}/{method}/labels{pct}pct/seed{seed}"
 
 
 def finetune_targets() -> list[str]:
