@@ -28,13 +28,25 @@ def fill_finetune_defaults(values: dict) -> tuple[dict, list[str]]:
         model.update(taken)
         if taken:
             notes.append(f"network sizes from '{init}': " + ", ".join(f"{k}={v}" for k, v in taken.items()))
-    if not any(k in preprocess for k in INTENSITY):
-        source = values.get("data", {}).get("source")
-        spec = registry_spec(read_datalist(source)) if source and Path(source).is_file() else None
-        if spec is not None:
-            preprocess.update(PreprocessConfig.from_preset(spec.preset).intensity_fields())
-            notes.append(f"intensity: preset '{spec.preset}' of registry dataset {spec.name}")
-        elif plan is not None and plan["preprocess"]:
-            preprocess.update(PreprocessConfig(**plan["preprocess"]).intensity_fields())
-            notes.append(f"intensity: the pretraining's of '{init}' ({preprocess['intensity']})")
+    given = [k for k in INTENSITY if k in preprocess]
+    if "intensity" in given:
+        return values, notes  # the user chose the normalisation; the window's bounds not given are the defaults
+    source = values.get("data", {}).get("source")
+    spec = registry_spec(read_datalist(source)) if source and Path(source).is_file() else None
+    if spec is not None:
+        base, origin = PreprocessConfig.from_preset(spec.preset).intensity_fields(), \
+            f"preset '{spec.preset}' of registry dataset {spec.name}"
+    elif plan is not None and plan["preprocess"]:
+        base = PreprocessConfig(**plan["preprocess"]).intensity_fields()
+        origin = f"the pretraining's of '{init}' ({base['intensity']})"
+    else:
+        return values, notes  # neither source knows: the options' defaults stand
+    if base["intensity"] != "ct" and given:  # a window's bound on a normalisation without a window
+        raise ValueError(f"preprocess.{given[0]} sets a CT window, but the intensity is {base['intensity']} "
+                         f"({origin}): give --preprocess.intensity ct with it, or leave it out")
+    filled = {k: v for k, v in base.items() if k not in preprocess}
+    preprocess.update(filled)
+    notes.append(f"intensity: {origin}" if not given else
+                 "intensity: " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in filled.items())
+                 + f" from {origin} (given: {', '.join(given)})")
     return values, notes
