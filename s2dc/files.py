@@ -3,6 +3,7 @@ below all of them)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -46,6 +47,15 @@ def is_json_with(path: Path, keys: set[str]) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(doc, dict) and set(keys) <= set(doc)
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def file_stamp(path: Path) -> dict[str, int]:

@@ -125,6 +125,9 @@ def test_init_from_pretraining_checkpoint(ft_config, seg_dir, tmp_path, capsys):
     assert "strict load" in printed and "missing keys: none; unexpected keys: none" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"] == "s2dc" and metrics["init_from"] == str(ckpt)
+    import hashlib
+
+    assert metrics["init_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()  # which encoder, whatever its path
 
     # The encoder file carries what fine-tuning needs: the sizes (token stage too) and the pretraining's preprocessing.
     plan = encoder_plan(tmp_path / "encoder.pt")

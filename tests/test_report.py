@@ -267,6 +267,20 @@ def test_a_class_absent_from_the_validation_cases_is_left_out_not_an_error(tmp_p
                    ("synthetic_adni", "accuracy %"): 75.0}
 
 
+def test_the_seeds_of_a_row_started_from_other_encoders_are_told_apart_by_the_files_content(tmp_path, capsys):
+    """`init_from` is the path as typed: one path overwritten by another export between two seeds (CT, then MRI)
+    was averaged as one row, exit 0, and one file named by two paths was refused. metrics.json records the encoder
+    file's SHA-256 (`init_sha256`), and the seeds of a row must share it, whatever the paths."""
+    ct = {"init_from": "exp/enc.pt", "init_sha256": "c" * 64}
+    mri = {"init_from": "exp/enc.pt", "init_sha256": "a" * 64}
+    a, b = write_run(tmp_path, "s2dc", 0, 0.2, **ct), write_run(tmp_path, "s2dc", 1, 0.4, **mri)
+    out = tmp_path / "out"
+    assert main(["report", "--out", str(out), str(a), str(b)]) == 2
+    assert "differ in init_sha256" in capsys.readouterr().err and not out.exists()
+    same = write_run(tmp_path, "s2dc", 1, 0.4, name="same.json", **{**ct, "init_from": "/elsewhere/enc.pt"})
+    assert main(["report", "--out", str(out), str(a), str(same)]) == 0
+
+
 def test_a_run_counts_once_and_a_row_holds_seeds_of_one_setting(tmp_path, capsys):
     """A seed given twice (the same file, or a copy), two label ratios that name one percent, and seeds of one row
     run with other settings (another scale's cases and encoder) are refused by every table and figure command,

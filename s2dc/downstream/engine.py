@@ -38,7 +38,7 @@ from ..data.errors import DataError
 from ..data.splits import choose_subset, refuse_training_cases_in_validation
 from ..data.volumes import check_all
 from ..export import load_encoder_weights
-from ..files import is_json_with, is_temporary
+from ..files import file_sha256, is_json_with, is_temporary
 from ..train.checkpoint import (
     atomic_save,
     atomic_write_text,
@@ -431,6 +431,7 @@ class Finetuner:
             "dataset": self.dataset_name,
             "method": cfg.method,
             "init_from": None if cfg.model.init == "scratch" else str(cfg.model.init),
+            "init_sha256": None if cfg.model.init == "scratch" else file_sha256(cfg.model.init),
             "label_ratio": cfg.data.label_ratio,
             "seed": cfg.run.seed,
             "train_cases": len(self.train_cases),

@@ -25,7 +25,9 @@ TASK_METRICS = {
 }
 
 #: What the seeds of one row share (a run of other settings is no seed of it), besides the ``options`` each records.
-SETTINGS = ("train_cases", "steps", "init_from")
+#: What the seeds of one row share: cases, steps and the starting encoder, by its file's SHA-256 (a path names another
+#: file once overwritten, and one file by several spellings); by its path in files written before it was recorded.
+SETTINGS = ("train_cases", "steps", "init_sha256")
 
 
 def is_number(value) -> bool:
@@ -103,7 +105,7 @@ def check_runs(runs: list[dict]) -> None:
                              f"('{run['_path']}') of {run['dataset']} both round to {percent} %, the rows' and files' "
                              "names: give ratios in distinct whole percents")
         first = rows.setdefault(row, run)
-        for key in SETTINGS:
+        for key in SETTINGS if "init_sha256" in first or "init_sha256" in run else (*SETTINGS[:-1], "init_from"):
             if first.get(key) != run.get(key):
                 raise ValueError(f"the seeds of {where} differ in {key} ('{first['_path']}': {first.get(key)!r}, "
                                  f"'{run['_path']}': {run.get(key)!r}): runs of other settings (another scale, "
