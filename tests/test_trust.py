@@ -699,3 +699,26 @@ def test_work_left_by_a_killed_process_is_removed_and_a_folder_renamed_aside_put
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_a_checkpoint_with_a_damaged_byte_is_refused_naming_the_entry(tmp_path):
+    """torch.load reads a zip's stored entries without checking their CRC-32: one byte flipped inside a weight's entry
+    loaded silently with a changed tensor (fine-tuning and the probe exited 0). The archive's CRCs are checked
+    first; the error names the file and the entry."""
+    import zipfile
+
+    from s2dc.train.checkpoint import load_checkpoint
+
+    path = tmp_path / "enc.pt"
+    torch.save({"w": torch.arange(1000, dtype=torch.float32)}, path)
+    assert torch.equal(load_checkpoint(path)["w"], torch.arange(1000, dtype=torch.float32))
+    with zipfile.ZipFile(path) as archive:
+        entry = next(i for i in archive.infolist() if "/data/" in i.filename and i.file_size >= 4000)
+    data = bytearray(path.read_bytes())
+    start = entry.header_offset + 30 + len(entry.filename.encode()) + int.from_bytes(
+        data[entry.header_offset + 28:entry.header_offset + 30], "little")  # local header + name + extra field
+    data[start + 2000] ^= 0x40
+    path.write_bytes(bytes(data))
+    assert not torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(1000, dtype=torch.float32))
+    with pytest.raises(ValueError, match=rf"'{path}' is damaged: its entry '{entry.filename}' fails its checksum"):
+        load_checkpoint(path)

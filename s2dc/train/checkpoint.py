@@ -107,6 +107,10 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         raise ValueError(f"'{path}' is not a checkpoint: not a file written by torch.save (a zip archive holding a "
                          "data.pkl); expected an s2dc pretraining checkpoint, an exported encoder or a fine-tuning "
                          "checkpoint")
+    with zipfile.ZipFile(path) as archive:  # torch.load does not check the entries' CRC-32: a flipped byte loads
+        if (bad := archive.testzip()) is not None:
+            raise ValueError(f"'{path}' is damaged: its entry '{bad}' fails its checksum (a copy or disk error); "
+                             "use another copy of the file")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with the file name, without torch's advice to unpickle it
