@@ -154,6 +154,10 @@ def export_encoder(checkpoint: str | Path, output: str | Path, which: str = "tea
     checkpoint, output = Path(checkpoint), Path(output)
     if output.exists() and output.resolve() == checkpoint.resolve():
         raise ValueError(f"the output '{output}' is the checkpoint itself; write the encoder to another file")
+    ckpt_dir = (checkpoint if checkpoint.is_dir() else checkpoint.parent.parent) / "checkpoints"
+    if output.resolve().parent == ckpt_dir.resolve():
+        raise ValueError(f"the output '{output}' lies in the run's checkpoint folder '{ckpt_dir}', where the run and "
+                         "later exports take every file for a checkpoint; write the encoder elsewhere")
     check_export_output(output)
     run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent.parent
     lock = lock_folder(run_dir) if (run_dir / "run.json").is_file() else None  # a pretraining run's folder

@@ -352,6 +352,11 @@ def test_export_never_overwrites_a_file_that_is_not_an_export(tiny_config, pool,
     encoder = tmp_path / "encoder.pt"
     assert main(["export-encoder", str(ckpt), str(encoder)]) == 0
     assert main(["export-encoder", str(ckpt), str(encoder)]) == 0  # an earlier export may be replaced
+    # into the run's own checkpoints/ (a name like a checkpoint's): the next export and the run's resume read it as
+    # a checkpoint and failed, misleadingly; refused, naming the folder
+    inside = out / "checkpoints" / "step_00000099.pt"
+    assert main(["export-encoder", str(out), str(inside)]) == 2
+    assert f"'{out / 'checkpoints'}'" in capsys.readouterr().err and not inside.exists()
 
 
 def test_synth_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):
