@@ -93,21 +93,23 @@ def _as_list(value):
     return list(value) if isinstance(value, (list, tuple)) else value
 
 
-def load_encoder_weights(model: SwinUNETR, path: str | Path, which: str = "teacher",
+def load_encoder_weights(model: SwinUNETR, path: str | Path, which: str | None = "teacher",
                          expected: EncoderConfig | None = None) -> str:
     """Load the encoder of ``path`` into ``model.swinViT`` strictly; returns a one-line report.
 
     ``path`` is either an ``s2dc pretrain`` checkpoint (the ``which`` = ``"teacher"`` or ``"student"``
     encoder is taken) or an ``s2dc export-encoder`` file (which must hold the ``which`` encoder, when it says);
-    which one is detected from its contents.
+    which one is detected from its contents. ``which`` None: the encoder an export holds, a checkpoint's teacher.
     With ``expected``, the encoder sizes recorded in the file must equal it (``ValueError`` naming both);
     any missing, unexpected or differently shaped key is an error too (never a silent partial load).
     """
-    if which not in ("teacher", "student"):
+    if which not in ("teacher", "student", None):
         raise ValueError(f"which must be 'teacher' or 'student', got {which!r}")
     blob = load_checkpoint(Path(path))
     if not isinstance(blob, dict):
         raise ValueError(f"'{path}' is neither an s2dc pretraining checkpoint nor an exported encoder")
+    if which is None:
+        which = blob.get("which", "teacher") if "state_dict" in blob else "teacher"
     if "state_dict" in blob:
         _check_sizes(blob.get("encoder"), expected, path)
         if blob.get("which", which) != which:

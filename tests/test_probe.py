@@ -613,3 +613,28 @@ def test_inside_tokens_against_the_blocks_of_a_padded_volume_of_ones():
         ones = pad_to_multiple(torch.ones(1, *shape), 32)
         expected = F.avg_pool3d(ones[None], stride)[0, 0].flatten() > 0
         assert torch.equal(inside_tokens(shape, stride, 32), expected)
+
+
+def test_a_student_export_and_encoders_of_other_widths_are_probed_side_by_side(tmp_path, capsys):
+    """The probe reads what an export holds: a `--which student` export was refused (with advice to give an option
+    the probe does not have). Encoders of other widths read the volumes on one token grid (same patch size) and are
+    probed side by side, each with its own architecture: a second encoder of feature size 24 beside one of 12 was
+    refused. Another patch size (another grid) is refused naming both files."""
+    torch.manual_seed(5)
+    source = write_dataset(tmp_path / "btcv", "btcv", cases=4, seed=1, shape=(48, 48, 32), val_fraction=0.5)
+    narrow, student, wide, coarse = (tmp_path / f"{n}.pt" for n in ("narrow", "student", "wide", "coarse"))
+    save_encoder(narrow, swinunetr_for(SIZES).swinViT.state_dict())
+    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in swinunetr_for(SIZES).swinViT.state_dict().items()},
+                "encoder": SIZES.to_dict(), "which": "student"}, student)
+    for path, sizes in ((wide, EncoderConfig(feature_size=24, num_heads=(1, 2, 3, 4), window_size=4)),
+                        (coarse, EncoderConfig(feature_size=12, num_heads=(1, 2, 3, 4), window_size=4, patch_size=4))):
+        torch.save({"state_dict": {f"swinViT.{k}": v for k, v in swinunetr_for(sizes).swinViT.state_dict().items()},
+                    "encoder": sizes.to_dict()}, path)
+    out = tmp_path / "probe.json"
+    assert main(["probe", "voxels", f"narrow={narrow}", f"student={student}", f"wide={wide}", "--source", str(source),
+                 "--out", str(out)]) == 0, capsys.readouterr().err
+    assert set(json.loads(out.read_text())["encoders"]) == {"voxels", "narrow", "student", "wide"}
+    assert main(["probe", f"narrow={narrow}", f"coarse={coarse}", "--source", str(source),
+                 "--out", str(tmp_path / "p2.json")]) == 2
+    err = capsys.readouterr().err
+    assert str(coarse) in err and str(narrow) in err and "patch" in err, err

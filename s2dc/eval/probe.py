@@ -277,6 +277,7 @@ class Labelled:
     volumes: dict[str, list[torch.Tensor]]
     targets: dict[str, list]
     inside: dict[str, list]  # per volume, its tokens that hold image voxels (:func:`inside_tokens`; None: pooled)
+    first: str = ""  # the encoder file the sizes (token grid, a random encoder's architecture) come from
 
 
 def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cache_dir: str | Path | None,
@@ -288,7 +289,8 @@ def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cach
     segmentation dataset's cases with its names under ``"<role>_labels"`` in the json (a twin's ``anatomy``)."""
     if not 0 <= stage <= 4:
         raise ValueError(f"--stage must be in 0..4 (0 = patch embedding, 4 = last Swin stage), got {stage}")
-    sizes = encoder_sizes(next(e for e in labelled.values() if e not in (RANDOM, VOXELS)))
+    first = next(e for e in labelled.values() if e not in (RANDOM, VOXELS))
+    sizes = encoder_sizes(first)
     device = pick_device(device, key="--device")
     stride = sizes.patch_size * 2**stage
     doc = read_datalist(source)
@@ -324,7 +326,7 @@ def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cach
             dense = task.name != "classification"
             inside[role].append(inside_tokens(plain(item["image"]).shape[-3:], stride, multiple) if dense else None)
     return Labelled(task, str(doc.get("name") or Path(source).parent.name), names, sizes, stride, device,
-                    volumes, targets, inside)
+                    volumes, targets, inside, str(first))
 
 
 def frozen_encoder(what: str, data: Labelled, seed: int) -> torch.nn.Module:
@@ -333,11 +335,14 @@ def frozen_encoder(what: str, data: Labelled, seed: int) -> torch.nn.Module:
     see :func:`_token_features`), else with ``data``'s; ``"random"`` takes the input channels of the first file."""
     torch.manual_seed(seed)
     channels = next(iter(data.volumes.values()))[0].shape[1]
-    own = data.sizes if what == RANDOM else encoder_sizes(what)  # a file keeps its own input channels
-    sizes = model_sizes(data.sizes, 1 if own.in_channels == 1 else channels)
+    own = data.sizes if what == RANDOM else encoder_sizes(what)  # a file keeps its own sizes and input channels
+    if own.patch_size != data.sizes.patch_size:
+        raise ValueError(f"'{what}' has patch size {own.patch_size}, the first encoder ('{data.first}') "
+                         f"{data.sizes.patch_size}: the probe reads every encoder's tokens on one grid; probe them apart")
+    sizes = model_sizes(own, 1 if own.in_channels == 1 else channels)
     model = swinunetr_for(sizes)
     if what != RANDOM:
-        load_encoder_weights(model, what, expected=sizes)
+        load_encoder_weights(model, what, which=None, expected=sizes)  # an export: the encoder it holds
     return model.swinViT.to(data.device).eval()
 
 
