@@ -8,6 +8,7 @@ Only the workflow imports this module, so it enters no job's code hash (common.s
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from s2dc.data import registry
 from s2dc.train.finetune_config import ARCHITECTURE
@@ -106,12 +107,15 @@ def figure_anchor(config: dict, dataset: str) -> tuple[str, str]:
     return (entry, "label") if isinstance(entry, str) else (entry["structure"], entry["labels"])
 
 
-def check_params(config: dict) -> dict:
-    """Every check of the active scale's entries that the workflow makes when it is parsed (after the schema's);
-    returns its `experiments` narrowed by `--config only=...` and `--config methods=...`."""
+def check_params(config: dict, schema: str | Path | None = None) -> dict:
+    """Every check of the active scale's entries that the workflow makes when it is parsed (after the schema's, and
+    with ``schema`` its integers taken strictly); returns its `experiments` narrowed by `--config only=...` and
+    `--config methods=...`."""
     from s2dc.train.config import build_config as pretrain_config
     from s2dc.train.finetune_config import build_config as finetune_config
 
+    if schema is not None:
+        _check_integers(config, schema)
     scale, p = _scale(config)
     for stage in ("pretrain", "finetune"):
         _refuse_options_of_the_rules(scale, stage, p[stage]["options"])
@@ -119,9 +123,9 @@ def check_params(config: dict) -> dict:
         _check_options(config, f"pretrain.options with variants.{variant}", pretrain_config,
                        variant_options(config, variant))
     _check_options(config, "finetune.options", finetune_config, finetune_options(config))
+    _check_datasets(config)  # first: the other checks look the datasets up in the registry
     _check_methods(config)
     _check_label_ratios(config)
-    _check_datasets(config)
     _check_sweep(config)
     experiments = _scale(config)[1]["experiments"]
     if "only" in config:
@@ -129,6 +133,23 @@ def check_params(config: dict) -> dict:
     if "methods" in config:
         experiments = {**experiments, "methods": _restrict(config, "methods", experiments["methods"])}
     return experiments
+
+
+def _check_integers(config: dict, schema: str | Path) -> None:
+    """JSON Schema's ``integer`` takes 1.0; the jobs' command lines do not (``--seed 1.0``): a whole number written
+    as a decimal where the schema says integer is refused here, naming the key, before any job."""
+    import jsonschema
+    import yaml
+
+    doc = yaml.safe_load(Path(schema).read_text())
+    base = jsonschema.validators.validator_for(doc)
+    checker = base.TYPE_CHECKER.redefine("integer", lambda _, v: isinstance(v, int) and not isinstance(v, bool))
+    strict = jsonschema.validators.extend(base, type_checker=checker)(doc)
+    for error in strict.iter_errors(config):
+        if error.validator == "type":
+            key = ".".join(str(part) for part in error.absolute_path)
+            raise ParamsError(f"params.yaml: {key}: {error.instance!r} is not an integer (write it without a "
+                              "decimal point)")
 
 
 #: The options each rule gives itself, after those of params.yaml (which the command line's last value would
@@ -215,6 +236,7 @@ def _check_label_ratios(config: dict) -> None:
 def _check_datasets(config: dict) -> None:
     from s2dc.data.synthetic import KINDS
     from s2dc.data.synthetic.twins import TWINS
+    from s2dc.data.synthetic.writer import check_twin_params
 
     scale, p = _scale(config)
     datasets = p["experiments"]["datasets"]
@@ -222,6 +244,13 @@ def _check_datasets(config: dict) -> None:
         registry.check_selection(f"scales.{scale}", p["datasets"], datasets, p["pretrain"]["modalities"], KINDS)
     except ValueError as err:
         raise ParamsError(f"params.yaml: {err}") from None
+    for name, entry in p["datasets"].items():  # a twin its generator would refuse, in its job
+        if entry.get("source") == "synthetic":
+            try:
+                check_twin_params(name, entry["cases"], entry["seed"], entry["shape"], (1.0, 1.0, 1.0),
+                                  entry["val_fraction"])
+            except ValueError as err:
+                raise ParamsError(f"params.yaml: scales.{scale}.datasets.{name}: {err}") from None
     for key in ("stage_of", "figures"):
         stray = sorted(set(p["probe"].get(key, {})) - set(datasets))
         if stray:

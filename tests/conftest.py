@@ -158,7 +158,7 @@ def params_error(params: dict, **config: str) -> str:
     full = {**copy.deepcopy(params), **config}
     try:
         validate(full, str(REPO / "workflow/schemas/params.schema.yaml"))
-        check_params(full)
+        check_params(full, schema=REPO / "workflow/schemas/params.schema.yaml")
     except (WorkflowError, ParamsError) as err:
         return str(err)
     return ""

@@ -283,6 +283,24 @@ BAD_PARAMS = {  # what is wrong -> what the message must name
     "seed twice": (lambda p: p["scales"]["smoke"]["experiments"].__setitem__("seeds", [0, 0]), "seeds"),
     "dataset twice": (lambda p: p["scales"]["smoke"]["experiments"].__setitem__("datasets", ["btcv", "btcv"]),
                       "datasets"),
+    # whole numbers written as decimals: JSON Schema's integer takes 1.0; the job's command line refused it later
+    "a seed written 1.0": (lambda p: p["scales"]["smoke"]["datasets"]["btcv"].__setitem__("seed", 1.0),
+                           "scales.smoke.datasets.btcv.seed"),
+    "a probe seed written 0.0": (lambda p: p["scales"]["smoke"]["probe"].__setitem__("seed", 0.0),
+                                 "scales.smoke.probe.seed"),
+    "experiment seeds written 0.0": (lambda p: p["scales"]["smoke"]["experiments"].__setitem__("seeds", [0.0]),
+                                     "scales.smoke.experiments.seeds"),
+    "a sweep budget written 2.0": (lambda p: p["scales"]["smoke"]["sweep"].__setitem__("budget", 2.0),
+                                   "scales.smoke.sweep.budget"),
+    # an unknown experiments dataset: a traceback that named no key
+    "an unknown experiments dataset": (lambda p: p["scales"]["smoke"]["experiments"]["datasets"].__setitem__(0, "btcvv"),
+                                       "btcvv"),
+    # a twin the generator refuses (too few cases for its classes, a grid under 16 voxels): found in its job
+    "too few cases for a twin": (lambda p: p["scales"]["smoke"]["datasets"]["cc_ccii"].__setitem__("cases", 2),
+                                 "scales.smoke.datasets.cc_ccii"),
+    "a twin's grid too small": (lambda p: p["scales"]["smoke"]["datasets"]["btcv"].__setitem__("shape", [8, 8, 8]),
+                                "scales.smoke.datasets.btcv"),
+    "an empty launcher": (lambda p: p["scales"]["smoke"]["pretrain"].__setitem__("launcher", ""), "launcher"),
 }  # a NaN or a wrong device goes through the option validators as "unknown option" does (each: test_trust.py)
 
 

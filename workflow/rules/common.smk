@@ -259,7 +259,7 @@ def s2dc_encoder(w) -> str:
 
 # The checks of params.yaml beyond its schema (each names the key it refuses), and --config only=/methods=.
 try:
-    EXP = checks.check_params(config)
+    EXP = checks.check_params(config, schema=os.path.join(workflow.basedir, "workflow/schemas/params.schema.yaml"))
 except checks.ParamsError as err:
     raise WorkflowError(str(err)) from None
 

@@ -28,7 +28,9 @@ def case_seed(seed: int, kind: str, index: int) -> int:
     return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def _check_params(kind: Any, cases: Any, seed: Any, shape: Any, spacing: Any, val_fraction: Any) -> None:
+def check_twin_params(kind: Any, cases: Any, seed: Any, shape: Any, spacing: Any, val_fraction: Any) -> None:
+    """:class:`SynthParamError` naming the first parameter a twin of ``kind`` cannot be drawn with (also what the
+    workflow checks each synthetic dataset of params.yaml with, when it is parsed)."""
     if kind not in KINDS:
         raise SynthParamError("kind", f"kind must be one of {list(KINDS)}, got {kind!r}")
     spec = get(kind)
@@ -107,7 +109,7 @@ def write_dataset(
     SynthParamError
         (a ``ValueError``) for an invalid parameter; ``.param`` names it.
     """
-    _check_params(kind, cases, seed, shape, spacing, val_fraction)
+    check_twin_params(kind, cases, seed, shape, spacing, val_fraction)
     shape = check_shape(shape)
     spacing = tuple(float(s) for s in spacing)
     out_dir = Path(out_dir)
