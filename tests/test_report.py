@@ -185,7 +185,7 @@ def test_plots_of_runs_from_an_encoder_exported_by_hand(tmp_path, capsys):
         tables = sorted(p.relative_to(out / "curves").as_posix() for p in (out / "curves").rglob("*.tsv"))
         printed = capsys.readouterr()
         if curve:
-            assert f"pretrain_loss/ct_checkpoints.tsv" in tables, tables
+            assert "pretrain_loss/ct_checkpoints.tsv" in tables, tables
         else:
             assert not [t for t in tables if t.startswith("pretrain_loss/")], tables
             assert f"no DVCLive curves of the pretraining that made '{init}'" in printed.err, printed.err
