@@ -37,7 +37,7 @@ rule all:
     # the tables were made (a killed forced rerun) would otherwise be left missing under tables still up to date.
     input:
         finetune_targets(),
-        [encoder_path(m, v) for m in MODALITIES for v in EXP["methods"] if v != "scratch"],
+        sorted({encoder_path(modality_of(d), v) for d in EXP["datasets"] for v in EXP["methods"] if v != "scratch"}),
         probe_targets(),
         f"{RESULTS}/benchmark.csv",
         f"{RESULTS}/benchmark.md",
