@@ -35,7 +35,12 @@ localrules:
 rule all:
     # Every run, encoder and probe result itself, not only the tables made of them: a run whose output went after
     # the tables were made (a killed forced rerun) would otherwise be left missing under tables still up to date.
+    # And every dataset they read: one moved away (e.g. a twin edited by hand, see check_made_data) is made again, and
+    # what reads it redone, where Snakemake would otherwise keep the results and leave the dataset missing.
     input:
+        sorted({dataset_json(d) for d in EXP["datasets"]}
+               | {dataset_json(registry.pool_for(modality_of(d))) for d in EXP["datasets"] for v in EXP["methods"]
+                  if v != "scratch"}),
         finetune_targets(),
         sorted({encoder_path(modality_of(d), v) for d in EXP["datasets"] for v in EXP["methods"] if v != "scratch"}),
         probe_targets(),

@@ -22,6 +22,10 @@ class ForeignOutputError(ValueError):
     """A file that is not s2dc's own where a table or plot job of the workflow writes; the message names it."""
 
 
+class ChangedDataError(ValueError):
+    """A file of a dataset s2dc made whose bytes changed after its dataset.json was written; the message names it."""
+
+
 def _scale(config: dict) -> tuple[str, dict]:
     return config["scale"], config["scales"][config["scale"]]
 
@@ -388,6 +392,69 @@ def check_job_outputs(config: dict) -> None:
                     what = "a figure s2dc plots drew"
                 if not own:
                     refuse(path, what, rule, folder)
+
+
+#: Where :func:`check_made_data` keeps the stamps of the files it verified: <folder>/<scale>/<dataset>.json.
+DATA_STAMPS = ".snakemake/s2dc/data-stamps"
+
+
+def check_made_data(config: dict, stamps: str | Path = DATA_STAMPS) -> list[str]:
+    """Raise :class:`ChangedDataError`, naming the files, if a dataset of the active scale that s2dc made in its own
+    folder (a twin; a conversion that built its volumes there, e.g. CC-CCII's) lists a file whose bytes changed after
+    its dataset.json was written: the jobs read the dataset.json, whose ``content_sha256`` records the bytes, and
+    Snakemake compares only that file, so it would reuse every result made from the old bytes without a word. A
+    conversion's files in the user's release are its fingerprint's (workflow/rules/data.smk: a changed release is
+    converted again); a dataset.json that s2dc did not write records nothing to compare.
+
+    The bytes are hashed once (and again when a file's :func:`s2dc.files.file_stamp` changed: edited, touched,
+    copied, made again), the stamps of the files found right kept in ``stamps/<scale>/<dataset>.json``; a check with
+    nothing changed only reads their status. Returns the datasets whose bytes it hashed."""
+    from s2dc.data.datalist import _PATH_ROLES, content_sha256
+    from s2dc.data.provenance import writer_of
+    from s2dc.files import atomic_write_text, file_stamp
+
+    scale = config["scale"]
+    hashed = []
+    for name in sorted(_scale(config)[1]["datasets"]):
+        path = Path(dataset_json(config, name))
+        if writer_of(path) is None:
+            continue
+        doc = json.loads(path.read_text())
+        entries = [e for key in ("training", "validation") for e in doc.get(key, []) if isinstance(e, dict)]
+        listed = [value for entry in entries for role in _PATH_ROLES
+                  for value in (entry[role] if isinstance(entry.get(role), list) else [entry.get(role)])
+                  if isinstance(value, str)]
+        folder = path.parent.resolve()
+        if not listed or not isinstance(doc.get("content_sha256"), str) or any(
+                not (folder / rel).resolve().is_relative_to(folder) for rel in listed):
+            continue
+        try:
+            now = {"dataset_json": file_stamp(path), "files": {rel: file_stamp(path.parent / rel) for rel in listed}}
+        except OSError as err:
+            raise ChangedDataError(f"'{err.filename}', listed in '{path}', is missing") from None
+        record = Path(stamps) / scale / f"{name}.json"
+        try:
+            known = json.loads(record.read_text())
+        except (OSError, ValueError):
+            known = None
+        if known == now:
+            continue
+        hashed.append(name)
+        if content_sha256(path.parent, entries) != doc["content_sha256"]:
+            if isinstance(known, dict) and known.get("dataset_json") == now["dataset_json"]:
+                changed = [rel for rel in listed if known.get("files", {}).get(rel) != now["files"][rel]]
+            else:  # never verified: the files written after the dataset.json
+                changed = [rel for rel in listed if now["files"][rel]["mtime_ns"] > now["dataset_json"]["mtime_ns"]]
+            shown = ", ".join(f"'{path.parent / rel}'" for rel in changed[:5]) + (
+                f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+            raise ChangedDataError(
+                f"{shown or f'one of the {len(listed)} files listed in {str(path)!r}'} changed after '{path}' was "
+                f"written: its files no longer hold the bytes its content_sha256 records, and Snakemake, which "
+                f"compares only the dataset.json, would reuse every result made from the old bytes. Nothing was run. "
+                f"Put the original bytes back, or move the folder '{path.parent}' away (it keeps your change): the "
+                f"next run makes the dataset again and reruns what reads it")
+        atomic_write_text(record, json.dumps(now))
+    return hashed
 
 
 def left_over_outputs(config: dict) -> list[str]:

@@ -31,6 +31,12 @@ def ft_config(tmp_path):
     return path
 
 
+#: For the tests of resuming and refusing, which need steps, checkpoints and evaluations but learn nothing: one crop
+#: per step instead of two (64x32x32 is already the smallest crop the network takes).
+SMALL_STEPS = {"samples_per_volume": 1}
+SMALL_STEP_ARGS = ["--train.samples_per_volume", "1"]
+
+
 def finetune(config, source, out_dir, *extra):
     return main(["finetune", "--config", str(config), "--data.source", str(source), "--run.out_dir", str(out_dir), *extra])
 
@@ -367,7 +373,7 @@ def test_an_interrupted_finetuning_resumes_bit_identically(ft_config, seg_dir, t
     """A run stopped after its step-4 checkpoint, run again with the same command, continues from step 4 (it does not
     start afresh) and ends with the weights, validation history and curves of the run that was never stopped."""
     common = ["--train.steps", "6", "--train.flip_prob", "0.5", "--eval.every", "2", "--model.drop_path_rate", "0.1",
-              "--data.cache_dir", str(tmp_path / "cache")]
+              "--data.cache_dir", str(tmp_path / "cache"), *SMALL_STEP_ARGS]
     whole = tmp_path / "whole"
     assert finetune(ft_config, seg_dir / "dataset.json", whole, *common, "--run.checkpoint_every", "0") == 0
 
@@ -376,7 +382,7 @@ def test_an_interrupted_finetuning_resumes_bit_identically(ft_config, seg_dir, t
     args = dict(values)
     cfg = build_config({**args, "data": {**args["data"], "source": str(seg_dir / "dataset.json"),
                                          "cache_dir": str(tmp_path / "cache")},
-                        "train": {**args["train"], "steps": 6, "flip_prob": 0.5},
+                        "train": {**args["train"], "steps": 6, "flip_prob": 0.5, **SMALL_STEPS},
                         "eval": {**args["eval"], "every": 2}, "model": {**args["model"], "drop_path_rate": 0.1},
                         "run": {**args["run"], "out_dir": str(out), "checkpoint_every": 2}})
 
@@ -408,11 +414,11 @@ def test_a_checkpoint_of_another_run_is_not_resumed(ft_config, seg_dir, tmp_path
     """A checkpoint left by a run with another learning rate: ``run.resume auto`` (the default) refuses, naming the
     option and both values, and leaves the checkpoint; ``if_unchanged`` (the pipeline's) starts afresh."""
     out = tmp_path / "run"
-    common = ["--train.steps", "4", "--data.cache_dir", str(tmp_path / "cache")]
+    common = ["--train.steps", "4", "--data.cache_dir", str(tmp_path / "cache"), *SMALL_STEP_ARGS]
     values = yaml.safe_load(ft_config.read_text())
     cfg = build_config({**values, "data": {**values["data"], "source": str(seg_dir / "dataset.json"),
                                            "cache_dir": str(tmp_path / "cache")},
-                        "train": {**values["train"], "steps": 4},
+                        "train": {**values["train"], "steps": 4, **SMALL_STEPS},
                         "eval": {**values["eval"], "every": 2},
                         "run": {**values["run"], "out_dir": str(out), "checkpoint_every": 2}})
 
@@ -483,7 +489,8 @@ def test_a_finetuning_killed_with_sigkill_resumes_bit_identically(ft_config, seg
     import time
 
     args = ["--config", str(ft_config), "--data.source", str(seg_dir / "dataset.json"), "--train.steps", "10",
-            "--train.flip_prob", "0.5", "--run.checkpoint_every", "2", "--data.cache_dir", str(tmp_path / "cache")]
+            "--train.flip_prob", "0.5", "--run.checkpoint_every", "2", "--data.cache_dir", str(tmp_path / "cache"),
+            *SMALL_STEP_ARGS]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert finetune(ft_config, seg_dir / "dataset.json", whole, *args[4:]) == 0
     command = [sys.executable, "-m", "s2dc.cli", "finetune", *args, "--run.out_dir", str(killed)]

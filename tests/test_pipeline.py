@@ -393,6 +393,59 @@ def test_a_release_changed_in_place_is_converted_again_not_silently_reused(tmp_p
     _a_label_corrected_in_place_is_converted_again(tmp_path, "btcv", "RawData/Training/label/label0001.nii.gz")
 
 
+def test_a_twins_volume_changed_in_place_stops_the_workflow_naming_it(tmp_path, smoke_run):
+    """The jobs read a twin's dataset.json, which Snakemake compares; a volume of the twin edited in place after it was
+    written left the json as it was, and `snakemake` had nothing to do: every result made from the old bytes stood.
+    The workflow now refuses at start, naming the file (and what to do), and runs nothing; with the original bytes
+    back it has nothing to do again; with the folder moved away (keeping the change) it makes the twin again and
+    plans what reads it."""
+    import nibabel as nib
+
+    work = copy_run(smoke_run, tmp_path / "work")
+    volume = work / "resources/smoke/btcv/imagesTr/case_0002.nii.gz"
+    original = volume.read_bytes()
+    image = nib.load(str(volume))
+    data = image.get_fdata(dtype="float32")
+    data[10:20, 10:20, 5:10] += 300.0  # a bright patch painted in
+    nib.save(nib.Nifti1Image(data, image.affine, image.header), str(volume))
+
+    refused = snakemake(work, "-n", "--config", "scale=smoke")
+    out = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "'resources/smoke/btcv/imagesTr/case_0002.nii.gz' changed after" in out, out[-3000:]
+    assert "Nothing was run" in out and "move the folder 'resources/smoke/btcv' away" in out
+    volume.write_bytes(original)
+    again = snakemake(work, "-n", "--config", "scale=smoke")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stderr[-3000:]
+    shutil.move(work / "resources/smoke/btcv", tmp_path / "my_btcv")
+    replan = snakemake(work, "-n", "--config", "scale=smoke")
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", replan.stdout, flags=re.MULTILINE))
+    assert replan.returncode == 0 and jobs.get("synthetic_dataset") == "1" and jobs.get("finetune") == "2", replan.stdout
+
+
+def test_the_check_of_the_twins_bytes_hashes_a_dataset_once_until_a_file_changes(tmp_path, smoke_run):
+    """s2dc.workflow_checks.check_made_data hashes every twin's files the first time, then only reads their status;
+    a file touched (same bytes) is hashed again and passes; a dataset.json that s2dc did not write is not checked."""
+    from s2dc.workflow_checks import check_made_data
+
+    work = copy_run(smoke_run, tmp_path / "work")
+    config = {**PARAMS, "scale": "smoke"}
+    stamps = tmp_path / "stamps"
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        made = sorted(PARAMS["scales"]["smoke"]["datasets"])
+        assert check_made_data(config, stamps) == made
+        assert check_made_data(config, stamps) == []
+        os.utime("resources/smoke/udpet/dataset.json")
+        (Path("resources/smoke/cc_ccii") / json.loads(Path("resources/smoke/cc_ccii/dataset.json").read_text())
+         ["validation"][0]["image"]).touch()
+        assert check_made_data(config, stamps) == ["cc_ccii", "udpet"]
+        Path("resources/smoke/btcv/dataset.json").write_text(json.dumps({"training": [{"image": "x.nii.gz"}]}))
+        assert check_made_data(config, stamps) == []
+    finally:
+        os.chdir(cwd)
+
+
 def test_an_open_release_changed_in_place_is_converted_again(tmp_path):
     """An open archive's release (MSD Spleen, extracted by the user in its official layout) was fingerprinted as ''
     (its download marker, the job's input, stands for it), so a label corrected in place left its dataset.json and

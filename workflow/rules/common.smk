@@ -266,10 +266,13 @@ except checks.ParamsError as err:
 # A user's file where a table, plot, probe, figure or sweep-export job writes stops the run before Snakemake deletes
 # it with the job's outputs (the main process only: a cluster job's own Snakemake runs one job, while the outputs may
 # be half-written).
+# And a file of a twin (or of a conversion's own volumes) changed in place after its dataset.json was written, which
+# Snakemake cannot see: the results made from the old bytes would be reused.
 if workflow.is_main_process:
     try:
         checks.check_job_outputs(config)
-    except checks.ForeignOutputError as err:
+        checks.check_made_data(config)
+    except (checks.ForeignOutputError, checks.ChangedDataError) as err:
         raise WorkflowError(str(err)) from None
     LEFT_OVER = checks.left_over_outputs(config)
     if LEFT_OVER:
