@@ -8,6 +8,7 @@ Only the workflow imports this module, so it enters no job's code hash (common.s
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from s2dc.data import registry
@@ -396,6 +397,9 @@ def check_job_outputs(config: dict) -> None:
 
 #: Where :func:`check_made_data` keeps the stamps of the files it verified: <folder>/<scale>/<dataset>.json.
 DATA_STAMPS = ".snakemake/s2dc/data-stamps"
+#: A dataset whose files hold more bytes than this is announced before :func:`check_made_data` hashes them (at the
+#: paper scale, minutes of reading: the start says what it waits for).
+ANNOUNCED_BYTES = 1 << 30
 
 
 def check_made_data(config: dict, stamps: str | Path = DATA_STAMPS) -> list[str]:
@@ -440,6 +444,11 @@ def check_made_data(config: dict, stamps: str | Path = DATA_STAMPS) -> list[str]
         if known == now:
             continue
         hashed.append(name)
+        size = sum(stamp["size"] for stamp in now["files"].values())
+        if size > ANNOUNCED_BYTES:
+            print(f"Checking the {len(now['files']):,} files of '{path.parent}' ({size / (1 << 30):.1f} GiB) against the "
+                  "content_sha256 of its dataset.json (again only when a file's size, time or inode changes) ...",
+                  file=sys.stderr, flush=True)
         if content_sha256(path.parent, entries) != doc["content_sha256"]:
             if isinstance(known, dict) and known.get("dataset_json") == now["dataset_json"]:
                 changed = [rel for rel in listed if known.get("files", {}).get(rel) != now["files"][rel]]

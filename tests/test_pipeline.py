@@ -422,9 +422,12 @@ def test_a_twins_volume_changed_in_place_stops_the_workflow_naming_it(tmp_path, 
     assert replan.returncode == 0 and jobs.get("synthetic_dataset") == "1" and jobs.get("finetune") == "2", replan.stdout
 
 
-def test_the_check_of_the_twins_bytes_hashes_a_dataset_once_until_a_file_changes(tmp_path, smoke_run):
+def test_the_check_of_the_twins_bytes_hashes_a_dataset_once_until_a_file_changes(tmp_path, smoke_run, monkeypatch,
+                                                                                 capsys):
     """s2dc.workflow_checks.check_made_data hashes every twin's files the first time, then only reads their status;
-    a file touched (same bytes) is hashed again and passes; a dataset.json that s2dc did not write is not checked."""
+    a file touched (same bytes) is hashed again and passes; a dataset.json that s2dc did not write is not checked.
+    A dataset above ANNOUNCED_BYTES (1 GiB; here 0) is announced before its files are read."""
+    import s2dc.workflow_checks
     from s2dc.workflow_checks import check_made_data
 
     work = copy_run(smoke_run, tmp_path / "work")
@@ -439,7 +442,14 @@ def test_the_check_of_the_twins_bytes_hashes_a_dataset_once_until_a_file_changes
         os.utime("resources/smoke/udpet/dataset.json")
         (Path("resources/smoke/cc_ccii") / json.loads(Path("resources/smoke/cc_ccii/dataset.json").read_text())
          ["validation"][0]["image"]).touch()
+        monkeypatch.setattr(s2dc.workflow_checks, "ANNOUNCED_BYTES", 0)
+        capsys.readouterr()
         assert check_made_data(config, stamps) == ["cc_ccii", "udpet"]
+        said = capsys.readouterr().err
+        doc = json.loads(Path("resources/smoke/udpet/dataset.json").read_text())
+        files = sum(isinstance(entry.get(role), str) for key in ("training", "validation") for entry in doc[key]
+                    for role in ("image", "label", "target", "anatomy"))
+        assert said.count("Checking the ") == 2 and f"Checking the {files} files of 'resources/smoke/udpet' (0.0 GiB)" in said
         Path("resources/smoke/btcv/dataset.json").write_text(json.dumps({"training": [{"image": "x.nii.gz"}]}))
         assert check_made_data(config, stamps) == []
     finally:
