@@ -8,6 +8,7 @@ Only the workflow imports this module, so it enters no job's code hash (common.s
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -411,11 +412,14 @@ def check_made_data(config: dict, stamps: str | Path = DATA_STAMPS) -> list[str]
     converted again); a dataset.json that s2dc did not write records nothing to compare.
 
     The bytes are hashed once (and again when a file's :func:`s2dc.files.file_stamp` changed: edited, touched,
-    copied, made again), the stamps of the files found right kept in ``stamps/<scale>/<dataset>.json``; a check with
-    nothing changed only reads their status. Returns the datasets whose bytes it hashed."""
+    copied, made again), the stamps of the files found right kept in ``stamps/<scale>/<dataset>.json`` (the run that
+    makes a dataset keeps them too: common.smk's ``onsuccess``); a check with nothing changed only reads their status.
+    A changed file is named by its size or time against those stamps (without stamps: by a time after the json's).
+    A dataset.json whose bytes changed since it was last found right (a list edited by hand) passes: Snakemake sees
+    that change and reruns what reads it. Returns the datasets whose bytes it hashed."""
     from s2dc.data.datalist import _PATH_ROLES, content_sha256
     from s2dc.data.provenance import writer_of
-    from s2dc.files import atomic_write_text, file_stamp
+    from s2dc.files import atomic_write_text, file_sha256, file_stamp
 
     scale = config["scale"]
     hashed = []
@@ -428,12 +432,14 @@ def check_made_data(config: dict, stamps: str | Path = DATA_STAMPS) -> list[str]
         listed = [value for entry in entries for role in _PATH_ROLES
                   for value in (entry[role] if isinstance(entry.get(role), list) else [entry.get(role)])
                   if isinstance(value, str)]
-        folder = path.parent.resolve()
+        # A listed path that leaves the folder is a release's file (its fingerprint's); one inside it that is a
+        # link to elsewhere (a folder moved to another disk) is still the dataset's, and checked.
         if not listed or not isinstance(doc.get("content_sha256"), str) or any(
-                not (folder / rel).resolve().is_relative_to(folder) for rel in listed):
+                os.path.isabs(rel) or os.path.normpath(rel).split(os.sep)[0] == os.pardir for rel in listed):
             continue
         try:
-            now = {"dataset_json": file_stamp(path), "files": {rel: file_stamp(path.parent / rel) for rel in listed}}
+            now = {"dataset_json": file_stamp(path), "dataset_json_sha256": file_sha256(path),
+                   "files": {rel: file_stamp(path.parent / rel) for rel in listed}}
         except OSError as err:
             raise ChangedDataError(f"'{err.filename}', listed in '{path}', is missing") from None
         record = Path(stamps) / scale / f"{name}.json"
@@ -449,20 +455,37 @@ def check_made_data(config: dict, stamps: str | Path = DATA_STAMPS) -> list[str]
             print(f"Checking the {len(now['files']):,} files of '{path.parent}' ({size / (1 << 30):.1f} GiB) against the "
                   "content_sha256 of its dataset.json (again only when a file's size, time or inode changes) ...",
                   file=sys.stderr, flush=True)
-        if content_sha256(path.parent, entries) != doc["content_sha256"]:
-            if isinstance(known, dict) and known.get("dataset_json") == now["dataset_json"]:
-                changed = [rel for rel in listed if known.get("files", {}).get(rel) != now["files"][rel]]
+        known = known if isinstance(known, dict) else {}
+        if content_sha256(path.parent, entries) != doc["content_sha256"] and (
+                known.get("dataset_json_sha256") in (None, now["dataset_json_sha256"])):  # (else: the json was edited
+            # since it was last found right, which Snakemake sees: everything that reads it reruns)
+            def moved(rel: str) -> bool:  # size or time (which a copy that keeps times, or a move, keeps) changed
+                return any(known["files"][rel][key] != now["files"][rel][key] for key in ("size", "mtime_ns"))
+
+            if known.get("files"):  # the files changed since they were last found right
+                changed = [rel for rel in listed if rel in known["files"] and moved(rel)]
             else:  # never verified: the files written after the dataset.json
                 changed = [rel for rel in listed if now["files"][rel]["mtime_ns"] > now["dataset_json"]["mtime_ns"]]
-            shown = ", ".join(f"'{path.parent / rel}'" for rel in changed[:5]) + (
-                f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+            if changed:
+                shown = ", ".join(f"'{path.parent / rel}'" for rel in changed[:5]) + (
+                    f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+                raise ChangedDataError(
+                    f"{shown} changed after '{path}' was written: its files no longer hold the bytes its "
+                    f"content_sha256 records, and Snakemake, which compares only the dataset.json, would reuse every "
+                    f"result made from the old bytes. Nothing was run. Put the original bytes back, or move the folder "
+                    f"'{path.parent}' away (it keeps your change): the next run makes the dataset again and reruns "
+                    f"what reads it")
             raise ChangedDataError(
-                f"{shown or f'one of the {len(listed)} files listed in {str(path)!r}'} changed after '{path}' was "
-                f"written: its files no longer hold the bytes its content_sha256 records, and Snakemake, which "
-                f"compares only the dataset.json, would reuse every result made from the old bytes. Nothing was run. "
-                f"Put the original bytes back, or move the folder '{path.parent}' away (it keeps your change): the "
-                f"next run makes the dataset again and reruns what reads it")
-        atomic_write_text(record, json.dumps(now))
+                f"the {len(listed)} files listed in '{path}' no longer hold the bytes its content_sha256 records, "
+                "and no file's size or time tells which: either a file was replaced keeping its time (cp -p, touch "
+                "-r), which Snakemake cannot see (then put the original bytes back, or move the folder "
+                f"'{path.parent}' away: the next run makes the dataset again), or its list was edited by hand, which "
+                "Snakemake sees (then delete its \"content_sha256\" entry). Nothing was run")
+        try:
+            atomic_write_text(record, json.dumps(now))
+        except OSError as err:  # the stamps only save hashing: carry on without them
+            print(f"Note: could not keep the stamps of '{path.parent}' in '{record}' ({err.strerror}); its files are "
+                  "hashed again at the next start.", file=sys.stderr)
     return hashed
 
 

@@ -456,6 +456,55 @@ def test_the_check_of_the_twins_bytes_hashes_a_dataset_once_until_a_file_changes
         os.chdir(cwd)
 
 
+def test_the_twins_check_follows_links_names_files_after_the_making_run_and_tells_a_list_edited_by_hand(
+        tmp_path, smoke_run, monkeypatch, capsys):
+    """Found by an audit of check_made_data: (1) a twin's folder moved to another disk and linked back was not checked
+    at all (a file edited there: "Nothing to be done", exit 0); (2) a stamps folder that cannot be written failed every
+    start with a traceback; (3) a list edited by hand (Snakemake sees that) was refused as "a file changed"; (4) the
+    run that made a dataset kept no stamps, so an edit keeping an older time (cp -p) was not named."""
+    import nibabel as nib
+
+    from s2dc.workflow_checks import ChangedDataError, check_made_data
+
+    assert (smoke_run / ".snakemake/s2dc/data-stamps/smoke/btcv.json").is_file()  # (4) kept by the making run
+    work = copy_run(smoke_run, tmp_path / "work")
+    images = work / "resources/smoke/btcv/imagesTr"
+    shutil.copy2(images / "case_0001.nii.gz", images / "case_0000.nii.gz")  # as `cp -p`: an older time than the json
+    pasted = snakemake(work, "-n", "--config", "scale=smoke")
+    assert pasted.returncode != 0 and "'resources/smoke/btcv/imagesTr/case_0000.nii.gz' changed after" in pasted.stdout + pasted.stderr
+    shutil.copy2(smoke_run / "resources/smoke/btcv/imagesTr/case_0000.nii.gz", work / "resources/smoke/btcv/imagesTr")
+
+    config = {**PARAMS, "scale": "smoke"}
+    monkeypatch.chdir(work)
+    stamps = tmp_path / "stamps"
+    check_made_data(config, stamps)
+    disk = tmp_path / "other_disk"
+    shutil.move("resources/smoke/btcv/imagesTr", disk)  # (1) moved away and linked back
+    os.symlink(disk, "resources/smoke/btcv/imagesTr")
+    assert check_made_data(config, stamps) == []  # the same files: stamps unchanged
+    volume = disk / "case_0002.nii.gz"
+    original = volume.read_bytes()
+    image = nib.load(str(volume))
+    nib.save(nib.Nifti1Image(image.get_fdata(dtype="float32") + 1.0, image.affine, image.header), str(volume))
+    with pytest.raises(ChangedDataError, match="'resources/smoke/btcv/imagesTr/case_0002.nii.gz' changed after"):
+        check_made_data(config, stamps)
+    volume.write_bytes(original)
+    assert check_made_data(config, stamps) == ["btcv"]
+
+    (stamps / "smoke").rename(tmp_path / "aside")  # (2) a file where the stamps go
+    (stamps / "smoke").write_text("not a folder\n")
+    capsys.readouterr()
+    assert "btcv" in check_made_data(config, stamps)
+    assert "could not keep the stamps of 'resources/smoke/btcv'" in capsys.readouterr().err
+    (stamps / "smoke").unlink()
+    (tmp_path / "aside").rename(stamps / "smoke")
+
+    listed = Path("resources/smoke/btcv/dataset.json")  # (3) a validation case taken out by hand
+    doc = json.loads(listed.read_text())
+    listed.write_text(json.dumps({**doc, "validation": doc["validation"][:1]}, indent=2))
+    assert check_made_data(config, stamps) == ["btcv"]
+
+
 def test_an_open_release_changed_in_place_is_converted_again(tmp_path):
     """An open archive's release (MSD Spleen, extracted by the user in its official layout) was fingerprinted as ''
     (its download marker, the job's input, stands for it), so a label corrected in place left its dataset.json and

@@ -279,3 +279,12 @@ if workflow.is_main_process:
         print(f"Note: {', '.join(LEFT_OVER)} are not outputs of the current params.yaml (left by an earlier run of other "
               "experiments, figures or ablation datasets): the tables leave them out; move them away before committing "
               f"{RESULTS} as a baseline.", file=sys.stderr)
+
+
+onsuccess:
+    # The stamps of the datasets this run made, taken while they are as written: an edit before the next start is
+    # then named by file, even one that keeps an older time (cp -p, touch -r). (Not after a dry run.)
+    try:
+        checks.check_made_data(config)
+    except checks.ChangedDataError as err:
+        print(f"Note: {err}", file=sys.stderr)
