@@ -459,11 +459,10 @@ def check_made_data(config: dict, stamps: str | Path = DATA_STAMPS) -> list[str]
         if content_sha256(path.parent, entries) != doc["content_sha256"] and (
                 known.get("dataset_json_sha256") in (None, now["dataset_json_sha256"])):  # (else: the json was edited
             # since it was last found right, which Snakemake sees: everything that reads it reruns)
-            def moved(rel: str) -> bool:  # size or time (which a copy that keeps times, or a move, keeps) changed
-                return any(known["files"][rel][key] != now["files"][rel][key] for key in ("size", "mtime_ns"))
-
-            if known.get("files"):  # the files changed since they were last found right
-                changed = [rel for rel in listed if rel in known["files"] and moved(rel)]
+            if known.get("files"):  # the files whose size or time changed since they were last found right (a copy
+                # that keeps times, or a move, keeps both; the inode and ctime it changes do not name the file)
+                changed = [rel for rel in listed if rel in known["files"] and any(
+                    known["files"][rel][key] != now["files"][rel][key] for key in ("size", "mtime_ns"))]
             else:  # never verified: the files written after the dataset.json
                 changed = [rel for rel in listed if now["files"][rel]["mtime_ns"] > now["dataset_json"]["mtime_ns"]]
             if changed:
