@@ -39,8 +39,8 @@ rule all:
     # what reads it redone, where Snakemake would otherwise keep the results and leave the dataset missing.
     input:
         sorted({dataset_json(d) for d in EXP["datasets"]}
-               | {dataset_json(registry.pool_for(modality_of(d))) for d in EXP["datasets"] for v in EXP["methods"]
-                  if v != "scratch"}),
+               | {dataset_json(registry.pool_for(modality_of(d))) for d in EXP["datasets"]
+                  if any(v != "scratch" for v in EXP["methods"])}),
         finetune_targets(),
         sorted({encoder_path(modality_of(d), v) for d in EXP["datasets"] for v in EXP["methods"] if v != "scratch"}),
         probe_targets(),

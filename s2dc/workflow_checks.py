@@ -446,7 +446,8 @@ def check_made_data(config: dict, stamps: str | Path = DATA_STAMPS) -> list[str]
         try:
             known = json.loads(record.read_text())
         except (OSError, ValueError):
-            known = None
+            known = {}
+        known = known if isinstance(known, dict) else {}
         if known == now:
             continue
         hashed.append(name)
@@ -455,7 +456,6 @@ def check_made_data(config: dict, stamps: str | Path = DATA_STAMPS) -> list[str]
             print(f"Checking the {len(now['files']):,} files of '{path.parent}' ({size / (1 << 30):.1f} GiB) against the "
                   "content_sha256 of its dataset.json (again only when a file's size, time or inode changes) ...",
                   file=sys.stderr, flush=True)
-        known = known if isinstance(known, dict) else {}
         if content_sha256(path.parent, entries) != doc["content_sha256"] and (
                 known.get("dataset_json_sha256") in (None, now["dataset_json_sha256"])):  # (else: the json was edited
             # since it was last found right, which Snakemake sees: everything that reads it reruns)
