@@ -497,12 +497,13 @@ MONAI_COMMANDS = ("pretrain", "export-encoder", "finetune", "probe", "figures")
 
 
 def entry() -> None:
-    """Console-script entry: tune the CPU allocator and import MONAI lean (see :mod:`s2dc.runtime`), then run
-    :func:`main`."""
-    from .runtime import import_monai_lean, reexec_with_tuned_malloc
+    """Console-script entry: tune the CPU allocator, flush denormals and import MONAI lean (see :mod:`s2dc.runtime`),
+    then run :func:`main`."""
+    from .runtime import flush_denormals, import_monai_lean, reexec_with_tuned_malloc
 
     reexec_with_tuned_malloc()
     if len(sys.argv) > 1 and sys.argv[1] in MONAI_COMMANDS:
+        flush_denormals()
         import_monai_lean()
     # SIGTERM (Snakemake, SLURM, kill) unwinds like Ctrl-C, so that temporary files are removed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

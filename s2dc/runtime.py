@@ -6,6 +6,9 @@ pass about 3× slower (``bench/bench_step.py``, docs/benchmarks.md). glibc reads
 process start, so the command-line entry points re-execute themselves once with mmap disabled and
 trimming off. Values already in the environment are kept; ``S2DC_MALLOC_TUNING=0`` turns this off.
 
+Denormal floats are computed as zero (:func:`flush_denormals`): the masked weights of SwinUNETR's shifted-window
+attention are denormal, and Intel cores compute those with a microcode assist (``bench/bench_cpu_kernels.py``).
+
 MONAI's ``__init__`` imports every submodule, and with them, through ``optional_import``, libraries that only
 features s2dc never calls through MONAI need (:data:`MONAI_UNUSED_EXTRAS`); a command that trains or probes
 imports MONAI without them, about 2.5 s less per process (``bench/bench_startup.py``).
@@ -55,3 +58,15 @@ def import_monai_lean() -> None:
         for name in hidden:
             if name in sys.modules and sys.modules[name] is None:
                 del sys.modules[name]
+
+
+def flush_denormals() -> None:
+    """Read and write denormal floats as zero on the CPU (``torch.set_flush_denormal``), before any parallel work:
+    threads started later (the intra-op pool) inherit it. SwinUNETR masks shifted-window attention with -100, so a
+    masked weight is about exp(-100) = 3.7e-44, below float32's smallest normal number (1.2e-38); Intel cores compute
+    such values with a microcode assist: ``attention @ values`` 28x slower, a quick CT pretraining 1.46x on the Intel
+    Xeon of 2026-12-01 (``bench/bench_cpu_kernels.py``). A value that small vanishes in every sum it enters: the quick
+    scale's encoders came out byte for byte the same (docs/benchmarks.md, "CPU kernels")."""
+    import torch
+
+    torch.set_flush_denormal(True)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from s2dc.runtime import import_monai_lean
+from s2dc.runtime import flush_denormals, import_monai_lean
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `pytest -n 2` (pyproject's addopts): two workers share the cores, so each computes with one thread, and so
@@ -29,7 +29,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 def pytest_collection(session):
     """Before the test modules import s2dc (in each process that runs tests; pytest-xdist's controller collects
     nothing, so it starts the workers without importing torch or MONAI): MONAI as the s2dc commands import it,
-    which also collects faster (~2 s per worker)."""
+    which also collects faster (~2 s per worker), with denormals flushed as the commands flush them (so that a run in
+    a test process and one in a command's process compute alike)."""
+    flush_denormals()
     import_monai_lean()
 
 

@@ -40,3 +40,32 @@ def test_monai_imports_without_its_unused_extras_and_they_import_normally_after(
     assert abs(out["loss"] - ((1 / 3 + 1 - 1e-5 / (32 + 1e-5)) / 2 + math.log(2))) < 1e-5
     assert out["stand_in_raises"] is True
     assert out["pandas"] == 3 and out["tsne"] == "TSNE"
+
+
+DENORMAL = """
+import os, sys, torch
+import s2dc.cli as cli
+tiny = torch.tensor([1e-39])  # below float32's smallest normal number, 1.2e-38
+weights = torch.softmax(torch.tensor([[0.0, -100.0]]), dim=-1)  # a masked attention weight: exp(-100) = 3.7e-44
+before = (tiny * 1.0).item(), weights[0, 1].item()
+cli.main = lambda: print(repr(((tiny * 1.0).item(), torch.softmax(torch.tensor([[0.0, -100.0]]), dim=-1)[0, 1].item(),
+                               before))) or 0
+sys.argv = ["s2dc", sys.argv[1]]
+cli.entry()
+"""
+
+
+def test_the_training_commands_compute_denormals_as_zero_and_the_others_do_not_care():
+    """`s2dc pretrain` (and finetune, probe, figures, export-encoder) start with denormal floats flushed: a masked
+    attention weight, exp(-100) = 3.7e-44, is 0 in them (it was 3.7e-44 before the entry ran, and is in `s2dc synth`,
+    which computes no attention)."""
+    env = {"S2DC_MALLOC_TUNING": "0", "PATH": ""}
+    for command, flushed in (("pretrain", True), ("probe", True), ("synth", False)):
+        done = subprocess.run([sys.executable, "-c", DENORMAL, command], capture_output=True, text=True, check=True,
+                              env=env)
+        tiny, masked, before = eval(done.stdout.strip().splitlines()[-1])  # noqa: S307 (our own repr of floats)
+        assert before[0] > 0 and math.isclose(before[1], math.exp(-100), rel_tol=0.05)  # a denormal keeps few bits, before
+        if flushed:
+            assert tiny == 0.0 and masked == 0.0, command
+        else:
+            assert tiny > 0 and masked > 0, command

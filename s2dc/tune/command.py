@@ -38,8 +38,9 @@ def _work(args: argparse.Namespace) -> int:
 
         objective = make_toy_objective(spec.toy, spec.dims)
     else:  # pretraining and fine-tuning in this process: MONAI as the training commands import it
-        from ..runtime import import_monai_lean
+        from ..runtime import flush_denormals, import_monai_lean
 
+        flush_denormals()
         import_monai_lean()
         from .objective import make_objective
 
