@@ -50,12 +50,9 @@ def is_json_with(path: Path, keys: set[str]) -> bool:
 
 
 def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
-    digest = hashlib.sha256()
+    """SHA-256 of a file's bytes (hex)."""
     with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def file_stamp(path: Path) -> dict[str, int]:

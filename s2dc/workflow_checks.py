@@ -417,7 +417,7 @@ def check_made_data(config: dict, stamps: str | Path = DATA_STAMPS) -> list[str]
     A changed file is named by its size or time against those stamps (without stamps: by a time after the json's).
     A dataset.json whose bytes changed since it was last found right (a list edited by hand) passes: Snakemake sees
     that change and reruns what reads it. Returns the datasets whose bytes it hashed."""
-    from s2dc.data.datalist import _PATH_ROLES, content_sha256
+    from s2dc.data.datalist import content_sha256, listed_files
     from s2dc.data.provenance import writer_of
     from s2dc.files import atomic_write_text, file_sha256, file_stamp
 
@@ -429,9 +429,7 @@ def check_made_data(config: dict, stamps: str | Path = DATA_STAMPS) -> list[str]
             continue
         doc = json.loads(path.read_text())
         entries = [e for key in ("training", "validation") for e in doc.get(key, []) if isinstance(e, dict)]
-        listed = [value for entry in entries for role in _PATH_ROLES
-                  for value in (entry[role] if isinstance(entry.get(role), list) else [entry.get(role)])
-                  if isinstance(value, str)]
+        listed = [rel for _, rel in listed_files(entries)]
         # A listed path that leaves the folder is a release's file (its fingerprint's); one inside it that is a
         # link to elsewhere (a folder moved to another disk) is still the dataset's, and checked.
         if not listed or not isinstance(doc.get("content_sha256"), str) or any(

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..files import file_sha256
 from .errors import DataError
 from .registry import REGISTRY, DatasetSpec
 
@@ -128,19 +129,21 @@ def list_cases(source: str | Path, key: str, roles: tuple[str, ...] = ("image",)
     return cases
 
 
+def listed_files(entries: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``(role, path)`` of every file that ``entries`` (dataset.json entries) list, in listing order: each
+    ``image`` (or image channel), ``label``, ``target`` and ``anatomy`` given as a string."""
+    return [(role, value) for entry in entries for role in _PATH_ROLES
+            for value in (entry[role] if isinstance(entry.get(role), list) else [entry.get(role)])
+            if isinstance(value, str)]
+
+
 def content_sha256(folder: str | Path, entries: list[dict[str, Any]]) -> str:
     """SHA-256 over the bytes of every file that ``entries`` (dataset.json entries, paths relative to ``folder``)
     list, in listing order: a dataset.json that records it changes whenever a listed file does, so a job that
     reads the json (Snakemake compares its checksum) reruns when the data changes under the same names."""
     digest = hashlib.sha256()
-    for entry in entries:
-        for role in _PATH_ROLES:
-            for rel in (entry[role] if isinstance(entry.get(role), list) else [entry.get(role)]):
-                if rel is None:
-                    continue
-                with open(Path(folder) / rel, "rb") as f:
-                    file_hash = hashlib.file_digest(f, "sha256").hexdigest()
-                digest.update(f"{role}:{rel}:{file_hash}\n".encode())
+    for role, rel in listed_files(entries):
+        digest.update(f"{role}:{rel}:{file_sha256(Path(folder) / rel)}\n".encode())
     return digest.hexdigest()
 
 

@@ -36,10 +36,10 @@ def sequence(folder: Path, stem: str) -> Path:
     for name in names:
         if (path := folder / name).is_file():
             return path
-    for other in sorted(folder.iterdir()):
-        for name in names:
-            if other.name.lower() == name.lower():
-                raise DataError(f"'{other}' is named in other letter case than the release's: rename it to '{name}'")
+    by_lower = {other.name.lower(): other for other in folder.iterdir()}
+    for name in names:
+        if (other := by_lower.get(name.lower())) is not None:
+            raise DataError(f"'{other}' is named in other letter case than the release's: rename it to '{name}'")
     raise DataError(f"'{folder / names[0]}' does not exist: every case folder needs this file")
 
 
