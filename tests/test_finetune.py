@@ -482,13 +482,13 @@ def test_a_checkpoint_that_is_no_finetuning_checkpoint_is_never_deleted(ft_confi
 
 
 def test_a_finetuning_killed_with_sigkill_resumes_bit_identically(ft_config, seg_dir, tmp_path):
-    """`kill -9` of `s2dc finetune` after its step-4 checkpoint (whatever it was writing then), then the same command
+    """`kill -9` of `s2dc finetune` after its step-2 checkpoint (whatever it was writing then), then the same command
     again: it continues from the newest checkpoint and ends with the weights of a run never killed."""
     import subprocess
     import sys
     import time
 
-    args = ["--config", str(ft_config), "--data.source", str(seg_dir / "dataset.json"), "--train.steps", "10",
+    args = ["--config", str(ft_config), "--data.source", str(seg_dir / "dataset.json"), "--train.steps", "6",
             "--train.flip_prob", "0.5", "--run.checkpoint_every", "2", "--data.cache_dir", str(tmp_path / "cache"),
             *SMALL_STEP_ARGS]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
@@ -496,14 +496,14 @@ def test_a_finetuning_killed_with_sigkill_resumes_bit_identically(ft_config, seg
     command = [sys.executable, "-m", "s2dc.cli", "finetune", *args, "--run.out_dir", str(killed)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not (killed / "checkpoints" / "step_00000004.pt").exists() and process.poll() is None:
-        assert time.monotonic() < deadline, "no step-4 checkpoint within 2 minutes"
+    while not (killed / "checkpoints" / "step_00000002.pt").exists() and process.poll() is None:
+        assert time.monotonic() < deadline, "no step-2 checkpoint within 2 minutes"
         time.sleep(0.05)
     process.kill()
     process.wait()
     assert not (killed / "metrics.json").exists(), "the run ended before it was killed: lower the sleep"
     assert subprocess.run(command, capture_output=True, text=True).returncode == 0
-    assert json.loads((killed / "metrics.json").read_text())["resumed_from_step"] >= 4
+    assert json.loads((killed / "metrics.json").read_text())["resumed_from_step"] >= 2
     assert _same_weights(_weights(whole), _weights(killed))
 
 

@@ -292,15 +292,23 @@ def test_variants_are_planned_in_their_own_folders_and_checked(tmp_path):
         assert message in refused[name], (name, refused[name][-2000:])
 
 
-def test_a_users_file_where_a_job_writes_stops_the_workflow_before_snakemake_deletes_it(tmp_path):
+def test_a_users_file_where_a_job_writes_stops_the_workflow_before_snakemake_deletes_it(tmp_path, monkeypatch):
     """Snakemake deletes a job's outputs before it runs the job (a directory() output with everything in it), so the
     refusal of a user's file by `s2dc report`, `ablation-table`, `plots`, `probe`, `figures`, `sweep export`,
     `pretrain`, `finetune`, `synth` and `prepare` (notes named benchmark.md or probe/btcv.md, a curve table or a picture
     of one's own, a best.yaml edited by hand, one's own encoder.pt, summary.json, dvclive/ note, metrics.json or
     dataset.json) never sees it: the file
     was gone without a word. The workflow refuses at start instead, naming the file, and leaves it as it
-    was; the committed tables, curves, probe results, figures and sweep export of the quick scale are its own."""
+    was; the committed tables, curves, probe results, figures and sweep export of the quick scale are its own.
+    Two cases start Snakemake (the check is wired into every start); the others run the same check in-process, on the
+    config Snakemake would hold (params.yaml validated by its schema, with --config scale=smoke)."""
     import shutil
+
+    import pytest
+    import yaml
+    from snakemake.utils import validate
+
+    from s2dc.workflow_checks import ForeignOutputError, check_job_outputs
 
     results = "results/smoke"
     cases = {  # a user's file where a table or plot job writes
@@ -318,17 +326,28 @@ def test_a_users_file_where_a_job_writes_stops_the_workflow_before_snakemake_del
         "curves": (f"{results}/pretrain/MRI/s2dc/dvclive/notes.txt", "the loss looked odd at step 40\n"),
         "dataset json": ("resources/smoke/btcv/dataset.json", '{"name": "my own list of the cases"}\n'),
     }
+    through_snakemake = ("notes", "dataset json")
     for name, (path, text) in cases.items():
         (tmp_path / name / path).parent.mkdir(parents=True)
         (tmp_path / name / path).write_text(text)
     shutil.copytree(REPO / "results/quick", tmp_path / "own/results/quick")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        plans = {name: pool.submit(snakemake, tmp_path / name, "-n", "--config", "scale=smoke") for name in cases}
+        plans = {name: pool.submit(snakemake, tmp_path / name, "-n", "--config", "scale=smoke")
+                 for name in through_snakemake}
         own = snakemake(tmp_path / "own", "-n", "--config", "scale=quick")
+    config = {**yaml.safe_load((REPO / "params.yaml").read_text()), "scale": "smoke"}
+    validate(config, str(REPO / "workflow/schemas/params.schema.yaml"))
     for name, (path, text) in cases.items():
-        plan = plans[name].result()
-        out = plan.stdout + plan.stderr
-        assert plan.returncode != 0 and path in out and "Snakemake deletes" in out, (name, out[-3000:])
+        if name in through_snakemake:
+            plan = plans[name].result()
+            out = plan.stdout + plan.stderr
+            assert plan.returncode != 0, (name, out[-3000:])
+        else:
+            monkeypatch.chdir(tmp_path / name)
+            with pytest.raises(ForeignOutputError) as refused:
+                check_job_outputs(config)
+            out = str(refused.value)
+        assert path in out and "Snakemake deletes" in out, (name, out[-3000:])
         assert (tmp_path / name / path).read_text() == text, name
     assert own.returncode == 0, (own.stdout + own.stderr)[-3000:]
 
