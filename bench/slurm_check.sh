@@ -454,9 +454,10 @@ import torch
 
 roots = Path(sys.argv[1]), Path(sys.argv[2])
 WALL_CLOCK = {"seconds", "minutes"}  # run time of a job (JSON key, CSV column): differs between any two runs
-# A pretraining run's identity (run.json, and each checkpoint) records its volumes' modification times:
-# the two copies generated their data at different moments, so these differ between ANY two runs.
-FILE_TIME = re.compile(r"identity\.data\.files\[\d+\]\[2\]$")
+# A pretraining run's identity (run.json, and each checkpoint) records each volume's stamp (s2dc.files.file_stamp:
+# size, modification time, inode, status-change time): the two copies generated their data at different moments
+# into different files, so all but the size differ between ANY two runs.
+FILE_TIME = re.compile(r"identity\.data\.files\[\d+\]\[[234]\]$")
 
 def files(pattern):
     found = set()
@@ -520,7 +521,7 @@ for pattern in ("*.md", "*.pt"):
             off = [k for k in la.keys() | lb.keys() if not (k in la and k in lb and same(la[k], lb[k]))]
             if off and all(FILE_TIME.search(k) for k in off):
                 verdict = (f"= in all {len(la) - len(off)} other entries; bytes differ only in "
-                           f"the {len(off)} recorded modification times of the pool's volumes")
+                           f"the {len(off)} recorded times and inodes of the pool's volumes")
             else:
                 verdict = "DIFFERENT: " + ", ".join(sorted(off)[:5])
         if verdict.startswith("DIFFERENT"):
