@@ -433,27 +433,23 @@ def test_the_check_of_the_twins_bytes_hashes_a_dataset_once_until_a_file_changes
     work = copy_run(smoke_run, tmp_path / "work")
     config = {**PARAMS, "scale": "smoke"}
     stamps = tmp_path / "stamps"
-    cwd = os.getcwd()
-    os.chdir(work)
-    try:
-        made = sorted(PARAMS["scales"]["smoke"]["datasets"])
-        assert check_made_data(config, stamps) == made
-        assert check_made_data(config, stamps) == []
-        os.utime("resources/smoke/udpet/dataset.json")
-        (Path("resources/smoke/cc_ccii") / json.loads(Path("resources/smoke/cc_ccii/dataset.json").read_text())
-         ["validation"][0]["image"]).touch()
-        monkeypatch.setattr(s2dc.workflow_checks, "ANNOUNCED_BYTES", 0)
-        capsys.readouterr()
-        assert check_made_data(config, stamps) == ["cc_ccii", "udpet"]
-        said = capsys.readouterr().err
-        doc = json.loads(Path("resources/smoke/udpet/dataset.json").read_text())
-        files = sum(isinstance(entry.get(role), str) for key in ("training", "validation") for entry in doc[key]
-                    for role in ("image", "label", "target", "anatomy"))
-        assert said.count("Checking the ") == 2 and f"Checking the {files} files of 'resources/smoke/udpet' (0.0 GiB)" in said
-        Path("resources/smoke/btcv/dataset.json").write_text(json.dumps({"training": [{"image": "x.nii.gz"}]}))
-        assert check_made_data(config, stamps) == []
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(work)
+    made = sorted(PARAMS["scales"]["smoke"]["datasets"])
+    assert check_made_data(config, stamps) == made
+    assert check_made_data(config, stamps) == []
+    os.utime("resources/smoke/udpet/dataset.json")
+    (Path("resources/smoke/cc_ccii") / json.loads(Path("resources/smoke/cc_ccii/dataset.json").read_text())
+     ["validation"][0]["image"]).touch()
+    monkeypatch.setattr(s2dc.workflow_checks, "ANNOUNCED_BYTES", 0)
+    capsys.readouterr()
+    assert check_made_data(config, stamps) == ["cc_ccii", "udpet"]
+    said = capsys.readouterr().err
+    doc = json.loads(Path("resources/smoke/udpet/dataset.json").read_text())
+    files = sum(isinstance(entry.get(role), str) for key in ("training", "validation") for entry in doc[key]
+                for role in ("image", "label", "target", "anatomy"))
+    assert said.count("Checking the ") == 2 and f"Checking the {files} files of 'resources/smoke/udpet' (0.0 GiB)" in said
+    Path("resources/smoke/btcv/dataset.json").write_text(json.dumps({"training": [{"image": "x.nii.gz"}]}))
+    assert check_made_data(config, stamps) == []
 
 
 def test_the_twins_check_follows_links_names_files_after_the_making_run_and_tells_a_list_edited_by_hand(
