@@ -53,6 +53,21 @@ def variant_options(config: dict, variant: str) -> dict:
     return {**options, "loss": {**options.get("loss", {}), **config["variants"][variant]}}
 
 
+def pretrain_run_options(config: dict, variant: str, modality: str) -> dict:
+    """``{"section.field": value}``: what a pretraining variant computes on the pool of ``modality``, resolved as
+    `s2dc pretrain` resolves its command line (the pool's intensity preset, then the scale's options and the variant's
+    overrides; defaults filled in, each value of its declared type) and without the run-local options (how often it
+    logs or saves, its folders). Equivalent spellings in params.yaml (``0`` for ``0.0``, a default written out) give
+    equal options: the workflow names a pretraining's run folder after them."""
+    from s2dc.train.config import build_config
+    from s2dc.train.identity import result_options
+
+    preset = preset_sections(registry.pool_for(modality))
+    options = variant_options(config, variant)
+    sections = {name: {**preset.get(name, {}), **options.get(name, {})} for name in {*preset, *options}}
+    return result_options(build_config(sections).to_dict())
+
+
 def finetune_options(config: dict) -> dict:
     """scales.<scale>.finetune.options with model.{feature_size, depths, num_heads, window_size, patch_size} taken
     from pretrain.options.encoder, so that the scratch baseline and the S²DC run share one architecture."""

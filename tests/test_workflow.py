@@ -258,7 +258,10 @@ def test_the_architecture_is_written_once(tmp_path):
 def test_variants_are_planned_in_their_own_folders_and_checked(tmp_path):
     """The ablation target pretrains only the variants the benchmark lacks, under ablation/, with the variant's loss
     overrides on the command line; a method that is no variant, a bad loss override and an ablation dataset outside
-    the experiments are refused, naming the key."""
+    the experiments are refused, naming the key. A pretraining's run folder is named after what it computes, not
+    after how params.yaml spells it: `0` for `0.0`, a default written out and a run-local option (how often it
+    logs) keep the folder, so that `--run.resume if_unchanged` finds the finished run there and trains nothing; a
+    changed loss weight is another run, in another folder."""
     import yaml
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -278,8 +281,29 @@ def test_variants_are_planned_in_their_own_folders_and_checked(tmp_path):
             node = node[key]
         node[keys[-1]] = value
         refused[name] = params_error(bad, scale="smoke")  # when the workflow is parsed (in-process)
-    plan = snakemake(tmp_path, "--config", "scale=smoke", "-n", "-p", "--forceall", "ablation")
+    respelled = copy.deepcopy(params)
+    respelled["variants"]["lg"] = {"weight_p2p": 0, "weight_p2s": 0}  # params.yaml: 0.0
+    respelled["variants"]["s2dc"] = {"weight_p2s": 0.25}  # the default 0.5: another run
+    options = respelled["scales"]["smoke"]["pretrain"]["options"]
+    options["loss"]["global_temperature"] = 0.9  # LossConfig's default, written out
+    options["run"]["log_every"] = 5
+    (tmp_path / "respelled.yaml").write_text(yaml.safe_dump(respelled, sort_keys=False))
+    (tmp_path / "other").mkdir()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        other = pool.submit(snakemake, tmp_path / "other", "--config", "scale=smoke", "-n", "-p", "--forceall",
+                            "ablation", configfile=tmp_path / "respelled.yaml")
+        plan = snakemake(tmp_path, "--config", "scale=smoke", "-n", "-p", "--forceall", "ablation")
     assert plan.returncode == 0, plan.stderr[-3000:]
+    other = other.result()
+    assert other.returncode == 0, other.stderr[-3000:]
+
+    def run_folders(out: str) -> dict[str, str]:  # variant -> the run folder of its CT pretraining
+        found = re.findall(r"--run\.out_dir (results/smoke/\S*pretrain/CT/(\w+)/runs/\w+)", out)
+        return {variant: folder for folder, variant in found}
+
+    folders, respelled_folders = run_folders(plan.stdout), run_folders(other.stdout)
+    assert set(folders) == {"lg", "s2dc"} == set(respelled_folders), (folders, respelled_folders)
+    assert respelled_folders["lg"] == folders["lg"] and respelled_folders["s2dc"] != folders["s2dc"]
     jobs = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, flags=re.M)}
     # lg on CT (s2dc's encoder is the benchmark's), both variants fine-tuned on BTCV
     assert jobs["pretrain"] == 2 and jobs["finetune"] == 2 and jobs["ablation_table"] == 1, jobs

@@ -159,11 +159,13 @@ def encoder_path(modality: str, variant: str) -> str:
 
 
 def pretrain_workdir(modality: str, variant: str) -> str:
-    # One folder per set of pretraining options (switching options back finds the finished run again).
+    # One folder per pretraining, named after what it computes (the options as `s2dc pretrain` resolves them, not as
+    # params.yaml spells them): switching options back, or writing them another way, finds the finished run again.
     # Inside it `s2dc pretrain --run.resume if_unchanged` continues an interrupted run only if options,
     # data and code are unchanged; otherwise it moves the old run to previous/ and starts afresh.
     folder = os.path.dirname(encoder_path(modality, variant))
-    return f"{folder}/runs/{short_hash([P['pretrain']['launcher'], variant_options(variant)])}"
+    options = checks.pretrain_run_options(config, variant, modality)
+    return f"{folder}/runs/{short_hash([P['pretrain']['launcher'], options])}"
 
 
 # The s2dc code each kind of job runs, as a hash (docstrings and comments do not count): a rule param,
