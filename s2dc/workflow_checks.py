@@ -53,6 +53,17 @@ def variant_options(config: dict, variant: str) -> dict:
     return {**options, "loss": {**options.get("loss", {}), **config["variants"][variant]}}
 
 
+def typed_options(stage: str, sections: dict) -> dict:
+    """``sections`` (``{section: {field: value}}``, options params.yaml gives `s2dc pretrain` or `s2dc finetune`, as
+    ``stage`` says) with each value as that command resolves it, of its declared type (``0`` for a float option is
+    ``0.0``): equivalent spellings give one command line, so Snakemake sees no changed parameter."""
+    from s2dc.train.config import build_config as pretrain_config
+    from s2dc.train.finetune_config import build_config as finetune_config
+
+    resolved = {"pretrain": pretrain_config, "finetune": finetune_config}[stage](sections).to_dict()
+    return {section: {name: resolved[section][name] for name in fields} for section, fields in sections.items()}
+
+
 def pretrain_run_options(config: dict, variant: str, modality: str) -> dict:
     """``{"section.field": value}``: what a pretraining variant computes on the pool of ``modality``, resolved as
     `s2dc pretrain` resolves its command line (the pool's intensity preset, then the scale's options and the variant's
@@ -100,7 +111,8 @@ def cli_arguments(sections: dict) -> list[str]:
 
 def sweep_spec(config: dict) -> str:
     """The spec of the sweep's study (s2dc sweep work --spec), as JSON: the scale's pretraining and fine-tuning options
-    with each dataset's intensity preset, the trial's overrides (sweep.trial) on top, the search space and pruner."""
+    with each dataset's intensity preset, the trial's overrides (sweep.trial) on top, each of its declared type (the
+    study's name hashes the spec), the search space and pruner."""
     from s2dc.tune.space import merge_options as merge
 
     scale, p = _scale(config)
@@ -109,8 +121,10 @@ def sweep_spec(config: dict) -> str:
     pool = registry.pool_for(registry.get(dataset).modality)
     spec = {
         "space": sweep["space"],
-        "pretrain": merge(merge(preset_sections(pool), p["pretrain"]["options"]), sweep["trial"].get("pretrain", {})),
-        "finetune": merge(merge(preset_sections(dataset), finetune_options(config)), sweep["trial"].get("finetune", {})),
+        "pretrain": typed_options("pretrain", merge(merge(preset_sections(pool), p["pretrain"]["options"]),
+                                                    sweep["trial"].get("pretrain", {}))),
+        "finetune": typed_options("finetune", merge(merge(preset_sections(dataset), finetune_options(config)),
+                                                    sweep["trial"].get("finetune", {}))),
         "data": {"pretrain": dataset_json(config, pool), "finetune": dataset_json(config, dataset)},
         "out_dir": f"results/{scale}/sweep/work",
         "finetune_seeds": sweep.get("finetune_seeds", [0]),

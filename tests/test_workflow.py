@@ -50,7 +50,8 @@ def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
     of the smoke run with its two second targets (ablation, sweep) holds the benchmark table and figures, the probe
     table and structure figures, the ablation table and every variant's structure figures, the sweep's table and
     figures, with their captions; then
-    changing one variant's loss overrides replans only that variant's jobs."""
+    changing one variant's loss overrides replans only that variant's jobs, and spelling options another way (`0`
+    for a float) replans none."""
     import yaml
 
     work = copy_run(smoke_run, tmp_path / "work")
@@ -81,8 +82,13 @@ def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
     assert "| lg | L_g | dual_softmax |" in table and "83.43 (#2)" in table and "84.14 (#1)" in table
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
+    respelled = copy.deepcopy(params)
+    respelled["variants"]["lg"] = {"weight_p2p": 0, "weight_p2s": 0}  # params.yaml: 0.0, the same run
     params["variants"]["lg"] = {**params["variants"]["lg"], "global_temperature": 0.5}
     (tmp_path / "changed.yaml").write_text(yaml.safe_dump(params, sort_keys=False))  # same order: same params
+    (tmp_path / "respelled.yaml").write_text(yaml.safe_dump(respelled, sort_keys=False))
+    same = snakemake(work, "--config", "scale=smoke", "-n", "all", "ablation", configfile=tmp_path / "respelled.yaml")
+    assert same.returncode == 0 and "Nothing to be done" in same.stdout + same.stderr, same.stdout[-3000:]
     replan = snakemake(work, "--config", "scale=smoke", "-n", "ablation", configfile=tmp_path / "changed.yaml")
     jobs = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", replan.stdout, flags=re.M)}
     assert jobs == {"pretrain": 1, "finetune": 1, "ablation_probe": 1, "ablation_figures": 1, "ablation_table": 1,
@@ -255,13 +261,26 @@ def test_the_architecture_is_written_once(tmp_path):
     assert "finetune.options.model.feature_size: the architecture is set once" in params_error(params, scale="smoke")
 
 
+def test_the_commands_get_each_option_of_its_declared_type():
+    """An integer written for a float option reaches the command as that float (and an integer option stays one),
+    so `0` and `0.0` in params.yaml are one command line: Snakemake reruns nothing for it."""
+    from s2dc.workflow_checks import typed_options
+
+    written = {"train": {"lr": 1, "flip_prob": 0, "steps": 32}, "model": {"num_heads": [1, 2, 3, 4]}}
+    typed = typed_options("finetune", written)
+    assert typed == {"train": {"lr": 1.0, "flip_prob": 0.0, "steps": 32}, "model": {"num_heads": [1, 2, 3, 4]}}
+    assert [type(v) for v in typed["train"].values()] == [float, float, int]
+    assert typed_options("pretrain", {"loss": {"weight_p2p": 0}}) == {"loss": {"weight_p2p": 0.0}}
+    assert str(typed_options("pretrain", {"loss": {"weight_p2p": 0}})["loss"]["weight_p2p"]) == "0.0"
+
+
 def test_variants_are_planned_in_their_own_folders_and_checked(tmp_path):
     """The ablation target pretrains only the variants the benchmark lacks, under ablation/, with the variant's loss
     overrides on the command line; a method that is no variant, a bad loss override and an ablation dataset outside
     the experiments are refused, naming the key. A pretraining's run folder is named after what it computes, not
-    after how params.yaml spells it: `0` for `0.0`, a default written out and a run-local option (how often it
-    logs) keep the folder, so that `--run.resume if_unchanged` finds the finished run there and trains nothing; a
-    changed loss weight is another run, in another folder."""
+    after how params.yaml spells it: `0` for `0.0` (passed as 0.0), a default written out and a run-local option
+    (how often it logs) keep the folder, so that `--run.resume if_unchanged` finds the finished run there and trains
+    nothing; a changed loss weight is another run, in another folder."""
     import yaml
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -304,6 +323,8 @@ def test_variants_are_planned_in_their_own_folders_and_checked(tmp_path):
     folders, respelled_folders = run_folders(plan.stdout), run_folders(other.stdout)
     assert set(folders) == {"lg", "s2dc"} == set(respelled_folders), (folders, respelled_folders)
     assert respelled_folders["lg"] == folders["lg"] and respelled_folders["s2dc"] != folders["s2dc"]
+    lg_respelled = [line for line in other.stdout.splitlines() if folders["lg"] in line and "--run.out_dir" in line]
+    assert len(lg_respelled) == 1 and "--loss.weight_p2p 0.0 --loss.weight_p2s 0.0" in lg_respelled[0]
     jobs = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, flags=re.M)}
     # lg on CT (s2dc's encoder is the benchmark's), both variants fine-tuned on BTCV
     assert jobs["pretrain"] == 2 and jobs["finetune"] == 2 and jobs["ablation_table"] == 1, jobs

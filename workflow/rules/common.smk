@@ -158,6 +158,19 @@ def encoder_path(modality: str, variant: str) -> str:
     return f"{RESULTS}/{tree('pretrain', variant)}/{modality}/{variant}/encoder.pt"
 
 
+def pretrain_command_options(modality: str, variant: str) -> str:
+    """The options of a pretraining's command: the intensity preset of the modality's pool, then the scale's options
+    with the variant's overrides, each value of its declared type (`0` written for a float is passed as 0.0)."""
+    typed = checks.typed_options("pretrain", variant_options(variant))
+    return f"{preset_options(registry.pool_for(modality))} {cli_options(typed)}"
+
+
+def finetune_command_options(dataset: str) -> str:
+    """The options of a fine-tuning's command: the dataset's intensity preset, then the scale's options, each value
+    of its declared type."""
+    return f"{preset_options(dataset)} {cli_options(checks.typed_options('finetune', finetune_options()))}"
+
+
 def pretrain_workdir(modality: str, variant: str) -> str:
     # One folder per pretraining, named after what it computes (the options as `s2dc pretrain` resolves them, not as
     # params.yaml spells them): switching options back, or writing them another way, finds the finished run again.

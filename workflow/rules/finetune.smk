@@ -10,7 +10,7 @@ rule finetune:
     output:
         f"{RESULTS}/{{tree}}/{{task}}/{{dataset}}/{{method}}/labels{{pct}}pct/seed{{seed}}/metrics.json",
     params:
-        options=lambda w: f"{preset_options(w.dataset)} {cli_options(finetune_options())}",
+        options=lambda w: finetune_command_options(w.dataset),
         init=lambda w, input: input.encoder[0] if input.encoder else "scratch",
         ratio=lambda w: int(w.pct) / 100,
         outdir=lambda w, output: os.path.dirname(output[0]),

@@ -13,7 +13,7 @@ rule pretrain:
         live=directory(f"{RESULTS}/{{tree}}/{{modality}}/{{variant}}/dvclive"),
     params:
         launcher=P["pretrain"]["launcher"],
-        options=lambda w: f"{preset_options(registry.pool_for(w.modality))} {cli_options(variant_options(w.variant))}",
+        options=lambda w: pretrain_command_options(w.modality, w.variant),
         workdir=lambda w: pretrain_workdir(w.modality, w.variant),
         code=CODE["pretrain"],
     wildcard_constraints:
