@@ -68,15 +68,19 @@ def pretrain_run_options(config: dict, variant: str, modality: str) -> dict:
     """``{"section.field": value}``: what a pretraining variant computes on the pool of ``modality``, resolved as
     `s2dc pretrain` resolves its command line (the pool's intensity preset, then the scale's options and the variant's
     overrides; defaults filled in, each value of its declared type) and without the run-local options (how often it
-    logs or saves, its folders). Equivalent spellings in params.yaml (``0`` for ``0.0``, a default written out) give
-    equal options: the workflow names a pretraining's run folder after them."""
+    logs or saves, its folders), but for where it runs and in which precision (``run.device``, ``run.amp``) when they
+    are not ``auto``: they change the numbers, though a run's identity leaves them to the machine. Equivalent
+    spellings in params.yaml (``0`` for ``0.0``, a default written out) give equal options: the workflow names a
+    pretraining's run folder after them."""
     from s2dc.train.config import build_config
     from s2dc.train.identity import result_options
 
     preset = preset_sections(registry.pool_for(modality))
     options = variant_options(config, variant)
     sections = {name: {**preset.get(name, {}), **options.get(name, {})} for name in {*preset, *options}}
-    return result_options(build_config(sections).to_dict())
+    resolved = build_config(sections).to_dict()
+    placed = {f"run.{name}": resolved["run"][name] for name in ("device", "amp") if resolved["run"][name] != "auto"}
+    return {**result_options(resolved), **placed}
 
 
 def finetune_options(config: dict) -> dict:
@@ -121,10 +125,10 @@ def sweep_spec(config: dict) -> str:
     pool = registry.pool_for(registry.get(dataset).modality)
     spec = {
         "space": sweep["space"],
-        "pretrain": typed_options("pretrain", merge(merge(preset_sections(pool), p["pretrain"]["options"]),
-                                                    sweep["trial"].get("pretrain", {}))),
-        "finetune": typed_options("finetune", merge(merge(preset_sections(dataset), finetune_options(config)),
-                                                    sweep["trial"].get("finetune", {}))),
+        "pretrain": _sweep_base("pretrain", merge(merge(preset_sections(pool), p["pretrain"]["options"]),
+                                                  sweep["trial"].get("pretrain", {}))),
+        "finetune": _sweep_base("finetune", merge(merge(preset_sections(dataset), finetune_options(config)),
+                                                  sweep["trial"].get("finetune", {}))),
         "data": {"pretrain": dataset_json(config, pool), "finetune": dataset_json(config, dataset)},
         "out_dir": f"results/{scale}/sweep/work",
         "finetune_seeds": sweep.get("finetune_seeds", [0]),
@@ -133,6 +137,14 @@ def sweep_spec(config: dict) -> str:
         "pruner": sweep.get("pruner"),
     }
     return json.dumps(spec, sort_keys=True)
+
+
+def _sweep_base(stage: str, sections: dict) -> dict:
+    """:func:`typed_options` of the sweep's base options of ``stage``; ``ValueError`` says whose options are wrong."""
+    try:
+        return typed_options(stage, sections)
+    except ValueError as err:
+        raise ValueError(f"the sweep's base {stage} options are not valid: {err}") from None
 
 
 def figure_anchor(config: dict, dataset: str) -> tuple[str, str]:
@@ -309,8 +321,13 @@ def _check_datasets(config: dict) -> None:
 def _check_sweep(config: dict) -> None:
     from s2dc.tune.spec import spec_from_dict
 
+    where = f"scales.{config['scale']}.sweep (with the scale's options)"
     try:
-        spec_from_dict(json.loads(sweep_spec(config)), where=f"scales.{config['scale']}.sweep (with the scale's options)")
+        spec = json.loads(sweep_spec(config))
+    except ValueError as err:
+        raise ParamsError(f"params.yaml: {where}: {err}") from None
+    try:
+        spec_from_dict(spec, where=where)
     except ValueError as err:
         raise ParamsError(f"params.yaml: {err}") from None
 

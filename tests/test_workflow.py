@@ -274,6 +274,27 @@ def test_the_commands_get_each_option_of_its_declared_type():
     assert str(typed_options("pretrain", {"loss": {"weight_p2p": 0}})["loss"]["weight_p2p"]) == "0.0"
 
 
+def test_the_run_folder_of_a_pretraining_tells_precision_and_device_apart():
+    """Where a pretraining runs and in which precision change its numbers, though its run identity leaves them out
+    (they are the machine's): bf16 and fp32 runs, or a CPU and a CUDA one, get folders of their own, so switching
+    back finds the finished run; written as their default, `auto`, they keep the folder of the unwritten ones."""
+    import yaml
+
+    from s2dc.workflow_checks import pretrain_run_options
+
+    params = {**yaml.safe_load((REPO / "params.yaml").read_text()), "scale": "smoke"}
+
+    def options(**run):
+        changed = copy.deepcopy(params)
+        changed["scales"]["smoke"]["pretrain"]["options"]["run"].update(run)
+        return pretrain_run_options(changed, "s2dc", "CT")
+
+    plain = options()
+    assert options(amp="auto", device="auto") == plain
+    runs = [options(amp="bf16"), options(amp="off"), options(device="cpu"), options(device="cuda")]
+    assert all(run != plain for run in runs) and len({str(sorted(run.items())) for run in runs}) == 4
+
+
 def test_variants_are_planned_in_their_own_folders_and_checked(tmp_path):
     """The ablation target pretrains only the variants the benchmark lacks, under ablation/, with the variant's loss
     overrides on the command line; a method that is no variant, a bad loss override and an ablation dataset outside
