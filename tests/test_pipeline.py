@@ -293,8 +293,8 @@ BAD_PARAMS = {  # what is wrong -> what the message must name
     "a sweep budget written 2.0": (lambda p: p["scales"]["smoke"]["sweep"].__setitem__("budget", 2.0),
                                    "scales.smoke.sweep.budget"),
     "a sweep trial's unknown option": (lambda p: p["scales"]["smoke"]["sweep"]["trial"].__setitem__(
-        "pretrain", {"optim": {"stepz": 3}}), "scales.smoke.sweep (with the scale's options): the sweep's base "
-        "pretrain options are not valid: unknown option(s) ['optim.stepz']"),
+        "pretrain", {"optim": {"stepz": 3}}), ("scales.smoke.sweep (with the scale's options): the sweep's base "
+                                               "pretrain options are not valid: unknown option(s) ['optim.stepz']")),
     # an unknown experiments dataset: a traceback that named no key
     "an unknown experiments dataset": (lambda p: p["scales"]["smoke"]["experiments"]["datasets"].__setitem__(0, "btcvv"),
                                        "btcvv"),
