@@ -54,6 +54,19 @@ def results_of(workdir: Path) -> dict:
     return out
 
 
+def test_a_pretrainings_run_folder_is_named_after_the_options_its_run_records(smoke_run):
+    """The options the workflow names a pretraining's run folder after (s2dc.workflow_checks.pretrain_run_options) are
+    those the run in it records as its own (run.json's identity): the name describes the run, option for option."""
+    from s2dc.workflow_checks import pretrain_run_options
+
+    config = {**PARAMS, "scale": "smoke"}
+    for modality in PARAMS["scales"]["smoke"]["pretrain"]["modalities"]:
+        runs = sorted((smoke_run / f"results/smoke/pretrain/{modality}/s2dc/runs").glob("*/run.json"))
+        assert len(runs) == 1, runs
+        recorded = json.loads(runs[0].read_text())["identity"]["options"]
+        assert recorded == pretrain_run_options(config, "s2dc", modality), modality
+
+
 def test_smoke_dag_runs_is_incremental_and_reruns_only_what_changed(smoke_run):
     """The smoke DAG runs end to end; a rerun does nothing; a fine-tuning change reruns only fine-tuning and after."""
     tmp_path = smoke_run
