@@ -57,10 +57,9 @@ def typed_options(stage: str, sections: dict) -> dict:
     """``sections`` (``{section: {field: value}}``, options params.yaml gives `s2dc pretrain` or `s2dc finetune`, as
     ``stage`` says) with each value as that command resolves it, of its declared type (``0`` for a float option is
     ``0.0``): equivalent spellings give one command line, so Snakemake sees no changed parameter."""
-    from s2dc.train.config import build_config as pretrain_config
-    from s2dc.train.finetune_config import build_config as finetune_config
+    from s2dc.tune.space import STAGES
 
-    resolved = {"pretrain": pretrain_config, "finetune": finetune_config}[stage](sections).to_dict()
+    resolved = STAGES[stage][1](sections).to_dict()
     return {section: {name: resolved[section][name] for name in fields} for section, fields in sections.items()}
 
 
@@ -74,10 +73,9 @@ def pretrain_run_options(config: dict, variant: str, modality: str) -> dict:
     pretraining's run folder after them."""
     from s2dc.train.config import build_config
     from s2dc.train.identity import result_options
+    from s2dc.tune.space import merge_options
 
-    preset = preset_sections(registry.pool_for(modality))
-    options = variant_options(config, variant)
-    sections = {name: {**preset.get(name, {}), **options.get(name, {})} for name in {*preset, *options}}
+    sections = merge_options(preset_sections(registry.pool_for(modality)), variant_options(config, variant))
     resolved = build_config(sections).to_dict()
     placed = {f"run.{name}": resolved["run"][name] for name in ("device", "amp") if resolved["run"][name] != "auto"}
     return {**result_options(resolved), **placed}
