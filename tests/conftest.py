@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import nibabel as nib
@@ -141,11 +144,36 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def snakemake(workdir: Path, *args: str, configfile: Path | None = None, timeout: int = 300):
-    """Run this repository's Snakefile with its working directory in ``workdir``."""
+    """Run this repository's Snakefile with its working directory in ``workdir``, as `snakemake <args>` would: a dry
+    run (``-n``) or a report in this process (:func:`run_here`), anything that runs jobs in a new one."""
+    argv = ["--snakefile", str(REPO / "Snakefile"), "--configfile", str(configfile or REPO / "params.yaml"), *args]
+    if {"-n", "--report"} & set(args) and threading.current_thread() is threading.main_thread():
+        return run_here(workdir, argv)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-           "--configfile", str(configfile or REPO / "params.yaml"), *args]
-    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "snakemake", *argv], cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def run_here(workdir: Path, argv: list[str]) -> subprocess.CompletedProcess:
+    """`snakemake <argv>` run through Snakemake's own command line in this process, in ``workdir``, with what it
+    writes to stdout and stderr and the status it exits with. A new process spends ~2 s of the Intel Xeon's CPU
+    (docs/benchmarks.md) importing Snakemake and tearing down, several times a dry run of the smoke DAG in a
+    process that has Snakemake (~0.4 s); the main thread only (it changes the working directory meanwhile)."""
+    from snakemake.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(workdir)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(argv)
+                code = 0
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(["snakemake", *argv], code, out.getvalue(), err.getvalue())
 
 
 def params_error(params: dict, **config: str) -> str:
