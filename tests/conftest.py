@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -144,36 +145,60 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def snakemake(workdir: Path, *args: str, configfile: Path | None = None, timeout: int = 300):
-    """Run this repository's Snakefile with its working directory in ``workdir``, as `snakemake <args>` would: a dry
-    run (``-n``) or a report in this process (:func:`run_here`), anything that runs jobs in a new one."""
+    """Run this repository's Snakefile with its working directory in ``workdir``, as `snakemake <args>` would, with
+    what it and its jobs write to stdout and stderr: in this process (:func:`run_here`) when called from the main
+    thread, else in a new one (``timeout`` applies to that one only)."""
     argv = ["--snakefile", str(REPO / "Snakefile"), "--configfile", str(configfile or REPO / "params.yaml"), *args]
-    if {"-n", "--report"} & set(args) and threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread():
         return run_here(workdir, argv)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run([sys.executable, "-m", "snakemake", *argv], cwd=workdir, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "snakemake", *argv], cwd=workdir, env=with_venv_path(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def with_venv_path() -> dict[str, str]:
+    """This process's environment with the virtual environment's commands (`s2dc`, `snakemake`) first on PATH."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
 def run_here(workdir: Path, argv: list[str]) -> subprocess.CompletedProcess:
-    """`snakemake <argv>` run through Snakemake's own command line in this process, in ``workdir``, with what it
-    writes to stdout and stderr and the status it exits with. A new process spends ~2 s of the Intel Xeon's CPU
-    (docs/benchmarks.md) importing Snakemake and tearing down, several times a dry run of the smoke DAG in a
-    process that has Snakemake (~0.4 s); the main thread only (it changes the working directory meanwhile)."""
+    """`snakemake <argv>` run through Snakemake's own command line in this process, in ``workdir``, with the status
+    it exits with and what it and the jobs it starts write to file descriptors 1 and 2. A new process spends ~2 s of
+    the Intel Xeon's CPU (docs/benchmarks.md) importing Snakemake and tearing down, several times a dry run of the
+    smoke DAG in a process that has Snakemake (~0.4 s). The working directory, PATH, the standard streams and the
+    SIGTERM handler (a run's scheduler sets its own) are this process's, so the main thread only, and they are
+    restored after."""
     from snakemake.cli import main
 
-    out, err = io.StringIO(), io.StringIO()
-    here = os.getcwd()
-    os.chdir(workdir)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                main(argv)
-                code = 0
-            except SystemExit as stop:
-                code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
-    finally:
-        os.chdir(here)
-    return subprocess.CompletedProcess(["snakemake", *argv], code, out.getvalue(), err.getvalue())
+    here, environ, on_sigterm = os.getcwd(), dict(os.environ), signal.getsignal(signal.SIGTERM)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        os.chdir(workdir)
+        os.environ.update(with_venv_path())
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    main(argv)
+                    code = 0
+                except SystemExit as stop:
+                    code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        finally:
+            out.flush()
+            err.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            os.chdir(here)
+            os.environ.clear()
+            os.environ.update(environ)
+            signal.signal(signal.SIGTERM, on_sigterm)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(["snakemake", *argv], code, out.read(), err.read())
 
 
 def params_error(params: dict, **config: str) -> str:

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -247,11 +246,8 @@ def test_dvc_outputs_are_snakemake_targets(tmp_path):
         match = re.fullmatch(r"snakemake --cores all (\w+)", stage["cmd"])
         assert match, f"stage {name}: cmd must run one Snakemake target, got {stage['cmd']!r}"
         targets[name] = match.group(1)
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        summaries = {name: pool.submit(snakemake, tmp_path, "--cores", "1", "--config", "scale=smoke", "--summary",
-                                       target) for name, target in targets.items()}
     for name, stage in dvc.items():
-        summary = summaries[name].result()
+        summary = snakemake(tmp_path, "--cores", "1", "--config", "scale=smoke", "--summary", targets[name])
         assert summary.returncode == 0, summary.stderr[-3000:]
         made = [line.split("\t")[0] for line in summary.stdout.splitlines()[1:] if "\t" in line]
         for path in _dvc_paths(stage, "smoke"):
@@ -348,18 +344,13 @@ def test_bad_params_fail_before_any_job(tmp_path):
         out = params_error(params, **config)
         assert out and all(m in out for m in messages), (name, out[-2000:])
 
-    started = {}
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        # the schema's, s2dc.workflow_checks', and the schema's with the scale from the command line
-        for name in ("unknown key", "ratio not a whole percent", "scale huge"):
-            folder = tmp_path / name.replace(" ", "_")
-            folder.mkdir()
-            params, config, _ = cases[name]
-            bad = None if params is PARAMS else write_params(folder / "bad.yaml", params)
-            started[name] = folder, pool.submit(snakemake, folder, "-n", "--cores", "1", "--config",
-                                                f"scale={config['scale']}", configfile=bad)
-    for name, (folder, run) in started.items():
-        run = run.result()
+    # the schema's, s2dc.workflow_checks', and the schema's with the scale from the command line
+    for name in ("unknown key", "ratio not a whole percent", "scale huge"):
+        folder = tmp_path / name.replace(" ", "_")
+        folder.mkdir()
+        params, config, _ = cases[name]
+        bad = None if params is PARAMS else write_params(folder / "bad.yaml", params)
+        run = snakemake(folder, "-n", "--cores", "1", "--config", f"scale={config['scale']}", configfile=bad)
         out = run.stdout + run.stderr
         assert run.returncode != 0, name
         assert all(m in out for m in cases[name][2]), (name, out[-2000:])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import re
-from concurrent.futures import ThreadPoolExecutor
 
 from conftest import copy_run, params_error, REPO, snakemake
 
@@ -55,13 +54,11 @@ def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
     import yaml
 
     work = copy_run(smoke_run, tmp_path / "work")
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        drawn = pool.submit(snakemake, tmp_path, "--dag", "--workflow-profile", "none", "--config", "scale=smoke")
-        second = snakemake(work, "--config", "scale=smoke", "--cores", "2", "ablation", "sweep")
+    dag = snakemake(tmp_path, "--dag", "--workflow-profile", "none", "--config", "scale=smoke")
+    second = snakemake(work, "--config", "scale=smoke", "--cores", "2", "ablation", "sweep")
     assert second.returncode == 0, second.stderr[-3000:]
     report = snakemake(work, "--config", "scale=smoke", "--report", "report.html", "--workflow-profile", "none",
                        "all", "ablation", "sweep")  # targets after an option of one value: --config takes several
-    dag = drawn.result()
     assert dag.returncode == 0, dag.stderr[-3000:]
     assert dag.stdout.lstrip().startswith("digraph") and "pretrain" in dag.stdout
     assert report.returncode == 0, report.stderr[-3000:]
@@ -120,11 +117,9 @@ def test_a_user_with_one_real_dataset_runs_just_its_rows(tmp_path):
     }
     for name in runs:
         (tmp_path / name).mkdir()
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        done = {k: pool.submit(snakemake, tmp_path / k, "-n", "--config", "scale=paper", *v) for k, v in runs.items()}
     counts = {}
     for name in ("spleen", "btcv"):
-        run = done[name].result()
+        run = snakemake(tmp_path / name, "-n", "--config", "scale=paper", *runs[name])
         assert run.returncode == 0, run.stderr[-2000:]
         counts[name] = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M)}
     assert counts["spleen"] == {"download_archive": 1, "prepared_dataset": 1, "finetune": 9, "benchmark_table": 1,
@@ -329,12 +324,10 @@ def test_variants_are_planned_in_their_own_folders_and_checked(tmp_path):
     options["run"]["log_every"] = 5
     (tmp_path / "respelled.yaml").write_text(yaml.safe_dump(respelled, sort_keys=False))
     (tmp_path / "other").mkdir()
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        other = pool.submit(snakemake, tmp_path / "other", "--config", "scale=smoke", "-n", "-p", "--forceall",
-                            "ablation", configfile=tmp_path / "respelled.yaml")
-        plan = snakemake(tmp_path, "--config", "scale=smoke", "-n", "-p", "--forceall", "ablation")
+    other = snakemake(tmp_path / "other", "--config", "scale=smoke", "-n", "-p", "--forceall", "ablation",
+                      configfile=tmp_path / "respelled.yaml")
+    plan = snakemake(tmp_path, "--config", "scale=smoke", "-n", "-p", "--forceall", "ablation")
     assert plan.returncode == 0, plan.stderr[-3000:]
-    other = other.result()
     assert other.returncode == 0, other.stderr[-3000:]
 
     def run_folders(out: str) -> dict[str, str]:  # variant -> the run folder of its CT pretraining
@@ -397,15 +390,13 @@ def test_a_users_file_where_a_job_writes_stops_the_workflow_before_snakemake_del
         (tmp_path / name / path).parent.mkdir(parents=True)
         (tmp_path / name / path).write_text(text)
     shutil.copytree(REPO / "results/quick", tmp_path / "own/results/quick")
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        plans = {name: pool.submit(snakemake, tmp_path / name, "-n", "--config", "scale=smoke")
-                 for name in through_snakemake}
-        own = snakemake(tmp_path / "own", "-n", "--config", "scale=quick")
+    plans = {name: snakemake(tmp_path / name, "-n", "--config", "scale=smoke") for name in through_snakemake}
+    own = snakemake(tmp_path / "own", "-n", "--config", "scale=quick")
     config = {**yaml.safe_load((REPO / "params.yaml").read_text()), "scale": "smoke"}
     validate(config, str(REPO / "workflow/schemas/params.schema.yaml"))
     for name, (path, text) in cases.items():
         if name in through_snakemake:
-            plan = plans[name].result()
+            plan = plans[name]
             out = plan.stdout + plan.stderr
             assert plan.returncode != 0, (name, out[-3000:])
         else:
