@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import json
 import os
 import shutil
@@ -37,6 +38,13 @@ def pytest_collection(session):
     a test process and one in a command's process compute alike)."""
     flush_denormals()
     import_monai_lean()
+
+
+def pytest_collection_finish(session):
+    """Once the tests are collected: what the collection imported (torch, MONAI, s2dc, the test modules; ~10^6
+    objects) is moved out of the garbage collector's reach (``gc.freeze``), so that its full collections in the
+    tests, and the teardown at exit, stop walking it again and again."""
+    gc.freeze()
 
 
 TINY = {
