@@ -20,7 +20,12 @@ import numpy as np
 import pytest
 import yaml
 
-from s2dc.runtime import flush_denormals, import_monai_lean
+from s2dc.runtime import MALLOC_ENV, flush_denormals, import_monai_lean
+
+# The processes pytest-xdist starts next (its workers, which run most tests in-process) allocate as the s2dc
+# commands do: glibc reads its tuning only at a process's start (s2dc.runtime.reexec_with_tuned_malloc).
+for _key, _value in MALLOC_ENV.items():
+    os.environ.setdefault(_key, _value)
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `pytest -n 2` (pyproject's addopts): two workers share the cores, so each computes with one thread, and so
