@@ -11,11 +11,13 @@ attention are denormal, and Intel cores compute those with a microcode assist (`
 
 MONAI's ``__init__`` imports every submodule, and with them, through ``optional_import``, libraries that only
 features s2dc never calls through MONAI need (:data:`MONAI_UNUSED_EXTRAS`); a command that trains or probes
-imports MONAI without them, about 2.5 s less per process (``bench/bench_startup.py``).
+imports MONAI without them, about 2.5 s less per process (``bench/bench_startup.py``), and freezes what it imported
+out of the garbage collector's reach.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -44,7 +46,8 @@ MONAI_UNUSED_EXTRAS = ("scipy.signal", "scipy.stats", "matplotlib", "pandas", "s
 
 
 def import_monai_lean() -> None:
-    """Import MONAI with :data:`MONAI_UNUSED_EXTRAS` hidden (each seen as not installed), then unhide them."""
+    """Import MONAI with :data:`MONAI_UNUSED_EXTRAS` hidden (each seen as not installed), unhide them, and freeze
+    what was imported (``gc.freeze``)."""
     if "monai" in sys.modules:
         return
     import torch  # noqa: F401  (first and unhindered: only MONAI's optional imports are meant)
@@ -58,6 +61,10 @@ def import_monai_lean() -> None:
         for name in hidden:
             if name in sys.modules and sys.modules[name] is None:
                 del sys.modules[name]
+    # What the import made (~10^6 objects, alive until exit) leaves the garbage collector's walks: each full
+    # collection of the run, and the teardown at exit, stop traversing it (a smoke fine-tuning ~0.8 s less of ~8.9 s
+    # on the Intel Xeon, docs/benchmarks.md). Garbage made later is collected as before.
+    gc.freeze()
 
 
 def flush_denormals() -> None:

@@ -8,10 +8,12 @@ import subprocess
 import sys
 
 LEAN = """
-import json, sys
+import gc, json, sys
 from s2dc.runtime import MONAI_UNUSED_EXTRAS, import_monai_lean
+frozen_before = gc.get_freeze_count()
 import_monai_lean()
 loaded_after_monai = [name for name in MONAI_UNUSED_EXTRAS if name in sys.modules]
+frozen = gc.get_freeze_count() - frozen_before
 import torch
 from monai.losses import DiceCELoss
 from monai.utils import OptionalImportError
@@ -24,14 +26,19 @@ except OptionalImportError:
     stand_in_raises = True
 import pandas  # s2dc's own later imports are normal
 from sklearn.manifold import TSNE
+garbage = [[]]
+garbage[0].append(garbage)  # a cycle made after the import: still collected
+del garbage
 print(json.dumps({"loaded_after_monai": loaded_after_monai, "loss": loss, "stand_in_raises": stand_in_raises,
-                  "pandas": pandas.DataFrame({"a": [1, 2]})["a"].sum().item(), "tsne": TSNE.__name__}))
+                  "pandas": pandas.DataFrame({"a": [1, 2]})["a"].sum().item(), "tsne": TSNE.__name__,
+                  "frozen": frozen, "collected": gc.collect()}))
 """
 
 
 def test_monai_imports_without_its_unused_extras_and_they_import_normally_after():
     """While MONAI imports, none of its unused extras (scipy.signal, scikit-learn, ...) is loaded; the MONAI features s2dc
-    calls work, MONAI's stand-in for a hidden one raises if used, and a hidden one imports normally afterwards."""
+    calls work, MONAI's stand-in for a hidden one raises if used, and a hidden one imports normally afterwards; what
+    the import made is frozen out of the garbage collector's walks, and later garbage is collected."""
     done = subprocess.run([sys.executable, "-c", LEAN], capture_output=True, text=True, check=True)
     out = json.loads(done.stdout.splitlines()[-1])
     assert out["loaded_after_monai"] == []
@@ -40,6 +47,9 @@ def test_monai_imports_without_its_unused_extras_and_they_import_normally_after(
     assert abs(out["loss"] - ((1 / 3 + 1 - 1e-5 / (32 + 1e-5)) / 2 + math.log(2))) < 1e-5
     assert out["stand_in_raises"] is True
     assert out["pandas"] == 3 and out["tsne"] == "TSNE"
+    # what the import made is frozen out of the collector's walks (torch and MONAI: some 10^5 objects and more); the
+    # garbage made after it is still collected
+    assert out["frozen"] > 100_000 and out["collected"] >= 2
 
 
 DENORMAL = """
