@@ -157,15 +157,11 @@ def seg_dir(tmp_path_factory):
 REPO = Path(__file__).resolve().parents[1]
 
 
-def snakemake(workdir: Path, *args: str, configfile: Path | None = None, timeout: int = 300):
+def snakemake(workdir: Path, *args: str, configfile: Path | None = None):
     """Run this repository's Snakefile with its working directory in ``workdir``, as `snakemake <args>` would, with
-    what it and its jobs write to stdout and stderr: in this process (:func:`run_here`) when called from the main
-    thread, else in a new one (``timeout`` applies to that one only)."""
+    what it and its jobs write to stdout and stderr, in this process (:func:`run_here`)."""
     argv = ["--snakefile", str(REPO / "Snakefile"), "--configfile", str(configfile or REPO / "params.yaml"), *args]
-    if threading.current_thread() is threading.main_thread():
-        return run_here(workdir, argv)
-    return subprocess.run([sys.executable, "-m", "snakemake", *argv], cwd=workdir, env=with_venv_path(),
-                          capture_output=True, text=True, timeout=timeout)
+    return run_here(workdir, argv)
 
 
 def with_venv_path() -> dict[str, str]:
@@ -182,6 +178,7 @@ def run_here(workdir: Path, argv: list[str]) -> subprocess.CompletedProcess:
     restored after."""
     from snakemake.cli import main
 
+    assert threading.current_thread() is threading.main_thread(), "Snakemake runs in the test's main thread only"
     here, environ, on_sigterm = os.getcwd(), dict(os.environ), signal.getsignal(signal.SIGTERM)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         sys.stdout.flush()

@@ -8,7 +8,6 @@ its default scale), a second, unchanged `dvc exp run`, and `dvc exp apply` of th
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,15 +15,14 @@ from pathlib import Path
 
 import yaml
 
-from conftest import REPO, copy_run
+from conftest import REPO, copy_run, with_venv_path
 
 SCRATCH = ("/runs/", "/cache/")  # pretraining run folders and preprocessing caches; fine-tuned model.pt and a
 # fine-tuning run's lock below
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "DVC_NO_ANALYTICS": "1"}
+    return {**with_venv_path(), "DVC_NO_ANALYTICS": "1"}
 
 
 def _run(workdir: Path, *cmd: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -21,7 +21,7 @@ from s2dc.data import registry
 from s2dc.export import load_pretrained_encoder, swinunetr_for
 from s2dc.models.encoder import EncoderConfig
 
-from conftest import REPO, copy_run, params_error, snakemake
+from conftest import REPO, copy_run, params_error, snakemake, with_venv_path
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
@@ -177,11 +177,10 @@ def test_kill_minus_nine_then_a_plain_rerun_recovers(smoke_run, tmp_path):
     workdir = copy_run(smoke_run, tmp_path / "w")
     pretrain = workdir / "results/smoke/pretrain/CT/s2dc"
     shutil.rmtree(pretrain)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     command = ("--config", "scale=smoke", "--cores", "2", "pretrained")
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile",
            str(REPO / "params.yaml"), *command]
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(cmd, cwd=workdir, env=with_venv_path(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 180
     while not list(pretrain.glob("runs/*/run.json")) and time.monotonic() < deadline and proc.poll() is None:
