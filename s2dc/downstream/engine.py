@@ -6,7 +6,8 @@ scores; this engine does the rest, the same for all four::
 
     dataset.json --(label_ratio, seed)--> training cases --> split.json
     preprocessing (deterministic, cached on disk) -> augmentation (random, per step)
-    network <- encoder weights (model.init) ; AdamW (encoder lr scaled) with warm-up + cosine
+    network <- encoder weights (model.init), its batch-of-one 3-D convolutions on oneDNN (s2dc.models.cpu_conv)
+    AdamW (encoder lr scaled) with warm-up + cosine
     loop: loss -> finite? -> step ; training curves ; validation every eval.every steps and at the end
     checkpoint every run.checkpoint_every steps ; a run started again continues the newest (run.resume)
 
@@ -39,6 +40,7 @@ from ..data.splits import choose_subset, refuse_training_cases_in_validation
 from ..data.volumes import check_all
 from ..export import load_encoder_weights
 from ..files import file_sha256, is_json_with, is_temporary
+from ..models.cpu_conv import batch_of_one_convs_on_onednn
 from ..train.checkpoint import (
     atomic_save,
     atomic_write_text,
@@ -227,8 +229,8 @@ class Finetuner:
         np.random.seed(cfg.run.seed)
         torch.manual_seed(cfg.run.seed)  # same initial decoder weights for scratch and pretrained runs
         encoder = cfg.model.encoder_config(self._in_channels())
-        self.model = self.task.build_model(encoder, dropout_path_rate=cfg.model.drop_path_rate,
-                                           use_checkpoint=cfg.model.use_checkpoint)
+        self.model = batch_of_one_convs_on_onednn(self.task.build_model(
+            encoder, dropout_path_rate=cfg.model.drop_path_rate, use_checkpoint=cfg.model.use_checkpoint))
         self.init_report = "scratch: random initialisation"
         if cfg.model.init != "scratch":
             self.init_report = load_encoder_weights(self.model, cfg.model.init, cfg.model.init_which, expected=encoder)
