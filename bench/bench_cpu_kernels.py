@@ -11,13 +11,15 @@
 2. PyTorch's choice of convolution kernel. With a batch of one and one thread, a 3-D convolution whose input has
    N·C·D·H ≤ 20,480 (e.g. 12 channels on a 32×32×16 grid, the decoder's half-resolution stage at the quick crop)
    runs the native ``slow_conv3d`` path instead of oneDNN's (``ConvParams::use_mkldnn``): timed forward and
-   backward of that convolution for a batch of one and a batch of two (oneDNN), per sample.
+   backward of that convolution for a batch of one and a batch of two (oneDNN), per sample, and for a batch of one
+   computed as a batch of two with zeros (``s2dc.models.cpu_conv``, what fine-tuning does since it was measured
+   here); and the quick fine-tuning network's forward and backward on one crop, without and with that.
 
 With ``--pool resources/quick/ct_pool/dataset.json`` (made by the main job; run from the repository's root) it also
 times ``s2dc pretrain`` with the quick scale's CT options for ``--steps`` steps, without and with denormals flushed,
 and prints the loss of the last step beside each (what flushing changed).
 
-Nothing here changes s2dc; it measures what a change would gain (docs/benchmarks.md, "CPU kernels").
+Nothing here changes s2dc; it measures what a change gains (docs/benchmarks.md, "CPU kernels").
 """
 
 from __future__ import annotations
@@ -90,19 +92,44 @@ def encoder_step(repeats: int) -> None:
 
 
 def convolution_paths(repeats: int) -> None:
+    from s2dc.models.cpu_conv import BatchOfTwoConv3d
+
     gen = torch.Generator().manual_seed(0)
-    weight = torch.randn(12, 12, 3, 3, 3, generator=gen, requires_grad=True)
+    conv = torch.nn.Conv3d(12, 12, 3, padding=1, bias=False)
     per_sample = {}
-    for batch in (1, 2):
+    for name, batch, cls in (("one", 1, torch.nn.Conv3d), ("two", 2, torch.nn.Conv3d), ("as two", 1, BatchOfTwoConv3d)):
         x = torch.randn(batch, 12, 32, 32, 16, generator=gen, requires_grad=True)
+        conv.__class__ = cls
 
         def step():
-            torch.nn.functional.conv3d(x, weight, padding=1).sum().backward()
+            conv(x).sum().backward()
 
-        per_sample[batch] = median_time(step, repeats) / batch
+        per_sample[name] = median_time(step, repeats) / batch
     print(f"conv3d 12->12, 3x3x3, on 32x32x16, forward + backward per sample: batch of one (native slow_conv3d) "
-          f"{per_sample[1] * 1e3:.1f} ms, batch of two (oneDNN) {per_sample[2] * 1e3:.1f} ms "
-          f"({per_sample[1] / per_sample[2]:.1f}x)")
+          f"{per_sample['one'] * 1e3:.1f} ms, batch of two (oneDNN) {per_sample['two'] * 1e3:.1f} ms "
+          f"({per_sample['one'] / per_sample['two']:.1f}x), batch of one computed as two with zeros "
+          f"(s2dc.models.cpu_conv) {per_sample['as two'] * 1e3:.1f} ms ({per_sample['one'] / per_sample['as two']:.1f}x)")
+
+
+def finetuning_network(repeats: int) -> None:
+    """The quick fine-tuning network (SwinUNETR, feature size 12, 14 classes) on one 64x64x32 crop, forward + backward:
+    as MONAI builds it, and with its batch-of-one convolutions computed as two (what ``s2dc finetune`` runs)."""
+    from s2dc.export import swinunetr_for
+    from s2dc.models.cpu_conv import batch_of_one_convs_on_onednn
+    from s2dc.models.encoder_config import EncoderConfig
+
+    torch.manual_seed(0)
+    model = swinunetr_for(EncoderConfig(feature_size=12, num_heads=(1, 2, 3, 4), window_size=4), out_channels=14)
+    x = torch.randn(1, 1, 64, 64, 32)
+
+    def step():
+        model(x).sum().backward()
+
+    plain = median_time(step, repeats)
+    batch_of_one_convs_on_onednn(model)
+    converted = median_time(step, repeats)
+    print(f"quick fine-tuning network (SwinUNETR, feature size 12), forward + backward of one 64x64x32 crop: "
+          f"{plain:.3f} s, its batch-of-one convolutions as two {converted:.3f} s ({plain / converted:.2f}x)")
 
 
 def pretraining(pool: str, steps: int) -> None:
@@ -145,6 +172,7 @@ def main() -> None:
     attention_products(args.repeats)
     encoder_step(args.repeats)
     convolution_paths(args.repeats)
+    finetuning_network(args.repeats)
     if args.pool:
         pretraining(args.pool, args.steps)
 

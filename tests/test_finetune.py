@@ -370,9 +370,9 @@ def test_loader_processes_do_not_change_the_result(ft_config, seg_dir, tmp_path)
 
 
 def test_an_interrupted_finetuning_resumes_bit_identically(ft_config, seg_dir, tmp_path):
-    """A run stopped after its step-4 checkpoint, run again with the same command, continues from step 4 (it does not
+    """A run stopped after its step-2 checkpoint, run again with the same command, continues from step 2 (it does not
     start afresh) and ends with the weights, validation history and curves of the run that was never stopped."""
-    common = ["--train.steps", "6", "--train.flip_prob", "0.5", "--eval.every", "2", "--model.drop_path_rate", "0.1",
+    common = ["--train.steps", "4", "--train.flip_prob", "0.5", "--eval.every", "2", "--model.drop_path_rate", "0.1",
               "--data.cache_dir", str(tmp_path / "cache"), *SMALL_STEP_ARGS]
     whole = tmp_path / "whole"
     assert finetune(ft_config, seg_dir / "dataset.json", whole, *common, "--run.checkpoint_every", "0") == 0
@@ -382,7 +382,7 @@ def test_an_interrupted_finetuning_resumes_bit_identically(ft_config, seg_dir, t
     args = dict(values)
     cfg = build_config({**args, "data": {**args["data"], "source": str(seg_dir / "dataset.json"),
                                          "cache_dir": str(tmp_path / "cache")},
-                        "train": {**args["train"], "steps": 6, "flip_prob": 0.5, **SMALL_STEPS},
+                        "train": {**args["train"], "steps": 4, "flip_prob": 0.5, **SMALL_STEPS},
                         "eval": {**args["eval"], "every": 2}, "model": {**args["model"], "drop_path_rate": 0.1},
                         "run": {**args["run"], "out_dir": str(out), "checkpoint_every": 2}})
 
@@ -390,13 +390,13 @@ def test_an_interrupted_finetuning_resumes_bit_identically(ft_config, seg_dir, t
         pass
 
     def stop_at_the_last_step(step, value):
-        if step == 6:
+        if step == 4:
             raise Stop
 
     from s2dc.downstream.engine import finetune as run_finetune
     with pytest.raises(Stop):
         run_finetune(cfg, on_score=stop_at_the_last_step)
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000004.pt"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002.pt"]
     assert not (out / "metrics.json").exists()
 
     assert finetune(ft_config, seg_dir / "dataset.json", out, *common, "--run.checkpoint_every", "2") == 0
@@ -404,7 +404,7 @@ def test_an_interrupted_finetuning_resumes_bit_identically(ft_config, seg_dir, t
     a, b = (json.loads((f / "metrics.json").read_text()) for f in (whole, out))
     assert a["history"] == b["history"] and a["dice_mean"] == b["dice_mean"]
     assert a["train_loss_first_last"] == b["train_loss_first_last"]
-    assert b["resumed_from_step"] == 4 and a["resumed_from_step"] is None
+    assert b["resumed_from_step"] == 2 and a["resumed_from_step"] is None
     for name in ("train/loss.tsv", "val/dice_mean.tsv"):
         assert (whole / "dvclive/plots/metrics" / name).read_text() == (out / "dvclive/plots/metrics" / name).read_text()
     assert not (out / "checkpoints").exists()  # a finished run keeps model.pt, not its checkpoints
@@ -488,7 +488,7 @@ def test_a_finetuning_killed_with_sigkill_resumes_bit_identically(ft_config, seg
     import sys
     import time
 
-    args = ["--config", str(ft_config), "--data.source", str(seg_dir / "dataset.json"), "--train.steps", "6",
+    args = ["--config", str(ft_config), "--data.source", str(seg_dir / "dataset.json"), "--train.steps", "4",
             "--train.flip_prob", "0.5", "--run.checkpoint_every", "2", "--data.cache_dir", str(tmp_path / "cache"),
             *SMALL_STEP_ARGS]
     whole, killed = tmp_path / "whole", tmp_path / "killed"

@@ -53,27 +53,38 @@ def test_monai_imports_without_its_unused_extras_and_they_import_normally_after(
 
 
 DENORMAL = """
-import os, sys, torch
+import sys, torch
 import s2dc.cli as cli
-tiny = torch.tensor([1e-39])  # below float32's smallest normal number, 1.2e-38
-weights = torch.softmax(torch.tensor([[0.0, -100.0]]), dim=-1)  # a masked attention weight: exp(-100) = 3.7e-44
-before = (tiny * 1.0).item(), weights[0, 1].item()
-cli.main = lambda: print(repr(((tiny * 1.0).item(), torch.softmax(torch.tensor([[0.0, -100.0]]), dim=-1)[0, 1].item(),
-                               before))) or 0
-sys.argv = ["s2dc", sys.argv[1]]
-cli.entry()
+def state():  # below float32's smallest normal number (1.2e-38), and a masked attention weight: exp(-100) = 3.7e-44
+    return (torch.tensor([1e-39]) * 1.0).item(), torch.softmax(torch.tensor([[0.0, -100.0]]), dim=-1)[0, 1].item()
+cli.main = lambda: 0
+seen = {}
+for command in sys.argv[1:]:
+    before = state()
+    sys.argv = ["s2dc", command]
+    try:
+        cli.entry()
+    except SystemExit:
+        pass
+    seen[command] = (state(), before)
+    torch.set_flush_denormal(False)  # the next command starts as in a new process
+print(repr(seen))
 """
 
 
 def test_the_training_commands_compute_denormals_as_zero_and_the_others_do_not_care():
     """`s2dc pretrain` (and finetune, probe, figures, export-encoder) start with denormal floats flushed: a masked
     attention weight, exp(-100) = 3.7e-44, is 0 in them (it was 3.7e-44 before the entry ran, and is in `s2dc synth`,
-    which computes no attention)."""
+    which computes no attention). The three entries run one after the other in one process (the CPU of two new ones'
+    imports saved), with the flush undone after each."""
     env = {"S2DC_MALLOC_TUNING": "0", "PATH": ""}
-    for command, flushed in (("pretrain", True), ("probe", True), ("synth", False)):
-        done = subprocess.run([sys.executable, "-c", DENORMAL, command], capture_output=True, text=True, check=True,
-                              env=env)
-        tiny, masked, before = eval(done.stdout.strip().splitlines()[-1])  # noqa: S307 (our own repr of floats)
+    commands = {"synth": False, "pretrain": True, "probe": True}
+    done = subprocess.run([sys.executable, "-c", DENORMAL, *commands], capture_output=True, text=True, check=True,
+                          env=env)
+    seen = eval(done.stdout.strip().splitlines()[-1])  # noqa: S307 (our own repr of floats)
+    assert list(seen) == list(commands)
+    for command, flushed in commands.items():
+        (tiny, masked), before = seen[command]
         assert before[0] > 0 and math.isclose(before[1], math.exp(-100), rel_tol=0.05)  # a denormal keeps few bits, before
         if flushed:
             assert tiny == 0.0 and masked == 0.0, command
