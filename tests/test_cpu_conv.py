@@ -16,18 +16,12 @@ from s2dc.models.cpu_conv import (
 from s2dc.models.encoder_config import EncoderConfig
 
 
-def _conv(cls, channels=12, **kwargs):
-    torch.manual_seed(0)
-    conv = nn.Conv3d(channels, channels, 3, padding=1, **kwargs)
-    conv.__class__ = cls
-    return conv
-
-
 @pytest.mark.parametrize("shape", [(1, 12, 32, 16, 16), (1, 24, 8, 8, 8), (2, 12, 32, 16, 16), (1, 12, 64, 32, 32)])
 def test_output_and_gradients_are_the_convolutions_in_float64(shape):
     """Output, input gradient and weight and bias gradients against the same convolution computed in float64 (the
     reference of an independent computation), for batches that take the two-sample path and batches that do not."""
-    conv = _conv(BatchOfTwoConv3d, channels=shape[1])
+    torch.manual_seed(0)
+    conv = batch_of_one_convs_on_onednn(nn.Conv3d(shape[1], shape[1], 3, padding=1))
     x = torch.randn(shape, requires_grad=True)
     grad_out = torch.randn(shape)
     y = conv(x)
