@@ -53,14 +53,36 @@ def variant_options(config: dict, variant: str) -> dict:
     return {**options, "loss": {**options.get("loss", {}), **config["variants"][variant]}}
 
 
-def typed_options(stage: str, sections: dict) -> dict:
-    """``sections`` (``{section: {field: value}}``, options params.yaml gives `s2dc pretrain` or `s2dc finetune`, as
-    ``stage`` says) with each value as that command resolves it, of its declared type (``0`` for a float option is
-    ``0.0``): equivalent spellings give one command line, so Snakemake sees no changed parameter."""
-    from s2dc.tune.space import STAGES
+#: Fine-tuning options that `s2dc finetune` fills from elsewhere when they are absent (s2dc.downstream.defaults): the
+#: network's sizes from the encoder file, the intensity normalisation from the dataset's preset. Absent is not their
+#: default, so :func:`typed_options` never leaves them off.
+FILLED_WHEN_ABSENT = {"finetune": {"model": set(ARCHITECTURE), "preprocess": {"intensity", "a_min", "a_max"}}}
 
-    resolved = STAGES[stage][1](sections).to_dict()
-    return {section: {name: resolved[section][name] for name in fields} for section, fields in sections.items()}
+
+def typed_options(stage: str, sections: dict, base: dict | None = None) -> dict:
+    """``sections`` (``{section: {field: value}}``, options params.yaml gives `s2dc pretrain` or `s2dc finetune`, as
+    ``stage`` says, after the ``base`` options on its command line: a dataset's intensity preset) with each value as
+    that command resolves it, of its declared type (``0`` for a float option is ``0.0``), less each option the command
+    resolves alike without it (a default written out, a value ``base`` already gives; never one of
+    :data:`FILLED_WHEN_ABSENT`): equivalent spellings give one command line, so Snakemake sees no changed parameter."""
+    from s2dc.tune.space import STAGES, merge_options
+
+    build, base = STAGES[stage][1], base or {}
+    resolved = build(merge_options(base, sections)).to_dict()
+    kept = {section: {name: resolved[section][name] for name in fields} for section, fields in sections.items()}
+    keep = FILLED_WHEN_ABSENT.get(stage, {})
+    for section, fields in sections.items():
+        for name in fields:
+            if name in keep.get(section, ()):
+                continue
+            without = {s: {n: v for n, v in f.items() if (s, n) != (section, name)} for s, f in kept.items()}
+            try:
+                alike = build(merge_options(base, without)).to_dict() == resolved
+            except ValueError:  # the other options need it (e.g. views.grid with views.roi_size)
+                alike = False
+            if alike:
+                kept = without
+    return {section: fields for section, fields in kept.items() if fields}
 
 
 def pretrain_run_options(config: dict, variant: str, modality: str) -> dict:

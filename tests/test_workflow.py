@@ -50,7 +50,7 @@ def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
     table and structure figures, the ablation table and every variant's structure figures, the sweep's table and
     figures, with their captions; then
     changing one variant's loss overrides replans only that variant's jobs, and spelling options another way (`0`
-    for a float) replans none."""
+    for a float, a default written out) replans none, the sweep included."""
     import yaml
 
     work = copy_run(smoke_run, tmp_path / "work")
@@ -81,10 +81,15 @@ def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     respelled = copy.deepcopy(params)
     respelled["variants"]["lg"] = {"weight_p2p": 0, "weight_p2s": 0}  # params.yaml: 0.0, the same run
+    smoke = respelled["scales"]["smoke"]  # defaults written out (s2dc.train.config / finetune_config): the same runs
+    smoke["pretrain"]["options"]["optim"]["batch_size"] = 1
+    smoke["finetune"]["options"]["train"]["flip_prob"] = 0.1
+    smoke["finetune"]["options"]["eval"]["overlap"] = 0.5
     params["variants"]["lg"] = {**params["variants"]["lg"], "global_temperature": 0.5}
     (tmp_path / "changed.yaml").write_text(yaml.safe_dump(params, sort_keys=False))  # same order: same params
     (tmp_path / "respelled.yaml").write_text(yaml.safe_dump(respelled, sort_keys=False))
-    same = snakemake(work, "--config", "scale=smoke", "-n", "all", "ablation", configfile=tmp_path / "respelled.yaml")
+    same = snakemake(work, "--config", "scale=smoke", "-n", "all", "ablation", "sweep",
+                     configfile=tmp_path / "respelled.yaml")
     assert same.returncode == 0 and "Nothing to be done" in same.stdout + same.stderr, same.stdout[-3000:]
     replan = snakemake(work, "--config", "scale=smoke", "-n", "ablation", configfile=tmp_path / "changed.yaml")
     jobs = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", replan.stdout, flags=re.M)}
@@ -267,6 +272,28 @@ def test_the_commands_get_each_option_of_its_declared_type():
     assert [type(v) for v in typed["train"].values()] == [float, float, int]
     assert typed_options("pretrain", {"loss": {"weight_p2p": 0}}) == {"loss": {"weight_p2p": 0.0}}
     assert str(typed_options("pretrain", {"loss": {"weight_p2p": 0}})["loss"]["weight_p2p"]) == "0.0"
+
+
+def test_an_option_written_as_its_default_is_left_off_the_command_unless_it_overrides_something():
+    """A default written out in params.yaml (pretraining's batch size 1, fine-tuning's flip probability 0.1) gives the
+    command line of the unwritten one, so that Snakemake reruns nothing for it. Kept: a value equal to the default that
+    overrides the options before it (the dataset's intensity preset, `base`), and the options that the fine-tuning
+    command fills from elsewhere when they are absent (the network's sizes from the encoder file, the intensity from
+    the dataset's preset): there, absent is not the default."""
+    from s2dc.workflow_checks import typed_options
+
+    assert typed_options("pretrain", {"optim": {"batch_size": 1, "steps": 5}, "run": {"log_every": 10}}) == \
+        {"optim": {"steps": 5}}
+    assert typed_options("finetune", {"train": {"flip_prob": 0.1, "lr": 1}}) == {"train": {"lr": 1.0}}
+    zscore = {"preprocess": {"intensity": "zscore"}}  # the MRI pool's preset; "ct" is the command's default
+    assert typed_options("pretrain", {"preprocess": {"intensity": "ct"}}, base=zscore) == \
+        {"preprocess": {"intensity": "ct"}}
+    assert typed_options("pretrain", {"preprocess": {"intensity": "zscore"}}, base=zscore) == {}
+    needed = {"views": {"roi_size": [64, 64, 32], "grid": 2}}  # without roi_size: 48-voxel crops, refused
+    assert typed_options("pretrain", needed) == needed
+    architecture = {"feature_size": 48, "num_heads": [3, 6, 12, 24], "window_size": 7}  # FinetuneConfig's defaults
+    assert typed_options("finetune", {"model": architecture, "preprocess": {"intensity": "ct", "a_min": -1000}}) == \
+        {"model": architecture, "preprocess": {"intensity": "ct", "a_min": -1000.0}}
 
 
 def test_the_run_folder_of_a_pretraining_tells_precision_and_device_apart():

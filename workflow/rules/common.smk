@@ -1,4 +1,5 @@
 # Helpers shared by the rules: the active scale, paths, and turning parameter sections into CLI options.
+import functools
 import hashlib
 import json
 import os
@@ -158,17 +159,22 @@ def encoder_path(modality: str, variant: str) -> str:
     return f"{RESULTS}/{tree('pretrain', variant)}/{modality}/{variant}/encoder.pt"
 
 
+@functools.cache  # one per modality and variant: the DAG has a job per dataset, method, ratio and seed
 def pretrain_command_options(modality: str, variant: str) -> str:
     """The options of a pretraining's command: the intensity preset of the modality's pool, then the scale's options
-    with the variant's overrides, each value of its declared type (`0` written for a float is passed as 0.0)."""
-    typed = checks.typed_options("pretrain", variant_options(variant))
-    return f"{preset_options(registry.pool_for(modality))} {cli_options(typed)}"
+    with the variant's overrides, each value of its declared type (`0` written for a float is passed as 0.0), those
+    the command resolves alike without them left off (a default written out)."""
+    pool = registry.pool_for(modality)
+    typed = checks.typed_options("pretrain", variant_options(variant), base=checks.preset_sections(pool))
+    return f"{preset_options(pool)} {cli_options(typed)}"
 
 
+@functools.cache
 def finetune_command_options(dataset: str) -> str:
     """The options of a fine-tuning's command: the dataset's intensity preset, then the scale's options, each value
-    of its declared type."""
-    return f"{preset_options(dataset)} {cli_options(checks.typed_options('finetune', finetune_options()))}"
+    of its declared type, those the command resolves alike without them left off (a default written out)."""
+    typed = checks.typed_options("finetune", finetune_options(), base=checks.preset_sections(dataset))
+    return f"{preset_options(dataset)} {cli_options(typed)}"
 
 
 def pretrain_workdir(modality: str, variant: str) -> str:
