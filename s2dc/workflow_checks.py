@@ -7,6 +7,7 @@ Only the workflow imports this module, so it enters no job's code hash (common.s
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -64,16 +65,29 @@ def typed_options(stage: str, sections: dict, base: dict | None = None) -> dict:
     ``stage`` says, after the ``base`` options on its command line: a dataset's intensity preset) with each value as
     that command resolves it, of its declared type (``0`` for a float option is ``0.0``), less each option the command
     resolves alike without it (a default written out, a value ``base`` already gives; never one of
-    :data:`FILLED_WHEN_ABSENT`): equivalent spellings give one command line, so Snakemake sees no changed parameter."""
+    :data:`FILLED_WHEN_ABSENT`; kept, though equal, an option whose default is derived from others, such as
+    ``views.token_stride``): equivalent spellings give one command line, so Snakemake sees no changed parameter."""
+    typed = _typed_options(stage, json.dumps(sections), json.dumps(base or {}))  # key order kept: the command's order
+    return json.loads(typed)
+
+
+@functools.lru_cache(maxsize=None)
+def _typed_options(stage: str, sections_json: str, base_json: str) -> str:
+    """:func:`typed_options` as JSON, cached: every parse of the workflow asks for the same few (each build of a
+    config costs a few milliseconds, and the workflow's parse is timed, README)."""
     from s2dc.tune.space import STAGES, merge_options
 
-    build, base = STAGES[stage][1], base or {}
+    build, sections, base = STAGES[stage][1], json.loads(sections_json), json.loads(base_json)
     resolved = build(merge_options(base, sections)).to_dict()
     kept = {section: {name: resolved[section][name] for name in fields} for section, fields in sections.items()}
+    try:
+        unwritten = build(base).to_dict()  # each option's value when absent, but for those derived from others
+    except ValueError:
+        unwritten = None
     keep = FILLED_WHEN_ABSENT.get(stage, {})
     for section, fields in sections.items():
         for name in fields:
-            if name in keep.get(section, ()):
+            if name in keep.get(section, ()) or (unwritten and unwritten[section][name] != resolved[section][name]):
                 continue
             without = {s: {n: v for n, v in f.items() if (s, n) != (section, name)} for s, f in kept.items()}
             try:
@@ -82,7 +96,7 @@ def typed_options(stage: str, sections: dict, base: dict | None = None) -> dict:
                 alike = False
             if alike:
                 kept = without
-    return {section: fields for section, fields in kept.items() if fields}
+    return json.dumps({section: fields for section, fields in kept.items() if fields})
 
 
 def pretrain_run_options(config: dict, variant: str, modality: str) -> dict:
