@@ -71,7 +71,7 @@ def typed_options(stage: str, sections: dict, base: dict | None = None) -> dict:
     return json.loads(typed)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _typed_options(stage: str, sections_json: str, base_json: str) -> str:
     """:func:`typed_options` as JSON, cached: every parse of the workflow asks for the same few (each build of a
     config costs a few milliseconds, and the workflow's parse is timed, README)."""
