@@ -1,5 +1,4 @@
 # Helpers shared by the rules: the active scale, paths, and turning parameter sections into CLI options.
-import functools
 import hashlib
 import json
 import os
@@ -159,7 +158,6 @@ def encoder_path(modality: str, variant: str) -> str:
     return f"{RESULTS}/{tree('pretrain', variant)}/{modality}/{variant}/encoder.pt"
 
 
-@functools.cache  # one per modality and variant: the DAG has a job per dataset, method, ratio and seed
 def pretrain_command_options(modality: str, variant: str) -> str:
     """The options of a pretraining's command: the intensity preset of the modality's pool, then the scale's options
     with the variant's overrides, each value of its declared type (`0` written for a float is passed as 0.0), those
@@ -169,7 +167,6 @@ def pretrain_command_options(modality: str, variant: str) -> str:
     return f"{preset_options(pool)} {cli_options(typed)}"
 
 
-@functools.cache
 def finetune_command_options(dataset: str) -> str:
     """The options of a fine-tuning's command: the dataset's intensity preset, then the scale's options, each value
     of its declared type, those the command resolves alike without them left off (a default written out)."""
