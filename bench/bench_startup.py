@@ -5,7 +5,8 @@
 Each variant runs in a fresh interpreter (``python -c ...``), alternated, ``--repeats`` times; the median
 wall-clock and CPU (user + system) seconds are printed. ``lean`` is what ``s2dc pretrain|finetune|probe|...`` does
 (:func:`s2dc.runtime.import_monai_lean`); ``lean4`` hides only the first four extras (scipy.signal, scipy.stats,
-matplotlib, pandas), as it did until 2026-11-30; ``plain`` is ``import monai``; ``torch`` is the floor. ``adamw`` is one
+matplotlib, pandas), as it did until 2026-11-30, ``lean8`` the first eight, as until 2026-12-02; ``plain`` is
+``import monai``; ``torch`` is the floor. ``adamw`` is one
 step of torch's AdamW (its first call imports ``torch._dynamo``), ``eager`` one step of
 :class:`s2dc.train.optim.EagerAdamW`, which the training commands use.
 """
@@ -25,6 +26,7 @@ VARIANTS = {
     "plain": "import torch, monai",
     "lean": "from s2dc.runtime import import_monai_lean; import_monai_lean()",
     "lean4": "import s2dc.runtime as r; r.MONAI_UNUSED_EXTRAS = r.MONAI_UNUSED_EXTRAS[:4]; r.import_monai_lean()",
+    "lean8": "import s2dc.runtime as r; r.MONAI_UNUSED_EXTRAS = r.MONAI_UNUSED_EXTRAS[:8]; r.import_monai_lean()",
     "adamw": "import torch; p = torch.nn.Parameter(torch.ones(1)); torch.optim.AdamW([p]).step()",
     "eager": "import torch; from s2dc.train.optim import EagerAdamW; p = torch.nn.Parameter(torch.ones(1)); "
              "EagerAdamW([p]).step()",

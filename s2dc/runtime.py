@@ -39,10 +39,12 @@ def reexec_with_tuned_malloc() -> None:
 #: Imported eagerly by MONAI for features s2dc does not use through MONAI: scipy.signal (and the scipy.stats it
 #: loads) for the ultrasound confidence map, matplotlib for ``monai.visualize`` and the Jupyter helpers, pandas for
 #: the profiling helpers, scikit-learn for the embedding-collapse metric, scipy.optimize for panoptic quality,
-#: Optuna for Auto3DSeg's tuning and requests for the TCIA downloads. MONAI keeps a stand-in for each that raises if
-#: called; s2dc imports them itself where it needs them (figures, tables, sweeps), normally, after MONAI.
+#: Optuna for Auto3DSeg's tuning, requests for the TCIA downloads, scipy.ndimage and scipy.spatial for the surface
+#: distances, elastic deformations and hole filling, scipy.sparse for the ultrasound confidence map again, and
+#: jsonschema for validating bundles. MONAI keeps a stand-in for each that raises if called; s2dc imports them itself
+#: where it needs them (figures, tables, sweeps, the twins), normally, after MONAI.
 MONAI_UNUSED_EXTRAS = ("scipy.signal", "scipy.stats", "matplotlib", "pandas", "sklearn", "scipy.optimize", "optuna",
-                       "requests")
+                       "requests", "scipy.ndimage", "scipy.spatial", "scipy.sparse", "jsonschema")
 
 
 def import_monai_lean() -> None:

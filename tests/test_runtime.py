@@ -19,6 +19,17 @@ from monai.losses import DiceCELoss
 from monai.utils import OptionalImportError
 from monai.data import ultrasound_confidence_map as ucm
 loss = float(DiceCELoss(to_onehot_y=True, softmax=True)(torch.zeros(1, 2, 4, 4, 4), torch.zeros(1, 1, 4, 4, 4)))
+from monai.metrics import DiceMetric, SSIMMetric
+half = torch.zeros(1, 1, 8, 8, 8)
+half[..., :4] = 1
+dice = float(DiceMetric(reduction="mean")(half, torch.ones(1, 1, 8, 8, 8)).mean())
+ssim = float(SSIMMetric(spatial_dims=3, data_range=1.0, win_size=3)(half, half).mean())
+from monai.metrics import utils as metric_utils
+try:
+    metric_utils.KDTree([[0.0]])
+    kdtree_raises = False
+except OptionalImportError:
+    kdtree_raises = True
 try:
     ucm.hilbert([1.0, 0.0])
     stand_in_raises = False
@@ -29,7 +40,10 @@ from sklearn.manifold import TSNE
 garbage = [[]]
 garbage[0].append(garbage)  # a cycle made after the import: still collected
 del garbage
+import scipy.ndimage  # as the synthetic twins import it
 print(json.dumps({"loaded_after_monai": loaded_after_monai, "loss": loss, "stand_in_raises": stand_in_raises,
+                  "dice": dice, "ssim": ssim, "kdtree_raises": kdtree_raises,
+                  "edt": float(scipy.ndimage.distance_transform_edt([0, 1, 1, 1]).max()),
                   "pandas": pandas.DataFrame({"a": [1, 2]})["a"].sum().item(), "tsne": TSNE.__name__,
                   "frozen": frozen, "collected": gc.collect()}))
 """
@@ -45,7 +59,10 @@ def test_monai_imports_without_its_unused_extras_and_they_import_normally_after(
     # zero logits: p = 1/2 for both classes, all 64 voxels are class 0. CE = ln 2; Dice loss of class 0 is
     # 1 - 2·32/(64 + 32) = 1/3, of class 1 (absent) 1 - 1e-5/(32 + 1e-5) ~ 1; mean over the classes, plus CE.
     assert abs(out["loss"] - ((1 / 3 + 1 - 1e-5 / (32 + 1e-5)) / 2 + math.log(2))) < 1e-5
-    assert out["stand_in_raises"] is True
+    assert out["stand_in_raises"] is True and out["kdtree_raises"] is True
+    # half of the prediction's 512 voxels on the all-ones label: Dice 2·256/(256 + 512) = 2/3; SSIM of an image
+    # with itself is 1; the hidden scipy.ndimage imports normally after (distance of the last 1 to the 0: 3)
+    assert abs(out["dice"] - 2 / 3) < 1e-6 and abs(out["ssim"] - 1) < 1e-6 and out["edt"] == 3.0
     assert out["pandas"] == 3 and out["tsne"] == "TSNE"
     # what the import made is frozen out of the collector's walks (torch and MONAI: some 10^5 objects and more); the
     # garbage made after it is still collected
