@@ -6,6 +6,8 @@ import argparse
 import os
 import signal
 import sys
+import time
+from pathlib import Path
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -16,16 +18,19 @@ def _pretrain(args: argparse.Namespace) -> int:
     if not cfg.data.source:
         raise ValueError("data.source is required: pass --data.source <dataset.json or folder of NIfTI volumes>")
     if args.export_encoder:
-        from pathlib import Path
-
         from .export import check_export_output
 
         check_export_output(Path(args.export_encoder))  # before the training, not after it
+    started = time.time()
     summary = pretrain(cfg)
-    losses = summary["losses_this_run"]
-    if losses:
+    losses, checkpoint = summary["losses_this_run"], Path(summary["checkpoint"])
+    if not losses or (checkpoint.is_file() and checkpoint.stat().st_mtime < started):
+        # a finished run found again (its summary stands, with the losses of the process that trained them), or one
+        # stopped after its last checkpoint: the weights at the last step are older than this process
+        print(f"pretraining already at step {summary['steps']}: nothing trained; checkpoint {checkpoint}")
+    else:
         print(f"pretrained to step {summary['steps']}: loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
-              f"checkpoint {summary['checkpoint']}")
+              f"checkpoint {checkpoint}")
     if args.export_encoder and os.environ.get("RANK", "0") == "0":  # under torchrun, one process writes it
         from .export import export_encoder
 
@@ -80,8 +85,6 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .report.tables import write_report
 
     table = write_report([Path(p) for p in args.metrics], Path(args.out), [Path(p) for p in args.probe])
@@ -92,8 +95,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _plots(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .report.curves import check_curves_out, curve_tables, write_curves
     from .report.figures import draw_benchmark
     from .report.runs import read_runs
@@ -111,8 +112,6 @@ def _plots(args: argparse.Namespace) -> int:
 
 
 def _ablation_table(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .report.tables import write_ablation
 
     from .report.tables import parse_terms

@@ -322,11 +322,16 @@ def test_an_explicit_resume_never_overwrites_a_run_of_other_code_in_the_folder(t
     assert len(summary["losses_this_run"]) == 1
 
 
-def test_rerunning_a_finished_pretraining_keeps_its_summary(tiny_config, volumes_dir, tmp_path):
-    """The same command again trains nothing: the finished run's summary.json (its losses) stays as it was."""
+def test_rerunning_a_finished_pretraining_keeps_its_summary(tiny_config, volumes_dir, tmp_path, capsys):
+    """The same command again trains nothing: the finished run's summary.json (its losses) stays as it was, and the
+    command says that it trained nothing, not the earlier run's losses as if it had trained them."""
     args = ["--optim.steps", "2", "--data.cache_dir", str(tmp_path / "cache")]
     assert pretrain(tiny_config, volumes_dir / "imagesTr", tmp_path / "run", *args) == 0
     before = (tmp_path / "run" / "summary.json").read_text()
     assert len(json.loads(before)["losses_this_run"]) == 2
+    assert "pretrained to step 2: loss" in capsys.readouterr().out
     assert pretrain(tiny_config, volumes_dir / "imagesTr", tmp_path / "run", *args) == 0
     assert (tmp_path / "run" / "summary.json").read_text() == before
+    out = capsys.readouterr().out
+    assert "pretrained to step" not in out, out
+    assert "already at step 2: nothing trained" in out and "step_00000002.pt" in out, out
