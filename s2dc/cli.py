@@ -6,7 +6,6 @@ import argparse
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 
@@ -21,12 +20,9 @@ def _pretrain(args: argparse.Namespace) -> int:
         from .export import check_export_output
 
         check_export_output(Path(args.export_encoder))  # before the training, not after it
-    started = time.time()
     summary = pretrain(cfg)
     losses, checkpoint = summary["losses_this_run"], Path(summary["checkpoint"])
-    if not losses or (checkpoint.is_file() and checkpoint.stat().st_mtime < started):
-        # a finished run found again (its summary stands, with the losses of the process that trained them), or one
-        # stopped after its last checkpoint: the weights at the last step are older than this process
+    if not losses:  # a finished run found again, or one stopped after its last checkpoint
         print(f"pretraining already at step {summary['steps']}: nothing trained; checkpoint {checkpoint}")
     else:
         print(f"pretrained to step {summary['steps']}: loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
@@ -112,9 +108,7 @@ def _plots(args: argparse.Namespace) -> int:
 
 
 def _ablation_table(args: argparse.Namespace) -> int:
-    from .report.tables import write_ablation
-
-    from .report.tables import parse_terms
+    from .report.tables import parse_terms, write_ablation
 
     terms = parse_terms(args.terms)
     table = write_ablation([Path(p) for p in args.metrics], terms, Path(args.out), [Path(p) for p in args.probe])

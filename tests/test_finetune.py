@@ -371,7 +371,9 @@ def test_loader_processes_do_not_change_the_result(ft_config, seg_dir, tmp_path)
 
 def test_an_interrupted_finetuning_resumes_bit_identically(ft_config, seg_dir, tmp_path):
     """A run stopped after its step-2 checkpoint, run again with the same command, continues from step 2 (it does not
-    start afresh) and ends with the weights, validation history and curves of the run that was never stopped."""
+    start afresh) and ends with the weights, validation history and curves of the run that was never stopped; in
+    between, every case file is written again with the same bytes (as a twin made again: new times and inodes),
+    which leaves the checkpoint this run's."""
     common = ["--train.steps", "4", "--train.flip_prob", "0.5", "--eval.every", "2", "--model.drop_path_rate", "0.1",
               "--data.cache_dir", str(tmp_path / "cache"), *SMALL_STEP_ARGS]
     whole = tmp_path / "whole"
@@ -399,6 +401,10 @@ def test_an_interrupted_finetuning_resumes_bit_identically(ft_config, seg_dir, t
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002.pt"]
     assert not (out / "metrics.json").exists()
 
+    for path in sorted(seg_dir.rglob("*.nii*")):
+        data = path.read_bytes()
+        path.unlink()
+        path.write_bytes(data)
     assert finetune(ft_config, seg_dir / "dataset.json", out, *common, "--run.checkpoint_every", "2") == 0
     assert _same_weights(_weights(whole), _weights(out))
     a, b = (json.loads((f / "metrics.json").read_text()) for f in (whole, out))

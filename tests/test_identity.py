@@ -114,6 +114,65 @@ def test_a_volume_replaced_with_its_size_and_time_is_a_changed_volume(tmp_path):
     assert any("img/v0.nii" in line and "changed" in line for line in lines), lines
 
 
+
+def _rewrite(path, data: bytes) -> None:
+    """Write ``path`` anew (as a generator making a twin again does): a new file, new times."""
+    path.unlink()
+    path.write_bytes(data)
+
+
+def test_volumes_written_again_with_the_same_bytes_are_the_same_data(tmp_path):
+    """A twin made again (or data copied to another disk) has new times and inodes: with the hash of the bytes the
+    run recorded, the same bytes are the same data (no difference, the run stands); other bytes of the same size,
+    a run that recorded no hash, or another size are differences, and a size change is told without hashing."""
+    import hashlib
+
+    (tmp_path / "img").mkdir()
+    paths = [tmp_path / "img" / f"v{i}.nii" for i in range(2)]
+    for i, path in enumerate(paths):
+        path.write_bytes(bytes([i]) * 32)
+    source = tmp_path / "dataset.json"
+    source.write_text(json.dumps({"training": [{"image": f"img/v{i}.nii"} for i in range(2)]}))
+    # the hash by hand: SHA-256 of the files' SHA-256s, one per line
+    by_hand = hashlib.sha256("\n".join(hashlib.sha256(bytes([i]) * 32).hexdigest() for i in range(2)).encode())
+    assert identity.content_sha256(paths) == by_hand.hexdigest()
+
+    def current():
+        return {"code": "a", "data": identity.data_fingerprint(source, paths)}
+
+    run = current()
+    identity.record_content(run, lambda: identity.content_sha256(paths))
+    calls = []
+
+    def content():
+        calls.append(1)
+        return identity.content_sha256(paths)
+
+    now = current()
+    assert identity.run_differences(run, now, content) == [] and not calls  # nothing rewritten: no hashing
+    assert now["data"]["content_sha256"] == run["data"]["content_sha256"]
+
+    _rewrite(paths[1], bytes([1]) * 32)
+    now = current()
+    assert identity.differences(run, now) != []  # its time changed
+    assert identity.run_differences(run, now, content) == [] and len(calls) == 1
+    assert now["data"]["content_sha256"] == run["data"]["content_sha256"]
+
+    without_hash = json.loads(json.dumps(run))
+    del without_hash["data"]["content_sha256"]
+    assert any("img/v1.nii" in line for line in identity.run_differences(without_hash, current(), content))
+
+    _rewrite(paths[1], bytes([7]) * 32)  # the same size, other bytes
+    now = current()
+    lines = identity.run_differences(run, now, content)
+    assert any("img/v1.nii" in line and "changed" in line for line in lines), lines
+    assert "content_sha256" not in now["data"]
+
+    calls.clear()
+    _rewrite(paths[1], bytes([1]) * 33)  # another size: a difference without reading the files
+    assert any("img/v1.nii" in line for line in identity.run_differences(run, current(), content)) and not calls
+
+
 def test_a_run_folder_has_one_writer(tmp_path, tiny_config, volumes_dir, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     held = lock_folder(tmp_path / "run")

@@ -217,6 +217,35 @@ def test_changed_data_is_never_resumed(tiny_config, pool, tmp_path, capsys):
     assert all(torch.equal(kept[k], old[k]) for k in old)
 
 
+def test_data_written_again_with_the_same_bytes_keeps_the_run(tiny_config, pool, tmp_path, capsys):
+    """A twin made again rewrites every volume with the same bytes (new times, new inodes): the finished run stands
+    (nothing trained, nothing moved aside); a volume whose bytes changed but not its size is still another run's."""
+    from s2dc.files import file_stamp
+
+    out = tmp_path / "run"
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2") == 0
+    finished = (out / "summary.json").read_text()
+    volumes = sorted((pool / "imagesTr").glob("*.nii.gz"))
+    stamps = [file_stamp(path) for path in volumes]
+    for path in volumes:
+        data = path.read_bytes()
+        path.unlink()
+        path.write_bytes(data)
+    assert all(file_stamp(path) != stamp for path, stamp in zip(volumes, stamps))
+    capsys.readouterr()
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2") == 0
+    captured = capsys.readouterr()
+    assert "with the same bytes: the run stands" in captured.err, captured.err
+    assert "already at step 2: nothing trained" in captured.out, captured.out
+    assert (out / "summary.json").read_text() == finished and not (out / "previous").exists()
+
+    data = bytearray(volumes[0].read_bytes())
+    data[4] ^= 0xFF  # the gzip header's modification time: a readable volume, the same size, other bytes
+    volumes[0].write_bytes(bytes(data))
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2") == 2
+    err = capsys.readouterr().err
+    assert volumes[0].name in err and "--run.resume never" in err and "Traceback" not in err
+
 @pytest.mark.parametrize("change, key", [
     (["--optim.lr", "0.5"], "optim.lr"),
     (["--encoder.feature_size", "24"], "encoder.feature_size"),

@@ -22,6 +22,7 @@ fails leaves no ``metrics.json``.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 import math
@@ -56,7 +57,14 @@ from ..train.checkpoint import (
 from ..train.device import pick_device
 from ..train.finetune_config import FinetuneConfig
 from ..train.finite import NonFiniteError, describe_step, gradient_norm, require_finite, step_is_finite
-from ..train.identity import code_fingerprint, data_fingerprint, differences, libraries
+from ..train.identity import (
+    code_fingerprint,
+    content_sha256,
+    data_fingerprint,
+    libraries,
+    record_content,
+    run_differences,
+)
 from ..train.live import MetricLog, Progress
 from ..train.optim import EagerAdamW
 from ..train.precision import autocast_for, precision_for
@@ -246,19 +254,21 @@ class Finetuner:
             self.optimizer, lambda s: warmup_cosine(s, cfg.train.warmup_steps, cfg.train.steps))
         self.step = 0
         self.ckpt_dir = self.out / "checkpoints"
-        self.identity = self._identity(source)
-
-
-    def _identity(self, source: Path) -> dict:
-        """What makes a checkpoint this run's (see :mod:`s2dc.train.identity`): the options that change what it
-        computes (its seed and label ratio too), the precision, the dataset.json, every case's file and the
-        encoder file (path, size, time), and the fine-tuning code."""
-        cfg = self.cfg
         init = [] if cfg.model.init == "scratch" else [Path(cfg.model.init)]
+        files = _case_files(self.all_train + self.val_cases) + init
+        self.identity = self._identity(source, files)
+        self._content = functools.cache(lambda: content_sha256(files))  # the files' bytes, hashed at most once
+
+    def _identity(self, source: Path, files: list[Path]) -> dict:
+        """What makes a checkpoint this run's (see :mod:`s2dc.train.identity`): the options that change what it
+        computes (its seed and label ratio too), the precision, the dataset.json, ``files`` (every case's file and
+        the encoder file: path, size, time; their bytes' hash is added with the first checkpoint), and the
+        fine-tuning code."""
+        cfg = self.cfg
         return {
             "options": {**cfg.result_options(self.precision), "data.label_ratio": cfg.data.label_ratio,
                         "run.seed": cfg.run.seed, "model.init": cfg.model.init},
-            "data": data_fingerprint(source, _case_files(self.all_train + self.val_cases) + init),
+            "data": data_fingerprint(source, files),
             "code": code_fingerprint(__name__),
             "libraries": libraries(),
         }
@@ -312,7 +322,7 @@ class Finetuner:
                              "a file: give run.out_dir a folder of its own")
         if self.cfg.run.resume == "never":
             return None, None
-        lines = differences(state.get("identity") or {}, self.identity)
+        lines = run_differences(state.get("identity") or {}, self.identity, self._content)
         if not lines:
             return state, path
         if self.cfg.run.resume == "auto":
@@ -326,6 +336,7 @@ class Finetuner:
     def _save_checkpoint(self, history: list[dict], first_loss: float) -> None:
         weights = self.model.state_dict()
         require_finite(weights, f"the weights at step {self.step}")
+        record_content(self.identity, self._content)
         atomic_save({"kind": CHECKPOINT_KIND, "step": self.step, "identity": self.identity, "model": weights,
                      "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                      "rng": rng_state(), "history": history, "first_loss": first_loss},

@@ -8,8 +8,10 @@ datasets or two versions of the training code.
   or how many loader processes read the data), with the number of processes and the precision the forward
   passes compute in (``run.amp: auto`` is bf16 on a GPU and fp32 on the CPU: the precision counts, not the
   option; the device does not, like the machine);
-* data: the dataset.json's bytes and each listed volume's path, size and modification time (as make and
-  Snakemake judge files; a rewritten file counts as changed even with the same bytes);
+* data: the dataset.json's bytes, each listed volume's path, size, modification time, inode and status-change
+  time (as Git's index judges files: cheap, and any write changes them), and a hash of the volumes' bytes, made once
+  when a run starts and again only when a file's size, time or inode changed: a volume rewritten with the same
+  bytes (a twin made again, data copied to another disk) leaves the run resumable (:func:`run_differences`);
 * code: a hash of the s2dc modules that training imports (their syntax trees without docstrings, so
   comments and documentation do not count), and the torch and MONAI versions.
 """
@@ -22,9 +24,10 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from ..files import atomic_write_text, file_stamp
+from ..files import atomic_write_text, file_sha256, file_stamp
 
 # Options that do not change what a run computes.
 RUN_LOCAL = {
@@ -67,6 +70,44 @@ def data_fingerprint(source: str | Path, paths: list[Path]) -> dict:
         files.append([str(rel), *file_stamp(path).values()])
     dataset_json = None if source.is_dir() else hashlib.sha256(source.read_bytes()).hexdigest()
     return {"dataset_json": dataset_json, "files": files}
+
+
+def content_sha256(paths: list[Path]) -> str:
+    """SHA-256 of the files' bytes, in order (of their SHA-256s): what a run's data hold, whatever their times."""
+    joined = "\n".join(file_sha256(path) for path in paths)
+    return hashlib.sha256(joined.encode()).hexdigest()
+
+
+def record_content(identity: dict, content: Callable[[], str]) -> None:
+    """Set ``identity["data"]["content_sha256"]`` from ``content()`` (a run starting afresh), unless it is known."""
+    identity["data"].setdefault("content_sha256", content())
+
+
+def run_differences(found: dict, current: dict, content: Callable[[], str]) -> list[str]:
+    """:func:`differences` between the identity of a run ``found`` and the ``current`` one, except that volumes
+    rewritten with the same bytes do not count: when the data differ only by the files' times or inodes (the same
+    dataset.json, file names and sizes) and ``found`` records the hash of its volumes' bytes, ``content()`` (their
+    :func:`content_sha256` now) decides. Where the data are the same, ``current`` takes their hash."""
+    lines = differences(found, current)
+    old, new = found.get("data") or {}, current.get("data") or {}
+    known = old.get("content_sha256")
+    data_lines = _data_differences(old, new, limit=5)
+    if known and not data_lines:
+        new["content_sha256"] = known
+    elif known and _same_but_stamps(old, new) and content() == known:
+        new["content_sha256"] = known
+        changed = sum(a != b for a, b in zip(old["files"], new["files"]))
+        print(f"{changed} data file(s) were written again since the run started (their times or inodes changed), "
+              "with the same bytes: the run stands", file=sys.stderr, flush=True)
+        lines = [line for line in lines if line not in data_lines]
+    return lines
+
+
+def _same_but_stamps(old: dict, new: dict) -> bool:
+    """The same dataset.json, the same files in the same order with the same sizes (times and inodes aside)."""
+    old_files, new_files = old.get("files", []), new.get("files", [])
+    return old.get("dataset_json") == new.get("dataset_json") and len(old_files) == len(new_files) and all(
+        a[:2] == b[:2] for a, b in zip(old_files, new_files))
 
 
 def code_fingerprint(*modules: str, shallow: tuple[str, ...] = ()) -> str:

@@ -7,6 +7,7 @@ from a checkpoint continues exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -46,7 +47,15 @@ from .checkpoint import (
 from .config import RESUME_MODES, PretrainConfig
 from .device import pick_device
 from .finite import NonFiniteError, describe_step, gradient_norm, non_finite_tensors, step_is_finite
-from .identity import code_fingerprint, data_fingerprint, differences, libraries, result_options
+from .identity import (
+    code_fingerprint,
+    content_sha256,
+    data_fingerprint,
+    libraries,
+    record_content,
+    result_options,
+    run_differences,
+)
 from .live import MetricLog, Progress
 from .optim import EagerAdamW
 from .precision import autocast_for, precision_for
@@ -134,6 +143,7 @@ class Pretrainer:
             self.optimizer, lambda s: warmup_cosine(s, cfg.optim.warmup_steps, cfg.optim.steps))
         self.step = 0
         self.identity: dict = {}
+        self._content = None  # () -> the hash of the data's bytes (identity.content_sha256), made at most once
         self._lock = None  # the run folder's lock (main rank), held until pretrain() returns
         self._rng = None  # generator states of a resumed checkpoint, set before its first step
         self._made_out = False  # whether this run made run.out_dir (a refused run removes it again if still empty)
@@ -250,7 +260,7 @@ class Pretrainer:
     def _differences(self, found: dict | None) -> list[str]:
         if found is None:
             return ["it was made by an earlier s2dc that did not record its options, data and code"]
-        return differences(found, self.identity)
+        return run_differences(found, self.identity, self._content)
 
     def _require_same_run(self, found: dict | None, where: str, explicit: bool = False) -> None:
         lines = self._differences(found)
@@ -356,6 +366,7 @@ class Pretrainer:
         cfg = self.cfg
         paths = list_volumes(cfg.data.source, cfg.data.key)
         self.identity = self.run_identity(paths)
+        self._content = functools.cache(lambda: content_sha256(paths))
         if self.dist.is_main:
             self._made_out = not self.out.exists()
             self._lock = lock_folder(self.out)
@@ -366,6 +377,7 @@ class Pretrainer:
         if self.step < cfg.optim.steps:
             self._check_volumes(volumes)
         if self.dist.is_main:  # only now: a run refused for its data is no run to resume once the data is fixed
+            record_content(self.identity, self._content)  # (a run afresh: its data's bytes, read once)
             atomic_write_text(self.out / "run.json", json.dumps({"identity": self.identity}, indent=1))
         stream = RoiStream(volumes, cfg.views.roi_size, cfg.optim.batch_size, cfg.run.seed, self.dist.rank)
         loader = torch.utils.data.DataLoader(  # its own generator: torch's global one is drop-path's (resume)
@@ -435,8 +447,8 @@ class Pretrainer:
         kept = self.out / "summary.json"
         if not history and resumed_from is not None and is_json_with(kept, set(self.RUN_FILES["summary.json"])):
             earlier = json.loads(kept.read_text())
-            if earlier["steps"] == self.step:  # a finished run run again: nothing trained, its summary stands
-                return earlier
+            if earlier["steps"] == self.step:  # a finished run run again: nothing trained, its summary stands (the
+                return {**earlier, "losses_this_run": []}  # losses of the process that trained them), none of ours
         summary = {
             "steps": self.step,
             "world_size": self.dist.world_size,
@@ -451,7 +463,9 @@ class Pretrainer:
 
 
 def pretrain(cfg: PretrainConfig) -> dict:
-    """Train S²DC as configured; returns the run summary (also written to ``run.out_dir/summary.json``)."""
+    """Train S²DC as configured; returns this process's run summary, written to ``run.out_dir/summary.json``
+    (``losses_this_run``: one per step this process trained). A finished run run again trains nothing: its file keeps
+    the summary of the process that trained it, and the summary returned has no losses."""
     trainer = Pretrainer(cfg)
     try:
         return trainer.run()
