@@ -235,9 +235,16 @@ def test_data_written_again_with_the_same_bytes_keeps_the_run(tiny_config, pool,
     capsys.readouterr()
     assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2") == 0
     captured = capsys.readouterr()
-    assert "with the same bytes: the run stands" in captured.err, captured.err
+    assert captured.err.count("with the same bytes: the run stands") == 1, captured.err  # once, not per file read
     assert "already at step 2: nothing trained" in captured.out, captured.out
     assert (out / "summary.json").read_text() == finished and not (out / "previous").exists()
+
+    moved = tmp_path / "moved"  # the finished run's folder moved: the command names the checkpoint where it is now
+    shutil.move(str(out), str(moved))
+    assert pretrain(tiny_config, pool / "dataset.json", moved, "--optim.steps", "2") == 0
+    said = capsys.readouterr().out
+    assert f"nothing trained; checkpoint {moved / 'checkpoints' / 'step_00000002.pt'}" in said, said
+    shutil.move(str(moved), str(out))
 
     data = bytearray(volumes[0].read_bytes())
     data[4] ^= 0xFF  # the gzip header's modification time: a readable volume, the same size, other bytes

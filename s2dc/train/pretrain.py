@@ -448,7 +448,9 @@ class Pretrainer:
         if not history and resumed_from is not None and is_json_with(kept, set(self.RUN_FILES["summary.json"])):
             earlier = json.loads(kept.read_text())
             if earlier["steps"] == self.step:  # a finished run run again: nothing trained, its summary stands (the
-                return {**earlier, "losses_this_run": []}  # losses of the process that trained them), none of ours
+                # losses of the process that trained them); this process's has none, and names the checkpoint where
+                # it is now (the run folder may have moved since)
+                return {**earlier, "losses_this_run": [], "checkpoint": str(self._last_checkpoint(resumed_from))}
         summary = {
             "steps": self.step,
             "world_size": self.dist.world_size,
