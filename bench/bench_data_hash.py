@@ -43,8 +43,8 @@ def main() -> None:
     for source in args.sources:
         paths = list_volumes(source)
         mib = sum(Path(p).stat().st_size for p in paths) / 2**20
-        stamps = median_seconds(lambda: data_fingerprint(source, paths), args.repeats)
-        hashed = median_seconds(lambda: content_sha256(paths), args.repeats)
+        stamps = median_seconds(lambda s=source, p=paths: data_fingerprint(s, p), args.repeats)
+        hashed = median_seconds(lambda p=paths: content_sha256(p), args.repeats)
         print(f"| {source} | {len(paths)} | {mib:.1f} | {stamps:.4f} | {hashed:.4f} | {mib / hashed:.0f} |")
 
 
