@@ -114,7 +114,6 @@ def test_a_volume_replaced_with_its_size_and_time_is_a_changed_volume(tmp_path):
     assert any("img/v0.nii" in line and "changed" in line for line in lines), lines
 
 
-
 def _rewrite(path, data: bytes) -> None:
     """Write ``path`` anew (as a generator making a twin again does): a new file, new times."""
     path.unlink()

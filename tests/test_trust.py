@@ -253,6 +253,7 @@ def test_data_written_again_with_the_same_bytes_keeps_the_run(tiny_config, pool,
     err = capsys.readouterr().err
     assert volumes[0].name in err and "--run.resume never" in err and "Traceback" not in err
 
+
 @pytest.mark.parametrize("change, key", [
     (["--optim.lr", "0.5"], "optim.lr"),
     (["--encoder.feature_size", "24"], "encoder.feature_size"),

@@ -9,9 +9,10 @@ datasets or two versions of the training code.
   passes compute in (``run.amp: auto`` is bf16 on a GPU and fp32 on the CPU: the precision counts, not the
   option; the device does not, like the machine);
 * data: the dataset.json's bytes, each listed volume's path, size, modification time, inode and status-change
-  time (as Git's index judges files: cheap, and any write changes them), and a hash of the volumes' bytes, made once
-  when a run starts and again only when a file's size, time or inode changed: a volume rewritten with the same
-  bytes (a twin made again, data copied to another disk) leaves the run resumable (:func:`run_differences`);
+  time (as Git's index judges files: cheap, and any write changes them), and a hash of the volumes' bytes, read once
+  per process (each start of a run, resumed or not; by the main process of a pretraining, and by every process when
+  a file's size, time or inode changed): a volume rewritten with the same bytes (a twin made again, data copied to
+  another disk) leaves the run resumable (:func:`run_differences`);
 * code: a hash of the s2dc modules that training imports (their syntax trees without docstrings, so
   comments and documentation do not count), and the torch and MONAI versions.
 """
@@ -79,7 +80,8 @@ def content_sha256(paths: list[Path]) -> str:
 
 
 def record_content(identity: dict, content: Callable[[], str]) -> None:
-    """Set ``identity["data"]["content_sha256"]`` from ``content()`` (a run starting afresh), unless it is known."""
+    """Set ``identity["data"]["content_sha256"]`` from ``content()`` unless it is known (it is then kept; ``content()``
+    is called either way, so pass a cached one: the pipeline's reads the files once per process)."""
     identity["data"].setdefault("content_sha256", content())
 
 

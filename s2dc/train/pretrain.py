@@ -377,7 +377,7 @@ class Pretrainer:
         if self.step < cfg.optim.steps:
             self._check_volumes(volumes)
         if self.dist.is_main:  # only now: a run refused for its data is no run to resume once the data is fixed
-            record_content(self.identity, self._content)  # (a run afresh: its data's bytes, read once)
+            record_content(self.identity, self._content)  # (the data's bytes, read once per start)
             atomic_write_text(self.out / "run.json", json.dumps({"identity": self.identity}, indent=1))
         stream = RoiStream(volumes, cfg.views.roi_size, cfg.optim.batch_size, cfg.run.seed, self.dist.rank)
         loader = torch.utils.data.DataLoader(  # its own generator: torch's global one is drop-path's (resume)
