@@ -21,7 +21,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
         check_export_output(Path(args.export_encoder))  # before the training, not after it
     summary = pretrain(cfg)
-    losses, checkpoint = summary["losses_this_run"], Path(summary["checkpoint"])
+    losses, checkpoint = summary["losses_this_run"], summary["checkpoint"]
     if not losses:  # a finished run found again, or one stopped after its last checkpoint
         print(f"pretraining already at step {summary['steps']}: nothing trained; checkpoint {checkpoint}")
     else:
@@ -91,17 +91,26 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _plots(args: argparse.Namespace) -> int:
+    from .pyplot import check_png_out
     from .report.curves import check_curves_out, curve_tables, write_curves
+    from .report.effect import draw_effect, effect_table
     from .report.figures import draw_benchmark
+    from .report.tables import collect, collect_probes, summarise
     from .report.runs import read_runs
     from .report.outputs import check_out_dir
 
     runs, rows = read_runs([Path(p) for p in args.metrics])
     tables = curve_tables(runs)  # every input read and every output checked before the first file is written
+    probes = [Path(p) for p in args.probe]
+    collect_probes(probes)
+    effect = effect_table(summarise(collect([Path(p) for p in args.metrics])), probes)
     check_out_dir(Path(args.figures), "--figures")
     check_out_dir(Path(args.curves), "--curves")
     check_curves_out(Path(args.curves), list(tables))
+    check_png_out(Path(args.figures) / "effect.png")
     figures = draw_benchmark(rows, Path(args.figures))
+    if len(effect):
+        figures.append(draw_effect(effect, Path(args.figures) / "effect.png"))
     curves = write_curves(tables, Path(args.curves))
     print(f"{len(runs)} runs -> {len(figures)} figures in {args.figures}, {len(curves)} curve tables in {args.curves}")
     return 0
@@ -273,7 +282,9 @@ def _add_plots(sub) -> None:
         "plots", help="figures and curve tables of the fine-tuning runs (per-class bars, label-ratio curves)",
         description="Read fine-tuning metrics.json files (and the DVCLive curves beside them) and write, into "
                     "--figures, per_class/<dataset>.png (grouped bars per class or metric, one bar per method, mean ± "
-                    "std over seeds) and label_ratio.png (score vs %% labels per method, the poster's numbers beside); "
+                    "std over seeds), label_ratio.png (score vs %% labels per method, the poster's numbers beside) and "
+                    "effect.png (S²DC against scratch fine-tuned, and against the random encoder and the voxels "
+                    "frozen with --probe, dataset by dataset: s2dc.report.effect); "
                     "into --curves, train_loss/<dataset>.tsv and val_score/<dataset>.tsv (step, one column per "
                     "method: the mean over seeds) for `dvc plots show`. A file where a PNG goes that s2dc did not draw is "
                     "refused, never replaced.",
@@ -281,6 +292,8 @@ def _add_plots(sub) -> None:
     plo.add_argument("metrics", nargs="+", help="metrics.json files written by `s2dc finetune`")
     plo.add_argument("--figures", required=True, help="output folder of the PNGs")
     plo.add_argument("--curves", required=True, help="output folder of the curve tables")
+    plo.add_argument("--probe", nargs="*", default=[], metavar="JSON",
+                     help="`s2dc probe` results: the frozen protocol's side of effect.png")
     plo.set_defaults(func=_plots)
 
 

@@ -134,18 +134,18 @@ def test_volumes_written_again_with_the_same_bytes_are_the_same_data(tmp_path):
     source.write_text(json.dumps({"training": [{"image": f"img/v{i}.nii"} for i in range(2)]}))
     # the hash by hand: SHA-256 of the files' SHA-256s, one per line
     by_hand = hashlib.sha256("\n".join(hashlib.sha256(bytes([i]) * 32).hexdigest() for i in range(2)).encode())
-    assert identity.content_sha256(paths) == by_hand.hexdigest()
+    assert identity.volumes_sha256(paths) == by_hand.hexdigest()
 
     def current():
         return {"code": "a", "data": identity.data_fingerprint(source, paths)}
 
     run = current()
-    identity.record_content(run, lambda: identity.content_sha256(paths))
+    identity.record_content(run, lambda: identity.volumes_sha256(paths))
     calls = []
 
     def content():
         calls.append(1)
-        return identity.content_sha256(paths)
+        return identity.volumes_sha256(paths)
 
     now = current()
     assert identity.run_differences(run, now, content) == [] and not calls  # nothing rewritten: no hashing

@@ -76,6 +76,8 @@ def test_smoke_dag_runs_is_incremental_and_reruns_only_what_changed(smoke_run):
     assert set(table.task) == {"segmentation", "classification", "reconstruction", "translation"}  # every task
     assert (table.seeds == 1).all() and table["mean"].between(0, 100).all()
     assert "| synthetic_btcv | segmentation | Dice |" in (results / "benchmark.md").read_text()
+    assert "Does pretraining show?" in (results / "benchmark.md").read_text()  # both protocols, dataset by dataset
+    assert (results / "figures/benchmark/effect.png").stat().st_size > 5000
     nested = json.loads((results / "metrics.json").read_text())
     for method in ("scratch", "s2dc"):
         run = json.loads((results / "finetune/segmentation/btcv" / method / "labels50pct/seed0/metrics.json").read_text())

@@ -150,7 +150,8 @@ def test_plots_draw_the_runs_and_gather_their_curves_per_method(tmp_path, capsys
     assert pretrain == ["step\tloss\tloss_p2p", "10\t5\t1.5", "20\t4\t1.25"]
     val = (out / "curves/val_score/synthetic_btcv.tsv").read_text().splitlines()
     assert [float(x) for x in val[1].split("\t")] == pytest.approx([20, 15.0, 35.0])
-    assert "4 runs -> 2 figures" in capsys.readouterr().out
+    assert "4 runs -> 3 figures" in capsys.readouterr().out  # and effect.png: S²DC against scratch, fine-tuned
+    assert (out / "figures/effect.png").stat().st_size > 5000
     assert main(["plots", *map(str, files), "--figures", str(out / "figures"), "--curves", str(out / "curves")]) == 0
     mine = out / "figures/label_ratio.png"  # a user's file where a figure goes is never replaced
     mine.write_bytes(b"\x89PNG\r\n\x1a\n not drawn by s2dc")

@@ -59,11 +59,11 @@ from ..train.finetune_config import FinetuneConfig
 from ..train.finite import NonFiniteError, describe_step, gradient_norm, require_finite, step_is_finite
 from ..train.identity import (
     code_fingerprint,
-    content_sha256,
     data_fingerprint,
     libraries,
     record_content,
     run_differences,
+    volumes_sha256,
 )
 from ..train.live import MetricLog, Progress
 from ..train.optim import EagerAdamW
@@ -257,7 +257,7 @@ class Finetuner:
         init = [] if cfg.model.init == "scratch" else [Path(cfg.model.init)]
         files = _case_files(self.all_train + self.val_cases) + init
         self.identity = self._identity(source, files)
-        self._content = functools.cache(lambda: content_sha256(files))  # the files' bytes, hashed at most once
+        self._content = functools.cache(lambda: volumes_sha256(files))  # the files' bytes, hashed at most once
 
     def _identity(self, source: Path, files: list[Path]) -> dict:
         """What makes a checkpoint this run's (see :mod:`s2dc.train.identity`): the options that change what it

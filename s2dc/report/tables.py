@@ -1,7 +1,8 @@
 """Benchmark table: every fine-tuning ``metrics.json`` -> mean ± std over seeds, beside the paper's numbers.
 
 Writes ``<out>/benchmark.csv`` (one row per dataset × method × label ratio), ``<out>/benchmark.md``
-(the same as a Markdown table, then the structure-probe table when ``s2dc probe`` results are given)
+(the same as a Markdown table, then the structure-probe table when ``s2dc probe`` results are given, then
+whether pretraining shows, dataset by dataset: :mod:`s2dc.report.effect`)
 and ``<out>/metrics.json`` (nested, for ``dvc metrics diff``; the probe under ``"probe"``).
 """
 
@@ -18,6 +19,7 @@ from ..files import atomic_write_text
 from ..losses.options import ASSIGNMENTS
 from ..pages import markdown_page
 from .averages import averages, averages_markdown, nested_averages, percent_score
+from .effect import effect_markdown, effect_table, nested_effect
 from .outputs import check_out_dir, refuse_unless_own
 from .runs import check_runs, is_number, read_run
 
@@ -195,7 +197,7 @@ OWN_OUTPUTS = {
     "benchmark.md": lambda text: text.startswith("| dataset | task | metric | method | labels |"),
     "benchmark.html": _html_of("The benchmark"),
     "probe.csv": lambda text: text.startswith("dataset,task,stage,encoder,"),
-    "metrics.json": _json_of(lambda k, v: k in ("probe", "averages") or all(
+    "metrics.json": _json_of(lambda k, v: k in ("probe", "averages", "effect") or all(
         isinstance(c, dict) and all(isinstance(x, dict) and "mean" in x for x in c.values()) for c in v.values())),
     "ablation.csv": lambda text: text.startswith("dataset,task,metric,method,label_ratio,"),
     "ablation.md": lambda text: text.startswith("Loss ablation (poster Table 2)"),
@@ -244,6 +246,14 @@ def write_report(metric_files: list[Path], out_dir: Path, probe_files: list[Path
                 key: round(row.score, 4), **({} if math.isnan(row.se) else {f"{key}_se": round(row.se, 4)}),
                 "organ_recall": None if math.isnan(row.organ_recall) else round(row.organ_recall, 4),
                 **{k: round(getattr(row, k), 4) for k in STRUCTURE if not math.isnan(getattr(row, k))}}
+    effect = effect_table(table, probe_files)
+    if len(effect):
+        text += ("\nDoes pretraining show? S²DC against its baselines, dataset by dataset (`s2dc.report.effect`). "
+                 "Fine-tuning: at the lowest label ratio, the S²DC arm's mean over seeds minus the scratch arm's, in "
+                 "the task's metric, beyond the seed spread when it exceeds the larger of the two arms' seed std. "
+                 "Frozen: the probe's paired differences on the same validation cases (points of balanced accuracy, "
+                 "or R²; ± the bootstrap standard error).\n\n" + effect_markdown(effect))
+        nested["effect"] = nested_effect(effect)
     _write_all(out_dir, {
         "benchmark.csv": table.to_csv(index=False, float_format="%.4f"),
         "benchmark.md": text,

@@ -9,10 +9,10 @@ datasets or two versions of the training code.
   passes compute in (``run.amp: auto`` is bf16 on a GPU and fp32 on the CPU: the precision counts, not the
   option; the device does not, like the machine);
 * data: the dataset.json's bytes, each listed volume's path, size, modification time, inode and status-change
-  time (as Git's index judges files: cheap, and any write changes them), and a hash of the volumes' bytes, read once
-  per process (each start of a run, resumed or not; by the main process of a pretraining, and by every process when
-  a file's size, time or inode changed): a volume rewritten with the same bytes (a twin made again, data copied to
-  another disk) leaves the run resumable (:func:`run_differences`);
+  time (as Git's index judges files: cheap, and any write changes them), and a hash of the volumes' bytes, read when
+  a run starts afresh (by the main process of a pretraining) and when a file's time or inode changed since the run
+  recorded it (by every process): a volume rewritten with the same bytes (a twin made again, data copied to another
+  disk) leaves the run resumable (:func:`run_differences`); a resume whose files kept their stamps reads none;
 * code: a hash of the s2dc modules that training imports (their syntax trees without docstrings, so
   comments and documentation do not count), and the torch and MONAI versions.
 """
@@ -73,23 +73,24 @@ def data_fingerprint(source: str | Path, paths: list[Path]) -> dict:
     return {"dataset_json": dataset_json, "files": files}
 
 
-def content_sha256(paths: list[Path]) -> str:
+def volumes_sha256(paths: list[Path]) -> str:
     """SHA-256 of the files' bytes, in order (of their SHA-256s): what a run's data hold, whatever their times."""
     joined = "\n".join(file_sha256(path) for path in paths)
     return hashlib.sha256(joined.encode()).hexdigest()
 
 
 def record_content(identity: dict, content: Callable[[], str]) -> None:
-    """Set ``identity["data"]["content_sha256"]`` from ``content()`` unless it is known (it is then kept; ``content()``
-    is called either way, so pass a cached one: the pipeline's reads the files once per process)."""
-    identity["data"].setdefault("content_sha256", content())
+    """Set ``identity["data"]["content_sha256"]`` from ``content()`` (the volumes' :func:`volumes_sha256`) unless it
+    is known: a resumed run whose files kept their stamps has it from its run already, and reads no byte."""
+    if "content_sha256" not in identity["data"]:
+        identity["data"]["content_sha256"] = content()
 
 
 def run_differences(found: dict, current: dict, content: Callable[[], str]) -> list[str]:
     """:func:`differences` between the identity of a run ``found`` and the ``current`` one, except that volumes
     rewritten with the same bytes do not count: when the data differ only by the files' times or inodes (the same
     dataset.json, file names and sizes) and ``found`` records the hash of its volumes' bytes, ``content()`` (their
-    :func:`content_sha256` now) decides. Where the data are the same, ``current`` takes their hash."""
+    :func:`volumes_sha256` now) decides. Where the data are the same, ``current`` takes their hash."""
     lines = differences(found, current)
     old, new = found.get("data") or {}, current.get("data") or {}
     known = old.get("content_sha256")

@@ -49,12 +49,12 @@ from .device import pick_device
 from .finite import NonFiniteError, describe_step, gradient_norm, non_finite_tensors, step_is_finite
 from .identity import (
     code_fingerprint,
-    content_sha256,
     data_fingerprint,
     libraries,
     record_content,
     result_options,
     run_differences,
+    volumes_sha256,
 )
 from .live import MetricLog, Progress
 from .optim import EagerAdamW
@@ -143,7 +143,7 @@ class Pretrainer:
             self.optimizer, lambda s: warmup_cosine(s, cfg.optim.warmup_steps, cfg.optim.steps))
         self.step = 0
         self.identity: dict = {}
-        self._content = None  # () -> the hash of the data's bytes (identity.content_sha256), made at most once
+        self._content = None  # () -> the hash of the data's bytes (identity.volumes_sha256), made at most once
         self._lock = None  # the run folder's lock (main rank), held until pretrain() returns
         self._rng = None  # generator states of a resumed checkpoint, set before its first step
         self._made_out = False  # whether this run made run.out_dir (a refused run removes it again if still empty)
@@ -366,7 +366,7 @@ class Pretrainer:
         cfg = self.cfg
         paths = list_volumes(cfg.data.source, cfg.data.key)
         self.identity = self.run_identity(paths)
-        self._content = functools.cache(lambda: content_sha256(paths))
+        self._content = functools.cache(lambda: volumes_sha256(paths))
         if self.dist.is_main:
             self._made_out = not self.out.exists()
             self._lock = lock_folder(self.out)
@@ -377,7 +377,7 @@ class Pretrainer:
         if self.step < cfg.optim.steps:
             self._check_volumes(volumes)
         if self.dist.is_main:  # only now: a run refused for its data is no run to resume once the data is fixed
-            record_content(self.identity, self._content)  # (the data's bytes, read once per start)
+            record_content(self.identity, self._content)  # (the data's bytes, read if the run has no hash of them)
             atomic_write_text(self.out / "run.json", json.dumps({"identity": self.identity}, indent=1))
         stream = RoiStream(volumes, cfg.views.roi_size, cfg.optim.batch_size, cfg.run.seed, self.dist.rank)
         loader = torch.utils.data.DataLoader(  # its own generator: torch's global one is drop-path's (resume)

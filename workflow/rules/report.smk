@@ -25,11 +25,12 @@ rule benchmark_table:
         "s2dc report --out {params.out:q} {input.runs:q} --probe {input.probes:q} > {log:q} 2>&1"
 
 
-# Figures of the fine-tuning runs (per-class bars per dataset, score vs label ratio) and their curves gathered per
-# dataset for `dvc plots show` (dvc.yaml `plots:`).
+# Figures of the fine-tuning runs (per-class bars per dataset, score vs label ratio, S²DC against its baselines in
+# both protocols with the probes) and their curves gathered per dataset for `dvc plots show` (dvc.yaml `plots:`).
 rule benchmark_plots:
     input:
-        finetune_targets(),
+        runs=finetune_targets(),
+        probes=probe_targets(),
     output:
         figures=report(directory(f"{RESULTS}/figures/benchmark"), patterns=["{name}.png"],
                        caption="../report/benchmark_figures.rst", category="Benchmark"),
@@ -43,4 +44,5 @@ rule benchmark_plots:
     benchmark:
         f"benchmarks/{SCALE}/benchmark_plots.tsv"
     shell:
-        "s2dc plots {input:q} --figures {output.figures:q} --curves {output.curves:q} > {log:q} 2>&1"
+        "s2dc plots {input.runs:q} --probe {input.probes:q} --figures {output.figures:q} --curves {output.curves:q}"
+        " > {log:q} 2>&1"

@@ -1,0 +1,193 @@
+"""Does pretraining show? S²DC against its baselines, dataset by dataset, under both evaluation protocols.
+
+* Fine-tuning protocol: at each dataset's lowest label ratio, the S²DC arm's mean over seeds minus the scratch arm's,
+  in the task's metric. It is **beyond the seed spread** when the difference exceeds the larger of the two arms'
+  sample standard deviations over seeds (undecided, ``—``, with one seed: no spread to compare against).
+* Frozen-encoder protocol: the paired differences that ``s2dc probe`` gives (S²DC minus the random encoder, S²DC
+  minus the raw voxels, on the same validation cases, ± the bootstrap standard error). S²DC is **above** a baseline
+  when the difference is positive, and by two standard errors when it exceeds twice its standard error.
+
+The counts under the table are over the segmentation and classification datasets (the tasks whose frozen protocol is
+a linear classifier of tokens or of pooled features) and over all datasets.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..pyplot import check_png_out, pyplot, save_png
+
+#: The arm compared and its fine-tuning baseline; the probe's baselines (encoder names of ``s2dc probe``).
+PRETRAINED, SCRATCH = "s2dc", "scratch"
+FROZEN_BASELINES = ("random", "voxels")
+#: Tasks whose frozen protocol is a linear classifier: what the counts under the table are first given over.
+CLASSIFIER_TASKS = ("segmentation", "classification")
+COLUMNS = ["dataset", "task", "metric", "label_ratio", "seeds", "finetune_difference", "finetune_spread",
+           "finetune_beyond", "probe_metric",
+           *(f"{kind}_{b}" for b in FROZEN_BASELINES for kind in ("versus", "versus_se"))]
+
+
+def paired_differences(probe_files: list[Path], encoder: str = PRETRAINED) -> pd.DataFrame:
+    """One row per dataset of the probe results: its ``task``, ``probe_metric`` and, for each of :data:`FROZEN_BASELINES`,
+    ``versus_<baseline>`` (``encoder`` minus it: points of balanced accuracy, or R²) and ``versus_se_<baseline>``;
+    NaN where a file lacks the encoder or the baseline. The files are those :func:`~s2dc.report.tables.collect_probes`
+    has read (and checked)."""
+    rows = []
+    for path in probe_files:
+        p = json.loads(Path(path).read_text())
+        scale = 1.0 if p["metric"] == "R²" else 100.0
+        versus = (p["encoders"].get(encoder) or {}).get("versus") or {}
+        row = {"dataset": p["dataset"], "task": p["task"], "probe_metric": p["metric"]}
+        for baseline in FROZEN_BASELINES:
+            pair = versus.get(baseline) or {}
+            row[f"versus_{baseline}"] = scale * float(pair.get("difference", math.nan))
+            row[f"versus_se_{baseline}"] = scale * float(math.nan if pair.get("se") is None else pair["se"])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["dataset", "task", "probe_metric",
+                                       *(f"{kind}_{b}" for b in FROZEN_BASELINES for kind in ("versus", "versus_se"))])
+
+
+def finetune_differences(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (:func:`~s2dc.report.tables.summarise`: mean and std over seeds per dataset, method and label ratio)
+    -> one row per dataset with both arms: at the lowest label ratio both have, ``finetune_difference`` (S²DC minus
+    scratch), ``finetune_spread`` (the larger seed std of the two) and ``finetune_beyond`` (True, False, or None
+    when a std is missing: one seed)."""
+    rows = []
+    for (dataset, task, metric), runs in table.groupby(["dataset", "task", "metric"], sort=True):
+        arms = {method: mine.set_index("label_ratio") for method, mine in runs.groupby("method")}
+        if PRETRAINED not in arms or SCRATCH not in arms:
+            continue
+        ratios = sorted(set(arms[PRETRAINED].index) & set(arms[SCRATCH].index))
+        if not ratios:
+            continue
+        ratio = ratios[0]
+        ours, base = arms[PRETRAINED].loc[ratio], arms[SCRATCH].loc[ratio]
+        difference, stds = float(ours["mean"] - base["mean"]), (float(ours["std"]), float(base["std"]))
+        spread = math.nan if any(math.isnan(s) for s in stds) else max(stds)  # one seed: no spread
+        beyond = None if math.isnan(spread) else bool(difference > spread)
+        rows.append({"dataset": dataset, "task": task, "metric": metric, "label_ratio": float(ratio),
+                     "seeds": int(min(ours["seeds"], base["seeds"])), "finetune_difference": difference,
+                     "finetune_spread": spread, "finetune_beyond": beyond})
+    return pd.DataFrame(rows, columns=COLUMNS[:8])
+
+
+def effect_table(table: pd.DataFrame, probe_files: list[Path] = ()) -> pd.DataFrame:
+    """Both protocols side by side, one row per dataset (:data:`COLUMNS`): those with both fine-tuning arms, and
+    those with a probe result."""
+    finetune, probe = finetune_differences(table), paired_differences(list(probe_files))
+    both = finetune.merge(probe, on="dataset", how="outer", suffixes=("", "_probe"))
+    both["task"] = both["task"].fillna(both.pop("task_probe"))
+    return both.reindex(columns=COLUMNS).sort_values("dataset", kind="stable").reset_index(drop=True)
+
+
+def _signed(value: float, se: float = math.nan, digits: int = 2) -> str:
+    if math.isnan(value):
+        return "—"
+    return f"{value:+.{digits}f}" + ("" if math.isnan(se) else f" ± {se:.{digits}f}")
+
+
+def _frozen_verdict(row) -> str:
+    differences = [getattr(row, f"versus_{b}") for b in FROZEN_BASELINES]
+    if any(math.isnan(d) for d in differences):
+        return "—"
+    above = all(d > 0 for d in differences)
+    strong = all(getattr(row, f"versus_{b}") > 2 * getattr(row, f"versus_se_{b}") for b in FROZEN_BASELINES)
+    return ("yes, by 2 s.e." if strong else "yes") if above else "no"
+
+
+def _beyond(value) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else ("yes" if value else "no")
+
+
+def counts(effect: pd.DataFrame, tasks: tuple[str, ...] | None = CLASSIFIER_TASKS) -> dict[str, int]:
+    """How many datasets (of ``tasks``; all with None) have each verdict: ``finetune_beyond`` and ``finetune_decided``
+    (a spread to compare against), ``frozen_above`` (above every baseline), ``frozen_strong`` (by two standard
+    errors) and ``frozen_probed``."""
+    rows = effect if tasks is None else effect[effect.task.isin(tasks)]
+    decided = [v for v in rows.finetune_beyond if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    frozen = [_frozen_verdict(row) for row in rows.itertuples()]
+    return {"datasets": len(rows), "finetune_decided": len(decided), "finetune_beyond": sum(bool(v) for v in decided),
+            "frozen_probed": sum(v != "—" for v in frozen), "frozen_above": sum(v.startswith("yes") for v in frozen),
+            "frozen_strong": sum(v == "yes, by 2 s.e." for v in frozen)}
+
+
+def effect_markdown(effect: pd.DataFrame) -> str:
+    """The table and the counts under it, as Markdown."""
+    lines = [
+        "| dataset | task | fine-tuning: S²DC − scratch | labels | larger seed std | beyond the spread | "
+        "frozen: S²DC − random | S²DC − voxels | frozen: above both |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in effect.itertuples():
+        digits = 3 if row.probe_metric == "R²" else 1
+        finetune = "—" if math.isnan(row.finetune_difference) else f"{row.finetune_difference:+.2f} {row.metric}"
+        labels = "—" if math.isnan(row.label_ratio) else f"{row.label_ratio:.0%}"
+        spread = "—" if math.isnan(row.finetune_spread) else f"{row.finetune_spread:.2f}"
+        frozen = [_signed(getattr(row, f"versus_{b}"), getattr(row, f"versus_se_{b}"), digits) for b in
+                  FROZEN_BASELINES]
+        lines.append(f"| {row.dataset} | {row.task} | {finetune} | {labels} | {spread} | {_beyond(row.finetune_beyond)} "
+                     f"| {frozen[0]} | {frozen[1]} | {_frozen_verdict(row)} |")
+    lines.append("")
+    for label, tasks in (("the # segmentation and classification datasets", CLASSIFIER_TASKS),
+                         ("all # datasets", None)):
+        c = counts(effect, tasks)
+        lines.append(f"- Over {label.replace('#', str(c['datasets']))}: fine-tuned, S²DC above scratch by more than the seed "
+                     f"spread on {c['finetune_beyond']} of {c['finetune_decided']} with a spread; frozen, above both "
+                     f"the random encoder and the voxels on {c['frozen_above']} of {c['frozen_probed']} probed (by two "
+                     f"standard errors on {c['frozen_strong']}).")
+    return "\n".join(lines) + "\n"
+
+
+def nested_effect(effect: pd.DataFrame) -> dict:
+    """``{dataset: {"finetune_difference": ..., "versus_random": ..., ...}}`` for metrics.json (finite numbers only)."""
+    keys = ["finetune_difference", "finetune_spread", *COLUMNS[9:]]
+    return {row["dataset"]: {k: round(float(row[k]), 4) for k in keys if not math.isnan(float(row[k]))}
+            for row in effect.to_dict("records")}
+
+
+def effect_figure(effect: pd.DataFrame):
+    """Both protocols as a forest plot, one row per dataset. Left: the fine-tuning difference in units of the larger
+    seed std (beyond the spread right of the dashed line at 1; a filled marker); right: the frozen protocol's paired
+    differences against the random encoder and the voxels, ± two standard errors (R² × 100 for the image tasks)."""
+    plt = pyplot()
+    rows = effect.iloc[::-1].reset_index(drop=True)  # the first dataset on top
+    y = np.arange(len(rows))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.45 * len(rows) + 1.6), sharey=True)
+    for i, row in rows.iterrows():
+        difference, spread = row["finetune_difference"], row["finetune_spread"]
+        if math.isnan(difference):
+            continue
+        ratio = 0.0 if difference == 0 else difference / spread if spread > 0 else math.copysign(math.inf, difference)
+        shown = float(np.clip(ratio, -3.0, 3.0))
+        beyond = row["finetune_beyond"] is True
+        left.plot(shown, i, "o", color="#1f77b4", markerfacecolor="#1f77b4" if beyond else "white")
+        left.annotate(f"{difference:+.2f} {row['metric']} (std {spread:.2f})", (shown, i), textcoords="offset points",
+                      xytext=(6, 4), fontsize=7)
+    left.axvline(0, color="grey", lw=0.8)
+    left.axvline(1, color="grey", lw=0.8, ls="--")
+    left.set_xlim(-3.3, 3.3)
+    left.set_xlabel("fine-tuning: (S²DC − scratch) / larger seed std")
+    left.set_title("Fine-tuning, lowest label ratio (filled: beyond the spread)", fontsize=9)
+    for offset, baseline, colour in ((0.12, "random", "#d62728"), (-0.12, "voxels", "#2ca02c")):
+        scale = np.where(rows.probe_metric == "R²", 100.0, 1.0)
+        values, se = rows[f"versus_{baseline}"] * scale, rows[f"versus_se_{baseline}"] * scale
+        right.errorbar(values, y + offset, xerr=2 * se.fillna(0.0), fmt="o", color=colour, ms=4, capsize=2,
+                       label=f"S²DC − {baseline}")
+    right.axvline(0, color="grey", lw=0.8)
+    right.set_xlabel("frozen: paired difference (points; R² × 100 for the image tasks) ± 2 s.e.")
+    right.set_title("Frozen encoder, the same validation cases", fontsize=9)
+    right.legend(fontsize=8, loc="best")
+    left.set_yticks(y, [f"{d} ({t})" for d, t in zip(rows.dataset, rows.task)], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def draw_effect(effect: pd.DataFrame, out: Path) -> Path:
+    """Write :func:`effect_figure` as a PNG at ``out`` (never over a file s2dc did not draw)."""
+    check_png_out(out)
+    return save_png(effect_figure(effect), out)

@@ -1,0 +1,102 @@
+"""Does pretraining show (s2dc.report.effect): each verdict against numbers worked out by hand."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from s2dc.cli import main
+from s2dc.pyplot import is_s2dc_png
+from test_report import write_run
+
+#: Dice per seed: BTCV's S²DC arm ahead by more than either arm's spread, Liver's ahead within it, Lung at one seed.
+DICE = {("synthetic_btcv", "s2dc"): [0.40, 0.44], ("synthetic_btcv", "scratch"): [0.20, 0.26],
+        ("synthetic_msd_liver", "s2dc"): [0.30, 0.50], ("synthetic_msd_liver", "scratch"): [0.25, 0.35],
+        ("synthetic_msd_lung", "s2dc"): [0.10], ("synthetic_msd_lung", "scratch"): [0.05]}
+
+
+def probe_file(folder, dataset, task, metric, versus):
+    """An `s2dc probe` result whose S²DC encoder carries the paired ``versus`` {baseline: (difference, se)}."""
+    path = folder / f"probe_{dataset}.json"
+    path.write_text(json.dumps({"dataset": dataset, "task": task, "metric": metric, "stage": 2, "encoders": {
+        name: {"score": 0.5, "se": 0.01} for name in ("voxels", "random")} | {"s2dc": {
+            "score": 0.6, "se": 0.01, "versus": {b: {"difference": d, "se": s} for b, (d, s) in versus.items()}}}}))
+    return path
+
+
+def run_folder(folder, method, seed, dice, dataset, ratio):
+    """A fine-tuning run's folder: its metrics.json and the DVCLive loss curve that `s2dc plots` gathers."""
+    folder.mkdir()
+    (folder / "dvclive/plots/metrics/train").mkdir(parents=True)
+    (folder / "dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n1\t1.0\n")
+    return write_run(folder, method, seed, dice, dataset=dataset, ratio=ratio, name="metrics.json")
+
+
+@pytest.fixture
+def benchmark(tmp_path):
+    runs = [run_folder(tmp_path / f"{dataset}_{method}_{seed}", method, seed, dice, dataset, 0.2)
+            for (dataset, method), values in DICE.items() for seed, dice in enumerate(values)]
+    runs.append(run_folder(tmp_path / "all_labels", "s2dc", 0, 0.01, "synthetic_btcv", 1.0))
+    probes = [probe_file(tmp_path, "synthetic_btcv", "segmentation", "balanced accuracy",
+                         {"random": (0.20, 0.05), "voxels": (0.30, 0.04)}),  # above both, by two s.e.
+              probe_file(tmp_path, "synthetic_msd_liver", "segmentation", "balanced accuracy",
+                         {"random": (0.05, 0.04), "voxels": (-0.01, 0.03)}),  # below the voxels
+              probe_file(tmp_path, "synthetic_udpet", "reconstruction", "R²",
+                         {"random": (0.18, 0.01), "voxels": (0.02, 0.015)})]  # above both, not by two s.e.
+    return runs, probes
+
+
+def test_the_verdicts_of_both_protocols(tmp_path, benchmark):
+    runs, probes = benchmark
+    assert main(["report", "--out", str(tmp_path / "out"), *map(str, runs), "--probe", *map(str, probes)]) == 0
+    effect = json.loads((tmp_path / "out" / "metrics.json").read_text())["effect"]
+
+    def spread(dataset):
+        return 100 * max(statistics.stdev(DICE[(dataset, m)]) for m in ("s2dc", "scratch"))
+
+    # BTCV at 20 % (its 100 % run has no scratch arm): 42 - 23 = +19 Dice points, the larger std 4.24 (scratch's)
+    assert effect["synthetic_btcv"]["finetune_difference"] == pytest.approx(19.0, abs=1e-4)
+    assert effect["synthetic_btcv"]["finetune_spread"] == pytest.approx(spread("synthetic_btcv"), abs=1e-4)
+    assert effect["synthetic_btcv"]["versus_random"] == pytest.approx(20.0) and \
+        effect["synthetic_btcv"]["versus_se_voxels"] == pytest.approx(4.0)
+    assert effect["synthetic_msd_liver"]["finetune_difference"] == pytest.approx(10.0, abs=1e-4)  # 40 - 30
+    assert effect["synthetic_msd_liver"]["finetune_spread"] == pytest.approx(spread("synthetic_msd_liver"), abs=1e-4)
+    assert "finetune_spread" not in effect["synthetic_msd_lung"]  # one seed: no spread
+    assert effect["synthetic_udpet"] == {"versus_random": 0.18, "versus_se_random": 0.01, "versus_voxels": 0.02,
+                                         "versus_se_voxels": 0.015}  # R² stays a fraction; no fine-tuning runs
+
+    table = (tmp_path / "out" / "benchmark.md").read_text()
+    assert "| synthetic_btcv | segmentation | +19.00 Dice | 20% | 4.24 | yes | +20.0 ± 5.0 | +30.0 ± 4.0 | " \
+           "yes, by 2 s.e. |" in table
+    assert "| synthetic_msd_liver | segmentation | +10.00 Dice | 20% | 14.14 | no | +5.0 ± 4.0 | -1.0 ± 3.0 | no |" \
+           in table
+    assert "| synthetic_msd_lung | segmentation | +5.00 Dice | 20% | — | — | — | — | — |" in table
+    assert "| synthetic_udpet | reconstruction | — | — | — | — | +0.180 ± 0.010 | +0.020 ± 0.015 | yes |" in table
+    assert ("Over the 3 segmentation and classification datasets: fine-tuned, S²DC above scratch by more than the "
+            "seed spread on 1 of 2 with a spread; frozen, above both the random encoder and the voxels on 1 of 2 "
+            "probed (by two standard errors on 1).") in table
+    assert "Over all 4 datasets: fine-tuned, S²DC above scratch by more than the seed spread on 1 of 2 with a " \
+           "spread; frozen, above both the random encoder and the voxels on 2 of 3 probed (by two standard errors " \
+           "on 1)." in table
+
+
+def test_no_scratch_arm_and_no_probe_give_no_section(tmp_path):
+    run = write_run(tmp_path, "s2dc", 0, 0.5)
+    assert main(["report", "--out", str(tmp_path / "out"), str(run)]) == 0
+    assert "Does pretraining show?" not in (tmp_path / "out" / "benchmark.md").read_text()
+    assert "effect" not in json.loads((tmp_path / "out" / "metrics.json").read_text())
+
+
+def test_plots_draw_the_effect_figure_and_refuse_a_users_file(tmp_path, benchmark, capsys):
+    runs, probes = benchmark
+    figures, curves = tmp_path / "figures", tmp_path / "curves"
+    assert main(["plots", *map(str, runs), "--probe", *map(str, probes), "--figures", str(figures),
+                 "--curves", str(curves)]) == 0
+    assert is_s2dc_png(figures / "effect.png")
+    (figures / "effect.png").write_text("my notes")
+    assert main(["plots", *map(str, runs), "--probe", *map(str, probes), "--figures", str(figures),
+                 "--curves", str(curves)]) == 2
+    assert "effect.png' exists and is not a figure s2dc drew" in capsys.readouterr().err
+    assert (figures / "effect.png").read_text() == "my notes"
