@@ -226,3 +226,29 @@ def test_a_shallow_module_counts_without_the_modules_it_imports(package):
     assert identity.code_fingerprint("s2dc.a", shallow=("s2dc.cli",)) == before
     (package / "cli.py").write_text("from . import e\n\n\ndef main():\n    return e.OTHER + 1\n")
     assert identity.code_fingerprint("s2dc.a", shallow=("s2dc.cli",)) != before
+
+
+def test_the_same_bytes_under_other_code_do_not_say_the_run_stands(tmp_path, capsys):
+    """Volumes written again with the same bytes are the same data, but a run of other code (or other options) is
+    still another run and is set aside: the message then says the data are the same, not that the run stands (it
+    said "the run stands" and the pipeline's log then showed the run moved to previous/ and retrained)."""
+    (tmp_path / "img").mkdir()
+    paths = [tmp_path / "img" / f"v{i}.nii" for i in range(2)]
+    for i, path in enumerate(paths):
+        path.write_bytes(bytes([i]) * 32)
+    source = tmp_path / "dataset.json"
+    source.write_text(json.dumps({"training": [{"image": f"img/v{i}.nii"} for i in range(2)]}))
+    run = {"code": "a", "data": identity.data_fingerprint(source, paths)}
+    identity.record_content(run, lambda: identity.volumes_sha256(paths))
+    _rewrite(paths[0], bytes([0]) * 32)
+
+    lines = identity.run_differences(run, {"code": "b", "data": identity.data_fingerprint(source, paths)},
+                                     lambda: identity.volumes_sha256(paths))
+    assert lines and all("v0.nii" not in line for line in lines), lines  # the code differs, the data do not
+    err = capsys.readouterr().err
+    assert "1 data file(s) were written again" in err and "with the same bytes" in err
+    assert "the run stands" not in err, err
+
+    assert identity.run_differences(run, {"code": "a", "data": identity.data_fingerprint(source, paths)},
+                                    lambda: identity.volumes_sha256(paths)) == []
+    assert "with the same bytes: the run stands" in capsys.readouterr().err

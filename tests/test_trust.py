@@ -208,6 +208,8 @@ def test_changed_data_is_never_resumed(tiny_config, pool, tmp_path, capsys):
     assert "case1.nii.gz" in err and "--run.resume never" in err and "Traceback" not in err
 
     assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2", "--run.resume", "if_unchanged") == 0
+    err = capsys.readouterr().err
+    assert err.count("was moved to") == 1 and "case1.nii.gz" in err.split("was moved to")[1], err  # where, and why
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed_from"] is None and len(summary["losses_this_run"]) == 2
     new = torch.load(out / "checkpoints" / "step_00000002.pt", weights_only=True)["teacher"]
@@ -277,13 +279,16 @@ def test_resume_refuses_a_changed_configuration(tiny_config, pool, tmp_path, cap
     assert key in capsys.readouterr().err
 
 
-def test_resume_never_moves_the_old_run_aside(tiny_config, pool, tmp_path):
-    """Starting afresh in a used folder leaves no mix: the old files move to previous/<stamp>/."""
+def test_resume_never_moves_the_old_run_aside(tiny_config, pool, tmp_path, capsys):
+    """Starting afresh in a used folder leaves no mix: the old files move to previous/<stamp>/, and the message
+    says why."""
     out = tmp_path / "run"
     assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "4", "--run.checkpoint_every", "1",
                     "--run.keep_last", "5") == 0
+    capsys.readouterr()
     assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2", "--run.checkpoint_every", "1",
                     "--run.resume", "never") == 0
+    assert "was moved to" in (err := capsys.readouterr().err) and "--run.resume never" in err, err
     assert checkpoints(out) == ["step_00000001.pt", "step_00000002.pt"]
     (previous,) = (out / "previous").iterdir()
     assert checkpoints(previous) == [f"step_0000000{i}.pt" for i in range(1, 5)]

@@ -98,12 +98,13 @@ def run_differences(found: dict, current: dict, content: Callable[[], str]) -> l
     if known and not data_lines:
         new["content_sha256"] = known
     elif known and _same_but_stamps(old, new) and content() == known:
+        lines = [line for line in lines if line not in data_lines]
         if "content_sha256" not in new:  # said once, when this identity first learns that its data are the run's
             changed = sum(a != b for a, b in zip(old["files"], new["files"]))
+            verdict = ": the run stands" if not lines else " (the data are the run's; what else differs is said next)"
             print(f"{changed} data file(s) were written again since the run started (their times or inodes changed), "
-                  "with the same bytes: the run stands", file=sys.stderr, flush=True)
+                  f"with the same bytes{verdict}", file=sys.stderr, flush=True)
         new["content_sha256"] = known
-        lines = [line for line in lines if line not in data_lines]
     return lines
 
 

@@ -198,7 +198,7 @@ class Pretrainer:
             remove_stale_temp_files(self.out, "run.json", "summary.json")
             remove_stale_temp_files(self.ckpt_dir, "step_????????.pt")
         self._barrier()
-        state, path, set_aside = None, None, False
+        state, path, why = None, None, []  # why: what makes the run in out_dir another run (it is then set aside)
         here = self._identity_in_out_dir()
         if choice not in RESUME_MODES:  # an explicit checkpoint: it and any run in out_dir must be this run
             path = Path(choice)
@@ -209,24 +209,23 @@ class Pretrainer:
             self._require_same_run(state.get("identity"), f"checkpoint '{path}'", explicit=True)
             if here is not None:
                 self._require_same_run(here, f"run.out_dir '{self.out}'", explicit=True)
-                set_aside = bool(self._differences(here))  # a run of other code: kept in previous/, not overwritten
+                why = self._differences(here)  # a run of other code: kept in previous/, not overwritten
         elif choice == "never":
-            set_aside = True
+            why = ["--run.resume never starts afresh"]
         elif self._run_files():
-            if self._differences(here):
+            if why := self._differences(here):
                 if choice == "auto":
                     self._require_same_run(here, f"run.out_dir '{self.out}'")
-                set_aside = True
             elif found := list_checkpoints(self.ckpt_dir):
                 path = found[-1]
                 state = load_checkpoint(path, map_location=self.dist.device)
-                if self._differences(state.get("identity")):  # run.json is this run, the checkpoint is not
+                if why := self._differences(state.get("identity")):  # run.json is this run, the checkpoint is not
                     if choice == "auto":
                         self._require_same_run(state.get("identity"), f"checkpoint '{path}'")
-                    state, path, set_aside = None, None, True
+                    state, path = None, None
         self._barrier()  # every rank has read out_dir before it changes
-        if set_aside:
-            dest = self._set_aside()
+        if why:
+            dest = self._set_aside(why)
             if path is not None and dest is not None and self.out.resolve() in path.resolve().parents:
                 path = dest / path.resolve().relative_to(self.out.resolve())  # the checkpoint moved with its run
         if state is not None:
@@ -282,9 +281,9 @@ class Pretrainer:
         files = [self.out / n for n in ("dvclive", "summary.json", "run.json") if (self.out / n).exists()]
         return files + ([self.ckpt_dir] if list_checkpoints(self.ckpt_dir) else [])
 
-    def _set_aside(self) -> Path | None:
-        """Move an earlier run's files to ``run.out_dir/previous/<UTC time>/`` (nothing is deleted); returns that
-        folder (None on other ranks or with nothing to move)."""
+    def _set_aside(self, why: list[str]) -> Path | None:
+        """Move an earlier run's files to ``run.out_dir/previous/<UTC time>/`` (nothing is deleted), saying ``why``
+        (what makes it another run); returns that folder (None on other ranks or with nothing to move)."""
         files = self._run_files()
         if not files or not self.dist.is_main:
             return None
@@ -297,7 +296,8 @@ class Pretrainer:
         dest.mkdir(parents=True)
         for path in files:
             shutil.move(str(path), str(dest / path.name))
-        print(f"an earlier run in {self.out} was moved to {dest}", file=sys.stderr)
+        reasons = "".join(f"\n  {line}" for line in why)
+        print(f"an earlier run in {self.out} was moved to {dest}, as it is another run:{reasons}", file=sys.stderr)
         return dest
 
     def save(self) -> None:
