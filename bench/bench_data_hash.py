@@ -4,7 +4,7 @@ start, and a resume whose files' times or inodes changed; :mod:`s2dc.train.ident
     python bench/bench_data_hash.py [resources/quick/ct_pool/dataset.json ...] [--repeats 3]
 
 For each pretraining pool (default: the quick scale's three), the median seconds of
-:func:`~s2dc.train.identity.data_fingerprint` (stamps) and of :func:`~s2dc.train.identity.content_sha256` (bytes,
+:func:`~s2dc.train.identity.data_fingerprint` (stamps) and of :func:`~s2dc.train.identity.volumes_sha256` (bytes,
 read from the page cache after the first pass), with the files' MiB and the hash's MiB/s.
 """
 
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from s2dc.data.datalist import list_volumes
-from s2dc.train.identity import content_sha256, data_fingerprint
+from s2dc.train.identity import volumes_sha256, data_fingerprint
 
 POOLS = [f"resources/quick/{name}/dataset.json" for name in ("ct_pool", "mri_pool", "pet_pool")]
 
@@ -44,7 +44,7 @@ def main() -> None:
         paths = list_volumes(source)
         mib = sum(Path(p).stat().st_size for p in paths) / 2**20
         stamps = median_seconds(lambda s=source, p=paths: data_fingerprint(s, p), args.repeats)
-        hashed = median_seconds(lambda p=paths: content_sha256(p), args.repeats)
+        hashed = median_seconds(lambda p=paths: volumes_sha256(p), args.repeats)
         print(f"| {source} | {len(paths)} | {mib:.1f} | {stamps:.4f} | {hashed:.4f} | {mib / hashed:.0f} |")
 
 
