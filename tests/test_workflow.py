@@ -68,6 +68,7 @@ def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
     assert "Loss ablation" in html and "ablation.html" in html and "Kendall" in html
     assert "label_ratio.png" in html and "synthetic_btcv.png" in html and "hollow on the right-hand axis" in html
     assert "benchmark.html" in html and "frozen-encoder protocol" in html
+    assert "effect.png" in html and "does pretraining show" in html  # the verdicts' figure, with its caption
     assert "Sweep" in html and "trials.html" in html and "parallel_coordinate.png" in html and "median pruner" in html
     budget = yaml.safe_load((REPO / "params.yaml").read_text())["scales"]["smoke"]["sweep"]["budget"]
     best = yaml.safe_load((work / "results/smoke/sweep/best.yaml").read_text())
