@@ -6,10 +6,10 @@ import json
 import statistics
 
 import pytest
+from test_report import write_run
 
 from s2dc.cli import main
 from s2dc.pyplot import is_s2dc_png
-from test_report import write_run
 
 #: Dice per seed: BTCV's S²DC arm ahead by more than either arm's spread, Liver's ahead within it, Lung at one seed.
 DICE = {("synthetic_btcv", "s2dc"): [0.40, 0.44], ("synthetic_btcv", "scratch"): [0.20, 0.26],

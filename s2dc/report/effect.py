@@ -27,16 +27,17 @@ PRETRAINED, SCRATCH = "s2dc", "scratch"
 FROZEN_BASELINES = ("random", "voxels")
 #: Tasks whose frozen protocol is a linear classifier: what the counts under the table are first given over.
 CLASSIFIER_TASKS = ("segmentation", "classification")
+#: The frozen protocol's columns: each baseline's paired difference and its standard error.
+PAIRED = [f"{kind}_{b}" for b in FROZEN_BASELINES for kind in ("versus", "versus_se")]
 COLUMNS = ["dataset", "task", "metric", "label_ratio", "seeds", "finetune_difference", "finetune_spread",
-           "finetune_beyond", "probe_metric",
-           *(f"{kind}_{b}" for b in FROZEN_BASELINES for kind in ("versus", "versus_se"))]
+           "finetune_beyond", "probe_metric", *PAIRED]
 
 
 def paired_differences(probe_files: list[Path], encoder: str = PRETRAINED) -> pd.DataFrame:
-    """One row per dataset of the probe results: its ``task``, ``probe_metric`` and, for each of :data:`FROZEN_BASELINES`,
-    ``versus_<baseline>`` (``encoder`` minus it: points of balanced accuracy, or R²) and ``versus_se_<baseline>``;
-    NaN where a file lacks the encoder or the baseline. The files are those :func:`~s2dc.report.tables.collect_probes`
-    has read (and checked)."""
+    """One row per dataset of the probe results: its ``task``, ``probe_metric`` and, for each of
+    :data:`FROZEN_BASELINES`, ``versus_<baseline>`` (``encoder`` minus it: points of balanced accuracy, or R²) and
+    ``versus_se_<baseline>``; NaN where a file lacks the encoder or the baseline. The files are those
+    :func:`~s2dc.report.tables.collect_probes` has read (and checked)."""
     rows = []
     for path in probe_files:
         p = json.loads(Path(path).read_text())
@@ -48,8 +49,7 @@ def paired_differences(probe_files: list[Path], encoder: str = PRETRAINED) -> pd
             row[f"versus_{baseline}"] = scale * float(pair.get("difference", math.nan))
             row[f"versus_se_{baseline}"] = scale * float(math.nan if pair.get("se") is None else pair["se"])
         rows.append(row)
-    return pd.DataFrame(rows, columns=["dataset", "task", "probe_metric",
-                                       *(f"{kind}_{b}" for b in FROZEN_BASELINES for kind in ("versus", "versus_se"))])
+    return pd.DataFrame(rows, columns=["dataset", "task", "probe_metric", *PAIRED])
 
 
 def finetune_differences(table: pd.DataFrame) -> pd.DataFrame:
@@ -119,8 +119,8 @@ def counts(effect: pd.DataFrame, tasks: tuple[str, ...] | None = CLASSIFIER_TASK
 def effect_markdown(effect: pd.DataFrame) -> str:
     """The table and the counts under it, as Markdown."""
     lines = [
-        "| dataset | task | fine-tuning: S²DC − scratch | labels | larger seed std | beyond the spread | "
-        "frozen: S²DC − random | S²DC − voxels | frozen: above both |",
+        ("| dataset | task | fine-tuning: S²DC − scratch | labels | larger seed std | beyond the spread | "
+         "frozen: S²DC − random | S²DC − voxels | frozen: above both |"),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in effect.itertuples():
@@ -145,7 +145,7 @@ def effect_markdown(effect: pd.DataFrame) -> str:
 
 def nested_effect(effect: pd.DataFrame) -> dict:
     """``{dataset: {"finetune_difference": ..., "versus_random": ..., ...}}`` for metrics.json (finite numbers only)."""
-    keys = ["finetune_difference", "finetune_spread", *COLUMNS[9:]]
+    keys = ["finetune_difference", "finetune_spread", *PAIRED]
     return {row["dataset"]: {k: round(float(row[k]), 4) for k in keys if not math.isnan(float(row[k]))}
             for row in effect.to_dict("records")}
 
