@@ -120,18 +120,24 @@ def _rewrite(path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def test_volumes_written_again_with_the_same_bytes_are_the_same_data(tmp_path):
-    """A twin made again (or data copied to another disk) has new times and inodes: with the hash of the bytes the
-    run recorded, the same bytes are the same data (no difference, the run stands); other bytes of the same size,
-    a run that recorded no hash, or another size are differences, and a size change is told without hashing."""
-    import hashlib
-
+def _two_volumes(tmp_path):
+    """Two 32-byte volumes (bytes 0 and 1) under img/ and the dataset.json listing them: (paths, dataset.json)."""
     (tmp_path / "img").mkdir()
     paths = [tmp_path / "img" / f"v{i}.nii" for i in range(2)]
     for i, path in enumerate(paths):
         path.write_bytes(bytes([i]) * 32)
     source = tmp_path / "dataset.json"
     source.write_text(json.dumps({"training": [{"image": f"img/v{i}.nii"} for i in range(2)]}))
+    return paths, source
+
+
+def test_volumes_written_again_with_the_same_bytes_are_the_same_data(tmp_path):
+    """A twin made again (or data copied to another disk) has new times and inodes: with the hash of the bytes the
+    run recorded, the same bytes are the same data (no difference, the run stands); other bytes of the same size,
+    a run that recorded no hash, or another size are differences, and a size change is told without hashing."""
+    import hashlib
+
+    paths, source = _two_volumes(tmp_path)
     # the hash by hand: SHA-256 of the files' SHA-256s, one per line
     by_hand = hashlib.sha256("\n".join(hashlib.sha256(bytes([i]) * 32).hexdigest() for i in range(2)).encode())
     assert identity.volumes_sha256(paths) == by_hand.hexdigest()
@@ -232,12 +238,7 @@ def test_the_same_bytes_under_other_code_do_not_say_the_run_stands(tmp_path, cap
     """Volumes written again with the same bytes are the same data, but a run of other code (or other options) is
     still another run and is set aside: the message then says the data are the same, not that the run stands (it
     said "the run stands" and the pipeline's log then showed the run moved to previous/ and retrained)."""
-    (tmp_path / "img").mkdir()
-    paths = [tmp_path / "img" / f"v{i}.nii" for i in range(2)]
-    for i, path in enumerate(paths):
-        path.write_bytes(bytes([i]) * 32)
-    source = tmp_path / "dataset.json"
-    source.write_text(json.dumps({"training": [{"image": f"img/v{i}.nii"} for i in range(2)]}))
+    paths, source = _two_volumes(tmp_path)
     run = {"code": "a", "data": identity.data_fingerprint(source, paths)}
     identity.record_content(run, lambda: identity.volumes_sha256(paths))
     _rewrite(paths[0], bytes([0]) * 32)
