@@ -418,7 +418,8 @@ def test_an_interrupted_finetuning_resumes_bit_identically(ft_config, seg_dir, t
 
 def test_a_checkpoint_of_another_run_is_not_resumed(ft_config, seg_dir, tmp_path, capsys):
     """A checkpoint left by a run with another learning rate: ``run.resume auto`` (the default) refuses, naming the
-    option and both values, and leaves the checkpoint; ``if_unchanged`` (the pipeline's) starts afresh."""
+    option and both values, and leaves the checkpoint; ``if_unchanged`` (the pipeline's) starts afresh, saying every
+    option that differs (a second one too: the log named only the first)."""
     out = tmp_path / "run"
     common = ["--train.steps", "4", "--data.cache_dir", str(tmp_path / "cache"), *SMALL_STEP_ARGS]
     values = yaml.safe_load(ft_config.read_text())
@@ -441,7 +442,9 @@ def test_a_checkpoint_of_another_run_is_not_resumed(ft_config, seg_dir, tmp_path
     assert "train.lr" in err and "0.005" in err and "0.001" in err
     assert (out / "checkpoints" / "step_00000002.pt").exists() and not (out / "metrics.json").exists()
     assert finetune(ft_config, seg_dir / "dataset.json", out, *common, "--train.lr", "0.001",
-                    "--run.resume", "if_unchanged") == 0
+                    "--train.weight_decay", "0.02", "--run.resume", "if_unchanged") == 0
+    said = capsys.readouterr().out
+    assert "another run's" in said and "train.lr" in said and "train.weight_decay" in said, said
     assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] is None
 
 

@@ -325,12 +325,12 @@ class Finetuner:
         lines = run_differences(state.get("identity") or {}, self.identity, self._content)
         if not lines:
             return state, path
+        listed = "".join(f"\n  - {line}" for line in lines)
         if self.cfg.run.resume == "auto":
-            listed = "".join(f"\n  - {line}" for line in lines)
             raise ValueError(f"checkpoint '{path}' is another run's than this one, so it cannot be resumed:{listed}\n"
                              "Resuming only continues the same run. To start afresh (the checkpoint is deleted), pass "
                              "--run.resume if_unchanged (as the pipeline does) or never, or give another --run.out_dir.")
-        print(f"the checkpoint {path} is another run's ({lines[0]}); starting afresh", flush=True)
+        print(f"the checkpoint {path} is another run's, so this run starts afresh:{listed}", flush=True)
         return None, None
 
     def _save_checkpoint(self, history: list[dict], first_loss: float) -> None:
