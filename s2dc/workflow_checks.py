@@ -147,11 +147,13 @@ def cli_arguments(sections: dict) -> list[str]:
             for part in (f"--{section}.{name}", *map(str, value if isinstance(value, list) else [value]))]
 
 
-def sweep_spec(config: dict) -> str:
+def sweep_spec(config: dict, run_local: bool = True) -> str:
     """The spec of the sweep's study (s2dc sweep work --spec), as JSON: the scale's pretraining and fine-tuning options
-    with each dataset's intensity preset, the trial's overrides (sweep.trial) on top, each of its declared type (the
-    study's name hashes the spec), the search space and pruner."""
+    with each dataset's intensity preset, the trial's overrides (sweep.trial) on top, each of its declared type, the
+    search space and pruner; with ``run_local`` false, without the options that change how a trial runs, not what it
+    computes (:data:`s2dc.tune.space.RUN_LOCAL`): the spec whose hash names the study."""
     from s2dc.tune.space import merge_options as merge
+    from s2dc.tune.space import split_run_local
 
     scale, p = _scale(config)
     sweep = p["sweep"]
@@ -170,6 +172,9 @@ def sweep_spec(config: dict) -> str:
         "seed": sweep.get("seed", 0),
         "pruner": sweep.get("pruner"),
     }
+    if not run_local:
+        for stage in ("pretrain", "finetune"):
+            spec[stage] = split_run_local(stage, spec[stage])[0]
     return json.dumps(spec, sort_keys=True)
 
 

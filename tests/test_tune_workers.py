@@ -152,7 +152,8 @@ def test_a_study_is_bound_to_the_data_its_trials_ran_on(tmp_path):
 
 def test_workers_must_agree_on_the_trials_base_options(tmp_path):
     """A worker whose spec runs its trials otherwise (other base fine-tuning options, another objective) than the
-    study was started with is refused before it runs a trial: its scores would be mixed with incomparable ones."""
+    study was started with is refused before it runs a trial: its scores would be mixed with incomparable ones; one
+    whose spec differs only in run-local options (how often a trial logs, its loader processes) joins."""
     storage = tmp_path / "study.journal"
     first = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40}}), cwd=tmp_path)
     assert first.wait(timeout=120) == 0
@@ -164,6 +165,11 @@ def test_workers_must_agree_on_the_trials_base_options(tmp_path):
     same = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40}}), cwd=tmp_path)
     out, err = same.communicate(timeout=120)
     assert same.returncode == 0 and "budget met" in out, (out, err)
+    # how a trial runs (how often it logs, its loader processes) is no part of what it computes: it joins
+    local = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40, "log_every": 5},
+                                                               "data": {"workers": 1}}), cwd=tmp_path)
+    out, err = local.communicate(timeout=120)
+    assert local.returncode == 0 and "budget met" in out, (out, err)
     # what a trial's value means (the fine-tuning seeds it averages), what pruning means, the sampler's seed
     for key, value in (("finetune_seeds", [0, 1]), ("pruner", {"n_startup_trials": 1, "n_warmup_steps": 0}),
                        ("seed", 5)):

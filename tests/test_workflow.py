@@ -50,7 +50,8 @@ def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
     table and structure figures, the ablation table and every variant's structure figures, the sweep's table and
     figures, with their captions; then
     changing one variant's loss overrides replans only that variant's jobs, and spelling options another way (`0`
-    for a float, a default written out) replans none, the sweep included."""
+    for a float, a default written out) or changing a run-local option (how often a job logs or saves, its loader
+    processes) replans none, the sweep included."""
     import yaml
 
     work = copy_run(smoke_run, tmp_path / "work")
@@ -86,6 +87,9 @@ def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
     smoke["pretrain"]["options"]["optim"]["batch_size"] = 1
     smoke["finetune"]["options"]["train"]["flip_prob"] = 0.1
     smoke["finetune"]["options"]["eval"]["overlap"] = 0.5
+    smoke["pretrain"]["options"]["run"].update(log_every=7, checkpoint_every=50)  # how a job runs, not what it computes
+    smoke["finetune"]["options"]["train"]["log_every"] = 3
+    smoke["finetune"]["options"]["data"]["workers"] = 1
     params["variants"]["lg"] = {**params["variants"]["lg"], "global_temperature": 0.5}
     (tmp_path / "changed.yaml").write_text(yaml.safe_dump(params, sort_keys=False))  # same order: same params
     (tmp_path / "respelled.yaml").write_text(yaml.safe_dump(respelled, sort_keys=False))
@@ -367,6 +371,7 @@ def test_variants_are_planned_in_their_own_folders_and_checked(tmp_path):
     assert respelled_folders["lg"] == folders["lg"] and respelled_folders["s2dc"] != folders["s2dc"]
     lg_respelled = [line for line in other.stdout.splitlines() if folders["lg"] in line and "--run.out_dir" in line]
     assert len(lg_respelled) == 1 and "--loss.weight_p2p 0.0 --loss.weight_p2s 0.0" in lg_respelled[0]
+    assert "--run.log_every 5" in lg_respelled[0]  # a run-local option still reaches the command
     jobs = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, flags=re.M)}
     # lg on CT (s2dc's encoder is the benchmark's), both variants fine-tuned on BTCV
     assert jobs["pretrain"] == 2 and jobs["finetune"] == 2 and jobs["ablation_table"] == 1, jobs

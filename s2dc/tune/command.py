@@ -61,9 +61,13 @@ def _work(args: argparse.Namespace) -> int:
 
 
 def trial_options(spec) -> dict:
-    """What defines a trial besides its parameters and data: the objective, the base options of its stages, the
-    fine-tuning seeds its value averages, the pruner that may stop it and the sampler's seed."""
-    return {"objective": spec.objective, "pretrain": spec.pretrain, "finetune": spec.finetune, "toy": spec.toy,
+    """What defines a trial besides its parameters and data: the objective, the base options of its stages (but for
+    the run-local ones, :data:`~s2dc.tune.space.RUN_LOCAL`), the fine-tuning seeds its value averages, the pruner
+    that may stop it and the sampler's seed."""
+    from .space import split_run_local
+
+    return {"objective": spec.objective, "pretrain": split_run_local("pretrain", spec.pretrain)[0],
+            "finetune": split_run_local("finetune", spec.finetune)[0], "toy": spec.toy,
             "finetune_seeds": list(spec.finetune_seeds), "pruner": spec.pruner, "seed": spec.seed}
 
 

@@ -13,13 +13,21 @@ from dataclasses import dataclass
 
 from .. import config as cfgtools
 from ..train import config as pretrain_config
-from ..train import finetune_config
+from ..train import finetune_config, identity
 
 #: The two stages a key can address, with their option class and the function that builds it.
 STAGES = {
     "pretrain": (pretrain_config.PretrainConfig, pretrain_config.build_config),
     "finetune": (finetune_config.FinetuneConfig, finetune_config.build_config),
 }
+
+#: Per stage, the options that change how a run goes, not what it computes (where it reads and writes, how often it
+#: logs or saves, its loader processes, caches and activation checkpointing): the runs' own run-local options, less
+#: where a run computes and in which precision (``run.device``, ``run.amp``, ``train.amp``), which change the numbers,
+#: and less a fine-tuning's row keys (label ratio, seed, method, starting encoder), which metrics.json records apart.
+RUN_LOCAL = {stage: {section: names - {"device", "amp", "label_ratio", "seed", "method", "init"}
+                     for section, names in run_local.items()}
+             for stage, run_local in (("pretrain", identity.RUN_LOCAL), ("finetune", finetune_config.RUN_LOCAL))}
 
 #: Options the sweep sets itself for every trial: never searched.
 RESERVED = ("pretrain.data.source", "pretrain.run.out_dir", "finetune.data.source", "finetune.run.out_dir",
@@ -174,6 +182,17 @@ def nest(params: dict) -> dict[str, dict]:
         stage, section, field = key.split(".")
         nested[stage].setdefault(section, {})[field] = value
     return nested
+
+
+def split_run_local(stage: str, sections: dict) -> tuple[dict, dict]:
+    """Options of ``stage`` (``{section: {field: value}}``) -> (those that change what its run computes, the
+    run-local ones of :data:`RUN_LOCAL`); key order kept, a section left with no option dropped."""
+    local = RUN_LOCAL[stage]
+    parts: tuple[dict, dict] = ({}, {})
+    for section, fields in sections.items():
+        for name, value in (fields or {}).items():
+            parts[name in local.get(section, ())].setdefault(section, {})[name] = value
+    return parts
 
 
 def merge_options(base: dict, override: dict) -> dict:

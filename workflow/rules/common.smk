@@ -11,6 +11,7 @@ from snakemake.utils import validate
 from s2dc.data import registry
 from s2dc.data.download import release_fingerprint
 from s2dc.train.identity import code_fingerprint
+from s2dc.tune.space import split_run_local
 import s2dc.workflow_checks as checks
 
 validate(config, "../schemas/params.schema.yaml")
@@ -49,9 +50,9 @@ def stage_resources(stage: str) -> dict:
     return {k: v for k, v in P[stage]["resources"].items() if k != "threads"}
 
 
-def sweep_spec() -> str:
-    """The spec of the sweep's study (s2dc sweep work --spec), as JSON (s2dc.workflow_checks)."""
-    return checks.sweep_spec(config)
+# The spec of the sweep's study (s2dc sweep work --spec), as JSON (s2dc.workflow_checks): in the sweep workers' shell
+# text, not their params, as its run-local options are (RUN_LOCAL_OPTIONS); the rest names the study (sweep_study).
+SWEEP_SPEC = checks.sweep_spec(config)
 
 
 def sweep_storage() -> str:
@@ -61,15 +62,17 @@ def sweep_storage() -> str:
 
 
 def sweep_study() -> str:
-    """The study's name: the scale and a hash of what defines its trials (spec and budget; how the pool and the
-    dataset are made: their params.yaml entries and the code of their twin or converter; the pretraining,
-    fine-tuning and sweep code), so that a changed sweep or changed data starts a new study in the same storage instead of
-    mixing, or silently reusing, trials that are not comparable."""
+    """The study's name: the scale and a hash of what defines its trials (spec but for its run-local options, and
+    budget; how the pool and the dataset are made: their params.yaml entries and the code of their twin or converter;
+    the pretraining, fine-tuning and sweep code), so that a changed sweep or changed data starts a new study in the
+    same storage instead of mixing, or silently reusing, trials that are not comparable; the study's name is the
+    sweep jobs' param, so that such a change reruns them."""
     dataset = SWEEP["dataset"]
     made = {name: [P["datasets"][name], CODE["synth" if made_by(name) == "synthetic" else "prepare"]]
             for name in (registry.pool_for(modality_of(dataset)), dataset)}
     code = [CODE['pretrain'], CODE['finetune'], CODE['sweep']]
-    return f"s2dc-{SCALE}-{short_hash([sweep_spec(), SWEEP['budget'], made, *code])}"
+    computes = checks.sweep_spec(config, run_local=False)
+    return f"s2dc-{SCALE}-{short_hash([computes, SWEEP['budget'], made, *code])}"
 
 
 def made_by(name: str) -> str:
@@ -159,19 +162,31 @@ def encoder_path(modality: str, variant: str) -> str:
 
 
 def pretrain_command_options(modality: str, variant: str) -> str:
-    """The options of a pretraining's command: the intensity preset of the modality's pool, then the scale's options
-    with the variant's overrides, each value of its declared type (`0` written for a float is passed as 0.0), those
-    the command resolves alike without them left off (a default written out)."""
+    """The options of a pretraining's command that change what it computes: the intensity preset of the modality's
+    pool, then the scale's options with the variant's overrides, each value of its declared type (`0` written for a
+    float is passed as 0.0), those the command resolves alike without them left off (a default written out), the
+    run-local ones left to RUN_LOCAL_OPTIONS."""
     pool = registry.pool_for(modality)
     typed = checks.typed_options("pretrain", variant_options(variant), base=checks.preset_sections(pool))
-    return f"{preset_options(pool)} {cli_options(typed)}"
+    return f"{preset_options(pool)} {cli_options(split_run_local('pretrain', typed)[0])}"
 
 
 def finetune_command_options(dataset: str) -> str:
-    """The options of a fine-tuning's command: the dataset's intensity preset, then the scale's options, each value
-    of its declared type, those the command resolves alike without them left off (a default written out)."""
+    """The options of a fine-tuning's command that change what it computes: the dataset's intensity preset, then the
+    scale's options, each value of its declared type, those the command resolves alike without them left off (a
+    default written out), the run-local ones left to RUN_LOCAL_OPTIONS."""
     typed = checks.typed_options("finetune", finetune_options(), base=checks.preset_sections(dataset))
-    return f"{preset_options(dataset)} {cli_options(typed)}"
+    return f"{preset_options(dataset)} {cli_options(split_run_local('finetune', typed)[0])}"
+
+
+# The options of params.yaml that change how a job runs, not what it computes (how often it logs or saves, its loader
+# processes, cache and activation checkpointing; s2dc.tune.space.RUN_LOCAL), per stage. The rules' shell text reads
+# them from here, not from their params: Snakemake's params trigger compares params, and its code trigger compares
+# the shell text unformatted, so changing one of these reruns no job (the runs' own identity leaves them out too).
+RUN_LOCAL_OPTIONS = {
+    stage: cli_options(split_run_local(stage, checks.typed_options(stage, options))[1])
+    for stage, options in (("pretrain", P["pretrain"]["options"]), ("finetune", finetune_options()))
+}
 
 
 def pretrain_workdir(modality: str, variant: str) -> str:

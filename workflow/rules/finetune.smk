@@ -32,6 +32,6 @@ rule finetune:
         f"benchmarks/{SCALE}/{{tree}}/{{task}}/{{dataset}}_{{method}}_labels{{pct}}pct_seed{{seed}}.tsv"
     shell:
         "(export OMP_NUM_THREADS={threads};"
-        " s2dc finetune {params.options} --data.source {input.data:q} --model.init {params.init:q}"
+        " s2dc finetune {params.options} {RUN_LOCAL_OPTIONS[finetune]} --data.source {input.data:q} --model.init {params.init:q}"
         " --data.label_ratio {params.ratio} --run.seed {wildcards.seed} --run.method {wildcards.method}"
         " --run.out_dir {params.outdir:q} --run.resume if_unchanged --run.progress false) > {log:q} 2>&1"

@@ -15,7 +15,6 @@ rule sweep_worker:
         storage=sweep_storage(),
         study=sweep_study(),
         budget=SWEEP["budget"],
-        spec=sweep_spec(),
     wildcard_constraints:
         worker=r"\d+",
     threads: SWEEP["resources"]["threads"]
@@ -30,7 +29,7 @@ rule sweep_worker:
     shell:
         "(export OMP_NUM_THREADS={threads};"
         " s2dc sweep work --storage {params.storage:q} --study {params.study:q} --budget {params.budget}"
-        " --spec {params.spec:q}) > {log:q} 2>&1"
+        " --spec {SWEEP_SPEC:q}) > {log:q} 2>&1"
 
 
 rule sweep_export:
