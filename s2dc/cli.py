@@ -95,7 +95,7 @@ def _plots(args: argparse.Namespace) -> int:
     from .report.curves import check_curves_out, curve_tables, write_curves
     from .report.effect import draw_effect, effect_table
     from .report.figures import draw_benchmark
-    from .report.tables import collect, collect_probes, summarise
+    from .report.tables import collect_probes, runs_frame, summarise
     from .report.runs import read_runs
     from .report.outputs import check_out_dir
 
@@ -103,7 +103,7 @@ def _plots(args: argparse.Namespace) -> int:
     tables = curve_tables(runs)  # every input read and every output checked before the first file is written
     probes = [Path(p) for p in args.probe]
     collect_probes(probes)
-    effect = effect_table(summarise(collect([Path(p) for p in args.metrics])), probes)
+    effect = effect_table(summarise(runs_frame(runs)), probes)
     check_out_dir(Path(args.figures), "--figures")
     check_out_dir(Path(args.curves), "--curves")
     check_curves_out(Path(args.curves), list(tables))

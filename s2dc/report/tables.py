@@ -48,6 +48,11 @@ def collect(metric_files: list[Path]) -> pd.DataFrame:
     ``percent`` is the score in % that the average over all datasets takes (:func:`~s2dc.report.averages.percent_score`)."""
     runs = [read_run(path) for path in metric_files]
     check_runs(runs)
+    return runs_frame(runs)
+
+
+def runs_frame(runs: list[dict]) -> pd.DataFrame:
+    """:func:`collect`'s rows from runs already read and checked (``read_run`` contents, with their ``_path``)."""
     return pd.DataFrame([{
         "dataset": m["dataset"], "task": m["task"], "metric": m["score"]["name"], "method": m["method"],
         "label_ratio": float(m["label_ratio"]), "seed": m["seed"], "score": float(m["score"]["value"]),
