@@ -266,6 +266,14 @@ def test_the_architecture_is_written_once(tmp_path):
     assert "finetune.options.model.feature_size: the architecture is set once" in params_error(params, scale="smoke")
 
 
+def test_the_workflow_lints_clean(tmp_path):
+    """`snakemake --lint` finds nothing (an acceptance point): e.g. a rule's shell text reading a global of the
+    Snakefile instead of its params, or a docstring that the linter takes for a rule beside functions."""
+    lint = snakemake(tmp_path, "--lint")
+    out = lint.stdout + lint.stderr
+    assert lint.returncode == 0 and "Congratulations, your workflow is in a good condition" in out, out[-3000:]
+
+
 def test_the_commands_get_each_option_of_its_declared_type():
     """An integer written for a float option reaches the command as that float (and an integer option stays one),
     so `0` and `0.0` in params.yaml are one command line: Snakemake reruns nothing for it."""

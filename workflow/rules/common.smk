@@ -50,9 +50,10 @@ def stage_resources(stage: str) -> dict:
     return {k: v for k, v in P[stage]["resources"].items() if k != "threads"}
 
 
-# The spec of the sweep's study (s2dc sweep work --spec), as JSON (s2dc.workflow_checks): in the sweep workers' shell
-# text, not their params, as its run-local options are (RUN_LOCAL_OPTIONS); the rest names the study (sweep_study).
-SWEEP_SPEC = checks.sweep_spec(config)
+def sweep_spec() -> str:
+    """The spec of the sweep's study (s2dc sweep work --spec), as JSON (s2dc.workflow_checks), run-local options
+    included; the rest names the study (sweep_study)."""
+    return checks.sweep_spec(config)
 
 
 def sweep_storage() -> str:
@@ -180,13 +181,19 @@ def finetune_command_options(dataset: str) -> str:
 
 
 # The options of params.yaml that change how a job runs, not what it computes (how often it logs or saves, its loader
-# processes, cache and activation checkpointing; s2dc.tune.space.RUN_LOCAL), per stage. The rules' shell text reads
-# them from here, not from their params: Snakemake's params trigger compares params, and its code trigger compares
-# the shell text unformatted, so changing one of these reruns no job (the runs' own identity leaves them out too).
+# processes, cache and activation checkpointing; s2dc.tune.space.RUN_LOCAL), per stage.
 RUN_LOCAL_OPTIONS = {
     stage: cli_options(split_run_local(stage, checks.typed_options(stage, options))[1])
     for stage, options in (("pretrain", P["pretrain"]["options"]), ("finetune", finetune_options()))
 }
+
+
+def untracked(value):
+    """A param whose change reruns no job. Snakemake leaves a param computed from the job's threads (like one from its
+    input, output or resources) out of its params trigger, as derived (snakemake.rules.Rule._is_deriving_function;
+    tests/test_workflow.py checks that it still does). For how a job runs, not what it computes: the run-local
+    options, which the runs' own identity leaves out too, and the sweep's spec, whose other part names the study."""
+    return lambda wildcards, threads: value
 
 
 def pretrain_workdir(modality: str, variant: str) -> str:

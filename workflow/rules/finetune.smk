@@ -11,6 +11,7 @@ rule finetune:
         f"{RESULTS}/{{tree}}/{{task}}/{{dataset}}/{{method}}/labels{{pct}}pct/seed{{seed}}/metrics.json",
     params:
         options=lambda w: finetune_command_options(w.dataset),
+        run_local=untracked(RUN_LOCAL_OPTIONS["finetune"]),
         init=lambda w, input: input.encoder[0] if input.encoder else "scratch",
         ratio=lambda w: int(w.pct) / 100,
         outdir=lambda w, output: os.path.dirname(output[0]),
@@ -32,6 +33,6 @@ rule finetune:
         f"benchmarks/{SCALE}/{{tree}}/{{task}}/{{dataset}}_{{method}}_labels{{pct}}pct_seed{{seed}}.tsv"
     shell:
         "(export OMP_NUM_THREADS={threads};"
-        " s2dc finetune {params.options} {RUN_LOCAL_OPTIONS[finetune]} --data.source {input.data:q} --model.init {params.init:q}"
+        " s2dc finetune {params.options} {params.run_local} --data.source {input.data:q} --model.init {params.init:q}"
         " --data.label_ratio {params.ratio} --run.seed {wildcards.seed} --run.method {wildcards.method}"
         " --run.out_dir {params.outdir:q} --run.resume if_unchanged --run.progress false) > {log:q} 2>&1"

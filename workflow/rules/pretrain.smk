@@ -14,6 +14,7 @@ rule pretrain:
     params:
         launcher=P["pretrain"]["launcher"],
         options=lambda w: pretrain_command_options(w.modality, w.variant),
+        run_local=untracked(RUN_LOCAL_OPTIONS["pretrain"]),
         workdir=lambda w: pretrain_workdir(w.modality, w.variant),
         code=CODE["pretrain"],
     wildcard_constraints:
@@ -31,7 +32,7 @@ rule pretrain:
         f"benchmarks/{SCALE}/{{tree}}/{{modality}}_{{variant}}.tsv"
     shell:
         "(export OMP_NUM_THREADS={threads};"
-        " {params.launcher} pretrain {params.options} {RUN_LOCAL_OPTIONS[pretrain]} --data.source {input:q} --run.out_dir {params.workdir:q}"
+        " {params.launcher} pretrain {params.options} {params.run_local} --data.source {input:q} --run.out_dir {params.workdir:q}"
         " --run.resume if_unchanged --run.progress false --export-encoder {output.encoder:q}"
         " && cp -r {params.workdir:q}/dvclive {output.live:q}"
         " && cp {params.workdir:q}/summary.json {output.summary:q}) > {log:q} 2>&1"

@@ -15,6 +15,7 @@ rule sweep_worker:
         storage=sweep_storage(),
         study=sweep_study(),
         budget=SWEEP["budget"],
+        spec=untracked(sweep_spec()),
     wildcard_constraints:
         worker=r"\d+",
     threads: SWEEP["resources"]["threads"]
@@ -29,7 +30,7 @@ rule sweep_worker:
     shell:
         "(export OMP_NUM_THREADS={threads};"
         " s2dc sweep work --storage {params.storage:q} --study {params.study:q} --budget {params.budget}"
-        " --spec {SWEEP_SPEC:q}) > {log:q} 2>&1"
+        " --spec {params.spec:q}) > {log:q} 2>&1"
 
 
 rule sweep_export:
