@@ -19,7 +19,9 @@
 # without GPUs (a node that never comes up: sbatch refuses --gpus there, as a site's CPU partition does) and
 # sets every stage of the SLURM copy's scale to ask for one GPU, as scale paper does: a job that the profile
 # sends to the wrong partition is refused at submission and the run fails.
-# DVC_CHECK=1 also runs `dvc repro pretrain` through SLURM via $SNAKEMAKE_PROFILE (a third copy).
+# DVC_CHECK=1 also runs `dvc repro pretrain` through SLURM with S2DC_WORKFLOW_PROFILE=profiles/slurm (a third copy),
+# its pretrainings asking for twice this machine's CPUs, which the node then declares (SlurmdParameters=config_overrides):
+# each must get them, not this machine's count, which `cores: all` of profiles/default capped them at.
 #
 # Everything lives in one temporary folder: a fresh munge key and socket, slurm.conf, the
 # controller's state, the daemons' logs and the two work copies; no system file is read or
@@ -175,6 +177,15 @@ say "munged up (pid $MUNGE_PID), its own key and socket"
 node_line=$(slurmd -C | head -1)
 NODE=$(sed -n 's/^NodeName=\([^ ]*\).*/\1/p' <<<"$node_line")
 [ -n "$NODE" ] || die "cannot read the node from 'slurmd -C': $node_line"
+OVERRIDES=""
+if [ "${DVC_CHECK:-0}" = 1 ]; then  # the node declares twice its CPUs: a job may ask more threads than this machine has
+  cpus=$(sed -n 's/.* CPUs=\([0-9]*\).*/\1/p' <<<"$node_line")
+  cores=$(sed -n 's/.* CoresPerSocket=\([0-9]*\).*/\1/p' <<<"$node_line")
+  DVC_THREADS=$((2 * cpus))
+  node_line=$(sed -e "s/ CPUs=$cpus / CPUs=$DVC_THREADS /" -e "s/ CoresPerSocket=$cores / CoresPerSocket=$((2 * cores)) /" \
+    <<<"$node_line")
+  OVERRIDES="SlurmdParameters=config_overrides"
+fi
 say "node: $node_line"
 cat >"$SLURM_CONF" <<EOF
 # One-node cluster of bench/slurm_check.sh (written $(date -Is)).
@@ -214,6 +225,7 @@ MinJobAge=3600
 MailProg=/bin/true
 ReturnToService=2
 SlurmdTimeout=300
+$OVERRIDES
 EOF
 if [ "$GPUS" -gt 0 ]; then
   # GPUS=N: the node has N GPUs as GRES (slurmd counts a GPU only with a device file of its own: /dev/null,
@@ -388,42 +400,66 @@ if [ "$GPUS" -gt 0 ]; then  # each job's step asked for its GPU (the nested srun
 fi
 
 # ---------------------------------------------------------------- (optional) dvc repro through SLURM
-# DVC_CHECK=1: a dvc.yaml stage (`snakemake --cores all pretrained`) sent to SLURM through
-# $SNAKEMAKE_PROFILE, in a third copy (a git repository of its own; params.yaml set to $SCALE).
-# SNAKEMAKE_PROFILE takes a list: the project's profile unchanged, then an overlay with the one
-# setting this cluster needs (on a site with accounting, SNAKEMAKE_PROFILE=profiles/slurm alone). This route loads
-# profiles/default too, whose `cores: all` caps each job's threads at this machine's cores (the smoke scale asks 1).
+# DVC_CHECK=1: a dvc.yaml stage (`snakemake --workflow-profile "$S2DC_WORKFLOW_PROFILE" pretrained`) sent to SLURM
+# with S2DC_WORKFLOW_PROFILE=profiles/slurm, in a third copy (a git repository of its own; params.yaml set to $SCALE,
+# its pretrainings asking for $DVC_THREADS threads, twice this machine's CPUs). SNAKEMAKE_PROFILE adds, as a general
+# profile, the one setting this cluster needs (on a site with accounting, nothing). Each pretraining must be given
+# $DVC_THREADS CPUs: the stages ran `snakemake --cores all` until 2026-12-02, and `cores: all` capped them at this
+# machine's count. Its encoder is then compared with the SLURM run's (one thread) to a tolerance, as its sums run on
+# more threads.
 if [ "${DVC_CHECK:-0}" = 1 ]; then
   WD=$T/wd-dvc
   copy_repo "$WD"
   (cd "$WD" && git init -q && git add -A \
     && git -c user.name=slurm_check -c user.email=slurm_check@localhost commit -qm "copy for slurm_check" \
     && sed -i "s/^scale: .*/scale: $SCALE/" params.yaml)
+  python3 - "$WD/params.yaml" "$SCALE" "$DVC_THREADS" <<'PY'
+import sys, yaml
+path, scale, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+params = yaml.safe_load(open(path))
+params["scales"][scale]["pretrain"]["resources"]["threads"] = threads
+yaml.safe_dump(params, open(path, "w"), sort_keys=False)
+PY
   mkdir -p "$T/profile-nodb"
-  printf '# Overlay of profiles/slurm for a cluster without accounting (no slurmdbd, so no sacct).\nslurm-status-command: squeue\n' \
+  printf '# For a cluster without accounting (no slurmdbd, so no sacct).\nslurm-status-command: squeue\n' \
     >"$T/profile-nodb/config.yaml"
-  dvc_profile="[profiles/slurm, $T/profile-nodb]"
-  say "dvc repro through SLURM in $WD (params.yaml: scale: $SCALE):"
-  echo "    SNAKEMAKE_PROFILE='$dvc_profile' dvc repro pretrain"
+  say "dvc repro through SLURM in $WD (params.yaml: scale: $SCALE, pretrain threads: $DVC_THREADS):"
+  echo "    S2DC_WORKFLOW_PROFILE=profiles/slurm SNAKEMAKE_PROFILE=$T/profile-nodb dvc repro pretrain"
   t0=$(date +%s)
   rc_d=0
-  run_group "$T/dvc_repro.log" "$WD" env SNAKEMAKE_PROFILE="$dvc_profile" DVC_NO_ANALYTICS=1 PATH="$T/bin:$PATH" \
-    timeout -s INT "$RUN_TIMEOUT" dvc repro pretrain || rc_d=$?
+  run_group "$T/dvc_repro.log" "$WD" env S2DC_WORKFLOW_PROFILE=profiles/slurm SNAKEMAKE_PROFILE="$T/profile-nodb" \
+    DVC_NO_ANALYTICS=1 PATH="$T/bin:$PATH" timeout -s INT "$RUN_TIMEOUT" dvc repro pretrain || rc_d=$?
   [ "$rc_d" = 0 ] || { tail -40 "$T/dvc_repro.log"; die "dvc repro failed (exit $rc_d), log $T/dvc_repro.log"; }
-  grep -E "^Running stage|^> |^Using profiles|^localrule |^rule |submitted with SLURM jobid" "$T/dvc_repro.log" \
+  grep -E "^Running stage|^> |^Using |^localrule |^rule |submitted with SLURM jobid" "$T/dvc_repro.log" \
     | cut -c1-150 | sed 's/^/    /'
   dvc_ids=$(grep -oE 'submitted with SLURM jobid [0-9]+' "$T/dvc_repro.log" | awk '{print $NF}')
   [ -n "$dvc_ids" ] || die "dvc repro sent no job to SLURM"
+  n_pre=0
   for id in $dvc_ids; do
-    line=$(squeue --states=all -h -j "$id" -o '%i|%P|%T|%k')
-    echo "    squeue: $line"
+    line=$(squeue --states=all -h -j "$id" -o '%i|%P|%T|%C|%k')
+    echo "    squeue (id|partition|state|CPUs|comment): $line"
     [ "$(cut -d'|' -f3 <<<"$line")" = COMPLETED ] || die "SLURM job $id of dvc repro is not COMPLETED"
+    if grep -q 'pretrain' <<<"$(cut -d'|' -f5 <<<"$line")"; then
+      n_pre=$((n_pre + 1))
+      [ "$(cut -d'|' -f4 <<<"$line")" = "$DVC_THREADS" ] \
+        || die "SLURM job $id (a pretraining) was given $(cut -d'|' -f4 <<<"$line") CPUs, not its $DVC_THREADS threads"
+    fi
   done
+  [ "$n_pre" -gt 0 ] || die "no pretraining among the SLURM jobs of dvc repro"
   grep -q '^  pretrain:' "$WD/dvc.lock" || die "dvc.lock has no pretrain stage"
   e1=$(sha256sum <"$WD/results/$SCALE/pretrain/CT/s2dc/encoder.pt" | cut -c1-16)
   e2=$(sha256sum <"$WS/results/$SCALE/pretrain/CT/s2dc/encoder.pt" | cut -c1-16)
-  say "dvc repro done in $(( $(date +%s) - t0 )) s; dvc.lock records the pretrain stage; encoder.pt sha256 $e1 (the snakemake SLURM run's: $e2)"
-  [ "$e1" = "$e2" ] || die "the encoder of dvc repro differs from the SLURM run's"
+  diff=$(python3 - "$WD/results/$SCALE/pretrain/CT/s2dc/encoder.pt" "$WS/results/$SCALE/pretrain/CT/s2dc/encoder.pt" <<'PY'
+import sys, torch
+a, b = (torch.load(p, map_location="cpu", weights_only=False)["state_dict"] for p in sys.argv[1:])
+assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
+print(f"{max((a[k].double() - b[k].double()).abs().max().item() for k in a):.3g}")
+PY
+)
+  say "dvc repro done in $(( $(date +%s) - t0 )) s: $n_pre pretraining(s) given $DVC_THREADS CPUs each; dvc.lock records the pretrain stage"
+  say "its CT encoder sha256 $e1 (the SLURM run's, one thread: $e2), largest weight difference $diff"
+  python3 -c "import sys; sys.exit(float(sys.argv[1]) > 1e-4)" "$diff" \
+    || die "the encoder of dvc repro differs from the SLURM run's by $diff (more than 1e-4)"
 fi
 
 # ---------------------------------------------------------------- (d) the same DAG locally

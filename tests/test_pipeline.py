@@ -244,7 +244,7 @@ def test_dvc_outputs_are_snakemake_targets(tmp_path):
     assert list(dvc) == ["data", "pretrain", "benchmark"]
     targets = {}
     for name, stage in dvc.items():
-        match = re.fullmatch(r"snakemake --cores all (\w+)", stage["cmd"])
+        match = re.fullmatch(r'snakemake --workflow-profile "\$S2DC_WORKFLOW_PROFILE" (\w+)', stage["cmd"])
         assert match, f"stage {name}: cmd must run one Snakemake target, got {stage['cmd']!r}"
         targets[name] = match.group(1)
     for name, stage in dvc.items():
@@ -260,6 +260,36 @@ def test_dvc_outputs_are_snakemake_targets(tmp_path):
     # which encoders exist decides the benchmark's probe rows and figures: changing it must rerun that stage
     # (it was skipped and the table kept the removed modality's rows)
     assert "scales.${scale}.pretrain.modalities" in dvc["benchmark"]["params"]
+
+
+def test_dvc_stages_run_snakemake_with_the_workflow_profile_of_the_environment(tmp_path):
+    """Each stage of both DVC pipelines runs `snakemake` with `--workflow-profile $S2DC_WORKFLOW_PROFILE`: set
+    (`S2DC_WORKFLOW_PROFILE=profiles/slurm dvc repro`), that profile replaces profiles/default, whose `cores: all`
+    capped every cluster job's threads at the login node's cores while the stages ran `snakemake --cores all`;
+    unset, the empty value gives Snakemake's own default, profiles/default. A stand-in `snakemake` first on PATH
+    records the arguments each stage's command reaches it with, through the shell DVC runs it in."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stand_in = bin_dir / "snakemake"
+    stand_in.write_text('#!/bin/sh\nfor a in "$@"; do printf "[%s]" "$a"; done\n')
+    stand_in.chmod(0o755)
+    stages = [(name, stage) for path in ("dvc.yaml", "experiments/dvc.yaml")
+              for name, stage in yaml.safe_load((REPO / path).read_text())["stages"].items()]
+    assert [name for name, _ in stages] == ["data", "pretrain", "benchmark", "ablation", "sweep"]
+    for name, stage in stages:
+        target = stage["cmd"].split()[-1]
+        for profile in ("profiles/slurm", None):
+            env = {k: v for k, v in os.environ.items() if k != "S2DC_WORKFLOW_PROFILE"}
+            env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+            if profile:
+                env["S2DC_WORKFLOW_PROFILE"] = profile
+            argv = subprocess.run(["/bin/sh", "-c", stage["cmd"]], env=env, capture_output=True, text=True,
+                                  check=True).stdout
+            assert argv == f"[--workflow-profile][{profile or ''}][{target}]", (name, profile, argv)
+    # Snakemake reads an empty --workflow-profile as none given: it loads profiles/default (with its `cores: all`)
+    plan = snakemake(tmp_path, "-n", "--workflow-profile", "", "data", "--config", "scale=smoke")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert f"workflow specific profile {REPO / 'profiles/default'}" in plan.stdout + plan.stderr, plan.stderr[-3000:]
 
 
 def _bad(params: dict, edit) -> dict:
