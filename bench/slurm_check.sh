@@ -438,11 +438,11 @@ PY
   for id in $dvc_ids; do
     line=$(squeue --states=all -h -j "$id" -o '%i|%P|%T|%C|%k')
     echo "    squeue (id|partition|state|CPUs|comment): $line"
-    [ "$(cut -d'|' -f3 <<<"$line")" = COMPLETED ] || die "SLURM job $id of dvc repro is not COMPLETED"
-    if grep -q 'pretrain' <<<"$(cut -d'|' -f5 <<<"$line")"; then
+    IFS='|' read -r _ _ state cpus comment <<<"$line"
+    [ "$state" = COMPLETED ] || die "SLURM job $id of dvc repro is not COMPLETED"
+    if [[ $comment == rule_pretrain_* ]]; then
       n_pre=$((n_pre + 1))
-      [ "$(cut -d'|' -f4 <<<"$line")" = "$DVC_THREADS" ] \
-        || die "SLURM job $id (a pretraining) was given $(cut -d'|' -f4 <<<"$line") CPUs, not its $DVC_THREADS threads"
+      [ "$cpus" = "$DVC_THREADS" ] || die "SLURM job $id (a pretraining) was given $cpus CPUs, not its $DVC_THREADS threads"
     fi
   done
   [ "$n_pre" -gt 0 ] || die "no pretraining among the SLURM jobs of dvc repro"
