@@ -115,7 +115,8 @@ def convolution_paths(repeats: int) -> None:
 
 def finetuning_network(repeats: int) -> None:
     """The quick fine-tuning network (SwinUNETR, feature size 12, 14 classes) on one 64x64x32 crop, forward + backward:
-    as MONAI builds it, and with its batch-of-one convolutions computed as two (what ``s2dc finetune`` runs)."""
+    as MONAI builds it, with its batch-of-one convolutions computed as two (what ``s2dc finetune`` runs), and that
+    with network and crop in ``channels_last_3d`` (channels innermost, oneDNN's layout; a measurement only)."""
     from s2dc.export import swinunetr_for
     from s2dc.models.cpu_conv import batch_of_one_convs_on_onednn
     from s2dc.models.encoder_config import EncoderConfig
@@ -132,29 +133,11 @@ def finetuning_network(repeats: int) -> None:
     converted = median_time(step, repeats)
     print(f"quick fine-tuning network (SwinUNETR, feature size 12), forward + backward of one 64x64x32 crop: "
           f"{plain:.3f} s, its batch-of-one convolutions as two {converted:.3f} s ({plain / converted:.2f}x)")
-
-
-def channels_last(repeats: int) -> None:
-    """The quick fine-tuning network (as ``s2dc finetune`` runs it, batch-of-one convolutions as two) on one 64x64x32
-    crop, forward + backward, in PyTorch's default memory layout and with network and crop in ``channels_last_3d``
-    (channels innermost, the layout oneDNN's convolutions compute in). A measurement, not used by s2dc."""
-    from s2dc.export import swinunetr_for
-    from s2dc.models.cpu_conv import batch_of_one_convs_on_onednn
-    from s2dc.models.encoder_config import EncoderConfig
-
-    torch.manual_seed(0)
-    model = batch_of_one_convs_on_onednn(
-        swinunetr_for(EncoderConfig(feature_size=12, num_heads=(1, 2, 3, 4), window_size=4), out_channels=14))
-    x = torch.randn(1, 1, 64, 64, 32)
-
-    def step(net, crop):
-        return lambda: net(crop).sum().backward()
-
-    plain = median_time(step(model, x), repeats)
-    last = median_time(step(model.to(memory_format=torch.channels_last_3d),
-                            x.to(memory_format=torch.channels_last_3d)), repeats)
-    print(f"quick fine-tuning network as s2dc finetune runs it, forward + backward of one 64x64x32 crop: {plain:.3f} s, "
-          f"in channels_last_3d {last:.3f} s ({plain / last:.2f}x)")
+    model.to(memory_format=torch.channels_last_3d)
+    x = x.to(memory_format=torch.channels_last_3d)
+    last = median_time(step, repeats)
+    print(f"quick fine-tuning network as s2dc finetune runs it, forward + backward of one 64x64x32 crop: {converted:.3f} s, "
+          f"in channels_last_3d {last:.3f} s ({converted / last:.2f}x)")
 
 
 def pretraining(pool: str, steps: int) -> None:
@@ -198,7 +181,6 @@ def main() -> None:
     encoder_step(args.repeats)
     convolution_paths(args.repeats)
     finetuning_network(args.repeats)
-    channels_last(args.repeats)
     if args.pool:
         pretraining(args.pool, args.steps)
 
