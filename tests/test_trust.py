@@ -769,3 +769,28 @@ def test_a_checkpoint_with_a_damaged_byte_is_refused_naming_the_entry(tmp_path):
     assert not torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(1000, dtype=torch.float32))
     with pytest.raises(ValueError, match=rf"'{path}' is damaged: its entry '{entry.filename}' fails its checksum"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("name", ["btcv", "cc_ccii", "udpet", "brats23"])
+def test_a_model_whose_outputs_are_not_finite_fails_without_outputs(tmp_path, capsys, name):
+    """One step at lr 1e30 leaves finite (huge) weights whose outputs are NaN: every task must fail (exit 1) saying so,
+    not score them (an argmax of NaN logits is class 0: a Dice of 0, an accuracy of one class), and write neither
+    model.pt nor metrics.json."""
+    from s2dc.data.preprocess import PreprocessConfig
+    from s2dc.data.registry import get
+    from s2dc.data.synthetic import write_dataset
+
+    spec = get(name)
+    js = write_dataset(tmp_path / "data", name, 6 if spec.task == "classification" else 3, seed=0,
+                       shape=(64, 32, 32), val_fraction=0.34)
+    preset = PreprocessConfig.from_preset(spec.preset)
+    config = tmp_path / "ft.yaml"
+    config.write_text(yaml.safe_dump({**TINY_FT, "train": {**TINY_FT["train"], "samples_per_volume": 1}}))
+    out = tmp_path / "run"
+    code = main(["finetune", "--config", str(config), "--data.source", str(js), "--run.out_dir", str(out),
+                 "--preprocess.intensity", preset.intensity, "--preprocess.a_min", str(preset.a_min),
+                 "--preprocess.a_max", str(preset.a_max), "--train.steps", "1", "--train.warmup_steps", "0",
+                 "--train.lr", "1e30"])
+    err = capsys.readouterr().err
+    assert code == 1 and "not finite" in err and "Traceback" not in err, err
+    assert not (out / "metrics.json").exists() and not (out / "model.pt").exists()

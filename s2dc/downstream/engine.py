@@ -351,22 +351,36 @@ class Finetuner:
         loss.backward()
         grad_norm = gradient_norm(self.model.parameters(), self.cfg.train.grad_clip)
         if not step_is_finite(loss, grad_norm):
-            clip = self.cfg.train.grad_clip
-            hint = f"Try a lower train.lr (now {self.cfg.train.lr:g})" + (
-                f" or a lower train.grad_clip (now {clip:g})." if clip > 0 else " or train.grad_clip > 0.")
-            raise NonFiniteError(describe_step(self.step + 1, {"loss": float(loss.detach())}, float(grad_norm), hint))
+            raise NonFiniteError(describe_step(self.step + 1, {"loss": float(loss.detach())}, float(grad_norm),
+                                               self._divergence_hint()))
         lr = self.optimizer.param_groups[1]["lr"]
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
         return {"loss": float(loss.detach()), "lr": lr}
 
+    def _divergence_hint(self) -> str:
+        clip = self.cfg.train.grad_clip
+        return f"Try a lower train.lr (now {self.cfg.train.lr:g})" + (
+            f" or a lower train.grad_clip (now {clip:g})." if clip > 0 else " or train.grad_clip > 0.")
+
     def evaluate(self, val) -> dict:
-        """The task's validation scores (the score under ``task.score_key``)."""
+        """The task's validation scores (the score under ``task.score_key``). Raises NonFiniteError at the first
+        output of the network that is not finite: finite weights can still give NaN outputs (a diverged step), and
+        a task would otherwise score them (an argmax of NaN logits is class 0)."""
         self.model.eval()
-        scores = self.task.evaluate(self.model, val, self.setting)
-        self.model.train()
-        return scores
+        check = self.model.register_forward_hook(self._refuse_non_finite_outputs)
+        try:
+            return self.task.evaluate(self.model, val, self.setting)
+        finally:
+            check.remove()
+            self.model.train()
+
+    def _refuse_non_finite_outputs(self, module, inputs, output) -> None:
+        if torch.is_tensor(output) and not torch.isfinite(output).all():
+            raise NonFiniteError(
+                f"validation at step {self.step}: the network's outputs are not finite (NaN or infinite, from finite "
+                f"weights: a diverged model); no model.pt or metrics.json is written. {self._divergence_hint()}")
 
     def _require_a_score(self, value: float) -> None:
         """Raise NonFiniteError if the validation score is NaN or infinite (a segmentation's Dice is NaN when no
