@@ -641,3 +641,39 @@ def test_the_plots_refuse_a_metrics_file_without_its_tasks_metric_naming_the_key
     bad.write_text(json.dumps(doc))
     assert main(["plots", "--figures", str(tmp_path / "f"), "--curves", str(tmp_path / "c"), str(good), str(bad)]) == 2
     assert f"bad metrics file '{bad}': {message}" in capsys.readouterr().err
+
+
+def test_the_arms_of_one_comparison_fine_tuned_with_other_settings_are_refused(tmp_path, capsys):
+    """S²DC and scratch of one dataset and label ratio are compared (the table's rows side by side, the effect's
+    'beyond the seed spread'): arms fine-tuned for other steps, from other cases or with other options are refused
+    naming the setting and both files, not compared; arms that differ only in their encoder are the comparison."""
+    options = {"train.lr": 0.01, "train.steps": 32, "precision": "fp32"}
+    ours = [write_run(tmp_path, "s2dc", s, 0.5 + 0.01 * s, steps=32, options=options) for s in (0, 1)]
+    base = [write_run(tmp_path, "scratch", s, 0.2 + 0.01 * s, steps=32, options=options) for s in (0, 1)]
+    assert main(["report", "--out", str(tmp_path / "ok"), *map(str, ours + base)]) == 0
+    longer = [write_run(tmp_path, "scratch", s, 0.2, name=f"long{s}.json", steps=384, options=options) for s in (0, 1)]
+    faster = [write_run(tmp_path, "scratch", s, 0.2, name=f"fast{s}.json", steps=32,
+                        options={**options, "train.lr": 0.1}) for s in (0, 1)]
+    fewer = [write_run(tmp_path, "scratch", s, 0.2, name=f"few{s}.json", steps=32, options=options,
+                       train_cases=2) for s in (0, 1)]
+    cases = {tuple(longer): f"differ in steps ('{ours[0]}': 32, '{longer[0]}': 384)",
+             tuple(faster): f"differ in train.lr ('{ours[0]}': 0.01, '{faster[0]}': 0.1)",
+             tuple(fewer): f"differ in train_cases ('{ours[0]}': 3, '{fewer[0]}': 2)"}
+    for other, message in cases.items():
+        out = tmp_path / "out"
+        for command in (["report", "--out", str(out)], ["plots", "--figures", str(out), "--curves", str(out)]):
+            assert main([*command, *map(str, ours + list(other))]) == 2, (command, message)
+            err = capsys.readouterr().err
+            assert "s2dc and scratch on synthetic_btcv at 10 % labels" in err and message in err, err
+            assert not out.exists()
+
+
+def test_two_label_ratios_of_one_percent_are_refused_across_datasets_too(tmp_path, capsys):
+    """The averages over datasets are keyed by the percent of labels: 12.5 % of one dataset and 12 % of another
+    both print as 12 %, and one average overwrote the other in metrics.json; refused, naming both files."""
+    a = write_run(tmp_path, "s2dc", 0, 0.3, ratio=0.125)
+    b = write_run(tmp_path, "s2dc", 0, 0.7, ratio=0.12, dataset="synthetic_msd_spleen", name="spleen.json")
+    assert main(["report", "--out", str(tmp_path / "out"), str(a), str(b)]) == 2
+    err = capsys.readouterr().err
+    assert f"label ratios 0.125 ('{a}') and 0.12 ('{b}')" in err and "round to 12 %" in err, err
+    assert not (tmp_path / "out").exists()

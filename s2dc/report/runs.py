@@ -84,13 +84,15 @@ def read_run(path: Path, history: bool = False) -> dict:
 
 
 def check_runs(runs: list[dict]) -> None:
-    """Raise ValueError, naming the files, unless every run is its own seed of its row, each percent of labels of a
-    dataset is one label ratio, and the seeds of each row share :data:`SETTINGS`."""
+    """Raise ValueError, naming the files, unless every run is its own seed of its row, each percent of labels is one
+    label ratio (the rows' and the averages' names), the seeds of each row share :data:`SETTINGS`, and the methods
+    compared on one dataset and label ratio share every setting but the starting encoder."""
     if not runs:
         raise ValueError("no metrics files given")
     seen: dict[tuple, dict] = {}
     ratios: dict[tuple, dict] = {}
     rows: dict[tuple, dict] = {}
+    arms: dict[tuple, dict] = {}
     for run in runs:
         percent = round(100 * run["label_ratio"])
         row = (run["dataset"], run["task"], run["method"], percent)
@@ -99,10 +101,11 @@ def check_runs(runs: list[dict]) -> None:
         if first is not run:
             raise ValueError(f"'{first['_path']}' and '{run['_path']}' are both seed {run['seed']} of {where}: a run "
                              "counts once (remove the copy, or give each file once)")
-        other = ratios.setdefault((run["dataset"], percent), run)
+        other = ratios.setdefault(percent, run)
         if abs(other["label_ratio"] - run["label_ratio"]) > 1e-9:
+            of = f" of {run['dataset']}" if other["dataset"] == run["dataset"] else ""
             raise ValueError(f"label ratios {other['label_ratio']} ('{other['_path']}') and {run['label_ratio']} "
-                             f"('{run['_path']}') of {run['dataset']} both round to {percent} %, the rows' and files' "
+                             f"('{run['_path']}'){of} both round to {percent} %, the rows', averages' and files' "
                              "names: give ratios in distinct whole percents")
         first = rows.setdefault(row, run)
         for key in SETTINGS if "init_sha256" in first or "init_sha256" in run else (*SETTINGS[:-1], "init_from"):
@@ -113,6 +116,17 @@ def check_runs(runs: list[dict]) -> None:
         if (differ := _option_difference(first, run)) is not None:
             raise ValueError(f"the seeds of {where} differ in {differ}: runs of other options are not seeds of one row "
                              "(rerun every seed with the current options)")
+        arm = arms.setdefault((run["dataset"], run["task"], percent), run)
+        if arm["method"] != run["method"]:
+            compared = f"{arm['method']} and {run['method']} on {run['dataset']} at {percent} % labels"
+            for key in SETTINGS[:-1]:
+                if arm.get(key) != run.get(key):
+                    raise ValueError(f"{compared} differ in {key} ('{arm['_path']}': {arm.get(key)!r}, '{run['_path']}': "
+                                     f"{run.get(key)!r}): the arms of one comparison share every setting but the "
+                                     "starting encoder")
+            if (differ := _option_difference(arm, run)) is not None:
+                raise ValueError(f"{compared} differ in {differ}: the arms of one comparison share every option but the "
+                                 "starting encoder (rerun both with the current options)")
 
 
 def _option_difference(first: dict, run: dict) -> str | None:
