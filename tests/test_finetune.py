@@ -534,3 +534,27 @@ def test_a_classification_subset_draws_each_class_at_the_ratio():
     assert small == [c for c in cases if c in small]  # in their original order
     rare = [{"image": f"r{i}", "class": int(i == 0)} for i in range(30)]  # one case of class 1: always drawn
     assert [c["class"] for c in choose_subset(rare, 0.1, 4, stratify_by="class")].count(1) == 1
+
+
+def test_an_encoder_pretrained_on_another_intensity_is_refused_unless_the_intensity_is_given(tmp_path):
+    """An encoder whose pretraining z-scored its volumes (an MRI or PET encoder) fine-tuned on a CT dataset of the
+    registry, whose preset is a CT window: refused naming both normalisations (it ran without a word); given
+    --preprocess.intensity, the user has chosen, and it stands."""
+    import torch
+
+    from s2dc.downstream.defaults import fill_finetune_defaults
+
+    source = tmp_path / "btcv.json"
+    source.write_text(json.dumps({"name": "btcv", "training": []}))
+    encoder = tmp_path / "mri.pt"
+    torch.save({"state_dict": {}, "encoder": {"feature_size": 12}, "preprocess": {"intensity": "zscore"}}, encoder)
+    values = {"data": {"source": str(source)}, "model": {"init": str(encoder)}}
+    with pytest.raises(ValueError, match=r"'.*mri.pt' was pretrained on z-scored volumes \(zscore\), but preset "
+                                         r"'ct_abdomen' of registry dataset btcv is a CT window \(ct\).*"
+                                         r"--preprocess.intensity"):
+        fill_finetune_defaults(values)
+    given = {**values, "preprocess": {"intensity": "zscore"}}
+    assert fill_finetune_defaults(given)[0]["preprocess"] == {"intensity": "zscore"}
+    torch.save({"state_dict": {}, "encoder": {"feature_size": 12}, "preprocess": {"intensity": "ct", "a_min": -1000.0,
+                                                                                   "a_max": 1000.0}}, encoder)
+    assert fill_finetune_defaults(values)[0]["preprocess"]["intensity"] == "ct"  # another window: same modality

@@ -13,6 +13,21 @@ from ..train.finetune_config import ARCHITECTURE
 
 #: ``preprocess.*`` options that define the intensity normalisation (one set, from one source).
 INTENSITY = ("intensity", "a_min", "a_max")
+#: The normalisations in words, for the error that names them.
+KINDS = {"ct": "a CT window", "zscore": "z-scored volumes"}
+
+
+def refuse_another_normalisation(init: str, plan: dict | None, intensity: str, origin: str) -> None:
+    """Raise ValueError when the encoder file ``init`` was pretrained on another kind of normalisation than
+    ``intensity`` (a z-scoring MRI or PET encoder on a CT dataset's window, or the reverse): an encoder of another
+    modality, which the fine-tuning would otherwise take without a word. Another window of the same kind stands."""
+    pretrained = ((plan or {}).get("preprocess") or {}).get("intensity")
+    if pretrained is None or pretrained == intensity:
+        return
+    raise ValueError(f"model.init '{init}' was pretrained on {KINDS.get(pretrained, pretrained)} ({pretrained}), but "
+                     f"{origin} is {KINDS.get(intensity, intensity)} ({intensity}): an encoder of another modality? "
+                     "Give the encoder of this dataset's modality, or choose the normalisation with "
+                     "--preprocess.intensity to fine-tune this one anyway")
 
 
 def fill_finetune_defaults(values: dict) -> tuple[dict, list[str]]:
@@ -36,6 +51,7 @@ def fill_finetune_defaults(values: dict) -> tuple[dict, list[str]]:
     if spec is not None:
         base, origin = PreprocessConfig.from_preset(spec.preset).intensity_fields(), \
             f"preset '{spec.preset}' of registry dataset {spec.name}"
+        refuse_another_normalisation(init, plan, base["intensity"], origin)
     elif plan is not None and plan["preprocess"]:
         base = PreprocessConfig(**plan["preprocess"]).intensity_fields()
         origin = f"the pretraining's of '{init}' ({base['intensity']})"
