@@ -94,7 +94,7 @@ def _as_list(value):
 
 
 def load_encoder_weights(model: SwinUNETR, path: str | Path, which: str | None = "teacher",
-                         expected: EncoderConfig | None = None) -> str:
+                         expected: EncoderConfig | None = None, whole_runs_only: bool = False) -> str:
     """Load the encoder of ``path`` into ``model.swinViT`` strictly; returns a one-line report.
 
     ``path`` is either an ``s2dc pretrain`` checkpoint (the ``which`` = ``"teacher"`` or ``"student"``
@@ -102,6 +102,9 @@ def load_encoder_weights(model: SwinUNETR, path: str | Path, which: str | None =
     which one is detected from its contents. ``which`` None: the encoder an export holds, a checkpoint's teacher.
     With ``expected``, the encoder sizes recorded in the file must equal it (``ValueError`` naming both);
     any missing, unexpected or differently shaped key is an error too (never a silent partial load).
+    ``whole_runs_only``: a pretraining checkpoint short of its run's ``optim.steps`` is refused (as
+    :func:`export_encoder` refuses it), naming the export with ``--partial`` that takes it anyway; the report names
+    an export so made as partial.
     """
     if which not in ("teacher", "student", None):
         raise ValueError(f"which must be 'teacher' or 'student', got {which!r}")
@@ -116,11 +119,20 @@ def load_encoder_weights(model: SwinUNETR, path: str | Path, which: str | None =
             raise ValueError(f"model.init_which '{which}', but '{path}' holds the {blob['which']} encoder (exported "
                              f"so); give --model.init_which {blob['which']}, or export the {which}")
         report = load_pretrained_encoder(model, path)
-        return f"exported encoder '{path}' ({blob.get('which', '?')}, step {blob.get('step', '?')}): strict load, {report}"
+        short = blob.get("partial")
+        partial = f", partial: step {short.get('step')} of {short.get('steps')}" if isinstance(short, dict) else ""
+        return (f"exported encoder '{path}' ({blob.get('which', '?')}, step {blob.get('step', '?')}{partial}): "
+                f"strict load, {report}")
     if "config" in blob and ("teacher" in blob or "student" in blob):
         if which not in blob:
             raise ValueError(f"pretraining checkpoint '{path}' has no '{which}' weights")
         _check_sizes(blob["config"].get("encoder"), expected, path)
+        step, steps = blob.get("step"), (blob["config"].get("optim") or {}).get("steps")
+        if whole_runs_only and isinstance(step, int) and isinstance(steps, int) and step < steps:
+            raise ValueError(f"pretraining checkpoint '{path}': its run stopped at step {step} of its {steps} (it "
+                             "diverged, was stopped or still runs, or this is an earlier checkpoint of it); to start "
+                             f"from it anyway, export it with `s2dc export-encoder {path} <encoder.pt> --partial` "
+                             "and give that file")
         encoder = {k[len("encoder."):]: v for k, v in blob[which].items() if k.startswith("encoder.")}
         if not encoder:
             raise ValueError(f"pretraining checkpoint '{path}' has no 'encoder.*' weights under '{which}'")

@@ -794,3 +794,22 @@ def test_a_model_whose_outputs_are_not_finite_fails_without_outputs(tmp_path, ca
     err = capsys.readouterr().err
     assert code == 1 and "not finite" in err and "Traceback" not in err, err
     assert not (out / "metrics.json").exists() and not (out / "model.pt").exists()
+
+
+def test_fine_tuning_refuses_a_pretraining_checkpoint_short_of_its_run_unless_exported_as_partial(
+        tiny_config, pool, seg_dir, tmp_path, capsys):
+    """A checkpoint from the middle of a pretraining run (one that diverged, was stopped, or still runs) was taken as
+    model.init without a word, where `export-encoder` refuses it: fine-tuning refuses it too, naming the step and the
+    way to use it anyway (an export with --partial, which the fine-tuning then names as partial)."""
+    out = tmp_path / "pre"
+    assert pretrain(tiny_config, pool / "dataset.json", out) == 0
+    middle = out / "checkpoints" / checkpoints(out)[0]
+    ft = tmp_path / "ft"
+    assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", ft, "--model.init", str(middle))) == 2
+    err = capsys.readouterr().err
+    assert "stopped at step 3 of its 6" in err and "--partial" in err and "Traceback" not in err, err
+    assert not ft.exists()
+    assert main(["export-encoder", str(middle), str(tmp_path / "enc.pt"), "--partial"]) == 0
+    capsys.readouterr()
+    assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", ft, "--model.init", str(tmp_path / "enc.pt"))) == 0
+    assert "partial: step 3 of 6" in capsys.readouterr().out

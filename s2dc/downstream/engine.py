@@ -241,7 +241,8 @@ class Finetuner:
             encoder, dropout_path_rate=cfg.model.drop_path_rate, use_checkpoint=cfg.model.use_checkpoint))
         self.init_report = "scratch: random initialisation"
         if cfg.model.init != "scratch":
-            self.init_report = load_encoder_weights(self.model, cfg.model.init, cfg.model.init_which, expected=encoder)
+            self.init_report = load_encoder_weights(self.model, cfg.model.init, cfg.model.init_which, expected=encoder,
+                                                    whole_runs_only=True)
         self.model.to(self.device)
         encoder_params = list(self.model.swinViT.parameters())
         ids = {id(p) for p in encoder_params}
