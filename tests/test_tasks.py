@@ -578,3 +578,39 @@ def test_a_reconstruction_volume_too_thin_for_ssim_is_refused_before_training(tm
                                                          "training": entries[:2], "validation": entries[2:]})
     assert rc == 2 and "Traceback" not in err and "low2.nii.gz" in err and "(64, 32, 2)" in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("task", [["segmentation"], {"kind": "segmentation"}, 3])
+def test_a_task_key_that_is_no_task_name_is_refused_naming_the_json(tmp_path, task):
+    """A dataset.json whose 'task' is a list or dict failed with a TypeError (unhashable) instead of naming the key."""
+    from s2dc.data.errors import DataError
+    from s2dc.downstream.tasks import task_of
+
+    source = tmp_path / "dataset.json"
+    with pytest.raises(DataError, match=r"'task' must be one of \[") as err:
+        task_of({"task": task, "labels": {"0": "background", "1": "organ"}}, source)
+    assert str(source) in str(err.value) and repr(task) in str(err.value)
+
+
+@pytest.mark.parametrize("labels", [{"0": "background", "one": "organ"}, ["background", "organ"]])
+def test_malformed_labels_beside_regions_are_refused_naming_the_json_and_key(tmp_path, labels):
+    from s2dc.data.errors import DataError
+    from s2dc.downstream.tasks import Segmentation
+
+    source = tmp_path / "dataset.json"
+    with pytest.raises(DataError, match=r"'labels' of dataset json .* integer keys") as err:
+        Segmentation({"task": "segmentation", "labels": labels, "regions": {"r": [1]}}, source, None)
+    assert str(source) in str(err.value)
+
+
+def test_a_modality_key_that_is_no_integer_is_refused_naming_the_json_and_key(tmp_path):
+    from types import SimpleNamespace
+
+    from s2dc.data.errors import DataError
+    from s2dc.downstream.tasks import Translation
+
+    source = tmp_path / "dataset.json"
+    with pytest.raises(DataError, match=r"'modality' of dataset json .* integer keys.*'one'") as err:
+        Translation({"task": "translation", "modality": {"0": "t1", "one": "t2"}}, source,
+                    SimpleNamespace(input_channel=""))
+    assert str(source) in str(err.value)

@@ -23,7 +23,7 @@ def task_of(doc: dict, source: Path) -> str:
         task = spec.task
     if task is None and "labels" in doc:
         task = "segmentation"
-    if task not in TASKS:
-        raise DataError(f"dataset json '{source}' is for task {task!r}; fine-tuning runs {sorted(TASKS)} (give the "
-                        "json a 'task' key)")
+    if not isinstance(task, str) or task not in TASKS:  # a list or dict is no key of TASKS (nor hashable)
+        raise DataError(f"dataset json '{source}': 'task' must be one of {sorted(TASKS)}, got {task!r}"
+                        + (" (give the json a 'task' key)" if task is None else ""))
     return task

@@ -101,7 +101,14 @@ class Segmentation:
 
 def _regions(regions, doc: dict, source: Path) -> dict[str, tuple[int, ...]]:
     """``{"name": [label values]}`` of a dataset.json, checked against its ``labels``."""
-    labels = {int(k) for k in doc.get("labels", {})}
+    labels = doc.get("labels", {})
+    try:
+        labels = {int(k) for k in labels} if isinstance(labels, dict) else None
+    except ValueError:
+        labels = None
+    if labels is None:
+        raise DataError(f"'labels' of dataset json '{source}' must be a dict with integer keys (e.g. "
+                        f"{{\"0\": \"background\", \"1\": \"necrosis\"}}), got {doc.get('labels')!r}")
     ok = isinstance(regions, dict) and all(
         isinstance(v, list) and v and all(isinstance(x, int) and x in labels - {0} for x in v) for v in regions.values())
     if not ok:

@@ -28,7 +28,11 @@ class Translation:
 
     def __init__(self, doc: dict, source: Path, data) -> None:
         modality = doc.get("modality")
-        channels = [modality[k] for k in sorted(modality, key=int)] if isinstance(modality, dict) else []
+        try:
+            channels = [modality[k] for k in sorted(modality, key=int)] if isinstance(modality, dict) else []
+        except ValueError:
+            raise DataError(f"'modality' of dataset json '{source}' must have integer keys (\"0\", \"1\", ...), got "
+                            f"{sorted(modality)}") from None
         if len(channels) < 2:
             raise DataError(f"dataset json '{source}' must name at least two sequences in 'modality' for translation, "
                             f"got {modality!r}")
