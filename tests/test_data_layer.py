@@ -159,6 +159,16 @@ def test_a_label_whose_header_gives_no_finite_affine_is_refused(tmp_path):
         cases[0]
 
 
+def test_a_complex_valued_label_is_refused_naming_it(tmp_path):
+    image = save(tmp_path / "ct.nii.gz", brain())
+    label = (brain() > 500).astype(np.complex64)
+    nib.save(nib.Nifti1Image(label, np.eye(4)), str(tmp_path / "seg.nii.gz"))
+    cfg = PreprocessConfig.from_preset("mri_zscore", crop_foreground=False)
+    cases = LabelledCases([{"image": image, "label": tmp_path / "seg.nii.gz"}], cfg, (8, 8, 8), 2, None)
+    with pytest.raises(DataError, match=r"seg\.nii\.gz' holds complex values \(complex64\)"):
+        cases[0]
+
+
 @pytest.mark.parametrize("change, refused", [("voxels", True), ("shift", True), ("rounding", False)])
 def test_a_channel_of_the_shape_but_not_the_grid_of_the_first_is_refused(tmp_path, change, refused):
     """Channels were stacked when their shapes agreed, whatever their headers: a T2 of twice the voxel size or 6 mm

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -76,6 +77,15 @@ def test_list_volumes_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no .nii"):
         list_volumes(tmp_path / "empty")
+
+
+def test_list_volumes_names_a_broken_link_in_a_folder(tmp_path):
+    """A volume that is a symbolic link to nothing (a DVC / git-annex link never pulled) is named, not skipped."""
+    save(tmp_path / "pool" / "a.nii.gz", box_volume())
+    (tmp_path / "pool" / "b.nii.gz").symlink_to(tmp_path / "cache" / "ab12")
+    with pytest.raises(DataError, match=r"pool/b\.nii\.gz' is a broken symbolic link") as exc:
+        list_volumes(tmp_path / "pool")
+    assert str(tmp_path / "cache" / "ab12") in str(exc.value)
 
 
 # ----------------------------------------------------------------------------- 2./3. checked loading
@@ -199,6 +209,15 @@ def test_non_3d_and_degenerate_volumes(tmp_path):
 # ----------------------------------------------------------------------------- 4. padding
 
 
+def test_a_complex_valued_volume_is_refused_naming_the_file(tmp_path):
+    """MR complex / phase data was read as its real part only, silently."""
+    rng = np.random.default_rng(0)
+    array = (box_volume() + 1j * rng.uniform(-1000, 1000, SHAPE)).astype(np.complex64)
+    nib.save(nib.Nifti1Image(array, AFFINE), str(tmp_path / "cx.nii.gz"))
+    with pytest.raises(DataError, match=r"cx\.nii\.gz' holds complex values \(complex64\)"):
+        get(tmp_path / "cx.nii.gz")
+
+
 def test_small_volume_is_padded_to_min_size(tmp_path):
     a = box_volume()
     path = save(tmp_path / "small.nii.gz", a)
@@ -303,6 +322,25 @@ def test_corrupt_cache_entry_is_recomputed(tmp_path):
     with pytest.warns(UserWarning, match="unreadable cache file"):
         torch.testing.assert_close(ds[0], first)
     torch.testing.assert_close(ds[0], first)  # rewritten entry loads cleanly
+
+
+@pytest.mark.parametrize("how", ["disk full", "folder removed"])
+def test_a_cache_that_cannot_be_written_warns_and_still_returns_the_volume(tmp_path, monkeypatch, how):
+    """Caching is best effort: torch.save fails with RuntimeError (not OSError) on a full disk or a removed cache
+    folder; the volume still comes back, with a warning naming the cache file, and no half-written file is left."""
+    path = save(tmp_path / "vol.nii.gz", box_volume())
+    expected = get(path)
+    ds = CachedVolumes([path], PreprocessConfig(), (8, 8, 8), tmp_path / "cache")
+    if how == "disk full":
+        def full_disk(obj, f, **kwargs):
+            Path(f).write_bytes(b"PK\x03\x04 half")
+            raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file")
+        monkeypatch.setattr(torch, "save", full_disk)
+    else:
+        shutil.rmtree(ds.cache_dir)
+    with pytest.warns(UserWarning, match=r"could not write cache file '.*\.pt'"):
+        torch.testing.assert_close(ds[0], expected)
+    assert not ds.cache_dir.exists() or list(ds.cache_dir.iterdir()) == []
 
 
 def test_cache_key_stable_and_normalised():

@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import io
 import json
+import random
 import stat
 import tarfile
 import threading
@@ -282,6 +283,41 @@ def test_extract_refuses_what_is_no_archive(tmp_path):
     with pytest.raises(DataError, match="not a tar or zip"):
         download.extract(archive, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar"]
+
+
+def damaged(path, start, length=64):
+    """``path`` with ``length`` bytes from ``start`` (negative: from the end) flipped."""
+    raw = bytearray(path.read_bytes())
+    start = start % len(raw)
+    for i in range(start, start + length):
+        raw[i] ^= 0x5A
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def test_extract_refuses_a_zip_whose_compressed_data_is_damaged(tmp_path):
+    """Damaged deflate data raised zlib.error (no DataError, nothing named) out of zipfile."""
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("Task/dataset.json", bytes(range(256)) * 400)
+    damaged(archive, 30 + len("Task/dataset.json"), 40)  # the member's compressed bytes, after its local header
+    with pytest.raises(DataError, match="could not extract") as err:
+        download.extract(archive, tmp_path / "out")
+    assert str(archive) in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip"]
+
+
+def test_extract_refuses_a_tar_gz_whose_gzip_check_fails(tmp_path):
+    """Deflate data damaged in the middle can still inflate (to wrong bytes): only the gzip trailer's CRC, at the
+    end of the stream, tells; extraction stopped reading at the last member and wrote the wrong bytes."""
+    rng = random.Random(0)
+    members = {f"Task/f{n}.bin": bytes(rng.getrandbits(8) for _ in range(20000)) for n in range(3)}
+    archive = write_tar(tmp_path / "a.tar.gz", members, "w:gz")
+    damaged(archive, len(archive.read_bytes()) // 2)
+    with pytest.raises(DataError, match="could not extract") as err:
+        download.extract(archive, tmp_path / "out")
+    assert str(archive) in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar.gz"]
 
 
 # ------------------------------------------------------------------------------------------------ MSD

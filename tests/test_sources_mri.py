@@ -191,3 +191,31 @@ def test_oasis3_refuses_a_volume_that_is_not_3d(tmp_path):
     nii(raw / "OAS30001_MR_d0129" / OASIS["OAS30001_MR_d0129"][1], (6, 6, 6, 2))
     with pytest.raises(DataError, match=r"run-02_T1w.nii.gz' is not a 3-D volume: shape \(6, 6, 6, 2\)"):
         oasis3.convert(raw, tmp_path / "out")
+
+
+def test_a_release_file_that_is_a_broken_link_is_named(tmp_path):
+    """A sequence or T1w that is a symbolic link to nothing (content never pulled) is named with its missing target:
+    not called a letter-case problem (BraTS), not silently left out (OASIS-3)."""
+    raw = brats21_release(tmp_path / "raw")
+    link = raw / "BraTS2021_Training_Data/BraTS2021_00002/BraTS2021_00002_t2.nii.gz"
+    link.unlink()
+    link.symlink_to(tmp_path / "cache" / "0099")
+    with pytest.raises(DataError, match=r"BraTS2021_00002_t2\.nii\.gz' is a broken symbolic link") as err:
+        brats21.convert(raw, tmp_path / "out")
+    assert str(tmp_path / "cache" / "0099") in str(err.value)
+    raw = oasis_release(tmp_path / "oasis")
+    link = raw / "OAS30002_MR_d0371" / OASIS["OAS30002_MR_d0371"][0]
+    link.unlink()
+    link.symlink_to(tmp_path / "cache" / "cd34")
+    with pytest.raises(DataError, match=r"sub-OAS30002_ses-d0371_T1w\.nii\.gz' is a broken symbolic link") as err:
+        oasis3.convert(raw, tmp_path / "out")
+    assert str(tmp_path / "cache" / "cd34") in str(err.value)
+    assert not (tmp_path / "out" / "dataset.json").exists()
+
+
+def test_oasis3_accepts_a_t1w_with_a_trailing_axis_of_one(tmp_path):
+    """(X, Y, Z, 1) is 3-D to every other converter and to training; OASIS-3 refused it."""
+    raw = oasis_release(tmp_path / "raw")
+    nii(raw / "OAS30001_MR_d0129" / OASIS["OAS30001_MR_d0129"][1], (6, 6, 6, 1))
+    doc = load(oasis3.convert(raw, tmp_path / "out"))
+    assert "sub-OAS30001_ses-d0129_run-02_T1w" in {e["id"] for e in doc["training"]}

@@ -122,6 +122,19 @@ def test_cc_ccii_refusals_name_the_folder_or_file(tmp_path):
     assert not [p for p in (tmp_path / "out").iterdir()]  # staging removed after a failure
 
 
+def test_cc_ccii_refuses_a_slice_that_is_a_broken_link(tmp_path):
+    """A slice that is a symbolic link to nothing (never pulled) is named, not left out of a volume one slice short."""
+    raw = tmp_path / "CC-CCII"
+    cc_ccii_release(raw)
+    link = raw / "NCP" / "31" / "100" / "2.png"
+    link.unlink()
+    link.symlink_to(tmp_path / "cache" / "ef56")
+    with pytest.raises(DataError, match=r"NCP/31/100/2\.png' is a broken symbolic link") as err:
+        cc_ccii.convert(raw, tmp_path / "out")
+    assert str(tmp_path / "cache" / "ef56") in str(err.value)
+    assert not (tmp_path / "out" / "dataset.json").exists() and not (tmp_path / "out" / "volumes").exists()
+
+
 def test_cc_ccii_refuses_a_patient_folder_without_scan_folders(tmp_path):
     """A patient whose slices lie in the patient folder itself (no <scan_id>/ level, as a flattened unzip leaves
     it) is named, not silently left out of the dataset."""
@@ -306,6 +319,18 @@ def test_adni_refusals(tmp_path):
         adni.convert(tmp_path / "nothing", tmp_path / "out")
 
 
+def test_adni_refuses_an_earliest_scan_that_is_a_broken_link(tmp_path):
+    """The earliest PET as a symbolic link to nothing (never pulled) is named; a later scan never takes its place."""
+    raw = tmp_path / "adni"
+    expected = adni_release(raw)
+    early = expected["005_S_0221"][1]
+    early.unlink()
+    early.symlink_to(tmp_path / "annex" / "objects" / "xx")
+    with pytest.raises(DataError, match=r"ADNI_005_S_0221_PT_AV45_I26325\.nii' is a broken symbolic link") as err:
+        adni.convert(raw, tmp_path / "out")
+    assert str(tmp_path / "annex" / "objects" / "xx") in str(err.value)
+
+
 # ---------------------------------------------------------------- UDPET
 
 def udpet_release(raw: Path) -> dict[str, str]:
@@ -396,6 +421,24 @@ def test_udpet_accepts_one_nifti_file_per_dose_next_to_each_other(tmp_path):
     for case_id, folder in ids.items():
         assert resolved(path, entries[case_id]["image"]) == (folder / "1-4 dose.nii.gz").resolve()
         assert resolved(path, entries[case_id]["target"]) == (folder / "Full_dose.nii.gz").resolve()
+
+
+@pytest.mark.parametrize("in_folder", [True, False])
+def test_udpet_refuses_a_dose_volume_that_is_a_broken_link(tmp_path, in_folder):
+    """A dose NIfTI that is a symbolic link to nothing (never pulled) is named, not called a missing folder or DICOM."""
+    raw = tmp_path / "udpet"
+    udpet_release(raw)
+    exam = raw / "uExplorer" / "Subject_13-18" / "e5"
+    if in_folder:
+        link = exam / "1-4 dose" / "1-4_dose.nii.gz"
+        link.unlink()
+    else:
+        shutil.rmtree(exam / "1-4 dose")
+        link = exam / "1-4 dose.nii.gz"
+    link.symlink_to(tmp_path / "cache" / "77")
+    with pytest.raises(DataError, match=r"e5/1-4.dose.*\.nii\.gz' is a broken symbolic link") as err:
+        udpet.convert(raw, tmp_path / "out")
+    assert str(tmp_path / "cache" / "77") in str(err.value)
 
 
 def test_cc_ccii_removes_the_staging_folders_of_a_killed_conversion_not_a_running_ones(tmp_path):

@@ -264,6 +264,19 @@ def test_cli_synth(tmp_path, capsys):
     assert not (tmp_path / "pool").exists()
 
 
+@pytest.mark.parametrize("spacing", [("1e39", "1e39", "1e39"), ("1e-5", "1e-5", "1e-5")], ids=["huge", "tiny"])
+def test_cli_synth_refuses_a_spacing_its_volumes_cannot_be_read_with(tmp_path, capsys, spacing):
+    """1e39 mm overflows the header's float32 pixdim (inf), 1e-5 mm makes voxels the reader refuses as degenerate:
+    both were written with exit 0, then refused by read_volume."""
+    from s2dc.cli import main
+
+    rc = main(["synth", "--kind", "ct_pool", "--out", str(tmp_path / "pool"), "--cases", "1", "--seed", "0",
+               "--shape", "16", "16", "16", "--spacing", *spacing])
+    assert rc == 2
+    assert "--spacing" in capsys.readouterr().err
+    assert not (tmp_path / "pool").exists()
+
+
 def test_a_third_of_the_ct_pool_is_chest_ct():
     """The CT pool mixes abdominal phantoms with chest scans (the release pools BTCV and TCIA-COVID19): case i % 3 == 2
     is a chest, told by its lungs (parenchyma at -900..-700 HU fills a tenth of the volume; the abdomen has no lung)."""

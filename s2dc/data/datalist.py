@@ -30,6 +30,19 @@ _PATH_ROLES = ("image", "label", "target", "anatomy")  # anatomy: a per-voxel ti
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
+def present_file(path: str | Path) -> bool:
+    """Whether ``path`` is a file (or a link to one), as :meth:`Path.is_file` says; :class:`DataError` naming it and
+    its missing target where it is a broken symbolic link (e.g. a DVC or git-annex link whose content was never
+    pulled), which ``is_file`` passes over in silence. A listing of release files filters with this."""
+    path = Path(path)
+    if path.is_file():
+        return True
+    if path.is_symlink() and not path.exists():
+        raise DataError(f"'{path}' is a broken symbolic link: its target '{os.readlink(path)}' does not exist; "
+                        "expected a file (fetch its content, e.g. `dvc pull` or `git annex get`)")
+    return False
+
+
 def read_datalist(source: str | Path) -> dict:
     """Parse a dataset.json; returns the dict. Raises :class:`DataError` naming the file."""
     source = Path(source)
@@ -154,7 +167,7 @@ def list_volumes(source: str | Path, key: str = "training") -> list[Path]:
     if not source.exists():
         raise DataError(f"dataset source '{source}' does not exist; expected a dataset.json or a folder of NIfTI files")
     if source.is_dir():
-        paths = sorted(p for p in source.iterdir() if p.is_file() and p.name.endswith(_NIFTI_SUFFIXES))
+        paths = sorted(p for p in source.iterdir() if p.name.endswith(_NIFTI_SUFFIXES) and present_file(p))
         if not paths:
             raise DataError(f"folder '{source}' contains no .nii or .nii.gz files")
         return paths

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import lzma
 import os
 import shutil
 import stat
@@ -21,6 +22,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 from tqdm import tqdm
@@ -154,6 +156,9 @@ def _unpack(archive: Path, into: Path) -> None:
                     raise DataError(f"archive '{archive}' has an unsafe member '{m.name}': {problem}; nothing was extracted")
             kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             tar.extractall(into, members=members, **kwargs)
+            # The stream's own check (gzip CRC, xz / bz2 checks) comes at its end, after the last member: read to it.
+            while tar.fileobj.read(1 << 20):
+                pass
     elif zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
@@ -178,7 +183,7 @@ def extract(archive: str | Path, target: str | Path) -> Path:
     staging.mkdir(parents=True)
     try:
         _unpack(archive, staging)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error, lzma.LZMAError) as err:
         shutil.rmtree(staging, ignore_errors=True)
         raise DataError(f"could not extract '{archive}' into '{target}': {err}") from err
     except BaseException:

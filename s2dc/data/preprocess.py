@@ -166,6 +166,8 @@ class LoadLabeld(MapTransform):
                 shape = shape[:-1]
             array = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
             affine = np.asarray(img.affine, dtype=np.float64)
+        except DataError:
+            raise
         except Exception as exc:  # nibabel, gzip, zlib, EOFError, OSError, ...
             raise DataError(f"could not read label '{path}' of image '{image_path}': {type(exc).__name__}: {exc}; "
                             "expected a readable NIfTI volume (.nii or .nii.gz)") from exc

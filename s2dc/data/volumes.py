@@ -80,8 +80,8 @@ class _AtomicPersistentDataset(PersistentDataset):
             obj = convert_to_tensor(out, convert_numeric=False, track_meta=self.track_meta)
             torch.save(obj, tmp, pickle_protocol=self.pickle_protocol)
             os.replace(tmp, hashfile)  # atomic; concurrent writers (DDP ranks) write identical content
-        except OSError as exc:  # read-only / full disk: caching is best effort
-            warnings.warn(f"could not write cache file '{hashfile}': {exc}")
+        except (OSError, RuntimeError) as exc:  # read-only, full disk, folder gone (torch.save raises RuntimeError)
+            warnings.warn(f"could not write cache file '{hashfile}': {type(exc).__name__}: {exc}")
         finally:
             tmp.unlink(missing_ok=True)
         return out

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..datalist import present_file
 from ..registry import get
 from ..errors import DataError
 from .common import fixed_split, nifti_shape, require_folder, write_common
@@ -61,7 +62,7 @@ def baseline_diagnosis(raw: Path) -> tuple[Path, dict[str, str]]:
 
 def _nifti(image: Path) -> Path | None:
     """The NIfTI file of an image-id folder (None when it holds none and no DICOM either)."""
-    files = [p for p in image.iterdir() if p.is_file() and not p.name.startswith(".")]
+    files = [p for p in image.iterdir() if not p.name.startswith(".") and present_file(p)]
     nifti = sorted(p for p in files if p.name.endswith((".nii", ".nii.gz")))
     if len(nifti) > 1:
         raise DataError(f"image folder '{image}' holds {len(nifti)} NIfTI files, expected one: "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..datalist import present_file
 from ..registry import get
 from ..errors import DataError
 from .common import fixed_split, nifti_shape, require_folder, require_on_grid, write_common
@@ -34,7 +35,7 @@ def sequence(folder: Path, stem: str) -> Path:
     """``folder/stem.nii.gz`` (or an uncompressed ``.nii``); :class:`DataError` naming the file if absent."""
     names = [stem + suffix for suffix in (".nii.gz", ".nii")]
     for name in names:
-        if (path := folder / name).is_file():
+        if present_file(path := folder / name):
             return path
     by_lower = {other.name.lower(): other for other in folder.iterdir()}
     for name in names:

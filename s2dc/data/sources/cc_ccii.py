@@ -22,6 +22,7 @@ import nibabel as nib
 import numpy as np
 
 from ...files import remove_abandoned, replace_folder, work_sibling
+from ..datalist import present_file
 from ..registry import get
 from ..errors import DataError
 from .common import fixed_split, require_folder, write_common
@@ -55,8 +56,8 @@ def read_scan(scan: Path) -> np.ndarray:
     """The slices of one scan folder stacked to a (rows, columns, slices) uint8 array."""
     from PIL import Image
 
-    slices = [p for p in scan.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES
-              and not p.name.startswith(".")]
+    slices = [p for p in scan.iterdir() if p.suffix.lower() in SLICE_SUFFIXES and not p.name.startswith(".")
+              and present_file(p)]
     if not slices:
         raise DataError(f"scan folder '{scan}' holds no slice images ({'/'.join(SLICE_SUFFIXES)})")
     keys = [_natural_key(p.stem) for p in slices]

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nibabel as nib
-
+from ..datalist import present_file
 from ..registry import get
 from ..errors import DataError
 from .common import nifti_shape, write_common
@@ -27,18 +26,16 @@ def _stem(path: Path) -> str:
 
 
 def convert(raw: Path, out_dir: Path) -> Path:
-    """Check every T1w volume (readable header, exactly 3-D, unique name) and write the pool's json."""
+    """Check every T1w volume (readable header, 3-D, unique name) and write the pool's json."""
     spec = get("mri_pool")
     raw = Path(raw)
     root = raw / "OASIS3" if (raw / "OASIS3").is_dir() else raw
-    volumes = sorted(p for pattern in PATTERNS for p in root.glob(pattern) if p.is_file())
+    volumes = sorted(p for pattern in PATTERNS for p in root.glob(pattern) if present_file(p))
     if not volumes:
         raise DataError(f"'{root}' holds no T1w NIfTI at {PATTERNS[0]}. " + spec.instructions(str(raw)))
     seen: dict[str, Path] = {}
     for path in volumes:
-        nifti_shape(path)
-        if len(shape := nib.load(str(path)).shape) != 3:
-            raise DataError(f"'{path}' is not a 3-D volume: shape {shape}, expected one T1w volume")
+        nifti_shape(path)  # readable, 3-D (a trailing axis of length 1 aside), a sound affine
         if (stem := _stem(path)) in seen:
             raise DataError(f"'{path}' and '{seen[stem]}' have the same case id '{stem}'")
         seen[stem] = path

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..datalist import present_file
 from ..registry import get
 from ..errors import DataError
 from .common import fixed_split, require_on_grid, write_common
@@ -29,18 +30,18 @@ def _dirs(folder: Path) -> list[Path]:
 
 
 def _present(exam: Path, dose: str) -> bool:
-    return (exam / dose).is_dir() or any((exam / (dose + s)).is_file() for s in _SUFFIXES)
+    return (exam / dose).is_dir() or any(present_file(exam / (dose + s)) for s in _SUFFIXES)
 
 
 def dose_volume(exam: Path, dose: str) -> Path:
     """The NIfTI of one dose of an exam: the one file in ``exam/<dose>/``, or ``exam/<dose>.nii[.gz]``."""
     for suffix in _SUFFIXES:
-        if (exam / (dose + suffix)).is_file():
+        if present_file(exam / (dose + suffix)):
             return exam / (dose + suffix)
     folder = exam / dose
     if not folder.is_dir():
         raise DataError(f"exam '{exam}' lacks the dose folder '{dose}' (expected '{folder}/' with one NIfTI file)")
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    files = [p for p in folder.iterdir() if not p.name.startswith(".") and present_file(p)]
     nifti = sorted(p for p in files if p.name.endswith(_SUFFIXES))
     if len(nifti) == 1:
         return nifti[0]

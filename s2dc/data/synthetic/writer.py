@@ -13,6 +13,8 @@ import numpy as np
 
 from ...files import remove_abandoned, replace_folder, work_sibling
 from ..datalist import content_sha256
+from ..errors import DataError
+from ..nifti import check_affine
 from ..provenance import writer_of
 from ..registry import get, names
 from . import twins
@@ -45,6 +47,13 @@ def check_twin_params(kind: Any, cases: Any, seed: Any, shape: Any, spacing: Any
     )
     if not ok:
         raise SynthParamError("spacing", f"spacing must be 3 positive numbers (mm), got {spacing!r}")
+    try:  # as the header stores it (float32) and as read_volume checks it: no inf, no degenerate voxel
+        with np.errstate(over="ignore"):
+            stored = np.diag([*spacing, 1.0]).astype(np.float32).astype(np.float64)
+        check_affine(Path("spacing"), stored)
+    except DataError:
+        raise SynthParamError("spacing", "spacing must give voxels a NIfTI header holds (float32) and the reader "
+                              f"accepts (finite, volume over 1e-12 mm^3), got {spacing!r}") from None
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
         raise SynthParamError("val_fraction", f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
 
