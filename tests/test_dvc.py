@@ -164,3 +164,25 @@ def test_dvcignore_leaves_out_scratch_of_every_scale(tmp_path):
     checked = subprocess.run([sys.executable, "-m", "dvc", "check-ignore", *ignored, *versioned], cwd=tmp_path,
                              env=_env(), capture_output=True, text=True)
     assert sorted(checked.stdout.split()) == sorted(ignored), checked.stdout + checked.stderr
+
+
+def test_each_stage_tracks_the_parameters_that_choose_its_jobs(tmp_path):
+    """A parameter that changes which jobs a stage's Snakemake target runs makes the stage stale in `dvc status`:
+    `experiments.methods` chooses the encoders `pretrained` builds (a method added was pretrained by the benchmark
+    stage, leaving dvc.lock's pretrain outputs stale right after `dvc repro`), `experiments.label_ratios` and
+    `datasets` which of the ablation's runs are the benchmark's."""
+    work = tracked_copy(tmp_path / "repo")
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    scale = params["scale"]
+    grid = params["scales"][scale]["experiments"]
+    changes = {("dvc.yaml:pretrain", "methods"): [*grid["methods"], "lg"],
+               ("experiments/dvc.yaml:ablation", "label_ratios"): [0.5],
+               ("experiments/dvc.yaml:ablation", "datasets"): grid["datasets"][:1]}
+    for (stage, key), value in changes.items():
+        changed = yaml.safe_load((REPO / "params.yaml").read_text())
+        changed["scales"][scale]["experiments"][key] = value
+        (work / "params.yaml").write_text(yaml.safe_dump(changed))
+        status = dvc(work, "status", stage)
+        params = {line.split(":", 1)[1].strip() for line in status.splitlines()
+                  if line.strip().startswith(("new:", "modified:"))}  # the tracked params that differ from dvc.lock
+        assert params & {f"scales.{scale}.experiments.{key}", f"scales.{scale}.experiments"}, (stage, status)

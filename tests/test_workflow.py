@@ -489,13 +489,15 @@ def test_a_name_given_twice_in_only_or_methods_is_refused_at_parse():
     assert "--config methods=s2dc,scratch,s2dc" in out and "'s2dc' twice" in out
 
 
-def test_dvcs_ablation_stage_tracks_the_methods_that_place_its_runs():
+def test_dvcs_ablation_stage_tracks_the_grid_that_places_its_runs():
     """experiments.methods decides whether the ablation reuses the benchmark's encoder of a variant or pretrains its
-    own under ablation/ (`tree` in common.smk): DVC's ablation stage tracks it, as Snakemake's plan does."""
+    own under ablation/, and its datasets, label ratios and seeds whether it reuses a benchmark's fine-tuning (`tree`
+    in common.smk): DVC's ablation stage tracks the whole section, as Snakemake's plan reads it
+    (tests/test_dvc.py::test_each_stage_tracks_the_parameters_that_choose_its_jobs changes each)."""
     import yaml
 
     stage = yaml.safe_load((REPO / "experiments/dvc.yaml").read_text())["stages"]["ablation"]
-    assert "scales.${scale}.experiments.methods" in stage["params"], stage["params"]
+    assert "scales.${scale}.experiments" in stage["params"], stage["params"]
 
 
 def test_the_ablation_never_writes_into_the_benchmarks_tree(tmp_path):
