@@ -548,3 +548,25 @@ def test_an_open_release_changed_in_place_is_converted_again(tmp_path):
     make_task(tmp_path / "raw" / "msd_spleen", "msd_spleen")
     task, prefix, _ = TASKS["msd_spleen"]
     _a_label_corrected_in_place_is_converted_again(tmp_path, "msd_spleen", f"{task}/labelsTr/{prefix}_{CASES[0]}.nii.gz")
+
+
+def test_lock_recovery_removes_the_locks_of_a_dead_run_alone(tmp_path):
+    """Two runs' Snakemake locks in one folder, one run alive (this process), one dead: any later parse (a dry run
+    here) removes the dead run's lock files and record, never the live run's, which a second run on its outputs must
+    still meet. (One record for every run, overwritten by each run that started, let the parse after a later run's
+    death remove the whole lock folder under a live run.)"""
+    import socket
+
+    locks = tmp_path / ".snakemake" / "locks"
+    locks.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    for run, pid in ((0, os.getpid()), (1, dead.pid)):
+        for kind in ("input", "output"):
+            (locks / f"{run}.{kind}.lock").write_text(f"{tmp_path}/out{run}\n")
+        (locks / f"s2dc-owner-{host}-{pid}").write_text(f"{host} {pid} {run}.input.lock {run}.output.lock\n")
+    plan = snakemake(tmp_path, "--config", "scale=smoke", "-n")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert f"Removing the lock of a Snakemake run that no longer exists ({host} {dead.pid})" in plan.stderr
+    assert sorted(p.name for p in locks.iterdir()) == ["0.input.lock", "0.output.lock", f"s2dc-owner-{host}-{os.getpid()}"]
