@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from monai.networks.nets import SwinUNETR
 
+from .files import work_sibling
 from .models.encoder import EncoderConfig
 from .train.checkpoint import atomic_save, list_checkpoints, load_checkpoint, lock_folder
 from .train.finite import require_finite
@@ -175,6 +177,7 @@ def export_encoder(checkpoint: str | Path, output: str | Path, which: str = "tea
     check_export_output(output)
     run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent.parent
     lock = lock_folder(run_dir) if (run_dir / "run.json").is_file() else None  # a pretraining run's folder
+    tmp = work_sibling(output, "tmp")
     try:
         if checkpoint.is_dir():
             found = list_checkpoints(checkpoint / "checkpoints")
@@ -199,15 +202,17 @@ def export_encoder(checkpoint: str | Path, output: str | Path, which: str = "tea
         require_finite(weights, f"the {which} encoder weights of '{checkpoint}'")
         short = {"partial": {"step": step, "steps": steps}} if step < steps else {}
         atomic_save({"state_dict": weights, "encoder": cfg.to_dict(), "preprocess": state["config"].get("preprocess"),
-                     "source": str(checkpoint), "step": step, "which": which, **short}, output)
+                     "source": str(checkpoint), "step": step, "which": which, **short}, tmp)
     finally:
         if lock is not None:
             lock.close()
-    try:
-        report = load_pretrained_encoder(swinunetr_for(cfg), output)
-    except Exception:
-        output.unlink(missing_ok=True)
-        raise
+    try:  # verified beside the output, which (an earlier export) is replaced only by an encoder that loads
+        report = load_pretrained_encoder(swinunetr_for(cfg), tmp)
+        os.replace(tmp, output)
+    except ValueError as e:
+        raise ValueError(str(e).replace(str(tmp), str(output))) from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return f"{output}: {which} encoder at step {step}{' of ' + str(steps) if short else ''}; {report}"
 
 
