@@ -44,6 +44,8 @@ class ViewConfig:
         object.__setattr__(self, "scale_range", tuple(float(s) for s in self.scale_range))
         if len(self.roi_size) != 3 or len(self.scale_range) != 2:
             raise ValueError(f"views.roi_size needs 3 values and views.scale_range 2, got {self.roi_size}, {self.scale_range}")
+        if min(self.roi_size) < 1:
+            raise ValueError(f"views.roi_size must be 3 sizes >= 1 (voxels), got {self.roi_size}")
         if self.token_stride < 1:
             raise ValueError(f"views.token_stride must be >= 1, got {self.token_stride}")
         x, y, _ = self.roi_size

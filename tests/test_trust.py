@@ -401,6 +401,28 @@ def test_export_never_overwrites_a_file_that_is_not_an_export(tiny_config, pool,
     assert f"'{out / 'checkpoints'}'" in capsys.readouterr().err and not inside.exists()
 
 
+def test_refused_export_keeps_the_earlier_export(tiny_config, pool, tmp_path, capsys):
+    """An export that fails its verification (a teacher with a tensor SwinUNETR lacks) is refused, exit 2, and the
+    earlier export at the output is kept byte for byte: it was saved over and then deleted (data loss); no
+    temporary file is left beside it."""
+    out = tmp_path / "run"
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "1") == 0
+    ckpt = out / "checkpoints" / "step_00000001.pt"
+    encoder = tmp_path / "exports" / "encoder.pt"
+    assert main(["export-encoder", str(ckpt), str(encoder)]) == 0
+    before = encoder.read_bytes()
+    state = torch.load(ckpt, weights_only=True)
+    state["teacher"]["encoder.extra_tensor"] = torch.zeros(3)
+    odd = tmp_path / "odd.pt"
+    torch.save(state, odd)
+    capsys.readouterr()
+    assert main(["export-encoder", str(odd), str(encoder)]) == 2
+    err = capsys.readouterr().err
+    assert "extra_tensor" in err and f"'{encoder}'" in err and "Traceback" not in err
+    assert encoder.read_bytes() == before
+    assert sorted(p.name for p in encoder.parent.iterdir()) == ["encoder.pt"]
+
+
 def test_synth_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):
     """`s2dc synth --out DIR` replaces DIR only when it holds nothing but a synthetic dataset that s2dc synth wrote
     (its mark, its dataset.json, which Snakemake deletes before rerunning the job, and its case files); a folder with
@@ -460,7 +482,8 @@ def test_synth_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):
     ("loss.weight_global", "inf"), ("loss.bin_score", "nan"), ("loss.sinkhorn_iters", "0"),
     ("views.rotation_deg", "nan"), ("views.rotation_deg", "-5"), ("views.translation_frac", "-0.1"),
     ("views.crop_rotation_deg", "nan"), ("views.crop_translation_frac", "-1"), ("views.intensity_shift", "nan"),
-    ("ema.momentum", "nan"), ("encoder.drop_path_rate", "1.5"), ("run.device", "gpu"), ("run.out_dir", ""),
+    ("ema.momentum", "nan"), ("ema.momentum", "1"), ("ema.momentum", "1.5"), ("ema.momentum", "-0.1"),
+    ("encoder.drop_path_rate", "1.5"), ("run.device", "gpu"), ("run.out_dir", ""),
     ("preprocess.a_min", "nan"),
 ])
 def test_bad_pretrain_option_values_are_named(tiny_config, pool, tmp_path, capsys, option, value):
@@ -471,6 +494,20 @@ def test_bad_pretrain_option_values_are_named(tiny_config, pool, tmp_path, capsy
     assert option in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
 
+
+
+def test_a_teacher_that_never_moves_is_refused(tiny_config, pool, tmp_path, capsys):
+    """ema.momentum 1 keeps the teacher at its random initialisation at every step (constant), and with the cosine
+    schedule too (which runs from ema.momentum to 1): the run trained, exited 0 and exported the untrained teacher.
+    A momentum just below 1 is a legitimate (slow) teacher."""
+    for schedule in ("constant", "cosine"):
+        assert pretrain(tiny_config, pool / "dataset.json", tmp_path / schedule, "--ema.momentum", "1",
+                        "--ema.schedule", schedule) == 2
+        err = capsys.readouterr().err
+        assert "ema.momentum" in err and "< 1" in err and "Traceback" not in err
+        assert not (tmp_path / schedule).exists()
+    assert pretrain(tiny_config, pool / "dataset.json", tmp_path / "slow", "--ema.momentum", "0.9999",
+                    "--ema.schedule", "cosine", "--optim.steps", "1") == 0
 
 @pytest.mark.parametrize("options, named", [
     # a pool volume is one channel: a two-channel encoder crashed in its first convolution (traceback, exit 1)
@@ -483,6 +520,8 @@ def test_bad_pretrain_option_values_are_named(tiny_config, pool, tmp_path, capsy
     # one token per matching set: L_p2s's spread over one token was NaN ("try a lower optim.lr", exit 1)
     (["--views.roi_size", "32", "32", "32", "--views.grid", "1", "--encoder.token_stage", "4", "--optim.batch_size",
       "2"], ["views.roi_size", "encoder.token_stage"]),
+    # a negative ROI size passed the views' checks and failed later, naming a `min_size` no option has
+    (["--views.roi_size", "-64", "64", "32"], ["views.roi_size", ">= 1"]),
 ])
 def test_pretrain_options_that_cannot_train_are_named(tiny_config, pool, tmp_path, capsys, options, named):
     argv = ["pretrain", "--config", str(tiny_config), "--data.source", str(pool / "dataset.json"),

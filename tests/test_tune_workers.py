@@ -116,6 +116,26 @@ def test_an_objective_that_raises_fails_its_trial_and_the_worker(tmp_path):
     assert trial.state == TrialState.FAIL and "boom" in trial.user_attrs["error"]
 
 
+
+@pytest.mark.parametrize("toy, key", [
+    ({"steps": [3]}, "toy.steps"), ({"steps": "3"}, "toy.steps"), ({"steps": "many"}, "toy.steps"),
+    ({"steps": True}, "toy.steps"), ({"steps": 2.5}, "toy.steps"), ({"steps": 0}, "toy.steps"),
+    ({"sleep": [0.1]}, "toy.sleep"), ({"sleep": "0.1"}, "toy.sleep"), ({"sleep": True}, "toy.sleep"),
+    ({"sleep": -1}, "toy.sleep"), ({"sleep": float("nan")}, "toy.sleep"), ({"sleep": float("inf")}, "toy.sleep"),
+])
+def test_a_bad_toy_option_is_refused_naming_its_key(tmp_path, capsys, toy, key):
+    """The spec's `toy` options were converted unchecked: a list crashed with a TypeError traceback (exit 1), a
+    string that is no number gave a message naming no key. Refused before the study is opened (exit 2)."""
+    from s2dc.cli import main
+
+    storage = tmp_path / "study.journal"
+    spec = toy_spec(toy={"steps": 3, "sleep": 0.0, **toy})
+    assert main(["sweep", "work", "--storage", str(storage), "--study", "s", "--budget", "1",
+                 "--spec", json.dumps(spec)]) == 2
+    err = capsys.readouterr().err
+    assert key in err and "Traceback" not in err and not storage.exists()
+
+
 def test_workers_must_agree_on_budget_and_space(tmp_path):
     storage = tmp_path / "study.journal"
     run_in_process(storage, "agree", 2, toy_spec(), [])

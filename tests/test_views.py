@@ -355,6 +355,13 @@ def test_view_config_rejects_bad_values(kwargs, field):
         ViewConfig(**kwargs)
 
 
+@pytest.mark.parametrize("roi_size", [(-384, 384, 96), (384, -384, 96), (384, 384, -96), (0, 0, 0), (64, 64, 0)])
+def test_view_config_rejects_non_positive_roi_size(roi_size):
+    # a negative or zero size divides by views.grid and views.token_stride as well as a positive one: it was accepted
+    # and failed later, naming a `min_size` the user never set
+    with pytest.raises(ValueError, match=r"views\.roi_size must be .*>= 1"):
+        ViewConfig(roi_size=roi_size, grid=2, token_stride=16)
+
 @pytest.mark.parametrize("stride", [0, -32])
 def test_view_config_rejects_non_positive_token_stride(stride):
     # token_stride=0 -> ZeroDivisionError from `size % 0`; token_stride=-32 is accepted and gives

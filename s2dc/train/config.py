@@ -63,7 +63,8 @@ class EMAConfig:
     schedule: str = "constant"
 
     def __post_init__(self) -> None:
-        cfgtools.check(0 <= self.momentum <= 1, "ema.momentum", "in [0, 1]", self.momentum)
+        # 1 keeps the teacher at its random initialisation (the cosine schedule, too, runs from it to 1)
+        cfgtools.check(0 <= self.momentum < 1, "ema.momentum", ">= 0 and < 1 (1 never moves the teacher)", self.momentum)
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"ema.schedule must be 'constant' or 'cosine', got {self.schedule!r}")
 

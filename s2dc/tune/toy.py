@@ -12,6 +12,7 @@ import time
 
 import optuna
 
+from .. import config as cfgtools
 from .space import Dimension
 
 OPTIONS = {"steps": 3, "sleep": 0.05, "error": None}
@@ -39,9 +40,11 @@ def make_toy_objective(options: dict, dims: tuple[Dimension, ...]):
     if unknown:
         raise ValueError(f"spec 'toy': unknown option(s) {sorted(unknown)}; expected {sorted(OPTIONS)}")
     opts = {**OPTIONS, **options}
-    steps, sleep = int(opts["steps"]), float(opts["sleep"])
-    if steps < 1 or sleep < 0:
-        raise ValueError(f"spec 'toy': steps must be >= 1 and sleep >= 0, got {steps}, {sleep}")
+    steps, sleep = opts["steps"], opts["sleep"]
+    cfgtools.check(isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1, "toy.steps",
+                   "an integer >= 1", steps)
+    cfgtools.check(isinstance(sleep, (int, float)) and not isinstance(sleep, bool) and 0 <= sleep < math.inf,
+                   "toy.sleep", "a finite number of seconds >= 0", sleep)
 
     def objective(trial: optuna.Trial, params: dict) -> float:
         score = toy_score(params, dims)
