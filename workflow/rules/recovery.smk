@@ -15,7 +15,7 @@ OWNER = "s2dc-owner-"
 def lock_owners() -> list[tuple[Path, str, int, list[str]]]:
     """Every run's record: (its file, host, process id, the names of its lock files); unreadable records left out."""
     owners = []
-    for record in sorted(LOCK_DIR.glob(OWNER + "*")):
+    for record in sorted(LOCK_DIR.glob(f"{OWNER}*")):
         try:
             host, pid, *names = record.read_text().split()
             owners.append((record, host, int(pid), names))
