@@ -677,3 +677,59 @@ def test_two_label_ratios_of_one_percent_are_refused_across_datasets_too(tmp_pat
     err = capsys.readouterr().err
     assert f"label ratios 0.125 ('{a}') and 0.12 ('{b}')" in err and "round to 12 %" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def probe_doc(**changes) -> dict:
+    """A probe result as `s2dc probe voxels random s2dc=...` writes it (segmentation), with ``changes`` applied
+    (``{"encoders.s2dc.se": -0.5}``: a dotted key set to the value)."""
+    doc = {"source": "d/dataset.json", "dataset": "synthetic_btcv", "task": "segmentation",
+           "metric": "balanced accuracy", "stage": 2, "encoders": {
+               name: {"score": score, "balanced_accuracy": score, "se": 0.02, "organ_recall": 0.5, "recall": {},
+                      "versus": {other: {"difference": score - s, "se": 0.01}
+                                 for other, s in (("voxels", 0.4), ("random", 0.45), ("s2dc", 0.6)) if other != name}}
+               for name, score in (("voxels", 0.4), ("random", 0.45), ("s2dc", 0.6))}}
+    for key, value in changes.items():
+        *parents, last = key.split(".")
+        target = doc
+        for part in parents:
+            target = target[part]
+        target[last] = value
+    return doc
+
+
+def _refused_by_report_and_plots(tmp_path, capsys, doc, message):
+    """``s2dc report`` and ``s2dc plots`` exit 2 on the probe file ``doc``, naming the file and ``message``; nothing
+    written."""
+    (tmp_path / "run/dvclive/plots/metrics/train").mkdir(parents=True)  # the loss curve that `s2dc plots` gathers
+    (tmp_path / "run/dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n1\t1.0\n")
+    run = write_run(tmp_path / "run", "s2dc", 0, 0.5, name="metrics.json")
+    probe = tmp_path / "probe.json"
+    probe.write_text(json.dumps(doc))
+    out = tmp_path / "out"
+    for command in (["report", "--out", str(out)], ["plots", "--figures", str(out), "--curves", str(out)]):
+        assert main([*command, str(run), "--probe", str(probe)]) == 2, command
+        err = capsys.readouterr().err
+        assert f"bad probe file '{probe}'" in err and message in err, err
+        assert "Traceback" not in err and not out.exists()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("encoders.s2dc.versus.random.difference", None, "encoders.s2dc.versus.random.difference is None; expected a "
+                                                      "finite number"),
+    ("encoders.s2dc.versus.random.difference", "abc", "encoders.s2dc.versus.random.difference is 'abc'"),
+    ("encoders.s2dc.versus", ["random", "voxels"], "encoders.s2dc.versus is ['random', 'voxels']; expected an object"),
+    ("encoders.s2dc.versus.random", 0.2, "encoders.s2dc.versus.random is 0.2; expected an object"),
+    ("encoders.s2dc.versus.voxels.se", -0.01, "encoders.s2dc.versus.voxels.se is -0.01; expected a finite number >= 0"),
+    ("encoders.s2dc.versus.voxels.se", "x", "encoders.s2dc.versus.voxels.se is 'x'"),
+])
+def test_a_malformed_paired_difference_is_refused_naming_the_file_and_key(tmp_path, capsys, key, value, message):
+    """A probe file's ``versus`` that is not {baseline: {difference: number, se: number >= 0 or null}} crashed the
+    report and the plots with a traceback (exit 1, no file named); refused as a bad probe file naming the key."""
+    _refused_by_report_and_plots(tmp_path, capsys, probe_doc(**{key: value}), message)
+
+
+def test_a_well_formed_paired_difference_without_standard_error_is_read(tmp_path):
+    run = write_run(tmp_path, "s2dc", 0, 0.5)
+    probe = tmp_path / "probe.json"
+    probe.write_text(json.dumps(probe_doc(**{"encoders.s2dc.versus.random.se": None})))
+    assert main(["report", "--out", str(tmp_path / "out"), str(run), "--probe", str(probe)]) == 0

@@ -134,6 +134,24 @@ def nested_metrics(table: pd.DataFrame) -> dict:
 STRUCTURE = ("consistency", "discrepancy", "ratio")
 
 
+def check_versus(encoder: str, versus) -> None:
+    """Raise ValueError naming the key unless ``versus`` (an encoder's paired differences in a probe result) is
+    absent or ``{other: {"difference": finite number, "se": finite number >= 0 or null}}``."""
+    key = f"encoders.{encoder}.versus"
+    if versus is None:
+        return
+    if not isinstance(versus, dict):
+        raise ValueError(f"{key} is {versus!r}; expected an object {{baseline: {{difference, se}}}} or null")
+    for other, pair in versus.items():
+        if not isinstance(pair, dict):
+            raise ValueError(f"{key}.{other} is {pair!r}; expected an object {{difference, se}}")
+        if not is_number(pair.get("difference")):
+            raise ValueError(f"{key}.{other}.difference is {pair.get('difference')!r}; expected a finite number")
+        se = pair.get("se")
+        if se is not None and not (is_number(se) and se >= 0):
+            raise ValueError(f"{key}.{other}.se is {se!r}; expected a finite number >= 0 or null")
+
+
 def collect_probes(probe_files: list[Path]) -> pd.DataFrame:
     """One row per (dataset, encoder) of ``s2dc probe`` results: task, stage, metric, score (balanced accuracy in
     %, or R²) and its bootstrap standard error ``se`` (NaN in a file without one), organ recall (%) and the
@@ -146,6 +164,7 @@ def collect_probes(probe_files: list[Path]) -> pd.DataFrame:
             for encoder, r in p["encoders"].items():
                 if not is_number(r["score"]):
                     raise ValueError(f"encoders.{encoder}.score is {r['score']!r}; expected a finite number")
+                check_versus(encoder, r.get("versus"))
                 other = first.setdefault((p["dataset"], encoder), path)
                 if other != path:
                     raise ValueError(f"'{other}' gives the {encoder} encoder on {p['dataset']} too: one probe result "
