@@ -700,7 +700,7 @@ def probe_doc(**changes) -> dict:
 def _refused_by_report_and_plots(tmp_path, capsys, doc, message):
     """``s2dc report`` and ``s2dc plots`` exit 2 on the probe file ``doc``, naming the file and ``message``; nothing
     written."""
-    (tmp_path / "run/dvclive/plots/metrics/train").mkdir(parents=True)  # the loss curve that `s2dc plots` gathers
+    (tmp_path / "run/dvclive/plots/metrics/train").mkdir(parents=True, exist_ok=True)  # the loss curve that `s2dc plots` gathers
     (tmp_path / "run/dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n1\t1.0\n")
     run = write_run(tmp_path / "run", "s2dc", 0, 0.5, name="metrics.json")
     probe = tmp_path / "probe.json"
@@ -733,3 +733,35 @@ def test_a_well_formed_paired_difference_without_standard_error_is_read(tmp_path
     probe = tmp_path / "probe.json"
     probe.write_text(json.dumps(probe_doc(**{"encoders.s2dc.versus.random.se": None})))
     assert main(["report", "--out", str(tmp_path / "out"), str(run), "--probe", str(probe)]) == 0
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("encoders.s2dc.score", 1.7, "encoders.s2dc.score is 1.7; expected a balanced accuracy in [0, 1]"),
+    ("encoders.s2dc.score", -0.1, "encoders.s2dc.score is -0.1; expected a balanced accuracy in [0, 1]"),
+    ("encoders.s2dc.se", -0.5, "encoders.s2dc.se is -0.5; expected a finite number >= 0 or null"),
+    ("encoders.s2dc.se", float("nan"), "encoders.s2dc.se is nan; expected a finite number >= 0 or null"),
+    ("encoders.s2dc.versus.random.difference", 1.5, "encoders.s2dc.versus.random.difference is 1.5; expected a "
+                                                    "difference of balanced accuracies in [-1, 1]"),
+    ("metric", "R²", "metric is 'R²'; a segmentation probe is scored by 'balanced accuracy'"),
+    ("task", "nonsense", "task is 'nonsense'; expected one of"),
+    ("stage", 99, "stage is 99; expected a Swin stage 0..4"),
+    ("stage", "2", "stage is '2'; expected a Swin stage 0..4"),
+    ("encoders.s2dc.organ_recall", 1.2, "encoders.s2dc.organ_recall is 1.2; expected a recall in [0, 1] or null"),
+])
+def test_impossible_probe_values_are_refused_naming_the_file_and_key(tmp_path, capsys, key, value, message):
+    """A balanced accuracy outside [0, 1] (shown as 170 %), a negative or NaN standard error, a segmentation file
+    scored by R², a stage outside 0..4: refused as a bad probe file naming the key."""
+    _refused_by_report_and_plots(tmp_path, capsys, probe_doc(**{key: value}), message)
+
+
+@pytest.mark.parametrize("task", ["reconstruction", "translation"])
+def test_r2_probes_may_be_negative_but_not_above_one(tmp_path, capsys, task):
+    """R² of a regression probe may be below 0 (worse than the mean) but never above 1; its task's metric is R²."""
+    doc = probe_doc(task=task, metric="R²", **{"encoders.s2dc.score": -3.5, "encoders.s2dc.versus.random.difference": -4.0})
+    run = write_run(tmp_path, "s2dc", 0, 0.5)
+    (tmp_path / "ok.json").write_text(json.dumps(doc))
+    assert main(["report", "--out", str(tmp_path / "ok"), str(run), "--probe", str(tmp_path / "ok.json")]) == 0
+    _refused_by_report_and_plots(tmp_path, capsys, probe_doc(task=task, metric="R²", **{"encoders.s2dc.score": 1.2}),
+                                 "encoders.s2dc.score is 1.2; expected an R² <= 1")
+    _refused_by_report_and_plots(tmp_path, capsys, probe_doc(task=task), f"metric is 'balanced accuracy'; a {task} probe "
+                                 "is scored by 'R²'")

@@ -134,9 +134,51 @@ def nested_metrics(table: pd.DataFrame) -> dict:
 STRUCTURE = ("consistency", "discrepancy", "ratio")
 
 
-def check_versus(encoder: str, versus) -> None:
+#: The metric ``s2dc probe`` scores each task by (:func:`s2dc.eval.probe.probe`): balanced accuracy (a fraction)
+#: for the classifier probes, R² for the regressions.
+PROBE_METRICS = {"segmentation": "balanced accuracy", "classification": "balanced accuracy",
+                 "reconstruction": "R²", "translation": "R²"}
+#: The Swin stages a probe reads (0 = patch embedding, 4 = the last stage).
+PROBE_STAGES = range(5)
+_ROUNDING = 1e-9  # a mean of recalls of 1 may land an ulp above 1
+
+
+def check_probe(p: dict) -> None:
+    """Raise ValueError naming the key unless the probe result ``p`` holds what ``s2dc probe`` can write: a known
+    task scored by its metric (:data:`PROBE_METRICS`), a stage 0..4 and per encoder a score in the metric's range
+    (balanced accuracy in [0, 1], R² <= 1), a standard error >= 0 or null, an organ recall in [0, 1] or null and
+    well-formed paired differences (:func:`check_versus`)."""
+    if p["task"] not in PROBE_METRICS:
+        raise ValueError(f"task is {p['task']!r}; expected one of {list(PROBE_METRICS)}")
+    if p["metric"] != PROBE_METRICS[p["task"]]:
+        raise ValueError(f"metric is {p['metric']!r}; a {p['task']} probe is scored by {PROBE_METRICS[p['task']]!r}")
+    stage = p["stage"]
+    if not (isinstance(stage, int) and not isinstance(stage, bool) and stage in PROBE_STAGES):
+        raise ValueError(f"stage is {stage!r}; expected a Swin stage 0..4")
+    if not isinstance(p["encoders"], dict):
+        raise ValueError(f"encoders is {p['encoders']!r}; expected an object {{encoder: result}}")
+    fraction = p["metric"] != "R²"
+    for encoder, r in p["encoders"].items():
+        key, score = f"encoders.{encoder}", r["score"]
+        if not is_number(score):
+            raise ValueError(f"{key}.score is {score!r}; expected a finite number")
+        if fraction and not -_ROUNDING <= score <= 1 + _ROUNDING:
+            raise ValueError(f"{key}.score is {score!r}; expected a balanced accuracy in [0, 1]")
+        if not fraction and score > 1 + _ROUNDING:
+            raise ValueError(f"{key}.score is {score!r}; expected an R² <= 1")
+        se = r.get("se")
+        if se is not None and not (is_number(se) and se >= 0):
+            raise ValueError(f"{key}.se is {se!r}; expected a finite number >= 0 or null")
+        organ = r.get("organ_recall")
+        if organ is not None and not (is_number(organ) and -_ROUNDING <= organ <= 1 + _ROUNDING):
+            raise ValueError(f"{key}.organ_recall is {organ!r}; expected a recall in [0, 1] or null")
+        check_versus(encoder, r.get("versus"), fraction)
+
+
+def check_versus(encoder: str, versus, fraction: bool = False) -> None:
     """Raise ValueError naming the key unless ``versus`` (an encoder's paired differences in a probe result) is
-    absent or ``{other: {"difference": finite number, "se": finite number >= 0 or null}}``."""
+    absent or ``{other: {"difference": finite number, "se": finite number >= 0 or null}}``; a difference of two
+    balanced accuracies (``fraction``) in [-1, 1]."""
     key = f"encoders.{encoder}.versus"
     if versus is None:
         return
@@ -147,6 +189,9 @@ def check_versus(encoder: str, versus) -> None:
             raise ValueError(f"{key}.{other} is {pair!r}; expected an object {{difference, se}}")
         if not is_number(pair.get("difference")):
             raise ValueError(f"{key}.{other}.difference is {pair.get('difference')!r}; expected a finite number")
+        if fraction and abs(pair["difference"]) > 1 + _ROUNDING:
+            raise ValueError(f"{key}.{other}.difference is {pair['difference']!r}; expected a difference of balanced "
+                             "accuracies in [-1, 1]")
         se = pair.get("se")
         if se is not None and not (is_number(se) and se >= 0):
             raise ValueError(f"{key}.{other}.se is {se!r}; expected a finite number >= 0 or null")
@@ -160,11 +205,9 @@ def collect_probes(probe_files: list[Path]) -> pd.DataFrame:
     for path in probe_files:
         try:
             p = json.loads(Path(path).read_text())
+            check_probe(p)
             percent = p["metric"] != "R²"
             for encoder, r in p["encoders"].items():
-                if not is_number(r["score"]):
-                    raise ValueError(f"encoders.{encoder}.score is {r['score']!r}; expected a finite number")
-                check_versus(encoder, r.get("versus"))
                 other = first.setdefault((p["dataset"], encoder), path)
                 if other != path:
                     raise ValueError(f"'{other}' gives the {encoder} encoder on {p['dataset']} too: one probe result "
