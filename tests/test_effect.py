@@ -100,3 +100,25 @@ def test_plots_draw_the_effect_figure_and_refuse_a_users_file(tmp_path, benchmar
                  "--curves", str(curves)]) == 2
     assert "effect.png' exists and is not a figure s2dc drew" in capsys.readouterr().err
     assert (figures / "effect.png").read_text() == "my notes"
+
+
+def test_a_probe_result_without_the_s2dc_encoder_or_a_baseline_is_refused_naming_it(tmp_path, benchmark, capsys):
+    """`s2dc probe enc.pt voxels` names the row `enc.pt`: the plots and the report silently left every frozen column
+    '—'. Refused, naming the file, what it lacks and how to name the encoders."""
+    runs, probes = benchmark
+    unnamed = tmp_path / "unnamed.json"
+    doc = json.loads(probes[0].read_text())
+    doc["encoders"]["enc.pt"] = doc["encoders"].pop("s2dc")
+    unnamed.write_text(json.dumps(doc))
+    no_random = tmp_path / "no_random.json"
+    doc = json.loads(probes[0].read_text())
+    del doc["encoders"]["random"], doc["encoders"]["s2dc"]["versus"]["random"]
+    no_random.write_text(json.dumps(doc))
+    for probe, missing in ((unnamed, "no 's2dc' encoder (it has 'voxels', 'random', 'enc.pt')"),
+                           (no_random, "no paired difference of 's2dc' against 'random'")):
+        for command in (["report", "--out", str(tmp_path / "out")],
+                        ["plots", "--figures", str(tmp_path / "f"), "--curves", str(tmp_path / "c")]):
+            assert main([*command, *map(str, runs), "--probe", str(probe), *map(str, probes[1:])]) == 2, command
+            err = capsys.readouterr().err
+            assert f"'{probe}'" in err and missing in err and "s2dc probe s2dc=<encoder.pt> random voxels --source" in err, err
+            assert not (tmp_path / "out").exists() and not (tmp_path / "f").exists()

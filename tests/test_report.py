@@ -46,14 +46,15 @@ def test_mean_and_sample_std_over_seeds(tmp_path, capsys):
 def test_probe_results_become_a_second_table(tmp_path):
     run = write_run(tmp_path, "s2dc", 0, 0.5)
     probe = tmp_path / "probe.json"
+    versus = {"random": {"difference": 0.1, "se": None}, "voxels": {"difference": 0.2, "se": None}}  # the effect table's
     probe.write_text(json.dumps({"dataset": "synthetic_btcv", "task": "segmentation", "metric": "balanced accuracy",
                                  "stage": 2, "encoders": {
         "voxels": {"score": 0.406, "balanced_accuracy": 0.406, "se": 0.021, "organ_recall": 0.375, "recall": {},
                    "structure": {"consistency": 0.9, "inter": 0.8, "discrepancy": 0.2, "ratio": 2.0}},
-        "s2dc": {"score": 0.75, "balanced_accuracy": 0.75, "organ_recall": None, "recall": {}}}}))
+        "s2dc": {"score": 0.75, "balanced_accuracy": 0.75, "organ_recall": None, "recall": {}, "versus": versus}}}))
     regression = tmp_path / "probe_udpet.json"
     regression.write_text(json.dumps({"dataset": "synthetic_udpet", "task": "reconstruction", "metric": "R²",
-                                      "stage": 2, "encoders": {"s2dc": {"score": 0.8123}}}))
+                                      "stage": 2, "encoders": {"s2dc": {"score": 0.8123, "versus": versus}}}))
     assert main(["report", "--out", str(tmp_path / "out"), str(run), "--probe", str(probe), str(regression)]) == 0
     table = (tmp_path / "out" / "benchmark.md").read_text()
     assert "| synthetic_btcv | 2 | voxels | segmentation | balanced accuracy | 40.6 ± 2.1 | 37.5 | 0.900 | 0.200 | 2.00 |" in table

@@ -36,17 +36,28 @@ COLUMNS = ["dataset", "task", "metric", "label_ratio", "seeds", "finetune_differ
 def paired_differences(probe_files: list[Path], encoder: str = PRETRAINED) -> pd.DataFrame:
     """One row per dataset of the probe results: its ``task``, ``probe_metric`` and, for each of
     :data:`FROZEN_BASELINES`, ``versus_<baseline>`` (``encoder`` minus it: points of balanced accuracy, or R²) and
-    ``versus_se_<baseline>``; NaN where a file lacks the encoder or the baseline. The files are those
-    :func:`~s2dc.report.tables.collect_probes` has read (and checked)."""
+    ``versus_se_<baseline>`` (NaN: no standard error). The files are those
+    :func:`~s2dc.report.tables.collect_probes` has read (and checked); ValueError naming the file if one lacks the
+    encoder or its paired difference against a baseline (a probe whose rows were not named so: every frozen column
+    of its dataset would be empty)."""
     rows = []
+    how = (f"name the probe's rows so: `s2dc probe {encoder}=<encoder.pt> {' '.join(FROZEN_BASELINES)} --source ...`")
     for path in probe_files:
         p = json.loads(Path(path).read_text())
         scale = 1.0 if p["metric"] == "R²" else 100.0
-        versus = (p["encoders"].get(encoder) or {}).get("versus") or {}
+        if encoder not in p["encoders"]:
+            raise ValueError(f"bad probe file '{path}': no {encoder!r} encoder (it has "
+                             f"{', '.join(repr(e) for e in p['encoders'])}), which the frozen protocol compares with "
+                             f"{' and '.join(FROZEN_BASELINES)}; {how}")
+        versus = p["encoders"][encoder].get("versus") or {}
         row = {"dataset": p["dataset"], "task": p["task"], "probe_metric": p["metric"]}
         for baseline in FROZEN_BASELINES:
-            pair = versus.get(baseline) or {}
-            row[f"versus_{baseline}"] = scale * float(pair.get("difference", math.nan))
+            if baseline not in versus:
+                raise ValueError(f"bad probe file '{path}': no paired difference of {encoder!r} against {baseline!r} "
+                                 f"(encoders.{encoder}.versus.{baseline}): the frozen protocol compares {encoder!r} "
+                                 f"with {' and '.join(FROZEN_BASELINES)}; {how}")
+            pair = versus[baseline]
+            row[f"versus_{baseline}"] = scale * float(pair["difference"])
             row[f"versus_se_{baseline}"] = scale * float(math.nan if pair.get("se") is None else pair["se"])
         rows.append(row)
     return pd.DataFrame(rows, columns=["dataset", "task", "probe_metric", *PAIRED])
