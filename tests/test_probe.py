@@ -638,3 +638,25 @@ def test_a_student_export_and_encoders_of_other_widths_are_probed_side_by_side(t
                  "--out", str(tmp_path / "p2.json")]) == 2
     err = capsys.readouterr().err
     assert str(coarse) in err and str(narrow) in err and "patch" in err, err
+
+
+def test_segmentation_training_tokens_of_one_class_are_refused(twin, tmp_path, capsys):
+    """Training labels that are background only give training tokens of one class: the linear model learns nothing
+    and every validation token reads background, yet the probe scored it (balanced accuracy 1 / classes). Refused as
+    the classification case is, naming the json, and nothing is written."""
+    import nibabel as nib
+
+    def background_only(doc):
+        for case in doc["training"]:
+            path = tmp_path / "data" / case["label"]
+            label = nib.load(path)
+            nib.save(nib.Nifti1Image(np.zeros(label.shape, np.asarray(label.dataobj).dtype), label.affine,
+                                     label.header), path)
+        doc.pop("content_sha256", None)
+
+    exported, source, _ = _probe_inputs(twin, tmp_path, background_only)
+    out = tmp_path / "probe.json"
+    assert main(["probe", "voxels", str(exported), "--source", str(source), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"the training tokens of '{source}' hold one class only ('background')" in err and "Traceback" not in err, err
+    assert not out.exists() and not out.with_suffix(".md").exists()

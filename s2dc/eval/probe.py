@@ -232,6 +232,11 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
                    "balanced accuracy over one class is its recall, which a model always predicting it reads as 100 %")
             raise DataError(f"the {role} cases of '{source}' hold one class only ({names[int(labels[0])]!r}): {why}; "
                             f"list cases of at least two classes under '{role}'")
+    if task.name == "segmentation" and len(y["training"].unique()) < 2:
+        raise DataError(f"the training tokens of '{source}' hold one class only ({names[int(y['training'][0])]!r}) at "
+                        f"--stage {stage} ({stride}³-voxel blocks): a linear model fitted on one class learns nothing "
+                        "and reads every validation token as it; list training cases whose labels hold structures "
+                        "(or probe an earlier --stage: smaller blocks)")
     cases = len(targets["validation"])
     case = torch.arange(cases) if pooled else case_index([len(t) for t in targets["validation"]])
     results, stats = {}, {}
