@@ -660,3 +660,43 @@ def test_segmentation_training_tokens_of_one_class_are_refused(twin, tmp_path, c
     err = capsys.readouterr().err
     assert f"the training tokens of '{source}' hold one class only ('background')" in err and "Traceback" not in err, err
     assert not out.exists() and not out.with_suffix(".md").exists()
+
+
+def test_notes_beside_an_earlier_probe_result_are_not_overwritten(twin, tmp_path, capsys):
+    """`--out F/notes.json` over an earlier probe result replaced a user's F/notes.md beside it (the .md check was
+    waived for an earlier result): the .md is replaced only when it is that result's table (as the probe renders it
+    from the json, or as the json records it), else refused naming the .md."""
+    torch.manual_seed(5)
+    exported = tmp_path / "enc.pt"
+    save_encoder(exported, swinunetr_for(SIZES).swinViT.state_dict())
+    out = tmp_path / "notes.json"
+    command = ["probe", "voxels", str(exported), "--source", str(twin), "--out", str(out)]
+    assert main(command) == 0
+    table = out.with_suffix(".md").read_text()
+    for notes in ("my notes on the probe\n", table + "\nMy reading: the encoder is no better than the voxels.\n"):
+        out.with_suffix(".md").write_text(notes)
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert f"'{out.with_suffix('.md')}'" in err and "is not the table of the probe result" in err, err
+        assert out.with_suffix(".md").read_text() == notes
+    out.with_suffix(".md").write_text(table)  # the earlier result's own table: replaced
+    assert main(command) == 0
+    assert out.with_suffix(".md").read_text() == table
+
+
+def test_an_earlier_probe_results_table_is_recognised_by_the_checksum_it_records(tmp_path):
+    """A table written by another version of the probe's Markdown (which renders the json otherwise now) is still
+    recognised as the result's own: the json records the checksum of the table written beside it."""
+    import hashlib
+
+    from s2dc.eval.outputs import check_probe_out
+
+    out = tmp_path / "p.json"
+    old_table = "| encoder | balanced accuracy (as an older probe wrote it) |\n"
+    out.write_text(json.dumps({"source": "d.json", "metric": "balanced accuracy", "stage": 2, "encoders": {},
+                               "table_sha256": hashlib.sha256(old_table.encode()).hexdigest()}))
+    out.with_suffix(".md").write_text(old_table)
+    check_probe_out(out, tmp_path / "d.json")
+    out.with_suffix(".md").write_text(old_table + "my notes\n")
+    with pytest.raises(ValueError, match="is not the table of the probe result"):
+        check_probe_out(out, tmp_path / "d.json")

@@ -52,7 +52,8 @@ from ..train.device import pick_device
 from ..train.optim import EagerLBFGS
 from .bootstrap import RESAMPLES, balanced_accuracy, bootstrap, case_index, confusion_by_case, r_squared_from_sums, \
     regression_sums
-from .outputs import check_probe_out
+from .outputs import check_probe_out, table_sha256
+from .probe_table import FOLDS, differences_markdown, markdown  # noqa: F401  (the table, without torch)
 
 RANDOM = "random"
 VOXELS = "voxels"
@@ -157,9 +158,8 @@ def fit_linear_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_
     return layer
 
 
-#: The regulariser grid of the pooled (classification) probe, and its number of cross-validation folds.
+#: The regulariser grid of the pooled (classification) probe (its number of cross-validation folds: FOLDS).
 WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
-FOLDS = 5
 
 
 def stratified_folds(y: torch.Tensor, folds: int) -> torch.Tensor:
@@ -500,60 +500,14 @@ def _label(entry: str) -> tuple[str, str]:
     return (name, what) if sep and name and what else (entry, entry)
 
 
-def markdown(result: dict) -> str:
-    """A table: one row per encoder, balanced accuracy ± its bootstrap standard error, organ recall and each class's
-    recall (%), and for a segmentation the structure scores (:func:`structure_scores`); R² ± SE for a regression;
-    then the paired differences between the encoders (:func:`differences_markdown`)."""
-    if result["metric"] == "R²":
-        rows = ["| encoder | R² |", "|---|---|"]
-        rows += [f"| {name} | {r['score']:.3f} ± {'–' if r['se'] is None else format(r['se'], '.3f')} |"
-                 for name, r in result["encoders"].items()]
-        return "\n".join(rows + differences_markdown(result))
-    classes = result["classes"]
-    head = "| encoder | balanced accuracy | organ recall | " + " | ".join(classes) + " |"
-    rows = [head, "|" + "---|" * (len(classes) + 3)]
-    pct = lambda v: "–" if v is None else f"{100 * v:.1f}"  # noqa: E731
-    for name, r in result["encoders"].items():
-        rows.append(f"| {name} | {pct(r['balanced_accuracy'])} ± {pct(r['se'])} | {pct(r.get('organ_recall'))} | "
-                    + " | ".join(pct(r["recall"][c]) for c in classes) + " |")
-    rows += differences_markdown(result)
-    if all("weight_decay" in r for r in result["encoders"].values()):
-        rows += ["", f"Weight decay of each probe, chosen by {FOLDS}-fold cross-validation on the training volumes (fewer "
-                 f"folds where a class has fewer than {FOLDS} volumes): "
-                 + ", ".join(f"{name} {r['weight_decay']:g}" for name, r in result["encoders"].items()) + "."]
-    if all("structure" in r for r in result["encoders"].values()):
-        rows += ["", "Structure awareness of the validation tokens (cosine; ratio: distance between structures over "
-                 "distance within):", "", "| encoder | consistency (within) | cosine between | discrepancy | ratio |",
-                 "|---|---|---|---|---|"]
-        for name, r in result["encoders"].items():
-            t = r["structure"]
-            num = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
-            rows.append(f"| {name} | {num(t['consistency'], '.3f')} | {t['inter']:.3f} | {t['discrepancy']:.3f} | "
-                        f"{num(t['ratio'], '.2f')} |")
-    return "\n".join(rows)
-
-
-def differences_markdown(result: dict) -> list[str]:
-    """Lines of a table: each encoder's score minus each other's on the same validation cases, ± the bootstrap
-    standard error of that difference (%, or R²)."""
-    names = list(result["encoders"])
-    scale, digits = (1, 3) if result["metric"] == "R²" else (100, 1)
-    rows = ["", f"Paired differences (row minus column; ± bootstrap standard error over the {result['val_cases']} "
-            f"validation cases, {result['resamples']} resamples):", "",
-            "| encoder | " + " | ".join(f"− {n}" for n in names) + " |", "|---|" + "---|" * len(names)]
-    for name, r in result["encoders"].items():
-        se = {other: v["se"] for other, v in r["versus"].items()}
-        cells = ["" if other == name else f"{scale * r['versus'][other]['difference']:+.{digits}f} ± "
-                 + ("–" if se[other] is None else f"{scale * se[other]:.{digits}f}") for other in names]
-        rows.append(f"| {name} | " + " | ".join(cells) + " |")
-    return rows
-
-
 def write_probe(result: dict, out: str | Path) -> None:
-    """``out`` (.json) gets the result; the same name with .md gets :func:`markdown` (:func:`check_probe_out`
-    first)."""
+    """``out`` (.json) gets the result (and ``table_sha256``, the checksum of its table); the same name with .md
+    gets :func:`markdown` (:func:`check_probe_out` first)."""
     check_probe_out(out, result["source"])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(result, indent=2, allow_nan=False))  # a NaN is a bug here, not a score
-    atomic_write_text(out.with_suffix(".md"), markdown(result) + "\n")
+    table = markdown(result) + "\n"
+    # the table's checksum beside the result: a later run tells its own table from notes put in its place
+    atomic_write_text(out, json.dumps({**result, "table_sha256": table_sha256(table)}, indent=2,
+                                      allow_nan=False))  # a NaN is a bug here, not a score
+    atomic_write_text(out.with_suffix(".md"), table)
