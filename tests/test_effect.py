@@ -122,3 +122,25 @@ def test_a_probe_result_without_the_s2dc_encoder_or_a_baseline_is_refused_naming
             err = capsys.readouterr().err
             assert f"'{probe}'" in err and missing in err and "s2dc probe s2dc=<encoder.pt> random voxels --source" in err, err
             assert not (tmp_path / "out").exists() and not (tmp_path / "f").exists()
+
+
+def test_a_one_seed_difference_is_drawn_at_no_position(tmp_path, benchmark):
+    """One seed has no spread (the table says undecided, '—'), yet the figure drew its difference at the +3 edge
+    labelled 'std nan', as if far beyond the spread: it gets no marker, only its difference said in words."""
+    from s2dc.report.effect import effect_figure, effect_table, finetune_points
+    from s2dc.report.runs import read_runs
+    from s2dc.report.tables import runs_frame, summarise
+
+    runs, probes = benchmark
+    effect = effect_table(summarise(runs_frame(read_runs(runs)[0])), probes)
+    rows = effect.iloc[::-1].reset_index(drop=True)
+    points = {rows.dataset[i]: (x, label) for i, x, label in finetune_points(rows)}
+    assert points["synthetic_msd_lung"] == (None, "+5.00 Dice (one seed: no spread)")
+    assert points["synthetic_btcv"][0] == 3.0  # 19 / 4.24: beyond the panel's edge
+    liver = 10.0 / (100 * statistics.stdev([0.30, 0.50]))
+    assert points["synthetic_msd_liver"] == (pytest.approx(liver), "+10.00 Dice (std 14.14)")
+    assert "synthetic_udpet" not in points  # no fine-tuning runs
+    left = effect_figure(effect).axes[0]
+    drawn = [float(line.get_xdata()[0]) for line in left.get_lines() if line.get_marker() == "o"]
+    assert sorted(drawn) == [pytest.approx(liver), 3.0]  # btcv and liver; none for lung
+    assert "nan" not in " ".join(t.get_text() for t in left.texts)

@@ -161,24 +161,39 @@ def nested_effect(effect: pd.DataFrame) -> dict:
             for row in effect.to_dict("records")}
 
 
+def finetune_points(rows: pd.DataFrame) -> list[tuple[int, float | None, str]]:
+    """The left panel of :func:`effect_figure`: for each row (its index) with a fine-tuning difference, its x
+    position (the difference in units of the larger seed std, clipped to ±3; ±3 when the spread is 0) and its label;
+    x None where a std is missing (one seed): no spread to measure it against, so no point is drawn."""
+    points = []
+    for i, row in rows.iterrows():
+        difference, spread = row["finetune_difference"], row["finetune_spread"]
+        if math.isnan(difference):
+            continue
+        if math.isnan(spread):
+            points.append((i, None, f"{difference:+.2f} {row['metric']} (one seed: no spread)"))
+            continue
+        ratio = 0.0 if difference == 0 else difference / spread if spread > 0 else math.copysign(math.inf, difference)
+        points.append((i, float(np.clip(ratio, -3.0, 3.0)), f"{difference:+.2f} {row['metric']} (std {spread:.2f})"))
+    return points
+
+
 def effect_figure(effect: pd.DataFrame):
     """Both protocols as a forest plot, one row per dataset. Left: the fine-tuning difference in units of the larger
-    seed std (beyond the spread right of the dashed line at 1; a filled marker); right: the frozen protocol's paired
+    seed std (beyond the spread right of the dashed line at 1; a filled marker; no marker for one seed, which has no
+    spread: :func:`finetune_points`); right: the frozen protocol's paired
     differences against the random encoder and the voxels, ± two standard errors (R² × 100 for the image tasks)."""
     plt = pyplot()
     rows = effect.iloc[::-1].reset_index(drop=True)  # the first dataset on top
     y = np.arange(len(rows))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.45 * len(rows) + 1.6), sharey=True)
-    for i, row in rows.iterrows():
-        difference, spread = row["finetune_difference"], row["finetune_spread"]
-        if math.isnan(difference):
+    for i, shown, label in finetune_points(rows):
+        if shown is None:  # one seed: no spread to put the difference in units of, so no point (said in words)
+            left.annotate(label, (0.0, i), textcoords="offset points", xytext=(6, 4), fontsize=7, color="grey")
             continue
-        ratio = 0.0 if difference == 0 else difference / spread if spread > 0 else math.copysign(math.inf, difference)
-        shown = float(np.clip(ratio, -3.0, 3.0))
-        beyond = row["finetune_beyond"] is True
+        beyond = rows.loc[i, "finetune_beyond"] is True
         left.plot(shown, i, "o", color="#1f77b4", markerfacecolor="#1f77b4" if beyond else "white")
-        left.annotate(f"{difference:+.2f} {row['metric']} (std {spread:.2f})", (shown, i), textcoords="offset points",
-                      xytext=(6, 4), fontsize=7)
+        left.annotate(label, (shown, i), textcoords="offset points", xytext=(6, 4), fontsize=7)
     left.axvline(0, color="grey", lw=0.8)
     left.axvline(1, color="grey", lw=0.8, ls="--")
     left.set_xlim(-3.3, 3.3)
