@@ -30,12 +30,37 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def per_class_figure(table: pd.DataFrame, dataset: str):
-    """Grouped bars of one dataset: a row of panels per label ratio; segmentation shows every class's Dice (and the
-    mean), other tasks one panel per metric; one bar per method, the seeds' std as error bars."""
+def pairs(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (dataset, task) pairs of ``table``, in order: a dataset fine-tuned under two tasks (BraTS segmented and
+    translated) is two pairs, each of its own metric, drawn apart."""
+    return list(dict.fromkeys(zip(table.dataset, table.task)))
+
+
+def pair_names(table: pd.DataFrame, sep: str = "_") -> dict[tuple[str, str], str]:
+    """The name of each (dataset, task) pair's figure: the dataset's, or ``<dataset><sep><task>`` for a dataset of
+    more than one task; ValueError if two pairs would share a name."""
+    found = pairs(table)
+    tasks: dict[str, int] = {}
+    for dataset, _ in found:
+        tasks[dataset] = tasks.get(dataset, 0) + 1
+    names = {(d, t): d if tasks[d] == 1 else f"{d}{sep}{t}" for d, t in found}
+    seen: dict[str, tuple[str, str]] = {}
+    for pair, name in names.items():
+        if name in seen:
+            raise ValueError(f"the figures of {seen[name]} and {pair} (dataset, task) would both be named {name!r}; "
+                             "rename a dataset")
+        seen[name] = pair
+    return names
+
+
+def per_class_figure(table: pd.DataFrame, dataset: str, task: str | None = None):
+    """Grouped bars of one dataset's runs of ``task`` (None: its first): a row of panels per label ratio;
+    segmentation shows every class's Dice (and the mean), other tasks one panel per metric; one bar per method, the
+    seeds' std as error bars."""
     plt = pyplot()
     rows = table[table.dataset == dataset]
-    task = rows.task.iloc[0]
+    task = rows.task.iloc[0] if task is None else task
+    rows = rows[rows.task == task]
     ratios = sorted(rows.label_ratio.unique())
     methods = list(dict.fromkeys(rows.method))
     if task == "segmentation":
@@ -62,7 +87,8 @@ def per_class_figure(table: pd.DataFrame, dataset: str):
             ax.set_title(f"{ratio:.0%} labels", fontsize=9)
             ax.grid(axis="y", alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="best")
-    fig.suptitle(f"{dataset}: per-class scores (mean ± std over seeds)", fontsize=10)
+    several = table[table.dataset == dataset].task.nunique() > 1
+    fig.suptitle(f"{dataset}{f' ({task})' if several else ''}: per-class scores (mean ± std over seeds)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -79,18 +105,20 @@ def paper_points(dataset: str, methods: list[str], task: str) -> dict[str, list[
 
 
 def label_ratio_figure(table: pd.DataFrame):
-    """One panel per dataset: the task's score vs % labels, mean ± std over seeds per method (solid); the poster's
-    numbers for the same methods on the real data as hollow markers on the right axis (its own scale)."""
+    """One panel per dataset and task (:func:`pairs`; titled by the dataset, with the task for a dataset of two):
+    the task's score vs % labels, mean ± std over seeds per method (solid); the poster's numbers for the same methods
+    on the real data as hollow markers on the right axis (its own scale)."""
     plt = pyplot()
     first = {task: metrics[0][1] for task, metrics in TASK_METRICS.items()}
     scores = table[table.metric == table.task.map(first)]
-    datasets = list(dict.fromkeys(scores.dataset))
-    cols = min(5, len(datasets))
-    rows_n = math.ceil(len(datasets) / cols)
+    panels = pairs(scores)
+    several = {d for d, _ in panels if sum(other == d for other, _ in panels) > 1}
+    cols = min(5, len(panels))
+    rows_n = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(3.3 * cols, 2.9 * rows_n), squeeze=False)
-    for k, dataset in enumerate(datasets):
+    for k, (dataset, task) in enumerate(panels):
         ax = axes[k // cols][k % cols]
-        rows = scores[scores.dataset == dataset]
+        rows = scores[(scores.dataset == dataset) & (scores.task == task)]
         methods = list(dict.fromkeys(rows.method))
         for i, method in enumerate(methods):
             line = rows[rows.method == method].sort_values("label_ratio")
@@ -106,12 +134,12 @@ def label_ratio_figure(table: pd.DataFrame):
                               color=colour(method, i), label=f"{method} (poster)")
             twin.set_ylabel("poster, real data", fontsize=8)
             twin.tick_params(labelsize=7)
-        ax.set_title(dataset, fontsize=9)
+        ax.set_title(f"{dataset} ({task})" if dataset in several else dataset, fontsize=9)
         ax.set_xlabel("% labels", fontsize=8)
         ax.set_ylabel(rows.metric.iloc[0], fontsize=8)
         ax.set_xlim(0, 105)
         ax.grid(alpha=0.3)
-    for k in range(len(datasets), rows_n * cols):
+    for k in range(len(panels), rows_n * cols):
         axes[k // cols][k % cols].axis("off")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper right", fontsize=8)
@@ -121,11 +149,12 @@ def label_ratio_figure(table: pd.DataFrame):
 
 
 def draw_benchmark(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Write per_class/<dataset>.png for every dataset and label_ratio.png into ``out_dir``."""
+    """Write per_class/<dataset>.png for every dataset (per_class/<dataset>_<task>.png for each task of a dataset
+    fine-tuned under two: :func:`pair_names`) and label_ratio.png into ``out_dir``."""
     table = summary(rows)
-    paths = {d: Path(out_dir) / "per_class" / f"{d}.png" for d in dict.fromkeys(table.dataset)}
+    paths = {pair: Path(out_dir) / "per_class" / f"{name}.png" for pair, name in pair_names(table).items()}
     for path in [*paths.values(), Path(out_dir) / "label_ratio.png"]:
         check_png_out(path)  # all before the first is drawn
-    written = [save_png(per_class_figure(table, d), path) for d, path in paths.items()]
+    written = [save_png(per_class_figure(table, d, t), path) for (d, t), path in paths.items()]
     written.append(save_png(label_ratio_figure(table), Path(out_dir) / "label_ratio.png"))
     return written
