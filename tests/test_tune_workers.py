@@ -165,7 +165,7 @@ def test_a_study_is_bound_to_the_data_its_trials_ran_on(tmp_path):
     bind_study(study, 2, spec.space, first)
     bind_study(study, 2, spec.space, first)  # the same data: joins
     btcv.write_text('{"content_sha256": "ccc"}')
-    with pytest.raises(ValueError, match="'bound' was started with data") as refused:
+    with pytest.raises(ValueError, match="'bound' was started with other data: they differ in") as refused:
         bind_study(study, 2, spec.space, data_identity(spec))
     assert "delete-study" in str(refused.value)
 
@@ -180,7 +180,7 @@ def test_workers_must_agree_on_the_trials_base_options(tmp_path):
     other = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 400}}), cwd=tmp_path)
     out, err = other.communicate(timeout=120)
     assert other.returncode == 2, (out, err)
-    assert "'mixed' was started with options" in err and "400" in err
+    assert "'mixed' was started with other options: they differ in finetune.train.steps, 40 there, 400" in err
     assert states(storage, "mixed") == Counter({TrialState.COMPLETE: 2})
     same = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40}}), cwd=tmp_path)
     out, err = same.communicate(timeout=120)
@@ -196,7 +196,8 @@ def test_workers_must_agree_on_the_trials_base_options(tmp_path):
         other = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40}}, **{key: value}),
                            cwd=tmp_path)
         out, err = other.communicate(timeout=120)
-        assert other.returncode == 2 and "'mixed' was started with options" in err and key in err, (key, out, err)
+        assert other.returncode == 2 and f"'mixed' was started with other options: they differ in {key}" in err, (
+            key, out, err)
 
 
 def test_two_storages_with_one_study_name_do_not_share_trial_folders(tmp_path):
@@ -263,3 +264,18 @@ def test_a_trial_fine_tunes_once_per_seed_and_its_value_is_their_mean(tmp_path, 
         assert reported == [(8, 0.1), (16, 0.2)]  # the first seed's scores only
         assert trial.user_attrs["seed_scores"] == [100 * {3: 0.2, 5: 0.4}[s] for s in seeds]
         assert trial.user_attrs["score"]["value"] == pytest.approx(100 * value)
+
+
+def test_a_worker_of_other_options_is_told_the_first_field_that_differs():
+    """Options are nested dicts (base fine-tuning options, pruner, ...): the refusal names the first field that
+    differs and both values, not just both whole dicts (where a one-number difference hid among fifty)."""
+    study = optuna.create_study(study_name="s", storage=optuna.storages.InMemoryStorage())
+    options = {"objective": "toy", "finetune": {"train": {"steps": 40, "lr": 0.01}}, "seed": 0}
+    bind_study(study, 2, {"x": [0, 1]}, options=options)
+    with pytest.raises(ValueError, match=r"study 's' was started with other options: they differ in "
+                                         r"finetune\.train\.steps, 40 there, 400 in this worker's"):
+        bind_study(study, 2, {"x": [0, 1]}, options={**options, "finetune": {"train": {"steps": 400, "lr": 0.01}}})
+    with pytest.raises(ValueError, match=r"differ in pruner, \(absent\) there, \{'n_startup_trials': 1\} in this"):
+        bind_study(study, 2, {"x": [0, 1]}, options={**options, "pruner": {"n_startup_trials": 1}})
+    with pytest.raises(ValueError, match=r"study 's' was started with budget 2, this worker has 3"):
+        bind_study(study, 3, {"x": [0, 1]}, options=options)
