@@ -282,11 +282,13 @@ def _add_plots(sub) -> None:
         "plots", help="figures and curve tables of the fine-tuning runs (per-class bars, label-ratio curves)",
         description="Read fine-tuning metrics.json files (and the DVCLive curves beside them) and write, into "
                     "--figures, per_class/<dataset>.png (grouped bars per class or metric, one bar per method, mean ± "
-                    "std over seeds), label_ratio.png (score vs %% labels per method, the poster's numbers beside) and "
+                    "std over seeds; <dataset>_<task>.png for a dataset fine-tuned under two tasks), label_ratio.png "
+                    "(score vs percent of labels per method, the poster's numbers beside) and "
                     "effect.png (S²DC against scratch fine-tuned, and against the random encoder and the voxels "
                     "frozen with --probe, dataset by dataset: s2dc.report.effect); "
                     "into --curves, train_loss/<dataset>.tsv and val_score/<dataset>.tsv (step, one column per "
-                    "method: the mean over seeds) for `dvc plots show`. A file where a PNG goes that s2dc did not draw is "
+                    "method: the mean over seeds) and pretrain_loss/<modality>_<variant>.tsv (each starting "
+                    "encoder's loss terms, from the DVCLive curves beside it) for `dvc plots show`. A file where a PNG goes that s2dc did not draw is "
                     "refused, never replaced.",
     )
     plo.add_argument("metrics", nargs="+", help="metrics.json files written by `s2dc finetune`")
@@ -433,9 +435,9 @@ def _add_sweep(sub) -> None:
                     "its budget unless --force; a file where a PNG goes that s2dc did not draw is refused before "
                     "anything is written.",
     )
-    for parser in (work, export):
+    for parser, journal in ((work, "created if absent"), (export, "it must exist")):
         parser.add_argument("--storage", required=True,
-                            help="journal file path (the default kind; created if absent) or database URL, e.g. "
+                            help=f"journal file path (the default kind; {journal}) or database URL, e.g. "
                                  "postgresql+psycopg2://user@host:5432/db (SQLite only with one worker)")
         parser.add_argument("--study", required=True, help="study name")
     work.add_argument("--budget", type=int, required=True, help="finished trials the whole study runs (all workers)")

@@ -1,6 +1,6 @@
 """Medical Segmentation Decathlon (``msd_liver``, ``msd_lung``, ``msd_spleen``) -> the common layout.
 
-Official layout (``<Task>.tar`` extracted into ``raw``, e.g. by ``s2dc download-msd``)::
+Official layout (``<Task>.tar`` extracted into ``raw``, e.g. by ``s2dc download``)::
 
     raw/Task09_Spleen/dataset.json        labels, "training": [{"image": "./imagesTr/spleen_2.nii.gz",
     raw/Task09_Spleen/imagesTr/...                              "label": "./labelsTr/spleen_2.nii.gz"}, ...]
