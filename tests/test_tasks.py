@@ -155,9 +155,11 @@ def test_reconstruction_engine_trains_and_scores(tmp_path):
         entries.append({"id": f"r{i}", "image": f"img/{_save(tmp_path / 'data' / 'img' / f'low{i}.nii.gz', low)}",
                         "target": f"img/{_save(tmp_path / 'data' / 'img' / f'full{i}.nii.gz', full)}"})
     doc = {"name": "doses", "task": "reconstruction", "training": entries[:3], "validation": entries[3:]}
-    m = _run(tmp_path, doc)
+    m = _run(tmp_path, doc, 3, "--eval.every", "1")
     assert m["task"] == "reconstruction" and set(m) >= {"psnr", "ssim", "nrmse"}
     assert math.isfinite(m["psnr"]) and -1 <= m["ssim"] <= 1 and m["nrmse"] > 0
+    psnr = [h["psnr"] for h in m["history"]]  # trains: the weights move, so the score does (an optimiser that never
+    assert len(psnr) == 3 and len(set(psnr)) == 3, psnr  # stepped scored the same PSNR at every step)
     assert m["score"]["key"] == "psnr" and m["score"]["value"] == pytest.approx(m["psnr"])
 
 
@@ -171,9 +173,11 @@ def test_translation_engine_trains_and_scores(tmp_path, capsys):
             f"img/{_save(tmp_path / 'data' / 'img' / f'b{i}_{c}.nii.gz', a)}" for c, a in channels.items()]})
     doc = {"name": "brains", "task": "translation", "modality": {"0": "t1", "1": "t2", "2": "flair"},
            "training": entries[:3], "validation": entries[3:]}
-    m = _run(tmp_path, doc, 3, "--data.input_channel", "t2")
+    m = _run(tmp_path, doc, 3, "--data.input_channel", "t2", "--eval.every", "1")
     assert m["task"] == "translation" and set(m) >= {"psnr", "ssim", "mse"}
     assert math.isfinite(m["psnr"]) and m["mse"] > 0
+    psnr = [h["psnr"] for h in m["history"]]  # trains: the score moves from step to step
+    assert len(psnr) == 3 and len(set(psnr)) == 3, psnr
     state = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     assert state["out.conv.conv.weight"].shape[0] == 2  # predicts the two other sequences
     rc = main(["finetune", "--data.source", str(tmp_path / "data" / "dataset.json"), "--data.input_channel", "t1ce",
