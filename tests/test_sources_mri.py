@@ -219,3 +219,25 @@ def test_oasis3_accepts_a_t1w_with_a_trailing_axis_of_one(tmp_path):
     nii(raw / "OAS30001_MR_d0129" / OASIS["OAS30001_MR_d0129"][1], (6, 6, 6, 1))
     doc = load(oasis3.convert(raw, tmp_path / "out"))
     assert "sub-OAS30001_ses-d0129_run-02_T1w" in {e["id"] for e in doc["training"]}
+
+
+# ---------------------------------------------------------------- layouts of the public releases, as extracted
+
+def test_brats21_reads_the_case_folders_that_the_training_tar_extracts_into_raw(tmp_path):
+    """``BraTS2021_Training_Data.tar`` holds the case folders at its top (no ``BraTS2021_Training_Data/`` folder):
+    ``tar -xf BraTS2021_Training_Data.tar`` in ``data/`` gives ``data/BraTS2021_00000/...`` (icerain-alt/brats-unet
+    data_process/tar.py + process.py); SwinUNETR's README puts them in ``TrainingData/BraTS2021_01146/...``."""
+    raw, out = tmp_path / "TrainingData", tmp_path / "out"
+    for case in B21:
+        for s in ("t1", "t1ce", "t2", "flair", "seg"):
+            nii(raw / case / f"{case}_{s}.nii.gz")
+    (raw / "BraTS2021_Training_Data.tar").write_bytes(b"the archive, kept beside what it extracted")
+    doc = load(brats21.convert(raw, out))
+    entries = doc["training"] + doc["validation"]
+    assert sorted(e["id"] for e in entries) == B21
+    for e in entries:
+        case = raw.resolve() / e["id"]
+        assert [resolve(out, p) for p in e["image"]] == [case / f"{e['id']}_{s}.nii.gz"
+                                                         for s in ("t1", "t1ce", "t2", "flair")]
+        assert resolve(out, e["label"]) == case / f"{e['id']}_seg.nii.gz"
+

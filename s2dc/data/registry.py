@@ -304,15 +304,17 @@ CC-CCII/
         where="https://www.synapse.org/#!Synapse:syn27046444/wiki/616992 (RSNA-ASNR-MICCAI BraTS 2021)",
         licence="BraTS 2021 data terms (not verified)",
         layout="""
-BraTS2021_Training_Data/
+TrainingData/        (any name: the folder BraTS2021_Training_Data.tar is extracted into; the tar has no top folder)
   BraTS2021_00000/
     BraTS2021_00000_t1.nii.gz   BraTS2021_00000_t1ce.nii.gz
     BraTS2021_00000_t2.nii.gz   BraTS2021_00000_flair.nii.gz
     BraTS2021_00000_seg.nii.gz  (0 background, 1 necrotic core, 2 edema, 4 enhancing)
   BraTS2021_00002/ ...
 """,
-        layout_source="Project-MONAI/research-contributions SwinUNETR/BRATS21/README.md; regions TC={1,4}, "
-                      "WT={1,2,4}, ET={4} as MONAI ConvertToMultiChannelBasedOnBratsClasses",
+        layout_source="Project-MONAI/research-contributions SwinUNETR/BRATS21/README.md (TrainingData/BraTS2021_01146/"
+                      "BraTS2021_01146_flair.nii.gz); MIC-DKFZ/nnUNet nnunetv2/dataset_conversion/Dataset137_BraTS21.py "
+                      "(file names, labels 0, 1, 2, 4); regions TC={1,4}, WT={1,2,4}, ET={4} as MONAI "
+                      "ConvertToMultiChannelBasedOnBratsClasses",
         notes="Predicts the three overlapping regions (sigmoid per channel), scored by Dice per region.",
     ),
     DatasetSpec(

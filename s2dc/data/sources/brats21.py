@@ -2,7 +2,11 @@
 
 Official layout (``BraTS2021_Training_Data.tar``, registry ``brats21``)::
 
-    BraTS2021_Training_Data/BraTS2021_00000/BraTS2021_00000_t1.nii.gz   ..._t1ce, _t2, _flair, _seg
+    <raw>/BraTS2021_00000/BraTS2021_00000_t1.nii.gz   ..._t1ce, _t2, _flair, _seg
+
+The tar holds the case folders at its top, so ``raw`` is the folder it was extracted into (SwinUNETR's README calls
+it ``TrainingData/``; icerain-alt/brats-unet extracts it into ``data/``); a ``raw/BraTS2021_Training_Data/`` that
+holds them, as a copy named after the archive may, is read too.
 
 Entry: ``{"id": "BraTS2021_00000", "image": [t1, t1ce, t2, flair], "label": seg}`` (image in the spec's
 channel order). Split: :func:`fixed_split` (20 % validation). SwinUNETR's BraTS21 protocol uses the 5
@@ -23,10 +27,16 @@ RELEASE = "BraTS2021_Training_Data"
 _CASE = re.compile(r"BraTS2021_\d{5}")
 
 
-def release_root(raw: Path, name: str, release: str) -> Path:
-    """``raw/release``, or ``raw`` itself when it is that folder; the spec's instructions when neither."""
-    if raw.name == release and raw.is_dir() and not (raw / release).exists():
+def release_root(raw: Path, name: str, release: str, case: re.Pattern[str] | None = None) -> Path:
+    """``raw/release``, or ``raw`` itself when it is that folder or (given ``case``) when it holds case folders named
+    like ``case`` and no ``release`` folder; the spec's instructions when none of these."""
+    if raw.is_dir() and not (raw / release).exists() and (
+            raw.name == release or (case is not None and any(p.is_dir() and case.fullmatch(p.name)
+                                                             for p in raw.iterdir()))):
         return raw
+    if case is not None and not (raw / release).exists():
+        raise DataError(f"'{raw}' holds no case folder named like '{case.pattern}' (nor a '{release}' folder that "
+                        "does). " + get(name).instructions(str(raw)))
     require_folder(raw, get(name), release)
     return raw / release
 
@@ -65,7 +75,7 @@ def convert(raw: Path, out_dir: Path) -> Path:
     """Check every case (four sequences and seg present, headers readable, one shape) and write the json."""
     spec = get("brats21")
     raw = Path(raw)
-    cases = read_cases(release_root(raw, spec.name, RELEASE), _CASE, "_", (*spec.channels, "seg"))
+    cases = read_cases(release_root(raw, spec.name, RELEASE, _CASE), _CASE, "_", (*spec.channels, "seg"))
 
     def entry(i: str) -> dict:
         return {"id": i, "image": cases[i][:-1], "label": cases[i][-1]}
