@@ -241,3 +241,20 @@ def test_brats21_reads_the_case_folders_that_the_training_tar_extracts_into_raw(
                                                          for s in ("t1", "t1ce", "t2", "flair")]
         assert resolve(out, e["label"]) == case / f"{e['id']}_seg.nii.gz"
 
+
+def test_oasis3_reads_the_bids_layout_of_download_oasis_scans_bids(tmp_path):
+    """NrgXnat/oasis-scripts ``download_scans/download_oasis_scans_bids.sh`` writes
+    ``<directory_name>/sub-OAS30001/ses-d0129/anat/sub-OAS30001_ses-d0129_run-01_T1w.nii.gz`` (+ .json)."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    t1w = [raw / "sub-OAS30001/ses-d0129/anat/sub-OAS30001_ses-d0129_run-01_T1w.nii.gz",
+           raw / "sub-OAS30001/ses-d0129/anat/sub-OAS30001_ses-d0129_run-02_T1w.nii.gz",
+           raw / "sub-OAS30002/ses-d0371/anat/sub-OAS30002_ses-d0371_T1w.nii.gz"]
+    for path in t1w:
+        nii(path)
+        path.with_name(path.name.replace(".nii.gz", ".json")).write_text("{}")
+    nii(raw / "sub-OAS30001/ses-d0129/anat/sub-OAS30001_ses-d0129_T2w.nii.gz")
+    nii(raw / "sub-OAS30001/ses-d0129/func/sub-OAS30001_ses-d0129_task-rest_run-01_bold.nii.gz")
+    (raw / "sub-OAS30001/ses-d0129/dataset_description.json").write_text("{}")
+    doc = load(oasis3.convert(raw, out))
+    assert {e["id"]: resolve(out, e["image"]) for e in doc["training"]} == {
+        p.name.removesuffix(".nii.gz"): p.resolve() for p in t1w}

@@ -226,8 +226,11 @@ ct_pool/
 OASIS3/
   OAS30001_MR_d0129/anat1/sub-OAS30001_ses-d0129_run-01_T1w.nii.gz   (download_oasis_scans.sh)
   OAS30001_MR_d0129/anat2/...
+or
+  sub-OAS30001/ses-d0129/anat/sub-OAS30001_ses-d0129_run-01_T1w.nii.gz   (download_oasis_scans_bids.sh)
 """,
-        layout_source="NrgXnat/oasis-scripts README and download_oasis_scans.sh",
+        layout_source="NrgXnat/oasis-scripts README, download_scans/download_oasis_scans.sh and "
+                      "download_scans/download_oasis_scans_bids.sh",
         notes="The release's list (jsons/mri_oasis3_clean.json) is not public; every T1w NIfTI is used.",
     ),
     DatasetSpec(

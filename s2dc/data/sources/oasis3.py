@@ -5,6 +5,10 @@ session and moves ``scans/<anatN-T1w>/resources/*/files/*`` to ``<session>/<anat
 
     <directory_name>/OAS30001_MR_d0129/anat1/sub-OAS30001_ses-d0129_run-01_T1w.nii.gz  (+ .json sidecar)
 
+or, by its BIDS sibling ``download_scans/download_oasis_scans_bids.sh`` (same file names)::
+
+    <directory_name>/sub-OAS30001/ses-d0129/anat/sub-OAS30001_ses-d0129_run-01_T1w.nii.gz  (+ .json sidecar)
+
 ``raw`` is that ``<directory_name>`` or the folder holding it as ``OASIS3/``. Every T1w NIfTI becomes
 one training entry ``{"id": file name without .nii.gz, "image": path}``; a pool has no validation.
 """
@@ -18,7 +22,8 @@ from ..registry import get
 from ..errors import DataError
 from .common import nifti_shape, write_common
 
-PATTERNS = ("OAS3*_MR_d*/anat*/*_T1w.nii.gz", "OAS3*_MR_d*/anat*/*_T1w.nii")
+PATTERNS = ("OAS3*_MR_d*/anat*/*_T1w.nii.gz", "OAS3*_MR_d*/anat*/*_T1w.nii",
+            "sub-OAS3*/ses-d*/anat/*_T1w.nii.gz", "sub-OAS3*/ses-d*/anat/*_T1w.nii")
 
 
 def _stem(path: Path) -> str:
@@ -32,7 +37,8 @@ def convert(raw: Path, out_dir: Path) -> Path:
     root = raw / "OASIS3" if (raw / "OASIS3").is_dir() else raw
     volumes = sorted(p for pattern in PATTERNS for p in root.glob(pattern) if present_file(p))
     if not volumes:
-        raise DataError(f"'{root}' holds no T1w NIfTI at {PATTERNS[0]}. " + spec.instructions(str(raw)))
+        raise DataError(f"'{root}' holds no T1w NIfTI at {PATTERNS[0]} (nor at {PATTERNS[2]}). "
+                        + spec.instructions(str(raw)))
     seen: dict[str, Path] = {}
     for path in volumes:
         nifti_shape(path)  # readable, 3-D (a trailing axis of length 1 aside), a sound affine
