@@ -95,6 +95,18 @@ def test_cc_ccii_accepts_a_class_folder_nested_once_more(tmp_path):
     assert set(entries) == set(cases)
 
 
+
+def test_cc_ccii_reads_the_layout_the_release_reads_normal_under_nc(tmp_path):
+    """Ashespt/S2DC Downstream/CC-CCII/prc_data.py reads CC-CCII/NCP/NCP, CC-CCII/CP/CP and CC-CCII/NC/Normal."""
+    raw = tmp_path / "CC-CCII"
+    cases = cc_ccii_release(tmp_path / "flat")
+    for cls, folder in (("Normal", "NC"), ("CP", "CP"), ("NCP", "NCP")):
+        (raw / folder).mkdir(parents=True)
+        os.replace(tmp_path / "flat" / cls, raw / folder / cls)
+    _, entries = load(cc_ccii.convert(raw, tmp_path / "out"))
+    assert set(entries) == set(cases)
+    assert {e["class"] for i, e in entries.items() if i.startswith("Normal/")} == {0}
+
 def test_cc_ccii_refusals_name_the_folder_or_file(tmp_path):
     raw = tmp_path / "CC-CCII"
     cc_ccii_release(raw)

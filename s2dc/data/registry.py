@@ -296,7 +296,7 @@ CC-CCII/
                PaperScore("s2dc", 1.0, 95.34, "poster Table 1")),
         notes="Open, but the portal has no stable per-file URL or checksum: download the zips by hand "
               "(NCP-k.zip is served as COVID19-k.zip) and unzip them into the class folders (a class folder "
-              "nested once more, NCP/NCP/..., as the release reads it, is accepted too).",
+              "nested once more, NCP/NCP/... or NC/Normal/..., as the release's prc_data.py reads it, is accepted too).",
     ),
     # ---------------------------------------------------------------- MRI downstream
     DatasetSpec(

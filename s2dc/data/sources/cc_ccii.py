@@ -4,7 +4,8 @@ Official layout (registry ``cc_ccii``)::
 
     NCP/<patient_id>/<scan_id>/<slice>.png|jpg     CP/...     Normal/...
 
-(a class folder nested once more, ``NCP/NCP/<patient_id>/...``, as some unzips leave it, is accepted).
+(a class folder nested once more, ``NCP/NCP/<patient_id>/...``, as some unzips leave it, is accepted, and so is
+``NC/Normal/...``: the release's ``Downstream/CC-CCII/prc_data.py`` reads ``NCP/NCP``, ``CP/CP`` and ``NC/Normal``).
 Each scan's slices, in natural numeric order of their names ("2.png" before "10.png"), are read as
 8-bit grey and stacked along the last axis: ``volume[:, :, k]`` is slice k as (rows, columns), unit
 spacing, no resizing. Volumes go to ``out_dir/volumes/<class>_<patient>_<scan>.nii.gz``. Class index
@@ -47,9 +48,17 @@ def _scans(patient: Path) -> list[Path]:
     return scans
 
 
+#: Other parent folders of a class folder: the release's prc_data.py reads Normal from ``NC/Normal``.
+_PARENTS = {"Normal": ("NC",)}
+
+
 def _class_root(raw: Path, name: str) -> Path:
-    nested = raw / name / name
-    return nested if nested.is_dir() else raw / name
+    """The folder holding a class's patient folders: ``raw/<class>``, ``raw/<class>/<class>`` or (Normal)
+    ``raw/NC/Normal``."""
+    for parent in (name, *_PARENTS.get(name, ())):
+        if (raw / parent / name).is_dir():
+            return raw / parent / name
+    return raw / name
 
 
 def read_scan(scan: Path) -> np.ndarray:
@@ -97,7 +106,8 @@ def convert(raw: Path, out_dir: Path) -> Path:
         raise DataError(f"'{final}' exists and was not made by s2dc's CC-CCII converter (no {MADE_HERE} in it): it is "
                         f"never replaced; move it away or give another output folder")
     for name in spec.outputs:
-        require_folder(raw, spec, name)
+        if not _class_root(raw, name).is_dir():
+            require_folder(raw, spec, name)
     scans = []  # (class index, class, patient, scan folder)
     for index, name in enumerate(spec.outputs):
         root = _class_root(raw, name)
