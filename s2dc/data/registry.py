@@ -237,7 +237,7 @@ or
         name="pet_pool", title="PET pretraining pool (UDPET + ADNI)", task="pretraining", modality="PET",
         channels=("PET",), outputs=(), preset="pet_zscore", access="registration",
         where="UDPET: https://udpet-challenge.github.io; ADNI: https://adni.loni.usc.edu",
-        licence="challenge data agreement (UDPET, not verified); ADNI data use agreement",
+        licence="UDPET Data Transfer Agreement (signed, by e-mail to the organisers); ADNI data use agreement",
         layout="""
 pet_pool/
   dataset.json   {"training": [{"image": "<path of a PET volume>"}, ...]}
@@ -377,16 +377,20 @@ ADNIMERGE.csv      (or ADNIMERGE_<date>.csv) PTID, VISCODE, DX_bl (CN/SMC/EMCI/L
     DatasetSpec(
         name="udpet", title="UDPET (ultra-low-dose PET)", task="reconstruction", modality="PET",
         channels=("low_dose",), outputs=("full_dose",), preset="pet_zscore", access="registration",
-        where="https://udpet-challenge.github.io (registration and data agreement)",
-        licence="challenge data agreement (not verified)",
+        where="https://udpet-challenge.github.io (sign its Data Transfer Agreement and e-mail it back for the link)",
+        licence="UDPET Data Transfer Agreement (research use)",
         layout="""
 SiemensVisionQuadra/ (or uExplorer/)
   Subject_115-117/<exam>/      (a Subject_a-b folder is a batch of patients; <exam> is one patient's exam)
     Full_dose/   1-2 dose/   1-4 dose/   1-10 dose/   1-20 dose/   1-50 dose/   1-100 dose/
                  (released as DICOM: convert each folder to one NIfTI with dcm2niix first)
 """,
-        layout_source="third-party UDPET loaders (folder names not verified against the challenge's own page)",
-        notes="Low dose = one dose-reduction folder (default 1-4 dose), target = Full_dose.",
+        layout_source="third-party UDPET loaders (folder names not verified against the challenge's own page, "
+                      "udpet-challenge/udpet-challenge.github.io dataset.md, which names no folders)",
+        notes="Low dose = one dose-reduction folder (default 1-4 dose), target = Full_dose. The challenge's page "
+              "lists dose-reduction factors 4, 10, 20, 50 and 100 besides the full dose (1-2 dose only in older "
+              "releases, per third-party loaders); uEXPLORER exams have been seen with other folder names "
+              "('... WB DRF_4', '... WB normal'): rename them to the layout above (not verified).",
     ),
 )
 
