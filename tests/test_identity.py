@@ -253,3 +253,21 @@ def test_the_same_bytes_under_other_code_do_not_say_the_run_stands(tmp_path, cap
     assert identity.run_differences(run, {"code": "a", "data": identity.data_fingerprint(source, paths)},
                                     lambda: identity.volumes_sha256(paths)) == []
     assert "with the same bytes: the run stands" in capsys.readouterr().err
+
+
+def test_option_changes_lists_each_changed_key_in_order_with_both_values():
+    """Every differing key, sorted, values as repr, '(absent)' for a missing side; nested dicts give dotted keys;
+    equal dicts give nothing (the report, the sweep and the resume check all name changes through it)."""
+    old = {"train.lr": 0.01, "seed": 1, "pruner": {"kind": "median", "warmup": 2}, "same": [1, 2]}
+    new = {"train.lr": 0.02, "pruner": {"kind": "median", "warmup": 3}, "same": [1, 2], "extra": "x"}
+    assert identity.option_changes(old, new) == [
+        ("extra", "(absent)", "'x'"),
+        ("pruner.warmup", "2", "3"),
+        ("seed", "1", "(absent)"),
+        ("train.lr", "0.01", "0.02"),
+    ]
+    assert identity.option_changes(old, dict(old)) == []
+    # a dict on one side only is one change, not a descent
+    assert identity.option_changes({"a": {"b": 1}}, {"a": 5}) == [("a", "{'b': 1}", "5")]
+    assert identity.differences({"options": {"x": 1}}, {"options": {"y": "z"}}) == [
+        "x: 1 in the run, (absent) now", "y: (absent) in the run, 'z' now"]

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..train.identity import option_changes
+
 #: Metrics drawn per task, as (key in metrics.json, label, scale); segmentation adds one bar per class.
 TASK_METRICS = {
     "segmentation": (("dice_mean", "Dice %", 100.0),),
@@ -137,8 +139,8 @@ def _option_difference(first: dict, run: dict) -> str | None:
     if not isinstance(a, dict) or not isinstance(b, dict):
         count = lambda o: f"{len(o)} options" if isinstance(o, dict) else "none"  # noqa: E731
         return f"the options they record ('{first['_path']}': {count(a)}, '{run['_path']}': {count(b)})"
-    key = min(k for k in set(a) | set(b) if a.get(k, "(absent)") != b.get(k, "(absent)"))
-    return f"{key} ('{first['_path']}': {a.get(key, '(absent)')!r}, '{run['_path']}': {b.get(key, '(absent)')!r})"
+    key, there, here = option_changes(a, b)[0]
+    return f"{key} ('{first['_path']}': {there}, '{run['_path']}': {here})"
 
 
 def read_runs(metric_files: list[Path]) -> tuple[list[dict], pd.DataFrame]:

@@ -212,14 +212,30 @@ def _without_docstrings(tree: ast.Module) -> ast.Module:
     return tree
 
 
+def option_changes(old: dict, new: dict, prefix: str = "") -> list[tuple[str, str, str]]:
+    """``(key, old value, new value)`` for each key whose value differs, in key order, the values as ``repr`` or
+    ``(absent)`` where a side lacks the key; where both values are dicts, their own changes under ``key.``."""
+    changes = []
+    for key in sorted(set(old) | set(new), key=str):
+        was, now = old.get(key, ABSENT), new.get(key, ABSENT)
+        if was == now:
+            continue
+        if isinstance(was, dict) and isinstance(now, dict):
+            changes += option_changes(was, now, f"{prefix}{key}.")
+        else:
+            changes.append((f"{prefix}{key}", *(v if v is ABSENT else repr(v) for v in (was, now))))
+    return changes
+
+
+#: How :func:`option_changes` shows the value of a key that one side lacks.
+ABSENT = "(absent)"
+
+
 def differences(old: dict, new: dict, limit: int = 5) -> list[str]:
     """Human-readable differences between two identities (``{"options", "world_size", "precision", "data",
     "code", "libraries"}``), each line naming what changed and how."""
-    lines = []
-    old_opts, new_opts = old.get("options", {}), new.get("options", {})
-    for key in sorted(set(old_opts) | set(new_opts)):
-        if old_opts.get(key, "(absent)") != new_opts.get(key, "(absent)"):
-            lines.append(f"{key}: {old_opts.get(key, '(absent)')!r} in the run, {new_opts.get(key, '(absent)')!r} now")
+    lines = [f"{key}: {was} in the run, {now} now"
+             for key, was, now in option_changes(old.get("options", {}), new.get("options", {}))]
     if old.get("world_size") != new.get("world_size"):
         lines.append(f"processes (world size): {old.get('world_size')} in the run, {new.get('world_size')} now")
     if old.get("precision") != new.get("precision"):

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
+from ..train.identity import option_changes
 from .liveness import Liveness
 from .space import Dimension, suggest
 
@@ -83,24 +84,11 @@ def bind_study(study: optuna.Study, budget: int, space: dict, data: dict | None 
                        f"{study.study_name} --storage <the storage>) or use a new study name" if key == DATA_ATTR
                        else f"use the same {key} for every worker, or a new study name")
             if isinstance(recorded, dict) and isinstance(value, dict):
-                field, there, here = first_difference(recorded, value)
+                field, there, here = option_changes(recorded, value)[0]
                 raise ValueError(f"study {study.study_name!r} was started with other {key}: they differ in {field}, "
                                  f"{there} there, {here} in this worker's; {way_out}")
             raise ValueError(f"study {study.study_name!r} was started with {key} {recorded!r}, this worker has "
                              f"{value!r}; {way_out}")
-
-
-def first_difference(a: dict, b: dict, prefix: str = "") -> tuple[str, str, str]:
-    """The first (in key order) dotted field at which two nested dicts differ, with both values shown (``(absent)``
-    where one lacks it); ``("", ...)`` when they are equal."""
-    absent = "(absent)"
-    for key in sorted(set(a) | set(b), key=str):
-        x, y = a.get(key, absent), b.get(key, absent)
-        if x != y:
-            if isinstance(x, dict) and isinstance(y, dict):
-                return first_difference(x, y, f"{prefix}{key}.")
-            return f"{prefix}{key}", x if x is absent else repr(x), y if y is absent else repr(y)
-    return "", repr(a), repr(b)
 
 
 def is_surplus(study: optuna.Study, number: int, budget: int) -> bool:
