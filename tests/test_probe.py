@@ -322,6 +322,31 @@ def test_structure_scores_against_every_pair():
         structure_scores(torch.from_numpy(features), torch.zeros(40, dtype=torch.long))
 
 
+def test_structure_scores_with_all_zero_tokens_against_scikit_learn():
+    """Tokens whose features are all zero (the raw-voxel baseline's blocks of air, windowed to 0) have no direction:
+    as scikit-learn's cosine_similarity, every pair with one of them counts as cosine 0, within a structure as between
+    (a structure of identical zero tokens scored -1/(n-1) within when each token's self-pair was taken as 1)."""
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    from s2dc.eval.probe import structure_scores
+
+    rng = np.random.default_rng(7)
+    features = rng.normal(size=(30, 5)) + 0.3
+    labels = np.array([0] * 10 + [1] * 12 + [2] * 8)
+    features[:10] = 0.0  # structure 0: air
+    features[12:14] = 0.0  # two zero tokens among structure 1
+    cos = cosine_similarity(features)
+    classes = [0, 1, 2]
+    within = [(cos[np.ix_(labels == c, labels == c)].sum() - np.trace(cos[np.ix_(labels == c, labels == c)]))
+              / ((labels == c).sum() * ((labels == c).sum() - 1)) for c in classes]
+    between = [cos[np.ix_(labels == a, labels == b)].mean() for ia, a in enumerate(classes) for b in classes[ia + 1:]]
+    got = structure_scores(torch.from_numpy(features), torch.from_numpy(labels))
+    assert within[0] == 0.0
+    assert got["consistency"] == pytest.approx(np.mean(within), rel=1e-12)
+    assert got["inter"] == pytest.approx(np.mean(between), rel=1e-12)
+    assert got["ratio"] == pytest.approx((1 - np.mean(between)) / (1 - np.mean(within)), rel=1e-12)
+
+
 def test_structure_scores_without_a_pair_within_a_structure_have_no_consistency_and_write_no_nan(tmp_path):
     """Every structure with one token (a coarse stage on a small volume): no pair within, so no consistency and no
     ratio (None, shown as a dash), not a NaN that strict JSON readers refuse; the cosine between is still defined."""

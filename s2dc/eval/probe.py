@@ -474,8 +474,10 @@ def structure_scores(features: torch.Tensor, labels: torch.Tensor) -> dict:
     different structures, averaged over the pairs of structures), ``discrepancy`` = 1 - inter and ``ratio`` =
     discrepancy / (1 - consistency): the cosine distance between structures over that within (> 1: tokens of one
     structure are closer to each other than to other structures). Every labelled class counts as a structure
-    (background too); a class with a single token has no pair and is left out of the consistency. Exact, from the
-    per-class sums of the unit vectors (no N x N matrix)."""
+    (background too); a class with a single token has no pair and is left out of the consistency. A token whose
+    features are all zero (the raw voxels of a block of air) has no direction: its cosine with any token is 0, as
+    scikit-learn's ``cosine_similarity`` has it. Exact, from the per-class sums of the unit vectors (no N x N
+    matrix)."""
     unit = F.normalize(features.double(), dim=1)
     classes, labels = torch.unique(labels, return_inverse=True)
     if len(classes) < 2:
@@ -483,8 +485,10 @@ def structure_scores(features: torch.Tensor, labels: torch.Tensor) -> dict:
     sums = torch.zeros(len(classes), unit.shape[1], dtype=torch.float64).index_add_(0, labels, unit)  # (K, D)
     counts = torch.bincount(labels, minlength=len(classes)).double()  # (K,)
     gram = sums @ sums.T  # (K, K): sum of cosines over all token pairs (i in class a, j in class b), i = j included
+    # each token's cosine with itself, left out of the pairs within: 1, or 0 for a zero token (F.normalize keeps it 0)
+    selves = torch.zeros(len(classes), dtype=torch.float64).index_add_(0, labels, unit.square().sum(1))
     paired = counts > 1
-    within = (gram.diagonal()[paired] - counts[paired]) / (counts[paired] * (counts[paired] - 1))
+    within = (gram.diagonal()[paired] - selves[paired]) / (counts[paired] * (counts[paired] - 1))
     a, b = torch.triu_indices(len(classes), len(classes), offset=1)  # each pair of classes once
     between = gram[a, b] / (counts[a] * counts[b])
     inter = float(between.mean())
