@@ -618,3 +618,30 @@ def test_a_modality_key_that_is_no_integer_is_refused_naming_the_json_and_key(tm
         Translation({"task": "translation", "modality": {"0": "t1", "one": "t2"}}, source,
                     SimpleNamespace(input_channel=""))
     assert str(source) in str(err.value)
+
+
+def test_an_empty_mask_is_refused_by_every_masked_metric():
+    """Scores inside a mask that holds no voxel are undefined: each masked metric says so (PSNR and SSIM failed in
+    torch's max() on an empty tensor, MSE returned NaN without a word)."""
+    pred, target = torch.rand(2, 5, 5, 5), torch.rand(2, 5, 5, 5)
+    empty = torch.zeros(1, 5, 5, 5, dtype=torch.bool)
+    for metric in (metrics.psnr, metrics.ssim, metrics.mse, metrics.nrmse):
+        with pytest.raises(ValueError, match="mask holds no voxel"):
+            metric(pred, target, empty)
+
+
+def test_a_translation_case_whose_input_sequence_is_empty_is_refused_naming_it():
+    """A validation case whose input sequence is zero everywhere has no brain mask to score in: refused, naming the
+    case and the sequence, before any prediction (it failed inside torch with no word of the case)."""
+    from types import SimpleNamespace
+
+    from monai.data import MetaTensor
+
+    from s2dc.data.errors import DataError
+    from s2dc.downstream.tasks.translation import Translation
+
+    task = Translation({"modality": {"0": "t1n", "1": "t2w"}}, "brats.json", SimpleNamespace(input_channel=""))
+    image = MetaTensor(torch.zeros(2, 4, 4, 4), meta={"filename_or_obj": "case_7_t1n.nii.gz"})
+    image[1] = 1.0  # the target sequence has content; the input t1n none
+    with pytest.raises(DataError, match=r"case_7_t1n\.nii\.gz.*'t1n'.*zero everywhere"):
+        task.evaluate(None, [{"image": image}], None)

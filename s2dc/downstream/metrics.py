@@ -59,10 +59,18 @@ def roc_auc(logits: torch.Tensor, target: torch.Tensor) -> float:
     return float(compute_roc_auc(scores, one_hot(target.reshape(-1, 1).long(), k, dim=1), average="macro"))
 
 
+def _mask(target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` broadcast to ``target``'s shape; ValueError if it holds no voxel (no score is defined there)."""
+    m = mask.expand_as(target).bool()
+    if not m.any():
+        raise ValueError("the mask holds no voxel: there is nothing to score inside it")
+    return m
+
+
 def _masked(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     if mask is None:
         return pred.reshape(-1), target.reshape(-1)
-    m = mask.expand_as(target).bool()
+    m = _mask(target, mask)
     return pred[m], target[m]
 
 
@@ -92,7 +100,7 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = N
     with ``mask`` both are set to the target's minimum outside it first. Mean over channels."""
     pred, target = pred.float(), target.float()
     if mask is not None:
-        m = mask.expand_as(target).bool()
+        m = _mask(target, mask)
         low = target[m].min()
         pred, target = torch.where(m, pred, low), torch.where(m, target, low)
     data_range = float(target.max() - target.min()) or 1.0

@@ -70,7 +70,13 @@ class Translation:
     def evaluate(self, model: torch.nn.Module, val, s: Setting) -> dict:
         scores = []
         for i in range(len(val)):
-            x, target, mask = self.split(plain(val[i]["image"]).float())
+            image = val[i]["image"]
+            x, target, mask = self.split(plain(image).float())
+            if not mask.any():
+                name = getattr(image, "meta", {}).get("filename_or_obj", f"validation case {i + 1}")
+                raise DataError(f"'{name}': the input sequence {self.channels[self.source]!r} is zero everywhere, so "
+                                "there is no brain mask (its non-zero voxels) to score the translation in; check the "
+                                "case or leave it out of the validation cases")
             pred = infer(model, x, s)[0].cpu()
             scores.append((psnr(pred, target, mask), ssim(pred, target, mask), mse(pred, target, mask)))
         psnr_, ssim_, mse_ = (sum(v) / len(v) for v in zip(*scores))
