@@ -798,3 +798,24 @@ def test_one_dataset_fine_tuned_under_two_tasks_is_drawn_task_by_task(tmp_path):
     assert sorted(p.relative_to(tmp_path / "figures").as_posix() for p in written) == [
         "label_ratio.png", "per_class/synthetic_brats21_segmentation.png", "per_class/synthetic_brats21_translation.png",
         "per_class/synthetic_btcv.png"]
+
+
+def test_a_label_ratio_that_is_no_whole_percent_is_printed_as_it_is(tmp_path):
+    """12.5 % of the labels (0.125) is shown as 12.5 %, not rounded to 12 % (Python's '.0%' rounds half to even), in
+    the table, the averages and metrics.json's keys; a whole percent stays '20%'."""
+    files = [write_run(tmp_path, m, s, d, ratio=0.125) for m, values in {"scratch": [0.1, 0.2], "s2dc": [0.3, 0.4]}.items()
+             for s, d in enumerate(values)]
+    files.append(write_run(tmp_path, "s2dc", 0, 0.5, ratio=0.2))
+    assert main(["report", "--out", str(tmp_path / "out"), *map(str, files)]) == 0
+    text = (tmp_path / "out" / "benchmark.md").read_text()
+    assert "| synthetic_btcv | segmentation | Dice | s2dc | 12.5% | 35.00 ± 7.07 | 2 | 3 | — |" in text
+    assert "| synthetic_btcv | segmentation | Dice | s2dc | 20% | 50.00 ± — | 1 | 3 | — |" in text
+    assert "| segmentation | Dice | s2dc | 12.5% | 1 | 35.00 ± 7.07 | — |" in text
+    assert "12%" not in text and "| 13% |" not in text
+    nested = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert set(nested["synthetic_btcv"]["s2dc"]) == {"labels_12.5%", "labels_20%"}
+    assert set(nested["averages"]["segmentation"]["s2dc"]) == {"labels_12.5%", "labels_20%"}
+    from s2dc.report.runs import ratio_text
+
+    assert [ratio_text(r) for r in (0.125, 0.2, 0.29, 1.0, 0.005, 1 / 3)] == ["12.5%", "20%", "29%", "100%", "0.5%",
+                                                                             "33.3333%"]

@@ -20,6 +20,7 @@ import math
 import pandas as pd
 
 from ..data.registry import PAPER_AVERAGE, REGISTRY
+from .runs import ratio_text
 
 #: The score in % of each task for the average over all datasets: (metrics.json key, scale).
 PERCENT_SCORE = {"segmentation": ("dice_mean", 100.0), "classification": ("accuracy", 100.0),
@@ -87,7 +88,7 @@ def averages_markdown(table: pd.DataFrame) -> str:
     for row in table.itertuples():
         spread = "—" if math.isnan(row.std) else f"{row.std:.2f}"
         poster = "—" if math.isnan(row.poster) else f"{row.poster:.2f}"
-        lines.append(f"| {row.scope} | {row.metric} | {row.method} | {row.label_ratio:.0%} | {row.datasets} | "
+        lines.append(f"| {row.scope} | {row.metric} | {row.method} | {ratio_text(row.label_ratio)} | {row.datasets} | "
                      f"{row.mean:.2f} ± {spread} | {poster} |")
     lines += ["", "The poster's numbers (real data): average over its ten datasets "
               + ", ".join(f"{AVERAGE_NAMES.get(m, m)} {v:.2f}" for m, v in PAPER_AVERAGE.items())
@@ -109,7 +110,7 @@ def nested_averages(table: pd.DataFrame) -> dict:
     """{scope: {method: {"labels_20%": {"mean", "std", "seeds", "datasets"}}}} for ``dvc metrics``."""
     out: dict = {}
     for row in table.itertuples():
-        out.setdefault(row.scope, {}).setdefault(row.method, {})[f"labels_{row.label_ratio:.0%}"] = {
+        out.setdefault(row.scope, {}).setdefault(row.method, {})[f"labels_{ratio_text(row.label_ratio)}"] = {
             "mean": round(row.mean, 4), "std": None if math.isnan(row.std) else round(row.std, 4),
             "seeds": int(row.seeds), "datasets": int(row.datasets)}
     return out

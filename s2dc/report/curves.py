@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..recorded import check_recorded, is_recorded, write_recorded
-from .runs import TASK_METRICS
+from .runs import TASK_METRICS, ratio_text
 
 
 def train_loss(run: dict) -> pd.DataFrame:
@@ -93,7 +93,7 @@ def curve_tables(runs: list[dict]) -> dict[str, pd.DataFrame]:
         groups.setdefault((r["dataset"], float(r["label_ratio"])), []).append(r)
     lowest = {d: min(ratio for dd, ratio in groups if dd == d) for d, _ in groups}
     for (dataset, ratio), members in groups.items():
-        name = dataset if ratio == lowest[dataset] else f"{dataset}_labels{round(100 * ratio)}pct"
+        name = dataset if ratio == lowest[dataset] else f"{dataset}_labels{ratio_text(ratio).removesuffix('%')}pct"
         for stem, read, column in (("train_loss", train_loss, "loss"), ("val_score", val_score, "score")):
             tables[f"{stem}/{name}.tsv"] = by_method(members, read, column)
     return tables

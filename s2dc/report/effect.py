@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..pyplot import check_png_out, pyplot, save_png
+from .runs import ratio_text
 
 #: The arm compared and its fine-tuning baseline; the probe's baselines (encoder names of ``s2dc probe``).
 PRETRAINED, SCRATCH = "s2dc", "scratch"
@@ -137,7 +138,7 @@ def effect_markdown(effect: pd.DataFrame) -> str:
     for row in effect.itertuples():
         digits = 3 if row.probe_metric == "R²" else 1
         finetune = "—" if math.isnan(row.finetune_difference) else f"{row.finetune_difference:+.2f} {row.metric}"
-        labels = "—" if math.isnan(row.label_ratio) else f"{row.label_ratio:.0%}"
+        labels = "—" if math.isnan(row.label_ratio) else ratio_text(row.label_ratio)
         spread = "—" if math.isnan(row.finetune_spread) else f"{row.finetune_spread:.2f}"
         frozen = [_signed(getattr(row, f"versus_{b}"), getattr(row, f"versus_se_{b}"), digits) for b in
                   FROZEN_BASELINES]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..pyplot import check_png_out, pyplot, save_png
-from .runs import TASK_METRICS
+from .runs import TASK_METRICS, ratio_text
 from .tables import poster_spec
 
 #: One colour per method, stable across figures (scratch grey, s2dc blue, the ablation variants after).
@@ -84,7 +84,7 @@ def per_class_figure(table: pd.DataFrame, dataset: str, task: str | None = None)
             names = [m.removeprefix("Dice % ") if m != "Dice %" else "mean" for m in group]
             ax.set_xticks(x, names, rotation=45 if len(group) > 3 else 0, ha="right" if len(group) > 3 else "center")
             ax.set_ylabel(group[0] if task != "segmentation" else "Dice %")
-            ax.set_title(f"{ratio:.0%} labels", fontsize=9)
+            ax.set_title(f"{ratio_text(ratio)} labels", fontsize=9)
             ax.grid(axis="y", alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="best")
     several = table[table.dataset == dataset].task.nunique() > 1

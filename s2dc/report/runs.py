@@ -32,6 +32,12 @@ TASK_METRICS = {
 SETTINGS = ("train_cases", "steps", "init_sha256")
 
 
+def ratio_text(ratio: float) -> str:
+    """A label ratio in percent as the tables print it: '20%', and a ratio that is no whole percent as it is ('12.5%',
+    where Python's '.0%' would print the 12 % it rounds to, half to even)."""
+    return f"{round(100 * float(ratio), 6):g}%"
+
+
 def is_number(value) -> bool:
     """A finite JSON number (not a bool, NaN or Infinity)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

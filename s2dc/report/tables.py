@@ -21,7 +21,7 @@ from ..pages import markdown_page
 from .averages import averages, averages_markdown, nested_averages, percent_score
 from .effect import effect_markdown, effect_table, nested_effect
 from .outputs import check_out_dir, refuse_unless_own
-from .runs import check_runs, is_number, read_run
+from .runs import check_runs, is_number, ratio_text, read_run
 
 
 def poster_spec(dataset: str, task: str):
@@ -102,7 +102,7 @@ def markdown(table: pd.DataFrame) -> str:
     for row in table.itertuples():
         paper = "—" if math.isnan(row.paper) else f"{row.paper:.2f}"
         lines.append(
-            f"| {row.dataset} | {row.task} | {row.metric} | {row.method} | {row.label_ratio:.0%} | {_mean_std(row.mean, row.std)} "
+            f"| {row.dataset} | {row.task} | {row.metric} | {row.method} | {ratio_text(row.label_ratio)} | {_mean_std(row.mean, row.std)} "
             f"| {row.seeds} | {row.train_cases} | {paper} |"
         )
     sources = {paper_table(r.dataset, r.method, r.label_ratio, r.task) for r in table.itertuples() if not math.isnan(r.paper)}
@@ -126,7 +126,7 @@ def nested_metrics(table: pd.DataFrame) -> dict:
     out: dict = {}
     for row in table.itertuples():
         cell = out.setdefault(row.dataset, {}).setdefault(row.method, {})
-        cell[f"labels_{row.label_ratio:.0%}"] = {"mean": round(row.mean, 4), "std": _round(row.std), "seeds": int(row.seeds)}
+        cell[f"labels_{ratio_text(row.label_ratio)}"] = {"mean": round(row.mean, 4), "std": _round(row.std), "seeds": int(row.seeds)}
     return out
 
 
@@ -423,7 +423,7 @@ def ablation_markdown(table: pd.DataFrame) -> str:
     then the orderings compared."""
     datasets = sorted(table.dataset.unique())
     head = "| variant | losses | assignment | " + " | ".join(
-        f"{d} {table[table.dataset == d].metric.iloc[0]} (ours, {table[table.dataset == d].label_ratio.iloc[0]:.0%} labels) "
+        f"{d} {table[table.dataset == d].metric.iloc[0]} (ours, {ratio_text(table[table.dataset == d].label_ratio.iloc[0])} labels) "
         f"| {d} poster" for d in datasets) + " |"
     lines = [head, "|---|---|---|" + "---|---|" * len(datasets)]
     for variant in table.sort_values("order", kind="stable").drop_duplicates("method").method:
@@ -470,7 +470,7 @@ def write_ablation(metric_files: list[Path], terms: dict[str, str], out_dir: Pat
                   "ordering": _finite(ordering(table, d))} for d in sorted(table.dataset.unique())}
     text = ("Loss ablation (poster Table 2): each pretraining variant's encoder fine-tuned on the same cases; ours is the "
             "mean ± std over seeds (rank among the variants), the poster's is Dice % on the real data at "
-            f"{ABLATION_PAPER_RATIO:.0%} labels (our reading of its table).\n\n" + ablation_markdown(table))
+            f"{ratio_text(ABLATION_PAPER_RATIO)} labels (our reading of its table).\n\n" + ablation_markdown(table))
     if len(probes):
         text += ("\nThe variants' encoders read directly (`s2dc probe`: a linear model on the frozen features, beside a "
                  "random encoder and the raw voxels; consistency, discrepancy and their ratio as in the benchmark's "
