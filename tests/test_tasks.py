@@ -645,3 +645,18 @@ def test_a_translation_case_whose_input_sequence_is_empty_is_refused_naming_it()
     image[1] = 1.0  # the target sequence has content; the input t1n none
     with pytest.raises(DataError, match=r"case_7_t1n\.nii\.gz.*'t1n'.*zero everywhere"):
         task.evaluate(None, [{"image": image}], None)
+
+
+def test_a_reconstruction_image_that_is_zero_everywhere_is_refused_naming_it():
+    """The low-dose image's non-zero voxels set the scale both volumes are divided by; with none, the scale was the
+    NaN mean of nothing and every voxel became NaN (then read as a diverged model): refused, naming the file."""
+    from monai.data import MetaTensor
+
+    from s2dc.data.errors import DataError
+    from s2dc.downstream.tasks.reconstruction import ScaleByImaged
+
+    image = MetaTensor(torch.zeros(1, 4, 4, 4), meta={"filename_or_obj": "low_dose_3.nii.gz"})
+    with pytest.raises(DataError, match=r"low_dose_3\.nii\.gz.*zero everywhere"):
+        ScaleByImaged()({"image": image, "target": torch.ones(1, 4, 4, 4)})
+    scaled = ScaleByImaged()({"image": torch.tensor([[[[0.0, 2.0], [4.0, 0.0]]]]), "target": torch.full((1, 1, 2, 2), 6.0)})
+    assert torch.allclose(scaled["target"], torch.full((1, 1, 2, 2), 2.0))  # divided by mean(2, 4) = 3

@@ -36,6 +36,10 @@ class ScaleByImaged(MapTransform):
     def __call__(self, data: dict) -> dict:
         d = dict(data)
         image = d["image"]
+        if not (image != 0).any():  # no scale: the mean of no voxel is NaN, and every voxel would become NaN
+            name = getattr(image, "meta", {}).get("filename_or_obj", "a low-dose image")
+            raise DataError(f"'{name}' is zero everywhere: the mean of its non-zero voxels, which both volumes are "
+                            "divided by, does not exist; check the case or leave it out")
         scale = image[image != 0].abs().mean().clamp_min(1e-6)
         d["image"], d["target"] = image / scale, d["target"] / scale
         return d
