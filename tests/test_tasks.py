@@ -660,3 +660,37 @@ def test_a_reconstruction_image_that_is_zero_everywhere_is_refused_naming_it():
         ScaleByImaged()({"image": image, "target": torch.ones(1, 4, 4, 4)})
     scaled = ScaleByImaged()({"image": torch.tensor([[[[0.0, 2.0], [4.0, 0.0]]]]), "target": torch.full((1, 1, 2, 2), 6.0)})
     assert torch.allclose(scaled["target"], torch.full((1, 1, 2, 2), 2.0))  # divided by mean(2, 4) = 3
+
+
+def test_accuracy_is_the_exact_fraction_of_cases():
+    """49 of 100 cases right is 0.49, as Python computes 49 / 100 (a float32 mean wrote 0.49000000953674316 into
+    metrics.json and 49.000000953674316 % as the run's score)."""
+    target = torch.zeros(100, dtype=torch.long)
+    logits = torch.zeros(100, 2)
+    logits[49:, 1] = 1.0  # the first 49 predicted class 0 (ties go to the first class), the rest class 1
+    assert metrics.accuracy(logits, target) == 49 / 100
+    assert metrics.accuracy(logits[:3], torch.tensor([0, 1, 0])) == 2 / 3
+
+
+def test_dice_is_exact_in_double_precision():
+    """Dice 2 |P ∩ G| / (|P| + |G|) to the last bit, as Python computes it from the counts (float32 Dice wrote
+    0.2857142984867096 for 2/7 into metrics.json), for classes and for one region or several; NaN where the ground
+    truth is empty, as MONAI's DiceMetric with ignore_empty."""
+    label = torch.zeros(1, 3, 3, 3, dtype=torch.long)
+    pred = torch.zeros_like(label)
+    pred[0, 0, 0, :3] = 1  # 3 voxels of class 1 predicted
+    label[0, 0, 0, 2:] = 1  # 4 of class 1 in the ground truth, 1 shared: 2 / 7
+    label[0, 0, 1, :3] = 1
+    pred[0, 2, 2, 2] = 2  # class 2 predicted, absent from the ground truth: NaN
+    got = metrics.dice_per_class(pred, label, 3)
+    assert got.dtype == np.float64 and got[0] == 2 / 7 and math.isnan(got[1])
+    one = metrics.dice_per_region((pred == 1)[None], (label == 1)[None])
+    assert one.dtype == np.float64 and one.tolist() == [2 / 7]
+    several = metrics.dice_per_region(torch.stack([pred == 1, pred == 2], 1), torch.stack([label == 1, label == 2], 1))
+    assert several[0] == 2 / 7 and math.isnan(several[1])
+    from monai.metrics import DiceMetric
+
+    rng = np.random.default_rng(3)
+    p, g = torch.from_numpy(rng.random((1, 3, 6, 5, 4)) < 0.4), torch.from_numpy(rng.random((1, 3, 6, 5, 4)) < 0.3)
+    monai = DiceMetric(include_background=True, reduction="none", ignore_empty=True)(p.double(), g.double())[0]
+    np.testing.assert_allclose(metrics.dice_per_region(p, g), monai.numpy(), rtol=1e-12)
