@@ -558,3 +558,14 @@ def test_an_encoder_pretrained_on_another_intensity_is_refused_unless_the_intens
     torch.save({"state_dict": {}, "encoder": {"feature_size": 12}, "preprocess": {"intensity": "ct", "a_min": -1000.0,
                                                                                    "a_max": 1000.0}}, encoder)
     assert fill_finetune_defaults(values)[0]["preprocess"]["intensity"] == "ct"  # another window: same modality
+
+
+def test_the_label_ratio_help_says_how_the_subset_is_counted():
+    """--help said round(ratio * n): Python's round is half to even (0.5 of 5 cases -> 2) where the subset rounds
+    half up (3), and a classification draws per class (0.5 of classes of 7, 3 and 12 cases: 4 + 2 + 6 = 12, not
+    round(0.5 * 22) = 11)."""
+    assert len(choose_subset(list(range(5)), 0.5, seed=0)) == 3 != round(0.5 * 5)
+    cases = [{"image": f"c{i}", "class": c} for i, c in enumerate([0] * 7 + [1] * 3 + [2] * 12)]
+    assert len(choose_subset(cases, 0.5, seed=0, stratify_by="class")) == 12
+    text = HELP["data.label_ratio"]
+    assert "half up" in text and "each class" in text

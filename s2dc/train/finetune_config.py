@@ -215,7 +215,8 @@ HELP = {
                    "reconstruction (image/target) or translation (several image sequences)",
     "data.train_key": "section of dataset.json with the training cases",
     "data.val_key": "section of dataset.json with the validation cases",
-    "data.label_ratio": "fraction in (0, 1] of the training cases used: round(ratio * n) (>= 1) drawn with run.seed",
+    "data.label_ratio": "fraction in (0, 1] of the training cases used: ratio * n rounded half up (>= 1), drawn with "
+                        "run.seed; a classification draws so within each class",
     "data.cache_dir": "preprocessed image/label cache root (a subfolder per preprocessing hash); default <run.out_dir>/cache",
     "data.workers": "DataLoader worker processes",
     "data.input_channel": "translation: the sequence given as input (a name of the json's 'modality'; default the "
