@@ -1,8 +1,10 @@
-"""Segmentation: SwinUNETR, DiceCE loss, Dice per class (the release's BTCV protocol) or per region.
+"""Segmentation: SwinUNETR, DiceCE loss, Dice per class (the release's BTCV training protocol) or per region.
 
 Training crops are centred on foreground or background with equal odds (``RandCropByPosNegLabeld``),
-then flipped; validation is sliding-window inference, arg-max, Dice per class (``ignore_empty``) and
-its mean over the classes. A dataset.json with ``regions`` (BraTS: tumour core = labels {1, 4}, whole
+then flipped; validation is sliding-window inference, arg-max, Dice per class and its mean over the classes.
+A class absent from a case's ground truth is left out of that case (MONAI ``DiceMetric``'s ``ignore_empty``, as
+the release's BraTS 2021 validation has it), whatever is predicted there; the release's BTCV ``test.py`` scores
+such an organ 0 instead, which lowers a mean over organs that some cases lack. A dataset.json with ``regions`` (BraTS: tumour core = labels {1, 4}, whole
 tumour = {1, 2, 4}, enhancing tumour = {4}) is segmented into those overlapping regions instead: one
 sigmoid channel each, Dice + binary cross-entropy, Dice per region of the thresholded (> 0.5) maps.
 """
