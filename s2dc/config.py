@@ -115,9 +115,16 @@ def check(ok: bool, key: str, expected: str, value) -> None:
         raise ValueError(f"{key} must be {expected}, got {value!r}")
 
 
+def _config_path(text: str) -> Path:
+    """argparse ``type`` of ``--config``: an empty string is refused, naming the option (not read as the folder '.')."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a YAML file, got {text!r}")
+    return Path(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser, config_cls, help_texts: dict[str, str], defaults: dict) -> None:
     """``--config`` plus one ``--section.field`` option per field, grouped by section, with help and default."""
-    parser.add_argument("--config", type=Path, help="YAML file with {section: {field: value}}; command-line options override it")
+    parser.add_argument("--config", type=_config_path, help="YAML file with {section: {field: value}}; command-line options override it")
     for section, cls in section_types(config_cls).items():
         group = parser.add_argument_group(section)
         hints = typing.get_type_hints(cls)
@@ -138,9 +145,15 @@ def values_from_args(args: argparse.Namespace) -> dict:
     values: dict = {}
     if getattr(args, "config", None):
         path = Path(args.config)
+        if path.is_dir():
+            raise ValueError(f"config file '{path}' is a folder; expected a YAML file of {{section: {{field: value}}}}")
         if not path.is_file():
             raise ValueError(f"config file '{path}' does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise ValueError(f"config file '{path}' is not YAML text ({' '.join(str(err).split())}); expected a YAML "
+                             "file of {section: {field: value}}") from None
         if not isinstance(loaded, dict) or not all(isinstance(v, (dict, type(None))) for v in loaded.values()):
             raise ValueError(f"config file '{path}' must hold a mapping of sections to mappings of options")
         values = {k: dict(v or {}) for k, v in loaded.items()}

@@ -1,0 +1,54 @@
+"""Option values the command line was fuzzed with (every command, one option at a time): each wrong one is an error
+naming the option or the file and what was expected, exit 2, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from s2dc.cli import main
+from s2dc.data.synthetic import write_dataset
+from s2dc.export import swinunetr_for
+from s2dc.models.encoder import EncoderConfig
+
+from conftest import TINY, TINY_FT, write_boxes, write_pool
+from test_report import write_run
+
+SIZES = EncoderConfig(feature_size=12, num_heads=(1, 2, 3, 4), window_size=4)
+
+
+@pytest.fixture(scope="module")
+def twin_and_encoder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli-values")
+    source = write_dataset(root / "btcv", "btcv", cases=4, seed=3, shape=(64, 64, 32), val_fraction=0.5)
+    torch.manual_seed(5)
+    encoder = root / "enc.pt"
+    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in swinunetr_for(SIZES).swinViT.state_dict().items()},
+                "encoder": SIZES.to_dict()}, encoder)
+    return source, encoder
+
+
+def refused(capsys, *named: str) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Errno" not in err and all(n in err for n in named), err
+    return err
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_a_config_file_that_is_not_yaml_is_named(tmp_path, capsys, command):
+    """A --config that YAML cannot parse ended in yaml's ParserError traceback (exit 1); a binary file (a checkpoint
+    given by mistake) in a bare "'utf-8' codec can't decode byte 0x80", naming no file; a folder read 'does not
+    exist'."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("optim: {steps: 1\n")
+    binary = tmp_path / "model.pt"
+    binary.write_bytes(b"PK\x03\x04\x80\x81\xff" * 10)
+    for config, what in ((broken, "not YAML"), (binary, "not YAML"), (tmp_path, "is a folder")):
+        argv = [command, "--config", str(config), "--data.source", str(tmp_path / "dataset.json"),
+                "--run.out_dir", str(tmp_path / "run")]
+        assert main(argv) == 2
+        refused(capsys, f"config file '{config}'", what)
+        assert not (tmp_path / "run").exists()
