@@ -7,7 +7,7 @@ from pathlib import Path
 
 from monai.networks.nets import SwinUNETR
 
-from .files import work_sibling
+from .files import check_folder_path, work_sibling
 from .models.encoder import EncoderConfig
 from .train.checkpoint import atomic_save, list_checkpoints, load_checkpoint, lock_folder
 from .train.finite import require_finite
@@ -222,6 +222,7 @@ def check_export_output(output: Path) -> None:
     if output.is_dir():
         raise ValueError(f"'{output}' is a folder; give the .pt file the encoder is written to")
     if not output.exists():
+        check_folder_path(output.parent, f"the folder of '{output}'")
         return
     try:
         blob = load_checkpoint(output)

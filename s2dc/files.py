@@ -12,6 +12,19 @@ import socket
 from pathlib import Path
 
 
+def check_folder_path(folder: str | Path, what: str) -> None:
+    """Raise ValueError, naming ``what`` and the file in the way, when ``folder`` or the nearest existing path above it
+    is not a folder (a file where a command would create or write into a folder: otherwise a bare ``[Errno 17] File
+    exists`` or ``[Errno 20] Not a directory`` naming neither the option nor what was expected)."""
+    folder = Path(folder)
+    for path in (folder, *folder.parents):
+        if path.exists() or path.is_symlink():
+            if not path.is_dir():
+                where = "" if path == folder else f": '{path}' above it"
+                raise ValueError(f"{what} '{folder}'{where} is a file, expected a folder (or nothing)")
+            return
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary sibling and a rename (never a half-written file)."""
     atomic_write_bytes(path, text.encode())

@@ -52,3 +52,52 @@ def test_a_config_file_that_is_not_yaml_is_named(tmp_path, capsys, command):
         assert main(argv) == 2
         refused(capsys, f"config file '{config}'", what)
         assert not (tmp_path / "run").exists()
+
+
+def test_an_output_under_a_file_is_named(twin_and_encoder, tmp_path, capsys):
+    """An output folder that is a file, or has a file above it, failed with a bare "[Errno 17] File exists: ..." or
+    "[Errno 20] Not a directory: ..." naming neither the option nor what was expected (figures, after reading every
+    volume)."""
+    source, encoder = twin_and_encoder
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a user's notes")
+    under = notes / "sub"
+    cases = [
+        (["synth", "--kind", "btcv", "--out", str(under), "--cases", "2", "--seed", "0", "--shape", "32", "32", "32"],
+         ["--out", str(notes), "expected a folder"]),
+        (["figures", str(encoder), "--source", str(source), "--structure", "liver", "--out-dir", str(notes)],
+         ["--out-dir", str(notes), "expected a folder"]),
+        (["figures", str(encoder), "--source", str(source), "--structure", "liver", "--out-dir", str(under)],
+         ["--out-dir", str(notes), "expected a folder"]),
+        (["probe", str(encoder), "--source", str(source), "--out", str(under / "probe.json")],
+         ["--out", str(notes), "expected a folder"]),
+        (["probe", str(encoder), "--source", str(source), "--out", str(tmp_path / "p.json"), "--cache-dir", str(notes)],
+         ["cache folder", str(notes), "expected a folder"]),
+        (["export-encoder", str(encoder), str(under / "enc.pt")], [str(notes), "expected a folder"]),
+    ]
+    for argv, named in cases:
+        assert main(argv) == 2, argv
+        refused(capsys, *named)
+    assert notes.read_text() == "a user's notes" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    (tmp_path / "runs").mkdir()
+    run = write_run(tmp_path / "runs", "s2dc", 0, 0.5)
+    assert main(["report", str(run), "--out", str(under)]) == 2
+    refused(capsys, "--out", str(notes), "expected a folder")
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_a_cache_folder_under_a_file_is_named(tmp_path, capsys, command):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a user's notes")
+    if command == "pretrain":
+        write_pool(tmp_path / "data", 2)
+    else:
+        (tmp_path / "data").mkdir()
+        write_boxes(tmp_path / "data")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(TINY if command == "pretrain" else TINY_FT))
+    argv = [command, "--config", str(config), "--data.source", str(tmp_path / "data" / "dataset.json"),
+            "--run.out_dir", str(tmp_path / "run"), "--data.cache_dir", str(notes / "cache")]
+    assert main(argv) == 2
+    refused(capsys, "cache folder", str(notes), "expected a folder")
+    assert notes.read_text() == "a user's notes"

@@ -20,7 +20,7 @@ import torch
 from monai.data import Dataset, MetaTensor, PersistentDataset
 from monai.utils import convert_to_tensor
 
-from ..files import file_stamp, remove_abandoned, work_sibling
+from ..files import check_folder_path, file_stamp, remove_abandoned, work_sibling
 from .errors import DataError
 from .preprocess import PreprocessConfig, check_min_size, preprocess_transforms
 
@@ -125,6 +125,7 @@ class CachedVolumes(torch.utils.data.Dataset):
             self.cache_dir = None
             self._ds: Dataset = Dataset(items, transform=transform)
         else:
+            check_folder_path(Path(cache_root), "preprocessing cache folder")
             self.cache_dir = Path(cache_root) / cfg.cache_key()
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             self._ds = _AtomicPersistentDataset(items, transform=transform, cache_dir=self.cache_dir)
@@ -228,6 +229,7 @@ class TransformedCases(_Checked):
             self.cache_dir = None
             dataset = Dataset(items, transform=transform)
         else:
+            check_folder_path(Path(cache_root), "preprocessing cache folder")
             self.cache_dir = Path(cache_root) / cache_name
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             dataset = _AtomicPersistentDataset(items, transform=transform, cache_dir=self.cache_dir)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.errors import DataError
+from ..files import check_folder_path
 from ..pyplot import check_png_out, pyplot, save_png
 from .probe import VOXELS, features, frozen_encoder, load_labelled, named_encoders
 
@@ -122,6 +123,7 @@ def draw(source: str | Path, encoders: list[str], structure: str, out_dir: str |
     if tsne_tokens < 2:
         raise ValueError(f"--tsne-tokens must be at least 2 (a t-SNE of {tsne_tokens} tokens is not drawn)")
     out_dir = Path(out_dir)
+    check_folder_path(out_dir, "--out-dir")
     for name in ("similarity.png", "tsne.png"):
         check_png_out(out_dir / name)  # before any token is read
     labelled = named_encoders(encoders)

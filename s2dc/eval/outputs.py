@@ -7,7 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..files import is_json_with
+from ..files import check_folder_path, is_json_with
 
 
 def is_probe_result(path: Path) -> bool:
@@ -24,6 +24,7 @@ def check_probe_out(out: str | Path, source: str | Path) -> None:
         raise ValueError(f"--out '{out}': give a .json file (the table goes beside it, as {out.stem}.md)")
     if out.resolve() == Path(source).resolve():
         raise ValueError(f"--out '{out}' is the dataset's own json (--source); give another file")
+    check_folder_path(out.parent, f"the folder of --out '{out}'")
     table = out.with_suffix(".md")
     earlier = out.exists() and is_probe_result(out)
     if out.exists() and not earlier:

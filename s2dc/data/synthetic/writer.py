@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ...files import remove_abandoned, replace_folder, work_sibling
+from ...files import check_folder_path, remove_abandoned, replace_folder, work_sibling
 from ..datalist import content_sha256
 from ..errors import DataError
 from ..nifti import check_affine
@@ -124,6 +124,10 @@ def write_dataset(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise SynthParamError("out_dir", f"output '{out_dir}' exists and is not a directory")
+    try:
+        check_folder_path(out_dir, "output")  # a file above it
+    except ValueError as err:
+        raise SynthParamError("out_dir", str(err)) from None
     _check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     affine = np.diag([*spacing, 1.0])
