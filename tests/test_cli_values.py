@@ -54,6 +54,21 @@ def test_a_config_file_that_is_not_yaml_is_named(tmp_path, capsys, command):
         assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("command", ["probe", "figures"])
+@pytest.mark.parametrize("seed", ["-1", str(2**64)])
+def test_probe_and_figures_refuse_a_seed_they_cannot_use(twin_and_encoder, tmp_path, capsys, command, seed):
+    """--seed -1 drew similarity.png, then failed in scikit-learn's t-SNE ("The 'random_state' parameter of TSNE
+    must be an int in the range [0, 4294967295]", naming no option) and left the figure; 2**64 failed with a bare
+    "Overflow when unpacking long long"; `s2dc probe --seed -1` ran. Refused before any volume is read."""
+    source, encoder = twin_and_encoder
+    out = tmp_path / ("probe.json" if command == "probe" else "figs")
+    argv = [command, "random", str(encoder), "--source", str(source), "--seed", seed, "--device", "cpu"]
+    argv += ["--out", str(out)] if command == "probe" else ["--out-dir", str(out), "--structure", "liver"]
+    assert main(argv) == 2
+    refused(capsys, "--seed", "0..4294967295")
+    assert not out.exists() and not out.with_suffix(".md").exists()
+
+
 def test_an_output_under_a_file_is_named(twin_and_encoder, tmp_path, capsys):
     """An output folder that is a file, or has a file above it, failed with a bare "[Errno 17] File exists: ..." or
     "[Errno 20] Not a directory: ..." naming neither the option nor what was expected (figures, after reading every

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..data.errors import DataError
 from ..files import check_folder_path
 from ..pyplot import check_png_out, pyplot, save_png
-from .probe import VOXELS, features, frozen_encoder, load_labelled, named_encoders
+from .probe import VOXELS, check_seed, features, frozen_encoder, load_labelled, named_encoders
 
 
 def anchor_token(target: torch.Tensor, structure: int) -> tuple[int, int, int]:
@@ -122,6 +122,7 @@ def draw(source: str | Path, encoders: list[str], structure: str, out_dir: str |
     labels leave out, such as white matter). ``tsne_tokens``: at most this many tokens in the t-SNE."""
     if tsne_tokens < 2:
         raise ValueError(f"--tsne-tokens must be at least 2 (a t-SNE of {tsne_tokens} tokens is not drawn)")
+    check_seed(seed)
     out_dir = Path(out_dir)
     check_folder_path(out_dir, "--out-dir")
     for name in ("similarity.png", "tsne.png"):

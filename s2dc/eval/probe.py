@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import SEED_MAX, check
 from ..data.datalist import list_cases, read_datalist, registry_spec
 from ..data.errors import DataError
 from ..data.preprocess import PreprocessConfig
@@ -219,6 +220,7 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
     (:mod:`s2dc.eval.bootstrap`). ``preset``: the intensity preset (``s2dc datasets``); None takes the registry
     preset of the dataset the json names.
     """
+    check_seed(seed)
     labelled = named_encoders(encoders)
     data = load_labelled(source, labelled, stage, cache_dir, device, preset)
     task, names, stride = data.task, data.names, data.stride
@@ -255,6 +257,12 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
             "metric": metric, "stage": stage, "stride": stride, "classes": [n for n in names if n],
             f"train_{unit}": int(len(y["training"])), f"val_{unit}": int(len(y["validation"])), "val_cases": cases,
             "resamples": RESAMPLES, "encoders": results}
+
+
+def check_seed(seed: int) -> None:
+    """Refuse a ``--seed`` the random encoder, the bootstrap or the t-SNE cannot take (NumPy's and scikit-learn's
+    seeds are 0..2**32 - 1), before any volume is read and before any figure is drawn."""
+    check(0 <= seed <= SEED_MAX, "--seed", f"an integer in 0..{SEED_MAX}", seed)
 
 
 def named_encoders(encoders: list[str]) -> dict[str, str]:
