@@ -9,6 +9,14 @@ import sys
 from pathlib import Path
 
 
+def _path(text: str) -> str:
+    """argparse ``type`` of a path option: an empty string (an unset shell variable) is refused, naming the option,
+    instead of read as '.', where a command wrote its outputs into, or read its inputs from, the working folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a path, got {text!r}")
+    return text
+
+
 def _pretrain(args: argparse.Namespace) -> int:
     from .train.config import config_from_args
     from .train.pretrain import pretrain
@@ -210,9 +218,9 @@ def _add_export_encoder(sub) -> None:
         description="Extract the encoder of a pretraining checkpoint as SwinUNETR 'swinViT.*' weights, "
                     "check that they load strictly into SwinUNETR(use_v2=True) and print the report.",
     )
-    exp.add_argument("checkpoint", help="pretraining checkpoint (run.out_dir/checkpoints/step_XXXXXXXX.pt), "
+    exp.add_argument("checkpoint", type=_path, help="pretraining checkpoint (run.out_dir/checkpoints/step_XXXXXXXX.pt), "
                                         "or a run.out_dir, whose newest checkpoint is used")
-    exp.add_argument("output", help="output .pt file")
+    exp.add_argument("output", type=_path, help="output .pt file")
     exp.add_argument("--which", choices=("teacher", "student"), default="teacher",
                      help="export the EMA teacher (default) or the student encoder")
     exp.add_argument("--partial", action="store_true",
@@ -233,7 +241,7 @@ def _add_synth(sub) -> None:
     from .data.synthetic import KINDS
 
     syn.add_argument("--kind", choices=KINDS, required=True, help="the registry dataset whose twin is written")
-    syn.add_argument("--out", required=True, help="output folder (gets imagesTr/, labelsTr/ or targetsTr/, dataset.json)")
+    syn.add_argument("--out", type=_path, required=True, help="output folder (gets imagesTr/, labelsTr/ or targetsTr/, dataset.json)")
     syn.add_argument("--cases", type=int, required=True,
                      help="number of cases (a pool: >= 1; a downstream twin: >= 2, a classifier's: >= 2 per class)")
     syn.add_argument("--seed", type=int, required=True, help="dataset seed (non-negative)")
@@ -270,9 +278,9 @@ def _add_report(sub) -> None:
                     "tables as a page), metrics.json (nested, for `dvc metrics diff`) and probe.csv (the --probe "
                     "results; its header alone without them) into --out.",
     )
-    rep.add_argument("metrics", nargs="+", help="metrics.json files written by `s2dc finetune`")
-    rep.add_argument("--out", required=True, help="output folder")
-    rep.add_argument("--probe", nargs="*", default=[], metavar="JSON",
+    rep.add_argument("metrics", type=_path, nargs="+", help="metrics.json files written by `s2dc finetune`")
+    rep.add_argument("--out", type=_path, required=True, help="output folder")
+    rep.add_argument("--probe", type=_path, nargs="*", default=[], metavar="JSON",
                      help="`s2dc probe` results to add as a second table (and under 'probe' in metrics.json)")
     rep.set_defaults(func=_report)
 
@@ -291,10 +299,10 @@ def _add_plots(sub) -> None:
                     "encoder's loss terms, from the DVCLive curves beside it) for `dvc plots show`. A file where a PNG goes that s2dc did not draw is "
                     "refused, never replaced.",
     )
-    plo.add_argument("metrics", nargs="+", help="metrics.json files written by `s2dc finetune`")
-    plo.add_argument("--figures", required=True, help="output folder of the PNGs")
-    plo.add_argument("--curves", required=True, help="output folder of the curve tables")
-    plo.add_argument("--probe", nargs="*", default=[], metavar="JSON",
+    plo.add_argument("metrics", type=_path, nargs="+", help="metrics.json files written by `s2dc finetune`")
+    plo.add_argument("--figures", type=_path, required=True, help="output folder of the PNGs")
+    plo.add_argument("--curves", type=_path, required=True, help="output folder of the curve tables")
+    plo.add_argument("--probe", type=_path, nargs="*", default=[], metavar="JSON",
                      help="`s2dc probe` results: the frozen protocol's side of effect.png")
     plo.set_defaults(func=_plots)
 
@@ -306,11 +314,11 @@ def _add_ablation_table(sub) -> None:
                     "and write ablation.csv, ablation.md (mean ± std over seeds per dataset and variant, beside the "
                     "poster's Table 2, with both orderings and Kendall's tau), ablation.html and ablation.json into --out.",
     )
-    abl.add_argument("metrics", nargs="+", help="metrics.json files written by `s2dc finetune`")
+    abl.add_argument("metrics", type=_path, nargs="+", help="metrics.json files written by `s2dc finetune`")
     abl.add_argument("--terms", nargs="+", required=True, metavar="VARIANT=TERMS:ASSIGNMENT",
                      help="each variant's loss terms and assignment, e.g. lg=global:dual_softmax s2dc=global+p2p+p2s:dual_softmax")
-    abl.add_argument("--out", required=True, help="output folder")
-    abl.add_argument("--probe", nargs="*", default=[], metavar="JSON",
+    abl.add_argument("--out", type=_path, required=True, help="output folder")
+    abl.add_argument("--probe", type=_path, nargs="*", default=[], metavar="JSON",
                      help="`s2dc probe` results of the variants' encoders, added as a second table")
     abl.set_defaults(func=_ablation_table)
 
@@ -326,12 +334,12 @@ def _add_probe(sub) -> None:
                     "validation cases and the paired differences between the encoders. "
                     "Writes OUT (.json) and OUT with .md (the tables).",
     )
-    prb.add_argument("encoders", nargs="+", help="exported encoders or pretraining checkpoints, and/or 'random' "
+    prb.add_argument("encoders", type=_path, nargs="+", help="exported encoders or pretraining checkpoints, and/or 'random' "
                                                  "(a randomly initialised encoder of the first file's sizes) and "
                                                  "'voxels' (each block's raw voxels: a no-encoder baseline); "
                                                  "NAME=WHAT names a row (e.g. s2dc=encoder.pt)")
-    prb.add_argument("--source", required=True, help="labelled dataset.json (training and validation cases)")
-    prb.add_argument("--out", required=True, help="output .json file")
+    prb.add_argument("--source", type=_path, required=True, help="labelled dataset.json (training and validation cases)")
+    prb.add_argument("--out", type=_path, required=True, help="output .json file")
     _add_frozen_token_options(prb, "probed", "seed of the random encoder (default 0)")
     prb.set_defaults(func=_probe)
 
@@ -345,15 +353,15 @@ def _add_figures(sub) -> None:
                     "OUT_DIR/similarity.png and OUT_DIR/tsne.png; a file of those names that s2dc did not draw is "
                     "refused before any token is read, never replaced.",
     )
-    fig.add_argument("encoders", nargs="+", help="as for `s2dc probe`: encoder files, 'random', 'voxels'; NAME=WHAT "
+    fig.add_argument("encoders", type=_path, nargs="+", help="as for `s2dc probe`: encoder files, 'random', 'voxels'; NAME=WHAT "
                                                  "names a panel")
-    fig.add_argument("--source", required=True, help="labelled segmentation dataset.json (its validation cases)")
+    fig.add_argument("--source", type=_path, required=True, help="labelled segmentation dataset.json (its validation cases)")
     fig.add_argument("--structure", required=True, help="class name of the anchor's structure, e.g. liver")
     fig.add_argument("--labels", default="label",
                      help="the per-voxel map the structures come from: 'label' (the dataset's labels; default) or "
                           "another map its cases carry with names in the json, e.g. 'anatomy' (a twin's tissues: "
                           "--structure 'white matter' on the BraTS twins)")
-    fig.add_argument("--out-dir", required=True, help="output folder")
+    fig.add_argument("--out-dir", type=_path, required=True, help="output folder")
     fig.add_argument("--tsne-tokens", type=int, default=2000,
                      help="at most this many validation tokens in the t-SNE, shared equally among the structures "
                           "(default 2000; the t-SNE's time grows a little faster than the count)")
@@ -367,7 +375,7 @@ def _add_frozen_token_options(parser: argparse.ArgumentParser, verb: str, seed_h
 
     parser.add_argument("--stage", type=int, default=2, help=f"Swin stage whose tokens are {verb} (0-4; default 2)")
     parser.add_argument("--seed", type=int, default=0, help=seed_help)
-    parser.add_argument("--cache-dir", default=None, help="preprocessing cache folder (default: none)")
+    parser.add_argument("--cache-dir", type=_path, default=None, help="preprocessing cache folder (default: none)")
     parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
                         help="intensity preset (default: the registry preset of the dataset the json names)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
@@ -394,8 +402,8 @@ def _add_prepare(sub) -> None:
                     "where to put it; a dataset.json in OUT that s2dc did not write is never replaced.",
     )
     pre_.add_argument("name", help="registry name, e.g. btcv")
-    pre_.add_argument("--raw", required=True, help="folder that holds the official release")
-    pre_.add_argument("--out", required=True, help="output folder (gets dataset.json)")
+    pre_.add_argument("--raw", type=_path, required=True, help="folder that holds the official release")
+    pre_.add_argument("--out", type=_path, required=True, help="output folder (gets dataset.json)")
     pre_.set_defaults(func=_prepare)
 
 
@@ -408,7 +416,7 @@ def _add_download(sub) -> None:
                     "already there is kept. Then `s2dc prepare NAME --raw RAW --out FOLDER` converts it.",
     )
     dl.add_argument("name", help="registry name of an open dataset, e.g. msd_spleen")
-    dl.add_argument("--raw", required=True, help="release folder, e.g. data/raw/msd_spleen")
+    dl.add_argument("--raw", type=_path, required=True, help="release folder, e.g. data/raw/msd_spleen")
     dl.set_defaults(func=_download)
 
 
@@ -436,15 +444,15 @@ def _add_sweep(sub) -> None:
                     "anything is written.",
     )
     for parser, journal in ((work, "created if absent"), (export, "it must exist")):
-        parser.add_argument("--storage", required=True,
+        parser.add_argument("--storage", type=_path, required=True,
                             help=f"journal file path (the default kind; {journal}) or database URL, e.g. "
                                  "postgresql+psycopg2://user@host:5432/db (SQLite only with one worker)")
         parser.add_argument("--study", required=True, help="study name")
     work.add_argument("--budget", type=int, required=True, help="finished trials the whole study runs (all workers)")
-    work.add_argument("--spec", required=True,
+    work.add_argument("--spec", type=_path, required=True,
                       help="the sweep's settings: a JSON object, or a .json/.yaml file (search space, base options, "
                            "datasets, trial folder, workers, pruner, seed)")
-    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--out", type=_path, required=True, help="output folder")
     export.add_argument("--force", action="store_true", help="export a study that has not reached its budget")
 
     def run_sweep(args: argparse.Namespace) -> int:

@@ -116,3 +116,23 @@ def test_a_cache_folder_under_a_file_is_named(tmp_path, capsys, command):
     assert main(argv) == 2
     refused(capsys, "cache folder", str(notes), "expected a folder")
     assert notes.read_text() == "a user's notes"
+
+
+def test_an_empty_path_is_refused_naming_the_option(tmp_path, capsys, monkeypatch):
+    """`--out ''` (an unset shell variable) was read as '.': `s2dc report` wrote its five tables into the working
+    folder, printing '-> /benchmark.csv'; plots, ablation-table, figures and probe's --cache-dir did alike."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"task": "segmentation"}))
+    for argv in (["report", str(run / "metrics.json"), "--out", ""],
+                 ["plots", str(run / "metrics.json"), "--figures", "", "--curves", str(tmp_path / "c")],
+                 ["ablation-table", str(run / "metrics.json"), "--terms", "a=global:dual_softmax", "--out", ""],
+                 ["synth", "--kind", "btcv", "--out", "", "--cases", "2", "--seed", "0"],
+                 ["pretrain", "--config", "", "--data.source", str(run / "metrics.json")]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert "expected a path" in err or "expected a YAML file" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
