@@ -136,3 +136,18 @@ def test_an_empty_path_is_refused_naming_the_option(tmp_path, capsys, monkeypatc
         err = capsys.readouterr().err
         assert "expected a path" in err or "expected a YAML file" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--cases", str(10**20)),  # OverflowError traceback in the progress bar
+    ("--shape", ["100000", "100000", "16"]),  # numpy's _ArrayMemoryError traceback (112 GiB)
+])
+def test_synth_refuses_what_it_cannot_draw(tmp_path, capsys, option, value):
+    values = value if isinstance(value, list) else [value]
+    argv = ["synth", "--kind", "btcv", "--out", str(tmp_path / "twin"), "--cases", "2", "--seed", "0",
+            "--shape", "32", "32", "32"]
+    i = argv.index(option)
+    argv[i + 1:i + 1 + len(values)] = values
+    assert main(argv) == 2
+    refused(capsys, option)
+    assert not (tmp_path / "twin").exists()

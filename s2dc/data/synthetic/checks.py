@@ -15,12 +15,20 @@ class SynthParamError(ValueError):
         self.param = param
 
 
+#: The largest grid axis (voxels) a twin is drawn with: twice a CT slice's 512; a larger grid only ran out of memory
+#: with a traceback (each volume and its maps are float arrays of the whole grid).
+MAX_AXIS = 1024
+
+#: The most cases a twin holds; more overflowed the progress bar's count with a traceback.
+MAX_CASES = 100_000
+
+
 def check_shape(shape: Any) -> tuple[int, int, int]:
     ok = isinstance(shape, (list, tuple)) and len(shape) == 3 and all(
-        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 16 for s in shape
+        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and 16 <= s <= MAX_AXIS for s in shape
     )
     if not ok:
-        raise SynthParamError("shape", f"shape must be 3 integers >= 16 (voxels), got {shape!r}")
+        raise SynthParamError("shape", f"shape must be 3 integers in 16..{MAX_AXIS} (voxels), got {shape!r}")
     return tuple(int(s) for s in shape)  # type: ignore[return-value]
 
 

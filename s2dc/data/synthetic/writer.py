@@ -18,7 +18,7 @@ from ..nifti import check_affine
 from ..provenance import writer_of
 from ..registry import get, names
 from . import twins
-from .checks import SynthParamError, check_seed, check_shape
+from .checks import MAX_CASES, SynthParamError, check_seed, check_shape
 
 KINDS = tuple(n for n in names() if n in twins.TWINS)  # registry order
 GENERATOR_VERSION = 1
@@ -37,8 +37,9 @@ def check_twin_params(kind: Any, cases: Any, seed: Any, shape: Any, spacing: Any
         raise SynthParamError("kind", f"kind must be one of {list(KINDS)}, got {kind!r}")
     spec = get(kind)
     min_cases = 1 if spec.task == "pretraining" else max(2, len(spec.outputs) * 2 if spec.task == "classification" else 2)
-    if isinstance(cases, bool) or not isinstance(cases, (int, np.integer)) or cases < min_cases:
-        raise SynthParamError("cases", f"cases must be an integer >= {min_cases} for kind {kind!r}, got {cases!r}")
+    if isinstance(cases, bool) or not isinstance(cases, (int, np.integer)) or not min_cases <= cases <= MAX_CASES:
+        raise SynthParamError("cases", f"cases must be an integer in {min_cases}..{MAX_CASES} for kind {kind!r}, "
+                                       f"got {cases!r}")
     check_seed(seed)
     check_shape(shape)
     ok = isinstance(spacing, (list, tuple)) and len(spacing) == 3 and all(
