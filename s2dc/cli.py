@@ -492,15 +492,31 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _out_of_memory(err: BaseException) -> bool:
+    """Is ``err`` memory running out: Python's or NumPy's MemoryError, or torch's allocators' RuntimeError (the CPU's
+    "can't allocate memory", torch.OutOfMemoryError's "CUDA out of memory")?"""
+    if isinstance(err, MemoryError):
+        return True
+    text = str(err)
+    return "can't allocate memory" in text or "out of memory" in text.lower()[:200]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; a user's mistake (bad option, bad file) exits with 2 and a diverged run with 1,
-    each with a message and no traceback."""
+    """Run one command; a user's mistake (bad option, bad file) exits with 2, a diverged run or one that ran out of
+    memory with 1, each with a message and no traceback."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
     try:
         return args.func(args)
     except FloatingPointError as err:  # train.finite.NonFiniteError: a diverged run
         print(f"s2dc {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError) as err:
+        if not _out_of_memory(err):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"s2dc {args.command}: error: out of memory ({first}); the sizes given need more memory than this "
+              "machine has: smaller ROIs, batches, widths, queues or grids, or a machine with more", file=sys.stderr)
         return 1
     except (ValueError, OSError) as err:  # DataError is a ValueError; OSError: a path that cannot be (e.g. under a file)
         print(f"s2dc {args.command}: error: {err}", file=sys.stderr)

@@ -151,3 +151,16 @@ def test_synth_refuses_what_it_cannot_draw(tmp_path, capsys, option, value):
     assert main(argv) == 2
     refused(capsys, option)
     assert not (tmp_path / "twin").exists()
+
+
+@pytest.mark.parametrize("option, value", [("loss.queue_size", "1000000000000"), ("head.hidden_dim", "1000000000000")])
+def test_memory_running_out_is_an_error_not_a_traceback(tmp_path, capsys, option, value):
+    """A size the machine cannot hold (a queue of 10**12 keys: 128 TB) ended in torch's RuntimeError traceback
+    "[enforce fail at alloc_cpu.cpp:127] ... DefaultCPUAllocator: can't allocate memory" (exit 1)."""
+    write_pool(tmp_path / "pool", 2)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    assert main(["pretrain", "--config", str(config), "--data.source", str(tmp_path / "pool" / "dataset.json"),
+                 "--run.out_dir", str(tmp_path / "run"), f"--{option}", value]) == 1
+    err = refused(capsys, "out of memory", "smaller")
+    assert len(err.splitlines()) == 1
