@@ -164,3 +164,14 @@ def test_memory_running_out_is_an_error_not_a_traceback(tmp_path, capsys, option
                  "--run.out_dir", str(tmp_path / "run"), f"--{option}", value]) == 1
     err = refused(capsys, "out of memory", "smaller")
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("command, option", [("pretrain", "encoder.window_size"), ("finetune", "model.window_size")])
+def test_an_attention_window_torch_cannot_size_is_named(tmp_path, capsys, command, option):
+    """encoder.window_size 10**12 ended in torch's TypeError traceback ("Overflow when unpacking long long") while
+    the relative position table was built."""
+    argv = [command, "--data.source", str(tmp_path / "dataset.json"), "--run.out_dir", str(tmp_path / "run"),
+            f"--{option}", str(10**12)]
+    assert main(argv) == 2
+    refused(capsys, option, "<= 64")
+    assert not (tmp_path / "run").exists()

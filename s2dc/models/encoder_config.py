@@ -6,6 +6,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 
+#: The widest attention window: each block holds a (2w-1)^3 table of relative position biases per head, so a wider one
+#: only ran out of memory (or overflowed torch's sizes, with a TypeError traceback); SwinUNETR's is 7.
+MAX_WINDOW = 64
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """Sizes of the Swin encoder (release values by default: SwinViT-B of SwinUNETR v2).
@@ -39,6 +44,9 @@ class EncoderConfig:
         for name in ("in_channels", "window_size", "patch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"encoder.{name} must be >= 1, got {getattr(self, name)}")
+        if self.window_size > MAX_WINDOW:
+            raise ValueError(f"encoder.window_size must be <= {MAX_WINDOW} (tokens per axis; a window wider than the "
+                             f"token grid is cut to it), got {self.window_size}")
         for name in ("depths", "num_heads"):
             if min(getattr(self, name)) < 1:
                 raise ValueError(f"encoder.{name} must be >= 1 each, got {list(getattr(self, name))}")
