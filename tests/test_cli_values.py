@@ -101,7 +101,7 @@ def test_an_output_under_a_file_is_named(twin_and_encoder, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", ["pretrain", "finetune"])
-def test_a_cache_folder_under_a_file_is_named(tmp_path, capsys, command):
+def test_a_cache_or_run_folder_under_a_file_is_named(tmp_path, capsys, command):
     notes = tmp_path / "notes.txt"
     notes.write_text("a user's notes")
     if command == "pretrain":
@@ -115,6 +115,10 @@ def test_a_cache_folder_under_a_file_is_named(tmp_path, capsys, command):
             "--run.out_dir", str(tmp_path / "run"), "--data.cache_dir", str(notes / "cache")]
     assert main(argv) == 2
     refused(capsys, "cache folder", str(notes), "expected a folder")
+    assert notes.read_text() == "a user's notes"
+    argv[argv.index("--run.out_dir") + 1] = str(notes / "run")  # '[Errno 20] Not a directory', naming no option
+    assert main(argv[:-2]) == 2
+    refused(capsys, "run.out_dir", str(notes), "expected a folder")
     assert notes.read_text() == "a user's notes"
 
 

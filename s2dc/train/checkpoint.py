@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..files import atomic_write_text  # noqa: F401 - re-exported: the checkpoint writers' text sibling
-from ..files import is_temporary
+from ..files import check_folder_path, is_temporary
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -41,6 +41,7 @@ def lock_folder(folder: Path):
     folder = Path(folder)
     if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
         raise ValueError(f"run.out_dir '{folder}' is a file, not a folder; give the folder the run writes to")
+    check_folder_path(folder, "run.out_dir")  # a file above it
     folder.mkdir(parents=True, exist_ok=True)
     handle = open(folder / ".lock", "a+")  # noqa: SIM115 - kept open: the lock lives as long as the file
     try:

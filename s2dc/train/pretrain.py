@@ -472,7 +472,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     try:
         return trainer.run()
     except BaseException:
-        if trainer._made_out and [p.name for p in trainer.out.iterdir()] == [".lock"]:  # refused before writing
+        # refused before writing (or before the folder was made: the cleanup's own error must not hide the refusal)
+        if trainer._made_out and trainer.out.is_dir() and [p.name for p in trainer.out.iterdir()] == [".lock"]:
             (trainer.out / ".lock").unlink()
             trainer.out.rmdir()
         raise
