@@ -108,6 +108,10 @@ def coerce(key: str, value, annotation):
 #: The largest ``run.seed``: NumPy's legacy seeding (``np.random.seed``) takes 0..2**32 - 1.
 SEED_MAX = 2**32 - 1
 
+#: The most ``data.workers`` (loader processes, each a copy of the training process): more only started processes
+#: until the machine ran out (10**12 hung the run, starting one after another).
+WORKERS_MAX = 256
+
 
 def check(ok: bool, key: str, expected: str, value) -> None:
     """Raise ``ValueError("<key> must be <expected>, got <value>")`` unless ``ok`` (write ``ok`` so that NaN fails it)."""

@@ -179,3 +179,13 @@ def test_an_attention_window_torch_cannot_size_is_named(tmp_path, capsys, comman
     assert main(argv) == 2
     refused(capsys, option, "<= 64")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_more_loader_processes_than_any_machine_runs_are_refused(tmp_path, capsys, command):
+    """data.workers 10**12 was accepted: the run hung, starting loader processes one after another."""
+    argv = [command, "--data.source", str(tmp_path / "dataset.json"), "--run.out_dir", str(tmp_path / "run"),
+            "--data.workers", str(10**12)]
+    assert main(argv) == 2
+    refused(capsys, "data.workers", "0..256")
+    assert not (tmp_path / "run").exists()

@@ -25,7 +25,8 @@ class DataConfig:
     workers: int = 2
 
     def __post_init__(self) -> None:
-        cfgtools.check(self.workers >= 0, "data.workers", ">= 0", self.workers)
+        cfgtools.check(0 <= self.workers <= cfgtools.WORKERS_MAX, "data.workers", f"in 0..{cfgtools.WORKERS_MAX}",
+                       self.workers)
         cfgtools.check(bool(self.key), "data.key", "a section name of dataset.json", self.key)
 
 

@@ -26,8 +26,8 @@ class FinetuneDataConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.label_ratio <= 1.0:
             raise ValueError(f"data.label_ratio must be in (0, 1], got {self.label_ratio}")
-        if self.workers < 0:
-            raise ValueError(f"data.workers must be >= 0, got {self.workers}")
+        cfgtools.check(0 <= self.workers <= cfgtools.WORKERS_MAX, "data.workers", f"in 0..{cfgtools.WORKERS_MAX}",
+                       self.workers)
 
 
 @dataclass(frozen=True)
