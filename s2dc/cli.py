@@ -206,7 +206,7 @@ def _add_pretrain(sub) -> None:
                     "with the same sections can hold them. Under torchrun every process runs this command.",
     )
     add_arguments(pre)
-    pre.add_argument("--export-encoder", metavar="OUTPUT", default="",
+    pre.add_argument("--export-encoder", metavar="OUTPUT", type=_path, default=None,
                      help="when pretraining ends, also write its teacher encoder to OUTPUT as `s2dc export-encoder` "
                           "does (one process instead of two; not part of the run's options)")
     pre.set_defaults(func=_pretrain)

@@ -133,6 +133,7 @@ def test_an_empty_path_is_refused_naming_the_option(tmp_path, capsys, monkeypatc
                  ["plots", str(run / "metrics.json"), "--figures", "", "--curves", str(tmp_path / "c")],
                  ["ablation-table", str(run / "metrics.json"), "--terms", "a=global:dual_softmax", "--out", ""],
                  ["synth", "--kind", "btcv", "--out", "", "--cases", "2", "--seed", "0"],
+                 ["pretrain", "--data.source", str(run / "metrics.json"), "--export-encoder", ""],  # trained, no export
                  ["pretrain", "--config", "", "--data.source", str(run / "metrics.json")]):
         with pytest.raises(SystemExit) as stop:
             main(argv)
