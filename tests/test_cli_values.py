@@ -190,3 +190,17 @@ def test_more_loader_processes_than_any_machine_runs_are_refused(tmp_path, capsy
     assert main(argv) == 2
     refused(capsys, "data.workers", "0..256")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_pretraining_refused_for_a_bad_volume_leaves_no_run_folder(tmp_path, capsys):
+    """A bad volume found before step 1 left the run folder it had made, holding its lock and the cache of the good
+    volumes (a refused fine-tuning run leaves nothing)."""
+    pool = write_pool(tmp_path / "pool", 2)
+    (pool / "imagesTr" / "case1.nii.gz").write_text("not a nifti")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "run"
+    assert main(["pretrain", "--config", str(config), "--data.source", str(pool / "dataset.json"),
+                 "--run.out_dir", str(out)]) == 2
+    refused(capsys, "case1.nii.gz")
+    assert not out.exists()

@@ -472,10 +472,11 @@ def pretrain(cfg: PretrainConfig) -> dict:
     try:
         return trainer.run()
     except BaseException:
-        # refused before writing (or before the folder was made: the cleanup's own error must not hide the refusal)
-        if trainer._made_out and trainer.out.is_dir() and [p.name for p in trainer.out.iterdir()] == [".lock"]:
-            (trainer.out / ".lock").unlink()
-            trainer.out.rmdir()
+        # refused before its first checkpoint or output (a bad volume found by the check before step 1 leaves the
+        # cache of the good ones), as a refused fine-tuning run is; or before the folder was made, where the
+        # clean-up's own error must not hide the refusal
+        if trainer._made_out and trainer.out.is_dir() and {p.name for p in trainer.out.iterdir()} <= {".lock", "cache"}:
+            shutil.rmtree(trainer.out, ignore_errors=True)
         raise
     finally:
         if trainer._lock is not None:
