@@ -204,3 +204,17 @@ def test_a_pretraining_refused_for_a_bad_volume_leaves_no_run_folder(tmp_path, c
                  "--run.out_dir", str(out)]) == 2
     refused(capsys, "case1.nii.gz")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("change, key", [({"seed": -5}, "seed"), ({"seed": 2**40}, "seed"),
+                                         ({"finetune_seeds": [0, 2**40]}, "finetune_seeds")])
+def test_a_sweep_seed_numpy_cannot_take_is_refused_naming_its_key(tmp_path, capsys, change, key):
+    """spec seed -5 failed with NumPy's "Seed must be between 0 and 2**32 - 1", naming no key; a fine-tuning seed
+    above it passed the spec's check and failed in each trial (run.seed), as a failed trial (exit 1)."""
+    storage = tmp_path / "study.journal"
+    spec = {"objective": "toy", "space": {"finetune.train.lr": {"low": 1e-4, "high": 1e-2}},
+            "toy": {"steps": 1, "sleep": 0.0}, **change}
+    assert main(["sweep", "work", "--storage", str(storage), "--study", "s", "--budget", "1",
+                 "--spec", json.dumps(spec)]) == 2
+    refused(capsys, f"spec: {key} must be", "4294967295")
+    assert not storage.exists()

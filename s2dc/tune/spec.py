@@ -31,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from ..config import SEED_MAX
 from .space import RESERVED, Dimension, check_space, parse_space
 
 OBJECTIVES = ("s2dc", "toy")
@@ -127,15 +128,18 @@ def spec_from_dict(values, where: str = "spec") -> SweepSpec:
             raise ValueError(f"{where}: data must give the two dataset.json files, {{pretrain: .., finetune: ..}}, "
                              f"got {data!r}")
     seeds = kwargs.get("finetune_seeds", [0])
-    if not (isinstance(seeds, (list, tuple)) and seeds and all(_is_int(x) and x >= 0 for x in seeds)
+    if not (isinstance(seeds, (list, tuple)) and seeds and all(_is_int(x) and 0 <= x <= SEED_MAX for x in seeds)
             and len(set(seeds)) == len(seeds)):
-        raise ValueError(f"{where}: finetune_seeds must be a non-empty list of distinct integers >= 0, got {seeds!r}")
+        raise ValueError(f"{where}: finetune_seeds must be a non-empty list of distinct integers >= 0 (and <= "
+                         f"{SEED_MAX}, as run.seed), got {seeds!r}")
     kwargs["finetune_seeds"] = tuple(seeds)
     for name in ("workers", "seed", "max_failures"):
         if name in kwargs and not _is_int(kwargs[name]):
             raise ValueError(f"{where}: {name} must be an integer, got {kwargs[name]!r}")
     if kwargs.get("workers", 1) < 1 or kwargs.get("max_failures", 3) < 1:
         raise ValueError(f"{where}: workers and max_failures must be >= 1")
+    if not 0 <= kwargs.get("seed", 0) <= SEED_MAX:  # the sampler's (NumPy's) seeds
+        raise ValueError(f"{where}: seed must be an integer in 0..{SEED_MAX}, got {kwargs['seed']!r}")
     retry = kwargs.get("max_retry", 2)
     if retry is not None and not (_is_int(retry) and retry >= 0):
         raise ValueError(f"{where}: max_retry must be an integer >= 0 or null, got {retry!r}")
