@@ -98,6 +98,10 @@ def test_an_output_under_a_file_is_named(twin_and_encoder, tmp_path, capsys):
     run = write_run(tmp_path / "runs", "s2dc", 0, 0.5)
     assert main(["report", str(run), "--out", str(under)]) == 2
     refused(capsys, "--out", str(notes), "expected a folder")
+    assert main(["sweep", "work", "--storage", str(under / "study.journal"), "--study", "s", "--budget", "1",
+                 "--spec", json.dumps({"objective": "toy", "space": {"finetune.train.lr": {"low": 1e-4, "high": 1e-2}},
+                                       "toy": {"steps": 1, "sleep": 0.0}})]) == 2
+    refused(capsys, "--storage", str(notes), "expected a folder")
 
 
 @pytest.mark.parametrize("command", ["pretrain", "finetune"])

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import optuna
 
+from ..files import check_folder_path
 from .liveness import Liveness, journal_liveness, rdb_liveness
 
 #: Tries at opening a database whose tables another worker may be creating at the same moment.
@@ -49,6 +50,7 @@ def open_storage(storage: str, *, workers: int = 1, heartbeat_interval: int = 10
         raise FileNotFoundError(f"journal file '{storage}' does not exist")
     if path.is_file():
         _require_journal(path)
+    check_folder_path(path.parent, f"the folder of --storage '{storage}'")
     path.parent.mkdir(parents=True, exist_ok=True)
     backend = optuna.storages.journal.JournalFileBackend(str(path))
     return optuna.storages.JournalStorage(backend), journal_liveness(heartbeat_interval, grace_period, max_retry)
