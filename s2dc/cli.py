@@ -17,6 +17,13 @@ def _path(text: str) -> str:
     return text
 
 
+def _name(text: str) -> str:
+    """argparse ``type`` of a name option (``sweep --study``): an empty or blank name is refused, naming the option."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a name, got {text!r}")
+    return text
+
+
 def _pretrain(args: argparse.Namespace) -> int:
     from .train.config import config_from_args
     from .train.pretrain import pretrain
@@ -447,7 +454,7 @@ def _add_sweep(sub) -> None:
         parser.add_argument("--storage", type=_path, required=True,
                             help=f"journal file path (the default kind; {journal}) or database URL, e.g. "
                                  "postgresql+psycopg2://user@host:5432/db (SQLite only with one worker)")
-        parser.add_argument("--study", required=True, help="study name")
+        parser.add_argument("--study", type=_name, required=True, help="study name")
     work.add_argument("--budget", type=int, required=True, help="finished trials the whole study runs (all workers)")
     work.add_argument("--spec", type=_path, required=True,
                       help="the sweep's settings: a JSON object, or a .json/.yaml file (search space, base options, "

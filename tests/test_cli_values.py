@@ -128,7 +128,8 @@ def test_a_cache_or_run_folder_under_a_file_is_named(tmp_path, capsys, command):
 
 def test_an_empty_path_is_refused_naming_the_option(tmp_path, capsys, monkeypatch):
     """`--out ''` (an unset shell variable) was read as '.': `s2dc report` wrote its five tables into the working
-    folder, printing '-> /benchmark.csv'; plots, ablation-table, figures and probe's --cache-dir did alike."""
+    folder, printing '-> /benchmark.csv'; plots, ablation-table, figures and probe's --cache-dir did alike; `sweep work
+    --study ''` ran a study named ''."""
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
     run.mkdir()
@@ -138,12 +139,14 @@ def test_an_empty_path_is_refused_naming_the_option(tmp_path, capsys, monkeypatc
                  ["ablation-table", str(run / "metrics.json"), "--terms", "a=global:dual_softmax", "--out", ""],
                  ["synth", "--kind", "btcv", "--out", "", "--cases", "2", "--seed", "0"],
                  ["pretrain", "--data.source", str(run / "metrics.json"), "--export-encoder", ""],  # trained, no export
-                 ["pretrain", "--config", "", "--data.source", str(run / "metrics.json")]):
+                 ["pretrain", "--config", "", "--data.source", str(run / "metrics.json")],
+                 ["sweep", "work", "--storage", str(tmp_path / "s.journal"), "--study", "", "--budget", "1",
+                  "--spec", "{}"]):
         with pytest.raises(SystemExit) as stop:
             main(argv)
         assert stop.value.code == 2
         err = capsys.readouterr().err
-        assert "expected a path" in err or "expected a YAML file" in err, err
+        assert "expected a path" in err or "expected a YAML file" in err or "expected a name" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
