@@ -570,3 +570,37 @@ def test_lock_recovery_removes_the_locks_of_a_dead_run_alone(tmp_path):
     assert plan.returncode == 0, plan.stderr[-3000:]
     assert f"Removing the lock of a Snakemake run that no longer exists ({host} {dead.pid})" in plan.stderr
     assert sorted(p.name for p in locks.iterdir()) == ["0.input.lock", "0.output.lock", f"s2dc-owner-{host}-{os.getpid()}"]
+
+
+def test_lock_recovery_keeps_the_locks_of_a_dead_run_whose_jobs_still_run(tmp_path, caplog):
+    """`kill -9` of Snakemake alone leaves the jobs it started running. Its locks were removed all the same, so the
+    rerun (after an option changed) started the same job again beside the survivor: a pretraining of other options in
+    another run folder, both exporting to one encoder.pt, and the survivor's, finishing last, was kept as the new
+    run's, with exit 0. A later parse now refuses while a process carrying the dead run's mark still runs, naming it,
+    and keeps the dead run's locks; once it has ended, they are removed."""
+    import socket
+
+    locks = tmp_path / ".snakemake" / "locks"
+    locks.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    for kind in ("input", "output"):
+        (locks / f"0.{kind}.lock").write_text(f"{tmp_path}/out0\n")
+    (locks / f"s2dc-owner-{host}-{dead.pid}").write_text(f"{host} {dead.pid} 0.input.lock 0.output.lock\n")
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                           env={**os.environ, "S2DC_SNAKEMAKE_RUN": f"{host}-{dead.pid}"})
+    try:
+        plan = snakemake(tmp_path, "--config", "scale=smoke", "-n")
+        out = plan.stdout + plan.stderr + caplog.text  # Snakemake logs the error to its logger
+        assert plan.returncode != 0
+        assert f"jobs it started still run: pid {job.pid} (" in out and "Nothing was run" in out, out[-3000:]
+        assert sorted(p.name for p in locks.iterdir()) == ["0.input.lock", "0.output.lock",
+                                                            f"s2dc-owner-{host}-{dead.pid}"]
+    finally:
+        job.kill()
+        job.wait()
+    plan = snakemake(tmp_path, "--config", "scale=smoke", "-n")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert f"Removing the lock of a Snakemake run that no longer exists ({host} {dead.pid})" in plan.stderr
+    assert not (locks / "0.output.lock").exists()

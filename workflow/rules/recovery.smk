@@ -4,12 +4,17 @@
 # files are its own (`s2dc-owner-<host>-<pid>`); a later run on the same host removes the lock files of a
 # recorded run whose process no longer exists, and only those: the locks of a run still alive stay. Incomplete
 # outputs of the killed run are then redone (`rerun-incomplete` in profiles/default), and pretraining resumes
-# from its newest checkpoint. (Snakemake itself, when a run ends normally, removes the whole lock folder, the
+# from its newest checkpoint. The jobs of a Snakemake killed alone (`kill -9 <pid>`, not its process group) go on
+# running: each job carries its run's mark in its environment (RUN_MARK), and while a process with a dead run's mark
+# still runs (Linux: /proc), that run's locks stay and the next run stops, naming the process. Rerun beside it (after
+# an option changed), the survivor writes the outputs the new job writes (an encoder, a probe result), and the last to
+# finish is taken for the new one. (Snakemake itself, when a run ends normally, removes the whole lock folder, the
 # locks of other runs in this folder included: run two Snakemakes on one folder only for disjoint targets.)
 import socket
 
 LOCK_DIR = Path(".snakemake") / "locks"
 OWNER = "s2dc-owner-"
+RUN_MARK = "S2DC_SNAKEMAKE_RUN"  # '<host>-<pid>' of the Snakemake run that started a job, in the job's environment
 
 
 def lock_owners() -> list[tuple[Path, str, int, list[str]]]:
@@ -37,13 +42,37 @@ def process_is_gone(host: str, pid: int) -> bool:
     return False
 
 
+def jobs_of_run(host: str, pid: int) -> list[str]:
+    """'pid (command)' of each process of this host whose environment carries the mark of run ``pid`` (jobs it
+    started, and what they started); none where /proc cannot tell."""
+    mark = f"{RUN_MARK}={host}-{pid}".encode()
+    found = []
+    for entry in sorted(Path("/proc").glob("[0-9]*"), key=lambda p: int(p.name)):
+        try:
+            if mark not in (entry / "environ").read_bytes().split(b"\0") or int(entry.name) == os.getpid():
+                continue
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, ValueError):
+            continue  # ended meanwhile, or another user's
+        found.append(f"pid {entry.name} ({command[:120]})")
+    return found
+
+
 if workflow.is_main_process:
     for record, host, pid, names in lock_owners():
         if process_is_gone(host, pid):
+            alive = jobs_of_run(host, pid)
+            if alive:
+                raise WorkflowError(
+                    f"The Snakemake run {pid} on {host} was killed, but jobs it started still run: {'; '.join(alive)}. "
+                    "They write the outputs this run would write (an encoder, a run's metrics, a probe result), and "
+                    "the last to finish would be taken for this run's. Wait for them to end, or stop them (kill "
+                    f"{' '.join(a.split()[1] for a in alive)}), then run again. Nothing was run; its locks are kept.")
             print(f"Removing the lock of a Snakemake run that no longer exists ({host} {pid}).", file=sys.stderr)
             for name in names:
                 (LOCK_DIR / Path(name).name).unlink(missing_ok=True)
             record.unlink(missing_ok=True)
+    os.environ[RUN_MARK] = f"{socket.gethostname()}-{os.getpid()}"  # inherited by every job this run starts
 
 
 onstart:
