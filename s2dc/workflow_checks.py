@@ -382,6 +382,24 @@ REPORT_FOLDERS = {"benchmark_plots": ("figures/benchmark", "curves")}
 SNAKEMAKE_TIMESTAMP = ".snakemake_timestamp"
 
 
+def _refuse_an_encoder_from_elsewhere(path: Path) -> None:
+    """Raise :class:`ForeignOutputError` if the export ``path`` records a checkpoint outside the runs/ of its own
+    folder (another modality's or variant's encoder copied there, an export of one's own): Snakemake never looks inside
+    an output, and every fine-tuning and probe after it would start from it."""
+    from s2dc.train.outputs import exported_from
+
+    source = exported_from(path) if path.is_file() else None
+    if source is None:
+        return
+    runs = (path.parent / "runs").resolve()
+    if not Path(source).resolve().is_relative_to(runs):
+        raise ForeignOutputError(
+            f"'{path}' was exported from '{source}', not by the pretraining of its folder (its runs/): copied there "
+            "by hand? Snakemake never looks inside its outputs, so every fine-tuning and probe after it would start "
+            "from it as this folder's encoder; move it out of there (the pretraining exports its own again; nothing "
+            "was run)")
+
+
 def check_job_outputs(config: dict) -> None:
     """Raise :class:`ForeignOutputError`, naming the file, if a job's output under results/<scale>/ holds a file that
     s2dc did not write there (or, for a recorded table, changed since): notes named benchmark.md or probe/btcv.md, a
@@ -444,6 +462,7 @@ def check_job_outputs(config: dict) -> None:
                 path = folder / name
                 if path.is_symlink() or (path.exists() and not own(path)):
                     refuse(path, what, "pretrain", f"{here}/{name}")
+            _refuse_an_encoder_from_elsewhere(folder / "encoder.pt")
             live = folder / "dvclive"
             if live.is_symlink() or (live.exists() and not live.is_dir()):
                 refuse(live, "the curves folder a pretraining run writes", "pretrain", f"{here}/dvclive")

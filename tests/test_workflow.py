@@ -555,3 +555,40 @@ def test_a_missing_run_under_existing_tables_is_made_again(tmp_path, smoke_run):
     assert jobs.get("finetune", 0) >= 1 and jobs.get("pretrain") == 1 and jobs.get("benchmark_table") == 1, \
         plan.stdout[-3000:]
     assert str(run.relative_to(work)) in plan.stdout
+
+
+def test_an_encoder_copied_from_another_pretraining_folder_stops_the_workflow(tmp_path, monkeypatch):
+    """Snakemake never looks inside its outputs: the MRI encoder copied by hand over the PET one (or an ablation
+    variant's over the benchmark's s2dc, or an export of one's own) is an export s2dc wrote, so the start check let it
+    pass, and every PET fine-tuning and probe was redone from it as the PET encoder, exit 0. Each encoder.pt records
+    the checkpoint it was exported from; one that its own folder's pretraining did not export (a checkpoint outside its
+    runs/) stops the workflow, naming both; one exported there passes."""
+    import pytest
+    import torch
+    import yaml
+    from snakemake.utils import validate
+
+    from s2dc.workflow_checks import ForeignOutputError, check_job_outputs
+
+    def export(folder: str, source: str) -> None:
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": {"swinViT.patch_embed.proj.weight": torch.zeros(1)}, "encoder": {}, "preprocess": None,
+                    "source": source, "step": 2, "which": "teacher"}, tmp_path / folder / "encoder.pt")
+
+    config = {**yaml.safe_load((REPO / "params.yaml").read_text()), "scale": "smoke"}
+    validate(config, str(REPO / "workflow/schemas/params.schema.yaml"))
+    monkeypatch.chdir(tmp_path)
+    export("results/smoke/pretrain/MRI/s2dc", "results/smoke/pretrain/MRI/s2dc/runs/6fad7f6635/checkpoints/step_2.pt")
+    export("results/smoke/ablation/pretrain/CT/lg", "results/smoke/ablation/pretrain/CT/lg/runs/1/checkpoints/step_2.pt")
+    check_job_outputs(config)  # each exported by its own folder's pretraining
+    for folder, source in (("results/smoke/pretrain/PET/s2dc", "results/smoke/pretrain/MRI/s2dc/runs/6fad7f6635/"
+                            "checkpoints/step_00000002.pt"),
+                           ("results/smoke/pretrain/CT/s2dc", "results/smoke/ablation/pretrain/CT/lg/runs/1/checkpoints/"
+                            "step_00000002.pt"),
+                           ("results/smoke/pretrain/CT/s2dc", "/home/me/runs/ct/checkpoints/step_00100000.pt")):
+        export(folder, source)
+        with pytest.raises(ForeignOutputError) as refused:
+            check_job_outputs(config)
+        assert f"'{folder}/encoder.pt'" in str(refused.value) and source in str(refused.value), str(refused.value)
+        (tmp_path / folder / "encoder.pt").unlink()
+    check_job_outputs(config)

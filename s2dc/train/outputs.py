@@ -13,6 +13,9 @@ from ..files import is_json_with
 #: Keys of the dict `s2dc export-encoder` saves (s2dc/export.py), and the prefix of its weights' names.
 ENCODER_KEYS = frozenset({"state_dict", "encoder", "preprocess", "source", "step", "which"})
 WEIGHT_PREFIX = "swinViT."
+#: Pickle opcodes that push a str, and those that only keep the last pushed object in the memo.
+STRING_OPS = frozenset({"BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8", "UNICODE"})
+MEMO_OPS = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"})
 #: Keys every pretraining summary.json and every fine-tuning metrics.json holds.
 SUMMARY_KEYS = {"steps", "losses_this_run", "checkpoint"}
 FINETUNE_KEYS = {"method", "label_ratio", "seed", "train_cases", "steps"}
@@ -30,6 +33,22 @@ def is_exported_encoder(path: Path) -> bool:
     except (zipfile.BadZipFile, OSError, ValueError):  # not a zip, unreadable, or a damaged pickle
         return False
     return ENCODER_KEYS <= strings and any(s.startswith(WEIGHT_PREFIX) for s in strings)
+
+
+def exported_from(path: Path) -> str | None:
+    """The checkpoint an exported encoder records it was written from (its ``source``, read from the archive's
+    ``data.pkl`` like :func:`is_exported_encoder`), or None where it records none that can be read so."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
+            ops = list(pickletools.genops(archive.read(name))) if name is not None else []
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    for i, (op, arg, _) in enumerate(ops):
+        if arg == "source" and op.name in STRING_OPS:  # the key; its value follows, after the memo's bookkeeping
+            value = next((o for o in ops[i + 1:] if o[0].name not in MEMO_OPS), None)
+            return value[1] if value is not None and value[0].name in STRING_OPS else None
+    return None
 
 
 def is_pretrain_summary(path: Path) -> bool:
