@@ -7,6 +7,8 @@ from pathlib import Path
 
 from monai.networks.nets import SwinUNETR
 
+from .data.datalist import read_datalist, registry_spec
+from .data.errors import DataError
 from .files import check_folder_path, work_sibling
 from .models.encoder import EncoderConfig
 from .train.checkpoint import atomic_save, list_checkpoints, load_checkpoint, lock_folder
@@ -146,15 +148,38 @@ def load_encoder_weights(model: SwinUNETR, path: str | Path, which: str | None =
     )
 
 
+def trained_modality(config: dict) -> str | None:
+    """The modality of the registry dataset (a pretraining pool) that a pretraining's ``data.source`` names, or None
+    where it names none (a folder of volumes, a json of one's own) or can no longer be read."""
+    source = (config.get("data") or {}).get("source") if isinstance(config, dict) else None
+    try:
+        spec = registry_spec(read_datalist(source)) if source and Path(source).is_file() else None
+    except DataError:
+        return None
+    return spec.modality if spec is not None else None
+
+
+def refuse_another_modality(path: str | Path, modality: str | None, spec, escape: str) -> None:
+    """Raise ValueError, naming both, when the encoder file ``path`` was pretrained on a pool of ``modality`` and the
+    registry dataset ``spec`` is of another (a PET encoder on an MRI dataset: both z-score their volumes, so the
+    normalisation does not tell them apart); ``escape`` says how to use it anyway."""
+    if modality is None or spec is None or modality == spec.modality:
+        return
+    raise ValueError(f"'{path}' was pretrained on a {modality} pool, but '{spec.name}' is {spec.modality}: an encoder "
+                     f"of another modality; give the {spec.modality} encoder, or {escape}")
+
+
 def encoder_plan(path: str | Path) -> dict:
     """What an encoder file says about the network that reads it: ``{"encoder": sizes (EncoderConfig fields,
-    token_stage included), "preprocess": the pretraining's preprocess options or None}``, from an exported
-    encoder or a pretraining checkpoint; ``ValueError`` naming the file when it records no sizes."""
+    token_stage included), "preprocess": the pretraining's preprocess options or None, "modality": that of the pool it
+    was pretrained on, or None}``, from an exported encoder or a pretraining checkpoint; ``ValueError`` naming the file
+    when it records no sizes."""
     blob = load_checkpoint(Path(path))
     if isinstance(blob, dict) and "state_dict" in blob and "encoder" in blob:
-        return {"encoder": dict(blob["encoder"]), "preprocess": blob.get("preprocess")}
+        return {"encoder": dict(blob["encoder"]), "preprocess": blob.get("preprocess"), "modality": blob.get("modality")}
     if isinstance(blob, dict) and isinstance(blob.get("config"), dict) and "encoder" in blob["config"]:
-        return {"encoder": dict(blob["config"]["encoder"]), "preprocess": blob["config"].get("preprocess")}
+        return {"encoder": dict(blob["config"]["encoder"]), "preprocess": blob["config"].get("preprocess"),
+                "modality": trained_modality(blob["config"])}
     raise ValueError(f"'{path}' records no encoder sizes (expected `s2dc export-encoder` output or a "
                      "pretraining checkpoint)")
 
@@ -202,7 +227,8 @@ def export_encoder(checkpoint: str | Path, output: str | Path, which: str = "tea
         require_finite(weights, f"the {which} encoder weights of '{checkpoint}'")
         short = {"partial": {"step": step, "steps": steps}} if step < steps else {}
         atomic_save({"state_dict": weights, "encoder": cfg.to_dict(), "preprocess": state["config"].get("preprocess"),
-                     "source": str(checkpoint), "step": step, "which": which, **short}, tmp)
+                     "modality": trained_modality(state["config"]), "source": str(checkpoint), "step": step,
+                     "which": which, **short}, tmp)
     finally:
         if lock is not None:
             lock.close()

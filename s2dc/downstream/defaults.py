@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..data.datalist import read_datalist, registry_spec
 from ..data.preprocess_config import PreprocessConfig
-from ..export import encoder_plan
+from ..export import encoder_plan, refuse_another_modality
 from ..train.finetune_config import ARCHITECTURE
 
 #: ``preprocess.*`` options that define the intensity normalisation (one set, from one source).
@@ -52,6 +52,8 @@ def fill_finetune_defaults(values: dict) -> tuple[dict, list[str]]:
         base, origin = PreprocessConfig.from_preset(spec.preset).intensity_fields(), \
             f"preset '{spec.preset}' of registry dataset {spec.name}"
         refuse_another_normalisation(init, plan, base["intensity"], origin)
+        refuse_another_modality(init, (plan or {}).get("modality"), spec,
+                                "choose the normalisation with --preprocess.intensity to fine-tune this one anyway")
     elif plan is not None and plan["preprocess"]:
         base = PreprocessConfig(**plan["preprocess"]).intensity_fields()
         origin = f"the pretraining's of '{init}' ({base['intensity']})"

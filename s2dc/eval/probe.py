@@ -46,7 +46,7 @@ from ..data.splits import refuse_training_cases_in_validation
 from ..data.volumes import LabelledCases, plain
 from ..downstream.tasks import TASKS, task_of
 from ..downstream.tasks.common import Setting
-from ..export import encoder_plan, load_encoder_weights, swinunetr_for
+from ..export import encoder_plan, load_encoder_weights, refuse_another_modality, swinunetr_for
 from ..files import atomic_write_text
 from ..models.encoder import EncoderConfig
 from ..train.device import pick_device
@@ -313,6 +313,10 @@ def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cach
             raise ValueError(f"'{source}' names dataset {doc.get('name')!r}, which the registry does not know; "
                              "give the intensity preset (--preset, `s2dc datasets` lists them)")
         preset = known.preset
+        for what in labelled.values():
+            if what not in (RANDOM, VOXELS):
+                refuse_another_modality(what, encoder_plan(what)["modality"], known,
+                                        "give the intensity preset (--preset) to probe this one anyway")
     multiple = sizes.patch_size * 16  # total downsampling of the Swin encoder
     task = TASKS[task_of(doc, source)](doc, source, SimpleNamespace(input_channel=""))
     # Crop size 1: the preprocessing pads nothing, so every voxel it returns is the image's, and the only padding
