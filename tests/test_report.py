@@ -480,10 +480,11 @@ def test_a_users_table_that_looks_like_a_curve_table_is_never_replaced(tmp_path,
         real_write(path, text)
     recorded.atomic_write_text = dies_on_the_second_table
     try:
-        run = tmp_path / "s2dc1"  # a new run: both tables change; the first is written, the second is not
-        (run / "dvclive/plots/metrics/train").mkdir(parents=True)
-        (run / "dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n10\t1.0\n20\t0.5\n")
-        files.append(write_run(run, "s2dc", 1, 0.5, name="metrics.json"))
+        for method in ("s2dc", "scratch"):  # a new seed: both tables change; the first is written, the second is not
+            run = tmp_path / f"{method}1"
+            (run / "dvclive/plots/metrics/train").mkdir(parents=True)
+            (run / "dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n10\t1.0\n20\t0.5\n")
+            files.append(write_run(run, method, 1, 0.5, name="metrics.json"))
         command = ["plots", *map(str, files), "--figures", str(figures), "--curves", str(out)]
         with pytest.raises(KeyboardInterrupt):
             main(command)
@@ -819,3 +820,21 @@ def test_a_label_ratio_that_is_no_whole_percent_is_printed_as_it_is(tmp_path):
 
     assert [ratio_text(r) for r in (0.125, 0.2, 0.29, 1.0, 0.005, 1 / 3)] == ["12.5%", "20%", "29%", "100%", "0.5%",
                                                                              "33.3333%"]
+
+
+def test_the_arms_of_one_comparison_fine_tuned_on_other_seeds_are_refused(tmp_path, capsys):
+    """Each seed draws its own training cases (split.json) and crops, so S²DC at seed 1 set beside scratch at seed 0
+    compares two draws as much as two methods: the report printed "fine-tuning: S²DC − scratch +1.47 Dice", exit 0.
+    The arms of one dataset and label ratio must hold the same seeds; the tables and the plots refuse others, naming
+    both arms' seeds and a file of each."""
+    ours = [write_run(tmp_path, "s2dc", 1, 0.5)]
+    base = [write_run(tmp_path, "scratch", s, 0.2) for s in (0,)]
+    for command in (["report", "--out", str(tmp_path / "out")],
+                    ["plots", "--figures", str(tmp_path / "out"), "--curves", str(tmp_path / "out")]):
+        assert main([*command, *map(str, ours + base)]) == 2, command
+        err = capsys.readouterr().err
+        assert "s2dc and scratch on synthetic_btcv at 10 % labels" in err and "seeds [1]" in err and "[0]" in err, err
+        assert str(ours[0]) in err and str(base[0]) in err, err
+        assert not (tmp_path / "out").exists()
+    both = [*ours, write_run(tmp_path, "s2dc", 0, 0.4), *base, write_run(tmp_path, "scratch", 1, 0.3)]
+    assert main(["report", "--out", str(tmp_path / "ok"), *map(str, both)]) == 0

@@ -135,6 +135,25 @@ def check_runs(runs: list[dict]) -> None:
             if (differ := _option_difference(arm, run)) is not None:
                 raise ValueError(f"{compared} differ in {differ}: the arms of one comparison share every option but the "
                                  "starting encoder (rerun both with the current options)")
+    _check_arm_seeds(runs)
+
+
+def _check_arm_seeds(runs: list[dict]) -> None:
+    """Raise ValueError, naming a file of each, unless the methods compared on one dataset and label ratio hold the
+    same seeds: each seed draws its own training cases and crops, so arms of other seeds compare draws, not methods."""
+    arms: dict[tuple, dict[str, list[dict]]] = {}
+    for run in runs:
+        key = (run["dataset"], run["task"], round(100 * run["label_ratio"]))
+        arms.setdefault(key, {}).setdefault(run["method"], []).append(run)
+    for (dataset, _, percent), methods in arms.items():
+        (first, a), *others = methods.items()
+        for method, b in others:
+            seeds = sorted(r["seed"] for r in a), sorted(r["seed"] for r in b)
+            if seeds[0] != seeds[1]:
+                raise ValueError(f"{first} and {method} on {dataset} at {percent} % labels were fine-tuned on other "
+                                 f"seeds ({first}: seeds {seeds[0]}, e.g. '{a[0]['_path']}'; {method}: seeds {seeds[1]}, "
+                                 f"e.g. '{b[0]['_path']}'): each seed draws its own training cases, so the arms of one "
+                                 "comparison hold the same seeds (run the missing ones, or leave the others out)")
 
 
 def _option_difference(first: dict, run: dict) -> str | None:
