@@ -110,7 +110,7 @@ def _plots(args: argparse.Namespace) -> int:
     from .report.curves import check_curves_out, curve_tables, write_curves
     from .report.effect import draw_effect, effect_table
     from .report.figures import draw_benchmark
-    from .report.tables import collect_probes, runs_frame, summarise
+    from .report.tables import check_probed_encoders, collect_probes, runs_frame, summarise
     from .report.runs import read_runs
     from .report.outputs import check_out_dir
 
@@ -118,6 +118,7 @@ def _plots(args: argparse.Namespace) -> int:
     tables = curve_tables(runs)  # every input read and every output checked before the first file is written
     probes = [Path(p) for p in args.probe]
     collect_probes(probes)
+    check_probed_encoders(runs_frame(runs), probes)
     effect = effect_table(summarise(runs_frame(runs)), probes)
     check_out_dir(Path(args.figures), "--figures")
     check_out_dir(Path(args.curves), "--curves")

@@ -838,3 +838,28 @@ def test_the_arms_of_one_comparison_fine_tuned_on_other_seeds_are_refused(tmp_pa
         assert not (tmp_path / "out").exists()
     both = [*ours, write_run(tmp_path, "s2dc", 0, 0.4), *base, write_run(tmp_path, "scratch", 1, 0.3)]
     assert main(["report", "--out", str(tmp_path / "ok"), *map(str, both)]) == 0
+
+
+def test_a_probe_of_another_encoder_than_the_runs_started_from_is_refused(tmp_path, capsys):
+    """The benchmark sets each dataset's fine-tuned S²DC runs beside the probe's s2dc row (*Does pretraining show?*),
+    but a probe result named nothing of the file it read: a probe of another encoder (an earlier export, the student,
+    another variant) given by hand as the s2dc row was reported as S²DC's frozen score, exit 0. The probe records each
+    encoder file's SHA-256, and the tables and plots refuse a row whose method's runs on that dataset started from
+    another file, naming both; a probe that records none is read as before."""
+    runs = []
+    for method, sha in (("s2dc", "a" * 64), ("scratch", None)):
+        (tmp_path / method / "dvclive/plots/metrics/train").mkdir(parents=True)
+        (tmp_path / method / "dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n1\t3.0\n")
+        runs.append(write_run(tmp_path / method, method, 0, 0.5, name="metrics.json", init_sha256=sha))
+    same, other, unknown = (tmp_path / f"{name}.json" for name in ("same", "other", "unknown"))
+    same.write_text(json.dumps(probe_doc(encoder_sha256={"s2dc": "a" * 64})))
+    other.write_text(json.dumps(probe_doc(encoder_sha256={"s2dc": "b" * 64})))
+    unknown.write_text(json.dumps(probe_doc()))
+    for probe in (same, unknown):
+        assert main(["report", "--out", str(tmp_path / probe.stem), *map(str, runs), "--probe", str(probe)]) == 0
+    for command in (["report", "--out", str(tmp_path / "out")],
+                    ["plots", "--figures", str(tmp_path / "out"), "--curves", str(tmp_path / "out")]):
+        assert main([*command, *map(str, runs), "--probe", str(other)]) == 2, command
+        err = capsys.readouterr().err
+        assert f"'{other}'" in err and f"'{runs[0]}'" in err and "s2dc" in err, err
+        assert not (tmp_path / "out").exists()

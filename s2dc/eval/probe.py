@@ -47,7 +47,7 @@ from ..data.volumes import LabelledCases, plain
 from ..downstream.tasks import TASKS, task_of
 from ..downstream.tasks.common import Setting
 from ..export import encoder_plan, load_encoder_weights, refuse_another_modality, swinunetr_for
-from ..files import atomic_write_text
+from ..files import atomic_write_text, file_sha256
 from ..models.encoder import EncoderConfig
 from ..train.device import pick_device
 from ..train.optim import EagerLBFGS
@@ -256,7 +256,9 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
     return {"source": str(source), "dataset": data.dataset, "task": task.name,
             "metric": metric, "stage": stage, "stride": stride, "classes": [n for n in names if n],
             f"train_{unit}": int(len(y["training"])), f"val_{unit}": int(len(y["validation"])), "val_cases": cases,
-            "resamples": RESAMPLES, "encoders": results}
+            "resamples": RESAMPLES, "encoders": results,
+            # which file each row read: the tables set it beside the runs fine-tuned from that very file
+            "encoder_sha256": {name: file_sha256(what) for name, what in labelled.items() if what not in (RANDOM, VOXELS)}}
 
 
 def check_seed(seed: int) -> None:

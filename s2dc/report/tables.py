@@ -226,6 +226,26 @@ def collect_probes(probe_files: list[Path]) -> pd.DataFrame:
                                        "organ_recall", *STRUCTURE])
 
 
+def check_probed_encoders(runs: pd.DataFrame, probe_files: list[Path]) -> None:
+    """Raise ValueError, naming both files, if a probe result's row of a method (``s2dc``, a variant) read another
+    encoder file than the one that method's runs on that dataset started from (by the SHA-256 both record; a file
+    that records none is not compared): the frozen and the fine-tuned protocol of one table read one encoder."""
+    started = {}
+    for row in runs.itertuples():
+        sha = json.loads(Path(row.path).read_text()).get("init_sha256")
+        if sha:
+            started.setdefault((row.dataset, row.method), (sha, row.path))
+    for path in probe_files:
+        p = json.loads(Path(path).read_text())
+        for name, sha in (p.get("encoder_sha256") or {}).items():
+            sha_run, run = started.get((p.get("dataset"), name), (sha, None))
+            if sha != sha_run:
+                raise ValueError(f"the {name} row of probe result '{path}' read another encoder file (SHA-256 "
+                                 f"{str(sha)[:12]}…) than the {name} runs on {p.get('dataset')} started from ('{run}': "
+                                 f"{sha_run[:12]}…): the frozen and the fine-tuned protocol of one table read one "
+                                 "encoder; probe the runs' encoder again")
+
+
 def probe_markdown(probes: pd.DataFrame) -> str:
     """The frozen-encoder protocol as a Markdown table (balanced accuracy %, or R², of a linear model, ± its
     bootstrap standard error over the validation cases where the probe gives one)."""
@@ -297,6 +317,7 @@ def write_report(metric_files: list[Path], out_dir: Path, probe_files: list[Path
     runs = collect(metric_files)
     table, means = summarise(runs), averages(runs)
     probes = collect_probes(list(probe_files))
+    check_probed_encoders(runs, list(probe_files))
     text, nested = markdown(table) + "\n" + averages_markdown(means), nested_metrics(table)
     nested["averages"] = nested_averages(means)
     if len(probes):
@@ -465,6 +486,7 @@ def write_ablation(metric_files: list[Path], terms: dict[str, str], out_dir: Pat
     ``out_dir``; ``probe_files`` (``s2dc probe`` of every variant's encoder) add the frozen-encoder table."""
     table = ablation_table(metric_files, terms)
     probes = collect_probes(list(probe_files))
+    check_probed_encoders(collect(metric_files), list(probe_files))
     nested = {d: {"variants": {r.method: {"mean": round(r.mean, 4), "std": _round(r.std), "seeds": int(r.seeds)}
                                for r in table[table.dataset == d].itertuples()},
                   "ordering": _finite(ordering(table, d))} for d in sorted(table.dataset.unique())}
