@@ -572,6 +572,34 @@ def test_lock_recovery_removes_the_locks_of_a_dead_run_alone(tmp_path):
     assert sorted(p.name for p in locks.iterdir()) == ["0.input.lock", "0.output.lock", f"s2dc-owner-{host}-{os.getpid()}"]
 
 
+def test_a_run_that_ends_keeps_the_locks_of_a_run_still_alive(tmp_path):
+    """Snakemake, when a run ends, removed the whole lock folder, the locks of another live run included: `dvc repro`
+    during a `snakemake` ran its data stage (`snakemake data`, nothing to do), which unlocked the running Snakemake,
+    and its benchmark stage then started the running one's jobs beside them (exit 0; the first run failed on a
+    fine-tuning folder the other held). A run that ends now removes its own lock files and record only; `snakemake
+    --unlock` still removes every lock."""
+    import socket
+
+    locks = tmp_path / ".snakemake" / "locks"
+    locks.mkdir(parents=True)
+    host = socket.gethostname()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        for kind in ("input", "output"):
+            (locks / f"0.{kind}.lock").write_text(f"{tmp_path}/elsewhere\n")
+        (locks / f"s2dc-owner-{host}-{live.pid}").write_text(f"{host} {live.pid} 0.input.lock 0.output.lock\n")
+        run = snakemake(tmp_path, "--cores", "1", "--config", "scale=smoke", "--", "resources/smoke/btcv/dataset.json")
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert sorted(p.name for p in locks.iterdir()) == ["0.input.lock", "0.output.lock",
+                                                            f"s2dc-owner-{host}-{live.pid}"]
+        unlock = snakemake(tmp_path, "--unlock", "--config", "scale=smoke")
+        assert unlock.returncode == 0, unlock.stderr[-3000:]
+        assert not locks.exists() or not any(locks.iterdir())
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_lock_recovery_keeps_the_locks_of_a_dead_run_whose_jobs_still_run(tmp_path, caplog):
     """`kill -9` of Snakemake alone leaves the jobs it started running. Its locks were removed all the same, so the
     rerun (after an option changed) started the same job again beside the survivor: a pretraining of other options in

@@ -8,9 +8,13 @@
 # running: each job carries its run's mark in its environment (RUN_MARK), and while a process with a dead run's mark
 # still runs (Linux: /proc), that run's locks stay and the next run stops, naming the process. Rerun beside it (after
 # an option changed), the survivor writes the outputs the new job writes (an encoder, a probe result), and the last to
-# finish is taken for the new one. (Snakemake itself, when a run ends normally, removes the whole lock folder, the
-# locks of other runs in this folder included: run two Snakemakes on one folder only for disjoint targets.)
+# finish is taken for the new one. Snakemake itself, when a run ends, removes the whole lock folder, the locks of
+# other live runs included (a `dvc repro` whose `snakemake data` found nothing to do unlocked a running Snakemake,
+# and its next stage started that run's jobs again beside them): here a run that ends removes its own lock files and
+# record only (`snakemake --unlock` still removes every lock).
 import socket
+
+from snakemake.persistence.file import FilePersistence
 
 LOCK_DIR = Path(".snakemake") / "locks"
 OWNER = "s2dc-owner-"
@@ -58,7 +62,24 @@ def jobs_of_run(host: str, pid: int) -> list[str]:
     return found
 
 
+def delete_own_locks(self) -> None:
+    """FilePersistence._delete_locks at the end of this run: its own lock files and record, then the lock folder
+    only if nothing else is left in it (Snakemake's removes the whole folder)."""
+    for lockfile in self._lockfile.values():
+        Path(lockfile).unlink(missing_ok=True)
+    self._lockfile.clear()
+    (LOCK_DIR / f"{OWNER}{socket.gethostname()}-{os.getpid()}").unlink(missing_ok=True)
+    try:
+        Path(self._lockdir).rmdir()
+    except OSError:
+        pass  # another run's locks (or nothing: already gone)
+
+
 if workflow.is_main_process:
+    if not hasattr(FilePersistence, "s2dc_delete_every_lock"):  # once per process (tests parse many times)
+        FilePersistence.s2dc_delete_every_lock = FilePersistence._delete_locks
+        FilePersistence._delete_locks = delete_own_locks
+        FilePersistence.cleanup_locks = lambda self: self.s2dc_delete_every_lock()  # --unlock: every lock
     for record, host, pid, names in lock_owners():
         if process_is_gone(host, pid):
             alive = jobs_of_run(host, pid)
