@@ -863,3 +863,23 @@ def test_a_probe_of_another_encoder_than_the_runs_started_from_is_refused(tmp_pa
         err = capsys.readouterr().err
         assert f"'{other}'" in err and f"'{runs[0]}'" in err and "s2dc" in err, err
         assert not (tmp_path / "out").exists()
+
+
+def test_a_runs_metrics_edited_after_the_run_wrote_them_are_refused(tmp_path, capsys):
+    """A run's metrics.json edited by hand (its score raised to 99) is newer than its inputs, so Snakemake kept it and
+    the tables printed 99.00 as the run's result, exit 0. A run records the checksum of what it wrote
+    (``result_sha256``); the tables and plots refuse a file whose content no longer matches it, naming the file. A
+    file that records none is read as before."""
+    from s2dc.train.outputs import result_sha256
+
+    doc = json.loads(write_run(tmp_path, "s2dc", 0, 0.5).read_text())
+    ours = tmp_path / "ours.json"
+    ours.write_text(json.dumps({**doc, "result_sha256": result_sha256(doc)}))
+    assert main(["report", "--out", str(tmp_path / "ok"), str(ours)]) == 0
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps({**json.loads(ours.read_text()), "score": {**doc["score"], "value": 99.0}}))
+    for command in (["report", "--out", str(tmp_path / "out")],
+                    ["plots", "--figures", str(tmp_path / "out"), "--curves", str(tmp_path / "out")]):
+        assert main([*command, str(edited)]) == 2, command
+        err = capsys.readouterr().err
+        assert f"'{edited}'" in err and "result_sha256" in err, err

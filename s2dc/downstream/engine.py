@@ -67,6 +67,7 @@ from ..train.identity import (
 )
 from ..train.live import MetricLog, Progress
 from ..train.optim import EagerAdamW
+from ..train.outputs import result_sha256
 from ..train.precision import autocast_for, precision_for
 from ..train.schedule import warmup_cosine
 from ..train.seeding import step_generator, step_seed
@@ -474,6 +475,7 @@ class Finetuner:
             "train_loss_first_last": [first_loss, metrics["loss"]],
             "seconds": time.perf_counter() - self.started,
         }
+        result["result_sha256"] = result_sha256(result)  # the tables refuse the file edited after this
         _atomic_json(result, self.out / "metrics.json")
         shutil.rmtree(self.ckpt_dir, ignore_errors=True)  # model.pt is the result; a finished run is not resumed
         return result

@@ -4,6 +4,8 @@ curves, a fine-tuning metrics.json."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pickletools
 import zipfile
 from pathlib import Path
@@ -49,6 +51,13 @@ def exported_from(path: Path) -> str | None:
             value = next((o for o in ops[i + 1:] if o[0].name not in MEMO_OPS), None)
             return value[1] if value is not None and value[0].name in STRING_OPS else None
     return None
+
+
+def result_sha256(doc: dict) -> str:
+    """The checksum a fine-tuning run records of the metrics.json it writes (``result_sha256``): of every other key,
+    as canonical JSON, so that the tables tell the run's file from one edited after it."""
+    body = {k: v for k, v in doc.items() if k != "result_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def is_pretrain_summary(path: Path) -> bool:
