@@ -400,6 +400,21 @@ def _refuse_an_encoder_from_elsewhere(path: Path) -> None:
             "was run)")
 
 
+def processes_marked(mark: str) -> list[str]:
+    """'pid N (command)' of each process of this machine but this one whose environment holds ``mark``
+    ('NAME=value'; workflow/rules/recovery.smk: the jobs of a Snakemake run); none where /proc cannot tell."""
+    mark_bytes, found = mark.encode(), []
+    for entry in sorted(Path("/proc").glob("[0-9]*"), key=lambda p: int(p.name)):
+        try:
+            if mark_bytes not in (entry / "environ").read_bytes().split(b"\0") or int(entry.name) == os.getpid():
+                continue
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, ValueError):
+            continue  # ended meanwhile, or another user's
+        found.append(f"pid {entry.name} ({command[:120]})")
+    return found
+
+
 def check_job_outputs(config: dict) -> None:
     """Raise :class:`ForeignOutputError`, naming the file, if a job's output under results/<scale>/ holds a file that
     s2dc did not write there (or, for a recorded table, changed since): notes named benchmark.md or probe/btcv.md, a

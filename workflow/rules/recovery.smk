@@ -47,19 +47,8 @@ def process_is_gone(host: str, pid: int) -> bool:
 
 
 def jobs_of_run(host: str, pid: int) -> list[str]:
-    """'pid (command)' of each process of this host whose environment carries the mark of run ``pid`` (jobs it
-    started, and what they started); none where /proc cannot tell."""
-    mark = f"{RUN_MARK}={host}-{pid}".encode()
-    found = []
-    for entry in sorted(Path("/proc").glob("[0-9]*"), key=lambda p: int(p.name)):
-        try:
-            if mark not in (entry / "environ").read_bytes().split(b"\0") or int(entry.name) == os.getpid():
-                continue
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except (OSError, ValueError):
-            continue  # ended meanwhile, or another user's
-        found.append(f"pid {entry.name} ({command[:120]})")
-    return found
+    """'pid N (command)' of each process of this host started by run ``pid`` (its mark in their environment)."""
+    return checks.processes_marked(f"{RUN_MARK}={host}-{pid}")
 
 
 def delete_own_locks(self) -> None:
