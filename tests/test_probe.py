@@ -728,3 +728,34 @@ def test_an_earlier_probe_results_table_is_recognised_by_the_checksum_it_records
     out.with_suffix(".md").write_text(old_table + "my notes\n")
     with pytest.raises(ValueError, match="is not the table of the probe result"):
         check_probe_out(out, tmp_path / "d.json")
+
+
+def test_a_probe_killed_between_its_two_files_leaves_no_pair_that_the_next_run_refuses(tmp_path, monkeypatch):
+    """`s2dc probe --out` writes the result, then its table. Killed between the two over an earlier result, it left the
+    new result beside the old table, whose checksum the new result does not record: the next run refused the table as
+    "edited, or notes of one's own" (it was the probe's own). The earlier table goes first, so a run killed there
+    leaves the new result alone, and the same command again writes both."""
+    from s2dc.eval import probe as probe_module
+    from s2dc.eval.outputs import check_probe_out, is_table_of
+
+    def result(score):
+        return {"source": str(tmp_path / "d.json"), "metric": "balanced accuracy", "stage": 2, "classes": ["a"],
+                "val_cases": 1, "resamples": 1,
+                "encoders": {"e": {"balanced_accuracy": score, "se": None, "recall": {"a": score}, "versus": {}}}}
+
+    out = tmp_path / "probe" / "btcv.json"
+    probe_module.write_probe(result(0.5), out)
+    real = probe_module.atomic_write_text
+
+    def killed_at_the_table(path, text):
+        if str(path).endswith(".md"):
+            raise KeyboardInterrupt
+        real(path, text)
+
+    monkeypatch.setattr(probe_module, "atomic_write_text", killed_at_the_table)
+    with pytest.raises(KeyboardInterrupt):
+        probe_module.write_probe(result(0.75), out)
+    monkeypatch.setattr(probe_module, "atomic_write_text", real)
+    check_probe_out(out, tmp_path / "d.json")  # the same command again is not refused
+    probe_module.write_probe(result(0.75), out)
+    assert is_table_of(out.with_suffix(".md"), out)

@@ -525,6 +525,9 @@ def write_probe(result: dict, out: str | Path) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table = markdown(result) + "\n"
+    # the earlier table (checked to be the earlier result's) goes first: killed between the two writes, a run leaves
+    # the new result alone, never beside a table whose checksum it does not record (refused as a user's next time)
+    out.with_suffix(".md").unlink(missing_ok=True)
     # the table's checksum beside the result: a later run tells its own table from notes put in its place
     atomic_write_text(out, json.dumps({**result, "table_sha256": table_sha256(table)}, indent=2,
                                       allow_nan=False))  # a NaN is a bug here, not a score
