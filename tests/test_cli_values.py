@@ -6,29 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 import yaml
 
 from s2dc.cli import main
-from s2dc.data.synthetic import write_dataset
-from s2dc.export import swinunetr_for
-from s2dc.models.encoder import EncoderConfig
 
 from conftest import TINY, TINY_FT, write_boxes, write_pool
+from test_figures import twin_and_encoder  # noqa: F401 - a fixture: the tiny BTCV twin and a random encoder
 from test_report import write_run
-
-SIZES = EncoderConfig(feature_size=12, num_heads=(1, 2, 3, 4), window_size=4)
-
-
-@pytest.fixture(scope="module")
-def twin_and_encoder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli-values")
-    source = write_dataset(root / "btcv", "btcv", cases=4, seed=3, shape=(64, 64, 32), val_fraction=0.5)
-    torch.manual_seed(5)
-    encoder = root / "enc.pt"
-    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in swinunetr_for(SIZES).swinViT.state_dict().items()},
-                "encoder": SIZES.to_dict()}, encoder)
-    return source, encoder
 
 
 def refused(capsys, *named: str) -> str:
