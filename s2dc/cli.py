@@ -9,19 +9,19 @@ import sys
 from pathlib import Path
 
 
-def _path(text: str) -> str:
-    """argparse ``type`` of a path option: an empty string (an unset shell variable) is refused, naming the option,
-    instead of read as '.', where a command wrote its outputs into, or read its inputs from, the working folder."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"expected a path, got {text!r}")
-    return text
+def _non_blank(kind: str):
+    """argparse ``type`` of a ``kind`` option ("path", "name"): an empty or blank string (an unset shell variable) is
+    refused, naming the option, instead of read as '.', where a command wrote its outputs into, or read its inputs
+    from, the working folder (or named a study '')."""
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"expected a {kind}, got {text!r}")
+        return text
+    return parse
 
 
-def _name(text: str) -> str:
-    """argparse ``type`` of a name option (``sweep --study``): an empty or blank name is refused, naming the option."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"expected a name, got {text!r}")
-    return text
+_path = _non_blank("path")
+_name = _non_blank("name")
 
 
 def _pretrain(args: argparse.Namespace) -> int:

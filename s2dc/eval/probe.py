@@ -304,8 +304,9 @@ def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cach
     segmentation dataset's cases with its names under ``"<role>_labels"`` in the json (a twin's ``anatomy``)."""
     if not 0 <= stage <= 4:
         raise ValueError(f"--stage must be in 0..4 (0 = patch embedding, 4 = last Swin stage), got {stage}")
-    first = next(e for e in labelled.values() if e not in (RANDOM, VOXELS))
-    sizes = encoder_sizes(first)
+    plans = {what: encoder_plan(what) for what in labelled.values() if what not in (RANDOM, VOXELS)}
+    first = next(iter(plans))
+    sizes = EncoderConfig.recorded(plans[first]["encoder"], f"the encoder sizes of '{first}'")
     device = pick_device(device, key="--device")
     stride = sizes.patch_size * 2**stage
     doc = read_datalist(source)
@@ -315,10 +316,9 @@ def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cach
             raise ValueError(f"'{source}' names dataset {doc.get('name')!r}, which the registry does not know; "
                              "give the intensity preset (--preset, `s2dc datasets` lists them)")
         preset = known.preset
-        for what in labelled.values():
-            if what not in (RANDOM, VOXELS):
-                refuse_another_modality(what, encoder_plan(what)["modality"], known,
-                                        "give the intensity preset (--preset) to probe this one anyway")
+        for what, plan in plans.items():
+            refuse_another_modality(what, plan["modality"], known,
+                                    "give the intensity preset (--preset) to probe this one anyway")
     multiple = sizes.patch_size * 16  # total downsampling of the Swin encoder
     task = TASKS[task_of(doc, source)](doc, source, SimpleNamespace(input_channel=""))
     # Crop size 1: the preprocessing pads nothing, so every voxel it returns is the image's, and the only padding

@@ -23,29 +23,31 @@ SUMMARY_KEYS = {"steps", "losses_this_run", "checkpoint"}
 FINETUNE_KEYS = {"method", "label_ratio", "seed", "train_cases", "steps"}
 
 
-def is_exported_encoder(path: Path) -> bool:
-    """Is ``path`` a torch.save archive whose pickle names every key of :data:`ENCODER_KEYS` and a ``swinViT.*``
-    weight (read from the archive's small ``data.pkl``, the weights themselves untouched)?"""
+def _pickle_ops(path: Path) -> list | None:
+    """The opcodes of a torch.save archive's small ``data.pkl`` (the weights themselves untouched), or None where
+    ``path`` is not such an archive (not a zip, unreadable, no ``data.pkl``, a damaged pickle)."""
     try:
         with zipfile.ZipFile(path) as archive:
             name = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
-            if name is None:
-                return False
-            strings = {arg for op, arg, _ in pickletools.genops(archive.read(name)) if isinstance(arg, str)}
-    except (zipfile.BadZipFile, OSError, ValueError):  # not a zip, unreadable, or a damaged pickle
+            return list(pickletools.genops(archive.read(name))) if name is not None else None
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+
+
+def is_exported_encoder(path: Path) -> bool:
+    """Is ``path`` a torch.save archive whose pickle names every key of :data:`ENCODER_KEYS` and a ``swinViT.*``
+    weight?"""
+    ops = _pickle_ops(path)
+    if ops is None:
         return False
+    strings = {arg for _, arg, _ in ops if isinstance(arg, str)}
     return ENCODER_KEYS <= strings and any(s.startswith(WEIGHT_PREFIX) for s in strings)
 
 
 def exported_from(path: Path) -> str | None:
-    """The checkpoint an exported encoder records it was written from (its ``source``, read from the archive's
-    ``data.pkl`` like :func:`is_exported_encoder`), or None where it records none that can be read so."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            name = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
-            ops = list(pickletools.genops(archive.read(name))) if name is not None else []
-    except (zipfile.BadZipFile, OSError, ValueError):
-        return None
+    """The checkpoint an exported encoder records it was written from (its ``source``), or None where it records
+    none that can be read from its pickle."""
+    ops = _pickle_ops(path) or []
     for i, (op, arg, _) in enumerate(ops):
         if arg == "source" and op.name in STRING_OPS:  # the key; its value follows, after the memo's bookkeeping
             value = next((o for o in ops[i + 1:] if o[0].name not in MEMO_OPS), None)
