@@ -267,6 +267,54 @@ def test_autopet_refusals(tmp_path):
         autopet.convert(raw, tmp_path / "out")
 
 
+def autopet3_release(raw: Path) -> dict[str, str]:
+    """autoPET III's nnU-Net layout: FDG studies of three patients (one with two) and a PSMA study; returns the FDG
+    study ids -> patient."""
+    studies = {}
+    for case in ("fdg_0011f3deaf_03-23-2003-NA-PET-CT Ganzkoerper  primaer mit KM-10445",
+                 "fdg_01140d52d8_08-13-2005-NA-PET-CT-1", "fdg_01140d52d8_11-02-2006-NA-PET-CT-2",
+                 "fdg_0223010e46_01-01-2010-NA-PET-CT-3", "psma_00bfa3e7eb4a1fbd_2012-04-11"):
+        nifti(raw / "imagesTr" / f"{case}_0000.nii.gz")  # CT
+        nifti(raw / "imagesTr" / f"{case}_0001.nii.gz")  # SUV
+        nifti(raw / "labelsTr" / f"{case}.nii.gz")
+        if case.startswith("fdg_"):
+            studies[case] = "_".join(case.split("_")[:2])
+    (raw / "dataset.json").write_text('{"channel_names": {"0": "CT", "1": "PET"}}')
+    return studies
+
+
+def test_autopet_reads_autopet3s_nnunet_layout_fdg_studies_only(tmp_path):
+    """autoPET III (and IV) ship nnU-Net's layout: imagesTr/<case>_0000 (CT) and _0001 (SUV), labelsTr/<case>; the
+    SUV and the label of each FDG study are listed (PSMA is another tracer), a patient's studies on one side."""
+    raw = tmp_path / "autopet3"
+    studies = autopet3_release(raw)
+    path = autopet.convert(raw, tmp_path / "out")
+    doc, entries = load(path)
+    assert set(entries) == set(studies)
+    for case, entry in entries.items():
+        assert resolved(path, entry["image"]) == (raw / "imagesTr" / f"{case}_0001.nii.gz").resolve()
+        assert resolved(path, entry["label"]) == (raw / "labelsTr" / f"{case}.nii.gz").resolve()
+    train, val = sides(doc, lambda i: studies[i])
+    assert train and val and not train & val
+
+
+def test_autopet3_refusals(tmp_path):
+    raw = tmp_path / "autopet3"
+    autopet3_release(raw)
+    case = "fdg_0223010e46_01-01-2010-NA-PET-CT-3"
+    suv = raw / "imagesTr" / f"{case}_0001.nii.gz"
+    suv.unlink()
+    with pytest.raises(DataError, match=rf"'{case}_0001\.nii\.gz'.*SUV"):
+        autopet.convert(raw, tmp_path / "out")
+    nifti(suv, shape=(6, 6, 5))
+    with pytest.raises(DataError, match=r"has shape \(6, 6, 6\).*\(6, 6, 5\)"):
+        autopet.convert(raw, tmp_path / "out")
+    for label in (raw / "labelsTr").glob("fdg_*"):
+        label.unlink()
+    with pytest.raises(DataError, match=r"no FDG study.*psma"):
+        autopet.convert(raw, tmp_path / "out")
+
+
 # ---------------------------------------------------------------- ADNI
 
 ADNIMERGE = [  # PTID, VISCODE, DX_bl

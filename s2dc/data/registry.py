@@ -350,9 +350,16 @@ FDG-PET-CT-Lesions/
     <study date folder>/
       SUV.nii.gz  CTres.nii.gz  CT.nii.gz  PET.nii.gz  SEG.nii.gz   (SEG: 1 lesion)
   fdg_metadata.csv
+or autoPET III/IV's nnU-Net layout (FDG studies read, PSMA left out):
+imagesTr/
+  fdg_0011f3deaf_<study>_0000.nii.gz   (CT, on the PET grid)
+  fdg_0011f3deaf_<study>_0001.nii.gz   (SUV)
+labelsTr/
+  fdg_0011f3deaf_<study>.nii.gz        (1 lesion)
 """,
         layout_source="Gatidis et al., Sci Data 2022 (doi 10.1038/s41597-022-01718-3); lab-midas/TCIA_processing "
-                      "tcia_dicom_to_nifti.py",
+                      "tcia_dicom_to_nifti.py; autoPET III's nnU-Net layout: the challenge's PSMA converter README "
+                      "(imagesTr <case>_0000 CT, _0001 SUV; labelsTr) and nnU-Net's Dataset221_AutoPETII_2023.py",
         paper=(PaperScore("s2dc", 1.0, 46.47, "poster Table 2"),
                PaperScore("lg", 1.0, 45.72, "poster Table 2"),
                PaperScore("lg_p2p", 1.0, 45.85, "poster Table 2"),
