@@ -596,6 +596,36 @@ def test_interrupted_checkpoint_writes_leave_no_temp_files(tiny_config, pool, tm
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_00000002.pt"]
 
 
+def test_a_full_disk_while_checkpointing_is_an_error_naming_the_file(tiny_config, pool, tmp_path, capsys, monkeypatch):
+    """torch.save reports a write that fails (a full disk) as a bare RuntimeError ("unexpected pos N vs M"): the run
+    stops with a message naming the checkpoint and the disk's error, no traceback, and leaves no temporary file; a
+    rerun with room completes."""
+    import errno
+    import io
+    import os
+
+    real_fdopen = os.fdopen
+
+    class FullDisk(io.FileIO):
+        def write(self, data):
+            if self.tell() + len(memoryview(data).cast("B")) > 4096:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(data)
+
+    def fdopen(fd, mode="r", *args, **kwargs):
+        return FullDisk(fd, "wb") if mode == "wb" else real_fdopen(fd, mode, *args, **kwargs)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2") == 2
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "step_00000002.pt" in err and "unexpected pos" not in err, err
+    assert list((out / "checkpoints").iterdir()) == []
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2") == 0
+    assert checkpoints(out) == ["step_00000002.pt"]
+
+
 # --------------------------------------------------------------------------- 8. half-precision L_p2p
 
 

@@ -26,7 +26,12 @@ def atomic_save(obj, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            try:
+                torch.save(obj, f)
+            except RuntimeError as err:  # torch reports the file's OSError (a full disk) as "unexpected pos N vs M"
+                if not isinstance(err.__context__, OSError):
+                    raise
+                raise OSError(err.__context__.errno, err.__context__.strerror, str(path)) from err
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
