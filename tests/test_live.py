@@ -75,3 +75,42 @@ def test_a_resume_killed_while_cutting_the_curves_back_leaves_them_whole(tmp_pat
     monkeypatch.undo()
     assert curve.read_text() == before
     assert [p.name for p in curve.parent.iterdir()] == ["loss.tsv"]
+
+
+def test_a_row_cut_off_by_a_full_disk_is_never_appended_to_on_resume(tmp_path, monkeypatch):
+    """A full disk can cut a row short ("1" of "12\t..."): the run fails, and its resume from the checkpoint at step 10
+    drops that stub with the rows after 10, as it drops a header cut short, instead of appending step 11 to it (a
+    curve with a step 111 and none at 11)."""
+    import builtins
+    import errno
+
+    import s2dc.train.live as live
+
+    folder = tmp_path / "live"
+    log = MetricLog(folder)
+    for step in range(1, 12):
+        log.log(step, {"train/loss": step / 100})
+    real_open = builtins.open
+
+    def cut_short(path, mode="r", *args, **kwargs):
+        with real_open(path, mode, *args, **kwargs) as handle:
+            handle.write("1" if path.name == "loss.tsv" else "step\tlo")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(live, "open", cut_short, raising=False)
+    for name, value in (("train/loss", 0.12), ("val/dice", 0.5)):
+        with pytest.raises(OSError):
+            log.log(12, {name: value})
+    monkeypatch.undo()
+    curves = folder / "plots/metrics"
+    assert (curves / "train/loss.tsv").read_text().endswith("\n11\t0.11\n1")  # the stub the failed write left
+    assert (curves / "val/dice.tsv").read_text() == "step\tlo"
+
+    resumed = MetricLog(folder, resume_step=10)
+    resumed.log(11, {"train/loss": 0.5, "val/dice": 0.25})
+    resumed.close()
+    rows = (curves / "train/loss.tsv").read_text().splitlines()
+    assert rows[0] == "step\tloss" and [int(r.split("\t")[0]) for r in rows[1:]] == list(range(1, 12))
+    assert rows[-1] == "11\t0.5"
+    assert (curves / "val/dice.tsv").read_text() == "step\tdice\n11\t0.25\n"
+

@@ -80,7 +80,11 @@ def truncate_history(folder: Path, step: int) -> None:
         lines = tsv.read_text().splitlines(keepends=True)
         if not lines or not lines[0].startswith("step\t"):
             continue
-        kept = [lines[0]] + [row for row in lines[1:] if int(row.split("\t", 1)[0]) <= step]
+        if not lines[0].endswith("\n"):  # a header cut off by a failed write (a full disk): the log writes it anew
+            tsv.unlink()
+            continue
+        # a row cut off by a failed write goes too: the next row would be appended to it ("1" + "11\t..." = step 111)
+        kept = [lines[0]] + [row for row in lines[1:] if row.endswith("\n") and int(row.split("\t", 1)[0]) <= step]
         if len(kept) != len(lines):
             atomic_write_text(tsv, "".join(kept))  # a kill mid-write must not leave a cut-off curve
 
