@@ -114,3 +114,30 @@ def test_a_row_cut_off_by_a_full_disk_is_never_appended_to_on_resume(tmp_path, m
     assert rows[-1] == "11\t0.5"
     assert (curves / "val/dice.tsv").read_text() == "step\tdice\n11\t0.25\n"
 
+
+def test_a_summary_that_fails_to_write_leaves_the_earlier_one_and_no_partial_file(tmp_path, monkeypatch):
+    """metrics.json is written through the project's atomic writer: a full disk part-way through leaves the earlier
+    summary and no temporary file beside it."""
+    import errno
+    from pathlib import Path
+
+    folder = tmp_path / "live"
+    log = MetricLog(folder)
+    log.log(1, {"train/loss": 0.5})
+    log.close()
+    before = (folder / "metrics.json").read_text()
+
+    def half_then_full(self, data, *args, **kwargs):
+        with open(self, "wb" if isinstance(data, bytes) else "w") as handle:
+            handle.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    log = MetricLog(folder, resume_step=1)
+    log.log(2, {"train/loss": 0.25})
+    monkeypatch.setattr(Path, "write_text", half_then_full)
+    monkeypatch.setattr(Path, "write_bytes", half_then_full)
+    with pytest.raises(OSError):
+        log.close()
+    monkeypatch.undo()
+    assert (folder / "metrics.json").read_text() == before
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.json", "plots"]

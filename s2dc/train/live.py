@@ -69,9 +69,7 @@ class MetricLog:
             return
         self.summary.pop("step", None)
         self.summary["step"] = self.step  # last, as DVCLive writes it
-        partial = self.summary_file.with_name(self.summary_file.name + ".partial")
-        partial.write_text(json.dumps(self.summary, indent=4) + "\n", encoding="utf-8")
-        os.replace(partial, self.summary_file)
+        atomic_write_text(self.summary_file, json.dumps(self.summary, indent=4) + "\n")
 
 
 def truncate_history(folder: Path, step: int) -> None:
