@@ -626,6 +626,31 @@ def test_a_full_disk_while_checkpointing_is_an_error_naming_the_file(tiny_config
     assert checkpoints(out) == ["step_00000002.pt"]
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), SystemExit(143)])
+def test_a_checkpoint_write_stopped_by_a_signal_stops_as_the_signal_says(tmp_path, monkeypatch, stop):
+    """Ctrl-C or SIGTERM (exit 143, s2dc.cli.entry) arriving while torch.save writes stops the run as that signal,
+    not as torch's RuntimeError ("unexpected pos"), and leaves no temporary file."""
+    import io
+    import os
+
+    from s2dc.train.checkpoint import atomic_save
+
+    real_fdopen = os.fdopen
+
+    class Stopped(io.FileIO):
+        def write(self, data):
+            if self.tell() > 1000:
+                raise stop
+            return super().write(data)
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode="r", *a, **k: Stopped(fd, "wb") if mode == "wb"
+                        else real_fdopen(fd, mode, *a, **k))
+    with pytest.raises(type(stop)) as raised:
+        atomic_save({"w": torch.zeros(100_000)}, tmp_path / "step_00000001.pt")
+    assert raised.value is stop
+    assert list(tmp_path.iterdir()) == []
+
+
 # --------------------------------------------------------------------------- 8. half-precision L_p2p
 
 

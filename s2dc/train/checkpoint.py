@@ -28,10 +28,12 @@ def atomic_save(obj, path: Path) -> None:
         with os.fdopen(fd, "wb") as f:
             try:
                 torch.save(obj, f)
-            except RuntimeError as err:  # torch reports the file's OSError (a full disk) as "unexpected pos N vs M"
+            except RuntimeError as err:  # torch reports what stopped a write as "unexpected pos N vs M"
+                if isinstance(err.__context__, (KeyboardInterrupt, SystemExit)):  # Ctrl-C, SIGTERM (s2dc.cli.entry)
+                    raise err.__context__ from None
                 if not isinstance(err.__context__, OSError):
                     raise
-                raise OSError(err.__context__.errno, err.__context__.strerror, str(path)) from err
+                raise OSError(err.__context__.errno, err.__context__.strerror, str(path)) from err  # a full disk
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
