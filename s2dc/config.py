@@ -168,3 +168,11 @@ def values_from_args(args: argparse.Namespace) -> dict:
                 value = None
             values.setdefault(section, {})[name] = value
     return values
+
+
+def check_warmup(section: str, warmup_steps: int, steps: int) -> None:
+    """Refuse a warm-up as long as the run or longer: the learning rate would never reach its peak (nor decay)."""
+    if warmup_steps >= steps:
+        raise ValueError(f"{section}.warmup_steps ({warmup_steps}) must be less than {section}.steps ({steps}): "
+                         f"a warm-up as long as the run never reaches the peak learning rate; lower "
+                         f"{section}.warmup_steps or raise {section}.steps")

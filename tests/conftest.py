@@ -57,7 +57,7 @@ TINY = {
     "views": {"roi_size": [64, 64, 32], "grid": 2},
     "head": {"hidden_dim": 64, "embed_dim": 32},
     "loss": {"queue_size": 8},
-    "optim": {"steps": 6, "warmup_steps": 2, "lr": 1e-3},
+    "optim": {"steps": 6, "warmup_steps": 0, "lr": 1e-3},  # no warm-up: tests run it for one step
     "run": {"checkpoint_every": 3, "keep_last": 10, "log_every": 1, "progress": False},
     "data": {"workers": 0},
 }
@@ -107,7 +107,7 @@ MODEL = {"feature_size": 12, "num_heads": [1, 2, 3, 4], "window_size": 4}
 TINY_FT = {
     "model": MODEL,
     "train": {"steps": 30, "batch_size": 1, "roi_size": [64, 32, 32], "samples_per_volume": 2, "lr": 5e-3,
-              "warmup_steps": 3, "log_every": 5},
+              "warmup_steps": 0, "log_every": 5},  # no warm-up: tests run it for one step
     "eval": {"every": 0, "overlap": 0.25, "sw_batch_size": 2},
     "data": {"workers": 0},
     "run": {"progress": False},

@@ -209,3 +209,14 @@ def test_a_sweep_seed_numpy_cannot_take_is_refused_naming_its_key(tmp_path, caps
                  "--spec", json.dumps(spec)]) == 2
     refused(capsys, f"spec: {key} must be", "4294967295")
     assert not storage.exists()
+
+
+@pytest.mark.parametrize("command, section", [("pretrain", "optim"), ("finetune", "train")])
+@pytest.mark.parametrize("warmup", ["10", "11"])
+def test_a_warm_up_as_long_as_the_run_is_refused(tmp_path, capsys, command, section, warmup):
+    """warmup_steps >= steps was accepted (exit 0): the learning rate rose all run long and never reached its peak."""
+    argv = [command, "--data.source", str(tmp_path / "dataset.json"), "--run.out_dir", str(tmp_path / "run"),
+            f"--{section}.steps", "10", f"--{section}.warmup_steps", warmup]
+    assert main(argv) == 2
+    refused(capsys, f"{section}.warmup_steps ({warmup}) must be less than {section}.steps (10)")
+    assert not (tmp_path / "run").exists()

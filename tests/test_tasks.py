@@ -108,7 +108,8 @@ def _run(tmp_path, doc, steps=3, *extra):
     js = tmp_path / "data" / "dataset.json"
     js.write_text(json.dumps(doc))
     config = tmp_path / "ft.yaml"
-    config.write_text(yaml.safe_dump({**TINY_FT, "train": {**TINY_FT["train"], "steps": steps, "warmup_steps": 1}}))
+    config.write_text(yaml.safe_dump({**TINY_FT, "train": {**TINY_FT["train"], "steps": steps,
+                                                                    "warmup_steps": min(1, steps - 1)}}))
     out = tmp_path / "run"
     rc = main(["finetune", "--config", str(config), "--data.source", str(js), "--run.out_dir", str(out),
                "--preprocess.intensity", "zscore", "--preprocess.crop_foreground", "false", *extra])

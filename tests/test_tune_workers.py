@@ -175,25 +175,25 @@ def test_workers_must_agree_on_the_trials_base_options(tmp_path):
     study was started with is refused before it runs a trial: its scores would be mixed with incomparable ones; one
     whose spec differs only in run-local options (how often a trial logs, its loader processes) joins."""
     storage = tmp_path / "study.journal"
-    first = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40}}), cwd=tmp_path)
+    first = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40, "warmup_steps": 4}}), cwd=tmp_path)
     assert first.wait(timeout=120) == 0
-    other = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 400}}), cwd=tmp_path)
+    other = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 400, "warmup_steps": 4}}), cwd=tmp_path)
     out, err = other.communicate(timeout=120)
     assert other.returncode == 2, (out, err)
     assert "'mixed' was started with other options: they differ in finetune.train.steps, 40 there, 400" in err
     assert states(storage, "mixed") == Counter({TrialState.COMPLETE: 2})
-    same = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40}}), cwd=tmp_path)
+    same = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40, "warmup_steps": 4}}), cwd=tmp_path)
     out, err = same.communicate(timeout=120)
     assert same.returncode == 0 and "budget met" in out, (out, err)
     # how a trial runs (how often it logs, its loader processes) is no part of what it computes: it joins
-    local = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40, "log_every": 5},
+    local = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40, "warmup_steps": 4, "log_every": 5},
                                                                "data": {"workers": 1}}), cwd=tmp_path)
     out, err = local.communicate(timeout=120)
     assert local.returncode == 0 and "budget met" in out, (out, err)
     # what a trial's value means (the fine-tuning seeds it averages), what pruning means, the sampler's seed
     for key, value in (("finetune_seeds", [0, 1]), ("pruner", {"n_startup_trials": 1, "n_warmup_steps": 0}),
                        ("seed", 5)):
-        other = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40}}, **{key: value}),
+        other = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40, "warmup_steps": 4}}, **{key: value}),
                            cwd=tmp_path)
         out, err = other.communicate(timeout=120)
         assert other.returncode == 2 and f"'mixed' was started with other options: they differ in {key}" in err, (

@@ -279,10 +279,11 @@ def test_the_commands_get_each_option_of_its_declared_type():
     so `0` and `0.0` in params.yaml are one command line: Snakemake reruns nothing for it."""
     from s2dc.workflow_checks import typed_options
 
-    written = {"train": {"lr": 1, "flip_prob": 0, "steps": 32}, "model": {"num_heads": [1, 2, 3, 4]}}
+    written = {"train": {"lr": 1, "flip_prob": 0, "steps": 32, "warmup_steps": 4}, "model": {"num_heads": [1, 2, 3, 4]}}
     typed = typed_options("finetune", written)
-    assert typed == {"train": {"lr": 1.0, "flip_prob": 0.0, "steps": 32}, "model": {"num_heads": [1, 2, 3, 4]}}
-    assert [type(v) for v in typed["train"].values()] == [float, float, int]
+    assert typed == {"train": {"lr": 1.0, "flip_prob": 0.0, "steps": 32, "warmup_steps": 4},
+                     "model": {"num_heads": [1, 2, 3, 4]}}
+    assert [type(v) for v in typed["train"].values()] == [float, float, int, int]
     assert typed_options("pretrain", {"loss": {"weight_p2p": 0}}) == {"loss": {"weight_p2p": 0.0}}
     assert str(typed_options("pretrain", {"loss": {"weight_p2p": 0}})["loss"]["weight_p2p"]) == "0.0"
 
@@ -295,8 +296,8 @@ def test_an_option_written_as_its_default_is_left_off_the_command_unless_it_over
     the dataset's preset): there, absent is not the default."""
     from s2dc.workflow_checks import typed_options
 
-    assert typed_options("pretrain", {"optim": {"batch_size": 1, "steps": 5}, "run": {"log_every": 10}}) == \
-        {"optim": {"steps": 5}}
+    assert typed_options("pretrain", {"optim": {"batch_size": 1, "steps": 5, "warmup_steps": 1},
+                                      "run": {"log_every": 10}}) == {"optim": {"steps": 5, "warmup_steps": 1}}
     assert typed_options("finetune", {"train": {"flip_prob": 0.1, "lr": 1}}) == {"train": {"lr": 1.0}}
     zscore = {"preprocess": {"intensity": "zscore"}}  # the MRI pool's preset; "ct" is the command's default
     assert typed_options("pretrain", {"preprocess": {"intensity": "ct"}}, base=zscore) == \

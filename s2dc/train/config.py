@@ -53,6 +53,7 @@ class OptimConfig:
         cfgtools.check(self.steps >= 1, "optim.steps", ">= 1", self.steps)
         cfgtools.check(self.batch_size >= 1, "optim.batch_size", ">= 1", self.batch_size)
         cfgtools.check(self.warmup_steps >= 0, "optim.warmup_steps", ">= 0", self.warmup_steps)
+        cfgtools.check_warmup("optim", self.warmup_steps, self.steps)
         cfgtools.check(0 < self.lr < math.inf, "optim.lr", "a finite number > 0", self.lr)
         cfgtools.check(0 <= self.weight_decay < math.inf, "optim.weight_decay", "a finite number >= 0", self.weight_decay)
         cfgtools.check(0 <= self.grad_clip < math.inf, "optim.grad_clip", "a finite number >= 0 (0 disables)", self.grad_clip)
@@ -190,7 +191,7 @@ HELP = {
     "optim.batch_size": "ROIs per process and step",
     "optim.lr": "AdamW peak learning rate",
     "optim.weight_decay": "AdamW weight decay",
-    "optim.warmup_steps": "linear warm-up steps before the cosine decay",
+    "optim.warmup_steps": "linear warm-up steps before the cosine decay (fewer than optim.steps)",
     "optim.grad_clip": "clip the global gradient norm to this (0 disables)",
     "ema.momentum": "teacher EMA momentum (start value for the cosine schedule)",
     "ema.schedule": "'constant' (release) or 'cosine' (momentum -> 1 at the end)",

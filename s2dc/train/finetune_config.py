@@ -105,6 +105,7 @@ class TrainConfig:
             )
         if self.warmup_steps < 0 or self.log_every < 1:
             raise ValueError(f"train.warmup_steps must be >= 0 and train.log_every >= 1, got {self.warmup_steps}, {self.log_every}")
+        cfgtools.check_warmup("train", self.warmup_steps, self.steps)
         if any(s < 1 for s in self.roi_size):
             raise ValueError(f"train.roi_size must be 3 positive integers, got {list(self.roi_size)}")
         if not 0.0 <= self.flip_prob <= 1.0:
@@ -249,7 +250,7 @@ HELP = {
     "train.encoder_lr_scale": "learning rate of the Swin encoder (swinViT) as a fraction of train.lr "
                               "(1: one rate for all; 0: frozen encoder)",
     "train.weight_decay": "AdamW weight decay",
-    "train.warmup_steps": "linear warm-up steps before the cosine decay",
+    "train.warmup_steps": "linear warm-up steps before the cosine decay (fewer than train.steps)",
     "train.amp": "'auto' (bf16 autocast on CUDA), 'bf16' or 'off'",
     "train.grad_clip": "clip the global gradient norm to this (0 disables)",
     "train.log_every": "log loss and learning rate every N steps",
