@@ -113,6 +113,17 @@ SEED_MAX = 2**32 - 1
 WORKERS_MAX = 256
 
 
+#: The largest grid axis (voxels) a twin is drawn with, and of a training ROI: twice a CT slice's 512; a larger grid
+#: only ran out of memory with a traceback (each volume and its maps are float arrays of the whole grid), a larger ROI
+#: ground for minutes padding each volume to it (a 100000-voxel axis: 0.8 GB a case) before running out.
+MAX_AXIS = 1024
+
+#: The most crops one training step takes (fine-tuning: train.batch_size x train.samples_per_volume; pretraining:
+#: optim.batch_size x views.grid**2): 1024 crops of 96^3 voxels are 3.6 GB of input alone, far more than SwinUNETR's
+#: activations for them fit in an 80-GB GPU; 10**12 ground in a Python loop building the crops (or their centres).
+MAX_CROPS = 1024
+
+
 def check(ok: bool, key: str, expected: str, value) -> None:
     """Raise ``ValueError("<key> must be <expected>, got <value>")`` unless ``ok`` (write ``ok`` so that NaN fails it)."""
     if not ok:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .config import MAX_AXIS
+
 Shape3 = tuple[int, int, int]
 
 
@@ -46,6 +48,8 @@ class ViewConfig:
             raise ValueError(f"views.roi_size needs 3 values and views.scale_range 2, got {self.roi_size}, {self.scale_range}")
         if min(self.roi_size) < 1:
             raise ValueError(f"views.roi_size must be 3 sizes >= 1 (voxels), got {self.roi_size}")
+        if max(self.roi_size) > MAX_AXIS:
+            raise ValueError(f"views.roi_size must be at most {MAX_AXIS} voxels along each axis, got {self.roi_size}")
         if self.token_stride < 1:
             raise ValueError(f"views.token_stride must be >= 1, got {self.token_stride}")
         x, y, _ = self.roi_size

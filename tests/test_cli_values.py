@@ -220,3 +220,21 @@ def test_a_warm_up_as_long_as_the_run_is_refused(tmp_path, capsys, command, sect
     assert main(argv) == 2
     refused(capsys, f"{section}.warmup_steps ({warmup}) must be less than {section}.steps (10)")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command, options, named", [
+    # each ground in a Python loop building 10**12 crops (the batch's list; MONAI's list of crop centres)
+    ("finetune", ["--train.batch_size", str(10**12)], f"train.batch_size x train.samples_per_volume ({10**12} x 4"),
+    ("finetune", ["--train.samples_per_volume", str(10**12)], f"train.batch_size x train.samples_per_volume (1 x {10**12}"),
+    # padded every case to 100000 x 64 x 32 voxels (0.8 GB) for the preprocessing cache, minutes a case
+    ("finetune", ["--train.roi_size", "100000", "64", "32"], "train.roi_size must be at most 1024"),
+    # torch.randint of 10**12 volume picks (8 TB), after every volume was read
+    ("pretrain", ["--optim.batch_size", str(10**12)], f"optim.batch_size x views.grid**2 ({10**12} x 4**2"),
+    # grid_sample over a 100032 x 64 x 32 ROI each step
+    ("pretrain", ["--views.roi_size", "100032", "64", "32"], "views.roi_size must be at most 1024"),
+])
+def test_sizes_no_machine_trains_are_refused(tmp_path, capsys, command, options, named):
+    argv = [command, "--data.source", str(tmp_path / "dataset.json"), "--run.out_dir", str(tmp_path / "run"), *options]
+    assert main(argv) == 2
+    refused(capsys, named, "at most 1024")
+    assert not (tmp_path / "run").exists()

@@ -121,6 +121,10 @@ class PretrainConfig:
             raise ValueError(f"encoder.in_channels must be 1 for pretraining (each pool volume is one channel), got "
                              f"{self.encoder.in_channels}; a multi-channel dataset reads it downstream")
         loss, views = self.loss, self.views
+        crops = self.optim.batch_size * views.grid**2
+        if crops > cfgtools.MAX_CROPS:
+            raise ValueError(f"optim.batch_size x views.grid**2 ({self.optim.batch_size} x {views.grid}**2 = {crops} "
+                             f"crops a step) must be at most {cfgtools.MAX_CROPS}")
         if loss.weight_global and views.grid == 1 and self.optim.batch_size == 1:
             raise ValueError("loss.weight_global > 0 with views.grid 1 and optim.batch_size 1: one crop a step, and "
                              "the global head's batch normalisation needs two; raise views.grid or optim.batch_size")
@@ -160,7 +164,7 @@ HELP = {
     "encoder.token_stage": "hidden state used as matching tokens, 0 (patch embedding) .. 4 (last stage)",
     "encoder.drop_path_rate": "stochastic depth rate",
     "encoder.use_checkpoint": "gradient checkpointing in the encoder (saves memory)",
-    "views.roi_size": "large ROI (X Y Z) cut from each volume",
+    "views.roi_size": "large ROI (X Y Z) cut from each volume, at most 1024 each",
     "views.grid": "P: the ROI is split into P x P in-plane sub-crops",
     "views.token_stride": "voxels per token (derived from the encoder; do not set)",
     "views.rotation_deg": "patch branch: max rotation about the depth axis (degrees)",
@@ -188,7 +192,7 @@ HELP = {
     "loss.global_normalize": "L2-normalise global embeddings in L_g (the release does not)",
     "loss.queue_size": "FIFO queue of past keys for L_g (0 disables it)",
     "optim.steps": "total optimisation steps",
-    "optim.batch_size": "ROIs per process and step",
+    "optim.batch_size": "ROIs per process and step (each gives views.grid**2 crops: at most 1024 crops a step)",
     "optim.lr": "AdamW peak learning rate",
     "optim.weight_decay": "AdamW weight decay",
     "optim.warmup_steps": "linear warm-up steps before the cosine decay (fewer than optim.steps)",

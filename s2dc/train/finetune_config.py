@@ -108,6 +108,12 @@ class TrainConfig:
         cfgtools.check_warmup("train", self.warmup_steps, self.steps)
         if any(s < 1 for s in self.roi_size):
             raise ValueError(f"train.roi_size must be 3 positive integers, got {list(self.roi_size)}")
+        cfgtools.check(max(self.roi_size) <= cfgtools.MAX_AXIS, "train.roi_size",
+                       f"at most {cfgtools.MAX_AXIS} voxels along each axis", list(self.roi_size))
+        crops = self.batch_size * self.samples_per_volume
+        if crops > cfgtools.MAX_CROPS:
+            raise ValueError(f"train.batch_size x train.samples_per_volume ({self.batch_size} x "
+                             f"{self.samples_per_volume} = {crops} crops a step) must be at most {cfgtools.MAX_CROPS}")
         if not 0.0 <= self.flip_prob <= 1.0:
             raise ValueError(f"train.flip_prob must be in [0, 1], got {self.flip_prob}")
         if self.amp not in ("auto", "bf16", "off"):
@@ -242,9 +248,10 @@ HELP = {
                   "`s2dc export-encoder` file; the encoder is loaded strictly",
     "model.init_which": "encoder taken from a pretraining checkpoint: 'teacher' (EMA) or 'student'",
     "train.steps": "total optimisation steps",
-    "train.batch_size": "volumes per step; each gives train.samples_per_volume crops",
-    "train.roi_size": "training crop and sliding-window size (X Y Z), multiples of 32",
-    "train.samples_per_volume": "random crops per loaded volume, centred on foreground or background with equal odds (pos=1, neg=1)",
+    "train.batch_size": "volumes per step; each gives train.samples_per_volume crops (at most 1024 crops a step)",
+    "train.roi_size": "training crop and sliding-window size (X Y Z), multiples of 32, at most 1024 each",
+    "train.samples_per_volume": "random crops per loaded volume, centred on foreground or background with equal odds (pos=1, neg=1); "
+                                 "train.batch_size x this is at most 1024",
     "train.flip_prob": "probability of a flip along each axis (release: 0.1)",
     "train.lr": "AdamW peak learning rate",
     "train.encoder_lr_scale": "learning rate of the Swin encoder (swinViT) as a fraction of train.lr "

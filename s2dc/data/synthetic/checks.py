@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from ...config import MAX_AXIS
+
 
 class SynthParamError(ValueError):
     """Invalid generator parameter; ``param`` names it (e.g. ``"cases"``)."""
@@ -14,10 +16,6 @@ class SynthParamError(ValueError):
         super().__init__(message)
         self.param = param
 
-
-#: The largest grid axis (voxels) a twin is drawn with: twice a CT slice's 512; a larger grid only ran out of memory
-#: with a traceback (each volume and its maps are float arrays of the whole grid).
-MAX_AXIS = 1024
 
 #: The most cases a twin holds; more overflowed the progress bar's count with a traceback.
 MAX_CASES = 100_000
