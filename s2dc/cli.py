@@ -500,6 +500,40 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: Per command, the options that set how much memory it takes; running out, it names them with this run's values.
+MEMORY_OPTIONS = {
+    "pretrain": ("views.roi_size", "views.grid", "optim.batch_size", "encoder.feature_size", "loss.queue_size"),
+    "finetune": ("train.roi_size", "train.batch_size", "train.samples_per_volume", "model.feature_size",
+                 "eval.sw_batch_size"),
+    "probe": ("--stage",),  # an earlier stage: more tokens a volume (the encoders' sizes and volumes set the rest)
+    "figures": ("--stage", "--tsne-tokens"),
+}
+
+
+def _memory_options(args: argparse.Namespace) -> str:
+    """``MEMORY_OPTIONS`` of ``args.command`` with the values this run was given ("(default)" marks one not given)."""
+    def shown(value) -> str:
+        return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+    if args.command in ("pretrain", "finetune"):
+        from .config import section_types, values_from_args
+        from .train.config import PretrainConfig
+        from .train.finetune_config import FinetuneConfig
+
+        sections = section_types(PretrainConfig if args.command == "pretrain" else FinetuneConfig)
+        given = values_from_args(args)
+
+        def value(key: str) -> str:
+            section, name = key.split(".")
+            if name in (given.get(section) or {}):
+                return shown(given[section][name])
+            return f"{shown(getattr(sections[section](), name))} (default)"
+    else:
+        def value(key: str) -> str:
+            return shown(getattr(args, key.lstrip("-").replace("-", "_")))
+    return ", ".join(f"{key} {value(key)}" for key in MEMORY_OPTIONS.get(args.command, ()))
+
+
 def _out_of_memory(err: BaseException) -> bool:
     """Is ``err`` memory running out: Python's or NumPy's MemoryError, or torch's allocators' RuntimeError (the CPU's
     "can't allocate memory", torch.OutOfMemoryError's "CUDA out of memory")?"""
@@ -523,8 +557,9 @@ def main(argv: list[str] | None = None) -> int:
         if not _out_of_memory(err):
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        sizes = _memory_options(args)
         print(f"s2dc {args.command}: error: out of memory ({first}); the sizes given need more memory than this "
-              "machine has: smaller ROIs, batches, widths, queues or grids, or a machine with more", file=sys.stderr)
+              f"machine has{f' ({sizes})' if sizes else ''}: smaller ones, or a machine with more", file=sys.stderr)
         return 1
     except (ValueError, OSError) as err:  # DataError is a ValueError; OSError: a path that cannot be (e.g. under a file)
         print(f"s2dc {args.command}: error: {err}", file=sys.stderr)

@@ -238,3 +238,29 @@ def test_sizes_no_machine_trains_are_refused(tmp_path, capsys, command, options,
     assert main(argv) == 2
     refused(capsys, named, "at most 1024")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command, module, options, named", [
+    ("pretrain", "s2dc.train.pretrain.pretrain", ["--views.roi_size", "128", "128", "64", "--optim.batch_size", "3"],
+     "views.roi_size 128 128 64, views.grid 4 (default), optim.batch_size 3, encoder.feature_size 48 (default), "
+     "loss.queue_size 90 (default)"),
+    ("finetune", "s2dc.downstream.engine.finetune", ["--train.batch_size", "2", "--eval.sw_batch_size", "8"],
+     "train.roi_size 96 96 96 (default), train.batch_size 2, train.samples_per_volume 4 (default), "
+     "model.feature_size 48 (default), eval.sw_batch_size 8"),
+    ("probe", "s2dc.eval.probe.probe", ["random", "--source", "{tmp}/dataset.json", "--out", "{tmp}/p.json",
+                                        "--stage", "1"], "(--stage 1)"),
+])
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: "
+                                                                "can't allocate memory: you tried to allocate 8 bytes")])
+def test_running_out_of_memory_names_the_options_that_set_it(tmp_path, capsys, monkeypatch, command, module, options,
+                                                             named, error):
+    """The out-of-memory message named no option ("smaller ROIs, batches, widths, queues or grids")."""
+    def runs_out(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(module, runs_out)
+    if command != "probe":
+        options = ["--data.source", str(tmp_path / "dataset.json"), "--run.out_dir", str(tmp_path / "run"), *options]
+    assert main([command, *(o.format(tmp=tmp_path) for o in options)]) == 1
+    err = refused(capsys, "out of memory", named)
+    assert len(err.splitlines()) == 1
