@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import sys
@@ -525,6 +526,8 @@ def _memory_options(args: argparse.Namespace) -> str:
 
         def value(key: str) -> str:
             section, name = key.split(".")
+            if key == "model.feature_size" and (given.get("model") or {}).get("init", "scratch") != "scratch":
+                return "that of model.init's encoder"
             if name in (given.get(section) or {}):
                 return shown(given[section][name])
             return f"{shown(getattr(sections[section](), name))} (default)"
@@ -532,6 +535,10 @@ def _memory_options(args: argparse.Namespace) -> str:
         def value(key: str) -> str:
             return shown(getattr(args, key.lstrip("-").replace("-", "_")))
     return ", ".join(f"{key} {value(key)}" for key in MEMORY_OPTIONS.get(args.command, ()))
+
+
+#: errno of a write the disk had no room for: a failed run (exit 1), not a user's mistake (2).
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _out_of_memory(err: BaseException) -> bool:
@@ -563,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (ValueError, OSError) as err:  # DataError is a ValueError; OSError: a path that cannot be (e.g. under a file)
         print(f"s2dc {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(err, OSError) and err.errno in DISK_FULL else 2  # the machine's, like memory
 
 
 #: The commands that always train, probe or draw with torch and MONAI (``sweep`` does only for the ``s2dc``

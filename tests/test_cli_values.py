@@ -3,7 +3,9 @@ naming the option or the file and what was expected, exit 2, no traceback, nothi
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 
 import pytest
 import yaml
@@ -247,13 +249,15 @@ def test_sizes_no_machine_trains_are_refused(tmp_path, capsys, command, options,
     ("finetune", "s2dc.downstream.engine.finetune", ["--train.batch_size", "2", "--eval.sw_batch_size", "8"],
      "train.roi_size 96 96 96 (default), train.batch_size 2, train.samples_per_volume 4 (default), "
      "model.feature_size 48 (default), eval.sw_batch_size 8"),
+    ("finetune", "s2dc.downstream.engine.finetune", ["--model.init", "{encoder}"],
+     "model.feature_size that of model.init's encoder, eval"),
     ("probe", "s2dc.eval.probe.probe", ["random", "--source", "{tmp}/dataset.json", "--out", "{tmp}/p.json",
                                         "--stage", "1"], "(--stage 1)"),
 ])
 @pytest.mark.parametrize("error", [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: "
                                                                 "can't allocate memory: you tried to allocate 8 bytes")])
 def test_running_out_of_memory_names_the_options_that_set_it(tmp_path, capsys, monkeypatch, command, module, options,
-                                                             named, error):
+                                                             named, error, twin_and_encoder):
     """The out-of-memory message named no option ("smaller ROIs, batches, widths, queues or grids")."""
     def runs_out(*args, **kwargs):
         raise error
@@ -261,6 +265,20 @@ def test_running_out_of_memory_names_the_options_that_set_it(tmp_path, capsys, m
     monkeypatch.setattr(module, runs_out)
     if command != "probe":
         options = ["--data.source", str(tmp_path / "dataset.json"), "--run.out_dir", str(tmp_path / "run"), *options]
-    assert main([command, *(o.format(tmp=tmp_path) for o in options)]) == 1
+    assert main([command, *(o.format(tmp=tmp_path, encoder=twin_and_encoder[1]) for o in options)]) == 1
     err = refused(capsys, "out of memory", named)
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_a_full_disk_is_a_failed_run_not_a_users_mistake(tmp_path, capsys, monkeypatch, code):
+    """A full disk (or quota) exited 2, the status of a user's mistake; like memory running out, it is the
+    machine's: exit 1, naming the file."""
+    def fills_the_disk(*args, **kwargs):
+        raise OSError(code, os.strerror(code), str(tmp_path / "run" / "model.pt"))
+
+    monkeypatch.setattr("s2dc.downstream.engine.finetune", fills_the_disk)
+    assert main(["finetune", "--data.source", str(tmp_path / "dataset.json"), "--run.out_dir",
+                 str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and os.strerror(code) in err and "model.pt" in err, err
