@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import struct
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from s2dc.data.datalist import TASK_ROLES, list_cases, registry_spec
 from s2dc.data.errors import DataError
 from s2dc.data.preprocess import PreprocessConfig
-from s2dc.data.volumes import CachedVolumes, LabelledCases
+from s2dc.data.sources.common import nifti_grid
+from s2dc.data.volumes import CachedVolumes, LabelledCases, plain
 
 
 def save(path: Path, array: np.ndarray) -> Path:
@@ -200,3 +204,69 @@ def test_two_labels_keys_that_name_one_class_are_refused(labels):
 
     with pytest.raises(DataError, match=r"'1'.*'0?1'|name class 1 twice"):
         class_names({"labels": labels}, "dataset.json")
+
+
+def ct_with_cube(shape=(24, 24, 12)) -> tuple[np.ndarray, np.ndarray]:
+    """CT-like int16 (air, a body at 40 HU, a bright 800 HU cube off-centre) and the label of the cube."""
+    image = np.full(shape, -1000, np.int16)
+    image[2:-2, 2:-2, 1:-1] = 40
+    image[14:20, 4:9, 6:10] = 800
+    label = (image == 800).astype(np.uint8)
+    return image, label
+
+
+def save_header(path: Path, array: np.ndarray, affine: np.ndarray, unit: str = "mm") -> Path:
+    img = nib.Nifti1Image(array, affine)
+    img.header.set_xyzt_units(unit, "sec")
+    nib.save(img, str(path))
+    return path
+
+
+@pytest.mark.parametrize("unit, per_mm", [("meter", 1e-3), ("micron", 1e3)])
+def test_a_header_in_metres_or_microns_is_read_in_millimetres(tmp_path, unit, per_mm):
+    """nibabel's affine is in the units of the header's xyzt_units, which NIfTI allows to be metres or microns; read
+    as millimetres, a scan in metres (voxels of 0.0008 "mm") was resampled to 1.5 mm as one voxel: a blank image,
+    exit 0. Both files are read in millimetres, as the same scan saved in mm."""
+    image, label = ct_with_cube()
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    affine[:3, 3] = [-10.0, -10.0, -15.0]
+    mm = [save_header(tmp_path / f"{n}_mm.nii.gz", a, affine) for n, a in (("ct", image), ("seg", label))]
+    scaled = affine.copy()
+    scaled[:3, :] *= per_mm
+    other = [save_header(tmp_path / f"{n}_{unit}.nii.gz", a, scaled, unit) for n, a in (("ct", image), ("seg", label))]
+    cfg = PreprocessConfig.from_preset("ct_abdomen", spacing=(1.5, 1.5, 2.0))
+    want, got = (LabelledCases([{"image": i, "label": s}], cfg, (8, 8, 8), 2, None)[0] for i, s in (mm, other))
+    assert tuple(got["image"].shape) == tuple(want["image"].shape) != (1, 8, 8, 8)
+    assert torch.allclose(plain(got["image"]), plain(want["image"]), atol=1e-4)  # the header's float32 rounding
+    assert torch.equal(plain(got["label"]), plain(want["label"]))
+    assert int(got["label"].sum()) > 0 and bool((got["image"][got["label"] == 1] == 1).all())  # on the cube
+    assert np.allclose(nifti_grid(other[0])[1], affine)  # the converters read the same grid
+
+
+@pytest.mark.parametrize("bad", ["both", "label"])
+@pytest.mark.parametrize("size", [0.0, -0.8])
+def test_a_zero_or_negative_voxel_size_without_an_sform_is_refused_naming_the_file(tmp_path, bad, size):
+    """A file without an sform takes its voxel sizes from pixdim; nibabel reads a 0 there as 1 mm and -0.8 as 0.8 mm
+    (nifti1_io, which ITK reads with, takes both as 1 mm), with a log line that names no file, and training resampled
+    image and label at that made-up size, exit 0. Refused, naming the file (the image first) and its pixdim."""
+    image, label = ct_with_cube()
+    paths = {"ct": tmp_path / "ct.nii.gz", "seg": tmp_path / "seg.nii.gz"}
+    for name, array in (("ct", image), ("seg", label)):
+        header = nib.Nifti1Header()
+        header.set_data_shape(array.shape)
+        header.set_qform(np.diag([0.8, 0.8, 2.5, 1.0]), code=1)
+        header.set_sform(None, code=0)
+        raw = bytearray(nib.Nifti1Image(array, None, header).to_bytes())
+        pixdim = size if name == "seg" or bad == "both" else 0.8
+        struct.pack_into("<f", raw, 76 + 4 * 2, pixdim)  # pixdim[2]; nibabel's writer turns a 0 into 1, -0.8 into 0.8
+        paths[name].write_bytes(gzip.compress(bytes(raw)))
+        with gzip.open(paths[name]) as stream:  # as stored (nibabel's check on loading "fixes" it)
+            assert nib.Nifti1Header.from_fileobj(stream, check=False)["pixdim"][2] == np.float32(pixdim)
+    named = paths["ct" if bad == "both" else "seg"]
+    cfg = PreprocessConfig.from_preset("ct_abdomen", spacing=(1.5, 1.5, 2.0))
+    cases = LabelledCases([{"image": paths["ct"], "label": paths["seg"]}], cfg, (8, 8, 8), 2, None)
+    message = rf"'{named}' has the voxel sizes \(pixdim\) \[0.8, {size}, 2.5\] and no sform; expected positive"
+    with pytest.raises(DataError, match=message):
+        cases[0]
+    with pytest.raises(DataError, match=message):  # the converters too
+        nifti_grid(named)

@@ -36,7 +36,7 @@ from monai.transforms import (
 
 from .errors import DataError
 from .grids import check_on_grid
-from .nifti import check_affine, load_nifti
+from .nifti import affine_mm, load_nifti
 from .preprocess_config import PreprocessConfig
 
 # --------------------------------------------------------------------------- checked loading
@@ -54,6 +54,8 @@ class LoadVolumed(MapTransform):
     DataError
         * the file cannot be read (missing, not NIfTI, truncated / corrupt gzip or data);
         * the image is not 3-D (a 4-D image with a trailing singleton axis is squeezed first);
+        * no sform and a zero or negative voxel size in pixdim (:func:`.nifti.affine_mm`, which also gives every
+          affine in mm: a header in metres or microns is scaled);
         * an axis has fewer than 2 voxels, values are NaN/inf, or there is no foreground
           (all voxels equal); channels on differing voxel grids (:func:`.grids.check_on_grid`; a header's
           rounding warns);
@@ -97,8 +99,8 @@ def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
             shape = shape[:-1]
         if len(shape) != 3:
             raise DataError(f"'{path}' has shape {tuple(int(s) for s in img.shape)}; expected a 3-D volume")
+        affine = affine_mm(path, img)
         array = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
-        affine = np.asarray(img.affine, dtype=np.float64)
     except DataError:
         raise
     except Exception as exc:  # nibabel, gzip, zlib, EOFError, OSError, ... anywhere in header or data
@@ -106,7 +108,6 @@ def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"could not read '{path}': {type(exc).__name__}: {exc}; "
             "expected a readable NIfTI volume (.nii or .nii.gz)"
         ) from exc
-    check_affine(path, affine)
     if min(shape) < 2:
         raise DataError(f"'{path}' has shape {shape}; expected a 3-D volume with at least 2 voxels along every axis")
     if not np.isfinite(array).all():
@@ -164,8 +165,8 @@ class LoadLabeld(MapTransform):
             shape = tuple(int(s) for s in img.shape)
             while len(shape) > 3 and shape[-1] == 1:
                 shape = shape[:-1]
+            affine = affine_mm(path, img)
             array = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
-            affine = np.asarray(img.affine, dtype=np.float64)
         except DataError:
             raise
         except Exception as exc:  # nibabel, gzip, zlib, EOFError, OSError, ...

@@ -18,7 +18,8 @@ from .registry import PRESETS
 
 # Bump when the preprocessing code (:mod:`.preprocess`) changes in a way that alters its output (or what it accepts): it is
 # part of PreprocessConfig.cache_key(), so old on-disk caches are then no longer reused.
-_PIPELINE_VERSION = 3  # 3: channels on another voxel grid are refused (s2dc.data.grids)
+_PIPELINE_VERSION = 4  # 3: channels on another voxel grid are refused (s2dc.data.grids), 4: affines in mm (a header
+#                         in metres or microns), pixdim of no size refused (s2dc.data.nifti.affine_mm)
 
 
 @dataclass(frozen=True)

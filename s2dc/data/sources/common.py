@@ -41,17 +41,19 @@ from ..datalist import content_sha256
 from ..registry import DatasetSpec
 from ..errors import DataError
 from ..grids import check_on_grid
-from ..nifti import check_affine
+from ..nifti import affine_mm
 
 
 def nifti_grid(path: Path) -> tuple[tuple[int, int, int], np.ndarray]:
     """(spatial shape, affine) of a NIfTI file from its header only; :class:`DataError` naming it if unreadable, if
-    it is not 3-D (a trailing axis of length 1 aside, as training reads it) or if its affine is degenerate
-    (:func:`s2dc.data.nifti.check_affine`)."""
+    it is not 3-D (a trailing axis of length 1 aside, as training reads it) or if its affine is degenerate; the affine
+    in mm, as training reads it (:func:`s2dc.data.nifti.affine_mm`)."""
     try:
         img = nib.load(str(path))
         shape = tuple(int(s) for s in img.shape)
-        affine = img.affine
+        affine = affine_mm(path, img)  # in mm; DataError naming the file for pixdim of no size
+    except DataError:
+        raise
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for a bad header
         raise DataError(f"'{path}' is not a readable NIfTI file: {exc}") from exc
     spatial = shape
@@ -59,7 +61,6 @@ def nifti_grid(path: Path) -> tuple[tuple[int, int, int], np.ndarray]:
         spatial = spatial[:-1]
     if len(spatial) != 3 or min(spatial) < 1:
         raise DataError(f"'{path}' is not a 3-D volume: shape {shape}")
-    check_affine(path, affine)
     return spatial, affine
 
 
