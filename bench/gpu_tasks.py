@@ -159,7 +159,7 @@ def main() -> int:
     def finetune(name: str, method: str, seed: int, steps: int) -> dict:
         init = "scratch" if method == "scratch" else str(encoders / f"encoder_{registry.get(name).modality}.pt")
         ft = out / "finetune" / f"{steps}_{name}_{method}_{seed}"
-        warmup = max(1, round(finetune_options["train"].get("warmup_steps", 1) * steps / scale_steps))
+        warmup = min(steps - 1, max(1, round(finetune_options["train"].get("warmup_steps", 1) * steps / scale_steps)))
         return run(f"ft{steps}_{name}_{method}_{seed}", [
             "finetune", *cli(checks.preset_sections(name)), *cli(finetune_options), *device, "--train.steps", str(steps),
             "--train.warmup_steps", str(warmup), "--data.workers", "2", "--data.label_ratio", str(ratio),
