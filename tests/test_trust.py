@@ -907,3 +907,25 @@ def test_fine_tuning_refuses_a_pretraining_checkpoint_short_of_its_run_unless_ex
     capsys.readouterr()
     assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", ft, "--model.init", str(tmp_path / "enc.pt"))) == 0
     assert "partial: step 3 of 6" in capsys.readouterr().out
+
+
+def test_a_checkpoint_is_created_with_the_users_permissions(tmp_path):
+    """Checkpoints, exported encoders and model.pt were created 0600 (tempfile.mkstemp), whatever the umask: on a
+    cluster's shared project folder no one else of the group could read an encoder. They follow the umask as every
+    other file the pipeline writes does (an atomic text write is the independent reference)."""
+    import os
+
+    from s2dc.files import atomic_write_text
+    from s2dc.train.checkpoint import atomic_save
+
+    previous = os.umask(0o022)
+    try:
+        atomic_save({"w": torch.zeros(2)}, tmp_path / "model.pt")
+        atomic_write_text(tmp_path / "metrics.json", "{}")
+        os.umask(0o077)
+        atomic_save({"w": torch.zeros(2)}, tmp_path / "private.pt")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "model.pt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "private.pt").stat().st_mode & 0o777 == 0o600

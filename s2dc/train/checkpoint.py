@@ -20,11 +20,19 @@ from ..files import check_folder_path, is_temporary
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back: the only way POSIX gives it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_save(obj, path: Path) -> None:
     """``torch.save`` to ``path`` so that a crash leaves either the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would keep the file from the group, whatever the umask
         with os.fdopen(fd, "wb") as f:
             try:
                 torch.save(obj, f)
