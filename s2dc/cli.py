@@ -9,20 +9,10 @@ import signal
 import sys
 from pathlib import Path
 
+from .config import non_blank
 
-def _non_blank(kind: str):
-    """argparse ``type`` of a ``kind`` option ("path", "name"): an empty or blank string (an unset shell variable) is
-    refused, naming the option, instead of read as '.', where a command wrote its outputs into, or read its inputs
-    from, the working folder (or named a study '')."""
-    def parse(text: str) -> str:
-        if not text.strip():
-            raise argparse.ArgumentTypeError(f"expected a {kind}, got {text!r}")
-        return text
-    return parse
-
-
-_path = _non_blank("path")
-_name = _non_blank("name")
+_path = non_blank("path")
+_name = non_blank("name")
 
 
 def _pretrain(args: argparse.Namespace) -> int:

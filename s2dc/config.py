@@ -130,16 +130,20 @@ def check(ok: bool, key: str, expected: str, value) -> None:
         raise ValueError(f"{key} must be {expected}, got {value!r}")
 
 
-def _config_path(text: str) -> Path:
-    """argparse ``type`` of ``--config``: an empty string is refused, naming the option (not read as the folder '.')."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"expected a YAML file, got {text!r}")
-    return Path(text)
+def non_blank(kind: str):
+    """argparse ``type`` of a ``kind`` option ("path", "name", "YAML file"): an empty or blank string (an unset shell
+    variable) is refused, naming the option, instead of read as '.', where a command wrote its outputs into, or read
+    its inputs from, the working folder (or named a study '')."""
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"expected a {kind}, got {text!r}")
+        return text
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser, config_cls, help_texts: dict[str, str], defaults: dict) -> None:
     """``--config`` plus one ``--section.field`` option per field, grouped by section, with help and default."""
-    parser.add_argument("--config", type=_config_path, help="YAML file with {section: {field: value}}; command-line options override it")
+    parser.add_argument("--config", type=non_blank("YAML file"), help="YAML file with {section: {field: value}}; command-line options override it")
     for section, cls in section_types(config_cls).items():
         group = parser.add_argument_group(section)
         hints = typing.get_type_hints(cls)

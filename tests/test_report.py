@@ -355,7 +355,7 @@ def test_the_tables_never_overwrite_an_input_or_a_users_file(tmp_path, capsys):
     for option in ("--out", "--figures"):
         command = ["report", "--out"] if option == "--out" else ["plots", "--curves", str(tmp_path / "c"), "--figures"]
         assert main([*command, str(notes / "benchmark.md"), str(a)]) == 2
-        assert f"{option} '{notes / 'benchmark.md'}' is a file, not a folder" in capsys.readouterr().err
+        assert f"{option} '{notes / 'benchmark.md'}' is a file, expected a folder" in capsys.readouterr().err
     out = tmp_path / "out"
     for _ in range(2):  # its own files: replaced
         assert main(["report", "--out", str(out), str(a), str(b)]) == 0

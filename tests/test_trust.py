@@ -604,7 +604,7 @@ def test_a_full_disk_while_checkpointing_is_an_error_naming_the_file(tiny_config
     import io
     import os
 
-    real_fdopen = os.fdopen
+    from s2dc.train import checkpoint
 
     class FullDisk(io.FileIO):
         def write(self, data):
@@ -612,11 +612,11 @@ def test_a_full_disk_while_checkpointing_is_an_error_naming_the_file(tiny_config
                 raise OSError(errno.ENOSPC, "No space left on device")
             return super().write(data)
 
-    def fdopen(fd, mode="r", *args, **kwargs):
-        return FullDisk(fd, "wb") if mode == "wb" else real_fdopen(fd, mode, *args, **kwargs)
-
     out = tmp_path / "run"
-    monkeypatch.setattr(os, "fdopen", fdopen)
+    def full_disk_open(file, mode="r", *args, **kwargs):  # the checkpoint module's binary writes fill the disk
+        return FullDisk(file, mode) if mode == "wb" else open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "open", full_disk_open, raising=False)
     assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2") == 1  # the machine's, not a user's mistake
     monkeypatch.undo()
     err = capsys.readouterr().err
@@ -633,9 +633,8 @@ def test_a_checkpoint_write_stopped_by_a_signal_stops_as_the_signal_says(tmp_pat
     import io
     import os
 
+    from s2dc.train import checkpoint
     from s2dc.train.checkpoint import atomic_save
-
-    real_fdopen = os.fdopen
 
     class Stopped(io.FileIO):
         def write(self, data):
@@ -643,8 +642,7 @@ def test_a_checkpoint_write_stopped_by_a_signal_stops_as_the_signal_says(tmp_pat
                 raise stop
             return super().write(data)
 
-    monkeypatch.setattr(os, "fdopen", lambda fd, mode="r", *a, **k: Stopped(fd, "wb") if mode == "wb"
-                        else real_fdopen(fd, mode, *a, **k))
+    monkeypatch.setattr(checkpoint, "open", Stopped, raising=False)
     with pytest.raises(type(stop)) as raised:
         atomic_save({"w": torch.zeros(100_000)}, tmp_path / "step_00000001.pt")
     assert raised.value is stop

@@ -11,9 +11,7 @@ from ..files import check_folder_path
 
 def check_out_dir(out_dir: Path, option: str = "--out") -> None:
     """Raise ValueError unless ``out_dir`` is a folder or does not exist yet."""
-    if (out_dir.exists() or out_dir.is_symlink()) and not out_dir.is_dir():
-        raise ValueError(f"{option} '{out_dir}' is a file, not a folder; give the folder the tables go to")
-    check_folder_path(out_dir, option)  # a file above it
+    check_folder_path(out_dir, option)
 
 
 def is_own(path: Path, recognise: Callable[[str], bool]) -> bool:

@@ -7,7 +7,6 @@ import fnmatch
 import os
 import random
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -15,25 +14,17 @@ import numpy as np
 import torch
 
 from ..files import atomic_write_text  # noqa: F401 - re-exported: the checkpoint writers' text sibling
-from ..files import check_folder_path, is_temporary
+from ..files import check_folder_path, is_temporary, temporary_sibling
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
-
-
-def _umask() -> int:
-    """The process's umask (read by setting it and putting it back: the only way POSIX gives it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def atomic_save(obj, path: Path) -> None:
     """``torch.save`` to ``path`` so that a crash leaves either the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = temporary_sibling(path)  # opened as every file is: its mode follows the umask
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would keep the file from the group, whatever the umask
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             try:
                 torch.save(obj, f)
             except RuntimeError as err:  # torch reports what stopped a write as "unexpected pos N vs M"
@@ -45,18 +36,15 @@ def atomic_save(obj, path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def lock_folder(folder: Path):
     """Hold an exclusive lock on ``folder`` (``folder/.lock``) for as long as the returned file stays open, so
     that two processes never write one run folder; raises ``ValueError`` naming the holder if it is taken."""
     folder = Path(folder)
-    if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
-        raise ValueError(f"run.out_dir '{folder}' is a file, not a folder; give the folder the run writes to")
-    check_folder_path(folder, "run.out_dir")  # a file above it
+    check_folder_path(folder, "run.out_dir")
     folder.mkdir(parents=True, exist_ok=True)
     handle = open(folder / ".lock", "a+")  # noqa: SIM115 - kept open: the lock lives as long as the file
     try:
