@@ -3,6 +3,7 @@ Expected entries and the split are written out here (SHA-1 via hashlib), not tak
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -183,3 +184,35 @@ def test_a_volume_of_four_axes_is_refused_at_conversion_unless_the_fourth_is_one
             msd.convert("msd_spleen", tmp_path / "raw", tmp_path / "out")
     else:
         msd.convert("msd_spleen", tmp_path / "raw", tmp_path / "out")
+
+
+def test_an_msd_task_added_to_the_registry_alone_is_converted(tmp_path, monkeypatch):
+    """The registry is the only place a dataset is named: a further Decathlon task (Task07 Pancreas, MONAI's MD5),
+    added there as one ``_msd`` entry and nowhere else, is converted by ``prepare`` as the other MSD tasks are, and
+    listed among the datasets that have a converter."""
+    from types import MappingProxyType
+
+    from s2dc.data import registry, sources
+
+    spec = registry._msd("msd_pancreas", "Task07_Pancreas", "4f7080cfca169fa8066d17ce6eb061e4", ("pancreas", "cancer"),
+                         "ct_abdomen", "test fixture")
+    monkeypatch.setattr(registry, "REGISTRY", MappingProxyType({**registry.REGISTRY, spec.name: spec}))
+    monkeypatch.setitem(TASKS, "msd_pancreas",
+                        ("Task07_Pancreas", "pancreas", {"0": "background", "1": "pancreas", "2": "cancer"}))
+    make_task(tmp_path / "raw", "msd_pancreas")
+    doc = json.loads(sources.prepare("msd_pancreas", tmp_path / "raw", tmp_path / "out").read_text())
+    assert doc["name"] == "msd_pancreas" and doc["task"] == "segmentation"
+    assert len(doc["training"]) + len(doc["validation"]) == len(CASES)
+    assert "msd_pancreas" in sources.converter_names()
+    assert set(sources.converter_names()) >= {"msd_liver", "msd_lung", "msd_spleen", "btcv", "ct_pool"}
+
+
+def test_a_registry_dataset_without_a_converter_is_refused_naming_those_with_one(tmp_path, monkeypatch):
+    from types import MappingProxyType
+
+    from s2dc.data import registry, sources
+
+    spec = dataclasses.replace(registry.get("btcv"), name="other_ct", archives=())
+    monkeypatch.setattr(registry, "REGISTRY", MappingProxyType({**registry.REGISTRY, spec.name: spec}))
+    with pytest.raises(DataError, match=r"no converter for BTCV \(other_ct\) yet; converters exist for \[.*'msd_spleen'"):
+        sources.prepare("other_ct", tmp_path / "raw", tmp_path / "out")

@@ -1,4 +1,4 @@
-"""Medical Segmentation Decathlon (``msd_liver``, ``msd_lung``, ``msd_spleen``) -> the common layout.
+"""Medical Segmentation Decathlon (every registry task whose archive is ``TaskNN_Name.tar``) -> the common layout.
 
 Official layout (``<Task>.tar`` extracted into ``raw``, e.g. by ``s2dc download``)::
 
@@ -30,6 +30,15 @@ def task_folder(spec: DatasetSpec) -> str:
     if match is None:
         raise ValueError(f"dataset '{spec.name}' is not a Medical Segmentation Decathlon task (archives {spec.archives})")
     return match.group(1)
+
+
+def is_task(spec: DatasetSpec) -> bool:
+    """Whether a registry spec is a Medical Segmentation Decathlon task (its archive is ``TaskNN_Name.tar``)."""
+    try:
+        task_folder(spec)
+    except ValueError:
+        return False
+    return True
 
 
 def _read(path: Path, spec: DatasetSpec) -> list[dict]:
