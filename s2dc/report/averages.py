@@ -19,16 +19,23 @@ import math
 
 import pandas as pd
 
-from ..data.registry import PAPER_AVERAGE, REGISTRY
+from ..data.datalist import registry_spec
+from ..data.registry import PAPER_AVERAGE, PAPER_AVERAGE_DATASETS, REGISTRY
 from .runs import ratio_text
 
 #: The score in % of each task for the average over all datasets: (metrics.json key, scale).
 PERCENT_SCORE = {"segmentation": ("dice_mean", 100.0), "classification": ("accuracy", 100.0),
                  "reconstruction": ("ssim", 100.0), "translation": ("ssim", 100.0)}
 ALL = "all datasets"
-#: The poster's averages are over its ten datasets: set beside an overall average of ten datasets only (with `only=`
-#: or a shorter experiments list, an average of fewer is another quantity).
-POSTER_DATASETS = 10
+#: The poster's averages are over its ten datasets (the registry's): set beside an overall average of those ten only
+#: (with `only=`, a shorter experiments list or another dataset among the ten, an average is another quantity).
+POSTER_DATASETS = frozenset(PAPER_AVERAGE_DATASETS)
+
+
+def _posters_datasets(datasets: set) -> bool:
+    """Whether ``datasets`` (the runs' dataset names, a twin's ``synthetic_<name>`` too) are the poster's ten."""
+    specs = [registry_spec({"name": d}) for d in datasets]
+    return None not in specs and {s.name for s in specs} == POSTER_DATASETS and len(datasets) == len(POSTER_DATASETS)
 ALL_METRIC = "score % (Dice, accuracy, SSIM × 100)"
 #: How the poster names the methods of its averages and of its Table 1 (CC-CCII), by the registry's names (its
 #: Table 1 row Swin-UNETR stands beside scratch: our reading).
@@ -64,7 +71,7 @@ def averages(runs: pd.DataFrame) -> pd.DataFrame:
                              "method": method, "label_ratio": float(ratio), "datasets": len(datasets), "mean": mean,
                              "std": std, "seeds": len(per_seed) if same_seeds else 0,
                              "poster": PAPER_AVERAGE.get(method, math.nan)
-                             if scope == ALL and len(datasets) == POSTER_DATASETS else math.nan})
+                             if scope == ALL and _posters_datasets(datasets) else math.nan})
     order = {**{task: i for i, task in enumerate(PERCENT_SCORE)}, ALL: len(PERCENT_SCORE)}
     table = pd.DataFrame(rows, columns=["scope", "metric", "method", "label_ratio", "datasets", "mean", "std",
                                         "seeds", "poster"])
