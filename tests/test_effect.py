@@ -73,13 +73,13 @@ def test_the_verdicts_of_both_protocols(tmp_path, benchmark):
     assert "| synthetic_msd_liver | segmentation | +10.00 Dice | 20% | 14.14 | no | +5.0 ± 4.0 | -1.0 ± 3.0 | no |" \
            in table
     assert "| synthetic_msd_lung | segmentation | +5.00 Dice | 20% | — | — | — | — | — |" in table
-    assert "| synthetic_udpet | reconstruction | — | — | — | — | +0.180 ± 0.010 | +0.020 ± 0.015 | yes |" in table
+    assert "| synthetic_udpet | reconstruction | — | — | — | — | +0.180 ± 0.010 | +0.020 ± 0.015 | yes, within 2 s.e. |" in table
     assert ("Over the 3 segmentation and classification datasets: fine-tuned, S²DC above scratch by more than the "
-            "seed spread on 1 of 2 with a spread; frozen, above both the random encoder and the voxels on 1 of 2 "
-            "probed (by two standard errors on 1).") in table
+            "seed spread on 1 of 2 with a spread; frozen, above both the random encoder and the voxels by two "
+            "standard errors on 1 of 2 probed (point estimates above both on 1).") in table
     assert "Over all 4 datasets: fine-tuned, S²DC above scratch by more than the seed spread on 1 of 2 with a " \
-           "spread; frozen, above both the random encoder and the voxels on 2 of 3 probed (by two standard errors " \
-           "on 1)." in table
+           "spread; frozen, above both the random encoder and the voxels by two standard errors on 1 of 3 probed " \
+           "(point estimates above both on 2)." in table
 
 
 def test_no_scratch_arm_and_no_probe_give_no_section(tmp_path):
@@ -144,3 +144,26 @@ def test_a_one_seed_difference_is_drawn_at_no_position(tmp_path, benchmark):
     drawn = [float(line.get_xdata()[0]) for line in left.get_lines() if line.get_marker() == "o"]
     assert sorted(drawn) == [pytest.approx(liver), 3.0]  # btcv and liver; none for lung
     assert "nan" not in " ".join(t.get_text() for t in left.texts)
+
+
+def test_a_tie_at_zero_spread_is_no_comparison_and_a_lead_within_two_se_is_said_so(tmp_path, benchmark):
+    """Both arms at 0 Dice on every seed (the committed MSD Lung and Spleen twins) have no spread: the row says
+    'tie' and is not counted among the datasets 'with a spread'. A frozen lead whose paired difference is within two
+    standard errors of a baseline (UDPET here: +0.020 ± 0.015 against the voxels) is labelled so in its row, and the
+    counts lead with the lead by two standard errors, the point estimates after it."""
+    runs, probes = benchmark
+    runs += [run_folder(tmp_path / f"spleen_{m}_{s}", m, s, 0.0, "synthetic_msd_spleen", 0.2)
+             for m in ("s2dc", "scratch") for s in (0, 1)]
+    assert main(["report", "--out", str(tmp_path / "out"), *map(str, runs), "--probe", *map(str, probes)]) == 0
+    table = (tmp_path / "out" / "benchmark.md").read_text()
+    assert "| synthetic_msd_spleen | segmentation | +0.00 Dice | 20% | 0.00 | tie | — | — | — |" in table, table
+    assert "| synthetic_udpet | reconstruction | — | — | — | — | +0.180 ± 0.010 | +0.020 ± 0.015 | " \
+           "yes, within 2 s.e. |" in table
+    assert ("Over the 4 segmentation and classification datasets: fine-tuned, S²DC above scratch by more than the "
+            "seed spread on 1 of 2 with a spread (1 tie, both arms equal on every seed); frozen, above both the "
+            "random encoder and the voxels by two standard errors on 1 of 2 probed (point estimates above both on "
+            "1).") in table, table
+    assert ("Over all 5 datasets: fine-tuned, S²DC above scratch by more than the seed spread on 1 of 2 with a "
+            "spread (1 tie, both arms equal on every seed); frozen, above both the random encoder and the voxels by "
+            "two standard errors on 1 of 3 probed (point estimates above both on 2).") in table, table
+

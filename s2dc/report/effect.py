@@ -2,10 +2,13 @@
 
 * Fine-tuning protocol: at each dataset's lowest label ratio, the S²DC arm's mean over seeds minus the scratch arm's,
   in the task's metric. It is **beyond the seed spread** when the difference exceeds the larger of the two arms'
-  sample standard deviations over seeds (undecided, ``—``, with one seed: no spread to compare against).
+  sample standard deviations over seeds (undecided, ``—``, with one seed: no spread to compare against; a
+  **tie**, with both arms equal on every seed, as two arms stuck at 0 Dice: no spread and nothing to compare).
 * Frozen-encoder protocol: the paired differences that ``s2dc probe`` gives (S²DC minus the random encoder, S²DC
   minus the raw voxels, on the same validation cases, ± the bootstrap standard error). S²DC is **above** a baseline
-  when the difference is positive, and by two standard errors when it exceeds twice its standard error.
+  when the difference is positive, and by two standard errors when it exceeds twice its standard error; a row above
+  both but within two standard errors of one says so (``yes, within 2 s.e.``), and the counts lead with the lead by
+  two standard errors.
 
 The counts under the table are over the segmentation and classification datasets (the tasks whose frozen protocol is
 a linear classifier of tokens or of pooled features) and over all datasets.
@@ -26,6 +29,8 @@ from .runs import ratio_text
 #: The arm compared and its fine-tuning baseline; the probe's baselines (encoder names of ``s2dc probe``).
 PRETRAINED, SCRATCH = "s2dc", "scratch"
 FROZEN_BASELINES = ("random", "voxels")
+#: ``finetune_beyond`` of a dataset whose two arms are equal on every seed (no spread, no difference).
+TIE = "tie"
 #: Tasks whose frozen protocol is a linear classifier: what the counts under the table are first given over.
 CLASSIFIER_TASKS = ("segmentation", "classification")
 #: The frozen protocol's columns: each baseline's paired difference and its standard error.
@@ -67,8 +72,8 @@ def paired_differences(probe_files: list[Path], encoder: str = PRETRAINED) -> pd
 def finetune_differences(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` (:func:`~s2dc.report.tables.summarise`: mean and std over seeds per dataset, method and label ratio)
     -> one row per dataset with both arms: at the lowest label ratio both have, ``finetune_difference`` (S²DC minus
-    scratch), ``finetune_spread`` (the larger seed std of the two) and ``finetune_beyond`` (True, False, or None
-    when a std is missing: one seed)."""
+    scratch), ``finetune_spread`` (the larger seed std of the two) and ``finetune_beyond`` (True, False, :data:`TIE`
+    when both arms are equal on every seed, or None when a std is missing: one seed)."""
     rows = []
     for (dataset, task, metric), runs in table.groupby(["dataset", "task", "metric"], sort=True):
         arms = {method: mine.set_index("label_ratio") for method, mine in runs.groupby("method")}
@@ -81,7 +86,7 @@ def finetune_differences(table: pd.DataFrame) -> pd.DataFrame:
         ours, base = arms[PRETRAINED].loc[ratio], arms[SCRATCH].loc[ratio]
         difference, stds = float(ours["mean"] - base["mean"]), (float(ours["std"]), float(base["std"]))
         spread = math.nan if any(math.isnan(s) for s in stds) else max(stds)  # one seed: no spread
-        beyond = None if math.isnan(spread) else bool(difference > spread)
+        beyond = None if math.isnan(spread) else TIE if spread == 0 and difference == 0 else bool(difference > spread)
         rows.append({"dataset": dataset, "task": task, "metric": metric, "label_ratio": float(ratio),
                      "seeds": int(min(ours["seeds"], base["seeds"])), "finetune_difference": difference,
                      "finetune_spread": spread, "finetune_beyond": beyond})
@@ -109,21 +114,25 @@ def _frozen_verdict(row) -> str:
         return "—"
     above = all(d > 0 for d in differences)
     strong = all(getattr(row, f"versus_{b}") > 2 * getattr(row, f"versus_se_{b}") for b in FROZEN_BASELINES)
-    return ("yes, by 2 s.e." if strong else "yes") if above else "no"
+    return ("yes, by 2 s.e." if strong else "yes, within 2 s.e.") if above else "no"
 
 
 def _beyond(value) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else ("yes" if value else "no")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return "tie" if value == TIE else ("yes" if value else "no")
 
 
 def counts(effect: pd.DataFrame, tasks: tuple[str, ...] | None = CLASSIFIER_TASKS) -> dict[str, int]:
     """How many datasets (of ``tasks``; all with None) have each verdict: ``finetune_beyond`` and ``finetune_decided``
-    (a spread to compare against), ``frozen_above`` (above every baseline), ``frozen_strong`` (by two standard
-    errors) and ``frozen_probed``."""
+    (a spread to compare against), ``finetune_ties`` (both arms equal on every seed), ``frozen_above`` (above every
+    baseline), ``frozen_strong`` (by two standard errors) and ``frozen_probed``."""
     rows = effect if tasks is None else effect[effect.task.isin(tasks)]
-    decided = [v for v in rows.finetune_beyond if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    compared = [v for v in rows.finetune_beyond if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    decided = [v for v in compared if v != TIE]
     frozen = [_frozen_verdict(row) for row in rows.itertuples()]
     return {"datasets": len(rows), "finetune_decided": len(decided), "finetune_beyond": sum(bool(v) for v in decided),
+            "finetune_ties": len(compared) - len(decided),
             "frozen_probed": sum(v != "—" for v in frozen), "frozen_above": sum(v.startswith("yes") for v in frozen),
             "frozen_strong": sum(v == "yes, by 2 s.e." for v in frozen)}
 
@@ -148,10 +157,12 @@ def effect_markdown(effect: pd.DataFrame) -> str:
     for label, tasks in (("the # segmentation and classification datasets", CLASSIFIER_TASKS),
                          ("all # datasets", None)):
         c = counts(effect, tasks)
+        ties = "" if not c["finetune_ties"] else (f" ({c['finetune_ties']} tie{'s' if c['finetune_ties'] > 1 else ''}, "
+                                                 "both arms equal on every seed)")
         lines.append(f"- Over {label.replace('#', str(c['datasets']))}: fine-tuned, S²DC above scratch by more than the seed "
-                     f"spread on {c['finetune_beyond']} of {c['finetune_decided']} with a spread; frozen, above both "
-                     f"the random encoder and the voxels on {c['frozen_above']} of {c['frozen_probed']} probed (by two "
-                     f"standard errors on {c['frozen_strong']}).")
+                     f"spread on {c['finetune_beyond']} of {c['finetune_decided']} with a spread{ties}; frozen, above "
+                     f"both the random encoder and the voxels by two standard errors on {c['frozen_strong']} of "
+                     f"{c['frozen_probed']} probed (point estimates above both on {c['frozen_above']}).")
     return "\n".join(lines) + "\n"
 
 
