@@ -130,3 +130,29 @@ def test_figures_anchor_on_a_tissue_of_the_twins_anatomy_map(twin_and_encoder, t
                  "--out-dir", str(tmp_path / "b")]) == 2
     assert "has no per-voxel map 'anatomy'" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_tsne_title_does_not_overlap_the_panel_titles(tmp_path, monkeypatch):
+    """The committed t-SNE figures (results/quick/figures/*/tsne.png and the ablation's seven panels) drew the
+    figure's title over the encoders' panel titles: the square panels fill the figure's height, so the suptitle at
+    its default place sat on them. Every panel title's box is now below the figure title's."""
+    import s2dc.eval.figures as figures
+
+    drawn = {}
+
+    def keep(fig, out):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        drawn["title"] = fig._suptitle.get_window_extent(renderer)
+        drawn["panels"] = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
+        return out
+
+    monkeypatch.setattr(figures, "save_png", keep)
+    rng = torch.Generator().manual_seed(0)
+    labels = torch.arange(40) % 4
+    feats = {name: torch.randn(40, 8, generator=rng) for name in ("voxels", "random", "lg", "s2dc")}
+    figures.tsne_figure(feats, labels, ["a", "b", "c", "d"], tmp_path / "tsne.png", "synthetic_btcv, stage 2: t-SNE",
+                        max_tokens=40)
+    assert len(drawn["panels"]) == 4
+    for panel in drawn["panels"]:
+        assert panel.y1 <= drawn["title"].y0, (panel, drawn["title"])

@@ -93,6 +93,7 @@ def tsne_figure(features: dict[str, torch.Tensor], labels: torch.Tensor, names: 
             ax.scatter(points[mine, 0], points[mine, 1], s=3, label=names[c], color=plt.get_cmap("tab20")(c % 20))
         ax.set_title(name), ax.set_xticks([]), ax.set_yticks([])
     axes[0][-1].legend(markerscale=4, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.subplots_adjust(top=0.8)  # the square panels fill the height: room for their titles below the figure's
     fig.suptitle(title)
     return save_png(fig, out)
 
