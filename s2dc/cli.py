@@ -52,14 +52,16 @@ def _finetune(args: argparse.Namespace) -> int:
     from .config import values_from_args
     from .downstream.defaults import fill_finetune_defaults
     from .downstream.engine import finetune
+    from .downstream.tasks import TASKS
     from .train.finetune_config import build_config
 
     values, notes = fill_finetune_defaults(values_from_args(args))
     for note in notes:
         print(note)
     result = finetune(build_config(values))  # refuses a run.out_dir holding anything a run does not write
+    score, unit = result["score"], " %" if TASKS[result["task"]].percent else ""  # a PSNR's name carries its dB
     print(f"fine-tuned {result['steps']} steps ({result['method']}, label ratio {result['label_ratio']}, "
-          f"{result['train_cases']} training cases): {result['task']} {result['score']['name']} {result['score']['value']}")
+          f"{result['train_cases']} training cases): {result['task']} {score['name']} {score['value']:.4g}{unit}")
     return 0
 
 
