@@ -320,6 +320,7 @@ def _check_label_ratios(config: dict) -> None:
 
 
 def _check_datasets(config: dict) -> None:
+    from s2dc.data.sources import converter_names
     from s2dc.data.synthetic import KINDS
     from s2dc.data.synthetic.twins import TWINS
     from s2dc.data.synthetic.writer import check_twin_params
@@ -327,7 +328,8 @@ def _check_datasets(config: dict) -> None:
     scale, p = _scale(config)
     datasets = p["experiments"]["datasets"]
     try:
-        registry.check_selection(f"scales.{scale}", p["datasets"], datasets, p["pretrain"]["modalities"], KINDS)
+        registry.check_selection(f"scales.{scale}", p["datasets"], datasets, p["pretrain"]["modalities"], KINDS,
+                                 tuple(converter_names()))
     except ValueError as err:
         raise ParamsError(f"params.yaml: {err}") from None
     for name, entry in p["datasets"].items():  # a twin its generator would refuse, in its job

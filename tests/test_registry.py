@@ -85,12 +85,16 @@ def test_a_bad_spec_is_refused_naming_the_dataset(bad, message):
     ({"btcv": {"source": "real"}}, ["spleen"], [], "experiments.datasets names 'spleen'"),
     ({"ct_pool": {"source": "real"}}, ["ct_pool"], [], "names the pretraining pool 'ct_pool'"),
     ({"btcv": {"source": "real"}}, ["btcv"], ["MRI"], "has MRI, but its pool 'mri_pool'"),
+    # a dataset added to the registry without a converter of its release: refused when the workflow starts, not
+    # after its archive was downloaded (an MSD task's is 11 GB) and its convert job ran
+    ({"adni": {"source": "real"}}, [], [], "scales.x.datasets.adni: there is no converter of adni's release yet"),
 ])
 def test_a_scales_dataset_choice_is_checked(datasets, experiments, modalities, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        registry.check_selection("scales.x", datasets, experiments, modalities, twins=("btcv",))
+        registry.check_selection("scales.x", datasets, experiments, modalities, twins=("btcv",),
+                                 converters=("btcv", "ct_pool"))
     registry.check_selection("scales.x", {"btcv": {"source": "synthetic"}, "ct_pool": {"source": "real"}},
-                             ["btcv"], ["CT"], twins=("btcv",))
+                             ["btcv"], ["CT"], twins=("btcv",), converters=("ct_pool",))
 
 
 def _string_constants(path: Path) -> set[str]:

@@ -436,16 +436,20 @@ def pool_for(modality: str) -> str:
 
 
 def check_selection(where: str, datasets: Mapping[str, Mapping], experiments: list[str], modalities: list[str],
-                    twins: tuple[str, ...]) -> None:
+                    twins: tuple[str, ...], converters: tuple[str, ...]) -> None:
     """Check a scale's choice of datasets (params.yaml ``scales.<scale>``, named ``where``): every dataset is a
-    registry name, a synthetic one has a twin (``twins``), the experiments name downstream datasets of the
-    scale and each modality's pool is among them. Raises ``ValueError`` naming the key."""
+    registry name, a synthetic one has a twin (``twins``), a real one a converter of its release (``converters``),
+    the experiments name downstream datasets of the scale and each modality's pool is among them. Raises
+    ``ValueError`` naming the key."""
     for name, choice in datasets.items():
         if name not in REGISTRY:
             raise ValueError(f"{where}.datasets.{name}: not a registry dataset; `s2dc datasets` lists them: {sorted(REGISTRY)}")
         if choice.get("source") == "synthetic" and name not in twins:
             raise ValueError(f"{where}.datasets.{name}: there is no synthetic twin of {name} yet "
                              f"(twins: {list(twins)}); use source: real")
+        if choice.get("source") == "real" and name not in converters:
+            raise ValueError(f"{where}.datasets.{name}: there is no converter of {name}'s release yet (converters: "
+                             f"{list(converters)}; a new layout needs one in s2dc/data/sources)")
     for name in experiments:
         if name not in datasets:
             raise ValueError(f"{where}.experiments.datasets names '{name}', which is not in {where}.datasets {sorted(datasets)}")
