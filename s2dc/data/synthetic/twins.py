@@ -49,7 +49,9 @@ class Twin:
     anatomy: dict[int, str] | None = None  # names of the values of Case.anatomy, for twins that draw one
 
 
-CC_CCII_CLASSES = ("Normal", "CP", "NCP")
+#: CC-CCII's classes in the registry's order (a case's class index is its position here); the twin draws "CP" and
+#: "NCP" as the two pneumonia patterns of :func:`.lesions.pneumonia`, which refuses any other name.
+CC_CCII_CLASSES = get("cc_ccii").outputs
 #: Excess density budget of a pneumonia (HU, uniform): the lung parenchyma's mean HU increase, drawn alike for
 #: CP and NCP (:func:`.lesions.pneumonia`). CP opacifies about 4-22 % of the parenchyma, NCP about 2-2.5 x that.
 PNEUMONIA_EXCESS_HU = (30.0, 160.0)
