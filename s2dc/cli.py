@@ -292,7 +292,7 @@ def _add_plots(sub) -> None:
         description="Read fine-tuning metrics.json files (and the DVCLive curves beside them) and write, into "
                     "--figures, per_class/<dataset>.png (grouped bars per class or metric, one bar per method, mean ± "
                     "std over seeds; <dataset>_<task>.png for a dataset fine-tuned under two tasks), label_ratio.png "
-                    "(score vs percent of labels per method, the poster's numbers beside) and "
+                    "(score vs percent of labels per method, the poster's real-data numbers on the same axis) and "
                     "effect.png (S²DC against scratch fine-tuned, and against the random encoder and the voxels "
                     "frozen with --probe, dataset by dataset: s2dc.report.effect); "
                     "into --curves, train_loss/<dataset>.tsv and val_score/<dataset>.tsv (step, one column per "

@@ -267,6 +267,34 @@ def test_the_label_ratio_curve_joins_each_methods_ratios_with_their_seed_spread(
         assert spans == pytest.approx([2 * statistics.stdev(100 * d for d in dice[(method, r)]) for r in (0.1, 1.0)])
 
 
+def test_the_label_ratio_panel_draws_the_posters_numbers_on_our_axis_and_keeps_equal_points_apart(tmp_path):
+    """The poster's numbers (real data) stood on a second y-axis of their own range: our 2 % Dice on BTCV sat on the
+    poster's 84 %, and a reader saw agreement where there is an 80-point gap. Now one axis per panel holds both (its
+    limits span our means and the poster's), the two are labelled apart, two methods of the same score are drawn
+    side by side (not one hidden behind the other), and a run of one label ratio says so."""
+    from s2dc.report.figures import label_ratio_figure, summary
+    from s2dc.report.runs import read_runs
+
+    files = [write_run(tmp_path, m, s, 0.02, ratio=0.2) for m in ("scratch", "s2dc") for s in range(2)]
+    fig = label_ratio_figure(summary(read_runs(files)[1]))
+    fig.canvas.draw()
+    panels = [ax for ax in fig.axes if ax.axison]
+    assert len(panels) == 1  # no twin axis beside the panel
+    (panel,) = panels
+    ours = [c.lines[0] for c in panel.containers]
+    poster = [line for line in panel.get_lines() if "poster" in line.get_label()]
+    assert [list(line.get_ydata()) for line in ours] == [[pytest.approx(2.0)]] * 2
+    assert poster and list(poster[0].get_ydata()) == [pytest.approx(84.14)]  # poster Table 2, BTCV s2dc at 100 %
+    low, high = panel.get_ylim()
+    assert low <= 2.0 and high >= 84.14
+    labels = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert any("poster (real data)" in label for label in labels) and any("this run" in label for label in labels)
+    shown = [tuple(line.get_transform().transform(line.get_xydata())[0]) for line in ours]
+    assert abs(shown[0][0] - shown[1][0]) >= 4  # pixels apart: scratch is not hidden behind s2dc
+    assert list(ours[0].get_xdata()) == [20.0]  # the data stay at 20 %: only the drawing is dodged
+    assert "one label ratio (20%)" in fig._suptitle.get_text()
+
+
 def test_a_class_absent_from_the_validation_cases_is_left_out_not_an_error(tmp_path):
     """A fine-tuning run records a class that no validation case holds (and a classification's AUC with one class
     in its validation cases) as null: the runs are read without it, the scored classes and metrics kept."""

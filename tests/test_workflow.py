@@ -67,7 +67,7 @@ def test_dag_and_report_need_no_cores(tmp_path, smoke_run):
     assert "Structure awareness" in html and "similarity.png" in html and "tsne.png" in html
     assert "white cross" in html  # the caption of the similarity map
     assert "Loss ablation" in html and "ablation.html" in html and "Kendall" in html
-    assert "label_ratio.png" in html and "synthetic_btcv.png" in html and "hollow on the right-hand axis" in html
+    assert "label_ratio.png" in html and "synthetic_btcv.png" in html and "hollow and dashed on the same axis" in html
     assert "benchmark.html" in html and "frozen-encoder protocol" in html
     assert "effect.png" in html and "does pretraining show" in html  # the verdicts' figure, with its caption
     assert "Sweep" in html and "trials.html" in html and "parallel_coordinate.png" in html and "median pruner" in html

@@ -1,5 +1,5 @@
 """Figures of the fine-tuning runs: a per-class bar chart per dataset and the label-ratio curves (score vs % labels
-per method, the poster's numbers beside on their own axis)."""
+per method, the poster's numbers on the same axis)."""
 
 from __future__ import annotations
 
@@ -104,46 +104,86 @@ def paper_points(dataset: str, methods: list[str], task: str) -> dict[str, list[
     return {m: sorted(v) for m, v in points.items()}
 
 
+#: How far apart (points) the methods of one panel are drawn at the same label ratio, so that equal scores do not
+#: hide one another; the data stay where they are, only the drawing is shifted.
+DODGE_POINTS = 5.0
+
+
+def _dodged(ax, index: int, count: int):
+    """``ax``'s data transform shifted sideways for the ``index``-th of ``count`` methods (:data:`DODGE_POINTS`)."""
+    from matplotlib.transforms import ScaledTranslation
+
+    shift = (index - (count - 1) / 2) * DODGE_POINTS / 72
+    return ax.transData + ScaledTranslation(shift, 0, ax.figure.dpi_scale_trans)
+
+
+def _ours(datasets) -> str:
+    """What our numbers are, for the legend: the synthetic twins when every dataset is one."""
+    synthetic = all(str(d).startswith("synthetic_") for d in datasets)
+    return "this run (synthetic twins)" if synthetic else "this run"
+
+
 def label_ratio_figure(table: pd.DataFrame):
     """One panel per dataset and task (:func:`pairs`; titled by the dataset, with the task for a dataset of two):
-    the task's score vs % labels, mean ± std over seeds per method (solid); the poster's numbers for the same methods
-    on the real data as hollow markers on the right axis (its own scale)."""
+    the task's score vs % labels, mean ± std over seeds per method (solid line, filled markers); the poster's numbers
+    for the same methods on the real data (dashed, hollow diamonds) on the same axis, so that the gap between the
+    two is seen as it is. The methods at one label ratio are drawn a few points apart (:data:`DODGE_POINTS`). A run
+    of one label ratio shows no trend, and says so (in the figure's title, or a panel's)."""
     plt = pyplot()
     first = {task: metrics[0][1] for task, metrics in TASK_METRICS.items()}
     scores = table[table.metric == table.task.map(first)]
     panels = pairs(scores)
     several = {d for d, _ in panels if sum(other == d for other, _ in panels) > 1}
+    ratios = {pair: sorted(scores[(scores.dataset == pair[0]) & (scores.task == pair[1])].label_ratio.unique())
+              for pair in panels}
+    single = {tuple(r) for r in ratios.values()}
+    one_for_all = len(single) == 1 and len(next(iter(single))) == 1
+    ours = _ours(scores.dataset.unique())
     cols = min(5, len(panels))
     rows_n = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(3.3 * cols, 2.9 * rows_n), squeeze=False)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.3 * cols, 3.1 * rows_n), squeeze=False)
+    legend: dict[str, object] = {}
     for k, (dataset, task) in enumerate(panels):
         ax = axes[k // cols][k % cols]
         rows = scores[(scores.dataset == dataset) & (scores.task == task)]
         methods = list(dict.fromkeys(rows.method))
+        poster = paper_points(dataset, methods, rows.task.iloc[0])
+        span = []  # what the axis limits must hold (a shifted drawing is not autoscaled)
         for i, method in enumerate(methods):
             line = rows[rows.method == method].sort_values("label_ratio")
-            ax.errorbar(100 * line.label_ratio, line["mean"], yerr=line["std"], marker="o", capsize=3,
-                        color=colour(method, i), label=method)
-        poster = paper_points(dataset, methods, rows.task.iloc[0])
-        if poster:
-            twin = ax.twinx()
-            for i, method in enumerate(methods):
-                if method in poster:
-                    xs, ys = zip(*poster[method])
-                    twin.plot([100 * x for x in xs], ys, linestyle=":", marker="o", markerfacecolor="none",
-                              color=colour(method, i), label=f"{method} (poster)")
-            twin.set_ylabel("poster, real data", fontsize=8)
-            twin.tick_params(labelsize=7)
-        ax.set_title(f"{dataset} ({task})" if dataset in several else dataset, fontsize=9)
+            shifted = _dodged(ax, i, len(methods))
+            drawn = ax.errorbar(100 * line.label_ratio, line["mean"], yerr=line["std"], marker="o", capsize=3,
+                                color=colour(method, i), label=method, transform=shifted, zorder=3)
+            legend.setdefault(f"{method}, {ours}", drawn)
+            for x, mean, std in zip(100 * line.label_ratio, line["mean"], line["std"]):
+                span += [(x, mean - std), (x, mean + std)]
+            if method in poster:
+                xs, ys = zip(*poster[method])
+                (drawn,) = ax.plot([100 * x for x in xs], ys, linestyle="--", marker="D", markerfacecolor="none",
+                                   color=colour(method, i), label=f"{method}, poster (real data)",
+                                   transform=shifted, zorder=2)
+                legend.setdefault(drawn.get_label(), drawn)
+                span += [(100 * x, y) for x, y in zip(xs, ys)]
+        ax.update_datalim(span)
+        ax.autoscale_view()
+        title = f"{dataset} ({task})" if dataset in several else dataset
+        if len(ratios[(dataset, task)]) == 1 and not one_for_all:
+            title += f"\nours at one label ratio ({ratio_text(ratios[(dataset, task)][0])})"
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("% labels", fontsize=8)
         ax.set_ylabel(rows.metric.iloc[0], fontsize=8)
         ax.set_xlim(0, 105)
         ax.grid(alpha=0.3)
     for k in range(len(panels), rows_n * cols):
         axes[k // cols][k % cols].axis("off")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper right", fontsize=8)
-    fig.suptitle("Score vs label ratio (ours: solid, mean ± std over seeds; the poster: hollow, right axis)", fontsize=10)
+    fig.legend(list(legend.values()), list(legend), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(4, len(legend)), fontsize=8)
+    title = ("Score vs label ratio: ours (filled, solid; mean ± std over seeds) and the poster's on the real data "
+             "(hollow, dashed), on one axis per panel")
+    if one_for_all:
+        title += (f"\nthis run has one label ratio ({ratio_text(next(iter(single))[0])}): one point per method, "
+                  "no trend")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
