@@ -3,6 +3,9 @@ refuses a study that has not reached its budget unless forced."""
 
 from __future__ import annotations
 
+import random
+
+import optuna
 import pandas as pd
 import pytest
 import yaml
@@ -127,3 +130,94 @@ def test_export_never_replaces_a_users_file_or_a_best_yaml_edited_by_hand(tmp_pa
         with pytest.raises(ValueError, match=f"'{fresh / name}' exists"):
             export_study(str(storage), "done", fresh)
         assert [p.name for p in fresh.iterdir()] == [name] and (fresh / name).read_text() == "a user's file"
+
+
+QUICK_SPACE = {  # the seven parameters of the quick sweep
+    "pretrain.ema.momentum": optuna.distributions.FloatDistribution(0.9, 0.999),
+    "pretrain.ema.schedule": optuna.distributions.CategoricalDistribution(["constant", "cosine"]),
+    "pretrain.loss.global_temperature": optuna.distributions.FloatDistribution(0.05, 1.0),
+    "pretrain.loss.match_temperature": optuna.distributions.FloatDistribution(0.05, 1.0),
+    "pretrain.loss.weight_p2p": optuna.distributions.FloatDistribution(0.0, 1.0),
+    "pretrain.loss.weight_p2s": optuna.distributions.FloatDistribution(0.0, 1.0),
+    "pretrain.optim.lr": optuna.distributions.FloatDistribution(1.0e-4, 2.0e-3, log=True),
+}
+
+
+def _fake_study(complete: int, pruned: int, failed: int = 0):
+    """An in-memory study of the quick sweep's shape: ``complete`` trials whose value is mean Dice as a fraction
+    (and the score as the tables show it, Dice in %), ``pruned`` ones stopped with a lower score, ``failed`` ones."""
+    rng = random.Random(0)
+    study = optuna.create_study(direction="maximize")
+
+    def params():
+        return {name: (rng.choice(d.choices) if isinstance(d, optuna.distributions.CategoricalDistribution)
+                       else rng.uniform(d.low, d.high)) for name, d in QUICK_SPACE.items()}
+
+    for k in range(complete):
+        value = 0.02 + 0.001 * k
+        study.add_trial(optuna.trial.create_trial(
+            params=params(), distributions=QUICK_SPACE, value=value, intermediate_values={1: value / 2, 2: value},
+            user_attrs={"score": {"key": "dice_mean", "name": "Dice", "value": 100 * value}}))
+    for k in range(pruned):
+        study.add_trial(optuna.trial.create_trial(
+            params=params(), distributions=QUICK_SPACE, state=TrialState.PRUNED, value=0.01 + 0.001 * k,
+            intermediate_values={1: 0.01 + 0.001 * k}))
+    for _ in range(failed):
+        study.add_trial(optuna.trial.create_trial(params=params(), distributions=QUICK_SPACE, state=TrialState.FAIL))
+    return study
+
+
+def test_the_history_names_the_objective_in_the_tables_unit_and_draws_the_pruned_trials():
+    """history.png showed Dice as a fraction (0.022) under 'Objective Value' while the tables say 2.22 %, and left the
+    pruned trials out without a word. Its y-axis now names the score as the tables show it (Dice %), and the pruned
+    trials are drawn apart (hollow, at their last reported score), named in the legend."""
+    from s2dc.tune.export import history_figure
+
+    study = _fake_study(complete=2, pruned=3, failed=1)
+    fig = history_figure(study)
+    ax = fig.axes[0]
+    assert "Dice %" in ax.get_ylabel()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(label.startswith("completed") for label in labels)
+    assert any(label.startswith("pruned") for label in labels)
+    drawn = {c.get_label(): c.get_offsets() for c in ax.collections}
+    done = next(v for k, v in drawn.items() if k.startswith("completed"))
+    stopped = next(v for k, v in drawn.items() if k.startswith("pruned"))
+    assert sorted(done[:, 1]) == pytest.approx([2.0, 2.1]) and len(stopped) == 3
+    assert sorted(stopped[:, 1]) == pytest.approx([1.0, 1.1, 1.2])
+    assert "1 failed" in ax.get_title()  # a failed trial has no value: not drawn, but counted
+
+
+def test_the_importances_need_enough_completed_trials_and_say_on_how_many_they_rest(tmp_path, capsys):
+    """param_importances.png ranked seven parameters from two completed trials with no caveat. Fewer completed trials
+    than max(5, parameters + 1) draw no ranking but a picture saying it is not meaningful; with enough, the title
+    names the count of completed trials."""
+    from s2dc.tune.export import _figure, importances_figure
+
+    with pytest.raises(ValueError, match="not meaningful with 2 completed trials"):
+        importances_figure(_fake_study(complete=2, pruned=6))
+    _figure(_fake_study(complete=2, pruned=6), tmp_path / "param_importances.png", "param_importances.png")
+    assert "not meaningful with 2 completed trials" in capsys.readouterr().err
+    fig = importances_figure(_fake_study(complete=8, pruned=2))
+    assert "8 completed trials" in fig.axes[0].get_title()
+
+
+def _overlaps(boxes):
+    return [(a, b) for i, (a, x) in enumerate(boxes) for b, y in boxes[i + 1:]
+            if x.width and y.width and x.overlaps(y)]
+
+
+def test_the_parallel_coordinates_name_every_parameter_in_full_and_no_label_overlaps_another():
+    """parallel_coordinate.png cut the parameters' names ('pretrain.ema.mome...') and its axes' tick labels overlapped.
+    Every name is now shown in full, and no two texts of the figure overlap once drawn."""
+    from s2dc.tune.export import parallel_figure
+
+    fig = parallel_figure(_fake_study(complete=4, pruned=3))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [t for ax in fig.axes for t in (*ax.get_xticklabels(), *ax.get_yticklabels(), *ax.texts)
+             if t.get_visible() and t.get_text()]
+    shown = {t.get_text() for t in texts}
+    assert set(QUICK_SPACE) <= shown
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+    assert not _overlaps(boxes)
