@@ -117,9 +117,12 @@ def pretrain_run_options(config: dict, variant: str, modality: str) -> dict:
     return {**result_options(resolved), **placed}
 
 
-def finetune_options(config: dict) -> dict:
+def finetune_options(config: dict, dataset: str | None = None) -> dict:
     """scales.<scale>.finetune.options with model.{feature_size, depths, num_heads, window_size, patch_size} taken
-    from pretrain.options.encoder, so that the scratch baseline and the S²DC run share one architecture."""
+    from pretrain.options.encoder, so that the scratch baseline and the S²DC run share one architecture; with
+    ``dataset``, its own options (scales.<scale>.datasets.<dataset>.finetune) on top."""
+    from s2dc.tune.space import merge_options
+
     scale, p = _scale(config)
     options = p["finetune"]["options"]
     model = options.get("model", {})
@@ -128,8 +131,37 @@ def finetune_options(config: dict) -> dict:
         raise ParamsError(f"params.yaml: scales.{scale}.finetune.options.model.{repeated[0]}: the architecture is "
                           f"set once, in scales.{scale}.pretrain.options.encoder ({', '.join(ARCHITECTURE)})")
     encoder = p["pretrain"]["options"].get("encoder", {})
-    return {"model": {**{k: v for k, v in encoder.items() if k in ARCHITECTURE}, **model},
-            **{k: v for k, v in options.items() if k != "model"}}
+    merged = {"model": {**{k: v for k, v in encoder.items() if k in ARCHITECTURE}, **model},
+              **{k: v for k, v in options.items() if k != "model"}}
+    return merged if dataset is None else merge_options(merged, p["datasets"][dataset].get("finetune", {}))
+
+
+def _check_dataset_finetune_options(config: dict) -> None:
+    """A dataset's own fine-tuning options (scales.<scale>.datasets.<name>.finetune): for a downstream dataset, no
+    option its rule sets, no network size (the encoder's), no run-local option (the scale's, for every job), and
+    valid for the command; ParamsError naming the key."""
+    from s2dc.train.finetune_config import build_config as finetune_config
+    from s2dc.tune.space import split_run_local
+
+    scale, p = _scale(config)
+    for name, entry in p["datasets"].items():
+        own = entry.get("finetune")
+        if own is None:
+            continue
+        where = f"scales.{scale}.datasets.{name}.finetune"
+        if not registry.get(name).downstream:
+            raise ParamsError(f"params.yaml: {where}: {name} is a pretraining pool, it is not fine-tuned")
+        _refuse_options_of_the_rules(scale, f"datasets.{name}.finetune", own, stage="finetune")
+        sizes = sorted(k for k in own.get("model", {}) if k in ARCHITECTURE)
+        if sizes:
+            raise ParamsError(f"params.yaml: {where}.model.{sizes[0]}: the architecture is set once, in "
+                              f"scales.{scale}.pretrain.options.encoder ({', '.join(ARCHITECTURE)})")
+        local = [f"{section}.{field}" for section, fields in split_run_local("finetune", own)[1].items()
+                 for field in fields]
+        if local:
+            raise ParamsError(f"params.yaml: {where}.{local[0]}: how a job runs, not what it computes: set it for "
+                              f"every dataset, in scales.{scale}.finetune.options")
+        _check_options(config, f"datasets.{name}.finetune", finetune_config, finetune_options(config, name))
 
 
 def preset_sections(dataset: str) -> dict:
@@ -163,7 +195,7 @@ def sweep_spec(config: dict, run_local: bool = True) -> str:
         "space": sweep["space"],
         "pretrain": _sweep_base("pretrain", merge(merge(preset_sections(pool), p["pretrain"]["options"]),
                                                   sweep["trial"].get("pretrain", {}))),
-        "finetune": _sweep_base("finetune", merge(merge(preset_sections(dataset), finetune_options(config)),
+        "finetune": _sweep_base("finetune", merge(merge(preset_sections(dataset), finetune_options(config, dataset)),
                                                   sweep["trial"].get("finetune", {}))),
         "data": {"pretrain": dataset_json(config, pool), "finetune": dataset_json(config, dataset)},
         "out_dir": f"results/{scale}/sweep/work",
@@ -210,6 +242,7 @@ def check_params(config: dict, schema: str | Path | None = None) -> dict:
                        variant_options(config, variant))
     _check_options(config, "finetune.options", finetune_config, finetune_options(config))
     _check_datasets(config)  # first: the other checks look the datasets up in the registry
+    _check_dataset_finetune_options(config)
     _check_methods(config)
     _check_label_ratios(config)
     _check_sweep(config)
@@ -250,13 +283,16 @@ RULE_OPTIONS = {
 }
 
 
-def _refuse_options_of_the_rules(scale: str, stage: str, options: dict) -> None:
-    """Raise ParamsError naming the key if ``scales.<scale>.<stage>.options`` sets an option its rule sets itself."""
-    for key, where in RULE_OPTIONS[stage].items():
+def _refuse_options_of_the_rules(scale: str, where: str, options: dict, stage: str | None = None) -> None:
+    """Raise ParamsError naming the key if ``scales.<scale>.<where>`` (a stage's options, ``<stage>.options``, or a
+    dataset's, with ``stage``) sets an option its rule sets itself."""
+    stage = stage or where
+    label = where if where != stage else f"{stage}.options"
+    for key, set_where in RULE_OPTIONS[stage].items():
         section, name = key.split(".")
         if name in (options.get(section) or {}):
-            raise ParamsError(f"params.yaml: scales.{scale}.{stage}.options.{key}: the workflow's {stage} rule sets it "
-                              f"{where} for every job, after these options; remove it")
+            raise ParamsError(f"params.yaml: scales.{scale}.{label}.{key}: the workflow's {stage} rule sets it "
+                              f"{set_where} for every job, after these options; remove it")
 
 
 def _check_options(config: dict, where: str, build, options: dict) -> None:

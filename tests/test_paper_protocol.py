@@ -63,13 +63,17 @@ def test_the_finetuning_table_names_each_departure_of_scale_paper_from_the_relea
     # Fine-tuning options of scale paper: the code defaults (s2dc/train/finetune_config.py) plus params.yaml's.
     paper = _paper()["finetune"]["options"]
     assert paper["preprocess"]["spacing"] == [1.5, 1.5, 2.0]
+    # the release's own spacing where it has a script: BTCV 1.5 mm isotropic, CC-CCII and BraTS 2023 none
+    own = {name: entry.get("finetune", {}).get("preprocess", {}).get("spacing", "scale's")
+           for name, entry in _paper()["datasets"].items()}
+    assert (own["btcv"], own["cc_ccii"], own["brats23"]) == ([1.5, 1.5, 1.5], None, None)
     train = TrainConfig()
     assert (train.lr, train.steps, train.warmup_steps, train.flip_prob, tuple(train.roi_size)) == \
         (1e-4, 30_000, 500, 0.1, (96, 96, 96))
     rows = _rows(_section((REPO / "README.md").read_text(), "Fine-tuning at scale paper against the release's scripts"))
     expected = {
         # BTCV/train.sh:4 1.5 mm isotropic; RECON and CC-CCII resample no spacing (their own loaders)
-        "spacing": ("1.5 1.5 2.0", "--space_z=1.5"),
+        "spacing": ("1.5 1.5 2.0", "--space_z=1.5", "BTCV (1.5 1.5 1.5), CC-CCII and BraTS 2023 (none)"),
         # BTCV/train.sh:5 --optim_lr 2e-3 --max_epochs=3000; main.py:88 100 warm-up epochs
         "BTCV schedule": ("2e-3", "3000 epochs"),
         # BTCV/utils/data_utils.py:88-89 pos=3, neg=1; main.py:82 flips 0.2 (+ rotate90, intensity)

@@ -593,3 +593,38 @@ def test_an_encoder_copied_from_another_pretraining_folder_stops_the_workflow(tm
         assert f"'{folder}/encoder.pt'" in str(refused.value) and source in str(refused.value), str(refused.value)
         (tmp_path / folder / "encoder.pt").unlink()
     check_job_outputs(config)
+
+
+def test_a_dataset_can_have_fine_tuning_options_of_its_own(tmp_path):
+    """scales.<scale>.datasets.<name>.finetune overrides the scale's fine-tuning options for that dataset's jobs only
+    (scale paper: the release resamples BTCV to 1.5 mm isotropic, CC-CCII and BraTS 2023 not at all); an option the
+    rule sets, a network size, a run-local option or fine-tuning options of a pretraining pool are refused, naming
+    the key."""
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    smoke = params["scales"]["smoke"]
+    smoke["datasets"]["btcv"]["finetune"] = {"preprocess": {"spacing": [2.0, 2.0, 2.5]}, "train": {"steps": 3}}
+    config = tmp_path / "params.yaml"
+    config.write_text(yaml.safe_dump(params))
+    plan = snakemake(tmp_path, "-n", "-p", "--config", "scale=smoke", "--forceall", configfile=config)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    commands = [line for line in plan.stdout.splitlines() if "s2dc finetune" in line]
+    btcv = [c for c in commands if "/btcv/dataset.json" in c]
+    others = [c for c in commands if "/btcv/dataset.json" not in c]
+    assert btcv and others
+    assert all("--preprocess.spacing 2.0 2.0 2.5" in c and "--train.steps 3 " in c for c in btcv), btcv[0]
+    assert not any("--preprocess.spacing" in c or "--train.steps 3 " in c for c in others), others[0]
+    assert all("--train.steps 2 " in c for c in others)  # the scale's own
+
+    for entry, message in [
+        ({"btcv": {"train": {"steps": 0}}}, "scales.smoke.datasets.btcv.finetune: "),
+        ({"btcv": {"data": {"label_ratio": 0.5}}}, "datasets.btcv.finetune.data.label_ratio: the workflow's finetune rule sets it"),
+        ({"btcv": {"model": {"feature_size": 24}}}, "datasets.btcv.finetune.model.feature_size: the architecture is set once"),
+        ({"btcv": {"data": {"workers": 2}}}, "datasets.btcv.finetune.data.workers: how a job runs, not what it computes"),
+        ({"ct_pool": {"train": {"steps": 3}}}, "datasets.ct_pool.finetune: ct_pool is a pretraining pool"),
+    ]:
+        wrong = copy.deepcopy(params)
+        for name, options in entry.items():
+            wrong["scales"]["smoke"]["datasets"][name]["finetune"] = options
+        assert message in params_error(wrong, scale="smoke")

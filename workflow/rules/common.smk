@@ -40,9 +40,10 @@ def short_hash(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def finetune_options() -> dict:
-    """scales.<scale>.finetune.options with the architecture of pretrain.options.encoder (s2dc.workflow_checks)."""
-    return checks.finetune_options(config)
+def finetune_options(dataset: str | None = None) -> dict:
+    """scales.<scale>.finetune.options with the architecture of pretrain.options.encoder, and with ``dataset`` its own
+    options (datasets.<dataset>.finetune) on top (s2dc.workflow_checks)."""
+    return checks.finetune_options(config, dataset)
 
 
 def stage_resources(stage: str) -> dict:
@@ -176,7 +177,7 @@ def finetune_command_options(dataset: str) -> str:
     """The options of a fine-tuning's command that change what it computes: the dataset's intensity preset, then the
     scale's options, each value of its declared type, those the command resolves alike without them left off (a
     default written out), the run-local ones left to RUN_LOCAL_OPTIONS."""
-    typed = checks.typed_options("finetune", finetune_options(), base=checks.preset_sections(dataset))
+    typed = checks.typed_options("finetune", finetune_options(dataset), base=checks.preset_sections(dataset))
     return f"{preset_options(dataset)} {cli_options(split_run_local('finetune', typed)[0])}"
 
 
