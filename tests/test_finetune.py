@@ -571,3 +571,48 @@ def test_the_label_ratio_help_says_how_the_subset_is_counted():
     assert len(choose_subset(cases, 0.5, seed=0, stratify_by="class")) == 12
     text = HELP["data.label_ratio"]
     assert "half up" in text and "each class" in text
+
+
+def test_a_checkpoint_of_a_run_on_another_registry_entry_is_not_resumed(ft_config, seg_dir, tmp_path, capsys,
+                                                                         monkeypatch):
+    """A dataset's registry entry is data (s2dc.data.datasets), which the code hash leaves out: the run counts the
+    entry of the dataset it reads (registry.spec_digest) instead, so that a run interrupted before the entry was edited
+    is not continued as if it were this one (``if_unchanged`` starts afresh, naming the entry)."""
+    import dataclasses
+    import shutil
+    from types import MappingProxyType
+
+    from s2dc.data import datalist, registry
+
+    data = tmp_path / "data"
+    shutil.copytree(seg_dir, data)
+    doc = json.loads((data / "dataset.json").read_text())
+    (data / "dataset.json").write_text(json.dumps({**doc, "name": "btcv"}))  # the registry's BTCV, as a twin is
+    out = tmp_path / "run"
+    common = ["--train.steps", "4", "--data.cache_dir", str(tmp_path / "cache"), *SMALL_STEP_ARGS]
+    values = yaml.safe_load(ft_config.read_text())
+    cfg = build_config({**values, "data": {**values["data"], "source": str(data / "dataset.json"),
+                                           "cache_dir": str(tmp_path / "cache")},
+                        "train": {**values["train"], "steps": 4, **SMALL_STEPS},
+                        "eval": {**values["eval"], "every": 2},
+                        "run": {**values["run"], "out_dir": str(out), "checkpoint_every": 2}})
+
+    def stop(step, value):
+        if step == 4:  # after the step-2 checkpoint
+            raise KeyboardInterrupt
+
+    from s2dc.downstream.engine import finetune as run_finetune
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(cfg, on_score=stop)
+    assert (out / "checkpoints" / "step_00000002.pt").exists()
+    before = registry.spec_digest("btcv")
+    edited = dataclasses.replace(registry.get("btcv"), notes="an entry edited after the run started")
+    entries = MappingProxyType({**registry.REGISTRY, "btcv": edited})
+    monkeypatch.setattr(registry, "REGISTRY", entries)
+    monkeypatch.setattr(datalist, "REGISTRY", entries)
+    assert registry.spec_digest("btcv") != before
+    capsys.readouterr()
+    assert finetune(ft_config, data / "dataset.json", out, *common, "--run.resume", "if_unchanged") == 0
+    said = capsys.readouterr().out
+    assert "another run's" in said and "registry entry" in said, said
+    assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] is None

@@ -271,3 +271,77 @@ def test_option_changes_lists_each_changed_key_in_order_with_both_values():
     assert identity.option_changes({"a": {"b": 1}}, {"a": 5}) == [("a", "{'b': 1}", "5")]
     assert identity.differences({"options": {"x": 1}}, {"options": {"y": "z"}}) == [
         "x: 1 in the run, (absent) now", "y: (absent) in the run, 'z' now"]
+
+
+# The modules each kind of job runs (workflow/rules/common.smk, CODE), with the command line counted shallow.
+STAGE_MODULES = {
+    "synth": ["s2dc.data.synthetic"],
+    "prepare": ["s2dc.data.sources"],
+    "pretrain": ["s2dc.train.pretrain", "s2dc.export"],
+    "finetune": ["s2dc.downstream.engine", "s2dc.downstream.defaults"],
+    "probe": ["s2dc.eval.probe"],
+    "figures": ["s2dc.eval.figures"],
+    "report": ["s2dc.report.tables"],
+    "plots": ["s2dc.report.figures", "s2dc.report.curves"],
+    "sweep": ["s2dc.tune.command"],
+}
+NEW_DATASET = '''    DatasetSpec(
+        name="msd_pancreas", title="MSD Task07 Pancreas", task="segmentation", modality="CT", channels=("CT",),
+        labels={0: "background", 1: "pancreas", 2: "cancer"}, outputs=("pancreas", "cancer"),
+        preset="ct_abdomen", access="open", where="http://medicaldecathlon.com/", licence="CC-BY-SA 4.0",
+        layout="Task07_Pancreas/", layout_source="MONAI", notes="a dataset added to the registry",
+    ),
+'''
+
+
+@pytest.fixture
+def package_copy(tmp_path, monkeypatch):
+    """A copy of the s2dc package, fingerprinted in place of the real one."""
+    import shutil
+
+    root = tmp_path / "s2dc"
+    shutil.copytree(identity.PACKAGE_ROOT, root, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(identity, "PACKAGE_ROOT", root)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    identity._read_module.cache_clear()
+    return root
+
+
+def _stage_codes() -> dict[str, str]:
+    return {stage: identity.code_fingerprint(*modules, shallow=("s2dc.cli",)) for stage, modules in STAGE_MODULES.items()}
+
+
+def _file_naming(root, text: str):
+    found = [p for p in sorted(root.rglob("*.py")) if text in p.read_text()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_a_dataset_added_to_the_registry_changes_no_stages_code(package_copy):
+    """A dataset is data, not code: a new registry entry (MSD Task07 Pancreas, say) leaves every stage's code hash
+    as it was, so that Snakemake reruns no job for it (it reran all nine stages, and at paper scale every pretraining
+    and fine-tuning). The jobs that read a dataset's entry carry its own digest instead (registry.spec_digest)."""
+    before = _stage_codes()
+    path = _file_naming(package_copy, 'name="btcv"')
+    anchor = '    DatasetSpec(\n        name="btcv"'
+    text = path.read_text()
+    assert anchor in text
+    path.write_text(text.replace(anchor, NEW_DATASET + anchor, 1))
+    identity._read_module.cache_clear()
+    assert _stage_codes() == before
+    text = path.read_text()  # an entry edited: data too
+    path.write_text(text.replace('"poster Table 2"', '"poster Table 2 (edited)"'))
+    assert _stage_codes() == before
+
+
+def test_the_registrys_code_still_counts(package_copy):
+    """Only the dataset entries are data: the registry's checks and functions are code, read by every stage."""
+    before = _stage_codes()
+    path = package_copy / "data" / "registry.py"
+    text = path.read_text()
+    old = "    return [s.name for s in _SPECS if s.downstream]"
+    assert old in text
+    path.write_text(text.replace(old, "    return [s.name for s in _SPECS if s.task != 'pretraining' and s.downstream]"))
+    identity._read_module.cache_clear()
+    after = _stage_codes()
+    assert all(after[stage] != before[stage] for stage in STAGE_MODULES), (before, after)

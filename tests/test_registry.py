@@ -104,9 +104,9 @@ def _string_constants(path: Path) -> set[str]:
 
 
 def test_no_module_but_the_registry_names_a_dataset():
-    """Rules, CLI, report and schema read the registry; only it, the converters (one per dataset) and the
+    """Rules, CLI, report and schema read the registry; only it (its entries too), the converters (one per dataset) and the
     synthetic twins (keyed by registry name) spell a dataset's name."""
-    allowed = {REPO / "s2dc/data/registry.py"}
+    allowed = {REPO / "s2dc/data/registry.py", REPO / "s2dc/data/datasets.py"}  # the registry and its entries
     files = [p for p in (*REPO.glob("s2dc/**/*.py"), *REPO.glob("workflow/**/*.smk"), *REPO.glob("workflow/**/*.yaml"),
                          REPO / "Snakefile")
              if p not in allowed and "sources" not in p.parts and "synthetic" not in p.parts]
@@ -225,3 +225,24 @@ def test_a_btcv_label_may_be_gzipped_or_not_whatever_its_image():
         first, second = doc["training"][:2]
         assert first["label"].endswith("label0001.nii") and second["image"].endswith("img0002.nii")
         assert second["label"].endswith("label0002.nii.gz")
+
+
+def test_an_edited_entry_changes_its_own_digest_only(monkeypatch):
+    """Each job that reads a dataset's entry carries its digest (registry.spec_digest): editing BTCV's entry (a note,
+    a label's name) reruns BTCV's jobs, and no other dataset's; the whole registry's digest (the report's) changes."""
+    import dataclasses
+    from types import MappingProxyType
+
+    before = {name: registry.spec_digest(name) for name in registry.REGISTRY}
+    assert len(set(before.values())) == len(before)
+    whole = registry.registry_digest()
+    btcv = registry.get("btcv")
+    for edited in (dataclasses.replace(btcv, notes="edited"),
+                   dataclasses.replace(btcv, labels={**btcv.labels, 11: "pancreas (head)"},
+                                       outputs=tuple("pancreas (head)" if o == "pancreas" else o for o in btcv.outputs))):
+        monkeypatch.setattr(registry, "REGISTRY", MappingProxyType({**registry.REGISTRY, "btcv": edited}))
+        after = {name: registry.spec_digest(name) for name in registry.REGISTRY}
+        assert [n for n in before if after[n] != before[n]] == ["btcv"]
+        assert registry.registry_digest() != whole
+    monkeypatch.undo()
+    assert {name: registry.spec_digest(name) for name in registry.REGISTRY} == before  # stable in a process

@@ -35,8 +35,9 @@ import numpy as np
 import torch
 from monai.data import list_data_collate
 
-from ..data.datalist import list_cases, read_datalist
+from ..data.datalist import list_cases, read_datalist, registry_spec
 from ..data.errors import DataError
+from ..data.registry import spec_digest
 from ..data.splits import choose_subset, refuse_training_cases_in_validation
 from ..data.volumes import check_all
 from ..export import load_encoder_weights
@@ -264,13 +265,16 @@ class Finetuner:
     def _identity(self, source: Path, files: list[Path]) -> dict:
         """What makes a checkpoint this run's (see :mod:`s2dc.train.identity`): the options that change what it
         computes (its seed and label ratio too), the precision, the dataset.json, ``files`` (every case's file and
-        the encoder file: path, size, time; their bytes' hash is added with the first checkpoint), and the
-        fine-tuning code."""
+        the encoder file: path, size, time; their bytes' hash is added with the first checkpoint), the registry
+        entry of the dataset (its task, classes and preset are read from it: data, which the code hash leaves out),
+        and the fine-tuning code."""
         cfg = self.cfg
+        spec = registry_spec(self.spec)
         return {
             "options": {**cfg.result_options(self.precision), "data.label_ratio": cfg.data.label_ratio,
                         "run.seed": cfg.run.seed, "model.init": cfg.model.init},
             "data": data_fingerprint(source, files),
+            "dataset_spec": spec_digest(spec.name) if spec is not None else None,
             "code": code_fingerprint(__name__),
             "libraries": libraries(),
         }

@@ -14,7 +14,11 @@ datasets or two versions of the training code.
   recorded it (by every process): a volume rewritten with the same bytes (a twin made again, data copied to another
   disk) leaves the run resumable (:func:`run_differences`); a resume whose files kept their stamps reads none;
 * code: a hash of the s2dc modules that training imports (their syntax trees without docstrings, so
-  comments and documentation do not count), and the torch and MONAI versions.
+  comments and documentation do not count), and the torch and MONAI versions. The registry's dataset entries
+  (:data:`DATA_MODULES`) are data, not code: a fine-tuning counts the entry of the dataset it reads instead
+  (``dataset_spec``: :func:`s2dc.data.registry.spec_digest`, None for a dataset the registry does not know). A
+  pretraining computes nothing from its pool's entry (its intensity preset comes as options); the encoder export
+  reads the pool's modality, and the pretraining job reruns (and exports again) when the entry changes (its param).
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ RUN_LOCAL = {
     "run": {"out_dir", "resume", "progress", "log_every", "checkpoint_every", "keep_last", "device", "amp"},
 }
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+#: Modules of data, not code, that :func:`code_fingerprint` leaves out: the registry's dataset entries. Adding a
+#: dataset (or editing one's entry) then changes no job's code hash; what reads an entry counts its own digest
+#: (:func:`s2dc.data.registry.spec_digest`: the workflow's jobs as a param, a fine-tuning in its identity).
+DATA_MODULES = ("s2dc.data.datasets",)
 
 
 def digest(obj) -> str:
@@ -118,17 +126,18 @@ def _same_but_stamps(old: dict, new: dict) -> bool:
 def code_fingerprint(*modules: str, shallow: tuple[str, ...] = ()) -> str:
     """Hash of the s2dc modules that ``modules`` (e.g. ``"s2dc.train.pretrain"``) import, directly or not,
     read statically from their source; docstrings, comments and formatting do not count. ``shallow``: modules
-    that count without what they import (``s2dc.cli``, which imports every stage)."""
+    that count without what they import (``s2dc.cli``, which imports every stage). The modules of
+    :data:`DATA_MODULES` do not count."""
     trees: dict[str, str] = {}
     for name in shallow:
         path = _module_file(name)
-        if path is not None:
+        if path is not None and name not in DATA_MODULES:
             trees[f"{name} (shallow)"] = _read_module(name, path.name == "__init__.py", path.read_bytes())[0]
     todo = list(modules)
     while todo:
         name = todo.pop()
         path = _module_file(name)
-        if name in trees or path is None:
+        if name in trees or path is None or name in DATA_MODULES:
             continue
         trees[name], imported = _read_module(name, path.name == "__init__.py", path.read_bytes())
         todo += _parents(name) + list(imported)
@@ -233,7 +242,7 @@ ABSENT = "(absent)"
 
 def differences(old: dict, new: dict, limit: int = 5) -> list[str]:
     """Human-readable differences between two identities (``{"options", "world_size", "precision", "data",
-    "code", "libraries"}``), each line naming what changed and how."""
+    "dataset_spec", "code", "libraries"}``), each line naming what changed and how."""
     lines = [f"{key}: {was} in the run, {now} now"
              for key, was, now in option_changes(old.get("options", {}), new.get("options", {}))]
     if old.get("world_size") != new.get("world_size"):
@@ -241,6 +250,8 @@ def differences(old: dict, new: dict, limit: int = 5) -> list[str]:
     if old.get("precision") != new.get("precision"):
         lines.append(f"precision: {old.get('precision')!r} in the run, {new.get('precision')!r} now")
     lines += _data_differences(old.get("data") or {}, new.get("data") or {}, limit)
+    if old.get("dataset_spec") != new.get("dataset_spec"):
+        lines.append("dataset: its registry entry (s2dc.data.datasets) changed since the run started")
     if old.get("code") != new.get("code"):
         lines.append("code: the s2dc training code changed since the run started")
     if old.get("libraries") != new.get("libraries"):
