@@ -18,6 +18,7 @@ rule ablation_probe:
         stage=lambda w: probe_stage(w.dataset),
         seed=P["probe"]["seed"],
         cache=f"{RESULTS}/cache/probe",
+        entry=lambda w: entry(w.dataset),
         code=CODE["probe"],
     threads: P["probe"]["resources"]["threads"]
     resources:
@@ -53,6 +54,7 @@ rule ablation_figures:
         out=lambda w, output: os.path.dirname(output.similarity),
         tsne=TSNE_OPTION,
         cache=f"{RESULTS}/cache/probe",
+        entry=lambda w: entry(w.dataset),
         code=CODE["figures"],
     threads: P["probe"]["resources"]["threads"]
     resources:
@@ -79,6 +81,7 @@ rule ablation_table:
     params:
         terms=" ".join(f"{v}={variant_terms(v)}" for v in ABLATION["variants"]),
         out=lambda w, output: os.path.dirname(output.csv),
+        registry=REGISTRY_DIGEST,
         code=CODE["report"],
     conda:
         "../envs/s2dc.yaml"

@@ -65,12 +65,13 @@ def sweep_storage() -> str:
 
 def sweep_study() -> str:
     """The study's name: the scale and a hash of what defines its trials (spec but for its run-local options, and
-    budget; how the pool and the dataset are made: their params.yaml entries and the code of their twin or converter;
+    budget; how the pool and the dataset are made: their params.yaml entries, registry entries and the code of their
+    twin or converter;
     the pretraining, fine-tuning and sweep code), so that a changed sweep or changed data starts a new study in the
     same storage instead of mixing, or silently reusing, trials that are not comparable; the study's name is the
     sweep jobs' param, so that such a change reruns them."""
     dataset = SWEEP["dataset"]
-    made = {name: [P["datasets"][name], CODE["synth" if made_by(name) == "synthetic" else "prepare"]]
+    made = {name: [P["datasets"][name], CODE["synth" if made_by(name) == "synthetic" else "prepare"], entry(name)]
             for name in (registry.pool_for(modality_of(dataset)), dataset)}
     code = [CODE['pretrain'], CODE['finetune'], CODE['sweep']]
     computes = checks.sweep_spec(config, run_local=False)
@@ -223,6 +224,19 @@ CODE = {
         "sweep": ["s2dc.tune.command"],
     }.items()
 }
+
+
+# The registry's entries are data, which CODE leaves out (s2dc.train.identity.DATA_MODULES): each job that reads a
+# dataset's entry (its twin or converter, its pool's pretraining, its fine-tunings, probe and figures) carries that
+# entry's digest as a param, so that editing one dataset's entry reruns its jobs and only them, and adding a dataset
+# reruns none; the tables and plots, which read every entry (titles, the poster's numbers), carry the whole registry's.
+ENTRY = {name: registry.spec_digest(name) for name in registry.REGISTRY}
+REGISTRY_DIGEST = registry.registry_digest()
+
+
+def entry(dataset: str) -> str:
+    """The digest of a dataset's registry entry (s2dc.data.registry.spec_digest): a param of the jobs that read it."""
+    return ENTRY[dataset]
 
 
 def finetune_dir(dataset, method, pct, seed) -> str:

@@ -9,6 +9,7 @@ rule synthetic_dataset:
         folder=lambda w: f"{RESOURCES}/{w.dataset}",
         spec=lambda w: P["datasets"][w.dataset],
         shape=lambda w: " ".join(map(str, P["datasets"][w.dataset]["shape"])),
+        entry=lambda w: entry(w.dataset),
         code=CODE["synth"],
     wildcard_constraints:
         dataset="|".join(datasets_of("synthetic")) or "(?!)",
@@ -38,6 +39,7 @@ rule prepared_dataset:
         raw=lambda w: f"{RAW}/{w.dataset}",
         folder=lambda w: f"{RESOURCES}/{w.dataset}",
         release=release_stamp,
+        entry=lambda w: entry(w.dataset),
         code=CODE["prepare"],
     wildcard_constraints:
         dataset="|".join(datasets_of("prepared")) or "(?!)",

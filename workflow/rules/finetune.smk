@@ -15,6 +15,7 @@ rule finetune:
         init=lambda w, input: input.encoder[0] if input.encoder else "scratch",
         ratio=lambda w: int(w.pct) / 100,
         outdir=lambda w, output: os.path.dirname(output[0]),
+        entry=lambda w: entry(w.dataset),
         code=CODE["finetune"],
     wildcard_constraints:
         tree="finetune|ablation/finetune",

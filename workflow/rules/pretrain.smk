@@ -16,6 +16,7 @@ rule pretrain:
         options=lambda w: pretrain_command_options(w.modality, w.variant),
         run_local=untracked(RUN_LOCAL_OPTIONS["pretrain"]),
         workdir=lambda w: pretrain_workdir(w.modality, w.variant),
+        entry=lambda w: entry(registry.pool_for(w.modality)),
         code=CODE["pretrain"],
     wildcard_constraints:
         tree="pretrain|ablation/pretrain",

@@ -14,6 +14,7 @@ rule probe:
         stage=lambda w: probe_stage(w.dataset),
         seed=P["probe"]["seed"],
         cache=f"{RESULTS}/cache/probe",
+        entry=lambda w: entry(w.dataset),
         code=CODE["probe"],
     threads: P["probe"]["resources"]["threads"]
     resources:
@@ -62,6 +63,7 @@ rule structure_figures:
         out=lambda w, output: os.path.dirname(output.similarity),
         tsne=TSNE_OPTION,
         cache=f"{RESULTS}/cache/probe",
+        entry=lambda w: entry(w.dataset),
         code=CODE["figures"],
     threads: P["probe"]["resources"]["threads"]
     resources:
