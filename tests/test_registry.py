@@ -246,3 +246,13 @@ def test_an_edited_entry_changes_its_own_digest_only(monkeypatch):
         assert registry.registry_digest() != whole
     monkeypatch.undo()
     assert {name: registry.spec_digest(name) for name in registry.REGISTRY} == before  # stable in a process
+    # The tables' digest: their datasets' entries and the poster's numbers; a dataset added without numbers is neither.
+    shown = registry.report_digest(["btcv", "cc_ccii"])
+    added = dataclasses.replace(registry.get("msd_spleen"), name="msd_pancreas", title="MSD Task07 Pancreas")
+    monkeypatch.setattr(registry, "REGISTRY", MappingProxyType({**registry.REGISTRY, "msd_pancreas": added}))
+    assert registry.report_digest(["btcv", "cc_ccii"]) == shown and registry.registry_digest() != whole
+    assert registry.report_digest(["btcv", "cc_ccii", "msd_pancreas"]) != shown
+    cc_only = registry.report_digest(["cc_ccii"])
+    monkeypatch.setattr(registry, "REGISTRY", MappingProxyType({**registry.REGISTRY, "btcv": dataclasses.replace(
+        btcv, paper=btcv.paper[:1])}))
+    assert registry.report_digest(["cc_ccii"]) != cc_only  # every entry's poster numbers count

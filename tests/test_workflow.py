@@ -632,8 +632,8 @@ def test_a_dataset_can_have_fine_tuning_options_of_its_own(tmp_path):
 
 def test_every_job_that_reads_a_registry_entry_carries_its_digest():
     """The registry's entries are data, left out of the code hash (s2dc.train.identity.DATA_MODULES): a job that reads
-    a dataset's entry carries that entry's digest (`entry`, registry.spec_digest), a job that reads every entry the
-    whole registry's (`registry`), so that an edited entry reruns its jobs and is never silently reused; the sweep's
+    a dataset's entry carries that entry's digest (`entry`, registry.spec_digest), the tables and plots that of what
+    they read of it (`registry`, registry.report_digest), so that an edited entry reruns its jobs and is never silently reused; the sweep's
     study name counts the entries of the pool and the dataset it runs on. A rule of s2dc code (code=CODE[...]) with
     neither would be such a job."""
     rules = {}
@@ -646,7 +646,7 @@ def test_every_job_that_reads_a_registry_entry_carries_its_digest():
     for name in per_dataset:
         assert "entry=lambda w: entry(" in rules[name], name
     for name in whole:
-        assert "registry=REGISTRY_DIGEST" in rules[name], name
+        assert "registry=lambda w: report_entries(" in rules[name], name
     coded = {name for name, block in rules.items() if "code=CODE[" in block}
     assert coded - per_dataset - whole == {"sweep_export"}  # its study name (sweep_study) counts the entries
     assert "study=sweep_study()" in rules["sweep_export"] and "study=sweep_study()" in rules["sweep_worker"]

@@ -200,6 +200,15 @@ def registry_digest() -> str:
     return hashlib.sha256(json.dumps([[name, spec_digest(name)] for name in REGISTRY]).encode()).hexdigest()
 
 
+def report_digest(datasets) -> str:
+    """SHA-256 of what the tables and plots read of the registry: the entries of ``datasets`` (the runs' rows) and
+    the poster's numbers of every entry (Table 1 is gathered from them all). A dataset added without poster numbers,
+    or one the report does not show, leaves it unchanged."""
+    shown = [[name, spec_digest(name)] for name in sorted(set(datasets))]
+    posters = [[s.name, _plain(s.paper)] for s in REGISTRY.values() if s.paper]
+    return hashlib.sha256(json.dumps([shown, posters]).encode()).hexdigest()
+
+
 def _plain(value):
     """A JSON-able form of an entry: a dataclass as ``{field: value}``, a mapping as its ``[key, value]`` pairs in
     order (label values stay integers, the regions keep the outputs' order), a tuple as a list."""

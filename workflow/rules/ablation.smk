@@ -81,7 +81,7 @@ rule ablation_table:
     params:
         terms=" ".join(f"{v}={variant_terms(v)}" for v in ABLATION["variants"]),
         out=lambda w, output: os.path.dirname(output.csv),
-        registry=REGISTRY_DIGEST,
+        registry=lambda w: report_entries(ABLATION["datasets"]),
         code=CODE["report"],
     conda:
         "../envs/s2dc.yaml"

@@ -229,9 +229,15 @@ CODE = {
 # The registry's entries are data, which CODE leaves out (s2dc.train.identity.DATA_MODULES): each job that reads a
 # dataset's entry (its twin or converter, its pool's pretraining, its fine-tunings, probe and figures) carries that
 # entry's digest as a param, so that editing one dataset's entry reruns its jobs and only them, and adding a dataset
-# reruns none; the tables and plots, which read every entry (titles, the poster's numbers), carry the whole registry's.
+# reruns none; the tables and plots carry the digest of what they read of it (registry.report_digest: the entries of
+# their datasets, every entry's poster numbers).
 ENTRY = {name: registry.spec_digest(name) for name in registry.REGISTRY}
-REGISTRY_DIGEST = registry.registry_digest()
+
+
+def report_entries(datasets=None) -> str:
+    """The registry's digest for the tables and plots of ``datasets`` (default: the experiments', as --config only=
+    narrows them)."""
+    return registry.report_digest(EXP["datasets"] if datasets is None else datasets)
 
 
 def entry(dataset: str) -> str:

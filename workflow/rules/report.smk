@@ -14,7 +14,7 @@ rule benchmark_table:
         probe=f"{RESULTS}/probe.csv",
     params:
         out=lambda w, output: os.path.dirname(output.csv),
-        registry=REGISTRY_DIGEST,
+        registry=lambda w: report_entries(),
         code=CODE["report"],
     conda:
         "../envs/s2dc.yaml"
@@ -37,7 +37,7 @@ rule benchmark_plots:
                        caption="../report/benchmark_figures.rst", category="Benchmark"),
         curves=directory(f"{RESULTS}/curves"),
     params:
-        registry=REGISTRY_DIGEST,
+        registry=lambda w: report_entries(),
         code=CODE["plots"],
     conda:
         "../envs/s2dc.yaml"
