@@ -192,9 +192,9 @@ def test_an_msd_task_added_to_the_registry_alone_is_converted(tmp_path, monkeypa
     listed among the datasets that have a converter."""
     from types import MappingProxyType
 
-    from s2dc.data import registry, sources
+    from s2dc.data import datasets, registry, sources
 
-    spec = registry._msd("msd_pancreas", "Task07_Pancreas", "4f7080cfca169fa8066d17ce6eb061e4", ("pancreas", "cancer"),
+    spec = datasets._msd("msd_pancreas", "Task07_Pancreas", "4f7080cfca169fa8066d17ce6eb061e4", ("pancreas", "cancer"),
                          "ct_abdomen", "test fixture")
     monkeypatch.setattr(registry, "REGISTRY", MappingProxyType({**registry.REGISTRY, spec.name: spec}))
     monkeypatch.setitem(TASKS, "msd_pancreas",

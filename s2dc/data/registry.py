@@ -12,7 +12,7 @@ Facts marked "not verified" in a spec's ``notes`` could not be checked against t
 own pages; the sources are those named in ``layout_source``.
 
 The entries themselves are data and live in :mod:`s2dc.data.datasets`: adding or editing one changes no job's code
-hash; each job that reads an entry carries its :func:`spec_digest` (the report's, :func:`registry_digest`) instead.
+hash; each job that reads an entry carries its :func:`spec_digest` (the report's tables, :func:`report_digest`) instead.
 """
 
 from __future__ import annotations
@@ -192,12 +192,6 @@ def spec_digest(name: str) -> str:
     entry reruns the jobs of that dataset, and only them (the entries are data, which no code hash counts:
     :data:`s2dc.train.identity.DATA_MODULES`)."""
     return hashlib.sha256(json.dumps(_plain(get(name)), sort_keys=True).encode()).hexdigest()
-
-
-def registry_digest() -> str:
-    """SHA-256 of every entry, in registry order: a param of the jobs that read the whole registry (the tables and
-    plots: every dataset's title and poster numbers)."""
-    return hashlib.sha256(json.dumps([[name, spec_digest(name)] for name in REGISTRY]).encode()).hexdigest()
 
 
 def report_digest(datasets) -> str:
