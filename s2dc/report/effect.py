@@ -3,7 +3,7 @@
 * Fine-tuning protocol: at each dataset's lowest label ratio, the S²DC arm's mean over seeds minus the scratch arm's,
   in the task's metric. It is **beyond the seed spread** when the difference exceeds the larger of the two arms'
   sample standard deviations over seeds (undecided, ``—``, with one seed: no spread to compare against; a
-  **tie**, with both arms equal on every seed, as two arms stuck at 0 Dice: no spread and nothing to compare).
+  **tie**, with both arms at one same score on every seed, as two arms stuck at 0 Dice: no spread and nothing to compare).
 * Frozen-encoder protocol: the paired differences that ``s2dc probe`` gives (S²DC minus the random encoder, S²DC
   minus the raw voxels, on the same validation cases, ± the bootstrap standard error). S²DC is **above** a baseline
   when the difference is positive, and by two standard errors when it exceeds twice its standard error; a row above
@@ -31,6 +31,8 @@ PRETRAINED, SCRATCH = "s2dc", "scratch"
 FROZEN_BASELINES = ("random", "voxels")
 #: ``finetune_beyond`` of a dataset whose two arms are equal on every seed (no spread, no difference).
 TIE = "tie"
+#: Relative size below which a seed std or a difference of means is floating-point rounding, not a spread.
+ROUNDING = 1e-9
 #: Tasks whose frozen protocol is a linear classifier: what the counts under the table are first given over.
 CLASSIFIER_TASKS = ("segmentation", "classification")
 #: The frozen protocol's columns: each baseline's paired difference and its standard error.
@@ -73,7 +75,8 @@ def finetune_differences(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` (:func:`~s2dc.report.tables.summarise`: mean and std over seeds per dataset, method and label ratio)
     -> one row per dataset with both arms: at the lowest label ratio both have, ``finetune_difference`` (S²DC minus
     scratch), ``finetune_spread`` (the larger seed std of the two) and ``finetune_beyond`` (True, False, :data:`TIE`
-    when both arms are equal on every seed, or None when a std is missing: one seed)."""
+    when neither arm varies over the seeds and their means are equal, as two arms at 0 Dice on every seed, or None
+    when a std is missing: one seed)."""
     rows = []
     for (dataset, task, metric), runs in table.groupby(["dataset", "task", "metric"], sort=True):
         arms = {method: mine.set_index("label_ratio") for method, mine in runs.groupby("method")}
@@ -86,7 +89,10 @@ def finetune_differences(table: pd.DataFrame) -> pd.DataFrame:
         ours, base = arms[PRETRAINED].loc[ratio], arms[SCRATCH].loc[ratio]
         difference, stds = float(ours["mean"] - base["mean"]), (float(ours["std"]), float(base["std"]))
         spread = math.nan if any(math.isnan(s) for s in stds) else max(stds)  # one seed: no spread
-        beyond = None if math.isnan(spread) else TIE if spread == 0 and difference == 0 else bool(difference > spread)
+        # the std of equal scores is rounding noise (3 x 44.44...: 8.7e-15), as is their difference
+        noise = ROUNDING * max(1.0, abs(float(ours["mean"])), abs(float(base["mean"])))
+        tie = spread <= noise and abs(difference) <= noise
+        beyond = None if math.isnan(spread) else TIE if tie else bool(difference > spread)
         rows.append({"dataset": dataset, "task": task, "metric": metric, "label_ratio": float(ratio),
                      "seeds": int(min(ours["seeds"], base["seeds"])), "finetune_difference": difference,
                      "finetune_spread": spread, "finetune_beyond": beyond})
@@ -125,8 +131,8 @@ def _beyond(value) -> str:
 
 def counts(effect: pd.DataFrame, tasks: tuple[str, ...] | None = CLASSIFIER_TASKS) -> dict[str, int]:
     """How many datasets (of ``tasks``; all with None) have each verdict: ``finetune_beyond`` and ``finetune_decided``
-    (a spread to compare against), ``finetune_ties`` (both arms equal on every seed), ``frozen_above`` (above every
-    baseline), ``frozen_strong`` (by two standard errors) and ``frozen_probed``."""
+    (a spread to compare against), ``finetune_ties`` (both arms at one same score on every seed), ``frozen_above``
+    (above every baseline), ``frozen_strong`` (by two standard errors) and ``frozen_probed``."""
     rows = effect if tasks is None else effect[effect.task.isin(tasks)]
     compared = [v for v in rows.finetune_beyond if v is not None and not (isinstance(v, float) and math.isnan(v))]
     decided = [v for v in compared if v != TIE]
@@ -158,7 +164,7 @@ def effect_markdown(effect: pd.DataFrame) -> str:
                          ("all # datasets", None)):
         c = counts(effect, tasks)
         ties = "" if not c["finetune_ties"] else (f" ({c['finetune_ties']} tie{'s' if c['finetune_ties'] > 1 else ''}, "
-                                                 "both arms equal on every seed)")
+                                                 "both arms at one same score on every seed)")
         lines.append(f"- Over {label.replace('#', str(c['datasets']))}: fine-tuned, S²DC above scratch by more than the seed "
                      f"spread on {c['finetune_beyond']} of {c['finetune_decided']} with a spread{ties}; frozen, above "
                      f"both the random encoder and the voxels by two standard errors on {c['frozen_strong']} of "
