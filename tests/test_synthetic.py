@@ -385,3 +385,32 @@ def test_what_a_killed_synth_left_is_cleaned_up_or_put_back(tmp_path):
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_a_twin_reads_its_own_registry_entry_only(monkeypatch):
+    """A twin's job carries its own entry's digest only (workflow: entry=...), so a twin drawn from another dataset's
+    entry would not be drawn again when that entry changes: the CT pool drew its pneumonias by CC-CCII's class names
+    (found by review). Every twin's cases read no other entry when they are drawn (and twins.py keeps no entry in a
+    module constant, which this could not see)."""
+    import ast
+    import inspect
+
+    from s2dc.data.synthetic import twins
+
+    read = []
+    real_get = twins.get
+
+    def recording_get(name):
+        read.append(name)
+        return real_get(name)
+
+    monkeypatch.setattr(twins, "get", recording_get)
+    for name, twin in twins.TWINS.items():
+        read.clear()
+        for index in range(3):
+            twin.make(case_seed(0, name, index), (64, 64, 32), index)
+        assert set(read) <= {name}, (name, read)
+    module = ast.parse(inspect.getsource(twins))
+    constants = [node for node in module.body if isinstance(node, (ast.Assign, ast.AnnAssign))]
+    assert not any(isinstance(call, ast.Call) and getattr(call.func, "id", None) == "get"
+                   for node in constants for call in ast.walk(node)), "an entry read into a module constant"

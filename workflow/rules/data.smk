@@ -7,7 +7,7 @@ rule synthetic_dataset:
         f"{RESOURCES}/{{dataset}}/dataset.json",
     params:
         folder=lambda w: f"{RESOURCES}/{w.dataset}",
-        spec=lambda w: P["datasets"][w.dataset],
+        spec=lambda w: {k: v for k, v in P["datasets"][w.dataset].items() if k != "finetune"},  # not its runs' options
         shape=lambda w: " ".join(map(str, P["datasets"][w.dataset]["shape"])),
         entry=lambda w: entry(w.dataset),
         code=CODE["synth"],

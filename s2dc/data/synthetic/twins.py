@@ -49,9 +49,10 @@ class Twin:
     anatomy: dict[int, str] | None = None  # names of the values of Case.anatomy, for twins that draw one
 
 
-#: CC-CCII's classes in the registry's order (a case's class index is its position here); the twin draws "CP" and
-#: "NCP" as the two pneumonia patterns of :func:`.lesions.pneumonia`, which refuses any other name.
-CC_CCII_CLASSES = get("cc_ccii").outputs
+#: The two pneumonia patterns of :func:`.lesions.pneumonia`, as the CT pool draws them (a twin reads no other
+#: dataset's registry entry: its job carries only its own entry's digest). The CC-CCII twin draws its class
+#: ``index % 3`` by the registry's name of that class (Normal, CP, NCP), read when a case is drawn.
+PNEUMONIAS = ("CP", "NCP")
 #: Excess density budget of a pneumonia (HU, uniform): the lung parenchyma's mean HU increase, drawn alike for
 #: CP and NCP (:func:`.lesions.pneumonia`). CP opacifies about 4-22 % of the parenchyma, NCP about 2-2.5 x that.
 PNEUMONIA_EXCESS_HU = (30.0, 160.0)
@@ -74,7 +75,7 @@ def chest_pool_ct(seed: int, shape: tuple[int, int, int]) -> np.ndarray:
     c = chest.chest_anatomy(np.random.default_rng(seed), shape)
     kind = int(c.rng.integers(3))
     if kind:
-        lesions.pneumonia(c, CC_CCII_CLASSES[kind], _pneumonia_excess(c.rng))
+        lesions.pneumonia(c, PNEUMONIAS[kind - 1], _pneumonia_excess(c.rng))
     return chest.render_ct(c)
 
 
@@ -135,7 +136,7 @@ def cc_ccii_case(seed: int, shape: tuple[int, int, int], index: int) -> tuple[Ca
     klass = index % 3
     excess = _pneumonia_excess(c.rng)  # drawn for every class: a Normal case keeps its random stream
     if klass:
-        opacity = lesions.pneumonia(c, CC_CCII_CLASSES[klass], excess)
+        opacity = lesions.pneumonia(c, get("cc_ccii").outputs[klass], excess)
     else:
         opacity = np.zeros(shape, bool)
     level, width = -600.0 + float(c.rng.uniform(-60, 60)), 1500.0 * float(c.rng.uniform(0.9, 1.1))  # scanner/export
