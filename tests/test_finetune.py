@@ -418,15 +418,11 @@ def test_an_interrupted_finetuning_resumes_bit_identically(ft_config, seg_dir, t
     assert not (out / "checkpoints").exists()  # a finished run keeps model.pt, not its checkpoints
 
 
-def test_a_checkpoint_of_another_run_is_not_resumed(ft_config, seg_dir, tmp_path, capsys):
-    """A checkpoint left by a run with another learning rate: ``run.resume auto`` (the default) refuses, naming the
-    option and both values, and leaves the checkpoint; ``if_unchanged`` (the pipeline's) starts afresh, saying every
-    option that differs (a second one too: the log named only the first)."""
-    out = tmp_path / "run"
-    common = ["--train.steps", "4", "--data.cache_dir", str(tmp_path / "cache"), *SMALL_STEP_ARGS]
+def _interrupted_at_step_2(ft_config, source, out, cache) -> list[str]:
+    """A 4-step fine-tuning of ``source`` into ``out`` stopped (KeyboardInterrupt) after its step-2 checkpoint; returns
+    the command-line options of that run, for its resume."""
     values = yaml.safe_load(ft_config.read_text())
-    cfg = build_config({**values, "data": {**values["data"], "source": str(seg_dir / "dataset.json"),
-                                           "cache_dir": str(tmp_path / "cache")},
+    cfg = build_config({**values, "data": {**values["data"], "source": str(source), "cache_dir": str(cache)},
                         "train": {**values["train"], "steps": 4, **SMALL_STEPS},
                         "eval": {**values["eval"], "every": 2},
                         "run": {**values["run"], "out_dir": str(out), "checkpoint_every": 2}})
@@ -438,6 +434,15 @@ def test_a_checkpoint_of_another_run_is_not_resumed(ft_config, seg_dir, tmp_path
     from s2dc.downstream.engine import finetune as run_finetune
     with pytest.raises(KeyboardInterrupt):
         run_finetune(cfg, on_score=stop)
+    return ["--train.steps", "4", "--data.cache_dir", str(cache), *SMALL_STEP_ARGS]
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed(ft_config, seg_dir, tmp_path, capsys):
+    """A checkpoint left by a run with another learning rate: ``run.resume auto`` (the default) refuses, naming the
+    option and both values, and leaves the checkpoint; ``if_unchanged`` (the pipeline's) starts afresh, saying every
+    option that differs (a second one too: the log named only the first)."""
+    out = tmp_path / "run"
+    common = _interrupted_at_step_2(ft_config, seg_dir / "dataset.json", out, tmp_path / "cache")
     capsys.readouterr()
     assert finetune(ft_config, seg_dir / "dataset.json", out, *common, "--train.lr", "0.001") != 0
     err = capsys.readouterr().err
@@ -589,21 +594,7 @@ def test_a_checkpoint_of_a_run_on_another_registry_entry_is_not_resumed(ft_confi
     doc = json.loads((data / "dataset.json").read_text())
     (data / "dataset.json").write_text(json.dumps({**doc, "name": "btcv"}))  # the registry's BTCV, as a twin is
     out = tmp_path / "run"
-    common = ["--train.steps", "4", "--data.cache_dir", str(tmp_path / "cache"), *SMALL_STEP_ARGS]
-    values = yaml.safe_load(ft_config.read_text())
-    cfg = build_config({**values, "data": {**values["data"], "source": str(data / "dataset.json"),
-                                           "cache_dir": str(tmp_path / "cache")},
-                        "train": {**values["train"], "steps": 4, **SMALL_STEPS},
-                        "eval": {**values["eval"], "every": 2},
-                        "run": {**values["run"], "out_dir": str(out), "checkpoint_every": 2}})
-
-    def stop(step, value):
-        if step == 4:  # after the step-2 checkpoint
-            raise KeyboardInterrupt
-
-    from s2dc.downstream.engine import finetune as run_finetune
-    with pytest.raises(KeyboardInterrupt):
-        run_finetune(cfg, on_score=stop)
+    common = _interrupted_at_step_2(ft_config, data / "dataset.json", out, tmp_path / "cache")
     assert (out / "checkpoints" / "step_00000002.pt").exists()
     before = registry.spec_digest("btcv")
     edited = dataclasses.replace(registry.get("btcv"), notes="an entry edited after the run started")
