@@ -126,14 +126,20 @@ def finetune_options(config: dict, dataset: str | None = None) -> dict:
     scale, p = _scale(config)
     options = p["finetune"]["options"]
     model = options.get("model", {})
-    repeated = sorted(k for k in model if k in ARCHITECTURE)
-    if repeated:
-        raise ParamsError(f"params.yaml: scales.{scale}.finetune.options.model.{repeated[0]}: the architecture is "
-                          f"set once, in scales.{scale}.pretrain.options.encoder ({', '.join(ARCHITECTURE)})")
+    _refuse_sizes(scale, "finetune.options", model)
     encoder = p["pretrain"]["options"].get("encoder", {})
     merged = {"model": {**{k: v for k, v in encoder.items() if k in ARCHITECTURE}, **model},
               **{k: v for k, v in options.items() if k != "model"}}
     return merged if dataset is None else merge_options(merged, p["datasets"][dataset].get("finetune", {}))
+
+
+def _refuse_sizes(scale: str, where: str, model: dict) -> None:
+    """ParamsError naming the key if fine-tuning options ``scales.<scale>.<where>.model`` set a network size: the
+    architecture is set once, by the encoder, so that the scratch baseline and the S²DC run share it."""
+    repeated = sorted(k for k in model if k in ARCHITECTURE)
+    if repeated:
+        raise ParamsError(f"params.yaml: scales.{scale}.{where}.model.{repeated[0]}: the architecture is set once, "
+                          f"in scales.{scale}.pretrain.options.encoder ({', '.join(ARCHITECTURE)})")
 
 
 def _check_dataset_finetune_options(config: dict) -> None:
@@ -151,11 +157,8 @@ def _check_dataset_finetune_options(config: dict) -> None:
         where = f"scales.{scale}.datasets.{name}.finetune"
         if not registry.get(name).downstream:
             raise ParamsError(f"params.yaml: {where}: {name} is a pretraining pool, it is not fine-tuned")
-        _refuse_options_of_the_rules(scale, f"datasets.{name}.finetune", own, stage="finetune")
-        sizes = sorted(k for k in own.get("model", {}) if k in ARCHITECTURE)
-        if sizes:
-            raise ParamsError(f"params.yaml: {where}.model.{sizes[0]}: the architecture is set once, in "
-                              f"scales.{scale}.pretrain.options.encoder ({', '.join(ARCHITECTURE)})")
+        _refuse_options_of_the_rules(scale, f"datasets.{name}.finetune", own, "finetune")
+        _refuse_sizes(scale, f"datasets.{name}.finetune", own.get("model", {}))
         local = [f"{section}.{field}" for section, fields in split_run_local("finetune", own)[1].items()
                  for field in fields]
         if local:
@@ -236,7 +239,7 @@ def check_params(config: dict, schema: str | Path | None = None) -> dict:
         _check_integers(config, schema)
     scale, p = _scale(config)
     for stage in ("pretrain", "finetune"):
-        _refuse_options_of_the_rules(scale, stage, p[stage]["options"])
+        _refuse_options_of_the_rules(scale, f"{stage}.options", p[stage]["options"], stage)
     for variant in config["variants"]:
         _check_options(config, f"pretrain.options with variants.{variant}", pretrain_config,
                        variant_options(config, variant))
@@ -283,15 +286,13 @@ RULE_OPTIONS = {
 }
 
 
-def _refuse_options_of_the_rules(scale: str, where: str, options: dict, stage: str | None = None) -> None:
-    """Raise ParamsError naming the key if ``scales.<scale>.<where>`` (a stage's options, ``<stage>.options``, or a
-    dataset's, with ``stage``) sets an option its rule sets itself."""
-    stage = stage or where
-    label = where if where != stage else f"{stage}.options"
+def _refuse_options_of_the_rules(scale: str, where: str, options: dict, stage: str) -> None:
+    """Raise ParamsError naming the key if ``scales.<scale>.<where>`` (``<stage>.options``, or a dataset's
+    ``datasets.<name>.finetune``) sets an option the ``stage``'s rule sets itself."""
     for key, set_where in RULE_OPTIONS[stage].items():
         section, name = key.split(".")
         if name in (options.get(section) or {}):
-            raise ParamsError(f"params.yaml: scales.{scale}.{label}.{key}: the workflow's {stage} rule sets it "
+            raise ParamsError(f"params.yaml: scales.{scale}.{where}.{key}: the workflow's {stage} rule sets it "
                               f"{set_where} for every job, after these options; remove it")
 
 
