@@ -106,8 +106,9 @@ SHAPE = (64, 48, 32)
 MODEL = {"feature_size": 12, "num_heads": [1, 2, 3, 4], "window_size": 4}
 TINY_FT = {
     "model": MODEL,
-    "train": {"steps": 30, "batch_size": 1, "roi_size": [64, 32, 32], "samples_per_volume": 2, "lr": 5e-3,
-              "warmup_steps": 0, "log_every": 5},  # no warm-up: tests run it for one step
+    "train": {"steps": 30, "batch_size": 1, "roi_size": [64, 32, 32], "samples_per_volume": 1, "lr": 5e-3,
+              "warmup_steps": 0, "log_every": 5},  # no warm-up: tests run it for one step; one crop a volume, as
+    # the quick and smoke scales draw (test_finetune.py draws two where the draw is what it tests)
     "eval": {"every": 0, "overlap": 0.25, "sw_batch_size": 2},
     "data": {"workers": 0},
     "run": {"progress": False},

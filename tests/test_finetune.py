@@ -31,12 +31,6 @@ def ft_config(tmp_path):
     return path
 
 
-#: For the tests of resuming and refusing, which need steps, checkpoints and evaluations but learn nothing: one crop
-#: per step instead of two (64x32x32 is already the smallest crop the network takes).
-SMALL_STEPS = {"samples_per_volume": 1}
-SMALL_STEP_ARGS = ["--train.samples_per_volume", "1"]
-
-
 def finetune(config, source, out_dir, *extra):
     return main(["finetune", "--config", str(config), "--data.source", str(source), "--run.out_dir", str(out_dir), *extra])
 
@@ -361,11 +355,12 @@ def _same_weights(a, b) -> bool:
 def test_loader_processes_do_not_change_the_result(ft_config, seg_dir, tmp_path):
     """``data.workers`` is recorded as an option that changes nothing the run computes (it is left out of metrics.json's
     options, so the tables average runs that differ in it): 0 and 2 loader processes must draw the same crops and flips
-    and end with the same weights, bit for bit."""
+    (two crops a volume, as the paper scale draws four) and end with the same weights, bit for bit."""
     runs = []
     for workers in (0, 2):
         out = tmp_path / f"w{workers}"
         assert finetune(ft_config, seg_dir / "dataset.json", out, "--train.steps", "3", "--train.flip_prob", "0.5",
+                        "--train.samples_per_volume", "2",
                         "--data.workers", str(workers), "--data.cache_dir", str(tmp_path / "cache")) == 0
         runs.append(_weights(out))
     assert _same_weights(*runs)
@@ -377,7 +372,7 @@ def test_an_interrupted_finetuning_resumes_bit_identically(ft_config, seg_dir, t
     between, every case file is written again with the same bytes (as a twin made again: new times and inodes),
     which leaves the checkpoint this run's."""
     common = ["--train.steps", "4", "--train.flip_prob", "0.5", "--eval.every", "2", "--model.drop_path_rate", "0.1",
-              "--data.cache_dir", str(tmp_path / "cache"), *SMALL_STEP_ARGS]
+              "--data.cache_dir", str(tmp_path / "cache")]
     whole = tmp_path / "whole"
     assert finetune(ft_config, seg_dir / "dataset.json", whole, *common, "--run.checkpoint_every", "0") == 0
 
@@ -386,7 +381,7 @@ def test_an_interrupted_finetuning_resumes_bit_identically(ft_config, seg_dir, t
     args = dict(values)
     cfg = build_config({**args, "data": {**args["data"], "source": str(seg_dir / "dataset.json"),
                                          "cache_dir": str(tmp_path / "cache")},
-                        "train": {**args["train"], "steps": 4, "flip_prob": 0.5, **SMALL_STEPS},
+                        "train": {**args["train"], "steps": 4, "flip_prob": 0.5},
                         "eval": {**args["eval"], "every": 2}, "model": {**args["model"], "drop_path_rate": 0.1},
                         "run": {**args["run"], "out_dir": str(out), "checkpoint_every": 2}})
 
@@ -423,7 +418,7 @@ def _interrupted_at_step_2(ft_config, source, out, cache) -> list[str]:
     the command-line options of that run, for its resume."""
     values = yaml.safe_load(ft_config.read_text())
     cfg = build_config({**values, "data": {**values["data"], "source": str(source), "cache_dir": str(cache)},
-                        "train": {**values["train"], "steps": 4, **SMALL_STEPS},
+                        "train": {**values["train"], "steps": 4},
                         "eval": {**values["eval"], "every": 2},
                         "run": {**values["run"], "out_dir": str(out), "checkpoint_every": 2}})
 
@@ -434,7 +429,7 @@ def _interrupted_at_step_2(ft_config, source, out, cache) -> list[str]:
     from s2dc.downstream.engine import finetune as run_finetune
     with pytest.raises(KeyboardInterrupt):
         run_finetune(cfg, on_score=stop)
-    return ["--train.steps", "4", "--data.cache_dir", str(cache), *SMALL_STEP_ARGS]
+    return ["--train.steps", "4", "--data.cache_dir", str(cache)]
 
 
 def test_a_checkpoint_of_another_run_is_not_resumed(ft_config, seg_dir, tmp_path, capsys):
@@ -505,8 +500,7 @@ def test_a_finetuning_killed_with_sigkill_resumes_bit_identically(ft_config, seg
     import time
 
     args = ["--config", str(ft_config), "--data.source", str(seg_dir / "dataset.json"), "--train.steps", "4",
-            "--train.flip_prob", "0.5", "--run.checkpoint_every", "2", "--data.cache_dir", str(tmp_path / "cache"),
-            *SMALL_STEP_ARGS]
+            "--train.flip_prob", "0.5", "--run.checkpoint_every", "2", "--data.cache_dir", str(tmp_path / "cache")]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert finetune(ft_config, seg_dir / "dataset.json", whole, *args[4:]) == 0
     command = [sys.executable, "-m", "s2dc.cli", "finetune", *args, "--run.out_dir", str(killed)]

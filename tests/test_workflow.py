@@ -393,6 +393,17 @@ def test_variants_are_planned_in_their_own_folders_and_checked(tmp_path):
         assert message in refused[name], (name, refused[name][-2000:])
 
 
+def _committed_files(folder: str) -> list[str]:
+    """The files Git tracks under ``folder`` of this repository (paths relative to it): what a fresh clone holds there,
+    not the runs a workspace made beside them (gigabytes of caches and checkpoints under results/quick)."""
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "-z", folder], cwd=REPO, capture_output=True, check=True).stdout
+    files = [name for name in listed.decode().split("\0") if name]
+    assert files, f"git tracks nothing under {folder}"
+    return files
+
+
 def test_a_users_file_where_a_job_writes_stops_the_workflow_before_snakemake_deletes_it(tmp_path, monkeypatch):
     """Snakemake deletes a job's outputs before it runs the job (a directory() output with everything in it), so the
     refusal of a user's file by `s2dc report`, `ablation-table`, `plots`, `probe`, `figures`, `sweep export`,
@@ -431,7 +442,9 @@ def test_a_users_file_where_a_job_writes_stops_the_workflow_before_snakemake_del
     for name, (path, text) in cases.items():
         (tmp_path / name / path).parent.mkdir(parents=True)
         (tmp_path / name / path).write_text(text)
-    shutil.copytree(REPO / "results/quick", tmp_path / "own/results/quick")
+    for committed in _committed_files("results/quick"):  # a workspace's own runs are no part of what is committed
+        (tmp_path / "own" / committed).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / committed, tmp_path / "own" / committed)
     plans = {name: snakemake(tmp_path / name, "-n", "--config", "scale=smoke") for name in through_snakemake}
     own = snakemake(tmp_path / "own", "-n", "--config", "scale=quick")
     config = {**yaml.safe_load((REPO / "params.yaml").read_text()), "scale": "smoke"}
