@@ -135,21 +135,27 @@ def write_case(folder, name, rng, shape=SHAPE):
     return {"image": f"./imagesTr/{name}.nii.gz", "label": f"./labelsTr/{name}.nii.gz"}
 
 
-def write_boxes(root, shape=SHAPE):
-    """Five training and two validation cases of ``shape`` (:func:`write_case`) with an MSD-style dataset.json."""
+#: The validation cases' shape: the tiny fine-tuning crop's (TINY_FT), one window of the sliding-window inference
+#: each, half the evaluation of a SHAPE volume (the smoke DAG's validation slides over two windows a volume).
+VAL_SHAPE = (64, 32, 32)
+
+
+def write_boxes(root, shape=SHAPE, val_shape=VAL_SHAPE):
+    """Five training cases of ``shape`` and two validation cases of ``val_shape`` (:func:`write_case`) with an
+    MSD-style dataset.json."""
     (root / "imagesTr").mkdir()
     (root / "labelsTr").mkdir()
     rng = np.random.default_rng(0)
     spec = {"name": "Boxes", "labels": NAMES,
             "training": [write_case(root, f"train{i}", rng, shape) for i in range(5)],
-            "validation": [write_case(root, f"val{i}", rng, shape) for i in range(2)]}
+            "validation": [write_case(root, f"val{i}", rng, val_shape) for i in range(2)]}
     (root / "dataset.json").write_text(json.dumps(spec))
     return root
 
 
 @pytest.fixture(scope="module")
 def seg_dir(tmp_path_factory):
-    """Five training and two validation cases with an MSD-style dataset.json."""
+    """Five training and two validation cases with an MSD-style dataset.json (:func:`write_boxes`)."""
     return write_boxes(tmp_path_factory.mktemp("seg"))
 
 
