@@ -56,6 +56,29 @@ def test_a_bad_space_entry_is_refused_naming_its_key(key, value, message):
     assert repr(key) in str(err.value)
 
 
+def test_two_ranges_that_together_draw_an_invalid_configuration_are_refused_naming_both():
+    """Each bound valid on the base options, but a pair the sampler can draw is not: 10 steps with a 50-step warm-up
+    (the pretraining refuses a warm-up as long as the run). Checked bound by bound, the space passed and the trial that
+    drew the pair failed hours into the study; it is refused before any trial, naming both keys and values."""
+    base = {"pretrain": {"optim": {"steps": 200, "warmup_steps": 6}},
+            "finetune": {"train": {"steps": 40, "warmup_steps": 4}}}
+    pair = {"pretrain.optim.steps": {"low": 10, "high": 100}, "pretrain.optim.warmup_steps": {"low": 5, "high": 50}}
+    for key, value in pair.items():
+        check_space(parse_space({key: value}), base)  # each alone: valid
+    with pytest.raises(ValueError) as err:
+        check_space(parse_space(pair), base)
+    said = str(err.value)
+    assert "'pretrain.optim.steps' = 10" in said and "'pretrain.optim.warmup_steps' = 50" in said, said
+    assert "must be less than optim.steps" in said, said
+    # the fine-tuning's pair likewise; ranges that cannot meet pass
+    with pytest.raises(ValueError, match=r"'finetune.train.steps' = 8.*'finetune.train.warmup_steps' = 8"):
+        check_space(parse_space({"finetune.train.steps": {"low": 8, "high": 64},
+                                 "finetune.train.warmup_steps": {"low": 0, "high": 8}}), base)
+    check_space(parse_space({"pretrain.optim.steps": {"low": 60, "high": 100},
+                             "pretrain.optim.warmup_steps": {"low": 5, "high": 50},
+                             "finetune.train.warmup_steps": {"low": 0, "high": 39}}), base)
+
+
 def test_nest_gives_params_yaml_layout():
     params = {"pretrain.loss.weight_p2p": 0.5, "pretrain.ema.schedule": "cosine", "finetune.train.lr": 0.001}
     assert nest(params) == {"pretrain": {"loss": {"weight_p2p": 0.5}, "ema": {"schedule": "cosine"}},

@@ -2,11 +2,13 @@
 
 A range is ``{low, high}`` (floats; integers when both bounds are integers) with optional ``log`` and ``step``;
 choices are ``{choices: [...]}``. Every key is checked against the option classes before a trial runs, and so is
-every bound and choice (each one must make a valid configuration on top of the sweep's base options).
+every bound and choice (each one must make a valid configuration on top of the sweep's base options), and every pair
+of one stage's bounds and choices (options valid one by one can be refused together, and the sampler draws pairs).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import typing
 from dataclasses import dataclass
@@ -158,6 +160,25 @@ def check_space(dims: tuple[Dimension, ...], base: dict[str, dict]) -> None:
                 build(values)
             except ValueError as err:
                 raise ValueError(f"space key {dim.key!r}: the value {value!r} is not a valid option: {err}") from None
+    _check_pairs(dims, base)
+
+
+def _check_pairs(dims: tuple[Dimension, ...], base: dict[str, dict]) -> None:
+    """Each pair of one stage's dimensions at each pair of their candidates, on top of ``base``: a warm-up as long as
+    the run (``optim.steps`` at its low bound, ``optim.warmup_steps`` at its high one) is refused by the trial that draws
+    it, which stops its worker; ``ValueError`` names both keys and values before any trial runs."""
+    for first, second in itertools.combinations(dims, 2):
+        if first.stage != second.stage:
+            continue
+        build = STAGES[first.stage][1]
+        for a, b in itertools.product(first.candidates(), second.candidates()):
+            values = merge_options(base.get(first.stage) or {}, {first.section: {first.field: a}})
+            try:
+                build(merge_options(values, {second.section: {second.field: b}}))
+            except ValueError as err:
+                raise ValueError(f"space keys {first.key!r} = {a!r} and {second.key!r} = {b!r}: valid one by one, "
+                                 f"together not a valid option: {err}; narrow the two ranges so that the sampler "
+                                 "cannot draw such a pair") from None
 
 
 def suggest(trial, dims: tuple[Dimension, ...]) -> dict:
