@@ -77,6 +77,15 @@ def test_two_ranges_that_together_draw_an_invalid_configuration_are_refused_nami
     check_space(parse_space({"pretrain.optim.steps": {"low": 60, "high": 100},
                              "pretrain.optim.warmup_steps": {"low": 5, "high": 50},
                              "finetune.train.warmup_steps": {"low": 0, "high": 39}}), base)
+    # and the workflow refuses such a params.yaml when it starts, before any job
+    import yaml
+
+    from conftest import REPO, params_error
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["scales"]["quick"]["sweep"]["space"].update(pair)
+    said = params_error(params, scale="quick")
+    assert "'pretrain.optim.steps' = 10" in said and "'pretrain.optim.warmup_steps' = 50" in said, said
 
 
 def test_nest_gives_params_yaml_layout():
