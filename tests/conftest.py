@@ -290,6 +290,20 @@ def pytest_collection_modifyitems(config, items):
     items[:] = [first, *others, *rest, *filler]
 
 
+def copy_tracked(dest: Path, *folders: str) -> Path:
+    """Copy the files Git tracks in this repository (under ``folders``, or all of them) into ``dest``, at the same
+    relative paths, as the working tree holds them: what a fresh clone holds, not the runs a workspace made beside
+    them (gigabytes of caches and checkpoints under results/quick). Returns ``dest``."""
+    listed = subprocess.run(["git", "ls-files", "-z", *folders], cwd=REPO, capture_output=True, text=True,
+                            check=True).stdout
+    names = [name for name in listed.split("\0") if name and (REPO / name).is_file()]
+    assert names, f"git tracks no file under {folders}"
+    for name in names:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, dest / name)
+    return dest
+
+
 def copy_run(src: Path, dst: Path) -> Path:
     """A copy of a workflow folder with its modification times and Snakemake's metadata."""
     shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import REPO, copy_run, with_venv_path
+from conftest import REPO, copy_run, copy_tracked, with_venv_path
 
 SCRATCH = ("/runs/", "/cache/")  # pretraining run folders and preprocessing caches; fine-tuned model.pt and a
 # fine-tuning run's lock below
@@ -42,11 +42,7 @@ def git(workdir: Path, *args: str) -> str:
 
 def tracked_copy(dest: Path) -> Path:
     """This repository's tracked files (as in the working tree), committed to a new Git repository."""
-    names = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    for name in filter(None, names.split("\0")):
-        if (REPO / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, dest / name)
+    copy_tracked(dest)
     git(dest, "init", "-q")
     git(dest, "config", "user.name", "test")
     git(dest, "config", "user.email", "test@example.com")

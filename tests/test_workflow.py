@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import re
 
-from conftest import copy_run, params_error, REPO, snakemake
+from conftest import copy_run, copy_tracked, params_error, REPO, snakemake
 
 
 def test_bare_snakemake_reads_the_default_profile_and_plans_the_paper_scale_without_data(tmp_path):
@@ -393,17 +393,6 @@ def test_variants_are_planned_in_their_own_folders_and_checked(tmp_path):
         assert message in refused[name], (name, refused[name][-2000:])
 
 
-def _committed_files(folder: str) -> list[str]:
-    """The files Git tracks under ``folder`` of this repository (paths relative to it): what a fresh clone holds there,
-    not the runs a workspace made beside them (gigabytes of caches and checkpoints under results/quick)."""
-    import subprocess
-
-    listed = subprocess.run(["git", "ls-files", "-z", folder], cwd=REPO, capture_output=True, check=True).stdout
-    files = [name for name in listed.decode().split("\0") if name]
-    assert files, f"git tracks nothing under {folder}"
-    return files
-
-
 def test_a_users_file_where_a_job_writes_stops_the_workflow_before_snakemake_deletes_it(tmp_path, monkeypatch):
     """Snakemake deletes a job's outputs before it runs the job (a directory() output with everything in it), so the
     refusal of a user's file by `s2dc report`, `ablation-table`, `plots`, `probe`, `figures`, `sweep export`,
@@ -414,8 +403,6 @@ def test_a_users_file_where_a_job_writes_stops_the_workflow_before_snakemake_del
     was; the committed tables, curves, probe results, figures and sweep export of the quick scale are its own.
     Two cases start Snakemake (the check is wired into every start); the others run the same check in-process, on the
     config Snakemake would hold (params.yaml validated by its schema, with --config scale=smoke)."""
-    import shutil
-
     import pytest
     import yaml
     from snakemake.utils import validate
@@ -442,9 +429,7 @@ def test_a_users_file_where_a_job_writes_stops_the_workflow_before_snakemake_del
     for name, (path, text) in cases.items():
         (tmp_path / name / path).parent.mkdir(parents=True)
         (tmp_path / name / path).write_text(text)
-    for committed in _committed_files("results/quick"):  # a workspace's own runs are no part of what is committed
-        (tmp_path / "own" / committed).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / committed, tmp_path / "own" / committed)
+    copy_tracked(tmp_path / "own", "results/quick")  # the committed tables, not a workspace's runs
     plans = {name: snakemake(tmp_path / name, "-n", "--config", "scale=smoke") for name in through_snakemake}
     own = snakemake(tmp_path / "own", "-n", "--config", "scale=quick")
     config = {**yaml.safe_load((REPO / "params.yaml").read_text()), "scale": "smoke"}
