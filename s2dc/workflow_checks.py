@@ -385,7 +385,7 @@ def _check_datasets(config: dict) -> None:
         structure, labels = figure_anchor(config, dataset)
         spec, key = registry.get(dataset), f"scales.{scale}.probe.figures.{dataset}"
         if labels == "label":
-            names = spec.labels.values() if spec.task == "segmentation" else []
+            names = spec.labels.values()  # the per-voxel labels' names; none for a task without such labels
         elif labels == "anatomy" and made_by(config, dataset) == "synthetic" and TWINS[dataset].anatomy:
             names = TWINS[dataset].anatomy.values()
         else:

@@ -66,7 +66,7 @@ def test_a_probe_with_no_foreground_token_to_score_fails():
     from s2dc.data.errors import DataError
     from s2dc.eval.probe import _score
 
-    task = SimpleNamespace(name="segmentation")
+    task = SimpleNamespace(name="segmentation", readout="labels")
     x = {"training": torch.randn(40, 3), "validation": torch.randn(10, 3)}
     y = {"training": torch.tensor([0, 1] * 20), "validation": torch.zeros(10, dtype=torch.long)}
     with pytest.raises(DataError, match="no validation token.*lesion"):

@@ -115,6 +115,29 @@ def test_no_module_but_the_registry_names_a_dataset():
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
+def _code_words(path: Path) -> set[str]:
+    """The string constants of a Python module; the words of a rule file's code (its comments left out)."""
+    if path.suffix == ".py":
+        return _string_constants(path)
+    return set(re.findall(r"[A-Za-z0-9_]+", "\n".join(line.split("#")[0] for line in path.read_text().splitlines())))
+
+
+def test_no_module_but_the_registry_and_the_tasks_own_modules_names_a_task():
+    """A task is data to the layers between: the registry (what each task reads and is scored by), the common layout's
+    parser (the keys of each task's cases), the converters and twins (which write them), the downstream task modules
+    (one per task: how it trains, and how the frozen protocol reads it) and the report's task table (how it is shown)
+    name the downstream tasks; the engine, the probe, its figures, the rules, the checks and the other report modules
+    read them from those, so that a fifth task is an entry in each of those places and no branch elsewhere."""
+    tasks = set(registry.TASK_METRICS)
+    allowed = {REPO / "s2dc/data/registry.py", REPO / "s2dc/data/datasets.py", REPO / "s2dc/data/datalist.py",
+               REPO / "s2dc/report/tasks.py"}
+    files = [p for p in (*REPO.glob("s2dc/**/*.py"), *REPO.glob("workflow/**/*.smk"), REPO / "Snakefile")
+             if p not in allowed and not {"sources", "synthetic", "tasks"} & set(p.relative_to(REPO).parts[:-1])]
+    assert REPO / "s2dc/downstream/engine.py" in files and REPO / "s2dc/eval/probe.py" in files and len(files) > 20
+    offenders = {str(p.relative_to(REPO)): sorted(_code_words(p) & tasks) for p in files}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
 # --------------------------------------------------------------------------- converters
 
 

@@ -695,3 +695,87 @@ def test_dice_is_exact_in_double_precision():
     p, g = torch.from_numpy(rng.random((1, 3, 6, 5, 4)) < 0.4), torch.from_numpy(rng.random((1, 3, 6, 5, 4)) < 0.3)
     monai = DiceMetric(include_background=True, reduction="none", ignore_empty=True)(p.double(), g.double())[0]
     np.testing.assert_allclose(metrics.dice_per_region(p, g), monai.numpy(), rtol=1e-12)
+
+
+def test_a_fifth_task_declared_by_its_module_alone_is_fine_tuned_and_probed(tmp_path, monkeypatch, capsys):
+    """The engine and the probe read what a task module declares, never its name: a task they have no branch for
+    (denoising: a volume from its noisy copy, scored by MSE, read by the frozen protocol as token values), declared
+    here and added to the tasks' table alone, is fine-tuned and probed under its own name."""
+    from monai.transforms import Compose
+
+    from s2dc.data.volumes import plain
+    from s2dc.downstream import tasks
+    from s2dc.downstream.tasks.common import Task, cached_pair, infer, random_crops
+    from s2dc.export import swinunetr_for
+    from s2dc.models.encoder import EncoderConfig
+
+    class Denoising(Task):
+        name, roles, readout = "denoising", ("image",), "values"
+        score_key, score_name, percent = "mse", "MSE", False
+
+        def __init__(self, doc, source, data):
+            pass
+
+        def datasets(self, train, val, s, cache_root):
+            return cached_pair(train, val, s, cache_root, "denoise1")
+
+        def augment(self, s) -> Compose:
+            return random_crops(["image"], s)
+
+        def build_model(self, encoder, **kwargs):
+            return swinunetr_for(encoder, out_channels=1, **kwargs)
+
+        def loss(self, model, batch, s):
+            clean = plain(batch["image"]).float()
+            return ((model(clean + 0.1 * torch.randn_like(clean)) - clean) ** 2).mean()
+
+        def input_and_target(self, item):
+            clean = plain(item["image"]).float()
+            return clean, clean
+
+        def evaluate(self, model, val, s):
+            errors = [float(((infer(model, val[i]["image"], s)[0] - plain(val[i]["image"]).float()) ** 2).mean())
+                      for i in range(len(val))]
+            return {"mse": sum(errors) / len(errors)}
+
+    monkeypatch.setitem(tasks.TASKS, Denoising.name, Denoising)
+    rng = np.random.default_rng(3)
+    cases = [{"id": f"d{i}", "image": f"img/{_save(tmp_path / 'data' / 'img' / f'd{i}.nii.gz', _blob(rng, 8 * i))}"}
+             for i in range(3)]
+    source = tmp_path / "data" / "dataset.json"
+    source.write_text(json.dumps({"name": "noisy", "task": "denoising", "modality": {"0": "MR"},
+                                  "training": cases[:2], "validation": cases[2:]}))
+    config = tmp_path / "ft.yaml"
+    config.write_text(yaml.safe_dump(TINY_FT))
+    assert main(["finetune", "--config", str(config), "--data.source", str(source), "--run.out_dir",
+                 str(tmp_path / "run"), "--preprocess.intensity", "zscore", "--train.steps", "2"]) == 0, capsys.readouterr().err[-2000:]
+    run = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert run["task"] == "denoising" and run["score"]["key"] == "mse" and math.isfinite(run["score"]["value"])
+
+    sizes = EncoderConfig(feature_size=12, num_heads=(1, 2, 3, 4), window_size=4)
+    torch.manual_seed(0)
+    weights = swinunetr_for(sizes).swinViT.state_dict()  # an exported encoder file, as tests/test_probe.py writes one
+    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in weights.items()}, "encoder": sizes.to_dict()},
+               tmp_path / "enc.pt")
+    out = tmp_path / "probe" / "probe.json"
+    assert main(["probe", "voxels", str(tmp_path / "enc.pt"), "--source", str(source), "--preset", "mri_zscore",
+                 "--out", str(out)]) == 0, capsys.readouterr().err[-2000:]
+    probed = json.loads(out.read_text())
+    assert probed["task"] == "denoising" and probed["metric"] == "R²"
+    # the voxels' own blocks predict their block means exactly: a ridge regression of x on x scores R² ~ 1
+    assert probed["encoders"]["voxels"]["score"] > 0.99
+
+
+def test_the_registry_the_task_modules_and_the_reports_table_know_the_same_tasks():
+    """Each downstream task of the registry has its module (with a read-out the probe knows and the registry's first
+    metric as its score) and its entry in the report's table, and no place knows a task the others do not."""
+    from s2dc.data.registry import TASK_METRICS
+    from s2dc.downstream.tasks import TASKS
+    from s2dc.downstream.tasks.common import READOUTS
+    from s2dc.report.tasks import TASK_VIEWS
+
+    assert set(TASK_METRICS) == set(TASKS) == set(TASK_VIEWS)
+    for name, task in TASKS.items():
+        assert task.name == name and task.readout in READOUTS
+        assert TASK_VIEWS[name].metrics[0][0].startswith(TASK_METRICS[name][0]), name  # 'dice' is 'dice_mean'
+        assert task.score_key == TASK_VIEWS[name].metrics[0][0]

@@ -179,15 +179,6 @@ def refuse_an_init_inside(out: Path, init: str) -> None:
                          "copy the encoder elsewhere first")
 
 
-#: What makes a task's validation score NaN or infinite, for the error that stops such a run.
-WHY_NOT_FINITE = {
-    "segmentation": "a Dice is NaN where no validation case holds a class of its labels",
-    "classification": "the model's outputs were not finite",
-    "reconstruction": "PSNR is infinite where a target is constant or a prediction exact",
-    "translation": "PSNR is infinite where a target sequence is constant inside the brain mask, or a prediction exact",
-}
-
-
 class Finetuner:
     """Data, network, loss, optimiser and schedule of one fine-tuning run; ``run()`` trains and evaluates."""
 
@@ -219,13 +210,14 @@ class Finetuner:
         source = Path(cfg.data.source)
         self.spec = read_datalist(source)
         self.task = TASKS[task_of(self.spec, source)](self.spec, source, cfg.data)
-        if cfg.data.input_channel and self.task.name != "translation":
-            raise ValueError(f"data.input_channel is for translation; this dataset's task is {self.task.name} "
+        if cfg.data.input_channel and not self.task.picks_input_channel:
+            readers = " or ".join(name for name, task in TASKS.items() if task.picks_input_channel)
+            raise ValueError(f"data.input_channel is for {readers}; this dataset's task is {self.task.name} "
                              f"('{source}'): leave it unset")
         roles = self.task.roles
         self.all_train = _sorted(list_cases(source, cfg.data.train_key, roles, self.spec))
         self.train_cases = choose_subset(self.all_train, cfg.data.label_ratio, cfg.run.seed,
-                                         stratify_by="class" if self.task.name == "classification" else None)
+                                         stratify_by=self.task.stratify_by)
         self.val_cases = _sorted(list_cases(source, cfg.data.val_key, roles, self.spec))
         refuse_training_cases_in_validation(self.all_train, self.val_cases, source, cfg.data.train_key,
                                             cfg.data.val_key)
@@ -280,9 +272,10 @@ class Finetuner:
         }
 
     def _in_channels(self) -> int:
-        """Input channels of the network: the image channels of the cases (translation: one, its input). Raises
-        DataError naming a training or validation case that lists another number of channels than the first."""
-        if self.task.name == "translation":
+        """Input channels of the network: the image channels of the cases (one where the task picks its input channel,
+        :attr:`~s2dc.downstream.tasks.common.Task.picks_input_channel`). Raises DataError naming a training or
+        validation case that lists another number of channels than the first."""
+        if self.task.picks_input_channel:
             return 1
         cases = (*self.all_train, *self.val_cases)
         channels = [len(c["image"]) if isinstance(c["image"], list) else 1 for c in cases]
@@ -394,7 +387,7 @@ class Finetuner:
         if not math.isfinite(value):
             raise NonFiniteError(
                 f"validation at step {self.step} gave {self.task.score_key} = {value} on the {len(self.val_cases)} "
-                f"validation cases of {self.cfg.data.source} ({WHY_NOT_FINITE.get(self.task.name, 'a diverged model')}); "
+                f"validation cases of {self.cfg.data.source} ({self.task.why_not_finite}); "
                 "no model.pt or metrics.json is written: check the validation cases")
 
     # ------------------------------------------------------------------ run

@@ -130,9 +130,9 @@ def draw(source: str | Path, encoders: list[str], structure: str, out_dir: str |
         check_png_out(out_dir / name)  # before any token is read
     labelled = named_encoders(encoders)
     data = load_labelled(source, labelled, stage, cache_dir, device, preset, roles=("validation",), labels=labels)
-    if data.task.name != "segmentation":
+    if data.task.readout != "labels":
         raise ValueError(f"'{source}' is a {data.task.name} dataset; the structure figures need token labels "
-                         "(a segmentation dataset)")
+                         "(a dataset of per-voxel labels: segmentation)")
     if structure not in data.names:
         raise ValueError(f"structure {structure!r} is not a class of the {labels!r} map of '{source}': "
                          f"{[n for n in data.names if n]}")

@@ -224,7 +224,7 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
     labelled = named_encoders(encoders)
     data = load_labelled(source, labelled, stage, cache_dir, device, preset)
     task, names, stride = data.task, data.names, data.stride
-    pooled = task.name == "classification"
+    pooled = task.readout == "class"
     targets = data.targets if pooled else {role: [t[m] for t, m in zip(ts, data.inside[role])]
                                            for role, ts in data.targets.items()}  # no padding token
     y = {role: torch.tensor(t) if pooled else torch.cat(t) for role, t in targets.items()}
@@ -234,7 +234,7 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
                    "balanced accuracy over one class is its recall, which a model always predicting it reads as 100 %")
             raise DataError(f"the {role} cases of '{source}' hold one class only ({names[int(labels[0])]!r}): {why}; "
                             f"list cases of at least two classes under '{role}'")
-    if task.name == "segmentation" and len(y["training"].unique()) < 2:
+    if task.readout == "labels" and len(y["training"].unique()) < 2:
         raise DataError(f"the training tokens of '{source}' hold one class only ({names[int(y['training'][0])]!r}) at "
                         f"--stage {stage} ({stride}³-voxel blocks): a linear model fitted on one class learns nothing "
                         "and reads every validation token as it; list training cases whose labels hold structures "
@@ -247,7 +247,7 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
         x = {role: torch.cat([features(data, encoder, v, stage, pooled)[slice(None) if pooled else m]
                               for v, m in zip(vols, data.inside[role])]) for role, vols in data.volumes.items()}
         results[name], stats[name] = _score(task, names, x, y, case, cases)
-    regression = task.name in ("reconstruction", "translation")
+    regression = task.readout == "values"
     metric_of = r_squared_from_sums if regression else (lambda c: balanced_accuracy(c, len(names)))
     for name, spread in bootstrap(stats, metric_of, seed=seed).items():
         results[name].update(spread)
@@ -324,7 +324,7 @@ def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cach
     # Crop size 1: the preprocessing pads nothing, so every voxel it returns is the image's, and the only padding
     # is the probe's own at the far ends (pad_to_multiple), which inside_tokens leaves out.
     setting = Setting(PreprocessConfig.from_preset(preset), (1, 1, 1), 1, 0.0, 1, 0.0, device, nullcontext)
-    names = label_names(task, doc) if labels == "label" else map_names(doc, labels, source, task.name)
+    names = label_names(task, doc) if labels == "label" else map_names(doc, labels, source, task)
     keys = task.roles if labels == "label" else ("image", labels)
     cases = {role: sorted(list_cases(source, role, keys, doc), key=lambda c: str(c["image"]))
              for role in ("training", "validation")}
@@ -342,7 +342,7 @@ def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cach
             image, target = _image_and_target(task, item, stride, multiple, len(names))
             volumes[role].append(image[None])
             targets[role].append(target)
-            dense = task.name != "classification"
+            dense = task.readout != "class"
             inside[role].append(inside_tokens(plain(item["image"]).shape[-3:], stride, multiple) if dense else None)
     return Labelled(task, str(doc.get("name") or Path(source).parent.name), names, sizes, stride, device,
                     volumes, targets, inside, str(first))
@@ -379,14 +379,16 @@ def model_sizes(sizes: EncoderConfig, in_channels: int) -> EncoderConfig:
     return EncoderConfig(**{**sizes.to_dict(), "in_channels": in_channels})
 
 
-def map_names(doc: dict, role: str, source: str | Path, task: str) -> list[str]:
-    """The class names by value (``""`` for an unnamed value) of the per-voxel map ``role`` of a segmentation
-    dataset, from the json's ``"<role>_labels"`` ({value: name}); :class:`DataError` if the json has none."""
+def map_names(doc: dict, role: str, source: str | Path, task) -> list[str]:
+    """The class names by value (``""`` for an unnamed value) of the per-voxel map ``role`` of a dataset of a task
+    read by its per-voxel labels (segmentation), from the json's ``"<role>_labels"`` ({value: name});
+    :class:`DataError` if the json has none."""
     table = doc.get(f"{role}_labels")
-    if task != "segmentation" or not isinstance(table, dict) or not table:
+    labelled = task.readout == "labels"
+    if not labelled or not isinstance(table, dict) or not table:
         have = ["label", *sorted(k.removesuffix("_labels") for k in doc if k.endswith("_labels"))]
-        raise DataError(f"'{source}' ({task}) has no per-voxel map {role!r} named in '{role}_labels'; "
-                        f"the per-voxel maps it has: {have if task == 'segmentation' else []}")
+        raise DataError(f"'{source}' ({task.name}) has no per-voxel map {role!r} named in '{role}_labels'; "
+                        f"the per-voxel maps it has: {have if labelled else []}")
     return names_by_value(table)
 
 
@@ -407,17 +409,14 @@ def label_names(task, doc: dict) -> list[str]:
 
 def _image_and_target(task, item: dict, stride: int, multiple: int, num_classes: int) -> tuple[torch.Tensor, object]:
     """The encoder's input ``(C, X, Y, Z)`` (padded to the encoder's multiple) and what the linear model predicts."""
+    if task.readout == "values":
+        image, target = task.input_and_target(item)
+        return pad_to_multiple(image, multiple), block_means(pad_to_multiple(target, multiple), stride)
     image = plain(item["image"]).float()
-    if task.name == "segmentation":
+    if task.readout == "labels":
         label = pad_to_multiple(plain(item["label"]).long(), multiple)[0]
         return pad_to_multiple(image, multiple), token_targets(label, stride, num_classes)
-    if task.name == "classification":
-        return pad_to_multiple(image, multiple), int(item["class"])
-    if task.name == "translation":
-        image, target, _ = task.split(image)
-    else:
-        target = plain(item["target"]).float()
-    return pad_to_multiple(image, multiple), block_means(pad_to_multiple(target, multiple), stride)
+    return pad_to_multiple(image, multiple), int(item["class"])
 
 
 #: Classification reads features pooled on a grid, so that a class told by a regional pattern is not averaged
@@ -457,18 +456,18 @@ def _score(task, names: list[str], x: dict, y: dict, case: torch.Tensor, cases: 
     for a regression; else balanced accuracy, organ recall (segmentation) and recall per class (``names`` by class
     index; ``""``: no such class). Also the validation cases' statistics the score is made of, (cases, F), for
     :func:`s2dc.eval.bootstrap.bootstrap`."""
-    if task.name in ("reconstruction", "translation"):
+    if task.readout == "values":
         pred = fit_ridge(x["training"], y["training"])(x["validation"])
         return ({"score": r_squared(pred, y["validation"])},
                 regression_sums(pred, y["validation"], case, cases))
     # tens of volumes against hundreds of features: the regulariser decides
-    classify = task.name == "classification"
+    classify = task.readout == "class"
     decay = cross_validated_weight_decay(x["training"], y["training"], len(names)) if classify else WEIGHT_DECAY
     layer = fit_linear_probe(x["training"], y["training"], len(names), decay)
     with torch.no_grad():
         pred = layer(x["validation"].double()).argmax(1)
     recall = per_class_recall(pred, y["validation"], len(names))
-    if task.name == "segmentation" and not np.isfinite(recall[1:]).any():
+    if task.readout == "labels" and not np.isfinite(recall[1:]).any():
         raise DataError(f"no validation token carries a structure ({', '.join(n for n in names[1:] if n)}): every block is "
                         "background at this stage, and a score over background alone would read 100 %; probe an "
                         "earlier --stage (smaller blocks) or larger structures")
@@ -476,7 +475,7 @@ def _score(task, names: list[str], x: dict, y: dict, case: torch.Tensor, cases: 
               "recall": {names[c]: (None if np.isnan(r) else float(r)) for c, r in enumerate(recall) if names[c]}}
     if classify:
         result["weight_decay"] = decay
-    if task.name == "segmentation":
+    if task.readout == "labels":
         result["organ_recall"] = float(np.nanmean(recall[1:])) if np.isfinite(recall[1:]).any() else None
         result["structure"] = structure_scores(x["validation"], y["validation"])
     return result, confusion_by_case(pred, y["validation"], case, cases, len(names))

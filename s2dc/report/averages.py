@@ -22,10 +22,10 @@ import pandas as pd
 from ..data.datalist import registry_spec
 from ..data.registry import PAPER_AVERAGE, PAPER_AVERAGE_DATASETS, REGISTRY
 from .runs import ratio_text
+from .tasks import TASK_VIEWS
 
 #: The score in % of each task for the average over all datasets: (metrics.json key, scale).
-PERCENT_SCORE = {"segmentation": ("dice_mean", 100.0), "classification": ("accuracy", 100.0),
-                 "reconstruction": ("ssim", 100.0), "translation": ("ssim", 100.0)}
+PERCENT_SCORE = {task: view.percent for task, view in TASK_VIEWS.items()}
 ALL = "all datasets"
 #: The poster's averages are over its ten datasets (the registry's): set beside an overall average of those ten only
 #: (with `only=`, a shorter experiments list or another dataset among the ten, an average is another quantity).

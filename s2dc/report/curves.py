@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..recorded import check_recorded, is_recorded, write_recorded
-from .runs import TASK_METRICS, ratio_text
+from .runs import ratio_text
+from .tasks import TASK_METRICS
 
 
 def train_loss(run: dict) -> pd.DataFrame:

@@ -25,6 +25,7 @@ import pandas as pd
 
 from ..pyplot import check_png_out, pyplot, save_png
 from .runs import ratio_text
+from .tasks import CLASSIFIER_TASKS
 
 #: The arm compared and its fine-tuning baseline; the probe's baselines (encoder names of ``s2dc probe``).
 PRETRAINED, SCRATCH = "s2dc", "scratch"
@@ -33,8 +34,6 @@ FROZEN_BASELINES = ("random", "voxels")
 TIE = "tie"
 #: Relative size below which a seed std or a difference of means is floating-point rounding, not a spread.
 ROUNDING = 1e-9
-#: Tasks whose frozen protocol is a linear classifier: what the counts under the table are first given over.
-CLASSIFIER_TASKS = ("segmentation", "classification")
 #: The frozen protocol's columns: each baseline's paired difference and its standard error.
 PAIRED = [f"{kind}_{b}" for b in FROZEN_BASELINES for kind in ("versus", "versus_se")]
 COLUMNS = ["dataset", "task", "metric", "label_ratio", "seeds", "finetune_difference", "finetune_spread",
@@ -160,7 +159,7 @@ def effect_markdown(effect: pd.DataFrame) -> str:
         lines.append(f"| {row.dataset} | {row.task} | {finetune} | {labels} | {spread} | {_beyond(row.finetune_beyond)} "
                      f"| {frozen[0]} | {frozen[1]} | {_frozen_verdict(row)} |")
     lines.append("")
-    for label, tasks in (("the # segmentation and classification datasets", CLASSIFIER_TASKS),
+    for label, tasks in ((f"the # {' and '.join(CLASSIFIER_TASKS)} datasets", CLASSIFIER_TASKS),
                          ("all # datasets", None)):
         c = counts(effect, tasks)
         ties = "" if not c["finetune_ties"] else (f" ({c['finetune_ties']} tie{'s' if c['finetune_ties'] > 1 else ''}, "

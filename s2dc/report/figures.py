@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 
 from ..pyplot import check_png_out, pyplot, save_png
-from .runs import TASK_METRICS, ratio_text
+from .runs import ratio_text
 from .tables import poster_spec
+from .tasks import TASK_METRICS, TASK_VIEWS
 
 #: One colour per method, stable across figures (scratch grey, s2dc blue, the ablation variants after).
 COLOURS = {"scratch": "#8c8c8c", "s2dc": "#1f77b4", "lg": "#ff7f0e", "lg_p2p": "#2ca02c", "lg_p2s": "#d62728",
@@ -63,11 +64,12 @@ def per_class_figure(table: pd.DataFrame, dataset: str, task: str | None = None)
     rows = rows[rows.task == task]
     ratios = sorted(rows.label_ratio.unique())
     methods = list(dict.fromkeys(rows.method))
-    if task == "segmentation":
-        metrics = [[m for m in dict.fromkeys(rows.metric) if m.startswith("Dice % ")] + ["Dice %"]]
+    per_class, score = TASK_VIEWS[task].per_class, TASK_METRICS[task][0][1]  # per class: rows '<score> <class>'
+    if per_class:
+        metrics = [[m for m in dict.fromkeys(rows.metric) if m.startswith(f"{score} ")] + [score]]
     else:
         metrics = [[label] for _, label, _ in TASK_METRICS[task]]
-    width = max(4.0, 0.45 * len(metrics[0]) * len(methods)) if task == "segmentation" else 2.6
+    width = max(4.0, 0.45 * len(metrics[0]) * len(methods)) if per_class else 2.6
     fig, axes = plt.subplots(len(ratios), len(metrics), figsize=(width * len(metrics), 2.8 * len(ratios)),
                              squeeze=False)
     for r, ratio in enumerate(ratios):
@@ -81,9 +83,9 @@ def per_class_figure(table: pd.DataFrame, dataset: str, task: str | None = None)
                 stds = [cell["std"].get(m, 0.0) for m in group]
                 ax.bar(x - 0.4 + step * (i + 0.5), means, step, yerr=stds, capsize=2, color=colour(method, i),
                        label=method)
-            names = [m.removeprefix("Dice % ") if m != "Dice %" else "mean" for m in group]
+            names = [m.removeprefix(f"{score} ") if m != score else "mean" for m in group]
             ax.set_xticks(x, names, rotation=45 if len(group) > 3 else 0, ha="right" if len(group) > 3 else "center")
-            ax.set_ylabel(group[0] if task != "segmentation" else "Dice %")
+            ax.set_ylabel(score if per_class else group[0])
             ax.set_title(f"{ratio_text(ratio)} labels", fontsize=9)
             ax.grid(axis="y", alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="best")

@@ -18,14 +18,8 @@ import pandas as pd
 
 from ..train.identity import option_changes
 from ..train.outputs import result_sha256
+from .tasks import TASK_METRICS
 
-#: Metrics drawn per task, as (key in metrics.json, label, scale); segmentation adds one bar per class.
-TASK_METRICS = {
-    "segmentation": (("dice_mean", "Dice %", 100.0),),
-    "classification": (("accuracy", "accuracy %", 100.0), ("auc", "AUC %", 100.0)),
-    "reconstruction": (("psnr", "PSNR dB", 1.0), ("ssim", "SSIM", 1.0), ("nrmse", "NRMSE", 1.0)),
-    "translation": (("psnr", "PSNR dB", 1.0), ("ssim", "SSIM", 1.0), ("mse", "MSE", 1.0)),
-}
 
 #: What the seeds of one row share (a run of other settings is no seed of it), besides the ``options`` each records.
 #: What the seeds of one row share: cases, steps and the starting encoder, by its file's SHA-256 (a path names another

@@ -22,6 +22,7 @@ from .averages import averages, averages_markdown, nested_averages, percent_scor
 from .effect import effect_markdown, effect_table, nested_effect
 from .outputs import check_out_dir, refuse_unless_own
 from .runs import check_runs, is_number, ratio_text, read_run
+from .tasks import TASK_VIEWS
 
 
 def poster_spec(dataset: str, task: str):
@@ -136,8 +137,7 @@ STRUCTURE = ("consistency", "discrepancy", "ratio")
 
 #: The metric ``s2dc probe`` scores each task by (:func:`s2dc.eval.probe.probe`): balanced accuracy (a fraction)
 #: for the classifier probes, R² for the regressions.
-PROBE_METRICS = {"segmentation": "balanced accuracy", "classification": "balanced accuracy",
-                 "reconstruction": "R²", "translation": "R²"}
+PROBE_METRICS = {task: view.probe_metric for task, view in TASK_VIEWS.items()}
 #: The Swin stages a probe reads (0 = patch embedding, 4 = the last stage).
 PROBE_STAGES = range(5)
 _ROUNDING = 1e-9  # a mean of recalls of 1 may land an ulp above 1

@@ -16,7 +16,7 @@ from ...data.volumes import plain
 from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
 from ..metrics import accuracy, roc_auc
-from .common import Setting, cached_pair, random_crops
+from .common import Setting, Task, cached_pair, random_crops
 
 
 class SwinClassifier(torch.nn.Module):
@@ -35,10 +35,12 @@ class SwinClassifier(torch.nn.Module):
         return self.head(features.flatten(2).mean(dim=2))
 
 
-class Classification:
+class Classification(Task):
     name = "classification"
     roles = ("image", "class")
     score_key, score_name, percent = "accuracy", "accuracy", True
+    readout, stratify_by = "class", "class"
+    why_not_finite = "the model's outputs were not finite"
 
     def __init__(self, doc: dict, source: Path, data) -> None:
         classes = doc.get("classes")

@@ -1,4 +1,5 @@
-"""What the task modules share: the data they are handed, windowed inference and random crops."""
+"""What the task modules share: what each declares (:class:`Task`), the data they are handed, windowed inference
+and random crops."""
 
 from __future__ import annotations
 
@@ -11,6 +12,33 @@ from monai.transforms import Compose, RandFlipd, RandSpatialCropSamplesd
 
 from ...data.preprocess import preprocess_transforms
 from ...data.volumes import TransformedCases, plain
+
+
+#: How the frozen protocol (``s2dc probe``) reads a task: each token's structure from the per-voxel labels, one class
+#: per volume from pooled features, or each token's mean target values (a ridge regression).
+READOUTS = ("labels", "class", "values")
+
+
+class Task:
+    """What a task module declares besides its methods (``datasets``, ``augment``, ``build_model``, ``loss``,
+    ``evaluate``; a ``values`` read-out also ``input_and_target``): the engine, the probe and its figures read
+    these, never a task's name.
+
+    ``roles``: the keys of a case it reads. ``score_key``/``score_name``/``percent``: the validation score the run
+    reports (``percent``: shown x 100). ``readout``: one of :data:`READOUTS`. ``stratify_by``: the case key whose
+    proportions a label-ratio subset keeps (None: a plain draw). ``picks_input_channel``: the network reads one of
+    the cases' channels, chosen by ``data.input_channel`` (else every channel, and that option must stay unset).
+    ``why_not_finite``: what makes its validation score NaN or infinite, for the error that stops such a run."""
+
+    name: str
+    roles: tuple[str, ...]
+    score_key: str
+    score_name: str
+    percent: bool
+    readout: str
+    stratify_by: str | None = None
+    picks_input_channel: bool = False
+    why_not_finite: str = "a diverged model"
 
 
 @dataclass(frozen=True)

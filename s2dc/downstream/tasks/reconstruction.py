@@ -19,7 +19,7 @@ from ...data.volumes import plain
 from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
 from ..metrics import nrmse, psnr, ssim
-from .common import Setting, cached_pair, infer, random_crops
+from .common import Setting, Task, cached_pair, infer, random_crops
 
 KEYS = ["image", "target"]
 _VERSION = 5  # bump when the preprocessing below changes its output (2: targets on another grid are refused,
@@ -60,10 +60,12 @@ class RecordExtentd(MapTransform):
         return {**data, "extent": torch.tensor(shape)}
 
 
-class Reconstruction:
+class Reconstruction(Task):
     name = "reconstruction"
     roles = ("image", "target")
     score_key, score_name, percent = "psnr", "PSNR dB", False
+    readout = "values"
+    why_not_finite = "PSNR is infinite where a target is constant or a prediction exact"
 
     def __init__(self, doc: dict, source: Path, data) -> None:
         self.loss_fn = torch.nn.L1Loss()
@@ -90,6 +92,10 @@ class Reconstruction:
         with s.autocast():
             pred = model(image)
         return self.loss_fn(pred.float(), target)
+
+    def input_and_target(self, item: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """A preprocessed case -> the network's input ``(1, X, Y, Z)`` and its target ``(1, X, Y, Z)``."""
+        return plain(item["image"]).float(), plain(item["target"]).float()
 
     def evaluate(self, model: torch.nn.Module, val, s: Setting) -> dict:
         scores = []

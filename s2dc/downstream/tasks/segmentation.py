@@ -23,7 +23,7 @@ from ...data.volumes import LabelledCases, plain
 from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
 from ..metrics import dice_per_class, dice_per_region, summarize_dice
-from .common import Setting, infer
+from .common import Setting, Task, infer
 
 KEYS = ["image", "label"]
 
@@ -37,10 +37,12 @@ class BodyMaskd(Transform):
         return {**d, "body": (plain(d["image"]) != 0).any(0, keepdim=True).float()}
 
 
-class Segmentation:
+class Segmentation(Task):
     name = "segmentation"
     roles = ("image", "label")
     score_key, score_name, percent = "dice_mean", "Dice", True
+    readout = "labels"
+    why_not_finite = "a Dice is NaN where no validation case holds a class of its labels"
 
     def __init__(self, doc: dict, source: Path, data) -> None:
         regions = doc.get("regions")

@@ -18,13 +18,16 @@ from ...data.volumes import plain
 from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
 from ..metrics import mse, psnr, ssim
-from .common import Setting, cached_pair, infer, random_crops
+from .common import Setting, Task, cached_pair, infer, random_crops
 
 
-class Translation:
+class Translation(Task):
     name = "translation"
     roles = ("image",)
     score_key, score_name, percent = "psnr", "PSNR dB", False
+    readout, picks_input_channel = "values", True
+    why_not_finite = ("PSNR is infinite where a target sequence is constant inside the brain mask, or a prediction "
+                      "exact")
 
     def __init__(self, doc: dict, source: Path, data) -> None:
         modality = doc.get("modality")
@@ -59,6 +62,11 @@ class Translation:
         """``(..., C, X, Y, Z)`` -> input ``(..., 1, ...)``, targets ``(..., C-1, ...)``, brain mask ``(..., 1, ...)``."""
         x = image[..., self.source : self.source + 1, :, :, :]
         return x, image[..., self.targets, :, :, :], x != 0
+
+    def input_and_target(self, item: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """A preprocessed case -> the network's input ``(1, X, Y, Z)`` and its targets ``(C-1, X, Y, Z)``."""
+        x, target, _ = self.split(plain(item["image"]).float())
+        return x, target
 
     def loss(self, model: torch.nn.Module, batch: dict, s: Setting) -> torch.Tensor:
         x, target, mask = self.split(plain(batch["image"]).to(s.device, torch.float32, non_blocking=True))
