@@ -938,3 +938,27 @@ def test_a_runs_metrics_edited_after_the_run_wrote_them_are_refused(tmp_path, ca
         assert main([*command, str(edited)]) == 2, command
         err = capsys.readouterr().err
         assert f"'{edited}'" in err and "result_sha256" in err, err
+
+
+def test_the_per_class_figure_names_each_bar_by_its_class_or_metric(tmp_path):
+    """A segmentation's panel: one bar per class and the mean of them, named by the class; a classification's: one
+    panel per metric, its bar named by the metric (the 'mean' of a segmentation's panel named the accuracy bar once)."""
+    from s2dc.report.figures import per_class_figure, summary
+    from s2dc.report.runs import read_runs
+
+    seg = [write_run(tmp_path, m, s, 0.5, dice_per_class={"liver": 0.6, "spleen": 0.4}) for m in ("scratch", "s2dc")
+           for s in (0, 1)]
+    cls = []
+    for method in ("scratch", "s2dc"):
+        path = tmp_path / f"cls_{method}.json"
+        path.write_text(json.dumps({"task": "classification", "dataset": "synthetic_adni", "method": method,
+                                    "label_ratio": 0.1, "seed": 0, "accuracy": 0.5, "auc": 0.6, "train_cases": 4,
+                                    "seconds": 1.0, "score": {"key": "accuracy", "name": "accuracy", "value": 50.0},
+                                    "history": [{"step": 1, "accuracy": 0.5}]}))
+        cls.append(path)
+    table = summary(read_runs(seg + cls)[1])
+    ticks = lambda ax: [t.get_text() for t in ax.get_xticklabels()]
+    (panel,) = per_class_figure(table, "synthetic_btcv").axes[:1]
+    assert ticks(panel) == ["liver", "spleen", "mean"] and panel.get_ylabel() == "Dice %"
+    accuracy, auc = per_class_figure(table, "synthetic_adni").axes[:2]
+    assert ticks(accuracy) == ["accuracy %"] and ticks(auc) == ["AUC %"] and accuracy.get_ylabel() == "accuracy %"

@@ -83,7 +83,7 @@ def per_class_figure(table: pd.DataFrame, dataset: str, task: str | None = None)
                 stds = [cell["std"].get(m, 0.0) for m in group]
                 ax.bar(x - 0.4 + step * (i + 0.5), means, step, yerr=stds, capsize=2, color=colour(method, i),
                        label=method)
-            names = [m.removeprefix(f"{score} ") if m != score else "mean" for m in group]
+            names = [("mean" if m == score else m.removeprefix(f"{score} ")) if per_class else m for m in group]
             ax.set_xticks(x, names, rotation=45 if len(group) > 3 else 0, ha="right" if len(group) > 3 else "center")
             ax.set_ylabel(score if per_class else group[0])
             ax.set_title(f"{ratio_text(ratio)} labels", fontsize=9)
