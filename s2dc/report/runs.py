@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..train.identity import option_changes
 from ..train.outputs import result_sha256
-from .tasks import TASK_METRICS
+from .tasks import TASK_METRICS, TASK_VIEWS
 
 
 #: What the seeds of one row share (a run of other settings is no seed of it), besides the ``options`` each records.
@@ -168,8 +168,9 @@ def _option_difference(first: dict, run: dict) -> str | None:
 
 def read_runs(metric_files: list[Path]) -> tuple[list[dict], pd.DataFrame]:
     """The runs' metrics.json contents (:func:`read_run` with the history, :func:`check_runs`), and long rows:
-    dataset, task, method, label_ratio, seed, metric, value (segmentation: one row per class, metric
-    'Dice % <class>', beside the mean); a null value (not scorable on the run's validation cases) gives no row."""
+    dataset, task, method, label_ratio, seed, metric, value (a task with per-class scores,
+    :attr:`~s2dc.report.tasks.TaskView.per_class`, also one row per class, e.g. metric 'Dice % <class>' beside the
+    mean); a null value (not scorable on the run's validation cases) gives no row."""
     runs = [read_run(path, history=True) for path in metric_files]
     check_runs(runs)
     rows = []
@@ -183,14 +184,16 @@ def read_runs(metric_files: list[Path]) -> tuple[list[dict], pd.DataFrame]:
                 raise ValueError(f"bad metrics file '{m['_path']}': {key} is {shown}; expected a finite number or null")
             if value is not None:
                 rows.append({**base, "metric": label, "value": scale * float(value)})
-        per_class = m.get("dice_per_class") or {}
+        view = TASK_VIEWS[m["task"]]
+        (_, label, scale), key = view.metrics[0], view.per_class
+        per_class = (m.get(key) if key else None) or {}
         if not isinstance(per_class, dict):
-            raise ValueError(f"bad metrics file '{m['_path']}': dice_per_class is {per_class!r}; expected "
-                             "{class: Dice}")
+            raise ValueError(f"bad metrics file '{m['_path']}': {key} is {per_class!r}; expected "
+                             f"{{class: {label.split()[0]}}}")
         for name, value in per_class.items():
             if value is not None and not is_number(value):
-                raise ValueError(f"bad metrics file '{m['_path']}': dice_per_class.{name} is {value!r}; expected a "
+                raise ValueError(f"bad metrics file '{m['_path']}': {key}.{name} is {value!r}; expected a "
                                  "finite number or null")
             if value is not None:
-                rows.append({**base, "metric": f"Dice % {name}", "value": 100.0 * float(value)})
+                rows.append({**base, "metric": f"{label} {name}", "value": scale * float(value)})
     return runs, pd.DataFrame(rows)

@@ -11,12 +11,13 @@ class TaskView:
     """``metrics``: the columns of a run's metrics.json drawn for the task, as (key, label, scale); the first is the
     score of the benchmark table and its figures. ``percent``: (key, scale) of the score in % that the average over
     all datasets takes. ``probe_metric``: what the frozen protocol scores the task by (``s2dc probe``).
-    ``per_class``: the figures add one bar per class (``<label> <class>`` rows of the table)."""
+    ``per_class``: the metrics.json key of a ``{class: score}`` map in the first metric's scale, read into rows
+    ``<label> <class>`` beside the score and drawn as one bar per class (None: the task has none)."""
 
     metrics: tuple[tuple[str, str, float], ...]
     percent: tuple[str, float]
     probe_metric: str
-    per_class: bool = False
+    per_class: str | None = None
 
 
 #: The probe's metric of the tasks it reads with a linear classifier (the others: a ridge regression, R²).
@@ -24,7 +25,7 @@ CLASSIFIER_METRIC = "balanced accuracy"
 
 TASK_VIEWS = {
     "segmentation": TaskView((("dice_mean", "Dice %", 100.0),), ("dice_mean", 100.0), CLASSIFIER_METRIC,
-                             per_class=True),
+                             per_class="dice_per_class"),
     "classification": TaskView((("accuracy", "accuracy %", 100.0), ("auc", "AUC %", 100.0)), ("accuracy", 100.0),
                                CLASSIFIER_METRIC),
     "reconstruction": TaskView((("psnr", "PSNR dB", 1.0), ("ssim", "SSIM", 1.0), ("nrmse", "NRMSE", 1.0)),
