@@ -28,7 +28,9 @@ class Task:
     reports (``percent``: shown x 100). ``readout``: one of :data:`READOUTS`. ``stratify_by``: the case key whose
     proportions a label-ratio subset keeps (None: a plain draw). ``picks_input_channel``: the network reads one of
     the cases' channels, chosen by ``data.input_channel`` (else every channel, and that option must stay unset).
-    ``why_not_finite``: what makes its validation score NaN or infinite, for the error that stops such a run."""
+    ``why_not_finite``: what makes its validation score NaN or infinite, for the error that stops such a run.
+    ``build_model(encoder, **kwargs)`` returns a network whose Swin encoder is its ``swinViT`` (where a pretrained
+    encoder is loaded, trained at ``train.encoder_lr_scale`` times the rate of the rest)."""
 
     name: str
     roles: tuple[str, ...]
