@@ -279,3 +279,26 @@ def test_a_worker_of_other_options_is_told_the_first_field_that_differs():
         bind_study(study, 2, {"x": [0, 1]}, options={**options, "pruner": {"n_startup_trials": 1}})
     with pytest.raises(ValueError, match=r"study 's' was started with budget 2, this worker has 3"):
         bind_study(study, 3, {"x": [0, 1]}, options=options)
+
+
+def test_two_parallel_sweeps_of_one_spec_run_the_same_trials(tmp_path):
+    """What a trial draws, whether it is pruned and its value depend on the spec and the generations before it, not
+    on which of the two workers finishes first: two sweeps of one spec, each on two worker processes, hold the same
+    trials (numbers, parameters, states, values). Before trials waited for the generations before their own, each
+    worker seeded its sampler from its process id and the pruner read whatever had finished."""
+    spec = toy_spec(workers=2, toy={"steps": 4, "sleep": 0.05}, pruner={"n_startup_trials": 2, "n_warmup_steps": 0},
+                    seed=5)
+    budget, runs = 8, []
+    for run in ("first", "second"):
+        storage = tmp_path / f"{run}.journal"
+        workers = [sweep_work(storage, "same", budget, spec, cwd=tmp_path) for _ in range(2)]
+        for worker in workers:
+            out, err = worker.communicate(timeout=180)
+            assert worker.returncode == 0, err[-3000:]
+        trials = [t for t in open_study(str(storage), "same", create=False).get_trials(deepcopy=False)
+                  if t.number < budget]
+        assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2, "the workers did not share the sweep"
+        runs.append([(t.number, t.state, sorted(t.params.items()), t.value) for t in trials])
+    assert runs[0] == runs[1]
+    assert {state for _, state, _, _ in runs[0]} == {TrialState.COMPLETE, TrialState.PRUNED}  # the pruner decided
+    assert len({tuple(params) for _, _, params, _ in runs[0]}) == budget

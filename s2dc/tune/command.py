@@ -51,9 +51,8 @@ def _work(args: argparse.Namespace) -> int:
         heartbeat_interval=spec.heartbeat["interval"], grace_period=spec.heartbeat["grace"], max_retry=spec.max_retry,
     )
     bind_study(study, args.budget, spec.space, data_identity(spec), trial_options(spec))
-    if spec.workers == 1 and (so_far := len(study.get_trials(deepcopy=False))):
-        study.sampler = spec.make_sampler(so_far)  # a rerun goes on with the search instead of replaying it
-    report = run_worker(study, objective, spec.dims, args.budget, liveness, max_failures=spec.max_failures,
+    report = run_worker(study, objective, spec.dims, args.budget, liveness, generation=spec.workers,
+                        max_failures=spec.max_failures,
                         log=lambda line: print(line, flush=True))
     print(f"this worker: {report.complete} complete, {report.pruned} pruned, {report.failed} failed, "
           f"{report.surplus} surplus; dead workers' trials retried: {report.dead_retried}", flush=True)

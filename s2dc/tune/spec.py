@@ -11,7 +11,7 @@ out_dir: results/sweeps        # trials in <out_dir>/<study>/trial_0000/{pretrai
 finetune_seeds: [0, 1]       # a trial fine-tunes once per seed (finetune_seed<s>/) and is worth the mean of their
                              # last scores; the pruner reads the first seed's (default [0]: trial_0000/finetune)
 workers: 3                   # workers sharing the study (SQLite is refused for more than one)
-seed: 0                      # sampler seed (one worker: reproducible)
+seed: 0                      # sampler seed: the same spec gives the same trials, whatever the workers' order
 pruner: {n_startup_trials: 5, n_warmup_steps: 0, interval_steps: 1}   # MedianPruner; null: no pruning
 heartbeat: {interval: 10, grace: 60}     # seconds
 max_retry: 2                 # retries of a trial whose worker died
@@ -22,10 +22,7 @@ objective: s2dc              # or 'toy' (a cheap stand-in; options under 'toy')
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,27 +55,23 @@ class SweepSpec:
     toy: dict = field(default_factory=dict)
 
     def make_pruner(self):
-        """``MedianPruner`` with the spec's settings, or ``NopPruner`` when ``pruner`` is null."""
+        """The median pruner with the spec's settings on the generations before a trial's own
+        (:class:`~s2dc.tune.generations.GenerationPruner`), or ``NopPruner`` when ``pruner`` is null."""
         import optuna
+
+        from .generations import GenerationPruner
 
         if self.pruner is None:
             return optuna.pruners.NopPruner()
-        return optuna.pruners.MedianPruner(**self.pruner)
+        return GenerationPruner(self.workers, **self.pruner)
 
-    def make_sampler(self, trials_so_far: int = 0):
-        """TPE seeded with ``seed``; with several workers each gets its own seed (else they would all propose the
-        same first parameters), so a parallel sweep is not reproducible. One worker that joins a study holding
-        ``trials_so_far`` trials (a rerun after a stop) seeds from that count too: from ``seed`` alone it would
-        replay the first run's draws (the same parameters twice; a crashing draw on every rerun)."""
-        import optuna
+    def make_sampler(self):
+        """TPE seeded per trial from ``seed`` and its number, on the generations before its own
+        (:class:`~s2dc.tune.generations.GenerationSampler`): the same trials whichever worker finishes first, and a
+        rerun after a stop goes on with new numbers, so new draws, instead of replaying the first run's."""
+        from .generations import GenerationSampler
 
-        seed = self.seed
-        if self.workers > 1:
-            digest = hashlib.sha256(f"{self.seed}/{socket.gethostname()}/{os.getpid()}".encode()).digest()
-            seed = int.from_bytes(digest[:4], "little")
-        elif trials_so_far:
-            seed = int.from_bytes(hashlib.sha256(f"{self.seed}/{trials_so_far}".encode()).digest()[:4], "little")
-        return optuna.samplers.TPESampler(seed=seed)
+        return GenerationSampler(self.seed, self.workers)
 
 
 def load_spec(text: str) -> SweepSpec:

@@ -9,6 +9,9 @@ than ``budget`` trials numbered below it are COMPLETE, PRUNED, RUNNING or WAITIN
 user attribute ``surplus=True``. The highest-numbered finished trial had fewer than ``budget`` live trials below
 it, so there are never more than ``budget`` finished trials.
 
+A trial draws its parameters once no trial of the generations before its own is running (generations of the spec's
+``workers`` trials, :mod:`s2dc.tune.generations`), so that the trials do not depend on the workers' order.
+
 A trial whose objective raises is FAILED with its error recorded and stops the worker (:class:`TrialError`);
 a diverged one (NaN/Inf) is FAILED and the worker goes on, up to ``max_failures`` of them; one interrupted by
 Ctrl-C or SIGTERM is FAILED and retried by the next worker.
@@ -30,6 +33,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..train.identity import option_changes
+from .generations import wait_for_earlier_generations
 from .liveness import Liveness
 from .space import Dimension, suggest
 
@@ -125,14 +129,16 @@ def noting_sigterm():
 
 
 def run_worker(study: optuna.Study, objective: Objective, dims: tuple[Dimension, ...], budget: int,
-               liveness: Liveness, *, max_failures: int = 3, poll: float | None = None,
+               liveness: Liveness, *, generation: int = 1, max_failures: int = 3, poll: float | None = None,
                log: Callable[[str], None] = print) -> WorkerReport:
-    """Run trials of ``study`` until it holds ``budget`` finished trials (see the module docstring)."""
+    """Run trials of ``study`` until it holds ``budget`` finished trials (see the module docstring); a trial draws
+    its parameters once no trial of the generations (of ``generation`` trials, the spec's ``workers``) before its own
+    runs (:mod:`s2dc.tune.generations`)."""
     with noting_sigterm():
-        return _run_worker(study, objective, dims, budget, liveness, max_failures, poll, log)
+        return _run_worker(study, objective, dims, budget, liveness, generation, max_failures, poll, log)
 
 
-def _run_worker(study, objective, dims, budget, liveness, max_failures, poll, log) -> WorkerReport:
+def _run_worker(study, objective, dims, budget, liveness, generation, max_failures, poll, log) -> WorkerReport:
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
     poll = liveness.interval if poll is None else poll
@@ -161,7 +167,7 @@ def _run_worker(study, objective, dims, budget, liveness, max_failures, poll, lo
             study.tell(trial, state=TrialState.FAIL)
             report.surplus += 1
             continue
-        state = _run_trial(study, trial, objective, dims, liveness, budget, log)
+        state = _run_trial(study, trial, objective, dims, liveness, budget, generation, poll, log)
         if state == TrialState.COMPLETE:
             report.complete += 1
         elif state == TrialState.PRUNED:
@@ -173,13 +179,15 @@ def _run_worker(study, objective, dims, budget, liveness, max_failures, poll, lo
                                  "see the 'error' column of the study's trials")
 
 
-def _run_trial(study, trial, objective, dims, liveness, budget, log) -> TrialState:
+def _run_trial(study, trial, objective, dims, liveness, budget, generation, poll, log) -> TrialState:
     """Run one trial under a heartbeat and tell the study how it ended; returns its state."""
     started = time.perf_counter()
     value, state, error, interrupted = None, TrialState.FAIL, None, None
     with liveness.heartbeat(study, trial):  # stopped before the trial is told, so no beat lands on a finished trial
         liveness.claim(trial)
         try:
+            wait_for_earlier_generations(study, trial.number, generation, lambda: liveness.fail_stale(study), poll,
+                                         log)
             params = suggest(trial, dims)
             value = float(objective(trial, params))
             if not math.isfinite(value):
