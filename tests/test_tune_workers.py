@@ -3,10 +3,12 @@ finds the budget met leaves at once; the median pruner prunes; an objective that
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import optuna
@@ -302,3 +304,29 @@ def test_two_parallel_sweeps_of_one_spec_run_the_same_trials(tmp_path):
     assert runs[0] == runs[1]
     assert {state for _, state, _, _ in runs[0]} == {TrialState.COMPLETE, TrialState.PRUNED}  # the pruner decided
     assert len({tuple(params) for _, _, params, _ in runs[0]}) == budget
+
+
+def test_a_dead_trial_found_while_waiting_for_its_generation_is_counted_as_retried(tmp_path):
+    """A worker whose trial waits for the generation before its own fails (and retries) a dead worker's trial of that
+    generation; its closing report counts that retry with those it finds between trials."""
+    spec = toy_spec(workers=2, heartbeat={"interval": 1, "grace": 2})
+    sweep = spec_from_dict(spec)
+    study, liveness = open_sweep(str(tmp_path / "study.journal"), "waits", workers=2, sampler=sweep.make_sampler(),
+                                 heartbeat_interval=1, grace_period=2)
+    bind_study(study, 3, sweep.space)
+    started = datetime.datetime.now()
+    x = optuna.distributions.FloatDistribution(0.0, 1.0)
+    study.add_trial(optuna.trial.FrozenTrial(  # generation 0: trial 0 runs on another host, its last beat 1 s old
+        number=0, trial_id=0, state=TrialState.RUNNING, value=None, values=None, intermediate_values={},
+        datetime_start=started, datetime_complete=None, params={"pretrain.loss.weight_p2p": 0.5},
+        distributions={"pretrain.loss.weight_p2p": x}, user_attrs={"worker": {"host": "elsewhere", "pid": 1},
+                                                                   "heartbeat": time.time() - 1.0}, system_attrs={}))
+    study.add_trial(optuna.trial.create_trial(params={"pretrain.loss.weight_p2p": 0.25},
+                                              distributions={"pretrain.loss.weight_p2p": x}, value=0.1))
+    lines = []
+    report = run_worker(study, make_toy_objective(sweep.toy, sweep.dims), sweep.dims, 3, liveness, generation=2,
+                        poll=0.2, log=lines.append)
+    assert any("trial 2 waits for trials [0]" in line for line in lines), lines  # found dead while trial 2 waited
+    trials = study.get_trials(deepcopy=False)
+    assert trials[0].state == TrialState.FAIL and trials[3].user_attrs.get("retry_of") == 0
+    assert report.dead_retried == 1

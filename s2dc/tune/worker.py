@@ -143,8 +143,12 @@ def _run_worker(study, objective, dims, budget, liveness, generation, max_failur
         raise ValueError(f"budget must be >= 1, got {budget}")
     poll = liveness.interval if poll is None else poll
     report, waiting_for = WorkerReport(), None
-    while True:
+
+    def fail_stale() -> None:  # between trials, and while a trial waits for the generations before its own
         report.dead_retried += len(liveness.fail_stale(study))
+
+    while True:
+        fail_stale()
         trials = study.get_trials(deepcopy=False)
         finished = sum(t.state in FINISHED for t in trials)
         if finished >= budget:
@@ -167,7 +171,7 @@ def _run_worker(study, objective, dims, budget, liveness, generation, max_failur
             study.tell(trial, state=TrialState.FAIL)
             report.surplus += 1
             continue
-        state = _run_trial(study, trial, objective, dims, liveness, budget, generation, poll, log)
+        state = _run_trial(study, trial, objective, dims, liveness, budget, generation, fail_stale, poll, log)
         if state == TrialState.COMPLETE:
             report.complete += 1
         elif state == TrialState.PRUNED:
@@ -179,15 +183,14 @@ def _run_worker(study, objective, dims, budget, liveness, generation, max_failur
                                  "see the 'error' column of the study's trials")
 
 
-def _run_trial(study, trial, objective, dims, liveness, budget, generation, poll, log) -> TrialState:
+def _run_trial(study, trial, objective, dims, liveness, budget, generation, fail_stale, poll, log) -> TrialState:
     """Run one trial under a heartbeat and tell the study how it ended; returns its state."""
     started = time.perf_counter()
     value, state, error, interrupted = None, TrialState.FAIL, None, None
     with liveness.heartbeat(study, trial):  # stopped before the trial is told, so no beat lands on a finished trial
         liveness.claim(trial)
         try:
-            wait_for_earlier_generations(study, trial.number, generation, lambda: liveness.fail_stale(study), poll,
-                                         log)
+            wait_for_earlier_generations(study, trial.number, generation, fail_stale, poll, log)
             params = suggest(trial, dims)
             value = float(objective(trial, params))
             if not math.isfinite(value):
