@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from s2dc.data.datalist import TASK_ROLES, list_cases, registry_spec
+from s2dc.data.datalist import list_cases, registry_spec
+from s2dc.downstream.tasks import TASKS
 from s2dc.data.errors import DataError
 from s2dc.data.preprocess import PreprocessConfig
 from s2dc.data.sources.common import nifti_grid
@@ -32,10 +33,10 @@ def test_cases_of_every_task(tmp_path):
                          "target": "full.nii.gz"}]}
     js = tmp_path / "dataset.json"
     js.write_text(json.dumps(doc))
-    seg = list_cases(js, "training", TASK_ROLES["segmentation"])
+    seg = list_cases(js, "training", TASKS["segmentation"].roles)
     assert seg == [{"id": "c1", "image": [tmp_path / "t1.nii.gz", tmp_path / "t2.nii.gz"], "label": tmp_path / "seg.nii.gz"}]
-    assert list_cases(js, "training", TASK_ROLES["classification"])[0]["class"] == 2
-    assert list_cases(js, "training", TASK_ROLES["reconstruction"])[0]["target"] == tmp_path / "full.nii.gz"
+    assert list_cases(js, "training", TASKS["classification"].roles)[0]["class"] == 2
+    assert list_cases(js, "training", TASKS["reconstruction"].roles)[0]["target"] == tmp_path / "full.nii.gz"
     # the id defaults to the image's file name
     js.write_text(json.dumps({"training": [{"image": "low.nii.gz"}]}))
     assert list_cases(js, "training") == [{"id": "low.nii.gz", "image": tmp_path / "low.nii.gz"}]

@@ -591,7 +591,7 @@ def test_a_checkpoint_of_a_run_on_another_registry_entry_is_not_resumed(ft_confi
     common = _interrupted_at_step_2(ft_config, data / "dataset.json", out, tmp_path / "cache")
     assert (out / "checkpoints" / "step_00000002.pt").exists()
     before = registry.spec_digest("btcv")
-    edited = dataclasses.replace(registry.get("btcv"), notes="an entry edited after the run started")
+    edited = dataclasses.replace(registry.get("btcv"), channels=("CT, an entry edited after the run started",))
     entries = MappingProxyType({**registry.REGISTRY, "btcv": edited})
     monkeypatch.setattr(registry, "REGISTRY", entries)
     monkeypatch.setattr(datalist, "REGISTRY", entries)

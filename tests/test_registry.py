@@ -251,8 +251,8 @@ def test_a_btcv_label_may_be_gzipped_or_not_whatever_its_image():
 
 
 def test_an_edited_entry_changes_its_own_digest_only(monkeypatch):
-    """Each job that reads a dataset's entry carries its digest (registry.spec_digest): editing BTCV's entry (a note,
-    a label's name) reruns BTCV's jobs, and no other dataset's, and the tables that show BTCV."""
+    """Each job that reads a dataset's entry carries its digest (registry.spec_digest): editing what BTCV's jobs read
+    (a label's name, its channels) reruns BTCV's jobs, and no other dataset's, and the tables that show BTCV."""
     import dataclasses
     from types import MappingProxyType
 
@@ -260,7 +260,7 @@ def test_an_edited_entry_changes_its_own_digest_only(monkeypatch):
     assert len(set(before.values())) == len(before)
     tables = registry.report_digest(["btcv"])
     btcv = registry.get("btcv")
-    for edited in (dataclasses.replace(btcv, notes="edited"),
+    for edited in (dataclasses.replace(btcv, channels=("CT (venous phase)",)),
                    dataclasses.replace(btcv, labels={**btcv.labels, 11: "pancreas (head)"},
                                        outputs=tuple("pancreas (head)" if o == "pancreas" else o for o in btcv.outputs))):
         monkeypatch.setattr(registry, "REGISTRY", MappingProxyType({**registry.REGISTRY, "btcv": edited}))
@@ -279,3 +279,27 @@ def test_an_edited_entry_changes_its_own_digest_only(monkeypatch):
     monkeypatch.setattr(registry, "REGISTRY", MappingProxyType({**registry.REGISTRY, "btcv": dataclasses.replace(
         btcv, paper=btcv.paper[:1])}))
     assert registry.report_digest(["cc_ccii"]) != cc_only  # every entry's poster numbers count
+
+
+def test_a_corrected_note_reruns_no_job(monkeypatch):
+    """What only people read of an entry (its title, where to get it, licence, layout text and its source, notes,
+    the poster's numbers) is not in the digest the jobs carry: a typo fixed there reruns no pretraining or fine-tuning
+    (before, the digest held every field). A poster number still reruns the tables (registry.report_digest)."""
+    import dataclasses
+    from types import MappingProxyType
+
+    btcv = registry.get("btcv")
+    before, tables = registry.spec_digest("btcv"), registry.report_digest(["btcv"])
+    for field, value in (("title", "BTCV (edited)"), ("where", "elsewhere"), ("licence", "CC0"),
+                         ("layout", btcv.layout + " "), ("layout_source", "a paper"), ("notes", "edited")):
+        monkeypatch.setattr(registry, "REGISTRY", MappingProxyType(
+            {**registry.REGISTRY, "btcv": dataclasses.replace(btcv, **{field: value})}))
+        assert registry.spec_digest("btcv") == before, field
+    monkeypatch.setattr(registry, "REGISTRY", MappingProxyType(
+        {**registry.REGISTRY, "btcv": dataclasses.replace(btcv, paper=btcv.paper[:1])}))
+    assert registry.spec_digest("btcv") == before and registry.report_digest(["btcv"]) != tables
+    for field, value in (("preset", "ct_pretrain"), ("outputs", btcv.outputs[:-1] + ("adrenal (left)",)),
+                         ("access", "open")):
+        monkeypatch.setattr(registry, "REGISTRY", MappingProxyType(
+            {**registry.REGISTRY, "btcv": dataclasses.replace(btcv, **{field: value})}))
+        assert registry.spec_digest("btcv") != before, field

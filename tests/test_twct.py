@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from s2dc.data.datalist import TASK_ROLES, list_cases
+from s2dc.data.datalist import list_cases
+from s2dc.downstream.tasks import TASKS
 from s2dc.data.preprocess import PreprocessConfig
 from s2dc.data.registry import get
 from s2dc.data.synthetic import chest, lesions
@@ -187,7 +188,7 @@ def test_cc_ccii_global_statistics_overlap_while_the_pattern_separates_cp_from_n
 def test_written_twin_loads_with_its_preset(tmp_path, name):
     spec = get(name)
     js = write_dataset(tmp_path / name, name, 6, seed=3, shape=(48, 48, 32))
-    cases = list_cases(js, "training", TASK_ROLES[spec.task])
+    cases = list_cases(js, "training", TASKS[spec.task].roles if spec.downstream else ("image",))
     cfg = PreprocessConfig.from_preset(spec.preset, crop_foreground=False)
     if spec.task == "segmentation":
         item = LabelledCases(cases[:1], cfg, (32, 32, 16), len(spec.labels), None)[0]

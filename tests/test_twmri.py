@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from s2dc.data.datalist import TASK_ROLES, list_cases
+from s2dc.data.datalist import list_cases
+from s2dc.downstream.tasks import TASKS
 from s2dc.data.preprocess import PreprocessConfig
 from s2dc.data.registry import get
 from s2dc.data.synthetic import write_dataset
@@ -195,7 +196,7 @@ def test_written_dataset_loads_with_the_preset(tmp_path, name):
     path = write_dataset(tmp_path / name, name, 2, 5, shape=(48, 48, 32), val_fraction=0.5)
     doc = json.loads(path.read_text())
     assert doc["modality"] == {str(i): c for i, c in enumerate(spec.channels)}
-    cases = list_cases(path, "training", TASK_ROLES[spec.task])
+    cases = list_cases(path, "training", TASKS[spec.task].roles if spec.downstream else ("image",))
     cfg = PreprocessConfig.from_preset(spec.preset, crop_foreground=False)
     if spec.task == "segmentation":
         assert doc["labels"] == {"0": "background", "1": spec.labels[1], "2": spec.labels[2], "4": spec.labels[4]}

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from s2dc.data.datalist import TASK_ROLES, list_cases
+from s2dc.data.datalist import list_cases
+from s2dc.downstream.tasks import TASKS
 from s2dc.data.preprocess import PreprocessConfig
 from s2dc.data.registry import get
 from s2dc.data.synthetic import twins
@@ -248,9 +249,9 @@ def test_write_round_trip_through_the_real_data_path(tmp_path, name):
     path = write_dataset(tmp_path / name, name, cases, 3, shape=SMALL)
     doc = json.loads(path.read_text())
     assert doc["modality"] == {"0": spec.channels[0]}
-    listed = list_cases(path, "training", TASK_ROLES[spec.task])
+    listed = list_cases(path, "training", TASKS[spec.task].roles if spec.downstream else ("image",))
     if spec.downstream:
-        listed += list_cases(path, "validation", TASK_ROLES[spec.task])
+        listed += list_cases(path, "validation", TASKS[spec.task].roles if spec.downstream else ("image",))
     assert len(listed) == cases
     cfg = PreprocessConfig.from_preset(spec.preset, crop_foreground=False)
     if spec.task == "segmentation":

@@ -18,14 +18,6 @@ from ..files import file_sha256
 from .errors import DataError
 from .registry import REGISTRY, DatasetSpec
 
-#: The roles a case of each task must have.
-TASK_ROLES = {
-    "pretraining": ("image",),
-    "segmentation": ("image", "label"),
-    "classification": ("image", "class"),
-    "reconstruction": ("image", "target"),
-    "translation": ("image",),
-}
 _PATH_ROLES = ("image", "label", "target", "anatomy")  # anatomy: a per-voxel tissue map beside the labels
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 

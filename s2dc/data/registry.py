@@ -186,12 +186,18 @@ def get(name: str) -> DatasetSpec:
         raise UnknownDatasetError(f"unknown dataset {name!r}; the registry has {sorted(REGISTRY)}") from None
 
 
+#: Fields of an entry that only people read (``s2dc datasets``, a missing release's instructions, the report's poster
+#: column, which :func:`report_digest` counts): left out of :func:`spec_digest`, so that correcting them reruns no job.
+DOCUMENTATION_FIELDS = ("title", "where", "licence", "layout", "layout_source", "paper", "notes")
+
+
 def spec_digest(name: str) -> str:
-    """SHA-256 of dataset ``name``'s entry (every field, its archives and poster numbers too, in a canonical JSON):
-    a param of each job that reads the entry, and part of a fine-tuning's identity, so that editing one dataset's
-    entry reruns the jobs of that dataset, and only them (the entries are data, which no code hash counts:
-    :data:`s2dc.train.identity.DATA_MODULES`)."""
-    return hashlib.sha256(json.dumps(_plain(get(name)), sort_keys=True).encode()).hexdigest()
+    """SHA-256 of what the jobs read of dataset ``name``'s entry (every field but :data:`DOCUMENTATION_FIELDS`, in a
+    canonical JSON): a param of each job that reads the entry, and part of a fine-tuning's identity, so that editing
+    one dataset's entry reruns the jobs of that dataset, and only them (the entries are data, which no code hash
+    counts: :data:`s2dc.train.identity.DATA_MODULES`)."""
+    read = {k: v for k, v in _plain(get(name)).items() if k not in DOCUMENTATION_FIELDS}
+    return hashlib.sha256(json.dumps(read, sort_keys=True).encode()).hexdigest()
 
 
 def report_digest(datasets) -> str:
