@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from s2dc.data.datalist import list_cases, registry_spec
-from s2dc.downstream.tasks import TASKS
 from s2dc.data.errors import DataError
 from s2dc.data.preprocess import PreprocessConfig
 from s2dc.data.sources.common import nifti_grid
 from s2dc.data.volumes import CachedVolumes, LabelledCases, plain
+from s2dc.downstream.tasks import TASKS
 
 
 def save(path: Path, array: np.ndarray) -> Path:

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from s2dc.data.datalist import list_cases
-from s2dc.downstream.tasks import TASKS
 from s2dc.data.preprocess import PreprocessConfig
 from s2dc.data.registry import get
 from s2dc.data.synthetic import chest, lesions
@@ -14,6 +13,7 @@ from s2dc.data.synthetic.abdomen import ct_phantom
 from s2dc.data.synthetic.twins import TWINS, cc_ccii_case
 from s2dc.data.synthetic.writer import write_dataset
 from s2dc.data.volumes import CachedVolumes, LabelledCases
+from s2dc.downstream.tasks import TASKS
 
 NAMES = ("msd_spleen", "msd_liver", "msd_lung", "cc_ccii")
 SHAPE = (48, 48, 32)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from s2dc.data.datalist import list_cases
-from s2dc.downstream.tasks import TASKS
 from s2dc.data.preprocess import PreprocessConfig
 from s2dc.data.registry import get
 from s2dc.data.synthetic import write_dataset
@@ -16,6 +15,7 @@ from s2dc.data.synthetic.brain import CSF, DEEP, EDEMA, ENHANCING, GM, NECROSIS,
 from s2dc.data.synthetic.render_mri import mri_case
 from s2dc.data.synthetic.twins import TWINS
 from s2dc.data.volumes import CachedVolumes, LabelledCases
+from s2dc.downstream.tasks import TASKS
 
 MRI = ("mri_pool", "brats21", "brats23")
 SHAPE = (64, 64, 32)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from s2dc.data.datalist import list_cases
-from s2dc.downstream.tasks import TASKS
 from s2dc.data.preprocess import PreprocessConfig
 from s2dc.data.registry import get
 from s2dc.data.synthetic import twins
@@ -18,6 +17,7 @@ from s2dc.data.synthetic.render_pet import acquire, thin
 from s2dc.data.synthetic.torso_pet import torso_pet
 from s2dc.data.synthetic.writer import write_dataset
 from s2dc.data.volumes import CachedVolumes, LabelledCases
+from s2dc.downstream.tasks import TASKS
 
 PET = ("pet_pool", "autopet", "adni", "udpet")
 SMALL = (48, 48, 32)
@@ -249,9 +249,10 @@ def test_write_round_trip_through_the_real_data_path(tmp_path, name):
     path = write_dataset(tmp_path / name, name, cases, 3, shape=SMALL)
     doc = json.loads(path.read_text())
     assert doc["modality"] == {"0": spec.channels[0]}
-    listed = list_cases(path, "training", TASKS[spec.task].roles if spec.downstream else ("image",))
+    roles = TASKS[spec.task].roles if spec.downstream else ("image",)
+    listed = list_cases(path, "training", roles)
     if spec.downstream:
-        listed += list_cases(path, "validation", TASKS[spec.task].roles if spec.downstream else ("image",))
+        listed += list_cases(path, "validation", roles)
     assert len(listed) == cases
     cfg = PreprocessConfig.from_preset(spec.preset, crop_foreground=False)
     if spec.task == "segmentation":
