@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import re
 
+import torch
 import yaml
 
+from s2dc.data import registry
+from s2dc.data.preprocess_config import PreprocessConfig
 from s2dc.losses.options import LossConfig
 from s2dc.train.config import OptimConfig
 from s2dc.train.finetune_config import TrainConfig
@@ -79,8 +82,9 @@ def test_the_finetuning_table_names_each_departure_of_scale_paper_from_the_relea
         # BTCV/utils/data_utils.py:88-89 pos=3, neg=1; main.py:82 flips 0.2 (+ rotate90, intensity)
         "BTCV crops and augmentation": ("pos=3", "1:1"),
         # CC-CCII/utils/data_utils.py:58,65 whole scan resampled to (64, 384, 384); main.py:62-66 100 epochs,
-        # batch 4, lr 3e-4
-        "CC-CCII input": ("64×384×384", "96³"),
+        # batch 4, lr 3e-4; here the same through the classify options, but nearest at voxel centres and fixed steps
+        "CC-CCII input, head and optimiser": ("64×384×384", "768→1024→3", "amsgrad=True", "classify.view whole",
+                                              "nearest-exact", "100 epochs shrink with the ratio"),
         # RECON/trainer.py:74 masked MSE x10; RECON/train.sh:5 --out_channels 4
         "BraTS 2023 loss and outputs": ("masked MSE", "L1"),
         # CC-CCII/utils/data_utils.py:71 one subset (random_state=1) for every run; here one per seed
@@ -90,3 +94,26 @@ def test_the_finetuning_table_names_each_departure_of_scale_paper_from_the_relea
         assert topic in rows, f"no row '{topic}'"
         for word in words:
             assert word in rows[topic], (topic, word)
+
+
+def test_scale_paper_fine_tunes_cc_ccii_as_the_release_does():
+    """The release's CC-CCII fine-tuning, read from its scripts, is what scale paper sets for cc_ccii: the input
+    (utils/data_utils.py: /255, slices cropped from 512 to 384 at (512 - 384) / 2 with `randint(-18, 18)` in training,
+    brightness `randint(-7, 7) / 100`, contrast `1 + randint(-5, 5) / 100`, clip to [0, 1], `np.flipud` at 0.5 on the
+    (slices, rows, columns) array, resampled to (64, 384, 384)), the head (model.py: projection_head(768, 1024, 3),
+    two nn.Linear), the optimiser (main.py: `AdamW(lr=3e-4, amsgrad=True)`, torch's default weight decay 0.01, one
+    rate for all parameters, batch 4, 5 of 100 epochs warm-up)."""
+    entry = _paper()["datasets"]["cc_ccii"]["finetune"]
+    classify, train, preprocess = entry["classify"], entry["train"], entry["preprocess"]
+    assert classify == {"view": "whole", "in_plane": 384 / 512, "shift": round(18 / 512, 3), "head_hidden": 1024,
+                        "brightness": 7 / 100, "contrast": 5 / 100}
+    assert round(classify["shift"] * 512) == 18
+    assert train["roi_size"] == [384, 384, 64]  # (X, Y) the rows and columns, Z the slices (s2dc.data.sources.cc_ccii)
+    assert (train["flip_axes"], train["flip_prob"]) == ([2], 0.5)  # flipud on (slices, ...): the slice axis, Z
+    assert (train["lr"], train["weight_decay"], train["amsgrad"], train["batch_size"]) == (3e-4, 0.01, True, 4)
+    assert torch.optim.AdamW([torch.zeros(1)]).defaults["weight_decay"] == train["weight_decay"]
+    assert train["warmup_steps"] == TrainConfig().steps * 5 // 100 and "steps" not in train
+    assert "encoder_lr_scale" not in train and TrainConfig().encoder_lr_scale == 1.0  # one rate for all
+    assert (preprocess["spacing"], preprocess["crop_foreground"]) == (None, False)  # the whole scan, as stacked
+    window = PreprocessConfig.from_preset(registry.get("cc_ccii").preset)
+    assert (window.intensity, window.a_min, window.a_max) == ("ct", 0.0, 255.0)  # /255, clipped to [0, 1]

@@ -561,7 +561,7 @@ def test_segmentation_crops_are_centred_on_background_inside_a_z_scored_body():
     image[:, 4:28, 4:28, 4:28] = -1.0  # the body, below its mean after z-scoring
     image[:, 12:16, 12:16, 12:16] = 2.0  # the structure
     label = (image > 0).astype(np.uint8)
-    s = SimpleNamespace(roi_size=(4, 4, 4), samples_per_volume=40, flip_prob=0.0)
+    s = SimpleNamespace(roi_size=(4, 4, 4), samples_per_volume=40, flip_prob=0.0, flip_axes=(0, 1, 2))
     augment = Segmentation.augment(None, s)
     augment.set_random_state(0)
     crops = augment({"image": torch.from_numpy(image), "label": torch.from_numpy(label)})

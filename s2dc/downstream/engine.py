@@ -179,6 +179,16 @@ def refuse_an_init_inside(out: Path, init: str) -> None:
                          "copy the encoder elsewhere first")
 
 
+def refuse_options_of_other_tasks(cfg: FinetuneConfig, task: type, source: Path) -> None:
+    """Raise ValueError if an option section of a task other than ``task`` (``classify.*``) is set: it would change
+    nothing in this run."""
+    for other in TASKS.values():
+        section = other.options_section
+        if section and section != task.options_section and getattr(cfg, section) != type(getattr(cfg, section))():
+            raise ValueError(f"{section}.* options are for {other.name}; the task of '{source}' is {task.name}: "
+                             "leave them unset")
+
+
 class Finetuner:
     """Data, network, loss, optimiser and schedule of one fine-tuning run; ``run()`` trains and evaluates."""
 
@@ -209,7 +219,10 @@ class Finetuner:
         self.device = pick_device(cfg.run.device)
         source = Path(cfg.data.source)
         self.spec = read_datalist(source)
-        self.task = TASKS[task_of(self.spec, source)](self.spec, source, cfg.data)
+        task = TASKS[task_of(self.spec, source)]
+        refuse_options_of_other_tasks(cfg, task, source)
+        own = (getattr(cfg, task.options_section),) if task.options_section else ()
+        self.task = task(self.spec, source, cfg.data, *own)
         if cfg.data.input_channel and not self.task.picks_input_channel:
             readers = " or ".join(name for name, task in TASKS.items() if task.picks_input_channel)
             raise ValueError(f"data.input_channel is for {readers}; this dataset's task is {self.task.name} "
@@ -225,7 +238,8 @@ class Finetuner:
         self.autocast = autocast_for(self.device, cfg.train.amp, "train.amp")
         self.precision = precision_for(self.device, cfg.train.amp, "train.amp")
         self.setting = Setting(cfg.preprocess, tuple(cfg.train.roi_size), cfg.train.samples_per_volume,
-                               cfg.train.flip_prob, cfg.eval.sw_batch_size, cfg.eval.overlap, self.device, self.autocast)
+                               cfg.train.flip_prob, cfg.eval.sw_batch_size, cfg.eval.overlap, self.device, self.autocast,
+                               cfg.train.flip_axes)
 
         random.seed(cfg.run.seed)
         np.random.seed(cfg.run.seed)
@@ -244,7 +258,7 @@ class Finetuner:
         self.optimizer = EagerAdamW(
             [{"params": encoder_params, "lr": cfg.train.lr * cfg.train.encoder_lr_scale},
              {"params": rest, "lr": cfg.train.lr}],
-            weight_decay=cfg.train.weight_decay)
+            weight_decay=cfg.train.weight_decay, amsgrad=cfg.train.amsgrad)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: warmup_cosine(s, cfg.train.warmup_steps, cfg.train.steps))
         self.step = 0

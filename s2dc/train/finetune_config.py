@@ -89,9 +89,11 @@ class TrainConfig:
     roi_size: tuple[int, int, int] = (96, 96, 96)
     samples_per_volume: int = 4
     flip_prob: float = 0.1
+    flip_axes: tuple[int, ...] = (0, 1, 2)
     lr: float = 1e-4
     encoder_lr_scale: float = 1.0
     weight_decay: float = 1e-5
+    amsgrad: bool = False
     warmup_steps: int = 500
     amp: str = "auto"
     grad_clip: float = 0.0
@@ -116,12 +118,57 @@ class TrainConfig:
                              f"{self.samples_per_volume} = {crops} crops a step) must be at most {cfgtools.MAX_CROPS}")
         if not 0.0 <= self.flip_prob <= 1.0:
             raise ValueError(f"train.flip_prob must be in [0, 1], got {self.flip_prob}")
+        axes = self.flip_axes
+        cfgtools.check(len(set(axes)) == len(axes) and set(axes) <= {0, 1, 2}, "train.flip_axes",
+                       "distinct axes among 0 1 2 (none: no flips)", list(axes))
+        object.__setattr__(self, "flip_axes", tuple(sorted(axes)))  # 2 0 and 0 2 flip alike
+        cfgtools.check(isinstance(self.amsgrad, bool), "train.amsgrad", "true or false", self.amsgrad)
         if self.amp not in ("auto", "bf16", "off"):
             raise ValueError(f"train.amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
         cfgtools.check(0 < self.lr < math.inf, "train.lr", "a finite number > 0", self.lr)
         for name in ("weight_decay", "grad_clip", "encoder_lr_scale"):
             value = getattr(self, name)
             cfgtools.check(0 <= value < math.inf, f"train.{name}", "a finite number >= 0", value)
+
+
+#: ``classify.view``: random ``train.roi_size`` crops (validation: the centre one), or the whole volume resized to it.
+VIEWS = ("crops", "whole")
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """What a classification network sees and its head; other tasks refuse these options set.
+
+    ``view: whole`` is the release's CC-CCII input (``Downstream/CC-CCII/utils/data_utils.py``): each volume
+    centre-cropped in plane (X, Y) to ``in_plane`` of its size, the box moved by up to ``shift`` of that size in
+    training, then resized to ``train.roi_size`` by nearest neighbour; ``brightness``/``contrast``: in training, a
+    uniform offset in [-b, b] and factor in [1 - c, 1 + c] on the intensities, clipped to [0, 1] after a CT window;
+    ``head_hidden`` > 0: the release's two linear layers (pooled features -> ``head_hidden`` -> classes, no
+    non-linearity between), 0: one. The release's values: ``whole``, 0.75, 0.035 (18 of 512 pixels), 1024, 0.07,
+    0.05."""
+
+    view: str = "crops"
+    in_plane: float = 1.0
+    shift: float = 0.0
+    head_hidden: int = 0
+    brightness: float = 0.0
+    contrast: float = 0.0
+
+    def __post_init__(self) -> None:
+        cfgtools.check(self.view in VIEWS, "classify.view", " or ".join(map(repr, VIEWS)), self.view)
+        cfgtools.check(0.0 < self.in_plane <= 1.0, "classify.in_plane", "a fraction in (0, 1]", self.in_plane)
+        room = (1.0 - self.in_plane) / 2
+        cfgtools.check(0.0 <= self.shift <= room, "classify.shift",
+                       f"in [0, (1 - classify.in_plane) / 2 = {room:g}] (the moved box stays inside the volume)",
+                       self.shift)
+        if self.view == "crops" and (self.in_plane, self.shift) != (1.0, 0.0):
+            raise ValueError(f"classify.in_plane ({self.in_plane:g}) and classify.shift ({self.shift:g}) shape the "
+                             "whole-volume view: set classify.view whole, or leave them at 1 and 0")
+        cfgtools.check(0 <= self.head_hidden <= 1 << 16, "classify.head_hidden",
+                       "an integer in 0..65536 (0: one linear layer)", self.head_hidden)
+        for name in ("brightness", "contrast"):
+            value = getattr(self, name)
+            cfgtools.check(0.0 <= value < 1.0, f"classify.{name}", "in [0, 1)", value)
 
 
 @dataclass(frozen=True)
@@ -169,6 +216,7 @@ class FinetuneConfig:
     preprocess: FinetunePreprocessConfig = field(default_factory=FinetunePreprocessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: FinetuneRunConfig = field(default_factory=FinetuneRunConfig)
 
@@ -252,15 +300,28 @@ HELP = {
     "train.roi_size": "training crop and sliding-window size (X Y Z), multiples of 32, at most 1024 each",
     "train.samples_per_volume": "random crops per loaded volume, centred on foreground or background with equal odds (pos=1, neg=1); "
                                  "train.batch_size x this is at most 1024",
-    "train.flip_prob": "probability of a flip along each axis (release: 0.1)",
+    "train.flip_prob": "probability of a flip along each of train.flip_axes (release: 0.1)",
+    "train.flip_axes": "the axes flipped at random (0 1 2 = X Y Z; release CC-CCII: 2, the slice axis, at 0.5)",
     "train.lr": "AdamW peak learning rate",
     "train.encoder_lr_scale": "learning rate of the Swin encoder (swinViT) as a fraction of train.lr "
                               "(1: one rate for all; 0: frozen encoder)",
     "train.weight_decay": "AdamW weight decay",
+    "train.amsgrad": "AdamW's AMSGrad variant (release CC-CCII: true)",
     "train.warmup_steps": "linear warm-up steps before the cosine decay (fewer than train.steps)",
     "train.amp": "'auto' (bf16 autocast on CUDA), 'bf16' or 'off'",
     "train.grad_clip": "clip the global gradient norm to this (0 disables)",
     "train.log_every": "log loss and learning rate every N steps",
+    "classify.view": "classification input: 'crops' (random train.roi_size crops; validation the centre crop) or "
+                     "'whole' (the whole volume, cropped in plane, resized to train.roi_size: release CC-CCII)",
+    "classify.in_plane": "view whole: the centred in-plane (X, Y) box, as a fraction of the volume's size "
+                         "(release CC-CCII: 0.75, 384 of 512 pixels)",
+    "classify.shift": "view whole, training: the box moved by up to this fraction of the in-plane size "
+                      "(release CC-CCII: 0.035, 18 of 512 pixels)",
+    "classify.head_hidden": "0: one linear layer on the pooled features; N: two, features -> N -> classes "
+                            "(release CC-CCII: 1024)",
+    "classify.brightness": "training: a uniform intensity offset in [-b, b] (release CC-CCII: 0.07), clipped to "
+                           "[0, 1] after a CT window",
+    "classify.contrast": "training: a uniform intensity factor in [1 - c, 1 + c] (release CC-CCII: 0.05)",
     "eval.every": "validate every N steps (0: only at the end; always at the end)",
     "eval.overlap": "sliding-window overlap (release: 0.75; 0.5 here for speed)",
     "eval.sw_batch_size": "windows per forward pass in sliding-window inference",

@@ -1,7 +1,11 @@
-"""Classification: the Swin encoder, its last-stage features averaged over space, a linear head.
+"""Classification: the Swin encoder, its last-stage features averaged over space, a linear head (or the release's
+two linear layers, ``classify.head_hidden``).
 
-Each volume is preprocessed (padded to at least the ROI); training draws random ROI crops with flips,
-validation classifies the centre ROI crop. Scores: accuracy and macro one-vs-rest ROC AUC.
+What the network sees (``classify.view``): ``crops``, each volume preprocessed (padded to at least the ROI), random
+ROI crops with flips in training, the centre ROI crop in validation; ``whole``, the release's CC-CCII input, each
+volume cropped in plane to a centred box (moved at random in training) and resized to the ROI by nearest neighbour,
+then flipped. Training may also jitter the intensities (``classify.brightness``, ``classify.contrast``). Scores:
+accuracy and macro one-vs-rest ROC AUC.
 """
 
 from __future__ import annotations
@@ -9,30 +13,61 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from monai.transforms import CenterSpatialCrop, Compose
+from monai.transforms import (CenterSpatialCrop, Compose, MapTransform, Randomizable, RandScaleIntensityd,
+                              RandShiftIntensityd, Resized, ScaleIntensityRanged)
 
 from ...data.errors import DataError
-from ...data.volumes import plain
+from ...data.preprocess import preprocess_transforms
+from ...data.volumes import TransformedCases, plain
 from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
+from ...train.finetune_config import ClassifyConfig
 from ..metrics import accuracy, roc_auc
-from .common import Setting, Task, cached_pair, random_crops
+from .common import Setting, Task, cached_pair, random_crops, random_flips
 
 
 class SwinClassifier(torch.nn.Module):
-    """``swinViT`` (a SwinUNETR encoder, so pretrained weights load as for segmentation) + linear head.
+    """``swinViT`` (a SwinUNETR encoder, so pretrained weights load as for segmentation) + a linear head, or with
+    ``head_hidden`` > 0 two linear layers (``16 F -> head_hidden -> K``, nothing between: the release's CC-CCII head).
 
     ``(B, C, X, Y, Z)`` -> logits ``(B, K)`` from the mean of the last stage's ``(B, 16 F, ...)`` features.
     """
 
-    def __init__(self, encoder: EncoderConfig, num_classes: int, **kwargs) -> None:
+    def __init__(self, encoder: EncoderConfig, num_classes: int, head_hidden: int = 0, **kwargs) -> None:
         super().__init__()
         self.swinViT = swinunetr_for(encoder, out_channels=1, **kwargs).swinViT
-        self.head = torch.nn.Linear(16 * encoder.feature_size, num_classes)
+        width = 16 * encoder.feature_size
+        self.head = torch.nn.Linear(width, num_classes) if not head_hidden else torch.nn.Sequential(
+            torch.nn.Linear(width, head_hidden), torch.nn.Linear(head_hidden, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.swinViT(x, normalize=True)[-1]
         return self.head(features.flatten(2).mean(dim=2))
+
+
+class InPlaneBoxd(Randomizable, MapTransform):
+    """Crop ``keys`` of ``(C, X, Y, Z)`` in plane to a box of ``fraction`` of the X and Y sizes (rounded), centred
+    and moved along X and Y by a whole number of voxels drawn uniformly from ``[-m, m]``, ``m`` = ``shift`` times
+    the size (rounded), kept inside the volume; Z whole. ``shift`` 0: the centred box, nothing drawn."""
+
+    def __init__(self, keys, fraction: float, shift: float = 0.0) -> None:
+        MapTransform.__init__(self, keys)
+        self.fraction, self.shift = fraction, shift
+        self._moves = (0, 0)
+
+    def randomize(self, sizes: tuple[int, int]) -> None:
+        """Draw the moves along X and Y for a volume of in-plane ``sizes``."""
+        self._moves = tuple(int(self.R.randint(-m, m + 1)) if (m := round(self.shift * n)) else 0 for n in sizes)
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        sizes = plain(d[self.keys[0]]).shape[1:3]
+        self.randomize(sizes)
+        boxes = [max(1, round(self.fraction * n)) for n in sizes]
+        x, y = (min(max((n - box) // 2 + move, 0), n - box) for n, box, move in zip(sizes, boxes, self._moves))
+        for key in self.key_iterator(d):
+            d[key] = plain(d[key])[:, x:x + boxes[0], y:y + boxes[1]]
+        return d
 
 
 class Classification(Task):
@@ -41,8 +76,10 @@ class Classification(Task):
     score_key, score_name, percent = "accuracy", "accuracy", True
     readout, stratify_by = "class", "class"
     why_not_finite = "the model's outputs were not finite"
+    options_section = "classify"
 
-    def __init__(self, doc: dict, source: Path, data) -> None:
+    def __init__(self, doc: dict, source: Path, data, options: ClassifyConfig | None = None) -> None:
+        self.options = options or ClassifyConfig()
         classes = doc.get("classes")
         if not isinstance(classes, list) or len(classes) < 2:
             raise DataError(f"dataset json '{source}' has no 'classes' list of at least two class names "
@@ -64,13 +101,35 @@ class Classification(Task):
             raise DataError(f"the validation cases of '{self.source}' hold one class only "
                             f"({[self.names[k] for k in seen]}): a model that always predicts it scores 100 % "
                             "accuracy; give validation cases of at least two classes")
-        return cached_pair(train, val, s, cache_root, "cls1")
+        if self.options.view == "crops":
+            return cached_pair(train, val, s, cache_root, "cls1")
+        # The whole view: training caches the preprocessed volumes (padded to nothing: a box is a fraction of the
+        # scan), validation its centred box resized to the ROI, the one view each case is classified from.
+        whole = preprocess_transforms(s.preprocess, (1, 1, 1))
+        name = f"cls1-whole-{s.preprocess.cache_key()}"
+        centred = Compose([whole, InPlaneBoxd("image", self.options.in_plane),
+                           Resized("image", s.roi_size, mode="nearest-exact")])
+        return (TransformedCases(train, whole, cache_root, name, {"min_size": [1, 1, 1]}),
+                TransformedCases(val, centred, cache_root, f"{name}-val",
+                                 {"in_plane": self.options.in_plane, "size": list(s.roi_size)}))
 
     def augment(self, s: Setting) -> Compose:
-        return random_crops(["image"], s)
+        """Random crops and flips (``crops``) or the moved box, resized, and flips (``whole``), then the intensity
+        jitter if any (one offset and one factor a crop: they commute with the crop, the resize and the flips)."""
+        o, jitter = self.options, []
+        if o.brightness:
+            jitter.append(RandShiftIntensityd("image", offsets=o.brightness, prob=1.0))
+        if o.contrast:
+            jitter.append(RandScaleIntensityd("image", factors=o.contrast, prob=1.0))
+        if jitter and s.preprocess.intensity == "ct":  # the window's [0, 1], as the release clips
+            jitter.append(ScaleIntensityRanged("image", a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True))
+        if o.view == "crops":
+            return Compose([*random_crops(["image"], s).transforms, *jitter])
+        return Compose([InPlaneBoxd("image", o.in_plane, o.shift), Resized("image", s.roi_size, mode="nearest-exact"),
+                        *random_flips(["image"], s), *jitter])
 
     def build_model(self, encoder: EncoderConfig, **kwargs) -> torch.nn.Module:
-        return SwinClassifier(encoder, len(self.names), **kwargs)
+        return SwinClassifier(encoder, len(self.names), self.options.head_hidden, **kwargs)
 
     def loss(self, model: torch.nn.Module, batch: dict, s: Setting) -> torch.Tensor:
         image = plain(batch["image"]).to(s.device, torch.float32, non_blocking=True)
@@ -81,7 +140,7 @@ class Classification(Task):
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, val, s: Setting) -> dict:
-        crop = CenterSpatialCrop(s.roi_size)
+        crop = CenterSpatialCrop(s.roi_size)  # the whole view's cases are that size: it leaves them as they are
         logits, target = [], []
         for i in range(len(val)):
             item = val[i]

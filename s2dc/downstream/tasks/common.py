@@ -29,6 +29,8 @@ class Task:
     proportions a label-ratio subset keeps (None: a plain draw). ``picks_input_channel``: the network reads one of
     the cases' channels, chosen by ``data.input_channel`` (else every channel, and that option must stay unset).
     ``why_not_finite``: what makes its validation score NaN or infinite, for the error that stops such a run.
+    ``options_section``: the fine-tuning options' section of its own (classification: ``classify``), handed to its
+    constructor as ``options`` (None: the defaults); the engine refuses a section another task owns, set.
     ``build_model(encoder, **kwargs)`` returns a network whose Swin encoder is its ``swinViT`` (where a pretrained
     encoder is loaded, trained at ``train.encoder_lr_scale`` times the rate of the rest)."""
 
@@ -41,6 +43,7 @@ class Task:
     stratify_by: str | None = None
     picks_input_channel: bool = False
     why_not_finite: str = "a diverged model"
+    options_section: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class Setting:
     overlap: float
     device: torch.device
     autocast: Callable
+    flip_axes: tuple[int, ...] = (0, 1, 2)
 
 
 def cached_pair(train: list[dict], val: list[dict], s: Setting, cache_root, tag: str, transform=None):
@@ -71,8 +75,13 @@ def random_crops(keys: list[str], s: Setting) -> Compose:
     """Random ``roi_size`` crops of every key at one place (``samples_per_volume`` per volume), then flips."""
     return Compose([
         RandSpatialCropSamplesd(keys, roi_size=s.roi_size, num_samples=s.samples_per_volume, random_size=False),
-        *(RandFlipd(keys, prob=s.flip_prob, spatial_axis=axis) for axis in range(3)),
+        *random_flips(keys, s),
     ])
+
+
+def random_flips(keys: list[str], s: Setting) -> list[RandFlipd]:
+    """A flip of every key at once along each of ``s.flip_axes``, each with probability ``s.flip_prob``."""
+    return [RandFlipd(keys, prob=s.flip_prob, spatial_axis=axis) for axis in s.flip_axes]
 
 
 @torch.no_grad()

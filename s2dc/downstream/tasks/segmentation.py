@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from monai.losses import DiceCELoss
-from monai.transforms import Compose, DeleteItemsd, RandCropByPosNegLabeld, RandFlipd, Transform
+from monai.transforms import Compose, DeleteItemsd, RandCropByPosNegLabeld, Transform
 
 from ...data.datalist import class_names
 from ...data.errors import DataError
@@ -23,7 +23,7 @@ from ...data.volumes import LabelledCases, plain
 from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
 from ..metrics import dice_per_class, dice_per_region, summarize_dice
-from .common import Setting, Task, infer
+from .common import Setting, Task, infer, random_flips
 
 KEYS = ["image", "label"]
 
@@ -70,14 +70,14 @@ class Segmentation(Task):
                 LabelledCases(val, s.preprocess, s.roi_size, self.num_classes, cache_root, self.values))
 
     def augment(self, s: Setting) -> Compose:
-        """Random crops centred on foreground or background (inside the body) with equal odds, then flips along each
-        axis."""
+        """Random crops centred on foreground or background (inside the body) with equal odds, then flips
+        (``train.flip_axes``)."""
         return Compose([
             BodyMaskd(),
             RandCropByPosNegLabeld(KEYS, label_key="label", spatial_size=tuple(s.roi_size), pos=1, neg=1,
                                    num_samples=s.samples_per_volume, image_key="body", image_threshold=0),
             DeleteItemsd("body"),
-            *(RandFlipd(KEYS, prob=s.flip_prob, spatial_axis=axis) for axis in range(3)),
+            *random_flips(KEYS, s),
         ])
 
     def build_model(self, encoder: EncoderConfig, **kwargs) -> torch.nn.Module:
