@@ -87,6 +87,8 @@ def test_the_finetuning_table_names_each_departure_of_scale_paper_from_the_relea
                                               "nearest-exact", "100 epochs shrink with the ratio"),
         # RECON/trainer.py:74 masked MSE x10; RECON/train.sh:5 --out_channels 4
         "BraTS 2023 loss and outputs": ("masked MSE", "L1"),
+        # BTCV/main.py and CC-CCII/main.py load the student (keys with "teacher" dropped); the pipeline exports the teacher
+        "starting encoder": ("the student", "EMA teacher", "--which student"),
         # CC-CCII/utils/data_utils.py:71 one subset (random_state=1) for every run; here one per seed
         "label-ratio subset": ("random_state=1", "run.seed"),
     }
