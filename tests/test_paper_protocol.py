@@ -119,3 +119,22 @@ def test_scale_paper_fine_tunes_cc_ccii_as_the_release_does():
     assert (preprocess["spacing"], preprocess["crop_foreground"]) == (None, False)  # the whole scan, as stacked
     window = PreprocessConfig.from_preset(registry.get("cc_ccii").preset)
     assert (window.intensity, window.a_min, window.a_max) == ("ct", 0.0, 255.0)  # /255, clipped to [0, 1]
+
+
+def test_scale_paper_fine_tunes_brats23_as_the_release_does():
+    """The release's BraTS 2023 fine-tuning, read from Downstream/RECON: trainer.py (the four sequences t1n, t1c, t2w,
+    t2f each as input `data[:, i][:, None]`, the model's four outputs against all of `data`,
+    `MSELoss(reduction='sum')(out1 * mask, data * mask) * 10 / mask.sum()`), train.sh (`--in_channels 1
+    --out_channels 4 --optim_lr 0.0002 --batch_size=1 --roi_x=96 --roi_y=96 --roi_z=96`), main.py (`AdamW(...,
+    weight_decay=args.reg_weight)` with reg_weight 1e-5, `scheduler = None`, RandFlipd_prob 0.2), utils/data_utils.py
+    (one `RandSpatialCropd` a volume, no Spacingd)."""
+    entry = _paper()["datasets"]["brats23"]["finetune"]
+    translate, train = entry["translate"], entry["train"]
+    assert translate == {"inputs": "each", "targets": "all", "loss": "mse", "loss_weight": 10.0}
+    assert (train["lr"], train["schedule"], train["warmup_steps"]) == (2e-4, "constant", 0)
+    assert (train["samples_per_volume"], train["flip_prob"]) == (1, 0.2)
+    defaults = TrainConfig()
+    assert (defaults.batch_size, defaults.roi_size, defaults.weight_decay) == (1, (96, 96, 96), 1e-5)
+    assert "batch_size" not in train and "roi_size" not in train and "weight_decay" not in train
+    assert entry["preprocess"] == {"spacing": None}
+    assert registry.get("brats23").preset == "mri_zscore"

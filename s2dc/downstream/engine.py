@@ -70,7 +70,7 @@ from ..train.live import MetricLog, Progress
 from ..train.optim import EagerAdamW
 from ..train.outputs import result_sha256
 from ..train.precision import autocast_for, precision_for
-from ..train.schedule import warmup_cosine
+from ..train.schedule import SCHEDULES
 from ..train.seeding import step_generator, step_seed
 from .tasks import TASKS, task_of
 from .tasks.common import Setting
@@ -259,8 +259,9 @@ class Finetuner:
             [{"params": encoder_params, "lr": cfg.train.lr * cfg.train.encoder_lr_scale},
              {"params": rest, "lr": cfg.train.lr}],
             weight_decay=cfg.train.weight_decay, amsgrad=cfg.train.amsgrad)
+        schedule = SCHEDULES[cfg.train.schedule]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: warmup_cosine(s, cfg.train.warmup_steps, cfg.train.steps))
+            self.optimizer, lambda s: schedule(s, cfg.train.warmup_steps, cfg.train.steps))
         self.step = 0
         self.ckpt_dir = self.out / "checkpoints"
         init = [] if cfg.model.init == "scratch" else [Path(cfg.model.init)]

@@ -11,6 +11,7 @@ from .. import config as cfgtools
 from ..data.preprocess_config import PreprocessConfig
 from ..models.encoder_config import EncoderConfig
 from . import identity
+from .schedule import SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     amsgrad: bool = False
     warmup_steps: int = 500
+    schedule: str = "cosine"
     amp: str = "auto"
     grad_clip: float = 0.0
     log_every: int = 10
@@ -123,6 +125,7 @@ class TrainConfig:
                        "distinct axes among 0 1 2 (none: no flips)", list(axes))
         object.__setattr__(self, "flip_axes", tuple(sorted(axes)))  # 2 0 and 0 2 flip alike
         cfgtools.check(isinstance(self.amsgrad, bool), "train.amsgrad", "true or false", self.amsgrad)
+        cfgtools.check(self.schedule in SCHEDULES, "train.schedule", " or ".join(map(repr, SCHEDULES)), self.schedule)
         if self.amp not in ("auto", "bf16", "off"):
             raise ValueError(f"train.amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
         cfgtools.check(0 < self.lr < math.inf, "train.lr", "a finite number > 0", self.lr)
@@ -171,6 +174,44 @@ class ClassifyConfig:
             cfgtools.check(0.0 <= value < 1.0, f"classify.{name}", "in [0, 1)", value)
 
 
+#: ``translate.inputs``: the one sequence data.input_channel names, or each sequence in turn.
+TRANSLATE_INPUTS = ("one", "each")
+#: ``translate.targets``: the sequences other than the input, or all of them (the input's own too).
+TRANSLATE_TARGETS = ("others", "all")
+#: ``translate.loss``: mean absolute or mean squared error inside the brain.
+TRANSLATE_LOSSES = ("l1", "mse")
+
+
+@dataclass(frozen=True)
+class TranslateConfig:
+    """What a translation network is given and trained to predict; other tasks refuse these options set.
+
+    ``inputs: each`` with ``targets: all`` is the release's BraTS 2023 protocol (``Downstream/RECON/trainer.py``):
+    every sequence serves as input and the network predicts all of them, its input's too (``--out_channels 4``), so
+    that an output channel is one sequence whatever the input. In training each crop's input is drawn uniformly
+    (the release gives a crop's four sequences in turn, an optimiser step each); validation scores each sequence
+    as input in turn and averages. ``loss``: L1 or MSE inside the brain, times ``loss_weight`` (release: MSE, 10).
+    Every protocol scores the sequences other than the input only: copying the input is no translation."""
+
+    inputs: str = "one"
+    targets: str = "others"
+    loss: str = "l1"
+    loss_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        cfgtools.check(self.inputs in TRANSLATE_INPUTS, "translate.inputs", " or ".join(map(repr, TRANSLATE_INPUTS)),
+                       self.inputs)
+        cfgtools.check(self.targets in TRANSLATE_TARGETS, "translate.targets",
+                       " or ".join(map(repr, TRANSLATE_TARGETS)), self.targets)
+        cfgtools.check(self.loss in TRANSLATE_LOSSES, "translate.loss", " or ".join(map(repr, TRANSLATE_LOSSES)),
+                       self.loss)
+        cfgtools.check(0 < self.loss_weight < math.inf, "translate.loss_weight", "a finite number > 0",
+                       self.loss_weight)
+        if self.inputs == "each" and self.targets != "all":
+            raise ValueError("translate.inputs each needs translate.targets all: with each sequence as input, 'the "
+                             "others' would be other sequences for each input, and an output channel no one sequence")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     every: int = 500
@@ -217,6 +258,7 @@ class FinetuneConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    translate: TranslateConfig = field(default_factory=TranslateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: FinetuneRunConfig = field(default_factory=FinetuneRunConfig)
 
@@ -308,6 +350,8 @@ HELP = {
     "train.weight_decay": "AdamW weight decay",
     "train.amsgrad": "AdamW's AMSGrad variant (release CC-CCII: true)",
     "train.warmup_steps": "linear warm-up steps before the cosine decay (fewer than train.steps)",
+    "train.schedule": "after the warm-up: 'cosine' (decay to zero at train.steps) or 'constant' (the peak rate; "
+                      "release BraTS 2023, which schedules nothing)",
     "train.amp": "'auto' (bf16 autocast on CUDA), 'bf16' or 'off'",
     "train.grad_clip": "clip the global gradient norm to this (0 disables)",
     "train.log_every": "log loss and learning rate every N steps",
@@ -322,6 +366,12 @@ HELP = {
     "classify.brightness": "training: a uniform intensity offset in [-b, b] (release CC-CCII: 0.07), clipped to "
                            "[0, 1] after a CT window",
     "classify.contrast": "training: a uniform intensity factor in [1 - c, 1 + c] (release CC-CCII: 0.05)",
+    "translate.inputs": "'one' (the sequence data.input_channel names) or 'each' (every sequence in turn: drawn for "
+                        "each training crop, all scored in validation; release BraTS 2023; needs translate.targets all)",
+    "translate.targets": "'others' (the sequences but the input) or 'all' (every sequence, the input's too: "
+                         "release BraTS 2023); scores are of the others either way",
+    "translate.loss": "'l1' or 'mse' (release BraTS 2023), inside the brain (the input's non-zero voxels)",
+    "translate.loss_weight": "factor on the loss (release BraTS 2023: 10)",
     "eval.every": "validate every N steps (0: only at the end; always at the end)",
     "eval.overlap": "sliding-window overlap (release: 0.75; 0.5 here for speed)",
     "eval.sw_batch_size": "windows per forward pass in sliding-window inference",

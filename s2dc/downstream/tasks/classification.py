@@ -70,6 +70,11 @@ class InPlaneBoxd(Randomizable, MapTransform):
         return d
 
 
+def resized_to_roi(s: Setting) -> Resized:
+    """The whole view's resize of ``image`` to the ROI: nearest neighbour at voxel centres (``nearest-exact``)."""
+    return Resized("image", s.roi_size, mode="nearest-exact")
+
+
 class Classification(Task):
     name = "classification"
     roles = ("image", "class")
@@ -108,7 +113,7 @@ class Classification(Task):
         whole = preprocess_transforms(s.preprocess, (1, 1, 1))
         name = f"cls1-whole-{s.preprocess.cache_key()}"
         centred = Compose([whole, InPlaneBoxd("image", self.options.in_plane),
-                           Resized("image", s.roi_size, mode="nearest-exact")])
+                           resized_to_roi(s)])
         return (TransformedCases(train, whole, cache_root, name, {"min_size": [1, 1, 1]}),
                 TransformedCases(val, centred, cache_root, f"{name}-val",
                                  {"in_plane": self.options.in_plane, "size": list(s.roi_size)}))
@@ -125,7 +130,7 @@ class Classification(Task):
             jitter.append(ScaleIntensityRanged("image", a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True))
         if o.view == "crops":
             return Compose([*random_crops(["image"], s).transforms, *jitter])
-        return Compose([InPlaneBoxd("image", o.in_plane, o.shift), Resized("image", s.roi_size, mode="nearest-exact"),
+        return Compose([InPlaneBoxd("image", o.in_plane, o.shift), resized_to_roi(s),
                         *random_flips(["image"], s), *jitter])
 
     def build_model(self, encoder: EncoderConfig, **kwargs) -> torch.nn.Module:

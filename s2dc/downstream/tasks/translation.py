@@ -1,9 +1,12 @@
-"""Translation: one MR sequence -> the others (BraTS 2023), SwinUNETR with one channel in, C-1 out.
+"""Translation: one MR sequence -> the others (BraTS 2023), SwinUNETR with one channel in, C-1 out (or C).
 
 Every sequence is z-scored over the brain (non-zero voxels, per channel: the registry's MRI preset); the
 input is the sequence named by ``data.input_channel`` (default: the first), the targets the others.
 Training minimises the L1 error inside the brain on random ROI crops; validation predicts whole volumes
 by sliding windows. Scores inside the brain mask (the input's non-zero voxels): PSNR, SSIM, MSE.
+
+The ``translate`` options give the release's protocol instead (``inputs: each``, ``targets: all``, ``loss: mse``,
+``loss_weight: 10``): each sequence in turn as input, all C predicted; the scores stay those of the other sequences.
 """
 
 from __future__ import annotations
@@ -11,14 +14,31 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from monai.transforms import Compose
+from monai.transforms import Compose, MapTransform, Randomizable
 
 from ...data.errors import DataError
 from ...data.volumes import plain
 from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
+from ...train.finetune_config import TranslateConfig
 from ..metrics import mse, psnr, ssim
 from .common import Setting, Task, cached_pair, infer, random_crops
+
+
+class RandInputSequenced(Randomizable, MapTransform):
+    """Add ``source``: the index of the channel (sequence) of ``key`` ``(C, X, Y, Z)`` that a crop gives as input,
+    drawn uniformly from ``0 .. C - 1``."""
+
+    def __init__(self, key: str) -> None:
+        MapTransform.__init__(self, [key])
+        self._source = 0
+
+    def randomize(self, channels: int) -> None:
+        self._source = int(self.R.randint(channels))
+
+    def __call__(self, data: dict) -> dict:
+        self.randomize(plain(data[self.keys[0]]).shape[0])
+        return {**data, "source": torch.tensor(self._source)}
 
 
 class Translation(Task):
@@ -28,8 +48,10 @@ class Translation(Task):
     readout, picks_input_channel = "values", True
     why_not_finite = ("PSNR is infinite where a target sequence is constant inside the brain mask, or a prediction "
                       "exact")
+    options_section = "translate"
 
-    def __init__(self, doc: dict, source: Path, data) -> None:
+    def __init__(self, doc: dict, source: Path, data, options: TranslateConfig | None = None) -> None:
+        self.options = o = options or TranslateConfig()
         modality = doc.get("modality")
         try:
             channels = [modality[k] for k in sorted(modality, key=int)] if isinstance(modality, dict) else []
@@ -39,11 +61,17 @@ class Translation(Task):
         if len(channels) < 2:
             raise DataError(f"dataset json '{source}' must name at least two sequences in 'modality' for translation, "
                             f"got {modality!r}")
+        if o.inputs == "each" and data.input_channel:
+            raise ValueError(f"data.input_channel ({data.input_channel!r}) picks one input sequence, but "
+                             "translate.inputs each gives every sequence in turn: leave one of them unset")
         wanted = data.input_channel or channels[0]
         if wanted not in channels:
             raise ValueError(f"data.input_channel must be one of the dataset's sequences {channels}, got {wanted!r}")
         self.channels, self.source = channels, channels.index(wanted)
         self.targets = [c for c in range(len(channels)) if c != self.source]
+        #: The sequences given as input in validation, and the channels the network predicts.
+        self.inputs = list(range(len(channels))) if o.inputs == "each" else [self.source]
+        self.outputs = list(range(len(channels))) if o.targets == "all" else self.targets
 
     def datasets(self, train: list[dict], val: list[dict], s: Setting, cache_root: Path):
         for case in (*train, *val):
@@ -53,10 +81,13 @@ class Translation(Task):
         return cached_pair(train, val, s, cache_root, "trans1")
 
     def augment(self, s: Setting) -> Compose:
-        return random_crops(["image"], s)
+        crops = random_crops(["image"], s)
+        if self.options.inputs == "one":
+            return crops
+        return Compose([*crops.transforms, RandInputSequenced("image")])
 
     def build_model(self, encoder: EncoderConfig, **kwargs) -> torch.nn.Module:
-        return swinunetr_for(encoder, out_channels=len(self.targets), **kwargs)
+        return swinunetr_for(encoder, out_channels=len(self.outputs), **kwargs)
 
     def split(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(..., C, X, Y, Z)`` -> input ``(..., 1, ...)``, targets ``(..., C-1, ...)``, brain mask ``(..., 1, ...)``."""
@@ -68,24 +99,42 @@ class Translation(Task):
         x, target, _ = self.split(plain(item["image"]).float())
         return x, target
 
+    def training_split(self, image: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Crops ``(B, C, X, Y, Z)`` -> input ``(B, 1, ...)``, targets ``(B, K, ...)`` (K: the predicted channels),
+        brain mask ``(B, 1, ...)``; with ``inputs: each`` crop ``b``'s input is its channel ``batch["source"][b]``."""
+        if self.options.inputs == "one":
+            x, target, mask = self.split(image)
+            return x, (image if self.options.targets == "all" else target), mask
+        source = torch.as_tensor(batch["source"]).to(image.device).long().reshape(-1)
+        x = image[torch.arange(image.shape[0], device=image.device), source][:, None]
+        return x, image, x != 0
+
     def loss(self, model: torch.nn.Module, batch: dict, s: Setting) -> torch.Tensor:
-        x, target, mask = self.split(plain(batch["image"]).to(s.device, torch.float32, non_blocking=True))
+        image = plain(batch["image"]).to(s.device, torch.float32, non_blocking=True)
+        x, target, mask = self.training_split(image, batch)
         with s.autocast():
             pred = model(x)
-        err = (pred.float() - target).abs() * mask
-        return err.sum() / (mask.sum() * target.shape[1]).clamp_min(1)
+        diff = pred.float() - target
+        err = (diff.abs() if self.options.loss == "l1" else diff.square()) * mask
+        return err.sum() / (mask.sum() * target.shape[1]).clamp_min(1) * self.options.loss_weight
 
     def evaluate(self, model: torch.nn.Module, val, s: Setting) -> dict:
+        """PSNR, SSIM and MSE of the sequences other than the input, in the brain; the mean over the validation cases
+        (and over each sequence as input, with ``inputs: each``)."""
         scores = []
         for i in range(len(val)):
-            image = val[i]["image"]
-            x, target, mask = self.split(plain(image).float())
-            if not mask.any():
-                name = getattr(image, "meta", {}).get("filename_or_obj", f"validation case {i + 1}")
-                raise DataError(f"'{name}': the input sequence {self.channels[self.source]!r} is zero everywhere, so "
-                                "there is no brain mask (its non-zero voxels) to score the translation in; check the "
-                                "case or leave it out of the validation cases")
-            pred = infer(model, x, s)[0].cpu()
-            scores.append((psnr(pred, target, mask), ssim(pred, target, mask), mse(pred, target, mask)))
+            image = plain(val[i]["image"]).float()
+            for source in self.inputs:
+                x = image[source : source + 1]
+                mask = x != 0
+                if not mask.any():
+                    name = getattr(val[i]["image"], "meta", {}).get("filename_or_obj", f"validation case {i + 1}")
+                    raise DataError(f"'{name}': the input sequence {self.channels[source]!r} is zero everywhere, so "
+                                    "there is no brain mask (its non-zero voxels) to score the translation in; check "
+                                    "the case or leave it out of the validation cases")
+                others = [c for c in range(len(self.channels)) if c != source]
+                pred = infer(model, x, s)[0].cpu()[[self.outputs.index(c) for c in others]]
+                target = image[others]
+                scores.append((psnr(pred, target, mask), ssim(pred, target, mask), mse(pred, target, mask)))
         psnr_, ssim_, mse_ = (sum(v) / len(v) for v in zip(*scores))
         return {"psnr": psnr_, "ssim": ssim_, "mse": mse_}
