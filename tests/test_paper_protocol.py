@@ -85,8 +85,11 @@ def test_the_finetuning_table_names_each_departure_of_scale_paper_from_the_relea
         # batch 4, lr 3e-4; here the same through the classify options, but nearest at voxel centres and fixed steps
         "CC-CCII input, head and optimiser": ("64×384×384", "768→1024→3", "amsgrad=True", "classify.view whole",
                                               "nearest-exact", "100 epochs shrink with the ratio"),
-        # RECON/trainer.py:74 masked MSE x10; RECON/train.sh:5 --out_channels 4
-        "BraTS 2023 loss and outputs": ("masked MSE", "L1"),
+        # RECON/trainer.py: each sequence as input, masked MSE x10, a step per sequence; train.sh --out_channels 4;
+        # main.py scheduler None; here the same through the translate options, but one input drawn a crop
+        "BraTS 2023 inputs, outputs, loss and schedule": ("masked MSE ×10", "no scheduler", "translate.inputs each",
+                                                          "train.schedule constant", "drawn at random",
+                                                          "no 90° rotations", "over the whole volume"),
         # BTCV/main.py and CC-CCII/main.py load the student (keys with "teacher" dropped); the pipeline exports the teacher
         "starting encoder": ("the student", "EMA teacher", "--which student"),
         # CC-CCII/utils/data_utils.py:71 one subset (random_state=1) for every run; here one per seed
