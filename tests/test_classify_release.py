@@ -5,6 +5,7 @@ refusals of options that would change nothing."""
 from __future__ import annotations
 
 import json
+import math
 from types import SimpleNamespace
 
 import nibabel as nib
@@ -190,3 +191,39 @@ def test_release_options_out_of_range_are_refused_naming_the_key(values, message
 def test_flip_axes_in_any_order_are_one_run():
     """2 0 and 0 2 flip alike: one option value, so one run identity."""
     assert build_config({"train": {"flip_axes": [2, 0]}}).train.flip_axes == (0, 2)
+
+
+def test_epochs_count_steps_of_the_label_ratio_subset(tmp_path, capsys):
+    """The release's CC-CCII schedule (main.py: `max_steps = max_epochs * len(loader)`, warm-up likewise, a loader of
+    ceil(cases / batch) batches): 3 epochs with 1 of warm-up over 4 training cases at 3 a step are 2 steps an epoch,
+    6 steps, 2 of warm-up, and the learning rate follows them; at half the labels (2 cases) 1 step an epoch."""
+    source = _cases(tmp_path / "data")
+    config = tmp_path / "ft.yaml"
+    config.write_text(yaml.safe_dump({**TINY_FT, "train": {**TINY_FT["train"], "log_every": 1}}))
+    lr = TINY_FT["train"]["lr"]
+    for ratio, steps, warmup in ((1.0, 6, 2), (0.5, 3, 1)):
+        out = tmp_path / f"run{ratio}"
+        assert main(["finetune", "--config", str(config), "--data.source", str(source), "--run.out_dir", str(out),
+                     "--preprocess.intensity", "ct", "--preprocess.a_min", "0", "--preprocess.a_max", "255",
+                     "--data.label_ratio", str(ratio), "--train.batch_size", "3", "--train.epochs", "3",
+                     "--train.warmup_epochs", "1"]) == 0
+        assert f"train.epochs 3 of {round(4 * ratio)} training cases, 3 a step: {steps} steps" in capsys.readouterr().out
+        m = json.loads((out / "metrics.json").read_text())
+        assert (m["options"]["train.steps"], m["options"]["train.warmup_steps"]) == (steps, warmup)
+        assert m["options"]["train.epochs"] == 3 and m["history"][-1]["step"] == steps
+        rows = (out / "dvclive" / "plots" / "metrics" / "train" / "lr.tsv").read_text().split("\n")[1:]
+        logged = [float(row.split("\t")[1]) for row in rows if row]
+        expected = [lr * (s + 1) / warmup if s < warmup else
+                    lr * 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup))) for s in range(steps)]
+        assert logged == pytest.approx(expected, rel=1e-6), (logged, expected)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"train": {"warmup_epochs": 2}}, "train.warmup_epochs (2) needs train.epochs > 0"),
+    ({"train": {"epochs": 5, "warmup_epochs": 5}}, "train.warmup_epochs (5) must be less than train.epochs (5)"),
+    ({"train": {"epochs": -1}}, "train.epochs must be an integer >= 0"),
+])
+def test_epoch_options_that_mean_nothing_are_refused(values, message):
+    with pytest.raises(ValueError) as err:
+        build_config(values)
+    assert message in str(err.value), str(err.value)

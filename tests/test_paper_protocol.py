@@ -84,7 +84,7 @@ def test_the_finetuning_table_names_each_departure_of_scale_paper_from_the_relea
         # CC-CCII/utils/data_utils.py:58,65 whole scan resampled to (64, 384, 384); main.py:62-66 100 epochs,
         # batch 4, lr 3e-4; here the same through the classify options, but nearest at voxel centres and fixed steps
         "CC-CCII input, head and optimiser": ("64×384×384", "768→1024→3", "amsgrad=True", "classify.view whole",
-                                              "nearest-exact", "100 epochs shrink with the ratio"),
+                                              "nearest-exact", "train.epochs 100", "train.warmup_epochs 5"),
         # RECON/trainer.py: each sequence as input, masked MSE x10, a step per sequence; train.sh --out_channels 4;
         # main.py scheduler None; here the same through the translate options, but one input drawn a crop
         "BraTS 2023 inputs, outputs, loss and schedule": ("masked MSE ×10", "no scheduler", "translate.inputs each",
@@ -107,7 +107,7 @@ def test_scale_paper_fine_tunes_cc_ccii_as_the_release_does():
     brightness `randint(-7, 7) / 100`, contrast `1 + randint(-5, 5) / 100`, clip to [0, 1], `np.flipud` at 0.5 on the
     (slices, rows, columns) array, resampled to (64, 384, 384)), the head (model.py: projection_head(768, 1024, 3),
     two nn.Linear), the optimiser (main.py: `AdamW(lr=3e-4, amsgrad=True)`, torch's default weight decay 0.01, one
-    rate for all parameters, batch 4, 5 of 100 epochs warm-up)."""
+    rate for all parameters, batch 4, 5 of 100 epochs warm-up, `max_steps = max_epochs * len(loader)`)."""
     entry = _paper()["datasets"]["cc_ccii"]["finetune"]
     classify, train, preprocess = entry["classify"], entry["train"], entry["preprocess"]
     assert classify == {"view": "whole", "in_plane": 384 / 512, "shift": round(18 / 512, 3), "head_hidden": 1024,
@@ -117,7 +117,8 @@ def test_scale_paper_fine_tunes_cc_ccii_as_the_release_does():
     assert (train["flip_axes"], train["flip_prob"]) == ([2], 0.5)  # flipud on (slices, ...): the slice axis, Z
     assert (train["lr"], train["weight_decay"], train["amsgrad"], train["batch_size"]) == (3e-4, 0.01, True, 4)
     assert torch.optim.AdamW([torch.zeros(1)]).defaults["weight_decay"] == train["weight_decay"]
-    assert train["warmup_steps"] == TrainConfig().steps * 5 // 100 and "steps" not in train
+    assert (train["epochs"], train["warmup_epochs"]) == (100, 5) and "steps" not in train  # main.py: 100, 5
+    assert "warmup_steps" not in train
     assert "encoder_lr_scale" not in train and TrainConfig().encoder_lr_scale == 1.0  # one rate for all
     assert (preprocess["spacing"], preprocess["crop_foreground"]) == (None, False)  # the whole scan, as stacked
     window = PreprocessConfig.from_preset(registry.get("cc_ccii").preset)

@@ -231,6 +231,7 @@ class Finetuner:
         self.all_train = _sorted(list_cases(source, cfg.data.train_key, roles, self.spec))
         self.train_cases = choose_subset(self.all_train, cfg.data.label_ratio, cfg.run.seed,
                                          stratify_by=self.task.stratify_by)
+        cfg = self.cfg = cfg.in_steps(len(self.train_cases))  # train.epochs -> steps of this subset
         self.val_cases = _sorted(list_cases(source, cfg.data.val_key, roles, self.spec))
         refuse_training_cases_in_validation(self.all_train, self.val_cases, source, cfg.data.train_key,
                                             cfg.data.val_key)
@@ -422,6 +423,10 @@ class Finetuner:
             shutil.rmtree(self.out / "dvclive", ignore_errors=True)
             (self.out / "split.json").unlink(missing_ok=True)
         print(f"task: {self.task.name}; model.init: {self.init_report}", flush=True)
+        if cfg.train.epochs:
+            print(f"train.epochs {cfg.train.epochs} of {len(self.train_cases)} training cases, "
+                  f"{cfg.train.batch_size} a step: {cfg.train.steps} steps, {cfg.train.warmup_steps} of them warm-up",
+                  flush=True)
         history, first_loss = [], None
         if state is not None:
             self.model.load_state_dict(state["model"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .. import config as cfgtools
 from ..data.preprocess_config import PreprocessConfig
@@ -96,6 +96,8 @@ class TrainConfig:
     weight_decay: float = 1e-5
     amsgrad: bool = False
     warmup_steps: int = 500
+    epochs: int = 0
+    warmup_epochs: int = 0
     schedule: str = "cosine"
     amp: str = "auto"
     grad_clip: float = 0.0
@@ -110,6 +112,14 @@ class TrainConfig:
         if self.warmup_steps < 0 or self.log_every < 1:
             raise ValueError(f"train.warmup_steps must be >= 0 and train.log_every >= 1, got {self.warmup_steps}, {self.log_every}")
         cfgtools.check_warmup("train", self.warmup_steps, self.steps)
+        cfgtools.check(self.epochs >= 0, "train.epochs", "an integer >= 0 (0: train.steps)", self.epochs)
+        cfgtools.check(self.warmup_epochs >= 0, "train.warmup_epochs", "an integer >= 0", self.warmup_epochs)
+        if self.warmup_epochs and not self.epochs:
+            raise ValueError(f"train.warmup_epochs ({self.warmup_epochs}) needs train.epochs > 0; without it the run "
+                             "counts steps: set train.warmup_steps instead")
+        if self.epochs and self.warmup_epochs >= self.epochs:
+            raise ValueError(f"train.warmup_epochs ({self.warmup_epochs}) must be less than train.epochs "
+                             f"({self.epochs}): a warm-up as long as the run never reaches the peak learning rate")
         if any(s < 1 for s in self.roi_size):
             raise ValueError(f"train.roi_size must be 3 positive integers, got {list(self.roi_size)}")
         cfgtools.check(max(self.roi_size) <= cfgtools.MAX_AXIS, "train.roi_size",
@@ -278,6 +288,17 @@ class FinetuneConfig:
                 f"SwinUNETR's InstanceNorm needs at least one axis >= {2 * stride}"
             )
 
+    def in_steps(self, cases: int) -> "FinetuneConfig":
+        """This config for a run on ``cases`` training cases: with ``train.epochs`` > 0, ``train.steps`` and
+        ``train.warmup_steps`` become ``epochs`` and ``warmup_epochs`` times ``ceil(cases / batch_size)`` steps (the
+        release's epochs, whose last batch may be short; here every batch is full and wraps into the next epoch's
+        order); with 0, itself."""
+        t = self.train
+        if not t.epochs:
+            return self
+        per_epoch = -(-cases // t.batch_size)
+        return replace(self, train=replace(t, steps=t.epochs * per_epoch, warmup_steps=t.warmup_epochs * per_epoch))
+
     @property
     def method(self) -> str:
         """Label of the initialisation recorded in metrics.json."""
@@ -350,6 +371,9 @@ HELP = {
     "train.weight_decay": "AdamW weight decay",
     "train.amsgrad": "AdamW's AMSGrad variant (release CC-CCII: true)",
     "train.warmup_steps": "linear warm-up steps before the cosine decay (fewer than train.steps)",
+    "train.epochs": "0: train.steps steps; N > 0: N epochs of the label-ratio subset, ceil(cases / train.batch_size) "
+                    "steps each, replacing train.steps and train.warmup_steps (release CC-CCII: 100 epochs)",
+    "train.warmup_epochs": "with train.epochs: the warm-up in epochs (release CC-CCII: 5)",
     "train.schedule": "after the warm-up: 'cosine' (decay to zero at train.steps) or 'constant' (the peak rate; "
                       "release BraTS 2023, which schedules nothing)",
     "train.amp": "'auto' (bf16 autocast on CUDA), 'bf16' or 'off'",
