@@ -82,7 +82,7 @@ def test_the_finetuning_table_names_each_departure_of_scale_paper_from_the_relea
         # BTCV/utils/data_utils.py:88-89 pos=3, neg=1; main.py:82 flips 0.2 (+ rotate90, intensity)
         "BTCV crops and augmentation": ("pos=3", "1:1"),
         # CC-CCII/utils/data_utils.py:58,65 whole scan resampled to (64, 384, 384); main.py:62-66 100 epochs,
-        # batch 4, lr 3e-4; here the same through the classify options, but nearest at voxel centres and fixed steps
+        # batch 4, lr 3e-4; here the same through the classify and epoch options, but nearest at voxel centres
         "CC-CCII input, head and optimiser": ("64×384×384", "768→1024→3", "amsgrad=True", "classify.view whole",
                                               "nearest-exact", "train.epochs 100", "train.warmup_epochs 5"),
         # RECON/trainer.py: each sequence as input, masked MSE x10, a step per sequence; train.sh --out_channels 4;
