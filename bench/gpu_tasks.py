@@ -3,6 +3,7 @@
     python bench/gpu_tasks.py --out DIR [--scale quick] [--device cuda] [--encoders DIR]
                               [--pretrain-steps 500] [--finetune-steps 32 160] [--seeds 0 1 2]
                               [--parallel 12] [--budget-s 480] [--no-probe]
+                              [--datasets btcv msd_spleen ...] [--lpft 0.33] [--eval-every 128]
 
 What the scale's DAG does, with the `s2dc` command line and the scale's own options (params.yaml, read
 through `s2dc.workflow_checks`, as the workflow reads them), but on one device and at one or several
@@ -13,7 +14,9 @@ on the CT pool only, to check that path), every dataset fine-tuned from scratch 
 encoder for each seed and each budget of `--finetune-steps` (at the scale's lowest label ratio), and
 the frozen-encoder protocol (`s2dc probe` at the scale's stages). Jobs run `--parallel` at a time (the
 small models do not fill a GPU); a job still running when `--budget-s` is spent is stopped and
-reported; whatever finished is summarised.
+reported; whatever finished is summarised. `--lpft F` fine-tunes both arms with LP-FT (the encoder frozen for
+the first F x steps, `train.frozen_encoder_steps`); `--eval-every N` validates every N steps too and the table
+gives each of those steps (the run's schedule is its whole budget's).
 
 Writes DIR/gpu_tasks.json (per job: command, wall seconds, return code, metrics), DIR/gpu_tasks.md
 (per dataset and budget: scratch and S²DC, mean ± sample sd over seeds, and whether S²DC is above
@@ -80,22 +83,35 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
 
 
+def scores_by_step(metrics: dict) -> dict[int, float]:
+    """``{step: score}`` of a fine-tuning's metrics.json: each validation of its history, in the score's unit."""
+    score = metrics["score"]
+    final = metrics[score["key"]]
+    scale = score["value"] / final if final else (100.0 if score["name"] in ("Dice", "accuracy") else 1.0)
+    by_step = {h["step"]: scale * h[score["key"]] for h in metrics.get("history", []) if score["key"] in h}
+    return {**by_step, metrics["steps"]: score["value"]}
+
+
 def summary(jobs: list[dict], datasets: list[str], budgets: list[int]) -> str:
-    rows = ["| dataset | task | metric | steps | scratch | S²DC | S²DC − scratch | above by more than the larger sd |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| dataset | task | metric | budget | step | scratch | S²DC | S²DC − scratch | above by more than the larger sd |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for name in datasets:
         spec = registry.get(name)
         for steps in budgets:
-            scores = {m: [j["metrics"]["score"]["value"] for j in jobs
-                          if j["name"].startswith(f"ft{steps}_{name}_{m}_") and "metrics" in j] for m in ("scratch", "s2dc")}
-            if not all(scores.values()):
-                rows.append(f"| {name} | {spec.task} | {spec.metrics[0]} | {steps} | — | — | — | — |")
+            runs = {m: [scores_by_step(j["metrics"]) for j in jobs
+                        if j["name"].startswith(f"ft{steps}_{name}_{m}_") and "metrics" in j] for m in ("scratch", "s2dc")}
+            if not all(runs.values()):
+                rows.append(f"| {name} | {spec.task} | {spec.metrics[0]} | {steps} | — | — | — | — | — |")
                 continue
-            (ms, ss), (mp, sp) = mean_sd(scores["scratch"]), mean_sd(scores["s2dc"])
-            n = min(len(v) for v in scores.values())
-            above = "—" if n < 2 else ("yes" if mp - ms > max(ss, sp) else "no")
-            rows.append(f"| {name} | {spec.task} | {spec.metrics[0]} | {steps} | {ms:.2f} ± {ss:.2f} (n={len(scores['scratch'])}) "
-                        f"| {mp:.2f} ± {sp:.2f} (n={len(scores['s2dc'])}) | {mp - ms:+.2f} | {above} |")
+            common = sorted(set.intersection(*(set(r) for rs in runs.values() for r in rs)))
+            for step in common:
+                scores = {m: [r[step] for r in rs] for m, rs in runs.items()}
+                (ms, ss), (mp, sp) = mean_sd(scores["scratch"]), mean_sd(scores["s2dc"])
+                n = min(len(v) for v in scores.values())
+                above = "—" if n < 2 else ("yes" if mp - ms > max(ss, sp) else "no")
+                rows.append(f"| {name} | {spec.task} | {spec.metrics[0]} | {steps} | {step} "
+                            f"| {ms:.2f} ± {ss:.2f} (n={len(scores['scratch'])}) "
+                            f"| {mp:.2f} ± {sp:.2f} (n={len(scores['s2dc'])}) | {mp - ms:+.2f} | {above} |")
     rows += ["", "| dataset | stage | probe: voxels / random / S²DC (balanced accuracy or R², %) |", "|---|---|---|"]
     for name in datasets:
         probe = next((j["metrics"] for j in jobs if j["name"] == f"probe_{name}" and "metrics" in j), None)
@@ -117,6 +133,10 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, default=8)
     ap.add_argument("--budget-s", type=float, default=480)
     ap.add_argument("--no-probe", action="store_true", help="leave out the frozen-encoder protocol")
+    ap.add_argument("--datasets", nargs="+", help="default: the scale's experiments.datasets")
+    ap.add_argument("--lpft", type=float, default=0.0,
+                    help="LP-FT: the encoder frozen for this fraction of each budget's steps (both arms)")
+    ap.add_argument("--eval-every", type=int, default=0, help="validate every N steps too (default: the scale's)")
     a = ap.parse_args()
     config = yaml.safe_load((ROOT / "params.yaml").read_text())
     config["scale"] = a.scale
@@ -132,7 +152,10 @@ def main() -> int:
     budgets = a.finetune_steps or [scale_steps]
     seeds = a.seeds if a.seeds is not None else p["experiments"]["seeds"]
     ratio = min(p["experiments"]["label_ratios"])
-    datasets = list(p["experiments"]["datasets"])
+    datasets = list(a.datasets or p["experiments"]["datasets"])
+    unknown = sorted(set(datasets) - set(p["experiments"]["datasets"]))
+    if unknown or not 0 <= a.lpft < 1:
+        ap.error(f"--datasets must be among {p['experiments']['datasets']} (got {unknown}); --lpft in [0, 1)")
     modalities = sorted({registry.get(n).modality for n in datasets})
     pools = [registry.pool_for(m) for m in modalities]
     probe = p["probe"]
@@ -160,11 +183,13 @@ def main() -> int:
         init = "scratch" if method == "scratch" else str(encoders / f"encoder_{registry.get(name).modality}.pt")
         ft = out / "finetune" / f"{steps}_{name}_{method}_{seed}"
         warmup = min(steps - 1, max(1, round(finetune_options["train"].get("warmup_steps", 1) * steps / scale_steps)))
+        extra = ["--train.frozen_encoder_steps", str(round(a.lpft * steps))] if a.lpft else []
+        extra += ["--eval.every", str(a.eval_every)] if a.eval_every else []
         return run(f"ft{steps}_{name}_{method}_{seed}", [
             "finetune", *cli(checks.preset_sections(name)), *cli(finetune_options), *device, "--train.steps", str(steps),
             "--train.warmup_steps", str(warmup), "--data.workers", "2", "--data.label_ratio", str(ratio),
             "--run.seed", str(seed), "--run.method", method, "--run.progress", "false", "--model.init", init,
-            "--data.source", str(data / name / "dataset.json"), "--run.out_dir", str(ft)], ft / "metrics.json")
+            "--data.source", str(data / name / "dataset.json"), "--run.out_dir", str(ft), *extra], ft / "metrics.json")
 
     def frozen(name: str) -> dict:
         stage = probe.get("stage_of", {}).get(name, probe["stage"])

@@ -261,8 +261,15 @@ class Finetuner:
              {"params": rest, "lr": cfg.train.lr}],
             weight_decay=cfg.train.weight_decay, amsgrad=cfg.train.amsgrad)
         schedule = SCHEDULES[cfg.train.schedule]
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: schedule(s, cfg.train.warmup_steps, cfg.train.steps))
+        frozen = cfg.train.frozen_encoder_steps
+
+        def rest_factor(s: int) -> float:
+            return schedule(s, cfg.train.warmup_steps, cfg.train.steps)
+
+        def encoder_factor(s: int) -> float:  # LP-FT: 0 during the frozen phase, then the same schedule
+            return 0.0 if s < frozen else rest_factor(s)
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, [encoder_factor, rest_factor])
         self.step = 0
         self.ckpt_dir = self.out / "checkpoints"
         init = [] if cfg.model.init == "scratch" else [Path(cfg.model.init)]

@@ -93,6 +93,7 @@ class TrainConfig:
     flip_axes: tuple[int, ...] = (0, 1, 2)
     lr: float = 1e-4
     encoder_lr_scale: float = 1.0
+    frozen_encoder_steps: int = 0
     weight_decay: float = 1e-5
     amsgrad: bool = False
     warmup_steps: int = 500
@@ -111,7 +112,9 @@ class TrainConfig:
             )
         if self.warmup_steps < 0 or self.log_every < 1:
             raise ValueError(f"train.warmup_steps must be >= 0 and train.log_every >= 1, got {self.warmup_steps}, {self.log_every}")
-        cfgtools.check_warmup("train", self.warmup_steps, self.steps)
+        if not self.epochs:  # with epochs, the steps are derived (FinetuneConfig.in_steps) and checked there
+            cfgtools.check_warmup("train", self.warmup_steps, self.steps)
+            self.check_frozen_encoder_steps()
         cfgtools.check(self.epochs >= 0, "train.epochs", "an integer >= 0 (0: train.steps)", self.epochs)
         cfgtools.check(self.warmup_epochs >= 0, "train.warmup_epochs", "an integer >= 0", self.warmup_epochs)
         if self.warmup_epochs and not self.epochs:
@@ -142,6 +145,16 @@ class TrainConfig:
         for name in ("weight_decay", "grad_clip", "encoder_lr_scale"):
             value = getattr(self, name)
             cfgtools.check(0 <= value < math.inf, f"train.{name}", "a finite number >= 0", value)
+        if self.frozen_encoder_steps and not self.encoder_lr_scale:
+            raise ValueError(f"train.frozen_encoder_steps ({self.frozen_encoder_steps}) with train.encoder_lr_scale 0: "
+                             "the encoder is frozen throughout already; set one of them")
+
+    def check_frozen_encoder_steps(self) -> None:
+        """Refuse a frozen phase that is negative or covers the whole run (that is train.encoder_lr_scale 0)."""
+        frozen = self.frozen_encoder_steps
+        cfgtools.check(isinstance(frozen, int) and 0 <= frozen < self.steps, "train.frozen_encoder_steps",
+                       f"an integer in 0..{self.steps - 1} (fewer than the run's {self.steps} steps; a frozen encoder "
+                       "throughout is train.encoder_lr_scale 0)", frozen)
 
 
 #: ``classify.view``: random ``train.roi_size`` crops (validation: the centre one), or the whole volume resized to it.
@@ -297,7 +310,9 @@ class FinetuneConfig:
         if not t.epochs:
             return self
         per_epoch = -(-cases // t.batch_size)
-        return replace(self, train=replace(t, steps=t.epochs * per_epoch, warmup_steps=t.warmup_epochs * per_epoch))
+        train = replace(t, steps=t.epochs * per_epoch, warmup_steps=t.warmup_epochs * per_epoch)
+        train.check_frozen_encoder_steps()
+        return replace(self, train=train)
 
     @property
     def method(self) -> str:
@@ -368,6 +383,9 @@ HELP = {
     "train.lr": "AdamW peak learning rate",
     "train.encoder_lr_scale": "learning rate of the Swin encoder (swinViT) as a fraction of train.lr "
                               "(1: one rate for all; 0: frozen encoder)",
+    "train.frozen_encoder_steps": "LP-FT (Kumar et al., ICLR 2022): the encoder's learning rate held at 0 for the first N "
+                                  "steps, so the decoder is fitted on the frozen encoder first; then the encoder follows "
+                                  "the schedule at train.encoder_lr_scale (0: no frozen phase)",
     "train.weight_decay": "AdamW weight decay",
     "train.amsgrad": "AdamW's AMSGrad variant (release CC-CCII: true)",
     "train.warmup_steps": "linear warm-up steps before the cosine decay (fewer than train.steps)",
