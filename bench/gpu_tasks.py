@@ -4,6 +4,7 @@
                               [--pretrain-steps 500] [--finetune-steps 32 160] [--seeds 0 1 2]
                               [--parallel 12] [--budget-s 480] [--no-probe]
                               [--datasets btcv msd_spleen ...] [--lpft 0.33] [--eval-every 128]
+    python bench/gpu_tasks.py --summarise RUN1/gpu_tasks.json RUN2/gpu_tasks.json ...
 
 What the scale's DAG does, with the `s2dc` command line and the scale's own options (params.yaml, read
 through `s2dc.workflow_checks`, as the workflow reads them), but on one device and at one or several
@@ -123,7 +124,9 @@ def summary(jobs: list[dict], datasets: list[str], budgets: list[int]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, help="the folder written (required unless --summarise)")
+    ap.add_argument("--summarise", type=Path, nargs="+", metavar="GPU_TASKS_JSON",
+                    help="print the table of these runs' gpu_tasks.json together (seeds of one budget pooled) and exit")
     ap.add_argument("--scale", default="quick", help="the params.yaml scale whose datasets and options are used")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--encoders", type=Path, help="folder with encoder_<MODALITY>.pt: no pretraining of the three")
@@ -138,6 +141,15 @@ def main() -> int:
                     help="LP-FT: the encoder frozen for this fraction of each budget's steps (both arms)")
     ap.add_argument("--eval-every", type=int, default=0, help="validate every N steps too (default: the scale's)")
     a = ap.parse_args()
+    if a.summarise:
+        records = [json.loads(f.read_text()) for f in a.summarise]
+        jobs = [j for r in records for j in r["jobs"]]
+        datasets = list(dict.fromkeys(n for r in records for n in yaml.safe_load(r["args"]["datasets"])))
+        budgets = sorted({b for r in records for b in yaml.safe_load(r["args"]["finetune_steps"])})
+        print(summary(jobs, datasets, budgets))
+        return 0
+    if a.out is None:
+        ap.error("--out is required")
     config = yaml.safe_load((ROOT / "params.yaml").read_text())
     config["scale"] = a.scale
     p = config["scales"][a.scale]
