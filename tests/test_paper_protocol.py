@@ -79,8 +79,10 @@ def test_the_finetuning_table_names_each_departure_of_scale_paper_from_the_relea
         "spacing": ("1.5 1.5 2.0", "--space_z=1.5", "BTCV (1.5 1.5 1.5), CC-CCII and BraTS 2023 (none)"),
         # BTCV/train.sh:5 --optim_lr 2e-3 --max_epochs=3000; main.py:88 100 warm-up epochs
         "BTCV schedule": ("2e-3", "3000 epochs"),
-        # BTCV/utils/data_utils.py:88-89 pos=3, neg=1; main.py:82 flips 0.2 (+ rotate90, intensity)
-        "BTCV crops and augmentation": ("pos=3", "1:1"),
+        # BTCV/utils/data_utils.py:88-89 pos=3, neg=1; main.py:82-85 flips 0.2, rotate90 0.2, intensity 0.1 / 0.5;
+        # here the same through the segment options and train.rot90_prob
+        "BTCV crops and augmentation": ("pos=3", "segment.pos 3", "train.rot90_prob 0.2",
+                                        "segment.intensity_shift_prob 0.5"),
         # CC-CCII/utils/data_utils.py:58,65 whole scan resampled to (64, 384, 384); main.py:62-66 100 epochs,
         # batch 4, lr 3e-4; here the same through the classify and epoch options, but nearest at voxel centres
         "CC-CCII input, head and optimiser": ("64×384×384", "768→1024→3", "amsgrad=True", "classify.view whole",
@@ -89,7 +91,7 @@ def test_the_finetuning_table_names_each_departure_of_scale_paper_from_the_relea
         # main.py scheduler None; here the same through the translate options, but one input drawn a crop
         "BraTS 2023 inputs, outputs, loss and schedule": ("masked MSE ×10", "no scheduler", "translate.inputs each",
                                                           "train.schedule constant", "drawn at random",
-                                                          "no 90° rotations", "over the whole volume"),
+                                                          "rot90_prob 0.2", "over the whole volume"),
         # BTCV/main.py and CC-CCII/main.py load the student (keys with "teacher" dropped); the pipeline exports the teacher
         "starting encoder": ("the student", "EMA teacher", "--which student"),
         # CC-CCII/utils/data_utils.py:71 one subset (random_state=1) for every run; here one per seed
@@ -136,9 +138,22 @@ def test_scale_paper_fine_tunes_brats23_as_the_release_does():
     translate, train = entry["translate"], entry["train"]
     assert translate == {"inputs": "each", "targets": "all", "loss": "mse", "loss_weight": 10.0}
     assert (train["lr"], train["schedule"], train["warmup_steps"]) == (2e-4, "constant", 0)
-    assert (train["samples_per_volume"], train["flip_prob"]) == (1, 0.2)
+    assert (train["samples_per_volume"], train["flip_prob"], train["rot90_prob"]) == (1, 0.2, 0.2)  # main.py:91-92
     defaults = TrainConfig()
     assert (defaults.batch_size, defaults.roi_size, defaults.weight_decay) == (1, (96, 96, 96), 1e-5)
     assert "batch_size" not in train and "roi_size" not in train and "weight_decay" not in train
     assert entry["preprocess"] == {"spacing": None}
     assert registry.get("brats23").preset == "mri_zscore"
+
+
+def test_scale_paper_augments_btcv_as_the_release_does():
+    """The release's BTCV training transforms (Downstream/BTCV/utils/data_utils.py: `RandCropByPosNegLabeld(pos=3,
+    neg=1, num_samples=args.sw_batch_size)`, `RandFlipd` on each axis at `RandFlipd_prob`, `RandRotate90d(prob=
+    RandRotate90d_prob, max_k=3)`, `RandScaleIntensityd(factors=0.1, prob=RandScaleIntensityd_prob)`,
+    `RandShiftIntensityd(offsets=0.1, prob=RandShiftIntensityd_prob)`; main.py: those probabilities 0.2, 0.2, 0.1, 0.5;
+    train.sh: `--sw_batch_size 4`) are what scale paper sets for btcv."""
+    entry = _paper()["datasets"]["btcv"]["finetune"]
+    assert entry["segment"] == {"pos": 3, "neg": 1, "intensity_scale": 0.1, "intensity_scale_prob": 0.1,
+                                "intensity_shift": 0.1, "intensity_shift_prob": 0.5}
+    assert entry["train"] == {"flip_prob": 0.2, "rot90_prob": 0.2}
+    assert TrainConfig().samples_per_volume == 4 and TrainConfig().flip_axes == (0, 1, 2)  # 4 crops, three axes

@@ -552,6 +552,7 @@ def test_segmentation_crops_are_centred_on_background_inside_a_z_scored_body():
     z-scored volume (MRI/PET presets) the body's voxels are negative below its mean, and `image > 0` as the test of
     "inside" left no background centre at all (MONAI then centres every crop on foreground, with a warning).
     Outside the body (exactly 0) stays no centre, as for CT (window scaled to 0..1, air 0)."""
+    from pathlib import Path
     from types import SimpleNamespace
 
     from s2dc.data.volumes import plain
@@ -561,8 +562,9 @@ def test_segmentation_crops_are_centred_on_background_inside_a_z_scored_body():
     image[:, 4:28, 4:28, 4:28] = -1.0  # the body, below its mean after z-scoring
     image[:, 12:16, 12:16, 12:16] = 2.0  # the structure
     label = (image > 0).astype(np.uint8)
-    s = SimpleNamespace(roi_size=(4, 4, 4), samples_per_volume=40, flip_prob=0.0, flip_axes=(0, 1, 2))
-    augment = Segmentation.augment(None, s)
+    s = SimpleNamespace(roi_size=(4, 4, 4), samples_per_volume=40, flip_prob=0.0, flip_axes=(0, 1, 2), rot90_prob=0.0)
+    task = Segmentation({"task": "segmentation", "labels": {"0": "background", "1": "structure"}}, Path("x.json"), None)
+    augment = task.augment(s)
     augment.set_random_state(0)
     crops = augment({"image": torch.from_numpy(image), "label": torch.from_numpy(label)})
     centres = [plain(c["image"])[0, 2, 2, 2].item() for c in crops]

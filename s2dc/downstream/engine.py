@@ -240,7 +240,7 @@ class Finetuner:
         self.precision = precision_for(self.device, cfg.train.amp, "train.amp")
         self.setting = Setting(cfg.preprocess, tuple(cfg.train.roi_size), cfg.train.samples_per_volume,
                                cfg.train.flip_prob, cfg.eval.sw_batch_size, cfg.eval.overlap, self.device, self.autocast,
-                               cfg.train.flip_axes)
+                               cfg.train.flip_axes, cfg.train.rot90_prob)
 
         random.seed(cfg.run.seed)
         np.random.seed(cfg.run.seed)

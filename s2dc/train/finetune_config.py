@@ -91,6 +91,7 @@ class TrainConfig:
     samples_per_volume: int = 4
     flip_prob: float = 0.1
     flip_axes: tuple[int, ...] = (0, 1, 2)
+    rot90_prob: float = 0.0
     lr: float = 1e-4
     encoder_lr_scale: float = 1.0
     frozen_encoder_steps: int = 0
@@ -133,6 +134,10 @@ class TrainConfig:
                              f"{self.samples_per_volume} = {crops} crops a step) must be at most {cfgtools.MAX_CROPS}")
         if not 0.0 <= self.flip_prob <= 1.0:
             raise ValueError(f"train.flip_prob must be in [0, 1], got {self.flip_prob}")
+        cfgtools.check(0.0 <= self.rot90_prob <= 1.0, "train.rot90_prob", "in [0, 1]", self.rot90_prob)
+        if self.rot90_prob and self.roi_size[0] != self.roi_size[1]:
+            raise ValueError(f"train.rot90_prob ({self.rot90_prob:g}) turns crops in the X-Y plane, which needs "
+                             f"train.roi_size X = Y (got {list(self.roi_size)}): a turned crop would change shape")
         axes = self.flip_axes
         cfgtools.check(len(set(axes)) == len(axes) and set(axes) <= {0, 1, 2}, "train.flip_axes",
                        "distinct axes among 0 1 2 (none: no flips)", list(axes))
@@ -195,6 +200,38 @@ class ClassifyConfig:
         for name in ("brightness", "contrast"):
             value = getattr(self, name)
             cfgtools.check(0.0 <= value < 1.0, f"classify.{name}", "in [0, 1)", value)
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """Where segmentation crops are centred and how their intensities are jittered; other tasks refuse these set.
+
+    ``pos``/``neg``: the odds of a training crop centred on a labelled voxel against one centred on a background
+    voxel inside the body (MONAI ``RandCropByPosNegLabeld``); ``intensity_scale``/``intensity_shift``: with
+    probability ``*_prob`` a crop's intensities times a factor in [1 - s, 1 + s] / plus an offset in [-s, s] (MONAI
+    ``RandScaleIntensityd``, ``RandShiftIntensityd``), after the flips and turns; 0 leaves them out. The release's
+    BTCV values (``Downstream/BTCV/utils/data_utils.py``, ``main.py``): 3, 1, 0.1 at 0.1, 0.1 at 0.5."""
+
+    pos: float = 1.0
+    neg: float = 1.0
+    intensity_scale: float = 0.0
+    intensity_scale_prob: float = 1.0
+    intensity_shift: float = 0.0
+    intensity_shift_prob: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("pos", "neg"):
+            value = getattr(self, name)
+            cfgtools.check(0 <= value < math.inf, f"segment.{name}", "a finite number >= 0", value)
+        if not self.pos + self.neg > 0:
+            raise ValueError("segment.pos and segment.neg are both 0: no crop could be drawn; give one of them > 0")
+        for kind in ("scale", "shift"):
+            amount, prob = getattr(self, f"intensity_{kind}"), getattr(self, f"intensity_{kind}_prob")
+            cfgtools.check(0 <= amount < 1, f"segment.intensity_{kind}", "in [0, 1) (0: none)", amount)
+            cfgtools.check(0 <= prob <= 1, f"segment.intensity_{kind}_prob", "in [0, 1]", prob)
+            if prob != 1.0 and not amount:
+                raise ValueError(f"segment.intensity_{kind}_prob ({prob:g}) without segment.intensity_{kind}: set "
+                                 f"the {kind} too, or leave its probability at 1")
 
 
 #: ``translate.inputs``: the one sequence data.input_channel names, or each sequence in turn.
@@ -281,6 +318,7 @@ class FinetuneConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
     translate: TranslateConfig = field(default_factory=TranslateConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: FinetuneRunConfig = field(default_factory=FinetuneRunConfig)
@@ -380,6 +418,8 @@ HELP = {
                                  "train.batch_size x this is at most 1024",
     "train.flip_prob": "probability of a flip along each of train.flip_axes (release: 0.1)",
     "train.flip_axes": "the axes flipped at random (0 1 2 = X Y Z; release CC-CCII: 2, the slice axis, at 0.5)",
+    "train.rot90_prob": "probability of a random quarter turn (1-3) of a training crop in the X-Y plane, after the flips "
+                        "(needs train.roi_size X = Y; release BTCV and BraTS 2023: 0.2)",
     "train.lr": "AdamW peak learning rate",
     "train.encoder_lr_scale": "learning rate of the Swin encoder (swinViT) as a fraction of train.lr "
                               "(1: one rate for all; 0: frozen encoder)",
@@ -408,6 +448,13 @@ HELP = {
     "classify.brightness": "training: a uniform intensity offset in [-b, b] (release CC-CCII: 0.07), clipped to "
                            "[0, 1] after a CT window",
     "classify.contrast": "training: a uniform intensity factor in [1 - c, 1 + c] (release CC-CCII: 0.05)",
+    "segment.pos": "segmentation: odds of a training crop centred on a labelled voxel (release BTCV: 3)",
+    "segment.neg": "segmentation: odds of a training crop centred on a background voxel inside the body (release BTCV: 1)",
+    "segment.intensity_scale": "segmentation training: intensities times a factor in [1 - s, 1 + s] (0: none; "
+                               "release BTCV: 0.1)",
+    "segment.intensity_scale_prob": "probability of that factor per crop (release BTCV: 0.1)",
+    "segment.intensity_shift": "segmentation training: intensities plus an offset in [-s, s] (0: none; release BTCV: 0.1)",
+    "segment.intensity_shift_prob": "probability of that offset per crop (release BTCV: 0.5)",
     "translate.inputs": "'one' (the sequence data.input_channel names) or 'each' (every sequence in turn: drawn for "
                         "each training crop, all scored in validation; release BraTS 2023; needs translate.targets all)",
     "translate.targets": "'others' (the sequences but the input) or 'all' (every sequence, the input's too: "

@@ -23,7 +23,7 @@ from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
 from ...train.finetune_config import ClassifyConfig
 from ..metrics import accuracy, roc_auc
-from .common import Setting, Task, cached_pair, random_crops, random_flips
+from .common import Setting, Task, cached_pair, random_crops, random_flips_and_turns
 
 
 class SwinClassifier(torch.nn.Module):
@@ -131,7 +131,7 @@ class Classification(Task):
         if o.view == "crops":
             return Compose([*random_crops(["image"], s).transforms, *jitter])
         return Compose([InPlaneBoxd("image", o.in_plane, o.shift), resized_to_roi(s),
-                        *random_flips(["image"], s), *jitter])
+                        *random_flips_and_turns(["image"], s), *jitter])
 
     def build_model(self, encoder: EncoderConfig, **kwargs) -> torch.nn.Module:
         return SwinClassifier(encoder, len(self.names), self.options.head_hidden, **kwargs)

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import torch
 from monai.inferers import sliding_window_inference
-from monai.transforms import Compose, RandFlipd, RandSpatialCropSamplesd
+from monai.transforms import Compose, RandFlipd, RandRotate90d, RandSpatialCropSamplesd
 
 from ...data.preprocess import preprocess_transforms
 from ...data.volumes import TransformedCases, plain
@@ -59,6 +59,7 @@ class Setting:
     device: torch.device
     autocast: Callable
     flip_axes: tuple[int, ...] = (0, 1, 2)
+    rot90_prob: float = 0.0
 
 
 def cached_pair(train: list[dict], val: list[dict], s: Setting, cache_root, tag: str, transform=None):
@@ -72,16 +73,19 @@ def cached_pair(train: list[dict], val: list[dict], s: Setting, cache_root, tag:
 
 
 def random_crops(keys: list[str], s: Setting) -> Compose:
-    """Random ``roi_size`` crops of every key at one place (``samples_per_volume`` per volume), then flips."""
+    """Random ``roi_size`` crops of every key at one place (``samples_per_volume`` per volume), then flips and turns."""
     return Compose([
         RandSpatialCropSamplesd(keys, roi_size=s.roi_size, num_samples=s.samples_per_volume, random_size=False),
-        *random_flips(keys, s),
+        *random_flips_and_turns(keys, s),
     ])
 
 
-def random_flips(keys: list[str], s: Setting) -> list[RandFlipd]:
-    """A flip of every key at once along each of ``s.flip_axes``, each with probability ``s.flip_prob``."""
-    return [RandFlipd(keys, prob=s.flip_prob, spatial_axis=axis) for axis in s.flip_axes]
+def random_flips_and_turns(keys: list[str], s: Setting) -> list:
+    """A flip of every key at once along each of ``s.flip_axes``, each with probability ``s.flip_prob``; then, with
+    ``s.rot90_prob`` > 0, a quarter turn of 1-3 (drawn alike) in the X-Y plane with that probability (the release's
+    ``RandRotate90d(prob, max_k=3)``; none at 0, so that the other draws stay as they were)."""
+    flips = [RandFlipd(keys, prob=s.flip_prob, spatial_axis=axis) for axis in s.flip_axes]
+    return flips + ([RandRotate90d(keys, prob=s.rot90_prob, max_k=3)] if s.rot90_prob else [])
 
 
 @torch.no_grad()

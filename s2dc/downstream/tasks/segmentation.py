@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 from monai.losses import DiceCELoss
-from monai.transforms import Compose, DeleteItemsd, RandCropByPosNegLabeld, Transform
+from monai.transforms import (Compose, DeleteItemsd, RandCropByPosNegLabeld, RandScaleIntensityd,
+                              RandShiftIntensityd, Transform)
 
 from ...data.datalist import class_names
 from ...data.errors import DataError
@@ -23,7 +24,8 @@ from ...data.volumes import LabelledCases, plain
 from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
 from ..metrics import dice_per_class, dice_per_region, summarize_dice
-from .common import Setting, Task, infer, random_flips
+from ...train.finetune_config import SegmentConfig
+from .common import Setting, Task, infer, random_flips_and_turns
 
 KEYS = ["image", "label"]
 
@@ -44,7 +46,10 @@ class Segmentation(Task):
     readout = "labels"
     why_not_finite = "a Dice is NaN where no validation case holds a class of its labels"
 
-    def __init__(self, doc: dict, source: Path, data) -> None:
+    options_section = "segment"
+
+    def __init__(self, doc: dict, source: Path, data, options: SegmentConfig | None = None) -> None:
+        self.options = options or SegmentConfig()
         regions = doc.get("regions")
         if regions:
             self.regions = _regions(regions, doc, source)
@@ -70,14 +75,22 @@ class Segmentation(Task):
                 LabelledCases(val, s.preprocess, s.roi_size, self.num_classes, cache_root, self.values))
 
     def augment(self, s: Setting) -> Compose:
-        """Random crops centred on foreground or background (inside the body) with equal odds, then flips
-        (``train.flip_axes``)."""
+        """Random crops centred on foreground or background (inside the body) at the odds ``segment.pos`` :
+        ``segment.neg`` (default 1 : 1), then flips (``train.flip_axes``) and quarter turns (``train.rot90_prob``),
+        then the intensity factor and offset of ``segment.intensity_*`` where set."""
+        o = self.options
+        jitter = []
+        if o.intensity_scale:
+            jitter.append(RandScaleIntensityd("image", factors=o.intensity_scale, prob=o.intensity_scale_prob))
+        if o.intensity_shift:
+            jitter.append(RandShiftIntensityd("image", offsets=o.intensity_shift, prob=o.intensity_shift_prob))
         return Compose([
             BodyMaskd(),
-            RandCropByPosNegLabeld(KEYS, label_key="label", spatial_size=tuple(s.roi_size), pos=1, neg=1,
+            RandCropByPosNegLabeld(KEYS, label_key="label", spatial_size=tuple(s.roi_size), pos=o.pos, neg=o.neg,
                                    num_samples=s.samples_per_volume, image_key="body", image_threshold=0),
             DeleteItemsd("body"),
-            *random_flips(KEYS, s),
+            *random_flips_and_turns(KEYS, s),
+            *jitter,
         ])
 
     def build_model(self, encoder: EncoderConfig, **kwargs) -> torch.nn.Module:
