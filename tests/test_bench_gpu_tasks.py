@@ -1,0 +1,54 @@
+"""bench/gpu_tasks.py's table (docs/quick_scale.md section 13 is printed by its --summarise): each validation step's
+mean, sample sd and verdict against an independent computation, from records in its own format."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import statistics
+import sys
+
+from conftest import REPO
+
+
+def _gpu_tasks():
+    spec = importlib.util.spec_from_file_location("gpu_tasks", REPO / "bench" / "gpu_tasks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _job(dataset: str, method: str, seed: int, by_step: dict[int, float], steps: int = 384) -> dict:
+    """A finished fine-tuning as gpu_tasks.json records it: Dice fractions in the history, the final score in %."""
+    history = [{"step": s, "dice_mean": v} for s, v in sorted(by_step.items())]
+    final = by_step[steps]
+    return {"name": f"ft{steps}_{dataset}_{method}_{seed}", "rc": 0,
+            "metrics": {"steps": steps, "dice_mean": final, "history": history,
+                        "score": {"key": "dice_mean", "name": "Dice", "value": 100 * final}}}
+
+
+def test_the_summary_pools_seeds_per_step_and_says_beyond_only_above_the_larger_sd(tmp_path, capsys, monkeypatch):
+    s2dc = {0: {128: 0.10, 384: 0.50}, 1: {128: 0.20, 384: 0.56}, 2: {128: 0.30, 384: 0.59}}
+    scratch = {0: {128: 0.14, 384: 0.40}, 1: {128: 0.15, 384: 0.42}, 2: {128: 0.16, 384: 0.47}}  # 128: +5 > one sd, < the other
+    jobs = [_job("msd_spleen", "s2dc", seed, v) for seed, v in s2dc.items()] + \
+           [_job("msd_spleen", "scratch", seed, v) for seed, v in scratch.items()]
+    # two records, as two device calls wrote them: seeds 0-1, then seed 2
+    records = []
+    for name, part in (("a.json", jobs[:2] + jobs[3:5]), ("b.json", [jobs[2], jobs[5]])):
+        path = tmp_path / name
+        path.write_text(json.dumps({"args": {"datasets": "['msd_spleen']", "finetune_steps": "[384]"}, "jobs": part}))
+        records.append(str(path))
+    module = _gpu_tasks()
+    monkeypatch.setattr(sys, "argv", ["gpu_tasks.py", "--summarise", *records])
+    assert module.main() == 0
+    rows = {int(line.split("|")[5]): [c.strip() for c in line.split("|")[1:-1]]
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| msd_spleen")}
+    assert sorted(rows) == [128, 384]
+    for step, verdict in ((128, "no"), (384, "yes")):
+        a = [100 * s2dc[seed][step] for seed in range(3)]
+        b = [100 * scratch[seed][step] for seed in range(3)]
+        diff, spread = statistics.mean(a) - statistics.mean(b), max(statistics.stdev(a), statistics.stdev(b))
+        row = rows[step]
+        assert row[5] == f"{statistics.mean(b):.2f} ± {statistics.stdev(b):.2f} (n=3)"
+        assert row[6] == f"{statistics.mean(a):.2f} ± {statistics.stdev(a):.2f} (n=3)"
+        assert row[7] == f"{diff:+.2f}" and row[8] == verdict == ("yes" if diff > spread else "no")
