@@ -29,7 +29,8 @@ def _job(dataset: str, method: str, seed: int, by_step: dict[int, float], steps:
 
 def test_the_summary_pools_seeds_per_step_and_says_beyond_only_above_the_larger_sd(tmp_path, capsys, monkeypatch):
     s2dc = {0: {128: 0.10, 384: 0.50}, 1: {128: 0.20, 384: 0.56}, 2: {128: 0.30, 384: 0.59}}
-    scratch = {0: {128: 0.14, 384: 0.40}, 1: {128: 0.15, 384: 0.42}, 2: {128: 0.16, 384: 0.47}}  # 128: +5 > one sd, < the other
+    # at step 128 S²DC is 5 points ahead: above scratch's sd (1), below its own (10): not beyond
+    scratch = {0: {128: 0.14, 384: 0.40}, 1: {128: 0.15, 384: 0.42}, 2: {128: 0.16, 384: 0.47}}
     jobs = [_job("msd_spleen", "s2dc", seed, v) for seed, v in s2dc.items()] + \
            [_job("msd_spleen", "scratch", seed, v) for seed, v in scratch.items()]
     # two records, as two device calls wrote them: seeds 0-1, then seed 2
