@@ -16,12 +16,7 @@ total=${2:-560}
 tasks_budget=${3:-380}
 start=$(date +%s)
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1
-site=/tmp/s2dc_site
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl
-fi
-export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+. bench/gpu_env.sh
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; date -u;
   python3 -c "import torch, monai, nibabel; print('torch', torch.__version__, 'monai', monai.__version__, 'nibabel', nibabel.__version__, 'cuda', torch.cuda.is_available())"
 } > "$out/machine.txt" 2>&1

@@ -13,12 +13,7 @@ pre_steps=${2:-300}
 ft_steps=${3:-200}
 device=${DEVICE:-cuda}          # DEVICE=cpu GPU_CHECK_ARGS=--small: try the plumbing on a CPU
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1
-site=/tmp/s2dc_site
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl
-fi
-export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+. bench/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c "import torch, monai; print('torch', torch.__version__, 'monai', monai.__version__, 'cuda', torch.cuda.is_available())"
 

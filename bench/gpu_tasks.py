@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from s2dc import workflow_checks as checks  # noqa: E402
 from s2dc.workflow_checks import cli_arguments as cli  # noqa: E402
 from s2dc.data import registry  # noqa: E402
+from s2dc.downstream.tasks import TASKS  # noqa: E402
 
 
 class Runner:
@@ -87,8 +88,7 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
 def scores_by_step(metrics: dict) -> dict[int, float]:
     """``{step: score}`` of a fine-tuning's metrics.json: each validation of its history, in the score's unit."""
     score = metrics["score"]
-    final = metrics[score["key"]]
-    scale = score["value"] / final if final else (100.0 if score["name"] in ("Dice", "accuracy") else 1.0)
+    scale = 100.0 if TASKS[metrics["task"]].percent else 1.0
     by_step = {h["step"]: scale * h[score["key"]] for h in metrics.get("history", []) if score["key"] in h}
     return {**by_step, metrics["steps"]: score["value"]}
 

@@ -23,7 +23,7 @@ def _job(dataset: str, method: str, seed: int, by_step: dict[int, float], steps:
     history = [{"step": s, "dice_mean": v} for s, v in sorted(by_step.items())]
     final = by_step[steps]
     return {"name": f"ft{steps}_{dataset}_{method}_{seed}", "rc": 0,
-            "metrics": {"steps": steps, "dice_mean": final, "history": history,
+            "metrics": {"task": "segmentation", "steps": steps, "dice_mean": final, "history": history,
                         "score": {"key": "dice_mean", "name": "Dice", "value": 100 * final}}}
 
 
