@@ -27,7 +27,8 @@ rm -rf "$work"
 OMP_NUM_THREADS=1 python3 bench/gpu_tasks.py --out "$work" --device "${DEVICE:-cuda}" --encoders .gpu_enc \
   --pretrain-steps "${PRETRAIN_STEPS:-100}" --datasets ${DATASETS:-btcv msd_liver msd_lung msd_spleen cc_ccii brats21 autopet adni} \
   --finetune-steps "${FINETUNE_STEPS:-256}" --lpft 0.333 --eval-every "${EVAL_EVERY:-128}" --seeds ${SEEDS:-0 1} \
-  --parallel "${PARALLEL:-32}" --budget-s "$tasks_budget" --no-probe > "$out/gpu_tasks.log" 2>&1
+  --parallel "${PARALLEL:-32}" --budget-s "$tasks_budget" --no-probe ${SPLIT_SEED:+--split-seed "$SPLIT_SEED"} \
+  > "$out/gpu_tasks.log" 2>&1
 tasks_rc=$?
 cp "$work"/gpu_tasks.md "$work"/gpu_tasks.json "$out"/ 2>/dev/null
 tar -czf "$out/logs.tgz" -C "$work" logs 2>/dev/null

@@ -4,6 +4,7 @@
                               [--pretrain-steps 500] [--finetune-steps 32 160] [--seeds 0 1 2]
                               [--parallel 12] [--budget-s 480] [--no-probe]
                               [--datasets btcv msd_spleen ...] [--lpft 0.33] [--eval-every 128]
+                              [--split-seed 1]
     python bench/gpu_tasks.py --summarise RUN1/gpu_tasks.json RUN2/gpu_tasks.json ...
 
 What the scale's DAG does, with the `s2dc` command line and the scale's own options (params.yaml, read
@@ -17,7 +18,8 @@ the frozen-encoder protocol (`s2dc probe` at the scale's stages). Jobs run `--pa
 small models do not fill a GPU); a job still running when `--budget-s` is spent is stopped and
 reported; whatever finished is summarised. `--lpft F` fine-tunes both arms with LP-FT (the encoder frozen for
 the first F x steps, `train.frozen_encoder_steps`); `--eval-every N` validates every N steps too and the table
-gives each of those steps (the run's schedule is its whole budget's).
+gives each of those steps (the run's schedule is its whole budget's); `--split-seed N` trains every seed on one
+label-ratio subset (`data.split_seed`; default: each seed its own). `--summarise` pools records of one split only.
 
 Writes DIR/gpu_tasks.json (per job: command, wall seconds, return code, metrics), DIR/gpu_tasks.md
 (per dataset and budget: scratch and S²DC, mean ± sample sd over seeds, and whether S²DC is above
@@ -140,9 +142,14 @@ def main() -> int:
     ap.add_argument("--lpft", type=float, default=0.0,
                     help="LP-FT: the encoder frozen for this fraction of each budget's steps (both arms)")
     ap.add_argument("--eval-every", type=int, default=0, help="validate every N steps too (default: the scale's)")
+    ap.add_argument("--split-seed", type=int, help="one label-ratio subset for every seed (data.split_seed)")
     a = ap.parse_args()
     if a.summarise:
         records = [json.loads(f.read_text()) for f in a.summarise]
+        splits = {str(f): r["args"].get("split_seed", "None") for f, r in zip(a.summarise, records)}
+        if len(set(splits.values())) > 1:
+            ap.error(f"records of different label-ratio subsets (--split-seed per record: {splits}) are not one "
+                     "experiment's seeds; summarise each apart")
         jobs = [j for r in records for j in r["jobs"]]
         datasets = list(dict.fromkeys(n for r in records for n in yaml.safe_load(r["args"]["datasets"])))
         budgets = sorted({b for r in records for b in yaml.safe_load(r["args"]["finetune_steps"])})
@@ -197,6 +204,7 @@ def main() -> int:
         warmup = min(steps - 1, max(1, round(finetune_options["train"].get("warmup_steps", 1) * steps / scale_steps)))
         extra = ["--train.frozen_encoder_steps", str(round(a.lpft * steps))] if a.lpft else []
         extra += ["--eval.every", str(a.eval_every)] if a.eval_every else []
+        extra += ["--data.split_seed", str(a.split_seed)] if a.split_seed is not None else []
         return run(f"ft{steps}_{name}_{method}_{seed}", [
             "finetune", *cli(checks.preset_sections(name)), *cli(finetune_options), *device, "--train.steps", str(steps),
             "--train.warmup_steps", str(warmup), "--data.workers", "2", "--data.label_ratio", str(ratio),

@@ -94,8 +94,9 @@ def test_the_finetuning_table_names_each_departure_of_scale_paper_from_the_relea
                                                           "rot90_prob 0.2", "over the whole volume"),
         # BTCV/main.py and CC-CCII/main.py load the student (keys with "teacher" dropped); the pipeline exports the teacher
         "starting encoder": ("the student", "EMA teacher", "--which student"),
-        # CC-CCII/utils/data_utils.py:71 one subset (random_state=1) for every run; here one per seed
-        "label-ratio subset": ("random_state=1", "run.seed"),
+        # CC-CCII/utils/data_utils.py:71 one subset (random_state=1) for every run; here the same for CC-CCII through
+        # data.split_seed 1 (numpy's draw, not pandas'), one per seed elsewhere
+        "label-ratio subset": ("random_state=1", "data.split_seed 1", "not the release's very cases", "run.seed"),
     }
     for topic, words in expected.items():
         assert topic in rows, f"no row '{topic}'"
@@ -109,8 +110,10 @@ def test_scale_paper_fine_tunes_cc_ccii_as_the_release_does():
     brightness `randint(-7, 7) / 100`, contrast `1 + randint(-5, 5) / 100`, clip to [0, 1], `np.flipud` at 0.5 on the
     (slices, rows, columns) array, resampled to (64, 384, 384)), the head (model.py: projection_head(768, 1024, 3),
     two nn.Linear), the optimiser (main.py: `AdamW(lr=3e-4, amsgrad=True)`, torch's default weight decay 0.01, one
-    rate for all parameters, batch 4, 5 of 100 epochs warm-up, `max_steps = max_epochs * len(loader)`)."""
+    rate for all parameters, batch 4, 5 of 100 epochs warm-up, `max_steps = max_epochs * len(loader)`), and one
+    label-ratio subset for every run (utils/data_utils.py: `sample(frac=args.data_ratio, random_state=1)`)."""
     entry = _paper()["datasets"]["cc_ccii"]["finetune"]
+    assert entry["data"] == {"split_seed": 1}
     classify, train, preprocess = entry["classify"], entry["train"], entry["preprocess"]
     assert classify == {"view": "whole", "in_plane": 384 / 512, "shift": round(18 / 512, 3), "head_hidden": 1024,
                         "brightness": 7 / 100, "contrast": 5 / 100}

@@ -4,7 +4,7 @@ The task (:mod:`s2dc.downstream.tasks`, chosen by the dataset.json) supplies the
 augmentation, the network (a SwinUNETR, or its encoder with a head), the loss and the validation
 scores; this engine does the rest, the same for all four::
 
-    dataset.json --(label_ratio, seed)--> training cases --> split.json
+    dataset.json --(label_ratio, split seed: data.split_seed or the run's)--> training cases --> split.json
     preprocessing (deterministic, cached on disk) -> augmentation (random, per step)
     network <- encoder weights (model.init), its batch-of-one 3-D convolutions on oneDNN (s2dc.models.cpu_conv)
     AdamW (encoder lr scaled) with warm-up + cosine
@@ -229,7 +229,8 @@ class Finetuner:
                              f"('{source}'): leave it unset")
         roles = self.task.roles
         self.all_train = _sorted(list_cases(source, cfg.data.train_key, roles, self.spec))
-        self.train_cases = choose_subset(self.all_train, cfg.data.label_ratio, cfg.run.seed,
+        self.split_seed = cfg.run.seed if cfg.data.split_seed is None else cfg.data.split_seed
+        self.train_cases = choose_subset(self.all_train, cfg.data.label_ratio, self.split_seed,
                                          stratify_by=self.task.stratify_by)
         cfg = self.cfg = cfg.in_steps(len(self.train_cases))  # train.epochs -> steps of this subset
         self.val_cases = _sorted(list_cases(source, cfg.data.val_key, roles, self.spec))
@@ -444,7 +445,7 @@ class Finetuner:
         train, val = self._datasets()
         _atomic_json({
             "source": str(cfg.data.source), "train_key": cfg.data.train_key, "label_ratio": cfg.data.label_ratio,
-            "seed": cfg.run.seed, "available": len(self.all_train),
+            "seed": cfg.run.seed, "split_seed": self.split_seed, "available": len(self.all_train),
             "cases": [{k: str(v) for k, v in c.items()} for c in self.train_cases],
         }, self.out / "split.json")
         batches = self._batches(train)

@@ -20,6 +20,7 @@ class FinetuneDataConfig:
     train_key: str = "training"
     val_key: str = "validation"
     label_ratio: float = 1.0
+    split_seed: int | None = None
     cache_dir: str | None = None
     workers: int = 2
     input_channel: str = ""
@@ -27,6 +28,8 @@ class FinetuneDataConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.label_ratio <= 1.0:
             raise ValueError(f"data.label_ratio must be in (0, 1], got {self.label_ratio}")
+        cfgtools.check(self.split_seed is None or self.split_seed >= 0, "data.split_seed",
+                       "a seed >= 0, or none (the run's seed)", self.split_seed)
         cfgtools.check(0 <= self.workers <= cfgtools.WORKERS_MAX, "data.workers", f"in 0..{cfgtools.WORKERS_MAX}",
                        self.workers)
 
@@ -387,7 +390,11 @@ HELP = {
     "data.train_key": "section of dataset.json with the training cases",
     "data.val_key": "section of dataset.json with the validation cases",
     "data.label_ratio": "fraction in (0, 1] of the training cases used: ratio * n rounded half up (>= 1), drawn with "
-                        "run.seed; a classification draws so within each class",
+                        "data.split_seed; a classification draws so within each class",
+    "data.split_seed": "seed of the label-ratio subset: 'none' (default) draws it with run.seed, so each seed trains on "
+                       "its own subset and the seeds' spread includes the subset's; a number fixes one subset for "
+                       "every seed, which then varies the initialisation and the batches only (the release's CC-CCII: "
+                       "sample(frac=ratio, random_state=1) for every run)",
     "data.cache_dir": "preprocessed image/label cache root (a subfolder per preprocessing hash); default <run.out_dir>/cache",
     "data.workers": "DataLoader worker processes",
     "data.input_channel": "translation: the sequence given as input (a name of the json's 'modality'; default the "

@@ -1,0 +1,71 @@
+"""``data.split_seed``: one label-ratio subset for every seed (the release's CC-CCII ``sample(frac, random_state=1)``),
+or, by default, a subset of each run's own seed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from s2dc.cli import main
+from s2dc.downstream.engine import Finetuner
+from s2dc.train.finetune_config import build_config
+
+from conftest import TINY_FT
+
+
+def _drawn(seg_dir, tmp_path, seed: int, split_seed: int | None, ratio: float = 0.4) -> list[str]:
+    """The training images a run of ``seed`` (and ``split_seed``) draws, by file name."""
+    cfg = build_config({**TINY_FT, "data": {"source": str(seg_dir / "dataset.json"), "workers": 0,
+                                            "label_ratio": ratio, "split_seed": split_seed},
+                        "run": {"out_dir": str(tmp_path / f"run{seed}_{split_seed}"), "progress": False,
+                                "seed": seed}})
+    tuner = Finetuner(cfg)
+    try:
+        return [str(c["image"]).rsplit("/", 1)[-1] for c in tuner.train_cases]
+    finally:
+        tuner.close()
+
+
+def _by_hand(seg_dir, seed: int, k: int) -> list[str]:
+    """The first k of numpy's permutation of the training images sorted by name, back in name order."""
+    spec = json.loads((seg_dir / "dataset.json").read_text())
+    names = sorted(c["image"].rsplit("/", 1)[-1] for c in spec["training"])
+    order = np.random.default_rng(seed).permutation(len(names))
+    return sorted(names[i] for i in order[:k])
+
+
+def test_a_split_seed_gives_every_run_seed_the_same_cases(seg_dir, tmp_path):
+    """Five training volumes at 0.4 -> 2 of them. With data.split_seed 7 the runs of seeds 0, 1 and 2 train on the same
+    two, numpy's default_rng(7) permutation's first two; without it each seed draws its own (those of seeds 0 and 1
+    differ here), and a run of seed 7 without it draws what split_seed 7 draws."""
+    fixed = [_drawn(seg_dir, tmp_path, seed, 7) for seed in (0, 1, 2)]
+    assert fixed[0] == fixed[1] == fixed[2] == _by_hand(seg_dir, 7, 2)
+    own = {seed: _drawn(seg_dir, tmp_path, seed, None) for seed in (0, 1)}
+    assert own[0] == _by_hand(seg_dir, 0, 2) and own[1] == _by_hand(seg_dir, 1, 2)
+    assert own[0] != own[1], "seeds 0 and 1 draw the same subset of this fixture: the test would not see a fixed split"
+    assert _drawn(seg_dir, tmp_path, 7, None) == fixed[0]
+
+
+@pytest.mark.parametrize("split_seed, recorded", [("3", 3), ("none", None)])
+def test_the_split_seed_is_recorded(seg_dir, tmp_path, split_seed, recorded):
+    """split.json names the run's seed and the seed its subset was drawn with; metrics.json records the option among
+    those that change the run, so the tables do not average a fixed split's seeds with the per-seed splits'."""
+    config = tmp_path / "ft.yaml"
+    config.write_text(yaml.safe_dump(TINY_FT))
+    out = tmp_path / "run"
+    assert main(["finetune", "--config", str(config), "--data.source", str(seg_dir / "dataset.json"),
+                 "--run.out_dir", str(out), "--train.steps", "1", "--run.seed", "0", "--data.label_ratio", "0.4",
+                 "--data.split_seed", split_seed]) == 0
+    split = json.loads((out / "split.json").read_text())
+    assert (split["seed"], split["split_seed"]) == (0, 0 if recorded is None else recorded)
+    assert [c["image"].rsplit("/", 1)[-1] for c in split["cases"]] == _by_hand(seg_dir, split["split_seed"], 2)
+    assert json.loads((out / "metrics.json").read_text())["options"]["data.split_seed"] == recorded
+
+
+def test_a_negative_split_seed_is_refused():
+    with pytest.raises(ValueError) as err:
+        build_config({"data": {"split_seed": -1}})
+    assert "data.split_seed" in str(err.value) and "a seed >= 0, or none" in str(err.value), str(err.value)
