@@ -96,25 +96,32 @@ def scores_by_step(metrics: dict) -> dict[int, float]:
 
 
 def summary(jobs: list[dict], datasets: list[str], budgets: list[int]) -> str:
-    rows = ["| dataset | task | metric | budget | step | scratch | S²DC | S²DC − scratch | above by more than the larger sd |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    """Per dataset, budget and validation step: each arm's mean ± sample sd over seeds, the difference, whether it
+    exceeds the larger sd, and the paired differences seed by seed (a seed fixes the subset, unless --split-seed
+    did, and the decoder's first weights for both arms), in seed order whatever order the jobs finished in."""
+    rows = ["| dataset | task | metric | budget | step | scratch | S²DC | S²DC − scratch | above by more than the larger sd "
+            "| S²DC − scratch seed by seed |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for name in datasets:
         spec = registry.get(name)
         for steps in budgets:
-            runs = {m: [scores_by_step(j["metrics"]) for j in jobs
-                        if j["name"].startswith(f"ft{steps}_{name}_{m}_") and "metrics" in j] for m in ("scratch", "s2dc")}
+            runs = {m: {int(j["name"].rsplit("_", 1)[1]): scores_by_step(j["metrics"]) for j in jobs
+                        if j["name"].startswith(f"ft{steps}_{name}_{m}_") and "metrics" in j} for m in ("scratch", "s2dc")}
             if not all(runs.values()):
-                rows.append(f"| {name} | {spec.task} | {spec.metrics[0]} | {steps} | — | — | — | — | — |")
+                rows.append(f"| {name} | {spec.task} | {spec.metrics[0]} | {steps} | — | — | — | — | — | — |")
                 continue
-            common = sorted(set.intersection(*(set(r) for rs in runs.values() for r in rs)))
+            common = sorted(set.intersection(*(set(r) for rs in runs.values() for r in rs.values())))
+            paired = sorted(set(runs["scratch"]) & set(runs["s2dc"]))
             for step in common:
-                scores = {m: [r[step] for r in rs] for m, rs in runs.items()}
+                scores = {m: [rs[seed][step] for seed in sorted(rs)] for m, rs in runs.items()}
                 (ms, ss), (mp, sp) = mean_sd(scores["scratch"]), mean_sd(scores["s2dc"])
                 n = min(len(v) for v in scores.values())
                 above = "—" if n < 2 else ("yes" if mp - ms > max(ss, sp) else "no")
+                pairs = " / ".join(f"{runs['s2dc'][seed][step] - runs['scratch'][seed][step]:+.1f}" for seed in paired)
                 rows.append(f"| {name} | {spec.task} | {spec.metrics[0]} | {steps} | {step} "
                             f"| {ms:.2f} ± {ss:.2f} (n={len(scores['scratch'])}) "
-                            f"| {mp:.2f} ± {sp:.2f} (n={len(scores['s2dc'])}) | {mp - ms:+.2f} | {above} |")
+                            f"| {mp:.2f} ± {sp:.2f} (n={len(scores['s2dc'])}) | {mp - ms:+.2f} | {above} "
+                            f"| {pairs} (seeds {', '.join(map(str, paired))}) |")
     rows += ["", "| dataset | stage | probe: voxels / random / S²DC (balanced accuracy or R², %) |", "|---|---|---|"]
     for name in datasets:
         probe = next((j["metrics"] for j in jobs if j["name"] == f"probe_{name}" and "metrics" in j), None)

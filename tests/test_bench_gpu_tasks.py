@@ -1,5 +1,6 @@
-"""bench/gpu_tasks.py's table (docs/quick_scale.md section 13 is printed by its --summarise): each validation step's
-mean, sample sd and verdict against an independent computation, from records in its own format."""
+"""bench/gpu_tasks.py's table (docs/quick_scale.md sections 13-14 are printed by its --summarise): each validation
+step's mean, sample sd, verdict and seed-by-seed differences against an independent computation, from records in its
+own format."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import importlib.util
 import json
 import statistics
 import sys
+
+import pytest
 
 from conftest import REPO
 
@@ -33,9 +36,9 @@ def test_the_summary_pools_seeds_per_step_and_says_beyond_only_above_the_larger_
     scratch = {0: {128: 0.14, 384: 0.40}, 1: {128: 0.15, 384: 0.42}, 2: {128: 0.16, 384: 0.47}}
     jobs = [_job("msd_spleen", "s2dc", seed, v) for seed, v in s2dc.items()] + \
            [_job("msd_spleen", "scratch", seed, v) for seed, v in scratch.items()]
-    # two records, as two device calls wrote them: seeds 0-1, then seed 2
+    # two records, as two device calls wrote them: seeds 0-1 in the order they finished (not the seeds'), then seed 2
     records = []
-    for name, part in (("a.json", jobs[:2] + jobs[3:5]), ("b.json", [jobs[2], jobs[5]])):
+    for name, part in (("a.json", [jobs[1], jobs[3], jobs[0], jobs[4]]), ("b.json", [jobs[5], jobs[2]])):
         path = tmp_path / name
         path.write_text(json.dumps({"args": {"datasets": "['msd_spleen']", "finetune_steps": "[384]"}, "jobs": part}))
         records.append(str(path))
@@ -53,3 +56,20 @@ def test_the_summary_pools_seeds_per_step_and_says_beyond_only_above_the_larger_
         assert row[5] == f"{statistics.mean(b):.2f} ± {statistics.stdev(b):.2f} (n=3)"
         assert row[6] == f"{statistics.mean(a):.2f} ± {statistics.stdev(a):.2f} (n=3)"
         assert row[7] == f"{diff:+.2f}" and row[8] == verdict == ("yes" if diff > spread else "no")
+        pairs = " / ".join(f"{100 * (s2dc[seed][step] - scratch[seed][step]):+.1f}" for seed in range(3))
+        assert row[9] == f"{pairs} (seeds 0, 1, 2)", row[9]
+
+
+def test_records_of_two_label_ratio_subsets_are_not_pooled(tmp_path, monkeypatch, capsys):
+    """Runs on one fixed subset (--split-seed) and runs whose seeds draw their own are two experiments: refused."""
+    records = []
+    for name, args in (("fixed.json", {"split_seed": "1"}), ("own.json", {})):
+        path = tmp_path / name
+        path.write_text(json.dumps({"args": {"datasets": "['msd_spleen']", "finetune_steps": "[384]", **args},
+                                    "jobs": [_job("msd_spleen", "s2dc", 0, {384: 0.5})]}))
+        records.append(str(path))
+    monkeypatch.setattr(sys, "argv", ["gpu_tasks.py", "--summarise", *records])
+    with pytest.raises(SystemExit) as stop:
+        _gpu_tasks().main()
+    assert stop.value.code == 2
+    assert "different label-ratio subsets" in capsys.readouterr().err
