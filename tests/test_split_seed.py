@@ -69,3 +69,23 @@ def test_a_negative_split_seed_is_refused():
     with pytest.raises(ValueError) as err:
         build_config({"data": {"split_seed": -1}})
     assert "data.split_seed" in str(err.value) and "a seed >= 0, or none" in str(err.value), str(err.value)
+
+
+def test_the_report_refuses_arms_on_other_subsets_naming_the_option(tmp_path, capsys):
+    """S²DC fine-tuned on one fixed subset (data.split_seed 1) beside scratch on each seed's own: the difference would
+    compare subsets, not encoders; the report refuses it, naming data.split_seed, and writes nothing."""
+    def run(method: str, seed: int, split_seed: int | None) -> str:
+        path = tmp_path / f"{method}_{seed}.json"
+        path.write_text(json.dumps({
+            "task": "segmentation", "dataset": "synthetic_btcv", "method": method, "label_ratio": 0.2, "seed": seed,
+            "dice_mean": 0.5, "train_cases": 3, "seconds": 1.0, "history": [{"step": 1, "dice_mean": 0.5}],
+            "score": {"key": "dice_mean", "name": "Dice", "value": 50.0},
+            "options": {"data.split_seed": split_seed, "precision": "fp32"}}))
+        return str(path)
+
+    files = [run("s2dc", s, 1) for s in (0, 1)] + [run("scratch", s, None) for s in (0, 1)]
+    assert main(["report", "--out", str(tmp_path / "out"), *files]) == 2
+    assert "differ in data.split_seed" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    same = [run("scratch", s, 1) for s in (0, 1)]
+    assert main(["report", "--out", str(tmp_path / "ok"), *files[:2], *same]) == 0
