@@ -111,8 +111,9 @@ def _plots(args: argparse.Namespace) -> int:
     tables = curve_tables(runs)  # every input read and every output checked before the first file is written
     probes = [Path(p) for p in args.probe]
     collect_probes(probes)
-    check_probed_encoders(runs_frame(runs), probes)
-    effect = effect_table(summarise(runs_frame(runs)), probes)
+    frame = runs_frame(runs)
+    check_probed_encoders(frame, probes)
+    effect = effect_table(summarise(frame), frame, probes)
     check_out_dir(Path(args.figures), "--figures")
     check_out_dir(Path(args.curves), "--curves")
     check_curves_out(Path(args.curves), list(tables))

@@ -64,16 +64,18 @@ def test_the_verdicts_of_both_protocols(tmp_path, benchmark):
     assert effect["synthetic_msd_liver"]["finetune_difference"] == pytest.approx(10.0, abs=1e-4)  # 40 - 30
     assert effect["synthetic_msd_liver"]["finetune_spread"] == pytest.approx(spread("synthetic_msd_liver"), abs=1e-4)
     assert "finetune_spread" not in effect["synthetic_msd_lung"]  # one seed: no spread
+    assert (effect["synthetic_btcv"]["finetune_ahead"], effect["synthetic_btcv"]["finetune_behind"]) == (2, 0)
     assert effect["synthetic_udpet"] == {"versus_random": 0.18, "versus_se_random": 0.01, "versus_voxels": 0.02,
                                          "versus_se_voxels": 0.015}  # R² stays a fraction; no fine-tuning runs
 
     table = (tmp_path / "out" / "benchmark.md").read_text()
-    assert "| synthetic_btcv | segmentation | +19.00 Dice | 20% | 4.24 | yes | +20.0 ± 5.0 | +30.0 ± 4.0 | " \
-           "yes, by 2 s.e. |" in table
-    assert "| synthetic_msd_liver | segmentation | +10.00 Dice | 20% | 14.14 | no | +5.0 ± 4.0 | -1.0 ± 3.0 | no |" \
-           in table
-    assert "| synthetic_msd_lung | segmentation | +5.00 Dice | 20% | — | — | — | — | — |" in table
-    assert "| synthetic_udpet | reconstruction | — | — | — | — | +0.180 ± 0.010 | +0.020 ± 0.015 | yes, within 2 s.e. |" in table
+    assert "| synthetic_btcv | segmentation | +19.00 Dice | 20% | 4.24 | yes | 2 / 0 of 2 | +20.0 ± 5.0 | +30.0 ± 4.0 " \
+           "| yes, by 2 s.e. |" in table
+    assert "| synthetic_msd_liver | segmentation | +10.00 Dice | 20% | 14.14 | no | 2 / 0 of 2 | +5.0 ± 4.0 | -1.0 ± " \
+           "3.0 | no |" in table
+    assert "| synthetic_msd_lung | segmentation | +5.00 Dice | 20% | — | — | 1 / 0 of 1 | — | — | — |" in table
+    assert "| synthetic_udpet | reconstruction | — | — | — | — | — | +0.180 ± 0.010 | +0.020 ± 0.015 | yes, within 2 " \
+           "s.e. |" in table
     assert ("Over the 3 segmentation and classification datasets: fine-tuned, S²DC above scratch by more than the "
             "seed spread on 1 of 2 with a spread; frozen, above both the random encoder and the voxels by two "
             "standard errors on 1 of 2 probed (point estimates above both on 1).") in table
@@ -132,7 +134,8 @@ def test_a_one_seed_difference_is_drawn_at_no_position(tmp_path, benchmark):
     from s2dc.report.tables import runs_frame, summarise
 
     runs, probes = benchmark
-    effect = effect_table(summarise(runs_frame(read_runs(runs)[0])), probes)
+    frame = runs_frame(read_runs(runs)[0])
+    effect = effect_table(summarise(frame), frame, probes)
     rows = effect.iloc[::-1].reset_index(drop=True)
     points = {rows.dataset[i]: (x, label) for i, x, label in finetune_points(rows)}
     assert points["synthetic_msd_lung"] == (None, "+5.00 Dice (one seed: no spread)")
@@ -156,8 +159,9 @@ def test_a_tie_at_zero_spread_is_no_comparison_and_a_lead_within_two_se_is_said_
              for m in ("s2dc", "scratch") for s in (0, 1)]
     assert main(["report", "--out", str(tmp_path / "out"), *map(str, runs), "--probe", *map(str, probes)]) == 0
     table = (tmp_path / "out" / "benchmark.md").read_text()
-    assert "| synthetic_msd_spleen | segmentation | +0.00 Dice | 20% | 0.00 | tie | — | — | — |" in table, table
-    assert "| synthetic_udpet | reconstruction | — | — | — | — | +0.180 ± 0.010 | +0.020 ± 0.015 | " \
+    assert "| synthetic_msd_spleen | segmentation | +0.00 Dice | 20% | 0.00 | tie | 0 / 0 of 2 | — | — | — |" in table, \
+        table  # level on both seeds: neither ahead nor behind
+    assert "| synthetic_udpet | reconstruction | — | — | — | — | — | +0.180 ± 0.010 | +0.020 ± 0.015 | " \
            "yes, within 2 s.e. |" in table
     assert ("Over the 4 segmentation and classification datasets: fine-tuned, S²DC above scratch by more than the "
             "seed spread on 1 of 2 with a spread (1 tie, both arms at one same score on every seed); frozen, above both the "
@@ -182,4 +186,27 @@ def test_two_arms_equal_on_every_seed_are_a_tie_whatever_the_rounding_of_their_s
     assert seeds.std() != 0  # what made the defect
     rows = [dict(dataset="synthetic_adni", task="classification", metric="accuracy", method=method, label_ratio=0.1,
                  mean=seeds.mean(), std=seeds.std(), seeds=3) for method in ("s2dc", "scratch")]
-    assert finetune_differences(pd.DataFrame(rows)).finetune_beyond.tolist() == [TIE]
+    runs = pd.DataFrame([dict(dataset="synthetic_adni", task="classification", metric="accuracy", method=method,
+                              label_ratio=0.1, seed=seed, score=value) for method in ("s2dc", "scratch")
+                         for seed in range(3)])
+    row = finetune_differences(pd.DataFrame(rows), runs).iloc[0]
+    assert row.finetune_beyond == TIE
+    assert (row.finetune_paired, row.finetune_ahead, row.finetune_behind) == (3, 0, 0)  # level on every seed
+
+
+def test_seeds_are_paired_by_seed_not_by_the_order_of_the_files(tmp_path):
+    """Three seeds, the files given out of seed order: S²DC 50 / 20 / 30 against scratch 40 / 30 / 30 (seeds 0, 1, 2)
+    is ahead on seed 0, behind on seed 1, level on seed 2 -> "1 / 1 of 3"; paired in file order it would be other
+    counts. Only the lowest label ratio both arms ran is counted (the 100 % runs are S²DC-only)."""
+    scores = {"s2dc": {0: 0.50, 1: 0.20, 2: 0.30}, "scratch": {0: 0.40, 1: 0.30, 2: 0.30}}
+    files = [write_run(tmp_path, method, seed, scores[method][seed], ratio=0.2)
+             for method, seed in (("s2dc", 2), ("scratch", 0), ("s2dc", 0), ("scratch", 1), ("s2dc", 1), ("scratch", 2))]
+    files.append(write_run(tmp_path, "s2dc", 0, 0.9, ratio=1.0))
+    assert main(["report", "--out", str(tmp_path / "out"), *map(str, files)]) == 0
+    effect = json.loads((tmp_path / "out" / "metrics.json").read_text())["effect"]["synthetic_btcv"]
+    lead = {seed: scores["s2dc"][seed] - scores["scratch"][seed] for seed in range(3)}
+    ahead, behind = sum(d > 1e-12 for d in lead.values()), sum(d < -1e-12 for d in lead.values())
+    assert (ahead, behind) == (1, 1)
+    assert (effect["finetune_paired"], effect["finetune_ahead"], effect["finetune_behind"]) == (3, ahead, behind)
+    assert "| synthetic_btcv | segmentation | +0.00 Dice | 20% | 15.28 | no | 1 / 1 of 3 |" in \
+        (tmp_path / "out" / "benchmark.md").read_text()

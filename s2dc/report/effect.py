@@ -4,6 +4,9 @@
   in the task's metric. It is **beyond the seed spread** when the difference exceeds the larger of the two arms'
   sample standard deviations over seeds (undecided, ``—``, with one seed: no spread to compare against; a
   **tie**, with both arms at one same score on every seed, as two arms stuck at 0 Dice: no spread and nothing to compare).
+  Beside it, seed by seed: on how many of the seeds both arms ran S²DC scored above scratch and on how many below (a
+  seed fixes the labelled subset, unless ``data.split_seed`` fixes one for all, and the new layers' first weights for
+  both arms, so each seed is a pair).
 * Frozen-encoder protocol: the paired differences that ``s2dc probe`` gives (S²DC minus the random encoder, S²DC
   minus the raw voxels, on the same validation cases, ± the bootstrap standard error). S²DC is **above** a baseline
   when the difference is positive, and by two standard errors when it exceeds twice its standard error; a row above
@@ -36,8 +39,10 @@ TIE = "tie"
 ROUNDING = 1e-9
 #: The frozen protocol's columns: each baseline's paired difference and its standard error.
 PAIRED = [f"{kind}_{b}" for b in FROZEN_BASELINES for kind in ("versus", "versus_se")]
+#: Seed by seed: the seeds both arms ran, and of them those where S²DC scored above scratch and below it.
+SEED_PAIRS = ["finetune_paired", "finetune_ahead", "finetune_behind"]
 COLUMNS = ["dataset", "task", "metric", "label_ratio", "seeds", "finetune_difference", "finetune_spread",
-           "finetune_beyond", "probe_metric", *PAIRED]
+           "finetune_beyond", *SEED_PAIRS, "probe_metric", *PAIRED]
 
 
 def paired_differences(probe_files: list[Path], encoder: str = PRETRAINED) -> pd.DataFrame:
@@ -70,15 +75,34 @@ def paired_differences(probe_files: list[Path], encoder: str = PRETRAINED) -> pd
     return pd.DataFrame(rows, columns=["dataset", "task", "probe_metric", *PAIRED])
 
 
-def finetune_differences(table: pd.DataFrame) -> pd.DataFrame:
+def seed_pairs(runs: pd.DataFrame) -> dict[tuple, tuple[int, int, int]]:
+    """``runs`` (one row per fine-tuning run: dataset, task, metric, method, label_ratio, seed, score) ->
+    ``{(dataset, task, metric, label_ratio): (paired, ahead, behind)}``: the seeds both arms ran, and of them those
+    where S²DC's score is above scratch's and below it (equal within rounding: neither)."""
+    arms = runs[runs.method.isin([PRETRAINED, SCRATCH])]
+    if arms.empty:
+        return {}
+    wide = arms.pivot_table(index=["dataset", "task", "metric", "label_ratio", "seed"], columns="method",
+                            values="score", aggfunc="first")
+    if PRETRAINED not in wide or SCRATCH not in wide:
+        return {}
+    wide = wide.dropna(subset=[PRETRAINED, SCRATCH])
+    noise = ROUNDING * np.maximum(1.0, np.maximum(wide[PRETRAINED].abs(), wide[SCRATCH].abs()))
+    lead = wide[PRETRAINED] - wide[SCRATCH]
+    counted = pd.DataFrame({"ahead": lead > noise, "behind": lead < -noise}).groupby(level=[0, 1, 2, 3])
+    return {key: (len(group), int(group.ahead.sum()), int(group.behind.sum())) for key, group in counted}
+
+
+def finetune_differences(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """``table`` (:func:`~s2dc.report.tables.summarise`: mean and std over seeds per dataset, method and label ratio)
-    -> one row per dataset with both arms: at the lowest label ratio both have, ``finetune_difference`` (S²DC minus
-    scratch), ``finetune_spread`` (the larger seed std of the two) and ``finetune_beyond`` (True, False, :data:`TIE`
-    when neither arm varies over the seeds and their means are equal, as two arms at 0 Dice on every seed, or None
-    when a std is missing: one seed)."""
+    and its ``runs`` -> one row per dataset with both arms: at the lowest label ratio both have, ``finetune_difference``
+    (S²DC minus scratch), ``finetune_spread`` (the larger seed std of the two), ``finetune_beyond`` (True, False,
+    :data:`TIE` when neither arm varies over the seeds and their means are equal, as two arms at 0 Dice on every
+    seed, or None when a std is missing: one seed) and :data:`SEED_PAIRS` (:func:`seed_pairs`)."""
+    pairs = seed_pairs(runs)
     rows = []
-    for (dataset, task, metric), runs in table.groupby(["dataset", "task", "metric"], sort=True):
-        arms = {method: mine.set_index("label_ratio") for method, mine in runs.groupby("method")}
+    for (dataset, task, metric), group in table.groupby(["dataset", "task", "metric"], sort=True):
+        arms = {method: mine.set_index("label_ratio") for method, mine in group.groupby("method")}
         if PRETRAINED not in arms or SCRATCH not in arms:
             continue
         ratios = sorted(set(arms[PRETRAINED].index) & set(arms[SCRATCH].index))
@@ -92,16 +116,17 @@ def finetune_differences(table: pd.DataFrame) -> pd.DataFrame:
         noise = ROUNDING * max(1.0, abs(float(ours["mean"])), abs(float(base["mean"])))
         tie = spread <= noise and abs(difference) <= noise
         beyond = None if math.isnan(spread) else TIE if tie else bool(difference > spread)
+        paired = pairs.get((dataset, task, metric, ratio), (0, 0, 0))
         rows.append({"dataset": dataset, "task": task, "metric": metric, "label_ratio": float(ratio),
                      "seeds": int(min(ours["seeds"], base["seeds"])), "finetune_difference": difference,
-                     "finetune_spread": spread, "finetune_beyond": beyond})
-    return pd.DataFrame(rows, columns=COLUMNS[:8])
+                     "finetune_spread": spread, "finetune_beyond": beyond, **dict(zip(SEED_PAIRS, paired))})
+    return pd.DataFrame(rows, columns=COLUMNS[:11])
 
 
-def effect_table(table: pd.DataFrame, probe_files: list[Path] = ()) -> pd.DataFrame:
-    """Both protocols side by side, one row per dataset (:data:`COLUMNS`): those with both fine-tuning arms, and
-    those with a probe result."""
-    finetune, probe = finetune_differences(table), paired_differences(list(probe_files))
+def effect_table(table: pd.DataFrame, runs: pd.DataFrame, probe_files: list[Path] = ()) -> pd.DataFrame:
+    """Both protocols side by side, one row per dataset (:data:`COLUMNS`): those with both fine-tuning arms (``table``,
+    summarised from ``runs``), and those with a probe result."""
+    finetune, probe = finetune_differences(table, runs), paired_differences(list(probe_files))
     both = finetune.merge(probe, on="dataset", how="outer", suffixes=("", "_probe"))
     both["task"] = both["task"].fillna(both.pop("task_probe"))
     return both.reindex(columns=COLUMNS).sort_values("dataset", kind="stable").reset_index(drop=True)
@@ -128,6 +153,12 @@ def _beyond(value) -> str:
     return "tie" if value == TIE else ("yes" if value else "no")
 
 
+def _seeds(row) -> str:
+    if not row.finetune_paired == row.finetune_paired or not row.finetune_paired:  # NaN (no fine-tuning) or none
+        return "—"
+    return f"{int(row.finetune_ahead)} / {int(row.finetune_behind)} of {int(row.finetune_paired)}"
+
+
 def counts(effect: pd.DataFrame, tasks: tuple[str, ...] | None = CLASSIFIER_TASKS) -> dict[str, int]:
     """How many datasets (of ``tasks``; all with None) have each verdict: ``finetune_beyond`` and ``finetune_decided``
     (a spread to compare against), ``finetune_ties`` (both arms at one same score on every seed), ``frozen_above``
@@ -146,8 +177,8 @@ def effect_markdown(effect: pd.DataFrame) -> str:
     """The table and the counts under it, as Markdown."""
     lines = [
         ("| dataset | task | fine-tuning: S²DC − scratch | labels | larger seed std | beyond the spread | "
-         "frozen: S²DC − random | S²DC − voxels | frozen: above both |"),
-        "|---|---|---|---|---|---|---|---|---|",
+         "seeds S²DC ahead / behind | frozen: S²DC − random | S²DC − voxels | frozen: above both |"),
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in effect.itertuples():
         digits = 3 if row.probe_metric == "R²" else 1
@@ -157,7 +188,7 @@ def effect_markdown(effect: pd.DataFrame) -> str:
         frozen = [_signed(getattr(row, f"versus_{b}"), getattr(row, f"versus_se_{b}"), digits) for b in
                   FROZEN_BASELINES]
         lines.append(f"| {row.dataset} | {row.task} | {finetune} | {labels} | {spread} | {_beyond(row.finetune_beyond)} "
-                     f"| {frozen[0]} | {frozen[1]} | {_frozen_verdict(row)} |")
+                     f"| {_seeds(row)} | {frozen[0]} | {frozen[1]} | {_frozen_verdict(row)} |")
     lines.append("")
     for label, tasks in ((f"the # {' and '.join(CLASSIFIER_TASKS)} datasets", CLASSIFIER_TASKS),
                          ("all # datasets", None)):
@@ -172,9 +203,11 @@ def effect_markdown(effect: pd.DataFrame) -> str:
 
 
 def nested_effect(effect: pd.DataFrame) -> dict:
-    """``{dataset: {"finetune_difference": ..., "versus_random": ..., ...}}`` for metrics.json (finite numbers only)."""
+    """``{dataset: {"finetune_difference": ..., "finetune_ahead": ..., "versus_random": ..., ...}}`` for metrics.json
+    (finite numbers only; the seed counts where both arms ran a seed)."""
     keys = ["finetune_difference", "finetune_spread", *PAIRED]
-    return {row["dataset"]: {k: round(float(row[k]), 4) for k in keys if not math.isnan(float(row[k]))}
+    return {row["dataset"]: {**{k: round(float(row[k]), 4) for k in keys if not math.isnan(float(row[k]))},
+                             **{k: int(row[k]) for k in SEED_PAIRS if row[k] == row[k] and row["finetune_paired"]}}
             for row in effect.to_dict("records")}
 
 

@@ -334,11 +334,13 @@ def write_report(metric_files: list[Path], out_dir: Path, probe_files: list[Path
                 key: round(row.score, 4), **({} if math.isnan(row.se) else {f"{key}_se": round(row.se, 4)}),
                 "organ_recall": None if math.isnan(row.organ_recall) else round(row.organ_recall, 4),
                 **{k: round(getattr(row, k), 4) for k in STRUCTURE if not math.isnan(getattr(row, k))}}
-    effect = effect_table(table, probe_files)
+    effect = effect_table(table, runs, probe_files)
     if len(effect):
         text += ("\nDoes pretraining show? S²DC against its baselines, dataset by dataset (`s2dc.report.effect`). "
                  "Fine-tuning: at the lowest label ratio, the S²DC arm's mean over seeds minus the scratch arm's, in "
-                 "the task's metric, beyond the seed spread when it exceeds the larger of the two arms' seed std. "
+                 "the task's metric, beyond the seed spread when it exceeds the larger of the two arms' seed std; seed by "
+                 "seed, on how many seeds S²DC scored above scratch and below it (a seed fixes the labelled subset, "
+                 "unless data.split_seed fixes one for all, and the new layers' first weights for both arms). "
                  "Frozen: the probe's paired differences on the same validation cases (points of balanced accuracy, "
                  "or R²; ± the bootstrap standard error).\n\n" + effect_markdown(effect))
         nested["effect"] = nested_effect(effect)
