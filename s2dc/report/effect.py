@@ -153,8 +153,13 @@ def _beyond(value) -> str:
     return "tie" if value == TIE else ("yes" if value else "no")
 
 
+def _has_pairs(paired: float) -> bool:
+    """Whether a row's ``finetune_paired`` counts seeds: NaN on a dataset with a probe only, 0 with no seed in common."""
+    return not math.isnan(paired) and paired > 0
+
+
 def _seeds(row) -> str:
-    if not row.finetune_paired == row.finetune_paired or not row.finetune_paired:  # NaN (no fine-tuning) or none
+    if not _has_pairs(row.finetune_paired):
         return "—"
     return f"{int(row.finetune_ahead)} / {int(row.finetune_behind)} of {int(row.finetune_paired)}"
 
@@ -207,7 +212,7 @@ def nested_effect(effect: pd.DataFrame) -> dict:
     (finite numbers only; the seed counts where both arms ran a seed)."""
     keys = ["finetune_difference", "finetune_spread", *PAIRED]
     return {row["dataset"]: {**{k: round(float(row[k]), 4) for k in keys if not math.isnan(float(row[k]))},
-                             **{k: int(row[k]) for k in SEED_PAIRS if row[k] == row[k] and row["finetune_paired"]}}
+                             **({k: int(row[k]) for k in SEED_PAIRS} if _has_pairs(row["finetune_paired"]) else {})}
             for row in effect.to_dict("records")}
 
 
