@@ -17,7 +17,7 @@ from s2dc.data import registry
 from s2dc.data.preprocess_config import PreprocessConfig
 from s2dc.losses.options import LossConfig
 from s2dc.train.config import OptimConfig
-from s2dc.train.finetune_config import TrainConfig
+from s2dc.train.finetune_config import RELEASE_BRAIN_FLOOR, TrainConfig
 
 from conftest import REPO
 
@@ -139,16 +139,18 @@ def test_scale_paper_fine_tunes_brats23_as_the_release_does():
     `MSELoss(reduction='sum')(out1 * mask, data * mask) * 10 / mask.sum()`), train.sh (`--in_channels 1
     --out_channels 4 --optim_lr 0.0002 --batch_size=1 --roi_x=96 --roi_y=96 --roi_z=96`), main.py (`AdamW(...,
     weight_decay=args.reg_weight)` with reg_weight 1e-5, `scheduler = None`, RandFlipd_prob 0.2), utils/data_utils.py
-    (one `RandSpatialCropd` a volume, no Spacingd)."""
+    (one `RandSpatialCropd` a volume, no Spacingd, `NormalizeIntensityd(keys=modal_keys)`: each whole sequence
+    z-scored, before `CropForegroundD(... select_fn=lambda x: (x >= -0.35))`; trainer.py `mask = data.ge(-0.35)`)."""
     entry = _paper()["datasets"]["brats23"]["finetune"]
     translate, train = entry["translate"], entry["train"]
-    assert translate == {"inputs": "each", "targets": "all", "loss": "mse", "loss_weight": 10.0}
+    assert translate == {"inputs": "each", "targets": "all", "loss": "mse", "loss_weight": 10.0, "mask": "release"}
+    assert RELEASE_BRAIN_FLOOR == -0.35
     assert (train["lr"], train["schedule"], train["warmup_steps"]) == (2e-4, "constant", 0)
     assert (train["samples_per_volume"], train["flip_prob"], train["rot90_prob"]) == (1, 0.2, 0.2)  # main.py:91-92
     defaults = TrainConfig()
     assert (defaults.batch_size, defaults.roi_size, defaults.weight_decay) == (1, (96, 96, 96), 1e-5)
     assert "batch_size" not in train and "roi_size" not in train and "weight_decay" not in train
-    assert entry["preprocess"] == {"spacing": None}
+    assert entry["preprocess"] == {"spacing": None, "intensity": "zscore_volume"}
     assert registry.get("brats23").preset == "mri_zscore"
 
 

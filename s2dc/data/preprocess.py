@@ -5,6 +5,8 @@ Pipeline (deterministic, so its output can be cached on disk)::
     load + check -> intensity fits the preset? -> Orientationd -> [Spacingd] -> [CropForegroundd]
     -> intensity (CT window or z-score) -> SpatialPadd [-> label cast]
 
+(``zscore_volume``: the statistics of the whole volume are recorded before the crop, applied after the pad.)
+
 Images come out as ``float32`` tensors of shape ``(C, X, Y, Z)`` (C channels: one per listed path)
 whose spatial size is at least ``min_size`` (smaller volumes are zero-padded, not rejected); with
 ``num_classes`` a ``label`` follows the image through every spatial step. The intensity settings
@@ -191,6 +193,37 @@ class LoadLabeld(MapTransform):
 # --------------------------------------------------------------------------- preprocessing
 
 
+class RecordVolumeStatsd(MapTransform):
+    """Record the mean and standard deviation (population, float64) of every voxel of each channel of
+    ``d["image"]`` ``(C, X, Y, Z)``, before it is cropped: ``d[VOLUME_STATS]`` = ``(2, C)``."""
+
+    def __init__(self) -> None:
+        super().__init__("image")
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        image = torch.as_tensor(data["image"]).double().flatten(1)
+        return {**data, VOLUME_STATS: torch.stack([image.mean(1), image.std(1, correction=0)])}
+
+
+class ApplyVolumeZScored(MapTransform):
+    """``d["image"]`` ``(C, X, Y, Z)`` minus each channel's mean over the whole volume, divided by its standard
+    deviation, as :class:`RecordVolumeStatsd` recorded them (the release's BraTS 2023 ``NormalizeIntensityd`` of each
+    whole sequence); the record is removed."""
+
+    def __init__(self) -> None:
+        super().__init__("image")
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        mean, std = d.pop(VOLUME_STATS).reshape(2, -1, 1, 1, 1)
+        d["image"] = ((d["image"] - mean) / std).float()  # std > 0: loading refuses a constant volume
+        return d
+
+
+#: The key under which :class:`RecordVolumeStatsd` keeps the statistics for :class:`ApplyVolumeZScored`.
+VOLUME_STATS = "image_volume_stats"
+
+
 def _above_min(x: torch.Tensor) -> torch.Tensor:
     """Foreground mask for cropping: voxels above the volume minimum (module level: picklable)."""
     return x > x.min()
@@ -213,8 +246,9 @@ def preprocess_transforms(cfg: PreprocessConfig, min_size: tuple[int, int, int],
     cfg : PreprocessConfig
     min_size : tuple of 3 int
         Minimum spatial size (normally the training ROI). Smaller volumes are **padded**
-        (constant 0, i.e. background after intensity scaling) rather than rejected, so small
-        scans still contribute; axes already large enough are left unchanged.
+        (constant 0, i.e. background after intensity scaling; with ``zscore_volume`` before it, 0 being
+        the zero-background volume's background then) rather than rejected, so small scans still
+        contribute; axes already large enough are left unchanged.
     num_classes : int or None
         Given: the items also carry a ``"label"`` path (and ``"num_classes"``), checked against the
         image and carried through every spatial step (nearest neighbour), cast to integers at the end.
@@ -237,15 +271,20 @@ def preprocess_transforms(cfg: PreprocessConfig, min_size: tuple[int, int, int],
                         Orientationd(keys, axcodes=cfg.orientation, labels=None)]
     if cfg.spacing is not None:
         transforms.append(Spacingd(keys, pixdim=cfg.spacing, mode=("bilinear", "nearest")[:len(keys)]))
+    if cfg.intensity == "zscore_volume":  # the statistics of the whole volume, applied once cropped and padded
+        transforms.append(RecordVolumeStatsd())
     if cfg.crop_foreground:
         transforms.append(
             CropForegroundd(keys, source_key="image", select_fn=_above_min, start_coord_key=None, end_coord_key=None)
         )
+    pad = SpatialPadd(keys, spatial_size=min_size, mode="constant", value=0)
     if cfg.intensity == "ct":
-        transforms.append(ScaleIntensityRanged("image", a_min=cfg.a_min, a_max=cfg.a_max, b_min=0.0, b_max=1.0, clip=True))
-    else:
-        transforms.append(NormalizeIntensityd("image", nonzero=True, channel_wise=True))
-    transforms.append(SpatialPadd(keys, spatial_size=min_size, mode="constant", value=0))
+        transforms += [ScaleIntensityRanged("image", a_min=cfg.a_min, a_max=cfg.a_max, b_min=0.0, b_max=1.0, clip=True),
+                       pad]
+    elif cfg.intensity == "zscore":
+        transforms += [NormalizeIntensityd("image", nonzero=True, channel_wise=True), pad]
+    else:  # padded with the raw background (0) first, which the z-score then maps as the rest of the background
+        transforms += [pad, ApplyVolumeZScored()]
     if labelled:
         transforms.append(CastToTyped("label", dtype=torch.uint8 if num_classes <= 256 else torch.int16))
     return Compose(transforms)

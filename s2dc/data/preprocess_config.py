@@ -22,17 +22,24 @@ _PIPELINE_VERSION = 4  # 3: channels on another voxel grid are refused (s2dc.dat
 #                         in metres or microns), pixdim of no size refused (s2dc.data.nifti.affine_mm)
 
 
+#: The intensity normalisations ``preprocess.intensity`` names (see :class:`PreprocessConfig`).
+INTENSITIES = ("ct", "zscore", "zscore_volume")
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """Deterministic preprocessing parameters (the ``preprocess`` section of the config).
 
     Attributes
     ----------
-    intensity : {"ct", "zscore"}
+    intensity : {"ct", "zscore", "zscore_volume"}
         ``"ct"``: window ``[a_min, a_max]`` (HU) linearly mapped to ``[0, 1]`` and clipped.
         ``"zscore"``: per-channel z-score over the nonzero voxels (MRI / PET); zeros stay 0.
+        ``"zscore_volume"``: per-channel z-score over every voxel of the (cropped and padded) volume, the
+        background's too (the release's BraTS 2023, ``NormalizeIntensityd`` over each whole sequence): the
+        background is no longer 0, so nothing downstream may read the non-zero voxels as the body or brain.
     a_min, a_max : float
-        CT window, ``a_min < a_max`` (ignored for ``"zscore"``).
+        CT window, ``a_min < a_max`` (ignored for the z-scores).
     spacing : tuple of 3 float or None
         Target voxel spacing in mm (bilinear resampling); ``None`` keeps the native spacing.
     orientation : str
@@ -49,8 +56,9 @@ class PreprocessConfig:
     crop_foreground: bool = True
 
     def __post_init__(self) -> None:
-        if self.intensity not in ("ct", "zscore"):
-            raise ValueError(f"preprocess.intensity must be 'ct' or 'zscore', got {self.intensity!r}")
+        if self.intensity not in INTENSITIES:
+            raise ValueError(f"preprocess.intensity must be one of {', '.join(map(repr, INTENSITIES))}, got "
+                             f"{self.intensity!r}")
         for name in ("a_min", "a_max"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
@@ -93,7 +101,7 @@ class PreprocessConfig:
     def intensity_fields(self) -> dict[str, Any]:
         """The intensity options that define this normalisation, as ``preprocess.*`` fields: ``intensity``, and
         the window ``a_min`` / ``a_max`` unless z-scoring (what the workflow passes for a registry preset)."""
-        if self.intensity == "zscore":
+        if self.intensity != "ct":
             return {"intensity": self.intensity}
         return {"intensity": self.intensity, "a_min": self.a_min, "a_max": self.a_max}
 
@@ -103,8 +111,11 @@ class PreprocessConfig:
         A window reaching below 0 (a HU window) needs a volume with negative values (air, fat): a
         volume without any is not HU (MR, PET, 8-bit or raw-stored CT). A window from 0 up (8-bit images)
         needs no negative value. Any window needs some voxel inside it (else all is clipped to a constant).
-        z-scoring (over the non-zero voxels) needs two values among them: one value would become all 0.
+        z-scoring (over the non-zero voxels) needs two values among them: one value would become all 0 (over the
+        whole volume, two values anywhere, which loading checks of every volume).
         """
+        if self.intensity == "zscore_volume":
+            return
         if self.intensity != "ct":
             inside = array[array != 0]
             if inside.size and inside.min() == inside.max():

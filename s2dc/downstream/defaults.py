@@ -14,7 +14,7 @@ from ..train.finetune_config import ARCHITECTURE
 #: ``preprocess.*`` options that define the intensity normalisation (one set, from one source).
 INTENSITY = ("intensity", "a_min", "a_max")
 #: The normalisations in words, for the error that names them.
-KINDS = {"ct": "a CT window", "zscore": "z-scored volumes"}
+KINDS = {"ct": "a CT window", "zscore": "z-scored volumes", "zscore_volume": "volumes z-scored over every voxel"}
 
 
 def refuse_another_normalisation(init: str, plan: dict | None, intensity: str, origin: str) -> None:

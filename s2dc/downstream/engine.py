@@ -242,6 +242,7 @@ class Finetuner:
         self.setting = Setting(cfg.preprocess, tuple(cfg.train.roi_size), cfg.train.samples_per_volume,
                                cfg.train.flip_prob, cfg.eval.sw_batch_size, cfg.eval.overlap, self.device, self.autocast,
                                cfg.train.flip_axes, cfg.train.rot90_prob)
+        self.task.check(self.setting)
 
         random.seed(cfg.run.seed)
         np.random.seed(cfg.run.seed)

@@ -149,7 +149,8 @@ HELP = {
     "data.key": "section of dataset.json listing the volumes",
     "data.cache_dir": "preprocessed-volume cache root (a subfolder per preprocessing hash); default <run.out_dir>/cache",
     "data.workers": "DataLoader worker processes",
-    "preprocess.intensity": "'ct': window [a_min, a_max] -> [0, 1]; 'zscore': z-score over nonzero voxels (MRI/PET)",
+    "preprocess.intensity": "'ct': window [a_min, a_max] -> [0, 1]; 'zscore': z-score over nonzero voxels (MRI/PET); "
+                            "'zscore_volume': over every voxel",
     "preprocess.a_min": "CT window low (HU)",
     "preprocess.a_max": "CT window high (HU)",
     "preprocess.spacing": "resample to this voxel spacing in mm (three values), or 'none' to keep",

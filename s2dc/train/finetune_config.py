@@ -243,6 +243,11 @@ TRANSLATE_INPUTS = ("one", "each")
 TRANSLATE_TARGETS = ("others", "all")
 #: ``translate.loss``: mean absolute or mean squared error inside the brain.
 TRANSLATE_LOSSES = ("l1", "mse")
+#: ``translate.mask``: the brain the loss and the scores read: the input's non-zero voxels (after ``zscore``), or
+#: each sequence's own voxels >= -0.35 (after ``zscore_volume``; the release's ``data.ge(-0.35)``).
+TRANSLATE_MASKS = ("nonzero", "release")
+#: The release's brain threshold on sequences z-scored over the whole volume (``Downstream/RECON/trainer.py``).
+RELEASE_BRAIN_FLOOR = -0.35
 
 
 @dataclass(frozen=True)
@@ -254,12 +259,17 @@ class TranslateConfig:
     that an output channel is one sequence whatever the input. In training each crop's input is drawn uniformly
     (the release gives a crop's four sequences in turn, an optimiser step each); validation scores each sequence
     as input in turn and averages. ``loss``: L1 or MSE inside the brain, times ``loss_weight`` (release: MSE, 10).
-    Every protocol scores the sequences other than the input only: copying the input is no translation."""
+    ``mask``: the brain, where the loss and the scores are taken: ``nonzero``, the input's non-zero voxels (the
+    background of sequences z-scored over the brain, ``preprocess.intensity zscore``), or ``release``, each
+    sequence's own voxels >= -0.35 (``data.ge(-0.35)``, for sequences z-scored over the whole volume,
+    ``zscore_volume``, whose background is no longer 0). Every protocol scores the sequences other than the input
+    only: copying the input is no translation."""
 
     inputs: str = "one"
     targets: str = "others"
     loss: str = "l1"
     loss_weight: float = 1.0
+    mask: str = "nonzero"
 
     def __post_init__(self) -> None:
         cfgtools.check(self.inputs in TRANSLATE_INPUTS, "translate.inputs", " or ".join(map(repr, TRANSLATE_INPUTS)),
@@ -270,6 +280,8 @@ class TranslateConfig:
                        self.loss)
         cfgtools.check(0 < self.loss_weight < math.inf, "translate.loss_weight", "a finite number > 0",
                        self.loss_weight)
+        cfgtools.check(self.mask in TRANSLATE_MASKS, "translate.mask", " or ".join(map(repr, TRANSLATE_MASKS)),
+                       self.mask)
         if self.inputs == "each" and self.targets != "all":
             raise ValueError("translate.inputs each needs translate.targets all: with each sequence as input, 'the "
                              "others' would be other sequences for each input, and an output channel no one sequence")
@@ -399,7 +411,8 @@ HELP = {
     "data.workers": "DataLoader worker processes",
     "data.input_channel": "translation: the sequence given as input (a name of the json's 'modality'; default the "
                           "first), the others are predicted",
-    "preprocess.intensity": "'ct': window [a_min, a_max] -> [0, 1]; 'zscore': z-score over nonzero voxels (MRI/PET). "
+    "preprocess.intensity": "'ct': window [a_min, a_max] -> [0, 1]; 'zscore': z-score over nonzero voxels (MRI/PET); "
+                            "'zscore_volume': over every voxel (release BraTS 2023; with translate.mask release). "
                             "If no intensity option is given: the registry preset of the dataset data.source names "
                             "(`s2dc datasets NAME`), else the pretraining's of the model.init file, else the values below",
     "preprocess.a_min": "CT window low (HU; release BTCV: -175)",
@@ -466,7 +479,10 @@ HELP = {
                         "each training crop, all scored in validation; release BraTS 2023; needs translate.targets all)",
     "translate.targets": "'others' (the sequences but the input) or 'all' (every sequence, the input's too: "
                          "release BraTS 2023); scores are of the others either way",
-    "translate.loss": "'l1' or 'mse' (release BraTS 2023), inside the brain (the input's non-zero voxels)",
+    "translate.loss": "'l1' or 'mse' (release BraTS 2023), inside the brain (translate.mask)",
+    "translate.mask": "the brain the loss and scores read: 'nonzero' (the input's non-zero voxels; with "
+                      "preprocess.intensity zscore) or 'release' (each sequence's voxels >= -0.35, release BraTS 2023; "
+                      "with preprocess.intensity zscore_volume)",
     "translate.loss_weight": "factor on the loss (release BraTS 2023: 10)",
     "eval.every": "validate every N steps (0: only at the end; always at the end)",
     "eval.overlap": "sliding-window overlap (release: 0.75; 0.5 here for speed)",

@@ -45,6 +45,9 @@ class Task:
     why_not_finite: str = "a diverged model"
     options_section: str | None = None
 
+    def check(self, s: "Setting") -> None:
+        """Raise ValueError when the run's setting ``s`` does not suit the task (by default every setting does)."""
+
 
 @dataclass(frozen=True)
 class Setting:

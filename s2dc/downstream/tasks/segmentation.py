@@ -65,6 +65,14 @@ class Segmentation(Task):
             self.values = None  # 0..C-1
             self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
 
+    def check(self, s: Setting) -> None:
+        """Refuse background crops on volumes without a zero background (``zscore_volume``): the body they must
+        fall in is the non-zero voxels (:class:`BodyMaskd`), which would then be every voxel."""
+        if s.preprocess.intensity == "zscore_volume" and self.options.neg:
+            raise ValueError("preprocess.intensity zscore_volume leaves no zero background, so the background crops "
+                             f"(segment.neg {self.options.neg:g}) could not be kept inside the body (its non-zero "
+                             "voxels): use preprocess.intensity zscore, or segment.neg 0")
+
     def region_maps(self, label: torch.Tensor) -> torch.Tensor:
         """``(B, 1, ...)`` label values -> ``(B, R, ...)`` float masks of the regions."""
         return torch.cat([torch.isin(label, torch.tensor(v, device=label.device)) for v in self.regions.values()],

@@ -7,6 +7,8 @@ by sliding windows. Scores inside the brain mask (the input's non-zero voxels): 
 
 The ``translate`` options give the release's protocol instead (``inputs: each``, ``targets: all``, ``loss: mse``,
 ``loss_weight: 10``): each sequence in turn as input, all C predicted; the scores stay those of the other sequences.
+With ``preprocess.intensity zscore_volume`` (the release's z-score over the whole volume) the brain is
+``translate.mask release``: each sequence's own voxels >= -0.35.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ...data.errors import DataError
 from ...data.volumes import plain
 from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
-from ...train.finetune_config import TranslateConfig
+from ...train.finetune_config import RELEASE_BRAIN_FLOOR, TranslateConfig
 from ..metrics import mse, psnr, ssim
 from .common import Setting, Task, cached_pair, infer, random_crops
 
@@ -73,6 +75,26 @@ class Translation(Task):
         self.inputs = list(range(len(channels))) if o.inputs == "each" else [self.source]
         self.outputs = list(range(len(channels))) if o.targets == "all" else self.targets
 
+    def check(self, s: Setting) -> None:
+        """Refuse a brain mask that does not fit the normalisation: the non-zero voxels are the brain only where the
+        background stays 0 (``zscore``), the release's >= -0.35 only where it is z-scored too (``zscore_volume``)."""
+        volume, mask = s.preprocess.intensity == "zscore_volume", self.options.mask
+        if volume and mask == "nonzero":
+            raise ValueError("preprocess.intensity zscore_volume leaves no zero background, so translate.mask nonzero "
+                             "(the input's non-zero voxels) would be every voxel: use translate.mask release (each "
+                             "sequence's voxels >= -0.35), or preprocess.intensity zscore")
+        if not volume and mask == "release":
+            raise ValueError(f"translate.mask release (each sequence's voxels >= {RELEASE_BRAIN_FLOOR:g}) reads "
+                             "sequences z-scored over the whole volume, but preprocess.intensity is "
+                             f"{s.preprocess.intensity}: use preprocess.intensity zscore_volume, or translate.mask "
+                             "nonzero")
+
+    def brain(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The mask the loss and the scores read (``translate.mask``), from the input ``(..., 1, X, Y, Z)`` and the
+        targets ``(..., K, X, Y, Z)``: the input's non-zero voxels ``(..., 1, ...)``, or each target's own voxels
+        >= -0.35 ``(..., K, ...)`` (the release's ``data.ge(-0.35)``)."""
+        return x != 0 if self.options.mask == "nonzero" else target >= RELEASE_BRAIN_FLOOR
+
     def datasets(self, train: list[dict], val: list[dict], s: Setting, cache_root: Path):
         for case in (*train, *val):
             if not isinstance(case["image"], list) or len(case["image"]) != len(self.channels):
@@ -90,9 +112,10 @@ class Translation(Task):
         return swinunetr_for(encoder, out_channels=len(self.outputs), **kwargs)
 
     def split(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(..., C, X, Y, Z)`` -> input ``(..., 1, ...)``, targets ``(..., C-1, ...)``, brain mask ``(..., 1, ...)``."""
+        """``(..., C, X, Y, Z)`` -> input ``(..., 1, ...)``, targets ``(..., C-1, ...)``, brain mask (:meth:`brain`)."""
         x = image[..., self.source : self.source + 1, :, :, :]
-        return x, image[..., self.targets, :, :, :], x != 0
+        target = image[..., self.targets, :, :, :]
+        return x, target, self.brain(x, target)
 
     def input_and_target(self, item: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """A preprocessed case -> the network's input ``(1, X, Y, Z)`` and its targets ``(C-1, X, Y, Z)``."""
@@ -101,13 +124,14 @@ class Translation(Task):
 
     def training_split(self, image: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Crops ``(B, C, X, Y, Z)`` -> input ``(B, 1, ...)``, targets ``(B, K, ...)`` (K: the predicted channels),
-        brain mask ``(B, 1, ...)``; with ``inputs: each`` crop ``b``'s input is its channel ``batch["source"][b]``."""
+        brain mask (:meth:`brain`); with ``inputs: each`` crop ``b``'s input is its channel ``batch["source"][b]``."""
         if self.options.inputs == "one":
-            x, target, mask = self.split(image)
-            return x, (image if self.options.targets == "all" else target), mask
+            x = image[:, self.source : self.source + 1]
+            target = image if self.options.targets == "all" else image[:, self.targets]
+            return x, target, self.brain(x, target)
         source = torch.as_tensor(batch["source"]).to(image.device).long().reshape(-1)
         x = image[torch.arange(image.shape[0], device=image.device), source][:, None]
-        return x, image, x != 0
+        return x, image, self.brain(x, image)
 
     def loss(self, model: torch.nn.Module, batch: dict, s: Setting) -> torch.Tensor:
         image = plain(batch["image"]).to(s.device, torch.float32, non_blocking=True)
@@ -116,7 +140,7 @@ class Translation(Task):
             pred = model(x)
         diff = pred.float() - target
         err = (diff.abs() if self.options.loss == "l1" else diff.square()) * mask
-        return err.sum() / (mask.sum() * target.shape[1]).clamp_min(1) * self.options.loss_weight
+        return err.sum() / mask.expand_as(target).sum().clamp_min(1) * self.options.loss_weight
 
     def evaluate(self, model: torch.nn.Module, val, s: Setting) -> dict:
         """PSNR, SSIM and MSE of the sequences other than the input, in the brain; the mean over the validation cases
@@ -126,15 +150,17 @@ class Translation(Task):
             image = plain(val[i]["image"]).float()
             for source in self.inputs:
                 x = image[source : source + 1]
-                mask = x != 0
+                others = [c for c in range(len(self.channels)) if c != source]
+                target = image[others]
+                mask = self.brain(x, target)
                 if not mask.any():
                     name = getattr(val[i]["image"], "meta", {}).get("filename_or_obj", f"validation case {i + 1}")
-                    raise DataError(f"'{name}': the input sequence {self.channels[source]!r} is zero everywhere, so "
-                                    "there is no brain mask (its non-zero voxels) to score the translation in; check "
-                                    "the case or leave it out of the validation cases")
-                others = [c for c in range(len(self.channels)) if c != source]
+                    where = (f"the input sequence {self.channels[source]!r} is zero everywhere, so there is no brain "
+                             "mask (its non-zero voxels)" if self.options.mask == "nonzero" else
+                             f"no voxel of the other sequences is >= {RELEASE_BRAIN_FLOOR:g}, so there is no brain mask")
+                    raise DataError(f"'{name}': {where} to score the translation in; check the case or leave it out "
+                                    "of the validation cases")
                 pred = infer(model, x, s)[0].cpu()[[self.outputs.index(c) for c in others]]
-                target = image[others]
                 scores.append((psnr(pred, target, mask), ssim(pred, target, mask), mse(pred, target, mask)))
         psnr_, ssim_, mse_ = (sum(v) / len(v) for v in zip(*scores))
         return {"psnr": psnr_, "ssim": ssim_, "mse": mse_}

@@ -1,0 +1,202 @@
+"""The release's BraTS 2023 normalisation and brain mask as options (``Downstream/RECON``: ``NormalizeIntensityd`` of
+each whole sequence in ``utils/data_utils.py``, ``mask = data.ge(-0.35)`` in ``trainer.py``):
+``preprocess.intensity zscore_volume`` and ``translate.mask release``, checked against small computations written out
+here, and the refusals of the combinations that would read every voxel as the brain or body."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from types import SimpleNamespace
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from s2dc.cli import main
+from s2dc.data.preprocess import preprocess_transforms
+from s2dc.data.preprocess_config import PreprocessConfig
+from s2dc.downstream.tasks.common import Setting
+from s2dc.downstream.tasks.segmentation import Segmentation
+from s2dc.downstream.tasks.translation import Translation
+from s2dc.train.finetune_config import SegmentConfig, TranslateConfig, build_config
+
+from conftest import TINY_FT
+
+SEQUENCES = {"0": "t1n", "1": "t1c", "2": "t2w", "3": "t2f"}
+
+
+def _volume(rng, shape=(20, 16, 12)) -> np.ndarray:
+    """A zero background around a brain box of positive values, which are not the same on any two voxels."""
+    array = np.zeros(shape, np.float32)
+    array[5:15, 4:12, 3:9] = rng.uniform(1.0, 5.0, (10, 8, 6)).astype(np.float32)
+    return array
+
+
+def _save(tmp_path, name, array) -> str:
+    path = tmp_path / name
+    nib.save(nib.Nifti1Image(array, np.eye(4)), str(path))
+    return str(path)
+
+
+def test_zscore_volume_uses_the_statistics_of_every_voxel_before_the_crop(tmp_path):
+    """Each sequence minus its mean over the whole stored volume (background included) over its standard deviation
+    there (numpy's, ddof 0), then cropped to the brain's box: the release normalises before it crops."""
+    rng = np.random.default_rng(0)
+    a, b = _volume(rng), 3.0 * _volume(rng)
+    paths = [_save(tmp_path, "a.nii.gz", a), _save(tmp_path, "b.nii.gz", b)]
+    out = preprocess_transforms(PreprocessConfig(intensity="zscore_volume"), (4, 4, 4))({"image": paths})["image"]
+    assert tuple(out.shape) == (2, 10, 8, 6)  # the brain's box
+    for channel, raw in enumerate((a, b)):
+        expected = (raw[5:15, 4:12, 3:9].astype(np.float64) - raw.mean(dtype=np.float64)) / raw.std(dtype=np.float64)
+        np.testing.assert_allclose(out[channel].numpy(), expected, rtol=1e-5, atol=1e-6)
+    # over the cropped box the statistics differ: the whole volume's were used, not the crop's
+    crop = a[5:15, 4:12, 3:9].astype(np.float64)
+    assert not np.allclose(out[0].numpy(), (crop - crop.mean()) / crop.std(), atol=1e-3)
+
+
+def test_zscore_volume_pads_with_the_background_as_the_volume_has_it(tmp_path):
+    """A volume smaller than the crop: padded with raw 0 (its background) before the z-score, so the padding takes
+    the background's z-value, not 0 (which is about the mean of the volume)."""
+    rng = np.random.default_rng(1)
+    a = _volume(rng)
+    paths = [_save(tmp_path, "a.nii.gz", a)]
+    cfg = PreprocessConfig(intensity="zscore_volume", crop_foreground=False)
+    out = preprocess_transforms(cfg, (24, 16, 12))({"image": paths})["image"][0].numpy()
+    assert out.shape == (24, 16, 12)
+    background = -a.mean(dtype=np.float64) / a.std(dtype=np.float64)
+    np.testing.assert_allclose(out[:2], background, rtol=1e-5)  # SpatialPad: 2 voxels on each side of X
+    np.testing.assert_allclose(out[-2:], background, rtol=1e-5)
+    np.testing.assert_allclose(out[2:-2], (a - a.mean(dtype=np.float64)) / a.std(dtype=np.float64), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_zscore_over_the_brain_is_unchanged(tmp_path):
+    """The default MRI preset: z-score over the non-zero voxels only, the background stays 0."""
+    rng = np.random.default_rng(2)
+    a = _volume(rng)
+    out = preprocess_transforms(PreprocessConfig(intensity="zscore", crop_foreground=False), (4, 4, 4))(
+        {"image": [_save(tmp_path, "a.nii.gz", a)]})["image"][0].numpy()
+    brain = a[a != 0].astype(np.float64)
+    np.testing.assert_allclose(out[a != 0], (brain - brain.mean()) / brain.std(), rtol=1e-5, atol=1e-6)
+    assert (out[a == 0] == 0).all()
+
+
+def test_an_unknown_intensity_is_refused_naming_the_three():
+    with pytest.raises(ValueError, match="preprocess.intensity must be one of 'ct', 'zscore', 'zscore_volume', got "
+                                         "'volume'"):
+        PreprocessConfig(intensity="volume")
+
+
+def _task(**options) -> Translation:
+    return Translation({"modality": SEQUENCES}, "brats.json", SimpleNamespace(input_channel=""),
+                       TranslateConfig(**options))
+
+
+def _setting(intensity: str) -> Setting:
+    return Setting(PreprocessConfig(intensity=intensity), (8, 8, 8), 1, 0.0, 1, 0.0, torch.device("cpu"),
+                   contextlib.nullcontext)
+
+
+def _zscored_brains(rng, n: int) -> torch.Tensor:
+    """``(n, 4, 8, 8, 8)``: four sequences z-scored over the whole volume, each with its own brain (a box shifted
+    per sequence, so the masks of the sequences differ), the background about -0.6."""
+    image = torch.full((n, 4, 8, 8, 8), -0.6)
+    for c in range(4):
+        image[:, c, 1 + c % 2 : 6 + c % 2, 1:-1, 1:-1] = torch.from_numpy(
+            rng.uniform(-0.3, 2.0, (n, 5, 6, 6))).float()
+    return image
+
+
+def test_the_release_mask_is_each_sequences_own_voxels_at_or_above_the_floor():
+    """The release's loss, ``MSELoss(reduction='sum')(out * mask, data * mask) * 10 / mask.sum()`` with
+    ``mask = data.ge(-0.35)`` of all four sequences, written out voxel by voxel."""
+    rng = np.random.default_rng(3)
+    task = _task(inputs="each", targets="all", loss="mse", loss_weight=10.0, mask="release")
+    image = _zscored_brains(rng, 2)
+    pred = torch.from_numpy(rng.normal(size=image.shape)).float()
+    loss = task.loss(lambda x: pred, {"image": image, "source": torch.tensor([1, 3])}, _setting("zscore_volume"))
+    data, out = image.numpy().astype(np.float64), pred.numpy().astype(np.float64)
+    mask = data >= -0.35
+    assert 0 < mask.mean() < 1 and not (mask[:, 0] == mask[:, 1]).all()  # each sequence its own brain
+    expected = ((out * mask - data * mask) ** 2).sum() * 10 / mask.sum()
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    # the default mask (the input's non-zero voxels) would be every voxel here
+    every = ((out - data) ** 2).mean() * 10
+    assert float(_task(inputs="each", targets="all", loss="mse", loss_weight=10.0).loss(
+        lambda x: pred, {"image": image, "source": torch.tensor([1, 3])}, _setting("zscore"))) == pytest.approx(
+        every, rel=1e-5)
+
+
+def test_the_release_mask_scores_each_other_sequence_in_its_own_brain():
+    """A network that copies its input (t1n) into the three outputs: the MSE of each other sequence over its own
+    voxels >= -0.35, the voxels of the three pooled."""
+    rng = np.random.default_rng(4)
+    image = _zscored_brains(rng, 1)[0]
+    scores = _task(mask="release").evaluate(lambda x: x.repeat(1, 3, 1, 1, 1), [{"image": image}],
+                                            _setting("zscore_volume"))
+    data = image.numpy().astype(np.float64)
+    errors = np.concatenate([((data[0] - data[c]) ** 2)[data[c] >= -0.35] for c in (1, 2, 3)])
+    assert scores["mse"] == pytest.approx(errors.mean(), rel=1e-5)
+
+
+@pytest.mark.parametrize("intensity, mask, words", [
+    ("zscore_volume", "nonzero", "translate.mask nonzero (the input's non-zero voxels) would be every voxel"),
+    ("zscore", "release", "translate.mask release (each sequence's voxels >= -0.35) reads sequences z-scored over "
+                          "the whole volume, but preprocess.intensity is zscore"),
+])
+def test_a_brain_mask_that_does_not_fit_the_normalisation_is_refused(intensity, mask, words):
+    with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        _task(mask=mask).check(_setting(intensity))
+    _task(mask=mask).check(_setting("zscore_volume" if mask == "release" else "zscore"))  # the fitting pair stands
+
+
+def test_segmentation_background_crops_need_a_zero_background():
+    task = Segmentation({"labels": {"0": "background", "1": "box"}}, "boxes.json", SimpleNamespace(input_channel=""))
+    with pytest.raises(ValueError, match=r"zscore_volume leaves no zero background.*segment.neg 1\)"):
+        task.check(_setting("zscore_volume"))
+    task.check(_setting("zscore"))
+    Segmentation({"labels": {"0": "background", "1": "box"}}, "boxes.json", SimpleNamespace(input_channel=""),
+                 SegmentConfig(neg=0)).check(_setting("zscore_volume"))
+
+
+def test_an_unknown_mask_is_refused_naming_the_key():
+    with pytest.raises(ValueError, match="translate.mask must be 'nonzero' or 'release'"):
+        build_config({"translate": {"mask": "brain"}})
+
+
+def _write_brains(root, rng, n=3, shape=(64, 32, 32)) -> str:
+    entries = []
+    for i in range(n):
+        images = []
+        for k, name in SEQUENCES.items():
+            array = np.zeros(shape, np.float32)
+            array[4:-4, 4:-4, 4:-4] = (1.0 + int(k)) * rng.uniform(0.7, 1.3, tuple(s - 8 for s in shape))
+            nib.save(nib.Nifti1Image(array, np.eye(4)), str(root / f"b{i}_{name}.nii.gz"))
+            images.append(f"b{i}_{name}.nii.gz")
+        entries.append({"id": f"b{i}", "image": images})
+    js = root / "dataset.json"
+    js.write_text(json.dumps({"name": "brains", "task": "translation", "modality": SEQUENCES,
+                              "training": entries[:-1], "validation": entries[-1:]}))
+    return str(js)
+
+
+def test_the_releases_normalisation_and_mask_train_end_to_end_and_a_mismatch_writes_nothing(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    source = _write_brains(tmp_path / "data", np.random.default_rng(5))
+    config = tmp_path / "ft.yaml"
+    config.write_text(yaml.safe_dump({**TINY_FT, "train": {**TINY_FT["train"], "steps": 2}}))
+    common = ["finetune", "--config", str(config), "--data.source", source, "--preprocess.intensity", "zscore_volume",
+              "--translate.inputs", "each", "--translate.targets", "all", "--translate.loss", "mse"]
+    out = tmp_path / "run"
+    assert main([*common, "--translate.mask", "release", "--run.out_dir", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["options"]["translate.mask"] == "release" and m["options"]["preprocess.intensity"] == "zscore_volume"
+    assert np.isfinite(m["psnr"]) and np.isfinite(m["mse"])
+    capsys.readouterr()
+    assert main([*common, "--run.out_dir", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert "translate.mask nonzero" in err and "zscore_volume" in err, err
+    assert not (tmp_path / "refused").exists()
