@@ -94,7 +94,8 @@ def test_the_finetuning_table_names_each_departure_of_scale_paper_from_the_relea
                                                           "rot90_prob 0.2", "over the whole volume"),
         # RECON/test.py: NormalizeIntensity(channel_wise=True) on the output, outside data.ge(-0.35) the target's voxels,
         # skimage ssim/psnr with data_range the larger range, all 16 pairs; here the other 3 sequences, in the brain
-        "BraTS 2023 scores": ("NormalizeIntensity(channel_wise=True)", "data.ge(-0.35)", "all 16", "other than the input"),
+        "BraTS 2023 scores": ("NormalizeIntensity(channel_wise=True)", "data.ge(-0.35)", "all 16", "other than the input",
+                              "translate: {score: release}", "pairs_psnr"),
         # BTCV/main.py and CC-CCII/main.py load the student (keys with "teacher" dropped); the pipeline exports the teacher
         "starting encoder": ("the student", "EMA teacher", "--which student"),
         # CC-CCII/utils/data_utils.py:71 one subset (random_state=1) for every run; here the same for CC-CCII through

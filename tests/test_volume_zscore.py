@@ -1,7 +1,8 @@
-"""The release's BraTS 2023 normalisation and brain mask as options (``Downstream/RECON``: ``NormalizeIntensityd`` of
-each whole sequence in ``utils/data_utils.py``, ``mask = data.ge(-0.35)`` in ``trainer.py``):
-``preprocess.intensity zscore_volume`` and ``translate.mask release``, checked against small computations written out
-here, and the refusals of the combinations that would read every voxel as the brain or body."""
+"""The release's BraTS 2023 normalisation, brain mask and scores as options (``Downstream/RECON``:
+``NormalizeIntensityd`` of each whole sequence in ``utils/data_utils.py``, ``mask = data.ge(-0.35)`` in ``trainer.py``,
+scikit-image's scores in ``test.py``): ``preprocess.intensity zscore_volume``, ``translate.mask release`` and
+``translate.score release``, checked against small computations written out here, and the refusals of the
+combinations that would read every voxel as the brain or body."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from scipy.ndimage import uniform_filter
 
 from s2dc.cli import main
 from s2dc.data.preprocess import preprocess_transforms
 from s2dc.data.preprocess_config import PreprocessConfig
+from s2dc.downstream.metrics import release_volume_scores
 from s2dc.downstream.tasks.common import Setting
 from s2dc.downstream.tasks.segmentation import Segmentation
 from s2dc.downstream.tasks.translation import Translation
@@ -95,8 +98,8 @@ def _task(**options) -> Translation:
                        TranslateConfig(**options))
 
 
-def _setting(intensity: str) -> Setting:
-    return Setting(PreprocessConfig(intensity=intensity), (8, 8, 8), 1, 0.0, 1, 0.0, torch.device("cpu"),
+def _setting(intensity: str, roi=(8, 8, 8)) -> Setting:
+    return Setting(PreprocessConfig(intensity=intensity), roi, 1, 0.0, 1, 0.0, torch.device("cpu"),
                    contextlib.nullcontext)
 
 
@@ -167,6 +170,80 @@ def test_an_unknown_mask_is_refused_naming_the_key():
         build_config({"translate": {"mask": "brain"}})
 
 
+def _skimage_scores(pred: np.ndarray, target: np.ndarray) -> tuple[float, float, float]:
+    """scikit-image's ``peak_signal_noise_ratio`` and ``structural_similarity`` (``win_size`` 7, uniform weights,
+    ``use_sample_covariance``), as its source computes them, with ``data_range`` the larger of the two ranges (the
+    release's ``rg``); and the MSE."""
+    x, y = pred.astype(np.float64), target.astype(np.float64)
+    r = max(np.ptp(x), np.ptp(y))
+    err = ((x - y) ** 2).mean()
+    ux, uy = uniform_filter(x, 7), uniform_filter(y, 7)
+    uxx, uyy, uxy = uniform_filter(x * x, 7), uniform_filter(y * y, 7), uniform_filter(x * y, 7)
+    n = 7**3 / (7**3 - 1)
+    vx, vy, vxy = n * (uxx - ux * ux), n * (uyy - uy * uy), n * (uxy - ux * uy)
+    c1, c2 = (0.01 * r) ** 2, (0.03 * r) ** 2
+    ssim = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+    return 10 * np.log10(r**2 / err), ssim[3:-3, 3:-3, 3:-3].mean(), err
+
+
+def test_the_release_volume_scores_are_scikit_images():
+    rng = np.random.default_rng(6)
+    target = rng.normal(size=(12, 10, 9))
+    pred = target + rng.normal(scale=0.5, size=target.shape)
+    got = release_volume_scores(torch.from_numpy(pred).float(), torch.from_numpy(target).float())
+    np.testing.assert_allclose(got, _skimage_scores(pred.astype(np.float32), target.astype(np.float32)), rtol=1e-6)
+    psnr, ssim, mse = release_volume_scores(torch.from_numpy(target), torch.from_numpy(target))
+    assert (psnr, mse) == (float("inf"), 0.0) and ssim == pytest.approx(1.0, abs=1e-12)
+    # a constant prediction: no structure shared, so the SSIM is its luminance term at most, far below 1
+    assert release_volume_scores(torch.zeros(12, 10, 9), torch.from_numpy(target))[1] < 0.05
+    with pytest.raises(ValueError, match="at least 7 voxels"):
+        release_volume_scores(torch.zeros(12, 10, 6), torch.zeros(12, 10, 6))
+
+
+def test_release_scoring_renormalises_fills_the_background_and_scores_all_sixteen_pairs():
+    """A network that copies its input into all four outputs, scored as the release's test.py: each output channel
+    z-scored over the volume (numpy's mean and population std), the target's voxels outside ``data >= -0.35``, then
+    scikit-image's scores of every input -> output pair, averaged over the two cases; the input's own among them."""
+    rng = np.random.default_rng(7)
+    cases = [torch.from_numpy(rng.normal(size=(4, 10, 10, 10))).float() * 0.8 for _ in range(2)]
+    task = _task(inputs="each", targets="all", mask="release", score="release")
+    scores = task.evaluate(lambda x: x.repeat(1, 4, 1, 1, 1), [{"image": c} for c in cases],
+                           _setting("zscore_volume", roi=(10, 10, 10)))
+    names = list(SEQUENCES.values())
+    assert sorted(scores["pairs_psnr"]) == sorted(f"{a}_2_{b}" for a in names for b in names)
+    expected = {}
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            per_case = []
+            for image in cases:
+                data = image.numpy().astype(np.float64)
+                out = (data[i] - data[i].mean()) / data[i].std()
+                out = np.where(data[j] >= -0.35, out, data[j])
+                per_case.append(_skimage_scores(out, data[j]))
+            expected[f"{a}_2_{b}"] = np.mean(per_case, axis=0)
+    for pair, (p, s_, m) in expected.items():
+        assert scores["pairs_psnr"][pair] == pytest.approx(p, rel=1e-4), pair
+        assert scores["pairs_ssim"][pair] == pytest.approx(s_, rel=1e-4, abs=1e-6), pair
+        assert scores["pairs_mse"][pair] == pytest.approx(m, rel=1e-4), pair
+    assert scores["psnr"] == pytest.approx(np.mean([v[0] for v in expected.values()]), rel=1e-4)
+    assert scores["mse"] == pytest.approx(np.mean([v[2] for v in expected.values()]), rel=1e-4)
+    # the input's own sequence, renormalised, is scored too: better than the other outputs of that input
+    for a in names:
+        own = scores["pairs_psnr"][f"{a}_2_{a}"]
+        assert own > max(scores["pairs_psnr"][f"{a}_2_{b}"] for b in names if b != a), a
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"targets": "others", "mask": "release"}, "needs translate.targets all (got others)"),
+    ({"targets": "all", "mask": "nonzero"}, "and translate.mask release (got nonzero)"),
+])
+def test_release_scoring_without_every_output_or_the_release_mask_is_refused(options, words):
+    with pytest.raises(ValueError, match=r"translate.score release .*" + words.replace("(", r"\(").replace(")", r"\)")):
+        build_config({"translate": {**options, "score": "release"}})
+    with pytest.raises(ValueError, match="translate.score must be 'brain' or 'release'"):
+        build_config({"translate": {"score": "test"}})
+
+
 def _write_brains(root, rng, n=3, shape=(64, 32, 32)) -> str:
     entries = []
     for i in range(n):
@@ -194,7 +271,13 @@ def test_the_releases_normalisation_and_mask_train_end_to_end_and_a_mismatch_wri
     assert main([*common, "--translate.mask", "release", "--run.out_dir", str(out)]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["options"]["translate.mask"] == "release" and m["options"]["preprocess.intensity"] == "zscore_volume"
-    assert np.isfinite(m["psnr"]) and np.isfinite(m["mse"])
+    assert np.isfinite(m["psnr"]) and np.isfinite(m["mse"]) and "pairs_psnr" not in m
+    assert main([*common, "--translate.mask", "release", "--translate.score", "release", "--run.out_dir",
+                 str(tmp_path / "release")]) == 0
+    r = json.loads((tmp_path / "release" / "metrics.json").read_text())
+    assert len(r["pairs_psnr"]) == 16 and r["options"]["translate.score"] == "release"
+    assert r["psnr"] == pytest.approx(np.mean(list(r["pairs_psnr"].values())))
+    assert r["score"]["value"] == r["psnr"]
     capsys.readouterr()
     assert main([*common, "--run.out_dir", str(tmp_path / "refused")]) == 2
     err = capsys.readouterr().err

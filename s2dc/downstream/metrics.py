@@ -3,7 +3,8 @@
 Segmentation: Dice per class or region, as MONAI's ``DiceMetric`` with ``ignore_empty`` (in double precision).
 Classification: accuracy and macro one-vs-rest ROC AUC (MONAI ``compute_roc_auc``). Reconstruction and translation:
 PSNR (data range = the target's range), SSIM (MONAI ``SSIMMetric``), NRMSE (RMSE / RMS of the target) and MSE, each
-optionally inside a mask (translation: the brain)."""
+optionally inside a mask (translation: the brain); and the release's BraTS 2023 scores of a whole volume
+(:func:`release_volume_scores`, scikit-image's definitions)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.metrics import SSIMMetric, compute_roc_auc
 from monai.networks.utils import one_hot
 
@@ -113,3 +115,25 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = N
     win = max(3, (min(7, *target.shape[-3:]) - 1) // 2 * 2 + 1)  # 7, or the largest odd size the volume holds
     metric = SSIMMetric(spatial_dims=3, data_range=data_range, win_size=win)
     return float(metric(pred.reshape(-1, 1, *pred.shape[-3:]), target.reshape(-1, 1, *target.shape[-3:])).mean())
+
+
+def release_volume_scores(pred: torch.Tensor, target: torch.Tensor, win: int = 7) -> tuple[float, float, float]:
+    """PSNR dB, SSIM and MSE of one whole volume ``(X, Y, Z)`` as the release's BraTS 2023 ``test.py`` scores it with
+    scikit-image (``peak_signal_noise_ratio``, ``structural_similarity`` at its defaults), in double precision:
+    ``data_range`` R the larger of the two volumes' ranges; PSNR ``10 log10(R^2 / MSE)``; SSIM with a uniform
+    ``win``-voxel window, sample (co)variances (times N / (N - 1), N = win^3), C1 = (0.01 R)^2, C2 = (0.03 R)^2,
+    averaged over the voxels at least ``(win - 1) / 2`` from every border (the windows inside the volume)."""
+    x, y = pred.double().reshape(1, 1, *pred.shape[-3:]), target.double().reshape(1, 1, *target.shape[-3:])
+    if min(x.shape[-3:]) < win:
+        raise ValueError(f"the release's SSIM needs a volume of at least {win} voxels along every axis, got "
+                         f"{tuple(x.shape[-3:])}")
+    err = float(((x - y) ** 2).mean())
+    data_range = max(float(x.max() - x.min()), float(y.max() - y.min()))
+    psnr_ = float("inf") if err == 0 else 10.0 * float(np.log10(data_range**2 / err))
+    mean = lambda v: F.avg_pool3d(v, win, stride=1)  # noqa: E731  (the valid windows only)
+    ux, uy = mean(x), mean(y)
+    norm = win**3 / (win**3 - 1)
+    vx, vy, vxy = norm * (mean(x * x) - ux**2), norm * (mean(y * y) - uy**2), norm * (mean(x * y) - ux * uy)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = (2 * ux * uy + c1) * (2 * vxy + c2) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+    return psnr_, float(s.mean()), err

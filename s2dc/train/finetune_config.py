@@ -248,6 +248,8 @@ TRANSLATE_LOSSES = ("l1", "mse")
 TRANSLATE_MASKS = ("nonzero", "release")
 #: The release's brain threshold on sequences z-scored over the whole volume (``Downstream/RECON/trainer.py``).
 RELEASE_BRAIN_FLOOR = -0.35
+#: ``translate.score``: ours (the other sequences, in the brain) or the release's (``Downstream/RECON/test.py``).
+TRANSLATE_SCORES = ("brain", "release")
 
 
 @dataclass(frozen=True)
@@ -262,14 +264,18 @@ class TranslateConfig:
     ``mask``: the brain, where the loss and the scores are taken: ``nonzero``, the input's non-zero voxels (the
     background of sequences z-scored over the brain, ``preprocess.intensity zscore``), or ``release``, each
     sequence's own voxels >= -0.35 (``data.ge(-0.35)``, for sequences z-scored over the whole volume,
-    ``zscore_volume``, whose background is no longer 0). Every protocol scores the sequences other than the input
-    only: copying the input is no translation."""
+    ``zscore_volume``, whose background is no longer 0). ``score``: ``brain`` scores the sequences other than the
+    input only (copying the input is no translation), inside the brain; ``release`` as the release's ``test.py``:
+    every output z-scored again over the whole volume, outside the mask replaced by the target, then scikit-image's
+    PSNR, SSIM and MSE over the whole volume for every input -> output pair, the input's own among them (needs
+    ``targets: all`` and ``mask: release``)."""
 
     inputs: str = "one"
     targets: str = "others"
     loss: str = "l1"
     loss_weight: float = 1.0
     mask: str = "nonzero"
+    score: str = "brain"
 
     def __post_init__(self) -> None:
         cfgtools.check(self.inputs in TRANSLATE_INPUTS, "translate.inputs", " or ".join(map(repr, TRANSLATE_INPUTS)),
@@ -282,6 +288,12 @@ class TranslateConfig:
                        self.loss_weight)
         cfgtools.check(self.mask in TRANSLATE_MASKS, "translate.mask", " or ".join(map(repr, TRANSLATE_MASKS)),
                        self.mask)
+        cfgtools.check(self.score in TRANSLATE_SCORES, "translate.score", " or ".join(map(repr, TRANSLATE_SCORES)),
+                       self.score)
+        if self.score == "release" and (self.targets, self.mask) != ("all", "release"):
+            raise ValueError("translate.score release scores every input -> output pair in the release's brain: it "
+                             f"needs translate.targets all (got {self.targets}) and translate.mask release (got "
+                             f"{self.mask})")
         if self.inputs == "each" and self.targets != "all":
             raise ValueError("translate.inputs each needs translate.targets all: with each sequence as input, 'the "
                              "others' would be other sequences for each input, and an output channel no one sequence")
@@ -484,6 +496,9 @@ HELP = {
                       "preprocess.intensity zscore) or 'release' (each sequence's voxels >= -0.35, release BraTS 2023; "
                       "with preprocess.intensity zscore_volume)",
     "translate.loss_weight": "factor on the loss (release BraTS 2023: 10)",
+    "translate.score": "'brain' (the other sequences, inside translate.mask) or 'release' (release BraTS 2023 test.py: "
+                       "outputs z-scored again, outside the mask the target's voxels, scikit-image's PSNR/SSIM/MSE over "
+                       "the whole volume, every input -> output pair; needs translate.targets all, translate.mask release)",
     "eval.every": "validate every N steps (0: only at the end; always at the end)",
     "eval.overlap": "sliding-window overlap (release: 0.75; 0.5 here for speed)",
     "eval.sw_batch_size": "windows per forward pass in sliding-window inference",

@@ -92,9 +92,10 @@ def random_flips_and_turns(keys: list[str], s: Setting) -> list:
 
 
 @torch.no_grad()
-def infer(model: torch.nn.Module, image: torch.Tensor, s: Setting) -> torch.Tensor:
-    """Sliding-window prediction ``(1, K, X, Y, Z)`` float32 of one ``(C, X, Y, Z)`` image."""
+def infer(model: torch.nn.Module, image: torch.Tensor, s: Setting, mode: str = "constant") -> torch.Tensor:
+    """Sliding-window prediction ``(1, K, X, Y, Z)`` float32 of one ``(C, X, Y, Z)`` image; ``mode``: how the
+    overlapping windows are blended (MONAI's ``constant`` or ``gaussian``)."""
     x = plain(image)[None].to(s.device, torch.float32)
     with s.autocast():
-        out = sliding_window_inference(x, s.roi_size, s.sw_batch_size, model, overlap=s.overlap)
+        out = sliding_window_inference(x, s.roi_size, s.sw_batch_size, model, overlap=s.overlap, mode=mode)
     return plain(out).float()

@@ -8,7 +8,8 @@ by sliding windows. Scores inside the brain mask (the input's non-zero voxels): 
 The ``translate`` options give the release's protocol instead (``inputs: each``, ``targets: all``, ``loss: mse``,
 ``loss_weight: 10``): each sequence in turn as input, all C predicted; the scores stay those of the other sequences.
 With ``preprocess.intensity zscore_volume`` (the release's z-score over the whole volume) the brain is
-``translate.mask release``: each sequence's own voxels >= -0.35.
+``translate.mask release``: each sequence's own voxels >= -0.35; ``translate.score release`` scores as the release's
+``test.py`` (:meth:`Translation.release_scores`).
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from monai.transforms import Compose, MapTransform, Randomizable
+from monai.transforms import Compose, MapTransform, NormalizeIntensity, Randomizable
 
 from ...data.errors import DataError
 from ...data.volumes import plain
 from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
 from ...train.finetune_config import RELEASE_BRAIN_FLOOR, TranslateConfig
-from ..metrics import mse, psnr, ssim
+from ..metrics import mse, psnr, release_volume_scores, ssim
 from .common import Setting, Task, cached_pair, infer, random_crops
 
 
@@ -144,7 +145,9 @@ class Translation(Task):
 
     def evaluate(self, model: torch.nn.Module, val, s: Setting) -> dict:
         """PSNR, SSIM and MSE of the sequences other than the input, in the brain; the mean over the validation cases
-        (and over each sequence as input, with ``inputs: each``)."""
+        (and over each sequence as input, with ``inputs: each``). With ``score: release``: :meth:`release_scores`."""
+        if self.options.score == "release":
+            return self.release_scores(model, val, s)
         scores = []
         for i in range(len(val)):
             image = plain(val[i]["image"]).float()
@@ -164,3 +167,28 @@ class Translation(Task):
                 scores.append((psnr(pred, target, mask), ssim(pred, target, mask), mse(pred, target, mask)))
         psnr_, ssim_, mse_ = (sum(v) / len(v) for v in zip(*scores))
         return {"psnr": psnr_, "ssim": ssim_, "mse": mse_}
+
+    def release_scores(self, model: torch.nn.Module, val, s: Setting) -> dict:
+        """The release's ``test.py``: for each case and input sequence i, the prediction of all C sequences (windows
+        blended by a Gaussian), each channel z-scored again over the whole volume (MONAI ``NormalizeIntensity``),
+        outside the mask (each sequence's voxels >= -0.35) replaced by the target's voxels; then PSNR, SSIM and MSE of
+        each output j against sequence j over the whole volume (:func:`~s2dc.downstream.metrics.release_volume_scores`),
+        the input's own (j = i) among them. Returns the means over the cases of each pair under ``pairs_psnr`` /
+        ``pairs_ssim`` / ``pairs_mse`` (keys ``"t1n_2_t1c"``, the release's), and ``psnr``, ``ssim``, ``mse`` their
+        means over the pairs."""
+        renormalise = NormalizeIntensity(channel_wise=True)
+        pairs: dict[str, list[tuple[float, float, float]]] = {}
+        for i in range(len(val)):
+            image = plain(val[i]["image"]).float()
+            mask = image >= RELEASE_BRAIN_FLOOR
+            for source in self.inputs:
+                pred = torch.as_tensor(renormalise(infer(model, image[source : source + 1], s, mode="gaussian")[0].cpu()))
+                pred = torch.where(mask, pred, image)
+                for c, name in enumerate(self.channels):
+                    pairs.setdefault(f"{self.channels[source]}_2_{name}", []).append(
+                        release_volume_scores(pred[c], image[c]))
+        means = {pair: [sum(v) / len(v) for v in zip(*values)] for pair, values in pairs.items()}
+        result = {key: sum(m[k] for m in means.values()) / len(means) for k, key in enumerate(("psnr", "ssim", "mse"))}
+        for k, key in enumerate(("psnr", "ssim", "mse")):
+            result[f"pairs_{key}"] = {pair: m[k] for pair, m in means.items()}
+        return result
