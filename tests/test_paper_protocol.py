@@ -88,9 +88,10 @@ def test_the_finetuning_table_names_each_departure_of_scale_paper_from_the_relea
         "CC-CCII input, head and optimiser": ("64×384×384", "768→1024→3", "amsgrad=True", "classify.view whole",
                                               "nearest-exact", "train.epochs 100", "train.warmup_epochs 5"),
         # RECON/trainer.py: each sequence as input, masked MSE x10, a step per sequence; train.sh --out_channels 4;
-        # main.py scheduler None; here the same through the translate options, but one input drawn a crop
-        "BraTS 2023 inputs, outputs, loss and schedule": ("masked MSE ×10", "no scheduler", "translate.inputs each",
-                                                          "train.schedule constant", "drawn at random",
+        # main.py scheduler None; here the same through the translate options (a crop's four sequences a step each)
+        "BraTS 2023 inputs, outputs, loss and schedule": ("masked MSE ×10", "no scheduler", "translate.inputs cycle",
+                                                          "train.schedule constant", "a crop serves 4 steps",
+                                                          "train: {epochs: 2000}",
                                                           "rot90_prob 0.2", "over the whole volume"),
         # RECON/test.py: NormalizeIntensity(channel_wise=True) on the output, outside data.ge(-0.35) the target's voxels,
         # skimage ssim/psnr with data_range the larger range, all 16 pairs; here the other 3 sequences, in the brain
@@ -144,7 +145,7 @@ def test_scale_paper_fine_tunes_brats23_as_the_release_does():
     z-scored, before `CropForegroundD(... select_fn=lambda x: (x >= -0.35))`; trainer.py `mask = data.ge(-0.35)`)."""
     entry = _paper()["datasets"]["brats23"]["finetune"]
     translate, train = entry["translate"], entry["train"]
-    assert translate == {"inputs": "each", "targets": "all", "loss": "mse", "loss_weight": 10.0, "mask": "release"}
+    assert translate == {"inputs": "cycle", "targets": "all", "loss": "mse", "loss_weight": 10.0, "mask": "release"}
     assert RELEASE_BRAIN_FLOOR == -0.35
     assert (train["lr"], train["schedule"], train["warmup_steps"]) == (2e-4, "constant", 0)
     assert (train["samples_per_volume"], train["flip_prob"], train["rot90_prob"]) == (1, 0.2, 0.2)  # main.py:91-92

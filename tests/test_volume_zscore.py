@@ -283,3 +283,105 @@ def test_the_releases_normalisation_and_mask_train_end_to_end_and_a_mismatch_wri
     err = capsys.readouterr().err
     assert "translate.mask nonzero" in err and "zscore_volume" in err, err
     assert not (tmp_path / "refused").exists()
+
+
+# --------------------------------------------------------------------------- translate.inputs cycle
+
+
+def _crops(task, n_cases=3, seed=0):
+    """Cases of four random sequences (12³) and the task's training augmentation (8³ crops)."""
+    rng = np.random.default_rng(seed)
+    cases = [{"image": torch.from_numpy(rng.normal(size=(4, 12, 12, 12))).float()} for _ in range(n_cases)]
+    return cases, task.augment(_setting("zscore", roi=(8, 8, 8)))
+
+
+def test_cycle_gives_each_crop_for_one_step_per_sequence_each_sequence_once():
+    """The release's loop (trainer.py: `np.random.shuffle(modal_index)`, then a step per sequence of one crop): steps
+    4u .. 4u + 3 share batch u, which is the batch a one-step-a-batch stream builds at step u (the crop does not
+    depend on the repeat), and their inputs are the four sequences, each once, in the crop's drawn order."""
+    from s2dc.downstream.engine import StepBatches
+
+    task = _task(inputs="cycle", targets="all")
+    assert task.steps_per_batch == 4 and task.inputs == [0, 1, 2, 3]
+    cases, augment = _crops(task)
+    cycled = StepBatches(cases, augment, batch_size=2, seed=5, steps_per_batch=4)
+    plain_stream = StepBatches(cases, augment, batch_size=2, seed=5)
+    orders = set()
+    for u in range(3):
+        reference = plain_stream[u]
+        seen = []
+        for turn in range(4):
+            batch = cycled[4 * u + turn]
+            assert int(batch["turn"]) == turn
+            assert torch.equal(batch["image"], reference["image"]) and torch.equal(batch["order"], reference["order"])
+            x, target, _ = task.training_split(batch["image"], batch)
+            for b in range(2):
+                c = int(batch["order"][b, turn])
+                assert torch.equal(x[b, 0], batch["image"][b, c])
+            assert torch.equal(target, batch["image"])
+            seen.append([int(batch["order"][b, turn]) for b in range(2)])
+        for b in range(2):
+            assert sorted(s[b] for s in seen) == [0, 1, 2, 3]  # every sequence of the crop once
+            orders.add(tuple(s[b] for s in seen))
+        assert not torch.equal(cycled[4 * u]["image"], cycled[4 * u + 4]["image"])  # the next batch: other crops
+    assert len(orders) > 1  # the order is drawn, not fixed
+
+
+def test_one_step_a_batch_streams_carry_no_turn():
+    from s2dc.downstream.engine import StepBatches
+
+    task = _task(inputs="each", targets="all")
+    assert task.steps_per_batch == 1
+    cases, augment = _crops(task)
+    assert "turn" not in StepBatches(cases, augment, batch_size=1, seed=0)[3]
+
+
+def test_an_epoch_of_cycle_is_one_step_per_sequence_of_every_batch():
+    cfg = build_config({"train": {"epochs": 2, "warmup_epochs": 1, "batch_size": 2},
+                        "translate": {"inputs": "cycle", "targets": "all"}})
+    t = cfg.in_steps(5, steps_per_batch=4).train
+    assert (t.steps, t.warmup_steps) == (2 * 3 * 4, 1 * 3 * 4)  # ceil(5 / 2) = 3 batches an epoch, 4 steps each
+    with pytest.raises(ValueError, match="translate.inputs cycle needs translate.targets all"):
+        build_config({"translate": {"inputs": "cycle"}})
+    with pytest.raises(ValueError, match=r"translate.inputs cycle gives every sequence in turn"):
+        Translation({"modality": SEQUENCES}, "brats.json", SimpleNamespace(input_channel="t2w"),
+                    TranslateConfig(inputs="cycle", targets="all"))
+
+
+def test_cycle_trains_end_to_end_and_resumes_mid_crop_to_the_same_weights(tmp_path):
+    """Six steps of cycle (a crop's four, then two of the next): stopped after its step-3 checkpoint (mid-crop) and
+    run again, it ends with the weights of the run that was never stopped, bit for bit: a step's batch and turn
+    depend on its number alone."""
+    from s2dc.downstream.engine import finetune as run_finetune
+
+    (tmp_path / "data").mkdir()
+    source = _write_brains(tmp_path / "data", np.random.default_rng(8))
+    config = tmp_path / "ft.yaml"
+    values = {**TINY_FT, "train": {**TINY_FT["train"], "steps": 6}, "eval": {**TINY_FT["eval"], "every": 3}}
+    config.write_text(yaml.safe_dump(values))
+    common = ["finetune", "--config", str(config), "--data.source", source, "--translate.inputs", "cycle",
+              "--translate.targets", "all", "--translate.loss", "mse", "--data.cache_dir", str(tmp_path / "cache"),
+              "--preprocess.intensity", "zscore"]
+    assert main([*common, "--run.out_dir", str(tmp_path / "whole"), "--run.checkpoint_every", "0"]) == 0
+    m = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert m["options"]["translate.inputs"] == "cycle" and m["steps"] == 6 and np.isfinite(m["psnr"])
+
+    out = tmp_path / "stopped"
+    cfg = build_config({**values, "data": {**values["data"], "source": source, "cache_dir": str(tmp_path / "cache")},
+                        "translate": {"inputs": "cycle", "targets": "all", "loss": "mse"},
+                        "preprocess": {"intensity": "zscore"},
+                        "run": {**values["run"], "out_dir": str(out), "checkpoint_every": 3}})
+
+    def stop(step, value):
+        if step == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(cfg, on_score=stop)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000003.pt"]
+    assert main([*common, "--run.out_dir", str(out), "--run.checkpoint_every", "3"]) == 0
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert resumed["resumed_from_step"] == 3
+    a, b = (torch.load(f / "model.pt", weights_only=True) for f in (tmp_path / "whole", out))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["history"] == m["history"]

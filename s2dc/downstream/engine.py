@@ -85,17 +85,27 @@ class StepBatches(torch.utils.data.Dataset):
     """Item ``t`` = the collated training batch of step ``t`` (0-based): ``batch_size`` cases, each through the random
     ``augment`` (``samples_per_volume`` crops, flips). Case ``k = t * batch_size + j`` is position ``k % n`` of
     epoch ``k // n``'s permutation of the ``n`` cases, and its augmentation is seeded with ``(seed, t, j)``: the batch
-    depends on nothing else (not on the loader processes, nor on the steps before)."""
+    depends on nothing else (not on the loader processes, nor on the steps before). With ``steps_per_batch`` r > 1,
+    steps ``r u .. r u + r - 1`` share the batch ``u`` (built again for each: cheap beside a step, and a step's batch
+    stays a function of its number, so a resume between them is exact) and carry their ``turn`` ``t % r`` under
+    ``"turn"`` (the task's :attr:`~s2dc.downstream.tasks.common.Task.steps_per_batch`)."""
 
     ORDER, AUGMENT = 3, 4  # streams of :func:`step_seed`
 
-    def __init__(self, cases, augment, batch_size: int, seed: int) -> None:
+    def __init__(self, cases, augment, batch_size: int, seed: int, steps_per_batch: int = 1) -> None:
         self.cases, self.augment, self.batch_size, self.seed = cases, augment, batch_size, seed
+        self.steps_per_batch = steps_per_batch
 
     def __len__(self) -> int:
         return 2**62
 
     def __getitem__(self, step: int) -> dict:
+        if self.steps_per_batch > 1:
+            shared, turn = divmod(step, self.steps_per_batch)
+            return {**self._batch(shared), "turn": torch.tensor(turn)}
+        return self._batch(step)
+
+    def _batch(self, step: int) -> dict:
         n, samples = len(self.cases), []
         for j in range(self.batch_size):
             epoch, position = divmod(step * self.batch_size + j, n)
@@ -232,7 +242,7 @@ class Finetuner:
         self.split_seed = cfg.run.seed if cfg.data.split_seed is None else cfg.data.split_seed
         self.train_cases = choose_subset(self.all_train, cfg.data.label_ratio, self.split_seed,
                                          stratify_by=self.task.stratify_by)
-        cfg = self.cfg = cfg.in_steps(len(self.train_cases))  # train.epochs -> steps of this subset
+        cfg = self.cfg = cfg.in_steps(len(self.train_cases), self.task.steps_per_batch)  # train.epochs -> steps
         self.val_cases = _sorted(list_cases(source, cfg.data.val_key, roles, self.spec))
         refuse_training_cases_in_validation(self.all_train, self.val_cases, source, cfg.data.train_key,
                                             cfg.data.val_key)
@@ -324,7 +334,8 @@ class Finetuner:
     def _batches(self, train):
         """The training batches of steps ``self.step`` .. ``train.steps - 1`` (:class:`StepBatches`)."""
         cfg = self.cfg
-        batches = StepBatches(train, self.task.augment(self.setting), cfg.train.batch_size, cfg.run.seed)
+        batches = StepBatches(train, self.task.augment(self.setting), cfg.train.batch_size, cfg.run.seed,
+                              self.task.steps_per_batch)
         return iter(torch.utils.data.DataLoader(  # its own generator: torch's global one is drop-path's (resume)
             batches, batch_size=None, sampler=range(self.step, cfg.train.steps), collate_fn=_as_is,
             num_workers=cfg.data.workers, generator=torch.Generator().manual_seed(cfg.run.seed),

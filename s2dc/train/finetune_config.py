@@ -237,8 +237,9 @@ class SegmentConfig:
                                  f"the {kind} too, or leave its probability at 1")
 
 
-#: ``translate.inputs``: the one sequence data.input_channel names, or each sequence in turn.
-TRANSLATE_INPUTS = ("one", "each")
+#: ``translate.inputs``: the one sequence data.input_channel names, or each sequence in turn (a crop's input drawn at
+#: random, or every sequence of a crop as input, a step each: ``cycle``).
+TRANSLATE_INPUTS = ("one", "each", "cycle")
 #: ``translate.targets``: the sequences other than the input, or all of them (the input's own too).
 TRANSLATE_TARGETS = ("others", "all")
 #: ``translate.loss``: mean absolute or mean squared error inside the brain.
@@ -258,9 +259,10 @@ class TranslateConfig:
 
     ``inputs: each`` with ``targets: all`` is the release's BraTS 2023 protocol (``Downstream/RECON/trainer.py``):
     every sequence serves as input and the network predicts all of them, its input's too (``--out_channels 4``), so
-    that an output channel is one sequence whatever the input. In training each crop's input is drawn uniformly
-    (the release gives a crop's four sequences in turn, an optimiser step each); validation scores each sequence
-    as input in turn and averages. ``loss``: L1 or MSE inside the brain, times ``loss_weight`` (release: MSE, 10).
+    that an output channel is one sequence whatever the input. In training each crop's input is drawn uniformly;
+    ``inputs: cycle`` gives each crop's C sequences in turn instead, in a random order, an optimiser step each (the
+    release's loop over a crop's four sequences: C steps a crop, so an epoch is C steps per batch); validation
+    scores each sequence as input in turn and averages. ``loss``: L1 or MSE inside the brain, times ``loss_weight`` (release: MSE, 10).
     ``mask``: the brain, where the loss and the scores are taken: ``nonzero``, the input's non-zero voxels (the
     background of sequences z-scored over the brain, ``preprocess.intensity zscore``), or ``release``, each
     sequence's own voxels >= -0.35 (``data.ge(-0.35)``, for sequences z-scored over the whole volume,
@@ -294,9 +296,10 @@ class TranslateConfig:
             raise ValueError("translate.score release scores every input -> output pair in the release's brain: it "
                              f"needs translate.targets all (got {self.targets}) and translate.mask release (got "
                              f"{self.mask})")
-        if self.inputs == "each" and self.targets != "all":
-            raise ValueError("translate.inputs each needs translate.targets all: with each sequence as input, 'the "
-                             "others' would be other sequences for each input, and an output channel no one sequence")
+        if self.inputs != "one" and self.targets != "all":
+            raise ValueError(f"translate.inputs {self.inputs} needs translate.targets all: with each sequence as "
+                             "input, 'the others' would be other sequences for each input, and an output channel no "
+                             "one sequence")
 
 
 @dataclass(frozen=True)
@@ -366,15 +369,16 @@ class FinetuneConfig:
                 f"SwinUNETR's InstanceNorm needs at least one axis >= {2 * stride}"
             )
 
-    def in_steps(self, cases: int) -> "FinetuneConfig":
+    def in_steps(self, cases: int, steps_per_batch: int = 1) -> "FinetuneConfig":
         """This config for a run on ``cases`` training cases: with ``train.epochs`` > 0, ``train.steps`` and
         ``train.warmup_steps`` become ``epochs`` and ``warmup_epochs`` times ``ceil(cases / batch_size)`` steps (the
         release's epochs, whose last batch may be short; here every batch is full and wraps into the next epoch's
-        order); with 0, itself."""
+        order), times ``steps_per_batch`` where each batch serves that many steps (``translate.inputs cycle``); with
+        0, itself."""
         t = self.train
         if not t.epochs:
             return self
-        per_epoch = -(-cases // t.batch_size)
+        per_epoch = -(-cases // t.batch_size) * steps_per_batch
         train = replace(t, steps=t.epochs * per_epoch, warmup_steps=t.warmup_epochs * per_epoch)
         train.check_frozen_encoder_steps()
         return replace(self, train=train)
@@ -487,8 +491,10 @@ HELP = {
     "segment.intensity_scale_prob": "probability of that factor per crop (release BTCV: 0.1)",
     "segment.intensity_shift": "segmentation training: intensities plus an offset in [-s, s] (0: none; release BTCV: 0.1)",
     "segment.intensity_shift_prob": "probability of that offset per crop (release BTCV: 0.5)",
-    "translate.inputs": "'one' (the sequence data.input_channel names) or 'each' (every sequence in turn: drawn for "
-                        "each training crop, all scored in validation; release BraTS 2023; needs translate.targets all)",
+    "translate.inputs": "'one' (the sequence data.input_channel names), 'each' (every sequence in turn: drawn for "
+                        "each training crop, all scored in validation; needs translate.targets all) or 'cycle' (as "
+                        "'each', but every sequence of a crop as input in a random order, a step each: release BraTS "
+                        "2023)",
     "translate.targets": "'others' (the sequences but the input) or 'all' (every sequence, the input's too: "
                          "release BraTS 2023); scores are of the others either way",
     "translate.loss": "'l1' or 'mse' (release BraTS 2023), inside the brain (translate.mask)",

@@ -31,6 +31,8 @@ class Task:
     ``why_not_finite``: what makes its validation score NaN or infinite, for the error that stops such a run.
     ``options_section``: the fine-tuning options' section of its own (classification: ``classify``), handed to its
     constructor as ``options`` (None: the defaults); the engine refuses a section another task owns, set.
+    ``steps_per_batch``: optimiser steps each training batch serves (the engine's ``StepBatches`` hands each of them
+    the batch with its ``"turn"``, 0 .. steps_per_batch - 1; translation's ``inputs: cycle``).
     ``build_model(encoder, **kwargs)`` returns a network whose Swin encoder is its ``swinViT`` (where a pretrained
     encoder is loaded, trained at ``train.encoder_lr_scale`` times the rate of the rest)."""
 
@@ -44,6 +46,7 @@ class Task:
     picks_input_channel: bool = False
     why_not_finite: str = "a diverged model"
     options_section: str | None = None
+    steps_per_batch: int = 1
 
     def check(self, s: "Setting") -> None:
         """Raise ValueError when the run's setting ``s`` does not suit the task (by default every setting does)."""

@@ -5,8 +5,9 @@ input is the sequence named by ``data.input_channel`` (default: the first), the 
 Training minimises the L1 error inside the brain on random ROI crops; validation predicts whole volumes
 by sliding windows. Scores inside the brain mask (the input's non-zero voxels): PSNR, SSIM, MSE.
 
-The ``translate`` options give the release's protocol instead (``inputs: each``, ``targets: all``, ``loss: mse``,
-``loss_weight: 10``): each sequence in turn as input, all C predicted; the scores stay those of the other sequences.
+The ``translate`` options give the release's protocol instead (``inputs: cycle``, ``targets: all``, ``loss: mse``,
+``loss_weight: 10``): each sequence of a crop in turn as input, a step each, all C predicted (``inputs: each`` draws
+one input a crop instead); the scores stay those of the other sequences.
 With ``preprocess.intensity zscore_volume`` (the release's z-score over the whole volume) the brain is
 ``translate.mask release``: each sequence's own voxels >= -0.35; ``translate.score release`` scores as the release's
 ``test.py`` (:meth:`Translation.release_scores`).
@@ -44,6 +45,22 @@ class RandInputSequenced(Randomizable, MapTransform):
         return {**data, "source": torch.tensor(self._source)}
 
 
+class RandInputOrderd(Randomizable, MapTransform):
+    """Add ``order``: a random permutation ``(C,)`` of the channels (sequences) of ``key`` ``(C, X, Y, Z)``, the order in
+    which a crop's sequences serve as input, a step each (the release's shuffled loop over a crop's sequences)."""
+
+    def __init__(self, key: str) -> None:
+        MapTransform.__init__(self, [key])
+        self._order = None
+
+    def randomize(self, channels: int) -> None:
+        self._order = self.R.permutation(channels)
+
+    def __call__(self, data: dict) -> dict:
+        self.randomize(plain(data[self.keys[0]]).shape[0])
+        return {**data, "order": torch.as_tensor(self._order).long()}
+
+
 class Translation(Task):
     name = "translation"
     roles = ("image",)
@@ -64,17 +81,19 @@ class Translation(Task):
         if len(channels) < 2:
             raise DataError(f"dataset json '{source}' must name at least two sequences in 'modality' for translation, "
                             f"got {modality!r}")
-        if o.inputs == "each" and data.input_channel:
+        if o.inputs != "one" and data.input_channel:
             raise ValueError(f"data.input_channel ({data.input_channel!r}) picks one input sequence, but "
-                             "translate.inputs each gives every sequence in turn: leave one of them unset")
+                             f"translate.inputs {o.inputs} gives every sequence in turn: leave one of them unset")
         wanted = data.input_channel or channels[0]
         if wanted not in channels:
             raise ValueError(f"data.input_channel must be one of the dataset's sequences {channels}, got {wanted!r}")
         self.channels, self.source = channels, channels.index(wanted)
         self.targets = [c for c in range(len(channels)) if c != self.source]
         #: The sequences given as input in validation, and the channels the network predicts.
-        self.inputs = list(range(len(channels))) if o.inputs == "each" else [self.source]
+        self.inputs = list(range(len(channels))) if o.inputs != "one" else [self.source]
         self.outputs = list(range(len(channels))) if o.targets == "all" else self.targets
+        #: ``cycle``: each training batch serves one step per sequence (its ``"turn"`` picks the input).
+        self.steps_per_batch = len(channels) if o.inputs == "cycle" else 1
 
     def check(self, s: Setting) -> None:
         """Refuse a brain mask that does not fit the normalisation: the non-zero voxels are the brain only where the
@@ -107,7 +126,8 @@ class Translation(Task):
         crops = random_crops(["image"], s)
         if self.options.inputs == "one":
             return crops
-        return Compose([*crops.transforms, RandInputSequenced("image")])
+        pick = RandInputOrderd("image") if self.options.inputs == "cycle" else RandInputSequenced("image")
+        return Compose([*crops.transforms, pick])
 
     def build_model(self, encoder: EncoderConfig, **kwargs) -> torch.nn.Module:
         return swinunetr_for(encoder, out_channels=len(self.outputs), **kwargs)
@@ -125,12 +145,16 @@ class Translation(Task):
 
     def training_split(self, image: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Crops ``(B, C, X, Y, Z)`` -> input ``(B, 1, ...)``, targets ``(B, K, ...)`` (K: the predicted channels),
-        brain mask (:meth:`brain`); with ``inputs: each`` crop ``b``'s input is its channel ``batch["source"][b]``."""
+        brain mask (:meth:`brain`); with ``inputs: each`` crop ``b``'s input is its channel ``batch["source"][b]``, with
+        ``cycle`` its channel ``batch["order"][b, batch["turn"]]``."""
         if self.options.inputs == "one":
             x = image[:, self.source : self.source + 1]
             target = image if self.options.targets == "all" else image[:, self.targets]
             return x, target, self.brain(x, target)
-        source = torch.as_tensor(batch["source"]).to(image.device).long().reshape(-1)
+        if self.options.inputs == "cycle":
+            source = torch.as_tensor(batch["order"])[:, int(batch["turn"])].to(image.device).long()
+        else:
+            source = torch.as_tensor(batch["source"]).to(image.device).long().reshape(-1)
         x = image[torch.arange(image.shape[0], device=image.device), source][:, None]
         return x, image, self.brain(x, image)
 
