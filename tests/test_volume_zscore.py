@@ -27,8 +27,7 @@ from s2dc.downstream.tasks.translation import Translation
 from s2dc.train.finetune_config import SegmentConfig, TranslateConfig, build_config
 
 from conftest import TINY_FT
-
-SEQUENCES = {"0": "t1n", "1": "t1c", "2": "t2w", "3": "t2f"}
+from test_translate_release import SEQUENCES, _write_brains  # the four sequences of a brain box, as a dataset.json
 
 
 def _volume(rng, shape=(20, 16, 12)) -> np.ndarray:
@@ -242,22 +241,6 @@ def test_release_scoring_without_every_output_or_the_release_mask_is_refused(opt
         build_config({"translate": {**options, "score": "release"}})
     with pytest.raises(ValueError, match="translate.score must be 'brain' or 'release'"):
         build_config({"translate": {"score": "test"}})
-
-
-def _write_brains(root, rng, n=3, shape=(64, 32, 32)) -> str:
-    entries = []
-    for i in range(n):
-        images = []
-        for k, name in SEQUENCES.items():
-            array = np.zeros(shape, np.float32)
-            array[4:-4, 4:-4, 4:-4] = (1.0 + int(k)) * rng.uniform(0.7, 1.3, tuple(s - 8 for s in shape))
-            nib.save(nib.Nifti1Image(array, np.eye(4)), str(root / f"b{i}_{name}.nii.gz"))
-            images.append(f"b{i}_{name}.nii.gz")
-        entries.append({"id": f"b{i}", "image": images})
-    js = root / "dataset.json"
-    js.write_text(json.dumps({"name": "brains", "task": "translation", "modality": SEQUENCES,
-                              "training": entries[:-1], "validation": entries[-1:]}))
-    return str(js)
 
 
 def test_the_releases_normalisation_and_mask_train_end_to_end_and_a_mismatch_writes_nothing(tmp_path, capsys):
