@@ -13,13 +13,13 @@ from s2dc.data.errors import DataError
 
 def test_fixed_split_partitions_with_the_asked_fraction_and_ignores_order():
     ids = [f"case{i:03d}" for i in range(23)]
-    train, val = fixed_split(ids, 0.2)
+    train, val = fixed_split(ids, 0.2, where="'release'")
     assert len(val) == math.ceil(0.2 * 23) == 5
     assert set(train).isdisjoint(val) and set(train) | set(val) == set(ids)
     assert train == sorted(train) and val == sorted(val)
     shuffled = ids[:]
     random.Random(0).shuffle(shuffled)
-    assert fixed_split(shuffled, 0.2) == (train, val)
+    assert fixed_split(shuffled, 0.2, where="'release'") == (train, val)
     # Independent computation: the 5 ids with the largest SHA-1 digests.
     import hashlib
     digests = sorted((hashlib.sha1(i.encode()).hexdigest(), i) for i in ids)
@@ -27,11 +27,11 @@ def test_fixed_split_partitions_with_the_asked_fraction_and_ignores_order():
 
 
 def test_fixed_split_refuses_duplicates_and_too_few_cases():
-    with pytest.raises(DataError, match="not unique.*'a'"):
-        fixed_split(["a", "b", "a"])
-    with pytest.raises(DataError, match="at least 2 cases"):
-        fixed_split(["a"])
-    assert fixed_split(["a", "b"], 0.2)[1] and fixed_split(["a", "b"], 0.9)[0]
+    with pytest.raises(DataError, match="not unique in 'raw/x'.*'a'"):
+        fixed_split(["a", "b", "a"], where="'raw/x'")
+    with pytest.raises(DataError, match="'raw/x' holds 1 case.*at least 2 cases"):
+        fixed_split(["a"], where="'raw/x'")
+    assert fixed_split(["a", "b"], 0.2, where="x")[1] and fixed_split(["a", "b"], 0.9, where="x")[0]
 
 
 @pytest.mark.parametrize("name", sorted(__import__("s2dc.data.registry", fromlist=["REGISTRY"]).REGISTRY))

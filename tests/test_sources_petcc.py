@@ -309,8 +309,8 @@ def test_autopet3_refusals(tmp_path):
     nifti(suv, shape=(6, 6, 5))
     with pytest.raises(DataError, match=r"has shape \(6, 6, 6\).*\(6, 6, 5\)"):
         autopet.convert(raw, tmp_path / "out")
-    for label in (raw / "labelsTr").glob("fdg_*"):
-        label.unlink()
+    for path in [*(raw / "labelsTr").glob("fdg_*"), *(raw / "imagesTr").glob("fdg_*")]:  # a PSMA-only release
+        path.unlink()
     with pytest.raises(DataError, match=r"no FDG study.*psma"):
         autopet.convert(raw, tmp_path / "out")
 

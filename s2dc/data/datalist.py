@@ -84,7 +84,7 @@ def _resolve(rel: Any, role: str, i: int, listed: str, source: Path) -> Path:
     folder = joined.parent.resolve()  # then its real folder (the file keeps its name: it may be a link itself)
     if path.parent.resolve() != folder:
         path = folder / joined.name
-    if not path.is_file():
+    if not present_file(path):
         raise DataError(f"{role} '{path}' of entry {i} listed in {listed} does not exist")
     return path
 

@@ -253,8 +253,15 @@ EXTRACTED = ".extracted.json"
 
 def _file_stamps(root: Path):
     """``(path relative to root, [size, mtime_ns])`` of every file under ``root`` (links followed, sorted), but the
-    extraction records; stat only, no file is read."""
+    extraction records; stat only, no file is read. A folder reached again through a link (``current -> .``) is
+    walked once, where it is first met."""
+    walked = set()
     for folder, dirs, files in os.walk(root, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in walked:
+            dirs.clear()
+            continue
+        walked.add((st.st_dev, st.st_ino))
         dirs.sort()
         for name in sorted(files):
             path = Path(folder) / name

@@ -102,6 +102,6 @@ def convert(raw: Path, out_dir: Path) -> Path:
         nifti_shape(volume)
         entries[subject.name] = {"id": subject.name, "image": volume,
                                  "class": spec.outputs.index(diagnosis[subject.name])}
-    train, val = fixed_split(sorted(entries), 0.2)
+    train, val = fixed_split(sorted(entries), 0.2, where=f"'{raw / 'ADNI'}'")
     return write_common(out_dir, spec, [entries[s] for s in train], [entries[s] for s in val],
                         raw, "s2dc.data.sources.adni")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..datalist import present_file
 from ..registry import get
 from ..errors import DataError
 from .common import fixed_split, require_folder, require_on_grid, write_common
@@ -47,7 +48,7 @@ def _tcia_studies(raw: Path) -> dict[str, list[dict[str, object]]]:
         for study in dates:
             suv, seg = study / "SUV.nii.gz", study / "SEG.nii.gz"
             for path in (suv, seg):
-                if not path.is_file():
+                if not present_file(path):
                     raise DataError(f"study '{study}' lacks '{path.name}' (expected SUV.nii.gz and SEG.nii.gz)")
             require_on_grid(seg, "label", suv, "its image")
             studies.setdefault(patient.name, []).append({"id": f"{patient.name}/{study.name}", "image": suv,
@@ -60,13 +61,20 @@ def _tcia_studies(raw: Path) -> dict[str, list[dict[str, object]]]:
 def _nnunet_studies(raw: Path) -> dict[str, list[dict[str, object]]]:
     """patient -> its FDG studies' entries, from autoPET III/IV's imagesTr/ and labelsTr/ (nnU-Net's layout)."""
     labels = sorted((raw / "labelsTr").glob("*.nii.gz"))
+    for suv in sorted((raw / "imagesTr").glob(f"*{SUV_CHANNEL}.nii.gz")):  # an FDG study's label left out of a copy
+        case = suv.name[: -len(f"{SUV_CHANNEL}.nii.gz")]
+        if case.lower().startswith("fdg_") and not (seg := raw / "labelsTr" / f"{case}.nii.gz").is_symlink() \
+                and not seg.exists():
+            raise DataError(f"'{suv}' has no label '{seg}' (expected labelsTr/<case>.nii.gz for every FDG study's "
+                            "imagesTr/<case>_0001.nii.gz: an incomplete download or copy?)")
     studies: dict[str, list[dict[str, object]]] = {}
     for seg in labels:
         case = seg.name[: -len(".nii.gz")]
         if not case.lower().startswith("fdg_"):
             continue
+        present_file(seg)  # a broken link is named with its target
         suv = raw / "imagesTr" / f"{case}{SUV_CHANNEL}.nii.gz"
-        if not suv.is_file():
+        if not present_file(suv):
             raise DataError(f"'{seg}' has no image '{suv.name}' in '{raw / 'imagesTr'}' (expected the SUV as "
                             f"<case>{SUV_CHANNEL}.nii.gz, nnU-Net's second channel)")
         require_on_grid(seg, "label", suv, "its image")
@@ -84,6 +92,6 @@ def convert(raw: Path, out_dir: Path) -> Path:
     raw = Path(raw)
     nnunet = (raw / "imagesTr").is_dir() and (raw / "labelsTr").is_dir()
     studies = _nnunet_studies(raw) if nnunet else _tcia_studies(raw)
-    train, val = fixed_split(sorted(studies), 0.2)
+    train, val = fixed_split(sorted(studies), 0.2, where=f"'{raw}'")
     return write_common(out_dir, get("autopet"), [e for p in train for e in studies[p]],
                         [e for p in val for e in studies[p]], raw, "s2dc.data.sources.autopet")

@@ -42,11 +42,15 @@ def release_root(raw: Path, name: str, release: str, case: re.Pattern[str] | Non
 
 
 def sequence(folder: Path, stem: str) -> Path:
-    """``folder/stem.nii.gz`` (or an uncompressed ``.nii``); :class:`DataError` naming the file if absent."""
+    """``folder/stem.nii.gz`` (or an uncompressed ``.nii``); :class:`DataError` naming the file if absent, or both
+    if both are there."""
     names = [stem + suffix for suffix in (".nii.gz", ".nii")]
-    for name in names:
-        if present_file(path := folder / name):
-            return path
+    found = [folder / name for name in names if present_file(folder / name)]
+    if len(found) > 1:
+        raise DataError(f"'{found[0]}' and '{found[1]}' are both the {stem} file of case '{folder.name}': keep one "
+                        "of them")
+    if found:
+        return found[0]
     by_lower = {other.name.lower(): other for other in folder.iterdir()}
     for name in names:
         if (other := by_lower.get(name.lower())) is not None:
@@ -75,11 +79,12 @@ def convert(raw: Path, out_dir: Path) -> Path:
     """Check every case (four sequences and seg present, headers readable, one shape) and write the json."""
     spec = get("brats21")
     raw = Path(raw)
-    cases = read_cases(release_root(raw, spec.name, RELEASE, _CASE), _CASE, "_", (*spec.channels, "seg"))
+    root = release_root(raw, spec.name, RELEASE, _CASE)
+    cases = read_cases(root, _CASE, "_", (*spec.channels, "seg"))
 
     def entry(i: str) -> dict:
         return {"id": i, "image": cases[i][:-1], "label": cases[i][-1]}
 
-    training, validation = fixed_split(list(cases), 0.2)
+    training, validation = fixed_split(list(cases), 0.2, where=f"'{root}'")
     return write_common(out_dir, spec, [entry(i) for i in training], [entry(i) for i in validation],
                         raw, "s2dc.data.sources.brats21")

@@ -33,8 +33,9 @@ def convert(raw: Path, out_dir: Path) -> Path:
     """Check every case (four sequences present, headers readable, one shape) and write the json."""
     spec = get("brats23")
     raw = Path(raw)
-    cases = read_cases(release_root(raw, spec.name, RELEASE), _CASE, "-", spec.channels)
-    train_patients = set(fixed_split(sorted({patient_of(i) for i in cases}), 0.2)[0])
+    root = release_root(raw, spec.name, RELEASE)
+    cases = read_cases(root, _CASE, "-", spec.channels)
+    train_patients = set(fixed_split(sorted({patient_of(i) for i in cases}), 0.2, where=f"'{root}'")[0])
     training = [i for i in sorted(cases) if patient_of(i) in train_patients]
     validation = [i for i in sorted(cases) if patient_of(i) not in train_patients]
     return write_common(out_dir, spec, [{"id": i, "image": cases[i]} for i in training],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ..datalist import present_file
 from ..registry import get
 from ..errors import DataError
 from .common import require_folder, require_on_grid, write_common
@@ -25,7 +26,7 @@ def _files(folder: Path, prefix: str) -> dict[int, Path]:
     name = re.compile(rf"{prefix}(\d{{4}})\.nii(\.gz)?")
     files: dict[int, Path] = {}
     for path in sorted(folder.iterdir()):
-        if match := name.fullmatch(path.name):
+        if (match := name.fullmatch(path.name)) and present_file(path):  # a broken link: named with its target
             if (i := int(match.group(1))) in files:
                 raise DataError(f"'{files[i]}' and '{path}' are both the {prefix} file of case {i:04d}: keep one of them")
             files[i] = path

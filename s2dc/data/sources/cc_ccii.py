@@ -115,7 +115,8 @@ def convert(raw: Path, out_dir: Path) -> Path:
         if not found:
             raise DataError(f"class folder '{root}' holds no <patient_id>/<scan_id>/ scan folders")
         scans.extend(found)
-    train_patients = set(fixed_split(sorted({f"{name}/{patient}" for _, name, patient, _ in scans}), 0.2)[0])
+    train_patients = set(fixed_split(sorted({f"{name}/{patient}" for _, name, patient, _ in scans}), 0.2,
+                                     where=f"'{raw}'")[0])
 
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_abandoned(out_dir, mark=MADE_HERE)  # what a killed conversion on this host left

@@ -37,7 +37,7 @@ import nibabel as nib
 import numpy as np
 
 from ...files import atomic_write_text
-from ..datalist import content_sha256
+from ..datalist import content_sha256, listed_files
 from ..registry import DatasetSpec
 from ..errors import DataError
 from ..grids import check_on_grid
@@ -82,16 +82,30 @@ def require_folder(raw: Path, spec: DatasetSpec, what: str) -> None:
         raise DataError(f"'{raw / what}' does not exist. " + spec.instructions(str(raw)))
 
 
-def fixed_split(ids: list[str], val_fraction: float = 0.2) -> tuple[list[str], list[str]]:
+def require_utf8(name: str, what: str) -> None:
+    """:class:`DataError` naming ``what`` unless ``name`` (a file or folder name, or a path) is valid UTF-8: Python
+    reads undecodable bytes of a name as surrogates (``\\udce9`` for latin-1's 'é'), which no json can hold."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"{what} {name!r} is not valid UTF-8 (its undecodable bytes shown as \\udcXX: e.g. an "
+                        "archive unpacked with latin-1 or GBK names); rename it in UTF-8") from None
+
+
+def fixed_split(ids: list[str], val_fraction: float = 0.2, *, where: str) -> tuple[list[str], list[str]]:
     """(training, validation) ids for a release that publishes no split: the ``ceil(val_fraction * n)`` ids
     whose SHA-1 is largest go to validation, so the split depends on the set of ids, not on their order
-    (nor on the file system's listing order). Both lists come back sorted."""
+    (nor on the file system's listing order). Both lists come back sorted. ``where``: the release's folder or list
+    the ids come from, as its errors name it (e.g. ``"'raw/Task09_Spleen/dataset.json'"``)."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    for i in ids:
+        require_utf8(i, f"{where} holds a case named")
     if len(set(ids)) != len(ids):
-        raise DataError(f"case ids are not unique: {sorted({i for i in ids if ids.count(i) > 1})}")
+        raise DataError(f"case ids are not unique in {where}: {sorted({i for i in ids if ids.count(i) > 1})}; "
+                        "expected each case once")
     if len(ids) < 2:
-        raise DataError(f"a split needs at least 2 cases, got {len(ids)}: {ids}")
+        raise DataError(f"{where} holds {len(ids)} case(s) {ids}: a split needs at least 2 cases")
     order = sorted(ids, key=lambda i: hashlib.sha1(i.encode("utf-8")).hexdigest())
     n_val = min(len(ids) - 1, max(1, math.ceil(val_fraction * len(ids))))
     return sorted(order[:-n_val]), sorted(order[-n_val:])
@@ -140,6 +154,9 @@ def write_common(out_dir: Path, spec: DatasetSpec, training: list[dict[str, Any]
     if validation:
         doc["validation"] = [rel(e) for e in validation]
     doc["source"] = {"raw": str(Path(raw).resolve()), "converter": converter}
+    require_utf8(doc["source"]["raw"], "the release folder")
+    for role, rel in listed_files(doc["training"] + doc.get("validation", [])):
+        require_utf8(rel, f"the {role} path (relative to '{out_dir}')")
     doc["content_sha256"] = content_sha256(out_dir, doc["training"] + doc.get("validation", []))
     path = out_dir / "dataset.json"
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")

@@ -16,6 +16,7 @@ import json
 import re
 from pathlib import Path
 
+from ..datalist import present_file
 from ..registry import DatasetSpec, get
 from ..errors import DataError
 from .common import fixed_split, require_folder, require_on_grid, write_common
@@ -71,13 +72,13 @@ def convert(name: str, raw: Path, out_dir: Path) -> Path:
     def case(entry: dict) -> dict:
         image, label = folder / entry["image"], folder / entry["label"]
         for role, path in (("image", image), ("label", label)):
-            if not path.is_file():
+            if not present_file(path):
                 raise DataError(f"{role} '{path}' listed in '{source}' does not exist")
         require_on_grid(label, "label", image, "its image")
         return {"id": _NIFTI.sub("", image.name), "image": image, "label": label}
 
     cases = [case(e) for e in _read(source, spec)]
-    train, val = fixed_split([c["id"] for c in cases], 0.2)
+    train, val = fixed_split([c["id"] for c in cases], 0.2, where=f"'{source}'")
     by_id = {c["id"]: c for c in cases}
     return write_common(out_dir, spec, [by_id[i] for i in train], [by_id[i] for i in val], raw,
                         "s2dc.data.sources.msd")

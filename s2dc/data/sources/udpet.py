@@ -34,11 +34,15 @@ def _present(exam: Path, dose: str) -> bool:
 
 
 def dose_volume(exam: Path, dose: str) -> Path:
-    """The NIfTI of one dose of an exam: the one file in ``exam/<dose>/``, or ``exam/<dose>.nii[.gz]``."""
-    for suffix in _SUFFIXES:
-        if present_file(exam / (dose + suffix)):
-            return exam / (dose + suffix)
+    """The NIfTI of one dose of an exam: the one file in ``exam/<dose>/``, or ``exam/<dose>.nii[.gz]``;
+    :class:`DataError` naming both where the exam holds the dose twice."""
     folder = exam / dose
+    files = [exam / (dose + suffix) for suffix in _SUFFIXES if present_file(exam / (dose + suffix))]
+    if len(files) + folder.is_dir() > 1:
+        both = [*files, *([folder] if folder.is_dir() else [])]
+        raise DataError(f"'{both[0]}' and '{both[1]}' are both the {dose!r} of exam '{exam}': keep one of them")
+    if files:
+        return files[0]
     if not folder.is_dir():
         raise DataError(f"exam '{exam}' lacks the dose folder '{dose}' (expected '{folder}/' with one NIfTI file)")
     files = [p for p in folder.iterdir() if not p.name.startswith(".") and present_file(p)]
@@ -71,6 +75,6 @@ def convert(raw: Path, out_dir: Path, dose: str = DEFAULT_DOSE) -> Path:
     if not groups:
         raise DataError(f"'{raw}' holds no <scanner>/<subject>/<exam>/ folder with '{FULL_DOSE}' or '{dose}'. "
                         + spec.instructions(str(raw)))
-    train, val = fixed_split(sorted(groups), 0.2)
+    train, val = fixed_split(sorted(groups), 0.2, where=f"'{raw}'")
     return write_common(out_dir, spec, [e for g in train for e in groups[g]], [e for g in val for e in groups[g]],
                         raw, f"s2dc.data.sources.udpet (dose {dose!r})")
