@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
 from monai.networks.nets import SwinUNETR
 
 from .data.datalist import read_datalist, registry_spec
 from .data.errors import DataError
+from .data.preprocess_config import PreprocessConfig
 from .files import check_folder_path, work_sibling
 from .models.encoder import EncoderConfig
 from .train.checkpoint import atomic_save, list_checkpoints, load_checkpoint, lock_folder
@@ -34,7 +36,7 @@ def load_pretrained_encoder(model: SwinUNETR, path: str | Path) -> str:
     blob = load_checkpoint(Path(path))
     if "state_dict" not in blob:
         raise ValueError(f"'{path}' is not an exported encoder (no 'state_dict'; use `s2dc export-encoder`)")
-    weights = blob["state_dict"]
+    weights = _tensors(blob["state_dict"], f"entry 'state_dict' of '{path}'")
     foreign = [k for k in weights if not k.startswith(PREFIX)]
     if foreign:
         raise ValueError(f"'{path}' has keys outside '{PREFIX}*': {foreign[:5]}")
@@ -93,6 +95,15 @@ def _check_sizes(found: dict | None, expected: EncoderConfig | None, path: str |
                          "set the model sizes to the checkpoint's")
 
 
+def _tensors(weights, where: str) -> dict:
+    """``weights`` if it is a mapping of parameter names to tensors; ValueError naming ``where`` otherwise."""
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in weights.items()):
+        raise ValueError(f"{where} is not a mapping of parameter names to tensors (got {type(weights).__name__}); "
+                         "expected encoder weights, as `s2dc export-encoder` writes them")
+    return weights
+
+
 def _as_list(value):
     return list(value) if isinstance(value, (list, tuple)) else value
 
@@ -127,9 +138,10 @@ def load_encoder_weights(model: SwinUNETR, path: str | Path, which: str | None =
         partial = f", partial: step {short.get('step')} of {short.get('steps')}" if isinstance(short, dict) else ""
         return (f"exported encoder '{path}' ({blob.get('which', '?')}, step {blob.get('step', '?')}{partial}): "
                 f"strict load, {report}")
-    if "config" in blob and ("teacher" in blob or "student" in blob):
+    if isinstance(blob.get("config"), dict) and ("teacher" in blob or "student" in blob):
         if which not in blob:
             raise ValueError(f"pretraining checkpoint '{path}' has no '{which}' weights")
+        _tensors(blob[which], f"entry '{which}' of pretraining checkpoint '{path}'")
         _check_sizes(blob["config"].get("encoder"), expected, path)
         step, steps = blob.get("step"), (blob["config"].get("optim") or {}).get("steps")
         if whole_runs_only and isinstance(step, int) and isinstance(steps, int) and step < steps:
@@ -176,12 +188,25 @@ def encoder_plan(path: str | Path) -> dict:
     when it records no sizes."""
     blob = load_checkpoint(Path(path))
     if isinstance(blob, dict) and "state_dict" in blob and "encoder" in blob:
-        return {"encoder": dict(blob["encoder"]), "preprocess": blob.get("preprocess"), "modality": blob.get("modality")}
-    if isinstance(blob, dict) and isinstance(blob.get("config"), dict) and "encoder" in blob["config"]:
-        return {"encoder": dict(blob["config"]["encoder"]), "preprocess": blob["config"].get("preprocess"),
-                "modality": trained_modality(blob["config"])}
-    raise ValueError(f"'{path}' records no encoder sizes (expected `s2dc export-encoder` output or a "
-                     "pretraining checkpoint)")
+        section, record, modality = "", blob, blob.get("modality")
+    elif isinstance(blob, dict) and isinstance(blob.get("config"), dict) and "encoder" in blob["config"]:
+        section, record, modality = "'config' -> ", blob["config"], trained_modality(blob["config"])
+    else:
+        raise ValueError(f"'{path}' records no encoder sizes (expected `s2dc export-encoder` output or a "
+                         "pretraining checkpoint)")
+    sizes, preprocess = record["encoder"], record.get("preprocess")
+    EncoderConfig.recorded(sizes, f"entry {section}'encoder' of '{path}'")  # sizes of the right kinds
+    where = f"entry {section}'preprocess' of '{path}'"
+    if preprocess is not None and not isinstance(preprocess, dict):
+        raise ValueError(f"{where} is {type(preprocess).__name__}; expected the pretraining's preprocess options as "
+                         "a mapping")
+    try:
+        PreprocessConfig(**(preprocess or {}))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where} is no set of preprocess options: {exc}") from None
+    if modality is not None and not isinstance(modality, str):
+        raise ValueError(f"entry 'modality' of '{path}' is {modality!r}; expected a modality's name (e.g. 'CT')")
+    return {"encoder": dict(sizes), "preprocess": preprocess, "modality": modality}
 
 
 def export_encoder(checkpoint: str | Path, output: str | Path, which: str = "teacher", partial: bool = False) -> str:

@@ -329,6 +329,7 @@ class Finetuner:
         # Preprocess (and check) every case before training: bad files fail now, naming them.
         for name, ds in (("train", train), ("val", val)):
             check_all(ds, cfg.data.workers, f"preprocess {name}", cfg.run.progress)
+        self.task.check_training(train)
         return train, val
 
     def _batches(self, train):
@@ -433,15 +434,6 @@ class Finetuner:
         (an Optuna pruner does)."""
         cfg, key = self.cfg, self.task.score_key
         state, resumed_from = self._checkpoint_to_resume()
-        # A rerun replaces the earlier run's outputs in the reverse order of their writing (metrics.json first,
-        # split.json last: an interrupted rerun leaves a folder still recognised as a run's); the folder holds nothing
-        # else (checked in __init__). A resumed run keeps its checkpoint and curves.
-        for name in ("metrics.json", "model.pt"):
-            (self.out / name).unlink(missing_ok=True)
-        if state is None:
-            shutil.rmtree(self.ckpt_dir, ignore_errors=True)
-            shutil.rmtree(self.out / "dvclive", ignore_errors=True)
-            (self.out / "split.json").unlink(missing_ok=True)
         print(f"task: {self.task.name}; model.init: {self.init_report}", flush=True)
         if cfg.train.epochs:
             print(f"train.epochs {cfg.train.epochs} of {len(self.train_cases)} training cases, "
@@ -454,7 +446,16 @@ class Finetuner:
             self.scheduler.load_state_dict(state["scheduler"])
             self.step, history, first_loss = int(state["step"]), list(state["history"]), state["first_loss"]
             print(f"resuming {resumed_from} at step {self.step} of {cfg.train.steps}", flush=True)
-        train, val = self._datasets()
+        train, val = self._datasets()  # every case read and checked: bad data is refused before anything is replaced
+        # A rerun replaces the earlier run's outputs in the reverse order of their writing (metrics.json first,
+        # split.json last: an interrupted rerun leaves a folder still recognised as a run's); the folder holds nothing
+        # else (checked in __init__). A resumed run keeps its checkpoint and curves.
+        for name in ("metrics.json", "model.pt"):
+            (self.out / name).unlink(missing_ok=True)
+        if state is None:
+            shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+            shutil.rmtree(self.out / "dvclive", ignore_errors=True)
+            (self.out / "split.json").unlink(missing_ok=True)
         _atomic_json({
             "source": str(cfg.data.source), "train_key": cfg.data.train_key, "label_ratio": cfg.data.label_ratio,
             "seed": cfg.run.seed, "split_seed": self.split_seed, "available": len(self.all_train),

@@ -11,6 +11,23 @@ from dataclasses import asdict, dataclass
 MAX_WINDOW = 64
 
 
+#: What each kind of size is called in a message (the type of its default).
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", tuple: "a list of integers"}
+
+
+def _of_kind(value, default) -> bool:
+    """Whether a recorded size ``value`` is of the kind of its field's ``default`` (a bool is no integer here)."""
+    def integer(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return integer(value)
+    if isinstance(default, float):
+        return integer(value) or isinstance(value, float)
+    return isinstance(value, (list, tuple)) and all(integer(v) for v in value)
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """Sizes of the Swin encoder (release values by default: SwinViT-B of SwinUNETR v2).
@@ -71,6 +88,10 @@ class EncoderConfig:
         if unknown:
             raise ValueError(f"{where} holds unknown key(s) {unknown}; expected encoder sizes "
                              f"{sorted(cls.__dataclass_fields__)}")
+        for name, value in sizes.items():
+            if not _of_kind(value, cls.__dataclass_fields__[name].default):
+                raise ValueError(f"{where}: '{name}' is {value!r}; expected "
+                                 f"{_KIND_NAMES[type(cls.__dataclass_fields__[name].default)]}")
         return cls(**sizes)
 
     @property

@@ -102,6 +102,10 @@ class Classification(Task):
         if missing := [name for k, name in enumerate(self.names) if k not in held]:
             raise DataError(f"dataset json '{self.source}' declares classes {missing} that no case holds: nothing "
                             "learns or scores them; list their cases or leave them out of 'classes'")
+        if len(seen := {case["class"] for case in train}) < 2:
+            raise DataError(f"the training cases of '{self.source}' hold one class only "
+                            f"({[self.names[k] for k in seen]}): a classifier trained on them always predicts it; "
+                            "give training cases of at least two classes")
         if len(seen := {case["class"] for case in val}) < 2:
             raise DataError(f"the validation cases of '{self.source}' hold one class only "
                             f"({[self.names[k] for k in seen]}): a model that always predicts it scores 100 % "

@@ -51,6 +51,10 @@ class Task:
     def check(self, s: "Setting") -> None:
         """Raise ValueError when the run's setting ``s`` does not suit the task (by default every setting does)."""
 
+    def check_training(self, train) -> None:
+        """Raise DataError when the preprocessed training cases ``train`` (the dataset :meth:`datasets` gave, each
+        item read and checked) can teach the task nothing (by default any can)."""
+
 
 @dataclass(frozen=True)
 class Setting:

@@ -50,6 +50,7 @@ class Segmentation(Task):
 
     def __init__(self, doc: dict, source: Path, data, options: SegmentConfig | None = None) -> None:
         self.options = options or SegmentConfig()
+        self.source = source
         regions = doc.get("regions")
         if regions:
             self.regions = _regions(regions, doc, source)
@@ -64,6 +65,14 @@ class Segmentation(Task):
             self.num_classes = self.out_channels = len(self.names)
             self.values = None  # 0..C-1
             self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+
+    def check_training(self, train) -> None:
+        """Refuse training labels that are background in every voxel: nothing to learn to find (stops at the first
+        case that holds a structure)."""
+        if not any(bool((plain(train[i]["label"]) > 0).any()) for i in range(len(train))):
+            raise DataError(f"the training labels of '{self.source}' hold background only ({len(train)} case(s), "
+                            "every voxel 0): a network trained on them learns no structure; label the training "
+                            "cases, or take more of them (data.label_ratio)")
 
     def check(self, s: Setting) -> None:
         """Refuse background crops on volumes without a zero background (``zscore_volume``): the body they must
