@@ -77,10 +77,10 @@ def test_the_verdicts_of_both_protocols(tmp_path, benchmark):
     assert "| synthetic_udpet | reconstruction | — | — | — | — | — | +0.180 ± 0.010 | +0.020 ± 0.015 | yes, within 2 " \
            "s.e. |" in table
     assert ("Over the 3 segmentation and classification datasets: fine-tuned, S²DC above scratch by more than the "
-            "seed spread on 1 of 2 with a spread; frozen, above both the random encoder and the voxels by two "
+            "seed spread on 1 of 2 with a spread, below it on 0; frozen, above both the random encoder and the voxels by two "
             "standard errors on 1 of 2 probed (point estimates above both on 1).") in table
     assert "Over all 4 datasets: fine-tuned, S²DC above scratch by more than the seed spread on 1 of 2 with a " \
-           "spread; frozen, above both the random encoder and the voxels by two standard errors on 1 of 3 probed " \
+           "spread, below it on 0; frozen, above both the random encoder and the voxels by two standard errors on 1 of 3 probed " \
            "(point estimates above both on 2)." in table
 
 
@@ -164,11 +164,11 @@ def test_a_tie_at_zero_spread_is_no_comparison_and_a_lead_within_two_se_is_said_
     assert "| synthetic_udpet | reconstruction | — | — | — | — | — | +0.180 ± 0.010 | +0.020 ± 0.015 | " \
            "yes, within 2 s.e. |" in table
     assert ("Over the 4 segmentation and classification datasets: fine-tuned, S²DC above scratch by more than the "
-            "seed spread on 1 of 2 with a spread (1 tie, both arms at one same score on every seed); frozen, above both the "
+            "seed spread on 1 of 2 with a spread, below it on 0 (1 tie, both arms at one same score on every seed); frozen, above both the "
             "random encoder and the voxels by two standard errors on 1 of 2 probed (point estimates above both on "
             "1).") in table, table
     assert ("Over all 5 datasets: fine-tuned, S²DC above scratch by more than the seed spread on 1 of 2 with a "
-            "spread (1 tie, both arms at one same score on every seed); frozen, above both the random encoder and the voxels by "
+            "spread, below it on 0 (1 tie, both arms at one same score on every seed); frozen, above both the random encoder and the voxels by "
             "two standard errors on 1 of 3 probed (point estimates above both on 2).") in table, table
 
 

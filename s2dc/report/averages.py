@@ -87,7 +87,8 @@ def averages_markdown(table: pd.DataFrame) -> str:
         "seeds of the per-seed average). Over all datasets, a score in % (Dice, accuracy, and SSIM × 100 for "
         "reconstruction and translation, whose PSNR in dB is no percentage): our reading of the poster's average "
         "over its ten datasets, which states neither its label ratio nor how it scored the two image tasks. A "
-        "method without every dataset of a row's group has no average there.",
+        "method without every dataset of a row's group, or with a score that is null on a run (one its validation "
+        "cases could not score), has no average there.",
         "",
         "| scope | metric | method | labels | datasets | average (mean ± std) | poster average (real data) |",
         "|---|---|---|---|---|---|---|",

@@ -10,6 +10,7 @@ import sys
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..recorded import check_recorded, is_recorded, write_recorded
@@ -18,12 +19,21 @@ from .tasks import TASK_METRICS
 
 
 def train_loss(run: dict) -> pd.DataFrame:
-    """step, loss of one run, from its DVCLive folder beside metrics.json."""
+    """step, loss of one run, from its DVCLive folder beside metrics.json; ValueError naming the table unless each
+    step is an integer logged once with a finite loss."""
     path = Path(run["_path"]).parent / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv"
     try:
-        return pd.read_csv(path, sep="\t")[["step", "loss"]]
+        table = pd.read_csv(path, sep="\t")[["step", "loss"]]
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"bad DVCLive curve '{path}': expected a tab-separated step/loss table ({err})") from err
+    steps, loss = pd.to_numeric(table.step, errors="coerce"), pd.to_numeric(table.loss, errors="coerce")
+    if not (np.isfinite(loss).all() and np.isfinite(steps).all() and (steps == steps.round()).all()):
+        raise ValueError(f"bad DVCLive curve '{path}': expected an integer step and a finite loss on every row (a run "
+                         "killed while it wrote, or an edit?)")
+    if steps.duplicated().any():
+        raise ValueError(f"bad DVCLive curve '{path}': step {int(steps[steps.duplicated()].iloc[0])} is logged more "
+                         "than once; expected each step once")
+    return pd.DataFrame({"step": steps.astype(int), "loss": loss.astype(float)})
 
 
 def val_score(run: dict) -> pd.DataFrame:
@@ -35,9 +45,19 @@ def val_score(run: dict) -> pd.DataFrame:
                         columns=["step", "score"])
 
 
-def by_method(runs: list[dict], read, column: str) -> pd.DataFrame:
-    """step, then one column per method: the mean over seeds of ``read(run)[column]`` at each step."""
+def by_method(runs: list[dict], read, column: str, same_steps: bool = False) -> pd.DataFrame:
+    """step, then one column per method: the mean over seeds of ``read(run)[column]`` at each step; ``same_steps``:
+    ValueError naming two files unless the seeds of a method hold the same steps (a mean at a step that one seed
+    lacks would be the others' alone)."""
     frames = [read(r).assign(method=r["method"]) for r in runs]
+    if same_steps:
+        first: dict[str, tuple[dict, list]] = {}
+        for run, frame in zip(runs, frames):
+            other, steps = first.setdefault(run["method"], (run, list(frame.step)))
+            if list(frame.step) != steps:
+                raise ValueError(f"the {column} curves of '{other['_path']}' and '{run['_path']}' ({run['method']}, "
+                                 f"{run['dataset']}) hold other steps ({len(steps)} and {len(frame)} rows): expected "
+                                 "the seeds of a method to log the same steps (a run cut short?)")
     long = pd.concat(frames, ignore_index=True)
     wide = long.groupby(["step", "method"])[column].mean().unstack("method")
     order = list(dict.fromkeys(r["method"] for r in runs))
@@ -95,8 +115,8 @@ def curve_tables(runs: list[dict]) -> dict[str, pd.DataFrame]:
     lowest = {d: min(ratio for dd, ratio in groups if dd == d) for d, _ in groups}
     for (dataset, ratio), members in groups.items():
         name = dataset if ratio == lowest[dataset] else f"{dataset}_labels{ratio_text(ratio).removesuffix('%')}pct"
-        for stem, read, column in (("train_loss", train_loss, "loss"), ("val_score", val_score, "score")):
-            tables[f"{stem}/{name}.tsv"] = by_method(members, read, column)
+        tables[f"train_loss/{name}.tsv"] = by_method(members, train_loss, "loss", same_steps=True)
+        tables[f"val_score/{name}.tsv"] = by_method(members, val_score, "score")
     return tables
 
 

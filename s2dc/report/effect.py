@@ -2,7 +2,8 @@
 
 * Fine-tuning protocol: at each dataset's lowest label ratio, the S²DC arm's mean over seeds minus the scratch arm's,
   in the task's metric. It is **beyond the seed spread** when the difference exceeds the larger of the two arms'
-  sample standard deviations over seeds (undecided, ``—``, with one seed: no spread to compare against; a
+  sample standard deviations over seeds, and **behind** when S²DC is below scratch by more than it (undecided,
+  ``—``, with one seed: no spread to compare against; a
   **tie**, with both arms at one same score on every seed, as two arms stuck at 0 Dice: no spread and nothing to compare).
   Beside it, seed by seed: on how many of the seeds both arms ran S²DC scored above scratch and on how many below (a
   seed fixes the labelled subset, unless ``data.split_seed`` fixes one for all, and the new layers' first weights for
@@ -10,8 +11,8 @@
 * Frozen-encoder protocol: the paired differences that ``s2dc probe`` gives (S²DC minus the random encoder, S²DC
   minus the raw voxels, on the same validation cases, ± the bootstrap standard error). S²DC is **above** a baseline
   when the difference is positive, and by two standard errors when it exceeds twice its standard error; a row above
-  both but within two standard errors of one says so (``yes, within 2 s.e.``), and the counts lead with the lead by
-  two standard errors.
+  both but within two standard errors of one says so (``yes, within 2 s.e.``), one whose probe gave no standard error
+  too (``yes (no s.e.)``), and the counts lead with the lead by two standard errors.
 
 The counts under the table are over the segmentation and classification datasets (the tasks whose frozen protocol is
 a linear classifier of tokens or of pooled features) and over all datasets.
@@ -33,8 +34,9 @@ from .tasks import CLASSIFIER_TASKS
 #: The arm compared and its fine-tuning baseline; the probe's baselines (encoder names of ``s2dc probe``).
 PRETRAINED, SCRATCH = "s2dc", "scratch"
 FROZEN_BASELINES = ("random", "voxels")
-#: ``finetune_beyond`` of a dataset whose two arms are equal on every seed (no spread, no difference).
-TIE = "tie"
+#: ``finetune_beyond`` of a dataset whose two arms are equal on every seed (no spread, no difference), and of one
+#: where S²DC is below scratch by more than the spread.
+TIE, BEHIND = "tie", "behind"
 #: Relative size below which a seed std or a difference of means is floating-point rounding, not a spread.
 ROUNDING = 1e-9
 #: The frozen protocol's columns: each baseline's paired difference and its standard error.
@@ -96,9 +98,10 @@ def seed_pairs(runs: pd.DataFrame) -> dict[tuple, tuple[int, int, int]]:
 def finetune_differences(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """``table`` (:func:`~s2dc.report.tables.summarise`: mean and std over seeds per dataset, method and label ratio)
     and its ``runs`` -> one row per dataset with both arms: at the lowest label ratio both have, ``finetune_difference``
-    (S²DC minus scratch), ``finetune_spread`` (the larger seed std of the two), ``finetune_beyond`` (True, False,
-    :data:`TIE` when neither arm varies over the seeds and their means are equal, as two arms at 0 Dice on every
-    seed, or None when a std is missing: one seed) and :data:`SEED_PAIRS` (:func:`seed_pairs`)."""
+    (S²DC minus scratch), ``finetune_spread`` (the larger seed std of the two), ``finetune_beyond`` (True: above
+    scratch by more than the spread, :data:`BEHIND`: below it by more, False: within it, :data:`TIE` when neither arm
+    varies over the seeds and their means are equal, as two arms at 0 Dice on every seed, or None when a std is
+    missing: one seed) and :data:`SEED_PAIRS` (:func:`seed_pairs`)."""
     pairs = seed_pairs(runs)
     rows = []
     for (dataset, task, metric), group in table.groupby(["dataset", "task", "metric"], sort=True):
@@ -115,7 +118,8 @@ def finetune_differences(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFram
         # the std of equal scores is rounding noise (3 x 44.44...: 8.7e-15), as is their difference
         noise = ROUNDING * max(1.0, abs(float(ours["mean"])), abs(float(base["mean"])))
         tie = spread <= noise and abs(difference) <= noise
-        beyond = None if math.isnan(spread) else TIE if tie else bool(difference > spread)
+        beyond = (None if math.isnan(spread) else TIE if tie else True if difference > spread
+                  else BEHIND if difference < -spread else False)
         paired = pairs.get((dataset, task, metric, ratio), (0, 0, 0))
         rows.append({"dataset": dataset, "task": task, "metric": metric, "label_ratio": float(ratio),
                      "seeds": int(min(ours["seeds"], base["seeds"])), "finetune_difference": difference,
@@ -142,15 +146,25 @@ def _frozen_verdict(row) -> str:
     differences = [getattr(row, f"versus_{b}") for b in FROZEN_BASELINES]
     if any(math.isnan(d) for d in differences):
         return "—"
-    above = all(d > 0 for d in differences)
-    strong = all(getattr(row, f"versus_{b}") > 2 * getattr(row, f"versus_se_{b}") for b in FROZEN_BASELINES)
-    return ("yes, by 2 s.e." if strong else "yes, within 2 s.e.") if above else "no"
+    if not all(d > 0 for d in differences):
+        return "no"
+    errors = [getattr(row, f"versus_se_{b}") for b in FROZEN_BASELINES]
+    if any(math.isnan(se) for se in errors):
+        return "yes (no s.e.)"
+    return "yes, by 2 s.e." if all(d > 2 * se for d, se in zip(differences, errors)) else "yes, within 2 s.e."
+
+
+def _verdict(value) -> str | None:
+    """``finetune_beyond`` as one word: 'yes', 'behind', 'no', 'tie', or None (undecided: one seed)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        return value  # TIE, BEHIND
+    return "yes" if value else "no"
 
 
 def _beyond(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return "tie" if value == TIE else ("yes" if value else "no")
+    return _verdict(value) or "—"
 
 
 def _has_pairs(paired: float) -> bool:
@@ -165,15 +179,15 @@ def _seeds(row) -> str:
 
 
 def counts(effect: pd.DataFrame, tasks: tuple[str, ...] | None = CLASSIFIER_TASKS) -> dict[str, int]:
-    """How many datasets (of ``tasks``; all with None) have each verdict: ``finetune_beyond`` and ``finetune_decided``
-    (a spread to compare against), ``finetune_ties`` (both arms at one same score on every seed), ``frozen_above``
+    """How many datasets (of ``tasks``; all with None) have each verdict: ``finetune_beyond`` (above by more than the
+    spread), ``finetune_behind`` (below by more) and ``finetune_decided`` (a spread to compare against), ``finetune_ties`` (both arms at one same score on every seed), ``frozen_above``
     (above every baseline), ``frozen_strong`` (by two standard errors) and ``frozen_probed``."""
     rows = effect if tasks is None else effect[effect.task.isin(tasks)]
-    compared = [v for v in rows.finetune_beyond if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    compared = [v for v in map(_verdict, rows.finetune_beyond) if v is not None]
     decided = [v for v in compared if v != TIE]
     frozen = [_frozen_verdict(row) for row in rows.itertuples()]
-    return {"datasets": len(rows), "finetune_decided": len(decided), "finetune_beyond": sum(bool(v) for v in decided),
-            "finetune_ties": len(compared) - len(decided),
+    return {"datasets": len(rows), "finetune_decided": len(decided), "finetune_beyond": decided.count("yes"),
+            "finetune_behind": decided.count(BEHIND), "finetune_ties": len(compared) - len(decided),
             "frozen_probed": sum(v != "—" for v in frozen), "frozen_above": sum(v.startswith("yes") for v in frozen),
             "frozen_strong": sum(v == "yes, by 2 s.e." for v in frozen)}
 
@@ -201,7 +215,8 @@ def effect_markdown(effect: pd.DataFrame) -> str:
         ties = "" if not c["finetune_ties"] else (f" ({c['finetune_ties']} tie{'s' if c['finetune_ties'] > 1 else ''}, "
                                                  "both arms at one same score on every seed)")
         lines.append(f"- Over {label.replace('#', str(c['datasets']))}: fine-tuned, S²DC above scratch by more than the seed "
-                     f"spread on {c['finetune_beyond']} of {c['finetune_decided']} with a spread{ties}; frozen, above "
+                     f"spread on {c['finetune_beyond']} of {c['finetune_decided']} with a spread, below it on "
+                     f"{c['finetune_behind']}{ties}; frozen, above "
                      f"both the random encoder and the voxels by two standard errors on {c['frozen_strong']} of "
                      f"{c['frozen_probed']} probed (point estimates above both on {c['frozen_above']}).")
     return "\n".join(lines) + "\n"
@@ -235,7 +250,8 @@ def finetune_points(rows: pd.DataFrame) -> list[tuple[int, float | None, str]]:
 
 def effect_figure(effect: pd.DataFrame):
     """Both protocols as a forest plot, one row per dataset. Left: the fine-tuning difference in units of the larger
-    seed std (beyond the spread right of the dashed line at 1; a filled marker; no marker for one seed, which has no
+    seed std (beyond the spread right of the dashed line at 1, behind left of the one at -1; a filled marker; no marker
+    for one seed, which has no
     spread: :func:`finetune_points`); right: the frozen protocol's paired
     differences against the random encoder and the voxels, ± two standard errors (R² × 100 for the image tasks)."""
     plt = pyplot()
@@ -246,14 +262,15 @@ def effect_figure(effect: pd.DataFrame):
         if shown is None:  # one seed: no spread to put the difference in units of, so no point (said in words)
             left.annotate(label, (0.0, i), textcoords="offset points", xytext=(6, 4), fontsize=7, color="grey")
             continue
-        beyond = rows.loc[i, "finetune_beyond"] is True
+        beyond = _verdict(rows.loc[i, "finetune_beyond"]) in ("yes", BEHIND)
         left.plot(shown, i, "o", color="#1f77b4", markerfacecolor="#1f77b4" if beyond else "white")
         left.annotate(label, (shown, i), textcoords="offset points", xytext=(6, 4), fontsize=7)
     left.axvline(0, color="grey", lw=0.8)
-    left.axvline(1, color="grey", lw=0.8, ls="--")
+    for edge in (-1, 1):
+        left.axvline(edge, color="grey", lw=0.8, ls="--")
     left.set_xlim(-3.3, 3.3)
     left.set_xlabel("fine-tuning: (S²DC − scratch) / larger seed std")
-    left.set_title("Fine-tuning, lowest label ratio (filled: beyond the spread)", fontsize=9)
+    left.set_title("Fine-tuning, lowest label ratio (filled: beyond the spread, either way)", fontsize=9)
     for offset, baseline, colour in ((0.12, "random", "#d62728"), (-0.12, "voxels", "#2ca02c")):
         scale = np.where(rows.probe_metric == "R²", 100.0, 1.0)
         values, se = rows[f"versus_{baseline}"] * scale, rows[f"versus_se_{baseline}"] * scale

@@ -21,10 +21,11 @@ from ..train.outputs import result_sha256
 from .tasks import TASK_METRICS, TASK_VIEWS
 
 
-#: What the seeds of one row share (a run of other settings is no seed of it), besides the ``options`` each records.
-#: What the seeds of one row share: cases, steps and the starting encoder, by its file's SHA-256 (a path names another
-#: file once overwritten, and one file by several spellings); by its path in files written before it was recorded.
-SETTINGS = ("train_cases", "steps", "init_sha256")
+#: What the seeds of one row share (a run of other settings is no seed of it), besides the ``options`` each records:
+#: training and validation cases, steps and the starting encoder, by its file's SHA-256 (a path names another file
+#: once overwritten, and one file by several spellings); by its path in files written before it was recorded. The
+#: arms of one comparison share all but the last.
+SETTINGS = ("train_cases", "val_cases", "steps", "init_sha256")
 
 
 def ratio_text(ratio: float) -> str:
@@ -78,6 +79,7 @@ def read_run(path: Path, history: bool = False) -> dict:
     for key, (test, expected) in checks.items():
         if not test(_get(run, key)):
             raise ValueError(f"bad metrics file '{path}': {key} is {_get(run, key)!r}; expected {expected}")
+    _check_score(run, path)
     if history:
         entries = run.get("history")
         score = run["score"]["key"]
@@ -87,6 +89,21 @@ def read_run(path: Path, history: bool = False) -> dict:
             raise ValueError(f"bad metrics file '{path}': history is {reprlib.repr(entries)}; expected a list of "
                              f"{{step: integer, {score}: finite number or null}}")
     return {**run, "_path": str(path)}
+
+
+def _check_score(run: dict, path) -> None:
+    """ValueError naming the file unless the run's ``score`` is its task's score (the first of its metrics, e.g. Dice %
+    = 100 × dice_mean): the value the tables show and the metric the curves read."""
+    key, _, scale = TASK_METRICS[run["task"]][0]
+    if run["score"]["key"] != key:
+        raise ValueError(f"bad metrics file '{path}': score.key is {run['score']['key']!r}; expected {key!r}, the "
+                         f"score of a {run['task']} run")
+    if key not in run:
+        raise ValueError(f"bad metrics file '{path}': {key} is missing; expected a finite number or null")
+    value, metric = run["score"]["value"], run[key]
+    if not is_number(metric) or not math.isclose(value, scale * metric, rel_tol=1e-9, abs_tol=1e-9):
+        raise ValueError(f"bad metrics file '{path}': score.value is {value!r}; expected {scale:g} × {key} = "
+                         f"{scale * metric if is_number(metric) else metric!r}")
 
 
 def check_runs(runs: list[dict]) -> None:
@@ -99,7 +116,17 @@ def check_runs(runs: list[dict]) -> None:
     ratios: dict[tuple, dict] = {}
     rows: dict[tuple, dict] = {}
     arms: dict[tuple, dict] = {}
+    datasets: dict[str, dict] = {}
     for run in runs:
+        first = datasets.setdefault(run["dataset"], run)
+        if first["task"] != run["task"]:
+            raise ValueError(f"'{first['_path']}' ({first['task']}) and '{run['_path']}' ({run['task']}) fine-tune "
+                             f"{run['dataset']} under two tasks: a dataset is one task (its registry entry), one row "
+                             "of the tables, one probe verdict and one set of curves; report each task's runs apart")
+        if first["score"]["name"] != run["score"]["name"]:
+            raise ValueError(f"the runs of {run['dataset']} differ in score.name ('{first['_path']}': "
+                             f"{first['score']['name']!r}, '{run['_path']}': {run['score']['name']!r}): one task, "
+                             "one score")
         percent = round(100 * run["label_ratio"])
         row = (run["dataset"], run["task"], run["method"], percent)
         where = f"{run['method']} on {run['dataset']} at {percent} % labels"

@@ -273,8 +273,17 @@ def _json_of(test):
             doc = json.loads(text)
         except ValueError:
             return False
-        return isinstance(doc, dict) and all(isinstance(v, dict) and test(k, v) for k, v in doc.items())
+        return isinstance(doc, dict) and bool(doc) and all(isinstance(v, dict) and v and test(k, v)
+                                                           for k, v in doc.items())
     return recognise
+
+
+def _cells(methods) -> bool:
+    """Whether ``methods`` is ``{method: {"labels_N%": {"mean": ...}}}``, a dataset's (or a scope's) part of the
+    report's metrics.json."""
+    return isinstance(methods, dict) and bool(methods) and all(
+        isinstance(c, dict) and c and all(isinstance(x, dict) and "mean" in x for x in c.values())
+        for c in methods.values())
 
 
 #: How each file the two table commands write is recognised (by its start or its shape), so that a rerun replaces
@@ -284,8 +293,8 @@ OWN_OUTPUTS = {
     "benchmark.md": lambda text: text.startswith("| dataset | task | metric | method | labels |"),
     "benchmark.html": _html_of("The benchmark"),
     "probe.csv": lambda text: text.startswith("dataset,task,stage,encoder,"),
-    "metrics.json": _json_of(lambda k, v: k in ("probe", "averages", "effect") or all(
-        isinstance(c, dict) and all(isinstance(x, dict) and "mean" in x for x in c.values()) for c in v.values())),
+    "metrics.json": _json_of(lambda k, v: all(isinstance(c, dict) for c in v.values()) if k in ("probe", "effect")
+                             else all(_cells(c) for c in v.values()) if k == "averages" else _cells(v)),
     "ablation.csv": lambda text: text.startswith("dataset,task,metric,method,label_ratio,"),
     "ablation.md": lambda text: text.startswith("Loss ablation (poster Table 2)"),
     "ablation.html": _html_of("The loss ablation"),
@@ -451,7 +460,8 @@ def ablation_markdown(table: pd.DataFrame) -> str:
         f"{d} {table[table.dataset == d].metric.iloc[0]} (ours, {ratio_text(table[table.dataset == d].label_ratio.iloc[0])} labels) "
         f"| {d} poster" for d in datasets) + " |"
     lines = [head, "|---|---|---|" + "---|---|" * len(datasets)]
-    for variant in table.sort_values("order", kind="stable").drop_duplicates("method").method:
+    variants = list(table.sort_values("order", kind="stable").drop_duplicates("method").method)
+    for variant in variants:
         losses, assignment = table[table.method == variant].terms.iloc[0].split(":")
         cells = []
         for d in datasets:
@@ -469,7 +479,9 @@ def ablation_markdown(table: pd.DataFrame) -> str:
         o = ordering(table, d)
         tau = "—" if math.isnan(o["kendall_tau"]) else f"{o['kendall_tau']:+.2f}"
         ours = " > ".join(" = ".join(tied) for tied in o["ours"])
-        lines.append(f"- {d}: ours {ours or '—'}; poster {' > '.join(o['poster']) or '—'}; "
+        absent = [v for v in variants if v not in set(table[table.dataset == d].method)]
+        among = f" (among the variants run on it; not run: {', '.join(absent)})" if absent else ""
+        lines.append(f"- {d}{among}: ours {ours or '—'}; poster {' > '.join(o['poster']) or '—'}; "
                      f"Kendall τ {tau}; same best: {'yes' if o['same_best'] else 'no'}; " + _resolution(o))
     return "\n".join(lines) + "\n"
 
