@@ -23,9 +23,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     if not cfg.data.source:
         raise ValueError("data.source is required: pass --data.source <dataset.json or folder of NIfTI volumes>")
     if args.export_encoder:
-        from .export import check_export_output
+        from .export import check_export_location, check_export_output
 
-        check_export_output(Path(args.export_encoder))  # before the training, not after it
+        check_export_location(Path(args.export_encoder), Path(cfg.run.out_dir))  # before the training, not after it
+        check_export_output(Path(args.export_encoder))
     summary = pretrain(cfg)
     losses, checkpoint = summary["losses_this_run"], summary["checkpoint"]
     if not losses:  # a finished run found again, or one stopped after its last checkpoint

@@ -98,15 +98,20 @@ def replace_folder(new: Path, target: Path) -> None:
         if old.exists() and not (target.exists() or target.is_symlink()):
             os.replace(old, target)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    if old.is_symlink():
+        old.unlink()
+    else:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def remove_abandoned(folder: Path, mark: str | None = None) -> None:
     """Clean up the work siblings (:func:`work_sibling`) in ``folder`` of processes of this host that are gone (killed before
-    their own clean-up): a ``tmp`` one is removed; an ``old`` one is put back where its target is missing (killed
-    inside :func:`replace_folder`), else removed. ``mark``: only folders holding a file of that name are touched."""
+    their own clean-up): a ``tmp`` one is removed, and so is the temporary file of an atomic write into one
+    (``.<work sibling>.<pid>.tmp``, :func:`temporary_sibling`); an ``old`` one is put back where its target is missing
+    (killed inside :func:`replace_folder`), else removed. ``mark``: only folders holding a file of that name are
+    touched."""
     host = socket.gethostname()
-    name = re.compile(rf"\.(?P<target>.+)\.{re.escape(host)}\.(?P<pid>\d+)\.(?P<what>tmp|old)")
+    name = re.compile(rf"\.(?P<target>.+)\.{re.escape(host)}\.(?P<pid>\d+)\.(?P<what>tmp|old)(?:\.\d+\.tmp)?")
     for path in Path(folder).glob(".*"):
         found = name.fullmatch(path.name)
         if not found or _running(int(found["pid"])) or (mark is not None and not (path / mark).is_file()):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from s2dc.cli import main
+from s2dc import fingerprint
 from s2dc.train import identity
 from s2dc.train.checkpoint import lock_folder
 
@@ -28,40 +29,40 @@ def package(tmp_path, monkeypatch):
     }
     for name, text in files.items():
         (root / name).write_text(text)
-    monkeypatch.setattr(identity, "PACKAGE_ROOT", root)
+    monkeypatch.setattr(fingerprint, "PACKAGE_ROOT", root)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    identity._read_module.cache_clear()
+    fingerprint._read_module.cache_clear()
     return root
 
 
 def test_code_fingerprint_follows_imports_and_ignores_documentation(package):
-    before = identity.code_fingerprint("s2dc.a")
+    before = fingerprint.code_fingerprint("s2dc.a")
     (package / "e.py").write_text("OTHER = 3\n")  # not imported by a
-    assert identity.code_fingerprint("s2dc.a") == before
+    assert fingerprint.code_fingerprint("s2dc.a") == before
     (package / "a.py").write_text('"""Module a, documented again."""\nfrom .b import f  # a comment\n\n\n'
                                   'def g():\n    """Docstring."""\n    return f() + 1\n')
-    assert identity.code_fingerprint("s2dc.a") == before
+    assert fingerprint.code_fingerprint("s2dc.a") == before
     (package / "c" / "d.py").write_text("VALUE = 2\n")  # imported through b
-    changed = identity.code_fingerprint("s2dc.a")
+    changed = fingerprint.code_fingerprint("s2dc.a")
     assert changed != before
     (package / "c" / "__init__.py").write_text("X = 1\n")  # a parent package runs on import too
-    assert identity.code_fingerprint("s2dc.a") != changed
+    assert fingerprint.code_fingerprint("s2dc.a") != changed
 
 
 def test_parsed_modules_are_cached_on_disk_by_content(package, tmp_path):
     """A second process reads each module's parse from the cache; a corrupt cache entry is parsed again, never
     trusted; the same source gives the same fingerprint with or without the cache."""
-    first = identity.code_fingerprint("s2dc.a")
+    first = fingerprint.code_fingerprint("s2dc.a")
     entries = sorted((tmp_path / "cache" / "s2dc" / "code").glob("*.json"))
     assert len(entries) == 5  # s2dc, s2dc.a, s2dc.b, s2dc.c, s2dc.c.d (not e: a does not import it)
-    identity._read_module.cache_clear()  # as a new process
+    fingerprint._read_module.cache_clear()  # as a new process
     for entry in entries:
         entry.write_text("{not json")
-    assert identity.code_fingerprint("s2dc.a") == first
+    assert fingerprint.code_fingerprint("s2dc.a") == first
     assert all(json.loads(e.read_text()) for e in entries)  # rewritten
-    identity._read_module.cache_clear()
+    fingerprint._read_module.cache_clear()
     (package / "c" / "d.py").write_text("VALUE = 2\n")  # a new source is a new entry, not a stale hit
-    assert identity.code_fingerprint("s2dc.a") != first
+    assert fingerprint.code_fingerprint("s2dc.a") != first
     assert len(list((tmp_path / "cache" / "s2dc" / "code").glob("*.json"))) == 6
 
 
@@ -226,12 +227,12 @@ def test_a_shallow_module_counts_without_the_modules_it_imports(package):
     """The command line (s2dc.cli) runs every job and imports every stage: its own code counts for each job
     (`shallow`), the stages it imports do not (a job reruns when its own stage changes, not another's)."""
     (package / "cli.py").write_text("from . import e\n\n\ndef main():\n    return e.OTHER\n")
-    before = identity.code_fingerprint("s2dc.a", shallow=("s2dc.cli",))
-    assert before != identity.code_fingerprint("s2dc.a")
+    before = fingerprint.code_fingerprint("s2dc.a", shallow=("s2dc.cli",))
+    assert before != fingerprint.code_fingerprint("s2dc.a")
     (package / "e.py").write_text("OTHER = 3\n")  # imported by cli only
-    assert identity.code_fingerprint("s2dc.a", shallow=("s2dc.cli",)) == before
+    assert fingerprint.code_fingerprint("s2dc.a", shallow=("s2dc.cli",)) == before
     (package / "cli.py").write_text("from . import e\n\n\ndef main():\n    return e.OTHER + 1\n")
-    assert identity.code_fingerprint("s2dc.a", shallow=("s2dc.cli",)) != before
+    assert fingerprint.code_fingerprint("s2dc.a", shallow=("s2dc.cli",)) != before
 
 
 def test_the_same_bytes_under_other_code_do_not_say_the_run_stands(tmp_path, capsys):
@@ -300,15 +301,15 @@ def package_copy(tmp_path, monkeypatch):
     import shutil
 
     root = tmp_path / "s2dc"
-    shutil.copytree(identity.PACKAGE_ROOT, root, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(identity, "PACKAGE_ROOT", root)
+    shutil.copytree(fingerprint.PACKAGE_ROOT, root, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(fingerprint, "PACKAGE_ROOT", root)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    identity._read_module.cache_clear()
+    fingerprint._read_module.cache_clear()
     return root
 
 
 def _stage_codes() -> dict[str, str]:
-    return {stage: identity.code_fingerprint(*modules, shallow=("s2dc.cli",)) for stage, modules in STAGE_MODULES.items()}
+    return {stage: fingerprint.code_fingerprint(*modules, shallow=("s2dc.cli",)) for stage, modules in STAGE_MODULES.items()}
 
 
 def _file_naming(root, text: str):
@@ -327,7 +328,7 @@ def test_a_dataset_added_to_the_registry_changes_no_stages_code(package_copy):
     text = path.read_text()
     assert anchor in text
     path.write_text(text.replace(anchor, NEW_DATASET + anchor, 1))
-    identity._read_module.cache_clear()
+    fingerprint._read_module.cache_clear()
     assert _stage_codes() == before
     text = path.read_text()  # an entry edited: data too
     path.write_text(text.replace('"poster Table 2"', '"poster Table 2 (edited)"'))
@@ -342,6 +343,6 @@ def test_the_registrys_code_still_counts(package_copy):
     old = "    return [s.name for s in _SPECS if s.downstream]"
     assert old in text
     path.write_text(text.replace(old, "    return [s.name for s in _SPECS if s.task != 'pretraining' and s.downstream]"))
-    identity._read_module.cache_clear()
+    fingerprint._read_module.cache_clear()
     after = _stage_codes()
     assert all(after[stage] != before[stage] for stage in STAGE_MODULES), (before, after)

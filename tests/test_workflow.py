@@ -629,7 +629,7 @@ def test_a_dataset_can_have_fine_tuning_options_of_its_own(tmp_path):
 
 
 def test_every_job_that_reads_a_registry_entry_carries_its_digest():
-    """The registry's entries are data, left out of the code hash (s2dc.train.identity.DATA_MODULES): a job that reads
+    """The registry's entries are data, left out of the code hash (s2dc.fingerprint.DATA_MODULES): a job that reads
     a dataset's entry carries that entry's digest (`entry`, registry.spec_digest), the tables and plots that of what
     they read of it (`registry`, registry.report_digest), so that an edited entry reruns its jobs and is never silently reused; the sweep's
     study name counts the entries of the pool and the dataset it runs on. A rule of s2dc code (code=CODE[...]) with

@@ -3,7 +3,7 @@
 The entries of the dataset registry (:mod:`s2dc.data.registry`, which defines what an entry is, checks it and is
 how every other module reads them). This module is the one place an entry is written: adding a dataset (MSD Task07
 Pancreas, say) or editing one's entry changes no job's code hash (the code fingerprint leaves this module out,
-:data:`s2dc.train.identity.DATA_MODULES`); the jobs and runs that read an entry carry its own digest
+:data:`s2dc.fingerprint.DATA_MODULES`); the jobs and runs that read an entry carry its own digest
 (:func:`s2dc.data.registry.spec_digest`) and rerun when it changes, and only they. Keep it data: helpers that
 build entries belong here only as far as their result is the entry (its digest counts what they made).
 

@@ -16,11 +16,6 @@ import numpy as np
 from .errors import DataError
 from .registry import PRESETS
 
-# Bump when the preprocessing code (:mod:`.preprocess`) changes in a way that alters its output (or what it accepts): it is
-# part of PreprocessConfig.cache_key(), so old on-disk caches are then no longer reused.
-_PIPELINE_VERSION = 4  # 3: channels on another voxel grid are refused (s2dc.data.grids), 4: affines in mm (a header
-#                         in metres or microns), pixdim of no size refused (s2dc.data.nifti.affine_mm)
-
 
 #: The intensity normalisations ``preprocess.intensity`` names (see :class:`PreprocessConfig`).
 INTENSITIES = ("ct", "zscore", "zscore_volume")
@@ -137,6 +132,7 @@ class PreprocessConfig:
                             "become a constant image" + fix)
 
     def cache_key(self) -> str:
-        """Short stable hash (12 hex chars) of all fields and the pipeline version."""
-        payload = json.dumps({**asdict(self), "_pipeline": _PIPELINE_VERSION}, sort_keys=True)
+        """Short stable hash (12 hex chars) of all fields (the code that applies them names the cache folders too:
+        :func:`s2dc.data.volumes.transform_code`)."""
+        payload = json.dumps(asdict(self), sort_keys=True)
         return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:12]

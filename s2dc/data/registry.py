@@ -195,7 +195,7 @@ def spec_digest(name: str) -> str:
     """SHA-256 of what the jobs read of dataset ``name``'s entry (every field but :data:`DOCUMENTATION_FIELDS`, in a
     canonical JSON): a param of each job that reads the entry, and part of a fine-tuning's identity, so that editing
     one dataset's entry reruns the jobs of that dataset, and only them (the entries are data, which no code hash
-    counts: :data:`s2dc.train.identity.DATA_MODULES`)."""
+    counts: :data:`s2dc.fingerprint.DATA_MODULES`)."""
     read = {k: v for k, v in _plain(get(name)).items() if k not in DOCUMENTATION_FIELDS}
     return hashlib.sha256(json.dumps(read, sort_keys=True).encode()).hexdigest()
 

@@ -2,7 +2,7 @@
 
 :class:`CachedVolumes` (image-only, pretraining) and :class:`LabelledCases` (image + label) run the
 one chain of :mod:`s2dc.data.preprocess` and keep its output in an atomic on-disk cache keyed by the
-preprocessing settings. Bad input data raises :class:`DataError` naming the offending file, also when
+preprocessing settings and by the code that computes them (:func:`transform_code`). Bad input data raises :class:`DataError` naming the offending file, also when
 the error happens inside MONAI transforms, a :class:`monai.data.PersistentDataset` or a DataLoader
 worker; :func:`check_all` loads everything once before training.
 """
@@ -21,13 +21,32 @@ from monai.data import Dataset, MetaTensor, PersistentDataset
 from monai.utils import convert_to_tensor
 
 from ..files import check_folder_path, file_stamp, remove_abandoned, work_sibling
+from ..fingerprint import code_fingerprint, digest, libraries
 from .errors import DataError
 from .preprocess import PreprocessConfig, check_min_size, preprocess_transforms
 
 __all__ = ["CachedVolumes", "DataError", "LabelledCases", "check_all"]
 
-# Bump when the labelled preprocessing changes its output: part of the cache folder name.
-_SEG_PIPELINE_VERSION = 1
+#: The modules every cached transform's code is counted with (:func:`transform_code`): the preprocessing chain and
+#: the cache itself.
+PREPROCESSING_MODULES = ("s2dc.data.preprocess", "s2dc.data.volumes")
+
+
+def _each_transform(transform):
+    """``transform`` and, for a Compose, every transform it runs (nested)."""
+    yield transform
+    for inner in getattr(transform, "transforms", ()) or ():
+        yield from _each_transform(inner)
+
+
+def transform_code(transform, built_by: str | None = None) -> str:
+    """12 hex of the code ``transform`` runs: the s2dc modules of :data:`PREPROCESSING_MODULES`, of its transforms'
+    classes (a Compose's, nested) and ``built_by`` (the module that set the parameters of a library transform in it),
+    with what they import (:func:`s2dc.fingerprint.code_fingerprint`), and the torch and MONAI versions. Part of each
+    cache folder's name: entries written by other preprocessing code, or another MONAI, are never read."""
+    modules = {*PREPROCESSING_MODULES, *([built_by] if built_by else [])}
+    modules |= {type(t).__module__ for t in _each_transform(transform) if type(t).__module__.startswith("s2dc.")}
+    return digest([code_fingerprint(*sorted(modules)), libraries()])[:12]
 
 
 # --------------------------------------------------------------------------- cached dataset
@@ -98,8 +117,8 @@ class CachedVolumes(torch.utils.data.Dataset):
     min_size : tuple of 3 int
         Minimum output spatial size (smaller volumes are zero-padded).
     cache_root : str, Path or None
-        Cache root; files go to ``cache_root / cfg.cache_key()``, so any preprocessing change uses
-        a fresh cache directory. Each cache entry is keyed by the path, ``min_size`` and the file's
+        Cache root; files go to ``cache_root / <cfg.cache_key()>-<transform_code>``, so any change of the
+        preprocessing options, code or libraries uses a fresh cache directory. Each cache entry is keyed by the path, ``min_size`` and the file's
         size and mtime, so a replaced file or another ROI is recomputed. ``None``: no cache.
 
     Notes
@@ -126,7 +145,7 @@ class CachedVolumes(torch.utils.data.Dataset):
             self._ds: Dataset = Dataset(items, transform=transform)
         else:
             check_folder_path(Path(cache_root), "preprocessing cache folder")
-            self.cache_dir = Path(cache_root) / cfg.cache_key()
+            self.cache_dir = Path(cache_root) / f"{cfg.cache_key()}-{transform_code(transform)}"
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             self._ds = _AtomicPersistentDataset(items, transform=transform, cache_dir=self.cache_dir)
 
@@ -216,21 +235,23 @@ class _Checked(torch.utils.data.Dataset):
 
 class TransformedCases(_Checked):
     """Cases (dicts of roles: paths, lists of channel paths, class indices) run through ``transform``, cached on
-    disk under ``cache_root/<cache_name>`` (``cache_root`` None: no cache).
+    disk under ``cache_root/<cache_name>-<transform_code>`` (``cache_root`` None: no cache; ``built_by``: the module
+    that built ``transform``, :func:`transform_code`).
 
     Each cache entry is keyed by the case's values plus the size and mtime of each of its files, so replaced
-    files are recomputed; ``cache_name`` must change with anything else that changes the output.
+    files are recomputed; ``cache_name`` must change with any option that changes the output (the code does by
+    itself).
     """
 
     def __init__(self, cases: list[dict[str, Any]], transform, cache_root: str | Path | None, cache_name: str,
-                 extra: dict[str, Any] | None = None) -> None:
+                 extra: dict[str, Any] | None = None, built_by: str | None = None) -> None:
         items = [self._item(c, extra or {}) for c in cases]
         if cache_root is None:
             self.cache_dir = None
             dataset = Dataset(items, transform=transform)
         else:
             check_folder_path(Path(cache_root), "preprocessing cache folder")
-            self.cache_dir = Path(cache_root) / cache_name
+            self.cache_dir = Path(cache_root) / f"{cache_name}-{transform_code(transform, built_by)}"
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             dataset = _AtomicPersistentDataset(items, transform=transform, cache_dir=self.cache_dir)
         super().__init__(dataset)
@@ -270,4 +291,4 @@ class LabelledCases(TransformedCases):
         if values is not None:
             extra["label_values"] = sorted(int(v) for v in values)
         super().__init__(pairs, preprocess_transforms(cfg, tuple(min_size), num_classes), cache_root,
-                         f"seg{_SEG_PIPELINE_VERSION}-{cfg.cache_key()}", extra)
+                         f"seg-{cfg.cache_key()}", extra)

@@ -58,10 +58,9 @@ from ..train.checkpoint import (
 from ..train.device import pick_device
 from ..train.finetune_config import FinetuneConfig
 from ..train.finite import NonFiniteError, describe_step, gradient_norm, require_finite, step_is_finite
+from ..fingerprint import code_fingerprint, libraries
 from ..train.identity import (
-    code_fingerprint,
     data_fingerprint,
-    libraries,
     record_content,
     run_differences,
     volumes_sha256,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .. import config as cfgtools
 from ..data.preprocess_config import PreprocessConfig
@@ -84,13 +85,14 @@ class RunConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        cfgtools.check(bool(self.out_dir), "run.out_dir", "a folder path", self.out_dir)
+        cfgtools.check(bool(self.out_dir.strip()), "run.out_dir", "a folder path", self.out_dir)
         cfgtools.check(0 <= self.seed <= cfgtools.SEED_MAX, "run.seed", f"in 0..{cfgtools.SEED_MAX} (NumPy's seeds)", self.seed)
         cfgtools.check(self.device in DEVICES, "run.device", f"one of {list(DEVICES)}", self.device)
         cfgtools.check(self.amp in ("auto", "bf16", "off"), "run.amp", "'auto', 'bf16' or 'off'", self.amp)
         for name in ("checkpoint_every", "keep_last", "log_every"):
             cfgtools.check(getattr(self, name) >= 1, f"run.{name}", ">= 1", getattr(self, name))
-        cfgtools.check(bool(self.resume), "run.resume", f"one of {list(RESUME_MODES)} or a checkpoint path", self.resume)
+        cfgtools.check(self.resume in RESUME_MODES or Path(self.resume).exists(), "run.resume",
+                       f"one of {list(RESUME_MODES)} or the path of an existing checkpoint", self.resume)
 
 
 @dataclass(frozen=True)

@@ -328,7 +328,7 @@ class FinetuneRunConfig:
     resume: str = "auto"
 
     def __post_init__(self) -> None:
-        cfgtools.check(bool(self.out_dir), "run.out_dir", "a folder path", self.out_dir)
+        cfgtools.check(bool(self.out_dir.strip()), "run.out_dir", "a folder path", self.out_dir)
         cfgtools.check(0 <= self.seed <= cfgtools.SEED_MAX, "run.seed", f"in 0..{cfgtools.SEED_MAX} (NumPy's seeds)", self.seed)
         cfgtools.check(self.device in ("auto", "cpu", "cuda"), "run.device", "'auto', 'cpu' or 'cuda'", self.device)
         cfgtools.check(self.checkpoint_every >= 0, "run.checkpoint_every", "an integer >= 0 (0: no checkpoints)",

@@ -47,10 +47,9 @@ from .checkpoint import (
 from .config import RESUME_MODES, PretrainConfig
 from .device import pick_device
 from .finite import NonFiniteError, describe_step, gradient_norm, non_finite_tensors, step_is_finite
+from ..fingerprint import code_fingerprint, libraries
 from .identity import (
-    code_fingerprint,
     data_fingerprint,
-    libraries,
     record_content,
     result_options,
     run_differences,
@@ -475,7 +474,10 @@ def pretrain(cfg: PretrainConfig) -> dict:
         # refused before its first checkpoint or output (a bad volume found by the check before step 1 leaves the
         # cache of the good ones), as a refused fine-tuning run is; or before the folder was made, where the
         # clean-up's own error must not hide the refusal
-        if trainer._made_out and trainer.out.is_dir() and {p.name for p in trainer.out.iterdir()} <= {".lock", "cache"}:
+        # (only by the process that holds the folder's lock: one that lost it to a run started at the same moment
+        # found no folder either, and must leave that run's lock and cache alone)
+        if trainer._made_out and trainer._lock is not None and trainer.out.is_dir() and \
+                {p.name for p in trainer.out.iterdir()} <= {".lock", "cache"}:
             shutil.rmtree(trainer.out, ignore_errors=True)
         raise
     finally:

@@ -10,7 +10,7 @@ from snakemake.utils import validate
 
 from s2dc.data import registry
 from s2dc.data.download import release_fingerprint
-from s2dc.train.identity import code_fingerprint
+from s2dc.fingerprint import code_fingerprint
 from s2dc.tune.space import split_run_local
 import s2dc.workflow_checks as checks
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import zlib
@@ -12,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ...files import check_folder_path, remove_abandoned, replace_folder, work_sibling
-from ..datalist import content_sha256
+from ..datalist import content_sha256, listed_files
 from ..errors import DataError
 from ..nifti import check_affine
 from ..provenance import writer_of
@@ -129,6 +130,7 @@ def write_dataset(
         check_folder_path(out_dir, "output")  # a file above it
     except ValueError as err:
         raise SynthParamError("out_dir", str(err)) from None
+    link, out_dir = out_dir, out_dir.resolve() if out_dir.is_symlink() else out_dir  # a link: written through
     _check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     affine = np.diag([*spacing, 1.0])
@@ -196,7 +198,7 @@ def write_dataset(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out_dir / "dataset.json"
+    return link / "dataset.json"
 
 
 #: The files :func:`write_dataset` puts in its folder beside dataset.json (paths relative to the folder).
@@ -209,11 +211,16 @@ MARK = ".s2dc-synth"
 def _check_replaceable(out_dir: Path) -> None:
     """Refuse an existing ``out_dir`` that holds anything but a synthetic dataset written here: its mark
     (:data:`MARK`), its dataset.json (one with the ``synthetic`` block of this writer; Snakemake deletes it before it
-    reruns the job, so it may be missing) and case files (:data:`OWN_FILE`). A user's folder is never replaced."""
+    reruns the job, so it may be missing) and its case files: those the dataset.json lists, or without it those
+    named as :data:`OWN_FILE`. A user's folder, or a file a user added to a twin, is never replaced."""
     if not out_dir.is_dir():
         return
     found = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_symlink() or not p.is_dir())
-    foreign = [f for f in found if f not in ("dataset.json", MARK) and not OWN_FILE.fullmatch(f)]
+    own = OWN_FILE.fullmatch
+    if "dataset.json" in found and writer_of(out_dir / "dataset.json") == "synth":
+        listed = {os.path.normpath(rel) for _, rel in _listed(out_dir / "dataset.json")}
+        own = listed.__contains__
+    foreign = [f for f in found if f not in ("dataset.json", MARK) and not own(f)]
     if "dataset.json" in found and writer_of(out_dir / "dataset.json") != "synth":
         foreign.insert(0, "dataset.json (not one that s2dc synth wrote)")
     if not foreign and found and MARK not in found and "dataset.json" not in found:
@@ -224,6 +231,15 @@ def _check_replaceable(out_dir: Path) -> None:
         raise SynthParamError("out_dir", f"output '{out_dir}' holds files that s2dc synth did not write "
                                          f"({', '.join(foreign[:3])}{more}); they are never replaced: give a new "
                                          f"or empty folder, or move them away")
+
+
+def _listed(path: Path) -> list[tuple[str, str]]:
+    """(role, path) of the files a twin's dataset.json lists (none where it cannot be read)."""
+    try:
+        doc = json.loads(path.read_text())
+        return listed_files([*doc.get("training", []), *doc.get("validation", [])])
+    except (OSError, ValueError, TypeError, AttributeError):
+        return []
 
 
 def _write_case(folder: Path, name: str, case: twins.Case, spec, affine: np.ndarray) -> dict[str, Any]:

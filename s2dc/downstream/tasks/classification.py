@@ -120,7 +120,7 @@ class Classification(Task):
                            resized_to_roi(s)])
         return (TransformedCases(train, whole, cache_root, name, {"min_size": [1, 1, 1]}),
                 TransformedCases(val, centred, cache_root, f"{name}-val",
-                                 {"in_plane": self.options.in_plane, "size": list(s.roi_size)}))
+                                 {"in_plane": self.options.in_plane, "size": list(s.roi_size)}, __name__))
 
     def augment(self, s: Setting) -> Compose:
         """Random crops and flips (``crops``) or the moved box, resized, and flips (``whole``), then the intensity

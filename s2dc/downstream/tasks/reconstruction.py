@@ -22,9 +22,6 @@ from ..metrics import nrmse, psnr, ssim
 from .common import Setting, Task, cached_pair, infer, random_crops
 
 KEYS = ["image", "target"]
-_VERSION = 5  # bump when the preprocessing below changes its output (2: targets on another grid are refused,
-#               3: ... of other voxel sizes or origin too, 4: the one grid rule of s2dc.data.grids, rounding warns,
-#               5: padded at the far ends, the unpadded extent kept for scoring)
 
 
 class ScaleByImaged(MapTransform):
@@ -78,7 +75,7 @@ class Reconstruction(Task):
             steps.append(Spacingd(KEYS, pixdim=cfg.spacing, mode="bilinear"))
         steps += [RecordExtentd(), SpatialPadd(KEYS, spatial_size=s.roi_size, method="end", mode="constant", value=0),
                   ScaleByImaged()]
-        return cached_pair(train, val, s, cache_root, f"rec{_VERSION}", Compose(steps))
+        return cached_pair(train, val, s, cache_root, "rec", Compose(steps), __name__)
 
     def augment(self, s: Setting) -> Compose:
         return random_crops(KEYS, s)

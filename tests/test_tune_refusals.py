@@ -1,0 +1,213 @@
+"""What the sweep refuses or survives without a traceback: a live worker is never declared dead on its own host, and
+a worker whose trial another worker failed goes on; a study is bound to its `workers` and to one budget even when
+two workers bind it at once; a refused run claims no trial folder; malformed spec files, SQLite storages, damaged
+journals and search ranges holding one value are refused naming the file, URL or key (exit 2)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from s2dc.cli import main
+from s2dc.tune.liveness import this_worker
+from s2dc.tune.space import parse_space
+from s2dc.tune.spec import load_spec, spec_from_dict
+from s2dc.tune.storage import open_storage, open_study, open_sweep
+from s2dc.tune.toy import make_toy_objective
+from s2dc.tune.worker import bind_study, run_worker
+
+SPACE = {"pretrain.loss.weight_p2p": {"low": 0.0, "high": 1.0}}
+
+
+def toy_spec(**change) -> dict:
+    """A sweep spec with the toy objective, one report a trial and no sleep; ``change`` overrides its keys."""
+    return {"objective": "toy", "space": SPACE, "toy": {"steps": 1, "sleep": 0.0}, "pruner": None,
+            "heartbeat": {"interval": 1, "grace": 30}, **change}
+
+
+def work(storage, study: str, budget: int, spec) -> list[str]:
+    """The arguments of `s2dc sweep work`."""
+    return ["sweep", "work", "--storage", str(storage), "--study", study, "--budget", str(budget),
+            "--spec", spec if isinstance(spec, str) else json.dumps(spec)]
+
+
+def _running(number: int, worker: dict, beat_age: float) -> optuna.trial.FrozenTrial:
+    """A RUNNING trial started an hour ago whose ``worker`` last beat ``beat_age`` seconds ago."""
+    return optuna.trial.FrozenTrial(
+        number=number, trial_id=number, state=TrialState.RUNNING, value=None, values=None, intermediate_values={},
+        datetime_start=datetime.datetime.now() - datetime.timedelta(hours=1), datetime_complete=None,
+        params={"x": 0.5}, distributions={"x": optuna.distributions.FloatDistribution(0.0, 1.0)},
+        user_attrs={"worker": worker, "heartbeat": time.time() - beat_age}, system_attrs={})
+
+
+def test_a_live_worker_on_this_host_is_never_dead_however_old_its_last_beat(tmp_path):
+    """docs/sweeps.md: on the same host dead means the process no longer exists. A worker whose beats stopped for
+    longer than the grace period (paused, swapping, or a checker with a shorter grace) but whose process lives was
+    failed, and then crashed on its next report. A process that is gone, or whose pid another process now has (its
+    recorded start differs), is dead at once."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its pid names no process
+    study, liveness = open_sweep(str(tmp_path / "study.journal"), "alive", heartbeat_interval=1, grace_period=5)
+    host = socket.gethostname()
+    for number, worker in enumerate([this_worker(), {"host": host, "pid": gone.pid},
+                                     {"host": host, "pid": os.getpid(), "start": 1}]):
+        study.add_trial(_running(number, worker, beat_age=600.0))
+    assert liveness.fail_stale(study) == [1, 2]
+    assert [t.state for t in study.get_trials(deepcopy=False)[:3]] == [TrialState.RUNNING, TrialState.FAIL,
+                                                                       TrialState.FAIL]
+
+
+def test_a_worker_whose_trial_another_worker_failed_warns_and_goes_on(tmp_path):
+    """While worker A runs trial 0, another worker fails it as dead and enqueues its retry: A's next report raised
+    UpdateFinishedTrialError, and so did recording it as the trial's error, so A died with a traceback (exit 1).
+    A warns, does not count the lost trial, and runs the retry to the budget."""
+    spec = spec_from_dict(toy_spec())
+    storage = str(tmp_path / "study.journal")
+    study, live = open_sweep(storage, "s", heartbeat_interval=1, grace_period=30, sampler=spec.make_sampler())
+    other, other_live = open_sweep(storage, "s", heartbeat_interval=1, grace_period=30)  # another worker's view
+    bind_study(study, 1, spec.space)
+    toy = make_toy_objective(spec.toy, spec.dims)
+
+    def objective(trial, params):
+        if trial.number == 0:
+            other.tell(0, state=TrialState.FAIL)
+            other_live.retry(other, other.trials[0], "its worker died")
+        return toy(trial, params)
+
+    lines = []
+    report = run_worker(study, objective, spec.dims, 1, live, log=lines.append)
+    assert (report.complete, report.failed) == (1, 0)
+    assert any(line.startswith("warning: trial 0") and "another worker" in line for line in lines), lines
+    lost, retry = study.get_trials(deepcopy=False)
+    assert lost.state == TrialState.FAIL and "error" not in lost.user_attrs
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["retry_of"] == 0
+
+
+def test_a_worker_of_other_workers_is_refused(tmp_path, capsys):
+    """`workers` sets the generations, and so what every trial draws: a study started with workers: 1 was joined
+    silently by a worker whose spec says workers: 3."""
+    storage = tmp_path / "study.journal"
+    assert main(work(storage, "s", 1, toy_spec(workers=1))) == 0
+    capsys.readouterr()
+    assert main(work(storage, "s", 1, toy_spec(workers=3))) == 2
+    err = capsys.readouterr().err
+    assert "study 's' was started with other options: they differ in workers, 1 there, 3 in this worker's" in err
+    assert "Traceback" not in err
+    assert main(work(storage, "s", 1, toy_spec(workers=1))) == 0  # the same workers: joins (budget met)
+
+
+def test_two_workers_of_other_budgets_binding_at_once_are_not_both_accepted(tmp_path):
+    """Worker B binds a new study completely between worker A's check and A's write: both were accepted, and B ran
+    to its budget of 10 in a study recorded (and exported) as of budget 5. Now the study records one binding, A's,
+    and B is refused before it runs a trial."""
+    storage = str(tmp_path / "study.journal")
+    study_a, live_a = open_sweep(storage, "s", heartbeat_interval=1, grace_period=30)
+    study_b, live_b = open_sweep(storage, "s", heartbeat_interval=1, grace_period=30)
+    options = {"objective": "toy", "seed": 0}
+    real_set, first = study_a.set_user_attr, [True]
+
+    def set_after_b(key, value):  # A has already seen that the study is not bound
+        if first[0]:
+            first[0] = False
+            bind_study(study_b, 10, SPACE, None, options)
+        real_set(key, value)
+
+    study_a.set_user_attr = set_after_b
+    bind_study(study_a, 5, SPACE, None, options)
+    dims, toy = parse_space(SPACE), make_toy_objective({"steps": 1, "sleep": 0.0}, parse_space(SPACE))
+    with pytest.raises(ValueError, match="budget 5, this worker has 10"):
+        run_worker(study_b, toy, dims, 10, live_b, log=lambda line: None)
+    assert study_b.get_trials(deepcopy=False) == []
+    assert run_worker(study_a, toy, dims, 5, live_a, log=lambda line: None).complete == 5
+
+
+def test_a_refused_run_leaves_no_claim_on_the_trial_folders(tmp_path, capsys, monkeypatch):
+    """`sweep work` claimed <out_dir>/<study> for the storage given before it opened that storage: a run refused for
+    a wrong storage (or another budget) left the claim, and the corrected command was refused for ever."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("pool.json", "ds.json"):
+        (tmp_path / name).write_text("{}")
+    (tmp_path / "notes.txt").write_text("my notes, not a journal\n")
+    spec = {"space": SPACE, "data": {"pretrain": "pool.json", "finetune": "ds.json"}, "out_dir": "sw"}
+    claim = tmp_path / "sw" / "s" / ".s2dc-storage.json"
+    assert main(work("notes.txt", "s", 1, spec)) == 2
+    assert "storage 'notes.txt' is not an Optuna journal file" in capsys.readouterr().err and not claim.exists()
+    study = open_study("study.journal", "s")
+    bind_study(study, 2, spec_from_dict(spec).space)
+    assert main(work("study.journal", "s", 1, spec)) == 2  # another budget than the study's
+    assert "was started with budget 2, this worker has 1" in capsys.readouterr().err and not claim.exists()
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("bad.yaml", b"space: {a: [1,\n", "not valid YAML"),
+    ("latin.yaml", b"\xff\xfe space: {}\n", "not UTF-8"),
+    ("latin.json", b'{"space": "\xff"}\n', "not UTF-8"),
+])
+def test_a_spec_file_that_cannot_be_read_is_refused_naming_it(tmp_path, capsys, name, content, message):
+    """A malformed YAML spec crashed with a yaml traceback (exit 1); one not in UTF-8 was refused naming no file."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as err:
+        load_spec(str(path))
+    assert f"spec file '{path}'" in str(err.value)
+    assert main(work(tmp_path / "study.journal", "s", 1, str(path))) == 2
+    assert str(path) in capsys.readouterr().err and not (tmp_path / "study.journal").exists()
+
+
+def test_an_sqlite_storage_that_cannot_be_opened_is_refused_naming_it(tmp_path):
+    """A text file given as an SQLite database, or one in a folder that does not exist, crashed with an SQLAlchemy
+    traceback (exit 1)."""
+    from s2dc.tune.export import export_study
+
+    (tmp_path / "notes.db").write_text("my notes\n")
+    for url in (f"sqlite:///{tmp_path / 'notes.db'}", f"sqlite:///{tmp_path / 'missing' / 'x.db'}"):
+        with pytest.raises(ValueError, match=re.escape(f"storage '{url}' cannot be opened as a database")):
+            open_storage(url)
+    assert (tmp_path / "notes.db").read_text() == "my notes\n" and not (tmp_path / "missing").exists()
+    # export only reads: a database that does not exist is refused as a missing journal is, and not created
+    typo = tmp_path / "typo.db"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"storage 'sqlite:///{typo}': its SQLite database '{typo}' "
+                                                          "does not exist")):
+        export_study(f"sqlite:///{typo}", "s", tmp_path / "out")
+    assert not typo.exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("key, value", [
+    ("pretrain.loss.weight_p2p", {"low": 0.0, "high": 1.0, "step": 5.0}),
+    ("pretrain.optim.warmup_steps", {"low": 10, "high": 12, "step": 5}),
+])
+def test_a_range_whose_step_exceeds_it_is_refused_naming_its_key(key, value):
+    """A step larger than high - low leaves the range one value, low: every trial drew it."""
+    with pytest.raises(ValueError, match="step") as err:
+        parse_space({key: value})
+    assert repr(key) in str(err.value) and "high - low" in str(err.value)
+    parse_space({key: {**value, "step": value["high"] - value["low"]}})  # low and high: accepted
+
+
+def test_a_damaged_journal_is_refused_naming_it_and_left_as_it_was(tmp_path, capsys):
+    """A line that is no record (a stray write) gave a bare 'Expecting value: line 1 column 1' naming no file, and
+    `sweep work` appended a record before failing."""
+    from s2dc.tune.export import export_study
+
+    journal = tmp_path / "s.journal"
+    open_study(str(journal), "s")
+    with open(journal, "a") as handle:
+        handle.write("GARBAGE\n")
+    damaged = journal.read_bytes()
+    with pytest.raises(ValueError, match=f"storage '{journal}': line 2 is not a journal record"):
+        open_study(str(journal), "t")
+    assert main(work(journal, "t", 1, toy_spec())) == 2
+    assert f"storage '{journal}'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=f"storage '{journal}'"):
+        export_study(str(journal), "s", tmp_path / "out", force=True)
+    assert journal.read_bytes() == damaged
