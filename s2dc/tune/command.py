@@ -37,22 +37,24 @@ def _work(args: argparse.Namespace) -> int:
         from .toy import make_toy_objective
 
         objective = make_toy_objective(spec.toy, spec.dims)
-    else:  # pretraining and fine-tuning in this process: MONAI as the training commands import it
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the worker prints one line per trial instead
+    study, liveness = open_sweep(
+        args.storage, args.study, workers=spec.workers, sampler=spec.make_sampler(), pruner=spec.make_pruner(),
+        heartbeat_interval=spec.heartbeat["interval"], grace_period=spec.heartbeat["grace"], max_retry=spec.max_retry,
+    )
+    bound = bind_study(study, args.budget, spec.space, data_identity(spec), trial_options(spec))
+    if spec.objective != "toy":  # pretraining and fine-tuning in this process: MONAI as the training commands import it
         from ..runtime import flush_denormals, import_monai_lean
 
         flush_denormals()
         import_monai_lean()
         from .objective import make_objective
 
+        # it claims the trial folders: only now, with the storage open and the spec accepted, so that a refused run
+        # leaves no claim refusing the corrected command
         objective = make_objective(spec, args.storage, args.study)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the worker prints one line per trial instead
-    study, liveness = open_sweep(
-        args.storage, args.study, workers=spec.workers, sampler=spec.make_sampler(), pruner=spec.make_pruner(),
-        heartbeat_interval=spec.heartbeat["interval"], grace_period=spec.heartbeat["grace"], max_retry=spec.max_retry,
-    )
-    bind_study(study, args.budget, spec.space, data_identity(spec), trial_options(spec))
     report = run_worker(study, objective, spec.dims, args.budget, liveness, generation=spec.workers,
-                        max_failures=spec.max_failures,
+                        max_failures=spec.max_failures, bound=bound,
                         log=lambda line: print(line, flush=True))
     print(f"this worker: {report.complete} complete, {report.pruned} pruned, {report.failed} failed, "
           f"{report.surplus} surplus; dead workers' trials retried: {report.dead_retried}", flush=True)
@@ -62,12 +64,13 @@ def _work(args: argparse.Namespace) -> int:
 def trial_options(spec) -> dict:
     """What defines a trial besides its parameters and data: the objective, the base options of its stages (but for
     the run-local ones, :data:`~s2dc.tune.space.RUN_LOCAL`), the fine-tuning seeds its value averages, the pruner
-    that may stop it and the sampler's seed."""
+    that may stop it, the sampler's seed and ``workers`` (the generations, which decide what each trial draws)."""
     from .space import split_run_local
 
     return {"objective": spec.objective, "pretrain": split_run_local("pretrain", spec.pretrain)[0],
             "finetune": split_run_local("finetune", spec.finetune)[0], "toy": spec.toy,
-            "finetune_seeds": list(spec.finetune_seeds), "pruner": spec.pruner, "seed": spec.seed}
+            "finetune_seeds": list(spec.finetune_seeds), "pruner": spec.pruner, "seed": spec.seed,
+            "workers": spec.workers}
 
 
 def data_identity(spec) -> dict[str, str] | None:
@@ -75,6 +78,9 @@ def data_identity(spec) -> dict[str, str] | None:
     of its dataset's files, so another release converted into the same path differs); None for the toy objective."""
     if spec.objective == "toy":
         return None
+    for stage, path in spec.data.items():
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"spec data.{stage}: '{path}' is not a file (a dataset.json is expected)")
     return {stage: hashlib.sha256(Path(path).read_bytes()).hexdigest() for stage, path in sorted(spec.data.items())}
 
 

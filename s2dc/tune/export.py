@@ -23,7 +23,7 @@ from ..recorded import check_recorded, write_recorded
 from .liveness import RETRY_ATTR
 from .space import nest
 from .storage import open_study
-from .worker import BUDGET_ATTR, ERROR_ATTR, FINISHED, SURPLUS_ATTR
+from .worker import BUDGET_ATTR, ERROR_ATTR, FINISHED, SURPLUS_ATTR, bound_record
 
 FIGURES = {
     "history.png": "history_figure",
@@ -66,7 +66,7 @@ def export_study(storage: str, study_name: str, out_dir: str | Path, *, force: b
     ``{name: path}``. Refuses (``ValueError``) a study that has not reached its budget, unless ``force``."""
     study = open_study(storage, study_name, create=False)
     trials = study.get_trials(deepcopy=False)
-    budget = study.user_attrs.get(BUDGET_ATTR)
+    budget = (bound_record(study) or {}).get(BUDGET_ATTR)
     finished = sum(t.state in FINISHED for t in trials)
     if not force and budget is None:
         raise ValueError(f"study {study_name!r} in '{storage}' has no recorded budget (it was not made by "

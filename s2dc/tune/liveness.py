@@ -7,9 +7,10 @@ most ``max_retry`` times per original trial, so a trial that kills its worker, e
 - Database storage: Optuna's own heartbeat (``RDBStorage(heartbeat_interval, grace_period,
   heartbeat_stale_trial_callback)``); a trial is dead when its last beat is older than ``grace`` seconds.
 - Journal file: ``JournalStorage`` has no heartbeat in Optuna 4.9 (it is not a ``BaseHeartbeat``), so this module
-  does the same through trial user attributes: ``worker`` = ``{host, pid}`` and ``heartbeat`` = the time of the
-  last beat. A trial is dead when its last sign of life (beat or start) is older than ``grace`` seconds, or at once
-  when its worker ran on this host and that process no longer exists.
+  does the same through trial user attributes: ``worker`` = ``{host, pid, start}`` and ``heartbeat`` = the time of
+  the last beat. A trial whose worker ran on this host is dead when that process no longer exists (seen at once;
+  ``start`` tells a reused pid), never while it lives; one of another host when its last sign of life (beat or
+  start) is older than ``grace`` seconds.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ WORKER_ATTR, BEAT_ATTR, RETRY_ATTR = "worker", "heartbeat", "retry_of"
 
 
 def this_worker() -> dict:
-    """Identity of this process as recorded on its trials."""
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+    """Identity of this process as recorded on its trials (``start``: :func:`process_start`)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": process_start(os.getpid())}
 
 
 def enqueue_retry(study: optuna.Study, failed: optuna.trial.FrozenTrial, max_retry: int | None) -> int | None:
@@ -154,19 +155,32 @@ def rdb_liveness(interval: int, grace: int, max_retry: int | None) -> Liveness:
 
 
 def is_dead(trial: optuna.trial.FrozenTrial, now: float, grace: float, host: str, beats: bool = True) -> bool:
-    """Whether the worker of a RUNNING ``trial`` is gone: its process no longer exists on this host, or its last
-    sign of life is more than ``grace`` seconds old: its ``heartbeat`` attribute or its start (``beats``), or its
-    start alone when it never recorded its worker (a worker records itself at once, so it died right away)."""
+    """Whether the worker of a RUNNING ``trial`` is gone. Its worker ran on this host: when that process no longer
+    exists (or its pid is another process's now: its recorded start differs), never while it lives, however old its
+    last beat. Otherwise: when its last sign of life is more than ``grace`` seconds old: its ``heartbeat`` attribute
+    or its start (``beats``), or its start alone when it never recorded its worker (a worker records itself at once,
+    so it died right away)."""
     worker = trial.user_attrs.get(WORKER_ATTR)
     if isinstance(worker, dict):
-        if worker.get("host") == host and not pid_alive(int(worker.get("pid", -1))):
-            return True
+        if worker.get("host") == host:
+            pid, start = int(worker.get("pid", -1)), worker.get("start")
+            return not pid_alive(pid) or (start is not None and process_start(pid) not in (None, start))
         if not beats:
             return False
     beat = trial.user_attrs.get(BEAT_ATTR)
     start = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
     last = max(float(beat) if isinstance(beat, (int, float)) else 0.0, start)
     return now - last > grace
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks after boot, field 22 of ``/proc/<pid>/stat``): with the pid, it
+    names one process; ``None`` where unknown (no such process, no ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def pid_alive(pid: int) -> bool:

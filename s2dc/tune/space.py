@@ -12,6 +12,7 @@ import itertools
 import math
 import typing
 from dataclasses import dataclass
+from decimal import Decimal
 
 from .. import config as cfgtools
 from ..train import config as pretrain_config
@@ -128,6 +129,9 @@ def _parse_dimension(key, value) -> Dimension:
             raise ValueError(f"space key {key!r}: step must be a number > 0, got {step!r}")
         if _is_int(low) and _is_int(high) and not _is_int(step):
             raise ValueError(f"space key {key!r}: an integer range needs an integer step, got {step!r}")
+        if Decimal(str(step)) > Decimal(str(high)) - Decimal(str(low)):  # decimal: 0.3 - 0.1 < 0.2 in floats
+            raise ValueError(f"space key {key!r}: step {step!r} is larger than high - low ({high!r} - {low!r}): the "
+                             "range would hold low alone; give a smaller step, or no step")
     return Dimension(key, low=low, high=high, log=log, step=step)
 
 

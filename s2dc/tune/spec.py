@@ -85,15 +85,22 @@ def load_spec(text: str) -> SweepSpec:
     path = Path(text)
     if not path.is_file():
         raise ValueError(f"--spec: '{text}' is neither a JSON object nor an existing .json/.yaml file")
+    if path.suffix not in (".json", ".yaml", ".yml"):
+        raise ValueError(f"spec file '{path}': expected a .json, .yaml or .yml file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"spec file '{path}': not UTF-8 text ({err})") from None
     if path.suffix == ".json":
         try:
-            values = json.loads(path.read_text())
+            values = json.loads(text)
         except json.JSONDecodeError as err:
             raise ValueError(f"spec file '{path}': not valid JSON ({err})") from None
-    elif path.suffix in (".yaml", ".yml"):
-        values = yaml.safe_load(path.read_text())
     else:
-        raise ValueError(f"spec file '{path}': expected a .json, .yaml or .yml file")
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(f"spec file '{path}': not valid YAML ({err})") from None
     return spec_from_dict(values, where=f"spec file '{path}'")
 
 

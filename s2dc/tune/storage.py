@@ -33,7 +33,8 @@ def open_storage(storage: str, *, workers: int = 1, heartbeat_interval: int = 10
     """The Optuna storage behind ``storage`` and how its dead workers are found (see :mod:`.liveness`).
 
     ``workers``: how many workers will share the study (SQLite is refused for more than one).
-    ``must_exist``: refuse a journal file that does not exist (reading a study) instead of creating it."""
+    ``must_exist``: refuse a journal file or SQLite database that does not exist (reading a study) instead of
+    creating it."""
     if not isinstance(storage, str) or not storage:
         raise ValueError(f"storage must be a journal file path or a database URL, got {storage!r}")
     if workers < 1:
@@ -42,7 +43,7 @@ def open_storage(storage: str, *, workers: int = 1, heartbeat_interval: int = 10
         raise ValueError(f"heartbeat: interval must be >= 1 s and grace > interval, got interval {heartbeat_interval}, "
                          f"grace {grace_period}")
     if is_url(storage):
-        return _rdb(storage, workers, heartbeat_interval, grace_period, max_retry)
+        return _rdb(storage, workers, heartbeat_interval, grace_period, max_retry, must_exist)
     path = Path(storage)
     if path.is_dir():
         raise ValueError(f"storage '{storage}' is a folder; give a journal file path (e.g. {path / 'study.journal'})")
@@ -58,21 +59,47 @@ def open_storage(storage: str, *, workers: int = 1, heartbeat_interval: int = 10
 
 def _require_journal(path: Path) -> None:
     """ValueError naming ``path`` unless it is empty or its first line is a journal record (a JSON object with an
-    ``op_code``): Optuna would append its records to any file, and then fail reading it."""
+    ``op_code``): Optuna would append its records to any file, and then fail reading it; or unless each of its
+    complete lines is JSON (a damaged journal: a stray write; Optuna's error names no file, and it would write first).
+    The last line may lack its newline: another worker may be writing it."""
     with open(path, "rb") as handle:
         first = handle.readline()
-    if not first:
-        return
+        if not first:
+            return
+        try:
+            record = json.loads(first)
+        except ValueError:
+            record = None
+        if not (isinstance(record, dict) and "op_code" in record):
+            raise ValueError(f"storage '{path}' is not an Optuna journal file (its first line is no journal record): "
+                             "it is left as it is; give the path of a new file, or of a journal a sweep wrote")
+        for number, line in enumerate(handle, start=2):
+            if not line.endswith(b"\n"):
+                break
+            try:
+                json.loads(line)
+            except ValueError as err:
+                raise ValueError(f"storage '{path}': line {number} is not a journal record ({err}): the journal is "
+                                 "damaged (a stray write?); it is left as it is: remove that line from a copy, or "
+                                 "start a new journal") from None
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The database file of an ``sqlite:`` URL; None for another database, an in-memory one or a malformed URL
+    (which opening it refuses)."""
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
     try:
-        record = json.loads(first)
-    except ValueError:
-        record = None
-    if not (isinstance(record, dict) and "op_code" in record):
-        raise ValueError(f"storage '{path}' is not an Optuna journal file (its first line is no journal record): it "
-                         "is left as it is; give the path of a new file, or of a journal a sweep wrote")
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return parsed.database
 
 
-def _rdb(url: str, workers: int, interval: int, grace: int, max_retry: int | None):
+def _rdb(url: str, workers: int, interval: int, grace: int, max_retry: int | None, must_exist: bool = False):
     scheme = url.split("://", 1)[0]
     if scheme.split("+")[0] == "sqlite" and workers > 1:
         raise ValueError(
@@ -81,6 +108,9 @@ def _rdb(url: str, workers: int, interval: int, grace: int, max_retry: int | Non
             "Use a journal file (a path such as sweeps/study.journal) or a PostgreSQL/MySQL URL "
             "(postgresql+psycopg2://user@host:port/db) instead"
         )
+    database = _sqlite_file(url)
+    if must_exist and database is not None and not Path(database).is_file():
+        raise FileNotFoundError(f"storage '{url}': its SQLite database '{database}' does not exist")
     liveness = rdb_liveness(interval, grace, max_retry)
     engine_kwargs = {} if scheme.startswith("sqlite") else {"pool_pre_ping": True}
     import sqlalchemy.exc
@@ -109,6 +139,8 @@ def _rdb(url: str, workers: int, interval: int, grace: int, max_retry: int | Non
             if attempt == _SCHEMA_ATTEMPTS - 1:
                 raise
             time.sleep(random.uniform(0.2, 1.0))
+        except sqlalchemy.exc.DatabaseError as err:  # not a database, a file that cannot be opened, no server
+            raise ValueError(f"storage '{url}' cannot be opened as a database: {err.orig or err}") from None
     raise AssertionError("unreachable")
 
 

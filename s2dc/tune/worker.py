@@ -40,7 +40,9 @@ from .space import Dimension, suggest
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 SURPLUS_ATTR, ERROR_ATTR, INTERRUPTED_ATTR = "surplus", "error", "interrupted"
-#: Study user attributes fixed by the first worker; later workers must agree.
+#: The study user attribute that records what the first worker bound the study to (:func:`bind_study`), and its
+#: fields; an older s2dc recorded each field as an attribute of its own, which is still read.
+BOUND_ATTR = "bound"
 BUDGET_ATTR, SPACE_ATTR, DATA_ATTR, OPTIONS_ATTR = "budget", "space", "data", "options"
 
 #: ``objective(trial, params) -> value``: ``params`` are the trial's ``{space key: value}``; it may report
@@ -69,30 +71,51 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+def bound_record(study: optuna.Study) -> dict | None:
+    """What ``study`` is bound to (:func:`bind_study`): its ``bound`` attribute, or the separate attributes an older
+    s2dc recorded; ``None`` for a study not bound yet."""
+    attrs = study.user_attrs
+    if BOUND_ATTR in attrs:
+        return attrs[BOUND_ATTR]
+    legacy = {key: attrs[key] for key in (BUDGET_ATTR, SPACE_ATTR, DATA_ATTR, OPTIONS_ATTR) if key in attrs}
+    return legacy or None
+
+
 def bind_study(study: optuna.Study, budget: int, space: dict, data: dict | None = None,
-               options: dict | None = None) -> None:
+               options: dict | None = None) -> dict:
     """Record the budget, search space, (``data``, when the objective reads datasets) the data's identity and
-    (``options``) what else defines a trial (objective, base options) on a new study; refuse a worker whose budget,
-    space, data or options differ from what the study was started with (its trials would not be comparable, or the
-    budget would be ambiguous)."""
+    (``options``) what else defines a trial (objective, base options, workers) on a new study, as one attribute read
+    back after writing; refuse a worker whose values differ from what the study was started with (its trials would
+    not be comparable, or the budget would be ambiguous). Returns this worker's values, for :func:`run_worker` to
+    check again each round (two workers may bind a new study at once: the later write wins, and the other worker is
+    refused at its next round)."""
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
-    bound = ((BUDGET_ATTR, budget), (SPACE_ATTR, space)) + (((DATA_ATTR, data),) if data is not None else ()) \
-        + (((OPTIONS_ATTR, options),) if options is not None else ())
-    for key, value in bound:
-        if key not in study.user_attrs:
-            study.set_user_attr(key, value)
-        recorded = study.user_attrs[key]
-        if recorded != value:
-            way_out = (f"its trials ran on other data: delete that study (optuna delete-study --study-name "
-                       f"{study.study_name} --storage <the storage>) or use a new study name" if key == DATA_ATTR
-                       else f"use the same {key} for every worker, or a new study name")
-            if isinstance(recorded, dict) and isinstance(value, dict):
-                field, there, here = option_changes(recorded, value)[0]
-                raise ValueError(f"study {study.study_name!r} was started with other {key}: they differ in {field}, "
-                                 f"{there} there, {here} in this worker's; {way_out}")
-            raise ValueError(f"study {study.study_name!r} was started with {key} {recorded!r}, this worker has "
-                             f"{value!r}; {way_out}")
+    mine = {key: value for key, value in ((BUDGET_ATTR, budget), (SPACE_ATTR, space), (DATA_ATTR, data),
+                                          (OPTIONS_ATTR, options)) if value is not None}
+    if bound_record(study) is None:
+        study.set_user_attr(BOUND_ATTR, mine)
+    check_bound(study, mine)  # read back: another worker's binding written meanwhile wins or loses as a whole
+    return mine
+
+
+def check_bound(study: optuna.Study, mine: dict) -> None:
+    """ValueError naming the study, the first field and both values unless what ``study`` is bound to agrees with
+    ``mine`` in each field both hold."""
+    recorded = bound_record(study) or {}
+    for key, value in mine.items():
+        if key not in recorded or recorded[key] == value:
+            continue
+        there = recorded[key]
+        way_out = (f"its trials ran on other data: delete that study (optuna delete-study --study-name "
+                   f"{study.study_name} --storage <the storage>) or use a new study name" if key == DATA_ATTR
+                   else f"use the same {key} for every worker, or a new study name")
+        if isinstance(there, dict) and isinstance(value, dict):
+            field, was, here = option_changes(there, value)[0]
+            raise ValueError(f"study {study.study_name!r} was started with other {key}: they differ in {field}, "
+                             f"{was} there, {here} in this worker's; {way_out}")
+        raise ValueError(f"study {study.study_name!r} was started with {key} {there!r}, this worker has "
+                         f"{value!r}; {way_out}")
 
 
 def is_surplus(study: optuna.Study, number: int, budget: int) -> bool:
@@ -130,15 +153,17 @@ def noting_sigterm():
 
 def run_worker(study: optuna.Study, objective: Objective, dims: tuple[Dimension, ...], budget: int,
                liveness: Liveness, *, generation: int = 1, max_failures: int = 3, poll: float | None = None,
-               log: Callable[[str], None] = print) -> WorkerReport:
+               log: Callable[[str], None] = print, bound: dict | None = None) -> WorkerReport:
     """Run trials of ``study`` until it holds ``budget`` finished trials (see the module docstring); a trial draws
     its parameters once no trial of the generations (of ``generation`` trials, the spec's ``workers``) before its own
-    runs (:mod:`s2dc.tune.generations`)."""
+    runs (:mod:`s2dc.tune.generations`). Each round first checks that the study is still bound to ``bound`` (what
+    :func:`bind_study` returned; by default, ``budget``): ValueError if another worker's binding replaced it."""
     with noting_sigterm():
-        return _run_worker(study, objective, dims, budget, liveness, generation, max_failures, poll, log)
+        return _run_worker(study, objective, dims, budget, liveness, generation, max_failures, poll, log,
+                           {BUDGET_ATTR: budget} if bound is None else bound)
 
 
-def _run_worker(study, objective, dims, budget, liveness, generation, max_failures, poll, log) -> WorkerReport:
+def _run_worker(study, objective, dims, budget, liveness, generation, max_failures, poll, log, bound) -> WorkerReport:
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
     poll = liveness.interval if poll is None else poll
@@ -148,6 +173,7 @@ def _run_worker(study, objective, dims, budget, liveness, generation, max_failur
         report.dead_retried += len(liveness.fail_stale(study))
 
     while True:
+        check_bound(study, bound)
         fail_stale()
         trials = study.get_trials(deepcopy=False)
         finished = sum(t.state in FINISHED for t in trials)
@@ -172,6 +198,8 @@ def _run_worker(study, objective, dims, budget, liveness, generation, max_failur
             report.surplus += 1
             continue
         state = _run_trial(study, trial, objective, dims, liveness, budget, generation, fail_stale, poll, log)
+        if state is None:  # another worker failed it as dead, and retries it
+            continue
         if state == TrialState.COMPLETE:
             report.complete += 1
         elif state == TrialState.PRUNED:
@@ -183,10 +211,12 @@ def _run_worker(study, objective, dims, budget, liveness, generation, max_failur
                                  "see the 'error' column of the study's trials")
 
 
-def _run_trial(study, trial, objective, dims, liveness, budget, generation, fail_stale, poll, log) -> TrialState:
-    """Run one trial under a heartbeat and tell the study how it ended; returns its state."""
+def _run_trial(study, trial, objective, dims, liveness, budget, generation, fail_stale,
+               poll, log) -> TrialState | None:
+    """Run one trial under a heartbeat and tell the study how it ended; returns its state, or ``None`` when another
+    worker failed the trial meanwhile (judged dead: it retries it), with a warning."""
     started = time.perf_counter()
-    value, state, error, interrupted = None, TrialState.FAIL, None, None
+    value, state, error, interrupted, lost = None, TrialState.FAIL, None, None, None
     with liveness.heartbeat(study, trial):  # stopped before the trial is told, so no beat lands on a finished trial
         liveness.claim(trial)
         try:
@@ -198,18 +228,24 @@ def _run_trial(study, trial, objective, dims, liveness, budget, generation, fail
             state = TrialState.COMPLETE
         except optuna.TrialPruned:
             state = TrialState.PRUNED
+        except optuna.exceptions.UpdateFinishedTrialError as err:  # a report or attribute on a trial failed elsewhere
+            lost = err
         except FloatingPointError as err:  # a diverged run: a bad region of the space, not a bug
-            trial.set_user_attr(ERROR_ATTR, f"diverged: {err}")
+            _note(trial, ERROR_ATTR, f"diverged: {err}")
         except Exception as err:
             if TERMINATED.is_set():  # SIGTERM's SystemExit turned into another exception by a library
-                trial.set_user_attr(INTERRUPTED_ATTR, True)
+                _note(trial, INTERRUPTED_ATTR, True)
                 interrupted = SystemExit(128 + signal.SIGTERM)
             else:
-                trial.set_user_attr(ERROR_ATTR, "".join(traceback.format_exception_only(err)).strip())
+                _note(trial, ERROR_ATTR, "".join(traceback.format_exception_only(err)).strip())
                 error = err
         except BaseException as err:  # Ctrl-C, SIGTERM: not the parameters' fault, so they run again
-            trial.set_user_attr(INTERRUPTED_ATTR, True)
+            _note(trial, INTERRUPTED_ATTR, True)
             interrupted = err
+    if lost is not None:
+        log(f"warning: trial {trial.number} was failed by another worker while it ran ({lost}); another worker "
+            "declared it dead and retries it: this worker does not count it and goes on")
+        return None
     told = _tell(study, trial, state, value, log)
     if interrupted is not None:
         if told:
@@ -217,11 +253,19 @@ def _run_trial(study, trial, objective, dims, liveness, budget, generation, fail
         raise interrupted
     if error is not None:
         raise TrialError(f"trial {trial.number} failed: {type(error).__name__}: {error}") from error
+    if not told:
+        return None
     shown = f" value {value:.6g}" if state == TrialState.COMPLETE else ""
     params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
     log(f"trial {trial.number} {state.name}{shown} in {time.perf_counter() - started:.1f} s "
         f"({finished_count(study)}/{budget} finished): {params}")
     return state
+
+
+def _note(trial, key: str, value) -> None:
+    """``trial.set_user_attr``, but for a trial another worker finished meanwhile (:func:`_tell` then warns)."""
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+        trial.set_user_attr(key, value)
 
 
 def _tell(study, trial, state, value, log) -> bool:
