@@ -298,7 +298,8 @@ def test_cache_is_used_and_keyed_by_config(tmp_path):
     cfg = PreprocessConfig()
     ds = CachedVolumes([path], cfg, (8, 8, 8), tmp_path / "cache")
     first = ds[0]
-    cache_dir = tmp_path / "cache" / cfg.cache_key()
+    cache_dir = ds.cache_dir
+    assert cache_dir.parent == tmp_path / "cache" and cache_dir.name.startswith(f"{cfg.cache_key()}-")
     files = list(cache_dir.iterdir())
     assert [f.suffix for f in files] == [".pt"]  # one entry, no temp files left behind
 
@@ -308,8 +309,10 @@ def test_cache_is_used_and_keyed_by_config(tmp_path):
     other = PreprocessConfig(a_max=500.0)
     assert other.cache_key() != cfg.cache_key()
     save(path, box_volume())
-    CachedVolumes([path], other, (8, 8, 8), tmp_path / "cache")[0]
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([cfg.cache_key(), other.cache_key()])
+    second = CachedVolumes([path], other, (8, 8, 8), tmp_path / "cache")
+    second[0]
+    assert sorted((tmp_path / "cache").iterdir()) == sorted([cache_dir, second.cache_dir])
+    assert second.cache_dir.name.startswith(f"{other.cache_key()}-")
 
 
 def test_corrupt_cache_entry_is_recomputed(tmp_path):
@@ -386,8 +389,7 @@ def test_the_half_written_cache_entry_of_a_killed_process_is_removed_at_the_next
 
     path = save(tmp_path / "vol.nii.gz", box_volume())
     cfg = PreprocessConfig()
-    cache_dir = tmp_path / "cache" / cfg.cache_key()
-    cache_dir.mkdir(parents=True)
+    cache_dir = CachedVolumes([path], cfg, (8, 8, 8), tmp_path / "cache").cache_dir  # made, nothing cached yet
     host = socket.gethostname()
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True, check=True).stdout)
