@@ -149,7 +149,7 @@ class PretrainConfig:
 HELP = {
     "data.source": "MSD-style dataset.json or a folder of NIfTI volumes (required)",
     "data.key": "section of dataset.json listing the volumes",
-    "data.cache_dir": "preprocessed-volume cache root (a subfolder per preprocessing hash); default <run.out_dir>/cache",
+    "data.cache_dir": "preprocessed-volume cache root (a subfolder per preprocessing options and code); default <run.out_dir>/cache",
     "data.workers": "DataLoader worker processes",
     "preprocess.intensity": "'ct': window [a_min, a_max] -> [0, 1]; 'zscore': z-score over nonzero voxels (MRI/PET); "
                             "'zscore_volume': over every voxel",

@@ -423,7 +423,7 @@ HELP = {
                        "its own subset and the seeds' spread includes the subset's; a number fixes one subset for "
                        "every seed, which then varies the initialisation and the batches only (the release's CC-CCII: "
                        "sample(frac=ratio, random_state=1) for every run)",
-    "data.cache_dir": "preprocessed image/label cache root (a subfolder per preprocessing hash); default <run.out_dir>/cache",
+    "data.cache_dir": "preprocessed image/label cache root (a subfolder per preprocessing options and code); default <run.out_dir>/cache",
     "data.workers": "DataLoader worker processes",
     "data.input_channel": "translation: the sequence given as input (a name of the json's 'modality'; default the "
                           "first), the others are predicted",
