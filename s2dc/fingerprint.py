@@ -1,7 +1,9 @@
-"""The code a computation runs, as a hash: the s2dc modules it imports (their syntax trees without docstrings, so
-comments and documentation do not count), and the versions of the libraries whose kernels it computes with. Run
-identities (:mod:`s2dc.train.identity`), the workflow's jobs and the preprocessing caches (:mod:`s2dc.data.volumes`) are
-keyed by it, so that changed code never reuses what the old code made."""
+"""The code a computation runs, as hashes: :func:`code_fingerprint` of the s2dc modules it imports (their syntax trees
+without docstrings, so comments and documentation do not count), and :func:`libraries`, the versions of the
+libraries whose kernels it computes with. Run identities (:mod:`s2dc.train.identity`) and the preprocessing caches
+(:mod:`s2dc.data.volumes`) are keyed by both, so that changed code or libraries never reuse what the old ones made;
+the workflow's jobs by the code alone (``workflow/rules/common.smk``: a library upgrade reruns no finished job,
+while a run it interrupts starts afresh)."""
 
 from __future__ import annotations
 
