@@ -9,6 +9,7 @@ import http.server
 import io
 import json
 import random
+import shutil
 import stat
 import tarfile
 import threading
@@ -467,6 +468,23 @@ def test_a_release_s2dc_extracted_is_fingerprinted_by_what_changed_since(spleen_
     assert edited != "" and download.release_fingerprint(root) == edited
     (root / "Task09_Spleen" / "imagesTr" / "spleen_2.nii.gz").write_bytes(b"added")
     assert download.release_fingerprint(root) not in ("", edited)
+
+
+def test_a_release_extracted_by_hand_is_recorded_never_touched(spleen_tar, server, tmp_path):
+    """An MSD task the user extracted by hand: `s2dc download` keeps every file of it as it is and records it as s2dc
+    records what it extracts (`.Task09_Spleen.extracted.json`, the workflow's download job's output: a forced rerun
+    deletes that record, never a file of the release); the release is then fingerprinted by what changed since."""
+    root = tmp_path / "msd_spleen"
+    download.download_msd("Task09_Spleen", tmp_path / "elsewhere")
+    shutil.copytree(tmp_path / "elsewhere" / "Task09_Spleen", root / "Task09_Spleen")  # "by hand", no archive
+    before = {p: p.read_bytes() for p in sorted((root / "Task09_Spleen").rglob("*")) if p.is_file()}
+    assert download.release_fingerprint(root) not in ("", "absent")  # nothing recorded: every file counts
+    assert download.download_msd("Task09_Spleen", root) == root / "Task09_Spleen" / "dataset.json"
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in root.iterdir()) == [".Task09_Spleen.extracted.json", "Task09_Spleen"]
+    assert download.release_fingerprint(root) == ""
+    (root / "Task09_Spleen" / "imagesTr" / "spleen_1.nii.gz").write_bytes(b"corrected in place")
+    assert download.release_fingerprint(root) != ""
 
 
 def test_a_release_no_one_recorded_is_fingerprinted_whole(tmp_path):

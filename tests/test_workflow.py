@@ -141,6 +141,25 @@ def test_a_user_with_one_real_dataset_runs_just_its_rows(tmp_path):
     assert "--config only=btcv,spleen" in out and "got ['spleen']" in out
 
 
+def test_a_forced_download_keeps_a_release_extracted_by_hand(tmp_path):
+    """The download job's output is s2dc's record beside the release, not a file of it: `--forcerun
+    download_archive` (or -F) deletes that record and runs `s2dc download` again, which finds the release complete
+    and records it anew, every file of it as it was (the job's output was the release's own dataset.json, which
+    Snakemake deleted first: the release was then refused as one s2dc did not extract)."""
+    task = tmp_path / "data/raw/msd_spleen/Task09_Spleen"
+    (task / "imagesTr").mkdir(parents=True)
+    (task / "dataset.json").write_text('{"name": "Spleen"}\n')
+    (task / "imagesTr" / "spleen_2.nii.gz").write_bytes(b"a volume extracted by hand")
+    before = {p: p.read_bytes() for p in task.rglob("*") if p.is_file()}
+    record = "data/raw/msd_spleen/.Task09_Spleen.extracted.json"
+    for extra in ((), ("--forcerun", "download_archive")):
+        run = snakemake(tmp_path, "--cores", "1", record, *extra, "--config", "scale=paper")  # the target after
+        # an option of one value (--configfile and --config take several)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert (tmp_path / record).is_file() and {p: p.read_bytes() for p in before} == before
+    assert "download_archive" in run.stdout + run.stderr  # the forced run ran the job
+
+
 def test_quick_spans_the_benchmark_and_smoke_every_task_and_modality():
     """The embedded default has all ten rows and one encoder per modality; the smoke DAG the tests run has every
     task and every modality at least once (its end-to-end run: test_pipeline.py)."""

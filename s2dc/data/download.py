@@ -214,13 +214,17 @@ def msd_resource(task: str) -> tuple[str, str]:
 def download_msd(task: str, root: str | Path, progress: bool = False) -> Path:
     """Download ``root/<task>.tar``, check its MD5 and extract ``root/<task>/``; returns its dataset.json.
 
-    An existing, complete ``root/<task>/dataset.json`` is kept; an interrupted download is resumed. A non-empty
+    An existing, complete ``root/<task>/dataset.json`` is kept, every file as it is, and recorded as one s2dc
+    extracted is (``root/.<task>.extracted.json``, the workflow's download job's output: a forced rerun deletes that
+    record, never a file of the release) where nothing recorded it; an interrupted download is resumed. A non-empty
     ``root/<task>/`` without its dataset.json holds files that were not extracted here, and a ``root/<task>`` that is
     a symbolic link is not s2dc's either: both are refused, never replaced.
     """
     root = Path(root)
     target = root / task
     if (target / "dataset.json").is_file():
+        if not (root / f".{task}{EXTRACTED}").is_file():  # extracted by hand: its files as they are now
+            _record_extracted(root, task, f"{task}.tar")
         return target / "dataset.json"
     if target.exists() and not target.is_dir():
         raise DataError(f"'{target}' is a file, where s2dc extracts {task}'s folder: it is never replaced; move it "
@@ -242,9 +246,15 @@ def download_msd(task: str, root: str | Path, progress: bool = False) -> Path:
         (unpacked / task).rename(target)
     finally:
         shutil.rmtree(unpacked, ignore_errors=True)
-    files = {rel: stamp for rel, stamp in _file_stamps(root) if rel == archive.name or rel.startswith(f"{task}/")}
-    atomic_write_text(root / f".{task}{EXTRACTED}", json.dumps({"files": files}))
+    _record_extracted(root, task, archive.name)
     return target / "dataset.json"
+
+
+def _record_extracted(root: Path, task: str, archive: str) -> None:
+    """Write ``root/.<task>.extracted.json``: the stamps of the task's files and its archive, against which
+    :func:`release_fingerprint` tells what changed since."""
+    files = {rel: stamp for rel, stamp in _file_stamps(root) if rel == archive or rel.startswith(f"{task}/")}
+    atomic_write_text(root / f".{task}{EXTRACTED}", json.dumps({"files": files}))
 
 
 #: Suffix of the record :func:`download_msd` leaves beside what it extracted (``.<task>.extracted.json``).

@@ -9,7 +9,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from s2dc.data import registry
-from s2dc.data.download import release_fingerprint
+from s2dc.data.download import EXTRACTED, release_fingerprint
 from s2dc.fingerprint import code_fingerprint
 from s2dc.tune.space import split_run_local
 import s2dc.workflow_checks as checks
@@ -100,11 +100,17 @@ def archive_folder(name: str) -> str | None:
     return Path(archives[0].url).name.split(".")[0] if archives else None
 
 
+def extraction_record(dataset: str, folder: str) -> str:
+    """The record `s2dc download` leaves beside an open release it extracted or found complete
+    (`s2dc.data.download.EXTRACTED`): the download job's output, a file of s2dc's, not of the release."""
+    return f"{RAW}/{dataset}/.{folder}{EXTRACTED}"
+
+
 def release_of(w) -> list[str]:
-    """Input of a prepared dataset: the downloaded archive's marker file for an open download, nothing for a
+    """Input of a prepared dataset: the downloaded archive's extraction record for an open download, nothing for a
     registration-only release (absent until the user puts it there; its converter says so)."""
     folder = archive_folder(w.dataset)
-    return [f"{RAW}/{w.dataset}/{folder}/dataset.json"] if folder else []
+    return [extraction_record(w.dataset, folder)] if folder else []
 
 
 def release_stamp(w) -> str:
@@ -113,7 +119,7 @@ def release_stamp(w) -> str:
     again, and everything after it rerun, instead of being reused without a word. An open archive's counts only the
     files changed since s2dc extracted it ('' before its download, whose marker is the job's input)."""
     folder = archive_folder(w.dataset)
-    pending = bool(folder) and not (Path(RAW) / w.dataset / folder / "dataset.json").is_file()
+    pending = bool(folder) and not Path(extraction_record(w.dataset, folder)).is_file()
     return release_fingerprint(Path(RAW) / w.dataset, pending=pending)
 
 

@@ -59,11 +59,12 @@ rule prepared_dataset:
 rule download_archive:
     # An open dataset's archive (the three MSD tasks): fetched from the registry's URL (resuming a partial
     # download), checked against its MD5, extracted member by member into RAW/<name>/ (no member may leave the
-    # folder; links refused). A release already extracted there (e.g. by the user) is kept as it is. The output is a
-    # file of the release: protected, so that a forced rerun (-F, --forcerun) stops, naming it, instead of deleting
-    # it (s2dc download then refuses the folder it no longer recognises, and the release must be extracted again).
+    # folder; links refused). A release already extracted there (e.g. by the user) is kept as it is. The output is
+    # s2dc's record of the extraction beside the release (.<folder>.extracted.json), not a file of the release, so a
+    # forced rerun (-F, --forcerun) deletes only the record: `s2dc download` finds the release complete and records
+    # it again.
     output:
-        protected(f"{RAW}/{{dataset}}/{{folder}}/dataset.json"),
+        f"{RAW}/{{dataset}}/.{{folder}}.extracted.json",
     params:
         raw=lambda w: f"{RAW}/{w.dataset}",
     wildcard_constraints:
