@@ -10,35 +10,28 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from conftest import TINY_FT, write_boxes
+from conftest import write_boxes
 from s2dc.cli import main
 from s2dc.data.synthetic import write_dataset
 from s2dc.export import swinunetr_for
 from s2dc.models.encoder_config import EncoderConfig
+from test_trust import finetune_argv
 
 SIZES = EncoderConfig(feature_size=12, num_heads=(1, 2, 3, 4), window_size=4)
 
 
-@pytest.fixture
-def config(tmp_path):
-    path = tmp_path / "ft.yaml"
-    path.write_text(yaml.safe_dump(TINY_FT))
-    return path
+def finetune(tmp_path, source, out, *extra) -> int:
+    """`s2dc finetune` of ``source`` into ``out``, the tiny options, one step (test_trust.finetune_argv)."""
+    return main(finetune_argv(tmp_path, source, out, *extra))
 
 
-def finetune(config, source, out, *extra) -> int:
-    return main(["finetune", "--config", str(config), "--data.source", str(source), "--run.out_dir", str(out),
-                 "--train.steps", "1", *extra])
-
-
-def test_a_rerun_refused_for_its_data_keeps_the_earlier_runs_outputs(seg_dir, config, tmp_path, capsys):
+def test_a_rerun_refused_for_its_data_keeps_the_earlier_runs_outputs(seg_dir, tmp_path, capsys):
     """A finished run, then the same folder given a copy of its data with a NaN in a validation image: the rerun is
     refused (exit 2, naming the file) before it replaces anything, so the earlier model.pt, metrics.json, split.json
     and curves are still there, byte for byte; the same rerun on good data then replaces them."""
     out = tmp_path / "run"
-    assert finetune(config, seg_dir / "dataset.json", out) == 0
+    assert finetune(tmp_path, seg_dir / "dataset.json", out) == 0
     kept = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and "cache" not in p.parts}
     assert {"model.pt", "metrics.json", "split.json"} <= {p.name for p in kept}
     assert any("dvclive" in p.parts for p in kept)
@@ -50,15 +43,15 @@ def test_a_rerun_refused_for_its_data_keeps_the_earlier_runs_outputs(seg_dir, co
     array[30, 20, 10] = np.nan
     nib.save(nib.Nifti1Image(array, nifti.affine), str(image))
     capsys.readouterr()
-    assert finetune(config, bad / "dataset.json", out) == 2
+    assert finetune(tmp_path, bad / "dataset.json", out) == 2
     err = capsys.readouterr().err
     assert "val0.nii.gz" in err and "NaN" in err and "Traceback" not in err, err
     assert {p: p.read_bytes() for p in kept} == kept
-    assert finetune(config, seg_dir / "dataset.json", out, "--train.lr", "0.001") == 0
+    assert finetune(tmp_path, seg_dir / "dataset.json", out, "--train.lr", "0.001") == 0
     assert json.loads((out / "metrics.json").read_text())["options"]["train.lr"] == 0.001
 
 
-def test_segmentation_training_labels_of_background_only_are_refused(tmp_path, config, capsys):
+def test_segmentation_training_labels_of_background_only_are_refused(tmp_path, capsys):
     """Training labels that hold no structure (every voxel background; the validation ones untouched) teach the
     network nothing to find: exit 2 naming the dataset, no outputs, as the probe refuses them."""
     root = tmp_path / "seg"
@@ -69,13 +62,13 @@ def test_segmentation_training_labels_of_background_only_are_refused(tmp_path, c
         nifti = nib.load(str(path))
         nib.save(nib.Nifti1Image(np.zeros(nifti.shape, np.uint8), nifti.affine), str(path))
     capsys.readouterr()
-    assert finetune(config, root / "dataset.json", tmp_path / "run") == 2
+    assert finetune(tmp_path, root / "dataset.json", tmp_path / "run") == 2
     err = capsys.readouterr().err
     assert "background only" in err and str(root / "dataset.json") in err and "Traceback" not in err, err
     assert not (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "run" / "model.pt").exists()
 
 
-def test_classification_training_cases_of_one_class_are_refused(tmp_path, config, capsys):
+def test_classification_training_cases_of_one_class_are_refused(tmp_path, capsys):
     """Every training case of one class (the validation ones of both): a classifier so trained always predicts it;
     exit 2 naming the class and the dataset, no outputs."""
     source = write_dataset(tmp_path / "cls", "cc_ccii", cases=9, seed=0, shape=(64, 64, 32), val_fraction=0.34)
@@ -85,7 +78,7 @@ def test_classification_training_cases_of_one_class_are_refused(tmp_path, config
         case["class"] = 1
     source.write_text(json.dumps(doc))
     capsys.readouterr()
-    assert finetune(config, source, tmp_path / "run") == 2
+    assert finetune(tmp_path, source, tmp_path / "run") == 2
     err = capsys.readouterr().err
     assert "training cases" in err and "one class only" in err and str(source) in err, err
     assert not (tmp_path / "run" / "metrics.json").exists()
@@ -116,13 +109,13 @@ BROKEN_ENTRIES = {  # an entry of the export replaced, and what the message must
 
 @pytest.mark.parametrize("case", sorted(BROKEN_ENTRIES))
 def test_an_encoder_file_with_an_entry_of_the_wrong_kind_is_refused_naming_it(
-        good_export, seg_dir, config, tmp_path, capsys, case):
+        good_export, seg_dir, tmp_path, capsys, case):
     """A hand-made (or damaged) encoder file whose entry is of the wrong kind: `s2dc finetune` and `s2dc probe` exit
     2 naming the file and the entry, with no traceback and no outputs (a preprocess entry is not skipped)."""
     change, named = BROKEN_ENTRIES[case]
     bad = tmp_path / "bad.pt"
     torch.save({**torch.load(good_export, weights_only=False), **change}, bad)
-    assert finetune(config, seg_dir / "dataset.json", tmp_path / "run", "--model.init", str(bad)) == 2, case
+    assert finetune(tmp_path, seg_dir / "dataset.json", tmp_path / "run", "--model.init", str(bad)) == 2, case
     err = capsys.readouterr().err
     assert str(bad) in err and named in err and "Traceback" not in err, err
     assert not (tmp_path / "run" / "metrics.json").exists()

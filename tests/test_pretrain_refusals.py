@@ -14,14 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY, write_pool
+from conftest import REPO, write_pool
 from s2dc.cli import main
 from s2dc.data.synthetic import write_dataset
-
-
-def pretrain_argv(tiny_config, pool, out, *extra):
-    return ["pretrain", "--config", str(tiny_config), "--data.source", str(pool / "dataset.json"), "--run.out_dir",
-            str(out), *extra]
+from test_pretrain import pretrain
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +39,8 @@ def test_a_cache_written_by_other_preprocessing_code_is_never_read(tmp_path, poo
     out = tmp_path / "run"
 
     def run(python_path: Path) -> None:
-        argv = pretrain_argv(tiny_config, pool, out, "--optim.steps", "1", "--run.resume", "if_unchanged")
+        argv = ["pretrain", "--config", str(tiny_config), "--data.source", str(pool / "dataset.json"),
+                "--run.out_dir", str(out), "--optim.steps", "1", "--run.resume", "if_unchanged"]
         done = subprocess.run([sys.executable, "-c", "import sys; from s2dc.cli import main; sys.exit(main(sys.argv[1:]))",
                                *argv], capture_output=True, text=True,
                               cwd=tmp_path,  # not the checkout, whose s2dc/ `python -c` would import first
@@ -77,7 +74,7 @@ def test_the_run_that_loses_the_lock_leaves_the_winners_folder(tmp_path, pool, t
 
     monkeypatch.setattr(pretrain_module, "lock_folder", winner_first)
     try:
-        assert main(pretrain_argv(tiny_config, pool, out, "--optim.steps", "1")) == 2
+        assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "1") == 2
         assert "in use by" in capsys.readouterr().err
         assert (out / ".lock").is_file() and (out / "cache").is_dir()
         with pytest.raises(ValueError, match="in use by"):
@@ -91,7 +88,7 @@ def test_an_export_killed_midway_leaves_nothing_the_next_export_keeps(tmp_path, 
     """What a killed `s2dc export-encoder` left beside its output (its work file and the temporary file of the write
     into it, hundreds of MB at scale) is removed by the next export; a running export's, and a user's, are kept."""
     run = tmp_path / "run"
-    assert main(pretrain_argv(tiny_config, pool, run, "--optim.steps", "1")) == 0
+    assert pretrain(tiny_config, pool / "dataset.json", run, "--optim.steps", "1") == 0
     output = tmp_path / "enc" / "encoder.pt"
     output.parent.mkdir()
     host = socket.gethostname()
@@ -142,8 +139,8 @@ def test_an_export_path_the_run_writes_is_refused_before_training(tmp_path, pool
     step is trained (it was refused after the whole training, and the folder case called the folder a checkpoint)."""
     out = tmp_path / "run"
     target = {"the run folder": out, "its checkpoints": out / "checkpoints" / "enc.pt", "run.json": out / "run.json"}
-    assert main(pretrain_argv(tiny_config, pool, out, "--optim.steps", "1", "--export-encoder",
-                              str(target[where]))) == 2
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "1", "--export-encoder",
+                    str(target[where])) == 2
     err = capsys.readouterr().err
     assert str(target[where]) in err and "Traceback" not in err, err
     assert not (out / "checkpoints").exists() or not list((out / "checkpoints").glob("step_*.pt"))
@@ -156,15 +153,11 @@ def test_an_export_path_the_run_writes_is_refused_before_training(tmp_path, pool
 def test_option_values_that_name_nothing_are_refused_naming_the_option(tmp_path, pool, tiny_config, capsys, option,
                                                                           value, message):
     """A mistyped resume mode (read as a checkpoint path that does not exist) and a blank out_dir name the option."""
-    argv = pretrain_argv(tiny_config, pool, tmp_path / "run", "--optim.steps", "1")
-    if option == "--run.out_dir":
-        argv[argv.index("--run.out_dir") + 1] = value
-    else:
-        argv += [option, value]
+    out, extra = (value, ()) if option == "--run.out_dir" else (tmp_path / "run", (option, value))
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        assert main(argv) == 2
+        assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "1", *extra) == 2
     finally:
         os.chdir(cwd)
     err = capsys.readouterr().err

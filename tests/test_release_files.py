@@ -8,22 +8,15 @@ import os
 import threading
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
 
 from s2dc.data import download
 from s2dc.data.errors import DataError
 from s2dc.data.sources import prepare
+from test_sources_petcc import nifti
 
 #: Where a git-annex link points before its content is fetched.
 TARGET = "../../.git/annex/objects/Xx/yY/SHA256E-s123--abc.nii.gz"
-
-
-def nifti(path: Path, shape=(6, 6, 6)) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), str(path))
-    return path
 
 
 def dangle(path: Path) -> None:
