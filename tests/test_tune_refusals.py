@@ -211,3 +211,41 @@ def test_a_damaged_journal_is_refused_naming_it_and_left_as_it_was(tmp_path, cap
     with pytest.raises(ValueError, match=f"storage '{journal}'"):
         export_study(str(journal), "s", tmp_path / "out", force=True)
     assert journal.read_bytes() == damaged
+
+
+def test_a_network_size_in_the_fine_tuning_options_is_refused_before_any_trial():
+    """The fine-tuning's network sizes come from each trial's encoder (fill_finetune_defaults fills only those not
+    given): a size in the spec's fine-tuning options, given or searched, disagreed with the trial's encoder and failed
+    each trial when it loaded the weights, after its pretraining had run. Refused naming the key, as params.yaml's
+    are (workflow_checks._refuse_sizes)."""
+    base = {"space": {"finetune.train.lr": {"low": 1.0e-4, "high": 1.0e-2}},
+            "data": {"pretrain": "pool.json", "finetune": "ds.json"}}
+    with pytest.raises(ValueError, match=r"finetune\.model\.feature_size.*encoder") as err:
+        spec_from_dict({**base, "finetune": {"model": {"feature_size": 24}}})
+    assert "pretrain.encoder" in str(err.value)
+    with pytest.raises(ValueError, match=r"'finetune\.model\.window_size'.*pretrain\.encoder\.window_size"):
+        parse_space({"finetune.model.window_size": {"choices": [4, 7]}})
+    spec_from_dict({**base, "finetune": {"model": {"drop_path_rate": 0.1}}})  # not a size: accepted
+
+
+def test_a_pool_of_another_modality_than_the_fine_tuning_dataset_is_refused_before_any_trial(tmp_path):
+    """data.pretrain a CT pool and data.finetune an MRI dataset: every trial pretrained a CT encoder (minutes) and
+    then had its fine-tuning refuse it as of another modality; the sweep stops before the first trial, naming both
+    files and the pool to give. A dataset the registry does not know is taken as given."""
+    from s2dc.tune.objective import make_objective
+
+    (tmp_path / "pool.json").write_text(json.dumps({"name": "synthetic_ct_pool"}))
+    (tmp_path / "ds.json").write_text(json.dumps({"name": "synthetic_brats21"}))
+    (tmp_path / "own.json").write_text(json.dumps({"name": "my_brain_scans"}))
+    space = {"finetune.train.lr": {"low": 1.0e-4, "high": 1.0e-2}}
+    spec = spec_from_dict({"space": space, "out_dir": str(tmp_path / "sw"),
+                           "data": {"pretrain": str(tmp_path / "pool.json"), "finetune": str(tmp_path / "ds.json")}})
+    with pytest.raises(ValueError) as err:
+        make_objective(spec, str(tmp_path / "a.journal"), "s")
+    message = str(err.value)
+    assert all(part in message for part in (str(tmp_path / "pool.json"), "CT", str(tmp_path / "ds.json"), "MRI",
+                                            "mri_pool")), message
+    assert not (tmp_path / "sw").exists()  # no claim on the trial folders either
+    spec = spec_from_dict({"space": space, "out_dir": str(tmp_path / "sw"),
+                           "data": {"pretrain": str(tmp_path / "pool.json"), "finetune": str(tmp_path / "own.json")}})
+    make_objective(spec, str(tmp_path / "a.journal"), "s")

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import optuna
 
+from ..data.datalist import read_datalist, registry_spec
+from ..data.registry import pool_for
 from ..downstream.defaults import fill_finetune_defaults
 from ..downstream.engine import finetune
 from ..files import atomic_write_text, is_json_with
@@ -68,6 +70,7 @@ def make_objective(spec: SweepSpec, storage: str, study_name: str):
         path = Path(spec.data[stage])
         if not path.is_file():
             raise FileNotFoundError(f"spec data.{stage}: '{path}' is not a file (a dataset.json is expected)")
+    _refuse_another_modality(spec.data)
     study_dir = Path(spec.out_dir) / study_name
     claim_study_folder(study_dir, storage)
 
@@ -104,6 +107,18 @@ def make_objective(spec: SweepSpec, storage: str, study_name: str):
                     path.unlink(missing_ok=True)
 
     return objective
+
+
+def _refuse_another_modality(data: dict) -> None:
+    """ValueError naming both files when the pool ``data["pretrain"]`` and the dataset ``data["finetune"]`` are
+    registry datasets of two modalities: each trial would pretrain an encoder its fine-tuning then refuses
+    (s2dc.export.refuse_another_modality). A dataset the registry does not know is taken as given."""
+    pool, task = (registry_spec(read_datalist(data[stage])) for stage in ("pretrain", "finetune"))
+    if pool is None or task is None or pool.modality == task.modality:
+        return
+    raise ValueError(f"spec data: the pool data.pretrain '{data['pretrain']}' ({pool.name}) is {pool.modality}, but "
+                     f"data.finetune '{data['finetune']}' ({task.name}) is {task.modality}: each trial would pretrain "
+                     f"an encoder its fine-tuning refuses; give the {task.modality} pool ({pool_for(task.modality)})")
 
 
 def _scorer(trial: optuna.Trial, scores: list[float], report: bool):

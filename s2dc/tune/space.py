@@ -36,6 +36,18 @@ RUN_LOCAL = {stage: {section: names - {"device", "amp", "label_ratio", "seed", "
 RESERVED = ("pretrain.data.source", "pretrain.run.out_dir", "finetune.data.source", "finetune.run.out_dir",
             "finetune.model.init", "finetune.run.seed")
 
+#: Options no spec sets: the fine-tuning's network sizes, which each trial takes from its encoder
+#: (s2dc.downstream.defaults; one given in the spec disagreed with the encoder and failed each trial after its
+#: pretraining).
+SIZES = tuple(f"finetune.model.{name}" for name in finetune_config.ARCHITECTURE)
+
+
+def size_refusal(key: str) -> str:
+    """Why ``key`` (one of :data:`SIZES`) is no option of a spec, and what to set instead."""
+    return (f"the fine-tuning's network sizes come from each trial's encoder; set or search "
+            f"pretrain.encoder.{key.rsplit('.', 1)[1]} instead")
+
+
 _RANGE_KEYS = {"low", "high", "log", "step"}
 
 
@@ -96,6 +108,8 @@ def _parse_dimension(key, value) -> Dimension:
         raise ValueError(f"space key {key!r}: unknown prefix {key.split('.')[0]!r}; expected 'pretrain' or 'finetune'")
     if key in RESERVED:
         raise ValueError(f"space key {key!r}: set by the sweep for every trial, it cannot be searched")
+    if key in SIZES:
+        raise ValueError(f"space key {key!r}: {size_refusal(key)}")
     if not isinstance(value, dict):
         raise ValueError(f"space key {key!r}: expected {{low: .., high: ..}} or {{choices: [..]}}, got {value!r}")
     if "choices" in value:
