@@ -213,19 +213,25 @@ def test_a_damaged_journal_is_refused_naming_it_and_left_as_it_was(tmp_path, cap
     assert journal.read_bytes() == damaged
 
 
-def test_a_network_size_in_the_fine_tuning_options_is_refused_before_any_trial():
+def test_a_network_size_in_the_fine_tuning_options_that_is_not_the_encoders_is_refused_before_any_trial():
     """The fine-tuning's network sizes come from each trial's encoder (fill_finetune_defaults fills only those not
-    given): a size in the spec's fine-tuning options, given or searched, disagreed with the trial's encoder and failed
-    each trial when it loaded the weights, after its pretraining had run. Refused naming the key, as params.yaml's
-    are (workflow_checks._refuse_sizes)."""
+    given): a size in the spec's fine-tuning options other than the pretraining's, or fixed there while the
+    pretraining's is searched, or searched itself, disagreed with the trial's encoder and failed each trial when it
+    loaded the weights, after its pretraining had run. Refused naming both keys; the pipeline's spec, which copies
+    the encoder's sizes, stands."""
     base = {"space": {"finetune.train.lr": {"low": 1.0e-4, "high": 1.0e-2}},
-            "data": {"pretrain": "pool.json", "finetune": "ds.json"}}
-    with pytest.raises(ValueError, match=r"finetune\.model\.feature_size.*encoder") as err:
+            "data": {"pretrain": "pool.json", "finetune": "ds.json"},
+            "pretrain": {"encoder": {"feature_size": 12, "num_heads": [1, 2, 3, 4], "window_size": 4}}}
+    with pytest.raises(ValueError, match=r"finetune\.model\.feature_size is 24 but pretrain\.encoder\.feature_size is 12"):
         spec_from_dict({**base, "finetune": {"model": {"feature_size": 24}}})
-    assert "pretrain.encoder" in str(err.value)
+    with pytest.raises(ValueError, match=r"finetune\.model\.window_size is 4 but pretrain\.encoder\.window_size is "
+                                         r"searched"):
+        spec_from_dict({**base, "finetune": {"model": {"window_size": 4}},
+                        "space": {"pretrain.encoder.window_size": {"choices": [2, 4]}}})
     with pytest.raises(ValueError, match=r"'finetune\.model\.window_size'.*pretrain\.encoder\.window_size"):
         parse_space({"finetune.model.window_size": {"choices": [4, 7]}})
-    spec_from_dict({**base, "finetune": {"model": {"drop_path_rate": 0.1}}})  # not a size: accepted
+    same = {"feature_size": 12, "num_heads": [1, 2, 3, 4], "window_size": 4, "drop_path_rate": 0.1}
+    spec_from_dict({**base, "finetune": {"model": same}})  # the encoder's sizes, as the pipeline writes them
 
 
 def test_a_pool_of_another_modality_than_the_fine_tuning_dataset_is_refused_before_any_trial(tmp_path):

@@ -128,12 +128,12 @@ def test_sqlite_is_refused_for_parallel_workers_and_allowed_for_one(tmp_path):
     assert "journal file" in str(err.value) and "postgresql" in str(err.value).lower()
     assert not (tmp_path / "study.db").exists()
     storage, liveness = open_storage(url, workers=1)
-    assert type(storage).__name__ == "RDBStorage" and type(liveness).__name__ == "RDBLiveness"
+    assert type(storage).__name__ == "RDBStorage" and type(liveness).__name__ == "Liveness"
 
 
 def test_a_path_is_a_journal_file_and_a_missing_one_is_not_created_for_reading(tmp_path):
     storage, liveness = open_storage(str(tmp_path / "sub" / "study.journal"), workers=4)
-    assert type(storage).__name__ == "JournalStorage" and type(liveness).__name__ == "JournalLiveness"
+    assert type(storage).__name__ == "JournalStorage" and type(liveness).__name__ == "Liveness"
     assert (tmp_path / "sub" / "study.journal").is_file()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         open_storage(str(tmp_path / "missing.journal"), must_exist=True)

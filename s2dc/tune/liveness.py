@@ -4,13 +4,12 @@ While a trial runs, a thread beats every ``interval`` seconds. Before a worker c
 RUNNING trials whose worker is dead and enqueues one retry of each (a WAITING trial with the same parameters, at
 most ``max_retry`` times per original trial, so a trial that kills its worker, e.g. out of memory, stops coming back).
 
-- Database storage: Optuna's own heartbeat (``RDBStorage(heartbeat_interval, grace_period,
-  heartbeat_stale_trial_callback)``); a trial is dead when its last beat is older than ``grace`` seconds.
-- Journal file: ``JournalStorage`` has no heartbeat in Optuna 4.9 (it is not a ``BaseHeartbeat``), so this module
-  does the same through trial user attributes: ``worker`` = ``{host, pid, start}`` and ``heartbeat`` = the time of
-  the last beat. A trial whose worker ran on this host is dead when that process no longer exists (seen at once;
-  ``start`` tells a reused pid), never while it lives; one of another host when its last sign of life (beat or
-  start) is older than ``grace`` seconds.
+Both storages (journal file and database) record liveness in trial user attributes: ``worker`` = ``{host, pid,
+start}`` and ``heartbeat`` = the time of the last beat. A trial whose worker ran on this host is dead when that
+process no longer exists (seen at once; ``start`` tells a reused pid), never while it lives; one of another host when
+its last sign of life (beat or start) is older than ``grace`` seconds. (Optuna's own heartbeat, ``RDBStorage``'s
+only, fails any trial whose beats are late, a paused worker's on this host too, and ``JournalStorage`` has none in
+Optuna 4.9: neither is used.)
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import os
 import socket
 import threading
 import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -51,7 +49,7 @@ def enqueue_retry(study: optuna.Study, failed: optuna.trial.FrozenTrial, max_ret
 
 @dataclass
 class Liveness:
-    """Heartbeats and dead-trial recovery of one storage (see the module docstring)."""
+    """Heartbeats and dead-trial recovery of a study (see the module docstring)."""
 
     interval: int
     grace: int
@@ -63,15 +61,23 @@ class Liveness:
 
     def record(self, study: optuna.Study, trial: optuna.Trial) -> None:
         """One beat for ``trial``."""
-        raise NotImplementedError
+        trial.set_user_attr(BEAT_ATTR, time.time())
 
     def fail_stale(self, study: optuna.Study) -> list[int]:
-        """Fail the RUNNING trials of dead workers and enqueue their retries; returns their numbers."""
-        raise NotImplementedError
-
-    def retry_callback(self, study: optuna.Study, failed: optuna.trial.FrozenTrial) -> None:
-        """What runs for each trial failed as stale: enqueue its retry."""
-        self.retry(study, failed, "its worker died")
+        """Fail the RUNNING trials of dead workers (:func:`is_dead`) and enqueue their retries; returns their
+        numbers."""
+        failed = []
+        now, host = time.time(), socket.gethostname()
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not is_dead(trial, now, self.grace, host):
+                continue
+            try:
+                study.tell(trial.number, state=TrialState.FAIL)
+            except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+                continue  # finished meanwhile, or another worker failed it first (and retries it)
+            failed.append(trial.number)
+            self.retry(study, study.get_trials(deepcopy=False)[trial.number], "its worker died")
+        return failed
 
     def retry(self, study: optuna.Study, failed: optuna.trial.FrozenTrial, why: str) -> None:
         """Enqueue a retry of ``failed`` (see :func:`enqueue_retry`) and say so."""
@@ -82,8 +88,8 @@ class Liveness:
     @contextmanager
     def heartbeat(self, study: optuna.Study, trial: optuna.Trial):
         """Beat for ``trial`` once now, then from a daemon thread every ``interval`` seconds while the block runs.
-        (The first beat comes before :meth:`claim`: Optuna ignores a trial that never beat, and a trial that has no
-        worker recorded is judged by its start, so a worker killed at any point is found.)"""
+        (A trial that has no worker recorded yet is judged by its start, so a worker killed at any point is
+        found.)"""
         stop = threading.Event()
         self.record(study, trial)
 
@@ -103,70 +109,16 @@ class Liveness:
             thread.join(timeout=self.interval + 5)
 
 
-class JournalLiveness(Liveness):
-    """Heartbeats as trial user attributes, for storages without Optuna heartbeats (the journal file)."""
-
-    def record(self, study: optuna.Study, trial: optuna.Trial) -> None:
-        trial.set_user_attr(BEAT_ATTR, time.time())
-
-    def fail_stale(self, study: optuna.Study) -> list[int]:
-        return self._fail_dead(study, beats=True)
-
-    def _fail_dead(self, study: optuna.Study, beats: bool) -> list[int]:
-        """Fail (and retry) the RUNNING trials that :func:`is_dead` finds dead."""
-        failed = []
-        now, host = time.time(), socket.gethostname()
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if not is_dead(trial, now, self.grace, host, beats=beats):
-                continue
-            try:
-                study.tell(trial.number, state=TrialState.FAIL)
-            except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
-                continue  # finished meanwhile, or another worker failed it first (and retries it)
-            failed.append(trial.number)
-            self.retry_callback(study, study.get_trials(deepcopy=False)[trial.number])
-        return failed
-
-
-class RDBLiveness(JournalLiveness):
-    """Optuna's heartbeat of ``RDBStorage`` (its stale-trial callback is :meth:`Liveness.retry_callback`), plus
-    what it cannot see: a worker on this host whose process is gone, and a trial killed before its first beat
-    (Optuna's heartbeat table has no row for it, so it would stay RUNNING for ever)."""
-
-    def record(self, study: optuna.Study, trial: optuna.Trial) -> None:
-        study._storage.record_heartbeat(trial._trial_id)  # what Optuna's own optimize() loop does
-
-    def fail_stale(self, study: optuna.Study) -> list[int]:
-        before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
-        failed = [n for n in before if states[n] == TrialState.FAIL]
-        return sorted(failed + self._fail_dead(study, beats=False))
-
-
-def journal_liveness(interval: int, grace: int, max_retry: int | None) -> Liveness:
-    return JournalLiveness(interval, grace, max_retry)
-
-
-def rdb_liveness(interval: int, grace: int, max_retry: int | None) -> Liveness:
-    return RDBLiveness(interval, grace, max_retry)
-
-
-def is_dead(trial: optuna.trial.FrozenTrial, now: float, grace: float, host: str, beats: bool = True) -> bool:
+def is_dead(trial: optuna.trial.FrozenTrial, now: float, grace: float, host: str) -> bool:
     """Whether the worker of a RUNNING ``trial`` is gone. Its worker ran on this host: when that process no longer
     exists (or its pid is another process's now: its recorded start differs), never while it lives, however old its
-    last beat. Otherwise: when its last sign of life is more than ``grace`` seconds old: its ``heartbeat`` attribute
-    or its start (``beats``), or its start alone when it never recorded its worker (a worker records itself at once,
-    so it died right away)."""
+    last beat. Otherwise: when its last sign of life, its ``heartbeat`` attribute or its start, is more than
+    ``grace`` seconds old."""
     worker = trial.user_attrs.get(WORKER_ATTR)
     if isinstance(worker, dict):
         if worker.get("host") == host:
             pid, start = int(worker.get("pid", -1)), worker.get("start")
             return not pid_alive(pid) or (start is not None and process_start(pid) not in (None, start))
-        if not beats:
-            return False
     beat = trial.user_attrs.get(BEAT_ATTR)
     start = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
     last = max(float(beat) if isinstance(beat, (int, float)) else 0.0, start)

@@ -36,16 +36,8 @@ RUN_LOCAL = {stage: {section: names - {"device", "amp", "label_ratio", "seed", "
 RESERVED = ("pretrain.data.source", "pretrain.run.out_dir", "finetune.data.source", "finetune.run.out_dir",
             "finetune.model.init", "finetune.run.seed")
 
-#: Options no spec sets: the fine-tuning's network sizes, which each trial takes from its encoder
-#: (s2dc.downstream.defaults; one given in the spec disagreed with the encoder and failed each trial after its
-#: pretraining).
+#: Options no space searches: the fine-tuning's network sizes, which each trial's encoder sets.
 SIZES = tuple(f"finetune.model.{name}" for name in finetune_config.ARCHITECTURE)
-
-
-def size_refusal(key: str) -> str:
-    """Why ``key`` (one of :data:`SIZES`) is no option of a spec, and what to set instead."""
-    return (f"the fine-tuning's network sizes come from each trial's encoder; set or search "
-            f"pretrain.encoder.{key.rsplit('.', 1)[1]} instead")
 
 
 _RANGE_KEYS = {"low", "high", "log", "step"}
@@ -109,7 +101,8 @@ def _parse_dimension(key, value) -> Dimension:
     if key in RESERVED:
         raise ValueError(f"space key {key!r}: set by the sweep for every trial, it cannot be searched")
     if key in SIZES:
-        raise ValueError(f"space key {key!r}: {size_refusal(key)}")
+        raise ValueError(f"space key {key!r}: the fine-tuning's network sizes come from each trial's encoder; search "
+                         f"pretrain.encoder.{key.rsplit('.', 1)[1]} instead")
     if not isinstance(value, dict):
         raise ValueError(f"space key {key!r}: expected {{low: .., high: ..}} or {{choices: [..]}}, got {value!r}")
     if "choices" in value:
@@ -179,6 +172,7 @@ def check_space(dims: tuple[Dimension, ...], base: dict[str, dict]) -> None:
             except ValueError as err:
                 raise ValueError(f"space key {dim.key!r}: the value {value!r} is not a valid option: {err}") from None
     _check_pairs(dims, base)
+    _check_sizes(dims, base)
 
 
 def _check_pairs(dims: tuple[Dimension, ...], base: dict[str, dict]) -> None:
@@ -197,6 +191,25 @@ def _check_pairs(dims: tuple[Dimension, ...], base: dict[str, dict]) -> None:
                 raise ValueError(f"space keys {first.key!r} = {a!r} and {second.key!r} = {b!r}: valid one by one, "
                                  f"together not a valid option: {err}; narrow the two ranges so that the sampler "
                                  "cannot draw such a pair") from None
+
+
+def _check_sizes(dims: tuple[Dimension, ...], base: dict[str, dict]) -> None:
+    """The fine-tuning's network sizes are those of each trial's encoder (s2dc.downstream.defaults fills those not
+    given): one the base fine-tuning options give must be the base pretraining's, and not searched there; else each
+    trial failed loading its encoder's weights, after its pretraining. ``ValueError`` names both keys."""
+    given = [name for name in finetune_config.ARCHITECTURE if name in ((base.get("finetune") or {}).get("model") or {})]
+    if not given:
+        return
+    searched = {dim.key for dim in dims}
+    encoder = STAGES["pretrain"][1](base.get("pretrain") or {}).encoder
+    model = STAGES["finetune"][1](base.get("finetune") or {}).model
+    for name in given:
+        ours, theirs = getattr(model, name), getattr(encoder, name)
+        if f"pretrain.encoder.{name}" in searched or ours != theirs:
+            said = "searched" if ours == theirs else f"{list(theirs) if isinstance(theirs, tuple) else theirs!r}"
+            raise ValueError(f"finetune.model.{name} is {list(ours) if isinstance(ours, tuple) else ours!r} but "
+                             f"pretrain.encoder.{name} is {said}: the fine-tuning's network sizes are each trial's "
+                             f"encoder's; leave finetune.model.{name} out")
 
 
 def suggest(trial, dims: tuple[Dimension, ...]) -> dict:

@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from ..config import SEED_MAX
-from .space import RESERVED, SIZES, Dimension, check_space, parse_space, size_refusal
+from .space import RESERVED, Dimension, check_space, parse_space
 
 OBJECTIVES = ("s2dc", "toy")
 PRUNER_KEYS = {"n_startup_trials": 0, "n_warmup_steps": 0, "interval_steps": 1}
@@ -166,10 +166,6 @@ def _options(options, stage: str, where: str) -> dict:
         if prefix == stage and name in options.get(section, {}):
             raise ValueError(f"{where}: {stage}.{section}.{name} is set by the sweep for every trial; remove it "
                              "(datasets go under 'data', trial folders under 'out_dir', fine-tuning seeds under 'finetune_seeds')")
-    for key in SIZES:
-        prefix, section, name = key.split(".")
-        if prefix == stage and name in options.get(section, {}):
-            raise ValueError(f"{where}: {key}: {size_refusal(key)}")
     return options
 
 

@@ -3,7 +3,7 @@
 A journal file (``optuna.storages.JournalStorage`` over ``JournalFileBackend``) needs no server; its writers take
 a lock file beside it (``<file>.lock``, a symlink made atomically, which works on NFS too; a lock left by a killed
 writer is broken after 30 s). A database URL (``postgresql+psycopg2://user@host:port/db``, ``mysql+pymysql://...``)
-goes through ``optuna.storages.RDBStorage`` with Optuna's heartbeat. SQLite is refused for more than one worker.
+goes through ``optuna.storages.RDBStorage``. Dead workers are found alike in both (:mod:`.liveness`). SQLite is refused for more than one worker.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 
 from ..files import check_folder_path
-from .liveness import Liveness, journal_liveness, rdb_liveness
+from .liveness import Liveness
 
 #: Tries at opening a database whose tables another worker may be creating at the same moment.
 _SCHEMA_ATTEMPTS = 5
@@ -54,7 +54,7 @@ def open_storage(storage: str, *, workers: int = 1, heartbeat_interval: int = 10
     check_folder_path(path.parent, f"the folder of --storage '{storage}'")
     path.parent.mkdir(parents=True, exist_ok=True)
     backend = optuna.storages.journal.JournalFileBackend(str(path))
-    return optuna.storages.JournalStorage(backend), journal_liveness(heartbeat_interval, grace_period, max_retry)
+    return optuna.storages.JournalStorage(backend), Liveness(heartbeat_interval, grace_period, max_retry)
 
 
 def _require_journal(path: Path) -> None:
@@ -111,19 +111,13 @@ def _rdb(url: str, workers: int, interval: int, grace: int, max_retry: int | Non
     database = _sqlite_file(url)
     if must_exist and database is not None and not Path(database).is_file():
         raise FileNotFoundError(f"storage '{url}': its SQLite database '{database}' does not exist")
-    liveness = rdb_liveness(interval, grace, max_retry)
     engine_kwargs = {} if scheme.startswith("sqlite") else {"pool_pre_ping": True}
     import sqlalchemy.exc
 
     for attempt in range(_SCHEMA_ATTEMPTS):
         try:
-            with warnings.catch_warnings():  # the heartbeat arguments are 'experimental' since Optuna 2.9
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                rdb = optuna.storages.RDBStorage(
-                    url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=grace,
-                    heartbeat_stale_trial_callback=liveness.retry_callback,
-                )
-            return rdb, liveness
+            rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            return rdb, Liveness(interval, grace, max_retry)
         except ImportError as err:  # Optuna re-raises the driver's ModuleNotFoundError as an ImportError
             missing = err if isinstance(err, ModuleNotFoundError) else err.__cause__ or err.__context__
             name = getattr(missing, "name", None) or scheme.partition("+")[2] or scheme
