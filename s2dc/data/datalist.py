@@ -73,7 +73,12 @@ def class_names(doc: dict, source: str | Path) -> list[str]:
     if sorted(by_index) != list(range(len(by_index))) or len(by_index) < 2:
         raise DataError(f"'labels' of dataset json '{source}' must number the classes 0..C-1 (C >= 2, 0 = background), "
                         f"got {sorted(by_index)}")
-    return [by_index[i] for i in range(len(by_index))]
+    names = [by_index[i] for i in range(len(by_index))]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise DataError(f"'labels' of dataset json '{source}' name {', '.join(map(repr, twice))} twice; expected one "
+                        "name per class (metrics.json keys each class's Dice by its name)")
+    return names
 
 
 def _resolve(rel: Any, role: str, i: int, listed: str, source: Path) -> Path:

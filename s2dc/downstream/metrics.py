@@ -58,13 +58,17 @@ def accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def roc_auc(logits: torch.Tensor, target: torch.Tensor) -> float:
-    """Macro one-vs-rest ROC AUC of the softmax scores; ``NaN`` when a class is absent from ``target``
-    (its AUC is undefined)."""
+    """Macro one-vs-rest ROC AUC, in double precision, each class's cases ranked by its margin ``z_k - logsumexp_{j != k}
+    z_j``: the order of its softmax score, which rounds to exactly 1.0 beyond a margin of ~37 even in double precision
+    (confident cases tied); ``NaN`` when a class is absent from ``target`` (its AUC is undefined). ``logits`` (N, K)."""
     k = logits.shape[1]
     if len(torch.unique(target)) < k:
         return float("nan")
-    scores = torch.softmax(logits.double(), dim=1)  # float32 rounds margins over ~17 to 1.0: ties
-    return float(compute_roc_auc(scores, one_hot(target.reshape(-1, 1).long(), k, dim=1), average="macro"))
+    z = logits.double()
+    own = torch.eye(k, dtype=torch.bool)
+    margins = z - torch.logsumexp(z[:, None, :].masked_fill(own, -torch.inf), dim=2)  # (N, K)
+    truth = one_hot(target.reshape(-1, 1).long(), k, dim=1, dtype=torch.float64)
+    return float(compute_roc_auc(margins, truth, average="macro"))
 
 
 def _mask(target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -76,6 +80,9 @@ def _mask(target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _masked(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The voxels of ``pred`` and ``target`` (inside ``mask``), flat, in double precision (a diverged model's
+    predictions of ~1e20 overflowed float32 sums: PSNR -inf)."""
+    pred, target = pred.double(), target.double()
     if mask is None:
         return pred.reshape(-1), target.reshape(-1)
     m = _mask(target, mask)
@@ -84,13 +91,13 @@ def _masked(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None)
 
 def mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
     """Mean squared error over all voxels, or over those where ``mask`` is true (broadcast over channels)."""
-    p, t = _masked(pred.float(), target.float(), mask)
+    p, t = _masked(pred, target, mask)
     return float(((p - t) ** 2).mean())
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
     """``10 log10(R^2 / MSE)`` in dB with ``R`` = max - min of the target (inside ``mask``)."""
-    p, t = _masked(pred.float(), target.float(), mask)
+    p, t = _masked(pred, target, mask)
     err = float(((p - t) ** 2).mean())
     data_range = float(t.max() - t.min())
     return float("inf") if err == 0 else 10.0 * float(np.log10(data_range**2 / err))
@@ -98,14 +105,14 @@ def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = N
 
 def nrmse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
     """RMSE divided by the root mean square of the target (inside ``mask``)."""
-    p, t = _masked(pred.float(), target.float(), mask)
+    p, t = _masked(pred, target, mask)
     return float(torch.sqrt(((p - t) ** 2).mean()) / torch.sqrt((t**2).mean()))
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
     """3-D SSIM (MONAI, Gaussian 7-voxel window, sd 1.5; on a smaller volume the largest odd window it holds) of
-    ``(C, X, Y, Z)`` volumes with data range = the target's;
-    with ``mask`` both are set to the target's minimum outside it first. Mean over channels."""
+    ``(C, X, Y, Z)`` volumes with data range = the target's (MONAI computes in float32: NaN for predictions beyond
+    ~1e19); with ``mask`` both are set to the target's minimum outside it first. Mean over channels."""
     pred, target = pred.float(), target.float()
     if mask is not None:
         m = _mask(target, mask)

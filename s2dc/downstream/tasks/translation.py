@@ -168,8 +168,8 @@ class Translation(Task):
         return err.sum() / mask.expand_as(target).sum().clamp_min(1) * self.options.loss_weight
 
     def evaluate(self, model: torch.nn.Module, val, s: Setting) -> dict:
-        """PSNR, SSIM and MSE of the sequences other than the input, in the brain; the mean over the validation cases
-        (and over each sequence as input, with ``inputs: each``). With ``score: release``: :meth:`release_scores`."""
+        """PSNR, SSIM and MSE of each sequence other than the input, in the brain (each on its own range); their mean
+        over those sequences, then over the validation cases (and over each sequence as input, with ``inputs: each``). With ``score: release``: :meth:`release_scores`."""
         if self.options.score == "release":
             return self.release_scores(model, val, s)
         scores = []
@@ -188,7 +188,8 @@ class Translation(Task):
                     raise DataError(f"'{name}': {where} to score the translation in; check the case or leave it out "
                                     "of the validation cases")
                 pred = infer(model, x, s)[0].cpu()[[self.outputs.index(c) for c in others]]
-                scores.append((psnr(pred, target, mask), ssim(pred, target, mask), mse(pred, target, mask)))
+                each = [(psnr(p, t, mask), ssim(p, t, mask), mse(p, t, mask)) for p, t in zip(pred.split(1), target.split(1))]
+                scores.append([sum(v) / len(v) for v in zip(*each)])  # each sequence on its own range, as the release
         psnr_, ssim_, mse_ = (sum(v) / len(v) for v in zip(*scores))
         return {"psnr": psnr_, "ssim": ssim_, "mse": mse_}
 
