@@ -484,10 +484,18 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that takes no abbreviation of an option (``--optim.warmup`` was read as
+    ``--optim.warmup_steps``, where a YAML config refuses the key); its subcommands' parsers are of this class."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The ``s2dc`` parser; with ``command`` (a key of :data:`COMMANDS`) only that command's, so that a light
     command (``synth``, ``datasets``, ``prepare``, ``download``, ``report``) starts without importing torch or MONAI."""
-    parser = argparse.ArgumentParser(prog="s2dc", description="S²DC self-supervised pretraining for 3-D medical images")
+    parser = _Parser(prog="s2dc", description="S²DC self-supervised pretraining for 3-D medical images")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, add in COMMANDS.items():
         if command in (None, name):

@@ -11,11 +11,31 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 import types
 import typing
 from pathlib import Path
 
 import yaml
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last without a word; DVC
+    refuses such a params.yaml)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(key_node, deep=True) for key_node, _ in node.value]
+        for i, key in enumerate(keys):
+            if isinstance(key, typing.Hashable) and key in keys[:i]:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice in one mapping",
+                                                        node.value[i][0].start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str):
+    """YAML ``text`` as :func:`yaml.safe_load` reads it, but a key given twice in one mapping is a
+    ``yaml.YAMLError`` naming it and its line."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def section_types(config_cls) -> dict[str, type]:
@@ -45,14 +65,15 @@ def build_config(config_cls, values: dict, derived: dict | None = None):
     sections = section_types(config_cls)
     unknown = set(values) - set(sections)
     if unknown:
-        raise ValueError(f"unknown config section(s) {sorted(unknown)}; expected {sorted(sections)}")
+        raise ValueError(f"unknown config section(s) {sorted(unknown, key=str)}; expected {sorted(sections)}")
     built: dict = {}
     for name, cls in sections.items():
         given = dict(values.get(name) or {})
         fields = {f.name for f in dataclasses.fields(cls)}
         bad = set(given) - fields
         if bad:
-            raise ValueError(f"unknown option(s) {[f'{name}.{k}' for k in sorted(bad)]}; '{name}' has {sorted(fields)}")
+            raise ValueError(f"unknown option(s) {[f'{name}.{k}' for k in sorted(bad, key=str)]}; '{name}' has "
+                             f"{sorted(fields)}")
         if derived and name in derived:
             for key, value in derived[name](built).items():
                 given.setdefault(key, value)
@@ -73,6 +94,8 @@ def coerce(key: str, value, annotation):
         annotation = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is tuple:
+        if args[-1] is Ellipsis and (value is None or (isinstance(value, str) and value.lower() == "none")):
+            return ()  # `--train.flip_axes none`: an empty list, which the command line cannot write otherwise
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{key} must be a list, got {value!r}")
         if args[-1] is not Ellipsis and len(args) != len(value):
@@ -85,13 +108,17 @@ def coerce(key: str, value, annotation):
             return value.lower() in ("true", "1", "yes")
         raise ValueError(f"{key} must be true or false, got {value!r}")
     if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, str) and not value.lstrip("-").isdigit()):
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or (
+                isinstance(value, str) and not re.fullmatch(r"-?[0-9]+", value)):  # ASCII digits: isdigit() took '４'
+            # and passed '²' to int(), whose error named no option
             raise ValueError(f"{key} must be an integer, got {value!r}")
         return int(value)
     if annotation is float:
         if isinstance(value, bool):
             raise ValueError(f"{key} must be a number, got {value!r}")
         try:
+            if isinstance(value, str) and (not value.isascii() or "_" in value):  # float() reads '１.5' and '1_0'
+                raise ValueError
             number = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"{key} must be a number, got {value!r}") from None
@@ -169,12 +196,15 @@ def values_from_args(args: argparse.Namespace) -> dict:
         if not path.is_file():
             raise ValueError(f"config file '{path}' does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = load_yaml(path.read_text()) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as err:
             raise ValueError(f"config file '{path}' is not YAML text ({' '.join(str(err).split())}); expected a YAML "
                              "file of {section: {field: value}}") from None
-        if not isinstance(loaded, dict) or not all(isinstance(v, (dict, type(None))) for v in loaded.values()):
-            raise ValueError(f"config file '{path}' must hold a mapping of sections to mappings of options")
+        if not isinstance(loaded, dict) or not all(isinstance(v, (dict, type(None))) for v in loaded.values()) or \
+                not all(isinstance(k, str) for v in loaded.values() for k in [*(v or {})]) or \
+                not all(isinstance(k, str) for k in loaded):
+            raise ValueError(f"config file '{path}' must hold a mapping of sections to mappings of options (names "
+                             "as keys)")
         values = {k: dict(v or {}) for k, v in loaded.items()}
     for key, value in vars(args).items():
         if "." in key:

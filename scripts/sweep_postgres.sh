@@ -2,7 +2,8 @@
 # Proves the database path of `s2dc sweep` against a real PostgreSQL: a throw-away cluster on 127.0.0.1 and a free
 # port, two concurrent workers of a small sweep (the toy objective) sharing one study to the same budget, then the
 # export and the trial counts; then a worker killed mid-trial (SIGKILL) and the next run, which retries its trial;
-# then the pipeline's own smoke sweep through Snakemake (`snakemake sweep`: its two worker jobs and the export, the
+# then a worker paused (SIGSTOP) past the grace period, whose trial another worker must not fail, since its process
+# lives; then the pipeline's own smoke sweep through Snakemake (`snakemake sweep`: its two worker jobs and the export, the
 # real objective), with `sweep.storage` set to the database by a second configfile, in a scratch working folder.
 # The cluster and its folder are removed on exit, whatever happens.
 #
@@ -133,6 +134,42 @@ for t in trials:
     print(f"trial {t.number}: {t.state.name}; retry of {t.user_attrs.get('retry_of', '-')}; params {t.params}")
 assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 3 and trials[1].state.name == "FAIL"
 assert trials[2].params == trials[1].params
+EOF
+
+echo "== a worker paused (SIGSTOP) past the grace period while another looks for dead workers, then resumed (study pg_pause, budget 2)"
+"$PYTHON" -m s2dc.cli sweep work --storage "$url" --study pg_pause --budget 2 --spec "$slow" > >(sed "s/^/[paused] /") 2>&1 &
+paused=$!
+"$PYTHON" - "$url" <<'EOF'  # wait until trial 0 is under way
+import sys, time
+from s2dc.tune.storage import open_study
+for _ in range(600):
+    try:
+        trials = open_study(sys.argv[1], "pg_pause", create=False).get_trials(deepcopy=False)
+    except ValueError:  # the study is not created yet
+        trials = []
+    if trials and trials[0].intermediate_values:
+        break
+    time.sleep(0.05)
+EOF
+kill -STOP "$paused"
+sleep 12  # no beat for longer than the grace period (10 s)
+"$PYTHON" - "$url" <<'EOF'  # what every worker does before it counts the budget
+import sys
+import time
+from s2dc.tune.storage import open_sweep
+study, liveness = open_sweep(sys.argv[1], "pg_pause", heartbeat_interval=2, grace_period=10)
+started = study.get_trials(deepcopy=False)[0].datetime_start.timestamp()
+print(f"trial 0: started {time.time() - started:.1f} s ago, its worker stopped; failed as dead: "
+      f"{liveness.fail_stale(study)}")
+assert study.get_trials(deepcopy=False)[0].state.name == "RUNNING", "a live worker's trial was failed"
+EOF
+kill -CONT "$paused"; wait "$paused"
+"$PYTHON" - "$url" <<'EOF'
+import sys
+from s2dc.tune.storage import open_study
+trials = open_study(sys.argv[1], "pg_pause", create=False).get_trials(deepcopy=False)
+print("after the pause: " + "; ".join(f"trial {t.number} {t.state.name}" for t in trials))
+assert [t.state.name for t in trials].count("FAIL") == 0 and len(trials) == 2
 EOF
 
 echo "== the smoke sweep through Snakemake, sweep.storage = the database"

@@ -146,7 +146,7 @@ def test_a_pool_listing_one_volume_twice_is_refused_naming_both_entries(tmp_path
     for name in ("a", "b"):
         nib.save(nib.Nifti1Image(np.full((8, 8, 8), 100.0, np.float32), np.eye(4)), str(raw / f"{name}.nii.gz"))
     (raw / "dataset.json").write_text(json.dumps({"training": ["a.nii.gz", "b.nii.gz", {"image": "./sub/../a.nii.gz"}]}))
-    twice = r"dataset.json' lists the volume '.*a.nii.gz' twice \(entries 0 and 2"
+    twice = r"entries 0 and 2 of section 'training' of dataset json '.*dataset.json' list the same image file"
     with pytest.raises(DataError, match=twice) as refused:
         prepare("ct_pool", raw, tmp_path / "out")
     assert "twice" in str(refused.value) and not (tmp_path / "out" / "dataset.json").exists()

@@ -267,8 +267,7 @@ def test_every_engine_trains_on_its_twin(tmp_path, name):
     cases = 6 if spec.task == "classification" else 3
     js = write_dataset(tmp_path / "data", name, cases, seed=0, shape=(64, 32, 32), val_fraction=0.34)
     preset = PreprocessConfig.from_preset(spec.preset)
-    intensity = ["--preprocess.intensity", preset.intensity, "--preprocess.a_min", str(preset.a_min),
-                 "--preprocess.a_max", str(preset.a_max)]
+    intensity = [word for key, value in preset.intensity_fields().items() for word in (f"--preprocess.{key}", str(value))]
     config = tmp_path / "ft.yaml"
     config.write_text(yaml.safe_dump({**TINY_FT, "train": {**TINY_FT["train"], "steps": 2, "warmup_steps": 1,
                                                            "samples_per_volume": 1}}))

@@ -880,8 +880,8 @@ def test_a_model_whose_outputs_are_not_finite_fails_without_outputs(tmp_path, ca
     config.write_text(yaml.safe_dump({**TINY_FT, "train": {**TINY_FT["train"], "samples_per_volume": 1}}))
     out = tmp_path / "run"
     code = main(["finetune", "--config", str(config), "--data.source", str(js), "--run.out_dir", str(out),
-                 "--preprocess.intensity", preset.intensity, "--preprocess.a_min", str(preset.a_min),
-                 "--preprocess.a_max", str(preset.a_max), "--train.steps", "1", "--train.warmup_steps", "0",
+                 *[word for key, value in preset.intensity_fields().items() for word in (f"--preprocess.{key}", str(value))],
+                 "--train.steps", "1", "--train.warmup_steps", "0",
                  "--train.lr", "1e30"])
     err = capsys.readouterr().err
     assert code == 1 and "not finite" in err and "Traceback" not in err, err

@@ -40,8 +40,16 @@ def read_datalist(source: str | Path) -> dict:
     source = Path(source)
     if not source.is_file():
         raise DataError(f"dataset source '{source}' is not a file; expected an MSD-style dataset.json")
+    def unique(pairs: list[tuple[str, Any]]) -> dict:
+        keys = [k for k, _ in pairs]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:  # json.loads keeps the last: a whole section or a class name dropped without a word
+            raise DataError(f"dataset json '{source}' gives the key(s) {', '.join(map(repr, twice))} twice in one "
+                            "object; expected each once")
+        return dict(pairs)
+
     try:
-        doc = json.loads(source.read_text())
+        doc = json.loads(source.read_text(), object_pairs_hook=unique)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"could not read dataset json '{source}': {exc}") from exc
     if not isinstance(doc, dict):
@@ -94,6 +102,13 @@ def _resolve(rel: Any, role: str, i: int, listed: str, source: Path) -> Path:
     return path
 
 
+def case_files(case: dict) -> tuple[tuple[int, int], ...]:
+    """The files of a case's ``image`` (a path, or one per channel) as ``(device, inode)``: one file whatever the
+    path that reaches it (a symbolic or hard link, ``..``)."""
+    images = case["image"] if isinstance(case["image"], list) else [case["image"]]
+    return tuple((st.st_dev, st.st_ino) for st in (os.stat(i) for i in images))
+
+
 def list_cases(source: str | Path, key: str, roles: tuple[str, ...] = ("image",), doc: dict | None = None) -> list[dict]:
     """The cases of section ``key`` in json order, each with ``roles`` and ``id`` (other roles are left out).
 
@@ -109,7 +124,7 @@ def list_cases(source: str | Path, key: str, roles: tuple[str, ...] = ("image",)
     entries = doc[key]
     if not isinstance(entries, list):
         raise DataError(f"section '{key}' of dataset json '{source}' must be a list, got {type(entries).__name__}")
-    cases = []
+    cases, seen = [], {}
     for i, entry in enumerate(entries):
         listed = f"section '{key}' of dataset json '{source}'"
         where = f"entry {i} of {listed}"
@@ -133,6 +148,11 @@ def list_cases(source: str | Path, key: str, roles: tuple[str, ...] = ("image",)
                 case[role] = value
         image = case["image"][0] if isinstance(case.get("image"), list) else case.get("image")
         case["id"] = str(entry["id"]) if "id" in entry else image.name if isinstance(image, Path) else str(i)
+        if "image" in case:
+            same = seen.setdefault(case_files(case), i)
+            if same != i:  # it counted twice: in the label ratio's subset, the case count, the pretraining's draws
+                raise DataError(f"entries {same} and {i} of {listed} list the same image file(s) twice (e.g. "
+                                f"'{image}'); expected each case once")
         cases.append(case)
     if not cases:
         raise DataError(f"section '{key}' of dataset json '{source}' lists no images")

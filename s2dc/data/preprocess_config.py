@@ -21,6 +21,11 @@ from .registry import PRESETS
 INTENSITIES = ("ct", "zscore", "zscore_volume")
 
 
+#: HU at or below which a voxel is air or lung (fat is -150 to -50), and the share of such voxels below which a volume
+#: is not CT in HU: a CT field of view holds the air around the body (the quick twins: 52-81 %).
+AIR_HU, AIR_SHARE = -200.0, 0.001
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """Deterministic preprocessing parameters (the ``preprocess`` section of the config).
@@ -34,7 +39,7 @@ class PreprocessConfig:
         background's too (the release's BraTS 2023, ``NormalizeIntensityd`` over each whole sequence): the
         background is no longer 0, so nothing downstream may read the non-zero voxels as the body or brain.
     a_min, a_max : float
-        CT window, ``a_min < a_max`` (ignored for the z-scores).
+        CT window, ``a_min < a_max`` (with a z-score, only their defaults: no window applies).
     spacing : tuple of 3 float or None
         Target voxel spacing in mm (bilinear resampling); ``None`` keeps the native spacing.
     orientation : str
@@ -61,6 +66,13 @@ class PreprocessConfig:
             object.__setattr__(self, name, float(value))  # -1000 and -1000.0 give the same cache key
         if not self.a_min < self.a_max:
             raise ValueError(f"preprocess.a_min must be < preprocess.a_max, got a_min={self.a_min}, a_max={self.a_max}")
+        window = {name: getattr(self, name) for name in ("a_min", "a_max")
+                  if getattr(self, name) != self.__dataclass_fields__[name].default}
+        if self.intensity != "ct" and window:  # no window applies: ignored, yet it named another cache and run
+            name = next(iter(window))
+            raise ValueError(f"preprocess.{name} ({window[name]:g}) sets a CT window, but preprocess.intensity is "
+                             f"{self.intensity!r}, which has none: leave preprocess.a_min and a_max out, or give "
+                             "preprocess.intensity ct")
         if self.spacing is not None:
             sp = self.spacing
             ok = isinstance(sp, (list, tuple)) and len(sp) == 3 and all(
@@ -103,8 +115,9 @@ class PreprocessConfig:
     def check_fits(self, array: np.ndarray, path: Path) -> None:
         """Raise :class:`DataError` when the window plainly does not fit the volume's intensities.
 
-        A window reaching below 0 (a HU window) needs a volume with negative values (air, fat): a
-        volume without any is not HU (MR, PET, 8-bit or raw-stored CT). A window from 0 up (8-bit images)
+        A window reaching below 0 (a HU window) needs a volume with a share of air (at most :data:`AIR_HU`, at
+        least :data:`AIR_SHARE` of its voxels): a volume without is not HU (MR, PET, 8-bit or raw-stored CT; one
+        negative voxel left by resampling does not make it CT). A window from 0 up (8-bit images)
         needs no negative value. Any window needs some voxel inside it (else all is clipped to a constant).
         z-scoring (over the non-zero voxels) needs two values among them: one value would become all 0 (over the
         whole volume, two values anywhere, which loading checks of every volume).
@@ -121,9 +134,11 @@ class PreprocessConfig:
         window = f"the window [{self.a_min:g}, {self.a_max:g}]"
         fix = ("; choose the dataset's preset (`s2dc datasets NAME` shows it) or preprocess.intensity: zscore "
                "for data that is not in the window's units")
-        if self.a_min < 0 <= lo:
-            raise DataError(f"'{path}' has intensities in [{lo:g}, {hi:g}], no negative value: it is not CT in HU, "
-                            f"but {window} is a HU window" + fix)
+        air = float(np.count_nonzero(array <= AIR_HU)) / array.size
+        if self.a_min < 0 and air < AIR_SHARE:
+            raise DataError(f"'{path}' has intensities in [{lo:g}, {hi:g}], {air:.2%} of its voxels at or below "
+                            f"{AIR_HU:g} (air, lung; a CT field of view holds at least {AIR_SHARE:.1%}): it is not CT "
+                            f"in HU, but {window} is a HU window" + fix)
         if self.a_min >= 0 > lo:
             raise DataError(f"'{path}' has intensities in [{lo:g}, {hi:g}], with negative values, but {window} "
                             f"expects non-negative intensities (e.g. 8-bit images)" + fix)

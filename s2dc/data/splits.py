@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .datalist import case_files
 from .errors import DataError
 
 
@@ -48,14 +49,11 @@ def refuse_training_cases_in_validation(train: list[dict], val: list[dict], sour
     """Raise DataError naming a validation case (of section ``val_key``) whose image(s) a training case (of
     ``train_key``) lists too: the same case in both sections, or one section given for both; its score would
     measure memory, not generalisation."""
-    def key(case: dict) -> tuple[str, ...]:
-        images = case["image"] if isinstance(case["image"], list) else [case["image"]]
-        return tuple(str(Path(i).resolve()) for i in images)
-
-    trained = {key(c) for c in train}
-    shared = [c for c in val if key(c) in trained]
+    trained = {case_files(c) for c in train}
+    shared = [c for c in val if case_files(c) in trained]
     if shared:
+        first = shared[0]["image"][0] if isinstance(shared[0]["image"], list) else shared[0]["image"]
         raise DataError(f"dataset json '{source}': {len(shared)} of the {len(val)} validation cases of section "
                         f"'{val_key}' are training cases of section '{train_key}' too (e.g. "
-                        f"'{Path(key(shared[0])[0]).name}'); a score on them measures memory, not generalisation: "
-                        "list each case in one section only")
+                        f"'{Path(first).name}'; the same files, whatever the path or link that reaches them); a "
+                        "score on them measures memory, not generalisation: list each case in one section only")

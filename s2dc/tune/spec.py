@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import SEED_MAX
+from ..config import SEED_MAX, load_yaml
 from .space import RESERVED, Dimension, check_space, parse_space
 
 OBJECTIVES = ("s2dc", "toy")
@@ -98,7 +98,7 @@ def load_spec(text: str) -> SweepSpec:
             raise ValueError(f"spec file '{path}': not valid JSON ({err})") from None
     else:
         try:
-            values = yaml.safe_load(text)
+            values = load_yaml(text)
         except yaml.YAMLError as err:
             raise ValueError(f"spec file '{path}': not valid YAML ({err})") from None
     return spec_from_dict(values, where=f"spec file '{path}'")

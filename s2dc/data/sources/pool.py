@@ -12,7 +12,6 @@ from pathlib import Path
 
 from ..registry import get
 from ..datalist import list_volumes
-from ..errors import DataError
 from .common import nifti_shape, relative, require_folder, write_common
 
 
@@ -21,11 +20,7 @@ def convert(name: str, raw: Path, out_dir: Path) -> Path:
     spec = get(name)
     raw = Path(raw)
     require_folder(raw, spec, "dataset.json")
-    volumes = list_volumes(raw / "dataset.json", "training")
-    first: dict[Path, int] = {}
-    for i, path in enumerate(volumes):
-        if (j := first.setdefault(path.resolve(), i)) != i:
-            raise DataError(f"'{raw / 'dataset.json'}' lists the volume '{path}' twice (entries {j} and {i} of "
-                            "'training'); expected each volume once")
+    volumes = list_volumes(raw / "dataset.json", "training")  # a volume listed twice is refused there
+    for path in volumes:
         nifti_shape(path)
     return write_common(out_dir, spec, [{"id": relative(p, raw), "image": p} for p in volumes], [], raw, "s2dc.data.sources.pool")

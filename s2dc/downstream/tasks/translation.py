@@ -188,7 +188,8 @@ class Translation(Task):
                     raise DataError(f"'{name}': {where} to score the translation in; check the case or leave it out "
                                     "of the validation cases")
                 pred = infer(model, x, s)[0].cpu()[[self.outputs.index(c) for c in others]]
-                each = [(psnr(p, t, mask), ssim(p, t, mask), mse(p, t, mask)) for p, t in zip(pred.split(1), target.split(1))]
+                each = [(psnr(p, t, m), ssim(p, t, m), mse(p, t, m))
+                        for p, t, m in zip(pred.split(1), target.split(1), mask.expand_as(target).split(1))]
                 scores.append([sum(v) / len(v) for v in zip(*each)])  # each sequence on its own range, as the release
         psnr_, ssim_, mse_ = (sum(v) / len(v) for v in zip(*scores))
         return {"psnr": psnr_, "ssim": ssim_, "mse": mse_}
