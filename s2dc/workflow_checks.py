@@ -167,6 +167,40 @@ def _check_dataset_finetune_options(config: dict) -> None:
         _check_options(config, f"datasets.{name}.finetune", finetune_config, finetune_options(config, name))
 
 
+def _check_task_options(config: dict) -> None:
+    """An option of one task's own section (``segment.*``, ``classify.*``, ``translate.*``) or ``data.input_channel``
+    that a fine-tuning of a dataset of another task would get (from the scale's options, the dataset's own, or the
+    sweep's base options and space): its job refused it, after the twins were drawn and the encoders pretrained.
+    ParamsError naming the key and both tasks."""
+    from s2dc.train.finetune_config import INPUT_CHANNEL_TASKS, TASK_OF_SECTION
+    from s2dc.tune.space import merge_options
+
+    scale, p = _scale(config)
+    sweep = json.loads(sweep_spec(config))
+    searched: dict = {}
+    for key in sweep["space"]:
+        stage, section, name = key.split(".")
+        if stage == "finetune":
+            searched.setdefault(section, {})[name] = "searched"
+    runs = [(name, typed_options("finetune", finetune_options(config, name)),
+             f"finetune.options or datasets.{name}.finetune")
+            for name in dict.fromkeys([*p["experiments"]["datasets"], *p["ablation"]["datasets"]])]
+    dataset = p["sweep"]["dataset"]
+    runs.append((dataset, merge_options(sweep["finetune"], searched),
+                 f"finetune.options, datasets.{dataset}.finetune, sweep.trial or sweep.space"))
+    for name, options, given in runs:
+        task = registry.get(name).task
+        for section, owner in TASK_OF_SECTION.items():
+            if owner != task and options.get(section):
+                raise ParamsError(f"params.yaml: scales.{scale}: {section}.{next(iter(options[section]))} (from "
+                                  f"{given}) is an option of {owner}, but {name} is {task}: its fine-tuning would "
+                                  "refuse it")
+        if options.get("data", {}).get("input_channel") and task not in INPUT_CHANNEL_TASKS:
+            raise ParamsError(f"params.yaml: scales.{scale}: data.input_channel (from {given}) is for "
+                              f"{' or '.join(INPUT_CHANNEL_TASKS)}, but {name} is {task}: its fine-tuning would "
+                              "refuse it")
+
+
 def preset_sections(dataset: str) -> dict:
     """The intensity options of a dataset's registry preset (CT window, 8-bit scale or z-score) as an option block,
     ``{"preprocess": {...}}``; the scale's options given after them override them."""
@@ -228,6 +262,21 @@ def figure_anchor(config: dict, dataset: str) -> tuple[str, str]:
     return (entry, "label") if isinstance(entry, str) else (entry["structure"], entry["labels"])
 
 
+def check_config_files(paths) -> None:
+    """ParamsError naming the file and key when a config file (params.yaml, a ``--configfile`` overlay) gives a key
+    twice in one mapping: Snakemake's YAML reader keeps the last without a word (a second ``scale:`` ran that scale),
+    where DVC refuses the file."""
+    import yaml
+
+    from s2dc.config import load_yaml
+
+    for path in paths:
+        try:
+            load_yaml(Path(path).read_text())
+        except yaml.YAMLError as err:
+            raise ParamsError(f"{path}: {' '.join(str(err).split())}") from None
+
+
 def check_params(config: dict, schema: str | Path | None = None) -> dict:
     """Every check of the active scale's entries that the workflow makes when it is parsed (after the schema's, and
     with ``schema`` its integers taken strictly); returns its `experiments` narrowed by `--config only=...` and
@@ -249,6 +298,7 @@ def check_params(config: dict, schema: str | Path | None = None) -> dict:
     _check_methods(config)
     _check_label_ratios(config)
     _check_sweep(config)
+    _check_task_options(config)
     experiments = _scale(config)[1]["experiments"]
     if "only" in config:
         experiments = {**experiments, "datasets": _restrict(config, "only", experiments["datasets"])}

@@ -12,7 +12,6 @@ import sys
 import time
 
 import optuna
-import pytest
 from optuna.trial import TrialState
 
 from s2dc.tune.storage import open_study, open_sweep

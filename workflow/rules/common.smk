@@ -20,7 +20,6 @@ SCALE = config["scale"]
 P = config["scales"][SCALE]
 RESOURCES = f"resources/{SCALE}"
 RESULTS = f"results/{SCALE}"
-EXP = P["experiments"]
 RAW = P["raw"]
 MODALITIES = P["pretrain"]["modalities"]
 VARIANTS = config["variants"]  # {name: loss.* overrides}; a method is 'scratch' or a variant's name
@@ -28,6 +27,15 @@ ABLATION = P["ablation"]
 BENCHMARK_METHODS = P["experiments"]["methods"]  # before --config methods=... narrows EXP
 BENCHMARK_GRID = dict(P["experiments"])  # likewise: which fine-tuning runs are the benchmark's (`tree`)
 SWEEP = P["sweep"]
+
+# The checks of params.yaml beyond its schema (each names the key it refuses), and --config only=/methods=: first,
+# before anything below builds options from it.
+try:
+    checks.check_config_files(workflow.configfiles)
+    EXP = checks.check_params(config, schema=os.path.join(workflow.basedir, "workflow/schemas/params.schema.yaml"))
+except checks.ParamsError as err:
+    raise WorkflowError(str(err)) from None
+
 
 
 def cli_options(sections: dict) -> str:
@@ -274,9 +282,9 @@ def ablation_targets() -> list[str]:
 def variant_terms(variant: str) -> str:
     """The loss terms a variant trains with and its assignment, e.g. 'global+p2p:dual_softmax' (the ablation table
     matches a variant to the poster's Table 2 row by them)."""
-    from s2dc.losses.options import LossConfig
+    from s2dc.train.config import build_config
 
-    loss = LossConfig(**variant_options(variant).get("loss", {}))
+    loss = build_config(variant_options(variant)).loss  # typed as `s2dc pretrain` reads it ('1e-1' is 0.1)
     terms = [t for t in ("global", "p2p", "p2s") if getattr(loss, f"weight_{t}")]
     return f"{'+'.join(terms)}:{loss.assignment}"
 
@@ -323,12 +331,6 @@ def s2dc_encoder(w) -> str:
     """The benchmark's S²DC encoder of a dataset's modality (read by the probe and the figures)."""
     return encoder_path(modality_of(w.dataset), "s2dc")
 
-
-# The checks of params.yaml beyond its schema (each names the key it refuses), and --config only=/methods=.
-try:
-    EXP = checks.check_params(config, schema=os.path.join(workflow.basedir, "workflow/schemas/params.schema.yaml"))
-except checks.ParamsError as err:
-    raise WorkflowError(str(err)) from None
 
 # A user's file where a table, plot, probe, figure or sweep-export job writes stops the run before Snakemake deletes
 # it with the job's outputs (the main process only: a cluster job's own Snakemake runs one job, while the outputs may

@@ -58,6 +58,18 @@ def check_twin_params(kind: Any, cases: Any, seed: Any, shape: Any, spacing: Any
                               f"accepts (finite, volume over 1e-12 mm^3), got {spacing!r}") from None
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
         raise SynthParamError("val_fraction", f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
+    if spec.downstream:  # the first cases - n_val train; a classification twin's case i is of class i % K
+        least = len(spec.outputs) if spec.task == "classification" else 1
+        n_train = cases - validation_cases(cases, val_fraction)
+        if n_train < least:
+            raise SynthParamError("val_fraction", f"val_fraction {val_fraction!r} of {cases} cases leaves {n_train} "
+                                  f"training case(s); a {spec.task} twin of kind {kind!r} needs at least {least}"
+                                  + (" (one of each class)" if spec.task == "classification" else ""))
+
+
+def validation_cases(cases: int, val_fraction: float) -> int:
+    """How many of a downstream twin's ``cases`` are its validation cases (at least one)."""
+    return max(1, round(cases * val_fraction))
 
 
 def save_nifti(path: Path, array: np.ndarray, affine: np.ndarray, dtype: type) -> None:
@@ -171,8 +183,7 @@ def write_dataset(
             "modality": {str(c): name for c, name in enumerate(spec.channels)},
         }
         if spec.downstream:
-            n_val = max(1, round(cases * val_fraction))
-            n_val = min(n_val, cases - 1)
+            n_val = validation_cases(cases, val_fraction)
             meta["val_fraction"] = float(val_fraction)
             if spec.labels:
                 meta["mean_voxels"] = {spec.labels[k]: round(float(counts[k]) / cases, 1) for k in label_values if k}

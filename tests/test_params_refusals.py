@@ -1,0 +1,79 @@
+"""params.yaml entries the workflow took at parse and a job refused after the twins were drawn and the encoders
+pretrained, or that crashed the parse with a traceback naming no key: each is now refused when the workflow is
+parsed, naming the key (or file) and what was expected."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from conftest import REPO, params_error, snakemake
+
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def _with(change) -> dict:
+    params = copy.deepcopy(PARAMS)
+    change(params["scales"]["smoke"])
+    return params
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p["finetune"]["options"].update(segment={"pos": 3.0}),
+     "segment.pos (from finetune.options or datasets.cc_ccii.finetune) is an option of segmentation, but cc_ccii is "
+     "classification"),
+    (lambda p: p["datasets"]["btcv"].update(finetune={"data": {"input_channel": "CT"}}),
+     "data.input_channel (from finetune.options or datasets.btcv.finetune) is for translation, but btcv is "
+     "segmentation"),
+    (lambda p: p["sweep"]["space"].update({"finetune.classify.head_hidden": {"choices": [64, 128]}}),
+     "classify.head_hidden (from finetune.options, datasets.btcv.finetune, sweep.trial or sweep.space) is an option "
+     "of classification, but btcv is segmentation"),
+    (lambda p: p["datasets"]["cc_ccii"].update(val_fraction=0.9),
+     "scales.smoke.datasets.cc_ccii: val_fraction 0.9 of 9 cases leaves 1 training case(s); a classification twin "
+     "of kind 'cc_ccii' needs at least 3 (one of each class)"),
+    (lambda p: p["experiments"].update(seeds=[2**32]), "4294967296 is greater than the maximum of 4294967295"),
+    (lambda p: p["probe"].update(seed=2**32), "4294967296 is greater than the maximum of 4294967295"),
+])
+def test_an_entry_a_job_would_refuse_is_refused_at_parse(change, message):
+    """Each of these passed the parse (`snakemake -n` exit 0): options of one task given to a dataset of another,
+    a twin whose validation fraction left one class to train on, seeds NumPy refuses."""
+    assert message in params_error(_with(change), scale="smoke")
+
+
+def test_a_scale_option_error_names_params_yaml_and_a_number_written_1e_1_is_read(tmp_path, caplog):
+    """An unknown key in scales.<scale>.pretrain.options crashed the parse with a traceback naming only common.smk
+    (options were built before they were checked); YAML 1.1 reads `1e-1` as a string, which `s2dc pretrain` takes as
+    0.1 but the parse compared to a number (TypeError traceback)."""
+    wrong = _with(lambda p: p["pretrain"]["options"]["loss"].update(match_temperatur=0.1))
+    config = tmp_path / "params.yaml"
+    config.write_text(yaml.safe_dump(wrong))
+    plan = snakemake(tmp_path, "-n", "--config", "scale=smoke", configfile=config)
+    said = plan.stderr + caplog.text  # Snakemake logs the error to its logger
+    assert plan.returncode != 0 and "WorkflowError" in said and "ValueError" not in said, said[-2000:]
+    assert "params.yaml: scales.smoke.pretrain.options" in said and "loss.match_temperatur" in said, said[-2000:]
+    text = (REPO / "params.yaml").read_text().replace("loss: {queue_size: 8, match_temperature: 0.1}",
+                                                      "loss: {queue_size: 8, match_temperature: 1e-1}")
+    assert "1e-1" in text
+    config.write_text(text)
+    plan = snakemake(tmp_path, "-n", "--config", "scale=smoke", configfile=config)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+
+
+def test_a_key_given_twice_in_params_yaml_is_refused_naming_it(tmp_path, caplog):
+    """A params.yaml with `scale:` twice ran the second (Snakemake keeps the last; DVC refuses the file)."""
+    config = tmp_path / "params.yaml"
+    config.write_text((REPO / "params.yaml").read_text() + "scale: smoke\n")
+    plan = snakemake(tmp_path, "-n", configfile=config)
+    said = plan.stderr + caplog.text
+    assert plan.returncode != 0 and "key 'scale' is given twice" in said and str(config) in said, said[-2000:]
+
+
+def test_the_parse_knows_each_tasks_options_as_the_task_modules_declare_them():
+    """The workflow checks the task options without importing the task modules (torch): its map must be theirs."""
+    from s2dc.downstream.tasks import TASKS
+    from s2dc.train.finetune_config import INPUT_CHANNEL_TASKS, TASK_OF_SECTION
+
+    assert TASK_OF_SECTION == {t.options_section: t.name for t in TASKS.values() if t.options_section}
+    assert set(INPUT_CHANNEL_TASKS) == {t.name for t in TASKS.values() if t.picks_input_channel}
