@@ -143,12 +143,8 @@ def load_encoder_weights(model: SwinUNETR, path: str | Path, which: str | None =
             raise ValueError(f"pretraining checkpoint '{path}' has no '{which}' weights")
         _tensors(blob[which], f"entry '{which}' of pretraining checkpoint '{path}'")
         _check_sizes(blob["config"].get("encoder"), expected, path)
-        step, steps = blob.get("step"), (blob["config"].get("optim") or {}).get("steps")
-        if whole_runs_only and isinstance(step, int) and isinstance(steps, int) and step < steps:
-            raise ValueError(f"pretraining checkpoint '{path}': its run stopped at step {step} of its {steps} (it "
-                             "diverged, was stopped or still runs, or this is an earlier checkpoint of it); to start "
-                             f"from it anyway, export it with `s2dc export-encoder {path} <encoder.pt> --partial` "
-                             "and give that file")
+        if whole_runs_only:
+            refuse_an_unfinished_run(path, blob)
         encoder = {k[len("encoder."):]: v for k, v in blob[which].items() if k.startswith("encoder.")}
         if not encoder:
             raise ValueError(f"pretraining checkpoint '{path}' has no 'encoder.*' weights under '{which}'")
@@ -158,6 +154,20 @@ def load_encoder_weights(model: SwinUNETR, path: str | Path, which: str | None =
         f"'{path}' is neither an s2dc pretraining checkpoint (no 'config' and 'teacher'/'student') "
         "nor an exported encoder (no 'state_dict')"
     )
+
+
+def refuse_an_unfinished_run(path: str | Path, blob: dict) -> None:
+    """ValueError when ``blob``, the pretraining checkpoint ``path`` holds, is short of its run's ``optim.steps`` (a
+    run that diverged, was stopped or still runs, or an earlier checkpoint of it), naming the export with
+    ``--partial`` that takes it anyway; an export's file passes."""
+    if "state_dict" in blob or not isinstance(blob.get("config"), dict):
+        return
+    step, steps = blob.get("step"), (blob["config"].get("optim") or {}).get("steps")
+    if isinstance(step, int) and isinstance(steps, int) and step < steps:
+        raise ValueError(f"pretraining checkpoint '{path}': its run stopped at step {step} of its {steps} (it "
+                         "diverged, was stopped or still runs, or this is an earlier checkpoint of it); to start "
+                         f"from it anyway, export it with `s2dc export-encoder {path} <encoder.pt> --partial` "
+                         "and give that file")
 
 
 def trained_modality(config: dict) -> str | None:
@@ -181,12 +191,15 @@ def refuse_another_modality(path: str | Path, modality: str | None, spec, escape
                      f"of another modality; give the {spec.modality} encoder, or {escape}")
 
 
-def encoder_plan(path: str | Path) -> dict:
+def encoder_plan(path: str | Path, whole_runs_only: bool = False) -> dict:
     """What an encoder file says about the network that reads it: ``{"encoder": sizes (EncoderConfig fields,
     token_stage included), "preprocess": the pretraining's preprocess options or None, "modality": that of the pool it
     was pretrained on, or None}``, from an exported encoder or a pretraining checkpoint; ``ValueError`` naming the file
-    when it records no sizes."""
+    when it records no sizes (or, ``whole_runs_only``, when it is an unfinished run's checkpoint:
+    :func:`refuse_an_unfinished_run`)."""
     blob = load_checkpoint(Path(path))
+    if whole_runs_only and isinstance(blob, dict):
+        refuse_an_unfinished_run(path, blob)
     if isinstance(blob, dict) and "state_dict" in blob and "encoder" in blob:
         section, record, modality = "", blob, blob.get("modality")
     elif isinstance(blob, dict) and isinstance(blob.get("config"), dict) and "encoder" in blob["config"]:

@@ -184,7 +184,7 @@ class LoadLabeld(MapTransform):
             nonfinite = int(array.size - finite.size)
             expected = f"0..{num_classes - 1}" if values is None else str(allowed.tolist())
             raise DataError(f"label '{path}' of image '{image_path}' must hold the integers {expected} "
-                            f"of the dataset json's 'labels'; it holds {len(bad)} other value(s): {shown}"
+                            f"its dataset json names; it holds {len(bad)} other value(s): {shown}"
                             + (f" and {nonfinite} NaN/Inf voxel(s)" if nonfinite else ""))
         meta = {"filename_or_obj": str(path), "space": "RAS", "original_channel_dim": "no_channel"}
         return MetaTensor(torch.from_numpy(np.ascontiguousarray(array))[None], affine=torch.as_tensor(image_affine), meta=meta)

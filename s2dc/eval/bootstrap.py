@@ -73,6 +73,11 @@ def bootstrap(stats: dict[str, torch.Tensor], metric, resamples: int = RESAMPLES
     weights = resample_weights(cases, resamples, seed)
     full = {name: float(metric(s.sum(0))) for name, s in stats.items()}
     draws = {name: metric(weights @ s) for name, s in stats.items()}  # (B,)
+    for name, draw in draws.items():
+        if not torch.isfinite(draw).all():  # e.g. R² of a resample whose tokens hold one value (one token a case)
+            raise ValueError(f"the score of {name} is undefined on {int((~torch.isfinite(draw)).sum())} of "
+                             f"{len(draw)} resamples of the {cases} validation cases (their tokens hold too few "
+                             "distinct values): probe an earlier --stage (more tokens a case) or more validation cases")
     se = (lambda d: float(d.std())) if cases > 1 else (lambda d: None)
     out = {name: {"se": se(draws[name]), "versus": {}} for name in stats}
     for a, b in itertools.permutations(stats, 2):

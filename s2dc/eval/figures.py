@@ -128,6 +128,11 @@ def draw(source: str | Path, encoders: list[str], structure: str, out_dir: str |
     check_folder_path(out_dir, "--out-dir")
     for name in ("similarity.png", "tsne.png"):
         check_png_out(out_dir / name)  # before any token is read
+    pyplot()  # the pipeline extras, before any token is read
+    try:
+        import sklearn.manifold  # noqa: F401
+    except ImportError:
+        raise ValueError("the t-SNE needs scikit-learn: pip install -e '.[pipeline]'") from None
     labelled = named_encoders(encoders)
     data = load_labelled(source, labelled, stage, cache_dir, device, preset, roles=("validation",), labels=labels)
     if data.task.readout != "labels":
@@ -150,6 +155,8 @@ def draw(source: str | Path, encoders: list[str], structure: str, out_dir: str |
         maps[name] = per_volume[best].reshape(*grid, -1)
         tokens[name] = torch.cat([f[m] for f, m in zip(per_volume, inside)])  # no token of the zero padding
     title = f"{data.dataset}, stage {stage} ({data.stride}-voxel tokens)"
+    for name in ("similarity.png", "tsne.png"):  # the earlier pair goes first: a run killed between the two writes
+        (out_dir / name).unlink(missing_ok=True)  # never leaves one of them beside the other of other encoders
     return [
         similarity_figure(volumes[best][0], labels[best].reshape(grid), maps, target, structure, data.stride,
                           out_dir / "similarity.png", f"{title}: cosine to a {structure} token"),

@@ -304,7 +304,9 @@ def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cach
     segmentation dataset's cases with its names under ``"<role>_labels"`` in the json (a twin's ``anatomy``)."""
     if not 0 <= stage <= 4:
         raise ValueError(f"--stage must be in 0..4 (0 = patch embedding, 4 = last Swin stage), got {stage}")
-    plans = {what: encoder_plan(what) for what in labelled.values() if what not in (RANDOM, VOXELS)}
+    # an unfinished pretraining's checkpoint is refused, as the fine-tuning and the export refuse it (before any read)
+    plans = {what: encoder_plan(what, whole_runs_only=True)
+             for what in labelled.values() if what not in (RANDOM, VOXELS)}
     first = next(iter(plans))
     sizes = EncoderConfig.recorded(plans[first]["encoder"], f"the encoder sizes of '{first}'")
     device = pick_device(device, key="--device")
@@ -333,8 +335,11 @@ def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cach
         data = {role: ds for role, ds in zip(cases, task.datasets(cases["training"], cases["validation"], setting,
                                                                   cache_dir)) if role in roles}
     else:  # another map of the cases as their labels, through the segmentation task's own preprocessing
+        named = sorted({0} | {value for value, name in enumerate(names) if name})  # a value without a name: refused
+        values = named if len(named) < len(names) else None
         data = {role: LabelledCases([{"image": c["image"], "label": c[labels]} for c in cases[role]],
-                                    setting.preprocess, setting.roi_size, len(names), cache_dir) for role in roles}
+                                    setting.preprocess, setting.roi_size, len(names), cache_dir, values)
+                for role in roles}
     volumes, targets, inside = ({role: [] for role in data} for _ in range(3))
     for role, ds in data.items():
         for i in range(len(ds)):
@@ -524,10 +529,11 @@ def write_probe(result: dict, out: str | Path) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table = markdown(result) + "\n"
+    text = json.dumps({**result, "table_sha256": table_sha256(table)}, indent=2, allow_nan=False)  # a NaN is a bug
+    # here, not a score: raised before the earlier table goes
     # the earlier table (checked to be the earlier result's) goes first: killed between the two writes, a run leaves
     # the new result alone, never beside a table whose checksum it does not record (refused as a user's next time)
     out.with_suffix(".md").unlink(missing_ok=True)
     # the table's checksum beside the result: a later run tells its own table from notes put in its place
-    atomic_write_text(out, json.dumps({**result, "table_sha256": table_sha256(table)}, indent=2,
-                                      allow_nan=False))  # a NaN is a bug here, not a score
+    atomic_write_text(out, text)
     atomic_write_text(out.with_suffix(".md"), table)
