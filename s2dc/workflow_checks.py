@@ -172,7 +172,6 @@ def _check_task_options(config: dict) -> None:
     that a fine-tuning of a dataset of another task would get (from the scale's options, the dataset's own, or the
     sweep's base options and space): its job refused it, after the twins were drawn and the encoders pretrained.
     ParamsError naming the key and both tasks."""
-    from s2dc.train.finetune_config import INPUT_CHANNEL_TASKS, TASK_OF_SECTION
     from s2dc.tune.space import merge_options
 
     scale, p = _scale(config)
@@ -190,15 +189,15 @@ def _check_task_options(config: dict) -> None:
                  f"finetune.options, datasets.{dataset}.finetune, sweep.trial or sweep.space"))
     for name, options, given in runs:
         task = registry.get(name).task
-        for section, owner in TASK_OF_SECTION.items():
+        for owner, section in registry.TASK_OPTION_SECTIONS.items():
             if owner != task and options.get(section):
                 raise ParamsError(f"params.yaml: scales.{scale}: {section}.{next(iter(options[section]))} (from "
                                   f"{given}) is an option of {owner}, but {name} is {task}: its fine-tuning would "
                                   "refuse it")
-        if options.get("data", {}).get("input_channel") and task not in INPUT_CHANNEL_TASKS:
-            raise ParamsError(f"params.yaml: scales.{scale}: data.input_channel (from {given}) is for "
-                              f"{' or '.join(INPUT_CHANNEL_TASKS)}, but {name} is {task}: its fine-tuning would "
-                              "refuse it")
+        if options.get("data", {}).get("input_channel") and task not in registry.INPUT_CHANNEL_TASKS:
+            readers = " or ".join(registry.INPUT_CHANNEL_TASKS)
+            raise ParamsError(f"params.yaml: scales.{scale}: data.input_channel (from {given}) is for {readers}, but "
+                              f"{name} is {task}: its fine-tuning would refuse it")
 
 
 def preset_sections(dataset: str) -> dict:

@@ -72,8 +72,8 @@ def test_a_key_given_twice_in_params_yaml_is_refused_naming_it(tmp_path, caplog)
 
 def test_the_parse_knows_each_tasks_options_as_the_task_modules_declare_them():
     """The workflow checks the task options without importing the task modules (torch): its map must be theirs."""
+    from s2dc.data.registry import INPUT_CHANNEL_TASKS, TASK_OPTION_SECTIONS
     from s2dc.downstream.tasks import TASKS
-    from s2dc.train.finetune_config import INPUT_CHANNEL_TASKS, TASK_OF_SECTION
 
-    assert TASK_OF_SECTION == {t.options_section: t.name for t in TASKS.values() if t.options_section}
+    assert dict(TASK_OPTION_SECTIONS) == {t.name: t.options_section for t in TASKS.values() if t.options_section}
     assert set(INPUT_CHANNEL_TASKS) == {t.name for t in TASKS.values() if t.picks_input_channel}

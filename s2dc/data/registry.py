@@ -36,6 +36,17 @@ TASK_METRICS: Mapping[str, tuple[str, ...]] = MappingProxyType({
 })
 
 
+#: The fine-tuning options' section of each task that has one of its own, and the tasks that read
+#: ``data.input_channel``: what the workflow checks params.yaml with before any job, without importing the task
+#: modules (torch, ~3 s), which declare the same (``options_section``, ``picks_input_channel``; a test compares them).
+TASK_OPTION_SECTIONS: Mapping[str, str] = MappingProxyType({
+    "segmentation": "segment",
+    "classification": "classify",
+    "translation": "translate",
+})
+INPUT_CHANNEL_TASKS = ("translation",)
+
+
 class UnknownDatasetError(ValueError):
     """A dataset name that is not in the registry."""
 

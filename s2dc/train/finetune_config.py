@@ -341,13 +341,6 @@ class FinetuneRunConfig:
 RESUME_CHOICES = ("auto", "if_unchanged", "never")
 
 
-#: The task that reads each task's own option section, and those that read ``data.input_channel``: what the
-#: workflow checks params.yaml with before any job, without importing the task modules (torch, ~3 s); the task
-#: modules declare the same (``options_section``, ``picks_input_channel``; tests/test_params_refusals.py).
-TASK_OF_SECTION = {"classify": "classification", "segment": "segmentation", "translate": "translation"}
-INPUT_CHANNEL_TASKS = ("translation",)
-
-
 @dataclass(frozen=True)
 class FinetuneConfig:
     data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
