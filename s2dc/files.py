@@ -21,7 +21,8 @@ def check_folder_path(folder: str | Path, what: str) -> None:
         if path.exists() or path.is_symlink():
             if not path.is_dir():
                 where = "" if path == folder else f": '{path}' above it"
-                raise ValueError(f"{what} '{folder}'{where} is a file, expected a folder (or nothing)")
+                kind = (f"a link to '{os.readlink(path)}', which does not exist" if not path.exists() else "a file")
+                raise ValueError(f"{what} '{folder}'{where} is {kind}, expected a folder (or nothing)")
             return
 
 

@@ -120,3 +120,44 @@ def test_a_case_listed_twice_or_shared_with_validation_through_a_link_is_refused
     with pytest.raises(DataError, match=r"1 of the 1 validation cases of section 'validation' are training cases"):
         refuse_training_cases_in_validation(train, val, source, "training", "validation")
     assert main(["finetune", "--data.source", str(source)]) == 2  # the command refuses it too, before any training
+
+
+def test_unreadable_data_is_refused_naming_what_is_wrong(tmp_path):
+    """A grid mismatch of axes only (LPS against RAS) printed two identical grids; a float64 volume of 1e39 was said
+    to hold NaN or infinite values; a cache folder behind a broken link was 'a file', one that cannot be made gave a
+    bare PermissionError; a listed name too long for the file system gave a bare OSError."""
+    from s2dc.data.grids import describe_grid
+    from s2dc.data.preprocess import read_volume
+
+    assert describe_grid(np.diag([-1.5, -1.5, 1.5, 1.0])).endswith("axes LPS")
+    assert describe_grid(np.diag([1.5, 1.5, 1.5, 1.0])).endswith("axes RAS")
+    import nibabel as nib
+
+    big = np.full((4, 4, 4), 1.0, np.float64)
+    big[0, 0, 0] = 1e39
+    nib.save(nib.Nifti1Image(big, np.eye(4)), str(tmp_path / "big.nii.gz"))
+    with pytest.raises(DataError, match=r"big\.nii\.gz' holds values beyond float32's range"):
+        read_volume(tmp_path / "big.nii.gz")
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    path = save(tmp_path / "mr.nii.gz", brain())
+    with pytest.raises(ValueError, match=r"cache folder '.*gone' is a link to '.*nowhere', which does not exist"):
+        CachedVolumes([path], PreprocessConfig(intensity="zscore"), (8, 8, 8), tmp_path / "gone")
+    source = tmp_path / "dataset.json"
+    source.write_text(json.dumps({"training": ["x" * 300 + ".nii.gz"]}))
+    with pytest.raises(DataError, match=r"image 'x+\.nii\.gz' of entry 0 listed in section 'training' .* cannot be "
+                                        r"looked up"):
+        list_cases(source, "training")
+
+
+def test_a_cache_folder_that_cannot_be_made_is_refused_naming_the_option(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    path = save(tmp_path / "mr.nii.gz", brain())
+
+    def refused(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "mkdir", refused)
+    with pytest.raises(ValueError, match=r"preprocessing cache folder '.*' cannot be made \(Permission denied\); give "
+                                         r"data\.cache_dir"):
+        CachedVolumes([path], PreprocessConfig(intensity="zscore"), (8, 8, 8), tmp_path / "cache")

@@ -88,3 +88,21 @@ def test_a_figures_run_that_fails_leaves_no_figure_of_an_earlier_run_beside_its_
     with pytest.raises(KeyboardInterrupt):
         main(argv[:1] + ["voxels"] + argv[2:])
     assert not (out / "tsne.png").exists()
+
+
+def test_an_encoder_of_another_channel_count_is_refused_with_a_remedy_the_probe_has(twin_and_encoder, tmp_path,
+                                                                                   capsys):  # noqa: F811
+    """A two-channel encoder on one-channel cases: refused, but the message said to 'set the model sizes to the
+    checkpoint's', which the probe has no option for."""
+    import dataclasses
+
+    source, _ = twin_and_encoder
+    sizes = dataclasses.replace(SIZES, in_channels=2)
+    torch.manual_seed(5)
+    encoder = tmp_path / "enc2.pt"
+    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in swinunetr_for(sizes).swinViT.state_dict().items()},
+                "encoder": sizes.to_dict()}, encoder)
+    assert main(["probe", f"s2dc={encoder}", "--source", str(source), "--out", str(tmp_path / "p.json"),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "reads 2 input channels, the cases of" in err and "have 1" in err and "model sizes" not in err, err

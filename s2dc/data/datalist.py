@@ -93,11 +93,16 @@ def _resolve(rel: Any, role: str, i: int, listed: str, source: Path) -> Path:
     if not isinstance(rel, str) or not rel:
         raise DataError(f"entry {i} of {listed} has no {role} path; expected a path string, got {rel!r}")
     joined = Path(rel) if Path(rel).is_absolute() else source.parent / rel  # what the file system opens
-    path = Path(os.path.normpath(joined))  # the same file without '..', unless a '..' climbs out of a link:
-    folder = joined.parent.resolve()  # then its real folder (the file keeps its name: it may be a link itself)
-    if path.parent.resolve() != folder:
-        path = folder / joined.name
-    if not present_file(path):
+    try:
+        path = Path(os.path.normpath(joined))  # the same file without '..', unless a '..' climbs out of a link:
+        folder = joined.parent.resolve()  # then its real folder (the file keeps its name: it may be a link itself)
+        if path.parent.resolve() != folder:
+            path = folder / joined.name
+        present = present_file(path)
+    except OSError as err:  # a name too long, a folder that cannot be read, ...
+        raise DataError(f"{role} '{rel}' of entry {i} listed in {listed} cannot be looked up: {err.strerror or err}"
+                        ) from None
+    if not present:
         raise DataError(f"{role} '{path}' of entry {i} listed in {listed} does not exist")
     return path
 

@@ -28,9 +28,13 @@ def other_grid(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def describe_grid(affine: np.ndarray) -> str:
-    """``"voxel sizes [x, y, z] mm, origin [x, y, z] mm"`` of a 4x4 affine, for messages."""
+    """``"voxel sizes [x, y, z] mm, origin [x, y, z] mm, axes RAS"`` of a 4x4 affine, for messages (the axes tell
+    an LPS header from a RAS one of the same sizes and origin)."""
+    import nibabel as nib
+
     sizes = [round(float(v), 3) for v in np.linalg.norm(affine[:3, :3], axis=0)]
-    return f"voxel sizes {sizes} mm, origin {[round(float(v), 2) for v in affine[:3, 3]]} mm"
+    axes = "".join(nib.aff2axcodes(affine))
+    return f"voxel sizes {sizes} mm, origin {[round(float(v), 2) for v in affine[:3, 3]]} mm, axes {axes}"
 
 
 def check_on_grid(path: Path, shape: Sequence[int], affine: np.ndarray, role: str,

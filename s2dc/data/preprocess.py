@@ -113,6 +113,9 @@ def read_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if min(shape) < 2:
         raise DataError(f"'{path}' has shape {shape}; expected a 3-D volume with at least 2 voxels along every axis")
     if not np.isfinite(array).all():
+        if np.isfinite(np.asarray(img.dataobj, dtype=np.float64)).all():
+            raise DataError(f"'{path}' holds values beyond float32's range (|x| > 3.4e38), which the network reads; "
+                            "expected intensities of that range")
         raise DataError(f"'{path}' contains NaN or infinite values; expected finite intensities")
     if not array.max() > array.min():
         raise DataError(f"'{path}' has no foreground (all voxels equal {float(array.min())}); expected a non-constant volume")

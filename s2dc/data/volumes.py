@@ -39,6 +39,17 @@ def _each_transform(transform):
         yield from _each_transform(inner)
 
 
+def make_cache_dir(folder: Path) -> Path:
+    """Make the preprocessing cache ``folder``; ValueError naming it and the option (``data.cache_dir``) where it
+    cannot be made (a read-only place: a bare PermissionError named neither)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"preprocessing cache folder '{folder}' cannot be made ({err.strerror or err}); give "
+                         "data.cache_dir a folder this user can write") from None
+    return folder
+
+
 def transform_code(transform, built_by: str | None = None) -> str:
     """12 hex of the code ``transform`` runs: the s2dc modules of :data:`PREPROCESSING_MODULES`, of its transforms'
     classes (a Compose's, nested) and ``built_by`` (the module that set the parameters of a library transform in it),
@@ -145,8 +156,7 @@ class CachedVolumes(torch.utils.data.Dataset):
             self._ds: Dataset = Dataset(items, transform=transform)
         else:
             check_folder_path(Path(cache_root), "preprocessing cache folder")
-            self.cache_dir = Path(cache_root) / f"{cfg.cache_key()}-{transform_code(transform)}"
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            self.cache_dir = make_cache_dir(Path(cache_root) / f"{cfg.cache_key()}-{transform_code(transform)}")
             self._ds = _AtomicPersistentDataset(items, transform=transform, cache_dir=self.cache_dir)
 
     def _item(self, path: Path) -> dict[str, Any]:
@@ -251,8 +261,7 @@ class TransformedCases(_Checked):
             dataset = Dataset(items, transform=transform)
         else:
             check_folder_path(Path(cache_root), "preprocessing cache folder")
-            self.cache_dir = Path(cache_root) / f"{cache_name}-{transform_code(transform, built_by)}"
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            self.cache_dir = make_cache_dir(Path(cache_root) / f"{cache_name}-{transform_code(transform, built_by)}")
             dataset = _AtomicPersistentDataset(items, transform=transform, cache_dir=self.cache_dir)
         super().__init__(dataset)
 

@@ -363,6 +363,9 @@ def frozen_encoder(what: str, data: Labelled, seed: int) -> torch.nn.Module:
     if own.patch_size != data.sizes.patch_size:
         raise ValueError(f"'{what}' has patch size {own.patch_size}, the first encoder ('{data.first}') "
                          f"{data.sizes.patch_size}: the probe reads every encoder's tokens on one grid; probe them apart")
+    if own.in_channels not in (1, channels):
+        raise ValueError(f"'{what}' reads {own.in_channels} input channels, the cases of '{data.dataset}' have "
+                         f"{channels}: the probe reads an encoder of one channel (inflated to the cases') or of theirs")
     sizes = model_sizes(own, 1 if own.in_channels == 1 else channels)
     model = swinunetr_for(sizes)
     if what != RANDOM:
