@@ -3,15 +3,29 @@ validates them at start); :mod:`.encoder` builds the network from them."""
 
 from __future__ import annotations
 
-import typing
 from dataclasses import asdict, dataclass
-
-from ..config import coerce
 
 
 #: The widest attention window: each block holds a (2w-1)^3 table of relative position biases per head, so a wider one
 #: only ran out of memory (or overflowed torch's sizes, with a TypeError traceback); SwinUNETR's is 7.
 MAX_WINDOW = 64
+
+
+#: What each kind of size is called in a message (the type of its default).
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", tuple: "a list of integers"}
+
+
+def _of_kind(value, default) -> bool:
+    """Whether a recorded size ``value`` is of the kind of its field's ``default`` (a bool is no integer here)."""
+    def integer(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return integer(value)
+    if isinstance(default, float):
+        return integer(value) or isinstance(value, float)
+    return isinstance(value, (list, tuple)) and all(integer(v) for v in value)
 
 
 @dataclass(frozen=True)
@@ -74,8 +88,11 @@ class EncoderConfig:
         if unknown:
             raise ValueError(f"{where} holds unknown key(s) {unknown}; expected encoder sizes "
                              f"{sorted(cls.__dataclass_fields__)}")
-        hints = typing.get_type_hints(cls)  # each size checked as an option of its type is (named in the message)
-        return cls(**{name: coerce(f"{where}: {name}", value, hints[name]) for name, value in sizes.items()})
+        for name, value in sizes.items():
+            if not _of_kind(value, cls.__dataclass_fields__[name].default):
+                raise ValueError(f"{where}: '{name}' is {value!r}; expected "
+                                 f"{_KIND_NAMES[type(cls.__dataclass_fields__[name].default)]}")
+        return cls(**sizes)
 
     @property
     def token_dim(self) -> int:
