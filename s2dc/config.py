@@ -24,11 +24,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     refuses such a params.yaml)."""
 
     def construct_mapping(self, node, deep=False):
-        keys = [self.construct_object(key_node, deep=True) for key_node, _ in node.value]
+        written = [key_node for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge"]  # `<<:`
+        keys = [self.construct_object(key_node, deep=True) for key_node in written]  # merges in keys it may override
         for i, key in enumerate(keys):
             if isinstance(key, typing.Hashable) and key in keys[:i]:
                 raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice in one mapping",
-                                                        node.value[i][0].start_mark)
+                                                        written[i].start_mark)
         return super().construct_mapping(node, deep)
 
 

@@ -213,6 +213,8 @@ def encoder_plan(path: str | Path, whole_runs_only: bool = False) -> dict:
     if preprocess is not None and not isinstance(preprocess, dict):
         raise ValueError(f"{where} is {type(preprocess).__name__}; expected the pretraining's preprocess options as "
                          "a mapping")
+    if preprocess is not None and preprocess.get("intensity", "ct") != "ct":  # a window an older s2dc took beside a
+        preprocess = {k: v for k, v in preprocess.items() if k not in ("a_min", "a_max")}  # z-score, which ignored it
     try:
         PreprocessConfig(**(preprocess or {}))
     except (TypeError, ValueError) as exc:

@@ -117,7 +117,7 @@ def test_z_scoring_a_volume_of_one_value_inside_is_refused_naming_the_file(tmp_p
 
 def test_a_window_that_does_not_fit_is_reported_naming_the_file(tmp_path):
     mr = save(tmp_path / "mr.nii.gz", brain())
-    with pytest.raises(DataError, match=r"mr.nii.gz' has intensities in \[0, 900\], 0.00% of its voxels at or below -200 .*: it is not CT in HU"):
+    with pytest.raises(DataError, match=r"mr.nii.gz' has intensities in \[0, 900\], 0.00% of its voxels at or below -50 .*: it is not CT in HU"):
         CachedVolumes([mr], PreprocessConfig.from_preset("ct_abdomen"), (8, 8, 8), None)[0]
     hu = save(tmp_path / "ct.nii.gz", brain() - 1000)
     with pytest.raises(DataError, match=r"ct.nii.gz' has intensities in \[-1000, -100\], with negative values"):

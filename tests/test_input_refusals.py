@@ -90,10 +90,19 @@ def test_a_hu_window_on_a_volume_with_one_negative_voxel_is_refused(tmp_path):
     path = save(tmp_path / "mr.nii.gz", mr)
     for preset in ("ct_abdomen", "ct_pretrain"):
         with pytest.raises(DataError, match=r"mr\.nii\.gz' has intensities in \[-1, 900\], 0\.00% of its voxels at or "
-                                            r"below -200 .*not CT in HU"):
+                                            r"below -50 .*not CT in HU"):
             CachedVolumes([path], PreprocessConfig.from_preset(preset), (8, 8, 8), None)[0]
     ct = save(tmp_path / "ct.nii.gz", np.where(brain() > 0, brain() - 500, -1000.0))  # air around a body
     CachedVolumes([ct], PreprocessConfig.from_preset("ct_abdomen"), (8, 8, 8), None)[0]
+    # CT the review found refused by a first version (voxels at or below -200 required): clipped to the preset's own
+    # window (its floor, -175, outside the body), and cropped to the abdomen (fat at -100, no air)
+    clipped = save(tmp_path / "clipped.nii.gz", np.clip(np.where(brain() > 0, brain() - 500, -1000.0), -175, 250))
+    CachedVolumes([clipped], PreprocessConfig.from_preset("ct_abdomen"), (8, 8, 8), None)[0]
+    abdomen = np.full((12, 12, 12), 40.0, np.float32)
+    abdomen[:2] = -100.0  # a layer of fat, 1/6 of the crop
+    abdomen[5:7, 5:7, 5:7] = 200.0
+    cropped = save(tmp_path / "cropped.nii.gz", abdomen)
+    CachedVolumes([cropped], PreprocessConfig.from_preset("ct_abdomen"), (8, 8, 8), None)[0]
 
 
 def test_a_key_given_twice_in_a_dataset_json_is_refused_naming_it(tmp_path):
@@ -161,3 +170,24 @@ def test_a_cache_folder_that_cannot_be_made_is_refused_naming_the_option(tmp_pat
     with pytest.raises(ValueError, match=r"preprocessing cache folder '.*' cannot be made \(Permission denied\); give "
                                          r"data\.cache_dir"):
         CachedVolumes([path], PreprocessConfig(intensity="zscore"), (8, 8, 8), tmp_path / "cache")
+
+
+def test_the_reviews_input_findings(tmp_path):
+    """A review of the fixes above found: YAML merge keys (`<<: *common`), which Snakemake, DVC and PyYAML read,
+    refused by the duplicate-key check; an encoder file an older s2dc wrote with a window beside its z-score (taken
+    then, and ignored) refused by the new window check, which only options a user gives should meet."""
+    import torch
+
+    from s2dc.export import encoder_plan, swinunetr_for
+    from s2dc.models.encoder import EncoderConfig
+
+    text = "base: &b {steps: 10, lr: 0.1}\noptim:\n  <<: *b\n  steps: 20\nrun: {<<: [*b], seed: 1}\n"
+    assert load_yaml(text) == {"base": {"steps": 10, "lr": 0.1}, "optim": {"steps": 20, "lr": 0.1},
+                               "run": {"steps": 10, "lr": 0.1, "seed": 1}}
+    with pytest.raises(Exception, match="key 'steps' is given twice"):
+        load_yaml("base: &b {steps: 10}\noptim:\n  <<: *b\n  steps: 20\n  steps: 30\n")
+    sizes = EncoderConfig(feature_size=12, num_heads=(1, 2, 3, 4), window_size=4)
+    old = tmp_path / "old_encoder.pt"
+    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in swinunetr_for(sizes).swinViT.state_dict().items()},
+                "encoder": sizes.to_dict(), "preprocess": {"intensity": "zscore", "a_min": -175.0, "a_max": 250.0}}, old)
+    assert encoder_plan(old)["preprocess"] == {"intensity": "zscore"}

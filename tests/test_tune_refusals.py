@@ -255,3 +255,27 @@ def test_a_pool_of_another_modality_than_the_fine_tuning_dataset_is_refused_befo
     spec = spec_from_dict({"space": space, "out_dir": str(tmp_path / "sw"),
                            "data": {"pretrain": str(tmp_path / "pool.json"), "finetune": str(tmp_path / "own.json")}})
     make_objective(spec, str(tmp_path / "a.journal"), "s")
+
+
+def test_the_reviews_sweep_findings(tmp_path):
+    """A review of the fixes above found: a pool of another modality refused even with preprocess.intensity given
+    (how an encoder of another modality is fine-tuned on purpose); a JSON spec's key given twice kept the last (a
+    YAML one is refused); another host's trial judged by Optuna's start, a naive local time that another zone's
+    host writes hours "ahead", so a dead worker's trial stayed RUNNING."""
+    from s2dc.tune.liveness import is_dead
+    from s2dc.tune.objective import make_objective
+
+    (tmp_path / "pool.json").write_text(json.dumps({"name": "synthetic_mri_pool"}))
+    (tmp_path / "ds.json").write_text(json.dumps({"name": "synthetic_autopet"}))
+    spec = spec_from_dict({"space": {"finetune.train.lr": {"low": 1.0e-4, "high": 1.0e-2}}, "out_dir": str(tmp_path / "sw"),
+                           "finetune": {"preprocess": {"intensity": "zscore"}},
+                           "data": {"pretrain": str(tmp_path / "pool.json"), "finetune": str(tmp_path / "ds.json")}})
+    make_objective(spec, str(tmp_path / "a.journal"), "s")
+    with pytest.raises(ValueError, match=r"--spec: not valid JSON \(key\(s\) 'seed' given twice"):
+        load_spec('{"objective": "toy", "space": {}, "seed": 1, "seed": 7}')
+    ahead = optuna.trial.FrozenTrial(
+        number=0, trial_id=0, state=TrialState.RUNNING, value=None, values=None, intermediate_values={},
+        datetime_start=datetime.datetime.now() + datetime.timedelta(hours=9), datetime_complete=None,
+        params={"x": 0.5}, distributions={"x": optuna.distributions.FloatDistribution(0.0, 1.0)},
+        user_attrs={"worker": {"host": "elsewhere", "pid": 1}, "heartbeat": time.time() - 60.0}, system_attrs={})
+    assert is_dead(ahead, time.time(), grace=10, host=socket.gethostname())

@@ -21,9 +21,10 @@ from .registry import PRESETS
 INTENSITIES = ("ct", "zscore", "zscore_volume")
 
 
-#: HU at or below which a voxel is air or lung (fat is -150 to -50), and the share of such voxels below which a volume
-#: is not CT in HU: a CT field of view holds the air around the body (the quick twins: 52-81 %).
-AIR_HU, AIR_SHARE = -200.0, 0.001
+#: HU at or below which a voxel is fat, lung or air (water is 0, soft tissue above), and the share of such voxels below
+#: which a volume is not CT in HU: a CT holds them, cropped to the body (its fat) or clipped to a window (its floor);
+#: an MR or PET volume holds at most the odd negative voxel that resampling leaves.
+BELOW_WATER_HU, BELOW_WATER_SHARE = -50.0, 0.001
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,9 @@ class PreprocessConfig:
     def check_fits(self, array: np.ndarray, path: Path) -> None:
         """Raise :class:`DataError` when the window plainly does not fit the volume's intensities.
 
-        A window reaching below 0 (a HU window) needs a volume with a share of air (at most :data:`AIR_HU`, at
-        least :data:`AIR_SHARE` of its voxels): a volume without is not HU (MR, PET, 8-bit or raw-stored CT; one
-        negative voxel left by resampling does not make it CT). A window from 0 up (8-bit images)
+        A window reaching below 0 (a HU window) needs a volume with a share of fat, lung or air (at most
+        :data:`BELOW_WATER_HU` or the window's floor, on at least :data:`BELOW_WATER_SHARE` of its voxels): a volume
+        without is not HU (MR, PET, 8-bit or raw-stored CT; one negative voxel left by resampling does not make it CT). A window from 0 up (8-bit images)
         needs no negative value. Any window needs some voxel inside it (else all is clipped to a constant).
         z-scoring (over the non-zero voxels) needs two values among them: one value would become all 0 (over the
         whole volume, two values anywhere, which loading checks of every volume).
@@ -134,11 +135,12 @@ class PreprocessConfig:
         window = f"the window [{self.a_min:g}, {self.a_max:g}]"
         fix = ("; choose the dataset's preset (`s2dc datasets NAME` shows it) or preprocess.intensity: zscore "
                "for data that is not in the window's units")
-        air = float(np.count_nonzero(array <= AIR_HU)) / array.size
-        if self.a_min < 0 and air < AIR_SHARE:
-            raise DataError(f"'{path}' has intensities in [{lo:g}, {hi:g}], {air:.2%} of its voxels at or below "
-                            f"{AIR_HU:g} (air, lung; a CT field of view holds at least {AIR_SHARE:.1%}): it is not CT "
-                            f"in HU, but {window} is a HU window" + fix)
+        floor = max(BELOW_WATER_HU, self.a_min)  # a CT clipped to the window: its floor counts
+        share = float(np.count_nonzero(array <= floor)) / array.size
+        if self.a_min < 0 and share < BELOW_WATER_SHARE:
+            raise DataError(f"'{path}' has intensities in [{lo:g}, {hi:g}], {share:.2%} of its voxels at or below "
+                            f"{floor:g} (fat, lung, air; a CT holds at least {BELOW_WATER_SHARE:.1%}): it is not CT in "
+                            f"HU, but {window} is a HU window" + fix)
         if self.a_min >= 0 > lo:
             raise DataError(f"'{path}' has intensities in [{lo:g}, {hi:g}], with negative values, but {window} "
                             f"expects non-negative intensities (e.g. 8-bit images)" + fix)

@@ -7,9 +7,9 @@ most ``max_retry`` times per original trial, so a trial that kills its worker, e
 Both storages (journal file and database) record liveness in trial user attributes: ``worker`` = ``{host, pid,
 start}`` and ``heartbeat`` = the time of the last beat. A trial whose worker ran on this host is dead when that
 process no longer exists (seen at once; ``start`` tells a reused pid), never while it lives; one of another host when
-its last sign of life (beat or start) is older than ``grace`` seconds. (Optuna's own heartbeat, ``RDBStorage``'s
-only, fails any trial whose beats are late, a paused worker's on this host too, and ``JournalStorage`` has none in
-Optuna 4.9: neither is used.)
+its last beat (epoch seconds; with none yet, its start) is older than ``grace`` seconds. (Optuna's own heartbeat,
+``RDBStorage``'s only, fails any trial whose beats are late, a paused worker's on this host too, and
+``JournalStorage`` has none in Optuna 4.9: neither is used.)
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class Liveness:
 def is_dead(trial: optuna.trial.FrozenTrial, now: float, grace: float, host: str) -> bool:
     """Whether the worker of a RUNNING ``trial`` is gone. Its worker ran on this host: when that process no longer
     exists (or its pid is another process's now: its recorded start differs), never while it lives, however old its
-    last beat. Otherwise: when its last sign of life, its ``heartbeat`` attribute or its start, is more than
+    last beat. Otherwise: when its last beat (``heartbeat``, epoch seconds), or with none its start, is more than
     ``grace`` seconds old."""
     worker = trial.user_attrs.get(WORKER_ATTR)
     if isinstance(worker, dict):
@@ -120,9 +120,10 @@ def is_dead(trial: optuna.trial.FrozenTrial, now: float, grace: float, host: str
             pid, start = int(worker.get("pid", -1)), worker.get("start")
             return not pid_alive(pid) or (start is not None and process_start(pid) not in (None, start))
     beat = trial.user_attrs.get(BEAT_ATTR)
+    if isinstance(beat, (int, float)):  # epoch seconds (Optuna's start is a naive local time: another zone's host
+        return now - float(beat) > grace  # started "hours from now"); the first beat precedes the worker's record
     start = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
-    last = max(float(beat) if isinstance(beat, (int, float)) else 0.0, start)
-    return now - last > grace
+    return now - start > grace
 
 
 def process_start(pid: int) -> int | None:

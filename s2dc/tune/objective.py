@@ -70,7 +70,8 @@ def make_objective(spec: SweepSpec, storage: str, study_name: str):
         path = Path(spec.data[stage])
         if not path.is_file():
             raise FileNotFoundError(f"spec data.{stage}: '{path}' is not a file (a dataset.json is expected)")
-    _refuse_another_modality(spec.data)
+    if not _intensity_given(spec):  # given, an encoder of another modality is fine-tuned on purpose (as
+        _refuse_another_modality(spec.data)  # s2dc.downstream.defaults lets it)
     study_dir = Path(spec.out_dir) / study_name
     claim_study_folder(study_dir, storage)
 
@@ -107,6 +108,13 @@ def make_objective(spec: SweepSpec, storage: str, study_name: str):
                     path.unlink(missing_ok=True)
 
     return objective
+
+
+def _intensity_given(spec: SweepSpec) -> bool:
+    """Whether the spec sets the fine-tuning's intensity normalisation (base options or space) over the dataset's
+    preset."""
+    return ("intensity" in (spec.finetune.get("preprocess") or {})
+            or "finetune.preprocess.intensity" in {dim.key for dim in spec.dims})
 
 
 def _refuse_another_modality(data: dict) -> None:

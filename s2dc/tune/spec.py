@@ -74,11 +74,20 @@ class SweepSpec:
         return GenerationSampler(self.seed, self.workers)
 
 
+def _unique_keys(pairs: list) -> dict:
+    """A JSON object's pairs as a dict; a key given twice (json.loads keeps the last) is refused, as in YAML specs."""
+    keys = [key for key, _ in pairs]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise json.JSONDecodeError(f"key(s) {', '.join(map(repr, twice))} given twice in one object", "", 0)
+    return dict(pairs)
+
+
 def load_spec(text: str) -> SweepSpec:
     """A spec from a JSON string (starting with ``{``) or a path to a ``.json``, ``.yaml`` or ``.yml`` file."""
     if text.lstrip().startswith("{"):
         try:
-            values = json.loads(text)
+            values = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as err:
             raise ValueError(f"--spec: not valid JSON ({err})") from None
         return spec_from_dict(values)
@@ -93,7 +102,7 @@ def load_spec(text: str) -> SweepSpec:
         raise ValueError(f"spec file '{path}': not UTF-8 text ({err})") from None
     if path.suffix == ".json":
         try:
-            values = json.loads(text)
+            values = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as err:
             raise ValueError(f"spec file '{path}': not valid JSON ({err})") from None
     else:

@@ -25,7 +25,6 @@ import signal
 import threading
 import time
 import traceback
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -189,9 +188,7 @@ def _run_worker(study, objective, dims, budget, liveness, generation, max_failur
             time.sleep(poll)
             continue
         waiting_for = None
-        with warnings.catch_warnings():  # Optuna warns that its heartbeat is meant for optimize(); it beats here too
-            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-            trial = study.ask()
+        trial = study.ask()
         if is_surplus(study, trial.number, budget):
             trial.set_user_attr(SURPLUS_ATTR, True)
             study.tell(trial, state=TrialState.FAIL)
