@@ -107,22 +107,28 @@ EOF
 echo "== best.yaml"
 cat "$out/best.yaml"
 
+# wait_until_reported STUDY N: wait (at most 30 s) until trial N of STUDY has reported a score, i.e. is under way
+wait_until_reported() {
+    "$PYTHON" - "$url" "$1" "$2" <<'EOF'
+import sys, time
+from s2dc.tune.storage import open_study
+url, study, number = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for _ in range(600):
+    try:
+        trials = open_study(url, study, create=False).get_trials(deepcopy=False)
+    except ValueError:  # the study is not created yet
+        trials = []
+    if len(trials) > number and trials[number].intermediate_values:
+        break
+    time.sleep(0.05)
+EOF
+}
+
 echo "== a worker killed mid-trial (SIGKILL), then the next run (study pg_kill, budget 3)"
 slow=${spec/\"sleep\": 0.2/\"sleep\": 0.5}
 "$PYTHON" -m s2dc.cli sweep work --storage "$url" --study pg_kill --budget 3 --spec "$slow" > >(sed "s/^/[killed] /") 2>&1 &
 victim=$!
-"$PYTHON" - "$url" <<'EOF'  # wait until trial 1 is under way
-import sys, time
-from s2dc.tune.storage import open_study
-for _ in range(600):
-    try:
-        trials = open_study(sys.argv[1], "pg_kill", create=False).get_trials(deepcopy=False)
-    except ValueError:  # the study is not created yet
-        trials = []
-    if len(trials) == 2 and trials[1].intermediate_values:
-        break
-    time.sleep(0.05)
-EOF
+wait_until_reported pg_kill 1
 kill -KILL "$victim"; wait "$victim" 2>/dev/null || true
 sleep 0.2  # let its output through
 "$PYTHON" -m s2dc.cli sweep work --storage "$url" --study pg_kill --budget 3 --spec "$slow" 2>&1 | sed "s/^/[next run] /"
@@ -139,18 +145,7 @@ EOF
 echo "== a worker paused (SIGSTOP) past the grace period while another looks for dead workers, then resumed (study pg_pause, budget 2)"
 "$PYTHON" -m s2dc.cli sweep work --storage "$url" --study pg_pause --budget 2 --spec "$slow" > >(sed "s/^/[paused] /") 2>&1 &
 paused=$!
-"$PYTHON" - "$url" <<'EOF'  # wait until trial 0 is under way
-import sys, time
-from s2dc.tune.storage import open_study
-for _ in range(600):
-    try:
-        trials = open_study(sys.argv[1], "pg_pause", create=False).get_trials(deepcopy=False)
-    except ValueError:  # the study is not created yet
-        trials = []
-    if trials and trials[0].intermediate_values:
-        break
-    time.sleep(0.05)
-EOF
+wait_until_reported pg_pause 0
 kill -STOP "$paused"
 sleep 12  # no beat for longer than the grace period (10 s)
 "$PYTHON" - "$url" <<'EOF'  # what every worker does before it counts the budget
