@@ -26,6 +26,10 @@ INTENSITIES = ("ct", "zscore", "zscore_volume")
 #: an MR or PET volume holds at most the odd negative voxel that resampling leaves.
 BELOW_WATER_HU, BELOW_WATER_SHARE = -50.0, 0.001
 
+#: HU at or below which a voxel is air or lung (-1000 and about -800): a volume with :data:`BELOW_WATER_SHARE` of its
+#: voxels there is plainly CT in HU (no MR, PET or z-scored volume reaches it).
+AIR_HU = -500.0
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -121,17 +125,26 @@ class PreprocessConfig:
         without is not HU (MR, PET, 8-bit or raw-stored CT; one negative voxel left by resampling does not make it CT). A window from 0 up (8-bit images)
         needs no negative value. Any window needs some voxel inside it (else all is clipped to a constant).
         z-scoring (over the non-zero voxels) needs two values among them: one value would become all 0 (over the
-        whole volume, two values anywhere, which loading checks of every volume).
+        whole volume, two values anywhere, which loading checks of every volume); and a volume that is not plainly CT
+        in HU (air, at most :data:`AIR_HU`, on :data:`BELOW_WATER_SHARE` of its voxels), whose non-zero voxels would
+        take the air for the body and water (0 HU) for the background.
         """
         if self.intensity == "zscore_volume":
             return
+        lo, hi = float(array.min()), float(array.max())
         if self.intensity != "ct":
             inside = array[array != 0]
             if inside.size and inside.min() == inside.max():
                 raise DataError(f"'{path}' has one value ({float(inside[0]):g}) on every non-zero voxel: z-scoring "
                                 "over them would make it all 0 (nothing for the network to see)")
+            air = float(np.count_nonzero(array <= AIR_HU)) / array.size
+            if air >= BELOW_WATER_SHARE:
+                raise DataError(f"'{path}' has intensities in [{lo:g}, {hi:g}], {air:.2%} of its voxels at or below "
+                                f"{AIR_HU:g} HU (air, lung): it is CT in HU, but preprocess.intensity zscore normalises "
+                                "over the non-zero voxels, taking the air for the body and water (0 HU) for the "
+                                "background; choose the dataset's preset (`s2dc datasets NAME` shows it), "
+                                "preprocess.intensity ct with a HU window, or zscore_volume (over every voxel)")
             return
-        lo, hi = float(array.min()), float(array.max())
         window = f"the window [{self.a_min:g}, {self.a_max:g}]"
         fix = ("; choose the dataset's preset (`s2dc datasets NAME` shows it) or preprocess.intensity: zscore "
                "for data that is not in the window's units")
