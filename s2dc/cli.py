@@ -254,7 +254,8 @@ def _add_synth(sub) -> None:
     syn.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
                      help="voxel size in mm (default: the writer's, 1.5 1.5 2.0)")
     syn.add_argument("--val-fraction", type=float,
-                     help="a downstream twin: fraction of cases listed under 'validation' (default: the writer's, 0.25)")
+                     help="a downstream twin: fraction of cases listed under 'validation' (default: the writer's, "
+                          "0.25); a pool takes none")
     syn.set_defaults(func=_synth)
 
 

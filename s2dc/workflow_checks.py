@@ -422,7 +422,7 @@ def _check_datasets(config: dict) -> None:
         if entry.get("source") == "synthetic":
             try:
                 check_twin_params(name, entry["cases"], entry["seed"], entry["shape"], (1.0, 1.0, 1.0),
-                                  entry["val_fraction"])
+                                  entry.get("val_fraction"))
             except ValueError as err:
                 raise ParamsError(f"params.yaml: scales.{scale}.datasets.{name}: {err}") from None
     for key in ("stage_of", "figures"):

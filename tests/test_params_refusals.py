@@ -77,3 +77,14 @@ def test_the_parse_knows_each_tasks_options_as_the_task_modules_declare_them():
 
     assert dict(TASK_OPTION_SECTIONS) == {t.name: t.options_section for t in TASKS.values() if t.options_section}
     assert set(INPUT_CHANNEL_TASKS) == {t.name for t in TASKS.values() if t.picks_input_channel}
+
+
+def test_a_pool_given_a_validation_fraction_is_refused_and_a_twin_may_leave_it_to_the_writer():
+    """The schema required val_fraction of every synthetic dataset, a pool's too, whose writer lists every case for
+    pretraining and used none: a value there was taken and ignored."""
+    message = params_error(_with(lambda p: p["datasets"]["ct_pool"].update(val_fraction=0.5)), scale="smoke")
+    assert "scales.smoke.datasets.ct_pool: val_fraction 0.5 is given, but a pretraining pool lists every case for " \
+           "pretraining (it has no validation cases): leave val_fraction out" in message, message
+    assert params_error(_with(lambda p: p["datasets"]["btcv"].pop("val_fraction")), scale="smoke") == ""
+    assert all("val_fraction" not in entry for name, entry in PARAMS["scales"]["smoke"]["datasets"].items()
+               if name.endswith("_pool"))

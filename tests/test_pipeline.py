@@ -163,7 +163,7 @@ def test_a_pool_regenerated_with_other_images_reruns_pretraining_in_a_later_run(
     regenerate = subprocess.run(
         [sys.executable, "-c", REGENERATE_WITH_OTHER_IMAGES, "synth", "--kind", "ct_pool", "--out",
          "resources/smoke/ct_pool", "--cases", str(pool["cases"]), "--seed", str(pool["seed"]),
-         "--shape", *map(str, pool["shape"]), "--val-fraction", str(pool["val_fraction"])],
+         "--shape", *map(str, pool["shape"])],
         cwd=work, capture_output=True, text=True)
     assert regenerate.returncode == 0, regenerate.stderr[-3000:]
     assert (work / "resources/smoke/ct_pool/dataset.json").read_bytes() != before

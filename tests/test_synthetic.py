@@ -66,6 +66,7 @@ def test_bad_arguments_raise_value_errors(tmp_path):
         (dict(kind="ct_pool", cases=0), "cases"),
         (dict(kind="btcv", cases=1), "cases"),
         (dict(kind="btcv", cases=4, val_fraction=1.0), "val_fraction"),
+        (dict(kind="ct_pool", cases=2, val_fraction=0.5), "val_fraction"),  # a pool has no validation cases
         (dict(kind="btcv", cases=4, spacing=(1.5, 0, 2)), "spacing"),
     ]:
         with pytest.raises(ValueError, match=name) as info:

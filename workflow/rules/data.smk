@@ -9,6 +9,8 @@ rule synthetic_dataset:
         folder=lambda w: f"{RESOURCES}/{w.dataset}",
         spec=lambda w: {k: v for k, v in P["datasets"][w.dataset].items() if k != "finetune"},  # not its runs' options
         shape=lambda w: " ".join(map(str, P["datasets"][w.dataset]["shape"])),
+        val_fraction=lambda w: (f"--val-fraction {P['datasets'][w.dataset]['val_fraction']}"
+                                if "val_fraction" in P["datasets"][w.dataset] else ""),  # a pool has none
         entry=lambda w: entry(w.dataset),
         code=CODE["synth"],
     wildcard_constraints:
@@ -21,8 +23,7 @@ rule synthetic_dataset:
         f"benchmarks/{SCALE}/data/{{dataset}}.tsv"
     shell:
         "s2dc synth --kind {wildcards.dataset} --out {params.folder:q} --cases {params.spec[cases]}"
-        " --seed {params.spec[seed]} --shape {params.shape} --val-fraction {params.spec[val_fraction]}"
-        " > {log:q} 2>&1"
+        " --seed {params.spec[seed]} --shape {params.shape} {params.val_fraction} > {log:q} 2>&1"
 
 
 rule prepared_dataset:

@@ -31,9 +31,14 @@ def case_seed(seed: int, kind: str, index: int) -> int:
     return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
+#: The share of a downstream twin's cases listed for validation where none is given.
+VAL_FRACTION = 0.25
+
+
 def check_twin_params(kind: Any, cases: Any, seed: Any, shape: Any, spacing: Any, val_fraction: Any) -> None:
     """:class:`SynthParamError` naming the first parameter a twin of ``kind`` cannot be drawn with (also what the
-    workflow checks each synthetic dataset of params.yaml with, when it is parsed)."""
+    workflow checks each synthetic dataset of params.yaml with, when it is parsed); ``val_fraction`` ``None``: a
+    pool's (it has no validation cases), a downstream twin's :data:`VAL_FRACTION`."""
     if kind not in KINDS:
         raise SynthParamError("kind", f"kind must be one of {list(KINDS)}, got {kind!r}")
     spec = get(kind)
@@ -56,15 +61,22 @@ def check_twin_params(kind: Any, cases: Any, seed: Any, shape: Any, spacing: Any
     except DataError:
         raise SynthParamError("spacing", "spacing must give voxels a NIfTI header holds (float32) and the reader "
                               f"accepts (finite, volume over 1e-12 mm^3), got {spacing!r}") from None
+    if not spec.downstream:
+        if val_fraction is not None:
+            raise SynthParamError("val_fraction", f"val_fraction {val_fraction!r} is given, but a pretraining pool "
+                                  "lists every case for pretraining (it has no validation cases): leave val_fraction "
+                                  "out")
+        return
+    if val_fraction is None:
+        val_fraction = VAL_FRACTION
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
         raise SynthParamError("val_fraction", f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
-    if spec.downstream:  # the first cases - n_val train; a classification twin's case i is of class i % K
-        least = len(spec.outputs) if spec.task == "classification" else 1
-        n_train = cases - validation_cases(cases, val_fraction)
-        if n_train < least:
-            raise SynthParamError("val_fraction", f"val_fraction {val_fraction!r} of {cases} cases leaves {n_train} "
-                                  f"training case(s); a {spec.task} twin of kind {kind!r} needs at least {least}"
-                                  + (" (one of each class)" if spec.task == "classification" else ""))
+    least = len(spec.outputs) if spec.task == "classification" else 1  # case i of a classifier is of class i % K
+    n_train = cases - validation_cases(cases, val_fraction)  # the first cases - n_val train
+    if n_train < least:
+        raise SynthParamError("val_fraction", f"val_fraction {val_fraction!r} of {cases} cases leaves {n_train} "
+                              f"training case(s); a {spec.task} twin of kind {kind!r} needs at least {least}"
+                              + (" (one of each class)" if spec.task == "classification" else ""))
 
 
 def validation_cases(cases: int, val_fraction: float) -> int:
@@ -90,7 +102,7 @@ def write_dataset(
     seed: int,
     shape: tuple[int, int, int] = (96, 96, 64),
     spacing: tuple[float, float, float] = (1.5, 1.5, 2.0),
-    val_fraction: float = 0.25,
+    val_fraction: float | None = None,
     *,
     progress: bool | Callable[[Any], Any] = False,
 ) -> Path:
@@ -115,8 +127,9 @@ def write_dataset(
         case even with the same seed.
     shape, spacing : 3-tuples
         Grid in voxels and voxel size in mm (affine ``diag(spacing)``, RAS+).
-    val_fraction : float
-        Fraction of a downstream twin's cases used for validation, in (0, 1).
+    val_fraction : float or None
+        Fraction of a downstream twin's cases used for validation, in (0, 1); ``None``: :data:`VAL_FRACTION`. A
+        pool takes none.
     progress : bool or callable
         ``True``: tqdm progress bar over cases; a callable ``wrap(iterable)`` is used as is.
 
@@ -183,6 +196,7 @@ def write_dataset(
             "modality": {str(c): name for c, name in enumerate(spec.channels)},
         }
         if spec.downstream:
+            val_fraction = VAL_FRACTION if val_fraction is None else val_fraction
             n_val = validation_cases(cases, val_fraction)
             meta["val_fraction"] = float(val_fraction)
             if spec.labels:
