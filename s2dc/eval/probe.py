@@ -106,13 +106,17 @@ def block_means(target: torch.Tensor, stride: int) -> torch.Tensor:
 
 
 def fit_ridge(x: torch.Tensor, y: torch.Tensor, alpha: float = 1.0):
-    """Ridge regression on standardised features, closed form: x (N, D), y (N, T) -> predict(x') (N', T)."""
+    """Ridge regression on standardised features, closed form: x (N, D), y (N, T) -> predict(x') (N', T). Solves the
+    smaller of the primal (D, D) and the identical dual (N, N) system: raw-voxel features reach D = C s^3 >> N."""
     x, y = x.double(), y.double()
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
     z = (x - mean) / std
     y_mean = y.mean(0)
-    gram = z.T @ z + alpha * torch.eye(z.shape[1], dtype=torch.float64)
-    w = torch.linalg.solve(gram, z.T @ (y - y_mean))
+    n, d = z.shape
+    if n < d:  # w = z.T (z z.T + alpha I_N)^-1 (y - y_mean)
+        w = z.T @ torch.linalg.solve(z @ z.T + alpha * torch.eye(n, dtype=torch.float64), y - y_mean)
+    else:
+        w = torch.linalg.solve(z.T @ z + alpha * torch.eye(d, dtype=torch.float64), z.T @ (y - y_mean))
     return lambda xv: ((xv.double() - mean) / std) @ w + y_mean
 
 
