@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -97,6 +98,16 @@ def _typed_options(stage: str, sections_json: str, base_json: str) -> str:
             if alike:
                 kept = without
     return json.dumps({section: fields for section, fields in kept.items() if fields})
+
+
+def launcher_words(launcher: str) -> list[str]:
+    """The words a shell makes of ``launcher`` (pretrain.launcher), each ``--option=value`` as ``--option value``:
+    what the workflow names a pretraining's run folder after, so that a launcher spelled another way (spaces, quotes,
+    ``--nproc_per_node=4``) finds the same run, and one of another process count names another."""
+    words = []
+    for word in shlex.split(launcher):
+        words.extend(word.split("=", 1) if word.startswith("--") and "=" in word else [word])
+    return words
 
 
 def pretrain_run_options(config: dict, variant: str, modality: str) -> dict:
@@ -286,6 +297,11 @@ def check_params(config: dict, schema: str | Path | None = None) -> dict:
     if schema is not None:
         _check_integers(config, schema)
     scale, p = _scale(config)
+    try:
+        launcher_words(p["pretrain"]["launcher"])
+    except ValueError as err:  # it names the run folders
+        raise ParamsError(f"params.yaml: scales.{scale}.pretrain.launcher {p['pretrain']['launcher']!r}: {err}; "
+                          "expected a command line, e.g. 'torchrun --nproc_per_node 4 -m s2dc.cli'") from None
     for stage in ("pretrain", "finetune"):
         _refuse_options_of_the_rules(scale, f"{stage}.options", p[stage]["options"], stage)
     for variant in config["variants"]:

@@ -214,12 +214,13 @@ def untracked(value):
 
 def pretrain_workdir(modality: str, variant: str) -> str:
     # One folder per pretraining, named after what it computes (the options as `s2dc pretrain` resolves them, not as
-    # params.yaml spells them): switching options back, or writing them another way, finds the finished run again.
+    # params.yaml spells them; the launcher's words): switching options back, or writing them another way, finds the
+    # finished run again.
     # Inside it `s2dc pretrain --run.resume if_unchanged` continues an interrupted run only if options,
     # data and code are unchanged; otherwise it moves the old run to previous/ and starts afresh.
     folder = os.path.dirname(encoder_path(modality, variant))
     options = checks.pretrain_run_options(config, variant, modality)
-    return f"{folder}/runs/{short_hash([P['pretrain']['launcher'], options])}"
+    return f"{folder}/runs/{short_hash([checks.launcher_words(P['pretrain']['launcher']), options])}"
 
 
 # The s2dc code each kind of job runs, as a hash (docstrings and comments do not count): a rule param,
