@@ -32,36 +32,20 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def pairs(table: pd.DataFrame) -> list[tuple[str, str]]:
-    """The (dataset, task) pairs of ``table``, in order: a dataset fine-tuned under two tasks (BraTS segmented and
-    translated) is two pairs, each of its own metric, drawn apart."""
-    return list(dict.fromkeys(zip(table.dataset, table.task)))
+    """The (dataset, task) of each dataset of ``table``, in order; ValueError for a dataset of two tasks (the runs it
+    is read from refuse one: :func:`s2dc.report.runs.check_runs`)."""
+    found = list(dict.fromkeys(zip(table.dataset, table.task)))
+    if len(found) != len({dataset for dataset, _ in found}):
+        raise ValueError(f"a dataset of two tasks in {found}: a dataset is one task (its registry entry)")
+    return found
 
 
-def pair_names(table: pd.DataFrame, sep: str = "_") -> dict[tuple[str, str], str]:
-    """The name of each (dataset, task) pair's figure: the dataset's, or ``<dataset><sep><task>`` for a dataset of
-    more than one task; ValueError if two pairs would share a name."""
-    found = pairs(table)
-    tasks: dict[str, int] = {}
-    for dataset, _ in found:
-        tasks[dataset] = tasks.get(dataset, 0) + 1
-    names = {(d, t): d if tasks[d] == 1 else f"{d}{sep}{t}" for d, t in found}
-    seen: dict[str, tuple[str, str]] = {}
-    for pair, name in names.items():
-        if name in seen:
-            raise ValueError(f"the figures of {seen[name]} and {pair} (dataset, task) would both be named {name!r}; "
-                             "rename a dataset")
-        seen[name] = pair
-    return names
-
-
-def per_class_figure(table: pd.DataFrame, dataset: str, task: str | None = None):
-    """Grouped bars of one dataset's runs of ``task`` (None: its first): a row of panels per label ratio;
-    segmentation shows every class's Dice (and the mean), other tasks one panel per metric; one bar per method, the
-    seeds' std as error bars."""
+def per_class_figure(table: pd.DataFrame, dataset: str):
+    """Grouped bars of one dataset's runs: a row of panels per label ratio; segmentation shows every class's Dice (and
+    the mean), other tasks one panel per metric; one bar per method, the seeds' std as error bars."""
     plt = pyplot()
     rows = table[table.dataset == dataset]
-    task = rows.task.iloc[0] if task is None else task
-    rows = rows[rows.task == task]
+    task = rows.task.iloc[0]
     ratios = sorted(rows.label_ratio.unique())
     methods = list(dict.fromkeys(rows.method))
     per_class, score = TASK_VIEWS[task].per_class, TASK_METRICS[task][0][1]  # per class: rows '<score> <class>'
@@ -89,8 +73,7 @@ def per_class_figure(table: pd.DataFrame, dataset: str, task: str | None = None)
             ax.set_title(f"{ratio_text(ratio)} labels", fontsize=9)
             ax.grid(axis="y", alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="best")
-    several = table[table.dataset == dataset].task.nunique() > 1
-    fig.suptitle(f"{dataset}{f' ({task})' if several else ''}: per-class scores (mean ± std over seeds)", fontsize=10)
+    fig.suptitle(f"{dataset}: per-class scores (mean ± std over seeds)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -126,7 +109,7 @@ def _ours(datasets) -> str:
 
 
 def label_ratio_figure(table: pd.DataFrame):
-    """One panel per dataset and task (:func:`pairs`; titled by the dataset, with the task for a dataset of two):
+    """One panel per dataset (:func:`pairs`):
     the task's score vs % labels, mean ± std over seeds per method (solid line, filled markers); the poster's numbers
     for the same methods on the real data (dashed, hollow diamonds) on the same axis, so that the gap between the
     two is seen as it is. The methods at one label ratio are drawn a few points apart (:data:`DODGE_POINTS`). A run
@@ -135,7 +118,6 @@ def label_ratio_figure(table: pd.DataFrame):
     first = {task: metrics[0][1] for task, metrics in TASK_METRICS.items()}
     scores = table[table.metric == table.task.map(first)]
     panels = pairs(scores)
-    several = {d for d, _ in panels if sum(other == d for other, _ in panels) > 1}
     ratios = {pair: sorted(scores[(scores.dataset == pair[0]) & (scores.task == pair[1])].label_ratio.unique())
               for pair in panels}
     single = {tuple(r) for r in ratios.values()}
@@ -168,7 +150,7 @@ def label_ratio_figure(table: pd.DataFrame):
                 span += [(100 * x, y) for x, y in zip(xs, ys)]
         ax.update_datalim(span)
         ax.autoscale_view()
-        title = f"{dataset} ({task})" if dataset in several else dataset
+        title = dataset
         if len(ratios[(dataset, task)]) == 1 and not one_for_all:
             title += f"\nours at one label ratio ({ratio_text(ratios[(dataset, task)][0])})"
         ax.set_title(title, fontsize=9)
@@ -191,12 +173,11 @@ def label_ratio_figure(table: pd.DataFrame):
 
 
 def draw_benchmark(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Write per_class/<dataset>.png for every dataset (per_class/<dataset>_<task>.png for each task of a dataset
-    fine-tuned under two: :func:`pair_names`) and label_ratio.png into ``out_dir``."""
+    """Write per_class/<dataset>.png for every dataset and label_ratio.png into ``out_dir``."""
     table = summary(rows)
-    paths = {pair: Path(out_dir) / "per_class" / f"{name}.png" for pair, name in pair_names(table).items()}
+    paths = {dataset: Path(out_dir) / "per_class" / f"{dataset}.png" for dataset, _ in pairs(table)}
     for path in [*paths.values(), Path(out_dir) / "label_ratio.png"]:
         check_png_out(path)  # all before the first is drawn
-    written = [save_png(per_class_figure(table, d, t), path) for (d, t), path in paths.items()]
+    written = [save_png(per_class_figure(table, dataset), path) for dataset, path in paths.items()]
     written.append(save_png(label_ratio_figure(table), Path(out_dir) / "label_ratio.png"))
     return written
