@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import re
 import types
@@ -37,6 +38,18 @@ def load_yaml(text: str):
     """YAML ``text`` as :func:`yaml.safe_load` reads it, but a key given twice in one mapping is a
     ``yaml.YAMLError`` naming it and its line."""
     return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
+def load_json(text: str):
+    """JSON ``text`` as :func:`json.loads` reads it, but a key given twice in one object (json keeps the last: a
+    section or a name dropped without a word) is a ``ValueError`` naming it (as is text that is not JSON)."""
+    def unique(pairs: list) -> dict:
+        keys = [key for key, _ in pairs]
+        if twice := sorted({key for key in keys if keys.count(key) > 1}):
+            raise ValueError(f"key(s) {', '.join(map(repr, twice))} given twice in one object; expected each once")
+        return dict(pairs)
+
+    return json.loads(text, object_pairs_hook=unique)
 
 
 def section_types(config_cls) -> dict[str, type]:

@@ -110,7 +110,7 @@ def test_a_key_given_twice_in_a_dataset_json_is_refused_naming_it(tmp_path):
     name given twice under "1" dropped one."""
     source = tmp_path / "dataset.json"
     source.write_text('{"training": ["a.nii.gz"], "labels": {"0": "bg", "1": "spleen"}, "training": ["c.nii.gz"]}')
-    with pytest.raises(DataError, match=r"dataset json '.*dataset\.json' gives the key\(s\) 'training' twice"):
+    with pytest.raises(DataError, match=r"dataset json '.*dataset\.json': key\(s\) 'training' given twice in one object"):
         read_datalist(source)
 
 

@@ -9,11 +9,11 @@ Pretraining, the four downstream tasks and the probe all read their data through
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from ..config import load_json
 from ..files import file_sha256
 from .errors import DataError
 from .registry import REGISTRY, DatasetSpec
@@ -40,17 +40,9 @@ def read_datalist(source: str | Path) -> dict:
     source = Path(source)
     if not source.is_file():
         raise DataError(f"dataset source '{source}' is not a file; expected an MSD-style dataset.json")
-    def unique(pairs: list[tuple[str, Any]]) -> dict:
-        keys = [k for k, _ in pairs]
-        twice = sorted({k for k in keys if keys.count(k) > 1})
-        if twice:  # json.loads keeps the last: a whole section or a class name dropped without a word
-            raise DataError(f"dataset json '{source}' gives the key(s) {', '.join(map(repr, twice))} twice in one "
-                            "object; expected each once")
-        return dict(pairs)
-
     try:
-        doc = json.loads(source.read_text(), object_pairs_hook=unique)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = load_json(source.read_text())
+    except (OSError, ValueError) as exc:  # not UTF-8, not JSON, a key given twice
         raise DataError(f"could not read dataset json '{source}': {exc}") from exc
     if not isinstance(doc, dict):
         raise DataError(f"dataset json '{source}' must hold a JSON object")

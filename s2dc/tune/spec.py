@@ -22,13 +22,12 @@ objective: s2dc              # or 'toy' (a cheap stand-in; options under 'toy')
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from ..config import SEED_MAX, load_yaml
+from ..config import SEED_MAX, load_json, load_yaml
 from .space import RESERVED, Dimension, check_space, parse_space
 
 OBJECTIVES = ("s2dc", "toy")
@@ -74,21 +73,12 @@ class SweepSpec:
         return GenerationSampler(self.seed, self.workers)
 
 
-def _unique_keys(pairs: list) -> dict:
-    """A JSON object's pairs as a dict; a key given twice (json.loads keeps the last) is refused, as in YAML specs."""
-    keys = [key for key, _ in pairs]
-    twice = sorted({key for key in keys if keys.count(key) > 1})
-    if twice:
-        raise json.JSONDecodeError(f"key(s) {', '.join(map(repr, twice))} given twice in one object", "", 0)
-    return dict(pairs)
-
-
 def load_spec(text: str) -> SweepSpec:
     """A spec from a JSON string (starting with ``{``) or a path to a ``.json``, ``.yaml`` or ``.yml`` file."""
     if text.lstrip().startswith("{"):
         try:
-            values = json.loads(text, object_pairs_hook=_unique_keys)
-        except json.JSONDecodeError as err:
+            values = load_json(text)
+        except ValueError as err:  # not JSON, a key given twice
             raise ValueError(f"--spec: not valid JSON ({err})") from None
         return spec_from_dict(values)
     path = Path(text)
@@ -102,8 +92,8 @@ def load_spec(text: str) -> SweepSpec:
         raise ValueError(f"spec file '{path}': not UTF-8 text ({err})") from None
     if path.suffix == ".json":
         try:
-            values = json.loads(text, object_pairs_hook=_unique_keys)
-        except json.JSONDecodeError as err:
+            values = load_json(text)
+        except ValueError as err:  # not JSON, a key given twice
             raise ValueError(f"spec file '{path}': not valid JSON ({err})") from None
     else:
         try:
