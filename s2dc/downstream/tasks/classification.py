@@ -1,11 +1,13 @@
 """Classification: the Swin encoder, its last-stage features averaged over space, a linear head (or the release's
 two linear layers, ``classify.head_hidden``).
 
-What the network sees (``classify.view``): ``crops``, each volume preprocessed (padded to at least the ROI), random
-ROI crops with flips in training, the centre ROI crop in validation; ``whole``, the release's CC-CCII input, each
-volume cropped in plane to a centred box (moved at random in training) and resized to the ROI by nearest neighbour,
-then flipped. Training may also jitter the intensities (``classify.brightness``, ``classify.contrast``). Scores:
-accuracy and macro one-vs-rest ROC AUC.
+What the network sees (``classify.view``): ``crops``, each volume preprocessed (padded to at least the ROI),
+``train.samples_per_volume`` random ROI crops with flips in training; ``whole``, the release's CC-CCII input, each
+volume cropped in plane to a centred box (moved at random in training, ``train.samples_per_volume`` draws) and
+resized to the ROI by nearest neighbour, then flipped. Training may also jitter the intensities
+(``classify.brightness``, ``classify.contrast``). In validation a volume is classified by the mean logits of every
+ROI window of it, ``eval.overlap`` apart, ``eval.sw_batch_size`` a forward pass, as the other tasks slide theirs
+(a ``whole`` view is one ROI: one window). Scores: accuracy and macro one-vs-rest ROC AUC.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from monai.transforms import (CenterSpatialCrop, Compose, MapTransform, Randomizable, RandScaleIntensityd,
-                              RandShiftIntensityd, Resized, ScaleIntensityRanged)
+from monai.data.utils import dense_patch_slices
+from monai.transforms import (Compose, MapTransform, Randomizable, RandScaleIntensityd, RandShiftIntensityd, Resized,
+                              ScaleIntensityRanged, Transform)
 
 from ...data.errors import DataError
 from ...data.preprocess import preprocess_transforms
@@ -68,6 +71,24 @@ class InPlaneBoxd(Randomizable, MapTransform):
         for key in self.key_iterator(d):
             d[key] = plain(d[key])[:, x:x + boxes[0], y:y + boxes[1]]
         return d
+
+
+class Views(Transform):
+    """``n`` copies of a case (a list), each of which the transforms after it in a ``Compose`` draw apart: the whole
+    view's ``train.samples_per_volume``, as ``RandSpatialCropSamplesd`` gives the crops'."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __call__(self, data: dict) -> list[dict]:
+        return [dict(data) for _ in range(self.n)]
+
+
+def windows(shape: tuple[int, ...], roi: tuple[int, ...], overlap: float) -> list[tuple[slice, ...]]:
+    """The ROI windows of a volume of ``shape`` (X, Y, Z), at least the ROI, that MONAI's sliding-window inference
+    visits: ``int(roi (1 - overlap))`` apart (the whole axis where it is one ROI), the last moved inside."""
+    interval = tuple(r if n == r else max(int(r * (1 - overlap)), 1) for n, r in zip(shape, roi))
+    return dense_patch_slices(shape, roi, interval)
 
 
 def resized_to_roi(s: Setting) -> Resized:
@@ -134,7 +155,7 @@ class Classification(Task):
             jitter.append(ScaleIntensityRanged("image", a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True))
         if o.view == "crops":
             return Compose([*random_crops(["image"], s).transforms, *jitter])
-        return Compose([InPlaneBoxd("image", o.in_plane, o.shift), resized_to_roi(s),
+        return Compose([Views(s.samples_per_volume), InPlaneBoxd("image", o.in_plane, o.shift), resized_to_roi(s),
                         *random_flips_and_turns(["image"], s), *jitter])
 
     def build_model(self, encoder: EncoderConfig, **kwargs) -> torch.nn.Module:
@@ -149,13 +170,16 @@ class Classification(Task):
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, val, s: Setting) -> dict:
-        crop = CenterSpatialCrop(s.roi_size)  # the whole view's cases are that size: it leaves them as they are
         logits, target = [], []
         for i in range(len(val)):
             item = val[i]
-            x = plain(crop(plain(item["image"])))[None].to(s.device, torch.float32)
-            with s.autocast():
-                logits.append(model(x).float().cpu())
+            image = plain(item["image"])
+            crops = torch.stack([image[(slice(None), *w)] for w in windows(image.shape[1:], s.roi_size, s.overlap)])
+            case = []
+            for batch in crops.split(s.sw_batch_size):
+                with s.autocast():
+                    case.append(model(batch.to(s.device, torch.float32)).float().cpu())
+            logits.append(torch.cat(case).mean(dim=0, keepdim=True))  # (1, K): the windows' mean
             target.append(int(item["class"]))
         logits_t, target_t = torch.cat(logits), torch.tensor(target)
         return {"accuracy": accuracy(logits_t, target_t), "auc": roc_auc(logits_t, target_t)}
