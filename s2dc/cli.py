@@ -492,6 +492,48 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **{**kwargs, "allow_abbrev": False})
 
+    def parse_known_args(self, args=None, namespace=None):
+        """Refuse an option given more than once (``--train.steps 10 --train.steps=20``): argparse keeps the last
+        value silently, where a YAML config refuses a key given twice; no s2dc option is meant to be repeated (one
+        of ``nargs`` "+" takes its values in one occurrence). Each parser counts its own options only, in the words
+        before a bare ``--`` and before its subcommand's name (those words are the subcommand parser's to count)."""
+        words = sys.argv[1:] if args is None else list(args)
+        commands = {name for a in self._actions if isinstance(a, argparse._SubParsersAction) for name in a.choices}
+        given: dict[argparse.Action, list[str | None]] = {}
+        for i, word in enumerate(words):
+            if word == "--" or word in commands:
+                break
+            option, eq, inline = word.partition("=")
+            action = self._option_string_actions.get(option) if option.startswith("-") else None
+            if action is None or isinstance(action, argparse._HelpAction):
+                continue
+            given.setdefault(action, []).append(inline if eq else self._shown_values(action, words[i + 1:]))
+        for action, values in given.items():
+            if len(values) > 1:
+                times = "twice" if len(values) == 2 else f"{len(values)} times"
+                shown = f" ({', then '.join(v or repr(v) for v in values)})" if None not in values else ""
+                self.error(f"argument {'/'.join(action.option_strings)}: given {times}{shown}: give it once")
+        return super().parse_known_args(args, namespace)
+
+    @staticmethod
+    def _shown_values(action: argparse.Action, rest: list[str]) -> str | None:
+        """The words after an option that are its values, for the message (None for a flag)."""
+        def is_value(word: str) -> bool:
+            try:
+                return not word.startswith("-") or float(word) < 0  # a negative number is a value
+            except ValueError:
+                return False
+
+        if action.nargs == 0:
+            return None
+        most = 1 if action.nargs in (None, "?") else action.nargs if isinstance(action.nargs, int) else len(rest)
+        values = []
+        for word in rest[:most]:
+            if not is_value(word):
+                break
+            values.append(word)
+        return " ".join(values)
+
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The ``s2dc`` parser; with ``command`` (a key of :data:`COMMANDS`) only that command's, so that a light

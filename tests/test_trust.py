@@ -269,12 +269,13 @@ def test_resume_refuses_a_changed_configuration(tiny_config, pool, tmp_path, cap
 
     before = stamps()
     capsys.readouterr()
-    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2", *change) == 2
+    steps = [] if key == "optim.steps" else ["--optim.steps", "2"]  # an option is given once (s2dc.cli._Parser)
+    assert pretrain(tiny_config, pool / "dataset.json", out, *steps, *change) == 2
     err = capsys.readouterr().err
     assert key in err and "--run.resume never" in err and "Traceback" not in err
     assert stamps() == before
     # an explicit checkpoint path is checked the same way
-    assert pretrain(tiny_config, pool / "dataset.json", tmp_path / "other", "--optim.steps", "2", *change,
+    assert pretrain(tiny_config, pool / "dataset.json", tmp_path / "other", *steps, *change,
                     "--run.resume", str(out / "checkpoints" / "step_00000002.pt")) == 2
     assert key in capsys.readouterr().err
 
@@ -487,8 +488,9 @@ def test_synth_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):
     ("preprocess.a_min", "nan"),
 ])
 def test_bad_pretrain_option_values_are_named(tiny_config, pool, tmp_path, capsys, option, value):
-    argv = ["pretrain", "--config", str(tiny_config), "--data.source", str(pool / "dataset.json"),
-            "--run.out_dir", str(tmp_path / "run"), f"--{option}={value}"]
+    out = [] if option == "run.out_dir" else ["--run.out_dir", str(tmp_path / "run")]  # an option is given once
+    argv = ["pretrain", "--config", str(tiny_config), "--data.source", str(pool / "dataset.json"), *out,
+            f"--{option}={value}"]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert option in err and "Traceback" not in err
@@ -537,8 +539,8 @@ def test_pretrain_options_that_cannot_train_are_named(tiny_config, pool, tmp_pat
     ("eval.overlap", "nan"), ("run.device", "gpu"), ("run.out_dir", ""), ("data.label_ratio", "nan"),
 ])
 def test_bad_finetune_option_values_are_named(seg_dir, tmp_path, capsys, option, value):
-    argv = ["finetune", "--data.source", str(seg_dir / "dataset.json"), "--run.out_dir", str(tmp_path / "ft"),
-            f"--{option}={value}"]
+    out = [] if option == "run.out_dir" else ["--run.out_dir", str(tmp_path / "ft")]  # an option is given once
+    argv = ["finetune", "--data.source", str(seg_dir / "dataset.json"), *out, f"--{option}={value}"]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert option in err and "Traceback" not in err
