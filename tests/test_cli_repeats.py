@@ -76,3 +76,23 @@ def test_help_is_untouched(capsys):
     with pytest.raises(SystemExit) as exit_:
         build_parser("finetune").parse_args(["finetune", "-h"])
     assert exit_.value.code == 0 and "--train.steps" in capsys.readouterr().out
+
+
+def test_no_command_of_the_workflow_gives_an_option_twice(tmp_path):
+    """The rules wrote a dataset's intensity preset, then params.yaml's options: scale paper's BraTS 2023
+    (`preprocess.intensity zscore_volume`) ran `s2dc finetune --preprocess.intensity zscore ... --preprocess.intensity
+    zscore_volume`, which the command line now refuses."""
+    import re
+
+    from conftest import snakemake
+
+    for scale in ("paper", "quick"):
+        plan = snakemake(tmp_path, "-n", "-p", "--config", f"scale={scale}")
+        assert plan.returncode == 0, plan.stderr[-3000:]
+        commands = [line for line in plan.stdout.splitlines() if re.search(r"\b(pretrain|finetune) ", line)]
+        assert len(commands) > 10, plan.stdout[-2000:]
+        for line in commands:
+            options = re.findall(r"(?<= )--[a-z_]+\.[a-z_]+(?==| )", line)
+            twice = sorted({o for o in options if options.count(o) > 1})
+            assert not twice, (twice, line)
+        assert any("--preprocess.intensity zscore_volume" in line for line in commands) or scale != "paper"

@@ -11,7 +11,7 @@ from snakemake.utils import validate
 from s2dc.data import registry
 from s2dc.data.download import EXTRACTED, release_fingerprint
 from s2dc.fingerprint import code_fingerprint
-from s2dc.tune.space import split_run_local
+from s2dc.tune.space import merge_options, split_run_local
 import s2dc.workflow_checks as checks
 
 validate(config, "../schemas/params.schema.yaml")
@@ -139,13 +139,6 @@ def task_of(dataset: str) -> str:
     return registry.get(dataset).task
 
 
-def preset_options(dataset: str) -> str:
-    """The intensity options of a dataset's registry preset (CT window, 8-bit scale or z-score), e.g.
-    '--preprocess.intensity ct --preprocess.a_min -175.0 --preprocess.a_max 250.0'; params.yaml options that
-    follow them on the command line override them."""
-    return cli_options(checks.preset_sections(dataset))
-
-
 def pool_json(modality: str) -> str:
     """dataset.json of the pretraining pool of a modality."""
     return dataset_json(registry.pool_for(modality))
@@ -180,20 +173,21 @@ def encoder_path(modality: str, variant: str) -> str:
 
 def pretrain_command_options(modality: str, variant: str) -> str:
     """The options of a pretraining's command that change what it computes: the intensity preset of the modality's
-    pool, then the scale's options with the variant's overrides, each value of its declared type (`0` written for a
+    pool, with the scale's options and the variant's overrides over it (each option once), each value of its declared type (`0` written for a
     float is passed as 0.0), those the command resolves alike without them left off (a default written out), the
     run-local ones left to RUN_LOCAL_OPTIONS."""
-    pool = registry.pool_for(modality)
-    typed = checks.typed_options("pretrain", variant_options(variant), base=checks.preset_sections(pool))
-    return f"{preset_options(pool)} {cli_options(split_run_local('pretrain', typed)[0])}"
+    preset = checks.preset_sections(registry.pool_for(modality))
+    typed = checks.typed_options("pretrain", variant_options(variant), base=preset)
+    return cli_options(merge_options(preset, split_run_local("pretrain", typed)[0]))
 
 
 def finetune_command_options(dataset: str) -> str:
-    """The options of a fine-tuning's command that change what it computes: the dataset's intensity preset, then the
-    scale's options, each value of its declared type, those the command resolves alike without them left off (a
+    """The options of a fine-tuning's command that change what it computes: the dataset's intensity preset with the
+    scale's options over it (each option once), each value of its declared type, those the command resolves alike without them left off (a
     default written out), the run-local ones left to RUN_LOCAL_OPTIONS."""
-    typed = checks.typed_options("finetune", finetune_options(dataset), base=checks.preset_sections(dataset))
-    return f"{preset_options(dataset)} {cli_options(split_run_local('finetune', typed)[0])}"
+    preset = checks.preset_sections(dataset)
+    typed = checks.typed_options("finetune", finetune_options(dataset), base=preset)
+    return cli_options(merge_options(preset, split_run_local("finetune", typed)[0]))
 
 
 # The options of params.yaml that change how a job runs, not what it computes (how often it logs or saves, its loader
