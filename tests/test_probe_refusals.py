@@ -106,3 +106,42 @@ def test_an_encoder_of_another_channel_count_is_refused_with_a_remedy_the_probe_
                  "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "reads 2 input channels, the cases of" in err and "have 1" in err and "model sizes" not in err, err
+
+
+def _regression_probe() -> dict:
+    return {"source": "d.json", "dataset": "synthetic_udpet", "task": "reconstruction", "metric": "R²", "stage": 2,
+            "val_cases": 1, "resamples": 1,
+            "encoders": {"s2dc": {"score": 0.8123, "se": 0.01, "versus": {}}}}
+
+
+def test_a_probe_result_edited_after_the_probe_is_neither_read_nor_overwritten(tmp_path):
+    """A probe result was recognised by its keys alone: edited by hand (a score raised), the report read it as the
+    probe's and the next `s2dc probe --out` replaced it without a word. It now records the checksum of its content
+    (``result_sha256``, as a fine-tuning's metrics.json does): an edited result is refused by the report and kept by
+    the probe; an unedited one, or one written before the checksum, is read and replaced as before."""
+    import hashlib
+
+    from s2dc.eval.outputs import check_probe_out
+    from s2dc.eval.probe import write_probe
+    from s2dc.report.tables import collect_probes
+
+    out = tmp_path / "probe" / "udpet.json"
+    write_probe(_regression_probe(), out)
+    doc = json.loads(out.read_text())
+    body = {k: v for k, v in doc.items() if k != "result_sha256"}
+    assert doc["result_sha256"] == hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    assert collect_probes([out]).score.tolist() == [0.8123]
+    check_probe_out(out, tmp_path / "d.json")  # the probe's own: replaced by the next run
+
+    doc["encoders"]["s2dc"]["score"] = 0.95
+    out.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"bad probe file '.*udpet\.json': its content is not what the probe wrote "
+                                         r"\(result_sha256 differs\)"):
+        collect_probes([out])
+    with pytest.raises(ValueError, match=r"--out '.*udpet\.json' is a probe result edited after the probe wrote it"):
+        check_probe_out(out, tmp_path / "d.json")
+
+    older = tmp_path / "older.json"  # written before results recorded their checksum
+    older.write_text(json.dumps(_regression_probe()))
+    assert collect_probes([older]).score.tolist() == [0.8123]
+    check_probe_out(older, tmp_path / "d.json")

@@ -51,6 +51,7 @@ from ..files import atomic_write_text, file_sha256
 from ..models.encoder import EncoderConfig
 from ..train.device import pick_device
 from ..train.optim import EagerLBFGS
+from ..train.outputs import result_sha256
 from .bootstrap import RESAMPLES, balanced_accuracy, bootstrap, case_index, confusion_by_case, r_squared_from_sums, \
     regression_sums
 from .outputs import check_probe_out, table_sha256
@@ -536,7 +537,9 @@ def write_probe(result: dict, out: str | Path) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table = markdown(result) + "\n"
-    text = json.dumps({**result, "table_sha256": table_sha256(table)}, indent=2, allow_nan=False)  # a NaN is a bug
+    doc = {**result, "table_sha256": table_sha256(table)}
+    doc["result_sha256"] = result_sha256(doc)  # the report and the next run tell it from a result edited after
+    text = json.dumps(doc, indent=2, allow_nan=False)  # a NaN is a bug
     # here, not a score: raised before the earlier table goes
     # the earlier table (checked to be the earlier result's) goes first: killed between the two writes, a run leaves
     # the new result alone, never beside a table whose checksum it does not record (refused as a user's next time)

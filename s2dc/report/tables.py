@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..data.datalist import registry_spec
+from ..eval.outputs import is_edited
 from ..files import atomic_write_text
 from ..losses.options import ASSIGNMENTS
 from ..pages import markdown_page
@@ -205,6 +206,8 @@ def collect_probes(probe_files: list[Path]) -> pd.DataFrame:
     for path in probe_files:
         try:
             p = json.loads(Path(path).read_text())
+            if is_edited(p):
+                raise ValueError("its content is not what the probe wrote (result_sha256 differs): edited after it")
             check_probe(p)
             percent = p["metric"] != "R²"
             for encoder, r in p["encoders"].items():
