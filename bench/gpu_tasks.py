@@ -48,6 +48,7 @@ from s2dc import workflow_checks as checks  # noqa: E402
 from s2dc.workflow_checks import cli_arguments as cli  # noqa: E402
 from s2dc.data import registry  # noqa: E402
 from s2dc.downstream.tasks import TASKS  # noqa: E402
+from s2dc.tune.space import merge_options  # noqa: E402
 
 
 class Runner:
@@ -188,14 +189,16 @@ def main() -> int:
 
     def synth(name: str) -> dict:
         spec = p["datasets"][name]
+        held_out = ["--val-fraction", str(spec["val_fraction"])] if "val_fraction" in spec else []  # a pool: none
         return run(f"synth_{name}", ["synth", "--kind", name, "--out", str(data / name), "--seed", str(spec["seed"]),
-                                     "--cases", str(spec["cases"]), "--shape", *map(str, spec["shape"]),
-                                     "--val-fraction", str(spec["val_fraction"])])
+                                     "--cases", str(spec["cases"]), "--shape", *map(str, spec["shape"]), *held_out])
 
     def pretrain(modality: str, steps: int | None, export_to: Path) -> dict:
         pool, workdir = registry.pool_for(modality), out / "pretrain" / modality
-        extra = ["--optim.steps", str(steps)] if steps else []
-        job = run(f"pretrain_{modality}", ["pretrain", *cli(checks.preset_sections(pool)), *cli(pretrain_options), *device, *extra,
+        options = merge_options(checks.preset_sections(pool), pretrain_options)  # each option once
+        if steps:
+            options = merge_options(options, {"optim": {"steps": steps}})
+        job = run(f"pretrain_{modality}", ["pretrain", *cli(options), *device,
                                            "--run.progress", "false", "--data.workers", "2",
                                            "--data.source", str(data / pool / "dataset.json"),
                                            "--run.out_dir", str(workdir)], workdir / "summary.json")
@@ -209,14 +212,18 @@ def main() -> int:
         init = "scratch" if method == "scratch" else str(encoders / f"encoder_{registry.get(name).modality}.pt")
         ft = out / "finetune" / f"{steps}_{name}_{method}_{seed}"
         warmup = min(steps - 1, max(1, round(finetune_options["train"].get("warmup_steps", 1) * steps / scale_steps)))
-        extra = ["--train.frozen_encoder_steps", str(round(a.lpft * steps))] if a.lpft else []
-        extra += ["--eval.every", str(a.eval_every)] if a.eval_every else []
-        extra += ["--data.split_seed", str(a.split_seed)] if a.split_seed is not None else []
+        own = {"train": {"steps": steps, "warmup_steps": warmup}}  # over the scale's options: each option once
+        if a.lpft:
+            own["train"]["frozen_encoder_steps"] = round(a.lpft * steps)
+        if a.eval_every:
+            own["eval"] = {"every": a.eval_every}
+        if a.split_seed is not None:
+            own["data"] = {"split_seed": a.split_seed}
+        options = merge_options(merge_options(checks.preset_sections(name), finetune_options), own)
         return run(f"ft{steps}_{name}_{method}_{seed}", [
-            "finetune", *cli(checks.preset_sections(name)), *cli(finetune_options), *device, "--train.steps", str(steps),
-            "--train.warmup_steps", str(warmup), "--data.workers", "2", "--data.label_ratio", str(ratio),
+            "finetune", *cli(options), *device, "--data.workers", "2", "--data.label_ratio", str(ratio),
             "--run.seed", str(seed), "--run.method", method, "--run.progress", "false", "--model.init", init,
-            "--data.source", str(data / name / "dataset.json"), "--run.out_dir", str(ft), *extra], ft / "metrics.json")
+            "--data.source", str(data / name / "dataset.json"), "--run.out_dir", str(ft)], ft / "metrics.json")
 
     def frozen(name: str) -> dict:
         stage = probe.get("stage_of", {}).get(name, probe["stage"])

@@ -294,7 +294,7 @@ def _add_plots(sub) -> None:
         "plots", help="figures and curve tables of the fine-tuning runs (per-class bars, label-ratio curves)",
         description="Read fine-tuning metrics.json files (and the DVCLive curves beside them) and write, into "
                     "--figures, per_class/<dataset>.png (grouped bars per class or metric, one bar per method, mean ± "
-                    "std over seeds; <dataset>_<task>.png for a dataset fine-tuned under two tasks), label_ratio.png "
+                    "std over seeds), label_ratio.png "
                     "(score vs percent of labels per method, the poster's real-data numbers on the same axis) and "
                     "effect.png (S²DC against scratch fine-tuned, and against the random encoder and the voxels "
                     "frozen with --probe, dataset by dataset: s2dc.report.effect); "

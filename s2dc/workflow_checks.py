@@ -63,7 +63,7 @@ FILLED_WHEN_ABSENT = {"finetune": {"model": set(ARCHITECTURE), "preprocess": {"i
 
 def typed_options(stage: str, sections: dict, base: dict | None = None) -> dict:
     """``sections`` (``{section: {field: value}}``, options params.yaml gives `s2dc pretrain` or `s2dc finetune`, as
-    ``stage`` says, after the ``base`` options on its command line: a dataset's intensity preset) with each value as
+    ``stage`` says, merged over the ``base`` options: a dataset's intensity preset) with each value as
     that command resolves it, of its declared type (``0`` for a float option is ``0.0``), less each option the command
     resolves alike without it (a default written out, a value ``base`` already gives; never one of
     :data:`FILLED_WHEN_ABSENT`; kept, though equal, an option whose default is derived from others, such as
@@ -107,13 +107,15 @@ def launcher_words(launcher: str) -> list[str]:
     words = []
     for word in shlex.split(launcher):
         words.extend(word.split("=", 1) if word.startswith("--") and "=" in word else [word])
+    if not words or words[0].startswith("#"):  # the shell would run `pretrain ...`, or nothing
+        raise ValueError("no command in it")
     return words
 
 
 def pretrain_run_options(config: dict, variant: str, modality: str) -> dict:
     """``{"section.field": value}``: what a pretraining variant computes on the pool of ``modality``, resolved as
-    `s2dc pretrain` resolves its command line (the pool's intensity preset, then the scale's options and the variant's
-    overrides; defaults filled in, each value of its declared type) and without the run-local options (how often it
+    `s2dc pretrain` resolves its command line (the pool's intensity preset with the scale's options and the variant's
+    overrides over it; defaults filled in, each value of its declared type) and without the run-local options (how often it
     logs or saves, its folders), but for where it runs and in which precision (``run.device``, ``run.amp``) when they
     are not ``auto``: they change the numbers, though a run's identity leaves them to the machine. Equivalent
     spellings in params.yaml (``0`` for ``0.0``, a default written out) give equal options: the workflow names a
@@ -213,7 +215,7 @@ def _check_task_options(config: dict) -> None:
 
 def preset_sections(dataset: str) -> dict:
     """The intensity options of a dataset's registry preset (CT window, 8-bit scale or z-score) as an option block,
-    ``{"preprocess": {...}}``; the scale's options given after them override them."""
+    ``{"preprocess": {...}}``; the scale's options merged over them override them."""
     from s2dc.data.preprocess_config import PreprocessConfig
 
     return {"preprocess": PreprocessConfig.from_preset(registry.get(dataset).preset).intensity_fields()}

@@ -25,7 +25,7 @@ Usage::
     python scripts/probe_readouts.py --pooling meansd probe voxels random s2dc=results/quick/pretrain/PET/s2dc/encoder.pt \\
         --source resources/quick/adni/dataset.json --stage 2 --out /tmp/adni.json
     python scripts/probe_readouts.py --brain-share 2 synth --kind pet_pool --out /tmp/pool2 --cases 16 --seed 0 \\
-        --shape 96 96 64 --val-fraction 0.25
+        --shape 96 96 64
     python scripts/probe_readouts.py --core-radius 0.24 0.38 synth --kind brats21 --out /tmp/big --cases 40 --seed 1 \\
         --shape 64 64 48 --val-fraction 0.625
 

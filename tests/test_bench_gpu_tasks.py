@@ -73,3 +73,41 @@ def test_records_of_two_label_ratio_subsets_are_not_pooled(tmp_path, monkeypatch
         _gpu_tasks().main()
     assert stop.value.code == 2
     assert "different label-ratio subsets" in capsys.readouterr().err
+
+
+def test_every_command_the_device_check_starts_is_one_the_command_line_takes(tmp_path, monkeypatch):
+    """The lent-GPU check (bench/gpu_lpft.sh runs this script) wrote the scale's options and then its own
+    --train.steps, --train.warmup_steps, --eval.every and --optim.steps after them, and --val-fraction for the pools:
+    since the command line refuses an option given twice and a pool's validation fraction, every job it started
+    exited 2. Each command it builds is parsed here by s2dc's own parser and checked as the command checks it."""
+    from types import SimpleNamespace
+
+    from s2dc.cli import build_parser
+
+    module = _gpu_tasks()
+    started = []
+
+    def parse(argv, **_):
+        args = argv[3:]  # [python, -m, s2dc.cli, command, ...]
+        started.append(args)
+        try:
+            parsed = build_parser(args[0]).parse_args(args)
+            if args[0] == "synth":
+                from s2dc.data.synthetic.writer import check_twin_params
+                check_twin_params(parsed.kind, parsed.cases, parsed.seed, parsed.shape, (1.0, 1.0, 1.0),
+                                  parsed.val_fraction)
+        except (SystemExit, ValueError):
+            return SimpleNamespace(returncode=2)
+        return SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(module.subprocess, "run", parse)
+    monkeypatch.setattr(sys, "argv", ["gpu_tasks.py", "--out", str(tmp_path), "--device", "cpu", "--pretrain-steps",
+                                      "10", "--finetune-steps", "8", "--seeds", "0", "--datasets", "btcv", "cc_ccii",
+                                      "--lpft", "0.25", "--eval-every", "4", "--split-seed", "1", "--no-probe",
+                                      "--parallel", "1"])
+    module.main()
+    jobs = json.loads((tmp_path / "gpu_tasks.json").read_text())["jobs"]
+    assert {j["name"].split("_")[0] for j in jobs} >= {"synth", "pretrain", "export", "ft8"}, jobs
+    assert [j for j in jobs if j["rc"] != 0] == [], [(j["name"], j["command"]) for j in jobs if j["rc"] != 0]
+    finetune = next(a for a in started if a[0] == "finetune")
+    assert finetune[finetune.index("--train.steps") + 1] == "8" and "--eval.every" in finetune

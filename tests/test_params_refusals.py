@@ -84,7 +84,7 @@ def test_a_pool_given_a_validation_fraction_is_refused_and_a_twin_may_leave_it_t
     pretraining and used none: a value there was taken and ignored."""
     message = params_error(_with(lambda p: p["datasets"]["ct_pool"].update(val_fraction=0.5)), scale="smoke")
     assert "scales.smoke.datasets.ct_pool: val_fraction 0.5 is given, but a pretraining pool lists every case for " \
-           "pretraining (it has no validation cases): leave val_fraction out" in message, message
+           "pretraining (it has no validation cases): give none" in message, message
     assert params_error(_with(lambda p: p["datasets"]["btcv"].pop("val_fraction")), scale="smoke") == ""
     assert all("val_fraction" not in entry for name, entry in PARAMS["scales"]["smoke"]["datasets"].items()
                if name.endswith("_pool"))

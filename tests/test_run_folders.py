@@ -35,3 +35,27 @@ def test_a_launcher_a_shell_cannot_split_is_refused_at_parse():
     params["scales"]["smoke"]["pretrain"]["launcher"] = "torchrun --nproc_per_node 4 -m 's2dc.cli"
     assert "scales.smoke.pretrain.launcher \"torchrun --nproc_per_node 4 -m 's2dc.cli\": No closing quotation" \
         in params_error(params, scale="smoke")
+
+
+def test_a_launcher_of_no_command_is_refused_at_parse():
+    """A launcher of blanks passed the schema's minLength and ran `pretrain ...` as the command; one starting with #
+    made the shell read the whole command line as a comment and run nothing."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for launcher in ("   ", "# s2dc"):
+        params["scales"]["smoke"]["pretrain"]["launcher"] = launcher
+        assert f"scales.smoke.pretrain.launcher {launcher!r}: no command in it" in params_error(params, scale="smoke")
+
+
+def test_the_usual_spelling_of_a_launcher_keeps_the_folder_it_had():
+    """Folders were named after the launcher's text; the words of its usual spelling, joined, are that text: runs
+    found before are found again."""
+    import hashlib
+    import json
+    import shlex
+
+    from s2dc.workflow_checks import launcher_words
+
+    for launcher in ("s2dc", "torchrun --nproc_per_node 4 -m s2dc.cli"):
+        old = hashlib.sha1(json.dumps([launcher, {"a": 1}], sort_keys=True).encode()).hexdigest()[:10]
+        new = hashlib.sha1(json.dumps([shlex.join(launcher_words(launcher)), {"a": 1}], sort_keys=True).encode())
+        assert new.hexdigest()[:10] == old

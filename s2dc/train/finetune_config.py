@@ -165,7 +165,8 @@ class TrainConfig:
                        "throughout is train.encoder_lr_scale 0)", frozen)
 
 
-#: ``classify.view``: random ``train.roi_size`` crops (validation: the centre one), or the whole volume resized to it.
+#: ``classify.view``: random ``train.roi_size`` crops (validation: every ROI window, logits averaged), or the whole
+#: volume resized to it.
 VIEWS = ("crops", "whole")
 
 
@@ -473,8 +474,10 @@ HELP = {
     "train.amp": "'auto' (bf16 autocast on CUDA), 'bf16' or 'off'",
     "train.grad_clip": "clip the global gradient norm to this (0 disables)",
     "train.log_every": "log loss and learning rate every N steps",
-    "classify.view": "classification input: 'crops' (random train.roi_size crops; validation the centre crop) or "
-                     "'whole' (the whole volume, cropped in plane, resized to train.roi_size: release CC-CCII)",
+    "classify.view": "classification input: 'crops' (train.samples_per_volume random train.roi_size crops a volume; "
+                     "validation every ROI window, eval.overlap apart, logits averaged) or 'whole' (the whole volume, "
+                     "cropped in plane, resized to train.roi_size: release CC-CCII; train.samples_per_volume draws a "
+                     "volume)",
     "classify.in_plane": "view whole: the centred in-plane (X, Y) box, as a fraction of the volume's size "
                          "(release CC-CCII: 0.75, 384 of 512 pixels)",
     "classify.shift": "view whole, training: the box moved by up to this fraction of the in-plane size "

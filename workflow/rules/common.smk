@@ -214,7 +214,7 @@ def pretrain_workdir(modality: str, variant: str) -> str:
     # data and code are unchanged; otherwise it moves the old run to previous/ and starts afresh.
     folder = os.path.dirname(encoder_path(modality, variant))
     options = checks.pretrain_run_options(config, variant, modality)
-    return f"{folder}/runs/{short_hash([checks.launcher_words(P['pretrain']['launcher']), options])}"
+    return f"{folder}/runs/{short_hash([shlex.join(checks.launcher_words(P['pretrain']['launcher'])), options])}"
 
 
 # The s2dc code each kind of job runs, as a hash (docstrings and comments do not count): a rule param,

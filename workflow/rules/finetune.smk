@@ -1,6 +1,6 @@
 # Fine-tuning: every dataset × method × label ratio × seed of the experiment grid (and the ablation's variants);
 # a method is `scratch` or a pretraining variant; the task (the dataset's, from
-# the registry) is part of the path, and the dataset's intensity preset comes before params.yaml's options.
+# the registry) is part of the path, and params.yaml's options are merged over the dataset's intensity preset.
 
 
 rule finetune:

@@ -64,8 +64,7 @@ def check_twin_params(kind: Any, cases: Any, seed: Any, shape: Any, spacing: Any
     if not spec.downstream:
         if val_fraction is not None:
             raise SynthParamError("val_fraction", f"val_fraction {val_fraction!r} is given, but a pretraining pool "
-                                  "lists every case for pretraining (it has no validation cases): leave val_fraction "
-                                  "out")
+                                  "lists every case for pretraining (it has no validation cases): give none")
         return
     if val_fraction is None:
         val_fraction = VAL_FRACTION
