@@ -480,9 +480,9 @@ python3 - "$WS/results/$SCALE" "$WL/results/$SCALE" <<'EOF' || cmp_rc=$?
 # Every JSON under results/<scale> (metrics.json of the table, of each fine-tuning run and its
 # DVCLive log, the probe, the pretraining summaries, the splits), leaf by leaf; benchmark.csv cell
 # by cell; the Markdown tables (benchmark.md, probe/*.md) byte for byte; the encoder and the pretraining
-# checkpoints by SHA-256. Caches (cache/ folders, named after absolute paths) are not results. The sweep's
-# trials are not compared value by value: which of its workers samples which trial depends on timing, so a
-# study of several workers is reproducible only in its bookkeeping (docs/sweeps.md), which is compared instead.
+# checkpoints by SHA-256. Caches (cache/ folders, named after absolute paths) are not results. The sweep is
+# compared by its bookkeeping (docs/sweeps.md), not trial by trial: its trials are reproducible with several
+# workers, but their times and which worker ran each are not.
 import csv, hashlib, json, math, re, sys
 import yaml
 from pathlib import Path
