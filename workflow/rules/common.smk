@@ -171,23 +171,23 @@ def encoder_path(modality: str, variant: str) -> str:
     return f"{RESULTS}/{tree('pretrain', variant)}/{modality}/{variant}/encoder.pt"
 
 
+def command_options(stage: str, options: dict, preset: dict) -> str:
+    """The options of a ``stage`` job's command that change what it computes: ``options`` merged over the intensity
+    ``preset`` (each option once), each value of its declared type (`0` written for a float is passed as 0.0), those
+    the command resolves alike without them left off (a default written out), the run-local ones left to
+    RUN_LOCAL_OPTIONS."""
+    typed = checks.typed_options(stage, options, base=preset)
+    return cli_options(merge_options(preset, split_run_local(stage, typed)[0]))
+
+
 def pretrain_command_options(modality: str, variant: str) -> str:
-    """The options of a pretraining's command that change what it computes: the intensity preset of the modality's
-    pool, with the scale's options and the variant's overrides over it (each option once), each value of its declared type (`0` written for a
-    float is passed as 0.0), those the command resolves alike without them left off (a default written out), the
-    run-local ones left to RUN_LOCAL_OPTIONS."""
-    preset = checks.preset_sections(registry.pool_for(modality))
-    typed = checks.typed_options("pretrain", variant_options(variant), base=preset)
-    return cli_options(merge_options(preset, split_run_local("pretrain", typed)[0]))
+    """:func:`command_options` of a pretraining variant on the pool of ``modality``."""
+    return command_options("pretrain", variant_options(variant), checks.preset_sections(registry.pool_for(modality)))
 
 
 def finetune_command_options(dataset: str) -> str:
-    """The options of a fine-tuning's command that change what it computes: the dataset's intensity preset with the
-    scale's options over it (each option once), each value of its declared type, those the command resolves alike without them left off (a
-    default written out), the run-local ones left to RUN_LOCAL_OPTIONS."""
-    preset = checks.preset_sections(dataset)
-    typed = checks.typed_options("finetune", finetune_options(dataset), base=preset)
-    return cli_options(merge_options(preset, split_run_local("finetune", typed)[0]))
+    """:func:`command_options` of a fine-tuning on ``dataset``."""
+    return command_options("finetune", finetune_options(dataset), checks.preset_sections(dataset))
 
 
 # The options of params.yaml that change how a job runs, not what it computes (how often it logs or saves, its loader
