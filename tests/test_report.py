@@ -908,6 +908,21 @@ def test_a_runs_metrics_edited_after_the_run_wrote_them_are_refused(tmp_path, ca
         assert f"'{edited}'" in err and "result_sha256" in err, err
 
 
+def test_is_edited_tells_a_result_from_one_changed_after_its_checksum():
+    """``is_edited``, the one test of a recorded ``result_sha256`` (metrics.json and probe results alike), against a
+    checksum computed here by hand: the SHA-256 of the other keys as sorted, default-separated JSON."""
+    import hashlib
+
+    from s2dc.train.outputs import is_edited
+
+    body = {"seed": 1, "score": {"value": 41.5, "key": "dice"}, "method": "s2dc"}
+    text = '{"method": "s2dc", "score": {"key": "dice", "value": 41.5}, "seed": 1}'
+    ours = {**body, "result_sha256": hashlib.sha256(text.encode()).hexdigest()}
+    assert not is_edited(ours) and not is_edited(body)  # its own checksum; an older file with none
+    assert is_edited({**ours, "seed": 2}) and is_edited({**ours, "extra": None})
+    assert is_edited({**ours, "result_sha256": "0" * 64})
+
+
 def test_the_per_class_figure_names_each_bar_by_its_class_or_metric(tmp_path):
     """A segmentation's panel: one bar per class and the mean of them, named by the class; a classification's: one
     panel per metric, its bar named by the metric (the 'mean' of a segmentation's panel named the accuracy bar once)."""

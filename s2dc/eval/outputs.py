@@ -8,19 +8,12 @@ import json
 from pathlib import Path
 
 from ..files import check_folder_path, is_json_with
-from ..train.outputs import result_sha256
+from ..train.outputs import is_edited
 
 
 def is_probe_result(path: Path) -> bool:
     """Is ``path`` a result `s2dc probe` wrote (a JSON object with its keys)?"""
     return is_json_with(path, {"source", "metric", "stage", "encoders"})
-
-
-def is_edited(doc: dict) -> bool:
-    """Does the probe result ``doc`` differ from what `s2dc probe` wrote: a ``result_sha256`` (the checksum of its other
-    keys, as a fine-tuning's metrics.json records) that its content does not give? (A result written before the
-    checksum was recorded is taken as it is.)"""
-    return "result_sha256" in doc and doc["result_sha256"] != result_sha256(doc)
 
 
 def check_probe_out(out: str | Path, source: str | Path) -> None:

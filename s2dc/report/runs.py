@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..train.identity import option_changes
-from ..train.outputs import result_sha256
+from ..train.outputs import is_edited
 from .tasks import TASK_METRICS, TASK_VIEWS
 
 
@@ -69,7 +69,7 @@ def read_run(path: Path, history: bool = False) -> dict:
         raise ValueError(f"bad metrics file '{path}': {err}") from err
     if not isinstance(run, dict):
         raise ValueError(f"bad metrics file '{path}': expected a JSON object, got {type(run).__name__}")
-    if "result_sha256" in run and run["result_sha256"] != result_sha256(run):
+    if is_edited(run):
         raise ValueError(f"bad metrics file '{path}': its content is not what the run wrote (result_sha256 differs): "
                          "edited after the run? Run it again (delete the file: the workflow redoes the run)")
     checks = dict(CHECKS)

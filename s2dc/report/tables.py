@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..data.datalist import registry_spec
-from ..eval.outputs import is_edited
+from ..train.outputs import is_edited
 from ..files import atomic_write_text
 from ..losses.options import ASSIGNMENTS
 from ..pages import markdown_page

@@ -62,6 +62,13 @@ def result_sha256(doc: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+def is_edited(doc: dict) -> bool:
+    """Does the result ``doc`` (a fine-tuning's metrics.json, a probe result) differ from what its run wrote: a
+    ``result_sha256`` that its content does not give? (A result written before the checksum was recorded is taken as
+    it is.)"""
+    return "result_sha256" in doc and doc["result_sha256"] != result_sha256(doc)
+
+
 def is_pretrain_summary(path: Path) -> bool:
     return is_json_with(path, SUMMARY_KEYS)
 
