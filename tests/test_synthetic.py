@@ -235,6 +235,14 @@ def test_val_split_rounding(tmp_path):
     spec = json.loads(write_dataset(tmp_path / "b", "btcv", 5, 0, shape=(32, 32, 24), val_fraction=0.4).read_text())
     assert spec["numValidation"] == 2 and spec["numTraining"] == 3
     assert [e["image"] for e in spec["validation"]] == ["./imagesTr/case_0003.nii.gz", "./imagesTr/case_0004.nii.gz"]
+    # no fraction given: a quarter (8 cases: 2 validation), as check_twin_params resolves it and the json records
+    spec = json.loads(write_dataset(tmp_path / "c", "btcv", 8, 0, shape=(32, 32, 24)).read_text())
+    assert spec["numValidation"] == 2 and spec["numTraining"] == 6 and spec["synthetic"]["val_fraction"] == 0.25
+    from s2dc.data.synthetic.writer import check_twin_params
+
+    assert check_twin_params("btcv", 8, 0, (32, 32, 24), (1.0, 1.0, 1.0), None) == 0.25
+    assert check_twin_params("btcv", 8, 0, (32, 32, 24), (1.0, 1.0, 1.0), 0.5) == 0.5
+    assert check_twin_params("ct_pool", 8, 0, (32, 32, 24), (1.0, 1.0, 1.0), None) is None
 
 
 # --------------------------------------------------------------------------- CLI

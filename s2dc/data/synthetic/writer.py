@@ -35,10 +35,11 @@ def case_seed(seed: int, kind: str, index: int) -> int:
 VAL_FRACTION = 0.25
 
 
-def check_twin_params(kind: Any, cases: Any, seed: Any, shape: Any, spacing: Any, val_fraction: Any) -> None:
+def check_twin_params(kind: Any, cases: Any, seed: Any, shape: Any, spacing: Any, val_fraction: Any) -> float | None:
     """:class:`SynthParamError` naming the first parameter a twin of ``kind`` cannot be drawn with (also what the
     workflow checks each synthetic dataset of params.yaml with, when it is parsed); ``val_fraction`` ``None``: a
-    pool's (it has no validation cases), a downstream twin's :data:`VAL_FRACTION`."""
+    pool's (it has no validation cases), a downstream twin's :data:`VAL_FRACTION`. Returns the fraction the twin is
+    drawn with: ``None`` for a pool."""
     if kind not in KINDS:
         raise SynthParamError("kind", f"kind must be one of {list(KINDS)}, got {kind!r}")
     spec = get(kind)
@@ -65,7 +66,7 @@ def check_twin_params(kind: Any, cases: Any, seed: Any, shape: Any, spacing: Any
         if val_fraction is not None:
             raise SynthParamError("val_fraction", f"val_fraction {val_fraction!r} is given, but a pretraining pool "
                                   "lists every case for pretraining (it has no validation cases): give none")
-        return
+        return None
     if val_fraction is None:
         val_fraction = VAL_FRACTION
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
@@ -76,6 +77,7 @@ def check_twin_params(kind: Any, cases: Any, seed: Any, shape: Any, spacing: Any
         raise SynthParamError("val_fraction", f"val_fraction {val_fraction!r} of {cases} cases leaves {n_train} "
                               f"training case(s); a {spec.task} twin of kind {kind!r} needs at least {least}"
                               + (" (one of each class)" if spec.task == "classification" else ""))
+    return val_fraction
 
 
 def validation_cases(cases: int, val_fraction: float) -> int:
@@ -144,7 +146,7 @@ def write_dataset(
     SynthParamError
         (a ``ValueError``) for an invalid parameter; ``.param`` names it.
     """
-    check_twin_params(kind, cases, seed, shape, spacing, val_fraction)
+    val_fraction = check_twin_params(kind, cases, seed, shape, spacing, val_fraction)
     shape = check_shape(shape)
     spacing = tuple(float(s) for s in spacing)
     out_dir = Path(out_dir)
@@ -195,7 +197,6 @@ def write_dataset(
             "modality": {str(c): name for c, name in enumerate(spec.channels)},
         }
         if spec.downstream:
-            val_fraction = VAL_FRACTION if val_fraction is None else val_fraction
             n_val = validation_cases(cases, val_fraction)
             meta["val_fraction"] = float(val_fraction)
             if spec.labels:
