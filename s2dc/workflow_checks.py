@@ -528,8 +528,8 @@ def check_job_outputs(config: dict) -> None:
     outputs before it runs it (a directory() output with all it holds), so the refusal of the s2dc command the job
     runs (`s2dc report`, `ablation-table`, `plots`, `probe`, `figures`, `sweep export`) would never see such a file,
     and it would be lost without a word. So are the outputs of the pretraining and fine-tuning jobs (an encoder.pt,
-    summary.json or dvclive/ file, a run's metrics.json of one's own), recognised without torch
-    (:mod:`s2dc.train.outputs`)."""
+    summary.json or dvclive/ file, a run's metrics.json of one's own or edited after its run), recognised without
+    torch (:mod:`s2dc.train.outputs`)."""
     from pathlib import Path
 
     from s2dc.data.provenance import writer_of
@@ -593,6 +593,9 @@ def check_job_outputs(config: dict) -> None:
         for path in sorted(root.glob(f"{tree}/*/*/*/labels*pct/seed*/metrics.json")):
             if path.is_symlink() or not runs.is_finetune_metrics(path):
                 refuse(path, "a fine-tuning run's metrics.json", "finetune", path.relative_to(root).as_posix())
+            if runs.is_edited(json.loads(path.read_text())):  # as a probe result edited by hand (check_probe_out)
+                refuse(path, "the metrics.json its run wrote (edited since: its result_sha256 differs)", "finetune",
+                       path.relative_to(root).as_posix())
     for rule, names in REPORT_FILES.items():
         for name in names:
             path = root / name
