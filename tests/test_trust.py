@@ -353,6 +353,17 @@ def test_finetune_never_clears_a_folder_that_is_not_a_fine_tuning_run(tiny_confi
     assert files(pre) == before
     assert main([*argv, "--run.out_dir", str(tmp_path / "ft")]) == 0
     assert main([*argv, "--run.out_dir", str(tmp_path / "ft")]) == 0  # its own earlier run is replaced
+    # its metrics.json edited by hand since (a score corrected): kept, as the workflow and `s2dc probe --out` keep
+    # theirs (it was replaced without a word)
+    metrics = tmp_path / "ft" / "metrics.json"
+    edited = metrics.read_text().replace('"seed": 0', '"seed": 5', 1)
+    assert edited != metrics.read_text()
+    metrics.write_text(edited)
+    capsys.readouterr()
+    assert main([*argv, "--run.out_dir", str(tmp_path / "ft")]) == 2
+    err = capsys.readouterr().err
+    assert "run.out_dir" in err and str(metrics) in err and "result_sha256" in err, err
+    assert metrics.read_text() == edited
 
 
 def test_the_fine_tuning_engine_itself_never_clears_a_folder_of_something_else(seg_dir, tmp_path):

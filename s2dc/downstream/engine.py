@@ -67,7 +67,7 @@ from ..train.identity import (
 )
 from ..train.live import MetricLog, Progress
 from ..train.optim import EagerAdamW
-from ..train.outputs import result_sha256
+from ..train.outputs import is_edited, result_sha256
 from ..train.precision import autocast_for, precision_for
 from ..train.schedule import SCHEDULES
 from ..train.seeding import step_generator, step_seed
@@ -153,7 +153,7 @@ def refuse_a_folder_of_something_else(out: Path) -> None:
     """Raise ValueError, naming ``run.out_dir`` and what it holds, if the folder ``out`` is not an earlier fine-tuning
     run's: it holds anything but :data:`OUTPUTS` (a pretraining run, a user's files), a ``split.json`` that is not a
     run's or one of :data:`AFTER_SPLIT` without the run's (a user's ``model.pt``), or a ``checkpoints/`` holding
-    anything but checkpoints;
+    anything but checkpoints, or a ``metrics.json`` edited since its run wrote it (its ``result_sha256`` differs);
     its lock and temporary files are a run's own."""
     if not out.is_dir():
         return
@@ -170,6 +170,14 @@ def refuse_a_folder_of_something_else(out: Path) -> None:
         raise ValueError(f"run.out_dir: '{out}' holds {', '.join(other[:4])}{', ...' if len(other) > 4 else ''}, "
                          f"which no earlier fine-tuning run wrote there; it never clears such a folder: give a folder "
                          f"of its own")
+    metrics = out / "metrics.json"
+    try:
+        edited = metrics.is_file() and is_edited(json.loads(metrics.read_text()))
+    except (OSError, ValueError, TypeError, AttributeError):
+        edited = False  # not a run's (then its split.json says so) or unreadable: the run replaces its own file
+    if edited:
+        raise ValueError(f"run.out_dir: '{metrics}' was edited after its run wrote it (its result_sha256 differs); "
+                         "the run would replace it: move it, or give another folder")
 
 
 def _case_files(cases: list[dict]) -> list[Path]:
