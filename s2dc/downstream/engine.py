@@ -67,7 +67,7 @@ from ..train.identity import (
 )
 from ..train.live import MetricLog, Progress
 from ..train.optim import EagerAdamW
-from ..train.outputs import is_edited, result_sha256
+from ..train.outputs import foreign_curve_files, is_edited, result_sha256
 from ..train.precision import autocast_for, precision_for
 from ..train.schedule import SCHEDULES
 from ..train.seeding import step_generator, step_seed
@@ -152,8 +152,9 @@ def _is_split(path: Path) -> bool:
 def refuse_a_folder_of_something_else(out: Path) -> None:
     """Raise ValueError, naming ``run.out_dir`` and what it holds, if the folder ``out`` is not an earlier fine-tuning
     run's: it holds anything but :data:`OUTPUTS` (a pretraining run, a user's files), a ``split.json`` that is not a
-    run's or one of :data:`AFTER_SPLIT` without the run's (a user's ``model.pt``), or a ``checkpoints/`` holding
-    anything but checkpoints, or a ``metrics.json`` edited since its run wrote it (its ``result_sha256`` differs);
+    run's or one of :data:`AFTER_SPLIT` without the run's (a user's ``model.pt``), a ``checkpoints/`` holding
+    anything but checkpoints, a ``dvclive/`` holding anything but the run's curves (a note of one's own there), or a
+    ``metrics.json`` edited since its run wrote it (its ``result_sha256`` differs);
     its lock and temporary files are a run's own."""
     if not out.is_dir():
         return
@@ -166,6 +167,12 @@ def refuse_a_folder_of_something_else(out: Path) -> None:
         own = set(list_checkpoints(checkpoints))
         other = [f"checkpoints/{p.name}" for p in sorted(checkpoints.iterdir()) if p not in own and not (
             p.is_file() and is_temporary(p.name) and p.name.startswith(".step_"))]
+    live = out / "dvclive"
+    if not other and (live.is_symlink() or (live.exists() and not live.is_dir())):
+        other = ["dvclive (a link or a file where the run's curves folder goes)"]
+    if not other and live.is_dir():  # its curves only (a note of one's own there went with them) and their interrupted
+        other = [f"dvclive/{p.relative_to(live).as_posix()}" for p in foreign_curve_files(live)  # atomic writes
+                 if not (p.is_file() and not p.is_symlink() and is_temporary(p.name))]
     if other:
         raise ValueError(f"run.out_dir: '{out}' holds {', '.join(other[:4])}{', ...' if len(other) > 4 else ''}, "
                          f"which no earlier fine-tuning run wrote there; it never clears such a folder: give a folder "
