@@ -32,3 +32,14 @@ def test_a_finetune_rerun_keeps_a_users_file_in_the_runs_curves_folder(seg_dir, 
     (out / "dvclive" / ".metrics.json.4242.tmp").write_text("{")  # a curve write killed before its rename: the run's
     assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", out)) == 0
 
+
+def test_a_student_encoder_asked_of_a_scratch_run_is_refused(seg_dir, tmp_path, capsys):
+    """--model.init_which student with model.init scratch picks nothing (there is no encoder file): the run trained
+    from random weights, exit 0, and its metrics.json recorded model.init_which 'student' among its options (so two
+    scratch seeds that differ only there were refused as one row by the report). It is refused at parse (exit 2),
+    naming both options, before the folder is made."""
+    out = tmp_path / "run"
+    assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", out, "--model.init_which", "student")) == 2
+    err = capsys.readouterr().err
+    assert "model.init_which" in err and "scratch" in err and "Traceback" not in err, err
+    assert not out.exists()

@@ -74,6 +74,10 @@ class ModelConfig:
             raise ValueError(f"model.init_which must be 'teacher' or 'student', got {self.init_which!r}")
         if not self.init:
             raise ValueError("model.init must be 'scratch' or a checkpoint path, got ''")
+        if self.init == "scratch" and self.init_which != "teacher":
+            raise ValueError(f"model.init_which '{self.init_which}' picks the encoder of a pretraining checkpoint, but "
+                             "model.init is 'scratch' (random weights, no file): leave model.init_which unset, or give "
+                             "model.init a checkpoint")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"model.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
 
