@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from conftest import write_pool
 from s2dc.cli import main
 from test_trust import finetune_argv
 
@@ -42,4 +43,18 @@ def test_a_student_encoder_asked_of_a_scratch_run_is_refused(seg_dir, tmp_path, 
     assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", out, "--model.init_which", "student")) == 2
     err = capsys.readouterr().err
     assert "model.init_which" in err and "scratch" in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_a_section_asked_of_a_folder_of_volumes_is_refused(tmp_path, tiny_config, capsys):
+    """--data.key names a section of a dataset.json; given a folder of volumes (which has none), the pretraining
+    read every volume of the folder and recorded data.key 'validation' in its run.json, exit 0. It is refused (exit 2),
+    naming both options, before the run folder is made."""
+    pool = write_pool(tmp_path / "pool", 2)
+    out = tmp_path / "run"
+    argv = ["pretrain", "--config", str(tiny_config), "--data.source", str(pool / "imagesTr"), "--data.key",
+            "validation", "--run.out_dir", str(out), "--optim.steps", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "data.key" in err and "folder" in err and "Traceback" not in err, err
     assert not out.exists()

@@ -363,6 +363,10 @@ class Pretrainer:
 
     def run(self) -> dict:
         cfg = self.cfg
+        if Path(cfg.data.source).is_dir() and cfg.data.key != "training":  # a folder has no sections
+            raise ValueError(f"data.key '{cfg.data.key}' names a section of a dataset.json, but data.source "
+                             f"'{cfg.data.source}' is a folder, whose every .nii/.nii.gz file is read: leave data.key "
+                             "unset, or give the dataset.json")
         paths = list_volumes(cfg.data.source, cfg.data.key)
         self.identity = self.run_identity(paths)
         self._content = functools.cache(lambda: volumes_sha256(paths))
