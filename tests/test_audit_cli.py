@@ -58,3 +58,16 @@ def test_a_section_asked_of_a_folder_of_volumes_is_refused(tmp_path, tiny_config
     err = capsys.readouterr().err
     assert "data.key" in err and "folder" in err and "Traceback" not in err, err
     assert not out.exists()
+
+
+def test_a_download_into_a_file_names_the_option_and_what_was_expected(tmp_path, capsys):
+    """`s2dc download msd_spleen --raw F` where F (or a folder above --raw) is a file stopped with a bare '[Errno 17]
+    File exists' or '[Errno 20] Not a directory' (exit 2), naming neither the option nor what was expected, as
+    `s2dc prepare --out` does (check_folder_path); the file is kept and nothing is fetched."""
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine\n")
+    for raw in (mine, mine / "raw"):
+        assert main(["download", "msd_spleen", "--raw", str(raw)]) == 2
+        err = capsys.readouterr().err
+        assert "--raw" in err and "expected a folder" in err and "Errno" not in err, err
+    assert mine.read_text() == "mine\n"

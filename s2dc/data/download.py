@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..files import atomic_write_text, replace_folder
+from ..files import atomic_write_text, check_folder_path, replace_folder
 from .registry import REGISTRY, get
 from .errors import DataError
 
@@ -347,5 +347,6 @@ def download(name: str, raw: str | Path, progress: bool = False) -> Path:
     spec = get(name)
     if not spec.archives:
         raise DataError(f"{spec.title} ({name}) has no open archive to download. " + spec.instructions(str(raw)))
+    check_folder_path(raw, "--raw")  # a file there or above it: named, not a bare [Errno 17] or [Errno 20]
     task = Path(spec.archives[0].url).name.split(".")[0]
     return download_msd(task, raw, progress=progress)
