@@ -1,5 +1,6 @@
-"""An audit of the `s2dc` command line's trust rules (a wrong run never exits 0, bad input named, nothing half-written,
-nothing a user made lost or taken for the program's output): each test reproduces one finding."""
+"""The `s2dc` command line refuses what it would silently ignore or lose: a user's file in a run's curves folder,
+options that contradict each other, an output path that is a file (found by an audit of its trust rules, 2026-12-05;
+each test reproduces one finding)."""
 
 from __future__ import annotations
 
