@@ -60,8 +60,8 @@ def baseline_diagnosis(raw: Path) -> tuple[Path, dict[str, str]]:
     return path, {subject: found.pop() for subject, found in diagnoses.items()}
 
 
-def _nifti(image: Path) -> Path | None:
-    """The NIfTI file of an image-id folder (None when it holds none and no DICOM either)."""
+def _nifti(image: Path) -> Path:
+    """The one NIfTI file of an image-id folder; :class:`DataError` naming the folder when it holds none."""
     files = [p for p in image.iterdir() if not p.name.startswith(".") and present_file(p)]
     nifti = sorted(p for p in files if p.name.endswith((".nii", ".nii.gz")))
     if len(nifti) > 1:
@@ -70,7 +70,10 @@ def _nifti(image: Path) -> Path | None:
     if not nifti and any(p.suffix.lower() == ".dcm" for p in files):
         raise DataError(f"image folder '{image}' holds DICOM (*.dcm) only: download the image collection in "
                         "NIfTI format from https://ida.loni.usc.edu, or convert the folder with dcm2niix")
-    return nifti[0] if nifti else None
+    if not nifti:  # an incomplete download: a later scan must not stand in for the subject's earliest
+        raise DataError(f"image folder '{image}' holds no NIfTI file (*.nii, *.nii.gz; found {[p.name for p in files]}), "
+                        "expected one: complete the download from https://ida.loni.usc.edu or remove the folder")
+    return nifti[0]
 
 
 def earliest_volume(subject: Path) -> Path:
@@ -80,7 +83,7 @@ def earliest_volume(subject: Path) -> Path:
         for date in _dirs(description):
             if not _DATE.fullmatch(date.name):
                 raise DataError(f"'{date}' is not an acquisition-date folder (expected e.g. 2006-04-18_08_20_30.0)")
-            found += [(date.name, str(p), p) for image in _dirs(date) if (p := _nifti(image)) is not None]
+            found += [(date.name, str(p), p) for image in _dirs(date) for p in [_nifti(image)]]
     if not found:
         raise DataError(f"subject folder '{subject}' holds no <description>/<date>/<image id>/*.nii[.gz] volume")
     return min(found)[2]

@@ -1,0 +1,24 @@
+"""The real-data converters refuse an incomplete or mixed-up release instead of converting it with exit 0: an
+ADNI image folder without its volume, a UDPET exam without either dose, a BraTS case folder holding a file of another
+case (found by an audit of the trust rules, 2026-12-05; each test reproduces one finding)."""
+
+from __future__ import annotations
+
+import pytest
+
+from s2dc.data.errors import DataError
+from s2dc.data.sources import adni, cc_ccii
+from test_sources_petcc import adni_release, cc_ccii_release
+
+
+def test_adni_refuses_an_image_folder_without_a_volume_rather_than_take_a_later_scan(tmp_path):
+    """An emptied earliest image folder (an incomplete download) must not make a later scan the subject's baseline."""
+    raw = tmp_path / "raw"
+    adni_release(raw)
+    image = (raw / "ADNI" / "002_S_0295" / "AV45_Coreg,_Avg,_Standardized_Image_and_Voxel_Size" /
+             "2006-04-18_08_20_30.0" / "I26325")
+    for f in image.iterdir():
+        f.unlink()
+    with pytest.raises(DataError, match=r"I26325' holds no NIfTI"):
+        adni.convert(raw, tmp_path / "out")
+    assert not (tmp_path / "out" / "dataset.json").exists()
