@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from s2dc.data.errors import DataError
-from s2dc.data.sources import adni, cc_ccii
-from test_sources_petcc import adni_release, cc_ccii_release
+from s2dc.data.sources import adni, cc_ccii, udpet
+from test_sources_petcc import adni_release, udpet_release
 
 
 def test_adni_refuses_an_image_folder_without_a_volume_rather_than_take_a_later_scan(tmp_path):
@@ -21,4 +21,15 @@ def test_adni_refuses_an_image_folder_without_a_volume_rather_than_take_a_later_
         f.unlink()
     with pytest.raises(DataError, match=r"I26325' holds no NIfTI"):
         adni.convert(raw, tmp_path / "out")
+    assert not (tmp_path / "out" / "dataset.json").exists()
+
+
+def test_udpet_refuses_an_exam_folder_with_neither_dose_rather_than_drop_it(tmp_path):
+    raw = tmp_path / "raw"
+    udpet_release(raw)
+    exam = sorted(p for p in raw.glob("*/*/*") if p.is_dir())[0]
+    for f in list(exam.iterdir()):
+        f.rename(exam / f"x{f.name}")
+    with pytest.raises(DataError, match=rf"exam '{exam}' lacks .*Full_dose"):
+        udpet.convert(raw, tmp_path / "out")
     assert not (tmp_path / "out" / "dataset.json").exists()

@@ -64,8 +64,10 @@ def convert(raw: Path, out_dir: Path, dose: str = DEFAULT_DOSE) -> Path:
         raise DataError(f"the low dose must differ from {FULL_DOSE!r}, e.g. {DEFAULT_DOSE!r}")
     groups: dict[str, list[dict[str, object]]] = {}
     exams = [e for s in (_dirs(raw) if raw.is_dir() else []) for g in _dirs(s) for e in _dirs(g)]
+    skipped = []
     for exam in exams:
         if not (_present(exam, FULL_DOSE) or _present(exam, dose)):
+            skipped.append(exam)
             continue
         low, full = dose_volume(exam, dose), dose_volume(exam, FULL_DOSE)
         require_on_grid(low, "low-dose image", full, "its full dose")
@@ -75,6 +77,11 @@ def convert(raw: Path, out_dir: Path, dose: str = DEFAULT_DOSE) -> Path:
     if not groups:
         raise DataError(f"'{raw}' holds no <scanner>/<subject>/<exam>/ folder with '{FULL_DOSE}' or '{dose}'. "
                         + spec.instructions(str(raw)))
+    if skipped:  # beside exams that have their doses: an exam of the release left incomplete, never dropped in silence
+        raise DataError(f"exam '{skipped[0]}' lacks both '{FULL_DOSE}' and '{dose}' (found "
+                        f"{sorted(p.name for p in skipped[0].iterdir())}), expected each as a folder with one NIfTI file "
+                        f"or as <dose>.nii[.gz]" + (f"; so do {len(skipped) - 1} other exam folder(s)" if len(skipped) > 1
+                                                   else ""))
     train, val = fixed_split(sorted(groups), 0.2, where=f"'{raw}'")
     return write_common(out_dir, spec, [e for g in train for e in groups[g]], [e for g in val for e in groups[g]],
                         raw, f"s2dc.data.sources.udpet (dose {dose!r})")
