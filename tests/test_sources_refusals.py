@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from s2dc.data.errors import DataError
-from s2dc.data.sources import adni, cc_ccii, udpet
+from s2dc.data.sources import adni, brats21, udpet
+from test_sources_mri import brats21_release, nii
 from test_sources_petcc import adni_release, udpet_release
 
 
@@ -32,4 +33,13 @@ def test_udpet_refuses_an_exam_folder_with_neither_dose_rather_than_drop_it(tmp_
         f.rename(exam / f"x{f.name}")
     with pytest.raises(DataError, match=rf"exam '{exam}' lacks .*Full_dose"):
         udpet.convert(raw, tmp_path / "out")
+    assert not (tmp_path / "out" / "dataset.json").exists()
+
+
+def test_brats_refuses_a_nifti_in_a_case_folder_that_is_none_of_its_sequences(tmp_path):
+    """Another case's sequence in a case folder (a mix-up of a copy) is named, not ignored."""
+    raw = brats21_release(tmp_path / "raw")
+    stray = nii(raw / "BraTS2021_Training_Data" / "BraTS2021_00000" / "BraTS2021_00002_t1.nii.gz")
+    with pytest.raises(DataError, match=rf"'{stray}' .*expected only .*BraTS2021_00000_t1.nii.gz"):
+        brats21.convert(raw, tmp_path / "out")
     assert not (tmp_path / "out" / "dataset.json").exists()

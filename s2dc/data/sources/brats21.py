@@ -58,14 +58,22 @@ def sequence(folder: Path, stem: str) -> Path:
     raise DataError(f"'{folder / names[0]}' does not exist: every case folder needs this file")
 
 
-def read_cases(root: Path, case: re.Pattern[str], sep: str, names: tuple[str, ...]) -> dict[str, list[Path]]:
-    """{case id: [its file of each of ``names``]} for every case folder of ``root``, all files on one grid."""
+def read_cases(root: Path, case: re.Pattern[str], sep: str, names: tuple[str, ...],
+               optional: tuple[str, ...] = ()) -> dict[str, list[Path]]:
+    """{case id: [its file of each of ``names``]} for every case folder of ``root``, all files on one grid; a NIfTI
+    file in a case folder that is none of ``names`` nor ``optional`` (e.g. another case's sequence) is refused."""
     folders = sorted(p for p in root.iterdir() if p.is_dir() and case.fullmatch(p.name))
     if not folders:
         raise DataError(f"'{root}' holds no case folder named like '{case.pattern}'")
     cases = {}
     for folder in folders:
         files = [sequence(folder, f"{folder.name}{sep}{n}") for n in names]
+        known = {f"{folder.name}{sep}{n}{x}" for n in (*names, *optional) for x in (".nii.gz", ".nii")}
+        for other in sorted(folder.iterdir()):
+            if other.name.endswith((".nii", ".nii.gz")) and not other.name.startswith(".") and other.name not in known:
+                raise DataError(f"'{other}' is none of the sequences of case '{folder.name}': expected only "
+                                + ", ".join(f"{folder.name}{sep}{n}.nii.gz" for n in (*names, *optional))
+                                + " (a file of another case, or a second copy?)")
         first = nifti_shape(files[0])
         for path in files[1:]:
             if (shape := nifti_shape(path)) != first:

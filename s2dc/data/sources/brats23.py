@@ -34,7 +34,7 @@ def convert(raw: Path, out_dir: Path) -> Path:
     spec = get("brats23")
     raw = Path(raw)
     root = release_root(raw, spec.name, RELEASE)
-    cases = read_cases(root, _CASE, "-", spec.channels)
+    cases = read_cases(root, _CASE, "-", spec.channels, optional=("seg",))
     train_patients = set(fixed_split(sorted({patient_of(i) for i in cases}), 0.2, where=f"'{root}'")[0])
     training = [i for i in sorted(cases) if patient_of(i) in train_patients]
     validation = [i for i in sorted(cases) if patient_of(i) not in train_patients]
