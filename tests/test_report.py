@@ -814,7 +814,8 @@ def test_impossible_probe_values_are_refused_naming_the_file_and_key(tmp_path, c
 @pytest.mark.parametrize("task", ["reconstruction", "translation"])
 def test_r2_probes_may_be_negative_but_not_above_one(tmp_path, capsys, task):
     """R² of a regression probe may be below 0 (worse than the mean) but never above 1; its task's metric is R²."""
-    doc = probe_doc(task=task, metric="R²", **{"encoders.s2dc.score": -3.5, "encoders.s2dc.versus.random.difference": -4.0})
+    doc = probe_doc(task=task, metric="R²", dataset="synthetic_udpet",  # not the segmentation run's dataset
+                    **{"encoders.s2dc.score": -3.5, "encoders.s2dc.versus.random.difference": -4.0})
     run = write_run(tmp_path, "s2dc", 0, 0.5)
     (tmp_path / "ok.json").write_text(json.dumps(doc))
     assert main(["report", "--out", str(tmp_path / "ok"), str(run), "--probe", str(tmp_path / "ok.json")]) == 0

@@ -76,6 +76,10 @@ def read_run(path: Path, history: bool = False) -> dict:
     if checks["task"][0](run.get("task")):
         for key, _, _ in TASK_METRICS[run["task"]]:
             checks[key] = (lambda v: v is None or is_number(v), "a finite number, or null where it cannot be scored")
+        percent = TASK_VIEWS[run["task"]].percent[0]
+        if percent not in run:  # missing is no null: it would silently drop the run's method from the average
+            raise ValueError(f"bad metrics file '{path}': {percent} is missing; expected a finite number or null (null "
+                             "where it cannot be scored; the average over all datasets takes it)")
     for key, (test, expected) in checks.items():
         if not test(_get(run, key)):
             raise ValueError(f"bad metrics file '{path}': {key} is {_get(run, key)!r}; expected {expected}")

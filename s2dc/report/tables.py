@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import reprlib
 from pathlib import Path
 
 import pandas as pd
 
 from ..data.datalist import registry_spec
 from ..train.outputs import is_edited
-from ..files import atomic_write_text
+from ..files import atomic_write_bytes, work_sibling
 from ..losses.options import ASSIGNMENTS
 from ..pages import markdown_page
 from .averages import averages, averages_markdown, nested_averages, percent_score
@@ -158,6 +160,10 @@ def check_probe(p: dict) -> None:
         raise ValueError(f"stage is {stage!r}; expected a Swin stage 0..4")
     if not isinstance(p["encoders"], dict):
         raise ValueError(f"encoders is {p['encoders']!r}; expected an object {{encoder: result}}")
+    shas = p.get("encoder_sha256")
+    if shas is not None and not (isinstance(shas, dict) and all(isinstance(v, str) and v for v in shas.values())):
+        raise ValueError(f"encoder_sha256 is {reprlib.repr(shas)}; expected an object {{encoder: SHA-256 of its file}} "
+                         "or null")
     fraction = p["metric"] != "R²"
     for encoder, r in p["encoders"].items():
         key, score = f"encoders.{encoder}", r["score"]
@@ -232,14 +238,21 @@ def collect_probes(probe_files: list[Path]) -> pd.DataFrame:
 def check_probed_encoders(runs: pd.DataFrame, probe_files: list[Path]) -> None:
     """Raise ValueError, naming both files, if a probe result's row of a method (``s2dc``, a variant) read another
     encoder file than the one that method's runs on that dataset started from (by the SHA-256 both record; a file
-    that records none is not compared): the frozen and the fine-tuned protocol of one table read one encoder."""
-    started = {}
+    that records none is not compared), or if it probes a dataset as another task than its runs fine-tune it as: the
+    frozen and the fine-tuned protocol of one table read one encoder and one task."""
+    started, tasks = {}, {}
     for row in runs.itertuples():
+        tasks.setdefault(row.dataset, (row.task, row.path))
         sha = json.loads(Path(row.path).read_text()).get("init_sha256")
         if sha:
             started.setdefault((row.dataset, row.method), (sha, row.path))
     for path in probe_files:
         p = json.loads(Path(path).read_text())
+        task, run = tasks.get(p.get("dataset"), (p.get("task"), None))
+        if p.get("task") != task:
+            raise ValueError(f"probe result '{path}' is a {p.get('task')} probe of {p.get('dataset')}, which the runs "
+                             f"fine-tune as {task} (e.g. '{run}'): a dataset is one task, one row of the tables and "
+                             "one verdict; probe it as its task")
         for name, sha in (p.get("encoder_sha256") or {}).items():
             sha_run, run = started.get((p.get("dataset"), name), (sha, None))
             if sha != sha_run:
@@ -315,11 +328,36 @@ def check_tables_out(out_dir: Path, names: list[str]) -> None:
 
 
 def _write_all(out_dir: Path, texts: dict[str, str]) -> None:
-    """Every text made before the first is written, every name checked (:func:`check_tables_out`)."""
+    """Every text made before the first is written, every name checked (:func:`check_tables_out`); all or none: each
+    is written to a temporary sibling first, then renamed in, and stopped or failing on the way (Ctrl-C, SIGTERM, a
+    full disk) the tables renamed so far are given their previous bytes back (or removed where there were none), so
+    that a report never leaves a mix of the previous tables and the new."""
     check_tables_out(out_dir, list(texts))
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in texts.items():
-        atomic_write_text(out_dir / name, text)
+    before = {name: (out_dir / name).read_bytes() for name in texts if (out_dir / name).is_file()}
+    staged: dict[str, Path] = {}
+    done: list[str] = []
+    try:
+        for name, text in texts.items():
+            staged[name] = work_sibling(out_dir / name, "tmp")
+            staged[name].write_text(text)
+        for name, tmp in staged.items():
+            os.replace(tmp, out_dir / name)
+            done.append(name)
+    except BaseException:
+        for name in reversed(done):
+            if name in before:
+                atomic_write_bytes(out_dir / name, before[name])
+            else:
+                (out_dir / name).unlink(missing_ok=True)
+        raise
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+
+
+#: The keys of the report's metrics.json beside its datasets' names (no dataset may take one).
+NESTED_KEYS = ("averages", "probe", "effect")
 
 
 def write_report(metric_files: list[Path], out_dir: Path, probe_files: list[Path] = ()) -> pd.DataFrame:
@@ -327,6 +365,11 @@ def write_report(metric_files: list[Path], out_dir: Path, probe_files: list[Path
     the averages per task and over all datasets beside the poster's, the probe table), metrics.json (with
     ``averages``) and probe.csv (the probe table; only its header without probe files) into ``out_dir``."""
     runs = collect(metric_files)
+    for row in runs.itertuples():
+        if row.dataset in NESTED_KEYS:
+            raise ValueError(f"bad metrics file '{row.path}': dataset is {row.dataset!r}, a key metrics.json keeps for "
+                             f"its {row.dataset} ({', '.join(NESTED_KEYS)}): its rows would be replaced there; give "
+                             "the dataset another name")
     table, means = summarise(runs), averages(runs)
     probes = collect_probes(list(probe_files))
     check_probed_encoders(runs, list(probe_files))

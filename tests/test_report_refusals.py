@@ -1,0 +1,114 @@
+"""The report refuses what would make a wrong table with exit 0, and never leaves a mix of two reports: a run
+without the score the average takes, a malformed probe checksum, an interrupted write, a dataset named as a key of
+metrics.json, a probe of another task (found by an audit of the trust rules, 2026-12-05)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from s2dc.cli import main
+
+
+def run_file(folder, method, seed, value, task="segmentation", dataset="synthetic_btcv", **extra):
+    key, name, scale, more = {"segmentation": ("dice_mean", "Dice", 100.0, {}),
+                              "reconstruction": ("psnr", "PSNR dB", 1.0, {"ssim": 0.5, "nrmse": 0.1})}[task]
+    doc = {"task": task, "dataset": dataset, "method": method, "label_ratio": 0.2, "seed": seed, key: value,
+           **more, "train_cases": 3, "seconds": 1.0, "score": {"key": key, "name": name, "value": scale * value},
+           "history": [{"step": 1, key: value}], **extra}
+    path = folder / f"{dataset}_{method}_{seed}.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_a_run_without_the_metric_of_the_all_datasets_average_is_refused_not_left_out(tmp_path, capsys):
+    """A reconstruction run whose metrics.json lacks ssim (the score % the average over all datasets takes) is refused
+    naming the file and the key, as `s2dc plots` refuses it, instead of silently dropping its method from the
+    average (only a null, a score its cases could not give, leaves a method out)."""
+    files = [run_file(tmp_path, m, s, 30.0 + s, task="reconstruction", dataset="synthetic_udpet")
+             for m in ("s2dc", "scratch") for s in (0, 1)]
+    doc = json.loads(files[-1].read_text())
+    del doc["ssim"]
+    files[-1].write_text(json.dumps(doc))
+    assert main(["report", "--out", str(tmp_path / "out"), *map(str, files)]) == 2
+    assert f"bad metrics file '{files[-1]}': ssim is missing" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_probe_results_malformed_encoder_checksums_are_refused_naming_the_file(tmp_path, capsys):
+    """encoder_sha256 that is no {encoder: SHA-256} object: exit 2 naming the file and the key, no traceback."""
+    run = run_file(tmp_path, "s2dc", 0, 0.5, init_sha256="a" * 64)
+    probe = {"dataset": "synthetic_btcv", "task": "segmentation", "metric": "balanced accuracy", "stage": 2,
+             "encoders": {"s2dc": {"score": 0.6}}, "encoder_sha256": ["a" * 64]}
+    path = tmp_path / "probe.json"
+    path.write_text(json.dumps(probe))
+    assert main(["report", "--out", str(tmp_path / "out"), str(run), "--probe", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"bad probe file '{path}': encoder_sha256 is" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_interrupted_report_leaves_the_previous_tables_not_a_mix(tmp_path, monkeypatch):
+    """Stopped (Ctrl-C, SIGTERM) between two of its files, a rerun of `s2dc report` leaves every table of the previous
+    report, never a benchmark.csv of the new runs beside a metrics.json of the old ones."""
+    out = tmp_path / "out"
+    first = [run_file(tmp_path, "s2dc", s, 0.2 + 0.1 * s) for s in (0, 1)]
+    assert main(["report", "--out", str(out), *map(str, first)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    second = tmp_path / "again"
+    second.mkdir()
+    runs = [run_file(second, "s2dc", s, 0.6 + 0.1 * s) for s in (0, 1)]
+    monkeypatch.setattr("os.replace", _stopped_at_third_replace(__import__("os").replace))
+    with pytest.raises(KeyboardInterrupt):
+        main(["report", "--out", str(out), *map(str, runs)])
+    monkeypatch.undo()
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert after == before
+
+
+def _stopped_at_third_replace(real):
+    """os.replace that is interrupted on its third call (the third table renamed into place)."""
+    calls = []
+
+    def replace(src, dst, *args, **kwargs):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(src, dst, *args, **kwargs)
+    return replace
+
+
+def _run_with_curve(folder, method, seed, value):
+    run = folder / f"{method}{seed}"
+    (run / "dvclive/plots/metrics/train").mkdir(parents=True)
+    (run / "dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n1\t2.0\n")
+    doc = json.loads(run_file(run, method, seed, value).read_text())
+    (run / "metrics.json").write_text(json.dumps(doc))
+    return run / "metrics.json"
+
+
+@pytest.mark.parametrize("name", ["averages", "effect", "probe"])
+def test_a_dataset_named_as_a_key_of_the_reports_metrics_json_is_refused(tmp_path, capsys, name):
+    """metrics.json is {dataset: ..., "averages": ..., "effect": ..., "probe": ...}: a dataset of one of those names had
+    its rows silently replaced there (exit 0); it is refused naming the file and the key."""
+    files = [run_file(tmp_path, m, s, 0.3 + 0.1 * s, dataset=name) for m in ("s2dc", "scratch") for s in (0, 1)]
+    assert main(["report", "--out", str(tmp_path / "out"), *map(str, files)]) == 2
+    assert f"': dataset is '{name}', a key metrics.json keeps" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_probe_of_another_task_than_the_runs_of_its_dataset_is_refused(tmp_path, capsys):
+    """A reconstruction probe (R²) of a dataset the runs fine-tune for segmentation was set in that dataset's effect
+    row, counted among the segmentation datasets (exit 0); it is refused naming the probe file."""
+    files = [_run_with_curve(tmp_path, m, s, 0.3 + 0.1 * s) for m in ("s2dc", "scratch") for s in (0, 1)]
+    pair = {"difference": 0.1, "se": 0.01}
+    probe = {"dataset": "synthetic_btcv", "task": "reconstruction", "metric": "R²", "stage": 2,
+             "encoders": {"s2dc": {"score": 0.7, "versus": {"random": pair, "voxels": pair}},
+                          "random": {"score": 0.6}, "voxels": {"score": 0.6}}}
+    path = tmp_path / "probe.json"
+    path.write_text(json.dumps(probe))
+    for command in (["report", "--out", str(tmp_path / "out")],
+                    ["plots", "--figures", str(tmp_path / "f"), "--curves", str(tmp_path / "c")]):
+        assert main([*command, *map(str, files), "--probe", str(path)]) == 2
+        assert f"probe result '{path}' is a reconstruction probe of synthetic_btcv" in capsys.readouterr().err
