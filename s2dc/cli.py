@@ -122,6 +122,8 @@ def _plots(args: argparse.Namespace) -> int:
     figures = draw_benchmark(rows, Path(args.figures))
     if len(effect):
         figures.append(draw_effect(effect, Path(args.figures) / "effect.png"))
+    else:  # no comparison in these runs: an effect.png of earlier runs (ours: check_png_out) would stand for them
+        (Path(args.figures) / "effect.png").unlink(missing_ok=True)
     curves = write_curves(tables, Path(args.curves))
     print(f"{len(runs)} runs -> {len(figures)} figures in {args.figures}, {len(curves)} curve tables in {args.curves}")
     return 0

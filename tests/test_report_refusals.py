@@ -112,3 +112,16 @@ def test_a_probe_of_another_task_than_the_runs_of_its_dataset_is_refused(tmp_pat
                     ["plots", "--figures", str(tmp_path / "f"), "--curves", str(tmp_path / "c")]):
         assert main([*command, *map(str, files), "--probe", str(path)]) == 2
         assert f"probe result '{path}' is a reconstruction probe of synthetic_btcv" in capsys.readouterr().err
+
+
+def test_plots_of_runs_without_a_comparison_leave_no_effect_figure_of_earlier_runs(tmp_path):
+    """effect.png (S²DC against scratch) drawn by an earlier `s2dc plots` is not left in --figures by a rerun on runs
+    that give no comparison: the folder would show an effect of runs this plot was not drawn from."""
+    figures, curves = tmp_path / "figures", tmp_path / "curves"
+    both = [_run_with_curve(tmp_path, m, s, 0.3 + 0.1 * s + (0.2 if m == "s2dc" else 0)) for m in ("s2dc", "scratch")
+            for s in (0, 1)]
+    assert main(["plots", *map(str, both), "--figures", str(figures), "--curves", str(curves)]) == 0
+    assert (figures / "effect.png").is_file()
+    alone = [f for f in both if "scratch" not in str(f)]
+    assert main(["plots", *map(str, alone), "--figures", str(figures), "--curves", str(curves)]) == 0
+    assert not (figures / "effect.png").exists()
