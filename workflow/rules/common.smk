@@ -206,6 +206,12 @@ def untracked(value):
     return lambda wildcards, threads: value
 
 
+# The pretraining launcher as the shell splits it (s2dc.workflow_checks.launcher_words, `--opt=value` as `--opt value`),
+# joined again: what names a pretraining's run folder and what Snakemake compares, so that a launcher spelled another
+# way (spaces, quotes, `=`) finds the same run and reruns no job; the usual spelling gives the launcher's own text.
+LAUNCHER_WORDS = shlex.join(checks.launcher_words(P["pretrain"]["launcher"]))
+
+
 def pretrain_workdir(modality: str, variant: str) -> str:
     # One folder per pretraining, named after what it computes (the options as `s2dc pretrain` resolves them, not as
     # params.yaml spells them; the launcher's words): switching options back, or writing them another way, finds the
@@ -214,7 +220,7 @@ def pretrain_workdir(modality: str, variant: str) -> str:
     # data and code are unchanged; otherwise it moves the old run to previous/ and starts afresh.
     folder = os.path.dirname(encoder_path(modality, variant))
     options = checks.pretrain_run_options(config, variant, modality)
-    return f"{folder}/runs/{short_hash([shlex.join(checks.launcher_words(P['pretrain']['launcher'])), options])}"
+    return f"{folder}/runs/{short_hash([LAUNCHER_WORDS, options])}"
 
 
 # The s2dc code each kind of job runs, as a hash (docstrings and comments do not count): a rule param,

@@ -12,11 +12,9 @@ rule pretrain:
         summary=f"{RESULTS}/{{tree}}/{{modality}}/{{variant}}/summary.json",
         live=directory(f"{RESULTS}/{{tree}}/{{modality}}/{{variant}}/dvclive"),
     params:
-        # The launcher as written runs the job; the words a shell makes of it (common.smk: launcher_words) are what
-        # Snakemake compares, so that a launcher spelled another way (spaces, quotes, --opt=value) reruns no job,
-        # as it finds the same run folder.
+        # The launcher as written runs the job; its words (common.smk: LAUNCHER_WORDS) are what Snakemake compares.
         launcher=untracked(P["pretrain"]["launcher"]),
-        launcher_words=shlex.join(checks.launcher_words(P["pretrain"]["launcher"])),
+        launcher_words=LAUNCHER_WORDS,
         options=lambda w: pretrain_command_options(w.modality, w.variant),
         run_local=untracked(RUN_LOCAL_OPTIONS["pretrain"]),
         workdir=lambda w: pretrain_workdir(w.modality, w.variant),
