@@ -4,8 +4,6 @@ each test reproduces one finding)."""
 
 from __future__ import annotations
 
-import json
-
 from conftest import write_pool
 from s2dc.cli import main
 from test_trust import finetune_argv
