@@ -42,14 +42,23 @@ def check_png_out(out: str | Path) -> None:
                          "another folder; a figure of an s2dc older than 2026-11-30 carries no mark: delete it)")
 
 
-def save_png(fig, out: str | Path, dpi: int = 110) -> Path:
-    """Write ``fig`` as a PNG at ``out`` (atomically: nothing half-written is left; marked, see :func:`check_png_out`)
-    and close it."""
+def png_bytes(fig, dpi: int = 110) -> bytes:
+    """``fig`` as a marked PNG (see :func:`check_png_out`); closes it."""
     try:
-        check_png_out(out)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={MARK[0]: MARK[1]})
     finally:
         pyplot().close(fig)
-    atomic_write_bytes(Path(out), buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_png(fig, out: str | Path, dpi: int = 110) -> Path:
+    """Write ``fig`` as a marked PNG at ``out`` (:func:`check_png_out` first; atomically: nothing half-written is
+    left) and close it."""
+    try:
+        check_png_out(out)
+    except ValueError:
+        pyplot().close(fig)
+        raise
+    atomic_write_bytes(Path(out), png_bytes(fig, dpi))
     return Path(out)

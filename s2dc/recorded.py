@@ -1,14 +1,16 @@
 """Files a command writes into a folder the user chooses, recorded there by their SHA-256 (a record file such as
 ``.s2dc-curves.json``: ``{"<path under the folder>": [sha256, ...]}``), so that a rerun replaces exactly its own
-files as it left them: a user's file of the same name, or one of ours the user edited, never is."""
+files as it left them: a user's file of the same name, or one of ours the user edited, never is; and the files of
+one command replaced as one (:func:`replace_all`), so that a folder never holds a mix of two runs' files."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
-from .files import atomic_write_text
+from .files import atomic_write_bytes, atomic_write_text, work_sibling
 
 
 def _sha256(data: bytes) -> str:
@@ -40,17 +42,48 @@ def check_recorded(folder: Path, names: list[str], record: str, what: str, hint:
                              f"it{hint}")
 
 
-def write_recorded(folder: Path, texts: dict[str, str], record: str) -> list[Path]:
-    """Write each text to ``folder/<name>`` atomically and record it. While they are replaced the record lists the
-    old and the new bytes of each (an interrupted rerun leaves only files of ours), then only the new ones. Call
+def write_recorded(folder: Path, texts: dict[str, str], record: str, also: dict[str, bytes] | None = None) -> list[Path]:
+    """Write each text to ``folder/<name>``, and each of ``also`` (files checked otherwise, e.g. marked figures),
+    as one (:func:`replace_all`), and record the texts. While they are replaced the record lists the old and the
+    new bytes of each text (an interrupted rerun leaves only files of ours), then only the new ones. Call
     :func:`check_recorded` first."""
     folder = Path(folder)
     new = {name: _sha256(text.encode()) for name, text in texts.items()}
     before = read_record(folder, record)
     during = {**before, **{name: sorted({new[name], *before.get(name, [])}) for name in texts}}
     atomic_write_text(folder / record, json.dumps(during, indent=1, sort_keys=True))
-    for name, text in texts.items():
-        atomic_write_text(folder / name, text)
+    written = replace_all(folder, {**{name: text.encode() for name, text in texts.items()}, **(also or {})})
     atomic_write_text(folder / record, json.dumps({**before, **{n: [h] for n, h in new.items()}}, indent=1,
                                                   sort_keys=True))
-    return [folder / name for name in texts]
+    return written
+
+
+def replace_all(folder: Path, contents: dict[str, bytes]) -> list[Path]:
+    """Write ``contents`` (``{path under folder: bytes}``) as one: each is written beside its target first, then all
+    are renamed in; stopped or failing on the way (Ctrl-C, SIGTERM, a full disk) the files renamed so far are given
+    their previous bytes back (or removed where there were none), so that the folder never holds a mix of the
+    previous files and the new. (Killed outright between two renames, it can: no file system renames several files
+    as one.) Check the names first: whatever is there is replaced."""
+    paths = {name: Path(folder) / name for name in contents}
+    before = {name: path.read_bytes() for name, path in paths.items() if path.is_file()}
+    staged: dict[str, Path] = {}
+    done: list[str] = []
+    try:
+        for name, data in contents.items():
+            paths[name].parent.mkdir(parents=True, exist_ok=True)
+            staged[name] = work_sibling(paths[name], "tmp")
+            staged[name].write_bytes(data)
+        for name, tmp in staged.items():
+            os.replace(tmp, paths[name])
+            done.append(name)
+    except BaseException:
+        for name in reversed(done):
+            if name in before:
+                atomic_write_bytes(paths[name], before[name])
+            else:
+                paths[name].unlink(missing_ok=True)
+        raise
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+    return list(paths.values())

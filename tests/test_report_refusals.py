@@ -125,3 +125,22 @@ def test_plots_of_runs_without_a_comparison_leave_no_effect_figure_of_earlier_ru
     alone = [f for f in both if "scratch" not in str(f)]
     assert main(["plots", *map(str, alone), "--figures", str(figures), "--curves", str(curves)]) == 0
     assert not (figures / "effect.png").exists()
+
+
+def test_an_interrupted_write_of_recorded_tables_leaves_the_previous_ones_not_a_mix(tmp_path, monkeypatch):
+    """`s2dc plots`' curve tables (and `sweep export`'s) are written by write_recorded, which replaced them one by one:
+    stopped between two renames it left new tables beside old ones. Every table now keeps its previous bytes, and
+    the record still lets the next write replace them."""
+    from s2dc.recorded import check_recorded, write_recorded
+
+    names = ["a.tsv", "b.tsv", "c.tsv", "d.tsv"]
+    write_recorded(tmp_path, {n: f"old {n}\n" for n in names}, ".record.json")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != ".record.json"}
+    monkeypatch.setattr("os.replace", _stopped_at_third_replace(__import__("os").replace))
+    with pytest.raises(KeyboardInterrupt):
+        write_recorded(tmp_path, {n: f"new {n}\n" for n in names}, ".record.json")
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != ".record.json"} == before
+    check_recorded(tmp_path, names, ".record.json", "a table")  # still ours: not refused
+    write_recorded(tmp_path, {n: f"new {n}\n" for n in names}, ".record.json")
+    assert [(tmp_path / n).read_text() for n in names] == [f"new {n}\n" for n in names]

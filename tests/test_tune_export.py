@@ -196,7 +196,7 @@ def test_the_importances_need_enough_completed_trials_and_say_on_how_many_they_r
 
     with pytest.raises(ValueError, match="not meaningful with 2 completed trials"):
         importances_figure(_fake_study(complete=2, pruned=6))
-    _figure(_fake_study(complete=2, pruned=6), tmp_path / "param_importances.png", "param_importances.png")
+    assert _figure(_fake_study(complete=2, pruned=6), "param_importances.png").startswith(PNG)
     assert "not meaningful with 2 completed trials" in capsys.readouterr().err
     fig = importances_figure(_fake_study(complete=8, pruned=2))
     assert "8 completed trials" in fig.axes[0].get_title()
@@ -221,3 +221,44 @@ def test_the_parallel_coordinates_name_every_parameter_in_full_and_no_label_over
     assert set(QUICK_SPACE) <= shown
     boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
     assert not _overlaps(boxes)
+
+
+@pytest.mark.parametrize("stop", ["a figure", "a rename"])
+def test_an_interrupted_export_leaves_the_previous_export_not_a_mix(tmp_path, monkeypatch, stop):
+    """Stopped (Ctrl-C, SIGTERM) while drawing its second figure, or between two renames, an export over an earlier one
+    left the new study's trials.csv and best.yaml beside the old study's figures (each file was replaced as soon as
+    it was made): every file of the earlier export is left as it was."""
+    storage = tmp_path / "study.journal"
+    out = tmp_path / "out"
+    for name, budget in (("first", 2), ("second", 3)):
+        study, liveness, dims = _sweep(storage, name, budget)
+        run_worker(study, make_toy_objective({"steps": 2, "sleep": 0.0}, dims), dims, budget, liveness,
+                   log=lambda _: None)
+    export_study(str(storage), "first", out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".s2dc-sweep.json"}
+    if stop == "a figure":
+        monkeypatch.setattr("s2dc.tune.export.parallel_figure", _interrupted)
+    else:
+        monkeypatch.setattr("os.replace", _stopped_at_third_replace(__import__("os").replace))
+    with pytest.raises(KeyboardInterrupt):
+        export_study(str(storage), "second", out)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".s2dc-sweep.json"} == before
+    assert export_study(str(storage), "second", out)  # and the next export is not refused
+    assert yaml.safe_load((out / "best.yaml").read_text())["study"] == "second"
+
+
+def _interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def _stopped_at_third_replace(real):
+    """os.replace that is interrupted on its third call."""
+    calls = []
+
+    def replace(src, dst, *args, **kwargs):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(src, dst, *args, **kwargs)
+    return replace

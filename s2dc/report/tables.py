@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import reprlib
 from pathlib import Path
 
@@ -18,9 +17,9 @@ import pandas as pd
 
 from ..data.datalist import registry_spec
 from ..train.outputs import is_edited
-from ..files import atomic_write_bytes, work_sibling
 from ..losses.options import ASSIGNMENTS
 from ..pages import markdown_page
+from ..recorded import replace_all
 from .averages import averages, averages_markdown, nested_averages, percent_score
 from .effect import effect_markdown, effect_table, nested_effect
 from .outputs import check_out_dir, refuse_unless_own
@@ -328,32 +327,10 @@ def check_tables_out(out_dir: Path, names: list[str]) -> None:
 
 
 def _write_all(out_dir: Path, texts: dict[str, str]) -> None:
-    """Every text made before the first is written, every name checked (:func:`check_tables_out`); all or none: each
-    is written to a temporary sibling first, then renamed in, and stopped or failing on the way (Ctrl-C, SIGTERM, a
-    full disk) the tables renamed so far are given their previous bytes back (or removed where there were none), so
-    that a report never leaves a mix of the previous tables and the new."""
+    """Every text made before the first is written, every name checked (:func:`check_tables_out`), all written as
+    one (:func:`s2dc.recorded.replace_all`), so that a report never leaves a mix of the previous tables and the new."""
     check_tables_out(out_dir, list(texts))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    before = {name: (out_dir / name).read_bytes() for name in texts if (out_dir / name).is_file()}
-    staged: dict[str, Path] = {}
-    done: list[str] = []
-    try:
-        for name, text in texts.items():
-            staged[name] = work_sibling(out_dir / name, "tmp")
-            staged[name].write_text(text)
-        for name, tmp in staged.items():
-            os.replace(tmp, out_dir / name)
-            done.append(name)
-    except BaseException:
-        for name in reversed(done):
-            if name in before:
-                atomic_write_bytes(out_dir / name, before[name])
-            else:
-                (out_dir / name).unlink(missing_ok=True)
-        raise
-    finally:
-        for tmp in staged.values():
-            tmp.unlink(missing_ok=True)
+    replace_all(out_dir, {name: text.encode() for name, text in texts.items()})
 
 
 #: The keys of the report's metrics.json beside its datasets' names (no dataset may take one).

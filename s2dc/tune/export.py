@@ -1,7 +1,8 @@
 """Outputs of a finished study: ``trials.csv`` (and as HTML, ``trials.html``), ``best.yaml`` and three figures (optimisation history, parallel
 coordinates, parameter importances; the objective in the tables' unit, :func:`objective_label`), each written
 atomically. A figure that cannot be drawn (e.g. importances from fewer completed trials than
-max(:data:`MIN_IMPORTANCE_TRIALS`, parameters + 1)) becomes a PNG saying why, with a warning. A rerun replaces
+max(:data:`MIN_IMPORTANCE_TRIALS`, parameters + 1)) becomes a PNG saying why, with a warning. Everything is made
+before anything is written, then written as one (:func:`s2dc.recorded.replace_all`). A rerun replaces
 only its own files as it left them (the tables recorded in ``.s2dc-sweep.json``, the figures by their mark): never a
 user's file, nor a best.yaml edited by hand."""
 
@@ -18,7 +19,7 @@ import yaml
 from optuna.trial import TrialState
 
 from ..pages import page
-from ..pyplot import check_png_out, pyplot, save_png
+from ..pyplot import check_png_out, png_bytes, pyplot
 from ..recorded import check_recorded, write_recorded
 from .liveness import RETRY_ATTR
 from .space import nest
@@ -79,10 +80,9 @@ def export_study(storage: str, study_name: str, out_dir: str | Path, *, force: b
     table = _trials_table(study, trials)
     texts = {"trials.csv": table.to_csv(index=False), "trials.html": _trials_page(study_name, table),
              "best.yaml": yaml.safe_dump(_best(study, trials, budget, finished), sort_keys=False)}
-    written = dict(zip(texts, write_recorded(out, texts, RECORD)))
-    for name in FIGURES:
-        written[name] = _figure(study, out / name, name)
-    return written
+    figures = {name: _figure(study, name) for name in FIGURES}  # drawn before anything is replaced
+    paths = write_recorded(out, texts, RECORD, also=figures)
+    return {path.name: path for path in paths}
 
 
 def _trials_page(study_name: str, table) -> str:
@@ -129,8 +129,8 @@ def _plain(value):
     return value
 
 
-def _figure(study: optuna.Study, path: Path, name: str) -> Path:
-    """Draw the figure ``name`` of :data:`FIGURES` into ``path`` (PNG), or a figure saying why it was not drawn."""
+def _figure(study: optuna.Study, name: str) -> bytes:
+    """The figure ``name`` of :data:`FIGURES` as a PNG, or a figure saying why it was not drawn."""
     plt = pyplot()
     try:
         with warnings.catch_warnings():
@@ -138,12 +138,12 @@ def _figure(study: optuna.Study, path: Path, name: str) -> Path:
             warnings.simplefilter("ignore", UserWarning)  # degenerate axis limits of a one-trial study
             figure = globals()[FIGURES[name]](study)
     except Exception as err:  # a study too small or too uniform for this figure: say why in the picture
-        print(f"warning: {path.name}: cannot draw it ({err}); writing a picture that says so", file=sys.stderr)
+        print(f"warning: {name}: cannot draw it ({err}); writing a picture that says so", file=sys.stderr)
         plt.close("all")
         figure = plt.figure(figsize=(8, 3))
-        figure.text(0.5, 0.5, textwrap.fill(f"{path.name}: not drawn. {err}", 70), ha="center", va="center",
+        figure.text(0.5, 0.5, textwrap.fill(f"{name}: not drawn. {err}", 70), ha="center", va="center",
                     fontsize=11)
-    return save_png(figure, path, dpi=100)
+    return png_bytes(figure, dpi=100)
 
 
 def objective_label(study: optuna.Study) -> tuple[str, float]:
