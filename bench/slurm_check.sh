@@ -494,6 +494,9 @@ WALL_CLOCK = {"seconds", "minutes"}  # run time of a job (JSON key, CSV column):
 # size, modification time, inode, status-change time): the two copies generated their data at different moments
 # into different files, so all but the size differ between ANY two runs.
 FILE_TIME = re.compile(r"identity\.data\.files\[\d+\]\[[234]\]$")
+# A fine-tuning's metrics.json records the SHA-256 of its other keys, its seconds among them: it differs between any
+# two runs too, and is checked instead to be the checksum of its own file's content (s2dc.train.outputs.is_edited).
+from s2dc.train.outputs import is_edited
 
 def files(pattern):
     found = set()
@@ -537,6 +540,8 @@ for f in files("*.json") + files("*.csv"):
         va, vb = la.get(k, missing), lb.get(k, missing)
         if k.rsplit(".", 1)[-1] in WALL_CLOCK:
             verdict = "ignored: wall clock"
+        elif k == "result_sha256" and not any(is_edited(json.loads(p.read_text())) for p in (a, b)):
+            verdict = "ignored: wall clock (each its own file's checksum)"
         elif FILE_TIME.search(k):
             verdict = "ignored: file time"
         elif va is not missing and vb is not missing and same(va, vb):
