@@ -151,7 +151,7 @@ def draw(source: str | Path, encoders: list[str], structure: str, out_dir: str |
     maps, tokens = {}, {}
     for name, what in labelled.items():
         encoder = None if what == VOXELS else frozen_encoder(what, data, seed)
-        per_volume = [features(data, encoder, v, stage, pooled=False) for v in volumes]
+        per_volume = [features(data, encoder, v, stage, pooled=False, what=what) for v in volumes]
         maps[name] = per_volume[best].reshape(*grid, -1)
         tokens[name] = torch.cat([f[m] for f, m in zip(per_volume, inside)])  # no token of the zero padding
     title = f"{data.dataset}, stage {stage} ({data.stride}-voxel tokens)"

@@ -50,6 +50,7 @@ from ..export import encoder_plan, load_encoder_weights, refuse_another_modality
 from ..files import atomic_write_text, file_sha256
 from ..models.encoder import EncoderConfig
 from ..train.device import pick_device
+from ..train.finite import NonFiniteError
 from ..train.optim import EagerLBFGS
 from ..train.outputs import result_sha256
 from .bootstrap import RESAMPLES, balanced_accuracy, bootstrap, case_index, confusion_by_case, r_squared_from_sums, \
@@ -249,7 +250,7 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
     results, stats = {}, {}
     for name, what in labelled.items():
         encoder = None if what == VOXELS else frozen_encoder(what, data, seed)
-        x = {role: torch.cat([features(data, encoder, v, stage, pooled)[slice(None) if pooled else m]
+        x = {role: torch.cat([features(data, encoder, v, stage, pooled, what)[slice(None) if pooled else m]
                               for v, m in zip(vols, data.inside[role])]) for role, vols in data.volumes.items()}
         results[name], stats[name] = _score(task, names, x, y, case, cases)
     regression = task.readout == "values"
@@ -379,12 +380,19 @@ def frozen_encoder(what: str, data: Labelled, seed: int) -> torch.nn.Module:
 
 
 def features(data: Labelled, encoder: torch.nn.Module | None, volume: torch.Tensor, stage: int,
-             pooled: bool) -> torch.Tensor:
+             pooled: bool, what: str) -> torch.Tensor:
     """One volume's features for the linear model: the encoder's tokens (``None``: the raw voxel blocks)
-    ``(tokens, D)``, or pooled on a grid ``(1, D')`` for classification."""
+    ``(tokens, D)``, or pooled on a grid ``(1, D')`` for classification. Raises NonFiniteError naming the encoder
+    ``what`` when they are not finite (finite weights can still give NaN features: a diverged model's; a linear
+    model fitted on them would score argmax(NaN) = class 0)."""
     if encoder is None:
         return _voxel_features(volume[0], data.stride, pooled)
-    return _token_features(encoder, volume.to(data.device), stage, pooled).cpu()
+    x = _token_features(encoder, volume.to(data.device), stage, pooled).cpu()
+    if not torch.isfinite(x).all():
+        raise NonFiniteError(f"the stage {stage} features of encoder '{what}' on a volume of {data.dataset} are not "
+                             "finite (NaN or infinite, from finite weights: a diverged model); nothing is scored or "
+                             "drawn from them: give an encoder of a run that did not diverge")
+    return x
 
 
 def model_sizes(sizes: EncoderConfig, in_channels: int) -> EncoderConfig:

@@ -1,0 +1,41 @@
+"""Numerical hazards end to end: what each stage does with NaN or infinite values it computes itself from finite
+inputs (a diverged encoder's features, ...), checked against small independent computations."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from s2dc.cli import main
+from s2dc.data.synthetic import write_dataset
+from s2dc.export import swinunetr_for
+from s2dc.models.encoder import EncoderConfig
+
+SIZES = EncoderConfig(feature_size=12, num_heads=(1, 2, 3, 4), window_size=4)
+
+
+def diverged_encoder(path):
+    """An exported encoder whose weights are all finite but whose features are not: the patch embedding scaled to
+    overflow float32 (as a partial export of a pretraining that diverged on its next step reads, `--partial`)."""
+    torch.manual_seed(5)
+    weights = swinunetr_for(SIZES).swinViT.state_dict()
+    weights["patch_embed.proj.weight"] = weights["patch_embed.proj.weight"] * 1e38
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+    torch.save({"state_dict": {f"swinViT.{k}": v for k, v in weights.items()}, "encoder": SIZES.to_dict()}, path)
+    return path
+
+
+def test_an_encoder_whose_features_are_not_finite_is_not_probed(tmp_path, capsys):
+    """A classification probe fitted L-BFGS on NaN features, chose its weight decay among NaN losses and read
+    argmax(NaN) = class 0 for every volume: `balanced accuracy 0.0 ± 0.0`, exit 0. It fails as a diverged model
+    fails fine-tuning: exit 1, naming the encoder, nothing written."""
+    source = write_dataset(tmp_path / "adni", "adni", cases=4, seed=1, shape=(32, 32, 32), val_fraction=0.5)
+    encoder = diverged_encoder(tmp_path / "enc.pt")
+    out = tmp_path / "probe" / "adni.json"
+    assert main(["probe", "voxels", f"s2dc={encoder}", "--source", str(source), "--out", str(out),
+                 "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "not finite" in err and str(encoder) in err, err
+    assert not out.exists() and not out.with_suffix(".md").exists()
