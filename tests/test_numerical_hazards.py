@@ -12,6 +12,7 @@ from s2dc.cli import main
 from s2dc.data.synthetic import write_dataset
 from s2dc.export import swinunetr_for
 from s2dc.models.encoder import EncoderConfig
+from test_trust import finetune_argv
 
 SIZES = EncoderConfig(feature_size=12, num_heads=(1, 2, 3, 4), window_size=4)
 
@@ -39,3 +40,14 @@ def test_an_encoder_whose_features_are_not_finite_is_not_probed(tmp_path, capsys
     err = capsys.readouterr().err
     assert "not finite" in err and str(encoder) in err, err
     assert not out.exists() and not out.with_suffix(".md").exists()
+
+
+def test_a_starting_encoder_whose_features_are_not_finite_is_named_not_the_learning_rate(seg_dir, tmp_path, capsys):
+    """Fine-tuning from such an encoder fails at step 1, before any update: the message told to 'try a lower train.lr'
+    (which changes nothing: no update was applied); it names the starting encoder instead. Exit 1, no result."""
+    encoder = diverged_encoder(tmp_path / "enc.pt")
+    out = tmp_path / "run"
+    assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", out, "--model.init", str(encoder))) == 1
+    err = capsys.readouterr().err
+    assert "step 1" in err and str(encoder) in err and "lower train.lr" not in err, err
+    assert not (out / "metrics.json").exists() and not (out / "model.pt").exists()

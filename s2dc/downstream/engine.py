@@ -410,6 +410,10 @@ class Finetuner:
         return {"loss": float(loss.detach()), "lr": lr}
 
     def _divergence_hint(self) -> str:
+        init = self.cfg.model.init
+        if self.step == 0 and init != "scratch":  # before any update: the learning rate played no part
+            return (f"No update had been applied yet: the starting encoder '{init}' (model.init) gives non-finite "
+                    "values (finite weights of a diverged run?); fine-tune from another encoder.")
         clip = self.cfg.train.grad_clip
         return f"Try a lower train.lr (now {self.cfg.train.lr:g})" + (
             f" or a lower train.grad_clip (now {clip:g})." if clip > 0 else " or train.grad_clip > 0.")
