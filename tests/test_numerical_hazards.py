@@ -51,3 +51,22 @@ def test_a_starting_encoder_whose_features_are_not_finite_is_named_not_the_learn
     err = capsys.readouterr().err
     assert "step 1" in err and str(encoder) in err and "lower train.lr" not in err, err
     assert not (out / "metrics.json").exists() and not (out / "model.pt").exists()
+
+
+def test_ssim_of_predictions_beyond_float32s_reach_fails_as_a_diverged_model():
+    """Finite predictions of ~1e20 (a diverged network whose outputs pass the finite check): MONAI's float32 SSIM
+    overflowed to NaN, which metrics.json recorded as null ('cannot be scored on these cases') beside an exit 0, and the
+    report dropped the method's average without a word; PSNR (in double) is still scored, as numpy computes it."""
+    import numpy as np
+
+    from s2dc.downstream.metrics import psnr, ssim
+
+    torch.manual_seed(0)
+    target = torch.rand(1, 16, 16, 16)
+    pred = target * 1e20
+    t, p = target.double().numpy(), pred.double().numpy()
+    want = 10 * np.log10((t.max() - t.min()) ** 2 / ((p - t) ** 2).mean())
+    assert psnr(pred, target) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(FloatingPointError, match="SSIM.*not finite"):
+        ssim(pred, target)
+    assert 0.99 < ssim(target, target) <= 1.0  # an ordinary prediction is scored as before

@@ -8,6 +8,7 @@ optionally inside a mask (translation: the brain); and the release's BraTS 2023 
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -15,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from monai.metrics import SSIMMetric, compute_roc_auc
 from monai.networks.utils import one_hot
+
+from ..train.finite import NonFiniteError
 
 
 def _dice(pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
@@ -111,8 +114,9 @@ def nrmse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
     """3-D SSIM (MONAI, Gaussian 7-voxel window, sd 1.5; on a smaller volume the largest odd window it holds) of
-    ``(C, X, Y, Z)`` volumes with data range = the target's (MONAI computes in float32: NaN for predictions beyond
-    ~1e19); with ``mask`` both are set to the target's minimum outside it first. Mean over channels."""
+    ``(C, X, Y, Z)`` volumes with data range = the target's (MONAI computes in float32: predictions beyond ~1e19
+    overflow it, a NonFiniteError); with ``mask`` both are set to the target's minimum outside it first. Mean over
+    channels."""
     pred, target = pred.float(), target.float()
     if mask is not None:
         m = _mask(target, mask)
@@ -121,7 +125,11 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = N
     data_range = float(target.max() - target.min()) or 1.0
     win = max(3, (min(7, *target.shape[-3:]) - 1) // 2 * 2 + 1)  # 7, or the largest odd size the volume holds
     metric = SSIMMetric(spatial_dims=3, data_range=data_range, win_size=win)
-    return float(metric(pred.reshape(-1, 1, *pred.shape[-3:]), target.reshape(-1, 1, *target.shape[-3:])).mean())
+    value = float(metric(pred.reshape(-1, 1, *pred.shape[-3:]), target.reshape(-1, 1, *target.shape[-3:])).mean())
+    if not math.isfinite(value):  # its constants keep every window finite: only a float32 overflow makes NaN
+        raise NonFiniteError(f"SSIM is not finite: predictions up to {float(pred.abs().max()):.3g} overflow its float32 "
+                             "sums (a diverged model); no score is recorded")
+    return value
 
 
 def release_volume_scores(pred: torch.Tensor, target: torch.Tensor, win: int = 7) -> tuple[float, float, float]:
