@@ -3,6 +3,7 @@ below all of them)."""
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -39,6 +40,18 @@ def temporary_sibling(path: Path) -> Path:
 def is_temporary(name: str) -> bool:
     """Is ``name`` that of a :func:`temporary_sibling` (one an interrupted write may leave behind)?"""
     return name.startswith(".") and name.endswith(".tmp")
+
+
+def remove_stale_temp_files(folder: Path, *written: str) -> None:
+    """Delete the temporary files that an interrupted atomic write of one of ``written`` (file names, or glob
+    patterns such as ``step_????????.pt``) left in ``folder``: ``.<name>.<...>.tmp``; nothing else, so a user's
+    ``.draft.tmp`` stays."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.is_file() and is_temporary(path.name) and any(
+                    fnmatch.fnmatchcase(path.name, f".{name}.*.tmp") for name in written):
+                path.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

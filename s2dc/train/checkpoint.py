@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import fnmatch
 import os
 import random
 import re
@@ -14,7 +13,8 @@ import numpy as np
 import torch
 
 from ..files import atomic_write_text  # noqa: F401 - re-exported: the checkpoint writers' text sibling
-from ..files import check_folder_path, is_temporary, temporary_sibling
+from ..files import remove_stale_temp_files  # noqa: F401 - re-exported: the run folders' clean-up
+from ..files import check_folder_path, temporary_sibling
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -59,18 +59,6 @@ def lock_folder(folder: Path):
     handle.write(f"s2dc pid {os.getpid()}\n")
     handle.flush()
     return handle
-
-
-def remove_stale_temp_files(folder: Path, *written: str) -> None:
-    """Delete the temporary files that an interrupted atomic write of one of ``written`` (file names, or glob
-    patterns such as ``step_????????.pt``) left in ``folder``: ``.<name>.<...>.tmp``; nothing else, so a user's
-    ``.draft.tmp`` stays."""
-    folder = Path(folder)
-    if folder.is_dir():
-        for path in folder.iterdir():
-            if path.is_file() and is_temporary(path.name) and any(
-                    fnmatch.fnmatchcase(path.name, f".{name}.*.tmp") for name in written):
-                path.unlink(missing_ok=True)
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:

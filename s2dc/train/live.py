@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from s2dc.files import atomic_write_text
+from s2dc.files import atomic_write_text, remove_stale_temp_files
 
 
 class MetricLog:
@@ -24,7 +24,8 @@ class MetricLog:
     in and stages its files in the user's index (treeverse/dvclive#539), and costs ~1.3 s of start-up per run.
     ``resume_step``: continue an earlier log, first dropping the rows it wrote after that step (a run killed
     between logging and checkpointing would otherwise log those steps twice); without it, an earlier log in
-    ``folder`` is replaced.
+    ``folder`` is replaced. Either way the temporary files of a killed run's writes go first
+    (:func:`remove_stale_writes`).
     """
 
     def __init__(self, folder: str | Path, resume_step: int | None = None) -> None:
@@ -33,6 +34,7 @@ class MetricLog:
         self.summary_file = self.folder / "metrics.json"
         self.summary: dict = {}
         self.step: int | None = None
+        remove_stale_writes(self.folder)
         if resume_step is None:
             shutil.rmtree(self.curves, ignore_errors=True)
             self.summary_file.unlink(missing_ok=True)
@@ -70,6 +72,16 @@ class MetricLog:
         self.summary.pop("step", None)
         self.summary["step"] = self.step  # last, as DVCLive writes it
         atomic_write_text(self.summary_file, json.dumps(self.summary, indent=4) + "\n")
+
+
+def remove_stale_writes(folder: Path) -> None:
+    """Delete the temporary files that a killed run's atomic writes left in ``folder``: ``metrics.json``'s and the
+    curves' (:func:`truncate_history`). The workflow copies a pretraining's folder as its curves, where such a file is
+    no curve (its start check refuses it)."""
+    curves = Path(folder) / "plots" / "metrics"
+    remove_stale_temp_files(folder, "metrics.json")
+    for sub in (curves, *curves.rglob("*")):
+        remove_stale_temp_files(sub, "*.tsv")  # a file is no folder: passed over
 
 
 def truncate_history(folder: Path, step: int) -> None:
