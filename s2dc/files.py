@@ -42,6 +42,14 @@ def is_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 
 
+def is_abandoned_temporary(path: Path) -> bool:
+    """Is ``path`` the temporary file of an atomic write (:func:`temporary_sibling`, :func:`work_sibling`:
+    ``.<name>.<...>.<pid>.tmp``) whose process of this host is gone (killed before it renamed the file in)?"""
+    path = Path(path)
+    found = re.fullmatch(r"\..+\.(\d+)\.tmp", path.name)
+    return found is not None and path.is_file() and not path.is_symlink() and not _running(int(found[1]))
+
+
 def remove_stale_temp_files(folder: Path, *written: str) -> None:
     """Delete the temporary files that an interrupted atomic write of one of ``written`` (file names, or glob
     patterns such as ``step_????????.pt``) left in ``folder``: ``.<name>.<...>.tmp``; nothing else, so a user's

@@ -534,6 +534,7 @@ def check_job_outputs(config: dict) -> None:
 
     from s2dc.data.provenance import writer_of
     from s2dc.eval.outputs import check_probe_out
+    from s2dc.files import is_abandoned_temporary
     from s2dc.pyplot import check_png_out, is_s2dc_png
     from s2dc.report.curves import RECORD, is_own_table
     from s2dc.report.outputs import is_own
@@ -613,6 +614,8 @@ def check_job_outputs(config: dict) -> None:
                 if path.is_dir() and not path.is_symlink():
                     continue
                 if name == SNAKEMAKE_TIMESTAMP or (folder == "curves" and name == RECORD):
+                    continue
+                if is_abandoned_temporary(path):  # what a killed job was renaming in: the job, unfinished, runs again
                     continue
                 if folder == "curves":
                     own = is_own_table(top, name)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from s2dc.train.live import MetricLog
 from s2dc.train.outputs import foreign_curve_files
@@ -55,3 +56,33 @@ def test_a_curve_log_killed_while_writing_leaves_nothing_for_the_next_run_to_cop
     (live / "notes" / ".draft.tmp").write_text("mine")  # a file of a user's is no write of the log's
     MetricLog(live).close()  # the run started afresh
     assert [p.name for p in foreign_curve_files(live)] == [".draft.tmp"]
+
+
+def test_a_plots_job_killed_while_writing_does_not_stop_the_workflows_next_start(tmp_path, monkeypatch):
+    """`kill -9` of a Snakemake run (its process group) while its plots job renamed a figure or a curve table in left
+    the temporary file in results/<scale>/figures/benchmark/ or curves/: running the same command again stopped at
+    start ('... .label_ratio.png.<pid>.tmp is not a figure s2dc plots drew ... (nothing was run)'), where the README
+    promises that the killed run is recovered by running it again (the job, unfinished, is run again and Snakemake
+    deletes those folders first). A user's file there is still refused."""
+    import pytest
+    import yaml
+    from snakemake.utils import validate
+
+    from s2dc.workflow_checks import ForeignOutputError, check_job_outputs
+
+    for target in ("figures/benchmark/label_ratio.png", "curves/.s2dc-curves.json"):
+        killed_before_rename(f"""
+            from pathlib import Path
+            from s2dc.files import atomic_write_bytes
+            atomic_write_bytes(Path("results/smoke/{target}"), b"drawn")
+            """, target, tmp_path)
+    left = sorted(p.name.rsplit(".", 2)[0] for p in (tmp_path / "results/smoke").rglob(".*.tmp"))
+    assert left == ["..s2dc-curves.json", ".label_ratio.png"]
+    repo = Path(__file__).resolve().parents[1]
+    config = {**yaml.safe_load((repo / "params.yaml").read_text()), "scale": "smoke"}
+    validate(config, str(repo / "workflow/schemas/params.schema.yaml"))
+    monkeypatch.chdir(tmp_path)
+    check_job_outputs(config)
+    (tmp_path / "results/smoke/figures/benchmark/.notes.tmp").write_text("mine")
+    with pytest.raises(ForeignOutputError, match="notes.tmp"):
+        check_job_outputs(config)
