@@ -50,6 +50,13 @@ def is_abandoned_temporary(path: Path) -> bool:
     return found is not None and path.is_file() and not path.is_symlink() and not _running(int(found[1]))
 
 
+def remove_abandoned_temporaries(folder: Path) -> None:
+    """Delete the files under ``folder`` that :func:`is_abandoned_temporary` tells (a user's ``.draft.tmp`` stays)."""
+    for path in Path(folder).rglob(".*.tmp"):
+        if is_abandoned_temporary(path):
+            path.unlink(missing_ok=True)
+
+
 def remove_stale_temp_files(folder: Path, *written: str) -> None:
     """Delete the temporary files that an interrupted atomic write of one of ``written`` (file names, or glob
     patterns such as ``step_????????.pt``) left in ``folder``: ``.<name>.<...>.tmp``; nothing else, so a user's

@@ -86,3 +86,46 @@ def test_a_plots_job_killed_while_writing_does_not_stop_the_workflows_next_start
     (tmp_path / "results/smoke/figures/benchmark/.notes.tmp").write_text("mine")
     with pytest.raises(ForeignOutputError, match="notes.tmp"):
         check_job_outputs(config)
+
+
+def test_a_report_killed_while_renaming_its_tables_in_leaves_nothing_after_its_rerun(tmp_path):
+    """`s2dc report` (and `ablation-table`) stage every table beside it, then rename them in; `kill -9` between the
+    renames left the staged tables (``.benchmark.md.<host>.<pid>.tmp``), and its rerun, which wrote every table,
+    kept them: `git add results/<scale>` (the README's way to record a baseline) took them in."""
+    from s2dc.report.tables import _write_all
+
+    texts = {"benchmark.csv": "dataset,task,metric,method,label_ratio,\n",
+             "benchmark.md": "| dataset | task | metric | method | labels |\n"}
+    killed_before_rename(f"""
+        from pathlib import Path
+        from s2dc.report.tables import _write_all
+        _write_all(Path("out"), {texts!r})
+        """, "out/benchmark.md", tmp_path)
+    out = tmp_path / "out"
+    assert [p.name.split(".")[1] for p in out.glob(".*.tmp")] == ["benchmark"]
+    (out / ".draft.tmp").write_text("mine")
+    _write_all(out, texts)
+    assert sorted(p.name for p in out.iterdir()) == [".draft.tmp", "benchmark.csv", "benchmark.md"]
+
+
+def test_plots_remove_what_a_killed_plots_run_was_renaming_in(tmp_path):
+    """`kill -9` of `s2dc plots` while it renamed a figure or curve table in left the temporary file
+    (``.label_ratio.png.<pid>.tmp``) in --figures or --curves, and its rerun kept it (in results/<scale>/, `git add
+    results/<scale>` took it in). A file of a user's there stays."""
+    from test_report import write_run
+
+    from s2dc.cli import main
+
+    for target in ("figures/label_ratio.png", "curves/val_score/x.tsv"):
+        killed_before_rename(f"""
+            from pathlib import Path
+            from s2dc.files import atomic_write_bytes
+            atomic_write_bytes(Path("{target}"), b"drawn")
+            """, target, tmp_path)
+    assert len(list(tmp_path.rglob(".*.tmp"))) == 2
+    (tmp_path / "figures" / ".draft.tmp").write_text("mine")
+    (tmp_path / "run/dvclive/plots/metrics/train").mkdir(parents=True)
+    (tmp_path / "run/dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n1\t0.5\n")
+    run = write_run(tmp_path / "run", "s2dc", 0, 0.5, name="metrics.json")
+    assert main(["plots", str(run), "--figures", str(tmp_path / "figures"), "--curves", str(tmp_path / "curves")]) == 0
+    assert [p.name for p in tmp_path.rglob(".*.tmp")] == [".draft.tmp"]
