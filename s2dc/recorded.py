@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from .files import atomic_write_bytes, atomic_write_text, work_sibling
+from .files import atomic_write_bytes, atomic_write_text, remove_abandoned, work_sibling
 
 
 def _sha256(data: bytes) -> str:
@@ -63,8 +63,11 @@ def replace_all(folder: Path, contents: dict[str, bytes]) -> list[Path]:
     are renamed in; stopped or failing on the way (Ctrl-C, SIGTERM, a full disk) the files renamed so far are given
     their previous bytes back (or removed where there were none), so that the folder never holds a mix of the
     previous files and the new. (Killed outright between two renames, it can: no file system renames several files
-    as one.) Check the names first: whatever is there is replaced."""
+    as one; the next call removes what the killed one had staged.) Check the names first: whatever is there is
+    replaced."""
     paths = {name: Path(folder) / name for name in contents}
+    for parent in {path.parent for path in paths.values()}:
+        remove_abandoned(parent)
     before = {name: path.read_bytes() for name, path in paths.items() if path.is_file()}
     staged: dict[str, Path] = {}
     done: list[str] = []

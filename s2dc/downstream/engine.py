@@ -41,17 +41,15 @@ from ..data.registry import spec_digest
 from ..data.splits import choose_subset, refuse_training_cases_in_validation
 from ..data.volumes import check_all
 from ..export import load_encoder_weights
-from ..files import file_sha256, is_json_with, is_temporary
+from ..files import atomic_write_text, file_sha256, is_json_with, is_temporary, remove_stale_temp_files
 from ..models.cpu_conv import batch_of_one_convs_on_onednn
 from ..train.checkpoint import (
     atomic_save,
-    atomic_write_text,
     checkpoint_path,
     list_checkpoints,
     load_checkpoint,
     lock_folder,
     prune,
-    remove_stale_temp_files,
     rng_state,
     set_rng_state,
 )

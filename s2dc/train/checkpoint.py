@@ -12,8 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..files import atomic_write_text  # noqa: F401 - re-exported: the checkpoint writers' text sibling
-from ..files import remove_stale_temp_files  # noqa: F401 - re-exported: the run folders' clean-up
 from ..files import check_folder_path, temporary_sibling
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")

@@ -27,20 +27,18 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data.datalist import list_volumes
 from ..data.errors import DataError
 from ..data.volumes import CachedVolumes, check_all
-from ..files import is_json_with
+from ..files import atomic_write_text, is_json_with, remove_stale_temp_files
 from ..losses.s2dc_loss import S2DCLoss
 from ..models.queue import KeyQueue
 from ..models.s2dc_net import EMATeacher, S2DCNet, momentum_at
 from ..views import make_views
 from .checkpoint import (
     atomic_save,
-    atomic_write_text,
     checkpoint_path,
     list_checkpoints,
     load_checkpoint,
     lock_folder,
     prune,
-    remove_stale_temp_files,
     rng_state,
     set_rng_state,
 )
