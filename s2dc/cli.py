@@ -102,7 +102,7 @@ def _report(args: argparse.Namespace) -> int:
 def _plots(args: argparse.Namespace) -> int:
     from .files import remove_abandoned_temporaries
     from .pyplot import check_png_out
-    from .report.curves import check_curves_out, curve_tables, write_curves
+    from .report.curves import RECORD, check_curves_out, curve_tables, write_curves
     from .report.effect import draw_effect, effect_table
     from .report.figures import draw_benchmark
     from .report.tables import check_probed_encoders, collect_probes, runs_frame, summarise
@@ -120,8 +120,10 @@ def _plots(args: argparse.Namespace) -> int:
     check_out_dir(Path(args.curves), "--curves")
     check_curves_out(Path(args.curves), list(tables))
     check_png_out(Path(args.figures) / "effect.png")
-    for folder in (args.figures, args.curves):  # what a killed run was renaming in
-        remove_abandoned_temporaries(Path(folder))
+    # what a killed run was renaming in (only that: the folders may be a user's)
+    remove_abandoned_temporaries(Path(args.figures), "*.png", "per_class/*.png")
+    remove_abandoned_temporaries(Path(args.curves), RECORD, "train_loss/*.tsv", "val_score/*.tsv",
+                                 "pretrain_loss/*.tsv")
     figures = draw_benchmark(rows, Path(args.figures))
     if len(effect):
         figures.append(draw_effect(effect, Path(args.figures) / "effect.png"))

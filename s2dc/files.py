@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 import socket
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 
 def check_folder_path(folder: str | Path, what: str) -> None:
@@ -50,11 +50,15 @@ def is_abandoned_temporary(path: Path) -> bool:
     return found is not None and path.is_file() and not path.is_symlink() and not _running(int(found[1]))
 
 
-def remove_abandoned_temporaries(folder: Path) -> None:
-    """Delete the files under ``folder`` that :func:`is_abandoned_temporary` tells (a user's ``.draft.tmp`` stays)."""
-    for path in Path(folder).rglob(".*.tmp"):
-        if is_abandoned_temporary(path):
-            path.unlink(missing_ok=True)
+def remove_abandoned_temporaries(folder: Path, *written: str) -> None:
+    """Delete the temporary files that killed writes of ``written`` (glob patterns of paths under ``folder``, e.g.
+    ``per_class/*.png``) left: those :func:`is_abandoned_temporary` tells, beside a path ``written`` matches; nothing
+    else (``folder`` may be a user's: a user's ``.draft.<n>.tmp``, another program's or host's file stays)."""
+    for pattern in written:
+        where = PurePosixPath(pattern)
+        for path in Path(folder).glob(str(where.parent / f".{where.name}.*.tmp")):
+            if is_abandoned_temporary(path):
+                path.unlink(missing_ok=True)
 
 
 def remove_stale_temp_files(folder: Path, *written: str) -> None:

@@ -129,3 +129,33 @@ def test_plots_remove_what_a_killed_plots_run_was_renaming_in(tmp_path):
     run = write_run(tmp_path / "run", "s2dc", 0, 0.5, name="metrics.json")
     assert main(["plots", str(run), "--figures", str(tmp_path / "figures"), "--curves", str(tmp_path / "curves")]) == 0
     assert [p.name for p in tmp_path.rglob(".*.tmp")] == [".draft.tmp"]
+
+
+#: A process id above Linux's pid_max (2**22): no process has it, so a file named after it is a killed process's.
+GONE = 99999999
+
+
+def test_plots_remove_only_their_own_temporaries_not_a_users_or_another_hosts(tmp_path):
+    """The clean-up of what a killed `s2dc plots` left searched the whole of --figures and --curves, folders the user
+    chooses, and deleted every '.<name>.<digits>.tmp' whose number is no process of this host: a user's
+    '.todo.<n>.tmp', and the live temporary file of a run on another node sharing the file system (--figures
+    results/<scale> while a SLURM job writes its metrics.json there). Only the temporary files of what plots writes
+    go (a figure, a curve table, the curves' record)."""
+    from test_report import write_run
+
+    from s2dc.cli import main
+
+    figures, curves = tmp_path / "figures", tmp_path / "curves"
+    kept = [figures / f".todo.{GONE}.tmp", figures / "notes" / f".draft.{GONE}.tmp",
+            figures / "run" / "dvclive" / f".metrics.json.{GONE}.tmp", curves / f".mine.csv.{GONE}.tmp"]
+    gone = [figures / f".label_ratio.png.{GONE}.tmp", figures / "per_class" / f".x.png.{GONE}.tmp",
+            curves / f"..s2dc-curves.json.{GONE}.tmp", curves / "val_score" / f".x.tsv.{GONE}.tmp"]
+    for path in kept + gone:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("left")
+    (tmp_path / "run/dvclive/plots/metrics/train").mkdir(parents=True)
+    (tmp_path / "run/dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n1\t0.5\n")
+    run = write_run(tmp_path / "run", "s2dc", 0, 0.5, name="metrics.json")
+    assert main(["plots", str(run), "--figures", str(figures), "--curves", str(curves)]) == 0
+    assert [p for p in kept + gone if p.exists()] == kept
+
