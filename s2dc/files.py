@@ -42,12 +42,18 @@ def is_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 
 
-def is_abandoned_temporary(path: Path) -> bool:
-    """Is ``path`` the temporary file of an atomic write (:func:`temporary_sibling`, :func:`work_sibling`:
-    ``.<name>.<...>.<pid>.tmp``) whose process of this host is gone (killed before it renamed the file in)?"""
+def is_abandoned_temporary(path: Path, *targets: str) -> bool:
+    """Is ``path`` the temporary file of an atomic write of a file whose name one of ``targets`` (glob patterns, e.g.
+    ``*.png``) matches (:func:`temporary_sibling`: ``.<name>.<pid>.tmp``; :func:`work_sibling` of this host:
+    ``.<name>.<host>.<pid>.tmp``) whose process is gone (killed before it renamed the file in)? A
+    :func:`temporary_sibling` names no host: its process is taken for one of this host's."""
     path = Path(path)
-    found = re.fullmatch(r"\..+\.(\d+)\.tmp", path.name)
-    return found is not None and path.is_file() and not path.is_symlink() and not _running(int(found[1]))
+    found = re.fullmatch(r"\.(.+)\.(\d+)\.tmp", path.name)
+    if found is None or not path.is_file() or path.is_symlink():
+        return False
+    name, host = found[1], f".{socket.gethostname()}"
+    names = [name, name.removesuffix(host)] if name.endswith(host) else [name]
+    return any(fnmatch.fnmatchcase(n, t) for n in names for t in targets) and not _running(int(found[2]))
 
 
 def remove_abandoned_temporaries(folder: Path, *written: str) -> None:
@@ -57,7 +63,7 @@ def remove_abandoned_temporaries(folder: Path, *written: str) -> None:
     for pattern in written:
         where = PurePosixPath(pattern)
         for path in Path(folder).glob(str(where.parent / f".{where.name}.*.tmp")):
-            if is_abandoned_temporary(path):
+            if is_abandoned_temporary(path, where.name):
                 path.unlink(missing_ok=True)
 
 

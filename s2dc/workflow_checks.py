@@ -615,7 +615,9 @@ def check_job_outputs(config: dict) -> None:
                     continue
                 if name == SNAKEMAKE_TIMESTAMP or (folder == "curves" and name == RECORD):
                     continue
-                if is_abandoned_temporary(path):  # what a killed job was renaming in: the job, unfinished, runs again
+                # what a killed job was renaming in (a figure; a curve table, the record): the job, unfinished, runs
+                # again
+                if is_abandoned_temporary(path, *(("*.tsv", RECORD) if folder == "curves" else ("*.png",))):
                     continue
                 if folder == "curves":
                     own = is_own_table(top, name)

@@ -4,6 +4,7 @@ result, and the next run (or the workflow's start) carries on."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -159,3 +160,31 @@ def test_plots_remove_only_their_own_temporaries_not_a_users_or_another_hosts(tm
     assert main(["plots", str(run), "--figures", str(figures), "--curves", str(curves)]) == 0
     assert [p for p in kept + gone if p.exists()] == kept
 
+
+def test_the_workflows_start_still_refuses_a_users_file_named_like_a_temporary(tmp_path, monkeypatch):
+    """The start check passes over the temporary file of a killed plots job (Snakemake deletes the folder and runs
+    the job again), but took any '.<name>.<digits>.tmp' for one: a user's '.notes.<n>.tmp' in figures/benchmark/
+    was no longer refused, and was lost with the folder. Only a figure's temporary there (a curve table's or the
+    record's in curves/) is passed over."""
+    import pytest
+    import yaml
+    from snakemake.utils import validate
+
+    from s2dc.workflow_checks import ForeignOutputError, check_job_outputs
+
+    repo = Path(__file__).resolve().parents[1]
+    config = {**yaml.safe_load((repo / "params.yaml").read_text()), "scale": "smoke"}
+    validate(config, str(repo / "workflow/schemas/params.schema.yaml"))
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "results/smoke"
+    for path in (root / f"figures/benchmark/.label_ratio.png.{GONE}.tmp",
+                 root / f"figures/benchmark/per_class/.x.png.{GONE}.tmp",
+                 root / f"curves/train_loss/.x.tsv.{GONE}.tmp", root / f"curves/..s2dc-curves.json.{GONE}.tmp"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("left")
+    check_job_outputs(config)
+    for mine in (f"figures/benchmark/.notes.{GONE}.tmp", f"curves/.mine.csv.{GONE}.tmp"):
+        (root / mine).write_text("mine")
+        with pytest.raises(ForeignOutputError, match=re.escape(Path(mine).name)):
+            check_job_outputs(config)
+        (root / mine).unlink()
