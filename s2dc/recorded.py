@@ -77,10 +77,12 @@ def replace_all(folder: Path, contents: dict[str, bytes]) -> list[Path]:
             staged[name] = work_sibling(paths[name], "tmp")
             staged[name].write_bytes(data)
         for name, tmp in staged.items():
+            done.append(name)  # before the rename: a signal taken as it returns must not leave it out
             os.replace(tmp, paths[name])
-            done.append(name)
     except BaseException:
         for name in reversed(done):
+            if staged[name].exists():  # not renamed in: its target is as it was
+                continue
             if name in before:
                 atomic_write_bytes(paths[name], before[name])
             else:

@@ -144,3 +144,28 @@ def test_an_interrupted_write_of_recorded_tables_leaves_the_previous_ones_not_a_
     check_recorded(tmp_path, names, ".record.json", "a table")  # still ours: not refused
     write_recorded(tmp_path, {n: f"new {n}\n" for n in names}, ".record.json")
     assert [(tmp_path / n).read_text() for n in names] == [f"new {n}\n" for n in names]
+
+
+def test_a_ctrl_c_just_after_a_rename_still_gives_that_file_its_previous_bytes(tmp_path, monkeypatch):
+    """replace_all noted a file as renamed in only after os.replace returned: a Ctrl-C (SIGINT, SIGTERM) taken between
+    the rename and that note (Python runs its signal handlers between two bytecodes) left that file new beside the
+    older ones given back, the mix the all-or-none write is there to prevent."""
+    import os
+
+    from s2dc.recorded import replace_all
+
+    names = ["a.md", "b.md", "c.md"]
+    replace_all(tmp_path, {n: f"old {n}\n".encode() for n in names})
+    real, calls = os.replace, []
+
+    def signal_on_return(src, dst, *args, **kwargs):
+        real(src, dst, *args, **kwargs)
+        calls.append(dst)
+        if len(calls) == 2:  # the signal taken as the second rename returns
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("os.replace", signal_on_return)
+    with pytest.raises(KeyboardInterrupt):
+        replace_all(tmp_path, {n: f"new {n}\n".encode() for n in names})
+    monkeypatch.undo()
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {n: f"old {n}\n" for n in names}
