@@ -279,3 +279,26 @@ def test_the_reviews_sweep_findings(tmp_path):
         params={"x": 0.5}, distributions={"x": optuna.distributions.FloatDistribution(0.0, 1.0)},
         user_attrs={"worker": {"host": "elsewhere", "pid": 1}, "heartbeat": time.time() - 60.0}, system_attrs={})
     assert is_dead(ahead, time.time(), grace=10, host=socket.gethostname())
+
+
+def test_two_workers_claiming_a_new_study_folder_at_once_are_both_let_in(tmp_path):
+    """The pipeline starts its sweep workers together: the second checked the study's new trial folder while the first
+    was writing its claim (the record's temporary file there, not yet renamed in), took that file for trials of an
+    older s2dc and refused to start ('holds files but no .s2dc-storage.json'), so the sweep ran on one worker and
+    failed (`dvc repro experiments/dvc.yaml`, 2026-12-05). A claim being written is no trial: both are let in, and a
+    worker of another storage is still refused."""
+    from s2dc.tune.objective import OWNER, claim_study_folder, storage_label
+
+    folder = tmp_path / "work" / "s2dc-quick-x"
+    folder.mkdir(parents=True)
+    first = (tmp_path / "study.journal").as_posix()
+    (folder / f".{OWNER}.{os.getpid() + 1}.tmp").write_text(json.dumps({"storage": storage_label(first)}))
+    claim_study_folder(folder, first)  # the second worker, while the first's record is being written
+    assert json.loads((folder / OWNER).read_text()) == {"storage": storage_label(first)}
+    claim_study_folder(folder, first)  # the first, its record found written
+    with pytest.raises(ValueError, match="holds the trial folders of study 's2dc-quick-x' in the storage"):
+        claim_study_folder(folder, (tmp_path / "other.journal").as_posix())
+    (folder / OWNER).unlink()
+    (folder / "trial_0000").mkdir()  # trials and no record: an older s2dc's, still refused
+    with pytest.raises(ValueError, match="holds files but no .s2dc-storage.json"):
+        claim_study_folder(folder, first)

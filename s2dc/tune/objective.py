@@ -12,6 +12,7 @@ concurrent workers can share them) unless the base options set ``data.cache_dir`
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -22,7 +23,7 @@ from ..data.datalist import read_datalist, registry_spec
 from ..data.registry import pool_for
 from ..downstream.defaults import fill_finetune_defaults
 from ..downstream.engine import finetune
-from ..files import atomic_write_text, is_json_with
+from ..files import is_json_with, is_temporary, temporary_sibling
 from ..train.config import build_config as build_pretrain_config
 from ..train.finetune_config import build_config as build_finetune_config
 from ..train.pretrain import pretrain
@@ -47,20 +48,35 @@ def storage_label(storage: str) -> str:
 def claim_study_folder(folder: Path, storage: str) -> None:
     """Record in ``folder`` (``<out_dir>/<study>``) that its trial folders are those of the study in ``storage``;
     raise ValueError naming the folder and the other storage if a study of the same name in another storage (or an
-    older s2dc, which recorded none) holds it: the trials of one would delete the other's folders."""
+    older s2dc, which recorded none) holds it: the trials of one would delete the other's folders. Workers started
+    together may claim a new folder at once: the first record made is the claim (:func:`_record_once`), and another
+    worker's record being written is no trial."""
     label, record = storage_label(storage), folder / OWNER
-    if is_json_with(record, {"storage"}):
-        owner = json.loads(record.read_text())["storage"]
-        if owner != label:
-            raise ValueError(f"sweep out_dir: '{folder}' holds the trial folders of study {folder.name!r} in the "
-                             f"storage '{owner}', not in '{label}'; its trials would delete them: give this sweep "
-                             "another study name or another out_dir")
-        return
-    if folder.is_dir() and any(folder.iterdir()):
-        raise ValueError(f"sweep out_dir: '{folder}' holds files but no {OWNER} saying which storage's study of that "
-                         "name they belong to (an older s2dc's trials, or not a sweep's): its trials would delete "
-                         "them; move them away, or give this sweep another study name or out_dir")
-    atomic_write_text(record, json.dumps({"storage": label}))
+    if not is_json_with(record, {"storage"}):
+        if folder.is_dir() and any(not is_temporary(p.name) for p in folder.iterdir()):
+            raise ValueError(f"sweep out_dir: '{folder}' holds files but no {OWNER} saying which storage's study of "
+                             "that name they belong to (an older s2dc's trials, or not a sweep's): its trials would "
+                             "delete them; move them away, or give this sweep another study name or out_dir")
+        _record_once(record, json.dumps({"storage": label}))
+    owner = json.loads(record.read_text())["storage"]
+    if owner != label:
+        raise ValueError(f"sweep out_dir: '{folder}' holds the trial folders of study {folder.name!r} in the "
+                         f"storage '{owner}', not in '{label}'; its trials would delete them: give this sweep "
+                         "another study name or another out_dir")
+
+
+def _record_once(record: Path, text: str) -> None:
+    """Create ``record`` holding ``text`` unless another process made it first (written beside it, then hard-linked
+    in: a link fails where the name exists, and no reader sees a part of it)."""
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(record)
+    try:
+        tmp.write_text(text)
+        os.link(tmp, record)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def make_objective(spec: SweepSpec, storage: str, study_name: str):
