@@ -164,6 +164,19 @@ def seg_dir(tmp_path_factory):
 REPO = Path(__file__).resolve().parents[1]
 
 
+def stopped_at_third_replace(real):
+    """os.replace that is interrupted (KeyboardInterrupt) on its third call: a write of several files stopped
+    between two renames."""
+    calls = []
+
+    def replace(src, dst, *args, **kwargs):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(src, dst, *args, **kwargs)
+    return replace
+
+
 def snakemake(workdir: Path, *args: str, configfile: Path | None = None):
     """Run this repository's Snakefile with its working directory in ``workdir``, as `snakemake <args>` would, with
     what it and its jobs write to stdout and stderr, in this process (:func:`run_here`)."""

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from conftest import stopped_at_third_replace
 from s2dc.cli import main
 
 
@@ -59,24 +60,12 @@ def test_an_interrupted_report_leaves_the_previous_tables_not_a_mix(tmp_path, mo
     second = tmp_path / "again"
     second.mkdir()
     runs = [run_file(second, "s2dc", s, 0.6 + 0.1 * s) for s in (0, 1)]
-    monkeypatch.setattr("os.replace", _stopped_at_third_replace(__import__("os").replace))
+    monkeypatch.setattr("os.replace", stopped_at_third_replace(__import__("os").replace))
     with pytest.raises(KeyboardInterrupt):
         main(["report", "--out", str(out), *map(str, runs)])
     monkeypatch.undo()
     after = {p.name: p.read_bytes() for p in out.iterdir()}
     assert after == before
-
-
-def _stopped_at_third_replace(real):
-    """os.replace that is interrupted on its third call (the third table renamed into place)."""
-    calls = []
-
-    def replace(src, dst, *args, **kwargs):
-        calls.append(dst)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(src, dst, *args, **kwargs)
-    return replace
 
 
 def _run_with_curve(folder, method, seed, value):
@@ -136,7 +125,7 @@ def test_an_interrupted_write_of_recorded_tables_leaves_the_previous_ones_not_a_
     names = ["a.tsv", "b.tsv", "c.tsv", "d.tsv"]
     write_recorded(tmp_path, {n: f"old {n}\n" for n in names}, ".record.json")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != ".record.json"}
-    monkeypatch.setattr("os.replace", _stopped_at_third_replace(__import__("os").replace))
+    monkeypatch.setattr("os.replace", stopped_at_third_replace(__import__("os").replace))
     with pytest.raises(KeyboardInterrupt):
         write_recorded(tmp_path, {n: f"new {n}\n" for n in names}, ".record.json")
     monkeypatch.undo()

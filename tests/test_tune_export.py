@@ -11,6 +11,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from conftest import stopped_at_third_replace
 from s2dc.cli import main
 from s2dc.tune.export import export_study
 from s2dc.tune.space import parse_space
@@ -239,7 +240,7 @@ def test_an_interrupted_export_leaves_the_previous_export_not_a_mix(tmp_path, mo
     if stop == "a figure":
         monkeypatch.setattr("s2dc.tune.export.parallel_figure", _interrupted)
     else:
-        monkeypatch.setattr("os.replace", _stopped_at_third_replace(__import__("os").replace))
+        monkeypatch.setattr("os.replace", stopped_at_third_replace(__import__("os").replace))
     with pytest.raises(KeyboardInterrupt):
         export_study(str(storage), "second", out)
     monkeypatch.undo()
@@ -250,15 +251,3 @@ def test_an_interrupted_export_leaves_the_previous_export_not_a_mix(tmp_path, mo
 
 def _interrupted(*args, **kwargs):
     raise KeyboardInterrupt
-
-
-def _stopped_at_third_replace(real):
-    """os.replace that is interrupted on its third call."""
-    calls = []
-
-    def replace(src, dst, *args, **kwargs):
-        calls.append(dst)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(src, dst, *args, **kwargs)
-    return replace
