@@ -100,7 +100,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _plots(args: argparse.Namespace) -> int:
-    from .files import remove_abandoned_temporaries
+    from .files import remove_abandoned
     from .pyplot import check_png_out
     from .report.curves import RECORD, check_curves_out, curve_tables, write_curves
     from .report.effect import draw_effect, effect_table
@@ -121,8 +121,8 @@ def _plots(args: argparse.Namespace) -> int:
     check_curves_out(Path(args.curves), list(tables))
     check_png_out(Path(args.figures) / "effect.png")
     # what a killed run was renaming in (only that: the folders may be a user's)
-    remove_abandoned_temporaries(Path(args.figures), "*.png", "per_class/*.png")
-    remove_abandoned_temporaries(Path(args.curves), RECORD, "train_loss/*.tsv", "val_score/*.tsv",
+    remove_abandoned(Path(args.figures), "*.png", "per_class/*.png")
+    remove_abandoned(Path(args.curves), RECORD, "train_loss/*.tsv", "val_score/*.tsv",
                                  "pretrain_loss/*.tsv")
     figures = draw_benchmark(rows, Path(args.figures))
     if len(effect):

@@ -32,58 +32,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def temporary_sibling(path: Path) -> Path:
-    """Where an atomic write of ``path`` writes first: ``.<name>.<pid>.tmp`` beside it."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def is_temporary(name: str) -> bool:
-    """Is ``name`` that of a :func:`temporary_sibling` (one an interrupted write may leave behind)?"""
-    return name.startswith(".") and name.endswith(".tmp")
-
-
-def is_abandoned_temporary(path: Path, *targets: str) -> bool:
-    """Is ``path`` the temporary file of an atomic write of a file whose name one of ``targets`` (glob patterns, e.g.
-    ``*.png``) matches (:func:`temporary_sibling`: ``.<name>.<pid>.tmp``; :func:`work_sibling` of this host:
-    ``.<name>.<host>.<pid>.tmp``) whose process is gone (killed before it renamed the file in)? A
-    :func:`temporary_sibling` names no host: its process is taken for one of this host's."""
-    path = Path(path)
-    found = re.fullmatch(r"\.(.+)\.(\d+)\.tmp", path.name)
-    if found is None or not path.is_file() or path.is_symlink():
-        return False
-    name, host = found[1], f".{socket.gethostname()}"
-    names = [name, name.removesuffix(host)] if name.endswith(host) else [name]
-    return any(fnmatch.fnmatchcase(n, t) for n in names for t in targets) and not _running(int(found[2]))
-
-
-def remove_abandoned_temporaries(folder: Path, *written: str) -> None:
-    """Delete the temporary files that killed writes of ``written`` (glob patterns of paths under ``folder``, e.g.
-    ``per_class/*.png``) left: those :func:`is_abandoned_temporary` tells, beside a path ``written`` matches; nothing
-    else (``folder`` may be a user's: a user's ``.draft.<n>.tmp``, another program's or host's file stays)."""
-    for pattern in written:
-        where = PurePosixPath(pattern)
-        for path in Path(folder).glob(str(where.parent / f".{where.name}.*.tmp")):
-            if is_abandoned_temporary(path, where.name):
-                path.unlink(missing_ok=True)
-
-
-def remove_stale_temp_files(folder: Path, *written: str) -> None:
-    """Delete the temporary files that an interrupted atomic write of one of ``written`` (file names, or glob
-    patterns such as ``step_????????.pt``) left in ``folder``: ``.<name>.<...>.tmp``; nothing else, so a user's
-    ``.draft.tmp`` stays."""
-    folder = Path(folder)
-    if folder.is_dir():
-        for path in folder.iterdir():
-            if path.is_file() and is_temporary(path.name) and any(
-                    fnmatch.fnmatchcase(path.name, f".{name}.*.tmp") for name in written):
-                path.unlink(missing_ok=True)
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary sibling and a rename (never a half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path)
+    tmp = work_sibling(path, "tmp")
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
@@ -115,12 +68,42 @@ def file_stamp(path: Path) -> dict[str, int]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "ctime_ns": st.st_ctime_ns}
 
 
-def work_sibling(target: Path, what: str) -> Path:
-    """Where work in progress on ``target`` goes: ``.<name>.<host>.<pid>.<what>`` beside it (``what``: ``tmp`` for
-    what is being written, ``old`` for what it replaces), named after this process so that a later run can tell
-    one that a killed process left behind (:func:`remove_abandoned`)."""
+def work_sibling(target: Path, what: str = "tmp") -> Path:
+    """Where work in progress on ``target`` goes, the only naming of it: ``.<name>.<host>.<pid>.<what>`` beside it
+    (``what``: ``tmp`` for what is being written, every atomic write's temporary file, ``old`` for what it replaces),
+    named after this process so that a later run can tell one that a killed process left behind
+    (:func:`is_abandoned`, :func:`remove_abandoned`)."""
     target = Path(target)
     return target.with_name(f".{target.name}.{socket.gethostname()}.{os.getpid()}.{what}")
+
+
+def is_temporary(name: str) -> bool:
+    """Is ``name`` that of a ``tmp`` :func:`work_sibling` (or of another hidden ``.tmp`` file), one an interrupted write
+    may leave behind?"""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def is_abandoned(path: Path, *targets: str, every_host: bool = False) -> bool:
+    """Is ``path`` a :func:`work_sibling` of a file whose name one of ``targets`` (glob patterns, e.g. ``*.png``; none:
+    any) matches, left by a process of this host that no longer runs (killed before its own clean-up)? The work
+    sibling of a work sibling (an atomic write into one) counts as its target's. ``every_host``: any ``tmp`` work
+    sibling of ``targets``, whatever its process and host (the caller holds the folder's lock, so no other process
+    writes there: a run resumed on another node)."""
+    name = Path(path).name
+    if every_host:  # a host's name may hold dots: the pattern is matched whole
+        return any(fnmatch.fnmatchcase(name, f".{t}.*.tmp") for t in targets or ("*",))
+    pids: list[int] = []
+    while (found := _work_sibling_name(name)) is not None:
+        name, pid = found
+        pids.append(pid)
+    return bool(pids) and (not targets or any(fnmatch.fnmatchcase(name, t) for t in targets)) and not any(
+        _running(pid) for pid in pids)
+
+
+def _work_sibling_name(name: str) -> tuple[str, int] | None:
+    """``(target's name, pid)`` of this host's :func:`work_sibling` named ``name``, else None."""
+    found = re.fullmatch(rf"\.(.+)\.{re.escape(socket.gethostname())}\.(\d+)\.(?:tmp|old)", name, re.DOTALL)
+    return (found[1], int(found[2])) if found is not None else None
 
 
 def replace_folder(new: Path, target: Path) -> None:
@@ -143,25 +126,28 @@ def replace_folder(new: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def remove_abandoned(folder: Path, mark: str | None = None) -> None:
-    """Clean up the work siblings (:func:`work_sibling`) in ``folder`` of processes of this host that are gone (killed before
-    their own clean-up): a ``tmp`` one is removed, and so is the temporary file of an atomic write into one
-    (``.<work sibling>.<pid>.tmp``, :func:`temporary_sibling`); an ``old`` one is put back where its target is missing
-    (killed inside :func:`replace_folder`), else removed. ``mark``: only folders holding a file of that name are
-    touched."""
-    host = socket.gethostname()
-    name = re.compile(rf"\.(?P<target>.+)\.{re.escape(host)}\.(?P<pid>\d+)\.(?P<what>tmp|old)(?:\.\d+\.tmp)?")
-    for path in Path(folder).glob(".*"):
-        found = name.fullmatch(path.name)
-        if not found or _running(int(found["pid"])) or (mark is not None and not (path / mark).is_file()):
-            continue
-        target = path.with_name(found["target"])
-        if found["what"] == "old" and not (target.exists() or target.is_symlink()):
-            os.replace(path, target)
-        elif path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+def remove_abandoned(folder: Path, *targets: str, mark: str | None = None, every_host: bool = False) -> None:
+    """Clean up the work siblings in ``folder`` that :func:`is_abandoned` tells (killed processes' work in progress):
+    a ``tmp`` one is removed; an ``old`` one is put back where its target is missing (killed inside
+    :func:`replace_folder`), else removed. ``targets``: glob patterns of the paths under ``folder`` whose work siblings
+    to clean up (e.g. ``per_class/*.png``; none: any in ``folder``), nothing else, as ``folder`` may be a user's.
+    ``mark``: only work siblings that are folders holding a file of that name are touched. ``every_host``: see
+    :func:`is_abandoned`."""
+    where: dict[PurePosixPath, list[str]] = {}
+    for pattern in targets or ("*",):
+        where.setdefault(PurePosixPath(pattern).parent, []).append(PurePosixPath(pattern).name)
+    for sub, names in where.items():
+        for path in (Path(folder) / sub).glob(".*"):
+            if not is_abandoned(path, *names, every_host=every_host) or (
+                    mark is not None and not (path / mark).is_file()):
+                continue
+            target = path.with_name(_work_sibling_name(path.name)[0]) if path.name.endswith(".old") else None
+            if target is not None and not (target.exists() or target.is_symlink()):
+                os.replace(path, target)
+            elif path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def _running(pid: int) -> bool:

@@ -534,7 +534,7 @@ def check_job_outputs(config: dict) -> None:
 
     from s2dc.data.provenance import writer_of
     from s2dc.eval.outputs import check_probe_out
-    from s2dc.files import is_abandoned_temporary
+    from s2dc.files import is_abandoned
     from s2dc.pyplot import check_png_out, is_s2dc_png
     from s2dc.report.curves import RECORD, is_own_table
     from s2dc.report.outputs import is_own
@@ -617,7 +617,7 @@ def check_job_outputs(config: dict) -> None:
                     continue
                 # what a killed job was renaming in (a figure; a curve table, the record): the job, unfinished, runs
                 # again
-                if is_abandoned_temporary(path, *(("*.tsv", RECORD) if folder == "curves" else ("*.png",))):
+                if is_abandoned(path, *(("*.tsv", RECORD) if folder == "curves" else ("*.png",))):
                     continue
                 if folder == "curves":
                     own = is_own_table(top, name)

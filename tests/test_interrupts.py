@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -77,7 +78,7 @@ def test_a_plots_job_killed_while_writing_does_not_stop_the_workflows_next_start
             from s2dc.files import atomic_write_bytes
             atomic_write_bytes(Path("results/smoke/{target}"), b"drawn")
             """, target, tmp_path)
-    left = sorted(p.name.rsplit(".", 2)[0] for p in (tmp_path / "results/smoke").rglob(".*.tmp"))
+    left = sorted(p.name.split(f".{socket.gethostname()}.")[0] for p in (tmp_path / "results/smoke").rglob(".*.tmp"))
     assert left == ["..s2dc-curves.json", ".label_ratio.png"]
     repo = Path(__file__).resolve().parents[1]
     config = {**yaml.safe_load((repo / "params.yaml").read_text()), "scale": "smoke"}
@@ -147,10 +148,12 @@ def test_plots_remove_only_their_own_temporaries_not_a_users_or_another_hosts(tm
     from s2dc.cli import main
 
     figures, curves = tmp_path / "figures", tmp_path / "curves"
-    kept = [figures / f".todo.{GONE}.tmp", figures / "notes" / f".draft.{GONE}.tmp",
-            figures / "run" / "dvclive" / f".metrics.json.{GONE}.tmp", curves / f".mine.csv.{GONE}.tmp"]
-    gone = [figures / f".label_ratio.png.{GONE}.tmp", figures / "per_class" / f".x.png.{GONE}.tmp",
-            curves / f"..s2dc-curves.json.{GONE}.tmp", curves / "val_score" / f".x.tsv.{GONE}.tmp"]
+    host = socket.gethostname()
+    kept = [figures / f".todo.{GONE}.tmp", figures / "notes" / f".draft.{host}.{GONE}.tmp",
+            figures / "run" / "dvclive" / f".metrics.json.{host}.{GONE}.tmp", curves / f".mine.csv.{host}.{GONE}.tmp",
+            figures / f".label_ratio.png.elsewhere.{GONE}.tmp"]  # another node's, maybe running
+    gone = [figures / f".label_ratio.png.{host}.{GONE}.tmp", figures / "per_class" / f".x.png.{host}.{GONE}.tmp",
+            curves / f"..s2dc-curves.json.{host}.{GONE}.tmp", curves / "val_score" / f".x.tsv.{host}.{GONE}.tmp"]
     for path in kept + gone:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("left")
@@ -177,13 +180,16 @@ def test_the_workflows_start_still_refuses_a_users_file_named_like_a_temporary(t
     validate(config, str(repo / "workflow/schemas/params.schema.yaml"))
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "results/smoke"
-    for path in (root / f"figures/benchmark/.label_ratio.png.{GONE}.tmp",
-                 root / f"figures/benchmark/per_class/.x.png.{GONE}.tmp",
-                 root / f"curves/train_loss/.x.tsv.{GONE}.tmp", root / f"curves/..s2dc-curves.json.{GONE}.tmp"):
+    host = socket.gethostname()
+    for path in (root / f"figures/benchmark/.label_ratio.png.{host}.{GONE}.tmp",
+                 root / f"figures/benchmark/per_class/.x.png.{host}.{GONE}.tmp",
+                 root / f"curves/train_loss/.x.tsv.{host}.{GONE}.tmp",
+                 root / f"curves/..s2dc-curves.json.{host}.{GONE}.tmp"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("left")
     check_job_outputs(config)
-    for mine in (f"figures/benchmark/.notes.{GONE}.tmp", f"curves/.mine.csv.{GONE}.tmp"):
+    for mine in (f"figures/benchmark/.notes.{GONE}.tmp", f"curves/.mine.csv.{host}.{GONE}.tmp",
+                 f"figures/benchmark/.label_ratio.png.elsewhere.{GONE}.tmp"):
         (root / mine).write_text("mine")
         with pytest.raises(ForeignOutputError, match=re.escape(Path(mine).name)):
             check_job_outputs(config)

@@ -95,7 +95,7 @@ def test_an_export_killed_midway_leaves_nothing_the_next_export_keeps(tmp_path, 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a pid that ran and is gone
     left = [output.parent / f".encoder.pt.{host}.{dead.pid}.tmp",
-            output.parent / f"..encoder.pt.{host}.{dead.pid}.tmp.{dead.pid}.tmp"]
+            output.parent / f"..encoder.pt.{host}.{dead.pid}.tmp.{host}.{dead.pid}.tmp"]
     kept = [output.parent / f".encoder.pt.{host}.{os.getppid()}.tmp", output.parent / ".draft.tmp"]  # a live pid
     for path in (*left, *kept):
         path.write_bytes(b"partial")

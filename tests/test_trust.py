@@ -4,6 +4,7 @@ code, no overwritten inputs, every option value checked, bad volumes found befor
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -851,6 +852,43 @@ def test_work_left_by_a_killed_process_is_removed_and_a_folder_renamed_aside_put
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_every_write_in_progress_is_named_one_way_and_cleaned_up_one_way(tmp_path, monkeypatch):
+    """One naming of work in progress (``.<name>.<host>.<pid>.tmp``, a host's name may hold dots) and one clean-up:
+    this host's dead processes' siblings of the targets asked for go, a running one's, another host's and a user's
+    stay; under a run folder's lock (``every_host``) every temporary of the targets goes, whatever its host."""
+    import socket
+    import subprocess
+    import sys
+
+    from s2dc.files import atomic_write_bytes, is_abandoned, remove_abandoned, work_sibling
+    from s2dc.train.checkpoint import atomic_save
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "node7.cluster.org")
+    seen = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (seen.append(Path(src).name), real_replace(src, dst)))
+    atomic_write_bytes(tmp_path / "a.json", b"{}")
+    atomic_save({"x": 1}, tmp_path / "step_00000001.pt")
+    assert seen == [f".a.json.node7.cluster.org.{os.getpid()}.tmp",
+                    f".step_00000001.pt.node7.cluster.org.{os.getpid()}.tmp"]
+    assert work_sibling(tmp_path / "a.json").name == seen[0]
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    names = {"dead": f".a.png.node7.cluster.org.{dead}.tmp", "alive": f".a.png.node7.cluster.org.{os.getpid()}.tmp",
+             "elsewhere": f".a.png.node8.cluster.org.{dead}.tmp", "other target": f".a.txt.node7.cluster.org.{dead}.tmp",
+             "user": f".a.png.{dead}.tmp", "nested": f"..a.png.node7.cluster.org.{dead}.tmp.node7.cluster.org.{dead}.tmp"}
+    for name in names.values():
+        (tmp_path / name).write_text("left")
+    assert {k for k, n in names.items() if is_abandoned(tmp_path / n, "*.png")} == {"dead", "nested"}
+    assert {k for k, n in names.items() if is_abandoned(tmp_path / n, "*.png", every_host=True)} == {
+        "dead", "alive", "elsewhere", "user", "nested"}
+    remove_abandoned(tmp_path, "*.png")
+    assert {k for k, n in names.items() if (tmp_path / n).exists()} == {"alive", "elsewhere", "other target", "user"}
+    remove_abandoned(tmp_path, "*.png", every_host=True)
+    assert {k for k, n in names.items() if (tmp_path / n).exists()} == {"other target"}
 
 
 def test_a_checkpoint_with_a_damaged_byte_is_refused_naming_the_entry(tmp_path):

@@ -41,7 +41,7 @@ from ..data.registry import spec_digest
 from ..data.splits import choose_subset, refuse_training_cases_in_validation
 from ..data.volumes import check_all
 from ..export import load_encoder_weights
-from ..files import atomic_write_text, file_sha256, is_json_with, is_temporary, remove_stale_temp_files
+from ..files import atomic_write_text, file_sha256, is_json_with, is_temporary, remove_abandoned
 from ..models.cpu_conv import batch_of_one_convs_on_onednn
 from ..train.checkpoint import (
     atomic_save,
@@ -138,7 +138,8 @@ CHECKPOINT_KIND = "s2dc-finetune"
 
 
 def _is_scratch(name: str) -> bool:
-    """The run folder's lock (``.lock``) and the temporary file of an interrupted atomic write (``.<name>.<pid>.tmp``)."""
+    """The run folder's lock (``.lock``) and the temporary file of an interrupted atomic write
+    (``.<name>.<host>.<pid>.tmp``)."""
     return name == ".lock" or is_temporary(name)
 
 
@@ -359,7 +360,7 @@ class Finetuner:
         """The newest checkpoint in ``run.out_dir/checkpoints`` and its path if this run continues it (``run.resume``);
         raises ValueError naming the file if it is no fine-tuning checkpoint, or (``auto``) listing the
         differences if it is another run's."""
-        remove_stale_temp_files(self.ckpt_dir, "step_????????.pt")
+        remove_abandoned(self.ckpt_dir, "step_????????.pt", every_host=True)
         found = list_checkpoints(self.ckpt_dir)
         if not found:
             return None, None

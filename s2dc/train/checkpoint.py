@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..files import check_folder_path, temporary_sibling
+from ..files import check_folder_path, work_sibling
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -20,7 +20,7 @@ _NAME = re.compile(r"^step_(\d{8})\.pt$")
 def atomic_save(obj, path: Path) -> None:
     """``torch.save`` to ``path`` so that a crash leaves either the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(path)  # opened as every file is: its mode follows the umask
+    tmp = work_sibling(path)  # opened as every file is: its mode follows the umask
     try:
         with open(tmp, "wb") as f:
             try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from s2dc.files import atomic_write_text, remove_stale_temp_files
+from s2dc.files import atomic_write_text, remove_abandoned
 
 
 class MetricLog:
@@ -79,9 +79,10 @@ def remove_stale_writes(folder: Path) -> None:
     curves' (:func:`truncate_history`). The workflow copies a pretraining's folder as its curves, where such a file is
     no curve (its start check refuses it)."""
     curves = Path(folder) / "plots" / "metrics"
-    remove_stale_temp_files(folder, "metrics.json")
+    remove_abandoned(folder, "metrics.json", every_host=True)
     for sub in (curves, *curves.rglob("*")):
-        remove_stale_temp_files(sub, "*.tsv")  # a file is no folder: passed over
+        if sub.is_dir():
+            remove_abandoned(sub, "*.tsv", every_host=True)
 
 
 def truncate_history(folder: Path, step: int) -> None:

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data.datalist import list_volumes
 from ..data.errors import DataError
 from ..data.volumes import CachedVolumes, check_all
-from ..files import atomic_write_text, is_json_with, remove_stale_temp_files
+from ..files import atomic_write_text, is_json_with, remove_abandoned
 from ..losses.s2dc_loss import S2DCLoss
 from ..models.queue import KeyQueue
 from ..models.s2dc_net import EMATeacher, S2DCNet, momentum_at
@@ -192,8 +192,8 @@ class Pretrainer:
         choice = self.cfg.run.resume
         self._refuse_a_users_files()
         if self.dist.is_main:
-            remove_stale_temp_files(self.out, "run.json", "summary.json")
-            remove_stale_temp_files(self.ckpt_dir, "step_????????.pt")
+            remove_abandoned(self.out, "run.json", "summary.json", every_host=True)  # the run folder is locked
+            remove_abandoned(self.ckpt_dir, "step_????????.pt", every_host=True)
         self._barrier()
         state, path, why = None, None, []  # why: what makes the run in out_dir another run (it is then set aside)
         here = self._identity_in_out_dir()

@@ -23,7 +23,7 @@ from ..data.datalist import read_datalist, registry_spec
 from ..data.registry import pool_for
 from ..downstream.defaults import fill_finetune_defaults
 from ..downstream.engine import finetune
-from ..files import is_json_with, is_temporary, temporary_sibling
+from ..files import is_json_with, is_temporary, work_sibling
 from ..train.config import build_config as build_pretrain_config
 from ..train.finetune_config import build_config as build_finetune_config
 from ..train.pretrain import pretrain
@@ -69,7 +69,7 @@ def _record_once(record: Path, text: str) -> None:
     """Create ``record`` holding ``text`` unless another process made it first (written beside it, then hard-linked
     in: a link fails where the name exists, and no reader sees a part of it)."""
     record.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(record)
+    tmp = work_sibling(record)
     try:
         tmp.write_text(text)
         os.link(tmp, record)
