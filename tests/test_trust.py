@@ -616,7 +616,6 @@ def test_a_full_disk_while_checkpointing_is_an_error_naming_the_file(tiny_config
     rerun with room completes."""
     import errno
     import io
-    import os
 
     from s2dc.train import checkpoint
 
@@ -645,7 +644,6 @@ def test_a_checkpoint_write_stopped_by_a_signal_stops_as_the_signal_says(tmp_pat
     """Ctrl-C or SIGTERM (exit 143, s2dc.cli.entry) arriving while torch.save writes stops the run as that signal,
     not as torch's RuntimeError ("unexpected pos"), and leaves no temporary file."""
     import io
-    import os
 
     from s2dc.train import checkpoint
     from s2dc.train.checkpoint import atomic_save
