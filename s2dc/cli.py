@@ -22,11 +22,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if not cfg.data.source:
         raise ValueError("data.source is required: pass --data.source <dataset.json or folder of NIfTI volumes>")
-    if args.export_encoder:
-        from .export import check_export_location, check_export_output
-
-        check_export_location(Path(args.export_encoder), Path(cfg.run.out_dir))  # before the training, not after it
-        check_export_output(Path(args.export_encoder))
+    _check_published_copies(args, Path(cfg.run.out_dir))  # before the training, not after it
     summary = pretrain(cfg)
     losses, checkpoint = summary["losses_this_run"], summary["checkpoint"]
     if not losses:  # a finished run found again, or one stopped after its last checkpoint
@@ -34,11 +30,36 @@ def _pretrain(args: argparse.Namespace) -> int:
     else:
         print(f"pretrained to step {summary['steps']}: loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
               f"checkpoint {checkpoint}")
-    if args.export_encoder and os.environ.get("RANK", "0") == "0":  # under torchrun, one process writes it
-        from .export import export_encoder
-
-        print(export_encoder(cfg.run.out_dir, args.export_encoder))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one process writes them
+        _publish_copies(args, Path(cfg.run.out_dir))
     return 0
+
+
+def _check_published_copies(args: argparse.Namespace, run_dir: Path) -> None:
+    """Refuse the ``--export-*`` paths of `s2dc pretrain` that the run writes, or that hold a user's file."""
+    from .export import check_export_location, check_export_output
+    from .train.publish import check_curves_output, check_summary_output
+
+    if args.export_encoder:
+        check_export_location(Path(args.export_encoder), run_dir)
+        check_export_output(Path(args.export_encoder))
+    if args.export_summary:
+        check_summary_output(Path(args.export_summary), run_dir)
+    if args.export_curves:
+        check_curves_output(Path(args.export_curves), run_dir)
+
+
+def _publish_copies(args: argparse.Namespace, run_dir: Path) -> None:
+    """Write what the ``--export-*`` options of `s2dc pretrain` ask for, each whole or not at all."""
+    from .export import export_encoder
+    from .train.publish import export_curves, export_summary
+
+    if args.export_encoder:
+        print(export_encoder(run_dir, args.export_encoder))
+    if args.export_curves:
+        print(export_curves(run_dir, args.export_curves))
+    if args.export_summary:
+        print(export_summary(run_dir, args.export_summary))
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -219,6 +240,12 @@ def _add_pretrain(sub) -> None:
     pre.add_argument("--export-encoder", metavar="OUTPUT", type=_path, default=None,
                      help="when pretraining ends, also write its teacher encoder to OUTPUT as `s2dc export-encoder` "
                           "does (one process instead of two; not part of the run's options)")
+    pre.add_argument("--export-summary", metavar="OUTPUT", type=_path, default=None,
+                     help="when pretraining ends, also copy its summary.json to OUTPUT, whole or not at all (a "
+                          "work file beside it, renamed in; what a killed copy left there is removed)")
+    pre.add_argument("--export-curves", metavar="FOLDER", type=_path, default=None,
+                     help="when pretraining ends, also copy its dvclive/ curves to FOLDER, whole or not at all "
+                          "(replacing an earlier copy)")
     pre.set_defaults(func=_pretrain)
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from s2dc.train.live import MetricLog
 from s2dc.train.outputs import foreign_curve_files
@@ -194,3 +197,86 @@ def test_the_workflows_start_still_refuses_a_users_file_named_like_a_temporary(t
         with pytest.raises(ForeignOutputError, match=re.escape(Path(mine).name)):
             check_job_outputs(config)
         (root / mine).unlink()
+
+
+#: Loaded (as `sitecustomize`) by every Python the killed Snakemake run starts: the pretraining job renaming one of
+#: its published outputs into results/ (not its run folder's own file) SIGKILLs the whole run first.
+KILL_AT_RENAME = """
+import os, signal
+_real = os.replace
+def _replace(src, dst, *args, **kwargs):
+    path = os.path.abspath(dst)
+    if path.endswith("/" + os.environ["KILL_AT"]) and "/results/" in path and "/runs/" not in path:
+        _kill_all()
+    return _real(src, dst, *args, **kwargs)
+def _kill_all():
+    os.killpg(int(open(os.environ["KILL_GROUP_FILE"]).read()), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+os.replace = _replace
+"""
+
+#: `cp` for the killed run: a copy onto the published output (as the pretraining job's `cp` made them) is left half
+#: written, then the whole run SIGKILLed; any other copy is the real `cp`'s.
+KILL_IN_CP = """
+import os, signal, subprocess, sys
+from pathlib import Path
+dst = Path(sys.argv[-1])
+if dst.name == os.environ["KILL_AT"] and "/results/" in str(dst.resolve()) and "runs" not in dst.parts:
+    subprocess.run(["/bin/cp", *sys.argv[1:]], check=True)
+    half = max(dst.rglob("*.json"), key=lambda p: p.stat().st_size) if dst.is_dir() else dst
+    half.write_bytes(half.read_bytes()[: half.stat().st_size // 2])
+    os.killpg(int(open(os.environ["KILL_GROUP_FILE"]).read()), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+sys.exit(subprocess.run(["/bin/cp", *sys.argv[1:]]).returncode)
+"""
+
+
+@pytest.mark.parametrize("kill_at", ["summary.json", "dvclive"])
+def test_a_pretraining_killed_while_publishing_its_outputs_is_redone_by_the_next_start(tmp_path, kill_at):
+    """`kill -9` of a Snakemake run (its process group) while the pretraining job put its summary.json or dvclive/
+    into results/ left it half written (`cp`), and the next start refused it ('... is not a pretraining run's
+    summary ... (nothing was run)', '... is not a curve file s2dc writes ...'): the user had to delete it by hand.
+    Each output appears whole or not at all, and the same command again redoes the job and leaves nothing of the
+    killed one's beside the outputs."""
+    import json
+
+    from conftest import REPO, snakemake, with_venv_path
+
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(KILL_AT_RENAME)
+    (hooks / "cp").write_text(f"#!{sys.executable}\n{KILL_IN_CP}")
+    (hooks / "cp").chmod(0o755)
+    work, group = tmp_path / "work", tmp_path / "group"
+    work.mkdir()
+    target = ("--config", "scale=smoke", "--cores", "1", "results/smoke/pretrain/CT/s2dc/encoder.pt")
+    env = with_venv_path()
+    env.update(PATH=f"{hooks}{os.pathsep}{env['PATH']}", KILL_AT=kill_at, KILL_GROUP_FILE=str(group),
+               PYTHONPATH=os.pathsep.join([str(hooks), *filter(None, [env.get("PYTHONPATH")])]))
+    killed = subprocess.Popen([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+                               "--configfile", str(REPO / "params.yaml"), *target], cwd=work, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    group.write_text(str(killed.pid))
+    out = killed.communicate(timeout=600)[0]
+    assert killed.returncode == -signal.SIGKILL, out[-3000:]
+    variant = work / "results/smoke/pretrain/CT/s2dc"
+    (run,) = variant.glob("runs/*/")
+    left = {name: (variant / name).exists() for name in ("summary.json", "dvclive")}
+    whole = {"summary.json": lambda: (variant / "summary.json").read_bytes() == (run / "summary.json").read_bytes(),
+             "dvclive": lambda: curves(variant / "dvclive") == curves(run / "dvclive")}
+    after_kill = {name: not there or whole[name]() for name, there in left.items()}
+    work_files = [p.name for p in variant.glob(f".{kill_at}.*")]  # what the killed copy was renaming in
+
+    rerun = snakemake(work, *target)
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-3000:]
+    assert after_kill == {"summary.json": True, "dvclive": True}, after_kill  # whole or absent
+    assert len(work_files) == 1 and not left[kill_at], work_files  # killed in the copy's rename, which it left
+    assert sorted(p.name for p in variant.iterdir()) == ["dvclive", "encoder.pt", "runs", "summary.json"]
+    assert whole["summary.json"]() and whole["dvclive"]()
+    assert json.loads((variant / "summary.json").read_text())["steps"] > 0
+
+
+def curves(folder):
+    """{path: bytes} of the curve files in a dvclive/ folder (Snakemake's timestamp aside)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".snakemake_timestamp"}

@@ -146,6 +146,53 @@ def test_an_export_path_the_run_writes_is_refused_before_training(tmp_path, pool
     assert not (out / "checkpoints").exists() or not list((out / "checkpoints").glob("step_*.pt"))
 
 
+def test_the_published_summary_and_curves_are_the_runs_and_a_killed_copys_work_files_go(tmp_path, pool, tiny_config):
+    """`--export-summary` and `--export-curves` (the workflow's outputs beside the encoder) copy the run's summary.json
+    and dvclive/; what a killed copy left beside them (its work file or folder, named after its gone process) is
+    removed, a running copy's and a user's file are kept."""
+    run, published = tmp_path / "variant" / "runs" / "x", tmp_path / "variant"
+    host = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that ran and is gone
+    left = [published / f".summary.json.{host}.{dead.pid}.tmp", published / f".dvclive.{host}.{dead.pid}.tmp"]
+    kept = [published / f".summary.json.{host}.{os.getppid()}.tmp", published / ".draft.tmp"]  # a live pid; a user's
+    (left[1] / "plots").mkdir(parents=True)
+    for path in (left[0], *kept):
+        path.write_text("partial")
+    assert pretrain(tiny_config, pool / "dataset.json", run, "--optim.steps", "1", "--export-summary",
+                    str(published / "summary.json"), "--export-curves", str(published / "dvclive")) == 0
+    assert (published / "summary.json").read_bytes() == (run / "summary.json").read_bytes()
+    files = {p.relative_to(run / "dvclive") for p in (run / "dvclive").rglob("*") if p.is_file()}
+    assert files and {p.relative_to(published / "dvclive") for p in (published / "dvclive").rglob("*")
+                      if p.is_file()} == files
+    assert not any(p.exists() for p in left) and all(p.exists() for p in kept)
+
+
+@pytest.mark.parametrize("option, where, message", [
+    ("--export-summary", "a user's summary.json", "is not a pretraining run's summary"),
+    ("--export-summary", "the run's own summary.json", "lies in the run's folder"),
+    ("--export-curves", "a folder holding a user's note", "notes.txt' is not a curve file s2dc writes"),
+    ("--export-curves", "the folder above the run's", "holds the run's folder"),
+])
+def test_a_published_copys_path_that_is_a_users_or_the_runs_is_refused_before_training(
+        tmp_path, pool, tiny_config, capsys, option, where, message):
+    """`--export-summary` on a user's file or the run's own summary.json, `--export-curves` on a folder holding a
+    user's note or one the run's folder lies in (renaming the copy in would move the run aside): exit 2 naming the
+    path, before any step is trained, the user's file as it was."""
+    run = tmp_path / "variant" / "runs" / "x"
+    target = {"a user's summary.json": tmp_path / "summary.json", "the run's own summary.json": run / "summary.json",
+              "a folder holding a user's note": tmp_path / "dvclive", "the folder above the run's": run.parent}[where]
+    mine = {"a user's summary.json": target, "a folder holding a user's note": target / "notes.txt"}.get(where)
+    if mine is not None:
+        mine.parent.mkdir(parents=True, exist_ok=True)
+        mine.write_text('{"my": "notes"}')
+    assert pretrain(tiny_config, pool / "dataset.json", run, "--optim.steps", "1", option, str(target)) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(target) in err and "Traceback" not in err, err
+    assert not list(run.glob("checkpoints/step_*.pt"))
+    assert mine is None or mine.read_text() == '{"my": "notes"}'
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("--run.resume", "if-unchanged", "run.resume"),
     ("--run.out_dir", " ", "run.out_dir"),

@@ -230,7 +230,7 @@ CODE = {
     for stage, modules in {
         "synth": ["s2dc.data.synthetic"],
         "prepare": ["s2dc.data.sources"],
-        "pretrain": ["s2dc.train.pretrain", "s2dc.export"],
+        "pretrain": ["s2dc.train.pretrain", "s2dc.export", "s2dc.train.publish"],
         "finetune": ["s2dc.downstream.engine", "s2dc.downstream.defaults"],
         "probe": ["s2dc.eval.probe"],
         "figures": ["s2dc.eval.figures"],

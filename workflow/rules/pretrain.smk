@@ -1,7 +1,10 @@
 # Pretraining: one S²DC encoder per modality and pretraining variant (params.yaml `variants`: loss.* overrides), on
 # that modality's unlabelled pool. The benchmark's variants live under pretrain/, the ablation's others under
 # ablation/pretrain/ (common.smk: tree); changing one variant's overrides reruns only its own jobs. Beside the
-# encoder: the run's summary and its DVCLive curves (loss terms, learning rate), which `dvc plots` draws.
+# encoder: the run's summary and its DVCLive curves (loss terms, learning rate), which `dvc plots` draws. The command
+# writes all three (--export-*), each into a work file beside it, then renamed in (s2dc.train.publish): a run killed
+# meanwhile leaves each whole or absent, never half written (which the start check would refuse as a user's file),
+# and the rerun removes the work files first.
 
 
 rule pretrain:
@@ -37,5 +40,4 @@ rule pretrain:
         "(export OMP_NUM_THREADS={threads};"
         " {params.launcher} pretrain {params.options} {params.run_local} --data.source {input:q} --run.out_dir {params.workdir:q}"
         " --run.resume if_unchanged --run.progress false --export-encoder {output.encoder:q}"
-        " && cp -r {params.workdir:q}/dvclive {output.live:q}"
-        " && cp {params.workdir:q}/summary.json {output.summary:q}) > {log:q} 2>&1"
+        " --export-curves {output.live:q} --export-summary {output.summary:q}) > {log:q} 2>&1"
