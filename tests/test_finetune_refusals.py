@@ -84,6 +84,27 @@ def test_classification_training_cases_of_one_class_are_refused(tmp_path, capsys
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+def test_a_score_not_finite_from_finite_outputs_is_the_validation_cases_not_a_divergence():
+    """A validation score NaN or infinite although the network's outputs were finite (each forward is checked: a
+    diverged model's outputs stop the run first, exit 1) comes from the validation cases (a target constant inside
+    its mask: PSNR -inf): a DataError (exit 2) naming the dataset json and the cases, not a diverged run."""
+    from types import SimpleNamespace
+
+    from s2dc.data.errors import DataError
+    from s2dc.downstream.engine import Finetuner
+
+    run = SimpleNamespace(step=4, val_cases=[{"id": "v0"}, {"id": "v1"}],
+                          task=SimpleNamespace(score_key="psnr", why_not_finite="PSNR is infinite where a target is "
+                                                                                 "constant or a prediction exact"),
+                          cfg=SimpleNamespace(data=SimpleNamespace(source="data/x.json")))
+    with pytest.raises(DataError) as refused:
+        Finetuner._require_a_score(run, float("-inf"))
+    assert not isinstance(refused.value, FloatingPointError)
+    message = str(refused.value)
+    assert "data/x.json" in message and "'v0'" in message and "'v1'" in message and "diverged" not in message, message
+    Finetuner._require_a_score(run, 31.5)  # a finite score passes
+
+
 @pytest.fixture(scope="module")
 def good_export(tmp_path_factory):
     """An exported encoder file of :data:`SIZES`, as `s2dc export-encoder` writes one."""

@@ -70,3 +70,25 @@ def test_ssim_of_predictions_beyond_float32s_reach_fails_as_a_diverged_model():
     with pytest.raises(FloatingPointError, match="SSIM.*not finite"):
         ssim(pred, target)
     assert 0.99 < ssim(target, target) <= 1.0  # an ordinary prediction is scored as before
+
+
+def test_a_network_whose_validation_outputs_are_not_finite_still_fails_as_diverged(seg_dir, tmp_path, capsys,
+                                                                                  monkeypatch):
+    """Finite weights whose outputs at validation are not finite (a diverged model's: here the patch embedding scaled
+    after the last step) fail the run as diverged, exit 1, with no result; validation labels that cannot be scored
+    are bad input instead (exit 2, test_trust.py)."""
+    from s2dc.downstream.engine import Finetuner
+
+    evaluate = Finetuner.evaluate
+
+    def diverged_then_evaluated(self, val):
+        with torch.no_grad():
+            self.model.swinViT.patch_embed.proj.weight.mul_(1e38)
+        return evaluate(self, val)
+
+    monkeypatch.setattr(Finetuner, "evaluate", diverged_then_evaluated)
+    out = tmp_path / "run"
+    assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", out)) == 1
+    err = capsys.readouterr().err
+    assert "outputs are not finite" in err and "diverged" in err and "Traceback" not in err, err
+    assert not (out / "metrics.json").exists() and not (out / "model.pt").exists()

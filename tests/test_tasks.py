@@ -226,6 +226,28 @@ def test_dice_per_region_against_a_hand_computation():
     assert got[0] == pytest.approx(2 * 16 / 48) and math.isnan(got[1])
 
 
+def test_validation_labels_holding_no_region_are_refused_naming_the_regions_and_the_cases():
+    """With regions, a validation label holding only a value of no region scores no region (every Dice NaN): refused,
+    naming the json, the regions with their label values and the case; one voxel of a region is enough."""
+    from pathlib import Path
+
+    from s2dc.data.errors import DataError
+    from s2dc.downstream.tasks.segmentation import Segmentation
+
+    doc = {"labels": {"0": "background", "1": "core", "2": "edema", "3": "other"}, "regions": {"tc": [1], "wt": [1, 2]}}
+    task = Segmentation(doc, Path("brats.json"), None)
+    label = torch.zeros(1, 4, 4, 4)
+    label[0, 0, 0, 0] = 3  # a value of no region
+    cases = [{"id": "v0", "label": Path("labelsTr/v0.nii.gz")}]
+    with pytest.raises(DataError) as refused:
+        task.check_validation([{"label": label}], cases)
+    message = str(refused.value)
+    assert "'brats.json'" in message and "'tc' (labels [1])" in message and "'wt' (labels [1, 2])" in message, message
+    assert "'v0' ('labelsTr/v0.nii.gz')" in message, message
+    label[0, 1, 1, 1] = 2
+    task.check_validation([{"label": label}], cases)
+
+
 @pytest.mark.filterwarnings("ignore:Num foregrounds")  # the crop is the whole volume: no background centre
 def test_region_segmentation_trains_on_brats_like_labels(tmp_path):
     """Labels {0, 1, 2, 4} with BraTS regions: one sigmoid channel per region, Dice per region."""

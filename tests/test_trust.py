@@ -118,10 +118,11 @@ def finetune_argv(tmp_path, source, out, *extra):
             "--train.steps", "1", *extra]
 
 
-def test_a_validation_with_nothing_to_score_fails_without_outputs(seg_dir, tmp_path, capsys):
-    """Validation cases that hold none of the classes give no Dice at all (each class NaN): the run fails (exit 1)
-    naming the score and the validation cases, and writes neither model.pt nor metrics.json; a class absent from
-    the validation cases alone is left out of the mean and recorded as null, as documented."""
+def test_validation_labels_holding_no_class_are_refused_before_training(seg_dir, tmp_path, capsys):
+    """Validation labels that hold none of the classes (every voxel background) give no Dice at all: the run trained
+    to its end, then failed with exit 1 as a diverged run would. It is bad input: refused before any step is trained
+    (exit 2), naming the dataset json, the validation cases and their label files and the classes expected, and no
+    model.pt, metrics.json, curves or checkpoint are written."""
     import nibabel as nib
 
     source = tmp_path / "data"
@@ -131,10 +132,13 @@ def test_a_validation_with_nothing_to_score_fails_without_outputs(seg_dir, tmp_p
         label = nib.load(source / case["label"])
         nib.save(nib.Nifti1Image(np.zeros(label.shape, np.uint8), label.affine), str(source / case["label"]))
     out = tmp_path / "ft"
-    assert main(finetune_argv(tmp_path, source / "dataset.json", out)) == 1
+    capsys.readouterr()
+    assert main(finetune_argv(tmp_path, source / "dataset.json", out)) == 2
     err = capsys.readouterr().err
-    assert "dice_mean" in err and "validation" in err and "Traceback" not in err, err
-    assert not (out / "metrics.json").exists() and not (out / "model.pt").exists()
+    assert str(source / "dataset.json") in err and "diverged" not in err and "Traceback" not in err, err
+    assert all(Path(case["label"]).name in err for case in doc["validation"]), err
+    assert "'bright'" in err and "'dark'" in err and "validation" in err, err
+    assert not out.exists(), list(out.iterdir())  # the folder it made, removed again
 
 
 def test_finetune_never_replaces_a_users_file_named_like_its_outputs(seg_dir, tmp_path, capsys):

@@ -343,6 +343,7 @@ class Finetuner:
         for name, ds in (("train", train), ("val", val)):
             check_all(ds, cfg.data.workers, f"preprocess {name}", cfg.run.progress)
         self.task.check_training(train)
+        self.task.check_validation(val, self.val_cases)
         return train, val
 
     def _batches(self, train):
@@ -436,13 +437,17 @@ class Finetuner:
                 f"weights: a diverged model); no model.pt or metrics.json is written. {self._divergence_hint()}")
 
     def _require_a_score(self, value: float) -> None:
-        """Raise NonFiniteError if the validation score is NaN or infinite (a segmentation's Dice is NaN when no
-        validation case holds any of the classes): such a run is not a result."""
+        """Raise DataError if the validation score is NaN or infinite: such a run is not a result. The network's
+        outputs were finite (:meth:`_refuse_non_finite_outputs` stops a diverged model's first), so the validation
+        cases are what cannot be scored (a translation target constant inside its mask: PSNR -inf)."""
         if not math.isfinite(value):
-            raise NonFiniteError(
+            cases = ", ".join(f"'{c['id']}'" for c in self.val_cases[:5]) + (
+                f" and {len(self.val_cases) - 5} more" if len(self.val_cases) > 5 else "")
+            raise DataError(
                 f"validation at step {self.step} gave {self.task.score_key} = {value} on the {len(self.val_cases)} "
-                f"validation cases of {self.cfg.data.source} ({self.task.why_not_finite}); "
-                "no model.pt or metrics.json is written: check the validation cases")
+                f"validation case(s) of '{self.cfg.data.source}' ({cases}) from finite outputs of the network "
+                f"({self.task.why_not_finite}); no model.pt or metrics.json is written: expected validation cases "
+                "that the task can score")
 
     # ------------------------------------------------------------------ run
     def run(self, on_score: Callable[[int, float], None] | None = None) -> dict:

@@ -55,6 +55,10 @@ class Task:
         """Raise DataError when the preprocessed training cases ``train`` (the dataset :meth:`datasets` gave, each
         item read and checked) can teach the task nothing (by default any can)."""
 
+    def check_validation(self, val, cases: list[dict]) -> None:
+        """Raise DataError, naming ``cases`` (the validation cases' entries: ``id`` and files), when the preprocessed
+        validation cases ``val`` give the task no score at all (by default any can be scored)."""
+
 
 @dataclass(frozen=True)
 class Setting:

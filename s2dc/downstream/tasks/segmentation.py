@@ -74,6 +74,26 @@ class Segmentation(Task):
                             "every voxel 0): a network trained on them learns no structure; label the training "
                             "cases, or take more of them (data.label_ratio)")
 
+    def check_validation(self, val, cases: list[dict]) -> None:
+        """Refuse validation labels of which no voxel, in any case, holds a class (a region): every Dice would be NaN,
+        no score (stops at the first case that holds one)."""
+        if any(self._holds_a_structure(plain(val[i]["label"])) for i in range(len(val))):
+            return
+        what = (f"regions {', '.join(f'{n!r} (labels {list(v)})' for n, v in self.regions.items())}" if self.regions
+                else f"classes {', '.join(f'{n!r} ({k})' for k, n in enumerate(self.names) if k)}")
+        shown = ", ".join(f"'{c['id']}' ('{c['label']}')" for c in cases[:5]) + (
+            f" and {len(cases) - 5} more" if len(cases) > 5 else "")
+        raise DataError(f"the validation labels of '{self.source}' hold none of its {what}: no voxel of its "
+                        f"{len(cases)} validation case(s) {shown} is labelled with one, so no Dice can be scored; "
+                        "expected at least one validation case whose label holds one: label them, or give other "
+                        "validation cases")
+
+    def _holds_a_structure(self, label: torch.Tensor) -> bool:
+        """Does a preprocessed label map hold a voxel of a class (of a region, with ``regions``)?"""
+        if self.regions:
+            return bool(self.region_maps(label[None].long()).any())
+        return bool((label > 0).any())
+
     def check(self, s: Setting) -> None:
         """Refuse background crops on volumes without a zero background (``zscore_volume``): the body they must
         fall in is the non-zero voxels (:class:`BodyMaskd`), which would then be every voxel."""
