@@ -271,3 +271,19 @@ def test_a_zero_or_negative_voxel_size_without_an_sform_is_refused_naming_the_fi
         cases[0]
     with pytest.raises(DataError, match=message):  # the converters too
         nifti_grid(named)
+
+
+@pytest.mark.parametrize("method", ["symmetric", "end"])
+def test_the_extent_of_a_padded_volume_cuts_it_back_to_its_own_voxels(method):
+    """The padding's record (what segmentation and reconstruction are scored on): an odd padding (7 voxels before and
+    after along X: 3 and 4 or 0 and 7), none along an axis larger than the size (Y), and an even one (Z)."""
+    from s2dc.data.preprocess import EXTENT, PadRecordingExtentd, own_voxels
+
+    image = torch.arange(1.0, 1 + 9 * 20 * 4).reshape(1, 9, 20, 4)
+    out = PadRecordingExtentd(["image", "label"], (16, 8, 8), method)({"image": image, "label": image.clone()})
+    assert tuple(out["image"].shape) == tuple(out["label"].shape) == (1, 16, 20, 8)
+    start = [3, 0, 2] if method == "symmetric" else [0, 0, 0]
+    assert out[EXTENT].tolist() == [start, [s + n for s, n in zip(start, (9, 20, 4))]]
+    for key in ("image", "label"):
+        assert torch.equal(own_voxels(out[key], out[EXTENT]), image)
+    assert out["image"].sum() == image.sum()  # all else is zero padding

@@ -3,12 +3,13 @@
 Pipeline (deterministic, so its output can be cached on disk)::
 
     load + check -> intensity fits the preset? -> Orientationd -> [Spacingd] -> [CropForegroundd]
-    -> intensity (CT window or z-score) -> SpatialPadd [-> label cast]
+    -> intensity (CT window or z-score) -> PadRecordingExtentd [-> label cast]
 
 (``zscore_volume``: the statistics of the whole volume are recorded before the crop, applied after the pad.)
 
 Images come out as ``float32`` tensors of shape ``(C, X, Y, Z)`` (C channels: one per listed path)
-whose spatial size is at least ``min_size`` (smaller volumes are zero-padded, not rejected); with
+whose spatial size is at least ``min_size`` (smaller volumes are zero-padded, not rejected; ``extent`` records
+where the volume's own voxels lie, which is what a prediction is scored on: :func:`own_voxels`); with
 ``num_classes`` a ``label`` follows the image through every spatial step. The intensity settings
 come from a modality preset of the registry (:meth:`PreprocessConfig.from_preset`), and a preset
 that plainly does not fit the data (a HU window on volumes that are not HU) is reported as a
@@ -227,6 +228,33 @@ class ApplyVolumeZScored(MapTransform):
 VOLUME_STATS = "image_volume_stats"
 
 
+#: The key under which :class:`PadRecordingExtentd` keeps where a volume's own voxels lie in the padded one.
+EXTENT = "extent"
+
+
+class PadRecordingExtentd(MapTransform):
+    """Zero-pad ``keys`` ``(C, X, Y, Z)`` to at least ``spatial_size`` (MONAI ``SpatialPadd``, ``method`` symmetric or
+    end; an axis already large enough is left as it is) and keep where the volume's own voxels lie in the padded one:
+    ``d[EXTENT]`` = ``(2, 3)`` int64, the first index and one past the last along X, Y, Z (:func:`own_voxels`). The
+    padding is no part of the image: a prediction is scored on the extent alone."""
+
+    def __init__(self, keys: KeysCollection, spatial_size: tuple[int, int, int], method: str = "symmetric") -> None:
+        super().__init__(keys)
+        self.pad = SpatialPadd(keys, spatial_size=spatial_size, method=method, mode="constant", value=0)
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        shape = tuple(data[self.keys[0]].shape[1:])
+        before = torch.tensor([b for b, _ in self.pad.padder.compute_pad_width(shape)[1:]])  # MONAI's own widths
+        return {**self.pad(data), EXTENT: torch.stack([before, before + torch.tensor(shape)])}
+
+
+def own_voxels(x: torch.Tensor, extent: torch.Tensor) -> torch.Tensor:
+    """``x`` ``(..., X, Y, Z)``, padded as :class:`PadRecordingExtentd` recorded in ``extent`` ``(2, 3)``, cut back to
+    the volume's own voxels ``(..., X', Y', Z')`` (a view; the whole of ``x`` where nothing was padded)."""
+    (x0, y0, z0), (x1, y1, z1) = torch.as_tensor(extent).tolist()
+    return x[..., x0:x1, y0:y1, z0:z1]
+
+
 def _above_min(x: torch.Tensor) -> torch.Tensor:
     """Foreground mask for cropping: voxels above the volume minimum (module level: picklable)."""
     return x > x.min()
@@ -260,7 +288,8 @@ def preprocess_transforms(cfg: PreprocessConfig, min_size: tuple[int, int, int],
     -------
     monai.transforms.Compose
         Maps ``{"image": path(s)[, "label": path]}`` to ``{"image": MetaTensor (C, X, Y, Z) float32
-        [, "label": (1, X, Y, Z) integers]}`` with ``X, Y, Z >= min_size``.
+        [, "label": (1, X, Y, Z) integers], "extent": (2, 3) int64}`` with ``X, Y, Z >= min_size``; ``extent``: where
+        the volume's own voxels lie (:class:`PadRecordingExtentd`).
 
     Notes
     -----
@@ -280,7 +309,7 @@ def preprocess_transforms(cfg: PreprocessConfig, min_size: tuple[int, int, int],
         transforms.append(
             CropForegroundd(keys, source_key="image", select_fn=_above_min, start_coord_key=None, end_coord_key=None)
         )
-    pad = SpatialPadd(keys, spatial_size=min_size, mode="constant", value=0)
+    pad = PadRecordingExtentd(keys, min_size)
     if cfg.intensity == "ct":
         transforms += [ScaleIntensityRanged("image", a_min=cfg.a_min, a_max=cfg.a_max, b_min=0.0, b_max=1.0, clip=True),
                        pad]

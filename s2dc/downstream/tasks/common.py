@@ -79,8 +79,9 @@ class Setting:
 def cached_pair(train: list[dict], val: list[dict], s: Setting, cache_root, tag: str, transform=None,
                 built_by: str | None = None):
     """Training and validation cases through one preprocessing ``transform`` (default: the image chain of
-    ``s.preprocess``, padded to the crop size; ``built_by``: the module that built another), cached under
-    ``cache_root`` in a folder named after ``tag``, the preprocessing and its code; returns the two datasets."""
+    ``s.preprocess``, padded to the crop size, each item's ``extent`` where its own voxels lie:
+    :func:`~s2dc.data.preprocess.own_voxels`; ``built_by``: the module that built another), cached under ``cache_root``
+    in a folder named after ``tag``, the preprocessing and its code; returns the two datasets."""
     transform = transform or preprocess_transforms(s.preprocess, s.roi_size)
     name, extra = f"{tag}-{s.preprocess.cache_key()}", {"min_size": list(s.roi_size)}
     return (TransformedCases(train, transform, cache_root, name, extra, built_by),
