@@ -1,7 +1,9 @@
 """Segmentation: SwinUNETR, DiceCE loss, Dice per class (the release's BTCV training protocol) or per region.
 
 Training crops are centred on foreground or background with equal odds (``RandCropByPosNegLabeld``),
-then flipped; validation is sliding-window inference, arg-max, Dice per class and its mean over the classes.
+then flipped; validation is sliding-window inference, arg-max, Dice per class and its mean over the classes, on the
+volume's own voxels (a volume smaller than the crop is zero-padded to it; the padding, no part of the patient, is not
+scored: a prediction of foreground there would count as false positives).
 A class absent from a case's ground truth is left out of that case (MONAI ``DiceMetric``'s ``ignore_empty``, as
 the release's BraTS 2021 validation has it), whatever is predicted there; the release's BTCV ``test.py`` scores
 such an organ 0 instead, which lowers a mean over organs that some cases lack. A dataset.json with ``regions`` (BraTS: tumour core = labels {1, 4}, whole
@@ -20,6 +22,7 @@ from monai.transforms import (Compose, DeleteItemsd, RandCropByPosNegLabeld, Ran
 
 from ...data.datalist import class_names
 from ...data.errors import DataError
+from ...data.preprocess import EXTENT, own_voxels
 from ...data.volumes import LabelledCases, plain
 from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
@@ -141,10 +144,13 @@ class Segmentation(Task):
         return self.loss_fn(logits.float(), self.region_maps(label) if self.regions else label)
 
     def evaluate(self, model: torch.nn.Module, val, s: Setting) -> dict:
+        """Dice per class (or region) of each validation case on its own voxels (the padding cut off: ``extent``),
+        then :func:`~s2dc.downstream.metrics.summarize_dice` over the cases."""
         per_case = []
         for i in range(len(val)):
             item = val[i]
-            logits, label = infer(model, item["image"], s).cpu(), plain(item["label"])
+            logits = own_voxels(infer(model, item["image"], s).cpu(), item[EXTENT])  # (1, K, X', Y', Z')
+            label = own_voxels(plain(item["label"]), item[EXTENT])  # (1, X', Y', Z')
             if self.regions:
                 per_case.append(dice_per_region(logits > 0, self.region_maps(label[None].long())))
             else:
