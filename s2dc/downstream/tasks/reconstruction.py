@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from monai.transforms import Compose, MapTransform, Orientationd, Spacingd, SpatialPadd
+from monai.transforms import Compose, MapTransform, Orientationd, Spacingd
 
 from ...data.errors import DataError
-from ...data.preprocess import LoadOnImageGridd, LoadVolumed
+from ...data.preprocess import EXTENT, LoadOnImageGridd, LoadVolumed, PadRecordingExtentd, own_voxels
 from ...data.volumes import plain
 from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
@@ -42,8 +42,9 @@ class ScaleByImaged(MapTransform):
         return d
 
 
-class RecordExtentd(MapTransform):
-    """Keep the image's spatial size (before padding) as ``extent``: the voxels a prediction is scored on."""
+class RefuseThinForSSIMd(MapTransform):
+    """Refuse an image ``(C, X, Y, Z)`` (before padding: the voxels it is scored on) with fewer than 3 voxels along an
+    axis, naming its file: SSIM's smallest window is 3 voxels."""
 
     def __init__(self) -> None:
         super().__init__(["image"])
@@ -54,7 +55,7 @@ class RecordExtentd(MapTransform):
             name = getattr(data["image"], "meta", {}).get("filename_or_obj", "a volume")
             raise DataError(f"'{name}' is {shape} voxels: scoring it (SSIM, whose smallest window is 3 voxels) needs "
                             "at least 3 along every axis")
-        return {**data, "extent": torch.tensor(shape)}
+        return data
 
 
 class Reconstruction(Task):
@@ -73,8 +74,7 @@ class Reconstruction(Task):
                        Orientationd(KEYS, axcodes=cfg.orientation, labels=None)]
         if cfg.spacing is not None:
             steps.append(Spacingd(KEYS, pixdim=cfg.spacing, mode="bilinear"))
-        steps += [RecordExtentd(), SpatialPadd(KEYS, spatial_size=s.roi_size, method="end", mode="constant", value=0),
-                  ScaleByImaged()]
+        steps += [RefuseThinForSSIMd(), PadRecordingExtentd(KEYS, s.roi_size, method="end"), ScaleByImaged()]
         return cached_pair(train, val, s, cache_root, "rec", Compose(steps), __name__)
 
     def augment(self, s: Setting) -> Compose:
@@ -98,9 +98,8 @@ class Reconstruction(Task):
         scores = []
         for i in range(len(val)):
             item = val[i]
-            x, y, z = (int(n) for n in item["extent"])  # the padding (at the far ends) is not the target's
-            pred = infer(model, item["image"], s)[0].cpu()[..., :x, :y, :z]
-            target = plain(item["target"]).float()[..., :x, :y, :z]
+            pred = own_voxels(infer(model, item["image"], s)[0].cpu(), item[EXTENT])  # the padding is not the target's
+            target = own_voxels(plain(item["target"]).float(), item[EXTENT])
             scores.append((psnr(pred, target), ssim(pred, target), nrmse(pred, target)))
         psnr_, ssim_, nrmse_ = (sum(v) / len(v) for v in zip(*scores))
         return {"psnr": psnr_, "ssim": ssim_, "nrmse": nrmse_}
