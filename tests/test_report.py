@@ -9,6 +9,7 @@ import statistics
 
 import pytest
 
+from conftest import CODE
 from s2dc.cli import main
 
 
@@ -17,7 +18,7 @@ def write_run(folder, method, seed, dice, dataset="synthetic_btcv", ratio=0.1, n
     path.write_text(json.dumps({"task": "segmentation", "dataset": dataset, "method": method, "label_ratio": ratio,
                                 "seed": seed, "dice_mean": dice, "train_cases": 3, "seconds": 60.0,
                                 "score": {"key": "dice_mean", "name": "Dice", "value": 100 * dice},
-                                "history": [{"step": 1, "dice_mean": dice}], **extra}))
+                                "history": [{"step": 1, "dice_mean": dice}], "code": CODE, **extra}))
     return path
 
 
@@ -740,7 +741,7 @@ def probe_doc(**changes) -> dict:
     """A probe result as `s2dc probe voxels random s2dc=...` writes it (segmentation), with ``changes`` applied
     (``{"encoders.s2dc.se": -0.5}``: a dotted key set to the value)."""
     doc = {"source": "d/dataset.json", "dataset": "synthetic_btcv", "task": "segmentation",
-           "metric": "balanced accuracy", "stage": 2, "encoders": {
+           "metric": "balanced accuracy", "stage": 2, "code": CODE, "encoders": {
                name: {"score": score, "balanced_accuracy": score, "se": 0.02, "organ_recall": 0.5, "recall": {},
                       "versus": {other: {"difference": score - s, "se": 0.01}
                                  for other, s in (("voxels", 0.4), ("random", 0.45), ("s2dc", 0.6)) if other != name}}
