@@ -6,6 +6,7 @@ import json
 import statistics
 
 import pytest
+from conftest import CODE
 from test_report import write_run
 
 from s2dc.cli import main
@@ -20,9 +21,10 @@ DICE = {("synthetic_btcv", "s2dc"): [0.40, 0.44], ("synthetic_btcv", "scratch"):
 def probe_file(folder, dataset, task, metric, versus):
     """An `s2dc probe` result whose S²DC encoder carries the paired ``versus`` {baseline: (difference, se)}."""
     path = folder / f"probe_{dataset}.json"
-    path.write_text(json.dumps({"dataset": dataset, "task": task, "metric": metric, "stage": 2, "encoders": {
-        name: {"score": 0.5, "se": 0.01} for name in ("voxels", "random")} | {"s2dc": {
-            "score": 0.6, "se": 0.01, "versus": {b: {"difference": d, "se": s} for b, (d, s) in versus.items()}}}}))
+    encoders = {name: {"score": 0.5, "se": 0.01} for name in ("voxels", "random")} | {"s2dc": {
+        "score": 0.6, "se": 0.01, "versus": {b: {"difference": d, "se": s} for b, (d, s) in versus.items()}}}
+    path.write_text(json.dumps({"dataset": dataset, "task": task, "metric": metric, "stage": 2, "code": CODE,
+                                "encoders": encoders}))
     return path
 
 

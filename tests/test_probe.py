@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import CODE
 from s2dc.cli import main
 from s2dc.data.synthetic import write_dataset
 from s2dc.eval.probe import fit_linear_probe, pad_to_multiple, per_class_recall, token_targets, voxel_blocks
@@ -363,7 +364,7 @@ def test_structure_scores_without_a_pair_within_a_structure_have_no_consistency_
     assert "| e | – |" in table and "nan" not in table.lower()
     from s2dc.report.tables import collect_probes
 
-    result.update(dataset="d", task="segmentation", stage=4)
+    result.update(dataset="d", task="segmentation", stage=4, code=CODE)
     result["encoders"]["e"]["score"] = 0.5
     (tmp_path / "p.json").write_text(json.dumps(result))
     row = collect_probes([tmp_path / "p.json"]).iloc[0]  # the report's probe table reads it: no consistency, no ratio

@@ -118,7 +118,8 @@ def test_a_probe_result_edited_after_the_probe_is_neither_read_nor_overwritten(t
     """A probe result was recognised by its keys alone: edited by hand (a score raised), the report read it as the
     probe's and the next `s2dc probe --out` replaced it without a word. It now records the checksum of its content
     (``result_sha256``, as a fine-tuning's metrics.json does): an edited result is refused by the report and kept by
-    the probe; an unedited one, or one written before the checksum, is read and replaced as before."""
+    the probe; an unedited one is read and replaced as before, and one written before the checksum replaced (the
+    report refuses it now: it records no code either, tests/test_result_code.py)."""
     import hashlib
 
     from s2dc.eval.outputs import check_probe_out
@@ -141,7 +142,8 @@ def test_a_probe_result_edited_after_the_probe_is_neither_read_nor_overwritten(t
     with pytest.raises(ValueError, match=r"--out '.*udpet\.json' is a probe result edited after the probe wrote it"):
         check_probe_out(out, tmp_path / "d.json")
 
-    older = tmp_path / "older.json"  # written before results recorded their checksum
+    older = tmp_path / "older.json"  # written before results recorded their checksum (and their code)
     older.write_text(json.dumps(_regression_probe()))
-    assert collect_probes([older]).score.tolist() == [0.8123]
+    with pytest.raises(ValueError, match=r"bad probe file '.*older\.json': it records no code"):
+        collect_probes([older])
     check_probe_out(older, tmp_path / "d.json")

@@ -50,13 +50,14 @@ def test_probe_results_become_a_second_table(tmp_path):
     probe = tmp_path / "probe.json"
     versus = {"random": {"difference": 0.1, "se": None}, "voxels": {"difference": 0.2, "se": None}}  # the effect table's
     probe.write_text(json.dumps({"dataset": "synthetic_btcv", "task": "segmentation", "metric": "balanced accuracy",
-                                 "stage": 2, "encoders": {
+                                 "stage": 2, "code": CODE, "encoders": {
         "voxels": {"score": 0.406, "balanced_accuracy": 0.406, "se": 0.021, "organ_recall": 0.375, "recall": {},
                    "structure": {"consistency": 0.9, "inter": 0.8, "discrepancy": 0.2, "ratio": 2.0}},
         "s2dc": {"score": 0.75, "balanced_accuracy": 0.75, "organ_recall": None, "recall": {}, "versus": versus}}}))
     regression = tmp_path / "probe_udpet.json"
     regression.write_text(json.dumps({"dataset": "synthetic_udpet", "task": "reconstruction", "metric": "R²",
-                                      "stage": 2, "encoders": {"s2dc": {"score": 0.8123, "versus": versus}}}))
+                                      "stage": 2, "code": CODE,
+                                      "encoders": {"s2dc": {"score": 0.8123, "versus": versus}}}))
     assert main(["report", "--out", str(tmp_path / "out"), str(run), "--probe", str(probe), str(regression)]) == 0
     table = (tmp_path / "out" / "benchmark.md").read_text()
     assert "| synthetic_btcv | 2 | voxels | segmentation | balanced accuracy | 40.6 ± 2.1 | 37.5 | 0.900 | 0.200 | 2.00 |" in table
@@ -94,6 +95,7 @@ def test_ablation_table_sets_variants_beside_the_poster_and_compares_the_orderin
              "s2dc=global+p2p+p2s:dual_softmax", "sinkhorn=global+p2p+p2s:sinkhorn"]
     probe = tmp_path / "probe.json"
     probe.write_text(json.dumps({"dataset": "btcv", "task": "segmentation", "metric": "balanced accuracy", "stage": 2,
+                                 "code": CODE,
                                  "encoders": {"lg": {"score": 0.5, "structure": {"consistency": 0.5, "inter": 0.4,
                                                                                    "discrepancy": 0.6, "ratio": 1.2}},
                                               "s2dc": {"score": 0.625}}}))
@@ -139,7 +141,8 @@ def test_plots_draw_the_runs_and_gather_their_curves_per_method(tmp_path, capsys
             "task": "segmentation", "dataset": "synthetic_btcv", "method": method, "label_ratio": 0.2, "seed": seed,
             "dice_mean": dice, "dice_per_class": {"liver": dice, "spleen": 0.0}, "train_cases": 3, "seconds": 1.0,
             "score": {"key": "dice_mean", "name": "Dice", "value": 100 * dice},
-            "history": [{"step": 20, "dice_mean": dice}], "init_from": str(encoder) if method == "s2dc" else None}))
+            "history": [{"step": 20, "dice_mean": dice}], "init_from": str(encoder) if method == "s2dc" else None,
+            "code": CODE}))
         files.append(run / "metrics.json")
     out = tmp_path / "out"
     assert main(["plots", *map(str, files), "--figures", str(out / "figures"), "--curves", str(out / "curves")]) == 0
@@ -182,7 +185,7 @@ def test_plots_of_runs_from_an_encoder_exported_by_hand(tmp_path, capsys):
             "task": "segmentation", "dataset": "synthetic_btcv", "method": "s2dc", "label_ratio": 0.2, "seed": 0,
             "dice_mean": 0.5, "dice_per_class": {"liver": 0.5}, "train_cases": 3, "seconds": 1.0,
             "score": {"key": "dice_mean", "name": "Dice", "value": 50.0},
-            "history": [{"step": 1, "dice_mean": 0.5}], "init_from": str(init)}))
+            "history": [{"step": 1, "dice_mean": 0.5}], "init_from": str(init), "code": CODE}))
         out = tmp_path / f"out_{init.stem}"
         assert main(["plots", str(ft / "metrics.json"), "--figures", str(out / "figures"),
                      "--curves", str(out / "curves")]) == 0, capsys.readouterr().err
@@ -309,7 +312,7 @@ def test_a_class_absent_from_the_validation_cases_is_left_out_not_an_error(tmp_p
     cls.write_text(json.dumps({"task": "classification", "dataset": "synthetic_adni", "method": "s2dc",
                                "label_ratio": 0.1, "seed": 0, "accuracy": 0.75, "auc": None, "train_cases": 3,
                                "seconds": 1.0, "score": {"key": "accuracy", "name": "accuracy", "value": 75.0},
-                               "history": []}))
+                               "history": [], "code": CODE}))
     _, rows = read_runs([seg, cls])
     got = {(r.dataset, r.metric): r.value for r in rows.itertuples()}
     assert got == {("synthetic_btcv", "Dice %"): 50.0, ("synthetic_btcv", "Dice % bright"): 50.0,
@@ -456,7 +459,8 @@ def test_one_probe_result_per_dataset_and_encoder_and_no_raw_html(tmp_path, caps
     for stage in (2, 3):
         probes.append(tmp_path / f"probe{stage}.json")
         probes[-1].write_text(json.dumps({"dataset": "synthetic_btcv", "task": "segmentation", "stage": stage,
-                                          "metric": "balanced accuracy", "encoders": {"s2dc": {"score": 0.4}}}))
+                                          "metric": "balanced accuracy", "code": CODE,
+                                          "encoders": {"s2dc": {"score": 0.4}}}))
     assert main(["report", "--out", str(tmp_path / "out"), str(run), "--probe", *map(str, probes)]) == 2
     assert f"bad probe file '{probes[1]}': '{probes[0]}' gives the s2dc encoder on synthetic_btcv too" in capsys.readouterr().err
     assert main(["report", "--out", str(tmp_path / "out"), str(run)]) == 0
@@ -550,7 +554,8 @@ def test_a_posters_number_stands_only_beside_a_row_of_its_task_and_metric(tmp_pa
     classification.write_text(json.dumps({
         "task": "classification", "dataset": "btcv", "method": "s2dc", "label_ratio": 1.0, "seed": 0,
         "accuracy": 0.5, "auc": 0.5, "train_cases": 3, "seconds": 60.0,
-        "score": {"key": "accuracy", "name": "accuracy", "value": 50.0}, "history": [{"step": 1, "accuracy": 0.5}]}))
+        "score": {"key": "accuracy", "name": "accuracy", "value": 50.0}, "history": [{"step": 1, "accuracy": 0.5}],
+        "code": CODE}))
     assert main(["report", "--out", str(tmp_path / "out"), *map(str, runs), str(classification)]) == 0
     table = (tmp_path / "out" / "benchmark.md").read_text()
     assert "| cc_ccii | segmentation | Dice | s2dc | 10% | 50.00 ± — | 1 | 3 | — |" in table
@@ -588,7 +593,7 @@ def _task_run(folder, dataset, task, method, seed, value, ratio=0.2, ssim=None):
     extra = {"ssim": ssim} if ssim is not None else {}
     path.write_text(json.dumps({"task": task, "dataset": dataset, "method": method, "label_ratio": ratio, "seed": seed,
                                 key: value, **extra, "train_cases": 3, "seconds": 1.0,
-                                "score": {"key": key, "name": name, "value": scale * value}}))
+                                "score": {"key": key, "name": name, "value": scale * value}, "code": CODE}))
     return path
 
 
@@ -939,7 +944,7 @@ def test_the_per_class_figure_names_each_bar_by_its_class_or_metric(tmp_path):
         path.write_text(json.dumps({"task": "classification", "dataset": "synthetic_adni", "method": method,
                                     "label_ratio": 0.1, "seed": 0, "accuracy": 0.5, "auc": 0.6, "train_cases": 4,
                                     "seconds": 1.0, "score": {"key": "accuracy", "name": "accuracy", "value": 50.0},
-                                    "history": [{"step": 1, "accuracy": 0.5}]}))
+                                    "history": [{"step": 1, "accuracy": 0.5}], "code": CODE}))
         cls.append(path)
     table = summary(read_runs(seg + cls)[1])
     ticks = lambda ax: [t.get_text() for t in ax.get_xticklabels()]

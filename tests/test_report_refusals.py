@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import stopped_at_third_replace
+from conftest import CODE, stopped_at_third_replace
 from s2dc.cli import main
 
 
@@ -17,7 +17,7 @@ def run_file(folder, method, seed, value, task="segmentation", dataset="syntheti
                               "reconstruction": ("psnr", "PSNR dB", 1.0, {"ssim": 0.5, "nrmse": 0.1})}[task]
     doc = {"task": task, "dataset": dataset, "method": method, "label_ratio": 0.2, "seed": seed, key: value,
            **more, "train_cases": 3, "seconds": 1.0, "score": {"key": key, "name": name, "value": scale * value},
-           "history": [{"step": 1, key: value}], **extra}
+           "history": [{"step": 1, key: value}], "code": CODE, **extra}
     path = folder / f"{dataset}_{method}_{seed}.json"
     path.write_text(json.dumps(doc))
     return path
@@ -41,7 +41,7 @@ def test_a_probe_results_malformed_encoder_checksums_are_refused_naming_the_file
     """encoder_sha256 that is no {encoder: SHA-256} object: exit 2 naming the file and the key, no traceback."""
     run = run_file(tmp_path, "s2dc", 0, 0.5, init_sha256="a" * 64)
     probe = {"dataset": "synthetic_btcv", "task": "segmentation", "metric": "balanced accuracy", "stage": 2,
-             "encoders": {"s2dc": {"score": 0.6}}, "encoder_sha256": ["a" * 64]}
+             "code": CODE, "encoders": {"s2dc": {"score": 0.6}}, "encoder_sha256": ["a" * 64]}
     path = tmp_path / "probe.json"
     path.write_text(json.dumps(probe))
     assert main(["report", "--out", str(tmp_path / "out"), str(run), "--probe", str(path)]) == 2
@@ -92,7 +92,7 @@ def test_a_probe_of_another_task_than_the_runs_of_its_dataset_is_refused(tmp_pat
     row, counted among the segmentation datasets (exit 0); it is refused naming the probe file."""
     files = [_run_with_curve(tmp_path, m, s, 0.3 + 0.1 * s) for m in ("s2dc", "scratch") for s in (0, 1)]
     pair = {"difference": 0.1, "se": 0.01}
-    probe = {"dataset": "synthetic_btcv", "task": "reconstruction", "metric": "R²", "stage": 2,
+    probe = {"dataset": "synthetic_btcv", "task": "reconstruction", "metric": "R²", "stage": 2, "code": CODE,
              "encoders": {"s2dc": {"score": 0.7, "versus": {"random": pair, "voxels": pair}},
                           "random": {"score": 0.6}, "voxels": {"score": 0.6}}}
     path = tmp_path / "probe.json"

@@ -16,6 +16,7 @@ import torch
 
 from s2dc.cli import main
 from s2dc.fingerprint import code_fingerprint
+from s2dc.report.versions import current_code
 from s2dc.train.outputs import is_edited, result_sha256
 
 from conftest import CODE
@@ -55,6 +56,7 @@ def test_a_finetunings_metrics_record_the_code_of_its_run_identity(ft_config, se
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["resumed_from_step"] == 2
     assert metrics["code"] == identity["code"] == code_fingerprint("s2dc.downstream.engine")
+    assert metrics["code"] == current_code("fine-tuning")  # what the report takes for this s2dc's
     assert metrics["result_sha256"] == result_sha256(metrics) and is_edited({**metrics, "code": OTHER})
 
 
@@ -67,7 +69,7 @@ def test_a_probe_result_records_the_code_of_the_probe(tmp_path):
     out = tmp_path / "probe.json"
     write_probe(_regression_probe(), out)
     doc = json.loads(out.read_text())
-    assert doc["code"] == code_fingerprint("s2dc.eval.probe")
+    assert doc["code"] == code_fingerprint("s2dc.eval.probe") == current_code("probe")
     assert doc["result_sha256"] == result_sha256(doc) and is_edited({**doc, "code": OTHER})
     assert collect_probes([out]).score.tolist() == [0.8123]
 

@@ -17,7 +17,8 @@ uninterrupted one drew, so it ends with the same weights, bit for bit.
 
 Outputs in ``run.out_dir``: ``split.json`` (the training cases drawn), ``dvclive/``, ``checkpoints/``
 (while the run lasts), ``model.pt`` (final weights) and, last of all, ``metrics.json``: a run that
-fails leaves no ``metrics.json``.
+fails leaves no ``metrics.json``. It records the hash of the fine-tuning code (``code``, its run identity's), and the
+checksum of its content (``result_sha256``, which covers ``code``).
 """
 
 from __future__ import annotations
@@ -528,6 +529,7 @@ class Finetuner:
             "steps": self.step,
             "resumed_from_step": None if state is None else int(state["step"]),
             "options": self.cfg.result_options(self.precision),
+            "code": self.identity["code"],  # which version of the code made it: the tables compare one version only
             **_json_value(scores),
             "score": {"key": key, "name": self.task.score_name,
                       "value": _json_value(100 * scores[key] if self.task.percent else scores[key])},

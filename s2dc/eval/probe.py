@@ -48,6 +48,7 @@ from ..downstream.tasks import TASKS, task_of
 from ..downstream.tasks.common import Setting
 from ..export import encoder_plan, load_encoder_weights, refuse_another_modality, swinunetr_for
 from ..files import atomic_write_text, file_sha256
+from ..fingerprint import code_fingerprint
 from ..models.encoder import EncoderConfig
 from ..train.device import pick_device
 from ..train.finite import NonFiniteError
@@ -539,13 +540,13 @@ def _label(entry: str) -> tuple[str, str]:
 
 
 def write_probe(result: dict, out: str | Path) -> None:
-    """``out`` (.json) gets the result (and ``table_sha256``, the checksum of its table); the same name with .md
-    gets :func:`markdown` (:func:`check_probe_out` first)."""
+    """``out`` (.json) gets the result (and ``code``, the hash of the probe code that made it, and ``table_sha256``,
+    the checksum of its table); the same name with .md gets :func:`markdown` (:func:`check_probe_out` first)."""
     check_probe_out(out, result["source"])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table = markdown(result) + "\n"
-    doc = {**result, "table_sha256": table_sha256(table)}
+    doc = {**result, "code": code_fingerprint(__name__), "table_sha256": table_sha256(table)}
     doc["result_sha256"] = result_sha256(doc)  # the report and the next run tell it from a result edited after
     text = json.dumps(doc, indent=2, allow_nan=False)  # a NaN is a bug
     # here, not a score: raised before the earlier table goes

@@ -4,7 +4,9 @@ the runs as long rows of (run, metric, value).
 A run is one seed of one row (dataset, task, method, label ratio in whole percent). Two files that are the same
 seed of one row (a copied run, a file given twice), two label ratios that share a percent, and the seeds of one row
 with different training settings (cases, steps, starting encoder: runs of two scales) are refused, naming the files:
-averaging them would print a number no experiment gave.
+averaging them would print a number no experiment gave. So are the runs of one dataset (its methods, label ratios and
+seeds, compared with each other) made by two versions of the fine-tuning code, and a run that records no version
+(:mod:`s2dc.report.versions`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pandas as pd
 from ..train.identity import option_changes
 from ..train.outputs import is_edited
 from .tasks import TASK_METRICS, TASK_VIEWS
+from .versions import check_code, refuse_two_versions
 
 
 #: What the seeds of one row share (a run of other settings is no seed of it), besides the ``options`` each records:
@@ -61,8 +64,9 @@ CHECKS = {  # key: (test, what is expected)
 
 
 def read_run(path: Path, history: bool = False) -> dict:
-    """One ``metrics.json`` of ``s2dc finetune``, checked (:data:`CHECKS`; the task's metrics finite or null; with
-    ``history``, its validation history too), as a dict with its ``_path``. ValueError names the file and the key."""
+    """One ``metrics.json`` of ``s2dc finetune``, checked (the ``code`` that made it, :data:`CHECKS`; the task's metrics
+    finite or null; with ``history``, its validation history too), as a dict with its ``_path``. ValueError names the
+    file and the key."""
     try:
         run = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
@@ -72,6 +76,10 @@ def read_run(path: Path, history: bool = False) -> dict:
     if is_edited(run):
         raise ValueError(f"bad metrics file '{path}': its content is not what the run wrote (result_sha256 differs): "
                          "edited after the run? Run it again (delete the file: the workflow redoes the run)")
+    try:
+        check_code(run.get("code"), "fine-tuning")
+    except ValueError as err:
+        raise ValueError(f"bad metrics file '{path}': {err}") from None
     checks = dict(CHECKS)
     if checks["task"][0](run.get("task")):
         for key, _, _ in TASK_METRICS[run["task"]]:
@@ -111,9 +119,10 @@ def _check_score(run: dict, path) -> None:
 
 
 def check_runs(runs: list[dict]) -> None:
-    """Raise ValueError, naming the files, unless every run is its own seed of its row, each percent of labels is one
-    label ratio (the rows' and the averages' names), the seeds of each row share :data:`SETTINGS`, and the methods
-    compared on one dataset and label ratio share every setting but the starting encoder."""
+    """Raise ValueError, naming the files, unless every run is its own seed of its row, the runs of each dataset were
+    made by one version of the fine-tuning code (``code``), each percent of labels is one label ratio (the rows' and
+    the averages' names), the seeds of each row share :data:`SETTINGS`, and the methods compared on one dataset and
+    label ratio share every setting but the starting encoder."""
     if not runs:
         raise ValueError("no metrics files given")
     seen: dict[tuple, dict] = {}
@@ -127,6 +136,10 @@ def check_runs(runs: list[dict]) -> None:
             raise ValueError(f"'{first['_path']}' ({first['task']}) and '{run['_path']}' ({run['task']}) fine-tune "
                              f"{run['dataset']} under two tasks: a dataset is one task (its registry entry), one row "
                              "of the tables, one probe verdict and one set of curves; report each task's runs apart")
+        if first["code"] != run["code"]:
+            refuse_two_versions("fine-tuning", (first["_path"], first["code"]), (run["_path"], run["code"]),
+                                f"the runs of {run['dataset']} are compared with each other (its methods, label "
+                                "ratios and seeds)")
         if first["score"]["name"] != run["score"]["name"]:
             raise ValueError(f"the runs of {run['dataset']} differ in score.name ('{first['_path']}': "
                              f"{first['score']['name']!r}, '{run['_path']}': {run['score']['name']!r}): one task, "

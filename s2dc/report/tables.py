@@ -25,6 +25,7 @@ from .effect import effect_markdown, effect_table, nested_effect
 from .outputs import check_out_dir, refuse_unless_own
 from .runs import check_runs, is_number, ratio_text, read_run
 from .tasks import TASK_VIEWS
+from .versions import check_code, refuse_two_versions
 
 
 def poster_spec(dataset: str, task: str):
@@ -146,10 +147,11 @@ _ROUNDING = 1e-9  # a mean of recalls of 1 may land an ulp above 1
 
 
 def check_probe(p: dict) -> None:
-    """Raise ValueError naming the key unless the probe result ``p`` holds what ``s2dc probe`` can write: a known
-    task scored by its metric (:data:`PROBE_METRICS`), a stage 0..4 and per encoder a score in the metric's range
-    (balanced accuracy in [0, 1], R² <= 1), a standard error >= 0 or null, an organ recall in [0, 1] or null and
-    well-formed paired differences (:func:`check_versus`)."""
+    """Raise ValueError naming the key unless the probe result ``p`` holds what ``s2dc probe`` can write: the ``code``
+    that made it, a known task scored by its metric (:data:`PROBE_METRICS`), a stage 0..4 and per encoder a score in
+    the metric's range (balanced accuracy in [0, 1], R² <= 1), a standard error >= 0 or null, an organ recall in
+    [0, 1] or null and well-formed paired differences (:func:`check_versus`)."""
+    check_code(p.get("code"), "probe")
     if p["task"] not in PROBE_METRICS:
         raise ValueError(f"task is {p['task']!r}; expected one of {list(PROBE_METRICS)}")
     if p["metric"] != PROBE_METRICS[p["task"]]:
@@ -206,14 +208,19 @@ def check_versus(encoder: str, versus, fraction: bool = False) -> None:
 def collect_probes(probe_files: list[Path]) -> pd.DataFrame:
     """One row per (dataset, encoder) of ``s2dc probe`` results: task, stage, metric, score (balanced accuracy in
     %, or R²) and its bootstrap standard error ``se`` (NaN in a file without one), organ recall (%) and the
-    structure scores (segmentation; NaN otherwise)."""
-    rows, first = [], {}
+    structure scores (segmentation; NaN otherwise). The results of one dataset, set side by side in its rows, must
+    have been made by one version of the probe code."""
+    rows, first, versions = [], {}, {}
     for path in probe_files:
         try:
             p = json.loads(Path(path).read_text())
             if is_edited(p):
                 raise ValueError("its content is not what the probe wrote (result_sha256 differs): edited after it")
             check_probe(p)
+            version = versions.setdefault(p["dataset"], (str(path), p["code"]))
+            if version[1] != p["code"]:
+                refuse_two_versions("probe", version, (str(path), p["code"]),
+                                    f"the probe rows of {p['dataset']} are set side by side in one table")
             percent = p["metric"] != "R²"
             for encoder, r in p["encoders"].items():
                 other = first.setdefault((p["dataset"], encoder), path)
