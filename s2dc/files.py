@@ -97,7 +97,7 @@ def is_abandoned(path: Path, *targets: str, every_host: bool = False) -> bool:
         name, pid = found
         pids.append(pid)
     return bool(pids) and (not targets or any(fnmatch.fnmatchcase(name, t) for t in targets)) and not any(
-        _running(pid) for pid in pids)
+        pid_alive(pid) for pid in pids)
 
 
 def _work_sibling_name(name: str) -> tuple[str, int] | None:
@@ -150,12 +150,18 @@ def remove_abandoned(folder: Path, *targets: str, mark: str | None = None, every
                 path.unlink(missing_ok=True)
 
 
-def _running(pid: int) -> bool:
-    """Is process ``pid`` of this host running (or another user's)?"""
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (or is another user's) and is not a zombie: killed but not yet
+    reaped, which is for ever where a container's init reaps no orphans."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process
         return True
-    return True
+    try:  # Linux: the state follows the command's name, which may hold spaces and parentheses
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):  # gone meanwhile, or no /proc (another system: taken as running)
+        return not Path("/proc/self/stat").is_file()

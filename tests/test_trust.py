@@ -893,6 +893,35 @@ def test_every_write_in_progress_is_named_one_way_and_cleaned_up_one_way(tmp_pat
     assert {k for k, n in names.items() if (tmp_path / n).exists()} == {"other target"}
 
 
+def test_a_killed_process_not_yet_reaped_is_gone_not_running(tmp_path):
+    """A killed process stays a zombie until its parent reaps it, and where the init of a container does not reap
+    orphans (this machine's does not: a pretraining killed with its Snakemake run stays one), that is for ever:
+    `os.kill(pid, 0)` succeeds on it, so its work in progress was taken for a running process's and kept (the
+    rerun of a killed pretraining job left its `.dvclive.<host>.<pid>.tmp` beside the outputs, under load)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from s2dc.files import is_abandoned, remove_abandoned
+
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # not waited for: a zombie once it exits
+    try:
+        stat = Path(f"/proc/{zombie.pid}/stat")
+        for _ in range(500):
+            if stat.read_text().rpartition(")")[2].split()[0] == "Z":
+                break
+            time.sleep(0.01)
+        assert stat.read_text().rpartition(")")[2].split()[0] == "Z"
+        left = tmp_path / f".dvclive.{socket.gethostname()}.{zombie.pid}.tmp"
+        left.mkdir()
+        assert is_abandoned(left, "dvclive")
+        remove_abandoned(tmp_path)
+        assert not left.exists()
+    finally:
+        zombie.wait()
+
+
 def test_a_checkpoint_with_a_damaged_byte_is_refused_naming_the_entry(tmp_path):
     """torch.load reads a zip's stored entries without checking their CRC-32: one byte flipped inside a weight's entry
     loaded silently with a changed tensor (fine-tuning and the probe exited 0). The archive's CRCs are checked

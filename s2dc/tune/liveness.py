@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
+from ..files import pid_alive
+
 WORKER_ATTR, BEAT_ATTR, RETRY_ATTR = "worker", "heartbeat", "retry_of"
 
 
@@ -134,20 +136,3 @@ def process_start(pid: int) -> int | None:
             return int(f.read().rsplit(")", 1)[1].split()[19])
     except (OSError, IndexError, ValueError):
         return None
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host and is not a zombie (killed but not yet reaped)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
