@@ -143,8 +143,7 @@ def _plots(args: argparse.Namespace) -> int:
     check_png_out(Path(args.figures) / "effect.png")
     # what a killed run was renaming in (only that: the folders may be a user's)
     remove_abandoned(Path(args.figures), "*.png", "per_class/*.png")
-    remove_abandoned(Path(args.curves), RECORD, "train_loss/*.tsv", "val_score/*.tsv",
-                                 "pretrain_loss/*.tsv")
+    remove_abandoned(Path(args.curves), RECORD, "train_loss/*.tsv", "val_score/*.tsv", "pretrain_loss/*.tsv")
     figures = draw_benchmark(rows, Path(args.figures))
     if len(effect):
         figures.append(draw_effect(effect, Path(args.figures) / "effect.png"))
