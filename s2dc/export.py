@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -11,7 +10,7 @@ from monai.networks.nets import SwinUNETR
 from .data.datalist import read_datalist, registry_spec
 from .data.errors import DataError
 from .data.preprocess_config import PreprocessConfig
-from .files import check_folder_path, remove_abandoned, work_sibling
+from .files import check_folder_path, remove_abandoned, rename_durably, work_sibling
 from .models.encoder import EncoderConfig
 from .train.checkpoint import atomic_save, list_checkpoints, load_checkpoint, lock_folder
 from .train.finite import require_finite
@@ -273,7 +272,7 @@ def export_encoder(checkpoint: str | Path, output: str | Path, which: str = "tea
             lock.close()
     try:  # verified beside the output, which (an earlier export) is replaced only by an encoder that loads
         report = load_pretrained_encoder(swinunetr_for(cfg), tmp)
-        os.replace(tmp, output)
+        rename_durably(tmp, output)
     except ValueError as e:
         raise ValueError(str(e).replace(str(tmp), str(output))) from None
     finally:

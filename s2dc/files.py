@@ -3,6 +3,7 @@ below all of them)."""
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import json
@@ -39,9 +40,40 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = work_sibling(path, "tmp")
     try:
         tmp.write_bytes(data)
-        os.replace(tmp, path)
+        rename_durably(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def rename_durably(new: Path, target: Path) -> None:
+    """``os.replace(new, target)`` so that a power loss leaves the old or the new whole, never an empty or truncated
+    file (ext4 without data=ordered, XFS): ``new`` (a file, or a folder with every file and folder in it) is fsynced
+    before the rename, the folder of ``target`` after it, so that the rename itself lasts. The one way every atomic
+    write renames its work into place."""
+    new = Path(new)
+    if new.is_dir() and not new.is_symlink():
+        for folder, _, files in os.walk(new, topdown=False):
+            for name in files:
+                if not os.path.islink(os.path.join(folder, name)):
+                    fsync_path(os.path.join(folder, name))
+            fsync_path(folder)
+    elif not new.is_symlink():
+        fsync_path(new)
+    os.replace(new, target)
+    fsync_path(Path(target).parent)
+
+
+def fsync_path(path: str | Path) -> None:
+    """Flush the file or folder ``path`` to the disk (a folder: its entries, e.g. a rename into it); a file system
+    that cannot fsync a folder is let be."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP) or not os.path.isdir(path):
+            raise
+    finally:
+        os.close(fd)
 
 
 def is_json_with(path: Path, keys: set[str]) -> bool:
@@ -114,11 +146,11 @@ def replace_folder(new: Path, target: Path) -> None:
     old = work_sibling(target, "old")
     try:
         if target.exists() or target.is_symlink():
-            os.replace(target, old)
-        os.replace(new, target)
+            os.replace(target, old)  # made durable with the next rename, in the same folder
+        rename_durably(new, target)
     except BaseException:
         if old.exists() and not (target.exists() or target.is_symlink()):
-            os.replace(old, target)
+            rename_durably(old, target)
         raise
     if old.is_symlink():
         old.unlink()
@@ -143,7 +175,7 @@ def remove_abandoned(folder: Path, *targets: str, mark: str | None = None, every
                 continue
             target = path.with_name(_work_sibling_name(path.name)[0]) if path.name.endswith(".old") else None
             if target is not None and not (target.exists() or target.is_symlink()):
-                os.replace(path, target)
+                rename_durably(path, target)
             elif path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
-from .files import atomic_write_bytes, atomic_write_text, remove_abandoned, work_sibling
+from .files import atomic_write_bytes, atomic_write_text, remove_abandoned, rename_durably, work_sibling
 
 
 def _sha256(data: bytes) -> str:
@@ -78,7 +77,7 @@ def replace_all(folder: Path, contents: dict[str, bytes]) -> list[Path]:
             staged[name].write_bytes(data)
         for name, tmp in staged.items():
             done.append(name)  # before the rename: a signal taken as it returns must not leave it out
-            os.replace(tmp, paths[name])
+            rename_durably(tmp, paths[name])
     except BaseException:
         for name in reversed(done):
             if staged[name].exists():  # not renamed in: its target is as it was

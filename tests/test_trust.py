@@ -893,6 +893,50 @@ def test_every_write_in_progress_is_named_one_way_and_cleaned_up_one_way(tmp_pat
     assert {k for k, n in names.items() if (tmp_path / n).exists()} == {"other target"}
 
 
+def test_every_atomic_write_reaches_the_disk_before_its_rename_and_the_rename_after_it(tmp_path, monkeypatch):
+    """A power loss after a rename can leave an empty or truncated file (ext4 without data=ordered, XFS) unless the
+    data is fsynced before the rename, and loses the rename itself unless its folder is fsynced after it: so
+    atomic_write_bytes, atomic_save, replace_all and replace_folder fsync what they rename in (a folder: each file
+    and the folder), rename it, then fsync the folder it went into."""
+    from s2dc.files import atomic_write_bytes, replace_folder
+    from s2dc.recorded import replace_all
+    from s2dc.train.checkpoint import atomic_save
+
+    tmp_path = tmp_path.resolve()  # as /proc names what a descriptor is open on
+    events, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(src), str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+
+    def written_durably(write, *targets: Path, inside: tuple[str, ...] = ()):
+        events.clear()
+        write()
+        for target in targets:
+            at, renamed = next((i, e) for i, e in enumerate(events) if e[0] == "replace" and e[2] == str(target))
+            before, after = events[:at], events[at + 1:]
+            for path in (renamed[1], *(f"{renamed[1]}/{name}" for name in inside)):
+                assert ("fsync", path) in before, (path, events)
+            assert ("fsync", str(target.parent)) in after, (target, events)
+
+    written_durably(lambda: atomic_write_bytes(tmp_path / "a.json", b"{}"), tmp_path / "a.json")
+    written_durably(lambda: atomic_save({"x": 1}, tmp_path / "ck" / "step_00000001.pt"),
+                    tmp_path / "ck" / "step_00000001.pt")
+    written_durably(lambda: replace_all(tmp_path / "r", {"a.md": b"a", "sub/b.md": b"b"}),
+                    tmp_path / "r" / "a.md", tmp_path / "r" / "sub" / "b.md")
+    new = tmp_path / "new"
+    (new / "sub").mkdir(parents=True)
+    (new / "sub" / "x.txt").write_text("x")
+    written_durably(lambda: replace_folder(new, tmp_path / "folder"), tmp_path / "folder", inside=("sub", "sub/x.txt"))
+
+
 def test_a_killed_process_not_yet_reaped_is_gone_not_running(tmp_path):
     """A killed process stays a zombie until its parent reaps it, and where the init of a container does not reap
     orphans (this machine's does not: a pretraining killed with its Snakemake run stays one), that is for ever:

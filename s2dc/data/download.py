@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..files import atomic_write_text, check_folder_path, replace_folder
+from ..files import atomic_write_text, check_folder_path, rename_durably, replace_folder
 from .registry import REGISTRY, get
 from .errors import DataError
 
@@ -115,7 +115,7 @@ def fetch(url: str, dest: str | Path, md5: str, progress: bool = False) -> Path:
     if actual != md5.lower():
         part.unlink(missing_ok=True)
         raise DataError(f"{url} downloaded into '{part}' has MD5 {actual}, expected {md5}; the file was deleted")
-    os.replace(part, dest)
+    rename_durably(part, dest)
     return dest
 
 
@@ -243,7 +243,7 @@ def download_msd(task: str, root: str | Path, progress: bool = False) -> Path:
         if not (unpacked / task / "dataset.json").is_file():
             raise DataError(f"archive '{archive}' ({url}) did not contain {task}/dataset.json")
         shutil.rmtree(target, ignore_errors=True)
-        (unpacked / task).rename(target)
+        rename_durably(unpacked / task, target)
     finally:
         shutil.rmtree(unpacked, ignore_errors=True)
     _record_extracted(root, task, archive.name)

@@ -10,7 +10,6 @@ worker; :func:`check_all` loads everything once before training.
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from copy import deepcopy
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 from monai.data import Dataset, MetaTensor, PersistentDataset
 from monai.utils import convert_to_tensor
 
-from ..files import check_folder_path, file_stamp, remove_abandoned, work_sibling
+from ..files import check_folder_path, file_stamp, remove_abandoned, rename_durably, work_sibling
 from ..fingerprint import code_fingerprint, digest, libraries
 from .errors import DataError
 from .preprocess import PreprocessConfig, check_min_size, preprocess_transforms
@@ -83,8 +82,8 @@ class _AtomicPersistentDataset(PersistentDataset):
     dir is on the same filesystem as ``cache_dir``; otherwise it is a copy that a killed process
     can leave half-written, and a truncated ``.pt`` then fails forever with
     "PytorchStreamReader failed reading zip archive" (MONAI only recovers from pickle errors).
-    Here the temp file lives in ``cache_dir`` itself and is renamed with ``os.replace`` (atomic
-    on POSIX), and any cache file that fails to load is deleted and recomputed.
+    Here the temp file lives in ``cache_dir`` itself and is renamed in durably
+    (:func:`s2dc.files.rename_durably`), and any cache file that fails to load is deleted and recomputed.
     """
 
     def __init__(self, *args, **kwargs):
@@ -109,7 +108,7 @@ class _AtomicPersistentDataset(PersistentDataset):
         try:
             obj = convert_to_tensor(out, convert_numeric=False, track_meta=self.track_meta)
             torch.save(obj, tmp, pickle_protocol=self.pickle_protocol)
-            os.replace(tmp, hashfile)  # atomic; concurrent writers (DDP ranks) write identical content
+            rename_durably(tmp, hashfile)  # atomic; concurrent writers (DDP ranks) write identical content
         except (OSError, RuntimeError) as exc:  # read-only, full disk, folder gone (torch.save raises RuntimeError)
             warnings.warn(f"could not write cache file '{hashfile}': {type(exc).__name__}: {exc}")
         finally:

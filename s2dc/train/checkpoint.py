@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..files import check_folder_path, work_sibling
+from ..files import check_folder_path, rename_durably, work_sibling
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -31,9 +31,7 @@ def atomic_save(obj, path: Path) -> None:
                 if not isinstance(err.__context__, OSError):
                     raise
                 raise OSError(err.__context__.errno, err.__context__.strerror, str(path)) from err  # a full disk
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        rename_durably(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -5,11 +5,10 @@ it whole or absent, never half written (which the workflow's start check would t
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from pathlib import Path
 
-from ..files import check_folder_path, remove_abandoned, replace_folder, work_sibling
+from ..files import check_folder_path, remove_abandoned, rename_durably, replace_folder, work_sibling
 from .checkpoint import lock_folder
 from .outputs import foreign_curve_files, is_pretrain_summary
 
@@ -57,7 +56,7 @@ def export_summary(run_dir: str | Path, output: str | Path) -> str:
     run_dir, output = Path(run_dir), Path(output)
     check_summary_output(output, run_dir)
     with _held(run_dir):
-        _publish(output, lambda work: shutil.copyfile(run_dir / "summary.json", work), os.replace)
+        _publish(output, lambda work: shutil.copyfile(run_dir / "summary.json", work), rename_durably)
     return f"{output}: the run's summary"
 
 

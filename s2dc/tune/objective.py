@@ -23,7 +23,7 @@ from ..data.datalist import read_datalist, registry_spec
 from ..data.registry import pool_for
 from ..downstream.defaults import fill_finetune_defaults
 from ..downstream.engine import finetune
-from ..files import is_json_with, is_temporary, work_sibling
+from ..files import fsync_path, is_json_with, is_temporary, work_sibling
 from ..train.config import build_config as build_pretrain_config
 from ..train.finetune_config import build_config as build_finetune_config
 from ..train.pretrain import pretrain
@@ -72,7 +72,9 @@ def _record_once(record: Path, text: str) -> None:
     tmp = work_sibling(record)
     try:
         tmp.write_text(text)
+        fsync_path(tmp)  # on the disk before its name, which lasts once the folder is (as files.rename_durably)
         os.link(tmp, record)
+        fsync_path(record.parent)
     except FileExistsError:
         pass
     finally:
