@@ -78,16 +78,30 @@ def replace_all(folder: Path, contents: dict[str, bytes]) -> list[Path]:
         for name, tmp in staged.items():
             done.append(name)  # before the rename: a signal taken as it returns must not leave it out
             rename_durably(tmp, paths[name])
-    except BaseException:
+    except BaseException as stopped:
         for name in reversed(done):
-            if staged[name].exists():  # not renamed in: its target is as it was
-                continue
-            if name in before:
-                atomic_write_bytes(paths[name], before[name])
-            else:
-                paths[name].unlink(missing_ok=True)
+            if not staged[name].exists():  # renamed in (one still staged was not: its target is as it was)
+                _give_back(paths[name], before.get(name), stopped)
         raise
     finally:
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
     return list(paths.values())
+
+
+def _give_back(path: Path, data: bytes | None, stopped: BaseException) -> None:
+    """Give ``path`` its previous bytes ``data`` back (remove it where None), a step of :func:`replace_all`'s rollback,
+    which nothing cuts short: a second Ctrl-C or a SIGTERM on the way does the step again; an error (a full disk) is
+    noted on ``stopped``, the exception the rollback ends with, and the rollback goes on."""
+    while True:
+        try:
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                atomic_write_bytes(path, data)
+            return
+        except (KeyboardInterrupt, SystemExit):
+            continue
+        except Exception as err:
+            stopped.add_note(f"'{path}' could not be given its previous bytes back: {err}")
+            return

@@ -158,3 +158,38 @@ def test_a_ctrl_c_just_after_a_rename_still_gives_that_file_its_previous_bytes(t
         replace_all(tmp_path, {n: f"new {n}\n".encode() for n in names})
     monkeypatch.undo()
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {n: f"old {n}\n" for n in names}
+
+
+@pytest.mark.parametrize("second", [KeyboardInterrupt(), SystemExit(143), OSError(28, "No space left on device")])
+def test_nothing_stopping_a_step_of_the_rollback_cuts_it_short(tmp_path, monkeypatch, second):
+    """replace_all gives the files it renamed in their previous bytes back when it fails on the way; a second Ctrl-C
+    (or a SIGTERM, exit 143) taken while it did so stopped the rollback, leaving new files beside old ones: that
+    step is now done again, a step that fails (a full disk) is noted on the first error and the others are done,
+    and the first error is the one raised."""
+    import errno
+    import os
+
+    from s2dc.recorded import replace_all
+
+    names = ["a.md", "b.md", "c.md"]
+    replace_all(tmp_path, {n: f"old {n}\n".encode() for n in names})
+    real, calls = os.replace, []
+
+    def failing_then_stopped(src, dst, *args, **kwargs):
+        calls.append(dst)
+        if len(calls) == 3:  # the third rename in fails (new.md and a.md are in)
+            raise OSError(errno.EIO, "Input/output error")
+        if len(calls) == 4:  # the first step giving a file back (a.md's)
+            raise second
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr("os.replace", failing_then_stopped)
+    with pytest.raises(BaseException) as raised:
+        replace_all(tmp_path, {n: f"new {n}\n".encode() for n in ["new.md", *names]})
+    monkeypatch.undo()
+    a = "new a.md\n" if isinstance(second, OSError) else "old a.md\n"  # a full disk: a.md could not be given back
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {**{n: f"old {n}\n" for n in names}, "a.md": a}
+    assert type(raised.value) is OSError and raised.value.errno == errno.EIO
+    notes = getattr(raised.value, "__notes__", [])
+    assert notes == ([f"'{tmp_path / 'a.md'}' could not be given its previous bytes back: {second}"]
+                     if isinstance(second, OSError) else [])
