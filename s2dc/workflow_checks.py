@@ -101,12 +101,18 @@ def _typed_options(stage: str, sections_json: str, base_json: str) -> str:
 
 
 def launcher_words(launcher: str) -> list[str]:
-    """The words a shell makes of ``launcher`` (pretrain.launcher), each ``--option=value`` as ``--option value``:
-    what the workflow names a pretraining's run folder after, so that a launcher spelled another way (spaces, quotes,
-    ``--nproc_per_node=4``) finds the same run, and one of another process count names another."""
+    """The words a shell makes of ``launcher`` (pretrain.launcher), each ``--option=value`` as ``--option value`` and
+    each ``-`` in an option's name as ``_`` (torchrun takes ``--nproc-per-node`` for ``--nproc_per_node``): what the
+    workflow names a pretraining's run folder after, so that a launcher spelled another way (spaces, quotes,
+    ``--nproc_per_node=4``, ``--nproc-per-node 4``) finds the same run, and one of another process count names
+    another."""
     words = []
     for word in shlex.split(launcher):
-        words.extend(word.split("=", 1) if word.startswith("--") and "=" in word else [word])
+        if word.startswith("--"):
+            option, equals, value = word.partition("=")
+            words.extend(["--" + option[2:].replace("-", "_"), *([value] if equals else [])])
+        else:
+            words.append(word)
     if not words or words[0].startswith("#"):  # the shell would run `pretrain ...`, or nothing
         raise ValueError("no command in it")
     return words

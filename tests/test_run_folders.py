@@ -59,3 +59,19 @@ def test_the_usual_spelling_of_a_launcher_keeps_the_folder_it_had():
         old = hashlib.sha1(json.dumps([launcher, {"a": 1}], sort_keys=True).encode()).hexdigest()[:10]
         new = hashlib.sha1(json.dumps([shlex.join(launcher_words(launcher)), {"a": 1}], sort_keys=True).encode())
         assert new.hexdigest()[:10] == old
+
+
+def test_either_spelling_of_a_torchrun_option_names_one_run_folder():
+    """torchrun takes `--nproc-per-node` and `--nproc_per_node` (and so `--rdzv-backend`, `--master-port`, ...) as one
+    option; the launcher's words named two run folders after them, and a respelled launcher retrained from step 0.
+    Another process count still names another folder."""
+    from s2dc.workflow_checks import launcher_words
+
+    usual = launcher_words("torchrun --nproc_per_node 4 --rdzv_backend c10d -m s2dc.cli")
+    for launcher in ("torchrun --nproc-per-node 4 --rdzv-backend c10d -m s2dc.cli",
+                     "torchrun --nproc_per_node=4 --rdzv-backend=c10d -m s2dc.cli",
+                     "torchrun --nproc-per-node=4 --rdzv_backend c10d -m s2dc.cli"):
+        assert launcher_words(launcher) == usual, launcher
+    assert launcher_words("torchrun --nproc-per-node 2 --rdzv-backend c10d -m s2dc.cli") != usual
+    assert launcher_words("torchrun --rdzv-endpoint=node-1:29400 -m s2dc.cli") != launcher_words(
+        "torchrun --rdzv-endpoint=node_1:29400 -m s2dc.cli")  # a value as written

@@ -206,9 +206,10 @@ def untracked(value):
     return lambda wildcards, threads: value
 
 
-# The pretraining launcher as the shell splits it (s2dc.workflow_checks.launcher_words, `--opt=value` as `--opt value`),
-# joined again: what names a pretraining's run folder and what Snakemake compares, so that a launcher spelled another
-# way (spaces, quotes, `=`) finds the same run and reruns no job; the usual spelling gives the launcher's own text.
+# The pretraining launcher as the shell splits it (s2dc.workflow_checks.launcher_words, `--opt=value` as `--opt value`,
+# `--an-opt` as `--an_opt`), joined again: what names a pretraining's run folder and what Snakemake compares, so that a
+# launcher spelled another way (spaces, quotes, `=`, `-` for `_`) finds the same run and reruns no job; the usual
+# spelling gives the launcher's own text.
 LAUNCHER_WORDS = shlex.join(checks.launcher_words(P["pretrain"]["launcher"]))
 
 
