@@ -14,6 +14,7 @@ from .files import check_folder_path, remove_abandoned, rename_durably, work_sib
 from .models.encoder import EncoderConfig
 from .train.checkpoint import atomic_save, list_checkpoints, load_checkpoint, lock_folder
 from .train.finite import require_finite
+from .train.publish import check_copy_location
 
 PREFIX = "swinViT."
 
@@ -232,10 +233,10 @@ def export_encoder(checkpoint: str | Path, output: str | Path, which: str = "tea
     if which not in ("teacher", "student"):
         raise ValueError(f"which must be 'teacher' or 'student', got {which!r}")
     checkpoint, output = Path(checkpoint), Path(output)
-    if output.exists() and output.resolve() == checkpoint.resolve():
+    if checkpoint.is_file() and output.exists() and output.resolve() == checkpoint.resolve():
         raise ValueError(f"the output '{output}' is the checkpoint itself; write the encoder to another file")
     if checkpoint.is_dir() or checkpoint.parent.name == "checkpoints":  # a run's folder, or one of its checkpoints
-        check_export_location(output, checkpoint if checkpoint.is_dir() else checkpoint.parent.parent)
+        check_copy_location(output, checkpoint if checkpoint.is_dir() else checkpoint.parent.parent, "encoder")
     check_export_output(output)
     remove_abandoned(output.parent)  # what an export killed midway left beside its output
     run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent.parent
@@ -278,25 +279,6 @@ def export_encoder(checkpoint: str | Path, output: str | Path, which: str = "tea
     finally:
         tmp.unlink(missing_ok=True)
     return f"{output}: {which} encoder at step {step}{' of ' + str(steps) if short else ''}; {report}"
-
-
-#: The files a pretraining run writes in its folder, besides its subfolders (checkpoints/, dvclive/, cache/, previous/).
-RUN_FILES = ("run.json", "summary.json", ".lock")
-
-
-def check_export_location(output: Path, run_dir: Path) -> None:
-    """Refuse an export path where the pretraining run of ``run_dir`` writes: the folder itself, anything in its
-    subfolders (checkpoints/, where the run and later exports take every file for a checkpoint; dvclive/, cache/,
-    previous/) or one of its files (:data:`RUN_FILES`). ``s2dc pretrain --export-encoder`` checks it before training."""
-    path, run_dir = Path(output).resolve(), Path(run_dir).resolve()
-    if path == run_dir:
-        raise ValueError(f"the output '{output}' is the run's folder; give the .pt file the encoder is written to")
-    if path.parent == run_dir and path.name in RUN_FILES:
-        raise ValueError(f"the output '{output}' is the run's own {path.name}; write the encoder elsewhere")
-    if run_dir in path.parents and path.parent != run_dir:
-        raise ValueError(f"the output '{output}' lies in the run's folder '{run_dir / path.relative_to(run_dir).parts[0]}'"
-                         ", where the run (and, in checkpoints/, the next export and resume) take every file for its "
-                         "own; write the encoder elsewhere")
 
 
 def check_export_output(output: Path) -> None:

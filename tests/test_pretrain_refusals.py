@@ -133,12 +133,14 @@ def test_synth_writes_through_a_link_to_its_folder(tmp_path):
     assert sorted(p.name for p in link.parent.iterdir()) == ["twin"]
 
 
-@pytest.mark.parametrize("where", ["the run folder", "its checkpoints", "run.json"])
+@pytest.mark.parametrize("where", ["the run folder", "its checkpoints", "run.json", "a new file in it"])
 def test_an_export_path_the_run_writes_is_refused_before_training(tmp_path, pool, tiny_config, capsys, where):
-    """--export-encoder the run folder itself, a file in its checkpoints/ or its run.json is refused before any
-    step is trained (it was refused after the whole training, and the folder case called the folder a checkpoint)."""
+    """--export-encoder the run folder itself, a file in its checkpoints/, its run.json or any other file in it is
+    refused before any step is trained (it was refused after the whole training, and the folder case called the
+    folder a checkpoint)."""
     out = tmp_path / "run"
-    target = {"the run folder": out, "its checkpoints": out / "checkpoints" / "enc.pt", "run.json": out / "run.json"}
+    target = {"the run folder": out, "its checkpoints": out / "checkpoints" / "enc.pt", "run.json": out / "run.json",
+              "a new file in it": out / "encoder.pt"}
     assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "1", "--export-encoder",
                     str(target[where])) == 2
     err = capsys.readouterr().err
@@ -191,6 +193,26 @@ def test_a_published_copys_path_that_is_a_users_or_the_runs_is_refused_before_tr
     assert message in err and str(target) in err and "Traceback" not in err, err
     assert not list(run.glob("checkpoints/step_*.pt"))
     assert mine is None or mine.read_text() == '{"my": "notes"}'
+
+
+@pytest.mark.parametrize("where", ["the run's folder", "the folder holding it", "a folder above that", "its run.json",
+                                   "a new file in it", "a file in its checkpoints"])
+def test_every_copy_of_a_runs_output_is_refused_at_above_or_in_its_folder(tmp_path, capsys, where):
+    """`s2dc export-encoder` and `pretrain --export-encoder` let the encoder go to a new file directly in the run's
+    folder or replace a folder above it, which `--export-summary` and `--export-curves` refuse: one policy now, for
+    every copy of a run's output and both commands, naming the path: nothing at, above or inside the run's folder."""
+    run = tmp_path / "variant" / "runs" / "x"
+    (run / "checkpoints").mkdir(parents=True)
+    path = {"the run's folder": run, "the folder holding it": run.parent, "a folder above that": tmp_path / "variant",
+            "its run.json": run / "run.json", "a new file in it": run / "encoder.pt",
+            "a file in its checkpoints": run / "checkpoints" / "encoder.pt"}[where]
+    pretrain = ["pretrain", "--data.source", str(tmp_path / "pool.json"), "--run.out_dir", str(run)]
+    for argv in (["export-encoder", str(run), str(path)], *([*pretrain, option, str(path)] for option in (
+            "--export-encoder", "--export-summary", "--export-curves"))):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"the output '{path}'" in err and "the run's folder" in err and "Traceback" not in err, (argv, err)
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints"] and not any((run / "checkpoints").iterdir())
 
 
 @pytest.mark.parametrize("option, value, message", [

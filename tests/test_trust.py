@@ -412,10 +412,10 @@ def test_export_never_overwrites_a_file_that_is_not_an_export(tiny_config, pool,
     assert main(["export-encoder", str(ckpt), str(encoder)]) == 0
     assert main(["export-encoder", str(ckpt), str(encoder)]) == 0  # an earlier export may be replaced
     # into the run's own checkpoints/ (a name like a checkpoint's): the next export and the run's resume read it as
-    # a checkpoint and failed, misleadingly; refused, naming the folder
+    # a checkpoint and failed, misleadingly; refused, naming the run's folder
     inside = out / "checkpoints" / "step_00000099.pt"
     assert main(["export-encoder", str(out), str(inside)]) == 2
-    assert f"'{out / 'checkpoints'}'" in capsys.readouterr().err and not inside.exists()
+    assert f"lies in the run's folder '{out}'" in capsys.readouterr().err and not inside.exists()
 
 
 def test_refused_export_keeps_the_earlier_export(tiny_config, pool, tmp_path, capsys):

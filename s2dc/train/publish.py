@@ -14,11 +14,14 @@ from .outputs import foreign_curve_files, is_pretrain_summary
 
 
 def check_copy_location(output: Path, run_dir: Path, what: str) -> None:
-    """Refuse a path for a copy of the run's ``what`` inside the run's folder (where the run writes) or at or above
-    it (renaming the copy in would move the run's folder aside)."""
+    """Refuse a path for a copy of the run's ``what`` (its encoder, summary or curves) inside the run's folder (where
+    the run, and in checkpoints/ the next export and resume, take every file for their own) or at or above it
+    (renaming the copy in would move the run's folder aside): the one policy of `s2dc export-encoder` and of
+    `s2dc pretrain --export-*`, which checks it before training."""
     path, run = Path(output).resolve(), Path(run_dir).resolve()
     if path == run or path in run.parents:
-        raise ValueError(f"the output '{output}' holds the run's folder '{run_dir}'; copy the {what} elsewhere")
+        raise ValueError(f"the output '{output}' {'is' if path == run else 'holds'} the run's folder '{run_dir}'; "
+                         f"copy the {what} elsewhere")
     if run in path.parents:
         raise ValueError(f"the output '{output}' lies in the run's folder '{run_dir}', where the run writes; copy "
                          f"the {what} elsewhere")
