@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import CODE
 from s2dc.cli import main
@@ -635,13 +634,62 @@ def test_the_tokens_of_the_zero_padding_are_neither_fitted_nor_scored(tmp_path, 
     assert result["train_tokens"] == 2 * inside and result["val_tokens"] == 2 * inside
 
 
-def test_inside_tokens_against_the_blocks_of_a_padded_volume_of_ones():
-    from s2dc.eval.probe import inside_tokens, pad_to_multiple
+def test_inside_tokens_are_the_blocks_that_meet_the_volumes_own_voxels():
+    """A volume's own voxels lie at ``extent`` (its first index and one past its last per axis) in a grid padded to 32:
+    along an axis, block k holds one of them when [k s, (k + 1) s) meets [first, last), by hand on numpy's ranges."""
+    from s2dc.data.preprocess import EXTENT
+    from s2dc.eval.probe import inside_tokens, own_grid
 
-    for shape, stride in (((20, 32, 7), 4), ((33, 64, 40), 8), ((32, 32, 32), 16)):
-        ones = pad_to_multiple(torch.ones(1, *shape), 32)
-        expected = F.avg_pool3d(ones[None], stride)[0, 0].flatten() > 0
-        assert torch.equal(inside_tokens(shape, stride, 32), expected)
+    for shape, extent, stride in (((20, 32, 7), [[5, 0, 0], [20, 32, 7]], 4),
+                                  ((33, 64, 40), [[0, 0, 0], [33, 64, 40]], 8),
+                                  ((32, 32, 32), [[0, 9, 0], [32, 23, 32]], 16)):
+        own = own_grid({"image": torch.zeros(1, *shape), EXTENT: torch.tensor(extent)}, 32)
+        blocks = [np.arange(-(-n // 32) * 32 // stride) for n in shape]  # each axis's blocks, padded to 32
+        axes = [(k * stride < b) & ((k + 1) * stride > a) for k, a, b in zip(blocks, *extent)]
+        expected = axes[0][:, None, None] & axes[1][None, :, None] & axes[2][None, None, :]
+        assert torch.equal(inside_tokens(own, stride), torch.from_numpy(expected.ravel()))
+
+
+def test_a_block_straddling_the_volumes_edge_is_labelled_on_its_own_voxels(tmp_path):
+    """A 10 x 12 x 6 case is zero-padded to the encoder's 32³ grid; at stage 1 (4³ blocks) the blocks at X 8..11 and
+    Z 4..7 straddle its edge. The padding was counted as background: 3 structure voxels of a block's 16 own ones (3 of
+    its 64 with the padding, under an eighth) made it background. A block is decided on the case's own voxels: here
+    the reference rule on numpy's blocks of the unpadded label (slices cut at its edge); blocks of padding alone are
+    neither fitted nor scored."""
+    import nibabel as nib
+
+    from s2dc.eval.probe import load_labelled
+
+    shape, stride = (10, 12, 6), 4
+    label = np.zeros(shape, np.uint8)
+    label[0:2, 0:2, 0:2] = 1  # 8 of block (0, 0, 0)'s 64 voxels, all its own: an eighth, either way
+    label[8, 0, 4:6] = label[9, 0, 4] = 1  # block (2, 0, 1): 3 of its 2·4·2 = 16 own voxels
+    label[8:10, 4, 4] = 1  # block (2, 1, 1): 2 voxels of class 1 and 4 of class 2 of its 16 own voxels
+    label[8:10, 5, 4:6] = 2
+    label[8, 8, 0] = 2  # block (2, 2, 0): 1 of its 2·4·4 = 32 own voxels, under an eighth either way
+    blocks = [(i, j, k) for i in range(3) for j in range(3) for k in range(2)]  # the blocks holding a voxel, C order
+    def cut(a, i, j, k):  # numpy cuts a block at the array's edge
+        return a[i * stride:(i + 1) * stride, j * stride:(j + 1) * stride, k * stride:(k + 1) * stride]
+
+    want = [_dominant_structure(cut(label, *b), 3) for b in blocks]
+    padded = np.pad(label, [(0, 32 - n) for n in shape])
+    assert want != [_dominant_structure(cut(padded, *b), 3) for b in blocks]  # the two rules disagree here
+    assert sorted(set(want)) == [0, 1, 2]
+    image = (1.0 + np.random.default_rng(4).random(shape) + label).astype(np.float32)  # no voxel 0: nothing cropped
+    doc = {"name": "edge", "task": "segmentation", "labels": {"0": "background", "1": "a", "2": "b"}}
+    for role in ("training", "validation"):
+        for name, array in (("image", image), ("label", label)):
+            nib.save(nib.Nifti1Image(array.astype(np.float32), np.eye(4)), str(tmp_path / f"{role}_{name}.nii.gz"))
+        doc[role] = [{"image": f"{role}_image.nii.gz", "label": f"{role}_label.nii.gz"}]
+    (tmp_path / "dataset.json").write_text(json.dumps(doc))
+    exported = tmp_path / "enc.pt"
+    save_encoder(exported, swinunetr_for(SIZES).swinViT.state_dict())
+    data = load_labelled(tmp_path / "dataset.json", {"enc": str(exported)}, 1, None, "cpu", "mri_zscore")
+    assert data.stride == stride
+    for role in ("training", "validation"):
+        (targets,), (inside,) = data.targets[role], data.inside[role]
+        assert targets.shape == inside.shape == ((32 // stride) ** 3,) and int(inside.sum()) == len(blocks)
+        assert targets[inside].tolist() == want, f"{role}: got {targets[inside].tolist()}, want {want}"
 
 
 def test_a_student_export_and_encoders_of_other_widths_are_probed_side_by_side(tmp_path, capsys):

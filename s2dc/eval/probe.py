@@ -4,8 +4,9 @@ scored on the validation cases, with no decoder that could learn around the enco
 A frozen encoder (``SwinUNETR.swinViT``) embeds every whole volume; the linear model depends on the task:
 
 * segmentation: each token of one Swin stage gets the structure in the voxel block it covers (its most
-  frequent foreground class when foreground fills an eighth of the block, else background); a
-  class-balanced softmax regression on the tokens, scored by balanced accuracy (mean per-class recall);
+  frequent foreground class when foreground fills an eighth of the block's voxels of the image, its zero padding
+  left out, else background); a class-balanced softmax regression on the tokens, scored by balanced accuracy
+  (mean per-class recall);
 * classification: the stage map averaged on a 2³ grid gives one feature vector per case; a class-balanced
   softmax regression on the cases (the release evaluates CC-CCII with a linear/SVM head on pooled
   features), scored by balanced accuracy. Tens of training volumes against hundreds of features: a fixed
@@ -41,7 +42,7 @@ import torch.nn.functional as F
 from ..config import SEED_MAX, check
 from ..data.datalist import list_cases, read_datalist, registry_spec
 from ..data.errors import DataError
-from ..data.preprocess import PreprocessConfig
+from ..data.preprocess import EXTENT, PreprocessConfig, own_voxels
 from ..data.splits import refuse_training_cases_in_validation
 from ..data.volumes import LabelledCases, plain
 from ..downstream.tasks import TASKS, task_of
@@ -67,13 +68,17 @@ VOXELS = "voxels"
 MIN_FOREGROUND = 1 / 8
 
 
-def token_targets(label: torch.Tensor, stride: int, num_classes: int) -> torch.Tensor:
+def token_targets(label: torch.Tensor, stride: int, num_classes: int, own: torch.Tensor | None = None) -> torch.Tensor:
     """The structure in each ``stride³`` block: label (X, Y, Z) int -> (X/s · Y/s · Z/s,) long, in the C order
     of the blocks. A block is its most frequent foreground class (ties to the lower) when foreground fills at
     least :data:`MIN_FOREGROUND` of it, else background (0): a majority rule would call every block of a
-    lesion smaller than half a block background, and the probe would never see the lesion."""
-    onehot = F.one_hot(label.long(), num_classes).permute(3, 0, 1, 2).float()[None]
-    fractions = F.avg_pool3d(onehot, stride)[0].flatten(1)  # (classes, blocks)
+    lesion smaller than half a block background, and the probe would never see the lesion. Only the volume's own
+    voxels ``own`` (X, Y, Z) bool (None: every voxel; :func:`own_grid`) count: a block straddling the edge of the
+    padding is decided on its own voxels, a block of padding alone is background (left out: :func:`inside_tokens`)."""
+    own = torch.ones(label.shape, dtype=torch.bool) if own is None else own
+    onehot = F.one_hot(label.long(), num_classes).permute(3, 0, 1, 2).float()[None] * own
+    counted = own_share(own, stride).clamp_min(stride**-3)  # (blocks,); a block of padding alone reads 0: background
+    fractions = F.avg_pool3d(onehot, stride)[0].flatten(1) / counted  # (classes, blocks), of the own voxels
     structure = fractions[1:].argmax(0) + 1
     return torch.where(fractions[1:].sum(0) >= MIN_FOREGROUND - 1e-6, structure, torch.zeros_like(structure))
 
@@ -86,12 +91,25 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, pad)
 
 
-def inside_tokens(shape: tuple[int, ...], stride: int, multiple: int) -> torch.Tensor:
-    """Which ``stride³`` blocks of a volume of ``shape`` (X, Y, Z) zero-padded by :func:`pad_to_multiple` hold a voxel
-    of the image: ``(X'/s · Y'/s · Z'/s,)`` bool in the C order of :func:`token_targets`. The others are padding,
-    neither fitted nor scored."""
-    axes = [torch.arange((n + -n % multiple) // stride) * stride < n for n in shape]
-    return (axes[0][:, None, None] & axes[1][None, :, None] & axes[2][None, None, :]).flatten()
+def own_grid(item: dict, multiple: int) -> torch.Tensor:
+    """Where a preprocessed case's own voxels lie (its ``extent``, :class:`~s2dc.data.preprocess.PadRecordingExtentd`)
+    in its image zero-padded by :func:`pad_to_multiple`: (X', Y', Z') bool."""
+    own = torch.zeros(plain(item["image"]).shape[-3:], dtype=torch.bool)
+    own_voxels(own, item[EXTENT]).fill_(True)
+    return pad_to_multiple(own, multiple)
+
+
+def own_share(own: torch.Tensor, stride: int) -> torch.Tensor:
+    """The share of each ``stride³`` block that is the volume's own voxels: own (X, Y, Z) bool -> (X/s · Y/s · Z/s,)
+    float in the C order of :func:`token_targets`."""
+    return F.avg_pool3d(own[None, None].float(), stride).flatten()
+
+
+def inside_tokens(own: torch.Tensor, stride: int) -> torch.Tensor:
+    """Which ``stride³`` blocks hold a voxel of the volume's own: own (X, Y, Z) bool (:func:`own_grid`) ->
+    ``(X/s · Y/s · Z/s,)`` bool in the C order of :func:`token_targets`. The others are padding, neither fitted nor
+    scored."""
+    return own_share(own, stride) > 0
 
 
 def voxel_blocks(image: torch.Tensor, stride: int) -> torch.Tensor:
@@ -331,7 +349,8 @@ def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cach
     multiple = sizes.patch_size * 16  # total downsampling of the Swin encoder
     task = TASKS[task_of(doc, source)](doc, source, SimpleNamespace(input_channel=""))
     # Crop size 1: the preprocessing pads nothing, so every voxel it returns is the image's, and the only padding
-    # is the probe's own at the far ends (pad_to_multiple), which inside_tokens leaves out.
+    # is the probe's own at the far ends (pad_to_multiple): a block of it alone is left out (inside_tokens), a block
+    # straddling the image's edge is labelled on the image's voxels (token_targets).
     setting = Setting(PreprocessConfig.from_preset(preset), (1, 1, 1), 1, 0.0, 1, 0.0, device, nullcontext)
     names = label_names(task, doc) if labels == "label" else map_names(doc, labels, source, task)
     keys = task.roles if labels == "label" else ("image", labels)
@@ -351,11 +370,11 @@ def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cach
     for role, ds in data.items():
         for i in range(len(ds)):
             item = ds[i]
-            image, target = _image_and_target(task, item, stride, multiple, len(names))
+            own = own_grid(item, multiple) if task.readout != "class" else None
+            image, target = _image_and_target(task, item, stride, multiple, len(names), own)
             volumes[role].append(image[None])
             targets[role].append(target)
-            dense = task.readout != "class"
-            inside[role].append(inside_tokens(plain(item["image"]).shape[-3:], stride, multiple) if dense else None)
+            inside[role].append(None if own is None else inside_tokens(own, stride))
     return Labelled(task, str(doc.get("name") or Path(source).parent.name), names, sizes, stride, device,
                     volumes, targets, inside, str(first))
 
@@ -429,15 +448,17 @@ def label_names(task, doc: dict) -> list[str]:
     return names_by_value(doc["labels"])
 
 
-def _image_and_target(task, item: dict, stride: int, multiple: int, num_classes: int) -> tuple[torch.Tensor, object]:
-    """The encoder's input ``(C, X, Y, Z)`` (padded to the encoder's multiple) and what the linear model predicts."""
+def _image_and_target(task, item: dict, stride: int, multiple: int, num_classes: int,
+                      own: torch.Tensor | None) -> tuple[torch.Tensor, object]:
+    """The encoder's input ``(C, X, Y, Z)`` (padded to the encoder's multiple) and what the linear model predicts;
+    ``own`` (X, Y, Z) bool: the case's own voxels in the padded grid (:func:`own_grid`; None: pooled)."""
     if task.readout == "values":
         image, target = task.input_and_target(item)
         return pad_to_multiple(image, multiple), block_means(pad_to_multiple(target, multiple), stride)
     image = plain(item["image"]).float()
     if task.readout == "labels":
         label = pad_to_multiple(plain(item["label"]).long(), multiple)[0]
-        return pad_to_multiple(image, multiple), token_targets(label, stride, num_classes)
+        return pad_to_multiple(image, multiple), token_targets(label, stride, num_classes, own)
     return pad_to_multiple(image, multiple), int(item["class"])
 
 
