@@ -647,7 +647,8 @@ def test_the_posters_average_stands_beside_an_average_over_its_ten_datasets_only
 
     def runs(datasets):
         return pd.DataFrame([{"dataset": d, "task": "segmentation", "metric": "Dice", "method": m,
-                              "label_ratio": 0.2, "seed": 0, "score": 50.0, "percent": 50.0}
+                              "label_ratio": 0.2, "seed": 0, "score": 50.0, "percent": 50.0,
+                              "path": f"{d}/{m}/metrics.json", "code": CODE}
                              for d in datasets for m in ("scratch", "s2dc")])
 
     ten = list(PAPER_AVERAGE_DATASETS)

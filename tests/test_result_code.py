@@ -5,7 +5,7 @@ or set the methods of one dataset side by side, fine-tuned by two versions of th
 (only the workflow reran a run whose code changed). Each metrics.json now records ``code``, its run identity's hash
 of the fine-tuning code, and each probe result the hash of the probe code; the report, the ablation table and the
 plots refuse the results of one dataset made by two versions, and a result of an s2dc that recorded none, naming the
-files and saying which to make again."""
+files and saying which to make again; the report's averages over datasets refuse datasets of two versions."""
 
 from __future__ import annotations
 
@@ -124,12 +124,44 @@ def test_the_ablation_refuses_variants_of_one_dataset_made_by_two_versions(tmp_p
 
 def test_datasets_made_by_two_versions_are_each_their_own(tmp_path):
     """The check is per dataset: the runs of one dataset are compared with each other; another dataset's runs, of
-    one version among themselves, may be of another (each row compares its own arms)."""
-    files = [run_in(tmp_path / "btcv", m, 0, 0.5) for m in ("s2dc", "scratch")]
-    files += [run_in(tmp_path / "liver", m, 0, 0.5, dataset="synthetic_msd_liver", code=OTHER)
-              for m in ("s2dc", "scratch")]
+    one version among themselves, may be of another (each row compares its own arms): the plots draw each dataset
+    apart, and the report averages no two datasets that are never at one label ratio (btcv at 10 %, liver at 50 %):
+    each average is its one dataset's mean over seeds, by hand."""
+    dice = {"s2dc": [0.5, 0.7], "scratch": [0.3, 0.2]}
+    files = [run_in(tmp_path / "btcv", m, s, d, ratio=0.1) for m, ds in dice.items() for s, d in enumerate(ds)]
+    files += [run_in(tmp_path / "liver", m, s, d / 2, ratio=0.5, dataset="synthetic_msd_liver", code=OTHER)
+              for m, ds in dice.items() for s, d in enumerate(ds)]
     for command in _commands(tmp_path / "out").values():
         assert main([*command, *map(str, files)]) == 0
+    averages = json.loads((tmp_path / "out" / "metrics.json").read_text())["averages"]["segmentation"]
+    for method, ds in dice.items():
+        assert averages[method]["labels_10%"]["mean"] == pytest.approx(100 * sum(ds) / 2, abs=1e-4)
+        assert averages[method]["labels_50%"]["mean"] == pytest.approx(100 * sum(ds) / 4, abs=1e-4)
+        assert averages[method]["labels_10%"]["datasets"] == averages[method]["labels_50%"]["datasets"] == 1
+
+
+@pytest.mark.parametrize("current", [True, False], ids=["one of this s2dc", "none of this s2dc"])
+def test_the_averages_refuse_datasets_made_by_two_versions(tmp_path, capsys, current):
+    """The averages over datasets (per task, over all datasets) took btcv fine-tuned by one version of the code and
+    liver by another as one number, though each dataset's runs were of one version. The report refuses them, naming
+    each version with its datasets and a file of each, and which datasets to run again: those not of this s2dc's code
+    (or, where none is, all of them). The plots average no two datasets: they draw them."""
+    code = current_code("fine-tuning") if current else CODE
+    btcv = [run_in(tmp_path / "btcv", m, 0, 0.5, code=code) for m in ("s2dc", "scratch")]
+    liver = [run_in(tmp_path / "liver", m, 0, 0.4, dataset="synthetic_msd_liver", code=OTHER)
+             for m in ("s2dc", "scratch")]
+    (err,) = _refused(tmp_path, capsys, [*btcv, *liver], btcv[0], liver[0], code[:12], OTHER[:12],
+                      commands=("report",))
+    assert "synthetic_btcv" in err and "synthetic_msd_liver" in err, err
+    assert "two versions of s2dc's fine-tuning code" in err and "average" in err, err
+    if current:
+        assert ("the results of synthetic_msd_liver are not of this s2dc's code: run them again with this s2dc"
+                in err), err
+        assert "synthetic_btcv are not" not in err, err
+    else:
+        assert "none is of this s2dc's code: run all of them again with this s2dc" in err, err
+    plots = ["plots", "--figures", str(tmp_path / "f"), "--curves", str(tmp_path / "c")]
+    assert main([*plots, *map(str, btcv + liver)]) == 0
 
 
 @pytest.mark.parametrize("code, expected", [

@@ -10,7 +10,8 @@ The poster averages one "score" (%) over its ten datasets: from scratch 77.93, V
   neither a label ratio nor how it scored its two image tasks.
 
 An average is given only for a method that has every dataset of the group (a partial one would average other
-datasets); its std is the sample std over seeds of the per-seed average, when every dataset has the same seeds.
+datasets); its std is the sample std over seeds of the per-seed average, when every dataset has the same seeds. The
+datasets an average takes together must have been fine-tuned by one version of the code (:mod:`.versions`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..data.datalist import registry_spec
 from ..data.registry import PAPER_AVERAGE, PAPER_AVERAGE_DATASETS, REGISTRY
 from .runs import ratio_text
 from .tasks import TASK_VIEWS
+from .versions import check_one_version
 
 #: The score in % of each task for the average over all datasets: (metrics.json key, scale).
 PERCENT_SCORE = {task: view.percent for task, view in TASK_VIEWS.items()}
@@ -51,9 +53,10 @@ def percent_score(run: dict) -> float:
 
 
 def averages(runs: pd.DataFrame) -> pd.DataFrame:
-    """``runs`` (one row per run: dataset, task, metric, method, label_ratio, seed, score, percent) -> one row per
-    scope (a task, or :data:`ALL`), method and label ratio: metric, datasets, mean, std, seeds, poster (the poster's
-    average beside the overall rows, NaN elsewhere)."""
+    """``runs`` (one row per run: dataset, task, metric, method, label_ratio, seed, score, percent, path, code) -> one
+    row per scope (a task, or :data:`ALL`), method and label ratio: metric, datasets, mean, std, seeds, poster (the
+    poster's average beside the overall rows, NaN elsewhere). ValueError where an average would take datasets
+    fine-tuned by two versions of the code (``code``), naming them (:func:`~.versions.check_one_version`)."""
     rows = []
     for ratio, at_ratio in runs.groupby("label_ratio", sort=True):
         scopes = [(task, at_ratio[at_ratio.task == task], "score") for task in sorted(at_ratio.task.unique())]
@@ -63,6 +66,11 @@ def averages(runs: pd.DataFrame) -> pd.DataFrame:
             for method, mine in scoped.groupby("method", sort=True):
                 if set(mine.dataset) != datasets or mine[column].isna().any():
                     continue
+                first = mine.drop_duplicates("dataset")  # a dataset's runs are of one version (check_runs)
+                over = "all datasets" if scope == ALL else f"the {scope} datasets"
+                check_one_version("fine-tuning", dict(zip(first.dataset, zip(first.path, first.code))),
+                                  f"the average of {method} over {over} at {ratio_text(ratio)} labels takes them "
+                                  "together")
                 per_seed = mine.pivot_table(index="seed", columns="dataset", values=column)
                 same_seeds = not per_seed.isna().any().any()
                 mean = float(mine.groupby("dataset")[column].mean().mean())

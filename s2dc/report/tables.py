@@ -44,9 +44,9 @@ def paper_score(dataset: str, method: str, label_ratio: float, task: str) -> flo
 
 
 def collect(metric_files: list[Path]) -> pd.DataFrame:
-    """One row per fine-tuning run: dataset, task, metric, method, label_ratio, seed, score, train_cases, seconds, path
-    (each file checked by :func:`~s2dc.report.runs.read_run`, the runs together by
-    :func:`~s2dc.report.runs.check_runs`).
+    """One row per fine-tuning run: dataset, task, metric, method, label_ratio, seed, score, train_cases, seconds, path,
+    code (the hash of the fine-tuning code that made it); each file checked by :func:`~s2dc.report.runs.read_run`, the
+    runs together by :func:`~s2dc.report.runs.check_runs`.
 
     The score is the task's first metric as the run recorded it (``score``: Dice or accuracy in %, PSNR in dB);
     ``percent`` is the score in % that the average over all datasets takes (:func:`~s2dc.report.averages.percent_score`)."""
@@ -61,6 +61,7 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
         "dataset": m["dataset"], "task": m["task"], "metric": m["score"]["name"], "method": m["method"],
         "label_ratio": float(m["label_ratio"]), "seed": m["seed"], "score": float(m["score"]["value"]),
         "train_cases": m["train_cases"], "seconds": float(m["seconds"]), "path": m["_path"], "percent": percent_score(m),
+        "code": m["code"],
     } for m in runs])
 
 
