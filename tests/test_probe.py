@@ -692,6 +692,56 @@ def test_a_block_straddling_the_volumes_edge_is_labelled_on_its_own_voxels(tmp_p
         assert targets[inside].tolist() == want, f"{role}: got {targets[inside].tolist()}, want {want}"
 
 
+@pytest.mark.parametrize("task", ["reconstruction", "translation"])
+def test_a_block_straddling_the_volumes_edge_predicts_the_mean_of_its_own_voxels(tmp_path, task):
+    """The regression probes (UDPET's full dose, BraTS 2023's other sequences) predict each token block's mean of the
+    target. A 10 x 12 x 6 case is zero-padded to the encoder's 32³ grid; at stage 1 (4³ blocks) the blocks at X 8..11
+    and Z 4..7 straddle its edge, and the padding's zeros were averaged in: block (2, 0, 1), 16 own voxels of its 64,
+    read a quarter of its own mean. A block's mean is over the case's own voxels: here numpy's means of the blocks of
+    the unpadded, preprocessed target (slices cut at its edge); blocks of padding alone are neither fitted nor scored."""
+    import nibabel as nib
+
+    from s2dc.eval.probe import load_labelled
+
+    shape, stride = (10, 12, 6), 4
+    rng = np.random.default_rng(7)
+    blocks = [(i, j, k) for i in range(3) for j in range(3) for k in range(2)]  # the blocks holding a voxel, C order
+
+    def cut(a, i, j, k):  # numpy cuts a block at the array's edge
+        return a[..., i * stride:(i + 1) * stride, j * stride:(j + 1) * stride, k * stride:(k + 1) * stride]
+
+    def block_means_of(target):  # (T, X, Y, Z) -> (blocks, T)
+        return np.stack([cut(target, *b).reshape(len(target), -1).mean(1) for b in blocks])
+
+    doc = {"name": "edge", "task": task}
+    if task == "reconstruction":  # the low dose, the full dose; both divided by the low dose's mean (no voxel 0)
+        arrays = {"image": 1.0 + rng.random(shape), "target": 2.0 + 3.0 * rng.random(shape)}
+        target = (arrays["target"] / arrays["image"].mean())[None]
+    else:  # three sequences, each z-scored on its own (no voxel 0); the first is the input, the others the targets
+        sequences = [1.0 + (1 + c) * rng.random(shape) for c in range(3)]
+        arrays = {f"seq{c}": s for c, s in enumerate(sequences)}
+        target = np.stack([(s - s.mean()) / s.std() for s in sequences[1:]])
+        doc["modality"] = {"0": "t1n", "1": "t2w", "2": "t2f"}
+    want = block_means_of(target)
+    padded = np.pad(target, [(0, 0)] + [(0, 32 - n) for n in shape])
+    assert not np.allclose(want, block_means_of(padded), atol=1e-3)  # the two rules disagree here
+    for role in ("training", "validation"):
+        for name, array in arrays.items():
+            nib.save(nib.Nifti1Image(array.astype(np.float32), np.eye(4)), str(tmp_path / f"{role}_{name}.nii.gz"))
+        files = {name: f"{role}_{name}.nii.gz" for name in arrays}
+        doc[role] = [files if task == "reconstruction" else {"image": list(files.values())}]
+    (tmp_path / "dataset.json").write_text(json.dumps(doc))
+    exported = tmp_path / "enc.pt"
+    save_encoder(exported, swinunetr_for(SIZES).swinViT.state_dict())
+    preset = "pet_zscore" if task == "reconstruction" else "mri_zscore"
+    data = load_labelled(tmp_path / "dataset.json", {"enc": str(exported)}, 1, None, "cpu", preset)
+    assert data.stride == stride
+    for role in ("training", "validation"):
+        (targets,), (inside,) = data.targets[role], data.inside[role]
+        assert targets.shape == ((32 // stride) ** 3, len(target)) and int(inside.sum()) == len(blocks)
+        np.testing.assert_allclose(targets[inside].numpy(), want, rtol=1e-5, atol=1e-5, err_msg=role)
+
+
 def test_a_student_export_and_encoders_of_other_widths_are_probed_side_by_side(tmp_path, capsys):
     """The probe reads what an export holds: a `--which student` export was refused (with advice to give an option
     the probe does not have). Encoders of other widths read the volumes on one token grid (same patch size) and are

@@ -14,9 +14,10 @@ A frozen encoder (``SwinUNETR.swinViT``) embeds every whole volume; the linear m
   stratified cross-validation on the training volumes (:func:`cross_validated_weight_decay`; the validation
   volumes are not seen). Segmentation fits tens of thousands of tokens, where the decay hardly matters: fixed;
 * reconstruction and translation: each token predicts the mean of the target (full-dose PET, the other
-  MR sequences) over its voxel block; ridge regression on the tokens, scored by R² on the validation
-  tokens. A per-block linear read-out is what a decoder's last layer would need: it shows whether the
-  tokens hold the target's local content, which a full fine-tuned decoder could otherwise supply itself.
+  MR sequences) over its voxel block's voxels of the image, its zero padding left out; ridge regression on the
+  tokens, scored by R² on the validation tokens. A per-block linear read-out is what a decoder's last layer would
+  need: it shows whether the tokens hold the target's local content, which a full fine-tuned decoder could
+  otherwise supply itself.
 
 A one-channel encoder (a pool's: pretrained on one sequence or modality at a time) reads each channel of a
 multi-channel volume (BraTS's four sequences) on its own, as it was pretrained, and its tokens of the channels are
@@ -121,9 +122,15 @@ def voxel_blocks(image: torch.Tensor, stride: int) -> torch.Tensor:
     return blocks.reshape(-1, c * s**3)
 
 
-def block_means(target: torch.Tensor, stride: int) -> torch.Tensor:
-    """Mean of each channel over each ``stride³`` block: (T, X, Y, Z) -> (X/s · Y/s · Z/s, T), token order."""
-    return F.avg_pool3d(target[None].float(), stride)[0].flatten(1).T
+def block_means(target: torch.Tensor, stride: int, own: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of each channel over each ``stride³`` block: (T, X, Y, Z) -> (X/s · Y/s · Z/s, T), token order. Only the
+    volume's own voxels ``own`` (X, Y, Z) bool (None: every voxel; :func:`own_grid`) count: a block straddling the edge
+    of the padding is the mean of its own voxels, not of its own voxels and the padding's zeros; a block of padding
+    alone reads 0 (left out: :func:`inside_tokens`)."""
+    if own is None:
+        return F.avg_pool3d(target[None].float(), stride)[0].flatten(1).T
+    sums = F.avg_pool3d(target[None].float() * own, stride)[0].flatten(1)  # (T, blocks), over s³ voxels
+    return (sums / own_share(own, stride).clamp_min(stride**-3)).T
 
 
 def fit_ridge(x: torch.Tensor, y: torch.Tensor, alpha: float = 1.0):
@@ -350,7 +357,7 @@ def load_labelled(source: str | Path, labelled: dict[str, str], stage: int, cach
     task = TASKS[task_of(doc, source)](doc, source, SimpleNamespace(input_channel=""))
     # Crop size 1: the preprocessing pads nothing, so every voxel it returns is the image's, and the only padding
     # is the probe's own at the far ends (pad_to_multiple): a block of it alone is left out (inside_tokens), a block
-    # straddling the image's edge is labelled on the image's voxels (token_targets).
+    # straddling the image's edge is labelled (token_targets) or averaged (block_means) on the image's voxels.
     setting = Setting(PreprocessConfig.from_preset(preset), (1, 1, 1), 1, 0.0, 1, 0.0, device, nullcontext)
     names = label_names(task, doc) if labels == "label" else map_names(doc, labels, source, task)
     keys = task.roles if labels == "label" else ("image", labels)
@@ -454,7 +461,7 @@ def _image_and_target(task, item: dict, stride: int, multiple: int, num_classes:
     ``own`` (X, Y, Z) bool: the case's own voxels in the padded grid (:func:`own_grid`; None: pooled)."""
     if task.readout == "values":
         image, target = task.input_and_target(item)
-        return pad_to_multiple(image, multiple), block_means(pad_to_multiple(target, multiple), stride)
+        return pad_to_multiple(image, multiple), block_means(pad_to_multiple(target, multiple), stride, own)
     image = plain(item["image"]).float()
     if task.readout == "labels":
         label = pad_to_multiple(plain(item["label"]).long(), multiple)[0]
