@@ -146,3 +146,85 @@ def test_an_encoder_file_with_an_entry_of_the_wrong_kind_is_refused_naming_it(
     err = capsys.readouterr().err
     assert str(bad) in err and named in err and "Traceback" not in err, err
     assert not out.exists()
+
+
+def _save(path, array) -> str:
+    nib.save(nib.Nifti1Image(np.asarray(array, np.float32), np.eye(4)), str(path))
+    return path.name
+
+
+def _box(rng, at: int, shape=(64, 32, 32)) -> np.ndarray:
+    """A noisy box of values 1..1.1 with a brighter block at x-offset ``at``, zero 4 voxels from every border."""
+    a = np.zeros(shape, np.float32)
+    a[4:-4, 4:-4, 4:-4] = 1.0 + 0.1 * rng.random(tuple(s - 8 for s in shape))
+    a[at : at + 12, 10:22, 10:22] += 3.0
+    return a
+
+
+def _refused_before_training(tmp_path, capsys, monkeypatch, doc: dict, *extra: str) -> str:
+    """Fine-tune ``doc`` (written as tmp_path/data/dataset.json) for one step: it must exit 2 before any step, the run
+    folder it made removed again (no checkpoint, curves, split.json, model.pt or metrics.json); returns stderr."""
+    from s2dc.downstream.engine import Finetuner
+
+    steps, train_step = [], Finetuner.train_step
+    monkeypatch.setattr(Finetuner, "train_step", lambda self, batch: steps.append(self.step) or train_step(self, batch))
+    js = tmp_path / "data" / "dataset.json"
+    js.write_text(json.dumps(doc))
+    out = tmp_path / "run"
+    capsys.readouterr()
+    rc = finetune(tmp_path, js, out, "--preprocess.intensity", "zscore", "--preprocess.crop_foreground", "false",
+                  "--train.log_every", "1", *extra)
+    captured = capsys.readouterr()
+    assert rc == 2, captured.err
+    assert steps == [], f"{len(steps)} training step(s) ran before the refusal: {captured.err}"
+    assert not out.exists(), sorted(p.name for p in out.rglob("*"))
+    assert str(js) in captured.err and "Traceback" not in captured.err, captured.err
+    assert "validation at step" not in captured.err, captured.err  # not the refusal after training
+    return captured.err
+
+
+def test_a_reconstruction_target_constant_on_its_voxels_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    """A full-dose validation target of value 2 but one voxel of 3 at (1, 1, 1), resampled to 2 mm (the grid samples
+    the 1 mm voxels of even indices, with weight 1: it misses the odd one), is 2 on every voxel scored: its range is 0,
+    so PSNR is -inf. The run trained to its end, then failed (exit 2); it must be refused before the first step,
+    naming the dataset json, the case and its target file, and what was expected."""
+    rng = np.random.default_rng(1)
+    (tmp_path / "data").mkdir()
+    entries = []
+    for i in range(3):
+        full = _box(rng, 10 + 6 * i)
+        low = rng.poisson(full * 4) / 4.0
+        if i == 2:
+            full = np.full(full.shape, 2.0, np.float32)
+            full[1, 1, 1] = 3.0  # not constant as stored: loading takes it
+        entries.append({"id": f"r{i}", "image": _save(tmp_path / "data" / f"low{i}.nii.gz", low),
+                        "target": _save(tmp_path / "data" / f"full{i}.nii.gz", full)})
+    doc = {"name": "doses", "task": "reconstruction", "training": entries[:2], "validation": entries[2:]}
+    err = _refused_before_training(tmp_path, capsys, monkeypatch, doc, "--preprocess.spacing", "2", "2", "2")
+    assert "'r2'" in err and "full2.nii.gz" in err and "'r0'" not in err and "'r1'" not in err, err
+    assert "constant" in err and "expected" in err, err
+
+
+def test_a_translation_target_constant_inside_the_brain_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    """A validation t2 of value 5 inside the brain (the input t1's non-zero voxels) that varies only outside it (so
+    its z-score over its own non-zero voxels is defined) is one value on every voxel scored: PSNR -inf. The run
+    trained to its end, then failed (exit 2); it must be refused before the first step, naming the dataset json, the
+    case, the sequence's file and the input, and what was expected."""
+    rng = np.random.default_rng(2)
+    (tmp_path / "data").mkdir()
+    entries = []
+    for i in range(3):
+        t1 = _box(rng, 8 + 8 * i)
+        t2 = np.where(t1 > 0, 5.0 - t1, 0.0)
+        if i == 2:
+            t2 = np.where(t1 > 0, 5.0, 0.0)
+            t2[:2] = rng.uniform(1.0, 2.0, t2[:2].shape)  # varies outside the brain only
+            assert np.ptp(t2[t1 > 0]) == 0 and np.ptp(t2[t2 != 0]) > 0
+        sequences = {"t1": t1, "t2": t2, "flair": np.sqrt(t1)}
+        entries.append({"id": f"b{i}", "image": [_save(tmp_path / "data" / f"b{i}_{c}.nii.gz", a)
+                                                 for c, a in sequences.items()]})
+    err = _refused_before_training(tmp_path, capsys, monkeypatch, {
+        "name": "brains", "task": "translation", "modality": {"0": "t1", "1": "t2", "2": "flair"},
+        "training": entries[:2], "validation": entries[2:]})
+    assert "'b2'" in err and "b2_t2.nii.gz" in err and "'t1'" in err and "b2_flair" not in err, err
+    assert "constant" in err and "expected" in err, err

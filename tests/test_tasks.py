@@ -655,20 +655,47 @@ def test_an_empty_mask_is_refused_by_every_masked_metric():
 
 
 def test_a_translation_case_whose_input_sequence_is_empty_is_refused_naming_it():
-    """A validation case whose input sequence is zero everywhere has no brain mask to score in: refused, naming the
-    case and the sequence, before any prediction (it failed inside torch with no word of the case)."""
+    """A validation case whose input sequence is zero everywhere has no brain mask to score in: refused before
+    training, naming the case and the sequence (the evaluation refused it, after training)."""
     from types import SimpleNamespace
-
-    from monai.data import MetaTensor
 
     from s2dc.data.errors import DataError
     from s2dc.downstream.tasks.translation import Translation
 
     task = Translation({"modality": {"0": "t1n", "1": "t2w"}}, "brats.json", SimpleNamespace(input_channel=""))
-    image = MetaTensor(torch.zeros(2, 4, 4, 4), meta={"filename_or_obj": "case_7_t1n.nii.gz"})
-    image[1] = 1.0  # the target sequence has content; the input t1n none
-    with pytest.raises(DataError, match=r"case_7_t1n\.nii\.gz.*'t1n'.*zero everywhere"):
-        task.evaluate(None, [{"image": image}], None)
+    image = torch.zeros(2, 4, 4, 4)
+    image[1] = torch.arange(64.0).reshape(4, 4, 4)  # the target sequence has content; the input t1n none
+    cases = [{"id": "case_7", "image": ["case_7_t1n.nii.gz", "case_7_t2w.nii.gz"]}]
+    with pytest.raises(DataError, match=r"'brats.json'.*case_7_t1n\.nii\.gz.*'t1n'.*'case_7'.*zero everywhere"):
+        task.check_validation([{"image": image}], cases)
+    image[0, 1:3] = 2.0
+    task.check_validation([{"image": image}], cases)  # t2w varies inside t1n's non-zero voxels
+
+
+def test_a_translation_sequence_constant_on_its_release_mask_is_refused_once_naming_it():
+    """With the release's mask (each sequence's own voxels >= -0.35) and each sequence as input in turn, a sequence of
+    one value on its mask (background -0.6 elsewhere) scores PSNR -inf against every input: refused before training,
+    named once (its mask is its own, whatever the input); the other sequences vary on theirs."""
+    from types import SimpleNamespace
+
+    from s2dc.data.errors import DataError
+    from s2dc.downstream.tasks.translation import Translation
+    from s2dc.train.finetune_config import TranslateConfig
+
+    task = Translation({"modality": {"0": "t1n", "1": "t2w", "2": "t2f"}}, "brats.json",
+                       SimpleNamespace(input_channel=""), TranslateConfig(inputs="each", targets="all", mask="release"))
+    image = torch.full((3, 6, 6, 6), -0.6)
+    image[:, 1:5, 1:5, 1:5] = torch.rand(3, 4, 4, 4, generator=torch.Generator().manual_seed(0))  # 0 .. 1: inside
+    image[2, 1:5, 1:5, 1:5] = 0.4
+    assert np.ptp(image[2].numpy()[image[2].numpy() >= -0.35]) == 0  # t2f: one value on its mask
+    cases = [{"id": "case_3", "image": [f"case_3_{name}.nii.gz" for name in ("t1n", "t2w", "t2f")]}]
+    with pytest.raises(DataError) as refused:
+        task.check_validation([{"image": image}], cases)
+    message = str(refused.value)
+    assert message.count("case_3_t2f.nii.gz") == 1 and "case_3_t2w" not in message and "'case_3'" in message, message
+    assert "'brats.json'" in message and "constant (0.4 once preprocessed)" in message, message
+    image[2, 1, 1, 1] = 0.5
+    task.check_validation([{"image": image}], cases)
 
 
 def test_a_reconstruction_image_that_is_zero_everywhere_is_refused_naming_it():

@@ -440,7 +440,11 @@ class Finetuner:
     def _require_a_score(self, value: float) -> None:
         """Raise DataError if the validation score is NaN or infinite: such a run is not a result. The network's
         outputs were finite (:meth:`_refuse_non_finite_outputs` stops a diverged model's first), so the validation
-        cases are what cannot be scored (a translation target constant inside its mask: PSNR -inf)."""
+        cases are what cannot be scored. The task's ``check_validation`` refuses before training what the data alone
+        decides (a target constant on its scored voxels: PSNR -inf); this check stays for what depends on the
+        prediction too, which no look at the data foresees (a prediction exact: PSNR +inf; with ``translate.score
+        release``, whose range is the larger of the prediction's and the target's, a constant sequence predicted
+        constant)."""
         if not math.isfinite(value):
             cases = ", ".join(f"'{c['id']}'" for c in self.val_cases[:5]) + (
                 f" and {len(self.val_cases) - 5} more" if len(self.val_cases) > 5 else "")

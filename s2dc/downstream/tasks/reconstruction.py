@@ -19,7 +19,7 @@ from ...data.volumes import plain
 from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
 from ..metrics import nrmse, psnr, ssim
-from .common import Setting, Task, cached_pair, infer, random_crops
+from .common import Setting, Task, cached_pair, infer, listed, random_crops
 
 KEYS = ["image", "target"]
 
@@ -63,10 +63,27 @@ class Reconstruction(Task):
     roles = ("image", "target")
     score_key, score_name, percent = "psnr", "PSNR dB", False
     readout = "values"
-    why_not_finite = "PSNR is infinite where a target is constant or a prediction exact"
+    why_not_finite = "PSNR is infinite where a prediction is exact (a constant target is refused before training)"
 
     def __init__(self, doc: dict, source: Path, data) -> None:
+        self.source = source
         self.loss_fn = torch.nn.L1Loss()
+
+    def check_validation(self, val, cases: list[dict]) -> None:
+        """Refuse validation targets of one value on their own voxels (``extent``), each named (every case is read):
+        the range, PSNR's peak, is 0 and no PSNR is defined. A target stored constant is refused on loading; one may
+        become so on the grid of ``preprocess.spacing``."""
+        flat = []
+        for i, case in enumerate(cases):
+            target = own_voxels(plain(val[i]["target"]), val[i][EXTENT])
+            if not target.max() > target.min():
+                flat.append(f"'{case['id']}' ('{case['target']}')")
+        if flat:
+            raise DataError(f"the full-dose target of {len(flat)} of the {len(cases)} validation case(s) of "
+                            f"'{self.source}' is constant (one value) on its voxels once preprocessed: {listed(flat)}; "
+                            "its range, PSNR's peak, is 0, so no PSNR can be scored; expected validation targets whose "
+                            "voxels vary: check these cases (resampled by preprocess.spacing, a target may lose what "
+                            "varied), or leave them out of the validation cases")
 
     def datasets(self, train: list[dict], val: list[dict], s: Setting, cache_root: Path):
         cfg = s.preprocess
@@ -103,3 +120,4 @@ class Reconstruction(Task):
             scores.append((psnr(pred, target), ssim(pred, target), nrmse(pred, target)))
         psnr_, ssim_, nrmse_ = (sum(v) / len(v) for v in zip(*scores))
         return {"psnr": psnr_, "ssim": ssim_, "nrmse": nrmse_}
+

@@ -28,7 +28,7 @@ from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
 from ..metrics import dice_per_class, dice_per_region, summarize_dice
 from ...train.finetune_config import SegmentConfig
-from .common import Setting, Task, infer, random_flips_and_turns
+from .common import Setting, Task, infer, listed, random_flips_and_turns
 
 KEYS = ["image", "label"]
 
@@ -84,8 +84,7 @@ class Segmentation(Task):
             return
         what = (f"regions {', '.join(f'{n!r} (labels {list(v)})' for n, v in self.regions.items())}" if self.regions
                 else f"classes {', '.join(f'{n!r} ({k})' for k, n in enumerate(self.names) if k)}")
-        shown = ", ".join(f"'{c['id']}' ('{c['label']}')" for c in cases[:5]) + (
-            f" and {len(cases) - 5} more" if len(cases) > 5 else "")
+        shown = listed([f"'{c['id']}' ('{c['label']}')" for c in cases])
         raise DataError(f"the validation labels of '{self.source}' hold none of its {what}: no voxel of its "
                         f"{len(cases)} validation case(s) {shown} is labelled with one, so no Dice can be scored; "
                         "expected at least one validation case whose label holds one: label them, or give other "

@@ -26,7 +26,7 @@ from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
 from ...train.finetune_config import RELEASE_BRAIN_FLOOR, TranslateConfig
 from ..metrics import mse, psnr, release_volume_scores, ssim
-from .common import Setting, Task, cached_pair, infer, random_crops
+from .common import Setting, Task, cached_pair, infer, listed, random_crops
 
 
 class RandInputSequenced(Randomizable, MapTransform):
@@ -66,12 +66,14 @@ class Translation(Task):
     roles = ("image",)
     score_key, score_name, percent = "psnr", "PSNR dB", False
     readout, picks_input_channel = "values", True
-    why_not_finite = ("PSNR is infinite where a target sequence is constant inside the brain mask, or a prediction "
-                      "exact")
+    why_not_finite = ("PSNR is infinite where a prediction is exact, or with translate.score release where a sequence "
+                      "and its prediction are both constant (a target sequence constant inside the brain mask is "
+                      "refused before training)")
     options_section = "translate"
 
     def __init__(self, doc: dict, source: Path, data, options: TranslateConfig | None = None) -> None:
         self.options = o = options or TranslateConfig()
+        self.dataset_json = source
         modality = doc.get("modality")
         try:
             channels = [modality[k] for k in sorted(modality, key=int)] if isinstance(modality, dict) else []
@@ -108,6 +110,41 @@ class Translation(Task):
                              "sequences z-scored over the whole volume, but preprocess.intensity is "
                              f"{s.preprocess.intensity}: use preprocess.intensity zscore_volume, or translate.mask "
                              "nonzero")
+
+    def check_validation(self, val, cases: list[dict]) -> None:
+        """Refuse validation cases that :meth:`evaluate` cannot score (every case is read), naming each sequence: an
+        input with no brain mask, or a target sequence of one value on every voxel of its mask (its range, PSNR's
+        peak, 0). ``score: release`` takes the larger of the prediction's and the target's ranges: a constant target
+        leaves it defined, and nothing is checked."""
+        if self.options.score == "release":
+            return
+        nonzero, found = self.options.mask == "nonzero", []
+        for i, case in enumerate(cases):
+            image, files = plain(val[i]["image"]).float(), case["image"]
+            for source in self.inputs:
+                x, others = image[source : source + 1], [c for c in range(len(self.channels)) if c != source]
+                if nonzero and not x.any():  # the one mask, the input's, is empty: no sequence can be scored
+                    found.append(f"'{files[source]}', the input sequence {self.channels[source]!r} of case "
+                                 f"'{case['id']}', is zero everywhere: no brain mask (its non-zero voxels)")
+                    continue
+                where = (f"the non-zero voxels of the input {self.channels[source]!r}" if nonzero else
+                         f"its voxels >= {RELEASE_BRAIN_FLOOR:g}")
+                targets = image[others]  # (C-1, X, Y, Z)
+                for c, target, mask in zip(others, targets, self.brain(x, targets).expand_as(targets)):
+                    inside = target[mask]
+                    named = f"'{files[c]}', the sequence {self.channels[c]!r} of case '{case['id']}',"
+                    if not len(inside):
+                        found.append(f"{named} has no voxel >= {RELEASE_BRAIN_FLOOR:g}: no brain mask")
+                    elif not inside.max() > inside.min():
+                        found.append(f"{named} is constant ({float(inside[0]):g} once preprocessed) on its brain mask "
+                                     f"({where})")
+        found = list(dict.fromkeys(found))  # the release's mask is a sequence's own: the same whatever the input
+        if found:
+            raise DataError(f"{len(found)} sequence(s) of the {len(cases)} validation case(s) of '{self.dataset_json}' "
+                            f"cannot be scored: {listed(found)}; translation is scored inside the brain mask "
+                            f"(translate.mask {self.options.mask}) against each target sequence's range there; "
+                            "expected validation cases whose target sequences each vary inside a brain mask: check "
+                            "these cases or leave them out of the validation cases")
 
     def brain(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The mask the loss and the scores read (``translate.mask``), from the input ``(..., 1, X, Y, Z)`` and the
@@ -179,14 +216,7 @@ class Translation(Task):
                 x = image[source : source + 1]
                 others = [c for c in range(len(self.channels)) if c != source]
                 target = image[others]
-                mask = self.brain(x, target)
-                if not mask.any():
-                    name = getattr(val[i]["image"], "meta", {}).get("filename_or_obj", f"validation case {i + 1}")
-                    where = (f"the input sequence {self.channels[source]!r} is zero everywhere, so there is no brain "
-                             "mask (its non-zero voxels)" if self.options.mask == "nonzero" else
-                             f"no voxel of the other sequences is >= {RELEASE_BRAIN_FLOOR:g}, so there is no brain mask")
-                    raise DataError(f"'{name}': {where} to score the translation in; check the case or leave it out "
-                                    "of the validation cases")
+                mask = self.brain(x, target)  # not empty: check_validation
                 pred = infer(model, x, s)[0].cpu()[[self.outputs.index(c) for c in others]]
                 each = [(psnr(p, t, m), ssim(p, t, m), mse(p, t, m))
                         for p, t, m in zip(pred.split(1), target.split(1), mask.expand_as(target).split(1))]
