@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import nibabel as nib
@@ -18,7 +19,7 @@ import yaml
 from scipy.ndimage import uniform_filter
 
 from s2dc.cli import main
-from s2dc.data.preprocess import preprocess_transforms
+from s2dc.data.preprocess import EXTENT, preprocess_transforms
 from s2dc.data.preprocess_config import PreprocessConfig
 from s2dc.downstream.metrics import release_volume_scores
 from s2dc.downstream.tasks.common import Setting
@@ -206,7 +207,8 @@ def test_release_scoring_renormalises_fills_the_background_and_scores_all_sixtee
     rng = np.random.default_rng(7)
     cases = [torch.from_numpy(rng.normal(size=(4, 10, 10, 10))).float() * 0.8 for _ in range(2)]
     task = _task(inputs="each", targets="all", mask="release", score="release")
-    scores = task.evaluate(lambda x: x.repeat(1, 4, 1, 1, 1), [{"image": c} for c in cases],
+    whole = torch.tensor([[0, 0, 0], [10, 10, 10]])  # the extent of an unpadded 10³ volume
+    scores = task.evaluate(lambda x: x.repeat(1, 4, 1, 1, 1), [{"image": c, EXTENT: whole} for c in cases],
                            _setting("zscore_volume", roi=(10, 10, 10)))
     names = list(SEQUENCES.values())
     assert sorted(scores["pairs_psnr"]) == sorted(f"{a}_2_{b}" for a in names for b in names)
@@ -230,6 +232,68 @@ def test_release_scoring_renormalises_fills_the_background_and_scores_all_sixtee
     for a in names:
         own = scores["pairs_psnr"][f"{a}_2_{a}"]
         assert own > max(scores["pairs_psnr"][f"{a}_2_{b}"] for b in names if b != a), a
+
+
+class _Pointwise(torch.nn.Module):
+    """Output ``c`` = ``x + (c + 1) x² / 5`` of its input ``x`` ``(B, 1, ...)`` at each voxel: a prediction known
+    voxel by voxel, the same in any window (so whatever the blending), in the padding too; none the input again."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x + (c + 1) * x * x / 5 for c in range(4)], dim=1)
+
+
+@pytest.mark.parametrize("roi", [(12, 10, 9), (16, 16, 12)], ids=["no padding", "padded on every axis"])
+def test_release_scoring_scores_the_volumes_own_voxels_not_its_padding(tmp_path, roi):
+    """A 12 x 10 x 9 validation case under a 16 x 16 x 12 crop is padded to it (with its background's z-value, outside
+    the mask: the target's there): the release's scores took the padded volume, its z-score of each prediction and its
+    averages and SSIM windows with the padding in. They must be those of the case's own voxels, written out here from
+    the stored volumes with numpy and scipy (:func:`_skimage_scores`), whatever the crop size."""
+    rng = np.random.default_rng(8)
+    raw = []
+    for name in SEQUENCES.values():
+        array = np.zeros((12, 10, 9), np.float32)
+        array[2:10, 2:8, 1:8] = rng.uniform(1.0, 5.0, (8, 6, 7)).astype(np.float32)
+        raw.append(array)
+    case = {"id": "v0", "image": [Path(_save(tmp_path, f"v0_{name}.nii.gz", a)) for name, a in
+                                  zip(SEQUENCES.values(), raw)]}
+    s = Setting(PreprocessConfig(intensity="zscore_volume", crop_foreground=False), roi, 1, 0.0, 1, 0.25,
+                torch.device("cpu"), contextlib.nullcontext)
+    task = _task(inputs="each", targets="all", mask="release", score="release")
+    _, val = task.datasets([case], [case], s, None)
+    scores = task.evaluate(_Pointwise(), val, s)
+
+    data = [(a.astype(np.float64) - a.mean(dtype=np.float64)) / a.std(dtype=np.float64) for a in raw]  # stored
+    names, expected = list(SEQUENCES.values()), {}
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            out = data[i] + (j + 1) * data[i] ** 2 / 5
+            out = (out - out.mean()) / out.std()  # renormalised over the volume's voxels
+            out = np.where(data[j] >= -0.35, out, data[j])
+            expected[f"{a}_2_{b}"] = _skimage_scores(out, data[j])
+    for pair, (p, s_, m) in expected.items():
+        got = (scores["pairs_psnr"][pair], scores["pairs_ssim"][pair], scores["pairs_mse"][pair])
+        assert got == (pytest.approx(p, rel=1e-4), pytest.approx(s_, rel=1e-4, abs=1e-6), pytest.approx(m, rel=1e-4)), (
+            roi, pair, got, (p, s_, m))
+    assert scores["psnr"] == pytest.approx(np.mean([v[0] for v in expected.values()]), rel=1e-4)
+    assert scores["ssim"] == pytest.approx(np.mean([v[1] for v in expected.values()]), rel=1e-4)
+    assert scores["mse"] == pytest.approx(np.mean([v[2] for v in expected.values()]), rel=1e-4)
+
+
+def test_release_scoring_refuses_before_training_a_volume_thinner_than_its_ssim_window():
+    """The release's SSIM needs 7 voxels along every axis of the volume scored, now its own voxels (a 12 x 10 x 6
+    case padded to a 16 x 16 x 12 crop): refused before training, naming the case, its file and its size, not by
+    the scoring after training; 7 voxels pass."""
+    from s2dc.data.errors import DataError
+
+    task = _task(inputs="each", targets="all", mask="release", score="release")
+    image = torch.zeros(4, 16, 16, 12)
+    cases = [{"id": "v0", "image": [f"v0_{name}.nii.gz" for name in SEQUENCES.values()]}]
+    with pytest.raises(DataError) as refused:
+        task.check_validation([{"image": image, EXTENT: torch.tensor([[2, 3, 3], [14, 13, 9]])}], cases)
+    message = str(refused.value)
+    assert "'brats.json'" in message and "'v0' ('v0_t1n.nii.gz', 12 x 10 x 6 voxels)" in message, message
+    assert "7 voxels" in message and "translate.score release" in message, message
+    task.check_validation([{"image": image, EXTENT: torch.tensor([[2, 3, 2], [14, 13, 9]])}], cases)
 
 
 @pytest.mark.parametrize("options, words", [

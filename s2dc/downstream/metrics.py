@@ -132,7 +132,13 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = N
     return value
 
 
-def release_volume_scores(pred: torch.Tensor, target: torch.Tensor, win: int = 7) -> tuple[float, float, float]:
+#: The side of the release's (scikit-image's) uniform SSIM window: a volume it scores holds at least that many voxels
+#: along every axis.
+RELEASE_SSIM_WINDOW = 7
+
+
+def release_volume_scores(pred: torch.Tensor, target: torch.Tensor,
+                          win: int = RELEASE_SSIM_WINDOW) -> tuple[float, float, float]:
     """PSNR dB, SSIM and MSE of one whole volume ``(X, Y, Z)`` as the release's BraTS 2023 ``test.py`` scores it with
     scikit-image (``peak_signal_noise_ratio``, ``structural_similarity`` at its defaults), in double precision:
     ``data_range`` R the larger of the two volumes' ranges; PSNR ``10 log10(R^2 / MSE)``; SSIM with a uniform

@@ -21,11 +21,12 @@ import torch
 from monai.transforms import Compose, MapTransform, NormalizeIntensity, Randomizable
 
 from ...data.errors import DataError
+from ...data.preprocess import EXTENT, own_voxels
 from ...data.volumes import plain
 from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
 from ...train.finetune_config import RELEASE_BRAIN_FLOOR, TranslateConfig
-from ..metrics import mse, psnr, release_volume_scores, ssim
+from ..metrics import RELEASE_SSIM_WINDOW, mse, psnr, release_volume_scores, ssim
 from .common import Setting, Task, cached_pair, infer, listed, random_crops
 
 
@@ -114,9 +115,10 @@ class Translation(Task):
     def check_validation(self, val, cases: list[dict]) -> None:
         """Refuse validation cases that :meth:`evaluate` cannot score (every case is read), naming each sequence: an
         input with no brain mask, or a target sequence of one value on every voxel of its mask (its range, PSNR's
-        peak, 0). ``score: release`` takes the larger of the prediction's and the target's ranges: a constant target
-        leaves it defined, and nothing is checked."""
+        peak, 0). ``score: release`` takes the larger of the prediction's and the target's ranges, which a constant
+        target leaves defined; it refuses a volume whose own voxels are fewer than its SSIM window along an axis."""
         if self.options.score == "release":
+            self._check_release_size(val, cases)
             return
         nonzero, found = self.options.mask == "nonzero", []
         for i, case in enumerate(cases):
@@ -145,6 +147,23 @@ class Translation(Task):
                             f"(translate.mask {self.options.mask}) against each target sequence's range there; "
                             "expected validation cases whose target sequences each vary inside a brain mask: check "
                             "these cases or leave them out of the validation cases")
+
+    def _check_release_size(self, val, cases: list[dict]) -> None:
+        """Refuse validation volumes whose own voxels (``extent``) are fewer than the release's SSIM window along an
+        axis (:meth:`release_scores` scores them, not their padding)."""
+        thin = []
+        for i, case in enumerate(cases):
+            start, stop = torch.as_tensor(val[i][EXTENT])
+            if (stop - start).min() < RELEASE_SSIM_WINDOW:
+                thin.append(f"'{case['id']}' ('{case['image'][0]}', {' x '.join(map(str, (stop - start).tolist()))} "
+                            "voxels)")
+        if thin:
+            raise DataError(f"{len(thin)} of the {len(cases)} validation case(s) of '{self.dataset_json}' cannot be "
+                            f"scored as the release scores them (translate.score release): {listed(thin)}; its SSIM "
+                            f"window is {RELEASE_SSIM_WINDOW} voxels along every axis, so expected validation volumes "
+                            f"of at least {RELEASE_SSIM_WINDOW} voxels along each once preprocessed (the padding up to "
+                            "the crop is not scored): leave these cases out of the validation cases, or use "
+                            "translate.score brain")
 
     def brain(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The mask the loss and the scores read (``translate.mask``), from the input ``(..., 1, X, Y, Z)`` and the
@@ -229,20 +248,23 @@ class Translation(Task):
         blended by a Gaussian), each channel z-scored again over the whole volume (MONAI ``NormalizeIntensity``),
         outside the mask (each sequence's voxels >= -0.35) replaced by the target's voxels; then PSNR, SSIM and MSE of
         each output j against sequence j over the whole volume (:func:`~s2dc.downstream.metrics.release_volume_scores`),
-        the input's own (j = i) among them. Returns the means over the cases of each pair under ``pairs_psnr`` /
-        ``pairs_ssim`` / ``pairs_mse`` (keys ``"t1n_2_t1c"``, the release's), and ``psnr``, ``ssim``, ``mse`` their
-        means over the pairs."""
+        the input's own (j = i) among them. The volume is its own voxels (``extent``): the padding that brings a volume
+        smaller than the crop up to it is neither renormalised nor scored. Returns the means over the cases of each
+        pair under ``pairs_psnr`` / ``pairs_ssim`` / ``pairs_mse`` (keys ``"t1n_2_t1c"``, the release's), and
+        ``psnr``, ``ssim``, ``mse`` their means over the pairs."""
         renormalise = NormalizeIntensity(channel_wise=True)
         pairs: dict[str, list[tuple[float, float, float]]] = {}
         for i in range(len(val)):
-            image = plain(val[i]["image"]).float()
-            mask = image >= RELEASE_BRAIN_FLOOR
+            item = val[i]
+            image = plain(item["image"]).float()
+            own = own_voxels(image, item[EXTENT])  # (C, X', Y', Z'): the padding is no part of the volume
+            mask = own >= RELEASE_BRAIN_FLOOR
             for source in self.inputs:
-                pred = torch.as_tensor(renormalise(infer(model, image[source : source + 1], s, mode="gaussian")[0].cpu()))
-                pred = torch.where(mask, pred, image)
+                pred = own_voxels(infer(model, image[source : source + 1], s, mode="gaussian")[0].cpu(), item[EXTENT])
+                pred = torch.where(mask, torch.as_tensor(renormalise(pred)), own)
                 for c, name in enumerate(self.channels):
                     pairs.setdefault(f"{self.channels[source]}_2_{name}", []).append(
-                        release_volume_scores(pred[c], image[c]))
+                        release_volume_scores(pred[c], own[c]))
         means = {pair: [sum(v) / len(v) for v in zip(*values)] for pair, values in pairs.items()}
         result = {key: sum(m[k] for m in means.values()) / len(means) for k, key in enumerate(("psnr", "ssim", "mse"))}
         for k, key in enumerate(("psnr", "ssim", "mse")):
