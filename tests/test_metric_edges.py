@@ -16,6 +16,7 @@ import torch
 
 from s2dc.data.datalist import class_names
 from s2dc.data.errors import DataError
+from s2dc.data.preprocess import EXTENT
 from s2dc.downstream import metrics
 from s2dc.downstream.tasks.common import Setting
 from s2dc.downstream.tasks.translation import Translation
@@ -71,7 +72,7 @@ def test_translation_scores_each_target_sequence_on_its_own_range():
     image = torch.zeros(3, 8, 8, 8)
     image[:, 2:6, 2:6, 2:6] = torch.randn(3, 4, 4, 4, generator=generator)
     image[2, 2:6, 2:6, 2:6] *= 4
-    scores = task.evaluate(_Zeros(), [{"image": image}], _setting())
+    scores = task.evaluate(_Zeros(), [{"image": image, EXTENT: torch.tensor([[0, 0, 0], [8, 8, 8]])}], _setting())
     brain = image[0] != 0
     psnrs, mses = [], []
     for c in (1, 2):

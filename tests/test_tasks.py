@@ -547,6 +547,84 @@ def test_reconstruction_is_scored_on_the_targets_own_voxels_not_the_padding(tmp_
     assert scores[8]["ssim"] == pytest.approx(scores[32]["ssim"], abs=1e-6)
 
 
+class _PointwiseTranslation(torch.nn.Module):
+    """Output ``k`` = ``x + (k + 1) x² / 5`` of its input ``x`` ``(B, 1, ...)`` at each voxel (two outputs): a
+    prediction known voxel by voxel, the same in any window (so whatever the blending), 0 in the zero padding."""
+
+    def forward(self, x):
+        return torch.cat([x + (k + 1) * x * x / 5 for k in range(2)], dim=1)
+
+
+@pytest.mark.parametrize("roi", [(12, 10, 9), (16, 16, 12), (32, 32, 24)],
+                         ids=["no padding", "padded to 16x16x12", "padded to 32x32x24"])
+def test_translation_is_scored_on_the_volumes_own_voxels_not_the_padding(tmp_path, roi):
+    """A 12 x 10 x 9 validation case under a larger crop is zero-padded to it. Translation's default scores left the
+    padding out of PSNR and MSE (outside the brain mask) but not out of SSIM, whose windows there, target and
+    prediction both set to the target's minimum, score 1: the same prediction's SSIM rose with the crop size alone.
+    Every score must be that of the case's own voxels, written out here with numpy and SciPy from the stored
+    volumes (z-scored over their non-zero voxels), whatever the crop size."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    from s2dc.data.preprocess import PreprocessConfig
+    from s2dc.downstream.tasks.common import Setting
+    from s2dc.downstream.tasks.translation import Translation
+
+    rng = np.random.default_rng(9)
+    names, raw = ("t1n", "t2w", "t2f"), []
+    for _ in names:
+        array = np.zeros((12, 10, 9), np.float32)
+        array[2:10, 2:8, 1:8] = rng.uniform(1.0, 5.0, (8, 6, 7)).astype(np.float32)
+        raw.append(array)
+    case = {"id": "v0", "image": [tmp_path / _save(tmp_path / f"v0_{n}.nii.gz", a) for n, a in zip(names, raw)]}
+    task = Translation({"modality": dict(enumerate(names))}, tmp_path / "brats.json", SimpleNamespace(input_channel=""))
+    s = Setting(PreprocessConfig(intensity="zscore", crop_foreground=False), roi, 1, 0.0, 1, 0.0, torch.device("cpu"),
+                nullcontext)
+    _, val = task.datasets([case], [case], s, tmp_path / "cache")
+    task.check_validation(val, [case])
+    scores = task.evaluate(_PointwiseTranslation(), val, s)
+
+    data = []
+    for a in raw:  # z-scored over the non-zero voxels (ddof 0), the background 0
+        brain = a[a != 0].astype(np.float64)
+        data.append(np.where(a != 0, (a - brain.mean()) / brain.std(), 0.0))
+    brain = data[0] != 0  # the input's non-zero voxels
+    psnrs, ssims, mses = [], [], []
+    for k, target in enumerate(data[1:]):
+        pred = data[0] + (k + 1) * data[0] ** 2 / 5
+        t, err = target[brain], ((pred - target)[brain] ** 2).mean()
+        psnrs.append(10 * np.log10(np.ptp(t) ** 2 / err))
+        mses.append(err)
+        low = t.min()
+        ssims.append(_gaussian_ssim(np.where(brain, pred, low), np.where(brain, target, low), float(np.ptp(t)), 7))
+    assert scores["psnr"] == pytest.approx(np.mean(psnrs), rel=1e-5), roi
+    assert scores["mse"] == pytest.approx(np.mean(mses), rel=1e-5), roi
+    assert scores["ssim"] == pytest.approx(np.mean(ssims), abs=2e-5), (roi, scores["ssim"], np.mean(ssims))
+
+
+def test_a_translation_volume_thinner_than_ssims_smallest_window_is_refused_before_training():
+    """Scored on its own voxels, a volume needs SSIM's smallest window, 3 voxels, along every axis (a 12 x 10 x 2 case
+    padded to a 16 x 16 x 12 crop scored its padding's windows): refused before training, naming the case, its file
+    and its size, not by the scoring after training; 3 voxels pass."""
+    from types import SimpleNamespace
+
+    from s2dc.data.errors import DataError
+    from s2dc.data.preprocess import EXTENT
+    from s2dc.downstream.tasks.translation import Translation
+
+    task = Translation({"modality": {"0": "t1n", "1": "t2w"}}, "brats.json", SimpleNamespace(input_channel=""))
+    image = torch.zeros(2, 16, 16, 12)
+    image[:, 2:14, 3:13, 5:7] = torch.rand(2, 12, 10, 2, generator=torch.Generator().manual_seed(0)) + 1.0
+    cases = [{"id": "v0", "image": ["v0_t1n.nii.gz", "v0_t2w.nii.gz"]}]
+    with pytest.raises(DataError) as refused:
+        task.check_validation([{"image": image, EXTENT: torch.tensor([[2, 3, 5], [14, 13, 7]])}], cases)
+    message = str(refused.value)
+    assert "'brats.json'" in message and "'v0' ('v0_t1n.nii.gz', 12 x 10 x 2 voxels)" in message, message
+    assert "3 voxels" in message and "translate.score brain" in message, message
+    image[:, 2:14, 3:13, 7] = 1.5
+    task.check_validation([{"image": image, EXTENT: torch.tensor([[2, 3, 5], [14, 13, 8]])}], cases)
+
+
 @pytest.mark.parametrize("how", ["validation of one class", "a class without a case"])
 def test_classification_refuses_classes_it_cannot_score(tmp_path, capsys, how):
     """Validation cases of one class: a model that always predicts it scores 100 % accuracy (the run exited 0 with
@@ -660,16 +738,17 @@ def test_a_translation_case_whose_input_sequence_is_empty_is_refused_naming_it()
     from types import SimpleNamespace
 
     from s2dc.data.errors import DataError
+    from s2dc.data.preprocess import EXTENT
     from s2dc.downstream.tasks.translation import Translation
 
     task = Translation({"modality": {"0": "t1n", "1": "t2w"}}, "brats.json", SimpleNamespace(input_channel=""))
-    image = torch.zeros(2, 4, 4, 4)
+    image, whole = torch.zeros(2, 4, 4, 4), torch.tensor([[0, 0, 0], [4, 4, 4]])  # unpadded: its extent the whole
     image[1] = torch.arange(64.0).reshape(4, 4, 4)  # the target sequence has content; the input t1n none
     cases = [{"id": "case_7", "image": ["case_7_t1n.nii.gz", "case_7_t2w.nii.gz"]}]
     with pytest.raises(DataError, match=r"'brats.json'.*case_7_t1n\.nii\.gz.*'t1n'.*'case_7'.*zero everywhere"):
-        task.check_validation([{"image": image}], cases)
+        task.check_validation([{"image": image, EXTENT: whole}], cases)
     image[0, 1:3] = 2.0
-    task.check_validation([{"image": image}], cases)  # t2w varies inside t1n's non-zero voxels
+    task.check_validation([{"image": image, EXTENT: whole}], cases)  # t2w varies inside t1n's non-zero voxels
 
 
 def test_a_translation_sequence_constant_on_its_release_mask_is_refused_once_naming_it():
@@ -679,23 +758,24 @@ def test_a_translation_sequence_constant_on_its_release_mask_is_refused_once_nam
     from types import SimpleNamespace
 
     from s2dc.data.errors import DataError
+    from s2dc.data.preprocess import EXTENT
     from s2dc.downstream.tasks.translation import Translation
     from s2dc.train.finetune_config import TranslateConfig
 
     task = Translation({"modality": {"0": "t1n", "1": "t2w", "2": "t2f"}}, "brats.json",
                        SimpleNamespace(input_channel=""), TranslateConfig(inputs="each", targets="all", mask="release"))
-    image = torch.full((3, 6, 6, 6), -0.6)
+    image, whole = torch.full((3, 6, 6, 6), -0.6), torch.tensor([[0, 0, 0], [6, 6, 6]])
     image[:, 1:5, 1:5, 1:5] = torch.rand(3, 4, 4, 4, generator=torch.Generator().manual_seed(0))  # 0 .. 1: inside
     image[2, 1:5, 1:5, 1:5] = 0.4
     assert np.ptp(image[2].numpy()[image[2].numpy() >= -0.35]) == 0  # t2f: one value on its mask
     cases = [{"id": "case_3", "image": [f"case_3_{name}.nii.gz" for name in ("t1n", "t2w", "t2f")]}]
     with pytest.raises(DataError) as refused:
-        task.check_validation([{"image": image}], cases)
+        task.check_validation([{"image": image, EXTENT: whole}], cases)
     message = str(refused.value)
     assert message.count("case_3_t2f.nii.gz") == 1 and "case_3_t2w" not in message and "'case_3'" in message, message
     assert "'brats.json'" in message and "constant (0.4 once preprocessed)" in message, message
     image[2, 1, 1, 1] = 0.5
-    task.check_validation([{"image": image}], cases)
+    task.check_validation([{"image": image, EXTENT: whole}], cases)
 
 
 def test_a_reconstruction_image_that_is_zero_everywhere_is_refused_naming_it():

@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from s2dc.cli import main
+from s2dc.data.preprocess import EXTENT
 from s2dc.data.preprocess_config import PreprocessConfig
 from s2dc.downstream.tasks.common import Setting
 from s2dc.downstream.tasks.translation import RandInputSequenced, Translation
@@ -97,7 +98,8 @@ def test_validation_scores_each_input_against_the_other_sequences_only():
     turn (the input's own channel, a perfect copy, is not scored), MSE averaged over the four inputs."""
     image = _brains(np.random.default_rng(3), 1)[0]
     task = _task(inputs="each", targets="all")
-    scores = task.evaluate(lambda x: x.repeat(1, 4, 1, 1, 1), [{"image": image}], _setting())
+    whole = torch.tensor([[0, 0, 0], list(image.shape[1:])])  # the extent of an unpadded volume
+    scores = task.evaluate(lambda x: x.repeat(1, 4, 1, 1, 1), [{"image": image, EXTENT: whole}], _setting())
     data = image.numpy().astype(np.float64)
     per_input = []
     for s in range(4):

@@ -138,7 +138,8 @@ def test_the_release_mask_scores_each_other_sequence_in_its_own_brain():
     voxels >= -0.35, averaged over the three sequences (each scored alone)."""
     rng = np.random.default_rng(4)
     image = _zscored_brains(rng, 1)[0]
-    scores = _task(mask="release").evaluate(lambda x: x.repeat(1, 3, 1, 1, 1), [{"image": image}],
+    whole = torch.tensor([[0, 0, 0], [8, 8, 8]])  # the extent of an unpadded 8³ volume
+    scores = _task(mask="release").evaluate(lambda x: x.repeat(1, 3, 1, 1, 1), [{"image": image, EXTENT: whole}],
                                             _setting("zscore_volume"))
     data = image.numpy().astype(np.float64)
     errors = [((data[0] - data[c]) ** 2)[data[c] >= -0.35].mean() for c in (1, 2, 3)]

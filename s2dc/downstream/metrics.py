@@ -112,6 +112,11 @@ def nrmse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = 
     return float(torch.sqrt(((p - t) ** 2).mean()) / torch.sqrt((t**2).mean()))
 
 
+#: The side of the smallest window :func:`ssim` takes (on a volume thinner than 7 voxels): a volume it scores holds at
+#: least that many voxels along every axis.
+SSIM_SMALLEST_WINDOW = 3
+
+
 def ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> float:
     """3-D SSIM (MONAI, Gaussian 7-voxel window, sd 1.5; on a smaller volume the largest odd window it holds) of
     ``(C, X, Y, Z)`` volumes with data range = the target's (MONAI computes in float32: predictions beyond ~1e19
@@ -123,7 +128,7 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = N
         low = target[m].min()
         pred, target = torch.where(m, pred, low), torch.where(m, target, low)
     data_range = float(target.max() - target.min()) or 1.0
-    win = max(3, (min(7, *target.shape[-3:]) - 1) // 2 * 2 + 1)  # 7, or the largest odd size the volume holds
+    win = max(SSIM_SMALLEST_WINDOW, (min(7, *target.shape[-3:]) - 1) // 2 * 2 + 1)  # 7, or the largest odd it holds
     metric = SSIMMetric(spatial_dims=3, data_range=data_range, win_size=win)
     value = float(metric(pred.reshape(-1, 1, *pred.shape[-3:]), target.reshape(-1, 1, *target.shape[-3:])).mean())
     if not math.isfinite(value):  # its constants keep every window finite: only a float32 overflow makes NaN

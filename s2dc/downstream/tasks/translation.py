@@ -3,7 +3,8 @@
 Every sequence is z-scored over the brain (non-zero voxels, per channel: the registry's MRI preset); the
 input is the sequence named by ``data.input_channel`` (default: the first), the targets the others.
 Training minimises the L1 error inside the brain on random ROI crops; validation predicts whole volumes
-by sliding windows. Scores inside the brain mask (the input's non-zero voxels): PSNR, SSIM, MSE.
+by sliding windows. Scores inside the brain mask (the input's non-zero voxels): PSNR, SSIM, MSE, on the volume's own
+voxels (a volume smaller than the crop is zero-padded to it; the padding is not scored).
 
 The ``translate`` options give the release's protocol instead (``inputs: cycle``, ``targets: all``, ``loss: mse``,
 ``loss_weight: 10``): each sequence of a crop in turn as input, a step each, all C predicted (``inputs: each`` draws
@@ -26,7 +27,7 @@ from ...data.volumes import plain
 from ...export import swinunetr_for
 from ...models.encoder import EncoderConfig
 from ...train.finetune_config import RELEASE_BRAIN_FLOOR, TranslateConfig
-from ..metrics import RELEASE_SSIM_WINDOW, mse, psnr, release_volume_scores, ssim
+from ..metrics import RELEASE_SSIM_WINDOW, SSIM_SMALLEST_WINDOW, mse, psnr, release_volume_scores, ssim
 from .common import Setting, Task, cached_pair, infer, listed, random_crops
 
 
@@ -113,16 +114,17 @@ class Translation(Task):
                              "nonzero")
 
     def check_validation(self, val, cases: list[dict]) -> None:
-        """Refuse validation cases that :meth:`evaluate` cannot score (every case is read), naming each sequence: an
+        """Refuse validation cases that :meth:`evaluate` cannot score (every case is read): a volume whose own voxels
+        (``extent``) are fewer than SSIM's window along an axis (:meth:`_check_size`); then, naming each sequence, an
         input with no brain mask, or a target sequence of one value on every voxel of its mask (its range, PSNR's
-        peak, 0). ``score: release`` takes the larger of the prediction's and the target's ranges, which a constant
-        target leaves defined; it refuses a volume whose own voxels are fewer than its SSIM window along an axis."""
+        peak, 0), both on the volume's own voxels. ``score: release`` takes the larger of the prediction's and the
+        target's ranges, which a constant target leaves defined: only the size is checked."""
+        self._check_size(val, cases)
         if self.options.score == "release":
-            self._check_release_size(val, cases)
             return
         nonzero, found = self.options.mask == "nonzero", []
         for i, case in enumerate(cases):
-            image, files = plain(val[i]["image"]).float(), case["image"]
+            image, files = own_voxels(plain(val[i]["image"]).float(), val[i][EXTENT]), case["image"]
             for source in self.inputs:
                 x, others = image[source : source + 1], [c for c in range(len(self.channels)) if c != source]
                 if nonzero and not x.any():  # the one mask, the input's, is empty: no sequence can be scored
@@ -148,22 +150,27 @@ class Translation(Task):
                             "expected validation cases whose target sequences each vary inside a brain mask: check "
                             "these cases or leave them out of the validation cases")
 
-    def _check_release_size(self, val, cases: list[dict]) -> None:
-        """Refuse validation volumes whose own voxels (``extent``) are fewer than the release's SSIM window along an
-        axis (:meth:`release_scores` scores them, not their padding)."""
+    def _check_size(self, val, cases: list[dict]) -> None:
+        """Refuse validation volumes whose own voxels (``extent``) are fewer than the SSIM window along an axis
+        (:meth:`evaluate` and :meth:`release_scores` score them, not their padding): the release's 7 voxels with
+        ``score: release``, else the smallest window of :func:`~s2dc.downstream.metrics.ssim`, 3."""
+        release = self.options.score == "release"
+        window = RELEASE_SSIM_WINDOW if release else SSIM_SMALLEST_WINDOW
         thin = []
         for i, case in enumerate(cases):
             start, stop = torch.as_tensor(val[i][EXTENT])
-            if (stop - start).min() < RELEASE_SSIM_WINDOW:
+            if (stop - start).min() < window:
                 thin.append(f"'{case['id']}' ('{case['image'][0]}', {' x '.join(map(str, (stop - start).tolist()))} "
                             "voxels)")
         if thin:
+            how = ("as the release scores them (translate.score release)" if release else
+                   "(translate.score brain)")
+            whose = "its SSIM window is" if release else "SSIM's smallest window is"
             raise DataError(f"{len(thin)} of the {len(cases)} validation case(s) of '{self.dataset_json}' cannot be "
-                            f"scored as the release scores them (translate.score release): {listed(thin)}; its SSIM "
-                            f"window is {RELEASE_SSIM_WINDOW} voxels along every axis, so expected validation volumes "
-                            f"of at least {RELEASE_SSIM_WINDOW} voxels along each once preprocessed (the padding up to "
-                            "the crop is not scored): leave these cases out of the validation cases, or use "
-                            "translate.score brain")
+                            f"scored {how}: {listed(thin)}; {whose} {window} voxels along every axis, so expected "
+                            f"validation volumes of at least {window} voxels along each once preprocessed (the padding "
+                            "up to the crop is not scored): leave these cases out of the validation cases"
+                            + (", or use translate.score brain" if release else ""))
 
     def brain(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The mask the loss and the scores read (``translate.mask``), from the input ``(..., 1, X, Y, Z)`` and the
@@ -225,18 +232,24 @@ class Translation(Task):
 
     def evaluate(self, model: torch.nn.Module, val, s: Setting) -> dict:
         """PSNR, SSIM and MSE of each sequence other than the input, in the brain (each on its own range); their mean
-        over those sequences, then over the validation cases (and over each sequence as input, with ``inputs: each``). With ``score: release``: :meth:`release_scores`."""
+        over those sequences, then over the validation cases (and over each sequence as input, with ``inputs: each``).
+        Prediction, targets and mask are the volume's own voxels (``extent``): the padding that brings a volume smaller
+        than the crop up to it is scored by none of the three (SSIM's windows there scored 1). With ``score:
+        release``: :meth:`release_scores`."""
         if self.options.score == "release":
             return self.release_scores(model, val, s)
         scores = []
         for i in range(len(val)):
-            image = plain(val[i]["image"]).float()
+            item = val[i]
+            image = plain(item["image"]).float()
+            own = own_voxels(image, item[EXTENT])  # (C, X', Y', Z'): the padding is no part of the volume
             for source in self.inputs:
-                x = image[source : source + 1]
+                x = own[source : source + 1]
                 others = [c for c in range(len(self.channels)) if c != source]
-                target = image[others]
+                target = own[others]
                 mask = self.brain(x, target)  # not empty: check_validation
-                pred = infer(model, x, s)[0].cpu()[[self.outputs.index(c) for c in others]]
+                pred = own_voxels(infer(model, image[source : source + 1], s)[0].cpu(), item[EXTENT])
+                pred = pred[[self.outputs.index(c) for c in others]]
                 each = [(psnr(p, t, m), ssim(p, t, m), mse(p, t, m))
                         for p, t, m in zip(pred.split(1), target.split(1), mask.expand_as(target).split(1))]
                 scores.append([sum(v) / len(v) for v in zip(*each)])  # each sequence on its own range, as the release
