@@ -14,6 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from s2dc import messages
 from s2dc.data import registry
 from s2dc.train.finetune_config import ARCHITECTURE
 
@@ -703,8 +704,7 @@ def check_made_data(config: dict, stamps: str | Path = DATA_STAMPS) -> list[str]
             else:  # never verified: the files written after the dataset.json
                 changed = [rel for rel in listed if now["files"][rel]["mtime_ns"] > now["dataset_json"]["mtime_ns"]]
             if changed:
-                shown = ", ".join(f"'{path.parent / rel}'" for rel in changed[:5]) + (
-                    f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+                shown = messages.listed([f"'{path.parent / rel}'" for rel in changed])
                 raise ChangedDataError(
                     f"{shown} changed after '{path}' was written: its files no longer hold the bytes its "
                     f"content_sha256 records, and Snakemake, which compares only the dataset.json, would reuse every "

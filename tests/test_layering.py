@@ -10,6 +10,7 @@ from conftest import REPO
 # Stage of each top-level part of the package; shared helpers sit at the bottom, the command line at the top.
 STAGES = {
     "files": 0, "fingerprint": 0, "recorded": 0, "config": 0, "runtime": 0, "data": 0, "pyplot": 0, "pages": 0,
+    "messages": 0,
     "views": 1, "view_config": 1, "models": 2, "losses": 3,
     "train": 4, "export": 4,  # pretraining, its checkpoints and the encoder export
     "downstream": 5, "eval": 6, "report": 7, "tune": 7, "cli": 8,

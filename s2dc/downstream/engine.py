@@ -58,6 +58,7 @@ from ..train.device import pick_device
 from ..train.finetune_config import FinetuneConfig
 from ..train.finite import NonFiniteError, describe_step, gradient_norm, require_finite, step_is_finite
 from ..fingerprint import code_fingerprint, libraries
+from ..messages import listed
 from ..train.identity import (
     data_fingerprint,
     record_content,
@@ -446,8 +447,7 @@ class Finetuner:
         release``, whose range is the larger of the prediction's and the target's, a constant sequence predicted
         constant)."""
         if not math.isfinite(value):
-            cases = ", ".join(f"'{c['id']}'" for c in self.val_cases[:5]) + (
-                f" and {len(self.val_cases) - 5} more" if len(self.val_cases) > 5 else "")
+            cases = listed([f"'{c['id']}'" for c in self.val_cases])
             raise DataError(
                 f"validation at step {self.step} gave {self.task.score_key} = {value} on the {len(self.val_cases)} "
                 f"validation case(s) of '{self.cfg.data.source}' ({cases}) from finite outputs of the network "

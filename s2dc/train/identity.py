@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..files import file_sha256, file_stamp
+from ..messages import listed
 
 # Options that do not change what a run computes.
 RUN_LOCAL = {
@@ -147,6 +148,5 @@ def _data_differences(old: dict, new: dict, limit: int) -> list[str]:
     for label, names in (("added", sorted(set(after) - set(before))), ("removed", sorted(set(before) - set(after))),
                          ("changed (size, time or inode)", sorted(k for k in set(before) & set(after) if before[k] != after[k]))):
         if names:
-            shown = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
-            lines.append(f"data: {len(names)} volume(s) {label}: {shown}")
+            lines.append(f"data: {len(names)} volume(s) {label}: {listed(names, limit)}")
     return lines

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ... import messages
 from ...files import check_folder_path, remove_abandoned, replace_folder, work_sibling
 from ..datalist import content_sha256, listed_files
 from ..errors import DataError
@@ -252,9 +253,8 @@ def _check_replaceable(out_dir: Path) -> None:
         foreign = [f"{found[0]} (case files with neither a dataset.json nor the mark {MARK} of s2dc synth: an "
                    "older s2dc synth's folder may be deleted)"]
     if foreign:
-        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         raise SynthParamError("out_dir", f"output '{out_dir}' holds files that s2dc synth did not write "
-                                         f"({', '.join(foreign[:3])}{more}); they are never replaced: give a new "
+                                         f"({messages.listed(foreign, 3)}); they are never replaced: give a new "
                                          f"or empty folder, or move them away")
 
 

@@ -60,11 +60,6 @@ class Task:
         validation cases ``val`` give the task no score at all (by default any can be scored)."""
 
 
-def listed(items: list[str], most: int = 5) -> str:
-    """The first ``most`` of ``items`` joined by commas, then how many more (a message's list of cases)."""
-    return ", ".join(items[:most]) + (f" and {len(items) - most} more" if len(items) > most else "")
-
-
 @dataclass(frozen=True)
 class Setting:
     """What a task needs from the run: preprocessing, crop size, inference options, device, precision."""

@@ -17,9 +17,10 @@ from ...data.errors import DataError
 from ...data.preprocess import EXTENT, LoadOnImageGridd, LoadVolumed, PadRecordingExtentd, own_voxels
 from ...data.volumes import plain
 from ...export import swinunetr_for
+from ...messages import listed
 from ...models.encoder import EncoderConfig
 from ..metrics import nrmse, psnr, ssim
-from .common import Setting, Task, cached_pair, infer, listed, random_crops
+from .common import Setting, Task, cached_pair, infer, random_crops
 
 KEYS = ["image", "target"]
 

@@ -25,10 +25,11 @@ from ...data.errors import DataError
 from ...data.preprocess import EXTENT, own_voxels
 from ...data.volumes import LabelledCases, plain
 from ...export import swinunetr_for
+from ...messages import listed
 from ...models.encoder import EncoderConfig
 from ..metrics import dice_per_class, dice_per_region, summarize_dice
 from ...train.finetune_config import SegmentConfig
-from .common import Setting, Task, infer, listed, random_flips_and_turns
+from .common import Setting, Task, infer, random_flips_and_turns
 
 KEYS = ["image", "label"]
 

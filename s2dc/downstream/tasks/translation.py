@@ -25,10 +25,11 @@ from ...data.errors import DataError
 from ...data.preprocess import EXTENT, own_voxels
 from ...data.volumes import plain
 from ...export import swinunetr_for
+from ...messages import listed
 from ...models.encoder import EncoderConfig
 from ...train.finetune_config import RELEASE_BRAIN_FLOOR, TranslateConfig
 from ..metrics import RELEASE_SSIM_WINDOW, SSIM_SMALLEST_WINDOW, mse, psnr, release_volume_scores, ssim
-from .common import Setting, Task, cached_pair, infer, listed, random_crops
+from .common import Setting, Task, cached_pair, infer, random_crops
 
 
 class RandInputSequenced(Randomizable, MapTransform):
