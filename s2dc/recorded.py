@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .files import atomic_write_bytes, atomic_write_text, remove_abandoned, rename_durably, work_sibling
@@ -79,9 +83,10 @@ def replace_all(folder: Path, contents: dict[str, bytes]) -> list[Path]:
             done.append(name)  # before the rename: a signal taken as it returns must not leave it out
             rename_durably(tmp, paths[name])
     except BaseException as stopped:
-        for name in reversed(done):
-            if not staged[name].exists():  # renamed in (one still staged was not: its target is as it was)
-                _give_back(paths[name], before.get(name), stopped)
+        with _signals_held(stopped):
+            for name in reversed(done):
+                if not staged[name].exists():  # renamed in (one still staged was not: its target is as it was)
+                    _give_back(paths[name], before.get(name), stopped)
         raise
     finally:
         for tmp in staged.values():
@@ -90,18 +95,35 @@ def replace_all(folder: Path, contents: dict[str, bytes]) -> list[Path]:
 
 
 def _give_back(path: Path, data: bytes | None, stopped: BaseException) -> None:
-    """Give ``path`` its previous bytes ``data`` back (remove it where None), a step of :func:`replace_all`'s rollback,
-    which nothing cuts short: a second Ctrl-C or a SIGTERM on the way does the step again; an error (a full disk) is
-    noted on ``stopped``, the exception the rollback ends with, and the rollback goes on."""
-    while True:
-        try:
-            if data is None:
-                path.unlink(missing_ok=True)
-            else:
-                atomic_write_bytes(path, data)
-            return
-        except (KeyboardInterrupt, SystemExit):
-            continue
-        except Exception as err:
-            stopped.add_note(f"'{path}' could not be given its previous bytes back: {err}")
-            return
+    """Give ``path`` its previous bytes ``data`` back (remove it where None), a step of :func:`replace_all`'s rollback:
+    an error (a full disk) is noted on ``stopped``, the exception the rollback ends with, and the rollback goes on."""
+    try:
+        if data is None:
+            path.unlink(missing_ok=True)
+        else:
+            atomic_write_bytes(path, data)
+    except Exception as err:
+        stopped.add_note(f"'{path}' could not be given its previous bytes back: {err}")
+
+
+@contextmanager
+def _signals_held(stopped: BaseException) -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while a rollback runs, so that nothing cuts it short; one taken meanwhile is noted on
+    ``stopped``, which the rollback then raises: the command stops all the same. (Python runs signal handlers in the
+    main thread only, so another thread's rollback needs nothing held; a handler not set from Python is left be.)"""
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in wanted}
+    if threading.current_thread() is not threading.main_thread() or None in previous.values():
+        yield
+        return
+    held: list[int] = []
+    for s in wanted:
+        signal.signal(s, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(held):
+            stopped.add_note(f"{signal.Signals(s).name} came while the files were given their previous bytes back; "
+                             "it was held until they all were")

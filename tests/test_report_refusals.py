@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import signal
+
 import pytest
 
 from conftest import CODE, stopped_at_third_replace
@@ -160,12 +162,10 @@ def test_a_ctrl_c_just_after_a_rename_still_gives_that_file_its_previous_bytes(t
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {n: f"old {n}\n" for n in names}
 
 
-@pytest.mark.parametrize("second", [KeyboardInterrupt(), SystemExit(143), OSError(28, "No space left on device")])
-def test_nothing_stopping_a_step_of_the_rollback_cuts_it_short(tmp_path, monkeypatch, second):
-    """replace_all gives the files it renamed in their previous bytes back when it fails on the way; a second Ctrl-C
-    (or a SIGTERM, exit 143) taken while it did so stopped the rollback, leaving new files beside old ones: that
-    step is now done again, a step that fails (a full disk) is noted on the first error and the others are done,
-    and the first error is the one raised."""
+def test_a_step_of_the_rollback_that_fails_is_noted_and_the_others_are_done(tmp_path, monkeypatch):
+    """replace_all gives the files it renamed in their previous bytes back when it fails on the way; a step of that
+    rollback that fails (a full disk) is noted on the first error, the others are done, and the first error is the
+    one raised."""
     import errno
     import os
 
@@ -174,22 +174,72 @@ def test_nothing_stopping_a_step_of_the_rollback_cuts_it_short(tmp_path, monkeyp
     names = ["a.md", "b.md", "c.md"]
     replace_all(tmp_path, {n: f"old {n}\n".encode() for n in names})
     real, calls = os.replace, []
+    full = OSError(errno.ENOSPC, "No space left on device")
 
-    def failing_then_stopped(src, dst, *args, **kwargs):
+    def failing(src, dst, *args, **kwargs):
         calls.append(dst)
         if len(calls) == 3:  # the third rename in fails (new.md and a.md are in)
             raise OSError(errno.EIO, "Input/output error")
         if len(calls) == 4:  # the first step giving a file back (a.md's)
-            raise second
+            raise full
         return real(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr("os.replace", failing_then_stopped)
-    with pytest.raises(BaseException) as raised:
+    monkeypatch.setattr("os.replace", failing)
+    with pytest.raises(OSError) as raised:
         replace_all(tmp_path, {n: f"new {n}\n".encode() for n in ["new.md", *names]})
     monkeypatch.undo()
-    a = "new a.md\n" if isinstance(second, OSError) else "old a.md\n"  # a full disk: a.md could not be given back
-    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {**{n: f"old {n}\n" for n in names}, "a.md": a}
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {**{n: f"old {n}\n" for n in names},
+                                                                   "a.md": "new a.md\n"}
+    assert raised.value.errno == errno.EIO
+    assert raised.value.__notes__ == [f"'{tmp_path / 'a.md'}' could not be given its previous bytes back: {full}"]
+
+
+@pytest.mark.parametrize("where", ["in a step", "between two steps"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_does_not_cut_the_rollback_short(tmp_path, monkeypatch, signum, where):
+    """A second Ctrl-C (or a SIGTERM, which the command line turns into exit 143), taken while replace_all gives the
+    files it renamed in their previous bytes back, stopped that rollback, leaving new files beside old ones (taken
+    between two of its steps, even after these were each made to survive one): it is held until the rollback ends,
+    then noted on the first error, which is raised."""
+    import errno
+    import os
+    import sys
+    from pathlib import Path
+
+    from s2dc.recorded import replace_all
+
+    names = ["a.md", "b.md", "c.md"]
+    replace_all(tmp_path, {n: f"old {n}\n".encode() for n in names})
+    previous = signal.signal(signal.SIGTERM, lambda s, frame: sys.exit(128 + s))  # as s2dc.cli does
+    real_replace, real_exists, calls, sent = os.replace, Path.exists, [], []
+
+    def send():
+        if not sent:
+            sent.append(signum)
+            os.kill(os.getpid(), signum)  # Python runs the handler as soon as this returns
+
+    def failing_replace(src, dst, *args, **kwargs):
+        calls.append(dst)
+        if len(calls) == 3:  # the third rename in fails (new.md and a.md are in)
+            raise OSError(errno.EIO, "Input/output error")
+        if len(calls) == 4 and where == "in a step":  # the first step giving a file back (a.md's)
+            send()
+        return real_replace(src, dst, *args, **kwargs)
+
+    def exists(path):
+        if len(calls) >= 4 and where == "between two steps":  # after a.md was given back, before new.md is removed
+            send()
+        return real_exists(path)
+
+    monkeypatch.setattr("os.replace", failing_replace)
+    monkeypatch.setattr(Path, "exists", exists)
+    try:
+        with pytest.raises(BaseException) as raised:
+            replace_all(tmp_path, {n: f"new {n}\n".encode() for n in ["new.md", *names]})
+    finally:
+        monkeypatch.undo()
+        signal.signal(signal.SIGTERM, previous)
+    assert sent == [signum]
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {n: f"old {n}\n" for n in names}
     assert type(raised.value) is OSError and raised.value.errno == errno.EIO
-    notes = getattr(raised.value, "__notes__", [])
-    assert notes == ([f"'{tmp_path / 'a.md'}' could not be given its previous bytes back: {second}"]
-                     if isinstance(second, OSError) else [])
+    assert any(signal.Signals(signum).name in note for note in getattr(raised.value, "__notes__", []))
