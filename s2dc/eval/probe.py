@@ -76,10 +76,8 @@ def token_targets(label: torch.Tensor, stride: int, num_classes: int, own: torch
     lesion smaller than half a block background, and the probe would never see the lesion. Only the volume's own
     voxels ``own`` (X, Y, Z) bool (None: every voxel; :func:`own_grid`) count: a block straddling the edge of the
     padding is decided on its own voxels, a block of padding alone is background (left out: :func:`inside_tokens`)."""
-    own = torch.ones(label.shape, dtype=torch.bool) if own is None else own
-    onehot = F.one_hot(label.long(), num_classes).permute(3, 0, 1, 2).float()[None] * own
-    counted = own_share(own, stride).clamp_min(stride**-3)  # (blocks,); a block of padding alone reads 0: background
-    fractions = F.avg_pool3d(onehot, stride)[0].flatten(1) / counted  # (classes, blocks), of the own voxels
+    onehot = F.one_hot(label.long(), num_classes).permute(3, 0, 1, 2)  # (classes, X, Y, Z)
+    fractions = block_means(onehot, stride, own).T  # (classes, blocks), of the own voxels; padding alone reads 0
     structure = fractions[1:].argmax(0) + 1
     return torch.where(fractions[1:].sum(0) >= MIN_FOREGROUND - 1e-6, structure, torch.zeros_like(structure))
 
@@ -127,8 +125,7 @@ def block_means(target: torch.Tensor, stride: int, own: torch.Tensor | None = No
     volume's own voxels ``own`` (X, Y, Z) bool (None: every voxel; :func:`own_grid`) count: a block straddling the edge
     of the padding is the mean of its own voxels, not of its own voxels and the padding's zeros; a block of padding
     alone reads 0 (left out: :func:`inside_tokens`)."""
-    if own is None:
-        return F.avg_pool3d(target[None].float(), stride)[0].flatten(1).T
+    own = torch.ones(target.shape[-3:], dtype=torch.bool) if own is None else own
     sums = F.avg_pool3d(target[None].float() * own, stride)[0].flatten(1)  # (T, blocks), over s³ voxels
     return (sums / own_share(own, stride).clamp_min(stride**-3)).T
 
