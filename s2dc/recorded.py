@@ -63,11 +63,11 @@ def write_recorded(folder: Path, texts: dict[str, str], record: str, also: dict[
 
 def replace_all(folder: Path, contents: dict[str, bytes]) -> list[Path]:
     """Write ``contents`` (``{path under folder: bytes}``) as one: each is written beside its target first, then all
-    are renamed in; stopped or failing on the way (Ctrl-C, SIGTERM, a full disk) the files renamed so far are given
-    their previous bytes back (or removed where there were none), so that the folder never holds a mix of the
-    previous files and the new. (Killed outright between two renames, it can: no file system renames several files
-    as one; the next call removes what the killed one had staged.) Check the names first: whatever is there is
-    replaced."""
+    are renamed in; a rename failing on the way (a full disk) has the files renamed so far given their previous bytes
+    back (or removed where there were none), so that the folder never holds a mix of the previous files and the new.
+    Ctrl-C and SIGTERM are held while the renames and that rollback run, and taken after them. (Killed outright
+    between two renames, it can: no file system renames several files as one; the next call removes what the killed
+    one had staged.) Check the names first: whatever is there is replaced."""
     paths = {name: Path(folder) / name for name in contents}
     for parent in {path.parent for path in paths.values()}:
         remove_abandoned(parent)
@@ -79,15 +79,16 @@ def replace_all(folder: Path, contents: dict[str, bytes]) -> list[Path]:
             paths[name].parent.mkdir(parents=True, exist_ok=True)
             staged[name] = work_sibling(paths[name], "tmp")
             staged[name].write_bytes(data)
-        for name, tmp in staged.items():
-            done.append(name)  # before the rename: a signal taken as it returns must not leave it out
-            rename_durably(tmp, paths[name])
-    except BaseException as stopped:
-        with _signals_held(stopped):
-            for name in reversed(done):
-                if not staged[name].exists():  # renamed in (one still staged was not: its target is as it was)
-                    _give_back(paths[name], before.get(name), stopped)
-        raise
+        with _signals_held():  # the renames and their rollback are one step: a signal waits until it is done
+            try:
+                for name, tmp in staged.items():
+                    done.append(name)  # before the rename: one that fails as it returns must not be left out
+                    rename_durably(tmp, paths[name])
+            except BaseException as stopped:
+                for name in reversed(done):
+                    if not staged[name].exists():  # renamed in (one still staged was not: its target is as it was)
+                        _give_back(paths[name], before.get(name), stopped)
+                raise
     finally:
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
@@ -107,23 +108,37 @@ def _give_back(path: Path, data: bytes | None, stopped: BaseException) -> None:
 
 
 @contextmanager
-def _signals_held(stopped: BaseException) -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM while a rollback runs, so that nothing cuts it short; one taken meanwhile is noted on
-    ``stopped``, which the rollback then raises: the command stops all the same. (Python runs signal handlers in the
-    main thread only, so another thread's rollback needs nothing held; a handler not set from Python is left be.)"""
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while the block runs, so that nothing cuts it short; then one taken meanwhile is noted
+    on the exception the block ends with, or, where it ends without one, taken as it came (the previous handler runs:
+    the command stops all the same, after the block). Python runs signal handlers in the main thread only, so another
+    thread's block needs nothing held; a handler not set from Python is left be."""
     wanted = (signal.SIGINT, signal.SIGTERM)
     previous = {s: signal.getsignal(s) for s in wanted}
     if threading.current_thread() is not threading.main_thread() or None in previous.values():
         yield
         return
     held: list[int] = []
-    for s in wanted:
+    for s in wanted:  # one taken before its own is set is taken as usual: nothing was renamed yet
         signal.signal(s, lambda signum, frame: held.append(signum))
     try:
         yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    except BaseException as stopped:
+        _restore(previous)
         for s in dict.fromkeys(held):
-            stopped.add_note(f"{signal.Signals(s).name} came while the files were given their previous bytes back; "
-                             "it was held until they all were")
+            stopped.add_note(f"{signal.Signals(s).name} came while the files were renamed in or given their previous "
+                             "bytes back; it was held until they all were")
+        raise
+    _restore(previous)
+    for s in dict.fromkeys(held):
+        signal.raise_signal(s)  # its previous handler: KeyboardInterrupt, or the command line's exit 143
+
+
+def _restore(handlers: dict) -> None:
+    """Set each signal's handler back, all of them even where a signal taken meanwhile raises."""
+    if handlers:
+        (s, handler), *rest = handlers.items()
+        try:
+            signal.signal(s, handler)
+        finally:
+            _restore(dict(rest))

@@ -243,3 +243,71 @@ def test_a_second_signal_does_not_cut_the_rollback_short(tmp_path, monkeypatch, 
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {n: f"old {n}\n" for n in names}
     assert type(raised.value) is OSError and raised.value.errno == errno.EIO
     assert any(signal.Signals(signum).name in note for note in getattr(raised.value, "__notes__", []))
+
+
+def _replace_all_with_a_signal_at(tmp_path, at: int | None, fail_third: bool) -> tuple[int, BaseException | None]:
+    """Run replace_all of four files over three old ones with a real SIGINT sent at its ``at``-th line event (the
+    lines of s2dc/recorded.py and s2dc/files.py it runs; None: none sent), the third rename failing with EIO where
+    ``fail_third``; returns the number of line events and what it raised."""
+    import errno
+    import os
+    import sys
+
+    import s2dc.files
+    import s2dc.recorded
+    from s2dc.recorded import replace_all
+
+    ours = {s2dc.files.__file__, s2dc.recorded.__file__}
+    real_replace, calls, events = os.replace, [], [0]
+
+    def failing_replace(src, dst, *args, **kwargs):
+        calls.append(dst)
+        if fail_third and len(calls) == 3:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_replace(src, dst, *args, **kwargs)
+
+    def line(frame, event, arg):
+        if event == "line":
+            events[0] += 1
+            if events[0] == at:
+                os.kill(os.getpid(), signal.SIGINT)  # its handler runs as os.kill returns, on this line
+        return line
+
+    def calls_of_ours(frame, event, arg):
+        return line if frame.f_code.co_filename in ours else None
+
+    raised = None
+    os.replace = failing_replace
+    sys.settrace(calls_of_ours)
+    try:
+        replace_all(tmp_path, {n: f"new {n}\n".encode() for n in ["new.md", "a.md", "b.md", "c.md"]})
+    except BaseException as err:  # noqa: BLE001 - what it raised is the result
+        raised = err
+    finally:
+        sys.settrace(None)
+        os.replace = real_replace
+    return events[0], raised
+
+
+@pytest.mark.parametrize("fail_third", [False, True], ids=["renames succeed", "third rename fails"])
+def test_a_signal_at_any_line_of_replace_all_leaves_all_old_or_all_new_files(tmp_path, fail_third):
+    """A Ctrl-C may land between any two lines of replace_all (Python runs its handler there): wherever it lands, the
+    folder holds the three old files or the four new ones, never a mix, and nothing staged is left; the command
+    stops (the signal, or the rename's error noting it). Before, a signal in the instant between a failed rename and
+    the rollback's hold skipped the rollback."""
+    names = ["a.md", "b.md", "c.md"]
+    old = {n: f"old {n}\n" for n in names}
+    new = {n: f"new {n}\n" for n in ["new.md", *names]}
+    total, raised = _replace_all_with_a_signal_at(tmp_path / "dry", None, fail_third)
+    assert total > 20 and (raised is None) is not fail_third
+    mixed = []
+    for at in range(1, total + 1):
+        folder = tmp_path / str(at)
+        folder.mkdir()
+        for n, text in old.items():
+            (folder / n).write_text(text)
+        _, raised = _replace_all_with_a_signal_at(folder, at, fail_third)
+        found = {p.name: p.read_text() for p in folder.iterdir()}
+        if found not in ([old] if fail_third else [old, new]) or raised is None:
+            mixed.append((at, sorted(found.items()), repr(raised)))
+    assert not mixed, f"{len(mixed)} of {total} signal places: first {mixed[:3]}"
