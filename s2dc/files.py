@@ -10,7 +10,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 
@@ -50,17 +54,22 @@ def rename_durably(new: Path, target: Path) -> None:
     file (ext4 without data=ordered, XFS): ``new`` (a file, or a folder with every file and folder in it) is fsynced
     before the rename, the folder of ``target`` after it, so that the rename itself lasts. The one way every atomic
     write renames its work into place."""
-    new = Path(new)
-    if new.is_dir() and not new.is_symlink():
-        for folder, _, files in os.walk(new, topdown=False):
+    _flush(new)
+    os.replace(new, target)
+    fsync_path(Path(target).parent)
+
+
+def _flush(path: Path) -> None:
+    """fsync ``path``: a file, or a folder with every file and folder in it (bottom-up); links are let be."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        for folder, _, files in os.walk(path, topdown=False):
             for name in files:
                 if not os.path.islink(os.path.join(folder, name)):
                     fsync_path(os.path.join(folder, name))
             fsync_path(folder)
-    elif not new.is_symlink():
-        fsync_path(new)
-    os.replace(new, target)
-    fsync_path(Path(target).parent)
+    elif not path.is_symlink():
+        fsync_path(path)
 
 
 def fsync_path(path: str | Path) -> None:
@@ -140,22 +149,63 @@ def _work_sibling_name(name: str) -> tuple[str, int] | None:
 
 def replace_folder(new: Path, target: Path) -> None:
     """Rename folder ``new`` to ``target``, replacing a folder there: the old one is renamed aside, ``new`` renamed
-    in, then the old one removed. Stopped between the two renames by a signal, the old folder is put back; killed
-    there, it waits beside ``target`` for :func:`remove_abandoned` to put it back."""
+    in, then the old one removed; ``new`` is flushed to the disk first (:func:`rename_durably`). Ctrl-C and SIGTERM
+    are held over the two renames (a failing second one puts the old folder back) and taken after them; killed
+    there, the old folder waits beside ``target`` for :func:`remove_abandoned` to put it back."""
     new, target = Path(new), Path(target)
     old = work_sibling(target, "old")
-    try:
-        if target.exists() or target.is_symlink():
-            os.replace(target, old)  # made durable with the next rename, in the same folder
-        rename_durably(new, target)
-    except BaseException:
-        if old.exists() and not (target.exists() or target.is_symlink()):
-            rename_durably(old, target)
-        raise
+    _flush(new)  # outside the hold: a multi-GB folder takes a while
+    with signals_held("a folder was renamed into place"):
+        try:
+            if target.exists() or target.is_symlink():
+                os.replace(target, old)  # made durable with the next rename, in the same folder
+            os.replace(new, target)
+        except BaseException:
+            if old.exists() and not (target.exists() or target.is_symlink()):
+                os.replace(old, target)
+            raise
+        finally:
+            fsync_path(target.parent)
     if old.is_symlink():
         old.unlink()
     else:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def signals_held(what: str) -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while the block runs (``what`` it does, for the note), so that nothing cuts it short;
+    then one taken meanwhile is noted on the exception the block ends with, or, where it ends without one, taken as it
+    came (its previous handler runs: the command stops all the same, after the block). Python runs signal handlers in
+    the main thread only, so another thread's block needs nothing held; a handler not set from Python is left be."""
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in wanted}
+    if threading.current_thread() is not threading.main_thread() or None in previous.values():
+        yield
+        return
+    held: list[int] = []
+    for s in wanted:  # one taken before its own is set is taken as usual, before the block
+        signal.signal(s, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    except BaseException as stopped:
+        _restore(previous)
+        for s in dict.fromkeys(held):
+            stopped.add_note(f"{signal.Signals(s).name} came while {what}; it was held until that was done")
+        raise
+    _restore(previous)
+    for s in dict.fromkeys(held):
+        signal.raise_signal(s)  # its previous handler: KeyboardInterrupt, or the command line's exit 143
+
+
+def _restore(handlers: dict) -> None:
+    """Set each signal's handler back, all of them even where a signal taken meanwhile raises."""
+    if handlers:
+        (s, handler), *rest = handlers.items()
+        try:
+            signal.signal(s, handler)
+        finally:
+            _restore(dict(rest))
 
 
 def remove_abandoned(folder: Path, *targets: str, mark: str | None = None, every_host: bool = False) -> None:

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from .files import atomic_write_bytes, atomic_write_text, remove_abandoned, rename_durably, work_sibling
+from .files import (
+    atomic_write_bytes,
+    atomic_write_text,
+    remove_abandoned,
+    rename_durably,
+    signals_held,
+    work_sibling,
+)
 
 
 def _sha256(data: bytes) -> str:
@@ -79,7 +82,8 @@ def replace_all(folder: Path, contents: dict[str, bytes]) -> list[Path]:
             paths[name].parent.mkdir(parents=True, exist_ok=True)
             staged[name] = work_sibling(paths[name], "tmp")
             staged[name].write_bytes(data)
-        with _signals_held():  # the renames and their rollback are one step: a signal waits until it is done
+        # the renames and their rollback are one step: a signal waits until it is done
+        with signals_held("the files were renamed in or given their previous bytes back"):
             try:
                 for name, tmp in staged.items():
                     done.append(name)  # before the rename: one that fails as it returns must not be left out
@@ -105,40 +109,3 @@ def _give_back(path: Path, data: bytes | None, stopped: BaseException) -> None:
             atomic_write_bytes(path, data)
     except Exception as err:
         stopped.add_note(f"'{path}' could not be given its previous bytes back: {err}")
-
-
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM while the block runs, so that nothing cuts it short; then one taken meanwhile is noted
-    on the exception the block ends with, or, where it ends without one, taken as it came (the previous handler runs:
-    the command stops all the same, after the block). Python runs signal handlers in the main thread only, so another
-    thread's block needs nothing held; a handler not set from Python is left be."""
-    wanted = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.getsignal(s) for s in wanted}
-    if threading.current_thread() is not threading.main_thread() or None in previous.values():
-        yield
-        return
-    held: list[int] = []
-    for s in wanted:  # one taken before its own is set is taken as usual: nothing was renamed yet
-        signal.signal(s, lambda signum, frame: held.append(signum))
-    try:
-        yield
-    except BaseException as stopped:
-        _restore(previous)
-        for s in dict.fromkeys(held):
-            stopped.add_note(f"{signal.Signals(s).name} came while the files were renamed in or given their previous "
-                             "bytes back; it was held until they all were")
-        raise
-    _restore(previous)
-    for s in dict.fromkeys(held):
-        signal.raise_signal(s)  # its previous handler: KeyboardInterrupt, or the command line's exit 143
-
-
-def _restore(handlers: dict) -> None:
-    """Set each signal's handler back, all of them even where a signal taken meanwhile raises."""
-    if handlers:
-        (s, handler), *rest = handlers.items()
-        try:
-            signal.signal(s, handler)
-        finally:
-            _restore(dict(rest))

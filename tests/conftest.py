@@ -324,3 +324,29 @@ def copy_run(src: Path, dst: Path) -> Path:
     """A copy of a workflow folder with its modification times and Snakemake's metadata."""
     shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
     return dst
+
+
+def signal_at_line(at: int | None, call) -> tuple[int, BaseException | None]:
+    """Run ``call()`` with a real SIGINT sent to this process at its ``at``-th line event in s2dc/files.py and
+    s2dc/recorded.py (None: none sent; Python runs the handler as os.kill returns, so on that line: a Ctrl-C landing
+    between two lines); returns the number of line events there and what the call raised (None if nothing)."""
+    import s2dc.files
+    import s2dc.recorded
+
+    ours, events, raised = {s2dc.files.__file__, s2dc.recorded.__file__}, [0], None
+
+    def line(frame, event, arg):
+        if event == "line":
+            events[0] += 1
+            if events[0] == at:
+                os.kill(os.getpid(), signal.SIGINT)
+        return line
+
+    sys.settrace(lambda frame, event, arg: line if frame.f_code.co_filename in ours else None)
+    try:
+        call()
+    except BaseException as err:  # noqa: BLE001 - what it raised is the result
+        raised = err
+    finally:
+        sys.settrace(None)
+    return events[0], raised

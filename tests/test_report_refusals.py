@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from conftest import CODE, stopped_at_third_replace
+from conftest import CODE, signal_at_line, stopped_at_third_replace
 from s2dc.cli import main
 
 
@@ -246,19 +246,15 @@ def test_a_second_signal_does_not_cut_the_rollback_short(tmp_path, monkeypatch, 
 
 
 def _replace_all_with_a_signal_at(tmp_path, at: int | None, fail_third: bool) -> tuple[int, BaseException | None]:
-    """Run replace_all of four files over three old ones with a real SIGINT sent at its ``at``-th line event (the
-    lines of s2dc/recorded.py and s2dc/files.py it runs; None: none sent), the third rename failing with EIO where
-    ``fail_third``; returns the number of line events and what it raised."""
+    """Run replace_all of four files over three old ones with a real SIGINT sent at its ``at``-th line event (None:
+    none sent; :func:`conftest.signal_at_line`), the third rename failing with EIO where ``fail_third``; returns the
+    number of line events and what it raised."""
     import errno
     import os
-    import sys
 
-    import s2dc.files
-    import s2dc.recorded
     from s2dc.recorded import replace_all
 
-    ours = {s2dc.files.__file__, s2dc.recorded.__file__}
-    real_replace, calls, events = os.replace, [], [0]
+    real_replace, calls = os.replace, []
 
     def failing_replace(src, dst, *args, **kwargs):
         calls.append(dst)
@@ -266,27 +262,12 @@ def _replace_all_with_a_signal_at(tmp_path, at: int | None, fail_third: bool) ->
             raise OSError(errno.EIO, "Input/output error")
         return real_replace(src, dst, *args, **kwargs)
 
-    def line(frame, event, arg):
-        if event == "line":
-            events[0] += 1
-            if events[0] == at:
-                os.kill(os.getpid(), signal.SIGINT)  # its handler runs as os.kill returns, on this line
-        return line
-
-    def calls_of_ours(frame, event, arg):
-        return line if frame.f_code.co_filename in ours else None
-
-    raised = None
     os.replace = failing_replace
-    sys.settrace(calls_of_ours)
     try:
-        replace_all(tmp_path, {n: f"new {n}\n".encode() for n in ["new.md", "a.md", "b.md", "c.md"]})
-    except BaseException as err:  # noqa: BLE001 - what it raised is the result
-        raised = err
+        return signal_at_line(at, lambda: replace_all(tmp_path, {n: f"new {n}\n".encode()
+                                                                 for n in ["new.md", "a.md", "b.md", "c.md"]}))
     finally:
-        sys.settrace(None)
         os.replace = real_replace
-    return events[0], raised
 
 
 @pytest.mark.parametrize("fail_third", [False, True], ids=["renames succeed", "third rename fails"])

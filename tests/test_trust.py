@@ -18,7 +18,7 @@ from s2dc.export import load_encoder_weights, swinunetr_for
 from s2dc.losses.p2p import p2p_loss
 from s2dc.models.encoder import EncoderConfig
 
-from conftest import TINY, TINY_FT, write_pool, write_volume
+from conftest import TINY, TINY_FT, signal_at_line, write_pool, write_volume
 
 
 @pytest.fixture
@@ -1053,3 +1053,44 @@ def test_a_checkpoint_is_created_with_the_users_permissions(tmp_path):
     assert (tmp_path / "model.pt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "private.pt").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("fail_second", [False, True], ids=["renames succeed", "second rename fails"])
+def test_a_signal_at_any_line_of_replace_folder_leaves_the_old_folder_or_the_new(tmp_path, fail_second):
+    """A Ctrl-C may land between any two lines of replace_folder (Python runs its handler there): wherever it lands,
+    the target holds the whole old folder or the whole new one, never none while the process lives (a folder renamed
+    aside waits for the process to end before remove_abandoned puts it back); the command stops. Before, a signal in
+    the instant between a failed rename and the put-back left no folder at the target."""
+    import errno
+
+    from s2dc.files import replace_folder
+
+    real_replace = os.replace
+
+    def run(folder: Path, at: int | None):
+        def failing_replace(src, dst, *args, **kwargs):
+            if fail_second and Path(src) == folder / "new":  # the new folder's rename in, the second
+                raise OSError(errno.EIO, "Input/output error")
+            return real_replace(src, dst, *args, **kwargs)
+
+        (folder / "target").mkdir(parents=True)
+        (folder / "target" / "a.txt").write_text("old")
+        (folder / "new").mkdir()
+        (folder / "new" / "a.txt").write_text("new")
+        os.replace = failing_replace
+        try:
+            return signal_at_line(at, lambda: replace_folder(folder / "new", folder / "target"))
+        finally:
+            os.replace = real_replace
+
+    total, raised = run(tmp_path / "dry", None)
+    assert total > 10 and (raised is None) is not fail_second
+    wrong = []
+    for at in range(1, total + 1):
+        folder = tmp_path / str(at)
+        _, raised = run(folder, at)
+        target = folder / "target" / "a.txt"
+        found = target.read_text() if target.is_file() else None
+        if found not in (["old"] if fail_second else ["old", "new"]) or raised is None:
+            wrong.append((at, found, repr(raised)))
+    assert not wrong, f"{len(wrong)} of {total} signal places: first {wrong[:3]}"
