@@ -4,15 +4,21 @@ bytes the tests write, never from the module under test."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import io
 import json
+import os
 import random
 import shutil
 import stat
+import subprocess
+import sys
 import tarfile
 import threading
+import time
+import types
 import zipfile
 from pathlib import Path
 
@@ -79,6 +85,57 @@ def server():
 
 def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
+
+
+PAUSED = """
+import json, sys, time
+from pathlib import Path
+from s2dc.data import download
+
+spec = json.loads(sys.argv[1])
+if spec["resource"]:
+    download.msd_resource = lambda task: tuple(spec["resource"])
+real = getattr(download, spec["after"])
+
+def paused(*args, **kwargs):
+    done = real(*args, **kwargs)
+    Path(spec["sync"], "ready").touch()
+    while not Path(spec["sync"], "go").exists():
+        time.sleep(0.01)
+    return done
+
+setattr(download, spec["after"], paused)
+getattr(download, spec["call"])(*spec["args"])
+"""
+
+
+@contextlib.contextmanager
+def paused_in_another_process(tmp_path, after, call, *args, resource=None):
+    """Another process runs ``download.<call>(*args)`` (``resource``: what its ``msd_resource`` answers) and pauses
+    as ``download.<after>`` returns, until the ``with`` block ends; then it goes on. Yields a namespace: ``proc``, and
+    ``returncode`` and ``stderr`` once it ended."""
+    sync = tmp_path / f"sync-{after}-{time.monotonic_ns()}"
+    sync.mkdir()
+    spec = {"after": after, "call": call, "args": [str(a) for a in args], "resource": resource, "sync": str(sync)}
+    proc = subprocess.Popen([sys.executable, "-c", PAUSED, json.dumps(spec)], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    other = types.SimpleNamespace(proc=proc, returncode=None, stderr=None)
+    try:
+        deadline = time.monotonic() + 60
+        while not (sync / "ready").exists():
+            assert proc.poll() is None, f"it ended before pausing: {proc.communicate()[1]}"
+            assert time.monotonic() < deadline, "it did not pause within 60 s"
+            time.sleep(0.01)
+        yield other
+    finally:
+        (sync / "go").touch()
+        try:
+            other.stderr = proc.communicate(timeout=60)[1]
+        finally:
+            proc.kill()
+            proc.wait()
+        other.returncode = proc.returncode
+        shutil.rmtree(sync)
 
 
 # ------------------------------------------------------------------------------------------------ fetch
@@ -276,6 +333,40 @@ def test_extract_refuses_zip_special_files(tmp_path, kind):
     assert "special" in refused(tmp_path, archive, "top/dev")
     good = write_zip(tmp_path / "good.zip", {"top/a.txt": (b"alpha", stat.S_IFREG | 0o644), "top/b.txt": b"beta"})
     assert extracted(download.extract(good, tmp_path / "ok")) == {"top/a.txt": b"alpha", "top/b.txt": b"beta"}
+
+
+def test_extract_leaves_another_running_extractions_work_alone(tmp_path):
+    """Two processes extracting into one target at once (two workflow runs, or `s2dc download` beside one) stage in
+    folders of their own: neither removes or renames the other's work, and both complete, the last one's extraction
+    in place. (One fixed staging name was shared: the second start removed the first's half-extracted folder, and the
+    first then failed renaming it into place.)"""
+    work = tmp_path / "work"
+    work.mkdir()
+    first = write_tar(tmp_path / "first.tar", {"top/a.txt": b"first"})
+    second = write_tar(tmp_path / "second.tar", {"top/a.txt": b"second", "top/b.txt": b"more"})
+    with paused_in_another_process(tmp_path, "_unpack", "extract", first, work / "out") as other:
+        staged = {p.name: extracted(p) for p in work.iterdir()}  # the other's staging folder, filled
+        assert list(staged.values()) == [{"top/a.txt": b"first"}]
+        assert extracted(download.extract(second, work / "out")) == {"top/a.txt": b"second", "top/b.txt": b"more"}
+        assert {name: extracted(work / name) for name in staged} == staged
+    assert other.returncode == 0, other.stderr
+    assert extracted(work / "out") == {"top/a.txt": b"first"}
+    assert sorted(p.name for p in work.iterdir()) == ["out"]
+
+
+def test_extract_removes_what_a_killed_extraction_left(tmp_path):
+    """SIGKILL runs no clean-up: an extraction killed midway leaves its staging folder, which the next extraction of
+    the target removes."""
+    work = tmp_path / "work"
+    work.mkdir()
+    archive = write_tar(tmp_path / "a.tar", {"top/a.txt": b"alpha"})
+    with paused_in_another_process(tmp_path, "_unpack", "extract", archive, work / "out") as killed:
+        killed.proc.kill()
+        killed.proc.wait()
+    left = [p for p in work.iterdir()]
+    assert len(left) == 1 and extracted(left[0]) == {"top/a.txt": b"alpha"}  # its staging folder
+    download.extract(archive, work / "out")
+    assert sorted(p.name for p in work.iterdir()) == ["out"]
 
 
 def test_extract_refuses_what_is_no_archive(tmp_path):

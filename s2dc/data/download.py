@@ -2,8 +2,8 @@
 
 :func:`fetch` downloads into ``<dest>.part`` (resumed with an HTTP Range request), checks the MD5 of
 the whole file and renames it to ``dest``. :func:`extract` unpacks a tar (any compression) or zip
-into a hidden staging folder and renames it into place, after refusing every member that could land
-outside the target (absolute paths, ``..``), links and special files. :func:`download_msd` builds a
+into a hidden staging folder of its own and renames it into place, after refusing every member that could
+land outside the target (absolute paths, ``..``), links and special files. :func:`download_msd` builds a
 Medical Segmentation Decathlon task from the two, with the URL and MD5 that the registry records, and records
 what it extracted (``.<task>.extracted.json``: each file's size and modification time), so that
 :func:`release_fingerprint` tells a release changed in place from one as extracted.
@@ -11,6 +11,7 @@ what it extracted (``.<task>.extracted.json``: each file's size and modification
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import http.client
 import json
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..files import atomic_write_text, check_folder_path, rename_durably, replace_folder
+from ..files import atomic_write_text, check_folder_path, remove_abandoned, rename_durably, replace_folder, work_sibling
 from .registry import REGISTRY, get
 from .errors import DataError
 
@@ -174,12 +175,15 @@ def extract(archive: str | Path, target: str | Path) -> Path:
     """Extract ``archive`` (tar of any compression, or zip) so that its members lie under ``target``; returns it.
 
     Every member is checked before anything is written. Extraction goes to a hidden staging folder next
-    to ``target``, renamed into place when complete (replacing an existing ``target``), so an interrupted
-    or refused extraction leaves no partial ``target``.
+    to ``target``, this process's own (:func:`s2dc.files.work_sibling`, so that another extracting the same
+    target at once is let be), renamed into place when complete (replacing an existing ``target``), so an
+    interrupted or refused extraction leaves no partial ``target``. What an extraction killed midway left
+    beside ``target`` is removed first (:func:`s2dc.files.remove_abandoned`).
     """
     archive, target = Path(archive), Path(target)
-    staging = target.with_name(f".{target.name}.extracting")
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_abandoned(target.parent, glob.escape(target.name))
+    staging = work_sibling(target, "tmp")
+    shutil.rmtree(staging, ignore_errors=True)  # this process's own: left by a killed one of the same id
     staging.mkdir(parents=True)
     try:
         _unpack(archive, staging)
