@@ -453,6 +453,64 @@ def test_download_msd_extracts_task(spleen_tar, server, tmp_path):
     assert download.download_msd("Task09_Spleen", root) == path and len(server.requests) == 1  # kept
 
 
+def test_two_downloads_of_a_task_at_once_both_complete_and_keep_one_release(spleen_tar, server, tmp_path):
+    """Two `s2dc download`s of one task at once (two workflow runs, or one by hand beside the workflow) unpack into
+    folders of their own: both complete, and the release the first to finish moved into place is kept, never
+    removed under its readers by the other. (Both unpacked into one fixed `.<task>.unpacked`: the second replaced
+    the first's, which then found no dataset.json in its archive.)"""
+    root = tmp_path / "msd"
+    resource = [f"{server.url}/Task09_Spleen.tar", md5(spleen_tar)]
+    with paused_in_another_process(tmp_path, "extract", "download_msd", "Task09_Spleen", root,
+                                   resource=resource) as other:
+        path = download.download_msd("Task09_Spleen", root)
+        first = path.stat().st_ino
+    assert other.returncode == 0, other.stderr
+    assert path.stat().st_ino == first
+    assert extracted(root / "Task09_Spleen") == {"dataset.json": json.dumps({"name": "Spleen"}).encode(),
+                                                 "imagesTr/spleen_1.nii.gz": b"not really a volume"}
+    assert sorted(p.name for p in root.iterdir()) == [".Task09_Spleen.extracted.json", "Task09_Spleen",
+                                                      "Task09_Spleen.tar"]
+    assert len(server.requests) == 1  # the archive downloaded once
+    assert download.release_fingerprint(root) == ""
+
+
+def test_download_msd_removes_what_a_download_killed_while_unpacking_left(spleen_tar, server, tmp_path):
+    """SIGKILL runs no clean-up: a download killed once it unpacked the archive leaves the unpacked folder beside the
+    task's, which the next download removes."""
+    root = tmp_path / "msd"
+    resource = [f"{server.url}/Task09_Spleen.tar", md5(spleen_tar)]
+    with paused_in_another_process(tmp_path, "extract", "download_msd", "Task09_Spleen", root,
+                                   resource=resource) as killed:
+        killed.proc.kill()
+        killed.proc.wait()
+    left = sorted(p.name for p in root.iterdir() if p.name != "Task09_Spleen.tar")
+    assert len(left) == 1 and (root / left[0] / "Task09_Spleen" / "dataset.json").is_file()  # what it unpacked
+    download.download_msd("Task09_Spleen", root)
+    assert sorted(p.name for p in root.iterdir()) == [".Task09_Spleen.extracted.json", "Task09_Spleen",
+                                                      "Task09_Spleen.tar"]
+
+
+def test_download_msd_never_replaces_files_put_in_the_task_folder_meanwhile(spleen_tar, server, tmp_path, monkeypatch):
+    """Files put in the (empty or absent) task folder while the archive downloaded and unpacked are not s2dc's: they
+    are left as they are and named, and what was unpacked is removed (they were deleted)."""
+    root = tmp_path / "msd"
+    mine = root / "Task09_Spleen" / "notes.txt"
+    real = download.extract
+
+    def extract_while_a_user_writes(archive, target):
+        done = real(archive, target)
+        mine.parent.mkdir(parents=True, exist_ok=True)
+        mine.write_text("my own notes")
+        return done
+
+    monkeypatch.setattr(download, "extract", extract_while_a_user_writes)
+    with pytest.raises(DataError, match=rf"into '{root / 'Task09_Spleen'}'"):
+        download.download_msd("Task09_Spleen", root)
+    assert mine.read_text() == "my own notes"
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == [
+        "Task09_Spleen", "Task09_Spleen.tar", "Task09_Spleen/notes.txt"]
+
+
 def test_download_msd_never_replaces_a_task_folder_it_did_not_extract(spleen_tar, server, tmp_path):
     """A task folder without its dataset.json holds files s2dc did not extract (e.g. a copy being made by hand): the
     download refuses it before fetching anything, naming it, and leaves it as it was; an empty one is filled."""

@@ -222,10 +222,13 @@ def download_msd(task: str, root: str | Path, progress: bool = False) -> Path:
     extracted is (``root/.<task>.extracted.json``, the workflow's download job's output: a forced rerun deletes that
     record, never a file of the release) where nothing recorded it; an interrupted download is resumed. A non-empty
     ``root/<task>/`` without its dataset.json holds files that were not extracted here, and a ``root/<task>`` that is
-    a symbolic link is not s2dc's either: both are refused, never replaced.
+    a symbolic link is not s2dc's either: both are refused, never replaced. The archive is unpacked into a folder of
+    this process's own beside ``root/<task>/`` (:func:`s2dc.files.work_sibling`), so that downloads of the task at
+    once never clash: the release the first to finish moved into place is kept.
     """
     root = Path(root)
     target = root / task
+    remove_abandoned(root, glob.escape(task))  # what a download killed while unpacking left
     if (target / "dataset.json").is_file():
         if not (root / f".{task}{EXTRACTED}").is_file():  # extracted by hand: its files as they are now
             _record_extracted(root, task, f"{task}.tar")
@@ -242,12 +245,17 @@ def download_msd(task: str, root: str | Path, progress: bool = False) -> Path:
                         f"always has one): it is never replaced; complete it by hand or move it away to download {task}")
     url, md5 = msd_resource(task)
     archive = fetch(url, root / f"{task}.tar", md5, progress=progress)
-    unpacked = extract(archive, root / f".{task}.unpacked")
+    unpacked = extract(archive, work_sibling(target, "tmp"))
     try:
         if not (unpacked / task / "dataset.json").is_file():
             raise DataError(f"archive '{archive}' ({url}) did not contain {task}/dataset.json")
-        shutil.rmtree(target, ignore_errors=True)
-        rename_durably(unpacked / task, target)
+        try:
+            rename_durably(unpacked / task, target)  # onto nothing or the empty folder checked above, not a filled one
+        except OSError as err:
+            if not (target / "dataset.json").is_file():
+                raise DataError(f"could not move {task} extracted from '{archive}' into '{target}' ({err}); move "
+                                f"away what is there to download {task}") from err
+            # another download of the task completed meanwhile: its release, which may be read already, is kept
     finally:
         shutil.rmtree(unpacked, ignore_errors=True)
     _record_extracted(root, task, archive.name)
