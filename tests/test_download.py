@@ -12,6 +12,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -87,6 +88,17 @@ def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
+def part_of(dest, pid):
+    """The part of a download of ``dest`` by process ``pid`` of this host, as files.work_sibling names it."""
+    return dest.with_name(f".{dest.name}.{socket.gethostname()}.{pid}.tmp")
+
+
+def ended_pid() -> int:
+    """The id of a process of this host that has ended."""
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                              check=True).stdout)
+
+
 PAUSED = """
 import json, sys, time
 from pathlib import Path
@@ -145,16 +157,16 @@ def test_fetch_downloads_and_verifies(server, tmp_path):
     server.files["/f.bin"] = PAYLOAD
     dest = download.fetch(f"{server.url}/f.bin", tmp_path / "d" / "f.bin", md5(PAYLOAD))
     assert dest == tmp_path / "d" / "f.bin" and dest.read_bytes() == PAYLOAD
-    assert not (tmp_path / "d" / "f.bin.part").exists()
+    assert [p.name for p in (tmp_path / "d").iterdir()] == ["f.bin"]  # no part left
     assert [r["range"] for r in server.requests] == [None]
 
 
 def test_fetch_resumes_a_part_with_a_range_request(server, tmp_path):
     server.files["/f.bin"] = PAYLOAD
     dest = tmp_path / "f.bin"
-    (tmp_path / "f.bin.part").write_bytes(PAYLOAD[:1000])
+    part_of(dest, ended_pid()).write_bytes(PAYLOAD[:1000])  # a stopped download's
     download.fetch(f"{server.url}/f.bin", dest, md5(PAYLOAD))
-    assert dest.read_bytes() == PAYLOAD
+    assert dest.read_bytes() == PAYLOAD and [p.name for p in tmp_path.iterdir()] == ["f.bin"]
     assert [r["range"] for r in server.requests] == ["bytes=1000-"]
     assert server.sent == [len(PAYLOAD) - 1000]  # only the rest travelled
 
@@ -165,7 +177,7 @@ def test_fetch_resumes_after_a_dropped_connection(server, tmp_path):
     dest = tmp_path / "f.bin"
     with pytest.raises(DataError, match="run again to resume"):
         download.fetch(f"{server.url}/f.bin", dest, md5(PAYLOAD))
-    part = tmp_path / "f.bin.part"
+    part = part_of(dest, os.getpid())
     assert not dest.exists() and part.read_bytes() == PAYLOAD[:part.stat().st_size]
     kept = part.stat().st_size
     assert 0 < kept <= 300_000
@@ -177,7 +189,7 @@ def test_fetch_resumes_after_a_dropped_connection(server, tmp_path):
 def test_fetch_restarts_when_the_server_ignores_the_range(server, tmp_path):
     server.files["/f.bin"] = PAYLOAD
     server.ranges = False
-    (tmp_path / "f.bin.part").write_bytes(b"x" * 5000)  # not even a prefix of the file
+    part_of(tmp_path / "f.bin", ended_pid()).write_bytes(b"x" * 5000)  # not even a prefix of the file
     dest = download.fetch(f"{server.url}/f.bin", tmp_path / "f.bin", md5(PAYLOAD))
     assert dest.read_bytes() == PAYLOAD
     assert server.requests[0]["range"] == "bytes=5000-" and server.sent == [len(PAYLOAD)]
@@ -185,7 +197,7 @@ def test_fetch_restarts_when_the_server_ignores_the_range(server, tmp_path):
 
 def test_fetch_with_a_complete_part_finishes_it(server, tmp_path):
     server.files["/f.bin"] = PAYLOAD
-    (tmp_path / "f.bin.part").write_bytes(PAYLOAD)  # the server answers 416
+    part_of(tmp_path / "f.bin", ended_pid()).write_bytes(PAYLOAD)  # the server answers 416
     dest = download.fetch(f"{server.url}/f.bin", tmp_path / "f.bin", md5(PAYLOAD))
     assert dest.read_bytes() == PAYLOAD
 
@@ -196,7 +208,7 @@ def test_fetch_wrong_checksum_is_refused_and_leaves_nothing(server, tmp_path):
     with pytest.raises(DataError) as err:
         download.fetch(url, dest, wrong)
     message = str(err.value)
-    assert url in message and str(tmp_path / "f.bin.part") in message and wrong in message and md5(PAYLOAD) in message
+    assert url in message and str(part_of(dest, os.getpid())) in message and wrong in message and md5(PAYLOAD) in message
     assert sorted(tmp_path.iterdir()) == []
 
 
@@ -211,6 +223,43 @@ def test_fetch_keeps_a_verified_file_and_never_replaces_one_it_did_not_verify(se
     with pytest.raises(DataError, match=rf"'{dest}' exists with MD5 {md5(theirs)}, expected {md5(PAYLOAD)}"):
         download.fetch(f"{server.url}/f.bin", dest, md5(PAYLOAD))
     assert dest.read_bytes() == theirs and server.requests == []
+
+
+def test_two_fetches_of_one_file_at_once_both_complete(server, tmp_path):
+    """Two processes fetching one file at once (two workflow runs, or `s2dc download` beside one) download into parts
+    of their own: both complete, neither writes into the other's. (They shared `<dest>.part`: the second truncated and
+    rewrote the first's part, or appended to it, and renamed it to dest while the first still wrote into it; the first
+    then failed on its part gone.)"""
+    server.files["/f.bin"] = PAYLOAD
+    url, dest = f"{server.url}/f.bin", tmp_path / "d" / "f.bin"
+    with paused_in_another_process(tmp_path, "tqdm", "fetch", url, dest, md5(PAYLOAD)) as other:  # its part opened
+        assert download.fetch(url, dest, md5(PAYLOAD)).read_bytes() == PAYLOAD
+    assert other.returncode == 0, other.stderr
+    assert dest.read_bytes() == PAYLOAD and [p.name for p in dest.parent.iterdir()] == ["f.bin"]
+    assert [r["range"] for r in server.requests] == [None, None]  # each downloaded the whole file
+
+
+def test_fetch_resumes_the_longest_part_stopped_downloads_left_and_lets_a_running_ones_be(server, tmp_path):
+    """Of the parts that downloads of this host which ended left, the longest is resumed and the others removed; a
+    running download's part, and one of another host (whose process cannot be told), are let be."""
+    server.files["/f.bin"] = PAYLOAD
+    dest = tmp_path / "f.bin"
+    short, long = part_of(dest, ended_pid()), part_of(dest, ended_pid())
+    short.write_bytes(PAYLOAD[:1000])
+    long.write_bytes(PAYLOAD[:5000])
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        running, elsewhere = part_of(dest, alive.pid), tmp_path / f".f.bin.elsewhere.{alive.pid}.tmp"
+        running.write_bytes(b"x" * 7000)
+        elsewhere.write_bytes(b"y" * 9000)
+        download.fetch(f"{server.url}/f.bin", dest, md5(PAYLOAD))
+        assert [r["range"] for r in server.requests] == ["bytes=5000-"]
+        assert dest.read_bytes() == PAYLOAD
+        assert sorted(tmp_path.iterdir()) == sorted([dest, running, elsewhere])
+        assert running.read_bytes() == b"x" * 7000 and elsewhere.read_bytes() == b"y" * 9000
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 def test_fetch_http_error_names_the_url(server, tmp_path):

@@ -1,12 +1,13 @@
 """Open downloads: fetched by URL, verified by MD5, resumable, and extracted safely.
 
-:func:`fetch` downloads into ``<dest>.part`` (resumed with an HTTP Range request), checks the MD5 of
-the whole file and renames it to ``dest``. :func:`extract` unpacks a tar (any compression) or zip
-into a hidden staging folder of its own and renames it into place, after refusing every member that could
-land outside the target (absolute paths, ``..``), links and special files. :func:`download_msd` builds a
-Medical Segmentation Decathlon task from the two, with the URL and MD5 that the registry records, and records
-what it extracted (``.<task>.extracted.json``: each file's size and modification time), so that
-:func:`release_fingerprint` tells a release changed in place from one as extracted.
+:func:`fetch` downloads into a part of the process's own beside ``dest`` (a stopped download's part is
+resumed with an HTTP Range request), checks the MD5 of the whole file and renames it to ``dest``.
+:func:`extract` unpacks a tar (any compression) or zip into a hidden staging folder of its own and renames
+it into place, after refusing every member that could land outside the target (absolute paths, ``..``),
+links and special files. :func:`download_msd` builds a Medical Segmentation Decathlon task from the two, with
+the URL and MD5 that the registry records, and records what it extracted (``.<task>.extracted.json``: each
+file's size and modification time), so that :func:`release_fingerprint` tells a release changed in place from
+one as extracted.
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..files import atomic_write_text, check_folder_path, remove_abandoned, rename_durably, replace_folder, work_sibling
+from ..files import (
+    atomic_write_text,
+    check_folder_path,
+    is_abandoned,
+    remove_abandoned,
+    rename_durably,
+    replace_folder,
+    work_sibling,
+)
 from .registry import REGISTRY, get
 from .errors import DataError
 
@@ -94,9 +103,10 @@ def fetch(url: str, dest: str | Path, md5: str, progress: bool = False) -> Path:
     """Download ``url`` to ``dest`` and check its MD5; returns ``dest``.
 
     An existing ``dest`` with the right MD5 is kept; one with another MD5 was not put there by this function (it
-    moves only a verified download to ``dest``), so it is refused, never replaced. The download goes to
-    ``<dest>.part``, which a later call resumes after an interruption; a wrong MD5 deletes it and raises
-    :class:`DataError`.
+    moves only a verified download to ``dest``), so it is refused, never replaced. The download goes to a part of
+    this process's own beside ``dest`` (:func:`s2dc.files.work_sibling`: another process fetching ``dest`` at once
+    is let be), which a later call resumes after an interruption (in another process: the longest part a stopped
+    download left); a wrong MD5 deletes it and raises :class:`DataError`.
     """
     dest = Path(dest)
     if dest.is_file():
@@ -108,7 +118,8 @@ def fetch(url: str, dest: str | Path, md5: str, progress: bool = False) -> Path:
     if dest.is_dir():
         raise DataError(f"'{dest}' is a folder, where the download of {url} goes: move it away to download it")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    part = work_sibling(dest, "tmp")
+    _take_over_abandoned(dest, part)
     try:
         actual = _download(url, part, progress)
     except (OSError, http.client.HTTPException) as err:  # URLError is an OSError
@@ -118,6 +129,28 @@ def fetch(url: str, dest: str | Path, md5: str, progress: bool = False) -> Path:
         raise DataError(f"{url} downloaded into '{part}' has MD5 {actual}, expected {md5}; the file was deleted")
     rename_durably(part, dest)
     return dest
+
+
+def _take_over_abandoned(dest: Path, part: Path) -> None:
+    """Make the longest part of ``dest`` that a stopped download left (:func:`s2dc.files.is_abandoned`) this process's
+    ``part``, unless it has one, so that it is resumed; remove the other stopped downloads' parts. A running
+    download's part is let be."""
+    def length(path: Path) -> int:
+        try:
+            return path.lstat().st_size
+        except OSError:  # gone meanwhile
+            return -1
+
+    pattern = glob.escape(dest.name)
+    if not part.exists():
+        for path in sorted(dest.parent.glob(".*"), key=length, reverse=True):
+            if path.is_file() and is_abandoned(path, pattern):
+                try:
+                    os.replace(path, part)  # a rename: of downloads starting at once, one takes it over
+                    break
+                except FileNotFoundError:  # another did
+                    continue
+    remove_abandoned(dest.parent, pattern)
 
 
 def _unsafe(name: str) -> str | None:
