@@ -7,9 +7,11 @@ Only the workflow imports this module, so it enters no job's code hash (common.s
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -102,21 +104,101 @@ def _typed_options(stage: str, sections_json: str, base_json: str) -> str:
 
 
 def launcher_words(launcher: str) -> list[str]:
-    """The words a shell makes of ``launcher`` (pretrain.launcher), each ``--option=value`` as ``--option value`` and
-    each ``-`` in an option's name as ``_`` (torchrun takes ``--nproc-per-node`` for ``--nproc_per_node``): what the
-    workflow names a pretraining's run folder after, so that a launcher spelled another way (spaces, quotes,
-    ``--nproc_per_node=4``, ``--nproc-per-node 4``) finds the same run, and one of another process count names
-    another."""
-    words = []
-    for word in shlex.split(launcher):
-        if word.startswith("--"):
-            option, equals, value = word.partition("=")
-            words.extend(["--" + option[2:].replace("-", "_"), *([value] if equals else [])])
-        else:
-            words.append(word)
+    """The words a shell makes of ``launcher`` (pretrain.launcher), each option by one name: what the workflow names a
+    pretraining's run folder after, so that a launcher spelled another way finds the same run, and one of another
+    process count names another. torchrun's options (of ``torchrun`` or ``python -m torch.distributed.run``, up to
+    its script) as its own parser reads them, each by its first name with ``_`` for ``-`` (``--nproc_per_node 4`` for
+    ``--nproc-per-node 4``, ``--nproc_per=4``; ``-m`` for ``--mod``; ``-r 3`` for ``--redirects 3``, ``-r3``); one it
+    refuses (unknown, or a prefix of several of its option strings: ``--nproc``) is a ValueError. The other words as
+    written, but ``--name=value`` as ``--name value`` and ``_`` for ``-`` in ``name``: the usual spelling keeps its
+    words."""
+    words = shlex.split(launcher)
     if not words or words[0].startswith("#"):  # the shell would run `pretrain ...`, or nothing
         raise ValueError("no command in it")
-    return words
+    command = _torchrun_command(words)
+    if not command:
+        return _spelled_alike(words)
+    options, script = _torchrun_options(words[command:])
+    return words[:command] + options + _spelled_alike(script)
+
+
+def _torchrun_command(words: list[str]) -> int:
+    """How many of ``words`` (a launcher's) name torchrun: 1 for ``torchrun`` (or a path to it), 3 for ``python -m
+    torch.distributed.run`` (its entry point), 0 for another command."""
+    if os.path.basename(words[0]) == "torchrun":
+        return 1
+    python = re.fullmatch(r"python[0-9.]*", os.path.basename(words[0]))
+    return 3 if python and words[1:3] == ["-m", "torch.distributed.run"] else 0
+
+
+def _spelled_alike(words: list[str]) -> list[str]:
+    """``words`` with each ``--name=value`` as ``--name value`` and ``-`` in ``name`` as ``_``."""
+    alike = []
+    for word in words:
+        if word.startswith("--"):
+            option, equals, value = word.partition("=")
+            alike.extend(["--" + option[2:].replace("-", "_"), *([value] if equals else [])])
+        else:
+            alike.append(word)
+    return alike
+
+
+@functools.cache
+def _torchrun_parser() -> argparse.ArgumentParser:
+    """torchrun's own parser (torch.distributed.run.get_args_parser), the one source of its option names; made once a
+    process, as importing it imports torch (~1.3 s)."""
+    from torch.distributed.run import get_args_parser
+
+    return get_args_parser()
+
+
+def _torchrun_options(words: list[str]) -> tuple[list[str], list[str]]:
+    """``words`` (a launcher's after torchrun's command) as torchrun's options, each by its first name (``_`` for
+    ``-``) and followed by its value, and the words from its script on (as written)."""
+    options, at = [], 0
+    while at < len(words) and words[at].startswith("-") and words[at] not in ("-", "--"):  # `--`: options end
+        word, rest, at = words[at], words[at], at + 1
+        while rest:  # a short flag may have more short options after it (`-mr3`: `-m -r 3`)
+            action, value, rest = _torchrun_option(word, rest)
+            first = action.option_strings[0]
+            options.append("--" + first[2:].replace("-", "_") if first.startswith("--") else first)
+            if action.nargs == 0:
+                if value is not None:
+                    raise ValueError(f"{word!r}: torchrun's {first} takes no value")
+            elif action.nargs is not None:  # torchrun's options take one value or none
+                raise ValueError(f"{word!r}: torchrun's {first} takes nargs={action.nargs!r}, which s2dc does not read")
+            elif value is not None:
+                options.append(value)
+            elif at < len(words):
+                options.append(words[at])
+                at += 1
+            else:
+                raise ValueError(f"{word!r}: torchrun's {first} expects a value after it")
+    return options, words[at:]
+
+
+def _torchrun_option(word: str, rest: str) -> tuple[argparse.Action, str | None, str]:
+    """The option of torchrun that ``rest`` (``word``, or what follows a short flag in it) names, as argparse finds
+    it, its value in ``rest`` (after ``=``, or a short option's attached one) or None, and what follows a short
+    flag."""
+    parser = _torchrun_parser()
+    named = {name: action for action in parser._actions for name in action.option_strings}
+    name, equals, value = rest.partition("=")
+    if rest in named:
+        return named[rest], None, ""
+    if equals and name in named:
+        return named[name], value, ""
+    if not rest.startswith("--"):  # `-r3`: -r, 3; `-mr3`: -m, then -r3
+        short = named.get(rest[:2])
+        if short is None:
+            raise ValueError(f"{word!r} is not an option of torchrun")
+        return (short, None, "-" + rest[2:]) if short.nargs == 0 else (short, rest[2:], "")
+    matches = [known for known in named if known.startswith(name)] if parser.allow_abbrev else []
+    if len(matches) > 1:
+        raise ValueError(f"{word!r} is ambiguous to torchrun: it could match {', '.join(matches)}")
+    if not matches:
+        raise ValueError(f"{word!r} is not an option of torchrun")
+    return named[matches[0]], value if equals else None, ""
 
 
 def pretrain_run_options(config: dict, variant: str, modality: str) -> dict:

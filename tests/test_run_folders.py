@@ -75,3 +75,88 @@ def test_either_spelling_of_a_torchrun_option_names_one_run_folder():
     assert launcher_words("torchrun --nproc-per-node 2 --rdzv-backend c10d -m s2dc.cli") != usual
     assert launcher_words("torchrun --rdzv-endpoint=node-1:29400 -m s2dc.cli") != launcher_words(
         "torchrun --rdzv-endpoint=node_1:29400 -m s2dc.cli")  # a value as written
+
+
+def _torchrun_reads(arguments: list[str]) -> dict | None:
+    """What torchrun's own parser makes of ``arguments`` (a launcher's words after `torchrun`), or None if it refuses
+    them: the premise of each case below, checked apart from s2dc's reading."""
+    import contextlib
+    import io
+
+    from torch.distributed.run import get_args_parser
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return vars(get_args_parser().parse_args(arguments))
+    except SystemExit:
+        return None
+
+
+def test_an_abbreviation_torchrun_takes_names_the_run_folder_of_its_option():
+    """torchrun's argparse takes a prefix that only one of its option strings starts with for that option
+    (`--nproc_per 4` runs `--nproc_per_node 4`, `--mod` runs `-m`), `-r3` and `-r=3` for `-r 3`, and each option by
+    any of its names (`--redirects` is `-r`); the launcher's words kept each spelling, so a launcher respelled so named
+    another run folder and retrained from step 0. Each option is named by its first name (`_` for `-`), so the usual
+    spelling keeps its words."""
+    from s2dc.workflow_checks import launcher_words
+
+    usual = ["torchrun", "--nproc_per_node", "4", "-m", "s2dc.cli"]
+    for launcher in ("torchrun --nproc_per 4 -m s2dc.cli", "torchrun --nproc_per=4 -m s2dc.cli",
+                     "torchrun --nproc-per 4 --mod s2dc.cli", "torchrun --nproc_per_n=4 --module s2dc.cli"):
+        assert _torchrun_reads(launcher.split()[1:]) == _torchrun_reads(usual[1:]), launcher
+        assert launcher_words(launcher) == usual, launcher
+    spelled = {
+        "torchrun --nn 1 -r3 --tee=2 -m s2dc.cli": "torchrun --nnodes 1 -r 3 -t 2 -m s2dc.cli",
+        "torchrun --redirects 3 -mt2 s2dc.cli": "torchrun -r 3 -m -t 2 s2dc.cli",
+        "torchrun -r=3 --standa -m s2dc.cli": "torchrun -r 3 --standalone -m s2dc.cli",
+    }
+    for launcher, words in spelled.items():
+        assert _torchrun_reads(launcher.split()[1:]) == _torchrun_reads(words.split()[1:]) is not None, launcher
+        assert launcher_words(launcher) == words.split(), launcher
+    # python -m torch.distributed.run is torchrun (its entry point); the interpreter's words stay as written
+    assert launcher_words("python -m torch.distributed.run --nproc_per=4 --mod s2dc.cli") == [
+        "python", "-m", "torch.distributed.run", "--nproc_per_node", "4", "-m", "s2dc.cli"]
+    # the words after the script are the script's: read as before (`=` split, `_` for `-`), not as torchrun's
+    assert launcher_words("torchrun --nproc_per_node 4 -m s2dc.cli --nproc_per=2") == [*usual, "--nproc_per", "2"]
+
+
+def test_an_option_torchrun_refuses_is_refused_at_parse():
+    """An abbreviation that several of torchrun's option strings start with is ambiguous to argparse, even when they
+    name one option (`--nproc`: `--nproc-per-node` and `--nproc_per_node`), and torchrun stops at start; so does a
+    name it does not know. The workflow took them and named a run folder after them; the job failed only when
+    started (on SLURM, after its wait in the queue)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    cases = {
+        "torchrun --nproc 4 -m s2dc.cli": "'--nproc' is ambiguous to torchrun: it could match --nproc-per-node, "
+                                          "--nproc_per_node",
+        "torchrun --nproc=4 -m s2dc.cli": "'--nproc=4' is ambiguous to torchrun: it could match --nproc-per-node, "
+                                          "--nproc_per_node",
+        "python -m torch.distributed.run --no 4 -m s2dc.cli": "'--no' is ambiguous to torchrun: it could match "
+                                                              "--no-python, --no_python, --node-rank, --node_rank",
+        "torchrun --nprocs_per_node 4 -m s2dc.cli": "'--nprocs_per_node' is not an option of torchrun",
+        "torchrun --standalone=1 -m s2dc.cli": "'--standalone=1': torchrun's --standalone takes no value",
+        "torchrun -m s2dc.cli --nproc_per_node": None,  # the script's word: passed on, not torchrun's
+    }
+    for launcher, error in cases.items():
+        arguments = launcher.split()[3 if launcher.startswith("python") else 1:]
+        assert (_torchrun_reads(arguments) is None) == (error is not None), launcher
+        params["scales"]["smoke"]["pretrain"]["launcher"] = launcher
+        message = params_error(params, scale="smoke")
+        if error is None:
+            assert message == "", message
+        else:
+            assert f"scales.smoke.pretrain.launcher {launcher!r}: {error};" in message, message
+
+
+def test_a_launcher_other_than_torchrun_keeps_its_words():
+    """Only torchrun's options (`torchrun`, `python -m torch.distributed.run`) are read with its parser; another
+    command's words are as before: `--opt=value` as `--opt value`, `_` for `-` in an option's name."""
+    from s2dc.workflow_checks import launcher_words
+
+    for launcher, words in {
+        "srun --ntasks-per-node=4 --nproc 4 s2dc": "srun --ntasks_per_node 4 --nproc 4 s2dc",
+        "python -m s2dc.cli --n=1": "python -m s2dc.cli --n 1",
+        "mpirun --np 4 torchrun --nproc 4 -m s2dc.cli": "mpirun --np 4 torchrun --nproc 4 -m s2dc.cli",
+        "s2dc --data.workers 0": "s2dc --data.workers 0",
+    }.items():
+        assert launcher_words(launcher) == words.split(), launcher
