@@ -751,3 +751,15 @@ def test_a_pools_fingerprint_covers_the_volumes_its_list_names_outside_its_folde
     target.write_bytes(b"another volume")
     os.utime(target, ns=(1, 1))
     assert download.release_fingerprint(pool) != before
+
+
+def test_fetch_resumes_the_part_an_earlier_version_left(server, tmp_path):
+    """s2dc before 2026-12-05 downloaded into ``<dest>.part``: a user who updates s2dc while a large download (an
+    8.5 GB MSD task) is stopped resumes it, not starts it again, and the old part is gone after."""
+    server.files["/f.bin"] = PAYLOAD
+    dest = tmp_path / "f.bin"
+    (tmp_path / "f.bin.part").write_bytes(PAYLOAD[:5000])
+    download.fetch(f"{server.url}/f.bin", dest, md5(PAYLOAD))
+    assert [r["range"] for r in server.requests] == ["bytes=5000-"]
+    assert dest.read_bytes() == PAYLOAD
+    assert sorted(tmp_path.iterdir()) == [dest]

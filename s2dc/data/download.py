@@ -133,8 +133,8 @@ def fetch(url: str, dest: str | Path, md5: str, progress: bool = False) -> Path:
 
 def _take_over_abandoned(dest: Path, part: Path) -> None:
     """Make the longest part of ``dest`` that a stopped download left (:func:`s2dc.files.is_abandoned`) this process's
-    ``part``, unless it has one, so that it is resumed; remove the other stopped downloads' parts. A running
-    download's part is let be."""
+    ``part``, unless it has one, so that it is resumed (``<dest>.part`` too, where s2dc before 2026-12-05 left its
+    part); remove the other stopped downloads' parts. A running download's part is let be."""
     def length(path: Path) -> int:
         try:
             return path.lstat().st_size
@@ -142,15 +142,17 @@ def _take_over_abandoned(dest: Path, part: Path) -> None:
             return -1
 
     pattern = glob.escape(dest.name)
+    earlier = dest.with_name(dest.name + ".part")  # the part of s2dc before 2026-12-05, stopped with it
     if not part.exists():
-        for path in sorted(dest.parent.glob(".*"), key=length, reverse=True):
-            if path.is_file() and is_abandoned(path, pattern):
+        for path in sorted([*dest.parent.glob(".*"), earlier], key=length, reverse=True):
+            if path.is_file() and (path == earlier or is_abandoned(path, pattern)):
                 try:
                     os.replace(path, part)  # a rename: of downloads starting at once, one takes it over
                     break
                 except FileNotFoundError:  # another did
                     continue
     remove_abandoned(dest.parent, pattern)
+    earlier.unlink(missing_ok=True)  # shorter than the one taken over
 
 
 def _unsafe(name: str) -> str | None:
