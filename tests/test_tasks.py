@@ -686,6 +686,21 @@ def test_a_reconstruction_volume_too_thin_for_ssim_is_refused_before_training(tm
     assert not out.exists()
 
 
+def test_every_task_keeps_its_dataset_json_under_one_name(tmp_path):
+    """Each task keeps the path of the json it was built from as ``dataset_json`` (segmentation, classification and
+    reconstruction called it ``source``, translation ``dataset_json``)."""
+    from types import SimpleNamespace
+
+    from s2dc.downstream.tasks import TASKS
+
+    docs = {"segmentation": {"labels": {"0": "background", "1": "organ"}}, "classification": {"classes": ["a", "b"]},
+            "reconstruction": {}, "translation": {"modality": {"0": "t1n", "1": "t2w"}}}
+    assert set(docs) == set(TASKS)
+    for name, doc in docs.items():
+        js = tmp_path / f"{name}.json"
+        assert TASKS[name](doc, js, SimpleNamespace(input_channel="")).dataset_json == js, name
+
+
 @pytest.mark.parametrize("task", [["segmentation"], {"kind": "segmentation"}, 3])
 def test_a_task_key_that_is_no_task_name_is_refused_naming_the_json(tmp_path, task):
     """A dataset.json whose 'task' is a list or dict failed with a TypeError (unhashable) instead of naming the key."""

@@ -104,14 +104,14 @@ class Classification(Task):
     why_not_finite = "the model's outputs were not finite"
     options_section = "classify"
 
-    def __init__(self, doc: dict, source: Path, data, options: ClassifyConfig | None = None) -> None:
+    def __init__(self, doc: dict, dataset_json: Path, data, options: ClassifyConfig | None = None) -> None:
         self.options = options or ClassifyConfig()
         classes = doc.get("classes")
         if not isinstance(classes, list) or len(classes) < 2:
-            raise DataError(f"dataset json '{source}' has no 'classes' list of at least two class names "
+            raise DataError(f"dataset json '{dataset_json}' has no 'classes' list of at least two class names "
                             "(e.g. [\"CN\", \"AD\"]) for classification")
         self.names = [str(c) for c in classes]
-        self.source = source
+        self.dataset_json = dataset_json
         self.loss_fn = torch.nn.CrossEntropyLoss()
 
     def datasets(self, train: list[dict], val: list[dict], s: Setting, cache_root: Path):
@@ -121,14 +121,14 @@ class Classification(Task):
                                 f"0..{len(self.names) - 1} {self.names}")
         held = {case["class"] for case in (*train, *val)}
         if missing := [name for k, name in enumerate(self.names) if k not in held]:
-            raise DataError(f"dataset json '{self.source}' declares classes {missing} that no case holds: nothing "
+            raise DataError(f"dataset json '{self.dataset_json}' declares classes {missing} that no case holds: nothing "
                             "learns or scores them; list their cases or leave them out of 'classes'")
         if len(seen := {case["class"] for case in train}) < 2:
-            raise DataError(f"the training cases of '{self.source}' hold one class only "
+            raise DataError(f"the training cases of '{self.dataset_json}' hold one class only "
                             f"({[self.names[k] for k in seen]}): a classifier trained on them always predicts it; "
                             "give training cases of at least two classes")
         if len(seen := {case["class"] for case in val}) < 2:
-            raise DataError(f"the validation cases of '{self.source}' hold one class only "
+            raise DataError(f"the validation cases of '{self.dataset_json}' hold one class only "
                             f"({[self.names[k] for k in seen]}): a model that always predicts it scores 100 % "
                             "accuracy; give validation cases of at least two classes")
         if self.options.view == "crops":

@@ -4,6 +4,7 @@ and random crops."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -34,9 +35,12 @@ class Task:
     ``steps_per_batch``: optimiser steps each training batch serves (the engine's ``StepBatches`` hands each of them
     the batch with its ``"turn"``, 0 .. steps_per_batch - 1; translation's ``inputs: cycle``).
     ``build_model(encoder, **kwargs)`` returns a network whose Swin encoder is its ``swinViT`` (where a pretrained
-    encoder is loaded, trained at ``train.encoder_lr_scale`` times the rate of the rest)."""
+    encoder is loaded, trained at ``train.encoder_lr_scale`` times the rate of the rest). Each task is built as
+    ``Task(doc, dataset_json, data[, options])`` from the dataset json's contents ``doc`` and its path, kept as
+    ``dataset_json`` (the name its errors give)."""
 
     name: str
+    dataset_json: Path
     roles: tuple[str, ...]
     score_key: str
     score_name: str

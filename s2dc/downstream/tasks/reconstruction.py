@@ -66,8 +66,8 @@ class Reconstruction(Task):
     readout = "values"
     why_not_finite = "PSNR is infinite where a prediction is exact (a constant target is refused before training)"
 
-    def __init__(self, doc: dict, source: Path, data) -> None:
-        self.source = source
+    def __init__(self, doc: dict, dataset_json: Path, data) -> None:
+        self.dataset_json = dataset_json
         self.loss_fn = torch.nn.L1Loss()
 
     def check_validation(self, val, cases: list[dict]) -> None:
@@ -81,7 +81,7 @@ class Reconstruction(Task):
                 flat.append(f"'{case['id']}' ('{case['target']}')")
         if flat:
             raise DataError(f"the full-dose target of {len(flat)} of the {len(cases)} validation case(s) of "
-                            f"'{self.source}' is constant (one value) on its voxels once preprocessed: {listed(flat)}; "
+                            f"'{self.dataset_json}' is constant (one value) on its voxels once preprocessed: {listed(flat)}; "
                             "its range, PSNR's peak, is 0, so no PSNR can be scored; expected validation targets whose "
                             "voxels vary: check these cases (resampled by preprocess.spacing, a target may lose what "
                             "varied), or leave them out of the validation cases")

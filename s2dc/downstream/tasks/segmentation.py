@@ -52,12 +52,12 @@ class Segmentation(Task):
 
     options_section = "segment"
 
-    def __init__(self, doc: dict, source: Path, data, options: SegmentConfig | None = None) -> None:
+    def __init__(self, doc: dict, dataset_json: Path, data, options: SegmentConfig | None = None) -> None:
         self.options = options or SegmentConfig()
-        self.source = source
+        self.dataset_json = dataset_json
         regions = doc.get("regions")
         if regions:
-            self.regions = _regions(regions, doc, source)
+            self.regions = _regions(regions, doc, dataset_json)
             self.names = ["background", *self.regions]
             self.num_classes = max(v for values in self.regions.values() for v in values) + 1  # label values
             self.values = sorted(int(k) for k in doc["labels"])  # those of the json's labels only (not 3 of 0..4)
@@ -65,7 +65,7 @@ class Segmentation(Task):
             self.loss_fn = DiceCELoss(sigmoid=True)
         else:
             self.regions = {}
-            self.names = class_names(doc, source)
+            self.names = class_names(doc, dataset_json)
             self.num_classes = self.out_channels = len(self.names)
             self.values = None  # 0..C-1
             self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -74,7 +74,7 @@ class Segmentation(Task):
         """Refuse training labels that are background in every voxel: nothing to learn to find (stops at the first
         case that holds a structure)."""
         if not any(bool((plain(train[i]["label"]) > 0).any()) for i in range(len(train))):
-            raise DataError(f"the training labels of '{self.source}' hold background only ({len(train)} case(s), "
+            raise DataError(f"the training labels of '{self.dataset_json}' hold background only ({len(train)} case(s), "
                             "every voxel 0): a network trained on them learns no structure; label the training "
                             "cases, or take more of them (data.label_ratio)")
 
@@ -86,7 +86,7 @@ class Segmentation(Task):
         what = (f"regions {', '.join(f'{n!r} (labels {list(v)})' for n, v in self.regions.items())}" if self.regions
                 else f"classes {', '.join(f'{n!r} ({k})' for k, n in enumerate(self.names) if k)}")
         shown = listed([f"'{c['id']}' ('{c['label']}')" for c in cases])
-        raise DataError(f"the validation labels of '{self.source}' hold none of its {what}: no voxel of its "
+        raise DataError(f"the validation labels of '{self.dataset_json}' hold none of its {what}: no voxel of its "
                         f"{len(cases)} validation case(s) {shown} is labelled with one, so no Dice can be scored; "
                         "expected at least one validation case whose label holds one: label them, or give other "
                         "validation cases")

@@ -74,17 +74,17 @@ class Translation(Task):
                       "refused before training)")
     options_section = "translate"
 
-    def __init__(self, doc: dict, source: Path, data, options: TranslateConfig | None = None) -> None:
+    def __init__(self, doc: dict, dataset_json: Path, data, options: TranslateConfig | None = None) -> None:
         self.options = o = options or TranslateConfig()
-        self.dataset_json = source
+        self.dataset_json = dataset_json
         modality = doc.get("modality")
         try:
             channels = [modality[k] for k in sorted(modality, key=int)] if isinstance(modality, dict) else []
         except ValueError:
-            raise DataError(f"'modality' of dataset json '{source}' must have integer keys (\"0\", \"1\", ...), got "
+            raise DataError(f"'modality' of dataset json '{dataset_json}' must have integer keys (\"0\", \"1\", ...), got "
                             f"{sorted(modality)}") from None
         if len(channels) < 2:
-            raise DataError(f"dataset json '{source}' must name at least two sequences in 'modality' for translation, "
+            raise DataError(f"dataset json '{dataset_json}' must name at least two sequences in 'modality' for translation, "
                             f"got {modality!r}")
         if o.inputs != "one" and data.input_channel:
             raise ValueError(f"data.input_channel ({data.input_channel!r}) picks one input sequence, but "
@@ -92,6 +92,7 @@ class Translation(Task):
         wanted = data.input_channel or channels[0]
         if wanted not in channels:
             raise ValueError(f"data.input_channel must be one of the dataset's sequences {channels}, got {wanted!r}")
+        #: ``source``: the channel of the input sequence (``data.input_channel``), as in the loops over ``inputs``.
         self.channels, self.source = channels, channels.index(wanted)
         self.targets = [c for c in range(len(channels)) if c != self.source]
         #: The sequences given as input in validation, and the channels the network predicts.
