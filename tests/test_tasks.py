@@ -671,8 +671,9 @@ def test_segmentation_crops_are_centred_on_background_inside_a_z_scored_body():
 
 
 def test_a_reconstruction_volume_too_thin_for_ssim_is_refused_before_training(tmp_path, capsys):
-    """SSIM's smallest window is 3 voxels: a 64×32×2 pair (read_volume accepts 2 voxels) trained, then stopped with
-    a traceback at its first validation. Refused before training, naming the file and its size."""
+    """SSIM's smallest window is 3 voxels: a 64×32×2 validation pair (read_volume accepts 2 voxels) trained, then
+    stopped with a traceback at its first validation. Refused before training (exit 2), naming the dataset json, the
+    case, its file and its size; nothing is left."""
     rng = np.random.default_rng(1)
     entries = []
     for i in range(3):
@@ -682,8 +683,45 @@ def test_a_reconstruction_volume_too_thin_for_ssim_is_refused_before_training(tm
                         "target": f"img/{_save(tmp_path / 'data' / 'img' / f'full{i}.nii.gz', full)}"})
     rc, err, out = _one_step_finetune(tmp_path, capsys, {"name": "doses", "task": "reconstruction",
                                                          "training": entries[:2], "validation": entries[2:]})
-    assert rc == 2 and "Traceback" not in err and "low2.nii.gz" in err and "(64, 32, 2)" in err, err
+    assert rc == 2 and "Traceback" not in err and str(tmp_path / "data" / "dataset.json") in err, err
+    assert "'r2' ('" in err and "low2.nii.gz', 64 x 32 x 2 voxels)" in err and "3 voxels" in err, err
     assert not out.exists()
+
+
+def _reconstruction_case(tmp_path, name: str, shape: tuple[int, int, int], rng) -> dict:
+    """A low-/full-dose pair of ``shape`` (positive, varying voxels) saved under ``tmp_path``: a case entry."""
+    low = 1.0 + rng.random(shape)
+    full = 2.0 * low + 0.1 * rng.random(shape)
+    return {"id": name, "image": tmp_path / _save(tmp_path / f"{name}_low.nii.gz", low),
+            "target": tmp_path / _save(tmp_path / f"{name}_full.nii.gz", full)}
+
+
+def test_reconstruction_refuses_a_validation_volume_of_2_voxels_along_an_axis_and_takes_3(tmp_path):
+    """Its check_validation, before training, refuses a validation case whose own voxels (the padding up to the crop
+    is not scored) are thinner than SSIM's smallest window, 3 voxels: naming the dataset json, the case, its file and
+    its size. 3 voxels pass; a thin training case, never scored, is preprocessed and kept."""
+    from contextlib import nullcontext
+    from pathlib import Path
+
+    from s2dc.data.errors import DataError
+    from s2dc.data.preprocess import PreprocessConfig
+    from s2dc.downstream.tasks.common import Setting
+    from s2dc.downstream.tasks.reconstruction import Reconstruction
+
+    rng = np.random.default_rng(3)
+    thin, ok = _reconstruction_case(tmp_path, "r0", (12, 10, 2), rng), _reconstruction_case(tmp_path, "r1", (12, 10, 3), rng)
+    s = Setting(PreprocessConfig(intensity="zscore", crop_foreground=False), (16, 16, 16), 1, 0.0, 1, 0.0,
+                torch.device("cpu"), nullcontext)
+    task = Reconstruction({}, Path("doses.json"), None)
+    train, val = task.datasets([thin], [thin], s, tmp_path / "cache")
+    assert tuple(train[0]["image"].shape) == (1, 16, 16, 16)  # a thin training case: padded, not refused
+    with pytest.raises(DataError) as refused:
+        task.check_validation(val, [thin])
+    message = str(refused.value)
+    assert "'doses.json'" in message and f"'r0' ('{thin['image']}', 12 x 10 x 2 voxels)" in message, message
+    assert "3 voxels" in message, message
+    _, val = task.datasets([thin], [ok], s, tmp_path / "cache")
+    task.check_validation(val, [ok])
 
 
 def test_every_task_keeps_its_dataset_json_under_one_name(tmp_path):

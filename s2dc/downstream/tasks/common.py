@@ -1,5 +1,5 @@
-"""What the task modules share: what each declares (:class:`Task`), the data they are handed, windowed inference
-and random crops."""
+"""What the task modules share: what each declares (:class:`Task`), the data they are handed, the refusal of
+validation volumes too thin for an SSIM window, windowed inference and random crops."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import torch
 from monai.inferers import sliding_window_inference
 from monai.transforms import Compose, RandFlipd, RandRotate90d, RandSpatialCropSamplesd
 
-from ...data.preprocess import preprocess_transforms
+from ...data.errors import DataError
+from ...data.preprocess import EXTENT, preprocess_transforms
 from ...data.volumes import TransformedCases, plain
+from ...messages import listed
 
 
 #: How the frozen protocol (``s2dc probe``) reads a task: each token's structure from the per-voxel labels, one class
@@ -90,6 +92,26 @@ def cached_pair(train: list[dict], val: list[dict], s: Setting, cache_root, tag:
     name, extra = f"{tag}-{s.preprocess.cache_key()}", {"min_size": list(s.roi_size)}
     return (TransformedCases(train, transform, cache_root, name, extra, built_by),
             TransformedCases(val, transform, cache_root, name, extra, built_by))
+
+
+def refuse_thin_validation(val, cases: list[dict], dataset_json, window: int, how: str, whose: str,
+                           hint: str = "") -> None:
+    """Raise DataError, naming each case (its ``id``, its ``image`` file, the first of a list, and its size), when the
+    own voxels (``extent``) of a preprocessed validation case of ``val`` are fewer than ``window`` along an axis: an
+    SSIM window scores them, not the padding up to the crop. Only validation cases are checked (training cases are
+    never scored). The message says how the task scores (``how``, e.g. ``"(translate.score brain)"``), whose window
+    it is (``whose``, e.g. ``"SSIM's smallest window is"``) and ``hint``, another way out than leaving the cases out."""
+    thin = []
+    for i, case in enumerate(cases):
+        start, stop = torch.as_tensor(val[i][EXTENT])
+        if (stop - start).min() < window:
+            file = case["image"][0] if isinstance(case["image"], list) else case["image"]
+            thin.append(f"'{case['id']}' ('{file}', {' x '.join(map(str, (stop - start).tolist()))} voxels)")
+    if thin:
+        raise DataError(f"{len(thin)} of the {len(cases)} validation case(s) of '{dataset_json}' cannot be scored "
+                        f"{how}: {listed(thin)}; {whose} {window} voxels along every axis, so expected validation "
+                        f"volumes of at least {window} voxels along each once preprocessed (the padding up to the crop "
+                        f"is not scored): leave these cases out of the validation cases{hint}")
 
 
 def random_crops(keys: list[str], s: Setting) -> Compose:

@@ -3,7 +3,8 @@
 Both volumes are divided by the mean of the low-dose image's non-zero voxels (the only scale known at
 inference), so prediction and target share units; training minimises the L1 error on random ROI
 crops, validation predicts whole volumes by sliding windows. Scores: PSNR, SSIM and NRMSE, on the volume's own
-voxels (a volume smaller than the crop is zero-padded at its far ends; the padding is not scored).
+voxels (a volume smaller than the crop is zero-padded at its far ends; the padding is not scored; a validation volume
+thinner than SSIM's smallest window is refused before training).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from ...data.volumes import plain
 from ...export import swinunetr_for
 from ...messages import listed
 from ...models.encoder import EncoderConfig
-from ..metrics import nrmse, psnr, ssim
-from .common import Setting, Task, cached_pair, infer, random_crops
+from ..metrics import SSIM_SMALLEST_WINDOW, nrmse, psnr, ssim
+from .common import Setting, Task, cached_pair, infer, random_crops, refuse_thin_validation
 
 KEYS = ["image", "target"]
 
@@ -43,22 +44,6 @@ class ScaleByImaged(MapTransform):
         return d
 
 
-class RefuseThinForSSIMd(MapTransform):
-    """Refuse an image ``(C, X, Y, Z)`` (before padding: the voxels it is scored on) with fewer than 3 voxels along an
-    axis, naming its file: SSIM's smallest window is 3 voxels."""
-
-    def __init__(self) -> None:
-        super().__init__(["image"])
-
-    def __call__(self, data: dict) -> dict:
-        shape = tuple(data["image"].shape[-3:])
-        if min(shape) < 3:  # SSIM's smallest window
-            name = getattr(data["image"], "meta", {}).get("filename_or_obj", "a volume")
-            raise DataError(f"'{name}' is {shape} voxels: scoring it (SSIM, whose smallest window is 3 voxels) needs "
-                            "at least 3 along every axis")
-        return data
-
-
 class Reconstruction(Task):
     name = "reconstruction"
     roles = ("image", "target")
@@ -71,9 +56,13 @@ class Reconstruction(Task):
         self.loss_fn = torch.nn.L1Loss()
 
     def check_validation(self, val, cases: list[dict]) -> None:
-        """Refuse validation targets of one value on their own voxels (``extent``), each named (every case is read):
-        the range, PSNR's peak, is 0 and no PSNR is defined. A target stored constant is refused on loading; one may
-        become so on the grid of ``preprocess.spacing``."""
+        """Refuse, each named (every case is read), validation volumes whose own voxels (``extent``) are fewer than
+        SSIM's smallest window, 3, along an axis (:func:`~.common.refuse_thin_validation`; training volumes, never
+        scored, may be thinner); then validation targets of one value on their own voxels: the range, PSNR's peak, is
+        0 and no PSNR is defined. A target stored constant is refused on loading; one may become so on the grid of
+        ``preprocess.spacing``."""
+        refuse_thin_validation(val, cases, self.dataset_json, SSIM_SMALLEST_WINDOW, "by SSIM",
+                               "SSIM's smallest window is")
         flat = []
         for i, case in enumerate(cases):
             target = own_voxels(plain(val[i]["target"]), val[i][EXTENT])
@@ -92,7 +81,7 @@ class Reconstruction(Task):
                        Orientationd(KEYS, axcodes=cfg.orientation, labels=None)]
         if cfg.spacing is not None:
             steps.append(Spacingd(KEYS, pixdim=cfg.spacing, mode="bilinear"))
-        steps += [RefuseThinForSSIMd(), PadRecordingExtentd(KEYS, s.roi_size, method="end"), ScaleByImaged()]
+        steps += [PadRecordingExtentd(KEYS, s.roi_size, method="end"), ScaleByImaged()]
         return cached_pair(train, val, s, cache_root, "rec", Compose(steps), __name__)
 
     def augment(self, s: Setting) -> Compose:

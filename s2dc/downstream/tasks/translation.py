@@ -29,7 +29,7 @@ from ...messages import listed
 from ...models.encoder import EncoderConfig
 from ...train.finetune_config import RELEASE_BRAIN_FLOOR, TranslateConfig
 from ..metrics import RELEASE_SSIM_WINDOW, SSIM_SMALLEST_WINDOW, mse, psnr, release_volume_scores, ssim
-from .common import Setting, Task, cached_pair, infer, random_crops
+from .common import Setting, Task, cached_pair, infer, random_crops, refuse_thin_validation
 
 
 class RandInputSequenced(Randomizable, MapTransform):
@@ -155,24 +155,15 @@ class Translation(Task):
     def _check_size(self, val, cases: list[dict]) -> None:
         """Refuse validation volumes whose own voxels (``extent``) are fewer than the SSIM window along an axis
         (:meth:`evaluate` and :meth:`release_scores` score them, not their padding): the release's 7 voxels with
-        ``score: release``, else the smallest window of :func:`~s2dc.downstream.metrics.ssim`, 3."""
-        release = self.options.score == "release"
-        window = RELEASE_SSIM_WINDOW if release else SSIM_SMALLEST_WINDOW
-        thin = []
-        for i, case in enumerate(cases):
-            start, stop = torch.as_tensor(val[i][EXTENT])
-            if (stop - start).min() < window:
-                thin.append(f"'{case['id']}' ('{case['image'][0]}', {' x '.join(map(str, (stop - start).tolist()))} "
-                            "voxels)")
-        if thin:
-            how = ("as the release scores them (translate.score release)" if release else
-                   "(translate.score brain)")
-            whose = "its SSIM window is" if release else "SSIM's smallest window is"
-            raise DataError(f"{len(thin)} of the {len(cases)} validation case(s) of '{self.dataset_json}' cannot be "
-                            f"scored {how}: {listed(thin)}; {whose} {window} voxels along every axis, so expected "
-                            f"validation volumes of at least {window} voxels along each once preprocessed (the padding "
-                            "up to the crop is not scored): leave these cases out of the validation cases"
-                            + (", or use translate.score brain" if release else ""))
+        ``score: release``, else the smallest window of :func:`~s2dc.downstream.metrics.ssim`, 3
+        (:func:`~.common.refuse_thin_validation`)."""
+        if self.options.score == "release":
+            refuse_thin_validation(val, cases, self.dataset_json, RELEASE_SSIM_WINDOW,
+                                   "as the release scores them (translate.score release)", "its SSIM window is",
+                                   ", or use translate.score brain")
+        else:
+            refuse_thin_validation(val, cases, self.dataset_json, SSIM_SMALLEST_WINDOW, "(translate.score brain)",
+                                   "SSIM's smallest window is")
 
     def brain(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The mask the loss and the scores read (``translate.mask``), from the input ``(..., 1, X, Y, Z)`` and the
