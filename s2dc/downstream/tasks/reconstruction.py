@@ -70,10 +70,10 @@ class Reconstruction(Task):
                 flat.append(f"'{case['id']}' ('{case['target']}')")
         if flat:
             raise DataError(f"the full-dose target of {len(flat)} of the {len(cases)} validation case(s) of "
-                            f"'{self.dataset_json}' is constant (one value) on its voxels once preprocessed: {listed(flat)}; "
-                            "its range, PSNR's peak, is 0, so no PSNR can be scored; expected validation targets whose "
-                            "voxels vary: check these cases (resampled by preprocess.spacing, a target may lose what "
-                            "varied), or leave them out of the validation cases")
+                            f"'{self.dataset_json}' is constant (one value) on its voxels once preprocessed: "
+                            f"{listed(flat)}; its range, PSNR's peak, is 0, so no PSNR can be scored; expected "
+                            "validation targets whose voxels vary: check these cases (resampled by preprocess.spacing, "
+                            "a target may lose what varied), or leave them out of the validation cases")
 
     def datasets(self, train: list[dict], val: list[dict], s: Setting, cache_root: Path):
         cfg = s.preprocess
