@@ -37,12 +37,11 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 def _check_published_copies(args: argparse.Namespace, run_dir: Path) -> None:
     """Refuse the ``--export-*`` paths of `s2dc pretrain` that the run writes, or that hold a user's file."""
-    from .export import check_export_output
-    from .train.publish import check_copy_location, check_curves_output, check_summary_output
+    from .export import check_encoder_output
+    from .train.publish import check_curves_output, check_summary_output
 
     if args.export_encoder:
-        check_copy_location(Path(args.export_encoder), run_dir, "encoder")
-        check_export_output(Path(args.export_encoder))
+        check_encoder_output(Path(args.export_encoder), run_dir)
     if args.export_summary:
         check_summary_output(Path(args.export_summary), run_dir)
     if args.export_curves:

@@ -235,11 +235,10 @@ def export_encoder(checkpoint: str | Path, output: str | Path, which: str = "tea
     checkpoint, output = Path(checkpoint), Path(output)
     if checkpoint.is_file() and output.exists() and output.resolve() == checkpoint.resolve():
         raise ValueError(f"the output '{output}' is the checkpoint itself; write the encoder to another file")
-    if checkpoint.is_dir() or checkpoint.parent.name == "checkpoints":  # a run's folder, or one of its checkpoints
-        check_copy_location(output, checkpoint if checkpoint.is_dir() else checkpoint.parent.parent, "encoder")
-    check_export_output(output)
-    remove_abandoned(output.parent)  # what an export killed midway left beside its output
     run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent.parent
+    in_run = checkpoint.is_dir() or checkpoint.parent.name == "checkpoints"  # a run's folder, or one of its checkpoints
+    check_encoder_output(output, run_dir if in_run else None)
+    remove_abandoned(output.parent)  # what an export killed midway left beside its output
     lock = lock_folder(run_dir) if (run_dir / "run.json").is_file() else None  # a pretraining run's folder
     tmp = work_sibling(output, "tmp")
     try:
@@ -281,9 +280,14 @@ def export_encoder(checkpoint: str | Path, output: str | Path, which: str = "tea
     return f"{output}: {which} encoder at step {step}{' of ' + str(steps) if short else ''}; {report}"
 
 
-def check_export_output(output: Path) -> None:
-    """Refuse a folder, or an existing file unless it is an earlier export (never a checkpoint or a user's file)."""
+def check_encoder_output(output: Path, run_dir: Path | None) -> None:
+    """Refuse a path for the encoder exported from the run of ``run_dir`` (None: a checkpoint in no run's folder) in or
+    above that folder (:func:`s2dc.train.publish.check_copy_location`), a folder, or an existing file unless it is an
+    earlier export (never a checkpoint or a user's file): the check of `s2dc export-encoder` and of
+    `s2dc pretrain --export-encoder`, which makes it before training."""
     output = Path(output)
+    if run_dir is not None:
+        check_copy_location(output, Path(run_dir), "encoder")
     if output.is_dir():
         raise ValueError(f"'{output}' is a folder; give the .pt file the encoder is written to")
     if not output.exists():
