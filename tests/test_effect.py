@@ -212,3 +212,39 @@ def test_seeds_are_paired_by_seed_not_by_the_order_of_the_files(tmp_path):
     assert (effect["finetune_paired"], effect["finetune_ahead"], effect["finetune_behind"]) == (3, ahead, behind)
     assert "| synthetic_btcv | segmentation | +0.00 Dice | 20% | 15.28 | no | 1 / 1 of 3 |" in \
         (tmp_path / "out" / "benchmark.md").read_text()
+
+
+#: The code hash of another version than the fixtures' (conftest.CODE).
+OTHER = "0" * 64
+
+
+@pytest.mark.parametrize("kind", ["fine-tuning", "probe"])
+def test_the_counts_refuse_verdicts_made_by_two_versions_of_the_code(tmp_path, benchmark, capsys, kind):
+    """The counts under the table ("above scratch ... on 1 of 2", "above both ... on 1 of 3 probed") tally the
+    verdicts of several datasets, but took BTCV fine-tuned (or probed) by one version of the code and another dataset
+    by another as one count, though the averages refuse such datasets. Refused by the report, naming both versions,
+    the datasets of each and a file of each; BTCV and Liver fine-tuned at two label ratios share no average, so only
+    the counts take them together. The plots draw each dataset apart and count nothing: they still draw them."""
+    runs, probes = benchmark
+    if kind == "fine-tuning":  # Liver's four runs at 50 % by another version; BTCV's and Lung's at 20 % by CODE
+        runs = [r for r in runs if "liver" not in str(r)]
+        liver = [run_folder(tmp_path / f"liver50_{m}_{s}", m, s, d, "synthetic_msd_liver", 0.5)
+                 for (dataset, m), values in DICE.items() if dataset == "synthetic_msd_liver"
+                 for s, d in enumerate(values)]
+        for path in liver:
+            path.write_text(json.dumps({**json.loads(path.read_text()), "code": OTHER}))
+        runs, old, new = runs + liver, liver[0], runs[0]
+    else:  # UDPET's probe by another version; BTCV's and Liver's by CODE
+        doc = json.loads(probes[2].read_text())
+        probes[2].write_text(json.dumps({**doc, "code": OTHER}))
+        old, new = probes[2], probes[0]
+    out = tmp_path / "out"
+    assert main(["report", "--out", str(out), *map(str, runs), "--probe", *map(str, probes)]) == 2
+    err = capsys.readouterr().err
+    assert f"two versions of s2dc's {kind} code" in err and "Traceback" not in err, err
+    assert f"'{old}'" in err and f"'{new}'" in err and CODE[:12] in err and OTHER[:12] in err, err
+    stale = "synthetic_msd_liver" if kind == "fine-tuning" else "synthetic_udpet"
+    assert "synthetic_btcv" in err and stale in err and "counts" in err, err
+    assert not out.exists()
+    assert main(["plots", *map(str, runs), "--probe", *map(str, probes), "--figures", str(tmp_path / "f"),
+                 "--curves", str(tmp_path / "c")]) == 0

@@ -126,18 +126,21 @@ def test_datasets_made_by_two_versions_are_each_their_own(tmp_path):
     """The check is per dataset: the runs of one dataset are compared with each other; another dataset's runs, of
     one version among themselves, may be of another (each row compares its own arms): the plots draw each dataset
     apart, and the report averages no two datasets that are never at one label ratio (btcv at 10 %, liver at 50 %):
-    each average is its one dataset's mean over seeds, by hand."""
+    each average is its one dataset's mean over seeds, by hand. Liver has no scratch arm, so the counts under 'Does
+    pretraining show?' tally btcv's verdict alone (verdicts of two versions counted together are refused:
+    test_effect.py)."""
     dice = {"s2dc": [0.5, 0.7], "scratch": [0.3, 0.2]}
     files = [run_in(tmp_path / "btcv", m, s, d, ratio=0.1) for m, ds in dice.items() for s, d in enumerate(ds)]
-    files += [run_in(tmp_path / "liver", m, s, d / 2, ratio=0.5, dataset="synthetic_msd_liver", code=OTHER)
-              for m, ds in dice.items() for s, d in enumerate(ds)]
+    files += [run_in(tmp_path / "liver", "s2dc", s, d / 2, ratio=0.5, dataset="synthetic_msd_liver", code=OTHER)
+              for s, d in enumerate(dice["s2dc"])]
     for command in _commands(tmp_path / "out").values():
         assert main([*command, *map(str, files)]) == 0
     averages = json.loads((tmp_path / "out" / "metrics.json").read_text())["averages"]["segmentation"]
     for method, ds in dice.items():
         assert averages[method]["labels_10%"]["mean"] == pytest.approx(100 * sum(ds) / 2, abs=1e-4)
-        assert averages[method]["labels_50%"]["mean"] == pytest.approx(100 * sum(ds) / 4, abs=1e-4)
-        assert averages[method]["labels_10%"]["datasets"] == averages[method]["labels_50%"]["datasets"] == 1
+        assert averages[method]["labels_10%"]["datasets"] == 1
+    assert averages["s2dc"]["labels_50%"]["mean"] == pytest.approx(100 * sum(dice["s2dc"]) / 4, abs=1e-4)
+    assert averages["s2dc"]["labels_50%"]["datasets"] == 1 and "labels_50%" not in averages["scratch"]
 
 
 @pytest.mark.parametrize("current", [True, False], ids=["one of this s2dc", "none of this s2dc"])

@@ -15,7 +15,8 @@
   too (``yes (no s.e.)``), and the counts lead with the lead by two standard errors.
 
 The counts under the table are over the segmentation and classification datasets (the tasks whose frozen protocol is
-a linear classifier of tokens or of pooled features) and over all datasets.
+a linear classifier of tokens or of pooled features) and over all datasets; the verdicts a count tallies must have been
+made by one version of the fine-tuning code, and of the probe code (:mod:`.versions`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import pandas as pd
 from ..pyplot import check_png_out, pyplot, save_png
 from .runs import ratio_text
 from .tasks import CLASSIFIER_TASKS
+from .versions import check_one_version
 
 #: The arm compared and its fine-tuning baseline; the probe's baselines (encoder names of ``s2dc probe``).
 PRETRAINED, SCRATCH = "s2dc", "scratch"
@@ -43,14 +45,18 @@ ROUNDING = 1e-9
 PAIRED = [f"{kind}_{b}" for b in FROZEN_BASELINES for kind in ("versus", "versus_se")]
 #: Seed by seed: the seeds both arms ran, and of them those where S²DC scored above scratch and below it.
 SEED_PAIRS = ["finetune_paired", "finetune_ahead", "finetune_behind"]
+#: Which version of the code made each protocol's verdict: a file of the dataset's runs (or its probe result) and the
+#: ``code`` it records.
+MADE = ["finetune_path", "finetune_code", "probe_path", "probe_code"]
 COLUMNS = ["dataset", "task", "metric", "label_ratio", "seeds", "finetune_difference", "finetune_spread",
-           "finetune_beyond", *SEED_PAIRS, "probe_metric", *PAIRED]
+           "finetune_beyond", *SEED_PAIRS, "probe_metric", *PAIRED, *MADE]
 
 
 def paired_differences(probe_files: list[Path], encoder: str = PRETRAINED) -> pd.DataFrame:
-    """One row per dataset of the probe results: its ``task``, ``probe_metric`` and, for each of
+    """One row per dataset of the probe results: its ``task``, ``probe_metric``, for each of
     :data:`FROZEN_BASELINES`, ``versus_<baseline>`` (``encoder`` minus it: points of balanced accuracy, or R²) and
-    ``versus_se_<baseline>`` (NaN: no standard error). The files are those
+    ``versus_se_<baseline>`` (NaN: no standard error), and ``probe_path`` and ``probe_code`` (the file and the
+    version of the probe code that made it). The files are those
     :func:`~s2dc.report.tables.collect_probes` has read (and checked); ValueError naming the file if one lacks the
     encoder or its paired difference against a baseline (a probe whose rows were not named so: every frozen column
     of its dataset would be empty)."""
@@ -64,7 +70,8 @@ def paired_differences(probe_files: list[Path], encoder: str = PRETRAINED) -> pd
                              f"{', '.join(repr(e) for e in p['encoders'])}), which the frozen protocol compares with "
                              f"{' and '.join(FROZEN_BASELINES)}; {how}")
         versus = p["encoders"][encoder].get("versus") or {}
-        row = {"dataset": p["dataset"], "task": p["task"], "probe_metric": p["metric"]}
+        row = {"dataset": p["dataset"], "task": p["task"], "probe_metric": p["metric"], "probe_path": str(path),
+               "probe_code": p["code"]}
         for baseline in FROZEN_BASELINES:
             if baseline not in versus:
                 raise ValueError(f"bad probe file '{path}': no paired difference of {encoder!r} against {baseline!r} "
@@ -74,7 +81,7 @@ def paired_differences(probe_files: list[Path], encoder: str = PRETRAINED) -> pd
             row[f"versus_{baseline}"] = scale * float(pair["difference"])
             row[f"versus_se_{baseline}"] = scale * float(math.nan if pair.get("se") is None else pair["se"])
         rows.append(row)
-    return pd.DataFrame(rows, columns=["dataset", "task", "probe_metric", *PAIRED])
+    return pd.DataFrame(rows, columns=["dataset", "task", "probe_metric", *PAIRED, "probe_path", "probe_code"])
 
 
 def seed_pairs(runs: pd.DataFrame) -> dict[tuple, tuple[int, int, int]]:
@@ -129,8 +136,11 @@ def finetune_differences(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFram
 
 def effect_table(table: pd.DataFrame, runs: pd.DataFrame, probe_files: list[Path] = ()) -> pd.DataFrame:
     """Both protocols side by side, one row per dataset (:data:`COLUMNS`): those with both fine-tuning arms (``table``,
-    summarised from ``runs``), and those with a probe result."""
+    summarised from ``runs``), and those with a probe result; :data:`MADE` says which version made each."""
     finetune, probe = finetune_differences(table, runs), paired_differences(list(probe_files))
+    made = runs.drop_duplicates("dataset").set_index("dataset")  # a dataset's runs are of one version (check_runs)
+    finetune["finetune_path"] = finetune.dataset.map(made.path)
+    finetune["finetune_code"] = finetune.dataset.map(made.code)
     both = finetune.merge(probe, on="dataset", how="outer", suffixes=("", "_probe"))
     both["task"] = both["task"].fillna(both.pop("task_probe"))
     return both.reindex(columns=COLUMNS).sort_values("dataset", kind="stable").reset_index(drop=True)
@@ -181,15 +191,30 @@ def _seeds(row) -> str:
 def counts(effect: pd.DataFrame, tasks: tuple[str, ...] | None = CLASSIFIER_TASKS) -> dict[str, int]:
     """How many datasets (of ``tasks``; all with None) have each verdict: ``finetune_beyond`` (above by more than the
     spread), ``finetune_behind`` (below by more) and ``finetune_decided`` (a spread to compare against), ``finetune_ties`` (both arms at one same score on every seed), ``frozen_above``
-    (above every baseline), ``frozen_strong`` (by two standard errors) and ``frozen_probed``."""
+    (above every baseline), ``frozen_strong`` (by two standard errors) and ``frozen_probed``. ValueError where it
+    would tally verdicts made by two versions of the fine-tuning code, or of the probe code, naming them
+    (:func:`~.versions.check_one_version`)."""
     rows = effect if tasks is None else effect[effect.task.isin(tasks)]
-    compared = [v for v in map(_verdict, rows.finetune_beyond) if v is not None]
+    verdicts = [_verdict(v) for v in rows.finetune_beyond]
+    _one_version(rows, [v is not None for v in verdicts],
+                 "all datasets" if tasks is None else f"the {' and '.join(tasks)} datasets")
+    compared = [v for v in verdicts if v is not None]
     decided = [v for v in compared if v != TIE]
     frozen = [_frozen_verdict(row) for row in rows.itertuples()]
     return {"datasets": len(rows), "finetune_decided": len(decided), "finetune_beyond": decided.count("yes"),
             "finetune_behind": decided.count(BEHIND), "finetune_ties": len(compared) - len(decided),
             "frozen_probed": sum(v != "—" for v in frozen), "frozen_above": sum(v.startswith("yes") for v in frozen),
             "frozen_strong": sum(v == "yes, by 2 s.e." for v in frozen)}
+
+
+def _one_version(rows: pd.DataFrame, finetuned: list[bool], over: str) -> None:
+    """ValueError unless the verdicts that the counts over ``over`` tally (of ``rows``: the fine-tuning ones where
+    ``finetuned``, the frozen ones where a probe result gave one) were made by one version of their code each."""
+    for kind, column, tallied in (("fine-tuning", "finetune", finetuned), ("probe", "probe", rows.probe_code.notna())):
+        made = rows.loc[np.asarray(tallied, dtype=bool)]
+        check_one_version(kind, dict(zip(made.dataset, zip(made[f"{column}_path"], made[f"{column}_code"]))),
+                          f"the counts under 'Does pretraining show?' over {over} tally their {kind} verdicts "
+                          "together")
 
 
 def effect_markdown(effect: pd.DataFrame) -> str:

@@ -3,8 +3,9 @@
 A fine-tuning's metrics.json records ``code``, the hash of the fine-tuning code that made it (its run identity's:
 :func:`s2dc.fingerprint.code_fingerprint` of the engine and all it imports), and a probe result that of the probe
 code. The results of one dataset are compared with each other (its methods, label ratios and seeds; its probe rows),
-so one version must make them all, and so must the datasets the averages over datasets take together; a result that
-records no code was written by an s2dc older than the record, whose version cannot be told.
+so one version must make them all, and so must the datasets the averages over datasets take together, and those whose
+verdicts the counts under *Does pretraining show?* tally together (:mod:`.effect`); a result that records no code was
+written by an s2dc older than the record, whose version cannot be told.
 """
 
 from __future__ import annotations
