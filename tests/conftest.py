@@ -342,6 +342,8 @@ def signal_at_line(at: int | None, call) -> tuple[int, BaseException | None]:
                 os.kill(os.getpid(), signal.SIGINT)
         return line
 
+    # Python's own Ctrl-C handler, whatever this process was started with (a shell's `cmd &` starts it ignoring SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.settrace(lambda frame, event, arg: line if frame.f_code.co_filename in ours else None)
     try:
         call()
@@ -349,4 +351,5 @@ def signal_at_line(at: int | None, call) -> tuple[int, BaseException | None]:
         raised = err
     finally:
         sys.settrace(None)
+        signal.signal(signal.SIGINT, previous)
     return events[0], raised
