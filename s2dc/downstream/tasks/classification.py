@@ -121,8 +121,8 @@ class Classification(Task):
                                 f"0..{len(self.names) - 1} {self.names}")
         held = {case["class"] for case in (*train, *val)}
         if missing := [name for k, name in enumerate(self.names) if k not in held]:
-            raise DataError(f"dataset json '{self.dataset_json}' declares classes {missing} that no case holds: nothing "
-                            "learns or scores them; list their cases or leave them out of 'classes'")
+            raise DataError(f"dataset json '{self.dataset_json}' declares classes {missing} that no case holds: "
+                            "nothing learns or scores them; list their cases or leave them out of 'classes'")
         if len(seen := {case["class"] for case in train}) < 2:
             raise DataError(f"the training cases of '{self.dataset_json}' hold one class only "
                             f"({[self.names[k] for k in seen]}): a classifier trained on them always predicts it; "

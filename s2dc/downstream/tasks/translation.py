@@ -81,11 +81,11 @@ class Translation(Task):
         try:
             channels = [modality[k] for k in sorted(modality, key=int)] if isinstance(modality, dict) else []
         except ValueError:
-            raise DataError(f"'modality' of dataset json '{dataset_json}' must have integer keys (\"0\", \"1\", ...), got "
-                            f"{sorted(modality)}") from None
+            raise DataError(f"'modality' of dataset json '{dataset_json}' must have integer keys (\"0\", \"1\", "
+                            f"...), got {sorted(modality)}") from None
         if len(channels) < 2:
-            raise DataError(f"dataset json '{dataset_json}' must name at least two sequences in 'modality' for translation, "
-                            f"got {modality!r}")
+            raise DataError(f"dataset json '{dataset_json}' must name at least two sequences in 'modality' for "
+                            f"translation, got {modality!r}")
         if o.inputs != "one" and data.input_channel:
             raise ValueError(f"data.input_channel ({data.input_channel!r}) picks one input sequence, but "
                              f"translate.inputs {o.inputs} gives every sequence in turn: leave one of them unset")
