@@ -154,27 +154,33 @@ def _torchrun_parser() -> argparse.ArgumentParser:
 
 def _torchrun_options(words: list[str]) -> tuple[list[str], list[str]]:
     """``words`` (a launcher's after torchrun's command) as torchrun's options, each by its first name (``_`` for
-    ``-``) and followed by its value, and the words from its script on (as written)."""
-    options, at = [], 0
+    ``-``) and followed by its value, in the order of torchrun's parser and each once (given twice, the last, as
+    argparse keeps it: torchrun's options each store one value or flag, so their order changes nothing), and the words
+    from its script on (as written)."""
+    given: dict[argparse.Action, list[str]] = {}
+    at = 0
     while at < len(words) and words[at].startswith("-") and words[at] not in ("-", "--"):  # `--`: options end
         word, rest, at = words[at], words[at], at + 1
         while rest:  # a short flag may have more short options after it (`-mr3`: `-m -r 3`)
             action, value, rest = _torchrun_option(word, rest)
             first = action.option_strings[0]
-            options.append("--" + first[2:].replace("-", "_") if first.startswith("--") else first)
+            named = ["--" + first[2:].replace("-", "_") if first.startswith("--") else first]
             if action.nargs == 0:
                 if value is not None:
                     raise ValueError(f"{word!r}: torchrun's {first} takes no value")
             elif action.nargs is not None:  # torchrun's options take one value or none
                 raise ValueError(f"{word!r}: torchrun's {first} takes nargs={action.nargs!r}, which s2dc does not read")
             elif value is not None:
-                options.append(value)
+                named.append(value)
             elif at < len(words):
-                options.append(words[at])
+                named.append(words[at])
                 at += 1
             else:
                 raise ValueError(f"{word!r}: torchrun's {first} expects a value after it")
-    return options, words[at:]
+            given.pop(action, None)
+            given[action] = named
+    order = {action: i for i, action in enumerate(_torchrun_parser()._actions)}
+    return [w for action in sorted(given, key=order.__getitem__) for w in given[action]], words[at:]
 
 
 def _torchrun_option(word: str, rest: str) -> tuple[argparse.Action, str | None, str]:

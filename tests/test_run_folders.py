@@ -105,10 +105,10 @@ def test_an_abbreviation_torchrun_takes_names_the_run_folder_of_its_option():
                      "torchrun --nproc-per 4 --mod s2dc.cli", "torchrun --nproc_per_n=4 --module s2dc.cli"):
         assert _torchrun_reads(launcher.split()[1:]) == _torchrun_reads(usual[1:]), launcher
         assert launcher_words(launcher) == usual, launcher
-    spelled = {
-        "torchrun --nn 1 -r3 --tee=2 -m s2dc.cli": "torchrun --nnodes 1 -r 3 -t 2 -m s2dc.cli",
-        "torchrun --redirects 3 -mt2 s2dc.cli": "torchrun -r 3 -m -t 2 s2dc.cli",
-        "torchrun -r=3 --standa -m s2dc.cli": "torchrun -r 3 --standalone -m s2dc.cli",
+    spelled = {  # in the order of torchrun's parser (test_options_in_another_order_name_one_run_folder)
+        "torchrun --nn 1 -r3 --tee=2 -m s2dc.cli": "torchrun --nnodes 1 -m -r 3 -t 2 s2dc.cli",
+        "torchrun --redirects 3 -mt2 s2dc.cli": "torchrun -m -r 3 -t 2 s2dc.cli",
+        "torchrun -r=3 --standa -m s2dc.cli": "torchrun --standalone -m -r 3 s2dc.cli",
     }
     for launcher, words in spelled.items():
         assert _torchrun_reads(launcher.split()[1:]) == _torchrun_reads(words.split()[1:]) is not None, launcher
@@ -160,3 +160,21 @@ def test_a_launcher_other_than_torchrun_keeps_its_words():
         "s2dc --data.workers 0": "s2dc --data.workers 0",
     }.items():
         assert launcher_words(launcher) == words.split(), launcher
+
+
+def test_options_in_another_order_name_one_run_folder():
+    """torchrun's options each store one value or flag (argparse keeps the last of one given twice), so their order
+    changes nothing it runs; the launcher's words kept the order written, so `-m --nproc_per_node 4` named another run
+    folder than `--nproc_per_node 4 -m` and retrained from step 0. The words now list them in the order of torchrun's
+    parser, each once; the usual spelling is in that order already (it keeps its folder)."""
+    from s2dc.workflow_checks import launcher_words
+
+    usual = "torchrun --nnodes 1 --nproc_per_node 4 -m s2dc.cli".split()
+    for launcher in ("torchrun -m --nproc_per_node 4 --nnodes 1 s2dc.cli",
+                     "torchrun --nproc_per_node 4 -m --nnodes 1 s2dc.cli",
+                     "torchrun --nproc_per_node 2 --nnodes 1 -m --nproc-per-node=4 s2dc.cli"):
+        assert _torchrun_reads(launcher.split()[1:]) == _torchrun_reads(usual[1:]), launcher
+        assert launcher_words(launcher) == usual, launcher
+    assert launcher_words(" ".join(usual)) == usual
+    assert launcher_words("torchrun -m --nproc_per_node 2 s2dc.cli") != launcher_words("torchrun -m --nproc_per_node 4 "
+                                                                                        "s2dc.cli")
