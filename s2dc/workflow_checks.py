@@ -108,10 +108,10 @@ def launcher_words(launcher: str) -> list[str]:
     pretraining's run folder after, so that a launcher spelled another way finds the same run, and one of another
     process count names another. torchrun's options (of ``torchrun`` or ``python -m torch.distributed.run``, up to
     its script) as its own parser reads them, each by its first name with ``_`` for ``-`` (``--nproc_per_node 4`` for
-    ``--nproc-per-node 4``, ``--nproc_per=4``; ``-m`` for ``--mod``; ``-r 3`` for ``--redirects 3``, ``-r3``); one it
-    refuses (unknown, or a prefix of several of its option strings: ``--nproc``) is a ValueError. The other words as
-    written, but ``--name=value`` as ``--name value`` and ``_`` for ``-`` in ``name``: the usual spelling keeps its
-    words."""
+    ``--nproc-per-node 4``, ``--nproc_per=4``; ``-m`` for ``--mod``; ``-r 3`` for ``--redirects 3``, ``-r3``), each once
+    and in its parser's order; one it refuses (unknown, or a prefix of several of its option strings: ``--nproc``) is
+    a ValueError. The other words as written, but ``--name=value`` as ``--name value`` and ``_`` for ``-`` in
+    ``name``: the usual spelling keeps its words."""
     words = shlex.split(launcher)
     if not words or words[0].startswith("#"):  # the shell would run `pretrain ...`, or nothing
         raise ValueError("no command in it")
@@ -164,7 +164,7 @@ def _torchrun_options(words: list[str]) -> tuple[list[str], list[str]]:
         while rest:  # a short flag may have more short options after it (`-mr3`: `-m -r 3`)
             action, value, rest = _torchrun_option(word, rest)
             first = action.option_strings[0]
-            named = ["--" + first[2:].replace("-", "_") if first.startswith("--") else first]
+            named = _spelled_alike([first])
             if action.nargs == 0:
                 if value is not None:
                     raise ValueError(f"{word!r}: torchrun's {first} takes no value")

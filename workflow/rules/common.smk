@@ -207,8 +207,8 @@ def untracked(value):
 
 
 # The pretraining launcher as the shell splits it (s2dc.workflow_checks.launcher_words, `--opt=value` as `--opt value`,
-# `--an-opt` as `--an_opt`, torchrun's options by their first names as its own parser reads them: `--nproc_per 4` as
-# `--nproc_per_node 4`), joined again: what names a pretraining's run folder and what Snakemake compares, so that a
+# `--an-opt` as `--an_opt`, torchrun's options by their first names as its own parser reads them, each once and in its
+# parser's order: `--nproc_per 4` as `--nproc_per_node 4`), joined again: what names a pretraining's run folder and what Snakemake compares, so that a
 # launcher spelled another way (spaces, quotes, `=`, `-` for `_`, an abbreviation torchrun takes) finds the same run
 # and reruns no job; the usual spelling gives the launcher's own text. Reading torchrun's parser imports torch.
 LAUNCHER_WORDS = shlex.join(checks.launcher_words(P["pretrain"]["launcher"]))

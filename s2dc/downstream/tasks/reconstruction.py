@@ -110,4 +110,3 @@ class Reconstruction(Task):
             scores.append((psnr(pred, target), ssim(pred, target), nrmse(pred, target)))
         psnr_, ssim_, nrmse_ = (sum(v) / len(v) for v in zip(*scores))
         return {"psnr": psnr_, "ssim": ssim_, "nrmse": nrmse_}
-
