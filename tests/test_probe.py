@@ -858,3 +858,54 @@ def test_a_probe_killed_between_its_two_files_leaves_no_pair_that_the_next_run_r
     check_probe_out(out, tmp_path / "d.json")  # the same command again is not refused
     probe_module.write_probe(result(0.75), out)
     assert is_table_of(out.with_suffix(".md"), out)
+
+
+def _cells(n: int, grid: int) -> list[slice]:
+    """The cells of an adaptive average pooling of ``n`` values to ``grid`` (PyTorch's and the reference's rule: cell
+    i is [floor(i n / grid), ceil((i + 1) n / grid)))."""
+    return [slice(i * n // grid, -(-(i + 1) * n // grid)) for i in range(grid)]
+
+
+def _grid_means(a: np.ndarray, grid: int) -> np.ndarray:
+    """(C, X, Y, Z) -> (C · grid³,): each channel's mean over each cell, channel-major, cells in C order (numpy)."""
+    cx, cy, cz = (_cells(n, grid) for n in a.shape[1:])
+    return np.array([a[c, i, j, k].mean() for c in range(a.shape[0]) for i in cx for j in cy for k in cz])
+
+
+def test_the_classification_probe_pools_the_volumes_own_voxels_not_the_padding(tmp_path):
+    """A classification case is read by the encoder zero-padded to its multiple (32 voxels), and its features are a
+    4³ grid of the voxels and a 2³ grid of an encoder's stage map. The grids were drawn over the padded volume: a
+    20 x 36 x 12 case padded to 32 x 64 x 32 put its whole image in the first cells and the padding's zeros (or the
+    encoder's tokens of them) in the rest. The grids partition the case's own voxels and the stage map's tokens that
+    hold them (at stage 1, 4-voxel blocks: 5 x 9 x 3 of the 8 x 16 x 8), by hand on numpy's slices."""
+    import nibabel as nib
+
+    from s2dc.eval.probe import TOKEN_GRID, VOXEL_GRID, features, frozen_encoder, load_labelled
+
+    shape, stage, stride = (20, 36, 12), 1, 4
+    rng = np.random.default_rng(7)
+    doc = {"name": "edge", "task": "classification", "classes": ["a", "b"]}
+    for role in ("training", "validation"):
+        doc[role] = []
+        for k in range(2):
+            image = (1.0 + rng.random(shape)).astype(np.float32)  # no voxel 0: nothing cropped
+            nib.save(nib.Nifti1Image(image, np.eye(4)), str(tmp_path / f"{role}_{k}.nii.gz"))
+            doc[role].append({"image": f"{role}_{k}.nii.gz", "class": k})
+    (tmp_path / "dataset.json").write_text(json.dumps(doc))
+    exported = tmp_path / "enc.pt"
+    torch.manual_seed(5)
+    save_encoder(exported, swinunetr_for(SIZES).swinViT.state_dict())
+    data = load_labelled(tmp_path / "dataset.json", {"enc": str(exported)}, stage, None, "cpu", "mri_zscore")
+    assert data.stride == stride
+    encoder = frozen_encoder(str(exported), data, 0)
+    for volume in data.volumes["training"]:
+        own = volume[0, :, : shape[0], : shape[1], : shape[2]].numpy()  # the case's voxels, wherever it is padded
+        assert own.shape == (1, *shape) and own.min() != 0 and float((volume != 0).sum()) == own.size
+        voxels = features(data, None, volume, stage, True, "voxels")
+        np.testing.assert_allclose(voxels[0].numpy(), _grid_means(own, VOXEL_GRID), rtol=1e-5, atol=1e-6)
+        with torch.no_grad():
+            fmap = encoder(pad_to_multiple(torch.from_numpy(own)[None], 32), True)[stage][0]  # (C, 8, 16, 8)
+        assert fmap.shape[1:] == (8, 16, 8)
+        tokens = fmap[:, :5, :9, :3].numpy()  # the blocks holding the case's voxels: ceil(20/4), ceil(36/4), ceil(12/4)
+        got = features(data, encoder, volume, stage, True, "enc")
+        np.testing.assert_allclose(got[0].numpy(), _grid_means(tokens, TOKEN_GRID), rtol=1e-4, atol=1e-6)

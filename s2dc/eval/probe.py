@@ -7,7 +7,8 @@ A frozen encoder (``SwinUNETR.swinViT``) embeds every whole volume; the linear m
   frequent foreground class when foreground fills an eighth of the block's voxels of the image, its zero padding
   left out, else background); a class-balanced softmax regression on the tokens, scored by balanced accuracy
   (mean per-class recall);
-* classification: the stage map averaged on a 2³ grid gives one feature vector per case; a class-balanced
+* classification: the stage map averaged on a 2³ grid of the tokens that hold the case's voxels (not the zero
+  padding's alone) gives one feature vector per case; a class-balanced
   softmax regression on the cases (the release evaluates CC-CCII with a linear/SVM head on pooled
   features), scored by balanced accuracy. Tens of training volumes against hundreds of features: a fixed
   weight decay would let the fit memorise the volumes, so each encoder's weight decay is chosen by 5-fold
@@ -25,7 +26,7 @@ concatenated: inflating its patch embedding to the channels (what fine-tuning st
 encoder the mean of the sequences, which erases the contrast between them that tells the tumour regions apart.
 
 Baselines: ``random`` (an untrained encoder of the same sizes, read the same way) and ``voxels`` (the raw voxels
-of each token's block, every channel; for classification the volume averaged on a 4³ grid).
+of each token's block, every channel; for classification the unpadded volume averaged on a 4³ grid).
 """
 
 from __future__ import annotations
@@ -309,7 +310,7 @@ def named_encoders(encoders: list[str]) -> dict[str, str]:
 @dataclass
 class Labelled:
     """A dataset ready for frozen encoders: ``volumes[role]`` images (1, C, X, Y, Z) padded to the encoder's
-    multiple and ``targets[role]`` what the linear model predicts (token classes, a class, block means) per
+    multiple (classification: unpadded, :func:`features` pads them) and ``targets[role]`` what the linear model predicts (token classes, a class, block means) per
     volume, for role ``training`` / ``validation``; ``names`` the class names by value; the encoders' sizes."""
 
     task: object
@@ -411,7 +412,9 @@ def features(data: Labelled, encoder: torch.nn.Module | None, volume: torch.Tens
     model fitted on them would score argmax(NaN) = class 0)."""
     if encoder is None:
         return _voxel_features(volume[0], data.stride, pooled)
-    x = _token_features(encoder, volume.to(data.device), stage, pooled).cpu()
+    multiple = data.sizes.patch_size * 16  # a classification case is kept unpadded: padded here, for the encoder
+    x = _token_features(encoder, pad_to_multiple(volume, multiple).to(data.device), stage, pooled,
+                        volume.shape[-3:]).cpu()
     if not torch.isfinite(x).all():
         raise NonFiniteError(f"the stage {stage} features of encoder '{what}' on a volume of {data.dataset} are not "
                              "finite (NaN or infinite, from finite weights: a diverged model); nothing is scored or "
@@ -454,8 +457,8 @@ def label_names(task, doc: dict) -> list[str]:
 
 def _image_and_target(task, item: dict, stride: int, multiple: int, num_classes: int,
                       own: torch.Tensor | None) -> tuple[torch.Tensor, object]:
-    """The encoder's input ``(C, X, Y, Z)`` (padded to the encoder's multiple) and what the linear model predicts;
-    ``own`` (X, Y, Z) bool: the case's own voxels in the padded grid (:func:`own_grid`; None: pooled)."""
+    """The encoder's input ``(C, X, Y, Z)`` (padded to the encoder's multiple; a class's unpadded) and what the linear
+    model predicts; ``own`` (X, Y, Z) bool: the case's own voxels in the padded grid (:func:`own_grid`; None: pooled)."""
     if task.readout == "values":
         image, target = task.input_and_target(item)
         return pad_to_multiple(image, multiple), block_means(pad_to_multiple(target, multiple), stride, own)
@@ -463,7 +466,7 @@ def _image_and_target(task, item: dict, stride: int, multiple: int, num_classes:
     if task.readout == "labels":
         label = pad_to_multiple(plain(item["label"]).long(), multiple)[0]
         return pad_to_multiple(image, multiple), token_targets(label, stride, num_classes, own)
-    return pad_to_multiple(image, multiple), int(item["class"])
+    return image, int(item["class"])  # unpadded: its grids are drawn on its own voxels (features pads it)
 
 
 #: Classification reads features pooled on a grid, so that a class told by a regional pattern is not averaged
@@ -484,17 +487,22 @@ def _voxel_features(image: torch.Tensor, stride: int, pooled: bool) -> torch.Ten
 
 
 @torch.no_grad()
-def _token_features(swin: torch.nn.Module, image: torch.Tensor, stage: int, pooled: bool) -> torch.Tensor:
+def _token_features(swin: torch.nn.Module, image: torch.Tensor, stage: int, pooled: bool,
+                    own: tuple[int, ...] | None = None) -> torch.Tensor:
     """An encoder's tokens ``(tokens, C)``, or (pooled) its stage map on a grid ``(1, C · TOKEN_GRID³)``. A
     one-channel encoder reads each of the K channels of ``image`` (1, K, X, Y, Z) alone (the channels folded into
-    the batch) and the features of the channels are concatenated: ``(tokens, K C)`` or ``(1, K C · TOKEN_GRID³)``."""
+    the batch) and the features of the channels are concatenated: ``(tokens, K C)`` or ``(1, K C · TOKEN_GRID³)``.
+    ``own``: the case's size (X', Y', Z') at the start of the zero-padded ``image`` (None: all of it); the pooled
+    grid covers the tokens whose blocks hold its voxels, not those of the padding alone."""
     if swin.patch_embed.proj.in_channels == 1 and image.shape[1] > 1:
         fmap = swin(image.transpose(0, 1), True)[stage]  # (K, C, x, y, z): each channel alone
         fmap = fmap.reshape(1, -1, *fmap.shape[2:])  # (1, K C, x, y, z): channel k's features at [k C, (k + 1) C)
     else:
         fmap = swin(image, True)[stage]
     if pooled:
-        return pooled_features(fmap, TOKEN_GRID)
+        own = image.shape[-3:] if own is None else own
+        blocks = [-(-n * t // p) for n, t, p in zip(own, fmap.shape[-3:], image.shape[-3:])]  # ceil(n / stride)
+        return pooled_features(fmap[..., : blocks[0], : blocks[1], : blocks[2]], TOKEN_GRID)
     return fmap[0].flatten(1).T
 
 
