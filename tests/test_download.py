@@ -763,3 +763,26 @@ def test_fetch_resumes_the_part_an_earlier_version_left(server, tmp_path):
     assert [r["range"] for r in server.requests] == ["bytes=5000-"]
     assert dest.read_bytes() == PAYLOAD
     assert sorted(tmp_path.iterdir()) == [dest]
+
+
+def test_download_msd_removes_the_work_folders_an_earlier_version_left(spleen_tar, server, tmp_path):
+    """s2dc before 2026-12-05 unpacked an MSD task into a fixed ``.<task>.unpacked`` (staged in
+    ``..<task>.unpacked.extracting``), removed at its next start: a download stopped under it left a whole unpacked
+    release there (8.5 GB for Task03_Liver), which the updated s2dc never looked at again. Its start removes them."""
+    root = tmp_path / "msd"
+    for legacy in (".Task09_Spleen.unpacked", "..Task09_Spleen.unpacked.extracting"):
+        (root / legacy / "Task09_Spleen").mkdir(parents=True)
+        (root / legacy / "Task09_Spleen" / "dataset.json").write_text("{}")
+    download.download_msd("Task09_Spleen", root)
+    assert sorted(p.name for p in root.iterdir()) == [".Task09_Spleen.extracted.json", "Task09_Spleen",
+                                                      "Task09_Spleen.tar"]
+
+
+def test_extract_removes_the_staging_folder_an_earlier_version_left(tmp_path):
+    """s2dc before 2026-12-05 staged an extraction in a fixed ``.<target>.extracting``, removed at its next start:
+    an extraction stopped under it left it behind, which the updated s2dc never looked at again."""
+    archive = tmp_path / "a.tar"
+    write_tar(archive, {"x.txt": b"x"})
+    (tmp_path / ".out.extracting" / "half").mkdir(parents=True)
+    download.extract(archive, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar", "out"]

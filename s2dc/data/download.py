@@ -206,6 +206,15 @@ def _unpack(archive: Path, into: Path) -> None:
         raise DataError(f"'{archive}' is not a tar or zip archive")
 
 
+def remove_legacy_work(folder: Path, *names: str) -> None:
+    """Remove the work folders ``names`` in ``folder`` that s2dc before 2026-12-05 gave fixed names (a download or an
+    extraction stopped under it left them; that version removed them at its next start, as this does now)."""
+    for name in names:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def extract(archive: str | Path, target: str | Path) -> Path:
     """Extract ``archive`` (tar of any compression, or zip) so that its members lie under ``target``; returns it.
 
@@ -213,10 +222,12 @@ def extract(archive: str | Path, target: str | Path) -> Path:
     to ``target``, this process's own (:func:`s2dc.files.work_sibling`, so that another extracting the same
     target at once is let be), renamed into place when complete (replacing an existing ``target``), so an
     interrupted or refused extraction leaves no partial ``target``. What an extraction killed midway left
-    beside ``target`` is removed first (:func:`s2dc.files.remove_abandoned`).
+    beside ``target`` is removed first (:func:`s2dc.files.remove_abandoned`, and an earlier version's
+    ``.<target>.extracting``: :func:`remove_legacy_work`).
     """
     archive, target = Path(archive), Path(target)
     remove_abandoned(target.parent, glob.escape(target.name))
+    remove_legacy_work(target.parent, f".{target.name}.extracting")
     staging = work_sibling(target, "tmp")
     shutil.rmtree(staging, ignore_errors=True)  # this process's own: left by a killed one of the same id
     staging.mkdir(parents=True)
@@ -264,6 +275,7 @@ def download_msd(task: str, root: str | Path, progress: bool = False) -> Path:
     root = Path(root)
     target = root / task
     remove_abandoned(root, glob.escape(task))  # what a download killed while unpacking left
+    remove_legacy_work(root, f".{task}.unpacked", f"..{task}.unpacked.extracting")  # and one under s2dc before 12-05
     if (target / "dataset.json").is_file():
         if not (root / f".{task}{EXTRACTED}").is_file():  # extracted by hand: its files as they are now
             _record_extracted(root, task, f"{task}.tar")
