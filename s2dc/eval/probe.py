@@ -310,8 +310,9 @@ def named_encoders(encoders: list[str]) -> dict[str, str]:
 @dataclass
 class Labelled:
     """A dataset ready for frozen encoders: ``volumes[role]`` images (1, C, X, Y, Z) padded to the encoder's
-    multiple (classification: unpadded, :func:`features` pads them) and ``targets[role]`` what the linear model predicts (token classes, a class, block means) per
-    volume, for role ``training`` / ``validation``; ``names`` the class names by value; the encoders' sizes."""
+    multiple (classification: unpadded, :func:`features` pads them) and ``targets[role]`` what the linear model
+    predicts (token classes, a class, block means) per volume, for role ``training`` / ``validation``; ``names`` the
+    class names by value; the encoders' sizes."""
 
     task: object
     dataset: str
@@ -458,7 +459,8 @@ def label_names(task, doc: dict) -> list[str]:
 def _image_and_target(task, item: dict, stride: int, multiple: int, num_classes: int,
                       own: torch.Tensor | None) -> tuple[torch.Tensor, object]:
     """The encoder's input ``(C, X, Y, Z)`` (padded to the encoder's multiple; a class's unpadded) and what the linear
-    model predicts; ``own`` (X, Y, Z) bool: the case's own voxels in the padded grid (:func:`own_grid`; None: pooled)."""
+    model predicts; ``own`` (X, Y, Z) bool: the case's own voxels in the padded grid (:func:`own_grid`; None:
+    pooled)."""
     if task.readout == "values":
         image, target = task.input_and_target(item)
         return pad_to_multiple(image, multiple), block_means(pad_to_multiple(target, multiple), stride, own)
