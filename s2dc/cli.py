@@ -371,12 +371,14 @@ def _add_probe(sub) -> None:
                     "Writes OUT (.json) and OUT with .md (the tables).",
     )
     prb.add_argument("encoders", type=_path, nargs="+", help="exported encoders or pretraining checkpoints, and/or 'random' "
-                                                 "(a randomly initialised encoder of the first file's sizes) and "
+                                                 "(three randomly initialised encoders of the first file's sizes, "
+                                                 "scored by the mean of their scores) and "
                                                  "'voxels' (each block's raw voxels: a no-encoder baseline); "
                                                  "NAME=WHAT names a row (e.g. s2dc=encoder.pt)")
     prb.add_argument("--source", type=_path, required=True, help="labelled dataset.json (training and validation cases)")
     prb.add_argument("--out", type=_path, required=True, help="output .json file")
-    _add_frozen_token_options(prb, "probed", "seed of the random encoder (default 0)")
+    _add_frozen_token_options(prb, "probed", "seed of the first random encoder, the next two take seed + 1 and "
+                                             "seed + 2 (default 0)")
     prb.set_defaults(func=_probe)
 
 

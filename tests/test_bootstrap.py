@@ -78,3 +78,28 @@ def test_one_case_has_no_standard_error():
     assert out["x"]["se"] is None and out["x"]["versus"]["y"]["se"] is None
     assert out["x"]["versus"]["y"]["difference"] == pytest.approx(
         float(balanced_accuracy(stats[0], 2) - balanced_accuracy(stats[0].flip(0), 2)))
+
+
+def test_a_baseline_of_several_draws_is_scored_by_the_mean_of_their_scores():
+    """A random baseline drawn K times: its score, on all cases and on each resample, is the mean of the K draws'
+    scores (each from its own rows), and its difference with another encoder is that mean's, resample by resample;
+    against the rows of the drawn cases, computed by hand."""
+    rng = np.random.default_rng(2)
+    lengths = [5, 9, 6, 8]
+    case = case_index(lengths)
+    y = rng.integers(0, 3, sum(lengths))
+    draws = [np.where(rng.random(len(y)) < p, y, 2) for p in (0.4, 0.6, 0.7)]
+    mine = np.where(rng.random(len(y)) < 0.8, y, 0)
+    conf = lambda p: confusion_by_case(torch.from_numpy(p), torch.from_numpy(y), case, len(lengths), 3)  # noqa: E731
+    out = bootstrap({"mine": conf(mine), "random": torch.stack([conf(p) for p in draws])},
+                    lambda c: balanced_accuracy(c, 3), resamples=150, seed=5)
+
+    drawn = torch.randint(len(lengths), (150, len(lengths)), generator=torch.Generator().manual_seed(5)).numpy()
+    rows = [np.concatenate([np.flatnonzero(case.numpy() == c) for c in sample]) for sample in drawn]
+    baseline = np.array([np.mean([numpy_balanced_accuracy(p[r], y[r]) for p in draws]) for r in rows])
+    scores = np.array([numpy_balanced_accuracy(mine[r], y[r]) for r in rows])
+    full = np.mean([numpy_balanced_accuracy(p, y) for p in draws])
+    assert out["random"]["se"] == pytest.approx(baseline.std(ddof=1), abs=1e-12)
+    assert out["mine"]["versus"]["random"]["difference"] == pytest.approx(numpy_balanced_accuracy(mine, y) - full,
+                                                                         abs=1e-12)
+    assert out["mine"]["versus"]["random"]["se"] == pytest.approx((scores - baseline).std(ddof=1), abs=1e-12)

@@ -909,3 +909,33 @@ def test_the_classification_probe_pools_the_volumes_own_voxels_not_the_padding(t
         tokens = fmap[:, :5, :9, :3].numpy()  # the blocks holding the case's voxels: ceil(20/4), ceil(36/4), ceil(12/4)
         got = features(data, encoder, volume, stage, True, "enc")
         np.testing.assert_allclose(got[0].numpy(), _grid_means(tokens, TOKEN_GRID), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, cases", [("adni", 8), ("msd_spleen", 4)])
+def test_the_random_baseline_is_the_mean_of_three_random_encoders(tmp_path, monkeypatch, name, cases):
+    """One random encoder is one draw: on a twin where S²DC led one draw by a point, another read better. The
+    `random` row is the mean of RANDOM_DRAWS random encoders drawn with seeds seed, seed + 1, ...: its score, every
+    class's recall and (segmentation) structure score are the means of those of single-draw probes run with each
+    seed, and the other rows are the single probes'."""
+    from s2dc.eval import probe as probe_module
+
+    source = write_dataset(tmp_path / name, name, cases=cases, seed=1, shape=(48, 48, 32), val_fraction=0.5)
+    torch.manual_seed(5)
+    exported = tmp_path / "enc.pt"
+    save_encoder(exported, swinunetr_for(SIZES).swinViT.state_dict())
+    encoders = ["voxels", "random", f"enc={exported}"]
+    assert probe_module.RANDOM_DRAWS == 3
+    drawn = probe_module.probe(source, encoders, seed=3)["encoders"]
+    monkeypatch.setattr(probe_module, "RANDOM_DRAWS", 1)
+    singles = [probe_module.probe(source, encoders, seed=s)["encoders"] for s in (3, 4, 5)]
+    mean = lambda values: pytest.approx(sum(values) / len(values), abs=1e-12)  # noqa: E731
+    assert drawn["random"]["score"] == mean([r["random"]["score"] for r in singles])
+    assert drawn["random"]["draws"] == [r["random"]["score"] for r in singles]
+    for c, value in drawn["random"]["recall"].items():
+        assert value == mean([r["random"]["recall"][c] for r in singles])
+    for key in drawn["random"].get("structure", {}):
+        assert drawn["random"]["structure"][key] == mean([r["random"]["structure"][key] for r in singles])
+    for row in ("voxels", "enc"):
+        assert drawn[row]["score"] == singles[0][row]["score"]
+    assert drawn["enc"]["versus"]["random"]["difference"] == pytest.approx(
+        drawn["enc"]["score"] - drawn["random"]["score"], abs=1e-12)

@@ -66,13 +66,14 @@ def resample_weights(cases: int, resamples: int = RESAMPLES, seed: int = 0) -> t
 
 def bootstrap(stats: dict[str, torch.Tensor], metric, resamples: int = RESAMPLES, seed: int = 0) -> dict:
     """Standard errors of each encoder's score and of every paired difference, over the same resamples of the
-    cases: ``stats`` {encoder: (cases, F)}, ``metric`` (..., F) -> (...,) -> {encoder: {"se", "versus": {other:
-    {"difference", "se"}}}} (``difference``: this encoder's score minus the other's, on all cases). With one case
-    every resample is that case: no spread can be estimated, ``se`` is None."""
-    cases = len(next(iter(stats.values())))
+    cases: ``stats`` {encoder: (cases, F), or (K, cases, F) for a baseline drawn K times, scored by the mean of the K
+    scores}, ``metric`` (..., F) -> (...,) -> {encoder: {"se", "versus": {other: {"difference", "se"}}}}
+    (``difference``: this encoder's score minus the other's, on all cases). With one case every resample is that
+    case: no spread can be estimated, ``se`` is None."""
+    cases = next(iter(stats.values())).shape[-2]
     weights = resample_weights(cases, resamples, seed)
-    full = {name: float(metric(s.sum(0))) for name, s in stats.items()}
-    draws = {name: metric(weights @ s) for name, s in stats.items()}  # (B,)
+    full = {name: float(metric(s.sum(-2)).mean()) for name, s in stats.items()}
+    draws = {name: metric(weights @ s).reshape(-1, len(weights)).mean(0) for name, s in stats.items()}  # (B,)
     for name, draw in draws.items():
         if not torch.isfinite(draw).all():  # e.g. R² of a resample whose tokens hold one value (one token a case)
             raise ValueError(f"the score of {name} is undefined on {int((~torch.isfinite(draw)).sum())} of "

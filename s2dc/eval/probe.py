@@ -25,7 +25,9 @@ multi-channel volume (BraTS's four sequences) on its own, as it was pretrained, 
 concatenated: inflating its patch embedding to the channels (what fine-tuning starts from) would feed a frozen
 encoder the mean of the sequences, which erases the contrast between them that tells the tumour regions apart.
 
-Baselines: ``random`` (an untrained encoder of the same sizes, read the same way) and ``voxels`` (the raw voxels
+Baselines: ``random`` (untrained encoders of the same sizes, read the same way: :data:`RANDOM_DRAWS` of them, drawn
+with seeds ``seed``, ``seed + 1``, ..., scored by the mean of their scores, as one draw may read a dataset several
+points better than another) and ``voxels`` (the raw voxels
 of each token's block, every channel; for classification the unpadded volume averaged on a 4³ grid).
 """
 
@@ -64,6 +66,9 @@ from .probe_table import FOLDS, differences_markdown, markdown  # noqa: F401  (t
 
 RANDOM = "random"
 VOXELS = "voxels"
+#: The ``random`` baseline is the mean of this many random encoders (seeds ``seed``, ``seed + 1``, ...): one draw may
+#: read a dataset a few points better or worse than another, as much as a pretrained encoder leads some by.
+RANDOM_DRAWS = 3
 
 
 #: A block is labelled with a structure when foreground fills at least this fraction of it (one octant).
@@ -238,13 +243,14 @@ def encoder_sizes(path: str | Path) -> EncoderConfig:
 
 def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0,
           cache_dir: str | Path | None = None, device: str = "auto", preset: str | None = None) -> dict:
-    """Probe each of ``encoders`` (checkpoint paths, ``"random"``, or ``"voxels"``: the raw voxels of each
+    """Probe each of ``encoders`` (checkpoint paths, ``"random"``: :data:`RANDOM_DRAWS` random encoders scored by the
+    mean of their scores (:func:`mean_of_draws`), or ``"voxels"``: the raw voxels of each
     token's block, a baseline with no encoder) on the labelled dataset ``source``. An entry
     ``NAME=WHAT`` names its row NAME (e.g. ``s2dc=runs/ct/encoder.pt``); otherwise the row is named WHAT.
 
     Returns ``{"stage", "stride", "classes", "train_tokens", "val_tokens", "encoders": {name: {
     "balanced_accuracy", "organ_recall", "recall": {class: value}, "se", "versus": {other: {"difference",
-    "se"}}}}}``; ``balanced_accuracy`` averages the recall over every class present in the validation tokens,
+    "se"}}, "draws" (the random baseline: each draw's score)}}}``; ``balanced_accuracy`` averages the recall over every class present in the validation tokens,
     ``organ_recall`` over the foreground ones; ``se`` is the score's bootstrap standard error over the validation
     cases and ``versus`` this encoder's score minus each other's with the standard error of that paired difference
     (:mod:`s2dc.eval.bootstrap`). ``preset``: the intensity preset (``s2dc datasets``); None takes the registry
@@ -273,10 +279,13 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
     case = torch.arange(cases) if pooled else case_index([len(t) for t in targets["validation"]])
     results, stats = {}, {}
     for name, what in labelled.items():
-        encoder = None if what == VOXELS else frozen_encoder(what, data, seed)
-        x = {role: torch.cat([features(data, encoder, v, stage, pooled, what)[slice(None) if pooled else m]
-                              for v, m in zip(vols, data.inside[role])]) for role, vols in data.volumes.items()}
-        results[name], stats[name] = _score(task, names, x, y, case, cases)
+        scored = []
+        for draw in range(RANDOM_DRAWS if what == RANDOM else 1):
+            encoder = None if what == VOXELS else frozen_encoder(what, data, seed + draw)
+            x = {role: torch.cat([features(data, encoder, v, stage, pooled, what)[slice(None) if pooled else m]
+                                  for v, m in zip(vols, data.inside[role])]) for role, vols in data.volumes.items()}
+            scored.append(_score(task, names, x, y, case, cases))
+        results[name], stats[name] = scored[0] if len(scored) == 1 else mean_of_draws(scored)
     regression = task.readout == "values"
     metric_of = r_squared_from_sums if regression else (lambda c: balanced_accuracy(c, len(names)))
     for name, spread in bootstrap(stats, metric_of, seed=seed).items():
@@ -291,9 +300,27 @@ def probe(source: str | Path, encoders: list[str], stage: int = 2, seed: int = 0
             "encoder_sha256": {name: file_sha256(what) for name, what in labelled.items() if what not in (RANDOM, VOXELS)}}
 
 
+def mean_of_draws(scored: list[tuple[dict, torch.Tensor]]) -> tuple[dict, torch.Tensor]:
+    """The row of a baseline drawn several times, from each draw's (:func:`_score`) result and case statistics:
+    every score the mean of the draws' (None where a draw has none), ``draws`` each draw's score, ``weight_decay``
+    each draw's; the statistics stacked (K, cases, F), which :func:`s2dc.eval.bootstrap.bootstrap` scores by the mean
+    of the K scores."""
+    def mean(values):
+        if isinstance(values[0], dict):
+            return {key: mean([v[key] for v in values]) for key in values[0]}
+        return None if any(v is None for v in values) else float(np.mean(values))
+
+    results = [result for result, _ in scored]
+    row = {key: ([r[key] for r in results] if key == "weight_decay" else mean([r[key] for r in results]))
+           for key in results[0]}
+    row["draws"] = [r["score"] for r in results]
+    return row, torch.stack([case_stats for _, case_stats in scored])
+
+
 def check_seed(seed: int) -> None:
     """Refuse a ``--seed`` the random encoder, the bootstrap or the t-SNE cannot take (NumPy's and scikit-learn's
-    seeds are 0..2**32 - 1), before any volume is read and before any figure is drawn."""
+    seeds are 0..2**32 - 1; torch's, which the random baseline's draws ``seed + k`` take, go to 2**64 - 1), before
+    any volume is read and before any figure is drawn."""
     check(0 <= seed <= SEED_MAX, "--seed", f"an integer in 0..{SEED_MAX}", seed)
 
 

@@ -17,7 +17,7 @@ def markdown(result: dict) -> str:
         rows = ["| encoder | R² |", "|---|---|"]
         rows += [f"| {name} | {r['score']:.3f} ± {'–' if r['se'] is None else format(r['se'], '.3f')} |"
                  for name, r in result["encoders"].items()]
-        return "\n".join(rows + differences_markdown(result))
+        return "\n".join(rows + differences_markdown(result) + draws_markdown(result))
     classes = result["classes"]
     head = "| encoder | balanced accuracy | organ recall | " + " | ".join(classes) + " |"
     rows = [head, "|" + "---|" * (len(classes) + 3)]
@@ -26,10 +26,11 @@ def markdown(result: dict) -> str:
         rows.append(f"| {name} | {pct(r['balanced_accuracy'])} ± {pct(r['se'])} | {pct(r.get('organ_recall'))} | "
                     + " | ".join(pct(r["recall"][c]) for c in classes) + " |")
     rows += differences_markdown(result)
+    rows += draws_markdown(result)
     if all("weight_decay" in r for r in result["encoders"].values()):
         rows += ["", f"Weight decay of each probe, chosen by {FOLDS}-fold cross-validation on the training volumes (fewer "
                  f"folds where a class has fewer than {FOLDS} volumes): "
-                 + ", ".join(f"{name} {r['weight_decay']:g}" for name, r in result["encoders"].items()) + "."]
+                 + ", ".join(f"{name} {_decays(r['weight_decay'])}" for name, r in result["encoders"].items()) + "."]
     if all("structure" in r for r in result["encoders"].values()):
         rows += ["", "Structure awareness of the validation tokens (cosine; ratio: distance between structures over "
                  "distance within):", "", "| encoder | consistency (within) | cosine between | discrepancy | ratio |",
@@ -40,6 +41,20 @@ def markdown(result: dict) -> str:
             rows.append(f"| {name} | {num(t['consistency'], '.3f')} | {t['inter']:.3f} | {t['discrepancy']:.3f} | "
                         f"{num(t['ratio'], '.2f')} |")
     return "\n".join(rows)
+
+
+def _decays(decay) -> str:
+    """A weight decay, or those of a baseline's draws (a list)."""
+    return " / ".join(f"{d:g}" for d in decay) if isinstance(decay, list) else f"{decay:g}"
+
+
+def draws_markdown(result: dict) -> list[str]:
+    """Lines naming each row that is the mean of several draws (the random baseline) and the draws' scores."""
+    scale, digits = (1, 3) if result["metric"] == "R²" else (100, 1)
+    lines = [f"{name}: the mean of {len(r['draws'])} randomly initialised encoders (the probe's --seed and the next "
+             f"{len(r['draws']) - 1}), which score " + " / ".join(f"{scale * d:.{digits}f}" for d in r["draws"]) + "."
+             for name, r in result["encoders"].items() if "draws" in r]
+    return ["", *lines] if lines else []
 
 
 def differences_markdown(result: dict) -> list[str]:
