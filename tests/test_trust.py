@@ -489,6 +489,65 @@ def test_synth_never_replaces_a_folder_it_did_not_write(tmp_path, capsys):
     assert files(twin) == {**first, "labelsTr/extra.nii.gz": b"added by hand"}
 
 
+def test_synth_never_replaces_a_file_of_a_twin_that_a_user_listed_or_changed(tmp_path, capsys):
+    """A twin's files are s2dc synth's own only as it wrote them: a user's scan listed in the twin's dataset.json,
+    or a case file overwritten with a user's volume, is refused by name and kept, with the dataset.json there or
+    deleted (as Snakemake deletes it before rerunning the job); so is a dataset.json the user edited."""
+
+    def files(folder):
+        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    args = ["--kind", "msd_spleen", "--cases", "3", "--shape", "16", "16", "16"]
+    twin = tmp_path / "twin"
+    assert main(["synth", "--out", str(twin), "--seed", "0", *args]) == 0
+    first = files(twin)
+
+    listed = tmp_path / "listed"  # a user's scan added to the twin and listed in its dataset.json
+    shutil.copytree(twin, listed)
+    shutil.copy(listed / "imagesTr/case_0000.nii.gz", listed / "imagesTr/my_scan.nii.gz")
+    doc = json.loads((listed / "dataset.json").read_text())
+    doc["training"].append({"image": "./imagesTr/my_scan.nii.gz", "label": "./labelsTr/case_0000.nii.gz"})
+    (listed / "dataset.json").write_text(json.dumps(doc))
+    before = files(listed)
+    assert main(["synth", "--out", str(listed), "--seed", "0", *args]) == 2
+    err = capsys.readouterr().err
+    assert "my_scan.nii.gz" in err and "dataset.json" in err and files(listed) == before, err
+    (listed / "dataset.json").unlink()  # as Snakemake does before it reruns the job: the scan is still the user's
+    assert main(["synth", "--out", str(listed), "--seed", "0", *args]) == 2
+    assert "my_scan.nii.gz" in capsys.readouterr().err and (listed / "imagesTr/my_scan.nii.gz").exists()
+
+    changed = tmp_path / "changed"  # a case file overwritten with a user's volume, under the twin's own name
+    shutil.copytree(twin, changed)
+    (changed / "imagesTr/case_0001.nii.gz").write_bytes(first["imagesTr/case_0000.nii.gz"])
+    for json_there in (True, False):
+        if not json_there:
+            (changed / "dataset.json").unlink()
+        before = files(changed)
+        assert main(["synth", "--out", str(changed), "--seed", "0", *args]) == 2
+        err = capsys.readouterr().err
+        assert "case_0001.nii.gz" in err and "changed" in err and files(changed) == before, err
+
+    assert main(["synth", "--out", str(twin), "--seed", "1", *args]) == 0  # unchanged: its own, replaced
+    assert files(twin) != first
+
+
+def test_synth_refuses_the_folder_it_runs_in(tmp_path, monkeypatch, capsys):
+    """A twin replaces its whole folder, so `s2dc synth --out .` (or `..`, or the same folder spelled `"$PWD"` or
+    `sub/..`) is refused naming --out, and nothing is written (it stopped with "PosixPath('.') has an empty name",
+    and `--out "$PWD"` left the command's working folder deleted under it)."""
+    args = ["--kind", "msd_spleen", "--cases", "2", "--shape", "16", "16", "16", "--seed", "0"]
+    here = tmp_path / "here"
+    (here / "sub").mkdir(parents=True)
+    monkeypatch.chdir(here)
+    for out in (".", "..", str(here), "sub/..", "./"):
+        assert main(["synth", "--out", out, *args]) == 2, out
+        err = capsys.readouterr().err
+        assert "--out" in err and "runs in" in err and "Traceback" not in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["here"] and [p.name for p in here.iterdir()] == ["sub"]
+    assert main(["synth", "--out", "sub", *args]) == 0  # a folder below it is the twin's own
+    assert (here / "sub/dataset.json").is_file() and Path.cwd() == here
+
+
 # --------------------------------------------------------------------------- 6. option values
 
 

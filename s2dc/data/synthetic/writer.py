@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ... import messages
-from ...files import check_folder_path, remove_abandoned, replace_folder, work_sibling
+from ...files import check_folder_path, file_sha256, remove_abandoned, replace_folder, work_sibling
 from ..datalist import content_sha256, listed_files
 from ..errors import DataError
 from ..nifti import check_affine
@@ -151,6 +151,10 @@ def write_dataset(
     shape = check_shape(shape)
     spacing = tuple(float(s) for s in spacing)
     out_dir = Path(out_dir)
+    here = Path.cwd().resolve()
+    if out_dir.resolve() in (here, *here.parents):  # `--out .`: the twin replaces its whole folder
+        raise SynthParamError("out_dir", f"output '{out_dir}' is the folder this command runs in, or holds it; the "
+                                         "twin replaces its whole folder: give a folder of its own, e.g. --out twin")
     if out_dir.exists() and not out_dir.is_dir():
         raise SynthParamError("out_dir", f"output '{out_dir}' exists and is not a directory")
     try:
@@ -168,7 +172,7 @@ def write_dataset(
     tmp = work_sibling(out_dir, "tmp")
     try:
         tmp.mkdir()
-        (tmp / MARK).write_text("Written by `s2dc synth`: this folder is replaced whenever its dataset is drawn again.\n")
+        (tmp / MARK).write_text(json.dumps({"note": MARK_NOTE}))  # the draw's staging folder (remove_abandoned)
         (tmp / "imagesTr").mkdir()
         indices: Any = range(int(cases))
         if progress is True:
@@ -219,7 +223,9 @@ def write_dataset(
         doc["synthetic"] = meta
         doc["content_sha256"] = content_sha256(tmp, entries)
         (tmp / "dataset.json").write_text(json.dumps(doc, indent=2) + "\n")
-
+        written = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file() and p.name != MARK)
+        (tmp / MARK).write_text(json.dumps({"note": MARK_NOTE, "files": {rel: file_sha256(tmp / rel)
+                                                                         for rel in written}}, indent=1) + "\n")
         replace_folder(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -229,19 +235,33 @@ def write_dataset(
 
 #: The files :func:`write_dataset` puts in its folder beside dataset.json (paths relative to the folder).
 OWN_FILE = re.compile(r"(imagesTr|labelsTr|targetsTr|anatomyTr)/case_\d{4,}(_\w+)?\.nii\.gz")
-#: The mark :func:`write_dataset` leaves in its folder: case files named as :data:`OWN_FILE` are its own only beside
-#: it (nnU-Net-style conversions name theirs alike).
+#: The mark :func:`write_dataset` leaves in its folder: a JSON manifest, the SHA-256 of each file it wrote there
+#: (``"files"``). A mark of an older writer is a line of text: beside it, case files named as :data:`OWN_FILE` are
+#: its own (nnU-Net-style conversions name theirs alike).
 MARK = ".s2dc-synth"
+MARK_NOTE = "Written by `s2dc synth`: this folder is replaced whenever its dataset is drawn again."
 
 
 def _check_replaceable(out_dir: Path) -> None:
-    """Refuse an existing ``out_dir`` that holds anything but a synthetic dataset written here: its mark
-    (:data:`MARK`), its dataset.json (one with the ``synthetic`` block of this writer; Snakemake deletes it before it
-    reruns the job, so it may be missing) and its case files: those the dataset.json lists, or without it those
-    named as :data:`OWN_FILE`. A user's folder, or a file a user added to a twin, is never replaced."""
+    """Refuse an existing ``out_dir`` that holds anything but a synthetic dataset written here, as it was written:
+    its mark (:data:`MARK`) and the files whose SHA-256 the mark records (dataset.json may be missing: Snakemake
+    deletes it before it reruns the job). A user's folder, a file a user added to a twin (listed in its dataset.json
+    or not) or one a user changed is never replaced. A folder of an older writer, whose mark records no files: its
+    dataset.json (one with the ``synthetic`` block of this writer) and the case files it lists, or without it those
+    named as :data:`OWN_FILE`."""
     if not out_dir.is_dir():
         return
     found = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_symlink() or not p.is_dir())
+    written = _manifest(out_dir / MARK)
+    if written is not None:
+        foreign = [f + (" (changed since s2dc synth wrote it)" if f in written else "") for f in found
+                   if f != MARK and (f not in written or (out_dir / f).is_symlink()
+                                     or file_sha256(out_dir / f) != written[f])]
+        if foreign:
+            raise SynthParamError("out_dir", f"output '{out_dir}' holds files that s2dc synth did not write "
+                                             f"({messages.listed(foreign, 3)}); they are never replaced: give a new "
+                                             f"or empty folder, or move them away")
+        return
     own = OWN_FILE.fullmatch
     if "dataset.json" in found and writer_of(out_dir / "dataset.json") == "synth":
         listed = {os.path.normpath(rel) for _, rel in _listed(out_dir / "dataset.json")}
@@ -256,6 +276,16 @@ def _check_replaceable(out_dir: Path) -> None:
         raise SynthParamError("out_dir", f"output '{out_dir}' holds files that s2dc synth did not write "
                                          f"({messages.listed(foreign, 3)}); they are never replaced: give a new "
                                          f"or empty folder, or move them away")
+
+
+def _manifest(mark: Path) -> dict[str, str] | None:
+    """The files a twin's mark records as written, ``{relative path: SHA-256}``; None where there is no mark or it is
+    an older writer's (a line of text, no manifest)."""
+    try:
+        files = json.loads(mark.read_text()).get("files") if mark.is_file() and not mark.is_symlink() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else None
 
 
 def _listed(path: Path) -> list[tuple[str, str]]:
