@@ -546,8 +546,8 @@ def test_download_msd_never_replaces_files_put_in_the_task_folder_meanwhile(sple
     mine = root / "Task09_Spleen" / "notes.txt"
     real = download.extract
 
-    def extract_while_a_user_writes(archive, target):
-        done = real(archive, target)
+    def extract_while_a_user_writes(archive, target, **named):
+        done = real(archive, target, **named)
         mine.parent.mkdir(parents=True, exist_ok=True)
         mine.write_text("my own notes")
         return done
@@ -610,6 +610,22 @@ def test_download_msd_refuses_an_archive_without_the_task(server, tmp_path, monk
     root = tmp_path / "msd"
     with pytest.raises(DataError, match="Task09_Spleen/dataset.json"):
         download.download_msd("Task09_Spleen", root)
+    assert sorted(p.name for p in root.iterdir()) == ["Task09_Spleen.tar"]
+
+
+def test_download_msd_names_the_task_folder_when_its_archive_is_truncated(server, tmp_path, monkeypatch):
+    """An archive cut short (its MD5 the cut file's, as a mirror serving a broken copy would give): refused naming
+    the archive and the task folder it was for, not this process's hidden staging folder; only the archive is
+    left, so a rerun extracts it again."""
+    data = io.BytesIO()
+    write_tar(data, {"Task09_Spleen/dataset.json": b"{}", "Task09_Spleen/imagesTr/a.nii.gz": bytes(20000)})
+    cut = data.getvalue()[:3000]
+    server.files["/t.tar"] = cut
+    monkeypatch.setattr(download, "msd_resource", lambda task: (f"{server.url}/t.tar", md5(cut)))
+    root = tmp_path / "msd"
+    with pytest.raises(DataError) as err:
+        download.download_msd("Task09_Spleen", root)
+    assert f"could not extract '{root / 'Task09_Spleen.tar'}' into '{root / 'Task09_Spleen'}'" in str(err.value)
     assert sorted(p.name for p in root.iterdir()) == ["Task09_Spleen.tar"]
 
 

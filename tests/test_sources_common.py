@@ -83,9 +83,24 @@ def test_an_output_folder_that_is_a_file_is_refused_naming_it(tmp_path, out):
     make_task(tmp_path / "raw", "msd_spleen")
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes")
-    with pytest.raises(DataError, match="notes.txt' is a file"):
+    with pytest.raises(DataError, match="notes.txt'.* is a file"):
         prepare("msd_spleen", tmp_path / "raw", tmp_path / out)
     assert notes.read_text() == "my notes"
+
+
+def test_an_output_folder_that_is_a_dangling_link_is_refused_naming_its_target(tmp_path, capsys):
+    """`s2dc prepare NAME --out OUT` where OUT is a link to nothing: refused naming the link and its target (it
+    stopped with a bare "[Errno 17] File exists: 'OUT'"), nothing written, the link left as it was."""
+    from test_sources_msd import make_task
+
+    from s2dc.cli import main
+
+    make_task(tmp_path / "raw", "msd_spleen")
+    (tmp_path / "out").symlink_to(tmp_path / "nowhere")
+    assert main(["prepare", "msd_spleen", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"'{tmp_path / 'out'}' is a link to '{tmp_path / 'nowhere'}', which does not exist" in err, err
+    assert (tmp_path / "out").is_symlink() and not (tmp_path / "nowhere").exists()
 
 
 def test_a_converter_refuses_a_volume_whose_affine_has_an_axis_of_no_length(tmp_path):

@@ -215,8 +215,9 @@ def remove_legacy_work(folder: Path, *names: str) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def extract(archive: str | Path, target: str | Path) -> Path:
+def extract(archive: str | Path, target: str | Path, *, named: str | Path | None = None) -> Path:
     """Extract ``archive`` (tar of any compression, or zip) so that its members lie under ``target``; returns it.
+    ``named``: the folder the messages name (default ``target``; a caller's own staging folder is not the user's).
 
     Every member is checked before anything is written. Extraction goes to a hidden staging folder next
     to ``target``, this process's own (:func:`s2dc.files.work_sibling`, so that another extracting the same
@@ -235,7 +236,7 @@ def extract(archive: str | Path, target: str | Path) -> Path:
         _unpack(archive, staging)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error, lzma.LZMAError) as err:
         shutil.rmtree(staging, ignore_errors=True)
-        raise DataError(f"could not extract '{archive}' into '{target}': {err}") from err
+        raise DataError(f"could not extract '{archive}' into '{named or target}': {err}") from err
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -292,7 +293,7 @@ def download_msd(task: str, root: str | Path, progress: bool = False) -> Path:
                         f"always has one): it is never replaced; complete it by hand or move it away to download {task}")
     url, md5 = msd_resource(task)
     archive = fetch(url, root / f"{task}.tar", md5, progress=progress)
-    unpacked = extract(archive, work_sibling(target, "tmp"))
+    unpacked = extract(archive, work_sibling(target, "tmp"), named=target)
     try:
         if not (unpacked / task / "dataset.json").is_file():
             raise DataError(f"archive '{archive}' ({url}) did not contain {task}/dataset.json")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+from ...files import check_folder_path
 from ..errors import DataError
 from ..provenance import writer_of
 from .. import registry
@@ -46,13 +47,12 @@ def converter_names() -> list[str]:
 
 
 def check_output_folder(out_dir: Path) -> None:
-    """:class:`DataError` naming the file in the way when ``out_dir``, or the nearest existing folder above it, is not
-    a folder."""
-    for folder in (out_dir, *out_dir.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise DataError(f"output folder '{out_dir}': '{folder}' is a file, expected a folder (or nothing)")
-            return
+    """:class:`DataError` naming the file in the way when ``out_dir``, or the nearest existing path above it, is not
+    a folder (a file, or a link to nothing)."""
+    try:
+        check_folder_path(out_dir, "output folder")
+    except ValueError as err:
+        raise DataError(str(err)) from None
 
 
 def prepare(name: str, raw: str | Path, out_dir: str | Path) -> Path:
