@@ -32,6 +32,12 @@ def check_folder_path(folder: str | Path, what: str) -> None:
             return
 
 
+def is_plain_name(name: object) -> bool:
+    """Is ``name`` a string that names one file or folder where it is put in a path (a dataset's name in
+    ``per_class/<name>.png``): not empty, no ``/``, ``\\`` or NUL, not ``.`` or ``..``?"""
+    return isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary sibling and a rename (never a half-written file)."""
     atomic_write_bytes(path, text.encode())

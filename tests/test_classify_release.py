@@ -188,6 +188,15 @@ def test_release_options_out_of_range_are_refused_naming_the_key(values, message
     assert message in str(err.value), str(err.value)
 
 
+@pytest.mark.parametrize("in_plane, shift", [(0.8, 0.1), (0.7, 0.15), (0.9, 0.05), (0.75, 0.125)])
+def test_a_shift_at_its_bound_is_accepted(in_plane, shift):
+    """classify.shift may be (1 - classify.in_plane) / 2, the bound its message gives: 0.1 at in_plane 0.8 was refused
+    as "in [0, ... = 0.1], got 0.1" ((1 - 0.8) / 2 is 0.0999... in floating point)."""
+    assert build_config({"classify": {"view": "whole", "in_plane": in_plane, "shift": shift}}).classify.shift == shift
+    with pytest.raises(ValueError, match="classify.shift must be in"):
+        build_config({"classify": {"view": "whole", "in_plane": in_plane, "shift": shift + 1e-6}})
+
+
 def test_flip_axes_in_any_order_are_one_run():
     """2 0 and 0 2 flip alike: one option value, so one run identity."""
     assert build_config({"train": {"flip_axes": [2, 0]}}).train.flip_axes == (0, 2)

@@ -35,6 +35,22 @@ def finetune(config, source, out_dir, *extra):
     return main(["finetune", "--config", str(config), "--data.source", str(source), "--run.out_dir", str(out_dir), *extra])
 
 
+@pytest.mark.parametrize("name", ["../../escaped", "MSD/Spleen", ".."])
+def test_a_dataset_named_like_a_path_is_refused_before_training(ft_config, seg_dir, tmp_path, capsys, name):
+    """A dataset.json whose ``name`` is no plain name (``../../escaped``): its runs' figures would be written
+    outside their folder (``per_class/<name>.png``). Refused at start, naming the json and the key; nothing written."""
+    doc = json.loads((seg_dir / "dataset.json").read_text())
+    for entry in doc["training"] + doc["validation"]:
+        entry.update({k: str(seg_dir / v) for k, v in entry.items()})
+    source = tmp_path / "named" / "dataset.json"
+    source.parent.mkdir()
+    source.write_text(json.dumps({**doc, "name": name}))
+    assert finetune(ft_config, source, tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert f"'name' of dataset json '{source}' is {name!r}; expected a plain name" in err, err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.fixture(scope="module")
 def boxes_dir(tmp_path_factory):
     """Like ``seg_dir`` (five training, two validation cases) on volumes of 64x32x32, the training crop's size, so

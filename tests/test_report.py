@@ -11,6 +11,7 @@ import pytest
 
 from conftest import CODE
 from s2dc.cli import main
+from s2dc.files import file_sha256
 
 
 def write_run(folder, method, seed, dice, dataset="synthetic_btcv", ratio=0.1, name=None, **extra):
@@ -128,6 +129,7 @@ def test_plots_draw_the_runs_and_gather_their_curves_per_method(tmp_path, capsys
     encoder = tmp_path / "pretrain" / "CT" / "s2dc" / "encoder.pt"  # its pretraining's curves beside it
     terms = encoder.parent / "dvclive/plots/metrics/pretrain"
     terms.mkdir(parents=True)
+    encoder.write_bytes(b"the encoder's weights")
     (terms / "loss.tsv").write_text("step\tloss\n10\t5.0\n20\t4.0\n")
     (terms / "loss_p2p.tsv").write_text("step\tloss_p2p\n10\t1.5\n20\t1.25\n")
     files = []
@@ -142,7 +144,7 @@ def test_plots_draw_the_runs_and_gather_their_curves_per_method(tmp_path, capsys
             "dice_mean": dice, "dice_per_class": {"liver": dice, "spleen": 0.0}, "train_cases": 3, "seconds": 1.0,
             "score": {"key": "dice_mean", "name": "Dice", "value": 100 * dice},
             "history": [{"step": 20, "dice_mean": dice}], "init_from": str(encoder) if method == "s2dc" else None,
-            "code": CODE}))
+            "init_sha256": file_sha256(encoder) if method == "s2dc" else None, "code": CODE}))
         files.append(run / "metrics.json")
     out = tmp_path / "out"
     assert main(["plots", *map(str, files), "--figures", str(out / "figures"), "--curves", str(out / "curves")]) == 0
@@ -178,6 +180,8 @@ def test_plots_of_runs_from_an_encoder_exported_by_hand(tmp_path, capsys):
     (run / "dvclive/plots/metrics/pretrain").mkdir(parents=True)
     (run / "dvclive/plots/metrics/pretrain/loss.tsv").write_text("step\tloss\n1\t5.0\n2\t4.0\n")
     for init, curve in ((run / "checkpoints" / "step_00000002.pt", True), (tmp_path / "exported" / "enc.pt", False)):
+        init.parent.mkdir(parents=True, exist_ok=True)
+        init.write_bytes(f"the weights of {init.name}".encode())
         ft = tmp_path / f"ft_{init.stem}"
         (ft / "dvclive/plots/metrics/train").mkdir(parents=True)
         (ft / "dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n1\t3.0\n")
@@ -185,7 +189,8 @@ def test_plots_of_runs_from_an_encoder_exported_by_hand(tmp_path, capsys):
             "task": "segmentation", "dataset": "synthetic_btcv", "method": "s2dc", "label_ratio": 0.2, "seed": 0,
             "dice_mean": 0.5, "dice_per_class": {"liver": 0.5}, "train_cases": 3, "seconds": 1.0,
             "score": {"key": "dice_mean", "name": "Dice", "value": 50.0},
-            "history": [{"step": 1, "dice_mean": 0.5}], "init_from": str(init), "code": CODE}))
+            "history": [{"step": 1, "dice_mean": 0.5}], "init_from": str(init), "init_sha256": file_sha256(init),
+            "code": CODE}))
         out = tmp_path / f"out_{init.stem}"
         assert main(["plots", str(ft / "metrics.json"), "--figures", str(out / "figures"),
                      "--curves", str(out / "curves")]) == 0, capsys.readouterr().err
@@ -210,15 +215,65 @@ def test_two_encoders_whose_curves_would_share_a_table_are_refused(tmp_path):
         encoder = tmp_path / scale / "CT" / "s2dc" / "encoder.pt"
         (encoder.parent / "dvclive/plots/metrics/pretrain").mkdir(parents=True)
         (encoder.parent / "dvclive/plots/metrics/pretrain/loss.tsv").write_text(f"step\tloss\n1\t{loss}\n")
+        encoder.write_bytes(scale.encode())
         run = tmp_path / f"ft_{scale}"
         (run / "dvclive/plots/metrics/train").mkdir(parents=True)
         (run / "dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n1\t0.5\n")
         runs.append({"_path": str(run / "metrics.json"), "init_from": str(encoder), "dataset": f"d_{scale}",
+                     "init_sha256": file_sha256(encoder),
                      "label_ratio": 0.1, "method": "s2dc", "task": "segmentation", "score": {"key": "dice_mean"},
                      "history": [{"step": 1, "dice_mean": 0.5}]})
     with pytest.raises(ValueError, match=r"quick/CT/s2dc/encoder.pt' and '.*paper/CT/s2dc/encoder.pt'.*CT_s2dc.tsv"):
         curve_tables(runs)
     assert set(curve_tables(runs[:1])) == {"pretrain_loss/CT_s2dc.tsv", "train_loss/d_quick.tsv", "val_score/d_quick.tsv"}
+
+
+def test_a_pretraining_curve_is_taken_only_from_the_encoder_its_runs_recorded(tmp_path, monkeypatch, capsys):
+    """Runs started from ``enc.pt`` (a path relative to where they ran) drawn from another folder: the curve of
+    whatever ``dvclive/`` lay there was taken as their pretraining's. Now the encoder must be at ``init_from`` with the
+    SHA-256 the runs recorded, or the runs are drawn without a pretraining curve and the command says why; the
+    encoder's own curve is named after its file (``pretrain_loss/enc.tsv``, not ``_.tsv``)."""
+    from s2dc.report.curves import curve_tables
+
+    ran = tmp_path / "ran"  # where the fine-tuning ran, its encoder and the encoder's curve beside it
+    (ran / "dvclive/plots/metrics/pretrain").mkdir(parents=True)
+    (ran / "dvclive/plots/metrics/pretrain/loss.tsv").write_text("step\tloss\n1\t5.0\n")
+    (ran / "enc.pt").write_bytes(b"the encoder")
+    ft = tmp_path / "ft"
+    (ft / "dvclive/plots/metrics/train").mkdir(parents=True)
+    (ft / "dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n1\t0.5\n")
+    run = {"_path": str(ft / "metrics.json"), "init_from": "enc.pt", "init_sha256": file_sha256(ran / "enc.pt"),
+           "dataset": "d", "label_ratio": 0.1, "method": "s2dc", "task": "segmentation",
+           "score": {"key": "dice_mean"}, "history": [{"step": 1, "dice_mean": 0.5}]}
+    elsewhere = tmp_path / "elsewhere"  # another folder with a dvclive/ of its own, and no enc.pt
+    (elsewhere / "dvclive/plots/metrics/pretrain").mkdir(parents=True)
+    (elsewhere / "dvclive/plots/metrics/pretrain/loss.tsv").write_text("step\tloss\n1\t123.0\n")
+    for folder in (elsewhere, ran):
+        monkeypatch.chdir(folder)
+        capsys.readouterr()
+        tables = curve_tables([run])
+        if folder == ran:
+            assert tables["pretrain_loss/enc.tsv"]["loss"].tolist() == [5.0]
+        else:
+            assert not [t for t in tables if t.startswith("pretrain_loss/")], tables
+            assert "'enc.pt' is not the encoder its runs started from" in capsys.readouterr().err
+    (ran / "enc.pt").write_bytes(b"another encoder under its name")  # the file changed since the runs
+    assert not [t for t in curve_tables([run]) if t.startswith("pretrain_loss/")]
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "MSD/Spleen", "..", "a\\b"])
+def test_a_dataset_name_that_is_no_plain_name_is_refused_before_anything_is_written(tmp_path, capsys, name):
+    """A metrics.json whose dataset is ``../../escaped`` made `s2dc plots` write ``per_class/../../escaped.png``
+    outside its folder, over a user's file. The tables and plots refuse it, naming the file and the key, and write
+    nothing."""
+    path = write_run(tmp_path, "s2dc", 0, 0.5, dataset=name)
+    (tmp_path / "escaped.png").write_text("a user's file")
+    for argv in (["plots", str(path), "--figures", str(tmp_path / "out/f/g"), "--curves", str(tmp_path / "out/c")],
+                 ["report", str(path), "--out", str(tmp_path / "out/r")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"bad metrics file '{path}': dataset is {name!r}" in err, err
+    assert (tmp_path / "escaped.png").read_text() == "a user's file" and not (tmp_path / "out").exists()
 
 
 def test_an_ablation_order_within_the_seed_noise_is_said_to_be_unresolved(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load_json
-from ..files import file_sha256
+from ..files import file_sha256, is_plain_name
 from .errors import DataError
 from .registry import REGISTRY, DatasetSpec
 
@@ -47,6 +47,17 @@ def read_datalist(source: str | Path) -> dict:
     if not isinstance(doc, dict):
         raise DataError(f"dataset json '{source}' must hold a JSON object")
     return doc
+
+
+def dataset_name(doc: dict, source: str | Path) -> str:
+    """The name a dataset's results go under (a fine-tuning's metrics, the figures' ``per_class/<name>.png``): its
+    dataset.json's ``name``, else its folder's. :class:`DataError` naming the json where it is no plain name (a
+    ``/``, ``..``: the figures would be written outside their folder)."""
+    name = doc.get("name") or Path(source).resolve().parent.name
+    if not is_plain_name(name):
+        raise DataError(f"'name' of dataset json '{source}' is {name!r}; expected a plain name, one a file can be "
+                        "named after (not empty, no '/' or '\\', not '.' or '..'), e.g. \"Spleen\"")
+    return name
 
 
 def registry_spec(doc: dict) -> DatasetSpec | None:

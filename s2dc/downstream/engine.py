@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from monai.data import list_data_collate
 
-from ..data.datalist import list_cases, read_datalist, registry_spec
+from ..data.datalist import dataset_name, list_cases, read_datalist, registry_spec
 from ..data.errors import DataError
 from ..data.registry import spec_digest
 from ..data.splits import choose_subset, refuse_training_cases_in_validation
@@ -261,7 +261,7 @@ class Finetuner:
         self.val_cases = _sorted(list_cases(source, cfg.data.val_key, roles, self.spec))
         refuse_training_cases_in_validation(self.all_train, self.val_cases, source, cfg.data.train_key,
                                             cfg.data.val_key)
-        self.dataset_name = str(self.spec.get("name") or source.parent.name)
+        self.dataset_name = dataset_name(self.spec, source)
         self.autocast = autocast_for(self.device, cfg.train.amp, "train.amp")
         self.precision = precision_for(self.device, cfg.train.amp, "train.amp")
         self.setting = Setting(cfg.preprocess, tuple(cfg.train.roi_size), cfg.train.samples_per_volume,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..files import file_sha256
 from ..recorded import check_recorded, is_recorded, write_recorded
 from .runs import ratio_text
 from .tasks import TASK_METRICS
@@ -97,14 +98,22 @@ def curve_tables(runs: list[dict]) -> dict[str, pd.DataFrame]:
     under the curves folder (``train_loss/<name>.tsv``, ``val_score/<name>.tsv``), and for each encoder the runs
     started from (``init_from``, ``.../<modality>/<variant>/encoder.pt``) ``pretrain_loss/<modality>_<variant>.tsv``;
     every DVCLive file read here, before anything is written."""
-    tables, encoder_of = {}, {}
-    for encoder in dict.fromkeys(Path(r["init_from"]) for r in runs if r.get("init_from")):
-        name = f"pretrain_loss/{encoder.parent.parent.name}_{encoder.parent.name}.tsv"
+    tables, encoder_of, digests = {}, {}, {}
+    for r in runs:
+        if r.get("init_from"):
+            digests.setdefault(Path(r["init_from"]), set()).add(r.get("init_sha256"))
+    for encoder, recorded in digests.items():
+        label = "_".join(n for n in (encoder.parent.parent.name, encoder.parent.name) if n) or encoder.stem
+        name = f"pretrain_loss/{label}.tsv"
         if name in encoder_of:
             raise ValueError(f"the curves of encoders '{encoder_of[name]}' and '{encoder}' would both be {name}: "
                              "give the runs of one pretraining tree at a time")
         encoder_of[name] = encoder
-        if (table := pretrain_loss(encoder)) is None:
+        if not encoder.is_file() or recorded != {file_sha256(encoder)}:
+            print(f"note: '{encoder}' is not the encoder its runs started from (no such file here, or not the bytes "
+                  "whose SHA-256 they recorded; a relative path is read from the folder this command runs in): its "
+                  "runs are drawn without a pretraining curve", file=sys.stderr)
+        elif (table := pretrain_loss(encoder)) is None:
             print(f"note: no DVCLive curves of the pretraining that made '{encoder}' (no dvclive/ folder beside it or "
                   "its run): its runs are drawn without a pretraining curve", file=sys.stderr)
         else:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..files import is_plain_name
 from ..train.identity import option_changes
 from ..train.outputs import is_edited
 from .tasks import TASK_METRICS, TASK_VIEWS
@@ -50,7 +51,7 @@ def _get(doc: dict, key: str):
 
 
 CHECKS = {  # key: (test, what is expected)
-    "dataset": (lambda v: isinstance(v, str) and v != "", "a dataset name"),
+    "dataset": (is_plain_name, "a dataset name, one a file can be named after (no '/', not '.' or '..')"),
     "task": (lambda v: v in TASK_METRICS, f"one of {sorted(TASK_METRICS)}"),
     "method": (lambda v: isinstance(v, str) and v != "", "a method name"),
     "label_ratio": (lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1]"),

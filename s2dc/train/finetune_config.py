@@ -197,7 +197,7 @@ class ClassifyConfig:
         cfgtools.check(self.view in VIEWS, "classify.view", " or ".join(map(repr, VIEWS)), self.view)
         cfgtools.check(0.0 < self.in_plane <= 1.0, "classify.in_plane", "a fraction in (0, 1]", self.in_plane)
         room = (1.0 - self.in_plane) / 2
-        cfgtools.check(0.0 <= self.shift <= room, "classify.shift",
+        cfgtools.check(0.0 <= self.shift <= room + 1e-9, "classify.shift",  # (1 - 0.8) / 2 is 0.0999...: 0.1 passes
                        f"in [0, (1 - classify.in_plane) / 2 = {room:g}] (the moved box stays inside the volume)",
                        self.shift)
         if self.view == "crops" and (self.in_plane, self.shift) != (1.0, 0.0):
