@@ -135,8 +135,8 @@ def test_a_refused_run_leaves_no_claim_on_the_trial_folders(tmp_path, capsys, mo
     """`sweep work` claimed <out_dir>/<study> for the storage given before it opened that storage: a run refused for
     a wrong storage (or another budget) left the claim, and the corrected command was refused for ever."""
     monkeypatch.chdir(tmp_path)
-    for name in ("pool.json", "ds.json"):
-        (tmp_path / name).write_text("{}")
+    listing(tmp_path / "pool.json", "my_pool")
+    listing(tmp_path / "ds.json", "my_dataset")
     (tmp_path / "notes.txt").write_text("my notes, not a journal\n")
     spec = {"space": SPACE, "data": {"pretrain": "pool.json", "finetune": "ds.json"}, "out_dir": "sw"}
     claim = tmp_path / "sw" / "s" / ".s2dc-storage.json"
@@ -234,15 +234,22 @@ def test_a_network_size_in_the_fine_tuning_options_that_is_not_the_encoders_is_r
     spec_from_dict({**base, "finetune": {"model": same}})  # the encoder's sizes, as the pipeline writes them
 
 
+def listing(path, name: str):
+    """A dataset.json at ``path`` named ``name`` that lists one training case (an empty file: listing checks only
+    that it is there)."""
+    (path.parent / f"{path.stem}.nii.gz").write_bytes(b"")
+    path.write_text(json.dumps({"name": name, "training": [{"image": f"./{path.stem}.nii.gz"}]}))
+
+
 def test_a_pool_of_another_modality_than_the_fine_tuning_dataset_is_refused_before_any_trial(tmp_path):
     """data.pretrain a CT pool and data.finetune an MRI dataset: every trial pretrained a CT encoder (minutes) and
     then had its fine-tuning refuse it as of another modality; the sweep stops before the first trial, naming both
     files and the pool to give. A dataset the registry does not know is taken as given."""
     from s2dc.tune.objective import make_objective
 
-    (tmp_path / "pool.json").write_text(json.dumps({"name": "synthetic_ct_pool"}))
-    (tmp_path / "ds.json").write_text(json.dumps({"name": "synthetic_brats21"}))
-    (tmp_path / "own.json").write_text(json.dumps({"name": "my_brain_scans"}))
+    listing(tmp_path / "pool.json", "synthetic_ct_pool")
+    listing(tmp_path / "ds.json", "synthetic_brats21")
+    listing(tmp_path / "own.json", "my_brain_scans")
     space = {"finetune.train.lr": {"low": 1.0e-4, "high": 1.0e-2}}
     spec = spec_from_dict({"space": space, "out_dir": str(tmp_path / "sw"),
                            "data": {"pretrain": str(tmp_path / "pool.json"), "finetune": str(tmp_path / "ds.json")}})
@@ -257,6 +264,43 @@ def test_a_pool_of_another_modality_than_the_fine_tuning_dataset_is_refused_befo
     make_objective(spec, str(tmp_path / "a.journal"), "s")
 
 
+def test_a_run_refused_for_its_data_leaves_the_study_unbound_and_the_corrected_run_starts(tmp_path, capsys):
+    """A CT pool given for an MRI dataset, or a data.pretrain json that lists no cases, was refused only after the
+    study had been opened and bound to those files' hashes, so the corrected command was refused in turn ("study 'm'
+    was started with other data", though no trial ran), and the empty json got as far as trial 0 (a traceback, exit
+    1). Both are refused at start (exit 2, naming the file), before any storage is opened: the corrected command
+    finds no study bound to the wrong data."""
+    for name in ("ct_pool", "mri_pool", "brats21"):
+        listing(tmp_path / f"{name}.json", f"synthetic_{name}")
+    (tmp_path / "empty.json").write_text("{}")
+    journal = tmp_path / "m.journal"
+    base = {"space": {"finetune.train.lr": {"low": 1.0e-4, "high": 1.0e-2}}, "out_dir": str(tmp_path / "sw")}
+    for pool, expected in (("ct_pool", "mri_pool"), ("empty", "no section 'training'")):
+        spec = {**base, "data": {"pretrain": str(tmp_path / f"{pool}.json"), "finetune": str(tmp_path / "brats21.json")}}
+        assert main(work(journal, "m", 1, spec)) == 2
+        err = capsys.readouterr().err
+        assert expected in err and str(tmp_path / f"{pool}.json") in err and "Traceback" not in err, err
+        assert not journal.exists() and not (tmp_path / "sw").exists()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_sqlite_storage_is_refused(tmp_path, capsys, url):
+    """`--storage sqlite://` ran its trials into a database that vanished with the process and exited 0: nothing
+    could be exported, no worker could join. Refused at start, naming the URL (exit 2)."""
+    assert main(work(url, "a", 1, toy_spec())) == 2
+    err = capsys.readouterr().err
+    assert f"storage '{url}' is an in-memory SQLite database" in err, err
+
+
+def test_a_users_file_where_the_journals_lock_goes_is_refused_not_removed(tmp_path, capsys):
+    """Optuna's journal lock is a symbolic link ``<journal>.lock``, broken after 30 s as stale: a user's file of that
+    name was deleted after a silent 30-second wait. Refused, naming it, and kept."""
+    (tmp_path / "u.journal.lock").write_text("my lock notes")
+    assert main(work(tmp_path / "u.journal", "a", 1, toy_spec())) == 2
+    assert f"'{tmp_path / 'u.journal.lock'}' is a file" in capsys.readouterr().err
+    assert (tmp_path / "u.journal.lock").read_text() == "my lock notes" and not (tmp_path / "u.journal").exists()
+
+
 def test_the_reviews_sweep_findings(tmp_path):
     """A review of the fixes above found: a pool of another modality refused even with preprocess.intensity given
     (how an encoder of another modality is fine-tuned on purpose); a JSON spec's key given twice kept the last (a
@@ -265,8 +309,8 @@ def test_the_reviews_sweep_findings(tmp_path):
     from s2dc.tune.liveness import is_dead
     from s2dc.tune.objective import make_objective
 
-    (tmp_path / "pool.json").write_text(json.dumps({"name": "synthetic_mri_pool"}))
-    (tmp_path / "ds.json").write_text(json.dumps({"name": "synthetic_autopet"}))
+    listing(tmp_path / "pool.json", "synthetic_mri_pool")
+    listing(tmp_path / "ds.json", "synthetic_autopet")
     spec = spec_from_dict({"space": {"finetune.train.lr": {"low": 1.0e-4, "high": 1.0e-2}}, "out_dir": str(tmp_path / "sw"),
                            "finetune": {"preprocess": {"intensity": "zscore"}},
                            "data": {"pretrain": str(tmp_path / "pool.json"), "finetune": str(tmp_path / "ds.json")}})

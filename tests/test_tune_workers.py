@@ -209,8 +209,9 @@ def test_two_storages_with_one_study_name_do_not_share_trial_folders(tmp_path):
     the first's folders stay, and its own storage may go on using them."""
     from s2dc.tune.objective import make_objective
 
-    for name in ("pool.json", "task.json"):
-        (tmp_path / name).write_text("{}")
+    for name in ("pool.json", "task.json"):  # each listing one case (an empty file: listing checks it is there)
+        (tmp_path / f"{name}.nii.gz").write_bytes(b"")
+        (tmp_path / name).write_text(json.dumps({"training": [{"image": f"./{name}.nii.gz"}]}))
     spec = spec_from_dict({"space": {"finetune.train.lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}},
                            "data": {"pretrain": str(tmp_path / "pool.json"), "finetune": str(tmp_path / "task.json")},
                            "out_dir": str(tmp_path / "sweeps")})
@@ -234,8 +235,9 @@ def test_a_trial_fine_tunes_once_per_seed_and_its_value_is_their_mean(tmp_path, 
 
     from s2dc.tune import objective as objective_module
 
-    for name in ("pool.json", "task.json"):
-        (tmp_path / name).write_text("{}")
+    for name in ("pool.json", "task.json"):  # each listing one case (an empty file: listing checks it is there)
+        (tmp_path / f"{name}.nii.gz").write_bytes(b"")
+        (tmp_path / name).write_text(json.dumps({"training": [{"image": f"./{name}.nii.gz"}]}))
     runs, reported = [], []
 
     def pretrain(cfg):

@@ -37,19 +37,21 @@ def _work(args: argparse.Namespace) -> int:
         from .toy import make_toy_objective
 
         objective = make_toy_objective(spec.toy, spec.dims)
+    else:  # pretraining and fine-tuning in this process: MONAI as the training commands import it
+        from ..runtime import flush_denormals, import_monai_lean
+
+        flush_denormals()
+        import_monai_lean()
+        from .objective import check_objective_data, make_objective
+
+        check_objective_data(spec)  # before the study is opened and bound: a refused run leaves it as it was
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the worker prints one line per trial instead
     study, liveness = open_sweep(
         args.storage, args.study, workers=spec.workers, sampler=spec.make_sampler(), pruner=spec.make_pruner(),
         heartbeat_interval=spec.heartbeat["interval"], grace_period=spec.heartbeat["grace"], max_retry=spec.max_retry,
     )
     bound = bind_study(study, args.budget, spec.space, data_identity(spec), trial_options(spec))
-    if spec.objective != "toy":  # pretraining and fine-tuning in this process: MONAI as the training commands import it
-        from ..runtime import flush_denormals, import_monai_lean
-
-        flush_denormals()
-        import_monai_lean()
-        from .objective import make_objective
-
+    if spec.objective != "toy":
         # it claims the trial folders: only now, with the storage open and the spec accepted, so that a refused run
         # leaves no claim refusing the corrected command
         objective = make_objective(spec, args.storage, args.study)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import optuna
 
-from ..data.datalist import read_datalist, registry_spec
+from ..data.datalist import list_cases, read_datalist, registry_spec
 from ..data.registry import pool_for
 from ..downstream.defaults import fill_finetune_defaults
 from ..downstream.engine import finetune
@@ -81,15 +81,26 @@ def _record_once(record: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def make_objective(spec: SweepSpec, storage: str, study_name: str):
-    """``objective(trial, params) -> score`` for :func:`~.worker.run_worker` on the study ``study_name`` in
-    ``storage`` (which claims ``<out_dir>/<study_name>``, :func:`claim_study_folder`)."""
-    for stage in ("pretrain", "finetune"):
+def check_objective_data(spec: SweepSpec) -> None:
+    """Refuse data the trials could not train on, before a study is opened or bound to it (so that the corrected
+    command finds the study as it was): a ``data.*`` path that is no dataset.json listing its training cases
+    (:class:`~s2dc.data.errors.DataError` naming it), or a pool of another modality than the fine-tuning dataset."""
+    keys = {"pretrain": (spec.pretrain.get("data") or {}).get("key") or "training",
+            "finetune": (spec.finetune.get("data") or {}).get("train_key") or "training"}
+    for stage, key in keys.items():
         path = Path(spec.data[stage])
         if not path.is_file():
             raise FileNotFoundError(f"spec data.{stage}: '{path}' is not a file (a dataset.json is expected)")
+        list_cases(path, key)  # a section missing, an entry without its image, a file that is not there
     if not _intensity_given(spec):  # given, an encoder of another modality is fine-tuned on purpose (as
         _refuse_another_modality(spec.data)  # s2dc.downstream.defaults lets it)
+
+
+def make_objective(spec: SweepSpec, storage: str, study_name: str):
+    """``objective(trial, params) -> score`` for :func:`~.worker.run_worker` on the study ``study_name`` in
+    ``storage`` (which claims ``<out_dir>/<study_name>``, :func:`claim_study_folder`), its data checked
+    (:func:`check_objective_data`)."""
+    check_objective_data(spec)
     study_dir = Path(spec.out_dir) / study_name
     claim_study_folder(study_dir, storage)
 

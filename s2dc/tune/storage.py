@@ -50,6 +50,10 @@ def open_storage(storage: str, *, workers: int = 1, heartbeat_interval: int = 10
         raise FileNotFoundError(f"journal file '{storage}' does not exist")
     if path.is_file():
         _require_journal(path)
+    lock = path.with_name(path.name + ".lock")
+    if (lock.exists() or lock.is_symlink()) and not lock.is_symlink():  # Optuna's lock is a symlink, broken when stale
+        raise ValueError(f"'{lock}' is a {'folder' if lock.is_dir() else 'file'}, where the writers of journal "
+                         f"'{storage}' take their lock (a symbolic link): it is never removed; move it away")
     check_folder_path(path.parent, f"the folder of --storage '{storage}'")
     path.parent.mkdir(parents=True, exist_ok=True)
     backend = optuna.storages.journal.JournalFileBackend(str(path))
@@ -84,8 +88,8 @@ def _require_journal(path: Path) -> None:
 
 
 def _sqlite_file(url: str) -> str | None:
-    """The database file of an ``sqlite:`` URL; None for another database, an in-memory one or a malformed URL
-    (which opening it refuses)."""
+    """The database file of an ``sqlite:`` URL, ``""`` for an in-memory one; None for another database or a malformed
+    URL (which opening it refuses)."""
     import sqlalchemy.exc
     from sqlalchemy.engine import make_url
 
@@ -93,9 +97,9 @@ def _sqlite_file(url: str) -> str | None:
         parsed = make_url(url)
     except sqlalchemy.exc.ArgumentError:
         return None
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    if parsed.get_backend_name() != "sqlite":
         return None
-    return parsed.database
+    return "" if parsed.database in (None, "", ":memory:") else parsed.database
 
 
 def _rdb(url: str, workers: int, interval: int, grace: int, max_retry: int | None, must_exist: bool = False):
@@ -108,7 +112,11 @@ def _rdb(url: str, workers: int, interval: int, grace: int, max_retry: int | Non
             "(postgresql+psycopg2://user@host:port/db) instead"
         )
     database = _sqlite_file(url)
-    if must_exist and database is not None and not Path(database).is_file():
+    if database == "":
+        raise ValueError(f"storage '{url}' is an in-memory SQLite database: the study would be lost when this process "
+                         "exits (no other worker could join it, nothing could be exported); give a journal file path "
+                         "(e.g. sweeps/study.journal) or sqlite:///<file>")
+    if must_exist and database and not Path(database).is_file():
         raise FileNotFoundError(f"storage '{url}': its SQLite database '{database}' does not exist")
     engine_kwargs = {} if scheme.startswith("sqlite") else {"pool_pre_ping": True}
     import sqlalchemy.exc
