@@ -51,7 +51,7 @@ def open_storage(storage: str, *, workers: int = 1, heartbeat_interval: int = 10
     if path.is_file():
         _require_journal(path)
     lock = path.with_name(path.name + ".lock")
-    if (lock.exists() or lock.is_symlink()) and not lock.is_symlink():  # Optuna's lock is a symlink, broken when stale
+    if lock.exists() and not lock.is_symlink():  # Optuna's lock is a symlink, broken when stale
         raise ValueError(f"'{lock}' is a {'folder' if lock.is_dir() else 'file'}, where the writers of journal "
                          f"'{storage}' take their lock (a symbolic link): it is never removed; move it away")
     check_folder_path(path.parent, f"the folder of --storage '{storage}'")
