@@ -559,9 +559,22 @@ def _check_datasets(config: dict) -> None:
 
 
 def _check_sweep(config: dict) -> None:
+    from s2dc.train.finetune_config import ARCHITECTURE
     from s2dc.tune.spec import spec_from_dict
 
-    where = f"scales.{config['scale']}.sweep (with the scale's options)"
+    scale = config["scale"]
+    sweep = _scale(config)[1]["sweep"]
+    for name in ARCHITECTURE:  # each trial's fine-tuning takes the scale's encoder sizes (finetune_options)
+        if f"pretrain.encoder.{name}" in (sweep.get("space") or {}):
+            raise ParamsError(f"params.yaml: scales.{scale}.sweep.space: 'pretrain.encoder.{name}' cannot be searched "
+                              "by the pipeline's sweep: its trials fine-tune with the network sizes of "
+                              f"scales.{scale}.pretrain.options.encoder, one for all; search it with `s2dc sweep work` "
+                              "and a spec of your own (docs/sweeps.md)")
+        if name in (((sweep.get("trial") or {}).get("pretrain") or {}).get("encoder") or {}):
+            raise ParamsError(f"params.yaml: scales.{scale}.sweep.trial.pretrain.encoder.{name}: the pipeline's sweep "
+                              f"fine-tunes with the network sizes of scales.{scale}.pretrain.options.encoder; set it "
+                              "there (for the whole scale), or leave it out")
+    where = f"scales.{scale}.sweep (with the scale's options)"
     try:
         spec = json.loads(sweep_spec(config))
     except ValueError as err:

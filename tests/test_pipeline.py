@@ -344,6 +344,15 @@ BAD_PARAMS = {  # what is wrong -> what the message must name
     "a twin's grid too small": (lambda p: p["scales"]["smoke"]["datasets"]["btcv"].__setitem__("shape", [8, 8, 8]),
                                 "scales.smoke.datasets.btcv"),
     "an empty launcher": (lambda p: p["scales"]["smoke"]["pretrain"].__setitem__("launcher", ""), "launcher"),
+    # the encoder's sizes searched, or set for the trials: refused naming finetune.model.feature_size, a key the
+    # user never wrote (the workflow copies the encoder's sizes into the trials' fine-tuning options)
+    "an encoder size searched": (lambda p: p["scales"]["smoke"]["sweep"]["space"].__setitem__(
+        "pretrain.encoder.feature_size", {"choices": [12, 24]}), (
+        "scales.smoke.sweep.space: 'pretrain.encoder.feature_size' cannot be searched by the pipeline's sweep")),
+    "an encoder size set for the trials": (lambda p: p["scales"]["smoke"]["sweep"]["trial"].__setitem__(
+        "pretrain", {"encoder": {"window_size": 8}}), (
+        "scales.smoke.sweep.trial.pretrain.encoder.window_size: the pipeline's sweep fine-tunes with the network "
+        "sizes of scales.smoke.pretrain.options.encoder")),
 }  # a NaN or a wrong device goes through the option validators as "unknown option" does (each: test_trust.py)
 
 
