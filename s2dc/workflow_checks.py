@@ -52,6 +52,20 @@ def made_by(config: dict, name: str) -> str:
     return "synthetic" if _scale(config)[1]["datasets"][name]["source"] == "synthetic" else "prepared"
 
 
+def twin_spec(config: dict, name: str) -> dict:
+    """A synthetic dataset's entry as its twin is drawn: ``source``, ``cases``, ``seed``, ``shape`` and, for a
+    downstream twin, the ``val_fraction`` it is drawn with (the default written out), in that order, without the
+    entry's ``finetune`` options: the twin job's param, so that rewording the entry without changing the twin (keys
+    reordered, the default written out or left out) reruns nothing."""
+    from s2dc.data.synthetic.writer import check_twin_params
+
+    entry = _scale(config)[1]["datasets"][name]
+    drawn = {key: entry[key] for key in ("source", "cases", "seed", "shape")}
+    fraction = check_twin_params(name, entry["cases"], entry["seed"], entry["shape"], (1.0, 1.0, 1.0),
+                                 entry.get("val_fraction"))
+    return drawn if fraction is None else {**drawn, "val_fraction": fraction}
+
+
 def variant_options(config: dict, variant: str) -> dict:
     """scales.<scale>.pretrain.options with the variant's loss.* overrides on top."""
     options = _scale(config)[1]["pretrain"]["options"]

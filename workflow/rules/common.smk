@@ -79,11 +79,25 @@ def sweep_study() -> str:
     same storage instead of mixing, or silently reusing, trials that are not comparable; the study's name is the
     sweep jobs' param, so that such a change reruns them."""
     dataset = SWEEP["dataset"]
-    made = {name: [P["datasets"][name], CODE["synth" if made_by(name) == "synthetic" else "prepare"], entry(name)]
+    made = {name: [made_as(name), CODE["synth" if made_by(name) == "synthetic" else "prepare"], entry(name)]
             for name in (registry.pool_for(modality_of(dataset)), dataset)}
     code = [CODE['pretrain'], CODE['finetune'], CODE['sweep']]
     computes = checks.sweep_spec(config, run_local=False)
     return f"s2dc-{SCALE}-{short_hash([computes, SWEEP['budget'], made, *code])}"
+
+
+def made_as(name: str) -> dict:
+    """What makes a dataset of the active scale, as its params.yaml entry says: a twin's spec (twin_spec), or a real
+    dataset's entry without its own fine-tuning options (which the sweep's spec holds as they resolve)."""
+    if made_by(name) == "synthetic":
+        return twin_spec(name)
+    return {k: v for k, v in P["datasets"][name].items() if k != "finetune"}
+
+
+def twin_spec(name: str) -> dict:
+    """A synthetic dataset's entry as its twin is drawn, keys in one order, the default val_fraction written out
+    (s2dc.workflow_checks.twin_spec): the twin job's param."""
+    return checks.twin_spec(config, name)
 
 
 def made_by(name: str) -> str:

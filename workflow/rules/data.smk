@@ -7,10 +7,10 @@ rule synthetic_dataset:
         f"{RESOURCES}/{{dataset}}/dataset.json",
     params:
         folder=lambda w: f"{RESOURCES}/{w.dataset}",
-        spec=lambda w: {k: v for k, v in P["datasets"][w.dataset].items() if k != "finetune"},  # not its runs' options
+        spec=lambda w: twin_spec(w.dataset),  # as the twin is drawn: not its runs' options, nor how it is worded
         shape=lambda w: " ".join(map(str, P["datasets"][w.dataset]["shape"])),
-        val_fraction=lambda w: (f"--val-fraction {P['datasets'][w.dataset]['val_fraction']}"
-                                if "val_fraction" in P["datasets"][w.dataset] else ""),  # a pool has none
+        val_fraction=lambda w: (f"--val-fraction {twin_spec(w.dataset)['val_fraction']}"
+                                if "val_fraction" in twin_spec(w.dataset) else ""),  # a pool has none
         entry=lambda w: entry(w.dataset),
         code=CODE["synth"],
     wildcard_constraints:
