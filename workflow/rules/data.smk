@@ -9,8 +9,8 @@ rule synthetic_dataset:
         folder=lambda w: f"{RESOURCES}/{w.dataset}",
         spec=lambda w: twin_spec(w.dataset),  # as the twin is drawn: not its runs' options, nor how it is worded
         shape=lambda w: " ".join(map(str, P["datasets"][w.dataset]["shape"])),
-        val_fraction=lambda w: (f"--val-fraction {twin_spec(w.dataset)['val_fraction']}"
-                                if "val_fraction" in twin_spec(w.dataset) else ""),  # a pool has none
+        val_fraction=lambda w: (f"--val-fraction {fraction}"  # a pool has none
+                                if (fraction := twin_spec(w.dataset).get("val_fraction")) is not None else ""),
         entry=lambda w: entry(w.dataset),
         code=CODE["synth"],
     wildcard_constraints:
