@@ -588,6 +588,10 @@ def _check_sweep(config: dict) -> None:
             raise ParamsError(f"params.yaml: scales.{scale}.sweep.trial.pretrain.encoder.{name}: the pipeline's sweep "
                               f"fine-tunes with the network sizes of scales.{scale}.pretrain.options.encoder; set it "
                               "there (for the whole scale), or leave it out")
+    if sweep["workers"] > sweep["budget"]:  # each worker job runs trials until the study holds `budget` of them
+        raise ParamsError(f"params.yaml: scales.{scale}.sweep.workers is {sweep['workers']}, more than its budget of "
+                          f"{sweep['budget']} trials: the workers beyond it would have no trial to run; set workers "
+                          "to at most budget")
     where = f"scales.{scale}.sweep (with the scale's options)"
     try:
         spec = json.loads(sweep_spec(config))

@@ -332,6 +332,8 @@ BAD_PARAMS = {  # what is wrong -> what the message must name
                                      "scales.smoke.experiments.seeds"),
     "a sweep budget written 2.0": (lambda p: p["scales"]["smoke"]["sweep"].__setitem__("budget", 2.0),
                                    "scales.smoke.sweep.budget"),
+    "more sweep workers than trials": (lambda p: p["scales"]["smoke"]["sweep"].__setitem__("workers", 3),
+                                       "scales.smoke.sweep.workers is 3, more than its budget of 2 trials"),
     "a sweep trial's unknown option": (lambda p: p["scales"]["smoke"]["sweep"]["trial"].__setitem__(
         "pretrain", {"optim": {"stepz": 3}}), ("scales.smoke.sweep (with the scale's options): the sweep's base "
                                                "pretrain options are not valid: unknown option(s) ['optim.stepz']")),
