@@ -393,9 +393,19 @@ def check_config_files(paths) -> None:
 
     for path in paths:
         try:
-            load_yaml(Path(path).read_text())
+            doc = load_yaml(Path(path).read_text())
         except yaml.YAMLError as err:
             raise ParamsError(f"{path}: {' '.join(str(err).split())}") from None
+        for key in COMMAND_LINE_ONLY:
+            if isinstance(doc, dict) and key in doc:
+                raise ParamsError(f"{path}: {key}: a choice of the command line (`--config {key}=NAME,NAME`), not of a "
+                                  "config file: written there it would narrow every run of the file, and dvc.yaml, "
+                                  "which does not track it, would record the narrowed tables as the benchmark's; "
+                                  "remove it")
+
+
+#: Keys that narrow one run (`--config only=...`, `--config methods=...`), refused in a config file.
+COMMAND_LINE_ONLY = ("only", "methods")
 
 
 def check_params(config: dict, schema: str | Path | None = None) -> dict:
@@ -405,6 +415,7 @@ def check_params(config: dict, schema: str | Path | None = None) -> dict:
     from s2dc.train.config import build_config as pretrain_config
     from s2dc.train.finetune_config import build_config as finetune_config
 
+    _check_keys_are_text(config)
     if schema is not None:
         _check_integers(config, schema)
     scale, p = _scale(config)
@@ -431,6 +442,21 @@ def check_params(config: dict, schema: str | Path | None = None) -> dict:
     if "methods" in config:
         experiments = {**experiments, "methods": _restrict(config, "methods", experiments["methods"])}
     return experiments
+
+
+def _check_keys_are_text(value, where: str = "") -> None:
+    """YAML 1.1 reads a key such as ``1``, ``on`` or ``no`` as a number or a boolean, which the schema's key checks
+    never see and the workflow then fails on with a traceback: refused here, naming where."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ParamsError(f"params.yaml: {where or 'the top level'}: the key {key!r} is not text (YAML "
+                                  f"reads it as {type(key).__name__}, as it reads numbers and on/off/yes/no); "
+                                  "expected a name: quote it, e.g. '1': or 'on':")
+            _check_keys_are_text(item, f"{where}.{key}" if where else key)
+    elif isinstance(value, list):
+        for item in value:
+            _check_keys_are_text(item, where)
 
 
 def _check_integers(config: dict, schema: str | Path) -> None:
@@ -503,11 +529,13 @@ def _check_methods(config: dict) -> None:
         if wrong or (key == "ablation.variants" and "scratch" in names):
             raise ParamsError(f"params.yaml: scales.{scale}.{key}: {wrong or ['scratch']} is not a pretraining variant "
                               f"(expected names of `variants`: {sorted(variants)}{'' if 'ablation' in key else ', or scratch'})")
-    if any(m != "scratch" for m in exp["methods"]):
-        orphans = [d for d in exp["datasets"] if registry.get(d).modality not in p["pretrain"]["modalities"]]
-        if orphans:
-            raise ParamsError(f"params.yaml: scales.{scale}.experiments.datasets {orphans} are fine-tuned from "
-                              f"pretrained encoders ({[m for m in exp['methods'] if m != 'scratch']}) but their "
+    pretrained = {"experiments": [m for m in exp["methods"] if m != "scratch"],
+                  "ablation": ablation["variants"]}  # the ablation's variants are all pretrained
+    for key, names in pretrained.items():
+        orphans = [d for d in p[key]["datasets"] if registry.get(d).modality not in p["pretrain"]["modalities"]]
+        if names and orphans:
+            raise ParamsError(f"params.yaml: scales.{scale}.{key}.datasets {orphans} are fine-tuned from "
+                              f"pretrained encoders ({names}) but their "
                               f"modality {sorted({registry.get(d).modality for d in orphans})} is not in "
                               f"scales.{scale}.pretrain.modalities {p['pretrain']['modalities']}: add it (and its "
                               "pool to datasets), or leave those datasets out")
@@ -532,6 +560,10 @@ def _check_label_ratios(config: dict) -> None:
                               "percents (0.01, 0.1, 0.25, ..., 1.0): each names its folder, e.g. labels20pct")
 
 
+#: What draws a synthetic twin (s2dc synth); a real dataset takes none of them.
+TWIN_KEYS = ("cases", "seed", "shape", "val_fraction")
+
+
 def _check_datasets(config: dict) -> None:
     from s2dc.data.sources import converter_names
     from s2dc.data.synthetic import KINDS
@@ -546,6 +578,11 @@ def _check_datasets(config: dict) -> None:
     except ValueError as err:
         raise ParamsError(f"params.yaml: {err}") from None
     for name, entry in p["datasets"].items():  # a twin its generator would refuse, in its job
+        drawn = [key for key in TWIN_KEYS if key in entry]
+        if entry.get("source") == "real" and drawn:
+            raise ParamsError(f"params.yaml: scales.{scale}.datasets.{name}: {', '.join(drawn)} given to a dataset of "
+                              "source real: only a synthetic twin is drawn with them (a real dataset's cases and split "
+                              "are its release's and its converter's); remove them, or set source: synthetic")
         if entry.get("source") == "synthetic":
             try:
                 check_twin_params(name, entry["cases"], entry["seed"], entry["shape"], (1.0, 1.0, 1.0),
@@ -588,6 +625,24 @@ def _check_sweep(config: dict) -> None:
             raise ParamsError(f"params.yaml: scales.{scale}.sweep.trial.pretrain.encoder.{name}: the pipeline's sweep "
                               f"fine-tunes with the network sizes of scales.{scale}.pretrain.options.encoder; set it "
                               "there (for the whole scale), or leave it out")
+    from s2dc.tune.space import RESERVED
+
+    storage = sweep.get("storage", "journal")
+    if storage != "journal" and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", storage):
+        raise ParamsError(f"params.yaml: scales.{scale}.sweep.storage: {storage!r} is neither 'journal' (a journal "
+                          f"file in results/{scale}/sweep) nor a database URL (scheme://..., e.g. "
+                          "postgresql://user@host/db)")
+    trial = sweep.get("trial") or {}
+    for key in RESERVED:
+        stage, section, name = key.split(".")
+        if name in ((trial.get(stage) or {}).get(section) or {}):
+            raise ParamsError(f"params.yaml: scales.{scale}.sweep.trial.{key}: set by the sweep for every trial "
+                              "(whatever its value); remove it")
+    for key in sweep.get("space") or {}:
+        stage, section, name = (key.split(".", 2) + ["", ""])[:3]
+        if name in ((trial.get(stage) or {}).get(section) or {}):
+            raise ParamsError(f"params.yaml: scales.{scale}.sweep.trial.{key}: also searched by sweep.space, whose "
+                              "value each trial takes instead; remove one of them")
     if sweep["workers"] > sweep["budget"]:  # each worker job runs trials until the study holds `budget` of them
         raise ParamsError(f"params.yaml: scales.{scale}.sweep.workers is {sweep['workers']}, more than its budget of "
                           f"{sweep['budget']} trials: the workers beyond it would have no trial to run; set workers "

@@ -70,6 +70,20 @@ def test_a_key_given_twice_in_params_yaml_is_refused_naming_it(tmp_path, caplog)
     assert plan.returncode != 0 and "key 'scale' is given twice" in said and str(config) in said, said[-2000:]
 
 
+@pytest.mark.parametrize("line", ["only: btcv", "methods: scratch"])
+def test_a_command_line_choice_written_in_a_config_file_is_refused_naming_it(tmp_path, line):
+    """`only:` or `methods:` written in params.yaml (the schema says: command line only) narrowed every run of the file,
+    and dvc.yaml, which does not track them, would have recorded the narrowed tables as the benchmark's."""
+    from s2dc.workflow_checks import ParamsError, check_config_files
+
+    config = tmp_path / "params.yaml"
+    config.write_text((REPO / "params.yaml").read_text() + line + "\n")
+    key = line.split(":")[0]
+    with pytest.raises(ParamsError, match=rf"{config}: {key}: a choice of the command line \(`--config {key}="):
+        check_config_files([config])
+    check_config_files([REPO / "params.yaml"])
+
+
 def test_the_parse_knows_each_tasks_options_as_the_task_modules_declare_them():
     """The workflow checks the task options without importing the task modules (torch): its map must be theirs."""
     from s2dc.data.registry import INPUT_CHANNEL_TASKS, TASK_OPTION_SECTIONS

@@ -355,6 +355,29 @@ BAD_PARAMS = {  # what is wrong -> what the message must name
         "pretrain", {"encoder": {"window_size": 8}}), (
         "scales.smoke.sweep.trial.pretrain.encoder.window_size: the pipeline's sweep fine-tunes with the network "
         "sizes of scales.smoke.pretrain.options.encoder")),
+    # found by an audit of the parse (2026-12-06): each was accepted and then ignored, misplaced or a traceback
+    "an ablation dataset without its encoder": (lambda p: (
+        p["scales"]["smoke"]["experiments"].__setitem__("methods", ["scratch"]),
+        p["scales"]["smoke"]["pretrain"].__setitem__("modalities", ["CT"]),
+        p["scales"]["smoke"]["ablation"].__setitem__("datasets", ["brats23"])),
+        "scales.smoke.ablation.datasets ['brats23'] are fine-tuned from pretrained encoders (['lg', 's2dc'])"),
+    "a blank raw folder": (lambda p: p["scales"]["smoke"].__setitem__("raw", ""), "'' does not match"),
+    "a sweep storage that is no URL": (lambda p: p["scales"]["smoke"]["sweep"].__setitem__("storage", "jounral"),
+                                       "scales.smoke.sweep.storage: 'jounral' is neither 'journal'"),
+    "a database URL missing a slash": (lambda p: p["scales"]["smoke"]["sweep"].__setitem__(
+        "storage", "postgresql:/user@host/db"), "'postgresql:/user@host/db' is neither 'journal'"),
+    "a trial option the space searches": (lambda p: p["scales"]["smoke"]["sweep"]["trial"].__setitem__(
+        "pretrain", {"loss": {"weight_p2p": 0.3}}), "scales.smoke.sweep.trial.pretrain.loss.weight_p2p: also searched"),
+    "a reserved trial option at its default": (lambda p: p["scales"]["smoke"]["sweep"]["trial"].__setitem__(
+        "finetune", {"model": {"init": "scratch"}}), "scales.smoke.sweep.trial.finetune.model.init: set by the sweep"),
+    "a trial seed at its default": (lambda p: p["scales"]["smoke"]["sweep"]["trial"].__setitem__(
+        "finetune", {"run": {"seed": 0}}), "scales.smoke.sweep.trial.finetune.run.seed: set by the sweep"),
+    "a real dataset given a twin's keys": (lambda p: p["scales"]["smoke"]["datasets"]["btcv"].__setitem__(
+        "source", "real"), "scales.smoke.datasets.btcv: cases, seed, shape, val_fraction given to a dataset of source real"),
+    "a number as a variant's name": (lambda p: p["variants"].__setitem__(1, {}),
+                                     "params.yaml: variants: the key 1 is not text (YAML reads it as int"),
+    "a number as a searched key": (lambda p: p["scales"]["smoke"]["sweep"]["space"].__setitem__(2, {"low": 0.0, "high": 1.0}),
+                                   "params.yaml: scales.smoke.sweep.space: the key 2 is not text"),
 }  # a NaN or a wrong device goes through the option validators as "unknown option" does (each: test_trust.py)
 
 
