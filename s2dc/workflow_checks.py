@@ -383,6 +383,24 @@ def figure_anchor(config: dict, dataset: str) -> tuple[str, str]:
     return (entry, "label") if isinstance(entry, str) else (entry["structure"], entry["labels"])
 
 
+def validate_params(config: dict, schema: str | Path) -> None:
+    """Snakemake's validation of ``config`` against the ``schema`` file (which also fills its defaults); a number
+    written in exponent notation without a decimal point (``5e-1``), which Snakemake's YAML 1.1 reader takes as text
+    (DVC's reads 0.5), is refused with how to write it."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    try:
+        validate(config, str(schema))
+    except WorkflowError as err:
+        found = re.search(r"'([-+]?[0-9]+)([eE][-+]?[0-9]+)' is not of type '(?:number|integer)'", str(err))
+        if found is None:
+            raise
+        raise WorkflowError(f"{err}\n{found.group(1) + found.group(2)!r} is text to the YAML reader Snakemake uses "
+                            "(YAML 1.1 reads an exponent as a number only after a decimal point): write it "
+                            f"{found.group(1)}.0{found.group(2)}") from None
+
+
 def check_config_files(paths) -> None:
     """ParamsError naming the file and key when a config file (params.yaml, a ``--configfile`` overlay) gives a key
     twice in one mapping: Snakemake's YAML reader keeps the last without a word (a second ``scale:`` ran that scale),

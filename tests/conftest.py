@@ -239,13 +239,12 @@ def params_error(params: dict, **config: str) -> str:
     `--config key=value`), found in-process: the schema's validation, then s2dc.workflow_checks.check_params, as
     workflow/rules/common.smk runs them at start (test_pipeline.py starts Snakemake on a case of each); '' if none."""
     from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate
 
-    from s2dc.workflow_checks import ParamsError, check_params
+    from s2dc.workflow_checks import ParamsError, check_params, validate_params
 
     full = {**copy.deepcopy(params), **config}
     try:
-        validate(full, str(REPO / "workflow/schemas/params.schema.yaml"))
+        validate_params(full, REPO / "workflow/schemas/params.schema.yaml")
         check_params(full, schema=REPO / "workflow/schemas/params.schema.yaml")
     except (WorkflowError, ParamsError) as err:
         return str(err)

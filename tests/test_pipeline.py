@@ -376,6 +376,10 @@ BAD_PARAMS = {  # what is wrong -> what the message must name
         "source", "real"), "scales.smoke.datasets.btcv: cases, seed, shape, val_fraction given to a dataset of source real"),
     "a number as a variant's name": (lambda p: p["variants"].__setitem__(1, {}),
                                      "params.yaml: variants: the key 1 is not text (YAML reads it as int"),
+    # Snakemake's YAML 1.1 reader takes 5e-1 as text (DVC's reads 0.5): the schema's refusal said only "not a number"
+    "an exponent without a decimal point": (lambda p: p["scales"]["smoke"]["experiments"].__setitem__(
+        "label_ratios", ["5e-1"]), "'5e-1' is text to the YAML reader Snakemake uses (YAML 1.1 reads an exponent as a "
+                                   "number only after a decimal point): write it 5.0e-1"),
     "a number as a searched key": (lambda p: p["scales"]["smoke"]["sweep"]["space"].__setitem__(2, {"low": 0.0, "high": 1.0}),
                                    "params.yaml: scales.smoke.sweep.space: the key 2 is not text"),
 }  # a NaN or a wrong device goes through the option validators as "unknown option" does (each: test_trust.py)

@@ -132,6 +132,8 @@ def test_a_user_with_one_real_dataset_runs_just_its_rows(tmp_path):
         run = snakemake(tmp_path / name, "-n", "--config", "scale=paper", *runs[name])
         assert run.returncode == 0, run.stderr[-2000:]
         counts[name] = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M)}
+        said = "no probe and no structure figure planned: they read the s2dc encoder"  # said, not silently left out
+        assert (said in run.stderr) == (name == "spleen"), run.stderr[-2000:]
     assert counts["spleen"] == {"download_archive": 1, "prepared_dataset": 1, "finetune": 9, "benchmark_table": 1,
                                 "benchmark_plots": 1, "all": 1, "total": 14}
     assert counts["btcv"] == {"prepared_dataset": 2, "pretrain": 1, "finetune": 18, "probe": 1, "structure_figures": 1,

@@ -6,15 +6,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from snakemake.utils import validate
-
 from s2dc.data import registry
 from s2dc.data.download import EXTRACTED, release_fingerprint
 from s2dc.fingerprint import code_fingerprint
 from s2dc.tune.space import merge_options, split_run_local
 import s2dc.workflow_checks as checks
 
-validate(config, "../schemas/params.schema.yaml")
+checks.validate_params(config, os.path.join(workflow.basedir, "workflow/schemas/params.schema.yaml"))
 
 SCALE = config["scale"]
 P = config["scales"][SCALE]
@@ -35,6 +33,9 @@ try:
     EXP = checks.check_params(config, schema=os.path.join(workflow.basedir, "workflow/schemas/params.schema.yaml"))
 except checks.ParamsError as err:
     raise WorkflowError(str(err)) from None
+if "s2dc" not in EXP["methods"]:  # said, not silent: the frozen-encoder protocol has nothing to read
+    print(f"s2dc: no probe and no structure figure planned: they read the s2dc encoder, and the methods run here "
+          f"({', '.join(EXP['methods'])}) do not include s2dc", file=sys.stderr)
 
 
 
