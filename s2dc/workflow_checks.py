@@ -136,6 +136,14 @@ def launcher_words(launcher: str) -> list[str]:
     return words[:command] + options + _spelled_alike(script)
 
 
+def runs_s2dc(words: list[str]) -> bool:
+    """Whether a launcher's words (:func:`launcher_words`) end in the s2dc command line: the ``s2dc`` program (or a
+    path to it; ``srun s2dc``, ``torchrun --no-python s2dc``) or its module (``python -m s2dc.cli``, ``torchrun ...
+    -m s2dc.cli``), to which the pretrain rule appends ``pretrain`` and the options."""
+    return os.path.basename(words[-1]) == "s2dc" or (words[-1] == "s2dc.cli" and len(words) > 1
+                                                       and words[-2] in ("-m", "--module"))
+
+
 def _torchrun_command(words: list[str]) -> int:
     """How many of ``words`` (a launcher's) name torchrun: 1 for ``torchrun`` (or a path to it), 3 for ``python -m
     torch.distributed.run`` (its entry point), 0 for another command."""
@@ -438,7 +446,10 @@ def check_params(config: dict, schema: str | Path | None = None) -> dict:
         _check_integers(config, schema)
     scale, p = _scale(config)
     try:
-        launcher_words(p["pretrain"]["launcher"])
+        words = launcher_words(p["pretrain"]["launcher"])
+        if not runs_s2dc(words):
+            raise ValueError("it does not end in the s2dc command, before which the rule writes `pretrain` and the "
+                             "options (as `... s2dc pretrain ...`)")
     except ValueError as err:  # it names the run folders
         raise ParamsError(f"params.yaml: scales.{scale}.pretrain.launcher {p['pretrain']['launcher']!r}: {err}; "
                           "expected a command line, e.g. 'torchrun --nproc_per_node 4 -m s2dc.cli'") from None

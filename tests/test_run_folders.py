@@ -44,6 +44,14 @@ def test_a_launcher_of_no_command_is_refused_at_parse():
     for launcher in ("   ", "# s2dc"):
         params["scales"]["smoke"]["pretrain"]["launcher"] = launcher
         assert f"scales.smoke.pretrain.launcher {launcher!r}: no command in it" in params_error(params, scale="smoke")
+    # one that runs something else: the jobs failed after the twins were drawn (`python pretrain ...`)
+    for launcher in ("python", "torchrun --nproc_per_node 4", "s2dc pretrain", "torchrun --nproc_per_node 4 s2dc/cli.py"):
+        params["scales"]["smoke"]["pretrain"]["launcher"] = launcher
+        assert f"scales.smoke.pretrain.launcher {launcher!r}: it does not end in the s2dc command" in \
+            params_error(params, scale="smoke"), launcher
+    for launcher in ("srun s2dc", "python -m s2dc.cli", "torchrun --no-python s2dc", "torchrun --module s2dc.cli"):
+        params["scales"]["smoke"]["pretrain"]["launcher"] = launcher
+        assert params_error(params, scale="smoke") == "", launcher
 
 
 def test_the_usual_spelling_of_a_launcher_keeps_the_folder_it_had():
@@ -135,15 +143,16 @@ def test_an_option_torchrun_refuses_is_refused_at_parse():
                                                               "--no-python, --no_python, --node-rank, --node_rank",
         "torchrun --nprocs_per_node 4 -m s2dc.cli": "'--nprocs_per_node' is not an option of torchrun",
         "torchrun --standalone=1 -m s2dc.cli": "'--standalone=1': torchrun's --standalone takes no value",
-        "torchrun -m s2dc.cli --nproc_per_node": None,  # the script's word: passed on, not torchrun's
+        "torchrun -m s2dc.cli --data.workers 0": None,  # the script's words: passed on, not torchrun's
     }
     for launcher, error in cases.items():
         arguments = launcher.split()[3 if launcher.startswith("python") else 1:]
         assert (_torchrun_reads(arguments) is None) == (error is not None), launcher
         params["scales"]["smoke"]["pretrain"]["launcher"] = launcher
         message = params_error(params, scale="smoke")
-        if error is None:
-            assert message == "", message
+        if error is None:  # torchrun reads it, but the command it runs is `s2dc.cli --data.workers 0 pretrain ...`
+            assert f"scales.smoke.pretrain.launcher {launcher!r}: it does not end in the s2dc command" in message, \
+                message
         else:
             assert f"scales.smoke.pretrain.launcher {launcher!r}: {error};" in message, message
 

@@ -701,7 +701,7 @@ def test_a_launcher_spelled_another_way_reruns_no_pretraining(tmp_path, smoke_ru
         again = snakemake(work, "-n", "--config", "scale=smoke", configfile=tmp_path / "respelled.yaml")
         assert again.returncode == 0, again.stderr[-3000:]
         assert "Nothing to be done" in again.stdout + again.stderr, (spelled, again.stdout[-3000:])
-    params["scales"]["smoke"]["pretrain"]["launcher"] = "s2dc --data.workers 0"  # other words: another run
+    params["scales"]["smoke"]["pretrain"]["launcher"] = "python -m s2dc.cli"  # other words: another run
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     other = snakemake(work, "-n", "--config", "scale=smoke", configfile=tmp_path / "other.yaml")
     jobs = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", other.stdout, flags=re.M)}
