@@ -83,9 +83,11 @@ def test_two_ranges_that_together_draw_an_invalid_configuration_are_refused_nami
     from conftest import REPO, params_error
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["scales"]["quick"]["sweep"]["space"].update(pair)
+    del params["scales"]["quick"]["sweep"]["trial"]["pretrain"]["optim"]  # a key searched is not set for the trials too
+    params["scales"]["quick"]["sweep"]["space"].update({  # each bound valid on the quick base (1,000 steps, 50 warm-up)
+        "pretrain.optim.steps": {"low": 60, "high": 100}, "pretrain.optim.warmup_steps": {"low": 5, "high": 80}})
     said = params_error(params, scale="quick")
-    assert "'pretrain.optim.steps' = 10" in said and "'pretrain.optim.warmup_steps' = 50" in said, said
+    assert "'pretrain.optim.steps' = 60" in said and "'pretrain.optim.warmup_steps' = 80" in said, said
 
 
 def test_nest_gives_params_yaml_layout():
