@@ -129,6 +129,14 @@ def test_a_window_that_does_not_fit_is_reported_naming_the_file(tmp_path):
     out = CachedVolumes([mr], PreprocessConfig.from_preset("mri_zscore"), (8, 8, 8), None)[0]
     tissue = out[out != 0]
     assert abs(float(tissue.mean())) < 1e-5 and abs(float(tissue.std(unbiased=False)) - 1) < 1e-4
+    # uncropped, the background must stay 0 and the tissue be z-scored over itself alone (the cropped volume above is
+    # all tissue, so a z-score over every voxel passed there): by hand with NumPy
+    whole = CachedVolumes([mr], PreprocessConfig.from_preset("mri_zscore", crop_foreground=False), (8, 8, 8), None)[0]
+    inside = brain() > 0
+    values = brain()[inside].astype(np.float64)
+    assert tuple(whole.shape[-3:]) == (12, 12, 12) and int((~inside).sum()) == 1512
+    assert float(whole[0][torch.from_numpy(~inside)].abs().max()) == 0.0
+    np.testing.assert_allclose(whole[0].numpy()[inside], (values - values.mean()) / values.std(), rtol=0, atol=1e-5)
     assert float(CachedVolumes([hu], PreprocessConfig.from_preset("ct_pretrain"), (8, 8, 8), None)[0].max()) == pytest.approx(0.45)
 
 

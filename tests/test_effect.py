@@ -248,3 +248,35 @@ def test_the_counts_refuse_verdicts_made_by_two_versions_of_the_code(tmp_path, b
     assert not out.exists()
     assert main(["plots", *map(str, runs), "--probe", *map(str, probes), "--figures", str(tmp_path / "f"),
                  "--curves", str(tmp_path / "c")]) == 0
+
+
+def test_the_verdicts_turn_at_their_thresholds():
+    """Near each threshold, by hand: frozen, a lead of 2.5 standard errors over both baselines is "by 2 s.e." and one of
+    1.5 is "within"; fine-tuned, S²DC ahead by 1.5 times the larger seed std is beyond the spread, by 0.8 times it is
+    not (the report's fixtures sit far from both thresholds, so a factor of 3 for 2 there passed them)."""
+    import math
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from s2dc.report.effect import _frozen_verdict, finetune_differences
+
+    def row(difference, se):
+        return SimpleNamespace(versus_random=difference, versus_voxels=difference, versus_se_random=se,
+                               versus_se_voxels=se)
+
+    assert _frozen_verdict(row(0.25, 0.10)) == "yes, by 2 s.e."
+    assert _frozen_verdict(row(0.15, 0.10)) == "yes, within 2 s.e."
+    assert _frozen_verdict(row(-0.01, 0.001)) == "no"
+
+    # scratch at 10 and 14 (std 2.828...), S²DC at 12 + lead (the same std): lead 1.5x and 0.8x that std
+    std = math.sqrt(8.0)
+    for name, lead, beyond in (("ahead", 1.5 * std, True), ("level", 0.8 * std, False), ("behind", -1.5 * std, "behind")):
+        runs = pd.DataFrame([{"dataset": name, "task": "segmentation", "metric": "Dice", "method": method,
+                              "label_ratio": 0.2, "seed": seed, "score": score + (lead if method == "s2dc" else 0.0)}
+                             for method in ("s2dc", "scratch") for seed, score in ((0, 10.0), (1, 14.0))])
+        table = runs.groupby(["dataset", "task", "metric", "method", "label_ratio"], as_index=False).score.agg(
+            mean="mean", std="std", seeds="count")
+        got = finetune_differences(table, runs).iloc[0]
+        assert got.finetune_difference == pytest.approx(lead) and got.finetune_spread == pytest.approx(std)
+        assert got.finetune_beyond == beyond, (name, got.finetune_beyond)

@@ -7,6 +7,8 @@ the package: the package is only the side under test.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -654,3 +656,21 @@ def test_s2dc_loss_refuses_all_weights_zero():
 
     with pytest.raises(ValueError, match="loss weights are all zero"):
         S2DCLoss(LossConfig(weight_global=0.0), weight_p2p=0.0, weight_p2s=0.0)
+
+
+def test_p2s_release_clamps_s_as_a_hand_computation_gives():
+    """Two tokens a view, by hand: q = e1, e2; k = e1, -e1, so s = (1 + cos)/2 = [[1, 0], [0.5, 0.5]] and the
+    non-positive s = 1 and the positive s = 0 are clamped to 1 - 1e-6 and 1e-6 (unclamped: an infinite loss; random
+    unit vectors never reach cos = ±1, so the reference tests cannot see the clamp). Sharpness (std, unbiased): rows
+    0.5 / sqrt(0.5) and 0 (a flat row), columns 0.25 / sqrt(0.125) each, so w_row = softmax(1/sqrt(2), 0) and w_col =
+    (0.5, 0.5); L = ½(Σ_pos −log s · w_col + Σ_pos −log s · w_row) + mean over the non-positives of −log(1 − s)."""
+    q = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    k = torch.tensor([[[1.0, 0.0], [-1.0, 0.0]]])
+    gt = torch.tensor([[[False, True], [True, False]]])
+    big, half = -math.log(1e-6), math.log(2.0)  # -log(1e-6) and -log(0.5)
+    w_row0 = math.exp(1 / math.sqrt(2)) / (math.exp(1 / math.sqrt(2)) + 1)
+    positive = 0.5 * (0.5 * big + 0.5 * half + w_row0 * big + (1 - w_row0) * half)
+    clamped = float(np.float32(1 - 1e-6))  # the clamp's upper bound as float32 holds it (the loss runs in fp32)
+    expected = positive + (-math.log1p(-clamped) + half) / 2  # the non-positives: s = 1 (clamped) and s = 0.5
+    got = p2s_loss(q, k, gt, form="release", spread="std")
+    assert math.isfinite(float(got)) and float(got) == pytest.approx(expected, rel=1e-4), (float(got), expected)

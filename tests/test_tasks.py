@@ -54,6 +54,25 @@ def test_psnr_nrmse_mse_ssim_against_hand_computations():
     assert metrics.mse(wrong_outside, target, mask) == 0.0
     assert metrics.mse(wrong_outside, target) == pytest.approx(25 * (512 - 64) / 512)
     assert metrics.ssim(wrong_outside, target, mask) == pytest.approx(1.0, abs=1e-5)
+    # the data range is the target's, not the prediction's: half the target, range 1, MSE 0.25 x 64 / 512
+    assert metrics.psnr(0.5 * target, target) == pytest.approx(10 * math.log10(1 / 0.03125), abs=1e-4)  # 15.05 dB
+
+
+def test_masked_ssim_fills_outside_with_the_targets_minimum_inside():
+    """With a mask, both volumes are set to the target's minimum *inside* the mask outside it (metrics.ssim's
+    documented fill), then scored: against the SSIM formula (SciPy) of the volumes so filled by hand, on a target whose
+    minimum inside (2) is not its minimum overall (0) and a prediction wrong inside and outside."""
+    rng = np.random.default_rng(3)
+    target = np.zeros((12, 12, 12))
+    target[2:10, 2:10, 2:10] = 2 + rng.random((8, 8, 8))
+    mask = target > 0
+    pred = np.where(mask, target + 0.2 * rng.standard_normal(target.shape), 5.0)
+    low = target[mask].min()
+    filled_pred, filled_target = np.where(mask, pred, low), np.where(mask, target, low)
+    expected = _gaussian_ssim(filled_pred, filled_target, float(filled_target.max() - filled_target.min()), 7)
+    got = metrics.ssim(torch.from_numpy(pred)[None].float(), torch.from_numpy(target)[None].float(),
+                       torch.from_numpy(mask)[None])
+    assert got == pytest.approx(expected, abs=1e-5) and got < 0.99, (got, expected)
 
 
 def _gaussian_ssim(x: np.ndarray, y: np.ndarray, data_range: float, win: int, sigma: float = 1.5) -> float:

@@ -42,12 +42,19 @@ def read_ids(volume: torch.Tensor, theta: torch.Tensor, points: torch.Tensor) ->
     return vals[:, 0].round().long() - 1
 
 
+def inverse_theta(theta: torch.Tensor) -> torch.Tensor:
+    """theta (B, 3, 4)'s inverse, by inverting its homogeneous 4x4 matrix in float64: independent of the package's
+    ``views.invert_theta`` (its translation's sign was not checked by the ground truth that used it)."""
+    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64).expand(theta.shape[0], 1, 4)
+    return torch.linalg.inv(torch.cat([theta.double(), bottom], dim=1))[:, :3].to(theta.dtype)
+
+
 def ground_truth(theta: torch.Tensor, shape, stride) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """M_gt from id-volumes read through the resampler: (M (B, N, N) bool, fwd (B, N), bwd (B, N))."""
     vol = id_volume(shape, stride)  # source and augmented views share the ROI shape
     centres = views.token_centres(shape, stride).unsqueeze(0)
     bwd = read_ids(vol, theta, centres)  # augmented token j -> source token it reads from
-    fwd = read_ids(vol, views.invert_theta(theta), centres)  # source token i -> augmented token
+    fwd = read_ids(vol, inverse_theta(theta), centres)  # source token i -> augmented token
     n = centres.shape[1]
     ids = torch.arange(n)
     m = (fwd.unsqueeze(2) == ids.view(1, 1, n)) & (bwd.unsqueeze(1) == ids.view(1, n, 1))
