@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from s2dc.train.optim import EagerAdamW, EagerLBFGS
@@ -88,3 +90,16 @@ def test_the_eager_optimisers_do_not_import_dynamo():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["False"]
+
+
+def test_the_schedules_by_hand():
+    """Warm-up over 2 of 6 steps, then cosine to zero: steps 0-1 at 1/2 and 2/2 of the peak (the first step already
+    learns), then 0.5 (1 + cos(pi p)) at p = 0, 1/4, 2/4, 3/4 of the rest, and 0 from the end on; the constant schedule
+    keeps the peak after the same warm-up. (The optimiser tests give both optimisers one schedule, so it cancels.)"""
+    from s2dc.train.schedule import warmup_constant
+
+    root = math.sqrt(2) / 2
+    assert [warmup_cosine(s, 2, 6) for s in range(8)] == pytest.approx(
+        [0.5, 1.0, 1.0, (1 + root) / 2, 0.5, (1 - root) / 2, 0.0, 0.0], abs=1e-12)
+    assert [warmup_constant(s, 2, 6) for s in range(8)] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert [warmup_cosine(s, 0, 4) for s in range(4)] == pytest.approx([1.0, (1 + root) / 2, 0.5, (1 - root) / 2])

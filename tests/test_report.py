@@ -1008,3 +1008,23 @@ def test_the_per_class_figure_names_each_bar_by_its_class_or_metric(tmp_path):
     assert ticks(panel) == ["liver", "spleen", "mean"] and panel.get_ylabel() == "Dice %"
     accuracy, auc = per_class_figure(table, "synthetic_adni").axes[:2]
     assert ticks(accuracy) == ["accuracy %"] and ticks(auc) == ["AUC %"] and accuracy.get_ylabel() == "accuracy %"
+
+
+def test_an_average_over_datasets_with_unequal_seeds_weights_the_datasets_alike():
+    """Each dataset's mean first, then their mean: BTCV over three seeds (30, 50, 70: mean 50) and MSD Spleen over one
+    (90) average to (50 + 90) / 2 = 70, not to the pooled (30 + 50 + 70 + 90) / 4 = 60 (the other fixtures ran every
+    dataset on the same seeds, where the two agree); with no common seeds there is no per-seed spread (seeds 0)."""
+    import math
+
+    import pandas as pd
+
+    from s2dc.report.averages import averages
+
+    scores = {"btcv": [30.0, 50.0, 70.0], "msd_spleen": [90.0]}
+    runs = pd.DataFrame([{"dataset": d, "task": "segmentation", "metric": "Dice", "method": "s2dc", "label_ratio": 0.2,
+                          "seed": seed, "score": value, "percent": value, "path": f"{d}/{seed}", "code": CODE}
+                         for d, values in scores.items() for seed, value in enumerate(values)])
+    rows = averages(runs).set_index("scope")
+    for scope in ("segmentation", "all datasets"):
+        assert rows.loc[scope, "mean"] == pytest.approx(70.0), scope
+        assert math.isnan(rows.loc[scope, "std"]) and rows.loc[scope, "seeds"] == 0 and rows.loc[scope, "datasets"] == 2
