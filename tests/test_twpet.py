@@ -87,6 +87,16 @@ def test_renderer_poisson_counts_and_dose_thinning():
     assert abs(low.image[inner].mean() / full.image[inner].mean() - 1) < 0.03
     assert 3.4 < low.image[inner].var() / full.image[inner].var() < 4.6
     assert float(full.image[0].max()) == 0.0  # air far from the activity stays zero
+    # the blur, by hand (the block checks above sit 4 voxels inside the cube, where no blur at all reads the same): one
+    # hot voxel spreads as the sampled Gaussian of sd 1 voxel, radius 3, normalised, and keeps its mass
+    point = np.zeros((25, 25, 25), np.float32)
+    point[12, 12, 12] = 1000.0
+    g = np.exp(-0.5 * np.arange(-3, 4) ** 2)
+    g /= g.sum()  # g[3] ~ 0.3991 at the centre, g[4] ~ 0.2420 one voxel off
+    spot = acquire(np.random.default_rng(1), point, 1.0, 1.0).mean
+    assert spot[12, 12, 12] == pytest.approx(1000 * g[3] ** 3, rel=1e-5)  # ~63.5
+    assert spot[13, 12, 12] == pytest.approx(1000 * g[4] * g[3] ** 2, rel=1e-5)  # ~38.5; 0 unblurred
+    assert float(spot.sum()) == pytest.approx(1000.0, rel=1e-5)
 
 
 def test_udpet_low_dose_is_a_noisier_quarter_of_the_target():
