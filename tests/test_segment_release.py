@@ -109,6 +109,25 @@ def test_the_intensity_factor_and_offset_are_uniform_per_crop_at_their_probabili
         assert min(changes) < -amount / 2 and max(changes) > amount / 2  # both sides of the range drawn
 
 
+@pytest.mark.parametrize("kind", ["scale", "shift"])
+def test_a_factor_multiplies_and_an_offset_adds(kind):
+    """On a body of 1.0 and 2.0 alternating along X (every crop holds both): a factor keeps their ratio 2 (1 + f and
+    2 (1 + f)), an offset their difference 1 (1 + f and 2 + f); on an all-1.0 crop the two read alike."""
+    image, label = _body_and_organ()
+    image[:, 4:36, 4:36, 4:36] += (torch.arange(32)[:, None, None] % 2).float()
+    augment = _task(pos=1, neg=0, **{f"intensity_{kind}": 0.1, f"intensity_{kind}_prob": 1.0}) \
+        .augment(_setting()).set_random_state(seed=4)
+    for _ in range(40):
+        values = torch.unique(augment({"image": image, "label": label})[0]["image"])
+        assert len(values) == 2, values
+        low, high = float(values[0]), float(values[1])
+        assert low != 1.0 and abs(low - 1.0) <= 0.1 + 1e-6  # changed, by at most the amount
+        if kind == "scale":
+            assert high / low == pytest.approx(2.0, rel=1e-6), (low, high)
+        else:
+            assert high - low == pytest.approx(1.0, abs=1e-6), (low, high)
+
+
 @pytest.mark.parametrize("values, message", [
     ({"train": {"rot90_prob": 0.2, "roi_size": [64, 32, 32]}}, "train.rot90_prob (0.2) turns crops in the X-Y plane"),
     ({"train": {"rot90_prob": 1.5}}, "train.rot90_prob must be in [0, 1]"),

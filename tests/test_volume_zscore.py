@@ -133,6 +133,14 @@ def test_the_release_mask_is_each_sequences_own_voxels_at_or_above_the_floor():
         every, rel=1e-5)
 
 
+def test_the_release_mask_turns_at_its_floor():
+    """The release's ``data.ge(-0.35)`` at its edge, by hand: -0.34 and -0.35 are brain, -0.36 is not (the z-scored
+    twins put their background at -0.6 and their brain above -0.3, where any floor between reads alike)."""
+    task = _task(inputs="each", targets="all", loss="mse", loss_weight=10.0, mask="release")
+    target = torch.tensor([-0.34, -0.35, -0.36, -0.6, 1.0]).reshape(1, 5, 1, 1)
+    assert task.brain(torch.zeros_like(target), target).flatten().tolist() == [True, True, False, False, True]
+
+
 def test_the_release_mask_scores_each_other_sequence_in_its_own_brain():
     """A network that copies its input (t1n) into the three outputs: the MSE of each other sequence over its own
     voxels >= -0.35, averaged over the three sequences (each scored alone)."""
