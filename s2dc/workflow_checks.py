@@ -640,6 +640,7 @@ def _check_datasets(config: dict) -> None:
 
 def _check_sweep(config: dict) -> None:
     from s2dc.train.finetune_config import ARCHITECTURE
+    from s2dc.tune.space import RESERVED
     from s2dc.tune.spec import spec_from_dict
 
     scale = config["scale"]
@@ -654,8 +655,6 @@ def _check_sweep(config: dict) -> None:
             raise ParamsError(f"params.yaml: scales.{scale}.sweep.trial.pretrain.encoder.{name}: the pipeline's sweep "
                               f"fine-tunes with the network sizes of scales.{scale}.pretrain.options.encoder; set it "
                               "there (for the whole scale), or leave it out")
-    from s2dc.tune.space import RESERVED
-
     storage = sweep.get("storage", "journal")
     if storage != "journal" and not re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", storage):
         raise ParamsError(f"params.yaml: scales.{scale}.sweep.storage: {storage!r} is neither 'journal' (a journal "
