@@ -143,6 +143,14 @@ def write_case(folder, name, rng, shape=SHAPE):
 VAL_SHAPE = (64, 32, 32)
 
 
+def write_listing(path: Path, name: str | None = None) -> Path:
+    """A dataset.json at ``path`` (named ``name`` if given) that lists one training case, an empty file beside it:
+    what a check that the json lists its cases reads, without a volume. Returns ``path``."""
+    (path.parent / f"{path.stem}.nii.gz").write_bytes(b"")
+    path.write_text(json.dumps({**({"name": name} if name else {}), "training": [{"image": f"./{path.stem}.nii.gz"}]}))
+    return path
+
+
 def write_boxes(root, shape=SHAPE, val_shape=VAL_SHAPE):
     """Five training cases of ``shape`` and two validation cases of ``val_shape`` (:func:`write_case`) with an
     MSD-style dataset.json."""

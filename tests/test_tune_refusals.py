@@ -26,6 +26,8 @@ from s2dc.tune.storage import open_storage, open_study, open_sweep
 from s2dc.tune.toy import make_toy_objective
 from s2dc.tune.worker import bind_study, run_worker
 
+from conftest import write_listing
+
 SPACE = {"pretrain.loss.weight_p2p": {"low": 0.0, "high": 1.0}}
 
 
@@ -135,8 +137,8 @@ def test_a_refused_run_leaves_no_claim_on_the_trial_folders(tmp_path, capsys, mo
     """`sweep work` claimed <out_dir>/<study> for the storage given before it opened that storage: a run refused for
     a wrong storage (or another budget) left the claim, and the corrected command was refused for ever."""
     monkeypatch.chdir(tmp_path)
-    listing(tmp_path / "pool.json", "my_pool")
-    listing(tmp_path / "ds.json", "my_dataset")
+    write_listing(tmp_path / "pool.json", "my_pool")
+    write_listing(tmp_path / "ds.json", "my_dataset")
     (tmp_path / "notes.txt").write_text("my notes, not a journal\n")
     spec = {"space": SPACE, "data": {"pretrain": "pool.json", "finetune": "ds.json"}, "out_dir": "sw"}
     claim = tmp_path / "sw" / "s" / ".s2dc-storage.json"
@@ -234,22 +236,15 @@ def test_a_network_size_in_the_fine_tuning_options_that_is_not_the_encoders_is_r
     spec_from_dict({**base, "finetune": {"model": same}})  # the encoder's sizes, as the pipeline writes them
 
 
-def listing(path, name: str):
-    """A dataset.json at ``path`` named ``name`` that lists one training case (an empty file: listing checks only
-    that it is there)."""
-    (path.parent / f"{path.stem}.nii.gz").write_bytes(b"")
-    path.write_text(json.dumps({"name": name, "training": [{"image": f"./{path.stem}.nii.gz"}]}))
-
-
 def test_a_pool_of_another_modality_than_the_fine_tuning_dataset_is_refused_before_any_trial(tmp_path):
     """data.pretrain a CT pool and data.finetune an MRI dataset: every trial pretrained a CT encoder (minutes) and
     then had its fine-tuning refuse it as of another modality; the sweep stops before the first trial, naming both
     files and the pool to give. A dataset the registry does not know is taken as given."""
     from s2dc.tune.objective import make_objective
 
-    listing(tmp_path / "pool.json", "synthetic_ct_pool")
-    listing(tmp_path / "ds.json", "synthetic_brats21")
-    listing(tmp_path / "own.json", "my_brain_scans")
+    write_listing(tmp_path / "pool.json", "synthetic_ct_pool")
+    write_listing(tmp_path / "ds.json", "synthetic_brats21")
+    write_listing(tmp_path / "own.json", "my_brain_scans")
     space = {"finetune.train.lr": {"low": 1.0e-4, "high": 1.0e-2}}
     spec = spec_from_dict({"space": space, "out_dir": str(tmp_path / "sw"),
                            "data": {"pretrain": str(tmp_path / "pool.json"), "finetune": str(tmp_path / "ds.json")}})
@@ -271,7 +266,7 @@ def test_a_run_refused_for_its_data_leaves_the_study_unbound_and_the_corrected_r
     1). Both are refused at start (exit 2, naming the file), before any storage is opened: the corrected command
     finds no study bound to the wrong data."""
     for name in ("ct_pool", "mri_pool", "brats21"):
-        listing(tmp_path / f"{name}.json", f"synthetic_{name}")
+        write_listing(tmp_path / f"{name}.json", f"synthetic_{name}")
     (tmp_path / "empty.json").write_text("{}")
     journal = tmp_path / "m.journal"
     base = {"space": {"finetune.train.lr": {"low": 1.0e-4, "high": 1.0e-2}}, "out_dir": str(tmp_path / "sw")}
@@ -309,8 +304,8 @@ def test_the_reviews_sweep_findings(tmp_path):
     from s2dc.tune.liveness import is_dead
     from s2dc.tune.objective import make_objective
 
-    listing(tmp_path / "pool.json", "synthetic_mri_pool")
-    listing(tmp_path / "ds.json", "synthetic_autopet")
+    write_listing(tmp_path / "pool.json", "synthetic_mri_pool")
+    write_listing(tmp_path / "ds.json", "synthetic_autopet")
     spec = spec_from_dict({"space": {"finetune.train.lr": {"low": 1.0e-4, "high": 1.0e-2}}, "out_dir": str(tmp_path / "sw"),
                            "finetune": {"preprocess": {"intensity": "zscore"}},
                            "data": {"pretrain": str(tmp_path / "pool.json"), "finetune": str(tmp_path / "ds.json")}})

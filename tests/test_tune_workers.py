@@ -20,6 +20,8 @@ from s2dc.tune.storage import open_study, open_sweep
 from s2dc.tune.toy import make_toy_objective
 from s2dc.tune.worker import bind_study, is_surplus, run_worker
 
+from conftest import write_listing
+
 SPACE = {
     "pretrain.loss.weight_p2p": {"low": 0.0, "high": 1.0},
     "pretrain.ema.schedule": {"choices": ["constant", "cosine"]},
@@ -209,9 +211,8 @@ def test_two_storages_with_one_study_name_do_not_share_trial_folders(tmp_path):
     the first's folders stay, and its own storage may go on using them."""
     from s2dc.tune.objective import make_objective
 
-    for name in ("pool.json", "task.json"):  # each listing one case (an empty file: listing checks it is there)
-        (tmp_path / f"{name}.nii.gz").write_bytes(b"")
-        (tmp_path / name).write_text(json.dumps({"training": [{"image": f"./{name}.nii.gz"}]}))
+    for name in ("pool.json", "task.json"):
+        write_listing(tmp_path / name)
     spec = spec_from_dict({"space": {"finetune.train.lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}},
                            "data": {"pretrain": str(tmp_path / "pool.json"), "finetune": str(tmp_path / "task.json")},
                            "out_dir": str(tmp_path / "sweeps")})
@@ -235,9 +236,8 @@ def test_a_trial_fine_tunes_once_per_seed_and_its_value_is_their_mean(tmp_path, 
 
     from s2dc.tune import objective as objective_module
 
-    for name in ("pool.json", "task.json"):  # each listing one case (an empty file: listing checks it is there)
-        (tmp_path / f"{name}.nii.gz").write_bytes(b"")
-        (tmp_path / name).write_text(json.dumps({"training": [{"image": f"./{name}.nii.gz"}]}))
+    for name in ("pool.json", "task.json"):
+        write_listing(tmp_path / name)
     runs, reported = [], []
 
     def pretrain(cfg):
