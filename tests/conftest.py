@@ -170,6 +170,23 @@ def seg_dir(tmp_path_factory):
     return write_boxes(tmp_path_factory.mktemp("seg"))
 
 
+@pytest.fixture(scope="session")
+def finished_finetuning(tmp_path_factory):
+    """A finished one-step fine-tuning (TINY_FT, ``--train.steps 1``, as test_trust.finetune_argv runs it) of its own
+    boxes (:func:`write_boxes`): (its dataset.json, its run folder). Shared by the tests of a process: they copy the
+    folder (``shutil.copytree``) before they run into it, never change it."""
+    from s2dc.cli import main
+
+    root = tmp_path_factory.mktemp("finished_finetuning")
+    (root / "seg").mkdir()
+    source = write_boxes(root / "seg") / "dataset.json"
+    (root / "ft.yaml").write_text(yaml.safe_dump(TINY_FT))
+    run = root / "run"
+    assert main(["finetune", "--config", str(root / "ft.yaml"), "--data.source", str(source), "--run.out_dir",
+                 str(run), "--train.steps", "1"]) == 0
+    return source, run
+
+
 # --------------------------------------------------------------------------- the workflow
 
 REPO = Path(__file__).resolve().parents[1]

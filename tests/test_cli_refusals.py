@@ -4,33 +4,29 @@ each test reproduces one finding)."""
 
 from __future__ import annotations
 
+import shutil
+
 from conftest import write_pool
 from s2dc.cli import main
 from test_trust import finetune_argv
 
 
-def _finished_run(seg_dir, tmp_path):
-    """A finished one-step fine-tuning run in ``tmp_path/run``."""
-    out = tmp_path / "run"
-    assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", out)) == 0
-    return out
-
-
-def test_a_finetune_rerun_keeps_a_users_file_in_the_runs_curves_folder(seg_dir, tmp_path, capsys):
+def test_a_finetune_rerun_keeps_a_users_file_in_the_runs_curves_folder(finished_finetuning, tmp_path, capsys):
     """A note of one's own in a finished fine-tuning run's dvclive/ (as `s2dc pretrain` refuses for its dvclive/):
     the rerun into that folder deleted it with the earlier curves, exit 0. It is refused (exit 2), naming the file,
     and the note is kept."""
-    out = _finished_run(seg_dir, tmp_path)
+    source, finished = finished_finetuning  # a one-step run of ``source`` (finetune_argv's)
+    out = shutil.copytree(finished, tmp_path / "run")
     note = out / "dvclive" / "notes.md"
     note.write_text("the loss plateaus after step 1: checked by hand\n")
     capsys.readouterr()
-    assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", out)) == 2
+    assert main(finetune_argv(tmp_path, source, out)) == 2
     err = capsys.readouterr().err
     assert "notes.md" in err and "Traceback" not in err, err
     assert note.read_text() == "the loss plateaus after step 1: checked by hand\n"
     note.unlink()
     (out / "dvclive" / ".metrics.json.4242.tmp").write_text("{")  # a curve write killed before its rename: the run's
-    assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", out)) == 0
+    assert main(finetune_argv(tmp_path, source, out)) == 0
 
 
 def test_a_student_encoder_asked_of_a_scratch_run_is_refused(seg_dir, tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 
 import nibabel as nib
@@ -480,31 +481,32 @@ def test_a_file_that_is_no_checkpoint_is_refused_as_such(ft_config, seg_dir, tmp
     assert "weights_only" not in err and "pop from empty list" not in err, err
 
 
-def test_a_users_file_in_the_checkpoints_folder_is_never_deleted(ft_config, seg_dir, tmp_path, capsys):
+def test_a_users_file_in_the_checkpoints_folder_is_never_deleted(ft_config, finished_finetuning, tmp_path, capsys):
     """A run started afresh deletes the earlier run's checkpoints/ folder: a note a user put in it went with it. The
     run must refuse the folder, naming the file, and leave it."""
-    out = tmp_path / "run"
-    assert finetune(ft_config, seg_dir / "dataset.json", out, "--train.steps", "1") == 0
+    source, finished = finished_finetuning  # a one-step run of ``source``
+    out = shutil.copytree(finished, tmp_path / "run")
     note = out / "checkpoints" / "which step diverged.txt"
     note.parent.mkdir()
     note.write_text("step 3\n")
     capsys.readouterr()
-    assert finetune(ft_config, seg_dir / "dataset.json", out, "--train.steps", "1") != 0
+    assert finetune(ft_config, source, out, "--train.steps", "1") != 0
     assert "which step diverged.txt" in capsys.readouterr().err
     assert note.read_text() == "step 3\n"
 
 
 @pytest.mark.parametrize("resume", ["auto", "never"])
-def test_a_checkpoint_that_is_no_finetuning_checkpoint_is_never_deleted(ft_config, seg_dir, tmp_path, capsys, resume):
+def test_a_checkpoint_that_is_no_finetuning_checkpoint_is_never_deleted(ft_config, finished_finetuning, tmp_path, capsys,
+                                                                        resume):
     """A pretraining checkpoint (or any torch file) named like a fine-tuning one in run.out_dir/checkpoints/ is not a
     run's to resume or to delete, even with ``run.resume never``."""
-    out = tmp_path / "run"
-    assert finetune(ft_config, seg_dir / "dataset.json", out, "--train.steps", "1") == 0
+    source, finished = finished_finetuning  # a one-step run of ``source``
+    out = shutil.copytree(finished, tmp_path / "run")
     other = out / "checkpoints" / "step_00000100.pt"
     other.parent.mkdir()
     torch.save({"student": {}, "config": {}, "step": 100}, other)
     capsys.readouterr()
-    assert finetune(ft_config, seg_dir / "dataset.json", out, "--train.steps", "1", "--run.resume", resume) != 0
+    assert finetune(ft_config, source, out, "--train.steps", "1", "--run.resume", resume) != 0
     assert "not an s2dc fine-tuning checkpoint" in capsys.readouterr().err and other.exists()
 
 

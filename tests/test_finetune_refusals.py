@@ -26,17 +26,17 @@ def finetune(tmp_path, source, out, *extra) -> int:
     return main(finetune_argv(tmp_path, source, out, *extra))
 
 
-def test_a_rerun_refused_for_its_data_keeps_the_earlier_runs_outputs(seg_dir, tmp_path, capsys):
+def test_a_rerun_refused_for_its_data_keeps_the_earlier_runs_outputs(finished_finetuning, tmp_path, capsys):
     """A finished run, then the same folder given a copy of its data with a NaN in a validation image: the rerun is
     refused (exit 2, naming the file) before it replaces anything, so the earlier model.pt, metrics.json, split.json
     and curves are still there, byte for byte; the same rerun on good data then replaces them."""
-    out = tmp_path / "run"
-    assert finetune(tmp_path, seg_dir / "dataset.json", out) == 0
+    source, finished = finished_finetuning  # a one-step run of ``source`` (finetune_argv's)
+    out = shutil.copytree(finished, tmp_path / "run")
     kept = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and "cache" not in p.parts}
     assert {"model.pt", "metrics.json", "split.json"} <= {p.name for p in kept}
     assert any("dvclive" in p.parts for p in kept)
     bad = tmp_path / "bad"
-    shutil.copytree(seg_dir, bad)
+    shutil.copytree(source.parent, bad)
     image = bad / "imagesTr" / "val0.nii.gz"
     nifti = nib.load(str(image))
     array = np.asarray(nifti.dataobj).copy()
@@ -47,7 +47,7 @@ def test_a_rerun_refused_for_its_data_keeps_the_earlier_runs_outputs(seg_dir, tm
     err = capsys.readouterr().err
     assert "val0.nii.gz" in err and "NaN" in err and "Traceback" not in err, err
     assert {p: p.read_bytes() for p in kept} == kept
-    assert finetune(tmp_path, seg_dir / "dataset.json", out, "--train.lr", "0.001") == 0
+    assert finetune(tmp_path, source, out, "--train.lr", "0.001") == 0
     assert json.loads((out / "metrics.json").read_text())["options"]["train.lr"] == 0.001
 
 

@@ -141,11 +141,12 @@ def test_validation_labels_holding_no_class_are_refused_before_training(seg_dir,
     assert not out.exists(), list(out.iterdir())  # the folder it made, removed again
 
 
-def test_finetune_never_replaces_a_users_file_named_like_its_outputs(seg_dir, tmp_path, capsys):
+def test_finetune_never_replaces_a_users_file_named_like_its_outputs(finished_finetuning, tmp_path, capsys):
     """A run folder is a fine-tuning run's only if an earlier run wrote it (its split.json): a user's model.pt (here
     the very encoder the run starts from), metrics.json or split.json (a user's own folds, alone in the folder) in
     run.out_dir is refused, the file left as it was; so is an encoder to start from inside an earlier run's folder
     (the run would replace it)."""
+    source, finished = finished_finetuning  # a one-step run of ``source`` (finetune_argv's)
     torch.manual_seed(0)
     sizes = EncoderConfig(**{k: v for k, v in TINY_FT["model"].items() if k in ("feature_size", "num_heads",
                                                                               "window_size")})
@@ -158,37 +159,37 @@ def test_finetune_never_replaces_a_users_file_named_like_its_outputs(seg_dir, tm
         before = (out / name).read_bytes()
         init = ["--model.init", str(out / "model.pt")] if name == "model.pt" else []
         capsys.readouterr()
-        assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", out, *init)) == 2, name
+        assert main(finetune_argv(tmp_path, source, out, *init)) == 2, name
         err = capsys.readouterr().err
         assert "run.out_dir" in err and name in err, err
         assert (out / name).read_bytes() == before and sorted(p.name for p in out.iterdir()) == [name]
-    out = tmp_path / "run"  # an earlier run's own folder, but the encoder to start from lies in it: refused
-    assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", out)) == 0
+    out = shutil.copytree(finished, tmp_path / "run")  # an earlier run's own folder, but the encoder to start from
+    # lies in it: refused
     torch.save(blob, out / "model.pt")  # an encoder saved over the run's model
     before = (out / "model.pt").read_bytes()
     capsys.readouterr()
-    assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", out, "--model.init", str(out / "model.pt"))) == 2
+    assert main(finetune_argv(tmp_path, source, out, "--model.init", str(out / "model.pt"))) == 2
     assert "model.init" in capsys.readouterr().err and (out / "model.pt").read_bytes() == before
 
 
-def test_two_fine_tuning_runs_never_share_a_folder(seg_dir, tmp_path, capsys):
+def test_two_fine_tuning_runs_never_share_a_folder(finished_finetuning, tmp_path, capsys):
     """While a run holds run.out_dir, another run into it is refused (exit 2), naming the folder; nothing of the
     holder's is touched."""
     from s2dc.train.checkpoint import lock_folder
 
-    out = tmp_path / "ft"
-    assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", out)) == 0
+    source, finished = finished_finetuning  # a one-step run of ``source`` (finetune_argv's)
+    out = shutil.copytree(finished, tmp_path / "ft")
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
     held = lock_folder(out)
     try:
         capsys.readouterr()
-        assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", out, "--run.seed", "1")) == 2
+        assert main(finetune_argv(tmp_path, source, out, "--run.seed", "1")) == 2
         err = capsys.readouterr().err
         assert "in use" in err and str(out) in err, err
     finally:
         held.close()
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".lock"} == before
-    assert main(finetune_argv(tmp_path, seg_dir / "dataset.json", out, "--run.seed", "1")) == 0  # free again
+    assert main(finetune_argv(tmp_path, source, out, "--run.seed", "1")) == 0  # free again
 
 
 # --------------------------------------------------------------------------- 2-3. run identity and resume
