@@ -138,7 +138,7 @@ def test_init_from_pretraining_checkpoint(ft_config, seg_dir, tmp_path, capsys):
 
     capsys.readouterr()
     out = tmp_path / "ft"
-    assert finetune(ft_config, seg_dir / "dataset.json", out, "--model.init", str(ckpt), "--train.steps", "2",
+    assert finetune(ft_config, seg_dir / "dataset.json", out, "--model.init", str(ckpt), "--train.steps", "1",
                     "--run.method", "s2dc") == 0
     printed = capsys.readouterr().out
     assert "strict load" in printed and "missing keys: none; unexpected keys: none" in printed
@@ -431,22 +431,22 @@ def test_an_interrupted_finetuning_resumes_bit_identically(ft_config, seg_dir, t
 
 
 def _interrupted_at_step_2(ft_config, source, out, cache) -> list[str]:
-    """A 4-step fine-tuning of ``source`` into ``out`` stopped (KeyboardInterrupt) after its step-2 checkpoint; returns
-    the command-line options of that run, for its resume."""
+    """A 3-step fine-tuning of ``source`` into ``out`` stopped (KeyboardInterrupt) after its step-2 checkpoint (at its
+    last step's score, before model.pt); returns the command-line options of that run, for its resume."""
     values = yaml.safe_load(ft_config.read_text())
     cfg = build_config({**values, "data": {**values["data"], "source": str(source), "cache_dir": str(cache)},
-                        "train": {**values["train"], "steps": 4},
+                        "train": {**values["train"], "steps": 3},
                         "eval": {**values["eval"], "every": 2},
                         "run": {**values["run"], "out_dir": str(out), "checkpoint_every": 2}})
 
     def stop(step, value):
-        if step == 4:  # after the step-2 checkpoint
+        if step == 3:  # after the step-2 checkpoint
             raise KeyboardInterrupt
 
     from s2dc.downstream.engine import finetune as run_finetune
     with pytest.raises(KeyboardInterrupt):
         run_finetune(cfg, on_score=stop)
-    return ["--train.steps", "4", "--data.cache_dir", str(cache)]
+    return ["--train.steps", "3", "--data.cache_dir", str(cache)]
 
 
 def test_a_checkpoint_of_another_run_is_not_resumed(ft_config, seg_dir, tmp_path, capsys):
