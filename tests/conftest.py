@@ -100,6 +100,19 @@ def tiny_config(tmp_path):
     return path
 
 
+@pytest.fixture(scope="session")
+def one_step_run(tmp_path_factory, volumes_dir):
+    """The run folder of the tiny pretraining (TINY) finished after one step on :func:`volumes_dir`'s imagesTr/, as
+    `s2dc pretrain --optim.steps 1` leaves it (shared: tests read it or export from it, never change it)."""
+    from s2dc.cli import main
+
+    root = tmp_path_factory.mktemp("one-step")
+    (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    assert main(["pretrain", "--config", str(root / "tiny.yaml"), "--data.source", str(volumes_dir / "imagesTr"),
+                 "--run.out_dir", str(root / "run"), "--optim.steps", "1"]) == 0
+    return root / "run"
+
+
 # --------------------------------------------------------------------------- segmentation cases
 
 SHAPE = (64, 48, 32)

@@ -96,10 +96,9 @@ def test_torchrun_two_ranks_end_with_identical_teachers(tiny_config, volumes_dir
     assert ckpt["queue"]["count"] == 2 * 3  # one key per rank and step, gathered from both ranks
 
 
-def test_export_encoder_loads_strictly_into_swinunetr(tiny_config, volumes_dir, tmp_path, capsys):
+def test_export_encoder_loads_strictly_into_swinunetr(one_step_run, tmp_path, capsys):
     """export-encoder writes swinViT.* weights that load strictly into SwinUNETR(use_v2=True), with a report."""
-    assert pretrain(tiny_config, volumes_dir / "imagesTr", tmp_path / "run", "--optim.steps", "1") == 0
-    ckpt_path = tmp_path / "run" / "checkpoints" / "step_00000001.pt"
+    ckpt_path = one_step_run / "checkpoints" / "step_00000001.pt"
     out = tmp_path / "encoder.pt"
     assert main(["export-encoder", str(ckpt_path), str(out)]) == 0
     printed = capsys.readouterr().out
@@ -270,12 +269,10 @@ def test_a_run_refused_for_its_data_starts_afresh_once_the_data_is_fixed(tiny_co
     (lambda c: c["config"].pop("optim"), "no config.optim.steps"),
     (lambda c: c["config"]["encoder"].update(heads=3), "holds unknown key(s) ['heads']"),
 ])
-def test_a_checkpoint_missing_what_export_needs_is_refused_naming_it(tiny_config, volumes_dir, tmp_path, capsys,
-                                                                     damage, message):
+def test_a_checkpoint_missing_what_export_needs_is_refused_naming_it(one_step_run, tmp_path, capsys, damage, message):
     """A dict checkpoint short of its step, its optim.steps or with unknown encoder sizes gave a KeyError or
     TypeError traceback (exit 1), in export-encoder and in probe alike."""
-    assert pretrain(tiny_config, volumes_dir / "imagesTr", tmp_path / "run", "--optim.steps", "1") == 0
-    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "step_00000001.pt", weights_only=True)
+    ckpt = torch.load(one_step_run / "checkpoints" / "step_00000001.pt", weights_only=True)
     damage(ckpt)
     bad = tmp_path / "bad.pt"
     torch.save(ckpt, bad)

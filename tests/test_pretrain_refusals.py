@@ -85,11 +85,10 @@ def test_the_run_that_loses_the_lock_leaves_the_winners_folder(tmp_path, pool, t
             handle.close()
 
 
-def test_an_export_killed_midway_leaves_nothing_the_next_export_keeps(tmp_path, pool, tiny_config):
+def test_an_export_killed_midway_leaves_nothing_the_next_export_keeps(tmp_path, one_step_run):
     """What a killed `s2dc export-encoder` left beside its output (its work file and the temporary file of the write
     into it, hundreds of MB at scale) is removed by the next export; a running export's, and a user's, are kept."""
-    run = tmp_path / "run"
-    assert pretrain(tiny_config, pool / "dataset.json", run, "--optim.steps", "1") == 0
+    run = one_step_run
     output = tmp_path / "enc" / "encoder.pt"
     output.parent.mkdir()
     host = socket.gethostname()
