@@ -4,17 +4,18 @@ a twin folder behind a link, export paths inside the run and option values that 
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import REPO, write_pool
+from s2dc import fingerprint
 from s2dc.cli import main
 from s2dc.data.synthetic import write_dataset
 from test_pretrain import pretrain
@@ -25,7 +26,7 @@ def pool(tmp_path_factory):
     return write_pool(tmp_path_factory.mktemp("pool"), 2)
 
 
-def test_a_cache_written_by_other_preprocessing_code_is_never_read(tmp_path, pool, tiny_config):
+def test_a_cache_written_by_other_preprocessing_code_is_never_read(tmp_path, pool, tiny_config, monkeypatch):
     """The pipeline reruns a pretraining whose code changed in the same run folder (--run.resume if_unchanged): the
     old run goes to previous/, and the fresh one must preprocess with the new code, not read the volumes the old code
     cached there (it trained on the old code's data while its run.json named the new code). A copy of the package
@@ -37,21 +38,20 @@ def test_a_cache_written_by_other_preprocessing_code_is_never_read(tmp_path, poo
     assert text.count("b_min=0.0, b_max=1.0") == 1
     source.write_text(text.replace("b_min=0.0, b_max=1.0", "b_min=0.0, b_max=2.0"))
     out = tmp_path / "run"
-
-    def run(python_path: Path) -> None:
-        argv = ["pretrain", "--config", str(tiny_config), "--data.source", str(pool / "dataset.json"),
-                "--run.out_dir", str(out), "--optim.steps", "1", "--run.resume", "if_unchanged"]
-        # entry(): as the `s2dc` command starts (MONAI imported lean, ~5 s less than a plain import on the Zen 3)
-        done = subprocess.run([sys.executable, "-c", "from s2dc.cli import entry; entry()", *argv],
-                              capture_output=True, text=True,
-                              cwd=tmp_path,  # not the checkout, whose s2dc/ `python -c` would import first
-                              env={**os.environ, "PYTHONPATH": str(python_path), "OMP_NUM_THREADS": "1",
-                                   "XDG_CACHE_HOME": str(tmp_path / "xdg")})
-        assert done.returncode == 0, done.stderr[-2000:]
-
-    run(REPO)
+    argv = ["pretrain", "--config", str(tiny_config), "--data.source", str(pool / "dataset.json"),
+            "--run.out_dir", str(out), "--optim.steps", "1", "--run.resume", "if_unchanged"]
+    # the old code: this process's own, its parsed modules kept where the new code's run looks (s2dc.fingerprint)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(fingerprint, "_read_module", functools.lru_cache(fingerprint._read_module.__wrapped__))
+    assert main(argv) == 0
     old = torch.load(out / "checkpoints/step_00000001.pt", weights_only=True)["teacher"]
-    run(package)
+    # entry(): as the `s2dc` command starts (MONAI imported lean, ~5 s less than a plain import on the Zen 3)
+    done = subprocess.run([sys.executable, "-c", "from s2dc.cli import entry; entry()", *argv],
+                          capture_output=True, text=True,
+                          cwd=tmp_path,  # not the checkout, whose s2dc/ `python -c` would import first
+                          env={**os.environ, "PYTHONPATH": str(package), "OMP_NUM_THREADS": "1",
+                               "XDG_CACHE_HOME": str(tmp_path / "xdg")})
+    assert done.returncode == 0, done.stderr[-2000:]
     assert list((out / "previous").glob("*/checkpoints/step_00000001.pt")), "the old run was not set aside"
     new = torch.load(out / "checkpoints/step_00000001.pt", weights_only=True)["teacher"]
     assert any(not torch.equal(old[k], new[k]) for k in old), "the new code's run trained on the old code's cache"
