@@ -165,6 +165,18 @@ def twin(tmp_path_factory):
                          val_fraction=0.5)
 
 
+@pytest.fixture(scope="module")
+def twin_probe(twin, tmp_path_factory):
+    """A folder where `s2dc probe voxels ENC --source TWIN --out probe.json` ran once, ENC its enc.pt (a random
+    encoder of seed 5): enc.pt, probe.json and probe.md (shared: tests copy the result, never change it)."""
+    folder = tmp_path_factory.mktemp("twin-probe")
+    torch.manual_seed(5)
+    save_encoder(folder / "enc.pt", swinunetr_for(SIZES).swinViT.state_dict())
+    assert main(["probe", "voxels", str(folder / "enc.pt"), "--source", str(twin), "--out",
+                 str(folder / "probe.json")]) == 0
+    return folder
+
+
 def test_probe_command(twin, tmp_path, capsys):
     """`s2dc probe random FILE` writes a row per encoder; the file's weights change the result."""
     torch.manual_seed(5)
@@ -527,13 +539,11 @@ def test_each_encoder_file_keeps_its_own_input_channels_whatever_the_order(tmp_p
         torch.testing.assert_close(swin.patch_embed.proj.weight, weights["patch_embed.proj.weight"])
 
 
-def test_the_probe_never_overwrites_a_file_that_is_not_a_probe_result(twin, tmp_path, capsys):
+def test_the_probe_never_overwrites_a_file_that_is_not_a_probe_result(twin, twin_probe, tmp_path, capsys):
     """`--out` naming the dataset's own json, a user's file, or a .md (the table's name: the json would be lost) is
     refused before the probe runs, naming the file; a user's notes beside the json (its .md) likewise; an earlier
     probe result is replaced."""
-    torch.manual_seed(5)
-    exported = tmp_path / "enc.pt"
-    save_encoder(exported, swinunetr_for(SIZES).swinViT.state_dict())
+    exported = twin_probe / "enc.pt"
     source = tmp_path / "data"
     shutil.copytree(twin.parent, source)
     mine = tmp_path / "mine.json"
@@ -550,9 +560,10 @@ def test_the_probe_never_overwrites_a_file_that_is_not_a_probe_result(twin, tmp_
         assert named in err and "Traceback" not in err, err
     assert {p: p.read_bytes() for p in before} == before and not (tmp_path / "p.md").exists()
     out = tmp_path / "probe.json"
-    for _ in range(2):  # the second run replaces the first one's result and table
-        assert main(["probe", "voxels", str(exported), "--source", str(source / "dataset.json"), "--out",
-                     str(out)]) == 0
+    for suffix in (".json", ".md"):  # an earlier probe result (of the twin itself, twin_probe) and its table
+        shutil.copy(twin_probe / f"probe{suffix}", out.with_suffix(suffix))
+    assert main(["probe", "voxels", str(exported), "--source", str(source / "dataset.json"), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["source"] == str(source / "dataset.json")  # replaced by this run's
     assert json.loads(out.read_text())["encoders"] and out.with_suffix(".md").read_text().startswith("|")
 
 
@@ -789,16 +800,14 @@ def test_segmentation_training_tokens_of_one_class_are_refused(twin, tmp_path, c
     assert not out.exists() and not out.with_suffix(".md").exists()
 
 
-def test_notes_beside_an_earlier_probe_result_are_not_overwritten(twin, tmp_path, capsys):
+def test_notes_beside_an_earlier_probe_result_are_not_overwritten(twin, twin_probe, tmp_path, capsys):
     """`--out F/notes.json` over an earlier probe result replaced a user's F/notes.md beside it (the .md check was
     waived for an earlier result): the .md is replaced only when it is that result's table (as the probe renders it
     from the json, or as the json records it), else refused naming the .md."""
-    torch.manual_seed(5)
-    exported = tmp_path / "enc.pt"
-    save_encoder(exported, swinunetr_for(SIZES).swinViT.state_dict())
     out = tmp_path / "notes.json"
-    command = ["probe", "voxels", str(exported), "--source", str(twin), "--out", str(out)]
-    assert main(command) == 0
+    command = ["probe", "voxels", str(twin_probe / "enc.pt"), "--source", str(twin), "--out", str(out)]
+    for suffix in (".json", ".md"):  # the earlier result: what the same command wrote (twin_probe)
+        shutil.copy(twin_probe / f"probe{suffix}", out.with_suffix(suffix))
     table = out.with_suffix(".md").read_text()
     for notes in ("my notes on the probe\n", table + "\nMy reading: the encoder is no better than the voxels.\n"):
         out.with_suffix(".md").write_text(notes)
