@@ -235,11 +235,26 @@ def _probe_a_twin(tmp_path, name, cases, shape, out):
     return json.loads(out.read_text())
 
 
+@pytest.fixture(scope="module")
+def probed_twin(tmp_path_factory):
+    """:func:`_probe_a_twin` of ``(name, cases, shape)``, run once in this module for each: the result json's path
+    (shared: tests read it, never change it)."""
+    results = {}
+
+    def probed(name, cases, shape):
+        if (name, cases, shape) not in results:
+            folder = tmp_path_factory.mktemp(name)
+            _probe_a_twin(folder, name, cases, shape, folder / "probe.json")
+            results[name, cases, shape] = folder / "probe.json"
+        return results[name, cases, shape]
+    return probed
+
+
 @pytest.mark.parametrize("name, metric, unit", [("adni", "balanced accuracy", "volumes"), ("udpet", "R²", "tokens")])
-def test_frozen_protocol_for_classification_and_reconstruction(tmp_path, name, metric, unit):
+def test_frozen_protocol_for_classification_and_reconstruction(probed_twin, name, metric, unit):
     """Classification: one pooled vector per volume; reconstruction: ridge from tokens to target block means."""
-    out = tmp_path / "probe.json"
-    result = _probe_a_twin(tmp_path, name, 8 if name == "adni" else 4, (48, 48, 32), out)
+    out = probed_twin(name, 8 if name == "adni" else 4, (48, 48, 32))
+    result = json.loads(out.read_text())
     assert result["metric"] == metric and result[f"train_{unit}"] > 0 and set(result["encoders"]) == {"voxels", "enc"}
     for row in result["encoders"].values():
         assert np.isfinite(row["score"]) and (row["score"] <= 1.0)
@@ -634,13 +649,13 @@ def test_a_validation_case_that_is_a_training_case_is_refused(twin, tmp_path, ca
 
 @pytest.mark.parametrize("name, shape, inside", [("btcv", (64, 64, 40), 8 * 8 * 5), ("udpet", (48, 48, 32), 6 * 6 * 4),
                                                  ("btcv", (64, 64, 16), 8 * 8 * 2), ("udpet", (48, 48, 16), 6 * 6 * 2)])
-def test_the_tokens_of_the_zero_padding_are_neither_fitted_nor_scored(tmp_path, name, shape, inside):
+def test_the_tokens_of_the_zero_padding_are_neither_fitted_nor_scored(probed_twin, name, shape, inside):
     """The encoder reads volumes zero-padded to a multiple of 32 voxels; a token whose 8³ block (stage 2) holds no
     voxel of the image is no case of background (or of a zero target) to fit or score: 64×64×40 holds 8·8·5
     blocks of image, 48×48×32 holds 6·6·4. An axis under 32 voxels (16) is padded by nothing but the probe, at its
     far end: 64×64×16 holds 8·8·2 blocks of image (the preprocessing's own padding to the crop, on both sides,
     counted 8·8·4)."""
-    result = _probe_a_twin(tmp_path, name, 4, shape, tmp_path / "probe.json")
+    result = json.loads(probed_twin(name, 4, shape).read_text())  # udpet 48×48×32: the frozen protocol's probe
     assert result["stride"] == 8
     assert result["train_tokens"] == 2 * inside and result["val_tokens"] == 2 * inside
 
