@@ -42,6 +42,18 @@ def sweep_work(storage, study: str, budget: int, spec: dict, **popen):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
+def sweep_work_here(storage, study: str, budget: int, spec: dict, capsys) -> tuple[int, str, str]:
+    """``s2dc sweep work`` run in this process, one worker after another (a process saves no check here and costs
+    ~0.5 s of CPU to start): (exit status, stdout, stderr)."""
+    from s2dc.cli import main
+
+    capsys.readouterr()
+    code = main(["sweep", "work", "--storage", str(storage), "--study", study, "--budget", str(budget),
+                 "--spec", json.dumps(spec)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def states(storage, study: str) -> Counter:
     return Counter(t.state for t in open_study(str(storage), study, create=False).get_trials(deepcopy=False))
 
@@ -59,15 +71,14 @@ def run_in_process(storage, study_name: str, budget: int, spec: dict, lines: lis
     return study, report
 
 
-def test_one_worker_finishes_exactly_the_budget_and_a_late_worker_leaves_at_once(tmp_path):
+def test_one_worker_finishes_exactly_the_budget_and_a_late_worker_leaves_at_once(tmp_path, capsys):
     storage = tmp_path / "study.journal"
     study, report = run_in_process(storage, "one", 5, toy_spec())
     assert report.complete == 5 and report.surplus == 0
     assert states(storage, "one") == Counter({TrialState.COMPLETE: 5})
     # a worker started when the budget is met exits 0 at once, adding no trial
-    late = sweep_work(storage, "one", 5, toy_spec(), cwd=tmp_path)
-    out, err = late.communicate(timeout=60)
-    assert late.returncode == 0, err[-2000:]
+    code, out, err = sweep_work_here(storage, "one", 5, toy_spec(), capsys)
+    assert code == 0, err[-2000:]
     assert "budget met: 5/5" in out and "trial " not in out.replace("trials", "")
     assert len(open_study(str(storage), "one", create=False).trials) == 5
 
@@ -110,11 +121,10 @@ def test_the_median_pruner_prunes_trials_with_bad_intermediate_values(tmp_path):
     assert any("PRUNED" in line for line in lines)
 
 
-def test_an_objective_that_raises_fails_its_trial_and_the_worker(tmp_path):
+def test_an_objective_that_raises_fails_its_trial_and_the_worker(tmp_path, capsys):
     storage = tmp_path / "study.journal"
-    worker = sweep_work(storage, "bad", 3, toy_spec(toy={"steps": 2, "sleep": 0.0, "error": "boom"}), cwd=tmp_path)
-    out, err = worker.communicate(timeout=60)
-    assert worker.returncode == 1
+    code, out, err = sweep_work_here(storage, "bad", 3, toy_spec(toy={"steps": 2, "sleep": 0.0, "error": "boom"}), capsys)
+    assert code == 1
     assert "RuntimeError: boom" in err and "trial 0 failed" in err
     (trial,) = open_study(str(storage), "bad", create=False).get_trials(deepcopy=False)
     assert trial.state == TrialState.FAIL and "boom" in trial.user_attrs["error"]
@@ -140,12 +150,11 @@ def test_a_bad_toy_option_is_refused_naming_its_key(tmp_path, capsys, toy, key):
     assert key in err and "Traceback" not in err and not storage.exists()
 
 
-def test_workers_must_agree_on_budget_and_space(tmp_path):
+def test_workers_must_agree_on_budget_and_space(tmp_path, capsys):
     storage = tmp_path / "study.journal"
     run_in_process(storage, "agree", 2, toy_spec(), [])
-    worker = sweep_work(storage, "agree", 3, toy_spec(), cwd=tmp_path)
-    out, err = worker.communicate(timeout=60)
-    assert worker.returncode == 2 and "was started with budget 2, this worker has 3" in err
+    code, out, err = sweep_work_here(storage, "agree", 3, toy_spec(), capsys)
+    assert code == 2 and "was started with budget 2, this worker has 3" in err
 
 
 def test_a_study_is_bound_to_the_data_its_trials_ran_on(tmp_path):
@@ -174,34 +183,33 @@ def test_a_study_is_bound_to_the_data_its_trials_ran_on(tmp_path):
     assert "delete-study" in str(refused.value)
 
 
-def test_workers_must_agree_on_the_trials_base_options(tmp_path):
+def test_workers_must_agree_on_the_trials_base_options(tmp_path, capsys):
     """A worker whose spec runs its trials otherwise (other base fine-tuning options, another objective) than the
     study was started with is refused before it runs a trial: its scores would be mixed with incomparable ones; one
     whose spec differs only in run-local options (how often a trial logs, its loader processes) joins."""
     storage = tmp_path / "study.journal"
-    first = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40, "warmup_steps": 4}}), cwd=tmp_path)
-    assert first.wait(timeout=120) == 0
-    other = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 400, "warmup_steps": 4}}), cwd=tmp_path)
-    out, err = other.communicate(timeout=120)
-    assert other.returncode == 2, (out, err)
+    code, out, err = sweep_work_here(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40, "warmup_steps": 4}}),
+                                     capsys)
+    assert code == 0, (out, err)
+    code, out, err = sweep_work_here(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 400, "warmup_steps": 4}}),
+                                     capsys)
+    assert code == 2, (out, err)
     assert "'mixed' was started with other options: they differ in finetune.train.steps, 40 there, 400" in err
     assert states(storage, "mixed") == Counter({TrialState.COMPLETE: 2})
-    same = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40, "warmup_steps": 4}}), cwd=tmp_path)
-    out, err = same.communicate(timeout=120)
-    assert same.returncode == 0 and "budget met" in out, (out, err)
+    code, out, err = sweep_work_here(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40, "warmup_steps": 4}}),
+                                     capsys)
+    assert code == 0 and "budget met" in out, (out, err)
     # how a trial runs (how often it logs, its loader processes) is no part of what it computes: it joins
-    local = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40, "warmup_steps": 4, "log_every": 5},
-                                                               "data": {"workers": 1}}), cwd=tmp_path)
-    out, err = local.communicate(timeout=120)
-    assert local.returncode == 0 and "budget met" in out, (out, err)
+    code, out, err = sweep_work_here(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40, "warmup_steps": 4,
+                                                                                       "log_every": 5},
+                                                                             "data": {"workers": 1}}), capsys)
+    assert code == 0 and "budget met" in out, (out, err)
     # what a trial's value means (the fine-tuning seeds it averages), what pruning means, the sampler's seed
     for key, value in (("finetune_seeds", [0, 1]), ("pruner", {"n_startup_trials": 1, "n_warmup_steps": 0}),
                        ("seed", 5)):
-        other = sweep_work(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40, "warmup_steps": 4}}, **{key: value}),
-                           cwd=tmp_path)
-        out, err = other.communicate(timeout=120)
-        assert other.returncode == 2 and f"'mixed' was started with other options: they differ in {key}" in err, (
-            key, out, err)
+        code, out, err = sweep_work_here(storage, "mixed", 2, toy_spec(finetune={"train": {"steps": 40, "warmup_steps": 4}},
+                                                                       **{key: value}), capsys)
+        assert code == 2 and f"'mixed' was started with other options: they differ in {key}" in err, (key, out, err)
 
 
 def test_two_storages_with_one_study_name_do_not_share_trial_folders(tmp_path):
