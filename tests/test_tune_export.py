@@ -4,6 +4,7 @@ refuses a study that has not reached its budget unless forced."""
 from __future__ import annotations
 
 import random
+import shutil
 
 import optuna
 import pandas as pd
@@ -224,18 +225,29 @@ def test_the_parallel_coordinates_name_every_parameter_in_full_and_no_label_over
     assert not _overlaps(boxes)
 
 
-@pytest.mark.parametrize("stop", ["a figure", "a rename"])
-def test_an_interrupted_export_leaves_the_previous_export_not_a_mix(tmp_path, monkeypatch, stop):
-    """Stopped (Ctrl-C, SIGTERM) while drawing its second figure, or between two renames, an export over an earlier one
-    left the new study's trials.csv and best.yaml beside the old study's figures (each file was replaced as soon as
-    it was made): every file of the earlier export is left as it was."""
-    storage = tmp_path / "study.journal"
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def two_studies_first_exported(tmp_path_factory):
+    """A folder holding study.journal with two finished studies, ``first`` and ``second``, and out/, the export of
+    ``first`` (shared: tests copy it)."""
+    root = tmp_path_factory.mktemp("two_studies")
+    storage = root / "study.journal"
     for name, budget in (("first", 2), ("second", 3)):
         study, liveness, dims = _sweep(storage, name, budget)
         run_worker(study, make_toy_objective({"steps": 2, "sleep": 0.0}, dims), dims, budget, liveness,
                    log=lambda _: None)
-    export_study(str(storage), "first", out)
+    export_study(str(storage), "first", root / "out")
+    return root
+
+
+@pytest.mark.parametrize("stop", ["a figure", "a rename"])
+def test_an_interrupted_export_leaves_the_previous_export_not_a_mix(two_studies_first_exported, tmp_path, monkeypatch,
+                                                                    stop):
+    """Stopped (Ctrl-C, SIGTERM) while drawing its second figure, or between two renames, an export over an earlier one
+    left the new study's trials.csv and best.yaml beside the old study's figures (each file was replaced as soon as
+    it was made): every file of the earlier export is left as it was."""
+    shutil.copytree(two_studies_first_exported, tmp_path / "copy")
+    storage = tmp_path / "copy" / "study.journal"
+    out = tmp_path / "copy" / "out"
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".s2dc-sweep.json"}
     if stop == "a figure":
         monkeypatch.setattr("s2dc.tune.export.parallel_figure", _interrupted)
