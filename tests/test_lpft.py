@@ -57,14 +57,14 @@ def test_the_option_is_recorded_and_changes_the_run(seg_dir, tmp_path):
     config = tmp_path / "ft.yaml"
     config.write_text(yaml.safe_dump(TINY_FT))
     finals = {}
-    for frozen in (0, 2):
+    for frozen in (0, 1):  # 2 steps: the frozen run trains its encoder in the second only
         out = tmp_path / f"run{frozen}"
         assert main(["finetune", "--config", str(config), "--data.source", str(seg_dir / "dataset.json"),
-                     "--run.out_dir", str(out), "--train.steps", "3", "--train.frozen_encoder_steps", str(frozen)]) == 0
+                     "--run.out_dir", str(out), "--train.steps", "2", "--train.frozen_encoder_steps", str(frozen)]) == 0
         assert json.loads((out / "metrics.json").read_text())["options"]["train.frozen_encoder_steps"] == frozen
         finals[frozen] = torch.load(out / "model.pt", weights_only=True)
     encoder = [k for k in finals[0] if k.startswith("swinViT.")]
-    assert any(not torch.equal(finals[0][k], finals[2][k]) for k in encoder)
+    assert any(not torch.equal(finals[0][k], finals[1][k]) for k in encoder)
 
 
 @pytest.mark.parametrize("train, message", [
