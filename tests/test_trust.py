@@ -33,27 +33,13 @@ def pretrain(tiny_config, source, out_dir, *extra):
 
 
 @pytest.fixture(scope="module")
-def shared_pool(tmp_path_factory):
-    """Three CT-like volumes with a dataset.json, as ``pool`` writes them, shared by the module's tests (which never
-    change its files) and by its finished runs (:func:`pretrained`)."""
-    return write_pool(tmp_path_factory.mktemp("pool"), 3)
-
-
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory, shared_pool):
-    """Finished pretraining runs of ``shared_pool`` with the tiny configuration, of one and of two steps (each made on
-    first use): ``pretrained(steps)`` is its run folder. Shared: tests read it, or copy it (``shutil.copytree``)
-    before they change it or run into it."""
-    root, runs = tmp_path_factory.mktemp("pretrained"), {}
+def two_step_run(tmp_path_factory, volumes_dir):
+    """The run folder of the tiny pretraining (TINY) of :func:`volumes_dir`'s dataset.json finished after two steps
+    (shared: tests read it, or copy it with ``shutil.copytree`` before they change it or run into it)."""
+    root = tmp_path_factory.mktemp("two-steps")
     (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-
-    def finished(steps: int) -> Path:
-        if steps not in runs:
-            runs[steps] = root / f"steps{steps}"
-            assert pretrain(root / "tiny.yaml", shared_pool / "dataset.json", runs[steps], "--optim.steps",
-                            str(steps)) == 0
-        return runs[steps]
-    return finished
+    assert pretrain(root / "tiny.yaml", volumes_dir / "dataset.json", root / "run", "--optim.steps", "2") == 0
+    return root / "run"
 
 
 def checkpoints(out_dir):
@@ -84,9 +70,9 @@ def test_divergence_stops_the_run_and_keeps_the_last_finite_checkpoint(tiny_conf
 
 
 @pytest.fixture
-def poisoned(pretrained, tmp_path):
+def poisoned(one_step_run, tmp_path):
     """A finished one-step checkpoint, and a copy of it with one encoder weight set to NaN."""
-    state = torch.load(pretrained(1) / "checkpoints" / "step_00000001.pt", weights_only=True)
+    state = torch.load(one_step_run / "checkpoints" / "step_00000001.pt", weights_only=True)
     key = next(k for k in state["teacher"] if k.startswith("encoder.") and k.endswith("weight"))
     state["teacher"][key][0] = float("nan")
     path = tmp_path / "poisoned.pt"
@@ -290,9 +276,9 @@ def test_data_written_again_with_the_same_bytes_keeps_the_run(tiny_config, pool,
     (["--encoder.feature_size", "24"], "encoder.feature_size"),
     (["--optim.steps", "9"], "optim.steps"),
 ])
-def test_resume_refuses_a_changed_configuration(tiny_config, shared_pool, pretrained, tmp_path, capsys, change, key):
-    pool = shared_pool
-    out = shutil.copytree(pretrained(2), tmp_path / "run")  # a finished two-step run of the pool
+def test_resume_refuses_a_changed_configuration(tiny_config, volumes_dir, two_step_run, tmp_path, capsys, change, key):
+    pool = volumes_dir
+    out = shutil.copytree(two_step_run, tmp_path / "run")  # a finished two-step run of the pool
     def stamps():  # every file of the run (the folder lock aside)
         return {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
 
@@ -361,7 +347,7 @@ def test_training_inside_a_users_git_repository_leaves_it_untouched(tiny_config,
     assert (repo / "ft" / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv").exists()
 
 
-def test_finetune_never_clears_a_folder_that_is_not_a_fine_tuning_run(pretrained, seg_dir, tmp_path, capsys):
+def test_finetune_never_clears_a_folder_that_is_not_a_fine_tuning_run(one_step_run, seg_dir, tmp_path, capsys):
     """`s2dc finetune --run.out_dir DIR` replaces an earlier fine-tuning run's outputs in DIR; a DIR that holds
     anything else (here the pretraining run whose checkpoint it starts from: its curves would be deleted, its
     dvclive/metrics.json replaced) is refused before anything is written, naming the option and a file."""
@@ -369,7 +355,7 @@ def test_finetune_never_clears_a_folder_that_is_not_a_fine_tuning_run(pretrained
     def files(folder):
         return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
-    pre = shutil.copytree(pretrained(1), tmp_path / "pre")  # a finished one-step run
+    pre = shutil.copytree(one_step_run, tmp_path / "pre")  # a finished one-step run
     before = files(pre)
     (tmp_path / "ft.yaml").write_text(yaml.safe_dump(TINY_FT))
     argv = ["finetune", "--config", str(tmp_path / "ft.yaml"), "--data.source", str(seg_dir / "dataset.json"),
@@ -418,8 +404,8 @@ def test_the_fine_tuning_engine_itself_never_clears_a_folder_of_something_else(s
 # --------------------------------------------------------------------------- 4. export never overwrites its input
 
 
-def test_export_never_overwrites_a_file_that_is_not_an_export(pretrained, tmp_path, capsys):
-    out = shutil.copytree(pretrained(1), tmp_path / "run")  # a finished one-step run
+def test_export_never_overwrites_a_file_that_is_not_an_export(one_step_run, tmp_path, capsys):
+    out = shutil.copytree(one_step_run, tmp_path / "run")  # a finished one-step run
     ckpt = out / "checkpoints" / "step_00000001.pt"
     digest = ckpt.read_bytes()
     assert main(["export-encoder", str(ckpt), str(ckpt)]) == 2
@@ -440,11 +426,11 @@ def test_export_never_overwrites_a_file_that_is_not_an_export(pretrained, tmp_pa
     assert f"lies in the run's folder '{out}'" in capsys.readouterr().err and not inside.exists()
 
 
-def test_refused_export_keeps_the_earlier_export(pretrained, tmp_path, capsys):
+def test_refused_export_keeps_the_earlier_export(one_step_run, tmp_path, capsys):
     """An export that fails its verification (a teacher with a tensor SwinUNETR lacks) is refused, exit 2, and the
     earlier export at the output is kept byte for byte: it was saved over and then deleted (data loss); no
     temporary file is left beside it."""
-    out = shutil.copytree(pretrained(1), tmp_path / "run")  # a finished one-step run (an export locks its folder)
+    out = shutil.copytree(one_step_run, tmp_path / "run")  # a finished one-step run (an export locks its folder)
     ckpt = out / "checkpoints" / "step_00000001.pt"
     encoder = tmp_path / "exports" / "encoder.pt"
     assert main(["export-encoder", str(ckpt), str(encoder)]) == 0
@@ -805,11 +791,11 @@ def test_resume_is_bit_identical_with_stochastic_depth(tiny_config, pool, tmp_pa
     assert all(torch.equal(a["teacher"][k], b["teacher"][k]) for k in a["teacher"])
 
 
-def test_a_checkpoint_of_other_code_is_never_resumed_silently(tiny_config, shared_pool, pretrained, tmp_path, capsys):
+def test_a_checkpoint_of_other_code_is_never_resumed_silently(tiny_config, volumes_dir, two_step_run, tmp_path, capsys):
     """run.json says what the run is now, but each checkpoint records what made it: a checkpoint whose identity
     differs (older code) is not continued by a plain rerun."""
-    pool = shared_pool
-    out = shutil.copytree(pretrained(2), tmp_path / "run")  # a finished two-step run of the pool
+    pool = volumes_dir
+    out = shutil.copytree(two_step_run, tmp_path / "run")  # a finished two-step run of the pool
     ckpt = out / "checkpoints" / "step_00000002.pt"
     state = torch.load(ckpt, weights_only=False)
     state["identity"] = {**state["identity"], "code": "0" * 64}
@@ -873,25 +859,25 @@ def test_a_run_computed_in_another_precision_is_never_resumed_silently(tiny_conf
     assert "precision: 'bf16' in the run, 'fp32' now" in err and "Traceback" not in err
 
 
-def test_a_run_folder_given_as_the_checkpoint_to_resume_is_named_a_folder(tiny_config, shared_pool, pretrained, tmp_path,
+def test_a_run_folder_given_as_the_checkpoint_to_resume_is_named_a_folder(tiny_config, volumes_dir, two_step_run, tmp_path,
                                                                            capsys):
     """`--run.resume <the run's folder>` said the folder "does not exist"; it must say it is a folder and show where
     the checkpoints lie."""
-    pool = shared_pool
-    run = pretrained(2)  # a finished two-step run of the pool (read only)
+    pool = volumes_dir
+    run = two_step_run  # a finished two-step run of the pool (read only)
     capsys.readouterr()
     assert pretrain(tiny_config, pool / "dataset.json", tmp_path / "again", "--run.resume", str(run)) == 2
     err = capsys.readouterr().err
     assert f"'{run}' is a folder" in err and "checkpoints" in err and "does not exist" not in err, err
 
 
-def test_a_run_resumed_at_its_last_step_elsewhere_names_a_checkpoint_that_exists(tiny_config, shared_pool, pretrained,
+def test_a_run_resumed_at_its_last_step_elsewhere_names_a_checkpoint_that_exists(tiny_config, volumes_dir, two_step_run,
                                                                                   tmp_path):
     """Resuming a finished run's last checkpoint into a new folder trains no step and saves nothing there; its
     summary.json named `<new folder>/checkpoints/step_<last>.pt`, which does not exist (the sweep fine-tunes from that
     field). It must name the checkpoint that holds the weights."""
-    pool = shared_pool
-    first = pretrained(2)  # a finished two-step run of the pool (read only)
+    pool = volumes_dir
+    first = two_step_run  # a finished two-step run of the pool (read only)
     last = first / "checkpoints" / "step_00000002.pt"
     again = tmp_path / "again"
     assert pretrain(tiny_config, pool / "dataset.json", again, "--optim.steps", "2", "--run.resume", str(last)) == 0
