@@ -7,16 +7,19 @@ Only the workflow imports this module, so it enters no job's code hash (common.s
 
 from __future__ import annotations
 
-import argparse
 import functools
+import hashlib
+import importlib.util
 import json
 import os
 import re
 import shlex
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from s2dc import messages
+from s2dc.files import atomic_write_text
 from s2dc.data import registry
 from s2dc.train.finetune_config import ARCHITECTURE
 
@@ -165,13 +168,67 @@ def _spelled_alike(words: list[str]) -> list[str]:
     return alike
 
 
+class TorchrunOption(NamedTuple):
+    """One option of torchrun's parser: its option strings (the first is the name s2dc writes) and its ``nargs``
+    (None: one value; 0: a flag)."""
+    option_strings: tuple[str, ...]
+    nargs: int | str | None
+
+
+#: Bump when the cached torchrun table's format changes.
+TORCHRUN_CACHE_FORMAT = "1"
+
+
 @functools.cache
-def _torchrun_parser() -> argparse.ArgumentParser:
-    """torchrun's own parser (torch.distributed.run.get_args_parser), the one source of its option names; made once a
-    process, as importing it imports torch (~1.3 s)."""
+def _torchrun_table() -> tuple[tuple[TorchrunOption, ...], bool]:
+    """torchrun's options in its parser's order, and whether it takes abbreviations, from its own parser
+    (``torch.distributed.run.get_args_parser``, the one source of its option names). Importing the parser imports
+    torch (~2 s on a 2-core AMD EPYC, most of a dry run of the paper DAG, which names torchrun), so the table is kept
+    in ``$XDG_CACHE_HOME/s2dc/torchrun`` (default ``~/.cache/s2dc/torchrun``, beside :mod:`s2dc.fingerprint`'s
+    cache) under a hash of the parser's two source files and the Python version: read from there, without torch,
+    while they are unchanged; made again from the parser when either file or Python changes. Once a process."""
+    cached = _torchrun_cache_file()
+    if cached is not None and (kept := _read_torchrun_table(cached)) is not None:
+        return kept
     from torch.distributed.run import get_args_parser
 
-    return get_args_parser()
+    parser = get_args_parser()
+    table = tuple(TorchrunOption(tuple(a.option_strings), a.nargs) for a in parser._actions if a.option_strings)
+    if cached is not None:
+        try:  # a cache that cannot be written only costs time
+            atomic_write_text(cached, json.dumps([[[list(o.option_strings), o.nargs] for o in table],
+                                                  parser.allow_abbrev]))
+        except OSError:
+            pass
+    return table, parser.allow_abbrev
+
+
+def _read_torchrun_table(path: Path) -> tuple[tuple[TorchrunOption, ...], bool] | None:
+    """The table kept at ``path`` by :func:`_torchrun_table`, or None if it is not there or not one it wrote."""
+    try:
+        options, abbrev = json.loads(path.read_text())
+        table = tuple(TorchrunOption(tuple(strings), nargs) for strings, nargs in options)
+    except (OSError, ValueError, TypeError):
+        return None
+    well_formed = isinstance(abbrev, bool) and table and all(
+        option.option_strings and all(isinstance(s, str) and s.startswith("-") for s in option.option_strings)
+        and (option.nargs is None or isinstance(option.nargs, (int, str))) for option in table)
+    return (table, abbrev) if well_formed else None
+
+
+def _torchrun_cache_file() -> Path | None:
+    """Where :func:`_torchrun_table` keeps the table of the installed torch (found without importing it), or None
+    when its parser's source files cannot be read."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "distributed"
+    try:
+        sources = b"".join((folder / name).read_bytes() for name in ("run.py", "argparse_util.py"))
+    except OSError:
+        return None
+    key = hashlib.sha256(f"{TORCHRUN_CACHE_FORMAT}\n{sys.version}\n".encode() + sources).hexdigest()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "s2dc" / "torchrun" / f"{key}.json"
 
 
 def _torchrun_options(words: list[str]) -> tuple[list[str], list[str]]:
@@ -179,7 +236,7 @@ def _torchrun_options(words: list[str]) -> tuple[list[str], list[str]]:
     ``-``) and followed by its value, in the order of torchrun's parser and each once (given twice, the last, as
     argparse keeps it: torchrun's options each store one value or flag, so their order changes nothing), and the words
     from its script on (as written)."""
-    given: dict[argparse.Action, list[str]] = {}
+    given: dict[TorchrunOption, list[str]] = {}
     at = 0
     while at < len(words) and words[at].startswith("-") and words[at] not in ("-", "--"):  # `--`: options end
         word, rest, at = words[at], words[at], at + 1
@@ -201,16 +258,16 @@ def _torchrun_options(words: list[str]) -> tuple[list[str], list[str]]:
                 raise ValueError(f"{word!r}: torchrun's {first} expects a value after it")
             given.pop(action, None)
             given[action] = named
-    order = {action: i for i, action in enumerate(_torchrun_parser()._actions)}
+    order = {action: i for i, action in enumerate(_torchrun_table()[0])}
     return [w for action in sorted(given, key=order.__getitem__) for w in given[action]], words[at:]
 
 
-def _torchrun_option(word: str, rest: str) -> tuple[argparse.Action, str | None, str]:
+def _torchrun_option(word: str, rest: str) -> tuple[TorchrunOption, str | None, str]:
     """The option of torchrun that ``rest`` (``word``, or what follows a short flag in it) names, as argparse finds
     it, its value in ``rest`` (after ``=``, or a short option's attached one) or None, and what follows a short
     flag."""
-    parser = _torchrun_parser()
-    named = {name: action for action in parser._actions for name in action.option_strings}
+    options, allow_abbrev = _torchrun_table()
+    named = {name: action for action in options for name in action.option_strings}
     name, equals, value = rest.partition("=")
     if rest in named:
         return named[rest], None, ""
@@ -221,7 +278,7 @@ def _torchrun_option(word: str, rest: str) -> tuple[argparse.Action, str | None,
         if short is None:
             raise ValueError(f"{word!r} is not an option of torchrun")
         return (short, None, "-" + rest[2:]) if short.nargs == 0 else (short, rest[2:], "")
-    matches = [known for known in named if known.startswith(name)] if parser.allow_abbrev else []
+    matches = [known for known in named if known.startswith(name)] if allow_abbrev else []
     if len(matches) > 1:
         raise ValueError(f"{word!r} is ambiguous to torchrun: it could match {', '.join(matches)}")
     if not matches:
@@ -861,7 +918,7 @@ def check_made_data(config: dict, stamps: str | Path = DATA_STAMPS) -> list[str]
     that change and reruns what reads it. Returns the datasets whose bytes it hashed."""
     from s2dc.data.datalist import content_sha256, listed_files
     from s2dc.data.provenance import writer_of
-    from s2dc.files import atomic_write_text, file_sha256, file_stamp
+    from s2dc.files import file_sha256, file_stamp
 
     scale = config["scale"]
     hashed = []

@@ -187,3 +187,71 @@ def test_options_in_another_order_name_one_run_folder():
     assert launcher_words(" ".join(usual)) == usual
     assert launcher_words("torchrun -m --nproc_per_node 2 s2dc.cli") != launcher_words("torchrun -m --nproc_per_node 4 "
                                                                                         "s2dc.cli")
+
+
+def test_torchruns_options_come_from_its_parser_and_are_kept_per_installation(tmp_path, monkeypatch):
+    """The table launchers are read with is torchrun's own parser's: each option's strings and nargs in its order,
+    abbreviations as it allows them. Reading the parser imports torch (~2 s, most of a dry run of the paper DAG), so
+    the table is kept under a hash of the parser's sources: a later process reads it without importing torch; a kept
+    file that is not such a table is made again from the parser; the sources changed, another file is read."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import types
+    from pathlib import Path
+
+    from torch.distributed.run import get_args_parser
+
+    from conftest import with_venv_path
+    from s2dc import workflow_checks as checks
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    parser = get_args_parser()
+    expected = [(tuple(a.option_strings), a.nargs) for a in parser._actions if a.option_strings]
+    assert (("--nproc-per-node", "--nproc_per_node"), None) in expected and (("-h", "--help"), 0) in expected
+
+    def table():
+        checks._torchrun_table.cache_clear()
+        options, abbrev = checks._torchrun_table()
+        return [(o.option_strings, o.nargs) for o in options], abbrev
+
+    try:
+        assert table() == (expected, parser.allow_abbrev)
+        kept = list((tmp_path / "xdg/s2dc/torchrun").iterdir())
+        assert len(kept) == 1 and kept[0].suffix == ".json"
+
+        # A new process reads the kept table: the same words, torch never imported.
+        launcher = "torchrun --nproc-per-node=4 --rdzv_back c10d -m s2dc.cli"
+        code = ("import sys; from s2dc.workflow_checks import launcher_words; "
+                "print(launcher_words(sys.argv[1])); print('torch' in sys.modules)")
+        out = subprocess.run([sys.executable, "-c", code, launcher], capture_output=True, text=True, check=True,
+                             env={**with_venv_path(), "XDG_CACHE_HOME": str(tmp_path / "xdg")}).stdout.splitlines()
+        assert out == [repr(["torchrun", "--nproc_per_node", "4", "--rdzv_backend", "c10d", "-m", "s2dc.cli"]), "False"]
+
+        # Read from the file indeed: a table written there is what the next process reads...
+        kept[0].write_text(json.dumps([[[["--only"], None]], False]))
+        assert table() == ([(("--only",), None)], False)
+        # ...unless it is not a table: made again from the parser, and kept again.
+        for broken in ("{", "[]", json.dumps([[[["--a"], None]]]), json.dumps([[[["a"], None]], True]),
+                       json.dumps([[], True]), json.dumps([[[["--a"], [1]]], True]), json.dumps([[[["--a"], None]], 1])):
+            kept[0].write_text(broken)
+            assert table() == (expected, parser.allow_abbrev), broken
+            assert json.loads(kept[0].read_text()) == [[[list(s), n] for s, n in expected], parser.allow_abbrev]
+
+        # Other sources of the parser (another torch) are another file: the one kept for these is not read.
+        kept[0].write_text(json.dumps([[[["--only"], None]], False]))
+        torch_dir = Path(get_args_parser.__code__.co_filename).parent.parent
+        other = tmp_path / "torch" / "distributed"
+        other.mkdir(parents=True)
+        for name in ("run.py", "argparse_util.py"):
+            shutil.copy(torch_dir / "distributed" / name, other / name)
+        with open(other / "run.py", "a") as source:
+            source.write("\n# another release\n")
+        found = types.SimpleNamespace(submodule_search_locations=[str(tmp_path / "torch")])
+        monkeypatch.setattr(checks.importlib.util, "find_spec", lambda name: found if name == "torch" else None)
+        assert table() == (expected, parser.allow_abbrev)
+        assert len(list((tmp_path / "xdg/s2dc/torchrun").iterdir())) == 2
+    finally:
+        monkeypatch.undo()
+        checks._torchrun_table.cache_clear()
