@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from s2dc import messages
-from s2dc.files import atomic_write_text
 from s2dc.data import registry
+from s2dc.files import atomic_write_text
 from s2dc.train.finetune_config import ARCHITECTURE
 
 
