@@ -26,7 +26,6 @@ Nothing here changes s2dc; it measures what a change gains (docs/benchmarks.md, 
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,21 +33,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, median_time  # noqa: E402
+from common import cpu_name, machine, median_time  # noqa: E402
 
 from s2dc.runtime import import_monai_lean  # noqa: E402
 
 FLOAT32_TINY = torch.finfo(torch.float32).tiny
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _flushed(flush: bool, fn, repeats: int) -> float:
@@ -176,7 +165,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="pretraining steps with --pool")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"{_cpu_name()}; {machine()}")
+    print(f"{cpu_name()}; {machine()}")
     attention_products(args.repeats)
     encoder_step(args.repeats)
     convolution_paths(args.repeats)

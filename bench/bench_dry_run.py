@@ -17,14 +17,16 @@ import argparse
 import os
 import platform
 import re
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_name, run_timed  # noqa: E402
+
+from s2dc.fingerprint import _cache_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,21 +37,13 @@ def dry_run(scale: str, cache: str | None) -> tuple[float, float, int]:
     env = dict(os.environ) if cache is None else {**os.environ, "XDG_CACHE_HOME": cache}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the jobs' `s2dc`, as installed
     with tempfile.TemporaryDirectory() as work:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                               "--configfile", str(REPO / "params.yaml"), "-n", "--config", f"scale={scale}"],
-                              cwd=work, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wall, cpu, done = run_timed([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+                                     "--configfile", str(REPO / "params.yaml"), "-n", "--config", f"scale={scale}"],
+                                    cwd=work, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"snakemake -n --config scale={scale} failed:\n{done.stderr[-3000:]}")
     total = re.search(r"^total\s+(\d+)$", done.stdout, flags=re.M)
-    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, int(total.group(1))
-
-
-def user_cache() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return wall, cpu, int(total.group(1))
 
 
 def main() -> None:
@@ -59,6 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     variants = {scale: None for scale in args.scales}
     variants.update({f"{scale}-cold": "cold" for scale in args.scales if scale == "paper"})
+    code_cache = _cache_dir()  # s2dc.fingerprint's: $XDG_CACHE_HOME/s2dc/code
     for scale in args.scales:
         dry_run(scale, None)  # the file cache, the parse caches and torchrun's table warmed
     times: dict[str, list[tuple[float, float, int]]] = {name: [] for name in variants}
@@ -66,9 +61,9 @@ def main() -> None:
         for name, cold in variants.items():
             with tempfile.TemporaryDirectory() as cache:
                 if cold:  # no torchrun table; the parsed-code cache as warm as this user's
-                    shutil.copytree(user_cache() / "s2dc" / "code", Path(cache) / "s2dc" / "code")
+                    shutil.copytree(code_cache, Path(cache) / code_cache.relative_to(code_cache.parents[1]))
                 times[name].append(dry_run(name.removesuffix("-cold"), cache if cold else None))
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+    print(f"{cpu_name()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"{args.repeats} repeats")
     for name, runs in times.items():
         wall = statistics.median(t[0] for t in runs)

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import resource
 import statistics
-import subprocess
 import sys
-import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import run_timed  # noqa: E402
 
 VARIANTS = {
     "torch": "import torch",
@@ -35,12 +36,8 @@ VARIANTS = {
 
 def seconds(code: str) -> tuple[float, float]:
     """Wall-clock and CPU (user + system) seconds of one fresh interpreter running ``code``."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    wall, cpu, _ = run_timed([sys.executable, "-c", code], check=True)
+    return wall, cpu
 
 
 def main() -> None:

@@ -25,17 +25,10 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_name  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu_name() -> str:
-    """The CPU's model name, family and model (Linux), or what ``platform`` knows."""
-    try:
-        fields = {key.strip(): value.strip() for key, _, value in
-                  (line.partition(":") for line in Path("/proc/cpuinfo").read_text().splitlines())}
-        return f"{fields['model name']} (CPU family {fields['cpu family']}, model {fields['model']})"
-    except (OSError, KeyError):
-        return platform.processor() or platform.machine()
 
 
 def idle_census(samples: list[tuple[float, float]], stop: threading.Event) -> None:

@@ -21,6 +21,7 @@ from typing import NamedTuple
 from s2dc import messages
 from s2dc.data import registry
 from s2dc.files import atomic_write_text
+from s2dc.fingerprint import _cache_dir
 from s2dc.train.finetune_config import ARCHITECTURE
 
 
@@ -228,7 +229,7 @@ def _torchrun_cache_file() -> Path | None:
     except OSError:
         return None
     key = hashlib.sha256(f"{TORCHRUN_CACHE_FORMAT}\n{sys.version}\n".encode() + sources).hexdigest()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "s2dc" / "torchrun" / f"{key}.json"
+    return _cache_dir().parent / "torchrun" / f"{key}.json"
 
 
 def _torchrun_options(words: list[str]) -> tuple[list[str], list[str]]:
