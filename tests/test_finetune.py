@@ -383,15 +383,30 @@ def test_loader_processes_do_not_change_the_result(ft_config, seg_dir, tmp_path)
     assert _same_weights(*runs)
 
 
-def test_an_interrupted_finetuning_resumes_bit_identically(ft_config, seg_dir, tmp_path):
+#: The options of the resumed runs below: 4 steps, validated at step 2, with flips and stochastic depth (each draws
+#: from a generator whose state a resume must restore).
+RESUMED = ["--train.steps", "4", "--train.flip_prob", "0.5", "--eval.every", "2", "--model.drop_path_rate", "0.1"]
+
+
+@pytest.fixture(scope="module")
+def never_stopped(tmp_path_factory, seg_dir):
+    """The run folder of a fine-tuning of ``seg_dir`` with the options of :data:`RESUMED` (and TINY_FT's) that was
+    never stopped and never checkpointed: what a stopped run of these options must end with once resumed (shared by
+    the tests of a process: they only read it)."""
+    root = tmp_path_factory.mktemp("never_stopped")
+    (root / "ft.yaml").write_text(yaml.safe_dump(TINY_FT))
+    assert finetune(root / "ft.yaml", seg_dir / "dataset.json", root / "run", *RESUMED, "--run.checkpoint_every", "0",
+                    "--data.cache_dir", str(root / "cache")) == 0
+    return root / "run"
+
+
+def test_an_interrupted_finetuning_resumes_bit_identically(ft_config, seg_dir, never_stopped, tmp_path):
     """A run stopped after its step-2 checkpoint, run again with the same command, continues from step 2 (it does not
     start afresh) and ends with the weights, validation history and curves of the run that was never stopped; in
     between, every case file is written again with the same bytes (as a twin made again: new times and inodes),
     which leaves the checkpoint this run's."""
-    common = ["--train.steps", "4", "--train.flip_prob", "0.5", "--eval.every", "2", "--model.drop_path_rate", "0.1",
-              "--data.cache_dir", str(tmp_path / "cache")]
-    whole = tmp_path / "whole"
-    assert finetune(ft_config, seg_dir / "dataset.json", whole, *common, "--run.checkpoint_every", "0") == 0
+    common = [*RESUMED, "--data.cache_dir", str(tmp_path / "cache")]
+    whole = never_stopped
 
     out = tmp_path / "stopped"
     values = yaml.safe_load(ft_config.read_text())
@@ -510,17 +525,16 @@ def test_a_checkpoint_that_is_no_finetuning_checkpoint_is_never_deleted(ft_confi
     assert "not an s2dc fine-tuning checkpoint" in capsys.readouterr().err and other.exists()
 
 
-def test_a_finetuning_killed_with_sigkill_resumes_bit_identically(ft_config, seg_dir, tmp_path):
+def test_a_finetuning_killed_with_sigkill_resumes_bit_identically(ft_config, seg_dir, never_stopped, tmp_path):
     """`kill -9` of `s2dc finetune` after its step-2 checkpoint (whatever it was writing then), then the same command
     again: it continues from the newest checkpoint and ends with the weights of a run never killed."""
     import subprocess
     import sys
     import time
 
-    args = ["--config", str(ft_config), "--data.source", str(seg_dir / "dataset.json"), "--train.steps", "4",
-            "--train.flip_prob", "0.5", "--run.checkpoint_every", "2", "--data.cache_dir", str(tmp_path / "cache")]
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    assert finetune(ft_config, seg_dir / "dataset.json", whole, *args[4:]) == 0
+    args = ["--config", str(ft_config), "--data.source", str(seg_dir / "dataset.json"), *RESUMED,
+            "--run.checkpoint_every", "2", "--data.cache_dir", str(tmp_path / "cache")]
+    whole, killed = never_stopped, tmp_path / "killed"  # the run never killed: of these options, never checkpointed
     command = [sys.executable, "-m", "s2dc.cli", "finetune", *args, "--run.out_dir", str(killed)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
