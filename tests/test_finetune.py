@@ -464,18 +464,35 @@ def _interrupted_at_step_2(ft_config, source, out, cache) -> list[str]:
     return ["--train.steps", "3", "--data.cache_dir", str(cache)]
 
 
-def test_a_checkpoint_of_another_run_is_not_resumed(ft_config, seg_dir, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def stopped_btcv(tmp_path_factory, seg_dir):
+    """``seg_dir``'s cases under a dataset.json named ``btcv`` (the registry's BTCV, as a twin is), and a fine-tuning of
+    it stopped after its step-2 checkpoint (:func:`_interrupted_at_step_2`): (that dataset.json, the run folder, the
+    options of the run less its cache). Shared by the tests of a process: they copy the run folder before they run into
+    it, and give their runs a cache of their own."""
+    root = tmp_path_factory.mktemp("stopped_btcv")
+    data = shutil.copytree(seg_dir, root / "data")
+    doc = json.loads((data / "dataset.json").read_text())
+    (data / "dataset.json").write_text(json.dumps({**doc, "name": "btcv"}))
+    (root / "ft.yaml").write_text(yaml.safe_dump(TINY_FT))
+    common = _interrupted_at_step_2(root / "ft.yaml", data / "dataset.json", root / "run", root / "cache")
+    assert common[-2] == "--data.cache_dir"
+    return data / "dataset.json", root / "run", common[:-2]
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed(ft_config, stopped_btcv, tmp_path, capsys):
     """A checkpoint left by a run with another learning rate: ``run.resume auto`` (the default) refuses, naming the
     option and both values, and leaves the checkpoint; ``if_unchanged`` (the pipeline's) starts afresh, saying every
     option that differs (a second one too: the log named only the first)."""
-    out = tmp_path / "run"
-    common = _interrupted_at_step_2(ft_config, seg_dir / "dataset.json", out, tmp_path / "cache")
+    source, stopped, options = stopped_btcv
+    out = shutil.copytree(stopped, tmp_path / "run")
+    common = [*options, "--data.cache_dir", str(tmp_path / "cache")]
     capsys.readouterr()
-    assert finetune(ft_config, seg_dir / "dataset.json", out, *common, "--train.lr", "0.001") != 0
+    assert finetune(ft_config, source, out, *common, "--train.lr", "0.001") != 0
     err = capsys.readouterr().err
     assert "train.lr" in err and "0.005" in err and "0.001" in err
     assert (out / "checkpoints" / "step_00000002.pt").exists() and not (out / "metrics.json").exists()
-    assert finetune(ft_config, seg_dir / "dataset.json", out, *common, "--train.lr", "0.001",
+    assert finetune(ft_config, source, out, *common, "--train.lr", "0.001",
                     "--train.weight_decay", "0.02", "--run.resume", "if_unchanged") == 0
     said = capsys.readouterr().out
     assert "another run's" in said and "train.lr" in said and "train.weight_decay" in said, said
@@ -604,23 +621,19 @@ def test_the_label_ratio_help_says_how_the_subset_is_counted():
     assert "half up" in text and "each class" in text
 
 
-def test_a_checkpoint_of_a_run_on_another_registry_entry_is_not_resumed(ft_config, seg_dir, tmp_path, capsys,
+def test_a_checkpoint_of_a_run_on_another_registry_entry_is_not_resumed(ft_config, stopped_btcv, tmp_path, capsys,
                                                                          monkeypatch):
     """A dataset's registry entry is data (s2dc.data.datasets), which the code hash leaves out: the run counts the
     entry of the dataset it reads (registry.spec_digest) instead, so that a run interrupted before the entry was edited
     is not continued as if it were this one (``if_unchanged`` starts afresh, naming the entry)."""
     import dataclasses
-    import shutil
     from types import MappingProxyType
 
     from s2dc.data import datalist, registry
 
-    data = tmp_path / "data"
-    shutil.copytree(seg_dir, data)
-    doc = json.loads((data / "dataset.json").read_text())
-    (data / "dataset.json").write_text(json.dumps({**doc, "name": "btcv"}))  # the registry's BTCV, as a twin is
-    out = tmp_path / "run"
-    common = _interrupted_at_step_2(ft_config, data / "dataset.json", out, tmp_path / "cache")
+    source, stopped, options = stopped_btcv  # a run of the registry's BTCV (by name), stopped at step 2
+    out = shutil.copytree(stopped, tmp_path / "run")
+    common = [*options, "--data.cache_dir", str(tmp_path / "cache")]
     assert (out / "checkpoints" / "step_00000002.pt").exists()
     before = registry.spec_digest("btcv")
     edited = dataclasses.replace(registry.get("btcv"), channels=("CT, an entry edited after the run started",))
@@ -629,7 +642,7 @@ def test_a_checkpoint_of_a_run_on_another_registry_entry_is_not_resumed(ft_confi
     monkeypatch.setattr(datalist, "REGISTRY", entries)
     assert registry.spec_digest("btcv") != before
     capsys.readouterr()
-    assert finetune(ft_config, data / "dataset.json", out, *common, "--run.resume", "if_unchanged") == 0
+    assert finetune(ft_config, source, out, *common, "--run.resume", "if_unchanged") == 0
     said = capsys.readouterr().out
     assert "another run's" in said and "registry entry" in said, said
     assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] is None
