@@ -110,13 +110,11 @@ def test_label_ratio_subsets(ft_config, seg_dir, tmp_path):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # same seed: same data, crops, init
 
 
-def test_init_from_pretraining_checkpoint(ft_config, seg_dir, tmp_path, capsys):
+def test_init_from_pretraining_checkpoint(ft_config, seg_dir, one_step_run, tmp_path, capsys):
     """Fine-tuning starts from the S²DC teacher encoder, loaded strictly; other sizes fail naming both."""
-    pre = {**TINY, "encoder": {**TINY["encoder"], **MODEL}, "optim": {"steps": 1, "warmup_steps": 0}}
-    (tmp_path / "pre.yaml").write_text(yaml.safe_dump(pre))
-    assert main(["pretrain", "--config", str(tmp_path / "pre.yaml"), "--data.source", str(seg_dir / "imagesTr"),
-                 "--run.out_dir", str(tmp_path / "pre")]) == 0
-    ckpt = tmp_path / "pre" / "checkpoints" / "step_00000001.pt"
+    # a finished one-step pretraining of TINY, whose encoder has MODEL's sizes (copied: an export locks its folder)
+    pre = shutil.copytree(one_step_run, tmp_path / "pre")
+    ckpt = pre / "checkpoints" / "step_00000001.pt"
 
     sizes = ModelConfig(**MODEL).encoder_config()
     model = swinunetr_for(sizes, out_channels=3)
