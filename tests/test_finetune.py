@@ -346,13 +346,12 @@ def test_finetune_defaults_to_the_registry_preset_and_keeps_given_options(tmp_pa
     assert values["preprocess"] == {} and notes == []  # neither source knows: the options' defaults stand
 
 
-def test_metrics_record_the_options_that_change_the_result(ft_config, seg_dir, tmp_path):
+def test_metrics_record_the_options_that_change_the_result(finished_finetuning):
     """metrics.json's `options`: every option that changes what the run computes (the learning rate, the steps, the
     precision it computed in), none of where it writes, how it logs or which seed it is (the row's own keys)."""
-    assert finetune(ft_config, seg_dir / "dataset.json", tmp_path / "run", "--train.steps", "2",
-                    "--train.lr", "0.005") == 0
-    options = json.loads((tmp_path / "run" / "metrics.json").read_text())["options"]
-    assert options["train.lr"] == 0.005 and options["train.steps"] == 2 and options["precision"] == "fp32"
+    _, run = finished_finetuning  # TINY_FT's (lr 0.005) with --train.steps 1, out of the config's 30
+    options = json.loads((run / "metrics.json").read_text())["options"]
+    assert options["train.lr"] == 0.005 and options["train.steps"] == 1 and options["precision"] == "fp32"
     assert "train.roi_size" in options and "model.feature_size" in options
     for local in ("run.out_dir", "run.seed", "run.progress", "run.device", "data.workers", "data.cache_dir",
                   "train.log_every", "train.amp", "data.label_ratio", "run.method"):
