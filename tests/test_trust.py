@@ -836,14 +836,16 @@ def test_pretraining_never_takes_a_users_files_for_an_earlier_run(tiny_config, p
     assert not (tmp_path / "new").exists()  # a refused run leaves no folder it made (not even its lock file)
 
 
-def test_a_run_computed_in_another_precision_is_never_resumed_silently(tiny_config, pool, tmp_path, capsys):
+def test_a_run_computed_in_another_precision_is_never_resumed_silently(tiny_config, volumes_dir, two_step_run,
+                                                                       tmp_path, capsys):
     """`run.amp auto` is bf16 on a GPU and fp32 on the CPU: the identity records the precision a run computed in,
     not the option, so a checkpoint made in bf16 (here: recorded so) is not continued in fp32 on the CPU, and
     `off` and `auto` on the CPU (both fp32) are one run."""
-    out = tmp_path / "run"
-    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2", "--run.amp", "off") == 0
+    pool = volumes_dir
+    out = shutil.copytree(two_step_run, tmp_path / "run")  # a finished two-step run of the pool, run.amp auto (TINY's)
+    assert "amp" not in TINY["run"]  # auto: the default
     finished = (out / "summary.json").read_text()
-    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2", "--run.amp", "auto") == 0
+    assert pretrain(tiny_config, pool / "dataset.json", out, "--optim.steps", "2", "--run.amp", "off") == 0
     assert (out / "summary.json").read_text() == finished  # finished: nothing to redo, the summary stands
     assert not (out / "previous").exists()
     ckpt = out / "checkpoints" / "step_00000002.pt"
