@@ -404,11 +404,11 @@ def test_an_epoch_of_cycle_is_one_step_per_sequence_of_every_batch():
                     TranslateConfig(inputs="cycle", targets="all"))
 
 
-def test_cycle_trains_end_to_end_and_resumes_mid_crop_to_the_same_weights(tmp_path):
-    """Six steps of cycle (a crop's four, then two of the next): stopped after its step-3 checkpoint (mid-crop) and
-    run again, it ends with the weights of the run that was never stopped, bit for bit: a step's batch and turn
+def test_cycle_trains_end_to_end_and_resumes_mid_crop_to_the_same_weights(tmp_path, monkeypatch):
+    """Six steps of cycle (a crop's four, then two of the next): stopped right after its step-3 checkpoint (mid-crop)
+    and run again, it ends with the weights of the run that was never stopped, bit for bit: a step's batch and turn
     depend on its number alone."""
-    from s2dc.downstream.engine import finetune as run_finetune
+    from s2dc.downstream.engine import Finetuner
 
     (tmp_path / "data").mkdir()
     source = _write_brains(tmp_path / "data", np.random.default_rng(8))
@@ -423,17 +423,17 @@ def test_cycle_trains_end_to_end_and_resumes_mid_crop_to_the_same_weights(tmp_pa
     assert m["options"]["translate.inputs"] == "cycle" and m["steps"] == 6 and np.isfinite(m["psnr"])
 
     out = tmp_path / "stopped"
-    cfg = build_config({**values, "data": {**values["data"], "source": source, "cache_dir": str(tmp_path / "cache")},
-                        "translate": {"inputs": "cycle", "targets": "all", "loss": "mse"},
-                        "preprocess": {"intensity": "zscore"},
-                        "run": {**values["run"], "out_dir": str(out), "checkpoint_every": 3}})
+    save = Finetuner._save_checkpoint
 
-    def stop(step, value):
-        if step == 6:
-            raise KeyboardInterrupt
+    def save_then_stop(self, *args):
+        save(self, *args)
+        if self.step == 3:
+            raise KeyboardInterrupt  # as a Ctrl-C right after the checkpoint: steps 4 .. 6 are the resumed run's
 
-    with pytest.raises(KeyboardInterrupt):
-        run_finetune(cfg, on_score=stop)
+    with monkeypatch.context() as patched:
+        patched.setattr(Finetuner, "_save_checkpoint", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            main([*common, "--run.out_dir", str(out), "--run.checkpoint_every", "3"])
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000003.pt"]
     assert main([*common, "--run.out_dir", str(out), "--run.checkpoint_every", "3"]) == 0
     resumed = json.loads((out / "metrics.json").read_text())
