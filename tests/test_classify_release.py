@@ -108,12 +108,12 @@ def test_flips_only_along_the_chosen_axes():
     assert torch.equal(torch.as_tensor(out), torch.flip(x, dims=[3]))
 
 
-def _cases(root, count=6):
+def _cases(root, count=6, shape=(80, 72, 40)):
     rng = np.random.default_rng(0)
     (root / "img").mkdir(parents=True)
     entries = []
     for i in range(count):
-        image = rng.uniform(0, 255, (80, 72, 40)).astype(np.float32)
+        image = rng.uniform(0, 255, shape).astype(np.float32)
         nib.save(nib.Nifti1Image(image, np.eye(4)), str(root / "img" / f"c{i}.nii.gz"))
         entries.append({"id": f"c{i}", "image": f"img/c{i}.nii.gz", "class": i % 2})
     doc = {"name": "scans", "task": "classification", "classes": ["a", "b"], "training": entries[:4],
@@ -206,7 +206,7 @@ def test_epochs_count_steps_of_the_label_ratio_subset(tmp_path, capsys):
     """The release's CC-CCII schedule (main.py: `max_steps = max_epochs * len(loader)`, warm-up likewise, a loader of
     ceil(cases / batch) batches): 3 epochs with 1 of warm-up over 4 training cases at 3 a step are 2 steps an epoch,
     6 steps, 2 of warm-up, and the learning rate follows them; at half the labels (2 cases) 1 step an epoch."""
-    source = _cases(tmp_path / "data")
+    source = _cases(tmp_path / "data", shape=(64, 32, 32))  # the crop's size: the schedule counts cases, not voxels
     config = tmp_path / "ft.yaml"
     config.write_text(yaml.safe_dump({**TINY_FT, "train": {**TINY_FT["train"], "log_every": 1}}))
     lr = TINY_FT["train"]["lr"]
