@@ -940,23 +940,27 @@ def test_the_random_baseline_is_the_mean_of_three_random_encoders(tmp_path, monk
     """One random encoder is one draw: on a twin where S²DC led one draw by a point, another read better. The
     `random` row is the mean of RANDOM_DRAWS random encoders drawn with seeds seed, seed + 1, ...: its score, every
     class's recall and (segmentation) structure score are the means of those of single-draw probes run with each
-    seed, and the other rows are the single probes'."""
+    seed, and the other rows are the single probes'. (Volumes of 48 x 32 x 32, a 64 x 32 x 32 grid for the encoders:
+    the rule holds at any size, and there the three draws still score apart.)"""
     from s2dc.eval import probe as probe_module
 
-    source = write_dataset(tmp_path / name, name, cases=cases, seed=1, shape=(48, 48, 32), val_fraction=0.5)
+    source = write_dataset(tmp_path / name, name, cases=cases, seed=1, shape=(48, 32, 32), val_fraction=0.5)
     torch.manual_seed(5)
     exported = tmp_path / "enc.pt"
     save_encoder(exported, swinunetr_for(SIZES).swinViT.state_dict())
-    encoders = ["voxels", "random", f"enc={exported}"]
     assert probe_module.RANDOM_DRAWS == 3
-    drawn = probe_module.probe(source, encoders, seed=3)["encoders"]
+    drawn = probe_module.probe(source, ["voxels", "random", f"enc={exported}"], seed=3)["encoders"]
     monkeypatch.setattr(probe_module, "RANDOM_DRAWS", 1)
-    singles = [probe_module.probe(source, encoders, seed=s)["encoders"] for s in (3, 4, 5)]
+    # the voxels row is compared with the first single's only (the file stays: the random encoders take its sizes)
+    singles = [probe_module.probe(source, ["voxels"] * (s == 3) + ["random", f"enc={exported}"], seed=s)["encoders"]
+               for s in (3, 4, 5)]
     mean = lambda values: pytest.approx(sum(values) / len(values), abs=1e-12)  # noqa: E731
+    assert len(set(drawn["random"]["draws"])) > 1  # draws that differ: their mean is no single draw's score
     assert drawn["random"]["score"] == mean([r["random"]["score"] for r in singles])
     assert drawn["random"]["draws"] == [r["random"]["score"] for r in singles]
     for c, value in drawn["random"]["recall"].items():
         assert value == mean([r["random"]["recall"][c] for r in singles])
+    assert ("structure" in drawn["random"]) == (name == "msd_spleen")  # segmentation: its structure scores too
     for key in drawn["random"].get("structure", {}):
         assert drawn["random"]["structure"][key] == mean([r["random"]["structure"][key] for r in singles])
     for row in ("voxels", "enc"):
