@@ -770,13 +770,12 @@ def test_a_block_straddling_the_volumes_edge_predicts_the_mean_of_its_own_voxels
         np.testing.assert_allclose(targets[inside].numpy(), want, rtol=1e-5, atol=1e-5, err_msg=role)
 
 
-def test_a_student_export_and_encoders_of_other_widths_are_probed_side_by_side(tmp_path, capsys):
+def test_a_student_export_and_encoders_of_other_widths_are_probed_side_by_side(twin, tmp_path, capsys):
     """The probe reads what an export holds: a `--which student` export was refused (with advice to give an option
     the probe does not have). Encoders of other widths read the volumes on one token grid (same patch size) and are
     probed side by side, each with its own architecture: a second encoder of feature size 24 beside one of 12 was
     refused. Another patch size (another grid) is refused naming both files."""
     torch.manual_seed(5)
-    source = write_dataset(tmp_path / "btcv", "btcv", cases=4, seed=1, shape=(48, 48, 32), val_fraction=0.5)
     narrow, student, wide, coarse = (tmp_path / f"{n}.pt" for n in ("narrow", "student", "wide", "coarse"))
     save_encoder(narrow, swinunetr_for(SIZES).swinViT.state_dict())
     torch.save({"state_dict": {f"swinViT.{k}": v for k, v in swinunetr_for(SIZES).swinViT.state_dict().items()},
@@ -786,10 +785,10 @@ def test_a_student_export_and_encoders_of_other_widths_are_probed_side_by_side(t
         torch.save({"state_dict": {f"swinViT.{k}": v for k, v in swinunetr_for(sizes).swinViT.state_dict().items()},
                     "encoder": sizes.to_dict()}, path)
     out = tmp_path / "probe.json"
-    assert main(["probe", "voxels", f"narrow={narrow}", f"student={student}", f"wide={wide}", "--source", str(source),
+    assert main(["probe", "voxels", f"narrow={narrow}", f"student={student}", f"wide={wide}", "--source", str(twin),
                  "--out", str(out)]) == 0, capsys.readouterr().err
     assert set(json.loads(out.read_text())["encoders"]) == {"voxels", "narrow", "student", "wide"}
-    assert main(["probe", f"narrow={narrow}", f"coarse={coarse}", "--source", str(source),
+    assert main(["probe", f"narrow={narrow}", f"coarse={coarse}", "--source", str(twin),
                  "--out", str(tmp_path / "p2.json")]) == 2
     err = capsys.readouterr().err
     assert str(coarse) in err and str(narrow) in err and "patch" in err, err
