@@ -651,14 +651,14 @@ def test_a_validation_case_that_is_a_training_case_is_refused(twin, tmp_path, ca
     assert not out.exists()
 
 
-@pytest.mark.parametrize("name, shape, inside", [("btcv", (64, 64, 40), 8 * 8 * 5), ("udpet", (48, 48, 32), 6 * 6 * 4),
-                                                 ("btcv", (64, 64, 16), 8 * 8 * 2), ("udpet", (48, 48, 16), 6 * 6 * 2)])
+@pytest.mark.parametrize("name, shape, inside", [("btcv", (32, 32, 40), 4 * 4 * 5), ("udpet", (48, 48, 32), 6 * 6 * 4),
+                                                 ("btcv", (32, 32, 16), 4 * 4 * 2), ("udpet", (48, 48, 16), 6 * 6 * 2)])
 def test_the_tokens_of_the_zero_padding_are_neither_fitted_nor_scored(probed_twin, name, shape, inside):
     """The encoder reads volumes zero-padded to a multiple of 32 voxels; a token whose 8³ block (stage 2) holds no
-    voxel of the image is no case of background (or of a zero target) to fit or score: 64×64×40 holds 8·8·5
+    voxel of the image is no case of background (or of a zero target) to fit or score: 32×32×40 holds 4·4·5
     blocks of image, 48×48×32 holds 6·6·4. An axis under 32 voxels (16) is padded by nothing but the probe, at its
-    far end: 64×64×16 holds 8·8·2 blocks of image (the preprocessing's own padding to the crop, on both sides,
-    counted 8·8·4)."""
+    far end: 32×32×16 holds 4·4·2 blocks of image (the preprocessing's own padding to the crop, on both sides,
+    counted 4·4·4)."""
     result = json.loads(probed_twin(name, 4, shape).read_text())  # udpet 48×48×32: the frozen protocol's probe
     assert result["stride"] == 8
     assert result["train_tokens"] == 2 * inside and result["val_tokens"] == 2 * inside
