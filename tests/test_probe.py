@@ -289,13 +289,13 @@ def test_classification_probe_reads_tokens_on_a_grid(monkeypatch):
     from s2dc.eval import probe as probe_module
 
     swin = swinunetr_for(SIZES).swinViT.eval()
-    image = torch.rand(1, 1, 64, 64, 64)
+    image = torch.rand(1, 1, 32, 32, 32)
     got = probe_module._token_features(swin, image, 2, pooled=True)
     with torch.no_grad():
-        fmap = swin(image, True)[2]  # (1, C, 8, 8, 8)
+        fmap = swin(image, True)[2]  # (1, C, 4, 4, 4): cells of 2³ tokens
     c = fmap.shape[1]
     assert got.shape == (1, c * 8)
-    first_cell = fmap[0, :, :4, :4, :4].mean((1, 2, 3))
+    first_cell = fmap[0, :, :2, :2, :2].mean((1, 2, 3))
     torch.testing.assert_close(got[0].reshape(c, 8)[:, 0], first_cell)
 
 
