@@ -452,8 +452,7 @@ def _a_label_corrected_in_place_is_converted_again(tmp_path, dataset: str, label
     corrected = np.zeros(nib.load(str(label)).shape, np.uint8)
     corrected[1:3, 1:3, 1] = 1
     nib.save(nib.Nifti1Image(corrected, nib.load(str(label)).affine), str(label))
-    assert "prepared_dataset" in run("-n")
-    run("--cores", "1")
+    assert "prepared_dataset" in run("--cores", "1")  # planned again (the run prints its plan) and run
     assert json.loads((tmp_path / target).read_text())["content_sha256"] != before
     assert "Nothing to be done" in run("-n")
 
