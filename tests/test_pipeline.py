@@ -138,34 +138,31 @@ def test_pool_change_reruns_pretraining_and_everything_after(smoke_run, tmp_path
                                       "all": 1}  # BTCV's figures
 
 
-REGENERATE_WITH_OTHER_IMAGES = """
-import dataclasses, sys
-from s2dc.cli import main
-from s2dc.data.synthetic import twins
-old = twins.TWINS["ct_pool"]
-def make(seed, shape, index):  # the twin's code changed: other images under the same case names
-    case = old.make(seed, shape, index)
-    case.image = case.image + 1.0
-    return case
-twins.TWINS["ct_pool"] = dataclasses.replace(old, make=make)
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def test_a_pool_regenerated_with_other_images_reruns_pretraining_in_a_later_run(smoke_run, tmp_path):
+def test_a_pool_regenerated_with_other_images_reruns_pretraining_in_a_later_run(smoke_run, tmp_path, monkeypatch):
     """`dvc repro` runs the data stage and the pretraining as two Snakemake runs. A pool regenerated with other
     images under the same case names (its twin's code changed) must rerun the pretraining in the second run:
     Snakemake skips a job whose input has a newer date but the same checksum, so the dataset.json a job reads must
     change with the images it lists, not only with the listing."""
+    import dataclasses
+
+    from s2dc.cli import main
+    from s2dc.data.synthetic import twins
+
     work = copy_run(smoke_run, tmp_path / "w")
     pool = PARAMS["scales"]["smoke"]["datasets"]["ct_pool"]
     before = (work / "resources/smoke/ct_pool/dataset.json").read_bytes()
-    regenerate = subprocess.run(
-        [sys.executable, "-c", REGENERATE_WITH_OTHER_IMAGES, "synth", "--kind", "ct_pool", "--out",
-         "resources/smoke/ct_pool", "--cases", str(pool["cases"]), "--seed", str(pool["seed"]),
-         "--shape", *map(str, pool["shape"])],
-        cwd=work, capture_output=True, text=True)
-    assert regenerate.returncode == 0, regenerate.stderr[-3000:]
+    old = twins.TWINS["ct_pool"]
+
+    def make(seed, shape, index):  # the twin's code changed: other images under the same case names
+        case = old.make(seed, shape, index)
+        case.image = case.image + 1.0
+        return case
+
+    with monkeypatch.context() as changed:  # `s2dc synth` run in this process (what it writes is what is checked)
+        changed.setitem(twins.TWINS, "ct_pool", dataclasses.replace(old, make=make))
+        changed.chdir(work)
+        assert main(["synth", "--kind", "ct_pool", "--out", "resources/smoke/ct_pool", "--cases", str(pool["cases"]),
+                     "--seed", str(pool["seed"]), "--shape", *map(str, pool["shape"])]) == 0
     assert (work / "resources/smoke/ct_pool/dataset.json").read_bytes() != before
     dry = snakemake(work, "--cores", "2", "--config", "scale=smoke", "-n")
     assert dry.returncode == 0, dry.stderr[-3000:]
