@@ -716,29 +716,29 @@ def test_a_twin_entry_reworded_without_change_reruns_nothing_and_names_no_new_st
     to be done, and the same study. A changed entry (another seed) still reruns its twin."""
     import yaml
 
-    def study(configfile):
-        run = snakemake(work, "-n", "-p", "sweep", "--config", "scale=smoke", configfile=configfile)
+    def plan(configfile):
+        """One dry run of the default target and the sweep (which the smoke run did not run): its jobs, and the study
+        each sweep job is given."""
+        run = snakemake(work, "-n", "-p", "all", "sweep", "--config", "scale=smoke", configfile=configfile)
         assert run.returncode == 0, run.stderr[-3000:]
-        return re.findall(r"--study (s2dc-smoke-\w+)", run.stdout)
+        jobs = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", run.stdout, flags=re.M)}
+        return jobs, re.findall(r"--study (s2dc-smoke-\w+)", run.stdout)
 
     work = copy_run(smoke_run, tmp_path / "work")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    before = study(None)
+    sweep_only, before = plan(None)
+    assert set(sweep_only) == {"sweep_worker", "sweep_export", "sweep", "total"}, sweep_only  # `all`: nothing to do
     datasets = params["scales"]["smoke"]["datasets"]
     assert before and datasets["udpet"]["val_fraction"] == 0.25 and params["scales"]["smoke"]["sweep"]["dataset"] == "btcv"
     datasets["btcv"] = {"finetune": {}, **dict(reversed(datasets["btcv"].items()))}
     datasets["ct_pool"] = dict(reversed(datasets["ct_pool"].items()))
     datasets["udpet"] = {k: v for k, v in datasets["udpet"].items() if k != "val_fraction"}
     (tmp_path / "reworded.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    again = snakemake(work, "-n", "--config", "scale=smoke", configfile=tmp_path / "reworded.yaml")
-    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
-    assert study(tmp_path / "reworded.yaml") == before
+    assert plan(tmp_path / "reworded.yaml") == (sweep_only, before)  # nothing of `all` to do, the same study
     datasets["btcv"]["seed"] += 1  # another twin: drawn again, and what reads it
     (tmp_path / "other.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    other = snakemake(work, "-n", "--config", "scale=smoke", configfile=tmp_path / "other.yaml")
-    jobs = {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", other.stdout, flags=re.M)}
-    assert other.returncode == 0 and jobs.get("synthetic_dataset") == 1, other.stdout[-3000:]
-    assert study(tmp_path / "other.yaml") != before
+    jobs, other = plan(tmp_path / "other.yaml")
+    assert jobs.get("synthetic_dataset") == 1 and other and other != before, jobs
 
 
 def test_a_run_metrics_edited_by_hand_is_not_deleted_by_the_next_run(tmp_path, smoke_run):
