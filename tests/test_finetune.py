@@ -442,31 +442,39 @@ def test_an_interrupted_finetuning_resumes_bit_identically(ft_config, seg_dir, n
     assert not (out / "checkpoints").exists()  # a finished run keeps model.pt, not its checkpoints
 
 
-@pytest.fixture(scope="module")
-def stopped_btcv(tmp_path_factory, seg_dir):
-    """``seg_dir``'s cases under a dataset.json named ``btcv`` (the registry's BTCV, as a twin is), and a 3-step
-    fine-tuning of it stopped (KeyboardInterrupt) after its step-2 checkpoint (at its last step's score, before
-    model.pt): (that dataset.json, the run folder, the command-line options of the run less its cache). Shared by the
-    tests of a process: they copy the run folder before they run into it, and give their runs a cache of their own."""
-    from s2dc.downstream.engine import finetune as run_finetune
-
-    root = tmp_path_factory.mktemp("stopped_btcv")
-    data = shutil.copytree(seg_dir, root / "data")
-    doc = json.loads((data / "dataset.json").read_text())
-    (data / "dataset.json").write_text(json.dumps({**doc, "name": "btcv"}))
-    cfg = build_config({**TINY_FT, "data": {**TINY_FT["data"], "source": str(data / "dataset.json"),
-                                            "cache_dir": str(root / "cache")},
-                        "train": {**TINY_FT["train"], "steps": 3},
-                        "eval": {**TINY_FT["eval"], "every": 2},
-                        "run": {**TINY_FT["run"], "out_dir": str(root / "run"), "checkpoint_every": 2}})
+def _interrupted_at_step_2(ft_config, source, out, cache) -> list[str]:
+    """A 3-step fine-tuning of ``source`` into ``out`` stopped (KeyboardInterrupt) after its step-2 checkpoint (at its
+    last step's score, before model.pt); returns the command-line options of that run, for its resume."""
+    values = yaml.safe_load(ft_config.read_text())
+    cfg = build_config({**values, "data": {**values["data"], "source": str(source), "cache_dir": str(cache)},
+                        "train": {**values["train"], "steps": 3},
+                        "eval": {**values["eval"], "every": 2},
+                        "run": {**values["run"], "out_dir": str(out), "checkpoint_every": 2}})
 
     def stop(step, value):
         if step == 3:  # after the step-2 checkpoint
             raise KeyboardInterrupt
 
+    from s2dc.downstream.engine import finetune as run_finetune
     with pytest.raises(KeyboardInterrupt):
         run_finetune(cfg, on_score=stop)
-    return data / "dataset.json", root / "run", ["--train.steps", "3"]
+    return ["--train.steps", "3", "--data.cache_dir", str(cache)]
+
+
+@pytest.fixture(scope="module")
+def stopped_btcv(tmp_path_factory, seg_dir):
+    """``seg_dir``'s cases under a dataset.json named ``btcv`` (the registry's BTCV, as a twin is), and a fine-tuning of
+    it stopped after its step-2 checkpoint (:func:`_interrupted_at_step_2`): (that dataset.json, the run folder, the
+    options of the run less its cache). Shared by the tests of a process: they copy the run folder before they run into
+    it, and give their runs a cache of their own."""
+    root = tmp_path_factory.mktemp("stopped_btcv")
+    data = shutil.copytree(seg_dir, root / "data")
+    doc = json.loads((data / "dataset.json").read_text())
+    (data / "dataset.json").write_text(json.dumps({**doc, "name": "btcv"}))
+    (root / "ft.yaml").write_text(yaml.safe_dump(TINY_FT))
+    common = _interrupted_at_step_2(root / "ft.yaml", data / "dataset.json", root / "run", root / "cache")
+    assert common[-2] == "--data.cache_dir"
+    return data / "dataset.json", root / "run", common[:-2]
 
 
 def test_a_checkpoint_of_another_run_is_not_resumed(ft_config, stopped_btcv, tmp_path, capsys):
