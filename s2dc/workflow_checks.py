@@ -449,6 +449,35 @@ def figure_anchor(config: dict, dataset: str) -> tuple[str, str]:
     return (entry, "label") if isinstance(entry, str) else (entry["structure"], entry["labels"])
 
 
+def stage_code(stages: dict[str, list[str]], shallow: tuple[str, ...] = ()) -> dict[str, str]:
+    """{stage: :func:`s2dc.fingerprint.code_fingerprint` of its modules, ``shallow`` counted shallow}: the code hash
+    of each kind of job (workflow/rules/common.smk). Computed once per content of the s2dc package's sources in a
+    process: a process that parses the workflow again and again (the tests' in-process Snakemake runs) reads the
+    sources (~5 ms) instead of fingerprinting every stage anew (~80 ms)."""
+    frozen = tuple((stage, tuple(modules)) for stage, modules in stages.items())
+    return dict(_stage_code(_sources_digest(), frozen, tuple(shallow)))
+
+
+def _sources_digest() -> str:
+    """SHA-256 of the s2dc package's sources: every .py file under it, by relative path and content."""
+    from s2dc import fingerprint
+
+    digest = hashlib.sha256()
+    for path in sorted(fingerprint.PACKAGE_ROOT.rglob("*.py")):
+        digest.update(f"{path.relative_to(fingerprint.PACKAGE_ROOT)}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _stage_code(sources: str, stages: tuple, shallow: tuple[str, ...]) -> tuple:
+    """((stage, code hash), ...) of ``stages`` ((stage, modules), ...); ``sources`` (:func:`_sources_digest`) keys the
+    cache."""
+    from s2dc.fingerprint import code_fingerprint
+
+    return tuple((stage, code_fingerprint(*modules, shallow=shallow)) for stage, modules in stages)
+
+
 def validate_params(config: dict, schema: str | Path) -> None:
     """Snakemake's validation of ``config`` against the ``schema`` file (which also fills its defaults); a number
     written in exponent notation without a decimal point (``5e-1``), which Snakemake's YAML 1.1 reader takes as text
@@ -473,19 +502,28 @@ def check_config_files(paths) -> None:
     where DVC refuses the file."""
     import yaml
 
-    from s2dc.config import load_yaml
-
     for path in paths:
         try:
-            doc = load_yaml(Path(path).read_text())
+            keys = _top_level_keys(Path(path).read_text())
         except yaml.YAMLError as err:
             raise ParamsError(f"{path}: {' '.join(str(err).split())}") from None
         for key in COMMAND_LINE_ONLY:
-            if isinstance(doc, dict) and key in doc:
+            if key in keys:
                 raise ParamsError(f"{path}: {key}: a choice of the command line (`--config {key}=NAME,NAME`), not of a "
                                   "config file: written there it would narrow every run of the file, and dvc.yaml, "
                                   "which does not track it, would record the narrowed tables as the benchmark's; "
                                   "remove it")
+
+
+@functools.lru_cache(maxsize=8)
+def _top_level_keys(text: str) -> frozenset:
+    """The top-level keys of the YAML ``text`` of a config file (none if it is not a mapping), read by
+    :func:`s2dc.config.load_yaml` (a key given twice is a ``yaml.YAMLError``, not cached); once per text in a process
+    that parses the workflow again and again (the tests' in-process Snakemake runs)."""
+    from s2dc.config import load_yaml
+
+    doc = load_yaml(text)
+    return frozenset(doc) if isinstance(doc, dict) else frozenset()
 
 
 #: Keys that narrow one run (`--config only=...`, `--config methods=...`), refused in a config file.
@@ -549,18 +587,24 @@ def _check_keys_are_text(value, where: str = "") -> None:
 def _check_integers(config: dict, schema: str | Path) -> None:
     """JSON Schema's ``integer`` takes 1.0; the jobs' command lines do not (``--seed 1.0``): a whole number written
     as a decimal where the schema says integer is refused here, naming the key, before any job."""
-    import jsonschema
-    import yaml
-
-    doc = yaml.safe_load(Path(schema).read_text())
-    base = jsonschema.validators.validator_for(doc)
-    checker = base.TYPE_CHECKER.redefine("integer", lambda _, v: isinstance(v, int) and not isinstance(v, bool))
-    strict = jsonschema.validators.extend(base, type_checker=checker)(doc)
-    for error in strict.iter_errors(config):
+    for error in _strict_validator(Path(schema).read_text()).iter_errors(config):
         if error.validator == "type":
             key = ".".join(str(part) for part in error.absolute_path)
             raise ParamsError(f"params.yaml: {key}: {error.instance!r} is not an integer (write it without a "
                               "decimal point)")
+
+
+@functools.lru_cache(maxsize=4)
+def _strict_validator(schema_text: str):
+    """The JSON Schema validator of the schema ``schema_text`` (YAML) whose ``integer`` is an int only (not 1.0); built
+    once per schema text in a process (the tests parse the workflow again and again)."""
+    import jsonschema
+    import yaml
+
+    doc = yaml.load(schema_text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml's parser if built
+    base = jsonschema.validators.validator_for(doc)
+    checker = base.TYPE_CHECKER.redefine("integer", lambda _, v: isinstance(v, int) and not isinstance(v, bool))
+    return jsonschema.validators.extend(base, type_checker=checker)(doc)
 
 
 #: The options each rule gives itself, after those of params.yaml (which the command line's last value would

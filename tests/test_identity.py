@@ -318,6 +318,25 @@ def _file_naming(root, text: str):
     return found[0]
 
 
+def test_the_workflows_stage_codes_follow_an_edit_made_in_the_same_process(package_copy):
+    """The workflow's code hash of each kind of job (s2dc.workflow_checks.stage_code, computed once per content of the
+    package's sources in a process): each stage's code_fingerprint; after a module is edited, the stages that import it
+    change and the others do not, also in the process that computed them before."""
+    from s2dc.workflow_checks import stage_code
+
+    stages = {"probe": ["s2dc.eval.probe"], "synth": ["s2dc.data.synthetic"]}
+    before = stage_code(stages, shallow=("s2dc.cli",))
+    assert before == {stage: fingerprint.code_fingerprint(*modules, shallow=("s2dc.cli",))
+                      for stage, modules in stages.items()}
+    path = package_copy / "eval" / "probe_table.py"
+    path.write_text(path.read_text() + "\nEDITED = 1\n")
+    after = stage_code(stages, shallow=("s2dc.cli",))
+    assert after["probe"] != before["probe"] and after["synth"] == before["synth"]
+    assert after["probe"] == fingerprint.code_fingerprint("s2dc.eval.probe", shallow=("s2dc.cli",))
+    path.write_text(path.read_text() + "# a comment\n")  # a comment: a new text, the same code
+    assert stage_code(stages, shallow=("s2dc.cli",)) == after
+
+
 def test_a_dataset_added_to_the_registry_changes_no_stages_code(package_copy):
     """A dataset is data, not code: a new registry entry (MSD Task07 Pancreas, say) leaves every stage's code hash
     as it was, so that Snakemake reruns no job for it (it reran all nine stages, and at paper scale every pretraining

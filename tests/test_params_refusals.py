@@ -84,6 +84,30 @@ def test_a_command_line_choice_written_in_a_config_file_is_refused_naming_it(tmp
     check_config_files([REPO / "params.yaml"])
 
 
+def test_a_config_file_or_schema_edited_between_two_parses_in_one_process_is_read_anew(tmp_path):
+    """The parse reads a config file's keys and builds the schema's strict validator once per text in a process (the
+    tests parse the workflow again and again): a file edited after a first parse is checked as it reads now."""
+    from s2dc.workflow_checks import ParamsError, _check_integers, check_config_files
+
+    config = tmp_path / "params.yaml"
+    config.write_text("scale: smoke\n")
+    check_config_files([config])
+    config.write_text("scale: smoke\nscale: quick\n")
+    with pytest.raises(ParamsError, match="key 'scale' is given twice"):
+        check_config_files([config])
+    config.write_text("scale: smoke\nonly: btcv\n")
+    with pytest.raises(ParamsError, match=r"only: a choice of the command line"):
+        check_config_files([config])
+
+    schema = tmp_path / "schema.yaml"
+    schema.write_text("type: object\nproperties:\n  seed: {type: number}\n")
+    _check_integers({"seed": 1.0}, schema)
+    schema.write_text("type: object\nproperties:\n  seed: {type: integer}\n")
+    with pytest.raises(ParamsError, match=r"params.yaml: seed: 1.0 is not an integer"):
+        _check_integers({"seed": 1.0}, schema)
+    _check_integers({"seed": 1}, schema)
+
+
 def test_the_parse_knows_each_tasks_options_as_the_task_modules_declare_them():
     """The workflow checks the task options without importing the task modules (torch): its map must be theirs."""
     from s2dc.data.registry import INPUT_CHANNEL_TASKS, TASK_OPTION_SECTIONS

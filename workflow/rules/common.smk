@@ -8,7 +8,6 @@ from pathlib import Path
 
 from s2dc.data import registry
 from s2dc.data.download import EXTRACTED, release_fingerprint
-from s2dc.fingerprint import code_fingerprint
 from s2dc.tune.space import merge_options, split_run_local
 import s2dc.workflow_checks as checks
 
@@ -242,9 +241,8 @@ def pretrain_workdir(modality: str, variant: str) -> str:
 
 # The s2dc code each kind of job runs, as a hash (docstrings and comments do not count): a rule param,
 # so that Snakemake reruns a job whose code changed (`--rerun-triggers params`, on by default).
-CODE = {
-    stage: code_fingerprint(*modules, shallow=("s2dc.cli",))  # the command line runs every job
-    for stage, modules in {
+CODE = checks.stage_code(
+    {
         "synth": ["s2dc.data.synthetic"],
         "prepare": ["s2dc.data.sources"],
         "pretrain": ["s2dc.train.pretrain", "s2dc.export", "s2dc.train.publish"],
@@ -254,8 +252,9 @@ CODE = {
         "report": ["s2dc.report.tables"],
         "plots": ["s2dc.report.figures", "s2dc.report.curves"],
         "sweep": ["s2dc.tune.command"],
-    }.items()
-}
+    },
+    shallow=("s2dc.cli",),  # the command line runs every job
+)
 
 
 # The registry's entries are data, which CODE leaves out (s2dc.train.identity.DATA_MODULES): each job that reads a
