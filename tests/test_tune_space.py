@@ -49,6 +49,8 @@ def test_the_example_space_is_valid_and_typed():
     ("finetune.train.lr", {"low": 0.0, "high": 0.1, "log": True}, "log range needs low > 0"),
     ("finetune.train.lr", {"low": 1e-4, "hi": 0.1}, "a range takes low, high"),
     ("finetune.model.init", {"choices": ["scratch"]}, "set by the sweep"),
+    # two choices that are one option once typed (a real option reads 1 as 1.0): the sampler weighed it twice
+    ("pretrain.loss.weight_p2p", {"choices": [0.5, 1, 1.0]}, r"choices 1 and 1\.0 are the same option \(1\.0\)"),
 ])
 def test_a_bad_space_entry_is_refused_naming_its_key(key, value, message):
     with pytest.raises(ValueError, match=message) as err:

@@ -165,12 +165,18 @@ def check_space(dims: tuple[Dimension, ...], base: dict[str, dict]) -> None:
             raise ValueError(f"space key {dim.key!r}: {dim.section}.{dim.field} is a real number but low and high are "
                              f"integers, which would search integers only; write them as {float(dim.low)} and "
                              f"{float(dim.high)}")
+        typed = []  # (choice, the option it gives)
         for value in dim.candidates():
             values = merge_options(base.get(dim.stage) or {}, {dim.section: {dim.field: value}})
             try:
-                build(values)
+                option = getattr(getattr(build(values), dim.section), dim.field)
             except ValueError as err:
                 raise ValueError(f"space key {dim.key!r}: the value {value!r} is not a valid option: {err}") from None
+            same = [choice for choice, given in typed if given == option]
+            if dim.choices is not None and same:
+                raise ValueError(f"space key {dim.key!r}: choices {same[0]!r} and {value!r} are the same option "
+                                 f"({option!r}) once typed, which the sampler would weigh twice; list each value once")
+            typed.append((value, option))
     _check_pairs(dims, base)
     _check_sizes(dims, base)
 
