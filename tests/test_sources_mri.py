@@ -89,6 +89,64 @@ def test_brats21_lists_every_case_in_channel_order_with_its_seg(tmp_path):
     assert [e["id"] for e in again["training"]] == [e["id"] for e in doc["training"]]
 
 
+#: The BraTS 2023 GLI mapping's rows for the fixture (columns as the release's BraTS2023_2017_GLI_Mapping.xlsx names
+#: them): BraTS2021_00000 and _00003 are one patient's two time points, which a case-by-case split puts on both sides.
+GLI_ROWS = [("BraTS-GLI-00000-000", "BraTS2021_00000"), ("BraTS-GLI-00000-001", "BraTS2021_00003"),
+            ("BraTS-GLI-00002-000", "BraTS2021_00002"), ("BraTS-GLI-01666-000", "BraTS2021_01146"),
+            ("BraTS-GLI-00009-000", None)]  # a row of a case that is not in BraTS 2021's training data
+
+
+def write_gli_mapping(path: Path, rows=GLI_ROWS, columns=("BraTS2023", "BraTS2021")) -> Path:
+    import pandas as pd
+
+    table = pd.DataFrame([{columns[0]: a, columns[1]: b, "Site No (represents the originating institution)": 1}
+                          for a, b in rows])
+    if path.suffix == ".xlsx":
+        table.to_excel(path, index=False)
+    else:
+        table.to_csv(path, index=False, sep=";")
+    return path
+
+
+@pytest.mark.parametrize("form", ["xlsx", "csv"])
+def test_brats21_splits_by_patient_with_the_brats23_gli_mapping(tmp_path, capsys, form):
+    """BraTS 2021's training cases are BraTS 2023 GLI's, and GLI's ids say which cases are one patient's time points
+    (``BraTS-GLI-XXXXX-YYY``); with the release's mapping file beside the data, a patient's cases stay on one side."""
+    raw = brats21_release(tmp_path / "raw")
+    assert expected_validation(B21) == ["BraTS2021_00003"]  # case by case, the patient's two cases would part
+    write_gli_mapping(raw / f"BraTS2023_2017_GLI_Mapping.{form}")
+    doc = load(brats21.convert(raw, tmp_path / "out"))
+    patient = {b: a.rsplit("-", 1)[0] for a, b in GLI_ROWS if b}
+    held_out = set(expected_validation(sorted(set(patient.values()))))
+    assert sorted(e["id"] for e in doc["validation"]) == sorted(c for c in B21 if patient[c] in held_out)
+    assert sorted(e["id"] for e in doc["training"]) == sorted(c for c in B21 if patient[c] not in held_out)
+    sides = {e["id"]: role for role in ("training", "validation") for e in doc[role]}
+    assert sides["BraTS2021_00000"] == sides["BraTS2021_00003"]
+    assert "split by patient" in capsys.readouterr().err
+
+
+def test_brats21_without_the_gli_mapping_splits_case_by_case_and_says_so(tmp_path, capsys):
+    raw = brats21_release(tmp_path / "raw")
+    doc = load(brats21.convert(raw, tmp_path / "out"))
+    assert sorted(e["id"] for e in doc["validation"]) == expected_validation(B21)
+    err = capsys.readouterr().err
+    assert "BraTS2023_2017_GLI_Mapping.xlsx" in err and str(raw) in err and "both sides" in err, err
+
+
+def test_brats21_names_a_gli_mapping_it_cannot_use(tmp_path):
+    raw = brats21_release(tmp_path / "raw")
+    mapping = write_gli_mapping(raw / "BraTS2023_2017_GLI_Mapping.csv", columns=("BraTS2023", "BraTS2020"))
+    with pytest.raises(DataError, match=r"BraTS2023_2017_GLI_Mapping.csv.* no column 'BraTS2021'"):
+        brats21.convert(raw, tmp_path / "out")
+    write_gli_mapping(mapping, rows=[("BraTS-GLI-00100-000", "BraTS2021_00100")])
+    with pytest.raises(DataError, match=r"BraTS2023_2017_GLI_Mapping.csv.* names none of the .* cases"):
+        brats21.convert(raw, tmp_path / "out")
+    write_gli_mapping(raw / "BraTS2023_2017_GLI_Mapping.xlsx")
+    with pytest.raises(DataError, match=r"both .*BraTS2023_2017_GLI_Mapping.xlsx.* and .*BraTS2023_2017_GLI_Mapping.csv"):
+        brats21.convert(raw, tmp_path / "out")
+    assert not (tmp_path / "out" / "dataset.json").exists()
+
+
 def test_brats23_lists_the_four_sequences_and_needs_no_seg(tmp_path):
     """Every case with its four sequences; the split is by patient (``BraTS-GLI-XXXXX``; ``-YYY`` is the time
     point): a patient's two time points stay on one side (they were split as two cases, so a patient's scan could be

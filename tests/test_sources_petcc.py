@@ -107,6 +107,21 @@ def test_cc_ccii_reads_the_layout_the_release_reads_normal_under_nc(tmp_path):
     assert set(entries) == set(cases)
     assert {e["class"] for i, e in entries.items() if i.startswith("Normal/")} == {0}
 
+def test_cc_ccii_refuses_patients_beside_a_nested_class_folder_or_two_normal_folders(tmp_path):
+    """A class's patients in one folder only: patient folders beside a nested ``NCP/NCP`` (two unzips, one nested
+    and one not), or ``Normal/`` beside ``NC/Normal``, are named, not left out of the dataset without a word."""
+    raw = tmp_path / "CC-CCII"
+    cc_ccii_release(raw)
+    png(raw / "NCP" / "NCP" / "34" / "100" / "1.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(DataError, match=r"'.*NCP/NCP' .* '.*NCP/31', '.*NCP/32', '.*NCP/33'.*one of the two"):
+        cc_ccii.convert(raw, tmp_path / "out")
+    shutil.rmtree(raw / "NCP" / "NCP")
+    png(raw / "NC" / "Normal" / "13" / "100" / "1.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(DataError, match=r"'.*NC/Normal' and '.*CC-CCII/Normal'.*one of the two"):
+        cc_ccii.convert(raw, tmp_path / "out")
+    assert not (tmp_path / "out" / "dataset.json").exists()
+
+
 def test_cc_ccii_refusals_name_the_folder_or_file(tmp_path):
     raw = tmp_path / "CC-CCII"
     cc_ccii_release(raw)
@@ -377,6 +392,20 @@ def test_adni_refusals(tmp_path):
         adni.convert(raw, tmp_path / "out")
     with pytest.raises(DataError, match=r"nothing/ADNI' does not exist.*ida\.loni\.usc\.edu"):
         adni.convert(tmp_path / "nothing", tmp_path / "out")
+
+
+def test_adni_refuses_two_volumes_of_one_earliest_acquisition_naming_them(tmp_path):
+    """Two processing stages (or tracers) of one subject's earliest acquisition: which one a classifier should read
+    is the user's choice, not the order of the description folders' names."""
+    raw = tmp_path / "adni"
+    adni_release(raw)
+    date = "2006-04-18_08_20_30.0"
+    nifti(raw / "ADNI" / "005_S_0221" / "Co-registered,_Averaged" / date / "I26300" / "averaged.nii")
+    with pytest.raises(DataError, match=r"005_S_0221.*2006-04-18_08_20_30\.0.*ADNI_005_S_0221_PT_AV45.*averaged\.nii"
+                                        r".*one kind of image"):
+        adni.convert(raw, tmp_path / "out")
+    shutil.rmtree(raw / "ADNI" / "005_S_0221" / "Co-registered,_Averaged")
+    assert adni.convert(raw, tmp_path / "out").is_file()
 
 
 def test_adni_refuses_an_earliest_scan_that_is_a_broken_link(tmp_path):

@@ -149,7 +149,8 @@ CC-CCII/
                PaperScore("s2dc", 1.0, 95.34, "poster Table 1")),
         notes="Open, but the portal has no stable per-file URL or checksum: download the zips by hand "
               "(NCP-k.zip is served as COVID19-k.zip) and unzip them into the class folders (a class folder "
-              "nested once more, NCP/NCP/... or NC/Normal/..., as the release's prc_data.py reads it, is accepted too).",
+              "nested once more, NCP/NCP/... or NC/Normal/..., as the release's prc_data.py reads it, is accepted too, "
+              "but not beside patient folders of the same class).",
     ),
     # ---------------------------------------------------------------- MRI downstream
     DatasetSpec(
@@ -171,7 +172,9 @@ TrainingData/        (any name: the folder BraTS2021_Training_Data.tar is extrac
                       "BraTS2021_01146_flair.nii.gz); MIC-DKFZ/nnUNet nnunetv2/dataset_conversion/Dataset137_BraTS21.py "
                       "(file names, labels 0, 1, 2, 4); regions TC={1,4}, WT={1,2,4}, ET={4} as MONAI "
                       "ConvertToMultiChannelBasedOnBratsClasses",
-        notes="Predicts the three overlapping regions (sigmoid per channel), scored by Dice per region.",
+        notes="Predicts the three overlapping regions (sigmoid per channel), scored by Dice per region. Its cases are "
+              "BraTS 2023 GLI's under other ids: BraTS 2023's BraTS2023_2017_GLI_Mapping.xlsx beside the case folders "
+              "splits them by patient (a patient's time points on one side); without it, case by case.",
     ),
     DatasetSpec(
         name="brats23", title="BraTS 2023 (GLI, sequence translation)", task="translation", modality="MRI",

@@ -7,7 +7,8 @@ Official layout (registry ``adni``)::
 
 Class from the baseline row (``VISCODE == "bl"``) of each subject: DX_bl CN -> 0, AD -> 1; subjects
 with another baseline diagnosis (SMC, EMCI, LMCI, none) are skipped. One volume per subject: its
-earliest acquisition (any description). Only NIfTI is read: an image folder holding DICOM only is
+earliest acquisition (any description; several volumes of that acquisition, e.g. two processing stages, are refused
+naming them). Only NIfTI is read: an image folder holding DICOM only is
 refused (download the NIfTI collection from IDA, or convert with dcm2niix). Subjects are split with
 :func:`fixed_split`.
 """
@@ -77,7 +78,8 @@ def _nifti(image: Path) -> Path:
 
 
 def earliest_volume(subject: Path) -> Path:
-    """The NIfTI of a subject's earliest acquisition (date folder name), over all its descriptions."""
+    """The NIfTI of a subject's earliest acquisition (date folder name), over all its descriptions;
+    :class:`DataError` naming them when that acquisition has several (processing stages or tracers of one date)."""
     found = []
     for description in _dirs(subject):
         for date in _dirs(description):
@@ -86,6 +88,11 @@ def earliest_volume(subject: Path) -> Path:
             found += [(date.name, str(p), p) for image in _dirs(date) for p in [_nifti(image)]]
     if not found:
         raise DataError(f"subject folder '{subject}' holds no <description>/<date>/<image id>/*.nii[.gz] volume")
+    first = min(found)[0]
+    if len(earliest := sorted(p for date, p, _ in found if date == first)) > 1:
+        raise DataError(f"subject '{subject.name}' has {len(earliest)} volumes of its earliest acquisition ({first}): "
+                        + ", ".join(f"'{p}'" for p in earliest) + ": keep one kind of image in the download (one "
+                        "tracer, one processing stage), so that every subject is read alike")
     return min(found)[2]
 
 

@@ -9,13 +9,18 @@ it ``TrainingData/``; icerain-alt/brats-unet extracts it into ``data/``); a ``ra
 holds them, as a copy named after the archive may, is read too.
 
 Entry: ``{"id": "BraTS2021_00000", "image": [t1, t1ce, t2, flair], "label": seg}`` (image in the spec's
-channel order). Split: :func:`fixed_split` (20 % validation). SwinUNETR's BraTS21 protocol uses the 5
-folds of ``brats21_folds.json``, which we do not ship; its fold 0 could be honoured later.
+channel order). Split: :func:`fixed_split` (20 % validation) of the patients. BraTS 2021's training cases are BraTS
+2023 GLI's, renamed, and only GLI's ids (``BraTS-GLI-XXXXX-YYY``, ``YYY`` the time point) tell which cases are one
+patient's scans: with BraTS 2023's mapping file (``BraTS2023_2017_GLI_Mapping.xlsx``, published beside its GLI
+training data; or a ``.csv`` of it) in ``raw``, a patient's cases stay on one side; without it each case is its own
+patient, and the conversion says so. SwinUNETR's BraTS21 protocol uses the 5 folds of ``brats21_folds.json``, which
+we do not ship; its fold 0 could be honoured later.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 from ..datalist import present_file
@@ -25,6 +30,50 @@ from .common import fixed_split, nifti_shape, require_folder, require_on_grid, w
 
 RELEASE = "BraTS2021_Training_Data"
 _CASE = re.compile(r"BraTS2021_\d{5}")
+#: BraTS 2023's table of its GLI cases' ids in earlier editions (columns ``BraTS2023``, ``BraTS2021``, ...).
+GLI_MAPPING = "BraTS2023_2017_GLI_Mapping"
+_GLI_CASE = re.compile(r"BraTS-GLI-\d{5}-\d{3}")
+
+
+def gli_patient(case: str) -> str:
+    """``BraTS-GLI-XXXXX-YYY`` -> ``BraTS-GLI-XXXXX`` (the patient; ``YYY`` is the time point)."""
+    return case.rsplit("-", 1)[0]
+
+
+def patients(raw: Path, cases: list[str]) -> dict[str, str]:
+    """{case: its patient} for BraTS 2021 ``cases``: the GLI patient of the case's row in ``raw``'s BraTS 2023
+    mapping (``.xlsx``, or a ``.csv`` of it); each case its own patient without the file (said on stderr) and for a
+    case the file has no row of. :class:`DataError` naming the file if it lacks a column or names none of ``cases``."""
+    import pandas as pd
+
+    found = [path for path in (raw / f"{GLI_MAPPING}.xlsx", raw / f"{GLI_MAPPING}.csv") if present_file(path)]
+    if len(found) > 1:
+        raise DataError(f"'{raw}' holds both '{found[0].name}' and '{found[1].name}': keep one of them")
+    if not found:
+        print(f"BraTS 2021: no {GLI_MAPPING}.xlsx in '{raw}', so each case is split as its own patient: a patient's "
+              "two time points (two BraTS2021 ids) may fall on both sides. BraTS 2023 publishes the file beside its "
+              "GLI training data; put it there to split by patient.", file=sys.stderr)
+        return {case: case for case in cases}
+    path = found[0]
+    try:
+        table = pd.read_excel(path, dtype=str) if path.suffix == ".xlsx" else pd.read_csv(
+            path, sep=None, engine="python", dtype=str)
+    except Exception as exc:  # openpyxl and pandas raise many types for a bad file
+        raise DataError(f"'{path}' is not a readable table: {exc}") from exc
+    for column in ("BraTS2021", "BraTS2023"):
+        if column not in table.columns:
+            raise DataError(f"'{path}' has no column '{column}' (columns: {', '.join(map(str, table.columns))}): "
+                            f"expected BraTS 2023's {GLI_MAPPING}.xlsx")
+    gli = {str(a).strip(): str(b).strip() for a, b in zip(table["BraTS2021"], table["BraTS2023"])
+           if isinstance(a, str) and isinstance(b, str) and _GLI_CASE.fullmatch(b.strip())}
+    mapped = {case: gli_patient(gli[case]) for case in cases if case in gli}
+    if not mapped:
+        raise DataError(f"'{path}' names none of the {len(cases)} cases of the release (e.g. '{cases[0]}') in its "
+                        "'BraTS2021' column beside a GLI id in 'BraTS2023': expected BraTS 2023's "
+                        f"{GLI_MAPPING}.xlsx")
+    print(f"BraTS 2021: split by patient, from '{path}' ({len(set(mapped.values()))} patients of {len(mapped)} cases; "
+          f"{len(cases) - len(mapped)} cases without a row, each its own patient)", file=sys.stderr)
+    return {case: mapped.get(case, case) for case in cases}
 
 
 def release_root(raw: Path, name: str, release: str, case: re.Pattern[str] | None = None) -> Path:
@@ -93,6 +142,9 @@ def convert(raw: Path, out_dir: Path) -> Path:
     def entry(i: str) -> dict:
         return {"id": i, "image": cases[i][:-1], "label": cases[i][-1]}
 
-    training, validation = fixed_split(list(cases), 0.2, where=f"'{root}'")
+    patient = patients(raw, sorted(cases))
+    train_patients = set(fixed_split(sorted(set(patient.values())), 0.2, where=f"'{root}'")[0])
+    training = [i for i in sorted(cases) if patient[i] in train_patients]
+    validation = [i for i in sorted(cases) if patient[i] not in train_patients]
     return write_common(out_dir, spec, [entry(i) for i in training], [entry(i) for i in validation],
                         raw, "s2dc.data.sources.brats21")

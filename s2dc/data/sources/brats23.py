@@ -17,16 +17,11 @@ import re
 from pathlib import Path
 
 from ..registry import get
-from .brats21 import read_cases, release_root
+from .brats21 import gli_patient, read_cases, release_root
 from .common import fixed_split, write_common
 
 RELEASE = "ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData"
 _CASE = re.compile(r"BraTS-GLI-\d{5}-\d{3}")
-
-
-def patient_of(case: str) -> str:
-    """``BraTS-GLI-XXXXX-YYY`` -> ``BraTS-GLI-XXXXX`` (the patient; ``YYY`` is the time point)."""
-    return case.rsplit("-", 1)[0]
 
 
 def convert(raw: Path, out_dir: Path) -> Path:
@@ -35,8 +30,8 @@ def convert(raw: Path, out_dir: Path) -> Path:
     raw = Path(raw)
     root = release_root(raw, spec.name, RELEASE)
     cases = read_cases(root, _CASE, "-", spec.channels, optional=("seg",))
-    train_patients = set(fixed_split(sorted({patient_of(i) for i in cases}), 0.2, where=f"'{root}'")[0])
-    training = [i for i in sorted(cases) if patient_of(i) in train_patients]
-    validation = [i for i in sorted(cases) if patient_of(i) not in train_patients]
+    train_patients = set(fixed_split(sorted({gli_patient(i) for i in cases}), 0.2, where=f"'{root}'")[0])
+    training = [i for i in sorted(cases) if gli_patient(i) in train_patients]
+    validation = [i for i in sorted(cases) if gli_patient(i) not in train_patients]
     return write_common(out_dir, spec, [{"id": i, "image": cases[i]} for i in training],
                         [{"id": i, "image": cases[i]} for i in validation], raw, "s2dc.data.sources.brats23")

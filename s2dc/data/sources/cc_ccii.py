@@ -54,10 +54,20 @@ _PARENTS = {"Normal": ("NC",)}
 
 def _class_root(raw: Path, name: str) -> Path:
     """The folder holding a class's patient folders: ``raw/<class>``, ``raw/<class>/<class>`` or (Normal)
-    ``raw/NC/Normal``."""
+    ``raw/NC/Normal``. :class:`DataError` naming both when the class's patients would be in two of them: patient
+    folders beside a nested ``<class>/<class>``, or ``raw/Normal`` beside ``raw/NC/Normal`` (one would be left out)."""
     for parent in (name, *_PARENTS.get(name, ())):
-        if (raw / parent / name).is_dir():
-            return raw / parent / name
+        if (nested := raw / parent / name).is_dir():
+            beside = [p for p in _dirs(raw / parent) if p != nested]
+            if parent == name and beside:
+                raise DataError(f"'{nested}' holds {name} patient folders and so do "
+                                + ", ".join(f"'{p}'" for p in beside[:5]) + (" ..." if len(beside) > 5 else "")
+                                + f" beside it (two unzips, one nested once more?): keep the patients in one of the "
+                                f"two folders, '{nested}' or '{raw / name}'")
+            if parent != name and (raw / name).is_dir():
+                raise DataError(f"'{nested}' and '{raw / name}' both hold {name} patient folders: keep them in one "
+                                "of the two")
+            return nested
     return raw / name
 
 
