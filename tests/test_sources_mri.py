@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -298,6 +299,22 @@ def test_brats21_reads_the_case_folders_that_the_training_tar_extracts_into_raw(
         assert [resolve(out, p) for p in e["image"]] == [case / f"{e['id']}_{s}.nii.gz"
                                                          for s in ("t1", "t1ce", "t2", "flair")]
         assert resolve(out, e["label"]) == case / f"{e['id']}_seg.nii.gz"
+
+
+def test_brats21_reads_the_folder_of_synapses_training_zip_and_refuses_two_copies(tmp_path):
+    """Synapse's BraTS 2021 training zip unpacks into ``RSNA_ASNR_MICCAI_BraTS2021_TrainingData_16July2021/`` (the
+    folder many public scripts read); beside Kaggle's ``BraTS2021_Training_Data/`` it would be a second copy."""
+    raw, synapse = tmp_path / "raw", "RSNA_ASNR_MICCAI_BraTS2021_TrainingData_16July2021"
+    brats21_release(tmp_path / "kaggle")
+    raw.mkdir()
+    os.replace(tmp_path / "kaggle" / "BraTS2021_Training_Data", raw / synapse)
+    doc = load(brats21.convert(raw, tmp_path / "out"))
+    entries = doc["training"] + doc["validation"]
+    assert sorted(e["id"] for e in entries) == B21
+    assert all(resolve(tmp_path / "out", e["label"]).parent.parent == (raw / synapse).resolve() for e in entries)
+    (raw / "BraTS2021_Training_Data").mkdir()
+    with pytest.raises(DataError, match=rf"holds both 'BraTS2021_Training_Data' and '{synapse}'"):
+        brats21.convert(raw, tmp_path / "out2")
 
 
 def test_oasis3_reads_the_bids_layout_of_download_oasis_scans_bids(tmp_path):

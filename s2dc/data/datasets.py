@@ -161,7 +161,8 @@ CC-CCII/
         where="https://www.synapse.org/#!Synapse:syn27046444/wiki/616992 (RSNA-ASNR-MICCAI BraTS 2021)",
         licence="BraTS 2021 data terms (not verified)",
         layout="""
-TrainingData/        (any name: the folder BraTS2021_Training_Data.tar is extracted into; the tar has no top folder)
+TrainingData/        (any name: the folder BraTS2021_Training_Data.tar is extracted into; the tar has no top folder;
+                      or RSNA_ASNR_MICCAI_BraTS2021_TrainingData_16July2021/, the folder of Synapse's training zip)
   BraTS2021_00000/
     BraTS2021_00000_t1.nii.gz   BraTS2021_00000_t1ce.nii.gz
     BraTS2021_00000_t2.nii.gz   BraTS2021_00000_flair.nii.gz

@@ -6,7 +6,8 @@ Official layout (``BraTS2021_Training_Data.tar``, registry ``brats21``)::
 
 The tar holds the case folders at its top, so ``raw`` is the folder it was extracted into (SwinUNETR's README calls
 it ``TrainingData/``; icerain-alt/brats-unet extracts it into ``data/``); a ``raw/BraTS2021_Training_Data/`` that
-holds them, as a copy named after the archive may, is read too.
+holds them, as a copy named after the archive may, is read too, and so is the folder of Synapse's training zip,
+``raw/RSNA_ASNR_MICCAI_BraTS2021_TrainingData_16July2021/``.
 
 Entry: ``{"id": "BraTS2021_00000", "image": [t1, t1ce, t2, flair], "label": seg}`` (image in the spec's
 channel order). Split: :func:`fixed_split` (20 % validation) of the patients. BraTS 2021's training cases are BraTS
@@ -28,7 +29,8 @@ from ..registry import get
 from ..errors import DataError
 from .common import fixed_split, nifti_shape, require_folder, require_on_grid, write_common
 
-RELEASE = "BraTS2021_Training_Data"
+#: The release folder's names: Kaggle's copy, and the folder of Synapse's training zip.
+RELEASES = ("BraTS2021_Training_Data", "RSNA_ASNR_MICCAI_BraTS2021_TrainingData_16July2021")
 _CASE = re.compile(r"BraTS2021_\d{5}")
 #: BraTS 2023's table of its GLI cases' ids in earlier editions (columns ``BraTS2023``, ``BraTS2021``, ...).
 GLI_MAPPING = "BraTS2023_2017_GLI_Mapping"
@@ -76,18 +78,23 @@ def patients(raw: Path, cases: list[str]) -> dict[str, str]:
     return {case: mapped.get(case, case) for case in cases}
 
 
-def release_root(raw: Path, name: str, release: str, case: re.Pattern[str] | None = None) -> Path:
-    """``raw/release``, or ``raw`` itself when it is that folder or (given ``case``) when it holds case folders named
-    like ``case`` and no ``release`` folder; the spec's instructions when none of these."""
-    if raw.is_dir() and not (raw / release).exists() and (
-            raw.name == release or (case is not None and any(p.is_dir() and case.fullmatch(p.name)
-                                                             for p in raw.iterdir()))):
+def release_root(raw: Path, name: str, releases: tuple[str, ...], case: re.Pattern[str] | None = None) -> Path:
+    """``raw/<release>`` for the one of ``releases`` (the release folder's names) that ``raw`` holds, or ``raw``
+    itself when it is such a folder or (given ``case``) when it holds case folders named like ``case`` and none of
+    them; :class:`DataError` naming both when it holds two, the spec's instructions when none of these."""
+    present = [release for release in releases if (raw / release).exists()]
+    if len(present) > 1:
+        raise DataError(f"'{raw}' holds both '{present[0]}' and '{present[1]}': keep one copy of the release")
+    if raw.is_dir() and not present and (
+            raw.name in releases or (case is not None and any(p.is_dir() and case.fullmatch(p.name)
+                                                              for p in raw.iterdir()))):
         return raw
-    if case is not None and not (raw / release).exists():
-        raise DataError(f"'{raw}' holds no case folder named like '{case.pattern}' (nor a '{release}' folder that "
-                        "does). " + get(name).instructions(str(raw)))
-    require_folder(raw, get(name), release)
-    return raw / release
+    if case is not None and not present:
+        raise DataError(f"'{raw}' holds no case folder named like '{case.pattern}' (nor a "
+                        + " or ".join(f"'{release}'" for release in releases) + " folder that does). "
+                        + get(name).instructions(str(raw)))
+    require_folder(raw, get(name), present[0] if present else releases[0])
+    return raw / (present[0] if present else releases[0])
 
 
 def sequence(folder: Path, stem: str) -> Path:
@@ -136,7 +143,7 @@ def convert(raw: Path, out_dir: Path) -> Path:
     """Check every case (four sequences and seg present, headers readable, one shape) and write the json."""
     spec = get("brats21")
     raw = Path(raw)
-    root = release_root(raw, spec.name, RELEASE, _CASE)
+    root = release_root(raw, spec.name, RELEASES, _CASE)
     cases = read_cases(root, _CASE, "_", (*spec.channels, "seg"))
 
     def entry(i: str) -> dict:
