@@ -2,6 +2,18 @@
 # Parameters: params.yaml (validated by workflow/schemas/params.schema.yaml); switch scale with
 # `snakemake --config scale=smoke|quick|paper`. Every rule calls the `s2dc` command line.
 
+import os
+
+from s2dc import workflow_checks as checks
+
+# params.yaml read first, so that a YAML error in it is named with its line and column: Snakemake's reader (the
+# directive below) says only that the file is not valid YAML. (A --configfile is read by Snakemake before this file.)
+if os.path.exists("params.yaml"):
+    try:
+        checks.check_config_files([os.path.abspath("params.yaml")])
+    except checks.ParamsError as err:
+        raise WorkflowError(str(err)) from None
+
 configfile: "params.yaml"
 
 

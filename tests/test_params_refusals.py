@@ -9,7 +9,7 @@ import copy
 import pytest
 import yaml
 
-from conftest import REPO, params_error, snakemake
+from conftest import REPO, params_error, run_here, snakemake
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
@@ -68,6 +68,21 @@ def test_a_key_given_twice_in_params_yaml_is_refused_naming_it(tmp_path, caplog)
     plan = snakemake(tmp_path, "-n", configfile=config)
     said = plan.stderr + caplog.text
     assert plan.returncode != 0 and "key 'scale' is given twice" in said and str(config) in said, said[-2000:]
+
+
+@pytest.mark.parametrize("edit", [("      btcv: {source: synthetic, cases: 6", "       btcv: {source: synthetic, cases: 6"),
+                                  ("  smoke:\n", "  smoke:\n\t\n")], ids=["indent", "tab"])
+def test_a_yaml_error_in_params_yaml_is_named_with_its_line(tmp_path, caplog, edit):
+    """Snakemake's reader of the workflow's `configfile: "params.yaml"` said only "Config file is not valid JSON or
+    YAML" (no file, line or column): the workflow reads the file first and names where the error is."""
+    text = (REPO / "params.yaml").read_text()
+    assert edit[0] in text
+    (tmp_path / "params.yaml").write_text(text.replace(edit[0], edit[1], 1))
+    line = 1 + text[: text.index(edit[0])].count("\n") + edit[0].count("\n")  # the edited line, as YAML counts it
+    plan = run_here(tmp_path, ["--snakefile", str(REPO / "Snakefile"), "-n"])
+    said = plan.stderr + caplog.text
+    assert plan.returncode != 0 and "params.yaml" in said, said[-2000:]
+    assert f"line {line}," in said or f"line {line + 1}," in said, said[-2000:]
 
 
 @pytest.mark.parametrize("line", ["only: btcv", "methods: scratch"])
