@@ -292,3 +292,22 @@ def test_a_signal_at_any_line_of_replace_all_leaves_all_old_or_all_new_files(tmp
         if found not in ([old] if fail_third else [old, new]) or raised is None:
             mixed.append((at, sorted(found.items()), repr(raised)))
     assert not mixed, f"{len(mixed)} of {total} signal places: first {mixed[:3]}"
+
+
+def test_a_file_of_another_kind_is_named_as_such_not_as_an_older_result(tmp_path, capsys):
+    """The report's own metrics.json (or a dataset.json) given as a run, or a run given as a probe result: refused as
+    not that kind of file, not as a result of an older s2dc that records no code (which sent users to rerun it)."""
+    run = run_file(tmp_path, "s2dc", 0, 0.5)
+    assert main(["report", "--out", str(tmp_path / "first"), str(run)]) == 0
+    summary = tmp_path / "first" / "metrics.json"
+    dataset = tmp_path / "dataset.json"
+    dataset.write_text(json.dumps({"name": "btcv", "training": [{"image": "a.nii.gz", "label": "b.nii.gz"}]}))
+    for wrong in (summary, dataset):
+        assert main(["report", "--out", str(tmp_path / "out"), str(wrong)]) == 2
+        err = capsys.readouterr().err
+        assert f"bad metrics file '{wrong}': it is not a fine-tuning run's metrics.json" in err, err
+        assert "records no code" not in err, err
+    assert main(["report", "--out", str(tmp_path / "out"), str(run), "--probe", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"bad probe file '{run}': it is not a probe result" in err and "records no code" not in err, err
+    assert not (tmp_path / "out").exists()

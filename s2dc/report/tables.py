@@ -147,11 +147,18 @@ PROBE_STAGES = range(5)
 _ROUNDING = 1e-9  # a mean of recalls of 1 may land an ulp above 1
 
 
+#: Keys of every probe result (`s2dc probe`): a file with none of them is of another kind.
+PROBE_KEYS = ("encoders", "stage", "metric")
+
+
 def check_probe(p: dict) -> None:
     """Raise ValueError naming the key unless the probe result ``p`` holds what ``s2dc probe`` can write: the ``code``
     that made it, a known task scored by its metric (:data:`PROBE_METRICS`), a stage 0..4 and per encoder a score in
     the metric's range (balanced accuracy in [0, 1], R² <= 1), a standard error >= 0 or null, an organ recall in
     [0, 1] or null and well-formed paired differences (:func:`check_versus`)."""
+    if not (isinstance(p, dict) and any(key in p for key in PROBE_KEYS)):
+        raise ValueError(f"it is not a probe result (none of the keys {', '.join(PROBE_KEYS)}: a fine-tuning run's "
+                         "metrics.json?)")
     check_code(p.get("code"), "probe")
     if p["task"] not in PROBE_METRICS:
         raise ValueError(f"task is {p['task']!r}; expected one of {list(PROBE_METRICS)}")
