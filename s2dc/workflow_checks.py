@@ -479,21 +479,31 @@ def _stage_code(sources: str, stages: tuple, shallow: tuple[str, ...]) -> tuple:
 
 
 def validate_params(config: dict, schema: str | Path) -> None:
-    """Snakemake's validation of ``config`` against the ``schema`` file (which also fills its defaults); a number
-    written in exponent notation without a decimal point (``5e-1``), which Snakemake's YAML 1.1 reader takes as text
-    (DVC's reads 0.5), is refused with how to write it."""
+    """Snakemake's validation of ``config`` against the ``schema`` file (which also fills its defaults). A refusal
+    says what is wrong and at which key (``scales.smoke.datasets.btcv.cases``), without the schema and the config
+    that Snakemake's message prints after it (~960 lines); a number written in exponent notation without a decimal
+    point (``5e-1``), which Snakemake's YAML 1.1 reader takes as text (DVC's reads 0.5), with how to write it."""
+    import yaml
+    from jsonschema.exceptions import best_match
+    from jsonschema.validators import validator_for
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
     try:
         validate(config, str(schema))
-    except WorkflowError as err:
-        found = re.search(r"'([-+]?[0-9]+)([eE][-+]?[0-9]+)' is not of type '(?:number|integer)'", str(err))
-        if found is None:
+    except WorkflowError:
+        # Snakemake's message holds the error as text only: found again here (on the refusal's path alone)
+        document = yaml.safe_load(Path(schema).read_text())
+        cause = best_match(validator_for(document)(document).iter_errors(config))
+        if cause is None:
             raise
-        raise WorkflowError(f"{err}\n{found.group(1) + found.group(2)!r} is text to the YAML reader Snakemake uses "
-                            "(YAML 1.1 reads an exponent as a number only after a decimal point): write it "
-                            f"{found.group(1)}.0{found.group(2)}") from None
+        where = ".".join(map(str, cause.absolute_path)) or "the top level"
+        said = f"params.yaml (with --config) does not fit its schema ({Path(schema).name}) at {where}: {cause.message}"
+        found = re.search(r"'([-+]?[0-9]+)([eE][-+]?[0-9]+)' is not of type '(?:number|integer)'", cause.message)
+        if found is not None:
+            said += (f"\n{found.group(1) + found.group(2)!r} is text to the YAML reader Snakemake uses (YAML 1.1 reads "
+                     f"an exponent as a number only after a decimal point): write it {found.group(1)}.0{found.group(2)}")
+        raise WorkflowError(said) from None
 
 
 def check_config_files(paths) -> None:

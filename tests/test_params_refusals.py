@@ -20,6 +20,19 @@ def _with(change) -> dict:
     return params
 
 
+@pytest.mark.parametrize("change, config, key, message", [
+    (lambda p: None, {"scal": "quick"}, "the top level", "'scal' was unexpected"),
+    (lambda p: p["datasets"]["btcv"].update(cases="many"), {}, "scales.smoke.datasets.btcv.cases",
+     "'many' is not of type 'integer'"),
+])
+def test_a_schema_error_names_the_key_and_leaves_out_the_schema(change, config, key, message):
+    """The schema's refusal (`--config scal=quick`, a wrong type) printed the whole schema and the whole config
+    (~960 lines, the key at the top): now what is wrong, and where, in a few lines."""
+    said = params_error(_with(change), scale="smoke", **config)
+    assert f"at {key}: " in said and message in said, said[:2000]
+    assert len(said.splitlines()) < 10 and "$schema" not in said, said[:2000]
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda p: p["finetune"]["options"].update(segment={"pos": 3.0}),
      "segment.pos (from finetune.options or datasets.cc_ccii.finetune) is an option of segmentation, but cc_ccii is "
