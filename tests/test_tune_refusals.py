@@ -341,3 +341,30 @@ def test_two_workers_claiming_a_new_study_folder_at_once_are_both_let_in(tmp_pat
     (folder / "trial_0000").mkdir()  # trials and no record: an older s2dc's, still refused
     with pytest.raises(ValueError, match="holds files but no .s2dc-storage.json"):
         claim_study_folder(folder, first)
+
+
+def test_a_journal_lock_released_while_the_storage_opens_is_not_taken_for_a_users_file(tmp_path, monkeypatch):
+    """Another worker's lock (a symbolic link) released between the two looks at it, its existence and its kind: the
+    storage was refused as if a user's file held the lock's name (a reader of a running sweep failed in CI so). One
+    look now, which sees a link, a file or nothing."""
+    from pathlib import Path
+
+    journal, lock = tmp_path / "s.journal", tmp_path / "s.journal.lock"
+    journal.write_text("")
+    lock.symlink_to(journal)
+    looks = []
+
+    def released_after_the_first_look(real):
+        def look(self, *args, **kwargs):
+            found = real(self, *args, **kwargs)
+            if self == lock and not looks:
+                looks.append(real.__name__)
+                lock.unlink()  # the other worker releases it right after the first look
+            return found
+        return look
+
+    for name in ("exists", "is_symlink", "is_dir", "is_file", "lstat", "stat"):
+        monkeypatch.setattr(Path, name, released_after_the_first_look(getattr(Path, name)))
+    open_storage(str(journal))
+    monkeypatch.undo()
+    assert looks and not lock.is_symlink() and journal.is_file()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import stat
 import time
 from pathlib import Path
 
@@ -51,8 +52,12 @@ def open_storage(storage: str, *, workers: int = 1, heartbeat_interval: int = 10
     if path.is_file():
         _require_journal(path)
     lock = path.with_name(path.name + ".lock")
-    if lock.exists() and not lock.is_symlink():  # Optuna's lock is a symlink, broken when stale
-        raise ValueError(f"'{lock}' is a {'folder' if lock.is_dir() else 'file'}, where the writers of journal "
+    try:  # one look (another worker may release its lock meanwhile): Optuna's lock is a symlink, broken when stale
+        kind = lock.lstat().st_mode
+    except FileNotFoundError:
+        kind = None
+    if kind is not None and not stat.S_ISLNK(kind):
+        raise ValueError(f"'{lock}' is a {'folder' if stat.S_ISDIR(kind) else 'file'}, where the writers of journal "
                          f"'{storage}' take their lock (a symbolic link): it is never removed; move it away")
     check_folder_path(path.parent, f"the folder of --storage '{storage}'")
     path.parent.mkdir(parents=True, exist_ok=True)
