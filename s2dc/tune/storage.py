@@ -8,6 +8,7 @@ goes through ``optuna.storages.RDBStorage``. Dead workers are found alike in bot
 
 from __future__ import annotations
 
+import errno
 import json
 import random
 import stat
@@ -54,7 +55,9 @@ def open_storage(storage: str, *, workers: int = 1, heartbeat_interval: int = 10
     lock = path.with_name(path.name + ".lock")
     try:  # one look (another worker may release its lock meanwhile): Optuna's lock is a symlink, broken when stale
         kind = lock.lstat().st_mode
-    except FileNotFoundError:
+    except OSError as err:  # none there, or a path through a file (named below), as Path.exists() takes them
+        if err.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EBADF):
+            raise
         kind = None
     if kind is not None and not stat.S_ISLNK(kind):
         raise ValueError(f"'{lock}' is a {'folder' if stat.S_ISDIR(kind) else 'file'}, where the writers of journal "
