@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..files import is_plain_name
 from ..train.identity import option_changes
-from ..train.outputs import is_edited
+from ..train.outputs import FINETUNE_KEYS, is_edited
 from .tasks import TASK_METRICS, TASK_VIEWS
 from .versions import check_code, refuse_two_versions
 
@@ -64,11 +64,6 @@ CHECKS = {  # key: (test, what is expected)
 }
 
 
-#: Keys of every fine-tuning run's metrics.json: a file with none of them is of another kind (the report's own
-#: metrics.json, a dataset.json), not a run's of an older s2dc.
-RUN_KEYS = ("task", "score", "method", "label_ratio", "seed")
-
-
 def read_run(path: Path, history: bool = False) -> dict:
     """One ``metrics.json`` of ``s2dc finetune``, checked (the ``code`` that made it, :data:`CHECKS`; the task's metrics
     finite or null; with ``history``, its validation history too), as a dict with its ``_path``. ValueError names the
@@ -79,9 +74,9 @@ def read_run(path: Path, history: bool = False) -> dict:
         raise ValueError(f"bad metrics file '{path}': {err}") from err
     if not isinstance(run, dict):
         raise ValueError(f"bad metrics file '{path}': expected a JSON object, got {type(run).__name__}")
-    if not any(key in run for key in RUN_KEYS):
+    if not FINETUNE_KEYS & run.keys():  # of another kind (the report's own metrics.json), not an older s2dc's run
         raise ValueError(f"bad metrics file '{path}': it is not a fine-tuning run's metrics.json (none of the keys "
-                         f"{', '.join(RUN_KEYS)}: the report's own metrics.json, a dataset.json?)")
+                         f"{', '.join(sorted(FINETUNE_KEYS))}: the report's own metrics.json, a dataset.json?)")
     if is_edited(run):
         raise ValueError(f"bad metrics file '{path}': its content is not what the run wrote (result_sha256 differs): "
                          "edited after the run? Run it again (delete the file: the workflow redoes the run)")

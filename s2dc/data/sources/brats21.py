@@ -34,7 +34,7 @@ RELEASES = ("BraTS2021_Training_Data", "RSNA_ASNR_MICCAI_BraTS2021_TrainingData_
 _CASE = re.compile(r"BraTS2021_\d{5}")
 #: BraTS 2023's table of its GLI cases' ids in earlier editions (columns ``BraTS2023``, ``BraTS2021``, ...).
 GLI_MAPPING = "BraTS2023_2017_GLI_Mapping"
-_GLI_CASE = re.compile(r"BraTS-GLI-\d{5}-\d{3}")
+GLI_CASE = re.compile(r"BraTS-GLI-\d{5}-\d{3}")  # a BraTS 2023 GLI case id
 
 
 def gli_patient(case: str) -> str:
@@ -66,8 +66,8 @@ def patients(raw: Path, cases: list[str]) -> dict[str, str]:
         if column not in table.columns:
             raise DataError(f"'{path}' has no column '{column}' (columns: {', '.join(map(str, table.columns))}): "
                             f"expected BraTS 2023's {GLI_MAPPING}.xlsx")
-    gli = {str(a).strip(): str(b).strip() for a, b in zip(table["BraTS2021"], table["BraTS2023"])
-           if isinstance(a, str) and isinstance(b, str) and _GLI_CASE.fullmatch(b.strip())}
+    gli = {a.strip(): b.strip() for a, b in zip(table["BraTS2021"], table["BraTS2023"])
+           if isinstance(a, str) and isinstance(b, str) and GLI_CASE.fullmatch(b.strip())}
     mapped = {case: gli_patient(gli[case]) for case in cases if case in gli}
     if not mapped:
         raise DataError(f"'{path}' names none of the {len(cases)} cases of the release (e.g. '{cases[0]}') in its "
@@ -93,8 +93,9 @@ def release_root(raw: Path, name: str, releases: tuple[str, ...], case: re.Patte
         raise DataError(f"'{raw}' holds no case folder named like '{case.pattern}' (nor a "
                         + " or ".join(f"'{release}'" for release in releases) + " folder that does). "
                         + get(name).instructions(str(raw)))
-    require_folder(raw, get(name), present[0] if present else releases[0])
-    return raw / (present[0] if present else releases[0])
+    release = present[0] if present else releases[0]
+    require_folder(raw, get(name), release)
+    return raw / release
 
 
 def sequence(folder: Path, stem: str) -> Path:

@@ -13,15 +13,13 @@ time points stay on one side; the release's ``BRATS23_GLI.json`` split is not pu
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from ..registry import get
-from .brats21 import gli_patient, read_cases, release_root
+from .brats21 import GLI_CASE, gli_patient, read_cases, release_root
 from .common import fixed_split, write_common
 
 RELEASE = "ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData"
-_CASE = re.compile(r"BraTS-GLI-\d{5}-\d{3}")
 
 
 def convert(raw: Path, out_dir: Path) -> Path:
@@ -29,7 +27,7 @@ def convert(raw: Path, out_dir: Path) -> Path:
     spec = get("brats23")
     raw = Path(raw)
     root = release_root(raw, spec.name, (RELEASE,))
-    cases = read_cases(root, _CASE, "-", spec.channels, optional=("seg",))
+    cases = read_cases(root, GLI_CASE, "-", spec.channels, optional=("seg",))
     train_patients = set(fixed_split(sorted({gli_patient(i) for i in cases}), 0.2, where=f"'{root}'")[0])
     training = [i for i in sorted(cases) if gli_patient(i) in train_patients]
     validation = [i for i in sorted(cases) if gli_patient(i) not in train_patients]
