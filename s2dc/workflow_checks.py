@@ -799,7 +799,7 @@ def _check_sweep(config: dict) -> None:
 
 
 #: The outputs of the table and plot jobs under results/<scale>/ (workflow/rules/report.smk and ablation.smk): each
-#: file's name (as `s2dc.report.tables.OWN_OUTPUTS` recognises it) by the rule that writes it, and the folders that a
+#: file's name (as `s2dc.report.tables.table_refusal` checks it) by the rule that writes it, and the folders that a
 #: rule writes as a whole (Snakemake's directory() outputs).
 REPORT_FILES = {"benchmark_table": ("benchmark.csv", "benchmark.md", "benchmark.html", "metrics.json", "probe.csv"),
                 "ablation_table": ("ablation/ablation.csv", "ablation/ablation.md", "ablation/ablation.html",
@@ -858,8 +858,7 @@ def check_job_outputs(config: dict) -> None:
     from s2dc.files import is_abandoned
     from s2dc.pyplot import check_png_out, is_s2dc_png
     from s2dc.report.curves import RECORD, is_own_table
-    from s2dc.report.outputs import is_own
-    from s2dc.report.tables import OWN_OUTPUTS
+    from s2dc.report.tables import table_refusal
     from s2dc.train import outputs as runs
     from s2dc.tune.export import check_export_out
 
@@ -920,11 +919,10 @@ def check_job_outputs(config: dict) -> None:
                        path.relative_to(root).as_posix())
     for rule, names in REPORT_FILES.items():
         for name in names:
-            path = root / name
-            if not (path.exists() or path.is_symlink()):
-                continue
-            if path.is_symlink() or not is_own(path, OWN_OUTPUTS[Path(name).name]):
-                refuse(path, f"the {Path(name).name} s2dc writes", rule, name)
+            if (why := table_refusal(root / name)) is not None:
+                raise ForeignOutputError(
+                    f"'{root / name}' {why}{'' if why.endswith('?') else ':'} Snakemake deletes the outputs of rule {rule} ('{root / name}') before "
+                    "it runs it, so this file would be lost; move it out of there (nothing was run)")
     for rule, folders in REPORT_FOLDERS.items():
         for folder in folders:
             top = root / folder

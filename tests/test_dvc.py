@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from conftest import REPO, copy_run, copy_tracked, with_venv_path
+from s2dc.report.tables import table_refusal
 
 SCRATCH = ("/runs/", "/cache/")  # pretraining run folders and preprocessing caches; fine-tuned model.pt and a
 # fine-tuning run's lock below
@@ -95,7 +96,7 @@ def test_dvc_after_snakemake_redoes_and_deletes_nothing(tmp_path, smoke_run):
     for modality in modalities:  # beside each encoder: its summary and its DVCLive curves
         for name in ("encoder.pt", "summary.json", "dvclive/plots/metrics/pretrain/loss_p2s.tsv"):
             assert f"results/smoke/pretrain/{modality}/s2dc/{name}" in made
-    for table in ("benchmark.csv", "benchmark.md", "metrics.json"):
+    for table in ("benchmark.csv", "benchmark.md", "metrics.json", ".s2dc-tables.json"):  # the tables and their record
         assert outs[f"results/smoke/{table}"]["md5"]
 
     # 4. Applying an experiment brings back its Git-tracked files and leaves Snakemake's outputs alone.
@@ -106,6 +107,10 @@ def test_dvc_after_snakemake_redoes_and_deletes_nothing(tmp_path, smoke_run):
         assert path in after, f"dvc exp apply deleted {path}"
         if path not in untracked:  # the tables are rewritten from the experiment commit, with the same content
             assert after[path] == stat, path
+    # the tables' record came back with them (the experiment commit holds it): the next report replaces them
+    (first,) = [ref for ref in git(work, "for-each-ref", "--format=%(refname)", "refs/exps").split() if ref.endswith("/first")]
+    assert "results/smoke/.s2dc-tables.json" in git(work, "ls-tree", "-r", "--name-only", first, "results/smoke").split()
+    assert all(table_refusal(work / "results/smoke" / name) is None for name in ("benchmark.md", "benchmark.csv"))
     status = dvc(work, "status", "dvc.yaml")  # experiments/dvc.yaml never ran
     assert status.split() == ["data:", "always", "changed"], status  # the data stage alone, always
 

@@ -110,7 +110,7 @@ def test_a_report_killed_while_renaming_its_tables_in_leaves_nothing_after_its_r
     assert [p.name.split(".")[1] for p in out.glob(".*.tmp")] == ["benchmark"]
     (out / ".draft.tmp").write_text("mine")
     _write_all(out, texts)
-    assert sorted(p.name for p in out.iterdir()) == [".draft.tmp", "benchmark.csv", "benchmark.md"]
+    assert sorted(p.name for p in out.iterdir()) == [".draft.tmp", ".s2dc-tables.json", "benchmark.csv", "benchmark.md"]
 
 
 def test_plots_remove_what_a_killed_plots_run_was_renaming_in(tmp_path):

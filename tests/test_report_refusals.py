@@ -4,8 +4,8 @@ metrics.json, a probe of another task (found by an audit of the trust rules, 202
 
 from __future__ import annotations
 
+import hashlib
 import json
-
 import signal
 
 import pytest
@@ -67,7 +67,10 @@ def test_an_interrupted_report_leaves_the_previous_tables_not_a_mix(tmp_path, mo
         main(["report", "--out", str(out), *map(str, runs)])
     monkeypatch.undo()
     after = {p.name: p.read_bytes() for p in out.iterdir()}
+    record = json.loads(after.pop(".s2dc-tables.json"))  # the previous tables' SHA-256 and the new ones'
+    before.pop(".s2dc-tables.json")
     assert after == before
+    assert all(hashlib.sha256(data).hexdigest() in record[name] for name, data in after.items())
 
 
 def _run_with_curve(folder, method, seed, value):
@@ -311,3 +314,57 @@ def test_a_file_of_another_kind_is_named_as_such_not_as_an_older_result(tmp_path
     err = capsys.readouterr().err
     assert f"bad probe file '{run}': it is not a probe result" in err and "records no code" not in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command, edited", [("report", "benchmark.md"), ("report", "benchmark.csv"),
+                                             ("report", "metrics.json"), ("ablation-table", "ablation.md")])
+def test_a_table_edited_by_hand_is_never_replaced_and_one_left_as_written_is(tmp_path, capsys, command, edited):
+    """A user's hand edit of a table the command wrote (a note under benchmark.md, a corrected cell of benchmark.csv,
+    the ablation's commentary) was replaced by the next run without a word: the tables were recognised by their
+    first line (or shape) only. Each table is recorded by its SHA-256 beside them (.s2dc-tables.json): edited, the
+    rerun exits 2 naming it and writes nothing; as written, or gone, the rerun writes every table."""
+    out = tmp_path / "out"
+    runs = [run_file(tmp_path, m, s, 0.2 + 0.1 * s + (m == "s2dc") * 0.05) for m in ("scratch", "s2dc") for s in (0, 1)]
+    extra = ["--terms", "scratch=global:dual_softmax", "s2dc=global+p2p+p2s:dual_softmax"] * (command == "ablation-table")
+    argv = [command, "--out", str(out), *map(str, runs), *extra]
+    assert main(argv) == 0
+    record = json.loads((out / ".s2dc-tables.json").read_text())
+    tables = sorted(p.name for p in out.iterdir() if p.name != ".s2dc-tables.json")
+    assert sorted(record) == tables and all(  # each table's SHA-256, computed here from its bytes
+        record[n] == [hashlib.sha256((out / n).read_bytes()).hexdigest()] for n in tables)
+    before = {n: (out / n).read_bytes() for n in tables}
+    runs += [run_file(tmp_path, m, 2, 0.6 + (m == "s2dc") * 0.05) for m in ("scratch", "s2dc")]  # other tables
+    argv = [command, "--out", str(out), *map(str, runs), *extra]
+
+    path = out / edited
+    path.write_bytes(path.read_bytes().replace(b"0", b"1", 1) + (b"\n" if edited.endswith(".md") else b""))
+    edited_bytes = path.read_bytes()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"'{path}'" in err and "changed since" in err and ".s2dc-tables.json" in err, err
+    assert path.read_bytes() == edited_bytes  # the user's edit kept,
+    assert {n: (out / n).read_bytes() for n in tables if n != edited} == {n: b for n, b in before.items() if n != edited}
+
+    path.write_bytes(before[edited])  # restored as written: replaced with the others
+    assert main(argv) == 0
+    assert all((out / n).read_bytes() != before[n] for n in tables if n != "probe.csv")  # (no probe given)
+    (out / edited).unlink()  # gone: written again
+    assert main(argv) == 0 and (out / edited).is_file()
+
+
+def test_tables_written_before_their_record_was_kept_are_replaced_and_recorded(tmp_path):
+    """Tables an s2dc that kept no record wrote (no .s2dc-tables.json beside them, e.g. a baseline committed then) are
+    recognised by their text, as before, replaced, and recorded from then on; a user's notes named benchmark.md are
+    still refused."""
+    out = tmp_path / "out"
+    runs = [run_file(tmp_path, m, s, 0.2 + 0.1 * s) for m in ("scratch", "s2dc") for s in (0, 1)]
+    assert main(["report", "--out", str(out), *map(str, runs)]) == 0
+    (out / ".s2dc-tables.json").unlink()
+    runs += [run_file(tmp_path, m, 2, 0.6) for m in ("scratch", "s2dc")]
+    assert main(["report", "--out", str(out), *map(str, runs)]) == 0
+    assert "benchmark.md" in json.loads((out / ".s2dc-tables.json").read_text())
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "benchmark.md").write_text("# my notes\n")
+    assert main(["report", "--out", str(notes), *map(str, runs)]) == 2
+    assert (notes / "benchmark.md").read_text() == "# my notes\n"

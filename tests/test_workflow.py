@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+from pathlib import Path
 
 from conftest import copy_run, copy_tracked, params_error, REPO, snakemake
 
@@ -419,11 +420,14 @@ def test_a_users_file_where_a_job_writes_stops_the_workflow_before_snakemake_del
     refusal of a user's file by `s2dc report`, `ablation-table`, `plots`, `probe`, `figures`, `sweep export`,
     `pretrain`, `finetune`, `synth` and `prepare` (notes named benchmark.md or probe/btcv.md, a curve table or a picture
     of one's own, a best.yaml edited by hand, one's own encoder.pt, summary.json, dvclive/ note, metrics.json or
-    dataset.json) never sees it: the file
+    dataset.json, a table it wrote and the user edited since) never sees it: the file
     was gone without a word. The workflow refuses at start instead, naming the file, and leaves it as it
     was; the committed tables, curves, probe results, figures and sweep export of the quick scale are its own.
     Two cases start Snakemake (the check is wired into every start); the others run the same check in-process, on the
     config Snakemake would hold (params.yaml validated by its schema, with --config scale=smoke)."""
+    import hashlib
+    import json
+
     import pytest
     import yaml
     from snakemake.utils import validate
@@ -446,10 +450,18 @@ def test_a_users_file_where_a_job_writes_stops_the_workflow_before_snakemake_del
         "curves": (f"{results}/pretrain/MRI/s2dc/dvclive/notes.txt", "the loss looked odd at step 40\n"),
         "dataset json": ("resources/smoke/btcv/dataset.json", '{"name": "my own list of the cases"}\n'),
     }
+    edited = {  # a table s2dc wrote there (recorded beside it by its SHA-256), edited by hand since
+        "edited table": (f"{results}/benchmark.csv", "dataset,task,metric,method,label_ratio,mean\nbtcv,x,Dice,s2dc,0.5,71\n"),
+        "edited ablation": (f"{results}/ablation/ablation.md", "Loss ablation (poster Table 2): mine, now\n"),
+    }
+    cases.update(edited)
     through_snakemake = ("notes", "dataset json")
     for name, (path, text) in cases.items():
         (tmp_path / name / path).parent.mkdir(parents=True)
         (tmp_path / name / path).write_text(text)
+    for name, (path, text) in edited.items():
+        written = hashlib.sha256(text.replace("71", "70").replace("mine, now", "ours").encode()).hexdigest()
+        (tmp_path / name / path).with_name(".s2dc-tables.json").write_text(json.dumps({Path(path).name: [written]}))
     copy_tracked(tmp_path / "own", "results/quick")  # the committed tables, not a workspace's runs
     plans = {name: snakemake(tmp_path / name, "-n", "--config", "scale=smoke") for name in through_snakemake}
     own = snakemake(tmp_path / "own", "-n", "--config", "scale=quick")

@@ -20,10 +20,3 @@ def is_own(path: Path, recognise: Callable[[str], bool]) -> bool:
         return path.is_file() and recognise(path.read_text())
     except (OSError, UnicodeDecodeError):
         return False
-
-
-def refuse_unless_own(path: Path, recognise: Callable[[str], bool], what: str, hint: str = "") -> None:
-    """Raise ValueError, naming ``path``, if it exists and is not a text file whose text ``recognise`` accepts
-    (``what`` says what it should have been, e.g. 'a curve table s2dc wrote')."""
-    if (path.exists() or path.is_symlink()) and not is_own(path, recognise):
-        raise ValueError(f"'{path}' exists and is not {what}; refusing to overwrite it{hint}")

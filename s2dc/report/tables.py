@@ -3,7 +3,8 @@
 Writes ``<out>/benchmark.csv`` (one row per dataset × method × label ratio), ``<out>/benchmark.md``
 (the same as a Markdown table, then the structure-probe table when ``s2dc probe`` results are given, then
 whether pretraining shows, dataset by dataset: :mod:`s2dc.report.effect`)
-and ``<out>/metrics.json`` (nested, for ``dvc metrics diff``; the probe under ``"probe"``).
+and ``<out>/metrics.json`` (nested, for ``dvc metrics diff``; the probe under ``"probe"``), recorded by their SHA-256
+in ``<out>/.s2dc-tables.json`` (:data:`RECORD`: a table edited by hand is never replaced).
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from ..data.datalist import registry_spec
 from ..train.outputs import is_edited
 from ..losses.options import ASSIGNMENTS
 from ..pages import markdown_page
-from ..recorded import replace_all
+from ..recorded import is_recorded, read_record, write_recorded
 from .averages import averages, averages_markdown, nested_averages, percent_score
 from .effect import effect_markdown, effect_table, nested_effect
-from .outputs import check_out_dir, refuse_unless_own
+from .outputs import check_out_dir, is_own
 from .runs import check_runs, is_number, ratio_text, read_run
 from .tasks import TASK_VIEWS
 from .versions import check_code, refuse_two_versions
@@ -332,20 +333,50 @@ OWN_OUTPUTS = {
 }
 
 
+#: The record of the tables a folder holds from `s2dc report` or `s2dc ablation-table` (:mod:`s2dc.recorded`): a
+#: table it lists is replaced only while its bytes are those recorded, so that a user's edit of one is never lost. It
+#: travels with the tables (a DVC output of their stage, committed with them), so that `dvc exp apply` and
+#: `git checkout` bring back tables and record together.
+RECORD = ".s2dc-tables.json"
+
+
+def table_refusal(path: Path) -> str | None:
+    """Why the table at ``path`` (named as in :data:`OWN_OUTPUTS`) may not be replaced, as words after its path, or
+    None if it may (absent, or as its command wrote it): a table its folder's :data:`RECORD` lists must hold the bytes
+    recorded (not edited since); one it does not list (none was written here, or an s2dc that kept no record wrote
+    it) must be recognised by its text as that table."""
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return None
+    if path.name in read_record(path.parent, RECORD):
+        if is_recorded(path.parent, path.name, RECORD):
+            return None
+        return (f"is the {path.name} s2dc wrote, changed since (its bytes are not those recorded in "
+                f"'{path.parent / RECORD}'): edited by hand?")
+    if not path.is_symlink() and is_own(path, OWN_OUTPUTS[path.name]):
+        return None
+    return f"exists and is not the {path.name} s2dc writes"
+
+
 def check_tables_out(out_dir: Path, names: list[str]) -> None:
-    """Raise ValueError, naming the file, if one of ``names`` in ``out_dir`` exists and is not that table as s2dc
-    writes it (:data:`OWN_OUTPUTS`): an input, a user's file."""
+    """Raise ValueError, naming the file, if one of ``names`` in ``out_dir`` may not be replaced
+    (:func:`table_refusal`): an input, a user's file, a table edited by hand."""
     check_out_dir(out_dir)
     for name in names:
-        refuse_unless_own(out_dir / name, OWN_OUTPUTS[name], f"the {name} s2dc writes",
-                          " (give --out a folder of its own)")
+        why = table_refusal(out_dir / name)
+        if why is not None and why.startswith("exists"):
+            raise ValueError(f"'{out_dir / name}' {why}; refusing to overwrite it (give --out a folder of its own)")
+        if why is not None:
+            raise ValueError(f"'{out_dir / name}' {why} Refusing to overwrite it; move it away (or put back what s2dc "
+                             "wrote) to have it written again")
 
 
 def _write_all(out_dir: Path, texts: dict[str, str]) -> None:
     """Every text made before the first is written, every name checked (:func:`check_tables_out`), all written as
-    one (:func:`s2dc.recorded.replace_all`), so that a report never leaves a mix of the previous tables and the new."""
+    one and recorded (:func:`s2dc.recorded.write_recorded`), so that a report never leaves a mix of the previous
+    tables and the new, and a later one replaces only tables left as written."""
     check_tables_out(out_dir, list(texts))
-    replace_all(out_dir, {name: text.encode() for name, text in texts.items()})
+    write_recorded(out_dir, texts, RECORD)
 
 
 #: The keys of the report's metrics.json beside its datasets' names (no dataset may take one).

@@ -78,6 +78,7 @@ rule ablation_table:
         md=f"{RESULTS}/ablation/ablation.md",
         html=report(f"{RESULTS}/ablation/ablation.html", caption="../report/ablation.rst", category="Loss ablation"),
         metrics=f"{RESULTS}/ablation/ablation.json",
+        record=f"{RESULTS}/ablation/.s2dc-tables.json",  # the tables' SHA-256 (s2dc.report.tables.RECORD)
     params:
         terms=" ".join(f"{v}={variant_terms(v)}" for v in ABLATION["variants"]),
         out=lambda w, output: os.path.dirname(output.csv),

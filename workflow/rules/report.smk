@@ -12,6 +12,7 @@ rule benchmark_table:
         html=report(f"{RESULTS}/benchmark.html", caption="../report/benchmark.rst", category="Benchmark"),
         metrics=f"{RESULTS}/metrics.json",
         probe=f"{RESULTS}/probe.csv",
+        record=f"{RESULTS}/.s2dc-tables.json",  # the tables' SHA-256 (s2dc.report.tables.RECORD)
     params:
         out=lambda w, output: os.path.dirname(output.csv),
         registry=lambda w: report_entries(),
