@@ -859,6 +859,7 @@ def check_job_outputs(config: dict) -> None:
     from s2dc.pyplot import check_png_out, is_s2dc_png
     from s2dc.report.curves import RECORD, is_own_table
     from s2dc.report.tables import table_refusal
+    from s2dc.report.versions import edit_found
     from s2dc.train import outputs as runs
     from s2dc.tune.export import check_export_out
 
@@ -914,8 +915,8 @@ def check_job_outputs(config: dict) -> None:
         for path in sorted(root.glob(f"{tree}/*/*/*/labels*pct/seed*/metrics.json")):
             if path.is_symlink() or not runs.is_finetune_metrics(path):
                 refuse(path, "a fine-tuning run's metrics.json", "finetune", path.relative_to(root).as_posix())
-            if runs.is_edited(json.loads(path.read_text())):  # as a probe result edited by hand (check_probe_out)
-                refuse(path, "the metrics.json its run wrote (edited since: its result_sha256 differs)", "finetune",
+            if (edit := edit_found(json.loads(path.read_text()))) is not None:  # as a probe result (check_probe_out)
+                refuse(path, f"the metrics.json its run wrote (edited since: {edit})", "finetune",
                        path.relative_to(root).as_posix())
     for rule, names in REPORT_FILES.items():
         for name in names:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import hashlib
 import json
 import os
 import shutil
@@ -127,6 +128,14 @@ TINY_FT = {
     "run": {"progress": False},
 }
 NAMES = {"0": "background", "1": "bright", "2": "dark"}
+def sealed(doc: dict) -> dict:
+    """``doc`` (a hand-made fine-tuning metrics.json or probe result) with the checksum its run would record of it,
+    computed here: ``result_sha256``, the SHA-256 of its other keys as sorted, default-separated JSON. Every s2dc that
+    records a result's ``code`` records it, and the tables take a result with a code and no checksum as edited."""
+    body = {k: v for k, v in doc.items() if k != "result_sha256"}
+    return {**body, "result_sha256": hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()}
+
+
 #: The code hash a hand-made result records (a fine-tuning's metrics.json, a probe result): that of one version of the
 #: code, any 64 hex digits; the tables refuse the results of one dataset made by two.
 CODE = "c0de" * 16

@@ -6,7 +6,7 @@ import json
 import statistics
 
 import pytest
-from conftest import CODE
+from conftest import CODE, sealed
 from test_report import write_run
 
 from s2dc.cli import main
@@ -23,8 +23,8 @@ def probe_file(folder, dataset, task, metric, versus):
     path = folder / f"probe_{dataset}.json"
     encoders = {name: {"score": 0.5, "se": 0.01} for name in ("voxels", "random")} | {"s2dc": {
         "score": 0.6, "se": 0.01, "versus": {b: {"difference": d, "se": s} for b, (d, s) in versus.items()}}}
-    path.write_text(json.dumps({"dataset": dataset, "task": task, "metric": metric, "stage": 2, "code": CODE,
-                                "encoders": encoders}))
+    path.write_text(json.dumps(sealed({"dataset": dataset, "task": task, "metric": metric, "stage": 2, "code": CODE,
+                                "encoders": encoders})))
     return path
 
 
@@ -113,11 +113,11 @@ def test_a_probe_result_without_the_s2dc_encoder_or_a_baseline_is_refused_naming
     unnamed = tmp_path / "unnamed.json"
     doc = json.loads(probes[0].read_text())
     doc["encoders"]["enc.pt"] = doc["encoders"].pop("s2dc")
-    unnamed.write_text(json.dumps(doc))
+    unnamed.write_text(json.dumps(sealed(doc)))
     no_random = tmp_path / "no_random.json"
     doc = json.loads(probes[0].read_text())
     del doc["encoders"]["random"], doc["encoders"]["s2dc"]["versus"]["random"]
-    no_random.write_text(json.dumps(doc))
+    no_random.write_text(json.dumps(sealed(doc)))
     for probe, missing in ((unnamed, "no 's2dc' encoder (it has 'voxels', 'random', 'enc.pt')"),
                            (no_random, "no paired difference of 's2dc' against 'random'")):
         for command in (["report", "--out", str(tmp_path / "out")],
@@ -232,11 +232,11 @@ def test_the_counts_refuse_verdicts_made_by_two_versions_of_the_code(tmp_path, b
                  for (dataset, m), values in DICE.items() if dataset == "synthetic_msd_liver"
                  for s, d in enumerate(values)]
         for path in liver:
-            path.write_text(json.dumps({**json.loads(path.read_text()), "code": OTHER}))
+            path.write_text(json.dumps(sealed({**json.loads(path.read_text()), "code": OTHER})))
         runs, old, new = runs + liver, liver[0], runs[0]
     else:  # UDPET's probe by another version; BTCV's and Liver's by CODE
         doc = json.loads(probes[2].read_text())
-        probes[2].write_text(json.dumps({**doc, "code": OTHER}))
+        probes[2].write_text(json.dumps(sealed({**doc, "code": OTHER})))
         old, new = probes[2], probes[0]
     out = tmp_path / "out"
     assert main(["report", "--out", str(out), *map(str, runs), "--probe", *map(str, probes)]) == 2

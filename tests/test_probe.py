@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CODE
+from conftest import CODE, sealed
 from s2dc.cli import main
 from s2dc.data.synthetic import write_dataset
 from s2dc.eval.probe import fit_linear_probe, pad_to_multiple, per_class_recall, token_targets, voxel_blocks
@@ -397,7 +397,7 @@ def test_structure_scores_without_a_pair_within_a_structure_have_no_consistency_
 
     result.update(dataset="d", task="segmentation", stage=4, code=CODE)
     result["encoders"]["e"]["score"] = 0.5
-    (tmp_path / "p.json").write_text(json.dumps(result))
+    (tmp_path / "p.json").write_text(json.dumps(sealed(result)))
     row = collect_probes([tmp_path / "p.json"]).iloc[0]  # the report's probe table reads it: no consistency, no ratio
     assert np.isnan(row["consistency"]) and np.isnan(row["ratio"]) and row["discrepancy"] == pytest.approx(1 - got["inter"])
 

@@ -137,7 +137,7 @@ def test_a_probe_result_edited_after_the_probe_is_neither_read_nor_overwritten(t
     doc["encoders"]["s2dc"]["score"] = 0.95
     out.write_text(json.dumps(doc))
     with pytest.raises(ValueError, match=r"bad probe file '.*udpet\.json': its content is not what the probe wrote "
-                                         r"\(result_sha256 differs\)"):
+                                         r"\(its result_sha256 differs\)"):
         collect_probes([out])
     with pytest.raises(ValueError, match=r"--out '.*udpet\.json' is a probe result edited after the probe wrote it"):
         check_probe_out(out, tmp_path / "d.json")

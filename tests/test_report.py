@@ -9,17 +9,17 @@ import statistics
 
 import pytest
 
-from conftest import CODE
+from conftest import CODE, sealed
 from s2dc.cli import main
 from s2dc.files import file_sha256
 
 
 def write_run(folder, method, seed, dice, dataset="synthetic_btcv", ratio=0.1, name=None, **extra):
     path = folder / (name or f"{method}_{seed}_{ratio}.json")
-    path.write_text(json.dumps({"task": "segmentation", "dataset": dataset, "method": method, "label_ratio": ratio,
+    path.write_text(json.dumps(sealed({"task": "segmentation", "dataset": dataset, "method": method, "label_ratio": ratio,
                                 "seed": seed, "dice_mean": dice, "train_cases": 3, "seconds": 60.0,
                                 "score": {"key": "dice_mean", "name": "Dice", "value": 100 * dice},
-                                "history": [{"step": 1, "dice_mean": dice}], "code": CODE, **extra}))
+                                "history": [{"step": 1, "dice_mean": dice}], "code": CODE, **extra})))
     return path
 
 
@@ -50,15 +50,15 @@ def test_probe_results_become_a_second_table(tmp_path):
     run = write_run(tmp_path, "s2dc", 0, 0.5)
     probe = tmp_path / "probe.json"
     versus = {"random": {"difference": 0.1, "se": None}, "voxels": {"difference": 0.2, "se": None}}  # the effect table's
-    probe.write_text(json.dumps({"dataset": "synthetic_btcv", "task": "segmentation", "metric": "balanced accuracy",
+    probe.write_text(json.dumps(sealed({"dataset": "synthetic_btcv", "task": "segmentation", "metric": "balanced accuracy",
                                  "stage": 2, "code": CODE, "encoders": {
         "voxels": {"score": 0.406, "balanced_accuracy": 0.406, "se": 0.021, "organ_recall": 0.375, "recall": {},
                    "structure": {"consistency": 0.9, "inter": 0.8, "discrepancy": 0.2, "ratio": 2.0}},
-        "s2dc": {"score": 0.75, "balanced_accuracy": 0.75, "organ_recall": None, "recall": {}, "versus": versus}}}))
+        "s2dc": {"score": 0.75, "balanced_accuracy": 0.75, "organ_recall": None, "recall": {}, "versus": versus}}})))
     regression = tmp_path / "probe_udpet.json"
-    regression.write_text(json.dumps({"dataset": "synthetic_udpet", "task": "reconstruction", "metric": "R²",
+    regression.write_text(json.dumps(sealed({"dataset": "synthetic_udpet", "task": "reconstruction", "metric": "R²",
                                       "stage": 2, "code": CODE,
-                                      "encoders": {"s2dc": {"score": 0.8123, "versus": versus}}}))
+                                      "encoders": {"s2dc": {"score": 0.8123, "versus": versus}}})))
     assert main(["report", "--out", str(tmp_path / "out"), str(run), "--probe", str(probe), str(regression)]) == 0
     table = (tmp_path / "out" / "benchmark.md").read_text()
     assert "| synthetic_btcv | 2 | voxels | segmentation | balanced accuracy | 40.6 ± 2.1 | 37.5 | 0.900 | 0.200 | 2.00 |" in table
@@ -95,11 +95,11 @@ def test_ablation_table_sets_variants_beside_the_poster_and_compares_the_orderin
     terms = ["lg=global:dual_softmax", "lg_p2p=global+p2p:dual_softmax", "lg_p2s=global+p2s:dual_softmax",
              "s2dc=global+p2p+p2s:dual_softmax", "sinkhorn=global+p2p+p2s:sinkhorn"]
     probe = tmp_path / "probe.json"
-    probe.write_text(json.dumps({"dataset": "btcv", "task": "segmentation", "metric": "balanced accuracy", "stage": 2,
+    probe.write_text(json.dumps(sealed({"dataset": "btcv", "task": "segmentation", "metric": "balanced accuracy", "stage": 2,
                                  "code": CODE,
                                  "encoders": {"lg": {"score": 0.5, "structure": {"consistency": 0.5, "inter": 0.4,
                                                                                    "discrepancy": 0.6, "ratio": 1.2}},
-                                              "s2dc": {"score": 0.625}}}))
+                                              "s2dc": {"score": 0.625}}})))
     assert main(["ablation-table", *map(str, files), "--terms", *terms, "--out", str(tmp_path / "out"),
                  "--probe", str(probe)]) == 0
     table = (tmp_path / "out" / "ablation.md").read_text()
@@ -139,12 +139,12 @@ def test_plots_draw_the_runs_and_gather_their_curves_per_method(tmp_path, capsys
         (run / "dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n" + "".join(
             f"{10 * (i + 1)}\t{v}\n" for i, v in enumerate(values)))
         dice = 0.1 * (seed + 1) + (0.2 if method == "s2dc" else 0.0)
-        (run / "metrics.json").write_text(json.dumps({
+        (run / "metrics.json").write_text(json.dumps(sealed({
             "task": "segmentation", "dataset": "synthetic_btcv", "method": method, "label_ratio": 0.2, "seed": seed,
             "dice_mean": dice, "dice_per_class": {"liver": dice, "spleen": 0.0}, "train_cases": 3, "seconds": 1.0,
             "score": {"key": "dice_mean", "name": "Dice", "value": 100 * dice},
             "history": [{"step": 20, "dice_mean": dice}], "init_from": str(encoder) if method == "s2dc" else None,
-            "init_sha256": file_sha256(encoder) if method == "s2dc" else None, "code": CODE}))
+            "init_sha256": file_sha256(encoder) if method == "s2dc" else None, "code": CODE})))
         files.append(run / "metrics.json")
     out = tmp_path / "out"
     assert main(["plots", *map(str, files), "--figures", str(out / "figures"), "--curves", str(out / "curves")]) == 0
@@ -185,12 +185,12 @@ def test_plots_of_runs_from_an_encoder_exported_by_hand(tmp_path, capsys):
         ft = tmp_path / f"ft_{init.stem}"
         (ft / "dvclive/plots/metrics/train").mkdir(parents=True)
         (ft / "dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n1\t3.0\n")
-        (ft / "metrics.json").write_text(json.dumps({
+        (ft / "metrics.json").write_text(json.dumps(sealed({
             "task": "segmentation", "dataset": "synthetic_btcv", "method": "s2dc", "label_ratio": 0.2, "seed": 0,
             "dice_mean": 0.5, "dice_per_class": {"liver": 0.5}, "train_cases": 3, "seconds": 1.0,
             "score": {"key": "dice_mean", "name": "Dice", "value": 50.0},
             "history": [{"step": 1, "dice_mean": 0.5}], "init_from": str(init), "init_sha256": file_sha256(init),
-            "code": CODE}))
+            "code": CODE})))
         out = tmp_path / f"out_{init.stem}"
         assert main(["plots", str(ft / "metrics.json"), "--figures", str(out / "figures"),
                      "--curves", str(out / "curves")]) == 0, capsys.readouterr().err
@@ -362,12 +362,12 @@ def test_a_class_absent_from_the_validation_cases_is_left_out_not_an_error(tmp_p
 
     seg = write_run(tmp_path, "s2dc", 0, 0.5)
     doc = json.loads(seg.read_text())
-    seg.write_text(json.dumps({**doc, "dice_per_class": {"bright": 0.5, "dark": None}}))
+    seg.write_text(json.dumps(sealed({**doc, "dice_per_class": {"bright": 0.5, "dark": None}})))
     cls = tmp_path / "cls.json"
-    cls.write_text(json.dumps({"task": "classification", "dataset": "synthetic_adni", "method": "s2dc",
+    cls.write_text(json.dumps(sealed({"task": "classification", "dataset": "synthetic_adni", "method": "s2dc",
                                "label_ratio": 0.1, "seed": 0, "accuracy": 0.75, "auc": None, "train_cases": 3,
                                "seconds": 1.0, "score": {"key": "accuracy", "name": "accuracy", "value": 75.0},
-                               "history": [], "code": CODE}))
+                               "history": [], "code": CODE})))
     _, rows = read_runs([seg, cls])
     got = {(r.dataset, r.metric): r.value for r in rows.itertuples()}
     assert got == {("synthetic_btcv", "Dice %"): 50.0, ("synthetic_btcv", "Dice % bright"): 50.0,
@@ -426,7 +426,7 @@ def test_a_score_that_is_not_finite_or_missing_is_refused_naming_the_key(tmp_pat
     no_history = write_run(tmp_path, "s2dc", 1, 0.3, name="nohist.json")
     doc = json.loads(no_history.read_text())
     del doc["history"]
-    no_history.write_text(json.dumps(doc))
+    no_history.write_text(json.dumps(sealed(doc)))
     assert main(["report", "--out", str(tmp_path / "out"), str(good), str(no_history)]) == 0  # the table needs none
     assert main(["plots", "--figures", str(tmp_path / "f"), "--curves", str(tmp_path / "c"), str(good),
                  str(no_history)]) == 2
@@ -513,9 +513,9 @@ def test_one_probe_result_per_dataset_and_encoder_and_no_raw_html(tmp_path, caps
     probes = []
     for stage in (2, 3):
         probes.append(tmp_path / f"probe{stage}.json")
-        probes[-1].write_text(json.dumps({"dataset": "synthetic_btcv", "task": "segmentation", "stage": stage,
+        probes[-1].write_text(json.dumps(sealed({"dataset": "synthetic_btcv", "task": "segmentation", "stage": stage,
                                           "metric": "balanced accuracy", "code": CODE,
-                                          "encoders": {"s2dc": {"score": 0.4}}}))
+                                          "encoders": {"s2dc": {"score": 0.4}}})))
     assert main(["report", "--out", str(tmp_path / "out"), str(run), "--probe", *map(str, probes)]) == 2
     assert f"bad probe file '{probes[1]}': '{probes[0]}' gives the s2dc encoder on synthetic_btcv too" in capsys.readouterr().err
     assert main(["report", "--out", str(tmp_path / "out"), str(run)]) == 0
@@ -606,11 +606,11 @@ def test_a_posters_number_stands_only_beside_a_row_of_its_task_and_metric(tmp_pa
     runs = [write_run(tmp_path, "s2dc", 0, 0.5, dataset="cc_ccii", ratio=0.1, name="cc.json"),
             write_run(tmp_path, "s2dc", 0, 0.5, dataset="synthetic_cc_ccii", ratio=0.5, name="cc_twin.json")]
     classification = tmp_path / "btcv_cls.json"
-    classification.write_text(json.dumps({
+    classification.write_text(json.dumps(sealed({
         "task": "classification", "dataset": "btcv", "method": "s2dc", "label_ratio": 1.0, "seed": 0,
         "accuracy": 0.5, "auc": 0.5, "train_cases": 3, "seconds": 60.0,
         "score": {"key": "accuracy", "name": "accuracy", "value": 50.0}, "history": [{"step": 1, "accuracy": 0.5}],
-        "code": CODE}))
+        "code": CODE})))
     assert main(["report", "--out", str(tmp_path / "out"), *map(str, runs), str(classification)]) == 0
     table = (tmp_path / "out" / "benchmark.md").read_text()
     assert "| cc_ccii | segmentation | Dice | s2dc | 10% | 50.00 ± — | 1 | 3 | — |" in table
@@ -646,9 +646,9 @@ def _task_run(folder, dataset, task, method, seed, value, ratio=0.2, ssim=None):
                         "reconstruction": ("psnr", "PSNR dB", 1.0)}[task]
     path = folder / f"{dataset}_{method}_{seed}_{ratio}.json"
     extra = {"ssim": ssim} if ssim is not None else {}
-    path.write_text(json.dumps({"task": task, "dataset": dataset, "method": method, "label_ratio": ratio, "seed": seed,
+    path.write_text(json.dumps(sealed({"task": task, "dataset": dataset, "method": method, "label_ratio": ratio, "seed": seed,
                                 key: value, **extra, "train_cases": 3, "seconds": 1.0,
-                                "score": {"key": key, "name": name, "value": scale * value}, "code": CODE}))
+                                "score": {"key": key, "name": name, "value": scale * value}, "code": CODE})))
     return path
 
 
@@ -757,7 +757,7 @@ def test_the_plots_refuse_a_metrics_file_without_its_tasks_metric_naming_the_key
     bad = write_run(tmp_path, "s2dc", 1, 0.3)
     doc = json.loads(bad.read_text())
     edit(doc)
-    bad.write_text(json.dumps(doc))
+    bad.write_text(json.dumps(sealed(doc)))
     assert main(["plots", "--figures", str(tmp_path / "f"), "--curves", str(tmp_path / "c"), str(good), str(bad)]) == 2
     assert f"bad metrics file '{bad}': {message}" in capsys.readouterr().err
 
@@ -800,7 +800,7 @@ def test_two_label_ratios_of_one_percent_are_refused_across_datasets_too(tmp_pat
 
 def probe_doc(**changes) -> dict:
     """A probe result as `s2dc probe voxels random s2dc=...` writes it (segmentation), with ``changes`` applied
-    (``{"encoders.s2dc.se": -0.5}``: a dotted key set to the value)."""
+    (``{"encoders.s2dc.se": -0.5}``: a dotted key set to the value), and its checksum (``sealed``)."""
     doc = {"source": "d/dataset.json", "dataset": "synthetic_btcv", "task": "segmentation",
            "metric": "balanced accuracy", "stage": 2, "code": CODE, "encoders": {
                name: {"score": score, "balanced_accuracy": score, "se": 0.02, "organ_recall": 0.5, "recall": {},
@@ -813,7 +813,7 @@ def probe_doc(**changes) -> dict:
         for part in parents:
             target = target[part]
         target[last] = value
-    return doc
+    return sealed(doc)
 
 
 def _refused_by_report_and_plots(tmp_path, capsys, doc, message):
@@ -823,7 +823,7 @@ def _refused_by_report_and_plots(tmp_path, capsys, doc, message):
     (tmp_path / "run/dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n1\t1.0\n")
     run = write_run(tmp_path / "run", "s2dc", 0, 0.5, name="metrics.json")
     probe = tmp_path / "probe.json"
-    probe.write_text(json.dumps(doc))
+    probe.write_text(json.dumps(sealed(doc)))
     out = tmp_path / "out"
     for command in (["report", "--out", str(out)], ["plots", "--figures", str(out), "--curves", str(out)]):
         assert main([*command, str(run), "--probe", str(probe)]) == 2, command
@@ -879,7 +879,7 @@ def test_r2_probes_may_be_negative_but_not_above_one(tmp_path, capsys, task):
     doc = probe_doc(task=task, metric="R²", dataset="synthetic_udpet",  # not the segmentation run's dataset
                     **{"encoders.s2dc.score": -3.5, "encoders.s2dc.versus.random.difference": -4.0})
     run = write_run(tmp_path, "s2dc", 0, 0.5)
-    (tmp_path / "ok.json").write_text(json.dumps(doc))
+    (tmp_path / "ok.json").write_text(json.dumps(sealed(doc)))
     assert main(["report", "--out", str(tmp_path / "ok"), str(run), "--probe", str(tmp_path / "ok.json")]) == 0
     _refused_by_report_and_plots(tmp_path, capsys, probe_doc(task=task, metric="R²", **{"encoders.s2dc.score": 1.2}),
                                  "encoders.s2dc.score is 1.2; expected an R² <= 1")
@@ -954,8 +954,8 @@ def test_a_probe_of_another_encoder_than_the_runs_started_from_is_refused(tmp_pa
 def test_a_runs_metrics_edited_after_the_run_wrote_them_are_refused(tmp_path, capsys):
     """A run's metrics.json edited by hand (its score raised to 99) is newer than its inputs, so Snakemake kept it and
     the tables printed 99.00 as the run's result, exit 0. A run records the checksum of what it wrote
-    (``result_sha256``); the tables and plots refuse a file whose content no longer matches it, naming the file. A
-    file that records none is read as before."""
+    (``result_sha256``); the tables and plots refuse a file whose content no longer matches it, naming the file, or
+    that records the code that made it (the s2dc of every run they read) but no checksum."""
     from s2dc.train.outputs import result_sha256
 
     doc = json.loads(write_run(tmp_path, "s2dc", 0, 0.5).read_text())
@@ -968,14 +968,26 @@ def test_a_runs_metrics_edited_after_the_run_wrote_them_are_refused(tmp_path, ca
                     ["plots", "--figures", str(tmp_path / "out"), "--curves", str(tmp_path / "out")]):
         assert main([*command, str(edited)]) == 2, command
         err = capsys.readouterr().err
-        assert f"'{edited}'" in err and "result_sha256" in err, err
+        assert f"'{edited}'" in err and "result_sha256 differs" in err, err
+    # the edit hidden by deleting the checksum too (the refusal names it): refused, as the code it records says an s2dc
+    # that writes one made it
+    hidden = tmp_path / "hidden.json"
+    written = {k: v for k, v in doc.items() if k != "result_sha256"}
+    hidden.write_text(json.dumps({**written, "dice_mean": 0.99, "score": {**doc["score"], "value": 99.0}}))  # consistent
+    for command in (["report", "--out", str(tmp_path / "out")],
+                    ["plots", "--figures", str(tmp_path / "out"), "--curves", str(tmp_path / "out")]):
+        assert main([*command, str(hidden)]) == 2, command
+        err = capsys.readouterr().err
+        assert f"'{hidden}'" in err and "result_sha256 is missing" in err, err
 
 
 def test_is_edited_tells_a_result_from_one_changed_after_its_checksum():
-    """``is_edited``, the one test of a recorded ``result_sha256`` (metrics.json and probe results alike), against a
-    checksum computed here by hand: the SHA-256 of the other keys as sorted, default-separated JSON."""
+    """``is_edited``, the one test of a recorded ``result_sha256`` (metrics.json and probe results alike), and the tables'
+    ``edit_found`` on top of it, against a checksum computed here by hand: the SHA-256 of the other keys as sorted,
+    default-separated JSON."""
     import hashlib
 
+    from s2dc.report.versions import edit_found
     from s2dc.train.outputs import is_edited
 
     body = {"seed": 1, "score": {"value": 41.5, "key": "dice"}, "method": "s2dc"}
@@ -984,6 +996,12 @@ def test_is_edited_tells_a_result_from_one_changed_after_its_checksum():
     assert not is_edited(ours) and not is_edited(body)  # its own checksum; an older file with none
     assert is_edited({**ours, "seed": 2}) and is_edited({**ours, "extra": None})
     assert is_edited({**ours, "result_sha256": "0" * 64})
+    # the tables': every s2dc that records the code behind a result (which they require) also records its checksum
+    # (result_sha256 since 2026-12-03, code since 2026-12-05): a result with a code and no checksum had it deleted
+    coded = {**body, "code": "c0de" * 16}
+    assert "result_sha256 is missing" in edit_found(coded) and edit_found(body) is None
+    assert "result_sha256 differs" in edit_found({**ours, "seed": 2})
+    assert edit_found({**coded, "result_sha256": hashlib.sha256(json.dumps(coded, sort_keys=True).encode()).hexdigest()}) is None
 
 
 def test_the_per_class_figure_names_each_bar_by_its_class_or_metric(tmp_path):
@@ -997,10 +1015,10 @@ def test_the_per_class_figure_names_each_bar_by_its_class_or_metric(tmp_path):
     cls = []
     for method in ("scratch", "s2dc"):
         path = tmp_path / f"cls_{method}.json"
-        path.write_text(json.dumps({"task": "classification", "dataset": "synthetic_adni", "method": method,
+        path.write_text(json.dumps(sealed({"task": "classification", "dataset": "synthetic_adni", "method": method,
                                     "label_ratio": 0.1, "seed": 0, "accuracy": 0.5, "auc": 0.6, "train_cases": 4,
                                     "seconds": 1.0, "score": {"key": "accuracy", "name": "accuracy", "value": 50.0},
-                                    "history": [{"step": 1, "accuracy": 0.5}], "code": CODE}))
+                                    "history": [{"step": 1, "accuracy": 0.5}], "code": CODE})))
         cls.append(path)
     table = summary(read_runs(seg + cls)[1])
     ticks = lambda ax: [t.get_text() for t in ax.get_xticklabels()]

@@ -10,7 +10,7 @@ import statistics
 
 import pytest
 
-from conftest import CODE
+from conftest import CODE, sealed
 from s2dc.cli import main
 from test_report import probe_doc, write_run
 
@@ -48,11 +48,11 @@ def test_a_dataset_fine_tuned_under_two_tasks_is_refused(tmp_path, capsys):
     seg = run_in(tmp_path, "s2dc", 0, 0.5, dataset="synthetic_brats21")
     tr = tmp_path / "tr" / "metrics.json"
     tr.parent.mkdir()
-    tr.write_text(json.dumps({
+    tr.write_text(json.dumps(sealed({
         "task": "translation", "dataset": "synthetic_brats21", "method": "s2dc", "label_ratio": 0.1, "seed": 0,
         "train_cases": 3, "seconds": 1.0, "psnr": 25.0, "ssim": 0.5, "mse": 0.1,
         "score": {"key": "psnr", "name": "PSNR dB", "value": 25.0}, "history": [{"step": 1, "psnr": 25.0}],
-        "code": CODE}))
+        "code": CODE})))
     with_curve(tr)
     refused(tmp_path, capsys, [seg, tr], seg, tr, "two tasks")
 

@@ -19,7 +19,7 @@ from s2dc.fingerprint import code_fingerprint
 from s2dc.report.versions import current_code
 from s2dc.train.outputs import is_edited, result_sha256
 
-from conftest import CODE
+from conftest import CODE, sealed
 from test_finetune import _interrupted_at_step_2, finetune, ft_config  # noqa: F401  (a fixture)
 from test_probe_refusals import _regression_probe
 from test_report import probe_doc, write_run
@@ -196,15 +196,15 @@ def test_probe_results_of_one_dataset_made_by_two_versions_are_refused(tmp_path,
     terms = ["--terms", "lg=global:dual_softmax", "s2dc=global+p2p+p2s:dual_softmax"]
     first, second = tmp_path / "p_lg.json", tmp_path / "p_s2dc.json"
     doc = probe_doc()
-    first.write_text(json.dumps({**doc, "encoders": {"lg": doc["encoders"]["s2dc"]}}))
-    second.write_text(json.dumps({**doc, "code": OTHER, "encoders": {"s2dc": doc["encoders"]["s2dc"]}}))
+    first.write_text(json.dumps(sealed({**doc, "encoders": {"lg": doc["encoders"]["s2dc"]}})))
+    second.write_text(json.dumps(sealed({**doc, "code": OTHER, "encoders": {"s2dc": doc["encoders"]["s2dc"]}})))
     out = tmp_path / "out"
     assert main(["ablation-table", "--out", str(out), *map(str, files), *terms, "--probe", str(first),
                  str(second)]) == 2
     err = capsys.readouterr().err
     assert f"'{first}'" in err and f"'{second}'" in err and "two versions of s2dc's probe code" in err, err
     assert CODE[:12] in err and OTHER[:12] in err and "Traceback" not in err and not out.exists()
-    second.write_text(json.dumps({**doc, "encoders": {"s2dc": doc["encoders"]["s2dc"]}}))
+    second.write_text(json.dumps(sealed({**doc, "encoders": {"s2dc": doc["encoders"]["s2dc"]}})))
     assert main(["ablation-table", "--out", str(out), *map(str, files), *terms, "--probe", str(first),
                  str(second)]) == 0
 
@@ -243,4 +243,8 @@ def test_the_start_check_still_takes_an_older_s2dcs_results_for_its_own(tmp_path
     check_job_outputs(config)
     run.write_text(json.dumps({**doc, "seed": 1}))
     with pytest.raises(ForeignOutputError, match="result_sha256 differs"):
+        check_job_outputs(config)
+    # one of this s2dc (it records its code) whose checksum was deleted with the edit
+    run.write_text(json.dumps({k: v for k, v in doc.items() if k != "result_sha256"} | {"code": CODE, "seed": 1}))
+    with pytest.raises(ForeignOutputError, match="result_sha256 is missing"):
         check_job_outputs(config)

@@ -13,7 +13,7 @@ from s2dc.cli import main
 from s2dc.downstream.engine import Finetuner
 from s2dc.train.finetune_config import build_config
 
-from conftest import CODE, TINY_FT
+from conftest import CODE, sealed, TINY_FT
 
 
 def _drawn(seg_dir, tmp_path, seed: int, split_seed: int | None, ratio: float = 0.4) -> list[str]:
@@ -76,11 +76,11 @@ def test_the_report_refuses_arms_on_other_subsets_naming_the_option(tmp_path, ca
     compare subsets, not encoders; the report refuses it, naming data.split_seed, and writes nothing."""
     def run(method: str, seed: int, split_seed: int | None) -> str:
         path = tmp_path / f"{method}_{seed}.json"
-        path.write_text(json.dumps({
+        path.write_text(json.dumps(sealed({
             "task": "segmentation", "dataset": "synthetic_btcv", "method": method, "label_ratio": 0.2, "seed": seed,
             "dice_mean": 0.5, "train_cases": 3, "seconds": 1.0, "history": [{"step": 1, "dice_mean": 0.5}],
             "score": {"key": "dice_mean", "name": "Dice", "value": 50.0},
-            "options": {"data.split_seed": split_seed, "precision": "fp32"}, "code": CODE}))
+            "options": {"data.split_seed": split_seed, "precision": "fp32"}, "code": CODE})))
         return str(path)
 
     files = [run("s2dc", s, 1) for s in (0, 1)] + [run("scratch", s, None) for s in (0, 1)]

@@ -20,9 +20,9 @@ import pandas as pd
 
 from ..files import is_plain_name
 from ..train.identity import option_changes
-from ..train.outputs import FINETUNE_KEYS, is_edited
+from ..train.outputs import FINETUNE_KEYS
 from .tasks import TASK_METRICS, TASK_VIEWS
-from .versions import check_code, refuse_two_versions
+from .versions import check_code, edit_found, refuse_two_versions
 
 
 #: What the seeds of one row share (a run of other settings is no seed of it), besides the ``options`` each records:
@@ -77,9 +77,9 @@ def read_run(path: Path, history: bool = False) -> dict:
     if not FINETUNE_KEYS & run.keys():  # of another kind (the report's own metrics.json), not an older s2dc's run
         raise ValueError(f"bad metrics file '{path}': it is not a fine-tuning run's metrics.json (none of the keys "
                          f"{', '.join(sorted(FINETUNE_KEYS))}: the report's own metrics.json, a dataset.json?)")
-    if is_edited(run):
-        raise ValueError(f"bad metrics file '{path}': its content is not what the run wrote (result_sha256 differs): "
-                         "edited after the run? Run it again (delete the file: the workflow redoes the run)")
+    if (edit := edit_found(run)) is not None:
+        raise ValueError(f"bad metrics file '{path}': its content is not what the run wrote ({edit}): edited after "
+                         "the run? Run it again (delete the file: the workflow redoes the run)")
     try:
         check_code(run.get("code"), "fine-tuning")
     except ValueError as err:

@@ -17,7 +17,6 @@ from pathlib import Path
 import pandas as pd
 
 from ..data.datalist import registry_spec
-from ..train.outputs import is_edited
 from ..losses.options import ASSIGNMENTS
 from ..pages import markdown_page
 from ..recorded import is_recorded, read_record, write_recorded
@@ -26,7 +25,7 @@ from .effect import effect_markdown, effect_table, nested_effect
 from .outputs import check_out_dir, is_own
 from .runs import check_runs, is_number, ratio_text, read_run
 from .tasks import TASK_VIEWS
-from .versions import check_code, refuse_two_versions
+from .versions import check_code, edit_found, refuse_two_versions
 
 
 def poster_spec(dataset: str, task: str):
@@ -223,8 +222,8 @@ def collect_probes(probe_files: list[Path]) -> pd.DataFrame:
     for path in probe_files:
         try:
             p = json.loads(Path(path).read_text())
-            if is_edited(p):
-                raise ValueError("its content is not what the probe wrote (result_sha256 differs): edited after it")
+            if (edit := edit_found(p)) is not None:
+                raise ValueError(f"its content is not what the probe wrote ({edit}): edited after it")
             check_probe(p)
             version = versions.setdefault(p["dataset"], (str(path), p["code"]))
             if version[1] != p["code"]:
