@@ -858,7 +858,7 @@ def check_job_outputs(config: dict) -> None:
     from s2dc.files import is_abandoned
     from s2dc.pyplot import check_png_out, is_s2dc_png
     from s2dc.report.curves import RECORD, is_own_table
-    from s2dc.report.tables import table_refusal
+    from s2dc.report.tables import RECORD as TABLES_RECORD, record_refusal, table_refusal
     from s2dc.report.versions import edit_found
     from s2dc.train import outputs as runs
     from s2dc.tune.export import check_export_out
@@ -919,11 +919,17 @@ def check_job_outputs(config: dict) -> None:
                 refuse(path, f"the metrics.json its run wrote (edited since: {edit})", "finetune",
                        path.relative_to(root).as_posix())
     for rule, names in REPORT_FILES.items():
+        for folder in sorted({(root / name).parent for name in names}):
+            if (why := record_refusal(folder)) is not None:
+                raise ForeignOutputError(
+                    f"{why}: Snakemake deletes the outputs of rule {rule} ('{folder / TABLES_RECORD}' among them) "
+                    "before it runs it, so this file would be lost (nothing was run)")
         for name in names:
             if (why := table_refusal(root / name)) is not None:
                 raise ForeignOutputError(
-                    f"'{root / name}' {why}{'' if why.endswith('?') else ':'} Snakemake deletes the outputs of rule {rule} ('{root / name}') before "
-                    "it runs it, so this file would be lost; move it out of there (nothing was run)")
+                    f"'{root / name}' {why}{'' if why.endswith('?') else ':'} Snakemake deletes the outputs of rule "
+                    f"{rule} ('{root / name}') before it runs it, so this file would be lost; move it out of there "
+                    "(nothing was run)")
     for rule, folders in REPORT_FOLDERS.items():
         for folder in folders:
             top = root / folder

@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from conftest import CODE, signal_at_line, stopped_at_third_replace
+from conftest import CODE, sealed, signal_at_line, stopped_at_third_replace
 from s2dc.cli import main
 
 
@@ -21,7 +21,7 @@ def run_file(folder, method, seed, value, task="segmentation", dataset="syntheti
            **more, "train_cases": 3, "seconds": 1.0, "score": {"key": key, "name": name, "value": scale * value},
            "history": [{"step": 1, key: value}], "code": CODE, **extra}
     path = folder / f"{dataset}_{method}_{seed}.json"
-    path.write_text(json.dumps(doc))
+    path.write_text(json.dumps(sealed(doc)))
     return path
 
 
@@ -33,7 +33,7 @@ def test_a_run_without_the_metric_of_the_all_datasets_average_is_refused_not_lef
              for m in ("s2dc", "scratch") for s in (0, 1)]
     doc = json.loads(files[-1].read_text())
     del doc["ssim"]
-    files[-1].write_text(json.dumps(doc))
+    files[-1].write_text(json.dumps(sealed(doc)))
     assert main(["report", "--out", str(tmp_path / "out"), *map(str, files)]) == 2
     assert f"bad metrics file '{files[-1]}': ssim is missing" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -45,7 +45,7 @@ def test_a_probe_results_malformed_encoder_checksums_are_refused_naming_the_file
     probe = {"dataset": "synthetic_btcv", "task": "segmentation", "metric": "balanced accuracy", "stage": 2,
              "code": CODE, "encoders": {"s2dc": {"score": 0.6}}, "encoder_sha256": ["a" * 64]}
     path = tmp_path / "probe.json"
-    path.write_text(json.dumps(probe))
+    path.write_text(json.dumps(sealed(probe)))
     assert main(["report", "--out", str(tmp_path / "out"), str(run), "--probe", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"bad probe file '{path}': encoder_sha256 is" in err
@@ -78,7 +78,7 @@ def _run_with_curve(folder, method, seed, value):
     (run / "dvclive/plots/metrics/train").mkdir(parents=True)
     (run / "dvclive/plots/metrics/train/loss.tsv").write_text("step\tloss\n1\t2.0\n")
     doc = json.loads(run_file(run, method, seed, value).read_text())
-    (run / "metrics.json").write_text(json.dumps(doc))
+    (run / "metrics.json").write_text(json.dumps(sealed(doc)))
     return run / "metrics.json"
 
 
@@ -101,7 +101,7 @@ def test_a_probe_of_another_task_than_the_runs_of_its_dataset_is_refused(tmp_pat
              "encoders": {"s2dc": {"score": 0.7, "versus": {"random": pair, "voxels": pair}},
                           "random": {"score": 0.6}, "voxels": {"score": 0.6}}}
     path = tmp_path / "probe.json"
-    path.write_text(json.dumps(probe))
+    path.write_text(json.dumps(sealed(probe)))
     for command in (["report", "--out", str(tmp_path / "out")],
                     ["plots", "--figures", str(tmp_path / "f"), "--curves", str(tmp_path / "c")]):
         assert main([*command, *map(str, files), "--probe", str(path)]) == 2
@@ -368,3 +368,44 @@ def test_tables_written_before_their_record_was_kept_are_replaced_and_recorded(t
     (notes / "benchmark.md").write_text("# my notes\n")
     assert main(["report", "--out", str(notes), *map(str, runs)]) == 2
     assert (notes / "benchmark.md").read_text() == "# my notes\n"
+
+
+def test_tables_without_a_record_stopped_while_replaced_are_replaced_by_the_rerun(tmp_path, monkeypatch):
+    """Tables an s2dc that kept no record wrote (or whose record was deleted), stopped while a rerun replaced them
+    (Ctrl-C between two files; alike a full disk or kill -9): the record the rerun left listed only the new bytes, so
+    its next rerun refused the previous tables as 'edited by hand?'. The record lists their bytes before anything is
+    replaced: the next rerun replaces them."""
+    out = tmp_path / "out"
+    runs = [run_file(tmp_path, m, s, 0.2 + 0.1 * s) for m in ("scratch", "s2dc") for s in (0, 1)]
+    assert main(["report", "--out", str(out), *map(str, runs)]) == 0
+    (out / ".s2dc-tables.json").unlink()  # as written before records were kept
+    runs += [run_file(tmp_path, m, 2, 0.6) for m in ("scratch", "s2dc")]
+    monkeypatch.setattr("os.replace", stopped_at_third_replace(__import__("os").replace))
+    with pytest.raises(KeyboardInterrupt):
+        main(["report", "--out", str(out), *map(str, runs)])
+    monkeypatch.undo()
+    assert main(["report", "--out", str(out), *map(str, runs)]) == 0
+    assert "| 3 |" in (out / "benchmark.md").read_text()  # three seeds a row now
+
+
+@pytest.mark.parametrize("record", ['<<<<<<< HEAD\n{"benchmark.md": []}\n=======\n{}\n>>>>>>> other\n', "", "[]",
+                                    '{"benchmark.md": null}', '{"my": "settings"}', "folder"])
+def test_a_record_that_is_not_one_is_refused_naming_it_and_nothing_is_written(tmp_path, capsys, record):
+    """The tables' record left with a merge's conflict markers (it is committed with them), emptied, or of another
+    shape was read as no record, so a table edited by hand was recognised by its first line and replaced, exit 0 (or
+    a traceback, for a value that is no list); a folder there gave an error naming a temporary file. Each is refused
+    naming the record, and nothing is written."""
+    out = tmp_path / "out"
+    runs = [run_file(tmp_path, m, s, 0.2 + 0.1 * s) for m in ("scratch", "s2dc") for s in (0, 1)]
+    assert main(["report", "--out", str(out), *map(str, runs)]) == 0
+    (out / "benchmark.md").write_text((out / "benchmark.md").read_text() + "\nmy note\n")
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".s2dc-tables.json"}
+    (out / ".s2dc-tables.json").unlink()
+    if record == "folder":
+        (out / ".s2dc-tables.json").mkdir()
+    else:
+        (out / ".s2dc-tables.json").write_text(record)
+    assert main(["report", "--out", str(out), *map(str, runs)]) == 2
+    err = capsys.readouterr().err
+    assert f"'{out / '.s2dc-tables.json'}' is not the record" in err and "Traceback" not in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".s2dc-tables.json"} == before

@@ -420,7 +420,8 @@ def test_a_users_file_where_a_job_writes_stops_the_workflow_before_snakemake_del
     refusal of a user's file by `s2dc report`, `ablation-table`, `plots`, `probe`, `figures`, `sweep export`,
     `pretrain`, `finetune`, `synth` and `prepare` (notes named benchmark.md or probe/btcv.md, a curve table or a picture
     of one's own, a best.yaml edited by hand, one's own encoder.pt, summary.json, dvclive/ note, metrics.json or
-    dataset.json, a table it wrote and the user edited since) never sees it: the file
+    dataset.json, a table it wrote and the user edited since, the tables' record left with a merge's conflict markers)
+    never sees it: the file
     was gone without a word. The workflow refuses at start instead, naming the file, and leaves it as it
     was; the committed tables, curves, probe results, figures and sweep export of the quick scale are its own.
     Two cases start Snakemake (the check is wired into every start); the others run the same check in-process, on the
@@ -455,6 +456,7 @@ def test_a_users_file_where_a_job_writes_stops_the_workflow_before_snakemake_del
         "edited ablation": (f"{results}/ablation/ablation.md", "Loss ablation (poster Table 2): mine, now\n"),
     }
     cases.update(edited)
+    cases["broken record"] = (f"{results}/ablation/.s2dc-tables.json", '<<<<<<< HEAD\n{}\n=======\n{}\n>>>>>>> b\n')
     through_snakemake = ("notes", "dataset json")
     for name, (path, text) in cases.items():
         (tmp_path / name / path).parent.mkdir(parents=True)

@@ -22,7 +22,7 @@ from ..pages import markdown_page
 from ..recorded import is_recorded, read_record, write_recorded
 from .averages import averages, averages_markdown, nested_averages, percent_score
 from .effect import effect_markdown, effect_table, nested_effect
-from .outputs import check_out_dir, is_own
+from .outputs import check_out_dir, is_own, record_present, record_problem
 from .runs import check_runs, is_number, ratio_text, read_run
 from .tasks import TASK_VIEWS
 from .versions import check_code, edit_found, refuse_two_versions
@@ -339,42 +339,61 @@ OWN_OUTPUTS = {
 RECORD = ".s2dc-tables.json"
 
 
+def record_refusal(out_dir: Path) -> str | None:
+    """Why the tables in ``out_dir`` may not be written, if its :data:`RECORD` is not one (unreadable, a merge's
+    conflict markers, a user's file, a folder): as a sentence naming it; else None."""
+    problem = record_problem(out_dir, RECORD)
+    if problem is None:
+        return None
+    return (f"'{Path(out_dir) / RECORD}' is not the record of the tables s2dc wrote there: {problem} (a merge left "
+            "conflict markers in it?); mend it, or move it away, and the tables beside it count as s2dc's again "
+            "only by their text")
+
+
 def table_refusal(path: Path) -> str | None:
     """Why the table at ``path`` (named as in :data:`OWN_OUTPUTS`) may not be replaced, as words after its path, or
     None if it may (absent, or as its command wrote it): a table its folder's :data:`RECORD` lists must hold the bytes
     recorded (not edited since); one it does not list (none was written here, or an s2dc that kept no record wrote
-    it) must be recognised by its text as that table."""
+    it) must be recognised by its text as that table. (Check the record first: :func:`record_refusal`.)"""
     path = Path(path)
     if not (path.exists() or path.is_symlink()):
         return None
+    if path.is_symlink() or not path.is_file():
+        return f"exists and is not the {path.name} s2dc writes (a link or a folder)"
     if path.name in read_record(path.parent, RECORD):
         if is_recorded(path.parent, path.name, RECORD):
             return None
         return (f"is the {path.name} s2dc wrote, changed since (its bytes are not those recorded in "
-                f"'{path.parent / RECORD}'): edited by hand?")
-    if not path.is_symlink() and is_own(path, OWN_OUTPUTS[path.name]):
+                f"'{path.parent / RECORD}'): edited by hand, or brought back from elsewhere (one file checked out of "
+                "an older commit)?")
+    if is_own(path, OWN_OUTPUTS[path.name]):
         return None
     return f"exists and is not the {path.name} s2dc writes"
 
 
 def check_tables_out(out_dir: Path, names: list[str]) -> None:
-    """Raise ValueError, naming the file, if one of ``names`` in ``out_dir`` may not be replaced
-    (:func:`table_refusal`): an input, a user's file, a table edited by hand."""
+    """Raise ValueError, naming the file, if the record in ``out_dir`` is not one (:func:`record_refusal`) or one of
+    ``names`` there may not be replaced (:func:`table_refusal`): an input, a user's file, a table edited by hand."""
     check_out_dir(out_dir)
+    if (why := record_refusal(out_dir)) is not None:
+        raise ValueError(f"{why}; refusing to write the tables")
     for name in names:
         why = table_refusal(out_dir / name)
         if why is not None and why.startswith("exists"):
             raise ValueError(f"'{out_dir / name}' {why}; refusing to overwrite it (give --out a folder of its own)")
         if why is not None:
             raise ValueError(f"'{out_dir / name}' {why} Refusing to overwrite it; move it away (or put back what s2dc "
-                             "wrote) to have it written again")
+                             f"wrote) to have it written again; if every table beside it is s2dc's, deleting "
+                             f"'{out_dir / RECORD}' has them recognised by their text")
 
 
 def _write_all(out_dir: Path, texts: dict[str, str]) -> None:
-    """Every text made before the first is written, every name checked (:func:`check_tables_out`), all written as
-    one and recorded (:func:`s2dc.recorded.write_recorded`), so that a report never leaves a mix of the previous
-    tables and the new, and a later one replaces only tables left as written."""
+    """Every text made before the first is written, every name checked (:func:`check_tables_out`), the tables there
+    that the record does not list recorded as they are (:func:`.outputs.record_present`), then all written as one
+    and recorded (:func:`s2dc.recorded.write_recorded`), so that a report never leaves a mix of the previous tables and
+    the new, and a later one replaces only tables left as written (or as a stopped write left them)."""
     check_tables_out(out_dir, list(texts))
+    record_present(out_dir, list(texts), RECORD)
     write_recorded(out_dir, texts, RECORD)
 
 
