@@ -883,6 +883,9 @@ def check_job_outputs(config: dict) -> None:
         for dataset in sorted(names):
             out = root / tree / "probe" / f"{dataset}.json"
             refuse_unless(rule, out, lambda: check_probe_out(out, dataset_json(config, dataset)))
+            if out.is_file() and (edit := edit_found(json.loads(out.read_text()))) is not None:  # as the tables read it
+                refuse(out, f"the probe result its probe wrote (edited since: {edit})", rule,
+                       out.relative_to(root).as_posix())
         rule = "structure_figures" if tree == "" else "ablation_figures"
         for dataset in sorted(figures):
             for name in FIGURE_FILES:

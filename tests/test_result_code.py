@@ -248,3 +248,8 @@ def test_the_start_check_still_takes_an_older_s2dcs_results_for_its_own(tmp_path
     run.write_text(json.dumps({k: v for k, v in doc.items() if k != "result_sha256"} | {"code": CODE, "seed": 1}))
     with pytest.raises(ForeignOutputError, match="result_sha256 is missing"):
         check_job_outputs(config)
+    run.write_text(json.dumps(doc))
+    edited_probe = {k: v for k, v in probe_doc().items() if k != "result_sha256"} | {"stage": 3}  # alike, a probe's
+    probe.write_text(json.dumps(edited_probe))
+    with pytest.raises(ForeignOutputError, match=r"btcv\.json.*result_sha256 is missing"):
+        check_job_outputs(config)
