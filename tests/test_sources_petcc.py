@@ -351,12 +351,20 @@ def adni_release(raw: Path) -> dict[str, tuple[int, Path]]:
                          ("033_S_0734", None), ("941_S_1311", None), ("123_S_0094", None)):
         early = nifti(raw / "ADNI" / subject / f"AV45_{coreg}" / "2006-04-18_08_20_30.0" / "I26325" /
                       f"ADNI_{subject}_PT_AV45_I26325.nii")
-        nifti(raw / "ADNI" / subject / coreg / "2008-05-02_10_00_00.0" / "I110000" / f"ADNI_{subject}_PT_I110000.nii")
+        nifti(raw / "ADNI" / subject / f"AV45_{UNIFORM}" / "2008-05-02_10_00_00.0" / "I110000" /
+              f"ADNI_{subject}_PT_AV45_I110000.nii")  # a later acquisition, another processing stage
         if cls is not None:
             expected[subject] = (cls, early)
     # a subject whose later acquisition comes first in name order of the description folders
-    nifti(raw / "ADNI" / "011_S_0002" / "AAA_first_name" / "2010-01-01_00_00_00.0" / "I9" / "late.nii.gz")
+    nifti(raw / "ADNI" / "011_S_0002" / "AV45_AAA_first_name" / "2010-01-01_00_00_00.0" / "I9" / "late.nii.gz")
+    # a subject the converter skips (LMCI) may hold another tracer: it is not read
+    nifti(raw / "ADNI" / "033_S_0734" / UNIFORM / "2009-01-01_00_00_00.0" / "I7" / "fdg.nii")
     return expected
+
+
+#: ADNI's series description of its fully processed PET (stage 4), as the download names the folder: FDG's names no
+#: tracer, florbetapir's starts with AV45 (docs/datasets.md, section 7).
+UNIFORM = "Coreg,_Avg,_Std_Img_and_Vox_Siz,_Uniform_Resolution"
 
 
 def test_adni_labels_cn_and_ad_from_baseline_and_takes_the_earliest_scan(tmp_path):
@@ -400,11 +408,43 @@ def test_adni_refuses_two_volumes_of_one_earliest_acquisition_naming_them(tmp_pa
     raw = tmp_path / "adni"
     adni_release(raw)
     date = "2006-04-18_08_20_30.0"
-    nifti(raw / "ADNI" / "005_S_0221" / "Co-registered,_Averaged" / date / "I26300" / "averaged.nii")
-    with pytest.raises(DataError, match=r"005_S_0221.*2006-04-18_08_20_30\.0.*ADNI_005_S_0221_PT_AV45.*averaged\.nii"
-                                        r".*one kind of image"):
+    nifti(raw / "ADNI" / "005_S_0221" / "AV45_Co-registered,_Averaged" / date / "I26300" / "averaged.nii")
+    with pytest.raises(DataError, match=r"005_S_0221.*2006-04-18_08_20_30\.0(?=.*ADNI_005_S_0221_PT_AV45)"
+                                        r"(?=.*averaged\.nii).*one kind of image"):
         adni.convert(raw, tmp_path / "out")
-    shutil.rmtree(raw / "ADNI" / "005_S_0221" / "Co-registered,_Averaged")
+    shutil.rmtree(raw / "ADNI" / "005_S_0221" / "AV45_Co-registered,_Averaged")
+    assert adni.convert(raw, tmp_path / "out").is_file()
+
+
+@pytest.mark.parametrize("description, tracer", [
+    ("AV45_Coreg,_Avg,_Standardized_Image_and_Voxel_Size", "florbetapir (AV45)"),
+    ("ADNI_Brain_PET__Raw_AV-45", "florbetapir (AV45)"), ("Florbetapir_PET", "florbetapir (AV45)"),
+    ("AV1451_Coreg,_Avg,_Std_Img_and_Vox_Siz,_Uniform_Resolution", "flortaucipir (AV1451)"),
+    ("ADNI3-Tau_PET_(Flortaucipir)", "flortaucipir (AV1451)"), ("FBB_Coreg,_Avg", "florbetaben (FBB)"),
+    ("PIB_Co-registered,_Averaged", "PiB"), ("ADNI_Brain_PET__Raw_FDG", "FDG"),
+    ("Coreg,_Avg,_Std_Img_and_Vox_Siz,_Uniform_Resolution", None), ("Co-registered_Dynamic", None),
+])
+def test_adni_reads_the_tracer_a_series_description_names(description, tracer):
+    assert adni.tracer(description) == tracer
+
+
+def test_adni_refuses_a_download_of_two_tracers_naming_them(tmp_path):
+    """FDG and florbetapir (AV45) in one download: each subject's earliest scan would be FDG for some subjects and
+    AV45 for others (one classifier fitted on two tracers' images, exit 0); refused, naming the tracers, their
+    description folders and how many subjects hold each. A description naming no tracer is ADNI's processed FDG; raw
+    FDG beside it (two processing stages of one tracer) is left to the user, as before."""
+    raw = tmp_path / "adni"
+    adni_release(raw)
+    for subject, date in (("005_S_0221", "2005-01-01_00_00_00.0"), ("022_S_0543", "2009-01-01_00_00_00.0")):
+        nifti(raw / "ADNI" / subject / UNIFORM / date / "I5" / "fdg.nii")
+    with pytest.raises(DataError, match=rf"ADNI' holds PET of two tracers.*: FDG: 2 subjects \('{UNIFORM}'\); "
+                                        r"florbetapir \(AV45\): 4 subjects \('AV45_AAA_first_name', 'AV45_Coreg"
+                                        r".*keep one tracer") as err:
+        adni.convert(raw, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert "033_S_0734" not in str(err.value)  # skipped (LMCI): its FDG is not read
+    for subject in ("005_S_0221", "022_S_0543"):
+        shutil.rmtree(raw / "ADNI" / subject / UNIFORM)
     assert adni.convert(raw, tmp_path / "out").is_file()
 
 

@@ -236,7 +236,9 @@ ADNI/                (the PET collection only, downloaded from IDA as NIfTI; DIC
 ADNIMERGE.csv      (or ADNIMERGE_<date>.csv) PTID, VISCODE, DX_bl (CN/SMC/EMCI/LMCI/AD): the baseline row
 """,
         layout_source="LONI IDA download layout (ADNI/<subject>/<description>/<date>/<image id>); ADNIMERGE.csv",
-        notes="The release has no ADNI fine-tuning code: classes CN vs AD from DX_bl are our reading.",
+        notes="The release has no ADNI fine-tuning code: classes CN vs AD from DX_bl are our reading. Download one "
+              "tracer (a download whose description folders name two, e.g. FDG's 'Coreg,_Avg,...' beside "
+              "'AV45_Coreg,_Avg,...', is refused naming them).",
     ),
     DatasetSpec(
         name="udpet", title="UDPET (ultra-low-dose PET)", task="reconstruction", modality="PET",

@@ -8,9 +8,11 @@ Official layout (registry ``adni``)::
 Class from the baseline row (``VISCODE == "bl"``) of each subject: DX_bl CN -> 0, AD -> 1; subjects
 with another baseline diagnosis (SMC, EMCI, LMCI, none) are skipped. One volume per subject: its
 earliest acquisition (any description; several volumes of that acquisition, e.g. two processing stages, are refused
-naming them). Only NIfTI is read: an image folder holding DICOM only is
-refused (download the NIfTI collection from IDA, or convert with dcm2niix). Subjects are split with
-:func:`fixed_split`.
+naming them). The subjects read must hold one tracer: a download whose description folders name two (FDG and
+florbetapir, as ``Coreg,_Avg,...`` beside ``AV45_Coreg,_Avg,...``) is refused naming them, as each subject's
+earliest scan would be one tracer for some and another for others (:func:`tracer`). Only NIfTI is read: an image
+folder holding DICOM only is refused (download the NIfTI collection from IDA, or convert with dcm2niix). Subjects
+are split with :func:`fixed_split`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,41 @@ from .common import fixed_split, nifti_shape, require_folder, write_common
 
 COLUMNS = ("PTID", "VISCODE", "DX_bl")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}_\d{2}_\d{2}(\.\d+)?")
+
+
+#: The PET tracers of ADNI, by the words of a series description that name them (compared without case, punctuation
+#: or spaces: "AV-45" names florbetapir). A description naming none is ADNI's processed FDG (its stage-4 series is
+#: ``Coreg, Avg, Std Img and Vox Siz, Uniform Resolution``; florbetapir's is the same prefixed ``AV45``).
+TRACERS = {"florbetapir (AV45)": ("av45", "florbetapir"), "flortaucipir (AV1451)": ("av1451", "flortaucipir"),
+           "florbetaben (FBB)": ("fbb", "florbetaben"), "PiB": ("pib",), "FDG": ("fdg",)}
+
+
+def tracer(description: str) -> str | None:
+    """The tracer a series description (its download folder's name) names (a key of :data:`TRACERS`), or None."""
+    words = [w for w in re.split(r"[^a-z0-9]+", description.lower()) if w]
+    joined = words + [a + b for a, b in zip(words, words[1:])]  # "av-45" is "av45"
+    return next((name for name, keys in TRACERS.items() if any(key in joined for key in keys)), None)
+
+
+def check_one_tracer(subjects: list[Path], where: Path) -> None:
+    """:class:`DataError` when the description folders of ``subjects`` name more than one tracer (one naming none
+    counts as FDG), naming each tracer, its folders and how many subjects hold it."""
+    held: dict[str, set[str]] = {}
+    folders: dict[str, set[str]] = {}
+    for subject in subjects:
+        for description in _dirs(subject):
+            name = tracer(description.name) or "FDG"
+            held.setdefault(name, set()).add(subject.name)
+            folders.setdefault(name, set()).add(description.name)
+    if len(held) > 1:
+        raise DataError(
+            f"'{where}' holds PET of {'two' if len(held) == 2 else len(held)} tracers, told apart by their series "
+            "descriptions (one naming no tracer is ADNI's processed FDG): "
+            + "; ".join(f"{name}: {len(held[name])} subject{'s' * (len(held[name]) > 1)} ("
+                                         + ", ".join(f"'{f}'" for f in sorted(folders[name])) + ")"
+                                         for name in sorted(held))
+            + ": each subject's earliest scan would be one tracer for some subjects and another for others; keep "
+            "one tracer's description folders in the download (move the others out of ADNI/)")
 
 
 def _dirs(folder: Path) -> list[Path]:
@@ -97,17 +134,21 @@ def earliest_volume(subject: Path) -> Path:
 
 
 def convert(raw: Path, out_dir: Path) -> Path:
-    """Label CN/AD subjects from their baseline diagnosis, pick each one's earliest PET, write the json."""
+    """Label CN/AD subjects from their baseline diagnosis, check they hold one tracer, pick each one's earliest PET,
+    write the json."""
     spec = get("adni")
     raw = Path(raw)
     require_folder(raw, spec, "ADNI")
     csv, diagnosis = baseline_diagnosis(raw)
-    entries = {}
+    subjects = []
     for subject in _dirs(raw / "ADNI"):
         if subject.name not in diagnosis:
             raise DataError(f"subject '{subject.name}' ('{subject}') has no baseline row (VISCODE bl) in '{csv}'")
-        if diagnosis[subject.name] not in spec.outputs:
-            continue
+        if diagnosis[subject.name] in spec.outputs:
+            subjects.append(subject)
+    check_one_tracer(subjects, raw / "ADNI")
+    entries = {}
+    for subject in subjects:
         volume = earliest_volume(subject)
         nifti_shape(volume)
         entries[subject.name] = {"id": subject.name, "image": volume,
