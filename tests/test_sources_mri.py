@@ -317,6 +317,19 @@ def test_brats21_reads_the_folder_of_synapses_training_zip_and_refuses_two_copie
         brats21.convert(raw, tmp_path / "out2")
 
 
+def test_brats21_refuses_case_folders_beside_the_release_folder_naming_them(tmp_path):
+    """Cases extracted at the top of raw (the training tar's own layout) beside a ``BraTS2021_Training_Data/`` that
+    holds the others (Kaggle's extra ``BraTS2021_00495.tar``, or two extractions): the release folder was read and
+    the cases beside it left out, exit 0; refused naming both."""
+    raw = brats21_release(tmp_path / "raw")
+    os.replace(raw / "BraTS2021_Training_Data" / B21[0], raw / B21[0])
+    with pytest.raises(DataError, match=rf"'{raw}' holds case folders \('{B21[0]}'\) beside 'BraTS2021_Training_Data'"
+                                        r".*one of the two"):
+        brats21.convert(raw, tmp_path / "out")
+    os.replace(raw / B21[0], raw / "BraTS2021_Training_Data" / B21[0])
+    assert brats21.convert(raw, tmp_path / "out").is_file()
+
+
 def test_oasis3_reads_the_bids_layout_of_download_oasis_scans_bids(tmp_path):
     """NrgXnat/oasis-scripts ``download_scans/download_oasis_scans_bids.sh`` writes
     ``<directory_name>/sub-OAS30001/ses-d0129/anat/sub-OAS30001_ses-d0129_run-01_T1w.nii.gz`` (+ .json)."""

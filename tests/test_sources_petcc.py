@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -119,7 +120,49 @@ def test_cc_ccii_refuses_patients_beside_a_nested_class_folder_or_two_normal_fol
     png(raw / "NC" / "Normal" / "13" / "100" / "1.png", np.zeros((8, 8), np.uint8))
     with pytest.raises(DataError, match=r"'.*NC/Normal' and '.*CC-CCII/Normal'.*one of the two"):
         cc_ccii.convert(raw, tmp_path / "out")
+    # both nested forms the release reads: Normal/Normal beside NC/Normal (half the class was left out, exit 0)
+    os.replace(raw / "Normal", tmp_path / "flat_normal")
+    (raw / "Normal").mkdir()
+    os.replace(tmp_path / "flat_normal", raw / "Normal" / "Normal")
+    with pytest.raises(DataError, match=r"'.*CC-CCII/Normal/Normal' and '.*CC-CCII/NC/Normal' both hold Normal patient "
+                                        r"folders.*one of the two"):
+        cc_ccii.convert(raw, tmp_path / "out")
     assert not (tmp_path / "out" / "dataset.json").exists()
+
+
+def test_cc_ccii_refuses_scans_its_unzip_filenames_csv_lists_otherwise(tmp_path):
+    """The release's ``unzip_filenames.csv`` (zip_file,label,patient_id,scan_id,n_slice) lists every scan with its
+    slice count; a scan an interrupted unzip left short, or a zip never extracted, was converted as it was (a
+    truncated volume, a patient fewer, exit 0). Each scan it lists must be there with its n_slice slices, the
+    differences named with their zip files (third-party pipelines check the download the same way); removing a zip's
+    rows leaves its scans out on purpose."""
+    raw = tmp_path / "CC-CCII"
+    cc_ccii_release(raw)  # 3 slices a scan
+    rows = [f"{cls}-1.zip,{cls},{patient},{scan},3" for cls, patients in
+            (("Normal", ("11", "12")), ("CP", ("21", "22")), ("NCP", ("31", "32", "33"))) for patient in patients
+            for scan in ("100", "101")]
+    listing = raw / "unzip_filenames.csv"
+    listing.write_text("zip_file,label,patient_id,scan_id,n_slice\n" + "\n".join(rows) + "\n")
+    assert cc_ccii.convert(raw, tmp_path / "out").is_file()  # as listed
+    (raw / "NCP" / "31" / "101" / "10.png").unlink()  # an unzip stopped midway
+    shutil.rmtree(raw / "NCP" / "33")  # NCP-2.zip never extracted
+    listing.write_text(listing.read_text().replace("NCP-1.zip,NCP,33", "NCP-2.zip,NCP,33"))
+    with pytest.raises(DataError, match=r"unzip_filenames\.csv' lists 3 scans that are not as it says: 'NCP/31/101' "
+                                        r"\(NCP-1\.zip\) holds 2 slices, it says 3; 'NCP/33/100' \(NCP-2\.zip\) is "
+                                        r"missing; 'NCP/33/101' \(NCP-2\.zip\) is missing.*remove their rows"):
+        cc_ccii.convert(raw, tmp_path / "out2")
+    assert not (tmp_path / "out2" / "dataset.json").exists()
+    kept = [row for row in listing.read_text().splitlines() if "NCP-2.zip" not in row and ",31,101," not in row]
+    listing.write_text("\n".join(kept) + "\n")
+    _, entries = load(cc_ccii.convert(raw, tmp_path / "out2"))
+    assert "NCP/33/100" not in entries and "NCP/31/101" in entries  # unlisted: converted as before
+    listing.write_text("zip_file,label,patient,scan_id,n_slice\n")
+    with pytest.raises(DataError, match=r"unzip_filenames\.csv' has no column 'patient_id'"):
+        cc_ccii.convert(raw, tmp_path / "out3")
+    listing.write_text("zip_file,label,patient_id,scan_id,n_slice\nX-1.zip,Covid,1,1,3\n")
+    with pytest.raises(DataError, match=r"unzip_filenames\.csv' row 2 has label 'Covid', expected one of Normal, CP, "
+                                        r"NCP"):
+        cc_ccii.convert(raw, tmp_path / "out3")
 
 
 def test_cc_ccii_refusals_name_the_folder_or_file(tmp_path):
@@ -445,6 +488,33 @@ def test_adni_refuses_a_download_of_two_tracers_naming_them(tmp_path):
     assert "033_S_0734" not in str(err.value)  # skipped (LMCI): its FDG is not read
     for subject in ("005_S_0221", "022_S_0543"):
         shutil.rmtree(raw / "ADNI" / subject / UNIFORM)
+    assert adni.convert(raw, tmp_path / "out").is_file()
+
+
+def test_adni_refuses_an_mri_in_the_download_naming_it(tmp_path):
+    """An IDA collection holding a subject's MRI beside its PET: a screening MRI, usually earlier than the baseline
+    PET, was that subject's "earliest PET" (a PET classifier fitted partly on T1 images, exit 0); ADNI names each
+    file with its modality (``_MR_`` / ``_PT_``), and an MRI is refused naming it, not counted as a tracer."""
+    raw = tmp_path / "adni"
+    adni_release(raw)
+    mri = nifti(raw / "ADNI" / "002_S_0295" / "MPRAGE" / "2005-12-01_09_00_00.0" / "I45108" /
+                "ADNI_002_S_0295_MR_MPRAGE_br_raw_20070101_S9000_I45108.nii")
+    with pytest.raises(DataError, match=rf"'{re.escape(str(mri))}' is an MRI \(its name says MR\).*PET collection only"):
+        adni.convert(raw, tmp_path / "out")
+    shutil.rmtree(mri.parents[2])
+    assert adni.convert(raw, tmp_path / "out").is_file()
+
+
+def test_adni_refuses_an_acquisition_folder_without_its_image_naming_it(tmp_path):
+    """A date folder extracted without its image folder (one zip part of the IDA download not unpacked): the
+    subject's later scan stood in for its earliest, exit 0; refused naming the folder."""
+    raw = tmp_path / "adni"
+    adni_release(raw)
+    empty = raw / "ADNI" / "005_S_0221" / "AV45_AAA_first_name" / "2005-01-01_00_00_00.0"
+    empty.mkdir(parents=True)
+    with pytest.raises(DataError, match=rf"'{re.escape(str(empty))}' holds no image folder"):
+        adni.convert(raw, tmp_path / "out")
+    empty.rmdir()
     assert adni.convert(raw, tmp_path / "out").is_file()
 
 

@@ -150,7 +150,9 @@ CC-CCII/
         notes="Open, but the portal has no stable per-file URL or checksum: download the zips by hand "
               "(NCP-k.zip is served as COVID19-k.zip) and unzip them into the class folders (a class folder "
               "nested once more, NCP/NCP/... or NC/Normal/..., as the release's prc_data.py reads it, is accepted too, "
-              "but not beside patient folders of the same class).",
+              "but not beside patient folders of the same class). unzip_filenames.csv beside them is read: a scan it "
+              "lists that is missing or holds another number of slices (an unzip stopped midway, a zip not extracted) "
+              "is refused with its zip file; remove a zip's rows to leave its scans out.",
     ),
     # ---------------------------------------------------------------- MRI downstream
     DatasetSpec(

@@ -10,7 +10,9 @@ with another baseline diagnosis (SMC, EMCI, LMCI, none) are skipped. One volume 
 earliest acquisition (any description; several volumes of that acquisition, e.g. two processing stages, are refused
 naming them). The subjects read must hold one tracer: a download whose description folders name two (FDG and
 florbetapir, as ``Coreg,_Avg,...`` beside ``AV45_Coreg,_Avg,...``) is refused naming them, as each subject's
-earliest scan would be one tracer for some and another for others (:func:`tracer`). Only NIfTI is read: an image
+earliest scan would be one tracer for some and another for others (:func:`tracer`); so is an MRI in the download
+(IDA names its files ``..._MR_...``), and a date folder without its image folder (a later scan would stand in for
+the earliest). Only NIfTI is read: an image
 folder holding DICOM only is refused (download the NIfTI collection from IDA, or convert with dcm2niix). Subjects
 are split with :func:`fixed_split`.
 """
@@ -45,23 +47,22 @@ def tracer(description: str) -> str | None:
     return next((name for name, keys in TRACERS.items() if any(key in joined for key in keys)), None)
 
 
-def check_one_tracer(subjects: list[Path], where: Path) -> None:
-    """:class:`DataError` when the description folders of ``subjects`` name more than one tracer (one naming none
-    counts as FDG), naming each tracer, its folders and how many subjects hold it."""
+def check_one_tracer(volumes: dict[str, list[tuple[str, str, Path]]], where: Path) -> None:
+    """:class:`DataError` when the description folders of ``volumes`` (subject -> :func:`subject_volumes`) name more
+    than one tracer (one naming none counts as FDG), naming each tracer, its folders and how many subjects hold it."""
     held: dict[str, set[str]] = {}
     folders: dict[str, set[str]] = {}
-    for subject in subjects:
-        for description in _dirs(subject):
-            name = tracer(description.name) or "FDG"
-            held.setdefault(name, set()).add(subject.name)
-            folders.setdefault(name, set()).add(description.name)
+    for subject, found in volumes.items():
+        for description, _, _ in found:
+            name = tracer(description) or "FDG"
+            held.setdefault(name, set()).add(subject)
+            folders.setdefault(name, set()).add(description)
     if len(held) > 1:
         raise DataError(
             f"'{where}' holds PET of {'two' if len(held) == 2 else len(held)} tracers, told apart by their series "
             "descriptions (one naming no tracer is ADNI's processed FDG): "
             + "; ".join(f"{name}: {len(held[name])} subject{'s' * (len(held[name]) > 1)} ("
-                                         + ", ".join(f"'{f}'" for f in sorted(folders[name])) + ")"
-                                         for name in sorted(held))
+                        + ", ".join(f"'{f}'" for f in sorted(folders[name])) + ")" for name in sorted(held))
             + ": each subject's earliest scan would be one tracer for some subjects and another for others; keep "
             "one tracer's description folders in the download (move the others out of ADNI/)")
 
@@ -114,28 +115,48 @@ def _nifti(image: Path) -> Path:
     return nifti[0]
 
 
-def earliest_volume(subject: Path) -> Path:
-    """The NIfTI of a subject's earliest acquisition (date folder name), over all its descriptions;
-    :class:`DataError` naming them when that acquisition has several (processing stages or tracers of one date)."""
+#: The modality IDA writes into each file name (``ADNI_002_S_0295_MR_MPRAGE_..._I45108.nii``); PET is ``PT``.
+_OTHER_MODALITY = re.compile(r"(?:^|_)(MR|CT)_")
+
+
+def subject_volumes(subject: Path) -> list[tuple[str, str, Path]]:
+    """(description, acquisition date, NIfTI) of every image of a subject folder; :class:`DataError` naming a folder
+    that is not a date, a date folder without its image folder, or a volume whose name says it is not PET."""
     found = []
     for description in _dirs(subject):
         for date in _dirs(description):
             if not _DATE.fullmatch(date.name):
                 raise DataError(f"'{date}' is not an acquisition-date folder (expected e.g. 2006-04-18_08_20_30.0)")
-            found += [(date.name, str(p), p) for image in _dirs(date) for p in [_nifti(image)]]
+            if not (images := _dirs(date)):  # a later scan must not stand in for the subject's earliest
+                raise DataError(f"'{date}' holds no image folder (I<image id>/ with the scan's NIfTI): complete the "
+                                "download from https://ida.loni.usc.edu (every zip part extracted) or remove the folder")
+            for image in images:
+                volume = _nifti(image)
+                if match := _OTHER_MODALITY.search(volume.name):
+                    raise DataError(f"'{volume}' is an {'MRI' if match.group(1) == 'MR' else 'CT'} (its name says "
+                                    f"{match.group(1)}): ADNI/ holds the PET collection only (files named ..._PT_...); "
+                                    "move the other series out of ADNI/")
+                found.append((description.name, date.name, volume))
     if not found:
         raise DataError(f"subject folder '{subject}' holds no <description>/<date>/<image id>/*.nii[.gz] volume")
-    first = min(found)[0]
-    if len(earliest := sorted(p for date, p, _ in found if date == first)) > 1:
+    return found
+
+
+def earliest_volume(subject: Path, found: list[tuple[str, str, Path]]) -> Path:
+    """The NIfTI of a subject's earliest acquisition (date folder name) among its volumes ``found``
+    (:func:`subject_volumes`), over all their descriptions; :class:`DataError` naming them when that acquisition has
+    several (processing stages or tracers of one date)."""
+    first = min(date for _, date, _ in found)
+    if len(earliest := sorted(str(p) for _, date, p in found if date == first)) > 1:
         raise DataError(f"subject '{subject.name}' has {len(earliest)} volumes of its earliest acquisition ({first}): "
                         + ", ".join(f"'{p}'" for p in earliest) + ": keep one kind of image in the download (one "
                         "tracer, one processing stage), so that every subject is read alike")
-    return min(found)[2]
+    return next(p for _, date, p in found if date == first)
 
 
 def convert(raw: Path, out_dir: Path) -> Path:
-    """Label CN/AD subjects from their baseline diagnosis, check they hold one tracer, pick each one's earliest PET,
-    write the json."""
+    """Label CN/AD subjects from their baseline diagnosis, list their PET volumes, check they hold one tracer, pick
+    each one's earliest PET, write the json."""
     spec = get("adni")
     raw = Path(raw)
     require_folder(raw, spec, "ADNI")
@@ -146,10 +167,11 @@ def convert(raw: Path, out_dir: Path) -> Path:
             raise DataError(f"subject '{subject.name}' ('{subject}') has no baseline row (VISCODE bl) in '{csv}'")
         if diagnosis[subject.name] in spec.outputs:
             subjects.append(subject)
-    check_one_tracer(subjects, raw / "ADNI")
+    volumes = {subject.name: subject_volumes(subject) for subject in subjects}
+    check_one_tracer(volumes, raw / "ADNI")
     entries = {}
     for subject in subjects:
-        volume = earliest_volume(subject)
+        volume = earliest_volume(subject, volumes[subject.name])
         nifti_shape(volume)
         entries[subject.name] = {"id": subject.name, "image": volume,
                                  "class": spec.outputs.index(diagnosis[subject.name])}

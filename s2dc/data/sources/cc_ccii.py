@@ -9,14 +9,18 @@ Official layout (registry ``cc_ccii``)::
 Each scan's slices, in natural numeric order of their names ("2.png" before "10.png"), are read as
 8-bit grey and stacked along the last axis: ``volume[:, :, k]`` is slice k as (rows, columns), unit
 spacing, no resizing. Volumes go to ``out_dir/volumes/<class>_<patient>_<scan>.nii.gz``. Class index
-= position in the spec's outputs (Normal=0, CP=1, NCP=2). The release publishes no split we use here:
+= position in the spec's outputs (Normal=0, CP=1, NCP=2). The release's ``unzip_filenames.csv`` beside the class
+folders lists every scan with its slice count: a listed scan missing or holding another count is refused, with
+its zip file (:func:`check_listing`). The release publishes no split we use here:
 patients (``class/patient``) are split with :func:`fixed_split`, so no patient is on both sides.
 """
 
 from __future__ import annotations
 
+import csv
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -55,28 +59,81 @@ _PARENTS = {"Normal": ("NC",)}
 def _class_root(raw: Path, name: str) -> Path:
     """The folder holding a class's patient folders: ``raw/<class>``, ``raw/<class>/<class>`` or (Normal)
     ``raw/NC/Normal``. :class:`DataError` naming both when the class's patients would be in two of them: patient
-    folders beside a nested ``<class>/<class>``, or ``raw/Normal`` beside ``raw/NC/Normal`` (one would be left out)."""
-    for parent in (name, *_PARENTS.get(name, ())):
-        if (nested := raw / parent / name).is_dir():
-            beside = [p for p in _dirs(raw / parent) if p != nested]
-            if parent == name and beside:
-                raise DataError(f"'{nested}' holds {name} patient folders and so do "
-                                + ", ".join(f"'{p}'" for p in beside[:5]) + (" ..." if len(beside) > 5 else "")
-                                + f" beside it (two unzips, one nested once more?): keep the patients in one of the "
-                                f"two folders, '{nested}' or '{raw / name}'")
-            if parent != name and (raw / name).is_dir():
-                raise DataError(f"'{nested}' and '{raw / name}' both hold {name} patient folders: keep them in one "
-                                "of the two")
-            return nested
-    return raw / name
+    folders beside a nested ``<class>/<class>``, ``raw/Normal`` beside ``raw/NC/Normal``, or ``raw/Normal/Normal``
+    beside ``raw/NC/Normal`` (one would be left out)."""
+    nested = [raw / parent / name for parent in (name, *_PARENTS.get(name, ())) if (raw / parent / name).is_dir()]
+    if len(nested) > 1:
+        raise DataError(f"'{nested[0]}' and '{nested[1]}' both hold {name} patient folders: keep them in one of the two")
+    if not nested:
+        return raw / name
+    if nested[0].parent == raw / name:
+        beside = [p for p in _dirs(raw / name) if p != nested[0]]
+        if beside:
+            raise DataError(f"'{nested[0]}' holds {name} patient folders and so do "
+                            + ", ".join(f"'{p}'" for p in beside[:5]) + (" ..." if len(beside) > 5 else "")
+                            + f" beside it (two unzips, one nested once more?): keep the patients in one of the "
+                            f"two folders, '{nested[0]}' or '{raw / name}'")
+    elif (raw / name).is_dir():
+        raise DataError(f"'{nested[0]}' and '{raw / name}' both hold {name} patient folders: keep them in one "
+                        "of the two")
+    return nested[0]
+
+
+#: The release's list of its scans (zip_file,label,patient_id,scan_id,n_slice), beside the class folders.
+LISTING = "unzip_filenames.csv"
+LISTING_COLUMNS = ("zip_file", "label", "patient_id", "scan_id", "n_slice")
+
+
+def _slices(scan: Path) -> list[Path]:
+    return [p for p in scan.iterdir() if p.suffix.lower() in SLICE_SUFFIXES and not p.name.startswith(".")
+            and present_file(p)]
+
+
+def check_listing(raw: Path, classes: tuple[str, ...]) -> None:
+    """:class:`DataError` naming the scans ``raw/unzip_filenames.csv`` lists that are missing or hold another number
+    of slices than its ``n_slice`` (an unzip stopped midway, a zip never extracted), with their zip files; a note on
+    stderr when there is no such list. Scans it does not list are not checked (removing a zip's rows leaves it out)."""
+    listing = raw / LISTING
+    if not listing.is_file():
+        print(f"note: no '{listing}' (the release's list of its scans): the scans found are converted unchecked; "
+              "a scan left short by an interrupted unzip would go unnoticed", file=sys.stderr)
+        return
+    try:
+        with listing.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            columns = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"'{listing}' is not a readable csv: {exc}") from exc
+    for column in LISTING_COLUMNS:
+        if column not in columns:
+            raise DataError(f"'{listing}' has no column '{column}' (expected {', '.join(LISTING_COLUMNS)})")
+    problems = []
+    for number, row in enumerate(rows, start=2):
+        label, patient, scan = (row[key].strip() for key in ("label", "patient_id", "scan_id"))
+        if label not in classes:
+            raise DataError(f"'{listing}' row {number} has label '{label}', expected one of {', '.join(classes)}")
+        try:
+            expected = int(row["n_slice"])
+        except ValueError:
+            raise DataError(f"'{listing}' row {number} has n_slice '{row['n_slice']}', expected a whole number") from None
+        folder, where = _class_root(raw, label) / patient / scan, f"'{label}/{patient}/{scan}' ({row['zip_file']})"
+        if not folder.is_dir():
+            problems.append(f"{where} is missing")
+        elif (found := len(_slices(folder))) != expected:
+            problems.append(f"{where} holds {found} slices, it says {expected}")
+    if problems:
+        raise DataError(f"'{listing}' lists {len(problems)} scan{'s' * (len(problems) > 1)} that are not as it says: "
+                        + "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+                        + ": extract those zip files again (a download or unzip stopped midway?), or remove their rows "
+                        "from it to leave those scans out")
 
 
 def read_scan(scan: Path) -> np.ndarray:
     """The slices of one scan folder stacked to a (rows, columns, slices) uint8 array."""
     from PIL import Image
 
-    slices = [p for p in scan.iterdir() if p.suffix.lower() in SLICE_SUFFIXES and not p.name.startswith(".")
-              and present_file(p)]
+    slices = _slices(scan)
     if not slices:
         raise DataError(f"scan folder '{scan}' holds no slice images ({'/'.join(SLICE_SUFFIXES)})")
     keys = [_natural_key(p.stem) for p in slices]
@@ -118,6 +175,7 @@ def convert(raw: Path, out_dir: Path) -> Path:
     for name in spec.outputs:
         if not _class_root(raw, name).is_dir():
             require_folder(raw, spec, name)
+    check_listing(raw, spec.outputs)
     scans = []  # (class index, class, patient, scan folder)
     for index, name in enumerate(spec.outputs):
         root = _class_root(raw, name)
