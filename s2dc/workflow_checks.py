@@ -556,6 +556,10 @@ def check_params(config: dict, schema: str | Path | None = None) -> dict:
         if not runs_s2dc(words):
             raise ValueError("it does not end in the s2dc command, before which the rule writes `pretrain` and the "
                              "options (as `... s2dc pretrain ...`)")
+        if _torchrun_command(words) and "--no_python" not in words and words[-2:-1] not in (["-m"], ["--module"]) \
+                and not os.path.isfile(words[-1]):
+            raise ValueError(f"torchrun runs {words[-1]!r} with Python (`python -u {words[-1]}`) unless given "
+                             "--no-python, and it is no Python file here")
     except ValueError as err:  # it names the run folders
         raise ParamsError(f"params.yaml: scales.{scale}.pretrain.launcher {p['pretrain']['launcher']!r}: {err}; "
                           "expected a command line, e.g. 'torchrun --nproc_per_node 4 -m s2dc.cli'") from None
@@ -566,6 +570,7 @@ def check_params(config: dict, schema: str | Path | None = None) -> dict:
                        variant_options(config, variant))
     _check_options(config, "finetune.options", finetune_config, finetune_options(config))
     _check_datasets(config)  # first: the other checks look the datasets up in the registry
+    _check_raw(config)
     _check_dataset_finetune_options(config)
     _check_methods(config)
     _check_label_ratios(config)
@@ -670,6 +675,10 @@ def _check_methods(config: dict) -> None:
         if wrong or (key == "ablation.variants" and "scratch" in names):
             raise ParamsError(f"params.yaml: scales.{scale}.{key}: {wrong or ['scratch']} is not a pretraining variant "
                               f"(expected names of `variants`: {sorted(variants)}{'' if 'ablation' in key else ', or scratch'})")
+    stray = sorted(set(ablation["datasets"]) - set(exp["datasets"]))
+    if stray:
+        raise ParamsError(f"params.yaml: scales.{scale}.ablation.datasets names {stray}: expected datasets of "
+                          f"scales.{scale}.experiments.datasets {exp['datasets']}")
     pretrained = {"experiments": [m for m in exp["methods"] if m != "scratch"],
                   "ablation": ablation["variants"]}  # the ablation's variants are all pretrained
     for key, names in pretrained.items():
@@ -683,10 +692,26 @@ def _check_methods(config: dict) -> None:
     if sweep["dataset"] not in exp["datasets"] or registry.get(sweep["dataset"]).modality not in p["pretrain"]["modalities"]:
         raise ParamsError(f"params.yaml: scales.{scale}.sweep.dataset: {sweep['dataset']!r} must be one of "
                           f"scales.{scale}.experiments.datasets {exp['datasets']} whose modality has an encoder")
-    stray = sorted(set(ablation["datasets"]) - set(exp["datasets"]))
-    if stray:
-        raise ParamsError(f"params.yaml: scales.{scale}.ablation.datasets names {stray}: expected datasets of "
-                          f"scales.{scale}.experiments.datasets {exp['datasets']}")
+
+
+def _check_raw(config: dict) -> None:
+    """A real dataset's release folder, RAW/<name>, must not be, hold or lie in the folder its conversion writes,
+    resources/<scale>/<name>: the conversion's files would change the release's fingerprint (every run converting
+    it again) and land among the user's files."""
+    scale, p = _scale(config)
+    real = [name for name, entry in p["datasets"].items() if entry.get("source") == "real"]
+    clashes = []
+    for name in real:
+        release, out = Path(p["raw"]) / name, Path("resources") / scale / name
+        a, b = Path(os.path.realpath(release)), Path(os.path.realpath(out))
+        if a == b or a in b.parents or b in a.parents:
+            clashes.append((name, release, out))
+    if clashes:
+        name, release, out = clashes[0]
+        more = f" (and so for {len(clashes) - 1} more datasets)" if len(clashes) > 1 else ""
+        raise ParamsError(f"params.yaml: scales.{scale}.raw {p['raw']!r}: the release of {name} would be read from "
+                          f"'{release}', where its conversion is written ('{out}'){more}: give raw a folder of its own, "
+                          "outside resources/ (e.g. data/raw)")
 
 
 def _check_label_ratios(config: dict) -> None:

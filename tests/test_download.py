@@ -226,6 +226,21 @@ def test_fetch_keeps_a_verified_file_and_never_replaces_one_it_did_not_verify(se
     assert dest.read_bytes() == theirs and server.requests == []
 
 
+def test_fetch_never_replaces_a_users_link_whose_target_is_missing(server, tmp_path):
+    """A user's link where the archive goes, pointing at a disk not mounted: it is neither a file nor a folder there,
+    so the download replaced the link with many GB on the wrong disk; refused naming it and its target."""
+    server.files["/f.bin"] = PAYLOAD
+    dest = tmp_path / "f.bin"
+    dest.symlink_to(tmp_path / "unmounted" / "f.bin")
+    with pytest.raises(DataError, match=rf"'{dest}' is a symbolic link to '{tmp_path / 'unmounted' / 'f.bin'}', "
+                                        r"which does not exist.*never replaces"):
+        download.fetch(f"{server.url}/f.bin", dest, md5(PAYLOAD))
+    assert dest.is_symlink() and server.requests == []
+    (tmp_path / "unmounted").mkdir()
+    (tmp_path / "unmounted" / "f.bin").write_bytes(PAYLOAD)  # mounted: the verified archive it points at is kept
+    assert download.fetch(f"{server.url}/f.bin", dest, md5(PAYLOAD)) == dest and dest.is_symlink()
+
+
 def test_two_fetches_of_one_file_at_once_both_complete(server, tmp_path):
     """Two processes fetching one file at once (two workflow runs, or `s2dc download` beside one) download into parts
     of their own: both complete, neither writes into the other's. (They shared `<dest>.part`: the second truncated and
@@ -361,6 +376,23 @@ def test_extract_refuses_an_absolute_tar_member(tmp_path):
 def test_extract_refuses_tar_links_and_special_files(tmp_path, info):
     archive = write_tar(tmp_path / "a.tar", {"top/a.txt": b"alpha", info.name: info})
     refused(tmp_path, archive, info.name)
+
+
+@pytest.mark.parametrize("members, name", [
+    ({"top/a.txt": b"first", "top/./a.txt": b"second"}, "top/./a.txt"),  # the same file twice: the last one won
+    ({"top/a.txt": b"alpha", "top/a.txt/": tarinfo("top/a.txt/", tarfile.DIRTYPE)}, "top/a.txt"),  # file, then folder
+    # (tarfile reads a folder's name without its trailing /)
+    ({"top/b": tarinfo("top/b", tarfile.DIRTYPE), "top//b": b"beta"}, "top//b"),  # folder, then file: a bare errno
+], ids=["file-twice", "file-then-folder", "folder-then-file"])
+def test_extract_refuses_a_tar_naming_one_member_twice(tmp_path, members, name):
+    """What an archive that names a member twice extracts depends on their order; refused naming it."""
+    archive = write_tar(tmp_path / "a.tar", members)
+    assert "twice" in refused(tmp_path, archive, name)
+
+
+def test_extract_refuses_a_member_inside_one_that_is_a_file(tmp_path):
+    archive = write_zip(tmp_path / "a.zip", {"top/a": b"a file", "top/a/b": b"inside it"})
+    assert "inside 'top/a', which is a file" in refused(tmp_path, archive, "top/a/b")
 
 
 @pytest.mark.parametrize("name,why", [("../evil", "'..'"), ("top/../../evil", "'..'"), ("/abs/evil", "absolute"),

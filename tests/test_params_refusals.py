@@ -154,3 +154,21 @@ def test_a_pool_given_a_validation_fraction_is_refused_and_a_twin_may_leave_it_t
     assert params_error(_with(lambda p: p["datasets"]["btcv"].pop("val_fraction")), scale="smoke") == ""
     assert all("val_fraction" not in entry for name, entry in PARAMS["scales"]["smoke"]["datasets"].items()
                if name.endswith("_pool"))
+
+
+def test_a_release_folder_that_is_its_conversions_folder_is_refused():
+    """`raw` set to `resources/<scale>`: a release's folder, RAW/<name>, was the folder its conversion writes, so the
+    converted dataset.json changed the release's fingerprint and every run converted it again (CC-CCII's volumes
+    written among the user's files); refused naming both. Beside or above it, or for a synthetic twin, it is not."""
+    params = copy.deepcopy(PARAMS)
+    params["scales"]["paper"]["raw"] = "resources/paper"
+    said = params_error(params, scale="paper")
+    assert "params.yaml: scales.paper.raw 'resources/paper': the release of ct_pool would be read from " \
+           "'resources/paper/ct_pool', where its conversion is written ('resources/paper/ct_pool') (and so for 12 " \
+           "more datasets)" in said, said
+    params["scales"]["paper"]["raw"] = "resources"  # resources/btcv: beside resources/paper/btcv
+    assert params_error(params, scale="paper") == ""
+    params["scales"]["paper"]["raw"] = "./resources/paper/../paper"
+    assert "where its conversion is written" in params_error(params, scale="paper")
+    params["scales"]["smoke"]["raw"] = "resources/smoke"  # every smoke dataset is a twin: no release is read
+    assert params_error(params, scale="smoke") == ""

@@ -5,6 +5,8 @@ its encoders from step 0; a launcher of another process count (another batch) na
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 
 import yaml
 
@@ -52,6 +54,15 @@ def test_a_launcher_of_no_command_is_refused_at_parse():
     for launcher in ("srun s2dc", "python -m s2dc.cli", "torchrun --no-python s2dc", "torchrun --module s2dc.cli"):
         params["scales"]["smoke"]["pretrain"]["launcher"] = launcher
         assert params_error(params, scale="smoke") == "", launcher
+    # torchrun runs its script with Python unless --no-python: `torchrun ... s2dc` ran `python -u s2dc` (the package's
+    # folder here), each pretraining failing after the downloads and conversions; a path to the console script is a
+    # Python file it can run
+    for launcher in ("torchrun --nproc_per_node 1 s2dc", "python -m torch.distributed.run s2dc"):
+        params["scales"]["smoke"]["pretrain"]["launcher"] = launcher
+        assert f"scales.smoke.pretrain.launcher {launcher!r}: torchrun runs 's2dc' with Python" in \
+            params_error(params, scale="smoke"), launcher
+    params["scales"]["smoke"]["pretrain"]["launcher"] = f"torchrun --nproc_per_node 1 {Path(sys.executable).parent / 's2dc'}"
+    assert params_error(params, scale="smoke") == ""
 
 
 def test_the_usual_spelling_of_a_launcher_keeps_the_folder_it_had():
@@ -197,9 +208,7 @@ def test_torchruns_options_come_from_its_parser_and_are_kept_per_installation(tm
     import json
     import shutil
     import subprocess
-    import sys
     import types
-    from pathlib import Path
 
     from torch.distributed.run import get_args_parser
 

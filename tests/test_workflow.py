@@ -370,6 +370,11 @@ def test_variants_are_planned_in_their_own_folders_and_checked(tmp_path):
                      "pretrain.options with variants.lg: loss.weight_p2p must be a finite number >= 0"),
         "dataset": (("scales", "smoke", "ablation", "datasets"), ["autopet"],
                     "scales.smoke.ablation.datasets names ['autopet']"),
+        # a name of no dataset: named with its key (it was a traceback of the registry's lookup)
+        "typo": (("scales", "smoke", "ablation", "datasets"), ["btcv", "BTCV"],
+                 "scales.smoke.ablation.datasets names ['BTCV']"),
+        "experiments typo": (("scales", "smoke", "experiments", "datasets"), ["btcv", "Btcv"],
+                             "scales.smoke.experiments.datasets"),
     }
     refused = {}
     for name, (keys, value, message) in cases.items():

@@ -18,6 +18,7 @@ import http.client
 import json
 import lzma
 import os
+import posixpath
 import shutil
 import stat
 import tarfile
@@ -109,6 +110,10 @@ def fetch(url: str, dest: str | Path, md5: str, progress: bool = False) -> Path:
     download left); a wrong MD5 deletes it and raises :class:`DataError`.
     """
     dest = Path(dest)
+    if dest.is_symlink() and not dest.exists():  # a user's link to a disk not mounted: never replaced
+        raise DataError(f"'{dest}' is a symbolic link to '{os.readlink(dest)}', which does not exist (a disk not "
+                        f"mounted?): s2dc never replaces a link; make its target reachable, or remove the link to "
+                        f"download {url} there")
     if dest.is_file():
         found = md5sum(dest)
         if found == md5.lower():
@@ -182,6 +187,25 @@ def _zip_problem(info: zipfile.ZipInfo) -> str | None:
     return _unsafe(info.filename)
 
 
+def _clash(members: list[tuple[str, bool]]) -> str | None:
+    """Why members ``(name, is a folder)`` would not extract as they are listed: a name given twice (``./`` and ``//``
+    aside; folders given twice are harmless), or a member inside one that is a file; None when they would."""
+    kinds: dict[str, tuple[str, bool]] = {}
+    for name, is_dir in members:
+        path = posixpath.normpath(name.replace("\\", "/"))
+        if path in kinds and not (is_dir and kinds[path][1]):
+            again = "is listed twice" if name == kinds[path][0] else f"names '{kinds[path][0]}' twice"
+            return f"'{name}' {again} (which one is extracted would depend on their order)"
+        kinds.setdefault(path, (name, is_dir))
+    for path, (name, _) in kinds.items():
+        parent = posixpath.dirname(path)
+        while parent not in ("", "."):
+            if parent in kinds and not kinds[parent][1]:
+                return f"'{name}' lies inside '{kinds[parent][0]}', which is a file"
+            parent = posixpath.dirname(parent)
+    return None
+
+
 def _unpack(archive: Path, into: Path) -> None:
     """Check every member of ``archive``, then extract it into ``into``; :class:`DataError` naming a refused member."""
     if tarfile.is_tarfile(archive):
@@ -190,6 +214,8 @@ def _unpack(archive: Path, into: Path) -> None:
             for m in members:
                 if problem := _tar_problem(m):
                     raise DataError(f"archive '{archive}' has an unsafe member '{m.name}': {problem}; nothing was extracted")
+            if clash := _clash([(m.name, m.isdir()) for m in members]):
+                raise DataError(f"archive '{archive}' lists its members ambiguously: {clash}; nothing was extracted")
             kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             tar.extractall(into, members=members, **kwargs)
             # The stream's own check (gzip CRC, xz / bz2 checks) comes at its end, after the last member: read to it.
@@ -201,6 +227,8 @@ def _unpack(archive: Path, into: Path) -> None:
                 if problem := _zip_problem(info):
                     raise DataError(f"archive '{archive}' has an unsafe member '{info.filename}': {problem}; "
                                     "nothing was extracted")
+            if clash := _clash([(info.filename, info.is_dir()) for info in zf.infolist()]):
+                raise DataError(f"archive '{archive}' lists its members ambiguously: {clash}; nothing was extracted")
             zf.extractall(into)
     else:
         raise DataError(f"'{archive}' is not a tar or zip archive")
