@@ -389,13 +389,18 @@ def release_fingerprint(root: str | Path, pending: bool = False) -> str:
             recorded.update(json.loads(record.read_text())["files"])
         except (OSError, ValueError, KeyError, TypeError):
             pass  # an unreadable record records nothing: its files count as changed
+    # the archive a download extracted (recorded at the folder's top, beside its task folder): no conversion reads it,
+    # so deleting it to save space, or a newer one fetched there by hand, changes nothing that is converted
+    archives = {rel for rel in recorded if "/" not in rel and rel.endswith((".tar", ".tar.gz", ".tgz", ".zip"))}
     digest, changed, seen = hashlib.sha1(), False, set()
     for rel, stamp in _file_stamps(root):
         seen.add(rel)
+        if rel in archives:
+            continue
         if recorded.get(rel) != stamp:
             digest.update(f"{rel}\0{stamp[0]}\0{stamp[1]}\n".encode())
             changed = True
-    for rel in sorted(set(recorded) - seen):
+    for rel in sorted(set(recorded) - seen - archives):
         digest.update(f"-{rel}\n".encode())
         changed = True
     for path, stamp in _listed_outside(root):
