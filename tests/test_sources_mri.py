@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -346,3 +347,22 @@ def test_oasis3_reads_the_bids_layout_of_download_oasis_scans_bids(tmp_path):
     doc = load(oasis3.convert(raw, out))
     assert {e["id"]: resolve(out, e["image"]) for e in doc["training"]} == {
         p.name.removesuffix(".nii.gz"): p.resolve() for p in t1w}
+
+
+@pytest.mark.parametrize("left", ["OAS30003_MR_d0558/scans/anat5-T1w/resources/NIFTI/files/x_T1w.nii.gz",
+                                  "OAS30004_MR_d1000.zip", "OAS30006_MR_d0200.tar.gz"],
+                         ids=["scans-not-moved", "zip", "tar-gz"])
+def test_oasis3_refuses_what_a_stopped_download_script_left_naming_it(tmp_path, left):
+    """download_oasis_scans.sh (and its BIDS sibling) downloads a session's archive, unpacks it, moves its
+    scans/<anatN-T1w>/resources/*/files/* into the session's anatN/ and removes scans/ and the archive
+    (NrgXnat/oasis-scripts): stopped midway, the session's scans were left out of the pool without a word."""
+    raw = oasis_release(tmp_path / "oasis")
+    path = raw / left
+    if left.endswith(".nii.gz"):
+        nii(path)
+    else:
+        path.write_bytes(b"a download stopped midway")
+    named = raw / left.split("/scans/")[0] / "scans" if "/scans/" in left else path
+    with pytest.raises(DataError, match=rf"'{re.escape(str(named))}' is what download_oasis_scans\.sh leaves of a "
+                                        r"session it was stopped in.*run the script again"):
+        oasis3.convert(raw, tmp_path / "out")

@@ -562,6 +562,41 @@ def test_udpet_pairs_low_and_full_dose_and_splits_by_subject_folder(tmp_path):
         assert train and val and not train & val
 
 
+def test_udpet_reads_the_dose_folders_of_the_uexplorer_release(tmp_path):
+    """The uEXPLORER exams (about 1,060 of the 1,447 training subjects) name their dose folders by reconstruction,
+    under a download part: ``uExplorer/uExplorerPART10/Anonymous_ANO_.../2.886 x 600 WB NORMAL`` (full dose) beside
+    ``... WB D4`` or ``... WB DRF_4`` (public loaders: mayalevital/LDPT, junqiangchen's 2022 challenge code,
+    wo-niubi/2023UDPET, KUL-recon-lab/2025_ud_pet_kul); they were refused as lacking Full_dose. Read as the same
+    doses, beside the Siemens exams; a dose named both ways in one exam is refused naming both."""
+    raw = tmp_path / "udpet"
+    ids = udpet_release(raw)
+    part = raw / "uExplorer" / "uExplorerPART10"
+    for exam, low in (("Anonymous_ANO_20220224_1744219_121048", "D4"), ("Anonymous_ANO_20220224_1711567_102845", "DRF_4")):
+        for dose in ("NORMAL" if low == "D4" else "normal", low, "D2", "D10" if low == "D4" else "DRF_10"):
+            nifti(part / exam / f"2.886 x 600 WB {dose}" / f"{dose}.nii.gz")
+        ids[f"uExplorer/uExplorerPART10/{exam}"] = "uExplorer/uExplorerPART10"
+    flat = part / "Anonymous_ANO_20220301_0900000_000001"  # each dose folder converted to a file beside the others
+    for dose in ("NORMAL", "DRF_4", "DRF_10"):
+        nifti(flat / f"{dose}.nii.gz")
+    ids[f"uExplorer/uExplorerPART10/{flat.name}"] = "uExplorer/uExplorerPART10"
+    for dose, low_name in ((udpet.DEFAULT_DOSE, {"D4": "D4", "DRF_4": "DRF_4"}), ("1-10 dose", {"D4": "D10", "DRF_4": "DRF_10"})):
+        path = udpet.convert(raw, tmp_path / "out", dose=dose)
+        _, entries = load(path)
+        assert set(entries) == set(ids)
+        for exam, low in (("Anonymous_ANO_20220224_1744219_121048", "D4"), ("Anonymous_ANO_20220224_1711567_102845", "DRF_4")):
+            entry, folder = entries[f"uExplorer/uExplorerPART10/{exam}"], (part / exam).resolve()
+            full = "NORMAL" if low == "D4" else "normal"
+            assert resolved(path, entry["image"]) == folder / f"2.886 x 600 WB {low_name[low]}" / f"{low_name[low]}.nii.gz"
+            assert resolved(path, entry["target"]) == folder / f"2.886 x 600 WB {full}" / f"{full}.nii.gz"
+        entry = entries[f"uExplorer/uExplorerPART10/{flat.name}"]
+        assert resolved(path, entry["image"]) == flat.resolve() / f"{low_name['DRF_4']}.nii.gz"
+        assert resolved(path, entry["target"]) == flat.resolve() / "NORMAL.nii.gz"
+    exam = part / "Anonymous_ANO_20220224_1744219_121048"
+    nifti(exam / "Full_dose" / "full.nii.gz")
+    with pytest.raises(DataError, match=r"'.*2\.886 x 600 WB NORMAL' and '.*Full_dose' are both the full dose of exam"):
+        udpet.convert(raw, tmp_path / "out2")
+
+
 def test_udpet_refusals(tmp_path):
     with pytest.raises(DataError, match=r"holds no <scanner>/<subject>/<exam>/.*udpet-challenge\.github\.io"):
         udpet.convert(tmp_path / "empty", tmp_path / "out")

@@ -248,16 +248,21 @@ ADNIMERGE.csv      (or ADNIMERGE_<date>.csv) PTID, VISCODE, DX_bl (CN/SMC/EMCI/L
         where="https://udpet-challenge.github.io (sign its Data Transfer Agreement and e-mail it back for the link)",
         licence="UDPET Data Transfer Agreement (research use)",
         layout="""
-SiemensVisionQuadra/ (or uExplorer/)
+SiemensVisionQuadra/
   Subject_115-117/<exam>/      (a Subject_a-b folder is a batch of patients; <exam> is one patient's exam)
     Full_dose/   1-2 dose/   1-4 dose/   1-10 dose/   1-20 dose/   1-50 dose/   1-100 dose/
-                 (released as DICOM: convert each folder to one NIfTI with dcm2niix first)
+uExplorer/
+  uExplorerPART10/<exam e.g. Anonymous_ANO_20220224_1744219_121048>/
+    2.886 x 600 WB NORMAL/   2.886 x 600 WB D4/ (or ... WB DRF_4/)   ... WB D10/   ...
+                 (released as DICOM: convert each dose folder to one NIfTI with dcm2niix first)
 """,
-        layout_source="third-party UDPET loaders (folder names not verified against the challenge's own page, "
-                      "udpet-challenge/udpet-challenge.github.io dataset.md, which names no folders)",
-        notes="Low dose = one dose-reduction folder (default 1-4 dose), target = Full_dose. The challenge's page "
-              "lists dose-reduction factors 4, 10, 20, 50 and 100 besides the full dose (1-2 dose only in older "
-              "releases, per third-party loaders); uEXPLORER exams have been seen with other folder names "
-              "('... WB DRF_4', '... WB normal'): rename them to the layout above (not verified).",
+        layout_source="third-party UDPET loaders: mayalevital/LDPT LDPT_main_1.py (both scanners' paths), "
+                      "junqiangchen/Ultra-low-Dose-PET-Imaging-Challenge dataprocess/lowdosePet2022data3dprepare.py, "
+                      "wo-niubi/2023UDPET dataset/dicom2niigz.py, KUL-recon-lab/2025_ud_pet_kul data.py (the "
+                      "challenge's own page, udpet-challenge/udpet-challenge.github.io dataset.md, names no folders)",
+        notes="Low dose = one dose-reduction folder (default 1-4 dose, which a uEXPLORER exam names '... WB D4' or "
+              "'... WB DRF_4'), target = the full dose (Full_dose, or '... WB NORMAL'). The challenge's page lists "
+              "dose-reduction factors 4, 10, 20, 50 and 100 besides the full dose (1-2 dose only in older releases, "
+              "per third-party loaders). The 2025 test set's flat Anonymous-NN_DRF-<k>.nii.gz files are not read.",
     ),
 )

@@ -3,6 +3,10 @@
 Official layout (registry ``udpet``; folder names from third-party loaders)::
 
     <scanner e.g. SiemensVisionQuadra>/<subject e.g. Subject_115-117>/<exam>/Full_dose/  1-4 dose/  ...
+    uExplorer/<part e.g. uExplorerPART10>/<exam e.g. Anonymous_ANO_...>/2.886 x 600 WB NORMAL/  ... WB D4/  ...
+
+(the uEXPLORER exams name a dose by its reconstruction: ``... NORMAL`` or ``normal`` is the full dose, ``... D4`` or
+``... DRF_4`` the dose ``1-4 dose`` names; :func:`_names_dose`).
 
 Each dose folder must hold one NIfTI file (the release ships DICOM series: convert each dose folder
 with dcm2niix first); ``<exam>/Full_dose.nii.gz`` next to ``<exam>/1-4 dose.nii.gz`` is accepted too.
@@ -13,6 +17,7 @@ shape. The release publishes no split: ``<scanner>/<subject>`` folders are split
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..datalist import present_file
@@ -23,28 +28,56 @@ from .common import fixed_split, require_on_grid, write_common
 DEFAULT_DOSE = "1-4 dose"
 FULL_DOSE = "Full_dose"
 _SUFFIXES = (".nii.gz", ".nii")
+_REDUCTION = re.compile(r"1-(\d+) dose")
+
+
+def _names_dose(name: str, dose: str) -> bool:
+    """Whether a dose folder (or NIfTI file stem) ``name`` holds ``dose`` (``Full_dose`` or ``1-<k> dose``): the
+    Siemens exams name it so; the uEXPLORER ones by reconstruction, ``2.886 x 600 WB NORMAL`` (or ``normal``) for the
+    full dose and ``... WB D4`` or ``... WB DRF_4`` for a dose reduced 4 times (mayalevital/LDPT, junqiangchen's
+    challenge code, wo-niubi/2023UDPET, KUL-recon-lab/2025_ud_pet_kul)."""
+    if name == dose:
+        return True
+    last = name.lower().rsplit(" ", 1)[-1]  # "2.886 x 600 WB D4" -> "d4"; "DRF_4" (a file converted flat) -> "drf_4"
+    if dose == FULL_DOSE:
+        return last == "normal"
+    factor = _REDUCTION.fullmatch(dose)
+    return factor is not None and last in (f"d{factor.group(1)}", f"drf_{factor.group(1)}")
 
 
 def _dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _stem(path: Path) -> str:
+    return next((path.name[: -len(s)] for s in _SUFFIXES if path.name.endswith(s)), path.name)
+
+
+def _dose_paths(exam: Path, dose: str) -> list[Path]:
+    """The folders and NIfTI files of ``exam`` that hold ``dose`` (:func:`_names_dose`)."""
+    return sorted(p for p in exam.iterdir() if not p.name.startswith(".")
+                  and ((p.is_dir() and _names_dose(p.name, dose))
+                       or (p.name.endswith(_SUFFIXES) and present_file(p) and _names_dose(_stem(p), dose))))
+
+
 def _present(exam: Path, dose: str) -> bool:
-    return (exam / dose).is_dir() or any(present_file(exam / (dose + s)) for s in _SUFFIXES)
+    return bool(_dose_paths(exam, dose))
 
 
 def dose_volume(exam: Path, dose: str) -> Path:
-    """The NIfTI of one dose of an exam: the one file in ``exam/<dose>/``, or ``exam/<dose>.nii[.gz]``;
-    :class:`DataError` naming both where the exam holds the dose twice."""
-    folder = exam / dose
-    files = [exam / (dose + suffix) for suffix in _SUFFIXES if present_file(exam / (dose + suffix))]
-    if len(files) + folder.is_dir() > 1:
-        both = [*files, *([folder] if folder.is_dir() else [])]
-        raise DataError(f"'{both[0]}' and '{both[1]}' are both the {dose!r} of exam '{exam}': keep one of them")
-    if files:
-        return files[0]
-    if not folder.is_dir():
-        raise DataError(f"exam '{exam}' lacks the dose folder '{dose}' (expected '{folder}/' with one NIfTI file)")
+    """The NIfTI of one dose of an exam: the one file in its dose folder (``exam/<dose>/``, or as uEXPLORER names
+    it), or ``exam/<dose>.nii[.gz]``; :class:`DataError` naming both where the exam holds the dose twice."""
+    found = _dose_paths(exam, dose)
+    what = "full dose" if dose == FULL_DOSE else repr(dose)
+    if len(found) > 1:
+        raise DataError(f"'{found[0]}' and '{found[1]}' are both the {what} of exam '{exam}': keep one of them")
+    if not found:
+        raise DataError(f"exam '{exam}' lacks the dose folder '{dose}' (expected '{exam / dose}/' with one NIfTI file, "
+                        "or a folder named as uEXPLORER names it, '... WB NORMAL' for the full dose, '... WB D4' or "
+                        "'... WB DRF_4' for 1-4 dose)")
+    if not found[0].is_dir():
+        return found[0]
+    folder = found[0]
     files = [p for p in folder.iterdir() if not p.name.startswith(".") and present_file(p)]
     nifti = sorted(p for p in files if p.name.endswith(_SUFFIXES))
     if len(nifti) == 1:
