@@ -903,6 +903,9 @@ def check_job_outputs(config: dict) -> None:
             raise ForeignOutputError(f"{err}: Snakemake deletes the outputs of rule {rule} ('{output}') before it runs "
                                      "it, so this file would be lost; move it out of there (nothing was run)") from None
 
+    if (blocking := _file_where_a_folder_goes(config, root)) is not None:
+        raise ForeignOutputError(f"'{blocking}' is a file where the workflow writes a folder: its jobs would fail "
+                                 "there after the jobs before them had run; move it away (nothing was run)")
     for tree, names, figures in _probe_outputs(config):
         rule = "probe" if tree == "" else "ablation_probe"
         for dataset in sorted(names):
@@ -1091,6 +1094,25 @@ def left_over_outputs(config: dict) -> list[str]:
 
 #: The files of a structure-figures job (workflow/rules/probe.smk and ablation.smk) in figures/<dataset>/.
 FIGURE_FILES = ("similarity.png", "tsne.png")
+
+
+def _file_where_a_folder_goes(config: dict, root: Path) -> Path | None:
+    """The first file (not a folder) at a folder the jobs of this scale write into, or above one up to results/:
+    results/<scale>/ and its pretrain/, finetune/<task>/, probe/, figures/<dataset>/, curves/ and sweep/, and their
+    ablation/ twins; None when there is none."""
+    _, p = _scale(config)
+    tasks = {registry.get(d).task for d in p["experiments"]["datasets"]}
+    folders = [root / name for name in ("pretrain", "probe", "curves", "sweep", "figures/benchmark")]
+    folders += [root / tree / "finetune" / task for tree in ("", "ablation") for task in tasks]
+    folders += [root / tree / "pretrain" for tree in ("", "ablation")] + [root / "ablation" / "probe"]
+    folders += [root / tree / "figures" / d for tree, _, figures in _probe_outputs(config) for d in sorted(figures)]
+    for folder in folders:
+        for path in [folder, *folder.parents]:
+            if path.exists() and not path.is_dir():
+                return path
+            if path == root.parent:
+                break
+    return None
 
 
 def _probe_outputs(config: dict) -> list[tuple[str, set[str], set[str]]]:

@@ -6,6 +6,8 @@ import copy
 import re
 from pathlib import Path
 
+import pytest
+
 from conftest import copy_run, copy_tracked, params_error, REPO, snakemake
 
 
@@ -487,6 +489,27 @@ def test_a_users_file_where_a_job_writes_stops_the_workflow_before_snakemake_del
         assert path in out and "Snakemake deletes" in out, (name, out[-3000:])
         assert (tmp_path / name / path).read_text() == text, name
     assert own.returncode == 0, (own.stdout + own.stderr)[-3000:]
+
+
+@pytest.mark.parametrize("path", ["results/smoke/sweep", "results/smoke/figures/btcv", "results/smoke/probe",
+                                  "results/smoke/finetune/segmentation"])
+def test_a_file_where_the_workflow_writes_a_folder_stops_it_at_start(tmp_path, monkeypatch, path):
+    """A file where a job's folder goes (the sweep's export, a dataset's structure figures): it passed the start
+    check, and Snakemake's own traceback (NotADirectoryError) came at the job, after the jobs before it had run; now
+    the start names it, and leaves it."""
+    import yaml
+    from snakemake.utils import validate
+
+    from s2dc.workflow_checks import ForeignOutputError, check_job_outputs
+
+    (tmp_path / path).parent.mkdir(parents=True)
+    (tmp_path / path).write_text("a note of mine\n")
+    config = {**yaml.safe_load((REPO / "params.yaml").read_text()), "scale": "smoke"}
+    validate(config, str(REPO / "workflow/schemas/params.schema.yaml"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ForeignOutputError, match=rf"'{path}' is a file where the workflow writes a folder"):
+        check_job_outputs(config)
+    assert (tmp_path / path).read_text() == "a note of mine\n"
 
 
 def test_probe_results_and_figures_of_datasets_no_longer_in_the_experiments_are_named_as_left_over(tmp_path):
