@@ -159,6 +159,9 @@ def test_cc_ccii_refuses_scans_its_unzip_filenames_csv_lists_otherwise(tmp_path)
     listing.write_text("zip_file,label,patient,scan_id,n_slice\n")
     with pytest.raises(DataError, match=r"unzip_filenames\.csv' has no column 'patient_id'"):
         cc_ccii.convert(raw, tmp_path / "out3")
+    listing.write_text("zip_file,label,patient_id,scan_id,n_slice\nNCP-1.zip,NCP,31,100\n")  # a row cut short
+    with pytest.raises(DataError, match=r"unzip_filenames\.csv' row 2 has n_slice None, expected a whole number"):
+        cc_ccii.convert(raw, tmp_path / "out3")
     listing.write_text("zip_file,label,patient_id,scan_id,n_slice\nX-1.zip,Covid,1,1,3\n")
     with pytest.raises(DataError, match=r"unzip_filenames\.csv' row 2 has label 'Covid', expected one of Normal, CP, "
                                         r"NCP"):

@@ -108,16 +108,17 @@ def check_listing(raw: Path, classes: tuple[str, ...]) -> None:
     for column in LISTING_COLUMNS:
         if column not in columns:
             raise DataError(f"'{listing}' has no column '{column}' (expected {', '.join(LISTING_COLUMNS)})")
-    problems = []
+    problems, roots = [], {name: _class_root(raw, name) for name in classes}
     for number, row in enumerate(rows, start=2):
-        label, patient, scan = (row[key].strip() for key in ("label", "patient_id", "scan_id"))
+        label, patient, scan = ((row.get(key) or "").strip() for key in ("label", "patient_id", "scan_id"))
         if label not in classes:
             raise DataError(f"'{listing}' row {number} has label '{label}', expected one of {', '.join(classes)}")
         try:
-            expected = int(row["n_slice"])
+            expected = int(row.get("n_slice") or "")
         except ValueError:
-            raise DataError(f"'{listing}' row {number} has n_slice '{row['n_slice']}', expected a whole number") from None
-        folder, where = _class_root(raw, label) / patient / scan, f"'{label}/{patient}/{scan}' ({row['zip_file']})"
+            raise DataError(f"'{listing}' row {number} has n_slice {row.get('n_slice')!r}, expected a whole number") \
+                from None
+        folder, where = roots[label] / patient / scan, f"'{label}/{patient}/{scan}' ({row['zip_file']})"
         if not folder.is_dir():
             problems.append(f"{where} is missing")
         elif (found := len(_slices(folder))) != expected:
