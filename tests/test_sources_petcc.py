@@ -86,6 +86,17 @@ def test_cc_ccii_writes_volumes_in_numeric_slice_order_and_splits_by_patient(tmp
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging folder left
 
 
+def test_cc_ccii_shows_its_progress_over_the_scans_on_a_terminal(tmp_path, monkeypatch, capsys):
+    """Stacking the release's ~4,000 scans takes long: on a terminal a bar counts them (a job's log gets none)."""
+    raw = tmp_path / "CC-CCII"
+    cases = cc_ccii_release(raw)
+    cc_ccii.convert(raw, tmp_path / "quiet")
+    assert "CC-CCII scans stacked" not in capsys.readouterr().err
+    monkeypatch.setattr(cc_ccii, "_progress", lambda: True)
+    cc_ccii.convert(raw, tmp_path / "out")
+    assert f"CC-CCII scans stacked: 100%|" in (err := capsys.readouterr().err) and f"{len(cases)}/{len(cases)}" in err
+
+
 def test_cc_ccii_accepts_a_class_folder_nested_once_more(tmp_path):
     raw = tmp_path / "CC-CCII"
     cases = cc_ccii_release(tmp_path / "flat")

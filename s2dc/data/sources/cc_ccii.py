@@ -25,6 +25,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from tqdm import tqdm
 
 from ...files import remove_abandoned, replace_folder, work_sibling
 from ..datalist import present_file
@@ -77,6 +78,11 @@ def _class_root(raw: Path, name: str) -> Path:
         raise DataError(f"'{nested[0]}' and '{raw / name}' both hold {name} patient folders: keep them in one "
                         "of the two")
     return nested[0]
+
+
+def _progress() -> bool:
+    """Whether to draw a progress bar over the scans (a terminal on stderr; a job's log gets none)."""
+    return sys.stderr.isatty()
 
 
 #: The release's list of its scans (zip_file,label,patient_id,scan_id,n_slice), beside the class folders.
@@ -194,7 +200,8 @@ def convert(raw: Path, out_dir: Path) -> Path:
     (staging / MADE_HERE).write_text("CT volumes stacked from CC-CCII's slice images by s2dc.data.sources.cc_ccii\n")
     training, validation = [], []
     try:
-        for index, name, patient, scan in scans:
+        bar = tqdm(scans, desc="CC-CCII scans stacked", unit="scan", disable=not _progress())
+        for index, name, patient, scan in bar:
             file = f"{name}_{patient}_{scan.name}.nii.gz"
             if (staging / file).exists():
                 raise DataError(f"scan '{scan}' would be written as '{file}', which another scan already is")
