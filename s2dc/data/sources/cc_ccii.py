@@ -133,7 +133,7 @@ def check_listing(raw: Path, classes: tuple[str, ...]) -> None:
         raise DataError(f"'{listing}' lists {len(problems)} scan{'s' * (len(problems) > 1)} that are not as it says: "
                         + "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
                         + ": extract those zip files again (a download or unzip stopped midway?), or remove their rows "
-                        "from it to leave those scans out")
+                        "from it to leave those scans out (or move it away to convert the scans found unchecked)")
 
 
 def read_scan(scan: Path) -> np.ndarray:
