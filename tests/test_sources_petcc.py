@@ -516,6 +516,9 @@ def test_adni_refuses_an_mri_in_the_download_naming_it(tmp_path):
     with pytest.raises(DataError, match=rf"'{re.escape(str(mri))}' is an MRI \(its name says MR\).*PET collection only"):
         adni.convert(raw, tmp_path / "out")
     shutil.rmtree(mri.parents[2])
+    # a PET whose description names CT (attenuation by CT) is PET: IDA's modality is the token after the subject
+    nifti(raw / "ADNI" / "002_S_0295" / "AV45_PET_CT_Brain" / "2011-01-01_00_00_00.0" / "I7" /
+          "ADNI_002_S_0295_PT_AV45_PET_CT_Brain_Br_1_S7_I7.nii")
     assert adni.convert(raw, tmp_path / "out").is_file()
 
 

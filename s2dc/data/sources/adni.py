@@ -115,8 +115,9 @@ def _nifti(image: Path) -> Path:
     return nifti[0]
 
 
-#: The modality IDA writes into each file name (``ADNI_002_S_0295_MR_MPRAGE_..._I45108.nii``); PET is ``PT``.
-_OTHER_MODALITY = re.compile(r"(?:^|_)(MR|CT)_")
+#: The modality IDA writes into each file name after the subject (``ADNI_002_S_0295_MR_MPRAGE_..._I45108.nii``); PET
+#: is ``PT``. A file not named so (renamed by hand) is not judged by its name.
+_IDA_NAME = re.compile(r"ADNI_\d+_S_\d+_([A-Za-z]+)_")
 
 
 def subject_volumes(subject: Path) -> list[tuple[str, str, Path]]:
@@ -132,10 +133,11 @@ def subject_volumes(subject: Path) -> list[tuple[str, str, Path]]:
                                 "download from https://ida.loni.usc.edu (every zip part extracted) or remove the folder")
             for image in images:
                 volume = _nifti(image)
-                if match := _OTHER_MODALITY.search(volume.name):
-                    raise DataError(f"'{volume}' is an {'MRI' if match.group(1) == 'MR' else 'CT'} (its name says "
-                                    f"{match.group(1)}): ADNI/ holds the PET collection only (files named ..._PT_...); "
-                                    "move the other series out of ADNI/")
+                if (match := _IDA_NAME.match(volume.name)) and match.group(1) != "PT":
+                    kind = {"MR": "an MRI", "CT": "a CT"}.get(match.group(1), f"a {match.group(1)} image")
+                    raise DataError(f"'{volume}' is {kind} (its name says {match.group(1)}): ADNI/ holds the PET "
+                                    "collection only (files named ADNI_<subject>_PT_...); move the other series out of "
+                                    "ADNI/")
                 found.append((description.name, date.name, volume))
     if not found:
         raise DataError(f"subject folder '{subject}' holds no <description>/<date>/<image id>/*.nii[.gz] volume")
