@@ -140,12 +140,30 @@ def launcher_words(launcher: str) -> list[str]:
     return words[:command] + options + _spelled_alike(script)
 
 
-def runs_s2dc(words: list[str]) -> bool:
-    """Whether a launcher's words (:func:`launcher_words`) end in the s2dc command line: the ``s2dc`` program (or a
-    path to it; ``srun s2dc``, ``torchrun --no-python s2dc``) or its module (``python -m s2dc.cli``, ``torchrun ...
-    -m s2dc.cli``), to which the pretrain rule appends ``pretrain`` and the options."""
-    return os.path.basename(words[-1]) == "s2dc" or (words[-1] == "s2dc.cli" and len(words) > 1
-                                                       and words[-2] in ("-m", "--module"))
+def launcher_problem(words: list[str]) -> str | None:
+    """Why a launcher's words (:func:`launcher_words`) would not run the s2dc command line, to which the pretrain rule
+    appends ``pretrain`` and the options; None when they would: the ``s2dc`` program (or a path to it; ``srun
+    s2dc``), its module (``python -m s2dc.cli``), or torchrun (after a prefix such as ``srun`` or ``env``) running
+    either, the program with ``--no-python`` (else it runs ``python -u s2dc``), the module with ``-m``, in any order
+    of torchrun's options."""
+    last, module = words[-1], ("-m", "--module")
+    at = next((i for i in range(len(words)) if _torchrun_command(words[i:])), None)
+    if at is not None:
+        options = words[at + _torchrun_command(words[at:]):-1]
+        as_module, no_python = any(w in module for w in options), "--no_python" in options
+    else:
+        as_module, no_python = len(words) > 1 and words[-2] in module, False
+    if as_module and last == "s2dc.cli":
+        return None
+    if as_module and last == "s2dc":
+        return "it runs the module 's2dc', which is no command: write s2dc.cli"
+    if as_module or os.path.basename(last) != "s2dc":
+        return ("it does not end in the s2dc command, before which the rule writes `pretrain` and the options (as "
+                "`... s2dc pretrain ...`)")
+    if at is not None and not no_python and not os.path.isfile(last):
+        return (f"torchrun runs {last!r} with Python (`python -u {last}`) unless given --no-python, and it is no "
+                "Python file here")
+    return None
 
 
 def _torchrun_command(words: list[str]) -> int:
@@ -552,14 +570,8 @@ def check_params(config: dict, schema: str | Path | None = None) -> dict:
         _check_integers(config, schema)
     scale, p = _scale(config)
     try:
-        words = launcher_words(p["pretrain"]["launcher"])
-        if not runs_s2dc(words):
-            raise ValueError("it does not end in the s2dc command, before which the rule writes `pretrain` and the "
-                             "options (as `... s2dc pretrain ...`)")
-        if _torchrun_command(words) and "--no_python" not in words and words[-2:-1] not in (["-m"], ["--module"]) \
-                and not os.path.isfile(words[-1]):
-            raise ValueError(f"torchrun runs {words[-1]!r} with Python (`python -u {words[-1]}`) unless given "
-                             "--no-python, and it is no Python file here")
+        if problem := launcher_problem(launcher_words(p["pretrain"]["launcher"])):
+            raise ValueError(problem)
     except ValueError as err:  # it names the run folders
         raise ParamsError(f"params.yaml: scales.{scale}.pretrain.launcher {p['pretrain']['launcher']!r}: {err}; "
                           "expected a command line, e.g. 'torchrun --nproc_per_node 4 -m s2dc.cli'") from None
@@ -696,16 +708,18 @@ def _check_methods(config: dict) -> None:
 
 def _check_raw(config: dict) -> None:
     """A real dataset's release folder, RAW/<name>, must not be, hold or lie in the folder its conversion writes,
-    resources/<scale>/<name>: the conversion's files would change the release's fingerprint (every run converting
-    it again) and land among the user's files."""
+    resources/<scale>/<name> at any scale: the conversion's files would change the release's fingerprint (every run
+    converting it again) and land among the user's files."""
     scale, p = _scale(config)
     real = [name for name, entry in p["datasets"].items() if entry.get("source") == "real"]
     clashes = []
     for name in real:
-        release, out = Path(p["raw"]) / name, Path("resources") / scale / name
-        a, b = Path(os.path.realpath(release)), Path(os.path.realpath(out))
-        if a == b or a in b.parents or b in a.parents:
-            clashes.append((name, release, out))
+        release = Path(p["raw"]) / name
+        for out in (Path("resources") / other / name for other in config["scales"]):  # another scale's too
+            a, b = Path(os.path.realpath(release)), Path(os.path.realpath(out))
+            if a == b or a in b.parents or b in a.parents:
+                clashes.append((name, release, out))
+                break
     if clashes:
         name, release, out = clashes[0]
         more = f" (and so for {len(clashes) - 1} more datasets)" if len(clashes) > 1 else ""
@@ -904,8 +918,9 @@ def check_job_outputs(config: dict) -> None:
                                      "it, so this file would be lost; move it out of there (nothing was run)") from None
 
     if (blocking := _file_where_a_folder_goes(config, root)) is not None:
-        raise ForeignOutputError(f"'{blocking}' is a file where the workflow writes a folder: its jobs would fail "
-                                 "there after the jobs before them had run; move it away (nothing was run)")
+        raise ForeignOutputError(f"'{blocking}' is a file (or a link to nothing) where the workflow writes a folder: "
+                                 "its jobs would fail there after the jobs before them had run; move it away (nothing "
+                                 "was run)")
     for tree, names, figures in _probe_outputs(config):
         rule = "probe" if tree == "" else "ablation_probe"
         for dataset in sorted(names):
@@ -1097,18 +1112,21 @@ FIGURE_FILES = ("similarity.png", "tsne.png")
 
 
 def _file_where_a_folder_goes(config: dict, root: Path) -> Path | None:
-    """The first file (not a folder) at a folder the jobs of this scale write into, or above one up to results/:
-    results/<scale>/ and its pretrain/, finetune/<task>/, probe/, figures/<dataset>/, curves/ and sweep/, and their
-    ablation/ twins; None when there is none."""
+    """The first file (or link to nothing) at a folder the jobs of this scale write into, or above one up to
+    results/: results/<scale>/ and its pretrain/<modality>/<variant>/, finetune/<task>/<dataset>/<method>/, probe/,
+    figures/<dataset>/, curves/ and sweep/, and their ablation/ twins; None when there is none."""
     _, p = _scale(config)
-    tasks = {registry.get(d).task for d in p["experiments"]["datasets"]}
-    folders = [root / name for name in ("pretrain", "probe", "curves", "sweep", "figures/benchmark")]
-    folders += [root / tree / "finetune" / task for tree in ("", "ablation") for task in tasks]
-    folders += [root / tree / "pretrain" for tree in ("", "ablation")] + [root / "ablation" / "probe"]
+    exp, ablation, modalities = p["experiments"], p["ablation"], p["pretrain"]["modalities"]
+    runs = [("", d, m) for d in exp["datasets"] for m in exp["methods"]]
+    runs += [("ablation", d, v) for d in ablation["datasets"] for v in ablation["variants"]]
+    folders = [root / name for name in ("probe", "curves", "sweep", "figures/benchmark", "ablation/probe")]
+    folders += [root / tree / "finetune" / registry.get(d).task / d / m for tree, d, m in runs]
+    folders += [root / "pretrain" / modality / m for modality in modalities for m in exp["methods"] if m != "scratch"]
+    folders += [root / "ablation/pretrain" / modality / v for modality in modalities for v in ablation["variants"]]
     folders += [root / tree / "figures" / d for tree, _, figures in _probe_outputs(config) for d in sorted(figures)]
     for folder in folders:
         for path in [folder, *folder.parents]:
-            if path.exists() and not path.is_dir():
+            if os.path.lexists(path) and not path.is_dir():
                 return path
             if path == root.parent:
                 break

@@ -172,3 +172,7 @@ def test_a_release_folder_that_is_its_conversions_folder_is_refused():
     assert "where its conversion is written" in params_error(params, scale="paper")
     params["scales"]["smoke"]["raw"] = "resources/smoke"  # every smoke dataset is a twin: no release is read
     assert params_error(params, scale="smoke") == ""
+    params["scales"]["smoke"]["raw"] = "resources/quick"  # another scale's conversion folder: written by its runs
+    params["scales"]["smoke"]["datasets"]["btcv"] = {"source": "real"}
+    assert "the release of btcv would be read from 'resources/quick/btcv', where its conversion is written " \
+           "('resources/quick/btcv')" in params_error(params, scale="smoke")

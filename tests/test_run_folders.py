@@ -57,10 +57,22 @@ def test_a_launcher_of_no_command_is_refused_at_parse():
     # torchrun runs its script with Python unless --no-python: `torchrun ... s2dc` ran `python -u s2dc` (the package's
     # folder here), each pretraining failing after the downloads and conversions; a path to the console script is a
     # Python file it can run
-    for launcher in ("torchrun --nproc_per_node 1 s2dc", "python -m torch.distributed.run s2dc"):
+    for launcher in ("torchrun --nproc_per_node 1 s2dc", "python -m torch.distributed.run s2dc",
+                     "srun torchrun --nproc_per_node 1 s2dc", "env OMP_NUM_THREADS=1 torchrun --nproc_per_node 1 s2dc"):
         params["scales"]["smoke"]["pretrain"]["launcher"] = launcher
         assert f"scales.smoke.pretrain.launcher {launcher!r}: torchrun runs 's2dc' with Python" in \
             params_error(params, scale="smoke"), launcher
+    # a module that is no command: `python -m s2dc` finds no s2dc.__main__
+    for launcher in ("torchrun --nproc_per_node 1 -m s2dc", "torchrun --nproc_per_node 1 --module s2dc",
+                     "python -m s2dc"):
+        params["scales"]["smoke"]["pretrain"]["launcher"] = launcher
+        assert "runs the module 's2dc', which is no command: write s2dc.cli" in params_error(params, scale="smoke"), \
+            launcher
+    # torchrun's options in any order (its parser's order put -m before --master_port: refused, though it runs)
+    for launcher in ("torchrun --nproc_per_node 4 --master_port 29501 -m s2dc.cli", "srun torchrun --no-python s2dc",
+                     "torchrun -m --nproc_per_node 2 --rdzv_backend c10d s2dc.cli"):
+        params["scales"]["smoke"]["pretrain"]["launcher"] = launcher
+        assert params_error(params, scale="smoke") == "", launcher
     params["scales"]["smoke"]["pretrain"]["launcher"] = f"torchrun --nproc_per_node 1 {Path(sys.executable).parent / 's2dc'}"
     assert params_error(params, scale="smoke") == ""
 

@@ -366,3 +366,14 @@ def test_oasis3_refuses_what_a_stopped_download_script_left_naming_it(tmp_path, 
     with pytest.raises(DataError, match=rf"'{re.escape(str(named))}' is what download_oasis_scans\.sh leaves of a "
                                         r"session it was stopped in.*run the script again"):
         oasis3.convert(raw, tmp_path / "out")
+
+
+def test_brats23_refuses_case_folders_beside_its_release_folder_naming_them(tmp_path):
+    """A case extracted at the top of raw beside ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData/ was left out,
+    exit 0; refused naming it, as for BraTS 2021."""
+    raw = brats23_release(tmp_path / "raw")
+    for s in ("t1n", "t1c", "t2w", "t2f", "seg"):
+        nii(raw / "BraTS-GLI-09999-000" / f"BraTS-GLI-09999-000-{s}.nii.gz")
+    with pytest.raises(DataError, match=rf"'{raw}' holds case folders \('BraTS-GLI-09999-000'\) beside "
+                                        r"'ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData'.*one of the two"):
+        brats23.convert(raw, tmp_path / "out")

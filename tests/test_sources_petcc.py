@@ -153,8 +153,10 @@ def test_cc_ccii_refuses_scans_its_unzip_filenames_csv_lists_otherwise(tmp_path)
             (("Normal", ("11", "12")), ("CP", ("21", "22")), ("NCP", ("31", "32", "33"))) for patient in patients
             for scan in ("100", "101")]
     listing = raw / "unzip_filenames.csv"
-    listing.write_text("zip_file,label,patient_id,scan_id,n_slice\n" + "\n".join(rows) + "\n")
+    listing.write_text("zip_file, label, patient_id, scan_id, n_slice\n" + "\n".join(rows).replace(",3\n", ",3.0\n", 1)
+                       + "\n,,,,\n")  # spaces after the commas, 3.0 for 3, a blank row: as a spreadsheet may save it
     assert cc_ccii.convert(raw, tmp_path / "out").is_file()  # as listed
+    listing.write_text("zip_file,label,patient_id,scan_id,n_slice\n" + "\n".join(rows) + "\n")
     (raw / "NCP" / "31" / "101" / "10.png").unlink()  # an unzip stopped midway
     shutil.rmtree(raw / "NCP" / "33")  # NCP-2.zip never extracted
     listing.write_text(listing.read_text().replace("NCP-1.zip,NCP,33", "NCP-2.zip,NCP,33"))
@@ -480,6 +482,10 @@ def test_adni_refuses_two_volumes_of_one_earliest_acquisition_naming_them(tmp_pa
     ("ADNI3-Tau_PET_(Flortaucipir)", "flortaucipir (AV1451)"), ("FBB_Coreg,_Avg", "florbetaben (FBB)"),
     ("PIB_Co-registered,_Averaged", "PiB"), ("ADNI_Brain_PET__Raw_FDG", "FDG"),
     ("Coreg,_Avg,_Std_Img_and_Vox_Siz,_Uniform_Resolution", None), ("Co-registered_Dynamic", None),
+    # tracers ADNI 3 and 4 add, and descriptions that name only the kind (they were counted as FDG)
+    ("MK6240_Coreg,_Avg,_Std_Img_and_Vox_Siz,_Uniform_Resolution", "MK-6240"), ("NAV4694_Coreg,_Avg", "NAV4694"),
+    ("PI2620_Coreg,_Avg", "PI-2620"), ("AV1451_(Tau)", "flortaucipir (AV1451)"),
+    ("ADNI3_Tau", "a tau tracer (named 'tau' only)"), ("ADNI3_Amyloid_PET", "an amyloid tracer (named 'amyloid' only)"),
 ])
 def test_adni_reads_the_tracer_a_series_description_names(description, tracer):
     assert adni.tracer(description) == tracer

@@ -492,7 +492,10 @@ def test_a_users_file_where_a_job_writes_stops_the_workflow_before_snakemake_del
 
 
 @pytest.mark.parametrize("path", ["results/smoke/sweep", "results/smoke/figures/btcv", "results/smoke/probe",
-                                  "results/smoke/finetune/segmentation"])
+                                  "results/smoke/finetune/segmentation", "results/smoke/finetune/segmentation/btcv",
+                                  "results/smoke/finetune/segmentation/btcv/scratch", "results/smoke/pretrain/CT/s2dc",
+                                  "results/smoke/ablation/finetune/segmentation/btcv", "link:results/smoke/sweep",
+                                  "link:results/smoke/pretrain"])
 def test_a_file_where_the_workflow_writes_a_folder_stops_it_at_start(tmp_path, monkeypatch, path):
     """A file where a job's folder goes (the sweep's export, a dataset's structure figures): it passed the start
     check, and Snakemake's own traceback (NotADirectoryError) came at the job, after the jobs before it had run; now
@@ -502,14 +505,19 @@ def test_a_file_where_the_workflow_writes_a_folder_stops_it_at_start(tmp_path, m
 
     from s2dc.workflow_checks import ForeignOutputError, check_job_outputs
 
+    link, path = path.startswith("link:"), path.removeprefix("link:")
     (tmp_path / path).parent.mkdir(parents=True)
-    (tmp_path / path).write_text("a note of mine\n")
+    if link:  # a link to a disk not mounted
+        (tmp_path / path).symlink_to(tmp_path / "unmounted")
+    else:
+        (tmp_path / path).write_text("a note of mine\n")
     config = {**yaml.safe_load((REPO / "params.yaml").read_text()), "scale": "smoke"}
     validate(config, str(REPO / "workflow/schemas/params.schema.yaml"))
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ForeignOutputError, match=rf"'{path}' is a file where the workflow writes a folder"):
+    with pytest.raises(ForeignOutputError, match=rf"'{path}' is a file \(or a link to nothing\) where the workflow "
+                                                 "writes a folder"):
         check_job_outputs(config)
-    assert (tmp_path / path).read_text() == "a note of mine\n"
+    assert (tmp_path / path).is_symlink() if link else (tmp_path / path).read_text() == "a note of mine\n"
 
 
 def test_probe_results_and_figures_of_datasets_no_longer_in_the_experiments_are_named_as_left_over(tmp_path):

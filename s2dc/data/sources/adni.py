@@ -37,7 +37,10 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}_\d{2}_\d{2}(\.\d+)?")
 #: or spaces: "AV-45" names florbetapir). A description naming none is ADNI's processed FDG (its stage-4 series is
 #: ``Coreg, Avg, Std Img and Vox Siz, Uniform Resolution``; florbetapir's is the same prefixed ``AV45``).
 TRACERS = {"florbetapir (AV45)": ("av45", "florbetapir"), "flortaucipir (AV1451)": ("av1451", "flortaucipir"),
-           "florbetaben (FBB)": ("fbb", "florbetaben"), "PiB": ("pib",), "FDG": ("fdg",)}
+           "florbetaben (FBB)": ("fbb", "florbetaben"), "PiB": ("pib",), "MK-6240": ("mk6240",),
+           "NAV4694": ("nav4694",), "PI-2620": ("pi2620",), "FDG": ("fdg",),
+           # a description naming a kind of tracer only (checked after the tracers, which may name their kind too)
+           "a tau tracer (named 'tau' only)": ("tau",), "an amyloid tracer (named 'amyloid' only)": ("amyloid",)}
 
 
 def tracer(description: str) -> str | None:

@@ -78,18 +78,21 @@ def patients(raw: Path, cases: list[str]) -> dict[str, str]:
     return {case: mapped.get(case, case) for case in cases}
 
 
-def release_root(raw: Path, name: str, releases: tuple[str, ...], case: re.Pattern[str] | None = None) -> Path:
+def release_root(raw: Path, name: str, releases: tuple[str, ...], case: re.Pattern[str] | None = None, *,
+                 beside: re.Pattern[str] | None = None) -> Path:
     """``raw/<release>`` for the one of ``releases`` (the release folder's names) that ``raw`` holds, or ``raw``
     itself when it is such a folder or (given ``case``) when it holds case folders named like ``case`` and none of
-    them; :class:`DataError` naming both when it holds two, or case folders beside a release folder, the spec's
-    instructions when none of these."""
+    them; :class:`DataError` naming both when it holds two, or case folders (named like ``case``, or ``beside`` for a
+    release whose cases are never read from ``raw`` itself) beside a release folder, the spec's instructions when
+    none of these."""
     present = [release for release in releases if (raw / release).exists()]
     if len(present) > 1:
         raise DataError(f"'{raw}' holds both '{present[0]}' and '{present[1]}': keep one copy of the release")
-    if present and case is not None and (beside := sorted(p.name for p in raw.iterdir()
-                                                          if p.is_dir() and case.fullmatch(p.name))):
-        raise DataError(f"'{raw}' holds case folders (" + ", ".join(f"'{c}'" for c in beside[:5])
-                        + (f" and {len(beside) - 5} more" if len(beside) > 5 else "") + f") beside '{present[0]}', "
+    named = beside or case
+    if present and named is not None and (cases := sorted(p.name for p in raw.iterdir()
+                                                          if p.is_dir() and named.fullmatch(p.name))):
+        raise DataError(f"'{raw}' holds case folders (" + ", ".join(f"'{c}'" for c in cases[:5])
+                        + (f" and {len(cases) - 5} more" if len(cases) > 5 else "") + f") beside '{present[0]}', "
                         "which holds the release: the cases beside it would be left out; keep the cases in one of "
                         "the two")
     if raw.is_dir() and not present and (

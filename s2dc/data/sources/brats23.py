@@ -26,7 +26,7 @@ def convert(raw: Path, out_dir: Path) -> Path:
     """Check every case (four sequences present, headers readable, one shape) and write the json."""
     spec = get("brats23")
     raw = Path(raw)
-    root = release_root(raw, spec.name, (RELEASE,))
+    root = release_root(raw, spec.name, (RELEASE,), beside=GLI_CASE)
     cases = read_cases(root, GLI_CASE, "-", spec.channels, optional=("seg",))
     train_patients = set(fixed_split(sorted({gli_patient(i) for i in cases}), 0.2, where=f"'{root}'")[0])
     training = [i for i in sorted(cases) if gli_patient(i) in train_patients]

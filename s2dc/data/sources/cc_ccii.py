@@ -107,8 +107,9 @@ def check_listing(raw: Path, classes: tuple[str, ...]) -> None:
     try:
         with listing.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
-            rows = list(reader)
-            columns = reader.fieldnames or []
+            rows = [{(key or "").strip(): value for key, value in row.items()} for row in reader
+                    if any((value or "").strip() for value in row.values())]  # a blank row (",,,,") lists nothing
+            columns = [(name or "").strip() for name in reader.fieldnames or []]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"'{listing}' is not a readable csv: {exc}") from exc
     for column in LISTING_COLUMNS:
@@ -120,7 +121,10 @@ def check_listing(raw: Path, classes: tuple[str, ...]) -> None:
         if label not in classes:
             raise DataError(f"'{listing}' row {number} has label '{label}', expected one of {', '.join(classes)}")
         try:
-            expected = int(row.get("n_slice") or "")
+            count = float(row.get("n_slice") or "")  # "3" or "3.0", as a spreadsheet may write it
+            if not count.is_integer():
+                raise ValueError
+            expected = int(count)
         except ValueError:
             raise DataError(f"'{listing}' row {number} has n_slice {row.get('n_slice')!r}, expected a whole number") \
                 from None
