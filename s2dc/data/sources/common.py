@@ -64,6 +64,11 @@ def nifti_grid(path: Path) -> tuple[tuple[int, int, int], np.ndarray]:
     return spatial, affine
 
 
+def nifti_stem(path: Path) -> str:
+    """A NIfTI file's name without ``.nii.gz`` or ``.nii``."""
+    return path.name.removesuffix(".gz").removesuffix(".nii")
+
+
 def nifti_shape(path: Path) -> tuple[int, int, int]:
     """Spatial shape of a NIfTI file, checked as by :func:`nifti_grid`."""
     return nifti_grid(path)[0]

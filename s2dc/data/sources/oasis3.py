@@ -22,7 +22,7 @@ from pathlib import Path
 from ..datalist import present_file
 from ..registry import get
 from ..errors import DataError
-from .common import nifti_shape, write_common
+from .common import nifti_shape, nifti_stem, write_common
 
 PATTERNS = ("OAS3*_MR_d*/anat*/*_T1w.nii.gz", "OAS3*_MR_d*/anat*/*_T1w.nii",
             "sub-OAS3*/ses-d*/anat/*_T1w.nii.gz", "sub-OAS3*/ses-d*/anat/*_T1w.nii")
@@ -32,10 +32,6 @@ PATTERNS = ("OAS3*_MR_d*/anat*/*_T1w.nii.gz", "OAS3*_MR_d*/anat*/*_T1w.nii",
 #: by the BIDS script), or its unpacked ``scans/`` not yet moved into the session's anat folders; both are removed
 #: once the session is done (NrgXnat/oasis-scripts ``download_oasis_scans.sh``: ``rm -r .../scans``, ``rm ....zip``).
 LEFTOVERS = ("OAS3*_MR_d*/scans", "OAS3*_MR_d*.zip", "OAS3*_MR_d*.tar.gz")
-
-
-def _stem(path: Path) -> str:
-    return path.name.removesuffix(".gz").removesuffix(".nii")
 
 
 def convert(raw: Path, out_dir: Path) -> Path:
@@ -55,7 +51,7 @@ def convert(raw: Path, out_dir: Path) -> Path:
     seen: dict[str, Path] = {}
     for path in volumes:
         nifti_shape(path)  # readable, 3-D (a trailing axis of length 1 aside), a sound affine
-        if (stem := _stem(path)) in seen:
+        if (stem := nifti_stem(path)) in seen:
             raise DataError(f"'{path}' and '{seen[stem]}' have the same case id '{stem}'")
         seen[stem] = path
     return write_common(out_dir, spec, [{"id": s, "image": p} for s, p in seen.items()], [], raw,

@@ -23,7 +23,7 @@ from pathlib import Path
 from ..datalist import present_file
 from ..registry import get
 from ..errors import DataError
-from .common import fixed_split, require_on_grid, write_common
+from .common import fixed_split, nifti_stem, require_on_grid, write_common
 
 DEFAULT_DOSE = "1-4 dose"
 FULL_DOSE = "Full_dose"
@@ -49,19 +49,11 @@ def _dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _stem(path: Path) -> str:
-    return next((path.name[: -len(s)] for s in _SUFFIXES if path.name.endswith(s)), path.name)
-
-
 def _dose_paths(exam: Path, dose: str) -> list[Path]:
     """The folders and NIfTI files of ``exam`` that hold ``dose`` (:func:`_names_dose`)."""
     return sorted(p for p in exam.iterdir() if not p.name.startswith(".")
                   and ((p.is_dir() and _names_dose(p.name, dose))
-                       or (p.name.endswith(_SUFFIXES) and present_file(p) and _names_dose(_stem(p), dose))))
-
-
-def _present(exam: Path, dose: str) -> bool:
-    return bool(_dose_paths(exam, dose))
+                       or (p.name.endswith(_SUFFIXES) and present_file(p) and _names_dose(nifti_stem(p), dose))))
 
 
 def dose_volume(exam: Path, dose: str) -> Path:
@@ -99,7 +91,7 @@ def convert(raw: Path, out_dir: Path, dose: str = DEFAULT_DOSE) -> Path:
     exams = [e for s in (_dirs(raw) if raw.is_dir() else []) for g in _dirs(s) for e in _dirs(g)]
     skipped = []
     for exam in exams:
-        if not (_present(exam, FULL_DOSE) or _present(exam, dose)):
+        if not (_dose_paths(exam, FULL_DOSE) or _dose_paths(exam, dose)):
             skipped.append(exam)
             continue
         low, full = dose_volume(exam, dose), dose_volume(exam, FULL_DOSE)
