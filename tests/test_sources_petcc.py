@@ -621,7 +621,7 @@ def test_udpet_reads_the_dose_folders_of_the_uexplorer_release(tmp_path):
 
 
 def test_udpet_refusals(tmp_path):
-    with pytest.raises(DataError, match=r"holds no <scanner>/<subject>/<exam>/.*udpet-challenge\.github\.io"):
+    with pytest.raises(DataError, match=r"holds no <scanner>/.../<exam>/ folder .*udpet-challenge\.github\.io"):
         udpet.convert(tmp_path / "empty", tmp_path / "out")
     raw = tmp_path / "udpet"
     udpet_release(raw)
@@ -730,3 +730,101 @@ def test_cc_ccii_removes_the_staging_folders_of_a_killed_conversion_not_a_runnin
     finally:
         alive.kill()
         alive.wait()
+
+
+def udpet_exam(folder: Path, doses=("NORMAL", "D4")) -> Path:
+    """A uEXPLORER exam (``... WB NORMAL`` / ``... WB D4`` dose folders, ``Full_dose`` / ``1-4 dose`` for a Siemens
+    one), one NIfTI each; returns the exam folder."""
+    for dose in doses:
+        name = dose if dose in ("Full_dose", "1-4 dose") else f"2.886 x 600 WB {dose}"
+        nifti(folder / name / f"{dose.replace(' ', '_')}.nii.gz")
+    return folder
+
+
+def test_udpet_finds_exams_at_any_depth_under_the_scanner_folder(tmp_path):
+    """How many folders lie between a scanner's (or hospital's) folder and its exams depends on how each download
+    part was unzipped: none (junqiangchen's 2022 code, wo-niubi/2023UDPET, the 2025 release as KUL-recon-lab converted
+    it, `Shanghai-Ruijin-Hospital-2023/<exam>`), one (mayalevital/LDPT, `uExplorer/uExplorerPART10/<exam>`) or two
+    (yqx7150/RED, `uExplorer/PART1/PART1/<exam>`). Each exam is found by its dose folders, its id its path."""
+    raw = tmp_path / "udpet"
+    exams = {
+        "Shanghai-Ruijin-Hospital-2023/Anonymous_ANO_20230522_1652543_114008": ("NORMAL", "D4"),
+        "uExplorer/PART1/PART1/Anonymous_ANO_20230505_1758162_120417": ("NORMAL", "D4"),
+        "uExplorer/uExplorerPART10/Anonymous_ANO_20220224_1744219_121048": ("NORMAL", "D4"),
+        "SiemensVisionQuadra/Subject_115-117/30122021_5_20211230_170836": ("Full_dose", "1-4 dose"),
+        "Bern-Inselspital-2022/01122021_1_20211201_164050": ("Full_dose", "1-4 dose"),
+    }
+    for exam, doses in exams.items():
+        udpet_exam(raw / exam, doses)
+    path = udpet.convert(raw, tmp_path / "out")
+    _, entries = load(path)
+    assert set(entries) == set(exams)
+    for exam, (full, low) in exams.items():
+        folder = (raw / exam).resolve()
+        image, target = resolved(path, entries[exam]["image"]), resolved(path, entries[exam]["target"])
+        assert image.parent.parent == target.parent.parent == folder
+        assert (image.name, target.name) == (f"{low.replace(' ', '_')}.nii.gz", f"{full}.nii.gz")
+
+
+def test_udpet_refuses_a_folder_that_holds_no_exam_at_any_level(tmp_path):
+    """A download part left unextracted (an empty folder), or an exam whose dose folders are named otherwise, beside
+    the exams that are read: refused naming it, not left out in silence; so is an exam nested deeper than four
+    folders under the release."""
+    raw = tmp_path / "udpet"
+    udpet_exam(raw / "uExplorer" / "uExplorerPART10" / "Anonymous_ANO_20220224_1744219_121048")
+    udpet_exam(raw / "uExplorer" / "uExplorerPART10" / "Anonymous_ANO_20220224_1711567_102845")
+    (raw / "uExplorer" / "uExplorerPART11").mkdir()
+    with pytest.raises(DataError, match=r"'.*uExplorer/uExplorerPART11' holds no exam"):
+        udpet.convert(raw, tmp_path / "out")
+    (raw / "uExplorer" / "uExplorerPART11").rmdir()
+    odd = raw / "uExplorer" / "uExplorerPART10" / "Anonymous_ANO_20220301_0900000_000001"
+    nifti(odd / "PET WB 25%" / "x.nii.gz")
+    nifti(odd / "PET WB 100%" / "x.nii.gz")
+    with pytest.raises(DataError, match=r"'.*Anonymous_ANO_20220301_0900000_000001' holds no exam.*WB NORMAL"):
+        udpet.convert(raw, tmp_path / "out")
+    shutil.rmtree(odd)
+    udpet_exam(raw / "a" / "b" / "c" / "d" / "Anonymous_ANO_20220224_1744219_999999")
+    with pytest.raises(DataError, match=r"'.*udpet/a' holds no exam \(found \['b'\]\).* at most 4 folders below"):
+        udpet.convert(raw, tmp_path / "out")
+
+
+def test_udpet_refuses_the_2025_test_sets_flat_files_naming_what_they_lack(tmp_path):
+    """The 2025 test set comes as flat `Anonymous-NN_DRF-<k>.nii.gz` files (KUL-recon-lab/2025_ud_pet_kul README;
+    248 files, no full dose): nothing to pair, said as such, not as a missing exam folder."""
+    raw = tmp_path / "udpet"
+    for subject in (1, 2):
+        for drf in (4, 10, 100):
+            nifti(raw / "test" / f"Anonymous-{subject:02d}_DRF-{drf}.nii.gz")
+    with pytest.raises(DataError, match=r"'.*udpet/test' holds 6 files of the 2025 test set \(Anonymous-01_DRF-10"
+                                        r"\.nii\.gz, .*\): low doses without their full dose"):
+        udpet.convert(raw, tmp_path / "out")
+    udpet_exam(raw / "uExplorer" / "Anonymous_ANO_20220224_1744219_121048")
+    udpet_exam(raw / "uExplorer" / "Anonymous_ANO_20220224_1711567_102845")
+    with pytest.raises(DataError, match=r"holds 6 files of the 2025 test set"):
+        udpet.convert(raw, tmp_path / "out")
+
+
+def test_udpet_keeps_the_copies_of_one_acquisition_on_one_side_of_the_split(tmp_path):
+    """The 2025 training set holds one acquisition under two exam ids (KUL-recon-lab/2025_ud_pet_kul's
+    data_stats.csv: equal weight, height, activity, scan time and noise at every dose), in two download parts or
+    subject folders: a uEXPLORER export's trailing number (`Anonymous_ANO_20230222_1002305_123921` and
+    `Anonymous_ANO_20230304_1955519_123921`) and a Quadra exam's acquisition date (`17012022_1_20220118_084710` and
+    `..._085104`, `20220704_1_20220705_172845` and `20220705_1_20220705_173107`) keep them on one side."""
+    raw = tmp_path / "udpet"
+    pairs = []
+    for i in range(12):
+        number = f"{120000 + 97 * i:06d}"
+        first = f"uExplorer/uExplorerPART{i}/Anonymous_ANO_202302{10 + i}_1002305_{number}"
+        second = f"uExplorer/uExplorerPART{i + 20}/Anonymous_ANO_202303{10 + i}_1955519_{number}"
+        day = f"202201{10 + i}"
+        third = f"SiemensVisionQuadra/Subject_{i}-{i}/{day[6:]}012022_1_{day}_084710"
+        fourth = f"SiemensVisionQuadra/Subject_{i + 20}-{i + 20}/{day}_1_{day}_173107"
+        for exam in (first, second):
+            udpet_exam(raw / exam)
+        for exam in (third, fourth):
+            udpet_exam(raw / exam, ("Full_dose", "1-4 dose"))
+        pairs += [(first, second), (third, fourth)]
+    doc, entries = load(udpet.convert(raw, tmp_path / "out"))
+    assert len(entries) == 48
+    validation = {e["id"] for e in doc["validation"]}
+    assert validation and all((a in validation) == (b in validation) for a, b in pairs), validation

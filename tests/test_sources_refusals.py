@@ -31,7 +31,8 @@ def test_udpet_refuses_an_exam_folder_with_neither_dose_rather_than_drop_it(tmp_
     exam = sorted(p for p in raw.glob("*/*/*") if p.is_dir())[0]
     for f in list(exam.iterdir()):
         f.rename(exam / f"x{f.name}")
-    with pytest.raises(DataError, match=rf"exam '{exam}' lacks .*Full_dose"):
+    with pytest.raises(DataError, match=rf"'{exam}' holds no exam \(found \['x1-10 dose', 'x1-4 dose', "
+                                        r"'xFull_dose'\]\): an exam is a folder of dose folders"):
         udpet.convert(raw, tmp_path / "out")
     assert not (tmp_path / "out" / "dataset.json").exists()
 

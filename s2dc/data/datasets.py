@@ -255,14 +255,19 @@ uExplorer/
   uExplorerPART10/<exam e.g. Anonymous_ANO_20220224_1744219_121048>/
     2.886 x 600 WB NORMAL/   2.886 x 600 WB D4/ (or ... WB DRF_4/)   ... WB D10/   ...
                  (released as DICOM: convert each dose folder to one NIfTI with dcm2niix first)
+(0 to 2 folders between a scanner's or hospital's folder, e.g. Shanghai-Ruijin-Hospital-2023/, and its exams)
 """,
         layout_source="third-party UDPET loaders: mayalevital/LDPT LDPT_main_1.py (both scanners' paths), "
                       "junqiangchen/Ultra-low-Dose-PET-Imaging-Challenge dataprocess/lowdosePet2022data3dprepare.py, "
-                      "wo-niubi/2023UDPET dataset/dicom2niigz.py, KUL-recon-lab/2025_ud_pet_kul data.py (the "
+                      "wo-niubi/2023UDPET dataset/dicom2niigz.py, yqx7150/RED Tool_DataPrepare.py, "
+                      "pcabrales/low_dose_pet_235 train_explorer.py, KUL-recon-lab/2025_ud_pet_kul data.py (the "
                       "challenge's own page, udpet-challenge/udpet-challenge.github.io dataset.md, names no folders)",
         notes="Low dose = one dose-reduction folder (default 1-4 dose, which a uEXPLORER exam names '... WB D4' or "
               "'... WB DRF_4'), target = the full dose (Full_dose, or '... WB NORMAL'). The challenge's page lists "
               "dose-reduction factors 4, 10, 20, 50 and 100 besides the full dose (1-2 dose only in older releases, "
-              "per third-party loaders). The 2025 test set's flat Anonymous-NN_DRF-<k>.nii.gz files are not read.",
+              "per third-party loaders). The 2025 test set's flat Anonymous-NN_DRF-<k>.nii.gz files (low doses "
+              "only) are refused. Split: exams that share a Subject_a-b folder, a uEXPLORER export's trailing number "
+              "or a Quadra exam's acquisition date stay on one side (the 2025 training set holds some acquisitions "
+              "under two exam ids).",
     ),
 )
