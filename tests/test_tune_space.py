@@ -181,3 +181,20 @@ def test_a_database_url_whose_driver_is_not_installed_names_the_driver(url, driv
         pytest.skip(f"{driver} is installed here")
     with pytest.raises(ValueError, match=f"storage '{re.escape(url)}' needs the database driver '{driver}'"):
         open_storage(url)
+
+
+@pytest.mark.parametrize("key, bounds, bad, valid", [
+    ("pretrain.views.grid", {"low": 2, "high": 6}, 5, {"low": 2, "high": 4}),  # roi_size 384 x 384: not by 5
+    ("pretrain.encoder.feature_size", {"low": 24, "high": 48}, 25, {"low": 24, "high": 48, "step": 12}),  # SwinUNETR
+])
+def test_an_integer_range_with_an_invalid_inner_value_is_refused_naming_it(key, bounds, bad, valid):
+    """Both bounds valid, a value between them not: checked on the bounds, the space passed and the trial that drew
+    the value stopped its worker (exit 1) mid-sweep. Every value of an integer range of at most 1,000 is checked."""
+    from s2dc.train.config import build_config
+
+    _, section, name = key.split(".")
+    with pytest.raises(ValueError):  # what the trial that draws it meets
+        build_config({section: {name: bad}})
+    with pytest.raises(ValueError, match=rf"space key '{key}'.*{bad}"):
+        spec_from_dict({"objective": "toy", "space": {key: bounds}})
+    spec_from_dict({"objective": "toy", "space": {key: valid}})  # every value it draws valid

@@ -340,3 +340,23 @@ def test_a_dead_trial_found_while_waiting_for_its_generation_is_counted_as_retri
     trials = study.get_trials(deepcopy=False)
     assert trials[0].state == TrialState.FAIL and trials[3].user_attrs.get("retry_of") == 0
     assert report.dead_retried == 1
+
+
+def test_one_space_in_another_key_order_draws_the_same_trials(tmp_path):
+    """A study binds its space as a mapping, so a worker whose spec lists the same space in another key order joins
+    it; the sampler draws the dimensions in one order (the keys sorted), so trial n draws the same parameters
+    whichever worker's spec runs it (before, each spec's order: other parameters)."""
+    space = {"pretrain.loss.weight_p2p": {"low": 0.0, "high": 1.0},
+             "finetune.train.lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}}
+    reordered = dict(reversed(list(space.items())))
+    assert reordered == space and list(reordered) != list(space)
+    drawn = []
+    for folder, order in ((tmp_path / "a", space), (tmp_path / "b", reordered)):
+        folder.mkdir()
+        spec = spec_from_dict({"objective": "toy", "space": order, "pruner": None, "toy": {"steps": 1, "sleep": 0.0}})
+        study, liveness = open_sweep(str(folder / "study.journal"), "s", sampler=spec.make_sampler(),
+                                     pruner=spec.make_pruner(), heartbeat_interval=1, grace_period=30)
+        bind_study(study, 3, spec.space)
+        run_worker(study, make_toy_objective(spec.toy, spec.dims), spec.dims, 3, liveness, log=lambda line: None)
+        drawn.append([t.params for t in study.get_trials(deepcopy=False)])
+    assert len(drawn[0]) == 3 and drawn[0] == drawn[1]

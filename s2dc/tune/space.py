@@ -42,6 +42,9 @@ SIZES = tuple(f"finetune.model.{name}" for name in finetune_config.ARCHITECTURE)
 
 _RANGE_KEYS = {"low", "high", "log", "step"}
 
+#: An integer range of at most this many values has each value checked (:meth:`Dimension.drawable`).
+MAX_GRID = 1000
+
 
 @dataclass(frozen=True)
 class Dimension:
@@ -74,6 +77,18 @@ class Dimension:
         """Values that must each make a valid configuration: the bounds, or every choice."""
         return list(self.choices) if self.choices is not None else [self.low, self.high]
 
+    def drawable(self) -> list:
+        """Every value the sampler can draw, where they are few (an integer range of at most :data:`MAX_GRID`
+        values): an option may refuse a value between two valid bounds (``encoder.feature_size`` 25, between 24
+        and 48); else :meth:`candidates`."""
+        if self.is_int:
+            step = self.step or 1
+            if not self.log and (self.high - self.low) // step < MAX_GRID:
+                return list(range(self.low, self.high + 1, step))
+            if self.log and self.high - self.low < MAX_GRID:
+                return list(range(self.low, self.high + 1))
+        return self.candidates()
+
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -90,7 +105,10 @@ def parse_space(space: dict) -> tuple[Dimension, ...]:
     if not isinstance(space, dict) or not space:
         raise ValueError(f"the search space must be a non-empty mapping of 'pretrain.<section>.<field>' or "
                          f"'finetune.<section>.<field>' to a range or choices, got {space!r}")
-    return tuple(_parse_dimension(key, value) for key, value in space.items())
+    dims = [_parse_dimension(key, value) for key, value in space.items()]
+    # drawn in the keys' order from one seeded generator: sorted, so that one space (a mapping: bind_study takes it
+    # in any order for the same) draws the same trials whichever worker's spec lists its keys first
+    return tuple(sorted(dims, key=lambda dim: dim.key))
 
 
 def _parse_dimension(key, value) -> Dimension:
@@ -166,7 +184,7 @@ def check_space(dims: tuple[Dimension, ...], base: dict[str, dict]) -> None:
                              f"integers, which would search integers only; write them as {float(dim.low)} and "
                              f"{float(dim.high)}")
         typed = []  # (choice, the option it gives)
-        for value in dim.candidates():
+        for value in dim.drawable():
             values = merge_options(base.get(dim.stage) or {}, {dim.section: {dim.field: value}})
             try:
                 option = getattr(getattr(build(values), dim.section), dim.field)
