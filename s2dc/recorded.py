@@ -5,8 +5,12 @@ one command replaced as one (:func:`replace_all`), so that a folder never holds 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .files import (
@@ -17,6 +21,22 @@ from .files import (
     signals_held,
     work_sibling,
 )
+
+
+@contextmanager
+def folder_locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (created if missing; flock on the folder itself, so no file is added to a
+    folder that may be a user's) while the block runs: a second command writing recorded files there waits, then
+    checks and reads the record the first one left (its check, its record's read-modify-write and its renames are one
+    step)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _sha256(data: bytes) -> str:

@@ -159,3 +159,22 @@ def test_an_ablation_variant_missing_on_a_dataset_is_said_beside_its_ordering(tm
     assert any(line.startswith("- synthetic_autopet (among the variants run on it; not run: lg): ours s2dc;")
                for line in lines), lines
     assert any(line.startswith("- synthetic_btcv: ours s2dc > lg;") for line in lines), lines
+
+
+CONFLICT = '<<<<<<< HEAD\n{"train_loss/synthetic_btcv.tsv": []}\n=======\n{}\n>>>>>>> other\n'
+
+
+@pytest.mark.parametrize("record", ['{"train_loss/synthetic_btcv.tsv": null}', CONFLICT])
+def test_a_curves_record_that_is_not_one_is_refused_naming_it(tmp_path, capsys, record):
+    """The curve tables' record (.s2dc-curves.json) was read without the check the tables' record gets: a value that
+    is no list ended `s2dc plots` with a TypeError traceback naming no file, and a record a merge left conflict
+    markers in was read as empty, so every curve table was refused as not s2dc's. The record is named now."""
+    figures, curves = tmp_path / "figures", tmp_path / "curves"
+    runs = [run_in(tmp_path, m, s, 0.3 + 0.1 * s) for m in ("scratch", "s2dc") for s in (0, 1)]
+    argv = ["plots", "--figures", str(figures), "--curves", str(curves), *map(str, runs)]
+    assert main(argv) == 0
+    (curves / ".s2dc-curves.json").write_text(record)
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"'{curves / '.s2dc-curves.json'}' is not the record of the curve tables" in err, err

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -409,3 +410,70 @@ def test_a_record_that_is_not_one_is_refused_naming_it_and_nothing_is_written(tm
     err = capsys.readouterr().err
     assert f"'{out / '.s2dc-tables.json'}' is not the record" in err and "Traceback" not in err, err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".s2dc-tables.json"} == before
+
+
+def _locked_by_another(folder) -> bool:
+    """Whether another open file description holds an exclusive flock on ``folder`` (a try without waiting)."""
+    import fcntl
+    import os
+
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("command", ["report", "ablation-table", "plots"])
+def test_a_table_command_holds_its_folders_lock_while_it_reads_and_writes_the_record(tmp_path, monkeypatch, command):
+    """Two table commands into one folder at once (`s2dc report` beside `ablation-table` into one --out, two reports)
+    each read the record, then wrote it back with their own entries and renamed their files in: one command's entries
+    were lost (a user's later edit of its table then replaced without a word, exit 0), or their renames interleaved
+    (one report's benchmark.csv beside the other's metrics.json; a review reproduced both with two processes). Each
+    now holds an exclusive lock on the folder (flock, no file added) from its check to its record's last write, so
+    the second waits and reads the first one's record; so do `s2dc plots`' curve tables."""
+    import s2dc.recorded
+    from test_report_checks import run_in  # runs with their curves, which `s2dc plots` reads
+
+    runs = [run_in(tmp_path, m, s, 0.2 + 0.1 * s + (m == "s2dc") * 0.05) for m in ("scratch", "s2dc") for s in (0, 1)]
+    out = tmp_path / "out"
+    seen = []
+    real_read, real_replace = s2dc.recorded.read_record, s2dc.recorded.replace_all
+
+    def read_record(folder, record):
+        seen.append(("read", Path(folder).name, _locked_by_another(folder)))
+        return real_read(folder, record)
+
+    def replace_all(folder, contents):
+        seen.append(("replace", Path(folder).name, _locked_by_another(folder)))
+        return real_replace(folder, contents)
+
+    monkeypatch.setattr(s2dc.recorded, "read_record", read_record)
+    monkeypatch.setattr(s2dc.recorded, "replace_all", replace_all)
+    argv = {"report": ["report", "--out", str(out), *map(str, runs)],
+            "ablation-table": ["ablation-table", "--out", str(out), *map(str, runs), "--terms",
+                               "scratch=global:dual_softmax", "s2dc=global+p2p+p2s:dual_softmax"],
+            "plots": ["plots", "--figures", str(tmp_path / "figures"), "--curves", str(out), *map(str, runs)]}[command]
+    assert main(argv) == 0
+    ours = [step for step in seen if step[1] == "out"]
+    assert {"read", "replace"} <= {step[0] for step in ours} and all(locked for _, _, locked in ours), seen
+    assert not _locked_by_another(out)  # and released when it ends
+
+
+def test_a_probe_result_given_twice_is_refused_not_counted_twice(tmp_path, capsys):
+    """`--probe p.json p.json` (or a glob that lists one file twice) printed each probe row twice and tallied its
+    dataset twice in the effect counts ('over all 2 datasets' of one), exit 0; a metrics.json given twice was already
+    refused. Refused now, naming the file."""
+    from test_report import probe_doc
+
+    runs = [run_file(tmp_path, m, s, 0.3 + 0.1 * s + (m == "s2dc") * 0.2) for m in ("scratch", "s2dc") for s in (0, 1)]
+    probe = tmp_path / "probe.json"
+    probe.write_text(json.dumps(probe_doc()))
+    out = tmp_path / "out"
+    assert main(["report", "--out", str(out), *map(str, runs), "--probe", str(probe), str(probe)]) == 2
+    err = capsys.readouterr().err
+    assert f"'{probe}'" in err and "given twice" in err and "Traceback" not in err, err
+    assert not out.exists()

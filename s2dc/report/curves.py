@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from ..files import file_sha256
-from ..recorded import check_recorded, is_recorded, write_recorded
+from ..recorded import check_recorded, folder_locked, is_recorded, write_recorded
+from .outputs import record_problem
 from .runs import ratio_text
 from .tasks import TASK_METRICS
 
@@ -142,6 +143,10 @@ def is_own_table(out_dir: Path, name: str) -> bool:
 def check_curves_out(out_dir: Path, names: list[str]) -> None:
     """Raise ValueError, naming the file, if a table's path under ``out_dir`` holds a file that is not a curve table
     this command wrote there (:data:`RECORD`): a user's file is never replaced."""
+    if (problem := record_problem(out_dir, RECORD)) is not None:
+        raise ValueError(f"'{Path(out_dir) / RECORD}' is not the record of the curve tables s2dc wrote there: {problem} "
+                         "(a merge left conflict markers in it?); mend it, or move it away with the tables it lists; "
+                         "refusing to write the curves")
     check_recorded(out_dir, names, RECORD, "a curve table s2dc wrote",
                    "; move it away to let s2dc plots write its own")
 
@@ -150,6 +155,7 @@ def write_curves(tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Path]:
     """Write :func:`curve_tables` as TSV under ``out_dir`` (:func:`check_curves_out` first) and record them: the
     record lists the old and the new bytes of each table while they are replaced (an interrupted rerun leaves only
     tables of ours), then the new ones."""
-    check_curves_out(out_dir, list(tables))
     texts = {name: table.to_csv(sep="\t", index=False, float_format="%.6g") for name, table in tables.items()}
-    return write_recorded(Path(out_dir), texts, RECORD)
+    with folder_locked(out_dir):
+        check_curves_out(out_dir, list(tables))
+        return write_recorded(Path(out_dir), texts, RECORD)

@@ -19,7 +19,7 @@ import pandas as pd
 from ..data.datalist import registry_spec
 from ..losses.options import ASSIGNMENTS
 from ..pages import markdown_page
-from ..recorded import is_recorded, read_record, write_recorded
+from ..recorded import folder_locked, is_recorded, read_record, write_recorded
 from .averages import averages, averages_markdown, nested_averages, percent_score
 from .effect import effect_markdown, effect_table, nested_effect
 from .outputs import check_out_dir, is_own, record_present, record_problem
@@ -218,9 +218,12 @@ def collect_probes(probe_files: list[Path]) -> pd.DataFrame:
     %, or R²) and its bootstrap standard error ``se`` (NaN in a file without one), organ recall (%) and the
     structure scores (segmentation; NaN otherwise). The results of one dataset, set side by side in its rows, must
     have been made by one version of the probe code."""
-    rows, first, versions = [], {}, {}
-    for path in probe_files:
+    rows, first, versions, given = [], {}, {}, {}
+    for index, path in enumerate(probe_files):
         try:
+            same = given.setdefault(Path(path).resolve(), index)
+            if same != index:  # its rows would be printed twice, its dataset tallied twice by the effect counts
+                raise ValueError(f"it is given twice (as '{probe_files[same]}' too): a probe result counts once")
             p = json.loads(Path(path).read_text())
             if (edit := edit_found(p)) is not None:
                 raise ValueError(f"its content is not what the probe wrote ({edit}): edited after it")
@@ -392,9 +395,11 @@ def _write_all(out_dir: Path, texts: dict[str, str]) -> None:
     that the record does not list recorded as they are (:func:`.outputs.record_present`), then all written as one
     and recorded (:func:`s2dc.recorded.write_recorded`), so that a report never leaves a mix of the previous tables and
     the new, and a later one replaces only tables left as written (or as a stopped write left them)."""
-    check_tables_out(out_dir, list(texts))
-    record_present(out_dir, list(texts), RECORD)
-    write_recorded(out_dir, texts, RECORD)
+    check_out_dir(out_dir)
+    with folder_locked(out_dir):  # another table command into this folder waits: one record, one command's tables
+        check_tables_out(out_dir, list(texts))
+        record_present(out_dir, list(texts), RECORD)
+        write_recorded(out_dir, texts, RECORD)
 
 
 #: The keys of the report's metrics.json beside its datasets' names (no dataset may take one).
