@@ -5,10 +5,12 @@ one command replaced as one (:func:`replace_all`), so that a folder never holds 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,15 +30,38 @@ def folder_locked(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` (created if missing; flock on the folder itself, so no file is added to a
     folder that may be a user's) while the block runs: a second command writing recorded files there waits, then
     checks and reads the record the first one left (its check, its record's read-modify-write and its renames are one
-    step)."""
+    step). Where the file system refuses a folder's flock (NFSv4 wants a descriptor open for writing: EBADF; Lustre
+    without ``-o flock``: ENOSYS), a file of ours, ``.s2dc.lock``, is locked instead; where it has no flock at all,
+    the block runs unlocked, said on stderr."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as err:
+            if err.errno not in _NO_FLOCK:
+                raise
+            os.close(fd)
+            fd = -1
+            fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as again:
+                if again.errno not in _NO_FLOCK:
+                    raise
+                print(f"note: '{folder}' cannot be locked ({again.strerror}): two commands writing into it at once "
+                      "could lose each other's record entries", file=sys.stderr)
         yield
     finally:
-        os.close(fd)  # releases the lock
+        if fd >= 0:
+            os.close(fd)  # releases the lock
+
+
+#: What the recorded-files commands lock where a folder cannot be (:func:`folder_locked`).
+LOCK_FILE = ".s2dc.lock"
+#: The errors of a file system that refuses (or has no) flock on a folder's descriptor.
+_NO_FLOCK = (errno.EBADF, errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
 
 
 def _sha256(data: bytes) -> str:

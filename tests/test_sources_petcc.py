@@ -828,3 +828,43 @@ def test_udpet_keeps_the_copies_of_one_acquisition_on_one_side_of_the_split(tmp_
     assert len(entries) == 48
     validation = {e["id"] for e in doc["validation"]}
     assert validation and all((a in validation) == (b in validation) for a, b in pairs), validation
+
+
+def test_udpet_refuses_an_exam_found_twice(tmp_path):
+    """A download part unzipped twice (``PART1/<exam>`` beside ``PART1/PART1/<exam>``) is read at both depths: one
+    exam, two cases. Refused naming both folders (a review of the change that reads exams at any depth found it)."""
+    raw = tmp_path / "udpet"
+    part = raw / "uExplorer" / "PART1"
+    for exam in ("Anonymous_ANO_20220224_1744219_121048", "Anonymous_ANO_20220224_1711567_102845",
+                 "Anonymous_ANO_20220224_1709580_104139"):
+        udpet_exam(part / exam)
+    assert len(load(udpet.convert(raw, tmp_path / "out"))[1]) == 3
+    udpet_exam(part / "PART1" / "Anonymous_ANO_20220224_1744219_121048")
+    with pytest.raises(DataError, match=r"exam 'Anonymous_ANO_20220224_1744219_121048' is found twice under .*"
+                                        r"PART1/Anonymous_ANO_20220224_1744219_121048' and '.*PART1/PART1/Anon"):
+        udpet.convert(raw, tmp_path / "out")
+
+
+def test_udpet_says_so_when_its_split_groups_join_every_exam(tmp_path):
+    """Two subject folders whose Quadra exams share acquisition days are one group of the split: said with the count
+    of exams and the rule, not as '1 case(s)' naming one exam."""
+    raw = tmp_path / "udpet"
+    for subject, exams in (("Subject_1-3", ("01122021_1_20211201_164050", "01122021_2_20211201_164139")),
+                           ("Subject_4-6", ("01122021_4_20211201_164237", "02052022_1_20220502_131116"))):
+        for exam in exams:
+            udpet_exam(raw / "SiemensVisionQuadra" / subject / exam, ("Full_dose", "1-4 dose"))
+    with pytest.raises(DataError, match=r"holds 4 exams, all one group of the split .*acquisition date") as err:
+        udpet.convert(raw, tmp_path / "out")
+    assert "case(s)" not in str(err.value)
+
+
+def test_udpet_names_an_exam_directly_under_the_release(tmp_path):
+    """An exam beside the scanner folders (one folder too shallow) was dropped in silence before exams were found at
+    any depth, then called a folder that 'holds no exam'; it is named as an exam out of place."""
+    raw = tmp_path / "udpet"
+    for subject in ("Subject_1-3", "Subject_4-6"):
+        udpet_exam(raw / "Q" / subject / f"e{subject[-1]}", ("Full_dose", "1-4 dose"))
+    udpet_exam(raw / "Anonymous_ANO_20220224_1744219_121048")
+    with pytest.raises(DataError, match=r"'.*udpet/Anonymous_ANO_20220224_1744219_121048' is an exam directly under "
+                                        r"the release .*<scanner>/Anonymous_ANO"):
+        udpet.convert(raw, tmp_path / "out")

@@ -198,3 +198,23 @@ def test_an_integer_range_with_an_invalid_inner_value_is_refused_naming_it(key, 
     with pytest.raises(ValueError, match=rf"space key '{key}'.*{bad}"):
         spec_from_dict({"objective": "toy", "space": {key: bounds}})
     spec_from_dict({"objective": "toy", "space": {key: valid}})  # every value it draws valid
+
+
+def test_a_pair_of_drawable_values_refused_together_is_refused_before_the_first_trial():
+    """views.grid 2-4 and encoder.patch_size 2-3: every value valid alone and every pair of bounds valid, but the
+    sampler can draw grid 3 with patch size 3 (a crop of 128 is no multiple of the token stride 48), which the trial
+    would refuse, stopping its worker; every drawable pair (up to 1,000) is checked now."""
+    import itertools
+
+    from s2dc.train.config import build_config
+
+    bad = []
+    for grid, patch in itertools.product(range(2, 5), range(2, 4)):  # independently: build each drawable pair
+        try:
+            build_config({"views": {"grid": grid}, "encoder": {"patch_size": patch}})
+        except ValueError:
+            bad.append((grid, patch))
+    assert bad == [(3, 3)]
+    with pytest.raises(ValueError, match=r"'pretrain\.(views\.grid|encoder\.patch_size)' = 3"):
+        spec_from_dict({"objective": "toy", "space": {"pretrain.views.grid": {"low": 2, "high": 4},
+                                                      "pretrain.encoder.patch_size": {"low": 2, "high": 3}}})

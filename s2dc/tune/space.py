@@ -207,7 +207,10 @@ def _check_pairs(dims: tuple[Dimension, ...], base: dict[str, dict]) -> None:
         if first.stage != second.stage:
             continue
         build = STAGES[first.stage][1]
-        for a, b in itertools.product(first.candidates(), second.candidates()):
+        a_values, b_values = first.drawable(), second.drawable()
+        if len(a_values) * len(b_values) > MAX_GRID:  # too many pairs to build each: the bounds and choices only
+            a_values, b_values = first.candidates(), second.candidates()
+        for a, b in itertools.product(a_values, b_values):
             values = merge_options(base.get(first.stage) or {}, {first.section: {first.field: a}})
             try:
                 build(merge_options(values, {second.section: {second.field: b}}))

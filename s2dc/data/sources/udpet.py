@@ -92,6 +92,9 @@ def find_exams(raw: Path) -> list[Path]:
         if depth >= 2 and _is_exam(folder):
             exams.append(folder)
             return True
+        if depth == 1 and _is_exam(folder):
+            raise DataError(f"'{folder}' is an exam directly under the release '{raw}': an exam lies in a scanner's "
+                            f"(or hospital's) folder, '{raw}/<scanner>/{folder.name}'; move it into one")
         if depth == MAX_DEPTH:
             empty.append(folder)
             return False
@@ -194,12 +197,21 @@ def convert(raw: Path, out_dir: Path, dose: str = DEFAULT_DOSE) -> Path:
     if not exams:
         raise DataError(f"'{raw}' holds no <scanner>/.../<exam>/ folder with dose folders ('{FULL_DOSE}' and '{dose}', "
                         "or as uEXPLORER names them). " + spec.instructions(str(raw)))
+    seen: dict[str, Path] = {}
+    for exam in exams:
+        if (other := seen.setdefault(exam.name, exam)) != exam:
+            raise DataError(f"exam '{exam.name}' is found twice under '{raw}': '{other}' and '{exam}' (a download part "
+                            "extracted twice?); keep one of them")
     entries = {}
     for exam in exams:
         low, full = dose_volume(exam, dose), dose_volume(exam, FULL_DOSE)
         require_on_grid(low, "low-dose image", full, "its full dose")
         entries[exam] = {"id": exam.relative_to(raw).as_posix(), "image": low, "target": full}
     groups = {name: [entries[e] for e in members] for name, members in split_groups(raw, exams).items()}
+    if len(exams) > 1 and len(groups) < 2:
+        raise DataError(f"'{raw}' holds {len(exams)} exams, all one group of the split (exams that share a Subject "
+                        "folder, a uEXPLORER export's trailing number or a Quadra exam's acquisition date stay on one "
+                        "side): a split needs exams of at least 2 groups; add exams of another subject folder or day")
     train, val = fixed_split(sorted(groups), 0.2, where=f"'{raw}'")
     return write_common(out_dir, spec, [e for g in train for e in groups[g]], [e for g in val for e in groups[g]],
                         raw, f"s2dc.data.sources.udpet (dose {dose!r})")
