@@ -666,3 +666,37 @@ def test_lock_recovery_keeps_the_locks_of_a_dead_run_whose_jobs_still_run(tmp_pa
     assert plan.returncode == 0, plan.stderr[-3000:]
     assert f"Removing the lock of a Snakemake run that no longer exists ({host} {dead.pid})" in plan.stderr
     assert not (locks / "0.output.lock").exists()
+
+
+def test_a_release_moved_to_another_disk_and_linked_again_is_converted_again(tmp_path):
+    """`data/raw/btcv` a link to another disk: the converted dataset.json lists the release's files through the
+    link's resolved target. Moved to a second disk with its times (`cp -a`, `rsync -a`), the link re-pointed and the
+    first copy removed, the release kept its fingerprint, so Snakemake had nothing to do and every job read files
+    that were gone (a review found it). The path through the link is part of the conversion's stamp now."""
+    from test_registry import btcv_release
+
+    disk1, disk2 = tmp_path / "disk1" / "btcv", tmp_path / "disk2" / "btcv"
+    btcv_release(disk1)
+    work = tmp_path / "work"
+    (work / "data" / "raw").mkdir(parents=True)
+    link = work / "data" / "raw" / "btcv"
+    link.symlink_to(disk1)
+    changed = copy.deepcopy(PARAMS)
+    changed["scales"]["smoke"]["raw"] = "data/raw"
+    changed["scales"]["smoke"]["datasets"]["btcv"] = {"source": "real"}
+    config = write_params(tmp_path / "real_btcv.yaml", changed)
+    target = "resources/smoke/btcv/dataset.json"
+    done = snakemake(work, "--cores", "1", target, "--config", "scale=smoke", configfile=config)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert snakemake(work, "-n", target, "--config", "scale=smoke", configfile=config).returncode == 0
+
+    shutil.copytree(disk1, disk2, copy_function=shutil.copy2)  # times kept
+    link.unlink()
+    link.symlink_to(disk2)
+    shutil.rmtree(disk1)
+    plan = snakemake(work, "-n", target, "--config", "scale=smoke", configfile=config)
+    assert plan.returncode == 0 and re.search(r"^prepared_dataset\s+1$", plan.stdout, flags=re.M), plan.stdout[-1500:]
+    done = snakemake(work, "--cores", "1", target, "--config", "scale=smoke", configfile=config)
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads((work / target).read_text())
+    assert all(((work / target).parent / case["image"]).is_file() for case in doc["training"])

@@ -77,7 +77,7 @@ def brats21(raw: Path, cases=(0, 1, 2)) -> Path:
 def udpet(raw: Path) -> Path:
     for subject in ("Subject_1-6", "Subject_7-12", "Subject_13-18"):
         for dose in ("Full_dose", "1-4 dose"):
-            nifti(raw / "uExplorer" / subject / "exam1" / dose / "pet.nii.gz")
+            nifti(raw / "uExplorer" / subject / f"exam_{subject}" / dose / "pet.nii.gz")  # exam names are unique
     return raw
 
 
@@ -135,7 +135,7 @@ def test_a_udpet_dose_held_twice_is_refused_naming_both(tmp_path, second):
     """An exam with its full dose both as a folder and as a file beside it (or as .nii.gz and .nii) is refused,
     naming both, as a dose folder with two NIfTI files is."""
     raw = udpet(tmp_path / "raw")
-    exam = raw / "uExplorer" / "Subject_7-12" / "exam1"
+    exam = raw / "uExplorer" / "Subject_7-12" / "exam_Subject_7-12"
     if second.endswith(".nii"):  # the file form twice: .nii.gz and .nii, no folder
         for path in (exam / "Full_dose").iterdir():
             path.unlink()
@@ -191,3 +191,23 @@ def test_the_release_fingerprint_finishes_on_links_back_into_the_release(tmp_pat
     nifti(outside / "extra.nii.gz", shape=(2, 2, 2))
     os.symlink(outside, raw / "more")
     assert download.release_fingerprint(raw) != plain
+
+
+def _stray_latin1_file(folder: Path) -> None:
+    """An empty file named 'caf\\xe9.nii.gz' in latin-1 (a zip unpacked with another encoding) in ``folder``."""
+    os.close(os.open(bytes(folder) + b"/caf\xe9.nii.gz", os.O_CREAT | os.O_WRONLY))
+
+
+def test_a_name_that_is_not_utf8_in_a_release_fails_its_own_job_not_the_parse(tmp_path):
+    """The release's fingerprint (a parameter of its conversion job, computed when Snakemake builds the job graph)
+    encoded each name as strict UTF-8: one latin-1 name anywhere in a release stopped even `snakemake -n` with a bare
+    'surrogates not allowed', naming no file. The fingerprint counts it; the conversion then refuses it by name."""
+    from conftest import snakemake
+    from s2dc.data import download
+
+    raw = btcv(tmp_path / "data" / "raw" / "btcv")
+    plain = download.release_fingerprint(raw)
+    _stray_latin1_file(raw / "RawData" / "Training" / "img")
+    assert download.release_fingerprint(raw) not in ("", "absent", plain)
+    run = snakemake(tmp_path, "-n", "--config", "scale=paper", "only=btcv", "methods=scratch")
+    assert run.returncode == 0 and "UnicodeEncodeError" not in run.stdout + run.stderr, run.stderr[-1500:]

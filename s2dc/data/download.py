@@ -398,13 +398,13 @@ def release_fingerprint(root: str | Path, pending: bool = False) -> str:
         if rel in archives:
             continue
         if recorded.get(rel) != stamp:
-            digest.update(f"{rel}\0{stamp[0]}\0{stamp[1]}\n".encode())
+            digest.update(f"{rel}\0{stamp[0]}\0{stamp[1]}\n".encode("utf-8", "surrogatepass"))
             changed = True
     for rel in sorted(set(recorded) - seen - archives):
-        digest.update(f"-{rel}\n".encode())
+        digest.update(f"-{rel}\n".encode("utf-8", "surrogatepass"))
         changed = True
     for path, stamp in _listed_outside(root):
-        digest.update(f"+{path}\0{stamp[0]}\0{stamp[1]}\n".encode())
+        digest.update(f"+{path}\0{stamp[0]}\0{stamp[1]}\n".encode("utf-8", "surrogatepass"))
         changed = True
     return digest.hexdigest() if changed else ""
 
@@ -428,7 +428,7 @@ def _listed_outside(root: Path):
                 continue  # the walk of the folder has it
             try:
                 st = path.stat()
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a NUL in the name (the converter names it)
                 continue
             yield path.as_posix(), [st.st_size, st.st_mtime_ns]
 

@@ -142,7 +142,14 @@ def release_stamp(w) -> str:
     files changed since s2dc extracted it ('' before its download, whose marker is the job's input)."""
     folder = archive_folder(w.dataset)
     pending = bool(folder) and not Path(extraction_record(w.dataset, folder)).is_file()
-    return release_fingerprint(Path(RAW) / w.dataset, pending=pending)
+    stamp = release_fingerprint(Path(RAW) / w.dataset, pending=pending)
+    # The dataset.json lists the release's files relative to its resolved folder, through the release's resolved
+    # location (s2dc.data.sources.common.relative): where a link (RAW/<name> to another disk, resources/ moved and
+    # linked back) makes that path other than the plain one, it is part of the stamp, so that a release moved and
+    # linked again (its fingerprint unchanged) is converted again instead of read where it no longer is.
+    release, out = Path(RAW) / w.dataset, Path(RESOURCES) / w.dataset
+    through = os.path.relpath(os.path.realpath(release), os.path.realpath(out))
+    return stamp if through == os.path.relpath(os.path.abspath(release), os.path.abspath(out)) else f"{through}\n{stamp}"
 
 
 def modality_of(dataset: str) -> str:
