@@ -110,8 +110,8 @@ def test_a_worker_of_other_workers_is_refused(tmp_path, capsys):
 
 def test_two_workers_of_other_budgets_binding_at_once_are_not_both_accepted(tmp_path):
     """Worker B binds a new study completely between worker A's check and A's write: both were accepted, and B ran
-    to its budget of 10 in a study recorded (and exported) as of budget 5. Now the study records one binding, A's,
-    and B is refused before it runs a trial."""
+    to its budget of 10 in a study recorded (and exported) as of budget 5. Each binding is written under a key of its
+    own now, so the study shows both: each worker is refused naming the study before it runs a trial."""
     storage = str(tmp_path / "study.journal")
     study_a, live_a = open_sweep(storage, "s", heartbeat_interval=1, grace_period=30)
     study_b, live_b = open_sweep(storage, "s", heartbeat_interval=1, grace_period=30)
@@ -125,12 +125,47 @@ def test_two_workers_of_other_budgets_binding_at_once_are_not_both_accepted(tmp_
         real_set(key, value)
 
     study_a.set_user_attr = set_after_b
-    bind_study(study_a, 5, SPACE, None, options)
+    with pytest.raises(ValueError, match="study 's' was bound at once by workers of other settings"):
+        bind_study(study_a, 5, SPACE, None, options)
     dims, toy = parse_space(SPACE), make_toy_objective({"steps": 1, "sleep": 0.0}, parse_space(SPACE))
-    with pytest.raises(ValueError, match="budget 5, this worker has 10"):
-        run_worker(study_b, toy, dims, 10, live_b, log=lambda line: None)
+    for study, live, budget in ((study_b, live_b, 10), (study_a, live_a, 5)):
+        with pytest.raises(ValueError, match="study 's' was bound at once .*use a new study name"):
+            run_worker(study, toy, dims, budget, live, log=lambda line: None)
     assert study_b.get_trials(deepcopy=False) == []
-    assert run_worker(study_a, toy, dims, 5, live_a, log=lambda line: None).complete == 5
+
+
+def test_a_trial_begun_under_a_binding_written_over_never_counts_for_the_other(tmp_path):
+    """B has seen the new study unbound; A binds it, reads its binding back and starts trial 0; B's write lands
+    during A's trial and B reads back its own binding. The one attribute held the last write: B was accepted and went
+    on to its budget with A's trial, drawn from A's space, counted as one of its own (a review reproduced it). Both
+    bindings stand now, and both workers are refused naming the study."""
+    space_a = {"pretrain.loss.weight_p2p": {"low": 0.0, "high": 1.0}}
+    space_b = {"finetune.train.lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}}
+    storage = str(tmp_path / "study.journal")
+    study_a, live_a = open_sweep(storage, "s", heartbeat_interval=1, grace_period=30)
+    study_b, live_b = open_sweep(storage, "s", heartbeat_interval=1, grace_period=30)
+    dims_a, dims_b = parse_space(space_a), parse_space(space_b)
+    toy_a = make_toy_objective({"steps": 1, "sleep": 0.0}, dims_a)
+    real_set_b, refused_a = study_b.set_user_attr, []
+
+    def b_writes_late(key, value):  # B has seen the study unbound; A binds it and starts its trial first
+        def a_objective(trial, params):
+            real_set_b(key, value)  # B's write lands while A's trial runs
+            return toy_a(trial, params)
+
+        bound_a = bind_study(study_a, 3, space_a)
+        with pytest.raises(ValueError, match="study 's'") as err:  # refused at its next round
+            run_worker(study_a, a_objective, dims_a, 3, live_a, log=lambda line: None, bound=bound_a)
+        refused_a.append(str(err.value))
+
+    study_b.set_user_attr = b_writes_late
+    with pytest.raises(ValueError, match="study 's' was bound at once by workers of other settings"):
+        bind_study(study_b, 3, space_b)
+    assert refused_a and "bound at once" in refused_a[0], refused_a
+    with pytest.raises(ValueError, match="study 's' was bound at once"):
+        run_worker(study_b, make_toy_objective({"steps": 1, "sleep": 0.0}, dims_b), dims_b, 3, live_b,
+                   log=lambda line: None)
+    assert [set(t.params) for t in study_b.get_trials(deepcopy=False)] == [set(space_a)]  # A's one trial only
 
 
 def test_a_refused_run_leaves_no_claim_on_the_trial_folders(tmp_path, capsys, monkeypatch):

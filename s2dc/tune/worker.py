@@ -20,6 +20,8 @@ Ctrl-C or SIGTERM is FAILED and retried by the next worker.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import signal
 import threading
@@ -71,11 +73,19 @@ def finished_count(study: optuna.Study) -> int:
 
 
 def bound_record(study: optuna.Study) -> dict | None:
-    """What ``study`` is bound to (:func:`bind_study`): its ``bound`` attribute, or the separate attributes an older
-    s2dc recorded; ``None`` for a study not bound yet."""
+    """What ``study`` is bound to (:func:`bind_study`): its ``bound:<digest>`` attribute (or the ``bound`` attribute,
+    or the separate attributes, an older s2dc recorded); ``None`` for a study not bound yet. ValueError naming the
+    study when two workers bound it at the same moment to other values: neither may go on with it."""
     attrs = study.user_attrs
+    found = {key: value for key, value in attrs.items() if key.startswith(BOUND_ATTR + ":")}
     if BOUND_ATTR in attrs:
-        return attrs[BOUND_ATTR]
+        found[BOUND_ATTR] = attrs[BOUND_ATTR]
+    distinct = {json.dumps(value, sort_keys=True) for value in found.values()}
+    if len(distinct) > 1:
+        raise ValueError(f"study {study.study_name!r} was bound at once by workers of other settings ({sorted(found)}): "
+                         "its trials may mix them; use a new study name")
+    if found:
+        return next(iter(found.values()))
     legacy = {key: attrs[key] for key in (BUDGET_ATTR, SPACE_ATTR, DATA_ATTR, OPTIONS_ATTR) if key in attrs}
     return legacy or None
 
@@ -86,15 +96,17 @@ def bind_study(study: optuna.Study, budget: int, space: dict, data: dict | None 
     (``options``) what else defines a trial (objective, base options, workers) on a new study, as one attribute read
     back after writing; refuse a worker whose values differ from what the study was started with (its trials would
     not be comparable, or the budget would be ambiguous). Returns this worker's values, for :func:`run_worker` to
-    check again each round (two workers may bind a new study at once: the later write wins, and the other worker is
-    refused at its next round)."""
+    check again each round (two workers of other values that bind a new study at once each write their own binding,
+    under a key of its own: both are then refused at their next check, and a trial one had begun never counts for the
+    other)."""
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
     mine = {key: value for key, value in ((BUDGET_ATTR, budget), (SPACE_ATTR, space), (DATA_ATTR, data),
                                           (OPTIONS_ATTR, options)) if value is not None}
-    if bound_record(study) is None:
-        study.set_user_attr(BOUND_ATTR, mine)
-    check_bound(study, mine)  # read back: another worker's binding written meanwhile wins or loses as a whole
+    if bound_record(study) is None:  # each binding under a key of its own: one written over another is seen
+        digest = hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()[:16]
+        study.set_user_attr(f"{BOUND_ATTR}:{digest}", mine)
+    check_bound(study, mine)  # read back: another worker's binding written meanwhile is seen
     return mine
 
 
