@@ -216,3 +216,18 @@ def test_a_registry_dataset_without_a_converter_is_refused_naming_those_with_one
     monkeypatch.setattr(registry, "REGISTRY", MappingProxyType({**registry.REGISTRY, spec.name: spec}))
     with pytest.raises(DataError, match=r"no converter for BTCV \(other_ct\) yet; converters exist for \[.*'msd_spleen'"):
         sources.prepare("other_ct", tmp_path / "raw", tmp_path / "out")
+
+
+def test_a_downloaded_task_folder_deleted_beside_its_extraction_record_says_how_to_download_it_again(spleen, tmp_path):
+    """The workflow's download job leaves `.Task09_Spleen.extracted.json` beside what it extracted, its output: with
+    the task folder deleted and the record left, Snakemake runs no download, and the conversion asked for the release
+    by hand ('... is an open download ... Put it in ...'). It names the record and the two ways to download again."""
+    import shutil
+
+    raw = tmp_path / "raw"
+    (raw / ".Task09_Spleen.extracted.json").write_text('{"files": {}}')
+    shutil.rmtree(raw / "Task09_Spleen")
+    with pytest.raises(DataError, match=r"'.*Task09_Spleen' is gone, but '.*\.Task09_Spleen\.extracted\.json', the "
+                                        r"record of its download, is there: delete the record .*--forcerun "
+                                        r"download_archive"):
+        msd.convert("msd_spleen", raw, tmp_path / "out")

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from ..datalist import present_file
+from ..download import EXTRACTED
 from ..registry import DatasetSpec, get
 from ..errors import DataError
 from .common import fixed_split, require_folder, require_on_grid, write_common
@@ -64,6 +65,11 @@ def convert(name: str, raw: Path, out_dir: Path) -> Path:
     spec = get(name)
     task = task_folder(spec)
     raw = Path(raw)
+    record = raw / f".{task}{EXTRACTED}"
+    if not (raw / task).exists() and record.is_file():  # the download job's output stands: Snakemake reruns nothing
+        raise DataError(f"'{raw / task}' is gone, but '{record}', the record of its download, is there: delete the "
+                        "record to have the workflow download and extract the task again (or rerun with `--forcerun "
+                        "download_archive`)")
     require_folder(raw, spec, task)
     require_folder(raw, spec, f"{task}/dataset.json")
     folder = raw / task
