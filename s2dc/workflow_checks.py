@@ -896,6 +896,7 @@ def check_job_outputs(config: dict) -> None:
     from s2dc.eval.outputs import check_probe_out
     from s2dc.files import is_abandoned
     from s2dc.pyplot import check_png_out, is_s2dc_png
+    from s2dc.recorded import LOCK_FILE
     from s2dc.report.curves import RECORD, is_own_table
     from s2dc.report.tables import RECORD as TABLES_RECORD, record_refusal, table_refusal
     from s2dc.report.versions import edit_found
@@ -987,6 +988,8 @@ def check_job_outputs(config: dict) -> None:
                     continue
                 if name == SNAKEMAKE_TIMESTAMP or (folder == "curves" and name == RECORD):
                     continue
+                if name == LOCK_FILE and path.is_file() and not path.is_symlink() and path.stat().st_size == 0:
+                    continue  # what s2dc plots locks where the folder's own flock is refused (NFSv4)
                 # what a killed job was renaming in (a figure; a curve table, the record): the job, unfinished, runs
                 # again
                 if is_abandoned(path, *(("*.tsv", RECORD) if folder == "curves" else ("*.png",))):

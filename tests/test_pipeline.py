@@ -700,3 +700,29 @@ def test_a_release_moved_to_another_disk_and_linked_again_is_converted_again(tmp
     assert done.returncode == 0, done.stderr[-3000:]
     doc = json.loads((work / target).read_text())
     assert all(((work / target).parent / case["image"]).is_file() for case in doc["training"])
+
+
+def test_a_project_moved_with_its_release_outside_is_converted_again(tmp_path):
+    """`raw:` an absolute folder outside the repository (the README allows it), no link: the dataset.json lists the
+    release's files relative to resources/<scale>/<name>. The project moved to another depth (`mv`: times and
+    .snakemake kept), those paths pointed nowhere while Snakemake had nothing to do (a review of the fix above found
+    it). For a release outside the project the path to it is part of the conversion's stamp."""
+    from test_registry import btcv_release
+
+    release = btcv_release(tmp_path / "disk" / "raw" / "btcv")
+    work = tmp_path / "home" / "proj"
+    work.mkdir(parents=True)
+    changed = copy.deepcopy(PARAMS)
+    changed["scales"]["smoke"]["raw"] = str(release.parent)
+    changed["scales"]["smoke"]["datasets"]["btcv"] = {"source": "real"}
+    config = write_params(tmp_path / "real_btcv.yaml", changed)
+    target = "resources/smoke/btcv/dataset.json"
+    done = snakemake(work, "--cores", "1", target, "--config", "scale=smoke", configfile=config)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Nothing to be done" in snakemake(work, "-n", target, "--config", "scale=smoke", configfile=config).stdout
+
+    moved = tmp_path / "home" / "projects" / "2026" / "proj"
+    moved.parent.mkdir(parents=True)
+    shutil.move(work, moved)  # a rename: times kept
+    plan = snakemake(moved, "-n", target, "--config", "scale=smoke", configfile=config)
+    assert plan.returncode == 0 and re.search(r"^prepared_dataset\s+1$", plan.stdout, flags=re.M), plan.stdout[-1500:]

@@ -231,3 +231,17 @@ def test_a_downloaded_task_folder_deleted_beside_its_extraction_record_says_how_
                                         r"record of its download, is there: delete the record .*--forcerun "
                                         r"download_archive"):
         msd.convert("msd_spleen", raw, tmp_path / "out")
+
+
+def test_a_task_folder_linked_to_a_disk_not_mounted_is_named_as_a_link_not_as_gone(tmp_path):
+    """Task09_Spleen a link to another disk (the download records a complete task behind a link), that disk not
+    mounted: the conversion said the folder 'is gone' and to delete the record to download it again, which the
+    download then refuses for the link; removing the link downloads the task anew while it is intact on the disk.
+    The link and its missing target are named, and the record said valid."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "Task09_Spleen").symlink_to(tmp_path / "unmounted" / "Task09_Spleen")
+    (raw / ".Task09_Spleen.extracted.json").write_text('{"files": {}}')
+    with pytest.raises(DataError, match=r"'.*Task09_Spleen' is a link to '.*unmounted/Task09_Spleen', which is not "
+                                        r"there \(a disk not mounted\?\).*stays valid"):
+        msd.convert("msd_spleen", raw, tmp_path / "out")

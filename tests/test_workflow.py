@@ -814,3 +814,40 @@ def test_a_run_metrics_edited_by_hand_is_not_deleted_by_the_next_run(tmp_path, s
     assert again.returncode != 0, out[-3000:]
     assert run in out and "result_sha256" in out and "Snakemake deletes" in out, out[-3000:]
     assert (work / run).read_text() == edited
+
+
+def test_the_lock_file_of_the_plots_job_on_nfs_is_not_taken_for_a_users_file_at_the_next_start(tmp_path,
+                                                                                                monkeypatch):
+    """Where a folder's flock is refused (NFSv4: EBADF), `s2dc plots` locks `.s2dc.lock` in results/<scale>/curves,
+    which the workflow's start check then took for a user's file there, refusing every later start (a review found
+    it). An empty `.s2dc.lock` is s2dc's; anything else by that name is still refused."""
+    import errno
+    import fcntl
+    import os
+    import stat
+
+    import pandas as pd
+    import yaml
+    from snakemake.utils import validate
+
+    from s2dc.report.curves import write_curves
+    from s2dc.workflow_checks import ForeignOutputError, check_job_outputs
+
+    real = fcntl.flock
+
+    def nfs4(fd, op):
+        if stat.S_ISDIR(os.fstat(fd).st_mode) and op & fcntl.LOCK_EX:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        return real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", nfs4)
+    config = {**yaml.safe_load((REPO / "params.yaml").read_text()), "scale": "smoke"}
+    validate(config, str(REPO / "workflow/schemas/params.schema.yaml"))
+    monkeypatch.chdir(tmp_path)
+    curves = Path("results/smoke/curves")
+    write_curves({"val_score/btcv.tsv": pd.DataFrame({"step": [1, 2], "s2dc": [0.5, 0.6]})}, curves)
+    assert (curves / ".s2dc.lock").is_file()
+    check_job_outputs(config)
+    (curves / ".s2dc.lock").write_text("my notes\n")
+    with pytest.raises(ForeignOutputError, match=r"\.s2dc\.lock"):
+        check_job_outputs(config)

@@ -149,7 +149,11 @@ def release_stamp(w) -> str:
     # linked again (its fingerprint unchanged) is converted again instead of read where it no longer is.
     release, out = Path(RAW) / w.dataset, Path(RESOURCES) / w.dataset
     through = os.path.relpath(os.path.realpath(release), os.path.realpath(out))
-    return stamp if through == os.path.relpath(os.path.abspath(release), os.path.abspath(out)) else f"{through}\n{stamp}"
+    plain = os.path.relpath(os.path.abspath(release), os.path.abspath(out))
+    # a release outside the project (raw: an absolute path, no link) is reached by another relative path once the
+    # project moves: that path is part of the stamp too
+    inside = not os.path.relpath(os.path.realpath(release), os.path.realpath(".")).startswith(os.pardir)
+    return stamp if through == plain and inside else f"{through}\n{stamp}"
 
 
 def modality_of(dataset: str) -> str:

@@ -13,6 +13,7 @@ MSD publishes no validation split: :func:`fixed_split` of the case ids (``spleen
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -67,6 +68,10 @@ def convert(name: str, raw: Path, out_dir: Path) -> Path:
     raw = Path(raw)
     record = raw / f".{task}{EXTRACTED}"
     if not (raw / task).exists() and record.is_file():  # the download job's output stands: Snakemake reruns nothing
+        if (raw / task).is_symlink():  # download_msd records a complete task behind a link: the release may be intact
+            raise DataError(f"'{raw / task}' is a link to '{os.readlink(raw / task)}', which is not there (a disk not "
+                            "mounted?): mount it or point the link at the task again; the record of its download "
+                            f"'{record}' stays valid")
         raise DataError(f"'{raw / task}' is gone, but '{record}', the record of its download, is there: delete the "
                         "record to have the workflow download and extract the task again (or rerun with `--forcerun "
                         "download_archive`)")
