@@ -42,31 +42,32 @@ _QUADRA_EXAM = re.compile(r"\d+_\d+(?:_\d+)?_(\d{8})_\d{6}")
 _SUBJECT_FOLDER = re.compile(r"Subject_\d+-\d+")
 
 
-def _names_dose(name: str, dose: str) -> bool:
-    """Whether a dose folder (or NIfTI file stem) ``name`` holds ``dose`` (``Full_dose`` or ``1-<k> dose``): the
-    Siemens exams name it so; the uEXPLORER ones by reconstruction, ``2.886 x 600 WB NORMAL`` (or ``normal``) for the
-    full dose and ``... WB D4`` or ``... WB DRF_4`` for a dose reduced 4 times (mayalevital/LDPT, junqiangchen's
-    challenge code, wo-niubi/2023UDPET, KUL-recon-lab/2025_ud_pet_kul)."""
-    if name == dose:
-        return True
+def _dose_of(name: str) -> str | None:
+    """The dose a dose folder (or NIfTI file stem) ``name`` holds, as the Siemens exams name it (``Full_dose``,
+    ``1-<k> dose``), or None: the uEXPLORER ones name it by reconstruction, ``2.886 x 600 WB NORMAL`` (or ``normal``)
+    for the full dose and ``... WB D4`` or ``... WB DRF_4`` for a dose reduced 4 times (mayalevital/LDPT,
+    junqiangchen's challenge code, wo-niubi/2023UDPET, KUL-recon-lab/2025_ud_pet_kul)."""
     last = name.lower().rsplit(" ", 1)[-1]  # "2.886 x 600 WB D4" -> "d4"; "DRF_4" (a file converted flat) -> "drf_4"
-    if dose == FULL_DOSE:
-        return last == "normal"
-    factor = _REDUCTION.fullmatch(dose)
-    return factor is not None and last in (f"d{factor.group(1)}", f"drf_{factor.group(1)}")
+    if name == FULL_DOSE or last == "normal":
+        return FULL_DOSE
+    if _REDUCTION.fullmatch(name):
+        return name
+    factor = re.fullmatch(r"d(\d+)|drf_(\d+)", last)
+    return f"1-{factor.group(1) or factor.group(2)} dose" if factor else None
+
+
+def _names_dose(name: str, dose: str) -> bool:
+    """Whether a dose folder (or NIfTI file stem) ``name`` holds ``dose`` (:func:`_dose_of`)."""
+    return name == dose or _dose_of(name) == dose
 
 
 def _dose_named(path: Path) -> str | None:
-    """``"full"`` or ``"reduced"`` where ``path`` (a folder or NIfTI file in an exam) is named as a dose of that kind:
-    ``Full_dose`` or ``1-<k> dose``, or as uEXPLORER names them (``... NORMAL``, ``... D<k>``, ``... DRF_<k>``);
-    else None."""
+    """``"full"`` or ``"reduced"`` where ``path`` (a folder or NIfTI file in an exam) is named as a dose of that kind
+    (:func:`_dose_of`); else None."""
     if not (path.is_dir() or path.name.endswith(_SUFFIXES)):
         return None
-    name = nifti_stem(path) if path.name.endswith(_SUFFIXES) else path.name
-    last = name.lower().rsplit(" ", 1)[-1]
-    if name == FULL_DOSE or last == "normal":
-        return "full"
-    return "reduced" if _REDUCTION.fullmatch(name) or re.fullmatch(r"d\d+|drf_\d+", last) else None
+    dose = _dose_of(nifti_stem(path) if path.name.endswith(_SUFFIXES) else path.name)
+    return None if dose is None else "full" if dose == FULL_DOSE else "reduced"
 
 
 def _is_exam(folder: Path) -> bool:
