@@ -899,7 +899,7 @@ def check_job_outputs(config: dict) -> None:
     from s2dc.recorded import LOCK_FILE
     from s2dc.report.curves import RECORD, is_own_table
     from s2dc.report.tables import RECORD as TABLES_RECORD, record_refusal, table_refusal
-    from s2dc.report.versions import edit_found
+    from s2dc.train.outputs import edit_found
     from s2dc.train import outputs as runs
     from s2dc.tune.export import check_export_out
 

@@ -141,6 +141,11 @@ def test_a_probe_result_edited_after_the_probe_is_neither_read_nor_overwritten(t
         collect_probes([out])
     with pytest.raises(ValueError, match=r"--out '.*udpet\.json' is a probe result edited after the probe wrote it"):
         check_probe_out(out, tmp_path / "d.json")
+    del doc["result_sha256"]  # the checksum deleted with the edit (this probe records its code)
+    out.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"--out '.*udpet\.json' is a probe result edited after the probe wrote it "
+                                         r"\(its result_sha256 is missing"):
+        check_probe_out(out, tmp_path / "d.json")
 
     older = tmp_path / "older.json"  # written before results recorded their checksum (and their code)
     older.write_text(json.dumps(_regression_probe()))

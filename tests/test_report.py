@@ -987,8 +987,7 @@ def test_is_edited_tells_a_result_from_one_changed_after_its_checksum():
     default-separated JSON."""
     import hashlib
 
-    from s2dc.report.versions import edit_found
-    from s2dc.train.outputs import is_edited
+    from s2dc.train.outputs import edit_found, is_edited
 
     body = {"seed": 1, "score": {"value": 41.5, "key": "dice"}, "method": "s2dc"}
     text = '{"method": "s2dc", "score": {"key": "dice", "value": 41.5}, "seed": 1}'

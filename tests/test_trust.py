@@ -375,8 +375,16 @@ def test_finetune_never_clears_a_folder_that_is_not_a_fine_tuning_run(one_step_r
     capsys.readouterr()
     assert main([*argv, "--run.out_dir", str(tmp_path / "ft")]) == 2
     err = capsys.readouterr().err
-    assert "run.out_dir" in err and str(metrics) in err and "result_sha256" in err, err
+    assert "run.out_dir" in err and str(metrics) in err and "result_sha256 differs" in err, err
     assert metrics.read_text() == edited
+    # edited and its checksum deleted with the edit (this s2dc records its code, and its checksum with it)
+    doc = json.loads(edited)
+    del doc["result_sha256"]
+    metrics.write_text(json.dumps(doc))
+    assert main([*argv, "--run.out_dir", str(tmp_path / "ft")]) == 2
+    err = capsys.readouterr().err
+    assert "run.out_dir" in err and str(metrics) in err and "result_sha256 is missing" in err, err
+    assert json.loads(metrics.read_text()) == doc
 
 
 def test_the_fine_tuning_engine_itself_never_clears_a_folder_of_something_else(seg_dir, tmp_path):

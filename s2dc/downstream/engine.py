@@ -67,7 +67,7 @@ from ..train.identity import (
 )
 from ..train.live import MetricLog, Progress
 from ..train.optim import EagerAdamW
-from ..train.outputs import foreign_curve_files, is_edited, result_sha256
+from ..train.outputs import edit_found, foreign_curve_files, result_sha256
 from ..train.precision import autocast_for, precision_for
 from ..train.schedule import SCHEDULES
 from ..train.seeding import step_generator, step_seed
@@ -180,12 +180,12 @@ def refuse_a_folder_of_something_else(out: Path) -> None:
                          f"of its own")
     metrics = out / "metrics.json"
     try:
-        edited = metrics.is_file() and is_edited(json.loads(metrics.read_text()))
+        edited = edit_found(json.loads(metrics.read_text())) if metrics.is_file() else None
     except (OSError, ValueError, TypeError, AttributeError):
-        edited = False  # not a run's (then its split.json says so) or unreadable: the run replaces its own file
+        edited = None  # not a run's (then its split.json says so) or unreadable: the run replaces its own file
     if edited:
-        raise ValueError(f"run.out_dir: '{metrics}' was edited after its run wrote it (its result_sha256 differs); "
-                         "the run would replace it: move it, or give another folder")
+        raise ValueError(f"run.out_dir: '{metrics}' was edited after its run wrote it ({edited}); the run would "
+                         "replace it: move it, or give another folder")
 
 
 def _case_files(cases: list[dict]) -> list[Path]:

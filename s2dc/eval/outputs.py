@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ..files import check_folder_path, is_json_with
-from ..train.outputs import is_edited
+from ..train.outputs import edit_found
 
 
 def is_probe_result(path: Path) -> bool:
@@ -30,9 +30,9 @@ def check_probe_out(out: str | Path, source: str | Path) -> None:
     earlier = out.exists() and is_probe_result(out)
     if out.exists() and not earlier:
         raise ValueError(f"--out '{out}' exists and is not a probe result; refusing to overwrite it")
-    if earlier and is_edited(json.loads(out.read_text())):
-        raise ValueError(f"--out '{out}' is a probe result edited after the probe wrote it (its result_sha256 "
-                         "differs); refusing to overwrite it (move it, or give --out another name)")
+    if earlier and (edited := edit_found(json.loads(out.read_text()))):
+        raise ValueError(f"--out '{out}' is a probe result edited after the probe wrote it ({edited}); refusing to "
+                         "overwrite it (move it, or give --out another name)")
     if table.exists() and not earlier:
         raise ValueError(f"'{table}' (where --out's table goes) exists beside no probe result; refusing to "
                          "overwrite it")

@@ -20,9 +20,9 @@ import pandas as pd
 
 from ..files import is_plain_name
 from ..train.identity import option_changes
-from ..train.outputs import FINETUNE_KEYS
+from ..train.outputs import FINETUNE_KEYS, edit_found
 from .tasks import TASK_METRICS, TASK_VIEWS
-from .versions import check_code, edit_found, refuse_two_versions
+from .versions import check_code, refuse_two_versions
 
 
 #: What the seeds of one row share (a run of other settings is no seed of it), besides the ``options`` each records:

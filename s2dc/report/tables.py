@@ -20,12 +20,13 @@ from ..data.datalist import registry_spec
 from ..losses.options import ASSIGNMENTS
 from ..pages import markdown_page
 from ..recorded import folder_locked, is_recorded, read_record, write_recorded
+from ..train.outputs import edit_found
 from .averages import averages, averages_markdown, nested_averages, percent_score
 from .effect import effect_markdown, effect_table, nested_effect
 from .outputs import check_out_dir, is_own, record_present, record_problem
 from .runs import check_runs, is_number, ratio_text, read_run
 from .tasks import TASK_VIEWS
-from .versions import check_code, edit_found, refuse_two_versions
+from .versions import check_code, refuse_two_versions
 
 
 def poster_spec(dataset: str, task: str):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 
 from ..fingerprint import code_fingerprint
-from ..train.outputs import is_edited
 
 #: The module whose code (with all it imports) each kind of result records the hash of.
 MODULES = {"fine-tuning": "s2dc.downstream.engine", "probe": "s2dc.eval.probe"}
@@ -80,15 +79,3 @@ def check_one_version(kind: str, made: dict[str, tuple[str, str]], compared: str
     count = "two" if len(versions) == 2 else len(versions)
     raise ValueError(f"the datasets {', '.join(sorted(made))} were made by {count} versions of s2dc's {kind} code "
                      f"({which}): {compared}, so one version must make them all; {advice} ({WORKFLOW})")
-
-
-def edit_found(doc: dict) -> str | None:
-    """How the result ``doc`` (a fine-tuning's metrics.json, a probe result) shows it is not what its run wrote, or
-    None: a ``result_sha256`` that its content does not give (:func:`s2dc.train.outputs.is_edited`), or none beside the
-    ``code`` the tables require (every s2dc that records a result's code records its checksum: result_sha256 since
-    2026-12-03, code since 2026-12-05), deleted with an edit (a refusal names the key)."""
-    if is_edited(doc):
-        return "its result_sha256 differs"
-    if "code" in doc and "result_sha256" not in doc:
-        return "its result_sha256 is missing, which the s2dc that recorded its code writes"
-    return None

@@ -62,11 +62,21 @@ def result_sha256(doc: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+def edit_found(doc: dict) -> str | None:
+    """How the result ``doc`` (a fine-tuning's metrics.json, a probe result) shows it is not what its run wrote, or
+    None: a ``result_sha256`` that its content does not give, or none beside the ``code`` that every s2dc recording a
+    result's code records with its checksum (result_sha256 since 2026-12-03, code since 2026-12-05): deleted with an
+    edit. (A result written before both were recorded is taken as it is.)"""
+    if "result_sha256" in doc:
+        return "its result_sha256 differs" if doc["result_sha256"] != result_sha256(doc) else None
+    if "code" in doc:
+        return "its result_sha256 is missing, which the s2dc that recorded its code writes"
+    return None
+
+
 def is_edited(doc: dict) -> bool:
-    """Does the result ``doc`` (a fine-tuning's metrics.json, a probe result) differ from what its run wrote: a
-    ``result_sha256`` that its content does not give? (A result written before the checksum was recorded is taken as
-    it is.)"""
-    return "result_sha256" in doc and doc["result_sha256"] != result_sha256(doc)
+    """Whether :func:`edit_found` finds the result ``doc`` edited after its run wrote it."""
+    return edit_found(doc) is not None
 
 
 def is_pretrain_summary(path: Path) -> bool:
