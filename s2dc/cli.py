@@ -121,10 +121,10 @@ def _report(args: argparse.Namespace) -> int:
 
 def _plots(args: argparse.Namespace) -> int:
     from .files import remove_abandoned
-    from .pyplot import check_png_out
+    from .pyplot import check_png_out, write_pngs
     from .report.curves import RECORD, check_curves_out, curve_tables, write_curves
-    from .report.effect import draw_effect, effect_table
-    from .report.figures import draw_benchmark
+    from .report.effect import effect_png, effect_table
+    from .report.figures import benchmark_pngs
     from .report.tables import check_probed_encoders, collect_probes, runs_frame, summarise
     from .report.runs import read_runs
     from .report.outputs import check_out_dir
@@ -143,11 +143,10 @@ def _plots(args: argparse.Namespace) -> int:
     # what a killed run was renaming in (only that: the folders may be a user's)
     remove_abandoned(Path(args.figures), "*.png", "per_class/*.png")
     remove_abandoned(Path(args.curves), RECORD, "train_loss/*.tsv", "val_score/*.tsv", "pretrain_loss/*.tsv")
-    figures = draw_benchmark(rows, Path(args.figures))
-    if len(effect):
-        figures.append(draw_effect(effect, Path(args.figures) / "effect.png"))
-    else:  # no comparison in these runs: an effect.png of earlier runs (ours: check_png_out) would stand for them
-        (Path(args.figures) / "effect.png").unlink(missing_ok=True)
+    pngs = benchmark_pngs(rows)
+    # no comparison in these runs: an effect.png of earlier runs (ours: check_png_out) would stand for them
+    pngs["effect.png"] = effect_png(effect) if len(effect) else None
+    figures = write_pngs(Path(args.figures), pngs)  # as one: never the new figures beside the previous run's
     curves = write_curves(tables, Path(args.curves))
     print(f"{len(runs)} runs -> {len(figures)} figures in {args.figures}, {len(curves)} curve tables in {args.curves}")
     return 0

@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 from .files import atomic_write_bytes
+from .recorded import replace_all
 
 #: The PNG text chunk (keyword, value) that marks a figure as drawn by s2dc.
 MARK = ("Software", "s2dc")
@@ -62,3 +63,12 @@ def save_png(fig, out: str | Path, dpi: int = 110) -> Path:
         raise
     atomic_write_bytes(Path(out), png_bytes(fig, dpi))
     return Path(out)
+
+
+def write_pngs(folder: str | Path, pngs: dict[str, bytes | None]) -> list[Path]:
+    """Write the marked PNGs ``pngs`` (``{path under folder: png_bytes(...)}``; None: remove an earlier figure of
+    that name) into ``folder`` as one (:func:`s2dc.recorded.replace_all`: stopped on the way, the previous figures
+    stay, every one), each name checked first (:func:`check_png_out`). Returns the paths written."""
+    for name in pngs:
+        check_png_out(Path(folder) / name)
+    return replace_all(Path(folder), pngs)

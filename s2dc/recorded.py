@@ -109,10 +109,11 @@ def write_recorded(folder: Path, texts: dict[str, str], record: str, also: dict[
     return written
 
 
-def replace_all(folder: Path, contents: dict[str, bytes]) -> list[Path]:
-    """Write ``contents`` (``{path under folder: bytes}``) as one: each is written beside its target first, then all
-    are renamed in; a rename failing on the way (a full disk) has the files renamed so far given their previous bytes
-    back (or removed where there were none), so that the folder never holds a mix of the previous files and the new.
+def replace_all(folder: Path, contents: dict[str, bytes | None]) -> list[Path]:
+    """Write ``contents`` (``{path under folder: bytes}``; None: remove that file) as one: each is written beside its
+    target first, then all are renamed in (and the None ones removed); a rename failing on the way (a full disk) has
+    the files replaced so far given their previous bytes back (or removed where there were none), so that the folder
+    never holds a mix of the previous files and the new. Returns the paths written.
     Ctrl-C and SIGTERM are held while the renames and that rollback run, and taken after them. (Killed outright
     between two renames, it can: no file system renames several files as one; the next call removes what the killed
     one had staged.) Check the names first: whatever is there is replaced."""
@@ -124,24 +125,28 @@ def replace_all(folder: Path, contents: dict[str, bytes]) -> list[Path]:
     done: list[str] = []
     try:
         for name, data in contents.items():
-            paths[name].parent.mkdir(parents=True, exist_ok=True)
-            staged[name] = work_sibling(paths[name], "tmp")
-            staged[name].write_bytes(data)
+            if data is not None:
+                paths[name].parent.mkdir(parents=True, exist_ok=True)
+                staged[name] = work_sibling(paths[name], "tmp")
+                staged[name].write_bytes(data)
         # the renames and their rollback are one step: a signal waits until it is done
         with signals_held("the files were renamed in or given their previous bytes back"):
             try:
-                for name, tmp in staged.items():
+                for name in contents:
                     done.append(name)  # before the rename: one that fails as it returns must not be left out
-                    rename_durably(tmp, paths[name])
+                    if name in staged:
+                        rename_durably(staged[name], paths[name])
+                    else:
+                        paths[name].unlink(missing_ok=True)
             except BaseException as stopped:
                 for name in reversed(done):
-                    if not staged[name].exists():  # renamed in (one still staged was not: its target is as it was)
+                    if name not in staged or not staged[name].exists():  # replaced (one still staged was not)
                         _give_back(paths[name], before.get(name), stopped)
                 raise
     finally:
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
-    return list(paths.values())
+    return [paths[name] for name in staged]
 
 
 def _give_back(path: Path, data: bytes | None, stopped: BaseException) -> None:

@@ -280,3 +280,44 @@ def curves(folder):
     """{path: bytes} of the curve files in a dvclive/ folder (Snakemake's timestamp aside)."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
             if p.is_file() and p.name != ".snakemake_timestamp"}
+
+
+def test_plots_stopped_on_the_way_leave_the_previous_runs_figures_whole(tmp_path, monkeypatch):
+    """`s2dc plots` wrote its figures one by one: stopped between two (a full disk here; Ctrl-C alike), --figures held
+    the new run's first figures beside the previous run's others. They are renamed in as one now: stopped on the way,
+    every figure of the previous run is as it was, and no staged file is left."""
+    import errno
+
+    import s2dc.files
+    import s2dc.recorded
+    from test_effect import probe_file, run_folder
+
+    from s2dc.cli import main
+
+    def plots(tag, dice):
+        runs = [run_folder(tmp_path / f"{tag}_{method}_{seed}", method, seed, d, "synthetic_btcv", 0.2)
+                for method, values in dice.items() for seed, d in enumerate(values)]
+        probe = probe_file(tmp_path, "synthetic_btcv", "segmentation", "balanced accuracy",
+                           {"random": (0.2, 0.05), "voxels": (0.3, 0.04)})
+        return main(["plots", *map(str, runs), "--probe", str(probe), "--figures", str(figures),
+                     "--curves", str(tmp_path / f"curves_{tag}")])
+
+    figures = tmp_path / "figures"
+    assert plots("first", {"s2dc": [0.40, 0.44], "scratch": [0.20, 0.26]}) == 0
+    before = {p.relative_to(figures).as_posix(): p.read_bytes() for p in figures.rglob("*") if p.is_file()}
+    assert sorted(before) == ["effect.png", "label_ratio.png", "per_class/synthetic_btcv.png"]
+
+    real, renamed = s2dc.files.rename_durably, []
+
+    def full_after_one(new, target):  # the second figure renamed in finds the disk full
+        if str(target).endswith(".png"):
+            renamed.append(target)
+            if len(renamed) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device", str(target))
+        return real(new, target)
+
+    monkeypatch.setattr(s2dc.files, "rename_durably", full_after_one)
+    monkeypatch.setattr(s2dc.recorded, "rename_durably", full_after_one)
+    assert plots("second", {"s2dc": [0.10, 0.12], "scratch": [0.50, 0.60]}) == 1
+    after = {p.relative_to(figures).as_posix(): p.read_bytes() for p in figures.rglob("*") if p.is_file()}
+    assert after == before

@@ -166,6 +166,31 @@ def test_a_ctrl_c_just_after_a_rename_still_gives_that_file_its_previous_bytes(t
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {n: f"old {n}\n" for n in names}
 
 
+def test_a_file_removed_with_the_others_comes_back_when_they_fail(tmp_path, monkeypatch):
+    """replace_all's None removes a file as one with the others' renames (the plots' effect.png of earlier runs): the
+    others failing after it was removed, it is given its previous bytes back; all done, it is gone."""
+    import errno
+    import os
+
+    from s2dc.recorded import replace_all
+
+    replace_all(tmp_path, {"a.png": b"old a", "effect.png": b"old effect"})
+    real = os.replace
+
+    def full_at_b(src, dst, *args, **kwargs):
+        if str(dst).endswith("b.png"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr("os.replace", full_at_b)
+    with pytest.raises(OSError):
+        replace_all(tmp_path, {"a.png": b"new a", "effect.png": None, "b.png": b"new b"})
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {"a.png": b"old a", "effect.png": b"old effect"}
+    assert replace_all(tmp_path, {"a.png": b"new a", "effect.png": None}) == [tmp_path / "a.png"]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {"a.png": b"new a"}
+
+
 def test_a_step_of_the_rollback_that_fails_is_noted_and_the_others_are_done(tmp_path, monkeypatch):
     """replace_all gives the files it renamed in their previous bytes back when it fails on the way; a step of that
     rollback that fails (a full disk) is noted on the first error, the others are done, and the first error is the

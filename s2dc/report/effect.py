@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..pyplot import check_png_out, pyplot, save_png
+from ..pyplot import png_bytes, pyplot
 from .runs import ratio_text
 from .tasks import CLASSIFIER_TASKS
 from .versions import check_one_version
@@ -310,7 +310,6 @@ def effect_figure(effect: pd.DataFrame):
     return fig
 
 
-def draw_effect(effect: pd.DataFrame, out: Path) -> Path:
-    """Write :func:`effect_figure` as a PNG at ``out`` (never over a file s2dc did not draw)."""
-    check_png_out(out)
-    return save_png(effect_figure(effect), out)
+def effect_png(effect: pd.DataFrame) -> bytes:
+    """:func:`effect_figure` as a marked PNG (:func:`s2dc.pyplot.write_pngs` writes it)."""
+    return png_bytes(effect_figure(effect))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..pyplot import check_png_out, pyplot, save_png
+from ..pyplot import png_bytes, pyplot
 from .runs import ratio_text
 from .tables import poster_spec
 from .tasks import TASK_METRICS, TASK_VIEWS
@@ -172,12 +172,10 @@ def label_ratio_figure(table: pd.DataFrame):
     return fig
 
 
-def draw_benchmark(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Write per_class/<dataset>.png for every dataset and label_ratio.png into ``out_dir``."""
+def benchmark_pngs(rows: pd.DataFrame) -> dict[str, bytes]:
+    """The benchmark's figures as marked PNGs (:func:`s2dc.pyplot.write_pngs` writes them): ``per_class/<dataset>.png``
+    for every dataset and ``label_ratio.png``."""
     table = summary(rows)
-    paths = {dataset: Path(out_dir) / "per_class" / f"{dataset}.png" for dataset, _ in pairs(table)}
-    for path in [*paths.values(), Path(out_dir) / "label_ratio.png"]:
-        check_png_out(path)  # all before the first is drawn
-    written = [save_png(per_class_figure(table, dataset), path) for dataset, path in paths.items()]
-    written.append(save_png(label_ratio_figure(table), Path(out_dir) / "label_ratio.png"))
-    return written
+    pngs = {f"per_class/{dataset}.png": png_bytes(per_class_figure(table, dataset)) for dataset, _ in pairs(table)}
+    pngs["label_ratio.png"] = png_bytes(label_ratio_figure(table))
+    return pngs
