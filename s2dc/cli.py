@@ -347,7 +347,8 @@ def _add_ablation_table(sub) -> None:
         "ablation-table", help="the loss ablation table (poster Table 2) from the variants' fine-tuning metrics",
         description="Read the fine-tuning metrics.json of each pretraining variant (run.method = the variant's name) "
                     "and write ablation.csv, ablation.md (mean ± std over seeds per dataset and variant, beside the "
-                    "poster's Table 2, with both orderings and Kendall's tau), ablation.html and ablation.json into --out.",
+                    "poster's Table 2, with both orderings, Kendall's tau and how many steps of ours stand beyond "
+                    "the larger seed std of their two variants), ablation.html and ablation.json into --out.",
     )
     abl.add_argument("metrics", type=_path, nargs="+", help="metrics.json files written by `s2dc finetune`")
     abl.add_argument("--terms", nargs="+", required=True, metavar="VARIANT=TERMS:ASSIGNMENT",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import statistics
@@ -107,8 +108,8 @@ def test_ablation_table_sets_variants_beside_the_poster_and_compares_the_orderin
     assert rows == ["lg", "lg_p2p", "lg_p2s", "s2dc", "sinkhorn"]  # the order of --terms; datasets sorted: autopet first
     assert "| lg_p2s | L_g + L_p2s | dual_softmax | — | — | 42.00 ± 2.83 (#1) | 84.02 (#2) |" in table
     assert "| sinkhorn | L_g + L_p2p + L_p2s | sinkhorn | 60.00 ± 0.00 (#1) | — | — | — |" in table
-    assert "- btcv (among the variants run on it; not run: sinkhorn): ours lg_p2s > s2dc > lg_p2p > lg; poster s2dc > lg_p2s > lg_p2p > lg; Kendall τ +0.67; same best: no; range of our means 31.00 against the largest seed std of 4.24" in table
-    assert "- autopet (among the variants run on it; not run: lg_p2p, lg_p2s): ours s2dc > lg; poster s2dc > lg; Kendall τ +1.00; same best: yes; range of our means 45.00" in table
+    assert "- btcv (among the variants run on it; not run: sinkhorn): ours lg_p2s > s2dc > lg_p2p > lg; poster s2dc > lg_p2s > lg_p2p > lg; Kendall τ +0.67; same best: no; 3 of 3 steps of our order beyond the larger seed std of their two variants" in table
+    assert "- autopet (among the variants run on it; not run: lg_p2p, lg_p2s): ours s2dc > lg; poster s2dc > lg; Kendall τ +1.00; same best: yes; 1 of 1 step of our order beyond the larger seed std of their two variants" in table
     assert "not resolved" not in table
     assert "<td>lg_p2s</td>" in (tmp_path / "out" / "ablation.html").read_text()
     assert "| btcv | 2 | lg | segmentation | balanced accuracy | 50.0 | — | 0.500 | 0.600 | 1.20 |" in table
@@ -277,20 +278,21 @@ def test_a_dataset_name_that_is_no_plain_name_is_refused_before_anything_is_writ
 
 
 def test_an_ablation_order_within_the_seed_noise_is_said_to_be_unresolved(tmp_path):
-    """Means 1.0 and 1.5 with seed std 0.71 each: the range (0.5) is below the noise, so the order is not resolved."""
+    """Means 1.0 and 1.5 with seed std 0.71 each: their gap (0.5) is below the noise, so the order is not resolved."""
     files = [write_run(tmp_path, m, s, v, dataset="btcv", ratio=0.2)
              for m, values in {"lg": [0.005, 0.015], "s2dc": [0.010, 0.020]}.items() for s, v in enumerate(values)]
     assert main(["ablation-table", *map(str, files), "--terms", "lg=global:dual_softmax",
                  "s2dc=global+p2p+p2s:dual_softmax", "--out", str(tmp_path / "out")]) == 0
     table = (tmp_path / "out" / "ablation.md").read_text()
-    assert "range of our means 0.50 against the largest seed std of 0.71 (not resolved" in table
+    assert "0 of 1 step of our order beyond the larger seed std of their two variants (not resolved" in table
     assert json.loads((tmp_path / "out" / "ablation.json").read_text())["btcv"]["ordering"]["resolved"] is False
 
 
 def test_an_ablation_lead_within_its_own_seed_std_is_not_resolved_by_zero_std_floor_variants(tmp_path):
     """The committed AutoPET twin's case: three variants at 0 Dice on both seeds and one whose lead is a single seed
-    at 0.019 %. The range of the means (0.0095) is below that variant's own seed std (0.0134): one seed leaving the
-    floor orders nothing. Averaging the stds with the floor variants' zeros (0.0034) must not call it resolved."""
+    at 0.019 %. Its lead (0.0095) is below its own seed std (0.0134): one seed leaving the floor orders nothing,
+    and the floor variants are tied. Averaging the stds with the floor variants' zeros (0.0034) must not call the
+    lead resolved: 0 of 3 steps."""
     values = {"lg": [0.0, 0.0], "lg_p2p": [0.0, 0.00019], "lg_p2s": [0.0, 0.0], "s2dc": [0.0, 0.0]}
     files = [write_run(tmp_path, m, s, v, dataset="autopet", ratio=0.2)
              for m, seeds in values.items() for s, v in enumerate(seeds)]
@@ -298,10 +300,92 @@ def test_an_ablation_lead_within_its_own_seed_std_is_not_resolved_by_zero_std_fl
              "s2dc=global+p2p+p2s:dual_softmax"]
     assert main(["ablation-table", *map(str, files), "--terms", *terms, "--out", str(tmp_path / "out")]) == 0
     order = json.loads((tmp_path / "out" / "ablation.json").read_text())["autopet"]["ordering"]
-    assert order["range"] == pytest.approx(0.0095) and order["resolved"] is False
-    assert order["seed_std"] == pytest.approx(100 * statistics.stdev([0.0, 0.00019]))  # the largest seed std
+    assert order["ours"] == [["lg_p2p"], ["lg", "lg_p2s", "s2dc"]] and order["resolved"] is False
+    assert (order["steps"], order["steps_resolved"]) == (3, 0)
     table = (tmp_path / "out" / "ablation.md").read_text()
-    assert "range of our means 0.01 against the largest seed std of 0.01 (not resolved" in table, table
+    assert ("0 of 3 steps of our order beyond the larger seed std of their two variants (not resolved: every step "
+            "within the seeds’ noise)") in table, table
+
+
+ABLATION_TERMS = {"lg": "global:dual_softmax", "lg_p2p": "global+p2p:dual_softmax", "lg_p2s": "global+p2s:dual_softmax",
+                  "s2dc": "global+p2p+p2s:dual_softmax", "sinkhorn": "global+p2p+p2s:sinkhorn"}
+
+
+def two_seeds(mean, std):
+    """Two seeds' Dice (a fraction) whose mean and sample std, in %, are ``mean`` and ``std``: mean ± std/√2."""
+    return [(mean - std / math.sqrt(2)) / 100, (mean + std / math.sqrt(2)) / 100]
+
+
+def ablation_ordering(tmp_path, dice, dataset="btcv"):
+    """`s2dc ablation-table` of runs with these Dice per seed per variant: the dataset's ordering in ablation.json
+    and its line in ablation.md."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    files = [write_run(tmp_path, m, s, v, dataset=dataset, ratio=0.2) for m, seeds in dice.items()
+             for s, v in enumerate(seeds)]
+    terms = [f"{m}={ABLATION_TERMS[m]}" for m in dice]
+    assert main(["ablation-table", *map(str, files), "--terms", *terms, "--out", str(tmp_path / "out")]) == 0
+    order = json.loads((tmp_path / "out" / "ablation.json").read_text())[dataset]["ordering"]
+    line = next(l for l in (tmp_path / "out" / "ablation.md").read_text().splitlines() if l.startswith(f"- {dataset}"))
+    return order, line
+
+
+def test_the_committed_btcv_ablation_order_is_not_resolved_as_no_step_of_it_is(tmp_path):
+    """The committed BTCV twin's table: s2dc 3.67 ± 0.86, lg_p2p 3.61 ± 0.85, lg 3.51 ± 0.61, lg_p2s 1.53 ± 2.12
+    (sinkhorn, 3.43 ± 0.57, no poster variant). The range, 3.67 − 1.53 = 2.14, passes the largest std, 2.12, which
+    called it resolved; step by step no gap passes the larger std of its two variants: 0.06 < 0.86, 0.10 < 0.85,
+    1.98 < 2.12. Not resolved, 0 of 3 steps."""
+    stats = {"lg": (3.51, 0.61), "lg_p2p": (3.61, 0.85), "lg_p2s": (1.53, 2.12), "s2dc": (3.67, 0.86),
+             "sinkhorn": (3.43, 0.57)}
+    order, line = ablation_ordering(tmp_path, {m: two_seeds(*ms) for m, ms in stats.items()})
+    assert order["ours"] == [["s2dc"], ["lg_p2p"], ["lg"], ["lg_p2s"]] and order["resolved"] is False
+    assert (order["steps"], order["steps_resolved"]) == (3, 0)
+    assert set(order) == {"ours", "poster", "kendall_tau", "same_best", "steps", "steps_resolved", "one_seed",
+                          "resolved"} and order["one_seed"] == []
+    assert line.endswith("same best: yes; 0 of 3 steps of our order beyond the larger seed std of their two variants "
+                         "(not resolved: every step within the seeds’ noise)"), line
+
+
+def test_an_ablation_order_whose_every_gap_passes_both_stds_is_resolved(tmp_path):
+    """s2dc 40 ± 1, lg_p2s 30 ± 2, lg_p2p 20 ± 1.5, lg 10 ± 2: each gap, 10, passes both stds (at most 2)."""
+    stats = {"lg": (10, 2), "lg_p2p": (20, 1.5), "lg_p2s": (30, 2), "s2dc": (40, 1)}
+    order, line = ablation_ordering(tmp_path, {m: two_seeds(*ms) for m, ms in stats.items()})
+    assert order["ours"] == [["s2dc"], ["lg_p2s"], ["lg_p2p"], ["lg"]]
+    assert (order["steps"], order["steps_resolved"], order["resolved"]) == (3, 3, True)
+    assert line.endswith("; 3 of 3 steps of our order beyond the larger seed std of their two variants"), line
+
+
+def test_one_step_within_the_seed_noise_leaves_a_wide_ablation_order_unresolved(tmp_path):
+    """s2dc 40 ± 1, lg_p2s 39.5 ± 1, lg_p2p 20 ± 1, lg 10 ± 1: the range (30) is far beyond every std, but the top
+    step's gap, 0.5, is within its variants' std of 1: 2 of 3 steps, not resolved."""
+    stats = {"lg": (10, 1), "lg_p2p": (20, 1), "lg_p2s": (39.5, 1), "s2dc": (40, 1)}
+    order, line = ablation_ordering(tmp_path, {m: two_seeds(*ms) for m, ms in stats.items()})
+    assert order["resolved"] is False and (order["steps"], order["steps_resolved"]) == (3, 2)
+    assert line.endswith("; 2 of 3 steps of our order beyond the larger seed std of their two variants "
+                         "(not resolved: 1 within the seeds’ noise)"), line
+
+
+def test_ablation_means_equal_but_for_rounding_are_a_tie_not_a_resolved_step(tmp_path):
+    """lg at 30 % on both seeds, s2dc at 100 · (0.1 + 0.2) = 30.000000000000004 %, both with std 0: their gap
+    (3.6e-15) passes the stds (0) by rounding alone, which is a tie; lg_p2s at 50 ± 0 is a step above them."""
+    two = ablation_ordering(tmp_path / "two", {"lg": [0.3, 0.3], "s2dc": [0.1 + 0.2, 0.1 + 0.2]})
+    three = ablation_ordering(tmp_path / "three", {"lg": [0.3, 0.3], "lg_p2s": [0.5, 0.5],
+                                                  "s2dc": [0.1 + 0.2, 0.1 + 0.2]})
+    assert 0 < 100 * (0.1 + 0.2) - 100 * 0.3 < 1e-9  # the runs' scores differ, by rounding
+    assert two[0]["ours"] == [["s2dc", "lg"]] and three[0]["ours"] == [["lg_p2s"], ["s2dc", "lg"]]  # a tie
+    assert two[0]["resolved"] is False and three[0]["resolved"] is False
+    assert [(o["steps"], o["steps_resolved"], o["resolved"]) for o, _ in (two, three)] == [(1, 0, False), (2, 1, False)]
+    assert two[1].endswith("; 0 of 1 step of our order beyond the larger seed std of their two variants "
+                           "(not resolved: every step within the seeds’ noise)"), two[1]
+
+
+def test_one_seed_variants_leave_their_ablation_steps_unresolved(tmp_path):
+    """s2dc at 81, lg_p2s at 50, lg at 11 on one seed each (the arms hold the same seeds): gaps of 31 and 39, but no
+    seed std to weigh them against, so neither step is resolved: 0 of 2, and the text says why."""
+    order, line = ablation_ordering(tmp_path, {"lg": [0.11], "lg_p2s": [0.50], "s2dc": [0.81]})
+    assert order["ours"] == [["s2dc"], ["lg_p2s"], ["lg"]] and order["one_seed"] == ["s2dc", "lg_p2s", "lg"]
+    assert (order["steps"], order["steps_resolved"], order["resolved"]) == (2, 0, False)
+    assert line.endswith("; 0 of 2 steps of our order beyond the larger seed std of their two variants "
+                         "(not resolved: a variant has one seed, so no seed std)"), line
 
 
 def test_the_label_ratio_curve_joins_each_methods_ratios_with_their_seed_spread(tmp_path):
@@ -481,7 +565,7 @@ def test_the_ablation_compares_one_label_ratio_and_takes_the_posters_row_by_its_
     """Runs of a dataset at two label ratios, a --terms item that is no loss term or has two assignments, and a
     variant in --terms without runs are refused naming them; the poster's number is that of the Table 2 row that
     trains with the variant's terms (none for a name of the poster's rows with other terms, none from Table 1);
-    one seed per variant gives no seed std, so the order is not called resolved."""
+    one variant the poster prints is no order, so none is called resolved."""
     runs = [write_run(tmp_path, m, 0, v, dataset="btcv", ratio=1.0) for m, v in (("lg", 0.5), ("s2dc", 0.6))]
     mixed = write_run(tmp_path, "lg", 1, 0.9, dataset="btcv", ratio=0.2)
     good = ["lg=global:dual_softmax", "s2dc=global+p2p+p2s:dual_softmax"]
@@ -499,7 +583,7 @@ def test_the_ablation_compares_one_label_ratio_and_takes_the_posters_row_by_its_
     table = (tmp_path / "out" / "ablation.md").read_text()
     assert "| lg | L_g + L_p2p + L_p2s | sinkhorn | 50.00 ± — (#2) | — |" in table  # not the poster's L_g row
     assert "| s2dc | L_g + L_p2p + L_p2s | dual_softmax | 60.00 ± — (#1) | 84.14 (#1) |" in table
-    assert "not resolved: a variant has one seed" in table
+    assert "- btcv: ours s2dc; poster s2dc; Kendall τ —; same best: yes; one variant, no order to resolve\n" in table
     assert json.loads((tmp_path / "out" / "ablation.json").read_text())["btcv"]["ordering"]["resolved"] is False
     cls = [write_run(tmp_path, "s2dc", s, 0.6, dataset="cc_ccii", ratio=1.0, name=f"cc{s}.json") for s in (0, 1)]
     assert main(["ablation-table", *map(str, cls), "--terms", good[1], "--out", str(tmp_path / "cc")]) == 0

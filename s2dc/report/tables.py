@@ -519,30 +519,48 @@ def ablation_table(metric_files: list[Path], terms: dict[str, str]) -> pd.DataFr
     return table
 
 
+#: Two means of the ablation closer than this are equal but for floating-point rounding: a tie, not an order.
+_TIE = 1e-9
+
+
 def ordering(table: pd.DataFrame, dataset: str) -> dict:
     """Our order of the variants the poster prints, best first, as groups of equal means (ties), and the poster's;
-    Kendall's tau between them, and whether ours is resolved: the range of our means exceeds the largest of the
-    variants' seed stds (else it is noise; the benchmark's fine-tuning verdict takes the larger of its two arms' stds
-    too). A mean of the stds would let variants stuck at the floor, whose std is 0, shrink the noise of one that
-    leaves it on a single seed."""
+    Kendall's tau between them, and how far ours is resolved, step by step (:func:`_steps`): the order is resolved
+    when every step between neighbours is. A range of all the means against the largest std would let one noisy
+    variant far below call the others ordered; a mean of the stds would let variants stuck at the floor, whose std
+    is 0, shrink the noise of one that leaves it on a single seed."""
     from scipy.stats import kendalltau
 
-    rows = table[(table.dataset == dataset) & table.paper.notna()]
-    ours: list[list[str]] = []
-    last = math.nan
-    for method, mean in zip(*rows.sort_values("mean", ascending=False, kind="stable")[["method", "mean"]].T.values):
-        if ours and abs(mean - last) < 1e-9:
-            ours[-1].append(method)
-        else:
-            ours.append([method])
-        last = mean
+    rows = table[(table.dataset == dataset) & table.paper.notna()].sort_values("mean", ascending=False, kind="stable")
+    steps = _steps(rows)
+    ours = _tie_groups(list(rows.method), steps.gap)
     poster = list(rows.sort_values("paper", ascending=False).method)
     tau = float(kendalltau(rows["mean"], rows["paper"]).statistic) if len(rows) >= 2 else math.nan
-    spread = float(rows["mean"].max() - rows["mean"].min()) if len(rows) else math.nan
-    noise = float(rows["std"].max()) if len(rows) and rows["std"].notna().all() else math.nan  # NaN: a row of one seed
     return {"ours": ours, "poster": poster, "kendall_tau": tau,
             "same_best": bool(ours and len(ours[0]) == 1 and ours[0][0] == poster[0]),
-            "range": spread, "seed_std": noise, "resolved": bool(len(rows) >= 2 and spread > noise)}
+            "steps": len(steps), "steps_resolved": int(steps.resolved.sum()),
+            "one_seed": list(rows.method[rows["std"].isna()]), "resolved": bool(len(steps) and steps.resolved.all())}
+
+
+def _steps(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per step between neighbours of ``rows`` (sorted by mean, best first): the gap of their means, and
+    whether it is resolved, larger than the larger of their two seed stds (as the benchmark's fine-tuning verdict
+    takes the larger of its two arms' stds) and no tie; a NaN std (one seed) resolves no step of its variant."""
+    above = rows.shift()
+    gap = (above["mean"] - rows["mean"]).iloc[1:]
+    noise = pd.concat([above["std"], rows["std"]], axis=1).max(axis=1, skipna=False).iloc[1:]
+    return pd.DataFrame({"gap": gap, "resolved": (gap >= _TIE) & (gap > noise)})
+
+
+def _tie_groups(methods: list[str], gaps: pd.Series) -> list[list[str]]:
+    """``methods`` (best first) in groups of equal means: a gap below :data:`_TIE` joins the one before."""
+    groups: list[list[str]] = []
+    for method, new in zip(methods, [True, *(gaps >= _TIE)]):
+        if new:
+            groups.append([method])
+        else:
+            groups[-1].append(method)
+    return groups
 
 
 def ablation_markdown(table: pd.DataFrame) -> str:
@@ -580,13 +598,21 @@ def ablation_markdown(table: pd.DataFrame) -> str:
 
 
 def _resolution(o: dict) -> str:
-    """Whether the order of our means stands out of the seeds' noise, in words."""
-    if math.isnan(o["range"]):
+    """How many steps of our order stand out of the seeds' noise, and whether the order is resolved, in words."""
+    if not o["poster"]:
         return "no variant the poster prints"
-    if math.isnan(o["seed_std"]):
-        return f"range of our means {o['range']:.2f} (not resolved: a variant has one seed, so no seed std)"
-    return (f"range of our means {o['range']:.2f} against the largest seed std of {o['seed_std']:.2f}"
-            f"{'' if o['resolved'] else ' (not resolved: the order is within the seeds’ noise)'}")
+    if not o["steps"]:
+        return "one variant, no order to resolve"
+    text = (f"{o['steps_resolved']} of {o['steps']} step{'s' if o['steps'] > 1 else ''} of our order beyond the "
+            "larger seed std of their two variants")
+    if o["resolved"]:
+        return text
+    unresolved = o["steps"] - o["steps_resolved"]
+    if o["one_seed"]:
+        why = "a variant has one seed, so no seed std"
+    else:
+        why = f"{'every step' if unresolved == o['steps'] else unresolved} within the seeds’ noise"
+    return f"{text} (not resolved: {why})"
 
 
 def write_ablation(metric_files: list[Path], terms: dict[str, str], out_dir: Path,
