@@ -491,7 +491,9 @@ def _add_sweep(sub) -> None:
                       help="the sweep's settings: a JSON object, or a .json/.yaml file (search space, base options, "
                            "datasets, trial folder, workers, pruner, seed)")
     export.add_argument("--out", type=_path, required=True, help="output folder")
-    export.add_argument("--force", action="store_true", help="export a study that has not reached its budget")
+    export.add_argument("--force", action="store_true",
+                        help="export a study that has not reached its budget, or that workers of other settings bound "
+                             "at once (its trials may mix them)")
 
     def run_sweep(args: argparse.Namespace) -> int:
         from .tune.command import run

@@ -16,6 +16,7 @@ import time
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from s2dc.cli import main
@@ -166,6 +167,17 @@ def test_a_trial_begun_under_a_binding_written_over_never_counts_for_the_other(t
         run_worker(study_b, make_toy_objective({"steps": 1, "sleep": 0.0}, dims_b), dims_b, 3, live_b,
                    log=lambda line: None)
     assert [set(t.params) for t in study_b.get_trials(deepcopy=False)] == [set(space_a)]  # A's one trial only
+    # its export: refused with what --force does (it was refused even with --force, told to use a new study name)
+    from s2dc.tune.export import export_study
+
+    out = tmp_path / "export"
+    with pytest.raises(ValueError, match=r"study 's' in '.*' was bound at once by workers of other settings "
+                                         r"\['bound:\w+', 'bound:\w+'\]: its trials may mix them; export them all "
+                                         r"the same with --force"):
+        export_study(storage, "s", out)
+    assert not out.exists()
+    best = yaml.safe_load(export_study(storage, "s", out, force=True)["best.yaml"].read_text())
+    assert best["budget"] is None and best["finished"] == 1
 
 
 def test_a_refused_run_leaves_no_claim_on_the_trial_folders(tmp_path, capsys, monkeypatch):

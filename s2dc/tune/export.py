@@ -24,7 +24,7 @@ from ..recorded import check_recorded, write_recorded
 from .liveness import RETRY_ATTR
 from .space import nest
 from .storage import open_study
-from .worker import BUDGET_ATTR, ERROR_ATTR, FINISHED, SURPLUS_ATTR, bound_record
+from .worker import BUDGET_ATTR, ERROR_ATTR, FINISHED, SURPLUS_ATTR, TwoBindings, bound_record
 
 FIGURES = {
     "history.png": "history_figure",
@@ -64,10 +64,18 @@ def failure_kind(trial: optuna.trial.FrozenTrial) -> str:
 
 def export_study(storage: str, study_name: str, out_dir: str | Path, *, force: bool = False) -> dict[str, Path]:
     """Write ``trials.csv``, ``best.yaml`` and the figures of ``study_name`` into ``out_dir``; returns
-    ``{name: path}``. Refuses (``ValueError``) a study that has not reached its budget, unless ``force``."""
+    ``{name: path}``. Refuses (``ValueError``) a study that has not reached its budget, or that workers of other
+    settings bound at once, unless ``force``."""
     study = open_study(storage, study_name, create=False)
     trials = study.get_trials(deepcopy=False)
-    budget = (bound_record(study) or {}).get(BUDGET_ATTR)
+    try:
+        budget = (bound_record(study) or {}).get(BUDGET_ATTR)
+    except TwoBindings as err:
+        if not force:
+            raise ValueError(f"study {study_name!r} in '{storage}' was bound at once by workers of other settings "
+                             f"{err.keys}: its trials may mix them; export them all the same with --force (best.yaml "
+                             "then records no budget)") from None
+        budget = None
     finished = sum(t.state in FINISHED for t in trials)
     if not force and budget is None:
         raise ValueError(f"study {study_name!r} in '{storage}' has no recorded budget (it was not made by "

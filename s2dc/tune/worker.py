@@ -72,6 +72,14 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+class TwoBindings(ValueError):
+    """A study bound at once by workers of other settings (:func:`bound_record`); ``keys``: its binding attributes."""
+
+    def __init__(self, message: str, keys: list[str]):
+        super().__init__(message)
+        self.keys = keys
+
+
 def bound_record(study: optuna.Study) -> dict | None:
     """What ``study`` is bound to (:func:`bind_study`): its ``bound:<digest>`` attribute (or the ``bound`` attribute,
     or the separate attributes, an older s2dc recorded); ``None`` for a study not bound yet. ValueError naming the
@@ -82,8 +90,8 @@ def bound_record(study: optuna.Study) -> dict | None:
         found[BOUND_ATTR] = attrs[BOUND_ATTR]
     distinct = {json.dumps(value, sort_keys=True) for value in found.values()}
     if len(distinct) > 1:
-        raise ValueError(f"study {study.study_name!r} was bound at once by workers of other settings ({sorted(found)}): "
-                         "its trials may mix them; use a new study name")
+        raise TwoBindings(f"study {study.study_name!r} was bound at once by workers of other settings "
+                          f"({sorted(found)}): its trials may mix them; use a new study name", sorted(found))
     if found:
         return next(iter(found.values()))
     legacy = {key: attrs[key] for key in (BUDGET_ATTR, SPACE_ATTR, DATA_ATTR, OPTIONS_ATTR) if key in attrs}
