@@ -79,9 +79,21 @@ def paired_differences(probe_files: list[Path], encoder: str = PRETRAINED) -> pd
                                  f"with {' and '.join(FROZEN_BASELINES)}; {how}")
             pair = versus[baseline]
             row[f"versus_{baseline}"] = scale * float(pair["difference"])
-            row[f"versus_se_{baseline}"] = scale * float(math.nan if pair.get("se") is None else pair["se"])
+            draws = p["encoders"].get(baseline, {}).get("draws")  # the random row: each of its encoders' score
+            row[f"versus_se_{baseline}"] = scale * with_draws(pair.get("se"), draws)
         rows.append(row)
     return pd.DataFrame(rows, columns=["dataset", "task", "probe_metric", *PAIRED, "probe_path", "probe_code"])
+
+
+def with_draws(se: float | None, draws: list[float] | None) -> float:
+    """The standard error of a difference against a baseline scored by the mean of its K ``draws`` (each draw's
+    score; None: one encoder): the bootstrap ``se`` over the cases, the draws held fixed, and the draws' own spread,
+    sqrt(se² + s²/K) with s² their sample variance; ``se`` alone with fewer than two draws, NaN with no ``se``."""
+    if se is None:
+        return math.nan
+    if draws is None or len(draws) < 2:
+        return float(se)
+    return math.sqrt(float(se) ** 2 + float(np.var(draws, ddof=1)) / len(draws))
 
 
 def seed_pairs(runs: pd.DataFrame) -> dict[tuple, tuple[int, int, int]]:

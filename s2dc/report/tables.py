@@ -155,7 +155,8 @@ def check_probe(p: dict) -> None:
     """Raise ValueError naming the key unless the probe result ``p`` holds what ``s2dc probe`` can write: the ``code``
     that made it, a known task scored by its metric (:data:`PROBE_METRICS`), a stage 0..4 and per encoder a score in
     the metric's range (balanced accuracy in [0, 1], R² <= 1), a standard error >= 0 or null, an organ recall in
-    [0, 1] or null and well-formed paired differences (:func:`check_versus`)."""
+    [0, 1] or null, each draw's score (finite numbers) or null and well-formed paired differences
+    (:func:`check_versus`)."""
     if not (isinstance(p, dict) and any(key in p for key in PROBE_KEYS)):
         raise ValueError(f"it is not a probe result (none of the keys {', '.join(PROBE_KEYS)}: a fine-tuning run's "
                          "metrics.json?)")
@@ -188,6 +189,10 @@ def check_probe(p: dict) -> None:
         organ = r.get("organ_recall")
         if organ is not None and not (is_number(organ) and -_ROUNDING <= organ <= 1 + _ROUNDING):
             raise ValueError(f"{key}.organ_recall is {organ!r}; expected a recall in [0, 1] or null")
+        draws = r.get("draws")
+        if draws is not None and not (isinstance(draws, list) and all(is_number(d) for d in draws)):
+            raise ValueError(f"{key}.draws is {reprlib.repr(draws)}; expected a list of finite numbers (each random "
+                             "draw's score) or null")
         check_versus(encoder, r.get("versus"), fraction)
 
 
