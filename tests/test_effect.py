@@ -330,3 +330,28 @@ def test_a_probe_result_whose_draws_are_not_numbers_is_refused(tmp_path, benchma
     assert "encoders.random.draws is [0.4, '0.5']" in err and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()
 
+
+def test_the_fine_tuning_spread_takes_the_seeds_paired_differences():
+    """Each seed pairs the arms (the same labelled subset, the same first weights of the new layers): a gain carried
+    by one seed is no gain. Scratch 10 / 11 (std 0.71), S²DC 11.96 / 11.15 (std 0.57): the means differ by 1.055,
+    beyond either arm's std, but seed by seed by +1.96 and +0.15, whose std 1.28 the mean does not exceed: not
+    beyond. S²DC 12.0 / 13.1 against the same scratch, +2.0 and +2.1 seed by seed: beyond (the arms' std 0.78)."""
+    import pandas as pd
+
+    from s2dc.report.effect import finetune_differences
+
+    scratch = [10.0, 11.0]
+    for name, ours, beyond in (("one_seed_gain", [11.96, 11.15], False), ("steady_gain", [12.0, 13.1], True)):
+        leads = [a - b for a, b in zip(ours, scratch)]
+        spread = max(statistics.stdev(ours), statistics.stdev(scratch), statistics.stdev(leads))
+        runs = pd.DataFrame([{"dataset": name, "task": "segmentation", "metric": "Dice", "method": method,
+                              "label_ratio": 0.2, "seed": seed, "score": score}
+                             for method, scores in (("s2dc", ours), ("scratch", scratch))
+                             for seed, score in enumerate(scores)])
+        table = runs.groupby(["dataset", "task", "metric", "method", "label_ratio"], as_index=False).score.agg(
+            mean="mean", std="std", seeds="count")
+        got = finetune_differences(table, runs).iloc[0]
+        assert got.finetune_difference == pytest.approx(statistics.mean(leads))
+        assert got.finetune_spread == pytest.approx(spread), name
+        assert got.finetune_beyond == beyond, (name, got.finetune_beyond)
+    assert statistics.mean([1.96, 0.15]) > max(statistics.stdev([11.96, 11.15]), statistics.stdev(scratch))  # old: yes

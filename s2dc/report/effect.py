@@ -96,32 +96,39 @@ def with_draws(se: float | None, draws: list[float] | None) -> float:
     return math.sqrt(float(se) ** 2 + float(np.var(draws, ddof=1)) / len(draws))
 
 
-def seed_pairs(runs: pd.DataFrame) -> dict[tuple, tuple[int, int, int]]:
-    """``runs`` (one row per fine-tuning run: dataset, task, metric, method, label_ratio, seed, score) ->
-    ``{(dataset, task, metric, label_ratio): (paired, ahead, behind)}``: the seeds both arms ran, and of them those
-    where S²DC's score is above scratch's and below it (equal within rounding: neither)."""
+def paired_scores(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` (one row per fine-tuning run: dataset, task, metric, method, label_ratio, seed, score) -> one row per
+    seed both arms ran, indexed by (dataset, task, metric, label_ratio, seed): S²DC's score, scratch's and ``lead``,
+    S²DC's minus scratch's (empty where no dataset has both arms)."""
     arms = runs[runs.method.isin([PRETRAINED, SCRATCH])]
     if arms.empty:
-        return {}
+        return pd.DataFrame(columns=[PRETRAINED, SCRATCH, "lead"])
     wide = arms.pivot_table(index=["dataset", "task", "metric", "label_ratio", "seed"], columns="method",
-                            values="score", aggfunc="first")
-    if PRETRAINED not in wide or SCRATCH not in wide:
+                            values="score", aggfunc="first").reindex(columns=[PRETRAINED, SCRATCH]).dropna()
+    return wide.assign(lead=wide[PRETRAINED] - wide[SCRATCH])
+
+
+def seed_pairs(wide: pd.DataFrame) -> dict[tuple, tuple[int, int, int]]:
+    """:func:`paired_scores` -> ``{(dataset, task, metric, label_ratio): (paired, ahead, behind)}``: the seeds both
+    arms ran, and of them those where S²DC's score is above scratch's and below it (equal within rounding: neither)."""
+    if wide.empty:
         return {}
-    wide = wide.dropna(subset=[PRETRAINED, SCRATCH])
     noise = ROUNDING * np.maximum(1.0, np.maximum(wide[PRETRAINED].abs(), wide[SCRATCH].abs()))
-    lead = wide[PRETRAINED] - wide[SCRATCH]
-    counted = pd.DataFrame({"ahead": lead > noise, "behind": lead < -noise}).groupby(level=[0, 1, 2, 3])
+    counted = pd.DataFrame({"ahead": wide.lead > noise, "behind": wide.lead < -noise}).groupby(level=[0, 1, 2, 3])
     return {key: (len(group), int(group.ahead.sum()), int(group.behind.sum())) for key, group in counted}
 
 
 def finetune_differences(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """``table`` (:func:`~s2dc.report.tables.summarise`: mean and std over seeds per dataset, method and label ratio)
     and its ``runs`` -> one row per dataset with both arms: at the lowest label ratio both have, ``finetune_difference``
-    (S²DC minus scratch), ``finetune_spread`` (the larger seed std of the two), ``finetune_beyond`` (True: above
-    scratch by more than the spread, :data:`BEHIND`: below it by more, False: within it, :data:`TIE` when neither arm
-    varies over the seeds and their means are equal, as two arms at 0 Dice on every seed, or None when a std is
-    missing: one seed) and :data:`SEED_PAIRS` (:func:`seed_pairs`)."""
-    pairs = seed_pairs(runs)
+    (S²DC minus scratch), ``finetune_spread`` (the largest of the two arms' seed stds and of the std of their
+    per-seed differences, :func:`paired_scores`: a gain carried by one seed is within it), ``finetune_beyond`` (True:
+    above scratch by more than the spread, :data:`BEHIND`: below it by more, False: within it, :data:`TIE` when
+    neither arm varies over the seeds and their means are equal, as two arms at 0 Dice on every seed, or None when a
+    std is missing: one seed) and :data:`SEED_PAIRS` (:func:`seed_pairs`)."""
+    wide = paired_scores(runs)
+    pairs = seed_pairs(wide)
+    lead_std = wide.lead.groupby(level=[0, 1, 2, 3]).std() if len(wide) else pd.Series(dtype=float)  # ddof 1
     rows = []
     for (dataset, task, metric), group in table.groupby(["dataset", "task", "metric"], sort=True):
         arms = {method: mine.set_index("label_ratio") for method, mine in group.groupby("method")}
@@ -132,7 +139,8 @@ def finetune_differences(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFram
             continue
         ratio = ratios[0]
         ours, base = arms[PRETRAINED].loc[ratio], arms[SCRATCH].loc[ratio]
-        difference, stds = float(ours["mean"] - base["mean"]), (float(ours["std"]), float(base["std"]))
+        difference = float(ours["mean"] - base["mean"])
+        stds = float(ours["std"]), float(base["std"]), float(lead_std.get((dataset, task, metric, ratio), math.nan))
         spread = math.nan if any(math.isnan(s) for s in stds) else max(stds)  # one seed: no spread
         # the std of equal scores is rounding noise (3 x 44.44...: 8.7e-15), as is their difference
         noise = ROUNDING * max(1.0, abs(float(ours["mean"])), abs(float(base["mean"])))
