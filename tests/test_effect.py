@@ -13,6 +13,10 @@ from test_report import write_run
 from s2dc.cli import main
 from s2dc.pyplot import is_s2dc_png
 
+#: The counts' words for the fine-tuning spread and the random baseline's standard error.
+SPREAD = "seed spread (the largest std of either arm and of their per-seed differences)"
+RANDOM = "the random encoder (its ± over the cases and its draws)"
+
 #: Dice per seed: BTCV's S²DC arm ahead by more than either arm's spread, Liver's ahead within it, Lung at one seed.
 DICE = {("synthetic_btcv", "s2dc"): [0.40, 0.44], ("synthetic_btcv", "scratch"): [0.20, 0.26],
         ("synthetic_msd_liver", "s2dc"): [0.30, 0.50], ("synthetic_msd_liver", "scratch"): [0.25, 0.35],
@@ -59,8 +63,10 @@ def test_the_verdicts_of_both_protocols(tmp_path, benchmark):
     assert main(["report", "--out", str(tmp_path / "out"), *map(str, runs), "--probe", *map(str, probes)]) == 0
     effect = json.loads((tmp_path / "out" / "metrics.json").read_text())["effect"]
 
-    def spread(dataset):
-        return 100 * max(statistics.stdev(DICE[(dataset, m)]) for m in ("s2dc", "scratch"))
+    def spread(dataset):  # the arms' seed stds and that of their per-seed differences
+        ours, scratch = (DICE[(dataset, m)] for m in ("s2dc", "scratch"))
+        leads = [a - b for a, b in zip(ours, scratch)]
+        return 100 * max(statistics.stdev(ours), statistics.stdev(scratch), statistics.stdev(leads))
 
     # BTCV at 20 % (its 100 % run has no scratch arm): 42 - 23 = +19 Dice points, the larger std 4.24 (scratch's)
     assert effect["synthetic_btcv"]["finetune_difference"] == pytest.approx(19.0, abs=1e-4)
@@ -83,11 +89,13 @@ def test_the_verdicts_of_both_protocols(tmp_path, benchmark):
     assert "| synthetic_udpet | reconstruction | — | — | — | — | — | +0.180 ± 0.010 | +0.020 ± 0.015 | yes, within 2 " \
            "s.e. |" in table
     assert ("Over the 3 segmentation and classification datasets: fine-tuned, S²DC above scratch by more than the "
-            "seed spread on 1 of 2 with a spread, below it on 0; frozen, above both the random encoder and the voxels by two "
+            f"{SPREAD} on 1 of 2 with a spread, below it on 0; frozen, above both {RANDOM} and the voxels by two "
             "standard errors on 1 of 2 probed (point estimates above both on 1).") in table
-    assert "Over all 4 datasets: fine-tuned, S²DC above scratch by more than the seed spread on 1 of 2 with a " \
-           "spread, below it on 0; frozen, above both the random encoder and the voxels by two standard errors on 1 of 3 probed " \
-           "(point estimates above both on 2)." in table
+    assert f"Over all 4 datasets: fine-tuned, S²DC above scratch by more than the {SPREAD} on 1 of 2 with a " \
+           f"spread, below it on 0; frozen, above both {RANDOM} and the voxels by two standard errors on 1 of 3 " \
+           "probed (point estimates above both on 2)." in table
+    assert ("| seed spread (largest std: arms, paired differences) | beyond the spread | seeds S²DC ahead / behind | "
+            "frozen: S²DC − random (± cases and draws) |") in table
 
 
 def test_no_scratch_arm_and_no_probe_give_no_section(tmp_path):
@@ -147,7 +155,7 @@ def test_a_one_seed_difference_is_drawn_at_no_position(tmp_path, benchmark):
     assert points["synthetic_msd_lung"] == (None, "+5.00 Dice (one seed: no spread)")
     assert points["synthetic_btcv"][0] == 3.0  # 19 / 4.24: beyond the panel's edge
     liver = 10.0 / (100 * statistics.stdev([0.30, 0.50]))
-    assert points["synthetic_msd_liver"] == (pytest.approx(liver), "+10.00 Dice (std 14.14)")
+    assert points["synthetic_msd_liver"] == (pytest.approx(liver), "+10.00 Dice (spread 14.14)")
     assert "synthetic_udpet" not in points  # no fine-tuning runs
     left = effect_figure(effect).axes[0]
     drawn = [float(line.get_xdata()[0]) for line in left.get_lines() if line.get_marker() == "o"]
@@ -170,12 +178,13 @@ def test_a_tie_at_zero_spread_is_no_comparison_and_a_lead_within_two_se_is_said_
     assert "| synthetic_udpet | reconstruction | — | — | — | — | — | +0.180 ± 0.010 | +0.020 ± 0.015 | " \
            "yes, within 2 s.e. |" in table
     assert ("Over the 4 segmentation and classification datasets: fine-tuned, S²DC above scratch by more than the "
-            "seed spread on 1 of 2 with a spread, below it on 0 (1 tie, both arms at one same score on every seed); frozen, above both the "
-            "random encoder and the voxels by two standard errors on 1 of 2 probed (point estimates above both on "
-            "1).") in table, table
-    assert ("Over all 5 datasets: fine-tuned, S²DC above scratch by more than the seed spread on 1 of 2 with a "
-            "spread, below it on 0 (1 tie, both arms at one same score on every seed); frozen, above both the random encoder and the voxels by "
-            "two standard errors on 1 of 3 probed (point estimates above both on 2).") in table, table
+            f"{SPREAD} on 1 of 2 with a spread, below it on 0 (1 tie, both arms at one same score on every seed); "
+            f"frozen, above both {RANDOM} and the voxels by two standard errors on 1 of 2 probed (point estimates "
+            "above both on 1).") in table, table
+    assert (f"Over all 5 datasets: fine-tuned, S²DC above scratch by more than the {SPREAD} on 1 of 2 with a "
+            "spread, below it on 0 (1 tie, both arms at one same score on every seed); frozen, above both "
+            f"{RANDOM} and the voxels by two standard errors on 1 of 3 probed (point estimates above both on "
+            "2).") in table, table
 
 
 

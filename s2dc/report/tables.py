@@ -444,11 +444,14 @@ def write_report(metric_files: list[Path], out_dir: Path, probe_files: list[Path
     if len(effect):
         text += ("\nDoes pretraining show? S²DC against its baselines, dataset by dataset (`s2dc.report.effect`). "
                  "Fine-tuning: at the lowest label ratio, the S²DC arm's mean over seeds minus the scratch arm's, in "
-                 "the task's metric, beyond the seed spread when it exceeds the larger of the two arms' seed std; seed by "
-                 "seed, on how many seeds S²DC scored above scratch and below it (a seed fixes the labelled subset, "
-                 "unless data.split_seed fixes one for all, and the new layers' first weights for both arms). "
+                 "the task's metric, beyond the seed spread when it exceeds the largest of the two arms' seed stds "
+                 "and of the std of their per-seed differences (a seed fixes the labelled subset, unless "
+                 "data.split_seed fixes one for all, and the new layers' first weights for both arms, so each seed is "
+                 "a pair); seed by seed, on how many seeds S²DC scored above scratch and below it. "
                  "Frozen: the probe's paired differences on the same validation cases (points of balanced accuracy, "
-                 "or R²; ± the bootstrap standard error).\n\n" + effect_markdown(effect))
+                 "or R²; ± the bootstrap standard error over the cases, and against the random encoder, the mean of "
+                 "K draws, with the draws' spread too: sqrt(se² + s²/K), s² their sample variance).\n\n"
+                 + effect_markdown(effect))
         nested["effect"] = nested_effect(effect)
     _write_all(out_dir, {
         "benchmark.csv": table.to_csv(index=False, float_format="%.4f"),
@@ -527,8 +530,8 @@ def ordering(table: pd.DataFrame, dataset: str) -> dict:
     """Our order of the variants the poster prints, best first, as groups of equal means (ties), and the poster's;
     Kendall's tau between them, and whether ours is resolved: the range of our means exceeds the largest of the
     variants' seed stds (else it is noise; the benchmark's fine-tuning verdict takes the larger of its two arms' stds
-    too). A mean of the stds would let variants stuck at the floor, whose std is 0, shrink the noise of one that
-    leaves it on a single seed."""
+    too, and the std of their per-seed differences). A mean of the stds would let variants stuck at the floor, whose
+    std is 0, shrink the noise of one that leaves it on a single seed."""
     from scipy.stats import kendalltau
 
     rows = table[(table.dataset == dataset) & table.paper.notna()]
