@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 
 import pytest
@@ -12,17 +13,24 @@ from test_report import write_run
 from s2dc.cli import main
 from s2dc.pyplot import is_s2dc_png
 
+#: The counts' words for the fine-tuning spread and the random baseline's standard error.
+SPREAD = "seed spread (the largest std of either arm and of their per-seed differences)"
+RANDOM = "the random encoder (its ± over the cases and its draws)"
+
 #: Dice per seed: BTCV's S²DC arm ahead by more than either arm's spread, Liver's ahead within it, Lung at one seed.
 DICE = {("synthetic_btcv", "s2dc"): [0.40, 0.44], ("synthetic_btcv", "scratch"): [0.20, 0.26],
         ("synthetic_msd_liver", "s2dc"): [0.30, 0.50], ("synthetic_msd_liver", "scratch"): [0.25, 0.35],
         ("synthetic_msd_lung", "s2dc"): [0.10], ("synthetic_msd_lung", "scratch"): [0.05]}
 
 
-def probe_file(folder, dataset, task, metric, versus):
-    """An `s2dc probe` result whose S²DC encoder carries the paired ``versus`` {baseline: (difference, se)}."""
+def probe_file(folder, dataset, task, metric, versus, draws=None):
+    """An `s2dc probe` result whose S²DC encoder carries the paired ``versus`` {baseline: (difference, se)}, its
+    random row each of its ``draws``' score where given (as `s2dc probe` writes the mean of its random encoders)."""
     path = folder / f"probe_{dataset}.json"
     encoders = {name: {"score": 0.5, "se": 0.01} for name in ("voxels", "random")} | {"s2dc": {
         "score": 0.6, "se": 0.01, "versus": {b: {"difference": d, "se": s} for b, (d, s) in versus.items()}}}
+    if draws is not None:
+        encoders["random"]["draws"] = draws
     path.write_text(json.dumps(sealed({"dataset": dataset, "task": task, "metric": metric, "stage": 2, "code": CODE,
                                 "encoders": encoders})))
     return path
@@ -55,8 +63,10 @@ def test_the_verdicts_of_both_protocols(tmp_path, benchmark):
     assert main(["report", "--out", str(tmp_path / "out"), *map(str, runs), "--probe", *map(str, probes)]) == 0
     effect = json.loads((tmp_path / "out" / "metrics.json").read_text())["effect"]
 
-    def spread(dataset):
-        return 100 * max(statistics.stdev(DICE[(dataset, m)]) for m in ("s2dc", "scratch"))
+    def spread(dataset):  # the arms' seed stds and that of their per-seed differences
+        ours, scratch = (DICE[(dataset, m)] for m in ("s2dc", "scratch"))
+        leads = [a - b for a, b in zip(ours, scratch)]
+        return 100 * max(statistics.stdev(ours), statistics.stdev(scratch), statistics.stdev(leads))
 
     # BTCV at 20 % (its 100 % run has no scratch arm): 42 - 23 = +19 Dice points, the larger std 4.24 (scratch's)
     assert effect["synthetic_btcv"]["finetune_difference"] == pytest.approx(19.0, abs=1e-4)
@@ -79,11 +89,13 @@ def test_the_verdicts_of_both_protocols(tmp_path, benchmark):
     assert "| synthetic_udpet | reconstruction | — | — | — | — | — | +0.180 ± 0.010 | +0.020 ± 0.015 | yes, within 2 " \
            "s.e. |" in table
     assert ("Over the 3 segmentation and classification datasets: fine-tuned, S²DC above scratch by more than the "
-            "seed spread on 1 of 2 with a spread, below it on 0; frozen, above both the random encoder and the voxels by two "
+            f"{SPREAD} on 1 of 2 with a spread, below it on 0; frozen, above both {RANDOM} and the voxels by two "
             "standard errors on 1 of 2 probed (point estimates above both on 1).") in table
-    assert "Over all 4 datasets: fine-tuned, S²DC above scratch by more than the seed spread on 1 of 2 with a " \
-           "spread, below it on 0; frozen, above both the random encoder and the voxels by two standard errors on 1 of 3 probed " \
-           "(point estimates above both on 2)." in table
+    assert f"Over all 4 datasets: fine-tuned, S²DC above scratch by more than the {SPREAD} on 1 of 2 with a " \
+           f"spread, below it on 0; frozen, above both {RANDOM} and the voxels by two standard errors on 1 of 3 " \
+           "probed (point estimates above both on 2)." in table
+    assert ("| seed spread (largest std: arms, paired differences) | beyond the spread | seeds S²DC ahead / behind | "
+            "frozen: S²DC − random (± cases and draws) |") in table
 
 
 def test_no_scratch_arm_and_no_probe_give_no_section(tmp_path):
@@ -143,7 +155,7 @@ def test_a_one_seed_difference_is_drawn_at_no_position(tmp_path, benchmark):
     assert points["synthetic_msd_lung"] == (None, "+5.00 Dice (one seed: no spread)")
     assert points["synthetic_btcv"][0] == 3.0  # 19 / 4.24: beyond the panel's edge
     liver = 10.0 / (100 * statistics.stdev([0.30, 0.50]))
-    assert points["synthetic_msd_liver"] == (pytest.approx(liver), "+10.00 Dice (std 14.14)")
+    assert points["synthetic_msd_liver"] == (pytest.approx(liver), "+10.00 Dice (spread 14.14)")
     assert "synthetic_udpet" not in points  # no fine-tuning runs
     left = effect_figure(effect).axes[0]
     drawn = [float(line.get_xdata()[0]) for line in left.get_lines() if line.get_marker() == "o"]
@@ -166,12 +178,13 @@ def test_a_tie_at_zero_spread_is_no_comparison_and_a_lead_within_two_se_is_said_
     assert "| synthetic_udpet | reconstruction | — | — | — | — | — | +0.180 ± 0.010 | +0.020 ± 0.015 | " \
            "yes, within 2 s.e. |" in table
     assert ("Over the 4 segmentation and classification datasets: fine-tuned, S²DC above scratch by more than the "
-            "seed spread on 1 of 2 with a spread, below it on 0 (1 tie, both arms at one same score on every seed); frozen, above both the "
-            "random encoder and the voxels by two standard errors on 1 of 2 probed (point estimates above both on "
-            "1).") in table, table
-    assert ("Over all 5 datasets: fine-tuned, S²DC above scratch by more than the seed spread on 1 of 2 with a "
-            "spread, below it on 0 (1 tie, both arms at one same score on every seed); frozen, above both the random encoder and the voxels by "
-            "two standard errors on 1 of 3 probed (point estimates above both on 2).") in table, table
+            f"{SPREAD} on 1 of 2 with a spread, below it on 0 (1 tie, both arms at one same score on every seed); "
+            f"frozen, above both {RANDOM} and the voxels by two standard errors on 1 of 2 probed (point estimates "
+            "above both on 1).") in table, table
+    assert (f"Over all 5 datasets: fine-tuned, S²DC above scratch by more than the {SPREAD} on 1 of 2 with a "
+            "spread, below it on 0 (1 tie, both arms at one same score on every seed); frozen, above both "
+            f"{RANDOM} and the voxels by two standard errors on 1 of 3 probed (point estimates above both on "
+            "2).") in table, table
 
 
 
@@ -280,3 +293,74 @@ def test_the_verdicts_turn_at_their_thresholds():
         got = finetune_differences(table, runs).iloc[0]
         assert got.finetune_difference == pytest.approx(lead) and got.finetune_spread == pytest.approx(std)
         assert got.finetune_beyond == beyond, (name, got.finetune_beyond)
+
+
+def test_the_random_draws_spread_joins_the_standard_error_against_them(tmp_path, benchmark):
+    """The random row is the mean of K draws: S²DC's lead over it is uncertain by the cases (the bootstrap s.e., the
+    draws held fixed) and by the draws themselves, sqrt(se² + s²/K) (MSD Liver's S²DC 59.6 against draws 54.0 / 59.5 /
+    55.8 was "by two standard errors" though within the draws' own spread). BTCV: +20 ± 5 points against draws of 20,
+    60 and 40 % is within two of them; the voxels, one deterministic baseline, keep their bootstrap s.e."""
+    runs, probes = benchmark
+    draws = [0.20, 0.60, 0.40]
+    probes[0] = probe_file(tmp_path, "synthetic_btcv", "segmentation", "balanced accuracy",
+                           {"random": (0.20, 0.05), "voxels": (0.30, 0.04)}, draws=draws)
+    assert main(["report", "--out", str(tmp_path / "out"), *map(str, runs), "--probe", *map(str, probes)]) == 0
+    btcv = json.loads((tmp_path / "out" / "metrics.json").read_text())["effect"]["synthetic_btcv"]
+    se = math.sqrt(5.0 ** 2 + statistics.variance([100 * d for d in draws]) / 3)  # sqrt(25 + 400 / 3) = 12.58
+    assert 20.0 < 2 * se and 20.0 > 2 * 5.0  # by two bootstrap s.e., within two of the total
+    assert btcv["versus_se_random"] == pytest.approx(se, abs=1e-4)
+    assert btcv["versus_random"] == pytest.approx(20.0) and btcv["versus_se_voxels"] == pytest.approx(4.0)
+    table = (tmp_path / "out" / "benchmark.md").read_text()
+    assert f"| +20.0 ± {se:.1f} | +30.0 ± 4.0 | yes, within 2 s.e. |" in table, table
+
+
+def test_the_bootstrap_se_alone_where_the_probe_gives_fewer_than_two_draws(tmp_path):
+    """An older probe result (no ``draws``) or one of a single draw has no spread of draws: its bootstrap s.e. stays.
+    Two draws or more of an R² probe add s²/K in R² (not in points: R² is no percentage)."""
+    from s2dc.report.effect import paired_differences
+
+    versus = {"random": (0.18, 0.01), "voxels": (0.02, 0.015)}
+    files = [probe_file(tmp_path, f"synthetic_{name}", "reconstruction", "R²", versus, draws=draws)
+             for name, draws in (("old", None), ("one", [0.7]), ("two", [0.6, 0.7]))]
+    se = paired_differences(files).set_index("dataset")["versus_se_random"]
+    assert se["synthetic_old"] == pytest.approx(0.01) and se["synthetic_one"] == pytest.approx(0.01)
+    assert se["synthetic_two"] == pytest.approx(math.sqrt(0.01 ** 2 + statistics.variance([0.6, 0.7]) / 2))
+    assert list(paired_differences(files).versus_se_voxels) == pytest.approx([0.015] * 3)  # deterministic
+
+
+def test_a_probe_result_whose_draws_are_not_numbers_is_refused(tmp_path, benchmark, capsys):
+    """The report reads the random row's ``draws`` into the standard error: draws that are not numbers are refused,
+    naming the key, not a traceback of NumPy's."""
+    runs, probes = benchmark
+    probes[0] = probe_file(tmp_path, "synthetic_btcv", "segmentation", "balanced accuracy",
+                           {"random": (0.20, 0.05), "voxels": (0.30, 0.04)}, draws=[0.4, "0.5"])
+    assert main(["report", "--out", str(tmp_path / "out"), *map(str, runs), "--probe", *map(str, probes)]) == 2
+    err = capsys.readouterr().err
+    assert "encoders.random.draws is [0.4, '0.5']" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_fine_tuning_spread_takes_the_seeds_paired_differences():
+    """Each seed pairs the arms (the same labelled subset, the same first weights of the new layers): a gain carried
+    by one seed is no gain. Scratch 10 / 11 (std 0.71), S²DC 11.96 / 11.15 (std 0.57): the means differ by 1.055,
+    beyond either arm's std, but seed by seed by +1.96 and +0.15, whose std 1.28 the mean does not exceed: not
+    beyond. S²DC 12.0 / 13.1 against the same scratch, +2.0 and +2.1 seed by seed: beyond (the arms' std 0.78)."""
+    import pandas as pd
+
+    from s2dc.report.effect import finetune_differences
+
+    scratch = [10.0, 11.0]
+    for name, ours, beyond in (("one_seed_gain", [11.96, 11.15], False), ("steady_gain", [12.0, 13.1], True)):
+        leads = [a - b for a, b in zip(ours, scratch)]
+        spread = max(statistics.stdev(ours), statistics.stdev(scratch), statistics.stdev(leads))
+        runs = pd.DataFrame([{"dataset": name, "task": "segmentation", "metric": "Dice", "method": method,
+                              "label_ratio": 0.2, "seed": seed, "score": score}
+                             for method, scores in (("s2dc", ours), ("scratch", scratch))
+                             for seed, score in enumerate(scores)])
+        table = runs.groupby(["dataset", "task", "metric", "method", "label_ratio"], as_index=False).score.agg(
+            mean="mean", std="std", seeds="count")
+        got = finetune_differences(table, runs).iloc[0]
+        assert got.finetune_difference == pytest.approx(statistics.mean(leads))
+        assert got.finetune_spread == pytest.approx(spread), name
+        assert got.finetune_beyond == beyond, (name, got.finetune_beyond)
+    assert statistics.mean([1.96, 0.15]) > max(statistics.stdev([11.96, 11.15]), statistics.stdev(scratch))  # old: yes

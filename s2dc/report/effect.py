@@ -1,15 +1,19 @@
 """Does pretraining show? S²DC against its baselines, dataset by dataset, under both evaluation protocols.
 
 * Fine-tuning protocol: at each dataset's lowest label ratio, the S²DC arm's mean over seeds minus the scratch arm's,
-  in the task's metric. It is **beyond the seed spread** when the difference exceeds the larger of the two arms'
-  sample standard deviations over seeds, and **behind** when S²DC is below scratch by more than it (undecided,
-  ``—``, with one seed: no spread to compare against; a
-  **tie**, with both arms at one same score on every seed, as two arms stuck at 0 Dice: no spread and nothing to compare).
-  Beside it, seed by seed: on how many of the seeds both arms ran S²DC scored above scratch and on how many below (a
-  seed fixes the labelled subset, unless ``data.split_seed`` fixes one for all, and the new layers' first weights for
-  both arms, so each seed is a pair).
+  in the task's metric. A seed fixes the labelled subset, unless ``data.split_seed`` fixes one for all, and the new
+  layers' first weights for both arms, so each seed is a pair. The **seed spread** is the largest of the two arms'
+  sample standard deviations over seeds and of the sample standard deviation of their per-seed differences (S²DC
+  minus scratch, seed by seed: a gain carried by one seed is within it). The difference is **beyond the seed
+  spread** when it exceeds it, and **behind** when S²DC is below scratch by more than it (undecided, ``—``, with one
+  seed: no spread to compare against; a **tie**, with both arms at one same score on every seed, as two arms stuck at
+  0 Dice: no spread and nothing to compare). Beside it, seed by seed: on how many of the seeds both arms ran S²DC
+  scored above scratch and on how many below.
 * Frozen-encoder protocol: the paired differences that ``s2dc probe`` gives (S²DC minus the random encoder, S²DC
-  minus the raw voxels, on the same validation cases, ± the bootstrap standard error). S²DC is **above** a baseline
+  minus the raw voxels, on the same validation cases), ± their standard error: the bootstrap one over the cases,
+  and against the random encoder, the mean of K untrained draws, also the draws' own spread, sqrt(se² + s²/K) with
+  s² the sample variance of the draws' scores (the bootstrap one alone in a probe result with fewer than two draws).
+  S²DC is **above** a baseline
   when the difference is positive, and by two standard errors when it exceeds twice its standard error; a row above
   both but within two standard errors of one says so (``yes, within 2 s.e.``), one whose probe gave no standard error
   too (``yes (no s.e.)``), and the counts lead with the lead by two standard errors.
@@ -41,7 +45,7 @@ FROZEN_BASELINES = ("random", "voxels")
 TIE, BEHIND = "tie", "behind"
 #: Relative size below which a seed std or a difference of means is floating-point rounding, not a spread.
 ROUNDING = 1e-9
-#: The frozen protocol's columns: each baseline's paired difference and its standard error.
+#: The frozen protocol's columns: each baseline's paired difference and its standard error (:func:`with_draws`).
 PAIRED = [f"{kind}_{b}" for b in FROZEN_BASELINES for kind in ("versus", "versus_se")]
 #: Seed by seed: the seeds both arms ran, and of them those where S²DC scored above scratch and below it.
 SEED_PAIRS = ["finetune_paired", "finetune_ahead", "finetune_behind"]
@@ -55,8 +59,8 @@ COLUMNS = ["dataset", "task", "metric", "label_ratio", "seeds", "finetune_differ
 def paired_differences(probe_files: list[Path], encoder: str = PRETRAINED) -> pd.DataFrame:
     """One row per dataset of the probe results: its ``task``, ``probe_metric``, for each of
     :data:`FROZEN_BASELINES`, ``versus_<baseline>`` (``encoder`` minus it: points of balanced accuracy, or R²) and
-    ``versus_se_<baseline>`` (NaN: no standard error), and ``probe_path`` and ``probe_code`` (the file and the
-    version of the probe code that made it). The files are those
+    ``versus_se_<baseline>`` (:func:`with_draws`; NaN: no standard error), and ``probe_path`` and ``probe_code``
+    (the file and the version of the probe code that made it). The files are those
     :func:`~s2dc.report.tables.collect_probes` has read (and checked); ValueError naming the file if one lacks the
     encoder or its paired difference against a baseline (a probe whose rows were not named so: every frozen column
     of its dataset would be empty)."""
@@ -79,37 +83,56 @@ def paired_differences(probe_files: list[Path], encoder: str = PRETRAINED) -> pd
                                  f"with {' and '.join(FROZEN_BASELINES)}; {how}")
             pair = versus[baseline]
             row[f"versus_{baseline}"] = scale * float(pair["difference"])
-            row[f"versus_se_{baseline}"] = scale * float(math.nan if pair.get("se") is None else pair["se"])
+            draws = p["encoders"].get(baseline, {}).get("draws")  # the random row: each of its encoders' score
+            row[f"versus_se_{baseline}"] = scale * with_draws(pair.get("se"), draws)
         rows.append(row)
     return pd.DataFrame(rows, columns=["dataset", "task", "probe_metric", *PAIRED, "probe_path", "probe_code"])
 
 
-def seed_pairs(runs: pd.DataFrame) -> dict[tuple, tuple[int, int, int]]:
-    """``runs`` (one row per fine-tuning run: dataset, task, metric, method, label_ratio, seed, score) ->
-    ``{(dataset, task, metric, label_ratio): (paired, ahead, behind)}``: the seeds both arms ran, and of them those
-    where S²DC's score is above scratch's and below it (equal within rounding: neither)."""
+def with_draws(se: float | None, draws: list[float] | None) -> float:
+    """The standard error of a difference against a baseline scored by the mean of its K ``draws`` (each draw's
+    score; None: one encoder): the bootstrap ``se`` over the cases, the draws held fixed, and the draws' own spread,
+    sqrt(se² + s²/K) with s² their sample variance; ``se`` alone with fewer than two draws, NaN with no ``se``."""
+    if se is None:
+        return math.nan
+    if draws is None or len(draws) < 2:
+        return float(se)
+    return math.sqrt(float(se) ** 2 + float(np.var(draws, ddof=1)) / len(draws))
+
+
+def paired_scores(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` (one row per fine-tuning run: dataset, task, metric, method, label_ratio, seed, score) -> one row per
+    seed both arms ran, indexed by (dataset, task, metric, label_ratio, seed): S²DC's score, scratch's and ``lead``,
+    S²DC's minus scratch's (empty where no dataset has both arms)."""
     arms = runs[runs.method.isin([PRETRAINED, SCRATCH])]
     if arms.empty:
-        return {}
+        return pd.DataFrame(columns=[PRETRAINED, SCRATCH, "lead"])
     wide = arms.pivot_table(index=["dataset", "task", "metric", "label_ratio", "seed"], columns="method",
-                            values="score", aggfunc="first")
-    if PRETRAINED not in wide or SCRATCH not in wide:
+                            values="score", aggfunc="first").reindex(columns=[PRETRAINED, SCRATCH]).dropna()
+    return wide.assign(lead=wide[PRETRAINED] - wide[SCRATCH])
+
+
+def seed_pairs(wide: pd.DataFrame) -> dict[tuple, tuple[int, int, int]]:
+    """:func:`paired_scores` -> ``{(dataset, task, metric, label_ratio): (paired, ahead, behind)}``: the seeds both
+    arms ran, and of them those where S²DC's score is above scratch's and below it (equal within rounding: neither)."""
+    if wide.empty:
         return {}
-    wide = wide.dropna(subset=[PRETRAINED, SCRATCH])
     noise = ROUNDING * np.maximum(1.0, np.maximum(wide[PRETRAINED].abs(), wide[SCRATCH].abs()))
-    lead = wide[PRETRAINED] - wide[SCRATCH]
-    counted = pd.DataFrame({"ahead": lead > noise, "behind": lead < -noise}).groupby(level=[0, 1, 2, 3])
+    counted = pd.DataFrame({"ahead": wide.lead > noise, "behind": wide.lead < -noise}).groupby(level=[0, 1, 2, 3])
     return {key: (len(group), int(group.ahead.sum()), int(group.behind.sum())) for key, group in counted}
 
 
 def finetune_differences(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """``table`` (:func:`~s2dc.report.tables.summarise`: mean and std over seeds per dataset, method and label ratio)
     and its ``runs`` -> one row per dataset with both arms: at the lowest label ratio both have, ``finetune_difference``
-    (S²DC minus scratch), ``finetune_spread`` (the larger seed std of the two), ``finetune_beyond`` (True: above
-    scratch by more than the spread, :data:`BEHIND`: below it by more, False: within it, :data:`TIE` when neither arm
-    varies over the seeds and their means are equal, as two arms at 0 Dice on every seed, or None when a std is
-    missing: one seed) and :data:`SEED_PAIRS` (:func:`seed_pairs`)."""
-    pairs = seed_pairs(runs)
+    (S²DC minus scratch), ``finetune_spread`` (the largest of the two arms' seed stds and of the std of their
+    per-seed differences, :func:`paired_scores`: a gain carried by one seed is within it), ``finetune_beyond`` (True:
+    above scratch by more than the spread, :data:`BEHIND`: below it by more, False: within it, :data:`TIE` when
+    neither arm varies over the seeds and their means are equal, as two arms at 0 Dice on every seed, or None when a
+    std is missing: one seed) and :data:`SEED_PAIRS` (:func:`seed_pairs`)."""
+    wide = paired_scores(runs)
+    pairs = seed_pairs(wide)
+    lead_std = wide.lead.groupby(level=[0, 1, 2, 3]).std() if len(wide) else pd.Series(dtype=float)  # ddof 1
     rows = []
     for (dataset, task, metric), group in table.groupby(["dataset", "task", "metric"], sort=True):
         arms = {method: mine.set_index("label_ratio") for method, mine in group.groupby("method")}
@@ -120,7 +143,8 @@ def finetune_differences(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFram
             continue
         ratio = ratios[0]
         ours, base = arms[PRETRAINED].loc[ratio], arms[SCRATCH].loc[ratio]
-        difference, stds = float(ours["mean"] - base["mean"]), (float(ours["std"]), float(base["std"]))
+        difference = float(ours["mean"] - base["mean"])
+        stds = float(ours["std"]), float(base["std"]), float(lead_std.get((dataset, task, metric, ratio), math.nan))
         spread = math.nan if any(math.isnan(s) for s in stds) else max(stds)  # one seed: no spread
         # the std of equal scores is rounding noise (3 x 44.44...: 8.7e-15), as is their difference
         noise = ROUNDING * max(1.0, abs(float(ours["mean"])), abs(float(base["mean"])))
@@ -220,8 +244,9 @@ def _one_version(rows: pd.DataFrame, finetuned: list[bool], over: str) -> None:
 def effect_markdown(effect: pd.DataFrame) -> str:
     """The table and the counts under it, as Markdown."""
     lines = [
-        ("| dataset | task | fine-tuning: S²DC − scratch | labels | larger seed std | beyond the spread | "
-         "seeds S²DC ahead / behind | frozen: S²DC − random | S²DC − voxels | frozen: above both |"),
+        ("| dataset | task | fine-tuning: S²DC − scratch | labels | seed spread (largest std: arms, paired "
+         "differences) | beyond the spread | seeds S²DC ahead / behind | frozen: S²DC − random (± cases and draws) | "
+         "S²DC − voxels | frozen: above both |"),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in effect.itertuples():
@@ -240,10 +265,12 @@ def effect_markdown(effect: pd.DataFrame) -> str:
         ties = "" if not c["finetune_ties"] else (f" ({c['finetune_ties']} tie{'s' if c['finetune_ties'] > 1 else ''}, "
                                                  "both arms at one same score on every seed)")
         lines.append(f"- Over {label.replace('#', str(c['datasets']))}: fine-tuned, S²DC above scratch by more than the seed "
-                     f"spread on {c['finetune_beyond']} of {c['finetune_decided']} with a spread, below it on "
-                     f"{c['finetune_behind']}{ties}; frozen, above "
-                     f"both the random encoder and the voxels by two standard errors on {c['frozen_strong']} of "
-                     f"{c['frozen_probed']} probed (point estimates above both on {c['frozen_above']}).")
+                     "spread (the largest std of either arm and of their per-seed differences) on "
+                     f"{c['finetune_beyond']} of {c['finetune_decided']} with a spread, below it on "
+                     f"{c['finetune_behind']}{ties}; frozen, above both the random encoder (its ± over the cases "
+                     "and its draws) and the voxels by two standard errors on "
+                     f"{c['frozen_strong']} of {c['frozen_probed']} probed (point estimates above both on "
+                     f"{c['frozen_above']}).")
     return "\n".join(lines) + "\n"
 
 
@@ -258,7 +285,7 @@ def nested_effect(effect: pd.DataFrame) -> dict:
 
 def finetune_points(rows: pd.DataFrame) -> list[tuple[int, float | None, str]]:
     """The left panel of :func:`effect_figure`: for each row (its index) with a fine-tuning difference, its x
-    position (the difference in units of the larger seed std, clipped to ±3; ±3 when the spread is 0) and its label;
+    position (the difference in units of the seed spread, clipped to ±3; ±3 when the spread is 0) and its label;
     x None where a std is missing (one seed): no spread to measure it against, so no point is drawn."""
     points = []
     for i, row in rows.iterrows():
@@ -269,16 +296,17 @@ def finetune_points(rows: pd.DataFrame) -> list[tuple[int, float | None, str]]:
             points.append((i, None, f"{difference:+.2f} {row['metric']} (one seed: no spread)"))
             continue
         ratio = 0.0 if difference == 0 else difference / spread if spread > 0 else math.copysign(math.inf, difference)
-        points.append((i, float(np.clip(ratio, -3.0, 3.0)), f"{difference:+.2f} {row['metric']} (std {spread:.2f})"))
+        points.append((i, float(np.clip(ratio, -3.0, 3.0)), f"{difference:+.2f} {row['metric']} (spread {spread:.2f})"))
     return points
 
 
 def effect_figure(effect: pd.DataFrame):
-    """Both protocols as a forest plot, one row per dataset. Left: the fine-tuning difference in units of the larger
-    seed std (beyond the spread right of the dashed line at 1, behind left of the one at -1; a filled marker; no marker
-    for one seed, which has no
-    spread: :func:`finetune_points`); right: the frozen protocol's paired
-    differences against the random encoder and the voxels, ± two standard errors (R² × 100 for the image tasks)."""
+    """Both protocols as a forest plot, one row per dataset. Left: the fine-tuning difference in units of the seed
+    spread (:func:`finetune_differences`; beyond the spread right of the dashed line at 1, behind left of the one at
+    -1; a filled marker; no marker for one seed, which has no spread: :func:`finetune_points`); right: the frozen
+    protocol's paired
+    differences against the random encoder and the voxels, ± two standard errors (against the random encoder, of the
+    cases and of its draws; R² × 100 for the image tasks)."""
     plt = pyplot()
     rows = effect.iloc[::-1].reset_index(drop=True)  # the first dataset on top
     y = np.arange(len(rows))
@@ -294,7 +322,7 @@ def effect_figure(effect: pd.DataFrame):
     for edge in (-1, 1):
         left.axvline(edge, color="grey", lw=0.8, ls="--")
     left.set_xlim(-3.3, 3.3)
-    left.set_xlabel("fine-tuning: (S²DC − scratch) / larger seed std")
+    left.set_xlabel("fine-tuning: (S²DC − scratch) / seed spread")
     left.set_title("Fine-tuning, lowest label ratio (filled: beyond the spread, either way)", fontsize=9)
     for offset, baseline, colour in ((0.12, "random", "#d62728"), (-0.12, "voxels", "#2ca02c")):
         scale = np.where(rows.probe_metric == "R²", 100.0, 1.0)
@@ -302,7 +330,8 @@ def effect_figure(effect: pd.DataFrame):
         right.errorbar(values, y + offset, xerr=2 * se.fillna(0.0), fmt="o", color=colour, ms=4, capsize=2,
                        label=f"S²DC − {baseline}")
     right.axvline(0, color="grey", lw=0.8)
-    right.set_xlabel("frozen: paired difference (points; R² × 100 for the image tasks) ± 2 s.e.")
+    right.set_xlabel("frozen: paired difference (points; R² × 100 for the image tasks) ± 2 s.e.\n"
+                     "(against the random encoder: of the cases and of its draws)")
     right.set_title("Frozen encoder, the same validation cases", fontsize=9)
     right.legend(fontsize=8, loc="best")
     left.set_yticks(y, [f"{d} ({t})" for d, t in zip(rows.dataset, rows.task)], fontsize=8)

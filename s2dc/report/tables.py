@@ -156,7 +156,8 @@ def check_probe(p: dict) -> None:
     """Raise ValueError naming the key unless the probe result ``p`` holds what ``s2dc probe`` can write: the ``code``
     that made it, a known task scored by its metric (:data:`PROBE_METRICS`), a stage 0..4 and per encoder a score in
     the metric's range (balanced accuracy in [0, 1], R² <= 1), a standard error >= 0 or null, an organ recall in
-    [0, 1] or null and well-formed paired differences (:func:`check_versus`)."""
+    [0, 1] or null, each draw's score (finite numbers) or null and well-formed paired differences
+    (:func:`check_versus`)."""
     if not (isinstance(p, dict) and any(key in p for key in PROBE_KEYS)):
         raise ValueError(f"it is not a probe result (none of the keys {', '.join(PROBE_KEYS)}: a fine-tuning run's "
                          "metrics.json?)")
@@ -189,6 +190,10 @@ def check_probe(p: dict) -> None:
         organ = r.get("organ_recall")
         if organ is not None and not (is_number(organ) and -_ROUNDING <= organ <= 1 + _ROUNDING):
             raise ValueError(f"{key}.organ_recall is {organ!r}; expected a recall in [0, 1] or null")
+        draws = r.get("draws")
+        if draws is not None and not (isinstance(draws, list) and all(is_number(d) for d in draws)):
+            raise ValueError(f"{key}.draws is {reprlib.repr(draws)}; expected a list of finite numbers (each random "
+                             "draw's score) or null")
         check_versus(encoder, r.get("versus"), fraction)
 
 
@@ -440,11 +445,14 @@ def write_report(metric_files: list[Path], out_dir: Path, probe_files: list[Path
     if len(effect):
         text += ("\nDoes pretraining show? S²DC against its baselines, dataset by dataset (`s2dc.report.effect`). "
                  "Fine-tuning: at the lowest label ratio, the S²DC arm's mean over seeds minus the scratch arm's, in "
-                 "the task's metric, beyond the seed spread when it exceeds the larger of the two arms' seed std; seed by "
-                 "seed, on how many seeds S²DC scored above scratch and below it (a seed fixes the labelled subset, "
-                 "unless data.split_seed fixes one for all, and the new layers' first weights for both arms). "
+                 "the task's metric, beyond the seed spread when it exceeds the largest of the two arms' seed stds "
+                 "and of the std of their per-seed differences (a seed fixes the labelled subset, unless "
+                 "data.split_seed fixes one for all, and the new layers' first weights for both arms, so each seed is "
+                 "a pair); seed by seed, on how many seeds S²DC scored above scratch and below it. "
                  "Frozen: the probe's paired differences on the same validation cases (points of balanced accuracy, "
-                 "or R²; ± the bootstrap standard error).\n\n" + effect_markdown(effect))
+                 "or R²; ± the bootstrap standard error over the cases, and against the random encoder, the mean of "
+                 "K draws, with the draws' spread too: sqrt(se² + s²/K), s² their sample variance).\n\n"
+                 + effect_markdown(effect))
         nested["effect"] = nested_effect(effect)
     _write_all(out_dir, {
         "benchmark.csv": table.to_csv(index=False, float_format="%.4f"),
@@ -544,8 +552,8 @@ def ordering(table: pd.DataFrame, dataset: str) -> dict:
 
 def _steps(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per step between neighbours of ``rows`` (sorted by mean, best first): the gap of their means, and
-    whether it is resolved, larger than the larger of their two seed stds (as the benchmark's fine-tuning verdict
-    takes the larger of its two arms' stds) and no tie; a NaN std (one seed) resolves no step of its variant."""
+    whether it is resolved, larger than the larger of their two seed stds and no tie; a NaN std (one seed) resolves no
+    step of its variant."""
     above = rows.shift()
     gap = (above["mean"] - rows["mean"]).iloc[1:]
     noise = pd.concat([above["std"], rows["std"]], axis=1).max(axis=1, skipna=False).iloc[1:]
