@@ -108,8 +108,8 @@ def test_ablation_table_sets_variants_beside_the_poster_and_compares_the_orderin
     assert rows == ["lg", "lg_p2p", "lg_p2s", "s2dc", "sinkhorn"]  # the order of --terms; datasets sorted: autopet first
     assert "| lg_p2s | L_g + L_p2s | dual_softmax | — | — | 42.00 ± 2.83 (#1) | 84.02 (#2) |" in table
     assert "| sinkhorn | L_g + L_p2p + L_p2s | sinkhorn | 60.00 ± 0.00 (#1) | — | — | — |" in table
-    assert "- btcv (among the variants run on it; not run: sinkhorn): ours lg_p2s > s2dc > lg_p2p > lg; poster s2dc > lg_p2s > lg_p2p > lg; Kendall τ +0.67; same best: no; 3 of 3 steps of our order beyond the larger seed std of their two variants" in table
-    assert "- autopet (among the variants run on it; not run: lg_p2p, lg_p2s): ours s2dc > lg; poster s2dc > lg; Kendall τ +1.00; same best: yes; 1 of 1 step of our order beyond the larger seed std of their two variants" in table
+    assert "- btcv (among the variants run on it; not run: sinkhorn): ours lg_p2s > s2dc > lg_p2p > lg; poster s2dc > lg_p2s > lg_p2p > lg; Kendall τ +0.67; same best: no; 3 of 3 steps of our order beyond its seed spread" in table
+    assert "- autopet (among the variants run on it; not run: lg_p2p, lg_p2s): ours s2dc > lg; poster s2dc > lg; Kendall τ +1.00; same best: yes; 1 of 1 step of our order beyond its seed spread" in table
     assert "not resolved" not in table
     assert "<td>lg_p2s</td>" in (tmp_path / "out" / "ablation.html").read_text()
     assert "| btcv | 2 | lg | segmentation | balanced accuracy | 50.0 | — | 0.500 | 0.600 | 1.20 |" in table
@@ -284,7 +284,7 @@ def test_an_ablation_order_within_the_seed_noise_is_said_to_be_unresolved(tmp_pa
     assert main(["ablation-table", *map(str, files), "--terms", "lg=global:dual_softmax",
                  "s2dc=global+p2p+p2s:dual_softmax", "--out", str(tmp_path / "out")]) == 0
     table = (tmp_path / "out" / "ablation.md").read_text()
-    assert "0 of 1 step of our order beyond the larger seed std of their two variants (not resolved" in table
+    assert "0 of 1 step of our order beyond its seed spread (not resolved" in table
     assert json.loads((tmp_path / "out" / "ablation.json").read_text())["btcv"]["ordering"]["resolved"] is False
 
 
@@ -303,8 +303,8 @@ def test_an_ablation_lead_within_its_own_seed_std_is_not_resolved_by_zero_std_fl
     assert order["ours"] == [["lg_p2p"], ["lg", "lg_p2s", "s2dc"]] and order["resolved"] is False
     assert (order["steps"], order["steps_resolved"]) == (3, 0)
     table = (tmp_path / "out" / "ablation.md").read_text()
-    assert ("0 of 3 steps of our order beyond the larger seed std of their two variants (not resolved: every step "
-            "within the seeds’ noise)") in table, table
+    assert ("0 of 3 steps of our order beyond its seed spread (not resolved: every step within the "
+            "seeds’ noise)") in table, table
 
 
 ABLATION_TERMS = {"lg": "global:dual_softmax", "lg_p2p": "global+p2p:dual_softmax", "lg_p2s": "global+p2s:dual_softmax",
@@ -341,7 +341,7 @@ def test_the_committed_btcv_ablation_order_is_not_resolved_as_no_step_of_it_is(t
     assert (order["steps"], order["steps_resolved"]) == (3, 0)
     assert set(order) == {"ours", "poster", "kendall_tau", "same_best", "steps", "steps_resolved", "one_seed",
                           "resolved"} and order["one_seed"] == []
-    assert line.endswith("same best: yes; 0 of 3 steps of our order beyond the larger seed std of their two variants "
+    assert line.endswith("same best: yes; 0 of 3 steps of our order beyond its seed spread "
                          "(not resolved: every step within the seeds’ noise)"), line
 
 
@@ -351,7 +351,7 @@ def test_an_ablation_order_whose_every_gap_passes_both_stds_is_resolved(tmp_path
     order, line = ablation_ordering(tmp_path, {m: two_seeds(*ms) for m, ms in stats.items()})
     assert order["ours"] == [["s2dc"], ["lg_p2s"], ["lg_p2p"], ["lg"]]
     assert (order["steps"], order["steps_resolved"], order["resolved"]) == (3, 3, True)
-    assert line.endswith("; 3 of 3 steps of our order beyond the larger seed std of their two variants"), line
+    assert line.endswith("; 3 of 3 steps of our order beyond its seed spread"), line
 
 
 def test_one_step_within_the_seed_noise_leaves_a_wide_ablation_order_unresolved(tmp_path):
@@ -360,7 +360,7 @@ def test_one_step_within_the_seed_noise_leaves_a_wide_ablation_order_unresolved(
     stats = {"lg": (10, 1), "lg_p2p": (20, 1), "lg_p2s": (39.5, 1), "s2dc": (40, 1)}
     order, line = ablation_ordering(tmp_path, {m: two_seeds(*ms) for m, ms in stats.items()})
     assert order["resolved"] is False and (order["steps"], order["steps_resolved"]) == (3, 2)
-    assert line.endswith("; 2 of 3 steps of our order beyond the larger seed std of their two variants "
+    assert line.endswith("; 2 of 3 steps of our order beyond its seed spread "
                          "(not resolved: 1 within the seeds’ noise)"), line
 
 
@@ -374,7 +374,7 @@ def test_ablation_means_equal_but_for_rounding_are_a_tie_not_a_resolved_step(tmp
     assert two[0]["ours"] == [["s2dc", "lg"]] and three[0]["ours"] == [["lg_p2s"], ["s2dc", "lg"]]  # a tie
     assert two[0]["resolved"] is False and three[0]["resolved"] is False
     assert [(o["steps"], o["steps_resolved"], o["resolved"]) for o, _ in (two, three)] == [(1, 0, False), (2, 1, False)]
-    assert two[1].endswith("; 0 of 1 step of our order beyond the larger seed std of their two variants "
+    assert two[1].endswith("; 0 of 1 step of our order beyond its seed spread "
                            "(not resolved: every step within the seeds’ noise)"), two[1]
 
 
@@ -384,8 +384,24 @@ def test_one_seed_variants_leave_their_ablation_steps_unresolved(tmp_path):
     order, line = ablation_ordering(tmp_path, {"lg": [0.11], "lg_p2s": [0.50], "s2dc": [0.81]})
     assert order["ours"] == [["s2dc"], ["lg_p2s"], ["lg"]] and order["one_seed"] == ["s2dc", "lg_p2s", "lg"]
     assert (order["steps"], order["steps_resolved"], order["resolved"]) == (2, 0, False)
-    assert line.endswith("; 0 of 2 steps of our order beyond the larger seed std of their two variants "
+    assert line.endswith("; 0 of 2 steps of our order beyond its seed spread "
                          "(not resolved: a variant has one seed, so no seed std)"), line
+
+
+def test_an_ablation_step_carried_by_one_seed_is_not_resolved(tmp_path):
+    """The seeds pair the variants (one labelled subset and one new-layer init per seed), as they pair the benchmark's
+    arms: s2dc at 13.17 / 18.83 % (16.00 ± 4.00), lg at 12.83 / 7.17 % (10.00 ± 4.00). The gap, 6.00, passes both
+    stds, but seed by seed s2dc leads by 0.34 and by 11.66, whose std is 8.01: the step is within the seeds' noise."""
+    import statistics
+
+    dice = {"lg": [0.1283, 0.0717], "s2dc": [0.1317, 0.1883]}
+    leads = [100 * (a - b) for a, b in zip(dice["s2dc"], dice["lg"])]
+    assert statistics.stdev(leads) == pytest.approx(8.01, abs=0.01) and statistics.mean(leads) == pytest.approx(6.0)
+    order, line = ablation_ordering(tmp_path, dice)
+    assert order["ours"] == [["s2dc"], ["lg"]] and (order["steps"], order["steps_resolved"]) == (1, 0)
+    assert order["resolved"] is False
+    assert line.endswith("; 0 of 1 step of our order beyond its seed spread (not resolved: every step within the "
+                         "seeds’ noise)"), line
 
 
 def test_the_label_ratio_curve_joins_each_methods_ratios_with_their_seed_spread(tmp_path):

@@ -502,10 +502,10 @@ def table2_score(dataset: str, terms: str, task: str) -> float:
     return scores[0] if scores else math.nan
 
 
-def ablation_table(metric_files: list[Path], terms: dict[str, str]) -> pd.DataFrame:
-    """The loss ablation (poster Table 2): mean ± std over seeds per (dataset, variant), the variant's loss terms
-    (``terms``: {variant: 'global+p2p:dual_softmax'}), the poster's number and both rankings within each dataset."""
-    runs = collect(metric_files)
+def ablation_table(runs: pd.DataFrame, terms: dict[str, str]) -> pd.DataFrame:
+    """The loss ablation (poster Table 2) of ``runs`` (:func:`collect`): mean ± std over seeds per (dataset, variant),
+    the variant's loss terms (``terms``: {variant: 'global+p2p:dual_softmax'}), the poster's number and both rankings
+    within each dataset."""
     missing = sorted(set(runs.method) - set(terms))
     if missing:
         raise ValueError(f"no loss terms given for variant(s) {missing} (expected --terms NAME=TERMS for each)")
@@ -531,16 +531,17 @@ def ablation_table(metric_files: list[Path], terms: dict[str, str]) -> pd.DataFr
 _TIE = 1e-9
 
 
-def ordering(table: pd.DataFrame, dataset: str) -> dict:
+def ordering(table: pd.DataFrame, runs: pd.DataFrame, dataset: str) -> dict:
     """Our order of the variants the poster prints, best first, as groups of equal means (ties), and the poster's;
-    Kendall's tau between them, and how far ours is resolved, step by step (:func:`_steps`): the order is resolved
-    when every step between neighbours is. A range of all the means against the largest std would let one noisy
-    variant far below call the others ordered; a mean of the stds would let variants stuck at the floor, whose std
-    is 0, shrink the noise of one that leaves it on a single seed."""
+    Kendall's tau between them, and how far ours is resolved, step by step (:func:`_steps`, from the table's means and
+    ``runs``' per-seed scores): the order is resolved when every step between neighbours is. A range of all the means
+    against the largest std would let one noisy variant far below call the others ordered; a mean of the stds would
+    let variants stuck at the floor, whose std is 0, shrink the noise of one that leaves it on a single seed."""
     from scipy.stats import kendalltau
 
     rows = table[(table.dataset == dataset) & table.paper.notna()].sort_values("mean", ascending=False, kind="stable")
-    steps = _steps(rows)
+    mine = runs[runs.dataset == dataset]
+    steps = _steps(rows, mine.pivot_table(index="seed", columns="method", values="score", aggfunc="first"))
     ours = _tie_groups(list(rows.method), steps.gap)
     poster = list(rows.sort_values("paper", ascending=False).method)
     tau = float(kendalltau(rows["mean"], rows["paper"]).statistic) if len(rows) >= 2 else math.nan
@@ -550,13 +551,17 @@ def ordering(table: pd.DataFrame, dataset: str) -> dict:
             "one_seed": list(rows.method[rows["std"].isna()]), "resolved": bool(len(steps) and steps.resolved.all())}
 
 
-def _steps(rows: pd.DataFrame) -> pd.DataFrame:
+def _steps(rows: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     """One row per step between neighbours of ``rows`` (sorted by mean, best first): the gap of their means, and
-    whether it is resolved, larger than the larger of their two seed stds and no tie; a NaN std (one seed) resolves no
-    step of its variant."""
+    whether it is resolved: larger than its seed spread, the largest of the two variants' seed stds and of the std of
+    their per-seed differences (``scores``: seed x variant; a seed fixes the labelled subset and the new layers' first
+    weights of every variant, so the seeds pair them, as they pair the benchmark's two arms), and no tie. A NaN std
+    (one seed) resolves no step of its variant."""
     above = rows.shift()
     gap = (above["mean"] - rows["mean"]).iloc[1:]
-    noise = pd.concat([above["std"], rows["std"]], axis=1).max(axis=1, skipna=False).iloc[1:]
+    names = list(rows.method)
+    paired = pd.Series([(scores[a] - scores[b]).std() for a, b in zip(names, names[1:])], index=gap.index, dtype=float)
+    noise = pd.concat([above["std"], rows["std"], paired], axis=1).max(axis=1, skipna=False).iloc[1:]
     return pd.DataFrame({"gap": gap, "resolved": (gap >= _TIE) & (gap > noise)})
 
 
@@ -571,9 +576,9 @@ def _tie_groups(methods: list[str], gaps: pd.Series) -> list[list[str]]:
     return groups
 
 
-def ablation_markdown(table: pd.DataFrame) -> str:
+def ablation_markdown(table: pd.DataFrame, runs: pd.DataFrame) -> str:
     """One row per variant, two columns per dataset (ours at the run's label ratio on its data; the poster's Table 2),
-    then the orderings compared."""
+    then the orderings compared (:func:`ordering`, from ``runs``' per-seed scores too)."""
     datasets = sorted(table.dataset.unique())
     head = "| variant | losses | assignment | " + " | ".join(
         f"{d} {table[table.dataset == d].metric.iloc[0]} (ours, {ratio_text(table[table.dataset == d].label_ratio.iloc[0])} labels) "
@@ -595,7 +600,7 @@ def ablation_markdown(table: pd.DataFrame) -> str:
         lines.append(f"| {variant} | {pretty} | {assignment} | " + " | ".join(cells) + " |")
     lines.append("")
     for d in datasets:
-        o = ordering(table, d)
+        o = ordering(table, runs, d)
         tau = "—" if math.isnan(o["kendall_tau"]) else f"{o['kendall_tau']:+.2f}"
         ours = " > ".join(" = ".join(tied) for tied in o["ours"])
         absent = [v for v in variants if v not in set(table[table.dataset == d].method)]
@@ -611,8 +616,8 @@ def _resolution(o: dict) -> str:
         return "no variant the poster prints"
     if not o["steps"]:
         return "one variant, no order to resolve"
-    text = (f"{o['steps_resolved']} of {o['steps']} step{'s' if o['steps'] > 1 else ''} of our order beyond the "
-            "larger seed std of their two variants")
+    text = (f"{o['steps_resolved']} of {o['steps']} step{'s' if o['steps'] > 1 else ''} of our order beyond its "
+            "seed spread")
     if o["resolved"]:
         return text
     unresolved = o["steps"] - o["steps_resolved"]
@@ -627,15 +632,16 @@ def write_ablation(metric_files: list[Path], terms: dict[str, str], out_dir: Pat
                    probe_files: list[Path] = ()) -> pd.DataFrame:
     """Write ablation.csv, ablation.md (and .html) and ablation.json (nested, with the orderings, for ``dvc metrics``) into
     ``out_dir``; ``probe_files`` (``s2dc probe`` of every variant's encoder) add the frozen-encoder table."""
-    table = ablation_table(metric_files, terms)
+    runs = collect(metric_files)
+    table = ablation_table(runs, terms)
     probes = collect_probes(list(probe_files))
-    check_probed_encoders(collect(metric_files), list(probe_files))
+    check_probed_encoders(runs, list(probe_files))
     nested = {d: {"variants": {r.method: {"mean": round(r.mean, 4), "std": _round(r.std), "seeds": int(r.seeds)}
                                for r in table[table.dataset == d].itertuples()},
-                  "ordering": _finite(ordering(table, d))} for d in sorted(table.dataset.unique())}
+                  "ordering": _finite(ordering(table, runs, d))} for d in sorted(table.dataset.unique())}
     text = ("Loss ablation (poster Table 2): each pretraining variant's encoder fine-tuned on the same cases; ours is the "
             "mean ± std over seeds (rank among the variants), the poster's is Dice % on the real data at "
-            f"{ratio_text(ABLATION_PAPER_RATIO)} labels (our reading of its table).\n\n" + ablation_markdown(table))
+            f"{ratio_text(ABLATION_PAPER_RATIO)} labels (our reading of its table).\n\n" + ablation_markdown(table, runs))
     if len(probes):
         text += ("\nThe variants' encoders read directly (`s2dc probe`: a linear model on the frozen features, beside a "
                  "random encoder and the raw voxels; consistency, discrepancy and their ratio as in the benchmark's "
