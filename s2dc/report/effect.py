@@ -100,6 +100,12 @@ def with_draws(se: float | None, draws: list[float] | None) -> float:
     return math.sqrt(float(se) ** 2 + float(np.var(draws, ddof=1)) / len(draws))
 
 
+def seed_spread(*stds: float) -> float:
+    """The seed spread of two arms (or two ablation variants) that the seeds pair: the largest of their seed stds and
+    of the std of their per-seed differences; NaN where one is missing (one seed: no spread)."""
+    return math.nan if any(math.isnan(s) for s in stds) else max(stds)
+
+
 def paired_scores(runs: pd.DataFrame) -> pd.DataFrame:
     """``runs`` (one row per fine-tuning run: dataset, task, metric, method, label_ratio, seed, score) -> one row per
     seed both arms ran, indexed by (dataset, task, metric, label_ratio, seed): S²DC's score, scratch's and ``lead``,
@@ -145,7 +151,7 @@ def finetune_differences(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFram
         ours, base = arms[PRETRAINED].loc[ratio], arms[SCRATCH].loc[ratio]
         difference = float(ours["mean"] - base["mean"])
         stds = float(ours["std"]), float(base["std"]), float(lead_std.get((dataset, task, metric, ratio), math.nan))
-        spread = math.nan if any(math.isnan(s) for s in stds) else max(stds)  # one seed: no spread
+        spread = seed_spread(*stds)
         # the std of equal scores is rounding noise (3 x 44.44...: 8.7e-15), as is their difference
         noise = ROUNDING * max(1.0, abs(float(ours["mean"])), abs(float(base["mean"])))
         tie = spread <= noise and abs(difference) <= noise

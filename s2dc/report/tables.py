@@ -22,7 +22,7 @@ from ..pages import markdown_page
 from ..recorded import folder_locked, is_recorded, read_record, write_recorded
 from ..train.outputs import edit_found
 from .averages import averages, averages_markdown, nested_averages, percent_score
-from .effect import effect_markdown, effect_table, nested_effect
+from .effect import effect_markdown, effect_table, nested_effect, seed_spread
 from .outputs import check_out_dir, is_own, record_present, record_problem
 from .runs import check_runs, is_number, ratio_text, read_run
 from .tasks import TASK_VIEWS
@@ -557,11 +557,10 @@ def _steps(rows: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     their per-seed differences (``scores``: seed x variant; a seed fixes the labelled subset and the new layers' first
     weights of every variant, so the seeds pair them, as they pair the benchmark's two arms), and no tie. A NaN std
     (one seed) resolves no step of its variant."""
-    above = rows.shift()
-    gap = (above["mean"] - rows["mean"]).iloc[1:]
-    names = list(rows.method)
-    paired = pd.Series([(scores[a] - scores[b]).std() for a, b in zip(names, names[1:])], index=gap.index, dtype=float)
-    noise = pd.concat([above["std"], rows["std"], paired], axis=1).max(axis=1, skipna=False).iloc[1:]
+    gap = -rows["mean"].diff().iloc[1:]
+    names, stds = list(rows.method), list(rows["std"])
+    noise = [seed_spread(stds[k], stds[k + 1], float((scores[a] - scores[b]).std()))
+             for k, (a, b) in enumerate(zip(names, names[1:]))]
     return pd.DataFrame({"gap": gap, "resolved": (gap >= _TIE) & (gap > noise)})
 
 
